@@ -1,0 +1,188 @@
+"""Plain data that flows through the pipeline.
+
+Everything here is immutable and free of I/O so that the decisions made on it
+can be tested as tables of values. Enum values are the public spelling: they
+appear in JSON, in the database, in logs and as bounded metric labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class DeviceKind(StrEnum):
+    SAFETY_ALARM = "safety_alarm"
+    DOOR_SENSOR = "door_sensor"
+    FALL_SENSOR = "fall_sensor"
+    GPS_TRACKER = "gps_tracker"
+    MEDICATION_DISPENSER = "medication_dispenser"
+
+
+class EventType(StrEnum):
+    BUTTON_PRESSED = "button.pressed"
+    FALL_DETECTED = "fall.detected"
+    DOOR_OPENED = "door.opened"
+    DOOR_CLOSED = "door.closed"
+    LOCATION = "location"
+    DOSE_TAKEN = "dose.taken"
+    DOSE_MISSED = "dose.missed"
+    DISPENSER_FAULT = "dispenser.fault"
+    HEARTBEAT = "heartbeat"
+    BATTERY_LOW = "battery.low"
+    TAMPER = "tamper"
+    POWER_LOST = "power.lost"
+    POWER_RESTORED = "power.restored"
+
+
+class RejectReason(StrEnum):
+    """Why a message went to the dead-letter store. Bounded: used as a metric label."""
+
+    OVERSIZED = "oversized"
+    NOT_UTF8 = "not_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    BAD_VALUE = "bad_value"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_TOPIC = "unknown_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    DECOMMISSIONED_DEVICE = "decommissioned_device"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    DEVICE_MISMATCH = "device_mismatch"
+    MUNICIPALITY_MISMATCH = "municipality_mismatch"
+    NO_MAPPING = "no_mapping"
+
+
+class Priority(IntEnum):
+    CRITICAL = 1
+    HIGH = 2
+    NORMAL = 3
+    TECHNICAL = 4
+
+
+class AlarmState(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Verdict(StrEnum):
+    """What the pipeline decided for one message or event; recorded with it."""
+
+    NEW = "new"  # opened a new alarm
+    REPEAT = "repeat"  # joined the open alarm of the same device and kind
+    REOPENED = "reopened"  # came back within the flap window of an auto-resolved alarm
+    REDELIVERY = "redelivery"  # same device message id seen before: no second event
+    CLEARED = "cleared"  # auto-resolved an open alarm
+    LOGGED = "logged"  # stored as an event; no alarm (e.g. a heartbeat, a daytime door)
+    REJECTED = "rejected"  # dead-lettered
+
+
+class TimelineType(StrEnum):
+    RAISED = "raised"
+    REPEATED = "repeated"
+    REOPENED = "reopened"
+    ESCALATED = "escalated"
+    ACKNOWLEDGED = "acknowledged"
+    RESPONDER_DISPATCHED = "responder_dispatched"
+    RESPONDER_ON_SITE = "responder_on_site"
+    RESOLVED = "resolved"
+    AUTO_RESOLVED = "auto_resolved"
+    SUPPRESSED = "suppressed"
+    NOTE = "note"
+    EVENT = "event"  # a related, non-triggering event (door closed while door alarm open)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    kind: DeviceKind
+    municipality: str
+    profile: str | None = None
+    heartbeat_interval_s: int | None = None
+    label: str | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One MQTT message as it came off the wire, before any interpretation."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded, validated device event in alarmhub's own vocabulary."""
+
+    device_id: str
+    msg_id: str
+    type: EventType
+    ts: datetime
+    received_at: datetime
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> tuple[str, str]:
+        """The deduplication key: a device's own message id, unique per device."""
+        return (self.device_id, self.msg_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that cannot become an event. A value, never an exception."""
+
+    reason: RejectReason
+    detail: str
+    device_id: str | None = None
+    msg_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The result of decoding one message: its events (one message may carry several)."""
+
+    device: Device
+    msg_id: str
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    id: str
+    device_id: str
+    municipality: str
+    kind: str
+    priority: Priority
+    state: AlarmState
+    raised_at: datetime
+    last_seen_at: datetime
+    repeat_count: int = 0
+    escalation_level: int = 0
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    dispatched_at: datetime | None = None
+    on_site_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    outcome: str | None = None
+    rules_version: str = ""
+    suppressed_by: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.state is not AlarmState.RESOLVED
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    alarm_id: str
+    at: datetime
+    type: TimelineType
+    actor: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,131 @@
+"""Device profiles as frozen core types: how one vendor format maps onto alarmhub events.
+
+Profiles are data (TOML files under ``devices/``), loaded and validated once by
+:mod:`alarmhub.profiles`. This module holds only the resulting types and the
+pure matching logic, so that adding a vendor format never touches the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from alarmhub.core.model import DeviceKind, EventType
+
+
+class Op(StrEnum):
+    EQ = "eq"
+    NE = "ne"
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    IN = "in"
+    PRESENT = "present"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    path: str
+    op: Op
+    value: Any
+
+    def holds(self, payload: dict[str, Any]) -> bool:
+        found, actual = lookup(payload, self.path)
+        if self.op is Op.PRESENT:
+            return found is bool(self.value)
+        if not found:
+            return False
+        if self.op is Op.EQ:
+            # bool is an int in Python: `True == 1` must not match a numeric 1.
+            return type(actual) is type(self.value) and actual == self.value
+        if self.op is Op.NE:
+            return not (type(actual) is type(self.value) and actual == self.value)
+        if self.op is Op.IN:
+            return any(type(actual) is type(v) and actual == v for v in self.value)
+        if not _is_number(actual):
+            return False
+        if self.op is Op.LT:
+            return bool(actual < self.value)
+        if self.op is Op.LE:
+            return bool(actual <= self.value)
+        if self.op is Op.GT:
+            return bool(actual > self.value)
+        return bool(actual >= self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """When every condition holds, the message yields `event` with the listed fields."""
+
+    conditions: tuple[Condition, ...]
+    event: EventType
+    fields: tuple[tuple[str, str], ...] = ()  # (alarmhub field, payload path)
+
+    def matches(self, payload: dict[str, Any]) -> bool:
+        return all(c.holds(payload) for c in self.conditions)
+
+
+class TimestampUnit(StrEnum):
+    RFC3339 = "rfc3339"
+    EPOCH_S = "epoch_s"
+    EPOCH_MS = "epoch_ms"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPattern:
+    """A topic with `{name}` placeholders, each matching exactly one level."""
+
+    levels: tuple[str, ...]
+    device_id: str  # template over the placeholders, e.g. "{user}/{device}"
+
+    def match(self, topic_levels: list[str]) -> str | None:
+        if len(topic_levels) != len(self.levels):
+            return None
+        bound: dict[str, str] = {}
+        for pattern, actual in zip(self.levels, topic_levels, strict=True):
+            if pattern.startswith("{") and pattern.endswith("}"):
+                if not actual:
+                    return None
+                bound[pattern[1:-1]] = actual
+            elif pattern != actual:
+                return None
+        return self.device_id.format_map(bound)
+
+    def subscription(self) -> str:
+        """The MQTT filter that covers this pattern: placeholders become `+`."""
+        return "/".join("+" if lvl.startswith("{") else lvl for lvl in self.levels)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    format: str  # the wire family ("native", "zigbee2mqtt", "owntracks")
+    kinds: tuple[DeviceKind, ...]
+    topic: TopicPattern
+    default: bool = False  # default profile of its format for each of its kinds
+    native: bool = False  # decoded by the native protocol's schema, not by mappings
+    mappings: tuple[Mapping, ...] = ()
+    message_id: tuple[str, ...] = ()  # payload paths that identify a message, first found wins
+    timestamp_path: str | None = None
+    timestamp_unit: TimestampUnit = TimestampUnit.RFC3339
+    fallback: EventType | None = None  # when no mapping matches (e.g. a plain status report)
+    description: str = ""
+
+
+def lookup(payload: dict[str, Any], path: str) -> tuple[bool, Any]:
+    """Follow a dotted path into nested JSON objects."""
+    current: Any = payload
+    for part in path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return False, None
+        current = current[part]
+    return True, current
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,163 @@
+"""Every Prometheus metric alarmhub exports, in one place, on an injected registry.
+
+Label values come from enums and the registry of municipalities, never from a
+device id, so the number of series is bounded. Known label combinations are
+created at zero on start so that `rate()` and alerts see a series from the first
+scrape, not only after the first failure. The catalogue is documented in
+docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from alarmhub.core.model import DeviceKind, Priority, RejectReason, Verdict
+
+RESPONSE_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+UNKNOWN_KIND = "unknown"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.messages_received = Counter(
+            "alarmhub_messages_received",
+            "MQTT messages received, by device kind (unknown when the device is not registered)",
+            ["device_kind"],
+            registry=r,
+        )
+        self.messages_decoded = Counter(
+            "alarmhub_messages_decoded",
+            "Messages decoded into at least one event",
+            ["device_kind"],
+            registry=r,
+        )
+        self.messages_dead_lettered = Counter(
+            "alarmhub_messages_dead_lettered",
+            "Messages kept in the dead-letter store, by reason",
+            ["reason", "device_kind"],
+            registry=r,
+        )
+        self.messages_deduplicated = Counter(
+            "alarmhub_messages_deduplicated",
+            "Messages whose device message id was already committed (redelivery or device retry)",
+            ["device_kind"],
+            registry=r,
+        )
+        self.events = Counter(
+            "alarmhub_events",
+            "Decoded events by what the pipeline decided for them",
+            ["verdict"],
+            registry=r,
+        )
+        self.alarms_raised = Counter(
+            "alarmhub_alarms_raised",
+            "Alarms opened, by alarm kind and priority",
+            ["kind", "priority"],
+            registry=r,
+        )
+        self.alarms_open = Gauge(
+            "alarmhub_alarms_open",
+            "Alarms not yet resolved, by priority and state",
+            ["priority", "state"],
+            registry=r,
+        )
+        self.oldest_unacknowledged = Gauge(
+            "alarmhub_oldest_unacknowledged_alarm_age_seconds",
+            "Age of the oldest open, unacknowledged alarm (0 when there is none)",
+            ["priority"],
+            registry=r,
+        )
+        self.time_to_acknowledge = Histogram(
+            "alarmhub_time_to_acknowledge_seconds",
+            "Seconds from raised to acknowledged",
+            ["priority"],
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.time_to_resolve = Histogram(
+            "alarmhub_time_to_resolve_seconds",
+            "Seconds from raised to resolved",
+            ["priority"],
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.sla_breaches = Counter(
+            "alarmhub_sla_breaches",
+            "Alarms acknowledged later than their priority's target",
+            ["priority"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "alarmhub_escalations", "Escalation steps fired, by level", ["level"], registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "alarmhub_mqtt_connected", "1 while the ingest connection to the broker is up", registry=r
+        )
+        self.mqtt_reconnects = Counter(
+            "alarmhub_mqtt_reconnects", "Connections to the broker after the first", registry=r
+        )
+        self.commit_batch_size = Histogram(
+            "alarmhub_commit_batch_messages",
+            "Messages per committed batch",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "alarmhub_commit_seconds",
+            "Wall time of one batch's database transaction",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.commit_failures = Counter(
+            "alarmhub_commit_failures",
+            "Batch commits that failed and will be retried (nothing is acknowledged meanwhile)",
+            registry=r,
+        )
+        self.store_writable = Gauge(
+            "alarmhub_store_writable", "1 while the last commit succeeded", registry=r
+        )
+        self.devices = Gauge(
+            "alarmhub_devices", "Registered active devices, by kind", ["device_kind"], registry=r
+        )
+        self.http_requests = Counter(
+            "alarmhub_http_requests",
+            "HTTP requests by route template and status code",
+            ["route", "status"],
+            registry=r,
+        )
+        self._zero()
+
+    def _zero(self) -> None:
+        kinds = [*(k.value for k in DeviceKind), UNKNOWN_KIND]
+        for kind in kinds:
+            self.messages_received.labels(kind)
+            self.messages_decoded.labels(kind)
+            self.messages_deduplicated.labels(kind)
+            for reason in RejectReason:
+                self.messages_dead_lettered.labels(reason.value, kind)
+        for verdict in Verdict:
+            self.events.labels(verdict.value)
+        for p in Priority:
+            label = str(int(p))
+            for state in ("open", "acknowledged"):
+                self.alarms_open.labels(label, state)
+            self.oldest_unacknowledged.labels(label)
+            self.time_to_acknowledge.labels(label)
+            self.time_to_resolve.labels(label)
+            self.sla_breaches.labels(label)
+        for level in range(1, 4):
+            self.escalations.labels(str(level))
+        for kind in DeviceKind:
+            self.devices.labels(kind.value)
+        self.store_writable.set(1)
+
+    def zero_alarm_kinds(self, kinds: Iterable[str]) -> None:
+        for kind in kinds:
+            for p in Priority:
+                self.alarms_raised.labels(kind, str(int(p)))
