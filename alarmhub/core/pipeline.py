@@ -9,6 +9,7 @@ failed commit leaves nothing half-applied in memory either.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +48,7 @@ class EventOutcome:
 @dataclass(slots=True)
 class MessageOutcome:
     raw: RawMessage
+    fingerprint: str
     verdict: Verdict  # REJECTED, REDELIVERY, or LOGGED when its events were judged
     device: Device | None = None
     msg_id: str | None = None
@@ -77,36 +79,49 @@ def decode_all(raws: Iterable[RawMessage], ctx: Context) -> list[Decoded | Rejec
     return [decode(raw, ctx.registry, ctx.catalog, ctx.limits) for raw in raws]
 
 
+def fingerprint(raw: RawMessage, result: Decoded | Rejected) -> str:
+    """The identity a message is deduplicated by.
+
+    A decoded message is its device's own message id. A rejected one has no
+    trustworthy id, so it is its exact bytes on its topic: a QoS 1 redelivery of a
+    dead letter after a crash then lands on the same dead letter, not a second one.
+    """
+    if isinstance(result, Decoded):
+        return f"m:{result.device.id}\x00{result.msg_id}"
+    digest = hashlib.blake2b(raw.topic.encode() + b"\x00" + raw.payload, digest_size=12)
+    return f"r:{digest.hexdigest()}"
+
+
 def process_batch(
     raws: list[RawMessage],
     decoded: list[Decoded | Rejected],
-    already_seen: set[tuple[str, str]],
+    fingerprints: list[str],
+    already_seen: set[str],
     view: AlarmView,
     ctx: Context,
 ) -> BatchEffects:
     """Judge a decoded batch in arrival order.
 
-    `already_seen` holds the (device, message id) keys the store has committed
-    before; keys seen earlier in this same batch are caught here too.
+    `already_seen` holds the fingerprints the store has committed before;
+    repeats within this same batch are caught here too.
     """
     effects = BatchEffects()
     # Alarms touched by this batch shadow the view, so a second press in the same
     # batch joins the alarm the first one opened.
     overlay: dict[AlarmKey, Alarm] = {}
     seen = set(already_seen)
-    for raw, result in zip(raws, decoded, strict=True):
+    for raw, result, fp in zip(raws, decoded, fingerprints, strict=True):
         if isinstance(result, Rejected):
-            effects.messages.append(
-                MessageOutcome(raw, Verdict.REJECTED, None, result.msg_id, result)
-            )
+            verdict = Verdict.REDELIVERY if fp in seen else Verdict.REJECTED
+            seen.add(fp)
+            effects.messages.append(MessageOutcome(raw, fp, verdict, None, result.msg_id, result))
             continue
-        key = (result.device.id, result.msg_id)
-        outcome = MessageOutcome(raw, Verdict.LOGGED, result.device, result.msg_id)
+        outcome = MessageOutcome(raw, fp, Verdict.LOGGED, result.device, result.msg_id)
         effects.messages.append(outcome)
-        if key in seen:
+        if fp in seen:
             outcome.verdict = Verdict.REDELIVERY
             continue
-        seen.add(key)
+        seen.add(fp)
         effects.device_seen[result.device.id] = raw.received_at
         for event in result.events:
             outcome.events.append(_judge_event(event, result.device, view, overlay, ctx, effects))

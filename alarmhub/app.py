@@ -1,0 +1,370 @@
+"""The composition root: `async with AlarmHub(settings) as hub:` runs alarmhub.
+
+The same object serves `alarmhub run` and the integration tests, which run it
+in-process. It owns one TaskGroup; every task is named and is cancelled and
+awaited on exit. The per-batch sandwich lives in :meth:`AlarmHub._handle`:
+pure decode -> one read (seen fingerprints) -> pure decide -> one write ->
+ack -> fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from types import TracebackType
+from typing import Self, TypeVar
+
+import orjson
+import structlog
+
+from alarmhub.clock import Clock, SystemClock
+from alarmhub.core.decode import Catalog, DecodeLimits
+from alarmhub.core.model import Decoded, RawMessage, Rejected, RejectReason, Verdict
+from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
+from alarmhub.core.rules import RuleSet
+from alarmhub.ingest.mqtt import Backoff, Delivery, MqttIngest
+from alarmhub.logs import OncePer
+from alarmhub.metrics import UNKNOWN_KIND, Metrics
+from alarmhub.profiles import default_profiles_dir, load_catalog
+from alarmhub.rules_file import alarm_kinds, load_rules
+from alarmhub.settings import Settings
+from alarmhub.state import HubState
+from alarmhub.store.sqlite import SqliteStore, StoreError
+
+log = structlog.get_logger("alarmhub")
+T = TypeVar("T")
+
+NATIVE_PREFIX = "alarmhub/v1/"
+REGISTRY_POLL_S = 2.0
+COMMIT_RETRY_MAX_S = 5.0
+
+
+class AlarmHub:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.serve_http = serve_http
+        self.rules: RuleSet
+        self.catalog: Catalog
+        self.state: HubState
+        self.store: SqliteStore
+        self.ingest: MqttIngest | None = None
+        self.ready = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._stopping = asyncio.Event()
+        self._once = OncePer(60.0)
+        self._registry_mark = ""
+        self.batches_committed = 0
+        self.http_port: int | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        self.rules = load_rules(s.rules)
+        self.catalog = load_catalog(s.devices_dir or default_profiles_dir())
+        db = s.database
+        if db.kind != "sqlite" or db.path is None:
+            raise NotImplementedError("only sqlite:/// databases are supported so far")
+        self.store = await SqliteStore.open(db.path, synchronous=s.sqlite_synchronous)
+        self._stack.push_async_callback(self.store.close)
+        await self._load_state()
+        self.metrics.zero_alarm_kinds(alarm_kinds(self.rules))
+        self.ingest = MqttIngest(
+            s.mqtt,
+            s.mqtt_client_id,
+            self.catalog.subscriptions(),
+            self.clock.now,
+            keepalive=s.mqtt_keepalive_s,
+            backoff=Backoff(s.mqtt_reconnect_min_s, s.mqtt_reconnect_max_s),
+            on_connection_change=self._on_connection_change,
+        )
+        await self._stack.enter_async_context(self.ingest)
+        self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._tasks.create_task(self._ingest_loop(), name="ingest")
+        self._tasks.create_task(self._registry_loop(), name="registry-refresh")
+        if self.serve_http:
+            from alarmhub.web.server import serve  # noqa: PLC0415 - web is optional in tests
+
+            started = asyncio.Event()
+            self._tasks.create_task(serve(self, started), name="http")
+            await started.wait()
+        log.info(
+            "alarmhub.started",
+            rules_version=self.rules.version,
+            devices=len(self.state.devices),
+            active_alarms=len(self.state.by_id),
+            subscriptions=self.catalog.subscriptions(),
+        )
+        self.ready.set()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def stop(self) -> None:
+        """Stop intake; the batch being committed finishes and is acknowledged first."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        log.info("alarmhub.stopping", batches_committed=self.batches_committed)
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    async def _load_state(self) -> None:
+        now = self.clock.now()
+        self.state = HubState(self.rules.max_flap_window())
+        self.state.load(
+            await self.store.load_devices(),
+            await self.store.load_active_alarms(),
+            await self.store.load_resolved_since(now - self.rules.max_flap_window()),
+        )
+        self._registry_mark = await self.store.newest_device_update()
+        self._update_device_gauges()
+
+    def context(self) -> Context:
+        s = self.settings
+        return Context(
+            registry=self.state.devices,
+            catalog=self.catalog,
+            rules=self.rules,
+            limits=DecodeLimits(
+                max_payload_bytes=s.max_payload_bytes,
+                max_future_skew=timedelta(seconds=s.max_future_skew_s),
+                content_dedup_window=timedelta(seconds=s.content_dedup_window_s),
+            ),
+        )
+
+    # --- the ingest path ---------------------------------------------------
+
+    async def _ingest_loop(self) -> None:
+        assert self.ingest is not None
+        s = self.settings
+        batches = self.ingest.batches(s.max_batch, s.commit_delay_ms / 1000)
+        stop = asyncio.create_task(self._stopping.wait(), name="stop-watch")
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(batches))
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    return
+                try:
+                    batch = nxt.result()
+                except StopAsyncIteration:
+                    return
+                # Shielded: a stop or cancel in the middle of a batch lets it commit and ack.
+                await asyncio.shield(self._handle(batch))
+        finally:
+            stop.cancel()
+
+    async def _handle(self, batch: list[Delivery]) -> None:
+        raws = [RawMessage(d.topic, d.payload, d.received_at) for d in batch]
+        ctx = self.context()
+        decoded = decode_all(raws, ctx)
+        decoded = await self._retry_unknown_devices(raws, decoded)
+        ctx = self.context()
+        fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
+        seen = await self._until_committed(lambda: self.store.existing_fingerprints(fps))
+        effects = process_batch(raws, decoded, fps, seen, self.state, ctx)
+        municipality_of = {
+            m.rejected.device_id: dev.municipality
+            for m in effects.messages
+            if m.rejected
+            and m.rejected.device_id
+            and (dev := self.state.devices.get(m.rejected.device_id)) is not None
+        }
+        started = self.clock.monotonic()
+        await self._until_committed(lambda: self.store.commit_batch(effects, municipality_of))
+        self.metrics.commit_seconds.observe(self.clock.monotonic() - started)
+        self.state.apply(effects)
+        assert self.ingest is not None
+        self.ingest.ack(batch)
+        self.batches_committed += 1
+        self._after_commit(effects)
+
+    async def _retry_unknown_devices(
+        self, raws: list[RawMessage], decoded: list[Decoded | Rejected]
+    ) -> list[Decoded | Rejected]:
+        """A device registered a moment ago (by the CLI or API) is looked up before rejecting."""
+        unknown = {
+            d.device_id
+            for d in decoded
+            if isinstance(d, Rejected) and d.reason is RejectReason.UNKNOWN_DEVICE and d.device_id
+        }
+        if not unknown:
+            return decoded
+        found = await self.store.get_devices(unknown)
+        if not found:
+            return decoded
+        for device in found:
+            self.state.devices[device.id] = device
+        ctx = self.context()
+        return decode_all(raws, ctx)
+
+    async def _until_committed(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Retry a store operation until it succeeds; meanwhile nothing is acknowledged.
+
+        The broker keeps every unacknowledged message, and its in-flight window stops
+        new ones from piling up here: a full disk or a locked database delays alarms
+        but loses none. The fault is logged once a minute, not per attempt.
+        """
+        delay = 0.05
+        while True:
+            try:
+                result = await op()
+            except StoreError as exc:
+                self.metrics.commit_failures.inc()
+                self.metrics.store_writable.set(0)
+                should, suppressed = self._once.should_log("store.commit_failed")
+                if should:
+                    log.error(  # noqa: TRY400 - an expected fault: no traceback
+                        "store.commit_failed", error=str(exc), retries_since_last_log=suppressed
+                    )
+                await asyncio.sleep(delay)
+                delay = min(COMMIT_RETRY_MAX_S, delay * 2)
+                continue
+            if delay > 0.05:
+                log.info("store.recovered")
+            self.metrics.store_writable.set(1)
+            return result
+
+    def _after_commit(self, effects: BatchEffects) -> None:
+        m = self.metrics
+        m.commit_batch_size.observe(len(effects.messages))
+        for msg in effects.messages:
+            kind = msg.device.kind.value if msg.device else self._kind_of(msg.rejected)
+            m.messages_received.labels(kind).inc()
+            if msg.verdict is Verdict.REDELIVERY:
+                m.messages_deduplicated.labels(kind).inc()
+            elif msg.rejected is not None:
+                m.messages_dead_lettered.labels(msg.rejected.reason.value, kind).inc()
+                self._log_dead_letter(msg.rejected, msg.raw.topic)
+            else:
+                m.messages_decoded.labels(kind).inc()
+                for ev in msg.events:
+                    m.events.labels(ev.verdict.value).inc()
+            self._receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
+        for alarm_id in effects.new_alarm_ids:
+            alarm = effects.alarms[alarm_id]
+            m.alarms_raised.labels(alarm.kind, str(int(alarm.priority))).inc()
+            log.info(
+                "alarm.raised",
+                alarm_id=alarm.id,
+                device_id=alarm.device_id,
+                municipality=alarm.municipality,
+                kind=alarm.kind,
+                priority=int(alarm.priority),
+            )
+        self._update_queue_gauges()
+
+    def _kind_of(self, rejected: Rejected | None) -> str:
+        if rejected is not None and rejected.device_id:
+            device = self.state.devices.get(rejected.device_id)
+            if device is not None:
+                return device.kind.value
+        return UNKNOWN_KIND
+
+    def _log_dead_letter(self, rejected: Rejected, topic: str) -> None:
+        key = f"dead_letter:{rejected.reason}:{rejected.device_id}"
+        should, suppressed = self._once.should_log(key)
+        if should:
+            log.warning(
+                "message.dead_lettered",
+                reason=rejected.reason.value,
+                detail=rejected.detail,
+                device_id=rejected.device_id,
+                topic=topic,
+                similar_since_last_log=suppressed,
+            )
+
+    def _receipt(
+        self, topic: str, msg_id: str | None, rejected: Rejected | None, verdict: Verdict
+    ) -> None:
+        """Tell a native device its message is safely stored (or why it was not)."""
+        if self.ingest is None or msg_id is None or not topic.startswith(NATIVE_PREFIX):
+            return
+        if not topic.endswith("/events"):
+            return
+        body: dict[str, object] = {"ref": msg_id, "status": "accepted"}
+        if rejected is not None:
+            body = {"ref": msg_id, "status": "rejected", "reason": rejected.reason.value}
+        elif verdict is Verdict.REDELIVERY:
+            body["duplicate"] = True
+        self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body))
+
+    def _update_queue_gauges(self) -> None:
+        now = self.clock.now()
+        counts: dict[tuple[str, str], int] = {}
+        oldest: dict[str, float] = {}
+        for alarm in self.state.by_id.values():
+            p = str(int(alarm.priority))
+            counts[(p, alarm.state.value)] = counts.get((p, alarm.state.value), 0) + 1
+            if alarm.state.value == "open":
+                age = (now - alarm.raised_at).total_seconds()
+                oldest[p] = max(oldest.get(p, 0.0), age)
+        for p in ("1", "2", "3", "4"):
+            for st in ("open", "acknowledged"):
+                self.metrics.alarms_open.labels(p, st).set(counts.get((p, st), 0))
+            self.metrics.oldest_unacknowledged.labels(p).set(oldest.get(p, 0.0))
+
+    def _update_device_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for d in self.state.devices.values():
+            if d.active:
+                counts[d.kind.value] = counts.get(d.kind.value, 0) + 1
+        for kind in (
+            "safety_alarm",
+            "door_sensor",
+            "fall_sensor",
+            "gps_tracker",
+            "medication_dispenser",
+        ):
+            self.metrics.devices.labels(kind).set(counts.get(kind, 0))
+
+    async def _registry_loop(self) -> None:
+        """Pick up devices registered, changed or decommissioned by the CLI or another process."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(REGISTRY_POLL_S)
+            try:
+                changed, self._registry_mark = await self.store.devices_changed_since(
+                    self._registry_mark
+                )
+            except StoreError:
+                continue
+            for device in changed:
+                self.state.devices[device.id] = device
+            if changed:
+                self._update_device_gauges()
+                log.info("registry.refreshed", changed=len(changed))
+            self._update_queue_gauges()
+            self.state.forget_resolved_before(self.clock.now() - self.rules.max_flap_window())
+
+    def _on_connection_change(self, connected: bool, connections: int) -> None:
+        self.metrics.mqtt_connected.set(1 if connected else 0)
+        if connected and connections > 1:
+            self.metrics.mqtt_reconnects.inc()
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self.ingest is not None and self.ingest.connected

@@ -1,0 +1,350 @@
+"""`alarmhub` — the command line: run the daemon, manage devices, read the queue.
+
+Every command except `run` reads or writes the database directly, so it works
+whether or not the daemon is running (SQLite in WAL mode with a busy timeout).
+Exit status: 0 success, 1 the command failed, 2 a bad setting or argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from alarmhub.clock import SystemClock
+from alarmhub.core.decode import valid_id
+from alarmhub.core.model import Alarm, Device, DeviceKind
+from alarmhub.logs import configure_logging
+from alarmhub.profiles import ProfileError
+from alarmhub.rules_file import RulesError, load_rules
+from alarmhub.settings import Settings, SettingsError, load_settings
+from alarmhub.store.sqlite import SqliteStore, ts
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+MUNICIPALITY_DIGITS = 4
+
+
+class CommandError(Exception):
+    """A failure the person can fix; the message says how."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = load_settings(Path(args.config) if args.config else None)
+    except SettingsError as exc:
+        print(f"alarmhub: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        result: int = args.func(settings, args)
+    except (CommandError, RulesError, ProfileError) as exc:
+        print(f"alarmhub: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alarmhub", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--config", help="settings file (default: $ALARMHUB_CONFIG or config/alarmhub.toml)"
+    )
+    sub = p.add_subparsers(title="commands")
+
+    run = sub.add_parser(
+        "run", help="run the daemon: MQTT in, alarms out, HTTP on ALARMHUB_HTTP_LISTEN"
+    )
+    run.set_defaults(func=cmd_run)
+
+    devices = sub.add_parser("devices", help="the device registry").add_subparsers(title="devices")
+    reg = devices.add_parser("register", help="register (or update) one device")
+    reg.add_argument("--id", required=True)
+    reg.add_argument("--kind", required=True, choices=[k.value for k in DeviceKind])
+    reg.add_argument("--municipality", required=True, help="four-digit kommunenummer, e.g. 0301")
+    reg.add_argument("--heartbeat-interval", type=int, metavar="SECONDS")
+    reg.add_argument("--label", help="a label for operators; no personal data")
+    reg.add_argument("--profile", help="device profile name when its format has several (devices/)")
+    reg.set_defaults(func=cmd_devices_register)
+    lst = devices.add_parser("list", help="list registered devices")
+    lst.add_argument("--municipality")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_devices_list)
+    imp = devices.add_parser("import", help="register devices from a CSV file, all or none")
+    imp.add_argument("file", metavar="FILE.csv")
+    imp.set_defaults(func=cmd_devices_import)
+
+    alarms = sub.add_parser("alarms", help="the alarm queue").add_subparsers(title="alarms")
+    al = alarms.add_parser("list", help="most urgent first, then oldest first")
+    al.add_argument("--state", choices=["open", "acknowledged", "resolved"])
+    al.add_argument("--limit", type=int)
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_alarms_list)
+
+    dead = sub.add_parser("dead-letters", help="messages that could not be used").add_subparsers(
+        title="dead-letters"
+    )
+    dl = dead.add_parser("list", help="newest first")
+    dl.add_argument("--limit", type=int)
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(func=cmd_dead_letters_list)
+
+    rules = sub.add_parser("rules", help="the rules file").add_subparsers(title="rules")
+    chk = rules.add_parser("check", help="validate a rules file without starting")
+    chk.add_argument("file", nargs="?")
+    chk.set_defaults(func=cmd_rules_check)
+    return p
+
+
+# --- run ---------------------------------------------------------------------
+
+
+def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from alarmhub.app import AlarmHub  # noqa: PLC0415 - keep CLI start-up light
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        async with AlarmHub(settings) as hub:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(hub.stop()))
+            await hub.wait_stopped()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        structlog.get_logger("alarmhub").error("alarmhub.failed", error=str(exc))
+        return EXIT_FAILED
+    return 0
+
+
+# --- store helpers -------------------------------------------------------------
+
+
+def _with_store(settings: Settings, work: Callable[[SqliteStore], Coroutine[Any, Any, int]]) -> int:
+    db = settings.database
+    if db.kind != "sqlite" or db.path is None:
+        raise CommandError("only sqlite:/// databases are supported so far")
+
+    async def go() -> int:
+        store = await SqliteStore.open(db.path, synchronous=settings.sqlite_synchronous)  # type: ignore[arg-type]
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def _device(
+    id_: str,
+    kind: str,
+    municipality: str,
+    interval: str | int | None,
+    label: str | None,
+    profile: str | None = None,
+) -> Device:
+    if not valid_id(id_) or any(c in id_ for c in "+#"):
+        raise CommandError(f"device id {id_!r} is not valid: 1-128 printable characters, no + or #")
+    try:
+        device_kind = DeviceKind(kind)
+    except ValueError:
+        kinds = ", ".join(k.value for k in DeviceKind)
+        raise CommandError(f"kind {kind!r} is not one of: {kinds}") from None
+    if len(municipality) != MUNICIPALITY_DIGITS or not municipality.isdigit():
+        raise CommandError(
+            f"municipality {municipality!r} must be a four-digit kommunenummer, e.g. 0301"
+        )
+    seconds: int | None = None
+    if interval not in (None, ""):
+        try:
+            seconds = int(interval)
+        except ValueError:
+            raise CommandError(
+                f"heartbeat interval {interval!r} is not a whole number of seconds"
+            ) from None
+        if not 10 <= seconds <= 7 * 24 * 3600:
+            raise CommandError("heartbeat interval must be between 10 s and 7 days")
+    return Device(id_, device_kind, municipality, profile or None, seconds, label or None)
+
+
+def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
+    device = _device(
+        args.id, args.kind, args.municipality, args.heartbeat_interval, args.label, args.profile
+    )
+
+    async def work(store: SqliteStore) -> int:
+        await store.register_devices([device], SystemClock().now())
+        print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def cmd_devices_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: SqliteStore) -> int:
+        rows = await store.list_devices(args.municipality)
+        if args.json:
+            print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        _table(
+            [
+                "id",
+                "kind",
+                "municipality",
+                "heartbeat_interval_s",
+                "label",
+                "active",
+                "last_seen_at",
+            ],
+            rows,
+        )
+        return 0
+
+    return _with_store(settings, work)
+
+
+REQUIRED_COLUMNS = ("id", "kind", "municipality")
+OPTIONAL_COLUMNS = ("heartbeat_interval", "label", "profile")
+
+
+def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
+    """Parse a registry CSV; return the devices and every row's error (all or nothing)."""
+    reader = csv.DictReader(text.splitlines())
+    header = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        return [], [f"header: missing column(s) {', '.join(missing)} (need id,kind,municipality)"]
+    unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if unknown:
+        return [], [f"header: unknown column(s) {', '.join(unknown)}"]
+    devices: list[Device] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for line_no, row in enumerate(reader, start=2):
+        try:
+            device = _device(
+                (row.get("id") or "").strip(),
+                (row.get("kind") or "").strip(),
+                (row.get("municipality") or "").strip(),
+                (row.get("heartbeat_interval") or "").strip() or None,
+                (row.get("label") or "").strip() or None,
+                (row.get("profile") or "").strip() or None,
+            )
+        except CommandError as exc:
+            errors.append(f"line {line_no}: {exc}")
+            continue
+        if device.id in seen:
+            errors.append(f"line {line_no}: device {device.id} already on line {seen[device.id]}")
+            continue
+        seen[device.id] = line_no
+        devices.append(device)
+    return devices, errors
+
+
+def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise CommandError(f"{args.file}: {exc.strerror}") from exc
+    devices, errors = parse_device_csv(text)
+    if errors:
+        for err in errors:
+            print(f"{args.file}: {err}", file=sys.stderr)
+        print(f"alarmhub: nothing imported: {len(errors)} row error(s)", file=sys.stderr)
+        return EXIT_FAILED
+
+    async def work(store: SqliteStore) -> int:
+        await store.register_devices(devices, SystemClock().now())
+        print(f"imported {len(devices)} device(s) from {args.file}")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def alarm_json(alarm: Alarm) -> dict[str, Any]:
+    out = asdict(alarm)
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = ts(value)
+    out["priority"] = int(alarm.priority)
+    out["state"] = alarm.state.value
+    return out
+
+
+def cmd_alarms_list(settings: Settings, args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise CommandError("--limit must be at least 1")
+
+    async def work(store: SqliteStore) -> int:
+        alarms = await store.list_alarms(args.state, args.limit)
+        rows = [alarm_json(a) for a in alarms]
+        if args.json:
+            print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        _table(
+            [
+                "id",
+                "priority",
+                "kind",
+                "state",
+                "municipality",
+                "device_id",
+                "raised_at",
+                "repeat_count",
+                "escalation_level",
+            ],
+            rows,
+        )
+        return 0
+
+    return _with_store(settings, work)
+
+
+def cmd_dead_letters_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: SqliteStore) -> int:
+        rows = await store.dead_letters(args.limit)
+        if args.json:
+            print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        _table(["seq", "received_at", "reason", "device_id", "topic", "detail"], rows)
+        return 0
+
+    return _with_store(settings, work)
+
+
+def cmd_rules_check(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file) if args.file else settings.rules
+    rules = load_rules(path)
+    print(f"{path}: OK, {len(rules.rules)} rules, version {rules.version}")
+    return 0
+
+
+def _table(columns: list[str], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    text = [[("" if r.get(c) is None else str(r.get(c)))[:60] for c in columns] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for t in text:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

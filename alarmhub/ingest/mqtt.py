@@ -1,0 +1,239 @@
+"""The MQTT edge: QoS 1 in, acknowledged only after the commit.
+
+aiomqtt 2.x acknowledges each QoS 1 message as soon as it is queued, before
+alarmhub has stored it, and offers no public way to defer that (upstream issue
+#345); a crash between the two would lose the alarm. So ingest drops one level,
+to paho-mqtt (which aiomqtt wraps): paho's own network thread receives with
+`manual_ack_set(True)` set *before* connecting (set after, the messages queued
+while offline are auto-acked during connect), hands messages to the event loop
+in batches, and :meth:`MqttIngest.ack` sends each PUBACK after the batch
+committed. paho's network loop also costs less per message than aiomqtt's
+(see docs/performance.md), which matters on the hottest path alarmhub has.
+
+Rules this module keeps (see NOTES.md, "ack after commit"):
+- a persistent session: stable client id, MQTT 3.1.1 `clean_session=False`;
+- acks go in arrival order, only on the connection the message came on: after a
+  reconnect, pending acks of the old connection are dropped (the broker
+  redelivers those messages and the store deduplicates them);
+- no bounded local queue that could discard: the broker's in-flight window
+  (`max_inflight_messages`) is the backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alarmhub.settings import MqttTarget
+
+log = structlog.get_logger("alarmhub.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int  # which connection it came on: acks are valid only on that one
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter, so a fleet of clients does not reconnect in step."""
+
+    minimum: float
+    maximum: float
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.maximum, self.minimum * (2 ** min(attempt, 30)))
+        return rng.uniform(self.minimum, max(self.minimum, ceiling))
+
+
+class MqttIngest:
+    def __init__(
+        self,
+        target: MqttTarget,
+        client_id: str,
+        subscriptions: Sequence[str],
+        now: Callable[[], datetime],
+        *,
+        keepalive: int = 30,
+        backoff: Backoff | None = None,
+        on_connection_change: Callable[[bool, int], None] | None = None,
+    ) -> None:
+        self._target = target
+        self._subscriptions = list(subscriptions)
+        self._now = now
+        self._backoff = backoff or Backoff(0.5, 30.0)
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._on_change = on_connection_change
+        self._keepalive = keepalive
+        self._pending: deque[Delivery] = deque()
+        self._signalled = False
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._generation = 0
+        self._attempt = 0
+        self._lock = threading.Lock()
+        self._closing = False
+        self.connected = False
+        self.connections = 0
+        self._first_connect = asyncio.Event()
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=paho.MQTTv311,
+        )
+        # Must precede connect(): otherwise messages queued while we were offline are
+        # acknowledged by paho during the connect handshake, before we stored them.
+        self._client.manual_ack_set(on=True)
+        self._client.max_queued_messages_set(0)
+        if target.username is not None:
+            self._client.username_pw_set(target.username, target.password)
+        if target.tls:
+            self._client.tls_set_context(ssl.create_default_context())
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_message = self._on_message
+        # paho annotates the delays as int but sleeps on floats: sub-second jitter works.
+        self._client.reconnect_delay_set(self._backoff.minimum, self._backoff.minimum)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(self._target.host, self._target.port, self._keepalive)
+        self._client.loop_start()
+        log.info("mqtt.connecting", host=self._target.host, port=self._target.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+        self._set_connected(connected=False)
+
+    async def wait_connected(self, within_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._first_connect.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    # --- the event-loop side ---------------------------------------------
+
+    async def batches(self, max_batch: int, coalesce_s: float) -> AsyncIterator[list[Delivery]]:
+        """Yield deliveries in arrival order, a batch at a time.
+
+        After the first message of a batch arrives, wait `coalesce_s` for more, so
+        that one commit (one fsync) serves many messages; an alarm waits at most
+        that long for its batch.
+        """
+        while not self._closing:
+            if not self._pending:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                self._signalled = False
+                if coalesce_s > 0 and len(self._pending) < max_batch:
+                    await asyncio.sleep(coalesce_s)
+            batch: list[Delivery] = []
+            pending = self._pending
+            while pending and len(batch) < max_batch:
+                batch.append(pending.popleft())
+            if batch:
+                yield batch
+
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Acknowledge committed deliveries that came on the current connection."""
+        acked = 0
+        generation = self._generation
+        for d in deliveries:
+            if d.qos > 0 and d.generation == generation:
+                self._client.ack(d.mid, d.qos)
+                acked += 1
+        return acked
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Queue a publish on the ingest connection (paho is thread-safe for this)."""
+        self._client.publish(topic, payload, qos=qos)
+
+    # --- paho's network thread ---------------------------------------------
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._pending.append(
+            Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, self._now())
+        )
+        if not self._signalled and self._loop is not None:
+            self._signalled = True
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _on_connect(
+        self, client: Any, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("mqtt.connect_refused", reason=str(reason))
+            self._schedule_retry()
+            return
+        with self._lock:
+            self._generation += 1
+            self._attempt = 0
+        self.connections += 1
+        # With clean_session=False the broker kept our subscriptions; subscribing again
+        # is harmless and covers a broker that lost its state.
+        client.subscribe([(topic, 1) for topic in self._subscriptions])
+        log.info(
+            "mqtt.connected",
+            session_present=bool(getattr(flags, "session_present", False)),
+            connection=self.connections,
+        )
+        self._set_connected(connected=True)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._first_connect.set)
+
+    def _on_disconnect(
+        self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._set_connected(connected=False)
+        if not self._closing:
+            log.warning("mqtt.disconnected", reason=str(reason))
+            self._schedule_retry()
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        log.warning("mqtt.connect_failed", host=self._target.host, port=self._target.port)
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        with self._lock:
+            delay = self._backoff.delay(self._attempt, self._rng)
+            self._attempt += 1
+        # paho sleeps `min_delay` before its next attempt when the delay was just reset.
+        self._client.reconnect_delay_set(delay, max(delay, self._backoff.maximum))  # type: ignore[arg-type]
+
+    def _set_connected(self, *, connected: bool) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        if self._on_change is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_change, connected, self.connections)

@@ -1,0 +1,66 @@
+"""structlog set-up: JSON lines for machines, readable lines on a terminal.
+
+Ids (`alarm_id`, `device_id`, `municipality`) are bound through contextvars by
+the shell; no resident's personal data (names, addresses, positions) is ever a
+log field. Event names are stable (`alarm.raised`, `message.dead_lettered`, …):
+dashboards and runbooks refer to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Literal
+
+import structlog
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure_logging(
+    level: str = "info", fmt: Literal["auto", "json", "console"] = "auto", stream: Any = None
+) -> None:
+    out = stream if stream is not None else sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=True,
+    )
+
+
+class OncePer:
+    """Say an unchanged, repeating problem once per interval, not once per message."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self._interval = interval_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def should_log(self, key: str) -> tuple[bool, int]:
+        """Return (log now?, how many were suppressed since the last time)."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is None or now - last[0] >= self._interval:
+            suppressed = last[1] if last else 0
+            self._last[key] = (now, 0)
+            return True, suppressed
+        self._last[key] = (last[0], last[1] + 1)
+        return False, 0

@@ -1,0 +1,194 @@
+"""Typed, frozen settings: `config/alarmhub.toml`, overridden by `ALARMHUB_*` variables.
+
+A bad setting is one line that names the variable and says what is wrong; the
+CLI turns it into exit status 2. Settings are read once at start and passed
+down; nothing deep in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "ALARMHUB_"
+DEFAULT_CONFIG = Path("config/alarmhub.toml")
+
+
+class SettingsError(Exception):
+    """One clear line for a person: which setting, and what to do about it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseTarget:
+    kind: Literal["sqlite", "postgresql"]
+    path: Path | None  # sqlite
+    dsn: str | None  # postgresql
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url!r}") from exc
+    tls = parts.scheme == "mqtts"
+    return MqttTarget(
+        host=parts.hostname,
+        port=port if port is not None else (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def parse_database_url(url: str) -> DatabaseTarget:
+    if url.startswith("sqlite:///"):
+        rest = url.removeprefix("sqlite:///")
+        if not rest or rest == "/":
+            raise ValueError("sqlite URL has no file name: use sqlite:///alarmhub.db")
+        # sqlite:///relative.db is relative; sqlite:////abs/path.db is absolute.
+        return DatabaseTarget("sqlite", Path(rest), None)
+    if url.startswith(("postgresql://", "postgres://")):
+        return DatabaseTarget("postgresql", None, url)
+    raise ValueError(
+        f"expected sqlite:///file.db, sqlite:////absolute/file.db or postgresql://…, got {url!r}"
+    )
+
+
+def parse_listen(value: str) -> Listen:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {value!r}")
+    return Listen(host.strip("[]"), int(port_text))
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default. `config/alarmhub.toml` documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_client_id: str = "alarmhub"
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    mqtt_reconnect_min_s: float = Field(default=0.5, gt=0)
+    mqtt_reconnect_max_s: float = Field(default=30.0, gt=0)
+    database_url: str = "sqlite:///alarmhub.db"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    http_listen: str = "127.0.0.1:8080"
+    rules: Path = Path("config/rules.toml")
+    devices_dir: Path | None = None
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
+    max_future_skew_s: int = Field(default=300, ge=0)
+    content_dedup_window_s: int = Field(default=30, ge=1)
+    commit_delay_ms: float = Field(default=2.0, ge=0, le=100)
+    max_batch: int = Field(default=2000, ge=1, le=100_000)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt(cls, v: str) -> str:
+        parse_mqtt_url(v)
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        parse_database_url(v)
+        return v
+
+    @field_validator("http_listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @field_validator("mqtt_client_id")
+    @classmethod
+    def _client_id(cls, v: str) -> str:
+        if not v or len(v) > 128 or any(c in v for c in "+#/"):
+            raise ValueError("a stable id of 1-128 characters without + # /")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],  # noqa: ARG003 - pydantic-settings' signature
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which is passed in as init values.
+        return (env_settings, init_settings)
+
+    @property
+    def mqtt(self) -> MqttTarget:
+        return parse_mqtt_url(self.mqtt_url)
+
+    @property
+    def database(self) -> DatabaseTarget:
+        return parse_database_url(self.database_url)
+
+    @property
+    def listen(self) -> Listen:
+        return parse_listen(self.http_listen)
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), then the environment; raise SettingsError on any fault."""
+    path = config_path or Path(os.environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG))
+    file_values: dict[str, Any] = {}
+    if path.exists():
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    elif config_path is not None:
+        raise SettingsError(f"{path}: no such settings file")
+    file_values.update(overrides)
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, path)) from exc
+
+
+def _explain(exc: ValidationError, path: Path) -> str:
+    lines = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        env = f"{ENV_PREFIX}{name.upper()}"
+        where = f"{env} (or `{name}` in {path})"
+        if err["type"] == "extra_forbidden":
+            where = f"`{name}` in {path} is not a setting"
+            lines.append(f"{where}; see config/alarmhub.toml for the list")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"setting {where}: {message}")
+    return "; ".join(lines)

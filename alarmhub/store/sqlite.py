@@ -1,0 +1,424 @@
+"""SQLite through aiosqlite: the embedded store.
+
+One writer connection commits each batch's effects in a single transaction
+(WAL, `synchronous=FULL` by default, because an acknowledged alarm must survive
+a power cut); readers open their own connections so a query never commits or
+rolls back the writer's half-built batch. A `busy_timeout` lets the CLI write
+beside a running daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import fields as dc_fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
+from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.store.schema import MIGRATIONS
+
+ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
+_TIME_COLUMNS = frozenset(
+    {"raised_at", "last_seen_at", "acknowledged_at", "dispatched_at", "on_site_at", "resolved_at"}
+)
+_UPSERT_ALARM = (
+    f"INSERT INTO alarms ({', '.join(ALARM_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in ALARM_COLUMNS)}) ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in ALARM_COLUMNS if c != "id")
+)
+_INSERT_INBOX = (
+    "INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, "
+    "msg_id, verdict, reason, detail, events) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"
+_QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
+_LOOKUP_CHUNK = 500
+
+
+class StoreError(Exception):
+    """The database refused a write; the caller keeps the batch and retries."""
+
+
+def ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for name in ALARM_COLUMNS:
+        value = getattr(alarm, name)
+        if name in _TIME_COLUMNS:
+            value = ts(value)
+        elif name == "priority":
+            value = int(value)
+        elif name == "state":
+            value = value.value
+        out.append(value)
+    return tuple(out)
+
+
+def alarm_from_row(row: Sequence[Any]) -> Alarm:
+    values = dict(zip(ALARM_COLUMNS, row, strict=True))
+    for name in _TIME_COLUMNS:
+        values[name] = parse_ts(values[name])
+    values["priority"] = Priority(values["priority"])
+    values["state"] = AlarmState(values["state"])
+    return Alarm(**values)
+
+
+def device_from_row(row: Sequence[Any]) -> Device:
+    return Device(
+        id=row[0],
+        kind=DeviceKind(row[1]),
+        municipality=row[2],
+        profile=row[3],
+        heartbeat_interval_s=row[4],
+        label=row[5],
+        active=bool(row[6]),
+    )
+
+
+_DEVICE_COLUMNS = "id, kind, municipality, profile, heartbeat_interval_s, label, active"
+
+
+def timeline_row(entry: TimelineEntry) -> tuple[Any, ...]:
+    return (
+        entry.alarm_id,
+        ts(entry.at),
+        entry.type.value,
+        entry.actor,
+        orjson.dumps(entry.detail).decode(),
+    )
+
+
+def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any, ...]:
+    events = None
+    if m.events:
+        events = orjson.dumps(
+            [
+                {
+                    "type": e.event.type.value,
+                    "ts": ts(e.event.ts),
+                    "fields": e.event.fields,
+                    "verdict": e.verdict.value,
+                    "alarm_id": e.alarm_id,
+                    "rule": e.rule,
+                }
+                for e in m.events
+            ]
+        ).decode()
+    rejected = m.rejected
+    device_id = m.device.id if m.device else (rejected.device_id if rejected else None)
+    return (
+        m.fingerprint,
+        ts(m.raw.received_at),
+        m.raw.topic,
+        m.raw.payload,
+        device_id,
+        m.device.municipality if m.device else registry_municipality,
+        m.msg_id,
+        m.verdict.value,
+        rejected.reason.value if rejected else None,
+        rejected.detail if rejected else None,
+        events,
+    )
+
+
+class SqliteStore:
+    """The writer's connection plus read helpers; create with :meth:`open`."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, synchronous: str = "FULL", migrate: bool = True
+    ) -> SqliteStore:
+        if path.parent != Path():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(
+                f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}"
+            )
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn, path)
+            if migrate:
+                await store.migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def migrate(self) -> None:
+        await self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+        async with self._conn.execute("SELECT max(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = row[0] if row and row[0] is not None else 0
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(script):
+                    await self._conn.execute(statement)
+                await self._conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+
+    # --- the ingest path -------------------------------------------------
+
+    async def existing_fingerprints(self, fingerprints: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(fingerprints))
+        found: set[str] = set()
+        for i in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[i : i + _LOOKUP_CHUNK]
+            sql = (
+                f"SELECT fingerprint FROM inbox WHERE fingerprint IN ({','.join('?' * len(chunk))})"
+            )
+            async with self._conn.execute(sql, chunk) as cur:
+                found.update(r[0] for r in await cur.fetchall())
+        return found
+
+    async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
+        """Write one batch's every effect in one transaction, or nothing at all."""
+        inbox = [
+            inbox_row(m, municipality_of.get(m.rejected.device_id or "") if m.rejected else None)
+            for m in effects.messages
+            if m.verdict.value != "redelivery"
+        ]
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if inbox:
+                    await self._conn.executemany(_INSERT_INBOX, inbox)
+                if effects.alarms:
+                    await self._conn.executemany(
+                        _UPSERT_ALARM, [alarm_row(a) for a in effects.alarms.values()]
+                    )
+                if effects.timeline:
+                    await self._conn.executemany(
+                        _INSERT_TIMELINE, [timeline_row(e) for e in effects.timeline]
+                    )
+                if effects.device_seen:
+                    await self._conn.executemany(
+                        "UPDATE devices SET last_seen_at=? WHERE id=?",
+                        [(ts(at), dev) for dev, at in effects.device_seen.items()],
+                    )
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+        except aiosqlite.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def save_alarm(self, alarm: Alarm, entries: Iterable[TimelineEntry]) -> None:
+        """Commit an operator's change of one alarm with its timeline entries."""
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._conn.execute(_UPSERT_ALARM, alarm_row(alarm))
+                await self._conn.executemany(_INSERT_TIMELINE, [timeline_row(e) for e in entries])
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+        except aiosqlite.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def _rollback(self) -> None:
+        # The transaction may already be gone (SQLITE_FULL rolls back by itself).
+        with contextlib.suppress(aiosqlite.Error):
+            await self._conn.execute("ROLLBACK")
+
+    # --- state loaded at start ------------------------------------------
+
+    async def load_devices(self) -> dict[str, Device]:
+        async with self._conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices") as cur:
+            return {r[0]: device_from_row(r) for r in await cur.fetchall()}
+
+    async def devices_changed_since(self, since: str) -> tuple[list[Device], str]:
+        sql = (
+            f"SELECT {_DEVICE_COLUMNS}, updated_at FROM devices "
+            "WHERE updated_at > ? ORDER BY updated_at"
+        )
+        async with self._conn.execute(sql, (since,)) as cur:
+            rows = list(await cur.fetchall())
+        newest = rows[-1][7] if rows else since
+        return [device_from_row(r) for r in rows], newest
+
+    async def get_devices(self, ids: Iterable[str]) -> list[Device]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        sql = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id IN ({','.join('?' * len(wanted))})"
+        async with self._conn.execute(sql, wanted) as cur:
+            return [device_from_row(r) for r in await cur.fetchall()]
+
+    async def newest_device_update(self) -> str:
+        async with self._conn.execute("SELECT coalesce(max(updated_at), '') FROM devices") as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else ""
+
+    async def load_active_alarms(self) -> list[Alarm]:
+        sql = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms WHERE state != 'resolved'"
+        async with self._conn.execute(sql) as cur:
+            return [alarm_from_row(r) for r in await cur.fetchall()]
+
+    async def load_resolved_since(self, since: datetime) -> list[Alarm]:
+        sql = (
+            f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms "
+            "WHERE state = 'resolved' AND resolved_at >= ? ORDER BY resolved_at"
+        )
+        async with self._conn.execute(sql, (ts(since),)) as cur:
+            return [alarm_from_row(r) for r in await cur.fetchall()]
+
+    # --- the registry ----------------------------------------------------
+
+    async def register_devices(self, devices: Sequence[Device], now: datetime) -> None:
+        """Insert or update devices, all or none."""
+        rows = [
+            (
+                d.id,
+                d.kind.value,
+                d.municipality,
+                d.profile,
+                d.heartbeat_interval_s,
+                d.label,
+                int(d.active),
+                ts(now),
+                ts(now),
+            )
+            for d in devices
+        ]
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            await self._conn.executemany(
+                "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
+                "label, active, registered_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, "
+                "municipality=excluded.municipality, profile=excluded.profile, "
+                "heartbeat_interval_s=excluded.heartbeat_interval_s, label=excluded.label, "
+                "active=excluded.active, updated_at=excluded.updated_at",
+                rows,
+            )
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+
+    async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {_DEVICE_COLUMNS}, registered_at, last_seen_at FROM devices"
+        params: tuple[Any, ...] = ()
+        if municipality is not None:
+            sql += " WHERE municipality = ?"
+            params = (municipality,)
+        sql += " ORDER BY municipality, id"
+        async with self._conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        keys = [*_DEVICE_COLUMNS.split(", "), "registered_at", "last_seen_at"]
+        out = []
+        for r in rows:
+            item = dict(zip(keys, r, strict=True))
+            item["active"] = bool(item["active"])
+            out.append(item)
+        return out
+
+    # --- reads for the CLI and the API -----------------------------------
+
+    async def list_alarms(
+        self,
+        state: str | None = None,
+        limit: int | None = None,
+        municipalities: Sequence[str] | None = None,
+    ) -> list[Alarm]:
+        where: list[str] = []
+        params: list[Any] = []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if municipalities is not None:
+            where.append(f"municipality IN ({','.join('?' * len(municipalities))})")
+            params.extend(municipalities)
+        sql = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" {_QUEUE_ORDER}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        async with self._conn.execute(sql, params) as cur:
+            return [alarm_from_row(r) for r in await cur.fetchall()]
+
+    async def get_alarm(self, alarm_id: str) -> Alarm | None:
+        sql = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms WHERE id = ?"
+        async with self._conn.execute(sql, (alarm_id,)) as cur:
+            row = await cur.fetchone()
+        return alarm_from_row(row) if row else None
+
+    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]:
+        sql = "SELECT at, type, actor, detail FROM timeline WHERE alarm_id = ? ORDER BY id"
+        async with self._conn.execute(sql, (alarm_id,)) as cur:
+            rows = await cur.fetchall()
+        return [
+            {"at": r[0], "type": r[1], "actor": r[2], "detail": orjson.loads(r[3])} for r in rows
+        ]
+
+    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT seq, received_at, topic, device_id, municipality, msg_id, reason, detail, "
+            "payload FROM inbox WHERE verdict = 'rejected' ORDER BY seq DESC"
+        )
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        async with self._conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        keys = [
+            "seq",
+            "received_at",
+            "topic",
+            "device_id",
+            "municipality",
+            "msg_id",
+            "reason",
+            "detail",
+        ]
+        out = []
+        for r in rows:
+            item = dict(zip(keys, r[:8], strict=True))
+            payload: bytes = r[8]
+            item["payload"] = payload[:512].decode("utf-8", "replace")
+            item["payload_bytes"] = len(payload)
+            out.append(item)
+        return out
+
+    async def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
