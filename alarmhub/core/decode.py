@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping as MappingT
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -28,6 +27,9 @@ from alarmhub.core.model import (
     RejectReason,
 )
 from alarmhub.core.profile import Profile, TimestampUnit, lookup
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping as MappingT
 
 MAX_ID_LENGTH = 128
 _FORBIDDEN_ID_CHARS = frozenset("+#\x00")
@@ -80,30 +82,31 @@ class Catalog:
         return sorted({p.topic.subscription() for p in self.profiles.values()})
 
 
-def decode(
+def decode(  # noqa: C901 - one early return per reject reason reads best
     raw: RawMessage,
     registry: MappingT[str, Device],
     catalog: Catalog,
     limits: DecodeLimits,
 ) -> Decoded | Rejected:
-    if len(raw.payload) > limits.max_payload_bytes:
-        return Rejected(
-            RejectReason.OVERSIZED,
-            f"payload is {len(raw.payload)} bytes; the limit is {limits.max_payload_bytes}",
-        )
     routed = catalog.route(raw.topic)
     if routed is None:
         return Rejected(RejectReason.UNKNOWN_TOPIC, "no device profile claims this topic")
     fmt, device_id = routed
     if not valid_id(device_id):
         return Rejected(RejectReason.BAD_VALUE, "device id in the topic is not a valid id")
+    # Size is checked once the topic names a device (routing is cheap and reads no
+    # payload), so an oversized dead letter still says whose it was.
+    if len(raw.payload) > limits.max_payload_bytes:
+        return Rejected(
+            RejectReason.OVERSIZED,
+            f"payload is {len(raw.payload)} bytes; the limit is {limits.max_payload_bytes}",
+            device_id,
+        )
     device = registry.get(device_id)
     if device is None:
         return Rejected(RejectReason.UNKNOWN_DEVICE, "device is not registered", device_id)
     if not device.active:
-        return Rejected(
-            RejectReason.DECOMMISSIONED_DEVICE, "device is decommissioned", device_id
-        )
+        return Rejected(RejectReason.DECOMMISSIONED_DEVICE, "device is decommissioned", device_id)
     profile = catalog.profile_for(fmt, device)
     if profile is None:
         return Rejected(
@@ -114,17 +117,22 @@ def decode(
     try:
         text = raw.payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Rejected(RejectReason.NOT_UTF8, f"payload is not UTF-8 at byte {exc.start}", device_id)
+        return Rejected(
+            RejectReason.NOT_UTF8, f"payload is not UTF-8 at byte {exc.start}", device_id
+        )
     try:
         payload = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         return Rejected(RejectReason.MALFORMED_JSON, f"payload is not JSON: {exc}", device_id)
     if not isinstance(payload, dict):
         return Rejected(RejectReason.NOT_AN_OBJECT, "payload is not a JSON object", device_id)
-    claimed = _claims(payload, device)
-    if claimed is not None:
-        return claimed
     if profile.native:
+        # Only the native protocol defines `device` and `municipality` in the payload;
+        # a vendor may use the same key for something else (Zigbee2MQTT's
+        # `include_device_information` puts an object under `device`).
+        claimed = _claims(payload, device)
+        if claimed is not None:
+            return claimed
         return _decode_native(payload, raw, device, limits)
     return _decode_mapped(payload, raw, device, profile, limits)
 
@@ -165,9 +173,7 @@ def _decode_native(
     msg_id, ts_text, type_text = payload["id"], payload["ts"], payload["type"]
     for name, value in (("id", msg_id), ("ts", ts_text), ("type", type_text)):
         if not isinstance(value, str):
-            return Rejected(
-                RejectReason.WRONG_TYPE, f"field '{name}' must be a string", device.id
-            )
+            return Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a string", device.id)
     if not valid_id(msg_id):
         return Rejected(RejectReason.BAD_VALUE, "field 'id' is not a valid id", device.id)
     try:
@@ -179,14 +185,17 @@ def _decode_native(
     ts = parse_rfc3339(ts_text)
     if ts is None:
         return Rejected(
-            RejectReason.BAD_VALUE, "field 'ts' is not an RFC 3339 time with offset", device.id, msg_id
+            RejectReason.BAD_VALUE,
+            "field 'ts' is not an RFC 3339 time with offset",
+            device.id,
+            msg_id,
         )
     too_new = _check_future(ts, raw, limits, device.id, msg_id)
     if too_new is not None:
         return too_new
-    fields = validate_fields(etype, payload)
-    if isinstance(fields, str):
-        return Rejected(RejectReason.WRONG_TYPE, fields, device.id, msg_id)
+    fields = _check_fields(etype, payload)
+    if isinstance(fields, tuple):
+        return Rejected(fields[0], fields[1], device.id, msg_id)
     event = Event(device.id, msg_id, etype, ts, raw.received_at, fields)
     return Decoded(device, msg_id, (event,))
 
@@ -216,17 +225,23 @@ def _decode_mapped(
         return too_new
     events: list[Event] = []
     for mapping in profile.mappings:
-        if not mapping.matches(payload):
+        # The first matching mapping of each event type wins: one message yields at
+        # most one event of a type (e.g. `battery_low: true` and `battery: 9` together
+        # are one battery.low), because its events share the message id.
+        if any(e.type is mapping.event for e in events) or not mapping.matches(payload):
             continue
         source = {name: lookup(payload, path)[1] for name, path in mapping.fields}
-        fields = validate_fields(mapping.event, {k: v for k, v in source.items() if v is not None})
-        if isinstance(fields, str):
-            return Rejected(RejectReason.WRONG_TYPE, fields, device.id, msg_id)
+        fields = _check_fields(mapping.event, {k: v for k, v in source.items() if v is not None})
+        if isinstance(fields, tuple):
+            return Rejected(fields[0], fields[1], device.id, msg_id)
         events.append(Event(device.id, msg_id, mapping.event, ts, raw.received_at, fields))
     if not events:
         if profile.fallback is None:
             return Rejected(
-                RejectReason.NO_MAPPING, f"no mapping of profile {profile.name} matched", device.id, msg_id
+                RejectReason.NO_MAPPING,
+                f"no mapping of profile {profile.name} matched",
+                device.id,
+                msg_id,
             )
         events.append(Event(device.id, msg_id, profile.fallback, ts, raw.received_at, {}))
     return Decoded(device, msg_id, tuple(events))
@@ -271,7 +286,10 @@ def parse_rfc3339(text: str) -> datetime | None:
         return None
     if ts.tzinfo is None:
         return None
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
+        return None
 
 
 def _parse_ts(value: Any, unit: TimestampUnit) -> datetime | None:
@@ -285,21 +303,31 @@ def _parse_ts(value: Any, unit: TimestampUnit) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+FieldProblem = tuple[RejectReason, str]
+
+
 def _number(
     payload: dict[str, Any], name: str, lo: float, hi: float, *, required: bool
-) -> float | None | str:
+) -> float | FieldProblem | None:
     if name not in payload:
-        return f"missing field '{name}'" if required else None
+        return (RejectReason.MISSING_FIELD, f"missing field '{name}'") if required else None
     value = payload[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"field '{name}' must be a number"
+        return RejectReason.WRONG_TYPE, f"field '{name}' must be a number"
     if not math.isfinite(value) or not lo <= value <= hi:
-        return f"field '{name}' must be between {lo:g} and {hi:g}"
+        return RejectReason.BAD_VALUE, f"field '{name}' must be between {lo:g} and {hi:g}"
     return float(value)
 
 
 def validate_fields(etype: EventType, payload: dict[str, Any]) -> dict[str, Any] | str:
     """Return the event's typed fields, or the sentence that says which one is wrong."""
+    checked = _check_fields(etype, payload)
+    return checked[1] if isinstance(checked, tuple) else checked
+
+
+def _check_fields(etype: EventType, payload: dict[str, Any]) -> dict[str, Any] | FieldProblem:
+    # Separate from validate_fields because the decoder must tell a missing field,
+    # a wrong type and an out-of-range value apart: they are different reject reasons.
     out: dict[str, Any] = {}
     specs: tuple[tuple[str, float, float, bool], ...] = ()
     if etype is EventType.LOCATION:
@@ -308,19 +336,25 @@ def validate_fields(etype: EventType, payload: dict[str, Any]) -> dict[str, Any]
         specs = (("battery_pct", 0, 100, False),)
     for name, lo, hi, required in specs:
         value = _number(payload, name, lo, hi, required=required)
-        if isinstance(value, str):
+        if isinstance(value, tuple):
             return value
         if value is not None:
             out[name] = value
     if etype is EventType.LOCATION and "battery_pct" in payload:
         value = _number(payload, "battery_pct", 0, 100, required=False)
-        if isinstance(value, str):
+        if isinstance(value, tuple):
             return value
         out["battery_pct"] = value
+    return _text_fields(payload, out)
+
+
+def _text_fields(payload: dict[str, Any], out: dict[str, Any]) -> dict[str, Any] | FieldProblem:
     for name in ("dose_id", "code", "note"):
         if name in payload:
             value = payload[name]
-            if not isinstance(value, str) or len(value) > 256:
-                return f"field '{name}' must be a string of at most 256 characters"
+            if not isinstance(value, str):
+                return RejectReason.WRONG_TYPE, f"field '{name}' must be a string"
+            if len(value) > 256:
+                return RejectReason.BAD_VALUE, f"field '{name}' must be at most 256 characters"
             out[name] = value
     return out

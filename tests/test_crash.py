@@ -1,0 +1,58 @@
+"""kill -9 in the middle of a burst, then restart: every alarm present exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from alarmhub.mosquitto import LocalBroker
+from tests.support import Publisher, db_count, native, register, spawn_daemon, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    db = tmp_path / "alarmhub.db"
+    db_url = f"sqlite:///{db}"
+    n = 600  # alarms, one per device so each is its own alarm
+    register(db_url, [(f"p{i:04d}", "safety_alarm", "0301") for i in range(n)], tmp_path)
+    env = {"ALARMHUB_DATABASE_URL": db_url, "ALARMHUB_MQTT_URL": broker.url, "ALARMHUB_MQTT_CLIENT_ID": client_id,
+           # Small batches stretch the burst over many commits, so the kill lands mid-stream.
+           "ALARMHUB_MAX_BATCH": "20"}
+    log = tmp_path / "daemon.log"
+    daemon = spawn_daemon(env, log)
+    try:
+        assert wait_until(lambda: b"mqtt.connected" in log.read_bytes(), 15), log.read_text()
+        pub = Publisher(broker.port)
+        try:
+            infos = [pub.client.publish(*native(f"p{i:04d}", f"press-{i}", "button.pressed"), qos=1) for i in range(n)]
+            # Kill once part of the burst is committed, while the rest is still flowing.
+            assert wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms") >= n // 5, 20)
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait(10)
+            committed_at_kill = db_count(db, "SELECT count(*) FROM alarms")
+            for info in infos:
+                info.wait_for_publish(30)
+        finally:
+            pub.close()
+        assert committed_at_kill < n, "the kill came after the whole burst: the test proved nothing"
+        daemon = spawn_daemon(env, log)
+        assert wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms") >= n, 60), db_count(
+            db, "SELECT count(*) FROM alarms"
+        )
+        time.sleep(0.5)  # anything more (a duplicate) would show up now
+        assert db_count(db, "SELECT count(*) FROM alarms") == n
+        assert db_count(db, "SELECT count(DISTINCT device_id) FROM alarms") == n
+        assert db_count(db, "SELECT count(*) FROM inbox") == n
+        assert db_count(db, "SELECT count(*) FROM alarms WHERE repeat_count != 0") == 0
+        assert db_count(db, "SELECT count(*) FROM timeline WHERE type='raised'") == n
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(15)
+    assert daemon.returncode == 0, log.read_text()[-2000:]
