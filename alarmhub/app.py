@@ -20,11 +20,21 @@ import orjson
 import structlog
 
 from alarmhub.clock import Clock, SystemClock
+from alarmhub.core.actions import Action, Applied, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
-from alarmhub.core.model import Decoded, RawMessage, Rejected, RejectReason, Verdict
+from alarmhub.core.model import (
+    Alarm,
+    Decoded,
+    RawMessage,
+    Rejected,
+    RejectReason,
+    TimelineType,
+    Verdict,
+)
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
 from alarmhub.core.rules import RuleSet
 from alarmhub.ingest.mqtt import Backoff, Delivery, MqttIngest
+from alarmhub.live import Broadcaster
 from alarmhub.logs import OncePer
 from alarmhub.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.profiles import default_profiles_dir, load_catalog
@@ -32,9 +42,12 @@ from alarmhub.rules_file import alarm_kinds, load_rules
 from alarmhub.settings import Settings
 from alarmhub.state import HubState
 from alarmhub.store.sqlite import SqliteStore, StoreError
+from alarmhub.views import alarm_json
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
+# Stable log event names per timeline entry: alarm.acknowledged, alarm.resolved, …
+_EVENT_NAMES = {t: f"alarm.{t.value}" for t in TimelineType}
 
 NATIVE_PREFIX = "alarmhub/v1/"
 REGISTRY_POLL_S = 2.0
@@ -58,7 +71,13 @@ class AlarmHub:
         self.catalog: Catalog
         self.state: HubState
         self.store: SqliteStore
+        self.reader: SqliteStore
         self.ingest: MqttIngest | None = None
+        self.live = Broadcaster()
+        # Ingest batches and people's actions change alarms one at a time, in order:
+        # decide and commit under this lock, so an acknowledgement and a repeat (or
+        # two acknowledgements) can never interleave.
+        self._write_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -79,6 +98,11 @@ class AlarmHub:
             raise NotImplementedError("only sqlite:/// databases are supported so far")
         self.store = await SqliteStore.open(db.path, synchronous=s.sqlite_synchronous)
         self._stack.push_async_callback(self.store.close)
+        # Reads for HTTP and reports use their own connection: never the writer's.
+        self.reader = await SqliteStore.open(
+            db.path, synchronous=s.sqlite_synchronous, migrate=False
+        )
+        self._stack.push_async_callback(self.reader.close)
         await self._load_state()
         self.metrics.zero_alarm_kinds(alarm_kinds(self.rules))
         self.ingest = MqttIngest(
@@ -179,6 +203,14 @@ class AlarmHub:
             stop.cancel()
 
     async def _handle(self, batch: list[Delivery]) -> None:
+        async with self._write_lock:
+            effects = await self._decide_and_commit(batch)
+        assert self.ingest is not None
+        self.ingest.ack(batch)
+        self.batches_committed += 1
+        self._after_commit(effects)
+
+    async def _decide_and_commit(self, batch: list[Delivery]) -> BatchEffects:
         raws = [RawMessage(d.topic, d.payload, d.received_at) for d in batch]
         ctx = self.context()
         decoded = decode_all(raws, ctx)
@@ -198,10 +230,7 @@ class AlarmHub:
         await self._until_committed(lambda: self.store.commit_batch(effects, municipality_of))
         self.metrics.commit_seconds.observe(self.clock.monotonic() - started)
         self.state.apply(effects)
-        assert self.ingest is not None
-        self.ingest.ack(batch)
-        self.batches_committed += 1
-        self._after_commit(effects)
+        return effects
 
     async def _retry_unknown_devices(
         self, raws: list[RawMessage], decoded: list[Decoded | Rejected]
@@ -265,6 +294,8 @@ class AlarmHub:
                 for ev in msg.events:
                     m.events.labels(ev.verdict.value).inc()
             self._receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
+        for alarm in effects.alarms.values():
+            self.live.publish("alarm", alarm_json(alarm))
         for alarm_id in effects.new_alarm_ids:
             alarm = effects.alarms[alarm_id]
             m.alarms_raised.labels(alarm.kind, str(int(alarm.priority))).inc()
@@ -277,6 +308,73 @@ class AlarmHub:
                 priority=int(alarm.priority),
             )
         self._update_queue_gauges()
+
+    # --- people's actions ----------------------------------------------------
+
+    async def act(
+        self,
+        alarm_id: str,
+        action: Action,
+        actor: str,
+        *,
+        outcome: str | None = None,
+        note: str | None = None,
+    ) -> Alarm | Conflict | None:
+        """Apply an operator's action; None when there is no such alarm."""
+        async with self._write_lock:
+            alarm = self.state.by_id.get(alarm_id) or await self.store.get_alarm(alarm_id)
+            if alarm is None:
+                return None
+            now = self.clock.now()
+            result = apply_action(alarm, action, actor, now, outcome=outcome, note=note)
+            if isinstance(result, Conflict):
+                return result
+            await self._until_committed(
+                lambda: self.store.save_alarm(result.alarm, result.timeline)
+            )
+            self.state.put(result.alarm)
+        self._after_action(alarm, result)
+        return result.alarm
+
+    def _after_action(self, before: Alarm, result: Applied) -> None:
+        alarm = result.alarm
+        label = str(int(alarm.priority))
+        if result.acknowledged_now and alarm.acknowledged_at is not None:
+            waited = (alarm.acknowledged_at - alarm.raised_at).total_seconds()
+            self.metrics.time_to_acknowledge.labels(label).observe(waited)
+            target = self.rules.sla_ack.get(alarm.priority)
+            if target is not None and waited > target.total_seconds():
+                self.metrics.sla_breaches.labels(label).inc()
+            self._handled_receipt(alarm)
+        if before.state.value != "resolved" and alarm.resolved_at is not None:
+            self.metrics.time_to_resolve.labels(label).observe(
+                (alarm.resolved_at - alarm.raised_at).total_seconds()
+            )
+        for entry in result.timeline:
+            log.info(
+                _EVENT_NAMES[entry.type],
+                alarm_id=alarm.id,
+                device_id=alarm.device_id,
+                municipality=alarm.municipality,
+                actor=entry.actor,
+            )
+        self.live.publish("alarm", alarm_json(alarm))
+        self._update_queue_gauges()
+
+    def _handled_receipt(self, alarm: Alarm) -> None:
+        """SCAIP's "handled": tell the device a person has taken its alarm."""
+        if self.ingest is not None and self._tasks is not None:
+            self._tasks.create_task(self._send_handled(alarm), name=f"handled-{alarm.id}")
+
+    async def _send_handled(self, alarm: Alarm) -> None:
+        source = await self.reader.raising_message(alarm.id)
+        if source is None or self.ingest is None:
+            return
+        topic, msg_id = source
+        if not topic.startswith(NATIVE_PREFIX) or not topic.endswith("/events"):
+            return
+        body = {"ref": msg_id, "status": "handled", "alarm": alarm.id}
+        self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body))
 
     def _kind_of(self, rejected: Rejected | None) -> str:
         if rejected is not None and rejected.device_id:

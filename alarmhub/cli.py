@@ -13,8 +13,6 @@ import csv
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +21,13 @@ import structlog
 
 from alarmhub.clock import SystemClock
 from alarmhub.core.decode import valid_id
-from alarmhub.core.model import Alarm, Device, DeviceKind
+from alarmhub.core.model import Device, DeviceKind
 from alarmhub.logs import configure_logging
 from alarmhub.profiles import ProfileError
 from alarmhub.rules_file import RulesError, load_rules
 from alarmhub.settings import Settings, SettingsError, load_settings
-from alarmhub.store.sqlite import SqliteStore, ts
+from alarmhub.store.sqlite import SqliteStore
+from alarmhub.views import alarm_json
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -275,16 +274,6 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _with_store(settings, work)
-
-
-def alarm_json(alarm: Alarm) -> dict[str, Any]:
-    out = asdict(alarm)
-    for key, value in out.items():
-        if isinstance(value, datetime):
-            out[key] = ts(value)
-    out["priority"] = int(alarm.priority)
-    out["state"] = alarm.state.value
-    return out
 
 
 def cmd_alarms_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -384,6 +384,18 @@ class SqliteStore:
             {"at": r[0], "type": r[1], "actor": r[2], "detail": orjson.loads(r[3])} for r in rows
         ]
 
+    async def raising_message(self, alarm_id: str) -> tuple[str, str] | None:
+        """The (topic, message id) of the message that raised an alarm."""
+        sql = (
+            "SELECT i.topic, i.msg_id FROM timeline t JOIN alarms a ON a.id = t.alarm_id "
+            "JOIN inbox i ON i.device_id = a.device_id "
+            "AND i.msg_id = json_extract(t.detail, '$.msg_id') "
+            "WHERE t.alarm_id = ? AND t.type = 'raised' LIMIT 1"
+        )
+        async with self._conn.execute(sql, (alarm_id,)) as cur:
+            row = await cur.fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
     async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
         sql = (
             "SELECT seq, received_at, topic, device_id, municipality, msg_id, reason, detail, "

@@ -1,0 +1,140 @@
+"""What a person does to an alarm: acknowledge, escalate, dispatch, on-site, resolve, note.
+
+Pure: the current alarm, the action, who and when in; the changed alarm and its
+timeline entries out, or a :class:`Conflict` that says why not. The shell runs
+these under the same lock as the ingest batches, so two operators acknowledging
+at once are decided one after the other: the second gets a Conflict naming the
+first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+
+MAX_NOTE = 2000
+MAX_OUTCOME = 64
+
+
+class Action(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    ESCALATE = "escalate"
+    DISPATCH = "dispatch"
+    ON_SITE = "on-site"
+    RESOLVE = "resolve"
+    NOTE = "notes"
+
+
+class ConflictCode(StrEnum):
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    ALREADY_RESOLVED = "already_resolved"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    code: ConflictCode
+    message: str
+    holder: str | None = None  # who has the alarm, for "already acknowledged by …"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    alarm: Alarm
+    timeline: tuple[TimelineEntry, ...]
+    acknowledged_now: bool = False
+
+
+def apply_action(
+    alarm: Alarm,
+    action: Action,
+    actor: str,
+    now: datetime,
+    *,
+    outcome: str | None = None,
+    note: str | None = None,
+) -> Applied | Conflict:
+    if note is not None and len(note) > MAX_NOTE:
+        return Conflict(ConflictCode.INVALID, f"a note is at most {MAX_NOTE} characters")
+    if action is Action.NOTE:
+        if not note:
+            return Conflict(ConflictCode.INVALID, "a note needs text")
+        entry = TimelineEntry(alarm.id, now, TimelineType.NOTE, actor, {"note": note})
+        return Applied(alarm, (entry,))
+    if alarm.state is AlarmState.RESOLVED:
+        return Conflict(
+            ConflictCode.ALREADY_RESOLVED,
+            f"the alarm was resolved by {alarm.resolved_by}",
+            alarm.resolved_by,
+        )
+    if action is Action.ACKNOWLEDGE:
+        if alarm.state is AlarmState.ACKNOWLEDGED:
+            return Conflict(
+                ConflictCode.ALREADY_ACKNOWLEDGED,
+                f"the alarm is already acknowledged by {alarm.acknowledged_by}",
+                alarm.acknowledged_by,
+            )
+        return _acknowledge(alarm, actor, now, note)
+    # Any other handling of an unacknowledged alarm acknowledges it first: the
+    # time to acknowledge is then when a person first acted on it.
+    entries: list[TimelineEntry] = []
+    acknowledged_now = False
+    if alarm.state is AlarmState.OPEN:
+        acked = _acknowledge(alarm, actor, now, None)
+        alarm, entries, acknowledged_now = acked.alarm, list(acked.timeline), True
+    return _handle(alarm, action, actor, now, outcome, note, entries, acknowledged_now)
+
+
+def _handle(
+    alarm: Alarm,
+    action: Action,
+    actor: str,
+    now: datetime,
+    outcome: str | None,
+    note: str | None,
+    entries: list[TimelineEntry],
+    acknowledged_now: bool,
+) -> Applied | Conflict:
+    detail: dict[str, object] = {"note": note} if note else {}
+    if action is Action.ESCALATE:
+        level = alarm.escalation_level + 1
+        alarm = replace(alarm, escalation_level=level)
+        entries.append(
+            TimelineEntry(alarm.id, now, TimelineType.ESCALATED, actor, {**detail, "level": level})
+        )
+    elif action is Action.DISPATCH:
+        alarm = replace(alarm, dispatched_at=alarm.dispatched_at or now)
+        entries.append(
+            TimelineEntry(alarm.id, now, TimelineType.RESPONDER_DISPATCHED, actor, detail)
+        )
+    elif action is Action.ON_SITE:
+        alarm = replace(alarm, on_site_at=alarm.on_site_at or now)
+        entries.append(TimelineEntry(alarm.id, now, TimelineType.RESPONDER_ON_SITE, actor, detail))
+    elif action is Action.RESOLVE:
+        if not outcome or len(outcome) > MAX_OUTCOME:
+            return Conflict(
+                ConflictCode.INVALID, f"resolve needs an outcome (1-{MAX_OUTCOME} chars)"
+            )
+        alarm = replace(
+            alarm, state=AlarmState.RESOLVED, resolved_at=now, resolved_by=actor, outcome=outcome
+        )
+        entries.append(
+            TimelineEntry(
+                alarm.id, now, TimelineType.RESOLVED, actor, {**detail, "outcome": outcome}
+            )
+        )
+    return Applied(alarm, tuple(entries), acknowledged_now)
+
+
+def _acknowledge(alarm: Alarm, actor: str, now: datetime, note: str | None) -> Applied:
+    acked = replace(
+        alarm, state=AlarmState.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=actor
+    )
+    detail: dict[str, object] = {"after_s": round((now - alarm.raised_at).total_seconds(), 3)}
+    if note:
+        detail["note"] = note
+    entry = TimelineEntry(alarm.id, now, TimelineType.ACKNOWLEDGED, actor, detail)
+    return Applied(acked, (entry,), acknowledged_now=True)
