@@ -25,6 +25,7 @@ from alarmhub.core.decode import Catalog, DecodeLimits
 from alarmhub.core.model import (
     Alarm,
     Decoded,
+    Device,
     RawMessage,
     Rejected,
     RejectReason,
@@ -375,6 +376,14 @@ class AlarmHub:
             return
         body = {"ref": msg_id, "status": "handled", "alarm": alarm.id}
         self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body))
+
+    async def register_devices(self, devices: list[Device]) -> None:
+        """Register, change or decommission (active=False) devices; seen by ingest at once."""
+        async with self._write_lock:
+            await self.store.register_devices(devices, self.clock.now())
+            for device in devices:
+                self.state.devices[device.id] = device
+        self._update_device_gauges()
 
     def _kind_of(self, rejected: Rejected | None) -> str:
         if rejected is not None and rejected.device_id:

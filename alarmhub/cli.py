@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=cmd_dead_letters_list)
 
+    # Command groups that live in their own modules.
+    from alarmhub import cli_accounts, cli_simulate  # noqa: PLC0415
+
+    cli_accounts.add_commands(sub)
+    cli_simulate.add_commands(sub)
+
     rules = sub.add_parser("rules", help="the rules file").add_subparsers(title="rules")
     chk = rules.add_parser("check", help="validate a rules file without starting")
     chk.add_argument("file", nargs="?")
