@@ -1,0 +1,253 @@
+"""Escalation policies as data, and the pure decisions the escalator makes on them.
+
+An unanswered alarm must reach someone else in time: first the operator queue,
+then a supervisor, then an external responder, and round again. The shell keeps
+no sleeping coroutine per alarm. Deadlines are rows keyed by
+``(alarm_id, round, step)``; the escalator wakes for the earliest row, asks
+:func:`on_deadline` what it means and, in one transaction, records the decision
+(as the row's "fired" mark) together with its effects (timeline entry, outbox
+notification, new escalation level). Because the mark and the effects commit
+together, a crash either loses both (the deadline is simply still due after
+restart: :func:`next_deadline` returns it again) or keeps both (the key is in
+`fired`: :data:`EscalationReason.ALREADY_FIRED`). Either way each due step fires
+exactly once, also after downtime: overdue steps are replayed in order, each once.
+
+Example, the default for priority 1 (critical)::
+
+    P1 = Policy(
+        "p1",
+        (
+            Step(timedelta(0), "operator_queue", 1),  # at once
+            Step(timedelta(seconds=60), "supervisor", 2),  # unacknowledged after 60 s
+            Step(timedelta(seconds=180), "external_responder", 3),  # after 180 s
+        ),
+        repeat=2,  # two more rounds: 300 s and 600 s after the alarm was raised
+    )
+
+Step offsets count from the start of the round (``from_previous=False``, as
+above) or from the previous step (``from_previous=True``). Without an explicit
+`round_interval` the next round starts one "last gap" after the last step
+(180 s + (180 s - 60 s) = 300 s above), which reproduces the common call-list
+pattern "primary at once, secondary after 90 s, primary again after 90 s more".
+
+`ack_timeout` (as in PagerDuty and Grafana OnCall): an alarm acknowledged but
+not resolved that long after the acknowledgement is not forgotten: a reminder
+deadline fires every `ack_timeout` until it is resolved
+(:data:`EscalationReason.REMIND_ACK_TIMEOUT`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from alarmhub.core.model import AlarmState
+
+if TYPE_CHECKING:
+    from collections.abc import Set as AbstractSet
+    from datetime import datetime
+
+ACK_TIMEOUT_STEP = -1  # step index of acknowledgement-timeout reminders in row keys
+DeadlineKey = tuple[int, int]  # (round, step index): with the alarm id, the row's key
+
+
+class DeadlineKind(StrEnum):
+    STEP = "step"
+    ACK_TIMEOUT = "ack_timeout"
+
+
+class EscalationReason(StrEnum):
+    """Why a deadline did or did not escalate. Bounded: timeline, log and metric label."""
+
+    ESCALATE = "escalate"  # notify the step's target, raise the alarm's level
+    SKIP_ACKNOWLEDGED = "skip_acknowledged"  # someone took it: no escalation
+    SKIP_RESOLVED = "skip_resolved"  # over: nothing to do
+    ALREADY_FIRED = "already_fired"  # the row says it was decided before (crash, second worker)
+    REMIND_ACK_TIMEOUT = "remind_ack_timeout"  # acknowledged long ago, still not resolved
+    SKIP_NOT_ACKNOWLEDGED = "skip_not_acknowledged"  # a reminder whose acknowledgement is gone
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Notify `target` at escalation `level` once `after` has passed (see Policy)."""
+
+    after: timedelta
+    target: str
+    level: int
+
+    def __post_init__(self) -> None:
+        if self.after < timedelta(0):
+            raise ValueError("a step's `after` must not be negative")
+        if not self.target:
+            raise ValueError("a step needs a target")
+        if self.level < 1:
+            raise ValueError("escalation levels start at 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """An escalation policy: steps, how many extra rounds, and the acknowledgement timeout."""
+
+    name: str
+    steps: tuple[Step, ...]
+    repeat: int = 0  # extra rounds after the first: 1 + repeat rounds in all
+    from_previous: bool = False  # each step's `after` counts from the previous step
+    ack_timeout: timedelta | None = None
+    round_interval: timedelta | None = None  # round start to round start; see module doc
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError(f"policy {self.name!r} has no steps")
+        if self.repeat < 0:
+            raise ValueError("repeat must not be negative")
+        afters = [s.after for s in self.steps]
+        if not self.from_previous and afters != sorted(afters):
+            raise ValueError(f"policy {self.name!r}: step offsets must not decrease")
+        if self.ack_timeout is not None and self.ack_timeout <= timedelta(0):
+            raise ValueError("ack_timeout must be positive")
+        if self.repeat > 0 and self.round_length() <= self.offsets()[-1]:
+            raise ValueError(
+                f"policy {self.name!r}: rounds would overlap; set a round_interval longer "
+                "than the last step's offset"
+            )
+
+    def offsets(self) -> tuple[timedelta, ...]:
+        """Each step's offset from the start of its round."""
+        if not self.from_previous:
+            return tuple(s.after for s in self.steps)
+        total = timedelta(0)
+        out = []
+        for step in self.steps:
+            total += step.after
+            out.append(total)
+        return tuple(out)
+
+    def round_length(self) -> timedelta:
+        if self.round_interval is not None:
+            return self.round_interval
+        offsets = self.offsets()
+        previous = offsets[-2] if len(offsets) > 1 else timedelta(0)
+        return offsets[-1] + (offsets[-1] - previous)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    step_index: int  # ACK_TIMEOUT_STEP for reminders
+    level: int
+    target: str
+    due_at: datetime  # UTC
+    round: int  # for reminders: the reminder's number, from 0
+    kind: DeadlineKind = DeadlineKind.STEP
+
+    @property
+    def key(self) -> DeadlineKey:
+        return (self.round, self.step_index)
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationDecision:
+    reason: EscalationReason
+    deadline: Deadline
+    late_by: timedelta  # how long after due_at it was decided (downtime shows here)
+
+    @property
+    def notify(self) -> bool:
+        """Whether the shell sends something to the deadline's target."""
+        return self.reason in {EscalationReason.ESCALATE, EscalationReason.REMIND_ACK_TIMEOUT}
+
+    @property
+    def record(self) -> bool:
+        """Whether the shell writes the row's fired mark (all but an already-fired row)."""
+        return self.reason is not EscalationReason.ALREADY_FIRED
+
+
+def plan(policy: Policy, raised_at: datetime) -> list[Deadline]:
+    """Every step deadline of every round, in the order they fall due."""
+    # Offsets are elapsed time: add them in UTC. Adding a timedelta to a local
+    # datetime is wall-clock arithmetic and goes wrong across a DST change.
+    start = raised_at.astimezone(UTC)
+    offsets = policy.offsets()
+    length = policy.round_length()
+    deadlines = [
+        Deadline(index, step.level, step.target, start + rnd * length + offsets[index], rnd)
+        for rnd in range(policy.repeat + 1)
+        for index, step in enumerate(policy.steps)
+    ]
+    deadlines.sort(key=lambda d: (d.due_at, d.round, d.step_index))
+    return deadlines
+
+
+def next_deadline(
+    policy: Policy, raised_at: datetime, fired: AbstractSet[DeadlineKey]
+) -> Deadline | None:
+    """The earliest step deadline not yet decided; None when the policy is exhausted.
+
+    `fired` holds the keys of rows already decided, whatever the decision. After
+    a crash this returns overdue deadlines one by one, earliest first.
+    """
+    for deadline in plan(policy, raised_at):
+        if deadline.key not in fired:
+            return deadline
+    return None
+
+
+def ack_reminder(
+    policy: Policy, acknowledged_at: datetime, fired: AbstractSet[DeadlineKey]
+) -> Deadline | None:
+    """The next acknowledgement-timeout reminder not yet decided, or None without a timeout.
+
+    Reminder k falls due ``(k + 1) * ack_timeout`` after the acknowledgement and
+    goes to the first step's target (the operator queue that acknowledged it).
+    """
+    if policy.ack_timeout is None:
+        return None
+    first = policy.steps[0]
+    k = 0
+    while (k, ACK_TIMEOUT_STEP) in fired:
+        k += 1
+    due_at = acknowledged_at.astimezone(UTC) + (k + 1) * policy.ack_timeout
+    return Deadline(
+        ACK_TIMEOUT_STEP, first.level, first.target, due_at, k, DeadlineKind.ACK_TIMEOUT
+    )
+
+
+def on_deadline(
+    alarm_state: AlarmState,
+    acknowledged: bool,
+    deadline: Deadline,
+    now: datetime,
+    fired: AbstractSet[DeadlineKey] = frozenset(),
+) -> EscalationDecision:
+    """Decide what a due deadline means for the alarm as it is *now*.
+
+    Reads the alarm's current state, not the state when the deadline was
+    planned: an acknowledgement that landed while alarmhub was down still
+    prevents the escalation. Calling it before `due_at` is a bug in the caller.
+    """
+    if now < deadline.due_at:
+        raise ValueError(f"deadline {deadline.key} is not due until {deadline.due_at}")
+    acked = acknowledged or alarm_state is AlarmState.ACKNOWLEDGED
+    if deadline.key in fired:
+        reason = EscalationReason.ALREADY_FIRED
+    elif alarm_state is AlarmState.RESOLVED:
+        reason = EscalationReason.SKIP_RESOLVED
+    elif deadline.kind is DeadlineKind.ACK_TIMEOUT:
+        reason = (
+            EscalationReason.REMIND_ACK_TIMEOUT if acked else EscalationReason.SKIP_NOT_ACKNOWLEDGED
+        )
+    else:
+        reason = EscalationReason.SKIP_ACKNOWLEDGED if acked else EscalationReason.ESCALATE
+    return EscalationDecision(reason, deadline, now - deadline.due_at)
+
+
+DEFAULT_P1 = Policy(
+    "p1",
+    (
+        Step(timedelta(0), "operator_queue", 1),
+        Step(timedelta(seconds=60), "supervisor", 2),
+        Step(timedelta(seconds=180), "external_responder", 3),
+    ),
+    repeat=2,
+)
