@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import orjson
 import structlog
@@ -26,23 +26,35 @@ from alarmhub.core.model import (
     Alarm,
     Decoded,
     Device,
+    Event,
+    EventType,
     RawMessage,
     Rejected,
     RejectReason,
     TimelineType,
     Verdict,
 )
-from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
+from alarmhub.core.pipeline import (
+    BatchEffects,
+    Context,
+    decode_all,
+    fingerprint,
+    process_batch,
+    process_internal,
+)
 from alarmhub.core.rules import RuleSet
+from alarmhub.escalator import Escalator
 from alarmhub.ingest.mqtt import Backoff, Delivery, MqttIngest
 from alarmhub.live import Broadcaster
 from alarmhub.logs import OncePer
 from alarmhub.metrics import UNKNOWN_KIND, Metrics
+from alarmhub.notifier import Notifier
 from alarmhub.profiles import default_profiles_dir, load_catalog
-from alarmhub.rules_file import alarm_kinds, load_rules
+from alarmhub.rules_file import RulesError, alarm_kinds, load_rules
 from alarmhub.settings import Settings
 from alarmhub.state import HubState
 from alarmhub.store.sqlite import SqliteStore, StoreError
+from alarmhub.supervise import Supervision
 from alarmhub.views import alarm_json
 
 log = structlog.get_logger("alarmhub")
@@ -78,7 +90,7 @@ class AlarmHub:
         # Ingest batches and people's actions change alarms one at a time, in order:
         # decide and commit under this lock, so an acknowledgement and a repeat (or
         # two acknowledgements) can never interleave.
-        self._write_lock = asyncio.Lock()
+        self.write_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -106,6 +118,12 @@ class AlarmHub:
         self._stack.push_async_callback(self.reader.close)
         await self._load_state()
         self.metrics.zero_alarm_kinds(alarm_kinds(self.rules))
+        self.silences = tuple(await self.reader.active_silences(self.clock.now()))
+        self.escalator = Escalator(self)
+        await self.escalator.load()
+        self.notifier = Notifier(self)
+        self.supervision = Supervision(self)
+        self.supervision.watch_all(self.state.devices.values())
         self.ingest = MqttIngest(
             s.mqtt,
             s.mqtt_client_id,
@@ -119,6 +137,9 @@ class AlarmHub:
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks.create_task(self._ingest_loop(), name="ingest")
         self._tasks.create_task(self._registry_loop(), name="registry-refresh")
+        self._tasks.create_task(self._until_stopped(self.escalator.run()), name="escalator")
+        self._tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
+        self._tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
         if self.serve_http:
             from alarmhub.web.server import serve  # noqa: PLC0415 - web is optional in tests
 
@@ -129,7 +150,7 @@ class AlarmHub:
             "alarmhub.started",
             rules_version=self.rules.version,
             devices=len(self.state.devices),
-            active_alarms=len(self.state.by_id),
+            active_alarms=len(self.state.alarms),
             subscriptions=self.catalog.subscriptions(),
         )
         self.ready.set()
@@ -154,9 +175,22 @@ class AlarmHub:
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
 
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a forever-task until stop; it is cancelled at a safe point (an await)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (task, stop):
+                t.cancel()
+            for t in (task, stop):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
     async def _load_state(self) -> None:
         now = self.clock.now()
-        self.state = HubState(self.rules.max_flap_window())
+        self.state = HubState()
         self.state.load(
             await self.store.load_devices(),
             await self.store.load_active_alarms(),
@@ -171,6 +205,7 @@ class AlarmHub:
             registry=self.state.devices,
             catalog=self.catalog,
             rules=self.rules,
+            silences=self.silences,
             limits=DecodeLimits(
                 max_payload_bytes=s.max_payload_bytes,
                 max_future_skew=timedelta(seconds=s.max_future_skew_s),
@@ -204,7 +239,7 @@ class AlarmHub:
             stop.cancel()
 
     async def _handle(self, batch: list[Delivery]) -> None:
-        async with self._write_lock:
+        async with self.write_lock:
             effects = await self._decide_and_commit(batch)
         assert self.ingest is not None
         self.ingest.ack(batch)
@@ -218,8 +253,8 @@ class AlarmHub:
         decoded = await self._retry_unknown_devices(raws, decoded)
         ctx = self.context()
         fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
-        seen = await self._until_committed(lambda: self.store.existing_fingerprints(fps))
-        effects = process_batch(raws, decoded, fps, seen, self.state, ctx)
+        seen = await self.until_committed(lambda: self.store.existing_fingerprints(fps))
+        effects = process_batch(raws, decoded, fps, seen, self.state.alarms, ctx)
         municipality_of = {
             m.rejected.device_id: dev.municipality
             for m in effects.messages
@@ -228,7 +263,7 @@ class AlarmHub:
             and (dev := self.state.devices.get(m.rejected.device_id)) is not None
         }
         started = self.clock.monotonic()
-        await self._until_committed(lambda: self.store.commit_batch(effects, municipality_of))
+        await self.until_committed(lambda: self.store.commit_batch(effects, municipality_of))
         self.metrics.commit_seconds.observe(self.clock.monotonic() - started)
         self.state.apply(effects)
         return effects
@@ -252,7 +287,7 @@ class AlarmHub:
         ctx = self.context()
         return decode_all(raws, ctx)
 
-    async def _until_committed(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def until_committed(self, op: Callable[[], Awaitable[T]]) -> T:
         """Retry a store operation until it succeeds; meanwhile nothing is acknowledged.
 
         The broker keeps every unacknowledged message, and its in-flight window stops
@@ -279,7 +314,24 @@ class AlarmHub:
             self.metrics.store_writable.set(1)
             return result
 
+    async def process_internal(self, events: list[tuple[Event, Device]]) -> None:
+        """Judge and commit events alarmhub raised itself (a silent device, an overdue dose)."""
+        async with self.write_lock:
+            effects = process_internal(events, self.state.alarms, self.context())
+            await self.until_committed(lambda: self.store.commit_batch(effects, {}))
+            self.state.apply(effects)
+        self._after_commit(effects)
+
+    def after_escalation(self, alarm: Alarm, notify: bool) -> None:
+        self.live.publish("alarm", alarm_json(alarm))
+        if notify:
+            self.notifier.wake()
+
     def _after_commit(self, effects: BatchEffects) -> None:
+        if effects.device_seen:
+            self.supervision.heard(effects.device_seen)
+        for alarm in effects.alarms.values():
+            self.escalator.arm(alarm)
         m = self.metrics
         m.commit_batch_size.observe(len(effects.messages))
         for msg in effects.messages:
@@ -294,6 +346,8 @@ class AlarmHub:
                 m.messages_decoded.labels(kind).inc()
                 for ev in msg.events:
                     m.events.labels(ev.verdict.value).inc()
+                    if ev.event.type is EventType.DOSE_TAKEN:
+                        self.supervision.dose_taken(ev.event.device_id, ev.event.ts)
             self._receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
         for alarm in effects.alarms.values():
             self.live.publish("alarm", alarm_json(alarm))
@@ -322,18 +376,17 @@ class AlarmHub:
         note: str | None = None,
     ) -> Alarm | Conflict | None:
         """Apply an operator's action; None when there is no such alarm."""
-        async with self._write_lock:
-            alarm = self.state.by_id.get(alarm_id) or await self.store.get_alarm(alarm_id)
+        async with self.write_lock:
+            alarm = self.state.alarms.get(alarm_id) or await self.store.get_alarm(alarm_id)
             if alarm is None:
                 return None
             now = self.clock.now()
             result = apply_action(alarm, action, actor, now, outcome=outcome, note=note)
             if isinstance(result, Conflict):
                 return result
-            await self._until_committed(
-                lambda: self.store.save_alarm(result.alarm, result.timeline)
-            )
-            self.state.put(result.alarm)
+            await self.until_committed(lambda: self.store.save_alarm(result.alarm, result.timeline))
+            self.state.alarms.put(result.alarm)
+        self.escalator.arm(result.alarm)
         self._after_action(alarm, result)
         return result.alarm
 
@@ -379,10 +432,12 @@ class AlarmHub:
 
     async def register_devices(self, devices: list[Device]) -> None:
         """Register, change or decommission (active=False) devices; seen by ingest at once."""
-        async with self._write_lock:
+        async with self.write_lock:
             await self.store.register_devices(devices, self.clock.now())
+            now, wall = self.supervision.now(), self.clock.now()
             for device in devices:
                 self.state.devices[device.id] = device
+                self.supervision.watch(device, now, wall, self.rules.offline_after_misses)
         self._update_device_gauges()
 
     def _kind_of(self, rejected: Rejected | None) -> str:
@@ -424,7 +479,7 @@ class AlarmHub:
         now = self.clock.now()
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
-        for alarm in self.state.by_id.values():
+        for alarm in self.state.alarms.by_id.values():
             p = str(int(alarm.priority))
             counts[(p, alarm.state.value)] = counts.get((p, alarm.state.value), 0) + 1
             if alarm.state.value == "open":
@@ -459,18 +514,41 @@ class AlarmHub:
                 )
             except StoreError:
                 continue
+            now, wall = self.supervision.now(), self.clock.now()
             for device in changed:
                 self.state.devices[device.id] = device
+                self.supervision.watch(device, now, wall, self.rules.offline_after_misses)
+            self.silences = tuple(await self.reader.active_silences(wall))
             if changed:
                 self._update_device_gauges()
                 log.info("registry.refreshed", changed=len(changed))
             self._update_queue_gauges()
-            self.state.forget_resolved_before(self.clock.now() - self.rules.max_flap_window())
+            self.state.alarms.forget_resolved_before(
+                self.clock.now() - self.rules.max_flap_window()
+            )
 
     def _on_connection_change(self, connected: bool, connections: int) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
         if connected and connections > 1:
             self.metrics.mqtt_reconnects.inc()
+            # Devices could not reach us while we were cut off: count from now.
+            self.supervision.restart()
+
+    def reload_rules(self) -> bool:
+        """SIGHUP: load the rules file again; a bad file keeps the rules in force."""
+        try:
+            rules = load_rules(self.settings.rules)
+        except RulesError as exc:
+            log.error(  # noqa: TRY400 - the message is the error; no traceback
+                "rules.reload_failed", error=str(exc), kept_version=self.rules.version
+            )
+            return False
+        old, self.rules = self.rules.version, rules
+        self.metrics.zero_alarm_kinds(alarm_kinds(rules))
+        for alarm in list(self.state.alarms.by_id.values()):
+            self.escalator.arm(alarm)
+        log.info("rules.reloaded", old_version=old, version=rules.version)
+        return True
 
     @property
     def mqtt_connected(self) -> bool:

@@ -16,8 +16,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from alarmhub.core.model import DeviceKind, EventType, Priority
-from alarmhub.core.rules import Rule, RuleSet, TimeWindow
+from alarmhub.core.escalation import Policy, Step
+from alarmhub.core.geo import ZoneStatus
+from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType, Priority
+from alarmhub.core.rules import (
+    MunicipalityRules,
+    Rule,
+    RuleSet,
+    StormPolicy,
+    Target,
+    TimeWindow,
+)
 
 
 class RulesError(Exception):
@@ -29,35 +38,89 @@ class _Strict(BaseModel):
 
 
 def _clock(text: str) -> time:
+    hours, sep, minutes = text.partition(":")
     try:
-        hours, minutes = text.split(":")
+        if not sep or len(minutes) != 2:
+            raise ValueError(text)  # noqa: TRY301 - one message for every malformed time
         return time(int(hours), int(minutes))
     except ValueError as exc:
         raise ValueError(f"expected HH:MM, got {text!r}") from exc
+
+
+def _window(value: list[str]) -> list[str]:
+    if len(value) != 2:
+        raise ValueError('a window is ["HH:MM", "HH:MM"]')
+    _clock(value[0])
+    _clock(value[1])
+    return value
+
+
+Municipality = Annotated[str, Field(pattern=r"^\d{4}$")]
+WindowPair = Annotated[list[str], Field(min_length=2, max_length=2)]
 
 
 class RuleModel(_Strict):
     name: str
     event: EventType
     device_kind: DeviceKind | None = None
-    alarm: str | None = None
+    alarm: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")] | None = None
     priority: Annotated[int, Field(ge=1, le=4)] | None = None
-    between: tuple[str, str] | None = None
+    between: str | WindowPair | None = None
+    zone: ZoneStatus | None = None
     resolves: list[str] = []
     flap_window_s: Annotated[int, Field(ge=0)] = 0
+    policy: str | None = None
 
     @field_validator("between")
     @classmethod
-    def _between(cls, v: tuple[str, str] | None) -> tuple[str, str] | None:
-        if v is not None:
-            _clock(v[0])
-            _clock(v[1])
+    def _between(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list):
+            _window(v)
         return v
+
+
+class StepModel(_Strict):
+    after_s: Annotated[int, Field(ge=0)]
+    target: str
+    level: Annotated[int, Field(ge=1, le=9)]
+
+
+class PolicyModel(_Strict):
+    steps: Annotated[list[StepModel], Field(min_length=1)]
+    repeat: Annotated[int, Field(ge=0, le=9)] = 0
+    from_previous: bool = False
+    ack_timeout_s: Annotated[int, Field(gt=0)] | None = None
+    round_interval_s: Annotated[int, Field(gt=0)] | None = None
+
+
+class TargetModel(_Strict):
+    mqtt: bool = False
+    webhook: Annotated[str, Field(pattern=r"^https?://")] | None = None
+
+
+class StormModel(_Strict):
+    kinds: list[str] = ["device_offline", "power_lost"]
+    threshold: Annotated[int, Field(ge=2)] = 10
+    window_s: Annotated[int, Field(gt=0)] = 300
+    priority: Annotated[int, Field(ge=1, le=4)] = 2
+
+
+class MunicipalityModel(_Strict):
+    windows: dict[str, WindowPair] = {}
+    policies: dict[str, PolicyModel] = {}
+    rules: list[RuleModel] = []
 
 
 class RulesModel(_Strict):
     timezone: str = "Europe/Oslo"
     sla_ack_s: dict[str, Annotated[int, Field(gt=0)]] = {}
+    heard_resolves: list[str] = []
+    offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
+    windows: dict[str, WindowPair] = {}
+    policies: dict[str, PolicyModel] = {}
+    targets: dict[str, TargetModel] = {}
+    storm: StormModel | None = None
+    municipalities: dict[Municipality, MunicipalityModel] = {}
     rules: list[RuleModel]
 
     @field_validator("timezone")
@@ -77,6 +140,13 @@ class RulesModel(_Strict):
                 raise ValueError(f"keys are p1…p4, got {key!r}")
         return v
 
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pair in v.values():
+            _window(pair)
+        return v
+
 
 def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     try:
@@ -87,36 +157,122 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         model = RulesModel.model_validate(data)
     except ValidationError as exc:
         raise RulesError(f"{source}: {_explain(exc)}") from exc
-    alarm_kinds = {r.alarm for r in model.rules if r.alarm}
-    for i, r in enumerate(model.rules):
-        for kind in r.resolves:
-            if kind not in alarm_kinds:
-                raise RulesError(
-                    f"{source}: rules[{i}].resolves: no rule raises alarm kind {kind!r}"
-                )
-        if r.alarm is not None and r.priority is None:
-            raise RulesError(
-                f"{source}: rules[{i}].priority: a rule that raises an alarm needs one"
-            )
-    rules = tuple(
-        Rule(
-            name=r.name,
-            event=r.event,
-            device_kind=r.device_kind,
-            alarm=r.alarm,
-            priority=Priority(r.priority) if r.priority is not None else None,
-            window=TimeWindow(_clock(r.between[0]), _clock(r.between[1])) if r.between else None,
-            resolves=tuple(r.resolves),
-            flap_window=timedelta(seconds=r.flap_window_s),
+    _check_references(model, source)
+    policies = {
+        name: _policy(name, p, f"{source}: policies.{name}") for name, p in model.policies.items()
+    }
+    storm = None
+    if model.storm is not None:
+        storm = StormPolicy(
+            kinds=frozenset(model.storm.kinds),
+            threshold=model.storm.threshold,
+            window=timedelta(seconds=model.storm.window_s),
+            priority=Priority(model.storm.priority),
         )
-        for r in model.rules
-    )
     return RuleSet(
-        rules=rules,
+        rules=tuple(_rule(r) for r in model.rules),
         timezone=ZoneInfo(model.timezone),
         version=hashlib.sha256(text.encode()).hexdigest()[:12],
         sla_ack={Priority(int(k[1])): timedelta(seconds=s) for k, s in model.sla_ack_s.items()},
+        windows={n: TimeWindow(_clock(a), _clock(b)) for n, (a, b) in model.windows.items()},
+        policies=policies,
+        targets={n: Target(n, t.mqtt, t.webhook) for n, t in model.targets.items()},
+        municipalities={
+            code: MunicipalityRules(
+                rules=tuple(_rule(r) for r in m.rules),
+                windows={n: TimeWindow(_clock(a), _clock(b)) for n, (a, b) in m.windows.items()},
+                policies={
+                    n: _policy(n, p, f"{source}: municipalities.{code}.policies.{n}")
+                    for n, p in m.policies.items()
+                },
+            )
+            for code, m in model.municipalities.items()
+        },
+        storm=storm,
+        heard_resolves=tuple(model.heard_resolves),
+        offline_after_misses=model.offline_after_misses,
     )
+
+
+def _check_references(model: RulesModel, source: str) -> None:
+    """Every name a rule uses must be defined: a dangling reference is a silent no-alarm."""
+    every = [("rules", i, r) for i, r in enumerate(model.rules)]
+    for code, m in model.municipalities.items():
+        every.extend((f"municipalities.{code}.rules", i, r) for i, r in enumerate(m.rules))
+    kinds = {r.alarm for _, _, r in every if r.alarm}
+    windows = set(model.windows)
+    for m in model.municipalities.values():
+        windows |= set(m.windows)
+    policies = set(model.policies) | {n for m in model.municipalities.values() for n in m.policies}
+    for where, i, r in every:
+        _check_rule(r, f"{source}: {where}[{i}]", kinds, windows, policies)
+    _check_policies(model, kinds, source)
+
+
+def _check_rule(
+    r: RuleModel, at: str, kinds: set[str], windows: set[str], policies: set[str]
+) -> None:
+    for kind in r.resolves:
+        if kind not in kinds:
+            raise RulesError(f"{at}.resolves: no rule raises alarm kind {kind!r}")
+    if r.alarm is not None and r.priority is None:
+        raise RulesError(f"{at}.priority: a rule that raises an alarm needs one")
+    if isinstance(r.between, str) and r.between not in windows:
+        raise RulesError(f"{at}.between: no window named {r.between!r} under [windows]")
+    if r.policy is not None and r.policy not in policies:
+        raise RulesError(f"{at}.policy: no policy named {r.policy!r} under [policies]")
+    if r.zone is not None and r.event is not EventType.LOCATION:
+        raise RulesError(f"{at}.zone: only location events have a zone")
+    if r.zone is ZoneStatus.UNCERTAIN:
+        raise RulesError(f"{at}.zone: use inside or outside; an uncertain fix decides nothing")
+
+
+def _check_policies(model: RulesModel, kinds: set[str], source: str) -> None:
+    for kind in model.heard_resolves:
+        if kind not in kinds:
+            raise RulesError(f"{source}: heard_resolves: no rule raises alarm kind {kind!r}")
+    targets = set(model.targets) | {"operator_queue"}
+    for name, p in model.policies.items():
+        for j, step in enumerate(p.steps):
+            if step.target not in targets:
+                raise RulesError(
+                    f"{source}: policies.{name}.steps[{j}].target: no target named "
+                    f"{step.target!r} under [targets]"
+                )
+
+
+def _rule(r: RuleModel) -> Rule:
+    window: TimeWindow | str | None = None
+    if isinstance(r.between, str):
+        window = r.between
+    elif r.between is not None:
+        window = TimeWindow(_clock(r.between[0]), _clock(r.between[1]))
+    return Rule(
+        name=r.name,
+        event=r.event,
+        device_kind=r.device_kind,
+        alarm=r.alarm,
+        priority=Priority(r.priority) if r.priority is not None else None,
+        window=window,
+        zone=r.zone,
+        resolves=tuple(r.resolves),
+        flap_window=timedelta(seconds=r.flap_window_s),
+        policy=r.policy,
+    )
+
+
+def _policy(name: str, p: PolicyModel, where: str) -> Policy:
+    try:
+        return Policy(
+            name=name,
+            steps=tuple(Step(timedelta(seconds=s.after_s), s.target, s.level) for s in p.steps),
+            repeat=p.repeat,
+            from_previous=p.from_previous,
+            ack_timeout=timedelta(seconds=p.ack_timeout_s) if p.ack_timeout_s else None,
+            round_interval=timedelta(seconds=p.round_interval_s) if p.round_interval_s else None,
+        )
+    except ValueError as exc:
+        raise RulesError(f"{where}: {exc}") from exc
 
 
 def load_rules(path: Path) -> RuleSet:
@@ -128,7 +284,7 @@ def load_rules(path: Path) -> RuleSet:
 
 
 def alarm_kinds(rules: RuleSet) -> list[str]:
-    return sorted({r.alarm for r in rules.rules if r.alarm})
+    return rules.alarm_kinds()
 
 
 def _explain(exc: ValidationError) -> str:
@@ -138,3 +294,7 @@ def _explain(exc: ValidationError) -> str:
         loc = loc.replace(".[", "[")
         parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
+
+
+# Device-only and alarmhub-only event types, for `rules explain` and docs.
+DEVICE_EVENTS = tuple(e for e in EventType if e not in INTERNAL_EVENTS)

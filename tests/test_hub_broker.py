@@ -60,7 +60,9 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             alarms = db_rows(devices, "SELECT kind, priority, state, repeat_count, municipality FROM alarms")
             assert alarms == [("button", 1, "open", 2, "0301")]
             types = [r[0] for r in db_rows(devices, "SELECT type FROM timeline ORDER BY id")]
-            assert types == ["raised", "repeated", "repeated"]
+            assert types[0] == "raised"
+            # Level 1 (the operator queue) is the policy's first step, at once.
+            assert sorted(types) == ["escalated", "raised", "repeated", "repeated"]
             assert await async_wait_until(lambda: len(pub.received) == 4, 5)
             receipts = [orjson.loads(p) for _, p in pub.received]
             assert [r["ref"] for r in receipts] == ["m0", "m1", "m2", "m1"]

@@ -23,7 +23,8 @@ from alarmhub.core.model import (
     RawMessage,
     Verdict,
 )
-from alarmhub.core.pipeline import AlarmKey, BatchEffects, Context, decode_all, fingerprint, process_batch
+from alarmhub.core.index import AlarmIndex, AlarmKey
+from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
 from alarmhub.core.rules import Rule, RuleSet, TimeWindow
 from alarmhub.profiles import load_catalog
 from alarmhub.rules_file import load_rules
@@ -43,23 +44,20 @@ CTX = Context(
 )
 
 
-class View:
-    """An AlarmView over a dict, standing where the daemon's HubState stands."""
+class View(AlarmIndex):
+    """The daemon's index, with the shell's apply-after-commit step."""
 
     def __init__(self, alarms: list[Alarm] | None = None) -> None:
-        self.alarms = {(a.device_id, a.kind): a for a in alarms or []}
+        super().__init__()
+        self.load(alarms or [])
 
-    def active(self, key: AlarmKey) -> Alarm | None:
-        a = self.alarms.get(key)
-        return a if a is not None and a.is_active else None
-
-    def recently_resolved(self, key: AlarmKey) -> Alarm | None:
-        a = self.alarms.get(key)
-        return a if a is not None and not a.is_active else None
+    @property
+    def alarms(self) -> dict[AlarmKey, Alarm]:
+        return {(a.device_id, a.kind): a for a in [*self.by_id.values(), *self._resolved.values()]}
 
     def apply(self, effects: BatchEffects) -> None:
         for a in effects.alarms.values():
-            self.alarms[(a.device_id, a.kind)] = a
+            self.put(a)
 
 
 def msg(device: str, msg_id: str, etype: str, at: datetime, **fields: object) -> RawMessage:

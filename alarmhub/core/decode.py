@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from alarmhub.core.model import (
+    INTERNAL_EVENTS,
     Decoded,
     Device,
     DeviceKind,
@@ -176,9 +177,8 @@ def _decode_native(
             return Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a string", device.id)
     if not valid_id(msg_id):
         return Rejected(RejectReason.BAD_VALUE, "field 'id' is not a valid id", device.id)
-    try:
-        etype = EventType(type_text)
-    except ValueError:
+    etype = _device_event_type(type_text)
+    if etype is None:
         return Rejected(
             RejectReason.UNKNOWN_TYPE, f"unknown event type '{type_text[:64]}'", device.id, msg_id
         )
@@ -275,6 +275,19 @@ def _check_future(
             msg_id,
         )
     return None
+
+
+def _device_event_type(text: str) -> EventType | None:
+    """The event type a device may send, or None.
+
+    Events alarmhub raises itself (a silent device, an overdue dose) are not
+    something a device may claim: it could fake or mask its own supervision.
+    """
+    try:
+        etype = EventType(text)
+    except ValueError:
+        return None
+    return None if etype in INTERNAL_EVENTS else etype
 
 
 def parse_rfc3339(text: str) -> datetime | None:

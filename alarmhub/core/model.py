@@ -35,6 +35,12 @@ class EventType(StrEnum):
     TAMPER = "tamper"
     POWER_LOST = "power.lost"
     POWER_RESTORED = "power.restored"
+    # Raised by alarmhub itself, never accepted from a device:
+    DEVICE_SILENT = "device.silent"  # no message for N x its heartbeat interval
+    DOSE_OVERDUE = "dose.overdue"  # a scheduled dose not taken within its window
+
+
+INTERNAL_EVENTS = frozenset({EventType.DEVICE_SILENT, EventType.DOSE_OVERDUE})
 
 
 class RejectReason(StrEnum):
@@ -98,6 +104,22 @@ class TimelineType(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    """Per-device settings made at registration; they override municipality defaults.
+
+    Geofences are (lat, lon, radius_m) circles or lists of (lat, lon) polygon
+    vertices; kept as plain tuples here so this module stays free of geometry.
+    """
+
+    windows: tuple[tuple[str, str, str], ...] = ()  # (name, "HH:MM", "HH:MM"), e.g. night
+    geofence_circle: tuple[float, float, float] | None = None
+    geofence_polygon: tuple[tuple[float, float], ...] | None = None
+    max_accuracy_m: float = 150.0
+    dose_times: tuple[str, ...] = ()  # "HH:MM" local times of scheduled doses
+    dose_window_min: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     id: str
     kind: DeviceKind
@@ -106,6 +128,10 @@ class Device:
     heartbeat_interval_s: int | None = None
     label: str | None = None
     active: bool = True
+    # A pseudonymous reference to the person the device serves (never a name):
+    # alarms of one resident inhibit each other.
+    resident: str | None = None
+    settings: DeviceSettings = field(default_factory=DeviceSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +198,9 @@ class Alarm:
     resolved_by: str | None = None
     outcome: str | None = None
     rules_version: str = ""
-    suppressed_by: str | None = None
+    suppressed_by: str | None = None  # "silence:<id>", "inhibited:<alarm>", "incident:<alarm>"
+    resident: str | None = None
+    policy: str | None = None  # the escalation policy it was raised under
 
     @property
     def is_active(self) -> bool:

@@ -1,8 +1,8 @@
 """The pipeline's order, written down once: decode → dedup → classify → judge.
 
 :func:`process_batch` turns a batch of raw messages into the complete set of
-effects to commit in one transaction. It reads the current alarms through a
-:class:`AlarmView` and never changes them: the shell applies the returned
+effects to commit in one transaction. It reads the current alarms through an
+:class:`AlarmIndex` and never changes them: the shell applies the returned
 :class:`BatchEffects` to its own state only after the commit succeeded, so a
 failed commit leaves nothing half-applied in memory either.
 """
@@ -11,30 +11,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
 
+from alarmhub.core import suppress
 from alarmhub.core.decode import Catalog, DecodeLimits, decode
+from alarmhub.core.index import AlarmIndex, Working
 from alarmhub.core.judge import Decision, auto_resolve, judge
 from alarmhub.core.model import (
     Alarm,
     Decoded,
     Device,
     Event,
+    EventType,
     RawMessage,
     Rejected,
     TimelineEntry,
     Verdict,
 )
-from alarmhub.core.rules import RuleSet
-
-AlarmKey = tuple[str, str]  # (device id, alarm kind)
-
-
-class AlarmView(Protocol):
-    def active(self, key: AlarmKey) -> Alarm | None: ...
-    def recently_resolved(self, key: AlarmKey) -> Alarm | None: ...
+from alarmhub.core.rules import Rule, RuleSet
 
 
 @dataclass(slots=True)
@@ -73,6 +68,7 @@ class Context:
     catalog: Catalog
     rules: RuleSet
     limits: DecodeLimits
+    silences: tuple[suppress.Silence, ...] = ()
 
 
 def decode_all(raws: Iterable[RawMessage], ctx: Context) -> list[Decoded | Rejected]:
@@ -97,7 +93,7 @@ def process_batch(
     decoded: list[Decoded | Rejected],
     fingerprints: list[str],
     already_seen: set[str],
-    view: AlarmView,
+    index: AlarmIndex,
     ctx: Context,
 ) -> BatchEffects:
     """Judge a decoded batch in arrival order.
@@ -106,9 +102,9 @@ def process_batch(
     repeats within this same batch are caught here too.
     """
     effects = BatchEffects()
-    # Alarms touched by this batch shadow the view, so a second press in the same
+    # Alarms touched by this batch shadow the index, so a second press in the same
     # batch joins the alarm the first one opened.
-    overlay: dict[AlarmKey, Alarm] = {}
+    working = Working(index)
     seen = set(already_seen)
     for raw, result, fp in zip(raws, decoded, fingerprints, strict=True):
         if isinstance(result, Rejected):
@@ -124,17 +120,24 @@ def process_batch(
         seen.add(fp)
         effects.device_seen[result.device.id] = raw.received_at
         for event in result.events:
-            outcome.events.append(_judge_event(event, result.device, view, overlay, ctx, effects))
+            outcome.events.append(_judge_event(event, result.device, working, ctx, effects))
+        _heard(result.events[0], result.device, working, ctx, effects)
+    return effects
+
+
+def process_internal(
+    events: list[tuple[Event, Device]], index: AlarmIndex, ctx: Context
+) -> BatchEffects:
+    """Judge events alarmhub raised itself (a silent device, an overdue dose)."""
+    effects = BatchEffects()
+    working = Working(index)
+    for event, device in events:
+        _judge_event(event, device, working, ctx, effects)
     return effects
 
 
 def _judge_event(
-    event: Event,
-    device: Device,
-    view: AlarmView,
-    overlay: dict[AlarmKey, Alarm],
-    ctx: Context,
-    effects: BatchEffects,
+    event: Event, device: Device, working: Working, ctx: Context, effects: BatchEffects
 ) -> EventOutcome:
     rule = ctx.rules.match(event, device)
     if rule is None:
@@ -142,38 +145,101 @@ def _judge_event(
     now = event.received_at
     cleared: str | None = None
     for kind in rule.resolves:
-        current = _current(view, overlay, (device.id, kind))
+        current = working.current((device.id, kind))
         if current is not None and current.is_active:
-            decision = auto_resolve(current, event, rule, now)
-            _record(decision, effects, overlay)
+            _resolve(current, event, rule, now, working, effects)
             cleared = current.id
     if rule.alarm is None:
         verdict = Verdict.CLEARED if cleared else Verdict.LOGGED
         return EventOutcome(event, verdict, cleared, rule.name)
     key = (device.id, rule.alarm)
-    current = _current(view, overlay, key)
+    current = working.current(key)
     active = current if current is not None and current.is_active else None
     recent = current if current is not None and not current.is_active else None
     if recent is None and active is None:
-        recent = view.recently_resolved(key)
+        recent = working.recently_resolved(key)
     decision = judge(event, device, rule, active, recent, now, ctx.rules.version)
-    _record(decision, effects, overlay)
+    if decision.verdict is Verdict.NEW and decision.alarm is not None:
+        decision = _new_alarm(decision, device, rule, working, ctx, effects, now)
+    _record(decision, effects, working)
     return EventOutcome(
         event, decision.verdict, decision.alarm.id if decision.alarm else None, rule.name
     )
 
 
-def _current(view: AlarmView, overlay: dict[AlarmKey, Alarm], key: AlarmKey) -> Alarm | None:
-    if key in overlay:
-        return overlay[key]
-    return view.active(key)
+def _new_alarm(
+    decision: Decision,
+    device: Device,
+    rule: Rule,
+    working: Working,
+    ctx: Context,
+    effects: BatchEffects,
+    now: datetime,
+) -> Decision:
+    """Give a new alarm its resident and policy, then ask whether it is suppressed."""
+    assert decision.alarm is not None
+    policy = ctx.rules.policy_for(rule, decision.alarm.priority, device.municipality)
+    alarm = replace(
+        decision.alarm,
+        resident=device.resident,
+        policy=policy.name if policy is not None else None,
+    )
+    verdict = suppress.decide(
+        alarm,
+        device,
+        ctx.silences,
+        working.for_resident(device.resident) if device.resident else (),
+        working.for_municipality(device.municipality),
+        ctx.rules.storm,
+        now,
+    )
+    if verdict.tag is None:
+        return replace(decision, alarm=alarm)
+    alarm = replace(alarm, suppressed_by=verdict.tag)
+    if verdict.incident is not None:
+        is_new = working.get(verdict.incident.id) is None
+        working.put(verdict.incident)
+        effects.alarms[verdict.incident.id] = verdict.incident
+        if is_new:
+            effects.new_alarm_ids.append(verdict.incident.id)
+    for attached in verdict.attach:
+        working.put(attached)
+        effects.alarms[attached.id] = attached
+    return Decision(decision.verdict, alarm, decision.timeline + verdict.timeline)
 
 
-def _record(decision: Decision, effects: BatchEffects, overlay: dict[AlarmKey, Alarm]) -> None:
+def _heard(
+    event: Event, device: Device, working: Working, ctx: Context, effects: BatchEffects
+) -> None:
+    """Any message from a device proves it works again: resolve its "offline" alarm."""
+    for kind in ctx.rules.heard_resolves:
+        current = working.current((device.id, kind))
+        if current is not None and current.is_active:
+            _resolve(current, event, _HEARD_AGAIN, event.received_at, working, effects)
+
+
+_HEARD_AGAIN = Rule("device heard again", EventType.HEARTBEAT)
+_ALL_RECOVERED = Rule("every attached device recovered", EventType.HEARTBEAT)
+
+
+def _resolve(
+    alarm: Alarm, event: Event, rule: Rule, now: datetime, working: Working, effects: BatchEffects
+) -> None:
+    _record(auto_resolve(alarm, event, rule, now), effects, working)
+    tag = alarm.suppressed_by
+    if tag is None or not tag.startswith("incident:"):
+        return
+    # The last attached alarm of an incident resolved: the outage is over.
+    incident = working.get(tag.removeprefix("incident:"))
+    if incident is not None and incident.is_active and not working.attached(tag):
+        _record(auto_resolve(incident, event, _ALL_RECOVERED, now), effects, working)
+
+
+def _record(decision: Decision, effects: BatchEffects, working: Working) -> None:
     alarm = decision.alarm
     if alarm is None:
         return
-    overlay[(alarm.device_id, alarm.kind)] = alarm
+    working.put(alarm)
     if decision.verdict is Verdict.NEW:
         effects.new_alarm_ids.append(alarm.id)
     effects.alarms[alarm.id] = alarm

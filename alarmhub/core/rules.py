@@ -2,6 +2,10 @@
 
 Parsing and validation of ``config/rules.toml`` live in :mod:`alarmhub.rules_file`;
 this module sees only the validated result.
+
+Precedence, most specific first: a device's own settings (its named windows,
+geofence, dose schedule) over its municipality's (extra rules tried first, named
+windows, policies) over the global defaults.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from alarmhub.core.escalation import Policy
+from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, zone_status
 from alarmhub.core.model import Device, DeviceKind, Event, EventType, Priority
+from alarmhub.core.timewindow import in_window
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +40,43 @@ class Rule:
     device_kind: DeviceKind | None = None
     alarm: str | None = None  # the alarm kind this rule raises
     priority: Priority | None = None
-    window: TimeWindow | None = None  # only active inside this local-time window
+    window: TimeWindow | str | None = None  # a window, or the name of one (e.g. "night")
+    zone: ZoneStatus | None = None  # for location events: only when inside/outside the fence
     resolves: tuple[str, ...] = ()  # alarm kinds this event auto-resolves
     flap_window: timedelta = timedelta(0)  # re-trigger within this time reopens the alarm
+    policy: str | None = None  # escalation policy; default: the one named "p<priority>"
 
-    def applies(self, event: Event, device: Device, tz: ZoneInfo) -> bool:
-        if event.type is not self.event:
-            return False
-        if self.device_kind is not None and device.kind is not self.device_kind:
-            return False
-        if self.window is not None:
-            local = event.ts.astimezone(tz).timetz().replace(tzinfo=None)
-            return self.window.contains(local)
-        return True
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an escalation step is delivered besides the queue itself."""
+
+    name: str
+    mqtt: bool = False  # publish to alarmhub/v1/notify/<name>
+    webhook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StormPolicy:
+    """Many technical alarms of one municipality within minutes are one incident.
+
+    A mains or mobile-network outage silences hundreds of homes at once; the
+    operators need one row that says so, not hundreds. Person alarms (button,
+    fall) are never folded: they are not in `kinds`.
+    """
+
+    kinds: frozenset[str] = frozenset({"device_offline", "power_lost"})
+    threshold: int = 10
+    window: timedelta = timedelta(minutes=5)
+    priority: Priority = Priority.HIGH
+    incident_kind: str = "incident"
+
+
+@dataclass(frozen=True, slots=True)
+class MunicipalityRules:
+    rules: tuple[Rule, ...] = ()
+    windows: dict[str, TimeWindow] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +85,102 @@ class RuleSet:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Oslo"))
     version: str = ""  # content hash of the file the rules came from
     sla_ack: dict[Priority, timedelta] = field(default_factory=dict)
+    windows: dict[str, TimeWindow] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)
+    targets: dict[str, Target] = field(default_factory=dict)
+    municipalities: dict[str, MunicipalityRules] = field(default_factory=dict)
+    storm: StormPolicy | None = None
+    heard_resolves: tuple[str, ...] = ()  # alarm kinds any message from the device resolves
+    offline_after_misses: int = 3
 
     def match(self, event: Event, device: Device) -> Rule | None:
-        """First matching rule wins, like a firewall: the file's order is its meaning."""
-        for rule in self.rules:
-            if rule.applies(event, device, self.timezone):
+        """First matching rule wins, like a firewall: the file's order is its meaning.
+
+        A municipality's own rules are tried before the global ones.
+        """
+        local = self.municipalities.get(device.municipality)
+        candidates = (*local.rules, *self.rules) if local is not None else self.rules
+        for rule in candidates:
+            if self._applies(rule, event, device):
                 return rule
         return None
 
+    def _applies(self, rule: Rule, event: Event, device: Device) -> bool:
+        if event.type is not rule.event:
+            return False
+        if rule.device_kind is not None and device.kind is not rule.device_kind:
+            return False
+        if rule.window is not None:
+            window = self.window_for(rule.window, device)
+            if window is None or not in_window(window.start, window.end, event.ts, self.timezone):
+                return False
+        if rule.zone is not None:
+            return zone_of(event, device) is rule.zone
+        return True
+
+    def window_for(self, window: TimeWindow | str, device: Device) -> TimeWindow | None:
+        """Resolve a named window: the device's own, then its municipality's, then global."""
+        if isinstance(window, TimeWindow):
+            return window
+        for name, start, end in device.settings.windows:
+            if name == window:
+                return TimeWindow(parse_hhmm(start), parse_hhmm(end))
+        local = self.municipalities.get(device.municipality)
+        if local is not None and window in local.windows:
+            return local.windows[window]
+        return self.windows.get(window)
+
+    def policy_for(self, rule: Rule, priority: Priority, municipality: str) -> Policy | None:
+        name = rule.policy or f"p{int(priority)}"
+        local = self.municipalities.get(municipality)
+        if local is not None and name in local.policies:
+            return local.policies[name]
+        return self.policies.get(name)
+
+    def policy_named(self, name: str | None, municipality: str) -> Policy | None:
+        if name is None:
+            return None
+        local = self.municipalities.get(municipality)
+        if local is not None and name in local.policies:
+            return local.policies[name]
+        return self.policies.get(name)
+
     def max_flap_window(self) -> timedelta:
-        return max((r.flap_window for r in self.rules), default=timedelta(0))
+        every = [*self.rules, *(r for m in self.municipalities.values() for r in m.rules)]
+        return max((r.flap_window for r in every), default=timedelta(0))
+
+    def alarm_kinds(self) -> list[str]:
+        every = [*self.rules, *(r for m in self.municipalities.values() for r in m.rules)]
+        kinds = {r.alarm for r in every if r.alarm}
+        if self.storm is not None:
+            kinds.add(self.storm.incident_kind)
+        return sorted(kinds)
+
+
+def geofence_of(device: Device) -> Geofence | None:
+    s = device.settings
+    if s.geofence_circle is not None:
+        lat, lon, radius = s.geofence_circle
+        return Circle(lat, lon, radius)
+    if s.geofence_polygon is not None:
+        return Polygon.of(s.geofence_polygon)
+    return None
+
+
+def zone_of(event: Event, device: Device) -> ZoneStatus | None:
+    """Where a location event puts the device relative to its fence; None without one."""
+    fence = geofence_of(device)
+    if fence is None or event.type is not EventType.LOCATION:
+        return None
+    accuracy = float(event.fields.get("accuracy_m", 0.0))
+    return zone_status(
+        fence, event.fields["lat"], event.fields["lon"], accuracy, device.settings.max_accuracy_m
+    )
+
+
+def parse_hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
 
 
 def local_time(ts: datetime, tz: ZoneInfo) -> time:

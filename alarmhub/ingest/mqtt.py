@@ -179,6 +179,10 @@ class MqttIngest:
         """Queue a publish on the ingest connection (paho is thread-safe for this)."""
         self._client.publish(topic, payload, qos=qos)
 
+    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> paho.MQTTMessageInfo:
+        """Publish and return paho's handle, whose wait_for_publish() waits for the PUBACK."""
+        return self._client.publish(topic, payload, qos=qos)
+
     # --- paho's network thread ---------------------------------------------
 
     def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:

@@ -11,71 +11,40 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import fields as dc_fields
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
+from alarmhub.core.model import Alarm, Device, DeviceKind, TimelineEntry
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.device_settings import parse_settings, settings_json
+from alarmhub.store.escalation_rows import EscalationRows
+from alarmhub.store.rows import (
+    ALARM_COLUMNS,
+    INSERT_TIMELINE,
+    UPSERT_ALARM,
+    alarm_from_row,
+    alarm_row,
+    parse_ts,
+    timeline_row,
+    ts,
+)
 from alarmhub.store.schema import MIGRATIONS
 
-ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
-_TIME_COLUMNS = frozenset(
-    {"raised_at", "last_seen_at", "acknowledged_at", "dispatched_at", "on_site_at", "resolved_at"}
-)
-_UPSERT_ALARM = (
-    f"INSERT INTO alarms ({', '.join(ALARM_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in ALARM_COLUMNS)}) ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{c}=excluded.{c}" for c in ALARM_COLUMNS if c != "id")
-)
-_INSERT_INBOX = (
-    "INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, "
-    "msg_id, verdict, reason, detail, events) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-_INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"
-_QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
-_LOOKUP_CHUNK = 500
-
-
-class StoreError(Exception):
-    """The database refused a write; the caller keeps the batch and retries."""
-
-
-def ts(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def parse_ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value is not None else None
-
-
-def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
-    out: list[Any] = []
-    for name in ALARM_COLUMNS:
-        value = getattr(alarm, name)
-        if name in _TIME_COLUMNS:
-            value = ts(value)
-        elif name == "priority":
-            value = int(value)
-        elif name == "state":
-            value = value.value
-        out.append(value)
-    return tuple(out)
-
-
-def alarm_from_row(row: Sequence[Any]) -> Alarm:
-    values = dict(zip(ALARM_COLUMNS, row, strict=True))
-    for name in _TIME_COLUMNS:
-        values[name] = parse_ts(values[name])
-    values["priority"] = Priority(values["priority"])
-    values["state"] = AlarmState(values["state"])
-    return Alarm(**values)
+# Row helpers other modules import from here (they live in store/rows.py).
+__all__ = [
+    "ALARM_COLUMNS",
+    "SqliteStore",
+    "StoreError",
+    "alarm_from_row",
+    "alarm_row",
+    "device_from_row",
+    "parse_ts",
+    "ts",
+]
 
 
 def device_from_row(row: Sequence[Any]) -> Device:
@@ -87,20 +56,15 @@ def device_from_row(row: Sequence[Any]) -> Device:
         heartbeat_interval_s=row[4],
         label=row[5],
         active=bool(row[6]),
+        resident=row[7],
+        settings=parse_settings(row[8]),
     )
 
 
-_DEVICE_COLUMNS = "id, kind, municipality, profile, heartbeat_interval_s, label, active"
-
-
-def timeline_row(entry: TimelineEntry) -> tuple[Any, ...]:
-    return (
-        entry.alarm_id,
-        ts(entry.at),
-        entry.type.value,
-        entry.actor,
-        orjson.dumps(entry.detail).decode(),
-    )
+_DEVICE_COLUMNS = (
+    "id, kind, municipality, profile, heartbeat_interval_s, label, active, resident, settings"
+)
+_DEVICE_FIELDS = len(_DEVICE_COLUMNS.split(", "))
 
 
 def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any, ...]:
@@ -136,7 +100,19 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
     )
 
 
-class SqliteStore:
+_INSERT_INBOX = (
+    "INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, "
+    "msg_id, verdict, reason, detail, events) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
+_LOOKUP_CHUNK = 500
+
+
+class StoreError(Exception):
+    """The database refused a write; the caller keeps the batch and retries."""
+
+
+class SqliteStore(EscalationRows):
     """The writer's connection plus read helpers; create with :meth:`open`."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
@@ -214,11 +190,11 @@ class SqliteStore:
                     await self._conn.executemany(_INSERT_INBOX, inbox)
                 if effects.alarms:
                     await self._conn.executemany(
-                        _UPSERT_ALARM, [alarm_row(a) for a in effects.alarms.values()]
+                        UPSERT_ALARM, [alarm_row(a) for a in effects.alarms.values()]
                     )
                 if effects.timeline:
                     await self._conn.executemany(
-                        _INSERT_TIMELINE, [timeline_row(e) for e in effects.timeline]
+                        INSERT_TIMELINE, [timeline_row(e) for e in effects.timeline]
                     )
                 if effects.device_seen:
                     await self._conn.executemany(
@@ -237,8 +213,8 @@ class SqliteStore:
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                await self._conn.execute(_UPSERT_ALARM, alarm_row(alarm))
-                await self._conn.executemany(_INSERT_TIMELINE, [timeline_row(e) for e in entries])
+                await self._conn.execute(UPSERT_ALARM, alarm_row(alarm))
+                await self._conn.executemany(INSERT_TIMELINE, [timeline_row(e) for e in entries])
                 await self._conn.execute("COMMIT")
             except BaseException:
                 await self._rollback()
@@ -264,7 +240,7 @@ class SqliteStore:
         )
         async with self._conn.execute(sql, (since,)) as cur:
             rows = list(await cur.fetchall())
-        newest = rows[-1][7] if rows else since
+        newest = rows[-1][_DEVICE_FIELDS] if rows else since
         return [device_from_row(r) for r in rows], newest
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]:
@@ -306,6 +282,8 @@ class SqliteStore:
                 d.heartbeat_interval_s,
                 d.label,
                 int(d.active),
+                d.resident,
+                orjson.dumps(settings_json(d.settings)).decode(),
                 ts(now),
                 ts(now),
             )
@@ -315,11 +293,13 @@ class SqliteStore:
         try:
             await self._conn.executemany(
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
-                "label, active, registered_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "label, active, resident, settings, registered_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, "
                 "municipality=excluded.municipality, profile=excluded.profile, "
                 "heartbeat_interval_s=excluded.heartbeat_interval_s, label=excluded.label, "
-                "active=excluded.active, updated_at=excluded.updated_at",
+                "active=excluded.active, resident=excluded.resident, "
+                "settings=excluded.settings, updated_at=excluded.updated_at",
                 rows,
             )
             await self._conn.execute("COMMIT")
@@ -341,6 +321,7 @@ class SqliteStore:
         for r in rows:
             item = dict(zip(keys, r, strict=True))
             item["active"] = bool(item["active"])
+            item["settings"] = orjson.loads(item["settings"] or "{}")
             out.append(item)
         return out
 

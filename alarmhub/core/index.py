@@ -1,0 +1,140 @@
+"""Indexes over the active alarms, and a batch's working overlay on them.
+
+:class:`AlarmIndex` is the daemon's in-memory view of what the store holds
+(active alarms plus recently auto-resolved ones, for flap detection). The
+pipeline never changes it: it works on a :class:`Working` overlay that shadows
+the alarms a batch has touched, and the shell applies the batch's alarms to the
+index only after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from alarmhub.core.model import Alarm
+
+AlarmKey = tuple[str, str]  # (device id, alarm kind)
+
+
+class AlarmIndex:
+    def __init__(self) -> None:
+        self.by_key: dict[AlarmKey, Alarm] = {}
+        self.by_id: dict[str, Alarm] = {}
+        self._resolved: dict[AlarmKey, Alarm] = {}
+        self._by_resident: dict[str, set[str]] = {}
+        self._by_municipality: dict[str, set[str]] = {}
+        self._by_tag: dict[str, set[str]] = {}
+
+    # --- queries (the pipeline's view) -----------------------------------
+
+    def active(self, key: AlarmKey) -> Alarm | None:
+        return self.by_key.get(key)
+
+    def get(self, alarm_id: str) -> Alarm | None:
+        return self.by_id.get(alarm_id)
+
+    def recently_resolved(self, key: AlarmKey) -> Alarm | None:
+        return self._resolved.get(key)
+
+    def for_resident(self, resident: str) -> list[Alarm]:
+        return [self.by_id[i] for i in self._by_resident.get(resident, ())]
+
+    def for_municipality(self, municipality: str) -> list[Alarm]:
+        return [self.by_id[i] for i in self._by_municipality.get(municipality, ())]
+
+    def attached(self, tag: str) -> list[Alarm]:
+        """Active alarms whose `suppressed_by` is `tag` (e.g. "incident:<id>")."""
+        return [self.by_id[i] for i in self._by_tag.get(tag, ())]
+
+    # --- changes (the shell, after commit) -----------------------------------
+
+    def put(self, alarm: Alarm) -> None:
+        old = self.by_id.get(alarm.id)
+        if old is not None:
+            self._unindex(old)
+        key = (alarm.device_id, alarm.kind)
+        if alarm.is_active:
+            self.by_key[key] = alarm
+            self.by_id[alarm.id] = alarm
+            self._resolved.pop(key, None)
+            if alarm.resident:
+                self._by_resident.setdefault(alarm.resident, set()).add(alarm.id)
+            self._by_municipality.setdefault(alarm.municipality, set()).add(alarm.id)
+            if alarm.suppressed_by:
+                self._by_tag.setdefault(alarm.suppressed_by, set()).add(alarm.id)
+            return
+        if self.by_key.get(key) is not None and self.by_key[key].id == alarm.id:
+            del self.by_key[key]
+        if alarm.outcome == "auto":
+            self._resolved[key] = alarm
+
+    def _unindex(self, alarm: Alarm) -> None:
+        self.by_id.pop(alarm.id, None)
+        for index, value in (
+            (self._by_resident, alarm.resident),
+            (self._by_municipality, alarm.municipality),
+            (self._by_tag, alarm.suppressed_by),
+        ):
+            if value is not None and value in index:
+                index[value].discard(alarm.id)
+                if not index[value]:
+                    del index[value]
+
+    def load(self, alarms: Iterable[Alarm]) -> None:
+        for alarm in alarms:
+            self.put(alarm)
+
+    def forget_resolved_before(self, cutoff: datetime) -> None:
+        """Drop auto-resolved alarms older than the flap window: they can no longer reopen."""
+        stale = [k for k, a in self._resolved.items() if a.resolved_at and a.resolved_at < cutoff]
+        for key in stale:
+            del self._resolved[key]
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+
+class Working:
+    """A batch's view: the index, shadowed by the alarms this batch changed."""
+
+    def __init__(self, base: AlarmIndex) -> None:
+        self.base = base
+        self.changed: dict[str, Alarm] = {}
+        self._changed_keys: dict[AlarmKey, str] = {}
+
+    def put(self, alarm: Alarm) -> None:
+        self.changed[alarm.id] = alarm
+        self._changed_keys[(alarm.device_id, alarm.kind)] = alarm.id
+
+    def current(self, key: AlarmKey) -> Alarm | None:
+        """The batch's newest alarm of this device and kind, active or just resolved."""
+        if key in self._changed_keys:
+            return self.changed[self._changed_keys[key]]
+        return self.base.active(key)
+
+    def get(self, alarm_id: str) -> Alarm | None:
+        return self.changed.get(alarm_id) or self.base.get(alarm_id)
+
+    def recently_resolved(self, key: AlarmKey) -> Alarm | None:
+        return self.base.recently_resolved(key)
+
+    def for_resident(self, resident: str) -> list[Alarm]:
+        return self._merge(self.base.for_resident(resident), lambda a: a.resident == resident)
+
+    def for_municipality(self, municipality: str) -> list[Alarm]:
+        return self._merge(
+            self.base.for_municipality(municipality), lambda a: a.municipality == municipality
+        )
+
+    def attached(self, tag: str) -> list[Alarm]:
+        return self._merge(self.base.attached(tag), lambda a: a.suppressed_by == tag)
+
+    def _merge(self, base: list[Alarm], wanted: Callable[[Alarm], bool]) -> list[Alarm]:
+        out = [self.changed.get(a.id, a) for a in base]
+        out = [a for a in out if a.is_active and wanted(a)]
+        seen = {a.id for a in out}
+        out.extend(
+            a for a in self.changed.values() if a.id not in seen and a.is_active and wanted(a)
+        )
+        return out

@@ -1,0 +1,193 @@
+"""Escalation deadlines, one heap for all active alarms, on the monotonic clock.
+
+No coroutine sleeps per alarm. Deadlines are computed from the alarm's policy
+and the set of (round, step) rows already decided, so after a restart overdue
+steps fire once each, in order, and future ones are re-armed. Each heap entry
+carries the monotonic instant it is due: a wall clock stepped by NTP or by hand
+(an hour forward, say) neither fires a burst of escalations nor delays them.
+The decision itself is :func:`alarmhub.core.escalation.on_deadline`; the
+decided row commits in one transaction with its effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from alarmhub.core.escalation import (
+    Deadline,
+    DeadlineKey,
+    DeadlineKind,
+    EscalationDecision,
+    EscalationReason,
+    ack_reminder,
+    next_deadline,
+    on_deadline,
+)
+from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+from alarmhub.store.escalation_rows import Notification
+
+if TYPE_CHECKING:
+    from alarmhub.app import AlarmHub
+
+log = structlog.get_logger("alarmhub.escalator")
+NOTIFY_TOPIC = "alarmhub/v1/notify/{target}"
+
+
+class Escalator:
+    def __init__(self, hub: AlarmHub) -> None:
+        self._hub = hub
+        self._heap: list[tuple[float, int, str, Deadline]] = []
+        self._seq = itertools.count()
+        self._armed: dict[str, DeadlineKey] = {}
+        self.fired: dict[str, set[DeadlineKey]] = {}
+        self._wake = asyncio.Event()
+        self.fired_count = 0
+
+    async def load(self) -> None:
+        """Re-arm every active alarm from the decided rows: overdue steps fire next."""
+        alarms = list(self._hub.state.alarms.by_id.values())
+        self.fired = await self._hub.store.fired_keys(a.id for a in alarms)
+        for alarm in alarms:
+            self.arm(alarm)
+
+    def arm(self, alarm: Alarm) -> None:
+        """Schedule the alarm's next undecided deadline, if it has one."""
+        deadline = self._next(alarm)
+        if deadline is None:
+            self._armed.pop(alarm.id, None)
+            return
+        if self._armed.get(alarm.id) == deadline.key:
+            return
+        self._armed[alarm.id] = deadline.key
+        clock = self._hub.clock
+        mono_due = clock.monotonic() + (deadline.due_at - clock.now()).total_seconds()
+        heapq.heappush(self._heap, (mono_due, next(self._seq), alarm.id, deadline))
+        self._wake.set()
+
+    def _next(self, alarm: Alarm) -> Deadline | None:
+        if not alarm.is_active or alarm.suppressed_by is not None:
+            return None
+        policy = self._hub.rules.policy_named(alarm.policy, alarm.municipality)
+        if policy is None:
+            return None
+        fired = self.fired.setdefault(alarm.id, set())
+        if alarm.state is AlarmState.OPEN:
+            return next_deadline(policy, alarm.raised_at, fired)
+        if alarm.acknowledged_at is None or alarm.on_site_at is not None:
+            return None  # a responder is there: no reminder to acknowledge again
+        return ack_reminder(policy, alarm.acknowledged_at, fired)
+
+    async def run(self) -> None:
+        while True:
+            if not self._heap:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            mono_due = self._heap[0][0]
+            delay = mono_due - self._hub.clock.monotonic()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
+                continue
+            _, _, alarm_id, deadline = heapq.heappop(self._heap)
+            if self._armed.get(alarm_id) != deadline.key:
+                continue  # superseded: the alarm was re-armed for another deadline
+            del self._armed[alarm_id]
+            late = timedelta(seconds=max(0.0, -delay))
+            await self._fire(alarm_id, deadline, deadline.due_at + late)
+
+    async def _fire(self, alarm_id: str, deadline: Deadline, now: datetime) -> None:
+        """Decide one deadline. `now` is the deadline it woke for plus how late it woke."""
+        hub = self._hub
+        async with hub.write_lock:
+            alarm = hub.state.alarms.get(alarm_id)
+            if alarm is None or alarm.suppressed_by is not None:
+                return
+            fired = self.fired.setdefault(alarm_id, set())
+            acknowledged = alarm.acknowledged_at is not None and alarm.state is not AlarmState.OPEN
+            decision = on_deadline(alarm.state, acknowledged, deadline, now, fired)
+            if not decision.record:
+                self.arm(alarm)
+                return
+            changed, entries, notes = self._effects(alarm, decision, now)
+            wall = hub.clock.now()
+            recorded = await hub.until_committed(
+                lambda: hub.store.commit_decision(decision, alarm_id, wall, changed, entries, notes)
+            )
+            fired.add(deadline.key)
+            if changed is not None:
+                hub.state.alarms.put(changed)
+        current = changed or alarm
+        if recorded and decision.notify:
+            self.fired_count += 1
+            hub.metrics.escalations.labels(str(deadline.level)).inc()
+            log.info(
+                "alarm.escalated",
+                alarm_id=alarm_id,
+                municipality=alarm.municipality,
+                level=deadline.level,
+                target=deadline.target,
+                reason=decision.reason.value,
+                late_by_s=round(decision.late_by.total_seconds(), 3),
+            )
+            hub.after_escalation(current, bool(notes))
+        self.arm(current)
+
+    def _effects(
+        self, alarm: Alarm, decision: EscalationDecision, now: datetime
+    ) -> tuple[Alarm | None, list[TimelineEntry], list[Notification]]:
+        d = decision.deadline
+        if not decision.notify:
+            return None, [], []
+        detail: dict[str, object] = {
+            "level": d.level,
+            "target": d.target,
+            "round": d.round,
+            "late_by_s": round(decision.late_by.total_seconds(), 3),
+        }
+        changed = replace(alarm, escalation_level=max(alarm.escalation_level, d.level))
+        if (
+            decision.reason is EscalationReason.REMIND_ACK_TIMEOUT
+            or d.kind is DeadlineKind.ACK_TIMEOUT
+        ):
+            # Acknowledged but left unresolved: back into the queue, and the
+            # remaining escalation steps apply again.
+            detail["reminder"] = True
+            changed = replace(changed, state=AlarmState.OPEN)
+        entry = TimelineEntry(alarm.id, now, TimelineType.ESCALATED, None, detail)
+        return changed, [entry], self._notifications(changed, d)
+
+    def _notifications(self, alarm: Alarm, d: Deadline) -> list[Notification]:
+        target = self._hub.rules.targets.get(d.target)
+        if target is None:
+            return []
+        payload = {
+            "alarm": alarm.id,
+            "municipality": alarm.municipality,
+            "kind": alarm.kind,
+            "priority": int(alarm.priority),
+            "level": d.level,
+            "raised_at": alarm.raised_at.isoformat(),
+            "reminder": d.kind is DeadlineKind.ACK_TIMEOUT,
+        }
+        out = []
+        if target.mqtt:
+            out.append(
+                Notification(d.target, "mqtt", NOTIFY_TOPIC.format(target=d.target), payload)
+            )
+        if target.webhook:
+            out.append(Notification(d.target, "webhook", target.webhook, payload))
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._armed)

@@ -1,0 +1,102 @@
+"""Deliver the outbox: escalation notices to MQTT topics and webhooks, until accepted.
+
+A notification is recorded as sent only after the receiver accepted it: the
+broker's PUBACK for MQTT, a 2xx for a webhook. Until then it is retried with
+exponential backoff, and the failure is on the outbox row for operators to see.
+A hanging receiver costs one bounded timeout per attempt and never touches the
+ingest path: this task only reads and updates outbox rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import httpx
+import structlog
+
+from alarmhub.logs import OncePer
+from alarmhub.store.escalation_rows import OutboxItem
+
+if TYPE_CHECKING:
+    from alarmhub.app import AlarmHub
+
+log = structlog.get_logger("alarmhub.notifier")
+SEND_TIMEOUT_S = 5.0
+BACKOFF_MAX = timedelta(minutes=5)
+
+
+def backoff(attempts: int) -> timedelta:
+    """1 s, 2 s, 4 s … capped at five minutes."""
+    return min(BACKOFF_MAX, timedelta(seconds=2 ** min(attempts, 12)))
+
+
+class Notifier:
+    def __init__(self, hub: AlarmHub) -> None:
+        self._hub = hub
+        self._wake = asyncio.Event()
+        self._once = OncePer(60.0)
+        self.sent = 0
+        self.failed = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S) as http:
+            while True:
+                items = await self._hub.reader.due_outbox(self._hub.clock.now())
+                for item in items:
+                    await self._deliver(item, http)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _deliver(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
+        try:
+            if item.channel == "mqtt":
+                await self._send_mqtt(item)
+            else:
+                await self._send_webhook(item, http)
+        except Exception as exc:  # any failure is retried later
+            self.failed += 1
+            error = f"{type(exc).__name__}: {exc}"
+            next_at = self._hub.clock.now() + backoff(item.attempts)
+            async with self._hub.write_lock:
+                await self._hub.store.outbox_failed(item.id, next_at, error)
+            should, suppressed = self._once.should_log(f"notify:{item.target}:{item.channel}")
+            if should:
+                log.warning(
+                    "notification.failed",
+                    target=item.target,
+                    channel=item.channel,
+                    alarm_id=item.alarm_id,
+                    error=error,
+                    attempts=item.attempts + 1,
+                    similar_since_last_log=suppressed,
+                )
+            return
+        self.sent += 1
+        async with self._hub.write_lock:
+            await self._hub.store.outbox_sent(item.id, self._hub.clock.now())
+        log.info(
+            "notification.sent", target=item.target, channel=item.channel, alarm_id=item.alarm_id
+        )
+
+    async def _send_webhook(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
+        headers = {"content-type": "application/json"}
+        response = await http.post(item.address, content=item.payload, headers=headers)
+        if not 200 <= response.status_code < 300:
+            raise RuntimeError(f"webhook answered {response.status_code}")
+
+    async def _send_mqtt(self, item: OutboxItem) -> None:
+        ingest = self._hub.ingest
+        if ingest is None or not ingest.connected:
+            raise ConnectionError("not connected to the broker")
+        info = ingest.publish_tracked(item.address, item.payload, qos=1)
+        # The broker's PUBACK is the receiver's acceptance.
+        await asyncio.to_thread(info.wait_for_publish, SEND_TIMEOUT_S)
+        if not info.is_published():
+            raise TimeoutError("the broker did not confirm the notification in time")

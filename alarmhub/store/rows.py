@@ -1,0 +1,66 @@
+"""Row shapes shared by the SQLite store's modules: alarms, timeline, times."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields as dc_fields
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from alarmhub.core.model import Alarm, AlarmState, Priority, TimelineEntry
+
+ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
+TIME_COLUMNS = frozenset(
+    {"raised_at", "last_seen_at", "acknowledged_at", "dispatched_at", "on_site_at", "resolved_at"}
+)
+UPSERT_ALARM = (
+    f"INSERT INTO alarms ({', '.join(ALARM_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in ALARM_COLUMNS)}) ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in ALARM_COLUMNS if c != "id")
+)
+INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"
+
+
+def ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for name in ALARM_COLUMNS:
+        value = getattr(alarm, name)
+        if name in TIME_COLUMNS:
+            value = ts(value)
+        elif name == "priority":
+            value = int(value)
+        elif name == "state":
+            value = value.value
+        out.append(value)
+    return tuple(out)
+
+
+def alarm_from_row(row: Sequence[Any]) -> Alarm:
+    values = dict(zip(ALARM_COLUMNS, row, strict=True))
+    for name in TIME_COLUMNS:
+        values[name] = parse_ts(values[name])
+    values["priority"] = Priority(values["priority"])
+    values["state"] = AlarmState(values["state"])
+    return Alarm(**values)
+
+
+def timeline_row(entry: TimelineEntry) -> tuple[Any, ...]:
+    return (
+        entry.alarm_id,
+        ts(entry.at),
+        entry.type.value,
+        entry.actor,
+        orjson.dumps(entry.detail).decode(),
+    )
