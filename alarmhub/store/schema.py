@@ -78,4 +78,101 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX timeline_alarm ON timeline(alarm_id, id);
     """,
+    # 2: people: accounts, API tokens, browser sessions, the audit log, silences.
+    # Secrets (tokens, session ids) are stored as sha256 digests only, so a copy of
+    # the database does not let anyone log in. The audit log is append-only: no
+    # code path updates or deletes its rows.
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        municipalities TEXT NOT NULL DEFAULT '[]',
+        password_hash TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+
+    CREATE TABLE api_tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name),
+        created_at TEXT NOT NULL,
+        expires_at TEXT
+    );
+    CREATE INDEX api_tokens_user ON api_tokens(user_name);
+
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name),
+        csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX sessions_expiry ON sessions(expires_at);
+
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        alarm_id TEXT,
+        device_id TEXT,
+        municipality TEXT,
+        address TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_municipality ON audit(municipality, id);
+
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        municipality TEXT NOT NULL,
+        device_id TEXT,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        deleted_at TEXT,
+        deleted_by TEXT
+    );
+    CREATE INDEX silences_active ON silences(ends_at, starts_at) WHERE deleted_at IS NULL;
+    CREATE INDEX silences_municipality ON silences(municipality, starts_at);
+    """,
+    # 3: the rule engine — residents and device settings, escalation rows, outbox
+    """
+    ALTER TABLE devices ADD COLUMN resident TEXT;
+    ALTER TABLE devices ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE alarms ADD COLUMN resident TEXT;
+    ALTER TABLE alarms ADD COLUMN policy TEXT;
+    CREATE INDEX alarms_resident ON alarms(resident) WHERE resident IS NOT NULL;
+
+    -- One row per escalation deadline decided, whatever the decision: with the
+    -- alarm's effects in the same transaction, a step fires exactly once.
+    CREATE TABLE escalations (
+        alarm_id TEXT NOT NULL,
+        round INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        due_at TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        level INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        PRIMARY KEY (alarm_id, round, step)
+    );
+
+    -- Notifications to send, kept until the receiver accepted them.
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        alarm_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox(next_attempt_at) WHERE sent_at IS NULL;
+    """,
 ]
