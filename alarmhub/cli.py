@@ -13,6 +13,8 @@ import csv
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ import structlog
 
 from alarmhub.clock import SystemClock
 from alarmhub.core.decode import valid_id
-from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.model import Device, DeviceKind, EventType
+from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.logs import configure_logging
-from alarmhub.profiles import ProfileError
+from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog
 from alarmhub.rules_file import RulesError, load_rules
+from alarmhub.rules_tool import CasesError, explain, run_cases
 from alarmhub.settings import Settings, SettingsError, load_settings
 from alarmhub.store.sqlite import SqliteStore
 from alarmhub.views import alarm_json
@@ -80,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--heartbeat-interval", type=int, metavar="SECONDS")
     reg.add_argument("--label", help="a label for operators; no personal data")
     reg.add_argument("--profile", help="device profile name when its format has several (devices/)")
+    reg.add_argument("--resident", help="a pseudonymous resident reference (never a name)")
+    reg.add_argument(
+        "--settings",
+        metavar="JSON",
+        help='per-device settings, e.g. \'{"windows": {"night": ["23:00", "06:00"]}, '
+        '"geofence": {"lat": 59.91, "lon": 10.75, "radius_m": 500}, '
+        '"dose_schedule": {"times": ["08:00", "20:00"], "window_min": 60}}\'',
+    )
     reg.set_defaults(func=cmd_devices_register)
     lst = devices.add_parser("list", help="list registered devices")
     lst.add_argument("--municipality")
@@ -114,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     chk = rules.add_parser("check", help="validate a rules file without starting")
     chk.add_argument("file", nargs="?")
     chk.set_defaults(func=cmd_rules_check)
+    exp = rules.add_parser("explain", help="what would happen to an event, without doing it")
+    exp.add_argument("--device", required=True, help="a registered device id")
+    exp.add_argument("--event", required=True, help="an event type, e.g. door.opened")
+    exp.add_argument("--at", help='local time in the rules\' time zone, e.g. "2026-11-22T02:13"')
+    exp.add_argument(
+        "--fields", metavar="JSON", help='event fields, e.g. \'{"lat": 59.9, "lon": 10.7}\''
+    )
+    exp.add_argument("--json", action="store_true")
+    exp.set_defaults(func=cmd_rules_explain)
+    tst = rules.add_parser("test", help="replay scripted cases on a virtual clock")
+    tst.add_argument("file", metavar="CASES.toml")
+    tst.add_argument("--rules", dest="rules_file", help="rules file (default: ALARMHUB_RULES)")
+    tst.set_defaults(func=cmd_rules_test)
     return p
 
 
@@ -128,6 +153,8 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
         async with AlarmHub(settings) as hub:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: asyncio.ensure_future(hub.stop()))
+            # SIGHUP (systemctl reload): reload the rules; a bad file keeps the old ones.
+            loop.add_signal_handler(signal.SIGHUP, hub.reload_rules)
             await hub.wait_stopped()
 
     try:
@@ -192,6 +219,10 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
     device = _device(
         args.id, args.kind, args.municipality, args.heartbeat_interval, args.label, args.profile
     )
+    try:
+        device = replace(device, resident=args.resident, settings=parse_settings(args.settings))
+    except SettingsInvalidError as exc:
+        raise CommandError(str(exc)) from exc
 
     async def work(store: SqliteStore) -> int:
         await store.register_devices([device], SystemClock().now())
@@ -321,6 +352,73 @@ def cmd_dead_letters_list(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _with_store(settings, work)
+
+
+def cmd_rules_explain(settings: Settings, args: argparse.Namespace) -> int:
+    rules = load_rules(settings.rules)
+    try:
+        event_type = EventType(args.event)
+    except ValueError:
+        raise CommandError(f"unknown event type {args.event!r}: see docs/protocol.md") from None
+    now = SystemClock().now()
+    at = now
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            raise CommandError(f"--at {args.at!r} is not a time like 2026-11-22T02:13") from None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=rules.timezone)
+    try:
+        fields = orjson.loads(args.fields) if args.fields else {}
+    except orjson.JSONDecodeError as exc:
+        raise CommandError(f"--fields is not JSON: {exc}") from exc
+
+    async def work(store: SqliteStore) -> int:
+        found = await store.get_devices([args.device])
+        if not found:
+            raise CommandError(f"no device {args.device!r} is registered")
+        result = explain(rules, found[0], event_type, at.astimezone(UTC), fields)
+        if args.json:
+            print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        for key, value in result.items():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                print(f"{key}:")
+                for item in value:
+                    print("  - " + ", ".join(f"{k} {v}" for k, v in item.items()))
+            elif isinstance(value, list):
+                print(f"{key}:")
+                for item in value:
+                    print(f"  - {item}")
+            else:
+                print(f"{key}: {value}")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def cmd_rules_test(settings: Settings, args: argparse.Namespace) -> int:
+    rules = load_rules(Path(args.rules_file) if args.rules_file else settings.rules)
+    catalog = load_catalog(settings.devices_dir or default_profiles_dir())
+    try:
+        results = run_cases(rules, catalog, Path(args.file))
+    except CasesError as exc:
+        raise CommandError(str(exc)) from exc
+    failed = [r for r in results if r.failures]
+    for r in results:
+        print(f"{'FAIL' if r.failures else 'ok  '}  {r.name}")
+        for failure in r.failures:
+            print("      " + failure.replace("\n", "\n      "))
+    matched = set().union(*(r.rules_matched for r in results)) if results else set()
+    every = {r.name for r in rules.rules}
+    for local in rules.municipalities.values():
+        every |= {r.name for r in local.rules}
+    untested = sorted(every - matched)
+    if untested:
+        print(f"rules no case exercised: {', '.join(untested)}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return EXIT_FAILED if failed or not results else 0
 
 
 def cmd_rules_check(settings: Settings, args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -26,12 +25,11 @@ from alarmhub.core.escalation import (
     DeadlineKey,
     DeadlineKind,
     EscalationDecision,
-    EscalationReason,
-    ack_reminder,
-    next_deadline,
+    apply_decision,
+    next_for_alarm,
     on_deadline,
 )
-from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+from alarmhub.core.model import Alarm, AlarmState, TimelineEntry
 from alarmhub.store.escalation_rows import Notification
 
 if TYPE_CHECKING:
@@ -73,17 +71,10 @@ class Escalator:
         self._wake.set()
 
     def _next(self, alarm: Alarm) -> Deadline | None:
-        if not alarm.is_active or alarm.suppressed_by is not None:
-            return None
         policy = self._hub.rules.policy_named(alarm.policy, alarm.municipality)
         if policy is None:
             return None
-        fired = self.fired.setdefault(alarm.id, set())
-        if alarm.state is AlarmState.OPEN:
-            return next_deadline(policy, alarm.raised_at, fired)
-        if alarm.acknowledged_at is None or alarm.on_site_at is not None:
-            return None  # a responder is there: no reminder to acknowledge again
-        return ack_reminder(policy, alarm.acknowledged_at, fired)
+        return next_for_alarm(alarm, policy, self.fired.setdefault(alarm.id, set()))
 
     async def run(self) -> None:
         while True:
@@ -145,26 +136,10 @@ class Escalator:
     def _effects(
         self, alarm: Alarm, decision: EscalationDecision, now: datetime
     ) -> tuple[Alarm | None, list[TimelineEntry], list[Notification]]:
-        d = decision.deadline
-        if not decision.notify:
+        changed, entries = apply_decision(alarm, decision, now)
+        if changed is None:
             return None, [], []
-        detail: dict[str, object] = {
-            "level": d.level,
-            "target": d.target,
-            "round": d.round,
-            "late_by_s": round(decision.late_by.total_seconds(), 3),
-        }
-        changed = replace(alarm, escalation_level=max(alarm.escalation_level, d.level))
-        if (
-            decision.reason is EscalationReason.REMIND_ACK_TIMEOUT
-            or d.kind is DeadlineKind.ACK_TIMEOUT
-        ):
-            # Acknowledged but left unresolved: back into the queue, and the
-            # remaining escalation steps apply again.
-            detail["reminder"] = True
-            changed = replace(changed, state=AlarmState.OPEN)
-        entry = TimelineEntry(alarm.id, now, TimelineType.ESCALATED, None, detail)
-        return changed, [entry], self._notifications(changed, d)
+        return changed, list(entries), self._notifications(changed, decision.deadline)
 
     def _notifications(self, alarm: Alarm, d: Deadline) -> list[Notification]:
         target = self._hub.rules.targets.get(d.target)

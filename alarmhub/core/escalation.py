@@ -38,12 +38,12 @@ deadline fires every `ack_timeout` until it is resolved
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from alarmhub.core.model import AlarmState
+from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
 
 if TYPE_CHECKING:
     from collections.abc import Set as AbstractSet
@@ -251,3 +251,42 @@ DEFAULT_P1 = Policy(
     ),
     repeat=2,
 )
+
+
+def next_for_alarm(
+    alarm: Alarm, policy: Policy, fired: AbstractSet[DeadlineKey]
+) -> Deadline | None:
+    """The alarm's next undecided deadline: a step while it is open, a reminder once taken.
+
+    Suppressed alarms (silenced, inhibited, part of an incident) are not escalated
+    on their own, and an alarm with a responder on site needs no reminder.
+    """
+    if not alarm.is_active or alarm.suppressed_by is not None:
+        return None
+    if alarm.state is AlarmState.OPEN:
+        return next_deadline(policy, alarm.raised_at, fired)
+    if alarm.acknowledged_at is None or alarm.on_site_at is not None:
+        return None
+    return ack_reminder(policy, alarm.acknowledged_at, fired)
+
+
+def apply_decision(
+    alarm: Alarm, decision: EscalationDecision, now: datetime
+) -> tuple[Alarm | None, tuple[TimelineEntry, ...]]:
+    """The alarm after a decided deadline, and its timeline entry (None: unchanged)."""
+    if not decision.notify:
+        return None, ()
+    d = decision.deadline
+    detail: dict[str, object] = {
+        "level": d.level,
+        "target": d.target,
+        "round": d.round,
+        "late_by_s": round(decision.late_by.total_seconds(), 3),
+    }
+    changed = replace(alarm, escalation_level=max(alarm.escalation_level, d.level))
+    if d.kind is DeadlineKind.ACK_TIMEOUT:
+        # Acknowledged but left unresolved: back into the queue, and the remaining
+        # escalation steps apply again.
+        detail["reminder"] = True
+        changed = replace(changed, state=AlarmState.OPEN)
+    return changed, (TimelineEntry(alarm.id, now, TimelineType.ESCALATED, None, detail),)
