@@ -395,13 +395,13 @@ class AlarmHub:
         label = str(int(alarm.priority))
         if result.acknowledged_now and alarm.acknowledged_at is not None:
             waited = (alarm.acknowledged_at - alarm.raised_at).total_seconds()
-            self.metrics.time_to_acknowledge.labels(label).observe(waited)
+            self.metrics.time_to_acknowledge.labels(label, alarm.municipality).observe(waited)
             target = self.rules.sla_ack.get(alarm.priority)
             if target is not None and waited > target.total_seconds():
                 self.metrics.sla_breaches.labels(label).inc()
             self._handled_receipt(alarm)
         if before.state.value != "resolved" and alarm.resolved_at is not None:
-            self.metrics.time_to_resolve.labels(label).observe(
+            self.metrics.time_to_resolve.labels(label, alarm.municipality).observe(
                 (alarm.resolved_at - alarm.raised_at).total_seconds()
             )
         for entry in result.timeline:
@@ -491,6 +491,7 @@ class AlarmHub:
             self.metrics.oldest_unacknowledged.labels(p).set(oldest.get(p, 0.0))
 
     def _update_device_gauges(self) -> None:
+        self.metrics.zero_municipalities({d.municipality for d in self.state.devices.values()})
         counts: dict[str, int] = {}
         for d in self.state.devices.values():
             if d.active:

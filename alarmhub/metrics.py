@@ -77,17 +77,18 @@ class Metrics:
             ["priority"],
             registry=r,
         )
+        # Municipality labels are bounded by the registry (a few hundred at most).
         self.time_to_acknowledge = Histogram(
             "alarmhub_time_to_acknowledge_seconds",
             "Seconds from raised to acknowledged",
-            ["priority"],
+            ["priority", "municipality"],
             buckets=RESPONSE_BUCKETS,
             registry=r,
         )
         self.time_to_resolve = Histogram(
             "alarmhub_time_to_resolve_seconds",
             "Seconds from raised to resolved",
-            ["priority"],
+            ["priority", "municipality"],
             buckets=RESPONSE_BUCKETS,
             registry=r,
         )
@@ -154,14 +155,18 @@ class Metrics:
             for state in ("open", "acknowledged"):
                 self.alarms_open.labels(label, state)
             self.oldest_unacknowledged.labels(label)
-            self.time_to_acknowledge.labels(label)
-            self.time_to_resolve.labels(label)
             self.sla_breaches.labels(label)
         for level in range(1, 4):
             self.escalations.labels(str(level))
         for kind in DeviceKind:
             self.devices.labels(kind.value)
         self.store_writable.set(1)
+
+    def zero_municipalities(self, municipalities: Iterable[str]) -> None:
+        for m in municipalities:
+            for p in Priority:
+                self.time_to_acknowledge.labels(str(int(p)), m)
+                self.time_to_resolve.labels(str(int(p)), m)
 
     def zero_alarm_kinds(self, kinds: Iterable[str]) -> None:
         for kind in kinds:

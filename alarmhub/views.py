@@ -18,4 +18,11 @@ def alarm_json(alarm: Alarm) -> dict[str, Any]:
         out[f.name] = value
     out["priority"] = int(alarm.priority)
     out["state"] = alarm.state.value
+    # The response times the service must be able to prove, derived once here.
+    for name, end in (
+        ("time_to_acknowledge_s", alarm.acknowledged_at),
+        ("time_to_on_site_s", alarm.on_site_at),
+        ("time_to_resolve_s", alarm.resolved_at),
+    ):
+        out[name] = round((end - alarm.raised_at).total_seconds(), 3) if end else None
     return out
