@@ -98,6 +98,7 @@ class AlarmHub:
         self._once = OncePer(60.0)
         self._registry_mark = ""
         self.batches_committed = 0
+        self._municipalities_seen: set[str] = set()
         self.http_port: int | None = None
 
     # --- lifecycle ---------------------------------------------------------
@@ -479,7 +480,10 @@ class AlarmHub:
         now = self.clock.now()
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
+        offline: dict[str, int] = dict.fromkeys(self._municipalities_seen, 0)
         for alarm in self.state.alarms.by_id.values():
+            if alarm.kind == "device_offline":
+                offline[alarm.municipality] = offline.get(alarm.municipality, 0) + 1
             p = str(int(alarm.priority))
             counts[(p, alarm.state.value)] = counts.get((p, alarm.state.value), 0) + 1
             if alarm.state.value == "open":
@@ -489,6 +493,9 @@ class AlarmHub:
             for st in ("open", "acknowledged"):
                 self.metrics.alarms_open.labels(p, st).set(counts.get((p, st), 0))
             self.metrics.oldest_unacknowledged.labels(p).set(oldest.get(p, 0.0))
+        for municipality, count in offline.items():
+            self.metrics.devices_offline.labels(municipality).set(count)
+        self._municipalities_seen = set(offline)
 
     def _update_device_gauges(self) -> None:
         self.metrics.zero_municipalities({d.municipality for d in self.state.devices.values()})

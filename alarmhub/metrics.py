@@ -132,6 +132,23 @@ class Metrics:
         self.devices = Gauge(
             "alarmhub_devices", "Registered active devices, by kind", ["device_kind"], registry=r
         )
+        self.devices_offline = Gauge(
+            "alarmhub_devices_offline",
+            "Devices with an active device_offline alarm, by municipality",
+            ["municipality"],
+            registry=r,
+        )
+        self.devices_watched = Gauge(
+            "alarmhub_devices_supervised",
+            "Devices whose heartbeats are supervised (registered with a heartbeat interval)",
+            registry=r,
+        )
+        self.supervision_step_seconds = Histogram(
+            "alarmhub_supervision_step_seconds",
+            "Wall time of one supervision step (finding every device that went silent)",
+            buckets=(0.00001, 0.0001, 0.001, 0.01, 0.1, 1, 10),
+            registry=r,
+        )
         self.http_requests = Counter(
             "alarmhub_http_requests",
             "HTTP requests by route template and status code",
@@ -164,6 +181,7 @@ class Metrics:
 
     def zero_municipalities(self, municipalities: Iterable[str]) -> None:
         for m in municipalities:
+            self.devices_offline.labels(m)
             for p in Priority:
                 self.time_to_acknowledge.labels(str(int(p)), m)
                 self.time_to_resolve.labels(str(int(p)), m)

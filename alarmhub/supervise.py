@@ -13,6 +13,7 @@ once. Dose schedules are wall-clock times of day, so they use the wall clock.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -77,9 +78,13 @@ class Supervision:
         self.heartbeats.restart(self.now())
 
     async def run(self) -> None:
+        metrics = self._hub.metrics
         while True:
             await asyncio.sleep(STEP_S)
+            started = time.perf_counter()
             overdue = self.heartbeats.due(self.now()) + self.doses.due(self._hub.clock.now())
+            metrics.supervision_step_seconds.observe(time.perf_counter() - started)
+            metrics.devices_watched.set(len(self.heartbeats))
             if overdue:
                 await self._raise(overdue)
 
