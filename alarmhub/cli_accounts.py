@@ -1,13 +1,212 @@
-"""`alarmhub users …`, `alarmhub tokens …`, `alarmhub audit …`, `alarmhub report …`."""
+"""`alarmhub users …`, `alarmhub tokens …`, `alarmhub audit …`, `alarmhub report …`.
+
+Like the rest of the CLI these work on the database file directly, beside a
+running daemon (WAL and a busy timeout). Secrets are printed once and never
+stored in clear: a generated password, and a bearer token alone on the last
+line so scripts can take it with `tail -n 1`. Exit status: 0 ok, 1 failed,
+2 bad arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import sys
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from alarmhub import reports
+from alarmhub.cli import EXIT_USAGE, CommandError, _table, _with_store
+from alarmhub.clock import SystemClock
+from alarmhub.settings import Settings
+from alarmhub.store import accounts
+from alarmhub.store.accounts import AccountError, AuditEntry
+from alarmhub.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+OSLO = ZoneInfo("Europe/Oslo")
+CLI_ACTOR_PREFIX = "cli:"
 
 
 def add_commands(sub: Any) -> None:
-    del sub  # filled in by the accounts work (issue 4)
+    users = sub.add_parser("users", help="people who log in").add_subparsers(title="users")
+    uc = users.add_parser("create", help="create a user (prints a generated password once)")
+    uc.add_argument("--name", required=True)
+    uc.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    uc.add_argument(
+        "--municipality",
+        action="append",
+        default=[],
+        metavar="NNNN",
+        help="a municipality the user works for; repeat for several (not for admin)",
+    )
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    uc.set_defaults(func=cmd_users_create)
+
+    tokens = sub.add_parser("tokens", help="API bearer tokens").add_subparsers(title="tokens")
+    tc = tokens.add_parser("create", help="create a token; printed once, alone on the last line")
+    tc.add_argument("--user", required=True)
+    tc.add_argument("--expires", type=int, metavar="DAYS", help="valid for DAYS days")
+    tc.set_defaults(func=cmd_tokens_create)
+
+    audit = sub.add_parser("audit", help="who did what").add_subparsers(title="audit")
+    al = audit.add_parser("list", help="newest first")
+    al.add_argument("--json", action="store_true")
+    al.add_argument("--limit", type=int, default=100)
+    al.set_defaults(func=cmd_audit_list)
+
+    report = sub.add_parser("report", help="statistics").add_subparsers(title="report")
+    rt = report.add_parser("response-times", help="time to acknowledge/on-site/resolve, SLA")
+    rt.add_argument("--municipality", metavar="NNNN")
+    rt.add_argument(
+        "--since",
+        type=date.fromisoformat,
+        metavar="DATE",
+        help="first day (Europe/Oslo), e.g. 2026-01-01",
+    )
+    rt.add_argument("--until", type=date.fromisoformat, metavar="DATE", help="last day, included")
+    rt.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    rt.set_defaults(func=cmd_report_response_times)
 
 
-__all__ = ["add_commands", "argparse"]
+def _db(settings: Settings, fn: Callable[..., T], *args: Any) -> T:
+    """Run a store function on the database, migrated first (a fresh file works too)."""
+
+    async def migrate(_store: SqliteStore) -> int:
+        return 0
+
+    _with_store(settings, migrate)
+    path = settings.database.path
+    assert path is not None  # _with_store refused anything but sqlite
+    with accounts.connect(path) as conn:
+        return fn(conn, *args)
+
+
+def _actor() -> str:
+    import getpass  # noqa: PLC0415
+
+    try:
+        return CLI_ACTOR_PREFIX + getpass.getuser()
+    except (KeyError, OSError):
+        return CLI_ACTOR_PREFIX + "unknown"
+
+
+def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        role, municipalities = accounts.validate_user(args.name, args.role, args.municipality)
+    except AccountError as exc:
+        print(f"alarmhub: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    generated = not args.password_stdin
+    password = accounts.generate_password() if generated else sys.stdin.readline().rstrip("\n")
+    now = SystemClock().now()
+    try:
+        hashed = accounts.hash_password(password)
+
+        def create(conn: Any) -> accounts.User:
+            user = accounts.create_user(conn, args.name, role, municipalities, hashed, now)
+            accounts.audit(
+                conn,
+                AuditEntry(
+                    _actor(),
+                    "user.created",
+                    now,
+                    detail={
+                        "user": user.name,
+                        "role": role.value,
+                        "municipalities": municipalities,
+                    },
+                ),
+            )
+            return user
+
+        user = _db(settings, create)
+    except AccountError as exc:
+        raise CommandError(str(exc)) from exc
+    where = ", ".join(user.municipalities) or "all municipalities"
+    print(f"created {user.role} {user.name} ({where})")
+    if generated:
+        print("password (shown once):")
+        print(password)
+    return 0
+
+
+def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+    if args.expires is not None and args.expires < 1:
+        print("alarmhub: --expires must be at least 1 day", file=sys.stderr)
+        return EXIT_USAGE
+    now = SystemClock().now()
+    expires = now + timedelta(days=args.expires) if args.expires else None
+
+    def create(conn: Any) -> str:
+        token = accounts.create_token(conn, args.user, now, expires)
+        accounts.audit(
+            conn,
+            AuditEntry(
+                _actor(),
+                "token.created",
+                now,
+                detail={"user": args.user, "expires_at": accounts.ts(expires)},
+            ),
+        )
+        return token
+
+    try:
+        token = _db(settings, create)
+    except AccountError as exc:
+        raise CommandError(str(exc)) from exc
+    until = f"until {accounts.ts(expires)}" if expires else "without expiry"
+    print(f"token for {args.user}, valid {until} (shown once):")
+    print(token)
+    return 0
+
+
+def cmd_audit_list(settings: Settings, args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        print("alarmhub: --limit must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    rows = _db(settings, accounts.list_audit, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        r["detail"] = json.dumps(r["detail"], ensure_ascii=False)
+    _table(
+        ["at", "actor", "action", "municipality", "alarm_id", "device_id", "address", "detail"],
+        rows,
+    )
+    return 0
+
+
+def _day(day: date) -> datetime:
+    return datetime.combine(day, time(0), OSLO)
+
+
+def cmd_report_response_times(settings: Settings, args: argparse.Namespace) -> int:
+    from alarmhub.rules_file import load_rules  # noqa: PLC0415
+    from alarmhub.web.tenancy import Scope, response_rows  # noqa: PLC0415
+
+    if args.municipality is not None and not accounts.MUNICIPALITY_RE.match(args.municipality):
+        print("alarmhub: --municipality must be a four-digit kommunenummer", file=sys.stderr)
+        return EXIT_USAGE
+    if any(d is not None and not 1970 <= d.year <= 9998 for d in (args.since, args.until)):
+        print("alarmhub: dates must be between the years 1970 and 9998", file=sys.stderr)
+        return EXIT_USAGE
+    if args.since and args.until and args.until < args.since:
+        print("alarmhub: --until is before --since", file=sys.stderr)
+        return EXIT_USAGE
+    start = _day(args.since) if args.since else None
+    end = _day(args.until + timedelta(days=1)) if args.until else None
+    rules = load_rules(settings.rules)
+    rows = _db(settings, response_rows, Scope.everything(_actor()), args.municipality, start, end)
+    targets = {int(p): t for p, t in rules.sla_ack.items()}
+    groups = reports.response_times(rows, targets, SystemClock().now())
+    if args.format == "json":
+        print(json.dumps([reports.flat(g) for g in groups], indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(reports.to_csv(groups))
+    else:
+        print(reports.to_table(groups))
+    return 0

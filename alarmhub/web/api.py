@@ -1,31 +1,140 @@
-"""The HTTP application: health, readiness and metrics (the API grows here)."""
+"""The HTTP application: health, readiness, metrics, login, and the JSON API under /api/v1.
+
+Only `/healthz`, `/readyz`, `/metrics`, `/login` and the pages' static assets
+answer without authentication; every `/api/v1` route depends on the caller's
+tenancy scope (see `web.auth` and `web.tenancy`). Request bodies are capped at
+1 MiB (413), and every request is counted by route template and status.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from prometheus_client import Counter
 from prometheus_client.exposition import choose_encoder
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from alarmhub.web import auth, routes_admin, routes_alarms
+from alarmhub.web.auth import LoginRequired
+from alarmhub.web.context import WebContext
+from alarmhub.web.errors import error_response
+from alarmhub.web.errors import install as install_errors
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
 
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 1024 * 1024
+UNMATCHED = "unmatched"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, "the body is larger than 1 MiB")
+
+
+class BodyLimit:
+    """413 in the API's JSON shape for a body over the limit, declared or streamed.
+
+    Instead of FastAPI's `max_body_size`: that one sits outside the app's
+    middleware and answers a too-long Content-Length in plain text. A declared
+    length is refused before reading; a chunked body is cut off while read, as
+    an HTTPException that the JSON error handler renders.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                response = error_response(413, "too_large", "the body is larger than 1 MiB")
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class RequestCounter:
+    """Counts requests by route *template* (bounded labels), as a plain ASGI wrapper.
+
+    Not a `BaseHTTPMiddleware`: that would buffer the SSE stream. An unmatched
+    path is counted as "unmatched" so scanners cannot grow the series.
+    """
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            self.counter.labels(template, str(status)).inc()
+
 
 def create_app(hub: AlarmHub) -> FastAPI:
+    db = hub.settings.database
+    if db.path is None:
+        raise NotImplementedError("the web API needs the sqlite store")
     app = FastAPI(
         title="alarmhub",
-        openapi_url="/api/v1/openapi.json",
+        version="1",
+        summary="Alarm queue, devices, silences and reports for response centres",
+        openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
     )
+    app.state.web = WebContext(hub, db.path)
+    install_errors(app)
 
-    @app.get("/healthz", include_in_schema=True)
+    async def on_login_required(_request: Request, _exc: Exception) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    app.add_exception_handler(LoginRequired, on_login_required)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(RequestCounter, counter=hub.metrics.http_requests)
+
+    @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={503: {"description": "Not ready; `checks` says which check failed"}},
+    )
     async def readyz() -> JSONResponse:
         """Readiness: broker connected, database writable, rules loaded."""
         checks = {
@@ -42,4 +151,11 @@ def create_app(hub: AlarmHub) -> FastAPI:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(hub.metrics.registry), media_type=content_type)
 
+    app.include_router(auth.router())
+    app.include_router(routes_alarms.router())
+    app.include_router(routes_admin.router())
+
+    from alarmhub.web.pages import mount_pages  # noqa: PLC0415 - pages import web.auth
+
+    mount_pages(app, hub)
     return app

@@ -1,0 +1,384 @@
+"""People and their traces: users, API tokens, browser sessions, the audit log, silences.
+
+Plain `sqlite3` functions, each given an open connection. The web layer runs
+them in a worker thread on a connection of its own (:func:`run`), the CLI calls
+them directly: neither ever shares the ingest writer's connection, whose
+half-built batch a stray statement could join or roll back.
+
+Secrets are stored as sha256 digests: a token or session id is random with 256
+bits of entropy, so a plain digest is enough (a slow hash is for passwords,
+which people choose). Passwords use argon2id; hashing takes ~200 ms, so async
+callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+T = TypeVar("T")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MUNICIPALITY_RE = re.compile(r"^[0-9]{4}$")
+TOKEN_PREFIX = "ahk_"  # noqa: S105 - a prefix that makes leaked tokens greppable
+_HASHER = PasswordHasher()
+# Verified when the user does not exist, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    MUNICIPALITY_ADMIN = "municipality_admin"
+    ADMIN = "admin"
+
+
+class AccountError(Exception):
+    """A request the person can correct: the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    role: Role
+    municipalities: tuple[str, ...]
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    user: User
+    csrf: str
+    expires_at: datetime
+
+
+def ts(value: datetime | None) -> str | None:
+    """The store's time format (UTC, microseconds), so times sort as text."""
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- connections -----------------------------------------------------------
+
+
+@contextmanager
+def connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A short-lived connection in autocommit mode; writers use :func:`transaction`."""
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    # IMMEDIATE takes the write lock up front: no upgrade deadlock with the ingest writer.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+async def run(path: Path, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(conn, *args)` in a worker thread on a connection of its own."""
+
+    def work() -> T:
+        with connect(path) as conn:
+            return fn(conn, *args)
+
+    return await asyncio.to_thread(work)
+
+
+# --- passwords ---------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 12:
+        raise AccountError("a password has at least 12 characters")
+    return _HASHER.hash(password)
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    """Constant work whether or not the user exists."""
+    try:
+        return _HASHER.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+# --- users -------------------------------------------------------------------
+
+
+def validate_user(name: str, role: str, municipalities: list[str]) -> tuple[Role, list[str]]:
+    if not NAME_RE.match(name):
+        raise AccountError(f"user name {name!r} is not valid: 1-64 of letters, digits and . _ @ -")
+    try:
+        checked = Role(role)
+    except ValueError:
+        raise AccountError(f"role {role!r} is not one of: {', '.join(Role)}") from None
+    for m in municipalities:
+        if not MUNICIPALITY_RE.match(m):
+            raise AccountError(f"municipality {m!r} must be a four-digit kommunenummer")
+    if checked is not Role.ADMIN and not municipalities:
+        raise AccountError(f"a {checked} needs at least one --municipality")
+    return checked, sorted(set(municipalities))
+
+
+def create_user(
+    conn: sqlite3.Connection,
+    name: str,
+    role: Role,
+    municipalities: list[str],
+    password_hash: str,
+    now: datetime,
+) -> User:
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+            raise AccountError(f"user {name!r} already exists")
+        conn.execute(
+            "INSERT INTO users (name, role, municipalities, password_hash, created_at) "
+            "VALUES (?,?,?,?,?)",
+            (name, role.value, json.dumps(municipalities), password_hash, ts(now)),
+        )
+    return User(name, role, tuple(municipalities))
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(row[0], Role(row[1]), tuple(json.loads(row[2])), bool(row[3]))
+
+
+def password_hash_of(conn: sqlite3.Connection, name: str) -> tuple[User | None, str | None]:
+    row = conn.execute(
+        "SELECT name, role, municipalities, active, password_hash FROM users WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None or not row[3]:
+        return None, None
+    return _user(row[:4]), str(row[4])
+
+
+def get_user(conn: sqlite3.Connection, name: str) -> User | None:
+    row = conn.execute(
+        "SELECT name, role, municipalities, active FROM users WHERE name = ?", (name,)
+    ).fetchone()
+    return _user(row) if row else None
+
+
+# --- API tokens ----------------------------------------------------------------
+
+
+def create_token(
+    conn: sqlite3.Connection, user: str, now: datetime, expires_at: datetime | None
+) -> str:
+    """Return the bearer token; only its digest is kept."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction(conn):
+        if get_user(conn, user) is None:
+            raise AccountError(f"no user {user!r}")
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, user_name, created_at, expires_at) "
+            "VALUES (?,?,?,?)",
+            (digest(token), user, ts(now), ts(expires_at)),
+        )
+    return token
+
+
+def user_for_token(conn: sqlite3.Connection, token: str, now: datetime) -> User | None:
+    row = conn.execute(
+        "SELECT u.name, u.role, u.municipalities, u.active FROM api_tokens t "
+        "JOIN users u ON u.name = t.user_name "
+        "WHERE t.token_hash = ? AND u.active = 1 AND (t.expires_at IS NULL OR t.expires_at > ?)",
+        (digest(token), ts(now)),
+    ).fetchone()
+    return _user(row) if row else None
+
+
+# --- browser sessions ------------------------------------------------------------
+
+
+def create_session(
+    conn: sqlite3.Connection, user: str, now: datetime, expires_at: datetime
+) -> tuple[str, str]:
+    """Return (session id, CSRF token). Expired sessions are swept on the way."""
+    session_id = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    with transaction(conn):
+        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (ts(now),))
+        conn.execute(
+            "INSERT INTO sessions (id_hash, user_name, csrf, created_at, expires_at) "
+            "VALUES (?,?,?,?,?)",
+            (digest(session_id), user, csrf, ts(now), ts(expires_at)),
+        )
+    return session_id, csrf
+
+
+def session(conn: sqlite3.Connection, session_id: str, now: datetime) -> SessionInfo | None:
+    row = conn.execute(
+        "SELECT u.name, u.role, u.municipalities, u.active, s.csrf, s.expires_at "
+        "FROM sessions s JOIN users u ON u.name = s.user_name "
+        "WHERE s.id_hash = ? AND u.active = 1 AND s.expires_at > ?",
+        (digest(session_id), ts(now)),
+    ).fetchone()
+    if row is None:
+        return None
+    return SessionInfo(_user(row[:4]), str(row[4]), datetime.fromisoformat(row[5]))
+
+
+def delete_session(conn: sqlite3.Connection, session_id: str) -> None:
+    conn.execute("DELETE FROM sessions WHERE id_hash = ?", (digest(session_id),))
+
+
+# --- the audit log ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    actor: str
+    action: str
+    at: datetime
+    address: str | None = None
+    alarm_id: str | None = None
+    device_id: str | None = None
+    municipality: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+def audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+    """Append one entry. There is deliberately no update or delete."""
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, alarm_id, device_id, municipality, address, "
+        "detail) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            ts(entry.at),
+            entry.actor,
+            entry.action,
+            entry.alarm_id,
+            entry.device_id,
+            entry.municipality,
+            entry.address,
+            json.dumps(entry.detail or {}, ensure_ascii=False),
+        ),
+    )
+
+
+AUDIT_KEYS = (
+    "id",
+    "at",
+    "actor",
+    "action",
+    "alarm_id",
+    "device_id",
+    "municipality",
+    "address",
+    "detail",
+)
+
+
+def list_audit(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        f"SELECT {', '.join(AUDIT_KEYS)} FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+    ).fetchall()
+    out = []
+    for r in rows:
+        item = dict(zip(AUDIT_KEYS, r, strict=True))
+        item["detail"] = json.loads(item["detail"])
+        out.append(item)
+    return out
+
+
+# --- silences ----------------------------------------------------------------------
+
+SILENCE_KEYS = (
+    "id",
+    "municipality",
+    "device_id",
+    "starts_at",
+    "ends_at",
+    "reason",
+    "created_by",
+    "created_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    id: str
+    municipality: str
+    device_id: str | None
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+def silence_from_row(row: tuple[Any, ...]) -> Silence:
+    return Silence(
+        row[0],
+        row[1],
+        row[2],
+        datetime.fromisoformat(row[3]),
+        datetime.fromisoformat(row[4]),
+        row[5],
+        row[6],
+        datetime.fromisoformat(row[7]),
+    )
+
+
+def insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
+    conn.execute(
+        f"INSERT INTO silences ({', '.join(SILENCE_KEYS)}) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            s.id,
+            s.municipality,
+            s.device_id,
+            ts(s.starts_at),
+            ts(s.ends_at),
+            s.reason,
+            s.created_by,
+            ts(s.created_at),
+        ),
+    )
+
+
+def end_silence(conn: sqlite3.Connection, silence_id: str, by: str, now: datetime) -> None:
+    """Deleting keeps the row (who silenced what, and when, stays provable)."""
+    conn.execute(
+        "UPDATE silences SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL",
+        (ts(now), by, silence_id),
+    )
+
+
+def active_silences(conn: sqlite3.Connection, now: datetime) -> list[Silence]:
+    """Silences in force at `now`, for the pipeline's suppression step (all tenants)."""
+    rows = conn.execute(
+        f"SELECT {', '.join(SILENCE_KEYS)} FROM silences WHERE deleted_at IS NULL "
+        "AND starts_at <= ? AND ends_at > ? ORDER BY municipality, device_id",
+        (ts(now), ts(now)),
+    ).fetchall()
+    return [silence_from_row(r) for r in rows]

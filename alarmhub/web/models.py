@@ -1,0 +1,214 @@
+"""The JSON API's request and response bodies: the OpenAPI document is generated from these.
+
+Times in responses are ISO 8601 strings in UTC exactly as `views.alarm_json`
+writes them, so the list, the detail and the live stream agree byte for byte.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from alarmhub.core.actions import MAX_NOTE, MAX_OUTCOME
+from alarmhub.core.model import DeviceKind
+
+Municipality = Annotated[str, Field(pattern=r"^[0-9]{4}$", examples=["0301"])]
+DeviceId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^+#\s]+$")]
+Note = Annotated[str, Field(min_length=1, max_length=MAX_NOTE)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AlarmOut(BaseModel):
+    id: str
+    device_id: str
+    municipality: str
+    kind: str
+    priority: int
+    state: Literal["open", "acknowledged", "resolved"]
+    raised_at: str
+    last_seen_at: str
+    repeat_count: int
+    escalation_level: int
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    dispatched_at: str | None
+    on_site_at: str | None
+    resolved_at: str | None
+    resolved_by: str | None
+    outcome: str | None
+    rules_version: str
+    suppressed_by: str | None
+
+
+class AlarmPage(BaseModel):
+    items: list[AlarmOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at end")
+    seq: int = Field(
+        description="the live stream's position when this page was read: open "
+        "/alarms/stream with Last-Event-ID (or ?last_event_id=) set to it to miss nothing"
+    )
+
+
+class TimelineOut(BaseModel):
+    at: str
+    type: str
+    actor: str | None
+    detail: dict[str, Any]
+
+
+class DeviceOut(BaseModel):
+    id: str
+    kind: str
+    municipality: str
+    profile: str | None
+    heartbeat_interval_s: int | None
+    label: str | None
+    active: bool
+    registered_at: str
+    last_seen_at: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    received_at: str
+    msg_id: str | None
+    verdict: str
+    reason: str | None
+    events: list[dict[str, Any]]
+
+
+class AlarmDetail(AlarmOut):
+    timeline: list[TimelineOut]
+    device: DeviceOut | None
+    recent_events: list[EventOut]
+
+
+class NoteIn(_In):
+    note: Note
+
+
+class OptionalNoteIn(_In):
+    note: Note | None = None
+
+
+class ResolveIn(_In):
+    outcome: Annotated[str, Field(min_length=1, max_length=MAX_OUTCOME, examples=["false_alarm"])]
+    note: Note | None = None
+
+
+class DeviceIn(_In):
+    id: DeviceId
+    kind: DeviceKind
+    municipality: Municipality
+    heartbeat_interval_s: Annotated[int, Field(ge=10, le=7 * 24 * 3600)] | None = None
+    label: Annotated[str, Field(max_length=200)] | None = None
+    profile: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class DevicePatch(_In):
+    """Only the fields present are changed; `null` clears an optional field."""
+
+    kind: DeviceKind | None = None
+    municipality: Municipality | None = None
+    heartbeat_interval_s: Annotated[int, Field(ge=10, le=7 * 24 * 3600)] | None = None
+    label: Annotated[str, Field(max_length=200)] | None = None
+    profile: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    active: bool | None = None
+
+
+class ImportResult(BaseModel):
+    imported: int
+
+
+class SilenceIn(_In):
+    municipality: Municipality
+    device_id: DeviceId | None = Field(
+        default=None, description="null silences every device of the municipality"
+    )
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SilenceIn:
+        for t in (self.starts_at, self.ends_at):
+            if not 1970 <= t.year <= 9998:
+                raise ValueError("times must be between the years 1970 and 9998")
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if (self.ends_at - self.starts_at).days > 366:
+            raise ValueError("a silence lasts at most 366 days")
+        return self
+
+
+class SilenceOut(BaseModel):
+    id: str
+    municipality: str
+    device_id: str | None
+    starts_at: str
+    ends_at: str
+    reason: str
+    created_by: str
+    created_at: str
+
+
+class Me(BaseModel):
+    name: str
+    role: Literal["operator", "municipality_admin", "admin"]
+    municipalities: list[str]
+    all_municipalities: bool = Field(description="true for admins, who see every municipality")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    action: str
+    alarm_id: str | None
+    device_id: str | None
+    municipality: str | None
+    address: str | None
+    detail: dict[str, Any]
+
+
+class DeadLetterOut(BaseModel):
+    seq: int
+    received_at: str
+    topic: str
+    device_id: str | None
+    municipality: str | None
+    msg_id: str | None
+    reason: str | None
+    detail: str | None
+
+
+class StatsOut(BaseModel):
+    count: int
+    median_s: float | None
+    p90_s: float | None
+    p99_s: float | None
+
+
+class GroupOut(BaseModel):
+    priority: int
+    kind: str
+    alarms: int
+    acknowledge: StatsOut
+    on_site: StatsOut
+    resolve: StatsOut
+    sla_target_s: float | None
+    sla_decided: int
+    sla_met: int
+    sla_compliance: float | None
+
+
+class ReportOut(BaseModel):
+    municipality: str | None
+    since: date | None
+    until: date | None
+    groups: list[GroupOut]

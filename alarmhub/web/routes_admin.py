@@ -1,0 +1,445 @@
+"""`/api/v1` for municipality staff and admins: devices, silences, reports, audit, me.
+
+Every read is a scoped query from `web.tenancy`; every change by a person is
+written to the audit log with the caller's address.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, replace
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from alarmhub import reports
+from alarmhub.cli import CommandError, _device, parse_device_csv
+from alarmhub.core.model import Device, DeviceKind
+from alarmhub.store import accounts
+from alarmhub.web import tenancy
+from alarmhub.web.auth import Principal, require_principal, requires
+from alarmhub.web.context import WebContext, web
+from alarmhub.web.errors import ApiError, forbidden, not_found, responses
+from alarmhub.web.models import (
+    AuditOut,
+    DeadLetterOut,
+    DeviceIn,
+    DeviceOut,
+    DevicePatch,
+    ImportResult,
+    Me,
+    Municipality,
+    ReportOut,
+    SilenceIn,
+    SilenceOut,
+)
+from alarmhub.web.tenancy import Permission, Scope
+
+OSLO = ZoneInfo("Europe/Oslo")
+# Days a report may name; outside them the conversion to UTC would overflow.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+DeviceIdPath = Annotated[str, Path(min_length=1, max_length=128)]
+SilenceIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+ReadDevices = Annotated[Scope, Depends(requires(Permission.READ_DEVICES))]
+ManageDevices = Annotated[Scope, Depends(requires(Permission.MANAGE_DEVICES))]
+ReadSilences = Annotated[Scope, Depends(requires(Permission.READ_SILENCES))]
+ManageSilences = Annotated[Scope, Depends(requires(Permission.MANAGE_SILENCES))]
+ReadReports = Annotated[Scope, Depends(requires(Permission.READ_REPORTS))]
+ReadAudit = Annotated[Scope, Depends(requires(Permission.READ_AUDIT))]
+ReadDeadLetters = Annotated[Scope, Depends(requires(Permission.READ_DEAD_LETTERS))]
+
+_CSV_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "header `id,kind,municipality[,heartbeat_interval,label,profile]`",
+    }
+}
+
+
+def _checked_device(body: DeviceIn | dict[str, Any]) -> Device:
+    v = body.model_dump() if isinstance(body, DeviceIn) else body
+    kind = v["kind"].value if isinstance(v["kind"], DeviceKind) else str(v["kind"])
+    try:
+        return replace(
+            _device(
+                v["id"],
+                kind,
+                v["municipality"],
+                v["heartbeat_interval_s"],
+                v["label"],
+                v["profile"],
+            ),
+            active=bool(v.get("active", True)),
+        )
+    except CommandError as exc:
+        raise ApiError(422, "validation", str(exc)) from None
+
+
+async def _register(ctx: WebContext, device: Device) -> DeviceOut:
+    await ctx.hub.register_devices([device])
+    stored = await ctx.db(tenancy.get_device, Scope.everything("system"), device.id)
+    return DeviceOut.model_validate(stored)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), OSLO)
+
+
+def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes reads best
+    # The full prefix here, not at include time: metrics label routes by this path.
+    r = APIRouter(prefix="/api/v1", responses=responses(401, 403, 422))
+
+    # --- me and audit ---------------------------------------------------------
+
+    @r.get("/me", response_model=Me, tags=["auth"])
+    async def me(principal: Annotated[Principal, Depends(require_principal)]) -> Me:
+        """Who the caller is: name, role and municipalities (the pages read this)."""
+        u = principal.user
+        return Me(
+            name=u.name,
+            role=u.role.value,
+            municipalities=list(u.municipalities),
+            all_municipalities=u.role is accounts.Role.ADMIN,
+        )
+
+    @r.get("/audit", response_model=list[AuditOut], tags=["admin"])
+    async def audit(
+        request: Request,
+        scope: ReadAudit,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AuditOut]:
+        """The audit log, newest first (admins only)."""
+        del scope
+        rows = await web(request).db(accounts.list_audit, limit)
+        return [AuditOut.model_validate(x) for x in rows]
+
+    @r.get("/dead-letters", response_model=list[DeadLetterOut], tags=["devices"])
+    async def dead_letters(
+        request: Request,
+        scope: ReadDeadLetters,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[DeadLetterOut]:
+        """Messages that could not be used, newest first (payloads are not shown)."""
+        rows = await web(request).db(tenancy.dead_letters, scope, limit)
+        return [DeadLetterOut.model_validate(x) for x in rows]
+
+    # --- devices ----------------------------------------------------------------
+
+    @r.get("/devices", response_model=list[DeviceOut], tags=["devices"])
+    async def list_devices(
+        request: Request,
+        scope: ReadDevices,
+        municipality: Municipality | None = None,
+        include_inactive: bool = False,
+    ) -> list[DeviceOut]:
+        """Registered devices in the caller's municipalities."""
+        rows = await web(request).db(tenancy.list_devices, scope, municipality, include_inactive)
+        return [DeviceOut.model_validate(x) for x in rows]
+
+    @r.post(
+        "/devices",
+        response_model=DeviceOut,
+        status_code=201,
+        tags=["devices"],
+        responses=responses(400, 409, 413),
+    )
+    async def create_device(request: Request, scope: ManageDevices, body: DeviceIn) -> DeviceOut:
+        """Register a device in one of the caller's municipalities."""
+        ctx = web(request)
+        if not scope.allows(body.municipality):
+            raise forbidden("you may not register devices in that municipality")
+        device = _checked_device(body)
+        if await ctx.db(tenancy.device_ids_taken, [device.id]):
+            raise ApiError(409, "device_exists", "that device id is already registered")
+        out = await _register(ctx, device)
+        await ctx.audit(
+            request,
+            scope.user,
+            "device.created",
+            device_id=device.id,
+            municipality=device.municipality,
+        )
+        return out
+
+    @r.post(
+        "/devices/import",
+        response_model=ImportResult,
+        tags=["devices"],
+        openapi_extra=_CSV_BODY,
+        responses=responses(400, 413),
+    )
+    async def import_devices(request: Request, scope: ManageDevices) -> ImportResult:
+        """Register or update devices from CSV, all or nothing; errors name each row."""
+        ctx = web(request)
+        try:
+            text = (await request.body()).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_request", "the CSV is not UTF-8") from None
+        devices, errors = parse_device_csv(text)
+        if not errors:
+            errors = [
+                f"device {d.id}: you may not register devices in that municipality"
+                for d in devices
+                if not scope.allows(d.municipality)
+            ]
+        if not errors:
+            ids = [d.id for d in devices]
+            taken = await ctx.db(tenancy.device_ids_taken, ids)
+            own = await ctx.db(tenancy.list_devices, scope, None, True)  # noqa: FBT003
+            mine = {x["id"] for x in own}
+            errors = [
+                f"device {i}: that device id is not available"
+                for i in ids
+                if i in taken and i not in mine
+            ]
+        if not devices and not errors:
+            errors = ["the CSV has no rows"]
+        if errors:
+            raise ApiError(
+                422,
+                "import_rejected",
+                f"nothing imported: {len(errors)} row error(s)",
+                rows=errors,
+            )
+        await ctx.hub.register_devices(devices)
+        for m in sorted({d.municipality for d in devices}):
+            count = sum(d.municipality == m for d in devices)
+            await ctx.audit(
+                request, scope.user, "device.imported", municipality=m, detail={"count": count}
+            )
+        return ImportResult(imported=len(devices))
+
+    @r.get(
+        "/devices/{device_id}",
+        response_model=DeviceOut,
+        tags=["devices"],
+        responses=responses(404),
+    )
+    async def get_device(
+        request: Request, scope: ReadDevices, device_id: DeviceIdPath
+    ) -> DeviceOut:
+        found = await web(request).db(tenancy.get_device, scope, device_id)
+        if found is None:
+            raise not_found("device")
+        return DeviceOut.model_validate(found)
+
+    @r.patch(
+        "/devices/{device_id}",
+        response_model=DeviceOut,
+        tags=["devices"],
+        responses=responses(400, 404, 413),
+    )
+    async def patch_device(
+        request: Request, scope: ManageDevices, device_id: DeviceIdPath, body: DevicePatch
+    ) -> DeviceOut:
+        """Change a device; moving it needs the target municipality in scope too."""
+        ctx = web(request)
+        found = await ctx.db(tenancy.get_device, scope, device_id)
+        if found is None:
+            raise not_found("device")
+        changes = body.model_dump(exclude_unset=True)
+        for required in ("kind", "municipality", "active"):
+            if required in changes and changes[required] is None:
+                raise ApiError(
+                    422,
+                    "validation",
+                    f"body.{required}: may not be null",
+                    fields=[{"field": f"body.{required}", "message": "may not be null"}],
+                )
+        merged = {**found, **changes}
+        if not scope.allows(merged["municipality"]):
+            raise forbidden("you may not move devices to that municipality")
+        out = await _register(ctx, _checked_device(merged))
+        await ctx.audit(
+            request,
+            scope.user,
+            "device.changed",
+            device_id=device_id,
+            municipality=found["municipality"],
+            detail={
+                "fields": sorted(changes),
+                "moved_to": changes.get("municipality")
+                if changes.get("municipality") != found["municipality"]
+                else None,
+            },
+        )
+        return out
+
+    @r.delete(
+        "/devices/{device_id}",
+        response_model=DeviceOut,
+        tags=["devices"],
+        responses=responses(404),
+    )
+    async def decommission_device(
+        request: Request, scope: ManageDevices, device_id: DeviceIdPath
+    ) -> DeviceOut:
+        """Decommission: the device's messages are refused from now on; history stays."""
+        ctx = web(request)
+        found = await ctx.db(tenancy.get_device, scope, device_id)
+        if found is None:
+            raise not_found("device")
+        out = await _register(ctx, _checked_device({**found, "active": False}))
+        await ctx.audit(
+            request,
+            scope.user,
+            "device.decommissioned",
+            device_id=device_id,
+            municipality=found["municipality"],
+        )
+        return out
+
+    # --- silences ---------------------------------------------------------------
+
+    @r.get("/silences", response_model=list[SilenceOut], tags=["silences"])
+    async def list_silences(
+        request: Request, scope: ReadSilences, include_ended: bool = False
+    ) -> list[SilenceOut]:
+        """Silences in the caller's municipalities, newest start first."""
+        ctx = web(request)
+        rows = await ctx.db(tenancy.list_silences, scope, ctx.hub.clock.now(), include_ended)
+        return [_silence_out(s) for s in rows]
+
+    @r.post(
+        "/silences",
+        response_model=SilenceOut,
+        status_code=201,
+        tags=["silences"],
+        responses=responses(400, 413),
+    )
+    async def create_silence(
+        request: Request, scope: ManageSilences, body: SilenceIn
+    ) -> SilenceOut:
+        """Silence one device, or (device_id null) every device of a municipality."""
+        ctx = web(request)
+        if not scope.allows(body.municipality):
+            raise forbidden("you may not silence devices in that municipality")
+        if body.device_id is not None:
+            device = await ctx.db(tenancy.get_device, scope, body.device_id)
+            if device is None or device["municipality"] != body.municipality:
+                raise ApiError(
+                    422,
+                    "validation",
+                    "body.device_id: no such device in that municipality",
+                    fields=[
+                        {
+                            "field": "body.device_id",
+                            "message": "no such device in that municipality",
+                        }
+                    ],
+                )
+        now = ctx.hub.clock.now()
+        silence = accounts.Silence(
+            id="sil_" + secrets.token_hex(8),
+            municipality=body.municipality,
+            device_id=body.device_id,
+            starts_at=body.starts_at,
+            ends_at=body.ends_at,
+            reason=body.reason,
+            created_by=scope.user,
+            created_at=now,
+        )
+        await ctx.db(accounts.insert_silence, silence)
+        await ctx.audit(
+            request,
+            scope.user,
+            "silence.created",
+            device_id=body.device_id,
+            municipality=body.municipality,
+            detail={"silence_id": silence.id},
+        )
+        return _silence_out(silence)
+
+    @r.delete(
+        "/silences/{silence_id}",
+        status_code=204,
+        response_class=Response,
+        tags=["silences"],
+        responses={204: {"description": "Ended; the record stays"}, **responses(404)},
+    )
+    async def delete_silence(
+        request: Request, scope: ManageSilences, silence_id: SilenceIdPath
+    ) -> Response:
+        """End a silence now; who set and ended it stays on record."""
+        ctx = web(request)
+        found = await ctx.db(tenancy.get_silence, scope, silence_id)
+        if found is None:
+            raise not_found("silence")
+        await ctx.db(accounts.end_silence, silence_id, scope.user, ctx.hub.clock.now())
+        await ctx.audit(
+            request,
+            scope.user,
+            "silence.ended",
+            device_id=found.device_id,
+            municipality=found.municipality,
+            detail={"silence_id": silence_id},
+        )
+        return Response(status_code=204)
+
+    # --- reports ----------------------------------------------------------------
+
+    @r.get(
+        "/reports/response-times",
+        response_model=ReportOut,
+        tags=["reports"],
+        responses=responses(404),
+    )
+    async def response_times(
+        request: Request,
+        scope: ReadReports,
+        municipality: Municipality | None = None,
+        since: Annotated[date | None, Query(alias="from", ge=FIRST_DAY, le=LAST_DAY)] = None,
+        until: Annotated[date | None, Query(alias="to", ge=FIRST_DAY, le=LAST_DAY)] = None,
+    ) -> ReportOut:
+        """Time to acknowledge, reach and resolve, per priority and kind; SLA compliance.
+
+        `from` and `to` are whole days in Europe/Oslo, both included.
+        """
+        ctx = web(request)
+        if municipality is not None and not scope.allows(municipality):
+            raise not_found("municipality")
+        if since is not None and until is not None and until < since:
+            raise ApiError(
+                422,
+                "validation",
+                "query.to: before `from`",
+                fields=[{"field": "query.to", "message": "before `from`"}],
+            )
+        start = _day_start(since) if since else None
+        end = _day_start(until + timedelta(days=1)) if until else None
+        rows = await ctx.db(tenancy.response_rows, scope, municipality, start, end)
+        groups = reports.response_times(rows, sla_targets(ctx), ctx.hub.clock.now())
+        return ReportOut.model_validate(
+            {
+                "municipality": municipality,
+                "since": since,
+                "until": until,
+                "groups": [asdict(g) for g in groups],
+            }
+        )
+
+    return r
+
+
+def sla_targets(ctx: WebContext) -> dict[int, timedelta]:
+    return {int(p): t for p, t in ctx.hub.rules.sla_ack.items()}
+
+
+def _silence_out(s: accounts.Silence) -> SilenceOut:
+    return SilenceOut(
+        id=s.id,
+        municipality=s.municipality,
+        device_id=s.device_id,
+        starts_at=accounts.ts(s.starts_at) or "",
+        ends_at=accounts.ts(s.ends_at) or "",
+        reason=s.reason,
+        created_by=s.created_by,
+        created_at=accounts.ts(s.created_at) or "",
+    )

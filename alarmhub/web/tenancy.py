@@ -1,0 +1,325 @@
+"""Tenancy in one place: who may do what, and every scoped read.
+
+A :class:`Scope` is computed once per request from the authenticated user.
+Every read of alarms, devices, dead letters, silences and report rows below
+takes it and filters by municipality *in SQL*, so a handler cannot forget to:
+handlers never filter by hand. A row of another municipality is simply not
+found, which the API answers with 404 — the caller learns nothing about it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from alarmhub.core.model import Alarm
+from alarmhub.reports import ResponseRow
+from alarmhub.store.accounts import SILENCE_KEYS, Role, Silence, User, silence_from_row, ts
+from alarmhub.store.sqlite import ALARM_COLUMNS, alarm_from_row, parse_ts
+
+
+class Permission(StrEnum):
+    READ_ALARMS = "read_alarms"
+    ACT_ON_ALARMS = "act_on_alarms"
+    READ_DEVICES = "read_devices"
+    MANAGE_DEVICES = "manage_devices"
+    READ_SILENCES = "read_silences"
+    MANAGE_SILENCES = "manage_silences"
+    READ_REPORTS = "read_reports"
+    READ_DEAD_LETTERS = "read_dead_letters"
+    READ_AUDIT = "read_audit"
+
+
+_READ = {Permission.READ_ALARMS, Permission.READ_DEVICES, Permission.READ_SILENCES}
+GRANTS: dict[Role, frozenset[Permission]] = {
+    # Operators handle alarms; they see devices and silences to explain what they see.
+    Role.OPERATOR: frozenset({*_READ, Permission.ACT_ON_ALARMS}),
+    # Municipality staff run their registry and statistics; alarms are read-only to them.
+    Role.MUNICIPALITY_ADMIN: frozenset(
+        {
+            *_READ,
+            Permission.MANAGE_DEVICES,
+            Permission.MANAGE_SILENCES,
+            Permission.READ_REPORTS,
+            Permission.READ_DEAD_LETTERS,
+        }
+    ),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The caller: name, role, and the municipalities it may see (None = all)."""
+
+    user: str
+    role: Role
+    municipalities: frozenset[str] | None
+
+    @classmethod
+    def of(cls, user: User) -> Scope:
+        if user.role is Role.ADMIN:
+            return cls(user.name, user.role, None)
+        return cls(user.name, user.role, frozenset(user.municipalities))
+
+    @classmethod
+    def everything(cls, name: str) -> Scope:
+        """For the CLI, which has the database file and so already sees everything."""
+        return cls(name, Role.ADMIN, None)
+
+    def can(self, permission: Permission) -> bool:
+        return permission in GRANTS[self.role]
+
+    def allows(self, municipality: str | None) -> bool:
+        if self.municipalities is None:
+            return True
+        return municipality is not None and municipality in self.municipalities
+
+    def where(self, column: str = "municipality") -> tuple[str, list[Any]]:
+        """An SQL condition (column names are constants, never input) and its parameters."""
+        if self.municipalities is None:
+            return "1=1", []
+        ms = sorted(self.municipalities)
+        if not ms:
+            return "0=1", []
+        return f"{column} IN ({','.join('?' * len(ms))})", ms
+
+    def listing(self) -> list[str]:
+        return sorted(self.municipalities) if self.municipalities is not None else []
+
+
+def _where(scope: Scope, column: str, extra: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    cond, params = scope.where(column)
+    parts = [cond]
+    for clause, value in extra:
+        parts.append(clause)
+        params.append(value)
+    return " AND ".join(parts), params
+
+
+# --- alarms --------------------------------------------------------------------
+
+_ALARM_SELECT = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms"
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmFilter:
+    state: str | None = None
+    municipality: str | None = None
+    priority: int | None = None
+    limit: int = 100
+    after: tuple[int, str, str] | None = None  # keyset cursor: (priority, raised_at, id)
+
+
+def list_alarms(conn: sqlite3.Connection, scope: Scope, f: AlarmFilter) -> list[Alarm]:
+    """Most urgent first, then oldest first: the operators' queue order."""
+    extra: list[tuple[str, Any]] = []
+    if f.state is not None:
+        extra.append(("state = ?", f.state))
+    if f.municipality is not None:
+        extra.append(("municipality = ?", f.municipality))
+    if f.priority is not None:
+        extra.append(("priority = ?", f.priority))
+    cond, params = _where(scope, "municipality", extra)
+    if f.after is not None:
+        cond += " AND (priority, raised_at, id) > (?, ?, ?)"
+        params.extend(f.after)
+    sql = f"{_ALARM_SELECT} WHERE {cond} ORDER BY priority, raised_at, id LIMIT ?"
+    params.append(f.limit)
+    return [alarm_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def get_alarm(conn: sqlite3.Connection, scope: Scope, alarm_id: str) -> Alarm | None:
+    cond, params = _where(scope, "municipality", [("id = ?", alarm_id)])
+    row = conn.execute(f"{_ALARM_SELECT} WHERE {cond}", params).fetchone()
+    return alarm_from_row(row) if row else None
+
+
+def timeline(conn: sqlite3.Connection, scope: Scope, alarm_id: str) -> list[dict[str, Any]]:
+    cond, params = _where(scope, "a.municipality", [("t.alarm_id = ?", alarm_id)])
+    rows = conn.execute(
+        "SELECT t.at, t.type, t.actor, t.detail FROM timeline t "
+        f"JOIN alarms a ON a.id = t.alarm_id WHERE {cond} ORDER BY t.id",
+        params,
+    ).fetchall()
+    return [{"at": r[0], "type": r[1], "actor": r[2], "detail": json.loads(r[3])} for r in rows]
+
+
+def recent_events(
+    conn: sqlite3.Connection, scope: Scope, device_id: str, municipality: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """A device's latest messages, only those received while it belonged to `municipality`.
+
+    A device moved between municipalities keeps its id; the inbox records the
+    municipality of each message, so the old tenant's payloads stay out.
+    """
+    cond, params = _where(
+        scope, "municipality", [("device_id = ?", device_id), ("municipality = ?", municipality)]
+    )
+    rows = conn.execute(
+        "SELECT seq, received_at, msg_id, verdict, reason, events FROM inbox "
+        f"WHERE {cond} ORDER BY seq DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [
+        {
+            "seq": r[0],
+            "received_at": r[1],
+            "msg_id": r[2],
+            "verdict": r[3],
+            "reason": r[4],
+            "events": json.loads(r[5]) if r[5] else [],
+        }
+        for r in rows
+    ]
+
+
+# --- devices -------------------------------------------------------------------
+
+DEVICE_KEYS = (
+    "id",
+    "kind",
+    "municipality",
+    "profile",
+    "heartbeat_interval_s",
+    "label",
+    "active",
+    "registered_at",
+    "last_seen_at",
+)
+
+
+def _device(row: tuple[Any, ...]) -> dict[str, Any]:
+    item = dict(zip(DEVICE_KEYS, row, strict=True))
+    item["active"] = bool(item["active"])
+    return item
+
+
+def list_devices(
+    conn: sqlite3.Connection, scope: Scope, municipality: str | None, include_inactive: bool
+) -> list[dict[str, Any]]:
+    extra: list[tuple[str, Any]] = []
+    if municipality is not None:
+        extra.append(("municipality = ?", municipality))
+    if not include_inactive:
+        extra.append(("active = ?", 1))
+    cond, params = _where(scope, "municipality", extra)
+    rows = conn.execute(
+        f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond} ORDER BY municipality, id",
+        params,
+    ).fetchall()
+    return [_device(r) for r in rows]
+
+
+def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[str, Any] | None:
+    cond, params = _where(scope, "municipality", [("id = ?", device_id)])
+    row = conn.execute(
+        f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond}", params
+    ).fetchone()
+    return _device(row) if row else None
+
+
+def device_ids_taken(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Which of these ids exist in *any* municipality.
+
+    Unscoped on purpose: device ids are global (they are MQTT topics), so a new
+    registration must not take over another tenant's device. The caller only
+    learns that an id it chose itself is not available.
+    """
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        rows = conn.execute(
+            f"SELECT id FROM devices WHERE id IN ({','.join('?' * len(chunk))})", chunk
+        ).fetchall()
+        found.update(r[0] for r in rows)
+    return found
+
+
+# --- dead letters ----------------------------------------------------------------
+
+
+def dead_letters(conn: sqlite3.Connection, scope: Scope, limit: int) -> list[dict[str, Any]]:
+    """Rejected messages of known devices in scope; unknown devices' only for admins."""
+    cond, params = _where(scope, "municipality", [("verdict = ?", "rejected")])
+    rows = conn.execute(
+        "SELECT seq, received_at, topic, device_id, municipality, msg_id, reason, detail "
+        f"FROM inbox WHERE {cond} ORDER BY seq DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    keys = (
+        "seq",
+        "received_at",
+        "topic",
+        "device_id",
+        "municipality",
+        "msg_id",
+        "reason",
+        "detail",
+    )
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+# --- silences ----------------------------------------------------------------------
+
+
+def list_silences(
+    conn: sqlite3.Connection, scope: Scope, now: datetime, include_ended: bool
+) -> list[Silence]:
+    cond, params = _where(scope, "municipality", [])
+    cond += " AND deleted_at IS NULL"
+    if not include_ended:
+        cond += " AND ends_at > ?"
+        params.append(ts(now))
+    rows = conn.execute(
+        f"SELECT {', '.join(SILENCE_KEYS)} FROM silences WHERE {cond} ORDER BY starts_at DESC",
+        params,
+    ).fetchall()
+    return [silence_from_row(r) for r in rows]
+
+
+def get_silence(conn: sqlite3.Connection, scope: Scope, silence_id: str) -> Silence | None:
+    cond, params = _where(scope, "municipality", [("id = ?", silence_id)])
+    row = conn.execute(
+        f"SELECT {', '.join(SILENCE_KEYS)} FROM silences WHERE {cond} AND deleted_at IS NULL",
+        params,
+    ).fetchone()
+    return silence_from_row(row) if row else None
+
+
+# --- report rows -----------------------------------------------------------------
+
+
+def response_rows(
+    conn: sqlite3.Connection,
+    scope: Scope,
+    municipality: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ResponseRow]:
+    """Alarms raised in [since, until) with their response times, for reports."""
+    extra: list[tuple[str, Any]] = []
+    if municipality is not None:
+        extra.append(("municipality = ?", municipality))
+    if since is not None:
+        extra.append(("raised_at >= ?", ts(since)))
+    if until is not None:
+        extra.append(("raised_at < ?", ts(until)))
+    cond, params = _where(scope, "municipality", extra)
+    rows = conn.execute(
+        "SELECT kind, priority, raised_at, acknowledged_at, on_site_at, resolved_at "
+        f"FROM alarms WHERE {cond}",
+        params,
+    ).fetchall()
+    out = []
+    for r in rows:
+        raised = parse_ts(r[2])
+        assert raised is not None
+        out.append(
+            ResponseRow(r[0], int(r[1]), raised, parse_ts(r[3]), parse_ts(r[4]), parse_ts(r[5]))
+        )
+    return out
