@@ -1,0 +1,180 @@
+// Operator actions on one alarm, shared by the queue and the detail page.
+// Every action is a POST with the CSRF header; a 409 says who got there first.
+import { post } from "./api.js";
+import { toast } from "./common.js";
+import { el } from "./format.js";
+import { kindText, t } from "./i18n.js";
+
+export const OUTCOMES = ["helped", "false_alarm", "no_response_dispatched", "technical"];
+
+/** Keys that trigger an action, as documented in the help dialog and the operator guide. */
+export const ACTION_KEYS = {
+  a: "acknowledge", n: "note", r: "resolve", e: "escalate", d: "dispatch", o: "on-site",
+};
+
+/** Run `action` on `alarm`; asks for a note or outcome first when the action needs one. */
+export async function runAction(alarm, action) {
+  let body = {};
+  if (action === "note") {
+    const note = await askNote();
+    if (note === null) return null;
+    body = { note };
+  } else if (action === "resolve") {
+    const answer = await askOutcome();
+    if (answer === null) return null;
+    body = answer.note ? answer : { outcome: answer.outcome };
+  }
+  const path = action === "note" ? "notes" : action;
+  const res = await post(`/api/v1/alarms/${encodeURIComponent(alarm.id)}/${path}`, body);
+  reportResult(res, alarm, action);
+  return res.ok ? res.data : null;
+}
+
+function reportResult(res, alarm, action) {
+  const label = t(`action.${action}`);
+  if (res.ok) {
+    toast(t("action.done", { action: label, kind: kindText(alarm.kind), device: alarm.device_id }));
+  } else if (res.status === 409) {
+    const holder = res.error.holder ?? "?";
+    toast(t("conflict", { holder, message: res.error.message ?? res.error.code }), true);
+  } else if (res.status === 403) {
+    toast(t("error.forbidden"), true);
+  } else if (res.status !== 401) {
+    toast(t("error.generic", { message: res.error.message ?? res.error.code }), true);
+  }
+}
+
+// --- dialogs ---------------------------------------------------------------
+// Native <dialog> with showModal(): it traps focus, closes on Escape and returns
+// focus to where it was, which is what a keyboard-only operator needs.
+
+function dialogShell(titleKey) {
+  const dialog = el("dialog");
+  const form = el("form");
+  form.method = "dialog";
+  const id = `dlg-${Math.random().toString(36).slice(2)}`;
+  const title = el("h2", t(titleKey));
+  title.id = id;
+  dialog.setAttribute("aria-labelledby", id);
+  form.append(title);
+  dialog.append(form);
+  return { dialog, form };
+}
+
+function buttons(form, submitKey) {
+  const menu = el("menu");
+  const cancel = el("button", t("dialog.cancel"));
+  cancel.type = "button";
+  cancel.value = "cancel";
+  const submit = el("button", t(submitKey), "primary");
+  submit.type = "submit";
+  submit.value = "ok";
+  menu.append(cancel, submit);
+  form.append(menu);
+  return { cancel, submit };
+}
+
+/** Show `dialog`, resolve with `read()` when submitted or null when cancelled. */
+function ask(dialog, form, cancel, read, validate = () => true) {
+  document.body.append(dialog);
+  return new Promise((resolve) => {
+    let result = null;
+    cancel.addEventListener("click", () => dialog.close());
+    form.addEventListener("submit", (event) => {
+      if (!validate()) { event.preventDefault(); return; }
+      result = read();
+    });
+    dialog.addEventListener("close", () => { dialog.remove(); resolve(result); });
+    dialog.showModal();
+  });
+}
+
+function textArea(labelKey, required) {
+  const wrap = el("div", "", "field");
+  const id = `f-${Math.random().toString(36).slice(2)}`;
+  const label = el("label", t(labelKey));
+  label.htmlFor = id;
+  const area = el("textarea");
+  area.id = id;
+  area.maxLength = 2000;
+  area.required = required;
+  wrap.append(label, area);
+  return { wrap, area };
+}
+
+export function askNote() {
+  const { dialog, form } = dialogShell("note.title");
+  const { wrap, area } = textArea("note.text", true);
+  form.append(wrap);
+  const { cancel } = buttons(form, "dialog.save");
+  const done = ask(dialog, form, cancel, () => area.value.trim(), () => area.value.trim() !== "");
+  area.focus();
+  return done;
+}
+
+export function askOutcome() {
+  const { dialog, form } = dialogShell("resolve.title");
+  const fieldset = el("fieldset");
+  fieldset.append(el("legend", t("resolve.outcome")));
+  OUTCOMES.forEach((outcome, i) => {
+    const label = el("label");
+    const radio = el("input");
+    radio.type = "radio";
+    radio.name = "outcome";
+    radio.value = outcome;
+    radio.required = true;
+    radio.checked = i === 0;
+    label.append(radio, ` ${i + 1}. ${t(`outcome.${outcome}`)}`);
+    fieldset.append(label);
+  });
+  // Digits pick an outcome directly: r then 2 then Enter resolves as a false alarm.
+  fieldset.addEventListener("keydown", (event) => {
+    const index = Number(event.key) - 1;
+    if (index >= 0 && index < OUTCOMES.length) {
+      const radio = fieldset.querySelectorAll("input")[index];
+      radio.checked = true;
+      radio.focus();
+      event.preventDefault();
+    }
+  });
+  const { wrap, area } = textArea("resolve.note", false);
+  form.append(fieldset, wrap);
+  const { cancel } = buttons(form, "resolve.submit");
+  const read = () => ({
+    outcome: form.querySelector("input[name=outcome]:checked").value,
+    note: area.value.trim(),
+  });
+  const done = ask(dialog, form, cancel, read);
+  fieldset.querySelector("input:checked").focus();
+  return done;
+}
+
+/** The shortcut help (`?`). */
+export function showHelp() {
+  const { dialog, form } = dialogShell("help.title");
+  const table = el("table");
+  const rows = [
+    ["j / ↓, k / ↑", t("help.move")], ["Enter", t("help.open")],
+    ...Object.entries(ACTION_KEYS).map(([key, action]) => [key, t(`action.${action}`)]),
+    ["1–4", `${t("resolve.title")}: ${t("resolve.outcome")}`],
+    ["Esc", t("help.back")], ["?", t("help.help")],
+  ];
+  for (const [keys, what] of rows) {
+    const tr = el("tr");
+    const th = el("th");
+    th.scope = "row";
+    th.append(el("kbd", keys));
+    tr.append(th, el("td", what));
+    table.append(tr);
+  }
+  form.append(table);
+  const menu = el("menu");
+  const close = el("button", t("help.close"), "primary");
+  close.type = "submit";
+  menu.append(close);
+  form.append(menu);
+  document.body.append(dialog);
+  dialog.addEventListener("close", () => dialog.remove());
+  dialog.showModal();
+  close.focus();
+}

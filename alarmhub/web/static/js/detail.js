@@ -1,0 +1,205 @@
+// One alarm in full: summary, timeline, device with its recent events and position,
+// and the same actions (and keys) as the queue. Refreshes itself on live changes.
+import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
+import { get, serverNow } from "./api.js";
+import { isTyping, startPage, toast } from "./common.js";
+import { dateTime, duration, el, kindText, municipalityText, priorityBadge, shortDuration } from "./format.js";
+import { t } from "./i18n.js";
+import { openStream } from "./live.js";
+
+const alarmId = decodeURIComponent(location.pathname.split("/").pop());
+let current = null;
+
+async function load() {
+  const res = await get(`/api/v1/alarms/${encodeURIComponent(alarmId)}`);
+  const box = document.getElementById("load-error");
+  if (!res.ok) {
+    box.textContent = res.status === 404 ? t("error.notfound") : t("error.generic", { message: res.error.message });
+    box.hidden = false;
+    return;
+  }
+  box.hidden = true;
+  current = res.data;
+  render(current);
+}
+
+function render(alarm) {
+  document.getElementById("title").textContent = `${kindText(alarm.kind)} – ${alarm.device_id}`;
+  document.title = `${kindText(alarm.kind)} – alarmhub`;
+  renderActions(alarm);
+  renderSummary(alarm);
+  renderTimeline(alarm.timeline ?? []);
+  renderDevice(alarm.device ?? null, alarm.device_id);
+  renderEvents(eventsOf(alarm));
+  renderPosition(eventsOf(alarm));
+}
+
+function renderActions(alarm) {
+  const box = document.getElementById("actions");
+  const buttons = Object.entries(ACTION_KEYS).map(([key, action]) => {
+    const button = el("button");
+    button.type = "button";
+    button.append(`${t(`action.${action}`)} `, el("kbd", key));
+    button.setAttribute("aria-keyshortcuts", key);
+    button.disabled = alarm.state === "resolved" && action !== "note";
+    button.addEventListener("click", () => act(action));
+    return button;
+  });
+  box.replaceChildren(...buttons);
+}
+
+function facts(target, pairs) {
+  const nodes = [];
+  for (const [label, value] of pairs) {
+    if (value === null || value === undefined || value === "") continue;
+    const dd = el("dd");
+    if (value instanceof Node) dd.append(value); else dd.textContent = String(value);
+    nodes.push(el("dt", label), dd);
+  }
+  document.getElementById(target).replaceChildren(...nodes);
+}
+
+function renderSummary(a) {
+  const by = (who, at) => (at ? `${dateTime(at)}${who ? ` – ${who}` : ""}` : null);
+  const waited = a.acknowledged_at ? Date.parse(a.acknowledged_at) : serverNow();
+  facts("summary", [
+    [t("col.priority"), priorityBadge(a.priority)],
+    [t("col.state"), t(`state.${a.state}`)],
+    [t("col.kind"), kindText(a.kind)],
+    [t("col.municipality"), municipalityText(a.municipality)],
+    [t("col.raised"), dateTime(a.raised_at)],
+    [t("col.age"), duration((waited - Date.parse(a.raised_at)) / 1000)],
+    [t("col.repeats"), a.repeat_count],
+    [t("col.escalation"), a.escalation_level],
+    [t("detail.ackBy"), by(a.acknowledged_by, a.acknowledged_at)],
+    [t("detail.dispatched"), by(null, a.dispatched_at)],
+    [t("detail.onSite"), by(null, a.on_site_at)],
+    [t("detail.resolvedBy"), by(a.resolved_by, a.resolved_at)],
+    [t("detail.outcome"), a.outcome ? t(`outcome.${a.outcome}`) : null],
+    [t("detail.suppressedBy"), a.suppressed_by],
+  ]);
+}
+
+function detailText(detail) {
+  if (!detail || typeof detail !== "object") return detail ? String(detail) : "";
+  if (detail.note) return detail.note;
+  return Object.entries(detail).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+}
+
+function renderTimeline(entries) {
+  const items = entries.map((entry) => {
+    const li = el("li");
+    li.dataset.type = entry.type;
+    const time = el("time", dateTime(entry.at));
+    time.dateTime = entry.at;
+    li.append(time, el("strong", t(`timeline.${entry.type}`)));
+    if (entry.actor) li.append(` – ${entry.actor}`);
+    const text = detailText(entry.detail);
+    if (text) li.append(el("div", text, "hint"));
+    return li;
+  });
+  document.getElementById("timeline").replaceChildren(...items);
+}
+
+function renderDevice(device, deviceId) {
+  const d = device ?? { id: deviceId };
+  facts("device", [
+    [t("field.id"), d.id],
+    [t("field.label"), d.label],
+    [t("field.kind"), d.kind ? t(`kind.${d.kind}`) : null],
+    [t("field.municipality"), d.municipality ? municipalityText(d.municipality) : null],
+    [t("field.heartbeat"), d.heartbeat_interval_s ? shortDuration(d.heartbeat_interval_s) : null],
+    [t("field.active"), d.active === undefined ? null : t(d.active ? "devices.active" : "devices.inactive")],
+  ]);
+}
+
+/**
+ * The device's recent events, one row each, newest first. The API lists messages
+ * (`recent_events`), each carrying the events decoded from it; a rejected message has
+ * none and is shown with its reason, so the operator sees that the device did send.
+ */
+function eventsOf(alarm) {
+  const messages = alarm.recent_events ?? alarm.device?.recent_events ?? [];
+  const rows = [];
+  for (const msg of messages) {
+    const events = Array.isArray(msg.events) ? msg.events : [];
+    if (!events.length) rows.push({ ts: msg.received_at, type: msg.verdict, fields: msg.reason ? { reason: msg.reason } : {} });
+    for (const ev of events) rows.push({ ts: ev.ts ?? msg.received_at, type: ev.type, fields: ev.fields ?? fieldsOf(ev) });
+  }
+  return rows.sort((x, y) => Date.parse(y.ts) - Date.parse(x.ts));
+}
+
+/** An event without a `fields` object: everything but its identity is a field. */
+function fieldsOf(ev) {
+  const { type, ts, device_id: _d, msg_id: _m, received_at: _r, verdict: _v, ...rest } = ev;
+  return rest;
+}
+
+function renderEvents(events) {
+  const rows = events.map((ev) => {
+    const tr = el("tr");
+    tr.append(el("td", dateTime(ev.ts ?? ev.at ?? ev.received_at)), el("td", ev.type ?? ""), el("td", detailText(ev.fields ?? {})));
+    return tr;
+  });
+  if (!rows.length) {
+    const td = el("td", t("detail.noEvents"));
+    td.colSpan = 3;
+    const tr = el("tr");
+    tr.append(td);
+    rows.push(tr);
+  }
+  document.querySelector("#events tbody").replaceChildren(...rows);
+}
+
+/** The newest fix with coordinates: position, its accuracy, and a plain link to a map. */
+function renderPosition(events) {
+  const box = document.getElementById("position");
+  const fix = events
+    .map((ev) => ({ ev, f: ev.fields ?? {} }))
+    .filter(({ f }) => typeof f.lat === "number" && typeof f.lon === "number")
+    .sort((x, y) => Date.parse(y.ev.ts ?? 0) - Date.parse(x.ev.ts ?? 0))[0];
+  if (!fix) { box.replaceChildren(el("p", t("detail.noPosition"), "hint")); return; }
+  const { lat, lon, accuracy_m: accuracy } = fix.f;
+  const dl = el("dl", "", "facts");
+  dl.append(el("dt", t("detail.coordinates")), el("dd", `${lat.toFixed(5)}, ${lon.toFixed(5)}`));
+  if (accuracy != null) dl.append(el("dt", t("detail.accuracy")), el("dd", `± ${Math.round(accuracy)} m`));
+  dl.append(el("dt", t("field.time")), el("dd", dateTime(fix.ev.ts)));
+  const link = el("a", t("detail.map"));
+  link.href = `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=17/${lat}/${lon}`;
+  link.rel = "noopener noreferrer"; // the alarm's address must not leak to the map site
+  link.target = "_blank";
+  const para = el("p");
+  para.append(link);
+  box.replaceChildren(dl, para);
+}
+
+async function act(action) {
+  if (!current) return;
+  const updated = await runAction(current, action);
+  if (updated) await load();
+}
+
+function onKey(event) {
+  if (isTyping(event)) return;
+  if (event.key === "Escape") location.assign("/");
+  else if (event.key === "?") showHelp();
+  else if (ACTION_KEYS[event.key]) act(ACTION_KEYS[event.key]);
+  else return;
+  event.preventDefault();
+}
+
+async function main() {
+  await startPage();
+  document.addEventListener("keydown", onKey);
+  await load();
+  document.getElementById("title").focus();
+  openStream({
+    alarm: (a) => { if (a.id === alarmId) load(); },
+    resync: load,
+    status: () => {},
+  });
+  // The "waited" figure ticks while nobody has acknowledged.
+  setInterval(() => { if (current && !current.acknowledged_at) renderSummary(current); }, 1000);
+}
+
+main().catch((err) => toast(String(err), true));

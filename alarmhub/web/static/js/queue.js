@@ -1,0 +1,298 @@
+// The operators' live queue: loads open and acknowledged alarms, applies live changes
+// without a reload, keeps the order "most urgent first, then oldest", ticks ages every
+// second, and is driven entirely from the keyboard.
+import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
+import { get, getAll, serverNow } from "./api.js";
+import { isTyping, startPage, toast } from "./common.js";
+import { dateTime, duration, el, kindText, municipalityText, priorityBadge, priorityText, shortDuration } from "./format.js";
+import { t } from "./i18n.js";
+import { openStream } from "./live.js";
+import { DEFAULT_SLA, ageSeconds, compareAlarms, inQueue, isNewCritical, isOverdue, tabTitle } from "./queue-model.js";
+import { playAlert, soundReady, unlockSound } from "./sound.js";
+
+const RECONCILE_MS = 60_000; // a full reload now and then: the queue must never silently drift
+
+const state = {
+  alarms: new Map(), // id -> alarm, only those in the queue
+  rows: new Map(), // id -> <tr>
+  selectedId: null,
+  loaded: false,
+  loading: false,
+  buffer: [], // live changes that arrived while a snapshot was being read
+  sla: readSla(),
+  labels: new Map(), // device id -> label
+  fresh: new Set(), // ids that just arrived live: their rows flash once
+};
+
+const tbody = document.querySelector("#queue tbody");
+const emptyRow = document.getElementById("queue-empty");
+
+/** Targets come from the server's rules file (rendered into the page), else the defaults. */
+function readSla() {
+  const meta = document.querySelector('meta[name="alarmhub-sla"]');
+  try {
+    const parsed = JSON.parse(meta?.content ?? "{}");
+    return Object.keys(parsed).length ? parsed : DEFAULT_SLA;
+  } catch {
+    return DEFAULT_SLA;
+  }
+}
+
+// --- data ------------------------------------------------------------------
+
+/**
+ * Read the queue afresh. Live changes arriving meanwhile are buffered and replayed on
+ * top: each alarm ends at its latest change, whether that came before or after the read.
+ */
+async function reload() {
+  if (state.loading) return;
+  state.loading = true;
+  state.buffer = [];
+  const [open, acked] = await Promise.all([
+    getAll("/api/v1/alarms?state=open&limit=500"),
+    getAll("/api/v1/alarms?state=acknowledged&limit=500"),
+  ]);
+  state.loading = false;
+  if (!open.ok || !acked.ok) {
+    toast(t("error.generic", { message: (open.error ?? acked.error).message }), true);
+    setConnection("stale");
+    return null;
+  }
+  const before = state.alarms;
+  state.alarms = new Map([...open.data, ...acked.data].map((a) => [a.id, a]));
+  const firstLoad = !state.loaded;
+  state.loaded = true;
+  for (const alarm of state.buffer.splice(0)) apply(alarm, false);
+  if (!firstLoad && [...state.alarms.values()].some((a) => isNewCritical(before.get(a.id), a))) alert();
+  await learnLabels();
+  render();
+  const seqs = [open.seq, acked.seq].filter((n) => n != null);
+  return seqs.length ? Math.min(...seqs) : null;
+}
+
+/** One live change: update, add or (when resolved) remove the alarm. */
+function onChange(alarm) {
+  if (state.loading || !state.loaded) {
+    state.buffer.push(alarm);
+    return;
+  }
+  apply(alarm, true);
+  render();
+}
+
+function apply(alarm, announceIt) {
+  const before = state.alarms.get(alarm.id);
+  if (inQueue(alarm)) state.alarms.set(alarm.id, alarm);
+  else state.alarms.delete(alarm.id);
+  if (!announceIt) return;
+  if (!before && inQueue(alarm)) { announce(alarm); state.fresh.add(alarm.id); }
+  if (isNewCritical(before, alarm)) alert();
+  if (!state.labels.has(alarm.device_id)) learnLabels();
+}
+
+/** Device labels make rows recognisable; the queue works with ids alone if this fails. */
+let labelsPending = null;
+function learnLabels() {
+  labelsPending ??= get("/api/v1/devices?limit=10000").then((res) => {
+    labelsPending = null;
+    if (!res.ok) return;
+    const list = Array.isArray(res.data) ? res.data : (res.data?.items ?? []);
+    for (const d of list) state.labels.set(d.id, d.label || "");
+    render();
+  });
+  return labelsPending;
+}
+
+// --- attention: sound, title, screen reader ---------------------------------
+
+function alert() {
+  playAlert();
+}
+
+function announce(alarm) {
+  const region = document.getElementById(alarm.priority === 1 ? "announce-urgent" : "announce");
+  region.textContent = t("announce.new", {
+    prio: priorityText(alarm.priority), kind: kindText(alarm.kind),
+    municipality: municipalityText(alarm.municipality), device: deviceText(alarm),
+  });
+}
+
+function deviceText(alarm) {
+  return state.labels.get(alarm.device_id) || alarm.device_id;
+}
+
+// --- rendering ---------------------------------------------------------------
+
+function sorted() {
+  return [...state.alarms.values()].sort(compareAlarms);
+}
+
+function render() {
+  const list = sorted();
+  const focusWasInTable = tbody.contains(document.activeElement);
+  ensureSelection(list);
+  for (const [id, row] of state.rows) {
+    if (!state.alarms.has(id)) { row.remove(); state.rows.delete(id); }
+  }
+  // Appending in order moves existing rows into place: one DOM node per alarm, kept by id.
+  for (const alarm of list) tbody.append(renderRow(alarm));
+  emptyRow.hidden = list.length > 0;
+  tick();
+  if (focusWasInTable) focusSelected();
+  document.getElementById("counts").textContent = t("queue.counts", {
+    open: list.filter((a) => a.state === "open").length,
+    ack: list.filter((a) => a.state === "acknowledged").length,
+  });
+}
+
+function renderRow(alarm) {
+  let row = state.rows.get(alarm.id);
+  const fresh = !row;
+  if (fresh) {
+    row = el("tr");
+    row.dataset.id = alarm.id;
+    row.tabIndex = -1;
+    row.addEventListener("click", () => select(alarm.id, true));
+    row.addEventListener("dblclick", () => openDetail(alarm.id));
+    state.rows.set(alarm.id, row);
+  }
+  if (state.fresh.delete(alarm.id)) row.classList.add("fresh");
+  row.replaceChildren(...cells(alarm));
+  row.classList.toggle("state-acknowledged", alarm.state === "acknowledged");
+  row.setAttribute("aria-current", String(alarm.id === state.selectedId));
+  row.tabIndex = alarm.id === state.selectedId ? 0 : -1;
+  return row;
+}
+
+function cells(alarm) {
+  const prio = el("td");
+  prio.append(priorityBadge(alarm.priority));
+  const kind = el("td");
+  const link = el("a", kindText(alarm.kind));
+  link.href = `/alarms/${encodeURIComponent(alarm.id)}`;
+  link.tabIndex = -1; // rows are reached with j/k and opened with Enter; one tab stop for the table
+  kind.append(link);
+  if (alarm.suppressed_by) kind.append(el("div", `${t("detail.suppressedBy")}: ${alarm.suppressed_by}`, "hint"));
+  const age = el("td", "", "age-cell");
+  age.append(el("span", "", "age"), el("div", dateTime(alarm.raised_at), "hint"));
+  const stateCell = el("td", t(`state.${alarm.state}`), "state");
+  if (alarm.acknowledged_by) stateCell.append(el("div", alarm.acknowledged_by, "hint"));
+  return [
+    prio, kind, el("td", municipalityText(alarm.municipality)), el("td", deviceText(alarm)),
+    age, el("td", String(alarm.escalation_level ?? 0), "num"), el("td", String(alarm.repeat_count ?? 0), "num"),
+    stateCell,
+  ];
+}
+
+/** Once a second: ages, past-target marks and the tab title. Cheap: no rows are rebuilt. */
+function tick() {
+  const now = serverNow();
+  for (const [id, row] of state.rows) {
+    const alarm = state.alarms.get(id);
+    if (!alarm) continue;
+    row.querySelector(".age").textContent = duration(ageSeconds(alarm, now));
+    markOverdue(row, isOverdue(alarm, now, state.sla), state.sla[alarm.priority]);
+  }
+  document.title = tabTitle([...state.alarms.values()]);
+}
+
+function markOverdue(row, overdue, target) {
+  row.classList.toggle("overdue", overdue);
+  const cell = row.querySelector(".age-cell");
+  let mark = cell.querySelector(".overdue-mark");
+  if (overdue && !mark) {
+    // Text and a symbol as well as the colour: the mark must survive colour blindness.
+    mark = el("div", `⚠ ${t("overdue")}`, "overdue-mark");
+    mark.title = t("overdueLong", { target: shortDuration(target) });
+    cell.append(mark);
+  } else if (!overdue && mark) {
+    mark.remove();
+  }
+}
+
+// --- selection and keys --------------------------------------------------------
+
+function ensureSelection(list) {
+  if (list.some((a) => a.id === state.selectedId)) return;
+  // The selected alarm left the queue: select the one that took its place.
+  const oldIndex = [...tbody.children].findIndex((r) => r.dataset?.id === state.selectedId);
+  const index = Math.min(Math.max(oldIndex, 0), list.length - 1);
+  state.selectedId = list[index]?.id ?? null;
+}
+
+function select(id, focus) {
+  state.selectedId = id;
+  for (const [rowId, row] of state.rows) {
+    row.setAttribute("aria-current", String(rowId === id));
+    row.tabIndex = rowId === id ? 0 : -1;
+  }
+  if (focus) focusSelected();
+}
+
+function focusSelected() {
+  const row = state.rows.get(state.selectedId);
+  if (row) { row.focus(); row.scrollIntoView({ block: "nearest" }); }
+}
+
+function move(step) {
+  const list = sorted();
+  if (!list.length) return;
+  const index = list.findIndex((a) => a.id === state.selectedId);
+  const next = Math.min(Math.max(index + step, 0), list.length - 1);
+  select(list[next].id, true);
+}
+
+function openDetail(id) {
+  location.assign(`/alarms/${encodeURIComponent(id)}`);
+}
+
+async function act(action) {
+  const alarm = state.alarms.get(state.selectedId);
+  if (!alarm) { toast(t("help.selectHint"), true); return; }
+  const updated = await runAction(alarm, action);
+  // Apply the answer at once; the live stream brings the same change a moment later.
+  if (updated && updated.id) onChange(updated);
+  focusSelected();
+}
+
+function onKey(event) {
+  if (!soundReady()) unlockSound().then(showSoundState);
+  if (isTyping(event)) return;
+  const key = event.key;
+  if (key === "j" || key === "ArrowDown") move(1);
+  else if (key === "k" || key === "ArrowUp") move(-1);
+  else if (key === "Home") move(-Infinity);
+  else if (key === "End") move(Infinity);
+  else if (key === "Enter" && state.selectedId) openDetail(state.selectedId);
+  else if (key === "?") showHelp();
+  else if (ACTION_KEYS[key]) act(ACTION_KEYS[key]);
+  else return;
+  event.preventDefault();
+}
+
+// --- connection and sound state --------------------------------------------------
+
+function setConnection(value) {
+  const badge = document.getElementById("conn");
+  badge.dataset.state = value;
+  badge.textContent = t(`conn.${value}`);
+}
+
+function showSoundState() {
+  document.getElementById("sound").hidden = soundReady();
+}
+
+async function main() {
+  await startPage();
+  document.addEventListener("keydown", onKey);
+  document.addEventListener("pointerdown", () => unlockSound().then(showSoundState), { once: false });
+  document.getElementById("sound").addEventListener("click", () => unlockSound().then(showSoundState));
+  showSoundState();
+  setConnection("connecting");
+  const seq = await reload();
+  openStream({ alarm: onChange, resync: reload, status: setConnection }, seq);
+  setInterval(tick, 1000);
+  setInterval(reload, RECONCILE_MS);
+}
+
+main();
