@@ -431,10 +431,30 @@ class AlarmHub:
         body = {"ref": msg_id, "status": "handled", "alarm": alarm.id}
         self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body))
 
-    async def register_devices(self, devices: list[Device]) -> None:
-        """Register, change or decommission (active=False) devices; seen by ingest at once."""
+    async def register_new_device(self, device: Device) -> bool:
+        """Register a device whose id must be new; False if the id is taken anywhere."""
         async with self.write_lock:
-            await self.store.register_devices(devices, self.clock.now())
+            if device.id in self.state.devices or await self.store.get_devices([device.id]):
+                return False
+            await self.store.register_devices([device], self.clock.now())
+            self.state.devices[device.id] = device
+            self.supervision.watch(
+                device, self.supervision.now(), self.clock.now(), self.rules.offline_after_misses
+            )
+        self._update_device_gauges()
+        return True
+
+    async def register_devices(
+        self, devices: list[Device], keep: frozenset[str] = frozenset()
+    ) -> None:
+        """Register, change or decommission (active=False) devices; seen by ingest at once.
+
+        Columns in `keep` (resident, settings) stay as stored on existing devices.
+        """
+        async with self.write_lock:
+            await self.store.register_devices(devices, self.clock.now(), keep)
+            if keep:
+                devices = await self.store.get_devices(d.id for d in devices)
             now, wall = self.supervision.now(), self.clock.now()
             for device in devices:
                 self.state.devices[device.id] = device

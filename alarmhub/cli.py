@@ -256,7 +256,15 @@ def cmd_devices_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 REQUIRED_COLUMNS = ("id", "kind", "municipality")
-OPTIONAL_COLUMNS = ("heartbeat_interval", "label", "profile")
+OPTIONAL_COLUMNS = ("heartbeat_interval", "label", "profile", "resident", "settings")
+# Columns an import leaves alone on existing devices when the file does not have them,
+# so re-importing a plain id,kind,municipality list never wipes a geofence.
+PRESERVABLE = frozenset({"resident", "settings"})
+
+
+def preserved_columns(text: str) -> frozenset[str]:
+    header = next(csv.reader(text.splitlines()[:1]), [])
+    return PRESERVABLE - {h.strip() for h in header}
 
 
 def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
@@ -282,7 +290,12 @@ def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
                 (row.get("label") or "").strip() or None,
                 (row.get("profile") or "").strip() or None,
             )
-        except CommandError as exc:
+            device = replace(
+                device,
+                resident=(row.get("resident") or "").strip() or None,
+                settings=parse_settings((row.get("settings") or "").strip() or None),
+            )
+        except (CommandError, SettingsInvalidError) as exc:
             errors.append(f"line {line_no}: {exc}")
             continue
         if device.id in seen:
@@ -306,7 +319,7 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def work(store: SqliteStore) -> int:
-        await store.register_devices(devices, SystemClock().now())
+        await store.register_devices(devices, SystemClock().now(), keep=preserved_columns(text))
         print(f"imported {len(devices)} device(s) from {args.file}")
         return 0
 

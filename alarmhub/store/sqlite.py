@@ -65,6 +65,17 @@ _DEVICE_COLUMNS = (
     "id, kind, municipality, profile, heartbeat_interval_s, label, active, resident, settings"
 )
 _DEVICE_FIELDS = len(_DEVICE_COLUMNS.split(", "))
+_UPDATABLE = (
+    "kind",
+    "municipality",
+    "profile",
+    "heartbeat_interval_s",
+    "label",
+    "active",
+    "resident",
+    "settings",
+    "updated_at",
+)
 
 
 def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any, ...]:
@@ -271,8 +282,10 @@ class SqliteStore(EscalationRows):
 
     # --- the registry ----------------------------------------------------
 
-    async def register_devices(self, devices: Sequence[Device], now: datetime) -> None:
-        """Insert or update devices, all or none."""
+    async def register_devices(
+        self, devices: Sequence[Device], now: datetime, keep: frozenset[str] = frozenset()
+    ) -> None:
+        """Insert or update devices, all or none; columns in `keep` stay as they are."""
         rows = [
             (
                 d.id,
@@ -295,11 +308,8 @@ class SqliteStore(EscalationRows):
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
                 "label, active, resident, settings, registered_at, updated_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, "
-                "municipality=excluded.municipality, profile=excluded.profile, "
-                "heartbeat_interval_s=excluded.heartbeat_interval_s, label=excluded.label, "
-                "active=excluded.active, resident=excluded.resident, "
-                "settings=excluded.settings, updated_at=excluded.updated_at",
+                "ON CONFLICT(id) DO UPDATE SET "
+                + ", ".join(f"{c}=excluded.{c}" for c in _UPDATABLE if c not in keep),
                 rows,
             )
             await self._conn.execute("COMMIT")

@@ -71,6 +71,8 @@ class DeviceOut(BaseModel):
     active: bool
     registered_at: str
     last_seen_at: str | None
+    resident: str | None = None
+    settings: dict[str, Any] = {}
 
 
 class EventOut(BaseModel):
@@ -101,6 +103,23 @@ class ResolveIn(_In):
     note: Note | None = None
 
 
+# A pseudonymous reference, never a name: alarms of one resident inhibit each other.
+Resident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+# Validated by alarmhub.device_settings (night window, geofence, dose schedule); see docs/api.md.
+DeviceSettingsIn = Annotated[
+    dict[str, Any],
+    Field(
+        examples=[
+            {
+                "windows": {"night": ["23:00", "06:00"]},
+                "geofence": {"lat": 59.91, "lon": 10.75, "radius_m": 500},
+                "dose_schedule": {"times": ["08:00", "20:00"], "window_min": 60},
+            }
+        ]
+    ),
+]
+
+
 class DeviceIn(_In):
     id: DeviceId
     kind: DeviceKind
@@ -108,6 +127,8 @@ class DeviceIn(_In):
     heartbeat_interval_s: Annotated[int, Field(ge=10, le=7 * 24 * 3600)] | None = None
     label: Annotated[str, Field(max_length=200)] | None = None
     profile: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    resident: Resident | None = None
+    settings: DeviceSettingsIn | None = None
 
 
 class DevicePatch(_In):
@@ -119,6 +140,8 @@ class DevicePatch(_In):
     label: Annotated[str, Field(max_length=200)] | None = None
     profile: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     active: bool | None = None
+    resident: Resident | None = None
+    settings: DeviceSettingsIn | None = None
 
 
 class ImportResult(BaseModel):

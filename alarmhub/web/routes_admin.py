@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from alarmhub import reports
-from alarmhub.cli import CommandError, _device, parse_device_csv
+from alarmhub.cli import CommandError, _device, parse_device_csv, preserved_columns
 from alarmhub.core.model import Device, DeviceKind
+from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.store import accounts
 from alarmhub.web import tenancy
 from alarmhub.web.auth import Principal, require_principal, requires
@@ -77,8 +78,10 @@ def _checked_device(body: DeviceIn | dict[str, Any]) -> Device:
                 v["profile"],
             ),
             active=bool(v.get("active", True)),
+            resident=v.get("resident"),
+            settings=parse_settings(v.get("settings")),
         )
-    except CommandError as exc:
+    except (CommandError, SettingsInvalidError) as exc:
         raise ApiError(422, "validation", str(exc)) from None
 
 
@@ -156,9 +159,12 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         if not scope.allows(body.municipality):
             raise forbidden("you may not register devices in that municipality")
         device = _checked_device(body)
-        if await ctx.db(tenancy.device_ids_taken, [device.id]):
+        # Checked and inserted under the hub's write lock: two tenants creating the
+        # same new id at once cannot both succeed.
+        if not await ctx.hub.register_new_device(device):
             raise ApiError(409, "device_exists", "that device id is already registered")
-        out = await _register(ctx, device)
+        stored = await ctx.db(tenancy.get_device, Scope.everything("system"), device.id)
+        out = DeviceOut.model_validate(stored)
         await ctx.audit(
             request,
             scope.user,
@@ -208,7 +214,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 f"nothing imported: {len(errors)} row error(s)",
                 rows=errors,
             )
-        await ctx.hub.register_devices(devices)
+        await ctx.hub.register_devices(devices, keep=preserved_columns(text))
         for m in sorted({d.municipality for d in devices}):
             count = sum(d.municipality == m for d in devices)
             await ctx.audit(

@@ -16,6 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from alarmhub.core.model import Alarm
 from alarmhub.reports import ResponseRow
 from alarmhub.store.accounts import SILENCE_KEYS, Role, Silence, User, silence_from_row, ts
@@ -190,12 +192,15 @@ DEVICE_KEYS = (
     "active",
     "registered_at",
     "last_seen_at",
+    "resident",
+    "settings",
 )
 
 
 def _device(row: tuple[Any, ...]) -> dict[str, Any]:
     item = dict(zip(DEVICE_KEYS, row, strict=True))
     item["active"] = bool(item["active"])
+    item["settings"] = orjson.loads(item["settings"] or "{}")
     return item
 
 
