@@ -13,7 +13,16 @@ from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
 from alarmhub.core.actions import Action
 from alarmhub.mosquitto import LocalBroker
-from tests.support import Publisher, async_wait_until, db_count, db_rows, hub_settings, native, register, run_cli
+from tests.support import (
+    Publisher,
+    async_wait_until,
+    db_count,
+    db_rows,
+    hub_settings,
+    native,
+    register,
+    run_cli,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -60,7 +69,7 @@ async def test_an_overdue_step_fires_exactly_once_after_a_restart_and_notifies(
             assert topics == ["alarmhub/v1/notify/external_responder", "alarmhub/v1/notify/supervisor"]
             # Acknowledging stops the rest of the policy: the next round (at 300 s) never fires.
             result = await hub.act(alarm.id, Action.ACKNOWLEDGE, "op-1")
-            assert not isinstance(result, type(None))
+            assert result is not None
             clock.advance(timedelta(seconds=200))
             await asyncio.sleep(1.5)
             fired = escalations(db)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import orjson
 import pytest
@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alarmhub.core.decode import DecodeLimits
+from alarmhub.core.index import AlarmIndex, AlarmKey
 from alarmhub.core.judge import alarm_id, auto_resolve, judge
 from alarmhub.core.model import (
     Alarm,
@@ -23,7 +24,6 @@ from alarmhub.core.model import (
     RawMessage,
     Verdict,
 )
-from alarmhub.core.index import AlarmIndex, AlarmKey
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
 from alarmhub.core.rules import Rule, RuleSet, TimeWindow
 from alarmhub.profiles import load_catalog
@@ -196,11 +196,13 @@ def test_auto_resolve_keeps_raised_at_and_records_reason() -> None:
 
 
 def test_time_window_wraps_midnight() -> None:
-    from datetime import time
-
     w = TimeWindow(time(22), time(7))
-    assert w.contains(time(23, 59)) and w.contains(time(0)) and w.contains(time(6, 59))
-    assert not w.contains(time(7)) and not w.contains(time(12)) and not w.contains(time(21, 59))
+    assert w.contains(time(23, 59))
+    assert w.contains(time(0))
+    assert w.contains(time(6, 59))
+    assert not w.contains(time(7))
+    assert not w.contains(time(12))
+    assert not w.contains(time(21, 59))
 
 
 # --- invariants --------------------------------------------------------------------

@@ -21,7 +21,14 @@ from alarmhub.core.model import (
     RawMessage,
     Verdict,
 )
-from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch, process_internal
+from alarmhub.core.pipeline import (
+    BatchEffects,
+    Context,
+    decode_all,
+    fingerprint,
+    process_batch,
+    process_internal,
+)
 from alarmhub.core.suppress import Silence
 from alarmhub.profiles import load_catalog
 from alarmhub.rules_file import RulesError, load_rules, parse_rules
@@ -81,7 +88,7 @@ def test_device_night_window_overrides_the_global_one() -> None:
 
 
 def test_municipality_rules_and_windows_take_precedence() -> None:
-    text = (REPO / "config" / "rules.toml").read_text() + '''
+    text = (REPO / "config" / "rules.toml").read_text() + """
 [municipalities."4601"]
 windows = { night = ["21:00", "08:00"] }
 [[municipalities."4601".rules]]
@@ -89,7 +96,7 @@ name = "Bergen: battery low is a P3"
 event = "battery.low"
 alarm = "battery_low"
 priority = 3
-'''
+"""
     rules = parse_rules(text)
     hub = Hub([dev("b-door", DeviceKind.DOOR_SENSOR, "4601"), dev("b-pend", municipality="4601"), dev("o-pend")], rules)
     at = datetime(2026, 11, 22, 20, 30, tzinfo=UTC)  # 21:30 Oslo time
