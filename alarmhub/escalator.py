@@ -98,6 +98,10 @@ class Escalator:
 
     async def _fire(self, alarm_id: str, deadline: Deadline, now: datetime) -> None:
         """Decide one deadline. `now` is the deadline it woke for plus how late it woke."""
+        with structlog.contextvars.bound_contextvars(alarm_id=alarm_id):
+            await self._decide(alarm_id, deadline, now)
+
+    async def _decide(self, alarm_id: str, deadline: Deadline, now: datetime) -> None:
         hub = self._hub
         async with hub.write_lock:
             alarm = hub.state.alarms.get(alarm_id)
@@ -123,7 +127,6 @@ class Escalator:
             hub.metrics.escalations.labels(str(deadline.level)).inc()
             log.info(
                 "alarm.escalated",
-                alarm_id=alarm_id,
                 municipality=alarm.municipality,
                 level=deadline.level,
                 target=deadline.target,

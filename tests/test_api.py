@@ -160,10 +160,14 @@ async def test_queue_order_pagination_detail_and_actions(tmp_path: Path, broker:
             assert types == ["acknowledged", "escalated", "responder_dispatched",
                              "responder_on_site", "note", "resolved"]
             audit = (await admin.get("/api/v1/audit")).json()
-            assert [a["action"] for a in audit][:5] == ["alarm.resolve", "alarm.notes", "alarm.on-site",
-                                                       "alarm.dispatch", "alarm.escalate"]
-            assert audit[0]["municipality"] == "0301"
-            assert audit[0]["actor"] == "op0301"
+            # Reading an alarm's detail is audited too (health data): who looked, when.
+            assert audit[0]["action"] == "alarm.viewed"
+            assert (audit[0]["actor"], audit[0]["alarm_id"]) == ("op0301", alarm)
+            changes = [a for a in audit if a["action"] != "alarm.viewed"]
+            assert [a["action"] for a in changes][:5] == ["alarm.resolve", "alarm.notes", "alarm.on-site",
+                                                         "alarm.dispatch", "alarm.escalate"]
+            assert changes[0]["municipality"] == "0301"
+            assert changes[0]["actor"] == "op0301"
             assert (await op.get("/api/v1/audit")).status_code == 403
         counter = s.hub.metrics.http_requests
         assert counter.labels("/api/v1/alarms/{alarm_id}/resolve", "409")._value.get() == 1

@@ -127,6 +127,15 @@ def router() -> APIRouter:  # noqa: C901 - FastAPI routes are nested functions
         entries = await ctx.db(tenancy.timeline, scope, alarm_id)
         device = await ctx.db(tenancy.get_device, scope, alarm.device_id)
         events = await ctx.db(tenancy.recent_events, scope, alarm.device_id, alarm.municipality)
+        # Health data: who looked at which alarm is logged, not only who changed it.
+        await ctx.audit(
+            request,
+            scope.user,
+            "alarm.viewed",
+            alarm_id=alarm.id,
+            device_id=alarm.device_id,
+            municipality=alarm.municipality,
+        )
         return AlarmDetail.model_validate(
             {**alarm_json(alarm), "timeline": entries, "device": device, "recent_events": events}
         )
