@@ -139,7 +139,7 @@ class Escalator:
     def _effects(
         self, alarm: Alarm, decision: EscalationDecision, now: datetime
     ) -> tuple[Alarm | None, list[TimelineEntry], list[Notification]]:
-        changed, entries = apply_decision(alarm, decision, now)
+        changed, entries = apply_decision(alarm, decision, now, self._hub.rules.version)
         if changed is None:
             return None, [], []
         return changed, list(entries), self._notifications(changed, decision.deadline)

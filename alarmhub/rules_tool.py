@@ -230,7 +230,7 @@ class Replay:
             acked = current.acknowledged_at is not None and current.state.value != "open"
             decision = on_deadline(current.state, acked, deadline, self.now, fired)
             fired.add(deadline.key)
-            changed, _ = apply_decision(current, decision, self.now)
+            changed, _ = apply_decision(current, decision, self.now, self.rules.version)
             if changed is not None:
                 self.index.put(changed)
                 current = changed

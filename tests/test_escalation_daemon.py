@@ -60,8 +60,11 @@ async def test_an_overdue_step_fires_exactly_once_after_a_restart_and_notifies(
             assert escalations(db) == [(0, 0, "escalate", 1), (0, 1, "escalate", 2), (0, 2, "escalate", 3)]
             [alarm] = hub.state.alarms.by_id.values()
             assert alarm.escalation_level == 3
-            levels = [orjson.loads(r[0])["level"] for r in db_rows(db, "SELECT detail FROM timeline WHERE type='escalated' ORDER BY id")]
-            assert levels == [1, 2, 3]
+            details = [orjson.loads(r[0]) for r in db_rows(db, "SELECT detail FROM timeline WHERE type='escalated' ORDER BY id")]
+            assert [d["level"] for d in details] == [1, 2, 3]
+            # Each step names the rules it was decided under, as the alarm names those it was raised under.
+            assert {d["rules_version"] for d in details} == {hub.rules.version}
+            assert alarm.rules_version == hub.rules.version
             # Supervisor and external responder each got one notice, recorded as sent on PUBACK.
             assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 2, 10)
             assert await async_wait_until(lambda: len(watcher.received) == 2, 5)

@@ -271,9 +271,13 @@ def next_for_alarm(
 
 
 def apply_decision(
-    alarm: Alarm, decision: EscalationDecision, now: datetime
+    alarm: Alarm, decision: EscalationDecision, now: datetime, rules_version: str = ""
 ) -> tuple[Alarm | None, tuple[TimelineEntry, ...]]:
-    """The alarm after a decided deadline, and its timeline entry (None: unchanged)."""
+    """The alarm after a decided deadline, and its timeline entry (None: unchanged).
+
+    The entry names the rules version the step was decided under: rules can be
+    reloaded between raising and escalating, and an audit must explain both.
+    """
     if not decision.notify:
         return None, ()
     d = decision.deadline
@@ -282,6 +286,7 @@ def apply_decision(
         "target": d.target,
         "round": d.round,
         "late_by_s": round(decision.late_by.total_seconds(), 3),
+        "rules_version": rules_version,
     }
     changed = replace(alarm, escalation_level=max(alarm.escalation_level, d.level))
     if d.kind is DeadlineKind.ACK_TIMEOUT:
