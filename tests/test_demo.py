@@ -1,0 +1,88 @@
+"""`make demo` end to end: a real broker, the hub and the simulator in one process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, db_count, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def start_demo(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALARMHUB_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "alarmhub.demo", "--port", "0", "--homes", "12", "--speed", "900",
+         "--data-dir", str(tmp_path / "demo"), *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def read_banner(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """Lines up to 'Press Ctrl-C': the URL and the logins are printed before it."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_prints_where_to_look_serves_raises_alarms_and_stops_on_a_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    proc = start_demo(tmp_path, "--duration", "120")
+    try:
+        banner = read_banner(proc)
+        url = re.search(r"operator page\s+(http://127\.0\.0\.1:(\d+)/)", banner)
+        assert url, banner + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        for name in ("demo-operator", "demo-admin"):
+            assert re.search(rf"{name}\s+password \S{{12,}}", banner), banner
+        with urllib.request.urlopen(url.group(1) + "healthz", timeout=5) as resp:
+            assert resp.status == 200
+        db = tmp_path / "demo" / "alarmhub.db"
+        assert wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms") > 0, 20)
+        assert db_count(db, "SELECT count(*) FROM inbox WHERE verdict = 'rejected'") == 0
+        started = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 0, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() - started < 15
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # closes the pipes
+    assert "demo: stopped" in err
+    assert "Traceback" not in err, err
+    # The private broker went with it: nothing listens on the demo's port any more.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url.group(1) + "healthz", timeout=2)
+
+
+def test_demo_with_a_duration_ends_by_itself(tmp_path: Path) -> None:
+    proc = start_demo(tmp_path, "--duration", "4")
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "operator page" in out
+    assert re.search(r"the simulator sent [1-9]\d* messages", err), err
