@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import time
 from enum import StrEnum
 
-from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.model import Device, DeviceKind, DeviceSettings
 
 # Rough centres of a few municipalities (DOMAIN.md); homes are scattered around them.
 CENTRES: dict[str, tuple[float, float]] = {
@@ -172,9 +172,27 @@ def _device(
 
 
 def registrations(homes: list[Home]) -> list[Device]:
-    """The registry rows for every simulated device (labels without personal data)."""
+    """The registry rows for every simulated device (labels without personal data).
+
+    A home's devices share a pseudonymous resident, so a fall inhibits the same
+    person's low-battery alarm; a tracker gets its home's safe zone, so wandering
+    out of it raises `left_safe_zone`. Dose schedules are not registered: at
+    speeds above 1 the simulator replays the past, and the daemon would count
+    today's doses as missed.
+    """
     return [
-        Device(d.id, d.kind, h.municipality, d.profile, d.heartbeat_s, d.label)
+        Device(
+            d.id,
+            d.kind,
+            h.municipality,
+            d.profile,
+            d.heartbeat_s,
+            d.label,
+            resident=f"r-{h.municipality}-{h.number}",
+            settings=DeviceSettings(geofence_circle=(h.lat, h.lon, h.zone_radius_m))
+            if d.kind is DeviceKind.GPS_TRACKER
+            else DeviceSettings(),
+        )
         for h in homes
         for d in h.devices
     ]
