@@ -120,7 +120,11 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
-        parse_database_url(v)
+        if parse_database_url(v).kind == "postgresql":
+            raise ValueError(
+                "postgresql:// is not supported yet (see deploy/scale-out/README.md); "
+                "use sqlite:///file.db"
+            )
         return v
 
     @field_validator("http_listen")
