@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from alarmhub.core.decode import Catalog
-from alarmhub.core.model import DeviceKind, EventType
+from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType
 from alarmhub.core.profile import Condition, Mapping, Op, Profile, TimestampUnit, TopicPattern
 
 ENV_DEVICES_DIR = "ALARMHUB_DEVICES_DIR"
@@ -172,6 +172,8 @@ def _to_profile(path: Path, spec: _ProfileSpec, data: dict[str, Any]) -> Profile
             description=spec.description,
         )
     specs = spec.mappings or []
+    if spec.fallback in INTERNAL_EVENTS:
+        raise ProfileError(path, "fallback", f"{spec.fallback} is raised by alarmhub itself")
     if not specs and spec.fallback is None:
         raise ProfileError(path, "map", "a vendor profile needs at least one [[map]] or a fallback")
     for i, msg_path in enumerate(spec.message_id or []):
@@ -247,6 +249,8 @@ def _mapping(path: Path, index: int, spec: _MapSpec) -> Mapping:
     where = f"map[{index}]"
     if not spec.when:
         raise ProfileError(path, f"{where}.when", "needs at least one condition")
+    if spec.event in INTERNAL_EVENTS:
+        raise ProfileError(path, f"{where}.event", f"{spec.event} is raised by alarmhub itself")
     conditions = tuple(
         _condition(path, f"{where}.when.{key}", key, value) for key, value in spec.when.items()
     )
