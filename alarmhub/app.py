@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
@@ -18,6 +19,7 @@ from typing import Any, Self, TypeVar
 
 import orjson
 import structlog
+from prometheus_client import Counter as PromCounter
 
 from alarmhub.clock import Clock, SystemClock
 from alarmhub.core.actions import Action, Applied, Conflict, apply_action
@@ -65,6 +67,7 @@ _EVENT_NAMES = {t: f"alarm.{t.value}" for t in TimelineType}
 NATIVE_PREFIX = "alarmhub/v1/"
 REGISTRY_POLL_S = 2.0
 COMMIT_RETRY_MAX_S = 5.0
+QUEUE_GAUGES_EVERY_S = 1.0
 
 
 class AlarmHub:
@@ -99,6 +102,7 @@ class AlarmHub:
         self._registry_mark = ""
         self.batches_committed = 0
         self._municipalities_seen: set[str] = set()
+        self._queue_gauges_at = float("-inf")
         self.http_port: int | None = None
 
     # --- lifecycle ---------------------------------------------------------
@@ -333,28 +337,13 @@ class AlarmHub:
             self.supervision.heard(effects.device_seen)
         for alarm in effects.alarms.values():
             self.escalator.arm(alarm)
-        m = self.metrics
-        m.commit_batch_size.observe(len(effects.messages))
-        for msg in effects.messages:
-            kind = msg.device.kind.value if msg.device else self._kind_of(msg.rejected)
-            m.messages_received.labels(kind).inc()
-            if msg.verdict is Verdict.REDELIVERY:
-                m.messages_deduplicated.labels(kind).inc()
-            elif msg.rejected is not None:
-                m.messages_dead_lettered.labels(msg.rejected.reason.value, kind).inc()
-                self._log_dead_letter(msg.rejected, msg.raw.topic)
-            else:
-                m.messages_decoded.labels(kind).inc()
-                for ev in msg.events:
-                    m.events.labels(ev.verdict.value).inc()
-                    if ev.event.type is EventType.DOSE_TAKEN:
-                        self.supervision.dose_taken(ev.event.device_id, ev.event.ts)
-            self._receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
+        self.metrics.commit_batch_size.observe(len(effects.messages))
+        self._count_and_receipt(effects)
         for alarm in effects.alarms.values():
             self.live.publish("alarm", alarm_json(alarm))
         for alarm_id in effects.new_alarm_ids:
             alarm = effects.alarms[alarm_id]
-            m.alarms_raised.labels(alarm.kind, str(int(alarm.priority))).inc()
+            self.metrics.alarms_raised.labels(alarm.kind, str(int(alarm.priority))).inc()
             log.info(
                 "alarm.raised",
                 alarm_id=alarm.id,
@@ -363,7 +352,30 @@ class AlarmHub:
                 kind=alarm.kind,
                 priority=int(alarm.priority),
             )
-        self._update_queue_gauges()
+        self._update_queue_gauges(throttled=True)
+
+    def _count_and_receipt(self, effects: BatchEffects) -> None:
+        m = self.metrics
+        # Counted per batch, then added once per label set: a labels() lookup per
+        # message was a measurable share of the hot path (docs/performance.md).
+        counts: Counter[tuple[PromCounter, tuple[str, ...]]] = Counter()
+        for msg in effects.messages:
+            kind = msg.device.kind.value if msg.device else self._kind_of(msg.rejected)
+            counts[m.messages_received, (kind,)] += 1
+            if msg.verdict is Verdict.REDELIVERY:
+                counts[m.messages_deduplicated, (kind,)] += 1
+            elif msg.rejected is not None:
+                counts[m.messages_dead_lettered, (msg.rejected.reason.value, kind)] += 1
+                self._log_dead_letter(msg.rejected, msg.raw.topic)
+            else:
+                counts[m.messages_decoded, (kind,)] += 1
+                for ev in msg.events:
+                    counts[m.events, (ev.verdict.value,)] += 1
+                    if ev.event.type is EventType.DOSE_TAKEN:
+                        self.supervision.dose_taken(ev.event.device_id, ev.event.ts)
+            self._receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
+        for (metric, labels), n in counts.items():
+            metric.labels(*labels).inc(n)
 
     # --- people's actions ----------------------------------------------------
 
@@ -377,6 +389,12 @@ class AlarmHub:
         note: str | None = None,
     ) -> Alarm | Conflict | None:
         """Apply an operator's action; None when there is no such alarm."""
+        with structlog.contextvars.bound_contextvars(alarm_id=alarm_id):
+            return await self._act(alarm_id, action, actor, outcome, note)
+
+    async def _act(
+        self, alarm_id: str, action: Action, actor: str, outcome: str | None, note: str | None
+    ) -> Alarm | Conflict | None:
         async with self.write_lock:
             alarm = self.state.alarms.get(alarm_id) or await self.store.get_alarm(alarm_id)
             if alarm is None:
@@ -405,14 +423,11 @@ class AlarmHub:
             self.metrics.time_to_resolve.labels(label, alarm.municipality).observe(
                 (alarm.resolved_at - alarm.raised_at).total_seconds()
             )
-        for entry in result.timeline:
-            log.info(
-                _EVENT_NAMES[entry.type],
-                alarm_id=alarm.id,
-                device_id=alarm.device_id,
-                municipality=alarm.municipality,
-                actor=entry.actor,
-            )
+        with structlog.contextvars.bound_contextvars(
+            device_id=alarm.device_id, municipality=alarm.municipality
+        ):
+            for entry in result.timeline:
+                log.info(_EVENT_NAMES[entry.type], actor=entry.actor)
         self.live.publish("alarm", alarm_json(alarm))
         self._update_queue_gauges()
 
@@ -496,7 +511,18 @@ class AlarmHub:
             body["duplicate"] = True
         self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body))
 
-    def _update_queue_gauges(self) -> None:
+    def _update_queue_gauges(self, *, throttled: bool = False) -> None:
+        """Recount the queue gauges from every active alarm.
+
+        The count walks all active alarms; after every batch that cost more than the
+        batch itself under load (docs/performance.md). After a batch it runs at most
+        every QUEUE_GAUGES_EVERY_S; the registry loop recounts every REGISTRY_POLL_S
+        regardless, so a gauge is never staler than that.
+        """
+        mono = self.clock.monotonic()
+        if throttled and mono - self._queue_gauges_at < QUEUE_GAUGES_EVERY_S:
+            return
+        self._queue_gauges_at = mono
         now = self.clock.now()
         counts: dict[tuple[str, str], int] = {}
         oldest: dict[str, float] = {}
