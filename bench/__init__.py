@@ -1,0 +1,1 @@
+"""alarmhub's benchmark (`make bench`): see bench/__main__.py and docs/performance.md."""

@@ -1,0 +1,221 @@
+"""`make bench [ARGS=...]`: how fast alarmhub is here, against what a bare client manages here.
+
+    .venv/bin/python -m bench                 # full: 100,000 messages, 3 runs, 1M devices
+    .venv/bin/python -m bench --quick         # < 2 min: 20,000 messages, 3 runs, 5 s at rate
+    .venv/bin/python -m bench --phases throughput --profile /tmp/prof
+
+Prints a human summary and, last, one JSON line. Every figure is a median of
+`--runs` runs taken in the same invocation, with the runs' spread beside it:
+the machine is shared, so compare ratios, not absolute numbers. See
+docs/performance.md for what each phase does and the results so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import harness, phases, profile, workload
+
+PHASES = ("throughput", "latency", "scale")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small counts: done in under two minutes")
+    p.add_argument(
+        "--n", type=int, help="messages per throughput run (default 100,000; quick 20,000)"
+    )
+    p.add_argument(
+        "--runs", type=int, default=3, help="repeats of throughput and latency (default 3)"
+    )
+    p.add_argument("--rate", type=int, default=2000, help="messages/s in the latency phase")
+    p.add_argument("--duration", type=float, help="seconds at that rate (default 10; quick 5)")
+    p.add_argument("--devices", type=int, default=2000, help="devices sending the mix")
+    p.add_argument(
+        "--scale-devices", type=int, help="registry size for the scale phase (default 1,000,000)"
+    )
+    p.add_argument(
+        "--idle",
+        type=float,
+        help="seconds to watch the idle 1M-device daemon (default 10; quick 5)",
+    )
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
+    p.add_argument(
+        "--profile", type=Path, help="py-spy the first throughput run into this directory"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an alarmhub setting for the daemon, e.g. --set sqlite_synchronous=NORMAL",
+    )
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        help="experiment: sys.setswitchinterval() in the daemon process (default: Python's)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    chosen = [x.strip() for x in a.phases.split(",") if x.strip()]
+    unknown = set(chosen) - set(PHASES)
+    if unknown:
+        print(f"unknown phase(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    opts = phases.Options(
+        n=a.n or (20_000 if a.quick else 100_000),
+        runs=a.runs,
+        rate=a.rate,
+        duration_s=a.duration or (5.0 if a.quick else 10.0),
+        scale_devices=a.scale_devices or 1_000_000,
+        idle_s=a.idle or (5.0 if a.quick else 10.0),
+        devices=a.devices,
+        timeout_s=120.0,
+        profile_dir=a.profile,
+        hub_settings=dict(s.split("=", 1) for s in a.set),
+    )
+    if a.switch_interval is not None:
+        opts.hub_settings["BENCH_SWITCH_INTERVAL"] = str(a.switch_interval)
+    tmp = tempfile.mkdtemp(prefix="alarmhub-bench-")
+    work = Path(tmp)
+    started = time.perf_counter()
+    print(f"alarmhub bench in {work} on {harness.machine()}")
+    result: dict[str, Any] = {}
+    try:
+        with harness.bench_broker(work / "broker") as broker:
+            result = run(broker.port, work, chosen, opts)
+    finally:
+        if not a.keep:
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\ntook {time.perf_counter() - started:.0f} s")
+    print(json.dumps(result))
+    return 0
+
+
+def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[str, Any]:
+    devices = workload.registry(opts.devices)
+    out: dict[str, Any] = {
+        "baseline_msgs_per_s": None,
+        "alarmhub_events_per_s": None,
+        "ratio": None,
+        "p50_ms": None,
+        "p99_ms": None,
+        "sse_p99_ms": None,
+        "rss_mb_1m_devices": None,
+        "startup_s_1m_devices": None,
+    }
+    if "throughput" in chosen:
+        msgs = list(workload.messages(opts.n, devices, run_id="tp", start=phases._start_time()))  # noqa: SLF001
+        items = [(m.topic, m.payload) for m in msgs]
+        print(
+            f"\n1+2. drain {len(items):,} pre-queued QoS 1 messages, {opts.runs} runs "
+            "(baseline, then alarmhub)"
+        )
+        base, hub, ratios = [], [], []
+        drained: list[dict[str, Any]] = []
+        for r in range(opts.runs):
+            tag = f"{r}-{time.monotonic_ns() % 10**6}"
+            b = phases.baseline_once(port, items, tag, opts.timeout_s)
+            prof = opts.profile_dir / "throughput.raw" if opts.profile_dir and r == 0 else None
+            h = phases.throughput_once(port, work, devices, items, tag, opts, prof)
+            drained.append(h)
+            base.append(b["msgs_per_s"])
+            hub.append(h["msgs_per_s"])
+            ratios.append(workload.ratio(h["msgs_per_s"], b["msgs_per_s"]))
+            print(
+                f"   run {r + 1}: bare paho {b['msgs_per_s']:,.0f}/s; alarmhub "
+                f"{_f(h['msgs_per_s'], ',.0f')}/s (batches {_f(h.get('mean_batch'), '.0f')} msgs, "
+                f"commit {_f(_ms(h.get('commit_s_mean')), '.2f')} ms, "
+                f"cpu {_f(h.get('hub_cpu_s'), '.1f')} s) "
+                f"ratio {_f(ratios[-1], '.2f')}"
+            )
+            if prof is not None and prof.exists():
+                print(profile.summary(prof))
+        out["baseline_msgs_per_s"] = workload.round_or_none(workload.median(base), 0)
+        out["alarmhub_events_per_s"] = workload.round_or_none(workload.median(hub), 0)
+        out["ratio"] = workload.round_or_none(workload.median(ratios), 3)
+        out["alarmhub_committed"] = min(h_["committed"] for h_ in drained)
+        print(
+            f"   median: bare paho {out['baseline_msgs_per_s']} msg/s "
+            f"(runs {workload.spread(base)}), alarmhub {out['alarmhub_events_per_s']} msg/s "
+            f"committed (runs {workload.spread(hub)}), "
+            f"ratio {out['ratio']} (runs {workload.spread(ratios)}; target >= 0.5)"
+        )
+    if "latency" in chosen:
+        print(
+            f"\n3. {opts.rate:,} msg/s for {opts.duration_s:g} s, {opts.runs} runs: "
+            "publish -> receipt, publish -> SSE"
+        )
+        runs = []
+        for r in range(opts.runs):
+            prof = opts.profile_dir / "latency.raw" if opts.profile_dir and r == 0 else None
+            tag = f"{r}{time.monotonic_ns() % 10**6}"
+            lat = phases.latency_once(port, work, devices, tag, opts, prof)
+            runs.append(lat)
+            print(
+                f"   run {r + 1}: offered {lat['offered_per_s']:,.0f}/s "
+                f"(alarmhub {lat['hub_core_pct']:.0f} % of a core); "
+                f"receipt p50 {_f(lat['p50_ms'], '.1f')} "
+                f"p99 {_f(lat['p99_ms'], '.1f')} max {_f(lat['max_ms'], '.1f')} ms "
+                f"({lat['receipts_missing']} of {lat['receipts_expected']} missing); SSE p50 "
+                f"{_f(lat['sse_p50_ms'], '.1f')} p99 {_f(lat['sse_p99_ms'], '.1f')} ms over "
+                f"{lat['sse_alarms']} alarms" + (f" [{lat['sse_note']}]" if lat["sse_note"] else "")
+            )
+            if prof is not None and prof.exists():
+                print(profile.summary(prof))
+        for key in ("p50_ms", "p99_ms", "sse_p99_ms"):
+            out[key] = workload.round_or_none(workload.median([x[key] for x in runs]), 2)
+        out["max_ms"] = workload.round_or_none(workload.median([x["max_ms"] for x in runs]), 1)
+        out["sse_p50_ms"] = workload.round_or_none(
+            workload.median([x["sse_p50_ms"] for x in runs]), 2
+        )
+        print(
+            f"   median: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms (runs "
+            f"{workload.spread([x['p99_ms'] for x in runs])}; target <= 10), "
+            f"SSE p99 {out['sse_p99_ms']} ms "
+            f"(runs {workload.spread([x['sse_p99_ms'] for x in runs])}; target <= 25)"
+        )
+        if out["sse_p99_ms"] is None:
+            out["sse_note"] = runs[0]["sse_note"]
+    if "scale" in chosen:
+        print(f"\n4. a registry of {opts.scale_devices:,} devices with heartbeat supervision")
+        s = phases.scale(port, work, opts)
+        print(
+            f"   registered in {s['register_s']:.1f} s; "
+            f"start-up {s['startup_s']:.1f} s (target <= 30); "
+            f"RSS {s['rss_mb']:.0f} MiB, peak {s['rss_peak_mb']:.0f} MiB (target <= 1024); "
+            f"{s['supervised']:,.0f} supervised; "
+            f"step {_f(s['supervision_step_ms_mean'], '.3f')} ms mean = "
+            f"{s['supervision_core_pct']:.2f} % of a core (target <= 5); whole idle process "
+            f"{s['idle_core_pct']:.1f} % of a core over {s['idle_window_s']:.0f} s"
+        )
+        scale_key = "" if opts.scale_devices == 1_000_000 else f"_{opts.scale_devices}"
+        out[f"rss_mb_1m_devices{scale_key}"] = round(s["rss_mb"], 0)
+        out[f"startup_s_1m_devices{scale_key}"] = round(s["startup_s"], 2)
+        out["supervision_core_pct"] = round(s["supervision_core_pct"], 3)
+        out["idle_core_pct"] = round(s["idle_core_pct"], 2)
+    return out
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else v * 1000
+
+
+def _f(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
