@@ -67,6 +67,7 @@ _EVENT_NAMES = {t: f"alarm.{t.value}" for t in TimelineType}
 NATIVE_PREFIX = "alarmhub/v1/"
 REGISTRY_POLL_S = 2.0
 COMMIT_RETRY_MAX_S = 5.0
+CHECKPOINT_S = 1.0
 QUEUE_GAUGES_EVERY_S = 1.0
 
 
@@ -114,7 +115,9 @@ class AlarmHub:
         db = s.database
         if db.kind != "sqlite" or db.path is None:
             raise NotImplementedError("only sqlite:/// databases are supported so far")
-        self.store = await SqliteStore.open(db.path, synchronous=s.sqlite_synchronous)
+        self.store = await SqliteStore.open(
+            db.path, synchronous=s.sqlite_synchronous, autocheckpoint=False
+        )
         self._stack.push_async_callback(self.store.close)
         # Reads for HTTP and reports use their own connection: never the writer's.
         self.reader = await SqliteStore.open(
@@ -142,6 +145,7 @@ class AlarmHub:
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks.create_task(self._ingest_loop(), name="ingest")
         self._tasks.create_task(self._registry_loop(), name="registry-refresh")
+        self._tasks.create_task(self._until_stopped(self._checkpoint_loop()), name="checkpoint")
         self._tasks.create_task(self._until_stopped(self.escalator.run()), name="escalator")
         self._tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
         self._tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
@@ -509,7 +513,8 @@ class AlarmHub:
             body = {"ref": msg_id, "status": "rejected", "reason": rejected.reason.value}
         elif verdict is Verdict.REDELIVERY:
             body["duplicate"] = True
-        self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body))
+        # QoS 0: a lost receipt is answered again when the device resends (docs/protocol.md).
+        self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body), qos=0)
 
     def _update_queue_gauges(self, *, throttled: bool = False) -> None:
         """Recount the queue gauges from every active alarm.
@@ -557,6 +562,17 @@ class AlarmHub:
             "medication_dispenser",
         ):
             self.metrics.devices.labels(kind).set(counts.get(kind, 0))
+
+    async def _checkpoint_loop(self) -> None:
+        """Move the WAL into the database once a second, on a reader connection."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_S)
+            try:
+                await self.reader.checkpoint()
+            except Exception as exc:  # a failing checkpoint must not stop the daemon
+                should, suppressed = self._once.should_log("store.checkpoint_failed")
+                if should:
+                    log.warning("store.checkpoint_failed", error=str(exc), since_last=suppressed)
 
     async def _registry_loop(self) -> None:
         """Pick up devices registered, changed or decommissioned by the CLI or another process."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from alarmhub.core.model import Alarm
 
@@ -23,7 +24,9 @@ class AlarmIndex:
         self.by_id: dict[str, Alarm] = {}
         self._resolved: dict[AlarmKey, Alarm] = {}
         self._by_resident: dict[str, set[str]] = {}
-        self._by_municipality: dict[str, set[str]] = {}
+        # (municipality, kind) -> ids: the storm check looks at a few kinds of one
+        # municipality, and must not walk every active alarm for each new one.
+        self._by_municipality: dict[tuple[str, str], set[str]] = {}
         self._by_tag: dict[str, set[str]] = {}
 
     # --- queries (the pipeline's view) -----------------------------------
@@ -40,8 +43,13 @@ class AlarmIndex:
     def for_resident(self, resident: str) -> list[Alarm]:
         return [self.by_id[i] for i in self._by_resident.get(resident, ())]
 
-    def for_municipality(self, municipality: str) -> list[Alarm]:
-        return [self.by_id[i] for i in self._by_municipality.get(municipality, ())]
+    def for_municipality(self, municipality: str, kinds: Iterable[str]) -> list[Alarm]:
+        """Active alarms of these kinds in one municipality."""
+        return [
+            self.by_id[i]
+            for kind in kinds
+            for i in self._by_municipality.get((municipality, kind), ())
+        ]
 
     def attached(self, tag: str) -> list[Alarm]:
         """Active alarms whose `suppressed_by` is `tag` (e.g. "incident:<id>")."""
@@ -60,7 +68,7 @@ class AlarmIndex:
             self._resolved.pop(key, None)
             if alarm.resident:
                 self._by_resident.setdefault(alarm.resident, set()).add(alarm.id)
-            self._by_municipality.setdefault(alarm.municipality, set()).add(alarm.id)
+            self._by_municipality.setdefault((alarm.municipality, alarm.kind), set()).add(alarm.id)
             if alarm.suppressed_by:
                 self._by_tag.setdefault(alarm.suppressed_by, set()).add(alarm.id)
             return
@@ -71,15 +79,11 @@ class AlarmIndex:
 
     def _unindex(self, alarm: Alarm) -> None:
         self.by_id.pop(alarm.id, None)
-        for index, value in (
-            (self._by_resident, alarm.resident),
-            (self._by_municipality, alarm.municipality),
-            (self._by_tag, alarm.suppressed_by),
-        ):
-            if value is not None and value in index:
-                index[value].discard(alarm.id)
-                if not index[value]:
-                    del index[value]
+        if alarm.resident is not None:
+            _discard(self._by_resident, alarm.resident, alarm.id)
+        _discard(self._by_municipality, (alarm.municipality, alarm.kind), alarm.id)
+        if alarm.suppressed_by is not None:
+            _discard(self._by_tag, alarm.suppressed_by, alarm.id)
 
     def load(self, alarms: Iterable[Alarm]) -> None:
         for alarm in alarms:
@@ -93,6 +97,14 @@ class AlarmIndex:
 
     def __len__(self) -> int:
         return len(self.by_id)
+
+
+def _discard(index: dict[Any, set[str]], key: object, alarm_id: str) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(alarm_id)
+        if not ids:
+            del index[key]
 
 
 class Working:
@@ -122,9 +134,11 @@ class Working:
     def for_resident(self, resident: str) -> list[Alarm]:
         return self._merge(self.base.for_resident(resident), lambda a: a.resident == resident)
 
-    def for_municipality(self, municipality: str) -> list[Alarm]:
+    def for_municipality(self, municipality: str, kinds: Iterable[str]) -> list[Alarm]:
+        wanted = frozenset(kinds)
         return self._merge(
-            self.base.for_municipality(municipality), lambda a: a.municipality == municipality
+            self.base.for_municipality(municipality, wanted),
+            lambda a: a.municipality == municipality and a.kind in wanted,
         )
 
     def attached(self, tag: str) -> list[Alarm]:

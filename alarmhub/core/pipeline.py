@@ -184,13 +184,18 @@ def _new_alarm(
         resident=device.resident,
         policy=policy.name if policy is not None else None,
     )
+    storm = ctx.rules.storm
+    outage_kinds = (*storm.kinds, storm.incident_kind) if storm is not None else ()
     verdict = suppress.decide(
         alarm,
         device,
         ctx.silences,
         working.for_resident(device.resident) if device.resident else (),
-        working.for_municipality(device.municipality),
-        ctx.rules.storm,
+        # Only a technical alarm can be part of an outage: person alarms never look.
+        working.for_municipality(device.municipality, outage_kinds)
+        if storm is not None and alarm.kind in storm.kinds
+        else (),
+        storm,
         now,
     )
     if verdict.tag is None:

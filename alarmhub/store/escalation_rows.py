@@ -8,15 +8,16 @@ a step is either wholly done or still due: it fires exactly once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 
-from alarmhub.core.escalation import Deadline, DeadlineKey, EscalationDecision
+from alarmhub.core.escalation import DeadlineKey, EscalationDecision
 from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.core.suppress import Silence
 from alarmhub.store.rows import (
@@ -29,6 +30,7 @@ from alarmhub.store.rows import (
 )
 
 _CHUNK = 500
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +52,57 @@ class Notification:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class DecidedRow:
+    """One decided deadline and everything it changes, for one transaction."""
+
+    decision: EscalationDecision
+    alarm_id: str
+    alarm: Alarm | None
+    timeline: Sequence[TimelineEntry]
+    notifications: Sequence[Notification]
+
+
+_INSERT_DECIDED = (
+    "INSERT OR IGNORE INTO escalations (alarm_id, round, step, due_at, decided_at, "
+    "reason, level, target) VALUES (?,?,?,?,?,?,?,?)"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (alarm_id, target, channel, address, payload, created_at, "
+    "next_attempt_at) VALUES (?,?,?,?,?,?,?)"
+)
+
+
+def _write_decisions(conn: sqlite3.Connection, payload: list[tuple[Any, ...]]) -> list[bool]:
+    recorded: list[bool] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for decided, alarm, timeline, outbox in payload:
+            if conn.execute(_INSERT_DECIDED, decided).rowcount == 0:
+                recorded.append(False)
+                continue
+            recorded.append(True)
+            if alarm is not None:
+                conn.execute(UPSERT_ALARM, alarm)
+            if timeline:
+                conn.executemany(INSERT_TIMELINE, timeline)
+            if outbox:
+                conn.executemany(_INSERT_OUTBOX, outbox)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return recorded
+
+
 class EscalationRows:
     """Mixed into SqliteStore: needs `_conn`, `_rollback` and the alarm/timeline writers."""
 
     _conn: aiosqlite.Connection
+
+    async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError  # provided by SqliteStore
 
     async def _rollback(self) -> None:
         with contextlib.suppress(aiosqlite.Error):
@@ -73,63 +122,46 @@ class EscalationRows:
                     out[alarm_id].add((rnd, step))
         return out
 
-    async def commit_decision(
-        self,
-        decision: EscalationDecision,
-        alarm_id: str,
-        decided_at: datetime,
-        alarm: Alarm | None,
-        timeline: Sequence[TimelineEntry],
-        notifications: Sequence[Notification],
-    ) -> bool:
-        """Record a decided deadline with its effects; False if it was already recorded."""
+    async def commit_decisions(
+        self, rows: Sequence[DecidedRow], decided_at: datetime
+    ) -> list[bool]:
+        """Record decided deadlines with their effects, all in one transaction.
 
-        d: Deadline = decision.deadline
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = await self._conn.execute(
-                "INSERT OR IGNORE INTO escalations (alarm_id, round, step, due_at, decided_at, "
-                "reason, level, target) VALUES (?,?,?,?,?,?,?,?)",
+        Returns, per row, whether it was recorded now: False when the row already
+        existed (an earlier life, or another worker, decided it) and its effects
+        were therefore not written again.
+        """
+        at = ts(decided_at)
+        payload = [
+            (
                 (
-                    alarm_id,
-                    d.round,
-                    d.step_index,
-                    ts(d.due_at),
-                    ts(decided_at),
-                    decision.reason.value,
-                    d.level,
-                    d.target,
+                    r.alarm_id,
+                    r.decision.deadline.round,
+                    r.decision.deadline.step_index,
+                    ts(r.decision.deadline.due_at),
+                    at,
+                    r.decision.reason.value,
+                    r.decision.deadline.level,
+                    r.decision.deadline.target,
                 ),
+                alarm_row(r.alarm) if r.alarm is not None else None,
+                [timeline_row(e) for e in r.timeline],
+                [
+                    (
+                        r.alarm_id,
+                        n.target,
+                        n.channel,
+                        n.address,
+                        orjson.dumps(n.payload).decode(),
+                        at,
+                        at,
+                    )
+                    for n in r.notifications
+                ],
             )
-            if cur.rowcount == 0:  # another worker (or an earlier life) decided it
-                await self._conn.execute("ROLLBACK")
-                return False
-            if alarm is not None:
-                await self._conn.execute(UPSERT_ALARM, alarm_row(alarm))
-            if timeline:
-                await self._conn.executemany(INSERT_TIMELINE, [timeline_row(e) for e in timeline])
-            if notifications:
-                await self._conn.executemany(
-                    "INSERT INTO outbox (alarm_id, target, channel, address, payload, created_at, "
-                    "next_attempt_at) VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (
-                            alarm_id,
-                            n.target,
-                            n.channel,
-                            n.address,
-                            orjson.dumps(n.payload).decode(),
-                            ts(decided_at),
-                            ts(decided_at),
-                        )
-                        for n in notifications
-                    ],
-                )
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._rollback()
-            raise
-        return True
+            for r in rows
+        ]
+        return await self._in_writer_thread(_write_decisions, payload)
 
     async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
 
