@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -162,6 +163,10 @@ class AlarmHub:
             active_alarms=len(self.state.alarms),
             subscriptions=self.catalog.subscriptions(),
         )
+        # Everything loaded so far (the registry, rules, profiles) lives as long as the
+        # process: move it out of the cyclic collector's view, so a full collection
+        # does not walk a million devices in the middle of a batch.
+        gc.freeze()
         self.ready.set()
         return self
 
