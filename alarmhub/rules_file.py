@@ -56,6 +56,12 @@ def _window(value: list[str]) -> list[str]:
 
 
 Municipality = Annotated[str, Field(pattern=r"^\d{4}$")]
+# A duration in whole seconds, at most a year: a bigger number is a typo, and one
+# past timedelta's range (or that overflows `raised_at + after_s`) would escape as
+# an OverflowError instead of a RulesError naming the key.
+MAX_SECONDS = 366 * 24 * 3600
+Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = Annotated[int, Field(gt=0, le=MAX_SECONDS)]
 WindowPair = Annotated[list[str], Field(min_length=2, max_length=2)]
 
 
@@ -68,7 +74,7 @@ class RuleModel(_Strict):
     between: str | WindowPair | None = None
     zone: ZoneStatus | None = None
     resolves: list[str] = []
-    flap_window_s: Annotated[int, Field(ge=0)] = 0
+    flap_window_s: Seconds = 0
     policy: str | None = None
 
     @field_validator("between")
@@ -80,7 +86,7 @@ class RuleModel(_Strict):
 
 
 class StepModel(_Strict):
-    after_s: Annotated[int, Field(ge=0)]
+    after_s: Seconds
     target: str
     level: Annotated[int, Field(ge=1, le=9)]
 
@@ -89,8 +95,8 @@ class PolicyModel(_Strict):
     steps: Annotated[list[StepModel], Field(min_length=1)]
     repeat: Annotated[int, Field(ge=0, le=9)] = 0
     from_previous: bool = False
-    ack_timeout_s: Annotated[int, Field(gt=0)] | None = None
-    round_interval_s: Annotated[int, Field(gt=0)] | None = None
+    ack_timeout_s: PositiveSeconds | None = None
+    round_interval_s: PositiveSeconds | None = None
 
 
 class TargetModel(_Strict):
@@ -101,7 +107,7 @@ class TargetModel(_Strict):
 class StormModel(_Strict):
     kinds: list[str] = ["device_offline", "power_lost"]
     threshold: Annotated[int, Field(ge=2)] = 10
-    window_s: Annotated[int, Field(gt=0)] = 300
+    window_s: PositiveSeconds = 300
     priority: Annotated[int, Field(ge=1, le=4)] = 2
 
 
@@ -113,7 +119,7 @@ class MunicipalityModel(_Strict):
 
 class RulesModel(_Strict):
     timezone: str = "Europe/Oslo"
-    sla_ack_s: dict[str, Annotated[int, Field(gt=0)]] = {}
+    sla_ack_s: dict[str, PositiveSeconds] = {}
     heard_resolves: list[str] = []
     offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
     windows: dict[str, WindowPair] = {}
