@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 RING_SIZE = 10_000
-QUEUE_SIZE = 1_000
+# As large as the ring: one batch of an outage can change hundreds of alarms at
+# once, and a healthy listener must not be cut off for that. The queue holds
+# references to the ring's changes, so a full one costs ~80 kB per listener.
+QUEUE_SIZE = RING_SIZE
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,10 +327,6 @@ def test_topic_injection_never_reaches_another_device(base: str, inject: list[st
         assert isinstance(result.reason, RejectReason)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core/decode.py checks the payload's device/municipality claim before reading its id, so the "
-    "Rejected carries msg_id=None: the dead letter has no msg_id and the native device gets no "
-    "'rejected' receipt (AlarmHub._receipt needs an id) - it is never told why"))
 @pytest.mark.parametrize("claim", [{"device": "brg-1"}, {"municipality": "4601"}])
 def test_a_claim_mismatch_keeps_the_message_id_for_the_receipt(claim: dict[str, str]) -> None:
     payload = orjson.dumps({"id": "m1", "ts": "2026-11-25T10:00:00Z", "type": "button.pressed", **claim})

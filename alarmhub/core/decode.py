@@ -131,7 +131,11 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
         # Only the native protocol defines `device` and `municipality` in the payload;
         # a vendor may use the same key for something else (Zigbee2MQTT's
         # `include_device_information` puts an object under `device`).
-        claimed = _claims(payload, device)
+        # The id, when readable, goes on the dead letter so the device's `rejected`
+        # receipt can say which message was refused and why.
+        readable = payload.get("id")
+        msg_id = readable if isinstance(readable, str) and valid_id(readable) else None
+        claimed = _claims(payload, device, msg_id)
         if claimed is not None:
             return claimed
         return _decode_native(payload, raw, device, limits)
@@ -146,7 +150,7 @@ def valid_id(value: str) -> bool:
     )
 
 
-def _claims(payload: dict[str, Any], device: Device) -> Rejected | None:
+def _claims(payload: dict[str, Any], device: Device, msg_id: str | None) -> Rejected | None:
     """A payload that names another device or municipality is not believed."""
     claimed_device = payload.get("device")
     if claimed_device is not None and claimed_device != device.id:
@@ -154,6 +158,7 @@ def _claims(payload: dict[str, Any], device: Device) -> Rejected | None:
             RejectReason.DEVICE_MISMATCH,
             "payload names a different device than its topic",
             device.id,
+            msg_id,
         )
     claimed_m = payload.get("municipality")
     if claimed_m is not None and claimed_m != device.municipality:
@@ -161,6 +166,7 @@ def _claims(payload: dict[str, Any], device: Device) -> Rejected | None:
             RejectReason.MUNICIPALITY_MISMATCH,
             "payload names a different municipality than the device is registered in",
             device.id,
+            msg_id,
         )
     return None
 
