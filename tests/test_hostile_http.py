@@ -1,0 +1,108 @@
+"""Hostile HTTP: expired tokens, injection-shaped parameters, a slow client. Right 4xx, no 5xx, no leak."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from alarmhub.clock import SystemClock
+from alarmhub.mosquitto import LocalBroker
+from alarmhub.store import accounts
+from tests.test_api_harness import BERGEN_LABEL, stack
+
+pytestmark = pytest.mark.broker
+
+INJECTIONS = [
+    "0301' OR '1'='1",
+    "0301; DROP TABLE alarms; --",
+    "4601\x00",
+    "' UNION SELECT * FROM users --",
+    "%' OR 1=1 --",
+    "0301) OR (1=1",
+]
+
+
+async def test_an_expired_token_is_refused(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+    async with stack(tmp_path, broker, client_id, alarms=False) as s:
+        now = SystemClock().now()
+        with accounts.connect(s.db) as conn:
+            expired = accounts.create_token(conn, "op0301", now - timedelta(days=2), now - timedelta(days=1))
+        async with s.client() as c:
+            r = await c.get("/api/v1/alarms", headers={"Authorization": f"Bearer {expired}"})
+            assert r.status_code == 401
+            assert r.json()["error"]["code"]
+            forged = expired[:-4] + ("AAAA" if not expired.endswith("AAAA") else "BBBB")
+            assert (await c.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
+
+
+async def test_injection_shaped_parameters_get_4xx_or_nothing_and_never_another_tenant(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    async with stack(tmp_path, broker, client_id) as s, s.client("op0301") as c:
+        for evil in INJECTIONS:
+            for path, params in (
+                ("/api/v1/alarms", {"municipality": evil}),
+                ("/api/v1/alarms", {"state": evil}),
+                ("/api/v1/alarms", {"cursor": evil}),
+                ("/api/v1/devices", {"municipality": evil}),
+                ("/api/v1/reports/response-times", {"municipality": evil}),
+            ):
+                r = await c.get(path, params=params)
+                assert r.status_code < 500, (path, evil, r.status_code, r.text)
+                assert r.status_code in (200, 400, 403, 404, 422), (path, evil, r.status_code)
+                assert BERGEN_LABEL not in r.text
+                if r.status_code == 200:  # an error may echo the input; data never may
+                    assert "4601" not in r.text, (path, evil)
+            segment = quote(evil, safe="")
+            r = await c.get(f"/api/v1/alarms/{segment}")
+            assert r.status_code in (404, 422), (evil, r.status_code)
+            r = await c.post(f"/api/v1/alarms/{segment}/acknowledge")
+            assert r.status_code in (404, 422), (evil, r.status_code)
+        # Everything is still there: nothing was dropped or altered.
+        listed = await c.get("/api/v1/alarms")
+        assert listed.status_code == 200
+        assert [a["device_id"] for a in listed.json()["items"]] == ["osl-pend-1"]
+
+
+async def test_a_slow_client_does_not_hold_up_anyone_else(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+    async with stack(tmp_path, broker, client_id, alarms=False) as s:
+        port = int(s.base.rsplit(":", 1)[1])
+        slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        try:
+            for _, writer in slow:  # slowloris: half a request line, then a byte now and then
+                writer.write(b"GET /api/v1/alarms HTTP/1.1\r\nHost: x\r\n")
+                await writer.drain()
+            async with s.client("op0301") as c:
+                for _ in range(5):
+                    for _, writer in slow:
+                        writer.write(b"X")
+                        await writer.drain()
+                    started = time.perf_counter()
+                    r = await c.get("/api/v1/me")
+                    assert r.status_code == 200
+                    assert time.perf_counter() - started < 1.0
+                    await asyncio.sleep(0.2)
+        finally:
+            for _, writer in slow:
+                writer.close()
+
+
+async def test_malformed_and_oversized_bodies_are_4xx(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+    async with stack(tmp_path, broker, client_id) as s, s.client("madm0301") as c:
+        bad = [
+            (b'{"id": "x", "kind": ', "application/json"),
+            (b"\xff\xfe\x00garbage", "application/json"),
+            (b"[1, 2, 3]", "application/json"),
+            (b'{"id": "x", "kind": "door_sensor", "municipality": 301}', "application/json"),
+            (b'{"id": "' + b"a" * 300 + b'", "kind": "door_sensor", "municipality": "0301"}', "application/json"),
+            (b"a" * (2 * 1024 * 1024), "application/json"),
+        ]
+        for body, ctype in bad:
+            r = await c.post("/api/v1/devices", content=body, headers={"content-type": ctype})
+            assert 400 <= r.status_code < 500, (body[:40], r.status_code)
+            assert "error" in r.json()
