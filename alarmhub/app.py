@@ -18,7 +18,6 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import orjson
 import structlog
 from prometheus_client import Counter as PromCounter
 
@@ -47,12 +46,14 @@ from alarmhub.core.pipeline import (
 )
 from alarmhub.core.rules import RuleSet
 from alarmhub.escalator import Escalator
+from alarmhub.gauges import QueueGauges, device_gauges
 from alarmhub.ingest.mqtt import Backoff, Delivery, MqttIngest
 from alarmhub.live import Broadcaster
 from alarmhub.logs import OncePer
 from alarmhub.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.notifier import Notifier
 from alarmhub.profiles import default_profiles_dir, load_catalog
+from alarmhub.receipts import handled_receipt, stored_receipt
 from alarmhub.rules_file import RulesError, alarm_kinds, load_rules
 from alarmhub.settings import Settings
 from alarmhub.state import HubState
@@ -65,11 +66,9 @@ T = TypeVar("T")
 # Stable log event names per timeline entry: alarm.acknowledged, alarm.resolved, …
 _EVENT_NAMES = {t: f"alarm.{t.value}" for t in TimelineType}
 
-NATIVE_PREFIX = "alarmhub/v1/"
 REGISTRY_POLL_S = 2.0
 COMMIT_RETRY_MAX_S = 5.0
 CHECKPOINT_S = 1.0
-QUEUE_GAUGES_EVERY_S = 1.0
 
 
 class AlarmHub:
@@ -103,8 +102,7 @@ class AlarmHub:
         self._once = OncePer(60.0)
         self._registry_mark = ""
         self.batches_committed = 0
-        self._municipalities_seen: set[str] = set()
-        self._queue_gauges_at = float("-inf")
+        self.queue_gauges = QueueGauges(self.metrics, self.clock)
         self.http_port: int | None = None
 
     # --- lifecycle ---------------------------------------------------------
@@ -447,13 +445,9 @@ class AlarmHub:
 
     async def _send_handled(self, alarm: Alarm) -> None:
         source = await self.reader.raising_message(alarm.id)
-        if source is None or self.ingest is None:
-            return
-        topic, msg_id = source
-        if not topic.startswith(NATIVE_PREFIX) or not topic.endswith("/events"):
-            return
-        body = {"ref": msg_id, "status": "handled", "alarm": alarm.id}
-        self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body))
+        receipt = handled_receipt(*source, alarm.id) if source is not None else None
+        if receipt is not None and self.ingest is not None:
+            self.ingest.publish(*receipt, qos=1)
 
     async def register_new_device(self, device: Device) -> bool:
         """Register a device whose id must be new; False if the id is taken anywhere."""
@@ -509,64 +503,16 @@ class AlarmHub:
         self, topic: str, msg_id: str | None, rejected: Rejected | None, verdict: Verdict
     ) -> None:
         """Tell a native device its message is safely stored (or why it was not)."""
-        if self.ingest is None or msg_id is None or not topic.startswith(NATIVE_PREFIX):
-            return
-        if not topic.endswith("/events"):
-            return
-        body: dict[str, object] = {"ref": msg_id, "status": "accepted"}
-        if rejected is not None:
-            body = {"ref": msg_id, "status": "rejected", "reason": rejected.reason.value}
-        elif verdict is Verdict.REDELIVERY:
-            body["duplicate"] = True
-        # QoS 0: a lost receipt is answered again when the device resends (docs/protocol.md).
-        self.ingest.publish(topic.removesuffix("/events") + "/receipts", orjson.dumps(body), qos=0)
+        receipt = stored_receipt(topic, msg_id, rejected, verdict)
+        if receipt is not None and self.ingest is not None:
+            # QoS 0: a lost receipt is answered again when the device resends.
+            self.ingest.publish(*receipt, qos=0)
 
     def _update_queue_gauges(self, *, throttled: bool = False) -> None:
-        """Recount the queue gauges from every active alarm.
-
-        The count walks all active alarms; after every batch that cost more than the
-        batch itself under load (docs/performance.md). After a batch it runs at most
-        every QUEUE_GAUGES_EVERY_S; the registry loop recounts every REGISTRY_POLL_S
-        regardless, so a gauge is never staler than that.
-        """
-        mono = self.clock.monotonic()
-        if throttled and mono - self._queue_gauges_at < QUEUE_GAUGES_EVERY_S:
-            return
-        self._queue_gauges_at = mono
-        now = self.clock.now()
-        counts: dict[tuple[str, str], int] = {}
-        oldest: dict[str, float] = {}
-        offline: dict[str, int] = dict.fromkeys(self._municipalities_seen, 0)
-        for alarm in self.state.alarms.by_id.values():
-            if alarm.kind == "device_offline":
-                offline[alarm.municipality] = offline.get(alarm.municipality, 0) + 1
-            p = str(int(alarm.priority))
-            counts[(p, alarm.state.value)] = counts.get((p, alarm.state.value), 0) + 1
-            if alarm.state.value == "open":
-                age = (now - alarm.raised_at).total_seconds()
-                oldest[p] = max(oldest.get(p, 0.0), age)
-        for p in ("1", "2", "3", "4"):
-            for st in ("open", "acknowledged"):
-                self.metrics.alarms_open.labels(p, st).set(counts.get((p, st), 0))
-            self.metrics.oldest_unacknowledged.labels(p).set(oldest.get(p, 0.0))
-        for municipality, count in offline.items():
-            self.metrics.devices_offline.labels(municipality).set(count)
-        self._municipalities_seen = set(offline)
+        self.queue_gauges.update(self.state.alarms.by_id.values(), throttled=throttled)
 
     def _update_device_gauges(self) -> None:
-        self.metrics.zero_municipalities({d.municipality for d in self.state.devices.values()})
-        counts: dict[str, int] = {}
-        for d in self.state.devices.values():
-            if d.active:
-                counts[d.kind.value] = counts.get(d.kind.value, 0) + 1
-        for kind in (
-            "safety_alarm",
-            "door_sensor",
-            "fall_sensor",
-            "gps_tracker",
-            "medication_dispenser",
-        ):
-            self.metrics.devices.labels(kind).set(counts.get(kind, 0))
+        device_gauges(self.metrics, self.state.devices.values())
 
     async def _checkpoint_loop(self) -> None:
         """Move the WAL into the database once a second, on a reader connection."""

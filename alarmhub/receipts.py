@@ -1,0 +1,44 @@
+"""The answers alarmhub gives native devices on `alarmhub/v1/<device>/receipts`.
+
+Pure: which receipt, on which topic, for a message's outcome. Vendor formats
+(Zigbee2MQTT, OwnTracks) listen to nothing, so only native topics get one.
+See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from alarmhub.core.model import Rejected, Verdict
+
+NATIVE_PREFIX = "alarmhub/v1/"
+EVENTS = "/events"
+
+
+def _receipt_topic(events_topic: str) -> str | None:
+    if not events_topic.startswith(NATIVE_PREFIX) or not events_topic.endswith(EVENTS):
+        return None
+    return events_topic.removesuffix(EVENTS) + "/receipts"
+
+
+def stored_receipt(
+    topic: str, msg_id: str | None, rejected: Rejected | None, verdict: Verdict
+) -> tuple[str, bytes] | None:
+    """`accepted` (with `duplicate` for a redelivery) or `rejected` with its reason."""
+    target = _receipt_topic(topic)
+    if target is None or msg_id is None:
+        return None
+    body: dict[str, object] = {"ref": msg_id, "status": "accepted"}
+    if rejected is not None:
+        body = {"ref": msg_id, "status": "rejected", "reason": rejected.reason.value}
+    elif verdict is Verdict.REDELIVERY:
+        body["duplicate"] = True
+    return target, orjson.dumps(body)
+
+
+def handled_receipt(topic: str, msg_id: str, alarm_id: str) -> tuple[str, bytes] | None:
+    """SCAIP's "handled": a person has taken the alarm this message raised."""
+    target = _receipt_topic(topic)
+    if target is None:
+        return None
+    return target, orjson.dumps({"ref": msg_id, "status": "handled", "alarm": alarm_id})
