@@ -69,11 +69,6 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             assert [r["ref"] for r in receipts] == ["m0", "m1", "m2", "m1"]
             assert all(r["status"] == "accepted" for r in receipts)
             assert receipts[3].get("duplicate") is True
-            # An operator takes the alarm: the device hears SCAIP's "handled" for the press that raised it.
-            [alarm_id] = hub.state.alarms.by_id
-            await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1")
-            assert await async_wait_until(lambda: len(pub.received) == 5, 5)
-            assert orjson.loads(pub.received[4][1]) == {"ref": "m0", "status": "handled", "alarm": alarm_id}
             assert hub.metrics.messages_deduplicated.labels("safety_alarm")._value.get() == 1
             listed = run_cli(["alarms", "list", "--json"], {"ALARMHUB_DATABASE_URL": f"sqlite:///{devices}"})
             [row] = orjson.loads(listed.stdout)
@@ -81,6 +76,11 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
                          "acknowledged_at", "resolved_at", "repeat_count", "escalation_level"):
                 assert name in row
             assert (row["kind"], row["priority"], row["state"], row["repeat_count"]) == ("button", 1, "open", 2)
+            # An operator takes the alarm: the device hears SCAIP's "handled" for the press that raised it.
+            [alarm_id] = hub.state.alarms.by_id
+            await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1")
+            assert await async_wait_until(lambda: len(pub.received) == 5, 5)
+            assert orjson.loads(pub.received[4][1]) == {"ref": "m0", "status": "handled", "alarm": alarm_id}
     finally:
         pub.close()
 
