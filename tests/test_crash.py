@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alarmhub.mosquitto import LocalBroker
-from tests.support import Publisher, db_count, native, register, spawn_daemon, wait_until
+from tests.support import Publisher, db_count, db_rows, native, register, spawn_daemon, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -37,14 +37,22 @@ def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(
             daemon.wait(10)
             committed_at_kill = db_count(db, "SELECT count(*) FROM alarms")
             for info in infos:
-                info.wait_for_publish(30)
+                info.wait_for_publish(30)  # returns (does not raise) on a timeout: check below
+            unpublished = sum(not info.is_published() for info in infos)
         finally:
             pub.close()
+        assert unpublished == 0, f"{unpublished} presses never reached the broker: nothing to test"
         assert committed_at_kill < n, "the kill came after the whole burst: the test proved nothing"
         daemon = spawn_daemon(env, log)
-        assert wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms") >= n, 60), db_count(
-            db, "SELECT count(*) FROM alarms"
-        )
+        if not wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms") >= n, 60):
+            have = {r[0] for r in db_rows(db, "SELECT device_id FROM alarms")}
+            missing = sorted(f"p{i:04d}" for i in range(n) if f"p{i:04d}" not in have)
+            marks = ",".join("?" * len(missing))
+            sql = f"SELECT device_id, verdict, reason FROM inbox WHERE device_id IN ({marks})"
+            inbox = db_rows(db, sql, tuple(missing))
+            pytest.fail(f"{len(have)} of {n} alarms; missing {missing[:10]}; their inbox rows {inbox}; "
+                        f"committed at kill {committed_at_kill}; daemon log tail:\n{log.read_text()[-3000:]}\n"
+                        f"broker log:\n{(broker.log_path.read_text() if broker.log_path else '')[-2000:]}")
         time.sleep(0.5)  # anything more (a duplicate) would show up now
         assert db_count(db, "SELECT count(*) FROM alarms") == n
         assert db_count(db, "SELECT count(DISTINCT device_id) FROM alarms") == n

@@ -9,8 +9,10 @@ timeline. Screenshots of the queue and the report page go to test-artifacts/.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -216,6 +218,24 @@ async def test_operator_sees_a_fall_live_and_acknowledges_it_with_the_keyboard(
             await page.goto(f"{base}/devices")
             await page.locator("#devices tbody tr", has_text="fall-1").wait_for(timeout=3000)
             assert await page.locator("#devices tbody tr").count() == 3
+            # Per-device settings through the edit dialog: a night window, a safe zone, a resident.
+            await page.get_by_role("button", name="Endre fall-1").click()
+            await page.fill("#e-nf", "23:00")
+            await page.fill("#e-nt", "06:00")
+            await page.fill("#e-lat", "59.9139")
+            await page.fill("#e-lon", "10.7522")
+            await page.fill("#e-rad", "400")
+            await page.fill("#e-res", "r-17")
+            await page.keyboard.press("Enter")
+            await page.locator("dialog").wait_for(state="detached", timeout=3000)
+            stored = sqlite3.connect(database.removeprefix("sqlite:///")).execute(
+                "SELECT resident, settings FROM devices WHERE id = 'fall-1'"
+            ).fetchone()
+            assert stored[0] == "r-17"
+            assert json.loads(stored[1]) == {
+                "windows": {"night": ["23:00", "06:00"]},
+                "geofence": {"lat": 59.9139, "lon": 10.7522, "radius_m": 400.0},
+            }
             await page.goto(f"{base}/reports")
             await page.wait_for_selector("#report tbody tr td.num")
             await page.wait_for_selector("#chart svg circle")

@@ -126,6 +126,17 @@ function edit(device) {
   const label = field("e-label", t("field.label"), "text", device.label ?? "");
   const hb = field("e-hb", t("field.heartbeat"), "number", device.heartbeat_interval_s ?? "");
   hb.input.min = "10";
+  const s = device.settings ?? {};
+  const night = s.windows?.night ?? ["", ""];
+  const resident = field("e-res", t("field.resident"), "text", device.resident ?? "");
+  const nightFrom = field("e-nf", t("field.nightFrom"), "time", night[0]);
+  const nightTo = field("e-nt", t("field.nightTo"), "time", night[1]);
+  const lat = field("e-lat", t("field.zoneLat"), "number", s.geofence?.lat ?? "");
+  const lon = field("e-lon", t("field.zoneLon"), "number", s.geofence?.lon ?? "");
+  const radius = field("e-rad", t("field.zoneRadius"), "number", s.geofence?.radius_m ?? "");
+  for (const f of [lat, lon]) f.input.step = "any";
+  const doses = field("e-dose", t("field.doseTimes"), "text", (s.dose_schedule?.times ?? []).join(", "));
+  doses.input.placeholder = "08:00, 20:00";
   const error = el("p", "", "error-text");
   error.setAttribute("role", "alert");
   const menu = el("menu");
@@ -135,12 +146,19 @@ function edit(device) {
   const save = el("button", t("dialog.save"), "primary");
   save.type = "submit";
   menu.append(cancel, save);
-  form.append(title, label.wrap, hb.wrap, error, menu);
+  form.append(title, label.wrap, hb.wrap, resident.wrap, nightFrom.wrap, nightTo.wrap,
+    lat.wrap, lon.wrap, radius.wrap, doses.wrap, error, menu);
   dialog.append(form);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { label: label.input.value || null };
     body.heartbeat_interval_s = hb.input.value === "" ? null : Number(hb.input.value);
+    body.resident = resident.input.value.trim() || null;
+    body.settings = settingsFrom(s, {
+      nightFrom: nightFrom.input.value, nightTo: nightTo.input.value,
+      lat: lat.input.value, lon: lon.input.value, radius: radius.input.value,
+      doses: doses.input.value,
+    });
     const res = await request("PATCH", `/api/v1/devices/${encodeURIComponent(device.id)}`, body);
     if (!res.ok) { error.textContent = t("error.generic", { message: res.error.message }); return; }
     dialog.close();
@@ -150,6 +168,28 @@ function edit(device) {
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
+}
+
+/**
+ * The device's settings with the dialog's values applied. Keys the dialog does
+ * not show (a polygon fence, the GPS accuracy limit) are kept as they are; an
+ * emptied field removes its setting. The server validates everything again.
+ */
+function settingsFrom(existing, v) {
+  const out = { ...existing };
+  const windows = { ...(existing.windows ?? {}) };
+  if (v.nightFrom && v.nightTo) windows.night = [v.nightFrom, v.nightTo];
+  else delete windows.night;
+  if (Object.keys(windows).length) out.windows = windows; else delete out.windows;
+  if (v.lat !== "" && v.lon !== "" && v.radius !== "") {
+    out.geofence = { lat: Number(v.lat), lon: Number(v.lon), radius_m: Number(v.radius) };
+  } else {
+    delete out.geofence;
+  }
+  const times = v.doses.split(",").map((x) => x.trim()).filter(Boolean);
+  if (times.length) out.dose_schedule = { ...(existing.dose_schedule ?? {}), times };
+  else delete out.dose_schedule;
+  return out;
 }
 
 function field(id, text, type, value) {
