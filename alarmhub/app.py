@@ -84,6 +84,11 @@ class AlarmHub:
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.serve_http = serve_http
+        self._limits = DecodeLimits(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+            content_dedup_window=timedelta(seconds=settings.content_dedup_window_s),
+        )
         self.rules: RuleSet
         self.catalog: Catalog
         self.state: HubState
@@ -212,17 +217,12 @@ class AlarmHub:
         self._update_device_gauges()
 
     def context(self) -> Context:
-        s = self.settings
         return Context(
             registry=self.state.devices,
             catalog=self.catalog,
             rules=self.rules,
             silences=self.silences,
-            limits=DecodeLimits(
-                max_payload_bytes=s.max_payload_bytes,
-                max_future_skew=timedelta(seconds=s.max_future_skew_s),
-                content_dedup_window=timedelta(seconds=s.content_dedup_window_s),
-            ),
+            limits=self._limits,
         )
 
     # --- the ingest path ---------------------------------------------------
@@ -263,7 +263,6 @@ class AlarmHub:
         ctx = self.context()
         decoded = decode_all(raws, ctx)
         decoded = await self._retry_unknown_devices(raws, decoded)
-        ctx = self.context()
         fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
         seen = await self.until_committed(lambda: self.store.existing_fingerprints(fps))
         effects = process_batch(raws, decoded, fps, seen, self.state.alarms, ctx)
@@ -459,7 +458,6 @@ class AlarmHub:
             self.supervision.watch(
                 device, self.supervision.now(), self.clock.now(), self.rules.offline_after_misses
             )
-        self._update_device_gauges()
         return True
 
     async def register_devices(
@@ -477,7 +475,6 @@ class AlarmHub:
             for device in devices:
                 self.state.devices[device.id] = device
                 self.supervision.watch(device, now, wall, self.rules.offline_after_misses)
-        self._update_device_gauges()
 
     def _kind_of(self, rejected: Rejected | None) -> str:
         if rejected is not None and rejected.device_id:
@@ -541,6 +538,9 @@ class AlarmHub:
                 self.supervision.watch(device, now, wall, self.rules.offline_after_misses)
             self.silences = tuple(await self.reader.active_silences(wall))
             if changed:
+                # Also the hub's own registrations: their rows show up here too, so the
+                # gauges (a walk over the whole registry) are recounted at most every
+                # REGISTRY_POLL_S, never once per API call.
                 self._update_device_gauges()
                 log.info("registry.refreshed", changed=len(changed))
             self._update_queue_gauges()

@@ -20,6 +20,17 @@ UPSERT_ALARM = (
     f"VALUES ({', '.join('?' for _ in ALARM_COLUMNS)}) ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c}=excluded.{c}" for c in ALARM_COLUMNS if c != "id")
 )
+# The fields of a dead letter as the CLI and the API show it.
+DEAD_LETTER_KEYS = (
+    "seq",
+    "received_at",
+    "topic",
+    "device_id",
+    "municipality",
+    "msg_id",
+    "reason",
+    "detail",
+)
 INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"
 
 

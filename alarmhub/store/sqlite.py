@@ -25,6 +25,7 @@ from alarmhub.device_settings import parse_settings, settings_json
 from alarmhub.store.escalation_rows import EscalationRows
 from alarmhub.store.rows import (
     ALARM_COLUMNS,
+    DEAD_LETTER_KEYS,
     INSERT_TIMELINE,
     UPSERT_ALARM,
     alarm_from_row,
@@ -416,16 +417,7 @@ class SqliteStore(EscalationRows):
             params.append(limit)
         async with self._conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        keys = [
-            "seq",
-            "received_at",
-            "topic",
-            "device_id",
-            "municipality",
-            "msg_id",
-            "reason",
-            "detail",
-        ]
+        keys = DEAD_LETTER_KEYS
         out = []
         for r in rows:
             item = dict(zip(keys, r[:8], strict=True))

@@ -21,6 +21,7 @@ import orjson
 from alarmhub.core.model import Alarm
 from alarmhub.reports import ResponseRow
 from alarmhub.store.accounts import SILENCE_KEYS, Role, Silence, User, silence_from_row, ts
+from alarmhub.store.rows import DEAD_LETTER_KEYS
 from alarmhub.store.sqlite import ALARM_COLUMNS, alarm_from_row, parse_ts
 
 
@@ -256,17 +257,7 @@ def dead_letters(conn: sqlite3.Connection, scope: Scope, limit: int) -> list[dic
         f"FROM inbox WHERE {cond} ORDER BY seq DESC LIMIT ?",
         [*params, limit],
     ).fetchall()
-    keys = (
-        "seq",
-        "received_at",
-        "topic",
-        "device_id",
-        "municipality",
-        "msg_id",
-        "reason",
-        "detail",
-    )
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    return [dict(zip(DEAD_LETTER_KEYS, r, strict=True)) for r in rows]
 
 
 # --- silences ----------------------------------------------------------------------
