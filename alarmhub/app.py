@@ -254,7 +254,8 @@ class AlarmHub:
         async with self.write_lock:
             effects = await self._decide_and_commit(batch)
         assert self.ingest is not None
-        self.ingest.ack(batch)
+        # Acks and receipts leave as one write, only now that the batch is durable.
+        self.ingest.settle(batch, self._stored_receipts(effects))
         self.batches_committed += 1
         self._after_commit(effects)
 
@@ -344,7 +345,7 @@ class AlarmHub:
         for alarm in effects.alarms.values():
             self.escalator.arm(alarm)
         self.metrics.commit_batch_size.observe(len(effects.messages))
-        self._count_and_receipt(effects)
+        self._count(effects)
         for alarm in effects.alarms.values():
             self.live.publish("alarm", alarm_json(alarm))
         for alarm_id in effects.new_alarm_ids:
@@ -360,7 +361,7 @@ class AlarmHub:
             )
         self._update_queue_gauges(throttled=True)
 
-    def _count_and_receipt(self, effects: BatchEffects) -> None:
+    def _count(self, effects: BatchEffects) -> None:
         m = self.metrics
         # Counted per batch, then added once per label set: a labels() lookup per
         # message was a measurable share of the hot path (docs/performance.md).
@@ -379,7 +380,6 @@ class AlarmHub:
                     counts[m.events, (ev.verdict.value,)] += 1
                     if ev.event.type is EventType.DOSE_TAKEN:
                         self.supervision.dose_taken(ev.event.device_id, ev.event.ts)
-            self._receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
         for (metric, labels), n in counts.items():
             metric.labels(*labels).inc(n)
 
@@ -496,14 +496,18 @@ class AlarmHub:
                 similar_since_last_log=suppressed,
             )
 
-    def _receipt(
-        self, topic: str, msg_id: str | None, rejected: Rejected | None, verdict: Verdict
-    ) -> None:
-        """Tell a native device its message is safely stored (or why it was not)."""
-        receipt = stored_receipt(topic, msg_id, rejected, verdict)
-        if receipt is not None and self.ingest is not None:
-            # QoS 0: a lost receipt is answered again when the device resends.
-            self.ingest.publish(*receipt, qos=0)
+    @staticmethod
+    def _stored_receipts(effects: BatchEffects) -> list[tuple[str, bytes]]:
+        """What to tell native devices: stored (or why not). Sent at QoS 0.
+
+        A lost receipt is answered again when the device resends (docs/protocol.md).
+        """
+        receipts = []
+        for msg in effects.messages:
+            receipt = stored_receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
+            if receipt is not None:
+                receipts.append(receipt)
+        return receipts
 
     def _update_queue_gauges(self, *, throttled: bool = False) -> None:
         self.queue_gauges.update(self.state.alarms.by_id.values(), throttled=throttled)

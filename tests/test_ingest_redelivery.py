@@ -5,10 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import orjson
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from alarmhub.mosquitto import LocalBroker
 from tests.support import REPO, Publisher
@@ -26,8 +30,11 @@ CONSUMER = textwrap.dedent(
     from alarmhub.logs import configure_logging
     configure_logging("warning", "json", sys.stderr)
 
-    async def main(url, client_id, expect, ack_first):
-        ingest = MqttIngest(parse_mqtt_url(url), client_id, ["redelivery/#"], lambda: datetime.now(UTC))
+    async def main(url, client_id, expect, ack_first, raw):
+        ingest = MqttIngest(
+            parse_mqtt_url(url), client_id, ["redelivery/#"], lambda: datetime.now(UTC),
+            raw_writes=raw == "raw",
+        )
         await ingest.__aenter__()
         assert await ingest.wait_connected(10)
         got = []
@@ -41,44 +48,79 @@ CONSUMER = textwrap.dedent(
         else:
             await asyncio.sleep(1.0)  # anything queued for the session would arrive now
             got = list(ingest._pending)
-        ingest.ack(got[:ack_first])
+        ingest.settle(got[:ack_first], [("redelivery-receipts/x", b"r%d" % i) for i in range(ack_first)])
         time.sleep(0.5)  # let paho's network thread write the PUBACKs
         print(" ".join(d.payload.decode() for d in got), flush=True)
         os._exit(0)
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
     """
 )
 
 
-def consume(url: str, client_id: str, expect: int, ack_first: int) -> list[str]:
+def consume(url: str, client_id: str, expect: int, ack_first: int, mode: str) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-c", CONSUMER, url, client_id, str(expect), str(ack_first)],
-        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+        [sys.executable, "-c", CONSUMER, url, client_id, str(expect), str(ack_first), mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 
 
+class Listener:
+    """A subscriber that is subscribed (SUBACK seen) before the constructor returns."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.received: list[str] = []
+        self._subscribed = threading.Event()
+        self._client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        self._client.on_message = lambda _c, _u, m: self.received.append(m.payload.decode())
+        self._client.on_subscribe = lambda *_a: self._subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        self._client.subscribe(topic, qos=1)
+        assert self._subscribed.wait(10), "no SUBACK within 10 s"
+
+    def wait_for(self, n: int, within_s: float) -> list[str]:
+        deadline = time.monotonic() + within_s
+        while len(self.received) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # and nothing more than expected follows
+        self._client.disconnect()
+        self._client.loop_stop()
+        return list(self.received)
+
+
+# "raw": alarmhub's own PUBACK/PUBLISH buffer (alarmhub/ingest/packets.py);
+# "paho": the public ack()/publish() fallback for a paho without its internal queue.
+@pytest.mark.parametrize("mode", ["raw", "paho"])
 def test_unacknowledged_messages_are_redelivered_to_the_persistent_session(
-    broker: LocalBroker, client_id: str, tmp_path: Path
+    broker: LocalBroker, client_id: str, tmp_path: Path, mode: str
 ) -> None:
     # First run establishes the persistent session and its subscription.
     pub = Publisher(broker.port)
+    receipts = Listener(broker.port, "redelivery-receipts/#")
     try:
         pub.publish("redelivery/x", b"warmup")
-        assert consume(broker.url, client_id, 0, 0) == []
+        assert consume(broker.url, client_id, 0, 0, mode) == []
         for i in range(10):
             pub.publish("redelivery/x", f"m{i}".encode())
-        first = consume(broker.url, client_id, 10, 4)
+        first = consume(broker.url, client_id, 10, 4, mode)
         assert first == [f"m{i}" for i in range(10)]
         # Published while no consumer is connected: queued for the session.
         pub.publish("redelivery/x", b"offline")
     finally:
         pub.close()
     # The six unacknowledged come back (in order), and the offline one; the four acked do not.
-    second = consume(broker.url, client_id, 7, 7)
+    second = consume(broker.url, client_id, 7, 7, mode)
     assert second == [f"m{i}" for i in range(4, 10)] + ["offline"]
-    third = consume(broker.url, client_id, 0, 0)
+    third = consume(broker.url, client_id, 0, 0, mode)
     assert third == []
+    # The receipts sent with the acks arrived whole and in order: 4, then 7.
+    got = receipts.wait_for(11, within_s=10)
+    assert got == [f"r{i}" for i in range(4)] + [f"r{i}" for i in range(7)]
     assert orjson.dumps(second)  # the payloads are intact text

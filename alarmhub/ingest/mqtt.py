@@ -6,8 +6,9 @@ alarmhub has stored it, and offers no public way to defer that (upstream issue
 to paho-mqtt (which aiomqtt wraps): paho's own network thread receives with
 `manual_ack_set(True)` set *before* connecting (set after, the messages queued
 while offline are auto-acked during connect), hands messages to the event loop
-in batches, and :meth:`MqttIngest.ack` sends each PUBACK after the batch
-committed. paho's network loop also costs less per message than aiomqtt's
+in batches, and :meth:`MqttIngest.settle` sends the batch's PUBACKs (and its
+QoS 0 receipts) after the batch committed, as one buffer that alarmhub encodes
+itself (alarmhub/ingest/packets.py says why). paho's network loop also costs less per message than aiomqtt's
 (see docs/performance.md), which matters on the hottest path alarmhub has.
 
 Rules this module keeps (see NOTES.md, "ack after commit"):
@@ -36,6 +37,7 @@ import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alarmhub.ingest import packets
 from alarmhub.settings import MqttTarget
 
 log = structlog.get_logger("alarmhub.ingest")
@@ -74,6 +76,7 @@ class MqttIngest:
         keepalive: int = 30,
         backoff: Backoff | None = None,
         on_connection_change: Callable[[bool, int], None] | None = None,
+        raw_writes: bool = True,
     ) -> None:
         self._target = target
         self._subscriptions = list(subscriptions)
@@ -82,6 +85,9 @@ class MqttIngest:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_change = on_connection_change
         self._keepalive = keepalive
+        # Our own PUBACK/PUBLISH encoding needs paho's internal queue; without it
+        # (a future paho), fall back to one public ack()/publish() per packet.
+        self._raw_writes = raw_writes and hasattr(paho.Client, "_packet_queue")
         self._pending: deque[Delivery] = deque()
         self._signalled = False
         self._wakeup = asyncio.Event()
@@ -167,13 +173,36 @@ class MqttIngest:
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Acknowledge committed deliveries that came on the current connection."""
-        acked = 0
-        generation = self._generation
-        for d in deliveries:
-            if d.qos > 0 and d.generation == generation:
-                self._client.ack(d.mid, d.qos)
-                acked += 1
-        return acked
+        return self.settle(deliveries, ())
+
+    def settle(self, deliveries: Sequence[Delivery], receipts: Sequence[tuple[str, bytes]]) -> int:
+        """PUBACK committed deliveries, then send their QoS 0 receipts: one buffer, one write.
+
+        Only deliveries that came on the current connection are acknowledged, in
+        arrival order. The check and the enqueue happen under the lock that the
+        connect and disconnect callbacks take, so a buffer is never queued for a
+        connection other than the one its packet identifiers belong to: once
+        paho reports the connection lost, nothing more is queued until the next
+        CONNACK, and what was queued before is discarded by paho's reconnect.
+        A receipt that does not go out is answered again when the device resends.
+        """
+        with self._lock:
+            if not self.connected:
+                return 0
+            generation = self._generation
+            mids = [d.mid for d in deliveries if d.qos == 1 and d.generation == generation]
+            if self._raw_writes:
+                buffer = packets.pubacks(mids) + packets.publishes_qos0(receipts)
+                if buffer:
+                    # A PUBACK command with QoS 0: paho's writer sends it and runs no
+                    # publish callback for it (see the module docstring).
+                    self._client._packet_queue(packets.PUBACK, buffer, 0, 0)  # noqa: SLF001
+                return len(mids)
+            for mid in mids:
+                self._client.ack(mid, 1)
+        for topic, payload in receipts:
+            self._client.publish(topic, payload, qos=0)
+        return len(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Queue a publish on the ingest connection (paho is thread-safe for this)."""
@@ -219,7 +248,8 @@ class MqttIngest:
     def _on_disconnect(
         self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
-        self._set_connected(connected=False)
+        with self._lock:  # settle() checks `connected` under the same lock
+            self._set_connected(connected=False)
         if not self._closing:
             log.warning("mqtt.disconnected", reason=str(reason))
             self._schedule_retry()
