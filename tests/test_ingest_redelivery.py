@@ -33,7 +33,7 @@ CONSUMER = textwrap.dedent(
     async def main(url, client_id, expect, ack_first, raw):
         ingest = MqttIngest(
             parse_mqtt_url(url), client_id, ["redelivery/#"], lambda: datetime.now(UTC),
-            raw_writes=raw == "raw",
+            paho_internals=raw == "raw",
         )
         await ingest.__aenter__()
         assert await ingest.wait_connected(10)

@@ -38,3 +38,20 @@ def test_handled() -> None:
     topic, payload = handled_receipt("alarmhub/v1/pend-1/events", "m1", "a1") or ("", b"")
     assert topic == "alarmhub/v1/pend-1/receipts"
     assert orjson.loads(payload) == {"ref": "m1", "status": "handled", "alarm": "a1"}
+
+
+@pytest.mark.parametrize("msg_id", ["m1", 'quote"and\\back', "æøå-id", "x" * 128])
+@pytest.mark.parametrize(
+    ("rejected", "verdict", "extra"),
+    [
+        (None, Verdict.LOGGED, {}),
+        (None, Verdict.REDELIVERY, {"duplicate": True}),
+        (Rejected(RejectReason.MALFORMED_JSON, "bad"), Verdict.REJECTED, {"reason": "malformed_json"}),
+    ],
+)
+def test_spliced_receipt_bytes_equal_orjson_of_the_dict(
+    msg_id: str, rejected: Rejected | None, verdict: Verdict, extra: dict
+) -> None:
+    status = "rejected" if rejected else "accepted"
+    _topic, payload = stored_receipt("alarmhub/v1/p/events", msg_id, rejected, verdict) or ("", b"")
+    assert payload == orjson.dumps({"ref": msg_id, "status": status, **extra})

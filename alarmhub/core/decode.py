@@ -146,7 +146,7 @@ def valid_id(value: str) -> bool:
     return (
         0 < len(value) <= MAX_ID_LENGTH
         and value.isprintable()
-        and not (_FORBIDDEN_ID_CHARS & set(value))
+        and _FORBIDDEN_ID_CHARS.isdisjoint(value)
     )
 
 

@@ -8,7 +8,7 @@ pure matching logic, so that adding a vendor format never touches the pipeline.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -80,19 +80,38 @@ class TopicPattern:
 
     levels: tuple[str, ...]
     device_id: str  # template over the placeholders, e.g. "{user}/{device}"
+    # Compiled once from the two above: every message is routed through match().
+    _literals: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
+    _names: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
+    _whole: int | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(
+            (i, lvl[1:-1])
+            for i, lvl in enumerate(self.levels)
+            if lvl.startswith("{") and lvl.endswith("}")
+        )
+        literals = tuple(
+            (i, lvl) for i, lvl in enumerate(self.levels) if i not in dict(names)
+        )
+        # The common template "{device}": the id is that one level as it is.
+        whole = next((i for i, name in names if self.device_id == f"{{{name}}}"), None)
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_literals", literals)
+        object.__setattr__(self, "_whole", whole)
 
     def match(self, topic_levels: list[str]) -> str | None:
         if len(topic_levels) != len(self.levels):
             return None
-        bound: dict[str, str] = {}
-        for pattern, actual in zip(self.levels, topic_levels, strict=True):
-            if pattern.startswith("{") and pattern.endswith("}"):
-                if not actual:
-                    return None
-                bound[pattern[1:-1]] = actual
-            elif pattern != actual:
+        for i, literal in self._literals:
+            if topic_levels[i] != literal:
                 return None
-        return self.device_id.format_map(bound)
+        for i, _name in self._names:
+            if not topic_levels[i]:
+                return None
+        if self._whole is not None:
+            return topic_levels[self._whole]
+        return self.device_id.format_map({name: topic_levels[i] for i, name in self._names})
 
     def subscription(self) -> str:
         """The MQTT filter that covers this pattern: placeholders become `+`."""

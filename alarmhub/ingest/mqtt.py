@@ -8,8 +8,9 @@ to paho-mqtt (which aiomqtt wraps): paho's own network thread receives with
 while offline are auto-acked during connect), hands messages to the event loop
 in batches, and :meth:`MqttIngest.settle` sends the batch's PUBACKs (and its
 QoS 0 receipts) after the batch committed, as one buffer that alarmhub encodes
-itself (alarmhub/ingest/packets.py says why). paho's network loop also costs less per message than aiomqtt's
-(see docs/performance.md), which matters on the hottest path alarmhub has.
+itself (alarmhub/ingest/packets.py says why). paho's network loop also
+costs less per message than aiomqtt's (see docs/performance.md), which matters
+on the hottest path alarmhub has.
 
 Rules this module keeps (see NOTES.md, "ack after commit"):
 - a persistent session: stable client id, MQTT 3.1.1 `clean_session=False`;
@@ -27,7 +28,7 @@ import random
 import ssl
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -36,6 +37,7 @@ from typing import Any, Self
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.matcher import MQTTMatcher
 
 from alarmhub.ingest import packets
 from alarmhub.settings import MqttTarget
@@ -65,6 +67,21 @@ class Backoff:
         return rng.uniform(self.minimum, max(self.minimum, ceiling))
 
 
+class _NoTopicCallbacks(MQTTMatcher):
+    """alarmhub registers no per-topic callbacks (message_callback_add).
+
+    paho still walks its topic trie for every message to find none: a few
+    percent of the daemon at full drain. This matcher answers "none" at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # paho's matcher is untyped
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        del topic
+        return iter(())
+
+
 class MqttIngest:
     def __init__(
         self,
@@ -76,7 +93,7 @@ class MqttIngest:
         keepalive: int = 30,
         backoff: Backoff | None = None,
         on_connection_change: Callable[[bool, int], None] | None = None,
-        raw_writes: bool = True,
+        paho_internals: bool = True,
     ) -> None:
         self._target = target
         self._subscriptions = list(subscriptions)
@@ -85,9 +102,11 @@ class MqttIngest:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_change = on_connection_change
         self._keepalive = keepalive
-        # Our own PUBACK/PUBLISH encoding needs paho's internal queue; without it
-        # (a future paho), fall back to one public ack()/publish() per packet.
-        self._raw_writes = raw_writes and hasattr(paho.Client, "_packet_queue")
+        # Two uses of paho internals, both for the hot path and both optional: our own
+        # PUBACK/PUBLISH buffer goes on paho's internal queue, and paho's per-message
+        # topic-callback walk is skipped. Without them (paho_internals=False, or a
+        # future paho without these attributes) the public API is used per packet.
+        self._raw_writes = paho_internals and hasattr(paho.Client, "_packet_queue")
         self._pending: deque[Delivery] = deque()
         self._signalled = False
         self._wakeup = asyncio.Event()
@@ -108,6 +127,8 @@ class MqttIngest:
         # Must precede connect(): otherwise messages queued while we were offline are
         # acknowledged by paho during the connect handshake, before we stored them.
         self._client.manual_ack_set(on=True)
+        if self._raw_writes and hasattr(self._client, "_on_message_filtered"):
+            self._client._on_message_filtered = _NoTopicCallbacks()  # noqa: SLF001
         self._client.max_queued_messages_set(0)
         if target.username is not None:
             self._client.username_pw_set(target.username, target.password)
