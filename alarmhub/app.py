@@ -367,17 +367,18 @@ class AlarmHub:
         # message was a measurable share of the hot path (docs/performance.md).
         counts: Counter[tuple[PromCounter, tuple[str, ...]]] = Counter()
         for msg in effects.messages:
-            kind = msg.device.kind.value if msg.device else self._kind_of(msg.rejected)
+            # StrEnum members count as their text (prometheus-client str()s labels).
+            kind = msg.device.kind if msg.device else self._kind_of(msg.rejected)
             counts[m.messages_received, (kind,)] += 1
             if msg.verdict is Verdict.REDELIVERY:
                 counts[m.messages_deduplicated, (kind,)] += 1
             elif msg.rejected is not None:
-                counts[m.messages_dead_lettered, (msg.rejected.reason.value, kind)] += 1
+                counts[m.messages_dead_lettered, (msg.rejected.reason, kind)] += 1
                 self._log_dead_letter(msg.rejected, msg.raw.topic)
             else:
                 counts[m.messages_decoded, (kind,)] += 1
                 for ev in msg.events:
-                    counts[m.events, (ev.verdict.value,)] += 1
+                    counts[m.events, (ev.verdict,)] += 1
                     if ev.event.type is EventType.DOSE_TAKEN:
                         self.supervision.dose_taken(ev.event.device_id, ev.event.ts)
         for (metric, labels), n in counts.items():

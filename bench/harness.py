@@ -194,8 +194,10 @@ class Hub:
             time.sleep(0.05)
         raise TimeoutError(f"alarmhub not ready after {timeout} s: {self.tail()}")
 
-    def metrics(self) -> str:
-        return self.get("/metrics", timeout=5.0)[1].decode()
+    def metrics(self, *names: str) -> str:
+        """/metrics, or only the named series (`name[]`): polling all of it costs the daemon."""
+        query = "?" + "&".join(f"name[]={n}" for n in names) if names else ""
+        return self.get("/metrics" + query, timeout=5.0)[1].decode()
 
     def stop(self) -> None:
         if self.process is None:

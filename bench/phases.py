@@ -103,7 +103,10 @@ def throughput_once(
         deadline = time.perf_counter() + opts.timeout_s
         while time.perf_counter() < deadline:
             try:
-                count = harness.metric_sum(hub.metrics(), "alarmhub_messages_received_total")
+                count = harness.metric_sum(
+                    hub.metrics("alarmhub_messages_received_total"),
+                    "alarmhub_messages_received_total",
+                )
             except OSError:
                 count = 0.0  # HTTP not up yet
             now = time.perf_counter()

@@ -32,6 +32,9 @@ async def test_promtool_accepts_the_metrics_output(tmp_path: Path, broker: Local
             assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 2, 10)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.http_port}") as client:
                 response = await client.get("/metrics")
+                only = await client.get(
+                    "/metrics", params={"name[]": "alarmhub_messages_received_total"}
+                )
     finally:
         pub.close()
     assert response.status_code == 200
@@ -44,3 +47,8 @@ async def test_promtool_accepts_the_metrics_output(tmp_path: Path, broker: Local
     assert result.returncode == 0, result.stdout + result.stderr
     # Bounded labels: no device id is ever a label value.
     assert "pend-1" not in text
+    # `name[]` narrows the output to the named series, as prometheus-client's handler does.
+    assert only.status_code == 200
+    families = {line.split()[2] for line in only.text.splitlines() if line.startswith("# TYPE")}
+    assert families == {"alarmhub_messages_received_total"}
+    assert 'alarmhub_messages_received_total{device_kind="safety_alarm"} 2.0' in only.text

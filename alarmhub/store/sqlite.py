@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from alarmhub.core.model import Alarm, Device, DeviceKind, TimelineEntry
+from alarmhub.core.model import Alarm, Device, DeviceKind, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.device_settings import parse_settings, settings_json
 from alarmhub.store.escalation_rows import EscalationRows
@@ -81,15 +81,17 @@ _UPDATABLE = (
 
 
 def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any, ...]:
+    # StrEnum members are bound and serialised as their text; `.value` is a
+    # descriptor call per use, and this runs for every message stored.
     events = None
     if m.events:
         events = orjson.dumps(
             [
                 {
-                    "type": e.event.type.value,
+                    "type": e.event.type,
                     "ts": ts(e.event.ts),
                     "fields": e.event.fields,
-                    "verdict": e.verdict.value,
+                    "verdict": e.verdict,
                     "alarm_id": e.alarm_id,
                     "rule": e.rule,
                 }
@@ -106,8 +108,8 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
         device_id,
         m.device.municipality if m.device else registry_municipality,
         m.msg_id,
-        m.verdict.value,
-        rejected.reason.value if rejected else None,
+        m.verdict,
+        rejected.reason if rejected else None,
         rejected.detail if rejected else None,
         events,
     )
@@ -217,7 +219,7 @@ class SqliteStore(EscalationRows):
         inbox = [
             inbox_row(m, municipality_of.get(m.rejected.device_id or "") if m.rejected else None)
             for m in effects.messages
-            if m.verdict.value != "redelivery"
+            if m.verdict is not Verdict.REDELIVERY
         ]
         alarms = [alarm_row(a) for a in effects.alarms.values()]
         timeline = [timeline_row(e) for e in effects.timeline]
