@@ -260,7 +260,7 @@ class AlarmHub:
         self._after_commit(effects)
 
     async def _decide_and_commit(self, batch: list[Delivery]) -> BatchEffects:
-        raws = [RawMessage(d.topic, d.payload, d.received_at) for d in batch]
+        raws = [d.raw for d in batch]
         ctx = self.context()
         decoded = decode_all(raws, ctx)
         decoded = await self._retry_unknown_devices(raws, decoded)

@@ -92,18 +92,31 @@ class RuleSet:
     storm: StormPolicy | None = None
     heard_resolves: tuple[str, ...] = ()  # alarm kinds any message from the device resolves
     offline_after_misses: int = 3
+    # The rules that could match an event type, in file order, per municipality
+    # (None: one without rules of its own). Every event is matched, most against
+    # rules of other types: built on first use, since a RuleSet never changes.
+    _candidates: dict[tuple[str | None, EventType], tuple[Rule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def match(self, event: Event, device: Device) -> Rule | None:
         """First matching rule wins, like a firewall: the file's order is its meaning.
 
         A municipality's own rules are tried before the global ones.
         """
-        local = self.municipalities.get(device.municipality)
-        candidates = (*local.rules, *self.rules) if local is not None else self.rules
-        for rule in candidates:
+        for rule in self._candidates_for(device.municipality, event.type):
             if self._applies(rule, event, device):
                 return rule
         return None
+
+    def _candidates_for(self, municipality: str, etype: EventType) -> tuple[Rule, ...]:
+        local = self.municipalities.get(municipality)
+        key = (municipality if local is not None else None, etype)
+        found = self._candidates.get(key)
+        if found is None:
+            ordered = (*local.rules, *self.rules) if local is not None else self.rules
+            found = self._candidates[key] = tuple(r for r in ordered if r.event is etype)
+        return found
 
     def _applies(self, rule: Rule, event: Event, device: Device) -> bool:
         if event.type is not rule.event:

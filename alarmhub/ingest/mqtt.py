@@ -39,6 +39,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.matcher import MQTTMatcher
 
+from alarmhub.core.model import RawMessage
 from alarmhub.ingest import packets
 from alarmhub.settings import MqttTarget
 
@@ -47,12 +48,28 @@ log = structlog.get_logger("alarmhub.ingest")
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    topic: str
-    payload: bytes
+    """A message as received, with what acknowledging it needs.
+
+    It carries the core's RawMessage itself, built once on paho's thread, so the
+    hot path does not copy every message into a second object.
+    """
+
+    raw: RawMessage
     mid: int
     qos: int
     generation: int  # which connection it came on: acks are valid only on that one
-    received_at: datetime
+
+    @property
+    def topic(self) -> str:
+        return self.raw.topic
+
+    @property
+    def payload(self) -> bytes:
+        return self.raw.payload
+
+    @property
+    def received_at(self) -> datetime:
+        return self.raw.received_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +254,12 @@ class MqttIngest:
 
     def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:
         self._pending.append(
-            Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, self._now())
+            Delivery(
+                RawMessage(msg.topic, bytes(msg.payload), self._now()),
+                msg.mid,
+                msg.qos,
+                self._generation,
+            )
         )
         if not self._signalled and self._loop is not None:
             self._signalled = True
