@@ -116,14 +116,15 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
             device_id,
         )
     try:
-        text = raw.payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejected(
-            RejectReason.NOT_UTF8, f"payload is not UTF-8 at byte {exc.start}", device_id
-        )
-    try:
-        payload = orjson.loads(text)
+        # orjson validates UTF-8 itself: no str copy of every payload first.
+        payload = orjson.loads(raw.payload)
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.payload.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return Rejected(
+                RejectReason.NOT_UTF8, f"payload is not UTF-8 at byte {bad.start}", device_id
+            )
         return Rejected(RejectReason.MALFORMED_JSON, f"payload is not JSON: {exc}", device_id)
     if not isinstance(payload, dict):
         return Rejected(RejectReason.NOT_AN_OBJECT, "payload is not a JSON object", device_id)
