@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", type=Path, help="py-spy the first throughput run into this directory"
     )
     p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         devices=a.devices,
         timeout_s=120.0,
         profile_dir=a.profile,
+        profile_gil=a.profile_gil,
         hub_settings=dict(s.split("=", 1) for s in a.set),
     )
     if a.switch_interval is not None:

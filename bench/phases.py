@@ -37,6 +37,7 @@ class Options:
     devices: int
     timeout_s: float
     profile_dir: Path | None
+    profile_gil: bool
     hub_settings: dict[str, str]
 
 
@@ -97,7 +98,7 @@ def throughput_once(
     hub.start()
     try:
         if profile is not None:
-            spy = _py_spy(hub.pid, profile)
+            spy = _py_spy(hub.pid, profile, gil=opts.profile_gil)
         first: tuple[float, float] | None = None
         last = (0.0, 0.0)
         deadline = time.perf_counter() + opts.timeout_s
@@ -150,7 +151,7 @@ def throughput_once(
     }
 
 
-def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+def _py_spy(pid: int, out: Path, *, gil: bool) -> subprocess.Popen[bytes] | None:
     binary = Path(sys.executable).parent / "py-spy"
     if not binary.exists():
         print("  (py-spy not installed in the venv: no profile)")
@@ -167,6 +168,9 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
             "--format",
             "raw",
             "--nonblocking",
+            # --gil: only the thread holding the GIL. At full drain the GIL is the
+            # limit, so this shows what to cut; without it, waits count as work too.
+            *(["--gil"] if gil else []),
             "-o",
             str(out),
         ],
@@ -310,7 +314,7 @@ def latency_once(
         sent: dict[str, float] = {}
         press_sent: dict[str, float] = {}
         if profile is not None:
-            spy = _py_spy(hub.pid, profile)
+            spy = _py_spy(hub.pid, profile, gil=opts.profile_gil)
             time.sleep(0.5)
         cpu0 = harness.proc_cpu_s(hub.pid)
         start = time.perf_counter()
