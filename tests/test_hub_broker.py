@@ -60,9 +60,14 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             )
             alarms = db_rows(devices, "SELECT kind, priority, state, repeat_count, municipality FROM alarms")
             assert alarms == [("button", 1, "open", 2, "0301")]
+            # Level 1 (the operator queue) is the policy's first step, at once. The escalator
+            # commits it in its own transaction after the batch that raised the alarm, so
+            # under load it can land after the inbox rows: wait for it, then check all.
+            assert await async_wait_until(
+                lambda: db_count(devices, "SELECT count(*) FROM timeline WHERE type='escalated'") >= 1, 10
+            )
             types = [r[0] for r in db_rows(devices, "SELECT type FROM timeline ORDER BY id")]
             assert types[0] == "raised"
-            # Level 1 (the operator queue) is the policy's first step, at once.
             assert sorted(types) == ["escalated", "raised", "repeated", "repeated"]
             assert await async_wait_until(lambda: len(pub.received) == 4, 5)
             receipts = [orjson.loads(p) for _, p in pub.received]

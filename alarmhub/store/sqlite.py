@@ -224,10 +224,7 @@ class SqliteStore(EscalationRows):
         alarms = [alarm_row(a) for a in effects.alarms.values()]
         timeline = [timeline_row(e) for e in effects.timeline]
         seen = [(ts(at), dev) for dev, at in effects.device_seen.items()]
-        try:
-            await self._in_writer_thread(_write_batch, inbox, alarms, timeline, seen)
-        except aiosqlite.Error as exc:
-            raise StoreError(str(exc)) from exc
+        await self._in_writer_thread(_write_batch, inbox, alarms, timeline, seen)
 
     async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(sqlite3_connection, *args)` on this connection's own thread, in one hop.
@@ -235,9 +232,17 @@ class SqliteStore(EscalationRows):
         aiosqlite runs every call on its connection's thread through `_execute`; its
         public methods are that plus one sqlite3 call each. Going through it keeps
         one connection and its ordering with every other call on it.
+
+        A refusal by SQLite (locked past busy_timeout, disk full, I/O error) is a
+        StoreError, which `AlarmHub.until_committed` retries: every caller (the
+        ingest batch, its fingerprint lookup, the escalator's decisions) runs under
+        it, and an sqlite3 error escaping it would end the daemon's TaskGroup.
         """
         conn = self._conn
-        result: T = await conn._execute(lambda: fn(conn._conn, *args))  # type: ignore[no-untyped-call]  # noqa: SLF001
+        try:
+            result: T = await conn._execute(lambda: fn(conn._conn, *args))  # type: ignore[no-untyped-call]  # noqa: SLF001
+        except aiosqlite.Error as exc:
+            raise StoreError(str(exc)) from exc
         return result
 
     async def save_alarm(self, alarm: Alarm, entries: Iterable[TimelineEntry]) -> None:
