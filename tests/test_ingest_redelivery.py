@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -14,7 +17,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alarmhub.ingest.mqtt import MqttIngest
 from alarmhub.mosquitto import LocalBroker
+from alarmhub.settings import parse_mqtt_url
 from tests.support import REPO, Publisher
 
 pytestmark = pytest.mark.broker
@@ -124,3 +129,42 @@ def test_unacknowledged_messages_are_redelivered_to_the_persistent_session(
     got = receipts.wait_for(11, within_s=10)
     assert got == [f"r{i}" for i in range(4)] + [f"r{i}" for i in range(7)]
     assert orjson.dumps(second)  # the payloads are intact text
+
+
+async def test_connected_means_subscribed_so_the_first_message_is_not_dropped(
+    broker: LocalBroker, client_id: str
+) -> None:
+    """wait_connected() returns at SUBACK, not CONNACK.
+
+    On a fresh session the broker drops what matches no subscription yet: when
+    "connected" was reported at CONNACK, publishing at once lost about 8 in 100
+    first messages on this machine.
+    """
+    pub = Publisher(broker.port, client_id=f"{client_id}-pub")
+    lost = []
+    try:
+        for round_ in range(30):
+            ingest = MqttIngest(
+                parse_mqtt_url(broker.url),
+                f"{client_id}-{round_}",  # a fresh session: no stored subscription
+                ["first/#"],
+                lambda: datetime.now(UTC),
+            )
+            async with ingest:
+                assert await ingest.wait_connected(10)
+                pub.publish("first/x", f"r{round_}".encode())
+                got: list[bytes] = []
+
+                async def first(ingest: MqttIngest = ingest, got: list[bytes] = got) -> None:
+                    async for batch in ingest.batches(max_batch=10, coalesce_s=0):
+                        got.extend(d.payload for d in batch)
+                        ingest.ack(batch)
+                        return
+
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(first(), 3)
+                if got != [f"r{round_}".encode()]:
+                    lost.append((round_, got))
+    finally:
+        pub.close()
+    assert lost == []

@@ -132,7 +132,10 @@ class MqttIngest:
         self._attempt = 0
         self._lock = threading.Lock()
         self._closing = False
-        self.connected = False
+        self.connected = False  # connected and subscribed: ready to receive
+        self._link_up = False  # CONNACK seen, no disconnect since: acks may be sent
+        self._session_present = False
+        self._subscribe_mid = -1
         self.connections = 0
         self._first_connect = asyncio.Event()
         self._client = paho.Client(
@@ -155,6 +158,7 @@ class MqttIngest:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         # paho annotates the delays as int but sleeps on floats: sub-second jitter works.
         self._client.reconnect_delay_set(self._backoff.minimum, self._backoff.minimum)  # type: ignore[arg-type]
 
@@ -225,7 +229,7 @@ class MqttIngest:
         A receipt that does not go out is answered again when the device resends.
         """
         with self._lock:
-            if not self.connected:
+            if not self._link_up:
                 return 0
             generation = self._generation
             mids = [d.mid for d in deliveries if d.qos == 1 and d.generation == generation]
@@ -275,14 +279,32 @@ class MqttIngest:
         with self._lock:
             self._generation += 1
             self._attempt = 0
+            # Acks may flow from now on: a persistent session's queued messages
+            # arrive right after CONNACK, before our SUBACK.
+            self._link_up = True
         self.connections += 1
+        self._session_present = bool(getattr(flags, "session_present", False))
         # With clean_session=False the broker kept our subscriptions; subscribing again
-        # is harmless and covers a broker that lost its state.
-        client.subscribe([(topic, 1) for topic in self._subscriptions])
+        # is harmless and covers a broker that lost its state. Connected is reported
+        # at SUBACK (_on_subscribe): until then a new session matches nothing, and a
+        # message published in that gap is dropped by the broker, not queued for us.
+        _rc, self._subscribe_mid = client.subscribe([(t, 1) for t in self._subscriptions])
+        log.debug("mqtt.connack", session_present=self._session_present)
+
+    def _on_subscribe(
+        self, _client: Any, _userdata: Any, mid: int, reasons: Any, _props: Any
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        for topic, reason in zip(self._subscriptions, reasons, strict=False):
+            if reason.is_failure:
+                # Refused by the broker's ACL: what comes on that topic never reaches us.
+                log.error("mqtt.subscribe_refused", topic=topic, reason=str(reason))
         log.info(
             "mqtt.connected",
-            session_present=bool(getattr(flags, "session_present", False)),
+            session_present=self._session_present,
             connection=self.connections,
+            subscriptions=len(self._subscriptions),
         )
         self._set_connected(connected=True)
         if self._loop is not None:
@@ -291,8 +313,9 @@ class MqttIngest:
     def _on_disconnect(
         self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
-        with self._lock:  # settle() checks `connected` under the same lock
-            self._set_connected(connected=False)
+        with self._lock:  # settle() checks `_link_up` under the same lock
+            self._link_up = False
+        self._set_connected(connected=False)
         if not self._closing:
             log.warning("mqtt.disconnected", reason=str(reason))
             self._schedule_retry()
