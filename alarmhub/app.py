@@ -540,8 +540,9 @@ class AlarmHub:
         """
         while True:
             await asyncio.sleep(CHECKPOINT_S if self._wal_room.is_set() else CHECKPOINT_FULL_S)
+            full = not self._wal_room.is_set()
             try:
-                await self.reader.checkpoint()
+                busy, _pages, _done = await self.reader.checkpoint(truncate=full)
             except Exception as exc:  # a failing checkpoint must not stop the daemon
                 if _disk_full(exc) and self._wal_room.is_set():
                     self._wal_room.clear()
@@ -551,7 +552,7 @@ class AlarmHub:
                 if should:
                     log.warning("store.checkpoint_failed", error=str(exc), since_last=suppressed)
                 continue
-            if not self._wal_room.is_set():
+            if full and not busy:
                 self._wal_room.set()
                 log.info("store.wal_checkpointed")
 

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
     max_future_skew_s: int = Field(default=300, ge=0)
     content_dedup_window_s: int = Field(default=30, ge=1)
-    commit_delay_ms: float = Field(default=1.0, ge=0, le=100)
+    commit_delay_ms: float = Field(default=2.0, ge=0, le=100)
     max_batch: int = Field(default=2000, ge=1, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -171,12 +171,16 @@ class SqliteStore(EscalationRows):
             raise
         return store
 
-    async def checkpoint(self) -> tuple[int, int, int]:
+    async def checkpoint(self, *, truncate: bool = False) -> tuple[int, int, int]:
         """A passive WAL checkpoint: copies what it can, never blocks the writer.
 
+        `truncate`: wait for readers and writers (busy_timeout), copy everything
+        and cut the WAL file to zero bytes, giving its space back to the file
+        system; for a full disk, where the WAL's size is the space needed.
         Returns SQLite's (busy, WAL pages, pages checkpointed).
         """
-        async with self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        async with self._conn.execute(f"PRAGMA wal_checkpoint({mode})") as cur:
             row = await cur.fetchone()
         return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
