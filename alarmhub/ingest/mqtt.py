@@ -36,7 +36,7 @@ from typing import Any, Self
 
 import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 
 from alarmhub.core.model import RawMessage
@@ -99,6 +99,51 @@ class _NoTopicCallbacks(MQTTMatcher):
         return iter(())
 
 
+class _BufferedReadClient(paho.Client):
+    """paho with one recv() per burst of packets instead of three or more per packet.
+
+    paho reads each packet as the command byte, the length byte by byte, then
+    the body, each a recv() call, and handles one packet per select() wake-up:
+    most of its thread's cost at full drain (docs/performance.md). Here a
+    recv() takes up to 64 KiB into a buffer that serves those small reads, and
+    loop_read() goes on while the buffer holds bytes, so select() only ever
+    waits when the buffer is empty and the socket is the only source. The
+    buffer belongs to one socket: it is dropped when paho closes the socket.
+    """
+
+    _CHUNK = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(max(bufsize, self._CHUNK))
+            if len(data) <= bufsize:  # fits the request, or b"" for a closed socket
+                self._rbuf, self._rpos = b"", 0
+                return data
+            self._rbuf, self._rpos = data, 0
+        start = self._rpos
+        self._rpos = min(start + bufsize, len(self._rbuf))
+        return self._rbuf[start : self._rpos]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._rpos < len(self._rbuf)
+            and self._sock is not None
+        ):
+            rc = super().loop_read(1)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+        super()._sock_close()
+
+
 class MqttIngest:
     def __init__(
         self,
@@ -138,7 +183,10 @@ class MqttIngest:
         self._subscribe_mid = -1
         self.connections = 0
         self._first_connect = asyncio.Event()
-        self._client = paho.Client(
+        buffered = self._raw_writes and all(
+            hasattr(paho.Client, name) for name in ("_sock_recv", "_sock_close")
+        )
+        self._client = (_BufferedReadClient if buffered else paho.Client)(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,
