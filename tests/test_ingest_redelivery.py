@@ -168,3 +168,39 @@ async def test_connected_means_subscribed_so_the_first_message_is_not_dropped(
     finally:
         pub.close()
     assert lost == []
+
+
+@pytest.mark.parametrize("mode", ["raw", "paho"])
+async def test_packets_larger_than_the_read_buffer_and_bursts_arrive_whole(
+    broker: LocalBroker, client_id: str, mode: str
+) -> None:
+    """The buffered reader (one recv() of up to 64 KiB serving many packets).
+
+    A 200 KiB payload spans several buffer fills, and small packets before and
+    after it share fills with its head and tail: every byte must arrive, in order.
+    """
+    sizes = [10, 300, 200 * 1024, 5, 70_000, *([150] * 500), 65_536, 1]
+    payloads = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    ingest = MqttIngest(
+        parse_mqtt_url(broker.url), client_id, ["burst/#"], lambda: datetime.now(UTC),
+        paho_internals=mode == "raw",
+    )
+    pub = Publisher(broker.port, client_id=f"{client_id}-pub")
+    got: list[bytes] = []
+    try:
+        async with ingest:
+            assert await ingest.wait_connected(10)
+            await asyncio.to_thread(pub.publish_many, [("burst/x", p) for p in payloads])
+
+            async def collect() -> None:
+                async for batch in ingest.batches(max_batch=1000, coalesce_s=0.001):
+                    got.extend(d.payload for d in batch)
+                    ingest.ack(batch)
+                    if len(got) >= len(payloads):
+                        return
+
+            await asyncio.wait_for(collect(), 20)
+    finally:
+        pub.close()
+    assert [len(p) for p in got] == sizes
+    assert got == payloads
