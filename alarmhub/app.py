@@ -539,8 +539,8 @@ class AlarmHub:
         the checkpoint retries quickly; the first one that succeeds lets them go.
         """
         while True:
-            await asyncio.sleep(CHECKPOINT_S if self._wal_room.is_set() else CHECKPOINT_FULL_S)
             full = not self._wal_room.is_set()
+            await asyncio.sleep(CHECKPOINT_FULL_S if full else CHECKPOINT_S)
             try:
                 busy, _pages, _done = await self.reader.checkpoint(truncate=full)
             except Exception as exc:  # a failing checkpoint must not stop the daemon

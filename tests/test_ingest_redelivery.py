@@ -55,7 +55,7 @@ CONSUMER = textwrap.dedent(
             got = list(ingest._pending)
         ingest.settle(got[:ack_first], [("redelivery-receipts/x", b"r%d" % i) for i in range(ack_first)])
         time.sleep(0.5)  # let paho's network thread write the PUBACKs
-        print(" ".join(d.payload.decode() for d in got), flush=True)
+        print(" ".join(d.raw.payload.decode() for d in got), flush=True)
         os._exit(0)
 
     asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
@@ -157,7 +157,7 @@ async def test_connected_means_subscribed_so_the_first_message_is_not_dropped(
 
                 async def first(ingest: MqttIngest = ingest, got: list[bytes] = got) -> None:
                     async for batch in ingest.batches(max_batch=10, coalesce_s=0):
-                        got.extend(d.payload for d in batch)
+                        got.extend(d.raw.payload for d in batch)
                         ingest.ack(batch)
                         return
 
@@ -194,7 +194,7 @@ async def test_packets_larger_than_the_read_buffer_and_bursts_arrive_whole(
 
             async def collect() -> None:
                 async for batch in ingest.batches(max_batch=1000, coalesce_s=0.001):
-                    got.extend(d.payload for d in batch)
+                    got.extend(d.raw.payload for d in batch)
                     ingest.ack(batch)
                     if len(got) >= len(payloads):
                         return

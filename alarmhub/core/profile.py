@@ -91,9 +91,8 @@ class TopicPattern:
             for i, lvl in enumerate(self.levels)
             if lvl.startswith("{") and lvl.endswith("}")
         )
-        literals = tuple(
-            (i, lvl) for i, lvl in enumerate(self.levels) if i not in dict(names)
-        )
+        placeholders = {i for i, _ in names}
+        literals = tuple((i, lvl) for i, lvl in enumerate(self.levels) if i not in placeholders)
         # The common template "{device}": the id is that one level as it is.
         whole = next((i for i, name in names if self.device_id == f"{{{name}}}"), None)
         object.__setattr__(self, "_names", names)

@@ -59,18 +59,6 @@ class Delivery:
     qos: int
     generation: int  # which connection it came on: acks are valid only on that one
 
-    @property
-    def topic(self) -> str:
-        return self.raw.topic
-
-    @property
-    def payload(self) -> bytes:
-        return self.raw.payload
-
-    @property
-    def received_at(self) -> datetime:
-        return self.raw.received_at
-
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -164,11 +152,15 @@ class MqttIngest:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_change = on_connection_change
         self._keepalive = keepalive
-        # Two uses of paho internals, both for the hot path and both optional: our own
-        # PUBACK/PUBLISH buffer goes on paho's internal queue, and paho's per-message
-        # topic-callback walk is skipped. Without them (paho_internals=False, or a
-        # future paho without these attributes) the public API is used per packet.
-        self._raw_writes = paho_internals and hasattr(paho.Client, "_packet_queue")
+        # Three uses of paho internals, all for the hot path and all optional: our own
+        # PUBACK/PUBLISH buffer goes on paho's internal queue, paho's per-message
+        # topic-callback walk is skipped, and its reads are buffered
+        # (_BufferedReadClient). Without them (paho_internals=False, or a future paho
+        # without these attributes) paho's public API does all three.
+        self._internals = paho_internals and all(
+            hasattr(paho.Client, name)
+            for name in ("_packet_queue", "_on_message_filtered", "_sock_recv", "_sock_close")
+        )
         self._pending: deque[Delivery] = deque()
         self._signalled = False
         self._wakeup = asyncio.Event()
@@ -183,10 +175,7 @@ class MqttIngest:
         self._subscribe_mid = -1
         self.connections = 0
         self._first_connect = asyncio.Event()
-        buffered = self._raw_writes and all(
-            hasattr(paho.Client, name) for name in ("_sock_recv", "_sock_close")
-        )
-        self._client = (_BufferedReadClient if buffered else paho.Client)(
+        self._client = (_BufferedReadClient if self._internals else paho.Client)(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,
@@ -195,7 +184,7 @@ class MqttIngest:
         # Must precede connect(): otherwise messages queued while we were offline are
         # acknowledged by paho during the connect handshake, before we stored them.
         self._client.manual_ack_set(on=True)
-        if self._raw_writes and hasattr(self._client, "_on_message_filtered"):
+        if self._internals:
             self._client._on_message_filtered = _NoTopicCallbacks()  # noqa: SLF001
         self._client.max_queued_messages_set(0)
         if target.username is not None:
@@ -281,7 +270,7 @@ class MqttIngest:
                 return 0
             generation = self._generation
             mids = [d.mid for d in deliveries if d.qos == 1 and d.generation == generation]
-            if self._raw_writes:
+            if self._internals:
                 buffer = packets.pubacks(mids) + packets.publishes_qos0(receipts)
                 if buffer:
                     # A PUBACK command with QoS 0: paho's writer sends it and runs no

@@ -28,10 +28,11 @@ def pubacks(mids: Sequence[int]) -> bytes:
     if not mids:
         return b""
     # One PUBACK is exactly one big-endian 32-bit word: 0x4002 << 16 | mid.
-    for mid in mids:
-        if not 0 < mid <= 0xFFFF:
-            msg = f"packet identifier {mid} outside 1..65535"
-            raise ValueError(msg)
+    # An identifier outside 16 bits would corrupt the word: refuse (min/max run in C).
+    if min(mids) < 1 or max(mids) > 0xFFFF:
+        bad = next(mid for mid in mids if not 0 < mid <= 0xFFFF)
+        msg = f"packet identifier {bad} outside 1..65535"
+        raise ValueError(msg)
     return struct.pack(f"!{len(mids)}I", *[0x4002_0000 | mid for mid in mids])
 
 
