@@ -427,7 +427,11 @@ def fill(disk: Path) -> Path:
 
 def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
     """The database's file system fills up: alarmhub waits unacknowledged and recovers."""
-    with small_disk(tmp_path / "disk") as disk:
+    # 64 MB, not 16: during the catch-up after the space returns, this test's own
+    # db_count() polls pin the WAL so SQLite cannot restart it, and small commits
+    # grew it to 15.5 MB of a 16 MB disk (next to a 1.1 MB database) in 2 of 5
+    # runs; the disk then filled again. docs/reliability.md, Known limits.
+    with small_disk(tmp_path / "disk", "64m") as disk:
         db = disk / "alarmhub.db"
         devices = 50
         register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
