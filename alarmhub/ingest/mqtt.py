@@ -158,8 +158,7 @@ class MqttIngest:
         # (_BufferedReadClient). Without them (paho_internals=False, or a future paho
         # without these attributes) paho's public API does all three.
         self._internals = paho_internals and all(
-            hasattr(paho.Client, name)
-            for name in ("_packet_queue", "_on_message_filtered", "_sock_recv", "_sock_close")
+            hasattr(paho.Client, name) for name in ("_packet_queue", "_sock_recv", "_sock_close")
         )
         self._pending: deque[Delivery] = deque()
         self._signalled = False
@@ -184,7 +183,7 @@ class MqttIngest:
         # Must precede connect(): otherwise messages queued while we were offline are
         # acknowledged by paho during the connect handshake, before we stored them.
         self._client.manual_ack_set(on=True)
-        if self._internals:
+        if self._internals and hasattr(self._client, "_on_message_filtered"):  # an instance attr
             self._client._on_message_filtered = _NoTopicCallbacks()  # noqa: SLF001
         self._client.max_queued_messages_set(0)
         if target.username is not None:
