@@ -87,7 +87,7 @@ async def stack(
     try:
         async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub:
             assert hub.ingest is not None
-            assert await hub.ingest.wait_connected(5)
+            assert await hub.ingest.wait_connected(20)  # a ceiling; a loaded CI machine is slow
             s = Stack(hub, db, f"http://127.0.0.1:{hub.http_port}", pub, tokens)
             if alarms:
                 await s.raise_alarm("osl-pend-1", "o1")
