@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -71,6 +72,8 @@ REGISTRY_POLL_S = 2.0
 COMMIT_RETRY_MAX_S = 5.0
 CHECKPOINT_S = 1.0
 CHECKPOINT_FULL_S = 0.1  # while the disk is full: retry soon, ingest is waiting
+# A WAL over sqlite_wal_limit_mb is cut; commits wait at most this long for it.
+WAL_TRUNCATE_WAIT_MS = 100
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -538,11 +541,16 @@ class AlarmHub:
         holds its commits (unacknowledged: the broker keeps the messages), and
         the checkpoint retries quickly; the first one that succeeds lets them go.
         """
+        page_size = await self.reader.page_size()
+        limit = self.settings.sqlite_wal_limit_mb * 1024 * 1024
         while True:
             full = not self._wal_room.is_set()
             await asyncio.sleep(CHECKPOINT_FULL_S if full else CHECKPOINT_S)
             try:
-                busy, _pages, _done = await self.reader.checkpoint(truncate=full)
+                busy, pages, _done = await self.reader.checkpoint(truncate=full)
+                self.metrics.store_wal_bytes.set(pages * page_size)
+                if not full and pages * page_size > limit:
+                    await self._truncate_wal(pages * page_size)
             except Exception as exc:  # a failing checkpoint must not stop the daemon
                 if _disk_full(exc) and self._wal_room.is_set():
                     self._wal_room.clear()
@@ -555,6 +563,28 @@ class AlarmHub:
             if full and not busy:
                 self._wal_room.set()
                 log.info("store.wal_checkpointed")
+
+    async def _truncate_wal(self, wal_bytes: int) -> None:
+        """Cut a WAL that readers kept SQLite from reusing (SqliteStore.truncate_wal)."""
+        started = time.monotonic()
+        if await self.reader.truncate_wal(WAL_TRUNCATE_WAIT_MS):
+            self.metrics.store_wal_truncations.inc()
+            self.metrics.store_wal_bytes.set(0)
+            log.info(
+                "store.wal_truncated",
+                wal_mb=round(wal_bytes / 2**20, 1),
+                waited_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+            return
+        should, suppressed = self._once.should_log("store.wal_truncate_busy")
+        if should:
+            log.warning(
+                "store.wal_truncate_busy",
+                wal_mb=round(wal_bytes / 2**20, 1),
+                since_last=suppressed,
+                hint="a reader held the WAL longer than "
+                f"{WAL_TRUNCATE_WAIT_MS} ms; retried every second",
+            )
 
     async def _until_wal_has_room(self) -> None:
         """Hold an ingest commit while the WAL cannot be checkpointed for lack of space."""

@@ -129,6 +129,16 @@ class Metrics:
         self.store_writable = Gauge(
             "alarmhub_store_writable", "1 while the last commit succeeded", registry=r
         )
+        self.store_wal_bytes = Gauge(
+            "alarmhub_store_wal_bytes",
+            "Bytes of the SQLite WAL in use after the last checkpoint",
+            registry=r,
+        )
+        self.store_wal_truncations = Counter(
+            "alarmhub_store_wal_truncations",
+            "WAL cuts to zero after it outgrew sqlite_wal_limit_mb (readers kept it from reuse)",
+            registry=r,
+        )
         self.devices = Gauge(
             "alarmhub_devices", "Registered active devices, by kind", ["device_kind"], registry=r
         )

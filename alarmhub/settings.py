@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     mqtt_reconnect_max_s: float = Field(default=30.0, gt=0)
     database_url: str = "sqlite:///alarmhub.db"
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sqlite_wal_limit_mb: int = Field(default=64, ge=1, le=1024 * 1024)
     http_listen: str = "127.0.0.1:8080"
     rules: Path = Path("config/rules.toml")
     devices_dir: Path | None = None

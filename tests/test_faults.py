@@ -427,16 +427,18 @@ def fill(disk: Path) -> Path:
 
 def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
     """The database's file system fills up: alarmhub waits unacknowledged and recovers."""
-    # 64 MB, not 16: during the catch-up after the space returns, this test's own
-    # db_count() polls pin the WAL so SQLite cannot restart it, and small commits
-    # grew it to 15.5 MB of a 16 MB disk (next to a 1.1 MB database) in 2 of 5
-    # runs; the disk then filled again. docs/reliability.md, Known limits.
-    with small_disk(tmp_path / "disk", "64m") as disk:
+    # During the catch-up after the space returns, this test's own db_count() polls
+    # pin the WAL so SQLite cannot restart it: small commits grew it to 15.5 MB of
+    # this 16 MB disk (next to a 1.1 MB database) in 2 of 5 runs, and the disk
+    # filled again. The WAL limit cuts it (docs/reliability.md, Known limits).
+    with small_disk(tmp_path / "disk", "16m") as disk:
         db = disk / "alarmhub.db"
         devices = 50
         register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
         port = free_port()
-        env = daemon_env(db, broker, client_id, ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}")
+        env = daemon_env(
+            db, broker, client_id, ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}", ALARMHUB_SQLITE_WAL_LIMIT_MB="4"
+        )
         log = tmp_path / "daemon.log"
         n = 6_000
         items, presses, bad = mixed_burst(n, devices)
@@ -473,8 +475,9 @@ def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
             code = stop_daemon(daemon)
         assert code == 0, log.read_text()[-2000:]
         assert "store.recovered" in event_names(log)
+        cuts = event_names(log).count("store.wal_truncated")
         print(f"\ndisk full after {stuck} messages ({error!r}); stored the rest "
-              f"{recovered_s:.2f} s after space was freed; final {counts}")
+              f"{recovered_s:.2f} s after space was freed; WAL cut {cuts} times; final {counts}")
 
 
 # --- 4. slow consumers: a webhook that hangs or fails, an SSE client that never reads ---

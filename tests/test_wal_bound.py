@@ -1,0 +1,144 @@
+"""The WAL stays bounded while readers never pause.
+
+SQLite starts its WAL over only when no reader is still using it. Readers that
+never pause (here two threads counting rows in a loop; in life a dashboard or a
+script polling the database) kept that from happening, and every commit made
+the WAL longer: 308 MB beside a 10 MB database in 8 s of small commits, and in
+the disk-full test a catch-up filled the freed space again. `truncate_wal` cuts
+it back; this test runs the same commits both ways, counted, not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alarmhub.store.sqlite import SqliteStore
+
+COMMITS = 600
+CHECK_EVERY = 10  # commits between checkpoints: the daemon's "once a second"
+LIMIT = 2 * 1024 * 1024
+MB = 1024 * 1024
+
+
+@contextmanager
+def readers_that_never_pause(db: Path, count: int = 2) -> Iterator[list[int]]:
+    stop = threading.Event()
+    reads = [0] * count
+
+    def read(k: int) -> None:
+        conn = sqlite3.connect(db, isolation_level=None)
+        try:
+            while not stop.is_set():
+                conn.execute("SELECT count(*) FROM filler").fetchone()
+                reads[k] += 1
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=read, args=(k,), daemon=True) for k in range(count)]
+    for t in threads:
+        t.start()
+    try:
+        yield reads
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+
+
+async def run(tmp_path: Path, *, bounded: bool) -> tuple[int, int, int, int]:
+    """Commit COMMITS small transactions under pinning readers.
+
+    Returns the largest WAL, the largest growth over one interval that began
+    with a cut WAL, the number of cuts, and the number of reads.
+    """
+    db = tmp_path / f"{'bounded' if bounded else 'plain'}.db"
+    writer = await SqliteStore.open(db, synchronous="NORMAL", autocheckpoint=False)
+    checkpointer = await SqliteStore.open(db, migrate=False)
+    wal = db.with_name(db.name + "-wal")
+    biggest = cuts = interval = 0
+    after_cut = False
+    try:
+        await writer._conn.execute("CREATE TABLE filler (id INTEGER PRIMARY KEY, v BLOB)")
+        await writer._conn.execute("CREATE INDEX filler_v ON filler (v)")
+        page_size = await checkpointer.page_size()
+        with readers_that_never_pause(db) as reads:
+            for i in range(1, COMMITS + 1):
+                await writer._conn.execute("BEGIN IMMEDIATE")
+                await writer._conn.executemany(
+                    "INSERT INTO filler (v) VALUES (randomblob(100))", [()] * 20
+                )
+                await writer._conn.execute("COMMIT")
+                if i % CHECK_EVERY == 0:
+                    size = wal.stat().st_size
+                    biggest = max(biggest, size)
+                    if after_cut:
+                        interval = max(interval, size)
+                    _busy, pages, _done = await checkpointer.checkpoint()
+                    # A generous wait: the cut itself is under test, not a loaded machine.
+                    after_cut = (
+                        bounded
+                        and pages * page_size > LIMIT
+                        and await checkpointer.truncate_wal(5_000)
+                    )
+                    cuts += after_cut
+            total_reads = sum(reads)
+        biggest = max(biggest, wal.stat().st_size)
+    finally:
+        await checkpointer.close()
+        await writer.close()
+    return biggest, interval, cuts, total_reads
+
+
+async def test_truncate_wal_bounds_a_wal_that_readers_pin(tmp_path: Path) -> None:
+    plain, _, plain_cuts, plain_reads = await run(tmp_path, bounded=False)
+    bounded, interval, cuts, reads = await run(tmp_path, bounded=True)
+    print(
+        f"\nmax WAL: {plain / MB:.1f} MB unbounded, {bounded / MB:.1f} MB with a "
+        f"{LIMIT / MB:.0f} MB limit ({cuts} cuts, one interval adds up to {interval / MB:.1f} MB); "
+        f"reads {plain_reads} / {reads}"
+    )
+    assert plain_cuts == 0
+    assert plain_reads > COMMITS // 10, "the readers did not run"
+    assert reads > COMMITS // 10, "the readers did not run"
+    # Without the cut the readers really pin the WAL (else this test shows nothing) ...
+    assert plain > 2 * LIMIT, plain
+    # ... and with it, the WAL never exceeds the limit by more than one interval's commits.
+    assert cuts >= 1
+    assert 0 < interval < LIMIT, interval
+    assert bounded <= LIMIT + interval, (bounded, interval)
+
+
+async def test_truncate_wal_gives_up_after_its_wait_when_a_reader_holds_on(tmp_path: Path) -> None:
+    """A reader in a long transaction: the cut fails after `wait_ms`, and the writer goes on."""
+    db = tmp_path / "held.db"
+    writer = await SqliteStore.open(db, autocheckpoint=False)
+    checkpointer = await SqliteStore.open(db, migrate=False)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        await writer._conn.execute("CREATE TABLE filler (id INTEGER PRIMARY KEY, v BLOB)")
+        await writer._conn.execute("INSERT INTO filler (v) VALUES (randomblob(100))")
+        holder.execute("BEGIN")
+        holder.execute("SELECT count(*) FROM filler").fetchone()  # holds its snapshot
+        await writer._conn.execute("INSERT INTO filler (v) VALUES (randomblob(100))")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert not await checkpointer.truncate_wal(200)
+        waited = loop.time() - started
+        assert 0.15 <= waited < 3.0, waited
+        # The busy timeout is back to its normal value for the connection's other reads.
+        async with checkpointer._conn.execute("PRAGMA busy_timeout") as cur:
+            assert (await cur.fetchone()) == (5000,)
+        holder.execute("COMMIT")
+        assert await checkpointer.truncate_wal(200)
+        assert db.with_name(db.name + "-wal").stat().st_size == 0
+        await writer._conn.execute("INSERT INTO filler (v) VALUES (randomblob(100))")
+    finally:
+        holder.close()
+        await checkpointer.close()
+        await writer.close()
+
