@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import Counter
@@ -25,6 +27,8 @@ from alarmhub.web.errors import install as install_errors
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
+
+log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
@@ -103,6 +107,42 @@ class RequestCounter:
             self.counter.labels(template, str(status)).inc()
 
 
+class ClientGone:
+    """A stream whose client has gone ends quietly, not as a server error.
+
+    When a live-stream (SSE) client goes away, FastAPI's keep-alive task can
+    still be sending into the stream the request's exit stack has just closed:
+    `anyio.BrokenResourceError` in a task group, which uvicorn logged as
+    "Exception in ASGI application" at error level (every time a cut-off client
+    disconnected, in tests/test_faults.py). FastAPI 0.165 has this; the upstream
+    fix (fastapi PR #15824) was closed unmerged. An error line that is not an
+    error teaches the people on call to ignore error lines, so a closed stream
+    after the response has started is logged at debug; anything else, or the
+    same before the response started, still raises.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except* (anyio.BrokenResourceError, anyio.ClosedResourceError) as gone:
+            if not started:
+                raise
+            log.debug("http.client_gone", path=scope.get("path"), errors=len(gone.exceptions))
+
+
 def create_app(hub: AlarmHub) -> FastAPI:
     db = hub.settings.database
     if db.path is None:
@@ -122,6 +162,7 @@ def create_app(hub: AlarmHub) -> FastAPI:
         return RedirectResponse("/login", status_code=303)
 
     app.add_exception_handler(LoginRequired, on_login_required)
+    app.add_middleware(ClientGone)  # the innermost of the three: the others see a normal end
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestCounter, counter=hub.metrics.http_requests)
 
