@@ -72,7 +72,10 @@ REGISTRY_POLL_S = 2.0
 COMMIT_RETRY_MAX_S = 5.0
 CHECKPOINT_S = 1.0
 CHECKPOINT_FULL_S = 0.1  # while the disk is full: retry soon, ingest is waiting
-# A WAL over sqlite_wal_limit_mb is cut; commits wait at most this long for it.
+# A WAL above this after the background checkpoint is started over between two
+# batches (_reset_wal); above sqlite_wal_limit_mb it is cut, and commits wait at
+# most WAL_TRUNCATE_WAIT_MS for that.
+WAL_RESET_BYTES = 4 * 1024 * 1024
 WAL_TRUNCATE_WAIT_MS = 100
 
 
@@ -120,6 +123,9 @@ class AlarmHub:
         # Cleared while the checkpoint fails for lack of disk space (_checkpoint_loop).
         self._wal_room = asyncio.Event()
         self._wal_room.set()
+        # Set by _checkpoint_loop when the WAL keeps growing; the ingest loop then
+        # finishes the checkpoint on the writer's connection between batches.
+        self._wal_reset_due = False
         self.queue_gauges = QueueGauges(self.metrics, self.clock)
         self.http_port: int | None = None
 
@@ -133,7 +139,10 @@ class AlarmHub:
         if db.kind != "sqlite" or db.path is None:
             raise NotImplementedError("only sqlite:/// databases are supported so far")
         self.store = await SqliteStore.open(
-            db.path, synchronous=s.sqlite_synchronous, autocheckpoint=False
+            db.path,
+            synchronous=s.sqlite_synchronous,
+            autocheckpoint=False,
+            wal_size_limit=s.sqlite_wal_limit_mb * 1024 * 1024,
         )
         self._stack.push_async_callback(self.store.close)
         # Reads for HTTP and reports use their own connection: never the writer's.
@@ -260,6 +269,8 @@ class AlarmHub:
                     return
                 # Shielded: a stop or cancel in the middle of a batch lets it commit and ack.
                 await asyncio.shield(self._handle(batch))
+                if self._wal_reset_due:
+                    await asyncio.shield(self._reset_wal())
         finally:
             stop.cancel()
 
@@ -551,6 +562,8 @@ class AlarmHub:
                 self.metrics.store_wal_bytes.set(pages * page_size)
                 if not full and pages * page_size > limit:
                     await self._truncate_wal(pages * page_size)
+                elif not full and pages * page_size > WAL_RESET_BYTES:
+                    self._wal_reset_due = True
             except Exception as exc:  # a failing checkpoint must not stop the daemon
                 if _disk_full(exc) and self._wal_room.is_set():
                     self._wal_room.clear()
@@ -563,6 +576,24 @@ class AlarmHub:
             if full and not busy:
                 self._wal_room.set()
                 log.info("store.wal_checkpointed")
+
+    async def _reset_wal(self) -> None:
+        """Let SQLite start its WAL over, by a checkpoint on the writer's own connection.
+
+        SQLite reuses the WAL from the start only when a checkpoint has copied
+        every frame. The once-a-second checkpoint on the reader connection never
+        gets there under steady traffic: a commit always lands while it copies,
+        so the WAL grew by every commit (80.9 MB in 6 s at 2,000 msg/s in
+        `make bench`). Between two batches no commit can land: this checkpoint
+        copies only what arrived since the background one (a few milliseconds'
+        worth) and completes, and the next commit starts the WAL over.
+        """
+        self._wal_reset_due = False
+        async with self.write_lock:
+            try:
+                await self.store.checkpoint()
+            except Exception as exc:  # the background loop sees and reports a real fault
+                log.debug("store.wal_reset_failed", error=str(exc))
 
     async def _truncate_wal(self, wal_bytes: int) -> None:
         """Cut a WAL that readers kept SQLite from reusing (SqliteStore.truncate_wal)."""

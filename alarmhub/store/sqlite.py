@@ -144,6 +144,7 @@ class SqliteStore(EscalationRows):
         synchronous: str = "FULL",
         migrate: bool = True,
         autocheckpoint: bool = True,
+        wal_size_limit: int | None = None,
     ) -> SqliteStore:
         """Open a connection; `autocheckpoint=False` for the ingest writer.
 
@@ -164,6 +165,9 @@ class SqliteStore(EscalationRows):
             await conn.execute("PRAGMA foreign_keys=ON")
             if not autocheckpoint:
                 await conn.execute("PRAGMA wal_autocheckpoint=0")
+            if wal_size_limit is not None:
+                # When the WAL starts over, a file grown by a burst is cut back to this.
+                await conn.execute(f"PRAGMA journal_size_limit={int(wal_size_limit)}")
             store = cls(conn, path)
             if migrate:
                 await store.migrate()
