@@ -559,10 +559,11 @@ class AlarmHub:
             await asyncio.sleep(CHECKPOINT_FULL_S if full else CHECKPOINT_S)
             try:
                 busy, pages, _done = await self.reader.checkpoint(truncate=full)
-                self.metrics.store_wal_bytes.set(pages * page_size)
-                if not full and pages * page_size > limit:
-                    await self._truncate_wal(pages * page_size)
-                elif not full and pages * page_size > WAL_RESET_BYTES:
+                wal_bytes = pages * page_size
+                self.metrics.store_wal_bytes.set(wal_bytes)
+                if not full and wal_bytes > limit:
+                    await self._truncate_wal(wal_bytes)
+                elif not full and wal_bytes > WAL_RESET_BYTES:
                     self._wal_reset_due = True
             except Exception as exc:  # a failing checkpoint must not stop the daemon
                 if _disk_full(exc) and self._wal_room.is_set():
