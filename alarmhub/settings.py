@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_reconnect_min_s: float = Field(default=0.5, gt=0)
     mqtt_reconnect_max_s: float = Field(default=30.0, gt=0)
+    mqtt_paho_internals: bool = True
     database_url: str = "sqlite:///alarmhub.db"
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_wal_limit_mb: int = Field(default=64, ge=1, le=1024 * 1024)

@@ -25,6 +25,13 @@ from tests.support import (
 pytestmark = pytest.mark.broker
 
 
+@pytest.fixture(params=[True, False], ids=["paho-internals", "paho-public-api"])
+def paho_internals(request: pytest.FixtureRequest) -> bool:
+    """Ingest's fast path on paho's private parts, and the public-API fallback
+    (`mqtt_paho_internals = false`, the escape hatch for an untested paho)."""
+    return bool(request.param)
+
+
 @pytest.fixture
 def devices(tmp_path: Path) -> Path:
     db = tmp_path / "alarmhub.db"
@@ -44,13 +51,15 @@ def devices(tmp_path: Path) -> Path:
 
 
 async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
-    tmp_path: Path, broker: LocalBroker, client_id: str, devices: Path
+    tmp_path: Path, broker: LocalBroker, client_id: str, devices: Path, paho_internals: bool
 ) -> None:
     pub = Publisher(broker.port)
     pub.subscribe("alarmhub/v1/+/receipts")
+    settings = hub_settings(tmp_path, broker.url, client_id, mqtt_paho_internals=paho_internals)
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), serve_http=False) as hub:
+        async with AlarmHub(settings, serve_http=False) as hub:
             assert hub.ingest is not None
+            assert hub.ingest.paho_internals is paho_internals
             assert await hub.ingest.wait_connected(5)
             for i in range(3):
                 pub.publish(*native("pend-1", f"m{i}", "button.pressed"))
@@ -106,12 +115,14 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
 
 
 async def test_bad_input_is_dead_lettered_with_its_reason_and_the_daemon_goes_on(
-    tmp_path: Path, broker: LocalBroker, client_id: str, devices: Path
+    tmp_path: Path, broker: LocalBroker, client_id: str, devices: Path, paho_internals: bool
 ) -> None:
     pub = Publisher(broker.port)
+    settings = hub_settings(tmp_path, broker.url, client_id, mqtt_paho_internals=paho_internals)
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), serve_http=False) as hub:
+        async with AlarmHub(settings, serve_http=False) as hub:
             assert hub.ingest is not None
+            assert hub.ingest.paho_internals is paho_internals
             assert await hub.ingest.wait_connected(5)
             for topic, payload, _ in BAD_INPUTS:
                 pub.publish(topic, payload)
@@ -173,12 +184,13 @@ async def test_registration_while_running_is_seen_at_once(
 
 
 async def test_more_than_a_thousand_queued_while_down_all_arrive(
-    tmp_path: Path, broker: LocalBroker, client_id: str, devices: Path
+    tmp_path: Path, broker: LocalBroker, client_id: str, devices: Path, paho_internals: bool
 ) -> None:
     """Mosquitto 2.0 drops beyond 1,000 queued messages by default; ours must not."""
-    settings = hub_settings(tmp_path, broker.url, client_id)
+    settings = hub_settings(tmp_path, broker.url, client_id, mqtt_paho_internals=paho_internals)
     async with AlarmHub(settings, serve_http=False) as hub:  # creates the persistent session
         assert hub.ingest is not None
+        assert hub.ingest.paho_internals is paho_internals
         assert await hub.ingest.wait_connected(5)
     pub = Publisher(broker.port)
     try:
@@ -188,6 +200,8 @@ async def test_more_than_a_thousand_queued_while_down_all_arrive(
     finally:
         pub.close()
     async with AlarmHub(settings, serve_http=False) as hub:
+        assert hub.ingest is not None
+        assert hub.ingest.paho_internals is paho_internals
         assert await async_wait_until(
             lambda: db_count(devices, "SELECT count(*) FROM inbox") == n, 30
         ), db_count(devices, "SELECT count(*) FROM inbox")

@@ -16,6 +16,7 @@ import orjson
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from structlog.testing import capture_logs
 
 from alarmhub.ingest.mqtt import MqttIngest, _BufferedReadClient, _NoTopicCallbacks
 from alarmhub.mosquitto import LocalBroker
@@ -40,6 +41,7 @@ CONSUMER = textwrap.dedent(
             parse_mqtt_url(url), client_id, ["redelivery/#"], lambda: datetime.now(UTC),
             paho_internals=raw == "raw",
         )
+        assert ingest.paho_internals is (raw == "raw")  # the path asked for is the one taken
         await ingest.__aenter__()
         assert await ingest.wait_connected(10)
         got = []
@@ -185,6 +187,7 @@ async def test_packets_larger_than_the_read_buffer_and_bursts_arrive_whole(
         parse_mqtt_url(broker.url), client_id, ["burst/#"], lambda: datetime.now(UTC),
         paho_internals=mode == "raw",
     )
+    assert ingest.paho_internals is (mode == "raw")
     pub = Publisher(broker.port, client_id=f"{client_id}-pub")
     got: list[bytes] = []
     try:
@@ -219,3 +222,15 @@ def test_paho_internals_are_in_use_exactly_when_asked(internals: bool) -> None:
     assert isinstance(client, _BufferedReadClient) is internals
     assert isinstance(client._on_message_filtered, _NoTopicCallbacks) is internals
     assert ingest._internals is internals
+
+
+def test_a_paho_without_the_private_parts_falls_back_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A paho release that renamed one of the private parts gets the public API, and a warning."""
+    monkeypatch.delattr(paho.Client, "_sock_close")
+    with capture_logs() as logs:
+        ingest = MqttIngest(
+            parse_mqtt_url("mqtt://127.0.0.1:1"), "t-no-internals", ["x/#"], lambda: datetime.now(UTC),
+        )
+    assert ingest.paho_internals is False
+    assert not isinstance(ingest._client, _BufferedReadClient)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["mqtt.paho_internals_unavailable"]

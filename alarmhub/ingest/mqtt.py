@@ -36,6 +36,7 @@ from typing import Any, Self
 
 import paho.mqtt.client as paho
 import structlog
+from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 
@@ -155,11 +156,15 @@ class MqttIngest:
         # Three uses of paho internals, all for the hot path and all optional: our own
         # PUBACK/PUBLISH buffer goes on paho's internal queue, paho's per-message
         # topic-callback walk is skipped, and its reads are buffered
-        # (_BufferedReadClient). Without them (paho_internals=False, or a future paho
-        # without these attributes) paho's public API does all three.
-        self._internals = paho_internals and all(
+        # (_BufferedReadClient). Without them (paho_internals=False, the setting
+        # `mqtt_paho_internals`, or a paho without these attributes) paho's public API
+        # does all three. pyproject.toml bounds paho to the releases tested with both.
+        available = all(
             hasattr(paho.Client, name) for name in ("_packet_queue", "_sock_recv", "_sock_close")
         )
+        if paho_internals and not available:
+            log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
+        self._internals = paho_internals and available
         self._pending: deque[Delivery] = deque()
         self._signalled = False
         self._wakeup = asyncio.Event()
@@ -202,7 +207,13 @@ class MqttIngest:
         self._loop = asyncio.get_running_loop()
         self._client.connect_async(self._target.host, self._target.port, self._keepalive)
         self._client.loop_start()
-        log.info("mqtt.connecting", host=self._target.host, port=self._target.port)
+        log.info(
+            "mqtt.connecting",
+            host=self._target.host,
+            port=self._target.port,
+            paho_version=paho_version,
+            paho_internals=self._internals,
+        )
         return self
 
     async def __aexit__(
@@ -218,6 +229,11 @@ class MqttIngest:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
         self._set_connected(connected=False)
+
+    @property
+    def paho_internals(self) -> bool:
+        """Whether the fast path on paho's internals is in use (asked for, and available)."""
+        return self._internals
 
     async def wait_connected(self, within_s: float) -> bool:
         try:
