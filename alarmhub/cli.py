@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import structlog
 
+from alarmhub import builtin
 from alarmhub.clock import SystemClock
 from alarmhub.core.decode import valid_id
 from alarmhub.core.model import Device, DeviceKind, EventType
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = sub.add_parser("rules", help="the rules file").add_subparsers(title="rules")
     chk = rules.add_parser("check", help="validate a rules file without starting")
-    chk.add_argument("file", nargs="?")
+    chk.add_argument("file", nargs="?", help="default: ALARMHUB_RULES, else the built-in rules")
     chk.set_defaults(func=cmd_rules_check)
     exp = rules.add_parser("explain", help="what would happen to an event, without doing it")
     exp.add_argument("--device", required=True, help="a registered device id")
@@ -136,8 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(func=cmd_rules_explain)
     tst = rules.add_parser("test", help="replay scripted cases on a virtual clock")
-    tst.add_argument("file", metavar="CASES.toml")
-    tst.add_argument("--rules", dest="rules_file", help="rules file (default: ALARMHUB_RULES)")
+    tst.add_argument(
+        "file",
+        metavar="CASES.toml",
+        nargs="?",
+        help="cases file (default, for the built-in rules only: their built-in cases)",
+    )
+    tst.add_argument(
+        "--rules",
+        dest="rules_file",
+        help="rules file (default: ALARMHUB_RULES, else the built-in rules)",
+    )
     tst.set_defaults(func=cmd_rules_test)
     return p
 
@@ -412,10 +422,20 @@ def cmd_rules_explain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rules_test(settings: Settings, args: argparse.Namespace) -> int:
-    rules = load_rules(Path(args.rules_file) if args.rules_file else settings.rules)
+    rules_path = Path(args.rules_file) if args.rules_file else settings.rules
+    if args.file:
+        cases = Path(args.file)
+    elif not args.rules_file and settings.rules_builtin:
+        cases = builtin.rules_tests_file()
+        print(f"{cases} (built-in cases) against {_rules_label(settings, rules_path)}")
+    else:
+        # The built-in cases test the built-in rules; against other rules they would
+        # fail for reasons that say nothing about those rules.
+        raise CommandError(f"name the cases file that tests {rules_path}: rules test CASES.toml")
+    rules = load_rules(rules_path)
     catalog = load_catalog(settings.devices_dir or default_profiles_dir())
     try:
-        results = run_cases(rules, catalog, Path(args.file))
+        results = run_cases(rules, catalog, cases)
     except CasesError as exc:
         raise CommandError(str(exc)) from exc
     failed = [r for r in results if r.failures]
@@ -437,8 +457,15 @@ def cmd_rules_test(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_rules_check(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else settings.rules
     rules = load_rules(path)
-    print(f"{path}: OK, {len(rules.rules)} rules, version {rules.version}")
+    print(f"{_rules_label(settings, path)}: OK, {len(rules.rules)} rules, version {rules.version}")
     return 0
+
+
+def _rules_label(settings: Settings, path: Path) -> str:
+    """The rules file as a person should read it: which file, and whether it is ours."""
+    if path == settings.rules and settings.rules_builtin:
+        return f"{path} (built-in default)"
+    return str(path)
 
 
 def _table(columns: list[str], rows: list[dict[str, Any]]) -> None:

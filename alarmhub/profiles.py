@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
 )
 
+from alarmhub import builtin
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType
 from alarmhub.core.profile import Condition, Mapping, Op, Profile, TimestampUnit, TopicPattern
@@ -98,15 +99,16 @@ class _ProfileSpec(_Frozen):
 
 
 def default_profiles_dir() -> Path:
-    """The repository's ``devices/``, unless ``ALARMHUB_DEVICES_DIR`` points elsewhere.
+    """The built-in profiles, unless ``ALARMHUB_DEVICES_DIR`` points elsewhere.
 
-    The environment wins so that a deployment can ship its own vetted profiles
-    without editing the installed package.
+    Built in: the package's own copy when installed, the repository's ``devices/``
+    in a checkout (:mod:`alarmhub.builtin`). The environment wins so that a
+    deployment can ship its own vetted profiles without editing the installed package.
     """
     override = os.environ.get(ENV_DEVICES_DIR, "").strip()
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "devices"
+    return builtin.devices_dir()
 
 
 def load_catalog(directory: Path) -> Catalog:

@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from alarmhub import builtin
+
 ENV_PREFIX = "ALARMHUB_"
 DEFAULT_CONFIG = Path("config/alarmhub.toml")
 
@@ -103,7 +105,8 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_wal_limit_mb: int = Field(default=64, ge=1, le=1024 * 1024)
     http_listen: str = "127.0.0.1:8080"
-    rules: Path = Path("config/rules.toml")
+    # Unset: the rules alarmhub ships with (alarmhub.builtin), wherever it runs from.
+    rules: Path = Field(default_factory=builtin.rules_file)
     devices_dir: Path | None = None
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
     max_future_skew_s: int = Field(default=300, ge=0)
@@ -135,6 +138,29 @@ class Settings(BaseSettings):
         parse_listen(v)
         return v
 
+    # A set path that is not there is a bad setting (exit 2, the variable named), not a
+    # rules or profile error found later. Defaults are not validated: a wheel built
+    # without its data fails where it loads them, naming the path it looked at.
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(
+                f"{v} is not a file; unset, alarmhub uses its built-in rules "
+                f"({builtin.rules_file()})"
+            )
+        return v
+
+    @field_validator("devices_dir")
+    @classmethod
+    def _devices_dir(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_dir():
+            raise ValueError(
+                f"{v} is not a directory of device profiles; unset, alarmhub uses its "
+                f"built-in profiles ({builtin.devices_dir()})"
+            )
+        return v
+
     @field_validator("mqtt_client_id")
     @classmethod
     def _client_id(cls, v: str) -> str:
@@ -153,6 +179,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the file, which is passed in as init values.
         return (env_settings, init_settings)
+
+    @property
+    def rules_builtin(self) -> bool:
+        """True when nobody set `rules` (variable, file or argument): the shipped rules."""
+        return "rules" not in self.model_fields_set
 
     @property
     def mqtt(self) -> MqttTarget:
