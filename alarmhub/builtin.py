@@ -8,6 +8,9 @@ installed alarmhub runs from any directory with no checkout present.
 A checkout, or an editable install (``pip install -e``, which imports the package
 straight from the checkout), has no ``_data/``: there the built-in files are the
 repository's own, so an edit to ``config/rules.toml`` is what the next run uses.
+(hatchling copies ``_data/`` into site-packages for an editable install too, but
+that directory has no ``__init__.py``: the checkout's regular package wins the
+import, and :func:`resources.files` answers with the checkout's folder.)
 
 Callers get real paths, not importlib ``Traversable`` objects: the daemon re-reads
 the rules file on SIGHUP and walks the profiles folder, so alarmhub is not meant to
