@@ -134,7 +134,8 @@ class AlarmHub:
     async def __aenter__(self) -> Self:
         s = self.settings
         self.rules = load_rules(s.rules)
-        self.catalog = load_catalog(s.devices_dir or default_profiles_dir())
+        profiles = s.devices_dir or default_profiles_dir()
+        self.catalog = load_catalog(profiles)
         db = s.database
         if db.kind != "sqlite" or db.path is None:
             raise NotImplementedError("only sqlite:/// databases are supported so far")
@@ -185,6 +186,9 @@ class AlarmHub:
         log.info(
             "alarmhub.started",
             rules_version=self.rules.version,
+            # Which files are in force: the built-in ones or a deployment's own.
+            rules_file=str(s.rules),
+            profiles_dir=str(profiles),
             devices=len(self.state.devices),
             active_alarms=len(self.state.alarms),
             subscriptions=self.catalog.subscriptions(),

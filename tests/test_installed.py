@@ -169,6 +169,10 @@ def test_a_press_becomes_an_open_alarm(installed: Installed, broker: LocalBroker
         # Ready: subscribed at the broker (SUBACK), database writable, rules loaded.
         assert wait_until(lambda: daemon.poll() is not None or _ready(port), 30, 0.1), log_path.read_text()
         assert daemon.poll() is None, log_path.read_text()
+        started = [orjson.loads(line) for line in log_path.read_bytes().splitlines() if b'"alarmhub.started"' in line]
+        assert len(started) == 1, log_path.read_text()
+        assert started[0]["rules_file"].endswith("/site-packages/alarmhub/_data/rules.toml")
+        assert started[0]["profiles_dir"].endswith("/site-packages/alarmhub/_data/devices")
 
         publisher = Publisher(broker.port)
         try:
