@@ -20,6 +20,8 @@ RING_SIZE = 10_000
 # once, and a healthy listener must not be cut off for that. The queue holds
 # references to the ring's changes, so a full one costs ~80 kB per listener.
 QUEUE_SIZE = RING_SIZE
+# How many cut-off listeners' names are remembered (`Broadcaster.cut_off`).
+CUT_OFF_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,8 @@ class Change:
 
 
 class Listener:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        self.name = name
         self.queue: asyncio.Queue[Change] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
 
@@ -41,6 +44,9 @@ class Broadcaster:
         self._listeners: set[Listener] = set()
         self.seq = 0
         self.dropped_listeners = 0
+        # Who was cut off, newest last: a count cannot tell the listener that stopped
+        # reading from a healthy one that merely fell behind, and that is the promise.
+        self.cut_off: deque[str] = deque(maxlen=CUT_OFF_KEPT)
 
     def publish(self, kind: str, data: dict[str, Any]) -> Change:
         self.seq += 1
@@ -53,6 +59,7 @@ class Broadcaster:
                 listener.overflowed = True
                 self._listeners.discard(listener)
                 self.dropped_listeners += 1
+                self.cut_off.append(listener.name)
         return change
 
     def missed_since(self, last_seq: int) -> list[Change] | None:
@@ -63,8 +70,13 @@ class Broadcaster:
             return None
         return [c for c in self._ring if c.seq > last_seq]
 
-    async def listen(self, last_seq: int | None = None) -> AsyncIterator[Change]:
-        listener = Listener()
+    async def listen(self, last_seq: int | None = None, name: str = "") -> AsyncIterator[Change]:
+        """Changes after `last_seq` (if given), then every change as it is published.
+
+        `name` (the client's address) is what `cut_off` records if this listener
+        stops reading and is cut off.
+        """
+        listener = Listener(name)
         self._listeners.add(listener)
         try:
             if last_seq is not None:

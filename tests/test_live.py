@@ -24,14 +24,26 @@ async def test_a_burst_of_an_outage_reaches_a_listener_that_reads_afterwards() -
 
 async def test_a_listener_that_never_reads_is_cut_off_and_memory_stays_bounded() -> None:
     hub = Broadcaster()
-    stream = hub.listen()
-    task = asyncio.ensure_future(anext(stream))
+    stalled = hub.listen(name="10.0.0.1:4000")
+    task = asyncio.ensure_future(anext(stalled))
+    reading = hub.listen(name="10.0.0.2:5000")
+    first = asyncio.ensure_future(anext(reading))
     await asyncio.sleep(0)
+    got = 0
     for i in range(QUEUE_SIZE + 10):
         hub.publish("alarm", {"n": i})
+        if i == 0:
+            await first
+            got = 1
+        elif i % 1000 == 0:  # the reading listener keeps up, in its own time
+            while got <= i:
+                await anext(reading)
+                got += 1
     assert hub.dropped_listeners == 1
-    assert hub.listeners == 0
+    assert list(hub.cut_off) == ["10.0.0.1:4000"]  # exactly the one that stopped reading
+    assert hub.listeners == 1
     task.cancel()
+    await reading.aclose()
 
 
 def test_resume_replays_from_the_ring_or_asks_for_a_resync() -> None:

@@ -111,7 +111,8 @@ def router() -> APIRouter:  # noqa: C901 - FastAPI routes are nested functions
         if last_event_id is not None and last_event_id.strip().isdigit():
             last = int(last_event_id.strip())
         yield ServerSentEvent(comment="alarmhub live", retry=STREAM_RETRY_MS)
-        async for change in live.listen(last):
+        peer = f"{request.client.host}:{request.client.port}" if request.client else ""
+        async for change in live.listen(last, peer):
             if change.kind == "resync":
                 yield ServerSentEvent(event="resync", id=str(change.seq), data={})
             elif scope.allows(change.data.get("municipality")):
