@@ -75,6 +75,75 @@ def test_demo_prints_where_to_look_serves_raises_alarms_and_stops_on_a_signal(
         urllib.request.urlopen(url.group(1) + "healthz", timeout=2)
 
 
+# Alarms of this run, not the seeded history.
+LIVE = (
+    "SELECT count(*) FROM alarms a WHERE NOT EXISTS (SELECT 1 FROM timeline t "
+    "WHERE t.alarm_id = a.id AND t.type = 'raised' AND json_extract(t.detail, '$.seeded'))"
+)
+BY_SIMULATED_OPERATOR = (
+    LIVE + " AND a.state = 'resolved' AND a.acknowledged_by LIKE 'simulated-operator-%'"
+    " AND a.resolved_by LIKE 'simulated-operator-%'"
+)
+
+
+def test_simulated_operators_work_the_queue_through_the_api_and_history_is_seeded(
+    tmp_path: Path,
+) -> None:
+    # Their delays 60x shorter: a plan of minutes takes seconds; the ceiling is not a timing.
+    proc = start_demo(tmp_path, "--duration", "240", "--operator-speed", "60")
+    try:
+        banner = read_banner(proc)
+        assert re.search(r"operators\s+ON: 3 simulated", banner), banner
+        assert "make demo ARGS=--no-operators" in banner
+        seeded = re.search(r"history\s+(\d+) seeded alarms over 21 days", banner)
+        assert seeded, banner
+        db = tmp_path / "demo" / "alarmhub.db"
+        assert db_count(db, "SELECT count(*) FROM alarms") >= int(seeded.group(1)) > 0
+        assert wait_until(lambda: db_count(db, BY_SIMULATED_OPERATOR) > 0, 90, 0.5)
+        # Through the HTTP API: the audit log has the request's address, the history's has none.
+        acked_live = db_count(
+            db,
+            "SELECT count(*) FROM audit WHERE action = 'alarm.resolve' "
+            "AND actor LIKE 'simulated-operator-%' AND address = '127.0.0.1'",
+        )
+        assert acked_live > 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert re.search(r"simulated-operator-\d acknowledged a P\d \w+ alarm", out), out
+    assert re.search(r"the simulated operators acknowledged [1-9]\d*", err), err
+    assert "Traceback" not in err, err
+
+
+def test_no_operators_leaves_the_queue_to_people(tmp_path: Path) -> None:
+    # Were the flag ignored, operators this fast would acknowledge within a poll.
+    proc = start_demo(
+        tmp_path, "--duration", "120", "--no-operators", "--operator-speed", "1000",
+        "--history-days", "0",
+    )
+    try:
+        banner = read_banner(proc)
+        assert re.search(r"operators\s+OFF \(--no-operators\)", banner), banner
+        assert re.search(r"history\s+none seeded", banner), banner
+        db = tmp_path / "demo" / "alarmhub.db"
+        assert wait_until(lambda: db_count(db, LIVE) >= 5, 60, 0.5)
+        time.sleep(3)  # a few of the operators' polls, had they been started
+        assert db_count(db, "SELECT count(*) FROM alarms WHERE acknowledged_by IS NOT NULL") == 0
+        assert db_count(db, "SELECT count(*) FROM users WHERE name LIKE 'simulated-%'") == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 def test_demo_with_a_duration_ends_by_itself(tmp_path: Path) -> None:
     proc = start_demo(tmp_path, "--duration", "4")
     try:
