@@ -294,7 +294,9 @@ class AlarmHub:
         decoded = decode_all(raws, ctx)
         decoded = await self._retry_unknown_devices(raws, decoded)
         fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
-        seen = await self.until_committed(lambda: self.store.existing_fingerprints(fps))
+        seen = await self.until_committed(
+            lambda: self.store.existing_fingerprints(fps), writes=False
+        )
         effects = process_batch(raws, decoded, fps, seen, self.state.alarms, ctx)
         municipality_of = {
             m.rejected.device_id: dev.municipality
@@ -329,12 +331,17 @@ class AlarmHub:
         ctx = self.context()
         return decode_all(raws, ctx)
 
-    async def until_committed(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def until_committed(self, op: Callable[[], Awaitable[T]], *, writes: bool = True) -> T:
         """Retry a store operation until it succeeds; meanwhile nothing is acknowledged.
 
         The broker keeps every unacknowledged message, and its in-flight window stops
         new ones from piling up here: a full disk or a locked database delays alarms
         but loses none. The fault is logged once a minute, not per attempt.
+
+        Only a write that succeeds (`writes`) reports the store writable again: a
+        database locked by another process still answers reads, and the ingest
+        batch's fingerprint lookup used to set `store_writable` (and /readyz) back to
+        1 while the escalator's commits were still failing.
         """
         delay = 0.05
         while True:
@@ -351,9 +358,10 @@ class AlarmHub:
                 await asyncio.sleep(delay)
                 delay = min(COMMIT_RETRY_MAX_S, delay * 2)
                 continue
-            if delay > 0.05:
-                log.info("store.recovered")
-            self.metrics.store_writable.set(1)
+            if writes:
+                if delay > 0.05:
+                    log.info("store.recovered")
+                self.metrics.store_writable.set(1)
             return result
 
     async def process_internal(self, events: list[tuple[Event, Device]]) -> None:

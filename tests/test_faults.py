@@ -378,7 +378,7 @@ def test_database_locked_by_another_process(tmp_path: Path, broker: LocalBroker,
         lock.execute("BEGIN EXCLUSIVE")
         try:
             pub.publish_many(last)
-            assert wait_until(lambda: metric(port, "alarmhub_store_writable") == 0, 15)
+            assert wait_until(lambda: metric(port, "alarmhub_store_writable") == 0, 60)
             daemon.send_signal(signal.SIGKILL)
             daemon.wait(10)
         finally:
@@ -386,7 +386,7 @@ def test_database_locked_by_another_process(tmp_path: Path, broker: LocalBroker,
             lock.close()
         assert db_count(db, INBOX) == 1_000
         daemon = spawn_daemon(env, log)
-        assert wait_until(lambda: db_count(db, INBOX) >= 1_500, 30), db_count(db, INBOX)
+        assert wait_until(lambda: db_count(db, INBOX) >= 1_500, 60), db_count(db, INBOX)
         time.sleep(0.5)
         counts = assert_exactly_once(db, 1_500, devices, presses, bad)
     finally:
