@@ -37,14 +37,19 @@ lock: $(UV)
 		-o requirements/dev.lock
 	$(UV) pip compile pyproject.toml -c requirements/dev.lock $(LOCK_FLAGS) -o requirements/run.lock
 
+# The real components the demo and the tests drive (Mosquitto, promtool, Chromium, …) come
+# from Debian's packages: installed when missing, where this user may (scripts/system-packages).
 demo: $(STAMP)
+	scripts/system-packages demo
 	$(BIN)/python -m alarmhub.demo $(ARGS)
 
 # The bounded suite: everything except the long soak variants.
 test: $(STAMP)
+	scripts/system-packages test
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 test-all: $(STAMP)
+	scripts/system-packages test
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
