@@ -84,7 +84,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=60)
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-    _run([*pip, "install", "--quiet", str(wheels[0])], timeout=240)
+    # Exactly the production install docs/operations.md gives: the locked, hashed
+    # dependencies, then the wheel alone. A lock that misses a dependency fails `pip check`.
+    lock = REPO / "requirements" / "run.lock"
+    _run([*pip, "install", "--quiet", "--require-hashes", "--only-binary", ":all:", "-r", str(lock)],
+         timeout=240)  # fmt: skip
+    _run([*pip, "install", "--quiet", "--no-deps", str(wheels[0])], timeout=120)
+    _run([*pip, "check"], timeout=60)
     workdir = root / "empty"
     workdir.mkdir()
     return Installed(venv, workdir)
