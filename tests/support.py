@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -62,8 +63,14 @@ class Publisher:
         def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
             self.received.append((msg.topic, bytes(msg.payload)))
 
+        subscribed = threading.Event()
         self.client.on_message = on_message
-        self.client.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_args: subscribed.set()
+        rc, _mid = self.client.subscribe(topic, qos=1)
+        # Until the SUBACK the broker may not route to us yet: a receipt published
+        # meanwhile would be lost, and a test waiting for it would fail by timing.
+        assert rc == paho.MQTT_ERR_SUCCESS, rc
+        assert subscribed.wait(30), f"no SUBACK for {topic}"
 
     def close(self) -> None:
         self.client.disconnect()

@@ -78,7 +78,9 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             types = [r[0] for r in db_rows(devices, "SELECT type FROM timeline ORDER BY id")]
             assert types[0] == "raised"
             assert sorted(types) == ["escalated", "raised", "repeated", "repeated"]
-            assert await async_wait_until(lambda: len(pub.received) == 4, 5)
+            # Ceilings, not timings: a receipt leaves right after its batch's commit (QoS 0
+            # on a connected loopback subscriber is not dropped, only late under load).
+            assert await async_wait_until(lambda: len(pub.received) == 4, 30), pub.received
             receipts = [orjson.loads(p) for _, p in pub.received]
             assert [r["ref"] for r in receipts] == ["m0", "m1", "m2", "m1"]
             assert all(r["status"] == "accepted" for r in receipts)
@@ -93,7 +95,7 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             # An operator takes the alarm: the device hears SCAIP's "handled" for the press that raised it.
             [alarm_id] = hub.state.alarms.by_id
             await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1")
-            assert await async_wait_until(lambda: len(pub.received) == 5, 5)
+            assert await async_wait_until(lambda: len(pub.received) == 5, 30), pub.received
             assert orjson.loads(pub.received[4][1]) == {"ref": "m0", "status": "handled", "alarm": alarm_id}
     finally:
         pub.close()
