@@ -16,6 +16,10 @@ from typing import Any
 from alarmhub.core.model import Alarm
 
 AlarmKey = tuple[str, str]  # (device id, alarm kind)
+# A resident reference means something only inside its municipality: "r-17" of
+# 4601 and "r-17" of 0301 are two people, and one's alarms must never inhibit
+# the other's (issue 12 item 1).
+ResidentKey = tuple[str, str]  # (municipality, resident)
 
 
 class AlarmIndex:
@@ -23,7 +27,7 @@ class AlarmIndex:
         self.by_key: dict[AlarmKey, Alarm] = {}
         self.by_id: dict[str, Alarm] = {}
         self._resolved: dict[AlarmKey, Alarm] = {}
-        self._by_resident: dict[str, set[str]] = {}
+        self._by_resident: dict[ResidentKey, set[str]] = {}
         # (municipality, kind) -> ids: the storm check looks at a few kinds of one
         # municipality, and must not walk every active alarm for each new one.
         self._by_municipality: dict[tuple[str, str], set[str]] = {}
@@ -40,8 +44,9 @@ class AlarmIndex:
     def recently_resolved(self, key: AlarmKey) -> Alarm | None:
         return self._resolved.get(key)
 
-    def for_resident(self, resident: str) -> list[Alarm]:
-        return [self.by_id[i] for i in self._by_resident.get(resident, ())]
+    def for_resident(self, municipality: str, resident: str) -> list[Alarm]:
+        """Active alarms of one resident: the reference is looked up within its municipality."""
+        return [self.by_id[i] for i in self._by_resident.get((municipality, resident), ())]
 
     def for_municipality(self, municipality: str, kinds: Iterable[str]) -> list[Alarm]:
         """Active alarms of these kinds in one municipality."""
@@ -67,7 +72,8 @@ class AlarmIndex:
             self.by_id[alarm.id] = alarm
             self._resolved.pop(key, None)
             if alarm.resident:
-                self._by_resident.setdefault(alarm.resident, set()).add(alarm.id)
+                key = (alarm.municipality, alarm.resident)
+                self._by_resident.setdefault(key, set()).add(alarm.id)
             self._by_municipality.setdefault((alarm.municipality, alarm.kind), set()).add(alarm.id)
             if alarm.suppressed_by:
                 self._by_tag.setdefault(alarm.suppressed_by, set()).add(alarm.id)
@@ -80,7 +86,7 @@ class AlarmIndex:
     def _unindex(self, alarm: Alarm) -> None:
         self.by_id.pop(alarm.id, None)
         if alarm.resident is not None:
-            _discard(self._by_resident, alarm.resident, alarm.id)
+            _discard(self._by_resident, (alarm.municipality, alarm.resident), alarm.id)
         _discard(self._by_municipality, (alarm.municipality, alarm.kind), alarm.id)
         if alarm.suppressed_by is not None:
             _discard(self._by_tag, alarm.suppressed_by, alarm.id)
@@ -131,8 +137,11 @@ class Working:
     def recently_resolved(self, key: AlarmKey) -> Alarm | None:
         return self.base.recently_resolved(key)
 
-    def for_resident(self, resident: str) -> list[Alarm]:
-        return self._merge(self.base.for_resident(resident), lambda a: a.resident == resident)
+    def for_resident(self, municipality: str, resident: str) -> list[Alarm]:
+        return self._merge(
+            self.base.for_resident(municipality, resident),
+            lambda a: a.resident == resident and a.municipality == municipality,
+        )
 
     def for_municipality(self, municipality: str, kinds: Iterable[str]) -> list[Alarm]:
         wanted = frozenset(kinds)

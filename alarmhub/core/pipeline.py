@@ -190,7 +190,7 @@ def _new_alarm(
         alarm,
         device,
         ctx.silences,
-        working.for_resident(device.resident) if device.resident else (),
+        working.for_resident(device.municipality, device.resident) if device.resident else (),
         # Only a technical alarm can be part of an outage: person alarms never look.
         working.for_municipality(device.municipality, outage_kinds)
         if storm is not None and alarm.kind in storm.kinds

@@ -66,10 +66,16 @@ def decide(
         if silence.covers(device, now):
             return _tagged(alarm, f"silence:{silence.id}", f"silenced: {silence.reason}", now)
     if alarm.resident is not None:
+        # The same reference in another municipality is another person: never theirs.
         inhibitors = [
             a
             for a in resident_alarms
-            if a.id != alarm.id and a.suppressed_by is None and a.priority < alarm.priority
+            if a.id != alarm.id
+            and a.municipality == alarm.municipality
+            and a.resident == alarm.resident
+            and a.suppressed_by is None
+            and a.is_active
+            and a.priority < alarm.priority
         ]
         if inhibitors:
             top = min(inhibitors, key=lambda a: (a.priority, a.raised_at))
