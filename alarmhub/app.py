@@ -647,27 +647,34 @@ class AlarmHub:
         """Pick up devices registered, changed or decommissioned by the CLI or another process."""
         while not self._stopping.is_set():
             await asyncio.sleep(REGISTRY_POLL_S)
-            try:
-                changed, self._registry_mark = await self.store.devices_changed_since(
-                    self._registry_mark
-                )
-            except StoreError:
-                continue
-            now, wall = self.supervision.now(), self.clock.now()
-            for device in changed:
-                self.state.devices[device.id] = device
-                self.supervision.watch(device, now, wall, self.rules.offline_after_misses)
-            self.silences = tuple(await self.reader.active_silences(wall))
-            if changed:
-                # Also the hub's own registrations: their rows show up here too, so the
-                # gauges (a walk over the whole registry) are recounted at most every
-                # REGISTRY_POLL_S, never once per API call.
-                self._update_device_gauges()
-                log.info("registry.refreshed", changed=len(changed))
-            self._update_queue_gauges()
-            self.state.alarms.forget_resolved_before(
-                self.clock.now() - self.rules.max_flap_window()
+            await self.refresh_registry()
+
+    async def refresh_registry(self) -> None:
+        """One tick of :meth:`_registry_loop`: devices, silences and gauges as stored now.
+
+        The scenario suite (tests/scenario.py) calls it at each instant of virtual time.
+        """
+        try:
+            changed, self._registry_mark = await self.store.devices_changed_since(
+                self._registry_mark
             )
+        except StoreError:
+            return
+        now, wall = self.supervision.now(), self.clock.now()
+        for device in changed:
+            self.state.devices[device.id] = device
+            self.supervision.watch(device, now, wall, self.rules.offline_after_misses)
+        self.silences = tuple(await self.reader.active_silences(wall))
+        if changed:
+            # Also the hub's own registrations: their rows show up here too, so the
+            # gauges (a walk over the whole registry) are recounted at most every
+            # REGISTRY_POLL_S, never once per API call.
+            self._update_device_gauges()
+            log.info("registry.refreshed", changed=len(changed))
+        self._update_queue_gauges()
+        self.state.alarms.forget_resolved_before(
+            self.clock.now() - self.rules.max_flap_window()
+        )
 
     def _on_connection_change(self, connected: bool, connections: int) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)

@@ -26,13 +26,16 @@ from alarmhub.core.escalation import (
     DeadlineKind,
     EscalationDecision,
     apply_decision,
+    exhaustion,
     next_for_alarm,
     on_deadline,
 )
-from alarmhub.core.model import Alarm, AlarmState, TimelineEntry
+from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
 from alarmhub.store.escalation_rows import DecidedRow, Notification
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from alarmhub.app import AlarmHub
 
 log = structlog.get_logger("alarmhub.escalator")
@@ -92,6 +95,22 @@ class Escalator:
                 continue
             await self._fire_due()
 
+    async def fire_due(self) -> None:
+        """Decide every deadline due by now, including steps that deciding made due.
+
+        :meth:`run` does this as deadlines come; the scenario suite
+        (tests/scenario.py) calls it itself at each instant of virtual time.
+        """
+        while self._heap and self._heap[0][0] <= self._hub.clock.monotonic():
+            await self._fire_due()
+
+    def next_due(self) -> datetime | None:
+        """The wall-clock instant of the earliest armed deadline (maybe one superseded)."""
+        if not self._heap:
+            return None
+        clock = self._hub.clock
+        return clock.now() + timedelta(seconds=self._heap[0][0] - clock.monotonic())
+
     async def _fire_due(self) -> None:
         """Decide every deadline due now, in one transaction (a burst of alarms raises
         hundreds of first steps at once: one fsync for all, not one each)."""
@@ -135,6 +154,8 @@ class Escalator:
                         touched[row.alarm_id] = row.alarm
                     if done and row.decision.notify:
                         self._announce(row)
+                    if done and row.alarm is not None and row.alarm.escalation_exhausted_at:
+                        self._exhausted(row.alarm, row.timeline)
         for alarm in touched.values():
             self.arm(alarm)
 
@@ -156,13 +177,35 @@ class Escalator:
             )
         self._hub.after_escalation(alarm, bool(row.notifications))
 
+    def _exhausted(self, alarm: Alarm, entries: Sequence[TimelineEntry]) -> None:
+        if not any(e.type is TimelineType.ESCALATION_EXHAUSTED for e in entries):
+            return
+        self._hub.metrics.escalations_exhausted.labels(str(int(alarm.priority))).inc()
+        with structlog.contextvars.bound_contextvars(alarm_id=alarm.id):
+            log.warning(
+                "alarm.escalation_exhausted",
+                municipality=alarm.municipality,
+                priority=int(alarm.priority),
+                policy=alarm.policy,
+                level=alarm.escalation_level,
+            )
+
     def _effects(
         self, alarm: Alarm, decision: EscalationDecision, now: datetime
     ) -> tuple[Alarm | None, list[TimelineEntry], list[Notification]]:
         changed, entries = apply_decision(alarm, decision, now, self._hub.rules.version)
-        if changed is None:
-            return None, [], []
-        return changed, list(entries), self._notifications(changed, decision.deadline)
+        notes = self._notifications(changed, decision.deadline) if changed is not None else []
+        # The last step of the policy: if the alarm is still open, say so in the same
+        # transaction (item 5), never just stop.
+        policy = self._hub.rules.policy_named(alarm.policy, alarm.municipality)
+        fired = self.fired.get(alarm.id, set()) | {decision.deadline.key}
+        ran_out = (
+            exhaustion(changed or alarm, policy, fired, now) if policy is not None else None
+        )
+        if ran_out is not None:
+            changed, entry = ran_out
+            entries = (*entries, entry)
+        return changed, list(entries), notes
 
     def _notifications(self, alarm: Alarm, d: Deadline) -> list[Notification]:
         target = self._hub.rules.targets.get(d.target)

@@ -78,15 +78,40 @@ class Supervision:
         self.heartbeats.restart(self.now())
 
     async def run(self) -> None:
-        metrics = self._hub.metrics
         while True:
             await asyncio.sleep(STEP_S)
-            started = time.perf_counter()
-            overdue = self.heartbeats.due(self.now()) + self.doses.due(self._hub.clock.now())
-            metrics.supervision_step_seconds.observe(time.perf_counter() - started)
-            metrics.devices_watched.set(len(self.heartbeats))
-            if overdue:
-                await self._raise(overdue)
+            await self.step()
+
+    async def step(self) -> int:
+        """Raise what is overdue now; returns how many. One tick of :meth:`run`.
+
+        The scenario suite (tests/scenario.py) calls it itself at each instant of
+        virtual time, so a night of supervision runs in milliseconds.
+        """
+        metrics = self._hub.metrics
+        started = time.perf_counter()
+        overdue = self.heartbeats.due(self.now()) + self.doses.due(self._hub.clock.now())
+        metrics.supervision_step_seconds.observe(time.perf_counter() - started)
+        metrics.devices_watched.set(len(self.heartbeats))
+        if overdue:
+            await self._raise(overdue)
+        return len(overdue)
+
+    def next_due(self) -> datetime | None:
+        """The earliest wall-clock instant a step may find something overdue (maybe early).
+
+        A step reports a silence only strictly after its deadline; :meth:`run`
+        notices within STEP_S.
+        """
+        times = []
+        heard = self.heartbeats.next_deadline()
+        if heard is not None:
+            # Supervision time is monotonic: map it onto the wall clock as it reads now.
+            times.append(self._hub.clock.now() + (heard - self.now()))
+        dose = self.doses.next_deadline()
+        if dose is not None:
+            times.append(dose)
+        return min(times, default=None)
 
     async def _raise(self, overdue: list[Overdue]) -> None:
         hub = self._hub

@@ -401,6 +401,10 @@ class DoseWatch:
     def untrack(self, device_id: str) -> None:
         self._tracks.pop(device_id, None)  # its heap entries become garbage
 
+    def next_deadline(self) -> datetime | None:
+        """No dose can be reported missed before this instant (may be early, never late)."""
+        return self._heap[0][0] if self._heap else None
+
     def due(self, now: datetime) -> list[Overdue]:
         """Doses whose window closed before `now` without a dose.taken, each once."""
         out: list[Overdue] = []
