@@ -113,35 +113,125 @@ def test_rewatch_changes_the_limit_but_not_the_silence():
     assert ids(sup2.due(at(31))) == ["d"]
 
 
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
 @pytest.mark.parametrize(
-    ("interval", "misses", "heard_before", "expected_deadline"),
+    ("interval", "misses", "heard", "restarts", "expected_deadline"),
     [
-        # After a restart at 60 min, silence counts from 60 min (+ 10 s grace) for everyone.
-        (MIN, 3, at(0), at(63) + 10 * SEC),  # short interval: offline within a few intervals
-        (timedelta(hours=1), 2, at(0), at(180) + 10 * SEC),
-        (MIN, 3, at(61), at(64)),  # heard after the restart: its own clock
+        # Issue 12 item 15, grace edge cases. Grace is 10 s; G = min(grace, interval).
+        # No outage: its own deadline.
+        (MIN, 3, at(0), [], at(3)),
+        # Fell due while alarmhub was away (back at 60): one grace after the return.
+        (MIN, 3, at(0), [at(60)], at(60) + 10 * SEC),
+        # Due after the return: an outage postpones nothing that was not due in it.
+        (HOUR, 2, at(0), [at(60)], at(120)),
+        # Heard after the return: its own clock from then.
+        (MIN, 3, at(61), [at(60)], at(64)),
+        # Due within the grace after the return: moved to the end of the grace, no further.
+        (MIN, 3, at(57) + 5 * SEC, [at(60)], at(60) + 10 * SEC),
+        # The grace never exceeds one interval: a 4 s heartbeat gets 4 s, not 10.
+        (4 * SEC, 3, at(0), [at(60)], at(60) + 4 * SEC),
+        # A daily restart with a 24 h heartbeat: silence is never counted again from a
+        # restart, so the dead pendant is due 3 days after it was last heard.
+        (DAY, 3, at(0), [at(24 * 60), at(48 * 60), at(71 * 60)], at(72 * 60)),
+        # Restarts every 30 s (a crash loop) across the deadline: due one grace after
+        # the last return, not a limit later.
+        (MIN, 3, at(0), [at(2.5), at(3), at(3.5)], at(3.5) + 10 * SEC),
+        # A second return long after the first does not move a deadline it did not cover.
+        (HOUR, 3, at(0), [at(60), at(120)], at(180)),
     ],
 )
-def test_restart_counts_silence_from_the_restart(interval, misses, heard_before, expected_deadline):
+def test_restart_grace_once_per_outage_never_more_than_one_interval(
+    interval, misses, heard, restarts, expected_deadline
+):
     sup = Supervisor(grace=10 * SEC)
-    sup.watch("d", interval, misses, at(0))
-    sup.heard("d", heard_before) if heard_before > at(0) else None
-    sup.restart(at(60))
+    sup.watch("d", interval, misses, at(0), last_heard=heard if heard <= at(0) else None)
+    if heard > at(0):
+        sup.heard("d", heard)
+    for back in restarts:  # alarmhub away until each: no due() calls in between
+        sup.restart(back)
     assert sup.due(expected_deadline) == []
     [overdue] = sup.due(expected_deadline + SEC)
     assert overdue.deadline == expected_deadline
 
 
-def test_restart_does_not_declare_everyone_offline_at_once():
+@pytest.mark.parametrize(
+    ("last_heard", "started", "silent", "expected"),
+    [
+        # Seeded from the store, the count goes on across a restart (item 15).
+        (at(0), at(2), False, [("d", at(3))]),
+        # Last heard longer ago than the limit: due once the grace after the start ends.
+        (at(-60), at(0), False, [("d", at(0) + 10 * SEC)]),
+        # Its offline alarm is still open: not reported a second time.
+        (at(-60), at(0), True, []),
+        # A last-heard time after `now` (the wall clock was stepped back) counts from now.
+        (at(30), at(0), False, [("d", at(3))]),
+    ],
+)
+def test_watch_is_seeded_from_the_stored_last_heard_time(last_heard, started, silent, expected):
+    sup = Supervisor(grace=10 * SEC)
+    sup.watch("d", MIN, 3, started, last_heard=last_heard, silent=silent)
+    sup.restart(started)
+    assert sup.is_silent("d") is silent
+    assert [(o.device_id, o.deadline) for o in sup.due(at(100))] == expected
+
+
+def test_a_dead_device_is_reported_though_alarmhub_restarts_more_often_than_its_interval():
+    """A new Supervisor per process, seeded each time from the store's last-heard time."""
+    last_heard = at(0)
+    reported = []
+    for run in range(8):  # a restart every 10 h; the limit is 3 x 24 h
+        started = at(run * 600)
+        sup = Supervisor(grace=timedelta(minutes=1))
+        sup.watch("pend", DAY, 3, started, last_heard=last_heard)
+        sup.restart(started)
+        reported += sup.due(started + timedelta(hours=10) - SEC)
+    assert [o.deadline for o in reported] == [at(72 * 60)]
+
+
+@pytest.mark.parametrize(
+    ("heard_after_resolve", "resolved_at", "expected"),
+    [
+        # Resolved by hand while still silent: raised again one interval later (item 16).
+        (None, at(40), [at(50)]),
+        # Heard after the resolve: its own count, three intervals from then.
+        (at(45), at(40), [at(75)]),
+    ],
+)
+def test_an_offline_alarm_resolved_by_hand_is_raised_again_while_silent(
+    heard_after_resolve, resolved_at, expected
+):
     sup = Supervisor()
+    sup.watch("d", 10 * MIN, 3, at(0))
+    assert ids(sup.due(at(31))) == ["d"]
+    assert sup.resolved("d", resolved_at)
+    if heard_after_resolve is not None:
+        assert sup.heard("d", heard_after_resolve) is Heard.ALIVE
+    assert [o.deadline for o in sup.due(at(200))] == expected
+    assert sup.due(at(400)) == []
+
+
+def test_resolved_by_hand_is_a_no_op_for_a_device_not_reported():
+    sup = Supervisor()
+    sup.watch("d", MIN, 3, at(0))
+    assert not sup.resolved("d", at(1))
+    assert not sup.resolved("nobody", at(1))
+    assert [o.deadline for o in sup.due(at(10))] == [at(3)]
+
+
+def test_restart_does_not_declare_everyone_offline_at_once():
+    """After an hour away, a device heard in the broker's backlog within the grace is fine."""
+    sup = Supervisor(grace=30 * SEC)
     for i in range(1000):
         sup.watch(f"d{i}", MIN * (1 + i % 5), 3, at(0))
-    # alarmhub was down for an hour: without restart(), all 1000 would be due now.
     sup.restart(at(60))
-    assert sup.due(at(60) + SEC) == []
-    assert sup.due(at(63)) == []
-    assert len(sup.due(at(63) + SEC)) == 200  # the 1-minute devices, a few intervals later
-    assert len(sup.due(at(76))) == 800
+    assert sup.due(at(60) + 30 * SEC) == []  # nobody within the grace
+    for i in range(0, 1000, 2):  # the backlog: half of them sent heartbeats meanwhile
+        sup.heard(f"d{i}", at(60) + 5 * SEC)
+    silent = {o.device_id for o in sup.due(at(60) + 31 * SEC)}
+    assert silent == {f"d{i}" for i in range(1, 1000, 2)}  # reported after one grace, not a limit
 
 
 def test_reported_devices_stay_reported_across_restart():
@@ -234,8 +324,10 @@ def test_matches_a_brute_force_model(ops):
             case ("due",):
                 expected = set()
                 for dev, state in model.items():
-                    start = state[0] if floor is None else max(state[0], floor)
-                    if not state[2] and now - start > state[1]:
+                    deadline = state[0] + state[1]
+                    if floor is not None:  # due while away: due at the return (grace 0)
+                        deadline = max(deadline, floor)
+                    if not state[2] and now > deadline:
                         expected.add(dev)
                         state[2] = True
                 got = ids(sup.due(now))

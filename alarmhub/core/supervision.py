@@ -27,12 +27,32 @@ Memory: per-device state lives in ``array('q')`` columns indexed by a slot
 number, and heap entries are single ints ``deadline_us << 32 | slot``, because
 a million small objects or tuples would cost several hundred MB.
 
-Restart: after alarmhub's own start or a broker reconnect nobody has heard
-anything for a while, through no fault of the devices. :meth:`Supervisor.restart`
-counts every device's silence from that moment (plus an optional short grace),
-in O(1), as a floor under all last-heard times. A device with a 1-minute interval
-is still declared silent a few minutes later; nothing is declared silent merely
-because alarmhub itself was away.
+Restart and grace: a device's silence is counted from when it was last heard,
+wherever that was recorded: the shell seeds :meth:`Supervisor.watch` with the
+last-heard time from the store, so a restart never starts anyone's count again
+(with a daily restart and a 24 h heartbeat, a count that restarted each time
+never reached its limit: issue 12 item 15). Grace is defined precisely:
+
+- An *outage* is a time alarmhub could not hear devices: it was not running, or
+  it was cut off from the broker. :meth:`Supervisor.restart` (``now``) says one
+  ended at `now`, when alarmhub listens again.
+- Its grace is ``G = min(grace, interval)`` per device: never more than one
+  heartbeat interval, however long `grace` is set.
+- A device whose deadline ``last heard + misses * interval`` fell while
+  alarmhub was away, or within G of its return, is due at ``return + G``: long
+  enough for the broker's backlog and reconnecting devices to be heard first,
+  so a long outage is not followed by a storm of false "offline" alarms.
+- Every other device keeps its own deadline: an outage postpones nothing that
+  was not due during it. So the grace is granted once per real outage; a
+  restart or reconnect every few minutes cannot keep pushing a dead device's
+  deadline (only deadlines falling inside an outage move, and each only to
+  ``return + G``). In total, grace delays a report by at most G (one interval
+  at most) beyond the later of the device's own deadline and alarmhub's return.
+
+A device already reported silent (its ``device_offline`` alarm still open) is
+seeded as reported: it is not raised a second time, and recovers when heard.
+An operator resolving that alarm while the device stays silent
+(:meth:`Supervisor.resolved`) re-arms it one interval later.
 """
 
 from __future__ import annotations
@@ -40,14 +60,8 @@ from __future__ import annotations
 import heapq
 from array import array
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
-
-from alarmhub.core.timewindow import resolve_local
-
-if TYPE_CHECKING:
-    from zoneinfo import ZoneInfo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -110,19 +124,20 @@ class Supervisor:
         "_grace_us",
         "_heap",
         "_ids",
+        "_interval",
         "_last",
         "_limit",
         "_queued",
+        "_rearm",
         "_slot",
         "_state",
     )
 
     def __init__(self, grace: timedelta = timedelta(0)) -> None:
-        """`grace`: added after :meth:`restart` before silence starts counting.
+        """`grace`: how long after :meth:`restart` a device that fell due meanwhile waits.
 
         Covers the broker re-delivering its backlog and devices reconnecting with
-        back-off. Keep it short (seconds to a minute): it is not the protection
-        against mass false alarms, counting silence from the restart is.
+        back-off; capped per device at one heartbeat interval (module docstring).
         """
         if grace < timedelta(0):
             raise ValueError("grace must not be negative")
@@ -131,11 +146,13 @@ class Supervisor:
         self._ids: list[str | None] = []  # slot -> device id
         self._last = array("q")  # slot -> last heard, µs since epoch
         self._limit = array("q")  # slot -> misses * interval, µs
+        self._interval = array("q")  # slot -> interval, µs: caps the grace
+        self._rearm = array("q")  # slot -> not due before this (resolved by hand), or _NO_FLOOR
         self._queued = array("q")  # slot -> deadline of its one live heap entry
         self._state = bytearray()  # slot -> _FREE / _WATCHING / _REPORTED
         self._free: list[int] = []
         self._heap: list[int] = []  # deadline_us << 32 | slot
-        self._floor = _NO_FLOOR  # silence is never counted from before this
+        self._floor = _NO_FLOOR  # the last return from an outage (restart)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -145,12 +162,25 @@ class Supervisor:
         """Entries in the timer heap, live and garbage; stays O(watched devices)."""
         return len(self._heap)
 
-    def watch(self, device_id: str, interval: timedelta, misses: int, now: datetime) -> None:
+    def watch(
+        self,
+        device_id: str,
+        interval: timedelta,
+        misses: int,
+        now: datetime,
+        *,
+        last_heard: datetime | None = None,
+        silent: bool = False,
+    ) -> None:
         """Supervise a device: silent for longer than ``misses * interval`` is overdue.
 
-        A new device's silence counts from `now`. Re-watching (a config reload)
-        changes only the limit: it must not reset the silence of a device that
-        is already quiet, or frequent reloads would hide a dead device forever.
+        A new device's silence counts from `last_heard` (the store's record: its
+        last message, or its registration), or from `now` without one; a
+        last-heard time in the future (a clock stepped back) counts from `now`.
+        `silent`: it was already reported and its alarm is still open, so it is
+        not reported again until heard. Re-watching (a config reload) changes
+        only the limit: it must not reset the silence of a device that is
+        already quiet, or frequent reloads would hide a dead device forever.
         """
         if interval <= timedelta(0):
             raise ValueError("interval must be positive")
@@ -160,11 +190,18 @@ class Supervisor:
         slot = self._slot.get(device_id)
         if slot is None:
             slot = self._allocate(device_id)
-            self._last[slot] = _to_us(now)
+            t = _to_us(now)
+            self._last[slot] = t if last_heard is None else min(t, _to_us(last_heard))
             self._limit[slot] = limit
-            self._push(slot, self._deadline(slot))
+            self._interval[slot] = interval // _US
+            self._rearm[slot] = _NO_FLOOR
+            if silent:
+                self._state[slot] = _REPORTED  # no live heap entry until heard again
+            else:
+                self._push(slot, self._deadline(slot))
             return
         self._limit[slot] = limit
+        self._interval[slot] = interval // _US
         if self._state[slot] == _WATCHING:
             deadline = self._deadline(slot)
             if deadline < self._queued[slot]:  # moved earlier: the live entry is too late
@@ -179,6 +216,7 @@ class Supervisor:
         t = _to_us(now)
         # max(): a late, out-of-order message never moves it back.
         self._last[slot] = max(self._last[slot], t)
+        self._rearm[slot] = _NO_FLOOR  # heard: its own count from now on
         if self._state[slot] == _REPORTED:
             self._state[slot] = _WATCHING
             self._push(slot, self._deadline(slot))  # its live entry was consumed by due()
@@ -196,13 +234,31 @@ class Supervisor:
         self._maybe_compact()
 
     def restart(self, now: datetime) -> None:
-        """Count every device's silence from `now` (+ grace): alarmhub or the broker was away.
+        """alarmhub listens again at `now` after an outage (its start, a broker reconnect).
 
-        O(1): a floor under all last-heard times. Live heap entries become too
-        early, which the lazy re-push in :meth:`due` absorbs. Devices already
-        reported silent stay reported (their technical alarm is open) until heard.
+        Devices that fell due while it was away are due at `now` plus their grace
+        (module docstring); nobody else's deadline moves, and nobody's silence
+        starts again. O(1): one floor under all deadlines; live heap entries
+        become too early, which the lazy re-push in :meth:`due` absorbs. Devices
+        already reported silent stay reported (their alarm is open) until heard.
         """
-        self._floor = max(self._floor, _to_us(now) + self._grace_us)
+        self._floor = max(self._floor, _to_us(now))
+
+    def resolved(self, device_id: str, now: datetime) -> bool:
+        """Its silence alarm was resolved by hand at `now`: report it again if still silent.
+
+        Closing a "device offline" alarm does not make the device work. If it is
+        not heard within one interval of `now` it is reported again (issue 12
+        item 16). Returns whether it was re-armed (it was reported and not heard since).
+        """
+        slot = self._slot.get(device_id)
+        if slot is None or self._state[slot] != _REPORTED:
+            return False
+        self._state[slot] = _WATCHING
+        self._rearm[slot] = _to_us(now) + self._interval[slot]
+        self._push(slot, self._deadline(slot))
+        self._maybe_compact()
+        return True
 
     def due(self, now: datetime) -> list[Overdue]:
         """Every device whose silence now exceeds its limit, in deadline order, each once.
@@ -257,7 +313,10 @@ class Supervisor:
         return slot is not None and self._state[slot] == _REPORTED
 
     def _deadline(self, slot: int) -> int:
-        return max(self._last[slot], self._floor) + self._limit[slot]
+        own = max(self._last[slot] + self._limit[slot], self._rearm[slot])
+        back = self._floor + min(self._grace_us, self._interval[slot])
+        # Fell due while alarmhub was away (or within its grace): one grace after it returned.
+        return max(own, back)
 
     def _push(self, slot: int, deadline: int) -> None:
         self._queued[slot] = deadline
@@ -275,6 +334,8 @@ class Supervisor:
             self._ids.append(device_id)
             self._last.append(0)
             self._limit.append(0)
+            self._interval.append(0)
+            self._rearm.append(_NO_FLOOR)
             self._queued.append(0)
             self._state.append(_WATCHING)
         self._slot[device_id] = slot
@@ -292,160 +353,21 @@ class Supervisor:
         heapq.heapify(self._heap)
 
 
-# --- Dose schedules ---------------------------------------------------------------
+# Dose schedules live in their own module; these names stay importable from here.
+from alarmhub.core.doses import (  # noqa: E402 - after Overdue, which doses imports
+    DoseOutcome,
+    DoseSchedule,
+    DoseTaken,
+    DoseWatch,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class DoseSchedule:
-    """Daily dose times in local wall-clock time, and how long after each a dose counts.
-
-    `window`: a dose.taken up to this long after the scheduled time is on time;
-    after that the dose is missed. `early`: a dose.taken this long before the
-    scheduled time still counts for it (dispensers allow it; device clocks drift).
-    DST: each time names one instant a day (see :mod:`alarmhub.core.timewindow`),
-    so a 02:30 dose is due at 03:00 on the spring day and once, at the first
-    02:30, on the autumn day.
-    """
-
-    times: tuple[time, ...]
-    tz: ZoneInfo
-    window: timedelta
-    early: timedelta = timedelta(0)
-
-    def __post_init__(self) -> None:
-        if not self.times:
-            raise ValueError("a dose schedule needs at least one time")
-        if any(t.tzinfo is not None for t in self.times):
-            raise ValueError("dose times are naive local times; the zone is `tz`")
-        if list(self.times) != sorted(set(self.times)):
-            raise ValueError("dose times must be sorted and distinct")
-        if self.window <= timedelta(0):
-            raise ValueError("window must be positive")
-        if self.early < timedelta(0):
-            raise ValueError("early must not be negative")
-
-    def next_due(self, after: datetime) -> datetime:
-        """The first scheduled instant strictly after `after` (aware), in UTC.
-
-        Two times that both fall into the spring gap name the same instant and
-        so become one dose that day.
-        """
-        day = after.astimezone(self.tz).date() - timedelta(days=1)
-        while True:  # ends within three days: every day holds at least one dose
-            for at in self.times:
-                instant = resolve_local(day, at, self.tz)
-                if instant > after:
-                    return instant
-            day += timedelta(days=1)
-
-
-class DoseOutcome(StrEnum):
-    ON_TIME = "on_time"  # within [scheduled - early, scheduled + window]
-    LATE = "late"  # after the window closed: resolves the dose_missed alarm
-    UNSCHEDULED = "unscheduled"  # no dose to attribute it to (extra or untracked)
-
-
-@dataclass(frozen=True, slots=True)
-class DoseTaken:
-    """What one dose.taken event meant."""
-
-    device_id: str
-    outcome: DoseOutcome
-    taken_at: datetime
-    scheduled_at: datetime | None  # the dose it was attributed to
-    # Doses of this device whose window closed before `taken_at` and that due()
-    # had not reported yet. The shell raises them exactly as if due() had, so the
-    # result does not depend on whether its timer or the event came first.
-    missed: tuple[Overdue, ...] = ()
-
-
-class _DoseTrack:
-    __slots__ = ("gen", "missed", "pending", "schedule")
-
-    def __init__(self, schedule: DoseSchedule, pending: datetime) -> None:
-        self.schedule = schedule
-        self.pending = pending  # next dose neither taken nor reported missed
-        self.missed: datetime | None = None  # latest reported-missed dose, unresolved
-        self.gen = 0  # bumped on every re-arm; older heap entries are garbage
-
-
-class DoseWatch:
-    """Says when a scheduled dose was not followed by dose.taken in time.
-
-    Dispensers number in thousands, not millions, so this uses a plain heap of
-    (window close, generation, device) tuples with the same lazy invalidation as
-    :class:`Supervisor`. Only the latest missed dose can be resolved by a late
-    dose.taken; an earlier one stays open for home care to close by hand.
-    """
-
-    __slots__ = ("_heap", "_tracks")
-
-    def __init__(self) -> None:
-        self._tracks: dict[str, _DoseTrack] = {}
-        self._heap: list[tuple[datetime, int, str]] = []
-
-    def track(self, device_id: str, schedule: DoseSchedule, since: datetime) -> None:
-        """Supervise every dose scheduled strictly after `since`.
-
-        On start-up pass the last instant whose doses are known to be settled
-        (e.g. the last processed event), so a dose whose window is still open
-        across a restart is neither lost nor reported twice.
-        """
-        previous = self._tracks.get(device_id)
-        track = _DoseTrack(schedule, schedule.next_due(since))
-        if previous is not None:
-            track.gen = previous.gen + 1
-        self._tracks[device_id] = track
-        self._arm(device_id, track)
-
-    def untrack(self, device_id: str) -> None:
-        self._tracks.pop(device_id, None)  # its heap entries become garbage
-
-    def next_deadline(self) -> datetime | None:
-        """No dose can be reported missed before this instant (may be early, never late)."""
-        return self._heap[0][0] if self._heap else None
-
-    def due(self, now: datetime) -> list[Overdue]:
-        """Doses whose window closed before `now` without a dose.taken, each once."""
-        out: list[Overdue] = []
-        while self._heap and self._heap[0][0] < now:
-            _, gen, device_id = heapq.heappop(self._heap)
-            track = self._tracks.get(device_id)
-            if track is None or track.gen != gen:
-                continue
-            out.extend(self._close_windows(device_id, track, now))
-        return out
-
-    def taken(self, device_id: str, at: datetime) -> DoseTaken:
-        """Attribute a dose.taken at `at` to the pending dose, or late to the missed one."""
-        track = self._tracks.get(device_id)
-        if track is None:
-            return DoseTaken(device_id, DoseOutcome.UNSCHEDULED, at, None)
-        missed = tuple(self._close_windows(device_id, track, at))
-        schedule = track.schedule
-        if at >= track.pending - schedule.early:  # and <= pending + window, after closing
-            scheduled = track.pending
-            track.pending = schedule.next_due(scheduled)
-            self._arm(device_id, track)
-            return DoseTaken(device_id, DoseOutcome.ON_TIME, at, scheduled, missed)
-        if track.missed is not None and at >= track.missed:
-            scheduled, track.missed = track.missed, None
-            return DoseTaken(device_id, DoseOutcome.LATE, at, scheduled, missed)
-        return DoseTaken(device_id, DoseOutcome.UNSCHEDULED, at, None, missed)
-
-    def _close_windows(self, device_id: str, track: _DoseTrack, now: datetime) -> list[Overdue]:
-        window = track.schedule.window
-        out: list[Overdue] = []
-        while track.pending + window < now:
-            out.append(
-                Overdue(device_id, OverdueKind.DOSE_MISSED, track.pending, track.pending + window)
-            )
-            track.missed = track.pending
-            track.pending = track.schedule.next_due(track.pending)
-        if out:
-            self._arm(device_id, track)
-        return out
-
-    def _arm(self, device_id: str, track: _DoseTrack) -> None:
-        track.gen += 1
-        heapq.heappush(self._heap, (track.pending + track.schedule.window, track.gen, device_id))
+__all__ = [
+    "DoseOutcome",
+    "DoseSchedule",
+    "DoseTaken",
+    "DoseWatch",
+    "Heard",
+    "Overdue",
+    "OverdueKind",
+    "Supervisor",
+]

@@ -1,0 +1,176 @@
+"""Dose schedules: a scheduled dose not followed by dose.taken in time is missed.
+
+Split from :mod:`alarmhub.core.supervision` (which re-exports these names); the
+missed dose is reported as an :class:`~alarmhub.core.supervision.Overdue` like a
+silent device.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from alarmhub.core.supervision import Overdue, OverdueKind
+from alarmhub.core.timewindow import resolve_local
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class DoseSchedule:
+    """Daily dose times in local wall-clock time, and how long after each a dose counts.
+
+    `window`: a dose.taken up to this long after the scheduled time is on time;
+    after that the dose is missed. `early`: a dose.taken this long before the
+    scheduled time still counts for it (dispensers allow it; device clocks drift).
+    DST: each time names one instant a day (see :mod:`alarmhub.core.timewindow`),
+    so a 02:30 dose is due at 03:00 on the spring day and once, at the first
+    02:30, on the autumn day.
+    """
+
+    times: tuple[time, ...]
+    tz: ZoneInfo
+    window: timedelta
+    early: timedelta = timedelta(0)
+
+    def __post_init__(self) -> None:
+        if not self.times:
+            raise ValueError("a dose schedule needs at least one time")
+        if any(t.tzinfo is not None for t in self.times):
+            raise ValueError("dose times are naive local times; the zone is `tz`")
+        if list(self.times) != sorted(set(self.times)):
+            raise ValueError("dose times must be sorted and distinct")
+        if self.window <= timedelta(0):
+            raise ValueError("window must be positive")
+        if self.early < timedelta(0):
+            raise ValueError("early must not be negative")
+
+    def next_due(self, after: datetime) -> datetime:
+        """The first scheduled instant strictly after `after` (aware), in UTC.
+
+        Two times that both fall into the spring gap name the same instant and
+        so become one dose that day.
+        """
+        day = after.astimezone(self.tz).date() - timedelta(days=1)
+        while True:  # ends within three days: every day holds at least one dose
+            for at in self.times:
+                instant = resolve_local(day, at, self.tz)
+                if instant > after:
+                    return instant
+            day += timedelta(days=1)
+
+
+class DoseOutcome(StrEnum):
+    ON_TIME = "on_time"  # within [scheduled - early, scheduled + window]
+    LATE = "late"  # after the window closed: resolves the dose_missed alarm
+    UNSCHEDULED = "unscheduled"  # no dose to attribute it to (extra or untracked)
+
+
+@dataclass(frozen=True, slots=True)
+class DoseTaken:
+    """What one dose.taken event meant."""
+
+    device_id: str
+    outcome: DoseOutcome
+    taken_at: datetime
+    scheduled_at: datetime | None  # the dose it was attributed to
+    # Doses of this device whose window closed before `taken_at` and that due()
+    # had not reported yet. The shell raises them exactly as if due() had, so the
+    # result does not depend on whether its timer or the event came first.
+    missed: tuple[Overdue, ...] = ()
+
+
+class _DoseTrack:
+    __slots__ = ("gen", "missed", "pending", "schedule")
+
+    def __init__(self, schedule: DoseSchedule, pending: datetime) -> None:
+        self.schedule = schedule
+        self.pending = pending  # next dose neither taken nor reported missed
+        self.missed: datetime | None = None  # latest reported-missed dose, unresolved
+        self.gen = 0  # bumped on every re-arm; older heap entries are garbage
+
+
+class DoseWatch:
+    """Says when a scheduled dose was not followed by dose.taken in time.
+
+    Dispensers number in thousands, not millions, so this uses a plain heap of
+    (window close, generation, device) tuples with the same lazy invalidation as
+    :class:`Supervisor`. Only the latest missed dose can be resolved by a late
+    dose.taken; an earlier one stays open for home care to close by hand.
+    """
+
+    __slots__ = ("_heap", "_tracks")
+
+    def __init__(self) -> None:
+        self._tracks: dict[str, _DoseTrack] = {}
+        self._heap: list[tuple[datetime, int, str]] = []
+
+    def track(self, device_id: str, schedule: DoseSchedule, since: datetime) -> None:
+        """Supervise every dose scheduled strictly after `since`.
+
+        On start-up pass the last instant whose doses are known to be settled
+        (e.g. the last processed event), so a dose whose window is still open
+        across a restart is neither lost nor reported twice.
+        """
+        previous = self._tracks.get(device_id)
+        track = _DoseTrack(schedule, schedule.next_due(since))
+        if previous is not None:
+            track.gen = previous.gen + 1
+        self._tracks[device_id] = track
+        self._arm(device_id, track)
+
+    def untrack(self, device_id: str) -> None:
+        self._tracks.pop(device_id, None)  # its heap entries become garbage
+
+    def next_deadline(self) -> datetime | None:
+        """No dose can be reported missed before this instant (may be early, never late)."""
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now: datetime) -> list[Overdue]:
+        """Doses whose window closed before `now` without a dose.taken, each once."""
+        out: list[Overdue] = []
+        while self._heap and self._heap[0][0] < now:
+            _, gen, device_id = heapq.heappop(self._heap)
+            track = self._tracks.get(device_id)
+            if track is None or track.gen != gen:
+                continue
+            out.extend(self._close_windows(device_id, track, now))
+        return out
+
+    def taken(self, device_id: str, at: datetime) -> DoseTaken:
+        """Attribute a dose.taken at `at` to the pending dose, or late to the missed one."""
+        track = self._tracks.get(device_id)
+        if track is None:
+            return DoseTaken(device_id, DoseOutcome.UNSCHEDULED, at, None)
+        missed = tuple(self._close_windows(device_id, track, at))
+        schedule = track.schedule
+        if at >= track.pending - schedule.early:  # and <= pending + window, after closing
+            scheduled = track.pending
+            track.pending = schedule.next_due(scheduled)
+            self._arm(device_id, track)
+            return DoseTaken(device_id, DoseOutcome.ON_TIME, at, scheduled, missed)
+        if track.missed is not None and at >= track.missed:
+            scheduled, track.missed = track.missed, None
+            return DoseTaken(device_id, DoseOutcome.LATE, at, scheduled, missed)
+        return DoseTaken(device_id, DoseOutcome.UNSCHEDULED, at, None, missed)
+
+    def _close_windows(self, device_id: str, track: _DoseTrack, now: datetime) -> list[Overdue]:
+        window = track.schedule.window
+        out: list[Overdue] = []
+        while track.pending + window < now:
+            out.append(
+                Overdue(device_id, OverdueKind.DOSE_MISSED, track.pending, track.pending + window)
+            )
+            track.missed = track.pending
+            track.pending = track.schedule.next_due(track.pending)
+        if out:
+            self._arm(device_id, track)
+        return out
+
+    def _arm(self, device_id: str, track: _DoseTrack) -> None:
+        track.gen += 1
+        heapq.heappush(self._heap, (track.pending + track.schedule.window, track.gen, device_id))
