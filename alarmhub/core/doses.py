@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from alarmhub.core.supervision import Overdue, OverdueKind
+from alarmhub.core.overdue import Overdue, OverdueKind
 from alarmhub.core.timewindow import resolve_local
 
 if TYPE_CHECKING:

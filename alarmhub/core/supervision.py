@@ -59,9 +59,12 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+
+# Dose schedules live in their own module; these names stay importable from here.
+from alarmhub.core.doses import DoseOutcome, DoseSchedule, DoseTaken, DoseWatch
+from alarmhub.core.overdue import Overdue, OverdueKind
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -82,23 +85,6 @@ def _to_us(t: datetime) -> int:
 
 def _from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
-
-
-class OverdueKind(StrEnum):
-    """What went missing. Bounded: a metric label and the technical alarm's kind."""
-
-    DEVICE_SILENT = "device_silent"
-    DOSE_MISSED = "dose_missed"
-
-
-@dataclass(frozen=True, slots=True)
-class Overdue:
-    """Something expected did not arrive in time. Reported once per occurrence."""
-
-    device_id: str
-    kind: OverdueKind
-    since: datetime  # silent: last heard (or when watching began); dose: scheduled time
-    deadline: datetime  # the instant it became overdue (since + limit, or + dose window)
 
 
 class Heard(StrEnum):
@@ -352,14 +338,6 @@ class Supervisor:
         ]
         heapq.heapify(self._heap)
 
-
-# Dose schedules live in their own module; these names stay importable from here.
-from alarmhub.core.doses import (  # noqa: E402 - after Overdue, which doses imports
-    DoseOutcome,
-    DoseSchedule,
-    DoseTaken,
-    DoseWatch,
-)
 
 __all__ = [
     "DoseOutcome",
