@@ -1,0 +1,104 @@
+"""Baseline scenarios: behaviour that is right today, so the scenario harness itself is proven.
+
+Each scripts part of a resident's night on the virtual clock (tests/scenario.py says how).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.scenario import dispenser, door, pendant
+
+pytestmark = pytest.mark.broker
+
+
+async def test_pendant_press_escalates_per_policy_until_acknowledged(scenario):
+    s = scenario(devices=[pendant("pend-1", resident="r-1")])
+    press = await s.at("02:00").press("pend-1")
+    await s.expect_receipt("pend-1", press, "accepted")
+    await s.expect_alarm("pend-1", "button", status="open", priority=1, level=1)
+    await s.expect_queue("0301", [("pend-1", "button", "open")])
+    # p1: the queue at once, the supervisor after 60 s, the external responder after 180 s.
+    await s.at("02:00:59").expect_escalations("pend-1", "button", [("operator_queue", "02:00")])
+    await s.at("02:01").expect_alarm("pend-1", "button", level=2, escalated_to="supervisor")
+    await s.at("02:02:30").acknowledge("pend-1", "button")
+    await s.expect_alarm("pend-1", "button", status="acknowledged", acknowledged_by="op0301")
+    await s.expect_receipt("pend-1", press, "handled")
+    # Acknowledged: the 180 s step and later rounds never fire.
+    await s.at("02:20").expect_escalations(
+        "pend-1", "button", [("operator_queue", "02:00"), ("supervisor", "02:01")]
+    )
+    await s.at("02:25").resolve("pend-1", "button", outcome="helped")
+    await s.expect_alarm("pend-1", "button", status="resolved", outcome="helped", resolved_by="op0301")
+    await s.expect_timeline(
+        "pend-1", "button", "raised", "escalated", "escalated", "acknowledged", "resolved"
+    )
+    await s.expect_queue("0301", [])
+
+
+async def test_unanswered_press_reaches_the_external_responder(scenario):
+    s = scenario(devices=[pendant("pend-1")])
+    await s.at("03:10").press("pend-1")
+    await s.at("03:13").expect_alarm(
+        "pend-1", "button", status="open", level=3, escalated_to=["supervisor", "external_responder"]
+    )
+    await s.expect_escalations(
+        "pend-1",
+        "button",
+        [("operator_queue", "03:10"), ("supervisor", "03:11"), ("external_responder", "03:13")],
+    )
+
+
+async def test_repeated_presses_and_a_redelivery_are_one_alarm(scenario):
+    s = scenario(devices=[pendant("pend-1")])
+    first = await s.at("01:00").press("pend-1")
+    await s.at("01:00:05").resend("pend-1", first)  # no receipt reached the device: same message
+    await s.expect_receipt("pend-1", first, "accepted", duplicate=True)
+    await s.expect_inbox("pend-1", first, verdict="logged", events=["new"])
+    await s.at("01:00:10").press("pend-1")  # pressed again
+    alarm = await s.expect_alarm("pend-1", "button", status="open", repeat_count=1)
+    assert alarm["raised_at"].startswith("2026-11-21T00:00:00")  # 01:00 local: the first press
+    await s.expect_alarm_count("pend-1", "button", 1)
+
+
+async def test_night_door_opening_raises_an_alarm_and_a_daytime_one_does_not(scenario):
+    s = scenario(devices=[door("door-1", resident="r-17", night="22:00-07:00")])
+    daytime = await s.at("14:00").door_opened("door-1")
+    await s.expect_inbox("door-1", daytime, verdict="logged", events=["logged"])
+    await s.expect_no_alarm("door-1")
+    await s.at("02:00").door_opened("door-1")
+    await s.at("02:05").expect_alarm(
+        "door-1", "door_open_night", status="open", priority=2, escalated_to="supervisor"
+    )
+    await s.expect_escalations(
+        "door-1", "door_open_night", [("operator_queue", "02:00"), ("supervisor", "02:05")]
+    )
+
+
+async def test_heartbeats_keep_a_device_online_and_silence_raises_device_offline(scenario):
+    s = scenario(devices=[pendant("pend-1", heartbeat_s=300)])
+    for t in ("12:05", "12:10", "12:15", "12:20"):
+        await s.at(t).heartbeat("pend-1")
+    # Offline after 3 intervals without a message: silent since 12:20, overdue after 12:35.
+    await s.at("12:35").expect_no_alarm("pend-1")
+    await s.at("12:35:01").expect_alarm("pend-1", "device_offline", status="open", priority=4)
+    await s.at("12:40").heartbeat("pend-1")  # heard again: the technical alarm clears itself
+    await s.expect_alarm("pend-1", "device_offline", status="resolved", outcome="auto")
+    await s.at("+1d 02:00").expect_alarm_count("pend-1", "device_offline", 2)  # silent again since 12:40
+
+
+async def test_operators_see_only_their_own_municipality(scenario):
+    s = scenario(devices=[pendant("osl-1"), pendant("brg-1", municipality="4601")])
+    await s.at("23:00").press("osl-1")
+    await s.at("23:00:30").press("brg-1")
+    await s.expect_queue("0301", [("osl-1", "button", "open")])
+    await s.expect_queue("4601", [("brg-1", "button", "open")])
+    await s.acknowledge("brg-1", "button", by="op0301", expect_status=404)
+
+
+async def test_a_dose_not_taken_in_its_window_raises_dose_missed(scenario):
+    s = scenario(devices=[dispenser("disp-1", doses=["20:00"], window_min=30)])
+    await s.at("20:30").expect_no_alarm("disp-1")
+    await s.at("20:30:01").expect_alarm("disp-1", "dose_missed", status="open", priority=3)
+    await s.at("21:10").dose_taken("disp-1")  # late: the dispenser says it was taken after all
+    await s.expect_alarm("disp-1", "dose_missed", status="resolved")
