@@ -84,14 +84,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import re
 import time as wall_time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -99,149 +96,50 @@ import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
-from alarmhub.core.model import Device, DeviceKind
-from alarmhub.device_settings import parse_settings
 from alarmhub.escalator import Escalator
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from alarmhub.store.accounts import Role
 from alarmhub.supervise import STEP_S, Supervision
 from alarmhub.web.api import create_app
-from tests.support import REPO, Publisher, db_rows, hub_settings
+from tests.scenario_expect import CEILING_S, Expectations
+from tests.scenario_people import People
+from tests.scenario_world import (
+    DAY,
+    OSLO,
+    DeviceSpec,
+    ScenarioError,
+    default_rules,
+    device,
+    dispenser,
+    door,
+    fall_sensor,
+    local,
+    pendant,
+    resolve_time,
+    tracker,
+)
+from tests.support import Publisher, hub_settings
 
-OSLO = ZoneInfo("Europe/Oslo")
-DAY = date(2026, 11, 20)
-NOON = time(12)
-CEILING_S = 20.0  # how long to wait for asynchronous delivery before failing (never a timing claim)
+__all__ = [
+    "DAY",
+    "OSLO",
+    "DeviceSpec",
+    "Scenario",
+    "ScenarioError",
+    "default_rules",
+    "device",
+    "dispenser",
+    "door",
+    "fall_sensor",
+    "pendant",
+    "resolve_time",
+    "scenario",
+    "tracker",
+]
+
 MAX_STOPS = 100_000  # a runaway timer fails the scenario instead of hanging it
 _PASSWORD_HASH: list[str] = []  # argon2 is slow: hashed once per session
-
-
-class ScenarioError(AssertionError):
-    """A scenario that cannot go on (time backwards, unknown device, a delivery that never came)."""
-
-
-def default_rules() -> str:
-    """The built-in rules' text, to extend with a municipality section or a rule."""
-    return (REPO / "config" / "rules.toml").read_text()
-
-
-# --- devices ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    id: str
-    kind: DeviceKind
-    municipality: str | None = None
-    resident: str | None = None
-    heartbeat_s: int | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    profile: str | None = None
-
-    def device(self, municipality: str) -> Device:
-        return Device(
-            self.id,
-            self.kind,
-            self.municipality or municipality,
-            profile=self.profile,
-            heartbeat_interval_s=self.heartbeat_s,
-            resident=self.resident,
-            settings=parse_settings(self.settings),
-        )
-
-
-def device(
-    id: str,  # noqa: A002 - the protocol's word
-    kind: DeviceKind | str,
-    *,
-    municipality: str | None = None,
-    resident: str | None = None,
-    heartbeat_s: int | None = None,
-    settings: dict[str, Any] | None = None,
-    profile: str | None = None,
-) -> DeviceSpec:
-    return DeviceSpec(
-        id, DeviceKind(kind), municipality, resident, heartbeat_s, settings or {}, profile
-    )
-
-
-def pendant(id: str, **kw: Any) -> DeviceSpec:  # noqa: A002
-    return device(id, DeviceKind.SAFETY_ALARM, **kw)
-
-
-def fall_sensor(id: str, **kw: Any) -> DeviceSpec:  # noqa: A002
-    return device(id, DeviceKind.FALL_SENSOR, **kw)
-
-
-def door(id: str, *, night: str | None = None, **kw: Any) -> DeviceSpec:  # noqa: A002
-    """A door sensor; `night="23:00-06:00"` gives it its own night window."""
-    settings = dict(kw.pop("settings", None) or {})
-    if night is not None:
-        start, end = night.split("-")
-        settings.setdefault("windows", {})["night"] = [start, end]
-    return device(id, DeviceKind.DOOR_SENSOR, settings=settings, **kw)
-
-
-def tracker(
-    id: str,  # noqa: A002
-    *,
-    geofence: tuple[float, float, float] | None = None,
-    max_accuracy_m: float | None = None,
-    **kw: Any,
-) -> DeviceSpec:
-    settings = dict(kw.pop("settings", None) or {})
-    if geofence is not None:
-        settings["geofence"] = {"lat": geofence[0], "lon": geofence[1], "radius_m": geofence[2]}
-    if max_accuracy_m is not None:
-        settings["max_accuracy_m"] = max_accuracy_m
-    return device(id, DeviceKind.GPS_TRACKER, settings=settings, **kw)
-
-
-def dispenser(
-    id: str,  # noqa: A002
-    *,
-    doses: Iterable[str] = (),
-    window_min: int = 60,
-    **kw: Any,
-) -> DeviceSpec:
-    settings = dict(kw.pop("settings", None) or {})
-    if doses:
-        settings["dose_schedule"] = {"times": list(doses), "window_min": window_min}
-    return device(id, DeviceKind.MEDICATION_DISPENSER, settings=settings, **kw)
-
-
-# --- time --------------------------------------------------------------------------------
-
-_CLOCK = re.compile(r"^(?:\+(\d+)d\s+)?(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_RELATIVE = re.compile(r"^\+(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def resolve_time(when: str | datetime, now: datetime, day: date = DAY) -> datetime:
-    """A scenario time (see the module docstring) as an aware UTC datetime."""
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            raise ScenarioError(f"{when!r}: give an aware datetime")
-        return when.astimezone(UTC)
-    text = when.strip()
-    if (m := _RELATIVE.match(text)) and any(m.groups()):
-        h, mi, s = (int(g or 0) for g in m.groups())
-        return now + timedelta(hours=h, minutes=mi, seconds=s)
-    if m := _CLOCK.match(text):
-        days, hh, mm, ss = int(m[1] or 0), int(m[2]), int(m[3]), int(m[4] or 0)
-        t = time(hh, mm, ss)
-        d = day + timedelta(days=days + (0 if t >= NOON else 1))
-        return datetime.combine(d, t, tzinfo=OSLO).astimezone(UTC)
-    raise ScenarioError(f"{when!r}: not a scenario time (HH:MM[:SS], +Nd HH:MM, +5m, +90s)")
-
-
-def local(t: datetime) -> str:
-    """How a scenario names an instant: local time, with the date when it is not obvious."""
-    return t.astimezone(OSLO).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _parse(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
 
 
 # --- the scenario ------------------------------------------------------------------------
@@ -270,7 +168,7 @@ class At:
         return at_then
 
 
-class Scenario:
+class Scenario(People, Expectations):
     def __init__(
         self,
         tmp_path: Path,
@@ -510,307 +408,6 @@ class Scenario:
 
     async def heartbeat(self, device_id: str, **kw: Any) -> str:
         return await self.send(device_id, "heartbeat", **kw)
-
-    # --- people -----------------------------------------------------------------------
-
-    def _muni(self, device_id: str) -> str:
-        spec = self.specs.get(device_id)
-        if spec is None:
-            if device_id.startswith("municipality:"):
-                return device_id.removeprefix("municipality:")
-            raise ScenarioError(f"unknown device {device_id!r}")
-        return spec.municipality or self.municipality
-
-    async def _call(
-        self, user: str, method: str, path: str, expect_status: int, json: Any = None
-    ) -> Any:
-        async with self.api(user) as client:
-            r = await client.request(method, path, json=json)
-        if r.status_code != expect_status:
-            raise AssertionError(f"{method} {path} as {user}: {r.status_code} {r.text}, "
-                                 f"expected {expect_status}")
-        await self._settle()
-        return r.json() if r.content else None
-
-    async def act(
-        self,
-        device_id: str,
-        kind: str,
-        action: str,
-        *,
-        by: str | None = None,
-        body: dict[str, Any] | None = None,
-        expect_status: int = 200,
-    ) -> Any:
-        """An operator's action on the newest alarm of (device, kind), through the API."""
-        alarm = await self.alarm(device_id, kind)
-        user = by or f"op{alarm['municipality']}"
-        return await self._call(user, "POST", f"/api/v1/alarms/{alarm['id']}/{action}",
-                                expect_status, body)
-
-    async def acknowledge(self, device_id: str, kind: str, **kw: Any) -> Any:
-        return await self.act(device_id, kind, "acknowledge", **kw)
-
-    async def escalate(self, device_id: str, kind: str, **kw: Any) -> Any:
-        return await self.act(device_id, kind, "escalate", **kw)
-
-    async def dispatch(self, device_id: str, kind: str, **kw: Any) -> Any:
-        return await self.act(device_id, kind, "dispatch", **kw)
-
-    async def on_site(self, device_id: str, kind: str, **kw: Any) -> Any:
-        return await self.act(device_id, kind, "on-site", **kw)
-
-    async def resolve(
-        self, device_id: str, kind: str, outcome: str = "helped", note: str | None = None, **kw: Any
-    ) -> Any:
-        body = {"outcome": outcome} | ({"note": note} if note else {})
-        return await self.act(device_id, kind, "resolve", body=body, **kw)
-
-    async def note(self, device_id: str, kind: str, text: str, **kw: Any) -> Any:
-        return await self.act(device_id, kind, "notes", body={"note": text}, **kw)
-
-    async def resolve_incident(self, municipality: str | None = None, **kw: Any) -> Any:
-        """Resolve the municipality's open outage incident (kind from the rules' [storm])."""
-        m = municipality or self.municipality
-        storm = self.hub.rules.storm
-        kind = storm.incident_kind if storm is not None else "incident"
-        return await self.resolve(f"municipality:{m}", kind, **kw)
-
-    async def silence(
-        self,
-        device: str | None = None,
-        *,
-        municipality: str | None = None,
-        until: str | datetime = "+1h",
-        starts: str | datetime | None = None,
-        reason: str = "scenario maintenance",
-        by: str | None = None,
-        expect_status: int = 201,
-    ) -> str:
-        """A silence of one device (or the whole municipality) from now (or `starts`); its id."""
-        await self.start()
-        m = municipality or (self._muni(device) if device else self.municipality)
-        body = {
-            "municipality": m,
-            "device_id": device,
-            "starts_at": (self.now if starts is None else resolve_time(starts, self.now, self.day)).isoformat(),
-            "ends_at": resolve_time(until, self.now, self.day).isoformat(),
-            "reason": reason,
-        }
-        out = await self._call(by or f"madm{m}", "POST", "/api/v1/silences", expect_status, body)
-        return str(out["id"]) if out and "id" in out else ""
-
-    async def end_silence(self, silence_id: str, *, municipality: str | None = None,
-                          by: str | None = None, expect_status: int = 204) -> None:
-        m = municipality or self.municipality
-        await self._call(by or f"madm{m}", "DELETE", f"/api/v1/silences/{silence_id}", expect_status)
-
-    # --- reading --------------------------------------------------------------------------
-
-    async def alarms(self, device_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-        """Every alarm of the device (of that kind), oldest first, as the API shows them."""
-        await self.start()
-        m = self._muni(device_id)
-        items: list[dict[str, Any]] = []
-        cursor: str | None = None
-        async with self.api("root") as client:
-            while True:
-                params: dict[str, Any] = {"municipality": m, "limit": 500}
-                if cursor:
-                    params["cursor"] = cursor
-                page = (await client.get("/api/v1/alarms", params=params)).json()
-                items += page["items"]
-                cursor = page.get("next_cursor")
-                if not cursor:
-                    break
-        found = [a for a in items if a["device_id"] == device_id and kind in (None, a["kind"])]
-        return sorted(found, key=lambda a: (a["raised_at"], a["id"]))
-
-    async def alarm(self, device_id: str, kind: str) -> dict[str, Any]:
-        found = await self.alarms(device_id, kind)
-        if not found:
-            every = [(a["kind"], a["state"]) for a in await self.alarms(device_id)]
-            raise AssertionError(f"{local(self.now)}: no {kind} alarm of {device_id}; it has {every}")
-        return found[-1]
-
-    async def timeline(self, device_id: str, kind: str) -> list[dict[str, Any]]:
-        """The newest alarm's timeline: dicts with `at` (aware datetime), type, actor, detail."""
-        alarm = await self.alarm(device_id, kind)
-        async with self.api("root") as client:
-            detail = (await client.get(f"/api/v1/alarms/{alarm['id']}")).json()
-        return [{**e, "at": _parse(e["at"])} for e in detail["timeline"]]
-
-    async def escalations(self, device_id: str, kind: str) -> list[dict[str, Any]]:
-        """Every decided escalation row of the newest alarm (escalated or skipped), in order."""
-        alarm = await self.alarm(device_id, kind)
-        rows = db_rows(self.db, "SELECT round, step, reason, level, target, due_at, decided_at "
-                       "FROM escalations WHERE alarm_id = ? ORDER BY decided_at, round, step",
-                       (alarm["id"],))
-        keys = ("round", "step", "reason", "level", "target", "due_at", "decided_at")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    async def queue(self, municipality: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
-        """The active alarms an operator of the municipality sees, in the queue's order."""
-        await self.start()
-        m = municipality or self.municipality
-        async with self.api(user or f"op{m}") as client:
-            items: list[dict[str, Any]] = []
-            for state in ("open", "acknowledged"):
-                r = await client.get("/api/v1/alarms", params={"state": state, "limit": 500})
-                items += r.json()["items"]
-        return sorted(items, key=lambda a: (a["priority"], a["raised_at"], a["id"]))
-
-    def inbox(self, device_id: str) -> list[dict[str, Any]]:
-        """The device's stored messages, in order: msg_id, verdict (the message's:
-        logged, redelivery, rejected), reason, detail, received_at, and `events`,
-        each a dict with its own `verdict` (new, repeat, cleared, logged, …), rule, alarm_id."""
-        rows = db_rows(self.db, "SELECT msg_id, verdict, reason, detail, received_at, events "
-                       "FROM inbox WHERE device_id = ? ORDER BY seq", (device_id,))
-        keys = ("msg_id", "verdict", "reason", "detail", "received_at", "events")
-        out = [dict(zip(keys, r, strict=True)) for r in rows]
-        for row in out:
-            row["events"] = orjson.loads(row["events"]) if row["events"] else []
-        return out
-
-    # --- expectations ----------------------------------------------------------------
-
-    async def expect_alarm(
-        self,
-        device_id: str,
-        kind: str,
-        *,
-        status: str | None = None,
-        priority: int | None = None,
-        level: int | None = None,
-        escalated_to: str | Iterable[str] | None = None,
-        suppressed_by: str | None = None,
-        suppression_reason: str | None = None,
-        **fields: Any,
-    ) -> dict[str, Any]:
-        """The newest alarm of (device, kind) exists and matches; returns it as the API shows it.
-
-        `status` is the state (open, acknowledged, resolved); `escalated_to` a target
-        (or several) that an escalation step was sent to; `suppressed_by` the kind of
-        suppression ("silence", "inhibited", "incident") or the full tag, or "" for
-        "not suppressed"; any other keyword is an API field compared exactly.
-        """
-        alarm = await self.alarm(device_id, kind)
-        where = f"{local(self.now)}: {kind} alarm of {device_id}"
-        expected: dict[str, Any] = dict(fields)
-        if status is not None:
-            expected["state"] = status
-        if priority is not None:
-            expected["priority"] = priority
-        if level is not None:
-            expected["escalation_level"] = level
-        wrong = {k: (alarm.get(k, "<no such field>"), v) for k, v in expected.items() if alarm.get(k, object()) != v}
-        assert not wrong, f"{where}: (got, expected) {wrong}"
-        if escalated_to is not None:
-            targets = [escalated_to] if isinstance(escalated_to, str) else list(escalated_to)
-            fired = [e["target"] for e in await self.escalations(device_id, kind) if e["reason"] == "escalate"]
-            missing = [t for t in targets if t not in fired]
-            assert not missing, f"{where}: not escalated to {missing}; escalated to {fired}"
-        if suppressed_by is not None:
-            tag = alarm["suppressed_by"] or ""
-            ok = tag == suppressed_by or tag.split(":", 1)[0] == suppressed_by
-            assert ok, f"{where}: suppressed_by is {tag!r}, expected {suppressed_by!r}"
-        if suppression_reason is not None:
-            reasons = [e["detail"].get("reason") for e in await self.timeline(device_id, kind)
-                       if e["type"] == "suppressed"]
-            assert suppression_reason in reasons, f"{where}: suppression reasons {reasons}"
-        return alarm
-
-    async def expect_no_alarm(self, device_id: str, kind: str | None = None, *, active_only: bool = True) -> None:
-        found = [a for a in await self.alarms(device_id, kind)
-                 if not active_only or a["state"] != "resolved"]
-        what = "active " if active_only else ""
-        assert not found, (f"{local(self.now)}: expected no {what}{kind or ''} alarm of {device_id}, "
-                           f"found {[(a['kind'], a['state'], a['suppressed_by']) for a in found]}")
-
-    async def expect_alarm_count(self, device_id: str, kind: str, n: int) -> list[dict[str, Any]]:
-        found = await self.alarms(device_id, kind)
-        assert len(found) == n, f"{local(self.now)}: {len(found)} {kind} alarms of {device_id}, expected {n}"
-        return found
-
-    async def expect_timeline(self, device_id: str, kind: str, *types: str, exact: bool = True) -> list[dict[str, Any]]:
-        """The newest alarm's timeline types are `types` (exact) or contain them in order."""
-        entries = await self.timeline(device_id, kind)
-        got = [e["type"] for e in entries]
-        if exact:
-            assert got == list(types), f"{local(self.now)}: timeline {got}, expected {list(types)}"
-        else:
-            it = iter(got)
-            assert all(t in it for t in types), f"{local(self.now)}: timeline {got} lacks {list(types)} in order"
-        return entries
-
-    async def expect_escalations(
-        self, device_id: str, kind: str, expected: Iterable[tuple[str, str | datetime]]
-    ) -> None:
-        """Exactly these steps escalated: (target, time), time as a scenario time."""
-        fired = [(e["target"], local(_parse(e["decided_at"]) or self.now))
-                 for e in await self.escalations(device_id, kind) if e["reason"] == "escalate"]
-        want = [(target, local(resolve_time(t, self.now, self.day))) for target, t in expected]
-        assert fired == want, f"{local(self.now)}: escalations {fired}, expected {want}"
-
-    async def expect_queue(
-        self, municipality: str | None, expected: Iterable[tuple[str, str, str]], *, user: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The operator's queue, as (device, kind, state), in queue order."""
-        items = await self.queue(municipality, user)
-        got = [(a["device_id"], a["kind"], a["state"]) for a in items]
-        assert got == list(expected), f"{local(self.now)}: queue {got}, expected {list(expected)}"
-        return items
-
-    async def expect_receipt(self, device_id: str, msg_id: str, status: str, **fields: Any) -> dict[str, Any]:
-        """A receipt for the message arrives (polled with a ceiling: receipts are asynchronous)."""
-        await self.start()
-        assert self._pub is not None
-        topic = f"alarmhub/v1/{device_id}/receipts"
-        want = {"ref": msg_id, "status": status, **fields}
-
-        def match() -> dict[str, Any] | None:
-            for t, payload in list(self._pub.received):  # type: ignore[union-attr]
-                body = orjson.loads(payload)
-                if t == topic and all(body.get(k) == v for k, v in want.items()):
-                    return dict(body)
-            return None
-
-        deadline = wall_time.monotonic() + CEILING_S
-        while (found := match()) is None:
-            if wall_time.monotonic() > deadline:
-                got = [orjson.loads(p) for t, p in self._pub.received if t == topic]
-                raise AssertionError(f"no receipt {want} on {topic}; got {got}")
-            await asyncio.sleep(0.01)
-        return found
-
-    async def expect_inbox(
-        self,
-        device_id: str,
-        msg_id: str,
-        *,
-        verdict: str | None = None,
-        reason: str | None = None,
-        events: list[str] | None = None,
-    ) -> dict[str, Any]:
-        """The message's newest inbox row: the message `verdict`, its dead-letter `reason`,
-        and `events`, the verdicts of its events in order (e.g. ["new"], ["logged"])."""
-        rows = [r for r in self.inbox(device_id) if r["msg_id"] == msg_id]
-        assert rows, f"no inbox row for {device_id}/{msg_id}; has {self.inbox(device_id)}"
-        row = rows[-1]
-        if events is not None:
-            got = [e["verdict"] for e in row["events"]]
-            assert got == events, f"{device_id}/{msg_id}: event verdicts {got}, expected {events}"
-        if verdict is not None:
-            assert row["verdict"] == verdict, f"{device_id}/{msg_id}: verdict {row['verdict']}, expected {verdict}"
-        if reason is not None:
-            assert row["reason"] == reason, f"{device_id}/{msg_id}: reason {row['reason']}, expected {reason}"
-        return row
-
-    async def expect_dead_letter(self, device_id: str, reason: str) -> dict[str, Any]:
-        rows = [r for r in self.inbox(device_id) if r["verdict"] == "rejected"]
-        reasons = [r["reason"] for r in rows]
-        assert reason in reasons, f"{device_id}: dead letters {reasons}, expected one {reason!r}"
-        return rows[reasons.index(reason)]
 
 
 @pytest.fixture
