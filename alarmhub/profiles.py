@@ -43,7 +43,7 @@ EVENT_FIELDS: dict[EventType, frozenset[str]] = dict.fromkeys(EventType, _TEXT_F
 _REQUIRED_FIELDS: dict[EventType, tuple[str, ...]] = {EventType.LOCATION: ("lat", "lon")}
 
 _OPS = ", ".join(op.value for op in Op)
-_NATIVE_ONLY_ABSENT = ("map", "message_id", "timestamp", "fallback")
+_NATIVE_ONLY_ABSENT = ("map", "message_id", "timestamp", "fallback", "unrecognised_action")
 
 
 class ProfileError(Exception):
@@ -94,6 +94,7 @@ class _ProfileSpec(_Frozen):
     message_id: list[StrictStr] | None = None
     timestamp: _TimestampSpec | None = None
     fallback: EventType | None = None
+    unrecognised_action: StrictStr | None = None
     description: StrictStr = ""
     mappings: list[_MapSpec] | None = Field(default=None, alias="map")
 
@@ -182,6 +183,13 @@ def _to_profile(path: Path, spec: _ProfileSpec, data: dict[str, Any]) -> Profile
         _check_path(path, f"message_id[{i}]", msg_path)
     if spec.timestamp is not None:
         _check_path(path, "timestamp.path", spec.timestamp.path)
+    if spec.unrecognised_action is not None:
+        _check_path(path, "unrecognised_action", spec.unrecognised_action)
+        if spec.kinds != [DeviceKind.SAFETY_ALARM]:
+            # The press it raises is a call for help: only a safety alarm's button means that.
+            raise ProfileError(
+                path, "unrecognised_action", 'only a profile for kinds = ["safety_alarm"]'
+            )
     return Profile(
         name=spec.name,
         format=spec.format,
@@ -193,6 +201,7 @@ def _to_profile(path: Path, spec: _ProfileSpec, data: dict[str, Any]) -> Profile
         timestamp_path=spec.timestamp.path if spec.timestamp else None,
         timestamp_unit=spec.timestamp.unit if spec.timestamp else TimestampUnit.RFC3339,
         fallback=spec.fallback,
+        unrecognised_action=spec.unrecognised_action,
         description=spec.description,
     )
 

@@ -39,7 +39,7 @@ SAMPLES = sorted(DEVICES.glob("*/samples/*.json"))
 RECEIVED_AT = datetime(2025, 11, 23, 12, 13, 30, tzinfo=UTC)
 SAMPLE_KEYS = {
     "note", "topic", "payload", "payload_text", "payload_hex", "device", "received_at",
-    "expect", "expect_rejected", "msg_id",
+    "expect", "expect_rejected", "expect_dropped", "msg_id",
 }  # fmt: skip
 
 
@@ -104,6 +104,11 @@ def test_sample_decodes_as_expected(path: Path, catalog: Catalog) -> None:
         assert event.msg_id == result.msg_id
         if "ts" in want:
             assert event.ts.isoformat() == want["ts"]
+        # Where the time came from, and the skew when it was clamped (issue 12 item 11).
+        assert event.ts_source == want.get("ts_source", event.ts_source)
+        assert event.clock_skew_s == want.get("clock_skew_s")
+    # A field that fails is left out and named; the rest of the message is used (item 10).
+    assert [d.field for d in result.dropped] == sample.get("expect_dropped", [])
     if "msg_id" in sample:
         assert result.msg_id == sample["msg_id"]
 

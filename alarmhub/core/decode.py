@@ -4,6 +4,18 @@ Pure: the registry and the profile catalogue are passed in, the time of receipt
 is on the message. Every failure is a :class:`Rejected` with a bounded reason,
 never an exception, because a bad message from one device must not stop the
 alarms of all the others.
+
+Validation is per field and per event, not per message (issue 12 item 10): a
+battery reading out of range, a battery sent as text or a timestamp in the wrong
+unit is left out and recorded as :class:`Dropped`, and the press or door opening
+in the same message is kept. Zigbee2MQTT repeats a device's whole cached state in
+every report, so rejecting the message for one bad secondary field would throw
+away every press that device ever sends. A message is rejected only when nothing
+usable is left.
+
+The device's clock is never a reason to reject (item 11): a time too far ahead
+or too far behind the time of receipt is replaced by the time of receipt and the
+event says so (`ts_source`, `clock_skew_s`).
 """
 
 from __future__ import annotations
@@ -16,21 +28,26 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from alarmhub.core.fields import EVENT_PREFIX, event_fields, validate_fields
 from alarmhub.core.model import (
     INTERNAL_EVENTS,
     Decoded,
     Device,
     DeviceKind,
+    Dropped,
     Event,
     EventType,
     RawMessage,
     Rejected,
     RejectReason,
+    TsSource,
 )
 from alarmhub.core.profile import Profile, TimestampUnit, lookup
 
 if TYPE_CHECKING:
     from collections.abc import Mapping as MappingT
+
+__all__ = ["Catalog", "DecodeLimits", "decode", "parse_rfc3339", "valid_id", "validate_fields"]
 
 MAX_ID_LENGTH = 128
 _FORBIDDEN_ID_CHARS = frozenset("+#\x00")
@@ -39,7 +56,12 @@ _FORBIDDEN_ID_CHARS = frozenset("+#\x00")
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
     max_payload_bytes: int = 64 * 1024
+    # A device time further from the time of receipt than these is clamped to it.
     max_future_skew: timedelta = timedelta(minutes=5)
+    # A device that buffered while offline reports late with its honest time; a clock
+    # reset to 2000-01-01 (or 1970) is years behind and would make a night-time door
+    # "daytime" forever. A day separates the two.
+    max_past_skew: timedelta = timedelta(hours=24)
     # Formats without a message id are deduplicated by content within this window.
     content_dedup_window: timedelta = timedelta(seconds=30)
 
@@ -175,11 +197,12 @@ def _claims(payload: dict[str, Any], device: Device, msg_id: str | None) -> Reje
 def _decode_native(
     payload: dict[str, Any], raw: RawMessage, device: Device, limits: DecodeLimits
 ) -> Decoded | Rejected:
-    for name in ("id", "ts", "type"):
+    # `id` and `type` say what the message is: without them nothing in it is usable.
+    for name in ("id", "type"):
         if name not in payload:
             return Rejected(RejectReason.MISSING_FIELD, f"missing field '{name}'", device.id)
-    msg_id, ts_text, type_text = payload["id"], payload["ts"], payload["type"]
-    for name, value in (("id", msg_id), ("ts", ts_text), ("type", type_text)):
+    msg_id, type_text = payload["id"], payload["type"]
+    for name, value in (("id", msg_id), ("type", type_text)):
         if not isinstance(value, str):
             return Rejected(RejectReason.WRONG_TYPE, f"field '{name}' must be a string", device.id)
     if not valid_id(msg_id):
@@ -189,60 +212,119 @@ def _decode_native(
         return Rejected(
             RejectReason.UNKNOWN_TYPE, f"unknown event type '{type_text[:64]}'", device.id, msg_id
         )
-    ts = parse_rfc3339(ts_text)
-    if ts is None:
-        return Rejected(
-            RejectReason.BAD_VALUE,
-            "field 'ts' is not an RFC 3339 time with offset",
-            device.id,
-            msg_id,
+    dropped: list[Dropped] = []
+    ts, source, skew = _event_time(_native_ts(payload, dropped), raw, limits)
+    fields = event_fields(etype, payload)
+    if isinstance(fields, Dropped):
+        # The one event of the message cannot be used: nothing is left.
+        return Rejected(fields.reason, fields.detail, device.id, msg_id)
+    kept, bad = fields
+    event = Event(device.id, msg_id, etype, ts, raw.received_at, kept, source, skew)
+    return Decoded(device, msg_id, (event,), (*dropped, *bad))
+
+
+def _native_ts(payload: dict[str, Any], dropped: list[Dropped]) -> datetime | None:
+    """The native `ts`, or None (recorded as dropped) when it is missing or unreadable."""
+    if "ts" not in payload:
+        dropped.append(
+            Dropped("ts", RejectReason.MISSING_FIELD, "missing field 'ts'" + _AT_RECEIPT)
         )
-    too_new = _check_future(ts, raw, limits, device.id, msg_id)
-    if too_new is not None:
-        return too_new
-    fields = _check_fields(etype, payload)
-    if isinstance(fields, tuple):
-        return Rejected(fields[0], fields[1], device.id, msg_id)
-    event = Event(device.id, msg_id, etype, ts, raw.received_at, fields)
-    return Decoded(device, msg_id, (event,))
+        return None
+    value = payload["ts"]
+    if not isinstance(value, str):
+        dropped.append(
+            Dropped("ts", RejectReason.WRONG_TYPE, "field 'ts' must be a string" + _AT_RECEIPT)
+        )
+        return None
+    ts = parse_rfc3339(value)
+    if ts is None:
+        dropped.append(
+            Dropped(
+                "ts",
+                RejectReason.BAD_VALUE,
+                "field 'ts' is not an RFC 3339 time with offset" + _AT_RECEIPT,
+            )
+        )
+    return ts
 
 
-def _decode_mapped(
+_AT_RECEIPT = "; the time of receipt is used"
+
+
+def _mapped_ts(
+    payload: dict[str, Any], profile: Profile, dropped: list[Dropped]
+) -> datetime | None:
+    """The profile's timestamp, or None (recorded as dropped when present but unreadable)."""
+    if profile.timestamp_path is None:
+        return None
+    found, value = lookup(payload, profile.timestamp_path)
+    if not found:
+        return None
+    device_ts = _parse_ts(value, profile.timestamp_unit)
+    if device_ts is None:
+        # e.g. Zigbee2MQTT's `last_seen: epoch` (milliseconds) where the profile
+        # expects ISO 8601: the events are still good.
+        dropped.append(
+            Dropped(
+                profile.timestamp_path,
+                RejectReason.BAD_VALUE,
+                f"field '{profile.timestamp_path}' is not a valid {profile.timestamp_unit}"
+                + _AT_RECEIPT,
+            )
+        )
+    return device_ts
+
+
+def _decode_mapped(  # noqa: C901 - the mappings, the unread action, then what is left
     payload: dict[str, Any],
     raw: RawMessage,
     device: Device,
     profile: Profile,
     limits: DecodeLimits,
 ) -> Decoded | Rejected:
-    ts = raw.received_at
-    if profile.timestamp_path is not None:
-        found, value = lookup(payload, profile.timestamp_path)
-        if found:
-            parsed = _parse_ts(value, profile.timestamp_unit)
-            if parsed is None:
-                return Rejected(
-                    RejectReason.BAD_VALUE,
-                    f"field '{profile.timestamp_path}' is not a valid {profile.timestamp_unit}",
-                    device.id,
-                )
-            ts = parsed
+    dropped: list[Dropped] = []
+    ts, source, skew = _event_time(_mapped_ts(payload, profile, dropped), raw, limits)
     msg_id = _message_id(payload, raw, profile, limits)
-    too_new = _check_future(ts, raw, limits, device.id, msg_id)
-    if too_new is not None:
-        return too_new
     events: list[Event] = []
+    action_path = profile.unrecognised_action
+    recognised = False
     for mapping in profile.mappings:
+        if not mapping.matches(payload):
+            continue
+        if action_path is not None and any(c.path == action_path for c in mapping.conditions):
+            recognised = True
         # The first matching mapping of each event type wins: one message yields at
         # most one event of a type (e.g. `battery_low: true` and `battery: 9` together
         # are one battery.low), because its events share the message id.
-        if any(e.type is mapping.event for e in events) or not mapping.matches(payload):
+        if any(e.type is mapping.event for e in events):
             continue
-        source = {name: lookup(payload, path)[1] for name, path in mapping.fields}
-        fields = _check_fields(mapping.event, {k: v for k, v in source.items() if v is not None})
-        if isinstance(fields, tuple):
-            return Rejected(fields[0], fields[1], device.id, msg_id)
-        events.append(Event(device.id, msg_id, mapping.event, ts, raw.received_at, fields))
+        found_fields = {name: lookup(payload, path)[1] for name, path in mapping.fields}
+        fields = event_fields(
+            mapping.event,
+            {k: v for k, v in found_fields.items() if v is not None},
+            dict(mapping.fields),
+        )
+        if isinstance(fields, Dropped):
+            dropped.append(fields)
+            continue
+        kept, bad = fields
+        dropped.extend(bad)
+        events.append(
+            Event(device.id, msg_id, mapping.event, ts, raw.received_at, kept, source, skew)
+        )
+    if action_path is not None and not recognised:
+        press = _unrecognised_press(payload, action_path)
+        if press is not None and not any(e.type is EventType.BUTTON_PRESSED for e in events):
+            pressed = EventType.BUTTON_PRESSED
+            events.append(
+                Event(device.id, msg_id, pressed, ts, raw.received_at, press, source, skew)
+            )
     if not events:
+        lost = next((d for d in dropped if d.field.startswith(EVENT_PREFIX)), None)
+        if lost is not None:
+            # A mapping matched but its event could not be used: this message is not
+            # a plain status report, so it must not pass for a heartbeat either.
+            return Rejected(lost.reason, lost.detail, device.id, msg_id)
         if profile.fallback is None:
             return Rejected(
                 RejectReason.NO_MAPPING,
@@ -250,8 +332,30 @@ def _decode_mapped(
                 device.id,
                 msg_id,
             )
-        events.append(Event(device.id, msg_id, profile.fallback, ts, raw.received_at, {}))
-    return Decoded(device, msg_id, tuple(events))
+        events.append(
+            Event(device.id, msg_id, profile.fallback, ts, raw.received_at, {}, source, skew)
+        )
+    return Decoded(device, msg_id, tuple(events), tuple(dropped))
+
+
+UNRECOGNISED_ACTION = "unrecognised button action"
+
+
+def _unrecognised_press(payload: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The fields of the button alarm for an action no mapping recognised, or None.
+
+    Zigbee2MQTT clears a button's action with `""` or `null` in the next state
+    report: that is no action at all. Anything else is somebody pressing a button
+    whose meaning alarmhub was not told (a Heiman button registered without its
+    profile, a Tuya variant with another action word): better a spurious alarm
+    than a resident's presses stored as heartbeats.
+    """
+    found, value = lookup(payload, path)
+    if not found or value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    code = "".join(c if c.isprintable() else "?" for c in text[:64])
+    return {"code": code, "note": f"{UNRECOGNISED_ACTION}: {code}"}
 
 
 def _message_id(
@@ -271,17 +375,22 @@ def _message_id(
     return f"h:{digest}:{bucket}"
 
 
-def _check_future(
-    ts: datetime, raw: RawMessage, limits: DecodeLimits, device_id: str, msg_id: str
-) -> Rejected | None:
-    if ts - raw.received_at > limits.max_future_skew:
-        return Rejected(
-            RejectReason.FUTURE_TIMESTAMP,
-            f"device time is {int((ts - raw.received_at).total_seconds())} s ahead of ours",
-            device_id,
-            msg_id,
-        )
-    return None
+def _event_time(
+    device_ts: datetime | None, raw: RawMessage, limits: DecodeLimits
+) -> tuple[datetime, TsSource, int | None]:
+    """The time an event is judged by, where it came from, and the clamped skew.
+
+    A device clock out of bounds is never a reason to refuse an event: a pendant
+    ten minutes fast was told `rejected`, stopped resending, and its press was lost.
+    Its time is replaced by the time of receipt and the skew is kept on the event,
+    so what the device claimed is still known (`ts + clock_skew_s`).
+    """
+    if device_ts is None:
+        return raw.received_at, TsSource.RECEIPT, None
+    skew = device_ts - raw.received_at
+    if skew > limits.max_future_skew or -skew > limits.max_past_skew:
+        return raw.received_at, TsSource.CLAMPED, int(skew.total_seconds())
+    return device_ts, TsSource.DEVICE, None
 
 
 # Events alarmhub raises itself (a silent device, an overdue dose) are not
@@ -321,60 +430,3 @@ def _parse_ts(value: Any, unit: TimestampUnit) -> datetime | None:
     if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:  # before year 3000
         return None
     return datetime.fromtimestamp(seconds, UTC)
-
-
-FieldProblem = tuple[RejectReason, str]
-
-
-def _number(
-    payload: dict[str, Any], name: str, lo: float, hi: float, *, required: bool
-) -> float | FieldProblem | None:
-    if name not in payload:
-        return (RejectReason.MISSING_FIELD, f"missing field '{name}'") if required else None
-    value = payload[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return RejectReason.WRONG_TYPE, f"field '{name}' must be a number"
-    if not math.isfinite(value) or not lo <= value <= hi:
-        return RejectReason.BAD_VALUE, f"field '{name}' must be between {lo:g} and {hi:g}"
-    return float(value)
-
-
-def validate_fields(etype: EventType, payload: dict[str, Any]) -> dict[str, Any] | str:
-    """Return the event's typed fields, or the sentence that says which one is wrong."""
-    checked = _check_fields(etype, payload)
-    return checked[1] if isinstance(checked, tuple) else checked
-
-
-def _check_fields(etype: EventType, payload: dict[str, Any]) -> dict[str, Any] | FieldProblem:
-    # Separate from validate_fields because the decoder must tell a missing field,
-    # a wrong type and an out-of-range value apart: they are different reject reasons.
-    out: dict[str, Any] = {}
-    specs: tuple[tuple[str, float, float, bool], ...] = ()
-    if etype is EventType.LOCATION:
-        specs = (("lat", -90, 90, True), ("lon", -180, 180, True), ("accuracy_m", 0, 1e7, False))
-    elif etype is EventType.BATTERY_LOW:
-        specs = (("battery_pct", 0, 100, False),)
-    for name, lo, hi, required in specs:
-        value = _number(payload, name, lo, hi, required=required)
-        if isinstance(value, tuple):
-            return value
-        if value is not None:
-            out[name] = value
-    if etype is EventType.LOCATION and "battery_pct" in payload:
-        value = _number(payload, "battery_pct", 0, 100, required=False)
-        if isinstance(value, tuple):
-            return value
-        out["battery_pct"] = value
-    return _text_fields(payload, out)
-
-
-def _text_fields(payload: dict[str, Any], out: dict[str, Any]) -> dict[str, Any] | FieldProblem:
-    for name in ("dose_id", "code", "note"):
-        if name in payload:
-            value = payload[name]
-            if not isinstance(value, str):
-                return RejectReason.WRONG_TYPE, f"field '{name}' must be a string"
-            if len(value) > 256:
-                return RejectReason.BAD_VALUE, f"field '{name}' must be at most 256 characters"
-            out[name] = value
-    return out

@@ -57,10 +57,39 @@ class RejectReason(StrEnum):
     UNKNOWN_TOPIC = "unknown_topic"
     UNKNOWN_DEVICE = "unknown_device"
     DECOMMISSIONED_DEVICE = "decommissioned_device"
+    # Retired (issue 12 item 11): a device clock out of bounds is clamped to the time
+    # of receipt and flagged on the event (TsSource.CLAMPED), never a reason to
+    # reject. Kept so that dashboards and stored rows naming it stay valid.
     FUTURE_TIMESTAMP = "future_timestamp"
     DEVICE_MISMATCH = "device_mismatch"
     MUNICIPALITY_MISMATCH = "municipality_mismatch"
     NO_MAPPING = "no_mapping"
+
+
+class TsSource(StrEnum):
+    """Where an event's time came from; stored with the event (`ts_source`).
+
+    Rules judge an event by its time (night windows), so a time that is not the
+    device's own must say so rather than pass for it.
+    """
+
+    DEVICE = "device"  # the device's (or its bridge's) own clock, within the limits
+    RECEIPT = "receipt"  # the message carries no usable time: when alarmhub received it
+    CLAMPED = "clamped"  # the device clock was out of bounds: replaced by the receipt time
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A field or event of a message that failed validation and was left out.
+
+    The rest of the message is used (a press is never thrown away for a bad
+    battery reading); what was dropped is recorded on its inbox row and counted.
+    `field` is the alarmhub field name, the payload path, or `event <type>`.
+    """
+
+    field: str
+    reason: RejectReason
+    detail: str
 
 
 class Priority(IntEnum):
@@ -153,6 +182,10 @@ class Event:
     ts: datetime
     received_at: datetime
     fields: dict[str, Any] = field(default_factory=dict)
+    ts_source: TsSource = TsSource.DEVICE
+    # Device time minus receipt time, in whole seconds, when the device's clock was
+    # out of bounds and `ts` was clamped (positive: the device runs fast).
+    clock_skew_s: int | None = None
 
     def key(self) -> tuple[str, str]:
         """The deduplication key: a device's own message id, unique per device."""
@@ -176,6 +209,9 @@ class Decoded:
     device: Device
     msg_id: str
     events: tuple[Event, ...]
+    # Fields or events left out because they failed validation: the message is
+    # "partial", stored and judged with the rest (issue 12 item 10).
+    dropped: tuple[Dropped, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

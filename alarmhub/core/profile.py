@@ -130,6 +130,10 @@ class Profile:
     timestamp_path: str | None = None
     timestamp_unit: TimestampUnit = TimestampUnit.RFC3339
     fallback: EventType | None = None  # when no mapping matches (e.g. a plain status report)
+    # Payload path of a button's action. A message carrying an action that no matching
+    # mapping tests is a press alarmhub cannot read: it raises a button alarm instead
+    # of passing for a heartbeat (issue 12 item 13).
+    unrecognised_action: str | None = None
     description: str = ""
 
 
