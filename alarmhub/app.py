@@ -26,6 +26,7 @@ from prometheus_client import Counter as PromCounter
 from alarmhub.clock import Clock, SystemClock
 from alarmhub.core.actions import Action, Applied, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
+from alarmhub.core.escalation import orphaned
 from alarmhub.core.model import (
     Alarm,
     Decoded,
@@ -690,6 +691,18 @@ class AlarmHub:
         except RulesError as exc:
             log.error(  # noqa: TRY400 - the message is the error; no traceback
                 "rules.reload_failed", error=str(exc), kept_version=self.rules.version
+            )
+            return False
+        # A renamed or removed policy would silently stop the escalation of every
+        # open alarm raised under it (issue 12 item 6): refuse, keep the rules in force.
+        stranded = orphaned(self.state.alarms.by_id.values(), rules.policy_named)
+        if stranded:
+            log.error(
+                "rules.reload_failed",
+                error="the new rules lack the escalation policy of open alarms: "
+                + ", ".join(sorted({f"{a.policy} ({a.municipality})" for a in stranded})),
+                alarms=sorted(a.id for a in stranded)[:20],
+                kept_version=self.rules.version,
             )
             return False
         old, self.rules = self.rules.version, rules

@@ -101,6 +101,12 @@ class Metrics:
         self.escalations = Counter(
             "alarmhub_escalations", "Escalation steps fired, by level", ["level"], registry=r
         )
+        self.escalations_exhausted = Counter(
+            "alarmhub_escalations_exhausted",
+            "Alarms still open after their escalation policy's last step: nobody left to tell",
+            ["priority"],
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "alarmhub_mqtt_connected",
             "1 while the ingest connection to the broker is up",
@@ -183,6 +189,7 @@ class Metrics:
                 self.alarms_open.labels(label, state)
             self.oldest_unacknowledged.labels(label)
             self.sla_breaches.labels(label)
+            self.escalations_exhausted.labels(label)
         for level in range(1, 4):
             self.escalations.labels(str(level))
         for kind in DeviceKind:

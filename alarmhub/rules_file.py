@@ -215,6 +215,7 @@ def _check_references(model: RulesModel, source: str) -> None:
     for where, i, r in every:
         _check_rule(r, f"{source}: {where}[{i}]", kinds, windows, policies)
     _check_policies(model, kinds, source)
+    _check_default_policies(model, source)
 
 
 def _check_rule(
@@ -247,6 +248,34 @@ def _check_policies(model: RulesModel, kinds: set[str], source: str) -> None:
                     f"{source}: policies.{name}.steps[{j}].target: no target named "
                     f"{step.target!r} under [targets]"
                 )
+
+
+def _check_default_policies(model: RulesModel, source: str) -> None:
+    """Every alarm a rule can raise must have an escalation policy (issue 12 item 6).
+
+    A rule without `policy` escalates under "p<priority>": the global one, or its
+    municipality's own. Without it, every such alarm would be raised with no policy
+    and never escalate, silently.
+    """
+    for i, r in enumerate(model.rules):
+        if r.alarm is not None and r.policy is None and r.priority is not None:
+            name = f"p{r.priority}"
+            # A global rule applies in every municipality: only a global policy covers all.
+            if name not in model.policies:
+                raise RulesError(
+                    f"{source}: rules[{i}]: raises priority {r.priority} alarm {r.alarm!r} "
+                    f"but there is no policy {name!r} under [policies]: it would never escalate"
+                )
+    for code, m in model.municipalities.items():
+        for i, r in enumerate(m.rules):
+            if r.alarm is not None and r.policy is None and r.priority is not None:
+                name = f"p{r.priority}"
+                if name not in m.policies and name not in model.policies:
+                    raise RulesError(
+                        f"{source}: municipalities.{code}.rules[{i}]: raises priority "
+                        f"{r.priority} alarm {r.alarm!r} but there is no policy {name!r} "
+                        "under [policies] or its municipality's: it would never escalate"
+                    )
 
 
 def _rule(r: RuleModel) -> Rule:

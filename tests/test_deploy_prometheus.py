@@ -26,6 +26,7 @@ ALERTS = {
     "AlarmhubOldestUnacknowledgedAlarm",
     "AlarmhubQueueGrowing",
     "AlarmhubSLABreaches",
+    "AlarmhubEscalationExhausted",
     "AlarmhubDeadLettersRising",
     "AlarmhubStoreNotWritable",
     "AlarmhubManyDevicesOffline",

@@ -34,6 +34,19 @@ pattern "primary at once, secondary after 90 s, primary again after 90 s more".
 not resolved that long after the acknowledgement is not forgotten: a reminder
 deadline fires every `ack_timeout` until it is resolved
 (:data:`EscalationReason.REMIND_ACK_TIMEOUT`).
+
+A fresh escalation (issue 12 item 4: an alarm reopened within its flap window, a
+repeat on an acknowledged person alarm) runs the policy again from
+`Alarm.escalation_from`. Its rows must not collide with the decided rows of the
+earlier run, or every step would read as already fired: generation `g` numbers
+its rounds from ``g * ROUND_STRIDE`` (a policy has at most 10 rounds; reminders
+count their own rounds from the same base).
+
+When the last step of the last round has passed and the alarm is still open,
+escalation has nothing left to do. That is never silent (item 5):
+:func:`exhaustion` marks the alarm and writes an ``escalation_exhausted`` entry in
+the same transaction as that last step, and the shell counts it in a metric that
+ops are alerted on.
 """
 
 from __future__ import annotations
@@ -46,10 +59,12 @@ from typing import TYPE_CHECKING
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from collections.abc import Set as AbstractSet
     from datetime import datetime
 
 ACK_TIMEOUT_STEP = -1  # step index of acknowledgement-timeout reminders in row keys
+ROUND_STRIDE = 10_000  # generation g of an alarm's escalation keys its rounds from g * this
 DeadlineKey = tuple[int, int]  # (round, step index): with the alarm id, the row's key
 
 
@@ -163,15 +178,19 @@ class EscalationDecision:
         return self.reason is not EscalationReason.ALREADY_FIRED
 
 
-def plan(policy: Policy, raised_at: datetime) -> list[Deadline]:
-    """Every step deadline of every round, in the order they fall due."""
+def plan(policy: Policy, raised_at: datetime, generation: int = 0) -> list[Deadline]:
+    """Every step deadline of every round, in the order they fall due.
+
+    `raised_at` is when this escalation started (a fresh one: `escalation_from`).
+    """
     # Offsets are elapsed time: add them in UTC. Adding a timedelta to a local
     # datetime is wall-clock arithmetic and goes wrong across a DST change.
     start = raised_at.astimezone(UTC)
     offsets = policy.offsets()
     length = policy.round_length()
+    base = generation * ROUND_STRIDE
     deadlines = [
-        Deadline(index, step.level, step.target, start + rnd * length + offsets[index], rnd)
+        Deadline(index, step.level, step.target, start + rnd * length + offsets[index], base + rnd)
         for rnd in range(policy.repeat + 1)
         for index, step in enumerate(policy.steps)
     ]
@@ -180,21 +199,21 @@ def plan(policy: Policy, raised_at: datetime) -> list[Deadline]:
 
 
 def next_deadline(
-    policy: Policy, raised_at: datetime, fired: AbstractSet[DeadlineKey]
+    policy: Policy, raised_at: datetime, fired: AbstractSet[DeadlineKey], generation: int = 0
 ) -> Deadline | None:
     """The earliest step deadline not yet decided; None when the policy is exhausted.
 
     `fired` holds the keys of rows already decided, whatever the decision. After
     a crash this returns overdue deadlines one by one, earliest first.
     """
-    for deadline in plan(policy, raised_at):
+    for deadline in plan(policy, raised_at, generation):
         if deadline.key not in fired:
             return deadline
     return None
 
 
 def ack_reminder(
-    policy: Policy, acknowledged_at: datetime, fired: AbstractSet[DeadlineKey]
+    policy: Policy, acknowledged_at: datetime, fired: AbstractSet[DeadlineKey], generation: int = 0
 ) -> Deadline | None:
     """The next acknowledgement-timeout reminder not yet decided, or None without a timeout.
 
@@ -204,12 +223,13 @@ def ack_reminder(
     if policy.ack_timeout is None:
         return None
     first = policy.steps[0]
+    base = generation * ROUND_STRIDE
     k = 0
-    while (k, ACK_TIMEOUT_STEP) in fired:
+    while (base + k, ACK_TIMEOUT_STEP) in fired:
         k += 1
     due_at = acknowledged_at.astimezone(UTC) + (k + 1) * policy.ack_timeout
     return Deadline(
-        ACK_TIMEOUT_STEP, first.level, first.target, due_at, k, DeadlineKind.ACK_TIMEOUT
+        ACK_TIMEOUT_STEP, first.level, first.target, due_at, base + k, DeadlineKind.ACK_TIMEOUT
     )
 
 
@@ -263,11 +283,69 @@ def next_for_alarm(
     """
     if not alarm.is_active or alarm.suppressed_by is not None:
         return None
+    generation = alarm.escalation_generation
     if alarm.state is AlarmState.OPEN:
-        return next_deadline(policy, alarm.raised_at, fired)
+        return next_deadline(policy, escalation_start(alarm), fired, generation)
     if alarm.acknowledged_at is None or alarm.on_site_at is not None:
         return None
-    return ack_reminder(policy, alarm.acknowledged_at, fired)
+    return ack_reminder(policy, alarm.acknowledged_at, fired, generation)
+
+
+def escalation_start(alarm: Alarm) -> datetime:
+    """When the alarm's current escalation started: raised, or its latest fresh start."""
+    return alarm.escalation_from or alarm.raised_at
+
+
+def fresh_escalation(alarm: Alarm, now: datetime) -> Alarm:
+    """The alarm with its policy starting over at `now`, keyed apart from earlier rows.
+
+    `raised_at` is untouched: response times are still measured from it.
+    """
+    return replace(
+        alarm,
+        escalation_from=now,
+        escalation_generation=alarm.escalation_generation + 1,
+        escalation_exhausted_at=None,
+    )
+
+
+def exhaustion(
+    alarm: Alarm, policy: Policy, fired: AbstractSet[DeadlineKey], now: datetime
+) -> tuple[Alarm, TimelineEntry] | None:
+    """Whether escalation just ran out: the alarm marked, and the entry that says so.
+
+    `fired` includes the deadline just decided. Only an alarm still open (nobody
+    has taken it) and not suppressed can run out; an acknowledged one is covered by
+    its acknowledgement-timeout reminders. Marked once per escalation run.
+    """
+    if alarm.state is not AlarmState.OPEN or alarm.suppressed_by is not None:
+        return None
+    if alarm.escalation_exhausted_at is not None:
+        return None
+    if next_deadline(policy, escalation_start(alarm), fired, alarm.escalation_generation):
+        return None
+    marked = replace(alarm, escalation_exhausted_at=now)
+    detail: dict[str, object] = {
+        "policy": policy.name,
+        "level": alarm.escalation_level,
+        "rounds": policy.repeat + 1,
+    }
+    return marked, TimelineEntry(alarm.id, now, TimelineType.ESCALATION_EXHAUSTED, None, detail)
+
+
+def orphaned(
+    alarms: Iterable[Alarm], policy_named: Callable[[str | None, str], Policy | None]
+) -> list[Alarm]:
+    """Active alarms whose escalation policy a rule set does not have (issue 12 item 6).
+
+    A reload that renamed or removed a policy would silently stop their escalation:
+    the shell refuses such a reload and keeps the rules in force.
+    """
+    return [
+        a
+        for a in alarms
+        if a.is_active and a.policy is not None and policy_named(a.policy, a.municipality) is None
+    ]
 
 
 def apply_decision(
@@ -284,10 +362,12 @@ def apply_decision(
     detail: dict[str, object] = {
         "level": d.level,
         "target": d.target,
-        "round": d.round,
+        "round": d.round % ROUND_STRIDE,
         "late_by_s": round(decision.late_by.total_seconds(), 3),
         "rules_version": rules_version,
     }
+    if d.round >= ROUND_STRIDE:
+        detail["restart"] = d.round // ROUND_STRIDE  # a fresh escalation (reopened, re-alerted)
     changed = replace(alarm, escalation_level=max(alarm.escalation_level, d.level))
     if d.kind is DeadlineKind.ACK_TIMEOUT:
         # Acknowledged but left unresolved: back into the queue, and the remaining

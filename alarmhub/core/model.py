@@ -130,6 +130,7 @@ class TimelineType(StrEnum):
     SUPPRESSED = "suppressed"
     NOTE = "note"
     EVENT = "event"  # a related, non-triggering event (door closed while door alarm open)
+    ESCALATION_EXHAUSTED = "escalation_exhausted"  # the policy's last step passed, still open
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,16 @@ class Alarm:
     suppressed_by: str | None = None  # "silence:<id>", "inhibited:<alarm>", "incident:<alarm>"
     resident: str | None = None
     policy: str | None = None  # the escalation policy it was raised under
+    # Escalation runs from `escalation_from` (None: raised_at). A reopened or
+    # re-alerted alarm starts a fresh escalation: a new generation, whose deadline
+    # rows are keyed apart from the earlier ones (core/escalation.py).
+    escalation_from: datetime | None = None
+    escalation_generation: int = 0
+    escalation_exhausted_at: datetime | None = None  # the policy's last step passed, still open
+    # A device event that would have cleared this person alarm (door closed, back in
+    # the zone): shown to the operator; the alarm waits for them (core/judge.py).
+    clearing_event: str | None = None
+    clearing_at: datetime | None = None
 
     @property
     def is_active(self) -> bool:

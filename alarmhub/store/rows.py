@@ -13,7 +13,17 @@ from alarmhub.core.model import Alarm, AlarmState, Priority, TimelineEntry
 
 ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
 TIME_COLUMNS = frozenset(
-    {"raised_at", "last_seen_at", "acknowledged_at", "dispatched_at", "on_site_at", "resolved_at"}
+    {
+        "raised_at",
+        "last_seen_at",
+        "acknowledged_at",
+        "dispatched_at",
+        "on_site_at",
+        "resolved_at",
+        "escalation_from",
+        "escalation_exhausted_at",
+        "clearing_at",
+    }
 )
 UPSERT_ALARM = (
     f"INSERT INTO alarms ({', '.join(ALARM_COLUMNS)}) "

@@ -175,4 +175,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_pending ON outbox(next_attempt_at) WHERE sent_at IS NULL;
     """,
+    # 4: issue 12 (items 3, 4, 5): a fresh escalation for a reopened or re-alerted
+    # alarm, "escalation exhausted", and the device event that would have cleared a
+    # person alarm that now waits for an operator.
+    """
+    ALTER TABLE alarms ADD COLUMN escalation_from TEXT;
+    ALTER TABLE alarms ADD COLUMN escalation_generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE alarms ADD COLUMN escalation_exhausted_at TEXT;
+    ALTER TABLE alarms ADD COLUMN clearing_event TEXT;
+    ALTER TABLE alarms ADD COLUMN clearing_at TEXT;
+    """,
 ]

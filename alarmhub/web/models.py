@@ -43,6 +43,15 @@ class AlarmOut(BaseModel):
     outcome: str | None
     rules_version: str
     suppressed_by: str | None
+    escalation_exhausted_at: str | None = Field(
+        None, description="the escalation policy's last step passed with the alarm still open"
+    )
+    clearing_event: str | None = Field(
+        None,
+        description="a device event that would have cleared this person alarm "
+        "(e.g. door.closed); it waits for an operator",
+    )
+    clearing_at: str | None = None
 
 
 class AlarmPage(BaseModel):
