@@ -30,10 +30,12 @@ Time only goes forward (an earlier time fails the scenario). Moving to a time ru
 every timer due on the way *at its own instant*, in order: escalation steps at
 their deadline (the escalator's `fire_due`), silent devices and missed doses one
 second after their deadline (supervision's `step`, which the daemon runs once a
-second), and the registry refresh (devices, silences) at every stop. The harness
-owns those three loops (their real-time versions are switched off), so nothing
-depends on how fast the machine is: the clock does not move while a message is
-in flight, and ``send`` returns only when its batch has been committed.
+second), silences at their end (where the silence keeper exists), and the
+registry refresh (devices, silences) at every stop. The harness owns those loops
+(their real-time versions are switched off; tests/scenario_timers.py lists them,
+and a new timed loop of the hub belongs there), so nothing depends on how fast
+the machine is: the clock does not move while a message is in flight, and
+``send`` returns only when its batch has been committed.
 
 The DSL (``s.at(t).<method>(…)`` moves to `t` first; ``s.<method>(…)`` acts now;
 ``await s.at(t)`` only moves):
@@ -46,17 +48,18 @@ Devices (``devices=[…]`` of the fixture; ``await s.register(spec)`` later):
   the scenario's (``municipality="0301"``) unless given.
 Messages (native protocol, ``ts`` = the virtual time unless given; returns the msg id):
   ``send(device, type, msg_id=None, ts=None, **fields)``, ``press(dev)``,
-  ``fall(dev)``, ``door_opened(dev)``, ``door_closed(dev)``, ``fix(dev, lat, lon,
-  accuracy_m=10)``, ``dose_taken(dev)``, ``heartbeat(dev)``; ``resend(device, msg_id)``
-  sends the same message again (a redelivery); ``publish(topic, payload)`` for
-  vendor formats (Zigbee2MQTT, OwnTracks) and malformed input. There is no
-  pendant "cancel" event in the protocol today; ``send`` takes any new type.
+  ``cancel(dev)`` (``button.cancelled``), ``fall(dev)``, ``door_opened(dev)``,
+  ``door_closed(dev)``, ``fix(dev, lat, lon, accuracy_m=10)``, ``dose_taken(dev)``,
+  ``heartbeat(dev)``; ``resend(device, msg_id)`` sends the same message again (a
+  redelivery); ``publish(topic, payload)`` for vendor formats (Zigbee2MQTT,
+  OwnTracks) and malformed input (on a topic alarmhub subscribes to).
 People (through the HTTP API, as ``op<NNNN>`` operators / ``madm<NNNN>`` municipality
   admins; ``by=`` another user, ``expect_status=`` for a refusal such as 409):
   ``acknowledge(dev, kind)``, ``dispatch``, ``on_site``, ``escalate``,
   ``resolve(dev, kind, outcome="helped", note=None)``, ``note(dev, kind, text)``,
   ``silence(device=None, municipality=None, until="06:00", starts=None,
   reason=…) -> id``, ``end_silence(id)``, ``resolve_incident(municipality, outcome=…)``.
+  An outage incident is the alarm of device ``"municipality:NNNN"``, kind ``"incident"``.
 Expectations (all read the committed store or the API, never in-memory state):
   ``expect_alarm(dev, kind, status=, priority=, level=, escalated_to=,
   suppressed_by=, suppression_reason=, **any_api_field) -> dict`` (the newest alarm
@@ -64,7 +67,7 @@ Expectations (all read the committed store or the API, never in-memory state):
   active_only=True)``, ``expect_alarm_count(dev, kind, n)``,
   ``expect_timeline(dev, kind, *types, exact=True)``, ``expect_escalations(dev, kind,
   [(target, "HH:MM:SS"), …])`` (steps that escalated, with their times),
-  ``expect_queue(municipality, [(dev, kind, state), …])`` (the active alarms an
+  ``expect_queue(municipality, [(dev, kind, state), …], ordered=True)`` (the active alarms an
   operator of that municipality sees, in queue order), ``expect_receipt(dev,
   msg_id, status, **fields)`` (polled with a ceiling: receipts are asynchronous),
   ``expect_inbox(dev, msg_id, verdict=, reason=, events=[…])``, ``expect_dead_letter(dev, reason)``.
@@ -96,14 +99,13 @@ import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
-from alarmhub.escalator import Escalator
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from alarmhub.store.accounts import Role
-from alarmhub.supervise import STEP_S, Supervision
 from alarmhub.web.api import create_app
 from tests.scenario_expect import CEILING_S, Expectations
 from tests.scenario_people import People
+from tests.scenario_timers import timers
 from tests.scenario_world import (
     DAY,
     OSLO,
@@ -207,6 +209,7 @@ class Scenario(People, Expectations):
         self._tokens: dict[str, str] = {}
         self._app: Any = None
         self._pub: Publisher | None = None
+        self._timers = timers()
         self.receipts: list[tuple[str, dict[str, Any]]] = []
 
     # --- lifecycle ------------------------------------------------------------------
@@ -320,25 +323,15 @@ class Scenario(People, Expectations):
         await self._settle()
 
     def _next_timer(self) -> datetime | None:
-        hub = self.hub
-        times = []
-        if (e := hub.escalator.next_due()) is not None:
-            times.append(e)
-        if (s := hub.supervision.next_due()) is not None:
-            # Overdue strictly after the deadline; the daemon's step runs every STEP_S.
-            times.append(s + timedelta(seconds=STEP_S))
-        return min(times, default=None)
+        return min((t for timer in self._timers if (t := timer.next_due(self.hub)) is not None),
+                   default=None)
 
     async def _settle(self) -> None:
-        """Run what is due at this instant until nothing is: registry, escalation, supervision."""
-        hub = self.hub
+        """Run every timer's step at this instant until none has anything left to do."""
         for _ in range(1000):
             self._check_running()
-            await hub.refresh_registry()
-            await hub.escalator.fire_due()
-            raised = await hub.supervision.step()
-            due = hub.escalator.next_due()
-            if raised == 0 and (due is None or due > self.now):
+            busy = [bool(await timer.step(self.hub)) for timer in self._timers]
+            if not any(busy):
                 return
         raise ScenarioError(f"timers never settled at {local(self.now)}")
 
@@ -391,6 +384,10 @@ class Scenario(People, Expectations):
     async def press(self, device_id: str, **kw: Any) -> str:
         return await self.send(device_id, "button.pressed", **kw)
 
+    async def cancel(self, device_id: str, **kw: Any) -> str:
+        """The pendant's own cancel (SCAIP reset): `button.cancelled`."""
+        return await self.send(device_id, "button.cancelled", **kw)
+
     async def fall(self, device_id: str, **kw: Any) -> str:
         return await self.send(device_id, "fall.detected", **kw)
 
@@ -416,17 +413,16 @@ async def scenario(
 ) -> AsyncIterator[Callable[..., Scenario]]:
     """`scenario(municipality=, devices=, rules=, settings=, day=, start=)` -> a Scenario.
 
-    The hub starts at the first awaited step. Its escalator, supervision and registry
-    loops are switched off: the scenario runs their steps itself, in virtual time.
+    The hub starts at the first awaited step. Its timed loops (tests/scenario_timers.py)
+    are switched off: the scenario runs their steps itself, in virtual time.
     """
 
     async def idle(self: Any) -> None:
         hub = getattr(self, "_hub", self)
         await hub.wait_stopped()
 
-    monkeypatch.setattr(Escalator, "run", idle)
-    monkeypatch.setattr(Supervision, "run", idle)
-    monkeypatch.setattr(AlarmHub, "_registry_loop", idle)
+    for timer in timers():
+        monkeypatch.setattr(*timer.loop, idle)
     made: list[Scenario] = []
 
     def make(**kw: Any) -> Scenario:

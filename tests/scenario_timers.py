@@ -1,0 +1,85 @@
+"""The hub's timed loops, which the scenario suite runs itself in virtual time.
+
+Each background loop of the daemon that decides something because time passed
+(an escalation deadline, a silent device, a silence's end) is a :class:`Timer`
+here: the loop the daemon runs as a task is switched off for the scenario, and
+the harness calls its `step` at every instant where any timer may have work,
+in order of time. A loop left running would act at some real moment the
+scenario cannot see, and its expectations would depend on the machine's speed.
+
+A new loop of that kind (a new task in `AlarmHub.__aenter__` that reads the
+clock) needs an entry in :func:`timers`: the loop to switch off, one step, and
+the earliest instant it may have work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from alarmhub.app import AlarmHub
+from alarmhub.escalator import Escalator
+from alarmhub.supervise import STEP_S, Supervision
+
+
+@dataclass(frozen=True)
+class Timer:
+    name: str
+    loop: tuple[type, str]  # (class, method) the hub runs as a task: switched off
+    step: Callable[[AlarmHub], Awaitable[Any]]  # one tick now; truthy when it did something
+    next_due: Callable[[AlarmHub], datetime | None]  # the earliest instant it may have work
+
+
+async def _escalate(hub: AlarmHub) -> bool:
+    due = hub.escalator.next_due()
+    if due is None or due > hub.clock.now():
+        return False
+    await hub.escalator.fire_due()
+    return True
+
+
+def _supervision_due(hub: AlarmHub) -> datetime | None:
+    due = hub.supervision.next_due()
+    # Overdue strictly after the deadline; the daemon's step runs every STEP_S.
+    return None if due is None else due + timedelta(seconds=STEP_S)
+
+
+async def _refresh(hub: AlarmHub) -> bool:
+    await hub.refresh_registry()
+    return False  # runs at every stop; never a reason to run another round
+
+
+def _never(_hub: AlarmHub) -> None:
+    return None
+
+
+def timers() -> list[Timer]:
+    """The timed loops, in the order they run at one instant."""
+    found = [
+        Timer("registry", (AlarmHub, "_registry_loop"), _refresh, _never),
+        Timer("escalator", (Escalator, "run"), _escalate, lambda hub: hub.escalator.next_due()),
+        Timer("supervision", (Supervision, "run"), lambda hub: hub.supervision.step(), _supervision_due),
+    ]
+    silences = _silence_timer()
+    if silences is not None:
+        found.insert(1, silences)
+    return found
+
+
+def _silence_timer() -> Timer | None:
+    """Silences that end release what they hid (issue 12), where that service exists."""
+    try:
+        from alarmhub.core.suppress import next_silence_end  # noqa: PLC0415 - optional
+        from alarmhub.suppression import SuppressionKeeper  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+
+    def due(hub: AlarmHub) -> datetime | None:
+        return next_silence_end(hub.silences, hub.clock.now())  # type: ignore[no-any-return]
+
+    async def sweep(hub: AlarmHub) -> Any:
+        return await hub.suppression.sweep()  # type: ignore[attr-defined]
+
+    return Timer("silences", (SuppressionKeeper, "run"), sweep, due)
