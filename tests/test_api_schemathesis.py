@@ -1,10 +1,12 @@
 """Property-based API testing with schemathesis against `/api/v1/openapi.json`.
 
 The daemon runs as a real process (`alarmhub run`) so that schemathesis's
-blocking HTTP client and the server do not share an event loop. Bounded: 50
-examples per operation, positive and negative (schema-violating) data, under a
-90 s cap. Authenticated as admin; checks: no 5xx, every status documented,
-content type, headers and body conform to the document.
+blocking HTTP client and the server do not share an event loop. Bounded by
+the amount of work, not by the clock: at most 50 examples per operation (hypothesis's
+max_examples, derandomized, no shrinking), positive and negative (schema-violating)
+data, so a slow machine runs the same cases, only for longer. Authenticated as admin;
+checks: no 5xx, every status documented, content type, headers and body conform to
+the document.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from tests.support import register, spawn_daemon
 pytestmark = pytest.mark.broker
 
 MAX_EXAMPLES = 50
-CAP_S = 90.0
 # An endless stream: no response ever completes, so it cannot be checked this way
 # (tests/test_api_stream.py covers it).
 SKIP = {("GET", "/api/v1/alarms/stream")}
@@ -96,7 +97,6 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(
                 case.call_and_validate(base_url=base, headers=auth, checks=CHECKS, timeout=10)
 
             run()
-            assert time.monotonic() - started < CAP_S, f"over the {CAP_S} s cap after {operations} ops"
         print(f"schemathesis: {cases} cases over {operations} operations in {time.monotonic() - started:.1f} s")
         assert operations >= 20
         assert cases >= operations * 5
