@@ -61,6 +61,7 @@ from alarmhub.rules_file import RulesError, alarm_kinds, load_rules
 from alarmhub.settings import Settings
 from alarmhub.state import HubState
 from alarmhub.store.sqlite import SqliteStore, StoreError
+from alarmhub.store.supervision_rows import load_last_heard
 from alarmhub.supervise import Supervision
 from alarmhub.views import alarm_json
 
@@ -159,7 +160,8 @@ class AlarmHub:
         await self.escalator.load()
         self.notifier = Notifier(self)
         self.supervision = Supervision(self)
-        self.supervision.watch_all(self.state.devices.values())
+        # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
+        self.supervision.watch_all(self.state.devices.values(), await load_last_heard(db.path))
         self.ingest = MqttIngest(
             s.mqtt,
             s.mqtt_client_id,
@@ -453,6 +455,7 @@ class AlarmHub:
             self.state.alarms.put(result.alarm)
         self.escalator.arm(result.alarm)
         self._after_action(alarm, result)
+        self.supervision.resolved(result.alarm)  # still silent: offline again in an interval
         return result.alarm
 
     def _after_action(self, before: Alarm, result: Applied) -> None:
@@ -681,7 +684,9 @@ class AlarmHub:
         self.metrics.mqtt_connected.set(1 if connected else 0)
         if connected and connections > 1:
             self.metrics.mqtt_reconnects.inc()
-            # Devices could not reach us while we were cut off: count from now.
+        if connected:
+            # Devices could not reach us until now (start-up or a cut-off): what fell
+            # due meanwhile gets its grace; supervision pauses while disconnected.
             self.supervision.restart()
 
     def reload_rules(self) -> bool:

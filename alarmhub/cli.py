@@ -28,7 +28,7 @@ from alarmhub.core.model import Device, DeviceKind, EventType
 from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.logs import configure_logging
 from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog
-from alarmhub.rules_file import RulesError, load_rules
+from alarmhub.rules_file import RulesError, load_rules, person_alarm_auto_resolvers
 from alarmhub.rules_tool import CasesError, explain, run_cases
 from alarmhub.settings import Settings, SettingsError, load_settings
 from alarmhub.store.sqlite import SqliteStore
@@ -457,6 +457,8 @@ def cmd_rules_test(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_rules_check(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else settings.rules
     rules = load_rules(path)
+    for warning in person_alarm_auto_resolvers(rules):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{_rules_label(settings, path)}: OK, {len(rules.rules)} rules, version {rules.version}")
     return 0
 

@@ -199,9 +199,7 @@ class Escalator:
         # transaction (item 5), never just stop.
         policy = self._hub.rules.policy_named(alarm.policy, alarm.municipality)
         fired = self.fired.get(alarm.id, set()) | {decision.deadline.key}
-        ran_out = (
-            exhaustion(changed or alarm, policy, fired, now) if policy is not None else None
-        )
+        ran_out = exhaustion(changed or alarm, policy, fired, now) if policy is not None else None
         if ran_out is not None:
             changed, entry = ran_out
             entries = (*entries, entry)

@@ -76,6 +76,7 @@ class RuleModel(_Strict):
     resolves: list[str] = []
     flap_window_s: Seconds = 0
     policy: str | None = None
+    auto_resolve_person_alarm: bool = False
 
     @field_validator("between")
     @classmethod
@@ -122,6 +123,7 @@ class RulesModel(_Strict):
     sla_ack_s: dict[str, PositiveSeconds] = {}
     heard_resolves: list[str] = []
     offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
+    merge_max_age_s: PositiveSeconds = 6 * 3600
     windows: dict[str, WindowPair] = {}
     policies: dict[str, PolicyModel] = {}
     targets: dict[str, TargetModel] = {}
@@ -199,6 +201,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         storm=storm,
         heard_resolves=tuple(model.heard_resolves),
         offline_after_misses=model.offline_after_misses,
+        merge_max_age=timedelta(seconds=model.merge_max_age_s),
     )
 
 
@@ -278,6 +281,21 @@ def _check_default_policies(model: RulesModel, source: str) -> None:
                     )
 
 
+def person_alarm_auto_resolvers(rules: RuleSet) -> list[str]:
+    """Warnings for `rules check`: rules that let a device event close a person alarm."""
+    every = [("", r) for r in rules.rules]
+    every += [
+        (f"municipality {code}: ", r) for code, m in rules.municipalities.items() for r in m.rules
+    ]
+    return [
+        f"{where}rule {r.name!r} sets auto_resolve_person_alarm: a device event "
+        f"({r.event.value}) may close priority 1-2 alarms {list(r.resolves)} without an "
+        "operator (a door closes behind someone who walked out)"
+        for where, r in every
+        if r.auto_resolve_person_alarm
+    ]
+
+
 def _rule(r: RuleModel) -> Rule:
     window: TimeWindow | str | None = None
     if isinstance(r.between, str):
@@ -295,6 +313,7 @@ def _rule(r: RuleModel) -> Rule:
         resolves=tuple(r.resolves),
         flap_window=timedelta(seconds=r.flap_window_s),
         policy=r.policy,
+        auto_resolve_person_alarm=r.auto_resolve_person_alarm,
     )
 
 

@@ -63,7 +63,7 @@ from alarmhub.core.pipeline import (
     process_batch,
     process_internal,
 )
-from alarmhub.core.rules import RuleSet, geofence_of, zone_of
+from alarmhub.core.rules import Rule, RuleSet, geofence_of, zone_of
 from alarmhub.core.supervision import DoseSchedule, DoseWatch, OverdueKind, Supervisor
 from alarmhub.device_settings import parse_settings
 
@@ -98,8 +98,10 @@ def explain(
         return out
     if rule.resolves:
         out["resolves"] = list(rule.resolves)
+        # Issue 12 item 3: a device event closes a person alarm only on the rule's say-so.
+        out["auto_resolve_person_alarm"] = rule.auto_resolve_person_alarm
     if rule.alarm is None:
-        out["outcome"] = "resolves open alarms of the listed kinds" if rule.resolves else "logged"
+        out["outcome"] = _resolves_outcome(rule) if rule.resolves else "logged"
         return out
     priority = rule.priority or Priority.NORMAL
     out["alarm"] = {"kind": rule.alarm, "priority": int(priority)}
@@ -124,6 +126,18 @@ def explain(
     out["would_be_suppressed_by"] = _suppressors(rules, device)
     out["outcome"] = f"raises a priority {int(priority)} {rule.alarm} alarm"
     return out
+
+
+def _resolves_outcome(rule: Rule) -> str:
+    if rule.auto_resolve_person_alarm:
+        return (
+            "resolves open alarms of the listed kinds, person alarms (priority 1-2) too: "
+            "auto_resolve_person_alarm is set"
+        )
+    return (
+        "resolves open technical and follow-up alarms (priority 3-4) of the listed kinds; "
+        "a person alarm (priority 1-2) stays open with this event shown, for an operator"
+    )
 
 
 def _suppressors(rules: RuleSet, device: Device) -> list[str]:
@@ -288,6 +302,8 @@ class Replay:
                     "level": a.escalation_level,
                     "repeats": a.repeat_count,
                     "suppressed": a.suppressed_by is not None,
+                    # The device event that would have cleared it (it waits for an operator).
+                    "clearing": a.clearing_event or "",
                 }
                 for a in self.index.by_id.values()
             ),

@@ -8,19 +8,31 @@ only feeds them and turns what is overdue into alarmhub's own events
 Time here is monotonic, expressed as a datetime: `start_wall + (mono - start_mono)`.
 A wall clock stepped an hour forward must not make every device look silent at
 once. Dose schedules are wall-clock times of day, so they use the wall clock.
+
+Restarts forget nothing (issue 12 item 15): every device is seeded with the
+last-heard time the store keeps, and a device whose offline alarm is still open
+starts out as reported. Start-up and each broker reconnect end an *outage*
+(:meth:`Supervisor.restart`), and nothing is declared silent or missed while
+the broker is unreachable: devices cannot reach alarmhub then either.
+
+Every device is supervised (item 16): one registered without a heartbeat
+interval gets its kind's default from the rules file
+(`default_heartbeat_interval_s`); one with neither is logged at start, never
+silently left out. An offline alarm resolved by hand while the device stays
+silent is raised again one interval later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 
-from alarmhub.core.model import Device, Event, EventType
+from alarmhub.core.model import Alarm, AlarmState, Device, Event, EventType
 from alarmhub.core.rules import parse_hhmm
 from alarmhub.core.supervision import DoseSchedule, DoseWatch, Overdue, OverdueKind, Supervisor
 
@@ -34,7 +46,7 @@ STEP_S = 1.0
 class Supervision:
     def __init__(self, hub: AlarmHub) -> None:
         self._hub = hub
-        self.heartbeats = Supervisor()
+        self.heartbeats = Supervisor(grace=hub.rules.restart_grace)
         self.doses = DoseWatch()
         self._start_wall = hub.clock.now()
         self._start_mono = hub.clock.monotonic()
@@ -43,16 +55,40 @@ class Supervision:
     def now(self) -> datetime:
         return self._start_wall + timedelta(seconds=self._hub.clock.monotonic() - self._start_mono)
 
-    def watch_all(self, devices: Iterable[Device]) -> None:
+    def watch_all(
+        self, devices: Iterable[Device], last_heard: Mapping[str, datetime] | None = None
+    ) -> None:
+        """At start: every device, seeded with the store's last-heard times; the outage ends now."""
         now = self.now()
         wall = self._hub.clock.now()
         misses = self._hub.rules.offline_after_misses
+        heard = last_heard or {}
+        unsupervised = 0
         for d in devices:
-            self.watch(d, now, wall, misses)
+            self.watch(d, now, wall, misses, last_heard=heard.get(d.id))
+            if d.active and self._hub.rules.heartbeat_interval(d) is None:
+                unsupervised += 1
+        if unsupervised:
+            log.warning(
+                "supervision.unsupervised_devices",
+                count=unsupervised,
+                hint="no heartbeat interval and no default_heartbeat_interval_s for their kind",
+            )
+        self.heartbeats.restart(now)
 
-    def watch(self, d: Device, now: datetime, wall: datetime, misses: int) -> None:
-        if d.active and d.heartbeat_interval_s:
-            self.heartbeats.watch(d.id, timedelta(seconds=d.heartbeat_interval_s), misses, now)
+    def watch(
+        self,
+        d: Device,
+        now: datetime,
+        wall: datetime,
+        misses: int,
+        *,
+        last_heard: datetime | None = None,
+    ) -> None:
+        interval = self._hub.rules.heartbeat_interval(d)
+        if d.active and interval is not None:
+            silent = self._offline_alarm(d) is not None
+            self.heartbeats.watch(d.id, interval, misses, now, last_heard=last_heard, silent=silent)
         else:
             self.heartbeats.unwatch(d.id)
         if d.active and d.settings.dose_times:
@@ -74,8 +110,38 @@ class Supervision:
         self.doses.taken(device_id, at)
 
     def restart(self) -> None:
-        """After a broker reconnect, count silence from now: devices could not reach us."""
+        """A broker reconnect ended an outage: what fell due meanwhile gets its grace."""
         self.heartbeats.restart(self.now())
+
+    def resolved(self, alarm: Alarm) -> None:
+        """An alarm changed by hand: a resolved offline alarm re-arms a still-silent device."""
+        device = self._hub.state.devices.get(alarm.device_id)
+        if (
+            device is not None
+            and alarm.state is AlarmState.RESOLVED
+            and alarm.kind == self._offline_kind(device)
+            and self.heartbeats.resolved(device.id, self.now())
+        ):
+            log.info("supervision.rearmed", device_id=device.id)
+
+    def _offline_kind(self, device: Device) -> str | None:
+        """The alarm kind the rules raise for this device's silence."""
+        now = self._hub.clock.now()
+        rule = self._hub.rules.match(
+            Event(device.id, "", EventType.DEVICE_SILENT, now, now), device
+        )
+        return rule.alarm if rule is not None else None
+
+    def _offline_alarm(self, device: Device) -> Alarm | None:
+        kind = self._offline_kind(device)
+        if kind is None:
+            return None
+        return self._hub.state.alarms.active((device.id, kind))
+
+    def _broker_reachable(self) -> bool:
+        """Whether devices can reach alarmhub; the connect itself calls :meth:`restart`."""
+        ingest = self._hub.ingest
+        return ingest is None or ingest.connected
 
     async def run(self) -> None:
         while True:
@@ -89,6 +155,8 @@ class Supervision:
         virtual time, so a night of supervision runs in milliseconds.
         """
         metrics = self._hub.metrics
+        if not self._broker_reachable():
+            return 0  # devices cannot reach us: their silence is not theirs
         started = time.perf_counter()
         overdue = self.heartbeats.due(self.now()) + self.doses.due(self._hub.clock.now())
         metrics.supervision_step_seconds.observe(time.perf_counter() - started)
@@ -122,7 +190,10 @@ class Supervision:
             if device is None or not device.active:
                 continue
             if item.kind is OverdueKind.DEVICE_SILENT:
-                etype, msg_id = EventType.DEVICE_SILENT, f"silent:{item.since.isoformat()}"
+                # The deadline too: a device re-armed after a resolve by hand is
+                # reported again with the same last-heard time, as a new alarm.
+                since, deadline = item.since.isoformat(), item.deadline.isoformat()
+                etype, msg_id = EventType.DEVICE_SILENT, f"silent:{since}:{deadline}"
                 self.declared_silent += 1
             else:
                 etype, msg_id = EventType.DOSE_OVERDUE, f"dose:{item.since.isoformat()}"

@@ -27,7 +27,7 @@ from alarmhub.core.model import (
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
 from alarmhub.core.rules import Rule, RuleSet, TimeWindow
 from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import load_rules
+from alarmhub.rules_file import load_rules, parse_rules
 from tests.support import REPO
 
 T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)  # 02:00 in Oslo: night
@@ -65,10 +65,10 @@ def msg(device: str, msg_id: str, etype: str, at: datetime, **fields: object) ->
     return RawMessage(f"alarmhub/v1/{device}/events", orjson.dumps(payload), at)
 
 
-def run(raws: list[RawMessage], view: View, seen: set[str] | None = None) -> BatchEffects:
-    decoded = decode_all(raws, CTX)
+def run(raws: list[RawMessage], view: View, seen: set[str] | None = None, ctx: Context = CTX) -> BatchEffects:
+    decoded = decode_all(raws, ctx)
     fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
-    effects = process_batch(raws, decoded, fps, seen or set(), view, CTX)
+    effects = process_batch(raws, decoded, fps, seen or set(), view, ctx)
     view.apply(effects)
     return effects
 
@@ -139,22 +139,44 @@ def test_door_opening_is_an_alarm_only_at_night_local_time(at: datetime, verdict
     assert effects.messages[0].events[0].verdict is verdict
 
 
-def test_door_closed_resolves_and_a_quick_reopen_is_the_same_alarm() -> None:
+def test_door_closed_is_shown_on_the_night_door_alarm_which_waits_for_an_operator() -> None:
+    # Issue 12 item 3 changed this default: a door closing behind a resident who
+    # walked out says nothing about their safety (tests/test_resolution.py).
     view = View()
-    opened = run([msg("door-1", "o1", "door.opened", T0)], view)
-    [first_id] = opened.new_alarm_ids
+    [first_id] = run([msg("door-1", "o1", "door.opened", T0)], view).new_alarm_ids
     closed = run([msg("door-1", "c1", "door.closed", T0 + timedelta(seconds=20))], view)
+    assert closed.messages[0].events[0].verdict is Verdict.HELD
+    held = closed.alarms[first_id]
+    assert (held.state, held.clearing_event) == (AlarmState.OPEN, "door.closed")
+
+
+OPT_IN_CTX = replace(
+    CTX,
+    rules=parse_rules(
+        (REPO / "config" / "rules.toml").read_text().replace(
+            'resolves = ["door_open_night"]',
+            'resolves = ["door_open_night"]\nauto_resolve_person_alarm = true',
+        )
+    ),
+)
+
+
+def test_door_closed_resolves_when_the_rule_opts_in_and_a_quick_reopen_is_the_same_alarm() -> None:
+    view = View()
+    opened = run([msg("door-1", "o1", "door.opened", T0)], view, ctx=OPT_IN_CTX)
+    [first_id] = opened.new_alarm_ids
+    closed = run([msg("door-1", "c1", "door.closed", T0 + timedelta(seconds=20))], view, ctx=OPT_IN_CTX)
     assert closed.messages[0].events[0].verdict is Verdict.CLEARED
     resolved = closed.alarms[first_id]
     assert (resolved.state, resolved.outcome, resolved.resolved_by) == (AlarmState.RESOLVED, "auto", "alarmhub")
     assert [e.type.value for e in closed.timeline] == ["auto_resolved"]
-    flap = run([msg("door-1", "o2", "door.opened", T0 + timedelta(seconds=60))], view)
+    flap = run([msg("door-1", "o2", "door.opened", T0 + timedelta(seconds=60))], view, ctx=OPT_IN_CTX)
     assert flap.messages[0].events[0].verdict is Verdict.REOPENED
     reopened = flap.alarms[first_id]
     assert (reopened.state, reopened.raised_at, reopened.repeat_count) == (AlarmState.OPEN, T0, 1)
     # Past the flap window, a new opening is a new alarm.
-    run([msg("door-1", "c2", "door.closed", T0 + timedelta(seconds=70))], view)
-    later = run([msg("door-1", "o3", "door.opened", T0 + timedelta(seconds=70 + 301))], view)
+    run([msg("door-1", "c2", "door.closed", T0 + timedelta(seconds=70))], view, ctx=OPT_IN_CTX)
+    later = run([msg("door-1", "o3", "door.opened", T0 + timedelta(seconds=70 + 301))], view, ctx=OPT_IN_CTX)
     assert later.messages[0].events[0].verdict is Verdict.NEW
     assert later.new_alarm_ids != [first_id]
 

@@ -136,7 +136,9 @@ def tracker(**settings: object) -> Device:
     return dev("gps-1", DeviceKind.GPS_TRACKER, settings=s)
 
 
-def test_leaving_the_zone_raises_and_coming_back_resolves() -> None:
+def test_leaving_the_zone_raises_and_coming_back_is_shown_but_waits_for_an_operator() -> None:
+    # Issue 12 item 3 changed this: "back inside" no longer resolves a priority 2
+    # person alarm by itself; it is recorded on the alarm, which stays open.
     hub = Hub([tracker()])
     inside = hub.send("gps-1", "location", NIGHT, lat=59.9139, lon=10.7522, accuracy_m=10)
     assert verdict(inside) is Verdict.LOGGED
@@ -145,9 +147,10 @@ def test_leaving_the_zone_raises_and_coming_back_resolves() -> None:
     [alarm] = hub.active()
     assert (alarm.kind, alarm.priority) == ("left_safe_zone", Priority.HIGH)
     back = hub.send("gps-1", "location", NIGHT + timedelta(minutes=9), lat=59.9140, lon=10.7520, accuracy_m=15)
-    assert verdict(back) is Verdict.CLEARED
-    assert hub.active() == []
-    assert back.timeline[0].detail["reason"] == "back inside safe zone"
+    assert verdict(back) is Verdict.HELD
+    [still] = hub.active()
+    assert (still.id, still.state, still.clearing_event) == (alarm.id, AlarmState.OPEN, "location")
+    assert back.timeline[0].detail["rule"] == "back inside safe zone"
 
 
 def test_a_noisy_fix_straddling_the_edge_raises_nothing() -> None:

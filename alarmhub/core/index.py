@@ -68,7 +68,8 @@ class AlarmIndex:
             self._unindex(old)
         key = (alarm.device_id, alarm.kind)
         if alarm.is_active:
-            self.by_key[key] = alarm
+            if _newest(self.by_key.get(key), alarm):
+                self.by_key[key] = alarm
             self.by_id[alarm.id] = alarm
             self._resolved.pop(key, None)
             if alarm.resident:
@@ -105,6 +106,22 @@ class AlarmIndex:
         return len(self.by_id)
 
 
+def _newest(current: Alarm | None, alarm: Alarm) -> bool:
+    """Whether `alarm` becomes the one its (device, kind) key finds.
+
+    Two alarms of one device and kind can be active at once (issue 12 item 4: a
+    trigger never joins one older than the merge age, or one whose suppression has
+    ended): the key finds the newest, and a change to the older one (acknowledged,
+    resolved) must not make the next press find it again.
+    """
+    return (
+        current is None
+        or current.id == alarm.id
+        or not current.is_active
+        or current.raised_at <= alarm.raised_at
+    )
+
+
 def _discard(index: dict[Any, set[str]], key: object, alarm_id: str) -> None:
     ids = index.get(key)
     if ids is not None:
@@ -123,7 +140,9 @@ class Working:
 
     def put(self, alarm: Alarm) -> None:
         self.changed[alarm.id] = alarm
-        self._changed_keys[(alarm.device_id, alarm.kind)] = alarm.id
+        key = (alarm.device_id, alarm.kind)
+        if _newest(self.current(key), alarm):
+            self._changed_keys[key] = alarm.id
 
     def current(self, key: AlarmKey) -> Alarm | None:
         """The batch's newest alarm of this device and kind, active or just resolved."""

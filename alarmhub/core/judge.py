@@ -3,14 +3,35 @@
 ``judge`` is pure: it receives the event, the rule that matched it, the device's
 active alarm of the same kind (if any), a recently auto-resolved one (for flap
 detection) and `now`, and returns a :class:`Decision` that names its reason.
+
+Two ways a genuine call for help used to be lost here (issue 12):
+
+- *Joining the wrong alarm* (item 4). A press joins the device's active alarm of
+  its kind, but never one that is too old (a test press left unresolved a week ago
+  would swallow tonight's real press: no escalation, no sound) and never a
+  suppressed one whose cause has ended (it would inherit the ended silence).
+  Such a press raises a new alarm of its own, which goes through suppression and
+  escalation afresh. A repeat on an *acknowledged* person alarm (priority 1-2) puts
+  it back in the queue with a fresh escalation: the resident pressing again while
+  help is on the way may mean it is worse. A reopened alarm (flap window) escalates
+  afresh too, and the pipeline asks suppression again.
+- *A sensor closing a person alarm* (item 3). A door closing or a tracker back in
+  its zone cannot say the resident is safe: it may close behind someone who walked
+  out. :func:`clear` auto-resolves only technical and follow-up alarms (priority
+  3-4) unless the rule opts in (``auto_resolve_person_alarm``); for priority 1-2
+  the clearing event is recorded on the alarm and its timeline, and the alarm waits
+  for an operator.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 
+from alarmhub.core.escalation import fresh_escalation
 from alarmhub.core.model import (
     Alarm,
     AlarmState,
@@ -22,6 +43,18 @@ from alarmhub.core.model import (
     Verdict,
 )
 from alarmhub.core.rules import Rule
+from alarmhub.core.suppress import Silence
+
+# The highest priority a device event may auto-resolve by default: technical (4) and
+# follow-up (3) alarms. Person alarms (1 critical, 2 high) are closed by a person.
+AUTO_RESOLVE_FROM = Priority.NORMAL
+
+
+class MergeRefused(StrEnum):
+    """Why an event did not join the device's active alarm of its kind. Bounded."""
+
+    TOO_OLD = "too_old"  # raised longer ago than the rules' merge_max_age
+    SUPPRESSION_ENDED = "suppression_ended"  # it is suppressed by a cause that has ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +70,41 @@ def alarm_id(device_id: str, msg_id: str, kind: str) -> str:
     return digest.hexdigest()
 
 
+def suppression_ended(
+    alarm: Alarm,
+    silences: Iterable[Silence],
+    get: Callable[[str], Alarm | None],
+    now: datetime,
+) -> bool:
+    """Whether `alarm` is suppressed by a cause that no longer holds at `now`.
+
+    `silences` are those in force (not deleted); `get` finds an alarm by id (the
+    inhibiting alarm, the incident). An unknown tag counts as ended: hiding a
+    press behind a cause nobody can name is the silent path this closes.
+    """
+    tag = alarm.suppressed_by
+    if tag is None:
+        return False
+    kind, _, ref = tag.partition(":")
+    if kind == "silence":
+        return not any(s.id == ref and s.starts_at <= now < s.ends_at for s in silences)
+    if kind in {"inhibited", "incident"}:
+        cause = get(ref)
+        return cause is None or not cause.is_active
+    return True
+
+
+def merge_refused(
+    active: Alarm, now: datetime, merge_max_age: timedelta | None, cause_ended: bool
+) -> MergeRefused | None:
+    """Why a new trigger must not join `active` (None: it joins)."""
+    if cause_ended:
+        return MergeRefused.SUPPRESSION_ENDED
+    if merge_max_age is not None and now - active.raised_at > merge_max_age:
+        return MergeRefused.TOO_OLD
+    return None
+
+
 def judge(
     event: Event,
     device: Device,
@@ -45,19 +113,26 @@ def judge(
     recently_resolved: Alarm | None,
     now: datetime,
     rules_version: str = "",
+    *,
+    merge_max_age: timedelta | None = None,
+    cause_ended: bool = False,
 ) -> Decision:
+    """`cause_ended`: `active` is suppressed by a cause that has ended (see
+    :func:`suppression_ended`)."""
     if rule.alarm is None:
         return Decision(Verdict.LOGGED)
-    detail = {"event": str(event.type), "msg_id": event.msg_id, "rule": rule.name}
+    detail: dict[str, object] = {
+        "event": str(event.type),
+        "msg_id": event.msg_id,
+        "rule": rule.name,
+    }
     if active is not None:
-        # Merge, keep the first start: response time is measured from raised_at.
-        merged = replace(
-            active,
-            repeat_count=active.repeat_count + 1,
-            last_seen_at=max(active.last_seen_at, now),
-        )
-        entry = TimelineEntry(active.id, now, TimelineType.REPEATED, None, detail)
-        return Decision(Verdict.REPEAT, merged, (entry,))
+        refused = merge_refused(active, now, merge_max_age, cause_ended)
+        if refused is None:
+            return _merge(active, now, detail)
+        # A new alarm of its own, beside the old one (which stays in the queue).
+        detail = {**detail, "not_merged_into": active.id, "why": refused.value}
+        recently_resolved = None
     if (
         recently_resolved is not None
         and recently_resolved.outcome == "auto"
@@ -66,14 +141,19 @@ def judge(
     ):
         # A door that closes and opens again within the flap window is one alarm,
         # not a queue row per swing: reopen it, keeping its original raised_at.
+        # A fresh escalation (the first one may be long exhausted), and no stale
+        # suppression: the pipeline asks suppression again.
         reopened = replace(
-            recently_resolved,
+            fresh_escalation(recently_resolved, now),
             state=AlarmState.OPEN,
             resolved_at=None,
             resolved_by=None,
             outcome=None,
             repeat_count=recently_resolved.repeat_count + 1,
             last_seen_at=now,
+            suppressed_by=None,
+            clearing_event=None,
+            clearing_at=None,
         )
         entry = TimelineEntry(reopened.id, now, TimelineType.REOPENED, None, detail)
         return Decision(Verdict.REOPENED, reopened, (entry,))
@@ -93,6 +173,56 @@ def judge(
         alarm.id, now, TimelineType.RAISED, None, {**detail, "priority": int(priority)}
     )
     return Decision(Verdict.NEW, alarm, (entry,))
+
+
+def _merge(active: Alarm, now: datetime, detail: dict[str, object]) -> Decision:
+    """Join the active alarm, keeping the first start: response time counts from raised_at.
+
+    A trigger after a clearing event means the condition is back: the marker goes.
+    On an acknowledged person alarm the repeat re-alerts: back in the queue as
+    open (still naming who acknowledged it, to tell them) with a fresh escalation.
+    """
+    merged = replace(
+        active,
+        repeat_count=active.repeat_count + 1,
+        last_seen_at=max(active.last_seen_at, now),
+        clearing_event=None,
+        clearing_at=None,
+    )
+    if active.state is AlarmState.ACKNOWLEDGED and active.priority < AUTO_RESOLVE_FROM:
+        merged = replace(fresh_escalation(merged, now), state=AlarmState.OPEN)
+        detail = {**detail, "realert": True, "acknowledged_by": active.acknowledged_by}
+    entry = TimelineEntry(active.id, now, TimelineType.REPEATED, None, detail)
+    return Decision(Verdict.REPEAT, merged, (entry,))
+
+
+def clear(alarm: Alarm, event: Event, rule: Rule, now: datetime) -> Decision:
+    """What a clearing device event (door closed, back in the zone, cancel) does.
+
+    Technical and follow-up alarms resolve; a person alarm waits for an operator
+    unless the rule says ``auto_resolve_person_alarm``: the event is recorded on it
+    (``clearing_event``/``clearing_at``, an ``event`` timeline entry), once per
+    kind of clearing event, so a chatty sensor does not flood the timeline.
+    """
+    if alarm.priority >= AUTO_RESOLVE_FROM or rule.auto_resolve_person_alarm:
+        return auto_resolve(alarm, event, rule, now)
+    if alarm.clearing_event == str(event.type):
+        return Decision(Verdict.HELD)
+    held = replace(
+        alarm,
+        clearing_event=str(event.type),
+        clearing_at=now,
+        last_seen_at=max(alarm.last_seen_at, now),
+    )
+    detail = {
+        "event": str(event.type),
+        "msg_id": event.msg_id,
+        "rule": rule.name,
+        "clearing": True,
+        "waiting_for": "operator",
+    }
+    entry = TimelineEntry(alarm.id, now, TimelineType.EVENT, None, detail)
+    return Decision(Verdict.HELD, held, (entry,))
 
 
 def auto_resolve(alarm: Alarm, event: Event, rule: Rule, now: datetime) -> Decision:

@@ -23,6 +23,9 @@ class DeviceKind(StrEnum):
 
 class EventType(StrEnum):
     BUTTON_PRESSED = "button.pressed"
+    # The device's own cancel (a pendant's cancel button, a SCAIP reset): a person
+    # alarm still waits for an operator (issue 12 item 3, core/judge.py `clear`).
+    BUTTON_CANCELLED = "button.cancelled"
     FALL_DETECTED = "fall.detected"
     DOOR_OPENED = "door.opened"
     DOOR_CLOSED = "door.closed"
@@ -111,6 +114,7 @@ class Verdict(StrEnum):
     NEW = "new"  # opened a new alarm
     REPEAT = "repeat"  # joined the open alarm of the same device and kind
     REOPENED = "reopened"  # came back within the flap window of an auto-resolved alarm
+    HELD = "held"  # would clear a person alarm: recorded on it, which waits for an operator
     REDELIVERY = "redelivery"  # same device message id seen before: no second event
     CLEARED = "cleared"  # auto-resolved an open alarm
     LOGGED = "logged"  # stored as an event; no alarm (e.g. a heartbeat, a daytime door)

@@ -17,7 +17,7 @@ from datetime import datetime
 from alarmhub.core import suppress
 from alarmhub.core.decode import Catalog, DecodeLimits, decode
 from alarmhub.core.index import AlarmIndex, Working
-from alarmhub.core.judge import Decision, auto_resolve, judge
+from alarmhub.core.judge import Decision, auto_resolve, clear, judge, suppression_ended
 from alarmhub.core.model import (
     Alarm,
     Decoded,
@@ -144,22 +144,40 @@ def _judge_event(
         return EventOutcome(event, Verdict.LOGGED)
     now = event.received_at
     cleared: str | None = None
+    held: str | None = None
     for kind in rule.resolves:
         current = working.current((device.id, kind))
         if current is not None and current.is_active:
-            _resolve(current, event, rule, now, working, effects)
-            cleared = current.id
+            if _clear(current, event, rule, now, working, effects):
+                cleared = current.id
+            else:
+                held = current.id
     if rule.alarm is None:
-        verdict = Verdict.CLEARED if cleared else Verdict.LOGGED
-        return EventOutcome(event, verdict, cleared, rule.name)
+        verdict = Verdict.CLEARED if cleared else Verdict.HELD if held else Verdict.LOGGED
+        return EventOutcome(event, verdict, cleared or held, rule.name)
     key = (device.id, rule.alarm)
     current = working.current(key)
     active = current if current is not None and current.is_active else None
     recent = current if current is not None and not current.is_active else None
     if recent is None and active is None:
         recent = working.recently_resolved(key)
-    decision = judge(event, device, rule, active, recent, now, ctx.rules.version)
-    if decision.verdict is Verdict.NEW and decision.alarm is not None:
+    decision = judge(
+        event,
+        device,
+        rule,
+        active,
+        recent,
+        now,
+        ctx.rules.version,
+        merge_max_age=ctx.rules.merge_max_age,
+        cause_ended=active is not None
+        and suppression_ended(active, ctx.silences, working.get, now),
+    )
+    if occurrence is not None and decision.verdict is Verdict.NEW:
+        decision = _rekeyed(decision, event, occurrence)
+    # A reopened alarm is asked again too: its old suppression may be long over,
+    # or a new cause (a silence since) may hold.
+    if decision.verdict in _FRESH and decision.alarm is not None:
         decision = _new_alarm(decision, device, rule, working, ctx, effects, now)
     _record(decision, effects, working)
     return EventOutcome(
@@ -176,7 +194,8 @@ def _new_alarm(
     effects: BatchEffects,
     now: datetime,
 ) -> Decision:
-    """Give a new alarm its resident and policy, then ask whether it is suppressed."""
+    """Give a new (or reopened) alarm its resident and policy, then ask whether it is
+    suppressed."""
     assert decision.alarm is not None
     policy = ctx.rules.policy_for(rule, decision.alarm.priority, device.municipality)
     alarm = replace(
@@ -220,11 +239,27 @@ def _heard(
     for kind in ctx.rules.heard_resolves:
         current = working.current((device.id, kind))
         if current is not None and current.is_active:
-            _resolve(current, event, _HEARD_AGAIN, event.received_at, working, effects)
+            _clear(current, event, _HEARD_AGAIN, event.received_at, working, effects)
 
 
 _HEARD_AGAIN = Rule("device heard again", EventType.HEARTBEAT)
 _ALL_RECOVERED = Rule("every attached device recovered", EventType.HEARTBEAT)
+
+
+_FRESH = frozenset({Verdict.NEW, Verdict.REOPENED})
+
+
+def _clear(
+    alarm: Alarm, event: Event, rule: Rule, now: datetime, working: Working, effects: BatchEffects
+) -> bool:
+    """A clearing device event: resolve the alarm (True) or, for a person alarm, record
+    the event on it and leave it to an operator (False; judge.clear says which)."""
+    decision = clear(alarm, event, rule, now)
+    if decision.verdict is Verdict.CLEARED:
+        _resolve(alarm, event, rule, now, working, effects)
+        return True
+    _record(decision, effects, working)
+    return False
 
 
 def _resolve(

@@ -45,6 +45,9 @@ class Rule:
     resolves: tuple[str, ...] = ()  # alarm kinds this event auto-resolves
     flap_window: timedelta = timedelta(0)  # re-trigger within this time reopens the alarm
     policy: str | None = None  # escalation policy; default: the one named "p<priority>"
+    # May this rule's `resolves` close a priority 1-2 (person) alarm? By default no:
+    # the clearing event is recorded and the alarm waits for an operator (judge.clear).
+    auto_resolve_person_alarm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,9 @@ class RuleSet:
     storm: StormPolicy | None = None
     heard_resolves: tuple[str, ...] = ()  # alarm kinds any message from the device resolves
     offline_after_misses: int = 3
+    # A trigger joins the device's active alarm of its kind only if that alarm was
+    # raised at most this long ago; otherwise it raises a new one (judge.merge_refused).
+    merge_max_age: timedelta | None = timedelta(hours=6)
     # The rules that could match an event type, in file order, per municipality
     # (None: one without rules of its own). Every event is matched, most against
     # rules of other types: built on first use, since a RuleSet never changes.

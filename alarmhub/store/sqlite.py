@@ -326,7 +326,12 @@ class SqliteStore(EscalationRows):
         return str(row[0]) if row else ""
 
     async def load_active_alarms(self) -> list[Alarm]:
-        sql = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms WHERE state != 'resolved'"
+        # Oldest first: an alarm left open past the merge age has a newer one of the
+        # same device and kind beside it (core/judge.py), and the newer must index last.
+        sql = (
+            f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms WHERE state != 'resolved' "
+            "ORDER BY raised_at"
+        )
         async with self._conn.execute(sql) as cur:
             return [alarm_from_row(r) for r in await cur.fetchall()]
 

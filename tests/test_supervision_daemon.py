@@ -1,0 +1,101 @@
+"""Supervision across restarts and operators' actions: real broker, real store, virtual clock.
+
+Issue 12 items 15 and 16. The daemon's supervision step runs on real seconds
+(STEP_S); the clock is a FakeClock moved by hand, and each check polls with a
+ceiling.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alarmhub.app import AlarmHub
+from alarmhub.clock import FakeClock
+from alarmhub.core.actions import Action
+from alarmhub.core.model import Device, DeviceKind
+from alarmhub.mosquitto import LocalBroker
+from tests.support import Publisher, async_wait_until, db_count, db_rows, hub_settings, native
+
+pytestmark = pytest.mark.broker
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+OPEN_OFFLINE = (
+    "SELECT device_id FROM alarms WHERE kind='device_offline' AND state != 'resolved' "
+    "ORDER BY device_id"
+)
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+async def test_a_device_silent_across_restarts_shorter_than_its_interval_is_reported(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Restarted every 500 s with a 600 s heartbeat (limit 1,800 s): `dead` is still reported.
+
+    Before the fix every start counted silence from zero, so `dead` never was.
+    """
+    db = tmp_path / "alarmhub.db"
+    clock = FakeClock(T0)
+    settings = hub_settings(tmp_path, broker.url, client_id)
+    pub = Publisher(broker.port)
+    try:
+        for run in range(5):
+            async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
+                assert hub.ingest is not None
+                assert await hub.ingest.wait_connected(5)
+                if run == 0:
+                    await hub.register_devices(
+                        [
+                            Device(d, DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=600)
+                            for d in ("alive", "dead")
+                        ]
+                    )
+                pub.publish(*native("alive", f"hb{run}", "heartbeat", iso(clock.now())))
+                assert await async_wait_until(
+                    lambda r=run: db_count(db, "SELECT count(*) FROM inbox") == r + 1, 10
+                )
+                if run < 4:
+                    assert await hub.supervision.step() == 0
+                    assert db_rows(db, OPEN_OFFLINE) == []
+                    clock.advance(timedelta(seconds=500))
+                    continue
+                # Run 5 starts at 2,000 s: `dead` was last heard (registered) at 0, so it
+                # fell due while alarmhub was away: reported one grace after the start.
+                assert await hub.supervision.step() == 0
+                clock.advance(hub.rules.restart_grace + timedelta(seconds=1))
+                assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) == [("dead",)], 10)
+    finally:
+        pub.close()
+
+
+async def test_offline_resolved_by_hand_is_raised_again_and_default_interval_applies(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """A pendant registered without an interval gets its kind's default (item 16); an
+    offline alarm resolved by hand while it stays silent comes back one interval later.
+    """
+    db = tmp_path / "alarmhub.db"
+    clock = FakeClock(T0)
+    settings = hub_settings(tmp_path, broker.url, client_id)
+    async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
+        assert hub.ingest is not None
+        assert await hub.ingest.wait_connected(5)
+        await hub.register_devices([Device("quiet", DeviceKind.SAFETY_ALARM, "0301")])
+        interval = hub.rules.heartbeat_defaults[DeviceKind.SAFETY_ALARM]
+        clock.advance(3 * interval + timedelta(seconds=1))
+        assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) == [("quiet",)], 10)
+        [alarm] = [a for a in hub.state.alarms.by_id.values() if a.kind == "device_offline"]
+        assert await hub.act(alarm.id, Action.RESOLVE, "op-1", outcome="checked") is not None
+        assert db_rows(db, OPEN_OFFLINE) == []
+        clock.advance(interval - timedelta(seconds=5))
+        assert await hub.supervision.step() == 0  # not yet: one interval after the resolve
+        assert db_rows(db, OPEN_OFFLINE) == []
+        clock.advance(timedelta(seconds=10))
+        assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) == [("quiet",)], 10)
+        # A second alarm, not the resolved one reopened: its history stays as the operator left it.
+        assert db_count(db, "SELECT count(*) FROM alarms WHERE kind='device_offline'") == 2
