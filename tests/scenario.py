@@ -46,7 +46,8 @@ Devices (``devices=[…]`` of the fixture; ``await s.register(spec)`` later):
   max_accuracy_m=)``, ``dispenser(id, doses=("08:00", "20:00"), window_min=60)``,
   or ``device(id, kind, settings={…})`` with the API's settings JSON. Municipality:
   the scenario's (``municipality="0301"``) unless given.
-Messages (native protocol, ``ts`` = the virtual time unless given; returns the msg id):
+Messages (native protocol; ``ts`` is the virtual time unless given as a scenario
+time, or as RFC 3339 text sent verbatim, bad or not; returns the msg id):
   ``send(device, type, msg_id=None, ts=None, **fields)``, ``press(dev)``,
   ``cancel(dev)`` (``button.cancelled``), ``fall(dev)``, ``door_opened(dev)``,
   ``door_closed(dev)``, ``fix(dev, lat, lon, accuracy_m=10)``, ``dose_taken(dev)``,
@@ -57,9 +58,13 @@ People (through the HTTP API, as ``op<NNNN>`` operators / ``madm<NNNN>`` municip
   admins; ``by=`` another user, ``expect_status=`` for a refusal such as 409):
   ``acknowledge(dev, kind)``, ``dispatch``, ``on_site``, ``escalate``,
   ``resolve(dev, kind, outcome="helped", note=None)``, ``note(dev, kind, text)``,
-  ``silence(device=None, municipality=None, until="06:00", starts=None,
-  reason=…) -> id``, ``end_silence(id)``, ``resolve_incident(municipality, outcome=…)``.
+  ``silence(device=None, municipality=None, until="06:00", starts=None, reason=…,
+  **more_body_fields) -> id``, ``end_silence(id)``,
+  ``resolve_incident(municipality, outcome=…)``.
   An outage incident is the alarm of device ``"municipality:NNNN"``, kind ``"incident"``.
+alarmhub itself: ``stop_hub()`` (time passes with nothing of alarmhub running; messages
+  sent meanwhile wait at the broker), ``start_hub()`` (same store and broker session;
+  returns when they are committed), ``restart(down_until="03:00")``.
 Expectations (all read the committed store or the API, never in-memory state):
   ``expect_alarm(dev, kind, status=, priority=, level=, escalated_to=,
   suppressed_by=, suppression_reason=, **any_api_field) -> dict`` (the newest alarm
@@ -109,6 +114,7 @@ from tests.scenario_timers import timers
 from tests.scenario_world import (
     DAY,
     OSLO,
+    DeviceMessages,
     DeviceSpec,
     ScenarioError,
     default_rules,
@@ -121,7 +127,7 @@ from tests.scenario_world import (
     resolve_time,
     tracker,
 )
-from tests.support import Publisher, hub_settings
+from tests.support import Publisher, db_count, hub_settings
 
 __all__ = [
     "DAY",
@@ -139,6 +145,11 @@ __all__ = [
     "scenario",
     "tracker",
 ]
+
+def inbox_count(db: Path, payload: bytes) -> int:
+    """How many times this exact payload is in the inbox (0 before the schema exists)."""
+    return db_count(db, "SELECT count(*) FROM inbox WHERE payload = ?", (payload,))
+
 
 MAX_STOPS = 100_000  # a runaway timer fails the scenario instead of hanging it
 _PASSWORD_HASH: list[str] = []  # argon2 is slow: hashed once per session
@@ -170,7 +181,7 @@ class At:
         return at_then
 
 
-class Scenario(People, Expectations):
+class Scenario(DeviceMessages, People, Expectations):
     def __init__(
         self,
         tmp_path: Path,
@@ -210,14 +221,16 @@ class Scenario(People, Expectations):
         self._app: Any = None
         self._pub: Publisher | None = None
         self._timers = timers()
-        self.receipts: list[tuple[str, dict[str, Any]]] = []
+        self._started = False
+        self._queued: list[tuple[bytes, int]] = []  # sent while down: (payload, inbox count due)
 
     # --- lifecycle ------------------------------------------------------------------
 
     @property
     def hub(self) -> AlarmHub:
         if self._hub is None:
-            raise ScenarioError("the hub has not started: await something on the scenario first")
+            state = "is stopped (stop_hub)" if self._started else "has not started"
+            raise ScenarioError(f"alarmhub {state}")
         return self._hub
 
     @property
@@ -229,15 +242,51 @@ class Scenario(People, Expectations):
         return self.clock.now().astimezone(OSLO)
 
     async def start(self) -> None:
-        if self._hub is not None:
+        """Start the hub and register the devices, once; every step calls it."""
+        if self._started:
             return
+        self._started = True
+        await self._start_hub()
+        await self.hub.register_devices([s.device(self.municipality) for s in self.specs.values()])
+        self._make_users()
+        await self._settle()
+
+    async def stop_hub(self) -> None:
+        """Stop alarmhub (as SIGTERM does). Until `start_hub`, time passes with no timer
+        of the hub running, messages wait at the broker (its persistent session), and
+        only the store can be read (inbox, escalations); the API is down with it."""
+        await self.start()
+        if self._hub is None:
+            raise ScenarioError("alarmhub is already stopped")
+        self._stop.set()
+        assert self._runner is not None
+        await self._runner
+        self._hub = self._runner = self._app = None
+
+    async def start_hub(self) -> None:
+        """Start alarmhub again on the same store, rules and broker session, at the current
+        virtual time; returns when what waited at the broker is committed and it settled."""
+        if self._hub is not None:
+            raise ScenarioError("alarmhub is running")
+        await self._start_hub()
+        await self._settle()
+
+    async def restart(self, *, down_until: str | datetime | None = None) -> None:
+        """`stop_hub`, let time pass until `down_until` (if given), `start_hub`."""
+        await self.stop_hub()
+        if down_until is not None:
+            await self.advance_to(down_until)
+        await self.start_hub()
+
+    async def _start_hub(self) -> None:
         started: asyncio.Future[AlarmHub] = asyncio.get_running_loop().create_future()
+        stop = self._stop = asyncio.Event()
 
         async def run() -> None:
             try:
                 async with AlarmHub(self.settings, clock=self.clock, serve_http=False) as hub:
                     started.set_result(hub)
-                    await self._stop.wait()
+                    await stop.wait()
             except BaseException as exc:
                 if not started.done():
                     started.set_exception(exc)
@@ -249,12 +298,25 @@ class Scenario(People, Expectations):
         if not await hub.ingest.wait_connected(CEILING_S):
             raise ScenarioError("the hub did not connect to the broker")
         self._hub = hub
-        self._pub = Publisher(self.broker.port, client_id=f"{self.client_id}-pub")
-        self._pub.subscribe("alarmhub/v1/+/receipts")
+        if self._pub is None:
+            self._pub = Publisher(self.broker.port, client_id=f"{self.client_id}-pub")
+            self._pub.subscribe("alarmhub/v1/+/receipts")
         self._app = create_app(hub)
-        await hub.register_devices([s.device(self.municipality) for s in self.specs.values()])
-        self._make_users()
-        await self._settle()
+        await self._until_queued_committed()
+
+    async def _until_queued_committed(self) -> None:
+        """Messages published while alarmhub was down: wait until each is in the inbox."""
+        deadline = wall_time.monotonic() + CEILING_S
+        while self._queued:
+            payload, count = self._queued[0]
+            if inbox_count(self.db, payload) >= count:
+                self._queued.pop(0)
+                continue
+            self._check_running()
+            if wall_time.monotonic() > deadline:
+                raise ScenarioError(f"{len(self._queued)} messages sent while alarmhub was down "
+                                    f"never reached the inbox within {CEILING_S} s")
+            await asyncio.sleep(0.005)
 
     async def close(self) -> None:
         self._stop.set()
@@ -279,6 +341,8 @@ class Scenario(People, Expectations):
 
     def api(self, user: str = "root") -> httpx.AsyncClient:
         """An HTTP client of the real API, in-process, as `user` (root, opNNNN, madmNNNN)."""
+        if self._app is None:
+            raise ScenarioError(f"the API is down: alarmhub {'is stopped' if self._started else 'has not started'}")
         if user not in self._tokens:
             raise ScenarioError(f"no user {user!r}; there are {sorted(self._tokens)}")
         return httpx.AsyncClient(
@@ -302,12 +366,18 @@ class Scenario(People, Expectations):
         return At(self, when)
 
     async def advance_to(self, when: str | datetime) -> None:
-        """Move the virtual clock to `when`, running every timer due on the way at its instant."""
+        """Move the virtual clock to `when`, running every timer due on the way at its instant.
+
+        While alarmhub is stopped (stop_hub), time just passes.
+        """
         await self.start()
         target = resolve_time(when, self.now, self.day)
         if target < self.now:
             raise ScenarioError(f"time goes forward only: {when!r} is {local(target)}, "
                                 f"it is already {local(self.now)}")
+        if self._hub is None:
+            self.clock.advance(target - self.now)
+            return
         await self._settle()
         for _ in range(MAX_STOPS):
             nxt = self._next_timer()
@@ -328,6 +398,8 @@ class Scenario(People, Expectations):
 
     async def _settle(self) -> None:
         """Run every timer's step at this instant until none has anything left to do."""
+        if self._hub is None:
+            return  # stopped: nothing of alarmhub runs
         for _ in range(1000):
             self._check_running()
             busy = [bool(await timer.step(self.hub)) for timer in self._timers]
@@ -343,11 +415,21 @@ class Scenario(People, Expectations):
     # --- messages ---------------------------------------------------------------------
 
     async def publish(self, topic: str, payload: bytes | str | dict[str, Any]) -> None:
-        """Publish anything (QoS 1) and return when its batch is committed and settled."""
+        """Publish anything (QoS 1) and return when its batch is committed and settled.
+
+        While alarmhub is stopped the broker keeps it; `start_hub` waits for it.
+        """
         await self.start()
         assert self._pub is not None
+        data = orjson.dumps(payload) if isinstance(payload, dict) else payload
+        data = data.encode() if isinstance(data, str) else data
+        if self._hub is None:
+            due = inbox_count(self.db, data) + 1 + sum(p == data for p, _ in self._queued)
+            self._pub.publish(topic, data)
+            self._queued.append((data, due))
+            return
         before = self.hub.batches_committed
-        self._pub.publish(topic, payload)
+        self._pub.publish(topic, data)
         deadline = wall_time.monotonic() + CEILING_S
         while self.hub.batches_committed == before:
             self._check_running()
@@ -369,8 +451,12 @@ class Scenario(People, Expectations):
         """A native message from `device_id`, stamped now (or `ts`); returns its msg id."""
         await self.start()
         msg_id = msg_id or f"{device_id}-{next(self._seq)}"
-        when = self.now if ts is None else resolve_time(ts, self.now, self.day)
-        body = {"id": msg_id, "ts": when.astimezone(OSLO).isoformat(), "type": etype, **fields}
+        if isinstance(ts, str) and "T" in ts:
+            stamp = ts  # an RFC 3339 text as the device sends it, verbatim (bad ones too)
+        else:
+            when = self.now if ts is None else resolve_time(ts, self.now, self.day)
+            stamp = when.astimezone(OSLO).isoformat()
+        body = {"id": msg_id, "ts": stamp, "type": etype, **fields}
         topic, payload = f"alarmhub/v1/{device_id}/events", orjson.dumps(body)
         self._sent[device_id, msg_id] = (topic, payload)
         await self.publish(topic, payload)
@@ -380,31 +466,6 @@ class Scenario(People, Expectations):
         """The same message again, byte for byte (a device that got no receipt)."""
         topic, payload = self._sent[device_id, msg_id]
         await self.publish(topic, payload)
-
-    async def press(self, device_id: str, **kw: Any) -> str:
-        return await self.send(device_id, "button.pressed", **kw)
-
-    async def cancel(self, device_id: str, **kw: Any) -> str:
-        """The pendant's own cancel (SCAIP reset): `button.cancelled`."""
-        return await self.send(device_id, "button.cancelled", **kw)
-
-    async def fall(self, device_id: str, **kw: Any) -> str:
-        return await self.send(device_id, "fall.detected", **kw)
-
-    async def door_opened(self, device_id: str, **kw: Any) -> str:
-        return await self.send(device_id, "door.opened", **kw)
-
-    async def door_closed(self, device_id: str, **kw: Any) -> str:
-        return await self.send(device_id, "door.closed", **kw)
-
-    async def fix(self, device_id: str, lat: float, lon: float, accuracy_m: float = 10, **kw: Any) -> str:
-        return await self.send(device_id, "location", lat=lat, lon=lon, accuracy_m=accuracy_m, **kw)
-
-    async def dose_taken(self, device_id: str, **kw: Any) -> str:
-        return await self.send(device_id, "dose.taken", **kw)
-
-    async def heartbeat(self, device_id: str, **kw: Any) -> str:
-        return await self.send(device_id, "heartbeat", **kw)
 
 
 @pytest.fixture

@@ -84,22 +84,28 @@ class People:
         device: str | None = None,
         *,
         municipality: str | None = None,
-        until: str | datetime = "+1h",
+        until: str | datetime | None = "+1h",
         starts: str | datetime | None = None,
         reason: str = "scenario maintenance",
         by: str | None = None,
         expect_status: int = 201,
+        **fields: Any,
     ) -> str:
-        """A silence of one device (or the whole municipality) from now (or `starts`); its id."""
+        """A silence of one device (or the whole municipality) from now (or `starts`); its id.
+
+        `until=None` sends no end; other keywords are more fields of the API's body.
+        """
         await self.start()
         m = municipality or (self._muni(device) if device else self.municipality)
-        body = {
+        body: dict[str, Any] = {
             "municipality": m,
             "device_id": device,
             "starts_at": (self.now if starts is None else resolve_time(starts, self.now, self.day)).isoformat(),
-            "ends_at": resolve_time(until, self.now, self.day).isoformat(),
             "reason": reason,
+            **fields,
         }
+        if until is not None:
+            body["ends_at"] = resolve_time(until, self.now, self.day).isoformat()
         out = await self._call(by or f"madm{m}", "POST", "/api/v1/silences", expect_status, body)
         return str(out["id"]) if out and "id" in out else ""
 

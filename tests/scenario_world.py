@@ -143,3 +143,35 @@ def local(t: datetime) -> str:
 
 def _parse(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+class DeviceMessages:
+    """What each kind of device says, in the native protocol; a mixin of Scenario (its `send`)."""
+
+    async def send(self, device_id: str, etype: str, **kw: Any) -> str:
+        raise NotImplementedError
+
+    async def press(self, device_id: str, **kw: Any) -> str:
+        return await self.send(device_id, "button.pressed", **kw)
+
+    async def cancel(self, device_id: str, **kw: Any) -> str:
+        """The pendant's own cancel (SCAIP reset): `button.cancelled`."""
+        return await self.send(device_id, "button.cancelled", **kw)
+
+    async def fall(self, device_id: str, **kw: Any) -> str:
+        return await self.send(device_id, "fall.detected", **kw)
+
+    async def door_opened(self, device_id: str, **kw: Any) -> str:
+        return await self.send(device_id, "door.opened", **kw)
+
+    async def door_closed(self, device_id: str, **kw: Any) -> str:
+        return await self.send(device_id, "door.closed", **kw)
+
+    async def fix(self, device_id: str, lat: float, lon: float, accuracy_m: float = 10, **kw: Any) -> str:
+        return await self.send(device_id, "location", lat=lat, lon=lon, accuracy_m=accuracy_m, **kw)
+
+    async def dose_taken(self, device_id: str, **kw: Any) -> str:
+        return await self.send(device_id, "dose.taken", **kw)
+
+    async def heartbeat(self, device_id: str, **kw: Any) -> str:
+        return await self.send(device_id, "heartbeat", **kw)

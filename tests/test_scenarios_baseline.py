@@ -144,3 +144,27 @@ async def test_bad_input_is_a_dead_letter_with_a_rejected_receipt(scenario):
     await s.expect_receipt("pend-1", "m2", "rejected", reason="unknown_type")
     await s.send("nobody-9", "button.pressed")  # not registered
     await s.expect_dead_letter("nobody-9", "unknown_device")
+
+
+async def test_a_press_while_alarmhub_is_down_is_raised_when_it_is_back(scenario):
+    s = scenario(devices=[pendant("pend-1")])
+    await s.at("02:00").stop_hub()
+    press = await s.at("02:10").press("pend-1")  # waits at the broker (persistent session)
+    assert s.inbox("pend-1") == []  # nothing of alarmhub runs (and the API is down with it)
+    await s.at("02:30").start_hub()
+    await s.expect_receipt("pend-1", press, "accepted")
+    await s.expect_alarm("pend-1", "button", status="open", escalated_to="operator_queue")
+    await s.at("02:31").expect_alarm("pend-1", "button", escalated_to="supervisor")
+
+
+async def test_an_escalation_step_due_while_down_fires_once_on_start(scenario):
+    s = scenario(devices=[pendant("pend-1")])
+    await s.at("02:00").press("pend-1")
+    await s.at("02:00:30").restart(down_until="02:05")
+    # Down across the 02:01, 02:03 and 02:05 steps: each fires once, in order, at the start.
+    await s.at("02:05:30").expect_escalations(
+        "pend-1",
+        "button",
+        [("operator_queue", "02:00"), ("supervisor", "02:05"), ("external_responder", "02:05"),
+         ("operator_queue", "02:05")],
+    )
