@@ -14,6 +14,7 @@ from alarmhub.core.geo import (
     ZoneStatus,
     destination,
     distance_to_edge_m,
+    fix_usable,
     haversine_m,
     point_in_polygon,
     zone_status,
@@ -92,8 +93,13 @@ def test_degrees_would_have_got_60_north_wrong():
         (511, 10, ZoneStatus.OUTSIDE),  # whole disc outside
         (600, 99, ZoneStatus.OUTSIDE),
         (600, 101, ZoneStatus.UNCERTAIN),
-        (2000, 150, ZoneStatus.UNCERTAIN),  # fix worse than max_accuracy_m: unusable
-        (100, 150, ZoneStatus.UNCERTAIN),  # even inside: a poor fix decides nothing
+        # Issue 12 item 18: the accuracy limit guards INSIDE only. A poor fix whose
+        # whole disc is outside is outside (it was UNCERTAIN: never alarmed).
+        (2000, 150, ZoneStatus.OUTSIDE),
+        (20_000, 200, ZoneStatus.OUTSIDE),  # 20 km away, 200 m accuracy
+        (600, 150, ZoneStatus.UNCERTAIN),  # poor and straddling: still unknown
+        (100, 150, ZoneStatus.UNCERTAIN),  # inside: a poor fix clears nothing
+        (100, 100, ZoneStatus.INSIDE),  # at the limit: usable
     ],
 )
 def test_circle_decision_table(centre, distance, accuracy, expected):
@@ -108,6 +114,15 @@ def test_circle_decision_table(centre, distance, accuracy, expected):
 )
 def test_unusable_fixes_are_uncertain(lat, lon, accuracy):
     assert zone_status(Circle(60.0, 10.0, 100), lat, lon, accuracy, 50) is ZoneStatus.UNCERTAIN
+    assert not fix_usable(lat, lon, accuracy, 50)
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "limit", "expected"),
+    [(0.0, 150.0, True), (150.0, 150.0, True), (150.1, 150.0, False), (200.0, 150.0, False)],
+)
+def test_fix_usable_is_the_accuracy_limit(accuracy, limit, expected):
+    assert fix_usable(60.0, 10.0, accuracy, limit) is expected
 
 
 @pytest.mark.parametrize(
@@ -194,7 +209,9 @@ def test_polygon_needs_three_points():
         (0, 520, 30, ZoneStatus.UNCERTAIN),
         (90, 520, 10, ZoneStatus.OUTSIDE),  # east: the edge in metres, not degrees
         (90, 520, 30, ZoneStatus.UNCERTAIN),
-        (270, 700, 150, ZoneStatus.UNCERTAIN),  # worse than max accuracy
+        (270, 700, 150, ZoneStatus.OUTSIDE),  # poor, but 200 m past the edge (item 18)
+        (270, 600, 150, ZoneStatus.UNCERTAIN),  # poor and straddling
+        (0, 0, 150, ZoneStatus.UNCERTAIN),  # poor and inside: clears nothing
     ],
 )
 def test_square_decision_table(centre, bearing, distance, accuracy, expected):

@@ -16,6 +16,11 @@ A GPS fix is a disc, not a point: the tracker reports its accuracy radius. One
 noisy fix must not send home care searching for a resident, so
 :func:`zone_status` says OUTSIDE only when the whole disc lies outside the fence,
 and UNCERTAIN whenever it cannot tell.
+
+The accuracy limit (`max_accuracy_m`) guards only INSIDE (issue 12 item 18): a
+poor fix must not clear a "left safe zone" alarm, but a fix whose whole disc is
+outside is outside however wide the disc. Capping both ways meant a tracker 20
+km away with 200 m accuracy (over the 150 m default) never alarmed.
 """
 
 from __future__ import annotations
@@ -173,26 +178,23 @@ def zone_status(
 ) -> ZoneStatus:
     """Judge one GPS fix against a fence, honouring its reported accuracy.
 
-    - UNCERTAIN when the fix is unusable: accuracy worse than `max_accuracy_m`,
-      negative or not a number, or coordinates not finite. A poor fix neither
-      raises nor clears a "left safe zone" alarm.
-    - INSIDE when the reported point is inside the fence (edge included for circles).
-    - OUTSIDE only when the whole accuracy disc is outside: for a circle,
-      ``distance - accuracy > radius``; for a polygon, the point is outside and
-      its nearest edge is more than `accuracy_m` away.
-    - UNCERTAIN otherwise: the disc straddles the edge.
+    - UNCERTAIN when the fix is invalid: accuracy negative or not a number, or
+      coordinates not finite.
+    - OUTSIDE when the whole accuracy disc is outside, whatever its size: for a
+      circle, ``distance - accuracy > radius``; for a polygon, the point is
+      outside and its nearest edge is more than `accuracy_m` away.
+    - INSIDE when the reported point is inside the fence (edge included for
+      circles) and the fix is usable (:func:`fix_usable`): a poor fix does not
+      clear an alarm.
+    - UNCERTAIN otherwise: the disc straddles the edge, or a poor fix is inside.
 
     The result only gets less certain as `accuracy_m` grows (OUTSIDE may become
-    UNCERTAIN, never the reverse; INSIDE stays INSIDE until the fix is unusable),
+    UNCERTAIN, never the reverse; INSIDE stays INSIDE until the fix is poor),
     so a worse fix can never turn an unknown into an alarm.
     """
-    usable = (
-        math.isfinite(lat)
-        and math.isfinite(lon)
-        and math.isfinite(accuracy_m)
-        and 0.0 <= accuracy_m <= max_accuracy_m
-    )
-    if not usable:
+    if not (math.isfinite(lat) and math.isfinite(lon) and math.isfinite(accuracy_m)) or not (
+        accuracy_m >= 0.0
+    ):
         return ZoneStatus.UNCERTAIN
     if isinstance(fence, Circle):
         distance = haversine_m(fence.lat, fence.lon, lat, lon)
@@ -201,6 +203,22 @@ def zone_status(
     else:
         inside = point_in_polygon(fence, lat, lon)
         disc_clear = not inside and distance_to_edge_m(fence, lat, lon) > accuracy_m
-    if inside:
+    if disc_clear:
+        return ZoneStatus.OUTSIDE
+    if inside and accuracy_m <= max_accuracy_m:
         return ZoneStatus.INSIDE
-    return ZoneStatus.OUTSIDE if disc_clear else ZoneStatus.UNCERTAIN
+    return ZoneStatus.UNCERTAIN
+
+
+def fix_usable(lat: float, lon: float, accuracy_m: float, max_accuracy_m: float) -> bool:
+    """A fix good enough to say the tracker is inside: valid, accuracy within the limit.
+
+    A tracker that sends none for `no_fix_alarm_after_s` raises `no_usable_fix`:
+    its safe zone is not being watched (issue 12 item 18).
+    """
+    return (
+        math.isfinite(lat)
+        and math.isfinite(lon)
+        and math.isfinite(accuracy_m)
+        and 0.0 <= accuracy_m <= max_accuracy_m
+    )
