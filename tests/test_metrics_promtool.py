@@ -19,7 +19,7 @@ pytestmark = pytest.mark.broker
 async def test_promtool_accepts_the_metrics_output(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.fail("promtool is not installed: `apt-get install prometheus` (CI installs it)")
+        pytest.fail("promtool is not installed: `apt-get install prometheus` (make test installs it)")
     db = tmp_path / "alarmhub.db"
     register(f"sqlite:///{db}", [("pend-1", "safety_alarm", "0301")], tmp_path)
     pub = Publisher(broker.port)

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import async_playwright
 
 from alarmhub.app import AlarmHub
 from alarmhub.mosquitto import LocalBroker
 from tests.support import REPO, Publisher, db_rows, hub_settings, native, register
-
-playwright_api = pytest.importorskip("playwright.async_api")
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -120,7 +119,7 @@ async def test_operator_sees_a_fall_live_and_acknowledges_it_with_the_keyboard(
             AlarmHub(
                 hub_settings(tmp_path, broker.url, client_id, rules=short_p1_target(tmp_path, 3))
             ) as hub,
-            playwright_api.async_playwright() as pw,
+            async_playwright() as pw,
         ):
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
