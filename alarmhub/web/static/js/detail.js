@@ -3,7 +3,7 @@
 import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
 import { get, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
-import { dateTime, duration, el, kindText, municipalityText, priorityBadge, shortDuration } from "./format.js";
+import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipalityText, priorityBadge, shortDuration } from "./format.js";
 import { t } from "./i18n.js";
 import { openStream } from "./live.js";
 
@@ -77,6 +77,8 @@ function renderSummary(a) {
     [t("detail.resolvedBy"), by(a.resolved_by, a.resolved_at)],
     [t("detail.outcome"), a.outcome ? t(`outcome.${a.outcome}`) : null],
     [t("detail.suppressedBy"), a.suppressed_by],
+    [t("timeline.event"), a.clearing_event ? clearingText(a) : null],
+    [t("timeline.escalation_exhausted"), a.escalation_exhausted_at ? exhaustedText(a) : null],
   ]);
 }
 

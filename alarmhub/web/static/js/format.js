@@ -38,6 +38,23 @@ export function timeOnly(iso) {
   }).format(new Date(iso));
 }
 
+/**
+ * "Door closed 02:00:20 — waiting for an operator": a device event that would have
+ * cleared a person alarm, which stays open for a person to close (issue 12 item 3).
+ */
+export function clearingText(alarm) {
+  if (!alarm.clearing_event) return "";
+  const key = `clearing.${alarm.clearing_event}`;
+  const known = t(key);
+  const event = known === key ? t("clearing.other") : known;
+  return t("alarm.clearing", { event, time: timeOnly(alarm.clearing_at) });
+}
+
+/** "Escalation exhausted 02:13:00 — nobody left to notify" (issue 12 item 5). */
+export function exhaustedText(alarm) {
+  return alarm.escalation_exhausted_at ? t("alarm.exhausted", { time: timeOnly(alarm.escalation_exhausted_at) }) : "";
+}
+
 /** The calendar day in Oslo ("2026-11-25") of an instant: reports group by the local day. */
 export function osloDay(iso) {
   return new Intl.DateTimeFormat("en-CA", { timeZone: TIME_ZONE }).format(new Date(iso));

@@ -4,7 +4,7 @@
 import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
 import { get, getAll, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
-import { dateTime, duration, el, kindText, municipalityText, priorityBadge, priorityText, shortDuration } from "./format.js";
+import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipalityText, priorityBadge, priorityText, shortDuration } from "./format.js";
 import { t } from "./i18n.js";
 import { openStream } from "./live.js";
 import { DEFAULT_SLA, ageSeconds, compareAlarms, inQueue, isNewCritical, isOverdue, tabTitle } from "./queue-model.js";
@@ -173,6 +173,10 @@ function cells(alarm) {
   link.tabIndex = -1; // rows are reached with j/k and opened with Enter; one tab stop for the table
   kind.append(link);
   if (alarm.suppressed_by) kind.append(el("div", `${t("detail.suppressedBy")}: ${alarm.suppressed_by}`, "hint"));
+  // Issue 12 items 3 and 5: what the sensor said (the alarm is still the operator's),
+  // and a policy that has run out.
+  if (alarm.clearing_event) kind.append(el("div", clearingText(alarm), "hint clearing"));
+  if (alarm.escalation_exhausted_at) kind.append(el("div", exhaustedText(alarm), "hint exhausted"));
   const age = el("td", "", "age-cell");
   age.append(el("span", "", "age"), el("div", dateTime(alarm.raised_at), "hint"));
   const stateCell = el("td", t(`state.${alarm.state}`), "state");
