@@ -485,13 +485,20 @@ def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
 
 
 class Hook:
-    """A webhook receiver whose behaviour the test switches: hang, 500, or accept."""
+    """A webhook receiver whose behaviour the test switches: hang, 500, or accept.
+
+    "hang" holds each request, unanswered, until the test sets `release`; then it closes
+    the connection without an answer (a receiver that hung and then dropped the call).
+    Once released, later "hang" requests are dropped at once. `held` is how many
+    requests the receiver is holding right now.
+    """
 
     def __init__(self) -> None:
         self.mode = "hang"
         self.release = threading.Event()
         self.accepted: list[dict[str, Any]] = []
         self.requests = 0
+        self.held = 0
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -499,7 +506,9 @@ class Hook:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 hook.requests += 1
                 if hook.mode == "hang":
-                    hook.release.wait(30)
+                    hook.held += 1
+                    hook.release.wait()
+                    hook.held -= 1
                     return
                 if hook.mode == "fail":
                     self.send_response(500)
@@ -542,7 +551,18 @@ def outbox(db: Path) -> list[tuple[Any, ...]]:
 async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
     tmp_path: Path, broker: LocalBroker, client_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(notifier, "SEND_TIMEOUT_S", 1.0)  # a hang costs 1 s per attempt here
+    """Ingest commits while a webhook call hangs; the notice is retried with backoff until accepted.
+
+    The receiver holds the first notice unanswered until the test lets go, so "while
+    the call is outstanding" is a state the test sets up, not a race between the flood
+    and a timeout: every heartbeat of the flood must be committed while the notifier is
+    still inside that call (no outbox row has an attempt recorded yet). Were ingest
+    waiting on the notifier, the flood would never be stored and the wait would fail.
+    The send timeout is raised above the test's own run time, so only the test ends
+    the hang. Retries are stepped on a hand-moved clock: each is checked against the
+    backoff (1 s, then 2 s), never against how fast anything ran.
+    """
+    monkeypatch.setattr(notifier, "SEND_TIMEOUT_S", 600.0)  # longer than pytest's 300 s timeout
     db = tmp_path / "alarmhub.db"
     alarms, flood = 5, 3_000
     register(f"sqlite:///{db}", [(f"w{i}", "safety_alarm", "0301") for i in range(alarms)]
@@ -559,25 +579,30 @@ async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
             for i in range(alarms):
                 pub.publish(*native(f"w{i}", f"press-{i}", "button.pressed"))
             assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM escalations") == alarms, 10)
-            clock.advance(timedelta(seconds=2))  # the webhook step is due: five notices to a hung receiver
-            assert await async_wait_until(lambda: hook.requests >= 1, 10)
-            # A flood of heartbeats while the receiver hangs: stored at full pace.
+            clock.advance(timedelta(seconds=2))  # the webhook step is due: five notices
+            assert await async_wait_until(lambda: hook.held == 1, 10), hook.requests
+            # A flood of heartbeats while the receiver holds the first notice.
             items = [native(f"c{i % 50:04d}", f"hb-{i}", "heartbeat") for i in range(flood)]
             t0 = time.monotonic()
             await asyncio.to_thread(pub.publish_many, items)
-            assert await async_wait_until(lambda: db_count(db, INBOX) == alarms + flood, 30)
+            assert await async_wait_until(lambda: db_count(db, INBOX) == alarms + flood, 60), db_count(db, INBOX)
             flood_s = time.monotonic() - t0
-            assert hook.requests < alarms, "the flood outlasted the hang: it proved nothing"
+            # All stored, and the call is still outstanding: the receiver holds it, and
+            # the notifier has not finished a single attempt.
+            assert hook.held == 1
+            assert hook.requests == 1
+            assert [(r[1], r[2], r[3]) for r in outbox(db)] == [(0, None, None)] * alarms, outbox(db)
+            # The receiver drops the call (and every later one) unanswered: a failure each.
+            hook.release.set()
             assert await async_wait_until(lambda: all(r[1] == 1 for r in outbox(db)), 15), outbox(db)
             rows = outbox(db)
             assert len(rows) == alarms
-            assert all("Timeout" in r[2] and r[3] is None for r in rows), rows
+            assert all(r[2].startswith("RemoteProtocolError") and r[3] is None for r in rows), rows
             # Backoff: with the clock held, nothing is retried (1 s after the first failure).
             await asyncio.sleep(2.5)
             assert [r[1] for r in outbox(db)] == [1] * alarms
             assert hook.requests == alarms
             hook.mode = "fail"
-            hook.release.set()
             clock.advance(timedelta(seconds=2))
             assert await async_wait_until(lambda: all(r[1] == 2 for r in outbox(db)), 10), outbox(db)
             assert all(r[2] == "RuntimeError: webhook answered 500" for r in outbox(db))
@@ -594,8 +619,9 @@ async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
     finally:
         pub.close()
         hook.close()
-    print(f"\nwebhook hung, then 500, then 204: {flood} messages stored in {flood_s:.2f} s during the "
-          f"hang; each notice tried 3 times (1 s, 2 s backoff) and recorded as sent once")
+    print(f"\nwebhook held, dropped, then 500, then 204: {flood} messages stored in {flood_s:.2f} s "
+          f"while the first notice was held; each notice tried 3 times (1 s, 2 s backoff) and "
+          f"recorded as sent once")
 
 
 async def test_sse_client_that_never_reads_is_cut_off_and_does_not_slow_ingest(
