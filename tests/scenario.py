@@ -64,7 +64,9 @@ People (through the HTTP API, as ``op<NNNN>`` operators / ``madm<NNNN>`` municip
   An outage incident is the alarm of device ``"municipality:NNNN"``, kind ``"incident"``.
 alarmhub itself: ``stop_hub()`` (time passes with nothing of alarmhub running; messages
   sent meanwhile wait at the broker), ``start_hub()`` (same store and broker session;
-  returns when they are committed), ``restart(down_until="03:00")``.
+  returns when they are committed), ``restart(down_until="03:00")``; the broker:
+  ``broker_down()`` and ``broker_up()`` (alarmhub notices, reconnects; devices cannot
+  publish meanwhile).
 Expectations (all read the committed store or the API, never in-memory state):
   ``expect_alarm(dev, kind, status=, priority=, level=, escalated_to=,
   suppressed_by=, suppression_reason=, **any_api_field) -> dict`` (the newest alarm
@@ -94,19 +96,16 @@ import contextlib
 import itertools
 import time as wall_time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
 from alarmhub.mosquitto import LocalBroker
-from alarmhub.store import accounts
-from alarmhub.store.accounts import Role
 from alarmhub.web.api import create_app
 from tests.scenario_expect import CEILING_S, Expectations
 from tests.scenario_people import People
@@ -152,7 +151,6 @@ def inbox_count(db: Path, payload: bytes) -> int:
 
 
 MAX_STOPS = 100_000  # a runaway timer fails the scenario instead of hanging it
-_PASSWORD_HASH: list[str] = []  # argon2 is slow: hashed once per session
 
 
 # --- the scenario ------------------------------------------------------------------------
@@ -222,6 +220,7 @@ class Scenario(DeviceMessages, People, Expectations):
         self._pub: Publisher | None = None
         self._timers = timers()
         self._started = False
+        self._broker_up = True
         self._queued: list[tuple[bytes, int]] = []  # sent while down: (payload, inbox count due)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -278,6 +277,37 @@ class Scenario(DeviceMessages, People, Expectations):
             await self.advance_to(down_until)
         await self.start_hub()
 
+    async def broker_down(self) -> None:
+        """The broker goes away (a network or broker outage): alarmhub notices and waits."""
+        await self.start()
+        self.broker.stop()
+        self._broker_up = False
+        await self._until(lambda: self._hub is None or not self.hub.mqtt_connected,
+                          "alarmhub never noticed the broker go")
+        await self._settle()
+
+    async def broker_up(self) -> None:
+        """The broker is back (same port, its persistence kept): alarmhub reconnects."""
+        self.broker.start()
+        self._broker_up = True
+        if self._pub is not None:  # a fresh device-side client; the receipts seen so far stay
+            old = self._pub
+            old.close()
+            self._pub = Publisher(self.broker.port, client_id=f"{self.client_id}-pub")
+            self._pub.received = old.received
+            self._pub.subscribe("alarmhub/v1/+/receipts")
+        await self._until(lambda: self._hub is None or self.hub.mqtt_connected,
+                          "alarmhub never reconnected to the broker")
+        await self._settle()
+
+    async def _until(self, check: Callable[[], bool], failure: str) -> None:
+        deadline = wall_time.monotonic() + CEILING_S
+        while not check():
+            self._check_running()
+            if wall_time.monotonic() > deadline:
+                raise ScenarioError(f"{failure} within {CEILING_S} s")
+            await asyncio.sleep(0.005)
+
     async def _start_hub(self) -> None:
         started: asyncio.Future[AlarmHub] = asyncio.get_running_loop().create_future()
         stop = self._stop = asyncio.Event()
@@ -325,32 +355,6 @@ class Scenario(DeviceMessages, People, Expectations):
         if self._pub is not None:
             self._pub.close()
 
-    def _make_users(self) -> None:
-        """root (admin), and for each municipality opNNNN (operator) and madmNNNN (its admin)."""
-        if not _PASSWORD_HASH:
-            _PASSWORD_HASH.append(accounts.hash_password("scenario password, never used"))
-        munis = {self.municipality} | {s.municipality for s in self.specs.values() if s.municipality}
-        with accounts.connect(self.db) as conn:
-            if "root" not in self._tokens:
-                accounts.create_user(conn, "root", Role.ADMIN, [], _PASSWORD_HASH[0], self.now)
-                self._tokens["root"] = accounts.create_token(conn, "root", self.now, None)
-            for m in sorted(munis - {k.removeprefix("op") for k in self._tokens}):
-                for name, role in ((f"op{m}", Role.OPERATOR), (f"madm{m}", Role.MUNICIPALITY_ADMIN)):
-                    accounts.create_user(conn, name, role, [m], _PASSWORD_HASH[0], self.now)
-                    self._tokens[name] = accounts.create_token(conn, name, self.now, None)
-
-    def api(self, user: str = "root") -> httpx.AsyncClient:
-        """An HTTP client of the real API, in-process, as `user` (root, opNNNN, madmNNNN)."""
-        if self._app is None:
-            raise ScenarioError(f"the API is down: alarmhub {'is stopped' if self._started else 'has not started'}")
-        if user not in self._tokens:
-            raise ScenarioError(f"no user {user!r}; there are {sorted(self._tokens)}")
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self._app),
-            base_url="http://scenario",
-            headers={"Authorization": f"Bearer {self._tokens[user]}"},
-        )
-
     async def register(self, *specs: DeviceSpec) -> None:
         """Register (or change) devices now, through the hub's registration path."""
         await self.start()
@@ -383,8 +387,7 @@ class Scenario(DeviceMessages, People, Expectations):
             nxt = self._next_timer()
             if nxt is None or nxt > target:
                 break
-            # A heap's head may be early (a device heard since): never stand still.
-            self.clock.advance(max(nxt - self.now, timedelta(microseconds=1)))
+            self.clock.advance(nxt - self.now)
             await self._settle()
         else:
             raise ScenarioError(f"more than {MAX_STOPS} timer stops before {local(target)}")
@@ -393,8 +396,14 @@ class Scenario(DeviceMessages, People, Expectations):
         await self._settle()
 
     def _next_timer(self) -> datetime | None:
-        return min((t for timer in self._timers if (t := timer.next_due(self.hub)) is not None),
-                   default=None)
+        """The next instant after now at which a timer may have work.
+
+        A timer whose work is overdue but declined (supervision while the broker is
+        down) is asked again at every later stop; it is no reason to stop now.
+        """
+        now = self.now
+        return min((t for timer in self._timers
+                    if (t := timer.next_due(self.hub)) is not None and t > now), default=None)
 
     async def _settle(self) -> None:
         """Run every timer's step at this instant until none has anything left to do."""
@@ -421,6 +430,8 @@ class Scenario(DeviceMessages, People, Expectations):
         """
         await self.start()
         assert self._pub is not None
+        if not self._broker_up:
+            raise ScenarioError("the broker is down (broker_down): devices cannot publish")
         data = orjson.dumps(payload) if isinstance(payload, dict) else payload
         data = data.encode() if isinstance(data, str) else data
         if self._hub is None:

@@ -10,11 +10,47 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import httpx
+
+from alarmhub.store import accounts
+from alarmhub.store.accounts import Role
 from tests.scenario_world import ScenarioError, resolve_time
+
+_PASSWORD_HASH: list[str] = []  # argon2 is slow: hashed once per session
 
 
 class People:
-    """Actions by people; needs Scenario's api/start/alarm/_settle."""
+    """Users, the API, and people's actions; needs Scenario's start/alarm/_settle."""
+
+    _app: Any
+    _started: bool
+    _tokens: dict[str, str]
+
+    def api(self, user: str = "root") -> httpx.AsyncClient:
+        """An HTTP client of the real API, in-process, as `user` (root, opNNNN, madmNNNN)."""
+        if self._app is None:
+            raise ScenarioError(f"the API is down: alarmhub {'is stopped' if self._started else 'has not started'}")
+        if user not in self._tokens:
+            raise ScenarioError(f"no user {user!r}; there are {sorted(self._tokens)}")
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self._app),
+            base_url="http://scenario",
+            headers={"Authorization": f"Bearer {self._tokens[user]}"},
+        )
+
+    def _make_users(self) -> None:
+        """root (admin), and for each municipality opNNNN (operator) and madmNNNN (its admin)."""
+        if not _PASSWORD_HASH:
+            _PASSWORD_HASH.append(accounts.hash_password("scenario password, never used"))
+        munis = {self.municipality} | {s.municipality for s in self.specs.values() if s.municipality}
+        with accounts.connect(self.db) as conn:
+            if "root" not in self._tokens:
+                accounts.create_user(conn, "root", Role.ADMIN, [], _PASSWORD_HASH[0], self.now)
+                self._tokens["root"] = accounts.create_token(conn, "root", self.now, None)
+            for m in sorted(munis - {k.removeprefix("op") for k in self._tokens}):
+                for name, role in ((f"op{m}", Role.OPERATOR), (f"madm{m}", Role.MUNICIPALITY_ADMIN)):
+                    accounts.create_user(conn, name, role, [m], _PASSWORD_HASH[0], self.now)
+                    self._tokens[name] = accounts.create_token(conn, name, self.now, None)
 
     def _muni(self, device_id: str) -> str:
         spec = self.specs.get(device_id)

@@ -68,3 +68,16 @@ async def test_time_goes_forward_only_and_wrong_expectations_fail(scenario):
         "button",
         [("operator_queue", "02:00"), ("supervisor", "02:01"), ("external_responder", "02:03")],
     )
+
+
+@pytest.mark.broker
+async def test_the_broker_can_go_away_and_come_back(scenario):
+    s = scenario(devices=[pendant("pend-1")])
+    await s.at("02:00").broker_down()
+    assert not s.hub.mqtt_connected
+    with pytest.raises(ScenarioError, match="broker is down"):
+        await s.press("pend-1")
+    await s.at("02:10").broker_up()
+    press = await s.press("pend-1")
+    await s.expect_receipt("pend-1", press, "accepted")
+    await s.expect_alarm("pend-1", "button", status="open")
