@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import re
@@ -52,6 +53,8 @@ from tests.support import (
 pytestmark = pytest.mark.broker
 
 INBOX = "SELECT count(*) FROM inbox"
+BACKOFF_MIN_S = 0.2  # the daemons' reconnect backoff minimum (daemon_env)
+
 
 
 # --- helpers shared with tests/test_soak.py ------------------------------------------
@@ -62,7 +65,7 @@ def daemon_env(db: Path, broker: LocalBroker, client_id: str, **extra: str) -> d
         "ALARMHUB_DATABASE_URL": f"sqlite:///{db}",
         "ALARMHUB_MQTT_URL": broker.url,
         "ALARMHUB_MQTT_CLIENT_ID": client_id,
-        "ALARMHUB_MQTT_RECONNECT_MIN_S": "0.2",
+        "ALARMHUB_MQTT_RECONNECT_MIN_S": str(BACKOFF_MIN_S),
         "ALARMHUB_MQTT_RECONNECT_MAX_S": "2",
     }
     env.update(extra)
@@ -113,6 +116,12 @@ def log_events(log: Path) -> list[dict[str, Any]]:
 
 def event_names(log: Path) -> list[str]:
     return [str(e.get("event")) for e in log_events(log)]
+
+
+def gaps_s(log: Path, event: str) -> list[float]:
+    """Seconds between consecutive log lines of `event`, from their timestamps."""
+    times = [datetime.fromisoformat(str(e["timestamp"])) for e in log_events(log) if e.get("event") == event]
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
 
 
 def mixed_burst(n: int, devices: int) -> tuple[list[tuple[str, bytes]], int, int]:
@@ -273,7 +282,6 @@ def broker_outage(
         assert body["checks"]["broker_connected"] is False
         assert body["checks"]["database_writable"] is True
         assert metric(port, "alarmhub_mqtt_connected") == 0
-        # Retrying with backoff, not spinning: a handful of attempts at most per second.
         time.sleep(max(0.0, outage_s - (time.monotonic() - down_at)))
         failed_attempts = event_names(log).count("mqtt.connect_failed")
         assert ready_status(port) == 503
@@ -295,8 +303,12 @@ def broker_outage(
     names = event_names(log)
     assert "mqtt.disconnected" in names
     assert at_stop < len(before), "alarmhub had drained everything: the outage tested nothing"
-    # Backoff: with a 0.2-2 s jittered backoff, attempts are bounded by the outage length.
-    assert 1 <= failed_attempts <= outage_s / 0.2 + 2, failed_attempts
+    # Retrying with backoff, not spinning: it did retry, and no two attempts came closer
+    # together than the backoff's minimum (0.2 s here). A slow machine only widens the
+    # gaps, so this holds however long the outage's steps took.
+    assert failed_attempts >= 1, failed_attempts
+    gaps = gaps_s(log, "mqtt.connect_failed")
+    assert all(g >= BACKOFF_MIN_S for g in gaps), gaps
     print(
         f"\nbroker {signal.Signals(sig).name} for {outage_s:.0f} s with {len(before) - at_stop} "
         f"messages un-drained; {failed_attempts} reconnect attempts during the outage; "
