@@ -406,8 +406,11 @@ def test_database_locked_by_another_process(tmp_path: Path, broker: LocalBroker,
         code = stop_daemon(daemon)
     assert code == 0, log.read_text()[-2000:]
     assert "store.recovered" in event_names(log)
-    # Logged once per minute, not once per retry.
-    assert event_names(log).count("store.commit_failed") <= 3
+    # Logged once per minute, not once per retry: however long the faults lasted, no two
+    # store.commit_failed lines within a minute of each other (1 s for timestamp skew:
+    # the log's wall clock against the monotonic clock that OncePer counts on).
+    assert "store.commit_failed" in event_names(log)
+    assert all(g >= 59 for g in gaps_s(log, "store.commit_failed")), gaps_s(log, "store.commit_failed")
     print(f"\nlocked 8 s: {failures:.0f} commit failures counted, recovered {recovered_s:.2f} s "
           f"after release; locked + kill -9: nothing lost; final {counts}")
 
