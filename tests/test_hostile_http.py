@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -69,7 +68,27 @@ async def test_injection_shaped_parameters_get_4xx_or_nothing_and_never_another_
         assert [a["device_id"] for a in listed.json()["items"]] == ["osl-pend-1"]
 
 
+async def unanswered(reader: asyncio.StreamReader) -> bool:
+    """Nothing (no byte, no EOF) has come back on this connection.
+
+    A short look for what is already there: a slow machine could at worst miss an answer
+    still on its way, never invent one, so this cannot fail because the machine is busy.
+    """
+    try:
+        await asyncio.wait_for(reader.read(1), 0.05)
+    except TimeoutError:
+        return True
+    return False
+
+
 async def test_a_slow_client_does_not_hold_up_anyone_else(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+    """Another client is answered while twenty half-sent requests are still pending.
+
+    Not "answered within a second": a server that blocked on a slow client would answer
+    only after giving up on it, so each answer is checked against the slow connections'
+    state at that moment: all still open, none answered (a hang would be caught by the
+    client's own timeout, a ceiling).
+    """
     async with stack(tmp_path, broker, client_id, alarms=False) as s:
         port = int(s.base.rsplit(":", 1)[1])
         slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
@@ -82,11 +101,11 @@ async def test_a_slow_client_does_not_hold_up_anyone_else(tmp_path: Path, broker
                     for _, writer in slow:
                         writer.write(b"X")
                         await writer.drain()
-                    started = time.perf_counter()
                     r = await c.get("/api/v1/me")
                     assert r.status_code == 200
-                    assert time.perf_counter() - started < 1.0
-                    await asyncio.sleep(0.2)
+                    # ... while every slow request is still open and unanswered.
+                    assert await asyncio.gather(*(unanswered(reader) for reader, _ in slow)) == [True] * len(slow)
+                    await asyncio.sleep(0.2)  # pacing of the trickle, not a measure
         finally:
             for _, writer in slow:
                 writer.close()
