@@ -56,7 +56,14 @@ CONSUMER = textwrap.dedent(
             await asyncio.sleep(1.0)  # anything queued for the session would arrive now
             got = list(ingest._pending)
         ingest.settle(got[:ack_first], [("redelivery-receipts/x", b"r%d" % i) for i in range(ack_first)])
-        time.sleep(0.5)  # let paho's network thread write the PUBACKs
+        # A fence: settle() queued the PUBACKs and receipts on paho's outgoing queue, which
+        # is written in order on one connection, so once the broker has acknowledged a QoS 1
+        # publish queued after them, it has every one of them. (A fixed sleep here left
+        # them unwritten on a busy machine.) The wait has a ceiling against a hang.
+        fence = ingest.publish_tracked("redelivery-fence/x", b"fence", qos=1)
+        fence.wait_for_publish(10)
+        if not fence.is_published():
+            sys.exit("the broker did not acknowledge the fence within 10 s")
         print(" ".join(d.raw.payload.decode() for d in got), flush=True)
         os._exit(0)
 
