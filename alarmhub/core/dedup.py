@@ -1,0 +1,103 @@
+"""Message identity: is this a message alarmhub already has, or a new one?
+
+MQTT QoS 1 delivers a message at least once, and a device resends until it has
+a receipt, so one message can arrive many times and must count once. But a
+message id is only the device's word, and devices break it: a pendant whose
+counter restarts after a battery change sends "id 7" again, months after the
+first "id 7", and that second press is a person asking for help, not a resend.
+An id remembered forever and compared without its content threw those presses
+away as redeliveries (issue 12 item 12).
+
+So a message is the same message only when all of these hold:
+
+- it has the same identity: (device, message id) for a decoded message, its
+  exact bytes on its topic for a dead letter (``pipeline.fingerprint``);
+- the copy alarmhub stored under that identity arrived within the window: the
+  message-id window (hours) for ids the device gave, the content window
+  (seconds) for ids alarmhub made from the content of a format without ids;
+- it carries the same bytes (a redelivery and a resend are the same bytes; an
+  id reused for other content is a new message, flagged ``id_reused``);
+- and, for messages identified by their content alone (no id of their own: a
+  content hash, or a dead letter), nothing the first copy raised has been
+  resolved since. Two identical presses of a Zigbee SOS button are identical
+  bytes; once an operator resolved the first one's alarm, the second is a new
+  call for help, never a redelivery of the first.
+
+A redelivery must still be a no-op within the window (a crash between commit
+and acknowledgement makes the broker deliver again at reconnect), so the
+window has to be longer than any delay of a redelivery: see
+``message_id_dedup_window_h`` in config/alarmhub.toml for the reasoning behind
+the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class Identity(StrEnum):
+    """What dedup decided for one message; stored on its inbox row (NULL for NEW)."""
+
+    NEW = "new"  # nothing stored under this identity
+    REDELIVERY = "redelivery"  # the same message again: no second event
+    ID_REUSED = "id_reused"  # same id within the window, other content: a new message
+    WINDOW_PASSED = "window_passed"  # same id and content, but the first is older than the window
+    ALARM_RESOLVED = "alarm_resolved"  # identical content, but its alarm was resolved since
+
+    @property
+    def is_new(self) -> bool:
+        return self is not Identity.REDELIVERY
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """The latest message the store (or this batch) holds under one identity."""
+
+    received_at: datetime
+    payload: bytes
+    alarm_ids: tuple[str, ...] = ()  # alarms its events raised or joined
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """How long an identity stays the same message."""
+
+    message_id: timedelta = timedelta(hours=24)  # ids the device gave
+    content: timedelta = timedelta(seconds=30)  # ids made from the content (``h:…``)
+
+
+def identify(
+    prior: Prior | None,
+    payload: bytes,
+    received_at: datetime,
+    window: timedelta,
+    *,
+    by_content: bool,
+    alarm_active: Callable[[str], bool],
+) -> Identity:
+    """Decide whether a message is the `prior` one again.
+
+    `by_content`: the message has no id of its own (a content hash or a dead
+    letter), so identical bytes are all that ties it to the prior one.
+    `alarm_active(id)` says whether an alarm is still active now.
+
+    A wall clock stepped back (NTP) makes the age negative: that counts as
+    within the window, the safe side for a redelivery.
+    """
+    if prior is None:
+        return Identity.NEW
+    if received_at - prior.received_at > window:
+        return Identity.WINDOW_PASSED
+    if payload != prior.payload:
+        return Identity.ID_REUSED
+    if by_content and any(not alarm_active(a) for a in prior.alarm_ids):
+        return Identity.ALARM_RESOLVED
+    return Identity.REDELIVERY
+
+
+# The message id alarmhub makes from the content of a message whose format has
+# no id of its own (core/decode.py): `h:<hash of the bytes>:<window>`.
+CONTENT_ID_PREFIX = "h:"

@@ -1,0 +1,52 @@
+"""The store's half of refusing a move (core/moves.py): read, inside the registry
+write's own transaction, where each device is and which of its alarms are open.
+
+Read in the same BEGIN IMMEDIATE transaction as the write, so no alarm can be
+committed between the check and the move, by the daemon or by another CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiosqlite
+
+from alarmhub.core.model import Device
+from alarmhub.core.moves import MoveRefused, refused_moves
+
+_CHUNK = 500
+
+
+class MoveRefusedError(Exception):
+    """Devices that may not move yet; `refused` names each with its open alarms."""
+
+    def __init__(self, refused: list[MoveRefused]) -> None:
+        super().__init__("; ".join(r.message() for r in refused))
+        self.refused = refused
+
+
+async def check_moves(conn: aiosqlite.Connection, devices: Sequence[Device]) -> None:
+    """Raise :class:`MoveRefusedError` if any device would move with open alarms."""
+    registered_in: dict[str, str] = {}
+    open_alarms: dict[str, list[str]] = {}
+    ids = [d.id for d in devices]
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id, municipality FROM devices WHERE id IN ({marks})"
+        async with conn.execute(sql, chunk) as cur:
+            registered_in.update({r[0]: r[1] async for r in cur})
+    moving = [d.id for d in devices if registered_in.get(d.id, d.municipality) != d.municipality]
+    for i in range(0, len(moving), _CHUNK):
+        chunk = moving[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = (
+            f"SELECT device_id, id FROM alarms WHERE device_id IN ({marks}) "
+            "AND state != 'resolved' ORDER BY raised_at, id"
+        )
+        async with conn.execute(sql, chunk) as cur:
+            async for device_id, alarm_id in cur:
+                open_alarms.setdefault(device_id, []).append(alarm_id)
+    refused = refused_moves(devices, registered_in, open_alarms)
+    if refused:
+        raise MoveRefusedError(refused)
