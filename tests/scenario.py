@@ -74,12 +74,14 @@ Expectations (all read the committed store or the API, never in-memory state):
   active_only=True)``, ``expect_alarm_count(dev, kind, n)``,
   ``expect_timeline(dev, kind, *types, exact=True)``, ``expect_escalations(dev, kind,
   [(target, "HH:MM:SS"), …])`` (steps that escalated, with their times),
+  ``expect_notified(dev, kind, [target, …])`` (notices to targets beyond the queue),
   ``expect_queue(municipality, [(dev, kind, state), …], ordered=True)`` (the active alarms an
   operator of that municipality sees, in queue order), ``expect_receipt(dev,
   msg_id, status, **fields)`` (polled with a ceiling: receipts are asynchronous),
   ``expect_inbox(dev, msg_id, verdict=, reason=, events=[…])``, ``expect_dead_letter(dev, reason)``.
 Helpers for your own assertions: ``alarm(dev, kind)``, ``alarms(dev, kind)``,
-``timeline(dev, kind)``, ``escalations(dev, kind)``, ``queue(municipality)``,
+``timeline(dev, kind)``, ``escalations(dev, kind)``, ``notifications(dev, kind)``,
+``queue(municipality)``,
 ``inbox(dev)``, ``s.now`` / ``s.local_now``, ``s.hub``, ``s.db``, ``s.api(user)``.
 
 Rules: ``rules=`` a TOML string (``default_rules() + extra`` to add to the built-in

@@ -82,6 +82,14 @@ class Expectations:
                 items += r.json()["items"]
         return sorted(items, key=lambda a: (a["priority"], a["raised_at"], a["id"]))
 
+    async def notifications(self, device_id: str, kind: str) -> list[dict[str, Any]]:
+        """What the newest alarm's escalation steps sent beyond the queue (the outbox,
+        written with the step): target, channel, payload, in order."""
+        alarm = await self.alarm(device_id, kind)
+        rows = db_rows(self.db, "SELECT target, channel, payload FROM outbox WHERE alarm_id = ? "
+                       "ORDER BY id", (alarm["id"],))
+        return [{"target": t, "channel": c, "payload": orjson.loads(p)} for t, c, p in rows]
+
     def inbox(self, device_id: str) -> list[dict[str, Any]]:
         """The device's stored messages, in order: msg_id, verdict (the message's:
         logged, redelivery, rejected), reason, detail, received_at, and `events`,
@@ -173,6 +181,11 @@ class Expectations:
                  for e in await self.escalations(device_id, kind) if e["reason"] == "escalate"]
         want = [(target, local(resolve_time(t, self.now, self.day))) for target, t in expected]
         assert fired == want, f"{local(self.now)}: escalations {fired}, expected {want}"
+
+    async def expect_notified(self, device_id: str, kind: str, targets: Iterable[str]) -> None:
+        """Exactly these targets were notified, in order (each step's MQTT/webhook notice)."""
+        got = [n["target"] for n in await self.notifications(device_id, kind)]
+        assert got == list(targets), f"{local(self.now)}: notified {got}, expected {list(targets)}"
 
     async def expect_queue(
         self,

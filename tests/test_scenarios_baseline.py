@@ -47,6 +47,7 @@ async def test_unanswered_press_reaches_the_external_responder(scenario):
         "button",
         [("operator_queue", "03:10"), ("supervisor", "03:11"), ("external_responder", "03:13")],
     )
+    await s.expect_notified("pend-1", "button", ["supervisor", "external_responder"])
 
 
 async def test_repeated_presses_and_a_redelivery_are_one_alarm(scenario):
