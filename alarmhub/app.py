@@ -422,6 +422,8 @@ class AlarmHub:
                     counts[m.events, (ev.verdict,)] += 1
                     if ev.event.type is EventType.DOSE_TAKEN:
                         self.supervision.dose_taken(ev.event.device_id, ev.event.ts)
+                    elif ev.event.type is EventType.LOCATION:
+                        self.supervision.location(ev.event)
         for (metric, labels), n in counts.items():
             metric.labels(*labels).inc(n)
 

@@ -239,7 +239,30 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
         print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
         return 0
 
+    if device.heartbeat_interval_s is None:
+        _warn_no_interval(settings, device)
     return _with_store(settings, work)
+
+
+def _warn_no_interval(settings: Settings, device: Device) -> None:
+    """A device without a heartbeat interval: say what supervises it (issue 12 item 16)."""
+    try:
+        default = load_rules(settings.rules).heartbeat_defaults.get(device.kind)
+    except RulesError:
+        default = None
+    if default is None:
+        print(
+            f"warning: {device.id} has no --heartbeat-interval and the rules give "
+            f"{device.kind} no default_heartbeat_interval_s: it will NOT be supervised "
+            "(a dead device would never be reported)",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"warning: {device.id} has no --heartbeat-interval; supervised with the "
+        f"{device.kind} default of {int(default.total_seconds())} s from the rules",
+        file=sys.stderr,
+    )
 
 
 def cmd_devices_list(settings: Settings, args: argparse.Namespace) -> int:

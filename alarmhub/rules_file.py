@@ -63,6 +63,7 @@ MAX_SECONDS = 366 * 24 * 3600
 Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]
 PositiveSeconds = Annotated[int, Field(gt=0, le=MAX_SECONDS)]
 WindowPair = Annotated[list[str], Field(min_length=2, max_length=2)]
+HeartbeatSeconds = Annotated[int, Field(ge=10, le=7 * 24 * 3600)]  # as the registry allows
 
 
 class RuleModel(_Strict):
@@ -123,6 +124,9 @@ class RulesModel(_Strict):
     sla_ack_s: dict[str, PositiveSeconds] = {}
     heard_resolves: list[str] = []
     offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
+    restart_grace_s: Seconds = 60
+    default_heartbeat_interval_s: dict[DeviceKind, HeartbeatSeconds] = {}
+    no_fix_alarm_after_s: PositiveSeconds | None = None
     merge_max_age_s: PositiveSeconds = 6 * 3600
     windows: dict[str, WindowPair] = {}
     policies: dict[str, PolicyModel] = {}
@@ -201,6 +205,13 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         storm=storm,
         heard_resolves=tuple(model.heard_resolves),
         offline_after_misses=model.offline_after_misses,
+        restart_grace=timedelta(seconds=model.restart_grace_s),
+        heartbeat_defaults={
+            k: timedelta(seconds=s) for k, s in model.default_heartbeat_interval_s.items()
+        },
+        no_fix_after=(
+            timedelta(seconds=model.no_fix_alarm_after_s) if model.no_fix_alarm_after_s else None
+        ),
         merge_max_age=timedelta(seconds=model.merge_max_age_s),
     )
 

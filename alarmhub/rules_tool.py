@@ -28,7 +28,7 @@ expectations, or a `devices = [...]` list).
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from alarmhub.core.escalation import (
     on_deadline,
     plan,
 )
+from alarmhub.core.geo import fix_usable
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import (
     Alarm,
@@ -64,7 +65,7 @@ from alarmhub.core.pipeline import (
     process_internal,
 )
 from alarmhub.core.rules import Rule, RuleSet, geofence_of, zone_of
-from alarmhub.core.supervision import DoseSchedule, DoseWatch, OverdueKind, Supervisor
+from alarmhub.core.supervision import DoseSchedule, DoseWatch, Heard, OverdueKind, Supervisor
 from alarmhub.device_settings import parse_settings
 
 
@@ -156,6 +157,13 @@ def _suppressors(rules: RuleSet, device: Device) -> list[str]:
 # --- test ----------------------------------------------------------------------------
 
 
+_OVERDUE_EVENTS = {
+    OverdueKind.DEVICE_SILENT: EventType.DEVICE_SILENT,
+    OverdueKind.DOSE_MISSED: EventType.DOSE_OVERDUE,
+    OverdueKind.NO_USABLE_FIX: EventType.NO_USABLE_FIX,
+}
+
+
 @dataclass
 class Replay:
     """The daemon in miniature on a virtual clock: pipeline, supervision, escalation."""
@@ -168,14 +176,18 @@ class Replay:
     fired: dict[str, set[DeadlineKey]] = field(default_factory=dict)
     heartbeats: Supervisor = field(default_factory=Supervisor)
     doses: DoseWatch = field(default_factory=DoseWatch)
+    fixes: Supervisor = field(default_factory=Supervisor)  # geofenced trackers (item 18)
     seq: int = 0
     matched: set[str] = field(default_factory=set)  # rule names that decided an event
 
     def __post_init__(self) -> None:
         for d in self.devices.values():
-            if d.heartbeat_interval_s:
-                interval = timedelta(seconds=d.heartbeat_interval_s)
+            interval = self.rules.heartbeat_interval(d)  # its own, or its kind's default
+            if interval is not None:
                 self.heartbeats.watch(d.id, interval, self.rules.offline_after_misses, self.now)
+            no_fix = self.rules.no_fix_after
+            if no_fix and d.kind is DeviceKind.GPS_TRACKER and geofence_of(d) is not None:
+                self.fixes.watch(d.id, no_fix, 1, self.now)
             if d.settings.dose_times:
                 times = tuple(
                     datetime.strptime(t, "%H:%M").time()  # noqa: DTZ007 - a time of day
@@ -204,9 +216,8 @@ class Replay:
             deadline = self._deadline(alarm)
             if deadline is not None and self.now < deadline.due_at <= limit:
                 candidates.append(deadline.due_at)
-        sup = self.heartbeats.next_deadline()
-        if sup is not None and self.now < sup <= limit:
-            candidates.append(sup)
+        timers = (self.heartbeats.next_deadline(), self.fixes.next_deadline())
+        candidates.extend(t for t in timers if t is not None and self.now < t <= limit)
         return min(candidates, default=None)
 
     def _deadline(self, alarm: Alarm) -> Any:
@@ -217,13 +228,10 @@ class Replay:
 
     def _tick(self) -> None:
         overdue = self.heartbeats.due(self.now) + self.doses.due(self.now)
+        overdue += [replace(o, kind=OverdueKind.NO_USABLE_FIX) for o in self.fixes.due(self.now)]
         events = []
         for item in overdue:
-            etype = (
-                EventType.DEVICE_SILENT
-                if item.kind is OverdueKind.DEVICE_SILENT
-                else EventType.DOSE_OVERDUE
-            )
+            etype = _OVERDUE_EVENTS[item.kind]
             msg_id = f"{etype.value}:{item.since.isoformat()}"
             device = self.devices[item.device_id]
             events.append((Event(device.id, msg_id, etype, self.now, self.now), device))
@@ -267,10 +275,25 @@ class Replay:
         for outcome in effects.messages[0].events:
             if outcome.event.type is EventType.DOSE_TAKEN:
                 self.doses.taken(device_id, self.now)
+            if outcome.event.type is EventType.LOCATION:
+                self._fix(outcome.event)
             if outcome.verdict is Verdict.REJECTED:
                 raise CasesError("rejected")
         self._apply(effects)
         self._tick()
+
+    def _fix(self, event: Event) -> None:
+        """As the daemon's supervision: a usable fix after `location.no_fix` resolves it."""
+        device = self.devices[event.device_id]
+        f = event.fields
+        usable = fix_usable(
+            f["lat"], f["lon"], f.get("accuracy_m", 0.0), device.settings.max_accuracy_m
+        )
+        if usable and self.fixes.heard(device.id, self.now) is Heard.RECOVERED:
+            msg_id = f"fix:{self.now.isoformat()}"
+            events = [(Event(device.id, msg_id, EventType.USABLE_FIX, self.now, self.now), device)]
+            self._note_rules(events)
+            self._apply(process_internal(events, self.index, self.ctx()))
 
     def _note_rules(self, events: list[tuple[Event, Device]]) -> None:
         for event, device in events:

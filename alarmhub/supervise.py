@@ -20,6 +20,12 @@ interval gets its kind's default from the rules file
 (`default_heartbeat_interval_s`); one with neither is logged at start, never
 silently left out. An offline alarm resolved by hand while the device stays
 silent is raised again one interval later.
+
+A tracker whose safe zone is watched needs usable fixes (item 18): a second
+Supervisor, fed only fixes good enough to say "inside" (core.geo.fix_usable),
+raises `location.no_fix` after `no_fix_alarm_after_s`, and the next usable fix
+raises `location.fix`, which resolves it. A tracker that keeps sending poor
+fixes is alive (no device_offline) but its zone is not being watched.
 """
 
 from __future__ import annotations
@@ -27,14 +33,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 
-from alarmhub.core.model import Alarm, AlarmState, Device, Event, EventType
-from alarmhub.core.rules import parse_hhmm
-from alarmhub.core.supervision import DoseSchedule, DoseWatch, Overdue, OverdueKind, Supervisor
+from alarmhub.core.geo import fix_usable
+from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Event, EventType
+from alarmhub.core.rules import geofence_of, parse_hhmm
+from alarmhub.core.supervision import (
+    DoseSchedule,
+    DoseWatch,
+    Heard,
+    Overdue,
+    OverdueKind,
+    Supervisor,
+)
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
@@ -48,6 +63,9 @@ class Supervision:
         self._hub = hub
         self.heartbeats = Supervisor(grace=hub.rules.restart_grace)
         self.doses = DoseWatch()
+        # Geofenced trackers: time since the last usable fix (item 18).
+        self.fixes = Supervisor(grace=hub.rules.restart_grace)
+        self._fixed_again: list[str] = []  # usable fix after no_fix was raised
         self._start_wall = hub.clock.now()
         self._start_mono = hub.clock.monotonic()
         self.declared_silent = 0
@@ -87,10 +105,21 @@ class Supervision:
     ) -> None:
         interval = self._hub.rules.heartbeat_interval(d)
         if d.active and interval is not None:
-            silent = self._offline_alarm(d) is not None
+            silent = self._open_alarm(d, EventType.DEVICE_SILENT) is not None
             self.heartbeats.watch(d.id, interval, misses, now, last_heard=last_heard, silent=silent)
         else:
             self.heartbeats.unwatch(d.id)
+        no_fix_after = self._hub.rules.no_fix_after
+        if (
+            d.active
+            and no_fix_after is not None
+            and d.kind is DeviceKind.GPS_TRACKER
+            and geofence_of(d) is not None
+        ):
+            silent = self._open_alarm(d, EventType.NO_USABLE_FIX) is not None
+            self.fixes.watch(d.id, no_fix_after, 1, now, last_heard=last_heard, silent=silent)
+        else:
+            self.fixes.unwatch(d.id)
         if d.active and d.settings.dose_times:
             schedule = DoseSchedule(
                 tuple(parse_hhmm(t) for t in d.settings.dose_times),
@@ -106,12 +135,28 @@ class Supervision:
         for device_id in device_ids:
             self.heartbeats.heard(device_id, now)
 
+    def location(self, event: Event) -> None:
+        """A committed location event: a usable fix restarts the tracker's no-fix clock."""
+        device = self._hub.state.devices.get(event.device_id)
+        if device is None:
+            return
+        f = event.fields
+        try:
+            lat, lon = float(f["lat"]), float(f["lon"])
+            accuracy = float(f.get("accuracy_m", 0.0))
+        except (KeyError, TypeError, ValueError):
+            return
+        usable = fix_usable(lat, lon, accuracy, device.settings.max_accuracy_m)
+        if usable and self.fixes.heard(device.id, self.now()) is Heard.RECOVERED:
+            self._fixed_again.append(device.id)
+
     def dose_taken(self, device_id: str, at: datetime) -> None:
         self.doses.taken(device_id, at)
 
     def restart(self) -> None:
         """A broker reconnect ended an outage: what fell due meanwhile gets its grace."""
         self.heartbeats.restart(self.now())
+        self.fixes.restart(self.now())
 
     def resolved(self, alarm: Alarm) -> None:
         """An alarm changed by hand: a resolved offline alarm re-arms a still-silent device."""
@@ -124,16 +169,16 @@ class Supervision:
         ):
             log.info("supervision.rearmed", device_id=device.id)
 
-    def _offline_kind(self, device: Device) -> str | None:
-        """The alarm kind the rules raise for this device's silence."""
+    def _offline_kind(
+        self, device: Device, etype: EventType = EventType.DEVICE_SILENT
+    ) -> str | None:
+        """The alarm kind the rules raise for this device's silence (or missing fixes)."""
         now = self._hub.clock.now()
-        rule = self._hub.rules.match(
-            Event(device.id, "", EventType.DEVICE_SILENT, now, now), device
-        )
+        rule = self._hub.rules.match(Event(device.id, "", etype, now, now), device)
         return rule.alarm if rule is not None else None
 
-    def _offline_alarm(self, device: Device) -> Alarm | None:
-        kind = self._offline_kind(device)
+    def _open_alarm(self, device: Device, etype: EventType) -> Alarm | None:
+        kind = self._offline_kind(device, etype)
         if kind is None:
             return None
         return self._hub.state.alarms.active((device.id, kind))
@@ -158,7 +203,12 @@ class Supervision:
         if not self._broker_reachable():
             return 0  # devices cannot reach us: their silence is not theirs
         started = time.perf_counter()
-        overdue = self.heartbeats.due(self.now()) + self.doses.due(self._hub.clock.now())
+        now = self.now()
+        overdue = self.heartbeats.due(now) + self.doses.due(self._hub.clock.now())
+        overdue += [replace(o, kind=OverdueKind.NO_USABLE_FIX) for o in self.fixes.due(now)]
+        if self._fixed_again:
+            fixed, self._fixed_again = self._fixed_again, []
+            await self._raise_fixed(fixed)
         metrics.supervision_step_seconds.observe(time.perf_counter() - started)
         metrics.devices_watched.set(len(self.heartbeats))
         if overdue:
@@ -195,6 +245,9 @@ class Supervision:
                 since, deadline = item.since.isoformat(), item.deadline.isoformat()
                 etype, msg_id = EventType.DEVICE_SILENT, f"silent:{since}:{deadline}"
                 self.declared_silent += 1
+            elif item.kind is OverdueKind.NO_USABLE_FIX:
+                since, deadline = item.since.isoformat(), item.deadline.isoformat()
+                etype, msg_id = EventType.NO_USABLE_FIX, f"nofix:{since}:{deadline}"
             else:
                 etype, msg_id = EventType.DOSE_OVERDUE, f"dose:{item.since.isoformat()}"
             fields = {"since": item.since.isoformat()}
@@ -202,3 +255,15 @@ class Supervision:
         if events:
             await hub.process_internal(events)
             log.info("supervision.overdue", count=len(events))
+
+    async def _raise_fixed(self, device_ids: list[str]) -> None:
+        """A usable fix after `location.no_fix`: `location.fix` resolves that alarm."""
+        hub = self._hub
+        wall = hub.clock.now()
+        events = [
+            (Event(d.id, f"fix:{wall.isoformat()}", EventType.USABLE_FIX, wall, wall), d)
+            for device_id in device_ids
+            if (d := hub.state.devices.get(device_id)) is not None
+        ]
+        if events:
+            await hub.process_internal(events)

@@ -158,10 +158,18 @@ def test_a_noisy_fix_straddling_the_edge_raises_nothing() -> None:
     # 700 m from the centre of a 500 m fence, but +-400 m accuracy: maybe inside.
     lat = OSLO_CENTRE[0] + 700 / 111_320
     assert verdict(hub.send("gps-1", "location", NIGHT, lat=lat, lon=OSLO_CENTRE[1], accuracy_m=400)) is Verdict.LOGGED
-    # Accuracy worse than the device's max_accuracy_m (150 m default): decides nothing.
-    far = OSLO_CENTRE[0] + 5000 / 111_320
-    assert verdict(hub.send("gps-1", "location", NIGHT, lat=far, lon=OSLO_CENTRE[1], accuracy_m=900)) is Verdict.LOGGED
+    # Accuracy worse than the device's max_accuracy_m (150 m default), straddling: nothing.
+    near = OSLO_CENTRE[0] + 1000 / 111_320
+    assert verdict(hub.send("gps-1", "location", NIGHT, lat=near, lon=OSLO_CENTRE[1], accuracy_m=900)) is Verdict.LOGGED
     assert hub.active() == []
+
+
+def test_a_poor_fix_wholly_outside_the_fence_raises_left_safe_zone() -> None:
+    """Issue 12 item 18: 5 km away with 900 m accuracy is outside; it used to decide nothing."""
+    hub = Hub([tracker()])
+    far = OSLO_CENTRE[0] + 5000 / 111_320
+    assert verdict(hub.send("gps-1", "location", NIGHT, lat=far, lon=OSLO_CENTRE[1], accuracy_m=900)) is Verdict.NEW
+    assert [a.kind for a in hub.active()] == ["left_safe_zone"]
 
 
 def test_tracker_without_a_fence_never_alarms_on_location() -> None:

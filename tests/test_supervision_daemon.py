@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
 from alarmhub.core.actions import Action
-from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.model import Device, DeviceKind, DeviceSettings
 from alarmhub.mosquitto import LocalBroker
 from tests.support import Publisher, async_wait_until, db_count, db_rows, hub_settings, native
 
@@ -30,6 +31,18 @@ OPEN_OFFLINE = (
 
 def iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
+
+
+def owntracks(at: datetime, lat: float, lon: float, accuracy_m: float) -> tuple[str, bytes]:
+    """An OwnTracks fix from tracker `ola/phone` (its profile's topic and payload)."""
+    fix = {
+        "_type": "location",
+        "lat": lat,
+        "lon": lon,
+        "acc": accuracy_m,
+        "tst": int(at.timestamp()),
+    }
+    return "owntracks/ola/phone", orjson.dumps(fix)
 
 
 async def test_a_device_silent_across_restarts_shorter_than_its_interval_is_reported(
@@ -99,3 +112,51 @@ async def test_offline_resolved_by_hand_is_raised_again_and_default_interval_app
         assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) == [("quiet",)], 10)
         # A second alarm, not the resolved one reopened: its history stays as the operator left it.
         assert db_count(db, "SELECT count(*) FROM alarms WHERE kind='device_offline'") == 2
+
+
+async def test_a_tracker_with_only_poor_fixes_raises_no_usable_fix_and_a_good_fix_resolves_it(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Item 18: poor fixes keep a tracker alive, but its safe zone is not watched."""
+    db = tmp_path / "alarmhub.db"
+    clock = FakeClock(T0)
+    settings = hub_settings(tmp_path, broker.url, client_id)
+    open_kind = "SELECT kind FROM alarms WHERE state != 'resolved' ORDER BY kind"
+    home = (59.91, 10.75)
+    pub = Publisher(broker.port)
+    try:
+        async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            fence = DeviceSettings(geofence_circle=(*home, 500.0))
+            await hub.register_devices(
+                [
+                    Device(
+                        "ola/phone",
+                        DeviceKind.GPS_TRACKER,
+                        "0301",
+                        heartbeat_interval_s=300,
+                        settings=fence,
+                    )
+                ]
+            )
+            no_fix_after = hub.rules.no_fix_after
+            assert no_fix_after is not None
+            step = timedelta(seconds=240)
+            sent = 0
+            while sent * step <= no_fix_after:  # a poor fix (400 m) at home every 4 minutes
+                pub.publish(*owntracks(clock.now(), *home, accuracy_m=400))
+                sent += 1
+                assert await async_wait_until(
+                    lambda n=sent: db_count(db, "SELECT count(*) FROM inbox") == n, 10
+                )
+                clock.advance(step)
+            assert await async_wait_until(
+                lambda: db_rows(db, open_kind) == [("no_usable_fix",)], 10
+            )
+            pub.publish(*owntracks(clock.now(), *home, accuracy_m=20))
+            assert await async_wait_until(lambda: db_rows(db, open_kind) == [], 10)
+            outcome = db_rows(db, "SELECT outcome FROM alarms WHERE kind = 'no_usable_fix'")
+            assert outcome == [("auto",)]
+    finally:
+        pub.close()

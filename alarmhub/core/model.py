@@ -41,9 +41,18 @@ class EventType(StrEnum):
     # Raised by alarmhub itself, never accepted from a device:
     DEVICE_SILENT = "device.silent"  # no message for N x its heartbeat interval
     DOSE_OVERDUE = "dose.overdue"  # a scheduled dose not taken within its window
+    NO_USABLE_FIX = "location.no_fix"  # a geofenced tracker sent no usable fix for a while
+    USABLE_FIX = "location.fix"  # ... and now has: resolves that alarm
 
 
-INTERNAL_EVENTS = frozenset({EventType.DEVICE_SILENT, EventType.DOSE_OVERDUE})
+INTERNAL_EVENTS = frozenset(
+    {
+        EventType.DEVICE_SILENT,
+        EventType.DOSE_OVERDUE,
+        EventType.NO_USABLE_FIX,
+        EventType.USABLE_FIX,
+    }
+)
 
 
 class RejectReason(StrEnum):

@@ -12,6 +12,7 @@ class OverdueKind(StrEnum):
 
     DEVICE_SILENT = "device_silent"
     DOSE_MISSED = "dose_missed"
+    NO_USABLE_FIX = "no_usable_fix"  # a geofenced tracker sent no usable fix (item 18)
 
 
 @dataclass(frozen=True, slots=True)

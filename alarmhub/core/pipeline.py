@@ -173,8 +173,6 @@ def _judge_event(
         cause_ended=active is not None
         and suppression_ended(active, ctx.silences, working.get, now),
     )
-    if occurrence is not None and decision.verdict is Verdict.NEW:
-        decision = _rekeyed(decision, event, occurrence)
     # A reopened alarm is asked again too: its old suppression may be long over,
     # or a new cause (a silence since) may hold.
     if decision.verdict in _FRESH and decision.alarm is not None:

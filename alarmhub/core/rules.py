@@ -95,6 +95,12 @@ class RuleSet:
     storm: StormPolicy | None = None
     heard_resolves: tuple[str, ...] = ()  # alarm kinds any message from the device resolves
     offline_after_misses: int = 3
+    # Supervision (issue 12 items 15, 16, 18; core/supervision.py says why).
+    restart_grace: timedelta = timedelta(seconds=60)  # after a restart, at most one interval
+    # Heartbeat interval of a device registered without one, per kind: never unsupervised.
+    heartbeat_defaults: dict[DeviceKind, timedelta] = field(default_factory=dict)
+    # A geofenced tracker with no usable fix for this long raises `no_usable_fix`.
+    no_fix_after: timedelta | None = None
     # A trigger joins the device's active alarm of its kind only if that alarm was
     # raised at most this long ago; otherwise it raises a new one (judge.merge_refused).
     merge_max_age: timedelta | None = timedelta(hours=6)
@@ -163,6 +169,12 @@ class RuleSet:
         if local is not None and name in local.policies:
             return local.policies[name]
         return self.policies.get(name)
+
+    def heartbeat_interval(self, device: Device) -> timedelta | None:
+        """The device's own interval, else its kind's default; None: not supervised."""
+        if device.heartbeat_interval_s:
+            return timedelta(seconds=device.heartbeat_interval_s)
+        return self.heartbeat_defaults.get(device.kind)
 
     def max_flap_window(self) -> timedelta:
         every = [*self.rules, *(r for m in self.municipalities.values() for r in m.rules)]
