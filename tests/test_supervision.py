@@ -515,3 +515,60 @@ def test_every_dose_is_missed_or_taken_exactly_once(taken_offsets, ticks):
     settled = sorted(on_time + missed)
     assert len(settled) == len(set(settled))
     assert [s for s in settled if s + schedule.window < now] == scheduled
+
+
+# --- issue 12 item 17: missed doses are never forgotten -----------------------------------
+
+D17 = date(2026, 5, 4)
+
+
+@pytest.mark.parametrize(
+    ("first", "retrack", "retrack_at", "expected_missed"),
+    [
+        # A registry change while the 08:00 window is open (08:30): it was re-tracked
+        # from 08:30 and the 08:00 dose vanished. The same schedule keeps its state.
+        ((time(8), time(20)), (time(8), time(20)), (8, 30), [(8, 0), (20, 0)]),
+        # A changed schedule continues from the last settled dose, not from now.
+        ((time(8),), (time(8), time(12)), (8, 30), [(8, 0), (12, 0)]),
+        # No change at all: the baseline.
+        ((time(8), time(20)), None, None, [(8, 0), (20, 0)]),
+    ],
+)
+def test_a_registry_change_does_not_drop_a_pending_dose(first, retrack, retrack_at, expected_missed):
+    watch = DoseWatch()
+    watch.track("d", _schedule(*first), since=oslo(D17, 0))
+    if retrack is not None:
+        watch.track("d", _schedule(*retrack), since=oslo(D17, *retrack_at))
+    missed = watch.due(oslo(D17, 23, 59))
+    assert [m.since for m in missed] == [oslo(D17, h, m) for h, m in expected_missed]
+
+
+@pytest.mark.parametrize(
+    ("settled", "restarted", "expected_missed"),
+    [
+        # Down from 07:00 to 21:00: both doses' windows closed while down; both reported.
+        ((7, 0), (21, 0), [(8, 0), (20, 0)]),
+        # Settled through 08:00 (taken before the outage): only 20:00 is missed.
+        ((8, 0), (21, 0), [(20, 0)]),
+        # Back at 20:10, inside the 20:00 window: not missed (yet), nothing lost.
+        ((8, 0), (20, 10), []),
+    ],
+)
+def test_doses_missed_while_alarmhub_was_down_are_reported(settled, restarted, expected_missed):
+    """Tracked from the last settled instant the store gives, not from the restart."""
+    watch = DoseWatch()
+    watch.track("d", _schedule(time(8), time(20)), since=oslo(D17, *settled))
+    missed = watch.due(oslo(D17, *restarted))
+    assert [m.since for m in missed] == [oslo(D17, h, m) for h, m in expected_missed]
+    assert watch.due(oslo(D17, *restarted)) == []  # each once
+
+
+def test_settled_moves_with_taken_and_missed_doses():
+    watch = DoseWatch()
+    watch.track("d", _schedule(time(8), time(20)), since=oslo(D17, 0))
+    assert watch.settled("d") == oslo(D17, 0)
+    watch.taken("d", oslo(D17, 8, 5))
+    assert watch.settled("d") == oslo(D17, 8)
+    watch.due(oslo(D17, 21))
+    assert watch.settled("d") == oslo(D17, 20)
+    assert watch.settled("other") is None

@@ -85,11 +85,13 @@ class DoseTaken:
 
 
 class _DoseTrack:
-    __slots__ = ("gen", "missed", "pending", "schedule")
+    __slots__ = ("gen", "missed", "pending", "schedule", "settled")
 
-    def __init__(self, schedule: DoseSchedule, pending: datetime) -> None:
+    def __init__(self, schedule: DoseSchedule, settled: datetime) -> None:
         self.schedule = schedule
-        self.pending = pending  # next dose neither taken nor reported missed
+        # Every dose scheduled at or before this is settled: taken, or reported missed.
+        self.settled = settled
+        self.pending = schedule.next_due(settled)  # next dose neither taken nor reported
         self.missed: datetime | None = None  # latest reported-missed dose, unresolved
         self.gen = 0  # bumped on every re-arm; older heap entries are garbage
 
@@ -110,18 +112,32 @@ class DoseWatch:
         self._heap: list[tuple[datetime, int, str]] = []
 
     def track(self, device_id: str, schedule: DoseSchedule, since: datetime) -> None:
-        """Supervise every dose scheduled strictly after `since`.
+        """Supervise every dose scheduled strictly after `since` (a new device).
 
         On start-up pass the last instant whose doses are known to be settled
-        (e.g. the last processed event), so a dose whose window is still open
-        across a restart is neither lost nor reported twice.
+        (the store says: core docstring of alarmhub.supervise), so doses whose
+        windows closed while alarmhub was down are reported, and a dose whose
+        window is still open across a restart is neither lost nor reported twice.
+
+        A device already tracked keeps its state (issue 12 item 17): the registry
+        is re-read on every change of any device, and restarting the track from
+        `since` (= now) dropped the dose whose window was open. A changed
+        schedule continues from the last settled instant, not from `since`.
         """
         previous = self._tracks.get(device_id)
-        track = _DoseTrack(schedule, schedule.next_due(since))
+        if previous is not None and previous.schedule == schedule:
+            return
+        track = _DoseTrack(schedule, previous.settled if previous is not None else since)
         if previous is not None:
             track.gen = previous.gen + 1
+            track.missed = previous.missed
         self._tracks[device_id] = track
         self._arm(device_id, track)
+
+    def settled(self, device_id: str) -> datetime | None:
+        """Every dose of this device scheduled at or before this instant is settled."""
+        track = self._tracks.get(device_id)
+        return track.settled if track is not None else None
 
     def untrack(self, device_id: str) -> None:
         self._tracks.pop(device_id, None)  # its heap entries become garbage
@@ -149,7 +165,7 @@ class DoseWatch:
         missed = tuple(self._close_windows(device_id, track, at))
         schedule = track.schedule
         if at >= track.pending - schedule.early:  # and <= pending + window, after closing
-            scheduled = track.pending
+            scheduled = track.settled = track.pending
             track.pending = schedule.next_due(scheduled)
             self._arm(device_id, track)
             return DoseTaken(device_id, DoseOutcome.ON_TIME, at, scheduled, missed)
@@ -165,7 +181,7 @@ class DoseWatch:
             out.append(
                 Overdue(device_id, OverdueKind.DOSE_MISSED, track.pending, track.pending + window)
             )
-            track.missed = track.pending
+            track.missed = track.settled = track.pending
             track.pending = track.schedule.next_due(track.pending)
         if out:
             self._arm(device_id, track)
