@@ -111,6 +111,7 @@ class StormModel(_Strict):
     threshold: Annotated[int, Field(ge=2)] = 10
     window_s: PositiveSeconds = 300
     priority: Annotated[int, Field(ge=1, le=4)] = 2
+    policy: str | None = None  # the incident's escalation policy; default "p<priority>"
 
 
 class MunicipalityModel(_Strict):
@@ -182,6 +183,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
             threshold=model.storm.threshold,
             window=timedelta(seconds=model.storm.window_s),
             priority=Priority(model.storm.priority),
+            policy=model.storm.policy,
         )
     return RuleSet(
         rules=tuple(_rule(r) for r in model.rules),
@@ -229,6 +231,7 @@ def _check_references(model: RulesModel, source: str) -> None:
     for where, i, r in every:
         _check_rule(r, f"{source}: {where}[{i}]", kinds, windows, policies)
     _check_policies(model, kinds, source)
+    _check_storm(model, every, source)
     _check_default_policies(model, source)
 
 
@@ -248,6 +251,41 @@ def _check_rule(
         raise RulesError(f"{at}.zone: only location events have a zone")
     if r.zone is ZoneStatus.UNCERTAIN:
         raise RulesError(f"{at}.zone: use inside or outside; an uncertain fix decides nothing")
+
+
+def _check_storm(model: RulesModel, every: list[tuple[str, int, RuleModel]], source: str) -> None:
+    """Only technical and follow-up alarms may be folded into an outage incident.
+
+    A kind some rule raises at priority 1-2 is a person alarm: folded, it would
+    be hidden behind an incident row while someone waits for help (issue 12
+    item 7). A kind no rule raises folds nothing: a typo, refused as well. The
+    incident needs a policy, or an outage would never escalate.
+    """
+    storm = model.storm
+    if storm is None:
+        return
+    raised = {r.alarm: (where, i, r) for where, i, r in every if r.alarm}
+    for kind in storm.kinds:
+        found = raised.get(kind)
+        if found is None:
+            raise RulesError(f"{source}: storm.kinds: no rule raises alarm kind {kind!r}")
+        person = [
+            (where, i, r)
+            for where, i, r in every
+            if r.alarm == kind and r.priority is not None and r.priority <= 2
+        ]
+        if person:
+            where, i, r = person[0]
+            raise RulesError(
+                f"{source}: storm.kinds: {kind!r} is a person alarm ({where}[{i}] raises it "
+                f"at priority {r.priority}): person alarms are never folded into an incident"
+            )
+    name = storm.policy or f"p{storm.priority}"
+    if name not in model.policies:
+        raise RulesError(
+            f"{source}: storm: no policy {name!r} under [policies] for the outage incident: "
+            "it would never escalate"
+        )
 
 
 def _check_policies(model: RulesModel, kinds: set[str], source: str) -> None:

@@ -181,7 +181,8 @@ def test_tracker_without_a_fence_never_alarms_on_location() -> None:
 
 
 def test_silenced_device_records_the_alarm_as_suppressed() -> None:
-    silence = Silence("s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id="pend-1", reason="battery swap")
+    # Issue 12 item 8: a silence hides a priority 1 press only when it says so.
+    silence = Silence("s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id="pend-1", reason="battery swap", include_priority_1=True)
     hub = Hub([dev("pend-1")], silences=(silence,))
     effects = hub.send("pend-1", "button.pressed", NIGHT)
     [alarm] = effects.alarms.values()

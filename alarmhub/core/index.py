@@ -60,6 +60,15 @@ class AlarmIndex:
         """Active alarms whose `suppressed_by` is `tag` (e.g. "incident:<id>")."""
         return [self.by_id[i] for i in self._by_tag.get(tag, ())]
 
+    def suppressed_with(self, prefix: str) -> list[Alarm]:
+        """Active alarms whose `suppressed_by` starts with `prefix` (e.g. "silence:").
+
+        Walks the tags, not the alarms: there are few silences at a time.
+        """
+        return [
+            self.by_id[i] for t, ids in self._by_tag.items() if t.startswith(prefix) for i in ids
+        ]
+
     # --- changes (the shell, after commit) -----------------------------------
 
     def put(self, alarm: Alarm) -> None:

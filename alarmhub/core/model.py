@@ -143,6 +143,9 @@ class TimelineType(StrEnum):
     SUPPRESSED = "suppressed"
     NOTE = "note"
     EVENT = "event"  # a related, non-triggering event (door closed while door alarm open)
+    # Its suppression's cause ended (the inhibiting alarm resolved, the silence ended or
+    # was deleted, the outage incident resolved): back in the queue as an ordinary alarm.
+    RELEASED = "released"
     ESCALATION_EXHAUSTED = "escalation_exhausted"  # the policy's last step passed, still open
 
 

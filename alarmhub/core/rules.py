@@ -65,7 +65,10 @@ class StormPolicy:
 
     A mains or mobile-network outage silences hundreds of homes at once; the
     operators need one row that says so, not hundreds. Person alarms (button,
-    fall) are never folded: they are not in `kinds`.
+    fall) are never folded: they are not in `kinds` (the rules file refuses any
+    kind a rule raises at priority 1-2). An incident absorbs a new alarm only
+    within `window` of the last one it absorbed: an outage is minutes, and a
+    device going offline weeks later is a device of its own.
     """
 
     kinds: frozenset[str] = frozenset({"device_offline", "power_lost"})
@@ -73,6 +76,12 @@ class StormPolicy:
     window: timedelta = timedelta(minutes=5)
     priority: Priority = Priority.HIGH
     incident_kind: str = "incident"
+    # The incident's escalation policy (None: the one named "p<priority>"): an outage
+    # leaves residents without a working alarm, and someone must act on it.
+    policy: str | None = None
+
+    def policy_name(self) -> str:
+        return self.policy or f"p{int(self.priority)}"
 
 
 @dataclass(frozen=True, slots=True)
