@@ -82,7 +82,9 @@ Expectations (all read the committed store or the API, never in-memory state):
 Helpers for your own assertions: ``alarm(dev, kind)``, ``alarms(dev, kind)``,
 ``timeline(dev, kind)``, ``escalations(dev, kind)``, ``notifications(dev, kind)``,
 ``queue(municipality)``,
-``inbox(dev)``, ``s.now`` / ``s.local_now``, ``s.hub``, ``s.db``, ``s.api(user)``.
+``inbox(dev)``, ``s.now`` / ``s.local_now``, ``s.hub``, ``s.db``, ``s.api(user)``;
+``describe()`` is the night as recorded (every alarm and its timeline, local times),
+printed at the end of every scenario: pytest shows it when one fails.
 
 Rules: ``rules=`` a TOML string (``default_rules() + extra`` to add to the built-in
 rules, e.g. a ``[municipalities."0301"]`` section) or a path; settings overrides:
@@ -510,5 +512,8 @@ async def scenario(
         yield make
     finally:
         for s in made:
+            if s._app is not None:  # shown by pytest only when the scenario failed
+                with contextlib.suppress(Exception):
+                    print(await s.describe())
             with contextlib.suppress(ScenarioError):
                 await s.close()

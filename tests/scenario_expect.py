@@ -48,6 +48,29 @@ class Expectations:
         found = [a for a in items if a["device_id"] == device_id and kind in (None, a["kind"])]
         return sorted(found, key=lambda a: (a["raised_at"], a["id"]))
 
+    async def describe(self) -> str:
+        """Every alarm and its timeline, in local time: printed when a scenario ends, so a
+        failing one shows the night as alarmhub recorded it."""
+        lines = [f"--- the night as recorded, at {local(self.now)} ---"]
+        async with self.api("root") as client:
+            items: list[dict[str, Any]] = []
+            cursor: str | None = None
+            while True:
+                params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+                page = (await client.get("/api/v1/alarms", params=params)).json()
+                items += page["items"]
+                if not (cursor := page.get("next_cursor")):
+                    break
+            for a in sorted(items, key=lambda a: (a["raised_at"], a["id"])):
+                hidden = f", suppressed by {a['suppressed_by']}" if a["suppressed_by"] else ""
+                lines.append(f"{a['device_id']} {a['kind']} p{a['priority']}: {a['state']}, "
+                             f"level {a['escalation_level']}{hidden}")
+                detail = (await client.get(f"/api/v1/alarms/{a['id']}")).json()
+                for e in detail.get("timeline", []):
+                    at = local(_parse(e["at"]) or self.now)
+                    lines.append(f"    {at} {e['type']} {e['actor'] or ''} {e['detail'] or ''}".rstrip())
+        return "\n".join(lines)
+
     async def alarm(self, device_id: str, kind: str) -> dict[str, Any]:
         found = await self.alarms(device_id, kind)
         if not found:
