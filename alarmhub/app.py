@@ -61,7 +61,6 @@ from alarmhub.rules_file import RulesError, alarm_kinds, load_rules
 from alarmhub.settings import Settings
 from alarmhub.state import HubState
 from alarmhub.store.sqlite import SqliteStore, StoreError
-from alarmhub.store.supervision_rows import load_last_heard
 from alarmhub.supervise import Supervision
 from alarmhub.views import alarm_json
 
@@ -161,7 +160,7 @@ class AlarmHub:
         self.notifier = Notifier(self)
         self.supervision = Supervision(self)
         # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
-        self.supervision.watch_all(self.state.devices.values(), await load_last_heard(db.path))
+        await self.supervision.load(db.path)
         self.ingest = MqttIngest(
             s.mqtt,
             s.mqtt_client_id,

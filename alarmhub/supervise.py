@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -50,12 +51,17 @@ from alarmhub.core.supervision import (
     OverdueKind,
     Supervisor,
 )
+from alarmhub.store.supervision_rows import DoseHistory, load_dose_history, load_last_heard
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
 
 log = structlog.get_logger("alarmhub.supervise")
 STEP_S = 1.0
+# How far back a restart looks for doses missed while alarmhub was down: older
+# ones are stale for home care, and a dispenser given a schedule long after its
+# registration must not report the days before it.
+DOSE_LOOKBACK = timedelta(hours=24)
 
 
 class Supervision:
@@ -66,12 +72,22 @@ class Supervision:
         # Geofenced trackers: time since the last usable fix (item 18).
         self.fixes = Supervisor(grace=hub.rules.restart_grace)
         self._fixed_again: list[str] = []  # usable fix after no_fix was raised
+        self._missed: list[Overdue] = []  # doses taken() or the start-up replay found missed
+        self._dose_history: Mapping[str, DoseHistory] = {}  # only while loading
         self._start_wall = hub.clock.now()
         self._start_mono = hub.clock.monotonic()
         self.declared_silent = 0
 
     def now(self) -> datetime:
         return self._start_wall + timedelta(seconds=self._hub.clock.monotonic() - self._start_mono)
+
+    async def load(self, db: Path) -> None:
+        """At start: watch the registry as the store left it (items 15 and 17)."""
+        wall = self._hub.clock.now()
+        dispensers = [d.id for d in self._hub.state.devices.values() if d.settings.dose_times]
+        self._dose_history = await load_dose_history(db, dispensers, wall, DOSE_LOOKBACK)
+        self.watch_all(self._hub.state.devices.values(), await load_last_heard(db))
+        self._dose_history = {}
 
     def watch_all(
         self, devices: Iterable[Device], last_heard: Mapping[str, datetime] | None = None
@@ -126,7 +142,15 @@ class Supervision:
                 self._hub.rules.timezone,
                 timedelta(minutes=d.settings.dose_window_min),
             )
-            self.doses.track(d.id, schedule, wall)
+            history = self._dose_history.get(d.id)
+            if history is None or self.doses.settled(d.id) is not None:
+                self.doses.track(d.id, schedule, wall)  # new now, or kept as it is
+                return
+            # From where the store says its doses stand, replaying the takes since:
+            # doses missed while alarmhub was down are reported (item 17).
+            self.doses.track(d.id, schedule, history.since)
+            for at in history.taken:
+                self._missed.extend(self.doses.taken(d.id, at).missed)
         else:
             self.doses.untrack(d.id)
 
@@ -151,7 +175,8 @@ class Supervision:
             self._fixed_again.append(device.id)
 
     def dose_taken(self, device_id: str, at: datetime) -> None:
-        self.doses.taken(device_id, at)
+        """A committed dose.taken; doses it shows were missed are raised at the next step."""
+        self._missed.extend(self.doses.taken(device_id, at).missed)
 
     def restart(self) -> None:
         """A broker reconnect ended an outage: what fell due meanwhile gets its grace."""
@@ -206,6 +231,8 @@ class Supervision:
         now = self.now()
         overdue = self.heartbeats.due(now) + self.doses.due(self._hub.clock.now())
         overdue += [replace(o, kind=OverdueKind.NO_USABLE_FIX) for o in self.fixes.due(now)]
+        if self._missed:
+            overdue, self._missed = self._missed + overdue, []
         if self._fixed_again:
             fixed, self._fixed_again = self._fixed_again, []
             await self._raise_fixed(fixed)

@@ -160,3 +160,30 @@ async def test_a_tracker_with_only_poor_fixes_raises_no_usable_fix_and_a_good_fi
             assert outcome == [("auto",)]
     finally:
         pub.close()
+
+
+async def test_a_dose_missed_while_alarmhub_was_down_is_reported_once(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Item 17: down from 07:00 to 21:00 Oslo time: the 08:00 dose is reported at start, once."""
+    db = tmp_path / "alarmhub.db"
+    clock = FakeClock(datetime(2026, 11, 25, 6, 0, tzinfo=UTC))  # 07:00 in Oslo
+    settings = hub_settings(tmp_path, broker.url, client_id)
+    missed = "SELECT count(*) FROM alarms WHERE kind = 'dose_missed'"
+    schedule = DeviceSettings(dose_times=("08:00",), dose_window_min=60)
+    async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
+        await hub.register_devices(
+            [Device("disp", DeviceKind.MEDICATION_DISPENSER, "4601", settings=schedule)]
+        )
+        assert await hub.supervision.step() == 0
+    clock.advance(timedelta(hours=14))  # down across the 08:00-09:00 window
+    for _ in range(2):  # a second restart must not report it again
+        async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            assert await async_wait_until(lambda: db_count(db, missed) == 1, 10)
+            await hub.supervision.step()
+        assert db_count(db, missed) == 1
+    raised = db_rows(db, "SELECT detail FROM timeline WHERE type = 'raised'")
+    assert len(raised) == 1
+    assert orjson.loads(raised[0][0])["msg_id"] == "dose:2026-11-25T07:00:00+00:00"
