@@ -6,7 +6,7 @@ messages go over a real Mosquitto (the `broker` fixture) through the real
 decode -> dedup -> rules -> commit path into the real SQLite store; people act
 through the real HTTP API (in-process ASGI client, real tokens and tenancy).
 
-    from tests.scenario import door, pendant, scenario  # noqa: F401 - `scenario` is the fixture
+    from tests.scenario import door  # the `scenario` fixture is in every test (conftest.py)
 
     async def test_night_door_closed_behind_resident(scenario):
         s = scenario(devices=[door("door-1", resident="r-17", night="22:00-07:00")])
@@ -112,6 +112,7 @@ from alarmhub.clock import FakeClock
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.web.api import create_app
 from tests.scenario_expect import CEILING_S, Expectations
+from tests.scenario_outages import Outages
 from tests.scenario_people import People
 from tests.scenario_timers import timers
 from tests.scenario_world import (
@@ -183,7 +184,7 @@ class At:
         return at_then
 
 
-class Scenario(DeviceMessages, People, Expectations):
+class Scenario(Outages, DeviceMessages, People, Expectations):
     def __init__(
         self,
         tmp_path: Path,
@@ -253,64 +254,6 @@ class Scenario(DeviceMessages, People, Expectations):
         await self.hub.register_devices([s.device(self.municipality) for s in self.specs.values()])
         self._make_users()
         await self._settle()
-
-    async def stop_hub(self) -> None:
-        """Stop alarmhub (as SIGTERM does). Until `start_hub`, time passes with no timer
-        of the hub running, messages wait at the broker (its persistent session), and
-        only the store can be read (inbox, escalations); the API is down with it."""
-        await self.start()
-        if self._hub is None:
-            raise ScenarioError("alarmhub is already stopped")
-        self._stop.set()
-        assert self._runner is not None
-        await self._runner
-        self._hub = self._runner = self._app = None
-
-    async def start_hub(self) -> None:
-        """Start alarmhub again on the same store, rules and broker session, at the current
-        virtual time; returns when what waited at the broker is committed and it settled."""
-        if self._hub is not None:
-            raise ScenarioError("alarmhub is running")
-        await self._start_hub()
-        await self._settle()
-
-    async def restart(self, *, down_until: str | datetime | None = None) -> None:
-        """`stop_hub`, let time pass until `down_until` (if given), `start_hub`."""
-        await self.stop_hub()
-        if down_until is not None:
-            await self.advance_to(down_until)
-        await self.start_hub()
-
-    async def broker_down(self) -> None:
-        """The broker goes away (a network or broker outage): alarmhub notices and waits."""
-        await self.start()
-        self.broker.stop()
-        self._broker_up = False
-        await self._until(lambda: self._hub is None or not self.hub.mqtt_connected,
-                          "alarmhub never noticed the broker go")
-        await self._settle()
-
-    async def broker_up(self) -> None:
-        """The broker is back (same port, its persistence kept): alarmhub reconnects."""
-        self.broker.start()
-        self._broker_up = True
-        if self._pub is not None:  # a fresh device-side client; the receipts seen so far stay
-            old = self._pub
-            old.close()
-            self._pub = Publisher(self.broker.port, client_id=f"{self.client_id}-pub")
-            self._pub.received = old.received
-            self._pub.subscribe("alarmhub/v1/+/receipts")
-        await self._until(lambda: self._hub is None or self.hub.mqtt_connected,
-                          "alarmhub never reconnected to the broker")
-        await self._settle()
-
-    async def _until(self, check: Callable[[], bool], failure: str) -> None:
-        deadline = wall_time.monotonic() + CEILING_S
-        while not check():
-            self._check_running()
-            if wall_time.monotonic() > deadline:
-                raise ScenarioError(f"{failure} within {CEILING_S} s")
-            await asyncio.sleep(0.005)
 
     async def _start_hub(self) -> None:
         started: asyncio.Future[AlarmHub] = asyncio.get_running_loop().create_future()
