@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from alarmhub.app import AlarmHub
-from alarmhub.clock import SystemClock
+from alarmhub.clock import Clock, SystemClock
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from alarmhub.store.accounts import Role
@@ -73,7 +73,8 @@ def _register(db: Path, tmp_path: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def stack(
-    tmp_path: Path, broker: LocalBroker, client_id: str, *, alarms: bool = True
+    tmp_path: Path, broker: LocalBroker, client_id: str, *, alarms: bool = True,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Stack]:
     db = tmp_path / "alarmhub.db"
     _register(db, tmp_path)
@@ -85,7 +86,7 @@ async def stack(
             tokens[name] = accounts.create_token(conn, name, now, None)
     pub = Publisher(broker.port, client_id=f"{client_id}-pub")
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub:
+        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(20)  # a ceiling; a loaded CI machine is slow
             s = Stack(hub, db, f"http://127.0.0.1:{hub.http_port}", pub, tokens)

@@ -173,25 +173,30 @@ def router() -> APIRouter:
     async def login(request: Request) -> Response:
         """Log a browser in: form fields `username` and `password`.
 
-        Rate-limited per user name and per client address. A browser (Accept:
-        text/html) with wrong credentials is sent back to `/login?error=invalid`.
+        Failed logins are slowed down per (user name, client address): after five,
+        each further try waits 1 s, 2 s, 4 s … at most 60 s (429 with Retry-After);
+        a successful login clears the count. A browser (Accept: text/html) with
+        wrong credentials is sent back to `/login?error=invalid`.
         """
         ctx = web(request)
         form = await _form(request)
         username, password = form.get("username", ""), form.get("password", "")
         if not username or not password:
             raise ApiError(400, "bad_request", "the form needs username and password")
-        address = client_address(request) or "unknown"
-        wait = ctx.login_limiter.hit(
-            [f"user:{username.lower()}", f"addr:{address}"], ctx.hub.clock.monotonic()
-        )
+        limiter = ctx.login_limiter
+        key = limiter.key(username[:64], client_address(request) or "unknown")
+        now_s = ctx.hub.clock.monotonic()
+        wait = limiter.wait(key, now_s)
         if wait is not None:
             raise ApiError(
                 429,
                 "rate_limited",
-                "too many login attempts; try again later",
+                "too many failed logins; try again later",
                 headers={"Retry-After": str(max(1, int(wait + 0.999)))},
             )
+        # Counted as failed before the hash is checked (it takes a while), so parallel
+        # guesses of one pair cannot all pass the wait above; a success takes it back.
+        limiter.failed(key, now_s)
         user, stored = await ctx.db(accounts.password_hash_of, username)
         ok = await asyncio.to_thread(accounts.verify_password, stored, password)
         if not ok or user is None:
@@ -199,6 +204,7 @@ def router() -> APIRouter:
             if _wants_html(request):
                 return RedirectResponse("/login?error=invalid", status_code=303)
             raise ApiError(401, "invalid_credentials", "wrong user name or password")
+        limiter.succeeded(key)
         now = ctx.hub.clock.now()
         session_id, csrf = await ctx.db(accounts.create_session, user.name, now, now + SESSION_TTL)
         await ctx.audit(request, user.name, "login")

@@ -7,7 +7,6 @@ blocking the event loop that also carries MQTT ingest.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,42 +20,101 @@ if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
 
 T = TypeVar("T")
-MAX_TRACKED_KEYS = 10_000
+MAX_TRACKED_KEYS = 10_000  # (user name, address) pairs with live failure counts
 
 
-class RateLimiter:
-    """At most `limit` attempts per key in a sliding `window_s`; memory is bounded."""
+class LoginLimiter:
+    """Slows down password guessing for one (user name, client address); locks nobody out.
 
-    def __init__(self, limit: int = 5, window_s: float = 60.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._hits: dict[str, deque[float]] = {}
+    Only failed logins count: a successful login clears its pair's count, so a busy
+    operator who logs in many times a shift is never slowed. The key is the pair, so
+    someone guessing kari's password from another address does not slow kari down at
+    her own desk. After `free` failures each further attempt of the pair must wait
+    `base_s`, then twice that, and so on up to `max_wait_s`: guessing becomes slow,
+    and a person who mistyped a few times waits seconds, at worst `max_wait_s`.
+    A pair with no failure for `forget_s` is forgotten.
 
-    def hit(self, keys: list[str], now: float) -> float | None:
-        """Record an attempt for every key; return seconds to wait if any key is over."""
-        wait = 0.0
-        for key in keys:
-            hits = self._hits.get(key)
-            if hits is None:
-                if len(self._hits) >= MAX_TRACKED_KEYS:
-                    self._hits.pop(next(iter(self._hits)))  # the oldest-tracked key
-                hits = self._hits[key] = deque()
-            while hits and hits[0] <= now - self.window_s:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                wait = max(wait, hits[0] + self.window_s - now)
-        if wait > 0:
-            return wait
-        for key in keys:
-            self._hits[key].append(now)
-        return None
+    Memory is bounded by `max_keys`, and a live count is never evicted to make room:
+    evicting the oldest (as this once did) let a flood of junk user names reset the
+    count of the name being guessed. When the table is full of live counts, pairs
+    without one share a single overflow count, so filling the table first and then
+    guessing under a fresh pair is slowed as well. Time is an argument (monotonic
+    seconds), read by the caller from the hub's clock.
+    """
+
+    OVERFLOW = ("", "")  # the shared key of pairs that found the table full
+
+    def __init__(
+        self,
+        *,
+        free: int = 5,
+        base_s: float = 1.0,
+        max_wait_s: float = 60.0,
+        forget_s: float = 15 * 60.0,
+        max_keys: int | None = None,
+    ) -> None:
+        self.free = free
+        self.base_s = base_s
+        self.max_wait_s = max_wait_s
+        self.forget_s = forget_s
+        self.max_keys = MAX_TRACKED_KEYS if max_keys is None else max_keys
+        # key -> (failures, monotonic time of the last failure)
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
+
+    @staticmethod
+    def key(username: str, address: str) -> tuple[str, str]:
+        return (username.casefold(), address)
+
+    def wait(self, key: tuple[str, str], now: float) -> float | None:
+        """Seconds this pair must still wait before its password is checked, or None."""
+        entry = self._live(key, now)
+        if entry is None and len(self._failures) >= self.max_keys:
+            self._forget_expired(now)
+            if len(self._failures) >= self.max_keys:
+                entry = self._live(self.OVERFLOW, now)
+        if entry is None:
+            return None
+        failures, last = entry
+        if failures < self.free:
+            return None
+        delay = min(self.max_wait_s, self.base_s * 2.0 ** (failures - self.free))
+        remaining = last + delay - now
+        return remaining if remaining > 0 else None
+
+    def failed(self, key: tuple[str, str], now: float) -> None:
+        """Count one failed login of the pair (only after its password was checked)."""
+        if key not in self._failures and len(self._failures) >= self.max_keys:
+            self._forget_expired(now)
+            if len(self._failures) >= self.max_keys:
+                key = self.OVERFLOW  # never evict a live count; the one extra entry
+        entry = self._live(key, now)
+        failures = entry[0] if entry is not None else 0
+        self._failures[key] = (failures + 1, now)
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        self._failures.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def _live(self, key: tuple[str, str], now: float) -> tuple[int, float] | None:
+        entry = self._failures.get(key)
+        if entry is not None and now - entry[1] >= self.forget_s:
+            del self._failures[key]
+            return None
+        return entry
+
+    def _forget_expired(self, now: float) -> None:
+        # O(n) over at most max_keys small tuples, only when the table is full.
+        for key in [k for k, (_, last) in self._failures.items() if now - last >= self.forget_s]:
+            del self._failures[key]
 
 
 @dataclass
 class WebContext:
     hub: AlarmHub
     db_path: Path
-    login_limiter: RateLimiter = field(default_factory=RateLimiter)
+    login_limiter: LoginLimiter = field(default_factory=LoginLimiter)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await accounts.run(self.db_path, fn, *args)
