@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from alarmhub.core import suppress
 from alarmhub.core.decode import Catalog, DecodeLimits, decode
+from alarmhub.core.dedup import CONTENT_ID_PREFIX, Identity, Prior, identify
 from alarmhub.core.index import AlarmIndex, Working
-from alarmhub.core.judge import Decision, auto_resolve, clear, judge, suppression_ended
+from alarmhub.core.judge import (
+    Decision,
+    alarm_id,
+    auto_resolve,
+    clear,
+    judge,
+    suppression_ended,
+)
 from alarmhub.core.model import (
     Alarm,
     Decoded,
     Device,
+    Dropped,
     Event,
     EventType,
     RawMessage,
@@ -30,6 +40,7 @@ from alarmhub.core.model import (
     Verdict,
 )
 from alarmhub.core.rules import Rule, RuleSet
+from alarmhub.core.strays import stray_events
 
 
 @dataclass(slots=True)
@@ -49,6 +60,15 @@ class MessageOutcome:
     msg_id: str | None = None
     rejected: Rejected | None = None
     events: list[EventOutcome] = field(default_factory=list)
+    # Fields the decoder left out (issue 12 item 10): a "partial" message, recorded
+    # on its inbox row and counted; the rest of it was judged.
+    dropped: tuple[Dropped, ...] = ()
+    # What dedup decided (core/dedup.py): stored on the inbox row when not NEW, so a
+    # reused id or an identical press after a resolved alarm stays visible.
+    identity: Identity = Identity.NEW
+    # The municipality a dead letter's stray alarm went to (core/strays.py): its
+    # inbox row is that municipality's, so its operators see the message.
+    municipality: str | None = None
 
 
 @dataclass(slots=True)
@@ -69,6 +89,11 @@ class Context:
     rules: RuleSet
     limits: DecodeLimits
     silences: tuple[suppress.Silence, ...] = ()
+    # How long a device's own message id stays the same message (core/dedup.py);
+    # ids made from content use `limits.content_dedup_window`.
+    message_id_window: timedelta = timedelta(hours=24)
+    # Where a press from an unregistered device is shown (core/strays.py); None: nowhere.
+    unknown_device_municipality: str | None = None
 
 
 def decode_all(raws: Iterable[RawMessage], ctx: Context) -> list[Decoded | Rejected]:
@@ -92,37 +117,94 @@ def process_batch(
     raws: list[RawMessage],
     decoded: list[Decoded | Rejected],
     fingerprints: list[str],
-    already_seen: set[str],
+    already_seen: Mapping[str, Prior] | AbstractSet[str],
     index: AlarmIndex,
     ctx: Context,
 ) -> BatchEffects:
     """Judge a decoded batch in arrival order.
 
-    `already_seen` holds the fingerprints the store has committed before;
-    repeats within this same batch are caught here too.
+    `already_seen` holds, per fingerprint, the latest message the store has
+    committed under it (:class:`Prior`): dedup compares age, content and the
+    alarms it raised (core/dedup.py). A bare set of fingerprints means "stored,
+    nothing more known": those are redeliveries. Repeats within this same batch
+    are caught here too.
     """
     effects = BatchEffects()
     # Alarms touched by this batch shadow the index, so a second press in the same
     # batch joins the alarm the first one opened.
     working = Working(index)
-    seen = set(already_seen)
+    priors: dict[str, Prior | None] = (
+        dict(already_seen) if isinstance(already_seen, Mapping) else dict.fromkeys(already_seen)
+    )
     for raw, result, fp in zip(raws, decoded, fingerprints, strict=True):
+        identity = _identify(raw, result, priors.get(fp, _UNSEEN), working, ctx)
         if isinstance(result, Rejected):
-            verdict = Verdict.REDELIVERY if fp in seen else Verdict.REJECTED
-            seen.add(fp)
-            effects.messages.append(MessageOutcome(raw, fp, verdict, None, result.msg_id, result))
+            verdict = Verdict.REJECTED if identity.is_new else Verdict.REDELIVERY
+            outcome = MessageOutcome(raw, fp, verdict, None, result.msg_id, result)
+            outcome.identity = identity
+            effects.messages.append(outcome)
+            if identity.is_new:
+                _strays(raw, result, outcome, identity, working, ctx, effects)
+                priors[fp] = _prior(raw, outcome)
             continue
         outcome = MessageOutcome(raw, fp, Verdict.LOGGED, result.device, result.msg_id)
+        outcome.dropped = result.dropped
+        outcome.identity = identity
         effects.messages.append(outcome)
-        if fp in seen:
+        if not identity.is_new:
             outcome.verdict = Verdict.REDELIVERY
             continue
-        seen.add(fp)
         effects.device_seen[result.device.id] = raw.received_at
+        # A message id seen before but new again (reused, past the window) raises
+        # alarms of its own: keyed apart from the earlier message's (_rekeyed).
+        again = None if identity is Identity.NEW else raw.received_at.isoformat()
         for event in result.events:
-            outcome.events.append(_judge_event(event, result.device, working, ctx, effects))
+            outcome.events.append(
+                _judge_event(event, result.device, working, ctx, effects, occurrence=again)
+            )
         _heard(result.events[0], result.device, working, ctx, effects)
+        priors[fp] = _prior(raw, outcome)
     return effects
+
+
+# Marks a fingerprint nothing is stored under (None marks one known only by name).
+_UNSEEN = Prior(datetime.min.replace(tzinfo=UTC), b"")
+
+
+def _identify(
+    raw: RawMessage,
+    result: Decoded | Rejected,
+    prior: Prior | None,
+    working: Working,
+    ctx: Context,
+) -> Identity:
+    """The dedup step: is this message one already stored (core/dedup.py)?"""
+    if prior is _UNSEEN:
+        return Identity.NEW
+    if prior is None:
+        return Identity.REDELIVERY
+    content_id = isinstance(result, Decoded) and result.msg_id.startswith(CONTENT_ID_PREFIX)
+    window = ctx.limits.content_dedup_window if content_id else ctx.message_id_window
+
+    def alarm_active(alarm_id: str) -> bool:
+        alarm = working.get(alarm_id)
+        return alarm is not None and alarm.is_active
+
+    return identify(
+        prior,
+        raw.payload,
+        raw.received_at,
+        window,
+        # A dead letter has no trustworthy id either: its bytes are its identity.
+        by_content=content_id or isinstance(result, Rejected),
+        alarm_active=alarm_active,
+    )
+
+
+def _prior(raw: RawMessage, outcome: MessageOutcome) -> Prior:
+    """What a later copy in the same batch is compared with."""
+    alarm_ids = tuple(e.alarm_id for e in outcome.events if e.alarm_id is not None)
+    return Prior(raw.received_at, raw.payload, alarm_ids)
 
 
 def process_internal(
@@ -137,9 +219,17 @@ def process_internal(
 
 
 def _judge_event(
-    event: Event, device: Device, working: Working, ctx: Context, effects: BatchEffects
+    event: Event,
+    device: Device,
+    working: Working,
+    ctx: Context,
+    effects: BatchEffects,
+    *,
+    occurrence: str | None = None,
+    rule: Rule | None = None,
 ) -> EventOutcome:
-    rule = ctx.rules.match(event, device)
+    """`rule`: the rule to judge by instead of the rule set's match (strays)."""
+    rule = rule or ctx.rules.match(event, device)
     if rule is None:
         return EventOutcome(event, Verdict.LOGGED)
     now = event.received_at
@@ -173,6 +263,8 @@ def _judge_event(
         cause_ended=active is not None
         and suppression_ended(active, ctx.silences, working.get, now),
     )
+    if occurrence is not None and decision.verdict is Verdict.NEW:
+        decision = _rekeyed(decision, event, occurrence)
     # A reopened alarm is asked again too: its old suppression may be long over,
     # or a new cause (a silence since) may hold.
     if decision.verdict in _FRESH and decision.alarm is not None:
@@ -180,6 +272,54 @@ def _judge_event(
     _record(decision, effects, working)
     return EventOutcome(
         event, decision.verdict, decision.alarm.id if decision.alarm else None, rule.name
+    )
+
+
+def _strays(
+    raw: RawMessage,
+    rejected: Rejected,
+    outcome: MessageOutcome,
+    identity: Identity,
+    working: Working,
+    ctx: Context,
+    effects: BatchEffects,
+) -> None:
+    """A press from an unknown or decommissioned device: a dead letter that an
+    operator sees too, as an `unregistered_device` alarm (core/strays.py)."""
+    found = stray_events(
+        raw,
+        rejected,
+        ctx.registry,
+        ctx.catalog,
+        ctx.limits,
+        ctx.rules,
+        ctx.unknown_device_municipality,
+    )
+    again = None if identity is Identity.NEW else raw.received_at.isoformat()
+    for event, device, rule in found:
+        judged = _judge_event(event, device, working, ctx, effects, occurrence=again, rule=rule)
+        outcome.events.append(judged)
+        if judged.alarm_id is not None:
+            outcome.municipality = device.municipality
+
+
+def _rekeyed(decision: Decision, event: Event, occurrence: str) -> Decision:
+    """Give the alarm of a message id seen before an id of its own.
+
+    Alarm ids derive from (device, message id, kind), so that a redelivery can never
+    mint a second alarm. A reused id (or the same id after the dedup window, or an
+    identical content-identified press after its alarm was resolved) is a new
+    message, and its alarm would otherwise take the earlier alarm's id and
+    overwrite that alarm's record. `occurrence` (when this copy arrived) tells them
+    apart; a redelivery of this copy never gets here (core/dedup.py).
+    """
+    alarm = decision.alarm
+    assert alarm is not None
+    new_id = alarm_id(event.device_id, f"{event.msg_id}\x00{occurrence}", alarm.kind)
+    return Decision(
+        decision.verdict,
+        replace(alarm, id=new_id),
+        tuple(replace(e, alarm_id=new_id) for e in decision.timeline),
     )
 
 
@@ -263,7 +403,9 @@ def _clear(
 def _resolve(
     alarm: Alarm, event: Event, rule: Rule, now: datetime, working: Working, effects: BatchEffects
 ) -> None:
-    _record(auto_resolve(alarm, event, rule, now), effects, working)
+    decision = auto_resolve(alarm, event, rule, now)
+    _record(decision, effects, working)
+    _release_covered(decision.alarm, now, working, effects)
     tag = alarm.suppressed_by
     if tag is None or not tag.startswith("incident:"):
         return
@@ -271,6 +413,18 @@ def _resolve(
     incident = working.get(tag.removeprefix("incident:"))
     if incident is not None and incident.is_active and not working.attached(tag):
         _record(auto_resolve(incident, event, _ALL_RECOVERED, now), effects, working)
+
+
+def _release_covered(
+    alarm: Alarm | None, now: datetime, working: Working, effects: BatchEffects
+) -> None:
+    """A resolved alarm's suppression ends with it: what it inhibited comes back."""
+    if alarm is None:
+        return
+    for released in suppress.on_resolved(alarm, working.attached, now):
+        working.put(released.alarm)
+        effects.alarms[released.alarm.id] = released.alarm
+        effects.timeline.append(released.entry)
 
 
 def _record(decision: Decision, effects: BatchEffects, working: Working) -> None:
