@@ -42,6 +42,7 @@ from alarmhub.core.model import (
 from alarmhub.core.pipeline import (
     BatchEffects,
     Context,
+    MessageOutcome,
     decode_all,
     fingerprint,
     process_batch,
@@ -101,6 +102,7 @@ class AlarmHub:
         self._limits = DecodeLimits(
             max_payload_bytes=settings.max_payload_bytes,
             max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+            max_past_skew=timedelta(seconds=settings.max_past_skew_s),
             content_dedup_window=timedelta(seconds=settings.content_dedup_window_s),
         )
         self.rules: RuleSet
@@ -417,6 +419,7 @@ class AlarmHub:
                 self._log_dead_letter(msg.rejected, msg.raw.topic)
             else:
                 counts[m.messages_decoded, (kind,)] += 1
+                self._count_decoding(msg, kind, counts)
                 for ev in msg.events:
                     counts[m.events, (ev.verdict,)] += 1
                     if ev.event.type is EventType.DOSE_TAKEN:
@@ -425,6 +428,38 @@ class AlarmHub:
                         self.supervision.location(ev.event)
         for (metric, labels), n in counts.items():
             metric.labels(*labels).inc(n)
+
+    def _count_decoding(
+        self,
+        msg: MessageOutcome,
+        kind: str,
+        counts: Counter[tuple[PromCounter, tuple[str, ...]]],
+    ) -> None:
+        """Count and log (once a minute per device) fields dropped and clocks clamped.
+
+        Issue 12 items 10 and 11: the message was used, so it is no dead letter, but
+        a converter sending what alarmhub cannot read or a clock out of bounds needs
+        someone to fix the device.
+        """
+        for dropped in msg.dropped:
+            counts[self.metrics.fields_dropped, (dropped.reason, kind)] += 1
+        skew = next((e.event.clock_skew_s for e in msg.events if e.event.clock_skew_s), None)
+        if skew is not None:
+            direction = "ahead" if skew > 0 else "behind"
+            counts[self.metrics.clock_skew_clamped, (direction, kind)] += len(msg.events)
+        if not msg.dropped and skew is None:
+            return
+        device_id = msg.device.id if msg.device else None
+        should, suppressed = self._once.should_log(f"message.partial:{device_id}")
+        if should:
+            log.warning(
+                "message.partial",
+                device_id=device_id,
+                topic=msg.raw.topic,
+                dropped=[f"{d.field}: {d.reason}" for d in msg.dropped],
+                clock_skew_s=skew,
+                similar_since_last_log=suppressed,
+            )
 
     # --- people's actions ----------------------------------------------------
 

@@ -27,7 +27,7 @@ from alarmhub.core.decode import valid_id
 from alarmhub.core.model import Device, DeviceKind, EventType
 from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.logs import configure_logging
-from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog
+from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog, profile_guess
 from alarmhub.rules_file import RulesError, load_rules, person_alarm_auto_resolvers
 from alarmhub.rules_tool import CasesError, explain, run_cases
 from alarmhub.settings import Settings, SettingsError, load_settings
@@ -225,6 +225,17 @@ def _device(
     return Device(id_, device_kind, municipality, profile or None, seconds, label or None)
 
 
+def _warn_profile_guess(settings: Settings, device: Device) -> None:
+    """Say so when the device's profile is a guess (issue 12 item 13); never fail on it."""
+    try:
+        catalog = load_catalog(settings.devices_dir or default_profiles_dir())
+    except ProfileError:
+        return  # `rules check` and the daemon report a broken profile folder
+    warning = profile_guess(catalog, device)
+    if warning is not None:
+        print(warning, file=sys.stderr)
+
+
 def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
     device = _device(
         args.id, args.kind, args.municipality, args.heartbeat_interval, args.label, args.profile
@@ -237,6 +248,7 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: SqliteStore) -> int:
         await store.register_devices([device], SystemClock().now())
         print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
+        _warn_profile_guess(settings, device)
         return 0
 
     if device.heartbeat_interval_s is None:

@@ -19,6 +19,8 @@ RESPONSE_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 36
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 UNKNOWN_KIND = "unknown"
+# `ahead`: the device clock ran fast past max_future_skew; `behind`: slow past max_past_skew.
+SKEW_DIRECTIONS = ("ahead", "behind")
 
 
 # `*_created` series double the exposition and no alert or dashboard reads them.
@@ -45,6 +47,20 @@ class Metrics:
             "alarmhub_messages_dead_lettered",
             "Messages kept in the dead-letter store, by reason",
             ["reason", "device_kind"],
+            registry=r,
+        )
+        # Issue 12 item 10: a message used with some of its fields left out.
+        self.fields_dropped = Counter(
+            "alarmhub_fields_dropped",
+            "Fields or events left out of a message whose rest was used, by reason",
+            ["reason", "device_kind"],
+            registry=r,
+        )
+        # Issue 12 item 11: a device clock out of bounds, clamped to the time of receipt.
+        self.clock_skew_clamped = Counter(
+            "alarmhub_clock_skew_clamped",
+            "Events whose device time was out of bounds and replaced by the time of receipt",
+            ["direction", "device_kind"],
             registry=r,
         )
         self.messages_deduplicated = Counter(
@@ -181,6 +197,9 @@ class Metrics:
             self.messages_deduplicated.labels(kind)
             for reason in RejectReason:
                 self.messages_dead_lettered.labels(reason.value, kind)
+                self.fields_dropped.labels(reason.value, kind)
+            for direction in SKEW_DIRECTIONS:
+                self.clock_skew_clamped.labels(direction, kind)
         for verdict in Verdict:
             self.events.labels(verdict.value)
         for p in Priority:

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     devices_dir: Path | None = None
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
     max_future_skew_s: int = Field(default=300, ge=0)
+    # A device time further behind than this is clamped to receipt (issue 12 item 11).
+    max_past_skew_s: int = Field(default=86400, ge=60)
     content_dedup_window_s: int = Field(default=30, ge=1)
     commit_delay_ms: float = Field(default=2.0, ge=0, le=100)
     max_batch: int = Field(default=2000, ge=1, le=100_000)

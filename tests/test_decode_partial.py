@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from alarmhub.core.decode import Catalog, DecodeLimits, decode
+from alarmhub.core.judge import event_context
 from alarmhub.core.model import (
     Decoded,
     Device,
@@ -338,3 +339,30 @@ def test_retired_reason_is_never_produced() -> None:
     far = (RECEIVED_AT + timedelta(days=3650)).isoformat()
     result = _decode("alarmhub/v1/pend-1/events", {"id": "m-1", "ts": far, "type": "fall.detected"})
     assert not (isinstance(result, Rejected) and result.reason is RejectReason.FUTURE_TIMESTAMP)
+
+
+# ---- what the operator sees on the alarm's timeline ---------------------------------
+
+TIMELINE = [
+    # (case, device, payload, context on the timeline entry)
+    ("a press alarmhub could not read", "zb/sos-1", {"action": "single", "last_seen": ISO},
+     {"note": "unrecognised button action: single"}),
+    ("a press from a clock 10 minutes fast", "zb/sos-1",
+     {"action": "emergency", "last_seen": (RECEIVED_AT + timedelta(minutes=10)).isoformat()},
+     {"ts_source": "clamped", "clock_skew_s": 600}),
+    ("a press without a time of its own", "zb/sos-1", {"action": "emergency"},
+     {"ts_source": "receipt"}),
+    ("a press on time", "zb/sos-1", {"action": "emergency", "last_seen": ISO}, {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "context"), [r[1:] for r in TIMELINE], ids=[r[0] for r in TIMELINE]
+)
+def test_the_timeline_says_what_the_decoder_knew(
+    topic: str, payload: dict[str, Any], context: dict[str, Any]
+) -> None:
+    result = _decode(topic, payload)
+    assert isinstance(result, Decoded)
+    (press,) = [e for e in result.events if e.type is EventType.BUTTON_PRESSED]
+    assert event_context(press) == context

@@ -99,3 +99,11 @@ def event_fields(
         else:
             out[name] = value
     return out, tuple(dropped)
+
+
+PARTIAL = "partial"  # the inbox row's `reason` for a message stored with fields left out
+
+
+def dropped_detail(dropped: tuple[Dropped, ...]) -> str:
+    """One line naming each dropped field and why, for the inbox row and the log."""
+    return "; ".join(f"{d.reason}: {d.detail}" for d in dropped)

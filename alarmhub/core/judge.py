@@ -40,6 +40,7 @@ from alarmhub.core.model import (
     Priority,
     TimelineEntry,
     TimelineType,
+    TsSource,
     Verdict,
 )
 from alarmhub.core.rules import Rule
@@ -105,6 +106,23 @@ def merge_refused(
     return None
 
 
+def event_context(event: Event) -> dict[str, object]:
+    """What the operator must see about the event itself, for the timeline entry.
+
+    The note of a press alarmhub could not read ("unrecognised button action: …",
+    issue 12 item 13), and a time that is not the device's own (item 11: a clock
+    out of bounds, clamped to the time of receipt).
+    """
+    context: dict[str, object] = {}
+    if "note" in event.fields:
+        context["note"] = event.fields["note"]
+    if event.ts_source is not TsSource.DEVICE:
+        context["ts_source"] = str(event.ts_source)
+    if event.clock_skew_s is not None:
+        context["clock_skew_s"] = event.clock_skew_s
+    return context
+
+
 def judge(
     event: Event,
     device: Device,
@@ -126,6 +144,7 @@ def judge(
         "msg_id": event.msg_id,
         "rule": rule.name,
     }
+    detail.update(event_context(event))
     if active is not None:
         refused = merge_refused(active, now, merge_max_age, cause_ended)
         if refused is None:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
+from alarmhub.core.fields import PARTIAL, dropped_detail
 from alarmhub.core.model import Alarm, Device, DeviceKind, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.device_settings import parse_settings, settings_json
@@ -94,6 +95,9 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
                     "verdict": e.verdict,
                     "alarm_id": e.alarm_id,
                     "rule": e.rule,
+                    # Where `ts` came from; the device's skew when it was clamped (#12 item 11).
+                    "ts_source": e.event.ts_source,
+                    "clock_skew_s": e.event.clock_skew_s,
                 }
                 for e in m.events
             ]
@@ -109,8 +113,9 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
         m.device.municipality if m.device else registry_municipality,
         m.msg_id,
         m.verdict,
-        rejected.reason if rejected else None,
-        rejected.detail if rejected else None,
+        # A message stored with fields left out says so where dead letters do (#12 item 10).
+        rejected.reason if rejected else (PARTIAL if m.dropped else None),
+        rejected.detail if rejected else (dropped_detail(m.dropped) if m.dropped else None),
         events,
     )
 
