@@ -7,17 +7,19 @@ down; nothing deep in the code reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alarmhub import builtin
+from alarmhub.redact import redact_url
 
 ENV_PREFIX = "ALARMHUB_"
 DEFAULT_CONFIG = Path("config/alarmhub.toml")
@@ -33,7 +35,8 @@ class MqttTarget:
     port: int
     tls: bool
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
+    shown: str  # the URL with its password redacted: what logs, errors and /readyz show
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +55,15 @@ class Listen:
 def parse_mqtt_url(url: str) -> MqttTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {url!r}")
+        raise ValueError(
+            f"expected mqtt://host:port or mqtts://host:port, got {redact_url(url)!r}"
+        )
     if not parts.hostname:
-        raise ValueError(f"no host in {url!r}")
+        raise ValueError(f"no host in {redact_url(url)!r}")
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"bad port in {url!r}") from exc
+    except ValueError:
+        raise ValueError(f"bad port in {redact_url(url)!r}") from None  # its text has the URL
     tls = parts.scheme == "mqtts"
     return MqttTarget(
         host=parts.hostname,
@@ -66,7 +71,18 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         tls=tls,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        shown=redact_url(url),
     )
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host name or address that never leaves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_database_url(url: str) -> DatabaseTarget:
@@ -79,7 +95,8 @@ def parse_database_url(url: str) -> DatabaseTarget:
     if url.startswith(("postgresql://", "postgres://")):
         return DatabaseTarget("postgresql", None, url)
     raise ValueError(
-        f"expected sqlite:///file.db, sqlite:////absolute/file.db or postgresql://…, got {url!r}"
+        "expected sqlite:///file.db, sqlite:////absolute/file.db or postgresql://…, "
+        f"got {redact_url(url)!r}"
     )
 
 
@@ -93,9 +110,15 @@ def parse_listen(value: str) -> Listen:
 class Settings(BaseSettings):
     """Every setting, with its default. `config/alarmhub.toml` documents each one."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError's text would repeat the value, and the
+    # value of mqtt_url may hold the broker password (issue 13 item 10).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # Declared before mqtt_url, whose check reads it.
+    mqtt_allow_plain: bool = False
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", repr=False)
     mqtt_client_id: str = "alarmhub"
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_reconnect_min_s: float = Field(default=0.5, gt=0)
@@ -120,8 +143,16 @@ class Settings(BaseSettings):
 
     @field_validator("mqtt_url")
     @classmethod
-    def _mqtt(cls, v: str) -> str:
-        parse_mqtt_url(v)
+    def _mqtt(cls, v: str, info: ValidationInfo) -> str:
+        target = parse_mqtt_url(v)
+        if not target.tls and not is_loopback(target.host) and not info.data.get(
+            "mqtt_allow_plain", False
+        ):
+            raise ValueError(
+                f"{target.shown} would send alarms and the broker password unencrypted to "
+                f"another machine; use mqtts://, or set {ENV_PREFIX}MQTT_ALLOW_PLAIN=true "
+                "if the network to the broker is trusted"
+            )
         return v
 
     @field_validator("database_url")

@@ -209,6 +209,7 @@ class MqttIngest:
         self._client.loop_start()
         log.info(
             "mqtt.connecting",
+            url=self._target.shown,  # the password redacted (issue 13 item 10)
             host=self._target.host,
             port=self._target.port,
             paho_version=paho_version,

@@ -184,7 +184,9 @@ def create_app(hub: AlarmHub) -> FastAPI:
             "rules_loaded": bool(hub.rules.version),
         }
         ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        # Which broker: the URL with its password redacted (issue 13 item 10).
+        body = {"ready": ok, "checks": checks, "broker": hub.settings.mqtt.shown}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
