@@ -32,7 +32,6 @@ from alarmhub.core.model import (
     Decoded,
     Device,
     Dropped,
-    Dropped,
     Event,
     EventType,
     RawMessage,
@@ -61,9 +60,6 @@ class MessageOutcome:
     msg_id: str | None = None
     rejected: Rejected | None = None
     events: list[EventOutcome] = field(default_factory=list)
-    # Fields the decoder left out (issue 12 item 10): a "partial" message, recorded
-    # on its inbox row and counted; the rest of it was judged.
-    dropped: tuple[Dropped, ...] = ()
     # Fields the decoder left out (issue 12 item 10): a "partial" message, recorded
     # on its inbox row and counted; the rest of it was judged.
     dropped: tuple[Dropped, ...] = ()
@@ -152,7 +148,6 @@ def process_batch(
                 priors[fp] = _prior(raw, outcome)
             continue
         outcome = MessageOutcome(raw, fp, Verdict.LOGGED, result.device, result.msg_id)
-        outcome.dropped = result.dropped
         outcome.dropped = result.dropped
         outcome.identity = identity
         effects.messages.append(outcome)
