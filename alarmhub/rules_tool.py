@@ -274,13 +274,39 @@ class Replay:
             self.heartbeats.heard(device, self.now)
         for outcome in effects.messages[0].events:
             if outcome.event.type is EventType.DOSE_TAKEN:
-                self.doses.taken(device_id, self.now)
+                self._dose_taken(device_id)
             if outcome.event.type is EventType.LOCATION:
                 self._fix(outcome.event)
             if outcome.verdict is Verdict.REJECTED:
                 raise CasesError("rejected")
         self._apply(effects)
         self._tick()
+
+    def _dose_taken(self, device_id: str) -> None:
+        """As the daemon's supervision: raise doses found missed; a settling late take closes."""
+        result = self.doses.taken(device_id, self.now)
+        device = self.devices[device_id]
+        events = [
+            (
+                Event(
+                    device_id,
+                    f"dose:{m.since.isoformat()}",
+                    EventType.DOSE_OVERDUE,
+                    self.now,
+                    self.now,
+                ),
+                device,
+            )
+            for m in result.missed
+        ]
+        if result.settles_missed and result.scheduled_at is not None:
+            msg_id = f"late:{result.scheduled_at.isoformat()}"
+            events.append(
+                (Event(device_id, msg_id, EventType.DOSE_LATE, self.now, self.now), device)
+            )
+        if events:
+            self._note_rules(events)
+            self._apply(process_internal(events, self.index, self.ctx()))
 
     def _fix(self, event: Event) -> None:
         """As the daemon's supervision: a usable fix after `location.no_fix` resolves it."""

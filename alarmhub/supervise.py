@@ -73,6 +73,7 @@ class Supervision:
         self.fixes = Supervisor(grace=hub.rules.restart_grace)
         self._fixed_again: list[str] = []  # usable fix after no_fix was raised
         self._missed: list[Overdue] = []  # doses taken() or the start-up replay found missed
+        self._late: list[tuple[str, datetime]] = []  # late takes that settle dose_missed
         self._dose_history: Mapping[str, DoseHistory] = {}  # only while loading
         self._start_wall = hub.clock.now()
         self._start_mono = hub.clock.monotonic()
@@ -175,8 +176,15 @@ class Supervision:
             self._fixed_again.append(device.id)
 
     def dose_taken(self, device_id: str, at: datetime) -> None:
-        """A committed dose.taken; doses it shows were missed are raised at the next step."""
-        self._missed.extend(self.doses.taken(device_id, at).missed)
+        """A committed dose.taken; doses it shows were missed are raised at the next step.
+
+        It closes the dose_missed alarm (`dose.late`) only when it settles, late, the
+        last dose that alarm lists (item 17); any other take leaves it open.
+        """
+        result = self.doses.taken(device_id, at)
+        self._missed.extend(result.missed)
+        if result.settles_missed and result.scheduled_at is not None:
+            self._late.append((device_id, result.scheduled_at))
 
     def restart(self) -> None:
         """A broker reconnect ended an outage: what fell due meanwhile gets its grace."""
@@ -186,11 +194,12 @@ class Supervision:
     def resolved(self, alarm: Alarm) -> None:
         """An alarm changed by hand: a resolved offline alarm re-arms a still-silent device."""
         device = self._hub.state.devices.get(alarm.device_id)
-        if (
-            device is not None
-            and alarm.state is AlarmState.RESOLVED
-            and alarm.kind == self._offline_kind(device)
-            and self.heartbeats.resolved(device.id, self.now())
+        if device is None or alarm.state is not AlarmState.RESOLVED:
+            return
+        if alarm.kind == self._offline_kind(device, EventType.DOSE_OVERDUE):
+            self.doses.resolved(device.id)  # home care handled every dose it listed
+        if alarm.kind == self._offline_kind(device) and self.heartbeats.resolved(
+            device.id, self.now()
         ):
             log.info("supervision.rearmed", device_id=device.id)
 
@@ -233,9 +242,10 @@ class Supervision:
         overdue += [replace(o, kind=OverdueKind.NO_USABLE_FIX) for o in self.fixes.due(now)]
         if self._missed:
             overdue, self._missed = self._missed + overdue, []
-        if self._fixed_again:
+        if self._fixed_again or self._late:
             fixed, self._fixed_again = self._fixed_again, []
-            await self._raise_fixed(fixed)
+            late, self._late = self._late, []
+            await self._raise_fixed(fixed, late)
         metrics.supervision_step_seconds.observe(time.perf_counter() - started)
         metrics.devices_watched.set(len(self.heartbeats))
         if overdue:
@@ -283,13 +293,18 @@ class Supervision:
             await hub.process_internal(events)
             log.info("supervision.overdue", count=len(events))
 
-    async def _raise_fixed(self, device_ids: list[str]) -> None:
-        """A usable fix after `location.no_fix`: `location.fix` resolves that alarm."""
+    async def _raise_fixed(self, device_ids: list[str], late: list[tuple[str, datetime]]) -> None:
+        """What came back: `location.fix` after `location.no_fix`, `dose.late` for a dose."""
         hub = self._hub
         wall = hub.clock.now()
         events = [
             (Event(d.id, f"fix:{wall.isoformat()}", EventType.USABLE_FIX, wall, wall), d)
             for device_id in device_ids
+            if (d := hub.state.devices.get(device_id)) is not None
+        ]
+        events += [
+            (Event(d.id, f"late:{at.isoformat()}", EventType.DOSE_LATE, wall, wall), d)
+            for device_id, at in late
             if (d := hub.state.devices.get(device_id)) is not None
         ]
         if events:

@@ -51,6 +51,10 @@ async def test_item17_a_dose_due_while_alarmhub_was_down_is_reported_once(scenar
     # The next morning: a registry change inside the window does not drop the dose.
     await s.at("+1d 08:30").register(pendant("pend-9"))
     await s.at("+1d 09:01").expect_alarm_count("disp-1", "dose_missed", 2)
+    # The next day's dose taken on time settles that dose, not the missed ones: a
+    # dose.taken used to resolve any open dose_missed.
+    await s.at("+2d 08:05").dose_taken("disp-1")
+    await s.at("+2d 08:10").expect_alarm("disp-1", "dose_missed", status="open")
 
 
 async def test_item18_a_poor_fix_far_away_alarms_and_poor_fixes_at_home_raise_no_usable_fix(scenario):

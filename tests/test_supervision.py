@@ -572,3 +572,36 @@ def test_settled_moves_with_taken_and_missed_doses():
     watch.due(oslo(D17, 21))
     assert watch.settled("d") == oslo(D17, 20)
     assert watch.settled("other") is None
+
+
+@pytest.mark.parametrize(
+    ("missed_by", "taken_at", "outcome", "scheduled", "settles"),
+    [
+        # 08:00 missed; the 20:00 dose taken on time: it settles 20:00, not the 08:00 alarm
+        # (the "dose taken" rule used to resolve any dose_missed: issue 12 item 17).
+        ((8, 31), (20, 5), DoseOutcome.ON_TIME, (20, 0), False),
+        # 08:00 missed, taken late at 08:45: that dose, and nothing else missed: settles.
+        ((8, 31), (8, 45), DoseOutcome.LATE, (8, 0), True),
+        # 08:00 and 20:00 missed; a late take at 20:45 settles 20:00, but 08:00 is still
+        # missed: the alarm stays for home care.
+        ((20, 31), (20, 45), DoseOutcome.LATE, (20, 0), False),
+    ],
+)
+def test_a_dose_taken_settles_only_its_own_dose(missed_by, taken_at, outcome, scheduled, settles):
+    watch = DoseWatch()
+    watch.track("d", _schedule(time(8), time(20)), since=oslo(D17, 0))
+    assert watch.due(oslo(D17, *missed_by))
+    result = watch.taken("d", oslo(D17, *taken_at))
+    assert (result.outcome, result.scheduled_at, result.settles_missed) == (
+        outcome,
+        oslo(D17, *scheduled),
+        settles,
+    )
+
+
+def test_resolving_by_hand_settles_the_listed_doses():
+    watch = DoseWatch()
+    watch.track("d", _schedule(time(8), time(20)), since=oslo(D17, 0))
+    assert len(watch.due(oslo(D17, 20, 31))) == 2
+    watch.resolved("d")
+    assert watch.taken("d", oslo(D17, 20, 45)).outcome is DoseOutcome.UNSCHEDULED

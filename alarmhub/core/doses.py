@@ -66,7 +66,7 @@ class DoseSchedule:
 
 class DoseOutcome(StrEnum):
     ON_TIME = "on_time"  # within [scheduled - early, scheduled + window]
-    LATE = "late"  # after the window closed: resolves the dose_missed alarm
+    LATE = "late"  # after the window closed, for the latest dose reported missed
     UNSCHEDULED = "unscheduled"  # no dose to attribute it to (extra or untracked)
 
 
@@ -82,17 +82,23 @@ class DoseTaken:
     # had not reported yet. The shell raises them exactly as if due() had, so the
     # result does not depend on whether its timer or the event came first.
     missed: tuple[Overdue, ...] = ()
+    # A late take that settled the last dose still reported missed: only then may
+    # the dose_missed alarm close itself (the shell raises `dose.late`). A take for
+    # another dose, or while an earlier missed dose is unsettled, never closes it
+    # (issue 12 item 17: any dose.taken used to resolve an older dose_missed).
+    settles_missed: bool = False
 
 
 class _DoseTrack:
     __slots__ = ("gen", "missed", "pending", "schedule", "settled")
+    missed: list[datetime]
 
     def __init__(self, schedule: DoseSchedule, settled: datetime) -> None:
         self.schedule = schedule
         # Every dose scheduled at or before this is settled: taken, or reported missed.
         self.settled = settled
         self.pending = schedule.next_due(settled)  # next dose neither taken nor reported
-        self.missed: datetime | None = None  # latest reported-missed dose, unresolved
+        self.missed = []  # doses reported missed and not settled since, oldest first
         self.gen = 0  # bumped on every re-arm; older heap entries are garbage
 
 
@@ -134,6 +140,12 @@ class DoseWatch:
         self._tracks[device_id] = track
         self._arm(device_id, track)
 
+    def resolved(self, device_id: str) -> None:
+        """Its dose_missed alarm was closed by hand: every dose it listed is handled."""
+        track = self._tracks.get(device_id)
+        if track is not None:
+            track.missed.clear()
+
     def settled(self, device_id: str) -> datetime | None:
         """Every dose of this device scheduled at or before this instant is settled."""
         track = self._tracks.get(device_id)
@@ -169,9 +181,11 @@ class DoseWatch:
             track.pending = schedule.next_due(scheduled)
             self._arm(device_id, track)
             return DoseTaken(device_id, DoseOutcome.ON_TIME, at, scheduled, missed)
-        if track.missed is not None and at >= track.missed:
-            scheduled, track.missed = track.missed, None
-            return DoseTaken(device_id, DoseOutcome.LATE, at, scheduled, missed)
+        if track.missed and at >= track.missed[-1]:
+            scheduled = track.missed.pop()
+            return DoseTaken(
+                device_id, DoseOutcome.LATE, at, scheduled, missed, settles_missed=not track.missed
+            )
         return DoseTaken(device_id, DoseOutcome.UNSCHEDULED, at, None, missed)
 
     def _close_windows(self, device_id: str, track: _DoseTrack, now: datetime) -> list[Overdue]:
@@ -181,7 +195,8 @@ class DoseWatch:
             out.append(
                 Overdue(device_id, OverdueKind.DOSE_MISSED, track.pending, track.pending + window)
             )
-            track.missed = track.settled = track.pending
+            track.missed.append(track.pending)
+            track.settled = track.pending
             track.pending = track.schedule.next_due(track.pending)
         if out:
             self._arm(device_id, track)

@@ -43,6 +43,7 @@ class EventType(StrEnum):
     DOSE_OVERDUE = "dose.overdue"  # a scheduled dose not taken within its window
     NO_USABLE_FIX = "location.no_fix"  # a geofenced tracker sent no usable fix for a while
     USABLE_FIX = "location.fix"  # ... and now has: resolves that alarm
+    DOSE_LATE = "dose.late"  # a late dose.taken settled the last dose reported missed
 
 
 INTERNAL_EVENTS = frozenset(
@@ -51,6 +52,7 @@ INTERNAL_EVENTS = frozenset(
         EventType.DOSE_OVERDUE,
         EventType.NO_USABLE_FIX,
         EventType.USABLE_FIX,
+        EventType.DOSE_LATE,
     }
 )
 
