@@ -279,8 +279,20 @@ def broker_outage(
         finally:
             daemon.send_signal(signal.SIGCONT)
         down_at = time.monotonic()
-        assert wait_until(lambda: ready_status(port) == 503, 10)
-        body = orjson.loads(http_get(port, "/readyz").content)  # type: ignore[union-attr]
+        # paho learns that the broker is gone when its thawed network thread reads the
+        # socket: what the broker had sent, then EOF (or a reset) from the kernel, which
+        # closed the dead broker's end; ingest clears its connected flag before it logs
+        # `mqtt.disconnected`. So wait for that line (a ceiling on a hang, not a timing:
+        # a loaded machine may take long to run the thawed daemon), then readiness must
+        # already say so, at once.
+        assert wait_until(lambda: "mqtt.disconnected" in event_names(log), HANG_S), log.read_text()[-2000:]
+        noticed_s = time.monotonic() - down_at
+        readyz, deadline = None, time.monotonic() + HANG_S
+        while readyz is None and time.monotonic() < deadline:
+            readyz = http_get(port, "/readyz")  # None: no answer within 2 s; ask again
+        assert readyz is not None, "/readyz never answered"
+        assert readyz.status_code == 503, readyz.text
+        body = orjson.loads(readyz.content)
         assert body["checks"]["broker_connected"] is False
         assert body["checks"]["database_writable"] is True
         assert metric(port, "alarmhub_mqtt_connected") == 0
@@ -313,7 +325,8 @@ def broker_outage(
     assert all(g >= BACKOFF_MIN_S for g in gaps), gaps
     print(
         f"\nbroker {signal.Signals(sig).name} for {outage_s:.0f} s with {len(before) - at_stop} "
-        f"messages un-drained; {failed_attempts} reconnect attempts during the outage; "
+        f"messages un-drained; the loss noticed {noticed_s:.2f} s after the thaw; "
+        f"{failed_attempts} reconnect attempts during the outage; "
         f"/readyz 200 again {reconnect_s:.2f} s after the broker came back; final {counts}"
     )
 
