@@ -23,6 +23,7 @@ from typing import Any, Self, TypeVar
 import structlog
 from prometheus_client import Counter as PromCounter
 
+from alarmhub.backlog import Backlog
 from alarmhub.clock import Clock, SystemClock
 from alarmhub.core.actions import Action, Applied, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
@@ -61,6 +62,7 @@ from alarmhub.receipts import handled_receipt, stored_receipt
 from alarmhub.rules_file import RulesError, alarm_kinds, load_rules
 from alarmhub.settings import Settings
 from alarmhub.state import HubState
+from alarmhub.store.backlog_rows import last_received
 from alarmhub.store.sqlite import SqliteStore, StoreError
 from alarmhub.supervise import Supervision
 from alarmhub.views import alarm_json
@@ -163,6 +165,7 @@ class AlarmHub:
         self.supervision = Supervision(self)
         # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
         await self.supervision.load(db.path)
+        self.backlog = Backlog(self.clock, await last_received(db.path))
         self.ingest = MqttIngest(
             s.mqtt,
             s.mqtt_client_id,
@@ -293,7 +296,8 @@ class AlarmHub:
         self._after_commit(effects)
 
     async def _decide_and_commit(self, batch: list[Delivery]) -> BatchEffects:
-        raws = [d.raw for d in batch]
+        # Marked with when they may have been queued: MQTT carries no broker time.
+        raws = self.backlog.mark([d.raw for d in batch])
         ctx = self.context()
         decoded = decode_all(raws, ctx)
         decoded = await self._retry_unknown_devices(raws, decoded)
@@ -718,6 +722,10 @@ class AlarmHub:
 
     def _on_connection_change(self, connected: bool, connections: int) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
+        if connected and self.ingest is not None:
+            self.backlog.connected(session_present=self.ingest.session_present)
+        elif not connected:
+            self.backlog.disconnected()
         if connected and connections > 1:
             self.metrics.mqtt_reconnects.inc()
         if connected:

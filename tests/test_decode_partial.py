@@ -15,8 +15,9 @@ tracker), so these pin the decoder independently of the shipped profiles.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -27,12 +28,15 @@ from alarmhub.core.model import (
     Device,
     DeviceKind,
     EventType,
+    Priority,
     RawMessage,
     Rejected,
     RejectReason,
     TsSource,
 )
 from alarmhub.core.profile import Condition, Mapping, Op, Profile, TimestampUnit, TopicPattern
+from alarmhub.core.rules import Rule, RuleSet, TimeWindow
+from alarmhub.core.timewindow import in_window_during
 
 RECEIVED_AT = datetime(2025, 11, 23, 23, 30, 0, tzinfo=UTC)
 LIMITS = DecodeLimits()
@@ -366,3 +370,74 @@ def test_the_timeline_says_what_the_decoder_knew(
     assert isinstance(result, Decoded)
     (press,) = [e for e in result.events if e.type is EventType.BUTTON_PRESSED]
     assert event_context(press) == context
+
+
+# ---- item 11: a backlog without device times keeps its queueing span honest ---------
+
+OSLO = ZoneInfo("Europe/Oslo")
+NIGHT = (time(22, 0), time(7, 0))
+
+
+def _oslo(day: int, hh: int, mm: int) -> datetime:
+    return datetime(2026, 11, day, hh, mm, tzinfo=OSLO)
+
+
+SPANS = [
+    # (case, earliest, latest, may lie in 22:00-07:00)
+    ("all day", _oslo(20, 12, 0), _oslo(20, 21, 59), False),
+    ("the evening into the night", _oslo(20, 21, 0), _oslo(20, 22, 0), True),
+    ("an outage across the night", _oslo(20, 23, 20), _oslo(21, 7, 5), True),
+    ("inside the night", _oslo(21, 2, 0), _oslo(21, 3, 0), True),
+    ("the morning after", _oslo(21, 7, 0), _oslo(21, 11, 0), False),
+    ("a single instant at night", _oslo(21, 6, 59), _oslo(21, 6, 59), True),
+    ("longer than a day", _oslo(20, 8, 0), _oslo(21, 20, 0), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("earliest", "latest", "expected"), [r[1:] for r in SPANS], ids=[r[0] for r in SPANS]
+)
+def test_a_span_that_touches_the_window(
+    earliest: datetime, latest: datetime, expected: bool
+) -> None:
+    assert in_window_during(*NIGHT, earliest, latest, OSLO) is expected
+
+
+NIGHT_RULES = RuleSet(
+    rules=(
+        Rule("door opened at night", EventType.DOOR_OPENED, alarm="door_open_night",
+             priority=Priority.HIGH, window=TimeWindow(*NIGHT)),
+        Rule("door opened by day, logged", EventType.DOOR_OPENED, window=TimeWindow(time(7), time(22))),
+    )
+)  # fmt: skip
+BACKLOG = [
+    # (case, queued since, delivered at, device time in the payload, rule matched)
+    ("23:30 opening delivered at 07:05 after an outage", _oslo(20, 23, 20), _oslo(21, 7, 5),
+     None, "door opened at night"),
+    ("delivered live at 07:05", None, _oslo(21, 7, 5), None, "door opened by day, logged"),
+    ("a backlog whose bridge stamped the time: believed", _oslo(20, 23, 20), _oslo(21, 7, 5),
+     _oslo(21, 7, 1), "door opened by day, logged"),
+    ("a backlog of a day-time outage", _oslo(21, 9, 0), _oslo(21, 11, 0), None,
+     "door opened by day, logged"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("queued_since", "delivered", "device_ts", "rule"),
+    [r[1:] for r in BACKLOG],
+    ids=[r[0] for r in BACKLOG],
+)
+def test_a_backlog_door_is_judged_on_the_span_it_may_have_happened_in(
+    queued_since: datetime | None, delivered: datetime, device_ts: datetime | None, rule: str
+) -> None:
+    payload: dict[str, Any] = {"contact": False}
+    if device_ts is not None:
+        payload["last_seen"] = device_ts.isoformat()
+    raw = RawMessage("zb/door-1", json.dumps(payload).encode(), delivered, queued_since)
+    result = decode(raw, REGISTRY, CATALOG, LIMITS)
+    assert isinstance(result, Decoded), result
+    (event,) = result.events
+    assert event.ts_earliest == (queued_since if device_ts is None else None)
+    matched = NIGHT_RULES.match(event, REGISTRY["door-1"])
+    assert matched is not None
+    assert matched.name == rule

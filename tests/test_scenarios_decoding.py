@@ -76,3 +76,18 @@ async def test_item_13_a_heiman_without_its_profile_raises_a_p1_alarm(scenario):
     await s.at("02:05").publish(f"zigbee2mqtt/{HEIMAN}", {"battery": 100, "linkquality": 90})
     await s.expect_alarm_count(HEIMAN, "button", 1)
     assert [e["type"] for e in s.inbox(HEIMAN)[-1]["events"]] == ["heartbeat"]
+
+
+async def test_item_11_a_backlog_door_opening_keeps_its_night(scenario):
+    # A Zigbee2MQTT contact sensor without `last_seen`: its reports carry no time of their own.
+    s = scenario(devices=[door(HALL, resident="r-15", night="22:00-07:00")])
+    await s.at("23:00").publish(f"zigbee2mqtt/{HALL}", {"contact": True, "linkquality": 80})
+    await s.at("23:20").stop_hub()
+    # 23:30 the door opens while alarmhub is down: the broker keeps the report.
+    await s.at("23:30").publish(f"zigbee2mqtt/{HALL}", {"contact": False, "linkquality": 80})
+    # 07:05 alarmhub is back; the report arrives now, but it may be from the night.
+    await s.at("07:05").start_hub()
+    alarm = await s.expect_alarm(HALL, "door_open_night", status="open")
+    assert alarm["raised_at"].startswith("2026-11-21T06:05")  # raised at delivery (UTC)
+    [raised, *_] = await s.timeline(HALL, "door_open_night")
+    assert raised["detail"]["ts_earliest"].startswith("2026-11-20T22:00")  # 23:00 Oslo

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +150,29 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
         return Rejected(RejectReason.MALFORMED_JSON, f"payload is not JSON: {exc}", device_id)
     if not isinstance(payload, dict):
         return Rejected(RejectReason.NOT_AN_OBJECT, "payload is not a JSON object", device_id)
+    decoded = _decode_payload(payload, raw, device, profile, limits)
+    if raw.queued_since is not None and isinstance(decoded, Decoded):
+        return _backlog(decoded, raw.queued_since)
+    return decoded
+
+
+def _backlog(decoded: Decoded, queued_since: datetime) -> Decoded:
+    """Events of a backlog without a device time happened some time since `queued_since`.
+
+    MQTT carries no broker timestamp: a message queued while alarmhub was away
+    is received when it reconnects, so its time of receipt is only the latest it
+    can have happened. The span is kept on the event for the rules to judge.
+    """
+    events = tuple(
+        replace(e, ts_earliest=min(queued_since, e.ts)) if e.ts_source is not TsSource.DEVICE else e
+        for e in decoded.events
+    )
+    return replace(decoded, events=events)
+
+
+def _decode_payload(
+    payload: dict[str, Any], raw: RawMessage, device: Device, profile: Profile, limits: DecodeLimits
+) -> Decoded | Rejected:
     if profile.native:
         # Only the native protocol defines `device` and `municipality` in the payload;
         # a vendor may use the same key for something else (Zigbee2MQTT's

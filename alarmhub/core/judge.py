@@ -120,6 +120,9 @@ def event_context(event: Event) -> dict[str, object]:
         context["ts_source"] = str(event.ts_source)
     if event.clock_skew_s is not None:
         context["clock_skew_s"] = event.clock_skew_s
+    if event.ts_earliest is not None:
+        # Delivered in a backlog after an outage: it happened some time in between.
+        context["ts_earliest"] = event.ts_earliest.isoformat()
     return context
 
 

@@ -189,6 +189,10 @@ class RawMessage:
     topic: str
     payload: bytes
     received_at: datetime
+    # Set by the shell for a message delivered in the backlog after alarmhub
+    # (re)connected: it was published no earlier than this, but MQTT carries no
+    # broker time, so when exactly is unknown (issue 12 item 11, docs/protocol.md).
+    queued_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +209,9 @@ class Event:
     # Device time minus receipt time, in whole seconds, when the device's clock was
     # out of bounds and `ts` was clamped (positive: the device runs fast).
     clock_skew_s: int | None = None
+    # The event happened between this and `ts`, when exactly is unknown: a backlog
+    # delivered after an outage, without a device time (RawMessage.queued_since).
+    ts_earliest: datetime | None = None
 
     def key(self) -> tuple[str, str]:
         """The deduplication key: a device's own message id, unique per device."""

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from alarmhub.core.escalation import Policy
 from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, zone_status
 from alarmhub.core.model import Device, DeviceKind, Event, EventType, Priority
-from alarmhub.core.timewindow import in_window
+from alarmhub.core.timewindow import in_window, in_window_during
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +146,22 @@ class RuleSet:
             return False
         if rule.window is not None:
             window = self.window_for(rule.window, device)
-            if window is None or not in_window(window.start, window.end, event.ts, self.timezone):
+            if window is None or not self._in(window, rule, event):
                 return False
         if rule.zone is not None:
             return zone_of(event, device) is rule.zone
         return True
+
+    def _in(self, window: TimeWindow, rule: Rule, event: Event) -> bool:
+        """Whether the event falls in the window; for an event whose time is uncertain
+        (a backlog delivered after an outage), whether it may have, when the rule
+        raises an alarm: a door opened at 23:30 and delivered at 07:05 is a night door.
+        """
+        if event.ts_earliest is not None and rule.alarm is not None:
+            return in_window_during(
+                window.start, window.end, event.ts_earliest, event.ts, self.timezone
+            )
+        return in_window(window.start, window.end, event.ts, self.timezone)
 
     def window_for(self, window: TimeWindow | str, device: Device) -> TimeWindow | None:
         """Resolve a named window: the device's own, then its municipality's, then global."""

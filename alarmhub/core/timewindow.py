@@ -103,6 +103,21 @@ def in_window(window_start: time, window_end: time, at: datetime, tz: ZoneInfo) 
     )
 
 
+def in_window_during(
+    window_start: time, window_end: time, earliest: datetime, latest: datetime, tz: ZoneInfo
+) -> bool:
+    """Whether any instant of [earliest, latest] lies in the daily window.
+
+    For an event whose time is only known to lie in that span (a backlog
+    delivered after an outage, issue 12 item 11): it may have happened in the
+    window, so a rule that raises an alarm in the window must not miss it.
+    """
+    if in_window(window_start, window_end, earliest, tz):
+        return True
+    opens = next_boundary(window_start, window_end, earliest, tz)
+    return opens is not None and opens <= latest
+
+
 def next_boundary(
     window_start: time, window_end: time, at: datetime, tz: ZoneInfo
 ) -> datetime | None:

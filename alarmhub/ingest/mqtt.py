@@ -384,6 +384,11 @@ class MqttIngest:
         # paho sleeps `min_delay` before its next attempt when the delay was just reset.
         self._client.reconnect_delay_set(delay, max(delay, self._backoff.maximum))  # type: ignore[arg-type]
 
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker kept our session at the last connect: it may hold a backlog."""
+        return self._session_present
+
     def _set_connected(self, *, connected: bool) -> None:
         if connected == self.connected:
             return
