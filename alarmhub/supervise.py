@@ -74,6 +74,7 @@ class Supervision:
         self._fixed_again: list[str] = []  # usable fix after no_fix was raised
         self._missed: list[Overdue] = []  # doses taken() or the start-up replay found missed
         self._late: list[tuple[str, datetime]] = []  # late takes that settle dose_missed
+        self._kind_cache: dict[tuple[str, EventType], frozenset[str]] = {}
         self._dose_history: Mapping[str, DoseHistory] = {}  # only while loading
         self._start_wall = hub.clock.now()
         self._start_mono = hub.clock.monotonic()
@@ -196,26 +197,34 @@ class Supervision:
         device = self._hub.state.devices.get(alarm.device_id)
         if device is None or alarm.state is not AlarmState.RESOLVED:
             return
-        if alarm.kind == self._offline_kind(device, EventType.DOSE_OVERDUE):
+        if alarm.kind in self._kinds(EventType.DOSE_OVERDUE):
             self.doses.resolved(device.id)  # home care handled every dose it listed
-        if alarm.kind == self._offline_kind(device) and self.heartbeats.resolved(
+        if alarm.kind in self._kinds(EventType.DEVICE_SILENT) and self.heartbeats.resolved(
             device.id, self.now()
         ):
             log.info("supervision.rearmed", device_id=device.id)
 
-    def _offline_kind(
-        self, device: Device, etype: EventType = EventType.DEVICE_SILENT
-    ) -> str | None:
-        """The alarm kind the rules raise for this device's silence (or missing fixes)."""
-        now = self._hub.clock.now()
-        rule = self._hub.rules.match(Event(device.id, "", etype, now, now), device)
-        return rule.alarm if rule is not None else None
+    def _kinds(self, etype: EventType) -> frozenset[str]:
+        """Every alarm kind a rule raises for alarmhub's own event `etype`.
+
+        Looked up for every device at start and at each registry change: a set per
+        rules version, not a rule match per device (a million devices).
+        """
+        rules = self._hub.rules
+        key = (rules.version, etype)
+        found = self._kind_cache.get(key)
+        if found is None:
+            every = [*rules.rules, *(r for m in rules.municipalities.values() for r in m.rules)]
+            found = frozenset(r.alarm for r in every if r.event is etype and r.alarm)
+            self._kind_cache[key] = found
+        return found
 
     def _open_alarm(self, device: Device, etype: EventType) -> Alarm | None:
-        kind = self._offline_kind(device, etype)
-        if kind is None:
-            return None
-        return self._hub.state.alarms.active((device.id, kind))
+        for kind in self._kinds(etype):
+            alarm = self._hub.state.alarms.active((device.id, kind))
+            if alarm is not None:
+                return alarm
+        return None
 
     def _broker_reachable(self) -> bool:
         """Whether devices can reach alarmhub; the connect itself calls :meth:`restart`."""

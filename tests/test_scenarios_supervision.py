@@ -25,6 +25,12 @@ async def test_item15_a_dead_pendant_is_reported_though_alarmhub_restarts_every_
     await s.at("+3d 12:04").expect_no_alarm("pend-1", "device_offline")
     # Three intervals after 12:05, not three after the last restart.
     await s.at("+3d 12:06").expect_alarm("pend-1", "device_offline", status="open", priority=4)
+    # A restart with that alarm open does not raise it a second time.
+    await s.at("+3d 12:10").restart(down_until="+3d 12:12")
+    await s.at("+3d 12:20").expect_alarm_count("pend-1", "device_offline", 1)
+    types = [e["type"] for e in await s.timeline("pend-1", "device_offline")]
+    assert types.count("raised") == 1
+    assert "repeated" not in types
 
 
 async def test_item16_a_door_sensor_without_an_interval_is_supervised_and_comes_back(scenario):
