@@ -101,7 +101,7 @@ class Supervision:
         heard = last_heard or {}
         unsupervised = 0
         for d in devices:
-            self.watch(d, now, wall, misses, last_heard=heard.get(d.id))
+            self.watch(d, now, wall, misses, last_heard=heard.get(d.id), warn=False)
             if d.active and self._hub.rules.heartbeat_interval(d) is None:
                 unsupervised += 1
         if unsupervised:
@@ -120,8 +120,14 @@ class Supervision:
         misses: int,
         *,
         last_heard: datetime | None = None,
+        warn: bool = True,
     ) -> None:
+        """Watch (or stop watching) one device; registered or changed: `warn` if unsupervised."""
         interval = self._hub.rules.heartbeat_interval(d)
+        if warn and d.active and interval is None:
+            # Registered through the API or the CLI without an interval, and the rules
+            # give its kind no default: say so, never leave it out silently (item 16).
+            log.warning("supervision.device_unsupervised", device_id=d.id, kind=d.kind.value)
         if d.active and interval is not None:
             silent = self._open_alarm(d, EventType.DEVICE_SILENT) is not None
             self.heartbeats.watch(d.id, interval, misses, now, last_heard=last_heard, silent=silent)

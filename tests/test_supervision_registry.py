@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from structlog.testing import capture_logs
 
+from alarmhub.clock import FakeClock
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.rules_file import load_rules, parse_rules
+from alarmhub.state import HubState
+from alarmhub.supervise import Supervision
 from tests.support import REPO, run_cli
 
 RULES = REPO / "config" / "rules.toml"
@@ -58,3 +63,28 @@ def test_registering_without_an_interval_warns(tmp_path: Path, rules_text, expec
     with_interval = run_cli([*args[:3], "p2", *args[4:], "--heartbeat-interval", "300"], env)
     assert with_interval.returncode == 0
     assert "heartbeat-interval" not in with_interval.stderr  # other warnings may apply (profile)
+
+
+@pytest.mark.parametrize(
+    ("defaults", "interval_s", "warned"),
+    [
+        ("", None, True),  # no interval, no default for its kind: said out loud
+        ("safety_alarm = 3600", None, False),  # the kind's default supervises it
+        ("", 300, False),  # its own interval
+    ],
+)
+def test_a_device_registered_unsupervised_is_logged(defaults, interval_s, warned) -> None:
+    """Item 16: the daemon's registration path (API, CLI via the registry refresh) warns."""
+    hub = SimpleNamespace(
+        rules=parse_rules(f"[default_heartbeat_interval_s]\n{defaults}\n{MINIMAL}"),
+        clock=FakeClock(datetime(2026, 11, 25, 10, tzinfo=UTC)),
+        state=HubState(),
+        ingest=None,
+    )
+    sup = Supervision(hub)  # type: ignore[arg-type]  # only what Supervision reads
+    device = Device("p1", DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=interval_s)
+    with capture_logs() as logs:
+        sup.watch(device, sup.now(), hub.clock.now(), 3)
+    events = [e for e in logs if e["event"] == "supervision.device_unsupervised"]
+    assert [e["device_id"] for e in events] == (["p1"] if warned else [])
+    assert (len(sup.heartbeats) == 1) is not warned
