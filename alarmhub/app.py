@@ -27,6 +27,7 @@ from alarmhub.backlog import Backlog
 from alarmhub.clock import Clock, SystemClock
 from alarmhub.core.actions import Action, Applied, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
+from alarmhub.core.dedup import Identity
 from alarmhub.core.escalation import orphaned
 from alarmhub.core.model import (
     Alarm,
@@ -65,6 +66,7 @@ from alarmhub.state import HubState
 from alarmhub.store.backlog_rows import last_received
 from alarmhub.store.sqlite import SqliteStore, StoreError
 from alarmhub.supervise import Supervision
+from alarmhub.suppression import SuppressionKeeper
 from alarmhub.views import alarm_json
 
 log = structlog.get_logger("alarmhub")
@@ -160,6 +162,7 @@ class AlarmHub:
         self.metrics.zero_alarm_kinds(alarm_kinds(self.rules))
         self.silences = tuple(await self.reader.active_silences(self.clock.now()))
         self.escalator = Escalator(self)
+        self.suppression = SuppressionKeeper(self)
         await self.escalator.load()
         self.notifier = Notifier(self)
         self.supervision = Supervision(self)
@@ -182,6 +185,7 @@ class AlarmHub:
         self._tasks.create_task(self._registry_loop(), name="registry-refresh")
         self._tasks.create_task(self._until_stopped(self._checkpoint_loop()), name="checkpoint")
         self._tasks.create_task(self._until_stopped(self.escalator.run()), name="escalator")
+        self._tasks.create_task(self._until_stopped(self.suppression.run()), name="silences")
         self._tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
         self._tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
         if self.serve_http:
@@ -257,6 +261,8 @@ class AlarmHub:
             rules=self.rules,
             silences=self.silences,
             limits=self._limits,
+            message_id_window=timedelta(hours=self.settings.message_id_dedup_window_h),
+            unknown_device_municipality=self.settings.unknown_device_municipality,
         )
 
     # --- the ingest path ---------------------------------------------------
@@ -302,9 +308,7 @@ class AlarmHub:
         decoded = decode_all(raws, ctx)
         decoded = await self._retry_unknown_devices(raws, decoded)
         fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
-        seen = await self.until_committed(
-            lambda: self.store.existing_fingerprints(fps), writes=False
-        )
+        seen = await self.until_committed(lambda: self.store.latest_messages(fps), writes=False)
         effects = process_batch(raws, decoded, fps, seen, self.state.alarms, ctx)
         municipality_of = {
             m.rejected.device_id: dev.municipality
@@ -423,6 +427,8 @@ class AlarmHub:
                 self._log_dead_letter(msg.rejected, msg.raw.topic)
             else:
                 counts[m.messages_decoded, (kind,)] += 1
+                if msg.identity is Identity.ID_REUSED:
+                    self._log_id_reused(msg.raw.topic, msg.msg_id)
                 self._count_decoding(msg, kind, counts)
                 for ev in msg.events:
                     counts[m.events, (ev.verdict,)] += 1
@@ -491,11 +497,18 @@ class AlarmHub:
             result = apply_action(alarm, action, actor, now, outcome=outcome, note=note)
             if isinstance(result, Conflict):
                 return result
-            await self.until_committed(lambda: self.store.save_alarm(result.alarm, result.timeline))
-            self.state.alarms.put(result.alarm)
+            # Resolving an inhibiting alarm or an incident releases what it hid, in
+            # the same transaction (issue 12 item 2).
+            releases = self.suppression.on_resolved(result.alarm, now, actor)
+            changed = (result.alarm, *(r.alarm for r in releases))
+            entries = (*result.timeline, *(r.entry for r in releases))
+            await self.until_committed(lambda: self.store.save_alarms(changed, entries))
+            for each in changed:
+                self.state.alarms.put(each)
         self.escalator.arm(result.alarm)
         self._after_action(alarm, result)
         self.supervision.resolved(result.alarm)  # still silent: offline again in an interval
+        self.suppression.announce(releases)
         return result.alarm
 
     def _after_action(self, before: Alarm, result: Applied) -> None:
@@ -565,6 +578,15 @@ class AlarmHub:
             if device is not None:
                 return device.kind.value
         return UNKNOWN_KIND
+
+    def _log_id_reused(self, topic: str, msg_id: str | None) -> None:
+        """A device sent an id it used within the window for other content: stored as
+        a new message (core/dedup.py); worth a look at the device's firmware."""
+        should, suppressed = self._once.should_log(f"id_reused:{topic}")
+        if should:
+            log.warning(
+                "message.id_reused", topic=topic, msg_id=msg_id, similar_since_last_log=suppressed
+            )
 
     def _log_dead_letter(self, rejected: Rejected, topic: str) -> None:
         key = f"dead_letter:{rejected.reason}:{rejected.device_id}"

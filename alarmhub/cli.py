@@ -25,13 +25,14 @@ from alarmhub import builtin
 from alarmhub.clock import SystemClock
 from alarmhub.core.decode import valid_id
 from alarmhub.core.model import Device, DeviceKind, EventType
+from alarmhub.core.moves import move_errors
 from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.logs import configure_logging
 from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog, profile_guess
 from alarmhub.rules_file import RulesError, load_rules, person_alarm_auto_resolvers
 from alarmhub.rules_tool import CasesError, explain, run_cases
 from alarmhub.settings import Settings, SettingsError, load_settings
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite import MoveRefusedError, SqliteStore
 from alarmhub.views import alarm_json
 
 EXIT_FAILED = 1
@@ -246,7 +247,10 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
 
     async def work(store: SqliteStore) -> int:
-        await store.register_devices([device], SystemClock().now())
+        try:
+            await store.register_devices([device], SystemClock().now())
+        except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
+            raise CommandError(str(exc)) from None
         print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
         _warn_profile_guess(settings, device)
         return 0
@@ -364,7 +368,13 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def work(store: SqliteStore) -> int:
-        await store.register_devices(devices, SystemClock().now(), keep=preserved_columns(text))
+        try:
+            await store.register_devices(devices, SystemClock().now(), keep=preserved_columns(text))
+        except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
+            for err in move_errors(devices, exc.refused):
+                print(f"{args.file}: {err}", file=sys.stderr)
+            print(f"alarmhub: nothing imported: {len(exc.refused)} row error(s)", file=sys.stderr)
+            return EXIT_FAILED
         print(f"imported {len(devices)} device(s) from {args.file}")
         return 0
 
@@ -436,7 +446,16 @@ def cmd_rules_explain(settings: Settings, args: argparse.Namespace) -> int:
         found = await store.get_devices([args.device])
         if not found:
             raise CommandError(f"no device {args.device!r} is registered")
-        result = explain(rules, found[0], event_type, at.astimezone(UTC), fields)
+        # What the store holds now: silences in force at (or after) `at`, active alarms.
+        result = explain(
+            rules,
+            found[0],
+            event_type,
+            at.astimezone(UTC),
+            fields,
+            silences=await store.active_silences(at),
+            alarms=await store.load_active_alarms(),
+        )
         if args.json:
             print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
             return 0

@@ -125,6 +125,7 @@ class RulesModel(_Strict):
     sla_ack_s: dict[str, PositiveSeconds] = {}
     heard_resolves: list[str] = []
     offline_after_misses: Annotated[int, Field(ge=1, le=100)] = 3
+    municipality_silence_max_h: Annotated[float, Field(gt=0, le=24 * 7)] = 24
     restart_grace_s: Seconds = 60
     default_heartbeat_interval_s: dict[DeviceKind, HeartbeatSeconds] = {}
     no_fix_alarm_after_s: PositiveSeconds | None = None
@@ -207,6 +208,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         storm=storm,
         heard_resolves=tuple(model.heard_resolves),
         offline_after_misses=model.offline_after_misses,
+        municipality_silence_max=timedelta(hours=model.municipality_silence_max_h),
         restart_grace=timedelta(seconds=model.restart_grace_s),
         heartbeat_defaults={
             k: timedelta(seconds=s) for k, s in model.default_heartbeat_interval_s.items()

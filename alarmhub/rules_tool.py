@@ -28,6 +28,7 @@ expectations, or a `devices = [...]` list).
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from alarmhub.core.decode import Catalog, DecodeLimits
 from alarmhub.core.escalation import (
     DeadlineKey,
     apply_decision,
+    exhaustion,
     next_for_alarm,
     on_deadline,
     plan,
@@ -66,6 +68,8 @@ from alarmhub.core.pipeline import (
 )
 from alarmhub.core.rules import Rule, RuleSet, geofence_of, zone_of
 from alarmhub.core.supervision import DoseSchedule, DoseWatch, Heard, OverdueKind, Supervisor
+from alarmhub.core.suppress import Silence, on_resolved
+from alarmhub.core.suppress_explain import suppressions
 from alarmhub.device_settings import parse_settings
 
 
@@ -77,9 +81,21 @@ class CasesError(Exception):
 
 
 def explain(
-    rules: RuleSet, device: Device, event_type: EventType, at: datetime, fields: dict[str, Any]
+    rules: RuleSet,
+    device: Device,
+    event_type: EventType,
+    at: datetime,
+    fields: dict[str, Any],
+    *,
+    silences: Iterable[Silence] = (),
+    alarms: Iterable[Alarm] = (),
 ) -> dict[str, Any]:
-    """What would happen to this event from this device at this time, without doing it."""
+    """What would happen to this event from this device at this time, without doing it.
+
+    `silences` and `alarms` (the active ones) are the store's: with them,
+    `suppressions` names every silence, inhibiting alarm and outage incident that
+    could hide the alarm, whether it would at `at`, and when it would end.
+    """
     event = Event(device.id, "explain", event_type, at, at, fields)
     rule = rules.match(event, device)
     out: dict[str, Any] = {
@@ -125,6 +141,9 @@ def explain(
         if policy.ack_timeout is not None:
             out["ack_timeout_s"] = policy.ack_timeout.total_seconds()
     out["would_be_suppressed_by"] = _suppressors(rules, device)
+    out["suppressions"] = suppressions(
+        rule.alarm, priority, device, at, silences, alarms, rules.storm
+    )
     out["outcome"] = f"raises a priority {int(priority)} {rule.alarm} alarm"
     return out
 
@@ -253,6 +272,11 @@ class Replay:
             decision = on_deadline(current.state, acked, deadline, self.now, fired)
             fired.add(deadline.key)
             changed, _ = apply_decision(current, decision, self.now, self.rules.version)
+            # As the escalator does: the policy's last step with the alarm still open.
+            policy = self.rules.policy_named(current.policy, current.municipality)
+            if policy is not None:
+                ran_out = exhaustion(changed or current, policy, fired, self.now)
+                changed = ran_out[0] if ran_out is not None else changed
             if changed is not None:
                 self.index.put(changed)
                 current = changed
@@ -335,6 +359,9 @@ class Replay:
         if isinstance(result, Conflict):
             raise CasesError(f"{action.value} refused: {result.message}")
         self.index.put(result.alarm)
+        # As the daemon does: resolving an inhibitor or an incident releases what it hid.
+        for released in on_resolved(result.alarm, self.index.attached, self.now, "rules-test"):
+            self.index.put(released.alarm)
 
     def _apply(self, effects: BatchEffects) -> None:
         for alarm in effects.alarms.values():
@@ -353,6 +380,7 @@ class Replay:
                     "suppressed": a.suppressed_by is not None,
                     # The device event that would have cleared it (it waits for an operator).
                     "clearing": a.clearing_event or "",
+                    "exhausted": a.escalation_exhausted_at is not None,
                 }
                 for a in self.index.by_id.values()
             ),

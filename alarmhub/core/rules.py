@@ -104,6 +104,9 @@ class RuleSet:
     storm: StormPolicy | None = None
     heard_resolves: tuple[str, ...] = ()  # alarm kinds any message from the device resolves
     offline_after_misses: int = 3
+    # A silence of a whole municipality lasts at most this long, and this long when it
+    # names no end (issue 12 item 8; suppress.silence_end).
+    municipality_silence_max: timedelta = timedelta(hours=24)
     # Supervision (issue 12 items 15, 16, 18; core/supervision.py says why).
     restart_grace: timedelta = timedelta(seconds=60)  # after a restart, at most one interval
     # Heartbeat interval of a device registered without one, per kind: never unsupervised.

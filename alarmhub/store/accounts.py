@@ -322,6 +322,7 @@ SILENCE_KEYS = (
     "reason",
     "created_by",
     "created_at",
+    "include_priority_1",
 )
 
 
@@ -335,6 +336,11 @@ class Silence:
     reason: str
     created_by: str
     created_at: datetime
+    include_priority_1: bool = False  # hides priority 1 alarms too (issue 12 item 8)
+
+    @property
+    def municipality_wide(self) -> bool:
+        return self.device_id is None
 
 
 def silence_from_row(row: tuple[Any, ...]) -> Silence:
@@ -347,12 +353,13 @@ def silence_from_row(row: tuple[Any, ...]) -> Silence:
         row[5],
         row[6],
         datetime.fromisoformat(row[7]),
+        bool(row[8]),
     )
 
 
 def insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
     conn.execute(
-        f"INSERT INTO silences ({', '.join(SILENCE_KEYS)}) VALUES (?,?,?,?,?,?,?,?)",
+        f"INSERT INTO silences ({', '.join(SILENCE_KEYS)}) VALUES (?,?,?,?,?,?,?,?,?)",
         (
             s.id,
             s.municipality,
@@ -362,6 +369,7 @@ def insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
             s.reason,
             s.created_by,
             ts(s.created_at),
+            int(s.include_priority_1),
         ),
     )
 

@@ -200,8 +200,8 @@ class EscalationRows:
     async def active_silences(self, now: datetime) -> list[Silence]:
 
         sql = (
-            "SELECT s.id, s.municipality, s.starts_at, s.ends_at, s.device_id, s.reason "
-            "FROM silences s WHERE s.deleted_at IS NULL AND s.ends_at > ?"
+            "SELECT s.id, s.municipality, s.starts_at, s.ends_at, s.device_id, s.reason, "
+            "s.include_priority_1 FROM silences s WHERE s.deleted_at IS NULL AND s.ends_at > ?"
         )
         try:
             async with self._conn.execute(sql, (ts(now),)) as cur:
@@ -213,5 +213,15 @@ class EscalationRows:
             starts, ends = parse_ts(r[2]), parse_ts(r[3])
             assert starts is not None
             assert ends is not None
-            out.append(Silence(r[0], r[1], starts, ends, device_id=r[4], reason=r[5]))
+            out.append(
+                Silence(
+                    r[0],
+                    r[1],
+                    starts,
+                    ends,
+                    device_id=r[4],
+                    reason=r[5],
+                    include_priority_1=bool(r[6]),
+                )
+            )
         return out

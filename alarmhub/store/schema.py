@@ -185,4 +185,40 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alarms ADD COLUMN clearing_event TEXT;
     ALTER TABLE alarms ADD COLUMN clearing_at TEXT;
     """,
+    # 5: issue 12 item 12: a message id is the same message only within a window
+    # and with the same content, so one fingerprint may now have several rows (a
+    # pendant reusing ids after a battery change; a redelivery is still never
+    # stored twice). SQLite cannot drop a column's UNIQUE: the table is rebuilt,
+    # every row and its seq kept, and `identity` records what dedup decided for a
+    # message stored beside an earlier one of the same fingerprint (core/dedup.py).
+    """
+    CREATE TABLE inbox_v5 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        fingerprint TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        device_id TEXT,
+        municipality TEXT,
+        msg_id TEXT,
+        verdict TEXT NOT NULL,
+        reason TEXT,
+        detail TEXT,
+        events TEXT,
+        identity TEXT
+    );
+    INSERT INTO inbox_v5 (seq, fingerprint, received_at, topic, payload, device_id,
+        municipality, msg_id, verdict, reason, detail, events)
+        SELECT seq, fingerprint, received_at, topic, payload, device_id,
+        municipality, msg_id, verdict, reason, detail, events FROM inbox ORDER BY seq;
+    DROP TABLE inbox;
+    ALTER TABLE inbox_v5 RENAME TO inbox;
+    CREATE INDEX inbox_fingerprint ON inbox(fingerprint);
+    CREATE INDEX inbox_device ON inbox(device_id, seq);
+    CREATE INDEX inbox_rejected ON inbox(verdict, seq) WHERE verdict = 'rejected';
+    """,
+    # 6: issue 12 item 8: a silence hides a priority 1 alarm only when it says so.
+    """
+    ALTER TABLE silences ADD COLUMN include_priority_1 INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

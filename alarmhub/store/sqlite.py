@@ -19,11 +19,14 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
+from alarmhub.core.dedup import Identity, Prior
 from alarmhub.core.fields import PARTIAL, dropped_detail
 from alarmhub.core.model import Alarm, Device, DeviceKind, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.device_settings import parse_settings, settings_json
+from alarmhub.store.device_moves import MoveRefusedError, check_moves
 from alarmhub.store.escalation_rows import EscalationRows
+from alarmhub.store.inbox_rows import select_priors
 from alarmhub.store.rows import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
@@ -36,10 +39,12 @@ from alarmhub.store.rows import (
     ts,
 )
 from alarmhub.store.schema import MIGRATIONS
+from alarmhub.store.suppression_rows import SuppressionRows
 
 # Row helpers other modules import from here (they live in store/rows.py).
 __all__ = [
     "ALARM_COLUMNS",
+    "MoveRefusedError",
     "SqliteStore",
     "StoreError",
     "alarm_from_row",
@@ -110,19 +115,21 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
         m.raw.topic,
         m.raw.payload,
         device_id,
-        m.device.municipality if m.device else registry_municipality,
+        m.device.municipality if m.device else (m.municipality or registry_municipality),
         m.msg_id,
         m.verdict,
         # A message stored with fields left out says so where dead letters do (#12 item 10).
         rejected.reason if rejected else (PARTIAL if m.dropped else None),
         rejected.detail if rejected else (dropped_detail(m.dropped) if m.dropped else None),
         events,
+        # What dedup decided, when it is news: an id reused, a window passed (core/dedup.py).
+        None if m.identity is Identity.NEW else m.identity,
     )
 
 
 _INSERT_INBOX = (
     "INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, "
-    "msg_id, verdict, reason, detail, events) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    "msg_id, verdict, reason, detail, events, identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
 _LOOKUP_CHUNK = 500
@@ -134,7 +141,7 @@ class StoreError(Exception):
     """The database refused a write; the caller keeps the batch and retries."""
 
 
-class SqliteStore(EscalationRows):
+class SqliteStore(EscalationRows, SuppressionRows):
     """The writer's connection plus read helpers; create with :meth:`open`."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
@@ -246,6 +253,13 @@ class SqliteStore(EscalationRows):
             return set()
         return await self._in_writer_thread(_select_fingerprints, wanted)
 
+    async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]:
+        """The latest stored message per fingerprint, for dedup (core/dedup.py)."""
+        wanted = list(dict.fromkeys(fingerprints))
+        if not wanted:
+            return {}
+        return await self._in_writer_thread(select_priors, wanted)
+
     async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
         """Write one batch's every effect in one transaction, or nothing at all.
 
@@ -353,7 +367,11 @@ class SqliteStore(EscalationRows):
     async def register_devices(
         self, devices: Sequence[Device], now: datetime, keep: frozenset[str] = frozenset()
     ) -> None:
-        """Insert or update devices, all or none; columns in `keep` stay as they are."""
+        """Insert or update devices, all or none; columns in `keep` stay as they are.
+
+        A device with open alarms is never moved to another municipality: the whole
+        write is refused with :class:`MoveRefusedError`, naming them (core/moves.py).
+        """
         rows = [
             (
                 d.id,
@@ -372,6 +390,7 @@ class SqliteStore(EscalationRows):
         ]
         await self._conn.execute("BEGIN IMMEDIATE")
         try:
+            await check_moves(self._conn, devices)
             await self._conn.executemany(
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
                 "label, active, resident, settings, registered_at, updated_at) "

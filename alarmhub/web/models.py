@@ -52,6 +52,12 @@ class AlarmOut(BaseModel):
         "(e.g. door.closed); it waits for an operator",
     )
     clearing_at: str | None = None
+    escalation_from: str | None = Field(
+        None, description="when the current escalation started (null: raised_at)"
+    )
+    escalation_generation: int = Field(
+        0, description="how many times escalation started afresh (re-alert, reopen, release)"
+    )
 
 
 class AlarmPage(BaseModel):
@@ -160,17 +166,30 @@ class ImportResult(BaseModel):
 class SilenceIn(_In):
     municipality: Municipality
     device_id: DeviceId | None = Field(
-        default=None, description="null silences every device of the municipality"
+        default=None,
+        description="null silences every device of the municipality: at most "
+        "`municipality_silence_max_h` of the rules (default 24 h), also its length without ends_at",
     )
     starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    ends_at: AwareDatetime | None = Field(
+        default=None, description="required for a device; optional for a municipality"
+    )
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+    include_priority_1: bool = Field(
+        default=False,
+        description="also hide priority 1 alarms (presses, falls); by default they "
+        "escalate as usual under any silence",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SilenceIn:
         for t in (self.starts_at, self.ends_at):
-            if not 1970 <= t.year <= 9998:
+            if t is not None and not 1970 <= t.year <= 9998:
                 raise ValueError("times must be between the years 1970 and 9998")
+        if self.ends_at is None:
+            if self.device_id is not None:
+                raise ValueError("a device's silence needs ends_at")
+            return self
         if self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         if (self.ends_at - self.starts_at).days > 366:
@@ -187,6 +206,7 @@ class SilenceOut(BaseModel):
     reason: str
     created_by: str
     created_at: str
+    include_priority_1: bool = False
 
 
 class Me(BaseModel):

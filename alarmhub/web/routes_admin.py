@@ -18,8 +18,11 @@ from fastapi.responses import Response
 from alarmhub import reports
 from alarmhub.cli import CommandError, _device, parse_device_csv, preserved_columns
 from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.moves import move_errors
+from alarmhub.core.suppress import silence_end
 from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.store import accounts
+from alarmhub.store.device_moves import MoveRefusedError
 from alarmhub.web import tenancy
 from alarmhub.web.auth import Principal, require_principal, requires
 from alarmhub.web.context import WebContext, web
@@ -86,7 +89,16 @@ def _checked_device(body: DeviceIn | dict[str, Any]) -> Device:
 
 
 async def _register(ctx: WebContext, device: Device) -> DeviceOut:
-    await ctx.hub.register_devices([device])
+    try:
+        await ctx.hub.register_devices([device])
+    except MoveRefusedError as exc:
+        # Its open alarms would stay in the old queue and its next press join them
+        # there (issue 12 item 9): resolve them first. The caller manages the device
+        # in its current municipality, so the alarms named are theirs to see.
+        [refused] = exc.refused
+        raise ApiError(
+            409, "device_has_open_alarms", refused.message(), alarms=list(refused.alarm_ids)
+        ) from None
     stored = await ctx.db(tenancy.get_device, Scope.everything("system"), device.id)
     return DeviceOut.model_validate(stored)
 
@@ -179,7 +191,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         response_model=ImportResult,
         tags=["devices"],
         openapi_extra=_CSV_BODY,
-        responses=responses(400, 413),
+        responses=responses(400, 409, 413),
     )
     async def import_devices(request: Request, scope: ManageDevices) -> ImportResult:
         """Register or update devices from CSV, all or nothing; errors name each row."""
@@ -214,7 +226,16 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 f"nothing imported: {len(errors)} row error(s)",
                 rows=errors,
             )
-        await ctx.hub.register_devices(devices, keep=preserved_columns(text))
+        try:
+            await ctx.hub.register_devices(devices, keep=preserved_columns(text))
+        except MoveRefusedError as exc:
+            raise ApiError(
+                409,
+                "device_has_open_alarms",
+                f"nothing imported: {len(exc.refused)} device(s) have open alarms",
+                rows=move_errors(devices, exc.refused),
+                alarms=[a for r in exc.refused for a in r.alarm_ids],
+            ) from None
         for m in sorted({d.municipality for d in devices}):
             count = sum(d.municipality == m for d in devices)
             await ctx.audit(
@@ -240,7 +261,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         "/devices/{device_id}",
         response_model=DeviceOut,
         tags=["devices"],
-        responses=responses(400, 404, 413),
+        responses=responses(400, 404, 409, 413),
     )
     async def patch_device(
         request: Request, scope: ManageDevices, device_id: DeviceIdPath, body: DevicePatch
@@ -342,24 +363,40 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                     ],
                 )
         now = ctx.hub.clock.now()
+        limit = ctx.hub.rules.municipality_silence_max
+        ends = silence_end(body.device_id, body.starts_at, body.ends_at, limit)
+        if isinstance(ends, str):
+            raise ApiError(
+                422, "validation", f"body.ends_at: {ends}",
+                fields=[{"field": "body.ends_at", "message": ends}],
+            )  # fmt: skip
         silence = accounts.Silence(
             id="sil_" + secrets.token_hex(8),
             municipality=body.municipality,
             device_id=body.device_id,
             starts_at=body.starts_at,
-            ends_at=body.ends_at,
+            ends_at=ends,
             reason=body.reason,
             created_by=scope.user,
             created_at=now,
+            include_priority_1=body.include_priority_1,
         )
         await ctx.db(accounts.insert_silence, silence)
+        # In force at once, not at the next registry refresh.
+        await ctx.hub.suppression.reload()
         await ctx.audit(
             request,
             scope.user,
             "silence.created",
             device_id=body.device_id,
             municipality=body.municipality,
-            detail={"silence_id": silence.id},
+            detail={
+                "silence_id": silence.id,
+                "municipality_wide": silence.municipality_wide,
+                "include_priority_1": silence.include_priority_1,
+                "starts_at": accounts.ts(silence.starts_at),
+                "ends_at": accounts.ts(silence.ends_at),
+            },
         )
         return _silence_out(silence)
 
@@ -378,7 +415,8 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         found = await ctx.db(tenancy.get_silence, scope, silence_id)
         if found is None:
             raise not_found("silence")
-        await ctx.db(accounts.end_silence, silence_id, scope.user, ctx.hub.clock.now())
+        # Ended and its alarms released in one transaction (issue 12 item 2).
+        await ctx.hub.suppression.end_silence(silence_id, scope.user)
         await ctx.audit(
             request,
             scope.user,
@@ -448,4 +486,5 @@ def _silence_out(s: accounts.Silence) -> SilenceOut:
         reason=s.reason,
         created_by=s.created_by,
         created_at=accounts.ts(s.created_at) or "",
+        include_priority_1=s.include_priority_1,
     )

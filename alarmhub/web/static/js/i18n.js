@@ -12,6 +12,8 @@ const TEXT = {
     "login.submit": "Logg inn", "login.failed": "Feil brukernavn eller passord.",
     "queue.title": "Alarmkø", "queue.caption": "Åpne og kvitterte alarmer, mest haster først",
     "queue.empty": "Ingen åpne alarmer.", "queue.counts": "{open} åpne, {ack} kvitterte",
+    "queue.silenced": "{municipality} er dempet til {until}: {reason}",
+    "queue.silencedP1": "(også prioritet 1)", "queue.silencedNotP1": "(prioritet 1 varsles som vanlig)",
     "conn.live": "Direkte", "conn.connecting": "Kobler til …",
     "conn.stale": "Frakoblet – køen kan være utdatert, prøver igjen …",
     "sound.off": "Lyd er av – trykk her (eller en tast) for å slå på varsellyd",
@@ -101,6 +103,8 @@ const TEXT = {
     "login.submit": "Log in", "login.failed": "Wrong username or password.",
     "queue.title": "Alarm queue", "queue.caption": "Open and acknowledged alarms, most urgent first",
     "queue.empty": "No open alarms.", "queue.counts": "{open} open, {ack} acknowledged",
+    "queue.silenced": "{municipality} is silenced until {until}: {reason}",
+    "queue.silencedP1": "(priority 1 too)", "queue.silencedNotP1": "(priority 1 alarms as usual)",
     "conn.live": "Live", "conn.connecting": "Connecting …",
     "conn.stale": "Disconnected – the queue may be out of date, retrying …",
     "sound.off": "Sound is off – click here (or press any key) to enable alert sounds",
@@ -193,6 +197,7 @@ const KINDS = {
     battery_low: "Lavt batteri", tamper: "Sabotasje", power_lost: "Strømbrudd",
     device_silent: "Enhet taus (ingen livstegn)", device_offline: "Enhet taus (ingen livstegn)", left_safe_zone: "Utenfor trygg sone",
     geofence: "Utenfor trygg sone",
+    unregistered_device: "Alarm fra uregistrert enhet",
   },
   en: {
     button: "Safety alarm pressed", fall: "Fall", door_open_night: "Door opened at night",
@@ -200,6 +205,7 @@ const KINDS = {
     battery_low: "Battery low", tamper: "Tamper", power_lost: "Power lost",
     device_silent: "Device silent (no heartbeat)", device_offline: "Device silent (no heartbeat)", left_safe_zone: "Left safe zone",
     geofence: "Left safe zone",
+    unregistered_device: "Alarm from an unregistered device",
   },
 };
 

@@ -1,0 +1,81 @@
+"""Writes that end a suppression together with what it hid (issue 12 items 2, 7, 8).
+
+A released alarm must come back in the same transaction as the change that
+ended its cause: an operator resolving the inhibiting alarm or the incident, a
+silence deleted or reaching its end. Written apart, a crash between the two
+would leave the cause gone and the alarm still hidden, for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from alarmhub.core.model import Alarm, TimelineEntry
+from alarmhub.store.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row, ts
+
+T = TypeVar("T")
+
+_END_SILENCE = (
+    "UPDATE silences SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL"
+)
+
+
+def _write(
+    conn: sqlite3.Connection,
+    alarms: list[tuple[Any, ...]],
+    timeline: list[tuple[Any, ...]],
+    end_silence: tuple[str | None, str, str] | None,
+) -> bool:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        ended = True
+        if end_silence is not None:
+            ended = conn.execute(_END_SILENCE, end_silence).rowcount > 0
+        if ended:
+            if alarms:
+                conn.executemany(UPSERT_ALARM, alarms)
+            if timeline:
+                conn.executemany(INSERT_TIMELINE, timeline)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return ended
+
+
+class SuppressionRows:
+    """Mixed into SqliteStore, which provides `_in_writer_thread`."""
+
+    async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError  # provided by SqliteStore
+
+    async def save_alarms(self, alarms: Iterable[Alarm], entries: Iterable[TimelineEntry]) -> None:
+        """Commit several alarms' changes with their timeline entries, all or nothing."""
+        await self._in_writer_thread(
+            _write, [alarm_row(a) for a in alarms], [timeline_row(e) for e in entries], None
+        )
+
+    async def end_silence_releasing(
+        self,
+        silence_id: str,
+        by: str,
+        now: datetime,
+        released: Sequence[Alarm],
+        entries: Sequence[TimelineEntry],
+    ) -> bool:
+        """End a silence now and release its alarms in one transaction.
+
+        False (and nothing written) when it was already deleted. The row stays:
+        who silenced what, and who ended it, remains provable.
+        """
+        return await self._in_writer_thread(
+            _write,
+            [alarm_row(a) for a in released],
+            [timeline_row(e) for e in entries],
+            (ts(now), by, silence_id),
+        )
