@@ -60,8 +60,17 @@ class Escalator:
         for alarm in alarms:
             self.arm(alarm)
 
-    def arm(self, alarm: Alarm) -> None:
-        """Schedule the alarm's next undecided deadline, if it has one."""
+    def arm(self, alarm: Alarm, anchor: tuple[datetime, float] | None = None) -> None:
+        """Schedule the alarm's next undecided deadline, if it has one.
+
+        The deadline is a wall-clock instant; it is placed on the monotonic clock
+        through `anchor`, a (wall, monotonic) pair that name the same moment: by
+        default the clocks read now. After a decided step the escalator passes the
+        decision's own pair. Reading the wall clock again after the commit would let
+        a wall-clock step (NTP) that lands during the commit move every later step
+        of the alarm by that much: an hour forward, and the whole policy fired at
+        once (seen in test_a_wall_clock_jump_fires_no_escalation_...).
+        """
         deadline = self._next(alarm)
         if deadline is None:
             self._armed.pop(alarm.id, None)
@@ -70,7 +79,8 @@ class Escalator:
             return
         self._armed[alarm.id] = deadline.key
         clock = self._hub.clock
-        mono_due = clock.monotonic() + (deadline.due_at - clock.now()).total_seconds()
+        wall, mono = anchor if anchor is not None else (clock.now(), clock.monotonic())
+        mono_due = mono + (deadline.due_at - wall).total_seconds()
         heapq.heappush(self._heap, (mono_due, next(self._seq), alarm.id, deadline))
         self._wake.set()
 
@@ -115,7 +125,7 @@ class Escalator:
         """Decide every deadline due now, in one transaction (a burst of alarms raises
         hundreds of first steps at once: one fsync for all, not one each)."""
         now_mono = self._hub.clock.monotonic()
-        due: list[tuple[str, Deadline, datetime]] = []
+        due: list[tuple[str, Deadline, datetime, float]] = []
         while self._heap and self._heap[0][0] <= now_mono and len(due) < MAX_PER_COMMIT:
             mono_due, _, alarm_id, deadline = heapq.heappop(self._heap)
             if self._armed.get(alarm_id) != deadline.key:
@@ -123,17 +133,23 @@ class Escalator:
             del self._armed[alarm_id]
             # `now` is the deadline it woke for plus how late it woke, on the monotonic clock.
             due.append(
-                (alarm_id, deadline, deadline.due_at + timedelta(seconds=now_mono - mono_due))
+                (
+                    alarm_id,
+                    deadline,
+                    deadline.due_at + timedelta(seconds=now_mono - mono_due),
+                    now_mono,
+                )
             )
         if due:
             await self._decide(due)
 
-    async def _decide(self, due: list[tuple[str, Deadline, datetime]]) -> None:
+    async def _decide(self, due: list[tuple[str, Deadline, datetime, float]]) -> None:
         hub = self._hub
         rows: list[DecidedRow] = []
         touched: dict[str, Alarm] = {}
+        anchors = {alarm_id: (now, mono) for alarm_id, _, now, mono in due}
         async with hub.write_lock:
-            for alarm_id, deadline, now in due:
+            for alarm_id, deadline, now, _mono in due:
                 alarm = hub.state.alarms.get(alarm_id)
                 if alarm is None or alarm.suppressed_by is not None:
                     continue
@@ -157,7 +173,7 @@ class Escalator:
                     if done and row.alarm is not None and row.alarm.escalation_exhausted_at:
                         self._exhausted(row.alarm, row.timeline)
         for alarm in touched.values():
-            self.arm(alarm)
+            self.arm(alarm, anchors.get(alarm.id))
 
     def _announce(self, row: DecidedRow) -> None:
         d = row.decision.deadline

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -156,3 +157,44 @@ async def test_restart_grace_no_offline_storm(tmp_path: Path, broker: LocalBroke
         # ... and fold into one incident for the municipality, not 50 queue rows.
         assert db_count(db, "SELECT count(*) FROM alarms WHERE kind='incident' AND state='open'") == 1
         assert db_count(db, "SELECT count(*) FROM alarms WHERE kind='device_offline' AND suppressed_by IS NULL") == 0
+
+
+async def test_a_wall_clock_step_during_a_steps_commit_moves_no_later_step(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The next step is placed on the monotonic clock from the decision's own instant.
+
+    It used to be placed by reading the wall clock after the commit: an NTP step of
+    an hour landing during the commit of the first step made every later step of the
+    policy due at once (the flake in test_a_wall_clock_jump_... above).
+    """
+    db = tmp_path / "alarmhub.db"
+    register(f"sqlite:///{db}", [("pend-1", "safety_alarm", "0301")], tmp_path)
+    clock = FakeClock(T0)
+    pub = Publisher(broker.port)
+    try:
+        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            real = hub.store.commit_decisions
+            stepped: list[bool] = []
+
+            async def commit_then_step(*args: Any) -> Any:
+                out = await real(*args)
+                if not stepped:
+                    stepped.append(True)
+                    clock.jump(timedelta(hours=1))  # NTP steps the wall clock mid-commit
+                return out
+
+            hub.store.commit_decisions = commit_then_step  # type: ignore[method-assign]
+            pub.publish(*native("pend-1", "p1", "button.pressed"))
+            assert await async_wait_until(lambda: escalations(db) == [(0, 0, "escalate", 1)], 10)
+            [alarm_id] = hub.state.alarms.by_id
+            assert await async_wait_until(lambda: hub.escalator._armed.get(alarm_id) == (0, 1), 10)
+            await hub.escalator.fire_due()  # whatever is due on the monotonic clock now
+            assert escalations(db) == [(0, 0, "escalate", 1)]
+            clock.advance(timedelta(seconds=60))  # real time passing still escalates, at 60 s
+            await hub.escalator.fire_due()
+            assert escalations(db) == [(0, 0, "escalate", 1), (0, 1, "escalate", 2)]
+    finally:
+        pub.close()

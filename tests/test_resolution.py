@@ -103,7 +103,6 @@ CLEARING = [
     ("door-1", ("door.opened", {}), ("door.closed", {}), RULES_TEXT, Verdict.HELD, AlarmState.OPEN, "door.closed"),
     ("gps-1", ("location", OUTSIDE), ("location", INSIDE), RULES_TEXT, Verdict.HELD, AlarmState.OPEN, "location"),
     ("pend-1", ("button.pressed", {}), ("button.cancelled", {}), RULES_TEXT, Verdict.HELD, AlarmState.OPEN, "button.cancelled"),
-    ("disp-1", ("dose.missed", {}), ("dose.taken", {}), RULES_TEXT, Verdict.CLEARED, AlarmState.RESOLVED, None),
     ("plug-1", ("power.lost", {}), ("power.restored", {}), RULES_TEXT, Verdict.CLEARED, AlarmState.RESOLVED, None),
     ("door-1", ("door.opened", {}), ("door.closed", {}), opted_in(), Verdict.CLEARED, AlarmState.RESOLVED, None),
 ]
