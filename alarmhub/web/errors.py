@@ -28,6 +28,8 @@ class ErrorDetail(BaseModel):
     holder: str | None = None
     fields: list[FieldError] | None = None
     rows: list[str] | None = None
+    # The open alarms that stop a device from moving (409 device_has_open_alarms).
+    alarms: list[str] | None = None
 
 
 class ErrorBody(BaseModel):
