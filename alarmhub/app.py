@@ -514,7 +514,11 @@ class AlarmHub:
     def _after_action(self, before: Alarm, result: Applied) -> None:
         alarm = result.alarm
         label = str(int(alarm.priority))
-        if result.acknowledged_now and alarm.acknowledged_at is not None:
+        # Time to acknowledge is the first acknowledgement's: an alarm back in the queue
+        # (a repeat on an acknowledged person alarm, an acknowledgement-timeout
+        # reminder) acknowledged again is not a second response to count.
+        first = before.acknowledged_at is None
+        if result.acknowledged_now and first and alarm.acknowledged_at is not None:
             waited = (alarm.acknowledged_at - alarm.raised_at).total_seconds()
             self.metrics.time_to_acknowledge.labels(label, alarm.municipality).observe(waited)
             target = self.rules.sla_ack.get(alarm.priority)

@@ -64,6 +64,13 @@ async def test_item4_pressing_again_after_acknowledgement_re_alerts_the_queue(sc
         "pend-1", "button", [("operator_queue", "02:00"), ("operator_queue", "02:10"), ("supervisor", "02:11")]
     )
     await s.expect_alarm_count("pend-1", "button", 1)
+    # Taken again: the response time counted is still the first acknowledgement's.
+    await s.at("02:11:30").acknowledge("pend-1", "button")
+    await s.expect_alarm("pend-1", "button", status="acknowledged")
+    counted = s.hub.metrics.registry.get_sample_value(
+        "alarmhub_time_to_acknowledge_seconds_count", {"priority": "1", "municipality": "0301"}
+    )
+    assert counted == 1
 
 
 async def test_item5_an_unanswered_dose_alarm_says_its_escalation_ran_out(scenario):
