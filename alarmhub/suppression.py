@@ -85,19 +85,27 @@ class SuppressionKeeper:
         """What an operator's resolution of `alarm` releases; the caller commits it."""
         return suppress.on_resolved(alarm, self._hub.state.alarms.attached, now, actor)
 
+    def _due(self) -> list[suppress.Release]:
+        hub = self._hub
+        now = hub.clock.now()
+        index = hub.state.alarms
+        return suppress.ended_silences(
+            index.suppressed_with("silence:"), hub.silences, now
+        ) + suppress.orphaned(
+            index.suppressed_with("inhibited:") + index.suppressed_with("incident:"),
+            index.get,
+            now,
+        )
+
     async def sweep(self) -> list[suppress.Release]:
         """Release every alarm whose silence is no longer in force, or whose cause is gone."""
         hub = self._hub
+        # Runs every second: take the write lock (and hold up ingest) only when
+        # there is something to release; decided again under the lock.
+        if not self._due():
+            return []
         async with hub.write_lock:
-            now = hub.clock.now()
-            index = hub.state.alarms
-            releases = suppress.ended_silences(
-                index.suppressed_with("silence:"), hub.silences, now
-            ) + suppress.orphaned(
-                index.suppressed_with("inhibited:") + index.suppressed_with("incident:"),
-                index.get,
-                now,
-            )
+            releases = self._due()
             if releases:
                 await hub.until_committed(
                     lambda: hub.store.save_alarms(
