@@ -30,7 +30,7 @@ Time only goes forward (an earlier time fails the scenario). Moving to a time ru
 every timer due on the way *at its own instant*, in order: escalation steps at
 their deadline (the escalator's `fire_due`), silent devices and missed doses one
 second after their deadline (supervision's `step`, which the daemon runs once a
-second), silences at their end (where the silence keeper exists), and the
+second), silences at their end (the silence keeper's sweep), and the
 registry refresh (devices, silences) at every stop. The harness owns those loops
 (their real-time versions are switched off; tests/scenario_timers.py lists them,
 and a new timed loop of the hub belongs there), so nothing depends on how fast

@@ -20,8 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alarmhub.app import AlarmHub
+from alarmhub.core.suppress import next_silence_end
 from alarmhub.escalator import Escalator
 from alarmhub.supervise import STEP_S, Supervision
+from alarmhub.suppression import SuppressionKeeper
 
 
 @dataclass(frozen=True)
@@ -55,31 +57,21 @@ def _never(_hub: AlarmHub) -> None:
     return None
 
 
+async def _sweep_silences(hub: AlarmHub) -> bool:
+    return bool(await hub.suppression.sweep())
+
+
 def timers() -> list[Timer]:
     """The timed loops, in the order they run at one instant."""
-    found = [
+    return [
         Timer("registry", (AlarmHub, "_registry_loop"), _refresh, _never),
+        # A silence that ends releases what it hid, at its end (issue 12 item 8).
+        Timer(
+            "silences",
+            (SuppressionKeeper, "run"),
+            _sweep_silences,
+            lambda hub: next_silence_end(hub.silences, hub.clock.now()),
+        ),
         Timer("escalator", (Escalator, "run"), _escalate, lambda hub: hub.escalator.next_due()),
         Timer("supervision", (Supervision, "run"), lambda hub: hub.supervision.step(), _supervision_due),
     ]
-    silences = _silence_timer()
-    if silences is not None:
-        found.insert(1, silences)
-    return found
-
-
-def _silence_timer() -> Timer | None:
-    """Silences that end release what they hid (issue 12), where that service exists."""
-    try:
-        from alarmhub.core.suppress import next_silence_end  # noqa: PLC0415 - optional
-        from alarmhub.suppression import SuppressionKeeper  # noqa: PLC0415 - optional
-    except ImportError:
-        return None
-
-    def due(hub: AlarmHub) -> datetime | None:
-        return next_silence_end(hub.silences, hub.clock.now())  # type: ignore[no-any-return]
-
-    async def sweep(hub: AlarmHub) -> Any:
-        return await hub.suppression.sweep()  # type: ignore[attr-defined]
-
-    return Timer("silences", (SuppressionKeeper, "run"), sweep, due)
