@@ -161,7 +161,7 @@ def _resolves_outcome(rule: Rule) -> str:
 
 
 def _suppressors(rules: RuleSet, device: Device) -> list[str]:
-    out = ["an active silence of this device or resident (checked at run time)"]
+    out = ["a silence of this device, its resident or its municipality (`suppressions`)"]
     if device.resident:
         out.append(f"a more urgent open alarm of resident {device.resident} (inhibition)")
     storm = rules.storm
