@@ -16,7 +16,7 @@ import pytest
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
 from alarmhub.core.actions import Action
-from alarmhub.core.model import Device, DeviceKind, DeviceSettings
+from alarmhub.core.model import Alarm, Device, DeviceKind, DeviceSettings
 from alarmhub.mosquitto import LocalBroker
 from tests.support import Publisher, async_wait_until, db_count, db_rows, hub_settings, native
 
@@ -102,7 +102,13 @@ async def test_offline_resolved_by_hand_is_raised_again_and_default_interval_app
         interval = hub.rules.heartbeat_defaults[DeviceKind.SAFETY_ALARM]
         clock.advance(3 * interval + timedelta(seconds=1))
         assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) == [("quiet",)], 10)
-        [alarm] = [a for a in hub.state.alarms.by_id.values() if a.kind == "device_offline"]
+        # The row is visible to another connection a moment before the hub applies the
+        # committed batch to its own state: wait for that too, then act on it.
+        def offline() -> list[Alarm]:
+            return [a for a in hub.state.alarms.by_id.values() if a.kind == "device_offline"]
+
+        assert await async_wait_until(lambda: len(offline()) == 1, 10)
+        [alarm] = offline()
         assert await hub.act(alarm.id, Action.RESOLVE, "op-1", outcome="checked") is not None
         assert db_rows(db, OPEN_OFFLINE) == []
         clock.advance(interval - timedelta(seconds=5))
