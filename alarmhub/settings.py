@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,12 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///alarmhub.db"
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_wal_limit_mb: int = Field(default=64, ge=1, le=1024 * 1024)
+    # The operator page over TLS: a PEM certificate (chain) and its key. Declared before
+    # http_listen, whose check reads them (issue 13 item 8).
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = Field(default=None, validate_default=True)
+    # Plain HTTP on an address other than loopback: only behind a TLS reverse proxy.
+    http_allow_plain: bool = False
     http_listen: str = "127.0.0.1:8080"
     # Unset: the rules alarmhub ships with (alarmhub.builtin), wherever it runs from.
     rules: Path = Field(default_factory=builtin.rules_file)
@@ -167,8 +174,42 @@ class Settings(BaseSettings):
 
     @field_validator("http_listen")
     @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
+    def _listen(cls, v: str, info: ValidationInfo) -> str:
+        listen = parse_listen(v)
+        tls = info.data.get("http_tls_cert") is not None
+        if not tls and not is_loopback(listen.host) and not info.data.get("http_allow_plain"):
+            raise ValueError(
+                f"{v} would serve logins and health data as plain HTTP to the network; set "
+                f"{ENV_PREFIX}HTTP_TLS_CERT and {ENV_PREFIX}HTTP_TLS_KEY, or listen on "
+                f"127.0.0.1 behind a TLS reverse proxy, or set {ENV_PREFIX}HTTP_ALLOW_PLAIN=true"
+            )
+        return v
+
+    @field_validator("http_tls_cert")
+    @classmethod
+    def _tls_cert(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a file (a PEM certificate, or chain)")
+        return v
+
+    @field_validator("http_tls_key")
+    @classmethod
+    def _tls_key(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        cert = info.data.get("http_tls_cert")
+        if v is None:
+            if cert is not None:
+                raise ValueError(f"{ENV_PREFIX}HTTP_TLS_CERT is set: this must be its key file")
+            return v
+        if "http_tls_cert" not in info.data:
+            return v  # the certificate's own error says what is wrong
+        if cert is None:
+            raise ValueError(f"set {ENV_PREFIX}HTTP_TLS_CERT too: a key alone serves nothing")
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, v)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"{v} is not a readable key for {cert}: {exc.strerror or exc}"
+            ) from None
         return v
 
     # A set path that is not there is a bad setting (exit 2, the variable named), not a
@@ -229,6 +270,11 @@ class Settings(BaseSettings):
     @property
     def listen(self) -> Listen:
         return parse_listen(self.http_listen)
+
+    @property
+    def http_tls(self) -> bool:
+        """True when alarmhub serves HTTPS itself (both TLS settings are set)."""
+        return self.http_tls_cert is not None and self.http_tls_key is not None
 
 
 def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:

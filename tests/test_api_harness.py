@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -74,7 +75,7 @@ def _register(db: Path, tmp_path: Path) -> None:
 @contextlib.asynccontextmanager
 async def stack(
     tmp_path: Path, broker: LocalBroker, client_id: str, *, alarms: bool = True,
-    clock: Clock | None = None,
+    clock: Clock | None = None, settings: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     db = tmp_path / "alarmhub.db"
     _register(db, tmp_path)
@@ -86,10 +87,12 @@ async def stack(
             tokens[name] = accounts.create_token(conn, name, now, None)
     pub = Publisher(broker.port, client_id=f"{client_id}-pub")
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock) as hub:
+        hs = hub_settings(tmp_path, broker.url, client_id, **(settings or {}))
+        async with AlarmHub(hs, clock=clock) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(20)  # a ceiling; a loaded CI machine is slow
-            s = Stack(hub, db, f"http://127.0.0.1:{hub.http_port}", pub, tokens)
+            scheme = "https" if hs.http_tls else "http"
+            s = Stack(hub, db, f"{scheme}://127.0.0.1:{hub.http_port}", pub, tokens)
             if alarms:
                 await s.raise_alarm("osl-pend-1", "o1")
                 await s.raise_alarm("brg-pend-1", "b1")

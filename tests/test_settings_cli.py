@@ -13,7 +13,9 @@ from tests.support import run_cli
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "a.toml"
-    conf.write_text('mqtt_url = "mqtt://file-host:1883"\nhttp_listen = "0.0.0.0:9000"\n')
+    conf.write_text(
+        'mqtt_url = "mqtt://file-host:1883"\nhttp_listen = "0.0.0.0:9000"\nhttp_allow_plain = true\n'
+    )
     monkeypatch.setenv("ALARMHUB_MQTT_URL", "mqtts://user:p%40ss@env-host")
     s = load_settings(conf)
     assert s.mqtt.host == "env-host"

@@ -24,6 +24,7 @@ from alarmhub.web.auth import LoginRequired
 from alarmhub.web.context import WebContext
 from alarmhub.web.errors import error_response
 from alarmhub.web.errors import install as install_errors
+from alarmhub.web.transport import Hsts
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
@@ -165,6 +166,7 @@ def create_app(hub: AlarmHub) -> FastAPI:
     app.add_middleware(ClientGone)  # the innermost of the three: the others see a normal end
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestCounter, counter=hub.metrics.http_requests)
+    app.add_middleware(Hsts)  # outermost: every https response, errors too
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

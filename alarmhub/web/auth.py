@@ -3,7 +3,8 @@
 Every API route depends on :func:`require_scope` (or :func:`requires`), which
 authenticates once and turns the user into the request's tenancy
 :class:`Scope`. Browsers authenticate with the `alarmhub_session` cookie
-(HttpOnly, SameSite=Strict); because a cookie is sent by the browser on its
+(HttpOnly, SameSite=Strict; over https `__Host-alarmhub_session` and Secure, see
+`web/transport.py`); because a cookie is sent by the browser on its
 own, a state-changing cookie request must also carry `X-CSRF-Token` equal to
 the `alarmhub_csrf` cookie (double submit, and bound to the session row).
 Bearer requests need no CSRF token: a foreign page cannot make a browser send
@@ -28,6 +29,7 @@ from alarmhub.store.accounts import User
 from alarmhub.web.context import client_address, web
 from alarmhub.web.errors import ApiError, ErrorBody, forbidden
 from alarmhub.web.tenancy import Permission, Scope
+from alarmhub.web.transport import CookieNames, cookie_names
 
 SESSION_COOKIE = "alarmhub_session"
 CSRF_COOKIE = "alarmhub_csrf"
@@ -58,7 +60,8 @@ async def _principal(request: Request) -> Principal | None:
         return Principal(user, "token") if user else None
     if header:
         return None  # some other scheme: refuse rather than fall back to the cookie
-    session_id = request.cookies.get(SESSION_COOKIE)
+    names = cookies(request)
+    session_id = request.cookies.get(names.session)
     if not session_id:
         return None
     info = await ctx.db(accounts.session, session_id, now)
@@ -66,7 +69,7 @@ async def _principal(request: Request) -> Principal | None:
         return None
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+        cookie = request.cookies.get(names.csrf, "")
         if not (
             sent and hmac.compare_digest(sent, cookie) and hmac.compare_digest(sent, info.csrf)
         ):
@@ -106,7 +109,7 @@ def requires(permission: Permission) -> Callable[[Scope], Awaitable[Scope]]:
 async def require_page_user(request: Request) -> User:
     """For HTML pages: the session's user, or a 303 redirect to /login."""
     ctx = web(request)
-    session_id = request.cookies.get(SESSION_COOKIE)
+    session_id = request.cookies.get(cookies(request).session)
     if not session_id:
         raise LoginRequired
     info = await ctx.db(accounts.session, session_id, ctx.hub.clock.now())
@@ -115,9 +118,13 @@ async def require_page_user(request: Request) -> User:
     return info.user
 
 
-def is_https(request: Request) -> bool:
-    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return request.url.scheme == "https" or forwarded == "https"
+def cookies(request: Request) -> CookieNames:
+    """The session and CSRF cookies' names and Secure flag for this request's scheme.
+
+    The scheme is https when uvicorn serves TLS, or a trusted proxy said so (uvicorn's
+    FORWARDED_ALLOW_IPS); an X-Forwarded-Proto from anyone else is not believed.
+    """
+    return cookie_names(request.url.scheme, SESSION_COOKIE, CSRF_COOKIE)
 
 
 def _wants_html(request: Request) -> bool:
@@ -209,24 +216,24 @@ def router() -> APIRouter:
         session_id, csrf = await ctx.db(accounts.create_session, user.name, now, now + SESSION_TTL)
         await ctx.audit(request, user.name, "login")
         response = RedirectResponse("/", status_code=303)
-        secure = is_https(request)
+        names = cookies(request)
         max_age = int(SESSION_TTL.total_seconds())
         response.set_cookie(
-            SESSION_COOKIE,
+            names.session,
             session_id,
             max_age=max_age,
             httponly=True,
             samesite="strict",
-            secure=secure,
+            secure=names.secure,
             path="/",
         )
         response.set_cookie(
-            CSRF_COOKIE,
+            names.csrf,
             csrf,
             max_age=max_age,
             httponly=False,
             samesite="strict",
-            secure=secure,
+            secure=names.secure,
             path="/",
         )
         return response
@@ -250,8 +257,11 @@ def router() -> APIRouter:
             await ctx.db(accounts.delete_session, principal.session_id)
         await ctx.audit(request, principal.user.name, "logout")
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
-        response.delete_cookie(CSRF_COOKIE, path="/", samesite="strict")
+        names = cookies(request)
+        response.delete_cookie(
+            names.session, path="/", secure=names.secure, httponly=True, samesite="strict"
+        )
+        response.delete_cookie(names.csrf, path="/", secure=names.secure, samesite="strict")
         return response
 
     return r

@@ -3,6 +3,13 @@
 uvicorn's own signal capture is switched off: it would re-raise SIGTERM after
 only the web server stopped. alarmhub's composition root owns shutdown and
 stops intake, the writer and the web server in order.
+
+With `ALARMHUB_HTTP_TLS_CERT` and `ALARMHUB_HTTP_TLS_KEY` uvicorn serves HTTPS
+itself. Otherwise it serves plain HTTP: on loopback (a TLS reverse proxy in front,
+or the demo), or elsewhere only with `ALARMHUB_HTTP_ALLOW_PLAIN`, said once at
+start as a warning. uvicorn believes X-Forwarded-Proto/-For only from the
+addresses in FORWARDED_ALLOW_IPS (default 127.0.0.1 and ::1, a proxy on this
+machine): the request's scheme is then `https`, which the cookies and HSTS follow.
 """
 
 from __future__ import annotations
@@ -12,12 +19,16 @@ import contextlib
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
+import structlog
 import uvicorn
 
+from alarmhub.settings import is_loopback
 from alarmhub.web.api import create_app
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
+
+log = structlog.get_logger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -27,7 +38,15 @@ class _Server(uvicorn.Server):
 
 
 async def serve(hub: AlarmHub, started: asyncio.Event) -> None:
-    listen = hub.settings.listen
+    settings = hub.settings
+    listen = settings.listen
+    if not settings.http_tls and not is_loopback(listen.host):
+        log.warning(
+            "http.plain",
+            listen=settings.http_listen,
+            why="ALARMHUB_HTTP_ALLOW_PLAIN: passwords and session cookies cross the network "
+            "unencrypted unless a TLS proxy is in front",
+        )
     config = uvicorn.Config(
         create_app(hub),
         host=listen.host,
@@ -36,6 +55,8 @@ async def serve(hub: AlarmHub, started: asyncio.Event) -> None:
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=3,
+        ssl_certfile=settings.http_tls_cert,
+        ssl_keyfile=settings.http_tls_key,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(), name="uvicorn")

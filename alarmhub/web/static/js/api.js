@@ -17,7 +17,8 @@ function learnServerTime(response) {
 }
 
 function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)alarmhub_csrf=([^;]*)/);
+  // Over https the cookie is __Host-alarmhub_csrf (alarmhub/web/transport.py).
+  const match = document.cookie.match(/(?:^|;\s*)(?:__Host-)?alarmhub_csrf=([^;]*)/);
   return match ? decodeURIComponent(match[1]) : "";
 }
 
