@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     # A device time further behind than this is clamped to receipt (issue 12 item 11).
     max_past_skew_s: int = Field(default=86400, ge=60)
     content_dedup_window_s: int = Field(default=30, ge=1)
+    # Hours a device's own message id stays the same message (core/dedup.py); at
+    # least one: it must outlast every redelivery (config/alarmhub.toml says why).
+    message_id_dedup_window_h: float = Field(default=24, ge=1, le=24 * 365)
+    # The municipality whose queue shows a press from an unregistered device
+    # (core/strays.py); unset: such a press is a dead letter only (counted, alerted).
+    unknown_device_municipality: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
     commit_delay_ms: float = Field(default=2.0, ge=0, le=100)
     max_batch: int = Field(default=2000, ge=1, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
