@@ -20,8 +20,11 @@ from structlog.testing import capture_logs
 from alarmhub.app import AlarmHub
 from alarmhub.mosquitto import LocalBroker
 from tests.support import hub_settings, run_cli
-from tests.test_api_harness import login, stack
+from tests.test_api_harness import PASSWORD, login, stack
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
@@ -148,3 +151,43 @@ async def test_allowed_plain_http_on_the_network_warns_at_start(
     assert len(warnings) == 1
     assert warnings[0]["log_level"] == "warning"
     assert warnings[0]["listen"] == "0.0.0.0:0"
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+async def test_a_browser_logs_in_and_acknowledges_over_https(
+    tmp_path: Path, broker: LocalBroker, client_id: str, cert: tuple[Path, Path]
+) -> None:
+    """The page's own script sends the __Host- CSRF cookie's token: acknowledge needs it."""
+    from playwright.async_api import async_playwright  # noqa: PLC0415 - only this test
+
+    crt, key = cert
+    tls = {"http_tls_cert": crt, "http_tls_key": key}
+    async with stack(tmp_path, broker, client_id, settings=tls) as s, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                           headless=True)
+        try:
+            context = await browser.new_context(ignore_https_errors=True)  # self-signed
+            page = await context.new_page()
+            failed: list[str] = []
+            page.on("response",
+                    lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            await page.goto(f"{s.base}/")
+            assert "/login" in page.url
+            await page.fill("#username", "op0301")
+            await page.fill("#password", PASSWORD)
+            await page.press("#password", "Enter")
+            await page.wait_for_url(f"{s.base}/")
+            jar = {c["name"]: c for c in await context.cookies()}
+            assert set(jar) == {"__Host-alarmhub_session", "__Host-alarmhub_csrf"}
+            assert all(c["secure"] and c["path"] == "/" for c in jar.values())
+
+            row = page.locator("#queue tbody tr", has_text="Oslo-resident-1")
+            await row.wait_for(timeout=10_000)
+            await page.keyboard.press("a")  # acknowledge the selected (only) row: a POST
+            await row.locator("td.state", has_text="Kvittert").wait_for(timeout=5000)
+            assert failed == []
+            await page.click("#logout")
+            await page.wait_for_url(f"{s.base}/login*")
+        finally:
+            await browser.close()
