@@ -132,7 +132,6 @@ _INSERT_INBOX = (
     "msg_id, verdict, reason, detail, events, identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
-_LOOKUP_CHUNK = 500
 BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
 
@@ -246,12 +245,6 @@ class SqliteStore(EscalationRows, SuppressionRows):
                 raise
 
     # --- the ingest path -------------------------------------------------
-
-    async def existing_fingerprints(self, fingerprints: Iterable[str]) -> set[str]:
-        wanted = list(dict.fromkeys(fingerprints))
-        if not wanted:
-            return set()
-        return await self._in_writer_thread(_select_fingerprints, wanted)
 
     async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]:
         """The latest stored message per fingerprint, for dedup (core/dedup.py)."""
@@ -499,15 +492,6 @@ class SqliteStore(EscalationRows, SuppressionRows):
         async with self._conn.execute(sql, params) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
-
-
-def _select_fingerprints(conn: sqlite3.Connection, wanted: list[str]) -> set[str]:
-    found: set[str] = set()
-    for i in range(0, len(wanted), _LOOKUP_CHUNK):
-        chunk = wanted[i : i + _LOOKUP_CHUNK]
-        sql = f"SELECT fingerprint FROM inbox WHERE fingerprint IN ({','.join('?' * len(chunk))})"
-        found.update(r[0] for r in conn.execute(sql, chunk))
-    return found
 
 
 def _write_batch(
