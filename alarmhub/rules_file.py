@@ -27,6 +27,7 @@ from alarmhub.core.rules import (
     Target,
     TimeWindow,
 )
+from alarmhub.core.strays import STRAY_PRIORITY
 
 
 class RulesError(Exception):
@@ -320,6 +321,15 @@ def _check_default_policies(model: RulesModel, source: str) -> None:
                     f"{source}: rules[{i}]: raises priority {r.priority} alarm {r.alarm!r} "
                     f"but there is no policy {name!r} under [policies]: it would never escalate"
                 )
+    # alarmhub raises one alarm of its own under a default policy, in any municipality:
+    # a call for help from an unregistered or decommissioned device (core/strays.py).
+    stray = f"p{int(STRAY_PRIORITY)}"
+    if stray not in model.policies:
+        raise RulesError(
+            f"{source}: policies: no policy {stray!r}: a press from an unregistered or "
+            f"decommissioned device raises a priority {int(STRAY_PRIORITY)} alarm under it, "
+            "which would never escalate"
+        )
     for code, m in model.municipalities.items():
         for i, r in enumerate(m.rules):
             if r.alarm is not None and r.policy is None and r.priority is not None:

@@ -83,6 +83,13 @@ POLICY_FILES: list[tuple[Callable[[str], str], str | None]] = [
     (lambda t: t.replace("[policies.p1]", "[policies.p1_renamed]"), "no policy 'p1'"),
     (lambda t: t.replace("[policies.p4]", "[policies.unused]"), "no policy 'p4'"),
     (lambda t: t, None),
+    # No rule raises priority 2 under p2, but a stray device's press does (core/strays.py).
+    (
+        lambda t: t.replace("[policies.p2]", "[policies.person]").replace(
+            "priority = 2\n", 'priority = 2\npolicy = "person"\n'
+        ),
+        "no policy 'p2': a press from an unregistered",
+    ),
     (
         lambda t: t.replace("[policies.p1]", "[policies.urgent]").replace(
             'alarm = "button"\npriority = 1', 'alarm = "button"\npriority = 1\npolicy = "urgent"'
