@@ -38,6 +38,7 @@ import orjson
 
 from alarmhub.core.actions import Action, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
+from alarmhub.core.doses import dose_event
 from alarmhub.core.escalation import (
     DeadlineKey,
     apply_decision,
@@ -251,8 +252,11 @@ class Replay:
         events = []
         for item in overdue:
             etype = _OVERDUE_EVENTS[item.kind]
-            msg_id = f"{etype.value}:{item.since.isoformat()}"
             device = self.devices[item.device_id]
+            if etype is EventType.DOSE_OVERDUE:  # one alarm per dose, as the daemon
+                events.append((dose_event(device.id, etype, item.since, self.now), device))
+                continue
+            msg_id = f"{etype.value}:{item.since.isoformat()}"
             events.append((Event(device.id, msg_id, etype, self.now, self.now), device))
         if events:
             self._note_rules(events)
@@ -311,23 +315,12 @@ class Replay:
         result = self.doses.taken(device_id, self.now)
         device = self.devices[device_id]
         events = [
-            (
-                Event(
-                    device_id,
-                    f"dose:{m.since.isoformat()}",
-                    EventType.DOSE_OVERDUE,
-                    self.now,
-                    self.now,
-                ),
-                device,
-            )
+            (dose_event(device_id, EventType.DOSE_OVERDUE, m.since, self.now), device)
             for m in result.missed
         ]
         if result.settles_missed and result.scheduled_at is not None:
-            msg_id = f"late:{result.scheduled_at.isoformat()}"
-            events.append(
-                (Event(device_id, msg_id, EventType.DOSE_LATE, self.now, self.now), device)
-            )
+            late = dose_event(device_id, EventType.DOSE_LATE, result.scheduled_at, self.now)
+            events.append((late, device))
         if events:
             self._note_rules(events)
             self._apply(process_internal(events, self.index, self.ctx()))
@@ -352,7 +345,9 @@ class Replay:
                 self.matched.add(rule.name)
 
     def act(self, device_id: str, kind: str, action: Action, outcome: str | None) -> None:
-        alarm = self.index.active((device_id, kind))
+        # The newest active one: a dose_missed alarm is keyed per dose (item 17).
+        found = [a for a in self.index.by_id.values() if (a.device_id, a.kind) == (device_id, kind)]
+        alarm = max(found, key=lambda a: a.raised_at, default=None)
         if alarm is None:
             raise CasesError(f"no active {kind} alarm of {device_id} to {action.value}")
         result = apply_action(alarm, action, "rules-test", self.now, outcome=outcome)

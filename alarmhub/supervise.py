@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from alarmhub.core.doses import dose_event
 from alarmhub.core.geo import fix_usable
 from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Event, EventType
 from alarmhub.core.rules import geofence_of, parse_hhmm
@@ -185,8 +186,8 @@ class Supervision:
     def dose_taken(self, device_id: str, at: datetime) -> None:
         """A committed dose.taken; doses it shows were missed are raised at the next step.
 
-        It closes the dose_missed alarm (`dose.late`) only when it settles, late, the
-        last dose that alarm lists (item 17); any other take leaves it open.
+        A take that settles, late, a dose reported missed closes that dose's own
+        dose_missed alarm (`dose.late`, item 17); any other take leaves them open.
         """
         result = self.doses.taken(device_id, at)
         self._missed.extend(result.missed)
@@ -204,7 +205,7 @@ class Supervision:
         if device is None or alarm.state is not AlarmState.RESOLVED:
             return
         if alarm.kind in self._kinds(EventType.DOSE_OVERDUE):
-            self.doses.resolved(device.id)  # home care handled every dose it listed
+            self.doses.resolved(device.id, alarm.scheduled_at)
         if alarm.kind in self._kinds(EventType.DEVICE_SILENT) and self.heartbeats.resolved(
             device.id, self.now()
         ):
@@ -291,17 +292,20 @@ class Supervision:
             device = hub.state.devices.get(item.device_id)
             if device is None or not device.active:
                 continue
+            if item.kind is OverdueKind.DOSE_MISSED:
+                # One alarm per scheduled dose (item 17): the event names the dose.
+                event = dose_event(device.id, EventType.DOSE_OVERDUE, item.since, wall)
+                events.append((event, device))
+                continue
             if item.kind is OverdueKind.DEVICE_SILENT:
                 # The deadline too: a device re-armed after a resolve by hand is
                 # reported again with the same last-heard time, as a new alarm.
                 since, deadline = item.since.isoformat(), item.deadline.isoformat()
                 etype, msg_id = EventType.DEVICE_SILENT, f"silent:{since}:{deadline}"
                 self.declared_silent += 1
-            elif item.kind is OverdueKind.NO_USABLE_FIX:
+            else:
                 since, deadline = item.since.isoformat(), item.deadline.isoformat()
                 etype, msg_id = EventType.NO_USABLE_FIX, f"nofix:{since}:{deadline}"
-            else:
-                etype, msg_id = EventType.DOSE_OVERDUE, f"dose:{item.since.isoformat()}"
             fields = {"since": item.since.isoformat()}
             events.append((Event(device.id, msg_id, etype, wall, wall, fields), device))
         if events:
@@ -318,7 +322,7 @@ class Supervision:
             if (d := hub.state.devices.get(device_id)) is not None
         ]
         events += [
-            (Event(d.id, f"late:{at.isoformat()}", EventType.DOSE_LATE, wall, wall), d)
+            (dose_event(d.id, EventType.DOSE_LATE, at, wall), d)
             for device_id, at in late
             if (d := hub.state.devices.get(device_id)) is not None
         ]

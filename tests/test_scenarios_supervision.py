@@ -7,9 +7,12 @@ wandering resident that no operator was ever shown.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from tests.scenario import dispenser, door, pendant, tracker
+from tests.scenario_world import local
 
 pytestmark = pytest.mark.broker
 
@@ -61,6 +64,32 @@ async def test_item17_a_dose_due_while_alarmhub_was_down_is_reported_once(scenar
     # dose.taken used to resolve any open dose_missed.
     await s.at("+2d 08:05").dose_taken("disp-1")
     await s.at("+2d 08:10").expect_alarm("disp-1", "dose_missed", status="open")
+
+
+async def test_item17_each_missed_dose_is_its_own_alarm_and_a_late_take_closes_only_its_own(scenario):
+    """08:00 and 12:00 (window 60 min): doses missed 4 h apart, within the rules' 6 h merge
+    age, used to join one dose_missed alarm that only the last dose's late take could close."""
+    s = scenario(devices=[dispenser("disp-1", doses=("08:00", "12:00"), window_min=60)])
+
+    async def doses() -> dict[str, str]:
+        """Each dose_missed alarm by its dose, in local time: its state."""
+        alarms = await s.alarms("disp-1", "dose_missed")
+        return {local(datetime.fromisoformat(a["scheduled_at"]))[5:16]: a["state"] for a in alarms}
+
+    await s.at("09:01").expect_alarm("disp-1", "dose_missed", status="open")
+    await s.at("09:30").dose_taken("disp-1")  # the 08:00 dose, late: its alarm closes
+    await s.at("+1d 13:01").expect_alarm("disp-1", "dose_missed", status="open")
+    assert await doses() == {"11-21 08:00": "resolved", "11-21 12:00": "open"}
+    # The next day both are missed: two open alarms; a late take at 13:30 is the 12:00
+    # dose, and closes that one only. The 08:00 alarm stays for home care.
+    await s.at("+2d 13:30").dose_taken("disp-1")
+    await s.at("+2d 13:31").expect_alarm("disp-1", "dose_missed", status="resolved")
+    assert await doses() == {
+        "11-21 08:00": "resolved",
+        "11-21 12:00": "open",
+        "11-22 08:00": "open",
+        "11-22 12:00": "resolved",
+    }
 
 
 async def test_item18_a_poor_fix_far_away_alarms_and_poor_fixes_at_home_raise_no_usable_fix(scenario):

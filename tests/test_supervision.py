@@ -582,9 +582,9 @@ def test_settled_moves_with_taken_and_missed_doses():
         ((8, 31), (20, 5), DoseOutcome.ON_TIME, (20, 0), False),
         # 08:00 missed, taken late at 08:45: that dose, and nothing else missed: settles.
         ((8, 31), (8, 45), DoseOutcome.LATE, (8, 0), True),
-        # 08:00 and 20:00 missed; a late take at 20:45 settles 20:00, but 08:00 is still
-        # missed: the alarm stays for home care.
-        ((20, 31), (20, 45), DoseOutcome.LATE, (20, 0), False),
+        # 08:00 and 20:00 missed; a late take at 20:45 settles 20:00: its own alarm may
+        # close, while 08:00's (an alarm of its own) stays for home care.
+        ((20, 31), (20, 45), DoseOutcome.LATE, (20, 0), True),
     ],
 )
 def test_a_dose_taken_settles_only_its_own_dose(missed_by, taken_at, outcome, scheduled, settles):
@@ -600,8 +600,18 @@ def test_a_dose_taken_settles_only_its_own_dose(missed_by, taken_at, outcome, sc
 
 
 def test_resolving_by_hand_settles_the_listed_doses():
+    """An alarm not about one dose (a dispenser's own, or one raised before item 17)."""
     watch = DoseWatch()
     watch.track("d", _schedule(time(8), time(20)), since=oslo(D17, 0))
     assert len(watch.due(oslo(D17, 20, 31))) == 2
     watch.resolved("d")
     assert watch.taken("d", oslo(D17, 20, 45)).outcome is DoseOutcome.UNSCHEDULED
+
+
+def test_resolving_one_doses_alarm_by_hand_keeps_where_a_late_take_belongs():
+    """20:00's alarm closed by hand: a take at 20:45 is still that dose's, not 08:00's."""
+    watch = DoseWatch()
+    watch.track("d", _schedule(time(8), time(20)), since=oslo(D17, 0))
+    assert len(watch.due(oslo(D17, 20, 31))) == 2
+    watch.resolved("d", oslo(D17, 20))
+    assert watch.taken("d", oslo(D17, 20, 45)).scheduled_at == oslo(D17, 20)

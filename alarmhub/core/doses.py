@@ -13,6 +13,7 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from alarmhub.core.model import Event, EventType
 from alarmhub.core.overdue import Overdue, OverdueKind
 from alarmhub.core.timewindow import resolve_local
 
@@ -64,9 +65,27 @@ class DoseSchedule:
             day += timedelta(days=1)
 
 
+# The field of alarmhub's own dose events naming the dose (ISO 8601): the pipeline
+# keys the dose_missed alarm on it, one alarm per scheduled dose (issue 12 item 17).
+SCHEDULED_AT = "scheduled_at"
+
+
+def dose_event(device_id: str, etype: EventType, scheduled_at: datetime, now: datetime) -> Event:
+    """alarmhub's own `dose.overdue` (missed) or `dose.late` (taken late) for one dose.
+
+    The message id names the dose, so each dose raises (and a restart finds) its own
+    alarm: "dose:<scheduled>" / "late:<scheduled>" (store/supervision_rows.py reads the
+    first back).
+    """
+    iso = scheduled_at.isoformat()
+    prefix = "dose" if etype is EventType.DOSE_OVERDUE else "late"
+    fields = {"since": iso, SCHEDULED_AT: iso}
+    return Event(device_id, f"{prefix}:{iso}", etype, now, now, fields)
+
+
 class DoseOutcome(StrEnum):
     ON_TIME = "on_time"  # within [scheduled - early, scheduled + window]
-    LATE = "late"  # after the window closed, for the latest dose reported missed
+    LATE = "late"  # after the window closed, for the latest dose reported missed and unsettled
     UNSCHEDULED = "unscheduled"  # no dose to attribute it to (extra or untracked)
 
 
@@ -82,11 +101,17 @@ class DoseTaken:
     # had not reported yet. The shell raises them exactly as if due() had, so the
     # result does not depend on whether its timer or the event came first.
     missed: tuple[Overdue, ...] = ()
-    # A late take that settled the last dose still reported missed: only then may
-    # the dose_missed alarm close itself (the shell raises `dose.late`). A take for
-    # another dose, or while an earlier missed dose is unsettled, never closes it
-    # (issue 12 item 17: any dose.taken used to resolve an older dose_missed).
+    # A late take that settled a dose reported missed (`scheduled_at`): that dose's
+    # own dose_missed alarm may close (the shell raises `dose.late` for it). A take
+    # for another dose never closes it (issue 12 item 17: any dose.taken used to
+    # resolve an older dose_missed); other doses still missed keep their alarms.
     settles_missed: bool = False
+
+
+# Doses reported missed and kept for a late take to settle, newest last. A take is
+# attributed to the newest, so older ones matter only after as many late takes: a
+# dispenser nobody uses must not grow its list for ever.
+_MISSED_KEPT = 16
 
 
 class _DoseTrack:
@@ -107,8 +132,9 @@ class DoseWatch:
 
     Dispensers number in thousands, not millions, so this uses a plain heap of
     (window close, generation, device) tuples with the same lazy invalidation as
-    :class:`Supervisor`. Only the latest missed dose can be resolved by a late
-    dose.taken; an earlier one stays open for home care to close by hand.
+    :class:`Supervisor`. A late dose.taken settles the latest dose reported missed
+    and not settled yet; each missed dose is an alarm of its own, so only that
+    dose's alarm closes, and the others stay open for home care.
     """
 
     __slots__ = ("_heap", "_tracks")
@@ -140,10 +166,17 @@ class DoseWatch:
         self._tracks[device_id] = track
         self._arm(device_id, track)
 
-    def resolved(self, device_id: str) -> None:
-        """Its dose_missed alarm was closed by hand: every dose it listed is handled."""
+    def resolved(self, device_id: str, scheduled_at: datetime | None = None) -> None:
+        """A dose_missed alarm was closed by hand.
+
+        One about a single dose (`scheduled_at`) changes nothing here: a late take
+        of that dose must still be attributed to it (and close nothing), not to an
+        earlier dose whose own alarm is still open. One not about a single dose (a
+        dispenser's own report, or one listing several doses, raised before each dose
+        had its own alarm) means home care handled what was missed.
+        """
         track = self._tracks.get(device_id)
-        if track is not None:
+        if track is not None and scheduled_at is None:
             track.missed.clear()
 
     def settled(self, device_id: str) -> datetime | None:
@@ -184,7 +217,7 @@ class DoseWatch:
         if track.missed and at >= track.missed[-1]:
             scheduled = track.missed.pop()
             return DoseTaken(
-                device_id, DoseOutcome.LATE, at, scheduled, missed, settles_missed=not track.missed
+                device_id, DoseOutcome.LATE, at, scheduled, missed, settles_missed=True
             )
         return DoseTaken(device_id, DoseOutcome.UNSCHEDULED, at, None, missed)
 
@@ -196,6 +229,7 @@ class DoseWatch:
                 Overdue(device_id, OverdueKind.DOSE_MISSED, track.pending, track.pending + window)
             )
             track.missed.append(track.pending)
+            del track.missed[:-_MISSED_KEPT]
             track.settled = track.pending
             track.pending = track.schedule.next_due(track.pending)
         if out:

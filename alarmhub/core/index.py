@@ -10,16 +10,30 @@ index only after the commit.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from alarmhub.core.model import Alarm
 
-AlarmKey = tuple[str, str]  # (device id, alarm kind)
+# (device id, alarm kind), or (device id, alarm kind, scheduled instant in ISO 8601
+# UTC) for an alarm about one scheduled occurrence: each missed dose is an alarm of
+# its own (issue 12 item 17, Alarm.scheduled_at).
+AlarmKey = tuple[str, str] | tuple[str, str, str]
 # A resident reference means something only inside its municipality: "r-17" of
 # 4601 and "r-17" of 0301 are two people, and one's alarms must never inhibit
 # the other's (issue 12 item 1).
 ResidentKey = tuple[str, str]  # (municipality, resident)
+
+
+def alarm_key(device_id: str, kind: str, scheduled_at: datetime | None = None) -> AlarmKey:
+    """The key an alarm is found by: per scheduled occurrence when it has one."""
+    if scheduled_at is None:
+        return (device_id, kind)
+    return (device_id, kind, scheduled_at.astimezone(UTC).isoformat())
+
+
+def key_of(alarm: Alarm) -> AlarmKey:
+    return alarm_key(alarm.device_id, alarm.kind, alarm.scheduled_at)
 
 
 class AlarmIndex:
@@ -75,7 +89,7 @@ class AlarmIndex:
         old = self.by_id.get(alarm.id)
         if old is not None:
             self._unindex(old)
-        key = (alarm.device_id, alarm.kind)
+        key = key_of(alarm)
         if alarm.is_active:
             if _newest(self.by_key.get(key), alarm):
                 self.by_key[key] = alarm
@@ -149,7 +163,7 @@ class Working:
 
     def put(self, alarm: Alarm) -> None:
         self.changed[alarm.id] = alarm
-        key = (alarm.device_id, alarm.kind)
+        key = key_of(alarm)
         if _newest(self.current(key), alarm):
             self._changed_keys[key] = alarm.id
 

@@ -273,6 +273,10 @@ class Alarm:
     # the zone): shown to the operator; the alarm waits for them (core/judge.py).
     clearing_event: str | None = None
     clearing_at: datetime | None = None
+    # The scheduled instant this alarm is about, for kinds raised once per scheduled
+    # occurrence (a missed dose, issue 12 item 17): the index keys it on (device,
+    # kind, this), so each dose is an alarm of its own. None: keyed on (device, kind).
+    scheduled_at: datetime | None = None
 
     @property
     def is_active(self) -> bool:

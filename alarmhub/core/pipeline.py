@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from alarmhub.core import suppress
 from alarmhub.core.decode import Catalog, DecodeLimits, decode
 from alarmhub.core.dedup import CONTENT_ID_PREFIX, Identity, Prior, identify
-from alarmhub.core.index import AlarmIndex, Working
+from alarmhub.core.doses import SCHEDULED_AT
+from alarmhub.core.index import AlarmIndex, Working, alarm_key
 from alarmhub.core.judge import (
     Decision,
     alarm_id,
@@ -28,6 +29,7 @@ from alarmhub.core.judge import (
     suppression_ended,
 )
 from alarmhub.core.model import (
+    INTERNAL_EVENTS,
     Alarm,
     Decoded,
     Device,
@@ -233,10 +235,11 @@ def _judge_event(
     if rule is None:
         return EventOutcome(event, Verdict.LOGGED)
     now = event.received_at
+    scheduled = _scheduled_at(event)
     cleared: str | None = None
     held: str | None = None
     for kind in rule.resolves:
-        current = working.current((device.id, kind))
+        current = working.current(alarm_key(device.id, kind, scheduled))
         if current is not None and current.is_active:
             if _clear(current, event, rule, now, working, effects):
                 cleared = current.id
@@ -245,7 +248,7 @@ def _judge_event(
     if rule.alarm is None:
         verdict = Verdict.CLEARED if cleared else Verdict.HELD if held else Verdict.LOGGED
         return EventOutcome(event, verdict, cleared or held, rule.name)
-    key = (device.id, rule.alarm)
+    key = alarm_key(device.id, rule.alarm, scheduled)
     current = working.current(key)
     active = current if current is not None and current.is_active else None
     recent = current if current is not None and not current.is_active else None
@@ -265,6 +268,8 @@ def _judge_event(
     )
     if occurrence is not None and decision.verdict is Verdict.NEW:
         decision = _rekeyed(decision, event, occurrence)
+    if scheduled is not None and decision.verdict is Verdict.NEW:
+        decision = _for_occurrence(decision, scheduled)
     # A reopened alarm is asked again too: its old suppression may be long over,
     # or a new cause (a silence since) may hold.
     if decision.verdict in _FRESH and decision.alarm is not None:
@@ -272,6 +277,35 @@ def _judge_event(
     _record(decision, effects, working)
     return EventOutcome(
         event, decision.verdict, decision.alarm.id if decision.alarm else None, rule.name
+    )
+
+
+def _scheduled_at(event: Event) -> datetime | None:
+    """The scheduled dose alarmhub's own dose event is about (core/doses.dose_event).
+
+    Its alarm is keyed per dose (issue 12 item 17). Only alarmhub's own events carry
+    it: a device cannot pick the key its alarms are found by.
+    """
+    if event.type not in INTERNAL_EVENTS:
+        return None
+    value = event.fields.get(SCHEDULED_AT)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _for_occurrence(decision: Decision, scheduled: datetime) -> Decision:
+    """A new alarm about one scheduled dose: it says which, on the alarm and its timeline."""
+    alarm = decision.alarm
+    assert alarm is not None
+    iso = scheduled.isoformat()
+    return Decision(
+        decision.verdict,
+        replace(alarm, scheduled_at=scheduled),
+        tuple(replace(e, detail={**e.detail, SCHEDULED_AT: iso}) for e in decision.timeline),
     )
 
 

@@ -23,6 +23,7 @@ TIME_COLUMNS = frozenset(
         "escalation_from",
         "escalation_exhausted_at",
         "clearing_at",
+        "scheduled_at",
     }
 )
 UPSERT_ALARM = (

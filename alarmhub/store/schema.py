@@ -221,4 +221,18 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE silences ADD COLUMN include_priority_1 INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: issue 12 item 17: each missed dose is an alarm of its own, found by the dose
+    # it is about. An open dose alarm from before names its first dose only in the
+    # msg id of its raising entry ("dose:<scheduled>", supervise.py): copied here so
+    # a late take of that dose still finds it. NULL: keyed on (device, kind) as before.
+    """
+    ALTER TABLE alarms ADD COLUMN scheduled_at TEXT;
+    UPDATE alarms SET scheduled_at = (
+        SELECT substr(json_extract(t.detail, '$.msg_id'), 6) FROM timeline t
+        WHERE t.alarm_id = alarms.id AND t.type = 'raised'
+            AND json_extract(t.detail, '$.event') = 'dose.overdue'
+            AND json_extract(t.detail, '$.msg_id') LIKE 'dose:%'
+        ORDER BY t.id LIMIT 1
+    ) WHERE state != 'resolved';
+    """,
 ]

@@ -52,6 +52,11 @@ class AlarmOut(BaseModel):
         "(e.g. door.closed); it waits for an operator",
     )
     clearing_at: str | None = None
+    scheduled_at: str | None = Field(
+        None,
+        description="the scheduled instant this alarm is about (a missed dose): "
+        "each dose is an alarm of its own; null for other alarms",
+    )
     escalation_from: str | None = Field(
         None, description="when the current escalation started (null: raised_at)"
     )
