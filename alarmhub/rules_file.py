@@ -322,9 +322,12 @@ def _check_default_policies(model: RulesModel, source: str) -> None:
                     f"but there is no policy {name!r} under [policies]: it would never escalate"
                 )
     # alarmhub raises one alarm of its own under a default policy, in any municipality:
-    # a call for help from an unregistered or decommissioned device (core/strays.py).
+    # a call for help from an unregistered or decommissioned device (core/strays.py),
+    # whenever a rule would raise a person alarm (priority 1-2) for a device like it.
     stray = f"p{int(STRAY_PRIORITY)}"
-    if stray not in model.policies:
+    every = [*model.rules, *(r for m in model.municipalities.values() for r in m.rules)]
+    person = any(r.alarm is not None and r.priority is not None and r.priority <= 2 for r in every)
+    if person and stray not in model.policies:
         raise RulesError(
             f"{source}: policies: no policy {stray!r}: a press from an unregistered or "
             f"decommissioned device raises a priority {int(STRAY_PRIORITY)} alarm under it, "

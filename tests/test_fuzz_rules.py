@@ -199,8 +199,10 @@ def test_rules_real_file_with_one_value_made_hostile(key: str, value: str) -> No
 
 
 def test_rules_errors_name_the_location() -> None:
-    bad = REAL_RULES.replace('priority = 1\n\n[[rules]]\nname = "fall detected"',
-                             'priority = "high"\n\n[[rules]]\nname = "fall detected"', 1)
+    # The first rule is the pendant's press (its name, event and alarm pin which one).
+    first = 'name = "pendant pressed"\nevent = "button.pressed"\nalarm = "button"\npriority = '
+    assert REAL_RULES.count(first + "1\n") == 1
+    bad = REAL_RULES.replace(first + "1\n", first + '"high"\n', 1)
     with pytest.raises(RulesError, match=r"^r\.toml: rules\[0\]\.priority"):
         parse_rules(bad, "r.toml")
     with pytest.raises(RulesError, match=r"policies\.p1\.steps\[1\]\.target"):
