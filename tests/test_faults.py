@@ -458,11 +458,16 @@ def fill(disk: Path) -> Path:
 
 def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
     """The database's file system fills up: alarmhub waits unacknowledged and recovers."""
-    # During the catch-up after the space returns, this test's own db_count() polls
-    # pin the WAL so SQLite cannot restart it: small commits grew it to 15.5 MB of
-    # this 16 MB disk (next to a 1.1 MB database) in 2 of 5 runs, and the disk
-    # filled again. The WAL limit cuts it (docs/reliability.md, Known limits).
-    with small_disk(tmp_path / "disk", "16m") as disk:
+    # The test's premise is that the space returned holds the rest of the burst. What
+    # the catch-up needs is the rest of the data plus the WAL, and the WAL's peak is
+    # speed-dependent: it is cut at ALARMHUB_SQLITE_WAL_LIMIT_MB, but this test's own
+    # db_count() polls pin it, and between two cuts it grows by what the commits of
+    # one check interval write. On a 16 MB disk one run in four (at 97be215, with
+    # issue 12's larger inbox rows) saw the WAL cut at 8 MB and the disk fill again for
+    # good: a full disk, correctly held unacknowledged, not a defect. The WAL limit
+    # itself is proven by test_wal_bound.py; here the disk is sized so that the space
+    # returned is ample on any machine (the filler takes all of it while "full").
+    with small_disk(tmp_path / "disk", "64m") as disk:
         db = disk / "alarmhub.db"
         devices = 50
         register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
