@@ -23,12 +23,20 @@ import structlog
 
 from alarmhub import builtin
 from alarmhub.clock import SystemClock
+from alarmhub.core.bridges import valid_bridge
 from alarmhub.core.decode import valid_id
 from alarmhub.core.model import Device, DeviceKind, EventType
 from alarmhub.core.moves import move_errors
 from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.logs import configure_logging
-from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog, profile_guess
+from alarmhub.profiles import (
+    ProfileError,
+    bridge_missing,
+    bridge_unknown,
+    default_profiles_dir,
+    load_catalog,
+    profile_guess,
+)
 from alarmhub.rules_file import RulesError, load_rules, person_alarm_auto_resolvers
 from alarmhub.rules_tool import CasesError, explain, run_cases
 from alarmhub.settings import Settings, SettingsError, load_settings
@@ -87,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--label", help="a label for operators; no personal data")
     reg.add_argument("--profile", help="device profile name when its format has several (devices/)")
     reg.add_argument("--resident", help="a pseudonymous resident reference (never a name)")
+    reg.add_argument(
+        "--bridge",
+        help="the Zigbee2MQTT bridge a Zigbee device is paired with (its MQTT account and "
+        "base topic zigbee2mqtt/<bridge>); its messages through any other bridge are refused",
+    )
     reg.add_argument(
         "--settings",
         metavar="JSON",
@@ -201,6 +214,7 @@ def _device(
     interval: str | int | None,
     label: str | None,
     profile: str | None = None,
+    bridge: str | None = None,
 ) -> Device:
     if not valid_id(id_) or any(c in id_ for c in "+#"):
         raise CommandError(f"device id {id_!r} is not valid: 1-128 printable characters, no + or #")
@@ -223,7 +237,20 @@ def _device(
             ) from None
         if not 10 <= seconds <= 7 * 24 * 3600:
             raise CommandError("heartbeat interval must be between 10 s and 7 days")
-    return Device(id_, device_kind, municipality, profile or None, seconds, label or None)
+    if bridge and not valid_bridge(bridge):
+        raise CommandError(
+            f"bridge {bridge!r} is not valid: 1-64 letters, digits, '.', '_' or '-' "
+            "(it is an MQTT username and a topic level)"
+        )
+    return Device(
+        id_,
+        device_kind,
+        municipality,
+        profile or None,
+        seconds,
+        label or None,
+        bridge=bridge or None,
+    )
 
 
 def _warn_profile_guess(settings: Settings, device: Device) -> None:
@@ -232,19 +259,36 @@ def _warn_profile_guess(settings: Settings, device: Device) -> None:
         catalog = load_catalog(settings.devices_dir or default_profiles_dir())
     except ProfileError:
         return  # `rules check` and the daemon report a broken profile folder
-    warning = profile_guess(catalog, device)
-    if warning is not None:
-        print(warning, file=sys.stderr)
+    for warning in (profile_guess(catalog, device), bridge_unknown(catalog, device)):
+        if warning is not None:
+            print(warning, file=sys.stderr)
+
+
+def _check_bridge(settings: Settings, devices: Sequence[Device]) -> list[str]:
+    """Devices whose Zigbee2MQTT profile needs a bridge they were not given."""
+    try:
+        catalog = load_catalog(settings.devices_dir or default_profiles_dir())
+    except ProfileError:
+        return []  # `rules check` and the daemon report a broken profile folder
+    return [e for e in (bridge_missing(catalog, d) for d in devices) if e is not None]
 
 
 def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
     device = _device(
-        args.id, args.kind, args.municipality, args.heartbeat_interval, args.label, args.profile
+        args.id,
+        args.kind,
+        args.municipality,
+        args.heartbeat_interval,
+        args.label,
+        args.profile,
+        args.bridge,
     )
     try:
         device = replace(device, resident=args.resident, settings=parse_settings(args.settings))
     except SettingsInvalidError as exc:
         raise CommandError(str(exc)) from exc
+    for problem in _check_bridge(settings, [device]):
+        raise CommandError(problem)
 
     async def work(store: SqliteStore) -> int:
         try:
@@ -294,6 +338,7 @@ def cmd_devices_list(settings: Settings, args: argparse.Namespace) -> int:
                 "municipality",
                 "heartbeat_interval_s",
                 "label",
+                "bridge",
                 "active",
                 "last_seen_at",
             ],
@@ -305,10 +350,11 @@ def cmd_devices_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 REQUIRED_COLUMNS = ("id", "kind", "municipality")
-OPTIONAL_COLUMNS = ("heartbeat_interval", "label", "profile", "resident", "settings")
+OPTIONAL_COLUMNS = ("heartbeat_interval", "label", "profile", "resident", "settings", "bridge")
 # Columns an import leaves alone on existing devices when the file does not have them,
-# so re-importing a plain id,kind,municipality list never wipes a geofence.
-PRESERVABLE = frozenset({"resident", "settings"})
+# so re-importing a plain id,kind,municipality list never wipes a geofence or unpairs
+# a Zigbee device from its bridge.
+PRESERVABLE = frozenset({"resident", "settings", "bridge"})
 
 
 def preserved_columns(text: str) -> frozenset[str]:
@@ -338,6 +384,7 @@ def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
                 (row.get("heartbeat_interval") or "").strip() or None,
                 (row.get("label") or "").strip() or None,
                 (row.get("profile") or "").strip() or None,
+                (row.get("bridge") or "").strip() or None,
             )
             device = replace(
                 device,
@@ -361,6 +408,7 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"{args.file}: {exc.strerror}") from exc
     devices, errors = parse_device_csv(text)
+    errors = errors or _check_bridge(settings, devices)
     if errors:
         for err in errors:
             print(f"{args.file}: {err}", file=sys.stderr)

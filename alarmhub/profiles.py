@@ -419,3 +419,37 @@ def profile_guess(catalog: Catalog, device: Device) -> str | None:
             "Register it again with --profile NAME if it is one of those."
         )
     return "\n".join(warnings) or None
+
+
+def bridge_missing(catalog: Catalog, device: Device) -> str | None:
+    """Why a device cannot be registered without a bridge, or None (issue 13 item 9).
+
+    A device whose profile reads a bridged topic (Zigbee2MQTT) has every message
+    refused as `wrong_bridge` while no bridge is recorded: better to refuse the
+    registration now than to find out from a dead letter after a press.
+    """
+    if device.bridge is not None or device.profile is None:
+        return None
+    profile = catalog.profiles.get(device.profile)
+    if profile is None or not profile.topic.bridged:
+        return None
+    return (
+        f"{device.id}: profile {profile.name} is a {profile.format} profile: give the bridge "
+        "the device is paired with (--bridge, or the `bridge` field/column); without one, "
+        "its messages are refused as wrong_bridge"
+    )
+
+
+def bridge_unknown(catalog: Catalog, device: Device) -> str | None:
+    """A warning for a device that may be a bridged (Zigbee) device but has no bridge."""
+    if device.bridge is not None or device.profile is not None:
+        return None
+    formats = sorted(
+        {p.format for p in catalog.profiles.values() if p.topic.bridged and device.kind in p.kinds}
+    )
+    if not formats:
+        return None
+    return (
+        f"warning: {device.id} has no --bridge: if it is a {' or '.join(formats)} device, "
+        "every message it sends is refused as wrong_bridge until its bridge is registered"
+    )

@@ -39,6 +39,7 @@ class DeviceSpec:
     heartbeat_s: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     profile: str | None = None
+    bridge: str | None = None  # the Zigbee2MQTT bridge of a Zigbee device
 
     def device(self, municipality: str) -> Device:
         return Device(
@@ -49,6 +50,7 @@ class DeviceSpec:
             heartbeat_interval_s=self.heartbeat_s,
             resident=self.resident,
             settings=parse_settings(self.settings),
+            bridge=self.bridge,
         )
 
 
@@ -61,9 +63,10 @@ def device(
     heartbeat_s: int | None = None,
     settings: dict[str, Any] | None = None,
     profile: str | None = None,
+    bridge: str | None = None,
 ) -> DeviceSpec:
     return DeviceSpec(
-        id, DeviceKind(kind), municipality, resident, heartbeat_s, settings or {}, profile
+        id, DeviceKind(kind), municipality, resident, heartbeat_s, settings or {}, profile, bridge
     )
 
 

@@ -117,10 +117,16 @@ async def async_wait_until(check: Callable[[], bool], timeout: float = 10.0) -> 
     return check()
 
 
-def register(db_url: str, rows: list[tuple[str, str, str]], tmp_path: Path) -> None:
-    """Register devices through the real CLI's CSV import."""
+def register(db_url: str, rows: list[tuple[str, ...]], tmp_path: Path) -> None:
+    """Register devices through the real CLI's CSV import.
+
+    Rows are (id, kind, municipality) or, for a Zigbee device, (…, bridge).
+    """
     csv = tmp_path / "devices.csv"
-    csv.write_text("id,kind,municipality\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    csv.write_text(
+        "id,kind,municipality,bridge\n"
+        + "".join(",".join((*r, "") if len(r) == 3 else r) + "\n" for r in rows)
+    )
     result = run_cli(["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": db_url})
     assert result.returncode == 0, result.stderr
 

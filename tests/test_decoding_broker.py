@@ -32,8 +32,8 @@ def db(tmp_path: Path) -> Path:
         f"sqlite:///{path}",
         [
             ("pend-fast", "safety_alarm", "0301"),
-            ("0xa4c1380000000105", "safety_alarm", "0301"),
-            ("0x0015bc001e00a1b2", "safety_alarm", "0301"),  # a Heiman, no --profile
+            ("0xa4c1380000000105", "safety_alarm", "0301", "z2m-0301-a"),
+            ("0x0015bc001e00a1b2", "safety_alarm", "0301", "z2m-0301-a"),  # a Heiman, no --profile
         ],
         tmp_path,
     )
@@ -96,7 +96,7 @@ async def test_a_press_with_a_bad_battery_is_an_alarm_and_the_field_is_recorded(
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
             report = {"action": "emergency", "battery": 200, "battery_low": True, "linkquality": 72}
-            pub.publish("zigbee2mqtt/0xa4c1380000000105", orjson.dumps(report))
+            pub.publish("zigbee2mqtt/z2m-0301-a/0xa4c1380000000105", orjson.dumps(report))
             device = "0xa4c1380000000105"
             assert await async_wait_until(lambda: len(_alarms(db, device)) == 2, 30)
             assert sorted(_alarms(db, device)) == [
@@ -126,7 +126,9 @@ async def test_a_heiman_registered_without_its_profile_raises_an_alarm(
         async with AlarmHub(settings, clock=FakeClock(T0), serve_http=False) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
-            pub.publish("zigbee2mqtt/0x0015bc001e00a1b2", orjson.dumps({"action": "single"}))
+            pub.publish(
+                "zigbee2mqtt/z2m-0301-a/0x0015bc001e00a1b2", orjson.dumps({"action": "single"})
+            )
             device = "0x0015bc001e00a1b2"
             assert await async_wait_until(lambda: _alarms(db, device) != [], 30)
             assert _alarms(db, device) == [("button", 1, "open")]

@@ -20,7 +20,7 @@ from tests.support import REPO
 
 T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
 PENDANT = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")
-SOS = Device("0x00158d0001a2b3c4", DeviceKind.SAFETY_ALARM, "0301")
+SOS = Device("0x00158d0001a2b3c4", DeviceKind.SAFETY_ALARM, "0301", bridge="z2m-0301-a")
 CTX = Context(
     registry={d.id: d for d in (PENDANT, SOS)},
     catalog=load_catalog(REPO / "devices"),
@@ -96,7 +96,7 @@ def press(msg_id: str, ts: datetime, received_at: datetime) -> RawMessage:
 def sos_press(received_at: datetime) -> RawMessage:
     """A Zigbee2MQTT SOS button: no message id, so its id is made from the bytes."""
     payload = b'{"action":"emergency","battery":90,"linkquality":120}'
-    return RawMessage(f"zigbee2mqtt/{SOS.id}", payload, received_at)
+    return RawMessage(f"zigbee2mqtt/{SOS.bridge}/{SOS.id}", payload, received_at)
 
 
 def run(raws: list[RawMessage], index: AlarmIndex, stored: dict[str, Prior]) -> BatchEffects:

@@ -42,7 +42,7 @@ def devices(tmp_path: Path) -> Path:
             ("pend-2", "safety_alarm", "4601"),
             ("door-1", "door_sensor", "0301"),
             ("hall-door", "door_sensor", "0301"),
-            ("sos-1", "safety_alarm", "5001"),
+            ("sos-1", "safety_alarm", "5001", "z2m-5001-a"),
             ("ola/phone", "gps_tracker", "0301"),
         ],
         tmp_path,
@@ -155,7 +155,7 @@ async def test_vendor_formats_and_door_flap(
         async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), serve_http=False) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
-            pub.publish("zigbee2mqtt/sos-1", {"action": "emergency", "battery": 100, "battery_low": False, "linkquality": 87, "tamper": False})
+            pub.publish("zigbee2mqtt/z2m-5001-a/sos-1", {"action": "emergency", "battery": 100, "battery_low": False, "linkquality": 87, "tamper": False})
             pub.publish("owntracks/ola/phone", {"_type": "location", "lat": 59.91, "lon": 10.75, "acc": 12, "tst": 1764064800, "batt": 64})
             assert await async_wait_until(
                 lambda: db_count(devices, "SELECT count(*) FROM inbox WHERE verdict='logged'") == 2, 10

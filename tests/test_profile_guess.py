@@ -115,6 +115,9 @@ def test_devices_register_warns_when_the_profile_is_a_guess(tmp_path: Path) -> N
     assert guessed.returncode == 0, guessed.stderr
     assert "zigbee2mqtt-heiman-button" in guessed.stderr
     assert "a guess" in guessed.stderr
-    named = run_cli([*args, "--id", "0x1", "--profile", "zigbee2mqtt-heiman-button"], env)
+    named = run_cli(
+        [*args, "--id", "0x1", "--profile", "zigbee2mqtt-heiman-button", "--bridge", "z2m-0301-a"],
+        env,
+    )
     assert named.returncode == 0, named.stderr
     assert "guess" not in named.stderr

@@ -123,7 +123,7 @@ def test_native_samples_cover_every_event_type() -> None:
 
 
 def test_catalog_subscribes_to_each_format_once(catalog: Catalog) -> None:
-    assert catalog.subscriptions() == ["alarmhub/v1/+/events", "owntracks/+/+", "zigbee2mqtt/+"]
+    assert catalog.subscriptions() == ["alarmhub/v1/+/events", "owntracks/+/+", "zigbee2mqtt/+/+"]
 
 
 def test_contact_profile_converts_to_core_types(catalog: Catalog) -> None:

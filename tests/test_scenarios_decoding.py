@@ -15,13 +15,14 @@ pytestmark = pytest.mark.broker
 SOS = "0xa4c1380000000105"  # a Tuya TS0215A, the default Zigbee2MQTT button profile
 HEIMAN = "0x0015bc001e00a1b2"  # a Heiman HS1EB registered without --profile
 HALL = "0x00158d0001a2b3c4"  # an Aqara contact sensor on the hall door
+BRIDGE = "z2m-home-1"  # the Zigbee2MQTT bridge they are all paired with
 
 
 async def test_item_10_a_press_with_a_bad_battery_reading_is_an_alarm(scenario):
     # 02:00 the SOS button is pressed; its converter reports battery 200 (half-percent units).
-    s = scenario(devices=[pendant(SOS, resident="r-10")])
+    s = scenario(devices=[pendant(SOS, resident="r-10", bridge=BRIDGE)])
     await s.at("02:00").publish(
-        f"zigbee2mqtt/{SOS}",
+        f"zigbee2mqtt/{BRIDGE}/{SOS}",
         {"action": "emergency", "battery": 200, "battery_low": True, "linkquality": 72},
     )
     await s.expect_alarm(SOS, "button", status="open", priority=1)
@@ -34,9 +35,10 @@ async def test_item_10_a_press_with_a_bad_battery_reading_is_an_alarm(scenario):
 
 async def test_item_10_a_night_door_with_last_seen_in_epoch_ms_is_an_alarm(scenario):
     # Zigbee2MQTT set to `last_seen: epoch`: the profile reads ISO 8601, so the time is dropped.
-    s = scenario(devices=[door(HALL, resident="r-11", night="22:00-07:00")])
+    s = scenario(devices=[door(HALL, resident="r-11", night="22:00-07:00", bridge=BRIDGE)])
     await s.at("02:00").publish(
-        f"zigbee2mqtt/{HALL}", {"contact": False, "last_seen": int(s.now.timestamp() * 1000)}
+        f"zigbee2mqtt/{BRIDGE}/{HALL}",
+        {"contact": False, "last_seen": int(s.now.timestamp() * 1000)},
     )
     await s.expect_alarm(HALL, "door_open_night", status="open")
     [row] = s.inbox(HALL)
@@ -66,25 +68,33 @@ async def test_item_11_a_door_whose_clock_reset_to_2000_still_opens_at_night(sce
 
 async def test_item_13_a_heiman_without_its_profile_raises_a_p1_alarm(scenario):
     # Registered without --profile: decoded by the Tuya SOS profile, which names no `single`.
-    s = scenario(devices=[pendant(HEIMAN, resident="r-14")])
-    await s.at("02:00").publish(f"zigbee2mqtt/{HEIMAN}", {"action": "single", "battery": 100})
+    s = scenario(devices=[pendant(HEIMAN, resident="r-14", bridge=BRIDGE)])
+    await s.at("02:00").publish(
+        f"zigbee2mqtt/{BRIDGE}/{HEIMAN}", {"action": "single", "battery": 100}
+    )
     await s.expect_alarm(HEIMAN, "button", status="open", priority=1)
     [raised, *_] = await s.timeline(HEIMAN, "button")
     assert raised["detail"]["note"] == "unrecognised button action: single"
     await s.at("02:01").expect_alarm(HEIMAN, "button", escalated_to="supervisor")
     # 02:05 a status report without an action is a sign of life, not another press.
-    await s.at("02:05").publish(f"zigbee2mqtt/{HEIMAN}", {"battery": 100, "linkquality": 90})
+    await s.at("02:05").publish(
+        f"zigbee2mqtt/{BRIDGE}/{HEIMAN}", {"battery": 100, "linkquality": 90}
+    )
     await s.expect_alarm_count(HEIMAN, "button", 1)
     assert [e["type"] for e in s.inbox(HEIMAN)[-1]["events"]] == ["heartbeat"]
 
 
 async def test_item_11_a_backlog_door_opening_keeps_its_night(scenario):
     # A Zigbee2MQTT contact sensor without `last_seen`: its reports carry no time of their own.
-    s = scenario(devices=[door(HALL, resident="r-15", night="22:00-07:00")])
-    await s.at("23:00").publish(f"zigbee2mqtt/{HALL}", {"contact": True, "linkquality": 80})
+    s = scenario(devices=[door(HALL, resident="r-15", night="22:00-07:00", bridge=BRIDGE)])
+    await s.at("23:00").publish(
+        f"zigbee2mqtt/{BRIDGE}/{HALL}", {"contact": True, "linkquality": 80}
+    )
     await s.at("23:20").stop_hub()
     # 23:30 the door opens while alarmhub is down: the broker keeps the report.
-    await s.at("23:30").publish(f"zigbee2mqtt/{HALL}", {"contact": False, "linkquality": 80})
+    await s.at("23:30").publish(
+        f"zigbee2mqtt/{BRIDGE}/{HALL}", {"contact": False, "linkquality": 80}
+    )
     # 07:05 alarmhub is back; the report arrives now, but it may be from the night.
     await s.at("07:05").start_hub()
     alarm = await s.expect_alarm(HALL, "door_open_night", status="open")

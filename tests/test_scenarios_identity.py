@@ -12,6 +12,7 @@ from tests.scenario import device, pendant
 pytestmark = pytest.mark.broker
 
 SOS = "0x00158d0001a2b3c4"  # a Zigbee2MQTT SOS button: no message ids of its own
+BRIDGE = "z2m-home-1"  # its Zigbee2MQTT bridge
 
 
 async def queued(s, municipality: str) -> set[tuple[str, str, str]]:
@@ -37,12 +38,12 @@ async def test_item_12_a_pendant_reusing_ids_after_a_battery_change_raises_new_a
 
 
 async def test_item_12_a_second_identical_sos_press_after_the_first_was_resolved(scenario):
-    s = scenario(devices=[device(SOS, "safety_alarm")])
-    await s.at("02:00").publish(f"zigbee2mqtt/{SOS}", {"action": "emergency"})
+    s = scenario(devices=[device(SOS, "safety_alarm", bridge=BRIDGE)])
+    await s.at("02:00").publish(f"zigbee2mqtt/{BRIDGE}/{SOS}", {"action": "emergency"})
     await s.expect_alarm(SOS, "button", status="open")
     await s.at("02:00:08").resolve(SOS, "button", outcome="false_alarm")
     # Pressed again, the same bytes within the 30 s content window: a new call for help.
-    await s.at("02:00:15").publish(f"zigbee2mqtt/{SOS}", {"action": "emergency"})
+    await s.at("02:00:15").publish(f"zigbee2mqtt/{BRIDGE}/{SOS}", {"action": "emergency"})
     await s.expect_alarm_count(SOS, "button", 2)
     await s.expect_alarm(SOS, "button", status="open")
 

@@ -54,7 +54,7 @@ def native(device: str, etype: str, at: datetime, msg_id: str = "m1") -> RawMess
 
 
 def zigbee(name: str, payload: dict[str, object], at: datetime) -> RawMessage:
-    return RawMessage(f"zigbee2mqtt/{name}", orjson.dumps(payload), at)
+    return RawMessage(f"zigbee2mqtt/z2m-4601-a/{name}", orjson.dumps(payload), at)
 
 
 def run(raws: list[RawMessage], ctx: Context, index: AlarmIndex | None = None) -> BatchEffects:

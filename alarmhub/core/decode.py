@@ -24,10 +24,11 @@ import hashlib
 import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
+from alarmhub.core.bridges import check_bridge
 from alarmhub.core.fields import EVENT_PREFIX, event_fields, validate_fields
 from alarmhub.core.model import (
     INTERNAL_EVENTS,
@@ -47,7 +48,15 @@ from alarmhub.core.profile import Profile, TimestampUnit, lookup
 if TYPE_CHECKING:
     from collections.abc import Mapping as MappingT
 
-__all__ = ["Catalog", "DecodeLimits", "decode", "parse_rfc3339", "valid_id", "validate_fields"]
+__all__ = [
+    "Catalog",
+    "DecodeLimits",
+    "Route",
+    "decode",
+    "parse_rfc3339",
+    "valid_id",
+    "validate_fields",
+]
 
 MAX_ID_LENGTH = 128
 _FORBIDDEN_ID_CHARS = frozenset("+#\x00")
@@ -64,6 +73,14 @@ class DecodeLimits:
     max_past_skew: timedelta = timedelta(hours=24)
     # Formats without a message id are deduplicated by content within this window.
     content_dedup_window: timedelta = timedelta(seconds=30)
+
+
+class Route(NamedTuple):
+    """What a topic says: the wire format, the device, and the bridge it came through."""
+
+    format: str
+    device_id: str
+    bridge: str | None  # None when the format's topic names no bridge
 
 
 class Catalog:
@@ -86,13 +103,13 @@ class Catalog:
                 if p.default or (p.format, kind) not in self._defaults:
                     self._defaults[(p.format, kind)] = p
 
-    def route(self, topic: str) -> tuple[str, str] | None:
-        """Return (format, device id) for a topic, or None when no profile claims it."""
+    def route(self, topic: str) -> Route | None:
+        """Return (format, device id, bridge) for a topic, or None when no profile claims it."""
         levels = topic.split("/")
         for p in self._by_levels.get(len(levels), ()):
             device_id = p.topic.match(levels)
             if device_id is not None:
-                return p.format, device_id
+                return Route(p.format, device_id, p.topic.bridge(levels))
         return None
 
     def profile_for(self, fmt: str, device: Device) -> Profile | None:
@@ -114,7 +131,7 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
     routed = catalog.route(raw.topic)
     if routed is None:
         return Rejected(RejectReason.UNKNOWN_TOPIC, "no device profile claims this topic")
-    fmt, device_id = routed
+    fmt, device_id, via = routed
     if not valid_id(device_id):
         return Rejected(RejectReason.BAD_VALUE, "device id in the topic is not a valid id")
     # Size is checked once the topic names a device (routing is cheap and reads no
@@ -130,6 +147,9 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
         return Rejected(RejectReason.UNKNOWN_DEVICE, "device is not registered", device_id)
     if not device.active:
         return Rejected(RejectReason.DECOMMISSIONED_DEVICE, "device is decommissioned", device_id)
+    wrong_bridge = check_bridge(device, via)
+    if wrong_bridge is not None:
+        return wrong_bridge
     profile = catalog.profile_for(fmt, device)
     if profile is None:
         return Rejected(

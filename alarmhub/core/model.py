@@ -78,6 +78,9 @@ class RejectReason(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     MUNICIPALITY_MISMATCH = "municipality_mismatch"
     NO_MAPPING = "no_mapping"
+    # A Zigbee device's message came through a bridge it is not registered to (or it
+    # has no bridge recorded): another municipality's bridge cannot speak for it.
+    WRONG_BRIDGE = "wrong_bridge"
 
 
 class TsSource(StrEnum):
@@ -180,6 +183,9 @@ class Device:
     # alarms of one resident inhibit each other.
     resident: str | None = None
     settings: DeviceSettings = field(default_factory=DeviceSettings)
+    # The Zigbee2MQTT bridge (its MQTT account and base topic) the device is paired
+    # with: its messages are believed only through that bridge (issue 13 item 9).
+    bridge: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,12 @@ class TimestampUnit(StrEnum):
     EPOCH_MS = "epoch_ms"
 
 
+# The placeholder naming the bridge a message came through (Zigbee2MQTT's per-bridge
+# base topic `zigbee2mqtt/<bridge>`): the broker lets each bridge account write only
+# under its own name, so this level is who sent the message, not what it claims.
+BRIDGE_PLACEHOLDER = "bridge"
+
+
 @dataclass(frozen=True, slots=True)
 class TopicPattern:
     """A topic with `{name}` placeholders, each matching exactly one level."""
@@ -84,6 +90,7 @@ class TopicPattern:
     _literals: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
     _names: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
     _whole: int | None = field(init=False, repr=False, compare=False)
+    _bridge: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = tuple(
@@ -98,6 +105,17 @@ class TopicPattern:
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_literals", literals)
         object.__setattr__(self, "_whole", whole)
+        bridge = next((i for i, name in names if name == BRIDGE_PLACEHOLDER), None)
+        object.__setattr__(self, "_bridge", bridge)
+
+    @property
+    def bridged(self) -> bool:
+        """Whether the topic names the bridge its messages come through."""
+        return self._bridge is not None
+
+    def bridge(self, topic_levels: list[str]) -> str | None:
+        """The bridge level of a topic this pattern matched, or None when it has none."""
+        return None if self._bridge is None else topic_levels[self._bridge]
 
     def match(self, topic_levels: list[str]) -> str | None:
         if len(topic_levels) != len(self.levels):

@@ -95,14 +95,22 @@ def _readings(
     routed = catalog.route(topic)
     if fallback_municipality is None or routed is None:
         return
-    fmt = routed[0]
+    fmt = routed.format
     profiles = sorted(
         (p for p in catalog.profiles.values() if p.format == fmt),
         key=lambda p: (not p.default, p.name),
     )
     for profile in profiles:
         for kind in profile.kinds:
-            yield Device(device_id, kind, fallback_municipality, profile=profile.name)
+            # Read as if paired with the bridge it came through: the bridge account is
+            # authenticated, and an unregistered button's press is still a person.
+            yield Device(
+                device_id,
+                kind,
+                fallback_municipality,
+                profile=profile.name,
+                bridge=routed.bridge,
+            )
 
 
 def _person_alarm(rule: Rule | None) -> bool:

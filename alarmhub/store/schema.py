@@ -235,4 +235,10 @@ MIGRATIONS: list[str] = [
         ORDER BY t.id LIMIT 1
     ) WHERE state != 'resolved';
     """,
+    # 8+e: issue 13 item 9: the Zigbee2MQTT bridge a Zigbee device is paired with; its
+    # messages are believed only through that bridge's base topic. Not backfilled:
+    # NULL is believed from no bridge (core/bridges.py) until an operator sets it.
+    """
+    ALTER TABLE devices ADD COLUMN bridge TEXT;
+    """,
 ]

@@ -66,11 +66,13 @@ def device_from_row(row: Sequence[Any]) -> Device:
         active=bool(row[6]),
         resident=row[7],
         settings=parse_settings(row[8]),
+        bridge=row[9],
     )
 
 
 _DEVICE_COLUMNS = (
-    "id, kind, municipality, profile, heartbeat_interval_s, label, active, resident, settings"
+    "id, kind, municipality, profile, heartbeat_interval_s, label, active, resident, settings, "
+    "bridge"
 )
 _DEVICE_FIELDS = len(_DEVICE_COLUMNS.split(", "))
 _UPDATABLE = (
@@ -82,6 +84,7 @@ _UPDATABLE = (
     "active",
     "resident",
     "settings",
+    "bridge",
     "updated_at",
 )
 
@@ -376,6 +379,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
                 int(d.active),
                 d.resident,
                 orjson.dumps(settings_json(d.settings)).decode(),
+                d.bridge,
                 ts(now),
                 ts(now),
             )
@@ -386,8 +390,8 @@ class SqliteStore(EscalationRows, SuppressionRows):
             await check_moves(self._conn, devices)
             await self._conn.executemany(
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
-                "label, active, resident, settings, registered_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "label, active, resident, settings, bridge, registered_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET "
                 + ", ".join(f"{c}=excluded.{c}" for c in _UPDATABLE if c not in keep),
                 rows,

@@ -12,11 +12,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from alarmhub.core.actions import MAX_NOTE, MAX_OUTCOME
+from alarmhub.core.bridges import BRIDGE_ID_PATTERN
 from alarmhub.core.model import DeviceKind
 
 Municipality = Annotated[str, Field(pattern=r"^[0-9]{4}$", examples=["0301"])]
 DeviceId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^+#\s]+$")]
 Note = Annotated[str, Field(min_length=1, max_length=MAX_NOTE)]
+# A bridge id is its MQTT username and a topic level (core/bridges.py says why).
+BridgeId = Annotated[str, Field(pattern=BRIDGE_ID_PATTERN, examples=["z2m-0301-a"])]
 
 
 class _In(BaseModel):
@@ -93,6 +96,7 @@ class DeviceOut(BaseModel):
     last_seen_at: str | None
     resident: str | None = None
     settings: dict[str, Any] = {}
+    bridge: str | None = None
 
 
 class EventOut(BaseModel):
@@ -149,6 +153,13 @@ class DeviceIn(_In):
     profile: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     resident: Resident | None = None
     settings: DeviceSettingsIn | None = None
+    bridge: BridgeId | None = Field(
+        default=None,
+        description="the Zigbee2MQTT bridge (MQTT account and base topic "
+        "`zigbee2mqtt/<bridge>`) a Zigbee device is paired with; its messages are "
+        "refused (`wrong_bridge`) through any other bridge, and through every bridge "
+        "while this is null",
+    )
 
 
 class DevicePatch(_In):
@@ -162,6 +173,7 @@ class DevicePatch(_In):
     active: bool | None = None
     resident: Resident | None = None
     settings: DeviceSettingsIn | None = None
+    bridge: BridgeId | None = None
 
 
 class ImportResult(BaseModel):

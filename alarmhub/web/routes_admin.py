@@ -21,6 +21,7 @@ from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
 from alarmhub.core.suppress import silence_end
 from alarmhub.device_settings import SettingsInvalidError, parse_settings
+from alarmhub.profiles import bridge_missing
 from alarmhub.store import accounts
 from alarmhub.store.device_moves import MoveRefusedError
 from alarmhub.web import tenancy
@@ -62,16 +63,18 @@ _CSV_BODY = {
     "requestBody": {
         "required": True,
         "content": {"text/csv": {"schema": {"type": "string"}}},
-        "description": "header `id,kind,municipality[,heartbeat_interval,label,profile]`",
+        "description": "header `id,kind,municipality` and any of "
+        "`heartbeat_interval,label,profile,resident,settings,bridge`",
     }
 }
 
 
-def _checked_device(body: DeviceIn | dict[str, Any]) -> Device:
+def _checked_device(body: DeviceIn | dict[str, Any], ctx: WebContext | None = None) -> Device:
+    """The device a request describes, validated; with `ctx`, a Zigbee profile needs a bridge."""
     v = body.model_dump() if isinstance(body, DeviceIn) else body
     kind = v["kind"].value if isinstance(v["kind"], DeviceKind) else str(v["kind"])
     try:
-        return replace(
+        device = replace(
             _device(
                 v["id"],
                 kind,
@@ -79,6 +82,7 @@ def _checked_device(body: DeviceIn | dict[str, Any]) -> Device:
                 v["heartbeat_interval_s"],
                 v["label"],
                 v["profile"],
+                v.get("bridge"),
             ),
             active=bool(v.get("active", True)),
             resident=v.get("resident"),
@@ -86,6 +90,10 @@ def _checked_device(body: DeviceIn | dict[str, Any]) -> Device:
         )
     except (CommandError, SettingsInvalidError) as exc:
         raise ApiError(422, "validation", str(exc)) from None
+    problem = None if ctx is None else bridge_missing(ctx.hub.catalog, device)
+    if problem is not None:
+        raise ApiError(422, "validation", problem)
+    return device
 
 
 async def _register(ctx: WebContext, device: Device) -> DeviceOut:
@@ -170,7 +178,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         ctx = web(request)
         if not scope.allows(body.municipality):
             raise forbidden("you may not register devices in that municipality")
-        device = _checked_device(body)
+        device = _checked_device(body, ctx)
         # Checked and inserted under the hub's write lock: two tenants creating the
         # same new id at once cannot both succeed.
         if not await ctx.hub.register_new_device(device):
@@ -201,6 +209,9 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         except UnicodeDecodeError:
             raise ApiError(400, "bad_request", "the CSV is not UTF-8") from None
         devices, errors = parse_device_csv(text)
+        errors = errors or [
+            e for e in (bridge_missing(ctx.hub.catalog, d) for d in devices) if e is not None
+        ]
         if not errors:
             errors = [
                 f"device {d.id}: you may not register devices in that municipality"
@@ -283,7 +294,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         merged = {**found, **changes}
         if not scope.allows(merged["municipality"]):
             raise forbidden("you may not move devices to that municipality")
-        out = await _register(ctx, _checked_device(merged))
+        out = await _register(ctx, _checked_device(merged, ctx))
         await ctx.audit(
             request,
             scope.user,

@@ -195,6 +195,7 @@ DEVICE_KEYS = (
     "last_seen_at",
     "resident",
     "settings",
+    "bridge",
 )
 
 
