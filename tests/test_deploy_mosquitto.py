@@ -27,7 +27,14 @@ from alarmhub.mosquitto import free_port, mosquitto_binary, wait_for_port
 from tests.support import wait_until
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
-PASSWORDS = {"alarmhub": "hub-secret", "dev-a": "a-secret", "dev-b": "b-secret"}
+PASSWORDS = {
+    "alarmhub": "hub-secret",
+    "dev-a": "a-secret",
+    "dev-b": "b-secret",
+    # Two Zigbee2MQTT bridges, each with its own account and base topic (issue 13 item 9).
+    "z2m-0301-a": "bridge-a-secret",
+    "z2m-4601-a": "bridge-b-secret",
+}
 # How long a message that must NOT arrive is given to arrive anyway. Each negative check
 # also sends a permitted message after the forbidden one on the same connection and waits
 # for it first: MQTT keeps one publisher's QoS 1 order, so when the permitted one is in, the
@@ -70,6 +77,9 @@ def test_acl_grants_exactly_the_documented_rights() -> None:
     patterns = {ln for ln in lines if ln.startswith("pattern ")}
     assert "pattern write alarmhub/v1/%u/events" in patterns
     assert "pattern read alarmhub/v1/%u/receipts" in patterns
+    assert "pattern readwrite zigbee2mqtt/%u/#" in patterns
+    # No shared Zigbee2MQTT account writing every bridge's tree (issue 13 item 9).
+    assert not any(re.fullmatch(r"topic (write|readwrite) zigbee2mqtt/#", ln) for ln in lines)
     hub = lines[lines.index("user alarmhub") + 1 :]
     hub = hub[: next((i for i, ln in enumerate(hub) if ln.startswith("user ")), len(hub))]
     assert set(hub) >= {
@@ -300,6 +310,50 @@ def test_device_publishes_only_to_its_own_topic(broker: Broker, clients: list[Cl
     time.sleep(GRACE_S)
 
     assert hub.messages == [("alarmhub/v1/dev-a/events", b"pressed by dev-a")]
+
+
+@pytest.mark.broker
+def test_a_bridge_publishes_only_under_its_own_base_topic(
+    broker: Broker, clients: list[Client]
+) -> None:
+    """Issue 13 item 9: one `zigbee2mqtt` account wrote every bridge's devices."""
+    hub = Client(broker, "alarmhub")
+    bridge_a = Client(broker, "z2m-0301-a")
+    bridge_b = Client(broker, "z2m-4601-a")
+    clients += [hub, bridge_a, bridge_b]
+    assert bridge_a.accepted
+    assert bridge_b.accepted
+    hub.subscribe("zigbee2mqtt/#")
+
+    # Forbidden first, permitted second: see GRACE_S.
+    bridge_b.publish("zigbee2mqtt/z2m-0301-a/0xa4c1380000000105", b"forged by bridge b")
+    bridge_b.publish("zigbee2mqtt/0xa4c1380000000105", b"old single-bridge layout")
+    bridge_b.publish("zigbee2mqtt/z2m-4601-a/0x00158d0001a2b3c4", b"bridge b's own device")
+    bridge_a.publish("zigbee2mqtt/z2m-0301-a/0xa4c1380000000105", b"pressed via bridge a")
+    hub.wait_for(b"bridge b's own device")
+    hub.wait_for(b"pressed via bridge a")
+    time.sleep(GRACE_S)
+
+    assert sorted(hub.messages) == [
+        ("zigbee2mqtt/z2m-0301-a/0xa4c1380000000105", b"pressed via bridge a"),
+        ("zigbee2mqtt/z2m-4601-a/0x00158d0001a2b3c4", b"bridge b's own device"),
+    ]
+
+
+@pytest.mark.broker
+def test_a_bridge_reads_only_its_own_base_topic(broker: Broker, clients: list[Client]) -> None:
+    """Zigbee2MQTT subscribes to its base topic for commands: not to another bridge's."""
+    bridge_a = Client(broker, "z2m-0301-a")
+    bridge_b = Client(broker, "z2m-4601-a")
+    clients += [bridge_a, bridge_b]
+    bridge_b.subscribe("zigbee2mqtt/#")
+
+    bridge_a.publish("zigbee2mqtt/z2m-0301-a/0xa4c1380000000105", b"bridge a's device")
+    bridge_b.publish("zigbee2mqtt/z2m-4601-a/bridge/state", b"bridge b online")
+    bridge_b.wait_for(b"bridge b online")
+    time.sleep(GRACE_S)
+
+    assert bridge_b.messages == [("zigbee2mqtt/z2m-4601-a/bridge/state", b"bridge b online")]
 
 
 @pytest.mark.broker
