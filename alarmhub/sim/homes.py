@@ -43,6 +43,8 @@ class Wire(StrEnum):
     OWNTRACKS = "owntracks"
 
 
+ZIGBEE = frozenset({Wire.Z2M_CONTACT, Wire.Z2M_SOS, Wire.Z2M_HEIMAN})
+
 # Registered heartbeat intervals (seconds): what supervision expects of each wire.
 HEARTBEAT_S = {
     Wire.NATIVE: 300,
@@ -96,6 +98,11 @@ class Home:
     @property
     def label(self) -> str:
         return f"Home {self.number}, flat {self.flat}"
+
+    @property
+    def bridge(self) -> str:
+        """The home's Zigbee coordinator: its Zigbee2MQTT account and base topic name."""
+        return f"z2m-{self.municipality}-{self.number:04d}"
 
 
 def build_homes(count: int, municipality: str, seed: int) -> list[Home]:
@@ -192,6 +199,7 @@ def registrations(homes: list[Home]) -> list[Device]:
             settings=DeviceSettings(geofence_circle=(h.lat, h.lon, h.zone_radius_m))
             if d.kind is DeviceKind.GPS_TRACKER
             else DeviceSettings(),
+            bridge=h.bridge if d.wire in ZIGBEE else None,
         )
         for h in homes
         for d in h.devices

@@ -44,19 +44,24 @@ def render(d: DevState, intent: Intent) -> Iterator[Planned]:
     ts = _tick(d, intent.t, timedelta(milliseconds=1))
     battery = d.battery(ts)
     tamper = intent.what == "tamper"
+    bridge = d.home.bridge
     if w is Wire.Z2M_CONTACT:
         if intent.what in ("door-open", "door-close"):
             d.door_open = intent.what == "door-open"
-        out = wire.z2m_contact(d.dev.id, ts, door_open=d.door_open, battery=battery, tamper=tamper)
+        out = wire.z2m_contact(
+            d.dev.id, ts, bridge=bridge, door_open=d.door_open, battery=battery, tamper=tamper
+        )
     elif w is Wire.Z2M_SOS:
         pressed = intent.what == "press"
-        out = wire.z2m_sos(d.dev.id, ts, pressed=pressed, battery=battery, tamper=tamper)
+        out = wire.z2m_sos(
+            d.dev.id, ts, bridge=bridge, pressed=pressed, battery=battery, tamper=tamper
+        )
     else:  # the Heiman button has no tamper switch: that report is a plain one
         action = None
         if intent.what == "press":
             action = HEIMAN_ACTIONS[d.presses % len(HEIMAN_ACTIONS)]
             d.presses += 1
-        out = wire.z2m_heiman(d.dev.id, ts, action=action, battery=battery)
+        out = wire.z2m_heiman(d.dev.id, ts, bridge=bridge, action=action, battery=battery)
     yield _planned(d, ts, out, intent.tag)
 
 

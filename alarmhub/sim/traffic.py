@@ -26,7 +26,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from alarmhub.core.model import DeviceKind
 from alarmhub.sim import wire
-from alarmhub.sim.homes import METRES_PER_DEGREE, Home, SimDevice, Wire
+from alarmhub.sim.homes import METRES_PER_DEGREE, ZIGBEE, Home, SimDevice, Wire
 from alarmhub.sim.model import Cut, DevState, Intent, Planned, Scenario, World, seeded
 from alarmhub.sim.render import power_messages, render
 
@@ -303,7 +303,7 @@ def _through_cuts(w: World, home: Home, dev: SimDevice, item: Planned) -> Planne
     """None: the message is never sent. Otherwise the item, or a copy sent at the cut's end."""
     ts = item.device_ts
     pc = w.power_cut
-    zigbee = dev.wire in (Wire.Z2M_CONTACT, Wire.Z2M_SOS, Wire.Z2M_HEIMAN)
+    zigbee = dev.wire in ZIGBEE
     # The home's Zigbee coordinator has no power: its sensors' reports go nowhere.
     if pc and zigbee and home.number in pc.homes and pc.start <= ts < pc.end:
         return None

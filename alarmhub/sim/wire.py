@@ -33,13 +33,23 @@ def native(device_id: str, msg_id: str, ts: datetime, etype: EventType, **fields
     return f"alarmhub/v1/{device_id}/events", orjson.dumps(body), (etype,)
 
 
+# Zigbee2MQTT topics are `zigbee2mqtt/<bridge>/<device>`: each home's coordinator is
+# its own bridge with base_topic `zigbee2mqtt/<bridge>` (issue 13 item 9).
+
+
 def last_seen(ts: datetime) -> str:
     """Zigbee2MQTT's `last_seen: ISO_8601`: UTC with milliseconds; it is also the message id."""
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def z2m_contact(
-    device_id: str, ts: datetime, *, door_open: bool, battery: int, tamper: bool = False
+    device_id: str,
+    ts: datetime,
+    *,
+    bridge: str,
+    door_open: bool,
+    battery: int,
+    tamper: bool = False,
 ) -> Rendered:
     """Aqara MCCGQ11LM: every report repeats the whole state; contact false = door open."""
     body: dict[str, Any] = {
@@ -56,11 +66,11 @@ def z2m_contact(
     if tamper:
         body["tamper"] = True
         events.append(EventType.TAMPER)
-    return f"zigbee2mqtt/{device_id}", orjson.dumps(body), tuple(events)
+    return f"zigbee2mqtt/{bridge}/{device_id}", orjson.dumps(body), tuple(events)
 
 
 def z2m_sos(
-    device_id: str, ts: datetime, *, pressed: bool, battery: int, tamper: bool = False
+    device_id: str, ts: datetime, *, bridge: str, pressed: bool, battery: int, tamper: bool = False
 ) -> Rendered:
     """Tuya TS0215A: `action: emergency` is the press; a plain report is a heartbeat."""
     body: dict[str, Any] = {
@@ -78,10 +88,16 @@ def z2m_sos(
         events.append(EventType.BATTERY_LOW)
     if tamper:
         events.append(EventType.TAMPER)
-    return f"zigbee2mqtt/{device_id}", orjson.dumps(body), tuple(events or [EventType.HEARTBEAT])
+    return (
+        f"zigbee2mqtt/{bridge}/{device_id}",
+        orjson.dumps(body),
+        tuple(events or [EventType.HEARTBEAT]),
+    )
 
 
-def z2m_heiman(device_id: str, ts: datetime, *, action: str | None, battery: int) -> Rendered:
+def z2m_heiman(
+    device_id: str, ts: datetime, *, bridge: str, action: str | None, battery: int
+) -> Rendered:
     """Heiman HS1EB: single, double and hold are all presses; no action is a heartbeat."""
     body: dict[str, Any] = {"battery": battery, "linkquality": 102, "last_seen": last_seen(ts)}
     events: list[EventType] = []
@@ -90,7 +106,11 @@ def z2m_heiman(device_id: str, ts: datetime, *, action: str | None, battery: int
         events.append(EventType.BUTTON_PRESSED)
     if battery < LOW_BATTERY_PCT:
         events.append(EventType.BATTERY_LOW)
-    return f"zigbee2mqtt/{device_id}", orjson.dumps(body), tuple(events or [EventType.HEARTBEAT])
+    return (
+        f"zigbee2mqtt/{bridge}/{device_id}",
+        orjson.dumps(body),
+        tuple(events or [EventType.HEARTBEAT]),
+    )
 
 
 def owntracks(
