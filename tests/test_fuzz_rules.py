@@ -298,8 +298,8 @@ def test_device_csv_arbitrary_text(text: str) -> None:
 
 _CATALOG = load_catalog(REPO / "devices")
 _REGISTRY = {
-    "osl-1": Device("osl-1", DeviceKind.SAFETY_ALARM, "0301"),
-    "brg-1": Device("brg-1", DeviceKind.SAFETY_ALARM, "4601"),
+    "osl-1": Device("osl-1", DeviceKind.SAFETY_ALARM, "0301", bridge="z2m-0301-a"),
+    "brg-1": Device("brg-1", DeviceKind.SAFETY_ALARM, "4601", bridge="z2m-4601-a"),
     "ola/phone": Device("ola/phone", DeviceKind.GPS_TRACKER, "0301"),
 }
 _AT = datetime(2026, 11, 25, 10, 0, 5, tzinfo=UTC)
@@ -312,7 +312,8 @@ _PAYLOAD = b'{"id":"m1","ts":"2026-11-25T10:00:00Z","type":"button.pressed"}'
     inject=st.lists(st.sampled_from(["+", "#", "/", "//", "\x00", "/brg-1", "$SYS", " ", "\u202e"]),
                     min_size=1, max_size=3),
     where=st.integers(min_value=0, max_value=12),
-    shape=st.sampled_from(["alarmhub/v1/{}/events", "owntracks/{}", "zigbee2mqtt/{}", "{}"]),
+    shape=st.sampled_from(["alarmhub/v1/{}/events", "owntracks/{}", "zigbee2mqtt/{}",
+                           "zigbee2mqtt/z2m-0301-a/{}", "{}"]),
 )
 def test_topic_injection_never_reaches_another_device(base: str, inject: list[str], where: int, shape: str) -> None:
     RAN["decode: topic injection"] += 1
@@ -325,6 +326,8 @@ def test_topic_injection_never_reaches_another_device(base: str, inject: list[st
         assert routed is not None
         assert routed[1] == result.device.id
         assert result.device.id in _REGISTRY
+        # ... and only through that device's own bridge (issue 13 item 9).
+        assert routed.bridge in (None, result.device.bridge)
     else:
         assert isinstance(result.reason, RejectReason)
 

@@ -24,7 +24,7 @@ def test_stored_receipts(rejected: Rejected | None, verdict: Verdict, body: dict
     assert orjson.loads(payload) == body
 
 
-@pytest.mark.parametrize("topic", ["zigbee2mqtt/hall-door", "owntracks/ola/phone", "alarmhub/v1/x/other"])
+@pytest.mark.parametrize("topic", ["zigbee2mqtt/z2m-0301-a/hall-door", "owntracks/ola/phone", "alarmhub/v1/x/other"])
 def test_no_receipt_off_the_native_events_topic(topic: str) -> None:
     assert stored_receipt(topic, "m1", None, Verdict.LOGGED) is None
     assert handled_receipt(topic, "m1", "a1") is None
