@@ -137,6 +137,9 @@ async def test_a_cursor_never_shows_another_municipality(
         # Starting before everything still gives only Oslo's devices.
         r = await op.get("/api/v1/devices", params={"cursor": encode_device_cursor("0000", "")})
         assert [d["id"] for d in r.json()] == ["osl-door-1", "osl-pend-1"]
+        # The longest device id there can be, in 4-byte characters, still makes a usable cursor.
+        longest = encode_device_cursor("0301", "\U0001f6a8" * 128)
+        assert (await op.get("/api/v1/devices", params={"cursor": longest})).status_code == 200
         # Anything this API did not make is a 422, never a 500 or someone's data.
         for bad in ("x", "bm90IGpzb24", encode_device_cursor("0301", "a") + "!!", "WzEsMl0"):
             r = await op.get("/api/v1/devices", params={"cursor": bad})

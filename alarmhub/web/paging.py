@@ -18,6 +18,8 @@ from alarmhub.web.errors import ApiError
 # Devices per page of GET /devices: the default, and the most one request may ask for.
 DEVICE_PAGE = 100
 MAX_DEVICE_PAGE = 1000
+# A cursor holds a device id: up to 128 characters of up to 4 UTF-8 bytes, base64 (4/3).
+MAX_CURSOR = 1024
 PAGE_HEADERS = {
     "Link": {
         "description": 'the next page, `<…&cursor=…>; rel="next"`; absent on the last page',

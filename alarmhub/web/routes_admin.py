@@ -43,6 +43,7 @@ from alarmhub.web.models import (
 )
 from alarmhub.web.paging import (
     DEVICE_PAGE,
+    MAX_CURSOR,
     MAX_DEVICE_PAGE,
     PAGE_HEADERS,
     decode_device_cursor,
@@ -171,7 +172,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         kind: DeviceKind | None = None,
         q: Annotated[str | None, Query(max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_DEVICE_PAGE)] = DEVICE_PAGE,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
     ) -> list[DeviceOut]:
         """Devices in the caller's municipalities, by municipality and id, a page at a time.
 
