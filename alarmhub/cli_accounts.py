@@ -64,9 +64,14 @@ def add_commands(sub: Any) -> None:
         "--since",
         type=date.fromisoformat,
         metavar="DATE",
-        help="first day (Europe/Oslo), e.g. 2026-01-01",
+        help="first day (Europe/Oslo), e.g. 2026-01-01; default: max_report_days before --until",
     )
-    rt.add_argument("--until", type=date.fromisoformat, metavar="DATE", help="last day, included")
+    rt.add_argument(
+        "--until",
+        type=date.fromisoformat,
+        metavar="DATE",
+        help="last day, included; default today. At most max_report_days days in all",
+    )
     rt.add_argument("--format", choices=["table", "csv", "json"], default="table")
     rt.set_defaults(func=cmd_report_response_times)
 
@@ -197,12 +202,18 @@ def cmd_report_response_times(settings: Settings, args: argparse.Namespace) -> i
     if args.since and args.until and args.until < args.since:
         print("alarmhub: --until is before --since", file=sys.stderr)
         return EXIT_USAGE
-    start = _day(args.since) if args.since else None
-    end = _day(args.until + timedelta(days=1)) if args.until else None
+    now = SystemClock().now()
+    days = reports.report_days(
+        args.since, args.until, now.astimezone(OSLO).date(), settings.max_report_days
+    )
+    if isinstance(days, str):
+        print(f"alarmhub: --since/--until: {days}", file=sys.stderr)
+        return EXIT_USAGE
+    start, end = _day(days[0]), _day(days[1] + timedelta(days=1))
     rules = load_rules(settings.rules)
     rows = _db(settings, response_rows, Scope.everything(_actor()), args.municipality, start, end)
     targets = {int(p): t for p, t in rules.sla_ack.items()}
-    groups = reports.response_times(rows, targets, SystemClock().now())
+    groups = reports.response_times(rows, targets, now)
     if args.format == "json":
         print(json.dumps([reports.flat(g) for g in groups], indent=2))
     elif args.format == "csv":

@@ -21,7 +21,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 
@@ -182,3 +182,27 @@ def to_table(reports: list[GroupReport]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in text]
     return "\n".join(lines)
+
+
+def report_days(
+    since: date | None, until: date | None, today: date, max_days: int
+) -> tuple[date, date] | str:
+    """The days (first, last; both included) a report covers, or why it may not.
+
+    A report reads and sorts every alarm of its range in one request, so the range
+    is bounded (issue 13 item 3): at most `max_days`. An open end is filled in
+    rather than refused: no `until` ends the report today (or on `since`, if that
+    is later), no `since` starts it `max_days` days before its end. `today` is an
+    argument: the caller reads the clock once.
+    """
+    last = until if until is not None else max(today, since or today)
+    first = since if since is not None else last - timedelta(days=max_days - 1)
+    if last < first:
+        return "the last day is before the first"
+    days = (last - first).days + 1
+    if days > max_days:
+        return (
+            f"{first}..{last} is {days} days; a report may span at most {max_days} days "
+            "(max_report_days): ask for a shorter range, or several"
+        )
+    return first, last

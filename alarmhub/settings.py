@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     # Plain HTTP on an address other than loopback: only behind a TLS reverse proxy.
     http_allow_plain: bool = False
     http_listen: str = "127.0.0.1:8080"
+    # Live streams (SSE) open at once, per user and in all: each one is walked on
+    # every alarm change, on the loop that also runs ingest (issue 13 item 3).
+    max_streams_per_user: int = Field(default=5, ge=1, le=1000)
+    max_streams: int = Field(default=200, ge=1, le=100_000)
+    # Days one response-time report may span (API and `alarmhub report`).
+    max_report_days: int = Field(default=366, ge=1, le=100 * 366)
     # Unset: the rules alarmhub ships with (alarmhub.builtin), wherever it runs from.
     rules: Path = Field(default_factory=builtin.rules_file)
     devices_dir: Path | None = None

@@ -49,6 +49,11 @@ async def test_injection_shaped_parameters_get_4xx_or_nothing_and_never_another_
                 ("/api/v1/alarms", {"state": evil}),
                 ("/api/v1/alarms", {"cursor": evil}),
                 ("/api/v1/devices", {"municipality": evil}),
+                ("/api/v1/devices", {"cursor": evil}),
+                ("/api/v1/devices", {"q": evil, "include_inactive": "true"}),
+                ("/api/v1/devices", {"kind": evil}),
+                ("/api/v1/devices", {"limit": evil}),
+                ("/api/v1/reports/response-times", {"from": evil}),
                 ("/api/v1/reports/response-times", {"municipality": evil}),
             ):
                 r = await c.get(path, params=params)

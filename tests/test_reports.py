@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from alarmhub.reports import ResponseRow, Stats, percentile, response_times, stats, to_csv, to_table
+from alarmhub.reports import (
+    ResponseRow,
+    Stats,
+    percentile,
+    report_days,
+    response_times,
+    stats,
+    to_csv,
+    to_table,
+)
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)
@@ -97,3 +106,40 @@ def test_csv_and_table() -> None:
     assert lines[1].startswith("1,button,1,1,30.0,30.0,30.0,0,,,")
     assert "100.0 %" in to_table(groups)
     assert to_table([]) == "(no alarms in the period)"
+
+
+TODAY = date(2026, 12, 3)
+D = date.fromisoformat
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "max_days", "expected"),
+    [
+        # Both given, within the cap: used as they are (both ends included).
+        (D("2026-01-01"), D("2026-12-31"), 366, (D("2026-01-01"), D("2026-12-31"))),
+        (D("2024-01-01"), D("2024-12-31"), 366, (D("2024-01-01"), D("2024-12-31"))),  # leap year
+        (D("2026-12-01"), D("2026-12-07"), 7, (D("2026-12-01"), D("2026-12-07"))),
+        (D("2026-12-03"), D("2026-12-03"), 1, (D("2026-12-03"), D("2026-12-03"))),
+        # One day over the cap is refused, naming the cap and the setting.
+        (D("2026-12-01"), D("2026-12-08"), 7, ("2026-12-01..2026-12-08 is 8 days; a report may "
+         "span at most 7 days (max_report_days): ask for a shorter range, or several")),
+        (D("1970-01-01"), D("9998-12-31"), 366, "max_report_days"),
+        # Open ends are filled in, not refused: no `to` ends today, no `from` starts
+        # max_days before the end.
+        (None, None, 7, (D("2026-11-27"), D("2026-12-03"))),
+        (None, D("2026-06-30"), 30, (D("2026-06-01"), D("2026-06-30"))),
+        (D("2026-12-01"), None, 7, (D("2026-12-01"), D("2026-12-03"))),
+        (D("2026-12-10"), None, 7, (D("2026-12-10"), D("2026-12-10"))),  # a future start
+        (D("2025-01-01"), None, 366, "2025-01-01..2026-12-03 is 702 days"),
+        (D("2026-12-05"), D("2026-12-04"), 7, "the last day is before the first"),
+    ],
+)
+def test_report_days_are_capped(
+    since: date | None, until: date | None, max_days: int, expected: object
+) -> None:
+    got = report_days(since, until, TODAY, max_days)
+    if isinstance(expected, str):
+        assert isinstance(got, str)
+        assert expected in got
+    else:
+        assert got == expected

@@ -14,6 +14,7 @@ import pytest
 
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.store.accounts import Role, User
+from alarmhub.web.paging import encode_device_cursor
 from alarmhub.web.tenancy import GRANTS, Permission, Scope
 from tests.support import async_wait_until, db_count, db_rows, native
 from tests.test_api_harness import BERGEN_LABEL, stack
@@ -67,6 +68,14 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             ("POST", f"/api/v1/alarms/{brg_alarm}/notes", {"note": "x"}, None, set()),
             ("GET", "/api/v1/devices", None, None, {200}),
             ("GET", "/api/v1/devices?municipality=4601&include_inactive=true", None, None, {200}),
+            # Pages (issue 13 item 3): a cursor naming Bergen's device only says where to
+            # start; the filters and the page size change nothing about scope.
+            ("GET", f"/api/v1/devices?limit=1&cursor={encode_device_cursor('4601', '')}", None, None,
+             {200}),
+            ("GET", f"/api/v1/devices?cursor={encode_device_cursor('0000', '')}&active=false", None,
+             None, {200}),
+            ("GET", "/api/v1/devices?municipality=4601&kind=safety_alarm&q=brg&limit=1000", None,
+             None, {200}),
             ("POST", "/api/v1/devices", device_4601, None, set()),
             ("POST", "/api/v1/devices", {**device_4601, "id": "brg-pend-1", "municipality": "0301"},
              None, {409}),  # global ids: "not available", nothing more
@@ -81,6 +90,10 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             ("DELETE", f"/api/v1/silences/{silence}", None, None, set()),
             ("GET", "/api/v1/reports/response-times?municipality=4601", None, None, set()),
             ("GET", "/api/v1/reports/response-times", None, None, {200}),
+            ("GET", "/api/v1/reports/response-times?municipality=4601&from=2026-01-01&to=2026-12-31",
+             None, None, set()),
+            ("GET", "/api/v1/reports/response-times?from=2000-01-01&to=2026-12-31", None, None,
+             {422}),  # over max_report_days
             ("GET", "/api/v1/audit", None, None, set()),
         ]
         failures = []

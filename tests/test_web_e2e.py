@@ -262,3 +262,58 @@ async def test_operator_sees_a_fall_live_and_acknowledges_it_with_the_keyboard(
     finally:
         pub.close()
     assert problems == []
+
+
+async def test_devices_page_shows_one_page_at_a_time_below_its_forms(
+    tmp_path: Path, broker: LocalBroker, client_id: str, database: str
+) -> None:
+    """A municipality has thousands of devices (issue 13 item 3): the page must not load
+    them all, and the register and import forms must be reachable without scrolling past
+    them. 230 more devices here: three pages of 100."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: `apt-get install chromium chromium-driver`")
+    register(database, [(f"door-{i:04d}", "door_sensor", "0301") for i in range(230)], tmp_path)
+    problems: list[str] = []
+    async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub, async_playwright() as pw:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = await browser.new_context(viewport={"width": 1280, "height": 720}, locale="nb-NO")
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+        page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
+        lists: list[str] = []
+        page.on("request", lambda r: lists.append(r.url) if urlsplit(r.url).path == "/api/v1/devices" else None)
+        await login(page, base, "anne")
+        await page.goto(f"{base}/devices")
+        rows = page.locator("#devices tbody tr")
+        await page.locator("#devices tbody tr", has_text="disp-3").wait_for(timeout=10_000)
+        assert await rows.count() == 100  # one page, not all 233
+        assert all("limit=100" in u for u in lists), lists
+        # The forms are above the table, in the first screenful.
+        form = await page.locator("#register").bounding_box()
+        table = await page.locator("#devices").bounding_box()
+        assert form is not None
+        assert table is not None
+        assert form["y"] < table["y"]
+        assert form["y"] + form["height"] < 720
+        assert await page.locator("#prev-page").is_disabled()
+        # Next, next: the rest, each device once; then no further page.
+        seen = set(await rows.locator("td:first-child").all_inner_texts())
+        for expected in (100, 33):
+            first = await rows.first.locator("td").first.inner_text()
+            await page.click("#next-page")
+            await page.wait_for_function(
+                "f => document.querySelector('#devices tbody tr td').textContent !== f", arg=first
+            )
+            assert await rows.count() == expected
+            seen |= set(await rows.locator("td:first-child").all_inner_texts())
+        assert len(seen) == 233
+        assert await page.locator("#next-page").is_disabled()
+        await page.click("#prev-page")
+        await page.locator("#devices tbody tr", has_text="door-0197").wait_for(timeout=10_000)
+        # The search is the server's: from page 2 it finds pend-7 (on page 3), and only it.
+        await page.fill("#q", "pend-7")
+        await page.locator("#devices tbody tr", has_text="pend-7").wait_for(timeout=10_000)
+        await page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 1")
+        await browser.close()
+    assert problems == []

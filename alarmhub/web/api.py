@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alarmhub.web import auth, routes_admin, routes_alarms
 from alarmhub.web.auth import LoginRequired
-from alarmhub.web.context import WebContext
+from alarmhub.web.context import StreamSlots, WebContext
 from alarmhub.web.errors import error_response
 from alarmhub.web.errors import install as install_errors
 from alarmhub.web.transport import Hsts
@@ -156,7 +156,9 @@ def create_app(hub: AlarmHub) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.web = WebContext(hub, db.path)
+    settings = hub.settings
+    streams = StreamSlots(settings.max_streams_per_user, settings.max_streams)
+    app.state.web = WebContext(hub, db.path, streams=streams)
     install_errors(app)
 
     async def on_login_required(_request: Request, _exc: Exception) -> Response:

@@ -7,6 +7,7 @@ blocking the event loop that also carries MQTT ingest.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import Request
 
 from alarmhub.store import accounts
+from alarmhub.web.errors import ApiError
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
@@ -110,11 +112,62 @@ class LoginLimiter:
             del self._failures[key]
 
 
+# What a refused client is told to wait: streams of closed tabs end within the
+# keep-alive interval, and a page that reloads sooner than this only adds load.
+RETRY_AFTER_S = 30
+
+
+class StreamSlots:
+    """Live-stream slots per user and in all; `web.streams` says why they exist."""
+
+    def __init__(self, per_user: int = 5, total: int = 200) -> None:
+        self.per_user = per_user
+        self.total = total
+        self._by_user: Counter[str] = Counter()
+        self.open = 0
+
+    def refusal(self, user: str) -> str | None:
+        """Why `user` may not open another stream now, or None when a slot is free."""
+        if self._by_user[user] >= self.per_user:
+            return (
+                f"you already have {self._by_user[user]} live streams open, the most one user "
+                f"may have (max_streams_per_user); close a tab or window showing the alarm "
+                f"queue, or retry in {RETRY_AFTER_S} s"
+            )
+        if self.open >= self.total:
+            return (
+                f"the server has {self.open} live streams open, the most it allows "
+                f"(max_streams); retry in {RETRY_AFTER_S} s, and tell the administrator "
+                "if this persists"
+            )
+        return None
+
+    def take(self, user: str) -> None:
+        """Take a slot for `user`, or raise 429 with Retry-After naming the limit reached."""
+        reason = self.refusal(user)
+        if reason is not None:
+            raise ApiError(
+                429, "too_many_streams", reason, headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
+        self._by_user[user] += 1
+        self.open += 1
+
+    def give_back(self, user: str) -> None:
+        self._by_user[user] -= 1
+        if self._by_user[user] <= 0:
+            del self._by_user[user]  # memory follows the open streams, not every user seen
+        self.open -= 1
+
+    def held_by(self, user: str) -> int:
+        return self._by_user[user]
+
+
 @dataclass
 class WebContext:
     hub: AlarmHub
     db_path: Path
     login_limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    streams: StreamSlots = field(default_factory=StreamSlots)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await accounts.run(self.db_path, fn, *args)

@@ -10,6 +10,7 @@ import secrets
 from dataclasses import asdict, replace
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -40,6 +41,14 @@ from alarmhub.web.models import (
     ReportOut,
     SilenceIn,
     SilenceOut,
+)
+from alarmhub.web.paging import (
+    DEVICE_PAGE,
+    MAX_CURSOR,
+    MAX_DEVICE_PAGE,
+    PAGE_HEADERS,
+    decode_device_cursor,
+    encode_device_cursor,
 )
 from alarmhub.web.tenancy import Permission, Scope
 
@@ -155,16 +164,51 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
 
     # --- devices ----------------------------------------------------------------
 
-    @r.get("/devices", response_model=list[DeviceOut], tags=["devices"])
+    @r.get(
+        "/devices",
+        response_model=list[DeviceOut],
+        tags=["devices"],
+        responses={200: {"headers": PAGE_HEADERS}},
+    )
     async def list_devices(
         request: Request,
+        response: Response,
         scope: ReadDevices,
         municipality: Municipality | None = None,
         include_inactive: bool = False,
+        active: bool | None = None,
+        kind: DeviceKind | None = None,
+        q: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_DEVICE_PAGE)] = DEVICE_PAGE,
+        cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
     ) -> list[DeviceOut]:
-        """Registered devices in the caller's municipalities."""
-        rows = await web(request).db(tenancy.list_devices, scope, municipality, include_inactive)
-        return [DeviceOut.model_validate(x) for x in rows]
+        """Devices in the caller's municipalities, by municipality and id, a page at a time.
+
+        At most `limit` devices; when there are more, the `Link` header (`rel="next"`)
+        and `X-Next-Cursor` say how to get the next page. `active` (true/false) picks
+        active or decommissioned devices and overrides `include_inactive`; `q` matches
+        a part of the id or label.
+        """
+        after = decode_device_cursor(cursor) if cursor else None
+        f = tenancy.DeviceFilter(
+            municipality,
+            active=active if active is not None else (None if include_inactive else True),
+            kind=kind.value if kind is not None else None,
+            text=q or None,
+            limit=limit + 1,
+            after=after,
+        )
+        rows = await web(request).db(tenancy.page_devices, scope, f)
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_device_cursor(last["municipality"], last["id"])
+            query = urlencode(
+                [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+                + [("cursor", next_cursor)]
+            )
+            response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+            response.headers["X-Next-Cursor"] = next_cursor
+        return [DeviceOut.model_validate(x) for x in rows[:limit]]
 
     @r.post(
         "/devices",
@@ -455,7 +499,10 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
     ) -> ReportOut:
         """Time to acknowledge, reach and resolve, per priority and kind; SLA compliance.
 
-        `from` and `to` are whole days in Europe/Oslo, both included.
+        `from` and `to` are whole days in Europe/Oslo, both included, at most
+        `max_report_days` apart (422 beyond). Without `to` the report ends today;
+        without `from` it starts `max_report_days` days before its end. `since`
+        and `until` in the answer are the days used.
         """
         ctx = web(request)
         if municipality is not None and not scope.allows(municipality):
@@ -467,15 +514,23 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 "query.to: before `from`",
                 fields=[{"field": "query.to", "message": "before `from`"}],
             )
-        start = _day_start(since) if since else None
-        end = _day_start(until + timedelta(days=1)) if until else None
+        now = ctx.hub.clock.now()
+        max_days = ctx.hub.settings.max_report_days
+        days = reports.report_days(since, until, now.astimezone(OSLO).date(), max_days)
+        if isinstance(days, str):
+            raise ApiError(
+                422, "validation", f"query.from: {days}",
+                fields=[{"field": "query.from", "message": days}],
+            )  # fmt: skip
+        first, last = days
+        start, end = _day_start(first), _day_start(last + timedelta(days=1))
         rows = await ctx.db(tenancy.response_rows, scope, municipality, start, end)
-        groups = reports.response_times(rows, sla_targets(ctx), ctx.hub.clock.now())
+        groups = reports.response_times(rows, sla_targets(ctx), now)
         return ReportOut.model_validate(
             {
                 "municipality": municipality,
-                "since": since,
-                "until": until,
+                "since": first,
+                "until": last,
                 "groups": [asdict(g) for g in groups],
             }
         )

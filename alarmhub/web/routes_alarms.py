@@ -32,6 +32,7 @@ from alarmhub.web.models import (
     OptionalNoteIn,
     ResolveIn,
 )
+from alarmhub.web.streams import StreamScope
 from alarmhub.web.tenancy import AlarmFilter, Permission, Scope
 
 ReadScope = Annotated[Scope, Depends(requires(Permission.READ_ALARMS))]
@@ -92,11 +93,14 @@ def router() -> APIRouter:  # noqa: C901 - FastAPI routes are nested functions
     @r.get(
         "/stream",
         response_class=EventSourceResponse,
-        responses={200: {"description": "Server-sent events: `alarm` and `resync`"}},
+        responses={
+            200: {"description": "Server-sent events: `alarm` and `resync`"},
+            **responses(429),
+        },
     )
     async def stream(
         request: Request,
-        scope: ReadScope,
+        scope: StreamScope,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
         resume: Annotated[int | None, Query(alias="last_event_id", ge=0)] = None,
     ) -> AsyncIterable[ServerSentEvent]:
@@ -105,6 +109,8 @@ def router() -> APIRouter:  # noqa: C901 - FastAPI routes are nested functions
         `id:` is the change's sequence number; reconnect with `Last-Event-ID`
         (browsers do this by themselves) to receive what was missed. After an
         `event: resync` the client must reload the list: the gap is too old.
+        At most `max_streams_per_user` streams per user and `max_streams` in all
+        are open at once; beyond either, 429 with Retry-After.
         """
         live = web(request).hub.live
         last: int | None = resume

@@ -209,17 +209,54 @@ def _device(row: tuple[Any, ...]) -> dict[str, Any]:
 def list_devices(
     conn: sqlite3.Connection, scope: Scope, municipality: str | None, include_inactive: bool
 ) -> list[dict[str, Any]]:
+    """Every device in scope, unpaged: for the CSV import's check of the caller's own ids."""
+    active = None if include_inactive else True
+    return page_devices(conn, scope, DeviceFilter(municipality, active=active, limit=None))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFilter:
+    municipality: str | None = None
+    active: bool | None = True  # None: active and decommissioned
+    kind: str | None = None
+    text: str | None = None  # a part of the id or label (ASCII letters in any case)
+    limit: int | None = 100  # None only for internal callers
+    after: tuple[str, str] | None = None  # keyset cursor: (municipality, id) of the last row
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def page_devices(conn: sqlite3.Connection, scope: Scope, f: DeviceFilter) -> list[dict[str, Any]]:
+    """Devices in scope in (municipality, id) order, at most `limit` after the cursor.
+
+    The cursor only says where to start in that order; the scope's condition is
+    applied as on every read, so a cursor naming another municipality's device
+    skips ahead at most and never shows a row the caller could not see anyway.
+    Keyset, not OFFSET: the index devices(municipality, id) finds the next page
+    directly, however deep.
+    """
     extra: list[tuple[str, Any]] = []
-    if municipality is not None:
-        extra.append(("municipality = ?", municipality))
-    if not include_inactive:
-        extra.append(("active = ?", 1))
+    if f.municipality is not None:
+        extra.append(("municipality = ?", f.municipality))
+    if f.active is not None:
+        extra.append(("active = ?", int(f.active)))
+    if f.kind is not None:
+        extra.append(("kind = ?", f.kind))
     cond, params = _where(scope, "municipality", extra)
-    rows = conn.execute(
-        f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond} ORDER BY municipality, id",
-        params,
-    ).fetchall()
-    return [_device(r) for r in rows]
+    if f.text:
+        cond += " AND (id LIKE ? ESCAPE '\\' OR coalesce(label, '') LIKE ? ESCAPE '\\')"
+        params += [_like(f.text), _like(f.text)]
+    if f.after is not None:
+        cond += " AND (municipality, id) > (?, ?)"
+        params += list(f.after)
+    sql = f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond} ORDER BY municipality, id"
+    if f.limit is not None:
+        sql += " LIMIT ?"
+        params.append(f.limit)
+    return [_device(r) for r in conn.execute(sql, params).fetchall()]
 
 
 def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[str, Any] | None:

@@ -52,8 +52,9 @@ export async function request(method, url, body = undefined, contentType = "appl
     return { ok: false, status: 401, data: null, error: { code: "unauthenticated", message: "" } };
   }
   const data = await readBody(response);
-  if (response.ok) return { ok: true, status: response.status, data, error: null };
-  return { ok: false, status: response.status, data, error: errorOf(data, response) };
+  const headers_ = response.headers; // e.g. a list's next page: X-Next-Cursor
+  if (response.ok) return { ok: true, status: response.status, data, error: null, headers: headers_ };
+  return { ok: false, status: response.status, data, error: errorOf(data, response), headers: headers_ };
 }
 
 async function readBody(response) {

@@ -1,20 +1,28 @@
 // The municipality's device registry: search and filter, register, edit, decommission,
 // and CSV import with each bad row's error shown next to its row number.
-import { getAll, request } from "./api.js";
+// A municipality has thousands of devices: the server filters and sends one page at a
+// time (GET /api/v1/devices with `limit` and `cursor`), and this page shows that page.
+import { get, request } from "./api.js";
 import { startPage, toast } from "./common.js";
 import { el, knownMunicipalities, municipalityText, shortDuration } from "./format.js";
 import { t } from "./i18n.js";
 
 const KINDS = ["safety_alarm", "fall_sensor", "door_sensor", "gps_tracker", "medication_dispenser"];
-let devices = [];
+const PAGE_SIZE = 100;
+let devices = []; // the page shown
 let me = null;
+// The cursor each page was read with: cursors[0] is the first page (none), the last is
+// the page shown. "Previous" pops one; "next" pushes the server's X-Next-Cursor.
+let cursors = [null];
+let nextCursor = null;
+const seenMunicipalities = new Set();
 
 const canManage = () => me && (me.role === "municipality_admin" || me.role === "admin");
 
 function fillSelects() {
   const own = me?.municipalities ?? [];
   const municipalities = me?.all_municipalities || !own.length
-    ? knownMunicipalities([...own, ...devices.map((d) => d.municipality)])
+    ? knownMunicipalities([...own, ...seenMunicipalities])
     : own;
   for (const select of document.querySelectorAll(".kind-select")) {
     options(select, KINDS.map((k) => [k, t(`kind.${k}`)]), select.dataset.any);
@@ -38,26 +46,50 @@ function keepFilters(rebuild) {
   ids.forEach((id, i) => { if (saved[i]) document.getElementById(id).value = saved[i]; });
 }
 
+/** The filters as the API's query: the server filters, so they hold across pages. */
+function query() {
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const q = document.getElementById("q").value.trim();
+  const kind = document.getElementById("f-kind").value;
+  const mun = document.getElementById("f-mun").value;
+  const active = document.getElementById("f-active").value;
+  if (q) params.set("q", q);
+  if (kind) params.set("kind", kind);
+  if (mun) params.set("municipality", mun);
+  if (active) params.set("active", String(active === "active"));
+  else params.set("include_inactive", "true");
+  const cursor = cursors[cursors.length - 1];
+  if (cursor) params.set("cursor", cursor);
+  return params;
+}
+
+/** Load the page the cursors point at (after a change, the same page again). */
 async function load() {
-  const res = await getAll("/api/v1/devices?include_inactive=true");
+  const res = await get(`/api/v1/devices?${query()}`);
   if (!res.ok) { toast(t("error.generic", { message: res.error.message }), true); return; }
-  devices = res.data;
+  devices = Array.isArray(res.data) ? res.data : [];
+  nextCursor = res.headers?.get("X-Next-Cursor") || null;
+  for (const d of devices) seenMunicipalities.add(d.municipality);
   keepFilters(fillSelects);
   renderTable();
 }
 
-function filtered() {
-  const q = document.getElementById("q").value.trim().toLowerCase();
-  const kind = document.getElementById("f-kind").value;
-  const mun = document.getElementById("f-mun").value;
-  const active = document.getElementById("f-active").value;
-  return devices.filter((d) => (!q || d.id.toLowerCase().includes(q) || (d.label ?? "").toLowerCase().includes(q))
-    && (!kind || d.kind === kind) && (!mun || d.municipality === mun)
-    && (!active || (active === "active") === d.active));
+/** A changed filter starts again at the first page. */
+let filterTimer = null;
+function filterChanged() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => { cursors = [null]; load(); }, 250);
+}
+
+function turnPage(forward) {
+  if (forward && nextCursor) cursors.push(nextCursor);
+  else if (!forward && cursors.length > 1) cursors.pop();
+  else return;
+  load();
 }
 
 function renderTable() {
-  const list = filtered();
+  const list = devices;
   const rows = list.map(deviceRow);
   if (!rows.length) {
     const td = el("td", t("devices.empty"), "empty");
@@ -67,7 +99,9 @@ function renderTable() {
     rows.push(tr);
   }
   document.querySelector("#devices tbody").replaceChildren(...rows);
-  document.getElementById("count").textContent = t("devices.count", { shown: list.length, total: devices.length });
+  document.getElementById("count").textContent = t("devices.count", { shown: list.length, page: cursors.length });
+  document.getElementById("prev-page").disabled = cursors.length <= 1;
+  document.getElementById("next-page").disabled = !nextCursor;
 }
 
 function deviceRow(d) {
@@ -263,7 +297,9 @@ function showImportResult(res) {
 async function main() {
   me = await startPage();
   for (const section of document.querySelectorAll(".manage")) section.hidden = !canManage();
-  for (const id of ["q", "f-kind", "f-mun", "f-active"]) document.getElementById(id).addEventListener("input", renderTable);
+  for (const id of ["q", "f-kind", "f-mun", "f-active"]) document.getElementById(id).addEventListener("input", filterChanged);
+  document.getElementById("prev-page").addEventListener("click", () => turnPage(false));
+  document.getElementById("next-page").addEventListener("click", () => turnPage(true));
   document.getElementById("filters").addEventListener("submit", (e) => e.preventDefault());
   document.getElementById("register").addEventListener("submit", register);
   document.getElementById("import").addEventListener("submit", importCsv);

@@ -90,14 +90,27 @@ function apply(alarm, announceIt) {
   if (!state.labels.has(alarm.device_id)) learnLabels();
 }
 
-/** Device labels make rows recognisable; the queue works with ids alone if this fails. */
+/**
+ * Device labels make rows recognisable; the queue works with ids alone if this fails.
+ * The device list comes in pages (at most 1000 a request): follow X-Next-Cursor, bounded.
+ */
 let labelsPending = null;
-function learnLabels() {
-  labelsPending ??= get("/api/v1/devices?limit=10000").then((res) => {
-    labelsPending = null;
+const LABEL_PAGES = 50;
+async function readLabels() {
+  let cursor = null;
+  for (let page = 0; page < LABEL_PAGES; page += 1) {
+    const query = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+    const res = await get(`/api/v1/devices?limit=1000${query}`);
     if (!res.ok) return;
     const list = Array.isArray(res.data) ? res.data : (res.data?.items ?? []);
     for (const d of list) state.labels.set(d.id, d.label || "");
+    cursor = res.headers?.get("X-Next-Cursor");
+    if (!cursor) return;
+  }
+}
+function learnLabels() {
+  labelsPending ??= readLabels().then(() => {
+    labelsPending = null;
     render();
   });
   return labelsPending;
