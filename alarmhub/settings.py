@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     # Plain HTTP on an address other than loopback: only behind a TLS reverse proxy.
     http_allow_plain: bool = False
     http_listen: str = "127.0.0.1:8080"
+    # Days an API token is valid when `tokens create` is not told otherwise (issue 13 #6).
+    token_lifetime_days: int = Field(default=90, ge=1, le=3650)
+    # Seconds between an open live stream's re-checks of its caller: a disabled user,
+    # revoked or expired token or ended session loses the stream within this (<= 30 s).
+    stream_recheck_s: float = Field(default=30.0, gt=0, le=30)
     # Unset: the rules alarmhub ships with (alarmhub.builtin), wherever it runs from.
     rules: Path = Field(default_factory=builtin.rules_file)
     devices_dir: Path | None = None
