@@ -291,3 +291,37 @@ async def test_the_stream_of_a_logged_out_session_ends(tmp_path: Path, broker: L
 
         # Logging out clears the cookies in this client; the stream keeps its request's.
         await _stream_ends(browser, logout)
+
+
+# --- the re-check itself, on a fake clock ------------------------------------------
+
+
+async def test_a_busy_stream_is_rechecked_too() -> None:
+    """Items that never stop must not starve the re-check: it is due by the clock as well."""
+    from alarmhub.clock import FakeClock  # noqa: PLC0415
+    from alarmhub.web.recheck import rechecked  # noqa: PLC0415
+
+    clock = FakeClock(SystemClock().now())
+    checks: list[int] = []
+    received: list[int] = []
+
+    async def endless() -> object:
+        n = 0
+        while True:
+            n += 1
+            yield n
+            await asyncio.sleep(0)
+
+    async def allowed() -> bool:
+        checks.append(received[-1])
+        return len(checks) < 3  # the third check says no: locked out
+
+    async def consume() -> None:
+        async for item in rechecked(endless(), allowed, 10.0, clock.monotonic):  # type: ignore[arg-type]
+            received.append(item)
+            clock.advance(timedelta(seconds=5))  # two items per re-check interval
+
+    await asyncio.wait_for(consume(), 30)  # a ceiling: without a check by the clock it never ends
+    # Due after every second item's 5 s: checked after items 2, 4 and 6, ended at the third no.
+    assert checks == [2, 4, 6]
+    assert received == [1, 2, 3, 4, 5, 6]

@@ -39,7 +39,6 @@ async def rechecked(
             if pending is None:
                 pending = asyncio.ensure_future(anext(items))
             done, _ = await asyncio.wait({pending}, timeout=max(0.0, next_check - monotonic()))
-            due = not done or monotonic() >= next_check
             if done:
                 finished, pending = pending, None
                 try:
@@ -47,7 +46,8 @@ async def rechecked(
                 except StopAsyncIteration:
                     return
                 yield item
-            if due:
+            # Read the clock after the yield: the client may have taken a while over it.
+            if not done or monotonic() >= next_check:
                 if not await still_allowed():
                     return
                 next_check = monotonic() + every_s
