@@ -21,8 +21,8 @@ from alarmhub.store import accounts
 from alarmhub.store.accounts import Role, User
 from alarmhub.store.schema import MIGRATIONS
 from alarmhub.web.tenancy import Scope
-from tests.support import db_rows, run_cli
-from tests.test_api_harness import login, stack
+from tests.support import async_wait_until, db_rows, run_cli
+from tests.test_api_harness import Stack, login, stack
 
 STREAM = "/api/v1/alarms/stream"
 
@@ -235,8 +235,12 @@ RECHECK = {"stream_recheck_s": 0.2}
 ENDS_WITHIN = 30.0
 
 
-async def _stream_ends(client: httpx.AsyncClient, lock_out: object) -> None:
-    """Open the stream, run `lock_out`, and wait (a ceiling) for the server to end it."""
+async def _stream_ends(s: Stack, client: httpx.AsyncClient, lock_out: object) -> None:
+    """Open the stream, run `lock_out`, and wait (a ceiling) for the server to end it.
+
+    The stream's listener must be gone afterwards: a leaked one would grow with
+    every locked-out reconnect.
+    """
     async with client.stream("GET", STREAM) as resp:
         assert resp.status_code == 200
         lines = resp.aiter_lines()
@@ -248,6 +252,7 @@ async def _stream_ends(client: httpx.AsyncClient, lock_out: object) -> None:
                 pass
 
         await asyncio.wait_for(drain(), ENDS_WITHIN)  # TimeoutError: the stream stayed open
+    assert await async_wait_until(lambda: s.hub.live.listeners == 0, ENDS_WITHIN)
 
 
 @pytest.mark.broker
@@ -258,7 +263,7 @@ async def test_the_stream_of_a_disabled_user_ends(tmp_path: Path, broker: LocalB
         async def disable() -> None:
             assert (await root.post("/api/v1/users/op0301/disable")).status_code == 200
 
-        await _stream_ends(op, disable)
+        await _stream_ends(s, op, disable)
         assert (await op.get(STREAM)).status_code == 401  # and the reconnect is refused
 
 
@@ -271,7 +276,7 @@ async def test_the_stream_of_a_revoked_token_ends(tmp_path: Path, broker: LocalB
             [tok] = (await root.get("/api/v1/tokens", params={"user": "op0301"})).json()
             assert (await root.delete(f"/api/v1/tokens/{tok['id']}")).status_code == 204
 
-        await _stream_ends(op, revoke)
+        await _stream_ends(s, op, revoke)
         # A colleague's stream is untouched by it: the check is per caller.
         async with s.client("op0301b") as other, other.stream("GET", STREAM) as resp:
             assert resp.status_code == 200
@@ -289,7 +294,7 @@ async def test_the_stream_of_a_logged_out_session_ends(tmp_path: Path, broker: L
             assert r.status_code == 303
 
         # Logging out clears the cookies in this client; the stream keeps its request's.
-        await _stream_ends(browser, logout)
+        await _stream_ends(s, browser, logout)
 
 
 # --- the re-check itself, on a fake clock ------------------------------------------
