@@ -106,6 +106,7 @@ def router() -> APIRouter:  # noqa: C901 - FastAPI routes are nested functions
         `id:` is the change's sequence number; reconnect with `Last-Event-ID`
         (browsers do this by themselves) to receive what was missed. After an
         `event: resync` the client must reload the list: the gap is too old.
+        The stream ends when the caller is locked out (checked every `stream_recheck_s`).
         """
         hub = web(request).hub
         live = hub.live
