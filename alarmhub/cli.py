@@ -584,4 +584,9 @@ def _table(columns: list[str], rows: list[dict[str, Any]]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m alarmhub.cli` runs this file as `__main__`, a second copy of the module:
+    # commands elsewhere (cli_accounts) raise `alarmhub.cli.CommandError`, which the copy's
+    # `except CommandError` would not catch (a traceback instead of "alarmhub: …", exit 1).
+    from alarmhub.cli import main as _main
+
+    raise SystemExit(_main())

@@ -21,7 +21,7 @@ from alarmhub import reports
 from alarmhub.cli import EXIT_USAGE, CommandError, _table, _with_store
 from alarmhub.clock import SystemClock
 from alarmhub.settings import Settings
-from alarmhub.store import accounts
+from alarmhub.store import access, accounts
 from alarmhub.store.accounts import AccountError, AuditEntry
 from alarmhub.store.sqlite import SqliteStore
 
@@ -44,12 +44,34 @@ def add_commands(sub: Any) -> None:
     )
     uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     uc.set_defaults(func=cmd_users_create)
+    for verb, helptext in (
+        ("disable", "lock a user out: logins, sessions, tokens and live streams stop"),
+        ("enable", "let a disabled user log in again (old sessions stay ended)"),
+    ):
+        ud = users.add_parser(verb, help=helptext)
+        ud.add_argument("--name", required=True)
+        ud.set_defaults(func=cmd_users_set_active, active=verb == "enable")
+    ul = users.add_parser("list", help="every user, with role, municipalities and state")
+    ul.add_argument("--json", action="store_true")
+    ul.set_defaults(func=cmd_users_list)
 
     tokens = sub.add_parser("tokens", help="API bearer tokens").add_subparsers(title="tokens")
     tc = tokens.add_parser("create", help="create a token; printed once, alone on the last line")
     tc.add_argument("--user", required=True)
-    tc.add_argument("--expires", type=int, metavar="DAYS", help="valid for DAYS days")
+    lifetime = tc.add_mutually_exclusive_group()
+    lifetime.add_argument(
+        "--expires", type=int, metavar="DAYS", help="valid for DAYS days (default: the setting "
+        "token_lifetime_days)"
+    )
+    lifetime.add_argument("--never", action="store_true", help="never expires (revoke by hand)")
     tc.set_defaults(func=cmd_tokens_create)
+    tl = tokens.add_parser("list", help="tokens (ids, never the secrets) and their state")
+    tl.add_argument("--user", metavar="NAME")
+    tl.add_argument("--json", action="store_true")
+    tl.set_defaults(func=cmd_tokens_list)
+    tr = tokens.add_parser("revoke", help="revoke a token by the id `tokens list` prints")
+    tr.add_argument("id", metavar="ID")
+    tr.set_defaults(func=cmd_tokens_revoke)
 
     audit = sub.add_parser("audit", help="who did what").add_subparsers(title="audit")
     al = audit.add_parser("list", help="newest first")
@@ -143,7 +165,8 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
         print("alarmhub: --expires must be at least 1 day", file=sys.stderr)
         return EXIT_USAGE
     now = SystemClock().now()
-    expires = now + timedelta(days=args.expires) if args.expires else None
+    days = args.expires if args.expires is not None else settings.token_lifetime_days
+    expires = None if args.never else now + timedelta(days=days)
 
     def create(conn: Any) -> str:
         token = accounts.create_token(conn, args.user, now, expires)
@@ -165,6 +188,53 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     until = f"until {accounts.ts(expires)}" if expires else "without expiry"
     print(f"token for {args.user}, valid {until} (shown once):")
     print(token)
+    return 0
+
+
+def cmd_users_set_active(settings: Settings, args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    action = "user.enabled" if args.active else "user.disabled"
+    entry = AuditEntry(_actor(), action, now, detail={"user": args.name})
+    try:
+        changed = _db(settings, access.set_active, access.everyone, args.name, args.active, entry)
+    except AccountError as exc:
+        raise CommandError(str(exc)) from exc
+    state = "enabled" if args.active else "disabled"
+    print(f"{args.name} {state}" if changed else f"{args.name} was already {state}")
+    return 0
+
+
+def cmd_users_list(settings: Settings, args: argparse.Namespace) -> int:
+    rows = [u.json() for u in _db(settings, access.list_users, access.everyone)]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        r["municipalities"] = ",".join(r["municipalities"]) or "all"
+        r["active"] = "active" if r["active"] else "disabled"
+    _table(["name", "role", "municipalities", "active", "created_at"], rows)
+    return 0
+
+
+def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    found = _db(settings, access.list_tokens, access.everyone, args.user)
+    rows = [t.json(now) for t in found]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _table(["id", "user", "state", "created_at", "expires_at", "revoked_at", "revoked_by"], rows)
+    return 0
+
+
+def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    entry = AuditEntry(_actor(), "token.revoked", now)
+    try:
+        token = _db(settings, access.revoke_token, access.everyone, args.id, entry)
+    except AccountError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"token {token.id} of {token.user} revoked at {token.revoked_at}")
     return 0
 
 

@@ -56,9 +56,7 @@ class Listen:
 def parse_mqtt_url(url: str) -> MqttTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(
-            f"expected mqtt://host:port or mqtts://host:port, got {redact_url(url)!r}"
-        )
+        raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {redact_url(url)!r}")
     if not parts.hostname:
         raise ValueError(f"no host in {redact_url(url)!r}")
     try:
@@ -141,6 +139,11 @@ class Settings(BaseSettings):
     max_streams: int = Field(default=200, ge=1, le=100_000)
     # Days one response-time report may span (API and `alarmhub report`).
     max_report_days: int = Field(default=366, ge=1, le=100 * 366)
+    # Days an API token is valid when `tokens create` is not told otherwise (issue 13 #6).
+    token_lifetime_days: int = Field(default=90, ge=1, le=3650)
+    # Seconds between an open live stream's re-checks of its caller: a disabled user,
+    # revoked or expired token or ended session loses the stream within this (<= 30 s).
+    stream_recheck_s: float = Field(default=30.0, gt=0, le=30)
     # Unset: the rules alarmhub ships with (alarmhub.builtin), wherever it runs from.
     rules: Path = Field(default_factory=builtin.rules_file)
     devices_dir: Path | None = None
@@ -164,8 +167,10 @@ class Settings(BaseSettings):
     @classmethod
     def _mqtt(cls, v: str, info: ValidationInfo) -> str:
         target = parse_mqtt_url(v)
-        if not target.tls and not is_loopback(target.host) and not info.data.get(
-            "mqtt_allow_plain", False
+        if (
+            not target.tls
+            and not is_loopback(target.host)
+            and not info.data.get("mqtt_allow_plain", False)
         ):
             raise ValueError(
                 f"{target.shown} would send alarms and the broker password unencrypted to "

@@ -12,6 +12,7 @@ import pytest
 from alarmhub.clock import SystemClock
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.store import accounts
+from tests.support import db_count
 from tests.test_api_harness import BERGEN_LABEL, stack
 
 pytestmark = pytest.mark.broker
@@ -71,6 +72,26 @@ async def test_injection_shaped_parameters_get_4xx_or_nothing_and_never_another_
         listed = await c.get("/api/v1/alarms")
         assert listed.status_code == 200
         assert [a["device_id"] for a in listed.json()["items"]] == ["osl-pend-1"]
+
+
+async def test_injection_shaped_user_names_and_token_ids_get_4xx_and_change_nothing(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The users and tokens endpoints (issue 13 #6), as the admin, who could change anything."""
+    async with stack(tmp_path, broker, client_id, alarms=False) as s, s.client("root") as c:
+        for evil in [*INJECTIONS, "op0301%", "%", "*", "op0301' --"]:
+            segment = quote(evil, safe="")
+            for verb in ("disable", "enable"):
+                r = await c.post(f"/api/v1/users/{segment}/{verb}")
+                assert r.status_code in (404, 422), (evil, verb, r.status_code, r.text)
+            r = await c.delete(f"/api/v1/tokens/{segment}")
+            assert r.status_code in (404, 422), (evil, r.status_code)
+            r = await c.get("/api/v1/tokens", params={"user": evil})
+            assert (r.status_code, r.json()) in ((200, []), (422, r.json())), (evil, r.text)
+        assert db_count(s.db, "SELECT count(*) FROM users WHERE active = 0") == 0
+        assert db_count(s.db, "SELECT count(*) FROM api_tokens WHERE revoked_at IS NOT NULL") == 0
+        assert db_count(s.db, "SELECT count(*) FROM audit WHERE action LIKE 'user.%' "
+                        "OR action LIKE 'token.%'") == 0
 
 
 async def unanswered(reader: asyncio.StreamReader) -> bool:

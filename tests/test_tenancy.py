@@ -51,8 +51,9 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
                 "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-12-31T00:00:00Z"})
             assert r.status_code == 201, r.text
             silence = r.json()["id"]
+        [brg_token] = db_rows(s.db, "SELECT id FROM api_tokens WHERE user_name = 'op4601'")[0]
         secrets = [brg_alarm, brg_fall, "brg-pend-1", "brg-fall-1", BERGEN_LABEL, "4601", silence,
-                   "Bergen-only reason"]
+                   "Bergen-only reason", brg_token]
         silence_0301 = {"municipality": "0301", "device_id": None, "reason": "x",
                         "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-02T00:00:00Z"}
         device_4601 = {"id": "new-dev", "kind": "safety_alarm", "municipality": "4601"}
@@ -95,6 +96,13 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             ("GET", "/api/v1/reports/response-times?from=2000-01-01&to=2026-12-31", None, None,
              {422}),  # over max_report_days
             ("GET", "/api/v1/audit", None, None, set()),
+            # Users and tokens (issue 13 #6): Bergen's people are not found, never locked out.
+            ("GET", "/api/v1/users", None, None, {200}),
+            *[("POST", f"/api/v1/users/{u}/{verb}", None, None, set())
+              for u in ("op4601", "madm4601") for verb in ("disable", "enable")],
+            ("GET", "/api/v1/tokens", None, None, {200}),
+            ("GET", "/api/v1/tokens?user=op4601", None, None, {200}),
+            ("DELETE", f"/api/v1/tokens/{brg_token}", None, None, set()),
         ]
         failures = []
         for user in ("op0301", "madm0301"):
@@ -118,6 +126,8 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
         assert db_count(s.db, "SELECT count(*) FROM devices WHERE municipality='4601' AND active=1 AND label LIKE 'Bergen%'") == 2
         assert db_count(s.db, "SELECT count(*) FROM silences WHERE deleted_at IS NULL") == 1
         assert db_count(s.db, "SELECT count(*) FROM devices WHERE id='new-dev'") == 0
+        assert db_count(s.db, "SELECT count(*) FROM users WHERE active = 1") == 6
+        assert db_count(s.db, "SELECT count(*) FROM api_tokens WHERE revoked_at IS NOT NULL") == 0
         # Control: the admin does see Bergen, so the refusals above are about scope.
         async with s.client("root") as admin:
             r = await admin.get(f"/api/v1/alarms/{brg_alarm}")
@@ -126,6 +136,8 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             assert brg_alarm in (await admin.get("/api/v1/alarms")).text
             assert silence in (await admin.get("/api/v1/silences")).text
             assert "4601" in (await admin.get("/api/v1/dead-letters")).text
+            assert "op4601" in (await admin.get("/api/v1/users")).text
+            assert brg_token in (await admin.get("/api/v1/tokens")).text
 
 
 async def test_alarm_detail_keeps_other_tenants_messages_out(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:

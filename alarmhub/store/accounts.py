@@ -34,6 +34,7 @@ T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MUNICIPALITY_RE = re.compile(r"^[0-9]{4}$")
 TOKEN_PREFIX = "ahk_"  # noqa: S105 - a prefix that makes leaked tokens greppable
+TOKEN_ID_PREFIX = "tok_"  # noqa: S105 - a token's public id, never the token
 _HASHER = PasswordHasher()
 # Verified when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
@@ -201,18 +202,24 @@ def create_token(
         if get_user(conn, user) is None:
             raise AccountError(f"no user {user!r}")
         conn.execute(
-            "INSERT INTO api_tokens (token_hash, user_name, created_at, expires_at) "
-            "VALUES (?,?,?,?)",
-            (digest(token), user, ts(now), ts(expires_at)),
+            "INSERT INTO api_tokens (token_hash, id, user_name, created_at, expires_at) "
+            "VALUES (?,?,?,?,?)",
+            (digest(token), new_token_id(), user, ts(now), ts(expires_at)),
         )
     return token
+
+
+def new_token_id() -> str:
+    """The printable id `tokens list` shows and `tokens revoke` takes; not a secret."""
+    return TOKEN_ID_PREFIX + secrets.token_hex(8)
 
 
 def user_for_token(conn: sqlite3.Connection, token: str, now: datetime) -> User | None:
     row = conn.execute(
         "SELECT u.name, u.role, u.municipalities, u.active FROM api_tokens t "
         "JOIN users u ON u.name = t.user_name "
-        "WHERE t.token_hash = ? AND u.active = 1 AND (t.expires_at IS NULL OR t.expires_at > ?)",
+        "WHERE t.token_hash = ? AND u.active = 1 AND t.revoked_at IS NULL "
+        "AND (t.expires_at IS NULL OR t.expires_at > ?)",
         (digest(token), ts(now)),
     ).fetchone()
     return _user(row) if row else None

@@ -241,4 +241,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE devices ADD COLUMN bridge TEXT;
     """,
+    # 8+d: issue 13 finding 6: a token can be listed and revoked, so it needs a
+    # printable id that is not the secret (the primary key is the secret's digest).
+    # Existing tokens get a random id; a revoked token's row stays, with who and when.
+    """
+    ALTER TABLE api_tokens ADD COLUMN id TEXT;
+    ALTER TABLE api_tokens ADD COLUMN revoked_at TEXT;
+    ALTER TABLE api_tokens ADD COLUMN revoked_by TEXT;
+    UPDATE api_tokens SET id = 'tok_' || lower(hex(randomblob(8))) WHERE id IS NULL;
+    CREATE UNIQUE INDEX api_tokens_id ON api_tokens(id);
+    """,
 ]

@@ -19,7 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alarmhub.web import auth, routes_admin, routes_alarms
+from alarmhub.web import auth, routes_admin, routes_alarms, routes_users
 from alarmhub.web.auth import LoginRequired
 from alarmhub.web.context import StreamSlots, WebContext
 from alarmhub.web.errors import error_response
@@ -206,6 +206,7 @@ def create_app(hub: AlarmHub) -> FastAPI:
     app.include_router(auth.router())
     app.include_router(routes_alarms.router())
     app.include_router(routes_admin.router())
+    app.include_router(routes_users.router())
 
     from alarmhub.web.pages import mount_pages  # noqa: PLC0415 - pages import web.auth
 

@@ -90,6 +90,18 @@ async def require_principal(request: Request) -> Principal:
     return principal
 
 
+async def still_authenticated(request: Request) -> bool:
+    """Would this request's credentials be accepted now? For an open live stream.
+
+    The same check as at the start (`_principal`): a disabled user, a revoked or
+    expired token and an ended session all answer no.
+    """
+    try:
+        return await _principal(request) is not None
+    except ApiError:
+        return False
+
+
 async def require_scope(principal: Annotated[Principal, Depends(require_principal)]) -> Scope:
     """The caller's tenancy scope, computed once per request."""
     return Scope.of(principal.user)

@@ -101,6 +101,10 @@ def mount_pages(app: FastAPI, hub: AlarmHub) -> None:
     async def reports_page(request: Request) -> Response:
         return await page("reports.html", request)
 
+    @app.get("/users", include_in_schema=False)
+    async def users_page(request: Request) -> Response:
+        return await page("users.html", request)
+
     @app.get("/login", include_in_schema=False)
     async def login_page() -> Response:
         return HTMLResponse(_read("login.html"), headers=PAGE_HEADERS)

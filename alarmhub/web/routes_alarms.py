@@ -20,7 +20,7 @@ from alarmhub.core.actions import Action, Conflict, ConflictCode
 from alarmhub.store.accounts import ts
 from alarmhub.views import alarm_json
 from alarmhub.web import tenancy
-from alarmhub.web.auth import requires
+from alarmhub.web.auth import requires, still_authenticated
 from alarmhub.web.context import web
 from alarmhub.web.errors import ApiError, not_found, responses
 from alarmhub.web.models import (
@@ -32,6 +32,7 @@ from alarmhub.web.models import (
     OptionalNoteIn,
     ResolveIn,
 )
+from alarmhub.web.recheck import rechecked
 from alarmhub.web.streams import StreamScope
 from alarmhub.web.tenancy import AlarmFilter, Permission, Scope
 
@@ -111,14 +112,23 @@ def router() -> APIRouter:  # noqa: C901 - FastAPI routes are nested functions
         `event: resync` the client must reload the list: the gap is too old.
         At most `max_streams_per_user` streams per user and `max_streams` in all
         are open at once; beyond either, 429 with Retry-After.
+        The stream ends when the caller is locked out (checked every `stream_recheck_s`).
         """
-        live = web(request).hub.live
+        hub = web(request).hub
+        live = hub.live
         last: int | None = resume
         if last_event_id is not None and last_event_id.strip().isdigit():
             last = int(last_event_id.strip())
         yield ServerSentEvent(comment="alarmhub live", retry=STREAM_RETRY_MS)
         peer = f"{request.client.host}:{request.client.port}" if request.client else ""
-        async for change in live.listen(last, peer):
+        # Re-checked while open: a locked-out caller's stream ends (issue 13 #6).
+        changes = rechecked(
+            live.listen(last, peer),
+            lambda: still_authenticated(request),
+            hub.settings.stream_recheck_s,
+            hub.clock.monotonic,
+        )
+        async for change in changes:
             if change.kind == "resync":
                 yield ServerSentEvent(event="resync", id=str(change.seq), data={})
             elif scope.allows(change.data.get("municipality")):

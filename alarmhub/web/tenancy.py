@@ -35,6 +35,7 @@ class Permission(StrEnum):
     READ_REPORTS = "read_reports"
     READ_DEAD_LETTERS = "read_dead_letters"
     READ_AUDIT = "read_audit"
+    MANAGE_USERS = "manage_users"  # disable/enable users, list/revoke tokens (issue 13 #6)
 
 
 _READ = {Permission.READ_ALARMS, Permission.READ_DEVICES, Permission.READ_SILENCES}
@@ -49,6 +50,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.MANAGE_SILENCES,
             Permission.READ_REPORTS,
             Permission.READ_DEAD_LETTERS,
+            Permission.MANAGE_USERS,  # their own operators only: see Scope.manages
         }
     ),
     Role.ADMIN: frozenset(Permission),
@@ -90,6 +92,28 @@ class Scope:
         if not ms:
             return "0=1", []
         return f"{column} IN ({','.join('?' * len(ms))})", ms
+
+    def manages(self, user: User) -> bool:
+        """May this caller see and lock out `user` (or revoke its tokens)?
+
+        An admin manages everyone. A municipality admin manages operators whose
+        municipalities all lie within its own, and nobody of its own role or
+        above: disabling a peer, or enabling an admin, would act above its own
+        role. Nobody manages themselves through this (no self-lockout, no
+        self-service around a lock-out); a user's own tokens are `owns`.
+        """
+        if user.name == self.user:
+            return False
+        if self.role is Role.ADMIN:
+            return True
+        if self.role is not Role.MUNICIPALITY_ADMIN or user.role is not Role.OPERATOR:
+            return False
+        ms = self.municipalities or frozenset()
+        return bool(user.municipalities) and set(user.municipalities) <= ms
+
+    def owns_or_manages(self, user: User) -> bool:
+        """For tokens: one's own may be listed and revoked too (a leaked token)."""
+        return user.name == self.user or self.manages(user)
 
     def listing(self) -> list[str]:
         return sorted(self.municipalities) if self.municipalities is not None else []
