@@ -111,7 +111,11 @@ def fingerprint(raw: RawMessage, result: Decoded | Rejected) -> str:
     """
     if isinstance(result, Decoded):
         return f"m:{result.device.id}\x00{result.msg_id}"
-    digest = hashlib.blake2b(raw.topic.encode() + b"\x00" + raw.payload, digest_size=12)
+    # Fed in parts, not concatenated: `topic + payload` copied every rejected payload
+    # whole (issue 13 item 1: up to max_packet_size). Same bytes, same digest.
+    digest = hashlib.blake2b(raw.topic.encode(), digest_size=12)
+    digest.update(b"\x00")
+    digest.update(raw.payload)
     return f"r:{digest.hexdigest()}"
 
 
