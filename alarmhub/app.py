@@ -190,6 +190,7 @@ class AlarmHub:
             backoff=Backoff(s.mqtt_reconnect_min_s, s.mqtt_reconnect_max_s),
             on_connection_change=self._on_connection_change,
             paho_internals=s.mqtt_paho_internals,
+            max_payload_bytes=s.max_payload_bytes,
         )
         await self._stack.enter_async_context(self.ingest)
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())

@@ -21,11 +21,15 @@ import pytest
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
 from alarmhub.core.actions import Action
+from alarmhub.core.dedup import Prior
+from alarmhub.core.model import PayloadCut
+from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.core.retention import RetainedTable, Retention
+from alarmhub.ingest.mqtt import Delivery, MqttIngest
 from alarmhub.metrics import Metrics
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.retention import Pruner
-from alarmhub.settings import SettingsError
+from alarmhub.settings import SettingsError, parse_mqtt_url
 from alarmhub.store.sqlite import SqliteStore
 from tests.support import (
     Publisher,
@@ -95,6 +99,34 @@ async def test_an_oversized_dead_letter_is_kept_as_head_size_and_hash_and_its_re
             assert [d["payload_bytes"] for d in listed] == [len(other), len(big)]
     finally:
         pub.close()
+
+
+@pytest.mark.broker
+async def test_ingest_cuts_an_oversized_payload_on_arrival(broker: LocalBroker, client_id: str) -> None:
+    """The whole payload is not held until its batch commits: only 512 bytes and its hashes."""
+    topic = "alarmhub/v1/pend-1/events"
+    big, small = _oversized(300_000), native("pend-1", "m1", "button.pressed")[1]
+    ingest = MqttIngest(
+        parse_mqtt_url(broker.url), client_id, ["alarmhub/v1/+/events"], FakeClock(T0).now,
+        max_payload_bytes=65536,
+    )  # fmt: skip
+    pub = Publisher(broker.port)
+    try:
+        async with ingest:
+            assert await ingest.wait_connected(5)
+            pub.publish(topic, big)
+            pub.publish(topic, small)
+            batches = ingest.batches(100, 0)
+            got: list[Delivery] = []
+            while len(got) < 2:
+                got += await asyncio.wait_for(anext(batches), 30)
+    finally:
+        pub.close()
+    cut, whole = (d.raw for d in got)
+    assert cut.payload == big[:512]
+    assert cut.cut == PayloadCut(len(big), hashlib.sha256(big).hexdigest(), rejected_fingerprint(topic, big))
+    assert cut.size == len(big)
+    assert (whole.payload, whole.cut) == (small, None)
 
 
 @pytest.mark.broker
@@ -203,3 +235,30 @@ def test_retention_shorter_than_the_dedup_window_is_refused(tmp_path: Path, name
     with pytest.raises(SettingsError, match=name.upper()):
         hub_settings(tmp_path, "mqtt://127.0.0.1:1883", "x", message_id_dedup_window_h=72, **{name: 2})
     assert getattr(hub_settings(tmp_path, "mqtt://127.0.0.1:1883", "x", message_id_dedup_window_h=72, **{name: 3}), name) == 3
+
+
+_BIG = _oversized(100_000)
+_TWIN = _oversized(100_000, tail=b"other end")  # the same first 512 bytes, other content
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("prior", "payload", "digest", "same"),
+    [
+        (Prior(T0, _BIG[:512], (), _sha(_BIG)), _BIG, None, True),  # stored cut, arrives whole
+        (Prior(T0, _BIG[:512], (), _sha(_BIG)), _TWIN, None, False),
+        (Prior(T0, _BIG[:512], (), _sha(_BIG)), _BIG[:512], _sha(_BIG), True),  # both cut
+        (Prior(T0, _BIG[:512], (), _sha(_BIG)), _TWIN[:512], _sha(_TWIN), False),  # same head only
+        (Prior(T0, _BIG), _BIG[:512], _sha(_BIG), True),  # stored whole (before 8+a), arrives cut
+        (Prior(T0, _BIG), _TWIN[:512], _sha(_TWIN), False),
+        (Prior(T0, b"abc"), b"abc", None, True),
+        (Prior(T0, b"abc"), b"abd", None, False),
+    ],
+)
+def test_a_payload_kept_in_part_is_compared_by_its_hash(
+    prior: Prior, payload: bytes, digest: str | None, same: bool
+) -> None:
+    assert prior.same_content(payload, digest) is same

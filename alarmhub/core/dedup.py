@@ -74,10 +74,13 @@ class Prior:
     # sha256 of the whole payload, which a redelivery is compared by instead.
     digest: str | None = None
 
-    def same_content(self, payload: bytes) -> bool:
-        if self.digest is not None:
-            return len(payload) > len(self.payload) and payload_digest(payload) == self.digest
-        return payload == self.payload
+    def same_content(self, payload: bytes, digest: str | None = None) -> bool:
+        """Whether `payload` is this message's; `digest`: its sha256, when it was cut too."""
+        if self.digest is None and digest is None:
+            return payload == self.payload
+        mine = self.digest if self.digest is not None else payload_digest(self.payload)
+        theirs = digest if digest is not None else payload_digest(payload)
+        return mine == theirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +99,15 @@ def identify(
     *,
     by_content: bool,
     alarm_active: Callable[[str], bool],
+    digest: str | None = None,
 ) -> Identity:
     """Decide whether a message is the `prior` one again.
 
     `by_content`: the message has no id of its own (a content hash or a dead
     letter), so identical bytes are all that ties it to the prior one.
     `alarm_active(id)` says whether an alarm is still active now.
+    `digest`: the sha256 of the whole payload when `payload` is only its first
+    bytes (an oversized message, cut on arrival): compared instead of the bytes.
 
     A wall clock stepped back (NTP) makes the age negative: that counts as
     within the window, the safe side for a redelivery.
@@ -110,7 +116,7 @@ def identify(
         return Identity.NEW
     if received_at - prior.received_at > window:
         return Identity.WINDOW_PASSED
-    if not prior.same_content(payload):
+    if not prior.same_content(payload, digest):
         return Identity.ID_REUSED
     if by_content and any(not alarm_active(a) for a in prior.alarm_ids):
         return Identity.ALARM_RESOLVED

@@ -21,7 +21,7 @@ import orjson
 
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload_digest
 from alarmhub.core.fields import PARTIAL, dropped_detail
-from alarmhub.core.model import Alarm, Device, DeviceKind, TimelineEntry, Verdict
+from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.retention import RetainedTable
 from alarmhub.device_settings import parse_settings, settings_json
@@ -111,7 +111,7 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
         ).decode()
     rejected = m.rejected
     device_id = m.device.id if m.device else (rejected.device_id if rejected else None)
-    payload, size, digest = _stored_payload(m.raw.payload, rejected=rejected is not None)
+    payload, size, digest = _stored_payload(m.raw, rejected=rejected is not None)
     return (
         m.fingerprint,
         ts(m.raw.received_at),
@@ -132,7 +132,7 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
     )
 
 
-def _stored_payload(payload: bytes, *, rejected: bool) -> tuple[bytes, int | None, str | None]:
+def _stored_payload(raw: RawMessage, *, rejected: bool) -> tuple[bytes, int | None, str | None]:
     """What of a payload the inbox keeps: (bytes, whole size, sha256), size and hash when cut.
 
     A dead letter keeps its first DEAD_LETTER_KEPT_BYTES, its size and its hash
@@ -140,8 +140,12 @@ def _stored_payload(payload: bytes, *, rejected: bool) -> tuple[bytes, int | Non
     and a device with valid credentials could fill the disk for every
     municipality. The first bytes show an operator what it was; the hash is what
     dedup recognises a redelivery by (core/dedup.py, Prior.same_content). A
-    message that was used is stored whole: it is at most max_payload_bytes.
+    message that was used is stored whole: it is at most max_payload_bytes. An
+    oversized message arrives cut already (ingest/mqtt.py, _cut).
     """
+    if raw.cut is not None:
+        return raw.payload, raw.cut.size, raw.cut.sha256
+    payload = raw.payload
     if not rejected or len(payload) <= DEAD_LETTER_KEPT_BYTES:
         return payload, None, None
     return payload[:DEAD_LETTER_KEPT_BYTES], len(payload), payload_digest(payload)
