@@ -30,6 +30,7 @@ from alarmhub.metrics import Metrics
 from alarmhub.mosquitto import LocalBroker
 from alarmhub.retention import Pruner
 from alarmhub.settings import SettingsError, parse_mqtt_url
+from alarmhub.store.retention_rows import candidates_sql, oldest_sql
 from alarmhub.store.sqlite import SqliteStore
 from tests.support import (
     Publisher,
@@ -262,3 +263,19 @@ def test_a_payload_kept_in_part_is_compared_by_its_hash(
     prior: Prior, payload: bytes, digest: str | None, same: bool
 ) -> None:
     assert prior.same_content(payload, digest) is same
+
+
+@pytest.mark.parametrize("table", list(RetainedTable))
+async def test_pruning_reads_only_its_own_index(tmp_path: Path, table: RetainedTable) -> None:
+    """However many rows the inbox holds, a batch reads the oldest few from the index.
+
+    For dead letters SQLite chose the older inbox_rejected (verdict, seq) index on
+    its own, reading every dead letter and sorting them on each batch.
+    """
+    store = await SqliteStore.open(tmp_path / "a.db")
+    await store.close()
+    index = "inbox_kept_received" if table is RetainedTable.INBOX else "inbox_rejected_received"
+    for sql, params in ((candidates_sql(table), ("x", 500)), (oldest_sql(table), ())):
+        plan = [r[3] for r in db_rows(tmp_path / "a.db", f"EXPLAIN QUERY PLAN {sql}", params)]
+        assert f"USING INDEX {index}" in plan[0], plan
+        assert not any("TEMP B-TREE" in step for step in plan), plan

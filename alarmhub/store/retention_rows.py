@@ -13,9 +13,13 @@ import sqlite3
 
 from alarmhub.core.retention import RetainedTable
 
+# Each with its partial index named: for dead letters SQLite otherwise picks the
+# older inbox_rejected (verdict, seq), reading every dead letter and sorting them.
 _WHICH = {
-    RetainedTable.INBOX: "verdict != 'rejected'",
-    RetainedTable.DEAD_LETTERS: "verdict = 'rejected'",
+    RetainedTable.INBOX: "inbox INDEXED BY inbox_kept_received WHERE verdict != 'rejected'",
+    RetainedTable.DEAD_LETTERS: (
+        "inbox INDEXED BY inbox_rejected_received WHERE verdict = 'rejected'"
+    ),
 }
 
 # A message whose events raised or joined an alarm that is still active is kept
@@ -27,12 +31,21 @@ _STILL_NEEDED = (
 )
 
 
+def candidates_sql(table: RetainedTable) -> str:
+    """The oldest rows past retention (parameters: before, limit), from the index alone."""
+    return (
+        f"SELECT seq FROM {_WHICH[table]} AND received_at < ? AND NOT {_STILL_NEEDED} "
+        "ORDER BY received_at LIMIT ?"
+    )
+
+
+def oldest_sql(table: RetainedTable) -> str:
+    return f"SELECT received_at FROM {_WHICH[table]} ORDER BY received_at LIMIT 1"
+
+
 def prune_batch(conn: sqlite3.Connection, table: RetainedTable, before: str, limit: int) -> int:
     """Delete up to `limit` of the oldest rows received before `before`; return how many."""
-    sql = (
-        f"DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE {_WHICH[table]} "
-        f"AND received_at < ? AND NOT {_STILL_NEEDED} ORDER BY received_at LIMIT ?)"
-    )
+    sql = f"DELETE FROM inbox WHERE seq IN ({candidates_sql(table)})"
     conn.execute("BEGIN IMMEDIATE")
     try:
         deleted = conn.execute(sql, (before, limit)).rowcount
@@ -47,6 +60,5 @@ def prune_batch(conn: sqlite3.Connection, table: RetainedTable, before: str, lim
 
 def oldest_received(conn: sqlite3.Connection, table: RetainedTable) -> str | None:
     """When the oldest row kept arrived (from the partial index alone)."""
-    sql = f"SELECT received_at FROM inbox WHERE {_WHICH[table]} ORDER BY received_at LIMIT 1"
-    row = conn.execute(sql).fetchone()
+    row = conn.execute(oldest_sql(table)).fetchone()
     return str(row[0]) if row else None
