@@ -191,6 +191,24 @@ async def test_the_pruner_deletes_what_is_past_retention_and_keeps_the_record(
         pub.close()
 
 
+@pytest.mark.broker
+async def test_the_daemon_prunes_by_itself(tmp_path: Path, broker: LocalBroker, client_id: str, db: Path) -> None:
+    """The pruning task is the daemon's own: started with it, a first pass at start."""
+    pub = Publisher(broker.port)
+    position = {"_type": "location", "lat": 59.91, "lon": 10.75, "acc": 12, "tst": int(T0.timestamp())}
+    settings = hub_settings(tmp_path, broker.url, client_id)
+    try:
+        async with AlarmHub(settings, clock=FakeClock(T0), serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            pub.publish("owntracks/ola/phone", orjson.dumps(position))
+            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 1, 30)
+        async with AlarmHub(settings, clock=FakeClock(T0 + 15 * DAY), serve_http=False):
+            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 0, 30)
+    finally:
+        pub.close()
+
+
 async def test_the_pruner_deletes_in_small_batches(tmp_path: Path) -> None:
     """1,234 rows past retention go in transactions of at most 500, the newer one stays."""
     store = await SqliteStore.open(tmp_path / "a.db")
