@@ -50,6 +50,7 @@ from alarmhub.core.pipeline import (
     process_batch,
     process_internal,
 )
+from alarmhub.core.retention import Retention
 from alarmhub.core.rules import RuleSet
 from alarmhub.escalator import Escalator
 from alarmhub.gauges import QueueGauges, device_gauges
@@ -60,6 +61,7 @@ from alarmhub.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.notifier import Notifier
 from alarmhub.profiles import default_profiles_dir, load_catalog
 from alarmhub.receipts import handled_receipt, stored_receipt
+from alarmhub.retention import Pruner
 from alarmhub.rules_file import RulesError, alarm_kinds, load_rules
 from alarmhub.settings import Settings
 from alarmhub.state import HubState
@@ -166,6 +168,16 @@ class AlarmHub:
         await self.escalator.load()
         self.notifier = Notifier(self)
         self.supervision = Supervision(self)
+        self.pruner = Pruner(
+            self.store,
+            self.clock,
+            Retention(
+                inbox=timedelta(days=s.inbox_retention_days),
+                dead_letters=timedelta(days=s.dead_letter_retention_days),
+            ),
+            self.write_lock,
+            self.metrics.oldest_row_age,
+        )
         # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
         await self.supervision.load(db.path)
         self.backlog = Backlog(self.clock, await last_received(db.path))
@@ -178,6 +190,7 @@ class AlarmHub:
             backoff=Backoff(s.mqtt_reconnect_min_s, s.mqtt_reconnect_max_s),
             on_connection_change=self._on_connection_change,
             paho_internals=s.mqtt_paho_internals,
+            max_payload_bytes=s.max_payload_bytes,
         )
         await self._stack.enter_async_context(self.ingest)
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -188,6 +201,7 @@ class AlarmHub:
         self._tasks.create_task(self._until_stopped(self.suppression.run()), name="silences")
         self._tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
         self._tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
+        self._tasks.create_task(self._until_stopped(self.pruner.run()), name="retention")
         if self.serve_http:
             from alarmhub.web.server import serve  # noqa: PLC0415 - web is optional in tests
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from alarmhub.core.model import DeviceKind, Priority, RejectReason, Verdict
+from alarmhub.core.retention import RetainedTable
 
 RESPONSE_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -161,6 +162,13 @@ class Metrics:
             "WAL cuts to zero after it outgrew sqlite_wal_limit_mb (readers kept it from reuse)",
             registry=r,
         )
+        # Issue 13 item 2: set by the pruner after each pass (alarmhub/retention.py).
+        self.oldest_row_age = Gauge(
+            "alarmhub_oldest_row_age_seconds",
+            "Age of the oldest row kept, by table (inbox: messages used; dead_letters)",
+            ["table"],
+            registry=r,
+        )
         self.devices = Gauge(
             "alarmhub_devices", "Registered active devices, by kind", ["device_kind"], registry=r
         )
@@ -213,6 +221,8 @@ class Metrics:
             self.escalations.labels(str(level))
         for kind in DeviceKind:
             self.devices.labels(kind.value)
+        for table in RetainedTable:
+            self.oldest_row_age.labels(table.value)
         self.store_writable.set(1)
 
     def zero_municipalities(self, municipalities: Iterable[str]) -> None:

@@ -32,6 +32,9 @@ max_queued_messages {max_queued}
 max_queued_bytes 0
 # The in-flight window is alarmhub's batch: 20 (the default) throttles a batching consumer.
 max_inflight_messages {max_inflight}
+# A client sending a larger packet is disconnected before anyone holds it whole in
+# memory: alarmhub dead-letters only what fits (docs/operations.md, "Payload size").
+max_packet_size {max_packet_size}
 log_dest stderr
 log_type error
 log_type warning
@@ -76,6 +79,8 @@ class LocalBroker:
     persistence: bool = True
     max_queued: int = 1_000_000
     max_inflight: int = 1000
+    # As deploy/mosquitto/mosquitto.conf: above max_payload_bytes (64 KiB) plus a topic.
+    max_packet_size: int = 1_048_576
     extra: str = ""
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -103,6 +108,7 @@ class LocalBroker:
                 data_dir=self.data_dir,
                 max_queued=self.max_queued,
                 max_inflight=self.max_inflight,
+                max_packet_size=self.max_packet_size,
                 extra=extra,
             )
         )

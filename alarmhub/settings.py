@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     # Hours a device's own message id stays the same message (core/dedup.py); at
     # least one: it must outlast every redelivery (config/alarmhub.toml says why).
     message_id_dedup_window_h: float = Field(default=24, ge=1, le=24 * 365)
+    # Days every received message (GPS positions included) and every dead letter are
+    # kept before the pruner deletes them (issue 13 item 2); alarms, timelines and the
+    # audit log are the record and stay. At least the dedup window: a redelivery must
+    # find its first copy. docs/operations.md, "Retention", defends the defaults.
+    inbox_retention_days: int = Field(default=14, ge=1, le=3650)
+    dead_letter_retention_days: int = Field(default=30, ge=1, le=3650)
     # The municipality whose queue shows a press from an unregistered device
     # (core/strays.py); unset: such a press is a dead letter only (counted, alerted).
     unknown_device_municipality: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
@@ -249,6 +255,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{v} is not a directory of device profiles; unset, alarmhub uses its "
                 f"built-in profiles ({builtin.devices_dir()})"
+            )
+        return v
+
+    @field_validator("inbox_retention_days", "dead_letter_retention_days")
+    @classmethod
+    def _retention(cls, v: int, info: ValidationInfo) -> int:
+        window_h = info.data.get("message_id_dedup_window_h")
+        if window_h is not None and v * 24 < window_h:
+            raise ValueError(
+                f"{v} days is shorter than message_id_dedup_window_h ({window_h:g} h): a "
+                "redelivery would no longer find its first copy and count twice"
             )
         return v
 

@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from alarmhub.mosquitto import free_port, mosquitto_binary, wait_for_port
+from alarmhub.settings import Settings
 from tests.support import wait_until
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
@@ -69,6 +70,10 @@ def test_production_settings_are_the_ones_that_keep_alarms() -> None:
     assert int(conf["max_queued_bytes"][0]) > 0
     assert int(conf["max_inflight_messages"][0]) >= 1000
     assert conf["log_dest"] == ["stderr"]
+    # Issue 13 item 1: bounded, and far enough above alarmhub's own limit (plus a topic)
+    # that an `oversized` message still reaches alarmhub to be dead-lettered and answered.
+    packet = int(conf["max_packet_size"][0])
+    assert Settings.model_fields["max_payload_bytes"].default + 64 * 1024 <= packet <= 16 * 1024 * 1024
 
 
 def test_acl_grants_exactly_the_documented_rights() -> None:
@@ -354,6 +359,29 @@ def test_a_bridge_reads_only_its_own_base_topic(broker: Broker, clients: list[Cl
     time.sleep(GRACE_S)
 
     assert bridge_b.messages == [("zigbee2mqtt/z2m-4601-a/bridge/state", b"bridge b online")]
+
+
+@pytest.mark.broker
+def test_a_packet_over_max_packet_size_disconnects_its_sender_and_goes_nowhere(
+    broker: Broker, clients: list[Client]
+) -> None:
+    """Issue 13 item 1: a device with valid credentials cannot make anyone hold 2 MB."""
+    hub = Client(broker, "alarmhub")
+    dev_a = Client(broker, "dev-a")
+    dev_b = Client(broker, "dev-b")
+    clients += [hub, dev_a, dev_b]
+    hub.subscribe("alarmhub/v1/+/events")
+    gone = threading.Event()
+    dev_a.c.on_disconnect = lambda *_args: gone.set()
+
+    dev_a.c.publish("alarmhub/v1/dev-a/events", b"a" * (2 * 1024 * 1024), qos=1)
+    assert gone.wait(TIMEOUT_S), "the broker kept the client that sent a 2 MiB packet"
+    # Above alarmhub's max_payload_bytes but within the broker's limit: delivered, so
+    # alarmhub can dead-letter it as `oversized` and tell the device.
+    just_over = b"b" * (70 * 1024)
+    dev_b.publish("alarmhub/v1/dev-b/events", just_over)
+    hub.wait_for(just_over)
+    assert [len(p) for _, p in hub.messages] == [len(just_over)]
 
 
 @pytest.mark.broker

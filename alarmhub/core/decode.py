@@ -136,10 +136,10 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
         return Rejected(RejectReason.BAD_VALUE, "device id in the topic is not a valid id")
     # Size is checked once the topic names a device (routing is cheap and reads no
     # payload), so an oversized dead letter still says whose it was.
-    if len(raw.payload) > limits.max_payload_bytes:
+    if raw.size > limits.max_payload_bytes:
         return Rejected(
             RejectReason.OVERSIZED,
-            f"payload is {len(raw.payload)} bytes; the limit is {limits.max_payload_bytes}",
+            f"payload is {raw.size} bytes; the limit is {limits.max_payload_bytes}",
             device_id,
         )
     device = registry.get(device_id)

@@ -32,6 +32,7 @@ the default.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +53,16 @@ class Identity(StrEnum):
         return self is not Identity.REDELIVERY
 
 
+# A dead letter's payload is stored as this many first bytes, its size and its
+# sha256 (issue 13 item 1): a device sending 200 MB messages must not fill the disk.
+DEAD_LETTER_KEPT_BYTES = 512
+
+
+def payload_digest(payload: bytes) -> str:
+    """The hash a payload stored only in part is recognised by (hex sha256)."""
+    return hashlib.sha256(payload).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Prior:
     """The latest message the store (or this batch) holds under one identity."""
@@ -59,6 +70,17 @@ class Prior:
     received_at: datetime
     payload: bytes
     alarm_ids: tuple[str, ...] = ()  # alarms its events raised or joined
+    # Set when `payload` holds only the first bytes (a large dead letter): the
+    # sha256 of the whole payload, which a redelivery is compared by instead.
+    digest: str | None = None
+
+    def same_content(self, payload: bytes, digest: str | None = None) -> bool:
+        """Whether `payload` is this message's; `digest`: its sha256, when it was cut too."""
+        if self.digest is None and digest is None:
+            return payload == self.payload
+        mine = self.digest if self.digest is not None else payload_digest(self.payload)
+        theirs = digest if digest is not None else payload_digest(payload)
+        return mine == theirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +99,15 @@ def identify(
     *,
     by_content: bool,
     alarm_active: Callable[[str], bool],
+    digest: str | None = None,
 ) -> Identity:
     """Decide whether a message is the `prior` one again.
 
     `by_content`: the message has no id of its own (a content hash or a dead
     letter), so identical bytes are all that ties it to the prior one.
     `alarm_active(id)` says whether an alarm is still active now.
+    `digest`: the sha256 of the whole payload when `payload` is only its first
+    bytes (an oversized message, cut on arrival): compared instead of the bytes.
 
     A wall clock stepped back (NTP) makes the age negative: that counts as
     within the window, the safe side for a redelivery.
@@ -91,7 +116,7 @@ def identify(
         return Identity.NEW
     if received_at - prior.received_at > window:
         return Identity.WINDOW_PASSED
-    if payload != prior.payload:
+    if not prior.same_content(payload, digest):
         return Identity.ID_REUSED
     if by_content and any(not alarm_active(a) for a in prior.alarm_ids):
         return Identity.ALARM_RESOLVED

@@ -189,6 +189,20 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadCut:
+    """What is known of a payload the shell kept only the first bytes of (issue 13 item 1).
+
+    A payload over max_payload_bytes can only be a dead letter, stored as its
+    first bytes, size and hash: ingest cuts it on arrival, so a burst of 1 MiB
+    messages is not held whole in memory until its batch commits.
+    """
+
+    size: int  # bytes of the whole payload
+    sha256: str  # hex digest of the whole payload (core/dedup.py, payload_digest)
+    fingerprint: str  # the dead-letter identity of the whole message (pipeline.fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
 class RawMessage:
     """One MQTT message as it came off the wire, before any interpretation."""
 
@@ -199,6 +213,13 @@ class RawMessage:
     # (re)connected: it was published no earlier than this, but MQTT carries no
     # broker time, so when exactly is unknown (issue 12 item 11, docs/protocol.md).
     queued_since: datetime | None = None
+    # Set when `payload` holds only the first bytes of an oversized payload.
+    cut: PayloadCut | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole payload, as sent."""
+        return self.cut.size if self.cut is not None else len(self.payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,9 @@ from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 
-from alarmhub.core.model import RawMessage
+from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, payload_digest
+from alarmhub.core.model import PayloadCut, RawMessage
+from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.ingest import packets
 from alarmhub.settings import MqttTarget
 
@@ -133,6 +135,18 @@ class _BufferedReadClient(paho.Client):
         super()._sock_close()
 
 
+def _cut(topic: str, payload: bytes, now: datetime) -> RawMessage:
+    """An oversized message as its first bytes, with the size and hashes of the whole.
+
+    It can only become a dead letter, stored as exactly this (issue 13 item 1).
+    Cut here, on paho's thread, the whole payload is released when this callback
+    returns instead of waiting in the batch until its commit: with the broker's
+    in-flight window of 1,000 and max_packet_size of 1 MiB that was up to 1 GB.
+    """
+    cut = PayloadCut(len(payload), payload_digest(payload), rejected_fingerprint(topic, payload))
+    return RawMessage(topic, payload[:DEAD_LETTER_KEPT_BYTES], now, cut=cut)
+
+
 class MqttIngest:
     def __init__(
         self,
@@ -145,8 +159,11 @@ class MqttIngest:
         backoff: Backoff | None = None,
         on_connection_change: Callable[[bool, int], None] | None = None,
         paho_internals: bool = True,
+        max_payload_bytes: int | None = None,
     ) -> None:
         self._target = target
+        # A payload above this can only be a dead letter: cut on arrival (_cut).
+        self._max_payload = max_payload_bytes
         self._subscriptions = list(subscriptions)
         self._now = now
         self._backoff = backoff or Backoff(0.5, 30.0)
@@ -310,9 +327,14 @@ class MqttIngest:
     # --- paho's network thread ---------------------------------------------
 
     def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        payload = msg.payload
+        if self._max_payload is not None and len(payload) > self._max_payload:
+            raw = _cut(msg.topic, bytes(payload), self._now())
+        else:
+            raw = RawMessage(msg.topic, bytes(payload), self._now())
         self._pending.append(
             Delivery(
-                RawMessage(msg.topic, bytes(msg.payload), self._now()),
+                raw,
                 msg.mid,
                 msg.qos,
                 self._generation,

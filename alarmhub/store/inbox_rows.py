@@ -34,13 +34,14 @@ def select_priors(conn: sqlite3.Connection, wanted: list[str]) -> dict[str, Prio
         if not latest:
             continue
         sql = (
-            "SELECT fingerprint, received_at, payload, events FROM inbox "
+            "SELECT fingerprint, received_at, payload, events, payload_sha256 FROM inbox "
             f"WHERE seq IN ({','.join('?' * len(latest))})"
         )
-        for fp, received_at, payload, events in conn.execute(sql, latest):
+        for fp, received_at, payload, events, digest in conn.execute(sql, latest):
             at = parse_ts(received_at)
             assert at is not None  # NOT NULL column
-            found[fp] = Prior(at, bytes(payload), _alarm_ids(events))
+            # A dead letter stored only in part is compared by its hash (core/dedup.py).
+            found[fp] = Prior(at, bytes(payload), _alarm_ids(events), digest)
     return found
 
 

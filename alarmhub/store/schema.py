@@ -251,4 +251,15 @@ MIGRATIONS: list[str] = [
     UPDATE api_tokens SET id = 'tok_' || lower(hex(randomblob(8))) WHERE id IS NULL;
     CREATE UNIQUE INDEX api_tokens_id ON api_tokens(id);
     """,
+    # 8+a: issue 13 items 1 and 2. A dead letter's payload is kept as its first bytes,
+    # its size and its sha256 (NULL: stored whole), so a device publishing huge
+    # messages cannot fill the disk; a redelivery is still recognised by the hash.
+    # The pruner (alarmhub/retention.py) finds rows past their retention by the
+    # time they arrived: one partial index per retention, each row in exactly one.
+    """
+    ALTER TABLE inbox ADD COLUMN payload_bytes INTEGER;
+    ALTER TABLE inbox ADD COLUMN payload_sha256 TEXT;
+    CREATE INDEX inbox_kept_received ON inbox(received_at) WHERE verdict != 'rejected';
+    CREATE INDEX inbox_rejected_received ON inbox(received_at) WHERE verdict = 'rejected';
+    """,
 ]

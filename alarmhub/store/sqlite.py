@@ -19,14 +19,16 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from alarmhub.core.dedup import Identity, Prior
+from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload_digest
 from alarmhub.core.fields import PARTIAL, dropped_detail
-from alarmhub.core.model import Alarm, Device, DeviceKind, TimelineEntry, Verdict
+from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.core.retention import RetainedTable
 from alarmhub.device_settings import parse_settings, settings_json
 from alarmhub.store.device_moves import MoveRefusedError, check_moves
 from alarmhub.store.escalation_rows import EscalationRows
 from alarmhub.store.inbox_rows import select_priors
+from alarmhub.store.retention_rows import oldest_received, prune_batch
 from alarmhub.store.rows import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
@@ -112,11 +114,12 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
         ).decode()
     rejected = m.rejected
     device_id = m.device.id if m.device else (rejected.device_id if rejected else None)
+    payload, size, digest = _stored_payload(m.raw, rejected=rejected is not None)
     return (
         m.fingerprint,
         ts(m.raw.received_at),
         m.raw.topic,
-        m.raw.payload,
+        payload,
         device_id,
         m.device.municipality if m.device else (m.municipality or registry_municipality),
         m.msg_id,
@@ -127,12 +130,34 @@ def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any
         events,
         # What dedup decided, when it is news: an id reused, a window passed (core/dedup.py).
         None if m.identity is Identity.NEW else m.identity,
+        size,
+        digest,
     )
+
+
+def _stored_payload(raw: RawMessage, *, rejected: bool) -> tuple[bytes, int | None, str | None]:
+    """What of a payload the inbox keeps: (bytes, whole size, sha256), size and hash when cut.
+
+    A dead letter keeps its first DEAD_LETTER_KEPT_BYTES, its size and its hash
+    (issue 13 item 1): fifteen rejected 2 MB payloads grew the database by 60 MB,
+    and a device with valid credentials could fill the disk for every
+    municipality. The first bytes show an operator what it was; the hash is what
+    dedup recognises a redelivery by (core/dedup.py, Prior.same_content). A
+    message that was used is stored whole: it is at most max_payload_bytes. An
+    oversized message arrives cut already (ingest/mqtt.py, _cut).
+    """
+    if raw.cut is not None:
+        return raw.payload, raw.cut.size, raw.cut.sha256
+    payload = raw.payload
+    if not rejected or len(payload) <= DEAD_LETTER_KEPT_BYTES:
+        return payload, None, None
+    return payload[:DEAD_LETTER_KEPT_BYTES], len(payload), payload_digest(payload)
 
 
 _INSERT_INBOX = (
     "INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, "
-    "msg_id, verdict, reason, detail, events, identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "msg_id, verdict, reason, detail, events, identity, payload_bytes, payload_sha256) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
 BUSY_TIMEOUT_MS = 5000
@@ -291,6 +316,15 @@ class SqliteStore(EscalationRows, SuppressionRows):
         except aiosqlite.Error as exc:
             raise StoreError(str(exc)) from exc
         return result
+
+    # --- retention (issue 13 item 2) ----------------------------------------
+
+    async def prune(self, table: RetainedTable, before: datetime, limit: int) -> int:
+        """Delete one small batch of rows past retention, in its own transaction."""
+        return await self._in_writer_thread(prune_batch, table, ts(before), limit)
+
+    async def oldest_received(self, table: RetainedTable) -> datetime | None:
+        return parse_ts(await self._in_writer_thread(oldest_received, table))
 
     async def save_alarm(self, alarm: Alarm, entries: Iterable[TimelineEntry]) -> None:
         """Commit an operator's change of one alarm with its timeline entries."""
@@ -474,7 +508,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
     async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
         sql = (
             "SELECT seq, received_at, topic, device_id, municipality, msg_id, reason, detail, "
-            "payload FROM inbox WHERE verdict = 'rejected' ORDER BY seq DESC"
+            "payload, payload_bytes FROM inbox WHERE verdict = 'rejected' ORDER BY seq DESC"
         )
         params: list[Any] = []
         if limit is not None:
@@ -487,8 +521,9 @@ class SqliteStore(EscalationRows, SuppressionRows):
         for r in rows:
             item = dict(zip(keys, r[:8], strict=True))
             payload: bytes = r[8]
-            item["payload"] = payload[:512].decode("utf-8", "replace")
-            item["payload_bytes"] = len(payload)
+            item["payload"] = payload[:DEAD_LETTER_KEPT_BYTES].decode("utf-8", "replace")
+            # The whole size when only the first bytes are stored (schema migration 8+a).
+            item["payload_bytes"] = r[9] if r[9] is not None else len(payload)
             out.append(item)
         return out
 
