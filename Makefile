@@ -41,7 +41,7 @@ lock: $(UV)
 # from Debian's packages: installed when missing, where this user may (scripts/system-packages).
 demo: $(STAMP)
 	scripts/system-packages demo
-	$(BIN)/python -m alarmhub.demo $(ARGS)
+	$(BIN)/python -m alarmhub.dev.demo $(ARGS)
 
 # The bounded suite: everything except the long soak variants.
 test: $(STAMP)

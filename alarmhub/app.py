@@ -23,8 +23,9 @@ from typing import Any, Self, TypeVar
 import structlog
 from prometheus_client import Counter as PromCounter
 
-from alarmhub.backlog import Backlog
 from alarmhub.clock import Clock, SystemClock
+from alarmhub.config.profiles import default_profiles_dir, load_catalog
+from alarmhub.config.rules import RulesError, alarm_kinds, load_rules
 from alarmhub.core.actions import Action, Applied, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
 from alarmhub.core.dedup import Identity
@@ -50,26 +51,25 @@ from alarmhub.core.pipeline import (
     process_batch,
     process_internal,
 )
+from alarmhub.core.receipts import handled_receipt, stored_receipt
 from alarmhub.core.retention import Retention
 from alarmhub.core.rules import RuleSet
-from alarmhub.escalator import Escalator
-from alarmhub.gauges import QueueGauges, device_gauges
-from alarmhub.ingest.mqtt import Backoff, Delivery, MqttIngest
-from alarmhub.live import Broadcaster
-from alarmhub.logs import OncePer
-from alarmhub.metrics import UNKNOWN_KIND, Metrics
-from alarmhub.notifier import Notifier
-from alarmhub.profiles import default_profiles_dir, load_catalog
-from alarmhub.receipts import handled_receipt, stored_receipt
-from alarmhub.retention import Pruner
-from alarmhub.rules_file import RulesError, alarm_kinds, load_rules
+from alarmhub.core.views import alarm_json
+from alarmhub.daemon.backlog import Backlog
+from alarmhub.daemon.escalator import Escalator
+from alarmhub.daemon.fanout import Broadcaster
+from alarmhub.daemon.notifier import Notifier
+from alarmhub.daemon.pruner import Pruner
+from alarmhub.daemon.state import HubState
+from alarmhub.daemon.supervisor import Supervision
+from alarmhub.daemon.suppression import SuppressionKeeper
+from alarmhub.mqtt.client import Backoff, Delivery, MqttIngest
+from alarmhub.observability.gauges import QueueGauges, device_gauges
+from alarmhub.observability.logs import OncePer
+from alarmhub.observability.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.settings import Settings
-from alarmhub.state import HubState
 from alarmhub.store.backlog_rows import last_received
 from alarmhub.store.sqlite import SqliteStore, StoreError
-from alarmhub.supervise import Supervision
-from alarmhub.suppression import SuppressionKeeper
-from alarmhub.views import alarm_json
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")

@@ -19,9 +19,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alarmhub.clock import SystemClock
+from alarmhub.config.profiles import load_catalog
 from alarmhub.core.model import Device
-from alarmhub.mosquitto import LocalBroker, free_port
-from alarmhub.profiles import load_catalog
+from alarmhub.dev.mosquitto import LocalBroker, free_port
 from alarmhub.store.sqlite import SqliteStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ PUBLISH_WINDOW = 20_000
 def bench_broker(data_dir: Path) -> LocalBroker:
     """Mosquitto without persistence, so queued sessions live in memory only.
 
-    The production-like config (alarmhub.mosquitto) saves its state on every
+    The production-like config (alarmhub.dev.mosquitto) saves its state on every
     change (`autosave_on_changes`, `autosave_interval 1`): that throttles an
     offline backlog of 100,000 messages to ~140 msg/s and would measure the
     broker's disk, not alarmhub. Sessions and their queues still persist across

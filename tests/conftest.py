@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alarmhub.mosquitto import LocalBroker, mosquitto_binary
+from alarmhub.dev.mosquitto import LocalBroker, mosquitto_binary
 from tests.scenario import scenario  # noqa: F401 - the scenario suite's fixture, for every test
 
 RAM_DISK = Path("/dev/shm")

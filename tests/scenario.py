@@ -109,7 +109,7 @@ import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.web.api import create_app
 from tests.scenario_expect import CEILING_S, Expectations
 from tests.scenario_outages import Outages

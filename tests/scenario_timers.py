@@ -21,9 +21,9 @@ from typing import Any
 
 from alarmhub.app import AlarmHub
 from alarmhub.core.suppress import next_silence_end
-from alarmhub.escalator import Escalator
-from alarmhub.supervise import STEP_S, Supervision
-from alarmhub.suppression import SuppressionKeeper
+from alarmhub.daemon.escalator import Escalator
+from alarmhub.daemon.supervisor import STEP_S, Supervision
+from alarmhub.daemon.suppression import SuppressionKeeper
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from alarmhub.config.device_settings import parse_settings
 from alarmhub.core.model import Device, DeviceKind
-from alarmhub.device_settings import parse_settings
 from tests.support import REPO
 
 OSLO = ZoneInfo("Europe/Oslo")

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from alarmhub.clock import SystemClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from alarmhub.store.accounts import Role, User
 from alarmhub.store.schema import MIGRATIONS

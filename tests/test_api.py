@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from tests.support import db_rows, run_cli
 from tests.test_api_harness import login, stack

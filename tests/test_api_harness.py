@@ -16,7 +16,7 @@ import httpx
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import Clock, SystemClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from alarmhub.store.accounts import Role
 from tests.support import Publisher, async_wait_until, db_rows, hub_settings, native, register

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from alarmhub.clock import SystemClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from alarmhub.store.accounts import Role
 from tests.support import register, spawn_daemon

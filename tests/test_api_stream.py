@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import native
 from tests.test_api_harness import stack
 

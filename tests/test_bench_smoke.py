@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from alarmhub.config.profiles import load_catalog
 from alarmhub.core.decode import DecodeLimits, decode
 from alarmhub.core.model import Decoded, RawMessage, Rejected
-from alarmhub.mosquitto import mosquitto_binary
-from alarmhub.profiles import load_catalog
+from alarmhub.dev.mosquitto import mosquitto_binary
 from bench import profile, workload
 from tests.support import REPO
 
@@ -73,13 +73,13 @@ def test_median_ignores_missing_runs() -> None:
 
 def test_profile_summary_reads_collapsed_stacks() -> None:
     raw = (
-        "main (alarmhub/cli.py:10);_handle (alarmhub/app.py:20);decode (alarmhub/core/decode.py:5) 30\n"
-        "main (alarmhub/cli.py:10);select (selectors.py:1) 10\n"
+        "main (alarmhub/cli/main.py:10);_handle (alarmhub/app.py:20);decode (alarmhub/core/decode.py:5) 30\n"
+        "main (alarmhub/cli/main.py:10);select (selectors.py:1) 10\n"
     )
     total, own, inclusive = profile.top(profile.parse(raw))
     assert total == 40
     assert own[0] == ("decode (alarmhub/core/decode.py)", 30)
-    assert ("main (alarmhub/cli.py)", 40) in inclusive
+    assert ("main (alarmhub/cli/main.py)", 40) in inclusive
 
 
 @pytest.mark.broker

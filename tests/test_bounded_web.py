@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from alarmhub.clock import SystemClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.web.paging import DEVICE_PAGE, MAX_DEVICE_PAGE, encode_device_cursor
 from tests.support import run_cli
 from tests.test_api_harness import BERGEN_LABEL, stack

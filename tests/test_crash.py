@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import Publisher, db_count, db_rows, native, register, spawn_daemon, wait_until
 
 pytestmark = pytest.mark.broker

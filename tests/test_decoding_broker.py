@@ -16,7 +16,7 @@ import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import Publisher, async_wait_until, db_count, db_rows, hub_settings, register
 
 pytestmark = pytest.mark.broker

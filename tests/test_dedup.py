@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import load_rules
 from alarmhub.core.actions import Action, Applied, apply_action
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.dedup import Identity, Prior, Windows, identify
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, Verdict
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
-from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import load_rules
 from tests.support import REPO
 
 T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)

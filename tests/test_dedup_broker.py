@@ -10,7 +10,7 @@ import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.core.actions import Action
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import (
     Publisher,
     async_wait_until,

@@ -60,7 +60,7 @@ def assert_hub_stopped_cleanly(tmp_path: Path) -> None:
 def start_demo(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALARMHUB_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "alarmhub.demo", "--port", "0", "--homes", "12", "--speed", "900",
+        [sys.executable, "-m", "alarmhub.dev.demo", "--port", "0", "--homes", "12", "--speed", "900",
          "--data-dir", str(tmp_path / "demo"), *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -1,9 +1,9 @@
 """Dashboards, alerts and docs name only metrics and labels alarmhub really exports.
 
-The reference is the exposition of `alarmhub.metrics.Metrics()` itself (prometheus_client
+The reference is the exposition of `alarmhub.observability.metrics.Metrics()` itself (prometheus_client
 adds `_total` to counters and `_bucket/_sum/_count` to histograms), plus the series
 Prometheus makes (`up`) and the planned `alarmhub_devices_offline{municipality}` gauge.
-A renamed metric or label in alarmhub.metrics makes these tests fail instead of leaving an
+A renamed metric or label in alarmhub.observability.metrics makes these tests fail instead of leaving an
 empty panel or an alert that can never fire.
 """
 
@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from alarmhub.metrics import Metrics
+from alarmhub.observability.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "alarmhub.json"

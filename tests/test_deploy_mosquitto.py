@@ -23,7 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from alarmhub.mosquitto import free_port, mosquitto_binary, wait_for_port
+from alarmhub.dev.mosquitto import free_port, mosquitto_binary, wait_for_port
 from alarmhub.settings import Settings
 from tests.support import wait_until
 

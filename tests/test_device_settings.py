@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import async_wait_until, db_rows, run_cli
 from tests.test_api_harness import stack
 

@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import load_rules
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.doses import DoseOutcome, DoseSchedule, DoseWatch, dose_event
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import Device, DeviceKind, EventType, TimelineType
 from alarmhub.core.pipeline import BatchEffects, Context, process_internal
-from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import load_rules
 from alarmhub.store.schema import MIGRATIONS
 from alarmhub.store.sqlite import SqliteStore
 from tests.support import REPO
@@ -43,7 +43,7 @@ def oslo(hh: int, mm: int = 0) -> datetime:
 
 
 class Shell:
-    """What supervise.py does with DoseWatch's answers, and the index after commit."""
+    """What daemon/supervisor.py does with DoseWatch's answers, and the index after commit."""
 
     def __init__(self, *times: time, since: datetime) -> None:
         self.watch = DoseWatch()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from alarmhub.config.rules import RulesError, parse_rules
 from alarmhub.core.escalation import (
     Policy,
     Step,
@@ -24,7 +25,6 @@ from alarmhub.core.escalation import (
     orphaned,
 )
 from alarmhub.core.model import Alarm, AlarmState, Priority, TimelineType
-from alarmhub.rules_file import RulesError, parse_rules
 from tests.support import REPO
 
 NIGHT = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)  # 02:00 in Oslo

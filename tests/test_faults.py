@@ -32,10 +32,10 @@ import httpx
 import orjson
 import pytest
 
-from alarmhub import notifier
 from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
-from alarmhub.mosquitto import LocalBroker, free_port
+from alarmhub.daemon import notifier
+from alarmhub.dev.mosquitto import LocalBroker, free_port
 from tests.support import (
     REPO,
     Publisher,

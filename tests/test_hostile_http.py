@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from alarmhub.clock import SystemClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from tests.support import db_count
 from tests.test_api_harness import BERGEN_LABEL, stack

@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from alarmhub.app import AlarmHub
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import hub_settings, run_cli
 from tests.test_api_harness import PASSWORD, login, stack
 

@@ -25,10 +25,10 @@ from alarmhub.core.dedup import Prior
 from alarmhub.core.model import PayloadCut
 from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.core.retention import RetainedTable, Retention
-from alarmhub.ingest.mqtt import Delivery, MqttIngest
-from alarmhub.metrics import Metrics
-from alarmhub.mosquitto import LocalBroker
-from alarmhub.retention import Pruner
+from alarmhub.daemon.pruner import Pruner
+from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.mqtt.client import Delivery, MqttIngest
+from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import SettingsError, parse_mqtt_url
 from alarmhub.store.retention_rows import candidates_sql, oldest_sql
 from alarmhub.store.sqlite import SqliteStore

@@ -18,8 +18,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 
-from alarmhub.ingest.mqtt import MqttIngest, _BufferedReadClient, _NoTopicCallbacks
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.mqtt.client import MqttIngest, _BufferedReadClient, _NoTopicCallbacks
 from alarmhub.settings import parse_mqtt_url
 from tests.support import REPO, Publisher
 
@@ -31,9 +31,9 @@ CONSUMER = textwrap.dedent(
     """
     import asyncio, os, sys, time
     from datetime import UTC, datetime
-    from alarmhub.ingest.mqtt import MqttIngest
+    from alarmhub.mqtt.client import MqttIngest
     from alarmhub.settings import parse_mqtt_url
-    from alarmhub.logs import configure_logging
+    from alarmhub.observability.logs import configure_logging
     configure_logging("warning", "json", sys.stderr)
 
     async def main(url, client_id, expect, ack_first, raw):
@@ -109,7 +109,7 @@ class Listener:
         return list(self.received)
 
 
-# "raw": alarmhub's own PUBACK/PUBLISH buffer (alarmhub/ingest/packets.py);
+# "raw": alarmhub's own PUBACK/PUBLISH buffer (alarmhub/mqtt/packets.py);
 # "paho": the public ack()/publish() fallback for a paho without its internal queue.
 @pytest.mark.parametrize("mode", ["raw", "paho"])
 def test_unacknowledged_messages_are_redelivered_to_the_persistent_session(

@@ -30,7 +30,7 @@ import orjson
 import pytest
 
 from alarmhub import builtin
-from alarmhub.mosquitto import LocalBroker, free_port
+from alarmhub.dev.mosquitto import LocalBroker, free_port
 from tests.support import REPO, Publisher, native, run_cli, wait_until
 
 DEVICE = "pend-0042"

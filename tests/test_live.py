@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from alarmhub.live import QUEUE_SIZE, RING_SIZE, Broadcaster
+from alarmhub.daemon.fanout import QUEUE_SIZE, RING_SIZE, Broadcaster
 
 
 async def test_a_burst_of_an_outage_reaches_a_listener_that_reads_afterwards() -> None:

@@ -18,9 +18,9 @@ import pytest
 import structlog
 
 from alarmhub.app import AlarmHub
-from alarmhub.logs import configure_logging
-from alarmhub.mosquitto import LocalBroker
-from alarmhub.simulator import Simulation, SimulationConfig
+from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.observability.logs import configure_logging
+from alarmhub.sim.simulator import Simulation, SimulationConfig
 from tests.support import Publisher, db_count, db_rows, hub_settings
 from tests.test_simulator import run_whole_plan
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from alarmhub.clock import FakeClock
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.web import context
 from alarmhub.web.context import LoginLimiter
 from tests.test_api_harness import login, stack

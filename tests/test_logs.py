@@ -13,7 +13,7 @@ from typing import Literal
 import pytest
 import structlog
 
-from alarmhub.logs import configure_logging
+from alarmhub.observability.logs import configure_logging
 
 
 class WriteRecorder:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from alarmhub.app import AlarmHub
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import Publisher, async_wait_until, db_count, hub_settings, native, register
 
 pytestmark = pytest.mark.broker

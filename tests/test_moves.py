@@ -9,7 +9,7 @@ import pytest
 
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import MoveRefused, move_errors, refused_moves
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import db_rows, run_cli
 from tests.test_api_harness import stack
 

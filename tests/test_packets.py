@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 
-from alarmhub.ingest import packets
+from alarmhub.mqtt import packets
 
 
 def decode_remaining_length(data: bytes) -> tuple[int, int]:

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import load_rules, parse_rules
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.index import AlarmIndex, AlarmKey
 from alarmhub.core.judge import alarm_id, auto_resolve, judge
@@ -26,8 +28,6 @@ from alarmhub.core.model import (
 )
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
 from alarmhub.core.rules import Rule, RuleSet, TimeWindow
-from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import load_rules, parse_rules
 from tests.support import REPO
 
 T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)  # 02:00 in Oslo: night

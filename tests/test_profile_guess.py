@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from alarmhub.config.profiles import ProfileError, load_catalog, load_profiles, profile_guess
 from alarmhub.core.model import Device, DeviceKind
-from alarmhub.profiles import ProfileError, load_catalog, load_profiles, profile_guess
 from tests.support import run_cli
 
 DEVICES = Path(__file__).resolve().parent.parent / "devices"

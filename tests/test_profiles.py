@@ -13,6 +13,14 @@ from typing import Any
 
 import pytest
 
+from alarmhub.config.profiles import (
+    ENV_DEVICES_DIR,
+    EVENT_FIELDS,
+    ProfileError,
+    default_profiles_dir,
+    load_catalog,
+    load_profiles,
+)
 from alarmhub.core.decode import Catalog, DecodeLimits, decode, validate_fields
 from alarmhub.core.model import (
     INTERNAL_EVENTS,
@@ -24,14 +32,6 @@ from alarmhub.core.model import (
     Rejected,
 )
 from alarmhub.core.profile import Condition, Mapping, Op
-from alarmhub.profiles import (
-    ENV_DEVICES_DIR,
-    EVENT_FIELDS,
-    ProfileError,
-    default_profiles_dir,
-    load_catalog,
-    load_profiles,
-)
 
 DEVICES = Path(__file__).resolve().parent.parent / "devices"
 SAMPLES = sorted(DEVICES.glob("*/samples/*.json"))

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from alarmhub.core.model import Rejected, RejectReason, Verdict
-from alarmhub.receipts import handled_receipt, stored_receipt
+from alarmhub.core.receipts import handled_receipt, stored_receipt
 
 
 @pytest.mark.parametrize(

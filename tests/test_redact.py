@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from alarmhub.app import AlarmHub
-from alarmhub.ingest.mqtt import MqttIngest
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.mqtt.client import MqttIngest
 from alarmhub.redact import redact_url
 from alarmhub.settings import Settings, SettingsError, load_settings, parse_mqtt_url
 from tests.support import hub_settings, run_cli

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from alarmhub.reports import (
+from alarmhub.core.reports import (
     ResponseRow,
     Stats,
     percentile,

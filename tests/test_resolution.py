@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import parse_rules, person_alarm_auto_resolvers
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.escalation import next_for_alarm
 from alarmhub.core.index import AlarmIndex
@@ -32,8 +34,6 @@ from alarmhub.core.model import (
 )
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
 from alarmhub.core.suppress import Silence
-from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import parse_rules, person_alarm_auto_resolvers
 from tests.support import REPO
 
 NIGHT = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)  # 02:00 in Oslo

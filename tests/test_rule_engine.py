@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import RulesError, load_rules, parse_rules
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import (
@@ -30,8 +32,6 @@ from alarmhub.core.pipeline import (
     process_internal,
 )
 from alarmhub.core.suppress import Silence
-from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import RulesError, load_rules, parse_rules
 from tests.support import REPO
 
 RULES = load_rules(REPO / "config" / "rules.toml")

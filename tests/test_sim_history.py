@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alarmhub import reports
+from alarmhub.config.rules import load_rules
+from alarmhub.core import reports
 from alarmhub.core.model import AlarmState, TimelineType
-from alarmhub.rules_file import load_rules
 from alarmhub.sim.history import SEEDED_MSG_PREFIX, past_alarms, seed_history
 from alarmhub.sim.operators import SIMULATED_PREFIX, operator_names
-from alarmhub.simulator import Simulation, SimulationConfig
+from alarmhub.sim.simulator import Simulation, SimulationConfig
 from alarmhub.store import accounts
 from alarmhub.web.tenancy import Scope, response_rows
 from tests.support import REPO, db_count

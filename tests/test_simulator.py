@@ -12,17 +12,17 @@ import pytest
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import SystemClock
+from alarmhub.config.profiles import load_catalog
 from alarmhub.core.decode import DecodeLimits, decode
 from alarmhub.core.model import Decoded, EventType, RawMessage
-from alarmhub.mosquitto import LocalBroker, free_port
-from alarmhub.profiles import load_catalog
+from alarmhub.dev.mosquitto import LocalBroker, free_port
 from alarmhub.settings import parse_mqtt_url
 from alarmhub.sim.homes import Wire
 from alarmhub.sim.model import Planned, Scenario, World
 from alarmhub.sim.publisher import Pace, Stats, publish
+from alarmhub.sim.simulator import Simulation, SimulationConfig
 from alarmhub.sim.traffic import build_world, distance_m, is_night, plan
 from alarmhub.sim.wire import OSLO
-from alarmhub.simulator import Simulation, SimulationConfig
 from tests.support import REPO, db_count, db_rows, hub_settings, run_cli
 
 START = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)  # 12:00 in Oslo, a Monday

@@ -43,7 +43,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alarmhub.clock import SystemClock
-from alarmhub.mosquitto import LocalBroker, free_port
+from alarmhub.dev.mosquitto import LocalBroker, free_port
 from tests.support import db_count, spawn_daemon, wait_until
 from tests.test_faults import daemon_env, ready_status, stop_daemon
 

@@ -12,6 +12,8 @@ import orjson
 import pytest
 
 from alarmhub.app import AlarmHub
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import load_rules
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import (
@@ -24,9 +26,7 @@ from alarmhub.core.model import (
     Verdict,
 )
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
-from alarmhub.mosquitto import LocalBroker
-from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import load_rules
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import (
     REPO,
     Publisher,

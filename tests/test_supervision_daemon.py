@@ -17,7 +17,7 @@ from alarmhub.app import AlarmHub
 from alarmhub.clock import FakeClock
 from alarmhub.core.actions import Action
 from alarmhub.core.model import Alarm, Device, DeviceKind, DeviceSettings
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import Publisher, async_wait_until, db_count, db_rows, hub_settings, native
 
 pytestmark = pytest.mark.broker

@@ -10,10 +10,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock
+from alarmhub.config.rules import load_rules, parse_rules
 from alarmhub.core.model import Device, DeviceKind
-from alarmhub.rules_file import load_rules, parse_rules
-from alarmhub.state import HubState
-from alarmhub.supervise import Supervision
+from alarmhub.daemon.state import HubState
+from alarmhub.daemon.supervisor import Supervision
 from tests.support import REPO, run_cli
 
 RULES = REPO / "config" / "rules.toml"

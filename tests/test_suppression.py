@@ -15,6 +15,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from alarmhub.cli.rules import explain
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import RulesError, load_rules, parse_rules
 from alarmhub.core import suppress
 from alarmhub.core.actions import Action, Applied, apply_action
 from alarmhub.core.decode import DecodeLimits
@@ -41,9 +44,6 @@ from alarmhub.core.pipeline import (
     process_internal,
 )
 from alarmhub.core.suppress import Silence
-from alarmhub.profiles import load_catalog
-from alarmhub.rules_file import RulesError, load_rules, parse_rules
-from alarmhub.rules_tool import explain
 from alarmhub.store import accounts
 from tests.support import REPO, run_cli
 

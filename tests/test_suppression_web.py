@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from alarmhub.app import AlarmHub
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store import accounts
 from tests.support import hub_settings, register
 from tests.test_web_e2e import CHROMIUM, CHROMIUM_ARGS, create_user, login

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.accounts import Role, User
 from alarmhub.web.paging import encode_device_cursor
 from alarmhub.web.tenancy import GRANTS, Permission, Scope

@@ -26,7 +26,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from alarmhub.app import AlarmHub
-from alarmhub.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker
 from tests.support import REPO, Publisher, db_rows, hub_settings, native, register
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]

@@ -147,7 +147,7 @@ class DoseWatch:
         """Supervise every dose scheduled strictly after `since` (a new device).
 
         On start-up pass the last instant whose doses are known to be settled
-        (the store says: core docstring of alarmhub.supervise), so doses whose
+        (the store says: core docstring of alarmhub.daemon.supervisor), so doses whose
         windows closed while alarmhub was down are reported, and a dose whose
         window is still open across a restart is neither lost nor reported twice.
 

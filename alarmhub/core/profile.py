@@ -1,7 +1,7 @@
 """Device profiles as frozen core types: how one vendor format maps onto alarmhub events.
 
 Profiles are data (TOML files under ``devices/``), loaded and validated once by
-:mod:`alarmhub.profiles`. This module holds only the resulting types and the
+:mod:`alarmhub.config.profiles`. This module holds only the resulting types and the
 pure matching logic, so that adding a vendor format never touches the pipeline.
 """
 

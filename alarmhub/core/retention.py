@@ -5,7 +5,7 @@ dementia among them, which are health data. Kept forever, they were a growing
 record of where people went, long after any use. Alarms, their timelines and the
 audit log are the record of who asked for help and what was done: they are
 never pruned. What is pruned, and from when, is decided here; the shell
-(alarmhub/retention.py) deletes in small batches.
+(alarmhub/daemon/pruner.py) deletes in small batches.
 """
 
 from __future__ import annotations

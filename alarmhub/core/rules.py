@@ -1,6 +1,6 @@
 """The rule set as frozen core types, and the pure choice of the rule for an event.
 
-Parsing and validation of ``config/rules.toml`` live in :mod:`alarmhub.rules_file`;
+Parsing and validation of ``config/rules.toml`` live in :mod:`alarmhub.config.rules`;
 this module sees only the validated result.
 
 Precedence, most specific first: a device's own settings (its named windows,

@@ -254,7 +254,7 @@ MIGRATIONS: list[str] = [
     # 8+a: issue 13 items 1 and 2. A dead letter's payload is kept as its first bytes,
     # its size and its sha256 (NULL: stored whole), so a device publishing huge
     # messages cannot fill the disk; a redelivery is still recognised by the hash.
-    # The pruner (alarmhub/retention.py) finds rows past their retention by the
+    # The pruner (alarmhub/daemon/pruner.py) finds rows past their retention by the
     # time they arrived: one partial index per retention, each row in exactly one.
     """
     ALTER TABLE inbox ADD COLUMN payload_bytes INTEGER;

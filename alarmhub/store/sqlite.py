@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
+from alarmhub.config.device_settings import parse_settings, settings_json
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload_digest
 from alarmhub.core.fields import PARTIAL, dropped_detail
 from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.retention import RetainedTable
-from alarmhub.device_settings import parse_settings, settings_json
 from alarmhub.store.device_moves import MoveRefusedError, check_moves
 from alarmhub.store.escalation_rows import EscalationRows
 from alarmhub.store.inbox_rows import select_priors

@@ -16,13 +16,13 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from alarmhub import reports
-from alarmhub.cli import CommandError, _device, parse_device_csv, preserved_columns
+from alarmhub.cli.main import CommandError, _device, parse_device_csv, preserved_columns
+from alarmhub.config.device_settings import SettingsInvalidError, parse_settings
+from alarmhub.config.profiles import bridge_missing
+from alarmhub.core import reports
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
 from alarmhub.core.suppress import silence_end
-from alarmhub.device_settings import SettingsInvalidError, parse_settings
-from alarmhub.profiles import bridge_missing
 from alarmhub.store import accounts
 from alarmhub.store.device_moves import MoveRefusedError
 from alarmhub.web import tenancy

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
+from alarmhub.core.views import alarm_json
 from alarmhub.store.accounts import ts
-from alarmhub.views import alarm_json
 from alarmhub.web import tenancy
 from alarmhub.web.auth import requires, still_authenticated
 from alarmhub.web.context import web

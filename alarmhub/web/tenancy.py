@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from alarmhub.core.model import Alarm
-from alarmhub.reports import ResponseRow
+from alarmhub.core.reports import ResponseRow
 from alarmhub.store.accounts import SILENCE_KEYS, Role, Silence, User, silence_from_row, ts
 from alarmhub.store.rows import DEAD_LETTER_KEYS
 from alarmhub.store.sqlite import ALARM_COLUMNS, alarm_from_row, parse_ts

@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from alarmhub.config.device_settings import parse_settings
 from alarmhub.core.actions import Action, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
 from alarmhub.core.doses import dose_event
@@ -71,7 +72,6 @@ from alarmhub.core.rules import Rule, RuleSet, geofence_of, zone_of
 from alarmhub.core.supervision import DoseSchedule, DoseWatch, Heard, OverdueKind, Supervisor
 from alarmhub.core.suppress import Silence, on_resolved
 from alarmhub.core.suppress_explain import suppressions
-from alarmhub.device_settings import parse_settings
 
 
 class CasesError(Exception):

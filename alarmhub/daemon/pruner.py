@@ -20,7 +20,7 @@ from prometheus_client import Gauge
 
 from alarmhub.clock import Clock
 from alarmhub.core.retention import RetainedTable, Retention, age_seconds
-from alarmhub.logs import OncePer
+from alarmhub.observability.logs import OncePer
 
 log = structlog.get_logger("alarmhub.retention")
 

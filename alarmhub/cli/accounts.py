@@ -17,9 +17,9 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from alarmhub import reports
-from alarmhub.cli import EXIT_USAGE, CommandError, _table, _with_store
+from alarmhub.cli.main import EXIT_USAGE, CommandError, _table, _with_store
 from alarmhub.clock import SystemClock
+from alarmhub.core import reports
 from alarmhub.settings import Settings
 from alarmhub.store import access, accounts
 from alarmhub.store.accounts import AccountError, AuditEntry
@@ -260,7 +260,7 @@ def _day(day: date) -> datetime:
 
 
 def cmd_report_response_times(settings: Settings, args: argparse.Namespace) -> int:
-    from alarmhub.rules_file import load_rules  # noqa: PLC0415
+    from alarmhub.config.rules import load_rules  # noqa: PLC0415
     from alarmhub.web.tenancy import Scope, response_rows  # noqa: PLC0415
 
     if args.municipality is not None and not accounts.MUNICIPALITY_RE.match(args.municipality):

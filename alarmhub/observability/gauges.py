@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from alarmhub.clock import Clock
 from alarmhub.core.model import Alarm, Device, DeviceKind
-from alarmhub.metrics import Metrics
+from alarmhub.observability.metrics import Metrics
 
 QUEUE_GAUGES_EVERY_S = 1.0
 

@@ -19,7 +19,7 @@ from typing import Any
 from alarmhub.clock import SystemClock
 from alarmhub.settings import Settings, parse_mqtt_url
 from alarmhub.sim.model import Scenario
-from alarmhub.simulator import Simulation, SimulationConfig, SimulatorError
+from alarmhub.sim.simulator import Simulation, SimulationConfig, SimulatorError
 from alarmhub.store.sqlite import SqliteStore
 
 EXIT_FAILED = 1

@@ -162,7 +162,7 @@ class Metrics:
             "WAL cuts to zero after it outgrew sqlite_wal_limit_mb (readers kept it from reuse)",
             registry=r,
         )
-        # Issue 13 item 2: set by the pruner after each pass (alarmhub/retention.py).
+        # Issue 13 item 2: set by the pruner after each pass (alarmhub/daemon/pruner.py).
         self.oldest_row_age = Gauge(
             "alarmhub_oldest_row_age_seconds",
             "Age of the oldest row kept, by table (inbox: messages used; dead_letters)",

@@ -8,7 +8,7 @@ to paho-mqtt (which aiomqtt wraps): paho's own network thread receives with
 while offline are auto-acked during connect), hands messages to the event loop
 in batches, and :meth:`MqttIngest.settle` sends the batch's PUBACKs (and its
 QoS 0 receipts) after the batch committed, as one buffer that alarmhub encodes
-itself (alarmhub/ingest/packets.py says why). paho's network loop also
+itself (alarmhub/mqtt/packets.py says why). paho's network loop also
 costs less per message than aiomqtt's (see docs/performance.md), which matters
 on the hottest path alarmhub has.
 
@@ -43,7 +43,7 @@ from paho.mqtt.matcher import MQTTMatcher
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, payload_digest
 from alarmhub.core.model import PayloadCut, RawMessage
 from alarmhub.core.pipeline import rejected_fingerprint
-from alarmhub.ingest import packets
+from alarmhub.mqtt import packets
 from alarmhub.settings import MqttTarget
 
 log = structlog.get_logger("alarmhub.ingest")

@@ -22,14 +22,10 @@ import orjson
 import structlog
 
 from alarmhub import builtin
+from alarmhub.cli.rules import CasesError, explain, run_cases
 from alarmhub.clock import SystemClock
-from alarmhub.core.bridges import valid_bridge
-from alarmhub.core.decode import valid_id
-from alarmhub.core.model import Device, DeviceKind, EventType
-from alarmhub.core.moves import move_errors
-from alarmhub.device_settings import SettingsInvalidError, parse_settings
-from alarmhub.logs import configure_logging
-from alarmhub.profiles import (
+from alarmhub.config.device_settings import SettingsInvalidError, parse_settings
+from alarmhub.config.profiles import (
     ProfileError,
     bridge_missing,
     bridge_unknown,
@@ -37,11 +33,15 @@ from alarmhub.profiles import (
     load_catalog,
     profile_guess,
 )
-from alarmhub.rules_file import RulesError, load_rules, person_alarm_auto_resolvers
-from alarmhub.rules_tool import CasesError, explain, run_cases
+from alarmhub.config.rules import RulesError, load_rules, person_alarm_auto_resolvers
+from alarmhub.core.bridges import valid_bridge
+from alarmhub.core.decode import valid_id
+from alarmhub.core.model import Device, DeviceKind, EventType
+from alarmhub.core.moves import move_errors
+from alarmhub.core.views import alarm_json
+from alarmhub.observability.logs import configure_logging
 from alarmhub.settings import Settings, SettingsError, load_settings
 from alarmhub.store.sqlite import MoveRefusedError, SqliteStore
-from alarmhub.views import alarm_json
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_dead_letters_list)
 
     # Command groups that live in their own modules.
-    from alarmhub import cli_accounts, cli_simulate  # noqa: PLC0415
+    from alarmhub.cli import accounts as cli_accounts  # noqa: PLC0415
+    from alarmhub.cli import simulate as cli_simulate  # noqa: PLC0415
 
     cli_accounts.add_commands(sub)
     cli_simulate.add_commands(sub)
@@ -582,11 +583,3 @@ def _table(columns: list[str], rows: list[dict[str, Any]]) -> None:
     for t in text:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
 
-
-if __name__ == "__main__":
-    # `python -m alarmhub.cli` runs this file as `__main__`, a second copy of the module:
-    # commands elsewhere (cli_accounts) raise `alarmhub.cli.CommandError`, which the copy's
-    # `except CommandError` would not catch (a traceback instead of "alarmhub: …", exit 1).
-    from alarmhub.cli import main as _main
-
-    raise SystemExit(_main())

@@ -37,20 +37,20 @@ from typing import TextIO
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import SystemClock
+from alarmhub.config.rules import load_rules
 from alarmhub.core.actions import Action
-from alarmhub.logs import configure_logging
-from alarmhub.mosquitto import LocalBroker, mosquitto_binary
-from alarmhub.rules_file import load_rules
+from alarmhub.dev.mosquitto import LocalBroker, mosquitto_binary
+from alarmhub.observability.logs import configure_logging
 from alarmhub.settings import ENV_PREFIX, Settings, load_settings, parse_mqtt_url
 from alarmhub.sim.history import past_alarms, seed_history
 from alarmhub.sim.model import Scenario
 from alarmhub.sim.operators import SIMULATED_PREFIX, operator_names
+from alarmhub.sim.simulator import Simulation, SimulationConfig, SimulatorError
 from alarmhub.sim.staff import Acted, SimulatedStaff, StaffStats
-from alarmhub.simulator import Simulation, SimulationConfig, SimulatorError
 from alarmhub.store import accounts
 from alarmhub.store.sqlite import SqliteStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MUNICIPALITY = "0301"  # Oslo
 HTTP_PORTS = range(8080, 8100)
 INSTALL = "sudo apt-get install -y mosquitto"

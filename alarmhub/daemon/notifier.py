@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 import structlog
 
-from alarmhub.logs import OncePer
+from alarmhub.observability.logs import OncePer
 from alarmhub.store.escalation_rows import OutboxItem
 
 if TYPE_CHECKING:

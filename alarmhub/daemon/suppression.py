@@ -29,7 +29,7 @@ import structlog
 
 from alarmhub.core import suppress
 from alarmhub.core.model import Alarm
-from alarmhub.views import alarm_json
+from alarmhub.core.views import alarm_json
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
