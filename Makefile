@@ -56,9 +56,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 # The long soak: the daemon at a steady municipal load, watched for leaks and slowdowns
-# (tests/test_soak.py). 10 minutes by default; longer with e.g. `make soak SOAK_SECONDS=3600`.
+# (tests/system/test_soak.py). 10 minutes by default; longer with e.g. `make soak SOAK_SECONDS=3600`.
 soak: $(STAMP)
-	SOAK_SECONDS=$(or $(SOAK_SECONDS),600) $(BIN)/python -m pytest tests/test_soak.py -m slow -s $(ARGS)
+	SOAK_SECONDS=$(or $(SOAK_SECONDS),600) $(BIN)/python -m pytest tests/system/test_soak.py -m slow -s $(ARGS)
 
 check: lint typecheck
 

@@ -736,7 +736,7 @@ class AlarmHub:
     async def refresh_registry(self) -> None:
         """One tick of :meth:`_registry_loop`: devices, silences and gauges as stored now.
 
-        The scenario suite (tests/scenario.py) calls it at each instant of virtual time.
+        The scenario suite (tests/scenarios/scenario.py) calls it at each instant of virtual time.
         """
         try:
             changed, self._registry_mark = await self.store.devices_changed_since(

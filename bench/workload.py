@@ -1,6 +1,6 @@
 """The bench's pure parts: the device registry, the message mix, percentiles, the summary.
 
-No I/O here, so tests/test_bench_smoke.py can check the mix without a broker.
+No I/O here, so tests/system/test_bench_smoke.py can check the mix without a broker.
 The mix is deterministic for a given seed and prefix: every run publishes the
 same kinds of messages in the same order, with message ids unique to the run
 (so a second run on the same database is not deduplicated away).

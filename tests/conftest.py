@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alarmhub.dev.mosquitto import LocalBroker, mosquitto_binary
-from tests.scenario import scenario  # noqa: F401 - the scenario suite's fixture, for every test
+from tests.scenarios.scenario import scenario  # noqa: F401 - the scenario suite's fixture, for every test
 
 RAM_DISK = Path("/dev/shm")
 

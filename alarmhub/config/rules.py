@@ -145,7 +145,7 @@ class RulesModel(_Strict):
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
             # OSError: zoneinfo opens a file by the name, so a 300-character name
-            # fails with "File name too long" (found by tests/test_fuzz_rules.py).
+            # fails with "File name too long" (found by tests/config/test_fuzz_rules.py).
             raise ValueError(f"unknown time zone {v[:64]!r}") from exc
         return v
 

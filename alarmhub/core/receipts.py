@@ -29,7 +29,7 @@ def stored_receipt(
     if target is None or msg_id is None:
         return None
     # Spliced, not a dict through orjson.dumps: one per native message on the hot
-    # path. The bytes are what orjson.dumps of the same dict gives (tests/test_receipts.py).
+    # path. The bytes are what orjson.dumps of the same dict gives (tests/core/test_receipts.py).
     ref = orjson.dumps(msg_id)
     if rejected is not None:
         reason = orjson.dumps(rejected.reason.value)

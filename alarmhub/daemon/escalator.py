@@ -109,7 +109,7 @@ class Escalator:
         """Decide every deadline due by now, including steps that deciding made due.
 
         :meth:`run` does this as deadlines come; the scenario suite
-        (tests/scenario.py) calls it itself at each instant of virtual time.
+        (tests/scenarios/scenario.py) calls it itself at each instant of virtual time.
         """
         while self._heap and self._heap[0][0] <= self._hub.clock.monotonic():
             await self._fire_due()

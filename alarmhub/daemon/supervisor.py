@@ -246,7 +246,7 @@ class Supervision:
     async def step(self) -> int:
         """Raise what is overdue now; returns how many. One tick of :meth:`run`.
 
-        The scenario suite (tests/scenario.py) calls it itself at each instant of
+        The scenario suite (tests/scenarios/scenario.py) calls it itself at each instant of
         virtual time, so a night of supervision runs in milliseconds.
         """
         metrics = self._hub.metrics

@@ -115,7 +115,7 @@ class ClientGone:
     still be sending into the stream the request's exit stack has just closed:
     `anyio.BrokenResourceError` in a task group, which uvicorn logged as
     "Exception in ASGI application" at error level (every time a cut-off client
-    disconnected, in tests/test_faults.py). FastAPI 0.165 has this; the upstream
+    disconnected, in tests/system/test_faults.py). FastAPI 0.165 has this; the upstream
     fix (fastapi PR #15824) was closed unmerged. An error line that is not an
     error teaches the people on call to ignore error lines, so a closed stream
     after the response has started is logged at debug; anything else, or the

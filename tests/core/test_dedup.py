@@ -1,0 +1,190 @@
+"""Message identity (issue 12 item 12) as tables: a reused id or a second identical
+press is a new call for help; a redelivery within the window is still nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import load_rules
+from alarmhub.core.actions import Action, Applied, apply_action
+from alarmhub.core.decode import DecodeLimits
+from alarmhub.core.dedup import Identity, Prior, Windows, identify
+from alarmhub.core.index import AlarmIndex
+from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, Verdict
+from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
+from tests.support.helpers import REPO
+
+T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+PENDANT = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")
+SOS = Device("0x00158d0001a2b3c4", DeviceKind.SAFETY_ALARM, "0301", bridge="z2m-0301-a")
+CTX = Context(
+    registry={d.id: d for d in (PENDANT, SOS)},
+    catalog=load_catalog(REPO / "devices"),
+    rules=load_rules(REPO / "config" / "rules.toml"),
+    limits=DecodeLimits(),
+)
+HOUR = 3600
+
+
+# --- the pure decision -----------------------------------------------------------
+
+IDENTIFY_ROWS = [
+    # (case, age of the stored copy in s, same bytes, by content, its alarm still active, expected)
+    ("a resend a minute later", 60, True, False, True, Identity.REDELIVERY),
+    ("a redelivery after a crash, 23 h later", 23 * HOUR, True, False, True, Identity.REDELIVERY),
+    (
+        "the same id and bytes after the window",
+        25 * HOUR,
+        True,
+        False,
+        True,
+        Identity.WINDOW_PASSED,
+    ),
+    ("an id reused with other content", 2 * HOUR, False, False, True, Identity.ID_REUSED),
+    ("a redelivery whose alarm was resolved since", 60, True, False, False, Identity.REDELIVERY),
+    ("identical content, its alarm still open", 5, True, True, True, Identity.REDELIVERY),
+    (
+        "identical content after its alarm was resolved",
+        5,
+        True,
+        True,
+        False,
+        Identity.ALARM_RESOLVED,
+    ),
+    ("a wall clock stepped back an hour", -HOUR, True, False, True, Identity.REDELIVERY),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "age_s", "same", "by_content", "active", "expected"),
+    IDENTIFY_ROWS,
+    ids=[r[0] for r in IDENTIFY_ROWS],
+)
+def test_identify(
+    case: str, age_s: int, same: bool, by_content: bool, active: bool, expected: Identity
+) -> None:
+    del case
+    prior = Prior(T0, b"first", ("a-1",))
+    got = identify(
+        prior,
+        b"first" if same else b"other",
+        T0 + timedelta(seconds=age_s),
+        Windows().message_id,
+        by_content=by_content,
+        alarm_active=lambda _id: active,
+    )
+    assert got is expected
+
+
+def test_nothing_stored_is_new() -> None:
+    got = identify(None, b"x", T0, timedelta(hours=24), by_content=False, alarm_active=bool)
+    assert got is Identity.NEW
+
+
+# --- through the pipeline: what an operator would see --------------------------
+
+
+def press(msg_id: str, ts: datetime, received_at: datetime) -> RawMessage:
+    payload = {"id": msg_id, "ts": ts.isoformat(), "type": "button.pressed"}
+    return RawMessage("alarmhub/v1/pend-1/events", orjson.dumps(payload), received_at)
+
+
+def sos_press(received_at: datetime) -> RawMessage:
+    """A Zigbee2MQTT SOS button: no message id, so its id is made from the bytes."""
+    payload = b'{"action":"emergency","battery":90,"linkquality":120}'
+    return RawMessage(f"zigbee2mqtt/{SOS.bridge}/{SOS.id}", payload, received_at)
+
+
+def run(raws: list[RawMessage], index: AlarmIndex, stored: dict[str, Prior]) -> BatchEffects:
+    """One batch as the daemon runs it; `stored` plays the inbox (what dedup reads)."""
+    decoded = decode_all(raws, CTX)
+    fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
+    effects = process_batch(raws, decoded, fps, dict(stored), index, CTX)
+    for a in effects.alarms.values():
+        index.put(a)
+    for m in effects.messages:
+        if m.verdict is not Verdict.REDELIVERY:
+            ids = tuple(e.alarm_id for e in m.events if e.alarm_id)
+            stored[m.fingerprint] = Prior(m.raw.received_at, m.raw.payload, ids)
+    return effects
+
+
+def resolve(index: AlarmIndex, alarm: Alarm, at: datetime) -> None:
+    result = apply_action(alarm, Action.RESOLVE, "op-1", at, outcome="false_alarm")
+    assert isinstance(result, Applied)
+    index.put(result.alarm)
+
+
+PENDANT_ROWS = [
+    # (case, the second copy: same bytes?, hours after the first, expected verdict of the
+    #  second press, does it raise an alarm of its own?)
+    ("a resend of the same press, 1 min later", True, 1 / 60, Verdict.REDELIVERY, False),
+    ("a redelivery after a crash, 23 h later", True, 23, Verdict.REDELIVERY, False),
+    ("a pendant's counter restarted: id reused 30 days later", False, 30 * 24, Verdict.NEW, True),
+    ("a pendant's counter restarted: id reused 2 h later", False, 2, Verdict.NEW, True),
+    ("the same id and bytes a day and a half later", True, 36, Verdict.NEW, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "same_bytes", "hours", "verdict", "raises"),
+    PENDANT_ROWS,
+    ids=[r[0] for r in PENDANT_ROWS],
+)
+def test_a_reused_message_id_is_a_new_press_a_redelivery_is_not(
+    case: str, same_bytes: bool, hours: float, verdict: Verdict, raises: bool
+) -> None:
+    """The first press is resolved by an operator; then message id "7" comes again."""
+    del case
+    index, stored = AlarmIndex(), {}
+    first = run([press("7", T0, T0)], index, stored)
+    [earlier] = first.alarms.values()
+    resolve(index, earlier, T0 + timedelta(minutes=10))
+    later = T0 + timedelta(hours=hours)
+    again = press("7", T0 if same_bytes else later, later)
+    second = run([again], index, stored)
+    [message] = second.messages
+    got = message.events[0].verdict if message.events else message.verdict
+    assert got is verdict
+    assert bool(second.new_alarm_ids) is raises
+    if raises:
+        # Its own alarm, beside the earlier one: never the earlier alarm's id, which
+        # would overwrite that alarm's record.
+        [new_id] = second.new_alarm_ids
+        assert new_id != earlier.id
+        assert second.alarms[new_id].is_active
+
+
+def test_an_identical_press_after_its_alarm_was_resolved_is_a_new_alarm() -> None:
+    """Two presses of a Zigbee SOS button are identical bytes: once the first alarm
+    is resolved, the second press is a new call for help, not a redelivery."""
+    index, stored = AlarmIndex(), {}
+    first = run([sos_press(T0)], index, stored)
+    [alarm] = first.alarms.values()
+    resent = run([sos_press(T0 + timedelta(seconds=2))], index, stored)
+    assert [m.verdict for m in resent.messages] == [Verdict.REDELIVERY]
+    resolve(index, alarm, T0 + timedelta(seconds=8))
+    second = run([sos_press(T0 + timedelta(seconds=12))], index, stored)
+    assert len(second.new_alarm_ids) == 1
+    assert second.new_alarm_ids[0] != alarm.id
+    assert second.messages[0].identity is Identity.ALARM_RESOLVED
+
+
+def test_a_reused_id_within_one_batch_is_two_messages_a_copy_is_one() -> None:
+    index: AlarmIndex = AlarmIndex()
+    later = T0 + timedelta(minutes=5)
+    effects = run([press("7", T0, T0), press("7", T0, T0), press("7", later, later)], index, {})
+    assert [m.identity for m in effects.messages] == [
+        Identity.NEW,
+        Identity.REDELIVERY,
+        Identity.ID_REUSED,
+    ]
+    # The press with the reused id joins the open alarm the first one raised.
+    assert [m.events[0].verdict for m in effects.messages if m.events] == [
+        Verdict.NEW,
+        Verdict.REPEAT,
+    ]
