@@ -12,7 +12,7 @@ import asyncio
 import csv
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import structlog
+from pydantic import ValidationError
 
 from alarmhub import builtin
 from alarmhub.clock import SystemClock
@@ -32,8 +33,10 @@ from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog, 
 from alarmhub.rules_file import RulesError, load_rules, person_alarm_auto_resolvers
 from alarmhub.rules_tool import CasesError, explain, run_cases
 from alarmhub.settings import Settings, SettingsError, load_settings
+from alarmhub.store.accounts import AuditEntry
 from alarmhub.store.sqlite import MoveRefusedError, SqliteStore
 from alarmhub.views import alarm_json
+from alarmhub.web.models import DeviceIn
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -179,6 +182,30 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 # --- store helpers -------------------------------------------------------------
 
 
+def cli_actor() -> str:
+    """The audit actor of a CLI change: `cli:` and the operating-system user."""
+    from alarmhub import cli_accounts  # noqa: PLC0415 - it imports this module
+
+    return cli_accounts._actor()  # noqa: SLF001 - one definition of the CLI's actor
+
+
+def import_audit(
+    actor: str, now: datetime, address: str | None, devices: Sequence[Device]
+) -> list[AuditEntry]:
+    """One `device.imported` entry per municipality of an import, with its count."""
+    return [
+        AuditEntry(
+            actor,
+            "device.imported",
+            now,
+            address=address,
+            municipality=m,
+            detail={"count": sum(d.municipality == m for d in devices)},
+        )
+        for m in sorted({d.municipality for d in devices})
+    ]
+
+
 def _with_store(settings: Settings, work: Callable[[SqliteStore], Coroutine[Any, Any, int]]) -> int:
     db = settings.database
     if db.kind != "sqlite" or db.path is None:
@@ -226,6 +253,51 @@ def _device(
     return Device(id_, device_kind, municipality, profile or None, seconds, label or None)
 
 
+def device_from_values(v: Mapping[str, Any]) -> Device:
+    """A device from already-typed values: the registry's checks, then its settings.
+
+    The API's create, change and decommission and every CSV row end here.
+    Raises CommandError or SettingsInvalidError with a message for a person.
+    """
+    kind = v["kind"].value if isinstance(v["kind"], DeviceKind) else str(v["kind"])
+    return replace(
+        _device(
+            v["id"], kind, v["municipality"], v["heartbeat_interval_s"], v["label"], v["profile"]
+        ),
+        active=bool(v.get("active", True)),
+        resident=v.get("resident"),
+        settings=parse_settings(v.get("settings")),
+    )
+
+
+def validated_device(values: Mapping[str, Any]) -> Device:
+    """A new device from untyped input, validated exactly as `POST /api/v1/devices` is.
+
+    One definition for both (issue 13 item 5): the API's body model (bounded
+    label and profile, a pseudonymous resident, settings an object), then
+    :func:`device_from_values`. Raises CommandError naming the first bad field.
+    """
+    # The registry's own checks first, only for their messages (the kinds listed,
+    # "four-digit kommunenummer"); a row must pass both either way.
+    _device(
+        str(values.get("id", "")),
+        str(values.get("kind", "")),
+        str(values.get("municipality", "")),
+        values.get("heartbeat_interval_s"),
+        None,
+    )
+    try:
+        body = DeviceIn.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "row"
+        raise CommandError(f"{field}: {err['msg']}") from None
+    try:
+        return device_from_values(body.model_dump())
+    except SettingsInvalidError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _warn_profile_guess(settings: Settings, device: Device) -> None:
     """Say so when the device's profile is a guess (issue 12 item 13); never fail on it."""
     try:
@@ -247,8 +319,17 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
 
     async def work(store: SqliteStore) -> int:
+        now = SystemClock().now()
+        entry = AuditEntry(
+            cli_actor(),
+            "device.registered",
+            now,
+            device_id=device.id,
+            municipality=device.municipality,
+            detail={"active": device.active},
+        )
         try:
-            await store.register_devices([device], SystemClock().now())
+            await store.register_devices([device], now, audit=[entry])
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             raise CommandError(str(exc)) from None
         print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
@@ -331,20 +412,8 @@ def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
     seen: dict[str, int] = {}
     for line_no, row in enumerate(reader, start=2):
         try:
-            device = _device(
-                (row.get("id") or "").strip(),
-                (row.get("kind") or "").strip(),
-                (row.get("municipality") or "").strip(),
-                (row.get("heartbeat_interval") or "").strip() or None,
-                (row.get("label") or "").strip() or None,
-                (row.get("profile") or "").strip() or None,
-            )
-            device = replace(
-                device,
-                resident=(row.get("resident") or "").strip() or None,
-                settings=parse_settings((row.get("settings") or "").strip() or None),
-            )
-        except (CommandError, SettingsInvalidError) as exc:
+            device = validated_device(_csv_values(row))
+        except CommandError as exc:
             errors.append(f"line {line_no}: {exc}")
             continue
         if device.id in seen:
@@ -353,6 +422,22 @@ def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
         seen[device.id] = line_no
         devices.append(device)
     return devices, errors
+
+
+def _csv_values(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """A CSV row as the API's device body: blanks absent, the settings cell as JSON."""
+    columns = {"heartbeat_interval": "heartbeat_interval_s"}
+    values: dict[str, Any] = {}
+    for column in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+        cell = (row.get(column) or "").strip()
+        if cell or column in REQUIRED_COLUMNS:
+            values[columns.get(column, column)] = cell
+    if "settings" in values:
+        try:
+            values["settings"] = orjson.loads(values["settings"])
+        except orjson.JSONDecodeError as exc:
+            raise CommandError(f"settings are not JSON: {exc}") from None
+    return values
 
 
 def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
@@ -368,8 +453,10 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def work(store: SqliteStore) -> int:
+        now = SystemClock().now()
+        entries = import_audit(cli_actor(), now, None, devices)
         try:
-            await store.register_devices(devices, SystemClock().now(), keep=preserved_columns(text))
+            await store.register_devices(devices, now, keep=preserved_columns(text), audit=entries)
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             for err in move_errors(devices, exc.refused):
                 print(f"{args.file}: {err}", file=sys.stderr)

@@ -235,4 +235,13 @@ MIGRATIONS: list[str] = [
         ORDER BY t.id LIMIT 1
     ) WHERE state != 'resolved';
     """,
+    # 8+c: issue 13 item 4: the audit log is append-only in the database itself, so
+    # no code path (nor a stray `sqlite3` session) can rewrite who did what.
+    # Inserts stay allowed: every change appends its row in its own transaction.
+    """
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no UPDATE'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no DELETE'); END;
+    """,
 ]
