@@ -21,7 +21,11 @@ from typing import Any
 
 import pytest
 
+from alarmhub.clock import SystemClock
+from alarmhub.core.model import Device, DeviceKind
 from alarmhub.mosquitto import LocalBroker
+from alarmhub.store.accounts import AuditEntry
+from alarmhub.store.sqlite import SqliteStore
 from tests.support import async_wait_until, db_count, db_rows, register, run_cli
 from tests.test_api_harness import stack
 
@@ -246,3 +250,34 @@ async def test_concurrent_imports_of_one_new_id_cannot_both_succeed(
             # One audit row per round: only the winner's import happened.
             assert db_count(s.db, "SELECT count(*) FROM audit WHERE action='device.imported' "
                             "AND actor LIKE 'madm%'") == round_ + 1  # fmt: skip
+
+
+async def test_new_id_is_checked_inside_the_write_across_connections(tmp_path: Path) -> None:
+    """Two connections (the daemon and a CLI, say) registering one new id: one wins.
+
+    The check runs inside each write's BEGIN IMMEDIATE, so the second writer sees
+    the first's committed row; no asyncio lock is shared between them.
+    """
+    db = tmp_path / "a.db"
+    stores = [await SqliteStore.open(db) for _ in range(2)]
+    try:
+        now = SystemClock().now()
+        for round_ in range(10):
+            results = await asyncio.gather(
+                *(
+                    s.register_devices(
+                        [Device(f"new-{round_}", DeviceKind.DOOR_SENSOR, m)],
+                        now,
+                        audit=[AuditEntry("tester", "device.created", now, municipality=m)],
+                        existing_in=frozenset(),
+                    )
+                    for s, m in zip(stores, ("0301", "4601"), strict=True)
+                ),
+                return_exceptions=True,
+            )
+            assert sorted(type(r).__name__ for r in results) == ["IdTakenError", "NoneType"]
+    finally:
+        for s in stores:
+            await s.close()
+    assert db_count(db, "SELECT count(*) FROM devices") == 10
+    assert db_count(db, "SELECT count(*) FROM audit") == 10  # the loser's entry rolled back
