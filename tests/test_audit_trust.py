@@ -243,7 +243,9 @@ async def test_concurrent_imports_of_one_new_id_cannot_both_succeed(
             assert codes == [200, 422], (round_, r_oslo.text, r_bergen.text)
             winner = "0301" if r_oslo.status_code == 200 else "4601"
             loser = r_bergen if winner == "0301" else r_oslo
-            assert loser.json()["error"]["rows"] == [f"device {i}: that device id is not available" for i in ids]
+            assert loser.json()["error"]["rows"] == [
+                f"line {n}: device {i}: that device id is not available" for n, i in enumerate(ids, start=2)
+            ]
             placeholders = ",".join("?" * len(ids))
             assert db_rows(s.db, f"SELECT DISTINCT municipality FROM devices WHERE id IN ({placeholders})",
                            tuple(ids)) == [(winner,)]  # fmt: skip

@@ -220,7 +220,9 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 existing_in=scope.municipalities,
             )
         except IdTakenError as exc:
-            rows = [f"device {i}: that device id is not available" for i in exc.ids]
+            # Numbered as the parser numbers rows (header line 1): see move_errors.
+            line = {d.id: n for n, d in enumerate(devices, start=2)}
+            rows = [f"line {line[i]}: device {i}: that device id is not available" for i in exc.ids]
             raise ApiError(
                 422,
                 "import_rejected",
