@@ -24,12 +24,18 @@ from pydantic import ValidationError
 
 from alarmhub import builtin
 from alarmhub.clock import SystemClock
-from alarmhub.core.decode import valid_id
+from alarmhub.core.decode import Catalog, valid_id
 from alarmhub.core.model import Device, DeviceKind, EventType
 from alarmhub.core.moves import move_errors
 from alarmhub.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.logs import configure_logging
-from alarmhub.profiles import ProfileError, default_profiles_dir, load_catalog, profile_guess
+from alarmhub.profiles import (
+    ProfileError,
+    default_profiles_dir,
+    load_catalog,
+    profile_guess,
+    unknown_profile,
+)
 from alarmhub.rules_file import RulesError, load_rules, person_alarm_auto_resolvers
 from alarmhub.rules_tool import CasesError, explain, run_cases
 from alarmhub.settings import Settings, SettingsError, load_settings
@@ -270,7 +276,19 @@ def device_from_values(v: Mapping[str, Any]) -> Device:
     )
 
 
-def validated_device(values: Mapping[str, Any]) -> Device:
+def known_profile(catalog: Catalog | None, device: Device) -> Device:
+    """The device, or CommandError if it names a profile the catalogue lacks.
+
+    No catalogue (a broken profile folder, which `rules check` and the daemon
+    report): nothing to check against.
+    """
+    problem = None if catalog is None else unknown_profile(catalog, device)
+    if problem is not None:
+        raise CommandError(problem)
+    return device
+
+
+def validated_device(values: Mapping[str, Any], catalog: Catalog | None) -> Device:
     """A new device from untyped input, validated exactly as `POST /api/v1/devices` is.
 
     One definition for both (issue 13 item 5): the API's body model (bounded
@@ -293,30 +311,48 @@ def validated_device(values: Mapping[str, Any]) -> Device:
         field = ".".join(str(p) for p in err["loc"]) or "row"
         raise CommandError(f"{field}: {err['msg']}") from None
     try:
-        return device_from_values(body.model_dump())
+        device = device_from_values(body.model_dump())
     except SettingsInvalidError as exc:
         raise CommandError(str(exc)) from None
+    return known_profile(catalog, device)
+
+
+def _catalog(settings: Settings) -> Catalog | None:
+    try:
+        return load_catalog(settings.devices_dir or default_profiles_dir())
+    except ProfileError:
+        return None  # `rules check` and the daemon report a broken profile folder
 
 
 def _warn_profile_guess(settings: Settings, device: Device) -> None:
     """Say so when the device's profile is a guess (issue 12 item 13); never fail on it."""
-    try:
-        catalog = load_catalog(settings.devices_dir or default_profiles_dir())
-    except ProfileError:
-        return  # `rules check` and the daemon report a broken profile folder
+    catalog = _catalog(settings)
+    if catalog is None:
+        return
     warning = profile_guess(catalog, device)
     if warning is not None:
         print(warning, file=sys.stderr)
 
 
 def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
-    device = _device(
-        args.id, args.kind, args.municipality, args.heartbeat_interval, args.label, args.profile
+    # Validated as the API's POST /devices and every CSV row are (issue 13 item 5).
+    values: dict[str, Any] = {
+        "id": args.id,
+        "kind": args.kind,
+        "municipality": args.municipality,
+        "heartbeat_interval_s": args.heartbeat_interval,
+        "label": args.label,
+        "profile": args.profile,
+        "resident": args.resident,
+    }
+    if args.settings is not None:
+        try:
+            values["settings"] = orjson.loads(args.settings)
+        except orjson.JSONDecodeError as exc:
+            raise CommandError(f"settings are not JSON: {exc}") from None
+    device = validated_device(
+        {k: v for k, v in values.items() if v is not None}, _catalog(settings)
     )
-    try:
-        device = replace(device, resident=args.resident, settings=parse_settings(args.settings))
-    except SettingsInvalidError as exc:
-        raise CommandError(str(exc)) from exc
 
     async def work(store: SqliteStore) -> int:
         now = SystemClock().now()
@@ -397,8 +433,12 @@ def preserved_columns(text: str) -> frozenset[str]:
     return PRESERVABLE - {h.strip() for h in header}
 
 
-def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
-    """Parse a registry CSV; return the devices and every row's error (all or nothing)."""
+def parse_device_csv(text: str, catalog: Catalog | None = None) -> tuple[list[Device], list[str]]:
+    """Parse a registry CSV; return the devices and every row's error (all or nothing).
+
+    Each row is validated as `POST /api/v1/devices` validates its body
+    (:func:`validated_device`), its profile against `catalog` when given.
+    """
     reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -412,7 +452,7 @@ def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
     seen: dict[str, int] = {}
     for line_no, row in enumerate(reader, start=2):
         try:
-            device = validated_device(_csv_values(row))
+            device = validated_device(_csv_values(row), catalog)
         except CommandError as exc:
             errors.append(f"line {line_no}: {exc}")
             continue
@@ -445,7 +485,7 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         text = Path(args.file).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise CommandError(f"{args.file}: {exc.strerror}") from exc
-    devices, errors = parse_device_csv(text)
+    devices, errors = parse_device_csv(text, _catalog(settings))
     if errors:
         for err in errors:
             print(f"{args.file}: {err}", file=sys.stderr)

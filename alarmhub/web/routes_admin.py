@@ -20,9 +20,11 @@ from alarmhub.cli import (
     CommandError,
     device_from_values,
     import_audit,
+    known_profile,
     parse_device_csv,
     preserved_columns,
 )
+from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Device
 from alarmhub.core.moves import move_errors
 from alarmhub.core.suppress import silence_end
@@ -73,10 +75,15 @@ _CSV_BODY = {
 }
 
 
-def _checked_device(body: DeviceIn | dict[str, Any]) -> Device:
-    """The registry's checks (cli.device_from_values, one definition), as a 422."""
+def _checked_device(body: DeviceIn | dict[str, Any], catalog: Catalog | None = None) -> Device:
+    """The registry's checks (cli.device_from_values, one definition), as a 422.
+
+    With `catalog`, a named profile must exist (cli.known_profile): given when
+    the caller sets the profile, not when decommissioning a device as stored.
+    """
     try:
-        return device_from_values(body.model_dump() if isinstance(body, DeviceIn) else body)
+        device = device_from_values(body.model_dump() if isinstance(body, DeviceIn) else body)
+        return known_profile(catalog, device)
     except (CommandError, SettingsInvalidError) as exc:
         raise ApiError(422, "validation", str(exc)) from None
 
@@ -163,7 +170,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         ctx = web(request)
         if not scope.allows(body.municipality):
             raise forbidden("you may not register devices in that municipality")
-        device = _checked_device(body)
+        device = _checked_device(body, ctx.hub.catalog)
         entry = ctx.entry(
             request,
             scope.user,
@@ -192,7 +199,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
             text = (await request.body()).decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ApiError(400, "bad_request", "the CSV is not UTF-8") from None
-        devices, errors = parse_device_csv(text)
+        devices, errors = parse_device_csv(text, ctx.hub.catalog)
         if not errors:
             errors = [
                 f"device {d.id}: you may not register devices in that municipality"
@@ -292,7 +299,8 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 else None,
             },
         )
-        return await _register(ctx, _checked_device(merged), entry)
+        catalog = ctx.hub.catalog if "profile" in changes else None
+        return await _register(ctx, _checked_device(merged, catalog), entry)
 
     @r.delete(
         "/devices/{device_id}",
