@@ -331,6 +331,8 @@ def validated_device(values: Mapping[str, Any], catalog: Catalog | None) -> Devi
         str(values.get("municipality", "")),
         values.get("heartbeat_interval_s"),
         None,
+        None,
+        values.get("bridge") or None,
     )
     try:
         body = DeviceIn.model_validate(values)
