@@ -15,7 +15,7 @@ import gc
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -68,8 +68,9 @@ from alarmhub.observability.gauges import QueueGauges, device_gauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.settings import Settings
+from alarmhub.store.accounts import AuditEntry
 from alarmhub.store.backlog_rows import last_received
-from alarmhub.store.sqlite import SqliteStore, StoreError
+from alarmhub.store.sqlite import IdTakenError, SqliteStore, StoreError
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
@@ -495,13 +496,23 @@ class AlarmHub:
         *,
         outcome: str | None = None,
         note: str | None = None,
+        audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
-        """Apply an operator's action; None when there is no such alarm."""
+        """Apply an operator's action; None when there is no such alarm.
+
+        `audit` is committed in the action's own transaction, and only if it applied.
+        """
         with structlog.contextvars.bound_contextvars(alarm_id=alarm_id):
-            return await self._act(alarm_id, action, actor, outcome, note)
+            return await self._act(alarm_id, action, actor, outcome, note, audit)
 
     async def _act(
-        self, alarm_id: str, action: Action, actor: str, outcome: str | None, note: str | None
+        self,
+        alarm_id: str,
+        action: Action,
+        actor: str,
+        outcome: str | None,
+        note: str | None,
+        audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
         async with self.write_lock:
             alarm = self.state.alarms.get(alarm_id) or await self.store.get_alarm(alarm_id)
@@ -516,7 +527,9 @@ class AlarmHub:
             releases = self.suppression.on_resolved(result.alarm, now, actor)
             changed = (result.alarm, *(r.alarm for r in releases))
             entries = (*result.timeline, *(r.entry for r in releases))
-            await self.until_committed(lambda: self.store.save_alarms(changed, entries))
+            await self.until_committed(
+                lambda: self.store.save_alarms(changed, entries, audit=audit)
+            )
             for each in changed:
                 self.state.alarms.put(each)
         self.escalator.arm(result.alarm)
@@ -562,12 +575,21 @@ class AlarmHub:
         if receipt is not None and self.ingest is not None:
             self.ingest.publish(*receipt, qos=1)
 
-    async def register_new_device(self, device: Device) -> bool:
-        """Register a device whose id must be new; False if the id is taken anywhere."""
+    async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool:
+        """Register a device whose id must be new; False if the id is taken anywhere.
+
+        The id is checked again inside the write's transaction (the CLI writes
+        without this lock), and `audit` commits with the device.
+        """
         async with self.write_lock:
-            if device.id in self.state.devices or await self.store.get_devices([device.id]):
+            if device.id in self.state.devices:
                 return False
-            await self.store.register_devices([device], self.clock.now())
+            try:
+                await self.store.register_devices(
+                    [device], self.clock.now(), audit=audit, existing_in=frozenset()
+                )
+            except IdTakenError:
+                return False
             self.state.devices[device.id] = device
             self.supervision.watch(
                 device, self.supervision.now(), self.clock.now(), self.rules.offline_after_misses
@@ -575,14 +597,23 @@ class AlarmHub:
         return True
 
     async def register_devices(
-        self, devices: list[Device], keep: frozenset[str] = frozenset()
+        self,
+        devices: list[Device],
+        keep: frozenset[str] = frozenset(),
+        *,
+        audit: Sequence[AuditEntry],
+        existing_in: frozenset[str] | None = None,
     ) -> None:
         """Register, change or decommission (active=False) devices; seen by ingest at once.
 
         Columns in `keep` (resident, settings) stay as stored on existing devices.
+        `audit` commits in the same transaction; `existing_in` limits which existing
+        devices may be overwritten (checked in that transaction, IdTakenError).
         """
         async with self.write_lock:
-            await self.store.register_devices(devices, self.clock.now(), keep)
+            await self.store.register_devices(
+                devices, self.clock.now(), keep, audit=audit, existing_in=existing_in
+            )
             if keep:
                 devices = await self.store.get_devices(d.id for d in devices)
             now, wall = self.supervision.now(), self.clock.now()
@@ -756,9 +787,7 @@ class AlarmHub:
             self._update_device_gauges()
             log.info("registry.refreshed", changed=len(changed))
         self._update_queue_gauges()
-        self.state.alarms.forget_resolved_before(
-            self.clock.now() - self.rules.max_flap_window()
-        )
+        self.state.alarms.forget_resolved_before(self.clock.now() - self.rules.max_flap_window())
 
     def _on_connection_change(self, connected: bool, connections: int) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)

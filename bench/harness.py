@@ -55,7 +55,7 @@ def register(db: Path, devices: Sequence[Device]) -> float:
         try:
             now = SystemClock().now()
             for i in range(0, len(devices), REGISTER_CHUNK):
-                await store.register_devices(devices[i : i + REGISTER_CHUNK], now)
+                await store.register_devices(devices[i : i + REGISTER_CHUNK], now, audit=())
         finally:
             await store.close()
 

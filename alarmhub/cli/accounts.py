@@ -133,21 +133,14 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
         hashed = accounts.hash_password(password)
 
         def create(conn: Any) -> accounts.User:
-            user = accounts.create_user(conn, args.name, role, municipalities, hashed, now)
-            accounts.audit(
-                conn,
-                AuditEntry(
-                    _actor(),
-                    "user.created",
-                    now,
-                    detail={
-                        "user": user.name,
-                        "role": role.value,
-                        "municipalities": municipalities,
-                    },
-                ),
+            entry = AuditEntry(
+                _actor(),
+                "user.created",
+                now,
+                detail={"user": args.name, "role": role.value, "municipalities": municipalities},
             )
-            return user
+            # The user and its audit row commit together (issue 13 item 4).
+            return accounts.create_user(conn, args.name, role, municipalities, hashed, now, [entry])
 
         user = _db(settings, create)
     except AccountError as exc:
@@ -169,17 +162,14 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     expires = None if args.never else now + timedelta(days=days)
 
     def create(conn: Any) -> str:
-        token = accounts.create_token(conn, args.user, now, expires)
-        accounts.audit(
-            conn,
-            AuditEntry(
-                _actor(),
-                "token.created",
-                now,
-                detail={"user": args.user, "expires_at": accounts.ts(expires)},
-            ),
+        entry = AuditEntry(
+            _actor(),
+            "token.created",
+            now,
+            detail={"user": args.user, "expires_at": accounts.ts(expires)},
         )
-        return token
+        # The token and its audit row commit together (issue 13 item 4).
+        return accounts.create_token(conn, args.user, now, expires, [entry])
 
     try:
         token = _db(settings, create)

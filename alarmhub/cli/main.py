@@ -12,7 +12,7 @@ import asyncio
 import csv
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import structlog
+from pydantic import ValidationError
 
 from alarmhub import builtin
 from alarmhub.cli.rules import CasesError, explain, run_cases
@@ -32,16 +33,19 @@ from alarmhub.config.profiles import (
     default_profiles_dir,
     load_catalog,
     profile_guess,
+    unknown_profile,
 )
 from alarmhub.config.rules import RulesError, load_rules, person_alarm_auto_resolvers
 from alarmhub.core.bridges import valid_bridge
-from alarmhub.core.decode import valid_id
+from alarmhub.core.decode import Catalog, valid_id
 from alarmhub.core.model import Device, DeviceKind, EventType
 from alarmhub.core.moves import move_errors
 from alarmhub.core.views import alarm_json
 from alarmhub.observability.logs import configure_logging
 from alarmhub.settings import Settings, SettingsError, load_settings
+from alarmhub.store.accounts import AuditEntry
 from alarmhub.store.sqlite import MoveRefusedError, SqliteStore
+from alarmhub.web.models import DeviceIn
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -193,6 +197,30 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 # --- store helpers -------------------------------------------------------------
 
 
+def cli_actor() -> str:
+    """The audit actor of a CLI change: `cli:` and the operating-system user."""
+    from alarmhub import cli_accounts  # noqa: PLC0415 - it imports this module
+
+    return cli_accounts._actor()  # noqa: SLF001 - one definition of the CLI's actor
+
+
+def import_audit(
+    actor: str, now: datetime, address: str | None, devices: Sequence[Device]
+) -> list[AuditEntry]:
+    """One `device.imported` entry per municipality of an import, with its count."""
+    return [
+        AuditEntry(
+            actor,
+            "device.imported",
+            now,
+            address=address,
+            municipality=m,
+            detail={"count": sum(d.municipality == m for d in devices)},
+        )
+        for m in sorted({d.municipality for d in devices})
+    ]
+
+
 def _with_store(settings: Settings, work: Callable[[SqliteStore], Coroutine[Any, Any, int]]) -> int:
     db = settings.database
     if db.kind != "sqlite" or db.path is None:
@@ -254,12 +282,84 @@ def _device(
     )
 
 
+def device_from_values(v: Mapping[str, Any]) -> Device:
+    """A device from already-typed values: the registry's checks, then its settings.
+
+    The API's create, change and decommission and every CSV row end here.
+    Raises CommandError or SettingsInvalidError with a message for a person.
+    """
+    kind = v["kind"].value if isinstance(v["kind"], DeviceKind) else str(v["kind"])
+    return replace(
+        _device(
+            v["id"],
+            kind,
+            v["municipality"],
+            v["heartbeat_interval_s"],
+            v["label"],
+            v["profile"],
+            v.get("bridge"),
+        ),
+        active=bool(v.get("active", True)),
+        resident=v.get("resident"),
+        settings=parse_settings(v.get("settings")),
+    )
+
+
+def known_profile(catalog: Catalog | None, device: Device) -> Device:
+    """The device, or CommandError if it names a profile the catalogue lacks.
+
+    No catalogue (a broken profile folder, which `rules check` and the daemon
+    report): nothing to check against.
+    """
+    problem = None if catalog is None else unknown_profile(catalog, device)
+    if problem is not None:
+        raise CommandError(problem)
+    return device
+
+
+def validated_device(values: Mapping[str, Any], catalog: Catalog | None) -> Device:
+    """A new device from untyped input, validated exactly as `POST /api/v1/devices` is.
+
+    One definition for both (issue 13 item 5): the API's body model (bounded
+    label and profile, a pseudonymous resident, settings an object), then
+    :func:`device_from_values`. Raises CommandError naming the first bad field.
+    """
+    # The registry's own checks first, only for their messages (the kinds listed,
+    # "four-digit kommunenummer"); a row must pass both either way.
+    _device(
+        str(values.get("id", "")),
+        str(values.get("kind", "")),
+        str(values.get("municipality", "")),
+        values.get("heartbeat_interval_s"),
+        None,
+        None,
+        values.get("bridge") or None,
+    )
+    try:
+        body = DeviceIn.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "row"
+        raise CommandError(f"{field}: {err['msg']}") from None
+    try:
+        device = device_from_values(body.model_dump())
+    except SettingsInvalidError as exc:
+        raise CommandError(str(exc)) from None
+    return known_profile(catalog, device)
+
+
+def _catalog(settings: Settings) -> Catalog | None:
+    try:
+        return load_catalog(settings.devices_dir or default_profiles_dir())
+    except ProfileError:
+        return None  # `rules check` and the daemon report a broken profile folder
+
+
 def _warn_profile_guess(settings: Settings, device: Device) -> None:
     """Say so when the device's profile is a guess (issue 12 item 13); never fail on it."""
-    try:
-        catalog = load_catalog(settings.devices_dir or default_profiles_dir())
-    except ProfileError:
-        return  # `rules check` and the daemon report a broken profile folder
+    catalog = _catalog(settings)
+    if catalog is None:
+        return
     for warning in (profile_guess(catalog, device), bridge_unknown(catalog, device)):
         if warning is not None:
             print(warning, file=sys.stderr)
@@ -267,33 +367,47 @@ def _warn_profile_guess(settings: Settings, device: Device) -> None:
 
 def _check_bridge(settings: Settings, devices: Sequence[Device]) -> list[str]:
     """Devices whose Zigbee2MQTT profile needs a bridge they were not given."""
-    try:
-        catalog = load_catalog(settings.devices_dir or default_profiles_dir())
-    except ProfileError:
+    catalog = _catalog(settings)
+    if catalog is None:
         return []  # `rules check` and the daemon report a broken profile folder
     return [e for e in (bridge_missing(catalog, d) for d in devices) if e is not None]
 
 
 def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
-    device = _device(
-        args.id,
-        args.kind,
-        args.municipality,
-        args.heartbeat_interval,
-        args.label,
-        args.profile,
-        args.bridge,
+    # Validated as the API's POST /devices and every CSV row are (issue 13 item 5).
+    values: dict[str, Any] = {
+        "id": args.id,
+        "kind": args.kind,
+        "municipality": args.municipality,
+        "heartbeat_interval_s": args.heartbeat_interval,
+        "label": args.label,
+        "profile": args.profile,
+        "resident": args.resident,
+        "bridge": args.bridge,
+    }
+    if args.settings is not None:
+        try:
+            values["settings"] = orjson.loads(args.settings)
+        except orjson.JSONDecodeError as exc:
+            raise CommandError(f"settings are not JSON: {exc}") from None
+    device = validated_device(
+        {k: v for k, v in values.items() if v is not None}, _catalog(settings)
     )
-    try:
-        device = replace(device, resident=args.resident, settings=parse_settings(args.settings))
-    except SettingsInvalidError as exc:
-        raise CommandError(str(exc)) from exc
     for problem in _check_bridge(settings, [device]):
         raise CommandError(problem)
 
     async def work(store: SqliteStore) -> int:
+        now = SystemClock().now()
+        entry = AuditEntry(
+            cli_actor(),
+            "device.registered",
+            now,
+            device_id=device.id,
+            municipality=device.municipality,
+            detail={"active": device.active},
+        )
         try:
-            await store.register_devices([device], SystemClock().now())
+            await store.register_devices([device], now, audit=[entry])
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             raise CommandError(str(exc)) from None
         print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
@@ -363,8 +477,12 @@ def preserved_columns(text: str) -> frozenset[str]:
     return PRESERVABLE - {h.strip() for h in header}
 
 
-def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
-    """Parse a registry CSV; return the devices and every row's error (all or nothing)."""
+def parse_device_csv(text: str, catalog: Catalog | None = None) -> tuple[list[Device], list[str]]:
+    """Parse a registry CSV; return the devices and every row's error (all or nothing).
+
+    Each row is validated as `POST /api/v1/devices` validates its body
+    (:func:`validated_device`), its profile against `catalog` when given.
+    """
     reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -378,21 +496,8 @@ def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
     seen: dict[str, int] = {}
     for line_no, row in enumerate(reader, start=2):
         try:
-            device = _device(
-                (row.get("id") or "").strip(),
-                (row.get("kind") or "").strip(),
-                (row.get("municipality") or "").strip(),
-                (row.get("heartbeat_interval") or "").strip() or None,
-                (row.get("label") or "").strip() or None,
-                (row.get("profile") or "").strip() or None,
-                (row.get("bridge") or "").strip() or None,
-            )
-            device = replace(
-                device,
-                resident=(row.get("resident") or "").strip() or None,
-                settings=parse_settings((row.get("settings") or "").strip() or None),
-            )
-        except (CommandError, SettingsInvalidError) as exc:
+            device = validated_device(_csv_values(row), catalog)
+        except CommandError as exc:
             errors.append(f"line {line_no}: {exc}")
             continue
         if device.id in seen:
@@ -403,12 +508,28 @@ def parse_device_csv(text: str) -> tuple[list[Device], list[str]]:
     return devices, errors
 
 
+def _csv_values(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """A CSV row as the API's device body: blanks absent, the settings cell as JSON."""
+    columns = {"heartbeat_interval": "heartbeat_interval_s"}
+    values: dict[str, Any] = {}
+    for column in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+        cell = (row.get(column) or "").strip()
+        if cell or column in REQUIRED_COLUMNS:
+            values[columns.get(column, column)] = cell
+    if "settings" in values:
+        try:
+            values["settings"] = orjson.loads(values["settings"])
+        except orjson.JSONDecodeError as exc:
+            raise CommandError(f"settings are not JSON: {exc}") from None
+    return values
+
+
 def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
     try:
         text = Path(args.file).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise CommandError(f"{args.file}: {exc.strerror}") from exc
-    devices, errors = parse_device_csv(text)
+    devices, errors = parse_device_csv(text, _catalog(settings))
     errors = errors or _check_bridge(settings, devices)
     if errors:
         for err in errors:
@@ -417,8 +538,10 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def work(store: SqliteStore) -> int:
+        now = SystemClock().now()
+        entries = import_audit(cli_actor(), now, None, devices)
         try:
-            await store.register_devices(devices, SystemClock().now(), keep=preserved_columns(text))
+            await store.register_devices(devices, now, keep=preserved_columns(text), audit=entries)
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             for err in move_errors(devices, exc.refused):
                 print(f"{args.file}: {err}", file=sys.stderr)

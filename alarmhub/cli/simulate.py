@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import Any
 
+from alarmhub.cli import cli_actor, import_audit
 from alarmhub.clock import SystemClock
 from alarmhub.settings import Settings, parse_mqtt_url
 from alarmhub.sim.model import Scenario
@@ -95,7 +96,10 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
                 return EXIT_FAILED
             store = await SqliteStore.open(db.path, synchronous=settings.sqlite_synchronous)
             try:
-                await store.register_devices(devices, clock.now())
+                now = clock.now()
+                # A person's change of the registry like any import: audited with it.
+                entries = import_audit(cli_actor(), now, None, devices)
+                await store.register_devices(devices, now, audit=entries)
             finally:
                 await store.close()
             print(f"simulate: registered {len(devices)} devices in {db.path}", file=sys.stderr)

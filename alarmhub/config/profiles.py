@@ -389,6 +389,18 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def unknown_profile(catalog: Catalog, device: Device) -> str | None:
+    """Why a device's named profile is refused, or None (issue 13 item 5).
+
+    A device naming a profile the catalogue does not have can decode nothing:
+    every press of it would be a dead letter. Refused at registration, by the
+    API and by CSV import alike.
+    """
+    if device.profile is None or device.profile in catalog.profiles:
+        return None
+    return f"profile {device.profile!r} is not one of: {', '.join(sorted(catalog.profiles))}"
+
+
 def profile_guess(catalog: Catalog, device: Device) -> str | None:
     """A warning when a device without a profile is decoded by a guess, or None.
 

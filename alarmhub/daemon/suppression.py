@@ -30,6 +30,7 @@ import structlog
 from alarmhub.core import suppress
 from alarmhub.core.model import Alarm
 from alarmhub.core.views import alarm_json
+from alarmhub.store.accounts import AuditEntry
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub
@@ -51,10 +52,10 @@ class SuppressionKeeper:
         hub.silences = tuple(await hub.reader.active_silences(hub.clock.now()))
         self._wake.set()
 
-    async def end_silence(self, silence_id: str, by: str) -> bool:
-        """End a silence now and release its alarms, in one transaction.
+    async def end_silence(self, silence_id: str, by: str, *, audit: Sequence[AuditEntry]) -> bool:
+        """End a silence now, release its alarms and append `audit`, in one transaction.
 
-        False when there is no such silence in force (already deleted).
+        False when there is no such silence in force (already deleted): nothing audited.
         """
         hub = self._hub
         async with hub.write_lock:
@@ -69,7 +70,12 @@ class SuppressionKeeper:
             )
             ended = await hub.until_committed(
                 lambda: hub.store.end_silence_releasing(
-                    silence_id, by, now, [r.alarm for r in releases], [r.entry for r in releases]
+                    silence_id,
+                    by,
+                    now,
+                    [r.alarm for r in releases],
+                    [r.entry for r in releases],
+                    audit=audit,
                 )
             )
             if not ended:
@@ -109,7 +115,7 @@ class SuppressionKeeper:
             if releases:
                 await hub.until_committed(
                     lambda: hub.store.save_alarms(
-                        [r.alarm for r in releases], [r.entry for r in releases]
+                        [r.alarm for r in releases], [r.entry for r in releases], audit=()
                     )
                 )
                 self._put(releases)

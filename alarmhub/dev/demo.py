@@ -238,7 +238,7 @@ async def run(opts: Options, broker: LocalBroker) -> int:
         seeded = await seed_demo_history(db, sim, settings, opts, clock)
         tokens = await create_operators(db, opts)
         async with AlarmHub(settings, clock=clock) as hub:
-            await hub.register_devices(sim.devices())
+            await hub.register_devices(sim.devices(), audit=())
             logins = await create_logins(db)
             announce(sys.stdout, hub, opts, len(sim.devices()), logins, log_path, seeded)
             staff = None
@@ -263,7 +263,7 @@ async def create_logins(db: Path) -> list[tuple[str, str, str]]:
     for name, role, title in LOGINS:
         password = accounts.generate_password()
         hashed = await asyncio.to_thread(accounts.hash_password, password)
-        await accounts.run(db, accounts.create_user, name, role, [MUNICIPALITY], hashed, now)
+        await accounts.run(db, accounts.create_user, name, role, [MUNICIPALITY], hashed, now, ())
         made.append((name, password, title))
     return made
 
@@ -300,10 +300,10 @@ async def create_operators(db: Path, opts: Options) -> dict[str, str]:
     tokens: dict[str, str] = {}
     for name in names:
         await accounts.run(
-            db, accounts.create_user, name, accounts.Role.OPERATOR, [MUNICIPALITY], hashed, now
+            db, accounts.create_user, name, accounts.Role.OPERATOR, [MUNICIPALITY], hashed, now, ()
         )
         if len(tokens) < opts.operators:
-            tokens[name] = await accounts.run(db, accounts.create_token, name, now, None)
+            tokens[name] = await accounts.run(db, accounts.create_token, name, now, None, ())
     return tokens
 
 

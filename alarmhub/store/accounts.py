@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,7 +157,9 @@ def create_user(
     municipalities: list[str],
     password_hash: str,
     now: datetime,
+    audit: Sequence[AuditEntry],
 ) -> User:
+    """Create a user and append `audit` in the same transaction (both or neither)."""
     with transaction(conn):
         if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
             raise AccountError(f"user {name!r} already exists")
@@ -166,6 +168,7 @@ def create_user(
             "VALUES (?,?,?,?,?)",
             (name, role.value, json.dumps(municipalities), password_hash, ts(now)),
         )
+        append_audit(conn, audit)
     return User(name, role, tuple(municipalities))
 
 
@@ -194,9 +197,13 @@ def get_user(conn: sqlite3.Connection, name: str) -> User | None:
 
 
 def create_token(
-    conn: sqlite3.Connection, user: str, now: datetime, expires_at: datetime | None
+    conn: sqlite3.Connection,
+    user: str,
+    now: datetime,
+    expires_at: datetime | None,
+    audit: Sequence[AuditEntry],
 ) -> str:
-    """Return the bearer token; only its digest is kept."""
+    """Return the bearer token; only its digest is kept. `audit` commits with it."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction(conn):
         if get_user(conn, user) is None:
@@ -206,6 +213,7 @@ def create_token(
             "VALUES (?,?,?,?,?)",
             (digest(token), new_token_id(), user, ts(now), ts(expires_at)),
         )
+        append_audit(conn, audit)
     return token
 
 
@@ -275,22 +283,40 @@ class AuditEntry:
     detail: dict[str, Any] | None = None
 
 
-def audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
-    """Append one entry. There is deliberately no update or delete."""
-    conn.execute(
-        "INSERT INTO audit (at, actor, action, alarm_id, device_id, municipality, address, "
-        "detail) VALUES (?,?,?,?,?,?,?,?)",
-        (
-            ts(entry.at),
-            entry.actor,
-            entry.action,
-            entry.alarm_id,
-            entry.device_id,
-            entry.municipality,
-            entry.address,
-            json.dumps(entry.detail or {}, ensure_ascii=False),
-        ),
+INSERT_AUDIT = (
+    "INSERT INTO audit (at, actor, action, alarm_id, device_id, municipality, address, "
+    "detail) VALUES (?,?,?,?,?,?,?,?)"
+)
+
+
+def audit_row(entry: AuditEntry) -> tuple[Any, ...]:
+    return (
+        ts(entry.at),
+        entry.actor,
+        entry.action,
+        entry.alarm_id,
+        entry.device_id,
+        entry.municipality,
+        entry.address,
+        json.dumps(entry.detail or {}, ensure_ascii=False),
     )
+
+
+def audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+    """Append one entry that records no change of its own (login, logout, a view).
+
+    A change is audited by the store function that makes it: every one of them
+    takes its audit entries as a required argument and writes them in the
+    change's transaction, so a crash leaves both or neither (issue 13 item 4).
+    The table itself refuses UPDATE and DELETE (a trigger, store/schema.py).
+    """
+    conn.execute(INSERT_AUDIT, audit_row(entry))
+
+
+def append_audit(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
+    """Append entries inside the caller's open transaction (the change's own)."""
+    if entries:
+        conn.executemany(INSERT_AUDIT, [audit_row(e) for e in entries])
 
 
 AUDIT_KEYS = (
@@ -364,7 +390,14 @@ def silence_from_row(row: tuple[Any, ...]) -> Silence:
     )
 
 
-def insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
+def insert_silence(conn: sqlite3.Connection, s: Silence, audit: Sequence[AuditEntry]) -> None:
+    """Store a silence and its audit entries in one transaction."""
+    with transaction(conn):
+        _insert_silence(conn, s)
+        append_audit(conn, audit)
+
+
+def _insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
     conn.execute(
         f"INSERT INTO silences ({', '.join(SILENCE_KEYS)}) VALUES (?,?,?,?,?,?,?,?,?)",
         (
@@ -378,14 +411,6 @@ def insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
             ts(s.created_at),
             int(s.include_priority_1),
         ),
-    )
-
-
-def end_silence(conn: sqlite3.Connection, silence_id: str, by: str, now: datetime) -> None:
-    """Deleting keeps the row (who silenced what, and when, stays provable)."""
-    conn.execute(
-        "UPDATE silences SET deleted_at = ?, deleted_by = ? WHERE id = ? AND deleted_at IS NULL",
-        (ts(now), by, silence_id),
     )
 
 

@@ -25,8 +25,26 @@ class MoveRefusedError(Exception):
         self.refused = refused
 
 
-async def check_moves(conn: aiosqlite.Connection, devices: Sequence[Device]) -> None:
-    """Raise :class:`MoveRefusedError` if any device would move with open alarms."""
+class IdTakenError(Exception):
+    """Device ids already registered where this write may not change them (issue 13 item 5)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"device id(s) not available: {', '.join(ids)}")
+        self.ids = ids
+
+
+async def check_moves(
+    conn: aiosqlite.Connection,
+    devices: Sequence[Device],
+    existing_in: frozenset[str] | None = None,
+) -> None:
+    """Raise :class:`MoveRefusedError` if any device would move with open alarms.
+
+    With `existing_in`, raise :class:`IdTakenError` first for any id already
+    registered in a municipality outside it (frozenset(): every id must be new).
+    Checked here, inside the write's BEGIN IMMEDIATE, so two registrations of
+    one new id cannot both pass the check and then both write.
+    """
     registered_in: dict[str, str] = {}
     open_alarms: dict[str, list[str]] = {}
     ids = [d.id for d in devices]
@@ -36,6 +54,10 @@ async def check_moves(conn: aiosqlite.Connection, devices: Sequence[Device]) -> 
         sql = f"SELECT id, municipality FROM devices WHERE id IN ({marks})"
         async with conn.execute(sql, chunk) as cur:
             registered_in.update({r[0]: r[1] async for r in cur})
+    if existing_in is not None:
+        taken = [i for i in ids if i in registered_in and registered_in[i] not in existing_in]
+        if taken:
+            raise IdTakenError(taken)
     moving = [d.id for d in devices if registered_in.get(d.id, d.municipality) != d.municipality]
     for i in range(0, len(moving), _CHUNK):
         chunk = moving[i : i + _CHUNK]

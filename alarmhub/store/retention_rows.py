@@ -2,7 +2,7 @@
 
 Runs on the writer connection's thread (SqliteStore._in_writer_thread), one
 batch per call, so an ingest batch waits for at most one of these. Each
-retention has its own partial index on `received_at` (schema migration 8+a), so
+retention has its own partial index on `received_at` (schema migration 10), so
 finding the oldest rows reads only them, however large the inbox.
 """
 

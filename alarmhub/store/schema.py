@@ -235,13 +235,13 @@ MIGRATIONS: list[str] = [
         ORDER BY t.id LIMIT 1
     ) WHERE state != 'resolved';
     """,
-    # 8+e: issue 13 item 9: the Zigbee2MQTT bridge a Zigbee device is paired with; its
+    # 8: issue 13 item 9: the Zigbee2MQTT bridge a Zigbee device is paired with; its
     # messages are believed only through that bridge's base topic. Not backfilled:
     # NULL is believed from no bridge (core/bridges.py) until an operator sets it.
     """
     ALTER TABLE devices ADD COLUMN bridge TEXT;
     """,
-    # 8+d: issue 13 finding 6: a token can be listed and revoked, so it needs a
+    # 9: issue 13 item 6: a token can be listed and revoked, so it needs a
     # printable id that is not the secret (the primary key is the secret's digest).
     # Existing tokens get a random id; a revoked token's row stays, with who and when.
     """
@@ -251,7 +251,7 @@ MIGRATIONS: list[str] = [
     UPDATE api_tokens SET id = 'tok_' || lower(hex(randomblob(8))) WHERE id IS NULL;
     CREATE UNIQUE INDEX api_tokens_id ON api_tokens(id);
     """,
-    # 8+a: issue 13 items 1 and 2. A dead letter's payload is kept as its first bytes,
+    # 10: issue 13 items 1 and 2. A dead letter's payload is kept as its first bytes,
     # its size and its sha256 (NULL: stored whole), so a device publishing huge
     # messages cannot fill the disk; a redelivery is still recognised by the hash.
     # The pruner (alarmhub/daemon/pruner.py) finds rows past their retention by the
@@ -261,5 +261,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE inbox ADD COLUMN payload_sha256 TEXT;
     CREATE INDEX inbox_kept_received ON inbox(received_at) WHERE verdict != 'rejected';
     CREATE INDEX inbox_rejected_received ON inbox(received_at) WHERE verdict = 'rejected';
+    """,
+    # 11: issue 13 item 4: the audit log is append-only in the database itself, so
+    # no code path (nor a stray `sqlite3` session) can rewrite who did what.
+    # Inserts stay allowed: every change appends its row in its own transaction.
+    """
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no UPDATE'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no DELETE'); END;
     """,
 ]

@@ -25,7 +25,8 @@ from alarmhub.core.fields import PARTIAL, dropped_detail
 from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.retention import RetainedTable
-from alarmhub.store.device_moves import MoveRefusedError, check_moves
+from alarmhub.store.accounts import INSERT_AUDIT, AuditEntry, audit_row
+from alarmhub.store.device_moves import IdTakenError, MoveRefusedError, check_moves
 from alarmhub.store.escalation_rows import EscalationRows
 from alarmhub.store.inbox_rows import select_priors
 from alarmhub.store.retention_rows import oldest_received, prune_batch
@@ -46,6 +47,7 @@ from alarmhub.store.suppression_rows import SuppressionRows
 # Row helpers other modules import from here (they live in store/rows.py).
 __all__ = [
     "ALARM_COLUMNS",
+    "IdTakenError",
     "MoveRefusedError",
     "SqliteStore",
     "StoreError",
@@ -395,12 +397,21 @@ class SqliteStore(EscalationRows, SuppressionRows):
     # --- the registry ----------------------------------------------------
 
     async def register_devices(
-        self, devices: Sequence[Device], now: datetime, keep: frozenset[str] = frozenset()
+        self,
+        devices: Sequence[Device],
+        now: datetime,
+        keep: frozenset[str] = frozenset(),
+        *,
+        audit: Sequence[AuditEntry],
+        existing_in: frozenset[str] | None = None,
     ) -> None:
         """Insert or update devices, all or none; columns in `keep` stay as they are.
 
         A device with open alarms is never moved to another municipality: the whole
         write is refused with :class:`MoveRefusedError`, naming them (core/moves.py).
+        An id registered outside `existing_in` (when given) refuses the whole write
+        with :class:`IdTakenError`. `audit` is required and written in the same
+        transaction: a change and who made it commit together or not at all.
         """
         rows = [
             (
@@ -421,7 +432,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
         ]
         await self._conn.execute("BEGIN IMMEDIATE")
         try:
-            await check_moves(self._conn, devices)
+            await check_moves(self._conn, devices, existing_in)
             await self._conn.executemany(
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
                 "label, active, resident, settings, bridge, registered_at, updated_at) "
@@ -430,6 +441,8 @@ class SqliteStore(EscalationRows, SuppressionRows):
                 + ", ".join(f"{c}=excluded.{c}" for c in _UPDATABLE if c not in keep),
                 rows,
             )
+            if audit:
+                await self._conn.executemany(INSERT_AUDIT, [audit_row(e) for e in audit])
             await self._conn.execute("COMMIT")
         except BaseException:
             await self._rollback()
@@ -522,7 +535,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
             item = dict(zip(keys, r[:8], strict=True))
             payload: bytes = r[8]
             item["payload"] = payload[:DEAD_LETTER_KEPT_BYTES].decode("utf-8", "replace")
-            # The whole size when only the first bytes are stored (schema migration 8+a).
+            # The whole size when only the first bytes are stored (schema migration 10).
             item["payload_bytes"] = r[9] if r[9] is not None else len(payload)
             out.append(item)
         return out
@@ -559,4 +572,15 @@ def _write_batch(
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a migration into statements; a trigger's body keeps its own semicolons."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n\t;"):
+                out.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip(" \n\t;"):
+        out.append(pending.strip().removesuffix(";").strip())
+    return out

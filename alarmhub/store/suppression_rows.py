@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from alarmhub.core.model import Alarm, TimelineEntry
+from alarmhub.store.accounts import INSERT_AUDIT, AuditEntry, audit_row
 from alarmhub.store.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row, ts
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ def _write(
     alarms: list[tuple[Any, ...]],
     timeline: list[tuple[Any, ...]],
     end_silence: tuple[str | None, str, str] | None,
+    audit: list[tuple[Any, ...]],
 ) -> bool:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -40,6 +42,8 @@ def _write(
                 conn.executemany(UPSERT_ALARM, alarms)
             if timeline:
                 conn.executemany(INSERT_TIMELINE, timeline)
+            if audit:  # who did it, in the change's own transaction (issue 13 item 4)
+                conn.executemany(INSERT_AUDIT, audit)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -54,10 +58,24 @@ class SuppressionRows:
     async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError  # provided by SqliteStore
 
-    async def save_alarms(self, alarms: Iterable[Alarm], entries: Iterable[TimelineEntry]) -> None:
-        """Commit several alarms' changes with their timeline entries, all or nothing."""
+    async def save_alarms(
+        self,
+        alarms: Iterable[Alarm],
+        entries: Iterable[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> None:
+        """Commit several alarms' changes with their timeline entries, all or nothing.
+
+        `audit` is required so no caller can forget it: a person's action passes
+        its entry, the daemon's own releases pass ().
+        """
         await self._in_writer_thread(
-            _write, [alarm_row(a) for a in alarms], [timeline_row(e) for e in entries], None
+            _write,
+            [alarm_row(a) for a in alarms],
+            [timeline_row(e) for e in entries],
+            None,
+            [audit_row(e) for e in audit],
         )
 
     async def end_silence_releasing(
@@ -67,8 +85,10 @@ class SuppressionRows:
         now: datetime,
         released: Sequence[Alarm],
         entries: Sequence[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
     ) -> bool:
-        """End a silence now and release its alarms in one transaction.
+        """End a silence now, release its alarms and audit it, in one transaction.
 
         False (and nothing written) when it was already deleted. The row stays:
         who silenced what, and who ended it, remains provable.
@@ -78,4 +98,5 @@ class SuppressionRows:
             [alarm_row(a) for a in released],
             [timeline_row(e) for e in entries],
             (ts(now), by, silence_id),
+            [audit_row(e) for e in audit],
         )

@@ -183,7 +183,37 @@ class WebContext:
         municipality: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        entry = accounts.AuditEntry(
+        """Record something that changes nothing else: a login, a logout, a view.
+
+        A change is never audited through here: its entry (:meth:`entry`) goes to
+        the store function making the change, which commits both together.
+        """
+        await self.db(
+            accounts.audit,
+            self.entry(
+                request,
+                actor,
+                action,
+                alarm_id=alarm_id,
+                device_id=device_id,
+                municipality=municipality,
+                detail=detail,
+            ),
+        )
+
+    def entry(
+        self,
+        request: Request,
+        actor: str,
+        action: str,
+        *,
+        alarm_id: str | None = None,
+        device_id: str | None = None,
+        municipality: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> accounts.AuditEntry:
+        """The audit entry of a change, for the store call that makes it."""
+        return accounts.AuditEntry(
             actor=actor,
             action=action,
             at=self.hub.clock.now(),
@@ -193,7 +223,6 @@ class WebContext:
             municipality=municipality,
             detail=detail,
         )
-        await self.db(accounts.audit, entry)
 
 
 def client_address(request: Request) -> str | None:

@@ -7,7 +7,7 @@ written to the audit log with the caller's address.
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -16,18 +16,26 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from alarmhub.cli.main import CommandError, _device, parse_device_csv, preserved_columns
-from alarmhub.config.device_settings import SettingsInvalidError, parse_settings
+from alarmhub.cli.main import (
+    CommandError,
+    device_from_values,
+    import_audit,
+    known_profile,
+    parse_device_csv,
+    preserved_columns,
+)
+from alarmhub.config.device_settings import SettingsInvalidError
 from alarmhub.config.profiles import bridge_missing
 from alarmhub.core import reports
+from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
 from alarmhub.core.suppress import silence_end
 from alarmhub.store import accounts
-from alarmhub.store.device_moves import MoveRefusedError
+from alarmhub.store.device_moves import IdTakenError, MoveRefusedError
 from alarmhub.web import tenancy
 from alarmhub.web.auth import Principal, require_principal, requires
-from alarmhub.web.context import WebContext, web
+from alarmhub.web.context import WebContext, client_address, web
 from alarmhub.web.errors import ApiError, forbidden, not_found, responses
 from alarmhub.web.models import (
     AuditOut,
@@ -78,36 +86,30 @@ _CSV_BODY = {
 }
 
 
-def _checked_device(body: DeviceIn | dict[str, Any], ctx: WebContext | None = None) -> Device:
-    """The device a request describes, validated; with `ctx`, a Zigbee profile needs a bridge."""
-    v = body.model_dump() if isinstance(body, DeviceIn) else body
-    kind = v["kind"].value if isinstance(v["kind"], DeviceKind) else str(v["kind"])
+def _checked_device(body: DeviceIn | dict[str, Any], catalog: Catalog | None = None) -> Device:
+    """The registry's checks (cli.device_from_values, one definition), as a 422.
+
+    With `catalog`, a named profile must exist (cli.known_profile): given when
+    the caller sets the profile, not when decommissioning a device as stored.
+    """
     try:
-        device = replace(
-            _device(
-                v["id"],
-                kind,
-                v["municipality"],
-                v["heartbeat_interval_s"],
-                v["label"],
-                v["profile"],
-                v.get("bridge"),
-            ),
-            active=bool(v.get("active", True)),
-            resident=v.get("resident"),
-            settings=parse_settings(v.get("settings")),
-        )
+        device = device_from_values(body.model_dump() if isinstance(body, DeviceIn) else body)
+        return known_profile(catalog, device)
     except (CommandError, SettingsInvalidError) as exc:
         raise ApiError(422, "validation", str(exc)) from None
-    problem = None if ctx is None else bridge_missing(ctx.hub.catalog, device)
+
+
+def _bridged(catalog: Catalog, device: Device) -> Device:
+    """The device, or a 422 if its Zigbee2MQTT profile needs a bridge it lacks (finding 9)."""
+    problem = bridge_missing(catalog, device)
     if problem is not None:
         raise ApiError(422, "validation", problem)
     return device
 
 
-async def _register(ctx: WebContext, device: Device) -> DeviceOut:
+async def _register(ctx: WebContext, device: Device, entry: accounts.AuditEntry) -> DeviceOut:
     try:
-        await ctx.hub.register_devices([device])
+        await ctx.hub.register_devices([device], audit=[entry])
     except MoveRefusedError as exc:
         # Its open alarms would stay in the old queue and its next press join them
         # there (issue 12 item 9): resolve them first. The caller manages the device
@@ -222,21 +224,20 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         ctx = web(request)
         if not scope.allows(body.municipality):
             raise forbidden("you may not register devices in that municipality")
-        device = _checked_device(body, ctx)
-        # Checked and inserted under the hub's write lock: two tenants creating the
-        # same new id at once cannot both succeed.
-        if not await ctx.hub.register_new_device(device):
-            raise ApiError(409, "device_exists", "that device id is already registered")
-        stored = await ctx.db(tenancy.get_device, Scope.everything("system"), device.id)
-        out = DeviceOut.model_validate(stored)
-        await ctx.audit(
+        device = _bridged(ctx.hub.catalog, _checked_device(body, ctx.hub.catalog))
+        entry = ctx.entry(
             request,
             scope.user,
             "device.created",
             device_id=device.id,
             municipality=device.municipality,
         )
-        return out
+        # Checked and inserted in one transaction, with its audit row: two tenants
+        # creating the same new id at once cannot both succeed.
+        if not await ctx.hub.register_new_device(device, audit=[entry]):
+            raise ApiError(409, "device_exists", "that device id is already registered")
+        stored = await ctx.db(tenancy.get_device, Scope.everything("system"), device.id)
+        return DeviceOut.model_validate(stored)
 
     @r.post(
         "/devices/import",
@@ -252,7 +253,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
             text = (await request.body()).decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ApiError(400, "bad_request", "the CSV is not UTF-8") from None
-        devices, errors = parse_device_csv(text)
+        devices, errors = parse_device_csv(text, ctx.hub.catalog)
         errors = errors or [
             e for e in (bridge_missing(ctx.hub.catalog, d) for d in devices) if e is not None
         ]
@@ -261,16 +262,6 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 f"device {d.id}: you may not register devices in that municipality"
                 for d in devices
                 if not scope.allows(d.municipality)
-            ]
-        if not errors:
-            ids = [d.id for d in devices]
-            taken = await ctx.db(tenancy.device_ids_taken, ids)
-            own = await ctx.db(tenancy.list_devices, scope, None, True)  # noqa: FBT003
-            mine = {x["id"] for x in own}
-            errors = [
-                f"device {i}: that device id is not available"
-                for i in ids
-                if i in taken and i not in mine
             ]
         if not devices and not errors:
             errors = ["the CSV has no rows"]
@@ -281,8 +272,27 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 f"nothing imported: {len(errors)} row error(s)",
                 rows=errors,
             )
+        entries = import_audit(scope.user, ctx.hub.clock.now(), client_address(request), devices)
         try:
-            await ctx.hub.register_devices(devices, keep=preserved_columns(text))
+            # An id registered in a municipality the caller does not manage is
+            # refused inside the write's own transaction (issue 13 item 5): checked
+            # before it, two imports of one new id could both pass and both write.
+            await ctx.hub.register_devices(
+                devices,
+                keep=preserved_columns(text),
+                audit=entries,
+                existing_in=scope.municipalities,
+            )
+        except IdTakenError as exc:
+            # Numbered as the parser numbers rows (header line 1): see move_errors.
+            line = {d.id: n for n, d in enumerate(devices, start=2)}
+            rows = [f"line {line[i]}: device {i}: that device id is not available" for i in exc.ids]
+            raise ApiError(
+                422,
+                "import_rejected",
+                f"nothing imported: {len(rows)} row error(s)",
+                rows=rows,
+            ) from None
         except MoveRefusedError as exc:
             raise ApiError(
                 409,
@@ -291,11 +301,6 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 rows=move_errors(devices, exc.refused),
                 alarms=[a for r in exc.refused for a in r.alarm_ids],
             ) from None
-        for m in sorted({d.municipality for d in devices}):
-            count = sum(d.municipality == m for d in devices)
-            await ctx.audit(
-                request, scope.user, "device.imported", municipality=m, detail={"count": count}
-            )
         return ImportResult(imported=len(devices))
 
     @r.get(
@@ -338,8 +343,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         merged = {**found, **changes}
         if not scope.allows(merged["municipality"]):
             raise forbidden("you may not move devices to that municipality")
-        out = await _register(ctx, _checked_device(merged, ctx))
-        await ctx.audit(
+        entry = ctx.entry(
             request,
             scope.user,
             "device.changed",
@@ -352,7 +356,9 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 else None,
             },
         )
-        return out
+        catalog = ctx.hub.catalog if "profile" in changes else None
+        device = _bridged(ctx.hub.catalog, _checked_device(merged, catalog))
+        return await _register(ctx, device, entry)
 
     @r.delete(
         "/devices/{device_id}",
@@ -368,15 +374,14 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         found = await ctx.db(tenancy.get_device, scope, device_id)
         if found is None:
             raise not_found("device")
-        out = await _register(ctx, _checked_device({**found, "active": False}))
-        await ctx.audit(
+        entry = ctx.entry(
             request,
             scope.user,
             "device.decommissioned",
             device_id=device_id,
             municipality=found["municipality"],
         )
-        return out
+        return await _register(ctx, _checked_device({**found, "active": False}), entry)
 
     # --- silences ---------------------------------------------------------------
 
@@ -436,10 +441,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
             created_at=now,
             include_priority_1=body.include_priority_1,
         )
-        await ctx.db(accounts.insert_silence, silence)
-        # In force at once, not at the next registry refresh.
-        await ctx.hub.suppression.reload()
-        await ctx.audit(
+        entry = ctx.entry(
             request,
             scope.user,
             "silence.created",
@@ -453,6 +455,9 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 "ends_at": accounts.ts(silence.ends_at),
             },
         )
+        await ctx.db(accounts.insert_silence, silence, [entry])
+        # In force at once, not at the next registry refresh.
+        await ctx.hub.suppression.reload()
         return _silence_out(silence)
 
     @r.delete(
@@ -471,8 +476,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         if found is None:
             raise not_found("silence")
         # Ended and its alarms released in one transaction (issue 12 item 2).
-        await ctx.hub.suppression.end_silence(silence_id, scope.user)
-        await ctx.audit(
+        entry = ctx.entry(
             request,
             scope.user,
             "silence.ended",
@@ -480,6 +484,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
             municipality=found.municipality,
             detail={"silence_id": silence_id},
         )
+        await ctx.hub.suppression.end_silence(silence_id, scope.user, audit=[entry])
         return Response(status_code=204)
 
     # --- reports ----------------------------------------------------------------

@@ -170,17 +170,10 @@ def _action_route(r: APIRouter, action: Action) -> None:  # noqa: C901 - three r
         alarm = await ctx.db(tenancy.get_alarm, scope, alarm_id)
         if alarm is None:
             raise not_found("alarm")
-        result = await ctx.hub.act(alarm_id, action, scope.user, outcome=outcome, note=note)
-        if result is None:
-            raise not_found("alarm")
-        if isinstance(result, Conflict):
-            if result.code is ConflictCode.INVALID:
-                raise ApiError(422, "invalid", result.message)
-            raise ApiError(409, result.code.value, result.message, holder=result.holder)
         detail: dict[str, Any] = {"with_note": note is not None}
         if outcome is not None:
             detail["outcome"] = outcome
-        await ctx.audit(
+        entry = ctx.entry(
             request,
             scope.user,
             f"alarm.{action.value}",
@@ -189,6 +182,16 @@ def _action_route(r: APIRouter, action: Action) -> None:  # noqa: C901 - three r
             municipality=alarm.municipality,
             detail=detail,
         )
+        # The audit row commits in the action's own transaction, only if it applies.
+        result = await ctx.hub.act(
+            alarm_id, action, scope.user, outcome=outcome, note=note, audit=[entry]
+        )
+        if result is None:
+            raise not_found("alarm")
+        if isinstance(result, Conflict):
+            if result.code is ConflictCode.INVALID:
+                raise ApiError(422, "invalid", result.message)
+            raise ApiError(409, result.code.value, result.message, holder=result.holder)
         return AlarmOut.model_validate(alarm_json(result))
 
     path = f"/{{alarm_id}}/{action.value}"

@@ -291,23 +291,6 @@ def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[s
     return _device(row) if row else None
 
 
-def device_ids_taken(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-    """Which of these ids exist in *any* municipality.
-
-    Unscoped on purpose: device ids are global (they are MQTT topics), so a new
-    registration must not take over another tenant's device. The caller only
-    learns that an id it chose itself is not available.
-    """
-    found: set[str] = set()
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        rows = conn.execute(
-            f"SELECT id FROM devices WHERE id IN ({','.join('?' * len(chunk))})", chunk
-        ).fetchall()
-        found.update(r[0] for r in rows)
-    return found
-
-
 # --- dead letters ----------------------------------------------------------------
 
 

@@ -80,14 +80,23 @@ IDS = Profile(
     message_id=("meta.id", "seq"),
     fallback=EventType.HEARTBEAT,
 )
-CATALOG = Catalog([NATIVE, PLAIN, TRACKER, IDS])
+# A bridged format: the topic names the bridge the message came through (issue 13 item 9).
+BRIDGED = Profile(
+    name="bridged",
+    format="bridged",
+    kinds=(DeviceKind.SAFETY_ALARM,),
+    topic=TopicPattern(("zb", "{bridge}", "{device_id}"), "{device_id}"),
+    mappings=(Mapping((Condition("action", Op.EQ, value="sos"),), EventType.BUTTON_PRESSED),),
+)
+CATALOG = Catalog([NATIVE, PLAIN, TRACKER, IDS, BRIDGED])
 
 PENDANT = Device("pendant-1", DeviceKind.SAFETY_ALARM, "0301")
 TRACKER_DEV = Device("ola/phone", DeviceKind.GPS_TRACKER, "0301")
 DOOR = Device("door-1", DeviceKind.DOOR_SENSOR, "0301")
 OLD = Device("pendant-old", DeviceKind.SAFETY_ALARM, "0301", active=False)
 FALL_ON_PLAIN = Device("fall-1", DeviceKind.FALL_SENSOR, "0301")
-REGISTRY = {d.id: d for d in (PENDANT, TRACKER_DEV, DOOR, OLD, FALL_ON_PLAIN)}
+SOS = Device("sos-1", DeviceKind.SAFETY_ALARM, "0301", bridge="bridge-a")
+REGISTRY = {d.id: d for d in (PENDANT, TRACKER_DEV, DOOR, OLD, FALL_ON_PLAIN, SOS)}
 TOPIC = "alarmhub/v1/pendant-1/events"
 
 
@@ -136,6 +145,7 @@ REJECTS = [
     (RejectReason.MUNICIPALITY_MISMATCH, TOPIC, _native(municipality="4601")),
     (RejectReason.MUNICIPALITY_MISMATCH, TOPIC, _native(municipality=301)),
     (RejectReason.NO_MAPPING, "plain/door-1", _json(open=False)),
+    (RejectReason.WRONG_BRIDGE, "zb/bridge-b/sos-1", _json(action="sos")),
     # A matched mapping whose event cannot be used is not a status report (heartbeat).
     (RejectReason.MISSING_FIELD, "trk/ola/phone", _json(_type="location", lat=59.9)),
 ]

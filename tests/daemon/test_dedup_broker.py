@@ -48,7 +48,7 @@ async def test_a_pendant_reusing_ids_after_a_battery_change_raises_new_alarms(
             pub.publish(*before)  # the device did not hear the receipt: a resend
             assert await async_wait_until(lambda: len(pub.received) == 2, 30), pub.received
             [first] = list(hub.state.alarms.by_id)
-            await hub.act(first, Action.RESOLVE, "op-1", outcome="false_alarm")
+            await hub.act(first, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
             # New batteries: the counter starts over at "1", the press is a new one.
             pub.publish(*after)
             pub.publish(*after)  # and its own resend

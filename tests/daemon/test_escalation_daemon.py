@@ -72,7 +72,7 @@ async def test_an_overdue_step_fires_exactly_once_after_a_restart_and_notifies(
             topics = sorted(t for t, _ in watcher.received)
             assert topics == ["alarmhub/v1/notify/external_responder", "alarmhub/v1/notify/supervisor"]
             # Acknowledging stops the rest of the policy: the next round (at 300 s) never fires.
-            result = await hub.act(alarm.id, Action.ACKNOWLEDGE, "op-1")
+            result = await hub.act(alarm.id, Action.ACKNOWLEDGE, "op-1", audit=())
             assert result is not None
             clock.advance(timedelta(seconds=200))
             await asyncio.sleep(1.5)

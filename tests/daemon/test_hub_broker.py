@@ -94,7 +94,7 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             assert (row["kind"], row["priority"], row["state"], row["repeat_count"]) == ("button", 1, "open", 2)
             # An operator takes the alarm: the device hears SCAIP's "handled" for the press that raised it.
             [alarm_id] = hub.state.alarms.by_id
-            await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1")
+            await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1", audit=())
             assert await async_wait_until(lambda: len(pub.received) == 5, 30), pub.received
             assert orjson.loads(pub.received[4][1]) == {"ref": "m0", "status": "handled", "alarm": alarm_id}
     finally:

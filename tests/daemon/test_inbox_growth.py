@@ -271,7 +271,7 @@ def _sha(b: bytes) -> str:
         (Prior(T0, _BIG[:512], (), _sha(_BIG)), _TWIN, None, False),
         (Prior(T0, _BIG[:512], (), _sha(_BIG)), _BIG[:512], _sha(_BIG), True),  # both cut
         (Prior(T0, _BIG[:512], (), _sha(_BIG)), _TWIN[:512], _sha(_TWIN), False),  # same head only
-        (Prior(T0, _BIG), _BIG[:512], _sha(_BIG), True),  # stored whole (before 8+a), arrives cut
+        (Prior(T0, _BIG), _BIG[:512], _sha(_BIG), True),  # stored whole (before migration 10), arrives cut
         (Prior(T0, _BIG), _TWIN[:512], _sha(_TWIN), False),
         (Prior(T0, b"abc"), b"abc", None, True),
         (Prior(T0, b"abc"), b"abd", None, False),

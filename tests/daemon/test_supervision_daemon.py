@@ -73,7 +73,8 @@ async def test_a_device_silent_across_restarts_shorter_than_its_interval_is_repo
                         [
                             Device(d, DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=600)
                             for d in ("alive", "dead")
-                        ]
+                        ],
+                        audit=(),
                     )
                 pub.publish(*native("alive", f"hb{run}", "heartbeat", iso(clock.now())))
                 assert await async_wait_until(
@@ -105,7 +106,7 @@ async def test_offline_resolved_by_hand_is_raised_again_and_default_interval_app
     async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
         assert hub.ingest is not None
         assert await hub.ingest.wait_connected(5)
-        await hub.register_devices([Device("quiet", DeviceKind.SAFETY_ALARM, "0301")])
+        await hub.register_devices([Device("quiet", DeviceKind.SAFETY_ALARM, "0301")], audit=())
         interval = hub.rules.heartbeat_defaults[DeviceKind.SAFETY_ALARM]
         clock.advance(3 * interval + timedelta(seconds=1))
         assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) == [("quiet",)], 10)
@@ -116,7 +117,7 @@ async def test_offline_resolved_by_hand_is_raised_again_and_default_interval_app
 
         assert await async_wait_until(lambda: len(offline()) == 1, 10)
         [alarm] = offline()
-        assert await hub.act(alarm.id, Action.RESOLVE, "op-1", outcome="checked") is not None
+        assert await hub.act(alarm.id, Action.RESOLVE, "op-1", outcome="checked", audit=()) is not None
         assert db_rows(db, OPEN_OFFLINE) == []
         clock.advance(interval - timedelta(seconds=5))
         assert await hub.supervision.step() == 0  # not yet: one interval after the resolve
@@ -151,7 +152,8 @@ async def test_a_tracker_with_only_poor_fixes_raises_no_usable_fix_and_a_good_fi
                         heartbeat_interval_s=300,
                         settings=fence,
                     )
-                ]
+                ],
+                audit=(),
             )
             no_fix_after = hub.rules.no_fix_after
             assert no_fix_after is not None
@@ -186,7 +188,8 @@ async def test_a_dose_missed_while_alarmhub_was_down_is_reported_once(
     schedule = DeviceSettings(dose_times=("08:00",), dose_window_min=60)
     async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
         await hub.register_devices(
-            [Device("disp", DeviceKind.MEDICATION_DISPENSER, "4601", settings=schedule)]
+            [Device("disp", DeviceKind.MEDICATION_DISPENSER, "4601", settings=schedule)],
+            audit=(),
         )
         assert await hub.supervision.step() == 0
     clock.advance(timedelta(hours=14))  # down across the 08:00-09:00 window

@@ -45,12 +45,12 @@ class People:
         munis = {self.municipality} | {s.municipality for s in self.specs.values() if s.municipality}
         with accounts.connect(self.db) as conn:
             if "root" not in self._tokens:
-                accounts.create_user(conn, "root", Role.ADMIN, [], _PASSWORD_HASH[0], self.now)
-                self._tokens["root"] = accounts.create_token(conn, "root", self.now, None)
+                accounts.create_user(conn, "root", Role.ADMIN, [], _PASSWORD_HASH[0], self.now, ())
+                self._tokens["root"] = accounts.create_token(conn, "root", self.now, None, ())
             for m in sorted(munis - {k.removeprefix("op") for k in self._tokens}):
                 for name, role in ((f"op{m}", Role.OPERATOR), (f"madm{m}", Role.MUNICIPALITY_ADMIN)):
-                    accounts.create_user(conn, name, role, [m], _PASSWORD_HASH[0], self.now)
-                    self._tokens[name] = accounts.create_token(conn, name, self.now, None)
+                    accounts.create_user(conn, name, role, [m], _PASSWORD_HASH[0], self.now, ())
+                    self._tokens[name] = accounts.create_token(conn, name, self.now, None, ())
 
     def _muni(self, device_id: str) -> str:
         spec = self.specs.get(device_id)

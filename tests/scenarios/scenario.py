@@ -251,7 +251,7 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
             return
         self._started = True
         await self._start_hub()
-        await self.hub.register_devices([s.device(self.municipality) for s in self.specs.values()])
+        await self.hub.register_devices([s.device(self.municipality) for s in self.specs.values()], audit=())
         self._make_users()
         await self._settle()
 
@@ -307,7 +307,7 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
         await self.start()
         for spec in specs:
             self.specs[spec.id] = spec
-        await self.hub.register_devices([s.device(self.municipality) for s in specs])
+        await self.hub.register_devices([s.device(self.municipality) for s in specs], audit=())
         self._make_users()
         await self._settle()
 

@@ -90,8 +90,8 @@ async def stack(
     tokens: dict[str, str] = {}
     with accounts.connect(db) as conn:
         for name, (role, ms) in USERS.items():
-            accounts.create_user(conn, name, role, ms, _HASH, now)
-            tokens[name] = accounts.create_token(conn, name, now, None)
+            accounts.create_user(conn, name, role, ms, _HASH, now, ())
+            tokens[name] = accounts.create_token(conn, name, now, None, ())
     pub = Publisher(broker.port, client_id=f"{client_id}-pub")
     try:
         hs = hub_settings(tmp_path, broker.url, client_id, **(settings or {}))

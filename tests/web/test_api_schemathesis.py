@@ -58,8 +58,8 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(
     register(f"sqlite:///{db}", [("osl-1", "safety_alarm", "0301")], tmp_path)
     with accounts.connect(db) as conn:
         accounts.create_user(conn, "root", Role.ADMIN, [], accounts.hash_password("x" * 16),
-                             SystemClock().now())
-        token = accounts.create_token(conn, "root", SystemClock().now(), None)
+                             SystemClock().now(), ())
+        token = accounts.create_token(conn, "root", SystemClock().now(), None, ())
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = spawn_daemon({"ALARMHUB_DATABASE_URL": f"sqlite:///{db}", "ALARMHUB_MQTT_URL": broker.url,

@@ -31,7 +31,7 @@ async def test_an_expired_token_is_refused(tmp_path: Path, broker: LocalBroker, 
     async with stack(tmp_path, broker, client_id, alarms=False) as s:
         now = SystemClock().now()
         with accounts.connect(s.db) as conn:
-            expired = accounts.create_token(conn, "op0301", now - timedelta(days=2), now - timedelta(days=1))
+            expired = accounts.create_token(conn, "op0301", now - timedelta(days=2), now - timedelta(days=1), ())
         async with s.client() as c:
             r = await c.get("/api/v1/alarms", headers={"Authorization": f"Bearer {expired}"})
             assert r.status_code == 401

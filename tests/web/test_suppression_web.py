@@ -37,6 +37,7 @@ async def test_the_queue_shows_a_municipality_silence_in_force(
             accounts.insert_silence(
                 conn,
                 accounts.Silence(sid, m, None, now - timedelta(minutes=5), now + timedelta(hours=2), reason, "madm", now),
+                (),
             )
     async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub, async_playwright() as pw:
         context = await pw.chromium.launch_persistent_context(
