@@ -199,7 +199,7 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cli_actor() -> str:
     """The audit actor of a CLI change: `cli:` and the operating-system user."""
-    from alarmhub import cli_accounts  # noqa: PLC0415 - it imports this module
+    from alarmhub.cli import accounts as cli_accounts  # noqa: PLC0415 - it imports this module
 
     return cli_accounts._actor()  # noqa: SLF001 - one definition of the CLI's actor
 

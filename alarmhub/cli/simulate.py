@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any
 
-from alarmhub.cli import cli_actor, import_audit
+from alarmhub.cli.main import cli_actor, import_audit
 from alarmhub.clock import SystemClock
 from alarmhub.settings import Settings, parse_mqtt_url
 from alarmhub.sim.model import Scenario
