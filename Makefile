@@ -64,7 +64,7 @@ check: lint typecheck
 
 # ruff's rules and its formatter over everything Python in the repository; then the import
 # contracts in pyproject.toml (the core does no I/O, the layers, no cycles between siblings).
-# The shape tests (tests/test_shape.py: root modules, function length, noqa, SQL outside the
+# The shape tests (tests/test_shape.py: root modules, module and function length, noqa, SQL outside the
 # store, import cycles) run with `make test`.
 lint: $(STAMP)
 	$(BIN)/ruff check alarmhub tests scripts bench

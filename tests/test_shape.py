@@ -25,6 +25,7 @@ STORE = PACKAGE / "store"
 
 MAX_ROOT_MODULES = 8
 MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 500
 # ruff's codes for a function that is too long or too complex: a noqa for one of them hides
 # exactly what this issue asked to split.
 SIZE_CODES = frozenset({"C901", "PLR0912", "PLR0915"})
@@ -68,6 +69,18 @@ def test_package_root_holds_few_modules() -> None:
     assert len(modules) <= MAX_ROOT_MODULES, _report(
         f"modules directly in alarmhub/ (at most {MAX_ROOT_MODULES})",
         [f"alarmhub/{name}" for name in modules],
+    )
+
+
+def test_no_module_is_longer_than_500_lines() -> None:
+    """A module past ~500 lines holds more than one idea: split it along them."""
+    offenders = [
+        f"{_rel(path)}:1 {lines} lines"
+        for path in _sources()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    ]
+    assert not offenders, _report(
+        f"modules in alarmhub/ longer than {MAX_MODULE_LINES} lines", offenders
     )
 
 
