@@ -139,24 +139,45 @@ def test_no_noqa_for_length_or_complexity() -> None:
     assert not offenders, _report("noqa for function length or complexity", offenders)
 
 
+def _text(node: ast.AST) -> str | None:
+    """A string literal's text; an f-string's with `{}` for each value it interpolates."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    return None
+
+
+def _database_use(node: ast.AST) -> str | None:
+    """What in `node` reaches a database: a driver import, SQL text, a cursor's execute."""
+    names: list[str] = []
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names = [node.module]
+    drivers = [name for name in names if name.split(".")[0] in DATABASE_MODULES]
+    if drivers:
+        return "import " + ", ".join(drivers)
+    text = _text(node)
+    if text is not None and SQL.match(text):
+        return f"SQL {text.strip().splitlines()[0][:60]!r}"
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in {"execute", "executemany", "executescript"}
+    ):
+        return f"calls .{node.func.attr}()"
+    return None
+
+
 def _database_uses(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found = []
+    found: dict[tuple[int, str], None] = {}  # ordered, and an f-string's part is not counted twice
     for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        found += [
-            f"{_rel(path)}:{node.lineno} import {name}"  # type: ignore[attr-defined]
-            for name in names
-            if name.split(".")[0] in DATABASE_MODULES
-        ]
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
-            first = node.value.strip().splitlines()[0][:60]
-            found.append(f"{_rel(path)}:{node.lineno} SQL {first!r}")
-    return found
+        use = _database_use(node)
+        if use is not None:
+            found[node.lineno, use] = None  # type: ignore[attr-defined]
+    return [f"{_rel(path)}:{line} {use}" for line, use in sorted(found)]
 
 
 def test_no_sql_outside_the_store() -> None:
