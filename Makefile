@@ -62,12 +62,20 @@ soak: $(STAMP)
 
 check: lint typecheck
 
+# ruff's rules and its formatter over everything Python in the repository; then the import
+# contracts in pyproject.toml (the core does no I/O, the layers, no cycles between siblings).
+# The shape tests (tests/test_shape.py: root modules, module and function length, noqa, SQL outside the
+# store, import cycles) run with `make test`.
 lint: $(STAMP)
-	$(BIN)/ruff check alarmhub tests
+	$(BIN)/ruff check alarmhub tests scripts bench
+	$(BIN)/ruff format --check alarmhub tests scripts bench
 	$(BIN)/lint-imports
 
+# mypy strict on alarmhub/ (pyproject.toml's `packages`), and non-strict on tests/ (the
+# `tests.*` override): test bodies are checked, test signatures need no annotations.
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy tests
 
 clean:
 	rm -rf $(VENV) $(UV_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -357,7 +357,7 @@ async def test_device_claiming_another_device_or_municipality_is_dead_lettered(
             assert await hub.ingest.wait_connected(5)
             pub.publish(*native("brg-1", "b-own", "button.pressed"))
             assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms") == 1, 10)
-            claims = [("h1", {"device": "brg-1"}), ("h2", {"municipality": "4601"}),
+            claims: list[tuple[str, dict[str, object]]] = [("h1", {"device": "brg-1"}), ("h2", {"municipality": "4601"}),
                       ("h3", {"device": "brg-1", "municipality": "4601"}),
                       ("h4", {"municipality": 4601}), ("h5", {"device": ["brg-1"]})]
             hostile = [("alarmhub/v1/osl-1/events", orjson.dumps(

@@ -140,7 +140,7 @@ def test_a_reused_message_id_is_a_new_press_a_redelivery_is_not(
 ) -> None:
     """The first press is resolved by an operator; then message id "7" comes again."""
     del case
-    index, stored = AlarmIndex(), {}
+    index, stored = AlarmIndex(), dict[str, Prior]()
     first = run([press("7", T0, T0)], index, stored)
     [earlier] = first.alarms.values()
     resolve(index, earlier, T0 + timedelta(minutes=10))
@@ -162,7 +162,7 @@ def test_a_reused_message_id_is_a_new_press_a_redelivery_is_not(
 def test_an_identical_press_after_its_alarm_was_resolved_is_a_new_alarm() -> None:
     """Two presses of a Zigbee SOS button are identical bytes: once the first alarm
     is resolved, the second press is a new call for help, not a redelivery."""
-    index, stored = AlarmIndex(), {}
+    index, stored = AlarmIndex(), dict[str, Prior]()
     first = run([sos_press(T0)], index, stored)
     [alarm] = first.alarms.values()
     resent = run([sos_press(T0 + timedelta(seconds=2))], index, stored)

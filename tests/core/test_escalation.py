@@ -115,9 +115,9 @@ def test_single_step_repeat_needs_no_round_interval_when_it_has_a_delay():
 
 
 def test_next_deadline_skips_fired_rows_in_order():
-    assert next_deadline(DEFAULT_P1, T0, set()).key == (0, 0)
-    assert next_deadline(DEFAULT_P1, T0, {(0, 0)}).key == (0, 1)
-    assert next_deadline(DEFAULT_P1, T0, {(0, 0), (0, 2)}).key == (0, 1)
+    assert next_deadline(DEFAULT_P1, T0, set()).key == (0, 0)  # type: ignore[union-attr]
+    assert next_deadline(DEFAULT_P1, T0, {(0, 0)}).key == (0, 1)  # type: ignore[union-attr]
+    assert next_deadline(DEFAULT_P1, T0, {(0, 0), (0, 2)}).key == (0, 1)  # type: ignore[union-attr]
     everything = {d.key for d in plan(DEFAULT_P1, T0)}
     assert next_deadline(DEFAULT_P1, T0, everything) is None
 

@@ -102,7 +102,7 @@ def test_degrees_would_have_got_60_north_wrong():
         (100, 100, ZoneStatus.INSIDE),  # at the limit: usable
     ],
 )
-def test_circle_decision_table(centre, distance, accuracy, expected):
+def test_circle_decision_table(centre: tuple[float, float], distance, accuracy, expected):
     fence = Circle(*centre, 500.0)
     lat, lon = destination(*centre, 30, distance)
     assert zone_status(fence, lat, lon, accuracy, 100.0) is expected
@@ -214,7 +214,7 @@ def test_polygon_needs_three_points():
         (0, 0, 150, ZoneStatus.UNCERTAIN),  # poor and inside: clears nothing
     ],
 )
-def test_square_decision_table(centre, bearing, distance, accuracy, expected):
+def test_square_decision_table(centre: tuple[float, float], bearing, distance, accuracy, expected):
     fence = _square_around(*centre, 500)
     lat, lon = destination(*centre, bearing, distance)
     assert zone_status(fence, lat, lon, accuracy, 100) is expected

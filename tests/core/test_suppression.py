@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypedDict
 
 import orjson
 import pytest
@@ -56,7 +57,7 @@ KINDS = {
     "door": DeviceKind.DOOR_SENSOR,
     "gps": DeviceKind.GPS_TRACKER,
 }
-EVENTS = {  # what each device sends to raise its alarm
+EVENTS: dict[str, tuple[str, dict[str, object]]] = {  # what each device sends to raise its alarm
     "pendant": ("button.pressed", {}),
     "fall": ("fall.detected", {}),
     "door": ("door.opened", {}),
@@ -315,7 +316,11 @@ def test_storm_kinds_refuse_person_alarms(kinds: list[str], refused: str | None)
 # --- item 8: a municipality-wide silence works, is bounded, and spares priority 1 --------
 
 
-def _p1(include: bool) -> dict[str, bool]:
+class _P1(TypedDict, total=False):
+    include_priority_1: bool
+
+
+def _p1(include: bool) -> _P1:
     """Only name the new field when it is set: the rows without it ran on the old code too."""
     return {"include_priority_1": True} if include else {}
 
@@ -374,7 +379,7 @@ def test_silence_bounds(device_id: str | None, asked: timedelta | None, expected
 # --- `rules explain`: every suppression that could apply, and when it would end -----------
 
 
-def _explained(what: str, silences: tuple[Silence, ...] = (), active: tuple[Alarm, ...] = ()) -> list[dict]:
+def _explained(what: str, silences: tuple[Silence, ...] = (), active: tuple[Alarm, ...] = ()) -> list[tuple[object, ...]]:
     dev = device("d", "pendant" if what in {"battery", "power"} else what, resident="r-17")
     etype = EventType(EVENTS[what][0])
     out = explain(RULES, dev, etype, NIGHT, dict(EVENTS[what][1]), silences=silences, alarms=active)

@@ -31,7 +31,7 @@ WINDOWS = [
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+    return datetime(*args, tzinfo=UTC)  # type: ignore[arg-type, misc]
 
 
 def fold_resolved(at: datetime) -> time:

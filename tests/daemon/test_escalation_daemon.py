@@ -128,7 +128,7 @@ async def test_silent_device_goes_offline_after_its_misses_and_recovers_when_hea
             assert await hub.ingest.wait_connected(5)
             for minute in range(4):  # chatty sends a heartbeat every minute; quiet says nothing
                 pub.publish(*native("chatty", f"hb{minute}", "heartbeat"))
-                await async_wait_until(lambda m=minute: db_count(db, "SELECT count(*) FROM inbox") == m + 1, 5)
+                await async_wait_until(lambda m=minute: db_count(db, "SELECT count(*) FROM inbox") == m + 1, 5)  # type: ignore[misc]
                 clock.advance(timedelta(seconds=61))
                 await asyncio.sleep(1.2)
             # 3 x 60 s of silence: quiet is offline; slow (1 h interval) and chatty are not.
@@ -186,7 +186,7 @@ async def test_a_wall_clock_step_during_a_steps_commit_moves_no_later_step(
                     clock.jump(timedelta(hours=1))  # NTP steps the wall clock mid-commit
                 return out
 
-            hub.store.commit_decisions = commit_then_step  # type: ignore[method-assign]
+            hub.store.commit_decisions = commit_then_step  # type: ignore[method-assign, assignment]
             pub.publish(*native("pend-1", "p1", "button.pressed"))
             assert await async_wait_until(lambda: escalations(db) == [(0, 0, "escalate", 1)], 10)
             [alarm_id] = hub.state.alarms.by_id

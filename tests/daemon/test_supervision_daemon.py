@@ -78,7 +78,7 @@ async def test_a_device_silent_across_restarts_shorter_than_its_interval_is_repo
                     )
                 pub.publish(*native("alive", f"hb{run}", "heartbeat", iso(clock.now())))
                 assert await async_wait_until(
-                    lambda r=run: db_count(db, "SELECT count(*) FROM inbox") == r + 1, 10
+                    lambda r=run: db_count(db, "SELECT count(*) FROM inbox") == r + 1, 10  # type: ignore[misc]
                 )
                 if run < 4:
                     assert await hub.supervision.step() == 0
@@ -163,7 +163,7 @@ async def test_a_tracker_with_only_poor_fixes_raises_no_usable_fix_and_a_good_fi
                 pub.publish(*owntracks(clock.now(), *home, accuracy_m=400))
                 sent += 1
                 assert await async_wait_until(
-                    lambda n=sent: db_count(db, "SELECT count(*) FROM inbox") == n, 10
+                    lambda n=sent: db_count(db, "SELECT count(*) FROM inbox") == n, 10  # type: ignore[misc]
                 )
                 clock.advance(step)
             assert await async_wait_until(

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from alarmhub.dev.mosquitto import free_port, mosquitto_binary, wait_for_port
 from alarmhub.settings import Settings
@@ -223,12 +225,12 @@ class Client:
         self, broker: Broker, user: str | None, password: str | None = None,
         *, client_id: str | None = None, clean_session: bool = True,
     ) -> None:  # fmt: skip
-        self.messages: list[tuple[str, bytes]] = []
-        self.connack: mqtt.ReasonCode | None = None
+        self.messages: list[tuple[str, bytes | bytearray]] = []
+        self.connack: ReasonCode | None = None
         self._connected = threading.Event()
         self._got = threading.Condition()
         self.c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-{user}-{time.monotonic_ns()}",
             clean_session=clean_session,
             protocol=mqtt.MQTTv311,
@@ -424,9 +426,9 @@ def test_unauthenticated_clients_are_refused(
 
 @pytest.mark.broker
 def test_plain_mqtt_without_tls_is_refused(broker: Broker) -> None:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     c.username_pw_set("alarmhub", PASSWORDS["alarmhub"])
-    result: list[mqtt.ReasonCode] = []
+    result: list[ReasonCode] = []
     c.on_connect = lambda _c, _u, _f, rc, _p: result.append(rc)
     c.connect("127.0.0.1", broker.port)
     deadline = time.monotonic() + 3

@@ -68,7 +68,7 @@ def test_a_packet_identifier_outside_16_bits_is_refused(mid: int) -> None:
 
 @given(
     st.text(
-        st.characters(exclude_characters="+#\x00", exclude_categories=("Cs",)),
+        st.characters(exclude_characters="+#\x00", exclude_categories=("Cs",)),  # type: ignore[arg-type]
         min_size=1,
         max_size=60,
     ),

@@ -9,13 +9,19 @@ from __future__ import annotations
 import asyncio
 import time as wall_time
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tests.scenarios.world import local, resolve_time
 from tests.support.helpers import db_rows
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tests.support.helpers import Publisher
 
 CEILING_S = 20.0  # how long to wait for asynchronous delivery before failing (never a timing claim)
 
@@ -26,6 +32,19 @@ def _parse(text: str | None) -> datetime | None:
 
 class Expectations:
     """Reading (`alarm`, `timeline`, `queue`, …) and `expect_*`; needs Scenario's api/start/db."""
+
+    db: Path
+    day: date
+    municipality: str
+    _pub: Publisher | None
+
+    if TYPE_CHECKING:  # Scenario's and People's, declared here so that mypy checks the calls
+
+        @property
+        def now(self) -> datetime: ...
+        async def start(self) -> None: ...
+        def api(self, user: str = "root") -> httpx.AsyncClient: ...
+        def _muni(self, device_id: str) -> str: ...
 
     # --- reading --------------------------------------------------------------------------
 

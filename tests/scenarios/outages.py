@@ -12,11 +12,14 @@ import asyncio
 import time as wall_time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.scenarios.expect import CEILING_S
 from tests.scenarios.world import ScenarioError
 from tests.support.helpers import Publisher
+
+if TYPE_CHECKING:
+    from alarmhub.app import AlarmHub
 
 
 class Outages:
@@ -27,6 +30,20 @@ class Outages:
     _broker_up: bool
     broker: Any
     client_id: str
+    _app: Any
+    _stop: asyncio.Event
+    _runner: asyncio.Task[None] | None
+
+    if TYPE_CHECKING:  # Scenario's, declared here so that mypy checks the calls
+
+        @property
+        def hub(self) -> AlarmHub: ...
+
+        async def start(self) -> None: ...
+        async def _start_hub(self) -> None: ...
+        async def _settle(self) -> None: ...
+        async def advance_to(self, when: str | datetime) -> None: ...
+        def _check_running(self) -> None: ...
 
     async def stop_hub(self) -> None:
         """Stop alarmhub (as SIGTERM does). Until `start_hub`, time passes with no timer

@@ -7,14 +7,19 @@ settles (runs what is due) after it.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from alarmhub.store import accounts
 from alarmhub.store.accounts import Role
 from tests.scenarios.world import ScenarioError, resolve_time
+
+if TYPE_CHECKING:
+    from alarmhub.app import AlarmHub
+    from tests.scenarios.world import DeviceSpec
 
 _PASSWORD_HASH: list[str] = []  # argon2 is slow: hashed once per session
 
@@ -25,6 +30,20 @@ class People:
     _app: Any
     _started: bool
     _tokens: dict[str, str]
+    db: Path
+    day: date
+    municipality: str
+    specs: dict[str, DeviceSpec]
+
+    if TYPE_CHECKING:  # Scenario's and Expectations', declared here so that mypy checks the calls
+
+        @property
+        def hub(self) -> AlarmHub: ...
+        @property
+        def now(self) -> datetime: ...
+        async def start(self) -> None: ...
+        async def _settle(self) -> None: ...
+        async def alarm(self, device_id: str, kind: str) -> dict[str, Any]: ...
 
     def api(self, user: str = "root") -> httpx.AsyncClient:
         """An HTTP client of the real API, in-process, as `user` (root, opNNNN, madmNNNN)."""

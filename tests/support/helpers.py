@@ -117,7 +117,7 @@ async def async_wait_until(check: Callable[[], bool], timeout: float = 10.0) -> 
     return check()
 
 
-def register(db_url: str, rows: list[tuple[str, ...]], tmp_path: Path) -> None:
+def register(db_url: str, rows: Iterable[tuple[str, ...]], tmp_path: Path) -> None:
     """Register devices through the real CLI's CSV import.
 
     Rows are (id, kind, municipality) or, for a Zigbee device, (…, bridge).

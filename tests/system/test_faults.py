@@ -211,9 +211,9 @@ def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills
         sender.start()
         for life, mark in enumerate(marks, start=1):
             # Each life must be up (and the mark ahead of what it found) before it is killed.
-            assert wait_until(lambda k=life: event_names(log).count("mqtt.connected") >= k, 30)
+            assert wait_until(lambda k=life: event_names(log).count("mqtt.connected") >= k, 30)  # type: ignore[misc]
             target = max(mark, db_count(db, INBOX) + 50)
-            assert wait_until(lambda m=target: db_count(db, INBOX) >= m, 60), (target, db_count(db, INBOX))
+            assert wait_until(lambda m=target: db_count(db, INBOX) >= m, 60), (target, db_count(db, INBOX))  # type: ignore[misc]
             time.sleep(rng.uniform(0, 0.05))
             daemon.send_signal(signal.SIGKILL)
             daemon.wait(10)
@@ -704,10 +704,10 @@ async def test_sse_client_that_never_reads_is_cut_off_and_does_not_slow_ingest(
                     await asyncio.to_thread(s.pub.publish_many, items)
                     sent += 250
                     assert await async_wait_until(
-                        lambda n=sent: db_count(s.db, "SELECT count(*) FROM alarms") == n, 60
+                        lambda n=sent: db_count(s.db, "SELECT count(*) FROM alarms") == n, 60  # type: ignore[misc]
                     ), "ingest stalled behind the client that does not read"
                     seq = s.hub.live.seq
-                    assert await async_wait_until(lambda q=seq: last_id >= q, 60), (last_id, seq)
+                    assert await async_wait_until(lambda q=seq: last_id >= q, 60), (last_id, seq)  # type: ignore[misc]
                 ingest_s = time.monotonic() - t0
                 changes = s.hub.live.seq
                 # Exactly the client that stopped reading was cut off ...

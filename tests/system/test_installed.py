@@ -199,9 +199,9 @@ def test_a_press_becomes_an_open_alarm(installed: Installed, broker: LocalBroker
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
-        started = time.monotonic()
+        stopping = time.monotonic()
         rc = daemon.wait(timeout=30)
-    assert rc == 0, f"exit {rc} after {time.monotonic() - started:.1f} s\n{log_path.read_text()}"
+    assert rc == 0, f"exit {rc} after {time.monotonic() - stopping:.1f} s\n{log_path.read_text()}"
     assert list(installed.workdir.iterdir()) == [], "alarmhub wrote into its working directory"
 
 

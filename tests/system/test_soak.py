@@ -159,7 +159,7 @@ class Load:
             self.bursts += 1
             # The pacing restarts after the drain: a slow drain never turns into a flood.
             began, sent = time.monotonic(), self.sent
-            if not wait_until(lambda n=sent: self.committed() >= n, DRAIN_CEILING_S, interval=0.05):
+            if not wait_until(lambda n=sent: self.committed() >= n, DRAIN_CEILING_S, interval=0.05):  # type: ignore[misc]
                 self.stuck.append((self.bursts, sent - self.committed()))
                 return
             self.drain_s.append(time.monotonic() - began)

@@ -321,7 +321,7 @@ async def test_a_busy_stream_is_rechecked_too() -> None:
         return len(checks) < 3  # the third check says no: locked out
 
     async def consume() -> None:
-        async for item in rechecked(endless(), allowed, 10.0, clock.monotonic):  # type: ignore[arg-type]
+        async for item in rechecked(endless(), allowed, 10.0, clock.monotonic):  # type: ignore[arg-type, var-annotated]
             received.append(item)
             clock.advance(timedelta(seconds=5))  # two items per re-check interval
 
