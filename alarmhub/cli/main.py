@@ -23,9 +23,9 @@ import structlog
 from pydantic import ValidationError
 
 from alarmhub import builtin
-from alarmhub.cli.rules import CasesError, explain, run_cases
+from alarmhub.cli.rules_tool import CasesError, explain, run_cases
 from alarmhub.clock import SystemClock
-from alarmhub.config.device_settings import SettingsInvalidError, parse_settings
+from alarmhub.core.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.config.profiles import (
     ProfileError,
     bridge_missing,

@@ -129,7 +129,7 @@ class ResolveIn(_In):
 
 # A pseudonymous reference, never a name: alarms of one resident inhibit each other.
 Resident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-# Validated by alarmhub.config.device_settings (night window, geofence, dose schedule);
+# Validated by alarmhub.core.device_settings (night window, geofence, dose schedule);
 # see docs/api.md.
 DeviceSettingsIn = Annotated[
     dict[str, Any],

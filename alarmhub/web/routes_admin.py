@@ -24,7 +24,7 @@ from alarmhub.cli.main import (
     parse_device_csv,
     preserved_columns,
 )
-from alarmhub.config.device_settings import SettingsInvalidError
+from alarmhub.core.device_settings import SettingsInvalidError
 from alarmhub.config.profiles import bridge_missing
 from alarmhub.core import reports
 from alarmhub.core.decode import Catalog

@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from alarmhub.config.device_settings import parse_settings
+from alarmhub.core.device_settings import parse_settings
 from alarmhub.core.actions import Action, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
 from alarmhub.core.doses import dose_event
