@@ -36,9 +36,9 @@ from typing import Any
 
 import orjson
 
-from alarmhub.core.device_settings import parse_settings
 from alarmhub.core.actions import Action, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
+from alarmhub.core.device_settings import parse_settings
 from alarmhub.core.doses import dose_event
 from alarmhub.core.escalation import (
     DeadlineKey,
