@@ -16,18 +16,17 @@ import signal
 import sys
 from typing import Any
 
-from alarmhub.cli.main import cli_actor, import_audit
+from alarmhub.cli.db import actor
+from alarmhub.cli.output import EXIT_FAILED, EXIT_USAGE, error, warn
 from alarmhub.clock import SystemClock
 from alarmhub.settings import Settings, parse_mqtt_url
 from alarmhub.sim.model import Scenario
 from alarmhub.sim.simulator import Simulation, SimulationConfig, SimulatorError
+from alarmhub.store.accounts import import_audit
 from alarmhub.store.sqlite import SqliteStore
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
-
-def add_commands(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "simulate",
         help="publish simulated device traffic to the broker",
@@ -61,12 +60,12 @@ def add_commands(sub: Any) -> None:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     problem = _check(args)
     if problem:
-        print(f"alarmhub simulate: {problem}", file=sys.stderr)
+        error(problem, "alarmhub simulate")
         return EXIT_USAGE
     try:
         target = parse_mqtt_url(args.broker or settings.mqtt_url)
     except ValueError as exc:
-        print(f"alarmhub simulate: --broker: {exc}", file=sys.stderr)
+        error(f"--broker: {exc}", "alarmhub simulate")
         return EXIT_USAGE
     seed = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
     config = SimulationConfig(
@@ -79,30 +78,29 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     )
     sim = Simulation(config)
     devices = sim.devices()
-    print(
+    warn(
         f"simulate: {args.homes} homes, {len(devices)} devices, scenario {args.scenario}, "
-        f"speed {args.speed:g}, seed {seed}",
-        file=sys.stderr,
+        f"speed {args.speed:g}, seed {seed}"
     )
     if args.duration is None and args.speed > 1:
-        print("simulate: --speed above 1 without --duration: running for one hour", file=sys.stderr)
+        warn("simulate: --speed above 1 without --duration: running for one hour")
     clock = SystemClock()
 
     async def run() -> int:
         if args.register:
             db = settings.database
             if db.kind != "sqlite" or db.path is None:
-                print("alarmhub simulate: --register needs a sqlite:/// database", file=sys.stderr)
+                error("--register needs a sqlite:/// database", "alarmhub simulate")
                 return EXIT_FAILED
             store = await SqliteStore.open(db.path, synchronous=settings.sqlite_synchronous)
             try:
                 now = clock.now()
                 # A person's change of the registry like any import: audited with it.
-                entries = import_audit(cli_actor(), now, None, devices)
+                entries = import_audit(actor(), now, None, devices)
                 await store.register_devices(devices, now, audit=entries)
             finally:
                 await store.close()
-            print(f"simulate: registered {len(devices)} devices in {db.path}", file=sys.stderr)
+            warn(f"simulate: registered {len(devices)} devices in {db.path}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -110,17 +108,16 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         stats = await sim.run(
             target, clock, stop, client_id=f"alarmhub-sim-{os.getpid()}", progress=sys.stderr
         )
-        print(
+        warn(
             f"simulate: sent {stats.sent} messages in {stats.seconds:.1f} s "
-            f"({stats.rate:.0f}/s), {stats.errors} errors, {stats.reconnects} reconnects",
-            file=sys.stderr,
+            f"({stats.rate:.0f}/s), {stats.errors} errors, {stats.reconnects} reconnects"
         )
         return EXIT_FAILED if stats.errors else 0
 
     try:
         return asyncio.run(run())
     except SimulatorError as exc:
-        print(f"alarmhub simulate: {exc}", file=sys.stderr)
+        error(str(exc), "alarmhub simulate")
         return EXIT_FAILED
 
 

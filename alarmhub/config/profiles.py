@@ -26,7 +26,7 @@ from pydantic import (
 
 from alarmhub import builtin
 from alarmhub.core.decode import Catalog
-from alarmhub.core.model import INTERNAL_EVENTS, Device, DeviceKind, EventType
+from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType
 from alarmhub.core.profile import Condition, Mapping, Op, Profile, TimestampUnit, TopicPattern
 
 ENV_DEVICES_DIR = "ALARMHUB_DEVICES_DIR"
@@ -387,81 +387,3 @@ def _display(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError):
         return str(path)
-
-
-def unknown_profile(catalog: Catalog, device: Device) -> str | None:
-    """Why a device's named profile is refused, or None (issue 13 item 5).
-
-    A device naming a profile the catalogue does not have can decode nothing:
-    every press of it would be a dead letter. Refused at registration, by the
-    API and by CSV import alike.
-    """
-    if device.profile is None or device.profile in catalog.profiles:
-        return None
-    return f"profile {device.profile!r} is not one of: {', '.join(sorted(catalog.profiles))}"
-
-
-def profile_guess(catalog: Catalog, device: Device) -> str | None:
-    """A warning when a device without a profile is decoded by a guess, or None.
-
-    A device registered without `--profile` is decoded by its format's default
-    profile for its kind. Where a format has several profiles for that kind
-    (Zigbee2MQTT buttons: the Tuya SOS default and the Heiman), the default is
-    a guess: a Heiman button registered without its profile had every press
-    stored as a heartbeat (issue 12 item 13). The registry cannot know the
-    device's format from its id, so the warning names each format where the
-    choice is a guess.
-    """
-    if device.profile is not None:
-        return None
-    warnings: list[str] = []
-    formats = sorted({p.format for p in catalog.profiles.values() if not p.native})
-    for fmt in formats:
-        names = sorted(
-            p.name for p in catalog.profiles.values() if p.format == fmt and device.kind in p.kinds
-        )
-        chosen = catalog.profile_for(fmt, device)
-        if len(names) < 2 or chosen is None:
-            continue
-        others = ", ".join(n for n in names if n != chosen.name)
-        warnings.append(
-            f"warning: {device.id} is registered without --profile: if it is a {fmt} device, "
-            f"it is decoded as {chosen.name} (the default for {device.kind}), a guess; "
-            f"other {fmt} profiles for {device.kind}: {others}. "
-            "Register it again with --profile NAME if it is one of those."
-        )
-    return "\n".join(warnings) or None
-
-
-def bridge_missing(catalog: Catalog, device: Device) -> str | None:
-    """Why a device cannot be registered without a bridge, or None (issue 13 item 9).
-
-    A device whose profile reads a bridged topic (Zigbee2MQTT) has every message
-    refused as `wrong_bridge` while no bridge is recorded: better to refuse the
-    registration now than to find out from a dead letter after a press.
-    """
-    if device.bridge is not None or device.profile is None:
-        return None
-    profile = catalog.profiles.get(device.profile)
-    if profile is None or not profile.topic.bridged:
-        return None
-    return (
-        f"{device.id}: profile {profile.name} is a {profile.format} profile: give the bridge "
-        "the device is paired with (--bridge, or the `bridge` field/column); without one, "
-        "its messages are refused as wrong_bridge"
-    )
-
-
-def bridge_unknown(catalog: Catalog, device: Device) -> str | None:
-    """A warning for a device that may be a bridged (Zigbee) device but has no bridge."""
-    if device.bridge is not None or device.profile is not None:
-        return None
-    formats = sorted(
-        {p.format for p in catalog.profiles.values() if p.topic.bridged and device.kind in p.kinds}
-    )
-    if not formats:
-        return None
-    return (
-        f"warning: {device.id} has no --bridge: if it is a {' or '.join(formats)} device, "
-        "every message it sends is refused as wrong_bridge until its bridge is registered"
-    )

@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from alarmhub.core.model import Device
+
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MUNICIPALITY_RE = re.compile(r"^[0-9]{4}$")
@@ -281,6 +283,27 @@ class AuditEntry:
     device_id: str | None = None
     municipality: str | None = None
     detail: dict[str, Any] | None = None
+
+
+def import_audit(
+    actor: str, now: datetime, address: str | None, devices: Sequence[Device]
+) -> list[AuditEntry]:
+    """One `device.imported` entry per municipality of an import, with its count.
+
+    Beside AuditEntry because the API's and the CLI's imports both write it, and
+    neither may import the other (issue 14).
+    """
+    return [
+        AuditEntry(
+            actor,
+            "device.imported",
+            now,
+            address=address,
+            municipality=m,
+            detail={"count": sum(d.municipality == m for d in devices)},
+        )
+        for m in sorted({d.municipality for d in devices})
+    ]
 
 
 INSERT_AUDIT = (

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from alarmhub.config.device_settings import parse_settings, settings_json
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload_digest
+from alarmhub.core.device_settings import parse_settings, settings_json
 from alarmhub.core.fields import PARTIAL, dropped_detail
 from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome

@@ -12,14 +12,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from alarmhub.core.actions import MAX_NOTE, MAX_OUTCOME
-from alarmhub.core.bridges import BRIDGE_ID_PATTERN
 from alarmhub.core.model import DeviceKind
+from alarmhub.core.registry import (
+    BridgeId,
+    DeviceId,
+    DeviceSettingsIn,
+    Municipality,
+    Resident,
+)
 
-Municipality = Annotated[str, Field(pattern=r"^[0-9]{4}$", examples=["0301"])]
-DeviceId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^+#\s]+$")]
 Note = Annotated[str, Field(min_length=1, max_length=MAX_NOTE)]
-# A bridge id is its MQTT username and a topic level (core/bridges.py says why).
-BridgeId = Annotated[str, Field(pattern=BRIDGE_ID_PATTERN, examples=["z2m-0301-a"])]
 
 
 class _In(BaseModel):
@@ -125,42 +127,6 @@ class OptionalNoteIn(_In):
 class ResolveIn(_In):
     outcome: Annotated[str, Field(min_length=1, max_length=MAX_OUTCOME, examples=["false_alarm"])]
     note: Note | None = None
-
-
-# A pseudonymous reference, never a name: alarms of one resident inhibit each other.
-Resident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-# Validated by alarmhub.config.device_settings (night window, geofence, dose schedule);
-# see docs/api.md.
-DeviceSettingsIn = Annotated[
-    dict[str, Any],
-    Field(
-        examples=[
-            {
-                "windows": {"night": ["23:00", "06:00"]},
-                "geofence": {"lat": 59.91, "lon": 10.75, "radius_m": 500},
-                "dose_schedule": {"times": ["08:00", "20:00"], "window_min": 60},
-            }
-        ]
-    ),
-]
-
-
-class DeviceIn(_In):
-    id: DeviceId
-    kind: DeviceKind
-    municipality: Municipality
-    heartbeat_interval_s: Annotated[int, Field(ge=10, le=7 * 24 * 3600)] | None = None
-    label: Annotated[str, Field(max_length=200)] | None = None
-    profile: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    resident: Resident | None = None
-    settings: DeviceSettingsIn | None = None
-    bridge: BridgeId | None = Field(
-        default=None,
-        description="the Zigbee2MQTT bridge (MQTT account and base topic "
-        "`zigbee2mqtt/<bridge>`) a Zigbee device is paired with; its messages are "
-        "refused (`wrong_bridge`) through any other bridge, and through every bridge "
-        "while this is null",
-    )
 
 
 class DevicePatch(_In):

@@ -16,22 +16,24 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from alarmhub.cli.main import (
-    CommandError,
+from alarmhub.core import reports
+from alarmhub.core.decode import Catalog
+from alarmhub.core.device_settings import SettingsInvalidError
+from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.moves import move_errors
+from alarmhub.core.registry import (
+    DeviceIn,
+    Municipality,
+    RegistryError,
+    bridge_missing,
     device_from_values,
-    import_audit,
     known_profile,
     parse_device_csv,
     preserved_columns,
 )
-from alarmhub.config.device_settings import SettingsInvalidError
-from alarmhub.config.profiles import bridge_missing
-from alarmhub.core import reports
-from alarmhub.core.decode import Catalog
-from alarmhub.core.model import Device, DeviceKind
-from alarmhub.core.moves import move_errors
 from alarmhub.core.suppress import silence_end
 from alarmhub.store import accounts
+from alarmhub.store.accounts import import_audit
 from alarmhub.store.device_moves import IdTakenError, MoveRefusedError
 from alarmhub.web import tenancy
 from alarmhub.web.auth import Principal, require_principal, requires
@@ -40,12 +42,10 @@ from alarmhub.web.errors import ApiError, forbidden, not_found, responses
 from alarmhub.web.models import (
     AuditOut,
     DeadLetterOut,
-    DeviceIn,
     DeviceOut,
     DevicePatch,
     ImportResult,
     Me,
-    Municipality,
     ReportOut,
     SilenceIn,
     SilenceOut,
@@ -95,7 +95,7 @@ def _checked_device(body: DeviceIn | dict[str, Any], catalog: Catalog | None = N
     try:
         device = device_from_values(body.model_dump() if isinstance(body, DeviceIn) else body)
         return known_profile(catalog, device)
-    except (CommandError, SettingsInvalidError) as exc:
+    except (RegistryError, SettingsInvalidError) as exc:
         raise ApiError(422, "validation", str(exc)) from None
 
 

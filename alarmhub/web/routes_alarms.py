@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
+from alarmhub.core.registry import Municipality
 from alarmhub.core.views import alarm_json
 from alarmhub.store.accounts import ts
 from alarmhub.web import tenancy
@@ -27,7 +28,6 @@ from alarmhub.web.models import (
     AlarmDetail,
     AlarmOut,
     AlarmPage,
-    Municipality,
     NoteIn,
     OptionalNoteIn,
     ResolveIn,

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alarmhub.app import AlarmHub
-from alarmhub.cli.main import parse_device_csv
-from alarmhub.config.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.config.profiles import load_catalog
 from alarmhub.config.rules import RulesError, parse_rules
 from alarmhub.core.decode import DecodeLimits, decode
+from alarmhub.core.device_settings import SettingsInvalidError, parse_settings
 from alarmhub.core.model import Decoded, Device, DeviceKind, RawMessage, Rejected, RejectReason
+from alarmhub.core.registry import parse_device_csv
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.helpers import (
     Publisher,

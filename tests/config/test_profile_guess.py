@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from alarmhub.config.profiles import ProfileError, load_catalog, load_profiles, profile_guess
+from alarmhub.config.profiles import ProfileError, load_catalog, load_profiles
 from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.registry import profile_guess
 from tests.support.helpers import run_cli
 
 DEVICES = Path(__file__).resolve().parents[2] / "devices"

@@ -18,12 +18,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from alarmhub.app import AlarmHub
-from alarmhub.cli.main import parse_device_csv
 from alarmhub.clock import FakeClock
 from alarmhub.config.profiles import load_catalog
 from alarmhub.core.bridges import check_bridge, valid_bridge
 from alarmhub.core.decode import DecodeLimits, decode
 from alarmhub.core.model import Decoded, Device, DeviceKind, RawMessage, Rejected, RejectReason
+from alarmhub.core.registry import parse_device_csv
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.api_harness import stack
 from tests.support.helpers import (

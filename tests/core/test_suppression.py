@@ -16,7 +16,7 @@ from typing import TypedDict
 import orjson
 import pytest
 
-from alarmhub.cli.rules import explain
+from alarmhub.cli.rules_tool import explain
 from alarmhub.config.profiles import load_catalog
 from alarmhub.config.rules import RulesError, load_rules, parse_rules
 from alarmhub.core import suppress

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alarmhub.config.device_settings import parse_settings
+from alarmhub.core.device_settings import parse_settings
 from alarmhub.core.model import Device, DeviceKind
 from tests.support.helpers import REPO
 

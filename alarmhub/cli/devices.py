@@ -1,0 +1,215 @@
+"""`alarmhub devices register|list|import`: the device registry from the command line.
+
+Validation is the registry's own (core/registry.py), shared with the API, so a
+device or CSV row refused here is refused there with the same message. What is
+left here is the shell: read the file and the profile catalogue, write through
+the store with its audit entries, and print.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from alarmhub.cli.db import actor, with_store
+from alarmhub.cli.output import EXIT_FAILED, CommandError, error, print_json, table, warn
+from alarmhub.clock import SystemClock
+from alarmhub.config.profiles import ProfileError, default_profiles_dir, load_catalog
+from alarmhub.config.rules import RulesError, load_rules
+from alarmhub.core.decode import Catalog
+from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.moves import move_errors
+from alarmhub.core.registry import (
+    bridge_missing,
+    bridge_unknown,
+    parse_device_csv,
+    preserved_columns,
+    profile_guess,
+    validated_device,
+)
+from alarmhub.settings import Settings
+from alarmhub.store.accounts import AuditEntry, import_audit
+from alarmhub.store.sqlite import MoveRefusedError, SqliteStore
+
+LIST_COLUMNS = [
+    "id",
+    "kind",
+    "municipality",
+    "heartbeat_interval_s",
+    "label",
+    "bridge",
+    "active",
+    "last_seen_at",
+]
+
+
+def add_parser(sub: Any) -> None:
+    devices = sub.add_parser("devices", help="the device registry").add_subparsers(title="devices")
+    reg = devices.add_parser("register", help="register (or update) one device")
+    reg.add_argument("--id", required=True)
+    reg.add_argument("--kind", required=True, choices=[k.value for k in DeviceKind])
+    reg.add_argument("--municipality", required=True, help="four-digit kommunenummer, e.g. 0301")
+    reg.add_argument("--heartbeat-interval", type=int, metavar="SECONDS")
+    reg.add_argument("--label", help="a label for operators; no personal data")
+    reg.add_argument("--profile", help="device profile name when its format has several (devices/)")
+    reg.add_argument("--resident", help="a pseudonymous resident reference (never a name)")
+    reg.add_argument(
+        "--bridge",
+        help="the Zigbee2MQTT bridge a Zigbee device is paired with (its MQTT account and "
+        "base topic zigbee2mqtt/<bridge>); its messages through any other bridge are refused",
+    )
+    reg.add_argument(
+        "--settings",
+        metavar="JSON",
+        help='per-device settings, e.g. \'{"windows": {"night": ["23:00", "06:00"]}, '
+        '"geofence": {"lat": 59.91, "lon": 10.75, "radius_m": 500}, '
+        '"dose_schedule": {"times": ["08:00", "20:00"], "window_min": 60}}\'',
+    )
+    reg.set_defaults(func=cmd_devices_register)
+    lst = devices.add_parser("list", help="list registered devices")
+    lst.add_argument("--municipality")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_devices_list)
+    imp = devices.add_parser("import", help="register devices from a CSV file, all or none")
+    imp.add_argument("file", metavar="FILE.csv")
+    imp.set_defaults(func=cmd_devices_import)
+
+
+def _catalog(settings: Settings) -> Catalog | None:
+    try:
+        return load_catalog(settings.devices_dir or default_profiles_dir())
+    except ProfileError:
+        return None  # `rules check` and the daemon report a broken profile folder
+
+
+def _warn_profile_guess(settings: Settings, device: Device) -> None:
+    """Say so when the device's profile is a guess (issue 12 item 13); never fail on it."""
+    catalog = _catalog(settings)
+    if catalog is None:
+        return
+    for warning in (profile_guess(catalog, device), bridge_unknown(catalog, device)):
+        if warning is not None:
+            warn(warning)
+
+
+def _check_bridge(settings: Settings, devices: Sequence[Device]) -> list[str]:
+    """Devices whose Zigbee2MQTT profile needs a bridge they were not given."""
+    catalog = _catalog(settings)
+    if catalog is None:
+        return []  # `rules check` and the daemon report a broken profile folder
+    return [e for e in (bridge_missing(catalog, d) for d in devices) if e is not None]
+
+
+def _register_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags as the API's device body: absent flags absent, --settings as JSON."""
+    values: dict[str, Any] = {
+        "id": args.id,
+        "kind": args.kind,
+        "municipality": args.municipality,
+        "heartbeat_interval_s": args.heartbeat_interval,
+        "label": args.label,
+        "profile": args.profile,
+        "resident": args.resident,
+        "bridge": args.bridge,
+    }
+    if args.settings is not None:
+        try:
+            values["settings"] = orjson.loads(args.settings)
+        except orjson.JSONDecodeError as exc:
+            raise CommandError(f"settings are not JSON: {exc}") from None
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
+    # Validated as the API's POST /devices and every CSV row are (issue 13 item 5).
+    device = validated_device(_register_values(args), _catalog(settings))
+    for problem in _check_bridge(settings, [device]):
+        raise CommandError(problem)
+
+    async def work(store: SqliteStore) -> int:
+        now = SystemClock().now()
+        entry = AuditEntry(
+            actor(),
+            "device.registered",
+            now,
+            device_id=device.id,
+            municipality=device.municipality,
+            detail={"active": device.active},
+        )
+        try:
+            await store.register_devices([device], now, audit=[entry])
+        except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
+            raise CommandError(str(exc)) from None
+        print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
+        _warn_profile_guess(settings, device)
+        return 0
+
+    if device.heartbeat_interval_s is None:
+        _warn_no_interval(settings, device)
+    return with_store(settings, work)
+
+
+def _warn_no_interval(settings: Settings, device: Device) -> None:
+    """A device without a heartbeat interval: say what supervises it (issue 12 item 16)."""
+    try:
+        default = load_rules(settings.rules).heartbeat_defaults.get(device.kind)
+    except RulesError:
+        default = None
+    if default is None:
+        warn(
+            f"warning: {device.id} has no --heartbeat-interval and the rules give "
+            f"{device.kind} no default_heartbeat_interval_s: it will NOT be supervised "
+            "(a dead device would never be reported)"
+        )
+        return
+    warn(
+        f"warning: {device.id} has no --heartbeat-interval; supervised with the "
+        f"{device.kind} default of {int(default.total_seconds())} s from the rules"
+    )
+
+
+def cmd_devices_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: SqliteStore) -> int:
+        rows = await store.list_devices(args.municipality)
+        if args.json:
+            print_json(rows)
+            return 0
+        table(LIST_COLUMNS, rows)
+        return 0
+
+    return with_store(settings, work)
+
+
+def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise CommandError(f"{args.file}: {exc.strerror}") from exc
+    devices, errors = parse_device_csv(text, _catalog(settings))
+    errors = errors or _check_bridge(settings, devices)
+    if errors:
+        return _refused(args.file, errors)
+
+    async def work(store: SqliteStore) -> int:
+        now = SystemClock().now()
+        entries = import_audit(actor(), now, None, devices)
+        try:
+            await store.register_devices(devices, now, keep=preserved_columns(text), audit=entries)
+        except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
+            return _refused(args.file, move_errors(devices, exc.refused))
+        print(f"imported {len(devices)} device(s) from {args.file}")
+        return 0
+
+    return with_store(settings, work)
+
+
+def _refused(file: str, errors: Sequence[str]) -> int:
+    """Every row's error, then the all-or-nothing verdict: nothing was imported."""
+    for err in errors:
+        warn(f"{file}: {err}")
+    error(f"nothing imported: {len(errors)} row error(s)")
+    return EXIT_FAILED

@@ -1,0 +1,40 @@
+"""`alarmhub run`: the daemon in the foreground, stopped by SIGTERM, reloaded by SIGHUP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+import structlog
+
+from alarmhub.cli.output import EXIT_FAILED
+from alarmhub.settings import Settings
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run", help="run the daemon: MQTT in, alarms out, HTTP on ALARMHUB_HTTP_LISTEN"
+    )
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from alarmhub.app import AlarmHub  # noqa: PLC0415 - keep CLI start-up light
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        async with AlarmHub(settings) as hub:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(hub.stop()))
+            # SIGHUP (systemctl reload): reload the rules; a bad file keeps the old ones.
+            loop.add_signal_handler(signal.SIGHUP, hub.reload_rules)
+            await hub.wait_stopped()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        structlog.get_logger("alarmhub").error("alarmhub.failed", error=str(exc))
+        return EXIT_FAILED
+    return 0

@@ -1,0 +1,105 @@
+"""`alarmhub users create|disable|enable|list`: people who log in.
+
+Like the rest of the CLI these work on the database file directly, beside a
+running daemon (WAL and a busy timeout). A generated password is printed once
+and never stored in clear. Exit status: 0 ok, 1 failed, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from alarmhub.cli.db import actor, on_connection
+from alarmhub.cli.output import EXIT_USAGE, CommandError, error, print_plain_json, table
+from alarmhub.clock import SystemClock
+from alarmhub.settings import Settings
+from alarmhub.store import access, accounts
+from alarmhub.store.accounts import AccountError, AuditEntry
+
+
+def add_parser(sub: Any) -> None:
+    users = sub.add_parser("users", help="people who log in").add_subparsers(title="users")
+    uc = users.add_parser("create", help="create a user (prints a generated password once)")
+    uc.add_argument("--name", required=True)
+    uc.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    uc.add_argument(
+        "--municipality",
+        action="append",
+        default=[],
+        metavar="NNNN",
+        help="a municipality the user works for; repeat for several (not for admin)",
+    )
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    uc.set_defaults(func=cmd_users_create)
+    for verb, helptext in (
+        ("disable", "lock a user out: logins, sessions, tokens and live streams stop"),
+        ("enable", "let a disabled user log in again (old sessions stay ended)"),
+    ):
+        ud = users.add_parser(verb, help=helptext)
+        ud.add_argument("--name", required=True)
+        ud.set_defaults(func=cmd_users_set_active, active=verb == "enable")
+    ul = users.add_parser("list", help="every user, with role, municipalities and state")
+    ul.add_argument("--json", action="store_true")
+    ul.set_defaults(func=cmd_users_list)
+
+
+def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        role, municipalities = accounts.validate_user(args.name, args.role, args.municipality)
+    except AccountError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    generated = not args.password_stdin
+    password = accounts.generate_password() if generated else sys.stdin.readline().rstrip("\n")
+    now = SystemClock().now()
+    try:
+        hashed = accounts.hash_password(password)
+
+        def create(conn: Any) -> accounts.User:
+            entry = AuditEntry(
+                actor(),
+                "user.created",
+                now,
+                detail={"user": args.name, "role": role.value, "municipalities": municipalities},
+            )
+            # The user and its audit row commit together (issue 13 item 4).
+            return accounts.create_user(conn, args.name, role, municipalities, hashed, now, [entry])
+
+        user = on_connection(settings, create)
+    except AccountError as exc:
+        raise CommandError(str(exc)) from exc
+    where = ", ".join(user.municipalities) or "all municipalities"
+    print(f"created {user.role} {user.name} ({where})")
+    if generated:
+        print("password (shown once):")
+        print(password)
+    return 0
+
+
+def cmd_users_set_active(settings: Settings, args: argparse.Namespace) -> int:
+    now = SystemClock().now()
+    action = "user.enabled" if args.active else "user.disabled"
+    entry = AuditEntry(actor(), action, now, detail={"user": args.name})
+    try:
+        changed = on_connection(
+            settings, access.set_active, access.everyone, args.name, args.active, entry
+        )
+    except AccountError as exc:
+        raise CommandError(str(exc)) from exc
+    state = "enabled" if args.active else "disabled"
+    print(f"{args.name} {state}" if changed else f"{args.name} was already {state}")
+    return 0
+
+
+def cmd_users_list(settings: Settings, args: argparse.Namespace) -> int:
+    rows = [u.json() for u in on_connection(settings, access.list_users, access.everyone)]
+    if args.json:
+        print_plain_json(rows, ensure_ascii=False)
+        return 0
+    for r in rows:
+        r["municipalities"] = ",".join(r["municipalities"]) or "all"
+        r["active"] = "active" if r["active"] else "disabled"
+    table(["name", "role", "municipalities", "active", "created_at"], rows)
+    return 0
