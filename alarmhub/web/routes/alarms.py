@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Query
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
+from alarmhub.core.registry import Municipality
 from alarmhub.core.views import alarm_json
 from alarmhub.store.accounts import ts
 from alarmhub.web import tenancy
@@ -34,7 +35,6 @@ from alarmhub.web.models import (
     AlarmDetail,
     AlarmOut,
     AlarmPage,
-    Municipality,
     NoteIn,
     OptionalNoteIn,
     ResolveIn,

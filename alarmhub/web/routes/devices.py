@@ -14,20 +14,22 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from alarmhub.cli.main import (
-    CommandError,
+from alarmhub.core.decode import Catalog
+from alarmhub.core.device_settings import SettingsInvalidError
+from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.moves import move_errors
+from alarmhub.core.registry import (
+    DeviceIn,
+    Municipality,
+    RegistryError,
+    bridge_missing,
     device_from_values,
-    import_audit,
     known_profile,
     parse_device_csv,
     preserved_columns,
 )
-from alarmhub.config.device_settings import SettingsInvalidError
-from alarmhub.config.profiles import bridge_missing
-from alarmhub.core.decode import Catalog
-from alarmhub.core.model import Device, DeviceKind
-from alarmhub.core.moves import move_errors
 from alarmhub.store import accounts
+from alarmhub.store.accounts import import_audit
 from alarmhub.store.device_moves import IdTakenError, MoveRefusedError
 from alarmhub.web import tenancy
 from alarmhub.web.context import WebContext, client_address
@@ -43,14 +45,7 @@ from alarmhub.web.deps import (
     device_or_404,
 )
 from alarmhub.web.errors import ApiError, forbidden, responses
-from alarmhub.web.models import (
-    DeadLetterOut,
-    DeviceIn,
-    DeviceOut,
-    DevicePatch,
-    ImportResult,
-    Municipality,
-)
+from alarmhub.web.models import DeadLetterOut, DeviceOut, DevicePatch, ImportResult
 from alarmhub.web.paging import (
     DEVICE_PAGE,
     MAX_CURSOR,
@@ -80,7 +75,7 @@ def _checked_device(body: DeviceIn | dict[str, Any], catalog: Catalog | None = N
     try:
         device = device_from_values(body.model_dump() if isinstance(body, DeviceIn) else body)
         return known_profile(catalog, device)
-    except (CommandError, SettingsInvalidError) as exc:
+    except (RegistryError, SettingsInvalidError) as exc:
         raise ApiError(422, "validation", str(exc)) from None
 
 

@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 
 from alarmhub.core import reports
+from alarmhub.core.registry import Municipality
 from alarmhub.web import tenancy
 from alarmhub.web.context import WebContext
 from alarmhub.web.deps import Ctx, ReadReports
 from alarmhub.web.errors import ApiError, not_found, responses
-from alarmhub.web.models import Municipality, ReportOut
+from alarmhub.web.models import ReportOut
 
 OSLO = ZoneInfo("Europe/Oslo")
 # Days a report may name; outside them the conversion to UTC would overflow.
