@@ -15,7 +15,6 @@ import html
 import json
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,11 +22,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from alarmhub.core.rules import RuleSet
 from alarmhub.web.auth import LoginRequired, require_page_user
 from alarmhub.web.deps import Ctx
-
-if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -67,9 +64,9 @@ def render(name: str, sla: dict[str, int]) -> str:
     return body.replace("{{sla}}", html.escape(json.dumps(sla), quote=True))
 
 
-def sla_targets(hub: AlarmHub) -> dict[str, int]:
+def sla_targets(rules: RuleSet) -> dict[str, int]:
     """Acknowledgement targets in seconds by priority ("1".."4"), from the loaded rules."""
-    return {str(int(p)): int(d.total_seconds()) for p, d in hub.rules.sla_ack.items()}
+    return {str(int(p)): int(d.total_seconds()) for p, d in rules.sla_ack.items()}
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -82,7 +79,7 @@ async def _page(name: str, request: Request, ctx: Ctx) -> Response:
         await require_page_user(request)
     except LoginRequired:
         return _login_redirect(request)
-    return HTMLResponse(render(name, sla_targets(ctx.hub)), headers=PAGE_HEADERS)
+    return HTMLResponse(render(name, sla_targets(ctx.hub.rules)), headers=PAGE_HEADERS)
 
 
 async def queue_page(request: Request, ctx: Ctx) -> Response:
