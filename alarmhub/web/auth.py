@@ -1,4 +1,4 @@
-"""Who is calling: bearer tokens for API clients, sessions for browsers, CSRF, login.
+"""Who is calling: bearer tokens for API clients, sessions for browsers, CSRF.
 
 Every API route depends on :func:`require_scope` (or :func:`requires`), which
 authenticates once and turns the user into the request's tenancy
@@ -8,35 +8,30 @@ authenticates once and turns the user into the request's tenancy
 own, a state-changing cookie request must also carry `X-CSRF-Token` equal to
 the `alarmhub_csrf` cookie (double submit, and bound to the session row).
 Bearer requests need no CSRF token: a foreign page cannot make a browser send
-an Authorization header.
+an Authorization header. Logging in and out are the routes of `routes.session`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Annotated, Any
-from urllib.parse import parse_qs
+from functools import cache
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import Depends, Request
 
 from alarmhub.store import accounts
 from alarmhub.store.accounts import User
-from alarmhub.web.context import client_address, web
-from alarmhub.web.errors import ApiError, ErrorBody, forbidden
+from alarmhub.web.context import web
+from alarmhub.web.errors import ApiError, forbidden
 from alarmhub.web.tenancy import Permission, Scope
 from alarmhub.web.transport import CookieNames, cookie_names
 
 SESSION_COOKIE = "alarmhub_session"
 CSRF_COOKIE = "alarmhub_csrf"
 CSRF_HEADER = "X-CSRF-Token"
-SESSION_TTL = timedelta(hours=12)  # one shift
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_FORM_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +102,14 @@ async def require_scope(principal: Annotated[Principal, Depends(require_principa
     return Scope.of(principal.user)
 
 
+@cache
 def requires(permission: Permission) -> Callable[[Scope], Awaitable[Scope]]:
-    """A dependency: the scope, after checking the role may do `permission` (else 403)."""
+    """A dependency: the scope, after checking the role may do `permission` (else 403).
+
+    One function per permission (cached): FastAPI resolves a dependency once per
+    request only when it is the same callable, so a route and its in-scope lookup
+    that both ask for a permission share one authentication.
+    """
 
     async def check(scope: Annotated[Scope, Depends(require_scope)]) -> Scope:
         if not scope.can(permission):
@@ -137,143 +138,3 @@ def cookies(request: Request) -> CookieNames:
     FORWARDED_ALLOW_IPS); an X-Forwarded-Proto from anyone else is not believed.
     """
     return cookie_names(request.url.scheme, SESSION_COOKIE, CSRF_COOKIE)
-
-
-def _wants_html(request: Request) -> bool:
-    return "text/html" in request.headers.get("accept", "")
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """A urlencoded form, parsed without a multipart dependency; at most 4 KiB."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ApiError(413, "too_large", "the login form is larger than 4 KiB")
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise ApiError(400, "bad_request", "the form is not UTF-8") from None
-    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items() if v}
-
-
-_FORM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/x-www-form-urlencoded": {
-                "schema": {
-                    "type": "object",
-                    "required": ["username", "password"],
-                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-                }
-            }
-        },
-    }
-}
-
-_ERR: dict[str, Any] = {"model": ErrorBody}
-
-
-def router() -> APIRouter:
-    r = APIRouter(tags=["auth"])
-
-    @r.post(
-        "/login",
-        status_code=303,
-        response_class=Response,
-        openapi_extra=_FORM_BODY,
-        responses={
-            303: {"description": "Logged in: cookies set, redirect to /"},
-            400: {**_ERR, "description": "Form fields missing or not UTF-8"},
-            401: {**_ERR, "description": "Wrong user name or password (API clients)"},
-            413: {**_ERR, "description": "Form larger than 4 KiB"},
-            429: {**_ERR, "description": "Too many attempts; see Retry-After"},
-        },
-    )
-    async def login(request: Request) -> Response:
-        """Log a browser in: form fields `username` and `password`.
-
-        Failed logins are slowed down per (user name, client address): after five,
-        each further try waits 1 s, 2 s, 4 s … at most 60 s (429 with Retry-After);
-        a successful login clears the count. A browser (Accept: text/html) with
-        wrong credentials is sent back to `/login?error=invalid`.
-        """
-        ctx = web(request)
-        form = await _form(request)
-        username, password = form.get("username", ""), form.get("password", "")
-        if not username or not password:
-            raise ApiError(400, "bad_request", "the form needs username and password")
-        limiter = ctx.login_limiter
-        key = limiter.key(username[:64], client_address(request) or "unknown")
-        now_s = ctx.hub.clock.monotonic()
-        wait = limiter.wait(key, now_s)
-        if wait is not None:
-            raise ApiError(
-                429,
-                "rate_limited",
-                "too many failed logins; try again later",
-                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
-            )
-        # Counted as failed before the hash is checked (it takes a while), so parallel
-        # guesses of one pair cannot all pass the wait above; a success takes it back.
-        limiter.failed(key, now_s)
-        user, stored = await ctx.db(accounts.password_hash_of, username)
-        ok = await asyncio.to_thread(accounts.verify_password, stored, password)
-        if not ok or user is None:
-            await ctx.audit(request, username[:64], "login.failed")
-            if _wants_html(request):
-                return RedirectResponse("/login?error=invalid", status_code=303)
-            raise ApiError(401, "invalid_credentials", "wrong user name or password")
-        limiter.succeeded(key)
-        now = ctx.hub.clock.now()
-        session_id, csrf = await ctx.db(accounts.create_session, user.name, now, now + SESSION_TTL)
-        await ctx.audit(request, user.name, "login")
-        response = RedirectResponse("/", status_code=303)
-        names = cookies(request)
-        max_age = int(SESSION_TTL.total_seconds())
-        response.set_cookie(
-            names.session,
-            session_id,
-            max_age=max_age,
-            httponly=True,
-            samesite="strict",
-            secure=names.secure,
-            path="/",
-        )
-        response.set_cookie(
-            names.csrf,
-            csrf,
-            max_age=max_age,
-            httponly=False,
-            samesite="strict",
-            secure=names.secure,
-            path="/",
-        )
-        return response
-
-    @r.post(
-        "/logout",
-        status_code=303,
-        response_class=Response,
-        responses={
-            303: {"description": "Logged out: cookies cleared, redirect to /login"},
-            401: {**_ERR, "description": "No session"},
-            403: {**_ERR, "description": "CSRF token missing or wrong"},
-        },
-    )
-    async def logout(
-        request: Request, principal: Annotated[Principal, Depends(require_principal)]
-    ) -> Response:
-        """End the browser session (needs `X-CSRF-Token` like every cookie POST)."""
-        ctx = web(request)
-        if principal.session_id is not None:
-            await ctx.db(accounts.delete_session, principal.session_id)
-        await ctx.audit(request, principal.user.name, "logout")
-        response = RedirectResponse("/login", status_code=303)
-        names = cookies(request)
-        response.delete_cookie(
-            names.session, path="/", secure=names.secure, httponly=True, samesite="strict"
-        )
-        response.delete_cookie(names.csrf, path="/", secure=names.secure, samesite="strict")
-        return response
-
-    return r

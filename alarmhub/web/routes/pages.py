@@ -15,20 +15,18 @@ import html
 import json
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from alarmhub.core.rules import RuleSet
 from alarmhub.web.auth import LoginRequired, require_page_user
+from alarmhub.web.deps import Ctx
 
-if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
-
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 # 'self' for everything; forms only post to us; no framing (clickjacking an
 # "acknowledge" button would be an attack on patients).
@@ -66,9 +64,9 @@ def render(name: str, sla: dict[str, int]) -> str:
     return body.replace("{{sla}}", html.escape(json.dumps(sla), quote=True))
 
 
-def sla_targets(hub: AlarmHub) -> dict[str, int]:
+def sla_targets(rules: RuleSet) -> dict[str, int]:
     """Acknowledgement targets in seconds by priority ("1".."4"), from the loaded rules."""
-    return {str(int(p)): int(d.total_seconds()) for p, d in hub.rules.sla_ack.items()}
+    return {str(int(p)): int(d.total_seconds()) for p, d in rules.sla_ack.items()}
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -76,37 +74,51 @@ def _login_redirect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={target}", status_code=303, headers=PAGE_HEADERS)
 
 
-def mount_pages(app: FastAPI, hub: AlarmHub) -> None:
-    async def page(name: str, request: Request) -> Response:
-        try:
-            await require_page_user(request)
-        except LoginRequired:
-            return _login_redirect(request)
-        return HTMLResponse(render(name, sla_targets(hub)), headers=PAGE_HEADERS)
+async def _page(name: str, request: Request, ctx: Ctx) -> Response:
+    try:
+        await require_page_user(request)
+    except LoginRequired:
+        return _login_redirect(request)
+    return HTMLResponse(render(name, sla_targets(ctx.hub.rules)), headers=PAGE_HEADERS)
 
-    @app.get("/", include_in_schema=False)
-    async def queue_page(request: Request) -> Response:
-        return await page("queue.html", request)
 
-    @app.get("/alarms/{alarm_id}", include_in_schema=False)
-    async def alarm_page(request: Request, alarm_id: str) -> Response:
-        del alarm_id  # the page's script reads it from the address
-        return await page("alarm.html", request)
+async def queue_page(request: Request, ctx: Ctx) -> Response:
+    return await _page("queue.html", request, ctx)
 
-    @app.get("/devices", include_in_schema=False)
-    async def devices_page(request: Request) -> Response:
-        return await page("devices.html", request)
 
-    @app.get("/reports", include_in_schema=False)
-    async def reports_page(request: Request) -> Response:
-        return await page("reports.html", request)
+async def alarm_page(request: Request, ctx: Ctx, alarm_id: str) -> Response:
+    del alarm_id  # the page's script reads it from the address
+    return await _page("alarm.html", request, ctx)
 
-    @app.get("/users", include_in_schema=False)
-    async def users_page(request: Request) -> Response:
-        return await page("users.html", request)
 
-    @app.get("/login", include_in_schema=False)
-    async def login_page() -> Response:
-        return HTMLResponse(_read("login.html"), headers=PAGE_HEADERS)
+async def devices_page(request: Request, ctx: Ctx) -> Response:
+    return await _page("devices.html", request, ctx)
 
+
+async def reports_page(request: Request, ctx: Ctx) -> Response:
+    return await _page("reports.html", request, ctx)
+
+
+async def users_page(request: Request, ctx: Ctx) -> Response:
+    return await _page("users.html", request, ctx)
+
+
+async def login_page() -> Response:
+    return HTMLResponse(_read("login.html"), headers=PAGE_HEADERS)
+
+
+def router() -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+    r.add_api_route("/", queue_page)
+    r.add_api_route("/alarms/{alarm_id}", alarm_page)
+    r.add_api_route("/devices", devices_page)
+    r.add_api_route("/reports", reports_page)
+    r.add_api_route("/users", users_page)
+    r.add_api_route("/login", login_page)
+    return r
+
+
+def mount_pages(app: FastAPI) -> None:
+    """The pages' routes, and their static assets (a mount: not an APIRouter route)."""
+    app.include_router(router())
     app.mount("/static", _StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,192 @@
+"""`/api/v1/alarms…`: the operators' queue, an alarm's detail, and the actions on it.
+
+The live stream of the same path prefix is `routes.stream`.
+Reads go through the scoped queries of `web.tenancy`; actions go through
+`hub.act`, which decides under the hub's write lock, so two operators
+acknowledging at once get one 200 and one 409 naming the holder.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query
+
+from alarmhub.core.actions import Action, Conflict, ConflictCode
+from alarmhub.core.registry import Municipality
+from alarmhub.core.views import alarm_json
+from alarmhub.store.accounts import ts
+from alarmhub.web import tenancy
+from alarmhub.web.deps import (
+    ActOnAlarms,
+    AlarmIdPath,
+    AlarmInScope,
+    Audit,
+    Ctx,
+    ReadAlarms,
+    alarm_or_404,
+)
+from alarmhub.web.errors import ApiError, not_found, responses
+from alarmhub.web.models import (
+    AlarmDetail,
+    AlarmOut,
+    AlarmPage,
+    NoteIn,
+    OptionalNoteIn,
+    ResolveIn,
+)
+from alarmhub.web.tenancy import AlarmFilter, Scope
+
+
+def encode_cursor(priority: int, raised_at: str, alarm_id: str) -> str:
+    raw = orjson.dumps([priority, raised_at, alarm_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str, str]:
+    bad = ApiError(
+        422,
+        "validation",
+        "query.cursor: not a cursor from this API",
+        fields=[{"field": "query.cursor", "message": "not a cursor from this API"}],
+    )
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise bad from None
+    match value:
+        case [int(priority), str(raised_at), str(alarm_id)]:
+            return priority, raised_at, alarm_id
+    raise bad
+
+
+async def list_alarms(
+    ctx: Ctx,
+    scope: ReadAlarms,
+    state: Literal["open", "acknowledged", "resolved"] | None = None,
+    municipality: Municipality | None = None,
+    priority: Annotated[int | None, Query(ge=1, le=4)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> AlarmPage:
+    """Alarms in the caller's municipalities: most urgent first, then oldest first."""
+    seq = ctx.hub.live.seq  # read first: a change after this is on the stream
+    after = decode_cursor(cursor) if cursor else None
+    f = AlarmFilter(state, municipality, priority, limit + 1, after)
+    alarms = await ctx.db(tenancy.list_alarms, scope, f)
+    items = [AlarmOut.model_validate(alarm_json(a)) for a in alarms[:limit]]
+    next_cursor = None
+    if len(alarms) > limit:
+        last = alarms[limit - 1]
+        # The store's own time text: keyset comparison is exact, no rounding.
+        next_cursor = encode_cursor(int(last.priority), ts(last.raised_at) or "", last.id)
+    return AlarmPage(items=items, next_cursor=next_cursor, seq=seq)
+
+
+async def get_alarm(ctx: Ctx, scope: ReadAlarms, alarm: AlarmInScope, audit: Audit) -> AlarmDetail:
+    """One alarm with its timeline, its device and the device's recent messages."""
+    entries = await ctx.db(tenancy.timeline, scope, alarm.id)
+    device = await ctx.db(tenancy.get_device, scope, alarm.device_id)
+    events = await ctx.db(tenancy.recent_events, scope, alarm.device_id, alarm.municipality)
+    # Health data: who looked at which alarm is logged, not only who changed it.
+    await audit.record(
+        "alarm.viewed",
+        alarm_id=alarm.id,
+        device_id=alarm.device_id,
+        municipality=alarm.municipality,
+    )
+    return AlarmDetail.model_validate(
+        {**alarm_json(alarm), "timeline": entries, "device": device, "recent_events": events}
+    )
+
+
+async def _act(
+    ctx: Ctx,
+    audit: Audit,
+    scope: Scope,
+    action: Action,
+    alarm_id: str,
+    outcome: str | None = None,
+    note: str | None = None,
+) -> AlarmOut:
+    """One action on one alarm, for the three route shapes below."""
+    # Looked up after the body is valid: see web.deps on why not as a dependency.
+    alarm = await alarm_or_404(ctx, scope, alarm_id)
+    detail: dict[str, Any] = {"with_note": note is not None}
+    if outcome is not None:
+        detail["outcome"] = outcome
+    entry = audit.entry(
+        f"alarm.{action.value}",
+        alarm_id=alarm.id,
+        device_id=alarm.device_id,
+        municipality=alarm.municipality,
+        detail=detail,
+    )
+    # The audit row commits in the action's own transaction, only if it applies.
+    result = await ctx.hub.act(
+        alarm_id, action, scope.user, outcome=outcome, note=note, audit=[entry]
+    )
+    if result is None:
+        raise not_found("alarm")
+    if isinstance(result, Conflict):
+        if result.code is ConflictCode.INVALID:
+            raise ApiError(422, "invalid", result.message)
+        raise ApiError(409, result.code.value, result.message, holder=result.holder)
+    return AlarmOut.model_validate(alarm_json(result))
+
+
+async def resolve(
+    ctx: Ctx, scope: ActOnAlarms, alarm_id: AlarmIdPath, body: ResolveIn, audit: Audit
+) -> AlarmOut:
+    """Resolve with an outcome (e.g. `false_alarm`, `helped`) and an optional note."""
+    return await _act(ctx, audit, scope, Action.RESOLVE, alarm_id, body.outcome, body.note)
+
+
+async def note(
+    ctx: Ctx, scope: ActOnAlarms, alarm_id: AlarmIdPath, body: NoteIn, audit: Audit
+) -> AlarmOut:
+    """Add a note to the alarm's timeline."""
+    return await _act(ctx, audit, scope, Action.NOTE, alarm_id, note=body.note)
+
+
+def _plain_action(action: Action) -> Callable[..., Awaitable[AlarmOut]]:
+    """The route of an action that takes an optional note and nothing else."""
+
+    async def act(
+        ctx: Ctx,
+        scope: ActOnAlarms,
+        alarm_id: AlarmIdPath,
+        audit: Audit,
+        body: OptionalNoteIn | None = None,
+    ) -> AlarmOut:
+        return await _act(ctx, audit, scope, action, alarm_id, note=body.note if body else None)
+
+    return act
+
+
+def router() -> APIRouter:
+    r = APIRouter(prefix="/api/v1/alarms", tags=["alarms"], responses=responses(401, 403, 422))
+    r.add_api_route("", list_alarms, response_model=AlarmPage)
+    r.add_api_route("/{alarm_id}", get_alarm, response_model=AlarmDetail, responses=responses(404))
+    for action in Action:
+        extra: dict[str, Any] = {}
+        endpoint: Callable[..., Awaitable[AlarmOut]] = resolve
+        if action is Action.NOTE:
+            endpoint = note
+        elif action is not Action.RESOLVE:
+            endpoint = _plain_action(action)
+            extra["summary"] = f"{action.value.capitalize()} an alarm"
+        r.add_api_route(
+            f"/{{alarm_id}}/{action.value}",
+            endpoint,
+            methods=["POST"],
+            response_model=AlarmOut,
+            responses=responses(400, 404, 409, 413),
+            name=f"alarm_{action.name.lower()}",
+            **extra,
+        )
+    return r

@@ -1,0 +1,59 @@
+"""`/healthz`, `/readyz` and `/metrics`: what the service manager and Prometheus ask.
+
+They answer without authentication, outside `/api/v1`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.exposition import choose_encoder
+
+from alarmhub.web.deps import Ctx
+
+STORE_WRITABLE = "alarmhub_store_writable"
+
+
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+async def readyz(ctx: Ctx) -> JSONResponse:
+    """Readiness: broker connected, database writable, rules loaded."""
+    hub = ctx.hub
+    # The gauge the writer sets after each commit, read through the registry's public
+    # API (a gauge's own value is a private attribute of prometheus-client).
+    writable = hub.metrics.registry.get_sample_value(STORE_WRITABLE)
+    checks = {
+        "broker_connected": hub.mqtt_connected,
+        "database_writable": writable == 1,
+        "rules_loaded": bool(hub.rules.version),
+    }
+    ok = all(checks.values())
+    # Which broker: the URL with its password redacted (issue 13 item 10).
+    body = {"ready": ok, "checks": checks, "broker": hub.settings.mqtt.shown}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def metrics(request: Request, ctx: Ctx) -> Response:
+    # A plain route: prometheus-client's mounted ASGI app answers 307 -> /metrics/.
+    # `?name[]=x&name[]=y` exposes only those series, as prometheus-client's own
+    # HTTP handler does: a cheap poll for scripts (the bench polls 4 times a second).
+    names = request.query_params.getlist("name[]")
+    registry = ctx.hub.metrics.registry
+    exposed = registry.restricted_registry(names) if names else registry
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(exposed), media_type=content_type)
+
+
+def router() -> APIRouter:
+    r = APIRouter(tags=["ops"])
+    r.add_api_route("/healthz", healthz)
+    r.add_api_route(
+        "/readyz",
+        readyz,
+        responses={503: {"description": "Not ready; `checks` says which check failed"}},
+    )
+    r.add_api_route("/metrics", metrics, include_in_schema=False)
+    return r
