@@ -20,10 +20,11 @@ from zoneinfo import ZoneInfo
 from alarmhub.cli.main import EXIT_USAGE, CommandError, _table, _with_store
 from alarmhub.clock import SystemClock
 from alarmhub.core import reports
+from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.settings import Settings
-from alarmhub.store import access, accounts
-from alarmhub.store.accounts import AccountError, AuditEntry
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite import access, accounts
+from alarmhub.store.sqlite.accounts import AccountError
+from alarmhub.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 OSLO = ZoneInfo("Europe/Oslo")
@@ -34,7 +35,7 @@ def add_commands(sub: Any) -> None:
     users = sub.add_parser("users", help="people who log in").add_subparsers(title="users")
     uc = users.add_parser("create", help="create a user (prints a generated password once)")
     uc.add_argument("--name", required=True)
-    uc.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    uc.add_argument("--role", required=True, choices=[r.value for r in Role])
     uc.add_argument(
         "--municipality",
         action="append",
@@ -132,7 +133,7 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         hashed = accounts.hash_password(password)
 
-        def create(conn: Any) -> accounts.User:
+        def create(conn: Any) -> User:
             entry = AuditEntry(
                 _actor(),
                 "user.created",
@@ -251,7 +252,8 @@ def _day(day: date) -> datetime:
 
 def cmd_report_response_times(settings: Settings, args: argparse.Namespace) -> int:
     from alarmhub.config.rules import load_rules  # noqa: PLC0415
-    from alarmhub.web.tenancy import Scope, response_rows  # noqa: PLC0415
+    from alarmhub.core.tenancy import Scope  # noqa: PLC0415
+    from alarmhub.store.sqlite.tenancy import response_rows  # noqa: PLC0415
 
     if args.municipality is not None and not accounts.MUNICIPALITY_RE.match(args.municipality):
         print("alarmhub: --municipality must be a four-digit kommunenummer", file=sys.stderr)

@@ -40,11 +40,11 @@ from alarmhub.core.bridges import valid_bridge
 from alarmhub.core.decode import Catalog, valid_id
 from alarmhub.core.model import Device, DeviceKind, EventType
 from alarmhub.core.moves import move_errors
+from alarmhub.core.people import AuditEntry
 from alarmhub.core.views import alarm_json
 from alarmhub.observability.logs import configure_logging
 from alarmhub.settings import Settings, SettingsError, load_settings
-from alarmhub.store.accounts import AuditEntry
-from alarmhub.store.sqlite import MoveRefusedError, SqliteStore
+from alarmhub.store.sqlite.store import MoveRefusedError, SqliteStore
 from alarmhub.web.models import DeviceIn
 
 EXIT_FAILED = 1

@@ -21,7 +21,7 @@ from alarmhub.clock import SystemClock
 from alarmhub.settings import Settings, parse_mqtt_url
 from alarmhub.sim.model import Scenario
 from alarmhub.sim.simulator import Simulation, SimulationConfig, SimulatorError
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.store import SqliteStore
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

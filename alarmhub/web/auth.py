@@ -24,11 +24,11 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from alarmhub.store import accounts
-from alarmhub.store.accounts import User
+from alarmhub.core.people import User
+from alarmhub.core.tenancy import Permission, Scope
+from alarmhub.store.sqlite import accounts
 from alarmhub.web.context import client_address, web
 from alarmhub.web.errors import ApiError, ErrorBody, forbidden
-from alarmhub.web.tenancy import Permission, Scope
 from alarmhub.web.transport import CookieNames, cookie_names
 
 SESSION_COOKIE = "alarmhub_session"

@@ -30,10 +30,11 @@ from alarmhub.core import reports
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
+from alarmhub.core.people import AuditEntry, Role
 from alarmhub.core.suppress import silence_end
-from alarmhub.store import accounts
-from alarmhub.store.device_moves import IdTakenError, MoveRefusedError
-from alarmhub.web import tenancy
+from alarmhub.core.tenancy import DeviceFilter, Permission, Scope
+from alarmhub.store.sqlite import accounts, tenancy
+from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError
 from alarmhub.web.auth import Principal, require_principal, requires
 from alarmhub.web.context import WebContext, client_address, web
 from alarmhub.web.errors import ApiError, forbidden, not_found, responses
@@ -58,7 +59,6 @@ from alarmhub.web.paging import (
     decode_device_cursor,
     encode_device_cursor,
 )
-from alarmhub.web.tenancy import Permission, Scope
 
 OSLO = ZoneInfo("Europe/Oslo")
 # Days a report may name; outside them the conversion to UTC would overflow.
@@ -107,7 +107,7 @@ def _bridged(catalog: Catalog, device: Device) -> Device:
     return device
 
 
-async def _register(ctx: WebContext, device: Device, entry: accounts.AuditEntry) -> DeviceOut:
+async def _register(ctx: WebContext, device: Device, entry: AuditEntry) -> DeviceOut:
     try:
         await ctx.hub.register_devices([device], audit=[entry])
     except MoveRefusedError as exc:
@@ -140,7 +140,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
             name=u.name,
             role=u.role.value,
             municipalities=list(u.municipalities),
-            all_municipalities=u.role is accounts.Role.ADMIN,
+            all_municipalities=u.role is Role.ADMIN,
         )
 
     @r.get("/audit", response_model=list[AuditOut], tags=["admin"])
@@ -192,7 +192,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
         a part of the id or label.
         """
         after = decode_device_cursor(cursor) if cursor else None
-        f = tenancy.DeviceFilter(
+        f = DeviceFilter(
             municipality,
             active=active if active is not None else (None if include_inactive else True),
             kind=kind.value if kind is not None else None,

@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
+from alarmhub.core.tenancy import AlarmFilter, Permission, Scope
 from alarmhub.core.views import alarm_json
-from alarmhub.store.accounts import ts
-from alarmhub.web import tenancy
+from alarmhub.store.sqlite import tenancy
+from alarmhub.store.sqlite.accounts import ts
 from alarmhub.web.auth import requires, still_authenticated
 from alarmhub.web.context import web
 from alarmhub.web.errors import ApiError, not_found, responses
@@ -34,7 +35,6 @@ from alarmhub.web.models import (
 )
 from alarmhub.web.recheck import rechecked
 from alarmhub.web.streams import StreamScope
-from alarmhub.web.tenancy import AlarmFilter, Permission, Scope
 
 ReadScope = Annotated[Scope, Depends(requires(Permission.READ_ALARMS))]
 ActScope = Annotated[Scope, Depends(requires(Permission.ACT_ON_ALARMS))]

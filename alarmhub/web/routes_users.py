@@ -15,12 +15,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from alarmhub.store import access
-from alarmhub.store.accounts import NAME_RE, AccountError, AuditEntry
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.tenancy import Permission, Scope
+from alarmhub.store.sqlite import access
+from alarmhub.store.sqlite.accounts import NAME_RE, AccountError
 from alarmhub.web.auth import requires
 from alarmhub.web.context import client_address, web
 from alarmhub.web.errors import not_found, responses
-from alarmhub.web.tenancy import Permission, Scope
 
 ManageUsers = Annotated[Scope, Depends(requires(Permission.MANAGE_USERS))]
 UserNamePath = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_RE.pattern)]

@@ -19,9 +19,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from alarmhub.core.tenancy import Permission, Scope
 from alarmhub.web.auth import requires
 from alarmhub.web.context import web
-from alarmhub.web.tenancy import Permission, Scope
 
 
 async def _stream_slot(

@@ -44,7 +44,7 @@ from alarmhub.core.pipeline import (
     process_internal,
 )
 from alarmhub.core.suppress import Silence
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from tests.support.helpers import REPO, run_cli
 
 RULES = load_rules(REPO / "config" / "rules.toml")

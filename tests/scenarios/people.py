@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from alarmhub.store import accounts
-from alarmhub.store.accounts import Role
+from alarmhub.core.people import Role
+from alarmhub.store.sqlite import accounts
 from tests.scenarios.world import ScenarioError, resolve_time
 
 _PASSWORD_HASH: list[str] = []  # argon2 is slow: hashed once per session

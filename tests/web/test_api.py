@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from tests.support.api_harness import login, stack
 from tests.support.helpers import db_rows, run_cli
 

@@ -16,7 +16,7 @@ from playwright.async_api import async_playwright
 
 from alarmhub.app import AlarmHub
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from tests.support.helpers import hub_settings, register
 from tests.web.test_web_e2e import CHROMIUM, CHROMIUM_ARGS, create_user, login
 

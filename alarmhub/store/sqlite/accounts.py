@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from alarmhub.core.people import AuditEntry, Role, User
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -40,22 +41,8 @@ _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
 
 
-class Role(StrEnum):
-    OPERATOR = "operator"
-    MUNICIPALITY_ADMIN = "municipality_admin"
-    ADMIN = "admin"
-
-
 class AccountError(Exception):
     """A request the person can correct: the message says what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    name: str
-    role: Role
-    municipalities: tuple[str, ...]
-    active: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,18 +258,6 @@ def delete_session(conn: sqlite3.Connection, session_id: str) -> None:
 # --- the audit log ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    actor: str
-    action: str
-    at: datetime
-    address: str | None = None
-    alarm_id: str | None = None
-    device_id: str | None = None
-    municipality: str | None = None
-    detail: dict[str, Any] | None = None
-
-
 INSERT_AUDIT = (
     "INSERT INTO audit (at, actor, action, alarm_id, device_id, municipality, address, "
     "detail) VALUES (?,?,?,?,?,?,?,?)"
@@ -300,6 +275,13 @@ def audit_row(entry: AuditEntry) -> tuple[Any, ...]:
         entry.address,
         json.dumps(entry.detail or {}, ensure_ascii=False),
     )
+
+
+def audit_all(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
+    """Append entries in one transaction of their own, one statement each (a replay)."""
+    with transaction(conn):
+        for entry in entries:
+            audit(conn, entry)
 
 
 def audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:

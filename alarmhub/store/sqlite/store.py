@@ -23,14 +23,15 @@ from alarmhub.config.device_settings import parse_settings, settings_json
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload_digest
 from alarmhub.core.fields import PARTIAL, dropped_detail
 from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
+from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.retention import RetainedTable
-from alarmhub.store.accounts import INSERT_AUDIT, AuditEntry, audit_row
-from alarmhub.store.device_moves import IdTakenError, MoveRefusedError, check_moves
-from alarmhub.store.escalation_rows import EscalationRows
-from alarmhub.store.inbox_rows import select_priors
-from alarmhub.store.retention_rows import oldest_received, prune_batch
-from alarmhub.store.rows import (
+from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
+from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError, check_moves
+from alarmhub.store.sqlite.escalation_rows import EscalationRows
+from alarmhub.store.sqlite.inbox_rows import select_priors
+from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
+from alarmhub.store.sqlite.rows import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
     INSERT_TIMELINE,
@@ -41,8 +42,8 @@ from alarmhub.store.rows import (
     timeline_row,
     ts,
 )
-from alarmhub.store.schema import MIGRATIONS
-from alarmhub.store.suppression_rows import SuppressionRows
+from alarmhub.store.sqlite.schema import MIGRATIONS
+from alarmhub.store.sqlite.suppression_rows import SuppressionRows
 
 # Row helpers other modules import from here (they live in store/rows.py).
 __all__ = [
@@ -544,6 +545,12 @@ class SqliteStore(EscalationRows, SuppressionRows):
         async with self._conn.execute(sql, params) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Did this write fail for want of disk? The ingest then waits for the WAL keeper."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
 def _write_batch(

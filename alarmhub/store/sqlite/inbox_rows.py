@@ -12,7 +12,7 @@ import sqlite3
 import orjson
 
 from alarmhub.core.dedup import Prior
-from alarmhub.store.rows import parse_ts
+from alarmhub.store.sqlite.rows import parse_ts
 
 _LOOKUP_CHUNK = 500
 

@@ -20,7 +20,7 @@ import orjson
 from alarmhub.core.escalation import DeadlineKey, EscalationDecision
 from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.core.suppress import Silence
-from alarmhub.store.rows import (
+from alarmhub.store.sqlite.rows import (
     INSERT_TIMELINE,
     UPSERT_ALARM,
     alarm_row,
