@@ -31,7 +31,7 @@ from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
 from alarmhub.core.people import AuditEntry, Role
-from alarmhub.core.suppress import silence_end
+from alarmhub.core.suppress import Silence, silence_end
 from alarmhub.core.tenancy import DeviceFilter, Permission, Scope
 from alarmhub.store.sqlite import accounts, tenancy
 from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError
@@ -430,7 +430,7 @@ def router() -> APIRouter:  # noqa: C901, PLR0915 - one flat list of routes read
                 422, "validation", f"body.ends_at: {ends}",
                 fields=[{"field": "body.ends_at", "message": ends}],
             )  # fmt: skip
-        silence = accounts.Silence(
+        silence = Silence(
             id="sil_" + secrets.token_hex(8),
             municipality=body.municipality,
             device_id=body.device_id,
@@ -547,7 +547,7 @@ def sla_targets(ctx: WebContext) -> dict[int, timedelta]:
     return {int(p): t for p, t in ctx.hub.rules.sla_ack.items()}
 
 
-def _silence_out(s: accounts.Silence) -> SilenceOut:
+def _silence_out(s: Silence) -> SilenceOut:
     return SilenceOut(
         id=s.id,
         municipality=s.municipality,

@@ -30,6 +30,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from alarmhub.core.people import AuditEntry, Role, User
+from alarmhub.core.suppress import Silence
+from alarmhub.store.sqlite.rows import parse_ts
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -341,34 +343,21 @@ SILENCE_KEYS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Silence:
-    id: str
-    municipality: str
-    device_id: str | None
-    starts_at: datetime
-    ends_at: datetime
-    reason: str
-    created_by: str
-    created_at: datetime
-    include_priority_1: bool = False  # hides priority 1 alarms too (issue 12 item 8)
-
-    @property
-    def municipality_wide(self) -> bool:
-        return self.device_id is None
-
-
-def silence_from_row(row: tuple[Any, ...]) -> Silence:
+def silence_from_row(row: Sequence[Any]) -> Silence:
+    """A row of SILENCE_KEYS as the one Silence type the pipeline and the API share."""
+    starts, ends, created = parse_ts(row[3]), parse_ts(row[4]), parse_ts(row[7])
+    assert starts is not None
+    assert ends is not None
     return Silence(
         row[0],
         row[1],
-        row[2],
-        datetime.fromisoformat(row[3]),
-        datetime.fromisoformat(row[4]),
-        row[5],
-        row[6],
-        datetime.fromisoformat(row[7]),
-        bool(row[8]),
+        starts,
+        ends,
+        device_id=row[2],
+        reason=row[5],
+        include_priority_1=bool(row[8]),
+        created_by=row[6],
+        created_at=created,
     )
 
 
@@ -394,13 +383,3 @@ def _insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
             int(s.include_priority_1),
         ),
     )
-
-
-def active_silences(conn: sqlite3.Connection, now: datetime) -> list[Silence]:
-    """Silences in force at `now`, for the pipeline's suppression step (all tenants)."""
-    rows = conn.execute(
-        f"SELECT {', '.join(SILENCE_KEYS)} FROM silences WHERE deleted_at IS NULL "
-        "AND starts_at <= ? AND ends_at > ? ORDER BY municipality, device_id",
-        (ts(now), ts(now)),
-    ).fetchall()
-    return [silence_from_row(r) for r in rows]

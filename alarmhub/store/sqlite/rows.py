@@ -42,6 +42,31 @@ DEAD_LETTER_KEYS = (
     "reason",
     "detail",
 )
+# The devices table once: DEVICE_COLUMNS build a Device (store.device_from_row reads
+# them by position), DEVICE_KEYS add the registry's own times for listings.
+DEVICE_COLUMNS = (
+    "id",
+    "kind",
+    "municipality",
+    "profile",
+    "heartbeat_interval_s",
+    "label",
+    "active",
+    "resident",
+    "settings",
+    "bridge",
+)
+DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
+
+
+def device_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of DEVICE_KEYS as the API and the CLI list it."""
+    item = dict(zip(DEVICE_KEYS, row, strict=True))
+    item["active"] = bool(item["active"])
+    item["settings"] = orjson.loads(item["settings"] or "{}")
+    return item
+
+
 INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"
 
 

@@ -34,10 +34,13 @@ from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
+    DEVICE_COLUMNS,
+    DEVICE_KEYS,
     INSERT_TIMELINE,
     UPSERT_ALARM,
     alarm_from_row,
     alarm_row,
+    device_dict,
     parse_ts,
     timeline_row,
     ts,
@@ -45,18 +48,14 @@ from alarmhub.store.sqlite.rows import (
 from alarmhub.store.sqlite.schema import MIGRATIONS
 from alarmhub.store.sqlite.suppression_rows import SuppressionRows
 
-# Row helpers other modules import from here (they live in store/rows.py).
+# The move errors are raised by the store's registry writes; callers catch them here.
 __all__ = [
-    "ALARM_COLUMNS",
     "IdTakenError",
     "MoveRefusedError",
     "SqliteStore",
     "StoreError",
-    "alarm_from_row",
-    "alarm_row",
     "device_from_row",
-    "parse_ts",
-    "ts",
+    "disk_full",
 ]
 
 
@@ -75,11 +74,8 @@ def device_from_row(row: Sequence[Any]) -> Device:
     )
 
 
-_DEVICE_COLUMNS = (
-    "id, kind, municipality, profile, heartbeat_interval_s, label, active, resident, settings, "
-    "bridge"
-)
-_DEVICE_FIELDS = len(_DEVICE_COLUMNS.split(", "))
+_DEVICE_COLUMNS = ", ".join(DEVICE_COLUMNS)
+_DEVICE_FIELDS = len(DEVICE_COLUMNS)
 _UPDATABLE = (
     "kind",
     "municipality",
@@ -450,7 +446,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
             raise
 
     async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {_DEVICE_COLUMNS}, registered_at, last_seen_at FROM devices"
+        sql = f"SELECT {', '.join(DEVICE_KEYS)} FROM devices"
         params: tuple[Any, ...] = ()
         if municipality is not None:
             sql += " WHERE municipality = ?"
@@ -458,14 +454,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
         sql += " ORDER BY municipality, id"
         async with self._conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        keys = [*_DEVICE_COLUMNS.split(", "), "registered_at", "last_seen_at"]
-        out = []
-        for r in rows:
-            item = dict(zip(keys, r, strict=True))
-            item["active"] = bool(item["active"])
-            item["settings"] = orjson.loads(item["settings"] or "{}")
-            out.append(item)
-        return out
+        return [device_dict(r) for r in rows]
 
     # --- reads for the CLI and the API -----------------------------------
 

@@ -14,13 +14,19 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from alarmhub.core.model import Alarm
 from alarmhub.core.reports import ResponseRow
+from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
-from alarmhub.store.sqlite.accounts import SILENCE_KEYS, Silence, silence_from_row, ts
-from alarmhub.store.sqlite.rows import ALARM_COLUMNS, DEAD_LETTER_KEYS, alarm_from_row, parse_ts
+from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row, ts
+from alarmhub.store.sqlite.rows import (
+    ALARM_COLUMNS,
+    DEAD_LETTER_KEYS,
+    DEVICE_KEYS,
+    alarm_from_row,
+    device_dict,
+    parse_ts,
+)
 
 
 def scope_where(scope: Scope, column: str = "municipality") -> tuple[str, list[Any]]:
@@ -112,29 +118,6 @@ def recent_events(
 
 # --- devices -------------------------------------------------------------------
 
-DEVICE_KEYS = (
-    "id",
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "registered_at",
-    "last_seen_at",
-    "resident",
-    "settings",
-    "bridge",
-)
-
-
-def _device(row: tuple[Any, ...]) -> dict[str, Any]:
-    item = dict(zip(DEVICE_KEYS, row, strict=True))
-    item["active"] = bool(item["active"])
-    item["settings"] = orjson.loads(item["settings"] or "{}")
-    return item
-
-
 def list_devices(
     conn: sqlite3.Connection, scope: Scope, municipality: str | None, include_inactive: bool
 ) -> list[dict[str, Any]]:
@@ -175,7 +158,7 @@ def page_devices(conn: sqlite3.Connection, scope: Scope, f: DeviceFilter) -> lis
     if f.limit is not None:
         sql += " LIMIT ?"
         params.append(f.limit)
-    return [_device(r) for r in conn.execute(sql, params).fetchall()]
+    return [device_dict(r) for r in conn.execute(sql, params).fetchall()]
 
 
 def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[str, Any] | None:
@@ -183,7 +166,7 @@ def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[s
     row = conn.execute(
         f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond}", params
     ).fetchone()
-    return _device(row) if row else None
+    return device_dict(row) if row else None
 
 
 # --- dead letters ----------------------------------------------------------------
