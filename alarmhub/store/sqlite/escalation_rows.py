@@ -10,16 +10,15 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 
-from alarmhub.core.escalation import DeadlineKey, EscalationDecision
-from alarmhub.core.model import Alarm, TimelineEntry
+from alarmhub.core.escalation import DeadlineKey
 from alarmhub.core.suppress import Silence
+from alarmhub.store.ports import DecidedRow, OutboxItem
 from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row
 from alarmhub.store.sqlite.rows import (
     INSERT_TIMELINE,
@@ -31,36 +30,6 @@ from alarmhub.store.sqlite.rows import (
 
 _CHUNK = 500
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    id: int
-    alarm_id: str
-    target: str
-    channel: str  # "mqtt" or "webhook"
-    address: str  # topic or URL
-    payload: bytes
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    target: str
-    channel: str
-    address: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class DecidedRow:
-    """One decided deadline and everything it changes, for one transaction."""
-
-    decision: EscalationDecision
-    alarm_id: str
-    alarm: Alarm | None
-    timeline: Sequence[TimelineEntry]
-    notifications: Sequence[Notification]
 
 
 _INSERT_DECIDED = (

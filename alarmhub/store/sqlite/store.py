@@ -26,6 +26,7 @@ from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineE
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.retention import RetainedTable
+from alarmhub.store.ports import AlarmStore
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError, check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
@@ -580,3 +581,8 @@ def _statements(script: str) -> list[str]:
     if pending.strip(" \n\t;"):
         out.append(pending.strip().removesuffix(";").strip())
     return out
+
+
+def _is_an_alarm_store(store: SqliteStore) -> AlarmStore:
+    """mypy's proof that SqliteStore implements every port in store/ports.py."""
+    return store

@@ -118,6 +118,7 @@ def recent_events(
 
 # --- devices -------------------------------------------------------------------
 
+
 def list_devices(
     conn: sqlite3.Connection, scope: Scope, municipality: str | None, include_inactive: bool
 ) -> list[dict[str, Any]]:
