@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from alarmhub.core.model import Alarm, AlarmState, Priority, TimelineEntry
+from alarmhub.config.device_settings import parse_settings
+from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
 
 ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
 TIME_COLUMNS = frozenset(
@@ -42,7 +43,8 @@ DEAD_LETTER_KEYS = (
     "reason",
     "detail",
 )
-# The devices table once: DEVICE_COLUMNS build a Device (store.device_from_row reads
+
+# The devices table once: DEVICE_COLUMNS build a Device (device_from_row reads
 # them by position), DEVICE_KEYS add the registry's own times for listings.
 DEVICE_COLUMNS = (
     "id",
@@ -65,6 +67,21 @@ def device_dict(row: Sequence[Any]) -> dict[str, Any]:
     item["active"] = bool(item["active"])
     item["settings"] = orjson.loads(item["settings"] or "{}")
     return item
+
+
+def device_from_row(row: Sequence[Any]) -> Device:
+    return Device(
+        id=row[0],
+        kind=DeviceKind(row[1]),
+        municipality=row[2],
+        profile=row[3],
+        heartbeat_interval_s=row[4],
+        label=row[5],
+        active=bool(row[6]),
+        resident=row[7],
+        settings=parse_settings(row[8]),
+        bridge=row[9],
+    )
 
 
 INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"

@@ -19,18 +19,17 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from alarmhub.config.device_settings import parse_settings, settings_json
-from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload_digest
-from alarmhub.core.fields import PARTIAL, dropped_detail
-from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
+from alarmhub.config.device_settings import settings_json
+from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Prior
+from alarmhub.core.model import Alarm, Device, TimelineEntry, Verdict
 from alarmhub.core.people import AuditEntry
-from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
 from alarmhub.store.ports import AlarmStore
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError, check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
-from alarmhub.store.sqlite.inbox_rows import select_priors
+from alarmhub.store.sqlite.inbox_rows import INSERT_INBOX, inbox_row, select_priors
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
     ALARM_COLUMNS,
@@ -42,6 +41,7 @@ from alarmhub.store.sqlite.rows import (
     alarm_from_row,
     alarm_row,
     device_dict,
+    device_from_row,
     parse_ts,
     timeline_row,
     ts,
@@ -55,24 +55,8 @@ __all__ = [
     "MoveRefusedError",
     "SqliteStore",
     "StoreError",
-    "device_from_row",
     "disk_full",
 ]
-
-
-def device_from_row(row: Sequence[Any]) -> Device:
-    return Device(
-        id=row[0],
-        kind=DeviceKind(row[1]),
-        municipality=row[2],
-        profile=row[3],
-        heartbeat_interval_s=row[4],
-        label=row[5],
-        active=bool(row[6]),
-        resident=row[7],
-        settings=parse_settings(row[8]),
-        bridge=row[9],
-    )
 
 
 _DEVICE_COLUMNS = ", ".join(DEVICE_COLUMNS)
@@ -91,74 +75,6 @@ _UPDATABLE = (
 )
 
 
-def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any, ...]:
-    # StrEnum members are bound and serialised as their text; `.value` is a
-    # descriptor call per use, and this runs for every message stored.
-    events = None
-    if m.events:
-        events = orjson.dumps(
-            [
-                {
-                    "type": e.event.type,
-                    "ts": ts(e.event.ts),
-                    "fields": e.event.fields,
-                    "verdict": e.verdict,
-                    "alarm_id": e.alarm_id,
-                    "rule": e.rule,
-                    # Where `ts` came from; the device's skew when it was clamped (#12 item 11).
-                    "ts_source": e.event.ts_source,
-                    "clock_skew_s": e.event.clock_skew_s,
-                }
-                for e in m.events
-            ]
-        ).decode()
-    rejected = m.rejected
-    device_id = m.device.id if m.device else (rejected.device_id if rejected else None)
-    payload, size, digest = _stored_payload(m.raw, rejected=rejected is not None)
-    return (
-        m.fingerprint,
-        ts(m.raw.received_at),
-        m.raw.topic,
-        payload,
-        device_id,
-        m.device.municipality if m.device else (m.municipality or registry_municipality),
-        m.msg_id,
-        m.verdict,
-        # A message stored with fields left out says so where dead letters do (#12 item 10).
-        rejected.reason if rejected else (PARTIAL if m.dropped else None),
-        rejected.detail if rejected else (dropped_detail(m.dropped) if m.dropped else None),
-        events,
-        # What dedup decided, when it is news: an id reused, a window passed (core/dedup.py).
-        None if m.identity is Identity.NEW else m.identity,
-        size,
-        digest,
-    )
-
-
-def _stored_payload(raw: RawMessage, *, rejected: bool) -> tuple[bytes, int | None, str | None]:
-    """What of a payload the inbox keeps: (bytes, whole size, sha256), size and hash when cut.
-
-    A dead letter keeps its first DEAD_LETTER_KEPT_BYTES, its size and its hash
-    (issue 13 item 1): fifteen rejected 2 MB payloads grew the database by 60 MB,
-    and a device with valid credentials could fill the disk for every
-    municipality. The first bytes show an operator what it was; the hash is what
-    dedup recognises a redelivery by (core/dedup.py, Prior.same_content). A
-    message that was used is stored whole: it is at most max_payload_bytes. An
-    oversized message arrives cut already (ingest/mqtt.py, _cut).
-    """
-    if raw.cut is not None:
-        return raw.payload, raw.cut.size, raw.cut.sha256
-    payload = raw.payload
-    if not rejected or len(payload) <= DEAD_LETTER_KEPT_BYTES:
-        return payload, None, None
-    return payload[:DEAD_LETTER_KEPT_BYTES], len(payload), payload_digest(payload)
-
-
-_INSERT_INBOX = (
-    "INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, "
-    "msg_id, verdict, reason, detail, events, identity, payload_bytes, payload_sha256) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
 BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
@@ -553,7 +469,7 @@ def _write_batch(
     conn.execute("BEGIN IMMEDIATE")
     try:
         if inbox:
-            conn.executemany(_INSERT_INBOX, inbox)
+            conn.executemany(INSERT_INBOX, inbox)
         if alarms:
             conn.executemany(UPSERT_ALARM, alarms)
         if timeline:
