@@ -1,6 +1,6 @@
 """Locking people out: disable and enable users, list and revoke API tokens (issue 13 #6).
 
-Plain `sqlite3` functions on an open connection, like `store.accounts`. Every
+Plain `sqlite3` functions on an open connection, like `store.sqlite.accounts`. Every
 change takes the audit entry that records it and writes both in one
 transaction: there is no disabled user without the row saying who did it, and
 no audit row for a change that rolled back.

@@ -292,7 +292,7 @@ def audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
     A change is audited by the store function that makes it: every one of them
     takes its audit entries as a required argument and writes them in the
     change's transaction, so a crash leaves both or neither (issue 13 item 4).
-    The table itself refuses UPDATE and DELETE (a trigger, store/schema.py).
+    The table itself refuses UPDATE and DELETE (a trigger, store/sqlite/schema.py).
     """
     conn.execute(INSERT_AUDIT, audit_row(entry))
 
