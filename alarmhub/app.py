@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -42,6 +41,7 @@ from alarmhub.core.model import (
     TimelineType,
     Verdict,
 )
+from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import (
     BatchEffects,
     Context,
@@ -68,9 +68,8 @@ from alarmhub.observability.gauges import QueueGauges, device_gauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.settings import Settings
-from alarmhub.store.accounts import AuditEntry
-from alarmhub.store.backlog_rows import last_received
-from alarmhub.store.sqlite import IdTakenError, SqliteStore, StoreError
+from alarmhub.store.sqlite.backlog_rows import last_received
+from alarmhub.store.sqlite.store import IdTakenError, SqliteStore, StoreError, disk_full
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
@@ -86,11 +85,6 @@ CHECKPOINT_FULL_S = 0.1  # while the disk is full: retry soon, ingest is waiting
 # most WAL_TRUNCATE_WAIT_MS for that.
 WAL_RESET_BYTES = 4 * 1024 * 1024
 WAL_TRUNCATE_WAIT_MS = 100
-
-
-def _disk_full(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
 class AlarmHub:
@@ -694,7 +688,7 @@ class AlarmHub:
                 elif not full and wal_bytes > WAL_RESET_BYTES:
                     self._wal_reset_due = True
             except Exception as exc:  # a failing checkpoint must not stop the daemon
-                if _disk_full(exc) and self._wal_room.is_set():
+                if disk_full(exc) and self._wal_room.is_set():
                     self._wal_room.clear()
                     self.metrics.store_writable.set(0)
                     log.error("store.wal_full", error=str(exc))  # noqa: TRY400 - expected fault

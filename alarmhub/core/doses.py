@@ -74,7 +74,7 @@ def dose_event(device_id: str, etype: EventType, scheduled_at: datetime, now: da
     """alarmhub's own `dose.overdue` (missed) or `dose.late` (taken late) for one dose.
 
     The message id names the dose, so each dose raises (and a restart finds) its own
-    alarm: "dose:<scheduled>" / "late:<scheduled>" (store/supervision_rows.py reads the
+    alarm: "dose:<scheduled>" / "late:<scheduled>" (store/sqlite/supervision_rows.py reads the
     first back).
     """
     iso = scheduled_at.isoformat()

@@ -1,7 +1,7 @@
 """Response-time statistics: how fast alarms were acknowledged, reached and resolved.
 
 Pure functions over plain rows, so the arithmetic is tested as tables of
-values; the scoped query that produces the rows lives in `alarmhub.web.tenancy`.
+values; the scoped query that produces the rows lives in `alarmhub.store.sqlite.tenancy`.
 
 Percentiles use the nearest-rank method (the value at rank ceil(p/100 * n)),
 which always returns a time that was actually measured; the median is the

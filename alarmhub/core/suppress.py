@@ -62,6 +62,9 @@ class Silence:
     resident: str | None = None
     reason: str = ""
     include_priority_1: bool = False
+    # Who asked for it and when: shown to operators, never used in a decision.
+    created_by: str = ""
+    created_at: datetime | None = None
 
     @property
     def municipality_wide(self) -> bool:

@@ -31,7 +31,7 @@ from alarmhub.core.escalation import (
     on_deadline,
 )
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
-from alarmhub.store.escalation_rows import DecidedRow, Notification
+from alarmhub.store.ports import DecidedRow, Notification
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -18,7 +18,7 @@ import httpx
 import structlog
 
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.escalation_rows import OutboxItem
+from alarmhub.store.ports import OutboxItem
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub

@@ -52,7 +52,7 @@ from alarmhub.core.supervision import (
     OverdueKind,
     Supervisor,
 )
-from alarmhub.store.supervision_rows import DoseHistory, load_dose_history, load_last_heard
+from alarmhub.store.sqlite.supervision_rows import DoseHistory, load_dose_history, load_last_heard
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub

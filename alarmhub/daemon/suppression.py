@@ -29,8 +29,8 @@ import structlog
 
 from alarmhub.core import suppress
 from alarmhub.core.model import Alarm
+from alarmhub.core.people import AuditEntry
 from alarmhub.core.views import alarm_json
-from alarmhub.store.accounts import AuditEntry
 
 if TYPE_CHECKING:
     from alarmhub.app import AlarmHub

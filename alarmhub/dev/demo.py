@@ -39,6 +39,7 @@ from alarmhub.app import AlarmHub
 from alarmhub.clock import SystemClock
 from alarmhub.config.rules import load_rules
 from alarmhub.core.actions import Action
+from alarmhub.core.people import Role
 from alarmhub.dev.mosquitto import LocalBroker, mosquitto_binary
 from alarmhub.observability.logs import configure_logging
 from alarmhub.settings import ENV_PREFIX, Settings, load_settings, parse_mqtt_url
@@ -47,8 +48,8 @@ from alarmhub.sim.model import Scenario
 from alarmhub.sim.operators import SIMULATED_PREFIX, operator_names
 from alarmhub.sim.simulator import Simulation, SimulationConfig, SimulatorError
 from alarmhub.sim.staff import Acted, SimulatedStaff, StaffStats
-from alarmhub.store import accounts
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite import accounts
+from alarmhub.store.sqlite.store import SqliteStore
 
 REPO = Path(__file__).resolve().parents[2]
 MUNICIPALITY = "0301"  # Oslo
@@ -57,8 +58,8 @@ INSTALL = "sudo apt-get install -y mosquitto"
 OPERATORS_IN_HISTORY = 3
 HISTORY_GAP = timedelta(hours=1)  # the history ends before the live run's alarms begin
 LOGINS = (
-    ("demo-operator", accounts.Role.OPERATOR, "operator"),
-    ("demo-admin", accounts.Role.MUNICIPALITY_ADMIN, "municipality admin"),
+    ("demo-operator", Role.OPERATOR, "operator"),
+    ("demo-admin", Role.MUNICIPALITY_ADMIN, "municipality admin"),
 )
 
 
@@ -300,7 +301,7 @@ async def create_operators(db: Path, opts: Options) -> dict[str, str]:
     tokens: dict[str, str] = {}
     for name in names:
         await accounts.run(
-            db, accounts.create_user, name, accounts.Role.OPERATOR, [MUNICIPALITY], hashed, now, ()
+            db, accounts.create_user, name, Role.OPERATOR, [MUNICIPALITY], hashed, now, ()
         )
         if len(tokens) < opts.operators:
             tokens[name] = await accounts.run(db, accounts.create_token, name, now, None, ())

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import random
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -37,11 +36,12 @@ from alarmhub.core.model import (
     TimelineEntry,
     TimelineType,
 )
+from alarmhub.core.people import AuditEntry
 from alarmhub.core.rules import RuleSet
 from alarmhub.sim.model import seeded
 from alarmhub.sim.operators import respond
-from alarmhub.store import accounts
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite import accounts
+from alarmhub.store.sqlite.store import SqliteStore
 
 OSLO = ZoneInfo("Europe/Oslo")
 SEEDED_MSG_PREFIX = "seeded-"
@@ -275,13 +275,13 @@ async def seed_history(
         await store.checkpoint(truncate=True)
     finally:
         await store.close()
-    await accounts.run(db, _audit_all, past)
+    await accounts.run(db, accounts.audit_all, _audit_entries(past))
     return len(past)
 
 
-def _audit_all(conn: sqlite3.Connection, past: Sequence[PastAlarm]) -> None:
+def _audit_entries(past: Sequence[PastAlarm]) -> list[AuditEntry]:
     entries = [
-        accounts.AuditEntry(
+        AuditEntry(
             actor=e.actor,
             action=AUDIT_ACTIONS[e.type],
             at=e.at,
@@ -295,9 +295,7 @@ def _audit_all(conn: sqlite3.Connection, past: Sequence[PastAlarm]) -> None:
         if e.actor is not None and e.type in AUDIT_ACTIONS
     ]
     entries.sort(key=lambda a: a.at)
-    with accounts.transaction(conn):
-        for entry in entries:
-            accounts.audit(conn, entry)
+    return entries
 
 
 def _audit_detail(detail: Mapping[str, object]) -> dict[str, object]:

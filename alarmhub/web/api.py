@@ -2,7 +2,7 @@
 
 Only `/healthz`, `/readyz`, `/metrics`, `/login` and the pages' static assets
 answer without authentication; every `/api/v1` route depends on the caller's
-tenancy scope (see `web.auth` and `web.tenancy`). Request bodies are capped at
+tenancy scope (see `web.auth` and `store.sqlite.tenancy`). Request bodies are capped at
 1 MiB (413), and every request is counted by route template and status.
 The routes live in `web.routes`, one module per resource.
 """

@@ -21,11 +21,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from alarmhub.store import accounts
-from alarmhub.store.accounts import User
+from alarmhub.core.people import User
+from alarmhub.core.tenancy import Permission, Scope
+from alarmhub.store.sqlite import accounts
 from alarmhub.web.context import web
 from alarmhub.web.errors import ApiError, forbidden
-from alarmhub.web.tenancy import Permission, Scope
 from alarmhub.web.transport import CookieNames, cookie_names
 
 SESSION_COOKIE = "alarmhub_session"

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 
-from alarmhub.store import accounts
+from alarmhub.core.people import AuditEntry
+from alarmhub.store.sqlite import accounts
 from alarmhub.web.errors import ApiError
 
 if TYPE_CHECKING:
@@ -211,9 +212,9 @@ class WebContext:
         device_id: str | None = None,
         municipality: str | None = None,
         detail: dict[str, Any] | None = None,
-    ) -> accounts.AuditEntry:
+    ) -> AuditEntry:
         """The audit entry of a change, for the store call that makes it."""
-        return accounts.AuditEntry(
+        return AuditEntry(
             actor=actor,
             action=action,
             at=self.hub.clock.now(),

@@ -20,13 +20,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 
 from alarmhub.core.model import Alarm
-from alarmhub.store import accounts
-from alarmhub.store.accounts import Silence
-from alarmhub.web import tenancy
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.suppress import Silence
+from alarmhub.core.tenancy import Permission, Scope
+from alarmhub.store.sqlite import accounts, tenancy
 from alarmhub.web.auth import require_scope, requires
 from alarmhub.web.context import WebContext, web
 from alarmhub.web.errors import not_found
-from alarmhub.web.tenancy import Permission, Scope
 
 
 async def _context(request: Request) -> WebContext:
@@ -127,7 +127,7 @@ class Auditor:
         device_id: str | None = None,
         municipality: str | None = None,
         detail: dict[str, Any] | None = None,
-    ) -> accounts.AuditEntry:
+    ) -> AuditEntry:
         return self._ctx.entry(
             self._request,
             self.user,

@@ -25,8 +25,8 @@ from alarmhub.core.doses import DoseOutcome, DoseSchedule, DoseWatch, dose_event
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import Device, DeviceKind, EventType, TimelineType
 from alarmhub.core.pipeline import BatchEffects, Context, process_internal
-from alarmhub.store.schema import MIGRATIONS
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.schema import MIGRATIONS
+from alarmhub.store.sqlite.store import SqliteStore
 from tests.support.helpers import REPO
 
 RULES = load_rules(REPO / "config" / "rules.toml")

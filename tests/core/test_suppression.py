@@ -45,7 +45,7 @@ from alarmhub.core.pipeline import (
     process_internal,
 )
 from alarmhub.core.suppress import Silence
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from tests.support.helpers import REPO, run_cli
 
 RULES = load_rules(REPO / "config" / "rules.toml")
@@ -424,7 +424,7 @@ def test_rules_explain_reads_the_stores_silences_and_alarms(tmp_path: Path) -> N
     env = {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
     assert run_cli(["devices", "register", "--id", "door-1", "--kind", "door_sensor", "--municipality", "0301"], env).returncode == 0
     with sqlite3.connect(db) as conn:
-        accounts.insert_silence(conn, accounts.Silence("sil_1", "0301", None, NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=5), "network", "madm", NIGHT), ())
+        accounts.insert_silence(conn, Silence("sil_1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=5), reason="network", created_by="madm", created_at=NIGHT), ())
     out = run_cli(["rules", "explain", "--device", "door-1", "--event", "door.opened", "--at", NIGHT.isoformat(), "--json"], env)
     assert out.returncode == 0, out.stderr
     [silence] = orjson.loads(out.stdout)["suppressions"]

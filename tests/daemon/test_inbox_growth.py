@@ -30,8 +30,8 @@ from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.mqtt.client import Delivery, MqttIngest
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import SettingsError, parse_mqtt_url
-from alarmhub.store.retention_rows import candidates_sql, oldest_sql
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.retention_rows import candidates_sql, oldest_sql
+from alarmhub.store.sqlite.store import SqliteStore
 from tests.support.helpers import (
     Publisher,
     async_wait_until,

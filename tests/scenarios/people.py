@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from alarmhub.store import accounts
-from alarmhub.store.accounts import Role
+from alarmhub.core.people import Role
+from alarmhub.store.sqlite import accounts
 from tests.scenarios.world import ScenarioError, resolve_time
 
 if TYPE_CHECKING:

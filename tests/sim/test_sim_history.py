@@ -14,11 +14,12 @@ import pytest
 from alarmhub.config.rules import load_rules
 from alarmhub.core import reports
 from alarmhub.core.model import AlarmState, TimelineType
+from alarmhub.core.tenancy import Scope
 from alarmhub.sim.history import SEEDED_MSG_PREFIX, past_alarms, seed_history
 from alarmhub.sim.operators import SIMULATED_PREFIX, operator_names
 from alarmhub.sim.simulator import Simulation, SimulationConfig
-from alarmhub.store import accounts
-from alarmhub.web.tenancy import Scope, response_rows
+from alarmhub.store.sqlite import accounts
+from alarmhub.store.sqlite.tenancy import response_rows
 from tests.support.helpers import REPO, db_count
 
 END = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

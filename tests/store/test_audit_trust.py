@@ -23,9 +23,9 @@ import pytest
 
 from alarmhub.clock import SystemClock
 from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.people import AuditEntry
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store.accounts import AuditEntry
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.store import SqliteStore
 from tests.support.api_harness import stack
 from tests.support.helpers import async_wait_until, db_count, db_rows, register, run_cli
 

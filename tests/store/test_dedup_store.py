@@ -10,8 +10,8 @@ from pathlib import Path
 from alarmhub.core.dedup import Identity, Prior
 from alarmhub.core.model import Device, DeviceKind, RawMessage, Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
-from alarmhub.store.schema import MIGRATIONS
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.schema import MIGRATIONS
+from alarmhub.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
 PENDANT = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")

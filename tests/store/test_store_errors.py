@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alarmhub.core.pipeline import BatchEffects
-from alarmhub.store.sqlite import SqliteStore, StoreError
+from alarmhub.store.sqlite.store import SqliteStore, StoreError
 
 
 async def test_a_database_locked_elsewhere_is_a_store_error_on_every_writer_path(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alarmhub import app as app_module
 from alarmhub.app import WAL_TRUNCATE_WAIT_MS, AlarmHub
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store.sqlite import BUSY_TIMEOUT_MS, SqliteStore
+from alarmhub.store.sqlite.store import BUSY_TIMEOUT_MS, SqliteStore
 from tests.support.helpers import Publisher, db_count, hub_settings, native, register
 
 COMMITS = 600

@@ -16,9 +16,9 @@ import httpx
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import Clock, SystemClock
+from alarmhub.core.people import Role
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
-from alarmhub.store.accounts import Role
+from alarmhub.store.sqlite import accounts
 from tests.support.helpers import (
     Publisher,
     async_wait_until,

@@ -16,11 +16,11 @@ import orjson
 import pytest
 
 from alarmhub.clock import SystemClock
+from alarmhub.core.people import Role, User
+from alarmhub.core.tenancy import Scope
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
-from alarmhub.store.accounts import Role, User
-from alarmhub.store.schema import MIGRATIONS
-from alarmhub.web.tenancy import Scope
+from alarmhub.store.sqlite import accounts
+from alarmhub.store.sqlite.schema import MIGRATIONS
 from tests.support.api_harness import Stack, login, stack
 from tests.support.helpers import async_wait_until, db_rows, run_cli
 

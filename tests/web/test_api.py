@@ -8,8 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from alarmhub.core.tenancy import Scope
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts, tenancy
 from tests.support.api_harness import login, stack
 from tests.support.helpers import db_rows, run_cli
 
@@ -228,7 +229,7 @@ async def test_devices_and_silences_lifecycle(tmp_path: Path, broker: LocalBroke
         assert [x["id"] for x in (await m.get("/api/v1/silences")).json()] == [sid]
         assert (await m.post("/api/v1/silences", json={**body, "ends_at": "2025-01-01T00:00:00Z"})).status_code == 422
         with accounts.connect(s.db) as conn:
-            active = accounts.active_silences(conn, s.hub.clock.now())
+            active = tenancy.list_silences(conn, Scope.everything("test"), s.hub.clock.now(), include_ended=False)
         assert [a.device_id for a in active] == ["osl-a"]
         assert (await m.delete(f"/api/v1/silences/{sid}")).status_code == 204
         assert (await m.get("/api/v1/silences")).json() == []

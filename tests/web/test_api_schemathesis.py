@@ -30,9 +30,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from alarmhub.clock import SystemClock
+from alarmhub.core.people import Role
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
-from alarmhub.store.accounts import Role
+from alarmhub.store.sqlite import accounts
 from tests.support.helpers import register, spawn_daemon
 
 pytestmark = pytest.mark.broker

@@ -11,7 +11,7 @@ import pytest
 
 from alarmhub.clock import SystemClock
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from tests.support.api_harness import BERGEN_LABEL, stack
 from tests.support.helpers import db_count
 

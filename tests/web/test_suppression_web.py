@@ -15,8 +15,9 @@ import pytest
 from playwright.async_api import async_playwright
 
 from alarmhub.app import AlarmHub
+from alarmhub.core.suppress import Silence
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from tests.support.helpers import hub_settings, register
 from tests.web.test_web_e2e import CHROMIUM, CHROMIUM_ARGS, create_user, login
 
@@ -36,7 +37,7 @@ async def test_the_queue_shows_a_municipality_silence_in_force(
         for sid, m, reason in [("sil_a", "0301", "mobile network work"), ("sil_b", "4601", "Bergen-only")]:
             accounts.insert_silence(
                 conn,
-                accounts.Silence(sid, m, None, now - timedelta(minutes=5), now + timedelta(hours=2), reason, "madm", now),
+                Silence(sid, m, now - timedelta(minutes=5), now + timedelta(hours=2), reason=reason, created_by="madm", created_at=now),
                 (),
             )
     async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub, async_playwright() as pw:

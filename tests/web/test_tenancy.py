@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from alarmhub.core.people import Role, User
+from alarmhub.core.tenancy import GRANTS, Permission, Scope
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store.accounts import Role, User
+from alarmhub.store.sqlite.tenancy import scope_where
 from alarmhub.web.paging import encode_device_cursor
-from alarmhub.web.tenancy import GRANTS, Permission, Scope
 from tests.support.api_harness import BERGEN_LABEL, stack
 from tests.support.helpers import async_wait_until, db_count, db_rows, native
 
@@ -26,9 +27,9 @@ REFUSED = {403, 404}
 
 def test_scope_sql_and_grants() -> None:
     oslo = Scope.of(User("a", Role.OPERATOR, ("0301", "3201")))
-    assert oslo.where() == ("municipality IN (?,?)", ["0301", "3201"])
-    assert Scope.of(User("b", Role.ADMIN, ("0301",))).where() == ("1=1", [])
-    assert Scope.of(User("c", Role.MUNICIPALITY_ADMIN, ())).where() == ("0=1", [])
+    assert scope_where(oslo) == ("municipality IN (?,?)", ["0301", "3201"])
+    assert scope_where(Scope.of(User("b", Role.ADMIN, ("0301",)))) == ("1=1", [])
+    assert scope_where(Scope.of(User("c", Role.MUNICIPALITY_ADMIN, ()))) == ("0=1", [])
     assert oslo.allows("0301")
     assert not oslo.allows("4601")
     assert not oslo.allows(None)

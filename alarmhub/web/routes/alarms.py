@@ -1,7 +1,7 @@
 """`/api/v1/alarms…`: the operators' queue, an alarm's detail, and the actions on it.
 
 The live stream of the same path prefix is `routes.stream`.
-Reads go through the scoped queries of `web.tenancy`; actions go through
+Reads go through the scoped queries of `store.sqlite.tenancy`; actions go through
 `hub.act`, which decides under the hub's write lock, so two operators
 acknowledging at once get one 200 and one 409 naming the holder.
 """
@@ -19,8 +19,9 @@ from fastapi import APIRouter, Query
 from alarmhub.core.actions import Action, Conflict, ConflictCode
 from alarmhub.core.registry import Municipality
 from alarmhub.core.views import alarm_json
-from alarmhub.store.accounts import ts
-from alarmhub.web import tenancy
+from alarmhub.core.tenancy import AlarmFilter, Scope
+from alarmhub.store.sqlite import tenancy
+from alarmhub.store.sqlite.accounts import ts
 from alarmhub.web.deps import (
     ActOnAlarms,
     AlarmIdPath,
@@ -39,7 +40,6 @@ from alarmhub.web.models import (
     OptionalNoteIn,
     ResolveIn,
 )
-from alarmhub.web.tenancy import AlarmFilter, Scope
 
 
 def encode_cursor(priority: int, raised_at: str, alarm_id: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from alarmhub.web.deps import Ctx, ReadAudit
 from alarmhub.web.errors import responses
 from alarmhub.web.models import AuditOut

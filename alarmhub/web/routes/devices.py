@@ -1,6 +1,6 @@
 """`/api/v1/devices…` and `/api/v1/dead-letters`: the registry of a municipality's devices.
 
-Every read is a scoped query from `web.tenancy`; every change by a person is
+Every read is a scoped query from `store.sqlite.tenancy`; every change by a person is
 written to the audit log with the caller's address, in the change's own
 transaction. The registry's checks are the CLI's (one definition, in
 `core.registry`), answered here as 422.
@@ -28,10 +28,11 @@ from alarmhub.core.registry import (
     parse_device_csv,
     preserved_columns,
 )
-from alarmhub.store import accounts
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.tenancy import DeviceFilter, Scope
 from alarmhub.store.accounts import import_audit
-from alarmhub.store.device_moves import IdTakenError, MoveRefusedError
-from alarmhub.web import tenancy
+from alarmhub.store.sqlite import tenancy
+from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError
 from alarmhub.web.context import WebContext, client_address
 from alarmhub.web.deps import (
     Audit,
@@ -54,7 +55,6 @@ from alarmhub.web.paging import (
     decode_device_cursor,
     encode_device_cursor,
 )
-from alarmhub.web.tenancy import Scope
 
 _CSV_BODY = {
     "requestBody": {
@@ -92,7 +92,7 @@ async def _stored(ctx: WebContext, device_id: str) -> DeviceOut:
     return DeviceOut.model_validate(stored)
 
 
-async def _register(ctx: WebContext, device: Device, entry: accounts.AuditEntry) -> DeviceOut:
+async def _register(ctx: WebContext, device: Device, entry: AuditEntry) -> DeviceOut:
     try:
         await ctx.hub.register_devices([device], audit=[entry])
     except MoveRefusedError as exc:
@@ -137,7 +137,7 @@ async def list_devices(
     a part of the id or label.
     """
     after = decode_device_cursor(cursor) if cursor else None
-    f = tenancy.DeviceFilter(
+    f = DeviceFilter(
         municipality,
         active=active if active is not None else (None if include_inactive else True),
         kind=kind.value if kind is not None else None,

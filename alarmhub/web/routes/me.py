@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from alarmhub.store import accounts
+from alarmhub.core.people import Role
 from alarmhub.web.auth import Principal, require_principal
 from alarmhub.web.errors import responses
 from alarmhub.web.models import Me
@@ -19,7 +19,7 @@ async def me(principal: Annotated[Principal, Depends(require_principal)]) -> Me:
         name=u.name,
         role=u.role.value,
         municipalities=list(u.municipalities),
-        all_municipalities=u.role is accounts.Role.ADMIN,
+        all_municipalities=u.role is Role.ADMIN,
     )
 
 

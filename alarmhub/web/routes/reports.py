@@ -1,7 +1,7 @@
 """`/api/v1/reports/response-times`: time to acknowledge, reach and resolve; SLA compliance.
 
 The figures are computed by `core.reports` from the scoped rows of
-`web.tenancy.response_rows`; days are whole days in Europe/Oslo.
+`store.sqlite.tenancy.response_rows`; days are whole days in Europe/Oslo.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query
 
 from alarmhub.core import reports
 from alarmhub.core.registry import Municipality
-from alarmhub.web import tenancy
+from alarmhub.store.sqlite import tenancy
 from alarmhub.web.context import WebContext
 from alarmhub.web.deps import Ctx, ReadReports
 from alarmhub.web.errors import ApiError, not_found, responses

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 from alarmhub.web.auth import Principal, cookies, require_principal
 from alarmhub.web.context import WebContext, client_address
 from alarmhub.web.deps import Ctx

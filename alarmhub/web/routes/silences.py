@@ -12,16 +12,15 @@ import secrets
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from alarmhub.core.suppress import silence_end
-from alarmhub.store import accounts
-from alarmhub.web import tenancy
+from alarmhub.core.suppress import Silence, silence_end
+from alarmhub.core.tenancy import Scope
+from alarmhub.store.sqlite import accounts, tenancy
 from alarmhub.web.deps import Audit, Ctx, ManagedSilence, ManageSilences, ReadSilences
 from alarmhub.web.errors import ApiError, forbidden, responses
 from alarmhub.web.models import SilenceIn, SilenceOut
-from alarmhub.web.tenancy import Scope
 
 
-def _silence_out(s: accounts.Silence) -> SilenceOut:
+def _silence_out(s: Silence) -> SilenceOut:
     return SilenceOut(
         id=s.id,
         municipality=s.municipality,
@@ -69,7 +68,7 @@ async def create_silence(
     ends = silence_end(body.device_id, body.starts_at, body.ends_at, limit)
     if isinstance(ends, str):
         raise _field_error("body.ends_at", ends)
-    silence = accounts.Silence(
+    silence = Silence(
         id="sil_" + secrets.token_hex(8),
         municipality=body.municipality,
         device_id=body.device_id,

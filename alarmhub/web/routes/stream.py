@@ -22,11 +22,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from alarmhub.core.tenancy import Scope
 from alarmhub.web.auth import still_authenticated
 from alarmhub.web.deps import Ctx, ReadAlarms
 from alarmhub.web.errors import responses
 from alarmhub.web.recheck import rechecked
-from alarmhub.web.tenancy import Scope
 
 STREAM_RETRY_MS = 3000
 

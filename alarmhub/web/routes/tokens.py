@@ -13,8 +13,8 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from alarmhub.store import access
-from alarmhub.store.accounts import AccountError
+from alarmhub.store.sqlite import access
+from alarmhub.store.sqlite.accounts import AccountError
 from alarmhub.web.deps import Audit, Ctx, ManageUsers
 from alarmhub.web.errors import not_found, responses
 

@@ -14,11 +14,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from alarmhub.store import access
-from alarmhub.store.accounts import NAME_RE, AccountError
+from alarmhub.core.tenancy import Scope
+from alarmhub.store.sqlite import access
+from alarmhub.store.sqlite.accounts import NAME_RE, AccountError
 from alarmhub.web.deps import Audit, Ctx, ManageUsers
 from alarmhub.web.errors import not_found, responses
-from alarmhub.web.tenancy import Scope
 
 UserNamePath = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_RE.pattern)]
 

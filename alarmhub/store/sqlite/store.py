@@ -19,66 +19,48 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload_digest
-from alarmhub.core.device_settings import parse_settings, settings_json
-from alarmhub.core.fields import PARTIAL, dropped_detail
-from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry, Verdict
-from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.core.device_settings import settings_json
+from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Prior
+from alarmhub.core.model import Alarm, Device, TimelineEntry, Verdict
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
-from alarmhub.store.accounts import INSERT_AUDIT, AuditEntry, audit_row
-from alarmhub.store.device_moves import IdTakenError, MoveRefusedError, check_moves
-from alarmhub.store.escalation_rows import EscalationRows
-from alarmhub.store.inbox_rows import select_priors
-from alarmhub.store.retention_rows import oldest_received, prune_batch
-from alarmhub.store.rows import (
+from alarmhub.store.ports import AlarmStore
+from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
+from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError, check_moves
+from alarmhub.store.sqlite.escalation_rows import EscalationRows
+from alarmhub.store.sqlite.inbox_rows import INSERT_INBOX, inbox_row, select_priors
+from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
+from alarmhub.store.sqlite.rows import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
+    DEVICE_COLUMNS,
+    DEVICE_KEYS,
     INSERT_TIMELINE,
     UPSERT_ALARM,
     alarm_from_row,
     alarm_row,
+    device_dict,
+    device_from_row,
     parse_ts,
     timeline_row,
     ts,
 )
-from alarmhub.store.schema import MIGRATIONS
-from alarmhub.store.suppression_rows import SuppressionRows
+from alarmhub.store.sqlite.schema import MIGRATIONS
+from alarmhub.store.sqlite.suppression_rows import SuppressionRows
 
-# Row helpers other modules import from here (they live in store/rows.py).
+# The move errors are raised by the store's registry writes; callers catch them here.
 __all__ = [
-    "ALARM_COLUMNS",
     "IdTakenError",
     "MoveRefusedError",
     "SqliteStore",
     "StoreError",
-    "alarm_from_row",
-    "alarm_row",
-    "device_from_row",
-    "parse_ts",
-    "ts",
+    "disk_full",
 ]
 
 
-def device_from_row(row: Sequence[Any]) -> Device:
-    return Device(
-        id=row[0],
-        kind=DeviceKind(row[1]),
-        municipality=row[2],
-        profile=row[3],
-        heartbeat_interval_s=row[4],
-        label=row[5],
-        active=bool(row[6]),
-        resident=row[7],
-        settings=parse_settings(row[8]),
-        bridge=row[9],
-    )
-
-
-_DEVICE_COLUMNS = (
-    "id, kind, municipality, profile, heartbeat_interval_s, label, active, resident, settings, "
-    "bridge"
-)
-_DEVICE_FIELDS = len(_DEVICE_COLUMNS.split(", "))
+_DEVICE_COLUMNS = ", ".join(DEVICE_COLUMNS)
+_DEVICE_FIELDS = len(DEVICE_COLUMNS)
 _UPDATABLE = (
     "kind",
     "municipality",
@@ -93,74 +75,6 @@ _UPDATABLE = (
 )
 
 
-def inbox_row(m: MessageOutcome, registry_municipality: str | None) -> tuple[Any, ...]:
-    # StrEnum members are bound and serialised as their text; `.value` is a
-    # descriptor call per use, and this runs for every message stored.
-    events = None
-    if m.events:
-        events = orjson.dumps(
-            [
-                {
-                    "type": e.event.type,
-                    "ts": ts(e.event.ts),
-                    "fields": e.event.fields,
-                    "verdict": e.verdict,
-                    "alarm_id": e.alarm_id,
-                    "rule": e.rule,
-                    # Where `ts` came from; the device's skew when it was clamped (#12 item 11).
-                    "ts_source": e.event.ts_source,
-                    "clock_skew_s": e.event.clock_skew_s,
-                }
-                for e in m.events
-            ]
-        ).decode()
-    rejected = m.rejected
-    device_id = m.device.id if m.device else (rejected.device_id if rejected else None)
-    payload, size, digest = _stored_payload(m.raw, rejected=rejected is not None)
-    return (
-        m.fingerprint,
-        ts(m.raw.received_at),
-        m.raw.topic,
-        payload,
-        device_id,
-        m.device.municipality if m.device else (m.municipality or registry_municipality),
-        m.msg_id,
-        m.verdict,
-        # A message stored with fields left out says so where dead letters do (#12 item 10).
-        rejected.reason if rejected else (PARTIAL if m.dropped else None),
-        rejected.detail if rejected else (dropped_detail(m.dropped) if m.dropped else None),
-        events,
-        # What dedup decided, when it is news: an id reused, a window passed (core/dedup.py).
-        None if m.identity is Identity.NEW else m.identity,
-        size,
-        digest,
-    )
-
-
-def _stored_payload(raw: RawMessage, *, rejected: bool) -> tuple[bytes, int | None, str | None]:
-    """What of a payload the inbox keeps: (bytes, whole size, sha256), size and hash when cut.
-
-    A dead letter keeps its first DEAD_LETTER_KEPT_BYTES, its size and its hash
-    (issue 13 item 1): fifteen rejected 2 MB payloads grew the database by 60 MB,
-    and a device with valid credentials could fill the disk for every
-    municipality. The first bytes show an operator what it was; the hash is what
-    dedup recognises a redelivery by (core/dedup.py, Prior.same_content). A
-    message that was used is stored whole: it is at most max_payload_bytes. An
-    oversized message arrives cut already (ingest/mqtt.py, _cut).
-    """
-    if raw.cut is not None:
-        return raw.payload, raw.cut.size, raw.cut.sha256
-    payload = raw.payload
-    if not rejected or len(payload) <= DEAD_LETTER_KEPT_BYTES:
-        return payload, None, None
-    return payload[:DEAD_LETTER_KEPT_BYTES], len(payload), payload_digest(payload)
-
-
-_INSERT_INBOX = (
-    "INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, "
-    "msg_id, verdict, reason, detail, events, identity, payload_bytes, payload_sha256) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
 BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
@@ -449,7 +363,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
             raise
 
     async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {_DEVICE_COLUMNS}, registered_at, last_seen_at FROM devices"
+        sql = f"SELECT {', '.join(DEVICE_KEYS)} FROM devices"
         params: tuple[Any, ...] = ()
         if municipality is not None:
             sql += " WHERE municipality = ?"
@@ -457,14 +371,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
         sql += " ORDER BY municipality, id"
         async with self._conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        keys = [*_DEVICE_COLUMNS.split(", "), "registered_at", "last_seen_at"]
-        out = []
-        for r in rows:
-            item = dict(zip(keys, r, strict=True))
-            item["active"] = bool(item["active"])
-            item["settings"] = orjson.loads(item["settings"] or "{}")
-            out.append(item)
-        return out
+        return [device_dict(r) for r in rows]
 
     # --- reads for the CLI and the API -----------------------------------
 
@@ -546,6 +453,12 @@ class SqliteStore(EscalationRows, SuppressionRows):
         return int(row[0]) if row else 0
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Did this write fail for want of disk? The ingest then waits for the WAL keeper."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 def _write_batch(
     conn: sqlite3.Connection,
     inbox: list[tuple[Any, ...]],
@@ -556,7 +469,7 @@ def _write_batch(
     conn.execute("BEGIN IMMEDIATE")
     try:
         if inbox:
-            conn.executemany(_INSERT_INBOX, inbox)
+            conn.executemany(INSERT_INBOX, inbox)
         if alarms:
             conn.executemany(UPSERT_ALARM, alarms)
         if timeline:
@@ -584,3 +497,8 @@ def _statements(script: str) -> list[str]:
     if pending.strip(" \n\t;"):
         out.append(pending.strip().removesuffix(";").strip())
     return out
+
+
+def _is_an_alarm_store(store: SqliteStore) -> AlarmStore:
+    """mypy's proof that SqliteStore implements every port in store/ports.py."""
+    return store

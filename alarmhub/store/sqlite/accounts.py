@@ -23,14 +23,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from alarmhub.core.model import Device
+from alarmhub.core.people import AuditEntry, Role, User
+from alarmhub.core.suppress import Silence
+from alarmhub.store.sqlite.rows import parse_ts
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -42,22 +43,8 @@ _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
 
 
-class Role(StrEnum):
-    OPERATOR = "operator"
-    MUNICIPALITY_ADMIN = "municipality_admin"
-    ADMIN = "admin"
-
-
 class AccountError(Exception):
     """A request the person can correct: the message says what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    name: str
-    role: Role
-    municipalities: tuple[str, ...]
-    active: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,39 +260,6 @@ def delete_session(conn: sqlite3.Connection, session_id: str) -> None:
 # --- the audit log ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    actor: str
-    action: str
-    at: datetime
-    address: str | None = None
-    alarm_id: str | None = None
-    device_id: str | None = None
-    municipality: str | None = None
-    detail: dict[str, Any] | None = None
-
-
-def import_audit(
-    actor: str, now: datetime, address: str | None, devices: Sequence[Device]
-) -> list[AuditEntry]:
-    """One `device.imported` entry per municipality of an import, with its count.
-
-    Beside AuditEntry because the API's and the CLI's imports both write it, and
-    neither may import the other (issue 14).
-    """
-    return [
-        AuditEntry(
-            actor,
-            "device.imported",
-            now,
-            address=address,
-            municipality=m,
-            detail={"count": sum(d.municipality == m for d in devices)},
-        )
-        for m in sorted({d.municipality for d in devices})
-    ]
-
-
 INSERT_AUDIT = (
     "INSERT INTO audit (at, actor, action, alarm_id, device_id, municipality, address, "
     "detail) VALUES (?,?,?,?,?,?,?,?)"
@@ -325,13 +279,20 @@ def audit_row(entry: AuditEntry) -> tuple[Any, ...]:
     )
 
 
+def audit_all(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
+    """Append entries in one transaction of their own, one statement each (a replay)."""
+    with transaction(conn):
+        for entry in entries:
+            audit(conn, entry)
+
+
 def audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
     """Append one entry that records no change of its own (login, logout, a view).
 
     A change is audited by the store function that makes it: every one of them
     takes its audit entries as a required argument and writes them in the
     change's transaction, so a crash leaves both or neither (issue 13 item 4).
-    The table itself refuses UPDATE and DELETE (a trigger, store/schema.py).
+    The table itself refuses UPDATE and DELETE (a trigger, store/sqlite/schema.py).
     """
     conn.execute(INSERT_AUDIT, audit_row(entry))
 
@@ -382,34 +343,21 @@ SILENCE_KEYS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Silence:
-    id: str
-    municipality: str
-    device_id: str | None
-    starts_at: datetime
-    ends_at: datetime
-    reason: str
-    created_by: str
-    created_at: datetime
-    include_priority_1: bool = False  # hides priority 1 alarms too (issue 12 item 8)
-
-    @property
-    def municipality_wide(self) -> bool:
-        return self.device_id is None
-
-
-def silence_from_row(row: tuple[Any, ...]) -> Silence:
+def silence_from_row(row: Sequence[Any]) -> Silence:
+    """A row of SILENCE_KEYS as the one Silence type the pipeline and the API share."""
+    starts, ends, created = parse_ts(row[3]), parse_ts(row[4]), parse_ts(row[7])
+    assert starts is not None
+    assert ends is not None
     return Silence(
         row[0],
         row[1],
-        row[2],
-        datetime.fromisoformat(row[3]),
-        datetime.fromisoformat(row[4]),
-        row[5],
-        row[6],
-        datetime.fromisoformat(row[7]),
-        bool(row[8]),
+        starts,
+        ends,
+        device_id=row[2],
+        reason=row[5],
+        include_priority_1=bool(row[8]),
+        created_by=row[6],
+        created_at=created,
     )
 
 
@@ -435,13 +383,3 @@ def _insert_silence(conn: sqlite3.Connection, s: Silence) -> None:
             int(s.include_priority_1),
         ),
     )
-
-
-def active_silences(conn: sqlite3.Connection, now: datetime) -> list[Silence]:
-    """Silences in force at `now`, for the pipeline's suppression step (all tenants)."""
-    rows = conn.execute(
-        f"SELECT {', '.join(SILENCE_KEYS)} FROM silences WHERE deleted_at IS NULL "
-        "AND starts_at <= ? AND ends_at > ? ORDER BY municipality, device_id",
-        (ts(now), ts(now)),
-    ).fetchall()
-    return [silence_from_row(r) for r in rows]

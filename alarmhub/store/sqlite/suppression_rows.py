@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from alarmhub.core.model import Alarm, TimelineEntry
-from alarmhub.store.accounts import INSERT_AUDIT, AuditEntry, audit_row
-from alarmhub.store.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row, ts
+from alarmhub.core.people import AuditEntry
+from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
+from alarmhub.store.sqlite.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row, ts
 
 T = TypeVar("T")
 

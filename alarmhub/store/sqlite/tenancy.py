@@ -1,126 +1,46 @@
-"""Tenancy in one place: who may do what, and every scoped read.
+"""Every scoped read, in SQL: alarms, devices, dead letters, silences, report rows.
 
-A :class:`Scope` is computed once per request from the authenticated user.
-Every read of alarms, devices, dead letters, silences and report rows below
-takes it and filters by municipality *in SQL*, so a handler cannot forget to:
-handlers never filter by hand. A row of another municipality is simply not
-found, which the API answers with 404 — the caller learns nothing about it.
+Each takes the caller's :class:`~alarmhub.core.tenancy.Scope` and filters by
+municipality *in SQL*, so a handler cannot forget to: handlers never filter by
+hand. A row of another municipality is simply not found, which the API answers
+with 404 — the caller learns nothing about it. The rules of who may do what
+are pure and live in core/tenancy.py; this module only turns them into WHERE.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
-
-import orjson
 
 from alarmhub.core.model import Alarm
 from alarmhub.core.reports import ResponseRow
-from alarmhub.store.accounts import SILENCE_KEYS, Role, Silence, User, silence_from_row, ts
-from alarmhub.store.rows import DEAD_LETTER_KEYS
-from alarmhub.store.sqlite import ALARM_COLUMNS, alarm_from_row, parse_ts
+from alarmhub.core.suppress import Silence
+from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
+from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row, ts
+from alarmhub.store.sqlite.rows import (
+    ALARM_COLUMNS,
+    DEAD_LETTER_KEYS,
+    DEVICE_KEYS,
+    alarm_from_row,
+    device_dict,
+    parse_ts,
+)
 
 
-class Permission(StrEnum):
-    READ_ALARMS = "read_alarms"
-    ACT_ON_ALARMS = "act_on_alarms"
-    READ_DEVICES = "read_devices"
-    MANAGE_DEVICES = "manage_devices"
-    READ_SILENCES = "read_silences"
-    MANAGE_SILENCES = "manage_silences"
-    READ_REPORTS = "read_reports"
-    READ_DEAD_LETTERS = "read_dead_letters"
-    READ_AUDIT = "read_audit"
-    MANAGE_USERS = "manage_users"  # disable/enable users, list/revoke tokens (issue 13 #6)
-
-
-_READ = {Permission.READ_ALARMS, Permission.READ_DEVICES, Permission.READ_SILENCES}
-GRANTS: dict[Role, frozenset[Permission]] = {
-    # Operators handle alarms; they see devices and silences to explain what they see.
-    Role.OPERATOR: frozenset({*_READ, Permission.ACT_ON_ALARMS}),
-    # Municipality staff run their registry and statistics; alarms are read-only to them.
-    Role.MUNICIPALITY_ADMIN: frozenset(
-        {
-            *_READ,
-            Permission.MANAGE_DEVICES,
-            Permission.MANAGE_SILENCES,
-            Permission.READ_REPORTS,
-            Permission.READ_DEAD_LETTERS,
-            Permission.MANAGE_USERS,  # their own operators only: see Scope.manages
-        }
-    ),
-    Role.ADMIN: frozenset(Permission),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """The caller: name, role, and the municipalities it may see (None = all)."""
-
-    user: str
-    role: Role
-    municipalities: frozenset[str] | None
-
-    @classmethod
-    def of(cls, user: User) -> Scope:
-        if user.role is Role.ADMIN:
-            return cls(user.name, user.role, None)
-        return cls(user.name, user.role, frozenset(user.municipalities))
-
-    @classmethod
-    def everything(cls, name: str) -> Scope:
-        """For the CLI, which has the database file and so already sees everything."""
-        return cls(name, Role.ADMIN, None)
-
-    def can(self, permission: Permission) -> bool:
-        return permission in GRANTS[self.role]
-
-    def allows(self, municipality: str | None) -> bool:
-        if self.municipalities is None:
-            return True
-        return municipality is not None and municipality in self.municipalities
-
-    def where(self, column: str = "municipality") -> tuple[str, list[Any]]:
-        """An SQL condition (column names are constants, never input) and its parameters."""
-        if self.municipalities is None:
-            return "1=1", []
-        ms = sorted(self.municipalities)
-        if not ms:
-            return "0=1", []
-        return f"{column} IN ({','.join('?' * len(ms))})", ms
-
-    def manages(self, user: User) -> bool:
-        """May this caller see and lock out `user` (or revoke its tokens)?
-
-        An admin manages everyone. A municipality admin manages operators whose
-        municipalities all lie within its own, and nobody of its own role or
-        above: disabling a peer, or enabling an admin, would act above its own
-        role. Nobody manages themselves through this (no self-lockout, no
-        self-service around a lock-out); a user's own tokens are `owns`.
-        """
-        if user.name == self.user:
-            return False
-        if self.role is Role.ADMIN:
-            return True
-        if self.role is not Role.MUNICIPALITY_ADMIN or user.role is not Role.OPERATOR:
-            return False
-        ms = self.municipalities or frozenset()
-        return bool(user.municipalities) and set(user.municipalities) <= ms
-
-    def owns_or_manages(self, user: User) -> bool:
-        """For tokens: one's own may be listed and revoked too (a leaked token)."""
-        return user.name == self.user or self.manages(user)
-
-    def listing(self) -> list[str]:
-        return sorted(self.municipalities) if self.municipalities is not None else []
+def scope_where(scope: Scope, column: str = "municipality") -> tuple[str, list[Any]]:
+    """An SQL condition (column names are constants, never input) and its parameters."""
+    if scope.municipalities is None:
+        return "1=1", []
+    ms = sorted(scope.municipalities)
+    if not ms:
+        return "0=1", []
+    return f"{column} IN ({','.join('?' * len(ms))})", ms
 
 
 def _where(scope: Scope, column: str, extra: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
-    cond, params = scope.where(column)
+    cond, params = scope_where(scope, column)
     parts = [cond]
     for clause, value in extra:
         parts.append(clause)
@@ -131,15 +51,6 @@ def _where(scope: Scope, column: str, extra: list[tuple[str, Any]]) -> tuple[str
 # --- alarms --------------------------------------------------------------------
 
 _ALARM_SELECT = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms"
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmFilter:
-    state: str | None = None
-    municipality: str | None = None
-    priority: int | None = None
-    limit: int = 100
-    after: tuple[int, str, str] | None = None  # keyset cursor: (priority, raised_at, id)
 
 
 def list_alarms(conn: sqlite3.Connection, scope: Scope, f: AlarmFilter) -> list[Alarm]:
@@ -207,28 +118,6 @@ def recent_events(
 
 # --- devices -------------------------------------------------------------------
 
-DEVICE_KEYS = (
-    "id",
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "registered_at",
-    "last_seen_at",
-    "resident",
-    "settings",
-    "bridge",
-)
-
-
-def _device(row: tuple[Any, ...]) -> dict[str, Any]:
-    item = dict(zip(DEVICE_KEYS, row, strict=True))
-    item["active"] = bool(item["active"])
-    item["settings"] = orjson.loads(item["settings"] or "{}")
-    return item
-
 
 def list_devices(
     conn: sqlite3.Connection, scope: Scope, municipality: str | None, include_inactive: bool
@@ -236,16 +125,6 @@ def list_devices(
     """Every device in scope, unpaged: for the CSV import's check of the caller's own ids."""
     active = None if include_inactive else True
     return page_devices(conn, scope, DeviceFilter(municipality, active=active, limit=None))
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceFilter:
-    municipality: str | None = None
-    active: bool | None = True  # None: active and decommissioned
-    kind: str | None = None
-    text: str | None = None  # a part of the id or label (ASCII letters in any case)
-    limit: int | None = 100  # None only for internal callers
-    after: tuple[str, str] | None = None  # keyset cursor: (municipality, id) of the last row
 
 
 def _like(text: str) -> str:
@@ -280,7 +159,7 @@ def page_devices(conn: sqlite3.Connection, scope: Scope, f: DeviceFilter) -> lis
     if f.limit is not None:
         sql += " LIMIT ?"
         params.append(f.limit)
-    return [_device(r) for r in conn.execute(sql, params).fetchall()]
+    return [device_dict(r) for r in conn.execute(sql, params).fetchall()]
 
 
 def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[str, Any] | None:
@@ -288,7 +167,7 @@ def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[s
     row = conn.execute(
         f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond}", params
     ).fetchone()
-    return _device(row) if row else None
+    return device_dict(row) if row else None
 
 
 # --- dead letters ----------------------------------------------------------------

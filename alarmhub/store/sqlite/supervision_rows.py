@@ -16,7 +16,7 @@ from pathlib import Path
 import aiosqlite
 import orjson
 
-from alarmhub.store.rows import ts
+from alarmhub.store.sqlite.rows import ts
 
 _LAST_HEARD = "SELECT id, coalesce(last_seen_at, registered_at) FROM devices WHERE active = 1"
 

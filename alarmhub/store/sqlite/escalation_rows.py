@@ -10,57 +10,26 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 
-from alarmhub.core.escalation import DeadlineKey, EscalationDecision
-from alarmhub.core.model import Alarm, TimelineEntry
+from alarmhub.core.escalation import DeadlineKey
 from alarmhub.core.suppress import Silence
-from alarmhub.store.rows import (
+from alarmhub.store.ports import DecidedRow, OutboxItem
+from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row
+from alarmhub.store.sqlite.rows import (
     INSERT_TIMELINE,
     UPSERT_ALARM,
     alarm_row,
-    parse_ts,
     timeline_row,
     ts,
 )
 
 _CHUNK = 500
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    id: int
-    alarm_id: str
-    target: str
-    channel: str  # "mqtt" or "webhook"
-    address: str  # topic or URL
-    payload: bytes
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    target: str
-    channel: str
-    address: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class DecidedRow:
-    """One decided deadline and everything it changes, for one transaction."""
-
-    decision: EscalationDecision
-    alarm_id: str
-    alarm: Alarm | None
-    timeline: Sequence[TimelineEntry]
-    notifications: Sequence[Notification]
 
 
 _INSERT_DECIDED = (
@@ -198,30 +167,14 @@ class EscalationRows:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def active_silences(self, now: datetime) -> list[Silence]:
-
+        """Silences not yet ended, for the pipeline (one not yet begun covers nothing yet)."""
         sql = (
-            "SELECT s.id, s.municipality, s.starts_at, s.ends_at, s.device_id, s.reason, "
-            "s.include_priority_1 FROM silences s WHERE s.deleted_at IS NULL AND s.ends_at > ?"
+            f"SELECT {', '.join(SILENCE_KEYS)} FROM silences "
+            "WHERE deleted_at IS NULL AND ends_at > ?"
         )
         try:
             async with self._conn.execute(sql, (ts(now),)) as cur:
                 rows = await cur.fetchall()
         except aiosqlite.OperationalError:
             return []  # no silences table in this schema version
-        out = []
-        for r in rows:
-            starts, ends = parse_ts(r[2]), parse_ts(r[3])
-            assert starts is not None
-            assert ends is not None
-            out.append(
-                Silence(
-                    r[0],
-                    r[1],
-                    starts,
-                    ends,
-                    device_id=r[4],
-                    reason=r[5],
-                    include_priority_1=bool(r[6]),
-                )
-            )
-        return out
+        return [silence_from_row(r) for r in rows]

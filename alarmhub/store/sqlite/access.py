@@ -1,11 +1,11 @@
 """Locking people out: disable and enable users, list and revoke API tokens (issue 13 #6).
 
-Plain `sqlite3` functions on an open connection, like `store.accounts`. Every
+Plain `sqlite3` functions on an open connection, like `store.sqlite.accounts`. Every
 change takes the audit entry that records it and writes both in one
 transaction: there is no disabled user without the row saying who did it, and
 no audit row for a change that rolled back.
 
-Who may see or change whom is the caller's business (`web.tenancy.Scope.manages`
+Who may see or change whom is the caller's business (`core.tenancy.Scope.manages`
 for the API, everyone for the CLI, which holds the database file anyway); it is
 passed in as `visible`, and a user or token outside it is simply not found.
 
@@ -24,11 +24,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from alarmhub.store.accounts import (
+from alarmhub.core.people import AuditEntry, Role, User
+from alarmhub.store.sqlite.accounts import (
     AccountError,
-    AuditEntry,
-    Role,
-    User,
     audit,
     transaction,
     ts,

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from alarmhub.core.model import Alarm, AlarmState, Priority, TimelineEntry
+from alarmhub.core.device_settings import parse_settings
+from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
 
 ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
 TIME_COLUMNS = frozenset(
@@ -42,6 +43,47 @@ DEAD_LETTER_KEYS = (
     "reason",
     "detail",
 )
+
+# The devices table once: DEVICE_COLUMNS build a Device (device_from_row reads
+# them by position), DEVICE_KEYS add the registry's own times for listings.
+DEVICE_COLUMNS = (
+    "id",
+    "kind",
+    "municipality",
+    "profile",
+    "heartbeat_interval_s",
+    "label",
+    "active",
+    "resident",
+    "settings",
+    "bridge",
+)
+DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
+
+
+def device_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of DEVICE_KEYS as the API and the CLI list it."""
+    item = dict(zip(DEVICE_KEYS, row, strict=True))
+    item["active"] = bool(item["active"])
+    item["settings"] = orjson.loads(item["settings"] or "{}")
+    return item
+
+
+def device_from_row(row: Sequence[Any]) -> Device:
+    return Device(
+        id=row[0],
+        kind=DeviceKind(row[1]),
+        municipality=row[2],
+        profile=row[3],
+        heartbeat_interval_s=row[4],
+        label=row[5],
+        active=bool(row[6]),
+        resident=row[7],
+        settings=parse_settings(row[8]),
+        bridge=row[9],
+    )
+
+
 INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"
 
 

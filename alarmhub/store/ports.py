@@ -1,0 +1,253 @@
+"""The store as the shell sees it: one Protocol per kind of use, and the rows they pass.
+
+Services take the narrowest port that covers what they do (the notifier an
+:class:`Outbox`, the escalator an :class:`EscalationStore`, the suppression
+refresh a :class:`SilenceSource`), so a second store is a new module beside
+``store/sqlite/`` that implements these, plus one line of wiring in ``app.py``
+that opens it instead of :class:`~alarmhub.store.sqlite.store.SqliteStore`.
+Nothing outside ``store/`` imports a driver or writes SQL
+(tests/store/test_no_sql_outside_store.py).
+
+Where the next capabilities go:
+
+- a PostgreSQL store: ``store/postgres/``, implementing :class:`AlarmStore`
+  (and the query ports below); the pipeline and the services do not change;
+- a second outbox consumer (a journal export beside notifications): a new
+  service taking an :class:`Outbox`; the rows it reads are the ones the
+  escalator already writes through :class:`EscalationStore`.
+
+The domain values that cross these ports are defined once: alarms, devices and
+silences in ``core/`` (``core.model``, ``core.suppress.Silence``), people in
+``core.people``, the tenancy scope in ``core.tenancy``. The three row types
+below are the store's own vocabulary for the escalation transaction and the
+outbox; they are plain values too.
+
+The synchronous account, access and scoped-read functions in
+``store/sqlite/accounts.py``, ``access.py`` and ``tenancy.py`` run on a
+connection of their own in a worker thread; :class:`ScopedReads` states the
+same reads without the connection, the shape a PostgreSQL module would offer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from alarmhub.core.dedup import Prior
+from alarmhub.core.escalation import DeadlineKey, EscalationDecision
+from alarmhub.core.model import Alarm, Device, TimelineEntry
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.pipeline import BatchEffects
+from alarmhub.core.reports import ResponseRow
+from alarmhub.core.retention import RetainedTable
+from alarmhub.core.suppress import Silence
+from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
+
+# --- the rows the ports pass ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    alarm_id: str
+    target: str
+    channel: str  # "mqtt" or "webhook"
+    address: str  # topic or URL
+    payload: bytes
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    target: str
+    channel: str
+    address: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedRow:
+    """One decided deadline and everything it changes, for one transaction."""
+
+    decision: EscalationDecision
+    alarm_id: str
+    alarm: Alarm | None
+    timeline: Sequence[TimelineEntry]
+    notifications: Sequence[Notification]
+
+
+# --- what each part of the shell uses ------------------------------------------
+
+
+class IngestStore(Protocol):
+    """The per-batch sandwich: one read (the priors), one write (the whole batch)."""
+
+    async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
+
+    async def commit_batch(
+        self, effects: BatchEffects, municipality_of: dict[str, str]
+    ) -> None: ...
+
+
+class DeviceRegistry(Protocol):
+    """The registry: loaded at start, polled for changes, written by the CLI and the API."""
+
+    async def load_devices(self) -> dict[str, Device]: ...
+
+    async def devices_changed_since(self, since: str) -> tuple[list[Device], str]: ...
+
+    async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
+
+    async def newest_device_update(self) -> str: ...
+
+    async def register_devices(
+        self,
+        devices: Sequence[Device],
+        now: datetime,
+        keep: frozenset[str] = frozenset(),
+        *,
+        audit: Sequence[AuditEntry],
+        existing_in: frozenset[str] | None = None,
+    ) -> None: ...
+
+    async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]: ...
+
+
+class AlarmReads(Protocol):
+    """Alarms as the daemon reloads them and the CLI lists them (unscoped)."""
+
+    async def load_active_alarms(self) -> list[Alarm]: ...
+
+    async def load_resolved_since(self, since: datetime) -> list[Alarm]: ...
+
+    async def list_alarms(
+        self,
+        state: str | None = None,
+        limit: int | None = None,
+        municipalities: Sequence[str] | None = None,
+    ) -> list[Alarm]: ...
+
+    async def get_alarm(self, alarm_id: str) -> Alarm | None: ...
+
+    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]: ...
+
+    async def raising_message(self, alarm_id: str) -> tuple[str, str] | None: ...
+
+    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]: ...
+
+
+class AlarmWrites(Protocol):
+    """Operator actions and silence ends: alarms, timeline and audit in one transaction."""
+
+    async def save_alarm(self, alarm: Alarm, entries: Iterable[TimelineEntry]) -> None: ...
+
+    async def save_alarms(
+        self,
+        alarms: Iterable[Alarm],
+        entries: Iterable[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> None: ...
+
+    async def end_silence_releasing(
+        self,
+        silence_id: str,
+        by: str,
+        now: datetime,
+        released: Sequence[Alarm],
+        entries: Sequence[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> bool: ...
+
+
+class EscalationStore(Protocol):
+    """Deadlines are rows: which fired, and each decision with its effects, once."""
+
+    async def fired_keys(self, alarm_ids: Iterable[str]) -> dict[str, set[DeadlineKey]]: ...
+
+    async def commit_decisions(
+        self, rows: Sequence[DecidedRow], decided_at: datetime
+    ) -> list[bool]: ...
+
+
+class Outbox(Protocol):
+    """What a consumer of queued notifications needs: take the due, mark each done or not."""
+
+    async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]: ...
+
+    async def outbox_sent(self, item_id: int, at: datetime) -> None: ...
+
+    async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None: ...
+
+
+class SilenceSource(Protocol):
+    """The silences not yet ended, for the pipeline's suppression step."""
+
+    async def active_silences(self, now: datetime) -> list[Silence]: ...
+
+
+class RetentionStore(Protocol):
+    """The pruner: delete what is past retention, in bounded batches."""
+
+    async def prune(self, table: RetainedTable, before: datetime, limit: int) -> int: ...
+
+    async def oldest_received(self, table: RetainedTable) -> datetime | None: ...
+
+
+class AlarmStore(
+    IngestStore,
+    DeviceRegistry,
+    AlarmReads,
+    AlarmWrites,
+    EscalationStore,
+    Outbox,
+    SilenceSource,
+    RetentionStore,
+    Protocol,
+):
+    """Everything the daemon's services use, as one opened store owns it."""
+
+    async def close(self) -> None: ...
+
+
+class ScopedReads(Protocol):
+    """The reads the web answers, each filtered by the caller's scope inside the store.
+
+    store/sqlite/tenancy.py offers these as functions taking a connection first;
+    a store without that threading model implements this directly.
+    """
+
+    async def list_alarms(self, scope: Scope, f: AlarmFilter) -> list[Alarm]: ...
+
+    async def get_alarm(self, scope: Scope, alarm_id: str) -> Alarm | None: ...
+
+    async def timeline(self, scope: Scope, alarm_id: str) -> list[dict[str, Any]]: ...
+
+    async def recent_events(
+        self, scope: Scope, device_id: str, municipality: str, limit: int = 20
+    ) -> list[dict[str, Any]]: ...
+
+    async def page_devices(self, scope: Scope, f: DeviceFilter) -> list[dict[str, Any]]: ...
+
+    async def get_device(self, scope: Scope, device_id: str) -> dict[str, Any] | None: ...
+
+    async def dead_letters(self, scope: Scope, limit: int) -> list[dict[str, Any]]: ...
+
+    async def list_silences(
+        self, scope: Scope, now: datetime, include_ended: bool
+    ) -> list[Silence]: ...
+
+    async def get_silence(self, scope: Scope, silence_id: str) -> Silence | None: ...
+
+    async def response_rows(
+        self,
+        scope: Scope,
+        municipality: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[ResponseRow]: ...

@@ -1,0 +1,1 @@
+"""Everything that speaks SQLite: the store, its row mappers, schema and migrations."""
