@@ -27,7 +27,7 @@ from alarmhub.web.errors import install as install_errors
 from alarmhub.web.transport import Hsts
 
 if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
+    from alarmhub.web.ports import DaemonPort
 
 log = structlog.get_logger(__name__)
 
@@ -144,7 +144,7 @@ class ClientGone:
             log.debug("http.client_gone", path=scope.get("path"), errors=len(gone.exceptions))
 
 
-def create_app(hub: AlarmHub) -> FastAPI:
+def create_app(hub: DaemonPort) -> FastAPI:
     db = hub.settings.database
     if db.path is None:
         raise NotImplementedError("the web API needs the sqlite store")

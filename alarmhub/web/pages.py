@@ -26,7 +26,7 @@ from starlette.types import Scope
 from alarmhub.web.auth import LoginRequired, require_page_user
 
 if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
+    from alarmhub.web.ports import DaemonPort
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -66,7 +66,7 @@ def render(name: str, sla: dict[str, int]) -> str:
     return body.replace("{{sla}}", html.escape(json.dumps(sla), quote=True))
 
 
-def sla_targets(hub: AlarmHub) -> dict[str, int]:
+def sla_targets(hub: DaemonPort) -> dict[str, int]:
     """Acknowledgement targets in seconds by priority ("1".."4"), from the loaded rules."""
     return {str(int(p)): int(d.total_seconds()) for p, d in hub.rules.sla_ack.items()}
 
@@ -76,7 +76,7 @@ def _login_redirect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={target}", status_code=303, headers=PAGE_HEADERS)
 
 
-def mount_pages(app: FastAPI, hub: AlarmHub) -> None:
+def mount_pages(app: FastAPI, hub: DaemonPort) -> None:
     async def page(name: str, request: Request) -> Response:
         try:
             await require_page_user(request)
