@@ -9,7 +9,7 @@ from alarmhub.cli.db import with_store
 from alarmhub.cli.output import CommandError, print_json, table
 from alarmhub.core.views import alarm_json
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.store import SqliteStore
 
 COLUMNS = [
     "id",

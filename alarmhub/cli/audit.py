@@ -9,7 +9,7 @@ from typing import Any
 from alarmhub.cli.db import on_connection
 from alarmhub.cli.output import EXIT_USAGE, error, print_plain_json, table
 from alarmhub.settings import Settings
-from alarmhub.store import accounts
+from alarmhub.store.sqlite import accounts
 
 COLUMNS = ["at", "actor", "action", "municipality", "alarm_id", "device_id", "address", "detail"]
 

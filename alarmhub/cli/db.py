@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 from alarmhub.cli.output import CommandError
 from alarmhub.settings import Settings
-from alarmhub.store import accounts
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite import accounts
+from alarmhub.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 CLI_ACTOR_PREFIX = "cli:"

@@ -8,7 +8,7 @@ from typing import Any
 from alarmhub.cli.db import with_store
 from alarmhub.cli.output import print_json, table
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.store import SqliteStore
 
 
 def add_parser(sub: Any) -> None:

@@ -23,6 +23,7 @@ from alarmhub.config.rules import RulesError, load_rules
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
+from alarmhub.core.people import AuditEntry, import_audit
 from alarmhub.core.registry import (
     bridge_missing,
     bridge_unknown,
@@ -32,8 +33,8 @@ from alarmhub.core.registry import (
     validated_device,
 )
 from alarmhub.settings import Settings
-from alarmhub.store.accounts import AuditEntry, import_audit
-from alarmhub.store.sqlite import MoveRefusedError, SqliteStore
+from alarmhub.store.sqlite.device_moves import MoveRefusedError
+from alarmhub.store.sqlite.store import SqliteStore
 
 LIST_COLUMNS = [
     "id",

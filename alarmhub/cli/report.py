@@ -17,9 +17,10 @@ from alarmhub.cli.output import EXIT_USAGE, error, print_plain_json
 from alarmhub.clock import SystemClock
 from alarmhub.config.rules import load_rules
 from alarmhub.core import reports
+from alarmhub.core.tenancy import Scope
 from alarmhub.settings import Settings
-from alarmhub.store import accounts
-from alarmhub.web.tenancy import Scope, response_rows
+from alarmhub.store.sqlite import accounts
+from alarmhub.store.sqlite.tenancy import response_rows
 
 OSLO = ZoneInfo("Europe/Oslo")
 

@@ -22,7 +22,7 @@ from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import load_rules, person_alarm_auto_resolvers
 from alarmhub.core.model import EventType
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.store import SqliteStore
 
 
 def add_parser(sub: Any) -> None:

@@ -19,11 +19,11 @@ from typing import Any
 from alarmhub.cli.db import actor
 from alarmhub.cli.output import EXIT_FAILED, EXIT_USAGE, error, warn
 from alarmhub.clock import SystemClock
+from alarmhub.core.people import import_audit
 from alarmhub.settings import Settings, parse_mqtt_url
 from alarmhub.sim.model import Scenario
 from alarmhub.sim.simulator import Simulation, SimulationConfig, SimulatorError
-from alarmhub.store.accounts import import_audit
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.store import SqliteStore
 
 
 def add_parser(sub: Any) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 from alarmhub.cli.db import actor, on_connection
 from alarmhub.cli.output import EXIT_USAGE, CommandError, error, print_plain_json, table
 from alarmhub.clock import SystemClock
+from alarmhub.core.people import AuditEntry
 from alarmhub.settings import Settings
-from alarmhub.store import access, accounts
-from alarmhub.store.accounts import AccountError, AuditEntry
+from alarmhub.store.sqlite import access, accounts
+from alarmhub.store.sqlite.accounts import AccountError
 
 
 def add_parser(sub: Any) -> None:

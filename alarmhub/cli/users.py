@@ -14,16 +14,17 @@ from typing import Any
 from alarmhub.cli.db import actor, on_connection
 from alarmhub.cli.output import EXIT_USAGE, CommandError, error, print_plain_json, table
 from alarmhub.clock import SystemClock
+from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.settings import Settings
-from alarmhub.store import access, accounts
-from alarmhub.store.accounts import AccountError, AuditEntry
+from alarmhub.store.sqlite import access, accounts
+from alarmhub.store.sqlite.accounts import AccountError
 
 
 def add_parser(sub: Any) -> None:
     users = sub.add_parser("users", help="people who log in").add_subparsers(title="users")
     uc = users.add_parser("create", help="create a user (prints a generated password once)")
     uc.add_argument("--name", required=True)
-    uc.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    uc.add_argument("--role", required=True, choices=[r.value for r in Role])
     uc.add_argument(
         "--municipality",
         action="append",
@@ -57,7 +58,7 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         hashed = accounts.hash_password(password)
 
-        def create(conn: Any) -> accounts.User:
+        def create(conn: Any) -> User:
             entry = AuditEntry(
                 actor(),
                 "user.created",

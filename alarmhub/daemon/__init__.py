@@ -1,6 +1,13 @@
-"""The imperative shell's long-running services: escalation, notification,
-supervision, suppression release, backlog, fan-out to live listeners, pruning.
+"""The imperative shell's long-running services, one module each.
+
+gate (the write lock + retry-until-committed every writer shares), ingest (the
+per-batch sandwich), actions (people's actions), registry (registration, the
+registry poll, rules reload), escalator, notifier, supervisor, suppression
+(release of what a silence or an inhibiting alarm hid), pruner (retention),
+backlog, fanout (live listeners), state (what the daemon holds in memory).
 
 Each reads, calls a pure function in `alarmhub.core`, writes through the store,
-and announces what happened; `alarmhub.app` wires them together.
+and announces what happened. Each is constructed with the few things it uses
+(a narrow store Protocol, the gate, the clock, callbacks), never the hub, and
+none imports `alarmhub.app`, which wires them together.
 """

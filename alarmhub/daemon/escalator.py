@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
+from alarmhub.clock import Clock
 from alarmhub.core.escalation import (
     Deadline,
     DeadlineKey,
@@ -31,21 +33,43 @@ from alarmhub.core.escalation import (
     on_deadline,
 )
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+from alarmhub.daemon.gate import WriteGate
+from alarmhub.daemon.state import HubState
+from alarmhub.observability.metrics import Metrics
 from alarmhub.store.ports import DecidedRow, Notification
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from alarmhub.app import AlarmHub
 
 log = structlog.get_logger("alarmhub.escalator")
 NOTIFY_TOPIC = "alarmhub/v1/notify/{target}"
 MAX_PER_COMMIT = 500
 
 
+class EscalationStore(Protocol):
+    """What the escalator reads and writes: the decided rows, nothing else."""
+
+    async def fired_keys(self, alarm_ids: Iterable[str]) -> dict[str, set[DeadlineKey]]: ...
+    async def commit_decisions(
+        self, rows: Sequence[DecidedRow], decided_at: datetime
+    ) -> list[bool]: ...
+
+
 class Escalator:
-    def __init__(self, hub: AlarmHub) -> None:
-        self._hub = hub
+    """Fires escalation steps as they fall due; `on_escalated(alarm, notify)` announces one."""
+
+    def __init__(
+        self,
+        state: HubState,
+        store: EscalationStore,
+        gate: WriteGate,
+        clock: Clock,
+        metrics: Metrics,
+        on_escalated: Callable[[Alarm, bool], None],
+    ) -> None:
+        self._state = state
+        self._store = store
+        self._gate = gate
+        self._clock = clock
+        self._metrics = metrics
+        self._on_escalated = on_escalated
         self._heap: list[tuple[float, int, str, Deadline]] = []
         self._seq = itertools.count()
         self._armed: dict[str, DeadlineKey] = {}
@@ -55,8 +79,8 @@ class Escalator:
 
     async def load(self) -> None:
         """Re-arm every active alarm from the decided rows: overdue steps fire next."""
-        alarms = list(self._hub.state.alarms.by_id.values())
-        self.fired = await self._hub.store.fired_keys(a.id for a in alarms)
+        alarms = list(self._state.alarms.by_id.values())
+        self.fired = await self._store.fired_keys(a.id for a in alarms)
         for alarm in alarms:
             self.arm(alarm)
 
@@ -78,14 +102,14 @@ class Escalator:
         if self._armed.get(alarm.id) == deadline.key:
             return
         self._armed[alarm.id] = deadline.key
-        clock = self._hub.clock
+        clock = self._clock
         wall, mono = anchor if anchor is not None else (clock.now(), clock.monotonic())
         mono_due = mono + (deadline.due_at - wall).total_seconds()
         heapq.heappush(self._heap, (mono_due, next(self._seq), alarm.id, deadline))
         self._wake.set()
 
     def _next(self, alarm: Alarm) -> Deadline | None:
-        policy = self._hub.rules.policy_named(alarm.policy, alarm.municipality)
+        policy = self._state.rules.policy_named(alarm.policy, alarm.municipality)
         if policy is None:
             return None
         return next_for_alarm(alarm, policy, self.fired.setdefault(alarm.id, set()))
@@ -97,7 +121,7 @@ class Escalator:
                 await self._wake.wait()
                 continue
             mono_due = self._heap[0][0]
-            delay = mono_due - self._hub.clock.monotonic()
+            delay = mono_due - self._clock.monotonic()
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -111,20 +135,20 @@ class Escalator:
         :meth:`run` does this as deadlines come; the scenario suite
         (tests/scenarios/scenario.py) calls it itself at each instant of virtual time.
         """
-        while self._heap and self._heap[0][0] <= self._hub.clock.monotonic():
+        while self._heap and self._heap[0][0] <= self._clock.monotonic():
             await self._fire_due()
 
     def next_due(self) -> datetime | None:
         """The wall-clock instant of the earliest armed deadline (maybe one superseded)."""
         if not self._heap:
             return None
-        clock = self._hub.clock
+        clock = self._clock
         return clock.now() + timedelta(seconds=self._heap[0][0] - clock.monotonic())
 
     async def _fire_due(self) -> None:
         """Decide every deadline due now, in one transaction (a burst of alarms raises
         hundreds of first steps at once: one fsync for all, not one each)."""
-        now_mono = self._hub.clock.monotonic()
+        now_mono = self._clock.monotonic()
         due: list[tuple[str, Deadline, datetime, float]] = []
         while self._heap and self._heap[0][0] <= now_mono and len(due) < MAX_PER_COMMIT:
             mono_due, _, alarm_id, deadline = heapq.heappop(self._heap)
@@ -144,13 +168,12 @@ class Escalator:
             await self._decide(due)
 
     async def _decide(self, due: list[tuple[str, Deadline, datetime, float]]) -> None:
-        hub = self._hub
         rows: list[DecidedRow] = []
         touched: dict[str, Alarm] = {}
         anchors = {alarm_id: (now, mono) for alarm_id, _, now, mono in due}
-        async with hub.write_lock:
+        async with self._gate.lock:
             for alarm_id, deadline, now, _mono in due:
-                alarm = hub.state.alarms.get(alarm_id)
+                alarm = self._state.alarms.get(alarm_id)
                 if alarm is None or alarm.suppressed_by is not None:
                     continue
                 fired = self.fired.setdefault(alarm_id, set())
@@ -161,12 +184,14 @@ class Escalator:
                     changed, entries, notes = self._effects(alarm, decision, now)
                     rows.append(DecidedRow(decision, alarm_id, changed, entries, notes))
             if rows:
-                wall = hub.clock.now()
-                recorded = await hub.until_committed(lambda: hub.store.commit_decisions(rows, wall))
+                wall = self._clock.now()
+                recorded = await self._gate.until_committed(
+                    lambda: self._store.commit_decisions(rows, wall)
+                )
                 for row, done in zip(rows, recorded, strict=True):
                     self.fired.setdefault(row.alarm_id, set()).add(row.decision.deadline.key)
                     if row.alarm is not None and done:
-                        hub.state.alarms.put(row.alarm)
+                        self._state.alarms.put(row.alarm)
                         touched[row.alarm_id] = row.alarm
                     if done and row.decision.notify:
                         self._announce(row)
@@ -178,7 +203,7 @@ class Escalator:
     def _announce(self, row: DecidedRow) -> None:
         d = row.decision.deadline
         self.fired_count += 1
-        self._hub.metrics.escalations.labels(str(d.level)).inc()
+        self._metrics.escalations.labels(str(d.level)).inc()
         alarm = row.alarm
         if alarm is None:
             return
@@ -191,12 +216,12 @@ class Escalator:
                 reason=row.decision.reason.value,
                 late_by_s=round(row.decision.late_by.total_seconds(), 3),
             )
-        self._hub.after_escalation(alarm, bool(row.notifications))
+        self._on_escalated(alarm, bool(row.notifications))
 
     def _exhausted(self, alarm: Alarm, entries: Sequence[TimelineEntry]) -> None:
         if not any(e.type is TimelineType.ESCALATION_EXHAUSTED for e in entries):
             return
-        self._hub.metrics.escalations_exhausted.labels(str(int(alarm.priority))).inc()
+        self._metrics.escalations_exhausted.labels(str(int(alarm.priority))).inc()
         with structlog.contextvars.bound_contextvars(alarm_id=alarm.id):
             log.warning(
                 "alarm.escalation_exhausted",
@@ -209,11 +234,11 @@ class Escalator:
     def _effects(
         self, alarm: Alarm, decision: EscalationDecision, now: datetime
     ) -> tuple[Alarm | None, list[TimelineEntry], list[Notification]]:
-        changed, entries = apply_decision(alarm, decision, now, self._hub.rules.version)
+        changed, entries = apply_decision(alarm, decision, now, self._state.rules.version)
         notes = self._notifications(changed, decision.deadline) if changed is not None else []
         # The last step of the policy: if the alarm is still open, say so in the same
         # transaction (item 5), never just stop.
-        policy = self._hub.rules.policy_named(alarm.policy, alarm.municipality)
+        policy = self._state.rules.policy_named(alarm.policy, alarm.municipality)
         fired = self.fired.get(alarm.id, set()) | {decision.deadline.key}
         ran_out = exhaustion(changed or alarm, policy, fired, now) if policy is not None else None
         if ran_out is not None:
@@ -222,7 +247,7 @@ class Escalator:
         return changed, list(entries), notes
 
     def _notifications(self, alarm: Alarm, d: Deadline) -> list[Notification]:
-        target = self._hub.rules.targets.get(d.target)
+        target = self._state.rules.targets.get(d.target)
         if target is None:
             return []
         payload = {

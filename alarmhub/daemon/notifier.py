@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import httpx
+import paho.mqtt.client as paho
 import structlog
 
+from alarmhub.clock import Clock
 from alarmhub.observability.logs import OncePer
 from alarmhub.store.ports import OutboxItem
-
-if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
 
 log = structlog.get_logger("alarmhub.notifier")
 SEND_TIMEOUT_S = 5.0
@@ -33,9 +32,39 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_MAX, timedelta(seconds=2 ** min(attempts, 12)))
 
 
+class OutboxReader(Protocol):
+    async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]: ...
+
+
+class OutboxWriter(Protocol):
+    async def outbox_sent(self, item_id: int, at: datetime) -> None: ...
+    async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None: ...
+
+
+class Broker(Protocol):
+    """The MQTT link notifications leave by; the PUBACK is the receiver's acceptance."""
+
+    @property
+    def connected(self) -> bool: ...
+    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> paho.MQTTMessageInfo: ...
+
+
 class Notifier:
-    def __init__(self, hub: AlarmHub) -> None:
-        self._hub = hub
+    """The outbox's one consumer: reads due rows, sends, records the outcome under `lock`."""
+
+    def __init__(
+        self,
+        reader: OutboxReader,
+        writer: OutboxWriter,
+        lock: asyncio.Lock,
+        clock: Clock,
+        broker: Broker | None,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._lock = lock
+        self._clock = clock
+        self._broker = broker
         self._wake = asyncio.Event()
         self._once = OncePer(60.0)
         self.sent = 0
@@ -47,7 +76,7 @@ class Notifier:
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S) as http:
             while True:
-                items = await self._hub.reader.due_outbox(self._hub.clock.now())
+                items = await self._reader.due_outbox(self._clock.now())
                 for item in items:
                     await self._deliver(item, http)
                 self._wake.clear()
@@ -63,9 +92,9 @@ class Notifier:
         except Exception as exc:  # any failure is retried later
             self.failed += 1
             error = f"{type(exc).__name__}: {exc}"
-            next_at = self._hub.clock.now() + backoff(item.attempts)
-            async with self._hub.write_lock:
-                await self._hub.store.outbox_failed(item.id, next_at, error)
+            next_at = self._clock.now() + backoff(item.attempts)
+            async with self._lock:
+                await self._writer.outbox_failed(item.id, next_at, error)
             should, suppressed = self._once.should_log(f"notify:{item.target}:{item.channel}")
             if should:
                 log.warning(
@@ -79,8 +108,8 @@ class Notifier:
                 )
             return
         self.sent += 1
-        async with self._hub.write_lock:
-            await self._hub.store.outbox_sent(item.id, self._hub.clock.now())
+        async with self._lock:
+            await self._writer.outbox_sent(item.id, self._clock.now())
         log.info(
             "notification.sent", target=item.target, channel=item.channel, alarm_id=item.alarm_id
         )
@@ -92,7 +121,7 @@ class Notifier:
             raise RuntimeError(f"webhook answered {response.status_code}")
 
     async def _send_mqtt(self, item: OutboxItem) -> None:
-        ingest = self._hub.ingest
+        ingest = self._broker
         if ingest is None or not ingest.connected:
             raise ConnectionError("not connected to the broker")
         info = ingest.publish_tracked(item.address, item.payload, qos=1)

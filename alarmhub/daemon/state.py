@@ -1,7 +1,11 @@
-"""The daemon's in-memory view of the world: the registry and the active alarms.
+"""The daemon's in-memory view of the world: the registry, the active alarms, and the
+rules and silences in force.
 
 It is the single owner's cache of what the store holds. Changes are applied
 only after the store committed them, so memory never runs ahead of the disk.
+The services share this one object instead of the composition root: the rules
+and silences are swapped here whole (a reload is all-or-nothing), so every
+service reads the ones in force at the moment it decides.
 """
 
 from __future__ import annotations
@@ -9,12 +13,16 @@ from __future__ import annotations
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import Alarm, Device
 from alarmhub.core.pipeline import BatchEffects
+from alarmhub.core.rules import RuleSet
+from alarmhub.core.suppress import Silence
 
 
 class HubState:
-    def __init__(self) -> None:
+    def __init__(self, rules: RuleSet) -> None:
         self.devices: dict[str, Device] = {}
         self.alarms = AlarmIndex()
+        self.rules = rules
+        self.silences: tuple[Silence, ...] = ()
 
     def load(self, devices: dict[str, Device], active: list[Alarm], resolved: list[Alarm]) -> None:
         self.devices = devices

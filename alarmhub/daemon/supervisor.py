@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
+from alarmhub.clock import Clock
 from alarmhub.core.doses import dose_event
 from alarmhub.core.geo import fix_usable
 from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Event, EventType
@@ -52,10 +52,9 @@ from alarmhub.core.supervision import (
     OverdueKind,
     Supervisor,
 )
+from alarmhub.daemon.state import HubState
+from alarmhub.observability.metrics import Metrics
 from alarmhub.store.sqlite.supervision_rows import DoseHistory, load_dose_history, load_last_heard
-
-if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
 
 log = structlog.get_logger("alarmhub.supervise")
 STEP_S = 1.0
@@ -65,31 +64,51 @@ STEP_S = 1.0
 DOSE_LOOKBACK = timedelta(hours=24)
 
 
+RaiseEvents = Callable[[list[tuple[Event, Device]]], Awaitable[None]]
+
+
 class Supervision:
-    def __init__(self, hub: AlarmHub) -> None:
-        self._hub = hub
-        self.heartbeats = Supervisor(grace=hub.rules.restart_grace)
+    """Watches the registry in `state`; what is overdue goes to `raise_events` (the pipeline).
+
+    `broker_connected` says whether devices can reach alarmhub at all: while they
+    cannot, their silence is not theirs.
+    """
+
+    def __init__(
+        self,
+        state: HubState,
+        clock: Clock,
+        metrics: Metrics,
+        raise_events: RaiseEvents,
+        broker_connected: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._state = state
+        self._clock = clock
+        self._metrics = metrics
+        self._raise_events = raise_events
+        self._broker_connected = broker_connected
+        self.heartbeats = Supervisor(grace=state.rules.restart_grace)
         self.doses = DoseWatch()
         # Geofenced trackers: time since the last usable fix (item 18).
-        self.fixes = Supervisor(grace=hub.rules.restart_grace)
+        self.fixes = Supervisor(grace=state.rules.restart_grace)
         self._fixed_again: list[str] = []  # usable fix after no_fix was raised
         self._missed: list[Overdue] = []  # doses taken() or the start-up replay found missed
         self._late: list[tuple[str, datetime]] = []  # late takes that settle dose_missed
         self._kind_cache: dict[tuple[str, EventType], frozenset[str]] = {}
         self._dose_history: Mapping[str, DoseHistory] = {}  # only while loading
-        self._start_wall = hub.clock.now()
-        self._start_mono = hub.clock.monotonic()
+        self._start_wall = clock.now()
+        self._start_mono = clock.monotonic()
         self.declared_silent = 0
 
     def now(self) -> datetime:
-        return self._start_wall + timedelta(seconds=self._hub.clock.monotonic() - self._start_mono)
+        return self._start_wall + timedelta(seconds=self._clock.monotonic() - self._start_mono)
 
     async def load(self, db: Path) -> None:
         """At start: watch the registry as the store left it (items 15 and 17)."""
-        wall = self._hub.clock.now()
-        dispensers = [d.id for d in self._hub.state.devices.values() if d.settings.dose_times]
+        wall = self._clock.now()
+        dispensers = [d.id for d in self._state.devices.values() if d.settings.dose_times]
         self._dose_history = await load_dose_history(db, dispensers, wall, DOSE_LOOKBACK)
-        self.watch_all(self._hub.state.devices.values(), await load_last_heard(db))
+        self.watch_all(self._state.devices.values(), await load_last_heard(db))
         self._dose_history = {}
 
     def watch_all(
@@ -97,13 +116,13 @@ class Supervision:
     ) -> None:
         """At start: every device, seeded with the store's last-heard times; the outage ends now."""
         now = self.now()
-        wall = self._hub.clock.now()
-        misses = self._hub.rules.offline_after_misses
+        wall = self._clock.now()
+        misses = self._state.rules.offline_after_misses
         heard = last_heard or {}
         unsupervised = 0
         for d in devices:
             self.watch(d, now, wall, misses, last_heard=heard.get(d.id), warn=False)
-            if d.active and self._hub.rules.heartbeat_interval(d) is None:
+            if d.active and self._state.rules.heartbeat_interval(d) is None:
                 unsupervised += 1
         if unsupervised:
             log.warning(
@@ -124,7 +143,7 @@ class Supervision:
         warn: bool = True,
     ) -> None:
         """Watch (or stop watching) one device; registered or changed: `warn` if unsupervised."""
-        interval = self._hub.rules.heartbeat_interval(d)
+        interval = self._state.rules.heartbeat_interval(d)
         if warn and d.active and interval is None:
             # Registered through the API or the CLI without an interval, and the rules
             # give its kind no default: say so, never leave it out silently (item 16).
@@ -134,7 +153,7 @@ class Supervision:
             self.heartbeats.watch(d.id, interval, misses, now, last_heard=last_heard, silent=silent)
         else:
             self.heartbeats.unwatch(d.id)
-        no_fix_after = self._hub.rules.no_fix_after
+        no_fix_after = self._state.rules.no_fix_after
         if (
             d.active
             and no_fix_after is not None
@@ -148,7 +167,7 @@ class Supervision:
         if d.active and d.settings.dose_times:
             schedule = DoseSchedule(
                 tuple(parse_hhmm(t) for t in d.settings.dose_times),
-                self._hub.rules.timezone,
+                self._state.rules.timezone,
                 timedelta(minutes=d.settings.dose_window_min),
             )
             history = self._dose_history.get(d.id)
@@ -170,7 +189,7 @@ class Supervision:
 
     def location(self, event: Event) -> None:
         """A committed location event: a usable fix restarts the tracker's no-fix clock."""
-        device = self._hub.state.devices.get(event.device_id)
+        device = self._state.devices.get(event.device_id)
         if device is None:
             return
         f = event.fields
@@ -201,7 +220,7 @@ class Supervision:
 
     def resolved(self, alarm: Alarm) -> None:
         """An alarm changed by hand: a resolved offline alarm re-arms a still-silent device."""
-        device = self._hub.state.devices.get(alarm.device_id)
+        device = self._state.devices.get(alarm.device_id)
         if device is None or alarm.state is not AlarmState.RESOLVED:
             return
         if alarm.kind in self._kinds(EventType.DOSE_OVERDUE):
@@ -217,7 +236,7 @@ class Supervision:
         Looked up for every device at start and at each registry change: a set per
         rules version, not a rule match per device (a million devices).
         """
-        rules = self._hub.rules
+        rules = self._state.rules
         key = (rules.version, etype)
         found = self._kind_cache.get(key)
         if found is None:
@@ -228,15 +247,14 @@ class Supervision:
 
     def _open_alarm(self, device: Device, etype: EventType) -> Alarm | None:
         for kind in self._kinds(etype):
-            alarm = self._hub.state.alarms.active((device.id, kind))
+            alarm = self._state.alarms.active((device.id, kind))
             if alarm is not None:
                 return alarm
         return None
 
     def _broker_reachable(self) -> bool:
         """Whether devices can reach alarmhub; the connect itself calls :meth:`restart`."""
-        ingest = self._hub.ingest
-        return ingest is None or ingest.connected
+        return self._broker_connected()
 
     async def run(self) -> None:
         while True:
@@ -249,12 +267,12 @@ class Supervision:
         The scenario suite (tests/scenarios/scenario.py) calls it itself at each instant of
         virtual time, so a night of supervision runs in milliseconds.
         """
-        metrics = self._hub.metrics
+        metrics = self._metrics
         if not self._broker_reachable():
             return 0  # devices cannot reach us: their silence is not theirs
         started = time.perf_counter()
         now = self.now()
-        overdue = self.heartbeats.due(now) + self.doses.due(self._hub.clock.now())
+        overdue = self.heartbeats.due(now) + self.doses.due(self._clock.now())
         overdue += [replace(o, kind=OverdueKind.NO_USABLE_FIX) for o in self.fixes.due(now)]
         if self._missed:
             overdue, self._missed = self._missed + overdue, []
@@ -278,18 +296,17 @@ class Supervision:
         heard = self.heartbeats.next_deadline()
         if heard is not None:
             # Supervision time is monotonic: map it onto the wall clock as it reads now.
-            times.append(self._hub.clock.now() + (heard - self.now()))
+            times.append(self._clock.now() + (heard - self.now()))
         dose = self.doses.next_deadline()
         if dose is not None:
             times.append(dose)
         return min(times, default=None)
 
     async def _raise(self, overdue: list[Overdue]) -> None:
-        hub = self._hub
-        wall = hub.clock.now()
+        wall = self._clock.now()
         events: list[tuple[Event, Device]] = []
         for item in overdue:
-            device = hub.state.devices.get(item.device_id)
+            device = self._state.devices.get(item.device_id)
             if device is None or not device.active:
                 continue
             if item.kind is OverdueKind.DOSE_MISSED:
@@ -309,22 +326,21 @@ class Supervision:
             fields = {"since": item.since.isoformat()}
             events.append((Event(device.id, msg_id, etype, wall, wall, fields), device))
         if events:
-            await hub.process_internal(events)
+            await self._raise_events(events)
             log.info("supervision.overdue", count=len(events))
 
     async def _raise_fixed(self, device_ids: list[str], late: list[tuple[str, datetime]]) -> None:
         """What came back: `location.fix` after `location.no_fix`, `dose.late` for a dose."""
-        hub = self._hub
-        wall = hub.clock.now()
+        wall = self._clock.now()
         events = [
             (Event(d.id, f"fix:{wall.isoformat()}", EventType.USABLE_FIX, wall, wall), d)
             for device_id in device_ids
-            if (d := hub.state.devices.get(device_id)) is not None
+            if (d := self._state.devices.get(device_id)) is not None
         ]
         events += [
             (dose_event(d.id, EventType.DOSE_LATE, at, wall), d)
             for device_id, at in late
-            if (d := hub.state.devices.get(device_id)) is not None
+            if (d := self._state.devices.get(device_id)) is not None
         ]
         if events:
-            await hub.process_internal(events)
+            await self._raise_events(events)

@@ -2,11 +2,11 @@
 
 The decisions are pure (:mod:`alarmhub.core.suppress`); this service applies
 them. A release is written in the same transaction as the change that ended its
-cause, under the hub's write lock, and only then put in memory, armed for
+cause, under the write gate's lock, and only then put in memory, armed for
 escalation (from the release instant) and announced to the queue:
 
 - an operator resolves an inhibiting alarm or an outage incident
-  (:meth:`SuppressionKeeper.on_resolved`, called from `AlarmHub._act`);
+  (:meth:`SuppressionKeeper.on_resolved`, called from `daemon/actions.py`);
 - a silence is deleted through the API (:meth:`end_silence`);
 - a silence reaches its end time, or disappears from the store because another
   process deleted it: :meth:`run` wakes at the earliest end (and at least once a
@@ -21,35 +21,76 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
+from alarmhub.clock import Clock
 from alarmhub.core import suppress
-from alarmhub.core.model import Alarm
+from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.views import alarm_json
-
-if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
+from alarmhub.daemon.fanout import Broadcaster
+from alarmhub.daemon.gate import WriteGate
+from alarmhub.daemon.state import HubState
 
 log = structlog.get_logger("alarmhub.suppression")
 POLL_S = 1.0  # at least this often: a silence deleted by another process is noticed
 
 
+class SilenceReader(Protocol):
+    async def active_silences(self, now: datetime) -> list[suppress.Silence]: ...
+
+
+class ReleaseStore(Protocol):
+    async def save_alarms(
+        self,
+        alarms: Iterable[Alarm],
+        entries: Iterable[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> None: ...
+    async def end_silence_releasing(
+        self,
+        silence_id: str,
+        by: str,
+        now: datetime,
+        released: Sequence[Alarm],
+        entries: Sequence[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> bool: ...
+
+
 class SuppressionKeeper:
-    def __init__(self, hub: AlarmHub) -> None:
-        self._hub = hub
+    """Releases keep their order: commit under the gate, then memory, then `arm` and `live`."""
+
+    def __init__(
+        self,
+        state: HubState,
+        reader: SilenceReader,
+        store: ReleaseStore,
+        gate: WriteGate,
+        clock: Clock,
+        arm: Callable[[Alarm], None],
+        live: Broadcaster,
+    ) -> None:
+        self._state = state
+        self._reader = reader
+        self._store = store
+        self._gate = gate
+        self._clock = clock
+        self._arm = arm
+        self._live = live
         self._wake = asyncio.Event()
 
     # --- silences in force ---------------------------------------------------------
 
     async def reload(self) -> None:
         """Read the silences in force (or to come) again, e.g. after one was created."""
-        hub = self._hub
-        hub.silences = tuple(await hub.reader.active_silences(hub.clock.now()))
+        self._state.silences = tuple(await self._reader.active_silences(self._clock.now()))
         self._wake.set()
 
     async def end_silence(self, silence_id: str, by: str, *, audit: Sequence[AuditEntry]) -> bool:
@@ -57,19 +98,19 @@ class SuppressionKeeper:
 
         False when there is no such silence in force (already deleted): nothing audited.
         """
-        hub = self._hub
-        async with hub.write_lock:
-            now = hub.clock.now()
+        state = self._state
+        async with self._gate.lock:
+            now = self._clock.now()
             tag = f"silence:{silence_id}"
             releases = suppress.released_by(
                 tag,
                 suppress.ReleaseReason.SILENCE_DELETED,
-                hub.state.alarms.attached(tag),
+                state.alarms.attached(tag),
                 now,
                 by,
             )
-            ended = await hub.until_committed(
-                lambda: hub.store.end_silence_releasing(
+            ended = await self._gate.until_committed(
+                lambda: self._store.end_silence_releasing(
                     silence_id,
                     by,
                     now,
@@ -80,7 +121,7 @@ class SuppressionKeeper:
             )
             if not ended:
                 return False
-            hub.silences = tuple(s for s in hub.silences if s.id != silence_id)
+            state.silences = tuple(s for s in state.silences if s.id != silence_id)
             self._put(releases)
         self.announce(releases)
         return True
@@ -89,14 +130,13 @@ class SuppressionKeeper:
 
     def on_resolved(self, alarm: Alarm, now: datetime, actor: str) -> list[suppress.Release]:
         """What an operator's resolution of `alarm` releases; the caller commits it."""
-        return suppress.on_resolved(alarm, self._hub.state.alarms.attached, now, actor)
+        return suppress.on_resolved(alarm, self._state.alarms.attached, now, actor)
 
     def _due(self) -> list[suppress.Release]:
-        hub = self._hub
-        now = hub.clock.now()
-        index = hub.state.alarms
+        now = self._clock.now()
+        index = self._state.alarms
         return suppress.ended_silences(
-            index.suppressed_with("silence:"), hub.silences, now
+            index.suppressed_with("silence:"), self._state.silences, now
         ) + suppress.orphaned(
             index.suppressed_with("inhibited:") + index.suppressed_with("incident:"),
             index.get,
@@ -105,16 +145,15 @@ class SuppressionKeeper:
 
     async def sweep(self) -> list[suppress.Release]:
         """Release every alarm whose silence is no longer in force, or whose cause is gone."""
-        hub = self._hub
         # Runs every second: take the write lock (and hold up ingest) only when
         # there is something to release; decided again under the lock.
         if not self._due():
             return []
-        async with hub.write_lock:
+        async with self._gate.lock:
             releases = self._due()
             if releases:
-                await hub.until_committed(
-                    lambda: hub.store.save_alarms(
+                await self._gate.until_committed(
+                    lambda: self._store.save_alarms(
                         [r.alarm for r in releases], [r.entry for r in releases], audit=()
                     )
                 )
@@ -124,14 +163,13 @@ class SuppressionKeeper:
 
     def _put(self, releases: Sequence[suppress.Release]) -> None:
         for r in releases:
-            self._hub.state.alarms.put(r.alarm)
+            self._state.alarms.put(r.alarm)
 
     def announce(self, releases: Sequence[suppress.Release]) -> None:
         """After the commit: escalate from now, show in the queue, log."""
-        hub = self._hub
         for r in releases:
-            hub.escalator.arm(r.alarm)
-            hub.live.publish("alarm", alarm_json(r.alarm))
+            self._arm(r.alarm)
+            self._live.publish("alarm", alarm_json(r.alarm))
             log.info(
                 "alarm.released",
                 alarm_id=r.alarm.id,
@@ -147,9 +185,8 @@ class SuppressionKeeper:
         """Wake at each silence's end (and every POLL_S) and release what it covered."""
         while True:
             await self.sweep()
-            hub = self._hub
-            now = hub.clock.now()
-            end = suppress.next_silence_end(hub.silences, now)
+            now = self._clock.now()
+            end = suppress.next_silence_end(self._state.silences, now)
             delay = POLL_S if end is None else min(POLL_S, (end - now).total_seconds())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

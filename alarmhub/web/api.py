@@ -35,7 +35,7 @@ from alarmhub.web.routes import (
 from alarmhub.web.transport import Hsts
 
 if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
+    from alarmhub.web.ports import DaemonPort
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
@@ -45,7 +45,7 @@ async def _on_login_required(_request: Request, _exc: Exception) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-def create_app(hub: AlarmHub) -> FastAPI:
+def create_app(hub: DaemonPort) -> FastAPI:
     db = hub.settings.database
     if db.path is None:
         raise NotImplementedError("the web API needs the sqlite store")

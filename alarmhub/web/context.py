@@ -20,7 +20,7 @@ from alarmhub.store.sqlite import accounts
 from alarmhub.web.errors import ApiError
 
 if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
+    from alarmhub.web.ports import DaemonPort
 
 T = TypeVar("T")
 MAX_TRACKED_KEYS = 10_000  # (user name, address) pairs with live failure counts
@@ -165,7 +165,7 @@ class StreamSlots:
 
 @dataclass
 class WebContext:
-    hub: AlarmHub
+    hub: DaemonPort
     db_path: Path
     login_limiter: LoginLimiter = field(default_factory=LoginLimiter)
     streams: StreamSlots = field(default_factory=StreamSlots)

@@ -26,7 +26,7 @@ from alarmhub.settings import is_loopback
 from alarmhub.web.api import create_app
 
 if TYPE_CHECKING:
-    from alarmhub.app import AlarmHub
+    from alarmhub.web.ports import DaemonPort
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(hub: AlarmHub, started: asyncio.Event) -> None:
+async def serve(hub: DaemonPort, started: asyncio.Event) -> None:
     settings = hub.settings
     listen = settings.listen
     if not settings.http_tls and not is_loopback(listen.host):

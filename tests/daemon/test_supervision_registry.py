@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock
 from alarmhub.config.rules import load_rules, parse_rules
-from alarmhub.core.model import Device, DeviceKind
+from alarmhub.core.model import Device, DeviceKind, Event
 from alarmhub.daemon.state import HubState
 from alarmhub.daemon.supervisor import Supervision
+from alarmhub.observability.metrics import Metrics
 from tests.support.helpers import REPO, run_cli
 
 RULES = REPO / "config" / "rules.toml"
@@ -73,18 +73,18 @@ def test_registering_without_an_interval_warns(tmp_path: Path, rules_text, expec
         ("", 300, False),  # its own interval
     ],
 )
+async def _no_events(events: list[tuple[Event, Device]]) -> None:
+    del events
+
+
 def test_a_device_registered_unsupervised_is_logged(defaults, interval_s, warned) -> None:
     """Item 16: the daemon's registration path (API, CLI via the registry refresh) warns."""
-    hub = SimpleNamespace(
-        rules=parse_rules(f"[default_heartbeat_interval_s]\n{defaults}\n{MINIMAL}"),
-        clock=FakeClock(datetime(2026, 11, 25, 10, tzinfo=UTC)),
-        state=HubState(),
-        ingest=None,
-    )
-    sup = Supervision(hub)  # type: ignore[arg-type]  # only what Supervision reads
+    rules = parse_rules(f"[default_heartbeat_interval_s]\n{defaults}\n{MINIMAL}")
+    clock = FakeClock(datetime(2026, 11, 25, 10, tzinfo=UTC))
+    sup = Supervision(HubState(rules), clock, Metrics(), raise_events=_no_events)
     device = Device("p1", DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=interval_s)
     with capture_logs() as logs:
-        sup.watch(device, sup.now(), hub.clock.now(), 3)
+        sup.watch(device, sup.now(), clock.now(), 3)
     events = [e for e in logs if e["event"] == "supervision.device_unsupervised"]
     assert [e["device_id"] for e in events] == (["p1"] if warned else [])
     assert (len(sup.heartbeats) == 1) is not warned

@@ -439,8 +439,10 @@ async def scenario(
     """
 
     async def idle(self: Any) -> None:
-        hub = getattr(self, "_hub", self)
-        await hub.wait_stopped()
+        # Until stop: the hub cancels the loops it wraps then, and the registry poll
+        # (which ends by itself at stop) watches the same stop event.
+        stopping = getattr(self, "_stopping", None)
+        await (stopping if stopping is not None else asyncio.Event()).wait()
 
     for timer in timers():
         monkeypatch.setattr(*timer.loop, idle)

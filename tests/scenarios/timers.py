@@ -7,7 +7,7 @@ the harness calls its `step` at every instant where any timer may have work,
 in order of time. A loop left running would act at some real moment the
 scenario cannot see, and its expectations would depend on the machine's speed.
 
-A new loop of that kind (a new task in `AlarmHub.__aenter__` that reads the
+A new loop of that kind (a new task the hub starts that reads the
 clock) needs an entry in :func:`timers`: the loop to switch off, one step, and
 the earliest instant it may have work.
 """
@@ -22,6 +22,7 @@ from typing import Any
 from alarmhub.app import AlarmHub
 from alarmhub.core.suppress import next_silence_end
 from alarmhub.daemon.escalator import Escalator
+from alarmhub.daemon.registry import Registry
 from alarmhub.daemon.supervisor import STEP_S, Supervision
 from alarmhub.daemon.suppression import SuppressionKeeper
 
@@ -64,7 +65,7 @@ async def _sweep_silences(hub: AlarmHub) -> bool:
 def timers() -> list[Timer]:
     """The timed loops, in the order they run at one instant."""
     return [
-        Timer("registry", (AlarmHub, "_registry_loop"), _refresh, _never),
+        Timer("registry", (Registry, "run"), _refresh, _never),
         # A silence that ends releases what it hid, at its end (issue 12 item 8).
         Timer(
             "silences",

@@ -30,10 +30,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alarmhub import app as app_module
-from alarmhub.app import WAL_TRUNCATE_WAIT_MS, AlarmHub
+from alarmhub.app import AlarmHub
 from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.store.sqlite import wal as wal_module
 from alarmhub.store.sqlite.store import BUSY_TIMEOUT_MS, SqliteStore
+from alarmhub.store.sqlite.wal import WAL_TRUNCATE_WAIT_MS
 from tests.support.helpers import Publisher, db_count, hub_settings, native, register
 
 COMMITS = 600
@@ -306,8 +307,8 @@ async def test_the_wal_starts_over_while_commits_come_back_to_back(
     start-over wrote (every start-over follows a completed checkpoint, which
     counted those frames).
     """
-    monkeypatch.setattr(app_module, "CHECKPOINT_S", 0.1)  # ten background checkpoints a second
-    monkeypatch.setattr(app_module, "WAL_RESET_BYTES", 1 * MB)
+    monkeypatch.setattr(wal_module, "CHECKPOINT_S", 0.1)  # ten background checkpoints a second
+    monkeypatch.setattr(wal_module, "WAL_RESET_BYTES", 1 * MB)
     d = await _drain_a_backlog(tmp_path, client_id)
     assert d.stored == BACKLOG
     completed = [r for r in d.resets if r[0] == 0]

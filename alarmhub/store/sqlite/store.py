@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import aiosqlite
 import orjson
 
-from alarmhub.core.device_settings import settings_json
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Prior
+from alarmhub.core.device_settings import settings_json
 from alarmhub.core.model import Alarm, Device, TimelineEntry, Verdict
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects

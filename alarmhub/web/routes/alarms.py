@@ -18,8 +18,8 @@ from fastapi import APIRouter, Query
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
 from alarmhub.core.registry import Municipality
-from alarmhub.core.views import alarm_json
 from alarmhub.core.tenancy import AlarmFilter, Scope
+from alarmhub.core.views import alarm_json
 from alarmhub.store.sqlite import tenancy
 from alarmhub.store.sqlite.accounts import ts
 from alarmhub.web.deps import (

@@ -18,6 +18,7 @@ from alarmhub.core.decode import Catalog
 from alarmhub.core.device_settings import SettingsInvalidError
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
+from alarmhub.core.people import AuditEntry, import_audit
 from alarmhub.core.registry import (
     DeviceIn,
     Municipality,
@@ -28,9 +29,7 @@ from alarmhub.core.registry import (
     parse_device_csv,
     preserved_columns,
 )
-from alarmhub.core.people import AuditEntry
 from alarmhub.core.tenancy import DeviceFilter, Scope
-from alarmhub.store.accounts import import_audit
 from alarmhub.store.sqlite import tenancy
 from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError
 from alarmhub.web.context import WebContext, client_address

@@ -1,0 +1,182 @@
+"""People's actions on alarms: acknowledge, resolve, note, … decided under the write gate.
+
+An action and an ingest batch never interleave: both decide and commit under
+the gate's lock. Resolving an inhibiting alarm or an incident releases what it
+hid in the same transaction. After the commit the alarm is re-armed, counted
+(time to acknowledge and resolve, SLA breaches), logged and shown, and a
+native device is told a person has taken its alarm (SCAIP's "handled").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from alarmhub.clock import Clock
+from alarmhub.core import suppress
+from alarmhub.core.actions import Action, Applied, Conflict, apply_action
+from alarmhub.core.model import Alarm, TimelineEntry, TimelineType
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.receipts import handled_receipt
+from alarmhub.core.views import alarm_json
+from alarmhub.daemon.fanout import Broadcaster
+from alarmhub.daemon.gate import WriteGate
+from alarmhub.daemon.state import HubState
+from alarmhub.observability.gauges import QueueGauges
+from alarmhub.observability.metrics import Metrics
+
+log = structlog.get_logger("alarmhub")
+# Stable log event names per timeline entry: alarm.acknowledged, alarm.resolved, …
+_EVENT_NAMES = {t: f"alarm.{t.value}" for t in TimelineType}
+
+
+class ActionStore(Protocol):
+    async def get_alarm(self, alarm_id: str) -> Alarm | None: ...
+    async def save_alarms(
+        self,
+        alarms: Iterable[Alarm],
+        entries: Iterable[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> None: ...
+
+
+class RaisingMessage(Protocol):
+    async def raising_message(self, alarm_id: str) -> tuple[str, str] | None: ...
+
+
+class Releases(Protocol):
+    """The suppression keeper's part in a resolution (daemon/suppression.py)."""
+
+    def on_resolved(self, alarm: Alarm, now: datetime, actor: str) -> list[suppress.Release]: ...
+    def announce(self, releases: Sequence[suppress.Release]) -> None: ...
+
+
+class Resolved(Protocol):
+    def resolved(self, alarm: Alarm) -> None: ...
+
+
+class Publish(Protocol):
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
+
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+
+
+class Actions:
+    def __init__(
+        self,
+        *,
+        state: HubState,
+        store: ActionStore,
+        reader: RaisingMessage,
+        gate: WriteGate,
+        clock: Clock,
+        metrics: Metrics,
+        releases: Releases,
+        supervision: Resolved,
+        arm: Callable[[Alarm], None],
+        live: Broadcaster,
+        queue_gauges: QueueGauges,
+        device_link: Publish,
+        spawn: Spawn,
+    ) -> None:
+        self._state = state
+        self._store = store
+        self._reader = reader
+        self._gate = gate
+        self._clock = clock
+        self._metrics = metrics
+        self._releases = releases
+        self._supervision = supervision
+        self._arm = arm
+        self._live = live
+        self._queue_gauges = queue_gauges
+        self._device_link = device_link
+        self._spawn = spawn
+
+    async def act(
+        self,
+        alarm_id: str,
+        action: Action,
+        actor: str,
+        *,
+        outcome: str | None = None,
+        note: str | None = None,
+        audit: Sequence[AuditEntry],
+    ) -> Alarm | Conflict | None:
+        """Apply an operator's action; None when there is no such alarm.
+
+        `audit` is committed in the action's own transaction, and only if it applied.
+        """
+        with structlog.contextvars.bound_contextvars(alarm_id=alarm_id):
+            return await self._act(alarm_id, action, actor, outcome, note, audit)
+
+    async def _act(
+        self,
+        alarm_id: str,
+        action: Action,
+        actor: str,
+        outcome: str | None,
+        note: str | None,
+        audit: Sequence[AuditEntry],
+    ) -> Alarm | Conflict | None:
+        async with self._gate.lock:
+            alarm = self._state.alarms.get(alarm_id) or await self._store.get_alarm(alarm_id)
+            if alarm is None:
+                return None
+            now = self._clock.now()
+            result = apply_action(alarm, action, actor, now, outcome=outcome, note=note)
+            if isinstance(result, Conflict):
+                return result
+            # Resolving an inhibiting alarm or an incident releases what it hid, in
+            # the same transaction (issue 12 item 2).
+            releases = self._releases.on_resolved(result.alarm, now, actor)
+            changed = (result.alarm, *(r.alarm for r in releases))
+            entries = (*result.timeline, *(r.entry for r in releases))
+            await self._gate.until_committed(
+                lambda: self._store.save_alarms(changed, entries, audit=audit)
+            )
+            for each in changed:
+                self._state.alarms.put(each)
+        self._arm(result.alarm)
+        self._after_action(alarm, result)
+        self._supervision.resolved(result.alarm)  # still silent: offline again in an interval
+        self._releases.announce(releases)
+        return result.alarm
+
+    def _after_action(self, before: Alarm, result: Applied) -> None:
+        alarm = result.alarm
+        label = str(int(alarm.priority))
+        # Time to acknowledge is the first acknowledgement's: an alarm back in the queue
+        # (a repeat on an acknowledged person alarm, an acknowledgement-timeout
+        # reminder) acknowledged again is not a second response to count.
+        first = before.acknowledged_at is None
+        if result.acknowledged_now and first and alarm.acknowledged_at is not None:
+            waited = (alarm.acknowledged_at - alarm.raised_at).total_seconds()
+            self._metrics.time_to_acknowledge.labels(label, alarm.municipality).observe(waited)
+            target = self._state.rules.sla_ack.get(alarm.priority)
+            if target is not None and waited > target.total_seconds():
+                self._metrics.sla_breaches.labels(label).inc()
+            self._spawn(self._send_handled(alarm), f"handled-{alarm.id}")
+        if before.state.value != "resolved" and alarm.resolved_at is not None:
+            self._metrics.time_to_resolve.labels(label, alarm.municipality).observe(
+                (alarm.resolved_at - alarm.raised_at).total_seconds()
+            )
+        with structlog.contextvars.bound_contextvars(
+            device_id=alarm.device_id, municipality=alarm.municipality
+        ):
+            for entry in result.timeline:
+                log.info(_EVENT_NAMES[entry.type], actor=entry.actor)
+        self._live.publish("alarm", alarm_json(alarm))
+        self._queue_gauges.update(self._state.alarms.by_id.values())
+
+    async def _send_handled(self, alarm: Alarm) -> None:
+        """SCAIP's "handled": tell the device a person has taken its alarm."""
+        source = await self._reader.raising_message(alarm.id)
+        receipt = handled_receipt(*source, alarm.id) if source is not None else None
+        if receipt is not None:
+            self._device_link.publish(*receipt, qos=1)

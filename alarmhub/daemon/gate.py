@@ -1,0 +1,91 @@
+"""The write gate: every writer of alarms goes through one lock and one retry.
+
+Ingest batches, people's actions, escalation decisions, the silence keeper,
+notifications and registrations change alarms one at a time, in order: each
+decides and commits under :attr:`WriteGate.lock`, so an acknowledgement and a
+repeat (or two acknowledgements) can never interleave. A failing store is
+retried until it commits (:meth:`WriteGate.until_committed`), and an ingest
+commit waits while the WAL has no room on a full disk
+(:meth:`WriteGate.until_wal_has_room`). One object instead of the composition
+root: a service that writes takes the gate, and nothing else of the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import structlog
+
+from alarmhub.observability.logs import OncePer
+from alarmhub.store.sqlite.store import StoreError
+
+log = structlog.get_logger("alarmhub")
+T = TypeVar("T")
+COMMIT_RETRY_MAX_S = 5.0
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class WriteGate:
+    def __init__(self, failures: _Counter, writable: _Gauge, stopping: asyncio.Event) -> None:
+        self.lock = asyncio.Lock()
+        # Cleared while the checkpoint fails for lack of disk space (store/wal.py).
+        self.wal_room = asyncio.Event()
+        self.wal_room.set()
+        self._failures = failures
+        self._writable = writable
+        self._stopping = stopping
+        self._once = OncePer(60.0)
+
+    async def until_committed(self, op: Callable[[], Awaitable[T]], *, writes: bool = True) -> T:
+        """Retry a store operation until it succeeds; meanwhile nothing is acknowledged.
+
+        The broker keeps every unacknowledged message, and its in-flight window stops
+        new ones from piling up here: a full disk or a locked database delays alarms
+        but loses none. The fault is logged once a minute, not per attempt.
+
+        Only a write that succeeds (`writes`) reports the store writable again: a
+        database locked by another process still answers reads, and the ingest
+        batch's fingerprint lookup used to set `store_writable` (and /readyz) back to
+        1 while the escalator's commits were still failing.
+        """
+        delay = 0.05
+        while True:
+            try:
+                result = await op()
+            except StoreError as exc:
+                self._failures.inc()
+                self._writable.set(0)
+                should, suppressed = self._once.should_log("store.commit_failed")
+                if should:
+                    log.error(  # noqa: TRY400 - an expected fault: no traceback
+                        "store.commit_failed", error=str(exc), retries_since_last_log=suppressed
+                    )
+                await asyncio.sleep(delay)
+                delay = min(COMMIT_RETRY_MAX_S, delay * 2)
+                continue
+            if writes:
+                if delay > 0.05:
+                    log.info("store.recovered")
+                self._writable.set(1)
+            return result
+
+    async def until_wal_has_room(self) -> None:
+        """Hold an ingest commit while the WAL cannot be checkpointed for lack of space."""
+        if self.wal_room.is_set():
+            return
+        room = asyncio.ensure_future(self.wal_room.wait())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({room, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            room.cancel()
+            stop.cancel()

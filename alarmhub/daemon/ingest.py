@@ -1,0 +1,355 @@
+"""The ingest path: the per-batch sandwich, and alarmhub's own events through the same pipeline.
+
+For each batch the broker hands over: pure decode -> one read (seen
+fingerprints) -> pure decide -> one write -> ack -> fan-out. The write and the
+decisions before it happen under the write gate's lock; acks and receipts leave
+only once the batch is durable; memory changes only after the commit. Fan-out
+is what the other services are told: supervision hears the devices, the
+escalator arms the alarms, the live feed and the metrics show them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+from prometheus_client import Counter as PromCounter
+
+from alarmhub.clock import Clock
+from alarmhub.core.decode import Catalog, DecodeLimits
+from alarmhub.core.dedup import Identity, Prior
+from alarmhub.core.model import (
+    Alarm,
+    Decoded,
+    Device,
+    Event,
+    EventType,
+    RawMessage,
+    Rejected,
+    RejectReason,
+    Verdict,
+)
+from alarmhub.core.pipeline import (
+    BatchEffects,
+    Context,
+    MessageOutcome,
+    decode_all,
+    fingerprint,
+    process_batch,
+    process_internal,
+)
+from alarmhub.core.receipts import stored_receipt
+from alarmhub.core.views import alarm_json
+from alarmhub.daemon.backlog import Backlog
+from alarmhub.daemon.fanout import Broadcaster
+from alarmhub.daemon.gate import WriteGate
+from alarmhub.daemon.state import HubState
+from alarmhub.mqtt.client import Delivery
+from alarmhub.observability.gauges import QueueGauges
+from alarmhub.observability.logs import OncePer
+from alarmhub.observability.metrics import UNKNOWN_KIND, Metrics
+from alarmhub.settings import Settings
+
+log = structlog.get_logger("alarmhub")
+
+
+class BatchSource(Protocol):
+    """Where batches come from and where their acks and receipts go (MQTT today)."""
+
+    def batches(self, max_batch: int, coalesce_s: float) -> AsyncIterator[list[Delivery]]: ...
+    def settle(
+        self, deliveries: Sequence[Delivery], receipts: Sequence[tuple[str, bytes]]
+    ) -> int: ...
+
+
+class IngestStore(Protocol):
+    async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
+    async def commit_batch(
+        self, effects: BatchEffects, municipality_of: dict[str, str]
+    ) -> None: ...
+    async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
+
+
+class WalReset(Protocol):
+    """Between two batches the WAL may be started over (store/wal.py)."""
+
+    reset_due: bool
+
+    async def reset(self) -> None: ...
+
+
+class Heard(Protocol):
+    """What supervision learns from committed messages."""
+
+    def heard(self, device_ids: Iterable[str]) -> None: ...
+    def dose_taken(self, device_id: str, at: datetime) -> None: ...
+    def location(self, event: Event) -> None: ...
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+        state: HubState,
+        store: IngestStore,
+        gate: WriteGate,
+        wal: WalReset,
+        backlog: Backlog,
+        clock: Clock,
+        metrics: Metrics,
+        heard: Heard,
+        arm: Callable[[Alarm], None],
+        live: Broadcaster,
+        queue_gauges: QueueGauges,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._state = state
+        self._store = store
+        self._gate = gate
+        self._wal = wal
+        self._backlog = backlog
+        self._clock = clock
+        self._metrics = metrics
+        self._heard = heard
+        self._arm = arm
+        self._live = live
+        self._queue_gauges = queue_gauges
+        self._stopping = stopping
+        self._once = OncePer(60.0)
+        self._limits = DecodeLimits(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+            max_past_skew=timedelta(seconds=settings.max_past_skew_s),
+            content_dedup_window=timedelta(seconds=settings.content_dedup_window_s),
+        )
+        self.batches_committed = 0
+
+    def context(self) -> Context:
+        state = self._state
+        return Context(
+            registry=state.devices,
+            catalog=self._catalog,
+            rules=state.rules,
+            silences=state.silences,
+            limits=self._limits,
+            message_id_window=timedelta(hours=self._settings.message_id_dedup_window_h),
+            unknown_device_municipality=self._settings.unknown_device_municipality,
+        )
+
+    async def run(self, source: BatchSource) -> None:
+        """Take batches until stop; the batch in hand is committed and acknowledged first."""
+        s = self._settings
+        batches = source.batches(s.max_batch, s.commit_delay_ms / 1000)
+        stop = asyncio.create_task(self._stopping.wait(), name="stop-watch")
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(batches))
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    return
+                try:
+                    batch = nxt.result()
+                except StopAsyncIteration:
+                    return
+                # Shielded: a stop or cancel in the middle of a batch lets it commit and ack.
+                await asyncio.shield(self._handle(batch, source))
+                if self._wal.reset_due:
+                    await asyncio.shield(self._wal.reset())
+        finally:
+            stop.cancel()
+
+    async def _handle(self, batch: list[Delivery], source: BatchSource) -> None:
+        async with self._gate.lock:
+            effects = await self._decide_and_commit(batch)
+        # Acks and receipts leave as one write, only now that the batch is durable.
+        source.settle(batch, _stored_receipts(effects))
+        self.batches_committed += 1
+        self._after_commit(effects)
+
+    async def _decide_and_commit(self, batch: list[Delivery]) -> BatchEffects:
+        # Marked with when they may have been queued: MQTT carries no broker time.
+        raws = self._backlog.mark([d.raw for d in batch])
+        ctx = self.context()
+        decoded = decode_all(raws, ctx)
+        decoded = await self._retry_unknown_devices(raws, decoded)
+        fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
+        seen = await self._gate.until_committed(
+            lambda: self._store.latest_messages(fps), writes=False
+        )
+        effects = process_batch(raws, decoded, fps, seen, self._state.alarms, ctx)
+        municipality_of = {
+            m.rejected.device_id: dev.municipality
+            for m in effects.messages
+            if m.rejected
+            and m.rejected.device_id
+            and (dev := self._state.devices.get(m.rejected.device_id)) is not None
+        }
+        await self._gate.until_wal_has_room()
+        started = self._clock.monotonic()
+        await self._gate.until_committed(lambda: self._store.commit_batch(effects, municipality_of))
+        self._metrics.commit_seconds.observe(self._clock.monotonic() - started)
+        self._state.apply(effects)
+        return effects
+
+    async def _retry_unknown_devices(
+        self, raws: list[RawMessage], decoded: list[Decoded | Rejected]
+    ) -> list[Decoded | Rejected]:
+        """A device registered a moment ago (by the CLI or API) is looked up before rejecting."""
+        unknown = {
+            d.device_id
+            for d in decoded
+            if isinstance(d, Rejected) and d.reason is RejectReason.UNKNOWN_DEVICE and d.device_id
+        }
+        if not unknown:
+            return decoded
+        found = await self._store.get_devices(unknown)
+        if not found:
+            return decoded
+        for device in found:
+            self._state.devices[device.id] = device
+        ctx = self.context()
+        return decode_all(raws, ctx)
+
+    async def process_internal(self, events: list[tuple[Event, Device]]) -> None:
+        """Judge and commit events alarmhub raised itself (a silent device, an overdue dose)."""
+        async with self._gate.lock:
+            effects = process_internal(events, self._state.alarms, self.context())
+            await self._gate.until_committed(lambda: self._store.commit_batch(effects, {}))
+            self._state.apply(effects)
+        self._after_commit(effects)
+
+    def _after_commit(self, effects: BatchEffects) -> None:
+        if effects.device_seen:
+            self._heard.heard(effects.device_seen)
+        for alarm in effects.alarms.values():
+            self._arm(alarm)
+        self._metrics.commit_batch_size.observe(len(effects.messages))
+        self._count(effects)
+        for alarm in effects.alarms.values():
+            self._live.publish("alarm", alarm_json(alarm))
+        for alarm_id in effects.new_alarm_ids:
+            alarm = effects.alarms[alarm_id]
+            self._metrics.alarms_raised.labels(alarm.kind, str(int(alarm.priority))).inc()
+            log.info(
+                "alarm.raised",
+                alarm_id=alarm.id,
+                device_id=alarm.device_id,
+                municipality=alarm.municipality,
+                kind=alarm.kind,
+                priority=int(alarm.priority),
+            )
+        self._queue_gauges.update(self._state.alarms.by_id.values(), throttled=True)
+
+    def _count(self, effects: BatchEffects) -> None:
+        m = self._metrics
+        # Counted per batch, then added once per label set: a labels() lookup per
+        # message was a measurable share of the hot path (docs/performance.md).
+        counts: Counter[tuple[PromCounter, tuple[str, ...]]] = Counter()
+        for msg in effects.messages:
+            # StrEnum members count as their text (prometheus-client str()s labels).
+            kind = msg.device.kind if msg.device else self._kind_of(msg.rejected)
+            counts[m.messages_received, (kind,)] += 1
+            if msg.verdict is Verdict.REDELIVERY:
+                counts[m.messages_deduplicated, (kind,)] += 1
+            elif msg.rejected is not None:
+                counts[m.messages_dead_lettered, (msg.rejected.reason, kind)] += 1
+                self._log_dead_letter(msg.rejected, msg.raw.topic)
+            else:
+                counts[m.messages_decoded, (kind,)] += 1
+                if msg.identity is Identity.ID_REUSED:
+                    self._log_id_reused(msg.raw.topic, msg.msg_id)
+                self._count_decoding(msg, kind, counts)
+                for ev in msg.events:
+                    counts[m.events, (ev.verdict,)] += 1
+                    if ev.event.type is EventType.DOSE_TAKEN:
+                        self._heard.dose_taken(ev.event.device_id, ev.event.ts)
+                    elif ev.event.type is EventType.LOCATION:
+                        self._heard.location(ev.event)
+        for (metric, labels), n in counts.items():
+            metric.labels(*labels).inc(n)
+
+    def _count_decoding(
+        self,
+        msg: MessageOutcome,
+        kind: str,
+        counts: Counter[tuple[PromCounter, tuple[str, ...]]],
+    ) -> None:
+        """Count and log (once a minute per device) fields dropped and clocks clamped.
+
+        Issue 12 items 10 and 11: the message was used, so it is no dead letter, but
+        a converter sending what alarmhub cannot read or a clock out of bounds needs
+        someone to fix the device.
+        """
+        for dropped in msg.dropped:
+            counts[self._metrics.fields_dropped, (dropped.reason, kind)] += 1
+        skew = next((e.event.clock_skew_s for e in msg.events if e.event.clock_skew_s), None)
+        if skew is not None:
+            direction = "ahead" if skew > 0 else "behind"
+            counts[self._metrics.clock_skew_clamped, (direction, kind)] += len(msg.events)
+        if not msg.dropped and skew is None:
+            return
+        device_id = msg.device.id if msg.device else None
+        should, suppressed = self._once.should_log(f"message.partial:{device_id}")
+        if should:
+            log.warning(
+                "message.partial",
+                device_id=device_id,
+                topic=msg.raw.topic,
+                dropped=[f"{d.field}: {d.reason}" for d in msg.dropped],
+                clock_skew_s=skew,
+                similar_since_last_log=suppressed,
+            )
+
+    def _kind_of(self, rejected: Rejected | None) -> str:
+        if rejected is not None and rejected.device_id:
+            device = self._state.devices.get(rejected.device_id)
+            if device is not None:
+                return device.kind.value
+        return UNKNOWN_KIND
+
+    def _log_id_reused(self, topic: str, msg_id: str | None) -> None:
+        """A device sent an id it used within the window for other content: stored as
+        a new message (core/dedup.py); worth a look at the device's firmware."""
+        should, suppressed = self._once.should_log(f"id_reused:{topic}")
+        if should:
+            log.warning(
+                "message.id_reused", topic=topic, msg_id=msg_id, similar_since_last_log=suppressed
+            )
+
+    def _log_dead_letter(self, rejected: Rejected, topic: str) -> None:
+        key = f"dead_letter:{rejected.reason}:{rejected.device_id}"
+        should, suppressed = self._once.should_log(key)
+        if should:
+            log.warning(
+                "message.dead_lettered",
+                reason=rejected.reason.value,
+                detail=rejected.detail,
+                device_id=rejected.device_id,
+                topic=topic,
+                similar_since_last_log=suppressed,
+            )
+
+
+def _stored_receipts(effects: BatchEffects) -> list[tuple[str, bytes]]:
+    """What to tell native devices: stored (or why not). Sent at QoS 0.
+
+    A lost receipt is answered again when the device resends (docs/protocol.md).
+    """
+    receipts = []
+    for msg in effects.messages:
+        receipt = stored_receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
+        if receipt is not None:
+            receipts.append(receipt)
+    return receipts

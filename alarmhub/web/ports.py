@@ -1,0 +1,77 @@
+"""What the web reaches of the daemon: exactly this, so web/ imports neither app.py nor daemon/.
+
+`alarmhub.app.AlarmHub` satisfies :class:`DaemonPort`; the web is handed it at
+start (web/server.py) and never learns more. A handler that needs something
+else of the daemon adds it here first, where a reader sees the whole surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from alarmhub.clock import Clock
+from alarmhub.core.actions import Action, Conflict
+from alarmhub.core.decode import Catalog
+from alarmhub.core.model import Alarm, Device
+from alarmhub.core.rules import RuleSet
+from alarmhub.observability.metrics import Metrics
+from alarmhub.settings import Settings
+from alarmhub.core.people import AuditEntry
+
+
+class LiveFeed(Protocol):
+    """The alarm changes feed (daemon/fanout.py's Broadcaster) as the SSE stream uses it."""
+
+    @property
+    def seq(self) -> int: ...
+    def listen(self, last_seq: int | None = None, name: str = "") -> AsyncIterator[Any]: ...
+
+
+class Silences(Protocol):
+    async def reload(self) -> None: ...
+    async def end_silence(
+        self, silence_id: str, by: str, *, audit: Sequence[AuditEntry]
+    ) -> bool: ...
+
+
+class DaemonPort(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def rules(self) -> RuleSet: ...
+    @property
+    def live(self) -> LiveFeed: ...
+    @property
+    def suppression(self) -> Silences: ...
+    @property
+    def mqtt_connected(self) -> bool: ...
+
+    http_port: int | None
+
+    async def wait_stopped(self) -> None: ...
+    async def act(
+        self,
+        alarm_id: str,
+        action: Action,
+        actor: str,
+        *,
+        outcome: str | None = None,
+        note: str | None = None,
+        audit: Sequence[AuditEntry],
+    ) -> Alarm | Conflict | None: ...
+    async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool: ...
+    async def register_devices(
+        self,
+        devices: list[Device],
+        keep: frozenset[str] = frozenset(),
+        *,
+        audit: Sequence[AuditEntry],
+        existing_in: frozenset[str] | None = None,
+    ) -> None: ...
