@@ -14,10 +14,10 @@ from alarmhub.clock import Clock
 from alarmhub.core.actions import Action, Conflict
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device
+from alarmhub.core.people import AuditEntry
 from alarmhub.core.rules import RuleSet
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
-from alarmhub.core.people import AuditEntry
 
 
 class LiveFeed(Protocol):

@@ -10,7 +10,6 @@ gauges and a counter. Self-contained: it imports nothing of the daemon.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from typing import Protocol
 
