@@ -21,14 +21,14 @@ event says so (`ts_source`, `clock_skew_s`).
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
 from alarmhub.core.bridges import check_bridge
+from alarmhub.core.device_time import event_time, parse_rfc3339, parse_ts
 from alarmhub.core.fields import EVENT_PREFIX, event_fields, validate_fields
 from alarmhub.core.model import (
     INTERNAL_EVENTS,
@@ -43,7 +43,7 @@ from alarmhub.core.model import (
     RejectReason,
     TsSource,
 )
-from alarmhub.core.profile import Profile, TimestampUnit, lookup
+from alarmhub.core.profile import Profile, lookup
 
 if TYPE_CHECKING:
     from collections.abc import Mapping as MappingT
@@ -122,17 +122,40 @@ class Catalog:
         return sorted({p.topic.subscription() for p in self.profiles.values()})
 
 
-def decode(  # noqa: C901 - one early return per reject reason reads best
+def decode(
     raw: RawMessage,
     registry: MappingT[str, Device],
     catalog: Catalog,
     limits: DecodeLimits,
 ) -> Decoded | Rejected:
+    """The events in one message, or the first reason it cannot be used.
+
+    The checks run from cheapest to dearest: the topic, the device it names, then
+    the payload. Each step returns a value or a Rejected, so this reads as the
+    order a message is judged in.
+    """
+    routed = _route(raw, catalog, limits)
+    if isinstance(routed, Rejected):
+        return routed
+    target = _device_and_profile(routed, registry, catalog)
+    if isinstance(target, Rejected):
+        return target
+    device, profile = target
+    payload = _json_object(raw.payload, device.id)
+    if isinstance(payload, Rejected):
+        return payload
+    decoded = _decode_payload(payload, raw, device, profile, limits)
+    if raw.queued_since is not None and isinstance(decoded, Decoded):
+        return _backlog(decoded, raw.queued_since)
+    return decoded
+
+
+def _route(raw: RawMessage, catalog: Catalog, limits: DecodeLimits) -> Route | Rejected:
+    """The format, device id and bridge the topic names, if a profile claims it."""
     routed = catalog.route(raw.topic)
     if routed is None:
         return Rejected(RejectReason.UNKNOWN_TOPIC, "no device profile claims this topic")
-    fmt, device_id, via = routed
-    if not valid_id(device_id):
+    if not valid_id(routed.device_id):
         return Rejected(RejectReason.BAD_VALUE, "device id in the topic is not a valid id")
     # Size is checked once the topic names a device (routing is cheap and reads no
     # payload), so an oversized dead letter still says whose it was.
@@ -140,8 +163,16 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
         return Rejected(
             RejectReason.OVERSIZED,
             f"payload is {raw.size} bytes; the limit is {limits.max_payload_bytes}",
-            device_id,
+            routed.device_id,
         )
+    return routed
+
+
+def _device_and_profile(
+    routed: Route, registry: MappingT[str, Device], catalog: Catalog
+) -> tuple[Device, Profile] | Rejected:
+    """The active registered device, arriving by its own bridge, and the profile that reads it."""
+    fmt, device_id, via = routed
     device = registry.get(device_id)
     if device is None:
         return Rejected(RejectReason.UNKNOWN_DEVICE, "device is not registered", device_id)
@@ -157,23 +188,25 @@ def decode(  # noqa: C901 - one early return per reject reason reads best
             f"a {device.kind} device has no profile for the {fmt} format",
             device_id,
         )
+    return device, profile
+
+
+def _json_object(payload: bytes, device_id: str) -> dict[str, Any] | Rejected:
+    """The payload as a JSON object; a payload that is not one says which way it fails."""
     try:
         # orjson validates UTF-8 itself: no str copy of every payload first.
-        payload = orjson.loads(raw.payload)
+        parsed = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         try:
-            raw.payload.decode("utf-8")
+            payload.decode("utf-8")
         except UnicodeDecodeError as bad:
             return Rejected(
                 RejectReason.NOT_UTF8, f"payload is not UTF-8 at byte {bad.start}", device_id
             )
         return Rejected(RejectReason.MALFORMED_JSON, f"payload is not JSON: {exc}", device_id)
-    if not isinstance(payload, dict):
+    if not isinstance(parsed, dict):
         return Rejected(RejectReason.NOT_AN_OBJECT, "payload is not a JSON object", device_id)
-    decoded = _decode_payload(payload, raw, device, profile, limits)
-    if raw.queued_since is not None and isinstance(decoded, Decoded):
-        return _backlog(decoded, raw.queued_since)
-    return decoded
+    return parsed
 
 
 def _backlog(decoded: Decoded, queued_since: datetime) -> Decoded:
@@ -256,7 +289,10 @@ def _decode_native(
             RejectReason.UNKNOWN_TYPE, f"unknown event type '{type_text[:64]}'", device.id, msg_id
         )
     dropped: list[Dropped] = []
-    ts, source, skew = _event_time(_native_ts(payload, dropped), raw, limits)
+    device_ts = _native_ts(payload, dropped)
+    ts, source, skew = event_time(
+        device_ts, raw.received_at, limits.max_future_skew, limits.max_past_skew
+    )
     fields = event_fields(etype, payload)
     if isinstance(fields, Dropped):
         # The one event of the message cannot be used: nothing is left.
@@ -303,7 +339,7 @@ def _mapped_ts(
     found, value = lookup(payload, profile.timestamp_path)
     if not found:
         return None
-    device_ts = _parse_ts(value, profile.timestamp_unit)
+    device_ts = parse_ts(value, profile.timestamp_unit)
     if device_ts is None:
         # e.g. Zigbee2MQTT's `last_seen: epoch` (milliseconds) where the profile
         # expects ISO 8601: the events are still good.
@@ -318,7 +354,7 @@ def _mapped_ts(
     return device_ts
 
 
-def _decode_mapped(  # noqa: C901 - the mappings, the unread action, then what is left
+def _decode_mapped(
     payload: dict[str, Any],
     raw: RawMessage,
     device: Device,
@@ -326,25 +362,43 @@ def _decode_mapped(  # noqa: C901 - the mappings, the unread action, then what i
     limits: DecodeLimits,
 ) -> Decoded | Rejected:
     dropped: list[Dropped] = []
-    ts, source, skew = _event_time(_mapped_ts(payload, profile, dropped), raw, limits)
+    device_ts = _mapped_ts(payload, profile, dropped)
+    ts, source, skew = event_time(
+        device_ts, raw.received_at, limits.max_future_skew, limits.max_past_skew
+    )
     msg_id = _message_id(payload, raw, profile, limits)
-    events: list[Event] = []
-    action_path = profile.unrecognised_action
-    recognised = False
-    for mapping in profile.mappings:
-        if not mapping.matches(payload):
+    found = _mapped_events(payload, profile, dropped)
+    if not found:
+        fallback = _fallback(profile, dropped, device.id, msg_id)
+        if isinstance(fallback, Rejected):
+            return fallback
+        found = {fallback: {}}
+    events = tuple(
+        Event(device.id, msg_id, etype, ts, raw.received_at, fields, source, skew)
+        for etype, fields in found.items()
+    )
+    return Decoded(device, msg_id, events, tuple(dropped))
+
+
+def _mapped_events(
+    payload: dict[str, Any], profile: Profile, dropped: list[Dropped]
+) -> dict[EventType, dict[str, Any]]:
+    """The fields of each event the profile's mappings find, in mapping order.
+
+    The first matching mapping of each event type wins: one message yields at
+    most one event of a type (e.g. `battery_low: true` and `battery: 9` together
+    are one battery.low), because its events share the message id. A mapping
+    whose event cannot be used is recorded in `dropped` and leaves its type free.
+    """
+    matched = [mapping for mapping in profile.mappings if mapping.matches(payload)]
+    found: dict[EventType, dict[str, Any]] = {}
+    for mapping in matched:
+        if mapping.event in found:
             continue
-        if action_path is not None and any(c.path == action_path for c in mapping.conditions):
-            recognised = True
-        # The first matching mapping of each event type wins: one message yields at
-        # most one event of a type (e.g. `battery_low: true` and `battery: 9` together
-        # are one battery.low), because its events share the message id.
-        if any(e.type is mapping.event for e in events):
-            continue
-        found_fields = {name: lookup(payload, path)[1] for name, path in mapping.fields}
+        values = {name: lookup(payload, path)[1] for name, path in mapping.fields}
         fields = event_fields(
             mapping.event,
-            {k: v for k, v in found_fields.items() if v is not None},
+            {k: v for k, v in values.items() if v is not None},
             dict(mapping.fields),
         )
         if isinstance(fields, Dropped):
@@ -352,33 +406,34 @@ def _decode_mapped(  # noqa: C901 - the mappings, the unread action, then what i
             continue
         kept, bad = fields
         dropped.extend(bad)
-        events.append(
-            Event(device.id, msg_id, mapping.event, ts, raw.received_at, kept, source, skew)
+        found[mapping.event] = kept
+    action = profile.unrecognised_action
+    if action is not None and EventType.BUTTON_PRESSED not in found:
+        # An action no matched mapping reads is a press alarmhub was not told about.
+        unread = not any(c.path == action for m in matched for c in m.conditions)
+        press = _unrecognised_press(payload, action) if unread else None
+        if press is not None:
+            found[EventType.BUTTON_PRESSED] = press
+    return found
+
+
+def _fallback(
+    profile: Profile, dropped: list[Dropped], device_id: str, msg_id: str
+) -> EventType | Rejected:
+    """The event of a message no mapping made an event of: the profile's fallback, or none."""
+    lost = next((d for d in dropped if d.field.startswith(EVENT_PREFIX)), None)
+    if lost is not None:
+        # A mapping matched but its event could not be used: this message is not
+        # a plain status report, so it must not pass for a heartbeat either.
+        return Rejected(lost.reason, lost.detail, device_id, msg_id)
+    if profile.fallback is None:
+        return Rejected(
+            RejectReason.NO_MAPPING,
+            f"no mapping of profile {profile.name} matched",
+            device_id,
+            msg_id,
         )
-    if action_path is not None and not recognised:
-        press = _unrecognised_press(payload, action_path)
-        if press is not None and not any(e.type is EventType.BUTTON_PRESSED for e in events):
-            pressed = EventType.BUTTON_PRESSED
-            events.append(
-                Event(device.id, msg_id, pressed, ts, raw.received_at, press, source, skew)
-            )
-    if not events:
-        lost = next((d for d in dropped if d.field.startswith(EVENT_PREFIX)), None)
-        if lost is not None:
-            # A mapping matched but its event could not be used: this message is not
-            # a plain status report, so it must not pass for a heartbeat either.
-            return Rejected(lost.reason, lost.detail, device.id, msg_id)
-        if profile.fallback is None:
-            return Rejected(
-                RejectReason.NO_MAPPING,
-                f"no mapping of profile {profile.name} matched",
-                device.id,
-                msg_id,
-            )
-        events.append(
-            Event(device.id, msg_id, profile.fallback, ts, raw.received_at, {}, source, skew)
-        )
-    return Decoded(device, msg_id, tuple(events), tuple(dropped))
+    return profile.fallback
 
 
 UNRECOGNISED_ACTION = "unrecognised button action"
@@ -418,24 +473,6 @@ def _message_id(
     return f"h:{digest}:{bucket}"
 
 
-def _event_time(
-    device_ts: datetime | None, raw: RawMessage, limits: DecodeLimits
-) -> tuple[datetime, TsSource, int | None]:
-    """The time an event is judged by, where it came from, and the clamped skew.
-
-    A device clock out of bounds is never a reason to refuse an event: a pendant
-    ten minutes fast was told `rejected`, stopped resending, and its press was lost.
-    Its time is replaced by the time of receipt and the skew is kept on the event,
-    so what the device claimed is still known (`ts + clock_skew_s`).
-    """
-    if device_ts is None:
-        return raw.received_at, TsSource.RECEIPT, None
-    skew = device_ts - raw.received_at
-    if skew > limits.max_future_skew or -skew > limits.max_past_skew:
-        return raw.received_at, TsSource.CLAMPED, int(skew.total_seconds())
-    return device_ts, TsSource.DEVICE, None
-
-
 # Events alarmhub raises itself (a silent device, an overdue dose) are not
 # something a device may claim: it could fake or mask its own supervision.
 # A dict, not EventType(text): the enum's constructor is slow for a per-message call.
@@ -447,29 +484,3 @@ _DEVICE_EVENT_TYPES: dict[str, EventType] = {
 def _device_event_type(text: str) -> EventType | None:
     """The event type a device may send, or None."""
     return _DEVICE_EVENT_TYPES.get(text)
-
-
-def parse_rfc3339(text: str) -> datetime | None:
-    if len(text) > 40:
-        return None
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if ts.tzinfo is None:
-        return None
-    try:
-        return ts.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
-        return None
-
-
-def _parse_ts(value: Any, unit: TimestampUnit) -> datetime | None:
-    if unit is TimestampUnit.RFC3339:
-        return parse_rfc3339(value) if isinstance(value, str) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    seconds = value / 1000 if unit is TimestampUnit.EPOCH_MS else value
-    if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:  # before year 3000
-        return None
-    return datetime.fromtimestamp(seconds, UTC)

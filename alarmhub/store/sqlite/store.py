@@ -27,9 +27,10 @@ from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
 from alarmhub.store.ports import AlarmStore
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
+from alarmhub.store.sqlite.batch_rows import write_batch
 from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError, check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
-from alarmhub.store.sqlite.inbox_rows import INSERT_INBOX, inbox_row, select_priors
+from alarmhub.store.sqlite.inbox_rows import inbox_row, select_priors
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
     ALARM_COLUMNS,
@@ -212,7 +213,7 @@ class SqliteStore(EscalationRows, SuppressionRows):
         alarms = [alarm_row(a) for a in effects.alarms.values()]
         timeline = [timeline_row(e) for e in effects.timeline]
         seen = [(ts(at), dev) for dev, at in effects.device_seen.items()]
-        await self._in_writer_thread(_write_batch, inbox, alarms, timeline, seen)
+        await self._in_writer_thread(write_batch, inbox, alarms, timeline, seen)
 
     async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(sqlite3_connection, *args)` on this connection's own thread, in one hop.
@@ -457,31 +458,6 @@ def disk_full(exc: BaseException) -> bool:
     """Did this write fail for want of disk? The ingest then waits for the WAL keeper."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-
-
-def _write_batch(
-    conn: sqlite3.Connection,
-    inbox: list[tuple[Any, ...]],
-    alarms: list[tuple[Any, ...]],
-    timeline: list[tuple[Any, ...]],
-    seen: list[tuple[str | None, str]],
-) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if inbox:
-            conn.executemany(INSERT_INBOX, inbox)
-        if alarms:
-            conn.executemany(UPSERT_ALARM, alarms)
-        if timeline:
-            conn.executemany(INSERT_TIMELINE, timeline)
-        if seen:
-            conn.executemany("UPDATE devices SET last_seen_at=? WHERE id=?", seen)
-        conn.execute("COMMIT")
-    except BaseException:
-        # The transaction may already be gone (SQLITE_FULL rolls back by itself).
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _statements(script: str) -> list[str]:
