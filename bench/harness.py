@@ -22,7 +22,7 @@ from alarmhub.clock import SystemClock
 from alarmhub.config.profiles import load_catalog
 from alarmhub.core.model import Device
 from alarmhub.dev.mosquitto import LocalBroker, free_port
-from alarmhub.store.sqlite import SqliteStore
+from alarmhub.store.sqlite.store import SqliteStore
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "config" / "rules.toml"

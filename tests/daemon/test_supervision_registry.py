@@ -65,6 +65,10 @@ def test_registering_without_an_interval_warns(tmp_path: Path, rules_text, expec
     assert "heartbeat-interval" not in with_interval.stderr  # other warnings may apply (profile)
 
 
+async def _no_events(events: list[tuple[Event, Device]]) -> None:
+    del events
+
+
 @pytest.mark.parametrize(
     ("defaults", "interval_s", "warned"),
     [
@@ -73,10 +77,6 @@ def test_registering_without_an_interval_warns(tmp_path: Path, rules_text, expec
         ("", 300, False),  # its own interval
     ],
 )
-async def _no_events(events: list[tuple[Event, Device]]) -> None:
-    del events
-
-
 def test_a_device_registered_unsupervised_is_logged(defaults, interval_s, warned) -> None:
     """Item 16: the daemon's registration path (API, CLI via the registry refresh) warns."""
     rules = parse_rules(f"[default_heartbeat_interval_s]\n{defaults}\n{MINIMAL}")
