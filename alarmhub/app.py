@@ -53,6 +53,7 @@ from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
 from alarmhub.store.sqlite.backlog_rows import last_received
+from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
 from alarmhub.store.sqlite.wal import WalKeeper
 
@@ -77,6 +78,7 @@ class AlarmHub:
         self.state: HubState
         self.store: SqliteStore
         self.reader: SqliteStore
+        self.directory: SqliteDirectory
         self.ingest: MqttIngest | None = None
         self.pipeline: Ingest | None = None
         self.live = Broadcaster()
@@ -148,6 +150,8 @@ class AlarmHub:
             db.path, synchronous=s.sqlite_synchronous, migrate=False
         )
         self._stack.push_async_callback(self.reader.close)
+        # The web's scoped reads and accounts: a short-lived connection per call.
+        self.directory = SqliteDirectory(db.path)
 
     def _wire(self) -> None:
         """Every service with the few things it uses; none is handed the hub."""

@@ -25,9 +25,10 @@ from alarmhub.core.model import Alarm, Device, TimelineEntry, Verdict
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
+from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.ports import AlarmStore
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
-from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError, check_moves
+from alarmhub.store.sqlite.device_moves import check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import INSERT_INBOX, inbox_row, select_priors
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
@@ -78,10 +79,6 @@ _UPDATABLE = (
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
 BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
-
-
-class StoreError(Exception):
-    """The database refused a write; the caller keeps the batch and retries."""
 
 
 class SqliteStore(EscalationRows, SuppressionRows):
