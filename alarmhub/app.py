@@ -55,6 +55,7 @@ from alarmhub.settings import Settings
 from alarmhub.store.sqlite.backlog_rows import last_received
 from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
+from alarmhub.store.sqlite.supervision_rows import SqliteHistory
 from alarmhub.store.sqlite.wal import WalKeeper
 
 log = structlog.get_logger("alarmhub")
@@ -109,7 +110,7 @@ class AlarmHub:
         db_path = s.database.path
         assert db_path is not None
         # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
-        await self.supervision.load(db_path)
+        await self.supervision.load(SqliteHistory(db_path))
         self.backlog = Backlog(self.clock, await last_received(db_path))
         self.pipeline = self._ingest_service(self.backlog)
         assert self.ingest is not None

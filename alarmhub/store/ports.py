@@ -1,8 +1,10 @@
 """The store as the shell sees it: one Protocol per kind of use, and the rows they pass.
 
-Services take the narrowest port that covers what they do (the notifier an
-:class:`Outbox`, the escalator an :class:`EscalationStore`, the suppression
-refresh a :class:`SilenceSource`), so a second store is a new module beside
+Each service takes the narrowest port that covers what it does, one port per
+use (ingest an :class:`IngestStore`, the notifier :class:`OutboxReads` and
+:class:`OutboxWrites`, the escalator an :class:`EscalationStore`, suppression a
+:class:`SilenceSource` and a :class:`ReleaseStore`); these are the only
+definitions, daemon/ declares none of its own. So a second store is a new module beside
 ``store/sqlite/`` that implements these, plus one line of wiring in ``app.py``
 that opens it instead of :class:`~alarmhub.store.sqlite.store.SqliteStore`.
 Nothing outside ``store/`` imports a driver or writes SQL
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from alarmhub.core.dedup import Prior
@@ -80,11 +82,29 @@ class DecidedRow:
     notifications: Sequence[Notification]
 
 
+@dataclass(frozen=True, slots=True)
+class DoseHistory:
+    """What the store says about one dispenser's doses, for tracking after a restart.
+
+    `since`: every dose scheduled at or before it is settled as far as the store
+    shows: the latest dose alarmhub reported missed, else the device's
+    registration, never earlier than `lookback` before now. `taken`: the
+    dose.taken times received after `since`, in order, to replay.
+    """
+
+    since: datetime
+    taken: tuple[datetime, ...]
+
+
 # --- what each part of the shell uses ------------------------------------------
 
 
 class IngestStore(Protocol):
-    """The per-batch sandwich: one read (the priors), one write (the whole batch)."""
+    """Ingest (daemon/ingest.py): the per-batch sandwich's one read and one write.
+
+    Plus the registry looked up by id: a device registered a moment ago by the
+    CLI or the API is found before its message is rejected as unknown.
+    """
 
     async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
 
@@ -92,17 +112,24 @@ class IngestStore(Protocol):
         self, effects: BatchEffects, municipality_of: dict[str, str]
     ) -> None: ...
 
+    async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
 
-class DeviceRegistry(Protocol):
-    """The registry: loaded at start, polled for changes, written by the CLI and the API."""
+
+class RegistryStore(Protocol):
+    """Registry sync (daemon/registry.py): the registry and the alarms loaded at start,
+    polled for changes another process made, and written for the CLI and the API."""
 
     async def load_devices(self) -> dict[str, Device]: ...
+
+    async def load_active_alarms(self) -> list[Alarm]: ...
+
+    async def load_resolved_since(self, since: datetime) -> list[Alarm]: ...
+
+    async def newest_device_update(self) -> str: ...
 
     async def devices_changed_since(self, since: str) -> tuple[list[Device], str]: ...
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
-
-    async def newest_device_update(self) -> str: ...
 
     async def register_devices(
         self,
@@ -114,38 +141,29 @@ class DeviceRegistry(Protocol):
         existing_in: frozenset[str] | None = None,
     ) -> None: ...
 
-    async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]: ...
 
-
-class AlarmReads(Protocol):
-    """Alarms as the daemon reloads them and the CLI lists them (unscoped)."""
-
-    async def load_active_alarms(self) -> list[Alarm]: ...
-
-    async def load_resolved_since(self, since: datetime) -> list[Alarm]: ...
-
-    async def list_alarms(
-        self,
-        state: str | None = None,
-        limit: int | None = None,
-        municipalities: Sequence[str] | None = None,
-    ) -> list[Alarm]: ...
+class ActionStore(Protocol):
+    """Operator actions (daemon/actions.py): alarms, timeline and audit in one transaction."""
 
     async def get_alarm(self, alarm_id: str) -> Alarm | None: ...
 
-    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]: ...
+    async def save_alarms(
+        self,
+        alarms: Iterable[Alarm],
+        entries: Iterable[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> None: ...
+
+
+class RaisingMessages(Protocol):
+    """Which message raised an alarm, for the device's receipt; read on the reader's side."""
 
     async def raising_message(self, alarm_id: str) -> tuple[str, str] | None: ...
 
-    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]: ...
 
-    async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]: ...
-
-
-class AlarmWrites(Protocol):
-    """Operator actions and silence ends: alarms, timeline and audit in one transaction."""
-
-    async def save_alarm(self, alarm: Alarm, entries: Iterable[TimelineEntry]) -> None: ...
+class ReleaseStore(Protocol):
+    """Suppression (daemon/suppression.py): a silence ends, the alarms it held are released."""
 
     async def save_alarms(
         self,
@@ -168,7 +186,7 @@ class AlarmWrites(Protocol):
 
 
 class EscalationStore(Protocol):
-    """Deadlines are rows: which fired, and each decision with its effects, once."""
+    """The escalator: deadlines are rows; which fired, and each decision with its effects, once."""
 
     async def fired_keys(self, alarm_ids: Iterable[str]) -> dict[str, set[DeadlineKey]]: ...
 
@@ -177,18 +195,26 @@ class EscalationStore(Protocol):
     ) -> list[bool]: ...
 
 
-class Outbox(Protocol):
-    """What a consumer of queued notifications needs: take the due, mark each done or not."""
+class OutboxReads(Protocol):
+    """The due notifications, read on the reader's connection (daemon/notifier.py)."""
 
     async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]: ...
+
+
+class OutboxWrites(Protocol):
+    """Each notification marked done or not, on the writer's connection under the gate."""
 
     async def outbox_sent(self, item_id: int, at: datetime) -> None: ...
 
     async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None: ...
 
 
+class Outbox(OutboxReads, OutboxWrites, Protocol):
+    """What a consumer of queued notifications needs: take the due, mark each done or not."""
+
+
 class SilenceSource(Protocol):
-    """The silences not yet ended, for the pipeline's suppression step."""
+    """The silences not yet ended: the pipeline's suppression step and the registry's reload."""
 
     async def active_silences(self, now: datetime) -> list[Silence]: ...
 
@@ -201,18 +227,49 @@ class RetentionStore(Protocol):
     async def oldest_received(self, table: RetainedTable) -> datetime | None: ...
 
 
+class AlarmReads(Protocol):
+    """Alarms and devices as the CLI lists and explains them (unscoped: it holds the file)."""
+
+    async def list_alarms(
+        self,
+        state: str | None = None,
+        limit: int | None = None,
+        municipalities: Sequence[str] | None = None,
+    ) -> list[Alarm]: ...
+
+    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]: ...
+
+    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]: ...
+
+    async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]: ...
+
+
+class SupervisionHistory(Protocol):
+    """What supervision reads back at start: a restart must not forget silence or doses."""
+
+    async def last_heard(self) -> dict[str, datetime]: ...
+
+    async def dose_history(
+        self, device_ids: list[str], now: datetime, lookback: timedelta
+    ) -> dict[str, DoseHistory]: ...
+
+
 class AlarmStore(
     IngestStore,
-    DeviceRegistry,
-    AlarmReads,
-    AlarmWrites,
+    RegistryStore,
+    ActionStore,
+    RaisingMessages,
+    ReleaseStore,
     EscalationStore,
     Outbox,
     SilenceSource,
     RetentionStore,
+    AlarmReads,
     Protocol,
 ):
-    """Everything the daemon's services use, as one opened store owns it."""
+    """Everything the daemon's services and the CLI use, as one opened store owns it."""
 
     async def close(self) -> None: ...
 

@@ -50,14 +50,8 @@ from alarmhub.store.sqlite.rows import (
 from alarmhub.store.sqlite.schema import MIGRATIONS
 from alarmhub.store.sqlite.suppression_rows import SuppressionRows
 
-# The move errors are raised by the store's registry writes; callers catch them here.
-__all__ = [
-    "IdTakenError",
-    "MoveRefusedError",
-    "SqliteStore",
-    "StoreError",
-    "disk_full",
-]
+# The errors live in store/errors.py (every store raises them); re-exported for old imports.
+__all__ = ["IdTakenError", "MoveRefusedError", "SqliteStore", "StoreError", "disk_full"]
 
 
 _DEVICE_COLUMNS = ", ".join(DEVICE_COLUMNS)
