@@ -53,7 +53,9 @@ from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
 from alarmhub.store.sqlite.backlog_rows import last_received
+from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
+from alarmhub.store.sqlite.supervision_rows import SqliteHistory
 from alarmhub.store.sqlite.wal import WalKeeper
 
 log = structlog.get_logger("alarmhub")
@@ -77,6 +79,7 @@ class AlarmHub:
         self.state: HubState
         self.store: SqliteStore
         self.reader: SqliteStore
+        self.directory: SqliteDirectory
         self.ingest: MqttIngest | None = None
         self.pipeline: Ingest | None = None
         self.live = Broadcaster()
@@ -107,7 +110,7 @@ class AlarmHub:
         db_path = s.database.path
         assert db_path is not None
         # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
-        await self.supervision.load(db_path)
+        await self.supervision.load(SqliteHistory(db_path))
         self.backlog = Backlog(self.clock, await last_received(db_path))
         self.pipeline = self._ingest_service(self.backlog)
         assert self.ingest is not None
@@ -148,6 +151,8 @@ class AlarmHub:
             db.path, synchronous=s.sqlite_synchronous, migrate=False
         )
         self._stack.push_async_callback(self.reader.close)
+        # The web's scoped reads and accounts: a short-lived connection per call.
+        self.directory = SqliteDirectory(db.path)
 
     def _wire(self) -> None:
         """Every service with the few things it uses; none is handed the hub."""

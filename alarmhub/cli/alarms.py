@@ -9,7 +9,7 @@ from alarmhub.cli.db import with_store
 from alarmhub.cli.output import CommandError, print_json, table
 from alarmhub.core.views import alarm_json
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite.store import SqliteStore
+from alarmhub.store.ports import AlarmStore
 
 COLUMNS = [
     "id",
@@ -37,7 +37,7 @@ def cmd_alarms_list(settings: Settings, args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise CommandError("--limit must be at least 1")
 
-    async def work(store: SqliteStore) -> int:
+    async def work(store: AlarmStore) -> int:
         alarms = await store.list_alarms(args.state, args.limit)
         rows = [alarm_json(a) for a in alarms]
         if args.json:

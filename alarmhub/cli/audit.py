@@ -6,10 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from alarmhub.cli.db import on_connection
+from alarmhub.cli.db import with_directory
 from alarmhub.cli.output import EXIT_USAGE, error, print_plain_json, table
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import accounts
 
 COLUMNS = ["at", "actor", "action", "municipality", "alarm_id", "device_id", "address", "detail"]
 
@@ -26,7 +25,7 @@ def cmd_audit_list(settings: Settings, args: argparse.Namespace) -> int:
     if args.limit < 1:
         error("--limit must be at least 1")
         return EXIT_USAGE
-    rows = on_connection(settings, accounts.list_audit, args.limit)
+    rows = with_directory(settings, lambda d: d.list_audit(args.limit))
     if args.json:
         print_plain_json(rows, ensure_ascii=False)
         return 0

@@ -2,18 +2,26 @@
 
 Every command except `run` and `simulate` works on the database file directly,
 beside a running daemon or without one (SQLite in WAL mode with a busy timeout).
+
+This module is the CLI's composition root, as app.py is the daemon's: the only
+one in cli/ that names the SQLite store (an import-linter contract says so). The
+command modules are handed the ports of store/ports.py — an
+:class:`~alarmhub.store.ports.AlarmStore` or a
+:class:`~alarmhub.store.ports.Directory` — so a second store changes this file only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from alarmhub.cli.output import CommandError
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import accounts
+from alarmhub.store.ports import AlarmStore, Directory
+from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
@@ -28,30 +36,41 @@ def actor() -> str:
         return CLI_ACTOR_PREFIX + "unknown"
 
 
-def with_store(settings: Settings, work: Callable[[SqliteStore], Coroutine[Any, Any, int]]) -> int:
+@asynccontextmanager
+async def opened_store(settings: Settings) -> AsyncIterator[AlarmStore]:
+    """The store opened (and migrated) inside a running loop, closed on the way out."""
+    path = settings.database.path
+    assert path is not None  # callers refuse anything but sqlite first
+    store = await SqliteStore.open(path, synchronous=settings.sqlite_synchronous)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def with_store(settings: Settings, work: Callable[[AlarmStore], Coroutine[Any, Any, int]]) -> int:
     """Open the store (migrating it), run `work` on it, close it; `work`'s exit status."""
     db = settings.database
     if db.kind != "sqlite" or db.path is None:
         raise CommandError("only sqlite:/// databases are supported so far")
 
     async def go() -> int:
-        store = await SqliteStore.open(db.path, synchronous=settings.sqlite_synchronous)  # type: ignore[arg-type]
-        try:
+        async with opened_store(settings) as store:
             return await work(store)
-        finally:
-            await store.close()
 
     return asyncio.run(go())
 
 
-def on_connection(settings: Settings, fn: Callable[..., T], *args: Any) -> T:
-    """Run a store function on the database, migrated first (a fresh file works too)."""
+def with_directory(settings: Settings, work: Callable[[Directory], Coroutine[Any, Any, T]]) -> T:
+    """Run `work` on the accounts, access and scoped-read ports; the database migrated first.
 
-    async def migrate(_store: SqliteStore) -> int:
+    Each call runs on a short-lived connection of its own (a fresh file works too).
+    """
+
+    async def migrate(_store: AlarmStore) -> int:
         return 0
 
     with_store(settings, migrate)
     path = settings.database.path
     assert path is not None  # with_store refused anything but sqlite
-    with accounts.connect(path) as conn:
-        return fn(conn, *args)
+    return asyncio.run(work(SqliteDirectory(path)))

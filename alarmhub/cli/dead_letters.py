@@ -8,7 +8,7 @@ from typing import Any
 from alarmhub.cli.db import with_store
 from alarmhub.cli.output import print_json, table
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite.store import SqliteStore
+from alarmhub.store.ports import AlarmStore
 
 
 def add_parser(sub: Any) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_dead_letters_list(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(store: SqliteStore) -> int:
+    async def work(store: AlarmStore) -> int:
         rows = await store.dead_letters(args.limit)
         if args.json:
             print_json(rows)

@@ -33,8 +33,8 @@ from alarmhub.core.registry import (
     validated_device,
 )
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite.device_moves import MoveRefusedError
-from alarmhub.store.sqlite.store import SqliteStore
+from alarmhub.store.errors import MoveRefusedError
+from alarmhub.store.ports import AlarmStore
 
 LIST_COLUMNS = [
     "id",
@@ -131,7 +131,7 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
     for problem in _check_bridge(settings, [device]):
         raise CommandError(problem)
 
-    async def work(store: SqliteStore) -> int:
+    async def work(store: AlarmStore) -> int:
         now = SystemClock().now()
         entry = AuditEntry(
             actor(),
@@ -174,7 +174,7 @@ def _warn_no_interval(settings: Settings, device: Device) -> None:
 
 
 def cmd_devices_list(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(store: SqliteStore) -> int:
+    async def work(store: AlarmStore) -> int:
         rows = await store.list_devices(args.municipality)
         if args.json:
             print_json(rows)
@@ -195,7 +195,7 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
     if errors:
         return _refused(args.file, errors)
 
-    async def work(store: SqliteStore) -> int:
+    async def work(store: AlarmStore) -> int:
         now = SystemClock().now()
         entries = import_audit(actor(), now, None, devices)
         try:

@@ -12,15 +12,14 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alarmhub.cli.db import actor, on_connection
+from alarmhub.cli.db import actor, with_directory
 from alarmhub.cli.output import EXIT_USAGE, error, print_plain_json
 from alarmhub.clock import SystemClock
 from alarmhub.config.rules import load_rules
 from alarmhub.core import reports
 from alarmhub.core.tenancy import Scope
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import accounts
-from alarmhub.store.sqlite.tenancy import response_rows
+from alarmhub.store import accounts
 
 OSLO = ZoneInfo("Europe/Oslo")
 
@@ -74,9 +73,8 @@ def cmd_report_response_times(settings: Settings, args: argparse.Namespace) -> i
         return EXIT_USAGE
     start, end = _day(days[0]), _day(days[1] + timedelta(days=1))
     rules = load_rules(settings.rules)
-    rows = on_connection(
-        settings, response_rows, Scope.everything(actor()), args.municipality, start, end
-    )
+    scope = Scope.everything(actor())
+    rows = with_directory(settings, lambda d: d.response_rows(scope, args.municipality, start, end))
     targets = {int(p): t for p, t in rules.sla_ack.items()}
     groups = reports.response_times(rows, targets, now)
     if args.format == "json":

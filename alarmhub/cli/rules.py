@@ -22,7 +22,7 @@ from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import load_rules, person_alarm_auto_resolvers
 from alarmhub.core.model import EventType
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite.store import SqliteStore
+from alarmhub.store.ports import AlarmStore
 
 
 def add_parser(sub: Any) -> None:
@@ -83,7 +83,7 @@ def cmd_rules_explain(settings: Settings, args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         raise CommandError(f"--fields is not JSON: {exc}") from exc
 
-    async def work(store: SqliteStore) -> int:
+    async def work(store: AlarmStore) -> int:
         found = await store.get_devices([args.device])
         if not found:
             raise CommandError(f"no device {args.device!r} is registered")

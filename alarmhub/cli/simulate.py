@@ -16,14 +16,13 @@ import signal
 import sys
 from typing import Any
 
-from alarmhub.cli.db import actor
+from alarmhub.cli.db import actor, opened_store
 from alarmhub.cli.output import EXIT_FAILED, EXIT_USAGE, error, warn
 from alarmhub.clock import SystemClock
 from alarmhub.core.people import import_audit
 from alarmhub.settings import Settings, parse_mqtt_url
 from alarmhub.sim.model import Scenario
 from alarmhub.sim.simulator import Simulation, SimulationConfig, SimulatorError
-from alarmhub.store.sqlite.store import SqliteStore
 
 
 def add_parser(sub: Any) -> None:
@@ -92,14 +91,11 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             if db.kind != "sqlite" or db.path is None:
                 error("--register needs a sqlite:/// database", "alarmhub simulate")
                 return EXIT_FAILED
-            store = await SqliteStore.open(db.path, synchronous=settings.sqlite_synchronous)
-            try:
+            async with opened_store(settings) as store:
                 now = clock.now()
                 # A person's change of the registry like any import: audited with it.
                 entries = import_audit(actor(), now, None, devices)
                 await store.register_devices(devices, now, audit=entries)
-            finally:
-                await store.close()
             warn(f"simulate: registered {len(devices)} devices in {db.path}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -11,13 +11,15 @@ import argparse
 from datetime import timedelta
 from typing import Any
 
-from alarmhub.cli.db import actor, on_connection
+from alarmhub.cli.db import actor, with_directory
 from alarmhub.cli.output import EXIT_USAGE, CommandError, error, print_plain_json, table
 from alarmhub.clock import SystemClock
 from alarmhub.core.people import AuditEntry
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import access, accounts
-from alarmhub.store.sqlite.accounts import AccountError
+from alarmhub.store import accounts
+from alarmhub.store.accounts import everyone
+from alarmhub.store.errors import AccountError
+from alarmhub.store.ports import Directory
 
 
 def add_parser(sub: Any) -> None:
@@ -50,7 +52,7 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     days = args.expires if args.expires is not None else settings.token_lifetime_days
     expires = None if args.never else now + timedelta(days=days)
 
-    def create(conn: Any) -> str:
+    async def create(d: Directory) -> str:
         entry = AuditEntry(
             actor(),
             "token.created",
@@ -58,10 +60,10 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
             detail={"user": args.user, "expires_at": accounts.ts(expires)},
         )
         # The token and its audit row commit together (issue 13 item 4).
-        return accounts.create_token(conn, args.user, now, expires, [entry])
+        return await d.create_token(args.user, now, expires, [entry])
 
     try:
-        token = on_connection(settings, create)
+        token = with_directory(settings, create)
     except AccountError as exc:
         raise CommandError(str(exc)) from exc
     until = f"until {accounts.ts(expires)}" if expires else "without expiry"
@@ -72,7 +74,7 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> int:
     now = SystemClock().now()
-    found = on_connection(settings, access.list_tokens, access.everyone, args.user)
+    found = with_directory(settings, lambda d: d.list_tokens(everyone, args.user))
     rows = [t.json(now) for t in found]
     if args.json:
         print_plain_json(rows)
@@ -85,7 +87,7 @@ def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
     now = SystemClock().now()
     entry = AuditEntry(actor(), "token.revoked", now)
     try:
-        token = on_connection(settings, access.revoke_token, access.everyone, args.id, entry)
+        token = with_directory(settings, lambda d: d.revoke_token(everyone, args.id, entry))
     except AccountError as exc:
         raise CommandError(str(exc)) from exc
     print(f"token {token.id} of {token.user} revoked at {token.revoked_at}")

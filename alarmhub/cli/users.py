@@ -11,13 +11,15 @@ import argparse
 import sys
 from typing import Any
 
-from alarmhub.cli.db import actor, on_connection
+from alarmhub.cli.db import actor, with_directory
 from alarmhub.cli.output import EXIT_USAGE, CommandError, error, print_plain_json, table
 from alarmhub.clock import SystemClock
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite import access, accounts
-from alarmhub.store.sqlite.accounts import AccountError
+from alarmhub.store import accounts
+from alarmhub.store.accounts import everyone
+from alarmhub.store.errors import AccountError
+from alarmhub.store.ports import Directory
 
 
 def add_parser(sub: Any) -> None:
@@ -58,7 +60,7 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         hashed = accounts.hash_password(password)
 
-        def create(conn: Any) -> User:
+        async def create(d: Directory) -> User:
             entry = AuditEntry(
                 actor(),
                 "user.created",
@@ -66,9 +68,9 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
                 detail={"user": args.name, "role": role.value, "municipalities": municipalities},
             )
             # The user and its audit row commit together (issue 13 item 4).
-            return accounts.create_user(conn, args.name, role, municipalities, hashed, now, [entry])
+            return await d.create_user(args.name, role, municipalities, hashed, now, [entry])
 
-        user = on_connection(settings, create)
+        user = with_directory(settings, create)
     except AccountError as exc:
         raise CommandError(str(exc)) from exc
     where = ", ".join(user.municipalities) or "all municipalities"
@@ -84,8 +86,8 @@ def cmd_users_set_active(settings: Settings, args: argparse.Namespace) -> int:
     action = "user.enabled" if args.active else "user.disabled"
     entry = AuditEntry(actor(), action, now, detail={"user": args.name})
     try:
-        changed = on_connection(
-            settings, access.set_active, access.everyone, args.name, args.active, entry
+        changed = with_directory(
+            settings, lambda d: d.set_active(everyone, args.name, args.active, entry)
         )
     except AccountError as exc:
         raise CommandError(str(exc)) from exc
@@ -95,7 +97,7 @@ def cmd_users_set_active(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(settings: Settings, args: argparse.Namespace) -> int:
-    rows = [u.json() for u in on_connection(settings, access.list_users, access.everyone)]
+    rows = [u.json() for u in with_directory(settings, lambda d: d.list_users(everyone))]
     if args.json:
         print_plain_json(rows, ensure_ascii=False)
         return 0

@@ -8,6 +8,9 @@ backlog, fanout (live listeners), state (what the daemon holds in memory).
 
 Each reads, calls a pure function in `alarmhub.core`, writes through the store,
 and announces what happened. Each is constructed with the few things it uses
-(a narrow store Protocol, the gate, the clock, callbacks), never the hub, and
-none imports `alarmhub.app`, which wires them together.
+(a narrow store port from `alarmhub.store.ports`, the gate, the clock,
+callbacks), never the hub, and none imports `alarmhub.app`, which wires them
+together, nor `alarmhub.store.sqlite` (an import-linter contract). The store
+ports are defined there once; the Protocols here are the services' other
+collaborators (the broker, the batch source, supervision's callbacks).
 """

@@ -9,7 +9,7 @@ native device is told a person has taken its alarm (SCAIP's "handled").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ import structlog
 from alarmhub.clock import Clock
 from alarmhub.core import suppress
 from alarmhub.core.actions import Action, Applied, Conflict, apply_action
-from alarmhub.core.model import Alarm, TimelineEntry, TimelineType
+from alarmhub.core.model import Alarm, TimelineType
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.receipts import handled_receipt
 from alarmhub.core.views import alarm_json
@@ -27,25 +27,11 @@ from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.state import HubState
 from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.metrics import Metrics
+from alarmhub.store.ports import ActionStore, RaisingMessages
 
 log = structlog.get_logger("alarmhub")
 # Stable log event names per timeline entry: alarm.acknowledged, alarm.resolved, …
 _EVENT_NAMES = {t: f"alarm.{t.value}" for t in TimelineType}
-
-
-class ActionStore(Protocol):
-    async def get_alarm(self, alarm_id: str) -> Alarm | None: ...
-    async def save_alarms(
-        self,
-        alarms: Iterable[Alarm],
-        entries: Iterable[TimelineEntry],
-        *,
-        audit: Sequence[AuditEntry],
-    ) -> None: ...
-
-
-class RaisingMessage(Protocol):
-    async def raising_message(self, alarm_id: str) -> tuple[str, str] | None: ...
 
 
 class Releases(Protocol):
@@ -72,7 +58,7 @@ class Actions:
         *,
         state: HubState,
         store: ActionStore,
-        reader: RaisingMessage,
+        reader: RaisingMessages,
         gate: WriteGate,
         clock: Clock,
         metrics: Metrics,

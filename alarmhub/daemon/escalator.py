@@ -15,9 +15,8 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
@@ -36,20 +35,11 @@ from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.state import HubState
 from alarmhub.observability.metrics import Metrics
-from alarmhub.store.ports import DecidedRow, Notification
+from alarmhub.store.ports import DecidedRow, EscalationStore, Notification
 
 log = structlog.get_logger("alarmhub.escalator")
 NOTIFY_TOPIC = "alarmhub/v1/notify/{target}"
 MAX_PER_COMMIT = 500
-
-
-class EscalationStore(Protocol):
-    """What the escalator reads and writes: the decided rows, nothing else."""
-
-    async def fired_keys(self, alarm_ids: Iterable[str]) -> dict[str, set[DeadlineKey]]: ...
-    async def commit_decisions(
-        self, rows: Sequence[DecidedRow], decided_at: datetime
-    ) -> list[bool]: ...
 
 
 class Escalator:

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.sqlite.store import StoreError
+from alarmhub.store.errors import StoreError
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from prometheus_client import Counter as PromCounter
 
 from alarmhub.clock import Clock
 from alarmhub.core.decode import Catalog, DecodeLimits
-from alarmhub.core.dedup import Identity, Prior
+from alarmhub.core.dedup import Identity
 from alarmhub.core.model import (
     Alarm,
     Decoded,
@@ -54,6 +54,7 @@ from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.settings import Settings
+from alarmhub.store.ports import IngestStore
 
 log = structlog.get_logger("alarmhub")
 
@@ -65,14 +66,6 @@ class BatchSource(Protocol):
     def settle(
         self, deliveries: Sequence[Delivery], receipts: Sequence[tuple[str, bytes]]
     ) -> int: ...
-
-
-class IngestStore(Protocol):
-    async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
-    async def commit_batch(
-        self, effects: BatchEffects, municipality_of: dict[str, str]
-    ) -> None: ...
-    async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
 
 
 class WalReset(Protocol):

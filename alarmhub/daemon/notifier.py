@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 import httpx
@@ -20,7 +20,7 @@ import structlog
 
 from alarmhub.clock import Clock
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.ports import OutboxItem
+from alarmhub.store.ports import OutboxItem, OutboxReads, OutboxWrites
 
 log = structlog.get_logger("alarmhub.notifier")
 SEND_TIMEOUT_S = 5.0
@@ -30,15 +30,6 @@ BACKOFF_MAX = timedelta(minutes=5)
 def backoff(attempts: int) -> timedelta:
     """1 s, 2 s, 4 s … capped at five minutes."""
     return min(BACKOFF_MAX, timedelta(seconds=2 ** min(attempts, 12)))
-
-
-class OutboxReader(Protocol):
-    async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]: ...
-
-
-class OutboxWriter(Protocol):
-    async def outbox_sent(self, item_id: int, at: datetime) -> None: ...
-    async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None: ...
 
 
 class Broker(Protocol):
@@ -54,8 +45,8 @@ class Notifier:
 
     def __init__(
         self,
-        reader: OutboxReader,
-        writer: OutboxWriter,
+        reader: OutboxReads,
+        writer: OutboxWrites,
         lock: asyncio.Lock,
         clock: Clock,
         broker: Broker | None,

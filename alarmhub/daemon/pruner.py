@@ -12,8 +12,6 @@ check it), so a redelivery still finds its first copy.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Protocol
 
 import structlog
 from prometheus_client import Gauge
@@ -21,6 +19,7 @@ from prometheus_client import Gauge
 from alarmhub.clock import Clock
 from alarmhub.core.retention import RetainedTable, Retention, age_seconds
 from alarmhub.observability.logs import OncePer
+from alarmhub.store.ports import RetentionStore
 
 log = structlog.get_logger("alarmhub.retention")
 
@@ -28,15 +27,10 @@ PRUNE_BATCH_ROWS = 500
 PRUNE_INTERVAL_S = 60.0
 
 
-class PrunableStore(Protocol):
-    async def prune(self, table: RetainedTable, before: datetime, limit: int) -> int: ...
-    async def oldest_received(self, table: RetainedTable) -> datetime | None: ...
-
-
 class Pruner:
     def __init__(
         self,
-        store: PrunableStore,
+        store: RetentionStore,
         clock: Clock,
         retention: Retention,
         write_lock: asyncio.Lock,

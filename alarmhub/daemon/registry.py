@@ -23,37 +23,14 @@ from alarmhub.config.rules import RulesError, alarm_kinds, load_rules
 from alarmhub.core.escalation import orphaned
 from alarmhub.core.model import Alarm, Device
 from alarmhub.core.people import AuditEntry
-from alarmhub.core.suppress import Silence
 from alarmhub.daemon.state import HubState
 from alarmhub.observability.gauges import QueueGauges, device_gauges
 from alarmhub.observability.metrics import Metrics
-from alarmhub.store.sqlite.device_moves import IdTakenError
-from alarmhub.store.sqlite.store import StoreError
+from alarmhub.store.errors import IdTakenError, StoreError
+from alarmhub.store.ports import RegistryStore, SilenceSource
 
 log = structlog.get_logger("alarmhub")
 REGISTRY_POLL_S = 2.0
-
-
-class RegistryStore(Protocol):
-    async def load_devices(self) -> dict[str, Device]: ...
-    async def load_active_alarms(self) -> list[Alarm]: ...
-    async def load_resolved_since(self, since: datetime) -> list[Alarm]: ...
-    async def newest_device_update(self) -> str: ...
-    async def devices_changed_since(self, since: str) -> tuple[list[Device], str]: ...
-    async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
-    async def register_devices(
-        self,
-        devices: Sequence[Device],
-        now: datetime,
-        keep: frozenset[str] = frozenset(),
-        *,
-        audit: Sequence[AuditEntry],
-        existing_in: frozenset[str] | None = None,
-    ) -> None: ...
-
-
-class SilenceReader(Protocol):
-    async def active_silences(self, now: datetime) -> list[Silence]: ...
 
 
 class Watch(Protocol):
@@ -69,7 +46,7 @@ class Registry:
         *,
         state: HubState,
         store: RegistryStore,
-        reader: SilenceReader,
+        reader: SilenceSource,
         lock: asyncio.Lock,
         clock: Clock,
         metrics: Metrics,

@@ -35,7 +35,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import structlog
 
@@ -54,7 +53,7 @@ from alarmhub.core.supervision import (
 )
 from alarmhub.daemon.state import HubState
 from alarmhub.observability.metrics import Metrics
-from alarmhub.store.sqlite.supervision_rows import DoseHistory, load_dose_history, load_last_heard
+from alarmhub.store.ports import DoseHistory, SupervisionHistory
 
 log = structlog.get_logger("alarmhub.supervise")
 STEP_S = 1.0
@@ -103,12 +102,12 @@ class Supervision:
     def now(self) -> datetime:
         return self._start_wall + timedelta(seconds=self._clock.monotonic() - self._start_mono)
 
-    async def load(self, db: Path) -> None:
+    async def load(self, history: SupervisionHistory) -> None:
         """At start: watch the registry as the store left it (items 15 and 17)."""
         wall = self._clock.now()
         dispensers = [d.id for d in self._state.devices.values() if d.settings.dose_times]
-        self._dose_history = await load_dose_history(db, dispensers, wall, DOSE_LOOKBACK)
-        self.watch_all(self._state.devices.values(), await load_last_heard(db))
+        self._dose_history = await history.dose_history(dispensers, wall, DOSE_LOOKBACK)
+        self.watch_all(self._state.devices.values(), await history.last_heard())
         self._dose_history = {}
 
     def watch_all(

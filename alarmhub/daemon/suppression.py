@@ -21,47 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
 
 import structlog
 
 from alarmhub.clock import Clock
 from alarmhub.core import suppress
-from alarmhub.core.model import Alarm, TimelineEntry
+from alarmhub.core.model import Alarm
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.views import alarm_json
 from alarmhub.daemon.fanout import Broadcaster
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.state import HubState
+from alarmhub.store.ports import ReleaseStore, SilenceSource
 
 log = structlog.get_logger("alarmhub.suppression")
 POLL_S = 1.0  # at least this often: a silence deleted by another process is noticed
-
-
-class SilenceReader(Protocol):
-    async def active_silences(self, now: datetime) -> list[suppress.Silence]: ...
-
-
-class ReleaseStore(Protocol):
-    async def save_alarms(
-        self,
-        alarms: Iterable[Alarm],
-        entries: Iterable[TimelineEntry],
-        *,
-        audit: Sequence[AuditEntry],
-    ) -> None: ...
-    async def end_silence_releasing(
-        self,
-        silence_id: str,
-        by: str,
-        now: datetime,
-        released: Sequence[Alarm],
-        entries: Sequence[TimelineEntry],
-        *,
-        audit: Sequence[AuditEntry],
-    ) -> bool: ...
 
 
 class SuppressionKeeper:
@@ -70,7 +46,7 @@ class SuppressionKeeper:
     def __init__(
         self,
         state: HubState,
-        reader: SilenceReader,
+        reader: SilenceSource,
         store: ReleaseStore,
         gate: WriteGate,
         clock: Clock,

@@ -1,8 +1,10 @@
 """The store as the shell sees it: one Protocol per kind of use, and the rows they pass.
 
-Services take the narrowest port that covers what they do (the notifier an
-:class:`Outbox`, the escalator an :class:`EscalationStore`, the suppression
-refresh a :class:`SilenceSource`), so a second store is a new module beside
+Each service takes the narrowest port that covers what it does, one port per
+use (ingest an :class:`IngestStore`, the notifier :class:`OutboxReads` and
+:class:`OutboxWrites`, the escalator an :class:`EscalationStore`, suppression a
+:class:`SilenceSource` and a :class:`ReleaseStore`); these are the only
+definitions, daemon/ declares none of its own. So a second store is a new module beside
 ``store/sqlite/`` that implements these, plus one line of wiring in ``app.py``
 that opens it instead of :class:`~alarmhub.store.sqlite.store.SqliteStore`.
 Nothing outside ``store/`` imports a driver or writes SQL
@@ -22,28 +24,30 @@ silences in ``core/`` (``core.model``, ``core.suppress.Silence``), people in
 below are the store's own vocabulary for the escalation transaction and the
 outbox; they are plain values too.
 
-The synchronous account, access and scoped-read functions in
-``store/sqlite/accounts.py``, ``access.py`` and ``tenancy.py`` run on a
-connection of their own in a worker thread; :class:`ScopedReads` states the
-same reads without the connection, the shape a PostgreSQL module would offer.
+The web and the CLI reach people and scoped reads through :class:`ScopedReads`,
+:class:`Accounts` and :class:`Access` (together a :class:`Directory`), never the
+SQLite functions behind them: ``store/sqlite/directory.py`` runs each of those on
+a short-lived connection of its own in a worker thread; a PostgreSQL module would
+implement the same methods on its pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from alarmhub.core.dedup import Prior
 from alarmhub.core.escalation import DeadlineKey, EscalationDecision
 from alarmhub.core.model import Alarm, Device, TimelineEntry
-from alarmhub.core.people import AuditEntry
+from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.reports import ResponseRow
 from alarmhub.core.retention import RetainedTable
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
+from alarmhub.store.accounts import SessionInfo, TokenRow, UserRow, Visible
 
 # --- the rows the ports pass ---------------------------------------------------
 
@@ -78,11 +82,29 @@ class DecidedRow:
     notifications: Sequence[Notification]
 
 
+@dataclass(frozen=True, slots=True)
+class DoseHistory:
+    """What the store says about one dispenser's doses, for tracking after a restart.
+
+    `since`: every dose scheduled at or before it is settled as far as the store
+    shows: the latest dose alarmhub reported missed, else the device's
+    registration, never earlier than `lookback` before now. `taken`: the
+    dose.taken times received after `since`, in order, to replay.
+    """
+
+    since: datetime
+    taken: tuple[datetime, ...]
+
+
 # --- what each part of the shell uses ------------------------------------------
 
 
 class IngestStore(Protocol):
-    """The per-batch sandwich: one read (the priors), one write (the whole batch)."""
+    """Ingest (daemon/ingest.py): the per-batch sandwich's one read and one write.
+
+    Plus the registry looked up by id: a device registered a moment ago by the
+    CLI or the API is found before its message is rejected as unknown.
+    """
 
     async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
 
@@ -90,17 +112,24 @@ class IngestStore(Protocol):
         self, effects: BatchEffects, municipality_of: dict[str, str]
     ) -> None: ...
 
+    async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
 
-class DeviceRegistry(Protocol):
-    """The registry: loaded at start, polled for changes, written by the CLI and the API."""
+
+class RegistryStore(Protocol):
+    """Registry sync (daemon/registry.py): the registry and the alarms loaded at start,
+    polled for changes another process made, and written for the CLI and the API."""
 
     async def load_devices(self) -> dict[str, Device]: ...
+
+    async def load_active_alarms(self) -> list[Alarm]: ...
+
+    async def load_resolved_since(self, since: datetime) -> list[Alarm]: ...
+
+    async def newest_device_update(self) -> str: ...
 
     async def devices_changed_since(self, since: str) -> tuple[list[Device], str]: ...
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
-
-    async def newest_device_update(self) -> str: ...
 
     async def register_devices(
         self,
@@ -112,38 +141,29 @@ class DeviceRegistry(Protocol):
         existing_in: frozenset[str] | None = None,
     ) -> None: ...
 
-    async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]: ...
 
-
-class AlarmReads(Protocol):
-    """Alarms as the daemon reloads them and the CLI lists them (unscoped)."""
-
-    async def load_active_alarms(self) -> list[Alarm]: ...
-
-    async def load_resolved_since(self, since: datetime) -> list[Alarm]: ...
-
-    async def list_alarms(
-        self,
-        state: str | None = None,
-        limit: int | None = None,
-        municipalities: Sequence[str] | None = None,
-    ) -> list[Alarm]: ...
+class ActionStore(Protocol):
+    """Operator actions (daemon/actions.py): alarms, timeline and audit in one transaction."""
 
     async def get_alarm(self, alarm_id: str) -> Alarm | None: ...
 
-    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]: ...
+    async def save_alarms(
+        self,
+        alarms: Iterable[Alarm],
+        entries: Iterable[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> None: ...
+
+
+class RaisingMessages(Protocol):
+    """Which message raised an alarm, for the device's receipt; read on the reader's side."""
 
     async def raising_message(self, alarm_id: str) -> tuple[str, str] | None: ...
 
-    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]: ...
 
-    async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]: ...
-
-
-class AlarmWrites(Protocol):
-    """Operator actions and silence ends: alarms, timeline and audit in one transaction."""
-
-    async def save_alarm(self, alarm: Alarm, entries: Iterable[TimelineEntry]) -> None: ...
+class ReleaseStore(Protocol):
+    """Suppression (daemon/suppression.py): a silence ends, the alarms it held are released."""
 
     async def save_alarms(
         self,
@@ -166,7 +186,7 @@ class AlarmWrites(Protocol):
 
 
 class EscalationStore(Protocol):
-    """Deadlines are rows: which fired, and each decision with its effects, once."""
+    """The escalator: deadlines are rows; which fired, and each decision with its effects, once."""
 
     async def fired_keys(self, alarm_ids: Iterable[str]) -> dict[str, set[DeadlineKey]]: ...
 
@@ -175,18 +195,26 @@ class EscalationStore(Protocol):
     ) -> list[bool]: ...
 
 
-class Outbox(Protocol):
-    """What a consumer of queued notifications needs: take the due, mark each done or not."""
+class OutboxReads(Protocol):
+    """The due notifications, read on the reader's connection (daemon/notifier.py)."""
 
     async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]: ...
+
+
+class OutboxWrites(Protocol):
+    """Each notification marked done or not, on the writer's connection under the gate."""
 
     async def outbox_sent(self, item_id: int, at: datetime) -> None: ...
 
     async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None: ...
 
 
+class Outbox(OutboxReads, OutboxWrites, Protocol):
+    """What a consumer of queued notifications needs: take the due, mark each done or not."""
+
+
 class SilenceSource(Protocol):
-    """The silences not yet ended, for the pipeline's suppression step."""
+    """The silences not yet ended: the pipeline's suppression step and the registry's reload."""
 
     async def active_silences(self, now: datetime) -> list[Silence]: ...
 
@@ -199,18 +227,49 @@ class RetentionStore(Protocol):
     async def oldest_received(self, table: RetainedTable) -> datetime | None: ...
 
 
+class AlarmReads(Protocol):
+    """Alarms and devices as the CLI lists and explains them (unscoped: it holds the file)."""
+
+    async def list_alarms(
+        self,
+        state: str | None = None,
+        limit: int | None = None,
+        municipalities: Sequence[str] | None = None,
+    ) -> list[Alarm]: ...
+
+    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]: ...
+
+    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]: ...
+
+    async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]: ...
+
+
+class SupervisionHistory(Protocol):
+    """What supervision reads back at start: a restart must not forget silence or doses."""
+
+    async def last_heard(self) -> dict[str, datetime]: ...
+
+    async def dose_history(
+        self, device_ids: list[str], now: datetime, lookback: timedelta
+    ) -> dict[str, DoseHistory]: ...
+
+
 class AlarmStore(
     IngestStore,
-    DeviceRegistry,
-    AlarmReads,
-    AlarmWrites,
+    RegistryStore,
+    ActionStore,
+    RaisingMessages,
+    ReleaseStore,
     EscalationStore,
     Outbox,
     SilenceSource,
     RetentionStore,
+    AlarmReads,
     Protocol,
 ):
-    """Everything the daemon's services use, as one opened store owns it."""
+    """Everything the daemon's services and the CLI use, as one opened store owns it."""
 
     async def close(self) -> None: ...
 
@@ -218,8 +277,8 @@ class AlarmStore(
 class ScopedReads(Protocol):
     """The reads the web answers, each filtered by the caller's scope inside the store.
 
-    store/sqlite/tenancy.py offers these as functions taking a connection first;
-    a store without that threading model implements this directly.
+    Filtering in the store, not in the handler, means a handler cannot forget to:
+    a row of another municipality is simply not found (404).
     """
 
     async def list_alarms(self, scope: Scope, f: AlarmFilter) -> list[Alarm]: ...
@@ -251,3 +310,70 @@ class ScopedReads(Protocol):
         since: datetime | None,
         until: datetime | None,
     ) -> list[ResponseRow]: ...
+
+
+class Accounts(Protocol):
+    """People and their traces: users, API tokens, browser sessions, the audit log, silences.
+
+    Every change takes the audit entries that record it and commits both in one
+    transaction (issue 13 item 4); :meth:`audit` is only for what changes nothing
+    else (a login, a logout, a view).
+    """
+
+    async def create_user(
+        self,
+        name: str,
+        role: Role,
+        municipalities: list[str],
+        password_hash: str,
+        now: datetime,
+        audit: Sequence[AuditEntry],
+    ) -> User: ...
+
+    async def password_hash_of(self, name: str) -> tuple[User | None, str | None]: ...
+
+    async def create_token(
+        self,
+        user: str,
+        now: datetime,
+        expires_at: datetime | None,
+        audit: Sequence[AuditEntry],
+    ) -> str: ...
+
+    async def user_for_token(self, token: str, now: datetime) -> User | None: ...
+
+    async def create_session(
+        self, user: str, now: datetime, expires_at: datetime
+    ) -> tuple[str, str]: ...
+
+    async def session(self, session_id: str, now: datetime) -> SessionInfo | None: ...
+
+    async def delete_session(self, session_id: str) -> None: ...
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    async def list_audit(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def insert_silence(self, silence: Silence, audit: Sequence[AuditEntry]) -> None: ...
+
+
+class Access(Protocol):
+    """Locking people out: users and tokens as `visible` lets the caller see them."""
+
+    async def list_users(self, visible: Visible) -> list[UserRow]: ...
+
+    async def find_user(self, visible: Visible, name: str) -> UserRow | None: ...
+
+    async def set_active(
+        self, visible: Visible, name: str, active: bool, entry: AuditEntry
+    ) -> bool: ...
+
+    async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]: ...
+
+    async def revoke_token(
+        self, visible: Visible, token_id: str, entry: AuditEntry
+    ) -> TokenRow: ...
+
+
+class Directory(ScopedReads, Accounts, Access, Protocol):
+    """What the web and the CLI's account commands are handed: one object, three ports."""

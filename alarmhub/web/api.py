@@ -2,7 +2,7 @@
 
 Only `/healthz`, `/readyz`, `/metrics`, `/login` and the pages' static assets
 answer without authentication; every `/api/v1` route depends on the caller's
-tenancy scope (see `web.auth` and `store.sqlite.tenancy`). Request bodies are capped at
+tenancy scope (see `web.auth` and `store.ports.ScopedReads`). Request bodies are capped at
 1 MiB (413), and every request is counted by route template and status.
 The routes live in `web.routes`, one module per resource.
 """
@@ -46,9 +46,6 @@ async def _on_login_required(_request: Request, _exc: Exception) -> Response:
 
 
 def create_app(hub: DaemonPort) -> FastAPI:
-    db = hub.settings.database
-    if db.path is None:
-        raise NotImplementedError("the web API needs the sqlite store")
     app = FastAPI(
         title="alarmhub",
         version="1",
@@ -59,7 +56,8 @@ def create_app(hub: DaemonPort) -> FastAPI:
     )
     settings = hub.settings
     streams = StreamSlots(settings.max_streams_per_user, settings.max_streams)
-    app.state.web = WebContext(hub, db.path, streams=streams)
+    d = hub.directory
+    app.state.web = WebContext(hub, reads=d, accounts=d, access=d, streams=streams)
     install_errors(app)
     app.add_exception_handler(LoginRequired, _on_login_required)
     app.add_middleware(ClientGone)  # the innermost of the three: the others see a normal end

@@ -23,7 +23,6 @@ from fastapi import Depends, Request
 
 from alarmhub.core.people import User
 from alarmhub.core.tenancy import Permission, Scope
-from alarmhub.store.sqlite import accounts
 from alarmhub.web.context import web
 from alarmhub.web.errors import ApiError, forbidden
 from alarmhub.web.transport import CookieNames, cookie_names
@@ -51,7 +50,7 @@ async def _principal(request: Request) -> Principal | None:
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() == "bearer" and credential.strip():
-        user = await ctx.db(accounts.user_for_token, credential.strip(), now)
+        user = await ctx.accounts.user_for_token(credential.strip(), now)
         return Principal(user, "token") if user else None
     if header:
         return None  # some other scheme: refuse rather than fall back to the cookie
@@ -59,7 +58,7 @@ async def _principal(request: Request) -> Principal | None:
     session_id = request.cookies.get(names.session)
     if not session_id:
         return None
-    info = await ctx.db(accounts.session, session_id, now)
+    info = await ctx.accounts.session(session_id, now)
     if info is None:
         return None
     if request.method not in SAFE_METHODS:
@@ -125,7 +124,7 @@ async def require_page_user(request: Request) -> User:
     session_id = request.cookies.get(cookies(request).session)
     if not session_id:
         raise LoginRequired
-    info = await ctx.db(accounts.session, session_id, ctx.hub.clock.now())
+    info = await ctx.accounts.session(session_id, ctx.hub.clock.now())
     if info is None:
         raise LoginRequired
     return info.user

@@ -1,28 +1,27 @@
 """What every request handler needs from the daemon, as one typed object.
 
-Database work for the web runs on short-lived connections in worker threads
-(`store.accounts.run`): never on the ingest writer's connection, and never
-blocking the event loop that also carries MQTT ingest.
+The web reaches the database only through the ports of store/ports.py, handed
+over by the daemon (:attr:`DaemonPort.directory`): scoped reads, accounts and
+access. The SQLite implementation runs each call on a short-lived connection in a
+worker thread: never on the ingest writer's connection, and never blocking the
+event loop that also carries MQTT ingest.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from alarmhub.core.people import AuditEntry
-from alarmhub.store.sqlite import accounts
+from alarmhub.store.ports import Access, Accounts, ScopedReads
 from alarmhub.web.errors import ApiError
 
 if TYPE_CHECKING:
     from alarmhub.web.ports import DaemonPort
 
-T = TypeVar("T")
 MAX_TRACKED_KEYS = 10_000  # (user name, address) pairs with live failure counts
 
 
@@ -166,12 +165,11 @@ class StreamSlots:
 @dataclass
 class WebContext:
     hub: DaemonPort
-    db_path: Path
+    reads: ScopedReads
+    accounts: Accounts
+    access: Access
     login_limiter: LoginLimiter = field(default_factory=LoginLimiter)
     streams: StreamSlots = field(default_factory=StreamSlots)
-
-    async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await accounts.run(self.db_path, fn, *args)
 
     async def audit(
         self,
@@ -189,8 +187,7 @@ class WebContext:
         A change is never audited through here: its entry (:meth:`entry`) goes to
         the store function making the change, which commits both together.
         """
-        await self.db(
-            accounts.audit,
+        await self.accounts.audit(
             self.entry(
                 request,
                 actor,

@@ -23,7 +23,6 @@ from alarmhub.core.model import Alarm
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import Permission, Scope
-from alarmhub.store.sqlite import accounts, tenancy
 from alarmhub.web.auth import require_scope, requires
 from alarmhub.web.context import WebContext, web
 from alarmhub.web.errors import not_found
@@ -58,21 +57,21 @@ SilenceIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 async def alarm_or_404(ctx: WebContext, scope: Scope, alarm_id: str) -> Alarm:
-    alarm = await ctx.db(tenancy.get_alarm, scope, alarm_id)
+    alarm = await ctx.reads.get_alarm(scope, alarm_id)
     if alarm is None:
         raise not_found("alarm")
     return alarm
 
 
 async def device_or_404(ctx: WebContext, scope: Scope, device_id: str) -> dict[str, Any]:
-    device = await ctx.db(tenancy.get_device, scope, device_id)
+    device = await ctx.reads.get_device(scope, device_id)
     if device is None:
         raise not_found("device")
     return device
 
 
 async def silence_or_404(ctx: WebContext, scope: Scope, silence_id: str) -> Silence:
-    silence = await ctx.db(tenancy.get_silence, scope, silence_id)
+    silence = await ctx.reads.get_silence(scope, silence_id)
     if silence is None:
         raise not_found("silence")
     return silence
@@ -146,8 +145,7 @@ class Auditor:
         device_id: str | None = None,
         municipality: str | None = None,
     ) -> None:
-        await self._ctx.db(
-            accounts.audit,
+        await self._ctx.accounts.audit(
             self.entry(action, alarm_id=alarm_id, device_id=device_id, municipality=municipality),
         )
 

@@ -18,6 +18,7 @@ from alarmhub.core.people import AuditEntry
 from alarmhub.core.rules import RuleSet
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
+from alarmhub.store.ports import Directory
 
 
 class LiveFeed(Protocol):
@@ -52,6 +53,8 @@ class DaemonPort(Protocol):
     def suppression(self) -> Silences: ...
     @property
     def mqtt_connected(self) -> bool: ...
+    @property
+    def directory(self) -> Directory: ...
 
     http_port: int | None
 

@@ -19,69 +19,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from typing import Any
 
 from alarmhub.core.people import AuditEntry, Role, User
-from alarmhub.store.sqlite.accounts import (
-    AccountError,
-    audit,
-    transaction,
-    ts,
-)
+from alarmhub.store.accounts import TokenRow, UserRow, Visible, everyone, ts
+from alarmhub.store.errors import AccountError
+from alarmhub.store.sqlite.accounts import audit, transaction
 
-Visible = Callable[[User], bool]
-
-
-def everyone(_user: User) -> bool:
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    user: User
-    created_at: str
-
-    def json(self) -> dict[str, Any]:
-        return {
-            "name": self.user.name,
-            "role": self.user.role.value,
-            "municipalities": list(self.user.municipalities),
-            "active": self.user.active,
-            "created_at": self.created_at,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    id: str
-    user: str
-    created_at: str
-    expires_at: str | None
-    revoked_at: str | None
-    revoked_by: str | None
-
-    def state(self, now: datetime) -> str:
-        """`revoked`, `expired` or `active`: what the next request with it gets."""
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= (ts(now) or ""):
-            return "expired"
-        return "active"
-
-    def json(self, now: datetime) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "user": self.user,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
-            "revoked_by": self.revoked_by,
-            "state": self.state(now),
-        }
-
+__all__ = ["TokenRow", "UserRow", "Visible", "everyone"]
 
 _USER_SELECT = "SELECT name, role, municipalities, active, created_at FROM users"
 

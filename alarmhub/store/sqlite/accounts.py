@@ -5,10 +5,13 @@ them in a worker thread on a connection of its own (:func:`run`), the CLI calls
 them directly: neither ever shares the ingest writer's connection, whose
 half-built batch a stray statement could join or roll back.
 
+The values they pass and the checks before a write (names, passwords) are in
+``store/accounts.py``, the same for any store; they are imported here too, so the
+old names keep working.
+
 Secrets are stored as sha256 digests: a token or session id is random with 256
 bits of entropy, so a plain digest is enough (a slow hash is for passwords,
-which people choose). Passwords use argon2id; hashing takes ~200 ms, so async
-callers run it in a thread.
+which people choose).
 """
 
 from __future__ import annotations
@@ -16,47 +19,44 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.suppress import Silence
+from alarmhub.store.accounts import (
+    MUNICIPALITY_RE,
+    NAME_RE,
+    SessionInfo,
+    generate_password,
+    hash_password,
+    ts,
+    validate_user,
+    verify_password,
+)
+from alarmhub.store.errors import AccountError
 from alarmhub.store.sqlite.rows import parse_ts
 
+__all__ = [
+    "MUNICIPALITY_RE",
+    "NAME_RE",
+    "AccountError",
+    "SessionInfo",
+    "generate_password",
+    "hash_password",
+    "ts",
+    "validate_user",
+    "verify_password",
+]
+
 T = TypeVar("T")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-MUNICIPALITY_RE = re.compile(r"^[0-9]{4}$")
 TOKEN_PREFIX = "ahk_"  # noqa: S105 - a prefix that makes leaked tokens greppable
 TOKEN_ID_PREFIX = "tok_"  # noqa: S105 - a token's public id, never the token
-_HASHER = PasswordHasher()
-# Verified when the user does not exist, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
-
-
-class AccountError(Exception):
-    """A request the person can correct: the message says what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    user: User
-    csrf: str
-    expires_at: datetime
-
-
-def ts(value: datetime | None) -> str | None:
-    """The store's time format (UTC, microseconds), so times sort as text."""
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def digest(secret: str) -> str:
@@ -100,43 +100,7 @@ async def run(path: Path, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(work)
 
 
-# --- passwords ---------------------------------------------------------------
-
-
-def hash_password(password: str) -> str:
-    if len(password) < 12:
-        raise AccountError("a password has at least 12 characters")
-    return _HASHER.hash(password)
-
-
-def verify_password(stored_hash: str | None, password: str) -> bool:
-    """Constant work whether or not the user exists."""
-    try:
-        return _HASHER.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def generate_password() -> str:
-    return secrets.token_urlsafe(18)
-
-
 # --- users -------------------------------------------------------------------
-
-
-def validate_user(name: str, role: str, municipalities: list[str]) -> tuple[Role, list[str]]:
-    if not NAME_RE.match(name):
-        raise AccountError(f"user name {name!r} is not valid: 1-64 of letters, digits and . _ @ -")
-    try:
-        checked = Role(role)
-    except ValueError:
-        raise AccountError(f"role {role!r} is not one of: {', '.join(Role)}") from None
-    for m in municipalities:
-        if not MUNICIPALITY_RE.match(m):
-            raise AccountError(f"municipality {m!r} must be a four-digit kommunenummer")
-    if checked is not Role.ADMIN and not municipalities:
-        raise AccountError(f"a {checked} needs at least one --municipality")
-    return checked, sorted(set(municipalities))
 
 
 def create_user(

@@ -12,25 +12,12 @@ from collections.abc import Sequence
 import aiosqlite
 
 from alarmhub.core.model import Device
-from alarmhub.core.moves import MoveRefused, refused_moves
+from alarmhub.core.moves import refused_moves
+from alarmhub.store.errors import IdTakenError, MoveRefusedError
+
+__all__ = ["IdTakenError", "MoveRefusedError", "check_moves"]
 
 _CHUNK = 500
-
-
-class MoveRefusedError(Exception):
-    """Devices that may not move yet; `refused` names each with its open alarms."""
-
-    def __init__(self, refused: list[MoveRefused]) -> None:
-        super().__init__("; ".join(r.message() for r in refused))
-        self.refused = refused
-
-
-class IdTakenError(Exception):
-    """Device ids already registered where this write may not change them (issue 13 item 5)."""
-
-    def __init__(self, ids: list[str]) -> None:
-        super().__init__(f"device id(s) not available: {', '.join(ids)}")
-        self.ids = ids
 
 
 async def check_moves(

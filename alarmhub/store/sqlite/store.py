@@ -25,10 +25,11 @@ from alarmhub.core.model import Alarm, Device, TimelineEntry, Verdict
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
+from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.ports import AlarmStore
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.batch_rows import write_batch
-from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError, check_moves
+from alarmhub.store.sqlite.device_moves import check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import inbox_row, select_priors
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
@@ -50,14 +51,8 @@ from alarmhub.store.sqlite.rows import (
 from alarmhub.store.sqlite.schema import MIGRATIONS
 from alarmhub.store.sqlite.suppression_rows import SuppressionRows
 
-# The move errors are raised by the store's registry writes; callers catch them here.
-__all__ = [
-    "IdTakenError",
-    "MoveRefusedError",
-    "SqliteStore",
-    "StoreError",
-    "disk_full",
-]
+# The errors live in store/errors.py (every store raises them); re-exported for old imports.
+__all__ = ["IdTakenError", "MoveRefusedError", "SqliteStore", "StoreError", "disk_full"]
 
 
 _DEVICE_COLUMNS = ", ".join(DEVICE_COLUMNS)
@@ -79,10 +74,6 @@ _UPDATABLE = (
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
 BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
-
-
-class StoreError(Exception):
-    """The database refused a write; the caller keeps the batch and retries."""
 
 
 class SqliteStore(EscalationRows, SuppressionRows):

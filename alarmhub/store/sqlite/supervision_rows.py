@@ -9,13 +9,13 @@ start. Read on a connection of its own, once, before ingest starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiosqlite
 import orjson
 
+from alarmhub.store.ports import DoseHistory
 from alarmhub.store.sqlite.rows import ts
 
 _LAST_HEARD = "SELECT id, coalesce(last_seen_at, registered_at) FROM devices WHERE active = 1"
@@ -25,20 +25,6 @@ async def load_last_heard(path: Path) -> dict[str, datetime]:
     """Device id -> when it was last heard, or registered if never heard."""
     async with aiosqlite.connect(path) as conn, conn.execute(_LAST_HEARD) as cur:
         return {row[0]: datetime.fromisoformat(row[1]) for row in await cur.fetchall()}
-
-
-@dataclass(frozen=True, slots=True)
-class DoseHistory:
-    """What the store says about one dispenser's doses, for tracking after a restart.
-
-    `since`: every dose scheduled at or before it is settled as far as the store
-    shows: the latest dose alarmhub reported missed, else the device's
-    registration, never earlier than `lookback` before now. `taken`: the
-    dose.taken times received after `since`, in order, to replay.
-    """
-
-    since: datetime
-    taken: tuple[datetime, ...]
 
 
 # The dose alarmhub reported missed is in the raising (or repeating) timeline entry:
@@ -82,3 +68,22 @@ async def load_dose_history(
                     )
             out[device_id] = DoseHistory(since, tuple(sorted(t for t in taken if t > since)))
     return out
+
+
+class SqliteHistory:
+    """:class:`~alarmhub.store.ports.SupervisionHistory` on the database file.
+
+    Each read opens a connection of its own, as the functions above always did:
+    read once at start, before ingest, never on the writer's connection.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def last_heard(self) -> dict[str, datetime]:
+        return await load_last_heard(self.path)
+
+    async def dose_history(
+        self, device_ids: list[str], now: datetime, lookback: timedelta
+    ) -> dict[str, DoseHistory]:
+        return await load_dose_history(self.path, device_ids, now, lookback)

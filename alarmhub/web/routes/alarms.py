@@ -1,7 +1,7 @@
 """`/api/v1/alarms…`: the operators' queue, an alarm's detail, and the actions on it.
 
 The live stream of the same path prefix is `routes.stream`.
-Reads go through the scoped queries of `store.sqlite.tenancy`; actions go through
+Reads go through the scoped queries of `store.ports.ScopedReads`; actions go through
 `hub.act`, which decides under the hub's write lock, so two operators
 acknowledging at once get one 200 and one 409 naming the holder.
 """
@@ -20,8 +20,7 @@ from alarmhub.core.actions import Action, Conflict, ConflictCode
 from alarmhub.core.registry import Municipality
 from alarmhub.core.tenancy import AlarmFilter, Scope
 from alarmhub.core.views import alarm_json
-from alarmhub.store.sqlite import tenancy
-from alarmhub.store.sqlite.accounts import ts
+from alarmhub.store.accounts import ts
 from alarmhub.web.deps import (
     ActOnAlarms,
     AlarmIdPath,
@@ -77,7 +76,7 @@ async def list_alarms(
     seq = ctx.hub.live.seq  # read first: a change after this is on the stream
     after = decode_cursor(cursor) if cursor else None
     f = AlarmFilter(state, municipality, priority, limit + 1, after)
-    alarms = await ctx.db(tenancy.list_alarms, scope, f)
+    alarms = await ctx.reads.list_alarms(scope, f)
     items = [AlarmOut.model_validate(alarm_json(a)) for a in alarms[:limit]]
     next_cursor = None
     if len(alarms) > limit:
@@ -89,9 +88,9 @@ async def list_alarms(
 
 async def get_alarm(ctx: Ctx, scope: ReadAlarms, alarm: AlarmInScope, audit: Audit) -> AlarmDetail:
     """One alarm with its timeline, its device and the device's recent messages."""
-    entries = await ctx.db(tenancy.timeline, scope, alarm.id)
-    device = await ctx.db(tenancy.get_device, scope, alarm.device_id)
-    events = await ctx.db(tenancy.recent_events, scope, alarm.device_id, alarm.municipality)
+    entries = await ctx.reads.timeline(scope, alarm.id)
+    device = await ctx.reads.get_device(scope, alarm.device_id)
+    events = await ctx.reads.recent_events(scope, alarm.device_id, alarm.municipality)
     # Health data: who looked at which alarm is logged, not only who changed it.
     await audit.record(
         "alarm.viewed",

@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from alarmhub.store.sqlite import accounts
 from alarmhub.web.deps import Ctx, ReadAudit
 from alarmhub.web.errors import responses
 from alarmhub.web.models import AuditOut
@@ -23,7 +22,7 @@ async def audit(
 ) -> list[AuditOut]:
     """The audit log, newest first (admins only)."""
     del scope
-    rows = await ctx.db(accounts.list_audit, limit)
+    rows = await ctx.accounts.list_audit(limit)
     return [AuditOut.model_validate(x) for x in rows]
 
 

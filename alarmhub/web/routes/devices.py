@@ -1,6 +1,6 @@
 """`/api/v1/devices…` and `/api/v1/dead-letters`: the registry of a municipality's devices.
 
-Every read is a scoped query from `store.sqlite.tenancy`; every change by a person is
+Every read is a scoped query of `store.ports.ScopedReads`; every change by a person is
 written to the audit log with the caller's address, in the change's own
 transaction. The registry's checks are the CLI's (one definition, in
 `core.registry`), answered here as 422.
@@ -30,8 +30,7 @@ from alarmhub.core.registry import (
     preserved_columns,
 )
 from alarmhub.core.tenancy import DeviceFilter, Scope
-from alarmhub.store.sqlite import tenancy
-from alarmhub.store.sqlite.device_moves import IdTakenError, MoveRefusedError
+from alarmhub.store.errors import IdTakenError, MoveRefusedError
 from alarmhub.web.context import WebContext, client_address
 from alarmhub.web.deps import (
     Audit,
@@ -87,7 +86,7 @@ def _bridged(catalog: Catalog, device: Device) -> Device:
 
 
 async def _stored(ctx: WebContext, device_id: str) -> DeviceOut:
-    stored = await ctx.db(tenancy.get_device, Scope.everything("system"), device_id)
+    stored = await ctx.reads.get_device(Scope.everything("system"), device_id)
     return DeviceOut.model_validate(stored)
 
 
@@ -111,7 +110,7 @@ async def dead_letters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
     """Messages that could not be used, newest first (payloads are not shown)."""
-    rows = await ctx.db(tenancy.dead_letters, scope, limit)
+    rows = await ctx.reads.dead_letters(scope, limit)
     return [DeadLetterOut.model_validate(x) for x in rows]
 
 
@@ -144,7 +143,7 @@ async def list_devices(
         limit=limit + 1,
         after=after,
     )
-    rows = await ctx.db(tenancy.page_devices, scope, f)
+    rows = await ctx.reads.page_devices(scope, f)
     if len(rows) > limit:
         last = rows[limit - 1]
         next_cursor = encode_device_cursor(last["municipality"], last["id"])

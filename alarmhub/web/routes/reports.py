@@ -1,7 +1,7 @@
 """`/api/v1/reports/response-times`: time to acknowledge, reach and resolve; SLA compliance.
 
 The figures are computed by `core.reports` from the scoped rows of
-`store.sqlite.tenancy.response_rows`; days are whole days in Europe/Oslo.
+`store.ports.ScopedReads.response_rows`; days are whole days in Europe/Oslo.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from fastapi import APIRouter, Query
 
 from alarmhub.core import reports
 from alarmhub.core.registry import Municipality
-from alarmhub.store.sqlite import tenancy
 from alarmhub.web.context import WebContext
 from alarmhub.web.deps import Ctx, ReadReports
 from alarmhub.web.errors import ApiError, not_found, responses
@@ -66,7 +65,7 @@ async def response_times(
         raise _validation("query.from", days)
     first, last = days
     start, end = _day_start(first), _day_start(last + timedelta(days=1))
-    rows = await ctx.db(tenancy.response_rows, scope, municipality, start, end)
+    rows = await ctx.reads.response_rows(scope, municipality, start, end)
     groups = reports.response_times(rows, sla_targets(ctx), now)
     return ReportOut.model_validate(
         {

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from alarmhub.store.sqlite import accounts
+from alarmhub.store.accounts import verify_password
 from alarmhub.web.auth import Principal, cookies, require_principal
 from alarmhub.web.context import WebContext, client_address
 from alarmhub.web.deps import Ctx
@@ -117,8 +117,8 @@ async def login(request: Request, ctx: Ctx) -> Response:
     if not username or not password:
         raise ApiError(400, "bad_request", "the form needs username and password")
     key = _throttle(ctx, request, username)
-    user, stored = await ctx.db(accounts.password_hash_of, username)
-    ok = await asyncio.to_thread(accounts.verify_password, stored, password)
+    user, stored = await ctx.accounts.password_hash_of(username)
+    ok = await asyncio.to_thread(verify_password, stored, password)
     if not ok or user is None:
         await ctx.audit(request, username[:64], "login.failed")
         if _wants_html(request):
@@ -126,7 +126,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
         raise ApiError(401, "invalid_credentials", "wrong user name or password")
     ctx.login_limiter.succeeded(key)
     now = ctx.hub.clock.now()
-    session_id, csrf = await ctx.db(accounts.create_session, user.name, now, now + SESSION_TTL)
+    session_id, csrf = await ctx.accounts.create_session(user.name, now, now + SESSION_TTL)
     await ctx.audit(request, user.name, "login")
     return _with_session_cookies(request, session_id, csrf)
 
@@ -136,7 +136,7 @@ async def logout(
 ) -> Response:
     """End the browser session (needs `X-CSRF-Token` like every cookie POST)."""
     if principal.session_id is not None:
-        await ctx.db(accounts.delete_session, principal.session_id)
+        await ctx.accounts.delete_session(principal.session_id)
     await ctx.audit(request, principal.user.name, "logout")
     response = RedirectResponse("/login", status_code=303)
     names = cookies(request)

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from alarmhub.core.suppress import Silence, silence_end
 from alarmhub.core.tenancy import Scope
-from alarmhub.store.sqlite import accounts, tenancy
+from alarmhub.store.accounts import ts
 from alarmhub.web.deps import Audit, Ctx, ManagedSilence, ManageSilences, ReadSilences
 from alarmhub.web.errors import ApiError, forbidden, responses
 from alarmhub.web.models import SilenceIn, SilenceOut
@@ -25,11 +25,11 @@ def _silence_out(s: Silence) -> SilenceOut:
         id=s.id,
         municipality=s.municipality,
         device_id=s.device_id,
-        starts_at=accounts.ts(s.starts_at) or "",
-        ends_at=accounts.ts(s.ends_at) or "",
+        starts_at=ts(s.starts_at) or "",
+        ends_at=ts(s.ends_at) or "",
         reason=s.reason,
         created_by=s.created_by,
-        created_at=accounts.ts(s.created_at) or "",
+        created_at=ts(s.created_at) or "",
         include_priority_1=s.include_priority_1,
     )
 
@@ -38,7 +38,7 @@ async def list_silences(
     ctx: Ctx, scope: ReadSilences, include_ended: bool = False
 ) -> list[SilenceOut]:
     """Silences in the caller's municipalities, newest start first."""
-    rows = await ctx.db(tenancy.list_silences, scope, ctx.hub.clock.now(), include_ended)
+    rows = await ctx.reads.list_silences(scope, ctx.hub.clock.now(), include_ended)
     return [_silence_out(s) for s in rows]
 
 
@@ -53,7 +53,7 @@ async def _check_target(ctx: Ctx, scope: Scope, body: SilenceIn) -> None:
     if not scope.allows(body.municipality):
         raise forbidden("you may not silence devices in that municipality")
     if body.device_id is not None:
-        device = await ctx.db(tenancy.get_device, scope, body.device_id)
+        device = await ctx.reads.get_device(scope, body.device_id)
         if device is None or device["municipality"] != body.municipality:
             raise _field_error("body.device_id", "no such device in that municipality")
 
@@ -87,11 +87,11 @@ async def create_silence(
             "silence_id": silence.id,
             "municipality_wide": silence.municipality_wide,
             "include_priority_1": silence.include_priority_1,
-            "starts_at": accounts.ts(silence.starts_at),
-            "ends_at": accounts.ts(silence.ends_at),
+            "starts_at": ts(silence.starts_at),
+            "ends_at": ts(silence.ends_at),
         },
     )
-    await ctx.db(accounts.insert_silence, silence, [entry])
+    await ctx.accounts.insert_silence(silence, [entry])
     # In force at once, not at the next registry refresh.
     await ctx.hub.suppression.reload()
     return _silence_out(silence)

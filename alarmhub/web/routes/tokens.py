@@ -13,8 +13,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from alarmhub.store.sqlite import access
-from alarmhub.store.sqlite.accounts import AccountError
+from alarmhub.store.errors import AccountError
 from alarmhub.web.deps import Audit, Ctx, ManageUsers
 from alarmhub.web.errors import not_found, responses
 
@@ -37,7 +36,7 @@ async def list_tokens(
     user: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[TokenOut]:
     """API tokens (never the secrets) of the users the caller manages, and its own."""
-    rows = await ctx.db(access.list_tokens, scope.owns_or_manages, user)
+    rows = await ctx.access.list_tokens(scope.owns_or_manages, user)
     now = ctx.hub.clock.now()
     return [TokenOut.model_validate(t.json(now)) for t in rows]
 
@@ -51,7 +50,7 @@ async def revoke_token(
     """
     entry = audit.entry("token.revoked", detail={})
     try:
-        await ctx.db(access.revoke_token, scope.owns_or_manages, token_id, entry)
+        await ctx.access.revoke_token(scope.owns_or_manages, token_id, entry)
     except AccountError:
         raise not_found("token") from None
     return Response(status_code=204)

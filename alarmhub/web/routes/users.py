@@ -15,8 +15,8 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from alarmhub.core.tenancy import Scope
-from alarmhub.store.sqlite import access
-from alarmhub.store.sqlite.accounts import NAME_RE, AccountError
+from alarmhub.store.accounts import NAME_RE
+from alarmhub.store.errors import AccountError
 from alarmhub.web.deps import Audit, Ctx, ManageUsers
 from alarmhub.web.errors import not_found, responses
 
@@ -33,7 +33,7 @@ class UserOut(BaseModel):
 
 async def list_users(ctx: Ctx, scope: ManageUsers) -> list[UserOut]:
     """The users the caller manages: everyone for an admin, own operators otherwise."""
-    rows = await ctx.db(access.list_users, scope.manages)
+    rows = await ctx.access.list_users(scope.manages)
     return [UserOut.model_validate(u.json()) for u in rows]
 
 
@@ -41,10 +41,10 @@ async def _set_active(ctx: Ctx, audit: Audit, scope: Scope, name: str, *, active
     action = "user.enabled" if active else "user.disabled"
     entry = audit.entry(action, detail={"user": name})
     try:
-        await ctx.db(access.set_active, scope.manages, name, active, entry)
+        await ctx.access.set_active(scope.manages, name, active, entry)
     except AccountError:
         raise not_found("user") from None
-    found = await ctx.db(access.find_user, scope.manages, name)
+    found = await ctx.access.find_user(scope.manages, name)
     if found is None:
         raise not_found("user")
     return UserOut.model_validate(found.json())

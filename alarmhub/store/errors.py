@@ -1,0 +1,35 @@
+"""What a store raises that its callers handle: defined here, once, for every store.
+
+The daemon, the web and the CLI catch these by name; were they defined in
+``store/sqlite/``, each caller would import the SQLite module to catch them, and a
+second store would have to raise the first one's exceptions. Each carries the
+data its handler reports (the refused moves, the taken ids).
+"""
+
+from __future__ import annotations
+
+from alarmhub.core.moves import MoveRefused
+
+
+class StoreError(Exception):
+    """The database refused a write; the caller keeps the batch and retries."""
+
+
+class AccountError(Exception):
+    """A request the person can correct: the message says what is wrong."""
+
+
+class MoveRefusedError(Exception):
+    """Devices that may not move yet; `refused` names each with its open alarms."""
+
+    def __init__(self, refused: list[MoveRefused]) -> None:
+        super().__init__("; ".join(r.message() for r in refused))
+        self.refused = refused
+
+
+class IdTakenError(Exception):
+    """Device ids already registered where this write may not change them (issue 13 item 5)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"device id(s) not available: {', '.join(ids)}")
+        self.ids = ids
