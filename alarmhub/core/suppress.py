@@ -175,9 +175,7 @@ def _storm(alarm: Alarm, others: list[Alarm], storm: StormPolicy, now: datetime)
     incidents = [
         a
         for a in others
-        if a.kind == storm.incident_kind
-        and a.is_active
-        and now - a.last_seen_at <= storm.window
+        if a.kind == storm.incident_kind and a.is_active and now - a.last_seen_at <= storm.window
     ]
     if incidents:
         incident = min(incidents, key=lambda a: a.raised_at)

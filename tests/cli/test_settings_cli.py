@@ -19,13 +19,21 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("ALARMHUB_MQTT_URL", "mqtts://user:p%40ss@env-host")
     s = load_settings(conf)
     assert s.mqtt.host == "env-host"
-    assert (s.mqtt.port, s.mqtt.tls, s.mqtt.username, s.mqtt.password) == (8883, True, "user", "p@ss")
+    assert (s.mqtt.port, s.mqtt.tls, s.mqtt.username, s.mqtt.password) == (
+        8883,
+        True,
+        "user",
+        "p@ss",
+    )
     assert (s.listen.host, s.listen.port) == ("0.0.0.0", 9000)
 
 
 @pytest.mark.parametrize(
     ("url", "path"),
-    [("sqlite:///alarmhub.db", Path("alarmhub.db")), ("sqlite:////var/lib/alarmhub/a.db", Path("/var/lib/alarmhub/a.db"))],
+    [
+        ("sqlite:///alarmhub.db", Path("alarmhub.db")),
+        ("sqlite:////var/lib/alarmhub/a.db", Path("/var/lib/alarmhub/a.db")),
+    ],
 )
 def test_sqlite_urls(url: str, path: Path) -> None:
     assert parse_database_url(url).path == path
@@ -63,25 +71,49 @@ def test_unknown_key_in_settings_file_is_named(tmp_path: Path) -> None:
 
 def test_register_list_and_import_devices(tmp_path: Path) -> None:
     env = {"ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
-    ok = run_cli(["devices", "register", "--id", "pend-1", "--kind", "safety_alarm", "--municipality", "0301",
-                  "--heartbeat-interval", "300", "--label", "Flat 3"], env)
+    ok = run_cli(
+        [
+            "devices",
+            "register",
+            "--id",
+            "pend-1",
+            "--kind",
+            "safety_alarm",
+            "--municipality",
+            "0301",
+            "--heartbeat-interval",
+            "300",
+            "--label",
+            "Flat 3",
+        ],
+        env,
+    )
     assert ok.returncode == 0, ok.stderr
-    bad = run_cli(["devices", "register", "--id", "x", "--kind", "safety_alarm", "--municipality", "301"], env)
+    bad = run_cli(
+        ["devices", "register", "--id", "x", "--kind", "safety_alarm", "--municipality", "301"], env
+    )
     assert bad.returncode == 1
     assert "four-digit" in bad.stderr
     csv = tmp_path / "d.csv"
-    csv.write_text("id,kind,municipality,heartbeat_interval,label\nd-1,door_sensor,4601,,\nd-2,gps_tracker,4601,600,Tracker\n")
+    csv.write_text(
+        "id,kind,municipality,heartbeat_interval,label\nd-1,door_sensor,4601,,\nd-2,gps_tracker,4601,600,Tracker\n"
+    )
     imp = run_cli(["devices", "import", str(csv)], env)
     assert imp.returncode == 0, imp.stderr
     listed = orjson.loads(run_cli(["devices", "list", "--json"], env).stdout)
     assert [(d["id"], d["municipality"], d["heartbeat_interval_s"]) for d in listed] == [
-        ("pend-1", "0301", 300), ("d-1", "4601", None), ("d-2", "4601", 600)]
+        ("pend-1", "0301", 300),
+        ("d-1", "4601", None),
+        ("d-2", "4601", 600),
+    ]
 
 
 def test_import_with_a_bad_row_imports_nothing_and_names_every_bad_row(tmp_path: Path) -> None:
     env = {"ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
     csv = tmp_path / "d.csv"
-    csv.write_text("id,kind,municipality\nok-1,door_sensor,4601\nbad-1,toaster,4601\nok-2,fall_sensor,46x1\nok-1,door_sensor,4601\n")
+    csv.write_text(
+        "id,kind,municipality\nok-1,door_sensor,4601\nbad-1,toaster,4601\nok-2,fall_sensor,46x1\nok-1,door_sensor,4601\n"
+    )
     result = run_cli(["devices", "import", str(csv)], env)
     assert result.returncode == 1
     assert "line 3" in result.stderr
@@ -109,8 +141,12 @@ def test_alarms_list_json_is_an_array_with_the_documented_fields(tmp_path: Path)
 
 def test_rules_check_reports_key_path_of_an_error(tmp_path: Path) -> None:
     bad = tmp_path / "rules.toml"
-    bad.write_text('[[rules]]\nname = "x"\nevent = "button.pressed"\nalarm = "button"\npriority = 9\n')
-    result = run_cli(["rules", "check", str(bad)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"})
+    bad.write_text(
+        '[[rules]]\nname = "x"\nevent = "button.pressed"\nalarm = "button"\npriority = 9\n'
+    )
+    result = run_cli(
+        ["rules", "check", str(bad)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
+    )
     assert result.returncode == 1
     assert "rules[0].priority" in result.stderr
     good = run_cli(["rules", "check"], {"ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"})

@@ -30,13 +30,27 @@ from tests.support.helpers import REPO
 NIGHT = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)  # 02:00 in Oslo
 RULES_TEXT = (REPO / "config" / "rules.toml").read_text()
 RULES = parse_rules(RULES_TEXT)
-P1_OPEN = Alarm("old", "pend-1", "0301", "button", Priority.CRITICAL, AlarmState.OPEN, NIGHT, NIGHT, policy="p1")
+P1_OPEN = Alarm(
+    "old", "pend-1", "0301", "button", Priority.CRITICAL, AlarmState.OPEN, NIGHT, NIGHT, policy="p1"
+)
 
 
 # --- item 5: escalation never ends without anyone knowing ------------------------------
 
-TWO_STEPS = Policy("p3", (Step(timedelta(0), "operator_queue", 1), Step(timedelta(seconds=900), "supervisor", 2)))
-RAISED = Alarm("a", "disp-1", "0301", "dose_missed", Priority.NORMAL, AlarmState.OPEN, NIGHT, NIGHT, policy="p3")
+TWO_STEPS = Policy(
+    "p3", (Step(timedelta(0), "operator_queue", 1), Step(timedelta(seconds=900), "supervisor", 2))
+)
+RAISED = Alarm(
+    "a",
+    "disp-1",
+    "0301",
+    "dose_missed",
+    Priority.NORMAL,
+    AlarmState.OPEN,
+    NIGHT,
+    NIGHT,
+    policy="p3",
+)
 
 # (the alarm when the policy runs out, exhausted?)
 EXHAUSTION = [
@@ -58,12 +72,18 @@ def test_the_last_step_with_the_alarm_still_open_is_recorded(alarm: Alarm, exhau
         changed, _ = apply_decision(current, decision, deadline.due_at)
         current = changed or current
     at = NIGHT + timedelta(seconds=900)
-    result = exhaustion(replace(alarm, escalation_level=current.escalation_level), TWO_STEPS, fired, at)
+    result = exhaustion(
+        replace(alarm, escalation_level=current.escalation_level), TWO_STEPS, fired, at
+    )
     assert (result is not None) is exhausted
     if result is not None:
         marked, entry = result
         assert marked.escalation_exhausted_at == at
-        assert (entry.type, entry.detail["policy"], entry.detail["level"]) == (TimelineType.ESCALATION_EXHAUSTED, "p3", 2)
+        assert (entry.type, entry.detail["policy"], entry.detail["level"]) == (
+            TimelineType.ESCALATION_EXHAUSTED,
+            "p3",
+            2,
+        )
 
 
 def test_a_step_still_to_come_is_not_exhaustion() -> None:
@@ -91,14 +111,24 @@ POLICY_FILES: list[tuple[Callable[[str], str], str | None]] = [
         "no policy 'p2': a press from an unregistered",
     ),
     (
-        lambda t: t.replace("[policies.p1]", "[policies.urgent]").replace(
-            'alarm = "button"\npriority = 1', 'alarm = "button"\npriority = 1\npolicy = "urgent"'
-        ).replace('alarm = "fall"\npriority = 1', 'alarm = "fall"\npriority = 1\npolicy = "urgent"'),
+        lambda t: (
+            t.replace("[policies.p1]", "[policies.urgent]")
+            .replace(
+                'alarm = "button"\npriority = 1',
+                'alarm = "button"\npriority = 1\npolicy = "urgent"',
+            )
+            .replace(
+                'alarm = "fall"\npriority = 1', 'alarm = "fall"\npriority = 1\npolicy = "urgent"'
+            )
+        ),
         None,
     ),
     (
-        lambda t: t + '\n[municipalities."0301"]\nrules = [{ name = "m", event = "tamper", alarm = "m_tamper", priority = 2 }]\n'
-        '[municipalities."0301".policies.p2]\nsteps = [{ after_s = 0, target = "operator_queue", level = 1 }]\n',
+        lambda t: (
+            t
+            + '\n[municipalities."0301"]\nrules = [{ name = "m", event = "tamper", alarm = "m_tamper", priority = 2 }]\n'
+            '[municipalities."0301".policies.p2]\nsteps = [{ after_s = 0, target = "operator_queue", level = 1 }]\n'
+        ),
         None,
     ),
 ]
@@ -119,7 +149,14 @@ def test_a_rules_file_needs_a_policy_for_every_priority_it_raises(
 # (the policy an open alarm was raised under, municipality, the new rules' policies, stranded?)
 RELOADS = [
     ("p1", "0301", RULES_TEXT, False),
-    ("p1", "0301", RULES_TEXT.replace("[policies.p1]", "[policies.p1x]").replace("priority = 1\n", 'priority = 1\npolicy = "p1x"\n'), True),
+    (
+        "p1",
+        "0301",
+        RULES_TEXT.replace("[policies.p1]", "[policies.p1x]").replace(
+            "priority = 1\n", 'priority = 1\npolicy = "p1x"\n'
+        ),
+        True,
+    ),
     ("local", "4601", RULES_TEXT, True),
     (None, "0301", RULES_TEXT, False),  # raised with no policy: nothing to strand
 ]
@@ -132,4 +169,6 @@ def test_a_reload_that_would_strand_an_open_alarms_policy_is_found(
     alarm = replace(P1_OPEN, policy=policy, municipality=municipality)
     resolved = replace(alarm, id="r", state=AlarmState.RESOLVED)
     rules = parse_rules(new_rules)
-    assert [a.id for a in orphaned([alarm, resolved], rules.policy_named)] == (["old"] if stranded else [])
+    assert [a.id for a in orphaned([alarm, resolved], rules.policy_named)] == (
+        ["old"] if stranded else []
+    )

@@ -65,7 +65,9 @@ def msg(device: str, msg_id: str, etype: str, at: datetime, **fields: object) ->
     return RawMessage(f"alarmhub/v1/{device}/events", orjson.dumps(payload), at)
 
 
-def run(raws: list[RawMessage], view: View, seen: set[str] | None = None, ctx: Context = CTX) -> BatchEffects:
+def run(
+    raws: list[RawMessage], view: View, seen: set[str] | None = None, ctx: Context = CTX
+) -> BatchEffects:
     decoded = decode_all(raws, ctx)
     fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
     effects = process_batch(raws, decoded, fps, seen or set(), view, ctx)
@@ -76,7 +78,12 @@ def run(raws: list[RawMessage], view: View, seen: set[str] | None = None, ctx: C
 def test_first_press_raises_priority_1_button_alarm_in_the_devices_municipality() -> None:
     effects = run([msg("pend-1", "a", "button.pressed", T0)], View())
     [alarm] = effects.alarms.values()
-    assert (alarm.kind, alarm.priority, alarm.state, alarm.municipality) == ("button", Priority.CRITICAL, AlarmState.OPEN, "0301")
+    assert (alarm.kind, alarm.priority, alarm.state, alarm.municipality) == (
+        "button",
+        Priority.CRITICAL,
+        AlarmState.OPEN,
+        "0301",
+    )
     assert alarm.raised_at == T0
     assert alarm.id == alarm_id("pend-1", "a", "button")
     assert effects.new_alarm_ids == [alarm.id]
@@ -88,8 +95,10 @@ def test_repeats_join_the_open_alarm_and_keep_the_first_raised_at() -> None:
     view = View()
     run([msg("pend-1", "a", "button.pressed", T0)], view)
     effects = run(
-        [msg("pend-1", "b", "button.pressed", T0 + timedelta(seconds=5)),
-         msg("pend-1", "c", "button.pressed", T0 + timedelta(seconds=9))],
+        [
+            msg("pend-1", "b", "button.pressed", T0 + timedelta(seconds=5)),
+            msg("pend-1", "c", "button.pressed", T0 + timedelta(seconds=9)),
+        ],
         view,
     )
     [alarm] = effects.alarms.values()
@@ -102,7 +111,9 @@ def test_repeats_join_the_open_alarm_and_keep_the_first_raised_at() -> None:
 
 def test_same_message_id_twice_is_one_event_within_a_batch_and_across_batches() -> None:
     view = View()
-    first = run([msg("pend-1", "a", "button.pressed", T0), msg("pend-1", "a", "button.pressed", T0)], view)
+    first = run(
+        [msg("pend-1", "a", "button.pressed", T0), msg("pend-1", "a", "button.pressed", T0)], view
+    )
     assert [m.verdict for m in first.messages] == [Verdict.LOGGED, Verdict.REDELIVERY]
     fp = first.messages[0].fingerprint
     again = run([msg("pend-1", "a", "button.pressed", T0)], view, seen={fp})
@@ -118,7 +129,9 @@ def test_a_dead_letter_redelivered_is_not_a_second_dead_letter() -> None:
 
 
 def test_same_message_id_from_two_devices_is_two_events() -> None:
-    effects = run([msg("pend-1", "a", "button.pressed", T0), msg("pend-9", "a", "button.pressed", T0)], View())
+    effects = run(
+        [msg("pend-1", "a", "button.pressed", T0), msg("pend-9", "a", "button.pressed", T0)], View()
+    )
     assert len(effects.alarms) == 2
     assert {a.municipality for a in effects.alarms.values()} == {"0301", "4601"}
 
@@ -153,7 +166,9 @@ def test_door_closed_is_shown_on_the_night_door_alarm_which_waits_for_an_operato
 OPT_IN_CTX = replace(
     CTX,
     rules=parse_rules(
-        (REPO / "config" / "rules.toml").read_text().replace(
+        (REPO / "config" / "rules.toml")
+        .read_text()
+        .replace(
             'resolves = ["door_open_night"]',
             'resolves = ["door_open_night"]\nauto_resolve_person_alarm = true',
         )
@@ -165,26 +180,49 @@ def test_door_closed_resolves_when_the_rule_opts_in_and_a_quick_reopen_is_the_sa
     view = View()
     opened = run([msg("door-1", "o1", "door.opened", T0)], view, ctx=OPT_IN_CTX)
     [first_id] = opened.new_alarm_ids
-    closed = run([msg("door-1", "c1", "door.closed", T0 + timedelta(seconds=20))], view, ctx=OPT_IN_CTX)
+    closed = run(
+        [msg("door-1", "c1", "door.closed", T0 + timedelta(seconds=20))], view, ctx=OPT_IN_CTX
+    )
     assert closed.messages[0].events[0].verdict is Verdict.CLEARED
     resolved = closed.alarms[first_id]
-    assert (resolved.state, resolved.outcome, resolved.resolved_by) == (AlarmState.RESOLVED, "auto", "alarmhub")
+    assert (resolved.state, resolved.outcome, resolved.resolved_by) == (
+        AlarmState.RESOLVED,
+        "auto",
+        "alarmhub",
+    )
     assert [e.type.value for e in closed.timeline] == ["auto_resolved"]
-    flap = run([msg("door-1", "o2", "door.opened", T0 + timedelta(seconds=60))], view, ctx=OPT_IN_CTX)
+    flap = run(
+        [msg("door-1", "o2", "door.opened", T0 + timedelta(seconds=60))], view, ctx=OPT_IN_CTX
+    )
     assert flap.messages[0].events[0].verdict is Verdict.REOPENED
     reopened = flap.alarms[first_id]
     assert (reopened.state, reopened.raised_at, reopened.repeat_count) == (AlarmState.OPEN, T0, 1)
     # Past the flap window, a new opening is a new alarm.
     run([msg("door-1", "c2", "door.closed", T0 + timedelta(seconds=70))], view, ctx=OPT_IN_CTX)
-    later = run([msg("door-1", "o3", "door.opened", T0 + timedelta(seconds=70 + 301))], view, ctx=OPT_IN_CTX)
+    later = run(
+        [msg("door-1", "o3", "door.opened", T0 + timedelta(seconds=70 + 301))], view, ctx=OPT_IN_CTX
+    )
     assert later.messages[0].events[0].verdict is Verdict.NEW
     assert later.new_alarm_ids != [first_id]
 
 
 def test_operator_resolved_alarm_is_never_reopened_by_flap() -> None:
-    resolved = Alarm("x", "door-1", "0301", "door_open_night", Priority.HIGH, AlarmState.RESOLVED, T0, T0,
-                     resolved_at=T0 + timedelta(seconds=10), outcome="false_alarm", resolved_by="op")
-    effects = run([msg("door-1", "o9", "door.opened", T0 + timedelta(seconds=30))], View([resolved]))
+    resolved = Alarm(
+        "x",
+        "door-1",
+        "0301",
+        "door_open_night",
+        Priority.HIGH,
+        AlarmState.RESOLVED,
+        T0,
+        T0,
+        resolved_at=T0 + timedelta(seconds=10),
+        outcome="false_alarm",
+        resolved_by="op",
+    )
+    effects = run(
+        [msg("door-1", "o9", "door.opened", T0 + timedelta(seconds=30))], View([resolved])
+    )
     assert effects.messages[0].events[0].verdict is Verdict.NEW
 
 
@@ -229,14 +267,27 @@ def test_time_window_wraps_midnight() -> None:
 
 # --- invariants --------------------------------------------------------------------
 
-EVENT_TYPES = ["button.pressed", "fall.detected", "door.opened", "door.closed", "heartbeat", "battery.low", "tamper"]
+EVENT_TYPES = [
+    "button.pressed",
+    "fall.detected",
+    "door.opened",
+    "door.closed",
+    "heartbeat",
+    "battery.low",
+    "tamper",
+]
 DEVICES = ["pend-1", "door-1", "pend-9"]
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(DEVICES), st.integers(0, 30), st.sampled_from(EVENT_TYPES), st.integers(0, 3600 * 30)),
+        st.tuples(
+            st.sampled_from(DEVICES),
+            st.integers(0, 30),
+            st.sampled_from(EVENT_TYPES),
+            st.integers(0, 3600 * 30),
+        ),
         min_size=1,
         max_size=40,
     ),
@@ -248,7 +299,10 @@ def test_at_most_one_active_alarm_per_device_and_kind_and_redelivery_changes_not
     """Whatever arrives, in whatever batches: one active alarm per (device, kind);
     raised_at never moves; replaying every message again changes no alarm."""
     view = View()
-    raws = [msg(d, f"m{i}", t, T0 + timedelta(seconds=s)) for d, i, t, s in sorted(steps, key=lambda x: x[3])]
+    raws = [
+        msg(d, f"m{i}", t, T0 + timedelta(seconds=s))
+        for d, i, t, s in sorted(steps, key=lambda x: x[3])
+    ]
     seen: set[str] = set()
     all_alarms: dict[str, Alarm] = {}
     for start in range(0, len(raws), batch_size):
@@ -269,7 +323,17 @@ def test_at_most_one_active_alarm_per_device_and_kind_and_redelivery_changes_not
 
 def test_alarm_id_is_stable_and_distinct() -> None:
     assert alarm_id("a", "1", "button") == alarm_id("a", "1", "button")
-    assert len({alarm_id("a", "1", "button"), alarm_id("a", "2", "button"), alarm_id("b", "1", "button"), alarm_id("a", "1", "fall")}) == 4
+    assert (
+        len(
+            {
+                alarm_id("a", "1", "button"),
+                alarm_id("a", "2", "button"),
+                alarm_id("b", "1", "button"),
+                alarm_id("a", "1", "fall"),
+            }
+        )
+        == 4
+    )
 
 
 def test_rule_version_is_recorded_on_new_alarms() -> None:
@@ -283,5 +347,13 @@ def test_rule_version_is_recorded_on_new_alarms() -> None:
 
 def test_rules_set_has_every_default_alarm_kind_of_the_pipeline() -> None:
     kinds = {r.alarm for r in RULES.rules if r.alarm}
-    assert {"button", "fall", "door_open_night", "dose_missed", "dispenser_fault", "battery_low", "tamper"} <= kinds
+    assert {
+        "button",
+        "fall",
+        "door_open_night",
+        "dose_missed",
+        "dispenser_fault",
+        "battery_low",
+        "tamper",
+    } <= kinds
     assert isinstance(RULES, RuleSet)

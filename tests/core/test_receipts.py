@@ -14,17 +14,25 @@ from alarmhub.core.receipts import handled_receipt, stored_receipt
     [
         (None, Verdict.LOGGED, {"ref": "m1", "status": "accepted"}),
         (None, Verdict.REDELIVERY, {"ref": "m1", "status": "accepted", "duplicate": True}),
-        (Rejected(RejectReason.FUTURE_TIMESTAMP, "ahead"), Verdict.REJECTED,
-         {"ref": "m1", "status": "rejected", "reason": "future_timestamp"}),
+        (
+            Rejected(RejectReason.FUTURE_TIMESTAMP, "ahead"),
+            Verdict.REJECTED,
+            {"ref": "m1", "status": "rejected", "reason": "future_timestamp"},
+        ),
     ],
 )
 def test_stored_receipts(rejected: Rejected | None, verdict: Verdict, body: dict) -> None:
-    topic, payload = stored_receipt("alarmhub/v1/pend-1/events", "m1", rejected, verdict) or ("", b"")
+    topic, payload = stored_receipt("alarmhub/v1/pend-1/events", "m1", rejected, verdict) or (
+        "",
+        b"",
+    )
     assert topic == "alarmhub/v1/pend-1/receipts"
     assert orjson.loads(payload) == body
 
 
-@pytest.mark.parametrize("topic", ["zigbee2mqtt/z2m-0301-a/hall-door", "owntracks/ola/phone", "alarmhub/v1/x/other"])
+@pytest.mark.parametrize(
+    "topic", ["zigbee2mqtt/z2m-0301-a/hall-door", "owntracks/ola/phone", "alarmhub/v1/x/other"]
+)
 def test_no_receipt_off_the_native_events_topic(topic: str) -> None:
     assert stored_receipt(topic, "m1", None, Verdict.LOGGED) is None
     assert handled_receipt(topic, "m1", "a1") is None
@@ -46,7 +54,11 @@ def test_handled() -> None:
     [
         (None, Verdict.LOGGED, {}),
         (None, Verdict.REDELIVERY, {"duplicate": True}),
-        (Rejected(RejectReason.MALFORMED_JSON, "bad"), Verdict.REJECTED, {"reason": "malformed_json"}),
+        (
+            Rejected(RejectReason.MALFORMED_JSON, "bad"),
+            Verdict.REJECTED,
+            {"reason": "malformed_json"},
+        ),
     ],
 )
 def test_spliced_receipt_bytes_equal_orjson_of_the_dict(

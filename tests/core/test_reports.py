@@ -22,10 +22,17 @@ NOW = T0 + timedelta(hours=1)
 SLA = {1: timedelta(seconds=60), 2: timedelta(seconds=300)}
 
 
-def row(kind: str, priority: int, ack_s: float | None, site_s: float | None = None,
-        resolve_s: float | None = None, raised: datetime = T0) -> ResponseRow:
+def row(
+    kind: str,
+    priority: int,
+    ack_s: float | None,
+    site_s: float | None = None,
+    resolve_s: float | None = None,
+    raised: datetime = T0,
+) -> ResponseRow:
     def at(s: float | None) -> datetime | None:
         return None if s is None else raised + timedelta(seconds=s)
+
     return ResponseRow(kind, priority, raised, at(ack_s), at(site_s), at(resolve_s))
 
 
@@ -71,20 +78,35 @@ def test_percentile_of_nothing_is_an_error() -> None:
         # exactly on target counts as met
         ([row("button", 1, 60)], {("button", 1): (1, 1, 60.0, 1, 1, 1.0)}),
         # open and past target: decided, not met; open within target: not decided yet
-        ([row("button", 1, None), row("button", 1, None, raised=NOW - timedelta(seconds=10))],
-         {("button", 1): (2, 0, None, 0, 1, 0.0)}),
+        (
+            [row("button", 1, None), row("button", 1, None, raised=NOW - timedelta(seconds=10))],
+            {("button", 1): (2, 0, None, 0, 1, 0.0)},
+        ),
         # no target for priority 4: compliance unknown
         ([row("tamper", 4, 5)], {("tamper", 4): (1, 1, 5.0, 0, 0, None)}),
         # grouped per priority and kind
-        ([row("fall", 1, 10), row("button", 1, 20), row("button", 2, 400)],
-         {("button", 1): (1, 1, 20.0, 1, 1, 1.0), ("fall", 1): (1, 1, 10.0, 1, 1, 1.0),
-          ("button", 2): (1, 1, 400.0, 0, 1, 0.0)}),
+        (
+            [row("fall", 1, 10), row("button", 1, 20), row("button", 2, 400)],
+            {
+                ("button", 1): (1, 1, 20.0, 1, 1, 1.0),
+                ("fall", 1): (1, 1, 10.0, 1, 1, 1.0),
+                ("button", 2): (1, 1, 400.0, 0, 1, 0.0),
+            },
+        ),
     ],
 )
-def test_response_times(rows: list[ResponseRow], expected: dict[tuple[str, int], tuple[object, ...]]) -> None:
+def test_response_times(
+    rows: list[ResponseRow], expected: dict[tuple[str, int], tuple[object, ...]]
+) -> None:
     got = {
-        (g.kind, g.priority): (g.alarms, g.acknowledge.count, g.acknowledge.median_s, g.sla_met,
-                               g.sla_decided, g.sla_compliance)
+        (g.kind, g.priority): (
+            g.alarms,
+            g.acknowledge.count,
+            g.acknowledge.median_s,
+            g.sla_met,
+            g.sla_decided,
+            g.sla_compliance,
+        )
         for g in response_times(rows, SLA, NOW)
     }
     assert got == expected
@@ -121,8 +143,15 @@ D = date.fromisoformat
         (D("2026-12-01"), D("2026-12-07"), 7, (D("2026-12-01"), D("2026-12-07"))),
         (D("2026-12-03"), D("2026-12-03"), 1, (D("2026-12-03"), D("2026-12-03"))),
         # One day over the cap is refused, naming the cap and the setting.
-        (D("2026-12-01"), D("2026-12-08"), 7, ("2026-12-01..2026-12-08 is 8 days; a report may "
-         "span at most 7 days (max_report_days): ask for a shorter range, or several")),
+        (
+            D("2026-12-01"),
+            D("2026-12-08"),
+            7,
+            (
+                "2026-12-01..2026-12-08 is 8 days; a report may "
+                "span at most 7 days (max_report_days): ask for a shorter range, or several"
+            ),
+        ),
         (D("1970-01-01"), D("9998-12-31"), 366, "max_report_days"),
         # Open ends are filled in, not refused: no `to` ends today, no `from` starts
         # max_days before the end.

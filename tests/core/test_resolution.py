@@ -54,7 +54,10 @@ DEVICES = {
             "gps-1",
             DeviceKind.GPS_TRACKER,
             "0301",
-            settings=replace(Device("x", DeviceKind.GPS_TRACKER, "0").settings, geofence_circle=(59.9139, 10.7522, 500.0)),
+            settings=replace(
+                Device("x", DeviceKind.GPS_TRACKER, "0").settings,
+                geofence_circle=(59.9139, 10.7522, 500.0),
+            ),
         ),
     )
 }
@@ -63,7 +66,8 @@ DEVICES = {
 def opted_in(text: str = RULES_TEXT) -> str:
     """The default rules with "door closed" allowed to close the night-door alarm."""
     return text.replace(
-        'resolves = ["door_open_night"]', 'resolves = ["door_open_night"]\nauto_resolve_person_alarm = true'
+        'resolves = ["door_open_night"]',
+        'resolves = ["door_open_night"]\nauto_resolve_person_alarm = true',
     )
 
 
@@ -81,7 +85,9 @@ def ctx(rules_text: str = RULES_TEXT, silences: tuple[Silence, ...] = ()) -> Con
 _seq = iter(range(10**9))
 
 
-def send(view: View, device: str, etype: str, at: datetime, c: Context | None = None, **fields: object) -> BatchEffects:
+def send(
+    view: View, device: str, etype: str, at: datetime, c: Context | None = None, **fields: object
+) -> BatchEffects:
     c = c or ctx()
     payload = {"id": f"m{next(_seq)}", "ts": at.isoformat(), "type": etype, **fields}
     raw = RawMessage(f"alarmhub/v1/{device}/events", orjson.dumps(payload), at)
@@ -100,15 +106,57 @@ def verdict(effects: BatchEffects) -> Verdict:
 # (device, raising event and fields, clearing event and fields, rules, verdict of the
 #  clearing event, state after it, clearing event shown on the alarm)
 CLEARING = [
-    ("door-1", ("door.opened", {}), ("door.closed", {}), RULES_TEXT, Verdict.HELD, AlarmState.OPEN, "door.closed"),
-    ("gps-1", ("location", OUTSIDE), ("location", INSIDE), RULES_TEXT, Verdict.HELD, AlarmState.OPEN, "location"),
-    ("pend-1", ("button.pressed", {}), ("button.cancelled", {}), RULES_TEXT, Verdict.HELD, AlarmState.OPEN, "button.cancelled"),
-    ("plug-1", ("power.lost", {}), ("power.restored", {}), RULES_TEXT, Verdict.CLEARED, AlarmState.RESOLVED, None),
-    ("door-1", ("door.opened", {}), ("door.closed", {}), opted_in(), Verdict.CLEARED, AlarmState.RESOLVED, None),
+    (
+        "door-1",
+        ("door.opened", {}),
+        ("door.closed", {}),
+        RULES_TEXT,
+        Verdict.HELD,
+        AlarmState.OPEN,
+        "door.closed",
+    ),
+    (
+        "gps-1",
+        ("location", OUTSIDE),
+        ("location", INSIDE),
+        RULES_TEXT,
+        Verdict.HELD,
+        AlarmState.OPEN,
+        "location",
+    ),
+    (
+        "pend-1",
+        ("button.pressed", {}),
+        ("button.cancelled", {}),
+        RULES_TEXT,
+        Verdict.HELD,
+        AlarmState.OPEN,
+        "button.cancelled",
+    ),
+    (
+        "plug-1",
+        ("power.lost", {}),
+        ("power.restored", {}),
+        RULES_TEXT,
+        Verdict.CLEARED,
+        AlarmState.RESOLVED,
+        None,
+    ),
+    (
+        "door-1",
+        ("door.opened", {}),
+        ("door.closed", {}),
+        opted_in(),
+        Verdict.CLEARED,
+        AlarmState.RESOLVED,
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("device", "raise_", "clear", "rules", "expect", "state", "shown"), CLEARING)
+@pytest.mark.parametrize(
+    ("device", "raise_", "clear", "rules", "expect", "state", "shown"), CLEARING
+)
 def test_a_device_event_closes_only_technical_and_follow_up_alarms(
     device: str,
     raise_: tuple[str, dict[str, object]],
@@ -130,7 +178,11 @@ def test_a_device_event_closes_only_technical_and_follow_up_alarms(
         # The operator sees what happened and when; the alarm stays theirs to close.
         assert after.clearing_at == NIGHT + timedelta(seconds=20)
         [entry] = cleared.timeline
-        assert (entry.type, entry.detail["clearing"], entry.detail["waiting_for"]) == (TimelineType.EVENT, True, "operator")
+        assert (entry.type, entry.detail["clearing"], entry.detail["waiting_for"]) == (
+            TimelineType.EVENT,
+            True,
+            "operator",
+        )
 
 
 def test_a_chatty_clearing_sensor_is_recorded_once_and_a_new_trigger_clears_the_marker() -> None:
@@ -153,8 +205,21 @@ def test_rules_check_warns_about_every_rule_that_lets_a_device_close_a_person_al
 
 # --- item 4: new presses never disappear into old alarms -------------------------------
 
-P1_OPEN = Alarm("old", "pend-1", "0301", "button", Priority.CRITICAL, AlarmState.OPEN, NIGHT, NIGHT, policy="p1", resident="r-1")
-SILENCE = Silence("s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id="pend-1")
+P1_OPEN = Alarm(
+    "old",
+    "pend-1",
+    "0301",
+    "button",
+    Priority.CRITICAL,
+    AlarmState.OPEN,
+    NIGHT,
+    NIGHT,
+    policy="p1",
+    resident="r-1",
+)
+SILENCE = Silence(
+    "s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id="pend-1"
+)
 WEEK = timedelta(days=7)
 
 # (the active alarm of the pendant, silences in force, how long after NIGHT the press
@@ -162,12 +227,42 @@ WEEK = timedelta(days=7)
 MERGES = [
     (P1_OPEN, (), timedelta(minutes=1), Verdict.REPEAT, True, AlarmState.OPEN),
     (P1_OPEN, (), WEEK, Verdict.NEW, False, AlarmState.OPEN),
-    (replace(P1_OPEN, suppressed_by="silence:s1"), (SILENCE,), timedelta(minutes=1), Verdict.REPEAT, True, AlarmState.OPEN),
-    (replace(P1_OPEN, suppressed_by="silence:s1"), (), timedelta(minutes=1), Verdict.NEW, False, AlarmState.OPEN),
-    (replace(P1_OPEN, suppressed_by="silence:s1"), (SILENCE,), timedelta(hours=2), Verdict.NEW, False, AlarmState.OPEN),
-    (replace(P1_OPEN, suppressed_by="inhibited:gone"), (), timedelta(minutes=1), Verdict.NEW, False, AlarmState.OPEN),
     (
-        replace(P1_OPEN, state=AlarmState.ACKNOWLEDGED, acknowledged_at=NIGHT, acknowledged_by="kari"),
+        replace(P1_OPEN, suppressed_by="silence:s1"),
+        (SILENCE,),
+        timedelta(minutes=1),
+        Verdict.REPEAT,
+        True,
+        AlarmState.OPEN,
+    ),
+    (
+        replace(P1_OPEN, suppressed_by="silence:s1"),
+        (),
+        timedelta(minutes=1),
+        Verdict.NEW,
+        False,
+        AlarmState.OPEN,
+    ),
+    (
+        replace(P1_OPEN, suppressed_by="silence:s1"),
+        (SILENCE,),
+        timedelta(hours=2),
+        Verdict.NEW,
+        False,
+        AlarmState.OPEN,
+    ),
+    (
+        replace(P1_OPEN, suppressed_by="inhibited:gone"),
+        (),
+        timedelta(minutes=1),
+        Verdict.NEW,
+        False,
+        AlarmState.OPEN,
+    ),
+    (
+        replace(
+            P1_OPEN, state=AlarmState.ACKNOWLEDGED, acknowledged_at=NIGHT, acknowledged_by="kari"
+        ),
         (),
         timedelta(minutes=10),
         Verdict.REPEAT,
@@ -204,7 +299,9 @@ def test_a_press_joins_only_a_live_recent_alarm(
 
 
 def test_a_repeat_on_an_acknowledged_person_alarm_re_alerts_with_a_fresh_escalation() -> None:
-    acked = replace(P1_OPEN, state=AlarmState.ACKNOWLEDGED, acknowledged_at=NIGHT, acknowledged_by="kari")
+    acked = replace(
+        P1_OPEN, state=AlarmState.ACKNOWLEDGED, acknowledged_at=NIGHT, acknowledged_by="kari"
+    )
     view = View()
     view.put(acked)
     at = NIGHT + timedelta(minutes=10)
@@ -223,8 +320,19 @@ def test_a_repeat_on_an_acknowledged_person_alarm_re_alerts_with_a_fresh_escalat
 
 
 def test_a_repeat_on_an_acknowledged_technical_alarm_stays_acknowledged() -> None:
-    acked = Alarm("b", "plug-1", "0301", "battery_low", Priority.TECHNICAL, AlarmState.ACKNOWLEDGED, NIGHT, NIGHT,
-                  acknowledged_at=NIGHT, acknowledged_by="kari", policy="p4")
+    acked = Alarm(
+        "b",
+        "plug-1",
+        "0301",
+        "battery_low",
+        Priority.TECHNICAL,
+        AlarmState.ACKNOWLEDGED,
+        NIGHT,
+        NIGHT,
+        acknowledged_at=NIGHT,
+        acknowledged_by="kari",
+        policy="p4",
+    )
     view = View()
     view.put(acked)
     effects = send(view, "plug-1", "battery.low", NIGHT + timedelta(minutes=5), battery_pct=5)
@@ -236,9 +344,14 @@ def test_a_reopened_alarm_escalates_afresh_and_is_asked_about_suppression_again(
     c = ctx(opted_in())
     view = View()
     [alarm_id] = send(view, "door-1", "door.opened", NIGHT, c).new_alarm_ids
-    assert verdict(send(view, "door-1", "door.closed", NIGHT + timedelta(seconds=20), c)) is Verdict.CLEARED
+    assert (
+        verdict(send(view, "door-1", "door.closed", NIGHT + timedelta(seconds=20), c))
+        is Verdict.CLEARED
+    )
     # A silence began since: the reopened alarm is suppressed by it, and says so.
-    silence = Silence("s2", "0301", NIGHT + timedelta(seconds=30), NIGHT + timedelta(hours=1), device_id="door-1")
+    silence = Silence(
+        "s2", "0301", NIGHT + timedelta(seconds=30), NIGHT + timedelta(hours=1), device_id="door-1"
+    )
     at = NIGHT + timedelta(seconds=60)
     flap = send(view, "door-1", "door.opened", at, ctx(opted_in(), (silence,)))
     assert verdict(flap) is Verdict.REOPENED

@@ -41,27 +41,44 @@ EVENING = datetime(2026, 11, 22, 21, 30, tzinfo=UTC)  # 22:30 Oslo
 OSLO_CENTRE = (59.9139, 10.7522)
 
 
-def dev(id_: str, kind: DeviceKind = DeviceKind.SAFETY_ALARM, municipality: str = "0301", **kw: object) -> Device:
+def dev(
+    id_: str, kind: DeviceKind = DeviceKind.SAFETY_ALARM, municipality: str = "0301", **kw: object
+) -> Device:
     return Device(id_, kind, municipality, **kw)  # type: ignore[arg-type]
 
 
 class Hub:
     """The shell's bookkeeping in miniature: an index updated after each 'commit'."""
 
-    def __init__(self, devices: list[Device], rules=RULES, silences: tuple[Silence, ...] = ()) -> None:
+    def __init__(
+        self, devices: list[Device], rules=RULES, silences: tuple[Silence, ...] = ()
+    ) -> None:
         self.index = AlarmIndex()
         self.ctx = Context({d.id: d for d in devices}, CATALOG, rules, DecodeLimits(), silences)
 
-    def send(self, device: str, etype: str, at: datetime, msg_id: str | None = None, **fields: object) -> BatchEffects:
-        payload = {"id": msg_id or f"{etype}@{at:%Y%m%dT%H%M%S}", "ts": at.isoformat(), "type": etype, **fields}
+    def send(
+        self, device: str, etype: str, at: datetime, msg_id: str | None = None, **fields: object
+    ) -> BatchEffects:
+        payload = {
+            "id": msg_id or f"{etype}@{at:%Y%m%dT%H%M%S}",
+            "ts": at.isoformat(),
+            "type": etype,
+            **fields,
+        }
         raws = [RawMessage(f"alarmhub/v1/{device}/events", orjson.dumps(payload), at)]
         decoded = decode_all(raws, self.ctx)
-        effects = process_batch(raws, decoded, [fingerprint(raws[0], decoded[0])], set(), self.index, self.ctx)
+        effects = process_batch(
+            raws, decoded, [fingerprint(raws[0], decoded[0])], set(), self.index, self.ctx
+        )
         self._apply(effects)
         return effects
 
     def internal(self, device: Device, etype: EventType, at: datetime) -> BatchEffects:
-        effects = process_internal([(Event(device.id, f"x@{at:%Y%m%dT%H%M%S}", etype, at, at), device)], self.index, self.ctx)
+        effects = process_internal(
+            [(Event(device.id, f"x@{at:%Y%m%dT%H%M%S}", etype, at, at), device)],
+            self.index,
+            self.ctx,
+        )
         self._apply(effects)
         return effects
 
@@ -81,14 +98,24 @@ def verdict(effects: BatchEffects) -> Verdict:
 
 
 def test_device_night_window_overrides_the_global_one() -> None:
-    late_sleeper = dev("door-2", DeviceKind.DOOR_SENSOR, settings=DeviceSettings(windows=(("night", "23:00", "06:00"),)))
+    late_sleeper = dev(
+        "door-2",
+        DeviceKind.DOOR_SENSOR,
+        settings=DeviceSettings(windows=(("night", "23:00", "06:00"),)),
+    )
     hub = Hub([dev("door-1", DeviceKind.DOOR_SENSOR), late_sleeper])
-    assert verdict(hub.send("door-1", "door.opened", EVENING)) is Verdict.NEW  # 22:30 is night globally
-    assert verdict(hub.send("door-2", "door.opened", EVENING)) is Verdict.LOGGED  # not before 23:00 for door-2
+    assert (
+        verdict(hub.send("door-1", "door.opened", EVENING)) is Verdict.NEW
+    )  # 22:30 is night globally
+    assert (
+        verdict(hub.send("door-2", "door.opened", EVENING)) is Verdict.LOGGED
+    )  # not before 23:00 for door-2
 
 
 def test_municipality_rules_and_windows_take_precedence() -> None:
-    text = (REPO / "config" / "rules.toml").read_text() + """
+    text = (
+        (REPO / "config" / "rules.toml").read_text()
+        + """
 [municipalities."4601"]
 windows = { night = ["21:00", "08:00"] }
 [[municipalities."4601".rules]]
@@ -97,8 +124,16 @@ event = "battery.low"
 alarm = "battery_low"
 priority = 3
 """
+    )
     rules = parse_rules(text)
-    hub = Hub([dev("b-door", DeviceKind.DOOR_SENSOR, "4601"), dev("b-pend", municipality="4601"), dev("o-pend")], rules)
+    hub = Hub(
+        [
+            dev("b-door", DeviceKind.DOOR_SENSOR, "4601"),
+            dev("b-pend", municipality="4601"),
+            dev("o-pend"),
+        ],
+        rules,
+    )
     at = datetime(2026, 11, 22, 20, 30, tzinfo=UTC)  # 21:30 Oslo time
     assert verdict(hub.send("b-door", "door.opened", at)) is Verdict.NEW
     hub.send("b-pend", "battery.low", at, battery_pct=9)
@@ -142,11 +177,15 @@ def test_leaving_the_zone_raises_and_coming_back_is_shown_but_waits_for_an_opera
     hub = Hub([tracker()])
     inside = hub.send("gps-1", "location", NIGHT, lat=59.9139, lon=10.7522, accuracy_m=10)
     assert verdict(inside) is Verdict.LOGGED
-    out = hub.send("gps-1", "location", NIGHT + timedelta(minutes=1), lat=59.9300, lon=10.7522, accuracy_m=20)  # ~1.8 km north
+    out = hub.send(
+        "gps-1", "location", NIGHT + timedelta(minutes=1), lat=59.9300, lon=10.7522, accuracy_m=20
+    )  # ~1.8 km north
     assert verdict(out) is Verdict.NEW
     [alarm] = hub.active()
     assert (alarm.kind, alarm.priority) == ("left_safe_zone", Priority.HIGH)
-    back = hub.send("gps-1", "location", NIGHT + timedelta(minutes=9), lat=59.9140, lon=10.7520, accuracy_m=15)
+    back = hub.send(
+        "gps-1", "location", NIGHT + timedelta(minutes=9), lat=59.9140, lon=10.7520, accuracy_m=15
+    )
     assert verdict(back) is Verdict.HELD
     [still] = hub.active()
     assert (still.id, still.state, still.clearing_event) == (alarm.id, AlarmState.OPEN, "location")
@@ -157,10 +196,16 @@ def test_a_noisy_fix_straddling_the_edge_raises_nothing() -> None:
     hub = Hub([tracker()])
     # 700 m from the centre of a 500 m fence, but +-400 m accuracy: maybe inside.
     lat = OSLO_CENTRE[0] + 700 / 111_320
-    assert verdict(hub.send("gps-1", "location", NIGHT, lat=lat, lon=OSLO_CENTRE[1], accuracy_m=400)) is Verdict.LOGGED
+    assert (
+        verdict(hub.send("gps-1", "location", NIGHT, lat=lat, lon=OSLO_CENTRE[1], accuracy_m=400))
+        is Verdict.LOGGED
+    )
     # Accuracy worse than the device's max_accuracy_m (150 m default), straddling: nothing.
     near = OSLO_CENTRE[0] + 1000 / 111_320
-    assert verdict(hub.send("gps-1", "location", NIGHT, lat=near, lon=OSLO_CENTRE[1], accuracy_m=900)) is Verdict.LOGGED
+    assert (
+        verdict(hub.send("gps-1", "location", NIGHT, lat=near, lon=OSLO_CENTRE[1], accuracy_m=900))
+        is Verdict.LOGGED
+    )
     assert hub.active() == []
 
 
@@ -168,13 +213,19 @@ def test_a_poor_fix_wholly_outside_the_fence_raises_left_safe_zone() -> None:
     """Issue 12 item 18: 5 km away with 900 m accuracy is outside; it used to decide nothing."""
     hub = Hub([tracker()])
     far = OSLO_CENTRE[0] + 5000 / 111_320
-    assert verdict(hub.send("gps-1", "location", NIGHT, lat=far, lon=OSLO_CENTRE[1], accuracy_m=900)) is Verdict.NEW
+    assert (
+        verdict(hub.send("gps-1", "location", NIGHT, lat=far, lon=OSLO_CENTRE[1], accuracy_m=900))
+        is Verdict.NEW
+    )
     assert [a.kind for a in hub.active()] == ["left_safe_zone"]
 
 
 def test_tracker_without_a_fence_never_alarms_on_location() -> None:
     hub = Hub([dev("gps-2", DeviceKind.GPS_TRACKER)])
-    assert verdict(hub.send("gps-2", "location", NIGHT, lat=10.0, lon=10.0, accuracy_m=5)) is Verdict.LOGGED
+    assert (
+        verdict(hub.send("gps-2", "location", NIGHT, lat=10.0, lon=10.0, accuracy_m=5))
+        is Verdict.LOGGED
+    )
 
 
 # --- suppression ------------------------------------------------------------------------
@@ -182,7 +233,15 @@ def test_tracker_without_a_fence_never_alarms_on_location() -> None:
 
 def test_silenced_device_records_the_alarm_as_suppressed() -> None:
     # Issue 12 item 8: a silence hides a priority 1 press only when it says so.
-    silence = Silence("s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id="pend-1", reason="battery swap", include_priority_1=True)
+    silence = Silence(
+        "s1",
+        "0301",
+        NIGHT - timedelta(hours=1),
+        NIGHT + timedelta(hours=1),
+        device_id="pend-1",
+        reason="battery swap",
+        include_priority_1=True,
+    )
     hub = Hub([dev("pend-1")], silences=(silence,))
     effects = hub.send("pend-1", "button.pressed", NIGHT)
     [alarm] = effects.alarms.values()
@@ -195,9 +254,14 @@ def test_silenced_device_records_the_alarm_as_suppressed() -> None:
 
 
 def test_silence_of_another_municipality_does_not_apply() -> None:
-    silence = Silence("s1", "4601", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id="pend-1")
+    silence = Silence(
+        "s1", "4601", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id="pend-1"
+    )
     hub = Hub([dev("pend-1")], silences=(silence,))
-    assert next(iter(hub.send("pend-1", "button.pressed", NIGHT).alarms.values())).suppressed_by is None
+    assert (
+        next(iter(hub.send("pend-1", "button.pressed", NIGHT).alarms.values())).suppressed_by
+        is None
+    )
 
 
 def test_a_fall_inhibits_the_same_residents_lower_priority_alarms_only() -> None:
@@ -217,7 +281,9 @@ def test_a_fall_inhibits_the_same_residents_lower_priority_alarms_only() -> None
 
 
 def test_an_outage_folds_technical_alarms_into_one_incident_but_never_person_alarms() -> None:
-    devices = [dev(f"p{i}", kind=DeviceKind.SAFETY_ALARM, heartbeat_interval_s=60) for i in range(30)]
+    devices = [
+        dev(f"p{i}", kind=DeviceKind.SAFETY_ALARM, heartbeat_interval_s=60) for i in range(30)
+    ]
     hub = Hub(devices)
     for i, d in enumerate(devices[:25]):
         hub.internal(d, EventType.DEVICE_SILENT, NIGHT + timedelta(seconds=i))
@@ -292,11 +358,23 @@ def test_new_alarm_records_its_policy_and_resident() -> None:
 @pytest.mark.parametrize(
     ("extra", "names"),
     [
-        ('[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\nbetween = "siesta"\n', "between"),
-        ('[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\npolicy = "nope"\n', "policy"),
-        ('[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\nzone = "outside"\n', "zone"),
+        (
+            '[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\nbetween = "siesta"\n',
+            "between",
+        ),
+        (
+            '[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\npolicy = "nope"\n',
+            "policy",
+        ),
+        (
+            '[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\nzone = "outside"\n',
+            "zone",
+        ),
         ('[[rules]]\nname = "x"\nevent = "door.opened"\nresolves = ["ghost"]\n', "resolves"),
-        ('[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\ncolour = "red"\n', "colour"),
+        (
+            '[[rules]]\nname = "x"\nevent = "door.opened"\nalarm = "y"\npriority = 2\ncolour = "red"\n',
+            "colour",
+        ),
     ],
 )
 def test_rules_errors_name_the_key_path(extra: str, names: str) -> None:
@@ -306,6 +384,14 @@ def test_rules_errors_name_the_key_path(extra: str, names: str) -> None:
 
 
 def test_policy_step_targets_must_exist() -> None:
-    text = (REPO / "config" / "rules.toml").read_text().replace('target = "supervisor", level = 2 },\n  { after_s = 180', 'target = "superviser", level = 2 },\n  { after_s = 180', 1)
+    text = (
+        (REPO / "config" / "rules.toml")
+        .read_text()
+        .replace(
+            'target = "supervisor", level = 2 },\n  { after_s = 180',
+            'target = "superviser", level = 2 },\n  { after_s = 180',
+            1,
+        )
+    )
     with pytest.raises(RulesError, match=r"policies\.p1\.steps\[1\]\.target"):
         parse_rules(text)

@@ -535,7 +535,9 @@ D17 = date(2026, 5, 4)
         ((time(8), time(20)), None, None, [(8, 0), (20, 0)]),
     ],
 )
-def test_a_registry_change_does_not_drop_a_pending_dose(first, retrack, retrack_at, expected_missed):
+def test_a_registry_change_does_not_drop_a_pending_dose(
+    first, retrack, retrack_at, expected_missed
+):
     watch = DoseWatch()
     watch.track("d", _schedule(*first), since=oslo(D17, 0))
     if retrack is not None:

@@ -71,7 +71,9 @@ FENCE = (59.9139, 10.7522, 500.0)  # Oslo centre; the "gps" fix above is 60 km n
 class Hub:
     """The shell's bookkeeping in miniature: an index updated after each 'commit'."""
 
-    def __init__(self, devices: list[Device], silences: tuple[Silence, ...] = (), rules=RULES) -> None:
+    def __init__(
+        self, devices: list[Device], silences: tuple[Silence, ...] = (), rules=RULES
+    ) -> None:
         self.index = AlarmIndex()
         self.devices = {d.id: d for d in devices}
         self.ctx = Context(self.devices, CATALOG, rules, DecodeLimits(), silences)
@@ -83,7 +85,9 @@ class Hub:
         payload = {"id": f"m{self.seq}", "ts": at.isoformat(), "type": etype, **fields}
         raws = [RawMessage(f"alarmhub/v1/{device}/events", orjson.dumps(payload), at)]
         decoded = decode_all(raws, self.ctx)
-        effects = process_batch(raws, decoded, [fingerprint(raws[0], decoded[0])], set(), self.index, self.ctx)
+        effects = process_batch(
+            raws, decoded, [fingerprint(raws[0], decoded[0])], set(), self.index, self.ctx
+        )
         assert effects.messages[0].rejected is None, effects.messages[0].rejected
         return self.apply(effects)
 
@@ -115,7 +119,11 @@ def device(id_: str, what: str, municipality: str = "0301", resident: str | None
     ("first", "then", "suppressed"),
     [
         # (municipality, resident, device kind) of the urgent alarm, then of the later one
-        (("4601", "r-17", "pendant"), ("0301", "r-17", "door"), False),  # same reference, other town
+        (
+            ("4601", "r-17", "pendant"),
+            ("0301", "r-17", "door"),
+            False,
+        ),  # same reference, other town
         (("4601", "r-17", "fall"), ("0301", "r-17", "gps"), False),
         (("4601", "r-17", "pendant"), ("0301", "r-17", "battery"), False),
         (("0301", "r-17", "pendant"), ("0301", "r-17", "door"), True),  # the same person: inhibited
@@ -141,7 +149,9 @@ def test_inhibition_only_within_the_residents_own_municipality(
     [("4601", 2), ("0301", 1)],
 )
 def test_the_index_keys_residents_by_municipality(municipality: str, expected: int) -> None:
-    hub = Hub([device("a", "pendant", "4601", "r-17"), device("b", "pendant", municipality, "r-17")])
+    hub = Hub(
+        [device("a", "pendant", "4601", "r-17"), device("b", "pendant", municipality, "r-17")]
+    )
     hub.send("a", "pendant", NIGHT)
     hub.send("b", "pendant", NIGHT)
     assert len(hub.index.for_resident("4601", "r-17")) == expected
@@ -192,7 +202,11 @@ def _incident_by_hand(hub: Hub) -> tuple[str, list[suppress.Release]]:
     return "device_offline", _resolve_by_operator(hub, incident, LATER)
 
 
-SETUPS = {"press resolved as a mistake": _press_mistake, "dose taken": _dose_taken, "incident resolved by hand": _incident_by_hand}
+SETUPS = {
+    "press resolved as a mistake": _press_mistake,
+    "dose taken": _dose_taken,
+    "incident resolved by hand": _incident_by_hand,
+}
 
 
 @pytest.mark.parametrize(
@@ -208,7 +222,10 @@ def test_an_ended_cause_releases_what_it_suppressed(setup: str, reason: str, rel
         device("pend", "pendant", resident="r-17"),
         device("gps", "gps", resident="r-17"),
         Device("disp", DeviceKind.MEDICATION_DISPENSER, "0301", resident="r-17"),
-        *(Device(f"p{i}", DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=60) for i in range(10)),
+        *(
+            Device(f"p{i}", DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=60)
+            for i in range(10)
+        ),
     ]
     hub = Hub(devices)
     kind, releases = SETUPS[setup](hub)
@@ -220,7 +237,11 @@ def test_an_ended_cause_releases_what_it_suppressed(setup: str, reason: str, rel
         assert alarm.is_active
         assert alarm.suppressed_by is None
         assert alarm.raised_at < LATER  # response time still counts from the call
-        assert (r.entry.type, r.entry.at, r.entry.detail["reason"]) == (TimelineType.RELEASED, LATER, reason)
+        assert (r.entry.type, r.entry.at, r.entry.detail["reason"]) == (
+            TimelineType.RELEASED,
+            LATER,
+            reason,
+        )
         # Escalation starts at the release: its first step is due now, not never.
         policy = RULES.policy_named(alarm.policy, alarm.municipality)
         assert policy is not None
@@ -238,24 +259,44 @@ def test_an_ended_cause_releases_what_it_suppressed(setup: str, reason: str, rel
         (3600, False, 7200, "silence_ended"),  # ended while alarmhub was down
     ],
 )
-def test_a_silence_that_ends_releases_its_alarms(ends_in_s: int, deleted: bool, now_s: int, reason: str | None) -> None:
-    silence = Silence("s1", "0301", NIGHT, NIGHT + timedelta(seconds=ends_in_s), device_id="door", reason="renovation")
+def test_a_silence_that_ends_releases_its_alarms(
+    ends_in_s: int, deleted: bool, now_s: int, reason: str | None
+) -> None:
+    silence = Silence(
+        "s1",
+        "0301",
+        NIGHT,
+        NIGHT + timedelta(seconds=ends_in_s),
+        device_id="door",
+        reason="renovation",
+    )
     hub = Hub([device("door", "door")], silences=(silence,))
     [alarm] = hub.send("door", "door", NIGHT + timedelta(seconds=1)).alarms.values()
     assert alarm.suppressed_by == "silence:s1"
     now = NIGHT + timedelta(seconds=now_s)
     in_force = () if deleted else (silence,)
-    releases = suppress.ended_silences(hub.index.suppressed_with("silence:"), in_force, now, frozenset({"s1"} if deleted else ()))
+    releases = suppress.ended_silences(
+        hub.index.suppressed_with("silence:"), in_force, now, frozenset({"s1"} if deleted else ())
+    )
     assert [r.entry.detail["reason"] for r in releases] == ([reason] if reason else [])
     for r in releases:
-        assert (r.alarm.suppressed_by, r.alarm.raised_at, r.alarm.escalation_from) == (None, alarm.raised_at, now)
+        assert (r.alarm.suppressed_by, r.alarm.raised_at, r.alarm.escalation_from) == (
+            None,
+            alarm.raised_at,
+            now,
+        )
 
 
 # --- item 7: outage incidents escalate, are bounded by the storm window, and let go ------
 
 
 def _storm_hub() -> Hub:
-    return Hub([Device(f"p{i}", DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=60) for i in range(20)])
+    return Hub(
+        [
+            Device(f"p{i}", DeviceKind.SAFETY_ALARM, "0301", heartbeat_interval_s=60)
+            for i in range(20)
+        ]
+    )
 
 
 def test_an_incident_escalates_under_a_policy() -> None:
@@ -280,7 +321,9 @@ def test_an_incident_escalates_under_a_policy() -> None:
         (timedelta(weeks=3), False),  # a device offline three weeks later is not part of it
     ],
 )
-def test_an_incident_absorbs_alarms_only_within_the_storm_window(gap: timedelta, folded: bool) -> None:
+def test_an_incident_absorbs_alarms_only_within_the_storm_window(
+    gap: timedelta, folded: bool
+) -> None:
     hub = _storm_hub()
     for i in range(10):
         hub.internal(f"p{i}", EventType.DEVICE_SILENT, NIGHT + timedelta(seconds=i))
@@ -305,7 +348,9 @@ def test_an_incident_absorbs_alarms_only_within_the_storm_window(gap: timedelta,
 )
 def test_storm_kinds_refuse_person_alarms(kinds: list[str], refused: str | None) -> None:
     text = (REPO / "config" / "rules.toml").read_text()
-    text = text.replace('kinds = ["device_offline", "power_lost"]', f"kinds = {orjson.dumps(kinds).decode()}")
+    text = text.replace(
+        'kinds = ["device_offline", "power_lost"]', f"kinds = {orjson.dumps(kinds).decode()}"
+    )
     if refused is None:
         assert parse_rules(text).storm.kinds == frozenset(kinds)  # type: ignore[union-attr]
         return
@@ -337,8 +382,17 @@ def _p1(include: bool) -> _P1:
         ("4601", "door", False, False),  # another municipality's silence: nothing here
     ],
 )
-def test_a_municipality_wide_silence(silence_of: str, what: str, include_p1: bool, suppressed: bool) -> None:
-    silence = Silence("s1", silence_of, NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), reason="network work", **_p1(include_p1))
+def test_a_municipality_wide_silence(
+    silence_of: str, what: str, include_p1: bool, suppressed: bool
+) -> None:
+    silence = Silence(
+        "s1",
+        silence_of,
+        NIGHT - timedelta(hours=1),
+        NIGHT + timedelta(hours=1),
+        reason="network work",
+        **_p1(include_p1),
+    )
     kind = "pendant" if what == "battery" else what
     hub = Hub([device("d", kind)], silences=(silence,))
     [alarm] = hub.send("d", what, NIGHT).alarms.values()
@@ -349,8 +403,17 @@ def test_a_municipality_wide_silence(silence_of: str, what: str, include_p1: boo
     ("device_id", "include_p1", "suppressed"),
     [("pend", False, False), ("pend", True, True), ("other", True, False)],
 )
-def test_a_device_silence_spares_priority_1_unless_it_says_so(device_id: str, include_p1: bool, suppressed: bool) -> None:
-    silence = Silence("s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=1), device_id=device_id, **_p1(include_p1))
+def test_a_device_silence_spares_priority_1_unless_it_says_so(
+    device_id: str, include_p1: bool, suppressed: bool
+) -> None:
+    silence = Silence(
+        "s1",
+        "0301",
+        NIGHT - timedelta(hours=1),
+        NIGHT + timedelta(hours=1),
+        device_id=device_id,
+        **_p1(include_p1),
+    )
     hub = Hub([device("pend", "pendant")], silences=(silence,))
     [alarm] = hub.send("pend", "pendant", NIGHT).alarms.values()
     assert alarm.suppressed_by == ("silence:s1" if suppressed else None)
@@ -366,7 +429,9 @@ def test_a_device_silence_spares_priority_1_unless_it_says_so(device_id: str, in
         ("pend", timedelta(days=30), timedelta(days=30)),
     ],
 )
-def test_silence_bounds(device_id: str | None, asked: timedelta | None, expected: timedelta | None) -> None:
+def test_silence_bounds(
+    device_id: str | None, asked: timedelta | None, expected: timedelta | None
+) -> None:
     limit = timedelta(hours=24)
     ends = NIGHT + asked if asked is not None else None
     got = suppress.silence_end(device_id, NIGHT, ends, limit)
@@ -379,20 +444,38 @@ def test_silence_bounds(device_id: str | None, asked: timedelta | None, expected
 # --- `rules explain`: every suppression that could apply, and when it would end -----------
 
 
-def _explained(what: str, silences: tuple[Silence, ...] = (), active: tuple[Alarm, ...] = ()) -> list[tuple[object, ...]]:
+def _explained(
+    what: str, silences: tuple[Silence, ...] = (), active: tuple[Alarm, ...] = ()
+) -> list[tuple[object, ...]]:
     dev = device("d", "pendant" if what in {"battery", "power"} else what, resident="r-17")
     etype = EventType(EVENTS[what][0])
     out = explain(RULES, dev, etype, NIGHT, dict(EVENTS[what][1]), silences=silences, alarms=active)
     return [(s["by"].split(":")[0], s["applies"], s["ends"]) for s in out["suppressions"]]
 
 
-def _open(kind: str, priority: int, municipality: str = "0301", resident: str | None = "r-17") -> Alarm:
-    return Alarm(f"a-{kind}", "x", municipality, kind, Priority(priority), AlarmState.OPEN, NIGHT, NIGHT, resident=resident)
+def _open(
+    kind: str, priority: int, municipality: str = "0301", resident: str | None = "r-17"
+) -> Alarm:
+    return Alarm(
+        f"a-{kind}",
+        "x",
+        municipality,
+        kind,
+        Priority(priority),
+        AlarmState.OPEN,
+        NIGHT,
+        NIGHT,
+        resident=resident,
+    )
 
 
 INCIDENT_ENDS = "when the incident is resolved (by hand, or when every device recovered)"
-WIDE = Silence("s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=2), reason="network")
-LATER_SILENCE = Silence("s2", "0301", NIGHT + timedelta(hours=1), NIGHT + timedelta(hours=3), device_id="d")
+WIDE = Silence(
+    "s1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=2), reason="network"
+)
+LATER_SILENCE = Silence(
+    "s2", "0301", NIGHT + timedelta(hours=1), NIGHT + timedelta(hours=3), device_id="d"
+)
 
 
 @pytest.mark.parametrize(
@@ -401,20 +484,30 @@ LATER_SILENCE = Silence("s2", "0301", NIGHT + timedelta(hours=1), NIGHT + timede
         ("door", (), (), []),
         ("door", (WIDE,), (), [("silence", True, WIDE.ends_at.isoformat())]),
         ("pendant", (WIDE,), (), [("silence", False, WIDE.ends_at.isoformat())]),  # P1 spared
-        ("door", (LATER_SILENCE,), (), [("silence", False, LATER_SILENCE.ends_at.isoformat())]),  # not yet
+        (
+            "door",
+            (LATER_SILENCE,),
+            (),
+            [("silence", False, LATER_SILENCE.ends_at.isoformat())],
+        ),  # not yet
         ("door", (), (_open("button", 1),), [("inhibited", True, "when that alarm is resolved")]),
         ("door", (), (_open("button", 1, "4601"),), []),  # another municipality's r-17
         (
             "battery",
             (WIDE,),
             (_open("fall", 1),),
-            [("silence", True, WIDE.ends_at.isoformat()), ("inhibited", True, "when that alarm is resolved")],
+            [
+                ("silence", True, WIDE.ends_at.isoformat()),
+                ("inhibited", True, "when that alarm is resolved"),
+            ],
         ),
         ("power", (), (), [("incident", False, INCIDENT_ENDS)]),  # could become part of an outage
         ("power", (), (_open("incident", 2, resident=None),), [("incident", True, INCIDENT_ENDS)]),
     ],
 )
-def test_explain_lists_every_suppression_and_its_end(what: str, silences: tuple, active: tuple, expected: list) -> None:
+def test_explain_lists_every_suppression_and_its_end(
+    what: str, silences: tuple, active: tuple, expected: list
+) -> None:
     assert _explained(what, silences, active) == expected
 
 
@@ -422,13 +515,57 @@ def test_rules_explain_reads_the_stores_silences_and_alarms(tmp_path: Path) -> N
     """The CLI, on a real store: a silence of the whole municipality, with its end."""
     db = tmp_path / "a.db"
     env = {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
-    assert run_cli(["devices", "register", "--id", "door-1", "--kind", "door_sensor", "--municipality", "0301"], env).returncode == 0
+    assert (
+        run_cli(
+            [
+                "devices",
+                "register",
+                "--id",
+                "door-1",
+                "--kind",
+                "door_sensor",
+                "--municipality",
+                "0301",
+            ],
+            env,
+        ).returncode
+        == 0
+    )
     with sqlite3.connect(db) as conn:
-        accounts.insert_silence(conn, Silence("sil_1", "0301", NIGHT - timedelta(hours=1), NIGHT + timedelta(hours=5), reason="network", created_by="madm", created_at=NIGHT), ())
-    out = run_cli(["rules", "explain", "--device", "door-1", "--event", "door.opened", "--at", NIGHT.isoformat(), "--json"], env)
+        accounts.insert_silence(
+            conn,
+            Silence(
+                "sil_1",
+                "0301",
+                NIGHT - timedelta(hours=1),
+                NIGHT + timedelta(hours=5),
+                reason="network",
+                created_by="madm",
+                created_at=NIGHT,
+            ),
+            (),
+        )
+    out = run_cli(
+        [
+            "rules",
+            "explain",
+            "--device",
+            "door-1",
+            "--event",
+            "door.opened",
+            "--at",
+            NIGHT.isoformat(),
+            "--json",
+        ],
+        env,
+    )
     assert out.returncode == 0, out.stderr
     [silence] = orjson.loads(out.stdout)["suppressions"]
-    assert (silence["by"], silence["applies"], silence["ends"]) == ("silence:sil_1", True, (NIGHT + timedelta(hours=5)).isoformat())
+    assert (silence["by"], silence["applies"], silence["ends"]) == (
+        "silence:sil_1",
+        True,
+        (NIGHT + timedelta(hours=5)).isoformat(),
+    )
 
 
 @pytest.mark.parametrize(
@@ -441,11 +578,15 @@ def test_rules_explain_reads_the_stores_silences_and_alarms(tmp_path: Path) -> N
         ("silence", False, None),  # silences are ended_silences' business
     ],
 )
-def test_an_alarm_whose_cause_is_gone_is_released_by_the_sweep(tag_kind: str, cause_active: bool, reason: str | None) -> None:
+def test_an_alarm_whose_cause_is_gone_is_released_by_the_sweep(
+    tag_kind: str, cause_active: bool, reason: str | None
+) -> None:
     cause = _open("button", 1)
     if not cause_active:
         cause = replace(cause, state=AlarmState.RESOLVED, resolved_at=NIGHT)
-    hidden = replace(_open("door_open_night", 2), id="hidden", suppressed_by=f"{tag_kind}:{cause.id}")
+    hidden = replace(
+        _open("door_open_night", 2), id="hidden", suppressed_by=f"{tag_kind}:{cause.id}"
+    )
     index = AlarmIndex()
     index.load([cause, hidden])
     releases = suppress.orphaned([hidden], index.get, LATER)

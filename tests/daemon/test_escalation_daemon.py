@@ -31,7 +31,12 @@ T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # the time native() messages car
 
 
 def escalations(db: Path) -> list[tuple[int, int, str, int]]:
-    return [tuple(r) for r in db_rows(db, "SELECT round, step, reason, level FROM escalations ORDER BY round, step")]
+    return [
+        tuple(r)
+        for r in db_rows(
+            db, "SELECT round, step, reason, level FROM escalations ORDER BY round, step"
+        )
+    ]
 
 
 async def test_an_overdue_step_fires_exactly_once_after_a_restart_and_notifies(
@@ -58,19 +63,34 @@ async def test_an_overdue_step_fires_exactly_once_after_a_restart_and_notifies(
         async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
             assert await async_wait_until(lambda: len(escalations(db)) == 3, 10), escalations(db)
             await asyncio.sleep(1.5)  # a second firing would show up now
-            assert escalations(db) == [(0, 0, "escalate", 1), (0, 1, "escalate", 2), (0, 2, "escalate", 3)]
+            assert escalations(db) == [
+                (0, 0, "escalate", 1),
+                (0, 1, "escalate", 2),
+                (0, 2, "escalate", 3),
+            ]
             [alarm] = hub.state.alarms.by_id.values()
             assert alarm.escalation_level == 3
-            details = [orjson.loads(r[0]) for r in db_rows(db, "SELECT detail FROM timeline WHERE type='escalated' ORDER BY id")]
+            details = [
+                orjson.loads(r[0])
+                for r in db_rows(
+                    db, "SELECT detail FROM timeline WHERE type='escalated' ORDER BY id"
+                )
+            ]
             assert [d["level"] for d in details] == [1, 2, 3]
             # Each step names the rules it was decided under, as the alarm names those it was raised under.
             assert {d["rules_version"] for d in details} == {hub.rules.version}
             assert alarm.rules_version == hub.rules.version
             # Supervisor and external responder each got one notice, recorded as sent on PUBACK.
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 2, 10)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 2,
+                10,
+            )
             assert await async_wait_until(lambda: len(watcher.received) == 2, 5)
             topics = sorted(t for t, _ in watcher.received)
-            assert topics == ["alarmhub/v1/notify/external_responder", "alarmhub/v1/notify/supervisor"]
+            assert topics == [
+                "alarmhub/v1/notify/external_responder",
+                "alarmhub/v1/notify/supervisor",
+            ]
             # Acknowledging stops the rest of the policy: the next round (at 300 s) never fires.
             result = await hub.act(alarm.id, Action.ACKNOWLEDGE, "op-1", audit=())
             assert result is not None
@@ -88,12 +108,21 @@ async def test_a_wall_clock_jump_fires_no_escalation_and_declares_nobody_offline
 ) -> None:
     db = tmp_path / "alarmhub.db"
     csv = tmp_path / "d.csv"
-    csv.write_text("id,kind,municipality,heartbeat_interval\npend-1,safety_alarm,0301,60\npend-2,safety_alarm,0301,60\n")
-    assert run_cli(["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}).returncode == 0
+    csv.write_text(
+        "id,kind,municipality,heartbeat_interval\npend-1,safety_alarm,0301,60\npend-2,safety_alarm,0301,60\n"
+    )
+    assert (
+        run_cli(
+            ["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
+        ).returncode
+        == 0
+    )
     clock = FakeClock(T0)
     pub = Publisher(broker.port)
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False) as hub:
+        async with AlarmHub(
+            hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False
+        ) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
             pub.publish(*native("pend-1", "p1", "button.pressed"))
@@ -117,46 +146,80 @@ async def test_silent_device_goes_offline_after_its_misses_and_recovers_when_hea
 ) -> None:
     db = tmp_path / "alarmhub.db"
     csv = tmp_path / "d.csv"
-    csv.write_text("id,kind,municipality,heartbeat_interval\nchatty,safety_alarm,0301,60\nquiet,safety_alarm,0301,60\nslow,safety_alarm,0301,3600\n")
-    assert run_cli(["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}).returncode == 0
+    csv.write_text(
+        "id,kind,municipality,heartbeat_interval\nchatty,safety_alarm,0301,60\nquiet,safety_alarm,0301,60\nslow,safety_alarm,0301,3600\n"
+    )
+    assert (
+        run_cli(
+            ["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
+        ).returncode
+        == 0
+    )
     clock = FakeClock(T0)
     pub = Publisher(broker.port)
     offline = "SELECT device_id FROM alarms WHERE kind='device_offline' AND state != 'resolved' ORDER BY device_id"
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False) as hub:
+        async with AlarmHub(
+            hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False
+        ) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
             for minute in range(4):  # chatty sends a heartbeat every minute; quiet says nothing
                 pub.publish(*native("chatty", f"hb{minute}", "heartbeat"))
-                await async_wait_until(lambda m=minute: db_count(db, "SELECT count(*) FROM inbox") == m + 1, 5)  # type: ignore[misc]
+                await async_wait_until(
+                    lambda m=minute: db_count(db, "SELECT count(*) FROM inbox") == m + 1,  # type: ignore[misc]
+                    5,
+                )
                 clock.advance(timedelta(seconds=61))
                 await asyncio.sleep(1.2)
             # 3 x 60 s of silence: quiet is offline; slow (1 h interval) and chatty are not.
             assert await async_wait_until(lambda: db_rows(db, offline) == [("quiet",)], 5)
             pub.publish(*native("quiet", "back", "heartbeat"))
             assert await async_wait_until(lambda: db_rows(db, offline) == [], 5)
-            outcome = db_rows(db, "SELECT outcome, resolved_by FROM alarms WHERE kind='device_offline'")
+            outcome = db_rows(
+                db, "SELECT outcome, resolved_by FROM alarms WHERE kind='device_offline'"
+            )
             assert outcome == [("auto", "alarmhub")]
     finally:
         pub.close()
 
 
-async def test_restart_grace_no_offline_storm(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_restart_grace_no_offline_storm(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     """Devices silent while alarmhub was down for an hour are not all declared offline at start."""
     db = tmp_path / "alarmhub.db"
     rows = "".join(f"d{i},safety_alarm,0301,60\n" for i in range(50))
     csv = tmp_path / "d.csv"
     csv.write_text("id,kind,municipality,heartbeat_interval\n" + rows)
-    assert run_cli(["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}).returncode == 0
+    assert (
+        run_cli(
+            ["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
+        ).returncode
+        == 0
+    )
     clock = FakeClock(T0 + timedelta(hours=1))
-    async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False):
+    async with AlarmHub(
+        hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False
+    ):
         await asyncio.sleep(2.5)
         assert db_count(db, "SELECT count(*) FROM alarms") == 0
         clock.advance(timedelta(seconds=181))  # now they really have been silent for 3 intervals
-        assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms WHERE kind='device_offline'") == 50, 10)
+        assert await async_wait_until(
+            lambda: db_count(db, "SELECT count(*) FROM alarms WHERE kind='device_offline'") == 50,
+            10,
+        )
         # ... and fold into one incident for the municipality, not 50 queue rows.
-        assert db_count(db, "SELECT count(*) FROM alarms WHERE kind='incident' AND state='open'") == 1
-        assert db_count(db, "SELECT count(*) FROM alarms WHERE kind='device_offline' AND suppressed_by IS NULL") == 0
+        assert (
+            db_count(db, "SELECT count(*) FROM alarms WHERE kind='incident' AND state='open'") == 1
+        )
+        assert (
+            db_count(
+                db,
+                "SELECT count(*) FROM alarms WHERE kind='device_offline' AND suppressed_by IS NULL",
+            )
+            == 0
+        )
 
 
 async def test_a_wall_clock_step_during_a_steps_commit_moves_no_later_step(
@@ -173,7 +236,9 @@ async def test_a_wall_clock_step_during_a_steps_commit_moves_no_later_step(
     clock = FakeClock(T0)
     pub = Publisher(broker.port)
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False) as hub:
+        async with AlarmHub(
+            hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False
+        ) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
             real = hub.store.commit_decisions

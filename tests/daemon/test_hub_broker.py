@@ -67,13 +67,18 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             assert await async_wait_until(
                 lambda: db_count(devices, "SELECT count(*) FROM inbox") == 3, 10
             )
-            alarms = db_rows(devices, "SELECT kind, priority, state, repeat_count, municipality FROM alarms")
+            alarms = db_rows(
+                devices, "SELECT kind, priority, state, repeat_count, municipality FROM alarms"
+            )
             assert alarms == [("button", 1, "open", 2, "0301")]
             # Level 1 (the operator queue) is the policy's first step, at once. The escalator
             # commits it in its own transaction after the batch that raised the alarm, so
             # under load it can land after the inbox rows: wait for it, then check all.
             assert await async_wait_until(
-                lambda: db_count(devices, "SELECT count(*) FROM timeline WHERE type='escalated'") >= 1, 10
+                lambda: (
+                    db_count(devices, "SELECT count(*) FROM timeline WHERE type='escalated'") >= 1
+                ),
+                10,
             )
             types = [r[0] for r in db_rows(devices, "SELECT type FROM timeline ORDER BY id")]
             assert types[0] == "raised"
@@ -86,17 +91,39 @@ async def test_press_becomes_one_alarm_with_repeats_and_a_receipt(
             assert all(r["status"] == "accepted" for r in receipts)
             assert receipts[3].get("duplicate") is True
             assert hub.metrics.messages_deduplicated.labels("safety_alarm")._value.get() == 1
-            listed = run_cli(["alarms", "list", "--json"], {"ALARMHUB_DATABASE_URL": f"sqlite:///{devices}"})
+            listed = run_cli(
+                ["alarms", "list", "--json"], {"ALARMHUB_DATABASE_URL": f"sqlite:///{devices}"}
+            )
             [row] = orjson.loads(listed.stdout)
-            for name in ("id", "device_id", "municipality", "kind", "priority", "state", "raised_at",
-                         "acknowledged_at", "resolved_at", "repeat_count", "escalation_level"):
+            for name in (
+                "id",
+                "device_id",
+                "municipality",
+                "kind",
+                "priority",
+                "state",
+                "raised_at",
+                "acknowledged_at",
+                "resolved_at",
+                "repeat_count",
+                "escalation_level",
+            ):
                 assert name in row
-            assert (row["kind"], row["priority"], row["state"], row["repeat_count"]) == ("button", 1, "open", 2)
+            assert (row["kind"], row["priority"], row["state"], row["repeat_count"]) == (
+                "button",
+                1,
+                "open",
+                2,
+            )
             # An operator takes the alarm: the device hears SCAIP's "handled" for the press that raised it.
             [alarm_id] = hub.state.alarms.by_id
             await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1", audit=())
             assert await async_wait_until(lambda: len(pub.received) == 5, 30), pub.received
-            assert orjson.loads(pub.received[4][1]) == {"ref": "m0", "status": "handled", "alarm": alarm_id}
+            assert orjson.loads(pub.received[4][1]) == {
+                "ref": "m0",
+                "status": "handled",
+                "alarm": alarm_id,
+            }
     finally:
         pub.close()
 
@@ -105,15 +132,45 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
     ("alarmhub/v1/pend-1/events", b"{not json", "malformed_json"),
     ("alarmhub/v1/pend-1/events", b"\xff\xfe\x00", "not_utf8"),
     ("alarmhub/v1/pend-1/events", b"[1,2,3]", "not_an_object"),
-    ("alarmhub/v1/pend-1/events", b'{"ts":"2026-11-25T10:00:00Z","type":"button.pressed"}', "missing_field"),
-    ("alarmhub/v1/pend-1/events", b'{"id":5,"ts":"2026-11-25T10:00:00Z","type":"button.pressed"}', "wrong_type"),
-    ("alarmhub/v1/pend-1/events", b'{"id":"x1","ts":"2026-11-25T10:00:00Z","type":"teleport"}', "unknown_type"),
+    (
+        "alarmhub/v1/pend-1/events",
+        b'{"ts":"2026-11-25T10:00:00Z","type":"button.pressed"}',
+        "missing_field",
+    ),
+    (
+        "alarmhub/v1/pend-1/events",
+        b'{"id":5,"ts":"2026-11-25T10:00:00Z","type":"button.pressed"}',
+        "wrong_type",
+    ),
+    (
+        "alarmhub/v1/pend-1/events",
+        b'{"id":"x1","ts":"2026-11-25T10:00:00Z","type":"teleport"}',
+        "unknown_type",
+    ),
     # A ts in 2099 was "future_timestamp": since issue 12 item 11 the press is kept, its time
     # clamped (tests/daemon/test_decoding_broker.py), so it is no bad input any more.
-    ("alarmhub/v1/pend-1/events", b'{"id":"x3","ts":"2026-11-25T10:00:00Z","type":"button.pressed","municipality":"4601"}', "municipality_mismatch"),
-    ("alarmhub/v1/pend-1/events", b'{"id":"x4","ts":"2026-11-25T10:00:00Z","type":"button.pressed","device":"pend-2"}', "device_mismatch"),
-    ("alarmhub/v1/ghost/events", b'{"id":"x5","ts":"2026-11-25T10:00:00Z","type":"button.pressed"}', "unknown_device"),
-    ("alarmhub/v1/pend-1/events", b'{"id":"x6","ts":"2026-11-25T10:00:00Z","type":"button.pressed","pad":"' + b"a" * 70_000 + b'"}', "oversized"),
+    (
+        "alarmhub/v1/pend-1/events",
+        b'{"id":"x3","ts":"2026-11-25T10:00:00Z","type":"button.pressed","municipality":"4601"}',
+        "municipality_mismatch",
+    ),
+    (
+        "alarmhub/v1/pend-1/events",
+        b'{"id":"x4","ts":"2026-11-25T10:00:00Z","type":"button.pressed","device":"pend-2"}',
+        "device_mismatch",
+    ),
+    (
+        "alarmhub/v1/ghost/events",
+        b'{"id":"x5","ts":"2026-11-25T10:00:00Z","type":"button.pressed"}',
+        "unknown_device",
+    ),
+    (
+        "alarmhub/v1/pend-1/events",
+        b'{"id":"x6","ts":"2026-11-25T10:00:00Z","type":"button.pressed","pad":"'
+        + b"a" * 70_000
+        + b'"}',
+        "oversized",
+    ),
 ]
 
 
@@ -155,13 +212,35 @@ async def test_vendor_formats_and_door_flap(
         async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), serve_http=False) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
-            pub.publish("zigbee2mqtt/z2m-5001-a/sos-1", {"action": "emergency", "battery": 100, "battery_low": False, "linkquality": 87, "tamper": False})
-            pub.publish("owntracks/ola/phone", {"_type": "location", "lat": 59.91, "lon": 10.75, "acc": 12, "tst": 1764064800, "batt": 64})
+            pub.publish(
+                "zigbee2mqtt/z2m-5001-a/sos-1",
+                {
+                    "action": "emergency",
+                    "battery": 100,
+                    "battery_low": False,
+                    "linkquality": 87,
+                    "tamper": False,
+                },
+            )
+            pub.publish(
+                "owntracks/ola/phone",
+                {
+                    "_type": "location",
+                    "lat": 59.91,
+                    "lon": 10.75,
+                    "acc": 12,
+                    "tst": 1764064800,
+                    "batt": 64,
+                },
+            )
             assert await async_wait_until(
-                lambda: db_count(devices, "SELECT count(*) FROM inbox WHERE verdict='logged'") == 2, 10
+                lambda: db_count(devices, "SELECT count(*) FROM inbox WHERE verdict='logged'") == 2,
+                10,
             )
             assert db_rows(devices, "SELECT device_id, kind FROM alarms") == [("sos-1", "button")]
-            events = orjson.loads(db_rows(devices, "SELECT events FROM inbox WHERE device_id='ola/phone'")[0][0])
+            events = orjson.loads(
+                db_rows(devices, "SELECT events FROM inbox WHERE device_id='ola/phone'")[0][0]
+            )
             assert events[0]["type"] == "location"
             assert events[0]["fields"]["accuracy_m"] == 12
     finally:
@@ -179,7 +258,10 @@ async def test_registration_while_running_is_seen_at_once(
             register(f"sqlite:///{devices}", [("late-1", "fall_sensor", "1804")], tmp_path)
             pub.publish(*native("late-1", "f1", "fall.detected"))
             assert await async_wait_until(
-                lambda: db_count(devices, "SELECT count(*) FROM alarms WHERE device_id='late-1'") == 1, 10
+                lambda: (
+                    db_count(devices, "SELECT count(*) FROM alarms WHERE device_id='late-1'") == 1
+                ),
+                10,
             )
             assert db_rows(devices, "SELECT municipality FROM alarms") == [("1804",)]
     finally:

@@ -51,7 +51,11 @@ def db(tmp_path: Path) -> Path:
     path = tmp_path / "alarmhub.db"
     register(
         f"sqlite:///{path}",
-        [("pend-1", "safety_alarm", "0301"), ("pend-2", "safety_alarm", "0301"), ("ola/phone", "gps_tracker", "0301")],
+        [
+            ("pend-1", "safety_alarm", "0301"),
+            ("pend-2", "safety_alarm", "0301"),
+            ("ola/phone", "gps_tracker", "0301"),
+        ],
         tmp_path,
     )
     return path
@@ -75,7 +79,9 @@ async def test_an_oversized_dead_letter_is_kept_as_head_size_and_hash_and_its_re
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
             pub.publish(topic, big)
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 1, 30)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 1, 30
+            )
             [(reason, stored, size, digest)] = db_rows(
                 db, "SELECT reason, payload, payload_bytes, payload_sha256 FROM inbox"
             )
@@ -90,7 +96,9 @@ async def test_an_oversized_dead_letter_is_kept_as_head_size_and_hash_and_its_re
             assert await async_wait_until(lambda: dedup._value.get() == 1, 30)
             # Other bytes behind the same first 512 are another message, not a redelivery.
             pub.publish(topic, other)
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 2, 30)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 2, 30
+            )
             dead = hub.metrics.messages_dead_lettered.labels("oversized", "safety_alarm")
             assert dead._value.get() == 2
             assert db_count(db, "SELECT count(*) FROM alarms") == 0
@@ -103,7 +111,9 @@ async def test_an_oversized_dead_letter_is_kept_as_head_size_and_hash_and_its_re
 
 
 @pytest.mark.broker
-async def test_ingest_cuts_an_oversized_payload_on_arrival(broker: LocalBroker, client_id: str) -> None:
+async def test_ingest_cuts_an_oversized_payload_on_arrival(
+    broker: LocalBroker, client_id: str
+) -> None:
     """The whole payload is not held until its batch commits: only 512 bytes and its hashes."""
     topic = "alarmhub/v1/pend-1/events"
     big, small = _oversized(300_000), native("pend-1", "m1", "button.pressed")[1]
@@ -125,7 +135,9 @@ async def test_ingest_cuts_an_oversized_payload_on_arrival(broker: LocalBroker, 
         pub.close()
     cut, whole = (d.raw for d in got)
     assert cut.payload == big[:512]
-    assert cut.cut == PayloadCut(len(big), hashlib.sha256(big).hexdigest(), rejected_fingerprint(topic, big))
+    assert cut.cut == PayloadCut(
+        len(big), hashlib.sha256(big).hexdigest(), rejected_fingerprint(topic, big)
+    )
     assert cut.size == len(big)
     assert (whole.payload, whole.cut) == (small, None)
 
@@ -139,7 +151,13 @@ async def test_the_pruner_deletes_what_is_past_retention_and_keeps_the_record(
     settings = hub_settings(
         tmp_path, broker.url, client_id, inbox_retention_days=14, dead_letter_retention_days=30
     )
-    position = {"_type": "location", "lat": 59.91, "lon": 10.75, "acc": 12, "tst": int(T0.timestamp())}
+    position = {
+        "_type": "location",
+        "lat": 59.91,
+        "lon": 10.75,
+        "acc": 12,
+        "tst": int(T0.timestamp()),
+    }
     try:
         async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
             assert hub.ingest is not None
@@ -148,7 +166,9 @@ async def test_the_pruner_deletes_what_is_past_retention_and_keeps_the_record(
             pub.publish(*native("pend-1", "open-1", "button.pressed"))  # its alarm stays open
             pub.publish(*native("pend-2", "done-1", "button.pressed"))  # its alarm is resolved
             pub.publish("alarmhub/v1/pend-1/events", b"{not json")  # a dead letter
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 4, 30)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 4, 30
+            )
             assert await async_wait_until(lambda: len(hub.state.alarms.by_id) == 2, 30)
             [resolved] = [a.id for a in hub.state.alarms.by_id.values() if a.device_id == "pend-2"]
             await hub.act(resolved, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
@@ -161,7 +181,9 @@ async def test_the_pruner_deletes_what_is_past_retention_and_keeps_the_record(
             clock.advance(15 * DAY)
             position["tst"] = int(clock.now().timestamp())
             pub.publish("owntracks/ola/phone", orjson.dumps(position))
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 5, 30)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 5, 30
+            )
             alarms = db_rows(db, "SELECT * FROM alarms ORDER BY id")
             timeline = {r[0] for r in db_rows(db, "SELECT id FROM timeline")}
             audit = {r[0] for r in db_rows(db, "SELECT id FROM audit")}
@@ -180,7 +202,10 @@ async def test_the_pruner_deletes_what_is_past_retention_and_keeps_the_record(
             assert age.labels("dead_letters")._value.get() == (15 * DAY).total_seconds()
 
             clock.advance(16 * DAY)
-            assert await hub.pruner.prune_once() == {RetainedTable.INBOX: 1, RetainedTable.DEAD_LETTERS: 1}
+            assert await hub.pruner.prune_once() == {
+                RetainedTable.INBOX: 1,
+                RetainedTable.DEAD_LETTERS: 1,
+            }
             assert db_count(db, "SELECT count(*) FROM inbox WHERE verdict = 'rejected'") == 0
             assert age.labels("dead_letters")._value.get() == 0
             # The record stays: every alarm as it was, every timeline and audit row.
@@ -192,19 +217,31 @@ async def test_the_pruner_deletes_what_is_past_retention_and_keeps_the_record(
 
 
 @pytest.mark.broker
-async def test_the_daemon_prunes_by_itself(tmp_path: Path, broker: LocalBroker, client_id: str, db: Path) -> None:
+async def test_the_daemon_prunes_by_itself(
+    tmp_path: Path, broker: LocalBroker, client_id: str, db: Path
+) -> None:
     """The pruning task is the daemon's own: started with it, a first pass at start."""
     pub = Publisher(broker.port)
-    position = {"_type": "location", "lat": 59.91, "lon": 10.75, "acc": 12, "tst": int(T0.timestamp())}
+    position = {
+        "_type": "location",
+        "lat": 59.91,
+        "lon": 10.75,
+        "acc": 12,
+        "tst": int(T0.timestamp()),
+    }
     settings = hub_settings(tmp_path, broker.url, client_id)
     try:
         async with AlarmHub(settings, clock=FakeClock(T0), serve_http=False) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
             pub.publish("owntracks/ola/phone", orjson.dumps(position))
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 1, 30)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 1, 30
+            )
         async with AlarmHub(settings, clock=FakeClock(T0 + 15 * DAY), serve_http=False):
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 0, 30)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 0, 30
+            )
     finally:
         pub.close()
 
@@ -214,12 +251,42 @@ async def test_the_pruner_deletes_in_small_batches(tmp_path: Path) -> None:
     store = await SqliteStore.open(tmp_path / "a.db")
     try:
         rows = [
-            (f"r:{i}", (T0 + timedelta(seconds=i)).isoformat(), "t", b"x", "d", "0301", None,
-             "logged", None, None, None, None, None, None)
+            (
+                f"r:{i}",
+                (T0 + timedelta(seconds=i)).isoformat(),
+                "t",
+                b"x",
+                "d",
+                "0301",
+                None,
+                "logged",
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
             for i in range(1234)
         ]
-        rows.append(("r:new", (T0 + 20 * DAY).isoformat(), "t", b"x", "d", "0301", None,
-                     "logged", None, None, None, None, None, None))
+        rows.append(
+            (
+                "r:new",
+                (T0 + 20 * DAY).isoformat(),
+                "t",
+                b"x",
+                "d",
+                "0301",
+                None,
+                "logged",
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        )
         conn = sqlite3.connect(tmp_path / "a.db")
         with conn:
             conn.executemany(
@@ -241,8 +308,17 @@ async def test_the_pruner_deletes_in_small_batches(tmp_path: Path) -> None:
                 return await store.oldest_received(table)
 
         clock = FakeClock(T0 + 21 * DAY)
-        pruner = Pruner(Counting(), clock, Retention(14 * DAY, 30 * DAY), asyncio.Lock(), Metrics().oldest_row_age)
-        assert await pruner.prune_once() == {RetainedTable.INBOX: 1234, RetainedTable.DEAD_LETTERS: 0}
+        pruner = Pruner(
+            Counting(),
+            clock,
+            Retention(14 * DAY, 30 * DAY),
+            asyncio.Lock(),
+            Metrics().oldest_row_age,
+        )
+        assert await pruner.prune_once() == {
+            RetainedTable.INBOX: 1234,
+            RetainedTable.DEAD_LETTERS: 0,
+        }
         assert calls == [500, 500, 234, 0]
         assert db_rows(tmp_path / "a.db", "SELECT fingerprint FROM inbox") == [("r:new",)]
     finally:
@@ -252,8 +328,18 @@ async def test_the_pruner_deletes_in_small_batches(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["inbox_retention_days", "dead_letter_retention_days"])
 def test_retention_shorter_than_the_dedup_window_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(SettingsError, match=name.upper()):
-        hub_settings(tmp_path, "mqtt://127.0.0.1:1883", "x", message_id_dedup_window_h=72, **{name: 2})
-    assert getattr(hub_settings(tmp_path, "mqtt://127.0.0.1:1883", "x", message_id_dedup_window_h=72, **{name: 3}), name) == 3
+        hub_settings(
+            tmp_path, "mqtt://127.0.0.1:1883", "x", message_id_dedup_window_h=72, **{name: 2}
+        )
+    assert (
+        getattr(
+            hub_settings(
+                tmp_path, "mqtt://127.0.0.1:1883", "x", message_id_dedup_window_h=72, **{name: 3}
+            ),
+            name,
+        )
+        == 3
+    )
 
 
 _BIG = _oversized(100_000)
@@ -271,7 +357,12 @@ def _sha(b: bytes) -> str:
         (Prior(T0, _BIG[:512], (), _sha(_BIG)), _TWIN, None, False),
         (Prior(T0, _BIG[:512], (), _sha(_BIG)), _BIG[:512], _sha(_BIG), True),  # both cut
         (Prior(T0, _BIG[:512], (), _sha(_BIG)), _TWIN[:512], _sha(_TWIN), False),  # same head only
-        (Prior(T0, _BIG), _BIG[:512], _sha(_BIG), True),  # stored whole (before migration 10), arrives cut
+        (
+            Prior(T0, _BIG),
+            _BIG[:512],
+            _sha(_BIG),
+            True,
+        ),  # stored whole (before migration 10), arrives cut
         (Prior(T0, _BIG), _TWIN[:512], _sha(_TWIN), False),
         (Prior(T0, b"abc"), b"abc", None, True),
         (Prior(T0, b"abc"), b"abd", None, False),

@@ -23,7 +23,9 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
 
 def pins(lock: Path) -> dict[str, str]:
     text = lock.read_text(encoding="utf-8")
-    found: dict[str, str] = {canonicalize_name(name): version for name, version in PIN.findall(text)}
+    found: dict[str, str] = {
+        canonicalize_name(name): version for name, version in PIN.findall(text)
+    }
     # Every pinned entry carries its hashes: pip's --require-hashes refuses the file otherwise.
     entries = re.split(r"\n(?=[A-Za-z0-9])", text[text.index("\n", text.index("-o ")) + 1 :])
     assert all("--hash=sha256:" in entry for entry in entries if entry.strip()), lock
@@ -49,7 +51,9 @@ def test_production_gets_the_versions_the_tests_ran_with() -> None:
     ],
     ids=["run.lock", "dev.lock"],
 )
-def test_every_pin_is_inside_pyproject_ranges(lock: dict[str, str], requirements: list[str]) -> None:
+def test_every_pin_is_inside_pyproject_ranges(
+    lock: dict[str, str], requirements: list[str]
+) -> None:
     outside = []
     for spec in map(Requirement, requirements):
         version = lock.get(canonicalize_name(spec.name))

@@ -78,7 +78,8 @@ async def test_a_device_silent_across_restarts_shorter_than_its_interval_is_repo
                     )
                 pub.publish(*native("alive", f"hb{run}", "heartbeat", iso(clock.now())))
                 assert await async_wait_until(
-                    lambda r=run: db_count(db, "SELECT count(*) FROM inbox") == r + 1, 10  # type: ignore[misc]
+                    lambda r=run: db_count(db, "SELECT count(*) FROM inbox") == r + 1,  # type: ignore[misc]
+                    10,
                 )
                 if run < 4:
                     assert await hub.supervision.step() == 0
@@ -110,6 +111,7 @@ async def test_offline_resolved_by_hand_is_raised_again_and_default_interval_app
         interval = hub.rules.heartbeat_defaults[DeviceKind.SAFETY_ALARM]
         clock.advance(3 * interval + timedelta(seconds=1))
         assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) == [("quiet",)], 10)
+
         # The row is visible to another connection a moment before the hub applies the
         # committed batch to its own state: wait for that too, then act on it.
         def offline() -> list[Alarm]:
@@ -117,7 +119,9 @@ async def test_offline_resolved_by_hand_is_raised_again_and_default_interval_app
 
         assert await async_wait_until(lambda: len(offline()) == 1, 10)
         [alarm] = offline()
-        assert await hub.act(alarm.id, Action.RESOLVE, "op-1", outcome="checked", audit=()) is not None
+        assert (
+            await hub.act(alarm.id, Action.RESOLVE, "op-1", outcome="checked", audit=()) is not None
+        )
         assert db_rows(db, OPEN_OFFLINE) == []
         clock.advance(interval - timedelta(seconds=5))
         assert await hub.supervision.step() == 0  # not yet: one interval after the resolve
@@ -163,7 +167,8 @@ async def test_a_tracker_with_only_poor_fixes_raises_no_usable_fix_and_a_good_fi
                 pub.publish(*owntracks(clock.now(), *home, accuracy_m=400))
                 sent += 1
                 assert await async_wait_until(
-                    lambda n=sent: db_count(db, "SELECT count(*) FROM inbox") == n, 10  # type: ignore[misc]
+                    lambda n=sent: db_count(db, "SELECT count(*) FROM inbox") == n,  # type: ignore[misc]
+                    10,
                 )
                 clock.advance(step)
             assert await async_wait_until(

@@ -32,7 +32,9 @@ MINIMAL = '[[rules]]\nname = "logged"\nevent = "heartbeat"\n'
         (DeviceKind.DOOR_SENSOR, None, "safety_alarm = 3600", None),
     ],
 )
-def test_heartbeat_interval_falls_back_to_the_kind_default(kind, own_interval_s, defaults, expected_s):
+def test_heartbeat_interval_falls_back_to_the_kind_default(
+    kind, own_interval_s, defaults, expected_s
+):
     rules = parse_rules(f"[default_heartbeat_interval_s]\n{defaults}\n{MINIMAL}")
     device = Device("d", kind, "0301", heartbeat_interval_s=own_interval_s)
     got = rules.heartbeat_interval(device)

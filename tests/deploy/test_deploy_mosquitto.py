@@ -75,7 +75,9 @@ def test_production_settings_are_the_ones_that_keep_alarms() -> None:
     # Issue 13 item 1: bounded, and far enough above alarmhub's own limit (plus a topic)
     # that an `oversized` message still reaches alarmhub to be dead-lettered and answered.
     packet = int(conf["max_packet_size"][0])
-    assert Settings.model_fields["max_payload_bytes"].default + 64 * 1024 <= packet <= 16 * 1024 * 1024
+    assert (
+        Settings.model_fields["max_payload_bytes"].default + 64 * 1024 <= packet <= 16 * 1024 * 1024
+    )
 
 
 def test_acl_grants_exactly_the_documented_rights() -> None:
@@ -183,7 +185,9 @@ class Broker:
 def broker(tmp_path: Path) -> Iterator[Broker]:
     # `make test` installs both (scripts/system-packages): missing is a broken setup.
     if mosquitto_binary() is None or shutil.which("mosquitto_passwd") is None:
-        pytest.fail("mosquitto is not installed: `apt-get install mosquitto` (make test installs it)")
+        pytest.fail(
+            "mosquitto is not installed: `apt-get install mosquitto` (make test installs it)"
+        )
     if shutil.which("openssl") is None:
         pytest.fail("openssl is not installed: `apt-get install openssl` (make test installs it)")
     certs = tmp_path / "certs"
@@ -286,7 +290,9 @@ class Client:
                     return len(self.messages) > n
 
                 grew = self._got.wait_for(more, timeout)
-                assert grew, f"{payload!r} not delivered, nothing for {timeout} s; got {self.messages[-5:]}"
+                assert grew, (
+                    f"{payload!r} not delivered, nothing for {timeout} s; got {self.messages[-5:]}"
+                )
 
     def close(self) -> None:
         self.c.disconnect()
@@ -455,7 +461,9 @@ def test_alarms_queued_for_offline_alarmhub_survive_a_broker_crash(
     hub.close()  # offline; the persistent session keeps queueing
 
     dev_a = Client(broker, "dev-a")
-    queued = [dev_a.c.publish("alarmhub/v1/dev-a/events", f"press {i}".encode(), qos=1) for i in range(n)]
+    queued = [
+        dev_a.c.publish("alarmhub/v1/dev-a/events", f"press {i}".encode(), qos=1) for i in range(n)
+    ]
     # Each PUBACK with the ceiling, not the whole burst: the broker saves its whole store
     # on every change, so 1,500 take as long as this machine needs; only a broker that
     # stops answering fails here.
@@ -469,7 +477,9 @@ def test_alarms_queued_for_offline_alarmhub_survive_a_broker_crash(
     # each save writes the whole store, payloads as they are, so the file holding the last
     # message holds every earlier one (a ceiling on the wait, not a timing).
     saved = tmp_path / "data" / "mosquitto.db"
-    assert wait_until(lambda: saved.is_file() and last in saved.read_bytes(), TIMEOUT_S), "never saved"
+    assert wait_until(lambda: saved.is_file() and last in saved.read_bytes(), TIMEOUT_S), (
+        "never saved"
+    )
     broker.stop(signal.SIGKILL)
     broker.start()
 

@@ -37,7 +37,9 @@ def promtool(*args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]
     tool = shutil.which("promtool")
     if tool is None:
         # `make test` installs it (scripts/system-packages): missing is a broken setup.
-        pytest.fail("promtool is not installed: `apt-get install prometheus` (make test installs it)")
+        pytest.fail(
+            "promtool is not installed: `apt-get install prometheus` (make test installs it)"
+        )
     return subprocess.run(
         [tool, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
     )

@@ -64,7 +64,9 @@ def systemd_analyze() -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         # `make test` installs it (scripts/system-packages): missing is a broken setup.
-        pytest.fail("systemd-analyze is not installed: `apt-get install systemd` (make test installs it)")
+        pytest.fail(
+            "systemd-analyze is not installed: `apt-get install systemd` (make test installs it)"
+        )
     probe = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         # Installed but unusable in this container: a limit of the machine, not a broken setup.

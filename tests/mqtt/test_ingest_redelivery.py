@@ -191,7 +191,10 @@ async def test_packets_larger_than_the_read_buffer_and_bursts_arrive_whole(
     sizes = [10, 300, 200 * 1024, 5, 70_000, *([150] * 500), 65_536, 1]
     payloads = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
     ingest = MqttIngest(
-        parse_mqtt_url(broker.url), client_id, ["burst/#"], lambda: datetime.now(UTC),
+        parse_mqtt_url(broker.url),
+        client_id,
+        ["burst/#"],
+        lambda: datetime.now(UTC),
         paho_internals=mode == "raw",
     )
     assert ingest.paho_internals is (mode == "raw")
@@ -222,7 +225,10 @@ def test_paho_internals_are_in_use_exactly_when_asked(internals: bool) -> None:
     instead of 0.6 because a feature check looked for an instance attribute on
     the class and turned all three off."""
     ingest = MqttIngest(
-        parse_mqtt_url("mqtt://127.0.0.1:1"), "t-internals", ["x/#"], lambda: datetime.now(UTC),
+        parse_mqtt_url("mqtt://127.0.0.1:1"),
+        "t-internals",
+        ["x/#"],
+        lambda: datetime.now(UTC),
         paho_internals=internals,
     )
     client = ingest._client
@@ -231,13 +237,20 @@ def test_paho_internals_are_in_use_exactly_when_asked(internals: bool) -> None:
     assert ingest._internals is internals
 
 
-def test_a_paho_without_the_private_parts_falls_back_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_paho_without_the_private_parts_falls_back_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A paho release that renamed one of the private parts gets the public API, and a warning."""
     monkeypatch.delattr(paho.Client, "_sock_close")
     with capture_logs() as logs:
         ingest = MqttIngest(
-            parse_mqtt_url("mqtt://127.0.0.1:1"), "t-no-internals", ["x/#"], lambda: datetime.now(UTC),
+            parse_mqtt_url("mqtt://127.0.0.1:1"),
+            "t-no-internals",
+            ["x/#"],
+            lambda: datetime.now(UTC),
         )
     assert ingest.paho_internals is False
     assert not isinstance(ingest._client, _BufferedReadClient)
-    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["mqtt.paho_internals_unavailable"]
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "mqtt.paho_internals_unavailable"
+    ]

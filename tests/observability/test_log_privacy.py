@@ -84,7 +84,12 @@ async def test_no_names_labels_or_positions_in_logs_and_repeats_logged_once(
     # The data that must not leak was really there: labels registered, positions received.
     assert db_count(db, "SELECT count(*) FROM devices WHERE label LIKE '%Nordmann%'") > 0
     assert db_count(db, "SELECT count(*) FROM inbox WHERE topic LIKE 'owntracks/%'") > 0
-    assert db_count(db, "SELECT count(*) FROM inbox WHERE device_id = ? AND verdict = 'rejected'", (noisy,)) == 31
+    assert (
+        db_count(
+            db, "SELECT count(*) FROM inbox WHERE device_id = ? AND verdict = 'rejected'", (noisy,)
+        )
+        == 31
+    )
     fixes = {
         text
         for (payload,) in db_rows(db, "SELECT payload FROM inbox WHERE topic LIKE 'owntracks/%'")
@@ -104,5 +109,7 @@ async def test_no_names_labels_or_positions_in_logs_and_repeats_logged_once(
         events.append(entry)
     for secret in (*NAMES, "Nordmann", *(d.label for d in sim.devices()), *positions):
         assert secret not in text, secret  # type: ignore[operator]  # the sim labels every device
-    dead = [e for e in events if e["event"] == "message.dead_lettered" and e.get("device_id") == noisy]
+    dead = [
+        e for e in events if e["event"] == "message.dead_lettered" and e.get("device_id") == noisy
+    ]
     assert sorted(e["reason"] for e in dead) == ["malformed_json", "unknown_type"], dead

@@ -23,10 +23,14 @@ from tests.support.helpers import (
 pytestmark = pytest.mark.broker
 
 
-async def test_promtool_accepts_the_metrics_output(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_promtool_accepts_the_metrics_output(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.fail("promtool is not installed: `apt-get install prometheus` (make test installs it)")
+        pytest.fail(
+            "promtool is not installed: `apt-get install prometheus` (make test installs it)"
+        )
     db = tmp_path / "alarmhub.db"
     register(f"sqlite:///{db}", [("pend-1", "safety_alarm", "0301")], tmp_path)
     pub = Publisher(broker.port)
@@ -36,7 +40,9 @@ async def test_promtool_accepts_the_metrics_output(tmp_path: Path, broker: Local
             assert await hub.ingest.wait_connected(5)
             pub.publish(*native("pend-1", "a", "button.pressed"))
             pub.publish("alarmhub/v1/pend-1/events", b"{broken")
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 2, 10)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 2, 10
+            )
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.http_port}") as client:
                 response = await client.get("/metrics")
                 only = await client.get(
@@ -47,10 +53,23 @@ async def test_promtool_accepts_the_metrics_output(tmp_path: Path, broker: Local
     assert response.status_code == 200
     text = response.text
     assert 'alarmhub_alarms_raised_total{kind="button",priority="1"} 1.0' in text
-    assert 'alarmhub_messages_dead_lettered_total{device_kind="safety_alarm",reason="malformed_json"} 1.0' in text
+    assert (
+        'alarmhub_messages_dead_lettered_total{device_kind="safety_alarm",reason="malformed_json"} 1.0'
+        in text
+    )
     # Label combinations exist at zero before anything happened to them.
-    assert 'alarmhub_messages_dead_lettered_total{device_kind="gps_tracker",reason="oversized"} 0.0' in text
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False, timeout=30)
+    assert (
+        'alarmhub_messages_dead_lettered_total{device_kind="gps_tracker",reason="oversized"} 0.0'
+        in text
+    )
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # Bounded labels: no device id is ever a label value.
     assert "pend-1" not in text

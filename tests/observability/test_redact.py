@@ -30,7 +30,10 @@ SECRET = "Hemmelig-4711"
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        (f"mqtts://alarmhub:{SECRET}@broker.example.no:8883", "mqtts://alarmhub:***@broker.example.no:8883"),
+        (
+            f"mqtts://alarmhub:{SECRET}@broker.example.no:8883",
+            "mqtts://alarmhub:***@broker.example.no:8883",
+        ),
         (f"mqtt://alarmhub:{SECRET}@127.0.0.1", "mqtt://alarmhub:***@127.0.0.1"),
         ("mqtt://alarmhub@127.0.0.1:1883", "mqtt://alarmhub@127.0.0.1:1883"),
         ("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:1883"),
@@ -47,7 +50,10 @@ def test_redact_url(url: str, shown: str) -> None:
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({"ALARMHUB_MQTT_URL": f"mqtt://alarmhub:{SECRET}@127.0.0.1:notaport"}, "ALARMHUB_MQTT_URL"),
+        (
+            {"ALARMHUB_MQTT_URL": f"mqtt://alarmhub:{SECRET}@127.0.0.1:notaport"},
+            "ALARMHUB_MQTT_URL",
+        ),
         ({"ALARMHUB_MQTT_URL": f"tcp://alarmhub:{SECRET}@127.0.0.1:1883"}, "ALARMHUB_MQTT_URL"),
         ({"ALARMHUB_MQTT_URL": f"mqtt://alarmhub:{SECRET}@:1883"}, "ALARMHUB_MQTT_URL"),
         ({"ALARMHUB_DATABASE_URL": f"mysql://alarmhub:{SECRET}@db/x"}, "ALARMHUB_DATABASE_URL"),

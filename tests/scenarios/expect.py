@@ -82,19 +82,25 @@ class Expectations:
                     break
             for a in sorted(items, key=lambda a: (a["raised_at"], a["id"])):
                 hidden = f", suppressed by {a['suppressed_by']}" if a["suppressed_by"] else ""
-                lines.append(f"{a['device_id']} {a['kind']} p{a['priority']}: {a['state']}, "
-                             f"level {a['escalation_level']}{hidden}")
+                lines.append(
+                    f"{a['device_id']} {a['kind']} p{a['priority']}: {a['state']}, "
+                    f"level {a['escalation_level']}{hidden}"
+                )
                 detail = (await client.get(f"/api/v1/alarms/{a['id']}")).json()
                 for e in detail.get("timeline", []):
                     at = local(_parse(e["at"]) or self.now)
-                    lines.append(f"    {at} {e['type']} {e['actor'] or ''} {e['detail'] or ''}".rstrip())
+                    lines.append(
+                        f"    {at} {e['type']} {e['actor'] or ''} {e['detail'] or ''}".rstrip()
+                    )
         return "\n".join(lines)
 
     async def alarm(self, device_id: str, kind: str) -> dict[str, Any]:
         found = await self.alarms(device_id, kind)
         if not found:
             every = [(a["kind"], a["state"]) for a in await self.alarms(device_id)]
-            raise AssertionError(f"{local(self.now)}: no {kind} alarm of {device_id}; it has {every}")
+            raise AssertionError(
+                f"{local(self.now)}: no {kind} alarm of {device_id}; it has {every}"
+            )
         return found[-1]
 
     async def timeline(self, device_id: str, kind: str) -> list[dict[str, Any]]:
@@ -107,13 +113,18 @@ class Expectations:
     async def escalations(self, device_id: str, kind: str) -> list[dict[str, Any]]:
         """Every decided escalation row of the newest alarm (escalated or skipped), in order."""
         alarm = await self.alarm(device_id, kind)
-        rows = db_rows(self.db, "SELECT round, step, reason, level, target, due_at, decided_at "
-                       "FROM escalations WHERE alarm_id = ? ORDER BY decided_at, round, step",
-                       (alarm["id"],))
+        rows = db_rows(
+            self.db,
+            "SELECT round, step, reason, level, target, due_at, decided_at "
+            "FROM escalations WHERE alarm_id = ? ORDER BY decided_at, round, step",
+            (alarm["id"],),
+        )
         keys = ("round", "step", "reason", "level", "target", "due_at", "decided_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
-    async def queue(self, municipality: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
+    async def queue(
+        self, municipality: str | None = None, user: str | None = None
+    ) -> list[dict[str, Any]]:
         """The active alarms an operator of the municipality sees, in the queue's order."""
         await self.start()
         m = municipality or self.municipality
@@ -128,16 +139,23 @@ class Expectations:
         """What the newest alarm's escalation steps sent beyond the queue (the outbox,
         written with the step): target, channel, payload, in order."""
         alarm = await self.alarm(device_id, kind)
-        rows = db_rows(self.db, "SELECT target, channel, payload FROM outbox WHERE alarm_id = ? "
-                       "ORDER BY id", (alarm["id"],))
+        rows = db_rows(
+            self.db,
+            "SELECT target, channel, payload FROM outbox WHERE alarm_id = ? ORDER BY id",
+            (alarm["id"],),
+        )
         return [{"target": t, "channel": c, "payload": orjson.loads(p)} for t, c, p in rows]
 
     def inbox(self, device_id: str) -> list[dict[str, Any]]:
         """The device's stored messages, in order: msg_id, verdict (the message's:
         logged, redelivery, rejected), reason, detail, received_at, and `events`,
         each a dict with its own `verdict` (new, repeat, cleared, logged, …), rule, alarm_id."""
-        rows = db_rows(self.db, "SELECT msg_id, verdict, reason, detail, received_at, events "
-                       "FROM inbox WHERE device_id = ? ORDER BY seq", (device_id,))
+        rows = db_rows(
+            self.db,
+            "SELECT msg_id, verdict, reason, detail, received_at, events "
+            "FROM inbox WHERE device_id = ? ORDER BY seq",
+            (device_id,),
+        )
         keys = ("msg_id", "verdict", "reason", "detail", "received_at", "events")
         out = [dict(zip(keys, r, strict=True)) for r in rows]
         for row in out:
@@ -175,11 +193,19 @@ class Expectations:
             expected["priority"] = priority
         if level is not None:
             expected["escalation_level"] = level
-        wrong = {k: (alarm.get(k, "<no such field>"), v) for k, v in expected.items() if alarm.get(k, object()) != v}
+        wrong = {
+            k: (alarm.get(k, "<no such field>"), v)
+            for k, v in expected.items()
+            if alarm.get(k, object()) != v
+        }
         assert not wrong, f"{where}: (got, expected) {wrong}"
         if escalated_to is not None:
             targets = [escalated_to] if isinstance(escalated_to, str) else list(escalated_to)
-            fired = [e["target"] for e in await self.escalations(device_id, kind) if e["reason"] == "escalate"]
+            fired = [
+                e["target"]
+                for e in await self.escalations(device_id, kind)
+                if e["reason"] == "escalate"
+            ]
             missing = [t for t in targets if t not in fired]
             assert not missing, f"{where}: not escalated to {missing}; escalated to {fired}"
         if suppressed_by is not None:
@@ -187,24 +213,38 @@ class Expectations:
             ok = tag == suppressed_by or tag.split(":", 1)[0] == suppressed_by
             assert ok, f"{where}: suppressed_by is {tag!r}, expected {suppressed_by!r}"
         if suppression_reason is not None:
-            reasons = [e["detail"].get("reason") for e in await self.timeline(device_id, kind)
-                       if e["type"] == "suppressed"]
+            reasons = [
+                e["detail"].get("reason")
+                for e in await self.timeline(device_id, kind)
+                if e["type"] == "suppressed"
+            ]
             assert suppression_reason in reasons, f"{where}: suppression reasons {reasons}"
         return alarm
 
-    async def expect_no_alarm(self, device_id: str, kind: str | None = None, *, active_only: bool = True) -> None:
-        found = [a for a in await self.alarms(device_id, kind)
-                 if not active_only or a["state"] != "resolved"]
+    async def expect_no_alarm(
+        self, device_id: str, kind: str | None = None, *, active_only: bool = True
+    ) -> None:
+        found = [
+            a
+            for a in await self.alarms(device_id, kind)
+            if not active_only or a["state"] != "resolved"
+        ]
         what = " ".join(w for w in ("active" if active_only else "", kind or "", "alarm") if w)
-        assert not found, (f"{local(self.now)}: expected no {what} of {device_id}, "
-                           f"found {[(a['kind'], a['state'], a['suppressed_by']) for a in found]}")
+        assert not found, (
+            f"{local(self.now)}: expected no {what} of {device_id}, "
+            f"found {[(a['kind'], a['state'], a['suppressed_by']) for a in found]}"
+        )
 
     async def expect_alarm_count(self, device_id: str, kind: str, n: int) -> list[dict[str, Any]]:
         found = await self.alarms(device_id, kind)
-        assert len(found) == n, f"{local(self.now)}: {len(found)} {kind} alarms of {device_id}, expected {n}"
+        assert len(found) == n, (
+            f"{local(self.now)}: {len(found)} {kind} alarms of {device_id}, expected {n}"
+        )
         return found
 
-    async def expect_timeline(self, device_id: str, kind: str, *types: str, exact: bool = True) -> list[dict[str, Any]]:
+    async def expect_timeline(
+        self, device_id: str, kind: str, *types: str, exact: bool = True
+    ) -> list[dict[str, Any]]:
         """The newest alarm's timeline types are `types` (exact) or contain them in order."""
         entries = await self.timeline(device_id, kind)
         got = [e["type"] for e in entries]
@@ -212,15 +252,20 @@ class Expectations:
             assert got == list(types), f"{local(self.now)}: timeline {got}, expected {list(types)}"
         else:
             it = iter(got)
-            assert all(t in it for t in types), f"{local(self.now)}: timeline {got} lacks {list(types)} in order"
+            assert all(t in it for t in types), (
+                f"{local(self.now)}: timeline {got} lacks {list(types)} in order"
+            )
         return entries
 
     async def expect_escalations(
         self, device_id: str, kind: str, expected: Iterable[tuple[str, str | datetime]]
     ) -> None:
         """Exactly these steps escalated: (target, time), time as a scenario time."""
-        fired = [(e["target"], local(_parse(e["decided_at"]) or self.now))
-                 for e in await self.escalations(device_id, kind) if e["reason"] == "escalate"]
+        fired = [
+            (e["target"], local(_parse(e["decided_at"]) or self.now))
+            for e in await self.escalations(device_id, kind)
+            if e["reason"] == "escalate"
+        ]
         want = [(target, local(resolve_time(t, self.now, self.day))) for target, t in expected]
         assert fired == want, f"{local(self.now)}: escalations {fired}, expected {want}"
 
@@ -246,7 +291,9 @@ class Expectations:
         assert same, f"{local(self.now)}: queue {got}, expected {want}"
         return items
 
-    async def expect_receipt(self, device_id: str, msg_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    async def expect_receipt(
+        self, device_id: str, msg_id: str, status: str, **fields: Any
+    ) -> dict[str, Any]:
         """A receipt for the message arrives (polled with a ceiling: receipts are asynchronous)."""
         await self.start()
         assert self._pub is not None
@@ -286,9 +333,13 @@ class Expectations:
             got = [e["verdict"] for e in row["events"]]
             assert got == events, f"{device_id}/{msg_id}: event verdicts {got}, expected {events}"
         if verdict is not None:
-            assert row["verdict"] == verdict, f"{device_id}/{msg_id}: verdict {row['verdict']}, expected {verdict}"
+            assert row["verdict"] == verdict, (
+                f"{device_id}/{msg_id}: verdict {row['verdict']}, expected {verdict}"
+            )
         if reason is not None:
-            assert row["reason"] == reason, f"{device_id}/{msg_id}: reason {row['reason']}, expected {reason}"
+            assert row["reason"] == reason, (
+                f"{device_id}/{msg_id}: reason {row['reason']}, expected {reason}"
+            )
         return row
 
     async def expect_dead_letter(self, device_id: str, reason: str) -> dict[str, Any]:

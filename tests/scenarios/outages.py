@@ -77,8 +77,10 @@ class Outages:
         await self.start()
         self.broker.stop()
         self._broker_up = False
-        await self._until(lambda: self._hub is None or not self.hub.mqtt_connected,
-                          "alarmhub never noticed the broker go")
+        await self._until(
+            lambda: self._hub is None or not self.hub.mqtt_connected,
+            "alarmhub never noticed the broker go",
+        )
         await self._settle()
 
     async def broker_up(self) -> None:
@@ -91,8 +93,10 @@ class Outages:
             self._pub = Publisher(self.broker.port, client_id=f"{self.client_id}-pub")
             self._pub.received = old.received
             self._pub.subscribe("alarmhub/v1/+/receipts")
-        await self._until(lambda: self._hub is None or self.hub.mqtt_connected,
-                          "alarmhub never reconnected to the broker")
+        await self._until(
+            lambda: self._hub is None or self.hub.mqtt_connected,
+            "alarmhub never reconnected to the broker",
+        )
         await self._settle()
 
     async def _until(self, check: Callable[[], bool], failure: str) -> None:

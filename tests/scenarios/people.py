@@ -48,7 +48,9 @@ class People:
     def api(self, user: str = "root") -> httpx.AsyncClient:
         """An HTTP client of the real API, in-process, as `user` (root, opNNNN, madmNNNN)."""
         if self._app is None:
-            raise ScenarioError(f"the API is down: alarmhub {'is stopped' if self._started else 'has not started'}")
+            raise ScenarioError(
+                f"the API is down: alarmhub {'is stopped' if self._started else 'has not started'}"
+            )
         if user not in self._tokens:
             raise ScenarioError(f"no user {user!r}; there are {sorted(self._tokens)}")
         return httpx.AsyncClient(
@@ -61,13 +63,18 @@ class People:
         """root (admin), and for each municipality opNNNN (operator) and madmNNNN (its admin)."""
         if not _PASSWORD_HASH:
             _PASSWORD_HASH.append(accounts.hash_password("scenario password, never used"))
-        munis = {self.municipality} | {s.municipality for s in self.specs.values() if s.municipality}
+        munis = {self.municipality} | {
+            s.municipality for s in self.specs.values() if s.municipality
+        }
         with accounts.connect(self.db) as conn:
             if "root" not in self._tokens:
                 accounts.create_user(conn, "root", Role.ADMIN, [], _PASSWORD_HASH[0], self.now, ())
                 self._tokens["root"] = accounts.create_token(conn, "root", self.now, None, ())
             for m in sorted(munis - {k.removeprefix("op") for k in self._tokens}):
-                for name, role in ((f"op{m}", Role.OPERATOR), (f"madm{m}", Role.MUNICIPALITY_ADMIN)):
+                for name, role in (
+                    (f"op{m}", Role.OPERATOR),
+                    (f"madm{m}", Role.MUNICIPALITY_ADMIN),
+                ):
                     accounts.create_user(conn, name, role, [m], _PASSWORD_HASH[0], self.now, ())
                     self._tokens[name] = accounts.create_token(conn, name, self.now, None, ())
 
@@ -85,8 +92,9 @@ class People:
         async with self.api(user) as client:
             r = await client.request(method, path, json=json)
         if r.status_code != expect_status:
-            raise AssertionError(f"{method} {path} as {user}: {r.status_code} {r.text}, "
-                                 f"expected {expect_status}")
+            raise AssertionError(
+                f"{method} {path} as {user}: {r.status_code} {r.text}, expected {expect_status}"
+            )
         await self._settle()
         return r.json() if r.content else None
 
@@ -103,8 +111,9 @@ class People:
         """An operator's action on the newest alarm of (device, kind), through the API."""
         alarm = await self.alarm(device_id, kind)
         user = by or f"op{alarm['municipality']}"
-        return await self._call(user, "POST", f"/api/v1/alarms/{alarm['id']}/{action}",
-                                expect_status, body)
+        return await self._call(
+            user, "POST", f"/api/v1/alarms/{alarm['id']}/{action}", expect_status, body
+        )
 
     async def acknowledge(self, device_id: str, kind: str, **kw: Any) -> Any:
         return await self.act(device_id, kind, "acknowledge", **kw)
@@ -155,7 +164,9 @@ class People:
         body: dict[str, Any] = {
             "municipality": m,
             "device_id": device,
-            "starts_at": (self.now if starts is None else resolve_time(starts, self.now, self.day)).isoformat(),
+            "starts_at": (
+                self.now if starts is None else resolve_time(starts, self.now, self.day)
+            ).isoformat(),
             "reason": reason,
             **fields,
         }
@@ -164,7 +175,15 @@ class People:
         out = await self._call(by or f"madm{m}", "POST", "/api/v1/silences", expect_status, body)
         return str(out["id"]) if out and "id" in out else ""
 
-    async def end_silence(self, silence_id: str, *, municipality: str | None = None,
-                          by: str | None = None, expect_status: int = 204) -> None:
+    async def end_silence(
+        self,
+        silence_id: str,
+        *,
+        municipality: str | None = None,
+        by: str | None = None,
+        expect_status: int = 204,
+    ) -> None:
         m = municipality or self.municipality
-        await self._call(by or f"madm{m}", "DELETE", f"/api/v1/silences/{silence_id}", expect_status)
+        await self._call(
+            by or f"madm{m}", "DELETE", f"/api/v1/silences/{silence_id}", expect_status
+        )

@@ -150,6 +150,7 @@ __all__ = [
     "tracker",
 ]
 
+
 def inbox_count(db: Path, payload: bytes) -> int:
     """How many times this exact payload is in the inbox (0 before the schema exists)."""
     return db_count(db, "SELECT count(*) FROM inbox WHERE payload = ?", (payload,))
@@ -251,7 +252,9 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
             return
         self._started = True
         await self._start_hub()
-        await self.hub.register_devices([s.device(self.municipality) for s in self.specs.values()], audit=())
+        await self.hub.register_devices(
+            [s.device(self.municipality) for s in self.specs.values()], audit=()
+        )
         self._make_users()
         await self._settle()
 
@@ -291,8 +294,10 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
                 continue
             self._check_running()
             if wall_time.monotonic() > deadline:
-                raise ScenarioError(f"{len(self._queued)} messages sent while alarmhub was down "
-                                    f"never reached the inbox within {CEILING_S} s")
+                raise ScenarioError(
+                    f"{len(self._queued)} messages sent while alarmhub was down "
+                    f"never reached the inbox within {CEILING_S} s"
+                )
             await asyncio.sleep(0.005)
 
     async def close(self) -> None:
@@ -324,8 +329,10 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
         await self.start()
         target = resolve_time(when, self.now, self.day)
         if target < self.now:
-            raise ScenarioError(f"time goes forward only: {when!r} is {local(target)}, "
-                                f"it is already {local(self.now)}")
+            raise ScenarioError(
+                f"time goes forward only: {when!r} is {local(target)}, "
+                f"it is already {local(self.now)}"
+            )
         if self._hub is None:
             self.clock.advance(target - self.now)
             return
@@ -349,8 +356,14 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
         down) is asked again at every later stop; it is no reason to stop now.
         """
         now = self.now
-        return min((t for timer in self._timers
-                    if (t := timer.next_due(self.hub)) is not None and t > now), default=None)
+        return min(
+            (
+                t
+                for timer in self._timers
+                if (t := timer.next_due(self.hub)) is not None and t > now
+            ),
+            default=None,
+        )
 
     async def _settle(self) -> None:
         """Run every timer's step at this instant until none has anything left to do."""
@@ -394,8 +407,10 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
         while self.hub.batches_committed == before:
             self._check_running()
             if wall_time.monotonic() > deadline:
-                raise ScenarioError(f"no batch committed for {topic} within {CEILING_S} s "
-                                    "(is the topic one alarmhub subscribes to?)")
+                raise ScenarioError(
+                    f"no batch committed for {topic} within {CEILING_S} s "
+                    "(is the topic one alarmhub subscribes to?)"
+                )
             await asyncio.sleep(0.005)
         await self._settle()
 

@@ -49,7 +49,6 @@ def test_a_naive_datetime_is_refused():
         resolve_time(datetime(2026, 11, 20, 12, 0), NOW)  # naive: the point of the test
 
 
-
 @pytest.mark.broker
 async def test_time_goes_forward_only_and_wrong_expectations_fail(scenario):
     s = scenario(devices=[pendant("pend-1")])

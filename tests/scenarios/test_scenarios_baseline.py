@@ -29,7 +29,9 @@ async def test_pendant_press_escalates_per_policy_until_acknowledged(scenario):
         "pend-1", "button", [("operator_queue", "02:00"), ("supervisor", "02:01")]
     )
     await s.at("02:25").resolve("pend-1", "button", outcome="helped")
-    await s.expect_alarm("pend-1", "button", status="resolved", outcome="helped", resolved_by="op0301")
+    await s.expect_alarm(
+        "pend-1", "button", status="resolved", outcome="helped", resolved_by="op0301"
+    )
     await s.expect_timeline(
         "pend-1", "button", "raised", "escalated", "escalated", "acknowledged", "resolved"
     )
@@ -40,7 +42,11 @@ async def test_unanswered_press_reaches_the_external_responder(scenario):
     s = scenario(devices=[pendant("pend-1")])
     await s.at("03:10").press("pend-1")
     await s.at("03:13").expect_alarm(
-        "pend-1", "button", status="open", level=3, escalated_to=["supervisor", "external_responder"]
+        "pend-1",
+        "button",
+        status="open",
+        level=3,
+        escalated_to=["supervisor", "external_responder"],
     )
     await s.expect_escalations(
         "pend-1",
@@ -85,7 +91,9 @@ async def test_heartbeats_keep_a_device_online_and_silence_raises_device_offline
     await s.at("12:35:01").expect_alarm("pend-1", "device_offline", status="open", priority=4)
     await s.at("12:40").heartbeat("pend-1")  # heard again: the technical alarm clears itself
     await s.expect_alarm("pend-1", "device_offline", status="resolved", outcome="auto")
-    await s.at("+1d 02:00").expect_alarm_count("pend-1", "device_offline", 2)  # silent again since 12:40
+    await s.at("+1d 02:00").expect_alarm_count(
+        "pend-1", "device_offline", 2
+    )  # silent again since 12:40
 
 
 async def test_operators_see_only_their_own_municipality(scenario):
@@ -122,10 +130,16 @@ async def test_many_silent_devices_at_once_are_one_outage_incident(scenario):
     await s.at("12:30").expect_alarm("municipality:0301", "incident", status="open", priority=2)
     for i in range(10):
         await s.expect_alarm(f"pend-{i}", "device_offline", suppressed_by="incident")
-    await s.expect_queue("0301", [("municipality:0301", "incident", "open")]
-                         + [(f"pend-{i}", "device_offline", "open") for i in range(10)], ordered=False)
+    await s.expect_queue(
+        "0301",
+        [("municipality:0301", "incident", "open")]
+        + [(f"pend-{i}", "device_offline", "open") for i in range(10)],
+        ordered=False,
+    )
     await s.at("12:45").resolve_incident(outcome="network restored")
-    await s.expect_alarm("municipality:0301", "incident", status="resolved", outcome="network restored")
+    await s.expect_alarm(
+        "municipality:0301", "incident", status="resolved", outcome="network restored"
+    )
 
 
 async def test_a_tracker_leaving_its_safe_zone_raises_an_alarm(scenario):
@@ -166,6 +180,10 @@ async def test_an_escalation_step_due_while_down_fires_once_on_start(scenario):
     await s.at("02:05:30").expect_escalations(
         "pend-1",
         "button",
-        [("operator_queue", "02:00"), ("supervisor", "02:05"), ("external_responder", "02:05"),
-         ("operator_queue", "02:05")],
+        [
+            ("operator_queue", "02:00"),
+            ("supervisor", "02:05"),
+            ("external_responder", "02:05"),
+            ("operator_queue", "02:05"),
+        ],
     )

@@ -22,7 +22,9 @@ async def test_item3_a_door_closing_behind_the_resident_does_not_close_the_alarm
     await s.at("02:05").expect_alarm(
         "door-1", "door_open_night", status="open", escalated_to="supervisor"
     )
-    await s.expect_timeline("door-1", "door_open_night", "raised", "escalated", "event", "escalated")
+    await s.expect_timeline(
+        "door-1", "door_open_night", "raised", "escalated", "event", "escalated"
+    )
     await s.expect_queue("0301", [("door-1", "door_open_night", "open")])
     # A person closes it.
     await s.at("02:06").resolve("door-1", "door_open_night", outcome="resident found, back in bed")
@@ -34,14 +36,20 @@ async def test_item3_the_pendants_own_cancel_waits_for_an_operator(scenario):
     await s.at("03:00").press("pend-1")
     await s.at("03:00:10").cancel("pend-1")
     await s.at("03:01").expect_alarm(
-        "pend-1", "button", status="open", clearing_event="button.cancelled", escalated_to="supervisor"
+        "pend-1",
+        "button",
+        status="open",
+        clearing_event="button.cancelled",
+        escalated_to="supervisor",
     )
 
 
 async def test_item4_a_test_press_left_open_never_swallows_a_real_press_a_week_later(scenario):
     s = scenario(devices=[pendant("pend-1", resident="r-1")])
     # Maintenance: a silence on the pendant, and a test press during it, never resolved.
-    await s.at("13:00").silence(device="pend-1", until="15:00", reason="battery change", include_priority_1=True)
+    await s.at("13:00").silence(
+        device="pend-1", until="15:00", reason="battery change", include_priority_1=True
+    )
     await s.at("13:30").press("pend-1")
     await s.expect_alarm("pend-1", "button", suppressed_by="silence")
     # A week later, at night, the real press.
@@ -58,10 +66,14 @@ async def test_item4_pressing_again_after_acknowledgement_re_alerts_the_queue(sc
     await s.at("02:00:30").acknowledge("pend-1", "button")
     await s.at("02:10").press("pend-1")
     # Back in the queue as open, still naming who took it; a fresh escalation from 02:10.
-    await s.expect_alarm("pend-1", "button", status="open", acknowledged_by="op0301", repeat_count=1)
+    await s.expect_alarm(
+        "pend-1", "button", status="open", acknowledged_by="op0301", repeat_count=1
+    )
     await s.expect_queue("0301", [("pend-1", "button", "open")])
     await s.at("02:11").expect_escalations(
-        "pend-1", "button", [("operator_queue", "02:00"), ("operator_queue", "02:10"), ("supervisor", "02:11")]
+        "pend-1",
+        "button",
+        [("operator_queue", "02:00"), ("operator_queue", "02:10"), ("supervisor", "02:11")],
     )
     await s.expect_alarm_count("pend-1", "button", 1)
     # Taken again: the response time counted is still the first acknowledgement's.
@@ -77,7 +89,9 @@ async def test_item5_an_unanswered_dose_alarm_says_its_escalation_ran_out(scenar
     s = scenario(devices=[dispenser("disp-1")])
     await s.at("12:30").send("disp-1", "dose.missed")
     # p3: the queue at once, the supervisor after 900 s; then nobody is left to tell.
-    await s.at("12:45").expect_alarm("disp-1", "dose_missed", status="open", escalated_to="supervisor")
+    await s.at("12:45").expect_alarm(
+        "disp-1", "dose_missed", status="open", escalated_to="supervisor"
+    )
     alarm = await s.expect_alarm("disp-1", "dose_missed")
     assert alarm["escalation_exhausted_at"] is not None
     assert alarm["escalation_exhausted_at"].startswith("2026-11-20T11:45")  # 12:45 Oslo
@@ -95,9 +109,14 @@ async def test_item6_a_reload_that_drops_an_open_alarms_policy_is_refused(scenar
     s = scenario(devices=[pendant("pend-1")], rules=default_rules())
     await s.at("02:00").press("pend-1")
     kept = s.hub.rules.version
-    renamed = default_rules().replace("[policies.p1]", "[policies.urgent]").replace(
-        'alarm = "button"\npriority = 1', 'alarm = "button"\npriority = 1\npolicy = "urgent"'
-    ).replace('alarm = "fall"\npriority = 1', 'alarm = "fall"\npriority = 1\npolicy = "urgent"')
+    renamed = (
+        default_rules()
+        .replace("[policies.p1]", "[policies.urgent]")
+        .replace(
+            'alarm = "button"\npriority = 1', 'alarm = "button"\npriority = 1\npolicy = "urgent"'
+        )
+        .replace('alarm = "fall"\npriority = 1', 'alarm = "fall"\npriority = 1\npolicy = "urgent"')
+    )
     s.settings.rules.write_text(renamed)
     assert s.hub.reload_rules() is False
     assert s.hub.rules.version == kept

@@ -66,7 +66,9 @@ async def test_item17_a_dose_due_while_alarmhub_was_down_is_reported_once(scenar
     await s.at("+2d 08:10").expect_alarm("disp-1", "dose_missed", status="open")
 
 
-async def test_item17_each_missed_dose_is_its_own_alarm_and_a_late_take_closes_only_its_own(scenario):
+async def test_item17_each_missed_dose_is_its_own_alarm_and_a_late_take_closes_only_its_own(
+    scenario,
+):
     """08:00 and 12:00 (window 60 min): doses missed 4 h apart, within the rules' 6 h merge
     age, used to join one dose_missed alarm that only the last dose's late take could close."""
     s = scenario(devices=[dispenser("disp-1", doses=("08:00", "12:00"), window_min=60)])
@@ -92,7 +94,9 @@ async def test_item17_each_missed_dose_is_its_own_alarm_and_a_late_take_closes_o
     }
 
 
-async def test_item18_a_poor_fix_far_away_alarms_and_poor_fixes_at_home_raise_no_usable_fix(scenario):
+async def test_item18_a_poor_fix_far_away_alarms_and_poor_fixes_at_home_raise_no_usable_fix(
+    scenario,
+):
     s = scenario(devices=[tracker("trk-1", geofence=(*HOME, 500))])
     await s.at("12:01").fix("trk-1", *HOME, accuracy_m=10)
     # 20 km north, 200 m accuracy (over the 150 m limit): the whole disc is outside.

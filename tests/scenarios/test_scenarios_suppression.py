@@ -18,7 +18,12 @@ HOME = (59.9139, 10.7522, 500)  # a safe zone in Oslo; 60.0 N is well outside it
 
 async def test_item1_a_press_in_bergen_does_not_silence_oslos_r17(scenario):
     # Two people, both "r-17" in their own municipality's register.
-    s = scenario(devices=[pendant("pend-b", resident="r-17", municipality="4601"), door("door-o", resident="r-17")])
+    s = scenario(
+        devices=[
+            pendant("pend-b", resident="r-17", municipality="4601"),
+            door("door-o", resident="r-17"),
+        ]
+    )
     await s.at("02:00").press("pend-b")
     await s.at("02:00:30").door_opened("door-o")
     await s.expect_alarm("door-o", "door_open_night", status="open", suppressed_by="")
@@ -28,17 +33,26 @@ async def test_item1_a_press_in_bergen_does_not_silence_oslos_r17(scenario):
 
 
 async def test_item2_a_press_resolved_as_a_mistake_releases_the_safe_zone_alarm(scenario):
-    s = scenario(devices=[pendant("pend-1", resident="r-17"), tracker("gps-1", resident="r-17", geofence=HOME)])
+    s = scenario(
+        devices=[
+            pendant("pend-1", resident="r-17"),
+            tracker("gps-1", resident="r-17", geofence=HOME),
+        ]
+    )
     await s.at("02:00").press("pend-1")
     await s.at("02:01").fix("gps-1", 60.0, 10.75)
     await s.expect_alarm("gps-1", "left_safe_zone", status="open", suppressed_by="inhibited")
     await s.at("02:03").resolve("pend-1", "button", outcome="pressed by mistake")
     # Back in the queue as an ordinary alarm, at once, with the release on its record.
     await s.expect_alarm("gps-1", "left_safe_zone", status="open", suppressed_by="")
-    await s.expect_timeline("gps-1", "left_safe_zone", "raised", "suppressed", "released", "escalated", exact=False)
+    await s.expect_timeline(
+        "gps-1", "left_safe_zone", "raised", "suppressed", "released", "escalated", exact=False
+    )
     await s.expect_queue("0301", [("gps-1", "left_safe_zone", "open")])
     # Escalation runs from the release (02:03): the supervisor at 02:08, not never.
-    await s.at("02:07:59").expect_escalations("gps-1", "left_safe_zone", [("operator_queue", "02:03")])
+    await s.at("02:07:59").expect_escalations(
+        "gps-1", "left_safe_zone", [("operator_queue", "02:03")]
+    )
     await s.at("02:08").expect_alarm("gps-1", "left_safe_zone", escalated_to="supervisor")
     # Response time still counts from when it was raised.
     alarm = await s.alarm("gps-1", "left_safe_zone")
@@ -73,7 +87,9 @@ async def test_item8_a_municipality_silence_hides_doors_not_presses_and_ends(sce
     await s.at("02:11").expect_alarm("pend-2", "button", escalated_to="supervisor")
     # The silence ends at 03:00: the night door comes back and escalates from then.
     await s.at("03:00").expect_alarm("door-1", "door_open_night", status="open", suppressed_by="")
-    await s.expect_timeline("door-1", "door_open_night", "raised", "suppressed", "released", exact=False)
+    await s.expect_timeline(
+        "door-1", "door_open_night", "raised", "suppressed", "released", exact=False
+    )
     await s.at("03:05").expect_alarm("door-1", "door_open_night", escalated_to="supervisor")
 
 

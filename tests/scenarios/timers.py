@@ -74,5 +74,10 @@ def timers() -> list[Timer]:
             lambda hub: next_silence_end(hub.silences, hub.clock.now()),
         ),
         Timer("escalator", (Escalator, "run"), _escalate, lambda hub: hub.escalator.next_due()),
-        Timer("supervision", (Supervision, "run"), lambda hub: hub.supervision.step(), _supervision_due),
+        Timer(
+            "supervision",
+            (Supervision, "run"),
+            lambda hub: hub.supervision.step(),
+            _supervision_due,
+        ),
     ]

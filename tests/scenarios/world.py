@@ -170,7 +170,9 @@ class DeviceMessages:
     async def door_closed(self, device_id: str, **kw: Any) -> str:
         return await self.send(device_id, "door.closed", **kw)
 
-    async def fix(self, device_id: str, lat: float, lon: float, accuracy_m: float = 10, **kw: Any) -> str:
+    async def fix(
+        self, device_id: str, lat: float, lon: float, accuracy_m: float = 10, **kw: Any
+    ) -> str:
         return await self.send(device_id, "location", lat=lat, lon=lon, accuracy_m=accuracy_m, **kw)
 
     async def dose_taken(self, device_id: str, **kw: Any) -> str:

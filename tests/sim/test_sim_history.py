@@ -84,13 +84,16 @@ async def test_seeding_writes_once_and_the_report_over_the_range_is_not_empty(tm
     assert db_count(db, "SELECT count(*) FROM timeline") == sum(len(p.timeline) for p in past)
     acked = db_count(db, "SELECT count(*) FROM alarms WHERE acknowledged_at IS NOT NULL")
     audited = db_count(
-        db, "SELECT count(*) FROM audit WHERE action = 'alarm.acknowledge' "
-        "AND actor LIKE 'simulated-operator-%' AND json_extract(detail, '$.seeded')"
+        db,
+        "SELECT count(*) FROM audit WHERE action = 'alarm.acknowledge' "
+        "AND actor LIKE 'simulated-operator-%' AND json_extract(detail, '$.seeded')",
     )
     assert audited == acked
 
     with sqlite3.connect(db) as conn:
-        rows = response_rows(conn, Scope.everything("test"), "0301", end - timedelta(days=DAYS), end)
+        rows = response_rows(
+            conn, Scope.everything("test"), "0301", end - timedelta(days=DAYS), end
+        )
     groups = reports.response_times(rows, RULES.sla_ack, end)  # type: ignore[arg-type]  # Priority is an int
     assert groups
     p1 = [g for g in groups if g.priority == 1]

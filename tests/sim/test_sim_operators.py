@@ -35,8 +35,14 @@ def test_operator_names_say_they_are_simulated():
 
 @pytest.mark.parametrize(
     ("kind", "priority"),
-    [*((k, 1) for k in ("button", "fall")), *((k, 2) for k in ("left_safe_zone", "door_open_night")),
-     ("dose_missed", 3), ("dispenser_fault", 3), ("battery_low", 4), ("device_offline", 4)],
+    [
+        *((k, 1) for k in ("button", "fall")),
+        *((k, 2) for k in ("left_safe_zone", "door_open_night")),
+        ("dose_missed", 3),
+        ("dispenser_fault", 3),
+        ("battery_low", 4),
+        ("device_offline", 4),
+    ],
 )
 def test_every_plan_acknowledges_first_within_bounds_and_ends_resolved(kind: str, priority: int):
     lo, _mode, hi = ACK_S[priority]
@@ -58,8 +64,12 @@ def test_p1_is_acknowledged_fastest_and_mostly_within_its_target():
         acks = sorted(p.steps[0].after_s for p in plans(kind, priority))
         return acks[len(acks) // 2]
 
-    medians = [median_ack("button", 1), median_ack("left_safe_zone", 2),
-               median_ack("dose_missed", 3), median_ack("battery_low", 4)]
+    medians = [
+        median_ack("button", 1),
+        median_ack("left_safe_zone", 2),
+        median_ack("dose_missed", 3),
+        median_ack("battery_low", 4),
+    ]
     assert medians == sorted(medians)
     within = [p.steps[0].after_s <= P1_ACK_TARGET_S for p in plans("button", 1, 1000)]
     assert 0.9 <= sum(within) / len(within) < 1.0  # now and then one is late: the chart shows it
@@ -80,7 +90,10 @@ def test_a_share_of_person_alarms_gets_a_responder_who_arrives_before_resolving(
     assert abs(len(dispatched) / len(all_plans) - share) < 0.06
     for plan in dispatched:
         assert [s.action for s in plan.steps] == [
-            Action.ACKNOWLEDGE, Action.DISPATCH, Action.ON_SITE, Action.RESOLVE
+            Action.ACKNOWLEDGE,
+            Action.DISPATCH,
+            Action.ON_SITE,
+            Action.RESOLVE,
         ]
         travel = plan.steps[2].after_s - plan.steps[1].after_s
         assert 240 <= travel <= 900

@@ -29,7 +29,9 @@ START = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)  # 12:00 in Oslo, a Monday
 DAY = timedelta(hours=24)
 
 
-def world(scenario: Scenario = Scenario.NORMAL, homes: int = 40, seed: int = 7) -> tuple[Simulation, World]:
+def world(
+    scenario: Scenario = Scenario.NORMAL, homes: int = 40, seed: int = 7
+) -> tuple[Simulation, World]:
     sim = Simulation(SimulationConfig(homes=homes, scenario=scenario, seed=seed))
     return sim, build_world(sim.homes, START, DAY, scenario, seed)
 
@@ -52,8 +54,21 @@ def test_a_normal_day_has_the_whole_mix_in_every_device_format() -> None:
     sim, w = world()
     items = list(plan(w))
     tags = Counter(p.tag for p in items)
-    for tag in ("heartbeat", "press", "press-repeat", "fall", "day-door", "night-door", "door-close",
-                "wander", "wander-back", "dose", "dose-missed", "battery-low", "tamper"):
+    for tag in (
+        "heartbeat",
+        "press",
+        "press-repeat",
+        "fall",
+        "day-door",
+        "night-door",
+        "door-close",
+        "wander",
+        "wander-back",
+        "dose",
+        "dose-missed",
+        "battery-low",
+        "tamper",
+    ):
         assert tags[tag] > 0, tag
     topics = {p.topic.split("/")[0] for p in items}
     assert topics == {"alarmhub", "zigbee2mqtt", "owntracks"}
@@ -95,7 +110,9 @@ def test_every_planned_message_decodes_to_its_intended_events(scenario: Scenario
     # Message ids are unique per device: nothing healthy is mistaken for a redelivery.
     keys = Counter(
         (d.device.id, d.msg_id)
-        for d in (decode(RawMessage(p.topic, p.payload, p.at), registry, catalog, limits) for p in items)
+        for d in (
+            decode(RawMessage(p.topic, p.payload, p.at), registry, catalog, limits) for p in items
+        )
         if isinstance(d, Decoded)
     )
     assert keys.most_common(1)[0][1] == 1
@@ -112,7 +129,9 @@ def test_gps_trackers_walk_out_of_their_safe_zone_and_back() -> None:
     walked = 0
     for device_id, home in homes.items():
         fixes = by_device[device_id]
-        dist = [(tag, distance_m(home.lat, home.lon, f["lat"], f["lon"]) - f["acc"]) for tag, f in fixes]
+        dist = [
+            (tag, distance_m(home.lat, home.lon, f["lat"], f["lon"]) - f["acc"]) for tag, f in fixes
+        ]
         outside = [i for i, (_, d) in enumerate(dist) if d > home.zone_radius_m]
         if not outside:
             continue
@@ -139,8 +158,10 @@ def test_power_outage_many_power_lost_in_one_area_within_minutes() -> None:
     assert len(restored) == len(lost)
     # Zigbee devices behind a coordinator without power say nothing during the cut.
     zigbee_in_cut = [
-        p for p in items
-        if p.topic.startswith("zigbee2mqtt/") and home_of[p.device_id] in cut.homes
+        p
+        for p in items
+        if p.topic.startswith("zigbee2mqtt/")
+        and home_of[p.device_id] in cut.homes
         and cut.start <= p.at < cut.end
     ]
     assert zigbee_in_cut == []
@@ -225,7 +246,9 @@ def test_cli_rejects_bad_arguments_and_names_an_unreachable_broker() -> None:
     assert bad.returncode == 2
     assert "--homes" in bad.stderr
     port = free_port()  # nothing listens here
-    down = run_cli(["simulate", "--homes", "2", "--broker", f"mqtt://127.0.0.1:{port}", "--duration", "2"], {})
+    down = run_cli(
+        ["simulate", "--homes", "2", "--broker", f"mqtt://127.0.0.1:{port}", "--duration", "2"], {}
+    )
     assert down.returncode == 1
     assert f"cannot connect to the broker at 127.0.0.1:{port}" in down.stderr
     assert "Traceback" not in down.stderr

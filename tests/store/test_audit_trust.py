@@ -71,14 +71,18 @@ async def test_api_device_changes_and_import_are_atomic_with_their_audit(
 
         r = await m.delete("/api/v1/devices/osl-door-1")
         assert (r.status_code, r.json()["active"]) == (200, False)
-        assert audit_rows(s.db, "device.decommissioned") == [("madm0301", "osl-door-1", "0301", "{}")]
+        assert audit_rows(s.db, "device.decommissioned") == [
+            ("madm0301", "osl-door-1", "0301", "{}")
+        ]
 
         new = {"id": "osl-new", "kind": "door_sensor", "municipality": "0301"}
         with audit_fails(s.db, "device.created"):
             assert (await m.post("/api/v1/devices", json=new)).status_code == 500
         assert db_count(s.db, "SELECT count(*) FROM devices WHERE id='osl-new'") == 0
         assert (await m.post("/api/v1/devices", json=new)).status_code == 201
-        assert [r[:3] for r in audit_rows(s.db, "device.created")] == [("madm0301", "osl-new", "0301")]
+        assert [r[:3] for r in audit_rows(s.db, "device.created")] == [
+            ("madm0301", "osl-new", "0301")
+        ]
 
         csv = "id,kind,municipality\nosl-i1,door_sensor,0301\nosl-i2,fall_sensor,0301\n"
         with audit_fails(s.db, "device.imported"):
@@ -139,7 +143,12 @@ async def test_operator_action_is_audited_in_the_hubs_transaction(
         r = await asyncio.wait_for(acking, 60)
         assert (r.status_code, r.json()["state"]) == (200, "acknowledged")
         [(actor, device, municipality, detail)] = audit_rows(s.db, "alarm.acknowledge")
-        assert (actor, device, municipality, detail) == ("op0301", "osl-pend-1", "0301", '{"with_note": false}')
+        assert (actor, device, municipality, detail) == (
+            "op0301",
+            "osl-pend-1",
+            "0301",
+            '{"with_note": false}',
+        )
 
 
 def _commit_failures(hub: Any) -> float:
@@ -183,7 +192,9 @@ def test_audit_rows_cannot_be_updated_or_deleted(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     register(f"sqlite:///{db}", [("door-0", "door_sensor", "0301")], tmp_path)
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO audit (at, actor, action, detail) VALUES ('2026-01-01', 'x', 'y', '{}')")
+        conn.execute(
+            "INSERT INTO audit (at, actor, action, detail) VALUES ('2026-01-01', 'x', 'y', '{}')"
+        )
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("UPDATE audit SET actor = 'someone else'")
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -199,7 +210,11 @@ BAD_ROWS = [
     ("resident", "Kari Nordmann, Storgata 1", "resident"),
     ("label", "x" * 201, "label"),
     ("profile", "p" * 65, "profile"),
-    ("profile", "no-such-profile", "profile 'no-such-profile' is not one of"),  # would decode nothing
+    (
+        "profile",
+        "no-such-profile",
+        "profile 'no-such-profile' is not one of",
+    ),  # would decode nothing
 ]
 
 
@@ -250,7 +265,8 @@ async def test_concurrent_imports_of_one_new_id_cannot_both_succeed(
             winner = "0301" if r_oslo.status_code == 200 else "4601"
             loser = r_bergen if winner == "0301" else r_oslo
             assert loser.json()["error"]["rows"] == [
-                f"line {n}: device {i}: that device id is not available" for n, i in enumerate(ids, start=2)
+                f"line {n}: device {i}: that device id is not available"
+                for n, i in enumerate(ids, start=2)
             ]
             placeholders = ",".join("?" * len(ids))
             assert db_rows(s.db, f"SELECT DISTINCT municipality FROM devices WHERE id IN ({placeholders})",

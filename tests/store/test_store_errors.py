@@ -19,7 +19,9 @@ from alarmhub.core.pipeline import BatchEffects
 from alarmhub.store.sqlite.store import SqliteStore, StoreError
 
 
-async def test_a_database_locked_elsewhere_is_a_store_error_on_every_writer_path(tmp_path: Path) -> None:
+async def test_a_database_locked_elsewhere_is_a_store_error_on_every_writer_path(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "alarmhub.db"
     store = await SqliteStore.open(db, autocheckpoint=False)
     try:

@@ -15,6 +15,7 @@ mechanisms (a cut empties the file, a busy cut is the only way past the limit; a
 checkpoint between batches completes and the WAL starts over after it), never a
 size measured against a rate.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -209,7 +210,9 @@ def wal_starts(wal: Path) -> int:
 class Drain:
     """What the daemon did while it drained the backlog."""
 
-    resets: list[tuple[int, int, int, int]] = field(default_factory=list)  # busy, pages, done, starts
+    resets: list[tuple[int, int, int, int]] = field(
+        default_factory=list
+    )  # busy, pages, done, starts
     frames: list[int] = field(default_factory=list)  # WAL frames every checkpoint found
     biggest: int = 0  # the largest WAL file seen
     frame_bytes: int = 0
@@ -228,7 +231,9 @@ async def _drain_a_backlog(tmp_path: Path, client_id: str) -> Drain:
     tmp_path.mkdir(exist_ok=True)
     db = tmp_path / "alarmhub.db"
     wal = db.with_name(db.name + "-wal")
-    register(f"sqlite:///{db}", [(f"w{i:03d}", "safety_alarm", "0301") for i in range(50)], tmp_path)
+    register(
+        f"sqlite:///{db}", [(f"w{i:03d}", "safety_alarm", "0301") for i in range(50)], tmp_path
+    )
     items = [native(f"w{i % 50:03d}", f"hb-{i}", "heartbeat") for i in range(BACKLOG)]
     out = Drain()
     with LocalBroker(tmp_path / "broker", persistence=False) as broker:
@@ -239,7 +244,9 @@ async def _drain_a_backlog(tmp_path: Path, client_id: str) -> Drain:
         finally:
             pub.close()
         # No cut (the limit is out of reach): only the start-over is under test.
-        settings = hub_settings(tmp_path, broker.url, client_id, sqlite_wal_limit_mb=4096, max_batch=50)
+        settings = hub_settings(
+            tmp_path, broker.url, client_id, sqlite_wal_limit_mb=4096, max_batch=50
+        )
         async with AlarmHub(settings, serve_http=False) as hub:
             assert hub.ingest is not None
             out.frame_bytes = await hub.reader.page_size() + WAL_FRAME_HEADER
@@ -312,9 +319,11 @@ async def test_the_wal_starts_over_while_commits_come_back_to_back(
     d = await _drain_a_backlog(tmp_path, client_id)
     assert d.stored == BACKLOG
     completed = [r for r in d.resets if r[0] == 0]
-    print(f"\nlargest WAL while draining {BACKLOG}: {d.biggest / MB:.1f} MB; "
-          f"{len(completed)} of {len(d.resets)} resets between batches completed; "
-          f"the WAL started over {d.starts} times")
+    print(
+        f"\nlargest WAL while draining {BACKLOG}: {d.biggest / MB:.1f} MB; "
+        f"{len(completed)} of {len(d.resets)} resets between batches completed; "
+        f"the WAL started over {d.starts} times"
+    )
     # The WAL outgrew WAL_RESET_BYTES (8,000 messages write far more), so resets ran ...
     assert completed, d.resets
     # ... each copied every frame: no commit lands between batches, however fast ...

@@ -81,8 +81,13 @@ def _register(db: Path, tmp_path: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def stack(
-    tmp_path: Path, broker: LocalBroker, client_id: str, *, alarms: bool = True,
-    clock: Clock | None = None, settings: dict[str, Any] | None = None,
+    tmp_path: Path,
+    broker: LocalBroker,
+    client_id: str,
+    *,
+    alarms: bool = True,
+    clock: Clock | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     db = tmp_path / "alarmhub.db"
     _register(db, tmp_path)
@@ -109,8 +114,9 @@ async def stack(
         pub.close()
 
 
-async def login(client: httpx.AsyncClient, user: str, password: str = PASSWORD,
-                **headers: str) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient, user: str, password: str = PASSWORD, **headers: str
+) -> httpx.Response:
     return await client.post(
         "/login", data={"username": user, "password": password}, headers=headers
     )

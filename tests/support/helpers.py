@@ -77,7 +77,9 @@ class Publisher:
         self.client.loop_stop()
 
 
-def native(device: str, msg_id: str, etype: str, ts: str = "2026-11-25T10:00:00Z", **fields: Any) -> tuple[str, bytes]:
+def native(
+    device: str, msg_id: str, etype: str, ts: str = "2026-11-25T10:00:00Z", **fields: Any
+) -> tuple[str, bytes]:
     return (
         f"alarmhub/v1/{device}/events",
         orjson.dumps({"id": msg_id, "ts": ts, "type": etype, **fields}),
@@ -131,7 +133,9 @@ def register(db_url: str, rows: Iterable[tuple[str, ...]], tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALARMHUB_")}
     full_env.update(env)
     full_env.setdefault("ALARMHUB_RULES", str(REPO / "config" / "rules.toml"))
@@ -157,7 +161,11 @@ def spawn_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
     log = log_path.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "alarmhub.cli", "run"], env=full_env, cwd=REPO, stdout=log, stderr=log
+            [sys.executable, "-m", "alarmhub.cli", "run"],
+            env=full_env,
+            cwd=REPO,
+            stdout=log,
+            stderr=log,
         )
     finally:
         log.close()

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.broker
 
 def paho_internals_in_log(log: Path) -> list[bool]:
     """What each start's `mqtt.connecting` line says about paho's internals."""
-    lines = (orjson.loads(line) for line in log.read_bytes().splitlines() if b"mqtt.connecting" in line)
+    lines = (
+        orjson.loads(line) for line in log.read_bytes().splitlines() if b"mqtt.connecting" in line
+    )
     return [line["paho_internals"] for line in lines if line.get("event") == "mqtt.connecting"]
 
 
@@ -40,16 +42,24 @@ def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(
     db_url = f"sqlite:///{db}"
     n = 600  # alarms, one per device so each is its own alarm
     register(db_url, [(f"p{i:04d}", "safety_alarm", "0301") for i in range(n)], tmp_path)
-    env = {"ALARMHUB_DATABASE_URL": db_url, "ALARMHUB_MQTT_URL": broker.url, "ALARMHUB_MQTT_CLIENT_ID": client_id,
-           # Small batches stretch the burst over many commits, so the kill lands mid-stream.
-           "ALARMHUB_MAX_BATCH": "20", "ALARMHUB_MQTT_PAHO_INTERNALS": paho_internals}
+    env = {
+        "ALARMHUB_DATABASE_URL": db_url,
+        "ALARMHUB_MQTT_URL": broker.url,
+        "ALARMHUB_MQTT_CLIENT_ID": client_id,
+        # Small batches stretch the burst over many commits, so the kill lands mid-stream.
+        "ALARMHUB_MAX_BATCH": "20",
+        "ALARMHUB_MQTT_PAHO_INTERNALS": paho_internals,
+    }
     log = tmp_path / "daemon.log"
     daemon = spawn_daemon(env, log)
     try:
         assert wait_until(lambda: b"mqtt.connected" in log.read_bytes(), 15), log.read_text()
         pub = Publisher(broker.port)
         try:
-            infos = [pub.client.publish(*native(f"p{i:04d}", f"press-{i}", "button.pressed"), qos=1) for i in range(n)]
+            infos = [
+                pub.client.publish(*native(f"p{i:04d}", f"press-{i}", "button.pressed"), qos=1)
+                for i in range(n)
+            ]
             # Kill once part of the burst is committed, while the rest is still flowing.
             assert wait_until(lambda: db_count(db, "SELECT count(*) FROM alarms") >= n // 5, 20)
             daemon.send_signal(signal.SIGKILL)
@@ -69,9 +79,11 @@ def test_kill_9_mid_burst_loses_nothing_and_duplicates_nothing(
             marks = ",".join("?" * len(missing))
             sql = f"SELECT device_id, verdict, reason FROM inbox WHERE device_id IN ({marks})"
             inbox = db_rows(db, sql, tuple(missing))
-            pytest.fail(f"{len(have)} of {n} alarms; missing {missing[:10]}; their inbox rows {inbox}; "
-                        f"committed at kill {committed_at_kill}; daemon log tail:\n{log.read_text()[-3000:]}\n"
-                        f"broker log:\n{(broker.log_path.read_text() if broker.log_path else '')[-2000:]}")
+            pytest.fail(
+                f"{len(have)} of {n} alarms; missing {missing[:10]}; their inbox rows {inbox}; "
+                f"committed at kill {committed_at_kill}; daemon log tail:\n{log.read_text()[-3000:]}\n"
+                f"broker log:\n{(broker.log_path.read_text() if broker.log_path else '')[-2000:]}"
+            )
         time.sleep(0.5)  # anything more (a duplicate) would show up now
         # Both starts really took the path asked for, not just received the setting.
         assert paho_internals_in_log(log) == [paho_internals == "true"] * 2

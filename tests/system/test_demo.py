@@ -53,16 +53,32 @@ def assert_hub_stopped_cleanly(tmp_path: Path) -> None:
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     names = [e.get("event") for e in events]
     assert "alarmhub.stopping" in names, log[-2000:]
-    after = events[names.index("alarmhub.stopping"):]
+    after = events[names.index("alarmhub.stopping") :]
     assert [e for e in after if e.get("level") in ("error", "critical")] == [], log[-2000:]
 
 
 def start_demo(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALARMHUB_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "alarmhub.dev.demo", "--port", "0", "--homes", "12", "--speed", "900",
-         "--data-dir", str(tmp_path / "demo"), *extra],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "alarmhub.dev.demo",
+            "--port",
+            "0",
+            "--homes",
+            "12",
+            "--speed",
+            "900",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -154,8 +170,14 @@ def test_simulated_operators_work_the_queue_through_the_api_and_history_is_seede
 def test_no_operators_leaves_the_queue_to_people(tmp_path: Path) -> None:
     # Were the flag ignored, operators this fast would acknowledge within a poll.
     proc = start_demo(
-        tmp_path, "--duration", "120", "--no-operators", "--operator-speed", "1000",
-        "--history-days", "0",
+        tmp_path,
+        "--duration",
+        "120",
+        "--no-operators",
+        "--operator-speed",
+        "1000",
+        "--history-days",
+        "0",
     )
     try:
         banner = read_banner(proc)

@@ -122,7 +122,11 @@ def event_names(log: Path) -> list[str]:
 
 def gaps_s(log: Path, event: str) -> list[float]:
     """Seconds between consecutive log lines of `event`, from their timestamps."""
-    times = [datetime.fromisoformat(str(e["timestamp"])) for e in log_events(log) if e.get("event") == event]
+    times = [
+        datetime.fromisoformat(str(e["timestamp"]))
+        for e in log_events(log)
+        if e.get("event") == event
+    ]
     return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
 
 
@@ -150,7 +154,9 @@ def assert_exactly_once(db: Path, n: int, devices: int, presses: int, bad: int) 
     """Every message stored once; alarms, repeats, escalations and dead letters exact."""
     counts = {
         "inbox": db_count(db, INBOX),
-        "distinct_msg": db_count(db, "SELECT count(DISTINCT device_id || '/' || msg_id) FROM inbox"),
+        "distinct_msg": db_count(
+            db, "SELECT count(DISTINCT device_id || '/' || msg_id) FROM inbox"
+        ),
         "dead_letters": db_count(db, "SELECT count(*) FROM inbox WHERE verdict='rejected'"),
         "alarms": db_count(db, "SELECT count(*) FROM alarms"),
         "repeats": db_count(db, "SELECT coalesce(sum(repeat_count), 0) FROM alarms"),
@@ -193,7 +199,9 @@ def assert_exactly_once(db: Path, n: int, devices: int, presses: int, bad: int) 
 def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills: int) -> None:
     db = tmp_path / "alarmhub.db"
     devices = 200
-    register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
+    register(
+        f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path
+    )
     # Small batches stretch the burst over many commits, so each kill lands mid-stream.
     env = daemon_env(db, broker, client_id, ALARMHUB_MAX_BATCH="50")
     log = tmp_path / "daemon.log"
@@ -213,7 +221,10 @@ def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills
             # Each life must be up (and the mark ahead of what it found) before it is killed.
             assert wait_until(lambda k=life: event_names(log).count("mqtt.connected") >= k, 30)  # type: ignore[misc]
             target = max(mark, db_count(db, INBOX) + 50)
-            assert wait_until(lambda m=target: db_count(db, INBOX) >= m, 60), (target, db_count(db, INBOX))  # type: ignore[misc]
+            assert wait_until(lambda m=target: db_count(db, INBOX) >= m, 60), (  # type: ignore[misc]
+                target,
+                db_count(db, INBOX),
+            )
             time.sleep(rng.uniform(0, 0.05))
             daemon.send_signal(signal.SIGKILL)
             daemon.wait(10)
@@ -229,7 +240,9 @@ def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills
         code = stop_daemon(daemon)
     assert code == 0, log.read_text()[-2000:]
     assert len(committed_at_kill) == kills
-    assert all(c < n for c in committed_at_kill), f"a kill came after the burst: {committed_at_kill}"
+    assert all(c < n for c in committed_at_kill), (
+        f"a kill came after the burst: {committed_at_kill}"
+    )
     # Each kill really interrupted a running daemon: the log shows one start per life.
     assert event_names(log).count("mqtt.connecting") == kills + 1
     print(
@@ -238,12 +251,16 @@ def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills
     )
 
 
-def test_kill_9_repeatedly_during_a_burst_bounded(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+def test_kill_9_repeatedly_during_a_burst_bounded(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     kill_loop(tmp_path, broker, client_id, n=3_000, kills=3)
 
 
 @pytest.mark.slow
-def test_kill_9_ten_times_during_20000_messages(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+def test_kill_9_ten_times_during_20000_messages(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     kill_loop(tmp_path, broker, client_id, n=20_000, kills=10)
 
 
@@ -255,10 +272,13 @@ def broker_outage(
 ) -> None:
     db = tmp_path / "alarmhub.db"
     devices = 100
-    register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
+    register(
+        f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path
+    )
     port = free_port()
-    env = daemon_env(db, broker, client_id, ALARMHUB_MAX_BATCH="50",
-                     ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}")
+    env = daemon_env(
+        db, broker, client_id, ALARMHUB_MAX_BATCH="50", ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}"
+    )
     log = tmp_path / "daemon.log"
     n = 3_000
     items, presses, bad = mixed_burst(n, devices)
@@ -285,7 +305,9 @@ def broker_outage(
         # `mqtt.disconnected`. So wait for that line (a ceiling on a hang, not a timing:
         # a loaded machine may take long to run the thawed daemon), then readiness must
         # already say so, at once.
-        assert wait_until(lambda: "mqtt.disconnected" in event_names(log), HANG_S), log.read_text()[-2000:]
+        assert wait_until(lambda: "mqtt.disconnected" in event_names(log), HANG_S), log.read_text()[
+            -2000:
+        ]
         noticed_s = time.monotonic() - down_at
         readyz, deadline = None, time.monotonic() + HANG_S
         while readyz is None and time.monotonic() < deadline:
@@ -343,7 +365,9 @@ def broker_outage(
         pytest.param(signal.SIGKILL, id="kill", marks=pytest.mark.slow),
     ],
 )
-def test_broker_outage_bounded(tmp_path: Path, broker: LocalBroker, client_id: str, sig: int) -> None:
+def test_broker_outage_bounded(
+    tmp_path: Path, broker: LocalBroker, client_id: str, sig: int
+) -> None:
     broker_outage(tmp_path, broker, client_id, outage_s=5, sig=sig)
 
 
@@ -364,11 +388,15 @@ def assert_store_fault_visible(port: int, log: Path) -> None:
     assert failed, "store.commit_failed was not logged"
 
 
-def test_database_locked_by_another_process(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+def test_database_locked_by_another_process(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     """`BEGIN EXCLUSIVE` held elsewhere for longer than busy_timeout: wait, do not ack, recover."""
     db = tmp_path / "alarmhub.db"
     devices = 50
-    register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
+    register(
+        f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path
+    )
     port = free_port()
     env = daemon_env(db, broker, client_id, ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}")
     log = tmp_path / "daemon.log"
@@ -425,17 +453,25 @@ def test_database_locked_by_another_process(tmp_path: Path, broker: LocalBroker,
     # store.commit_failed lines within a minute of each other (1 s for timestamp skew:
     # the log's wall clock against the monotonic clock that OncePer counts on).
     assert "store.commit_failed" in event_names(log)
-    assert all(g >= 59 for g in gaps_s(log, "store.commit_failed")), gaps_s(log, "store.commit_failed")
-    print(f"\nlocked 8 s: {failures:.0f} commit failures counted, recovered {recovered_s:.2f} s "
-          f"after release; locked + kill -9: nothing lost; final {counts}")
+    assert all(g >= 59 for g in gaps_s(log, "store.commit_failed")), gaps_s(
+        log, "store.commit_failed"
+    )
+    print(
+        f"\nlocked 8 s: {failures:.0f} commit failures counted, recovered {recovered_s:.2f} s "
+        f"after release; locked + kill -9: nothing lost; final {counts}"
+    )
 
 
 @contextlib.contextmanager
 def small_disk(where: Path, size: str = "16m") -> Iterator[Path]:
     """A tmpfs of `size` (root only); unmounted afterwards even if the test fails."""
     where.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -470,10 +506,18 @@ def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
     with small_disk(tmp_path / "disk", "64m") as disk:
         db = disk / "alarmhub.db"
         devices = 50
-        register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
+        register(
+            f"sqlite:///{db}",
+            [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)],
+            tmp_path,
+        )
         port = free_port()
         env = daemon_env(
-            db, broker, client_id, ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}", ALARMHUB_SQLITE_WAL_LIMIT_MB="4"
+            db,
+            broker,
+            client_id,
+            ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}",
+            ALARMHUB_SQLITE_WAL_LIMIT_MB="4",
         )
         log = tmp_path / "daemon.log"
         n = 6_000
@@ -497,7 +541,9 @@ def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
             time.sleep(2)
             assert db_count(db, INBOX) == stuck
             assert ready_status(port) == 503
-            error = next(e["error"] for e in log_events(log) if e.get("event") == "store.commit_failed")
+            error = next(
+                e["error"] for e in log_events(log) if e.get("event") == "store.commit_failed"
+            )
             filler.unlink()
             freed = time.monotonic()
             pub.publish_many(items[sent:])
@@ -512,8 +558,10 @@ def test_disk_full(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
         assert code == 0, log.read_text()[-2000:]
         assert "store.recovered" in event_names(log)
         cuts = event_names(log).count("store.wal_truncated")
-        print(f"\ndisk full after {stuck} messages ({error!r}); stored the rest "
-              f"{recovered_s:.2f} s after space was freed; WAL cut {cuts} times; final {counts}")
+        print(
+            f"\ndisk full after {stuck} messages ({error!r}); stored the rest "
+            f"{recovered_s:.2f} s after space was freed; WAL cut {cuts} times; final {counts}"
+        )
 
 
 # --- 4. slow consumers: a webhook that hangs or fails, an SSE client that never reads ---
@@ -579,8 +627,11 @@ def rules_with_webhook(tmp_path: Path, url: str) -> Path:
 
 
 def outbox(db: Path) -> list[tuple[Any, ...]]:
-    return db_rows(db, "SELECT alarm_id, attempts, last_error, sent_at, next_attempt_at "
-                       "FROM outbox WHERE channel='webhook' ORDER BY id")
+    return db_rows(
+        db,
+        "SELECT alarm_id, attempts, last_error, sent_at, next_attempt_at "
+        "FROM outbox WHERE channel='webhook' ORDER BY id",
+    )
 
 
 async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
@@ -600,8 +651,12 @@ async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
     monkeypatch.setattr(notifier, "SEND_TIMEOUT_S", 600.0)  # longer than pytest's 300 s timeout
     db = tmp_path / "alarmhub.db"
     alarms, flood = 5, 3_000
-    register(f"sqlite:///{db}", [(f"w{i}", "safety_alarm", "0301") for i in range(alarms)]
-             + [(f"c{i:04d}", "safety_alarm", "0301") for i in range(50)], tmp_path)
+    register(
+        f"sqlite:///{db}",
+        [(f"w{i}", "safety_alarm", "0301") for i in range(alarms)]
+        + [(f"c{i:04d}", "safety_alarm", "0301") for i in range(50)],
+        tmp_path,
+    )
     hook = Hook()
     clock = FakeClock(datetime(2026, 11, 25, 10, 0, 30, tzinfo=UTC))
     rules = rules_with_webhook(tmp_path, f"http://127.0.0.1:{hook.port}/hook")
@@ -613,23 +668,31 @@ async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
             assert await hub.ingest.wait_connected(5)
             for i in range(alarms):
                 pub.publish(*native(f"w{i}", f"press-{i}", "button.pressed"))
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM escalations") == alarms, 10)
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM escalations") == alarms, 10
+            )
             clock.advance(timedelta(seconds=2))  # the webhook step is due: five notices
             assert await async_wait_until(lambda: hook.held == 1, 10), hook.requests
             # A flood of heartbeats while the receiver holds the first notice.
             items = [native(f"c{i % 50:04d}", f"hb-{i}", "heartbeat") for i in range(flood)]
             t0 = time.monotonic()
             await asyncio.to_thread(pub.publish_many, items)
-            assert await async_wait_until(lambda: db_count(db, INBOX) == alarms + flood, 60), db_count(db, INBOX)
+            assert await async_wait_until(lambda: db_count(db, INBOX) == alarms + flood, 60), (
+                db_count(db, INBOX)
+            )
             flood_s = time.monotonic() - t0
             # All stored, and the call is still outstanding: the receiver holds it, and
             # the notifier has not finished a single attempt.
             assert hook.held == 1
             assert hook.requests == 1
-            assert [(r[1], r[2], r[3]) for r in outbox(db)] == [(0, None, None)] * alarms, outbox(db)
+            assert [(r[1], r[2], r[3]) for r in outbox(db)] == [(0, None, None)] * alarms, outbox(
+                db
+            )
             # The receiver drops the call (and every later one) unanswered: a failure each.
             hook.release.set()
-            assert await async_wait_until(lambda: all(r[1] == 1 for r in outbox(db)), 15), outbox(db)
+            assert await async_wait_until(lambda: all(r[1] == 1 for r in outbox(db)), 15), outbox(
+                db
+            )
             rows = outbox(db)
             assert len(rows) == alarms
             assert all(r[2].startswith("RemoteProtocolError") and r[3] is None for r in rows), rows
@@ -639,7 +702,9 @@ async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
             assert hook.requests == alarms
             hook.mode = "fail"
             clock.advance(timedelta(seconds=2))
-            assert await async_wait_until(lambda: all(r[1] == 2 for r in outbox(db)), 10), outbox(db)
+            assert await async_wait_until(lambda: all(r[1] == 2 for r in outbox(db)), 10), outbox(
+                db
+            )
             assert all(r[2] == "RuntimeError: webhook answered 500" for r in outbox(db))
             # The second wait is longer (2 s): one second later nothing is due yet.
             clock.advance(timedelta(seconds=1))
@@ -647,16 +712,20 @@ async def test_hanging_then_failing_webhook_does_not_slow_ingest_and_is_retried(
             assert [r[1] for r in outbox(db)] == [2] * alarms
             hook.mode = "ok"
             clock.advance(timedelta(seconds=2))
-            assert await async_wait_until(lambda: all(r[3] is not None for r in outbox(db)), 10), outbox(db)
+            assert await async_wait_until(lambda: all(r[3] is not None for r in outbox(db)), 10), (
+                outbox(db)
+            )
             assert [r[1] for r in outbox(db)] == [3] * alarms
             assert sorted(a["alarm"] for a in hook.accepted) == sorted(r[0] for r in outbox(db))
             assert hub.notifier.failed == 2 * alarms
     finally:
         pub.close()
         hook.close()
-    print(f"\nwebhook held, dropped, then 500, then 204: {flood} messages stored in {flood_s:.2f} s "
-          f"while the first notice was held; each notice tried 3 times (1 s, 2 s backoff) and "
-          f"recorded as sent once")
+    print(
+        f"\nwebhook held, dropped, then 500, then 204: {flood} messages stored in {flood_s:.2f} s "
+        f"while the first notice was held; each notice tried 3 times (1 s, 2 s backoff) and "
+        f"recorded as sent once"
+    )
 
 
 async def test_sse_client_that_never_reads_is_cut_off_and_does_not_slow_ingest(
@@ -667,7 +736,11 @@ async def test_sse_client_that_never_reads_is_cut_off_and_does_not_slow_ingest(
     caplog.set_level(logging.WARNING)
 
     async with stack(tmp_path, broker, client_id, alarms=False) as s:
-        register(f"sqlite:///{s.db}", [(f"s{i:04d}", "safety_alarm", "0301") for i in range(12_000)], tmp_path)
+        register(
+            f"sqlite:///{s.db}",
+            [(f"s{i:04d}", "safety_alarm", "0301") for i in range(12_000)],
+            tmp_path,
+        )
         port = int(s.base.rsplit(":", 1)[1])
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -700,18 +773,24 @@ async def test_sse_client_that_never_reads_is_cut_off_and_does_not_slow_ingest(
                 # (Without the wait, a loaded machine served the reading client more slowly
                 # than it ingested, and it too fell a queue behind and was cut off.)
                 while s.hub.live.dropped_listeners == 0 and sent < 12_000:
-                    items = [native(f"s{i:04d}", f"p{i}", "button.pressed") for i in range(sent, sent + 250)]
+                    items = [
+                        native(f"s{i:04d}", f"p{i}", "button.pressed")
+                        for i in range(sent, sent + 250)
+                    ]
                     await asyncio.to_thread(s.pub.publish_many, items)
                     sent += 250
                     assert await async_wait_until(
-                        lambda n=sent: db_count(s.db, "SELECT count(*) FROM alarms") == n, 60  # type: ignore[misc]
+                        lambda n=sent: db_count(s.db, "SELECT count(*) FROM alarms") == n,  # type: ignore[misc]
+                        60,
                     ), "ingest stalled behind the client that does not read"
                     seq = s.hub.live.seq
                     assert await async_wait_until(lambda q=seq: last_id >= q, 60), (last_id, seq)  # type: ignore[misc]
                 ingest_s = time.monotonic() - t0
                 changes = s.hub.live.seq
                 # Exactly the client that stopped reading was cut off ...
-                assert list(s.hub.live.cut_off) == [f"127.0.0.1:{stalled_port}"], list(s.hub.live.cut_off)
+                assert list(s.hub.live.cut_off) == [f"127.0.0.1:{stalled_port}"], list(
+                    s.hub.live.cut_off
+                )
                 # ... and the reading client is still listening and has every alarm.
                 assert s.hub.live.listeners == 1
                 assert await async_wait_until(lambda: got >= sent, 60), (got, sent)
@@ -722,30 +801,47 @@ async def test_sse_client_that_never_reads_is_cut_off_and_does_not_slow_ingest(
     # application" (FastAPI's SSE keep-alive, anyio.BrokenResourceError) at error level.
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], errors
-    print(f"\nSSE: a never-reading client was cut off after {sent} alarms, {changes} changes "
-          f"(stored in {ingest_s:.2f} s); the reading client stayed connected")
+    print(
+        f"\nSSE: a never-reading client was cut off after {sent} alarms, {changes} changes "
+        f"(stored in {ingest_s:.2f} s); the reading client stayed connected"
+    )
 
 
 # --- 5. the wall clock steps an hour: no burst of escalations, nobody declared offline --
 
 
-async def test_clock_jumps_with_many_devices(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_clock_jumps_with_many_devices(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     db = tmp_path / "alarmhub.db"
     watched, alarmed = 300, 20
     csv = tmp_path / "d.csv"
-    csv.write_text("id,kind,municipality,heartbeat_interval\n"
-                   + "".join(f"hb{i:03d},safety_alarm,0301,60\n" for i in range(watched))
-                   + "".join(f"al{i:02d},safety_alarm,4601\n" for i in range(alarmed)))
-    assert run_cli(["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}).returncode == 0
+    csv.write_text(
+        "id,kind,municipality,heartbeat_interval\n"
+        + "".join(f"hb{i:03d},safety_alarm,0301,60\n" for i in range(watched))
+        + "".join(f"al{i:02d},safety_alarm,4601\n" for i in range(alarmed))
+    )
+    assert (
+        run_cli(
+            ["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
+        ).returncode
+        == 0
+    )
     clock = FakeClock(datetime(2026, 11, 25, 10, 0, 30, tzinfo=UTC))
     offline = "SELECT count(*) FROM alarms WHERE kind='device_offline'"
     pub = Publisher(broker.port, f"{client_id}-pub")
     try:
-        async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False) as hub:
+        async with AlarmHub(
+            hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False
+        ) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
-            pub.publish_many([native(f"al{i:02d}", f"p{i}", "button.pressed") for i in range(alarmed)])
-            assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM escalations") == alarmed, 10)
+            pub.publish_many(
+                [native(f"al{i:02d}", f"p{i}", "button.pressed") for i in range(alarmed)]
+            )
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM escalations") == alarmed, 10
+            )
             for step in (timedelta(hours=1), timedelta(hours=-2), timedelta(hours=1)):
                 clock.jump(step)
                 await asyncio.sleep(2.5)  # supervision steps every 1 s; the escalator wakes too
@@ -754,16 +850,26 @@ async def test_clock_jumps_with_many_devices(tmp_path: Path, broker: LocalBroker
             assert hub.supervision.declared_silent == 0
             # Real time passing still works: 3 x 60 s of silence -> every watched device offline.
             clock.advance(timedelta(seconds=181))
-            assert await async_wait_until(lambda: db_count(db, offline) == watched, 15), db_count(db, offline)
+            assert await async_wait_until(lambda: db_count(db, offline) == watched, 15), db_count(
+                db, offline
+            )
             # ... and the 60 s escalation step fires once per alarm, not once per jump.
             assert await async_wait_until(
-                lambda: db_count(db, "SELECT count(*) FROM escalations WHERE step=1") == alarmed, 10)
+                lambda: db_count(db, "SELECT count(*) FROM escalations WHERE step=1") == alarmed, 10
+            )
             # 181 s also passes the 180 s step: each fires once, whatever the jumps did.
             assert await async_wait_until(
-                lambda: db_count(db, "SELECT count(*) FROM escalations WHERE step=2") == alarmed, 10)
+                lambda: db_count(db, "SELECT count(*) FROM escalations WHERE step=2") == alarmed, 10
+            )
             await asyncio.sleep(1.5)
-            assert db_count(db, "SELECT count(*) FROM escalations WHERE alarm_id IN "
-                                "(SELECT id FROM alarms WHERE kind='button')") == 3 * alarmed
+            assert (
+                db_count(
+                    db,
+                    "SELECT count(*) FROM escalations WHERE alarm_id IN "
+                    "(SELECT id FROM alarms WHERE kind='button')",
+                )
+                == 3 * alarmed
+            )
     finally:
         pub.close()
 
@@ -776,7 +882,9 @@ def test_sigterm_under_load_commits_the_batch_in_flight_and_exits_0(
 ) -> None:
     db = tmp_path / "alarmhub.db"
     devices = 100
-    register(f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path)
+    register(
+        f"sqlite:///{db}", [(f"c{i:04d}", "safety_alarm", "0301") for i in range(devices)], tmp_path
+    )
     env = daemon_env(db, broker, client_id, ALARMHUB_MAX_BATCH="200")
     log = tmp_path / "daemon.log"
     n = 6_000
@@ -794,8 +902,11 @@ def test_sigterm_under_load_commits_the_batch_in_flight_and_exits_0(
         exit_s = time.monotonic() - t0
         at_exit = db_count(db, INBOX)
         sender.join(60)
-        committed_batches = [e.get("batches_committed") for e in log_events(log)
-                             if e.get("event") == "alarmhub.stopping"]
+        committed_batches = [
+            e.get("batches_committed")
+            for e in log_events(log)
+            if e.get("event") == "alarmhub.stopping"
+        ]
         daemon = spawn_daemon(env, log)
         assert wait_until(lambda: db_count(db, INBOX) >= n, 60), db_count(db, INBOX)
         time.sleep(0.5)
@@ -810,4 +921,6 @@ def test_sigterm_under_load_commits_the_batch_in_flight_and_exits_0(
     assert committed_batches, "alarmhub.stopping was not logged"
     errors = [e for e in log_events(log) if e.get("level") in ("error", "critical")]
     assert errors == [], errors[:3]
-    print(f"\nSIGTERM at {at_exit} of {n} messages: exit 0 after {exit_s:.2f} s; after restart {counts}")
+    print(
+        f"\nSIGTERM at {at_exit} of {n} messages: exit 0 after {exit_s:.2f} s; after restart {counts}"
+    )

@@ -96,7 +96,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(venv, workdir)
 
 
-def _settings(tmp_path: Path, broker_url: str = "mqtt://127.0.0.1:1", port: int = 0) -> dict[str, str]:
+def _settings(
+    tmp_path: Path, broker_url: str = "mqtt://127.0.0.1:1", port: int = 0
+) -> dict[str, str]:
     return {
         "ALARMHUB_MQTT_URL": broker_url,
         "ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'alarmhub.db'}",
@@ -104,10 +106,21 @@ def _settings(tmp_path: Path, broker_url: str = "mqtt://127.0.0.1:1", port: int 
     }
 
 
-def test_the_package_runs_from_the_environment_and_carries_the_checkouts_files(installed: Installed) -> None:
+def test_the_package_runs_from_the_environment_and_carries_the_checkouts_files(
+    installed: Installed,
+) -> None:
     result = subprocess.run(
-        [str(installed.bin / "python"), "-c", "import alarmhub.builtin as b; print(b.__file__); print(b.rules_file()); print(b.devices_dir())"],
-        env=installed.env(), cwd=installed.workdir, capture_output=True, text=True, timeout=30, check=False,
+        [
+            str(installed.bin / "python"),
+            "-c",
+            "import alarmhub.builtin as b; print(b.__file__); print(b.rules_file()); print(b.devices_dir())",
+        ],
+        env=installed.env(),
+        cwd=installed.workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     module, rules, devices = (Path(line) for line in result.stdout.splitlines())
@@ -117,7 +130,9 @@ def test_the_package_runs_from_the_environment_and_carries_the_checkouts_files(i
     assert rules.parent.name == "_data"
     assert rules.read_bytes() == (REPO / "config" / "rules.toml").read_bytes()
     shipped = sorted(p.relative_to(devices) for p in devices.rglob("*") if p.is_file())
-    ours = sorted(p.relative_to(REPO / "devices") for p in (REPO / "devices").rglob("*") if p.is_file())
+    ours = sorted(
+        p.relative_to(REPO / "devices") for p in (REPO / "devices").rglob("*") if p.is_file()
+    )
     assert shipped == ours
 
 
@@ -132,7 +147,9 @@ def test_rules_check_and_test_use_the_built_in_files(installed: Installed, tmp_p
     assert cases.stdout.rstrip().endswith(" passed, 0 failed")
 
 
-def test_overrides_still_win_and_a_missing_one_names_its_variable(installed: Installed, tmp_path: Path) -> None:
+def test_overrides_still_win_and_a_missing_one_names_its_variable(
+    installed: Installed, tmp_path: Path
+) -> None:
     own = tmp_path / "own-rules.toml"
     own.write_bytes((REPO / "config" / "rules.toml").read_bytes())
     env = installed.env(**_settings(tmp_path), ALARMHUB_RULES=str(own))
@@ -144,11 +161,17 @@ def test_overrides_still_win_and_a_missing_one_names_its_variable(installed: Ins
     assert cases.returncode == 1
     assert "name the cases file" in cases.stderr
 
-    missing = installed.alarmhub(["rules", "check"], installed.env(**_settings(tmp_path), ALARMHUB_RULES=str(tmp_path / "nope.toml")))
+    missing = installed.alarmhub(
+        ["rules", "check"],
+        installed.env(**_settings(tmp_path), ALARMHUB_RULES=str(tmp_path / "nope.toml")),
+    )
     assert missing.returncode == 2
     assert missing.stderr.startswith("alarmhub: setting ALARMHUB_RULES")
     assert "nope.toml is not a file" in missing.stderr
-    no_dir = installed.alarmhub(["rules", "check"], installed.env(**_settings(tmp_path), ALARMHUB_DEVICES_DIR=str(tmp_path / "nope")))
+    no_dir = installed.alarmhub(
+        ["rules", "check"],
+        installed.env(**_settings(tmp_path), ALARMHUB_DEVICES_DIR=str(tmp_path / "nope")),
+    )
     assert no_dir.returncode == 2
     assert no_dir.stderr.startswith("alarmhub: setting ALARMHUB_DEVICES_DIR")
 
@@ -162,27 +185,46 @@ def _ready(port: int) -> bool:
 
 
 @pytest.mark.broker
-def test_a_press_becomes_an_open_alarm(installed: Installed, broker: LocalBroker, tmp_path: Path) -> None:
+def test_a_press_becomes_an_open_alarm(
+    installed: Installed, broker: LocalBroker, tmp_path: Path
+) -> None:
     port = free_port()
     env = installed.env(**_settings(tmp_path, broker.url, port))
-    reg = installed.alarmhub(["devices", "register", "--id", DEVICE, "--kind", "safety_alarm", "--municipality", "0301"], env)
+    reg = installed.alarmhub(
+        ["devices", "register", "--id", DEVICE, "--kind", "safety_alarm", "--municipality", "0301"],
+        env,
+    )
     assert reg.returncode == 0, reg.stderr
 
     log_path = tmp_path / "alarmhub.log"
     with log_path.open("wb") as log:
-        daemon = subprocess.Popen([str(installed.bin / "alarmhub"), "run"], env=env, cwd=installed.workdir, stdout=log, stderr=log)
+        daemon = subprocess.Popen(
+            [str(installed.bin / "alarmhub"), "run"],
+            env=env,
+            cwd=installed.workdir,
+            stdout=log,
+            stderr=log,
+        )
     try:
         # Ready: subscribed at the broker (SUBACK), database writable, rules loaded.
-        assert wait_until(lambda: daemon.poll() is not None or _ready(port), 30, 0.1), log_path.read_text()
+        assert wait_until(lambda: daemon.poll() is not None or _ready(port), 30, 0.1), (
+            log_path.read_text()
+        )
         assert daemon.poll() is None, log_path.read_text()
-        started = [orjson.loads(line) for line in log_path.read_bytes().splitlines() if b'"alarmhub.started"' in line]
+        started = [
+            orjson.loads(line)
+            for line in log_path.read_bytes().splitlines()
+            if b'"alarmhub.started"' in line
+        ]
         assert len(started) == 1, log_path.read_text()
         assert started[0]["rules_file"].endswith("/site-packages/alarmhub/_data/rules.toml")
         assert started[0]["profiles_dir"].endswith("/site-packages/alarmhub/_data/devices")
 
         publisher = Publisher(broker.port)
         try:
-            publisher.publish(*native(DEVICE, "press-1", "button.pressed", ts=datetime.now(UTC).isoformat()))
+            publisher.publish(
+                *native(DEVICE, "press-1", "button.pressed", ts=datetime.now(UTC).isoformat())
+            )
         finally:
             publisher.close()
 
@@ -195,7 +237,9 @@ def test_a_press_becomes_an_open_alarm(installed: Installed, broker: LocalBroker
             return bool(found)
 
         assert wait_until(open_alarm, 20, 0.2), log_path.read_text()
-        assert [(a["device_id"], a["state"], a["municipality"]) for a in found] == [(DEVICE, "open", "0301")]
+        assert [(a["device_id"], a["state"], a["municipality"]) for a in found] == [
+            (DEVICE, "open", "0301")
+        ]
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
@@ -222,13 +266,24 @@ def test_rules_check_from_elsewhere_reads_the_built_in_rules(tmp_path: Path) -> 
     env["ALARMHUB_DATABASE_URL"] = f"sqlite:///{tmp_path / 'a.db'}"
     result = subprocess.run(
         [sys.executable, "-m", "alarmhub.cli", "rules", "check"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{REPO / 'config' / 'rules.toml'} (built-in default): OK")
 
 
 def test_a_missing_rules_file_is_a_bad_setting_in_the_checkout_too(tmp_path: Path) -> None:
-    result = run_cli(["alarms", "list"], {"ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", "ALARMHUB_RULES": str(tmp_path / "gone.toml")})
+    result = run_cli(
+        ["alarms", "list"],
+        {
+            "ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+            "ALARMHUB_RULES": str(tmp_path / "gone.toml"),
+        },
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("alarmhub: setting ALARMHUB_RULES")

@@ -110,7 +110,9 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="soak-load")
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id="soak-load"
+        )
         self.client.max_inflight_messages_set(1000)
         self.client.on_message = self._on_receipt
         self.client.connect("127.0.0.1", self.port)
@@ -133,7 +135,12 @@ class Load:
         body: dict[str, Any] = {"id": f"s{i}", "ts": ts, "type": "heartbeat"}
         roll = rng.random()
         if kind == "gps_tracker" and roll < 0.5:
-            body |= {"type": "location", "lat": 59.91 + rng.random() / 100, "lon": 10.75, "accuracy_m": 20}
+            body |= {
+                "type": "location",
+                "lat": 59.91 + rng.random() / 100,
+                "lon": 10.75,
+                "accuracy_m": 20,
+            }
         elif kind == "safety_alarm" and roll < 0.02:
             body["type"] = "button.pressed"
         elif roll < 0.01:
@@ -208,13 +215,19 @@ def check_flat(samples: list[Sample], warmup: float) -> dict[str, Any]:
     rss0, rss1 = quarters([s.rss_kb for s in steady])
     fd0, fd1 = quarters([s.fds for s in steady])
     th0, th1 = quarters([s.threads for s in steady])
-    between = statistics.median(s.committed for s in last) - statistics.median(s.committed for s in first)
+    between = statistics.median(s.committed for s in last) - statistics.median(
+        s.committed for s in first
+    )
     rss_allowed = RSS_FLOOR_KB + RSS_PER_MESSAGE_KB * between
     cpu0, cpu1 = cpu_per_message_ms(first), cpu_per_message_ms(last)
     lat = [s.latency_ms for s in steady if s.latency_ms is not None]
     lat0, lat1 = quarters(lat) if lat else (float("nan"), float("nan"))
     figures = {
-        "rss_mb": (round(samples[0].rss_kb / 1024, 1), round(rss0 / 1024, 1), round(rss1 / 1024, 1)),
+        "rss_mb": (
+            round(samples[0].rss_kb / 1024, 1),
+            round(rss0 / 1024, 1),
+            round(rss1 / 1024, 1),
+        ),
         "rss_growth_allowed_mb": round(rss_allowed / 1024, 1),
         "messages_between_quarters": int(between),
         "fds": (samples[0].fds, fd0, fd1),
@@ -235,11 +248,21 @@ def soak(tmp_path: Path, broker: LocalBroker, client_id: str, seconds: float) ->
     kinds = ["safety_alarm"] * 3 + ["gps_tracker", "door_sensor"]
     devices = {f"k{i:04d}": kinds[i % len(kinds)] for i in range(600)}
     csv = tmp_path / "devices.csv"
-    csv.write_text("id,kind,municipality\n" + "".join(
-        f"{d},{k},{['0301', '4601', '5001'][i % 3]}\n" for i, (d, k) in enumerate(devices.items())))
+    csv.write_text(
+        "id,kind,municipality\n"
+        + "".join(
+            f"{d},{k},{['0301', '4601', '5001'][i % 3]}\n"
+            for i, (d, k) in enumerate(devices.items())
+        )
+    )
     from tests.support.helpers import run_cli  # noqa: PLC0415
 
-    assert run_cli(["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}).returncode == 0
+    assert (
+        run_cli(
+            ["devices", "import", str(csv)], {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
+        ).returncode
+        == 0
+    )
     port = free_port()
     env = daemon_env(db, broker, client_id, ALARMHUB_HTTP_LISTEN=f"127.0.0.1:{port}")
     log = tmp_path / "daemon.log"
@@ -280,13 +303,24 @@ def soak(tmp_path: Path, broker: LocalBroker, client_id: str, seconds: float) ->
         code = stop_daemon(daemon)
     assert code == 0, log.read_text()[-2000:]
     record = tmp_path.parent / f"soak-{int(seconds)}s.json"
-    record.write_bytes(orjson.dumps({"seconds": seconds, "rate": RATE, "sent": sent, **figures,
-                                     "samples": [s.__dict__ for s in samples]}))
+    record.write_bytes(
+        orjson.dumps(
+            {
+                "seconds": seconds,
+                "rate": RATE,
+                "sent": sent,
+                **figures,
+                "samples": [s.__dict__ for s in samples],
+            }
+        )
+    )
     drains = sorted(load.drain_s)
-    print(f"\nsoak {seconds:.0f} s at {RATE:.0f} msg/s: {sent} messages in {load.bursts} bursts, all "
-          f"stored, every backlog back to zero (drain median {statistics.median(drains) * 1000:.0f} ms, "
-          f"max {drains[-1] * 1000:.0f} ms); {alarms} alarms, {escalations} escalation steps, {notices} "
-          f"notices sent; (start, first quarter, last quarter) {figures}; samples in {record}")
+    print(
+        f"\nsoak {seconds:.0f} s at {RATE:.0f} msg/s: {sent} messages in {load.bursts} bursts, all "
+        f"stored, every backlog back to zero (drain median {statistics.median(drains) * 1000:.0f} ms, "
+        f"max {drains[-1] * 1000:.0f} ms); {alarms} alarms, {escalations} escalation steps, {notices} "
+        f"notices sent; (start, first quarter, last quarter) {figures}; samples in {record}"
+    )
 
 
 def test_soak_one_minute(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
@@ -309,18 +343,30 @@ def test_flatness_check_catches_a_leak() -> None:
     """
     rng = random.Random(1)
 
-    def series(leak_kb_per_msg: float = 0, fd_every: float = 0, cpu_growth: float = 0,
-               slow_after: float = 1e9) -> list[Sample]:
+    def series(
+        leak_kb_per_msg: float = 0,
+        fd_every: float = 0,
+        cpu_growth: float = 0,
+        slow_after: float = 1e9,
+    ) -> list[Sample]:
         out, committed, cpu = [], 0, 0.0
         for t in range(60):
             rate = 200 if t < slow_after else 100  # messages per second this machine manages
             committed += rate
             per_msg = 0.5e-3 * (1 + cpu_growth * t / 60) * rng.uniform(0.95, 1.05)
             cpu += rate * per_msg
-            out.append(Sample(t, int(80_000 + leak_kb_per_msg * committed + rng.uniform(-1500, 1500)),
-                              20 + (int(committed / fd_every) if fd_every else rng.choice([0, 1])), 12,
-                              committed, (5 if t < slow_after else 50) + rng.uniform(-2, 2),
-                              committed + rng.randint(0, 5), cpu))
+            out.append(
+                Sample(
+                    t,
+                    int(80_000 + leak_kb_per_msg * committed + rng.uniform(-1500, 1500)),
+                    20 + (int(committed / fd_every) if fd_every else rng.choice([0, 1])),
+                    12,
+                    committed,
+                    (5 if t < slow_after else 50) + rng.uniform(-2, 2),
+                    committed + rng.randint(0, 5),
+                    cpu,
+                )
+            )
         return out
 
     check_flat(series(), warmup=12)
@@ -333,4 +379,6 @@ def test_flatness_check_catches_a_leak() -> None:
     with pytest.raises(AssertionError, match="fds grew"):
         check_flat(series(fd_every=600), warmup=12)
     with pytest.raises(AssertionError, match="CPU per message grew"):
-        check_flat(series(cpu_growth=2), warmup=12)  # per-message cost up 3x over the run, 1.8x between quarters
+        check_flat(
+            series(cpu_growth=2), warmup=12
+        )  # per-message cost up 3x over the run, 1.8x between quarters

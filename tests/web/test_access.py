@@ -69,8 +69,9 @@ def test_who_manages_whom(actor: User, target: User, manages: bool) -> None:
 
 def test_cli_disable_enable_list_and_revoke(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
-    code, out, err = _cli(db, "users", "create", "--name", "kari", "--role", "operator",
-                          "--municipality", "0301")
+    code, out, err = _cli(
+        db, "users", "create", "--name", "kari", "--role", "operator", "--municipality", "0301"
+    )
     assert code == 0, err
     password = out.strip().splitlines()[-1]
     code, out, err = _cli(db, "tokens", "create", "--user", "kari")
@@ -110,8 +111,13 @@ def test_cli_disable_enable_list_and_revoke(tmp_path: Path) -> None:
     assert (code, err) == (1, "alarmhub: no user 'nosuch'\n")
     # Every change is on the audit log.
     actions = [r[0] for r in db_rows(db, "SELECT action FROM audit ORDER BY id")]
-    assert actions == ["user.created", "token.created", "user.disabled", "user.enabled",
-                       "token.revoked"]
+    assert actions == [
+        "user.created",
+        "token.created",
+        "user.disabled",
+        "user.enabled",
+        "token.revoked",
+    ]
 
 
 def test_tokens_expire_by_default_after_the_setting(tmp_path: Path) -> None:
@@ -123,7 +129,9 @@ def test_tokens_expire_by_default_after_the_setting(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
     rows = db_rows(db, "SELECT created_at, expires_at FROM api_tokens ORDER BY rowid")
     lifetimes = [
-        None if e is None else round((datetime.fromisoformat(e) - datetime.fromisoformat(c)) / timedelta(days=1))
+        None
+        if e is None
+        else round((datetime.fromisoformat(e) - datetime.fromisoformat(c)) / timedelta(days=1))
         for c, e in rows
     ]
     assert lifetimes == [7, 2, None]
@@ -139,12 +147,17 @@ def test_tokens_from_before_the_migration_get_a_revocable_id(tmp_path: Path) -> 
     for version, script in enumerate(MIGRATIONS[:mine], start=1):
         conn.executescript(script)
         conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
-    conn.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES "
-                 "('old', 'admin', 'x', '2026-01-01T00:00:00.000000+00:00')")
+    conn.execute(
+        "INSERT INTO users (name, role, password_hash, created_at) VALUES "
+        "('old', 'admin', 'x', '2026-01-01T00:00:00.000000+00:00')"
+    )
     old_token = "ahk_old-secret"
     for secret in (old_token, "ahk_another"):
-        conn.execute("INSERT INTO api_tokens (token_hash, user_name, created_at) VALUES "
-                     "(?, 'old', '2026-01-01T00:00:00.000000+00:00')", (accounts.digest(secret),))
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, user_name, created_at) VALUES "
+            "(?, 'old', '2026-01-01T00:00:00.000000+00:00')",
+            (accounts.digest(secret),),
+        )
     conn.commit()
     conn.close()
     listed = orjson.loads(_cli(db, "tokens", "list", "--json")[1])
@@ -154,8 +167,12 @@ def test_tokens_from_before_the_migration_get_a_revocable_id(tmp_path: Path) -> 
     now = SystemClock().now()
     with accounts.connect(db) as c:
         assert accounts.user_for_token(c, old_token, now) is not None
-    target = next(i for i in ids if db_rows(db, "SELECT token_hash FROM api_tokens WHERE id = ?",
-                                            (i,))[0][0] == accounts.digest(old_token))
+    target = next(
+        i
+        for i in ids
+        if db_rows(db, "SELECT token_hash FROM api_tokens WHERE id = ?", (i,))[0][0]
+        == accounts.digest(old_token)
+    )
     assert _cli(db, "tokens", "revoke", target)[0] == 0
     with accounts.connect(db) as c:
         assert accounts.user_for_token(c, old_token, now) is None
@@ -166,7 +183,9 @@ def test_tokens_from_before_the_migration_get_a_revocable_id(tmp_path: Path) -> 
 
 
 @pytest.mark.broker
-async def test_api_roles_disable_enable_and_revoke(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_api_roles_disable_enable_and_revoke(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     async with stack(tmp_path, broker, client_id, alarms=False) as s:
         async with s.client("op0301") as op:
             assert (await op.get("/api/v1/users")).status_code == 403
@@ -191,7 +210,12 @@ async def test_api_roles_disable_enable_and_revoke(tmp_path: Path, broker: Local
         async with s.client("root") as root:
             assert (await root.post("/api/v1/users/op0301/enable")).status_code == 200
             assert {u["name"] for u in (await root.get("/api/v1/users")).json()} == {
-                "op0301", "op0301b", "madm0301", "op4601", "madm4601"}
+                "op0301",
+                "op0301b",
+                "madm0301",
+                "op4601",
+                "madm4601",
+            }
             [tok] = (await root.get("/api/v1/tokens", params={"user": "op4601"})).json()
             assert tok["state"] == "active"
             assert s.tokens["op4601"] not in str(tok)
@@ -205,8 +229,11 @@ async def test_api_roles_disable_enable_and_revoke(tmp_path: Path, broker: Local
             assert (await op.get("/api/v1/me")).status_code == 200  # enabled again
         async with s.client("op4601") as op:
             assert (await op.get("/api/v1/me")).status_code == 401  # revoked
-        rows = db_rows(s.db, "SELECT actor, action, detail FROM audit WHERE action LIKE 'user.%' "
-                       "OR action LIKE 'token.%' ORDER BY id")
+        rows = db_rows(
+            s.db,
+            "SELECT actor, action, detail FROM audit WHERE action LIKE 'user.%' "
+            "OR action LIKE 'token.%' ORDER BY id",
+        )
         assert [(a, b, orjson.loads(c).get("user")) for a, b, c in rows] == [
             ("madm0301", "user.disabled", "op0301"),
             ("root", "user.enabled", "op0301"),
@@ -215,9 +242,14 @@ async def test_api_roles_disable_enable_and_revoke(tmp_path: Path, broker: Local
 
 
 @pytest.mark.broker
-async def test_a_disabled_users_session_ends_and_login_is_refused(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
-    async with stack(tmp_path, broker, client_id, alarms=False) as s, \
-            httpx.AsyncClient(base_url=s.base, timeout=10) as browser, s.client("root") as root:
+async def test_a_disabled_users_session_ends_and_login_is_refused(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False) as s,
+        httpx.AsyncClient(base_url=s.base, timeout=10) as browser,
+        s.client("root") as root,
+    ):
         assert (await login(browser, "op0301")).status_code == 303
         assert (await browser.get("/api/v1/me")).status_code == 200
         assert (await root.post("/api/v1/users/op0301/disable")).status_code == 200
@@ -256,9 +288,14 @@ async def _stream_ends(s: Stack, client: httpx.AsyncClient, lock_out: object) ->
 
 
 @pytest.mark.broker
-async def test_the_stream_of_a_disabled_user_ends(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
-    async with stack(tmp_path, broker, client_id, alarms=False, settings=RECHECK) as s, \
-            s.client("op0301") as op, s.client("root") as root:
+async def test_the_stream_of_a_disabled_user_ends(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False, settings=RECHECK) as s,
+        s.client("op0301") as op,
+        s.client("root") as root,
+    ):
 
         async def disable() -> None:
             assert (await root.post("/api/v1/users/op0301/disable")).status_code == 200
@@ -268,9 +305,14 @@ async def test_the_stream_of_a_disabled_user_ends(tmp_path: Path, broker: LocalB
 
 
 @pytest.mark.broker
-async def test_the_stream_of_a_revoked_token_ends(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
-    async with stack(tmp_path, broker, client_id, alarms=False, settings=RECHECK) as s, \
-            s.client("op0301") as op, s.client("root") as root:
+async def test_the_stream_of_a_revoked_token_ends(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False, settings=RECHECK) as s,
+        s.client("op0301") as op,
+        s.client("root") as root,
+    ):
 
         async def revoke() -> None:
             [tok] = (await root.get("/api/v1/tokens", params={"user": "op0301"})).json()
@@ -283,9 +325,13 @@ async def test_the_stream_of_a_revoked_token_ends(tmp_path: Path, broker: LocalB
 
 
 @pytest.mark.broker
-async def test_the_stream_of_a_logged_out_session_ends(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
-    async with stack(tmp_path, broker, client_id, alarms=False, settings=RECHECK) as s, \
-            httpx.AsyncClient(base_url=s.base, timeout=10) as browser:
+async def test_the_stream_of_a_logged_out_session_ends(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False, settings=RECHECK) as s,
+        httpx.AsyncClient(base_url=s.base, timeout=10) as browser,
+    ):
         assert (await login(browser, "op0301")).status_code == 303
         csrf = browser.cookies["alarmhub_csrf"]
 

@@ -41,8 +41,13 @@ MAX_EXAMPLES = 50
 # An endless stream: no response ever completes, so it cannot be checked this way
 # (tests/web/test_api_stream.py covers it).
 SKIP = {("GET", "/api/v1/alarms/stream")}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def _free_port() -> int:
@@ -57,14 +62,21 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(
     db = tmp_path / "alarmhub.db"
     register(f"sqlite:///{db}", [("osl-1", "safety_alarm", "0301")], tmp_path)
     with accounts.connect(db) as conn:
-        accounts.create_user(conn, "root", Role.ADMIN, [], accounts.hash_password("x" * 16),
-                             SystemClock().now(), ())
+        accounts.create_user(
+            conn, "root", Role.ADMIN, [], accounts.hash_password("x" * 16), SystemClock().now(), ()
+        )
         token = accounts.create_token(conn, "root", SystemClock().now(), None, ())
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = spawn_daemon({"ALARMHUB_DATABASE_URL": f"sqlite:///{db}", "ALARMHUB_MQTT_URL": broker.url,
-                         "ALARMHUB_MQTT_CLIENT_ID": client_id,
-                         "ALARMHUB_HTTP_LISTEN": f"127.0.0.1:{port}"}, tmp_path / "daemon.log")
+    proc = spawn_daemon(
+        {
+            "ALARMHUB_DATABASE_URL": f"sqlite:///{db}",
+            "ALARMHUB_MQTT_URL": broker.url,
+            "ALARMHUB_MQTT_CLIENT_ID": client_id,
+            "ALARMHUB_HTTP_LISTEN": f"127.0.0.1:{port}",
+        },
+        tmp_path / "daemon.log",
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -85,11 +97,18 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(
             if (op.method.upper(), op.path) in SKIP:
                 continue
             operations += 1
-            strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE),
-                                 op.as_strategy(GenerationMode.NEGATIVE))
+            strategy = st.one_of(
+                op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE)
+            )
 
-            @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=MAX_EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=strategy)
             def run(case: schemathesis.Case) -> None:
                 nonlocal cases
@@ -97,7 +116,9 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(
                 case.call_and_validate(base_url=base, headers=auth, checks=CHECKS, timeout=10)
 
             run()
-        print(f"schemathesis: {cases} cases over {operations} operations in {time.monotonic() - started:.1f} s")
+        print(
+            f"schemathesis: {cases} cases over {operations} operations in {time.monotonic() - started:.1f} s"
+        )
         assert operations >= 20
         assert cases >= operations * 5
     finally:

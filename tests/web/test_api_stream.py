@@ -26,7 +26,9 @@ async def next_event(lines: Any, device: str | None = None, timeout: float = 10)
             if line.startswith(":"):
                 continue
             if line == "":
-                if "event" in event and (device is None or event.get("data", {}).get("device_id") == device):
+                if "event" in event and (
+                    device is None or event.get("data", {}).get("device_id") == device
+                ):
                     return event
                 event = {}
                 continue
@@ -37,7 +39,9 @@ async def next_event(lines: Any, device: str | None = None, timeout: float = 10)
     return await asyncio.wait_for(read(), timeout)
 
 
-async def test_stream_shows_own_alarms_only_and_resumes(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_stream_shows_own_alarms_only_and_resumes(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     async with stack(tmp_path, broker, client_id, alarms=False) as s, s.client("op0301") as c:
         async with c.stream("GET", "/api/v1/alarms/stream") as resp:
             assert resp.status_code == 200
@@ -55,8 +59,9 @@ async def test_stream_shows_own_alarms_only_and_resumes(tmp_path: Path, broker: 
         async with s.client("op0301b") as other:
             assert (await other.post(f"/api/v1/alarms/{alarm}/acknowledge")).status_code == 200
         # Reconnect as a browser does after a drop: what was missed is replayed.
-        async with c.stream("GET", "/api/v1/alarms/stream",
-                            headers={"Last-Event-ID": str(seen_id)}) as resp:
+        async with c.stream(
+            "GET", "/api/v1/alarms/stream", headers={"Last-Event-ID": str(seen_id)}
+        ) as resp:
             lines = resp.aiter_lines()
             replayed = []
             while True:
@@ -67,14 +72,17 @@ async def test_stream_shows_own_alarms_only_and_resumes(tmp_path: Path, broker: 
             assert all(int(e["id"]) > seen_id for e in replayed)
             assert replayed[-1]["data"]["acknowledged_by"] == "op0301b"
         # The admin sees Bergen's alarm on the stream (the filter is by scope, not broken).
-        async with s.client("root") as admin, admin.stream(
-            "GET", "/api/v1/alarms/stream", params={"last_event_id": 0}
-        ) as resp:
+        async with (
+            s.client("root") as admin,
+            admin.stream("GET", "/api/v1/alarms/stream", params={"last_event_id": 0}) as resp,
+        ):
             ev = await next_event(resp.aiter_lines(), "brg-pend-1")
             assert ev["data"]["municipality"] == "4601"
 
 
-async def test_stream_needs_authentication(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_stream_needs_authentication(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     async with stack(tmp_path, broker, client_id, alarms=False) as s, s.client() as c:
         r = await c.get("/api/v1/alarms/stream")
         assert r.status_code == 401
@@ -101,9 +109,13 @@ async def test_streams_are_capped_per_user_and_in_total_and_a_closed_one_frees_i
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
     limits = {"max_streams_per_user": 2, "max_streams": 3}
-    async with stack(tmp_path, broker, client_id, alarms=False, settings=limits) as s, \
-            s.client("op0301") as c, s.client("op0301b") as b, s.client("root") as root, \
-            contextlib.AsyncExitStack() as held:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False, settings=limits) as s,
+        s.client("op0301") as c,
+        s.client("op0301b") as b,
+        s.client("root") as root,
+        contextlib.AsyncExitStack() as held,
+    ):
         first = await held.enter_async_context(c.stream("GET", "/api/v1/alarms/stream"))
         second = await held.enter_async_context(c.stream("GET", "/api/v1/alarms/stream"))
         assert (first.status_code, second.status_code) == (200, 200)

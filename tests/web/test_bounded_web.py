@@ -67,8 +67,12 @@ async def all_pages(c: httpx.AsyncClient, url: str) -> tuple[list[dict[str, Any]
 async def test_devices_come_a_bounded_page_at_a_time_and_the_pages_add_up(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
-    async with stack(tmp_path, broker, client_id, alarms=False) as s, \
-            s.client("madm0301") as m, s.client("op0301") as op, s.client("root") as root:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False) as s,
+        s.client("madm0301") as m,
+        s.client("op0301") as op,
+        s.client("root") as root,
+    ):
         await import_oslo_devices(m, MANY)
         first = await op.get("/api/v1/devices")
         assert first.status_code == 200
@@ -113,8 +117,11 @@ async def test_devices_come_a_bounded_page_at_a_time_and_the_pages_add_up(
 async def test_a_cursor_never_shows_another_municipality(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
-    async with stack(tmp_path, broker, client_id, alarms=False) as s, \
-            s.client("op0301") as op, s.client("root") as root:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False) as s,
+        s.client("op0301") as op,
+        s.client("root") as root,
+    ):
         # Every cursor the admin's pages give out, one device a page: some sit on
         # Bergen's devices. Handed to an Oslo operator, none may show Bergen.
         cursors: list[str] = []
@@ -124,8 +131,11 @@ async def test_a_cursor_never_shows_another_municipality(
             cursors.append(r.headers.get("X-Next-Cursor", ""))
             link = r.headers.get("Link")
             url = link[1 : link.index(">")] if link else None
-        forged = [encode_device_cursor("0000", ""), encode_device_cursor("4601", ""),
-                  encode_device_cursor("4601", "brg-pend-0")]
+        forged = [
+            encode_device_cursor("0000", ""),
+            encode_device_cursor("4601", ""),
+            encode_device_cursor("4601", "brg-pend-0"),
+        ]
         for cursor in [c for c in cursors if c] + forged:
             for params in ({}, {"municipality": "4601"}, {"include_inactive": "true"}):
                 r = await op.get("/api/v1/devices", params={**params, "cursor": cursor})
@@ -147,9 +157,13 @@ async def test_a_cursor_never_shows_another_municipality(
             assert r.json()["error"]["fields"][0]["field"] == "query.cursor"
 
 
-async def test_report_ranges_are_capped(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
-    async with stack(tmp_path, broker, client_id, settings={"max_report_days": 7}) as s, \
-            s.client("madm0301") as m:
+async def test_report_ranges_are_capped(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    async with (
+        stack(tmp_path, broker, client_id, settings={"max_report_days": 7}) as s,
+        s.client("madm0301") as m,
+    ):
         today = SystemClock().now().astimezone(OSLO).date()
         url = "/api/v1/reports/response-times"
         week = {"from": str(today - timedelta(days=6)), "to": str(today)}

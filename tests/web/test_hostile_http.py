@@ -27,17 +27,23 @@ INJECTIONS = [
 ]
 
 
-async def test_an_expired_token_is_refused(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_an_expired_token_is_refused(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     async with stack(tmp_path, broker, client_id, alarms=False) as s:
         now = SystemClock().now()
         with accounts.connect(s.db) as conn:
-            expired = accounts.create_token(conn, "op0301", now - timedelta(days=2), now - timedelta(days=1), ())
+            expired = accounts.create_token(
+                conn, "op0301", now - timedelta(days=2), now - timedelta(days=1), ()
+            )
         async with s.client() as c:
             r = await c.get("/api/v1/alarms", headers={"Authorization": f"Bearer {expired}"})
             assert r.status_code == 401
             assert r.json()["error"]["code"]
             forged = expired[:-4] + ("AAAA" if not expired.endswith("AAAA") else "BBBB")
-            assert (await c.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
+            assert (
+                await c.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})
+            ).status_code == 401
 
 
 async def test_injection_shaped_parameters_get_4xx_or_nothing_and_never_another_tenant(
@@ -90,8 +96,13 @@ async def test_injection_shaped_user_names_and_token_ids_get_4xx_and_change_noth
             assert (r.status_code, r.json()) in ((200, []), (422, r.json())), (evil, r.text)
         assert db_count(s.db, "SELECT count(*) FROM users WHERE active = 0") == 0
         assert db_count(s.db, "SELECT count(*) FROM api_tokens WHERE revoked_at IS NOT NULL") == 0
-        assert db_count(s.db, "SELECT count(*) FROM audit WHERE action LIKE 'user.%' "
-                        "OR action LIKE 'token.%'") == 0
+        assert (
+            db_count(
+                s.db,
+                "SELECT count(*) FROM audit WHERE action LIKE 'user.%' OR action LIKE 'token.%'",
+            )
+            == 0
+        )
 
 
 async def unanswered(reader: asyncio.StreamReader) -> bool:
@@ -107,7 +118,9 @@ async def unanswered(reader: asyncio.StreamReader) -> bool:
     return False
 
 
-async def test_a_slow_client_does_not_hold_up_anyone_else(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_a_slow_client_does_not_hold_up_anyone_else(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     """Another client is answered while twenty half-sent requests are still pending.
 
     Not "answered within a second": a server that blocked on a slow client would answer
@@ -130,21 +143,28 @@ async def test_a_slow_client_does_not_hold_up_anyone_else(tmp_path: Path, broker
                     r = await c.get("/api/v1/me")
                     assert r.status_code == 200
                     # ... while every slow request is still open and unanswered.
-                    assert await asyncio.gather(*(unanswered(reader) for reader, _ in slow)) == [True] * len(slow)
+                    assert await asyncio.gather(*(unanswered(reader) for reader, _ in slow)) == [
+                        True
+                    ] * len(slow)
                     await asyncio.sleep(0.2)  # pacing of the trickle, not a measure
         finally:
             for _, writer in slow:
                 writer.close()
 
 
-async def test_malformed_and_oversized_bodies_are_4xx(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_malformed_and_oversized_bodies_are_4xx(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     async with stack(tmp_path, broker, client_id) as s, s.client("madm0301") as c:
         bad = [
             (b'{"id": "x", "kind": ', "application/json"),
             (b"\xff\xfe\x00garbage", "application/json"),
             (b"[1, 2, 3]", "application/json"),
             (b'{"id": "x", "kind": "door_sensor", "municipality": 301}', "application/json"),
-            (b'{"id": "' + b"a" * 300 + b'", "kind": "door_sensor", "municipality": "0301"}', "application/json"),
+            (
+                b'{"id": "' + b"a" * 300 + b'", "kind": "door_sensor", "municipality": "0301"}',
+                "application/json",
+            ),
             (b"a" * (2 * 1024 * 1024), "application/json"),
         ]
         for body, ctype in bad:

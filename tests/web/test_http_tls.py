@@ -23,8 +23,14 @@ from tests.support.api_harness import PASSWORD, login, stack
 from tests.support.helpers import hub_settings, run_cli
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
@@ -33,10 +39,28 @@ def cert(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
     crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
     )
     return crt, key
 
@@ -73,8 +97,9 @@ async def test_https_with_host_prefixed_secure_cookies_and_hsts(
             assert (me.status_code, me.json()["name"]) == (200, "op0301")
             csrf = browser.cookies["__Host-alarmhub_csrf"]
             alarm = s.alarms["osl-pend-1"]
-            ack = await browser.post(f"/api/v1/alarms/{alarm}/acknowledge",
-                                     headers={"X-CSRF-Token": csrf})
+            ack = await browser.post(
+                f"/api/v1/alarms/{alarm}/acknowledge", headers={"X-CSRF-Token": csrf}
+            )
             assert ack.status_code == 200, ack.text
             out = await browser.post("/logout", headers={"X-CSRF-Token": csrf})
             assert out.status_code == 303
@@ -110,8 +135,12 @@ def test_plain_http_on_the_network_needs_a_setting(listen: str) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    for named in ("ALARMHUB_HTTP_LISTEN", "ALARMHUB_HTTP_TLS_CERT", "ALARMHUB_HTTP_TLS_KEY",
-                  "ALARMHUB_HTTP_ALLOW_PLAIN=true"):
+    for named in (
+        "ALARMHUB_HTTP_LISTEN",
+        "ALARMHUB_HTTP_TLS_CERT",
+        "ALARMHUB_HTTP_TLS_KEY",
+        "ALARMHUB_HTTP_ALLOW_PLAIN=true",
+    ):
         assert named in lines[0]
 
 
@@ -120,10 +149,14 @@ def test_plain_http_on_the_network_needs_a_setting(listen: str) -> None:
     [
         ({"ALARMHUB_HTTP_TLS_CERT": "{crt}"}, "ALARMHUB_HTTP_TLS_KEY"),
         ({"ALARMHUB_HTTP_TLS_KEY": "{key}"}, "ALARMHUB_HTTP_TLS_KEY"),
-        ({"ALARMHUB_HTTP_TLS_CERT": "/nonexistent.pem", "ALARMHUB_HTTP_TLS_KEY": "{key}"},
-         "ALARMHUB_HTTP_TLS_CERT"),
-        ({"ALARMHUB_HTTP_TLS_CERT": "{crt}", "ALARMHUB_HTTP_TLS_KEY": "{crt}"},
-         "ALARMHUB_HTTP_TLS_KEY"),  # not a key
+        (
+            {"ALARMHUB_HTTP_TLS_CERT": "/nonexistent.pem", "ALARMHUB_HTTP_TLS_KEY": "{key}"},
+            "ALARMHUB_HTTP_TLS_CERT",
+        ),
+        (
+            {"ALARMHUB_HTTP_TLS_CERT": "{crt}", "ALARMHUB_HTTP_TLS_KEY": "{crt}"},
+            "ALARMHUB_HTTP_TLS_KEY",
+        ),  # not a key
     ],
 )
 def test_a_bad_tls_setting_is_one_line(
@@ -142,8 +175,9 @@ def test_a_bad_tls_setting_is_one_line(
 async def test_allowed_plain_http_on_the_network_warns_at_start(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
-    settings = hub_settings(tmp_path, broker.url, client_id, http_listen="0.0.0.0:0",
-                            http_allow_plain=True)
+    settings = hub_settings(
+        tmp_path, broker.url, client_id, http_listen="0.0.0.0:0", http_allow_plain=True
+    )
     with capture_logs() as logs:
         async with AlarmHub(settings):
             pass
@@ -164,14 +198,17 @@ async def test_a_browser_logs_in_and_acknowledges_over_https(
     crt, key = cert
     tls = {"http_tls_cert": crt, "http_tls_key": key}
     async with stack(tmp_path, broker, client_id, settings=tls) as s, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                           headless=True)
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         try:
             context = await browser.new_context(ignore_https_errors=True)  # self-signed
             page = await context.new_page()
             failed: list[str] = []
-            page.on("response",
-                    lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.on(
+                "response",
+                lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
             await page.goto(f"{s.base}/")
             assert "/login" in page.url
             await page.fill("#username", "op0301")

@@ -25,8 +25,10 @@ async def test_successful_logins_are_never_counted(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
     # An operator logs in many times a shift (new tab, new machine, after a logout).
-    async with stack(tmp_path, broker, client_id, alarms=False, clock=FakeClock(T0)) as s, \
-            s.client() as c:
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False, clock=FakeClock(T0)) as s,
+        s.client() as c,
+    ):
         codes = [(await login(c, "op0301")).status_code for _ in range(12)]
         assert codes == [303] * 12
 
@@ -36,8 +38,7 @@ async def test_failures_slow_down_one_pair_and_nobody_else(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
     clock = FakeClock(T0)
-    async with stack(tmp_path, broker, client_id, alarms=False, clock=clock) as s, \
-            s.client() as c:
+    async with stack(tmp_path, broker, client_id, alarms=False, clock=clock) as s, s.client() as c:
         codes = [(await login(c, "op0301", "wrong-password")).status_code for _ in range(5)]
         assert codes == [401] * 5
         slowed = await login(c, "op0301")  # even the right password waits its turn
@@ -66,8 +67,7 @@ async def test_a_flood_of_junk_names_resets_no_count(
 ) -> None:
     monkeypatch.setattr(context, "MAX_TRACKED_KEYS", 20)  # the default is 10,000: same logic
     clock = FakeClock(T0)
-    async with stack(tmp_path, broker, client_id, alarms=False, clock=clock) as s, \
-            s.client() as c:
+    async with stack(tmp_path, broker, client_id, alarms=False, clock=clock) as s, s.client() as c:
         for _ in range(5):
             await login(c, "op0301", "wrong-password")
         assert (await login(c, "op0301")).status_code == 429

@@ -34,13 +34,27 @@ async def test_the_queue_shows_a_municipality_silence_in_force(
     create_user(f"sqlite:///{db}", "kari", "operator", ["0301"])
     now = datetime.now(UTC)
     with sqlite3.connect(db) as conn:
-        for sid, m, reason in [("sil_a", "0301", "mobile network work"), ("sil_b", "4601", "Bergen-only")]:
+        for sid, m, reason in [
+            ("sil_a", "0301", "mobile network work"),
+            ("sil_b", "4601", "Bergen-only"),
+        ]:
             accounts.insert_silence(
                 conn,
-                Silence(sid, m, now - timedelta(minutes=5), now + timedelta(hours=2), reason=reason, created_by="madm", created_at=now),
+                Silence(
+                    sid,
+                    m,
+                    now - timedelta(minutes=5),
+                    now + timedelta(hours=2),
+                    reason=reason,
+                    created_by="madm",
+                    created_at=now,
+                ),
                 (),
             )
-    async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub, async_playwright() as pw:
+    async with (
+        AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub,
+        async_playwright() as pw,
+    ):
         context = await pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
             headless=True, timezone_id="Europe/Oslo", locale="nb-NO",

@@ -38,7 +38,9 @@ def test_scope_sql_and_grants() -> None:
     assert Permission.READ_AUDIT in GRANTS[Role.ADMIN]
 
 
-async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_oslo_roles_never_see_or_touch_bergen(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     async with stack(tmp_path, broker, client_id) as s:
         brg_alarm = s.alarms["brg-pend-1"]
         brg_fall = s.alarms["brg-fall-1"]
@@ -47,16 +49,37 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             lambda: db_count(s.db, "SELECT count(*) FROM inbox WHERE verdict='rejected'") == 1
         )
         async with s.client("madm4601") as bergen:
-            r = await bergen.post("/api/v1/silences", json={
-                "municipality": "4601", "device_id": "brg-pend-1", "reason": "Bergen-only reason",
-                "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-12-31T00:00:00Z"})
+            r = await bergen.post(
+                "/api/v1/silences",
+                json={
+                    "municipality": "4601",
+                    "device_id": "brg-pend-1",
+                    "reason": "Bergen-only reason",
+                    "starts_at": "2026-01-01T00:00:00Z",
+                    "ends_at": "2026-12-31T00:00:00Z",
+                },
+            )
             assert r.status_code == 201, r.text
             silence = r.json()["id"]
         [brg_token] = db_rows(s.db, "SELECT id FROM api_tokens WHERE user_name = 'op4601'")[0]
-        secrets = [brg_alarm, brg_fall, "brg-pend-1", "brg-fall-1", BERGEN_LABEL, "4601", silence,
-                   "Bergen-only reason", brg_token]
-        silence_0301 = {"municipality": "0301", "device_id": None, "reason": "x",
-                        "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-02T00:00:00Z"}
+        secrets = [
+            brg_alarm,
+            brg_fall,
+            "brg-pend-1",
+            "brg-fall-1",
+            BERGEN_LABEL,
+            "4601",
+            silence,
+            "Bergen-only reason",
+            brg_token,
+        ]
+        silence_0301 = {
+            "municipality": "0301",
+            "device_id": None,
+            "reason": "x",
+            "starts_at": "2026-01-01T00:00:00Z",
+            "ends_at": "2026-01-02T00:00:00Z",
+        }
         device_4601 = {"id": "new-dev", "kind": "safety_alarm", "municipality": "4601"}
         # (method, path, json body or None, raw CSV or None, statuses allowed besides 403/404)
         matrix: list[tuple[str, str, object, str | None, set[int]]] = [
@@ -64,27 +87,55 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             ("GET", "/api/v1/alarms?municipality=4601", None, None, {200}),
             ("GET", "/api/v1/alarms?state=open&limit=500", None, None, {200}),
             ("GET", f"/api/v1/alarms/{brg_alarm}", None, None, set()),
-            *[("POST", f"/api/v1/alarms/{brg_alarm}/{a}", None, None, set())
-              for a in ("acknowledge", "escalate", "dispatch", "on-site")],
+            *[
+                ("POST", f"/api/v1/alarms/{brg_alarm}/{a}", None, None, set())
+                for a in ("acknowledge", "escalate", "dispatch", "on-site")
+            ],
             ("POST", f"/api/v1/alarms/{brg_alarm}/resolve", {"outcome": "x"}, None, set()),
             ("POST", f"/api/v1/alarms/{brg_alarm}/notes", {"note": "x"}, None, set()),
             ("GET", "/api/v1/devices", None, None, {200}),
             ("GET", "/api/v1/devices?municipality=4601&include_inactive=true", None, None, {200}),
             # Pages (issue 13 item 3): a cursor naming Bergen's device only says where to
             # start; the filters and the page size change nothing about scope.
-            ("GET", f"/api/v1/devices?limit=1&cursor={encode_device_cursor('4601', '')}", None, None,
-             {200}),
-            ("GET", f"/api/v1/devices?cursor={encode_device_cursor('0000', '')}&active=false", None,
-             None, {200}),
-            ("GET", "/api/v1/devices?municipality=4601&kind=safety_alarm&q=brg&limit=1000", None,
-             None, {200}),
+            (
+                "GET",
+                f"/api/v1/devices?limit=1&cursor={encode_device_cursor('4601', '')}",
+                None,
+                None,
+                {200},
+            ),
+            (
+                "GET",
+                f"/api/v1/devices?cursor={encode_device_cursor('0000', '')}&active=false",
+                None,
+                None,
+                {200},
+            ),
+            (
+                "GET",
+                "/api/v1/devices?municipality=4601&kind=safety_alarm&q=brg&limit=1000",
+                None,
+                None,
+                {200},
+            ),
             ("POST", "/api/v1/devices", device_4601, None, set()),
-            ("POST", "/api/v1/devices", {**device_4601, "id": "brg-pend-1", "municipality": "0301"},
-             None, {409}),  # global ids: "not available", nothing more
+            (
+                "POST",
+                "/api/v1/devices",
+                {**device_4601, "id": "brg-pend-1", "municipality": "0301"},
+                None,
+                {409},
+            ),  # global ids: "not available", nothing more
             ("GET", "/api/v1/devices/brg-pend-1", None, None, set()),
             ("PATCH", "/api/v1/devices/brg-pend-1", {"label": "mine now"}, None, set()),
             ("DELETE", "/api/v1/devices/brg-pend-1", None, None, set()),
-            ("POST", "/api/v1/devices/import", None, "id,kind,municipality\nnew-dev,door_sensor,4601\n", {422}),
+            (
+                "POST",
+                "/api/v1/devices/import",
+                None,
+                "id,kind,municipality\nnew-dev,door_sensor,4601\n",
+                {422},
+            ),
             ("GET", "/api/v1/dead-letters", None, None, {200}),
             ("GET", "/api/v1/silences?include_ended=true", None, None, {200}),
             ("POST", "/api/v1/silences", {**silence_0301, "municipality": "4601"}, None, set()),
@@ -92,15 +143,28 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             ("DELETE", f"/api/v1/silences/{silence}", None, None, set()),
             ("GET", "/api/v1/reports/response-times?municipality=4601", None, None, set()),
             ("GET", "/api/v1/reports/response-times", None, None, {200}),
-            ("GET", "/api/v1/reports/response-times?municipality=4601&from=2026-01-01&to=2026-12-31",
-             None, None, set()),
-            ("GET", "/api/v1/reports/response-times?from=2000-01-01&to=2026-12-31", None, None,
-             {422}),  # over max_report_days
+            (
+                "GET",
+                "/api/v1/reports/response-times?municipality=4601&from=2026-01-01&to=2026-12-31",
+                None,
+                None,
+                set(),
+            ),
+            (
+                "GET",
+                "/api/v1/reports/response-times?from=2000-01-01&to=2026-12-31",
+                None,
+                None,
+                {422},
+            ),  # over max_report_days
             ("GET", "/api/v1/audit", None, None, set()),
             # Users and tokens (issue 13 #6): Bergen's people are not found, never locked out.
             ("GET", "/api/v1/users", None, None, {200}),
-            *[("POST", f"/api/v1/users/{u}/{verb}", None, None, set())
-              for u in ("op4601", "madm4601") for verb in ("disable", "enable")],
+            *[
+                ("POST", f"/api/v1/users/{u}/{verb}", None, None, set())
+                for u in ("op4601", "madm4601")
+                for verb in ("disable", "enable")
+            ],
             ("GET", "/api/v1/tokens", None, None, {200}),
             ("GET", "/api/v1/tokens?user=op4601", None, None, {200}),
             ("DELETE", f"/api/v1/tokens/{brg_token}", None, None, set()),
@@ -123,8 +187,17 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
                     assert [g["kind"] for g in report["groups"]] == ["button"], report
         assert failures == []
         # Nothing of Bergen's was changed.
-        assert db_count(s.db, "SELECT count(*) FROM alarms WHERE municipality='4601' AND state='open'") == 2
-        assert db_count(s.db, "SELECT count(*) FROM devices WHERE municipality='4601' AND active=1 AND label LIKE 'Bergen%'") == 2
+        assert (
+            db_count(s.db, "SELECT count(*) FROM alarms WHERE municipality='4601' AND state='open'")
+            == 2
+        )
+        assert (
+            db_count(
+                s.db,
+                "SELECT count(*) FROM devices WHERE municipality='4601' AND active=1 AND label LIKE 'Bergen%'",
+            )
+            == 2
+        )
         assert db_count(s.db, "SELECT count(*) FROM silences WHERE deleted_at IS NULL") == 1
         assert db_count(s.db, "SELECT count(*) FROM devices WHERE id='new-dev'") == 0
         assert db_count(s.db, "SELECT count(*) FROM users WHERE active = 1") == 6
@@ -141,13 +214,19 @@ async def test_oslo_roles_never_see_or_touch_bergen(tmp_path: Path, broker: Loca
             assert brg_token in (await admin.get("/api/v1/tokens")).text
 
 
-async def test_alarm_detail_keeps_other_tenants_messages_out(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
+async def test_alarm_detail_keeps_other_tenants_messages_out(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
     """A device moved from Bergen to Oslo: Oslo sees its new messages, not Bergen's."""
     async with stack(tmp_path, broker, client_id) as s:
         async with s.client("root") as admin:
-            r = await admin.post(f"/api/v1/alarms/{s.alarms['brg-fall-1']}/resolve", json={"outcome": "ok"})
+            r = await admin.post(
+                f"/api/v1/alarms/{s.alarms['brg-fall-1']}/resolve", json={"outcome": "ok"}
+            )
             assert r.status_code == 200, r.text
-            r = await admin.patch("/api/v1/devices/brg-fall-1", json={"municipality": "0301", "label": "moved"})
+            r = await admin.patch(
+                "/api/v1/devices/brg-fall-1", json={"municipality": "0301", "label": "moved"}
+            )
             assert r.status_code == 200, r.text
         s.pub.publish(*native("brg-fall-1", "after-move", "fall.detected"))
         sql = "SELECT id FROM alarms WHERE device_id='brg-fall-1' AND municipality='0301'"

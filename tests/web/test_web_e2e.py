@@ -122,7 +122,9 @@ async def test_operator_sees_a_fall_live_and_acknowledges_it_with_the_keyboard(
     try:
         async with (
             AlarmHub(
-                hub_settings(tmp_path, broker.url, client_id, rules=short_p1_target(tmp_path, P1_TARGET_S))
+                hub_settings(
+                    tmp_path, broker.url, client_id, rules=short_p1_target(tmp_path, P1_TARGET_S)
+                )
             ) as hub,
             async_playwright() as pw,
         ):
@@ -169,7 +171,9 @@ async def test_operator_sees_a_fall_live_and_acknowledges_it_with_the_keyboard(
             await row.wait_for(timeout=ROW_CEILING_MS)
             assert await page.evaluate("window.__sameDocument === true"), "the page reloaded"
             fetched = [u for u in requests if urlsplit(u).path == "/api/v1/alarms"]
-            assert fetched == [], f"the row came with a fetch of the list, not the live stream: {fetched}"
+            assert fetched == [], (
+                f"the row came with a fetch of the list, not the live stream: {fetched}"
+            )
             assert await row.locator(".prio-1").inner_text() == "P1 Kritisk"
             assert await row.get_attribute("aria-current") == "true"  # selected: the only row
             assert "⚠" in await page.title()
@@ -242,9 +246,11 @@ async def test_operator_sees_a_fall_live_and_acknowledges_it_with_the_keyboard(
             await page.fill("#e-res", "r-17")
             await page.keyboard.press("Enter")
             await page.locator("dialog").wait_for(state="detached", timeout=3000)
-            stored = sqlite3.connect(database.removeprefix("sqlite:///")).execute(
-                "SELECT resident, settings FROM devices WHERE id = 'fall-1'"
-            ).fetchone()
+            stored = (
+                sqlite3.connect(database.removeprefix("sqlite:///"))
+                .execute("SELECT resident, settings FROM devices WHERE id = 'fall-1'")
+                .fetchone()
+            )
             assert stored[0] == "r-17"
             assert json.loads(stored[1]) == {
                 "windows": {"night": ["23:00", "06:00"]},
@@ -274,15 +280,26 @@ async def test_devices_page_shows_one_page_at_a_time_below_its_forms(
         pytest.fail("chromium is not installed: `apt-get install chromium chromium-driver`")
     register(database, [(f"door-{i:04d}", "door_sensor", "0301") for i in range(230)], tmp_path)
     problems: list[str] = []
-    async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub, async_playwright() as pw:
+    async with (
+        AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub,
+        async_playwright() as pw,
+    ):
         base = f"http://127.0.0.1:{hub.http_port}"
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         context = await browser.new_context(viewport={"width": 1280, "height": 720}, locale="nb-NO")
         page = await context.new_page()
         page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-        page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on(
+            "console",
+            lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+        )
         lists: list[str] = []
-        page.on("request", lambda r: lists.append(r.url) if urlsplit(r.url).path == "/api/v1/devices" else None)
+        page.on(
+            "request",
+            lambda r: lists.append(r.url) if urlsplit(r.url).path == "/api/v1/devices" else None,
+        )
         await login(page, base, "anne")
         await page.goto(f"{base}/devices")
         rows = page.locator("#devices tbody tr")

@@ -33,12 +33,19 @@ async def test_admin_disables_an_operator_on_the_users_page(
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip().splitlines()[-1]
     problems: list[str] = []
-    async with AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub, async_playwright() as pw:
+    async with (
+        AlarmHub(hub_settings(tmp_path, broker.url, client_id)) as hub,
+        async_playwright() as pw,
+    ):
         base = f"http://127.0.0.1:{hub.http_port}"
-        kari = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        kari = httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
         async with kari:
             assert (await kari.get("/api/v1/me")).status_code == 200
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
             try:
                 page = await browser.new_page(locale="nb-NO")
                 page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
