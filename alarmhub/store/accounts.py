@@ -38,8 +38,16 @@ def everyone(_user: User) -> bool:
 
 
 def ts(value: datetime | None) -> str | None:
-    """The store's time format (UTC, microseconds), so times sort as text."""
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
+    """The store's time format (UTC, microseconds), so times sort as text.
+
+    One definition for every store row and every time the API prints.
+    """
+    if value is None:
+        return None
+    # Almost every value already is UTC: skip the astimezone copy (per row, hot).
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,15 +18,10 @@ import orjson
 
 from alarmhub.core.escalation import DeadlineKey
 from alarmhub.core.suppress import Silence
+from alarmhub.store.accounts import ts
 from alarmhub.store.ports import DecidedRow, OutboxItem
 from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row
-from alarmhub.store.sqlite.rows import (
-    INSERT_TIMELINE,
-    UPSERT_ALARM,
-    alarm_row,
-    timeline_row,
-    ts,
-)
+from alarmhub.store.sqlite.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row
 
 _CHUNK = 500
 T = TypeVar("T")

@@ -17,7 +17,8 @@ from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Identity, Prior, payload
 from alarmhub.core.fields import PARTIAL, dropped_detail
 from alarmhub.core.model import RawMessage
 from alarmhub.core.pipeline import MessageOutcome
-from alarmhub.store.sqlite.rows import parse_ts, ts
+from alarmhub.store.accounts import ts
+from alarmhub.store.sqlite.rows import parse_ts
 
 _LOOKUP_CHUNK = 500
 

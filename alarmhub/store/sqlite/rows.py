@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields as dc_fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from alarmhub.core.device_settings import parse_settings
 from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
+from alarmhub.store.accounts import ts
 
 ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
 TIME_COLUMNS = frozenset(
@@ -85,16 +86,6 @@ def device_from_row(row: Sequence[Any]) -> Device:
 
 
 INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"
-
-
-def ts(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    # Every stored time is UTC text of one width, so text order is time order.
-    # Almost every value already is UTC: skip the astimezone copy (per row, hot).
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds")
 
 
 def parse_ts(value: str | None) -> datetime | None:

@@ -25,6 +25,7 @@ from alarmhub.core.model import Alarm, Device, TimelineEntry, Verdict
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
+from alarmhub.store.accounts import ts
 from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.ports import AlarmStore
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
@@ -46,7 +47,6 @@ from alarmhub.store.sqlite.rows import (
     device_from_row,
     parse_ts,
     timeline_row,
-    ts,
 )
 from alarmhub.store.sqlite.schema import MIGRATIONS
 from alarmhub.store.sqlite.suppression_rows import SuppressionRows

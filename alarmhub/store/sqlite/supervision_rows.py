@@ -15,8 +15,8 @@ from pathlib import Path
 import aiosqlite
 import orjson
 
+from alarmhub.store.accounts import ts
 from alarmhub.store.ports import DoseHistory
-from alarmhub.store.sqlite.rows import ts
 
 _LAST_HEARD = "SELECT id, coalesce(last_seen_at, registered_at) FROM devices WHERE active = 1"
 

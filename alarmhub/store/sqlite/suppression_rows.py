@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.core.people import AuditEntry
+from alarmhub.store.accounts import ts
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
-from alarmhub.store.sqlite.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row, ts
+from alarmhub.store.sqlite.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row
 
 T = TypeVar("T")
 
