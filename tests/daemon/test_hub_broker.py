@@ -197,8 +197,10 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_the_daemon_goes_on
             dead = hub.metrics.messages_dead_lettered
             # Counted after the commit the rows above were read from.
             assert await async_wait_until(
-                lambda: dead.labels("unknown_device", "unknown")._value.get() == 1
-                and dead.labels("oversized", "safety_alarm")._value.get() == 1,
+                lambda: (
+                    dead.labels("unknown_device", "unknown")._value.get() == 1
+                    and dead.labels("oversized", "safety_alarm")._value.get() == 1
+                ),
                 30,
             )
             # The municipality of a known device's dead letter is recorded (tenancy of dead letters).
