@@ -1,0 +1,1 @@
+"""PostgreSQL through asyncpg: the store for several instances and high availability."""
