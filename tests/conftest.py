@@ -4,13 +4,14 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from alarmhub.dev.mosquitto import LocalBroker, mosquitto_binary
 from tests.scenarios.scenario import scenario  # noqa: F401 - the scenario suite's fixture, for every test
+from tests.support.postgres import scratch_database
 
 RAM_DISK = Path("/dev/shm")
 
@@ -48,3 +49,10 @@ def broker(tmp_path: Path) -> Iterator[LocalBroker]:
 def client_id(request: pytest.FixtureRequest) -> str:
     """A persistent-session id unique to the test, derived from its name."""
     return "t-" + re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:80]
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """The URL of an empty PostgreSQL database of this test's own (tests/support/postgres.py)."""
+    async with scratch_database() as url:
+        yield url
