@@ -158,6 +158,8 @@ class AlarmHub:
         """Every service with the few things it uses; none is handed the hub."""
         s, state, gate = self.settings, self.state, self.gate
         clock, metrics = self.clock, self.metrics
+        reader = self.reader
+        gate.reload_alarms = lambda ids: state.reload(reader.get_alarm, ids)
         self.ingest = MqttIngest(
             s.mqtt,
             s.mqtt_client_id,

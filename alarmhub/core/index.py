@@ -10,6 +10,7 @@ index only after the commit.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +107,15 @@ class AlarmIndex:
             del self.by_key[key]
         if alarm.outcome == "auto":
             self._resolved[key] = alarm
+
+    def committed(self, alarm: Alarm) -> Alarm:
+        """Put an alarm the store has just written, at its new revision; that alarm.
+
+        The store wrote the row at `rev + 1` (Alarm.rev): the next write must name it.
+        """
+        stored = replace(alarm, rev=alarm.rev + 1)
+        self.put(stored)
+        return stored
 
     def _unindex(self, alarm: Alarm) -> None:
         self.by_id.pop(alarm.id, None)

@@ -304,6 +304,11 @@ class Alarm:
     # occurrence (a missed dose, issue 12 item 17): the index keys it on (device,
     # kind, this), so each dose is an alarm of its own. None: keyed on (device, kind).
     scheduled_at: datetime | None = None
+    # How many times the stored row was written (0: never stored). A write names
+    # the revision it was decided on, and the store refuses it if the row moved on
+    # meanwhile (StaleAlarmError): another instance, or another process, changed the
+    # alarm, and the decision must be taken again on what the database holds now.
+    rev: int = 0
 
     @property
     def is_active(self) -> bool:

@@ -10,6 +10,7 @@ native device is told a person has taken its alarm (SCAIP's "handled").
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -111,28 +112,47 @@ class Actions:
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
         async with self._gate.lock:
-            alarm = self._state.alarms.get(alarm_id) or await self._store.get_alarm(alarm_id)
-            if alarm is None:
-                return None
-            now = self._clock.now()
-            result = apply_action(alarm, action, actor, now, outcome=outcome, note=note)
-            if isinstance(result, Conflict):
-                return result
-            # Resolving an inhibiting alarm or an incident releases what it hid, in
-            # the same transaction (issue 12 item 2).
-            releases = self._releases.on_resolved(result.alarm, now, actor)
-            changed = (result.alarm, *(r.alarm for r in releases))
-            entries = (*result.timeline, *(r.entry for r in releases))
-            await self._gate.until_committed(
-                lambda: self._store.save_alarms(changed, entries, audit=audit)
+            decided = await self._gate.deciding(
+                lambda: self._decide_and_save(alarm_id, action, actor, outcome, note, audit)
             )
-            for each in changed:
-                self._state.alarms.put(each)
+            if decided is None or isinstance(decided, Conflict):
+                return decided
+            alarm, result, releases, changed = decided
+            stored = [self._state.alarms.committed(each) for each in changed]
+            result = replace(result, alarm=stored[0])
+            releases = [replace(r, alarm=a) for r, a in zip(releases, stored[1:], strict=True)]
         self._arm(result.alarm)
         self._after_action(alarm, result)
         self._supervision.resolved(result.alarm)  # still silent: offline again in an interval
         self._releases.announce(releases)
         return result.alarm
+
+    async def _decide_and_save(
+        self,
+        alarm_id: str,
+        action: Action,
+        actor: str,
+        outcome: str | None,
+        note: str | None,
+        audit: Sequence[AuditEntry],
+    ) -> tuple[Alarm, Applied, list[suppress.Release], tuple[Alarm, ...]] | Conflict | None:
+        """Decide on the alarm as known now and commit; run again by the gate if it was stale."""
+        alarm = self._state.alarms.get(alarm_id) or await self._store.get_alarm(alarm_id)
+        if alarm is None:
+            return None
+        now = self._clock.now()
+        result = apply_action(alarm, action, actor, now, outcome=outcome, note=note)
+        if isinstance(result, Conflict):
+            return result
+        # Resolving an inhibiting alarm or an incident releases what it hid, in
+        # the same transaction (issue 12 item 2).
+        releases = self._releases.on_resolved(result.alarm, now, actor)
+        changed = (result.alarm, *(r.alarm for r in releases))
+        entries = (*result.timeline, *(r.entry for r in releases))
+        await self._gate.until_committed(
+            lambda: self._store.save_alarms(changed, entries, audit=audit)
+        )
+        return alarm, result, releases, changed
 
     def _after_action(self, before: Alarm, result: Applied) -> None:
         alarm = result.alarm

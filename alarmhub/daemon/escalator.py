@@ -16,6 +16,7 @@ import contextlib
 import heapq
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -157,32 +158,49 @@ class Escalator:
         if due:
             await self._decide(due)
 
-    async def _decide(self, due: list[tuple[str, Deadline, datetime, float]]) -> None:
+    def _decisions(
+        self, due: list[tuple[str, Deadline, datetime, float]], touched: dict[str, Alarm]
+    ) -> list[DecidedRow]:
+        """What each due deadline decides on the alarm as known now (pure, under the lock)."""
         rows: list[DecidedRow] = []
+        for alarm_id, deadline, now, _mono in due:
+            alarm = self._state.alarms.get(alarm_id)
+            if alarm is None or alarm.suppressed_by is not None:
+                continue
+            fired = self.fired.setdefault(alarm_id, set())
+            acked = alarm.acknowledged_at is not None and alarm.state is not AlarmState.OPEN
+            decision = on_deadline(alarm.state, acked, deadline, now, fired)
+            touched[alarm_id] = alarm
+            if decision.record:
+                changed, entries, notes = self._effects(alarm, decision, now)
+                rows.append(DecidedRow(decision, alarm_id, changed, entries, notes))
+        return rows
+
+    async def _decide(self, due: list[tuple[str, Deadline, datetime, float]]) -> None:
         touched: dict[str, Alarm] = {}
         anchors = {alarm_id: (now, mono) for alarm_id, _, now, mono in due}
         async with self._gate.lock:
-            for alarm_id, deadline, now, _mono in due:
-                alarm = self._state.alarms.get(alarm_id)
-                if alarm is None or alarm.suppressed_by is not None:
-                    continue
-                fired = self.fired.setdefault(alarm_id, set())
-                acked = alarm.acknowledged_at is not None and alarm.state is not AlarmState.OPEN
-                decision = on_deadline(alarm.state, acked, deadline, now, fired)
-                touched[alarm_id] = alarm
-                if decision.record:
-                    changed, entries, notes = self._effects(alarm, decision, now)
-                    rows.append(DecidedRow(decision, alarm_id, changed, entries, notes))
-            if rows:
+
+            async def attempt() -> tuple[list[DecidedRow], list[bool]]:
+                # Decided again on reloaded alarms if one changed elsewhere meanwhile.
+                touched.clear()
+                rows = self._decisions(due, touched)
+                if not rows:
+                    return rows, []
                 wall = self._clock.now()
                 recorded = await self._gate.until_committed(
                     lambda: self._store.commit_decisions(rows, wall)
                 )
+                return rows, recorded
+
+            rows, recorded = await self._gate.deciding(attempt)
+            if rows:
                 for row, done in zip(rows, recorded, strict=True):
                     self.fired.setdefault(row.alarm_id, set()).add(row.decision.deadline.key)
                     if row.alarm is not None and done:
-                        self._state.alarms.put(row.alarm)
-                        touched[row.alarm_id] = row.alarm
+                        stored = self._state.alarms.committed(row.alarm)
+                        row = replace(row, alarm=stored)  # noqa: PLW2901 - as stored
+                        touched[row.alarm_id] = stored
                     if done and row.decision.notify:
                         self._announce(row)
                     if done and row.alarm is not None and row.alarm.escalation_exhausted_at:

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.errors import StoreError
+from alarmhub.store.errors import StaleAlarmError, StoreError
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
@@ -44,6 +44,10 @@ class WriteGate:
         self._writable = writable
         self._stopping = stopping
         self._once = OncePer(60.0)
+        # Reloads alarms from the store into memory; set by the composition root once
+        # the store is open. The default reloads nothing, which only a test without
+        # a second writer can afford.
+        self.reload_alarms: Callable[[list[str]], Awaitable[None]] = _reload_nothing
 
     async def until_committed(self, op: Callable[[], Awaitable[T]], *, writes: bool = True) -> T:
         """Retry a store operation until it succeeds; meanwhile nothing is acknowledged.
@@ -78,6 +82,26 @@ class WriteGate:
                 self._writable.set(1)
             return result
 
+    async def deciding(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Decide and commit with `attempt`; again, on fresh alarms, while they were stale.
+
+        A commit refused because an alarm changed in the database since it was read
+        (StaleAlarmError: another instance acknowledged it, issue 15) reloads the
+        named alarms and runs `attempt` again, so the decision is taken on what the
+        database holds, never against it. Each round reloads what moved: it ends as
+        soon as no other writer changed the same alarms in between.
+        """
+        rounds = 0
+        while True:
+            try:
+                return await attempt()
+            except StaleAlarmError as exc:
+                log.info("store.alarms_changed_elsewhere", count=len(exc.ids), ids=exc.ids[:10])
+                await self.reload_alarms(exc.ids)
+            rounds += 1
+            if rounds > 3:  # a writer racing us on the same alarms: give it room
+                await asyncio.sleep(min(COMMIT_RETRY_MAX_S, 0.05 * 2 ** (rounds - 3)))
+
     async def until_wal_has_room(self) -> None:
         """Hold an ingest commit while the WAL cannot be checkpointed for lack of space."""
         if self.wal_room.is_set():
@@ -89,3 +113,7 @@ class WriteGate:
         finally:
             room.cancel()
             stop.cancel()
+
+
+async def _reload_nothing(_ids: list[str]) -> None:
+    return None

@@ -181,18 +181,27 @@ class Ingest:
         seen = await self._gate.until_committed(
             lambda: self._store.latest_messages(fps), writes=False
         )
-        effects = process_batch(raws, decoded, fps, seen, self._state.alarms, ctx)
-        municipality_of = {
-            m.rejected.device_id: dev.municipality
-            for m in effects.messages
-            if m.rejected
-            and m.rejected.device_id
-            and (dev := self._state.devices.get(m.rejected.device_id)) is not None
-        }
         await self._gate.until_wal_has_room()
-        started = self._clock.monotonic()
-        await self._gate.until_committed(lambda: self._store.commit_batch(effects, municipality_of))
-        self._metrics.commit_seconds.observe(self._clock.monotonic() - started)
+
+        async def attempt() -> BatchEffects:
+            # Decided on the alarms in memory; decided again if one of them changed
+            # in the database meanwhile (WriteGate.deciding).
+            effects = process_batch(raws, decoded, fps, seen, self._state.alarms, ctx)
+            municipality_of = {
+                m.rejected.device_id: dev.municipality
+                for m in effects.messages
+                if m.rejected
+                and m.rejected.device_id
+                and (dev := self._state.devices.get(m.rejected.device_id)) is not None
+            }
+            started = self._clock.monotonic()
+            await self._gate.until_committed(
+                lambda: self._store.commit_batch(effects, municipality_of)
+            )
+            self._metrics.commit_seconds.observe(self._clock.monotonic() - started)
+            return effects
+
+        effects = await self._gate.deciding(attempt)
         self._state.apply(effects)
         return effects
 
@@ -218,8 +227,13 @@ class Ingest:
     async def process_internal(self, events: list[tuple[Event, Device]]) -> None:
         """Judge and commit events alarmhub raised itself (a silent device, an overdue dose)."""
         async with self._gate.lock:
-            effects = process_internal(events, self._state.alarms, self.context())
-            await self._gate.until_committed(lambda: self._store.commit_batch(effects, {}))
+
+            async def attempt() -> BatchEffects:
+                effects = process_internal(events, self._state.alarms, self.context())
+                await self._gate.until_committed(lambda: self._store.commit_batch(effects, {}))
+                return effects
+
+            effects = await self._gate.deciding(attempt)
             self._state.apply(effects)
         self._after_commit(effects)
 

@@ -10,6 +10,8 @@ service reads the ones in force at the moment it decides.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import Alarm, Device
 from alarmhub.core.pipeline import BatchEffects
@@ -30,5 +32,19 @@ class HubState:
         self.alarms.load(active)
 
     def apply(self, effects: BatchEffects) -> None:
-        for alarm in effects.alarms.values():
-            self.alarms.put(alarm)
+        """Put a committed batch's alarms, each at the revision the store wrote.
+
+        The batch's own view is brought to those revisions too, so what is published
+        after the commit (the live stream, logs) shows the alarm as stored.
+        """
+        for alarm_id, alarm in effects.alarms.items():
+            effects.alarms[alarm_id] = self.alarms.committed(alarm)
+
+    async def reload(
+        self, get_alarm: Callable[[str], Awaitable[Alarm | None]], ids: list[str]
+    ) -> None:
+        """Replace these alarms with what the store holds now (after a StaleAlarmError)."""
+        for alarm_id in dict.fromkeys(ids):
+            alarm = await get_alarm(alarm_id)
+            if alarm is not None:
+                self.alarms.put(alarm)

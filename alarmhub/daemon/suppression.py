@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -76,29 +77,35 @@ class SuppressionKeeper:
         """
         state = self._state
         async with self._gate.lock:
-            now = self._clock.now()
-            tag = f"silence:{silence_id}"
-            releases = suppress.released_by(
-                tag,
-                suppress.ReleaseReason.SILENCE_DELETED,
-                state.alarms.attached(tag),
-                now,
-                by,
-            )
-            ended = await self._gate.until_committed(
-                lambda: self._store.end_silence_releasing(
-                    silence_id,
-                    by,
+
+            async def attempt() -> tuple[bool, list[suppress.Release]]:
+                # Decided again on reloaded alarms if one changed elsewhere meanwhile.
+                now = self._clock.now()
+                tag = f"silence:{silence_id}"
+                releases = suppress.released_by(
+                    tag,
+                    suppress.ReleaseReason.SILENCE_DELETED,
+                    state.alarms.attached(tag),
                     now,
-                    [r.alarm for r in releases],
-                    [r.entry for r in releases],
-                    audit=audit,
+                    by,
                 )
-            )
+                ended = await self._gate.until_committed(
+                    lambda: self._store.end_silence_releasing(
+                        silence_id,
+                        by,
+                        now,
+                        [r.alarm for r in releases],
+                        [r.entry for r in releases],
+                        audit=audit,
+                    )
+                )
+                return ended, releases
+
+            ended, releases = await self._gate.deciding(attempt)
             if not ended:
                 return False
             state.silences = tuple(s for s in state.silences if s.id != silence_id)
-            self._put(releases)
+            releases = self._put(releases)
         self.announce(releases)
         return True
 
@@ -126,20 +133,24 @@ class SuppressionKeeper:
         if not self._due():
             return []
         async with self._gate.lock:
-            releases = self._due()
-            if releases:
-                await self._gate.until_committed(
-                    lambda: self._store.save_alarms(
-                        [r.alarm for r in releases], [r.entry for r in releases], audit=()
+
+            async def attempt() -> list[suppress.Release]:
+                releases = self._due()
+                if releases:
+                    await self._gate.until_committed(
+                        lambda: self._store.save_alarms(
+                            [r.alarm for r in releases], [r.entry for r in releases], audit=()
+                        )
                     )
-                )
-                self._put(releases)
+                return releases
+
+            releases = self._put(await self._gate.deciding(attempt))
         self.announce(releases)
         return releases
 
-    def _put(self, releases: Sequence[suppress.Release]) -> None:
-        for r in releases:
-            self._state.alarms.put(r.alarm)
+    def _put(self, releases: Sequence[suppress.Release]) -> list[suppress.Release]:
+        """Put committed releases in memory; the releases with their alarms as stored."""
+        return [replace(r, alarm=self._state.alarms.committed(r.alarm)) for r in releases]
 
     def announce(self, releases: Sequence[suppress.Release]) -> None:
         """After the commit: escalate from now, show in the queue, log."""

@@ -15,6 +15,19 @@ class StoreError(Exception):
     """The database refused a write; the caller keeps the batch and retries."""
 
 
+class StaleAlarmError(Exception):
+    """An alarm changed in the database since it was read: the write was rolled back.
+
+    Not a StoreError: retrying the same write would fail again. The caller reloads
+    the named alarms (`ids`) and decides again on what the database holds now;
+    another instance (issue 15), or anything else writing the database, got there first.
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"alarm(s) changed since read: {', '.join(ids[:10])}")
+        self.ids = ids
+
+
 class AccountError(Exception):
     """A request the person can correct: the message says what is wrong."""
 

@@ -68,6 +68,11 @@ class AlarmOut(BaseModel):
     escalation_generation: int = Field(
         0, description="how many times escalation started afresh (re-alert, reopen, release)"
     )
+    rev: int = Field(
+        0,
+        description="the stored alarm's revision: goes up by one with every change, "
+        "so a client can tell which of two copies is newer",
+    )
 
 
 class AlarmPage(BaseModel):

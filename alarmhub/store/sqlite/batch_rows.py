@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from alarmhub.store.sqlite.inbox_rows import INSERT_INBOX
-from alarmhub.store.sqlite.rows import INSERT_TIMELINE, UPSERT_ALARM
+from alarmhub.store.sqlite.rows import INSERT_TIMELINE, upsert_alarms
 
 __all__ = ["write_batch"]
 
@@ -31,7 +31,7 @@ def write_batch(
         if inbox:
             conn.executemany(INSERT_INBOX, inbox)
         if alarms:
-            conn.executemany(UPSERT_ALARM, alarms)
+            upsert_alarms(conn, alarms)
         if timeline:
             conn.executemany(INSERT_TIMELINE, timeline)
         if seen:

@@ -21,7 +21,7 @@ from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
 from alarmhub.store.ports import DecidedRow, OutboxItem
 from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row
-from alarmhub.store.sqlite.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row
+from alarmhub.store.sqlite.rows import INSERT_TIMELINE, alarm_row, timeline_row, upsert_alarms
 
 _CHUNK = 500
 T = TypeVar("T")
@@ -47,7 +47,7 @@ def _write_decisions(conn: sqlite3.Connection, payload: list[tuple[Any, ...]]) -
                 continue
             recorded.append(True)
             if alarm is not None:
-                conn.execute(UPSERT_ALARM, alarm)
+                upsert_alarms(conn, [alarm])
             if timeline:
                 conn.executemany(INSERT_TIMELINE, timeline)
             if outbox:

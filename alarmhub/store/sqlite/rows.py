@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import fields as dc_fields
 from datetime import datetime
@@ -12,6 +13,7 @@ import orjson
 from alarmhub.core.device_settings import parse_settings
 from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
 from alarmhub.store.accounts import ts
+from alarmhub.store.errors import StaleAlarmError
 
 ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
 TIME_COLUMNS = frozenset(
@@ -28,10 +30,14 @@ TIME_COLUMNS = frozenset(
         "scheduled_at",
     }
 )
+# A row is written at the revision after the one it was decided on (alarm_row),
+# and only over that revision: a row another writer moved on is left alone, and
+# upsert_alarms sees fewer rows changed than it wrote (Alarm.rev, StaleAlarmError).
 UPSERT_ALARM = (
     f"INSERT INTO alarms ({', '.join(ALARM_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in ALARM_COLUMNS)}) ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c}=excluded.{c}" for c in ALARM_COLUMNS if c != "id")
+    + " WHERE alarms.rev = excluded.rev - 1"
 )
 # The fields of a dead letter as the CLI and the API show it.
 DEAD_LETTER_KEYS = (
@@ -102,8 +108,28 @@ def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
             value = int(value)
         elif name == "state":
             value = value.value
+        elif name == "rev":
+            value += 1
         out.append(value)
     return tuple(out)
+
+
+def upsert_alarms(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Write alarm rows made by alarm_row; StaleAlarmError if any had moved on.
+
+    The caller's transaction is rolled back by its own error handling, so the
+    batch is written whole or not at all.
+    """
+    if not rows:
+        return
+    # executemany sums the changes of every row; a refused update changes none.
+    expect_written(conn.executemany(UPSERT_ALARM, rows).rowcount, [row[0] for row in rows])
+
+
+def expect_written(changed: int, ids: list[str]) -> None:
+    """StaleAlarmError unless every alarm row of `ids` was written."""
+    if changed != len(ids):
+        raise StaleAlarmError(ids)
 
 
 def alarm_from_row(row: Sequence[Any]) -> Alarm:

@@ -271,4 +271,11 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no DELETE'); END;
     """,
+    # 12: issue 15: an alarm's revision (core/model.py Alarm.rev). A write names the
+    # revision it was decided on and is refused if the row moved on, so a process
+    # that read an alarm before another changed it decides again instead of
+    # overwriting the change. Existing rows start at 0, as the daemon reads them.
+    """
+    ALTER TABLE alarms ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

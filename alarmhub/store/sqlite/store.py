@@ -45,6 +45,7 @@ from alarmhub.store.sqlite.rows import (
     alarm_row,
     device_dict,
     device_from_row,
+    expect_written,
     parse_ts,
     timeline_row,
 )
@@ -239,7 +240,8 @@ class SqliteStore(EscalationRows, SuppressionRows):
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                await self._conn.execute(UPSERT_ALARM, alarm_row(alarm))
+                async with self._conn.execute(UPSERT_ALARM, alarm_row(alarm)) as cur:
+                    expect_written(cur.rowcount, [alarm.id])
                 await self._conn.executemany(INSERT_TIMELINE, [timeline_row(e) for e in entries])
                 await self._conn.execute("COMMIT")
             except BaseException:

@@ -18,7 +18,7 @@ from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.accounts import ts
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
-from alarmhub.store.sqlite.rows import INSERT_TIMELINE, UPSERT_ALARM, alarm_row, timeline_row
+from alarmhub.store.sqlite.rows import INSERT_TIMELINE, alarm_row, timeline_row, upsert_alarms
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def _write(
             ended = conn.execute(_END_SILENCE, end_silence).rowcount > 0
         if ended:
             if alarms:
-                conn.executemany(UPSERT_ALARM, alarms)
+                upsert_alarms(conn, alarms)
             if timeline:
                 conn.executemany(INSERT_TIMELINE, timeline)
             if audit:  # who did it, in the change's own transaction (issue 13 item 4)
