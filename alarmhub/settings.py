@@ -33,15 +33,15 @@ INSTANCE_ID = r"[A-Za-z0-9._-]{1,64}"
 
 
 def default_instance_id() -> str:
-    """The host name and the process id, e.g. `host-a-12345`: unique while the process lives.
+    """The host name and the process id, e.g. `host-a-12345`: unique while the process lives."""
+    return instance_id_of(socket.gethostname(), os.getpid())
 
-    A host name's other characters become `-` and it is cut so the whole fits 64.
-    """
-    pid = str(os.getpid())
-    host = "".join(
-        c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in socket.gethostname()
-    )
-    return f"{host[: 63 - len(pid)] or 'host'}-{pid}"
+
+def instance_id_of(host: str, pid: int) -> str:
+    """`host-pid` as a valid instance id: other characters become `-`, the host is cut to fit."""
+    tail = f"-{pid}"
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in host)
+    return f"{safe[: 64 - len(tail)] or 'host'}{tail}"
 
 
 class SettingsError(Exception):
