@@ -57,6 +57,7 @@ from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
 from alarmhub.store.sqlite.supervision_rows import SqliteHistory
 from alarmhub.store.sqlite.wal import WalKeeper
+from alarmhub.store.versions import check_runnable
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
@@ -119,6 +120,7 @@ class AlarmHub:
         await self._start_tasks(self._tasks)
         log.info(
             "alarmhub.started",
+            instance_id=s.instance_id,
             rules_version=self.rules.version,
             # Which files are in force: the built-in ones or a deployment's own.
             rules_file=str(s.rules),
@@ -137,6 +139,7 @@ class AlarmHub:
     async def _open_store(self) -> None:
         s = self.settings
         db = s.database
+        await check_runnable(db)  # a schema older or newer than known: refused, nothing written
         if db.kind != "sqlite" or db.path is None:
             raise NotImplementedError("only sqlite:/// databases are supported so far")
         self.store = await SqliteStore.open(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 import ssl
 import tomllib
 from dataclasses import dataclass, field
@@ -24,6 +26,22 @@ from alarmhub.redact import redact_url
 
 ENV_PREFIX = "ALARMHUB_"
 DEFAULT_CONFIG = Path("config/alarmhub.toml")
+
+
+# What an instance id may be: safe in a log line, a metric label, a file name and SQL text.
+INSTANCE_ID = r"[A-Za-z0-9._-]{1,64}"
+
+
+def default_instance_id() -> str:
+    """The host name and the process id, e.g. `host-a-12345`: unique while the process lives."""
+    return instance_id_of(socket.gethostname(), os.getpid())
+
+
+def instance_id_of(host: str, pid: int) -> str:
+    """`host-pid` as a valid instance id: other characters become `-`, the host is cut to fit."""
+    tail = f"-{pid}"
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in host)
+    return f"{safe[: 64 - len(tail)] or 'host'}{tail}"
 
 
 class SettingsError(Exception):
@@ -119,6 +137,9 @@ class Settings(BaseSettings):
     mqtt_allow_plain: bool = False
     mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", repr=False)
     mqtt_client_id: str = "alarmhub"
+    # This process's own name among several sharing one database and broker (issue 15);
+    # the MQTT client id above stays the service's, shared by all of them.
+    instance_id: str = Field(default_factory=default_instance_id)
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_reconnect_min_s: float = Field(default=0.5, gt=0)
     mqtt_reconnect_max_s: float = Field(default=30.0, gt=0)
@@ -188,11 +209,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
-        if parse_database_url(v).kind == "postgresql":
-            raise ValueError(
-                "postgresql:// is not supported yet (see deploy/scale-out/README.md); "
-                "use sqlite:///file.db"
-            )
+        parse_database_url(v)  # sqlite:/// or postgresql://; anything else is refused
         return v
 
     @field_validator("http_listen")
@@ -267,6 +284,13 @@ class Settings(BaseSettings):
                 f"{v} days is shorter than message_id_dedup_window_h ({window_h:g} h): a "
                 "redelivery would no longer find its first copy and count twice"
             )
+        return v
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id(cls, v: str) -> str:
+        if not re.fullmatch(INSTANCE_ID, v):
+            raise ValueError("1-64 characters of A-Z a-z 0-9 . _ - (e.g. host-a-1)")
         return v
 
     @field_validator("mqtt_client_id")

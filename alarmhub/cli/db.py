@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 
 from alarmhub.cli.output import CommandError
 from alarmhub.settings import Settings
+from alarmhub.store import versions
 from alarmhub.store.ports import AlarmStore, Directory
+from alarmhub.store.schema_state import SchemaStatus
 from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
 
@@ -74,3 +76,13 @@ def with_directory(settings: Settings, work: Callable[[Directory], Coroutine[Any
     path = settings.database.path
     assert path is not None  # with_store refused anything but sqlite
     return asyncio.run(work(SqliteDirectory(path)))
+
+
+def schema_status(settings: Settings) -> SchemaStatus:
+    """The database's schema version against this alarmhub's (store/versions.py); writes nothing."""
+    return asyncio.run(versions.status(settings.database))
+
+
+def migrate_schema(settings: Settings, progress: Callable[[int], None]) -> list[int]:
+    """Bring the schema up to date; the versions applied. SchemaVersionError when it is newer."""
+    return asyncio.run(versions.migrate(settings.database, progress))

@@ -9,8 +9,9 @@ from typing import Any
 
 import structlog
 
-from alarmhub.cli.output import EXIT_FAILED
+from alarmhub.cli.output import EXIT_FAILED, error
 from alarmhub.settings import Settings
+from alarmhub.store.schema_state import SchemaVersionError
 
 
 def add_parser(sub: Any) -> None:
@@ -34,6 +35,11 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
+    except SchemaVersionError as exc:
+        # One line, before anything was written or connected to: the operator's fix
+        # (`alarmhub db migrate`, or the right alarmhub) is in it.
+        error(str(exc))
+        return EXIT_FAILED
     except OSError as exc:
         structlog.get_logger("alarmhub").error("alarmhub.failed", error=str(exc))
         return EXIT_FAILED

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import orjson
 import pytest
 
-from alarmhub.settings import SettingsError, load_settings, parse_database_url, parse_mqtt_url
+from alarmhub.settings import (
+    INSTANCE_ID,
+    SettingsError,
+    default_instance_id,
+    instance_id_of,
+    load_settings,
+    parse_database_url,
+    parse_mqtt_url,
+)
 from tests.support.helpers import run_cli
 
 
@@ -48,7 +58,9 @@ def test_mqtt_default_port() -> None:
     [
         ({"ALARMHUB_MQTT_URL": "http://x"}, "ALARMHUB_MQTT_URL"),
         ({"ALARMHUB_DATABASE_URL": "mysql://x"}, "ALARMHUB_DATABASE_URL"),
-        ({"ALARMHUB_DATABASE_URL": "postgresql://localhost/alarmhub"}, "ALARMHUB_DATABASE_URL"),
+        ({"ALARMHUB_INSTANCE_ID": "host a"}, "ALARMHUB_INSTANCE_ID"),
+        ({"ALARMHUB_INSTANCE_ID": "x" * 65}, "ALARMHUB_INSTANCE_ID"),
+        ({"ALARMHUB_INSTANCE_ID": ""}, "ALARMHUB_INSTANCE_ID"),
         ({"ALARMHUB_HTTP_LISTEN": "8080"}, "ALARMHUB_HTTP_LISTEN"),
         ({"ALARMHUB_MQTT_CLIENT_ID": "a/b"}, "ALARMHUB_MQTT_CLIENT_ID"),
         ({"ALARMHUB_MAX_PAYLOAD_BYTES": "lots"}, "ALARMHUB_MAX_PAYLOAD_BYTES"),
@@ -60,6 +72,32 @@ def test_bad_setting_is_one_line_naming_it_and_exit_2(env: dict[str, str], named
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert named in lines[0]
+
+
+def test_instance_id_defaults_to_the_host_name_and_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ALARMHUB_INSTANCE_ID", raising=False)
+    s = load_settings(None)
+    assert s.instance_id == default_instance_id()
+    assert s.instance_id.endswith(f"-{os.getpid()}")
+    assert re.fullmatch(INSTANCE_ID, s.instance_id)
+    monkeypatch.setenv("ALARMHUB_INSTANCE_ID", "node-a.1_b")
+    assert load_settings(None).instance_id == "node-a.1_b"
+
+
+@pytest.mark.parametrize(
+    ("host", "pid", "expected"),
+    [
+        ("host-a", 12345, "host-a-12345"),
+        ("web01.example.org", 7, "web01.example.org-7"),
+        ("høst a/b", 1, "h-st-a-b-1"),
+        ("", 42, "host-42"),
+        ("h" * 80, 4194304, "h" * 56 + "-4194304"),
+    ],
+)
+def test_an_instance_id_made_of_any_host_name_is_valid(host: str, pid: int, expected: str) -> None:
+    made = instance_id_of(host, pid)
+    assert made == expected
+    assert re.fullmatch(INSTANCE_ID, made)
 
 
 def test_unknown_key_in_settings_file_is_named(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ row in `schema_version`, so a failed migration leaves the previous version whole
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 
 from alarmhub.store.postgres.schema import MIGRATIONS
@@ -34,8 +36,15 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     return int(version or 0)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Apply every version not yet applied, in order; the versions this call applied."""
+async def migrate(
+    conn: asyncpg.Connection, progress: Callable[[int], None] | None = None
+) -> list[int]:
+    """Apply every version not yet applied, in order; the versions this call applied.
+
+    `progress(version)` is called just before a version is applied (`alarmhub db
+    migrate` prints it). A database newer than this alarmhub is left alone;
+    refusing it is the caller's decision (store/versions.py).
+    """
     applied: list[int] = []
     for version, script in enumerate(MIGRATIONS, start=1):
         async with conn.transaction():
@@ -46,6 +55,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
             )
             if done:
                 continue
+            if progress is not None:
+                progress(version)
             await conn.execute(script)
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
             applied.append(version)

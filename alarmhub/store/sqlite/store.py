@@ -33,6 +33,7 @@ from alarmhub.store.sqlite.batch_rows import write_batch
 from alarmhub.store.sqlite.device_moves import check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import inbox_row, select_priors
+from alarmhub.store.sqlite.migrations import migrate as apply_migrations
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
     ALARM_COLUMNS,
@@ -49,7 +50,6 @@ from alarmhub.store.sqlite.rows import (
     parse_ts,
     timeline_row,
 )
-from alarmhub.store.sqlite.schema import MIGRATIONS
 from alarmhub.store.sqlite.suppression_rows import SuppressionRows
 
 # The errors live in store/errors.py (every store raises them); re-exported for old imports.
@@ -163,23 +163,9 @@ class SqliteStore(EscalationRows, SuppressionRows):
     async def close(self) -> None:
         await self._conn.close()
 
-    async def migrate(self) -> None:
-        await self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-        async with self._conn.execute("SELECT max(version) FROM schema_version") as cur:
-            row = await cur.fetchone()
-        current = row[0] if row and row[0] is not None else 0
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version <= current:
-                continue
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(script):
-                    await self._conn.execute(statement)
-                await self._conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
+    async def migrate(self) -> list[int]:
+        """Apply the versions this file lacks (store/sqlite/migrations.py); those applied."""
+        return await self._in_writer_thread(apply_migrations, None)
 
     # --- the ingest path -------------------------------------------------
 
@@ -451,21 +437,6 @@ def disk_full(exc: BaseException) -> bool:
     """Did this write fail for want of disk? The ingest then waits for the WAL keeper."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements; a trigger's body keeps its own semicolons."""
-    out: list[str] = []
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \n\t;"):
-                out.append(pending.strip().removesuffix(";").strip())
-            pending = ""
-    if pending.strip(" \n\t;"):
-        out.append(pending.strip().removesuffix(";").strip())
-    return out
 
 
 def _is_an_alarm_store(store: SqliteStore) -> AlarmStore:

@@ -32,7 +32,13 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     }
     ok = all(checks.values())
     # Which broker: the URL with its password redacted (issue 13 item 10).
-    body = {"ready": ok, "checks": checks, "broker": hub.settings.mqtt.shown}
+    # Which instance answered, when several share one database (issue 15).
+    body = {
+        "ready": ok,
+        "checks": checks,
+        "broker": hub.settings.mqtt.shown,
+        "instance_id": hub.settings.instance_id,
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
