@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 import ssl
 import tomllib
 from dataclasses import dataclass, field
@@ -99,6 +101,12 @@ def parse_database_url(url: str) -> DatabaseTarget:
     )
 
 
+def default_instance_id() -> str:
+    """The host name and the process id: distinct for every process on every host."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:50] or "host"
+    return f"{host}-{os.getpid()}"
+
+
 def parse_listen(value: str) -> Listen:
     host, sep, port_text = value.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
@@ -166,6 +174,11 @@ class Settings(BaseSettings):
     unknown_device_municipality: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
     commit_delay_ms: float = Field(default=2.0, ge=0, le=100)
     max_batch: int = Field(default=2000, ge=1, le=100_000)
+    # Several instances on one PostgreSQL database (issue 15, docs/scaling.md): this
+    # process's name among them, and the time within which the survivors take over
+    # a dead instance's single-owner work (the lease's ttl is derived from it).
+    instance_id: str = Field(default_factory=default_instance_id, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    failover_s: float = Field(default=15.0, ge=2, le=600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -188,11 +201,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
-        if parse_database_url(v).kind == "postgresql":
-            raise ValueError(
-                "postgresql:// is not supported yet (see deploy/scale-out/README.md); "
-                "use sqlite:///file.db"
-            )
+        parse_database_url(v)
         return v
 
     @field_validator("http_listen")

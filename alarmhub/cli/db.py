@@ -19,8 +19,12 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from alarmhub.cli.output import CommandError
+from alarmhub.redact import redact_url
 from alarmhub.settings import Settings
+from alarmhub.store.cluster import ClusterView
+from alarmhub.store.errors import StoreError
 from alarmhub.store.ports import AlarmStore, Directory
+from alarmhub.store.postgres.coordination import read_cluster
 from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
 
@@ -74,3 +78,15 @@ def with_directory(settings: Settings, work: Callable[[Directory], Coroutine[Any
     path = settings.database.path
     assert path is not None  # with_store refused anything but sqlite
     return asyncio.run(work(SqliteDirectory(path)))
+
+
+def cluster_view(settings: Settings) -> ClusterView | None:
+    """Instances and leases as the shared database records them; None for SQLite (one owner)."""
+    db = settings.database
+    if db.kind != "postgresql" or db.dsn is None:
+        return None
+    dsn = db.dsn
+    try:
+        return asyncio.run(read_cluster(dsn))
+    except StoreError as exc:
+        raise CommandError(f"{redact_url(dsn)}: {exc}") from exc

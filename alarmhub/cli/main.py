@@ -17,6 +17,7 @@ from pathlib import Path
 from alarmhub.cli import (
     alarms,
     audit,
+    cluster,
     dead_letters,
     devices,
     report,
@@ -34,7 +35,19 @@ from alarmhub.observability.logs import configure_logging
 from alarmhub.settings import SettingsError, load_settings
 
 # In the order `alarmhub --help` lists them.
-GROUPS = (run, devices, alarms, dead_letters, users, tokens, audit, report, simulate, rules)
+GROUPS = (
+    run,
+    devices,
+    alarms,
+    dead_letters,
+    users,
+    tokens,
+    audit,
+    report,
+    simulate,
+    rules,
+    cluster,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

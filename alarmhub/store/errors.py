@@ -33,3 +33,17 @@ class IdTakenError(Exception):
     def __init__(self, ids: list[str]) -> None:
         super().__init__(f"device id(s) not available: {', '.join(ids)}")
         self.ids = ids
+
+
+class LeaseLostError(StoreError):
+    """A single-owner write found its lease expired or granted again: it was rolled back.
+
+    Nothing it would have committed may be acknowledged; the instance is no
+    longer the owner, whatever its own timers say (issue 15: fencing).
+    """
+
+    def __init__(self, name: str, holder: str, epoch: int) -> None:
+        super().__init__(f"lease {name!r} epoch {epoch} is no longer held by {holder!r}")
+        self.name = name
+        self.holder = holder
+        self.epoch = epoch
