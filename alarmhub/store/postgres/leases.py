@@ -22,7 +22,7 @@ is when that transaction began.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -30,7 +30,12 @@ from asyncpg.pool import PoolConnectionProxy
 from alarmhub.store.cluster import Fence, LeaseRow
 from alarmhub.store.errors import LeaseLostError
 
-Conn = asyncpg.Connection | PoolConnectionProxy[Any]
+# A plain connection or one lent by a pool (the stubs make the proxy generic; at run
+# time it is not subscriptable).
+if TYPE_CHECKING:
+    Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy[Any]
+else:
+    Conn = asyncpg.Connection | PoolConnectionProxy
 
 # A new holder only once the lease has expired (or was released, which expires it).
 # The same holder is not exempt: a grant after any gap is a new grant with a new
