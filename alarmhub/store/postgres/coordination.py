@@ -89,11 +89,10 @@ class PgCoordination:
 
 async def read_cluster(dsn: str) -> ClusterView:
     """One look at the cluster for the CLI; StoreError when the database cannot say."""
-    try:
-        coordination = await PgCoordination.open(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StoreError(f"cannot connect: {exc}") from exc
+    coordination = await PgCoordination.open(dsn)
     try:
         return await coordination.cluster()
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreError(f"cannot read the cluster: {exc}") from exc
     finally:
         await coordination.close()
