@@ -20,6 +20,7 @@ from alarmhub.store.postgres.notify import (
     payloads,
 )
 from tests.support.helpers import async_wait_until
+from tests.support.tcp_proxy import TcpProxy
 
 WAIT = 60.0
 
@@ -89,3 +90,41 @@ async def test_listener_hears_commits_only_and_resyncs_after_its_connection_is_k
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.postgres
+async def test_listener_behind_a_silent_network_notices_by_ping_and_resyncs(pg_url: str) -> None:
+    changed: list[list[str]] = []
+    resyncs: list[int] = []
+
+    async def on_changed(ids: Sequence[str]) -> None:
+        changed.append(list(ids))
+
+    async def on_resync() -> None:
+        resyncs.append(len(changed))
+
+    port = int(pg_url.rsplit(":", 1)[1].split("/", 1)[0])
+    async with TcpProxy(port) as proxy:
+        feed = PgAlarmChangeFeed(
+            proxy.url(pg_url.rsplit("/", 1)[1]),
+            ping_s=0.5,
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.5,
+        )
+        task = asyncio.ensure_future(feed.listen(on_changed, on_resync))
+        try:
+            assert await async_wait_until(lambda: len(resyncs) == 1, WAIT)
+            proxy.cut()
+            # No error comes through a cut: only the unanswered ping tells.
+            assert await async_wait_until(lambda: not feed.connected.is_set(), WAIT)
+            await _changed(pg_url, ["missed"])  # committed while it could not hear
+            proxy.reset()
+            proxy.restore()
+            assert await async_wait_until(lambda: len(resyncs) == 2, WAIT)
+            assert "missed" not in {i for ids in changed for i in ids}  # hence the resync
+            await _changed(pg_url, ["after"])
+            assert await async_wait_until(lambda: ["after"] in changed, WAIT)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
