@@ -35,11 +35,13 @@ class IdTakenError(Exception):
         self.ids = ids
 
 
-class LeaseLostError(StoreError):
+class LeaseLostError(Exception):
     """A single-owner write found its lease expired or granted again: it was rolled back.
 
     Nothing it would have committed may be acknowledged; the instance is no
-    longer the owner, whatever its own timers say (issue 15: fencing).
+    longer the owner, whatever its own timers say (issue 15: fencing). Not a
+    :class:`StoreError` on purpose: the write gate retries those until they
+    commit, and this one never will — the work that raised it must stop.
     """
 
     def __init__(self, name: str, holder: str, epoch: int) -> None:
