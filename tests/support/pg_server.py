@@ -70,7 +70,7 @@ class PgServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1"
         self._run(
             [
                 str(PG_CTL),
