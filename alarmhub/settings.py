@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     unknown_device_municipality: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
     commit_delay_ms: float = Field(default=2.0, ge=0, le=100)
     max_batch: int = Field(default=2000, ge=1, le=100_000)
+    # Several instances on one PostgreSQL database (issue 15, docs/scaling.md): the
+    # time within which the survivors take over a dead instance's single-owner work
+    # (the lease's ttl is derived from it).
+    failover_s: float = Field(default=15.0, ge=2, le=600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -19,9 +19,13 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from alarmhub.cli.output import CommandError
+from alarmhub.redact import redact_url
 from alarmhub.settings import Settings
 from alarmhub.store import versions
+from alarmhub.store.cluster import ClusterView
+from alarmhub.store.errors import StoreError
 from alarmhub.store.ports import AlarmStore, Directory
+from alarmhub.store.postgres.coordination import read_cluster
 from alarmhub.store.schema_state import SchemaStatus
 from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
@@ -86,3 +90,15 @@ def schema_status(settings: Settings) -> SchemaStatus:
 def migrate_schema(settings: Settings, progress: Callable[[int], None]) -> list[int]:
     """Bring the schema up to date; the versions applied. SchemaVersionError when it is newer."""
     return asyncio.run(versions.migrate(settings.database, progress))
+
+
+def cluster_view(settings: Settings) -> ClusterView | None:
+    """Instances and leases as the shared database records them; None for SQLite (one owner)."""
+    db = settings.database
+    if db.kind != "postgresql" or db.dsn is None:
+        return None
+    dsn = db.dsn
+    try:
+        return asyncio.run(read_cluster(dsn))
+    except StoreError as exc:
+        raise CommandError(f"{redact_url(dsn)}: {exc}") from exc

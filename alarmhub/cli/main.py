@@ -17,6 +17,7 @@ from pathlib import Path
 from alarmhub.cli import (
     alarms,
     audit,
+    cluster,
     db_commands,
     dead_letters,
     devices,
@@ -47,6 +48,7 @@ GROUPS = (
     simulate,
     rules,
     db_commands,
+    cluster,
 )
 
 

@@ -46,3 +46,19 @@ class IdTakenError(Exception):
     def __init__(self, ids: list[str]) -> None:
         super().__init__(f"device id(s) not available: {', '.join(ids)}")
         self.ids = ids
+
+
+class LeaseLostError(Exception):
+    """A single-owner write found its lease expired or granted again: it was rolled back.
+
+    Nothing it would have committed may be acknowledged; the instance is no
+    longer the owner, whatever its own timers say (issue 15: fencing). Not a
+    :class:`StoreError` on purpose: the write gate retries those until they
+    commit, and this one never will — the work that raised it must stop.
+    """
+
+    def __init__(self, name: str, holder: str, epoch: int) -> None:
+        super().__init__(f"lease {name!r} epoch {epoch} is no longer held by {holder!r}")
+        self.name = name
+        self.holder = holder
+        self.epoch = epoch

@@ -224,7 +224,8 @@ MIGRATIONS: list[str] = [
         expires_at timestamptz NOT NULL
     );
 
-    -- Every instance's heartbeat and what it owns, for `alarmhub cluster status`.
+    -- Every instance's heartbeat and what it owns, for `alarmhub cluster status`;
+    -- `stopped_at` is set by a clean shutdown (a crash leaves a stale heartbeat).
     CREATE TABLE instances (
         id text PRIMARY KEY,
         host text NOT NULL,
@@ -232,6 +233,7 @@ MIGRATIONS: list[str] = [
         version text NOT NULL,
         started_at timestamptz NOT NULL,
         heartbeat_at timestamptz NOT NULL,
+        stopped_at timestamptz,
         owns jsonb NOT NULL DEFAULT '[]'
     );
     """,

@@ -1,0 +1,296 @@
+"""Who does the single-owner work: a lease held through the database, with a local deadline.
+
+One instance at a time holds a lease (`intake`) and does what must not be done
+twice: MQTT intake with the service's client id, escalation deadlines,
+supervision, notifications, pruning. The others serve the API and wait.
+
+Two guards, because either alone fails somewhere:
+
+- **The local deadline.** The holder computes when its grant can earliest
+  expire from the local monotonic time at which it SENT the renewal that
+  succeeded (``sent + ttl - margin``, core/cluster.py says why that is safe),
+  and a watchdog declares it not-owner at that instant, whether or not the
+  database answers, so it stops acting before any survivor can take over. A
+  renewal stuck on a cut network does not hold it up: the watchdog does not
+  wait for the renewal.
+- **The fence in the database.** A process paused longer than its deadline (a
+  stopped VM, a swap storm) wakes up believing it owns; every single-owner
+  write therefore checks its grant inside its own transaction
+  (store/postgres/leases.py `check_fence`) and is rolled back if the grant has
+  moved on.
+
+`is_owner`, `fence` and the `owner`/`standby` events change at once, in the
+loop; the `on_acquired`/`on_lost` callbacks follow in that order, one at a
+time (a slow start of the work delays the "lost" callback but not the events).
+A cancelled `run()` drops ownership locally without telling the database (a
+crash and a cancel look alike to the others); `resign()` afterwards releases the
+lease so that a standby need not wait out the ttl on a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from alarmhub.clock import Clock
+from alarmhub.core.cluster import LeaseTiming
+from alarmhub.observability.logs import OncePer
+from alarmhub.store.cluster import Fence
+from alarmhub.store.ports import Leases
+
+log = structlog.get_logger("alarmhub.leadership")
+
+INTAKE_LEASE = "intake"
+MIN_BACKOFF_S = 0.05
+
+
+class LossReason(enum.StrEnum):
+    DEADLINE = "deadline"  # no renewal succeeded in time (the database unreachable or slow)
+    REFUSED = "refused"  # the database says the grant expired or moved on
+    STOPPED = "stopped"  # this instance stopped (run() cancelled)
+
+
+OnAcquired = Callable[[Fence], Awaitable[None]]
+OnLost = Callable[[Fence, LossReason], Awaitable[None]]
+
+
+class Ownership(Protocol):
+    """The shape the daemon uses, whether the lease is real (PostgreSQL) or trivial (SQLite)."""
+
+    owner: asyncio.Event
+    standby: asyncio.Event
+
+    @property
+    def fence(self) -> Fence | None: ...
+
+    async def run(self) -> None: ...
+
+    async def resign(self) -> None: ...
+
+
+class Leadership:
+    """Contend for one lease, hold it while renewals succeed, announce every change."""
+
+    def __init__(
+        self,
+        leases: Leases,
+        clock: Clock,
+        instance_id: str,
+        timing: LeaseTiming,
+        *,
+        name: str = INTAKE_LEASE,
+        on_acquired: OnAcquired | None = None,
+        on_lost: OnLost | None = None,
+    ) -> None:
+        self._leases = leases
+        self._clock = clock
+        self._id = instance_id
+        self._t = timing
+        self._name = name
+        self._on_acquired = on_acquired
+        self._on_lost = on_lost
+        self._fence: Fence | None = None
+        self._deadline = 0.0
+        self._renew_at = 0.0
+        self._rearm = asyncio.Event()
+        self._events: asyncio.Queue[tuple[Fence, LossReason | None]] = asyncio.Queue()
+        self._unreleased: Fence | None = None
+        self._once = OncePer(60.0)
+        self.owner = asyncio.Event()
+        self.standby = asyncio.Event()
+        self.standby.set()
+
+    @property
+    def fence(self) -> Fence | None:
+        """The grant this instance acts under, None when it must not act."""
+        if self._fence is not None and self._clock.monotonic() >= self._deadline:
+            return None  # the watchdog is about to say so; never act past the deadline
+        return self._fence
+
+    @property
+    def is_owner(self) -> bool:
+        return self.fence is not None
+
+    async def run(self) -> None:
+        """Contend, renew and watch until cancelled; then stop acting (no release)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._contend(), name=f"lease-{self._name}")
+                tg.create_task(self._watch(), name=f"lease-{self._name}-watchdog")
+                tg.create_task(self._announce(), name=f"lease-{self._name}-callbacks")
+        finally:
+            held = self._fence
+            if held is not None:
+                self._drop(held, LossReason.STOPPED)
+                self._unreleased = held
+                await self._deliver(held, LossReason.STOPPED)
+
+    async def resign(self) -> None:
+        """After run() ended: expire the lease held at the end, so a standby takes over now."""
+        held, self._unreleased = self._unreleased, None
+        if held is None:
+            return
+        try:
+            async with asyncio.timeout(self._t.retry_s):
+                await self._leases.release(held)
+            log.info("lease.released", lease=held.name, epoch=held.epoch)
+        except Exception as exc:  # the lease expires by itself within the ttl
+            log.warning("lease.release_failed", lease=held.name, error=str(exc))
+
+    # --- the three tasks -----------------------------------------------------------
+
+    async def _contend(self) -> None:
+        backoff = MIN_BACKOFF_S
+        while True:
+            held = self._fence
+            try:
+                if held is None:
+                    await self._try_acquire()
+                else:
+                    await self._renew(held)
+                backoff = MIN_BACKOFF_S
+            except Exception as exc:  # the database away: keep the deadline, try again
+                key = "lease.renew_failed" if held else "lease.acquire_failed"
+                should, suppressed = self._once.should_log(key)
+                if should:
+                    log.warning(key, lease=self._name, error=repr(exc), since_last=suppressed)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._t.retry_s)
+
+    async def _try_acquire(self) -> None:
+        sent = self._clock.monotonic()
+        async with asyncio.timeout(self._t.retry_s):
+            got = await self._leases.acquire(self._name, self._id, self._t.ttl_s)
+        if got is None:
+            await asyncio.sleep(self._t.retry_s)
+            return
+        deadline = sent + self._t.ttl_s - self._t.margin_s
+        if self._clock.monotonic() >= deadline:
+            # Granted, but the answer came too late to act on: give it back at once.
+            await self._leases.release(got)
+            return
+        self._fence, self._deadline = got, deadline
+        self._renew_at = sent + self._t.renew_s
+        self.owner.set()
+        self.standby.clear()
+        self._rearm.set()
+        log.info("lease.acquired", lease=self._name, holder=self._id, epoch=got.epoch)
+        self._events.put_nowait((got, None))
+
+    async def _renew(self, held: Fence) -> None:
+        await asyncio.sleep(max(0.0, self._renew_at - self._clock.monotonic()))
+        if self._fence is not held:
+            return
+        sent = self._clock.monotonic()
+        # A renewal may hang on a cut network; the watchdog keeps the deadline
+        # meanwhile, this bound only keeps the loop moving.
+        async with asyncio.timeout(self._t.retry_s):
+            ok = await self._leases.renew(held, self._t.ttl_s)
+        if self._fence is not held:
+            if ok:  # renewed after the deadline was declared: hand it back, re-acquire anew
+                await self._leases.release(held)
+            return
+        if not ok:
+            self._lose(held, LossReason.REFUSED)
+            return
+        self._deadline = sent + self._t.ttl_s - self._t.margin_s
+        self._renew_at = sent + self._t.renew_s
+        self._rearm.set()
+
+    async def _watch(self) -> None:
+        while True:
+            self._rearm.clear()
+            held = self._fence
+            if held is None:
+                await self._rearm.wait()
+                continue
+            remaining = self._deadline - self._clock.monotonic()
+            if remaining <= 0:
+                self._lose(held, LossReason.DEADLINE)
+                continue
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._rearm.wait()
+            except TimeoutError:
+                pass
+
+    async def _announce(self) -> None:
+        while True:
+            fence, reason = await self._events.get()
+            await self._deliver(fence, reason)
+
+    # --- state changes ---------------------------------------------------------------
+
+    def _lose(self, held: Fence, reason: LossReason) -> None:
+        if self._drop(held, reason):
+            self._events.put_nowait((held, reason))
+
+    def _drop(self, held: Fence, reason: LossReason) -> bool:
+        if self._fence is not held:
+            return False
+        self._fence = None
+        self.owner.clear()
+        self.standby.set()
+        self._rearm.set()
+        log.warning("lease.lost", lease=self._name, epoch=held.epoch, reason=reason.value)
+        return True
+
+    async def _deliver(self, fence: Fence, reason: LossReason | None) -> None:
+        try:
+            if reason is None:
+                if self._on_acquired is not None:
+                    await self._on_acquired(fence)
+            elif self._on_lost is not None:
+                await self._on_lost(fence, reason)
+        except Exception:
+            log.exception("lease.callback_failed", lease=self._name, epoch=fence.epoch)
+
+
+class SoleOwnership:
+    """One instance on one SQLite file: always the owner, nothing to contend for or fence.
+
+    The same shape as :class:`Leadership`, so the daemon is wired one way; the
+    epoch is 0 and the SQLite store does not check it (its file has one writer).
+    """
+
+    def __init__(
+        self,
+        instance_id: str,
+        *,
+        name: str = INTAKE_LEASE,
+        on_acquired: OnAcquired | None = None,
+        on_lost: OnLost | None = None,
+    ) -> None:
+        self._grant = Fence(name, instance_id, 0)
+        self._on_acquired = on_acquired
+        self._on_lost = on_lost
+        self._held = False
+        self.owner = asyncio.Event()
+        self.standby = asyncio.Event()
+        self.standby.set()
+
+    @property
+    def fence(self) -> Fence | None:
+        return self._grant if self._held else None
+
+    async def run(self) -> None:
+        self._held = True
+        self.owner.set()
+        self.standby.clear()
+        try:
+            if self._on_acquired is not None:
+                await self._on_acquired(self._grant)
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            self._held = False
+            self.owner.clear()
+            self.standby.set()
+            if self._on_lost is not None:
+                await self._on_lost(self._grant, LossReason.STOPPED)
+
+    async def resign(self) -> None:
+        return None

@@ -1,0 +1,120 @@
+"""A private PostgreSQL server of a test's own: initdb in a temp dir, pg_ctl on a free port.
+
+For tests that stop the database under a running instance (an outage, a
+restart): the shared server at 127.0.0.1:5432 must not be stopped. Trust auth,
+loopback only, its socket in its own directory. Run as root (this machine's
+tests are), PostgreSQL refuses to start, so the server then runs as the
+`postgres` user through `runuser`. `stop()` is `-m immediate` by default: the
+server dies as on a crash or power cut and recovers from its WAL at the next
+start, the case a failover must survive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+BIN = Path(os.environ.get("ALARMHUB_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_CTL = Path("/usr/local/bin/pg_ctl") if Path("/usr/local/bin/pg_ctl").exists() else BIN / "pg_ctl"
+RUN_AS = "postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PgServer:
+    """`with PgServer() as pg:` — started; `pg.url(db)`, `pg.stop()`, `pg.start()`."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._root = Path(tempfile.mkdtemp(prefix="alarmhub-pg-"))
+        self.data = self._root / "data"
+        self.log = self._root / "server.log"
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            shutil.chown(self._root, RUN_AS)
+            self._root.chmod(0o700)
+        self._run(
+            [
+                str(BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
+
+    def _run(self, argv: list[str]) -> None:
+        if self._as_root:
+            argv = ["runuser", "-u", RUN_AS, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(f"{argv}: {result.stderr}{result.stdout}\n{log[-2000:]}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1"
+        self._run(
+            [
+                str(PG_CTL),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._run([str(PG_CTL), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"])
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def close(self) -> None:
+        if self.running():
+            with contextlib.suppress(RuntimeError):
+                self.stop()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        _t: type[BaseException] | None,
+        _e: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
