@@ -188,11 +188,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
-        if parse_database_url(v).kind == "postgresql":
-            raise ValueError(
-                "postgresql:// is not supported yet (see deploy/scale-out/README.md); "
-                "use sqlite:///file.db"
-            )
+        parse_database_url(v)  # postgresql:// too: the CLI's account commands take it (issue 15)
         return v
 
     @field_validator("http_listen")
