@@ -284,6 +284,8 @@ async def test_the_queue_pages_in_one_order_and_cursors_mean_the_same(backend: B
     # does: "…11:55:00Z" sorts after "…11:55:00.000000+00:00", so the 11:55 ties are past.
     odd = (1, "2026-03-01T11:55:00Z", "a-b")
     assert [a.id for a in await d.list_alarms(OSLO, AlarmFilter(after=odd))] == ["late", "low"]
+    assert await d.list_alarms(OSLO, AlarmFilter(after=(2**40, "", ""))) == []
+    assert await d.list_alarms(OSLO, AlarmFilter(priority=2**40)) == []
     assert await d.list_alarms(OSLO, AlarmFilter(after=(1, "~", ""))) == [
         a for a in await d.list_alarms(OSLO, AlarmFilter()) if a.id == "low"
     ]
@@ -590,3 +592,29 @@ async def test_concurrent_changes_of_one_user_or_token_happen_once(backend: Back
     assert all(isinstance(c, User | AccountError) for c in created)
     actions = sorted(r["action"] for r in await d.list_audit())
     assert actions == ["token.revoked", "user.created", "user.disabled"]
+
+
+async def test_an_id_holding_nul_is_unknown_not_an_error(backend: Backend) -> None:
+    """PostgreSQL text cannot hold NUL; a client can still send `%00` in a path."""
+    await seed_two_municipalities(backend)
+    d = backend.directory
+    await d.create_user("kari", Role.OPERATOR, ["0301"], "h", NOW, [])
+    nul = "osl-1\x00"
+    assert await d.get_device(ALL, nul) is None
+    assert await d.get_alarm(ALL, "a-osl\x00") is None
+    assert await d.timeline(ALL, "a-osl\x00") == []
+    assert await d.recent_events(ALL, nul, "0301") == []
+    assert await d.get_silence(ALL, "s-osl\x00") is None
+    assert await d.list_alarms(ALL, AlarmFilter(municipality="0301\x00")) == []
+    assert await d.page_devices(ALL, DeviceFilter(kind="safety_alarm\x00")) == []
+    assert await d.response_rows(ALL, "0301\x00", None, None) == []
+    assert await d.password_hash_of("kari\x00") == (None, None)
+    assert await d.find_user(everyone, "kari\x00") is None
+    assert await d.list_tokens(everyone, "kari\x00") == []
+    with pytest.raises(AccountError, match="no user"):
+        await d.set_active(everyone, "kari\x00", False, entry("user.disabled"))
+    with pytest.raises(AccountError, match="no user"):
+        await d.create_token("kari\x00", NOW, None, [])
+    with pytest.raises(AccountError, match="no token"):
+        await d.revoke_token(everyone, "tok_\x00", entry("token.revoked"))
+    assert await d.list_audit() == []

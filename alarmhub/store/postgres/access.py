@@ -21,7 +21,7 @@ from alarmhub.core.people import AuditEntry
 from alarmhub.store.accounts import TokenRow, UserRow, Visible
 from alarmhub.store.errors import AccountError
 from alarmhub.store.postgres.accounts import audit, user_from_record
-from alarmhub.store.postgres.sql import Conn, text_time
+from alarmhub.store.postgres.sql import Conn, storable, text_time
 
 _USER_SELECT = "SELECT name, role, municipalities, active, created_at FROM users"
 
@@ -38,6 +38,8 @@ async def list_users(conn: Conn, visible: Visible) -> list[UserRow]:
 async def find_user(
     conn: Conn, visible: Visible, name: str, *, for_update: bool = False
 ) -> UserRow | None:
+    if not storable(name):
+        return None
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(f"{_USER_SELECT} WHERE name = $1{lock}", name)
     found = _user_row(row) if row else None
@@ -87,6 +89,8 @@ def _token_rows(rows: list[asyncpg.Record], visible: Visible) -> list[TokenRow]:
 
 async def list_tokens(conn: Conn, visible: Visible, user: str | None) -> list[TokenRow]:
     """Tokens (never the secrets), oldest first; of one user if `user` is given."""
+    if not storable(user):
+        return []
     if user is None:
         rows = await conn.fetch(_TOKENS_SQL + _TOKENS_ORDER)
     else:
@@ -97,6 +101,8 @@ async def list_tokens(conn: Conn, visible: Visible, user: str | None) -> list[To
 async def find_token(
     conn: Conn, visible: Visible, token_id: str, *, for_update: bool = False
 ) -> TokenRow | None:
+    if not storable(token_id):
+        return None
     lock = " FOR UPDATE OF t" if for_update else ""
     rows = await conn.fetch(f"{_TOKENS_SQL} WHERE t.id = $1{lock}", token_id)
     found = _token_rows(rows, visible)

@@ -27,7 +27,7 @@ from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import SessionInfo
 from alarmhub.store.errors import AccountError
-from alarmhub.store.postgres.sql import Conn, text_time
+from alarmhub.store.postgres.sql import Conn, storable, text_time
 from alarmhub.store.sqlite.accounts import (
     AUDIT_KEYS,
     SILENCE_KEYS,
@@ -71,6 +71,8 @@ async def create_user(
 
 
 async def password_hash_of(conn: Conn, name: str) -> tuple[User | None, str | None]:
+    if not storable(name):
+        return None, None
     row = await conn.fetchrow(
         "SELECT name, role, municipalities, active, password_hash FROM users WHERE name = $1",
         name,
@@ -91,6 +93,8 @@ async def create_token(
     audit: Sequence[AuditEntry],
 ) -> str:
     """Return the bearer token; only its digest is kept. `audit` commits with it."""
+    if not storable(user):
+        raise AccountError(f"no user {user!r}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
         async with conn.transaction():

@@ -24,6 +24,18 @@ from alarmhub.store.accounts import ts
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
+def storable(*values: object) -> bool:
+    """False when a text value holds NUL: PostgreSQL text cannot (SQLite's can).
+
+    No row can match such a value, and asyncpg would refuse to send it
+    (CharacterNotInRepertoireError), so each read answers as for an unknown id
+    (None, empty, "no user") instead of a database error a client could cause
+    with `%00` in a path. A cursor holding NUL, which this API never makes, is
+    taken as past the last page.
+    """
+    return not any(isinstance(v, str) and "\x00" in v for v in values)
+
+
 def text_time(value: datetime | None) -> str | None:
     """A `timestamptz` read back as the ports' time text (UTC, microseconds)."""
     return ts(value)

@@ -21,7 +21,7 @@ from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import ts
 from alarmhub.store.postgres.accounts import SILENCE_SELECT, silence_from_record
-from alarmhub.store.postgres.sql import Conn, Params, text_time, where
+from alarmhub.store.postgres.sql import Conn, Params, storable, text_time, where
 from alarmhub.store.sqlite.rows import ALARM_COLUMNS, DEAD_LETTER_KEYS, DEVICE_KEYS
 
 # --- alarms --------------------------------------------------------------------
@@ -47,6 +47,8 @@ def _after(after: tuple[int, str, str], params: Params) -> str:
     time as ts() prints it, whose text order is time order: compare timestamps
     (the index serves it). Anything else a client sends is compared as text
     against ts()'s form of each row, as SQLite would: the same page, never an error.
+    The priority is bound as bigint, as SQLite takes any 64-bit integer a client
+    puts in a cursor (asyncpg would refuse one past int4 for an integer column).
     """
     priority, raised, alarm_id = after
     try:
@@ -54,21 +56,23 @@ def _after(after: tuple[int, str, str], params: Params) -> str:
     except ValueError:
         parsed = None
     if parsed is not None and parsed.tzinfo is not None and ts(parsed) == raised:
-        row = f"{params.add(priority)}, {params.add(parsed)}, {params.add(alarm_id)}"
+        row = f"{params.add(priority)}::bigint, {params.add(parsed)}, {params.add(alarm_id)}"
         return f'(priority, raised_at, id COLLATE "C") > ({row})'
-    row = f"{params.add(priority)}, {params.add(raised)}::text, {params.add(alarm_id)}"
+    row = f"{params.add(priority)}::bigint, {params.add(raised)}::text, {params.add(alarm_id)}"
     return f'(priority, {_RAISED_TEXT}, id COLLATE "C") > ({row})'
 
 
 async def list_alarms(conn: Conn, scope: Scope, f: AlarmFilter) -> list[Alarm]:
     """Most urgent first, then oldest first: the operators' queue order."""
+    if not storable(f.state, f.municipality, *(f.after or ())):
+        return []
     extra: list[tuple[str, Any]] = []
     if f.state is not None:
         extra.append(("state = {}", f.state))
     if f.municipality is not None:
         extra.append(("municipality = {}", f.municipality))
     if f.priority is not None:
-        extra.append(("priority = {}", f.priority))
+        extra.append(("priority = {}::bigint", f.priority))
     p = Params()
     cond = where(scope, p, "municipality", extra)
     if f.after is not None:
@@ -81,6 +85,8 @@ async def list_alarms(conn: Conn, scope: Scope, f: AlarmFilter) -> list[Alarm]:
 
 
 async def get_alarm(conn: Conn, scope: Scope, alarm_id: str) -> Alarm | None:
+    if not storable(alarm_id):
+        return None
     p = Params()
     cond = where(scope, p, "municipality", [("id = {}", alarm_id)])
     row = await conn.fetchrow(f"{_ALARM_SELECT} WHERE {cond}", *p.values)
@@ -88,6 +94,8 @@ async def get_alarm(conn: Conn, scope: Scope, alarm_id: str) -> Alarm | None:
 
 
 async def timeline(conn: Conn, scope: Scope, alarm_id: str) -> list[dict[str, Any]]:
+    if not storable(alarm_id):
+        return []
     p = Params()
     cond = where(scope, p, "a.municipality", [("t.alarm_id = {}", alarm_id)])
     rows = await conn.fetch(
@@ -109,6 +117,8 @@ async def recent_events(
     A device moved between municipalities keeps its id; the inbox records the
     municipality of each message, so the old tenant's payloads stay out.
     """
+    if not storable(device_id, municipality):
+        return []
     p = Params()
     extra = [("device_id = {}", device_id), ("municipality = {}", municipality)]
     cond = where(scope, p, "municipality", extra)
@@ -155,6 +165,8 @@ async def page_devices(conn: Conn, scope: Scope, f: DeviceFilter) -> list[dict[s
     most), and the page is found by keyset, not OFFSET. The text search is
     ILIKE, SQLite's LIKE being case-blind for ASCII letters.
     """
+    if not storable(f.municipality, f.kind, f.text, *(f.after or ())):
+        return []
     extra: list[tuple[str, Any]] = []
     if f.municipality is not None:
         extra.append(("municipality = {}", f.municipality))
@@ -180,6 +192,8 @@ async def page_devices(conn: Conn, scope: Scope, f: DeviceFilter) -> list[dict[s
 
 
 async def get_device(conn: Conn, scope: Scope, device_id: str) -> dict[str, Any] | None:
+    if not storable(device_id):
+        return None
     p = Params()
     cond = where(scope, p, "municipality", [("id = {}", device_id)])
     row = await conn.fetchrow(
@@ -223,6 +237,8 @@ async def list_silences(
 
 
 async def get_silence(conn: Conn, scope: Scope, silence_id: str) -> Silence | None:
+    if not storable(silence_id):
+        return None
     p = Params()
     cond = where(scope, p, "municipality", [("id = {}", silence_id)])
     row = await conn.fetchrow(f"{SILENCE_SELECT} WHERE {cond} AND deleted_at IS NULL", *p.values)
@@ -240,6 +256,8 @@ async def response_rows(
     until: datetime | None,
 ) -> list[ResponseRow]:
     """Alarms raised in [since, until) with their response times, for reports."""
+    if not storable(municipality):
+        return []
     extra: list[tuple[str, Any]] = []
     if municipality is not None:
         extra.append(("municipality = {}", municipality))
