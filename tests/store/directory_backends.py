@@ -15,13 +15,16 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from alarmhub.core.model import Alarm
+from alarmhub.core.model import Alarm, AlarmState, Priority
+from alarmhub.core.people import AuditEntry, Role
+from alarmhub.core.suppress import Silence
+from alarmhub.core.tenancy import Scope
 from alarmhub.store.accounts import ts
 from alarmhub.store.ports import Directory
 from alarmhub.store.postgres.directory import PostgresDirectory
@@ -31,6 +34,10 @@ from alarmhub.store.sqlite.store import SqliteStore
 from tests.support.postgres import PG_ADMIN_URL
 
 ALARM_COLUMNS = [f.name for f in fields(Alarm)]
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+OSLO = Scope("kari", Role.OPERATOR, frozenset({"0301"}))
+NOBODY = Scope("ola", Role.OPERATOR, frozenset())
+ALL = Scope.everything("root")
 DATABASE_ERRORS = (sqlite3.Error, asyncpg.PostgresError)
 
 
@@ -225,3 +232,62 @@ async def norwegian_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+# --- values the tests write through the ports ------------------------------------------
+
+
+def alarm(
+    alarm_id: str,
+    municipality: str,
+    raised: datetime,
+    priority: Priority = Priority.CRITICAL,
+    state: AlarmState = AlarmState.OPEN,
+) -> Alarm:
+    return Alarm(
+        alarm_id, "dev-" + alarm_id, municipality, "press", priority, state, raised, raised
+    )
+
+
+def silence(sid: str, municipality: str, device: str | None = None) -> Silence:
+    return Silence(
+        sid,
+        municipality,
+        NOW - timedelta(hours=1),
+        NOW + timedelta(hours=1),
+        device_id=device,
+        reason="renovation",
+        created_by="kari",
+        created_at=NOW - timedelta(hours=1),
+    )
+
+
+def entry(action: str, **detail: object) -> AuditEntry:
+    return AuditEntry("cli:root", action, NOW, detail=dict(detail))
+
+
+async def seed_two_municipalities(b: Backend) -> None:
+    """Oslo (0301) and Bergen (4601): a device, an alarm, its timeline, messages, a silence each."""
+    await b.device("osl-1", "0301", NOW - timedelta(days=2), label="Kari stue")
+    await b.device("brg-1", "4601", NOW - timedelta(days=1), label="Bergen gang")
+    await b.alarm(alarm("a-osl", "0301", NOW - timedelta(minutes=10)))
+    await b.alarm(alarm("a-brg", "4601", NOW - timedelta(minutes=9)))
+    await b.timeline("a-osl", NOW - timedelta(minutes=10), "raised", {"event": "button.pressed"})
+    await b.timeline("a-brg", NOW - timedelta(minutes=9), "raised", {"event": "button.pressed"})
+    await b.inbox(
+        "f:osl-1:m1", NOW - timedelta(minutes=10), "osl-1", "0301", "new", events=["button.pressed"]
+    )
+    await b.inbox(
+        "f:brg-1:m1", NOW - timedelta(minutes=9), "brg-1", "4601", "new", events=["button.pressed"]
+    )
+    await b.inbox(
+        "f:osl-1:m2", NOW - timedelta(minutes=8), "osl-1", "0301", "rejected", reason="bad_json"
+    )
+    await b.inbox(
+        "f:brg-1:m2", NOW - timedelta(minutes=7), "brg-1", "4601", "rejected", reason="bad_json"
+    )
+    await b.inbox(
+        "f:ghost:m1", NOW - timedelta(minutes=6), None, None, "rejected", reason="unknown_device"
+    )
+    await b.directory.insert_silence(silence("s-osl", "0301"), [])
+    await b.directory.insert_silence(silence("s-brg", "4601", "brg-1"), [])
