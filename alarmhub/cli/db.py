@@ -26,6 +26,7 @@ from alarmhub.store.cluster import ClusterView
 from alarmhub.store.errors import StoreError
 from alarmhub.store.ports import AlarmStore, Directory
 from alarmhub.store.postgres.coordination import read_cluster
+from alarmhub.store.postgres.directory import opened_directory
 from alarmhub.store.schema_state import SchemaStatus
 from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
@@ -70,8 +71,18 @@ def with_store(settings: Settings, work: Callable[[AlarmStore], Coroutine[Any, A
 def with_directory(settings: Settings, work: Callable[[Directory], Coroutine[Any, Any, T]]) -> T:
     """Run `work` on the accounts, access and scoped-read ports; the database migrated first.
 
-    Each call runs on a short-lived connection of its own (a fresh file works too).
+    Each call runs on a short-lived connection of its own (a fresh file works too);
+    on PostgreSQL, on a small pool opened for this command and closed after it.
     """
+    if settings.database.kind == "postgresql":
+        dsn = settings.database.dsn
+        assert dsn is not None  # parse_database_url sets it for postgresql://
+
+        async def on_postgres() -> T:
+            async with opened_directory(dsn) as directory:
+                return await work(directory)
+
+        return asyncio.run(on_postgres())
 
     async def migrate(_store: AlarmStore) -> int:
         return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from alarmhub.cli.output import EXIT_FAILED, error
+from alarmhub.cli.output import EXIT_FAILED, CommandError, error
 from alarmhub.settings import Settings
 from alarmhub.store.schema_state import SchemaVersionError
 
@@ -23,6 +23,13 @@ def add_parser(sub: Any) -> None:
 
 def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from alarmhub.app import AlarmHub  # noqa: PLC0415 - keep CLI start-up light
+
+    if settings.database.kind != "sqlite":
+        # The account commands take postgresql:// already; the daemon's store not yet.
+        raise CommandError(
+            "alarmhub run: postgresql:// is not supported yet (see deploy/scale-out/README.md); "
+            "use sqlite:///file.db"
+        )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -5,6 +5,13 @@ version 11) in PostgreSQL's own types: times are `timestamptz`, JSON is `jsonb`
 (exchanged with asyncpg as text, like SQLite's), payloads are `bytea`, flags are
 `boolean`. It starts at version 1 because no PostgreSQL deployment predates it.
 
+The keys the API pages and lists by (devices' municipality and id, alarm ids,
+user names, token ids) are `COLLATE "C"`: byte order, as SQLite's, whatever
+locale the database was created with, so a keyset page is the same in both
+stores and its index serves the directory's `ORDER BY … COLLATE "C"` (with the
+database's collation instead, a deep device page of 200,000 was a sequential
+scan and sort, ~77 ms, against ~0.8 ms by the index).
+
 What SQLite leaves to its single writer process, PostgreSQL enforces itself,
 because several instances share it (issue 15):
 - one inbox row per message: `inbox_message` is unique on (fingerprint, the
@@ -28,9 +35,9 @@ MIGRATIONS: list[str] = [
     # 1: everything SQLite reached by its version 11, plus the coordination tables.
     """
     CREATE TABLE devices (
-        id text PRIMARY KEY,
+        id text COLLATE "C" PRIMARY KEY,
         kind text NOT NULL,
-        municipality text NOT NULL,
+        municipality text COLLATE "C" NOT NULL,
         profile text,
         heartbeat_interval_s integer,
         label text,
@@ -73,7 +80,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX inbox_rejected_received ON inbox (received_at) WHERE verdict = 'rejected';
 
     CREATE TABLE alarms (
-        id text PRIMARY KEY,
+        id text COLLATE "C" PRIMARY KEY,
         device_id text NOT NULL,
         municipality text NOT NULL,
         kind text NOT NULL,
@@ -121,7 +128,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX timeline_alarm ON timeline (alarm_id, id);
 
     CREATE TABLE users (
-        name text PRIMARY KEY,
+        name text COLLATE "C" PRIMARY KEY,
         role text NOT NULL,
         municipalities jsonb NOT NULL DEFAULT '[]',
         password_hash text NOT NULL,
@@ -131,7 +138,7 @@ MIGRATIONS: list[str] = [
 
     CREATE TABLE api_tokens (
         token_hash text PRIMARY KEY,
-        id text NOT NULL UNIQUE,
+        id text COLLATE "C" NOT NULL UNIQUE,
         user_name text NOT NULL REFERENCES users (name),
         created_at timestamptz NOT NULL,
         expires_at timestamptz,
