@@ -159,7 +159,7 @@ class AlarmHub:
         s, state, gate = self.settings, self.state, self.gate
         clock, metrics = self.clock, self.metrics
         self.ingest = MqttIngest(
-            s.mqtt,
+            s.mqtt_brokers,
             s.mqtt_client_id,
             self.catalog.subscriptions(),
             clock.now,
@@ -342,6 +342,12 @@ class AlarmHub:
     @property
     def mqtt_connected(self) -> bool:
         return self.ingest is not None and self.ingest.connected
+
+    @property
+    def mqtt_broker(self) -> str | None:
+        """The broker of the list ingest is connected to (password redacted), or None."""
+        ingest = self.ingest
+        return ingest.broker.shown if ingest is not None and ingest.connected else None
 
     async def until_committed(self, op: Callable[[], Awaitable[T]], *, writes: bool = True) -> T:
         return await self.gate.until_committed(op, writes=writes)

@@ -31,8 +31,10 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "rules_loaded": bool(hub.rules.version),
     }
     ok = all(checks.values())
-    # Which broker: the URL with its password redacted (issue 13 item 10).
-    body = {"ready": ok, "checks": checks, "broker": hub.settings.mqtt.shown}
+    # Which broker: the URL with its password redacted (issue 13 item 10); with a list,
+    # `broker` is the whole list and `mqtt_broker` the one connected to (None: none).
+    brokers = ",".join(t.shown for t in hub.settings.mqtt_brokers)
+    body = {"ready": ok, "checks": checks, "broker": brokers, "mqtt_broker": hub.mqtt_broker}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
