@@ -27,7 +27,7 @@ from tests.support.helpers import (
     run_cli,
 )
 
-SECRET = "s3cret-list-pw"  # noqa: S105 - a marker to look for, not a credential
+SECRET = "s3cret-list-pw"  # a marker to look for in output, not a credential
 
 
 def test_a_list_is_parsed_in_order_and_one_url_is_a_list_of_one() -> None:
