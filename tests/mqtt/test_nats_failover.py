@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from alarmhub.app import AlarmHub
+from alarmhub.clock import SystemClock
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.helpers import (
     Publisher,
@@ -56,17 +57,19 @@ def nats(tmp_path: Path) -> Iterator[NatsCluster]:
 def burst(n: int, devices: int) -> tuple[list[tuple[str, bytes]], int]:
     """n messages from `devices` pendants: one in ten a press, the rest heartbeats.
 
-    Every device presses at least once when n >= 10 * devices. Returns the messages
-    and the number of presses.
+    Every device presses at least once when n >= 10 * devices. Stamped now: a device
+    time days old is clamped and logged per message, which would cost more than the
+    message. Returns the messages and the number of presses.
     """
+    ts = SystemClock().now().strftime("%Y-%m-%dT%H:%M:%SZ")
     items: list[tuple[str, bytes]] = []
     presses = 0
     for i in range(n):
         if i % 10 == 0:
-            items.append(native(f"p{(i // 10) % devices:04d}", f"press-{i}", "button.pressed"))
+            items.append(native(f"p{(i // 10) % devices:04d}", f"press-{i}", "button.pressed", ts))
             presses += 1
         else:
-            items.append(native(f"p{i % devices:04d}", f"hb-{i}", "heartbeat"))
+            items.append(native(f"p{i % devices:04d}", f"hb-{i}", "heartbeat", ts))
     return items, presses
 
 

@@ -34,7 +34,7 @@ http: 127.0.0.1:{http_port}
 jetstream {{
   store_dir: "{store_dir}"
   max_memory_store: 256MB
-  max_file_store: 2GB
+  max_file_store: {max_file_store}
 }}
 cluster {{
   name: alarmhub-test
@@ -71,7 +71,7 @@ class NatsNode:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, binary: str, routes: list[str], mqtt_extra: str) -> None:
+    def start(self, binary: str, routes: list[str], mqtt_extra: str, max_file_store: str) -> None:
         conf = self.root / f"{self.name}.conf"
         conf.write_text(
             CONFIG.format(
@@ -83,6 +83,7 @@ class NatsNode:
                 routes=", ".join(routes),
                 mqtt_port=self.mqtt_port,
                 mqtt_extra=mqtt_extra,
+                max_file_store=max_file_store,
             )
         )
         with (self.root / f"{self.name}.log").open("ab") as out:
@@ -119,10 +120,15 @@ class NatsNode:
 
 @dataclass
 class NatsCluster:
-    """Three nodes; `mqtt_extra` adds lines to every node's `mqtt { }` block."""
+    """Three nodes; `mqtt_extra` adds lines to every node's `mqtt { }` block.
+
+    `max_file_store` is each node's JetStream disk limit: the only bound on what
+    the MQTT streams queue for an offline session (their own limits are unset).
+    """
 
     root: Path
     mqtt_extra: str = ""
+    max_file_store: str = "2GB"
     size: int = 3
     nodes: list[NatsNode] = field(default_factory=list)
 
@@ -150,7 +156,8 @@ class NatsCluster:
 
     def start_node(self, node: NatsNode, binary: str | None = None) -> None:
         routes = [f"nats-route://127.0.0.1:{n.cluster_port}" for n in self.nodes if n is not node]
-        node.start(binary or nats_server_binary() or NATS_SERVER, routes, self.mqtt_extra)
+        binary = binary or nats_server_binary() or NATS_SERVER
+        node.start(binary, routes, self.mqtt_extra, self.max_file_store)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Every running node answers, sees the same JetStream meta leader, takes MQTT."""
