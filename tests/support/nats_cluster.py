@@ -100,6 +100,10 @@ class NatsNode:
                 if sig == signal.SIGKILL:
                     raise
 
+    def log_text(self) -> str:
+        log = self.root / f"{self.name}.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
     def monitor(self, path: str) -> dict[str, Any] | None:
         """A monitoring endpoint's JSON, or None while the node does not answer."""
         url = f"http://127.0.0.1:{self.http_port}{path}"
@@ -145,13 +149,33 @@ class NatsCluster:
     def node_on(self, mqtt_port: int) -> NatsNode:
         return next(n for n in self.nodes if n.mqtt_port == mqtt_port)
 
-    def start(self, timeout: float = 60.0) -> Self:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> Self:
+        """Start every node and wait until the cluster is ready.
+
+        Twelve free ports are picked before any node binds one, so another process
+        (another test, a client's ephemeral port) can take one in between: a node
+        that exits saying so is retried on fresh ports, the whole cluster with it.
+        """
         binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server is not installed: `apt-get install nats-server`")
-        for node in self.nodes:
-            self.start_node(node, binary)
-        self.wait_ready(timeout)
+        for attempt in range(attempts):
+            for node in self.nodes:
+                self.start_node(node, binary)
+            try:
+                self.wait_ready(timeout)
+            except RuntimeError:
+                taken = any(
+                    "address already in use" in n.log_text() for n in self.nodes if not n.running
+                )
+                self.stop()
+                if not taken or attempt == attempts - 1:
+                    raise
+                self.nodes = [NatsNode(n.name, self.root) for n in self.nodes]
+                for stale in self.root.glob("*-js"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            else:
+                break
         return self
 
     def start_node(self, node: NatsNode, binary: str | None = None) -> None:
@@ -167,9 +191,10 @@ class NatsCluster:
             leaders = {n.meta_leader() for n in running}
             if len(leaders) == 1 and None not in leaders:
                 break
-            dead = [n.name for n in self.nodes if n.proc is not None and not n.running]
+            dead = [n for n in self.nodes if n.proc is not None and not n.running]
             if dead:
-                raise RuntimeError(f"nats-server {dead} exited; see {self.root}/*.log")
+                tails = {n.name: n.log_text().splitlines()[-3:] for n in dead}
+                raise RuntimeError(f"nats-server exited: {tails}")
             time.sleep(0.1)
         else:
             raise TimeoutError(f"no JetStream meta leader after {timeout} s; see {self.root}")
