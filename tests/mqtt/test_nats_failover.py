@@ -100,6 +100,7 @@ class Failover:
     kill_to_first_commit_s: float
     kill_to_all_s: float
     stored_at_kill: int
+    killed_led: list[str]  # JetStream streams/consumers the killed node was leader of
     counts: dict[str, int]
 
 
@@ -126,6 +127,7 @@ async def failover(
             sender = asyncio.create_task(asyncio.to_thread(pub.publish_many, items))
             # Kill once a third is stored: the rest is still coming, some of it in flight.
             assert await async_wait_until(lambda: db_count(db, INBOX) >= n // 3, WAIT_S)
+            led = first.leads()
             first.kill()
             killed_at = time.monotonic()
             stored_at_kill = db_count(db, INBOX)
@@ -146,7 +148,7 @@ async def failover(
         finally:
             pub.close()
     assert stored_at_kill < n, "everything was stored before the kill: it tested nothing"
-    return Failover(first_commit_s, all_s, stored_at_kill, counts)
+    return Failover(first_commit_s, all_s, stored_at_kill, led, counts)
 
 
 async def test_node_killed_mid_burst_nothing_lost_or_doubled(

@@ -114,6 +114,26 @@ class NatsNode:
         except (OSError, urllib.error.URLError, ValueError):
             return None
 
+    def leads(self) -> list[str]:
+        """The JetStream streams and consumers whose replica leader is this node.
+
+        Losing the leader of `$MQTT_sess` or `$MQTT_msgs` (or of the session's own
+        consumer) stalls the MQTT layer until a new leader is elected; losing a node
+        that leads none of them costs only the reconnect (docs/scaling.md).
+        """
+        jsz = self.monitor("/jsz?accounts=true&streams=true&consumers=true")
+        led: list[str] = []
+        for account in (jsz or {}).get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                if (stream.get("cluster") or {}).get("leader") == self.name:
+                    led.append(stream["name"])
+                led.extend(
+                    f"{stream['name']}>consumer"
+                    for consumer in stream.get("consumer_detail") or []
+                    if (consumer.get("cluster") or {}).get("leader") == self.name
+                )
+        return led
+
     def meta_leader(self) -> str | None:
         jsz = self.monitor("/jsz")
         if not jsz:
