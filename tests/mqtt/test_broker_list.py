@@ -15,7 +15,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from alarmhub.app import AlarmHub
+from alarmhub.clock import SystemClock
 from alarmhub.dev.mosquitto import LocalBroker, free_port
+from alarmhub.mqtt.client import Backoff, MqttIngest
 from alarmhub.settings import SettingsError, load_settings, parse_mqtt_urls
 from tests.support.helpers import (
     Publisher,
@@ -79,6 +81,25 @@ def test_the_cli_names_a_bad_element_in_one_line_without_its_password() -> None:
     [line] = result.stderr.strip().splitlines()
     assert "alarmhub:***@127.0.0.1:x" in line
     assert SECRET not in result.stderr + result.stdout
+
+
+async def test_ingest_goes_round_the_list_in_order_with_one_client_id() -> None:
+    """Three dead brokers: the attempts visit them a, b, c, a, b, … (never one twice in a row)."""
+    urls = [f"mqtt://alarmhub:{SECRET}@127.0.0.1:{free_port()}" for _ in range(3)]
+    targets = parse_mqtt_urls(",".join(urls))
+    with capture_logs() as logs:
+        ingest = MqttIngest(
+            targets, "t-round-robin", ["x/#"], SystemClock().now, backoff=Backoff(0.05, 0.2)
+        )
+        async with ingest:
+            assert await async_wait_until(
+                lambda: sum(e["event"] == "mqtt.connect_failed" for e in logs) >= 7, 60
+            )
+    tried = [e["url"] for e in logs if e["event"] == "mqtt.connect_failed"][:7]
+    shown = [t.shown for t in targets]
+    assert tried == [shown[i % 3] for i in range(7)]
+    assert not ingest.connected
+    assert SECRET not in repr(logs)
 
 
 @pytest.mark.broker
