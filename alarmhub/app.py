@@ -164,7 +164,7 @@ class AlarmHub:
         reader = self.reader
         gate.reload_alarms = lambda ids: state.reload(reader.get_alarm, ids)
         self.ingest = MqttIngest(
-            s.mqtt,
+            s.mqtt_brokers,
             s.mqtt_client_id,
             self.catalog.subscriptions(),
             clock.now,
@@ -347,6 +347,12 @@ class AlarmHub:
     @property
     def mqtt_connected(self) -> bool:
         return self.ingest is not None and self.ingest.connected
+
+    @property
+    def mqtt_broker(self) -> str | None:
+        """The broker of the list ingest is connected to (password redacted), or None."""
+        ingest = self.ingest
+        return ingest.broker.shown if ingest is not None and ingest.connected else None
 
     async def until_committed(self, op: Callable[[], Awaitable[T]], *, writes: bool = True) -> T:
         return await self.gate.until_committed(op, writes=writes)

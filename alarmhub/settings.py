@@ -92,6 +92,21 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     )
 
 
+def parse_mqtt_urls(value: str) -> tuple[MqttTarget, ...]:
+    """A comma-separated list of brokers, in the order alarmhub tries them.
+
+    Several URLs name the nodes of one clustered broker that keeps sessions across
+    its nodes (docs/scaling.md, "The broker side"); one URL is the list of one.
+    All share a scheme: paho's TLS context is set once per client, so one client
+    cannot speak TLS to one node and plain MQTT to the next.
+    """
+    targets = tuple(parse_mqtt_url(part.strip()) for part in value.split(","))
+    if len({t.tls for t in targets}) > 1:
+        shown = ",".join(t.shown for t in targets)
+        raise ValueError(f"mix of mqtt:// and mqtts:// in {shown!r}: use one scheme for all")
+    return targets
+
+
 def is_loopback(host: str) -> bool:
     """True for a host name or address that never leaves this machine."""
     if host.lower() == "localhost":
@@ -197,17 +212,17 @@ class Settings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt(cls, v: str, info: ValidationInfo) -> str:
-        target = parse_mqtt_url(v)
-        if (
-            not target.tls
-            and not is_loopback(target.host)
-            and not info.data.get("mqtt_allow_plain", False)
-        ):
-            raise ValueError(
-                f"{target.shown} would send alarms and the broker password unencrypted to "
-                f"another machine; use mqtts://, or set {ENV_PREFIX}MQTT_ALLOW_PLAIN=true "
-                "if the network to the broker is trusted"
-            )
+        for target in parse_mqtt_urls(v):
+            if (
+                not target.tls
+                and not is_loopback(target.host)
+                and not info.data.get("mqtt_allow_plain", False)
+            ):
+                raise ValueError(
+                    f"{target.shown} would send alarms and the broker password unencrypted to "
+                    f"another machine; use mqtts://, or set {ENV_PREFIX}MQTT_ALLOW_PLAIN=true "
+                    "if the network to the broker is trusted"
+                )
         return v
 
     @field_validator("database_url")
@@ -323,7 +338,13 @@ class Settings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttTarget:
-        return parse_mqtt_url(self.mqtt_url)
+        """The first broker of the list: where the simulator and tools publish."""
+        return parse_mqtt_urls(self.mqtt_url)[0]
+
+    @property
+    def mqtt_brokers(self) -> tuple[MqttTarget, ...]:
+        """Every broker of `mqtt_url`, in order: ingest goes round them (mqtt/client.py)."""
+        return parse_mqtt_urls(self.mqtt_url)
 
     @property
     def database(self) -> DatabaseTarget:

@@ -62,7 +62,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         error(problem, "alarmhub simulate")
         return EXIT_USAGE
     try:
-        target = parse_mqtt_url(args.broker or settings.mqtt_url)
+        target = parse_mqtt_url(args.broker) if args.broker else settings.mqtt
     except ValueError as exc:
         error(f"--broker: {exc}", "alarmhub simulate")
         return EXIT_USAGE

@@ -18,7 +18,13 @@ Rules this module keeps (see NOTES.md, "ack after commit"):
   reconnect, pending acks of the old connection are dropped (the broker
   redelivers those messages and the store deduplicates them);
 - no bounded local queue that could discard: the broker's in-flight window
-  (`max_inflight_messages`) is the backpressure.
+  (`max_inflight_messages`) is the backpressure;
+- a list of brokers (the nodes of one clustered broker that keeps sessions
+  across its nodes) is tried round robin with the same client id and session:
+  when a connection is lost or a connect fails, the next broker is tried after
+  the minimum reconnect delay, and the Backoff grows only after a whole round
+  failed. A dead node thus costs one short delay, not a growing backoff, and an
+  outage of all of them backs off as one broker did (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -150,7 +156,7 @@ def _cut(topic: str, payload: bytes, now: datetime) -> RawMessage:
 class MqttIngest:
     def __init__(
         self,
-        target: MqttTarget,
+        target: MqttTarget | Sequence[MqttTarget],
         client_id: str,
         subscriptions: Sequence[str],
         now: Callable[[], datetime],
@@ -161,7 +167,10 @@ class MqttIngest:
         paho_internals: bool = True,
         max_payload_bytes: int | None = None,
     ) -> None:
-        self._target = target
+        self._targets = (target,) if isinstance(target, MqttTarget) else tuple(target)
+        if not self._targets:
+            raise ValueError("no broker to connect to")
+        self._index = 0  # the broker connected to, or being tried: only paho's thread moves it
         # A payload above this can only be a dead letter: cut on arrival (_cut).
         self._max_payload = max_payload_bytes
         self._subscriptions = list(subscriptions)
@@ -187,7 +196,7 @@ class MqttIngest:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
-        self._attempt = 0
+        self._failures = 0  # failed connects and lost connections since the last CONNACK
         self._lock = threading.Lock()
         self._closing = False
         self.connected = False  # connected and subscribed: ready to receive
@@ -208,9 +217,8 @@ class MqttIngest:
         if self._internals and hasattr(self._client, "_on_message_filtered"):  # an instance attr
             self._client._on_message_filtered = _NoTopicCallbacks()  # noqa: SLF001
         self._client.max_queued_messages_set(0)
-        if target.username is not None:
-            self._client.username_pw_set(target.username, target.password)
-        if target.tls:
+        self._credentials(self._targets[0])
+        if self._targets[0].tls:  # one scheme for the whole list (settings.parse_mqtt_urls)
             self._client.tls_set_context(ssl.create_default_context())
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -222,13 +230,15 @@ class MqttIngest:
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
-        self._client.connect_async(self._target.host, self._target.port, self._keepalive)
+        first = self._targets[0]
+        self._client.connect_async(first.host, first.port, self._keepalive)
         self._client.loop_start()
         log.info(
             "mqtt.connecting",
-            url=self._target.shown,  # the password redacted (issue 13 item 10)
-            host=self._target.host,
-            port=self._target.port,
+            url=first.shown,  # the password redacted (issue 13 item 10)
+            host=first.host,
+            port=first.port,
+            brokers=len(self._targets),
             paho_version=paho_version,
             paho_internals=self._internals,
         )
@@ -252,6 +262,11 @@ class MqttIngest:
     def paho_internals(self) -> bool:
         """Whether the fast path on paho's internals is in use (asked for, and available)."""
         return self._internals
+
+    @property
+    def broker(self) -> MqttTarget:
+        """The broker connected to, or being tried while not connected."""
+        return self._targets[self._index]
 
     async def wait_connected(self, within_s: float) -> bool:
         try:
@@ -348,12 +363,12 @@ class MqttIngest:
         self, client: Any, _userdata: Any, flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("mqtt.connect_refused", reason=str(reason))
-            self._schedule_retry()
+            # paho reports the refused connection to _on_disconnect next, which moves on.
+            log.warning("mqtt.connect_refused", reason=str(reason), url=self.broker.shown)
             return
         with self._lock:
             self._generation += 1
-            self._attempt = 0
+            self._failures = 0
             # Acks may flow from now on: a persistent session's queued messages
             # arrive right after CONNACK, before our SUBACK.
             self._link_up = True
@@ -380,6 +395,7 @@ class MqttIngest:
             session_present=self._session_present,
             connection=self.connections,
             subscriptions=len(self._subscriptions),
+            url=self.broker.shown,  # which one of the list, the password redacted
         )
         self._set_connected(connected=True)
         if self._loop is not None:
@@ -392,19 +408,43 @@ class MqttIngest:
             self._link_up = False
         self._set_connected(connected=False)
         if not self._closing:
-            log.warning("mqtt.disconnected", reason=str(reason))
+            log.warning("mqtt.disconnected", reason=str(reason), url=self.broker.shown)
             self._schedule_retry()
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
-        log.warning("mqtt.connect_failed", host=self._target.host, port=self._target.port)
+        target = self.broker
+        log.warning("mqtt.connect_failed", host=target.host, port=target.port, url=target.shown)
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:
+        """Move to the next broker; back off only once a whole round of them failed.
+
+        Runs on paho's thread, between a failure and paho's next reconnect(), which
+        connects to whatever host and port the client holds then.
+        """
         with self._lock:
-            delay = self._backoff.delay(self._attempt, self._rng)
-            self._attempt += 1
+            self._failures += 1
+            rounds, within = divmod(self._failures, len(self._targets))
+            # With one broker every failure ends a round: the backoff grows as it always did.
+            delay = self._backoff.minimum if within else self._backoff.delay(rounds - 1, self._rng)
+            if len(self._targets) > 1:
+                self._index = (self._index + 1) % len(self._targets)
+                self._switch(self._targets[self._index])
         # paho sleeps `min_delay` before its next attempt when the delay was just reset.
         self._client.reconnect_delay_set(delay, max(delay, self._backoff.maximum))  # type: ignore[arg-type]
+
+    def _switch(self, target: MqttTarget) -> None:
+        # connect_async only records where to connect (paho's public way to change the
+        # host of a closed connection); paho's loop makes the attempt after the delay.
+        # Same client id, clean_session=False: a cluster resumes the session on any node.
+        self._credentials(target)
+        self._client.connect_async(target.host, target.port, self._keepalive)
+
+    def _credentials(self, target: MqttTarget) -> None:
+        if target.username is not None:
+            self._client.username_pw_set(target.username, target.password)
+        else:
+            self._client.username_pw_set(None)
 
     @property
     def session_present(self) -> bool:

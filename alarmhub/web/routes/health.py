@@ -31,12 +31,15 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "rules_loaded": bool(hub.rules.version),
     }
     ok = all(checks.values())
-    # Which broker: the URL with its password redacted (issue 13 item 10).
+    # Which broker: the URL with its password redacted (issue 13 item 10); with a list,
+    # `broker` is the whole list and `mqtt_broker` the one connected to (None: none).
     # Which instance answered, when several share one database (issue 15).
+    brokers = ",".join(t.shown for t in hub.settings.mqtt_brokers)
     body = {
         "ready": ok,
         "checks": checks,
-        "broker": hub.settings.mqtt.shown,
+        "broker": brokers,
+        "mqtt_broker": hub.mqtt_broker,
         "instance_id": hub.settings.instance_id,
     }
     return JSONResponse(body, status_code=200 if ok else 503)
