@@ -188,11 +188,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str) -> str:
-        if parse_database_url(v).kind == "postgresql":
-            raise ValueError(
-                "postgresql:// is not supported yet (see deploy/scale-out/README.md); "
-                "use sqlite:///file.db"
-            )
+        parse_database_url(v)  # sqlite:///… or postgresql://… (store/opening.py opens either)
         return v
 
     @field_validator("http_listen")

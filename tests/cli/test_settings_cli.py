@@ -48,7 +48,6 @@ def test_mqtt_default_port() -> None:
     [
         ({"ALARMHUB_MQTT_URL": "http://x"}, "ALARMHUB_MQTT_URL"),
         ({"ALARMHUB_DATABASE_URL": "mysql://x"}, "ALARMHUB_DATABASE_URL"),
-        ({"ALARMHUB_DATABASE_URL": "postgresql://localhost/alarmhub"}, "ALARMHUB_DATABASE_URL"),
         ({"ALARMHUB_HTTP_LISTEN": "8080"}, "ALARMHUB_HTTP_LISTEN"),
         ({"ALARMHUB_MQTT_CLIENT_ID": "a/b"}, "ALARMHUB_MQTT_CLIENT_ID"),
         ({"ALARMHUB_MAX_PAYLOAD_BYTES": "lots"}, "ALARMHUB_MAX_PAYLOAD_BYTES"),
