@@ -48,12 +48,19 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConne
     connection broken by the error is not reused: the pool drops a closed one.
     """
     try:
-        async with pool.acquire() as conn:
-            yield conn
+        conn = await pool.acquire()
+    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        # Whatever stops a connection being made (refused, "not accepting connections",
+        # "the database system is starting up") is the server out of reach.
+        raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        yield conn
     except _UNAVAILABLE as exc:
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        await pool.release(conn)
 
 
 # PostgreSQL's text and jsonb cannot hold U+0000, which a device may send inside a
