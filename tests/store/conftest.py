@@ -5,15 +5,20 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from alarmhub.store.ports import AlarmStore
+from alarmhub.store.ports import AlarmStore, SupervisionHistory
+from alarmhub.store.postgres.reads import PostgresHistory
+from alarmhub.store.postgres.reads import last_received as pg_last_received
 from alarmhub.store.postgres.store import PostgresStore
+from alarmhub.store.sqlite.backlog_rows import last_received as sqlite_last_received
 from alarmhub.store.sqlite.store import SqliteStore
+from alarmhub.store.sqlite.supervision_rows import SqliteHistory
 from tests.support.postgres import scratch_database
 
 
@@ -25,6 +30,19 @@ class OpenedStore:
     store: AlarmStore
     path: Path | None = None
     url: str | None = None
+
+    @property
+    def history(self) -> SupervisionHistory:
+        if self.path is not None:
+            return SqliteHistory(self.path)
+        assert isinstance(self.store, PostgresStore)
+        return PostgresHistory(self.store.pool)
+
+    async def last_received(self) -> datetime | None:
+        if self.path is not None:
+            return await sqlite_last_received(self.path)
+        assert isinstance(self.store, PostgresStore)
+        return await pg_last_received(self.store.pool)
 
     async def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if self.path is not None:

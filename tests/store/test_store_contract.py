@@ -374,6 +374,48 @@ async def test_lists_come_in_queue_order_filtered_and_limited(opened: OpenedStor
     assert await store.get_devices([]) == []
 
 
+# --- what supervision and the backlog read back at start ------------------------------
+
+
+async def test_supervision_reads_back_last_heard_and_doses_and_the_backlog_its_start(
+    opened: OpenedStore,
+) -> None:
+    store = opened.store
+    disp = Device("disp-1", DeviceKind.MEDICATION_DISPENSER, "0301")
+    await registered(opened, PEND, DOOR, disp)
+    assert await opened.last_received() is None
+    heard = T0 + timedelta(minutes=1)
+    await store.commit_batch(new_alarm_batch(at=heard), {})
+    taken_at = T0 + timedelta(minutes=10)
+    taken = Event(disp.id, "t1", EventType.DOSE_TAKEN, taken_at, taken_at)
+    message = MessageOutcome(
+        RawMessage(f"alarmhub/v1/{disp.id}/events", b'{"id": "t1"}', taken_at),
+        f"m:{disp.id}\x00t1",
+        Verdict.LOGGED,
+        disp,
+        "t1",
+        events=[EventOutcome(taken, Verdict.LOGGED, None, "dose")],
+    )
+    await store.commit_batch(BatchEffects(messages=[message], device_seen={disp.id: taken_at}), {})
+    assert await opened.last_received() == taken_at
+    assert await opened.history.last_heard() == {PEND.id: heard, DOOR.id: T0, disp.id: taken_at}
+
+    now = T0 + timedelta(hours=1)
+    doses = await opened.history.dose_history([disp.id], now, timedelta(hours=24))
+    assert (doses[disp.id].since, doses[disp.id].taken) == (T0, (taken_at,))
+    # A dose reported missed after it: the history starts there, the earlier dose settled.
+    missed = Alarm(
+        "a-dose", disp.id, "0301", "dose_missed", Priority.HIGH, AlarmState.OPEN, now, now
+    )
+    scheduled = T0 + timedelta(minutes=30)
+    entry = TimelineEntry(
+        missed.id, now, TimelineType.RAISED, None, {"msg_id": f"dose:{scheduled.isoformat()}"}
+    )
+    await store.commit_batch(BatchEffects(alarms={missed.id: missed}, timeline=[entry]), {})
+    doses = await opened.history.dose_history([disp.id], now, timedelta(hours=24))
+    assert (doses[disp.id].since, doses[disp.id].taken) == (scheduled, ())
+
+
 # --- what PostgreSQL enforces itself -------------------------------------------------
 
 
