@@ -17,6 +17,7 @@ from alarmhub.core.model import Device, DeviceKind
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.postgres.store import PostgresStore
 from tests.support.helpers import Publisher, async_wait_until, hub_settings, native, run_cli
+from tests.support.pg_server import private_postgres
 from tests.support.postgres import PG_ADMIN_URL
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -176,5 +177,53 @@ async def test_postgresql_going_away_stops_acknowledgements_and_loses_nothing(
         ]
         raised = await rows(pg_url, "SELECT count(*) FROM timeline WHERE type = 'raised'")
         assert raised == [(presses,)]
+    finally:
+        pub.close()
+
+
+async def test_a_postgresql_restart_mid_burst_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """A private server stopped (every connection cut) and started again while presses flow."""
+    presses = 300
+    devices = [Device(f"pend-{i}", DeviceKind.SAFETY_ALARM, "0301") for i in range(presses)]
+    pub = Publisher(broker.port)
+    pub.subscribe("alarmhub/v1/+/receipts")
+
+    def refs() -> set[str]:
+        return {orjson.loads(p)["ref"] for _, p in pub.received}
+
+    try:
+        with private_postgres() as server:
+            await register(server.url, devices)
+            settings = hub_settings(
+                tmp_path, broker.url, client_id, database_url=server.url, max_batch=20
+            )
+            async with AlarmHub(settings, serve_http=False) as hub:
+                assert hub.ingest is not None
+                assert await hub.ingest.wait_connected(5)
+                first = presses // 2
+                for i, d in enumerate(devices[:first]):
+                    pub.publish(*native(d.id, f"m{i}", "button.pressed"))
+                failures = hub.metrics.commit_failures._value.get()
+                await asyncio.to_thread(server.stop, "fast")
+                for i, d in enumerate(devices[first:], start=first):
+                    pub.publish(*native(d.id, f"m{i}", "button.pressed"))
+                assert await async_wait_until(
+                    lambda: hub.metrics.commit_failures._value.get() > failures, 60
+                )
+                held = presses - len(refs())
+                assert held >= presses - first  # the presses sent while it was down wait
+                await asyncio.to_thread(server.start)
+                assert await async_wait_until(lambda: len(refs()) == presses, 120), len(refs())
+                assert refs() == {f"m{i}" for i in range(presses)}
+            inbox = await rows(server.url, "SELECT count(*), count(DISTINCT msg_id) FROM inbox")
+            assert inbox == [(presses, presses)]
+            alarms = await rows(
+                server.url, "SELECT count(*), count(DISTINCT device_id) FROM alarms"
+            )
+            assert alarms == [(presses, presses)]
+            raised = await rows(server.url, "SELECT count(*) FROM timeline WHERE type = 'raised'")
+            assert raised == [(presses,)]
     finally:
         pub.close()

@@ -13,6 +13,7 @@ as SQLite returns it, so the two stores answer the same JSON.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import fields as dc_fields
@@ -37,6 +38,8 @@ _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now
+    # A connection left mid-operation by a cut ("cannot switch to state …"): discarded.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -60,7 +63,10 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConne
     except asyncpg.PostgresError as exc:
         raise StoreError(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        await pool.release(conn)
+        # Resetting a connection the server has cut fails; asyncpg then terminates it
+        # and the pool makes a new one. What the body did stands (or was raised above).
+        with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+            await pool.release(conn)
 
 
 # PostgreSQL's text and jsonb cannot hold U+0000, which a device may send inside a
