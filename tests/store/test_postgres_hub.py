@@ -18,7 +18,7 @@ from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.postgres.store import PostgresStore
 from tests.support.helpers import Publisher, async_wait_until, hub_settings, native, run_cli
 from tests.support.pg_server import private_postgres
-from tests.support.postgres import PG_ADMIN_URL
+from tests.support.postgres import allow_connections, terminate_backends
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 
@@ -90,29 +90,6 @@ async def eventually(read: Callable[[], Awaitable[object]], expected: object) ->
         await asyncio.sleep(0.1)
         got = await read()
     return got
-
-
-async def admin(sql: str, *args: object) -> object:
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def terminate_backends(url: str) -> int:
-    """Cut every connection to the test's database, as a PostgreSQL restart would."""
-    cut = await admin(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = $1 AND pid <> pg_backend_pid()",
-        url.rsplit("/", 1)[-1],
-    )
-    return int(cut or 0)  # type: ignore[call-overload]
-
-
-async def allow_connections(url: str, allow: bool) -> None:
-    """Refuse (or allow again) every new connection to the test's database: an outage."""
-    await admin(f'ALTER DATABASE "{url.rsplit("/", 1)[-1]}" ALLOW_CONNECTIONS {str(allow).lower()}')
 
 
 async def test_postgresql_going_away_stops_acknowledgements_and_loses_nothing(

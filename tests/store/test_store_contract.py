@@ -33,10 +33,16 @@ from alarmhub.core.model import (
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects, EventOutcome, MessageOutcome
 from alarmhub.core.retention import RetainedTable
-from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
+from alarmhub.store.errors import (
+    IdTakenError,
+    MoveRefusedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from alarmhub.store.ports import DecidedRow, Notification
 from alarmhub.store.postgres.store import PostgresStore
 from tests.store.conftest import OpenedStore
+from tests.support.postgres import allow_connections, terminate_backends
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 PEND = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")
@@ -478,3 +484,26 @@ async def test_a_nul_in_a_message_id_is_stored_not_refused(pg: OpenedStore) -> N
     fp = batch.messages[0].fingerprint
     assert fp in await store.latest_messages([fp])
     assert await store.raising_message("a-1") == (f"alarmhub/v1/{PEND.id}/events", "m\ufffd1")
+
+
+@pytest.mark.postgres
+async def test_a_server_out_of_reach_is_store_unavailable_and_the_retry_commits_once(
+    pg: OpenedStore,
+) -> None:
+    """What the write gate retries on: StoreUnavailableError, a StoreError."""
+    assert pg.url is not None
+    store = pg.store
+    await registered(pg)
+    await allow_connections(pg.url, False)
+    try:
+        await terminate_backends(pg.url)
+        with pytest.raises(StoreUnavailableError):
+            await store.commit_batch(new_alarm_batch(), {})
+        with pytest.raises(StoreUnavailableError):
+            await store.latest_messages(["m:x"])
+    finally:
+        await allow_connections(pg.url, True)
+    await store.commit_batch(new_alarm_batch(), {})
+    await store.commit_batch(new_alarm_batch(), {})  # as if the first COMMIT's answer was lost
+    assert await pg.count("SELECT count(*) FROM inbox") == 1
+    assert len(await store.timeline("a-1")) == 1

@@ -127,8 +127,10 @@ async def write_batch(conn: Any, effects: BatchEffects, municipality_of: dict[st
     """
     seen = sorted((dev, at) for dev, at in effects.device_seen.items())
     if seen:
-        # First, and in id order: a registry write that moves a device locks the same
-        # rows (store.register_devices), so the two queue up instead of deadlocking.
+        # First: a registry write that moves a device locks the same rows before it
+        # reads the device's open alarms (reads.check_moves), so it waits for this
+        # batch's alarms and sees them. Should the two still lock rows in opposite
+        # orders, PostgreSQL aborts one (a StoreError) and the gate retries the batch.
         await conn.execute(SEEN, [d for d, _ in seen], [a for _, a in seen])
     inbox = inbox_columns(effects, municipality_of)
     if inbox[0]:
