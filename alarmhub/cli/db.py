@@ -20,8 +20,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from alarmhub.cli.output import CommandError
 from alarmhub.settings import Settings
 from alarmhub.store import opening as store_opening
+from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.ports import AlarmStore, Directory
 from alarmhub.store.sqlite.directory import SqliteDirectory
 
@@ -48,8 +50,11 @@ def with_store(settings: Settings, work: Callable[[AlarmStore], Coroutine[Any, A
     """Open the store (migrating it), run `work` on it, close it; `work`'s exit status."""
 
     async def go() -> int:
-        async with opened_store(settings) as store:
-            return await work(store)
+        try:
+            async with opened_store(settings) as store:
+                return await work(store)
+        except StoreUnavailableError as exc:  # one line, not a driver's traceback
+            raise CommandError(f"the database is out of reach: {exc}") from exc
 
     return asyncio.run(go())
 

@@ -25,7 +25,9 @@ from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
 from alarmhub.core.suppress import Silence
+from alarmhub.redact import redact_url
 from alarmhub.store.accounts import ts
+from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.ports import AlarmStore, DecidedRow, OutboxItem
 from alarmhub.store.postgres import migrations
 from alarmhub.store.postgres.escalation_rows import (
@@ -65,6 +67,8 @@ _UPDATABLE = (
     "bridge",
     "updated_at",
 )
+# What pg_stat_activity shows for alarmhub's connections.
+APPLICATION_NAME = "alarmhub"
 # pg_advisory_xact_lock key of registry writes ("registry" read as a number): two
 # registrations of one new id queue up, so the second sees the first's row.
 REGISTRY_LOCK = 0x7265676973747279
@@ -91,15 +95,24 @@ class PostgresStore:
         `command_timeout` bounds a statement on a connection that went silent (a
         network cut sends no reset): it then fails as unavailable and is retried.
         """
-        if migrate:
-            conn = await asyncpg.connect(url)
-            try:
-                await migrations.migrate(conn)
-            finally:
-                await conn.close()
-        pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, command_timeout=command_timeout
-        )
+        settings = {"application_name": APPLICATION_NAME}
+        try:
+            if migrate:
+                conn = await asyncpg.connect(url, server_settings=settings)
+                try:
+                    await migrations.migrate(conn)
+                finally:
+                    await conn.close()
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=command_timeout,
+                server_settings=settings,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
+            # One line saying which server, not a driver traceback (the password redacted).
+            raise StoreUnavailableError(f"{redact_url(url)}: {type(exc).__name__}: {exc}") from exc
         return cls(pool)
 
     async def close(self) -> None:
