@@ -204,3 +204,33 @@ async def test_a_postgresql_restart_mid_burst_loses_nothing_and_doubles_nothing(
             assert raised == [(presses,)]
     finally:
         pub.close()
+
+
+async def test_a_restart_on_postgresql_reloads_open_alarms_and_fires_no_step_again(
+    tmp_path: Path, broker: LocalBroker, client_id: str, pg_url: str
+) -> None:
+    await register(pg_url, [Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")])
+    pub = Publisher(broker.port)
+    pub.subscribe("alarmhub/v1/+/receipts")
+    settings = hub_settings(tmp_path, broker.url, client_id, database_url=pg_url)
+    # The step's effect, not its row: a second decision of the step would insert no row
+    # (the primary key) but, were the store to get it wrong, write its timeline again.
+    first_step = "SELECT count(*) FROM timeline WHERE type = 'escalated'"
+    try:
+        async with AlarmHub(settings, serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            pub.publish(*native("pend-1", "m0", "button.pressed"))
+            assert await async_wait_until(lambda: len(pub.received) == 1, 30)
+            assert await eventually(lambda: rows(pg_url, first_step), [(1,)]) == [(1,)]
+            [alarm_id] = hub.state.alarms.by_id
+        async with AlarmHub(settings, serve_http=False) as again:
+            assert again.ingest is not None
+            assert list(again.state.alarms.by_id) == [alarm_id]
+            assert await again.ingest.wait_connected(5)
+            pub.publish(*native("pend-1", "m1", "button.pressed"))
+            assert await async_wait_until(lambda: len(pub.received) == 2, 30)
+        assert await rows(pg_url, first_step) == [(1,)]
+        assert await rows(pg_url, "SELECT id, repeat_count FROM alarms") == [(alarm_id, 1)]
+    finally:
+        pub.close()
