@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from alarmhub.core.dedup import Identity
-from alarmhub.core.model import AlarmState, Verdict
+from alarmhub.core.model import AlarmState, TimelineEntry, TimelineType, Verdict
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.store.errors import StoreError, StoreUnavailableError
 from alarmhub.store.postgres.store import PostgresStore
@@ -102,3 +102,34 @@ async def test_a_server_out_of_reach_is_store_unavailable_and_the_retry_commits_
     await store.commit_batch(new_alarm_batch(), {})  # as if the first COMMIT's answer was lost
     assert await pg.count("SELECT count(*) FROM inbox") == 1
     assert len(await store.timeline("a-1")) == 1
+
+
+async def test_a_write_retried_after_it_committed_adds_no_timeline_entry(pg: OpenedStore) -> None:
+    """The gate retries a write whose COMMIT's answer was lost: it may have committed."""
+    store = pg.store
+    await registered(pg)
+    # A batch of alarmhub's own events has no inbox row to recognise it by.
+    internal = new_alarm_batch()
+    internal.messages = []
+    for _ in range(2):
+        await store.commit_batch(internal, {})
+    acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by="ola")
+    entry = TimelineEntry("a-1", T0 + timedelta(seconds=3), TimelineType.ACKNOWLEDGED, "ola")
+    for _ in range(2):
+        await store.save_alarms([acked], [entry], audit=())
+    assert [t["type"] for t in await store.timeline("a-1")] == ["raised", "acknowledged"]
+    # Two entries of one batch with the same time and type are both kept.
+    repeats = [TimelineEntry("a-1", T0 + timedelta(seconds=5), TimelineType.REPEATED)] * 2
+    await store.save_alarms([acked], repeats, audit=())
+    assert [t["type"] for t in await store.timeline("a-1")].count("repeated") == 2
+    # Entries of separate writes that differ only in their detail (two notes, two steps).
+    notes = [
+        TimelineEntry("a-1", T0 + timedelta(seconds=7), TimelineType.NOTE, "ola", {"note": n})
+        for n in ("one", "two")
+    ]
+    for note in notes:
+        await store.save_alarms([acked], [note], audit=())
+    assert [t["detail"] for t in await store.timeline("a-1") if t["type"] == "note"] == [
+        {"note": "one"},
+        {"note": "two"},
+    ]

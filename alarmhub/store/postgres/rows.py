@@ -181,10 +181,18 @@ def alarm_from_row(row: asyncpg.Record) -> Alarm:
 
 # --- timeline ----------------------------------------------------------------
 
+# An entry identical to one stored (alarm, time, type, actor and detail) is the same
+# entry written again: a write retried after its COMMIT's answer was lost with the
+# connection (it had committed). Two distinct entries differ in one of them (times are
+# the event's or the action's, to the microsecond; a second note has other text); and
+# the check sees none of its own statement's rows, so a batch's entries are all kept.
 INSERT_TIMELINE = (
     "INSERT INTO timeline (alarm_id, at, type, actor, detail) "
     "SELECT a, t, y, w, d::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::text[], "
-    "$4::text[], $5::text[]) WITH ORDINALITY AS u(a, t, y, w, d, n) ORDER BY n"
+    "$4::text[], $5::text[]) WITH ORDINALITY AS u(a, t, y, w, d, n) "
+    "WHERE NOT EXISTS (SELECT 1 FROM timeline e WHERE e.alarm_id = u.a AND e.at = u.t "
+    "AND e.type = u.y AND e.actor IS NOT DISTINCT FROM u.w AND e.detail = u.d::jsonb) "
+    "ORDER BY n"
 )
 
 
