@@ -52,11 +52,8 @@ from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
-from alarmhub.store.sqlite.backlog_rows import last_received
-from alarmhub.store.sqlite.directory import SqliteDirectory
-from alarmhub.store.sqlite.store import SqliteStore
-from alarmhub.store.sqlite.supervision_rows import SqliteHistory
-from alarmhub.store.sqlite.wal import WalKeeper
+from alarmhub.store.opening import OpenedStores, open_stores
+from alarmhub.store.ports import AlarmStore, Directory
 from alarmhub.store.versions import check_runnable
 
 log = structlog.get_logger("alarmhub")
@@ -78,9 +75,10 @@ class AlarmHub:
         self.serve_http = serve_http
         self.catalog: Catalog
         self.state: HubState
-        self.store: SqliteStore
-        self.reader: SqliteStore
-        self.directory: SqliteDirectory
+        self.stores: OpenedStores
+        self.store: AlarmStore
+        self.reader: AlarmStore
+        self.directory: Directory
         self.ingest: MqttIngest | None = None
         self.pipeline: Ingest | None = None
         self.live = Broadcaster()
@@ -108,11 +106,9 @@ class AlarmHub:
         self.metrics.zero_alarm_kinds(alarm_kinds(self.rules))
         self.state.silences = tuple(await self.reader.active_silences(self.clock.now()))
         await self.escalator.load()
-        db_path = s.database.path
-        assert db_path is not None
         # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
-        await self.supervision.load(SqliteHistory(db_path))
-        self.backlog = Backlog(self.clock, await last_received(db_path))
+        await self.supervision.load(self.stores.history)
+        self.backlog = Backlog(self.clock, await self.stores.last_received())
         self.pipeline = self._ingest_service(self.backlog)
         assert self.ingest is not None
         await self._stack.enter_async_context(self.ingest)
@@ -137,25 +133,13 @@ class AlarmHub:
         return self
 
     async def _open_store(self) -> None:
-        s = self.settings
-        db = s.database
-        await check_runnable(db)  # a schema older or newer than known: refused, nothing written
-        if db.kind != "sqlite" or db.path is None:
-            raise NotImplementedError("only sqlite:/// databases are supported so far")
-        self.store = await SqliteStore.open(
-            db.path,
-            synchronous=s.sqlite_synchronous,
-            autocheckpoint=False,
-            wal_size_limit=s.sqlite_wal_limit_mb * 1024 * 1024,
-        )
-        self._stack.push_async_callback(self.store.close)
-        # Reads for HTTP and reports use their own connection: never the writer's.
-        self.reader = await SqliteStore.open(
-            db.path, synchronous=s.sqlite_synchronous, migrate=False
-        )
-        self._stack.push_async_callback(self.reader.close)
-        # The web's scoped reads and accounts: a short-lived connection per call.
-        self.directory = SqliteDirectory(db.path)
+        # A schema older or newer than this alarmhub knows: refused, nothing written.
+        await check_runnable(self.settings.database)
+        # Which store, its writer and reader: store/opening.py, from settings.database.
+        self.stores = await self._stack.enter_async_context(open_stores(self.settings))
+        self.store = self.stores.store
+        self.reader = self.stores.reader
+        self.directory = self.stores.directory
 
     def _wire(self) -> None:
         """Every service with the few things it uses; none is handed the hub."""
@@ -175,9 +159,7 @@ class AlarmHub:
             max_payload_bytes=s.max_payload_bytes,
         )
         mqtt = self.ingest
-        self.wal = WalKeeper(
-            self.store,
-            self.reader,
+        self.wal = self.stores.wal_keeper(
             lock=gate.lock,
             room=gate.wal_room,
             limit_bytes=s.sqlite_wal_limit_mb * 1024 * 1024,

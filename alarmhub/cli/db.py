@@ -1,10 +1,12 @@
 """How a command reaches the database: the store opened (and migrated) for one command.
 
-Every command except `run` and `simulate` works on the database file directly,
-beside a running daemon or without one (SQLite in WAL mode with a busy timeout).
+Every command except `run` and `simulate` works on the database directly, beside
+a running daemon or without one (SQLite in WAL mode with a busy timeout, or the
+PostgreSQL server the daemons share).
 
 This module is the CLI's composition root, as app.py is the daemon's: the only
-one in cli/ that names the SQLite store (an import-linter contract says so). The
+one in cli/ that reaches a store (an import-linter contract says so); which store
+a URL names is store/opening.py's choice. The
 command modules are handed the ports of store/ports.py — an
 :class:`~alarmhub.store.ports.AlarmStore` or a
 :class:`~alarmhub.store.ports.Directory` — so a second store changes this file only.
@@ -21,15 +23,15 @@ from typing import Any, TypeVar
 from alarmhub.cli.output import CommandError
 from alarmhub.redact import redact_url
 from alarmhub.settings import Settings
+from alarmhub.store import opening as store_opening
 from alarmhub.store import versions
 from alarmhub.store.cluster import ClusterView
-from alarmhub.store.errors import StoreError
+from alarmhub.store.errors import StoreError, StoreUnavailableError
 from alarmhub.store.ports import AlarmStore, Directory
 from alarmhub.store.postgres.coordination import read_cluster
 from alarmhub.store.postgres.directory import opened_directory
 from alarmhub.store.schema_state import SchemaStatus
 from alarmhub.store.sqlite.directory import SqliteDirectory
-from alarmhub.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 CLI_ACTOR_PREFIX = "cli:"
@@ -46,24 +48,19 @@ def actor() -> str:
 @asynccontextmanager
 async def opened_store(settings: Settings) -> AsyncIterator[AlarmStore]:
     """The store opened (and migrated) inside a running loop, closed on the way out."""
-    path = settings.database.path
-    assert path is not None  # callers refuse anything but sqlite first
-    store = await SqliteStore.open(path, synchronous=settings.sqlite_synchronous)
-    try:
+    async with store_opening.opened_store(settings) as store:
         yield store
-    finally:
-        await store.close()
 
 
 def with_store(settings: Settings, work: Callable[[AlarmStore], Coroutine[Any, Any, int]]) -> int:
     """Open the store (migrating it), run `work` on it, close it; `work`'s exit status."""
-    db = settings.database
-    if db.kind != "sqlite" or db.path is None:
-        raise CommandError("only sqlite:/// databases are supported so far")
 
     async def go() -> int:
-        async with opened_store(settings) as store:
-            return await work(store)
+        try:
+            async with opened_store(settings) as store:
+                return await work(store)
+        except StoreUnavailableError as exc:  # one line, not a driver's traceback
+            raise CommandError(f"the database is out of reach: {exc}") from exc
 
     return asyncio.run(go())
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import structlog
 
-from alarmhub.cli.output import EXIT_FAILED, CommandError, error
+from alarmhub.cli.output import EXIT_FAILED, error
 from alarmhub.settings import Settings
+from alarmhub.store.errors import StoreError
 from alarmhub.store.schema_state import SchemaVersionError
 
 
@@ -24,13 +25,6 @@ def add_parser(sub: Any) -> None:
 def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from alarmhub.app import AlarmHub  # noqa: PLC0415 - keep CLI start-up light
 
-    if settings.database.kind != "sqlite":
-        # The account commands take postgresql:// already; the daemon's store not yet.
-        raise CommandError(
-            "alarmhub run: postgresql:// is not supported yet (see deploy/scale-out/README.md); "
-            "use sqlite:///file.db"
-        )
-
     async def run() -> None:
         loop = asyncio.get_running_loop()
         async with AlarmHub(settings) as hub:
@@ -42,9 +36,9 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except SchemaVersionError as exc:
+    except (SchemaVersionError, StoreError) as exc:
         # One line, before anything was written or connected to: the operator's fix
-        # (`alarmhub db migrate`, or the right alarmhub) is in it.
+        # (`alarmhub db migrate`, the right alarmhub, a database within reach) is in it.
         error(str(exc))
         return EXIT_FAILED
     except OSError as exc:

@@ -28,6 +28,7 @@ from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.state import HubState
 from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.metrics import Metrics
+from alarmhub.store.errors import StoreError
 from alarmhub.store.ports import ActionStore, RaisingMessages
 
 log = structlog.get_logger("alarmhub")
@@ -182,7 +183,11 @@ class Actions:
 
     async def _send_handled(self, alarm: Alarm) -> None:
         """SCAIP's "handled": tell the device a person has taken its alarm."""
-        source = await self._reader.raising_message(alarm.id)
+        try:
+            source = await self._reader.raising_message(alarm.id)
+        except StoreError:  # out of reach: no receipt, rather than the daemon ended
+            log.warning("receipt.not_sent", alarm_id=alarm.id, reason="store_unavailable")
+            return
         receipt = handled_receipt(*source, alarm.id) if source is not None else None
         if receipt is not None:
             self._device_link.publish(*receipt, qos=1)

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.errors import StaleAlarmError, StoreError
+from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
@@ -48,13 +48,15 @@ class WriteGate:
         # the store is open. The default reloads nothing, which only a test without
         # a second writer can afford.
         self.reload_alarms: Callable[[list[str]], Awaitable[None]] = _reload_nothing
+        self._unreachable = False  # between a store.unavailable and the next success
 
     async def until_committed(self, op: Callable[[], Awaitable[T]], *, writes: bool = True) -> T:
         """Retry a store operation until it succeeds; meanwhile nothing is acknowledged.
 
         The broker keeps every unacknowledged message, and its in-flight window stops
         new ones from piling up here: a full disk or a locked database delays alarms
-        but loses none. The fault is logged once a minute, not per attempt.
+        but loses none. The fault is logged once a minute (a server out of reach:
+        once per outage), not per attempt.
 
         Only a write that succeeds (`writes`) reports the store writable again: a
         database locked by another process still answers reads, and the ingest
@@ -68,14 +70,12 @@ class WriteGate:
             except StoreError as exc:
                 self._failures.inc()
                 self._writable.set(0)
-                should, suppressed = self._once.should_log("store.commit_failed")
-                if should:
-                    log.error(  # noqa: TRY400 - an expected fault: no traceback
-                        "store.commit_failed", error=str(exc), retries_since_last_log=suppressed
-                    )
+                self._log_failure(exc)
                 await asyncio.sleep(delay)
                 delay = min(COMMIT_RETRY_MAX_S, delay * 2)
                 continue
+            # Any answer, a read's too, shows the server is back within reach.
+            self._unreachable = False
             if writes:
                 if delay > 0.05:
                     log.info("store.recovered")
@@ -101,6 +101,22 @@ class WriteGate:
             rounds += 1
             if rounds > 3:  # a writer racing us on the same alarms: give it room
                 await asyncio.sleep(min(COMMIT_RETRY_MAX_S, 0.05 * 2 ** (rounds - 3)))
+
+    def _log_failure(self, exc: StoreError) -> None:
+        """A refused write once a minute; a server out of reach once per outage.
+
+        A PostgreSQL restart or failover fails every writer (ingest, escalator,
+        notifier marks) at every retry: one `store.unavailable` line says it, and
+        `store.recovered` says when the writes go through again.
+        """
+        if isinstance(exc, StoreUnavailableError):
+            if not self._unreachable:
+                self._unreachable = True
+                log.error("store.unavailable", error=str(exc))
+            return
+        should, suppressed = self._once.should_log("store.commit_failed")
+        if should:
+            log.error("store.commit_failed", error=str(exc), retries_since_last_log=suppressed)
 
     async def until_wal_has_room(self) -> None:
         """Hold an ingest commit while the WAL cannot be checkpointed for lack of space."""

@@ -20,6 +20,7 @@ import structlog
 
 from alarmhub.clock import Clock
 from alarmhub.observability.logs import OncePer
+from alarmhub.store.errors import StoreError
 from alarmhub.store.ports import OutboxItem, OutboxReads, OutboxWrites
 
 log = structlog.get_logger("alarmhub.notifier")
@@ -67,9 +68,12 @@ class Notifier:
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S) as http:
             while True:
-                items = await self._reader.due_outbox(self._clock.now())
-                for item in items:
-                    await self._deliver(item, http)
+                # A database out of reach (a PostgreSQL restart) holds notifications
+                # back until it returns; it must not end the daemon. A row sent but
+                # not yet marked is sent again then: at least once, as after a crash.
+                with contextlib.suppress(StoreError):
+                    for item in await self._reader.due_outbox(self._clock.now()):
+                        await self._deliver(item, http)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)

@@ -11,6 +11,7 @@ keeps the rules in force.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -145,7 +146,8 @@ class Registry:
             return
         wall = self._watch(changed)
         state = self._state
-        state.silences = tuple(await self._reader.active_silences(wall))
+        with contextlib.suppress(StoreError):  # out of reach: the silences read last stand
+            state.silences = tuple(await self._reader.active_silences(wall))
         if changed:
             # Also the hub's own registrations: their rows show up here too, so the
             # gauges (a walk over the whole registry) are recounted at most every

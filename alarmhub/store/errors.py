@@ -28,6 +28,16 @@ class StaleAlarmError(Exception):
         self.ids = ids
 
 
+class StoreUnavailableError(StoreError):
+    """The database server cannot be reached (restarted, failed over, network cut).
+
+    A StoreError, so the write gate retries it like any refused write and nothing is
+    acknowledged meanwhile. A transaction cut off by it either committed or did not;
+    the retry is safe because every write it repeats is idempotent in the database
+    (the inbox's unique key, the escalations' primary key, upserts by id).
+    """
+
+
 class AccountError(Exception):
     """A request the person can correct: the message says what is wrong."""
 

@@ -74,9 +74,11 @@ async def test_users_and_tokens_commands_work_on_postgresql_and_audit_every_chan
         assert await directory.list_audit() == audit
 
 
-def test_run_refuses_postgresql_with_one_line_until_the_daemon_has_its_store() -> None:
-    result = run_cli(["run"], {"ALARMHUB_DATABASE_URL": "postgresql://127.0.0.1:9/none"})
+def test_run_names_an_unreachable_postgresql_in_one_line_without_its_password() -> None:
+    url = "postgresql://alarmhub:s3cret@127.0.0.1:9/none"
+    result = run_cli(["run"], {"ALARMHUB_DATABASE_URL": url})
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert "postgresql:// is not supported yet" in lines[0]
+    assert len(lines) == 1, lines
+    assert "127.0.0.1:9" in lines[0]
+    assert "s3cret" not in result.stderr

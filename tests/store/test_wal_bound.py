@@ -249,8 +249,11 @@ async def _drain_a_backlog(tmp_path: Path, client_id: str) -> Drain:
         )
         async with AlarmHub(settings, serve_http=False) as hub:
             assert hub.ingest is not None
-            out.frame_bytes = await hub.reader.page_size() + WAL_FRAME_HEADER
-            background, between_batches = hub.reader.checkpoint, hub.store.checkpoint
+            reader, writer = hub.reader, hub.store
+            assert isinstance(reader, SqliteStore)
+            assert isinstance(writer, SqliteStore)
+            out.frame_bytes = await reader.page_size() + WAL_FRAME_HEADER
+            background, between_batches = reader.checkpoint, writer.checkpoint
 
             async def background_spy(*, truncate: bool = False) -> tuple[int, int, int]:
                 result = await background(truncate=truncate)
@@ -263,8 +266,8 @@ async def _drain_a_backlog(tmp_path: Path, client_id: str) -> Drain:
                 out.resets.append((*result, wal_starts(wal)))
                 return result
 
-            hub.reader.checkpoint = background_spy  # type: ignore[method-assign]
-            hub.store.checkpoint = reset_spy  # type: ignore[method-assign]
+            reader.checkpoint = background_spy  # type: ignore[method-assign]
+            writer.checkpoint = reset_spy  # type: ignore[method-assign]
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 300  # a ceiling for a very slow machine, not a timing
             while db_count(db, "SELECT count(*) FROM inbox") < BACKLOG and loop.time() < deadline:

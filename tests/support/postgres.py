@@ -41,3 +41,29 @@ async def scratch_database(prefix: str = "alarmhub_t") -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+# --- an outage of one test's database, on the shared server ----------------------
+
+
+async def admin(sql: str, *args: object) -> object:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def terminate_backends(url: str) -> int:
+    """Cut every connection to the test's database, as a PostgreSQL restart would."""
+    cut = await admin(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = $1 AND pid <> pg_backend_pid()",
+        url.rsplit("/", 1)[-1],
+    )
+    return int(cut or 0)  # type: ignore[call-overload]
+
+
+async def allow_connections(url: str, allow: bool) -> None:
+    """Refuse (or allow again) every new connection to the test's database: an outage."""
+    await admin(f'ALTER DATABASE "{url.rsplit("/", 1)[-1]}" ALLOW_CONNECTIONS {str(allow).lower()}')

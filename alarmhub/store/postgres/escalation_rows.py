@@ -1,0 +1,123 @@
+"""Escalation decisions, the outbox and the writes that end a suppression, in PostgreSQL.
+
+A decided deadline is a row of `escalations`, keyed (alarm, round, step), written in
+the same transaction as its effects: the step is wholly done or still due, and a
+second decision of the same step (an earlier life, another instance) inserts
+nothing and writes none of its effects: it fires at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from alarmhub.core.escalation import DeadlineKey
+from alarmhub.core.model import Alarm, TimelineEntry
+from alarmhub.core.people import AuditEntry
+from alarmhub.store.ports import DecidedRow
+from alarmhub.store.postgres.rows import (
+    INSERT_AUDIT,
+    INSERT_TIMELINE,
+    UPSERT_ALARMS,
+    alarm_columns,
+    audit_columns,
+    status_count,
+    timeline_columns,
+)
+
+INSERT_DECIDED = (
+    "INSERT INTO escalations (alarm_id, round, step, due_at, decided_at, reason, level, target) "
+    "SELECT a, r, s, d, $5, w, l, t FROM unnest($1::text[], $2::integer[], $3::integer[], "
+    "$4::timestamptz[], $6::text[], $7::integer[], $8::text[]) AS u(a, r, s, d, w, l, t) "
+    "ON CONFLICT (alarm_id, round, step) DO NOTHING RETURNING alarm_id, round, step"
+)
+INSERT_OUTBOX = (
+    "INSERT INTO outbox (alarm_id, target, channel, address, payload, created_at, "
+    "next_attempt_at) SELECT a, t, c, d, p, $6, $6 FROM unnest($1::text[], $2::text[], "
+    "$3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(a, t, c, d, p, n) ORDER BY n"
+)
+END_SILENCE = (
+    "UPDATE silences SET deleted_at = $1, deleted_by = $2 WHERE id = $3 AND deleted_at IS NULL"
+)
+
+
+async def write_decisions(
+    conn: Any, rows: Sequence[DecidedRow], decided_at: datetime
+) -> list[bool]:
+    """Insert the decided keys; write the effects of those inserted now. In a transaction."""
+    if not rows:
+        return []
+    keys = [(r.alarm_id, r.decision.deadline.round, r.decision.deadline.step_index) for r in rows]
+    fresh = {
+        (r[0], r[1], r[2])
+        for r in await conn.fetch(
+            INSERT_DECIDED,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [r.decision.deadline.due_at for r in rows],
+            decided_at,
+            [r.decision.reason.value for r in rows],
+            [r.decision.deadline.level for r in rows],
+            [r.decision.deadline.target for r in rows],
+        )
+    }
+    recorded: list[bool] = []
+    claimed: set[tuple[str, int, int]] = set()
+    alarms: dict[str, Alarm] = {}
+    timeline: list[TimelineEntry] = []
+    outbox: list[tuple[str, str, str, str, str]] = []
+    for key, r in zip(keys, rows, strict=True):
+        # The same key twice in one call: the first is recorded, as one row at a time would.
+        now = key in fresh and key not in claimed
+        claimed.add(key)
+        recorded.append(now)
+        if not now:
+            continue
+        if r.alarm is not None:
+            alarms[r.alarm_id] = r.alarm  # the last decision's alarm is the alarm's state
+        timeline.extend(r.timeline)
+        outbox.extend(
+            (r.alarm_id, n.target, n.channel, n.address, orjson.dumps(n.payload).decode())
+            for n in r.notifications
+        )
+    if alarms:
+        await conn.execute(UPSERT_ALARMS, *alarm_columns(list(alarms.values())))
+    if timeline:
+        await conn.execute(INSERT_TIMELINE, *timeline_columns(timeline))
+    if outbox:
+        cols = [list(c) for c in zip(*outbox, strict=True)]
+        await conn.execute(INSERT_OUTBOX, *cols, decided_at)
+    return recorded
+
+
+def fired_rows(rows: Sequence[Any], wanted: Sequence[str]) -> dict[str, set[DeadlineKey]]:
+    out: dict[str, set[DeadlineKey]] = {a: set() for a in wanted}
+    for alarm_id, rnd, step in rows:
+        out[alarm_id].add((rnd, step))
+    return out
+
+
+async def write_release(
+    conn: Any,
+    alarms: Sequence[Alarm],
+    entries: Sequence[TimelineEntry],
+    end_silence: tuple[datetime, str, str] | None,
+    audit: Sequence[AuditEntry],
+) -> bool:
+    """Alarms, timeline and audit (and a silence ended first), in the caller's transaction.
+
+    False, with nothing written, when the silence to end was already ended.
+    """
+    if end_silence is not None and status_count(await conn.execute(END_SILENCE, *end_silence)) == 0:
+        return False
+    if alarms:
+        await conn.execute(UPSERT_ALARMS, *alarm_columns(alarms))
+    if entries:
+        await conn.execute(INSERT_TIMELINE, *timeline_columns(entries))
+    if audit:  # who did it, in the change's own transaction (issue 13 item 4)
+        await conn.execute(INSERT_AUDIT, *audit_columns(audit))
+    return True

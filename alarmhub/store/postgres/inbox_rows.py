@@ -1,0 +1,147 @@
+"""One ingest batch in PostgreSQL: dedup's read, and the batch's one transaction.
+
+The inbox's key is (fingerprint, the payload's sha256, occurrence): a redelivery
+committed twice is a conflict and `ON CONFLICT … DO NOTHING` makes it a no-op,
+whoever commits it (a retry after a connection lost at COMMIT, or, later, a
+second instance that received the same message). `occurrence` tells apart the
+identical messages dedup nevertheless judged new (the same id and bytes after the
+window, or after their alarm was resolved: core/dedup.py): such a row gets one more
+than the highest occurrence stored *before it arrived*. Counting only earlier rows
+keeps a retry of the same batch on the same occurrence, so it conflicts again
+instead of adding a second row; the highest, not the count, so rows pruned by
+retention cannot make a new message collide with a kept one and vanish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from alarmhub.core.dedup import Identity, Prior, payload_digest
+from alarmhub.core.model import Verdict
+from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.store.postgres.rows import (
+    INSERT_TIMELINE,
+    UPSERT_ALARMS,
+    alarm_columns,
+    fingerprint_key,
+    status_count,
+    text,
+    timeline_columns,
+)
+from alarmhub.store.sqlite.inbox_rows import inbox_row
+
+# The latest row per fingerprint, from the (fingerprint, seq) index. The digest is
+# handed to dedup only for a payload kept in part, as SQLite does (Prior.digest).
+SELECT_PRIORS = (
+    "SELECT DISTINCT ON (fingerprint) fingerprint, received_at, payload, events, "
+    "CASE WHEN payload_bytes <> octet_length(payload) THEN payload_sha256 END "
+    "FROM inbox WHERE fingerprint = ANY($1::text[]) ORDER BY fingerprint, seq DESC"
+)
+
+INSERT_INBOX = """
+INSERT INTO inbox (fingerprint, received_at, topic, payload, device_id, municipality, msg_id,
+    verdict, reason, detail, events, identity, payload_bytes, payload_sha256, occurrence)
+SELECT u.fp, u.at, u.topic, u.payload, u.dev, u.mun, u.msg, u.verdict, u.reason, u.detail,
+    u.events::jsonb, u.identity, u.size, u.sha,
+    CASE WHEN u.identity IS NULL THEN 0 ELSE (
+        SELECT coalesce(max(i.occurrence) + 1, 0) FROM inbox i
+        WHERE i.fingerprint = u.fp AND i.payload_sha256 = u.sha AND i.received_at < u.at
+    ) END
+FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::integer[],
+    $14::text[]) WITH ORDINALITY
+    AS u(fp, at, topic, payload, dev, mun, msg, verdict, reason, detail, events, identity,
+         size, sha, n)
+ORDER BY u.n
+ON CONFLICT ON CONSTRAINT inbox_message DO NOTHING
+"""
+
+SEEN = (
+    "UPDATE devices d SET last_seen_at = u.at "
+    "FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE d.id = u.id"
+)
+
+
+async def select_priors(conn: Any, wanted: list[str]) -> dict[str, Prior]:
+    """Per fingerprint: its latest row's arrival, bytes and the alarms it touched."""
+    by_key = {fingerprint_key(fp): fp for fp in wanted}
+    rows = await conn.fetch(SELECT_PRIORS, list(by_key))
+    return {by_key[r[0]]: prior_of(r) for r in rows}
+
+
+def prior_of(row: Any) -> Prior:
+    events = row[3]
+    ids = tuple(e["alarm_id"] for e in orjson.loads(events) if e.get("alarm_id")) if events else ()
+    return Prior(row[1], bytes(row[2]), ids, row[4])
+
+
+def inbox_columns(effects: BatchEffects, municipality_of: dict[str, str]) -> list[list[Any]]:
+    """The inbox arrays of a batch: every message but a redelivery, as SQLite stores it.
+
+    The row is built by SQLite's own :func:`inbox_row` (the events' JSON, what of a
+    payload is kept), then given what this schema always holds: the time as a
+    datetime, and the whole payload's size and sha256, since the digest is in the key.
+    """
+    cols: list[list[Any]] = [[] for _ in range(14)]
+    for m in effects.messages:
+        if m.verdict is Verdict.REDELIVERY:
+            continue
+        row = _row(m, municipality_of)
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+def _row(m: MessageOutcome, municipality_of: dict[str, str]) -> tuple[Any, ...]:
+    rejected = m.rejected
+    row = inbox_row(m, municipality_of.get(rejected.device_id or "") if rejected else None)
+    payload: bytes = row[3]
+    size = row[12] if row[12] is not None else len(payload)
+    digest = row[13] if row[13] is not None else payload_digest(payload)
+    identity = None if m.identity is Identity.NEW else str(m.identity)
+    events: str | None = row[10]
+    if events is not None and "\\u0000" in events:
+        events = events.replace("\\u0000", "\\ufffd")
+    return (
+        fingerprint_key(row[0]),
+        m.raw.received_at,
+        row[2],
+        payload,
+        *(text(v) for v in row[4:10]),
+        events,
+        identity,
+        size,
+        digest,
+    )
+
+
+async def write_batch(conn: Any, effects: BatchEffects, municipality_of: dict[str, str]) -> bool:
+    """One batch's rows in the caller's transaction; False when it was committed before.
+
+    When every inbox row of the batch is there already, this batch was committed by
+    an earlier attempt whose COMMIT's answer was lost with the connection: its alarms,
+    timeline and devices were committed with it, and writing the timeline again would
+    show each entry twice. Then nothing else is written.
+    """
+    seen = sorted((dev, at) for dev, at in effects.device_seen.items())
+    if seen:
+        # First: a registry write that moves a device locks the same rows before it
+        # reads the device's open alarms (reads.check_moves), so it waits for this
+        # batch's alarms and sees them. Should the two still lock rows in opposite
+        # orders, PostgreSQL aborts one (a StoreError) and the gate retries the batch.
+        await conn.execute(SEEN, [d for d, _ in seen], [a for _, a in seen])
+    inbox = inbox_columns(effects, municipality_of)
+    if inbox[0]:
+        inserted = status_count(await conn.execute(INSERT_INBOX, *inbox))
+        if inserted == 0:
+            return False
+    if effects.alarms:
+        await conn.execute(UPSERT_ALARMS, *alarm_columns(list(effects.alarms.values())))
+    if effects.timeline:
+        await conn.execute(INSERT_TIMELINE, *timeline_columns(effects.timeline))
+    return True
+
+
+__all__ = ["inbox_columns", "select_priors", "write_batch"]

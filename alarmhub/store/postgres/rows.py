@@ -1,0 +1,317 @@
+"""Row shapes of the PostgreSQL store, and how a driver error becomes a store error.
+
+The columns are SQLite's (store/sqlite/rows.py) in PostgreSQL's types: times are
+`timestamptz` and cross as aware datetimes, JSON is `jsonb` and crosses as text
+(asyncpg's default for json), flags are booleans. Batch writes bind one array per
+column and `unnest` them, so a table costs one round trip per batch, not one per
+row; the casts below name each column's type for that.
+
+What the CLI and the API print (a timeline's `at`, a dead letter's `received_at`,
+a device's `registered_at`) is text in the store's one time format (:func:`ts`),
+as SQLite returns it, so the two stores answer the same JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import fields as dc_fields
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from alarmhub.core.device_settings import parse_settings, settings_json
+from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.suppress import Silence
+from alarmhub.store.accounts import ts
+from alarmhub.store.errors import StoreError, StoreUnavailableError
+
+# Errors that mean "the server is not there", not "the server said no": the write
+# gate retries both, but these are what an outage looks like (issue 15 section 1).
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now
+    # A connection left mid-operation by a cut ("cannot switch to state …"): discarded.
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+    """A connection of the pool; a driver error inside becomes the store's own.
+
+    Everything else (IdTakenError, MoveRefusedError) passes through unchanged. A
+    connection broken by the error is not reused: the pool drops a closed one.
+    """
+    try:
+        conn = await pool.acquire()
+    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        # Whatever stops a connection being made (refused, "not accepting connections",
+        # "the database system is starting up") is the server out of reach.
+        raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        yield conn
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        # Resetting a connection the server has cut fails; asyncpg then terminates it
+        # and the pool makes a new one. What the body did stands (or was raised above).
+        with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+            await pool.release(conn)
+
+
+# PostgreSQL's text and jsonb cannot hold U+0000, which a device may send inside a
+# JSON string (and which the fingerprint uses as its separator). A refused row
+# would fail its whole batch for ever, stalling every device behind it: NUL is
+# stored as U+FFFD instead, except in the fingerprint, a key, which is escaped
+# reversibly (:func:`fingerprint_key`).
+_NUL, _SHOWN_NUL = "\x00", "\ufffd"
+
+
+def text(value: str | None) -> str | None:
+    """A text value as PostgreSQL can store it."""
+    return value.replace(_NUL, _SHOWN_NUL) if value is not None and _NUL in value else value
+
+
+def json_text(value: object) -> str:
+    """JSON for a jsonb column: as SQLite stores it, an escaped NUL shown as U+FFFD."""
+    out = orjson.dumps(value).decode()
+    return out.replace("\\u0000", "\\ufffd") if "\\u0000" in out else out
+
+
+def fingerprint_key(fingerprint: str) -> str:
+    """The inbox key of a fingerprint: NUL (its separator) and backslash escaped."""
+    if _NUL not in fingerprint and "\\" not in fingerprint:
+        return fingerprint
+    return fingerprint.replace("\\", "\\\\").replace(_NUL, "\\0")
+
+
+def status_count(status: str) -> int:
+    """The row count of a command status ("INSERT 0 3", "UPDATE 1", "DELETE 2")."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+# --- alarms --------------------------------------------------------------------
+
+ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
+TIME_COLUMNS = frozenset(
+    {
+        "raised_at",
+        "last_seen_at",
+        "acknowledged_at",
+        "dispatched_at",
+        "on_site_at",
+        "resolved_at",
+        "escalation_from",
+        "escalation_exhausted_at",
+        "clearing_at",
+        "scheduled_at",
+    }
+)
+_INT_COLUMNS = frozenset({"priority", "repeat_count", "escalation_level", "escalation_generation"})
+ALARM_TYPES = [
+    "timestamptz" if c in TIME_COLUMNS else "integer" if c in _INT_COLUMNS else "text"
+    for c in ALARM_COLUMNS
+]
+ALARM_SELECT = ", ".join(ALARM_COLUMNS)
+_ALARM_SET = ", ".join(f"{c} = excluded.{c}" for c in ALARM_COLUMNS if c != "id")
+# `rev` counts writes (schema.py); nothing reads it yet, so every write bumps it.
+_ON_ALARM_CONFLICT = f"ON CONFLICT (id) DO UPDATE SET {_ALARM_SET}, rev = alarms.rev + 1"
+UPSERT_ALARM = (
+    f"INSERT INTO alarms ({ALARM_SELECT}) VALUES "
+    f"({', '.join(f'${i}' for i in range(1, len(ALARM_COLUMNS) + 1))}) {_ON_ALARM_CONFLICT}"
+)
+# Many alarms in one statement: each column an array. The ids must be distinct.
+UPSERT_ALARMS = (
+    f"INSERT INTO alarms ({ALARM_SELECT}) SELECT {ALARM_SELECT} FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(ALARM_TYPES, start=1))
+    + f") WITH ORDINALITY AS u({ALARM_SELECT}, n) ORDER BY n {_ON_ALARM_CONFLICT}"
+)
+
+
+def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for name in ALARM_COLUMNS:
+        value = getattr(alarm, name)
+        if name == "priority":
+            value = int(value)
+        elif name == "state":
+            value = value.value
+        out.append(value)
+    return tuple(out)
+
+
+def resolved_first(alarms: Sequence[Alarm]) -> list[Alarm]:
+    """Alarms in the order a write must apply them: those being resolved first.
+
+    `alarms_one_active` is checked row by row, not at the end of the statement: a
+    batch that resolves one alarm and raises the next of the same device and kind
+    must free the slot before taking it.
+    """
+    return sorted(alarms, key=lambda a: a.is_active)
+
+
+def alarm_columns(alarms: Sequence[Alarm]) -> list[list[Any]]:
+    """The arrays UPSERT_ALARMS binds: one per column; an id given twice, its last state.
+
+    One statement may not upsert a row twice, where SQLite's executemany simply
+    wrote it twice: the last state is what both leave.
+    """
+    last = {a.id: a for a in alarms}
+    rows = [alarm_row(a) for a in resolved_first(list(last.values()))]
+    return [list(col) for col in zip(*rows, strict=True)] if rows else []
+
+
+def alarm_from_row(row: asyncpg.Record) -> Alarm:
+    values = dict(zip(ALARM_COLUMNS, row, strict=True))
+    values["priority"] = Priority(values["priority"])
+    values["state"] = AlarmState(values["state"])
+    return Alarm(**values)
+
+
+# --- timeline ----------------------------------------------------------------
+
+# An entry identical to one stored (alarm, time, type, actor and detail) is the same
+# entry written again: a write retried after its COMMIT's answer was lost with the
+# connection (it had committed). Two distinct entries differ in one of them (times are
+# the event's or the action's, to the microsecond; a second note has other text); and
+# the check sees none of its own statement's rows, so a batch's entries are all kept.
+INSERT_TIMELINE = (
+    "INSERT INTO timeline (alarm_id, at, type, actor, detail) "
+    "SELECT a, t, y, w, d::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::text[], "
+    "$4::text[], $5::text[]) WITH ORDINALITY AS u(a, t, y, w, d, n) "
+    "WHERE NOT EXISTS (SELECT 1 FROM timeline e WHERE e.alarm_id = u.a AND e.at = u.t "
+    "AND e.type = u.y AND e.actor IS NOT DISTINCT FROM u.w AND e.detail = u.d::jsonb) "
+    "ORDER BY n"
+)
+
+
+def timeline_columns(entries: Sequence[TimelineEntry]) -> list[list[Any]]:
+    return [
+        [e.alarm_id for e in entries],
+        [e.at for e in entries],
+        [e.type.value for e in entries],
+        [e.actor for e in entries],
+        [json_text(e.detail) for e in entries],
+    ]
+
+
+# --- audit -----------------------------------------------------------------
+
+INSERT_AUDIT = (
+    "INSERT INTO audit (at, actor, action, alarm_id, device_id, municipality, address, detail) "
+    "SELECT at, actor, action, alarm_id, device_id, municipality, address, detail::jsonb "
+    "FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::text[], $8::text[]) WITH ORDINALITY "
+    "AS u(at, actor, action, alarm_id, device_id, municipality, address, detail, n) ORDER BY n"
+)
+
+
+def audit_columns(entries: Sequence[AuditEntry]) -> list[list[Any]]:
+    return [
+        [e.at for e in entries],
+        [e.actor for e in entries],
+        [e.action for e in entries],
+        [e.alarm_id for e in entries],
+        [e.device_id for e in entries],
+        [e.municipality for e in entries],
+        [e.address for e in entries],
+        [json_text(e.detail or {}) for e in entries],
+    ]
+
+
+# --- devices -----------------------------------------------------------------
+
+DEVICE_COLUMNS = (
+    "id",
+    "kind",
+    "municipality",
+    "profile",
+    "heartbeat_interval_s",
+    "label",
+    "active",
+    "resident",
+    "settings",
+    "bridge",
+)
+DEVICE_SELECT = ", ".join(DEVICE_COLUMNS)
+DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
+
+
+def device_from_row(row: asyncpg.Record) -> Device:
+    return Device(
+        id=row[0],
+        kind=DeviceKind(row[1]),
+        municipality=row[2],
+        profile=row[3],
+        heartbeat_interval_s=row[4],
+        label=row[5],
+        active=bool(row[6]),
+        resident=row[7],
+        settings=parse_settings(row[8]),
+        bridge=row[9],
+    )
+
+
+def device_columns(devices: Sequence[Device], now: datetime) -> list[list[Any]]:
+    return [
+        [d.id for d in devices],
+        [d.kind.value for d in devices],
+        [d.municipality for d in devices],
+        [d.profile for d in devices],
+        [d.heartbeat_interval_s for d in devices],
+        [d.label for d in devices],
+        [d.active for d in devices],
+        [d.resident for d in devices],
+        [json_text(settings_json(d.settings)) for d in devices],
+        [d.bridge for d in devices],
+        [now] * len(devices),
+    ]
+
+
+def device_dict(row: asyncpg.Record) -> dict[str, Any]:
+    """A row of DEVICE_KEYS as the API and the CLI list it (times as text, like SQLite)."""
+    item = dict(zip(DEVICE_KEYS, row, strict=True))
+    item["settings"] = orjson.loads(item["settings"] or "{}")
+    item["registered_at"] = ts(item["registered_at"])
+    item["last_seen_at"] = ts(item["last_seen_at"])
+    return item
+
+
+# --- silences ----------------------------------------------------------------
+
+SILENCE_KEYS = (
+    "id",
+    "municipality",
+    "device_id",
+    "starts_at",
+    "ends_at",
+    "reason",
+    "created_by",
+    "created_at",
+    "include_priority_1",
+)
+
+
+def silence_from_row(row: asyncpg.Record) -> Silence:
+    return Silence(
+        row[0],
+        row[1],
+        row[3],
+        row[4],
+        device_id=row[2],
+        reason=row[5],
+        include_priority_1=bool(row[8]),
+        created_by=row[6],
+        created_at=row[7],
+    )

@@ -1,0 +1,418 @@
+"""PostgreSQL through asyncpg: the store several instances can share (issue 15).
+
+The same ports as :class:`~alarmhub.store.sqlite.store.SqliteStore`, with the same
+behaviour and the same exceptions, on a connection pool. Each write is one
+transaction; a batch's rows go in one statement per table (arrays `unnest`ed), so
+a batch costs a handful of round trips whatever its size. A connection lost
+mid-write is a :class:`~alarmhub.store.errors.StoreUnavailableError`, which the
+write gate retries until PostgreSQL is back: nothing is acknowledged meanwhile,
+and the retry is a no-op where the lost transaction had committed after all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Prior
+from alarmhub.core.escalation import DeadlineKey
+from alarmhub.core.model import Alarm, Device, TimelineEntry
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.pipeline import BatchEffects
+from alarmhub.core.retention import RetainedTable
+from alarmhub.core.suppress import Silence
+from alarmhub.redact import redact_url
+from alarmhub.store.accounts import ts
+from alarmhub.store.errors import StoreUnavailableError
+from alarmhub.store.ports import AlarmStore, DecidedRow, OutboxItem
+from alarmhub.store.postgres import migrations
+from alarmhub.store.postgres.escalation_rows import (
+    fired_rows,
+    write_decisions,
+    write_release,
+)
+from alarmhub.store.postgres.inbox_rows import select_priors, write_batch
+from alarmhub.store.postgres.reads import check_moves, oldest_sql, prune_sql
+from alarmhub.store.postgres.rows import (
+    ALARM_SELECT,
+    DEVICE_KEYS,
+    DEVICE_SELECT,
+    INSERT_AUDIT,
+    SILENCE_KEYS,
+    alarm_from_row,
+    audit_columns,
+    connection,
+    device_columns,
+    device_dict,
+    device_from_row,
+    silence_from_row,
+    status_count,
+)
+
+# Text sorts byte by byte, as in SQLite, whatever the database's collation.
+_QUEUE_ORDER = 'ORDER BY priority ASC, raised_at ASC, id COLLATE "C" ASC'
+_UPDATABLE = (
+    "kind",
+    "municipality",
+    "profile",
+    "heartbeat_interval_s",
+    "label",
+    "active",
+    "resident",
+    "settings",
+    "bridge",
+    "updated_at",
+)
+# What pg_stat_activity shows for alarmhub's connections.
+APPLICATION_NAME = "alarmhub"
+# pg_advisory_xact_lock key of registry writes ("registry" read as a number): two
+# registrations of one new id queue up, so the second sees the first's row.
+REGISTRY_LOCK = 0x7265676973747279
+
+
+class PostgresStore:
+    """A connection pool and the ports on it; create with :meth:`open`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        min_size: int = 1,
+        max_size: int = 4,
+        command_timeout: float = 60.0,
+    ) -> PostgresStore:
+        """Open a pool (and bring the schema up to date unless `migrate=False`).
+
+        `command_timeout` bounds a statement on a connection that went silent (a
+        network cut sends no reset): it then fails as unavailable and is retried.
+        """
+        settings = {"application_name": APPLICATION_NAME}
+        try:
+            if migrate:
+                conn = await asyncpg.connect(url, server_settings=settings)
+                try:
+                    await migrations.migrate(conn)
+                finally:
+                    await conn.close()
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=command_timeout,
+                server_settings=settings,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
+            # One line saying which server, not a driver traceback (the password redacted).
+            raise StoreUnavailableError(f"{redact_url(url)}: {type(exc).__name__}: {exc}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # --- the ingest path -------------------------------------------------
+
+    async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]:
+        """The latest stored message per fingerprint, for dedup (core/dedup.py)."""
+        wanted = list(dict.fromkeys(fingerprints))
+        if not wanted:
+            return {}
+        async with connection(self.pool) as conn:
+            return await select_priors(conn, wanted)
+
+    async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
+        """Write one batch's every effect in one transaction, or nothing at all."""
+        async with connection(self.pool) as conn, conn.transaction():
+            await write_batch(conn, effects, municipality_of)
+
+    async def get_devices(self, ids: Iterable[str]) -> list[Device]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        sql = f"SELECT {DEVICE_SELECT} FROM devices WHERE id = ANY($1::text[])"
+        async with connection(self.pool) as conn:
+            return [device_from_row(r) for r in await conn.fetch(sql, wanted)]
+
+    # --- state loaded at start and the registry --------------------------
+
+    async def load_devices(self) -> dict[str, Device]:
+        async with connection(self.pool) as conn:
+            rows = await conn.fetch(f"SELECT {DEVICE_SELECT} FROM devices")
+        return {r[0]: device_from_row(r) for r in rows}
+
+    async def devices_changed_since(self, since: str) -> tuple[list[Device], str]:
+        """Devices updated after the mark `since` (text in ts() form, "" for all)."""
+        sql = f"SELECT {DEVICE_SELECT}, updated_at FROM devices"
+        args: list[Any] = []
+        if since:
+            sql += " WHERE updated_at > $1"
+            args.append(datetime.fromisoformat(since))
+        async with connection(self.pool) as conn:
+            rows = await conn.fetch(sql + " ORDER BY updated_at", *args)
+        newest = ts(rows[-1]["updated_at"]) if rows else since
+        return [device_from_row(r) for r in rows], newest or ""
+
+    async def newest_device_update(self) -> str:
+        async with connection(self.pool) as conn:
+            newest = await conn.fetchval("SELECT max(updated_at) FROM devices")
+        return ts(newest) or ""
+
+    async def load_active_alarms(self) -> list[Alarm]:
+        # Oldest first: a newer alarm of the same device and kind must index last.
+        sql = f"SELECT {ALARM_SELECT} FROM alarms WHERE state <> 'resolved' ORDER BY raised_at"
+        async with connection(self.pool) as conn:
+            return [alarm_from_row(r) for r in await conn.fetch(sql)]
+
+    async def load_resolved_since(self, since: datetime) -> list[Alarm]:
+        sql = (
+            f"SELECT {ALARM_SELECT} FROM alarms "
+            "WHERE state = 'resolved' AND resolved_at >= $1 ORDER BY resolved_at"
+        )
+        async with connection(self.pool) as conn:
+            return [alarm_from_row(r) for r in await conn.fetch(sql, since)]
+
+    async def register_devices(
+        self,
+        devices: Sequence[Device],
+        now: datetime,
+        keep: frozenset[str] = frozenset(),
+        *,
+        audit: Sequence[AuditEntry],
+        existing_in: frozenset[str] | None = None,
+    ) -> None:
+        """Insert or update devices, all or none; columns in `keep` stay as they are.
+
+        As SqliteStore.register_devices: a move of a device with open alarms refuses
+        the whole write (:class:`MoveRefusedError`), an id registered outside
+        `existing_in` too (:class:`IdTakenError`); `audit` commits with the change.
+        """
+        last = list({d.id: d for d in devices}.values())
+        update = ", ".join(f"{c} = excluded.{c}" for c in _UPDATABLE if c not in keep)
+        sql = (
+            "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, label, "
+            "active, resident, settings, bridge, registered_at, updated_at) "
+            "SELECT i, k, m, p, h, l, a, r, s::jsonb, b, n, n FROM unnest($1::text[], "
+            "$2::text[], $3::text[], $4::text[], $5::integer[], $6::text[], $7::boolean[], "
+            "$8::text[], $9::text[], $10::text[], $11::timestamptz[]) "
+            "AS u(i, k, m, p, h, l, a, r, s, b, n) "
+            + (f"ON CONFLICT (id) DO UPDATE SET {update}" if update else "ON CONFLICT DO NOTHING")
+        )
+        async with connection(self.pool) as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_LOCK)
+            await check_moves(conn, last, existing_in)
+            if last:
+                await conn.execute(sql, *device_columns(last, now))
+            if audit:
+                await conn.execute(INSERT_AUDIT, *audit_columns(audit))
+
+    # --- operators' actions and releases ----------------------------------
+
+    async def get_alarm(self, alarm_id: str) -> Alarm | None:
+        sql = f"SELECT {ALARM_SELECT} FROM alarms WHERE id = $1"
+        async with connection(self.pool) as conn:
+            row = await conn.fetchrow(sql, alarm_id)
+        return alarm_from_row(row) if row else None
+
+    async def save_alarms(
+        self,
+        alarms: Iterable[Alarm],
+        entries: Iterable[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> None:
+        """Several alarms' changes with their timeline entries and audit, all or nothing."""
+        async with connection(self.pool) as conn, conn.transaction():
+            await write_release(conn, list(alarms), list(entries), None, audit)
+
+    async def end_silence_releasing(
+        self,
+        silence_id: str,
+        by: str,
+        now: datetime,
+        released: Sequence[Alarm],
+        entries: Sequence[TimelineEntry],
+        *,
+        audit: Sequence[AuditEntry],
+    ) -> bool:
+        """End a silence now, release its alarms and audit it; False if already ended."""
+        async with connection(self.pool) as conn, conn.transaction():
+            return await write_release(conn, released, entries, (now, by, silence_id), audit)
+
+    async def raising_message(self, alarm_id: str) -> tuple[str, str] | None:
+        """The (topic, message id) of the message that raised an alarm."""
+        sql = (
+            "SELECT i.topic, i.msg_id FROM timeline t JOIN alarms a ON a.id = t.alarm_id "
+            "JOIN inbox i ON i.device_id = a.device_id AND i.msg_id = t.detail->>'msg_id' "
+            "WHERE t.alarm_id = $1 AND t.type = 'raised' LIMIT 1"
+        )
+        async with connection(self.pool) as conn:
+            row = await conn.fetchrow(sql, alarm_id)
+        return (str(row[0]), str(row[1])) if row else None
+
+    # --- escalation and the outbox ----------------------------------------
+
+    async def fired_keys(self, alarm_ids: Iterable[str]) -> dict[str, set[DeadlineKey]]:
+        wanted = list(alarm_ids)
+        sql = "SELECT alarm_id, round, step FROM escalations WHERE alarm_id = ANY($1::text[])"
+        async with connection(self.pool) as conn:
+            return fired_rows(await conn.fetch(sql, wanted), wanted)
+
+    async def commit_decisions(
+        self, rows: Sequence[DecidedRow], decided_at: datetime
+    ) -> list[bool]:
+        """Record decided deadlines with their effects, in one transaction.
+
+        Per row, whether it was recorded now: False when the step was decided before
+        (an earlier life, another instance) and its effects were not written again.
+        """
+        async with connection(self.pool) as conn, conn.transaction():
+            return await write_decisions(conn, rows, decided_at)
+
+    async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        sql = (
+            "SELECT id, alarm_id, target, channel, address, payload, attempts FROM outbox "
+            "WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id "
+            "LIMIT $2"
+        )
+        async with connection(self.pool) as conn:
+            rows = await conn.fetch(sql, now, limit)
+        return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6]) for r in rows]
+
+    async def outbox_sent(self, item_id: int, at: datetime) -> None:
+        async with connection(self.pool) as conn:
+            await conn.execute(
+                "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+                at,
+                item_id,
+            )
+
+    async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None:
+        async with connection(self.pool) as conn:
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, "
+                "last_error = $2 WHERE id = $3",
+                next_at,
+                error[:500],
+                item_id,
+            )
+
+    async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT target, channel, created_at, attempts, sent_at, last_error FROM outbox "
+            "WHERE alarm_id = $1 ORDER BY id"
+        )
+        async with connection(self.pool) as conn:
+            rows = await conn.fetch(sql, alarm_id)
+        return [
+            {
+                "target": r[0],
+                "channel": r[1],
+                "created_at": ts(r[2]),
+                "attempts": r[3],
+                "sent_at": ts(r[4]),
+                "last_error": r[5],
+            }
+            for r in rows
+        ]
+
+    async def active_silences(self, now: datetime) -> list[Silence]:
+        """Silences not yet ended, for the pipeline (one not yet begun covers nothing yet)."""
+        sql = (
+            f"SELECT {', '.join(SILENCE_KEYS)} FROM silences "
+            "WHERE deleted_at IS NULL AND ends_at > $1"
+        )
+        async with connection(self.pool) as conn:
+            return [silence_from_row(r) for r in await conn.fetch(sql, now)]
+
+    # --- retention (issue 13 item 2) ----------------------------------------
+
+    async def prune(self, table: RetainedTable, before: datetime, limit: int) -> int:
+        """Delete one small batch of rows past retention, in its own transaction."""
+        async with connection(self.pool) as conn:
+            return status_count(await conn.execute(prune_sql(table), before, limit))
+
+    async def oldest_received(self, table: RetainedTable) -> datetime | None:
+        async with connection(self.pool) as conn:
+            at: datetime | None = await conn.fetchval(oldest_sql(table))
+        return at
+
+    # --- reads for the CLI and the API -----------------------------------
+
+    async def list_alarms(
+        self,
+        state: str | None = None,
+        limit: int | None = None,
+        municipalities: Sequence[str] | None = None,
+    ) -> list[Alarm]:
+        where: list[str] = []
+        args: list[Any] = []
+        if state is not None:
+            args.append(state)
+            where.append(f"state = ${len(args)}")
+        if municipalities is not None:
+            args.append(list(municipalities))
+            where.append(f"municipality = ANY(${len(args)}::text[])")
+        sql = f"SELECT {ALARM_SELECT} FROM alarms"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" {_QUEUE_ORDER}"
+        if limit is not None:
+            args.append(limit)
+            sql += f" LIMIT ${len(args)}"
+        async with connection(self.pool) as conn:
+            return [alarm_from_row(r) for r in await conn.fetch(sql, *args)]
+
+    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]:
+        sql = "SELECT at, type, actor, detail FROM timeline WHERE alarm_id = $1 ORDER BY id"
+        async with connection(self.pool) as conn:
+            rows = await conn.fetch(sql, alarm_id)
+        return [
+            {"at": ts(r[0]), "type": r[1], "actor": r[2], "detail": orjson.loads(r[3])}
+            for r in rows
+        ]
+
+    async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT seq, received_at, topic, device_id, municipality, msg_id, reason, detail, "
+            "payload, payload_bytes FROM inbox WHERE verdict = 'rejected' ORDER BY seq DESC"
+        )
+        args: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT $1"
+            args.append(limit)
+        async with connection(self.pool) as conn:
+            rows = await conn.fetch(sql, *args)
+        keys = ("seq", "received_at", "topic", "device_id", "municipality", "msg_id", "reason")
+        out = []
+        for r in rows:
+            item = dict(zip(keys, r[:7], strict=True))
+            item["received_at"] = ts(r[1])
+            item["detail"] = r[7]
+            payload: bytes = r[8]
+            item["payload"] = payload[:DEAD_LETTER_KEPT_BYTES].decode("utf-8", "replace")
+            item["payload_bytes"] = r[9]
+            out.append(item)
+        return out
+
+    async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(DEVICE_KEYS)} FROM devices"
+        args: list[Any] = []
+        if municipality is not None:
+            sql += " WHERE municipality = $1"
+            args.append(municipality)
+        sql += ' ORDER BY municipality COLLATE "C", id COLLATE "C"'
+        async with connection(self.pool) as conn:
+            return [device_dict(r) for r in await conn.fetch(sql, *args)]
+
+
+def _is_an_alarm_store(store: PostgresStore) -> AlarmStore:
+    """mypy's proof that PostgresStore implements every port in store/ports.py."""
+    return store

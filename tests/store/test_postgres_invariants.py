@@ -1,0 +1,135 @@
+"""What PostgreSQL enforces itself, where SQLite relies on its single writer process.
+
+The inbox's unique key (a batch committed twice is stored once), at most one active
+alarm per device and kind, and a server out of reach reported as the error the write
+gate retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from alarmhub.core.dedup import Identity
+from alarmhub.core.model import AlarmState, TimelineEntry, TimelineType, Verdict
+from alarmhub.core.pipeline import BatchEffects
+from alarmhub.store.errors import StoreError, StoreUnavailableError
+from alarmhub.store.postgres.store import PostgresStore
+from tests.store.conftest import OpenedStore
+from tests.store.test_store_contract import PEND, T0, alarm, new_alarm_batch, press, registered
+from tests.support.postgres import allow_connections, terminate_backends
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def pg(pg_url: str) -> AsyncIterator[OpenedStore]:
+    """PostgreSQL alone: invariants SQLite leaves to its single writer process."""
+    store = await PostgresStore.open(pg_url)
+    try:
+        yield OpenedStore("postgres", store, url=pg_url)
+    finally:
+        await store.close()
+
+
+async def test_a_batch_committed_twice_is_stored_once(pg: OpenedStore) -> None:
+    """A retry after a COMMIT whose answer was lost with the connection is a no-op."""
+    store = pg.store
+    await registered(pg)
+    batch = new_alarm_batch()
+    await store.commit_batch(batch, {})
+    await store.commit_batch(batch, {})
+    assert await pg.count("SELECT count(*) FROM inbox") == 1
+    assert len(await store.timeline("a-1")) == 1
+    # An identical message judged new (its alarm resolved since) is a row of its own,
+    # and its retry again is not.
+    again = press("m1", T0 + timedelta(hours=1), None, Verdict.LOGGED)
+    again.identity = Identity.ALARM_RESOLVED
+    for _ in range(2):
+        await store.commit_batch(BatchEffects(messages=[again]), {})
+    assert await pg.rows("SELECT occurrence FROM inbox ORDER BY seq") == [(0,), (1,)]
+
+
+async def test_a_second_active_alarm_of_one_device_and_kind_is_refused(pg: OpenedStore) -> None:
+    store = pg.store
+    await registered(pg)
+    await store.commit_batch(new_alarm_batch("m1", "a-1"), {})
+    with pytest.raises(StoreError, match="alarms_one_active"):
+        await store.commit_batch(new_alarm_batch("m2", "a-2", T0 + timedelta(minutes=1)), {})
+    # The whole batch was refused: not its inbox row either.
+    assert await pg.count("SELECT count(*) FROM inbox") == 1
+    # Resolving the first in the same batch frees the slot, whatever the order given.
+    second = new_alarm_batch("m2", "a-2", T0 + timedelta(minutes=1))
+    second.alarms = {
+        "a-2": second.alarms["a-2"],
+        "a-1": alarm(state=AlarmState.RESOLVED, resolved_at=T0),
+    }
+    await store.commit_batch(second, {})
+    assert [a.id for a in await store.list_alarms(state="open")] == ["a-2"]
+
+
+async def test_a_nul_in_a_message_id_is_stored_not_refused(pg: OpenedStore) -> None:
+    """PostgreSQL's text cannot hold U+0000; refusing the row would stall the batch for ever."""
+    store = pg.store
+    await registered(pg)
+    msg_id = "m\x001"
+    batch = new_alarm_batch(msg_id)
+    await store.commit_batch(batch, {})
+    fp = batch.messages[0].fingerprint
+    assert fp in await store.latest_messages([fp])
+    assert await store.raising_message("a-1") == (f"alarmhub/v1/{PEND.id}/events", "m\ufffd1")
+
+
+async def test_a_server_out_of_reach_is_store_unavailable_and_the_retry_commits_once(
+    pg: OpenedStore,
+) -> None:
+    """What the write gate retries on: StoreUnavailableError, a StoreError."""
+    assert pg.url is not None
+    store = pg.store
+    await registered(pg)
+    await allow_connections(pg.url, False)
+    try:
+        await terminate_backends(pg.url)
+        with pytest.raises(StoreUnavailableError):
+            await store.commit_batch(new_alarm_batch(), {})
+        with pytest.raises(StoreUnavailableError):
+            await store.latest_messages(["m:x"])
+    finally:
+        await allow_connections(pg.url, True)
+    await store.commit_batch(new_alarm_batch(), {})
+    await store.commit_batch(new_alarm_batch(), {})  # as if the first COMMIT's answer was lost
+    assert await pg.count("SELECT count(*) FROM inbox") == 1
+    assert len(await store.timeline("a-1")) == 1
+
+
+async def test_a_write_retried_after_it_committed_adds_no_timeline_entry(pg: OpenedStore) -> None:
+    """The gate retries a write whose COMMIT's answer was lost: it may have committed."""
+    store = pg.store
+    await registered(pg)
+    # A batch of alarmhub's own events has no inbox row to recognise it by.
+    internal = new_alarm_batch()
+    internal.messages = []
+    for _ in range(2):
+        await store.commit_batch(internal, {})
+    acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by="ola")
+    entry = TimelineEntry("a-1", T0 + timedelta(seconds=3), TimelineType.ACKNOWLEDGED, "ola")
+    for _ in range(2):
+        await store.save_alarms([acked], [entry], audit=())
+    assert [t["type"] for t in await store.timeline("a-1")] == ["raised", "acknowledged"]
+    # Two entries of one batch with the same time and type are both kept.
+    repeats = [TimelineEntry("a-1", T0 + timedelta(seconds=5), TimelineType.REPEATED)] * 2
+    await store.save_alarms([acked], repeats, audit=())
+    assert [t["type"] for t in await store.timeline("a-1")].count("repeated") == 2
+    # Entries of separate writes that differ only in their detail (two notes, two steps).
+    notes = [
+        TimelineEntry("a-1", T0 + timedelta(seconds=7), TimelineType.NOTE, "ola", {"note": n})
+        for n in ("one", "two")
+    ]
+    for note in notes:
+        await store.save_alarms([acked], [note], audit=())
+    assert [t["detail"] for t in await store.timeline("a-1") if t["type"] == "note"] == [
+        {"note": "one"},
+        {"note": "two"},
+    ]
