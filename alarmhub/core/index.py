@@ -147,10 +147,14 @@ def _newest(current: Alarm | None, alarm: Alarm) -> bool:
     ended): the key finds the newest, and a change to the older one (acknowledged,
     resolved) must not make the next press find it again.
     """
+    if alarm.superseded_by is not None:
+        # Set aside for a newer alarm: the key finds it only until that one is put.
+        return current is None or current.id == alarm.id
     return (
         current is None
         or current.id == alarm.id
         or not current.is_active
+        or current.superseded_by is not None
         or current.raised_at <= alarm.raised_at
     )
 

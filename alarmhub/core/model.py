@@ -304,6 +304,11 @@ class Alarm:
     # occurrence (a missed dose, issue 12 item 17): the index keys it on (device,
     # kind, this), so each dose is an alarm of its own. None: keyed on (device, kind).
     scheduled_at: datetime | None = None
+    # The newer alarm of the same device and kind raised beside this one, when a
+    # trigger could not join it (core/judge.py MergeRefused): this one stays in the
+    # queue, but the key now finds the newer (core/index.py). The database holds at
+    # most one active alarm per key that is not set aside (issue 15).
+    superseded_by: str | None = None
     # How many times the stored row was written (0: never stored). A write names
     # the revision it was decided on, and the store refuses it if the row moved on
     # meanwhile (StaleAlarmError): another instance, or another process, changed the

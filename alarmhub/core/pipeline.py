@@ -286,6 +286,7 @@ def _judge_event(
     # or a new cause (a silence since) may hold.
     if decision.verdict in _FRESH and decision.alarm is not None:
         decision = _new_alarm(decision, device, rule, working, ctx, effects, now)
+    _set_aside(active, decision, effects, working)
     _record(decision, effects, working)
     return EventOutcome(
         event, decision.verdict, decision.alarm.id if decision.alarm else None, rule.name
@@ -471,6 +472,20 @@ def _release_covered(
         working.put(released.alarm)
         effects.alarms[released.alarm.id] = released.alarm
         effects.timeline.append(released.entry)
+
+
+def _set_aside(
+    active: Alarm | None, decision: Decision, effects: BatchEffects, working: Working
+) -> None:
+    """An active alarm a new one was raised beside (it could not join it) is set aside.
+
+    In the same write as the new one, so the database holds at most one active
+    alarm per key that is not set aside (issue 15); it stays in the queue.
+    """
+    new = decision.alarm
+    if active is None or new is None or new.id == active.id:
+        return
+    _record(Decision(Verdict.LOGGED, replace(active, superseded_by=new.id)), effects, working)
 
 
 def _record(decision: Decision, effects: BatchEffects, working: Working) -> None:

@@ -68,6 +68,11 @@ class AlarmOut(BaseModel):
     escalation_generation: int = Field(
         0, description="how many times escalation started afresh (re-alert, reopen, release)"
     )
+    superseded_by: str | None = Field(
+        None,
+        description="the newer alarm of the same device and kind raised beside this one "
+        "(a trigger that could not join it); this one stays in the queue until handled",
+    )
     rev: int = Field(
         0,
         description="the stored alarm's revision: goes up by one with every change, "

@@ -8,6 +8,7 @@ gate retries.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from alarmhub.core.dedup import Identity
 from alarmhub.core.model import AlarmState, TimelineEntry, TimelineType, Verdict
 from alarmhub.core.pipeline import BatchEffects
-from alarmhub.store.errors import StoreError, StoreUnavailableError
+from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
 from alarmhub.store.postgres.store import PostgresStore
 from tests.store.conftest import OpenedStore
 from tests.store.test_store_contract import PEND, T0, alarm, new_alarm_batch, press, registered
@@ -64,7 +65,7 @@ async def test_a_second_active_alarm_of_one_device_and_kind_is_refused(pg: Opene
     second = new_alarm_batch("m2", "a-2", T0 + timedelta(minutes=1))
     second.alarms = {
         "a-2": second.alarms["a-2"],
-        "a-1": alarm(state=AlarmState.RESOLVED, resolved_at=T0),
+        "a-1": alarm(state=AlarmState.RESOLVED, resolved_at=T0, rev=1),
     }
     await store.commit_batch(second, {})
     assert [a.id for a in await store.list_alarms(state="open")] == ["a-2"]
@@ -105,31 +106,54 @@ async def test_a_server_out_of_reach_is_store_unavailable_and_the_retry_commits_
 
 
 async def test_a_write_retried_after_it_committed_adds_no_timeline_entry(pg: OpenedStore) -> None:
-    """The gate retries a write whose COMMIT's answer was lost: it may have committed."""
+    """The gate retries a write whose COMMIT's answer was lost: it may have committed.
+
+    A batch of alarmhub's own events has no inbox row to recognise it by, and an
+    operator's action none either: the alarm's revision does (Alarm.rev). The retry
+    names the revision the committed write already moved on from, so it is refused
+    whole, and the daemon decides again on what was stored (WriteGate.deciding).
+    """
     store = pg.store
     await registered(pg)
-    # A batch of alarmhub's own events has no inbox row to recognise it by.
     internal = new_alarm_batch()
     internal.messages = []
-    for _ in range(2):
+    await store.commit_batch(internal, {})
+    with pytest.raises(StaleAlarmError):
         await store.commit_batch(internal, {})
-    acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by="ola")
+    acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by="ola", rev=1)
     entry = TimelineEntry("a-1", T0 + timedelta(seconds=3), TimelineType.ACKNOWLEDGED, "ola")
-    for _ in range(2):
+    await store.save_alarms([acked], [entry], audit=())
+    with pytest.raises(StaleAlarmError):
         await store.save_alarms([acked], [entry], audit=())
     assert [t["type"] for t in await store.timeline("a-1")] == ["raised", "acknowledged"]
     # Two entries of one batch with the same time and type are both kept.
     repeats = [TimelineEntry("a-1", T0 + timedelta(seconds=5), TimelineType.REPEATED)] * 2
-    await store.save_alarms([acked], repeats, audit=())
+    await store.save_alarms([replace(acked, rev=2)], repeats, audit=())
     assert [t["type"] for t in await store.timeline("a-1")].count("repeated") == 2
     # Entries of separate writes that differ only in their detail (two notes, two steps).
     notes = [
         TimelineEntry("a-1", T0 + timedelta(seconds=7), TimelineType.NOTE, "ola", {"note": n})
         for n in ("one", "two")
     ]
-    for note in notes:
-        await store.save_alarms([acked], [note], audit=())
+    for rev, note in enumerate(notes, start=3):
+        await store.save_alarms([replace(acked, rev=rev)], [note], audit=())
     assert [t["detail"] for t in await store.timeline("a-1") if t["type"] == "note"] == [
         {"note": "one"},
         {"note": "two"},
     ]
+
+
+async def test_an_alarm_set_aside_for_a_newer_one_leaves_the_key_to_it(pg: OpenedStore) -> None:
+    """A trigger that cannot join an active alarm raises one beside it (core/judge.py).
+
+    The old one stays active, set aside (`superseded_by`) in the same write, and the
+    one-active-alarm index counts only the alarm the key finds.
+    """
+    store = pg.store
+    await registered(pg)
+    await store.commit_batch(new_alarm_batch("m1", "a-1"), {})
+    beside = new_alarm_batch("m2", "a-2", T0 + timedelta(hours=7))
+    beside.alarms = {"a-1": alarm(superseded_by="a-2", rev=1), **beside.alarms}
+    await store.commit_batch(beside, {})
+    stored = {a.id: a.superseded_by for a in await store.load_active_alarms()}
+    assert stored == {"a-1": "a-2", "a-2": None}

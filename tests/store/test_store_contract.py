@@ -97,9 +97,10 @@ async def test_a_batch_commits_its_alarm_timeline_inbox_row_and_last_seen(
     await registered(opened)
     await store.commit_batch(new_alarm_batch(), {})
 
-    assert await store.list_alarms() == [alarm()]
-    assert await store.get_alarm("a-1") == alarm()
-    assert await store.load_active_alarms() == [alarm()]
+    # Stored at revision 1: the next write of it must name that revision (Alarm.rev).
+    assert await store.list_alarms() == [alarm(rev=1)]
+    assert await store.get_alarm("a-1") == alarm(rev=1)
+    assert await store.load_active_alarms() == [alarm(rev=1)]
     timeline = await store.timeline("a-1")
     assert [(t["type"], t["detail"]) for t in timeline] == [("raised", {"msg_id": "m1"})]
     assert timeline[0]["at"] == "2026-11-22T10:00:00.000000+00:00"
@@ -183,7 +184,7 @@ async def test_registration_refuses_a_taken_id_and_a_move_with_open_alarms(
     assert await opened.count("SELECT count(*) FROM audit") == 0
 
     # Resolved, it may move; `keep` leaves a column as it is.
-    await store.save_alarms([alarm(state=AlarmState.RESOLVED, resolved_at=T0)], [], audit=())
+    await store.save_alarms([alarm(state=AlarmState.RESOLVED, resolved_at=T0, rev=1)], [], audit=())
     mark = await store.newest_device_update()
     later = T0 + timedelta(minutes=1)
     await store.register_devices(
@@ -209,16 +210,16 @@ async def test_an_action_commits_with_its_audit_entry_or_not_at_all(opened: Open
     store = opened.store
     await registered(opened)
     await store.commit_batch(new_alarm_batch(), {})
-    acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by="ola")
+    acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by="ola", rev=1)
     entry = TimelineEntry("a-1", T0, TimelineType.ACKNOWLEDGED, "ola")
     broken = [replace(AUDIT[0], actor=None)]  # type: ignore[arg-type]  # NOT NULL refuses it
     with pytest.raises(StoreError):
         await store.save_alarms([acked], [entry], audit=broken)
-    assert await store.get_alarm("a-1") == alarm()
+    assert await store.get_alarm("a-1") == alarm(rev=1)
     assert len(await store.timeline("a-1")) == 1
 
     await store.save_alarms([acked], [entry], audit=AUDIT)
-    assert await store.get_alarm("a-1") == acked
+    assert await store.get_alarm("a-1") == replace(acked, rev=2)
     assert [t["type"] for t in await store.timeline("a-1")] == ["raised", "acknowledged"]
     assert await opened.count("SELECT count(*) FROM audit WHERE actor = 'tester'") == 1
 
@@ -226,9 +227,9 @@ async def test_an_action_commits_with_its_audit_entry_or_not_at_all(opened: Open
 # --- escalation and the outbox -------------------------------------------------
 
 
-def decided(step: int, alarm_id: str = "a-1") -> DecidedRow:
+def decided(step: int, alarm_id: str = "a-1", rev: int = 1) -> DecidedRow:
     deadline = Deadline(step, step + 1, f"level-{step + 1}", T0 + timedelta(minutes=step), 0)
-    a = alarm(alarm_id, escalation_level=step + 1)
+    a = alarm(alarm_id, escalation_level=step + 1, rev=rev)
     return DecidedRow(
         EscalationDecision(EscalationReason.ESCALATE, deadline, timedelta(0)),
         alarm_id,
@@ -248,9 +249,13 @@ async def test_an_escalation_step_fires_once_with_its_notification(opened: Opene
         True,
         False,
     ]
-    assert await store.commit_decisions([decided(1), decided(2)], later) == [False, True]
+    # Decided on the alarm as the first call stored it (revision 2).
+    assert await store.commit_decisions([decided(1, rev=2), decided(2, rev=2)], later) == [
+        False,
+        True,
+    ]
     assert await store.fired_keys(["a-1", "a-9"]) == {"a-1": {(0, 0), (0, 1), (0, 2)}, "a-9": set()}
-    assert (await store.get_alarm("a-1")) == alarm(escalation_level=3)
+    assert (await store.get_alarm("a-1")) == alarm(escalation_level=3, rev=3)
     assert [t["type"] for t in await store.timeline("a-1")].count("escalated") == 3
 
     due = await store.due_outbox(later)
@@ -307,11 +312,11 @@ async def test_ending_a_silence_releases_its_alarms_once(opened: OpenedStore) ->
 
     held = alarm(suppressed_by="silence:s-1")
     await store.commit_batch(replace(new_alarm_batch(), alarms={"a-1": held}), {})
-    released = alarm()
+    released = alarm(rev=1)
     entry = TimelineEntry("a-1", T0, TimelineType.RELEASED, None, {})
     args = ("s-1", "ola", T0 + timedelta(minutes=1), [released], [entry])
     assert await store.end_silence_releasing(*args, audit=AUDIT) is True
-    assert await store.get_alarm("a-1") == released
+    assert await store.get_alarm("a-1") == alarm(rev=2)
     assert await store.active_silences(T0) == []
     assert await store.end_silence_releasing(*args, audit=AUDIT) is False
     assert [t["type"] for t in await store.timeline("a-1")] == ["raised", "released"]
@@ -341,7 +346,7 @@ async def test_prune_deletes_old_rows_but_keeps_the_message_of_an_active_alarm(
     assert await store.prune(RetainedTable.INBOX, before, 100) == 0
     assert sorted(r[0] for r in await opened.rows("SELECT msg_id FROM inbox")) == ["m1", "m3"]
 
-    await store.save_alarms([alarm(state=AlarmState.RESOLVED, resolved_at=T0)], [], audit=())
+    await store.save_alarms([alarm(state=AlarmState.RESOLVED, resolved_at=T0, rev=1)], [], audit=())
     assert await store.prune(RetainedTable.INBOX, before, 100) == 1
     assert await store.oldest_received(RetainedTable.INBOX) == T0 + timedelta(days=10)
 

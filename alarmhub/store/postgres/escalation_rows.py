@@ -21,11 +21,10 @@ from alarmhub.store.ports import DecidedRow
 from alarmhub.store.postgres.rows import (
     INSERT_AUDIT,
     INSERT_TIMELINE,
-    UPSERT_ALARMS,
-    alarm_columns,
     audit_columns,
     status_count,
     timeline_columns,
+    upsert_alarms,
 )
 
 INSERT_DECIDED = (
@@ -85,7 +84,7 @@ async def write_decisions(
             for n in r.notifications
         )
     if alarms:
-        await conn.execute(UPSERT_ALARMS, *alarm_columns(list(alarms.values())))
+        await upsert_alarms(conn, list(alarms.values()))
     if timeline:
         await conn.execute(INSERT_TIMELINE, *timeline_columns(timeline))
     if outbox:
@@ -115,7 +114,7 @@ async def write_release(
     if end_silence is not None and status_count(await conn.execute(END_SILENCE, *end_silence)) == 0:
         return False
     if alarms:
-        await conn.execute(UPSERT_ALARMS, *alarm_columns(alarms))
+        await upsert_alarms(conn, alarms)
     if entries:
         await conn.execute(INSERT_TIMELINE, *timeline_columns(entries))
     if audit:  # who did it, in the change's own transaction (issue 13 item 4)

@@ -23,12 +23,11 @@ from alarmhub.core.model import Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.store.postgres.rows import (
     INSERT_TIMELINE,
-    UPSERT_ALARMS,
-    alarm_columns,
     fingerprint_key,
     status_count,
     text,
     timeline_columns,
+    upsert_alarms,
 )
 from alarmhub.store.sqlite.inbox_rows import inbox_row
 
@@ -138,7 +137,7 @@ async def write_batch(conn: Any, effects: BatchEffects, municipality_of: dict[st
         if inserted == 0:
             return False
     if effects.alarms:
-        await conn.execute(UPSERT_ALARMS, *alarm_columns(list(effects.alarms.values())))
+        await upsert_alarms(conn, list(effects.alarms.values()))
     if effects.timeline:
         await conn.execute(INSERT_TIMELINE, *timeline_columns(effects.timeline))
     return True

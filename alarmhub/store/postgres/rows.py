@@ -28,7 +28,7 @@ from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority,
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
-from alarmhub.store.errors import StoreError, StoreUnavailableError
+from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
 
 # Errors that mean "the server is not there", not "the server said no": the write
 # gate retries both, but these are what an outage looks like (issue 15 section 1).
@@ -120,16 +120,22 @@ TIME_COLUMNS = frozenset(
 )
 _INT_COLUMNS = frozenset({"priority", "repeat_count", "escalation_level", "escalation_generation"})
 ALARM_TYPES = [
-    "timestamptz" if c in TIME_COLUMNS else "integer" if c in _INT_COLUMNS else "text"
+    "timestamptz"
+    if c in TIME_COLUMNS
+    else "integer"
+    if c in _INT_COLUMNS
+    else "bigint"
+    if c == "rev"
+    else "text"
     for c in ALARM_COLUMNS
 ]
 ALARM_SELECT = ", ".join(ALARM_COLUMNS)
 _ALARM_SET = ", ".join(f"{c} = excluded.{c}" for c in ALARM_COLUMNS if c != "id")
-# `rev` counts writes (schema.py); nothing reads it yet, so every write bumps it.
-_ON_ALARM_CONFLICT = f"ON CONFLICT (id) DO UPDATE SET {_ALARM_SET}, rev = alarms.rev + 1"
-UPSERT_ALARM = (
-    f"INSERT INTO alarms ({ALARM_SELECT}) VALUES "
-    f"({', '.join(f'${i}' for i in range(1, len(ALARM_COLUMNS) + 1))}) {_ON_ALARM_CONFLICT}"
+# A row is written at the revision after the one it was decided on (alarm_row), and
+# only over that revision: a row another writer moved on is left alone, and
+# upsert_alarms sees fewer rows than it wrote (Alarm.rev, StaleAlarmError).
+_ON_ALARM_CONFLICT = (
+    f"ON CONFLICT (id) DO UPDATE SET {_ALARM_SET} WHERE alarms.rev = excluded.rev - 1"
 )
 # Many alarms in one statement: each column an array. The ids must be distinct.
 UPSERT_ALARMS = (
@@ -147,8 +153,24 @@ def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
             value = int(value)
         elif name == "state":
             value = value.value
+        elif name == "rev":
+            value += 1
         out.append(value)
     return tuple(out)
+
+
+async def upsert_alarms(conn: Any, alarms: Sequence[Alarm]) -> None:
+    """Write alarms in the caller's transaction; StaleAlarmError if any had moved on.
+
+    The error rolls the caller's transaction back, so the batch is written whole or
+    not at all, and the caller decides again on the alarms as stored.
+    """
+    if not alarms:
+        return
+    columns = alarm_columns(alarms)
+    written = status_count(await conn.execute(UPSERT_ALARMS, *columns))
+    if written != len(columns[0]):
+        raise StaleAlarmError(list(columns[0]))
 
 
 def resolved_first(alarms: Sequence[Alarm]) -> list[Alarm]:

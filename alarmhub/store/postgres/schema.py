@@ -107,11 +107,14 @@ MIGRATIONS: list[str] = [
         clearing_event text,
         clearing_at timestamptz,
         scheduled_at timestamptz,
-        rev bigint NOT NULL DEFAULT 1
+        superseded_by text,
+        rev bigint NOT NULL DEFAULT 0
     );
+    -- An alarm a trigger could not join stays active beside the newer one it raised,
+    -- set aside (superseded_by): the key is the newer one's (core/index.py).
     CREATE UNIQUE INDEX alarms_one_active
         ON alarms (device_id, kind, coalesce(scheduled_at, 'epoch'::timestamptz))
-        WHERE state <> 'resolved';
+        WHERE state <> 'resolved' AND superseded_by IS NULL;
     CREATE INDEX alarms_queue ON alarms (state, priority, raised_at);
     CREATE INDEX alarms_municipality ON alarms (municipality, state, priority, raised_at);
     CREATE INDEX alarms_resolved ON alarms (resolved_at) WHERE state = 'resolved';

@@ -39,6 +39,9 @@ _INSERT_OUTBOX = (
 
 def _write_decisions(conn: sqlite3.Connection, payload: list[tuple[Any, ...]]) -> list[bool]:
     recorded: list[bool] = []
+    # The last recorded decision's alarm is the alarm's state, written once: each
+    # decision of one alarm was taken on the same revision (rows.upsert_alarms).
+    alarms: dict[str, tuple[Any, ...]] = {}
     conn.execute("BEGIN IMMEDIATE")
     try:
         for decided, alarm, timeline, outbox in payload:
@@ -47,11 +50,12 @@ def _write_decisions(conn: sqlite3.Connection, payload: list[tuple[Any, ...]]) -
                 continue
             recorded.append(True)
             if alarm is not None:
-                upsert_alarms(conn, [alarm])
+                alarms[alarm[0]] = alarm
             if timeline:
                 conn.executemany(INSERT_TIMELINE, timeline)
             if outbox:
                 conn.executemany(_INSERT_OUTBOX, outbox)
+        upsert_alarms(conn, list(alarms.values()))
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):

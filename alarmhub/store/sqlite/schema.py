@@ -275,7 +275,10 @@ MIGRATIONS: list[str] = [
     # revision it was decided on and is refused if the row moved on, so a process
     # that read an alarm before another changed it decides again instead of
     # overwriting the change. Existing rows start at 0, as the daemon reads them.
+    # And the newer alarm a trigger raised beside this one (Alarm.superseded_by): not
+    # backfilled, since the daemon's index finds the newest of a key by its time.
     """
     ALTER TABLE alarms ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE alarms ADD COLUMN superseded_by TEXT;
     """,
 ]
