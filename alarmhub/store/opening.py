@@ -14,7 +14,7 @@ use for (:class:`NoWal`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +23,10 @@ from typing import Protocol
 import asyncpg
 
 from alarmhub.settings import Settings
-from alarmhub.store.ports import AlarmStore, Directory, SupervisionHistory
+from alarmhub.store.cluster import Fence
+from alarmhub.store.ports import AlarmStore, Coordination, Directory, SupervisionHistory
 from alarmhub.store.postgres import reads as pg_reads
+from alarmhub.store.postgres.coordination import PgCoordination
 from alarmhub.store.postgres.directory import PostgresDirectory
 from alarmhub.store.postgres.store import PostgresStore
 from alarmhub.store.sqlite import backlog_rows
@@ -73,7 +75,19 @@ class OpenedStores:
     directory: Directory
     # PostgreSQL: the pool the directory and later coordination take; None for SQLite.
     pool: asyncpg.Pool | None = None
+    # PostgreSQL: leases and presence, on a small pool of their own; None for SQLite,
+    # whose one process owns everything (daemon/leadership.py SoleOwnership).
+    coordination: Coordination | None = None
     _sqlite: tuple[SqliteStore, SqliteStore] | None = None
+    _fenced: PostgresStore | None = None
+
+    def fence_writes(self, grant: Callable[[], Fence]) -> None:
+        """Fence the writer's single-owner writes by the owner's term (PostgreSQL only).
+
+        SQLite ignores it: one process holds the file, there is nobody to fence.
+        """
+        if self._fenced is not None:
+            self._fenced.fence_with(grant)
 
     async def last_received(self) -> datetime | None:
         """When the newest stored message arrived: the earliest a backlog can have begun."""
@@ -117,12 +131,16 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
             stack.push_async_callback(writer.close)
             reader = await PostgresStore.open(db.dsn, migrate=False, max_size=READER_POOL)
             stack.push_async_callback(reader.close)
+            coordination = await PgCoordination.open(db.dsn)
+            stack.push_async_callback(coordination.close)
             yield OpenedStores(
                 writer,
                 reader,
                 pg_reads.PostgresHistory(reader.pool),
                 PostgresDirectory(reader.pool),
                 pool=reader.pool,
+                coordination=coordination,
+                _fenced=writer,
             )
             return
         path = db.path
