@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from alarmhub.app import AlarmHub
@@ -194,13 +195,40 @@ async def test_two_instances_in_one_process_one_owns_and_a_clean_stop_hands_over
 
     try:
         async with AsyncExitStack() as stack:
-            a = await stack.enter_async_context(AlarmHub(settings("inst-a"), serve_http=False))
-            b = await stack.enter_async_context(AlarmHub(settings("inst-b"), serve_http=False))
+            a = await stack.enter_async_context(AlarmHub(settings("inst-a")))
+            b = await stack.enter_async_context(AlarmHub(settings("inst-b")))
             assert a.owns == ["intake"]
             assert b.owns == []
             assert a.ingest is not None
             assert await a.ingest.wait_connected(WAIT)
             assert b.ingest is None
+            # /readyz: the owner needs its broker; a standby is ready without one.
+            async with httpx.AsyncClient() as http:
+                ready_a = (await http.get(f"http://127.0.0.1:{a.http_port}/readyz")).json()
+                answer_b = await http.get(f"http://127.0.0.1:{b.http_port}/readyz")
+            assert (ready_a["role"], ready_a["owns"], ready_a["ready"]) == (
+                "owner",
+                ["intake"],
+                True,
+            )
+            assert ready_a["checks"]["broker_connected"] is True
+            assert answer_b.status_code == 200
+            ready_b = answer_b.json()
+            assert (ready_b["role"], ready_b["owns"], ready_b["ready"]) == ("standby", [], True)
+            assert "broker_connected" not in ready_b["checks"]
+            # Presence says the same: `alarmhub cluster status` reads these rows.
+            assert await eventually(
+                lambda: _is(
+                    value(
+                        pg_url,
+                        "SELECT owns = '[\"intake\"]'::jsonb FROM instances WHERE id = 'inst-a'",
+                    ),
+                    True,
+                )
+            )
+            assert await value(
+                pg_url, "SELECT owns = '[]'::jsonb FROM instances WHERE id = 'inst-b'"
+            )
             gauge = a.metrics.registry.get_sample_value
             assert gauge("alarmhub_lease_owned", {"lease": "intake"}) == 1
             assert (
