@@ -266,7 +266,7 @@ class AlarmHub:
 
     async def _load_owner_state(self) -> None:
         """At a term's start: what a previous owner may have changed, as stored now."""
-        if self.presence is not None:  # shared: another instance wrote the alarms meanwhile
+        if self.stores.coordination is not None:  # shared: another instance may have written
             async with self.gate.lock:
                 await self.registry.reload_alarms()
             self.state.silences = tuple(await self.reader.active_silences(self.clock.now()))
