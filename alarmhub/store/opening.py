@@ -22,6 +22,7 @@ from typing import Protocol
 
 import asyncpg
 
+from alarmhub.core.cluster import LeaseTiming
 from alarmhub.settings import Settings
 from alarmhub.store.cluster import Fence
 from alarmhub.store.ports import AlarmStore, Coordination, Directory, SupervisionHistory
@@ -127,7 +128,12 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
     async with AsyncExitStack() as stack:
         if db.kind == "postgresql":
             assert db.dsn is not None
-            writer = await PostgresStore.open(db.dsn, max_size=WRITER_POOL)
+            # Half the lease's ttl: a transaction of a writer cut off from the server
+            # holds the lease row's share lock at most that long (a takeover waits for it).
+            idle = LeaseTiming.for_failover(settings.failover_s).ttl_s / 2
+            writer = await PostgresStore.open(
+                db.dsn, max_size=WRITER_POOL, idle_in_transaction_s=idle
+            )
             stack.push_async_callback(writer.close)
             reader = await PostgresStore.open(db.dsn, migrate=False, max_size=READER_POOL)
             stack.push_async_callback(reader.close)

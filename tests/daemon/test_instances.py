@@ -29,6 +29,7 @@ from alarmhub.store.errors import LeaseLostError
 from alarmhub.store.postgres import leases
 from alarmhub.store.postgres.store import PostgresStore
 from tests.support.helpers import Publisher, async_wait_until, hub_settings, native, spawn_daemon
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 
@@ -340,3 +341,108 @@ async def test_a_lease_taken_behind_the_owners_back_ends_its_term_and_acks_nothi
             assert hub.owner.terms == 2
     finally:
         pub.close()
+
+
+async def test_the_owner_cut_from_postgresql_stops_and_the_other_takes_over(
+    tmp_path: Path, broker: LocalBroker, client_id: str, pg_url: str
+) -> None:
+    """A network cut between the owner and PostgreSQL (a TCP proxy the test controls).
+
+    The owner stops acting at its lease's local deadline (its MQTT connection is
+    closed unacknowledged), the other instance takes over and stores the whole
+    burst once; when the network heals, the former owner is a standby and can
+    commit nothing under its old grant.
+    """
+    n = 200
+    devices = [Device(f"pend-{i}", DeviceKind.SAFETY_ALARM, "0301") for i in range(n)]
+    await register(pg_url, devices)
+    pub = Publisher(broker.port)
+
+    def settings(instance: str, url: str) -> Settings:
+        return hub_settings(
+            tmp_path,
+            broker.url,
+            client_id,
+            database_url=url,
+            instance_id=instance,
+            failover_s=FAILOVER_S,
+            max_batch=20,
+        )
+
+    try:
+        async with TcpProxy(5432) as proxy, AsyncExitStack() as stack:
+            cut_url = proxy.url(pg_url.rsplit("/", 1)[-1])
+            a = await stack.enter_async_context(
+                AlarmHub(settings("inst-a", cut_url), serve_http=False)
+            )
+            b = await stack.enter_async_context(
+                AlarmHub(settings("inst-b", pg_url), serve_http=False)
+            )
+            assert (a.owns, b.owns) == (["intake"], [])
+            assert a.ingest is not None
+            assert await a.ingest.wait_connected(WAIT)
+            presses = [native(d.id, f"m-{d.id}", "button.pressed") for d in devices]
+            pub.publish_many(presses[: n // 2])
+            assert await eventually(
+                lambda: _at_least(value(pg_url, "SELECT count(*) FROM inbox"), 1)
+            )
+            proxy.cut()
+            pub.publish_many(presses[n // 2 :])
+            assert await async_wait_until(lambda: b.owns == ["intake"], WAIT)
+            assert a.owns == []
+            assert not a.mqtt_connected
+            assert await eventually(
+                lambda: _at_least(value(pg_url, "SELECT count(*) FROM inbox"), n)
+            )
+            proxy.restore()
+            # Healed: the former owner is a standby and its old grant commits nothing.
+            assert await async_wait_until(a.ownership.standby.is_set, WAIT)
+            assert await holder(pg_url) == "inst-b"
+            assert a.owns == []
+            assert await value(pg_url, "SELECT count(*) FROM inbox") == n
+            assert await value(pg_url, "SELECT count(DISTINCT msg_id) FROM inbox") == n
+            assert await value(pg_url, "SELECT count(*) FROM alarms") == n
+            assert await value(pg_url, "SELECT count(DISTINCT device_id) FROM alarms") == n
+    finally:
+        pub.close()
+
+
+async def test_a_writer_cut_off_inside_a_fenced_transaction_does_not_hold_up_the_takeover(
+    pg_url: str,
+) -> None:
+    """The fence's share lock of a writer cut off mid-transaction ends with its session.
+
+    A takeover UPDATEs the lease row and so waits for every fenced transaction
+    still open. A writer whose network was cut between two statements leaves its
+    transaction open on the server; the writer's `idle_in_transaction_s` has the
+    server end it, so the standby's grant comes once the old one expired.
+    """
+    await (await PostgresStore.open(pg_url)).close()  # the schema
+    conn = await asyncpg.connect(pg_url)
+    async with TcpProxy(5432) as proxy:
+        writer = await PostgresStore.open(
+            proxy.url(pg_url.rsplit("/", 1)[-1]), migrate=False, idle_in_transaction_s=0.5
+        )
+        try:
+            old = await leases.acquire(conn, "intake", "inst-a", 1.0)
+            assert old is not None
+            held = await writer.pool.acquire()
+            await held.execute("BEGIN")
+            await leases.check_fence(held, old)  # FOR SHARE on the lease row
+            proxy.cut()
+            got: Fence | None = None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WAIT
+            while got is None and loop.time() < deadline:
+                try:
+                    async with asyncio.timeout(2.0):
+                        got = await leases.acquire(conn, "intake", "inst-b", 60)
+                except TimeoutError:  # waiting on the share lock: asyncpg cancels, try again
+                    got = None
+                if got is None:
+                    await asyncio.sleep(0.1)
+            assert got is not None
+            assert (got.holder, got.epoch) == ("inst-b", old.epoch + 1)
+        finally:
+            writer.pool.terminate()
+            await conn.close()

@@ -114,6 +114,7 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 4,
         command_timeout: float = 60.0,
+        idle_in_transaction_s: float | None = None,
     ) -> PostgresStore:
         """Open a pool (and bring the schema up to date unless `migrate=False`).
 
@@ -121,6 +122,12 @@ class PostgresStore:
         network cut sends no reset): it then fails as unavailable and is retried.
         """
         settings = {"application_name": APPLICATION_NAME}
+        if idle_in_transaction_s is not None:
+            # The fence's FOR SHARE lock lives as long as its transaction: a writer cut
+            # off mid-transaction would hold up every takeover until the server noticed
+            # (TCP keepalive: hours). The server ends such a session after this long.
+            ms = max(1, round(idle_in_transaction_s * 1000))
+            settings["idle_in_transaction_session_timeout"] = str(ms)
         try:
             if migrate:
                 conn = await asyncpg.connect(url, server_settings=settings)
