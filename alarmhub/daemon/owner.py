@@ -136,7 +136,10 @@ class OwnerTerm:
         """End the term at once; nothing not yet committed is acknowledged."""
         if self._fence != fence:
             return
-        log.warning("owner.term_ending", lease=fence.name, epoch=fence.epoch, reason=reason.value)
+        if self._task is not None and not self._task.done():
+            log.warning(
+                "owner.term_ending", lease=fence.name, epoch=fence.epoch, reason=reason.value
+            )
         await self._end()
 
     async def wait_started(self) -> None:
