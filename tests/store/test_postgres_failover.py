@@ -23,6 +23,7 @@ import pytest
 from alarmhub.app import AlarmHub
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.settings import writable_dsn
 from alarmhub.store.errors import StoreError
 from alarmhub.store.postgres.coordination import PgCoordination
 from alarmhub.store.postgres.notify import PgAlarmChangeFeed, notify_changed
@@ -83,9 +84,13 @@ async def test_a_failover_to_the_synchronous_standby_mid_burst_loses_no_acknowle
     try:
         with PgServer(settings=primary_settings()) as primary, PgStandby(primary) as standby:
             await wait_synchronous(primary)
-            url = multi_host_url([primary, standby])
-            await register(url, devices)
+            await register(primary.url(), devices)
+            # The standby first and no target_session_attrs: alarmhub adds read-write
+            # itself (settings.writable_dsn); with asyncpg's default "any" every write
+            # would go to the read-only standby and fail.
+            url = multi_host_url([standby, primary]).partition("?")[0]
             settings = hub_settings(tmp_path, broker.url, client_id, database_url=url, max_batch=20)
+            assert settings.database.dsn == f"{url}?target_session_attrs=read-write"
             async with AlarmHub(settings, serve_http=False) as hub:
                 assert hub.ingest is not None
                 assert await hub.ingest.wait_connected(5)
@@ -129,6 +134,43 @@ async def test_a_failover_to_the_synchronous_standby_mid_burst_loses_no_acknowle
                 f"promoted -> first commit {committed_at - promoted_at:.2f} s, "
                 f"stop -> first commit {committed_at - stopped_at:.2f} s"
             )
+    finally:
+        pub.close()
+
+
+async def test_with_the_standby_down_a_commit_waits_and_nothing_is_acknowledged(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Synchronous commit is what makes a receipt a promise: no standby, no receipt.
+
+    With the standby stopped the primary holds the batch's COMMIT (wait event
+    `SyncRep`) and alarmhub sends no receipt; once the standby is back the COMMIT
+    returns and the receipt follows. The price of the guarantee, in docs/scaling.md.
+    """
+    pub = Publisher(broker.port)
+    pub.subscribe("alarmhub/v1/+/receipts")
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    try:
+        with PgServer(settings=primary_settings()) as primary, PgStandby(primary) as standby:
+            await wait_synchronous(primary)
+            await register(primary.url(), [Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")])
+            url = multi_host_url([primary, standby])
+            settings = hub_settings(tmp_path, broker.url, client_id, database_url=url)
+            async with AlarmHub(settings, serve_http=False) as hub:
+                assert hub.ingest is not None
+                assert await hub.ingest.wait_connected(5)
+                await asyncio.to_thread(standby.stop, "fast")
+                pub.publish(*native("pend-1", "m0", "button.pressed"))
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + WAIT
+                while await count(primary.url(), waiting) == 0:
+                    assert loop.time() < deadline, "no COMMIT waited for the standby"
+                    await asyncio.sleep(0.05)
+                # The COMMIT has not returned (it is still waiting): so no receipt yet.
+                assert pub.received == []
+                await asyncio.to_thread(standby.start)
+                assert await async_wait_until(lambda: len(pub.received) == 1, WAIT)
+            assert await rows(standby.url(), "SELECT msg_id FROM inbox") == [("m0",)]
     finally:
         pub.close()
 
@@ -197,3 +239,16 @@ async def test_coordination_and_the_change_feed_follow_the_primary_to_the_promot
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await coordination.close()
+
+
+def test_a_url_naming_several_hosts_asks_for_the_writable_one() -> None:
+    assert writable_dsn("postgresql://u:pw@a:5432,b:5432/db") == (
+        "postgresql://u:pw@a:5432,b:5432/db?target_session_attrs=read-write"
+    )
+    assert writable_dsn("postgresql://u@a:1,b:2/db?sslmode=require") == (
+        "postgresql://u@a:1,b:2/db?sslmode=require&target_session_attrs=read-write"
+    )
+    # What the URL says stands; a single host (or a virtual address) is left as given.
+    kept = "postgresql://a:1,b:2/db?target_session_attrs=prefer-standby"
+    assert writable_dsn(kept) == kept
+    assert writable_dsn("postgresql://u@vip:5432/db") == "postgresql://u@vip:5432/db"
