@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from alarmhub.settings import ENV_PREFIX, Settings, parse_database_url
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 UNIT = DEPLOY / "alarmhub.service"
 # alarmhub's own stop: one batch commit plus the web server's 3 s graceful shutdown
@@ -183,3 +185,26 @@ def test_the_instance_templates_security_exposure_stays_low(tmp_path: Path) -> N
     overall = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
     assert overall, result.stdout + result.stderr
     assert float(overall[1]) <= 2.0, result.stdout
+
+
+def env_file(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    pairs = [line.partition("=") for line in lines if line.strip() and not line.startswith("#")]
+    return {key: value for key, _, value in pairs}
+
+
+def test_the_instance_env_examples_name_real_settings_and_split_them_right() -> None:
+    """Every ALARMHUB_* name in the two examples is a setting; the per-instance file stays small."""
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields} | {
+        f"{ENV_PREFIX}CONFIG"
+    }
+    shared = env_file(DEPLOY / "alarmhub-cluster.env.example")
+    own = env_file(DEPLOY / "instance.env.example")
+    assert set(shared) | set(own) <= known
+    # The instance id comes from the unit's instance name, never from a file.
+    assert f"{ENV_PREFIX}INSTANCE_ID" not in set(shared) | set(own)
+    assert set(own) == {f"{ENV_PREFIX}HTTP_LISTEN"}
+    db = parse_database_url(shared[f"{ENV_PREFIX}DATABASE_URL"])
+    assert db.kind == "postgresql"
+    assert db.dsn is not None
+    assert "target_session_attrs=read-write" in db.dsn
