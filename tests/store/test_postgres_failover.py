@@ -185,6 +185,48 @@ async def test_with_the_standby_down_a_commit_waits_and_nothing_is_acknowledged(
         pub.close()
 
 
+async def test_an_old_primary_back_as_a_primary_acknowledges_nothing(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Split brain after a failover: the old primary restarted as a primary, listed first.
+
+    A multi-host URL takes the first host that accepts writes, and a revived old
+    primary does. It still waits for its synchronous standby, which now leads a
+    timeline of its own and never comes: its COMMITs hang, so alarmhub acknowledges
+    nothing there (no receipt, nothing lost). Once the old primary is stopped (what a
+    failover manager's fencing does), alarmhub reaches the promoted server and the
+    press is stored there. Why the old primary must rejoin as a standby, never as a
+    primary: docs/scaling.md.
+    """
+    pub = Publisher(broker.port)
+    pub.subscribe("alarmhub/v1/+/receipts")
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    try:
+        with PgServer(settings=primary_settings()) as old, PgStandby(old) as new:
+            await wait_synchronous(old)
+            await register(old.url(), [Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")])
+            await asyncio.to_thread(old.stop, "immediate")
+            await asyncio.to_thread(new.promote)
+            await asyncio.to_thread(old.start)  # split brain: two servers take writes
+            url = multi_host_url([old, new])
+            settings = hub_settings(tmp_path, broker.url, client_id, database_url=url)
+            async with AlarmHub(settings, serve_http=False) as hub:
+                assert hub.ingest is not None
+                assert await hub.ingest.wait_connected(5)
+                pub.publish(*native("pend-1", "m0", "button.pressed"))
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + WAIT
+                while await count(old.url(), waiting) == 0:
+                    assert loop.time() < deadline, "no COMMIT waited on the old primary"
+                    await asyncio.sleep(0.05)
+                assert pub.received == []  # that COMMIT has not returned: nothing acknowledged
+                await asyncio.to_thread(old.stop, "immediate")  # fenced
+                assert await async_wait_until(lambda: len(pub.received) == 1, WAIT)
+            assert await rows(new.url(), "SELECT msg_id FROM inbox") == [("m0",)]
+    finally:
+        pub.close()
+
+
 async def test_coordination_and_the_change_feed_follow_the_primary_to_the_promoted_standby() -> (
     None
 ):
