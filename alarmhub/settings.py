@@ -117,6 +117,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def writable_dsn(url: str) -> str:
+    """A URL naming several PostgreSQL hosts, made to connect only to the one taking writes.
+
+    `host1:port1,host2:port2` lists a primary and its standbys (docs/scaling.md,
+    "PostgreSQL with high availability"); asyncpg's default `target_session_attrs=any`
+    would take the first host that answers, a read-only standby included, and every
+    write there would fail. alarmhub always writes, so it asks for `read-write`
+    unless the URL says otherwise. A single host is left as given.
+    """
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    if "," not in hosts or "target_session_attrs=" in parts.query:
+        return url
+    query = f"{parts.query}&" if parts.query else ""
+    return parts._replace(query=query + "target_session_attrs=read-write").geturl()
+
+
 def parse_database_url(url: str) -> DatabaseTarget:
     if url.startswith("sqlite:///"):
         rest = url.removeprefix("sqlite:///")
@@ -125,7 +142,7 @@ def parse_database_url(url: str) -> DatabaseTarget:
         # sqlite:///relative.db is relative; sqlite:////abs/path.db is absolute.
         return DatabaseTarget("sqlite", Path(rest), None)
     if url.startswith(("postgresql://", "postgres://")):
-        return DatabaseTarget("postgresql", None, url)
+        return DatabaseTarget("postgresql", None, writable_dsn(url))
     raise ValueError(
         "expected sqlite:///file.db, sqlite:////absolute/file.db or postgresql://…, "
         f"got {redact_url(url)!r}"
