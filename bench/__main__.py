@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import harness, phases, profile, workload
+from bench import cluster_phases, harness, phases, profile, workload
 
-PHASES = ("throughput", "latency", "scale")
+PHASES = ("throughput", "latency", "scale", "cluster")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -212,6 +212,60 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
         out[f"startup_s_1m_devices{scale_key}"] = round(s["startup_s"], 2)
         out["supervision_core_pct"] = round(s["supervision_core_pct"], 3)
         out["idle_core_pct"] = round(s["idle_core_pct"], 2)
+    if "cluster" in chosen:
+        out |= _cluster(port, work, devices, opts)
+    return out
+
+
+def _cluster(port: int, work: Path, devices: list[Any], opts: phases.Options) -> dict[str, Any]:
+    """PostgreSQL with 1, 2 and 3 instances beside a bare paho drain, and the failover time."""
+    msgs = workload.messages(opts.n, devices, run_id="pg", start=phases._start_time())  # noqa: SLF001
+    items = [(m.topic, m.payload) for m in msgs]
+    print(
+        f"\n5. PostgreSQL: drain {len(items):,} messages with 1, 2, 3 instances, {opts.runs} runs"
+    )
+    ratios: dict[int, list[float | None]] = {1: [], 2: [], 3: []}
+    for r in range(opts.runs):
+        tag = f"{r}-{time.monotonic_ns() % 10**6}"
+        b = phases.baseline_once(port, items, f"pg{tag}", opts.timeout_s)
+        line = [f"bare paho {b['msgs_per_s']:,.0f}/s"]
+        for k, got in ratios.items():
+            h = cluster_phases.drain_once(port, work, devices, items, tag, k, opts)
+            got.append(workload.ratio(h["msgs_per_s"], b["msgs_per_s"]))
+            line.append(f"{k} inst. {_f(h['msgs_per_s'], ',.0f')}/s ({_f(got[-1], '.2f')})")
+        print(f"   run {r + 1}: " + "; ".join(line))
+    print(
+        f"\n5b. PostgreSQL, 1 instance: {opts.rate:,} msg/s for {opts.duration_s:g} s, "
+        "publish -> receipt"
+    )
+    p99s = []
+    for r in range(opts.runs):
+        lat = cluster_phases.latency_once(
+            port, work, devices, f"{r}{time.monotonic_ns() % 10**6}", opts
+        )
+        p99s.append(lat["p99_ms"])
+        print(
+            f"   run {r + 1}: receipt p50 {_f(lat['p50_ms'], '.1f')} "
+            f"p99 {_f(lat['p99_ms'], '.1f')} ms "
+            f"({lat['receipts_missing']} of {lat['receipts_expected']} missing)"
+        )
+    out: dict[str, Any] = {
+        f"pg_drain_ratio_{k}": workload.round_or_none(workload.median(v), 3)
+        for k, v in ratios.items()
+    }
+    out["pg_p99_ms"] = workload.round_or_none(workload.median(p99s), 2)
+    print("\n6. failover: kill -9 of the owner -> first alarm committed by a survivor, 3 runs")
+    times = []
+    for r in range(3):
+        fo = cluster_phases.failover_once(port, work, f"{r}{time.monotonic_ns() % 10**6}", opts)
+        times.append(fo["failover_s"])
+        print(f"   run {r + 1}: {_f(fo['failover_s'], '.2f')} s {fo.get('error', '')}")
+    out["failover_s"] = workload.round_or_none(workload.median(times), 2)
+    print(
+        f"   median: {out['pg_drain_ratio_1']}, {out['pg_drain_ratio_2']}, "
+        f"{out['pg_drain_ratio_3']} x bare paho; failover {out['failover_s']} s "
+        f"(runs {workload.spread(times)}; ALARMHUB_FAILOVER_S={cluster_phases.FAILOVER_S:g})"
+    )
     return out
 
 

@@ -22,7 +22,7 @@ import httpx
 import orjson
 import paho.mqtt.client as paho
 
-from bench import harness, workload
+from bench import cluster_phases, harness, workload
 from bench.harness import Hub, free_port
 
 
@@ -262,12 +262,19 @@ def latency_once(
     tag: str,
     opts: Options,
     profile: Path | None = None,
+    pg_url: str | None = None,
 ) -> dict[str, Any]:
+    """With `pg_url`, on that (empty) PostgreSQL database instead of a SQLite file."""
     total = int(opts.rate * opts.duration_s)
     presses = workload.press_devices(max(10, total // 20), prefix=f"press{tag}")
     db = work / f"latency-{tag}.db"
-    harness.register(db, [*devices, *presses])
+    if pg_url is None:
+        harness.register(db, [*devices, *presses])
+    else:
+        cluster_phases.register(pg_url, [*devices, *presses])
     env = harness.hub_env(port, db, f"bench-lat-{tag}", free_port(), **opts.hub_settings)
+    if pg_url is not None:
+        env["ALARMHUB_DATABASE_URL"] = pg_url
     token, why_no_sse = _api_token(env)
     hub = Hub(env, work / f"hub-lat-{tag}.log")
     hub.start()

@@ -89,6 +89,8 @@ def test_a_tiny_bench_run_prints_the_json_line() -> None:
     args = [
         *("--n", "400", "--runs", "1", "--devices", "40"),
         *("--rate", "200", "--duration", "1", "--scale-devices", "2000", "--idle", "1"),
+        # The cluster phase needs PostgreSQL: tests/system/test_cluster.py covers that path.
+        *("--phases", "throughput,latency,scale"),
     ]
     out = subprocess.run(
         [sys.executable, "-m", "bench", *args],
