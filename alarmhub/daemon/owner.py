@@ -162,6 +162,14 @@ class OwnerTerm:
         task = self._task
         if task is not None and not task.done():
             task.cancel()
+            # The MQTT client first: a task of the term blocked in a database call on a
+            # cut network may hold the term's end up for a long time (60 s was seen), and
+            # meanwhile paho would reconnect with the service's client id and take the
+            # session back from the new owner again and again.
+            mqtt = self._link.current
+            if self._link.active and mqtt is not None:
+                self._link.active = False
+                await mqtt.close()
             await asyncio.wait({task})  # its end, whatever it raised (the term logged it)
             if not self.ended.is_set():  # cancelled before its first step: nothing ran
                 self._closed()
