@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import statistics
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +36,7 @@ from alarmhub.store.postgres.directory import PostgresDirectory
 from alarmhub.store.postgres.notify import PgAlarmChangeFeed
 from alarmhub.store.postgres.store import PostgresStore
 from tests.support.helpers import Publisher, async_wait_until, hub_settings, native
-from tests.support.postgres import admin, allow_connections
+from tests.support.postgres import admin
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 
@@ -74,6 +76,7 @@ class Pair:
     pub: Publisher
     url: str
     tokens: dict[str, str]
+    a_role: str  # the login role A connects as (`refuse_logins`)
 
 
 @dataclass
@@ -107,6 +110,39 @@ async def _prepare(url: str, devices: list[Device]) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
+async def login_role(url: str) -> AsyncIterator[tuple[str, str]]:
+    """A login role of this test's own and `url` as that role; dropped at the end.
+
+    Instance A connects as it, so the test can refuse A's new connections alone
+    (`ALTER ROLE … NOLOGIN`) while B keeps making its own. Roles are the server's,
+    not the database's: the name is unique and the role is dropped, with anything
+    it came to own in the test's database, whatever the test's outcome.
+    """
+    role = f"alarmhub_t_{uuid.uuid4().hex[:16]}"
+    await admin(f'CREATE ROLE "{role}" LOGIN SUPERUSER')
+    try:
+        base, _, rest = url.partition("://")
+        yield role, f"{base}://{role}@{rest.partition('@')[2]}"
+    finally:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'REASSIGN OWNED BY "{role}" TO CURRENT_USER')
+            await conn.execute(f'DROP OWNED BY "{role}"')
+        finally:
+            await conn.close()
+        await admin(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+            role,
+        )
+        await admin(f'DROP ROLE IF EXISTS "{role}"')
+
+
+async def refuse_logins(role: str, refuse: bool) -> None:
+    """Refuse (or allow again) new connections of `role`; those it holds stay open."""
+    await admin(f'ALTER ROLE "{role}" {"NOLOGIN" if refuse else "LOGIN"}')
+
+
+@contextlib.asynccontextmanager
 async def two_instances(
     tmp_path: Path, broker: LocalBroker, client_id: str, url: str, devices: int = 2
 ) -> AsyncIterator[Pair]:
@@ -115,25 +151,29 @@ async def two_instances(
     )
     pub = Publisher(broker.port, client_id=f"{client_id}-pub")
 
-    def settings(name: str) -> Any:
+    def settings(name: str, database_url: str) -> Any:
         (tmp_path / name).mkdir()
         return hub_settings(
             tmp_path / name,
             broker.url,
             f"{client_id}-{name}",
-            database_url=url,
+            database_url=database_url,
             instance_id=f"inst-{name}",
         )
 
     try:
-        async with AlarmHub(settings("a")) as a, AlarmHub(settings("b")) as b:
+        async with (
+            login_role(url) as (role, url_a),
+            AlarmHub(settings("a", url_a)) as a,
+            AlarmHub(settings("b", url)) as b,
+        ):
             nodes = [Node(h, f"http://127.0.0.1:{h.http_port}") for h in (a, b)]
             for node in nodes:
                 assert node.hub.ingest is not None
                 assert await node.hub.ingest.wait_connected(WAIT)
                 # Listening, and the first resync done: from here on nothing is missed.
-                assert await async_wait_until(lambda n=node: n.follower.resyncs >= 1, WAIT)
-            yield Pair(nodes[0], nodes[1], pub, url, tokens)
+                assert await async_wait_until(functools.partial(resynced, node), WAIT)
+            yield Pair(nodes[0], nodes[1], pub, url, tokens, role)
     finally:
         pub.close()
 
@@ -166,6 +206,19 @@ async def stream(node: Node, token: str) -> AsyncIterator[Events]:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
                 await reader
+
+
+def resynced(node: Node) -> bool:
+    return node.follower.resyncs >= 1
+
+
+def at_rev(node: Node, alarm_id: str, rev: int) -> bool:
+    held = node.alarm(alarm_id)
+    return held is not None and held.rev == rev
+
+
+def arrived_on(events: Events, check: Callable[[dict[str, Any]], bool]) -> bool:
+    return events.arrival(check) is not None
 
 
 def shows(alarm_id: str, state: AlarmState) -> Callable[[dict[str, Any]], bool]:
@@ -229,6 +282,13 @@ async def test_an_acknowledgement_through_b_appears_on_the_stream_of_an_operator
             r = await a.post(f"/api/v1/alarms/{alarm_id}/resolve", json={"outcome": "helped"})
         assert r.status_code == 200, r.text
         assert await async_wait_until(lambda: pair.b.alarm(alarm_id) is None, WAIT)
+        # B heard its own acknowledgement back before A's resolution (commit order):
+        # its revision was in memory already, so B showed it once, not twice.
+        on_b = pair.b.hub.live.missed_since(0)
+        assert on_b is not None
+        states = [c.data["state"] for c in on_b if c.data.get("id") == alarm_id]
+        assert states.count("acknowledged") == 1, states
+        assert states[-1] == "resolved"
 
 
 async def test_two_operators_on_two_instances_acknowledging_one_alarm_get_one_200_and_one_409(
@@ -250,9 +310,7 @@ async def test_two_operators_on_two_instances_acknowledging_one_alarm_get_one_20
         assert (state, by) == ("acknowledged", winner)
         # Both instances end at what the database holds, whoever lost.
         for node in (pair.a, pair.b):
-            assert await async_wait_until(
-                lambda n=node: (held := n.alarm(alarm_id)) is not None and held.rev == rev, WAIT
-            )
+            assert await async_wait_until(functools.partial(at_rev, node, alarm_id, rev), WAIT)
             held = node.alarm(alarm_id)
             assert held is not None
             assert held.acknowledged_by == winner
@@ -263,9 +321,9 @@ async def test_a_change_made_while_the_listener_was_cut_off_is_shown_after_its_r
 ) -> None:
     """The notification of a change made while A's listener is away is lost; the resync is not.
 
-    New connections to the database are refused while A's listener is killed, so it
-    cannot be back before B's changes commit: they are announced to nobody on A's
-    side. B keeps working on the connections its pools hold.
+    A's new connections are refused while its listener is killed, so it cannot be
+    back before B's changes commit: they are announced to nobody on A's side. B
+    connects as another role and works on as usual.
     """
     async with (
         two_instances(tmp_path, broker, client_id, pg_url) as pair,
@@ -278,7 +336,7 @@ async def test_a_change_made_while_the_listener_was_cut_off_is_shown_after_its_r
         pid = pair.a.feed.backend_pid
         assert pid is not None
         try:
-            await allow_connections(pg_url, allow=False)
+            await refuse_logins(pair.a_role, refuse=True)
             assert await admin("SELECT pg_terminate_backend($1)", pid) is True
             assert await async_wait_until(lambda: not pair.a.feed.connected.is_set(), WAIT)
             r = await b.post(f"/api/v1/alarms/{acked}/acknowledge")
@@ -292,7 +350,7 @@ async def test_a_change_made_while_the_listener_was_cut_off_is_shown_after_its_r
             assert held.state is AlarmState.OPEN
             assert pair.a.alarm(resolved) is not None
         finally:
-            await allow_connections(pg_url, allow=True)
+            await refuse_logins(pair.a_role, refuse=False)
         # Back: the resync re-reads the queue, and A shows both changes.
         assert await async_wait_until(lambda: pair.a.follower.resyncs > resyncs, WAIT)
         assert await async_wait_until(
@@ -333,7 +391,7 @@ async def test_measure_acknowledgement_through_b_to_the_event_on_a(
             answered = loop.time()
             assert r.status_code == 200, r.text
             check = shows(alarm_id, AlarmState.ACKNOWLEDGED)
-            assert await async_wait_until(lambda c=check: on_a.arrival(c) is not None, WAIT)
+            assert await async_wait_until(functools.partial(arrived_on, on_a, check), WAIT)
             arrived = on_a.arrival(check)
             assert arrived is not None
             after_200.append(arrived - answered)
