@@ -204,21 +204,7 @@ class AlarmHub:
             device_link=mqtt,
             spawn=self._spawn,
         )
-        # Alarms other instances change (PostgreSQL): shown here as a local change is.
-        changes = self.stores.changes
-        self.follower = (
-            ChangeFollower(
-                feed=changes,
-                store=self.reader,
-                state=state,
-                lock=gate.lock,
-                live=self.live,
-                queue_gauges=self.queue_gauges,
-                arm=arm,
-            )
-            if changes is not None
-            else None
-        )
+        self.follower = self._follower(arm)
         retention = Retention(
             inbox=timedelta(days=s.inbox_retention_days),
             dead_letters=timedelta(days=s.dead_letter_retention_days),
@@ -241,6 +227,21 @@ class AlarmHub:
             live=self.live,
             queue_gauges=self.queue_gauges,
             stopping=self._stopping,
+        )
+
+    def _follower(self, arm: Callable[[Alarm], None]) -> ChangeFollower | None:
+        """Alarms other instances change (PostgreSQL), shown here as a local change is."""
+        changes = self.stores.changes
+        if changes is None:
+            return None  # SQLite: this process is the only writer
+        return ChangeFollower(
+            feed=changes,
+            store=self.reader,
+            state=self.state,
+            lock=self.gate.lock,
+            live=self.live,
+            queue_gauges=self.queue_gauges,
+            arm=arm,
         )
 
     async def _start_tasks(self, tasks: asyncio.TaskGroup) -> None:
