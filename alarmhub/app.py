@@ -242,6 +242,7 @@ class AlarmHub:
             live=self.live,
             queue_gauges=self.queue_gauges,
             arm=arm,
+            on_resolved=self.supervision.resolved,
         )
 
     async def _start_tasks(self, tasks: asyncio.TaskGroup) -> None:

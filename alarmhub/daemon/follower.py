@@ -49,7 +49,9 @@ class ChangeFollower:
     """Follows the alarms other instances change; `run` until cancelled.
 
     `arm` is the escalator's: the composition root passes one that does nothing
-    while this instance does not run the escalator.
+    while this instance does not run the escalator. `on_resolved` is told of an
+    alarm resolved elsewhere, as a local resolution tells supervision (a resolved
+    offline alarm of a device still silent is watched again).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class ChangeFollower:
         live: Broadcaster,
         queue_gauges: QueueGauges,
         arm: Callable[[Alarm], None],
+        on_resolved: Callable[[Alarm], None],
     ) -> None:
         self._feed = feed
         self._store = store
@@ -70,6 +73,7 @@ class ChangeFollower:
         self._live = live
         self._queue_gauges = queue_gauges
         self._arm = arm
+        self._on_resolved = on_resolved
         self._pending: set[str] = set()
         self._resync = False
         self._wake = asyncio.Event()
@@ -145,6 +149,8 @@ class ChangeFollower:
             self._state.alarms.put(alarm)
             self._live.publish("alarm", alarm_json(alarm))
             self._arm(alarm)
+            if not alarm.is_active:
+                self._on_resolved(alarm)
             taken += 1
         if taken:
             self.applied += taken
