@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import functools
 import statistics
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -367,40 +369,63 @@ async def test_a_change_made_while_the_listener_was_cut_off_is_shown_after_its_r
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("presses_per_s", [0, 200])
 async def test_measure_acknowledgement_through_b_to_the_event_on_a(
-    tmp_path: Path, broker: LocalBroker, client_id: str, pg_url: str
+    tmp_path: Path, broker: LocalBroker, client_id: str, pg_url: str, presses_per_s: int
 ) -> None:
     """The figure of docs/scaling.md: B's 200 → the event on A's stream, over 50 acks.
 
-    Printed, not asserted (a test's verdict never depends on speed); what is
-    asserted is that every acknowledgement arrives.
+    Idle, and while other devices' presses arrive at `presses_per_s` (each a new
+    alarm, announced and followed like the acknowledgements). Printed, not asserted
+    (a test's verdict never depends on speed); what is asserted is that every
+    acknowledgement arrives.
     """
-    count = 50
+    count, spare = 50, 3000
+    stop = threading.Event()
+
+    def flood() -> int:
+        pub = Publisher(broker.port, client_id=f"{client_id}-load")
+        sent = 0
+        try:
+            while presses_per_s and not stop.is_set() and sent < spare:
+                pub.client.publish(*native(f"pend-{count + sent}", "p", "button.pressed"), qos=1)
+                sent += 1
+                time.sleep(1 / presses_per_s)
+        finally:
+            pub.close()
+        return sent
+
     async with (
-        two_instances(tmp_path, broker, client_id, pg_url, devices=count) as pair,
+        two_instances(tmp_path, broker, client_id, pg_url, devices=count + spare) as pair,
         stream(pair.a, pair.tokens["op-a"]) as on_a,
         pair.b.client(pair.tokens["op-b"]) as b,
     ):
         ids = [await raise_alarm(pair, on_a, f"pend-{i}", f"m{i}") for i in range(count)]
+        load = asyncio.ensure_future(asyncio.to_thread(flood))
         loop = asyncio.get_running_loop()
         after_200: list[float] = []
         after_sent: list[float] = []
-        for alarm_id in ids:
-            sent = loop.time()
-            r = await b.post(f"/api/v1/alarms/{alarm_id}/acknowledge")
-            answered = loop.time()
-            assert r.status_code == 200, r.text
-            check = shows(alarm_id, AlarmState.ACKNOWLEDGED)
-            assert await async_wait_until(functools.partial(arrived_on, on_a, check), WAIT)
-            arrived = on_a.arrival(check)
-            assert arrived is not None
-            after_200.append(arrived - answered)
-            after_sent.append(arrived - sent)
+        try:
+            for alarm_id in ids:
+                sent = loop.time()
+                r = await b.post(f"/api/v1/alarms/{alarm_id}/acknowledge")
+                answered = loop.time()
+                assert r.status_code == 200, r.text
+                check = shows(alarm_id, AlarmState.ACKNOWLEDGED)
+                assert await async_wait_until(functools.partial(arrived_on, on_a, check), WAIT)
+                arrived = on_a.arrival(check)
+                assert arrived is not None
+                after_200.append(arrived - answered)
+                after_sent.append(arrived - sent)
+        finally:
+            stop.set()
+            presses = await load
 
     def figures(xs: list[float]) -> str:
         ms = sorted(x * 1000 for x in xs)
         p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
         return f"median {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms"
 
-    print(f"\nB's 200 -> A's event ({count} acks): {figures(after_200)}")
+    print(f"\n{count} acks, {presses} presses at {presses_per_s}/s meanwhile")
+    print(f"B's 200 -> A's event: {figures(after_200)}")
     print(f"B's request sent -> A's event: {figures(after_sent)}")
