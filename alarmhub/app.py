@@ -39,6 +39,7 @@ from alarmhub.daemon.actions import Actions
 from alarmhub.daemon.backlog import Backlog
 from alarmhub.daemon.escalator import Escalator
 from alarmhub.daemon.fanout import Broadcaster
+from alarmhub.daemon.follower import ChangeFollower
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.ingest import Ingest
 from alarmhub.daemon.notifier import Notifier
@@ -203,6 +204,7 @@ class AlarmHub:
             device_link=mqtt,
             spawn=self._spawn,
         )
+        self.follower = self._follower(arm)
         retention = Retention(
             inbox=timedelta(days=s.inbox_retention_days),
             dead_letters=timedelta(days=s.dead_letter_retention_days),
@@ -227,6 +229,22 @@ class AlarmHub:
             stopping=self._stopping,
         )
 
+    def _follower(self, arm: Callable[[Alarm], None]) -> ChangeFollower | None:
+        """Alarms other instances change (PostgreSQL), shown here as a local change is."""
+        changes = self.stores.changes
+        if changes is None:
+            return None  # SQLite: this process is the only writer
+        return ChangeFollower(
+            feed=changes,
+            store=self.reader,
+            state=self.state,
+            lock=self.gate.lock,
+            live=self.live,
+            queue_gauges=self.queue_gauges,
+            arm=arm,
+            on_resolved=self.supervision.resolved,
+        )
+
     async def _start_tasks(self, tasks: asyncio.TaskGroup) -> None:
         assert self.ingest is not None
         assert self.pipeline is not None
@@ -238,6 +256,8 @@ class AlarmHub:
         tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
         tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
         tasks.create_task(self._until_stopped(self.pruner.run()), name="retention")
+        if self.follower is not None:
+            tasks.create_task(self._until_stopped(self.follower.run()), name="follower")
         if self.serve_http:
             from alarmhub.web.server import serve  # noqa: PLC0415 - web is optional in tests
 

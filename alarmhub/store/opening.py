@@ -23,9 +23,10 @@ from typing import Protocol
 import asyncpg
 
 from alarmhub.settings import Settings
-from alarmhub.store.ports import AlarmStore, Directory, SupervisionHistory
+from alarmhub.store.ports import AlarmChangeFeed, AlarmStore, Directory, SupervisionHistory
 from alarmhub.store.postgres import reads as pg_reads
 from alarmhub.store.postgres.directory import PostgresDirectory
+from alarmhub.store.postgres.notify import PgAlarmChangeFeed
 from alarmhub.store.postgres.store import PostgresStore
 from alarmhub.store.sqlite import backlog_rows
 from alarmhub.store.sqlite.directory import SqliteDirectory
@@ -73,6 +74,9 @@ class OpenedStores:
     directory: Directory
     # PostgreSQL: the pool the directory and later coordination take; None for SQLite.
     pool: asyncpg.Pool | None = None
+    # PostgreSQL: alarms other instances changed (LISTEN/NOTIFY on a connection of its
+    # own); None for SQLite, where one process is the only writer.
+    changes: AlarmChangeFeed | None = None
     _sqlite: tuple[SqliteStore, SqliteStore] | None = None
 
     async def last_received(self) -> datetime | None:
@@ -123,6 +127,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
                 pg_reads.PostgresHistory(reader.pool),
                 PostgresDirectory(reader.pool),
                 pool=reader.pool,
+                changes=PgAlarmChangeFeed(db.dsn),
             )
             return
         path = db.path
