@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
+from importlib import metadata
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -28,6 +31,7 @@ from alarmhub.clock import Clock, SystemClock
 from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import alarm_kinds, load_rules
 from alarmhub.core.actions import Action, Conflict
+from alarmhub.core.cluster import LeaseTiming
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device, Event
 from alarmhub.core.people import AuditEntry
@@ -42,7 +46,10 @@ from alarmhub.daemon.fanout import Broadcaster
 from alarmhub.daemon.follower import ChangeFollower
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.ingest import Ingest
+from alarmhub.daemon.leadership import Leadership, Ownership, SoleOwnership
 from alarmhub.daemon.notifier import Notifier
+from alarmhub.daemon.owner import Link, OwnerTerm
+from alarmhub.daemon.presence import Presence
 from alarmhub.daemon.pruner import Pruner
 from alarmhub.daemon.registry import Registry
 from alarmhub.daemon.state import HubState
@@ -53,12 +60,21 @@ from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
+from alarmhub.store.cluster import InstanceInfo
 from alarmhub.store.opening import OpenedStores, open_stores
 from alarmhub.store.ports import AlarmStore, Directory
 from alarmhub.store.versions import check_runnable
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
+
+
+def _version() -> str:
+    """The installed alarmhub's version, as `alarmhub cluster status` lists it."""
+    try:
+        return metadata.version("alarmhub")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
 
 
 class AlarmHub:
@@ -80,7 +96,8 @@ class AlarmHub:
         self.store: AlarmStore
         self.reader: AlarmStore
         self.directory: Directory
-        self.ingest: MqttIngest | None = None
+        # The owner's term's MQTT connection (daemon/owner.py): intake is single-owner work.
+        self.link = Link()
         self.pipeline: Ingest | None = None
         self.live = Broadcaster()
         self._stopping = asyncio.Event()
@@ -90,6 +107,7 @@ class AlarmHub:
         )
         self.ready = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
+        self._ownership_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
         self.queue_gauges = QueueGauges(self.metrics, self.clock)
         self.http_port: int | None = None
@@ -106,15 +124,14 @@ class AlarmHub:
         await self.registry.load()
         self.metrics.zero_alarm_kinds(alarm_kinds(self.rules))
         self.state.silences = tuple(await self.reader.active_silences(self.clock.now()))
-        await self.escalator.load()
-        # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
-        await self.supervision.load(self.stores.history)
-        self.backlog = Backlog(self.clock, await self.stores.last_received())
-        self.pipeline = self._ingest_service(self.backlog)
-        assert self.ingest is not None
-        await self._stack.enter_async_context(self.ingest)
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         await self._start_tasks(self._tasks)
+        # SQLite: the one term runs before `ready`, as the daemon always did. PostgreSQL:
+        # an instance granted the lease at its first try starts its term first too; a
+        # standby is ready as it is (it serves HTTP).
+        await self.ownership.tried.wait()
+        if self.ownership.owner.is_set():
+            await self.owner.wait_started()
         log.info(
             "alarmhub.started",
             instance_id=s.instance_id,
@@ -125,6 +142,7 @@ class AlarmHub:
             devices=len(self.state.devices),
             active_alarms=len(self.state.alarms),
             subscriptions=self.catalog.subscriptions(),
+            owns=self.owner.owns,
         )
         # Everything loaded so far (the registry, rules, profiles) lives as long as the
         # process: move it out of the cyclic collector's view, so a full collection
@@ -148,18 +166,7 @@ class AlarmHub:
         clock, metrics = self.clock, self.metrics
         reader = self.reader
         gate.reload_alarms = lambda ids: state.reload(reader.get_alarm, ids)
-        self.ingest = MqttIngest(
-            s.mqtt_brokers,
-            s.mqtt_client_id,
-            self.catalog.subscriptions(),
-            clock.now,
-            keepalive=s.mqtt_keepalive_s,
-            backoff=Backoff(s.mqtt_reconnect_min_s, s.mqtt_reconnect_max_s),
-            on_connection_change=self._on_connection_change,
-            paho_internals=s.mqtt_paho_internals,
-            max_payload_bytes=s.max_payload_bytes,
-        )
-        mqtt = self.ingest
+        mqtt = self.link
         self.wal = self.stores.wal_keeper(
             lock=gate.lock,
             room=gate.wal_room,
@@ -210,6 +217,66 @@ class AlarmHub:
             dead_letters=timedelta(days=s.dead_letter_retention_days),
         )
         self.pruner = Pruner(self.store, clock, retention, gate.lock, metrics.oldest_row_age)
+        self._wire_ownership()
+
+    def _wire_ownership(self) -> None:
+        """Who does the single-owner work: the lease on PostgreSQL, this process on SQLite."""
+        s, stores = self.settings, self.stores
+        self.ownership: Ownership
+        self.owner = OwnerTerm(
+            load=self._load_owner_state,
+            connect=self._connect,
+            work=self._start_owner_tasks,
+            fence_writes=stores.fence_writes,
+            current_fence=lambda: self.ownership.fence,
+            link=self.link,
+            spawn=self._start_task,
+            lease_owned=self.metrics.lease_owned,
+        )
+        on_acquired, on_lost = self.owner.on_acquired, self.owner.on_lost
+        coordination = stores.coordination
+        self.presence: Presence | None = None
+        if coordination is None:
+            self.ownership = SoleOwnership(s.instance_id, on_acquired=on_acquired, on_lost=on_lost)
+            return
+        timing = LeaseTiming.for_failover(s.failover_s)
+        self.ownership = Leadership(
+            coordination,
+            self.clock,
+            s.instance_id,
+            timing,
+            on_acquired=on_acquired,
+            on_lost=on_lost,
+        )
+        info = InstanceInfo(s.instance_id, socket.gethostname(), os.getpid(), _version())
+        self.presence = Presence(coordination, info, lambda: self.owner.owns, s.failover_s / 6)
+
+    def _connect(self) -> MqttIngest:
+        """A fresh client with the service's one client id, for one owner's term."""
+        s = self.settings
+        return MqttIngest(
+            s.mqtt_brokers,
+            s.mqtt_client_id,
+            self.catalog.subscriptions(),
+            self.clock.now,
+            keepalive=s.mqtt_keepalive_s,
+            backoff=Backoff(s.mqtt_reconnect_min_s, s.mqtt_reconnect_max_s),
+            on_connection_change=self._on_connection_change,
+            paho_internals=s.mqtt_paho_internals,
+            max_payload_bytes=s.max_payload_bytes,
+        )
+
+    async def _load_owner_state(self) -> None:
+        """At a term's start: what a previous owner may have changed, as stored now."""
+        if self.stores.coordination is not None:  # shared: another instance may have written
+            async with self.gate.lock:
+                await self.registry.reload_alarms()
+            self.state.silences = tuple(await self.reader.active_silences(self.clock.now()))
+        await self.escalator.load()
+        # Seeded from the store: a restart must not restart anyone's silence (issue 12 item 15).
+        await self.supervision.load(self.stores.history)
+        self.backlog = Backlog(self.clock, await self.stores.last_received())
+        self.pipeline = self._ingest_service(self.backlog)
 
     def _ingest_service(self, backlog: Backlog) -> Ingest:
         return Ingest(
@@ -245,17 +312,23 @@ class AlarmHub:
             on_resolved=self.supervision.resolved,
         )
 
-    async def _start_tasks(self, tasks: asyncio.TaskGroup) -> None:
-        assert self.ingest is not None
+    def _start_owner_tasks(self, tasks: asyncio.TaskGroup, mqtt: MqttIngest) -> None:
+        """The single-owner work of one term; each task ends by itself at stop."""
         assert self.pipeline is not None
-        tasks.create_task(self.pipeline.run(self.ingest), name="ingest")
-        tasks.create_task(self.registry.run(), name="registry-refresh")
+        tasks.create_task(self.pipeline.run(mqtt), name="ingest")
         tasks.create_task(self._until_stopped(self.wal.run()), name="checkpoint")
         tasks.create_task(self._until_stopped(self.escalator.run()), name="escalator")
         tasks.create_task(self._until_stopped(self.suppression.run()), name="silences")
         tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
         tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
         tasks.create_task(self._until_stopped(self.pruner.run()), name="retention")
+
+    async def _start_tasks(self, tasks: asyncio.TaskGroup) -> None:
+        """What every instance runs: the registry, presence, the lease, HTTP."""
+        tasks.create_task(self.registry.run(), name="registry-refresh")
+        if self.presence is not None:
+            tasks.create_task(self._until_stopped(self.presence.run()), name="presence")
+        self._ownership_task = tasks.create_task(self.ownership.run(), name="ownership")
         if self.follower is not None:
             tasks.create_task(self._until_stopped(self.follower.run()), name="follower")
         if self.serve_http:
@@ -272,7 +345,19 @@ class AlarmHub:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+        await self._hand_over()
         await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _hand_over(self) -> None:
+        """End the term (its batch in hand acknowledged), then release the lease at once."""
+        if not hasattr(self, "owner"):
+            return  # stopped before it was wired
+        await self.owner.finish()
+        task = self._ownership_task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+        await self.ownership.resign()
 
     async def stop(self) -> None:
         """Stop intake; the batch being committed finishes and is acknowledged first."""
@@ -296,6 +381,11 @@ class AlarmHub:
             for t in (task, stop):
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+
+    def _start_task(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task of the always-running TaskGroup (an owner's term)."""
+        assert self._tasks is not None
+        return self._tasks.create_task(work, name=name)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """A short task owned by the TaskGroup (a device's "handled" receipt)."""
@@ -347,8 +437,18 @@ class AlarmHub:
         return self.pipeline.batches_committed if self.pipeline is not None else 0
 
     @property
+    def ingest(self) -> MqttIngest | None:
+        """The MQTT client of the owner's current (or last) term; None before the first."""
+        return self.link.current
+
+    @property
+    def owns(self) -> list[str]:
+        """The leases this instance holds and works under now (issue 15: /readyz, metrics)."""
+        return self.owner.owns
+
+    @property
     def mqtt_connected(self) -> bool:
-        return self.ingest is not None and self.ingest.connected
+        return self.link.connected
 
     @property
     def mqtt_broker(self) -> str | None:

@@ -69,7 +69,13 @@ class Escalator:
         self.fired_count = 0
 
     async def load(self) -> None:
-        """Re-arm every active alarm from the decided rows: overdue steps fire next."""
+        """Re-arm every active alarm from the decided rows: overdue steps fire next.
+
+        Called at each owner's term's start (daemon/owner.py): what was armed before
+        is dropped, since another instance may have decided steps meanwhile.
+        """
+        self._heap.clear()
+        self._armed.clear()
         alarms = list(self._state.alarms.by_id.values())
         self.fired = await self._store.fired_keys(a.id for a in alarms)
         for alarm in alarms:

@@ -157,7 +157,14 @@ class Ingest:
                 except StopAsyncIteration:
                     return
                 # Shielded: a stop or cancel in the middle of a batch lets it commit and ack.
-                await asyncio.shield(self._handle(batch, source))
+                # When an owner's term ends (daemon/owner.py) the batch's commit fails on
+                # its fence, or its ack finds the connection closed: nothing is acked.
+                handling = asyncio.ensure_future(self._handle(batch, source))
+                try:
+                    await asyncio.shield(handling)
+                except asyncio.CancelledError:
+                    handling.add_done_callback(_finished_alone)
+                    raise
                 if self._wal.reset_due:
                     await asyncio.shield(self._wal.reset())
         finally:
@@ -347,6 +354,12 @@ class Ingest:
                 topic=topic,
                 similar_since_last_log=suppressed,
             )
+
+
+def _finished_alone(task: asyncio.Future[None]) -> None:
+    """A batch that went on after its ingest was cancelled: its failure, if any, logged."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("ingest.batch_abandoned", error=repr(exc))
 
 
 def _stored_receipts(effects: BatchEffects) -> list[tuple[str, bytes]]:

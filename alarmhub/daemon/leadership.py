@@ -63,6 +63,7 @@ class Ownership(Protocol):
 
     owner: asyncio.Event
     standby: asyncio.Event
+    tried: asyncio.Event  # set once the first attempt has its answer: owner or standby
 
     @property
     def fence(self) -> Fence | None: ...
@@ -103,6 +104,7 @@ class Leadership:
         self.owner = asyncio.Event()
         self.standby = asyncio.Event()
         self.standby.set()
+        self.tried = asyncio.Event()
 
     @property
     def fence(self) -> Fence | None:
@@ -154,6 +156,7 @@ class Leadership:
                     await self._renew(held)
                 backoff = MIN_BACKOFF_S
             except Exception as exc:  # the database away: keep the deadline, try again
+                self.tried.set()
                 key = "lease.renew_failed" if held else "lease.acquire_failed"
                 should, suppressed = self._once.should_log(key)
                 if should:
@@ -166,11 +169,13 @@ class Leadership:
         async with asyncio.timeout(self._t.retry_s):
             got = await self._leases.acquire(self._name, self._id, self._t.ttl_s)
         if got is None:
+            self.tried.set()
             await asyncio.sleep(self._t.retry_s)
             return
         deadline = sent + self._t.ttl_s - self._t.margin_s
         if self._clock.monotonic() >= deadline:
             # Granted, but the answer came too late to act on: give it back at once.
+            self.tried.set()
             await self._leases.release(got)
             return
         self._fence, self._deadline = got, deadline
@@ -180,6 +185,7 @@ class Leadership:
         self._rearm.set()
         log.info("lease.acquired", lease=self._name, holder=self._id, epoch=got.epoch)
         self._events.put_nowait((got, None))
+        self.tried.set()
 
     async def _renew(self, held: Fence) -> None:
         await asyncio.sleep(max(0.0, self._renew_at - self._clock.monotonic()))
@@ -272,6 +278,7 @@ class SoleOwnership:
         self.owner = asyncio.Event()
         self.standby = asyncio.Event()
         self.standby.set()
+        self.tried = asyncio.Event()
 
     @property
     def fence(self) -> Fence | None:
@@ -281,6 +288,7 @@ class SoleOwnership:
         self._held = True
         self.owner.set()
         self.standby.clear()
+        self.tried.set()
         try:
             if self._on_acquired is not None:
                 await self._on_acquired(self._grant)

@@ -19,6 +19,7 @@ from prometheus_client import Gauge
 from alarmhub.clock import Clock
 from alarmhub.core.retention import RetainedTable, Retention, age_seconds
 from alarmhub.observability.logs import OncePer
+from alarmhub.store.errors import LeaseLostError
 from alarmhub.store.ports import RetentionStore
 
 log = structlog.get_logger("alarmhub.retention")
@@ -53,6 +54,8 @@ class Pruner:
         while True:
             try:
                 await self.prune_once()
+            except LeaseLostError:
+                raise  # not the owner any more: the term ends (daemon/owner.py)
             except Exception as exc:  # a failed prune must not stop the daemon
                 should, suppressed = self._once.should_log("retention.prune_failed")
                 if should:

@@ -81,6 +81,14 @@ class Registry:
         self._mark = await self._store.newest_device_update()
         device_gauges(self._metrics, self._state.devices.values())
 
+    async def reload_alarms(self) -> None:
+        """The active alarms and those that may still flap, as stored now (a new term)."""
+        now = self._clock.now()
+        self._state.reload_alarms(
+            await self._store.load_active_alarms(),
+            await self._store.load_resolved_since(now - self._state.rules.max_flap_window()),
+        )
+
     def _watch(self, devices: Iterable[Device]) -> datetime:
         """Into the registry in memory and under supervision; returns the wall time used."""
         now, wall = self._watcher.now(), self._clock.now()

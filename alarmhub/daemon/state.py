@@ -31,6 +31,14 @@ class HubState:
         self.alarms.load(resolved)
         self.alarms.load(active)
 
+    def reload_alarms(self, active: list[Alarm], resolved: list[Alarm]) -> None:
+        """The alarms as stored now, replacing memory whole: a new owner's term starts
+        from what the previous owner (another instance) committed, not from this
+        instance's older copy."""
+        self.alarms = AlarmIndex()
+        self.alarms.load(resolved)
+        self.alarms.load(active)
+
     def apply(self, effects: BatchEffects) -> None:
         """Put a committed batch's alarms, each at the revision the store wrote.
 

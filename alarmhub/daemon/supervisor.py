@@ -103,7 +103,19 @@ class Supervision:
         return self._start_wall + timedelta(seconds=self._clock.monotonic() - self._start_mono)
 
     async def load(self, history: SupervisionHistory) -> None:
-        """At start: watch the registry as the store left it (items 15 and 17)."""
+        """At start: watch the registry as the store left it (items 15 and 17).
+
+        At the start of each owner's term (daemon/owner.py), so whatever this
+        instance watched before is dropped: the store says what was heard since,
+        by whichever instance owned intake meanwhile.
+        """
+        grace = self._state.rules.restart_grace
+        self.heartbeats, self.doses, self.fixes = (
+            Supervisor(grace=grace),
+            DoseWatch(),
+            Supervisor(grace=grace),
+        )
+        self._fixed_again, self._missed, self._late = [], [], []
         wall = self._clock.now()
         dispensers = [d.id for d in self._state.devices.values() if d.settings.dose_times]
         self._dose_history = await history.dose_history(dispensers, wall, DOSE_LOOKBACK)

@@ -20,6 +20,8 @@ RESPONSE_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 36
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 UNKNOWN_KIND = "unknown"
+# The leases an instance may hold (daemon/leadership.py INTAKE_LEASE), pre-created at 0.
+LEASES = ("intake",)
 # `ahead`: the device clock ran fast past max_future_skew; `behind`: slow past max_past_skew.
 SKEW_DIRECTIONS = ("ahead", "behind")
 
@@ -157,6 +159,16 @@ class Metrics:
         self.mqtt_reconnects = Counter(
             "alarmhub_mqtt_reconnects", "Connections to the broker after the first", registry=r
         )
+        # Issue 15: which single-owner work this instance does now (daemon/owner.py).
+        self.lease_owned = Gauge(
+            "alarmhub_lease_owned",
+            "1 while this instance holds the lease and runs its work (intake: MQTT intake, "
+            "escalations, supervision, notifications, pruning)",
+            ["lease"],
+            registry=r,
+        )
+        for lease in LEASES:
+            self.lease_owned.labels(lease)
 
     def _store(self, r: CollectorRegistry) -> None:
         """The batch commit, the WAL and the rows kept: is the store keeping up?"""

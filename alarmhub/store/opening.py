@@ -14,7 +14,7 @@ use for (:class:`NoWal`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +22,18 @@ from typing import Protocol
 
 import asyncpg
 
+from alarmhub.core.cluster import LeaseTiming
 from alarmhub.settings import Settings
-from alarmhub.store.ports import AlarmChangeFeed, AlarmStore, Directory, SupervisionHistory
+from alarmhub.store.cluster import Fence
+from alarmhub.store.ports import (
+    AlarmChangeFeed,
+    AlarmStore,
+    Coordination,
+    Directory,
+    SupervisionHistory,
+)
 from alarmhub.store.postgres import reads as pg_reads
+from alarmhub.store.postgres.coordination import PgCoordination
 from alarmhub.store.postgres.directory import PostgresDirectory
 from alarmhub.store.postgres.notify import PgAlarmChangeFeed
 from alarmhub.store.postgres.store import PostgresStore
@@ -77,7 +86,19 @@ class OpenedStores:
     # PostgreSQL: alarms other instances changed (LISTEN/NOTIFY on a connection of its
     # own); None for SQLite, where one process is the only writer.
     changes: AlarmChangeFeed | None = None
+    # PostgreSQL: leases and presence, on a small pool of their own; None for SQLite,
+    # whose one process owns everything (daemon/leadership.py SoleOwnership).
+    coordination: Coordination | None = None
     _sqlite: tuple[SqliteStore, SqliteStore] | None = None
+    _fenced: PostgresStore | None = None
+
+    def fence_writes(self, grant: Callable[[], Fence]) -> None:
+        """Fence the writer's single-owner writes by the owner's term (PostgreSQL only).
+
+        SQLite ignores it: one process holds the file, there is nobody to fence.
+        """
+        if self._fenced is not None:
+            self._fenced.fence_with(grant)
 
     async def last_received(self) -> datetime | None:
         """When the newest stored message arrived: the earliest a backlog can have begun."""
@@ -117,10 +138,17 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
     async with AsyncExitStack() as stack:
         if db.kind == "postgresql":
             assert db.dsn is not None
-            writer = await PostgresStore.open(db.dsn, max_size=WRITER_POOL)
+            # Half the lease's ttl: a transaction of a writer cut off from the server
+            # holds the lease row's share lock at most that long (a takeover waits for it).
+            idle = LeaseTiming.for_failover(settings.failover_s).ttl_s / 2
+            writer = await PostgresStore.open(
+                db.dsn, max_size=WRITER_POOL, idle_in_transaction_s=idle
+            )
             stack.push_async_callback(writer.close)
             reader = await PostgresStore.open(db.dsn, migrate=False, max_size=READER_POOL)
             stack.push_async_callback(reader.close)
+            coordination = await PgCoordination.open(db.dsn)
+            stack.push_async_callback(coordination.close)
             yield OpenedStores(
                 writer,
                 reader,
@@ -128,6 +156,8 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
                 PostgresDirectory(reader.pool),
                 pool=reader.pool,
                 changes=PgAlarmChangeFeed(db.dsn),
+                coordination=coordination,
+                _fenced=writer,
             )
             return
         path = db.path

@@ -11,7 +11,7 @@ and the retry is a no-op where the lost transaction had committed after all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from alarmhub.core.retention import RetainedTable
 from alarmhub.core.suppress import Silence
 from alarmhub.redact import redact_url
 from alarmhub.store.accounts import ts
+from alarmhub.store.cluster import Fence
 from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.ports import AlarmStore, DecidedRow, OutboxItem
 from alarmhub.store.postgres import migrations
@@ -36,6 +37,7 @@ from alarmhub.store.postgres.escalation_rows import (
     write_release,
 )
 from alarmhub.store.postgres.inbox_rows import select_priors, write_batch
+from alarmhub.store.postgres.leases import Conn, check_fence
 from alarmhub.store.postgres.reads import check_moves, oldest_sql, prune_sql
 from alarmhub.store.postgres.rows import (
     ALARM_SELECT,
@@ -79,6 +81,29 @@ class PostgresStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # The single-owner writes' grant (issue 15): None until the daemon sets it.
+        self._grant: Callable[[], Fence] | None = None
+
+    def fence_with(self, grant: Callable[[], Fence]) -> None:
+        """Fence the single-owner writes by `grant` from now on (daemon/owner.py).
+
+        `grant` returns the lease grant of the owner's current term, or raises
+        LeaseLostError when there is none (the term ended or the lease's local
+        deadline passed): the write then fails before it touches the database.
+        The writes so fenced are the ones only the owner makes (a batch, escalation
+        decisions, the outbox marks, pruning); each checks the grant first in its
+        own transaction (leases.check_fence), so a grant that moved on rolls it
+        back. A store never told (the CLI, the store tests) writes unfenced.
+        """
+        self._grant = grant
+
+    def _owner_grant(self) -> Fence | None:
+        return None if self._grant is None else self._grant()
+
+    @staticmethod
+    async def _fence(conn: Conn, grant: Fence | None) -> None:
+        if grant is not None:
+            await check_fence(conn, grant)
 
     @classmethod
     async def open(
@@ -89,6 +114,7 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 4,
         command_timeout: float = 60.0,
+        idle_in_transaction_s: float | None = None,
     ) -> PostgresStore:
         """Open a pool (and bring the schema up to date unless `migrate=False`).
 
@@ -96,6 +122,12 @@ class PostgresStore:
         network cut sends no reset): it then fails as unavailable and is retried.
         """
         settings = {"application_name": APPLICATION_NAME}
+        if idle_in_transaction_s is not None:
+            # The fence's FOR SHARE lock lives as long as its transaction: a writer cut
+            # off mid-transaction would hold up every takeover until the server noticed
+            # (TCP keepalive: hours). The server ends such a session after this long.
+            ms = max(1, round(idle_in_transaction_s * 1000))
+            settings["idle_in_transaction_session_timeout"] = str(ms)
         try:
             if migrate:
                 conn = await asyncpg.connect(url, server_settings=settings)
@@ -130,7 +162,9 @@ class PostgresStore:
 
     async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
         """Write one batch's every effect in one transaction, or nothing at all."""
+        grant = self._owner_grant()
         async with connection(self.pool) as conn, conn.transaction():
+            await self._fence(conn, grant)
             await write_batch(conn, effects, municipality_of)
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]:
@@ -282,7 +316,9 @@ class PostgresStore:
         Per row, whether it was recorded now: False when the step was decided before
         (an earlier life, another instance) and its effects were not written again.
         """
+        grant = self._owner_grant()
         async with connection(self.pool) as conn, conn.transaction():
+            await self._fence(conn, grant)
             return await write_decisions(conn, rows, decided_at)
 
     async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
@@ -296,7 +332,9 @@ class PostgresStore:
         return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6]) for r in rows]
 
     async def outbox_sent(self, item_id: int, at: datetime) -> None:
-        async with connection(self.pool) as conn:
+        grant = self._owner_grant()
+        async with connection(self.pool) as conn, conn.transaction():
+            await self._fence(conn, grant)
             await conn.execute(
                 "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
                 at,
@@ -304,7 +342,9 @@ class PostgresStore:
             )
 
     async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None:
-        async with connection(self.pool) as conn:
+        grant = self._owner_grant()
+        async with connection(self.pool) as conn, conn.transaction():
+            await self._fence(conn, grant)
             await conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, "
                 "last_error = $2 WHERE id = $3",
@@ -345,7 +385,9 @@ class PostgresStore:
 
     async def prune(self, table: RetainedTable, before: datetime, limit: int) -> int:
         """Delete one small batch of rows past retention, in its own transaction."""
-        async with connection(self.pool) as conn:
+        grant = self._owner_grant()
+        async with connection(self.pool) as conn, conn.transaction():
+            await self._fence(conn, grant)
             return status_count(await conn.execute(prune_sql(table), before, limit))
 
     async def oldest_received(self, table: RetainedTable) -> datetime | None:

@@ -20,13 +20,20 @@ async def healthz() -> dict[str, str]:
 
 
 async def readyz(ctx: Ctx) -> JSONResponse:
-    """Readiness: broker connected, database writable, rules loaded."""
+    """Readiness: broker connected (the owner only), database writable, rules loaded.
+
+    Several instances (issue 15): `owns` lists the leases this instance holds and
+    works under, `role` is "owner" with any, else "standby". A standby serves the
+    API with its database reachable and is ready; only the owner's intake needs
+    the broker, so its `checks` leave `broker_connected` out.
+    """
     hub = ctx.hub
     # The gauge the writer sets after each commit, read through the registry's public
     # API (a gauge's own value is a private attribute of prometheus-client).
     writable = hub.metrics.registry.get_sample_value(STORE_WRITABLE)
-    checks = {
-        "broker_connected": hub.mqtt_connected,
+    owns = hub.owns
+    checks = {"broker_connected": hub.mqtt_connected} if owns else {}
+    checks |= {
         "database_writable": writable == 1,
         "rules_loaded": bool(hub.rules.version),
     }
@@ -41,6 +48,8 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "broker": brokers,
         "mqtt_broker": hub.mqtt_broker,
         "instance_id": hub.settings.instance_id,
+        "owns": owns,
+        "role": "owner" if owns else "standby",
     }
     return JSONResponse(body, status_code=200 if ok else 503)
 
