@@ -161,7 +161,7 @@ async def two_instances(
         return hub_settings(
             tmp_path / name,
             broker.url,
-            f"{client_id}-{name}",
+            client_id,  # the service's one identity: only the lease's owner connects
             database_url=database_url,
             instance_id=f"inst-{name}",
         )
@@ -173,9 +173,10 @@ async def two_instances(
             AlarmHub(settings("b", url)) as b,
         ):
             nodes = [Node(h, f"http://127.0.0.1:{h.http_port}") for h in (a, b)]
+            # One holds the intake lease and takes the messages; both serve operators.
+            [owner] = [n.hub.ingest for n in nodes if n.hub.ingest is not None]
+            assert await owner.wait_connected(WAIT)
             for node in nodes:
-                assert node.hub.ingest is not None
-                assert await node.hub.ingest.wait_connected(WAIT)
                 # Listening, and the first resync done: from here on nothing is missed.
                 assert await async_wait_until(functools.partial(resynced, node), WAIT)
             yield Pair(nodes[0], nodes[1], pub, url, tokens, role)
