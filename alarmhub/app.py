@@ -43,6 +43,7 @@ from alarmhub.daemon.actions import Actions
 from alarmhub.daemon.backlog import Backlog
 from alarmhub.daemon.escalator import Escalator
 from alarmhub.daemon.fanout import Broadcaster
+from alarmhub.daemon.follower import ChangeFollower
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.ingest import Ingest
 from alarmhub.daemon.leadership import Leadership, Ownership, SoleOwnership
@@ -210,6 +211,7 @@ class AlarmHub:
             device_link=mqtt,
             spawn=self._spawn,
         )
+        self.follower = self._follower(arm)
         retention = Retention(
             inbox=timedelta(days=s.inbox_retention_days),
             dead_letters=timedelta(days=s.dead_letter_retention_days),
@@ -294,6 +296,22 @@ class AlarmHub:
             stopping=self._stopping,
         )
 
+    def _follower(self, arm: Callable[[Alarm], None]) -> ChangeFollower | None:
+        """Alarms other instances change (PostgreSQL), shown here as a local change is."""
+        changes = self.stores.changes
+        if changes is None:
+            return None  # SQLite: this process is the only writer
+        return ChangeFollower(
+            feed=changes,
+            store=self.reader,
+            state=self.state,
+            lock=self.gate.lock,
+            live=self.live,
+            queue_gauges=self.queue_gauges,
+            arm=arm,
+            on_resolved=self.supervision.resolved,
+        )
+
     def _start_owner_tasks(self, tasks: asyncio.TaskGroup, mqtt: MqttIngest) -> None:
         """The single-owner work of one term; each task ends by itself at stop."""
         assert self.pipeline is not None
@@ -311,6 +329,8 @@ class AlarmHub:
         if self.presence is not None:
             tasks.create_task(self._until_stopped(self.presence.run()), name="presence")
         self._ownership_task = tasks.create_task(self.ownership.run(), name="ownership")
+        if self.follower is not None:
+            tasks.create_task(self._until_stopped(self.follower.run()), name="follower")
         if self.serve_http:
             from alarmhub.web.server import serve  # noqa: PLC0415 - web is optional in tests
 

@@ -25,10 +25,17 @@ import asyncpg
 from alarmhub.core.cluster import LeaseTiming
 from alarmhub.settings import Settings
 from alarmhub.store.cluster import Fence
-from alarmhub.store.ports import AlarmStore, Coordination, Directory, SupervisionHistory
+from alarmhub.store.ports import (
+    AlarmChangeFeed,
+    AlarmStore,
+    Coordination,
+    Directory,
+    SupervisionHistory,
+)
 from alarmhub.store.postgres import reads as pg_reads
 from alarmhub.store.postgres.coordination import PgCoordination
 from alarmhub.store.postgres.directory import PostgresDirectory
+from alarmhub.store.postgres.notify import PgAlarmChangeFeed
 from alarmhub.store.postgres.store import PostgresStore
 from alarmhub.store.sqlite import backlog_rows
 from alarmhub.store.sqlite.directory import SqliteDirectory
@@ -76,6 +83,9 @@ class OpenedStores:
     directory: Directory
     # PostgreSQL: the pool the directory and later coordination take; None for SQLite.
     pool: asyncpg.Pool | None = None
+    # PostgreSQL: alarms other instances changed (LISTEN/NOTIFY on a connection of its
+    # own); None for SQLite, where one process is the only writer.
+    changes: AlarmChangeFeed | None = None
     # PostgreSQL: leases and presence, on a small pool of their own; None for SQLite,
     # whose one process owns everything (daemon/leadership.py SoleOwnership).
     coordination: Coordination | None = None
@@ -145,6 +155,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
                 pg_reads.PostgresHistory(reader.pool),
                 PostgresDirectory(reader.pool),
                 pool=reader.pool,
+                changes=PgAlarmChangeFeed(db.dsn),
                 coordination=coordination,
                 _fenced=writer,
             )

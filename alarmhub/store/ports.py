@@ -157,6 +157,18 @@ class ActionStore(Protocol):
     ) -> None: ...
 
 
+class FollowedAlarms(Protocol):
+    """The change follower (daemon/follower.py): alarms another instance changed, read back.
+
+    `get_alarms` reads the announced ids in one query (those not found are left
+    out); `load_active_alarms` is the re-query after the listener reconnected.
+    """
+
+    async def get_alarms(self, ids: Iterable[str]) -> list[Alarm]: ...
+
+    async def load_active_alarms(self) -> list[Alarm]: ...
+
+
 class RaisingMessages(Protocol):
     """Which message raised an alarm, for the device's receipt; read on the reader's side."""
 
@@ -261,6 +273,7 @@ class AlarmStore(
     IngestStore,
     RegistryStore,
     ActionStore,
+    FollowedAlarms,
     RaisingMessages,
     ReleaseStore,
     EscalationStore,

@@ -130,7 +130,9 @@ async def test_the_owner_killed_mid_burst_the_standby_takes_over_and_nothing_is_
             pub.publish_many(presses[n // 2 :])
             assert await async_wait_until(lambda: b.owns == ["intake"], WAIT)
             assert await holder(pg_url) == "inst-b"
-            assert b.mqtt_connected
+            # Its term connects with the service's client id (a SUBACK away from `owns`).
+            assert b.ingest is not None
+            assert await b.ingest.wait_connected(WAIT)
             assert await eventually(
                 lambda: _at_least(value(pg_url, "SELECT count(*) FROM inbox"), n)
             )
@@ -390,7 +392,7 @@ async def test_the_owner_cut_from_postgresql_stops_and_the_other_takes_over(
             pub.publish_many(presses[n // 2 :])
             assert await async_wait_until(lambda: b.owns == ["intake"], WAIT)
             assert a.owns == []
-            assert not a.mqtt_connected
+            assert await async_wait_until(lambda: not a.mqtt_connected, WAIT)
             assert await eventually(
                 lambda: _at_least(value(pg_url, "SELECT count(*) FROM inbox"), n)
             )

@@ -192,10 +192,11 @@ async def test_an_old_primary_back_as_a_primary_acknowledges_nothing(
 
     A multi-host URL takes the first host that accepts writes, and a revived old
     primary does. It still waits for its synchronous standby, which now leads a
-    timeline of its own and never comes: its COMMITs hang, so alarmhub acknowledges
-    nothing there (no receipt, nothing lost). Once the old primary is stopped (what a
-    failover manager's fencing does), alarmhub reaches the promoted server and the
-    press is stored there. Why the old primary must rejoin as a standby, never as a
+    timeline of its own and never comes: its COMMITs hang. The first of them is the
+    intake lease's grant (daemon/leadership.py), so alarmhub owns nothing there: it
+    does not even connect to the broker, and acknowledges nothing. Once the old
+    primary is stopped (what a failover manager's fencing does), alarmhub takes the
+    lease on the promoted server and the press is stored there. Why the old primary must rejoin as a standby, never as a
     primary: docs/scaling.md.
     """
     pub = Publisher(broker.port)
@@ -211,16 +212,19 @@ async def test_an_old_primary_back_as_a_primary_acknowledges_nothing(
             url = multi_host_url([old, new])
             settings = hub_settings(tmp_path, broker.url, client_id, database_url=url)
             async with AlarmHub(settings, serve_http=False) as hub:
-                assert hub.ingest is not None
-                assert await hub.ingest.wait_connected(5)
-                pub.publish(*native("pend-1", "m0", "button.pressed"))
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + WAIT
                 while await count(old.url(), waiting) == 0:
                     assert loop.time() < deadline, "no COMMIT waited on the old primary"
                     await asyncio.sleep(0.05)
-                assert pub.received == []  # that COMMIT has not returned: nothing acknowledged
+                # The lease's grant has not returned: no owner, no broker connection.
+                assert hub.owns == []
+                assert hub.ingest is None
                 await asyncio.to_thread(old.stop, "immediate")  # fenced
+                assert await async_wait_until(lambda: hub.ingest is not None, WAIT)
+                assert hub.ingest is not None
+                assert await hub.ingest.wait_connected(WAIT)
+                pub.publish(*native("pend-1", "m0", "button.pressed"))
                 assert await async_wait_until(lambda: len(pub.received) == 1, WAIT)
             assert await rows(new.url(), "SELECT msg_id FROM inbox") == [("m0",)]
     finally:

@@ -7,19 +7,31 @@ gate retries.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 
+import asyncpg
 import pytest
 
 from alarmhub.core.dedup import Identity
 from alarmhub.core.model import AlarmState, TimelineEntry, TimelineType, Verdict
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
+from alarmhub.store.postgres.notify import CHANNEL, parse
 from alarmhub.store.postgres.store import PostgresStore
 from tests.store.conftest import OpenedStore
-from tests.store.test_store_contract import PEND, T0, alarm, new_alarm_batch, press, registered
+from tests.store.test_store_contract import (
+    AUDIT,
+    PEND,
+    T0,
+    alarm,
+    decided,
+    new_alarm_batch,
+    press,
+    registered,
+)
 from tests.support.postgres import allow_connections, terminate_backends
 
 pytestmark = pytest.mark.postgres
@@ -157,3 +169,44 @@ async def test_an_alarm_set_aside_for_a_newer_one_leaves_the_key_to_it(pg: Opene
     await store.commit_batch(beside, {})
     stored = {a.id: a.superseded_by for a in await store.load_active_alarms()}
     assert stored == {"a-1": "a-2", "a-2": None}
+
+
+async def test_every_write_of_alarms_announces_its_ids_at_commit_and_a_refused_one_nothing(
+    pg: OpenedStore,
+) -> None:
+    """Ingest, an action, an escalation step: one notification each, naming their alarms.
+
+    PostgreSQL delivers to a listener in commit order, so a write refused as stale
+    (rolled back) is shown to have announced nothing by the next notification being
+    the next write's.
+    """
+    store = pg.store
+    await registered(pg)
+    heard: asyncio.Queue[list[str] | None] = asyncio.Queue()
+    assert pg.url is not None
+    listener = await asyncpg.connect(pg.url)
+    try:
+        await listener.add_listener(CHANNEL, lambda *args: heard.put_nowait(parse(args[3])))
+
+        async def next_heard() -> list[str] | None:
+            return await asyncio.wait_for(heard.get(), 60)
+
+        await store.commit_batch(new_alarm_batch("m1", "a-1"), {})
+        assert await next_heard() == ["a-1"]
+        acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_by="ola", rev=1)
+        await store.save_alarms([acked], [], audit=AUDIT)
+        assert await next_heard() == ["a-1"]
+        with pytest.raises(StaleAlarmError):
+            await store.save_alarms([acked], [], audit=())  # decided on rev 1, stored rev 2
+        await store.commit_decisions([decided(0, rev=2)], T0)
+        assert await next_heard() == ["a-1"]
+        # Two alarms in one transaction: one notification naming both.
+        batch = new_alarm_batch("m2", "a-2", T0 + timedelta(days=1))
+        closed = alarm(state=AlarmState.RESOLVED, resolved_at=T0, rev=3)
+        await store.commit_batch(replace(batch, alarms={"a-1": closed, **batch.alarms}), {})
+        got = await next_heard()
+        assert got is not None
+        assert sorted(got) == ["a-1", "a-2"]
+        assert heard.empty()
+    finally:
+        await listener.close()

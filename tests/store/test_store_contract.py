@@ -224,6 +224,25 @@ async def test_an_action_commits_with_its_audit_entry_or_not_at_all(opened: Open
     assert await opened.count("SELECT count(*) FROM audit WHERE actor = 'tester'") == 1
 
 
+async def test_get_alarms_reads_the_named_alarms_and_leaves_out_unknown_ids(
+    opened: OpenedStore,
+) -> None:
+    """The change follower's one read (daemon/follower.py): every id at its stored revision."""
+    store = opened.store
+    await registered(opened)
+    await store.commit_batch(new_alarm_batch("m1", "a-1"), {})
+    other = new_alarm_batch("m2", "a-2")
+    await store.commit_batch(replace(other, alarms={"a-2": alarm("a-2", kind="fall")}), {})
+    acked = alarm(state=AlarmState.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by="ola", rev=1)
+    await store.save_alarms([acked], [], audit=())
+    got = await store.get_alarms(["a-2", "nope", "a-1", "a-2"])
+    assert sorted((a.id, a.state, a.rev) for a in got) == [
+        ("a-1", AlarmState.ACKNOWLEDGED, 2),
+        ("a-2", AlarmState.OPEN, 1),
+    ]
+    assert await store.get_alarms([]) == []
+
+
 # --- escalation and the outbox -------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from alarmhub.core.people import AuditEntry
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
 from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
+from alarmhub.store.postgres.notify import notify_changed
 
 # Errors that mean "the server is not there", not "the server said no": the write
 # gate retries both, but these are what an outage looks like (issue 15 section 1).
@@ -164,6 +165,11 @@ async def upsert_alarms(conn: Any, alarms: Sequence[Alarm]) -> None:
 
     The error rolls the caller's transaction back, so the batch is written whole or
     not at all, and the caller decides again on the alarms as stored.
+
+    The written ids are announced to the other instances here (notify.py), so no
+    writer of alarms can forget to: PostgreSQL delivers the notification at the
+    commit, never for a rollback. Every transaction that changes alarms calls this
+    once, so it costs one more statement per transaction, not per alarm.
     """
     if not alarms:
         return
@@ -171,6 +177,7 @@ async def upsert_alarms(conn: Any, alarms: Sequence[Alarm]) -> None:
     written = status_count(await conn.execute(UPSERT_ALARMS, *columns))
     if written != len(columns[0]):
         raise StaleAlarmError(list(columns[0]))
+    await notify_changed(conn, columns[0])
 
 
 def resolved_first(alarms: Sequence[Alarm]) -> list[Alarm]:
