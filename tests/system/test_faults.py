@@ -309,7 +309,9 @@ def broker_outage(
         # and log the lost connection's line in an order the test cannot choose; either
         # says paho knows, and readiness below must already say so.
         gone = {"mqtt.disconnected", "mqtt.connect_failed"}
-        assert wait_until(lambda: gone & set(event_names(log)), HANG_S), log.read_text()[-2000:]
+        assert wait_until(lambda: bool(gone & set(event_names(log))), HANG_S), log.read_text()[
+            -2000:
+        ]
         noticed_s = time.monotonic() - down_at
         readyz, deadline = None, time.monotonic() + HANG_S
         while readyz is None and time.monotonic() < deadline:
