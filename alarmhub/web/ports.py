@@ -7,6 +7,7 @@ else of the daemon adds it here first, where a reader sees the whole surface.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
@@ -61,6 +62,8 @@ class DaemonPort(Protocol):
     def directory(self) -> Directory: ...
 
     http_port: int | None
+    # Set once the daemon has started (logged `alarmhub.started`): not ready before.
+    ready: asyncio.Event
 
     async def wait_stopped(self) -> None: ...
     async def act(

@@ -37,7 +37,8 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "database_writable": writable == 1,
         "rules_loaded": bool(hub.rules.version),
     }
-    ok = all(checks.values())
+    # HTTP serves while the first term still starts: not ready until the daemon has.
+    ok = hub.ready.is_set() and all(checks.values())
     # Which broker: the URL with its password redacted (issue 13 item 10); with a list,
     # `broker` is the whole list and `mqtt_broker` the one connected to (None: none).
     # Which instance answered, when several share one database (issue 15).
