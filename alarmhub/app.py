@@ -165,7 +165,7 @@ class AlarmHub:
         s, state, gate = self.settings, self.state, self.gate
         clock, metrics = self.clock, self.metrics
         reader = self.reader
-        gate.reload_alarms = lambda ids: state.reload(reader.get_alarm, ids)
+        gate.reload_alarms = lambda ids: state.reload(reader.get_alarms, ids)
         mqtt = self.link
         self.wal = self.stores.wal_keeper(
             lock=gate.lock,

@@ -49,10 +49,11 @@ class HubState:
             effects.alarms[alarm_id] = self.alarms.committed(alarm)
 
     async def reload(
-        self, get_alarm: Callable[[str], Awaitable[Alarm | None]], ids: list[str]
+        self, get_alarms: Callable[[list[str]], Awaitable[list[Alarm]]], ids: list[str]
     ) -> None:
-        """Replace these alarms with what the store holds now (after a StaleAlarmError)."""
-        for alarm_id in dict.fromkeys(ids):
-            alarm = await get_alarm(alarm_id)
-            if alarm is not None:
-                self.alarms.put(alarm)
+        """Replace these alarms with what the store holds now (after a StaleAlarmError).
+
+        One query for all of them: a stale ingest batch may name hundreds.
+        """
+        for alarm in await get_alarms(list(dict.fromkeys(ids))):
+            self.alarms.put(alarm)
