@@ -22,6 +22,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alarmhub import builtin
+from alarmhub.core.journal.mapping import parse_municipalities
+from alarmhub.core.journal.nin import valid_organisation_number
 from alarmhub.redact import redact_url
 
 ENV_PREFIX = "ALARMHUB_"
@@ -225,6 +227,25 @@ class Settings(BaseSettings):
     failover_s: float = Field(default=15.0, ge=2, le=600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # Journal export (issue 17, docs/journal.md). Provisional: the municipalities with
+    # export on, until the delivery part derives them from each one's HelseID client.
+    journal_municipalities: str = ""
+    # The response centre as the journal note names it (its custodian and author's org).
+    journal_organisation_name: str | None = Field(default=None, min_length=1, max_length=200)
+    journal_organisation_number: str | None = None
+
+    @field_validator("journal_municipalities")
+    @classmethod
+    def _journal_municipalities(cls, v: str) -> str:
+        parse_municipalities(v)
+        return v
+
+    @field_validator("journal_organisation_number")
+    @classmethod
+    def _journal_organisation_number(cls, v: str | None) -> str | None:
+        if v is not None and not valid_organisation_number(v):
+            raise ValueError("not an organisation number: nine digits, the last a mod-11 check")
+        return v
 
     @field_validator("mqtt_url")
     @classmethod
@@ -352,6 +373,11 @@ class Settings(BaseSettings):
     def rules_builtin(self) -> bool:
         """True when nobody set `rules` (variable, file or argument): the shipped rules."""
         return "rules" not in self.model_fields_set
+
+    @property
+    def journal_export_municipalities(self) -> frozenset[str]:
+        """The municipalities with journal export on (ALARMHUB_JOURNAL_MUNICIPALITIES)."""
+        return parse_municipalities(self.journal_municipalities)
 
     @property
     def mqtt(self) -> MqttTarget:

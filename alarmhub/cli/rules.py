@@ -18,8 +18,10 @@ from alarmhub.cli.db import with_store
 from alarmhub.cli.output import EXIT_FAILED, CommandError, print_json, warn
 from alarmhub.cli.rules_tool import CasesError, explain, run_cases
 from alarmhub.clock import SystemClock
+from alarmhub.config.journal import journal_problems
 from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import load_rules, person_alarm_auto_resolvers
+from alarmhub.core.journal.mapping import parse_municipalities
 from alarmhub.core.model import EventType
 from alarmhub.settings import Settings
 from alarmhub.store.ports import AlarmStore
@@ -29,6 +31,12 @@ def add_parser(sub: Any) -> None:
     rules = sub.add_parser("rules", help="the rules file").add_subparsers(title="rules")
     chk = rules.add_parser("check", help="validate a rules file without starting")
     chk.add_argument("file", nargs="?", help="default: ALARMHUB_RULES, else the built-in rules")
+    chk.add_argument(
+        "--journal-municipalities",
+        metavar="CODES",
+        help="municipalities with journal export on, e.g. 0301,4601: every alarm kind they "
+        "can raise needs a [journal.<kind>] section (default: ALARMHUB_JOURNAL_MUNICIPALITIES)",
+    )
     chk.set_defaults(func=cmd_rules_check)
     exp = rules.add_parser("explain", help="what would happen to an event, without doing it")
     exp.add_argument("--device", required=True, help="a registered device id")
@@ -59,6 +67,16 @@ def cmd_rules_check(settings: Settings, args: argparse.Namespace) -> int:
     rules = load_rules(path)
     for warning in person_alarm_auto_resolvers(rules):
         warn(f"warning: {warning}")
+    if args.journal_municipalities is None:
+        exporting = settings.journal_export_municipalities
+    else:
+        try:
+            exporting = parse_municipalities(args.journal_municipalities)
+        except ValueError as exc:
+            raise CommandError(f"--journal-municipalities: {exc}") from None
+    problems = journal_problems(rules, exporting)
+    if problems:
+        raise CommandError(f"{path}: " + "; ".join(str(p) for p in problems))
     print(f"{_rules_label(settings, path)}: OK, {len(rules.rules)} rules, version {rules.version}")
     return 0
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from alarmhub.config.journal import JournalKindModel, journal_mapping
 from alarmhub.core.escalation import Policy, Step
 from alarmhub.core.geo import ZoneStatus
 from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType, Priority
@@ -27,7 +28,7 @@ from alarmhub.core.rules import (
     Target,
     TimeWindow,
 )
-from alarmhub.core.strays import STRAY_PRIORITY
+from alarmhub.core.strays import STRAY_KIND, STRAY_PRIORITY
 
 
 class RulesError(Exception):
@@ -136,6 +137,7 @@ class RulesModel(_Strict):
     targets: dict[str, TargetModel] = {}
     storm: StormModel | None = None
     municipalities: dict[Municipality, MunicipalityModel] = {}
+    journal: dict[str, JournalKindModel] = {}
     rules: list[RuleModel]
 
     @field_validator("timezone")
@@ -218,6 +220,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
             timedelta(seconds=model.no_fix_alarm_after_s) if model.no_fix_alarm_after_s else None
         ),
         merge_max_age=timedelta(seconds=model.merge_max_age_s),
+        journal=journal_mapping(model.journal),
     )
 
 
@@ -234,6 +237,7 @@ def _check_references(model: RulesModel, source: str) -> None:
     for where, i, r in every:
         _check_rule(r, f"{source}: {where}[{i}]", kinds, windows, policies)
     _check_policies(model, kinds, source)
+    _check_journal(model, kinds, source)
     _check_storm(model, every, source)
     _check_default_policies(model, source)
 
@@ -254,6 +258,15 @@ def _check_rule(
         raise RulesError(f"{at}.zone: only location events have a zone")
     if r.zone is ZoneStatus.UNCERTAIN:
         raise RulesError(f"{at}.zone: use inside or outside; an uncertain fix decides nothing")
+
+
+def _check_journal(model: RulesModel, kinds: set[str], source: str) -> None:
+    """A `[journal.<kind>]` for a kind nothing raises is a typo that leaves the real kind
+    unmapped: refused, like a dangling `resolves`."""
+    known = kinds | {STRAY_KIND} | ({StormPolicy().incident_kind} if model.storm else set())
+    for kind in model.journal:
+        if kind not in known:
+            raise RulesError(f"{source}: journal.{kind}: no rule raises alarm kind {kind!r}")
 
 
 def _check_storm(model: RulesModel, every: list[tuple[str, int, RuleModel]], source: str) -> None:

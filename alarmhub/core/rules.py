@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from alarmhub.core.escalation import Policy
 from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, zone_status
+from alarmhub.core.journal.mapping import JournalMapping
 from alarmhub.core.model import Device, DeviceKind, Event, EventType, Priority
 from alarmhub.core.timewindow import in_window, in_window_during
 
@@ -116,6 +117,8 @@ class RuleSet:
     # A trigger joins the device's active alarm of its kind only if that alarm was
     # raised at most this long ago; otherwise it raises a new one (judge.merge_refused).
     merge_max_age: timedelta | None = timedelta(hours=6)
+    # Alarm kind -> its journal note's codes and choices (issue 17, core/journal/).
+    journal: JournalMapping = field(default_factory=JournalMapping)
     # The rules that could match an event type, in file order, per municipality
     # (None: one without rules of its own). Every event is matched, most against
     # rules of other types: built on first use, since a RuleSet never changes.

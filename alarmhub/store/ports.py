@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from alarmhub.core.dedup import Prior
 from alarmhub.core.escalation import DeadlineKey, EscalationDecision
@@ -257,6 +257,20 @@ class AlarmReads(Protocol):
     async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]: ...
 
     async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class NationalIds(Protocol):
+    """The resident register's one read the journal export needs (issue 17).
+
+    The national identity number of a pseudonymous resident (`r-17`) of a municipality,
+    or None when the register has no entry (the alarm is then `journal: not applicable
+    (no national id)`). An implementation decrypts it, audits the read, and never logs
+    the number. Checked at run time (`isinstance(store, NationalIds)`): the CLI uses it
+    when the opened store implements it.
+    """
+
+    async def national_id(self, municipality: str, resident: str) -> str | None: ...
 
 
 class SupervisionHistory(Protocol):

@@ -1,0 +1,184 @@
+"""Whether an answered alarm has a journal note to send, and what goes into it.
+
+The inputs are plain values the shell gathers: the alarm and its timeline (the
+store), the patient's national identity number (the resident register), the author
+(the operator who resolved it, by the identifier the user record or the settings
+give), the response centre, and the kind's mapping (the rules file). The answer is
+the document, or :class:`NotApplicable` with a named reason, which is what the
+alarm shows (`journal: not applicable (no national id)`).
+
+Every time in the note comes from the timeline: the same alarm gives the same
+bytes, so a retry after a crash sends the very same document (bundle.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from alarmhub.core.journal.mapping import Choice, JournalMapping, KindMapping
+from alarmhub.core.journal.nin import InvalidNin, check_nin
+from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+
+# The keys of the resolve step's timeline detail that carry the operator's cause and
+# action (the resolve step writes them; the note reads them back from the timeline).
+DETAIL_CAUSE = "cause"  # a code of the kind's `causes`
+DETAIL_CAUSE_NOTE = "cause_note"  # free text
+DETAIL_ACTION = "action"  # a code of the kind's `actions`
+DETAIL_ACTION_NOTE = "action_note"  # free text
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    """The resident as the journal knows them. `national_id` None: not in the register."""
+
+    national_id: str | None
+    display: str | None = None  # a name, when the register has one
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """The operator who resolved the alarm: an identifier system (HPR, national id, or
+    alarmhub's user name) and value, and how to show them."""
+
+    system: str
+    value: str
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    """The response centre: its name and its nine-digit organisation number."""
+
+    name: str
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What the operator recorded at resolve: a coded choice and/or free text for each."""
+
+    cause: Choice | None = None
+    cause_note: str = ""
+    action: Choice | None = None
+    action_note: str = ""
+
+    @property
+    def has_cause(self) -> bool:
+        return self.cause is not None or bool(self.cause_note)
+
+    @property
+    def has_action(self) -> bool:
+        return self.action is not None or bool(self.action_note)
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """When each step of the response happened, as the timeline recorded it first."""
+
+    raised: datetime
+    acknowledged: datetime | None
+    dispatched: datetime | None
+    on_site: datetime | None
+    resolved: datetime
+
+
+class Skip(StrEnum):
+    """Why an alarm has no note to send. The values are what the alarm shows."""
+
+    NOT_RESOLVED = "not resolved"
+    NO_OPERATOR = "resolved without an operator"
+    NO_MAPPING = "no journal mapping for its kind"
+    NOT_EXPORTED = "its kind is not exported"
+    NO_NATIONAL_ID = "no national id"
+    INVALID_NATIONAL_ID = "invalid national id"
+
+
+@dataclass(frozen=True, slots=True)
+class NotApplicable:
+    reason: Skip
+
+    def __str__(self) -> str:
+        return f"journal: not applicable ({self.reason.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What the note needs besides the patient, once the alarm qualifies."""
+
+    kind: KindMapping
+    steps: Steps
+
+
+def steps_of(alarm: Alarm, timeline: Iterable[TimelineEntry]) -> Steps | None:
+    """The first time of each step; None when no operator resolved the alarm.
+
+    The first acknowledgement counts (a re-alerted alarm is acknowledged again: the
+    response began at the first), and the last resolution (a reopened alarm was
+    resolved again: that is the answer the note reports).
+    """
+    first: dict[TimelineType, datetime] = {}
+    resolved: TimelineEntry | None = None
+    for entry in sorted(timeline, key=lambda e: e.at):
+        first.setdefault(entry.type, entry.at)
+        if entry.type is TimelineType.RESOLVED:
+            resolved = entry
+    if resolved is None or resolved.actor is None:
+        return None
+    return Steps(
+        raised=min(first.get(TimelineType.RAISED, alarm.raised_at), alarm.raised_at),
+        acknowledged=first.get(TimelineType.ACKNOWLEDGED),
+        dispatched=first.get(TimelineType.RESPONDER_DISPATCHED),
+        on_site=first.get(TimelineType.RESPONDER_ON_SITE),
+        resolved=resolved.at,
+    )
+
+
+def qualify(
+    alarm: Alarm, timeline: Iterable[TimelineEntry], mapping: JournalMapping
+) -> Ready | NotApplicable:
+    """Whether this alarm gets a note at all, whoever the patient is."""
+    if alarm.state is not AlarmState.RESOLVED:
+        return NotApplicable(Skip.NOT_RESOLVED)
+    kind = mapping.get(alarm.kind)
+    if kind is None:
+        return NotApplicable(Skip.NO_MAPPING)
+    if not kind.export:
+        return NotApplicable(Skip.NOT_EXPORTED)
+    steps = steps_of(alarm, timeline)
+    if steps is None:
+        return NotApplicable(Skip.NO_OPERATOR)
+    return Ready(kind, steps)
+
+
+def check_patient(patient: Patient) -> NotApplicable | None:
+    if patient.national_id is None:
+        return NotApplicable(Skip.NO_NATIONAL_ID)
+    if isinstance(check_nin(patient.national_id), InvalidNin):
+        return NotApplicable(Skip.INVALID_NATIONAL_ID)
+    return None
+
+
+def resolution_from_timeline(timeline: Iterable[TimelineEntry], kind: KindMapping) -> Resolution:
+    """The cause and action the resolve step recorded on the timeline (the last resolve).
+
+    A code the kind no longer lists (the rules changed since) is kept, shown as itself.
+    """
+    detail: Mapping[str, Any] = {}
+    for entry in sorted(timeline, key=lambda e: e.at):
+        if entry.type is TimelineType.RESOLVED:
+            detail = entry.detail
+    cause, action = detail.get(DETAIL_CAUSE), detail.get(DETAIL_ACTION)
+    return Resolution(
+        cause=(kind.cause(cause) or Choice(cause, cause)) if isinstance(cause, str) else None,
+        cause_note=_text(detail.get(DETAIL_CAUSE_NOTE)),
+        action=(kind.action(action) or Choice(action, action)) if isinstance(action, str) else None,
+        action_note=_text(detail.get(DETAIL_ACTION_NOTE)),
+    )
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
