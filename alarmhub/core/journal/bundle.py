@@ -166,6 +166,11 @@ def _choice_text(choice: Choice | None, note: str) -> list[str]:
     return [choice.text if choice is not None else "", note]
 
 
+def _joined(parts: list[str]) -> str:
+    """The choice's text and the free text as one line: "Fall. Sto opp for fort"."""
+    return ". ".join(p.rstrip(".") for p in parts if p)
+
+
 def _composition(
     alarm: Alarm,
     ready: Ready,
@@ -239,7 +244,7 @@ def _detected_issue(ready: Ready, resolution: Resolution, refs: _Refs) -> Json:
         "patient": refs.patient,
         "identifiedDateTime": instant(ready.steps.raised),
     }
-    cause = " ".join(t for t in _choice_text(resolution.cause, resolution.cause_note) if t)
+    cause = _joined(_choice_text(resolution.cause, resolution.cause_note))
     if cause:
         issue["detail"] = cause
     if resolution.has_action:
@@ -252,9 +257,7 @@ def _detected_issue(ready: Ready, resolution: Resolution, refs: _Refs) -> Json:
                     "display": resolution.action.text,
                 }
             ]
-        action["text"] = " ".join(
-            t for t in _choice_text(resolution.action, resolution.action_note) if t
-        )
+        action["text"] = _joined(_choice_text(resolution.action, resolution.action_note))
         issue["mitigation"] = [
             {
                 "action": action,

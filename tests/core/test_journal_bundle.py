@@ -1,0 +1,289 @@
+"""The journal note (core/journal/) of a real alarm's timeline, checked three ways.
+
+The alarm is made by the core pipeline itself (a pendant press raises it) and the
+operator actions of core/actions.py (acknowledge, dispatch, on site, resolve); the
+resolve step's cause and action are put on its timeline entry under the keys the
+resolve step writes (core/journal/document.py DETAIL_*). Its document is then:
+
+- compared with tests/golden/journal_button.json (UPDATE_GOLDEN=1 rewrites it);
+- parsed by fhir.resources' R4B models (FHIR's own structure and cardinalities);
+- checked against VKP's profile rules (tests/support/vkp.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import parse_rules
+from alarmhub.core.actions import Action, Applied, apply_action
+from alarmhub.core.decode import DecodeLimits
+from alarmhub.core.index import AlarmIndex
+from alarmhub.core.journal import codes
+from alarmhub.core.journal.bundle import Document, build_bundle, journal_document
+from alarmhub.core.journal.document import (
+    DETAIL_ACTION,
+    DETAIL_ACTION_NOTE,
+    DETAIL_CAUSE,
+    Author,
+    NotApplicable,
+    Organisation,
+    Patient,
+    Ready,
+    Resolution,
+    Skip,
+    qualify,
+    resolution_from_timeline,
+)
+from alarmhub.core.model import (
+    Alarm,
+    AlarmState,
+    Device,
+    DeviceKind,
+    RawMessage,
+    TimelineEntry,
+    TimelineType,
+)
+from alarmhub.core.pipeline import Context, decode_all, fingerprint, process_batch
+from tests.support import vkp
+from tests.support.helpers import REPO
+from tests.support.nin import synthetic_nin
+
+GOLDEN = REPO / "tests" / "golden" / "journal_button.json"
+RULES = parse_rules((REPO / "config" / "rules.toml").read_text())
+OSLO = ZoneInfo("Europe/Oslo")
+PRESS = datetime(2026, 11, 22, 1, 13, 5, tzinfo=UTC)  # 02:13:05 in Oslo
+NIN = "17854112058"  # synthetic_nin(date(1941, 5, 17), 120): born 17 May 1941, month + 80
+OPERATOR = Author(codes.HPR_SYSTEM, "1234567", "Kari Nordmann")  # a made-up HPR number
+CENTRE = Organisation("Responssenteret i Oslo", "974778807")
+PENDANT = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301", resident="r-17")
+
+
+def raised_by_a_press() -> tuple[Alarm, list[TimelineEntry]]:
+    ctx = Context({PENDANT.id: PENDANT}, load_catalog(REPO / "devices"), RULES, DecodeLimits())
+    payload = {"id": "m-1", "ts": PRESS.isoformat(), "type": "button.pressed"}
+    raw = RawMessage("alarmhub/v1/pend-1/events", orjson.dumps(payload), PRESS)
+    decoded = decode_all([raw], ctx)
+    effects = process_batch(
+        [raw], decoded, [fingerprint(raw, decoded[0])], set(), AlarmIndex(), ctx
+    )
+    [alarm_id] = effects.new_alarm_ids
+    return effects.alarms[alarm_id], list(effects.timeline)
+
+
+def act(alarm: Alarm, timeline: list[TimelineEntry], action: Action, after: timedelta) -> Alarm:
+    done = apply_action(alarm, action, "kari", PRESS + after, outcome="handled")
+    assert isinstance(done, Applied)
+    timeline.extend(done.timeline)
+    return done.alarm
+
+
+def answered(
+    steps: tuple[Action, ...] = (Action.ACKNOWLEDGE, Action.DISPATCH, Action.ON_SITE),
+    detail: dict[str, str] | None = None,
+) -> tuple[Alarm, list[TimelineEntry]]:
+    """The press, the operator's steps (40 s, 2 min, 14 min) and the resolve at 25 min."""
+    alarm, timeline = raised_by_a_press()
+    after = {
+        Action.ACKNOWLEDGE: timedelta(seconds=40),
+        Action.DISPATCH: timedelta(minutes=2),
+        Action.ON_SITE: timedelta(minutes=14),
+    }
+    for step in steps:
+        alarm = act(alarm, timeline, step, after[step])
+    alarm = act(alarm, timeline, Action.RESOLVE, timedelta(minutes=25))
+    resolved = timeline[-1]
+    chosen = (
+        {DETAIL_CAUSE: "fall", DETAIL_ACTION: "hjemmetjeneste", DETAIL_ACTION_NOTE: "Hjulpet opp"}
+        if detail is None
+        else detail
+    )
+    timeline[-1] = replace(resolved, detail={**resolved.detail, **chosen})
+    return alarm, timeline
+
+
+def document(
+    alarm: Alarm, timeline: list[TimelineEntry], patient: Patient | None = None
+) -> Document | NotApplicable:
+    ready = qualify(alarm, timeline, RULES.journal)
+    kind = RULES.journal.kinds[alarm.kind]
+    resolution = resolution_from_timeline(timeline, kind) if isinstance(ready, Ready) else None
+    return journal_document(
+        alarm,
+        timeline,
+        patient or Patient(NIN),
+        OPERATOR,
+        CENTRE,
+        resolution or Resolution(),
+        RULES.journal,
+        OSLO,
+    )
+
+
+def text(bundle: dict[str, object]) -> str:
+    return json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_the_golden_note_of_a_press_answered_in_full() -> None:
+    assert synthetic_nin(datetime(1941, 5, 17).date(), 120) == NIN
+    doc = document(*answered())
+    assert isinstance(doc, Document)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text(doc.bundle), encoding="utf-8")
+    assert text(doc.bundle) == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_the_golden_note_is_a_valid_fhir_r4_document() -> None:
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    parsed = Bundle.model_validate(golden)
+    assert parsed.type == "document"
+    kinds = [type(e.resource).__name__ for e in parsed.entry or []]
+    assert kinds == [
+        "Composition",
+        "DetectedIssue",
+        "Encounter",
+        "Patient",
+        "Practitioner",
+        "Organization",
+    ]
+
+
+def test_the_golden_note_keeps_the_vkp_profile_rules() -> None:
+    assert vkp.problems(json.loads(GOLDEN.read_text(encoding="utf-8"))) == []
+
+
+def test_the_checker_catches_what_it_checks() -> None:
+    """The profile checker is not vacuous: a broken note is refused, naming each rule."""
+    bundle = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    composition, issue, encounter = (bundle["entry"][i]["resource"] for i in range(3))
+    issue["code"]["coding"][0]["code"] = "9.9"
+    encounter["class"]["code"] = "AMB"
+    composition["event"][0]["code"][0]["coding"][0]["display"] = "meldt"
+    del composition["subject"]
+    found = "\n".join(vkp.problems(bundle))
+    for expected in ("'9.9' is not in", "class: must be", "'meldt' is not", "subject: required"):
+        assert expected in found
+
+
+def test_the_events_carry_the_timeline_times() -> None:
+    doc = document(*answered())
+    assert isinstance(doc, Document)
+    composition = doc.bundle["entry"][0]["resource"]
+    events = {e["code"][0]["coding"][0]["code"]: e["period"]["start"] for e in composition["event"]}
+    assert events == {
+        "0": "2026-11-22T01:13:05.000Z",  # raised
+        "1": "2026-11-22T01:13:45.000Z",  # acknowledged: handling began
+        "4": "2026-11-22T01:15:05.000Z",  # dispatched
+        "5": "2026-11-22T01:27:05.000Z",  # on site
+        "6": "2026-11-22T01:38:05.000Z",  # cause, recorded at resolve
+        "7": "2026-11-22T01:38:05.000Z",  # action, recorded at resolve
+        "3": "2026-11-22T01:38:05.000Z",  # closed
+    }
+
+
+def test_the_same_alarm_gives_byte_identical_output_and_another_alarm_other_ids() -> None:
+    first, again = document(*answered()), document(*answered())
+    assert isinstance(first, Document) and isinstance(again, Document)
+    assert text(first.bundle) == text(again.bundle)
+    alarm, timeline = answered()
+    other = document(
+        replace(alarm, id="another"), [replace(e, alarm_id="another") for e in timeline]
+    )
+    assert isinstance(other, Document)
+    urls = {e["fullUrl"] for e in first.bundle["entry"]} | {first.identifier}
+    assert urls.isdisjoint({e["fullUrl"] for e in other.bundle["entry"]} | {other.identifier})
+
+
+def test_no_acknowledge_dispatch_or_on_site_leaves_those_events_out() -> None:
+    doc = document(*answered(steps=()))
+    assert isinstance(doc, Document)
+    composition = doc.bundle["entry"][0]["resource"]
+    codes_sent = [e["code"][0]["coding"][0]["code"] for e in composition["event"]]
+    # Resolving an open alarm acknowledges it first (core/actions.py): handling began then.
+    assert codes_sent == ["0", "1", "6", "7", "3"]
+    assert vkp.problems(doc.bundle) == []
+
+
+def test_no_cause_or_action_leaves_their_events_sections_and_mitigation_out() -> None:
+    doc = document(*answered(detail={}))
+    assert isinstance(doc, Document)
+    composition, issue = doc.bundle["entry"][0]["resource"], doc.bundle["entry"][1]["resource"]
+    assert [e["code"][0]["coding"][0]["code"] for e in composition["event"]] == [
+        "0",
+        "1",
+        "4",
+        "5",
+        "3",
+    ]
+    assert [s["title"] for s in composition["section"]] == ["Hendelse", "Signatur"]
+    assert "mitigation" not in issue and "detail" not in issue
+    assert vkp.problems(doc.bundle) == []
+
+
+def test_free_text_alone_is_a_cause_and_a_code_the_rules_dropped_is_shown_as_itself() -> None:
+    doc = document(*answered(detail={"cause_note": "Sto opp for fort", DETAIL_ACTION: "old"}))
+    assert isinstance(doc, Document)
+    issue = doc.bundle["entry"][1]["resource"]
+    assert issue["detail"] == "Sto opp for fort"
+    assert issue["mitigation"][0]["action"]["coding"][0]["code"] == "old"
+
+
+@pytest.mark.parametrize(
+    ("patient", "reason"),
+    [
+        (Patient(None), Skip.NO_NATIONAL_ID),
+        (Patient("01818012338"), Skip.INVALID_NATIONAL_ID),
+    ],
+)
+def test_without_a_valid_national_id_there_is_no_note(patient: Patient, reason: Skip) -> None:
+    result = document(*answered(), patient=patient)
+    assert result == NotApplicable(reason)
+    assert str(NotApplicable(Skip.NO_NATIONAL_ID)) == "journal: not applicable (no national id)"
+
+
+def test_an_alarm_that_is_not_resolved_or_not_exported_or_unmapped_has_no_note() -> None:
+    alarm, timeline = answered()
+    open_alarm, open_timeline = raised_by_a_press()
+    assert document(open_alarm, open_timeline) == NotApplicable(Skip.NOT_RESOLVED)
+    assert qualify(replace(alarm, kind="battery_low"), timeline, RULES.journal) == NotApplicable(
+        Skip.NOT_EXPORTED
+    )
+    assert qualify(replace(alarm, kind="new_kind"), timeline, RULES.journal) == NotApplicable(
+        Skip.NO_MAPPING
+    )
+
+
+def test_an_alarm_a_device_resolved_has_no_operator_and_no_note() -> None:
+    alarm, timeline = raised_by_a_press()
+    auto = TimelineEntry(alarm.id, PRESS + timedelta(minutes=1), TimelineType.AUTO_RESOLVED)
+    resolved = replace(alarm, state=AlarmState.RESOLVED, resolved_at=auto.at)
+    assert qualify(resolved, [*timeline, auto], RULES.journal) == NotApplicable(Skip.NO_OPERATOR)
+
+
+def test_a_preview_without_national_id_names_no_patient_and_is_still_well_formed() -> None:
+    alarm, timeline = answered()
+    ready = qualify(alarm, timeline, RULES.journal)
+    assert isinstance(ready, Ready)
+    bundle = build_bundle(alarm, ready, Patient(None), OPERATOR, CENTRE, Resolution(), OSLO)
+    Bundle.model_validate(bundle)
+    patient = bundle["entry"][3]["resource"]
+    assert patient == {"resourceType": "Patient"}
+    assert vkp.problems(bundle) == ["Patient.identifier: needs a fødselsnummer or D-nummer"]
+
+
+def test_a_d_number_is_sent_under_the_d_number_system() -> None:
+    d_number = synthetic_nin(datetime(1990, 2, 3).date(), 42, d_number=True)
+    assert d_number is not None
+    doc = document(*answered(), patient=Patient(d_number))
+    assert isinstance(doc, Document)
+    patient = doc.bundle["entry"][3]["resource"]
+    assert patient["identifier"] == [{"system": codes.DNR_SYSTEM, "value": d_number}]
+    assert vkp.problems(doc.bundle) == []
