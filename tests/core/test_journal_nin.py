@@ -83,14 +83,13 @@ def test_the_individual_number_gives_the_century(individual: int, year2: int, ye
         nin = synthetic_nin(born, individual - 1 if individual % 100 else individual + 1)
     assert nin is not None
     result = check_nin(nin)
-    assert isinstance(result, ValidNin) and result.born == born
+    assert isinstance(result, ValidNin)
+    assert result.born == born
 
 
 def test_nine_digits_without_a_first_check_digit_complete_to_no_number() -> None:
     """A remainder that asks for check digit 10 means no number starts so: all refused."""
-    nine = next(
-        f"0181801{i:02d}" for i in range(100) if check_digits(f"0181801{i:02d}") is None
-    )
+    nine = next(f"0181801{i:02d}" for i in range(100) if check_digits(f"0181801{i:02d}") is None)
     assert {check_nin(f"{nine}{k:02d}") for k in range(100)} == {
         InvalidNin(NinProblem.CHECK_DIGITS)
     }
@@ -100,7 +99,8 @@ def test_nine_digits_without_a_first_check_digit_complete_to_no_number() -> None
 def test_every_generated_synthetic_number_is_valid_and_synthetic(seed: int) -> None:
     for nin in synthetic_nins(2, seed=seed) + synthetic_nins(1, seed=seed, d_number=True):
         result = check_nin(nin)
-        assert isinstance(result, ValidNin) and result.synthetic
+        assert isinstance(result, ValidNin)
+        assert result.synthetic
 
 
 @given(st.integers(min_value=0, max_value=10), st.integers(min_value=1, max_value=9))

@@ -1,0 +1,197 @@
+"""`alarmhub journal export` and `alarmhub rules check`'s journal gate, through the CLI.
+
+The alarm is stored in a real SQLite database by the store's own writes: the batch
+the core pipeline made of a press, then the operator's actions. The commands run
+in-process through `alarmhub.cli.main` (the entry point `alarmhub` runs), which keeps
+this file fast; the exit codes and the output are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from alarmhub.cli.journal import national_id, timeline_entry
+from alarmhub.cli.main import main
+from alarmhub.core.model import TimelineType
+from alarmhub.core.pipeline import BatchEffects
+from alarmhub.store.sqlite.store import SqliteStore
+from tests.support import vkp
+from tests.support.helpers import REPO
+from tests.support.journal import PENDANT, PRESS, answered, raised_by_a_press
+
+Run = Callable[[list[str], dict[str, str]], "Ran"]  # the `run` fixture
+CENTRE_ENV = {
+    "ALARMHUB_JOURNAL_ORGANISATION_NAME": "Responssenteret i Oslo",
+    "ALARMHUB_JOURNAL_ORGANISATION_NUMBER": "974778807",
+}
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Run:
+    """`alarmhub ARGS` in this process with exactly `env` as its ALARMHUB_ settings."""
+
+    def go(args: list[str], env: dict[str, str]) -> Ran:
+        with monkeypatch.context() as m:
+            for name in [n for n in os.environ if n.startswith("ALARMHUB_")]:
+                m.delenv(name)
+            m.setenv("ALARMHUB_RULES", str(REPO / "config" / "rules.toml"))
+            m.setenv("ALARMHUB_DEVICES_DIR", str(REPO / "devices"))
+            m.chdir(REPO)
+            for name, value in env.items():
+                m.setenv(name, value)
+            capsys.readouterr()
+            code = main(args)
+            out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return go
+
+
+async def _store(path: Path, resolved: bool) -> str:
+    store = await SqliteStore.open(path)
+    try:
+        await store.register_devices([PENDANT], PRESS, audit=[])
+        alarm, raised = raised_by_a_press()
+        await store.commit_batch(BatchEffects(alarms={alarm.id: alarm}, timeline=raised), {})
+        if resolved:
+            done, timeline = answered()
+            stored = await store.get_alarm(alarm.id)
+            assert stored is not None
+            await store.save_alarms(
+                [replace(done, rev=stored.rev)], timeline[len(raised) :], audit=()
+            )
+        return alarm.id
+    finally:
+        await store.close()
+
+
+def seeded(tmp_path: Path, *, resolved: bool = True) -> tuple[str, dict[str, str]]:
+    db = tmp_path / "a.db"
+    alarm_id = asyncio.run(_store(db, resolved))
+    return alarm_id, {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}", **CENTRE_ENV}
+
+
+def test_export_prints_the_note_and_says_it_has_no_national_id_yet(
+    tmp_path: Path, run: Run
+) -> None:
+    alarm_id, env = seeded(tmp_path)
+    result = run(["journal", "export", "--alarm", alarm_id], env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "journal: not applicable (no national id)"
+    bundle = json.loads(result.stdout)
+    composition = bundle["entry"][0]["resource"]
+    assert [e["code"][0]["coding"][0]["code"] for e in composition["event"]] == [
+        "0",
+        "1",
+        "4",
+        "5",
+        "6",
+        "7",
+        "3",
+    ]
+    # Only the patient's identifier is missing from the preview.
+    assert vkp.problems(bundle) == ["Patient.identifier: needs a fødselsnummer or D-nummer"]
+    again = run(["journal", "export", "--alarm", alarm_id], env)
+    assert again.stdout == result.stdout  # byte-identical: a resend is the same document
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--alarm", "nope"], {}, "alarmhub: no alarm 'nope'"),
+        (
+            ["--alarm", "ALARM"],
+            {"ALARMHUB_JOURNAL_ORGANISATION_NUMBER": None},
+            "set ALARMHUB_JOURNAL_ORGANISATION_NAME and ALARMHUB_JOURNAL_ORGANISATION_NUMBER",
+        ),
+    ],
+)
+def test_export_failures_are_one_clear_line(
+    tmp_path: Path, run: Run, args: list[str], env: dict[str, str | None], message: str
+) -> None:
+    alarm_id, base = seeded(tmp_path)
+    full = {k: v for k, v in {**base, **env}.items() if v is not None}
+    result = run(["journal", "export", *[a.replace("ALARM", alarm_id) for a in args]], full)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert message in result.stderr
+
+
+def test_export_of_an_open_alarm_says_when_its_note_is_written(tmp_path: Path, run: Run) -> None:
+    alarm_id, env = seeded(tmp_path, resolved=False)
+    result = run(["journal", "export", "--alarm", alarm_id], env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert "is open: its journal note is written when it is resolved" in result.stderr
+
+
+def test_a_bad_organisation_number_is_a_bad_setting(tmp_path: Path, run: Run) -> None:
+    _, env = seeded(tmp_path)
+    env["ALARMHUB_JOURNAL_ORGANISATION_NUMBER"] = "974778808"
+    result = run(["journal", "export", "--alarm", "x"], env)
+    assert result.returncode == 2
+    assert "ALARMHUB_JOURNAL_ORGANISATION_NUMBER" in result.stderr
+    assert "mod-11" in result.stderr
+
+
+def test_rules_check_refuses_an_unmapped_kind_where_export_is_on(tmp_path: Path, run: Run) -> None:
+    text = (REPO / "config" / "rules.toml").read_text()
+    cut = tmp_path / "rules.toml"
+    cut.write_text(text.replace("[journal.fall]\n", "[journal.fallen_out]\n"))
+    env = {"ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
+    refused = run(["rules", "check", str(cut)], env)
+    assert refused.returncode == 1
+    assert "journal.fallen_out: no rule raises alarm kind 'fallen_out'" in refused.stderr
+
+    lines = text.split("\n")
+    start = lines.index("[journal.fall]")
+    end = lines.index("[journal.door_open_night]")
+    cut.write_text("\n".join(lines[:start] + lines[end:]))
+    # No municipality has export on: the gap is allowed.
+    assert run(["rules", "check", str(cut)], env).returncode == 0
+    by_flag = run(["rules", "check", str(cut), "--journal-municipalities", "0301"], env)
+    assert by_flag.returncode == 1
+    assert "alarm kind 'fall' has no [journal.fall] section" in by_flag.stderr
+    by_setting = run(
+        ["rules", "check", str(cut)], {**env, "ALARMHUB_JOURNAL_MUNICIPALITIES": "4601,0301"}
+    )
+    assert by_setting.returncode == 1
+    assert "municipality 0301" in by_setting.stderr
+    assert "municipality 4601" in by_setting.stderr
+
+
+def test_the_register_is_asked_when_the_store_has_one() -> None:
+    alarm, _ = answered()
+
+    class Register:
+        asked: list[tuple[str, str]] = []  # noqa: RUF012 - one test's record
+
+        async def national_id(self, municipality: str, resident: str) -> str | None:
+            self.asked.append((municipality, resident))
+            return "17854112058"
+
+    register = Register()
+    assert asyncio.run(national_id(register, alarm)) == "17854112058"
+    assert register.asked == [("0301", "r-17")]
+    assert asyncio.run(national_id(object(), alarm)) is None
+    assert asyncio.run(national_id(register, replace(alarm, resident=None))) is None
+
+
+def test_stored_timeline_rows_read_back_as_the_core_s_entries() -> None:
+    row = {"at": "2026-11-22T01:13:05.000000+00:00", "type": "resolved", "actor": "kari"}
+    entry = timeline_entry("a-1", {**row, "detail": {"cause": "fall"}})
+    assert (entry.at, entry.type, entry.detail) == (PRESS, TimelineType.RESOLVED, {"cause": "fall"})

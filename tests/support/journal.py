@@ -1,0 +1,83 @@
+"""An answered alarm made by the real core, for the journal tests (core and CLI).
+
+A pendant press runs through the core pipeline (it raises the alarm), then the
+operator actions of core/actions.py (acknowledge, dispatch, on site, resolve); the
+resolve step's cause and action go on its timeline entry under the keys the resolve
+step writes (core/journal/document.py DETAIL_*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from alarmhub.config.profiles import load_catalog
+from alarmhub.config.rules import parse_rules
+from alarmhub.core.actions import Action, Applied, apply_action
+from alarmhub.core.decode import DecodeLimits
+from alarmhub.core.index import AlarmIndex
+from alarmhub.core.journal import codes
+from alarmhub.core.journal.document import (
+    DETAIL_ACTION,
+    DETAIL_ACTION_NOTE,
+    DETAIL_CAUSE,
+    Author,
+    Organisation,
+)
+from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry
+from alarmhub.core.pipeline import Context, decode_all, fingerprint, process_batch
+from tests.support.helpers import REPO
+
+RULES = parse_rules((REPO / "config" / "rules.toml").read_text())
+OSLO = ZoneInfo("Europe/Oslo")
+PRESS = datetime(2026, 11, 22, 1, 13, 5, tzinfo=UTC)  # 02:13:05 in Oslo
+NIN = "17854112058"  # synthetic_nin(date(1941, 5, 17), 120): born 17 May 1941, month + 80
+OPERATOR = Author(codes.HPR_SYSTEM, "1234567", "Kari Nordmann")  # a made-up HPR number
+CENTRE = Organisation("Responssenteret i Oslo", "974778807")
+PENDANT = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301", resident="r-17")
+
+
+def raised_by_a_press() -> tuple[Alarm, list[TimelineEntry]]:
+    ctx = Context({PENDANT.id: PENDANT}, load_catalog(REPO / "devices"), RULES, DecodeLimits())
+    payload = {"id": "m-1", "ts": PRESS.isoformat(), "type": "button.pressed"}
+    raw = RawMessage("alarmhub/v1/pend-1/events", orjson.dumps(payload), PRESS)
+    decoded = decode_all([raw], ctx)
+    effects = process_batch(
+        [raw], decoded, [fingerprint(raw, decoded[0])], set(), AlarmIndex(), ctx
+    )
+    [alarm_id] = effects.new_alarm_ids
+    return effects.alarms[alarm_id], list(effects.timeline)
+
+
+def act(alarm: Alarm, timeline: list[TimelineEntry], action: Action, after: timedelta) -> Alarm:
+    done = apply_action(alarm, action, "kari", PRESS + after, outcome="handled")
+    assert isinstance(done, Applied)
+    timeline.extend(done.timeline)
+    return done.alarm
+
+
+def answered(
+    steps: tuple[Action, ...] = (Action.ACKNOWLEDGE, Action.DISPATCH, Action.ON_SITE),
+    detail: dict[str, str] | None = None,
+) -> tuple[Alarm, list[TimelineEntry]]:
+    """The press, the operator's steps (40 s, 2 min, 14 min) and the resolve at 25 min."""
+    alarm, timeline = raised_by_a_press()
+    after = {
+        Action.ACKNOWLEDGE: timedelta(seconds=40),
+        Action.DISPATCH: timedelta(minutes=2),
+        Action.ON_SITE: timedelta(minutes=14),
+    }
+    for step in steps:
+        alarm = act(alarm, timeline, step, after[step])
+    alarm = act(alarm, timeline, Action.RESOLVE, timedelta(minutes=25))
+    resolved = timeline[-1]
+    chosen = (
+        {DETAIL_CAUSE: "fall", DETAIL_ACTION: "hjemmetjeneste", DETAIL_ACTION_NOTE: "Hjulpet opp"}
+        if detail is None
+        else detail
+    )
+    timeline[-1] = replace(resolved, detail={**resolved.detail, **chosen})
+    return alarm, timeline
