@@ -41,9 +41,7 @@ class Ran:
 
 
 @pytest.fixture
-def run(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Run:
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
     """`alarmhub ARGS` in this process with exactly `env` as its ALARMHUB_ settings."""
 
     def go(args: list[str], env: dict[str, str]) -> Ran:
