@@ -63,6 +63,8 @@ class RejectReason(StrEnum):
     OVERSIZED = "oversized"
     NOT_UTF8 = "not_utf8"
     MALFORMED_JSON = "malformed_json"
+    # A SCAIP body that is not XML, not an <mrq>, or declares a DTD or entities.
+    MALFORMED_XML = "malformed_xml"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
