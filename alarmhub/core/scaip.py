@@ -17,7 +17,7 @@ what was wrong with the request (docs/scaip.md, "Answer codes").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from alarmhub.core.model import Rejected, RejectReason
+from alarmhub.core.model import Rejected, RejectReason, ScaipVoice
 
 # The profile format whose messages are SCAIP requests (devices/scaip/profile.toml).
 SCAIP_FORMAT = "scaip"
@@ -152,6 +152,43 @@ class Answer:
     cre: int | None = None  # callback: 1-60 minutes' window, 61 predefined, 62 call `tnu`
     tnu: str | None = None
     hbi: int | None = None  # heartbeat interval, minutes
+
+
+class AnswerMode(StrEnum):
+    """When an alarm's request is answered `snu=0` (per municipality, the rules file)."""
+
+    IMMEDIATE = "immediate"  # as soon as the alarm is committed
+    # HOLD (`snu=4`) at every resend until an operator acknowledged the alarm: the device
+    # keeps polling and calls (per the voice parameters) only once somebody has it.
+    HOLD_UNTIL_TAKEN = "hold_until_taken"
+
+
+@dataclass(frozen=True, slots=True)
+class ScaipPolicy:
+    answer: AnswerMode = AnswerMode.IMMEDIATE
+    voice: ScaipVoice = field(default_factory=ScaipVoice)
+
+
+def answer_for(
+    request: Request,
+    *,
+    alarm_waiting: bool | None,
+    policy: ScaipPolicy,
+    voice: ScaipVoice | None,
+    hbi: int | None,
+) -> Answer:
+    """The answer to a committed request.
+
+    `alarm_waiting`: None when the request raised or joined no alarm (a heartbeat, a
+    status); else whether that alarm still waits for an operator. `voice`: the device's
+    own voice parameters, which override the municipality's.
+    """
+    if alarm_waiting is None:
+        return Answer(request.ref, Snu.HANDLED, hbi=hbi)
+    if alarm_waiting and policy.answer is AnswerMode.HOLD_UNTIL_TAKEN:
+        return Answer(request.ref, Snu.HOLD, ste="waiting for an operator", hbi=hbi)
+    v = voice if voice is not None else policy.voice
+    return Answer(request.ref, Snu.HANDLED, mre=v.mre, cre=v.cre, tnu=v.tnu, hbi=hbi)
 
 
 # (lowest, highest) of each code, from the code tables; the vendors' own 0900-0999
