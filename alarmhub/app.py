@@ -213,16 +213,8 @@ class AlarmHub:
             spawn=self._spawn,
         )
         self.follower = self._follower(arm)
-        # The SCAIP handler the SIP listener calls (sip/ports.py); its requests commit in
-        # the owner's term, through the same pipeline and gate as MQTT.
-        self.scaip = ScaipIntake(
-            state=state,
-            source=ScaipSource(),
-            clock=clock,
-            metrics=metrics,
-            hold_after_s=s.scaip_hold_after_s,
-            max_body_bytes=s.max_payload_bytes,
-        )
+        # The SCAIP handler the SIP listener calls (sip/ports.py); commits in the owner's term.
+        self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)
         retention = Retention(
             inbox=timedelta(days=s.inbox_retention_days),
             dead_letters=timedelta(days=s.dead_letter_retention_days),

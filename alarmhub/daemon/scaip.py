@@ -47,6 +47,7 @@ from alarmhub.daemon.state import HubState
 from alarmhub.mqtt.client import Delivery
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import SCAIP_FORBIDDEN, SCAIP_UNREAD, Metrics
+from alarmhub.settings import Settings
 from alarmhub.sip.ports import InboundMessage, Reply
 
 log = structlog.get_logger("alarmhub.scaip")
@@ -118,21 +119,15 @@ class ScaipIntake:
     """The SIP layer's handler (sip/ports.py `MessageHandler`) for SCAIP requests."""
 
     def __init__(
-        self,
-        *,
-        state: HubState,
-        source: ScaipSource,
-        clock: Clock,
-        metrics: Metrics,
-        hold_after_s: float,
-        max_body_bytes: int,
+        self, state: HubState, source: ScaipSource, clock: Clock, metrics: Metrics, settings: Settings
     ) -> None:
         self.source = source
         self._state = state
         self._clock = clock
         self._metrics = metrics
-        self._hold_after_s = hold_after_s
-        self._max_body = min(max_body_bytes, MAX_BODY_BYTES)  # as the decoder reads it
+        self._hold_after_s = settings.scaip_hold_after_s
+        # As the decoder reads it (core/scaip.py scaip_payload).
+        self._max_body = min(settings.max_payload_bytes, MAX_BODY_BYTES)
         self._once = OncePer(60.0)
         # The alarm each (cid, ref) raised or joined, for the answer to its resends (their
         # outcome is a redelivery, which names no alarm). Bounded, oldest forgotten first.
