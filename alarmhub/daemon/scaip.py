@@ -119,7 +119,12 @@ class ScaipIntake:
     """The SIP layer's handler (sip/ports.py `MessageHandler`) for SCAIP requests."""
 
     def __init__(
-        self, state: HubState, source: ScaipSource, clock: Clock, metrics: Metrics, settings: Settings
+        self,
+        state: HubState,
+        source: ScaipSource,
+        clock: Clock,
+        metrics: Metrics,
+        settings: Settings,
     ) -> None:
         self.source = source
         self._state = state
