@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from alarmhub.core.model import Rejected, RejectReason
+from alarmhub.config.rules import RulesError, parse_rules
+from alarmhub.core.device_settings import (
+    SettingsInvalidError,
+    parse_settings,
+    settings_json,
+)
+from alarmhub.core.model import Rejected, RejectReason, ScaipVoice
 from alarmhub.core.scaip import (
     MAX_BODY_BYTES,
     Answer,
+    AnswerMode,
     MessageType,
     Request,
+    ScaipPolicy,
     ScaipRejected,
     Snu,
+    answer_for,
     build_answer,
     hbi_minutes,
     parse_answer,
@@ -184,3 +195,78 @@ def test_payload_rejections_name_the_answer_code() -> None:
     assert isinstance(result, Rejected)
     assert result.reason is RejectReason.MISSING_FIELD
     assert result.detail.startswith("scaip 10:")
+
+
+# ---- the answer policy and its settings -----------------------------------------------
+
+RULES = (Path(__file__).resolve().parents[2] / "config" / "rules.toml").read_text()
+PRESS = Request("R1", CID, 3, stc=10)
+VOICE = ScaipVoice(1, 62, "+4722000000")
+HOLDING = ScaipPolicy(AnswerMode.HOLD_UNTIL_TAKEN, ScaipVoice(mre=1, cre=61))
+
+# (what, alarm waiting, policy, device voice, hbi, expected answer)
+ANSWERS = [
+    ("no alarm", None, HOLDING, None, 60, Answer("R1", Snu.HANDLED, hbi=60)),
+    ("immediate", True, ScaipPolicy(), None, None, Answer("R1", Snu.HANDLED)),
+    ("immediate with municipality voice", True, ScaipPolicy(voice=VOICE), None, None,
+     Answer("R1", Snu.HANDLED, mre=1, cre=62, tnu="+4722000000")),
+    ("device voice wins", True, HOLDING, VOICE, None,
+     Answer("R1", Snu.HOLD, ste="waiting for an operator")),
+    ("held until taken", True, HOLDING, None, None,
+     Answer("R1", Snu.HOLD, ste="waiting for an operator")),
+    ("taken", False, HOLDING, None, None, Answer("R1", Snu.HANDLED, mre=1, cre=61)),
+    ("taken, device voice", False, HOLDING, VOICE, None,
+     Answer("R1", Snu.HANDLED, mre=1, cre=62, tnu="+4722000000")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "waiting", "policy", "voice", "hbi", "expected"), ANSWERS, ids=[a[0] for a in ANSWERS]
+)
+def test_answer_policy(
+    what: str,
+    waiting: bool | None,
+    policy: ScaipPolicy,
+    voice: ScaipVoice | None,
+    hbi: int | None,
+    expected: Answer,
+) -> None:
+    got = answer_for(PRESS, alarm_waiting=waiting, policy=policy, voice=voice, hbi=hbi)
+    assert got == expected, what
+
+
+def test_rules_file_sets_the_policy_per_municipality() -> None:
+    rules = parse_rules(
+        RULES.replace('answer = "immediate"', 'answer = "immediate"\nmre = 1\ntnu = "+4722"')
+        + '\n[municipalities.0301.scaip]\nanswer = "hold_until_taken"\ncre = 61\n'
+    )
+    assert rules.scaip_policy("4601") == ScaipPolicy(voice=ScaipVoice(1, None, "+4722"))
+    # What the municipality does not name is the global one's.
+    assert rules.scaip_policy("0301") == ScaipPolicy(
+        AnswerMode.HOLD_UNTIL_TAKEN, ScaipVoice(1, 61, "+4722")
+    )
+
+
+@pytest.mark.parametrize(
+    ("snippet", "words"),
+    [
+        ('answer = "sometimes"', "answer"),
+        ("mre = 4", "mre"),
+        ("cre = 63", "cre"),
+        ('tnu = "call me"', "tnu"),
+        ("colour = 1", "colour"),
+    ],
+)
+def test_rules_file_refuses_a_bad_scaip_policy(snippet: str, words: str) -> None:
+    with pytest.raises(RulesError, match=words):
+        parse_rules(RULES.replace('answer = "immediate"', snippet))
+
+
+def test_device_settings_round_trip_and_refuse_bad_values() -> None:
+    data = {"scaip": {"mre": 1, "cre": 62, "tnu": "+4722000000", "inline": True}}
+    settings = parse_settings(data)
+    assert settings.scaip_voice == VOICE
+    assert settings.scaip_inline
+    assert settings_json(settings) == data
+    with pytest.raises(SettingsInvalidError, match=r"scaip\.cre"):
+        parse_settings({"scaip": {"cre": 0}})
