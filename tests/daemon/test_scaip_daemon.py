@@ -255,10 +255,6 @@ async def test_a_heartbeat_feeds_supervision_and_carries_the_interval_once(
 
 
 HOLD_RULES = """
-[scaip]
-mre = 1
-cre = 61
-
 [municipalities.0301.scaip]
 answer = "hold_until_taken"
 """
@@ -268,7 +264,9 @@ async def test_hold_until_an_operator_takes_the_alarm(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
     rules = tmp_path / "rules.toml"
-    rules.write_text((REPO / "config" / "rules.toml").read_text() + HOLD_RULES)
+    shipped = (REPO / "config" / "rules.toml").read_text()
+    voice = 'answer = "immediate"\nmre = 1\ncre = 61'
+    rules.write_text(shipped.replace('answer = "immediate"', voice) + HOLD_RULES)
     async with running(tmp_path, broker, client_id, rules=rules) as hub:
         await hub.register_new_device(scaip_device(), audit=())
         first = answer(await hub.scaip(inbound(mrq("W1"))))
