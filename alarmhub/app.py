@@ -52,6 +52,7 @@ from alarmhub.daemon.owner import Link, OwnerTerm
 from alarmhub.daemon.presence import Presence
 from alarmhub.daemon.pruner import Pruner
 from alarmhub.daemon.registry import Registry
+from alarmhub.daemon.scaip import ScaipIntake, ScaipSource
 from alarmhub.daemon.state import HubState
 from alarmhub.daemon.supervisor import Supervision
 from alarmhub.daemon.suppression import SuppressionKeeper
@@ -212,6 +213,8 @@ class AlarmHub:
             spawn=self._spawn,
         )
         self.follower = self._follower(arm)
+        # The SCAIP handler the SIP listener calls (sip/ports.py); commits in the owner's term.
+        self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)
         retention = Retention(
             inbox=timedelta(days=s.inbox_retention_days),
             dead_letters=timedelta(days=s.dead_letter_retention_days),
@@ -316,6 +319,10 @@ class AlarmHub:
         """The single-owner work of one term; each task ends by itself at stop."""
         assert self.pipeline is not None
         tasks.create_task(self.pipeline.run(mqtt), name="ingest")
+        scaip = self.scaip.source
+        tasks.create_task(
+            self.pipeline.run(scaip, settled=scaip.settled, from_broker=False), name="scaip-ingest"
+        )
         tasks.create_task(self._until_stopped(self.wal.run()), name="checkpoint")
         tasks.create_task(self._until_stopped(self.escalator.run()), name="escalator")
         tasks.create_task(self._until_stopped(self.suppression.run()), name="silences")

@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     # (core/strays.py); unset: such a press is a dead letter only (counted, alerted).
     unknown_device_municipality: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
     commit_delay_ms: float = Field(default=2.0, ge=0, le=100)
+    # SCAIP (docs/scaip.md): how long a request waits for its commit before it is
+    # answered HOLD (snu 4), so that the device resends while the store cannot commit.
+    scaip_hold_after_s: float = Field(default=4.0, gt=0, le=30)
     max_batch: int = Field(default=2000, ge=1, le=100_000)
     # Several instances on one PostgreSQL database (issue 15, docs/scaling.md): the
     # time within which the survivors take over a dead instance's single-owner work

@@ -43,7 +43,9 @@ EVENT_FIELDS: dict[EventType, frozenset[str]] = dict.fromkeys(EventType, _TEXT_F
 _REQUIRED_FIELDS: dict[EventType, tuple[str, ...]] = {EventType.LOCATION: ("lat", "lon")}
 
 _OPS = ", ".join(op.value for op in Op)
-_NATIVE_ONLY_ABSENT = ("map", "message_id", "timestamp", "fallback", "unrecognised_action")
+_NATIVE_ONLY_ABSENT = (
+    "map", "message_id", "timestamp", "fallback", "unrecognised_action", "first_match",
+)  # fmt: skip
 
 
 class ProfileError(Exception):
@@ -95,6 +97,7 @@ class _ProfileSpec(_Frozen):
     timestamp: _TimestampSpec | None = None
     fallback: EventType | None = None
     unrecognised_action: StrictStr | None = None
+    first_match: StrictBool = False
     description: StrictStr = ""
     mappings: list[_MapSpec] | None = Field(default=None, alias="map")
 
@@ -202,6 +205,7 @@ def _to_profile(path: Path, spec: _ProfileSpec, data: dict[str, Any]) -> Profile
         timestamp_unit=spec.timestamp.unit if spec.timestamp else TimestampUnit.RFC3339,
         fallback=spec.fallback,
         unrecognised_action=spec.unrecognised_action,
+        first_match=spec.first_match,
         description=spec.description,
     )
 

@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alarmhub.config.journal import JournalKindModel, journal_mapping
+from alarmhub.core.device_settings import VoiceModel
 from alarmhub.core.escalation import Policy, Step
 from alarmhub.core.geo import ZoneStatus
-from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType, Priority
+from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType, Priority, ScaipVoice
 from alarmhub.core.rules import (
     MunicipalityRules,
     Rule,
@@ -29,6 +30,7 @@ from alarmhub.core.rules import (
     TimeWindow,
 )
 from alarmhub.core.strays import STRAY_KIND, STRAY_PRIORITY
+from alarmhub.core.scaip import AnswerMode, ScaipPolicy
 
 
 class RulesError(Exception):
@@ -116,10 +118,26 @@ class StormModel(_Strict):
     policy: str | None = None  # the incident's escalation policy; default "p<priority>"
 
 
+class ScaipAnswerModel(VoiceModel):
+    """`[scaip]` / `[municipalities.<code>.scaip]`: how SCAIP alarms are answered."""
+
+    answer: AnswerMode = AnswerMode.IMMEDIATE
+
+    def policy(self, base: ScaipPolicy | None = None) -> ScaipPolicy:
+        """A municipality's policy: a voice parameter it does not name is the global one's."""
+        if base is None:
+            return ScaipPolicy(self.answer, self.voice())
+        b = base.voice
+        mre = b.mre if self.mre is None else self.mre
+        cre = b.cre if self.cre is None else self.cre
+        return ScaipPolicy(self.answer, ScaipVoice(mre, cre, self.tnu or b.tnu))
+
+
 class MunicipalityModel(_Strict):
     windows: dict[str, WindowPair] = {}
     policies: dict[str, PolicyModel] = {}
     rules: list[RuleModel] = []
+    scaip: ScaipAnswerModel | None = None
 
 
 class RulesModel(_Strict):
@@ -138,6 +156,7 @@ class RulesModel(_Strict):
     storm: StormModel | None = None
     municipalities: dict[Municipality, MunicipalityModel] = {}
     journal: dict[str, JournalKindModel] = {}
+    scaip: ScaipAnswerModel = ScaipAnswerModel()
     rules: list[RuleModel]
 
     @field_validator("timezone")
@@ -205,9 +224,11 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
                     n: _policy(n, p, f"{source}: municipalities.{code}.policies.{n}")
                     for n, p in m.policies.items()
                 },
+                scaip=m.scaip.policy(model.scaip.policy()) if m.scaip is not None else None,
             )
             for code, m in model.municipalities.items()
         },
+        scaip=model.scaip.policy(),
         storm=storm,
         heard_resolves=tuple(model.heard_resolves),
         offline_after_misses=model.offline_after_misses,

@@ -44,22 +44,16 @@ from alarmhub.core.model import (
     TsSource,
 )
 from alarmhub.core.profile import Profile, lookup
+from alarmhub.core.scaip import DETAILS, SCAIP_FORMAT, scaip_payload
 
 if TYPE_CHECKING:
     from collections.abc import Mapping as MappingT
 
 __all__ = [
-    "Catalog",
-    "DecodeLimits",
-    "Route",
-    "decode",
-    "parse_rfc3339",
-    "valid_id",
-    "validate_fields",
-]
+    "Catalog", "DecodeLimits", "Route", "decode", "parse_rfc3339", "valid_id", "validate_fields",
+]  # fmt: skip
 
-MAX_ID_LENGTH = 128
-_FORBIDDEN_ID_CHARS = frozenset("+#\x00")
+MAX_ID_LENGTH, _FORBIDDEN_ID_CHARS = 128, frozenset("+#\x00")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +113,9 @@ class Catalog:
         return self._defaults.get((fmt, device.kind))
 
     def subscriptions(self) -> list[str]:
-        return sorted({p.topic.subscription() for p in self.profiles.values()})
+        """The MQTT filters; SCAIP arrives over SIP (`scaip/<cid>` names its sender only)."""
+        profiles = self.profiles.values()
+        return sorted({p.topic.subscription() for p in profiles if p.format != SCAIP_FORMAT})
 
 
 def decode(
@@ -141,6 +137,8 @@ def decode(
     if isinstance(target, Rejected):
         return target
     device, profile = target
+    if profile.format == SCAIP_FORMAT:
+        return _decode_scaip(raw, device, profile, limits)
     payload = _json_object(raw.payload, device.id)
     if isinstance(payload, Rejected):
         return payload
@@ -193,8 +191,7 @@ def _device_and_profile(
 
 def _json_object(payload: bytes, device_id: str) -> dict[str, Any] | Rejected:
     """The payload as a JSON object; a payload that is not one says which way it fails."""
-    try:
-        # orjson validates UTF-8 itself: no str copy of every payload first.
+    try:  # orjson validates UTF-8 itself: no str copy of every payload first.
         parsed = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         try:
@@ -207,6 +204,21 @@ def _json_object(payload: bytes, device_id: str) -> dict[str, Any] | Rejected:
     if not isinstance(parsed, dict):
         return Rejected(RejectReason.NOT_AN_OBJECT, "payload is not a JSON object", device_id)
     return parsed
+
+
+def _decode_scaip(
+    raw: RawMessage, device: Device, profile: Profile, limits: DecodeLimits
+) -> Decoded | Rejected:
+    """A SCAIP request (core/scaip.py) through the profile's mappings; its details on each event."""
+    read = scaip_payload(raw.payload, device.id, limits.max_payload_bytes)
+    if isinstance(read, Rejected):
+        return read
+    payload, details = read
+    decoded = _decode_mapped(payload, raw, device, profile, limits)
+    if isinstance(decoded, Rejected):
+        return decoded
+    events = tuple(replace(e, fields={**e.fields, DETAILS: details}) for e in decoded.events)
+    return replace(decoded, events=events)
 
 
 def _backlog(decoded: Decoded, queued_since: datetime) -> Decoded:
@@ -242,11 +254,8 @@ def _decode_payload(
 
 
 def valid_id(value: str) -> bool:
-    return (
-        0 < len(value) <= MAX_ID_LENGTH
-        and value.isprintable()
-        and _FORBIDDEN_ID_CHARS.isdisjoint(value)
-    )
+    ok = 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
+    return ok and _FORBIDDEN_ID_CHARS.isdisjoint(value)
 
 
 def _claims(payload: dict[str, Any], device: Device, msg_id: str | None) -> Rejected | None:
@@ -391,6 +400,8 @@ def _mapped_events(
     whose event cannot be used is recorded in `dropped` and leaves its type free.
     """
     matched = [mapping for mapping in profile.mappings if mapping.matches(payload)]
+    if profile.first_match:  # one event per message: the first mapping that matches (SCAIP)
+        matched = matched[:1]
     found: dict[EventType, dict[str, Any]] = {}
     for mapping in matched:
         if mapping.event in found:
@@ -411,6 +422,7 @@ def _mapped_events(
     if action is not None and EventType.BUTTON_PRESSED not in found:
         # An action no matched mapping reads is a press alarmhub was not told about.
         unread = not any(c.path == action for m in matched for c in m.conditions)
+        unread = unread and not (profile.first_match and matched)
         press = _unrecognised_press(payload, action) if unread else None
         if press is not None:
             found[EventType.BUTTON_PRESSED] = press

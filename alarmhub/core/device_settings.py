@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alarmhub.core.geo import Circle, Polygon
-from alarmhub.core.model import DeviceSettings
+from alarmhub.core.model import DeviceSettings, ScaipVoice
 
 
 class SettingsInvalidError(ValueError):
@@ -48,6 +48,21 @@ class DoseModel(_Strict):
         return [_hhmm(t) for t in v]
 
 
+class VoiceModel(_Strict):
+    """SCAIP voice parameters (docs/scaip.md): `mre`, `cre`, `tnu`."""
+
+    mre: Annotated[int, Field(ge=0, le=3)] | None = None
+    cre: Annotated[int, Field(ge=1, le=62)] | None = None
+    tnu: Annotated[str, Field(pattern=r"^\+?[0-9]{3,20}$")] | None = None
+
+    def voice(self) -> ScaipVoice:
+        return ScaipVoice(self.mre, self.cre, self.tnu)
+
+
+class ScaipModel(VoiceModel):
+    inline: bool = False  # the answer in the SIP 200 OK, for devices that expect it there
+
+
 class SettingsModel(_Strict):
     windows: dict[str, Annotated[list[str], Field(min_length=2, max_length=2)]] = {}
     geofence: CircleModel | None = None
@@ -56,6 +71,7 @@ class SettingsModel(_Strict):
     ) = None
     max_accuracy_m: Annotated[float, Field(gt=0, le=10_000)] = 150.0
     dose_schedule: DoseModel | None = None
+    scaip: ScaipModel | None = None
 
     @field_validator("windows")
     @classmethod
@@ -103,6 +119,8 @@ def parse_settings(data: dict[str, Any] | str | bytes | None) -> DeviceSettings:
         max_accuracy_m=model.max_accuracy_m,
         dose_times=tuple(model.dose_schedule.times) if model.dose_schedule else (),
         dose_window_min=model.dose_schedule.window_min if model.dose_schedule else 60,
+        scaip_voice=model.scaip.voice() if model.scaip else None,
+        scaip_inline=model.scaip.inline if model.scaip else False,
     )
 
 
@@ -119,4 +137,8 @@ def settings_json(s: DeviceSettings) -> dict[str, Any]:
         out["max_accuracy_m"] = s.max_accuracy_m
     if s.dose_times:
         out["dose_schedule"] = {"times": list(s.dose_times), "window_min": s.dose_window_min}
+    if s.scaip_voice is not None or s.scaip_inline:
+        voice = s.scaip_voice or ScaipVoice()
+        scaip = {"mre": voice.mre, "cre": voice.cre, "tnu": voice.tnu, "inline": s.scaip_inline}
+        out["scaip"] = {k: v for k, v in scaip.items() if v is not None}
     return out

@@ -63,6 +63,8 @@ class RejectReason(StrEnum):
     OVERSIZED = "oversized"
     NOT_UTF8 = "not_utf8"
     MALFORMED_JSON = "malformed_json"
+    # A SCAIP body that is not XML, not an <mrq>, or declares a DTD or entities.
+    MALFORMED_XML = "malformed_xml"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
@@ -155,6 +157,19 @@ class TimelineType(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ScaipVoice:
+    """What a SCAIP answer `snu=0` tells the device about the call (docs/scaip.md).
+
+    `mre` voice mode (0 none, 1 duplex, 2/3 simplex); `cre` callback (1-60: a window of
+    minutes to call back in, 61: call the predefined receiver, 62: call `tnu`).
+    """
+
+    mre: int | None = None
+    cre: int | None = None
+    tnu: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceSettings:
     """Per-device settings made at registration; they override municipality defaults.
 
@@ -168,6 +183,10 @@ class DeviceSettings:
     max_accuracy_m: float = 150.0
     dose_times: tuple[str, ...] = ()  # "HH:MM" local times of scheduled doses
     dose_window_min: int = 60
+    # SCAIP devices: the voice parameters of their answers (overriding the municipality's),
+    # and whether the answer goes in the SIP 200 OK instead of a new MESSAGE.
+    scaip_voice: ScaipVoice | None = None
+    scaip_inline: bool = False
 
 
 @dataclass(frozen=True, slots=True)

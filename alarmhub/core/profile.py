@@ -152,6 +152,9 @@ class Profile:
     # mapping tests is a press alarmhub cannot read: it raises a button alarm instead
     # of passing for a heartbeat (issue 12 item 13).
     unrecognised_action: str | None = None
+    # Only the first mapping that matches makes an event: a format whose message carries
+    # one status code (SCAIP) is read as an ordered table, like a firewall's rules.
+    first_match: bool = False
     description: str = ""
 
 

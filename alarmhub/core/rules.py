@@ -18,6 +18,7 @@ from alarmhub.core.escalation import Policy
 from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, zone_status
 from alarmhub.core.journal.mapping import JournalMapping
 from alarmhub.core.model import Device, DeviceKind, Event, EventType, Priority
+from alarmhub.core.scaip import ScaipPolicy
 from alarmhub.core.timewindow import in_window, in_window_during
 
 
@@ -90,6 +91,7 @@ class MunicipalityRules:
     rules: tuple[Rule, ...] = ()
     windows: dict[str, TimeWindow] = field(default_factory=dict)
     policies: dict[str, Policy] = field(default_factory=dict)
+    scaip: ScaipPolicy | None = None  # None: the rule set's
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +121,18 @@ class RuleSet:
     merge_max_age: timedelta | None = timedelta(hours=6)
     # Alarm kind -> its journal note's codes and choices (issue 17, core/journal/).
     journal: JournalMapping = field(default_factory=JournalMapping)
+    # How SCAIP alarms are answered, unless a municipality says otherwise (docs/scaip.md).
+    scaip: ScaipPolicy = field(default_factory=ScaipPolicy)
     # The rules that could match an event type, in file order, per municipality
     # (None: one without rules of its own). Every event is matched, most against
     # rules of other types: built on first use, since a RuleSet never changes.
     _candidates: dict[tuple[str | None, EventType], tuple[Rule, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    def scaip_policy(self, municipality: str) -> ScaipPolicy:
+        own = self.municipalities.get(municipality)
+        return own.scaip if own is not None and own.scaip is not None else self.scaip
 
     def match(self, event: Event, device: Device) -> Rule | None:
         """First matching rule wins, like a firewall: the file's order is its meaning.

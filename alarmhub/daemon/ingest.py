@@ -138,8 +138,19 @@ class Ingest:
             unknown_device_municipality=self._settings.unknown_device_municipality,
         )
 
-    async def run(self, source: BatchSource) -> None:
-        """Take batches until stop; the batch in hand is committed and acknowledged first."""
+    async def run(
+        self,
+        source: BatchSource,
+        *,
+        settled: Callable[[Sequence[Delivery], BatchEffects], None] | None = None,
+        from_broker: bool = True,
+    ) -> None:
+        """Take batches until stop; the batch in hand is committed and acknowledged first.
+
+        `settled`: told each committed batch's outcomes after `source.settle` (SCAIP answers
+        each request from its own outcome). `from_broker`: the source is the MQTT broker,
+        whose backlog after a reconnect is marked (daemon/backlog.py); SIP has none.
+        """
         s = self._settings
         batches = source.batches(s.max_batch, s.commit_delay_ms / 1000)
         stop = asyncio.create_task(self._stopping.wait(), name="stop-watch")
@@ -159,7 +170,9 @@ class Ingest:
                 # Shielded: a stop or cancel in the middle of a batch lets it commit and ack.
                 # When an owner's term ends (daemon/owner.py) the batch's commit fails on
                 # its fence, or its ack finds the connection closed: nothing is acked.
-                handling = asyncio.ensure_future(self._handle(batch, source))
+                handling = asyncio.ensure_future(
+                    self._handle(batch, source, settled, from_broker=from_broker)
+                )
                 try:
                     await asyncio.shield(handling)
                 except asyncio.CancelledError:
@@ -170,17 +183,27 @@ class Ingest:
         finally:
             stop.cancel()
 
-    async def _handle(self, batch: list[Delivery], source: BatchSource) -> None:
+    async def _handle(
+        self,
+        batch: list[Delivery],
+        source: BatchSource,
+        settled: Callable[[Sequence[Delivery], BatchEffects], None] | None,
+        *,
+        from_broker: bool,
+    ) -> None:
         async with self._gate.lock:
-            effects = await self._decide_and_commit(batch)
+            effects = await self._decide_and_commit(batch, from_broker=from_broker)
         # Acks and receipts leave as one write, only now that the batch is durable.
         source.settle(batch, _stored_receipts(effects))
+        if settled is not None:
+            settled(batch, effects)
         self.batches_committed += 1
         self._after_commit(effects)
 
-    async def _decide_and_commit(self, batch: list[Delivery]) -> BatchEffects:
+    async def _decide_and_commit(self, batch: list[Delivery], *, from_broker: bool) -> BatchEffects:
         # Marked with when they may have been queued: MQTT carries no broker time.
-        raws = self._backlog.mark([d.raw for d in batch])
+        raws = [d.raw for d in batch]
+        raws = self._backlog.mark(raws) if from_broker else raws
         ctx = self.context()
         decoded = decode_all(raws, ctx)
         decoded = await self._retry_unknown_devices(raws, decoded)

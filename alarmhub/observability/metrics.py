@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from alarmhub.core.model import DeviceKind, Priority, RejectReason, Verdict
 from alarmhub.core.retention import RetainedTable
+from alarmhub.core.scaip import MessageType, Snu
 
 RESPONSE_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -24,6 +25,10 @@ UNKNOWN_KIND = "unknown"
 LEASES = ("intake",)
 # `ahead`: the device clock ran fast past max_future_skew; `behind`: slow past max_past_skew.
 SKEW_DIRECTIONS = ("ahead", "behind")
+# SCAIP: a request whose type cannot be read, and the SIP refusal of a forged `cid`.
+SCAIP_UNREAD = "unknown"
+SCAIP_FORBIDDEN = "forbidden"
+SCAIP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
 
 # `*_created` series double the exposition and no alert or dashboard reads them.
@@ -40,6 +45,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._ingest(self.registry)
+        self._scaip(self.registry)
         self._alarms(self.registry)
         self._escalation(self.registry)
         self._broker(self.registry)
@@ -242,7 +248,29 @@ class Metrics:
             registry=r,
         )
 
+    def _scaip(self, r: CollectorRegistry) -> None:
+        """SCAIP requests over SIP and what they were answered (docs/scaip.md)."""
+        self.scaip_requests = Counter(
+            "alarmhub_scaip_requests",
+            "SCAIP requests by message type (mty; unknown when unreadable) and answer (snu, "
+            "or forbidden for a cid that is not the authenticated device)",
+            ["type", "answer"],
+            registry=r,
+        )
+        self.scaip_answer_seconds = Histogram(
+            "alarmhub_scaip_answer_seconds",
+            "Seconds from a SCAIP request's receipt to its answer",
+            buckets=SCAIP_BUCKETS,
+            registry=r,
+        )
+
+    def _zero_scaip(self) -> None:
+        for mty in [*(m.value for m in MessageType), SCAIP_UNREAD]:
+            for snu in [*(str(int(s)) for s in Snu), SCAIP_FORBIDDEN]:
+                self.scaip_requests.labels(mty, snu)
+
     def _zero(self) -> None:
+        self._zero_scaip()
         kinds = [*(k.value for k in DeviceKind), UNKNOWN_KIND]
         for kind in kinds:
             self.messages_received.labels(kind)

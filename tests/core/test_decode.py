@@ -88,7 +88,17 @@ BRIDGED = Profile(
     topic=TopicPattern(("zb", "{bridge}", "{device_id}"), "{device_id}"),
     mappings=(Mapping((Condition("action", Op.EQ, value="sos"),), EventType.BUTTON_PRESSED),),
 )
-CATALOG = Catalog([NATIVE, PLAIN, TRACKER, IDS, BRIDGED])
+# SCAIP: XML through core/scaip.py, then mappings (one event per request).
+SCAIP = Profile(
+    name="scaip",
+    format="scaip",
+    kinds=(DeviceKind.SAFETY_ALARM,),
+    topic=TopicPattern(("scaip", "{device_id}"), "{device_id}"),
+    mappings=(Mapping((Condition("stc", Op.EQ, value=10),), EventType.BUTTON_PRESSED),),
+    message_id=("msg_id",),
+    first_match=True,
+)
+CATALOG = Catalog([NATIVE, PLAIN, TRACKER, IDS, BRIDGED, SCAIP])
 
 PENDANT = Device("pendant-1", DeviceKind.SAFETY_ALARM, "0301")
 TRACKER_DEV = Device("ola/phone", DeviceKind.GPS_TRACKER, "0301")
@@ -96,7 +106,8 @@ DOOR = Device("door-1", DeviceKind.DOOR_SENSOR, "0301")
 OLD = Device("pendant-old", DeviceKind.SAFETY_ALARM, "0301", active=False)
 FALL_ON_PLAIN = Device("fall-1", DeviceKind.FALL_SENSOR, "0301")
 SOS = Device("sos-1", DeviceKind.SAFETY_ALARM, "0301", bridge="bridge-a")
-REGISTRY = {d.id: d for d in (PENDANT, TRACKER_DEV, DOOR, OLD, FALL_ON_PLAIN, SOS)}
+SCAIP_DEV = Device("4790012345", DeviceKind.SAFETY_ALARM, "0301", profile="scaip")
+REGISTRY = {d.id: d for d in (PENDANT, TRACKER_DEV, DOOR, OLD, FALL_ON_PLAIN, SOS, SCAIP_DEV)}
 TOPIC = "alarmhub/v1/pendant-1/events"
 
 
@@ -146,6 +157,7 @@ REJECTS = [
     (RejectReason.MUNICIPALITY_MISMATCH, TOPIC, _native(municipality=301)),
     (RejectReason.NO_MAPPING, "plain/door-1", _json(open=False)),
     (RejectReason.WRONG_BRIDGE, "zb/bridge-b/sos-1", _json(action="sos")),
+    (RejectReason.MALFORMED_XML, "scaip/4790012345", b"<mrq><ref>1</ref>"),
     # A matched mapping whose event cannot be used is not a status report (heartbeat).
     (RejectReason.MISSING_FIELD, "trk/ola/phone", _json(_type="location", lat=59.9)),
 ]

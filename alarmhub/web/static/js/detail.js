@@ -32,6 +32,7 @@ function render(alarm) {
   renderDevice(alarm.device ?? null, alarm.device_id);
   renderEvents(eventsOf(alarm));
   renderPosition(eventsOf(alarm));
+  renderScaip(eventsOf(alarm));
 }
 
 function renderActions(alarm) {
@@ -151,6 +152,24 @@ function renderEvents(events) {
     rows.push(tr);
   }
   document.querySelector("#events tbody").replaceChildren(...rows);
+}
+
+/**
+ * What a SCAIP device sent with its newest request (docs/scaip.md): the numbers to call
+ * back, its position and its own texts. Voice itself stays with the centre's telephony.
+ */
+function renderScaip(events) {
+  const newest = events.find((ev) => ev.fields && typeof ev.fields.scaip === "object");
+  const s = newest ? newest.fields.scaip : {};
+  const lge = s.lge ?? {};
+  facts("scaip", [
+    [t("scaip.callbacks"), Array.isArray(s.crd) ? s.crd.join(", ") : null],
+    [t("scaip.position"), lge.geo ? `${lge.geo}${lge.tim ? ` (${lge.tim})` : ""}` : null],
+    [t("scaip.status"), s.stt],
+    [t("scaip.location"), s.lte],
+    [t("scaip.info"), s.ite],
+    [t("scaip.ref"), s.ref],
+  ]);
 }
 
 /** The newest fix with coordinates: position, its accuracy, and a plain link to a map. */

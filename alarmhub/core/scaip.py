@@ -1,0 +1,420 @@
+"""SCAIP (SS 91100, CLC/TS 50134-9) bodies: read a request `<mrq>`, write an answer `<mrs>`.
+
+Pure: bytes in, a typed value or a rejection out; an answer value in, bytes out. The
+request is XML from a device on the network, so it is parsed with defusedxml: a DTD,
+an entity declaration or an external reference is refused (a "billion laughs" body is a
+rejection, never a hung or crashed daemon), and the body's size is bounded before it is
+parsed at all.
+
+The standard's informative XSD contradicts its normative code tables in places (patterns,
+lengths, a target namespace), and devices disagree on padding (`stc` as `10`, `010` or
+`0010`): so elements are found by their local name whatever their namespace, codes are
+read as integers and checked against the tables' ranges, not against the XSD.
+
+A rejection names the answer code the device is sent (:class:`Snu`), so the device learns
+what was wrong with the request (docs/scaip.md, "Answer codes").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError
+from xml.sax.saxutils import escape
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from alarmhub.core.model import Rejected, RejectReason, ScaipVoice
+
+# The profile format whose messages are SCAIP requests (devices/scaip/profile.toml).
+SCAIP_FORMAT = "scaip"
+# A request is small (a few hundred bytes; a long `lte`/`ite` a few kB). Anything much
+# larger is not a request: refused before it is parsed.
+MAX_BODY_BYTES = 16 * 1024
+MAX_TEXT = 256  # characters of a free text (`stt`, `lte`, `ite`, a `crd`)
+MAX_CALLBACKS = 8  # `crd` elements kept
+# The key of an event's fields that holds what the operator is shown of the request.
+DETAILS = "scaip"
+
+
+class Snu(IntEnum):
+    """The status number (`snu`) of an answer: what the device is told."""
+
+    HANDLED = 0
+    TOO_LONG = 1
+    INVALID_FORMAT = 2
+    WRONG_DATA = 3
+    HOLD = 4
+    NOT_TREATED = 5
+    BUSY = 6
+    MANDATORY_MISSING = 7
+    REFERENCE_MISSING = 10
+    UNDEFINED = 99
+
+
+class MessageType(StrEnum):
+    """`mty`: what the request is. Omitted means a message (an alarm or a status)."""
+
+    MESSAGE = "ME"
+    INFORMATION = "IN"  # updates the alarm of the same `ref`
+    RESET = "RE"  # aborts the alarm of the same `ref`
+    HEARTBEAT = "PI"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A SCAIP request, validated, with its codes as integers."""
+
+    ref: str
+    cid: str
+    dty: int
+    mty: MessageType = MessageType.MESSAGE
+    stc: int | None = None  # None: no status code, which the standard reads as an alarm
+    stt: str | None = None
+    pri: int | None = None
+    hbo: bool = False  # the device accepts a heartbeat interval (`hbi`) in the answer
+    did: str | None = None
+    dco: int | None = None
+    dte: str | None = None
+    crd: tuple[str, ...] = ()  # callback addresses: `gsm:+47…`, `sip:…`, `no-voice:`
+    lco: int | None = None
+    lva: str | None = None
+    lge: tuple[tuple[str, str], ...] = ()  # (geo|tim|gga, text) as sent
+    lte: str | None = None
+    ico: int | None = None
+    ite: str | None = None
+    cha: int | None = None
+    ver: str | None = None
+
+    @property
+    def msg_id(self) -> str:
+        """The message id alarmhub deduplicates by: the `ref`, apart per message type.
+
+        A reset and an information update carry the `ref` of the alarm they are about,
+        so `ref` alone would make them redeliveries of that alarm.
+        """
+        if self.mty is MessageType.MESSAGE:
+            return self.ref
+        return f"{self.ref}:{self.mty.value}"
+
+    def fields(self) -> dict[str, Any]:
+        """The request as the flat values a profile's `[[map]]` rules match on."""
+        out: dict[str, Any] = {
+            "ref": self.ref,
+            "cid": self.cid,
+            "dty": self.dty,
+            "mty": self.mty.value,
+            "msg_id": self.msg_id,
+            "hbo": self.hbo,
+        }
+        for name in ("stc", "pri", "dco", "lco", "ico", "cha"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def details(self) -> dict[str, Any]:
+        """What an operator is shown: the callbacks, the position and the device's texts."""
+        out: dict[str, Any] = {"ref": self.ref, "mty": self.mty.value, "dty": self.dty}
+        if self.stc is not None:
+            out["stc"] = self.stc
+        if self.crd:
+            out["crd"] = list(self.crd)
+        if self.lge:
+            out["lge"] = dict(self.lge)
+        for name in ("stt", "lte", "ite", "lva", "did", "pri", "lco", "ico", "cha"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ScaipRejected:
+    """A body that is no usable request, with the answer code that says why."""
+
+    snu: Snu
+    detail: str
+    ref: str | None = None  # echoed in the answer when the body had a readable one
+    cid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An `<mrs>`: the status of the request `ref`, and what the device should do next."""
+
+    ref: str
+    snu: Snu
+    ste: str | None = None
+    mre: int | None = None  # voice mode: 0 none, 1 duplex, 2/3 simplex
+    cre: int | None = None  # callback: 1-60 minutes' window, 61 predefined, 62 call `tnu`
+    tnu: str | None = None
+    hbi: int | None = None  # heartbeat interval, minutes
+
+
+class AnswerMode(StrEnum):
+    """When an alarm's request is answered `snu=0` (per municipality, the rules file)."""
+
+    IMMEDIATE = "immediate"  # as soon as the alarm is committed
+    # HOLD (`snu=4`) at every resend until an operator acknowledged the alarm: the device
+    # keeps polling and calls (per the voice parameters) only once somebody has it.
+    HOLD_UNTIL_TAKEN = "hold_until_taken"
+
+
+@dataclass(frozen=True, slots=True)
+class ScaipPolicy:
+    answer: AnswerMode = AnswerMode.IMMEDIATE
+    voice: ScaipVoice = field(default_factory=ScaipVoice)
+
+
+def answer_for(
+    request: Request,
+    *,
+    alarm_waiting: bool | None,
+    policy: ScaipPolicy,
+    voice: ScaipVoice | None,
+    hbi: int | None,
+) -> Answer:
+    """The answer to a committed request.
+
+    `alarm_waiting`: None when the request raised or joined no alarm (a heartbeat, a
+    status); else whether that alarm still waits for an operator. `voice`: the device's
+    own voice parameters, which override the municipality's.
+    """
+    if alarm_waiting is None:
+        return Answer(request.ref, Snu.HANDLED, hbi=hbi)
+    if alarm_waiting and policy.answer is AnswerMode.HOLD_UNTIL_TAKEN:
+        return Answer(request.ref, Snu.HOLD, ste="waiting for an operator", hbi=hbi)
+    v = voice if voice is not None else policy.voice
+    return Answer(request.ref, Snu.HANDLED, mre=v.mre, cre=v.cre, tnu=v.tnu, hbi=hbi)
+
+
+# (lowest, highest) of each code, from the code tables; the vendors' own 0900-0999
+# are allowed where the tables reserve them.
+_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
+    "dty": ((0, 51),),
+    "stc": ((0, 127), (900, 999)),
+    "pri": ((0, 9),),
+    "dco": ((0, 29),),
+    "lco": ((0, 52),),
+    "ico": ((0, 999),),
+    "cha": ((0, 1),),
+}
+_MAX_DIGITS = 4
+_SINGLE = (
+    "ref", "cid", "dty", "mty", "stc", "stt", "pri", "hbo", "did", "dco", "dte",
+    "lco", "lva", "lte", "ico", "ite", "cha", "ver", "lge",
+)  # fmt: skip
+_MAX_CID = 32
+_MAX_REF = 16
+
+
+def _local(tag: object) -> str:
+    """An element's name without its namespace (`{urn:…}stc` → `stc`)."""
+    text = tag if isinstance(tag, str) else ""
+    return text.rsplit("}", 1)[-1]
+
+
+def _parse_xml(body: bytes, max_bytes: int) -> Element | ScaipRejected:
+    if len(body) > max_bytes:
+        return ScaipRejected(Snu.TOO_LONG, f"body is {len(body)} bytes; the limit is {max_bytes}")
+    try:
+        root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        # A DTD, an entity or an external reference: refused, never expanded or fetched.
+        return ScaipRejected(Snu.INVALID_FORMAT, f"body refused: {type(exc).__name__}")
+    except (ParseError, ValueError) as exc:
+        return ScaipRejected(Snu.INVALID_FORMAT, f"body is not XML: {str(exc)[:120]}")
+    if _local(root.tag) != "mrq":
+        return ScaipRejected(
+            Snu.INVALID_FORMAT, f"root element is <{_local(root.tag)[:32]}>, not <mrq>"
+        )
+    return root
+
+
+def _texts(root: Element) -> dict[str, list[str]] | ScaipRejected:
+    values: dict[str, list[str]] = {}
+    for child in root:
+        name = _local(child.tag)
+        if name == "lge":
+            inner = ";".join(f"{_local(c.tag)}={(c.text or '').strip()}" for c in child)
+            values.setdefault(name, []).append(inner)
+            continue
+        values.setdefault(name, []).append((child.text or "").strip())
+    for name in _SINGLE:
+        if len(values.get(name, ())) > 1:
+            return ScaipRejected(Snu.WRONG_DATA, f"element <{name}> appears more than once")
+    return values
+
+
+def parse_request(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> Request | ScaipRejected:
+    """The request in a body, or the rejection (with its answer code) that says why not.
+
+    Checked in this order, so the code is the first thing wrong: size (1), XML and
+    root element (2), reference (10), mandatory `cid`/`dty` (7), values (3).
+    """
+    root = _parse_xml(body, max_bytes)
+    if isinstance(root, ScaipRejected):
+        return root
+    values = _texts(root)
+    if isinstance(values, ScaipRejected):
+        return values
+    one = {name: texts[0] for name, texts in values.items()}
+    ref = one.get("ref", "")
+    if not ref:
+        return ScaipRejected(Snu.REFERENCE_MISSING, "missing element <ref>", cid=one.get("cid"))
+    shown_ref = ref[: _MAX_REF * 2]
+    for name in ("cid", "dty"):
+        if not one.get(name):
+            return ScaipRejected(Snu.MANDATORY_MISSING, f"missing element <{name}>", shown_ref)
+    problem = _check_identity(ref, one["cid"])
+    if problem is not None:
+        return ScaipRejected(Snu.WRONG_DATA, problem, shown_ref, one["cid"][:_MAX_CID])
+    return _request(ref, one, values)
+
+
+def _check_identity(ref: str, cid: str) -> str | None:
+    if len(ref) > _MAX_REF or not (ref.isascii() and ref.isalnum()):
+        return "<ref> must be 1-16 letters or digits"
+    if len(cid) > _MAX_CID or not (cid.isascii() and cid.isdigit()):
+        return f"<cid> must be 1-{_MAX_CID} digits"
+    return None
+
+
+def _request(
+    ref: str, one: dict[str, str], values: dict[str, list[str]]
+) -> Request | ScaipRejected:
+    cid = one["cid"]
+    codes: dict[str, int | None] = {}
+    for name in _RANGES:
+        code = _code(name, one.get(name))
+        if isinstance(code, str):
+            return ScaipRejected(Snu.WRONG_DATA, code, ref, cid)
+        codes[name] = code
+    mty_text = one.get("mty", "") or MessageType.MESSAGE.value
+    try:
+        mty = MessageType(mty_text.upper())
+    except ValueError:
+        return ScaipRejected(
+            Snu.WRONG_DATA, f"<mty> {mty_text[:8]!r} is not ME, IN, RE or PI", ref, cid
+        )
+    hbo = one.get("hbo", "")
+    if hbo and not (hbo.isdigit() and len(hbo) <= _MAX_DIGITS):
+        return ScaipRejected(Snu.WRONG_DATA, "<hbo> must be digits", ref, cid)
+    texts = _free_texts(one, values)
+    if isinstance(texts, str):
+        return ScaipRejected(Snu.WRONG_DATA, texts, ref, cid)
+    dty = codes.pop("dty")
+    assert dty is not None  # present: checked by the caller
+    return Request(
+        ref=ref,
+        cid=cid,
+        dty=dty,
+        mty=mty,
+        hbo=bool(hbo) and int(hbo) == 1,
+        stc=codes["stc"],
+        pri=codes["pri"],
+        dco=codes["dco"],
+        lco=codes["lco"],
+        ico=codes["ico"],
+        cha=codes["cha"],
+        **texts,
+    )
+
+
+def _code(name: str, text: str | None) -> int | str | None:
+    """A code as an integer whatever its padding, or the sentence saying what is wrong."""
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
+        return f"<{name}> must be a code of at most {_MAX_DIGITS} digits"
+    value = int(text)
+    if not any(lo <= value <= hi for lo, hi in _RANGES[name]):
+        ranges = ", ".join(f"{lo}-{hi}" for lo, hi in _RANGES[name])
+        return f"<{name}> {value} is outside the code table ({ranges})"
+    return value
+
+
+def _free_texts(one: dict[str, str], values: dict[str, list[str]]) -> dict[str, Any] | str:
+    out: dict[str, Any] = {}
+    for name in ("stt", "did", "dte", "lva", "lte", "ite", "ver"):
+        text = one.get(name)
+        if text is None or text == "":
+            continue
+        if len(text) > MAX_TEXT or not text.isprintable():
+            return f"<{name}> must be printable text of at most {MAX_TEXT} characters"
+        out[name] = text
+    crd = tuple(c for c in values.get("crd", ()) if c)
+    if len(crd) > MAX_CALLBACKS or any(len(c) > MAX_TEXT or not c.isprintable() for c in crd):
+        return f"<crd>: at most {MAX_CALLBACKS} printable addresses"
+    out["crd"] = crd
+    lge = one.get("lge")
+    if lge:
+        parts = tuple(tuple(p.split("=", 1)) for p in lge.split(";") if "=" in p)
+        kept = tuple((k, v) for k, v in parts if k in {"geo", "tim", "gga"} and v)
+        if any(len(v) > MAX_TEXT or not v.isprintable() for _, v in kept):
+            return f"<lge> must hold printable text of at most {MAX_TEXT} characters"
+        out["lge"] = kept
+    return out
+
+
+def build_answer(answer: Answer) -> bytes:
+    """The `<mrs>` body of an answer (application/scaip+xml)."""
+    parts = [f"<ref>{escape(answer.ref)}</ref>", f"<snu>{int(answer.snu)}</snu>"]
+    if answer.ste:
+        parts.append(f"<ste>{escape(answer.ste[:MAX_TEXT])}</ste>")
+    if answer.mre is not None:
+        parts.append(f"<mre>{answer.mre}</mre>")
+    if answer.cre is not None:
+        parts.append(f"<cre>{answer.cre:02d}</cre>")
+    if answer.tnu:
+        parts.append(f"<tnu>{escape(answer.tnu)}</tnu>")
+    if answer.hbi is not None:
+        parts.append(f"<hbi>{answer.hbi}</hbi>")
+    return ('<?xml version="1.0" encoding="UTF-8"?><mrs>' + "".join(parts) + "</mrs>").encode()
+
+
+def parse_answer(body: bytes) -> dict[str, str]:
+    """An `<mrs>`'s elements by name (for tests and tools that read answers)."""
+    root = fromstring(body, forbid_dtd=True)
+    return {_local(c.tag): (c.text or "").strip() for c in root}
+
+
+def hbi_minutes(interval_s: int) -> int:
+    """A heartbeat interval as `hbi` minutes: rounded up, within the standard's 1-1440."""
+    return max(1, min(1440, -(-interval_s // 60)))
+
+
+# The dead-letter reason of each rejection (a bounded metric label, core/model.py).
+_REASONS = {
+    Snu.TOO_LONG: RejectReason.OVERSIZED,
+    Snu.INVALID_FORMAT: RejectReason.MALFORMED_XML,
+    Snu.WRONG_DATA: RejectReason.BAD_VALUE,
+    Snu.MANDATORY_MISSING: RejectReason.MISSING_FIELD,
+    Snu.REFERENCE_MISSING: RejectReason.MISSING_FIELD,
+}
+
+
+def scaip_payload(
+    body: bytes, device_id: str, max_bytes: int
+) -> tuple[dict[str, Any], dict[str, Any]] | Rejected:
+    """For the decoder: the values the profile maps and the details kept on the events.
+
+    `device_id` is who sent the body (the authenticated SIP user, as the topic
+    `scaip/<cid>` names it): a body naming another `cid` is not believed.
+    """
+    request = parse_request(body, min(max_bytes, MAX_BODY_BYTES))
+    if isinstance(request, ScaipRejected):
+        reason = _REASONS.get(request.snu, RejectReason.BAD_VALUE)
+        detail = f"scaip {int(request.snu)}: {request.detail}"
+        return Rejected(reason, detail, device_id, request.ref)
+    if request.cid != device_id:
+        return Rejected(
+            RejectReason.DEVICE_MISMATCH,
+            f"<cid> {request.cid} is not the sending device {device_id}",
+            device_id,
+            request.msg_id,
+        )
+    return request.fields(), request.details()

@@ -1,0 +1,268 @@
+"""SCAIP requests through the same pipeline as MQTT, each answered from its own commit.
+
+The SIP layer (alarmhub/sip/) authenticates a device and calls :class:`ScaipIntake` with
+the request; the intake puts the raw XML into :class:`ScaipSource`, a batch source of its
+own that the owner's term runs through :class:`~alarmhub.daemon.ingest.Ingest` on the same
+write gate as MQTT: decode -> dedup -> rules -> one commit. Only then is the request
+answered, from its committed outcome:
+
+- handled (`snu=0`), with the voice parameters, once the alarm is durably stored: SCAIP's
+  equivalent of MQTT's acknowledgement after the commit;
+- HOLD (`snu=4`) when the commit has not happened within ``scaip_hold_after_s`` (the store
+  is failing, or this instance does not own intake): the device resends the same `ref`
+  every 5-20 s, and the request, still queued, commits when the store is back, so the
+  resend is a redelivery, answered 0. Nothing is lost and nothing is stored twice;
+- the rejection's own code (2, 3, 7, 10, 1) for a body the codec refuses, 5 (not
+  treated) for a device alarmhub does not serve with the scaip profile; both dead-lettered
+  by the pipeline like bad MQTT input;
+- SIP 403 when the body's `cid` is not the authenticated device: a forgery, dead-lettered
+  (`device_mismatch`) and logged with both ids, never an alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+
+from alarmhub.clock import Clock
+from alarmhub.core.model import Alarm, AlarmState, Device, RawMessage
+from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.core.scaip import (
+    MAX_BODY_BYTES,
+    Answer,
+    AnswerMode,
+    MessageType,
+    Request,
+    ScaipRejected,
+    Snu,
+    answer_for,
+    build_answer,
+    hbi_minutes,
+    parse_request,
+)
+from alarmhub.daemon.state import HubState
+from alarmhub.mqtt.client import Delivery
+from alarmhub.observability.logs import OncePer
+from alarmhub.observability.metrics import SCAIP_FORBIDDEN, SCAIP_UNREAD, Metrics
+from alarmhub.settings import Settings
+from alarmhub.sip.ports import InboundMessage, Reply
+
+log = structlog.get_logger("alarmhub.scaip")
+
+TOPIC_PREFIX = "scaip/"  # + the authenticated device id: the profile's topic
+MAX_PENDING = 10_000  # requests queued for a commit; beyond it, HOLD without queueing
+MAX_REMEMBERED = 100_000  # (cid, ref) -> alarm of a request, for the answers to its resends
+_ALARM_TYPES = frozenset({MessageType.MESSAGE, MessageType.INFORMATION})
+
+
+class ScaipSource:
+    """A batch source of SCAIP requests (daemon/ingest.py `BatchSource`).
+
+    Requests wait here until the owner's ingest takes them; each carries a future that
+    its handler awaits and :meth:`settled` fulfils with the committed outcome. A request
+    whose handler gave up (HOLD) stays queued: it is committed when the store is back.
+    """
+
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
+        self._pending: deque[Delivery] = deque()
+        self._futures: dict[int, asyncio.Future[MessageOutcome]] = {}
+        self._wakeup = asyncio.Event()
+        self._next = 0
+        self._max = max_pending
+
+    def submit(self, raw: RawMessage) -> asyncio.Future[MessageOutcome] | None:
+        """Queue a request for the next batch; None when the queue is full."""
+        if len(self._pending) >= self._max:
+            return None
+        self._next += 1
+        delivery = Delivery(raw, mid=self._next, qos=0, generation=-1)
+        future: asyncio.Future[MessageOutcome] = asyncio.get_running_loop().create_future()
+        self._futures[delivery.mid] = future
+        self._pending.append(delivery)
+        self._wakeup.set()
+        return future
+
+    async def batches(self, max_batch: int, coalesce_s: float) -> AsyncIterator[list[Delivery]]:
+        while True:
+            if not self._pending:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if coalesce_s > 0 and len(self._pending) < max_batch:
+                    await asyncio.sleep(coalesce_s)
+            batch: list[Delivery] = []
+            while self._pending and len(batch) < max_batch:
+                batch.append(self._pending.popleft())
+            if batch:
+                yield batch
+
+    def settle(self, deliveries: Sequence[Delivery], receipts: Sequence[tuple[str, bytes]]) -> int:
+        """Nothing to acknowledge: SIP answers come from :meth:`settled`."""
+        del deliveries, receipts
+        return 0
+
+    def settled(self, deliveries: Sequence[Delivery], effects: BatchEffects) -> None:
+        """The batch is committed: each waiting handler gets its request's outcome."""
+        for delivery, outcome in zip(deliveries, effects.messages, strict=True):
+            future = self._futures.pop(delivery.mid, None)
+            if future is not None and not future.done():
+                future.set_result(outcome)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+class ScaipIntake:
+    """The SIP layer's handler (sip/ports.py `MessageHandler`) for SCAIP requests."""
+
+    def __init__(
+        self,
+        state: HubState,
+        source: ScaipSource,
+        clock: Clock,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> None:
+        self.source = source
+        self._state = state
+        self._clock = clock
+        self._metrics = metrics
+        self._hold_after_s = settings.scaip_hold_after_s
+        # As the decoder reads it (core/scaip.py scaip_payload).
+        self._max_body = min(settings.max_payload_bytes, MAX_BODY_BYTES)
+        self._once = OncePer(60.0)
+        # The alarm each (cid, ref) raised or joined, for the answer to its resends (their
+        # outcome is a redelivery, which names no alarm). Bounded, oldest forgotten first.
+        self._alarm_of: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._hbi_told: dict[str, int] = {}  # the heartbeat interval each device was last sent
+
+    async def __call__(self, message: InboundMessage) -> Reply:
+        started = self._clock.monotonic()
+        request = parse_request(message.body, self._max_body)
+        mty = request.mty.value if isinstance(request, Request) else SCAIP_UNREAD
+        if isinstance(request, Request) and request.cid != message.user:
+            reply, label = self._forged(message, request), SCAIP_FORBIDDEN
+        else:
+            answer = await self._answer(message, request)
+            device = self._state.devices.get(message.user)
+            inline = device is not None and device.settings.scaip_inline
+            reply, label = (
+                Reply(200, body=build_answer(answer), inline=inline),
+                str(int(answer.snu)),
+            )
+        self._metrics.scaip_requests.labels(mty, label).inc()
+        self._metrics.scaip_answer_seconds.observe(self._clock.monotonic() - started)
+        return reply
+
+    def _forged(self, message: InboundMessage, request: Request) -> Reply:
+        """A body naming another device: refused, and dead-lettered by the pipeline."""
+        self.source.submit(self._raw(message))
+        key = f"forged:{message.user}"
+        should, suppressed = self._once.should_log(key)
+        if should:
+            log.warning(
+                "scaip.forged_cid",
+                user=message.user,
+                cid=request.cid,
+                ref=request.ref,
+                source=f"{message.source[0]}:{message.source[1]}",
+                similar_since_last_log=suppressed,
+            )
+        return Reply(403, "cid is not the authenticated device")
+
+    async def _answer(self, message: InboundMessage, request: Request | ScaipRejected) -> Answer:
+        ref = request.ref or ""
+        outcome = await self._committed(self._raw(message))
+        if outcome is None:
+            self._log_held(message.user, ref)
+            return Answer(ref, Snu.HOLD, ste="not stored yet: send again")
+        if isinstance(request, ScaipRejected):
+            return Answer(ref, request.snu, ste=request.detail[:120])
+        if outcome.rejected is not None:
+            # Not registered, decommissioned, or not a scaip device: alarmhub does not serve
+            # it, so the device ends the session (dead-lettered for an operator to see).
+            return Answer(ref, Snu.NOT_TREATED, ste=outcome.rejected.reason.value)
+        return self._handled(request, outcome, message.user)
+
+    async def _committed(self, raw: RawMessage) -> MessageOutcome | None:
+        """The request's committed outcome, or None when it was not committed in time."""
+        future = self.source.submit(raw)
+        if future is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._hold_after_s)
+        except TimeoutError:
+            return None
+
+    def _handled(self, request: Request, outcome: MessageOutcome, cid: str) -> Answer:
+        device = self._state.devices.get(cid)
+        if device is None:  # committed, so registered; forgotten since by a refresh
+            return Answer(request.ref, Snu.HANDLED)
+        policy = self._state.rules.scaip_policy(device.municipality)
+        waiting = None
+        if request.mty in _ALARM_TYPES:
+            alarm = self._alarm(request, outcome, device, policy.answer)
+            waiting = None if alarm is None else alarm.state is AlarmState.OPEN
+        return answer_for(
+            request,
+            alarm_waiting=waiting,
+            policy=policy,
+            voice=device.settings.scaip_voice,
+            hbi=self._hbi(request, device),
+        )
+
+    def _alarm(
+        self, request: Request, outcome: MessageOutcome, device: Device, mode: AnswerMode
+    ) -> Alarm | None:
+        """The alarm the request raised or joined: from its outcome, or remembered for a resend."""
+        key = (device.id, request.ref)
+        alarm_id = next((e.alarm_id for e in outcome.events if e.alarm_id), None)
+        if alarm_id is not None:
+            self._alarm_of[key] = alarm_id
+            while len(self._alarm_of) > MAX_REMEMBERED:
+                self._alarm_of.popitem(last=False)
+        else:
+            alarm_id = self._alarm_of.get(key)
+        if alarm_id is not None:
+            return self._state.alarms.get(alarm_id)
+        if mode is AnswerMode.HOLD_UNTIL_TAKEN:
+            # A resend after a restart: the device's newest active alarm stands in for it.
+            mine = [a for a in self._state.alarms.by_id.values() if a.device_id == device.id]
+            active = [a for a in mine if a.is_active]
+            return max(active, key=lambda a: a.raised_at) if active else None
+        return None
+
+    def _hbi(self, request: Request, device: Device) -> int | None:
+        """The heartbeat interval to tell a device that accepts one, when it was not told it yet."""
+        if not request.hbo:
+            return None
+        seconds = device.heartbeat_interval_s
+        if seconds is None:
+            default = self._state.rules.heartbeat_defaults.get(device.kind)
+            seconds = int(default.total_seconds()) if default is not None else None
+        if seconds is None:
+            return None
+        minutes = hbi_minutes(seconds)
+        if self._hbi_told.get(device.id) == minutes:
+            return None
+        self._hbi_told[device.id] = minutes
+        return minutes
+
+    def _raw(self, message: InboundMessage) -> RawMessage:
+        # The topic names the authenticated sender, as an MQTT topic does under the broker's
+        # ACL: the decoder believes the body's `cid` only when it is this device.
+        return RawMessage(TOPIC_PREFIX + message.user, message.body, message.received_at)
+
+    def _log_held(self, device_id: str, ref: str) -> None:
+        should, suppressed = self._once.should_log(f"held:{device_id}")
+        if should:
+            log.warning(
+                "scaip.held",
+                device_id=device_id,
+                ref=ref,
+                pending=self.source.pending,
+                similar_since_last_log=suppressed,
+            )

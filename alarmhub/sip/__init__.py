@@ -1,0 +1,1 @@
+"""SIP: the transport SCAIP devices speak (listener, digest authentication, answers)."""
