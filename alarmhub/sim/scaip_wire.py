@@ -98,7 +98,9 @@ def _int(text: str | None) -> int | None:
 
 
 def parse_mrs(body: bytes, via: str = "message") -> Answer | None:
-    """The answer in `body`, or None when it is not a well-formed `<mrs>` with ref and snu.
+    """The answer in `body`, or None when it is not a well-formed `<mrs>` with a snu.
+
+    The ref may be empty: the answer to a request without one (`snu=10`) cannot name it.
 
     defusedxml refuses entity declarations and external references: the body comes from
     the network, and a hostile receiver is no reason for the simulated device to blow up.
@@ -110,8 +112,8 @@ def parse_mrs(body: bytes, via: str = "message") -> Answer | None:
     if _local(root.tag) != "mrs":
         return None
     values = {_local(child.tag): (child.text or "").strip() for child in root}
-    ref, snu = values.get("ref"), _int(values.get("snu"))
-    if not ref or snu is None:
+    ref, snu = values.get("ref", ""), _int(values.get("snu"))
+    if snu is None:
         return None
     return Answer(
         ref=ref,

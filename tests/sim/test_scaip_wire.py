@@ -74,7 +74,7 @@ def test_basic_is_never_answered() -> None:
         (b"<mrs><ref>A1</ref><snu>0</snu><hbi>060</hbi></mrs>", ("A1", 0, 60)),
         (b'<mrs xmlns="urn:x"><ref>B</ref><snu>5</snu></mrs>', ("B", 5, None)),
         (b"<mrs><ref>A1</ref></mrs>", None),  # no snu
-        (b"<mrs><snu>0</snu></mrs>", None),  # no ref
+        (b"<mrs><snu>10</snu></mrs>", ("", 10, None)),  # no ref: the answer to a ref-less mrq
         (b"<mrq><ref>A1</ref><snu>0</snu></mrq>", None),  # not an answer
         (b"<mrs><ref>A1</ref><snu>0</snu>", None),  # broken XML
         (
