@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cluster_phases, harness, phases, profile, workload
+from bench import cluster_phases, harness, phases, profile, scaip_phases, workload
 
-PHASES = ("throughput", "latency", "scale", "cluster")
+PHASES = ("throughput", "latency", "scale", "cluster", "scaip")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +44,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--idle",
         type=float,
         help="seconds to watch the idle 1M-device daemon (default 10; quick 5)",
+    )
+    p.add_argument(
+        "--scaip-devices",
+        type=int,
+        help="scaip phase: simulated SCAIP devices in the backlog (default 2,000; quick 500)",
+    )
+    p.add_argument(
+        "--scaip-rate", type=int, default=200, help="scaip phase: alarms/s for the p99 (200)"
     )
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
     p.add_argument(
@@ -90,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         profile_gil=a.profile_gil,
         hub_settings=dict(s.split("=", 1) for s in a.set),
     )
+    scaip = scaip_phases.ScaipOptions(
+        devices=a.scaip_devices or (500 if a.quick else 2000),
+        rate=a.scaip_rate,
+        duration_s=opts.duration_s,
+        timeout_s=opts.timeout_s,
+        hub_settings=opts.hub_settings,
+    )
     if a.switch_interval is not None:
         opts.hub_settings["BENCH_SWITCH_INTERVAL"] = str(a.switch_interval)
     tmp = tempfile.mkdtemp(prefix="alarmhub-bench-")
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with harness.bench_broker(work / "broker") as broker:
             result = run(broker.port, work, chosen, opts)
+            if "scaip" in chosen:
+                result |= scaip_phases.run(broker.port, work, scaip, opts.runs)
     finally:
         if not a.keep:
             import shutil  # noqa: PLC0415
