@@ -29,8 +29,8 @@ from alarmhub.core.rules import (
     Target,
     TimeWindow,
 )
-from alarmhub.core.strays import STRAY_KIND, STRAY_PRIORITY
 from alarmhub.core.scaip import AnswerMode, ScaipPolicy
+from alarmhub.core.strays import STRAY_KIND, STRAY_PRIORITY
 
 
 class RulesError(Exception):
