@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from alarmhub.config.resolution import ResolutionModel, resolutions, unknown_kinds
 from alarmhub.core.escalation import Policy, Step
 from alarmhub.core.geo import ZoneStatus
 from alarmhub.core.model import INTERNAL_EVENTS, DeviceKind, EventType, Priority
@@ -27,7 +28,7 @@ from alarmhub.core.rules import (
     Target,
     TimeWindow,
 )
-from alarmhub.core.strays import STRAY_PRIORITY
+from alarmhub.core.strays import STRAY_KIND, STRAY_PRIORITY
 
 
 class RulesError(Exception):
@@ -136,6 +137,8 @@ class RulesModel(_Strict):
     targets: dict[str, TargetModel] = {}
     storm: StormModel | None = None
     municipalities: dict[Municipality, MunicipalityModel] = {}
+    # The cause and action-taken choices per alarm kind (config/resolution.py).
+    resolution: dict[str, ResolutionModel] = {}
     rules: list[RuleModel]
 
     @field_validator("timezone")
@@ -218,6 +221,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
             timedelta(seconds=model.no_fix_alarm_after_s) if model.no_fix_alarm_after_s else None
         ),
         merge_max_age=timedelta(seconds=model.merge_max_age_s),
+        resolutions=resolutions(model.resolution),
     )
 
 
@@ -236,6 +240,11 @@ def _check_references(model: RulesModel, source: str) -> None:
     _check_policies(model, kinds, source)
     _check_storm(model, every, source)
     _check_default_policies(model, source)
+    unknown = unknown_kinds(model.resolution, kinds | {STRAY_KIND, StormPolicy().incident_kind})
+    if unknown:
+        raise RulesError(
+            f"{source}: resolution.{unknown[0]}: no rule raises alarm kind {unknown[0]!r}"
+        )
 
 
 def _check_rule(

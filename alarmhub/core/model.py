@@ -314,6 +314,13 @@ class Alarm:
     # meanwhile (StaleAlarmError): another instance, or another process, changed the
     # alarm, and the decision must be taken again on what the database holds now.
     rev: int = 0
+    # What the operator recorded on resolving it (core/resolution.py, issue 17): the
+    # cause (årsak) and the action taken (tiltak), each a code of the alarm kind's
+    # list in the rules file, and free text. None when not given (or auto-resolved).
+    cause: str | None = None
+    cause_text: str | None = None
+    action_taken: str | None = None
+    action_text: str | None = None
 
     @property
     def is_active(self) -> bool:

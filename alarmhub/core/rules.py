@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from alarmhub.core.escalation import Policy
 from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, zone_status
 from alarmhub.core.model import Device, DeviceKind, Event, EventType, Priority
+from alarmhub.core.resolution import Resolutions
 from alarmhub.core.timewindow import in_window, in_window_during
 
 
@@ -116,6 +117,8 @@ class RuleSet:
     # A trigger joins the device's active alarm of its kind only if that alarm was
     # raised at most this long ago; otherwise it raises a new one (judge.merge_refused).
     merge_max_age: timedelta | None = timedelta(hours=6)
+    # The causes and actions an operator picks from on resolving, per alarm kind.
+    resolutions: Resolutions = field(default_factory=Resolutions)
     # The rules that could match an event type, in file order, per municipality
     # (None: one without rules of its own). Every event is matched, most against
     # rules of other types: built on first use, since a RuleSet never changes.

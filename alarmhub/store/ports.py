@@ -393,6 +393,18 @@ class Directory(ScopedReads, Accounts, Access, Protocol):
     """What the web and the CLI's account commands are handed: one object, three ports."""
 
 
+# --- the resident register (issue 17): store/residents.py has the rest -------
+
+
+class NationalIds(Protocol):
+    """A resident's national identity number in clear, for the journal export only.
+
+    Every call that finds one is audited (store/residents.py).
+    """
+
+    async def national_id(self, municipality: str, resident: str) -> str | None: ...
+
+
 # --- several instances (issue 15): who owns the single-owner work, who is alive --
 
 
