@@ -68,8 +68,10 @@ def test_without_a_default_the_builtin_list_applies() -> None:
         ),
         ('[resolution.button]\ncauses = []\nactions = [{code="b", text="B"}]\n', "causes"),
         (
-            '[resolution.button]\ncauses = [{code="a", text="A"}, {code="a", text="B"}]\n'
-            'actions = [{code="b", text="B"}]\n',
+            (
+                '[resolution.button]\ncauses = [{code="a", text="A"}, {code="a", text="B"}]\n'
+                'actions = [{code="b", text="B"}]\n'
+            ),
             "unique",
         ),
         (
@@ -77,8 +79,10 @@ def test_without_a_default_the_builtin_list_applies() -> None:
             "code",
         ),
         (
-            '[resolution.button]\ncauses = [{code="a", text="A", colour="red"}]\n'
-            'actions = [{code="b", text="B"}]\n',
+            (
+                '[resolution.button]\ncauses = [{code="a", text="A", colour="red"}]\n'
+                'actions = [{code="b", text="B"}]\n'
+            ),
             "colour",
         ),
         ('[resolution.button]\ncauses = [{code="a", text="A"}]\n', "actions"),

@@ -9,7 +9,6 @@ written and read back through the alarm store's own ports.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -50,8 +49,8 @@ def rows_of(backend: Backend) -> ResidentRows:
 
 
 @pytest.fixture
-async def register(backend: Backend) -> AsyncIterator[ResidentRegister]:
-    yield ResidentRegister(rows_of(backend), Keyring((KEY_A,)), FakeClock(NOW))
+def register(backend: Backend) -> ResidentRegister:
+    return ResidentRegister(rows_of(backend), Keyring((KEY_A,)), FakeClock(NOW))
 
 
 async def audit_actions(backend: Backend) -> list[str]:
