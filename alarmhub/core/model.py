@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from alarmhub.core.national_id import redact
+
 
 class DeviceKind(StrEnum):
     SAFETY_ALARM = "safety_alarm"
@@ -107,6 +109,10 @@ class Dropped:
     field: str
     reason: RejectReason
     detail: str
+
+    def __post_init__(self) -> None:
+        # Quotes the message: never a national identity number in it (issue 17).
+        object.__setattr__(self, "detail", redact(self.detail))
 
 
 class Priority(IntEnum):
@@ -253,6 +259,10 @@ class Rejected:
     detail: str
     device_id: str | None = None
     msg_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Quotes the message: never a national identity number in it (issue 17).
+        object.__setattr__(self, "detail", redact(self.detail))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ The check digits are the classic ones; numbers issued from 2032 on may use other
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -66,6 +67,20 @@ class Invalid:
 def mask(value: str) -> str:
     """The first six digits (the date of birth) and five stars: `010190*****`."""
     return value[:SHOWN] + MASK
+
+
+# Eleven digits standing alone: a national identity number, or a mistyped one (just as
+# personal). Longer runs (epoch milliseconds, ids) are something else.
+_ELEVEN = re.compile(r"(?<![0-9])[0-9]{11}(?![0-9])")
+
+
+def redact(text: str) -> str:
+    """`text` with every standalone run of 11 digits masked: for what a device sent.
+
+    A dead letter's reason and a dropped field's detail quote the message; a device
+    (or a person typing into one) may put a number where it does not belong.
+    """
+    return _ELEVEN.sub(lambda m: mask(m.group(0)), text) if len(text) >= LENGTH else text
 
 
 def check_digits(first9: str) -> tuple[int, int] | None:
