@@ -147,7 +147,10 @@ def router() -> APIRouter:
         put_resident,
         methods=["PUT"],
         response_model=ResidentOut,
-        responses={**responses(409), 201: {"description": "Registered (a new resident)"}},
+        responses={
+            **responses(400, 409, 413),
+            201: {"description": "Registered (a new resident)"},
+        },
     )
     r.add_api_route(
         "/{resident}",
