@@ -35,6 +35,7 @@ from alarmhub.core.cluster import LeaseTiming
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device, Event
 from alarmhub.core.people import AuditEntry
+from alarmhub.core.resolution import Resolution
 from alarmhub.core.retention import Retention
 from alarmhub.core.rules import RuleSet
 from alarmhub.core.suppress import Silence
@@ -64,6 +65,7 @@ from alarmhub.settings import Settings
 from alarmhub.store.cluster import InstanceInfo
 from alarmhub.store.opening import OpenedStores, open_stores
 from alarmhub.store.ports import AlarmStore, Directory
+from alarmhub.store.residents import ResidentRegister
 from alarmhub.store.versions import check_runnable
 
 log = structlog.get_logger("alarmhub")
@@ -97,6 +99,7 @@ class AlarmHub:
         self.store: AlarmStore
         self.reader: AlarmStore
         self.directory: Directory
+        self.residents: ResidentRegister  # the resident register (issue 17)
         # The owner's term's MQTT connection (daemon/owner.py): intake is single-owner work.
         self.link = Link()
         self.pipeline: Ingest | None = None
@@ -160,6 +163,7 @@ class AlarmHub:
         self.store = self.stores.store
         self.reader = self.stores.reader
         self.directory = self.stores.directory
+        self.residents = self.stores.register(self.settings.resident_keys, self.clock)
 
     def _wire(self) -> None:
         """Every service with the few things it uses; none is handed the hub."""
@@ -474,10 +478,11 @@ class AlarmHub:
         *,
         outcome: str | None = None,
         note: str | None = None,
+        resolution: Resolution | None = None,
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
         return await self.actions.act(
-            alarm_id, action, actor, outcome=outcome, note=note, audit=audit
+            alarm_id, action, actor, outcome=outcome, note=note, resolution=resolution, audit=audit
         )
 
     async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool:

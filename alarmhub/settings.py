@@ -7,6 +7,8 @@ down; nothing deep in the code reads the environment.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alarmhub import builtin
@@ -250,6 +252,13 @@ class Settings(BaseSettings):
             raise ValueError("not an organisation number: nine digits, the last a mod-11 check")
         return v
 
+    # The key that seals the resident register's national identity numbers (issue 17):
+    # base64 of 32 random bytes (`alarmhub residents new-key`). Unset: the register
+    # cannot store or show a number. Keys replaced by a newer one stay readable while
+    # listed in resident_old_keys (comma-separated), until `alarmhub residents rekey`.
+    resident_key: SecretStr | None = Field(default=None, repr=False)
+    resident_old_keys: SecretStr | None = Field(default=None, repr=False)
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt(cls, v: str, info: ValidationInfo) -> str:
@@ -353,6 +362,14 @@ class Settings(BaseSettings):
             raise ValueError("1-64 characters of A-Z a-z 0-9 . _ - (e.g. host-a-1)")
         return v
 
+    @field_validator("resident_key", "resident_old_keys")
+    @classmethod
+    def _resident_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            for part in v.get_secret_value().split(","):
+                resident_key_bytes(part)
+        return v
+
     @field_validator("mqtt_client_id")
     @classmethod
     def _client_id(cls, v: str) -> str:
@@ -401,9 +418,30 @@ class Settings(BaseSettings):
         return parse_listen(self.http_listen)
 
     @property
+    def resident_keys(self) -> tuple[bytes, ...]:
+        """The resident register's keys, the current first; empty when none is set."""
+        keys = [self.resident_key] if self.resident_key is not None else []
+        if self.resident_old_keys is not None:
+            keys.append(self.resident_old_keys)
+        return tuple(
+            resident_key_bytes(part) for k in keys for part in k.get_secret_value().split(",")
+        )
+
+    @property
     def http_tls(self) -> bool:
         """True when alarmhub serves HTTPS itself (both TLS settings are set)."""
         return self.http_tls_cert is not None and self.http_tls_key is not None
+
+
+def resident_key_bytes(text: str) -> bytes:
+    """A resident key's 32 bytes from its base64; the error never repeats the key."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError("not a base64 32-byte key: make one with `alarmhub residents new-key`")
+    return key
 
 
 def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:

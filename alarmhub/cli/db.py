@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from alarmhub.cli.output import CommandError
+from alarmhub.clock import SystemClock
 from alarmhub.redact import redact_url
 from alarmhub.settings import Settings
 from alarmhub.store import opening as store_opening
@@ -30,7 +31,9 @@ from alarmhub.store.errors import StoreError, StoreUnavailableError
 from alarmhub.store.ports import AlarmStore, Directory
 from alarmhub.store.postgres.coordination import read_cluster
 from alarmhub.store.postgres.directory import opened_directory
+from alarmhub.store.residents import ResidentRegister
 from alarmhub.store.schema_state import SchemaStatus
+from alarmhub.store.sealing import Keyring
 from alarmhub.store.sqlite.directory import SqliteDirectory
 
 T = TypeVar("T")
@@ -88,6 +91,22 @@ def with_directory(settings: Settings, work: Callable[[Directory], Coroutine[Any
     path = settings.database.path
     assert path is not None  # with_store refused anything but sqlite
     return asyncio.run(work(SqliteDirectory(path)))
+
+
+def with_residents(
+    settings: Settings, work: Callable[[ResidentRegister], Coroutine[Any, Any, T]]
+) -> T:
+    """Run `work` on the resident register, sealing with the settings' keys (issue 17)."""
+
+    async def go() -> T:
+        try:
+            async with store_opening.opened_residents(settings) as rows:
+                keyring = Keyring(settings.resident_keys)
+                return await work(ResidentRegister(rows, keyring, SystemClock()))
+        except StoreUnavailableError as exc:
+            raise CommandError(f"the database is out of reach: {exc}") from exc
+
+    return asyncio.run(go())
 
 
 def schema_status(settings: Settings) -> SchemaStatus:

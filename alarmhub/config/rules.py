@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alarmhub.config.journal import JournalKindModel, journal_mapping
+from alarmhub.config.resolution import ResolutionModel, resolutions, unknown_kinds
 from alarmhub.core.device_settings import VoiceModel
 from alarmhub.core.escalation import Policy, Step
 from alarmhub.core.geo import ZoneStatus
@@ -157,6 +158,8 @@ class RulesModel(_Strict):
     municipalities: dict[Municipality, MunicipalityModel] = {}
     journal: dict[str, JournalKindModel] = {}
     scaip: ScaipAnswerModel = ScaipAnswerModel()
+    # The cause and action-taken choices per alarm kind (config/resolution.py).
+    resolution: dict[str, ResolutionModel] = {}
     rules: list[RuleModel]
 
     @field_validator("timezone")
@@ -242,6 +245,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         ),
         merge_max_age=timedelta(seconds=model.merge_max_age_s),
         journal=journal_mapping(model.journal),
+        resolutions=resolutions(model.resolution),
     )
 
 
@@ -261,6 +265,11 @@ def _check_references(model: RulesModel, source: str) -> None:
     _check_journal(model, kinds, source)
     _check_storm(model, every, source)
     _check_default_policies(model, source)
+    unknown = unknown_kinds(model.resolution, kinds | {STRAY_KIND, StormPolicy().incident_kind})
+    if unknown:
+        raise RulesError(
+            f"{source}: resolution.{unknown[0]}: no rule raises alarm kind {unknown[0]!r}"
+        )
 
 
 def _check_rule(

@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+from alarmhub.core.resolution import MAX_FREE_TEXT, Resolution
 
 MAX_NOTE = 2000
 MAX_OUTCOME = 64
@@ -56,9 +57,14 @@ def apply_action(
     *,
     outcome: str | None = None,
     note: str | None = None,
+    resolution: Resolution | None = None,
 ) -> Applied | Conflict:
+    """`resolution`: the cause and action taken, for RESOLVE only (already checked
+    against the alarm kind's choices: core/resolution.py `choose`)."""
     if note is not None and len(note) > MAX_NOTE:
         return Conflict(ConflictCode.INVALID, f"a note is at most {MAX_NOTE} characters")
+    if resolution is not None and _too_long(resolution):
+        return Conflict(ConflictCode.INVALID, f"a free text is at most {MAX_FREE_TEXT} characters")
     if action is Action.NOTE:
         if not note:
             return Conflict(ConflictCode.INVALID, "a note needs text")
@@ -85,7 +91,13 @@ def apply_action(
     if alarm.state is AlarmState.OPEN:
         acked = _acknowledge(alarm, actor, now, None)
         alarm, entries, acknowledged_now = acked.alarm, list(acked.timeline), True
-    return _handle(alarm, action, actor, now, outcome, note, entries, acknowledged_now)
+    if action is Action.RESOLVE:
+        return _resolve(alarm, actor, now, outcome, note, resolution, entries, acknowledged_now)
+    return _handle(alarm, action, actor, now, note, entries, acknowledged_now)
+
+
+def _too_long(r: Resolution) -> bool:
+    return any(t is not None and len(t) > MAX_FREE_TEXT for t in (r.cause_text, r.action_text))
 
 
 def _handle(
@@ -93,11 +105,10 @@ def _handle(
     action: Action,
     actor: str,
     now: datetime,
-    outcome: str | None,
     note: str | None,
     entries: list[TimelineEntry],
     acknowledged_now: bool,
-) -> Applied | Conflict:
+) -> Applied:
     detail: dict[str, object] = {"note": note} if note else {}
     if action is Action.ESCALATE:
         level = alarm.escalation_level + 1
@@ -113,19 +124,36 @@ def _handle(
     elif action is Action.ON_SITE:
         alarm = replace(alarm, on_site_at=alarm.on_site_at or now)
         entries.append(TimelineEntry(alarm.id, now, TimelineType.RESPONDER_ON_SITE, actor, detail))
-    elif action is Action.RESOLVE:
-        if not outcome or len(outcome) > MAX_OUTCOME:
-            return Conflict(
-                ConflictCode.INVALID, f"resolve needs an outcome (1-{MAX_OUTCOME} chars)"
-            )
-        alarm = replace(
-            alarm, state=AlarmState.RESOLVED, resolved_at=now, resolved_by=actor, outcome=outcome
-        )
-        entries.append(
-            TimelineEntry(
-                alarm.id, now, TimelineType.RESOLVED, actor, {**detail, "outcome": outcome}
-            )
-        )
+    return Applied(alarm, tuple(entries), acknowledged_now)
+
+
+def _resolve(
+    alarm: Alarm,
+    actor: str,
+    now: datetime,
+    outcome: str | None,
+    note: str | None,
+    resolution: Resolution | None,
+    entries: list[TimelineEntry],
+    acknowledged_now: bool,
+) -> Applied | Conflict:
+    if not outcome or len(outcome) > MAX_OUTCOME:
+        return Conflict(ConflictCode.INVALID, f"resolve needs an outcome (1-{MAX_OUTCOME} chars)")
+    r = resolution or Resolution()
+    alarm = replace(
+        alarm,
+        state=AlarmState.RESOLVED,
+        resolved_at=now,
+        resolved_by=actor,
+        outcome=outcome,
+        cause=r.cause.code if r.cause else None,
+        cause_text=r.cause_text,
+        action_taken=r.action.code if r.action else None,
+        action_text=r.action_text,
+    )
+    detail: dict[str, object] = {"note": note} if note else {}
+    detail = {**detail, "outcome": outcome, **r.detail()}
+    entries.append(TimelineEntry(alarm.id, now, TimelineType.RESOLVED, actor, detail))
     return Applied(alarm, tuple(entries), acknowledged_now)
 
 

@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from alarmhub.core.national_id import redact
+
 
 class DeviceKind(StrEnum):
     SAFETY_ALARM = "safety_alarm"
@@ -109,6 +111,10 @@ class Dropped:
     field: str
     reason: RejectReason
     detail: str
+
+    def __post_init__(self) -> None:
+        # Quotes the message: never a national identity number in it (issue 17).
+        object.__setattr__(self, "detail", redact(self.detail))
 
 
 class Priority(IntEnum):
@@ -273,6 +279,10 @@ class Rejected:
     device_id: str | None = None
     msg_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # Quotes the message: never a national identity number in it (issue 17).
+        object.__setattr__(self, "detail", redact(self.detail))
+
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
@@ -333,6 +343,13 @@ class Alarm:
     # meanwhile (StaleAlarmError): another instance, or another process, changed the
     # alarm, and the decision must be taken again on what the database holds now.
     rev: int = 0
+    # What the operator recorded on resolving it (core/resolution.py, issue 17): the
+    # cause (årsak) and the action taken (tiltak), each a code of the alarm kind's
+    # list in the rules file, and free text. None when not given (or auto-resolved).
+    cause: str | None = None
+    cause_text: str | None = None
+    action_taken: str | None = None
+    action_text: str | None = None
 
     @property
     def is_active(self) -> bool:

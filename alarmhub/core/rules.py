@@ -18,6 +18,7 @@ from alarmhub.core.escalation import Policy
 from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, zone_status
 from alarmhub.core.journal.mapping import JournalMapping
 from alarmhub.core.model import Device, DeviceKind, Event, EventType, Priority
+from alarmhub.core.resolution import Resolutions
 from alarmhub.core.scaip import ScaipPolicy
 from alarmhub.core.timewindow import in_window, in_window_during
 
@@ -123,6 +124,8 @@ class RuleSet:
     journal: JournalMapping = field(default_factory=JournalMapping)
     # How SCAIP alarms are answered, unless a municipality says otherwise (docs/scaip.md).
     scaip: ScaipPolicy = field(default_factory=ScaipPolicy)
+    # The causes and actions an operator picks from on resolving, per alarm kind.
+    resolutions: Resolutions = field(default_factory=Resolutions)
     # The rules that could match an event type, in file order, per municipality
     # (None: one without rules of its own). Every event is matched, most against
     # rules of other types: built on first use, since a RuleSet never changes.

@@ -25,6 +25,8 @@ class Permission(StrEnum):
     READ_DEAD_LETTERS = "read_dead_letters"
     READ_AUDIT = "read_audit"
     MANAGE_USERS = "manage_users"  # disable/enable users, list/revoke tokens (issue 13 #6)
+    # The resident register's national identity numbers (issue 17): never operators.
+    MANAGE_RESIDENTS = "manage_residents"
 
 
 _READ = {Permission.READ_ALARMS, Permission.READ_DEVICES, Permission.READ_SILENCES}
@@ -40,6 +42,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.READ_REPORTS,
             Permission.READ_DEAD_LETTERS,
             Permission.MANAGE_USERS,  # their own operators only: see Scope.manages
+            Permission.MANAGE_RESIDENTS,  # their own municipalities' residents only
         }
     ),
     Role.ADMIN: frozenset(Permission),

@@ -22,6 +22,7 @@ from alarmhub.core.actions import Action, Applied, Conflict, apply_action
 from alarmhub.core.model import Alarm, TimelineType
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.receipts import handled_receipt
+from alarmhub.core.resolution import Resolution
 from alarmhub.core.views import alarm_json
 from alarmhub.daemon.fanout import Broadcaster
 from alarmhub.daemon.gate import WriteGate
@@ -94,27 +95,28 @@ class Actions:
         *,
         outcome: str | None = None,
         note: str | None = None,
+        resolution: Resolution | None = None,
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
         """Apply an operator's action; None when there is no such alarm.
 
         `audit` is committed in the action's own transaction, and only if it applied.
+        `resolution`: the cause and action taken of a RESOLVE (core/resolution.py).
         """
         with structlog.contextvars.bound_contextvars(alarm_id=alarm_id):
-            return await self._act(alarm_id, action, actor, outcome, note, audit)
+            return await self._act(alarm_id, action, actor, (outcome, note, resolution), audit)
 
     async def _act(
         self,
         alarm_id: str,
         action: Action,
         actor: str,
-        outcome: str | None,
-        note: str | None,
+        given: tuple[str | None, str | None, Resolution | None],
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
         async with self._gate.lock:
             decided = await self._gate.deciding(
-                lambda: self._decide_and_save(alarm_id, action, actor, outcome, note, audit)
+                lambda: self._decide_and_save(alarm_id, action, actor, given, audit)
             )
             if decided is None or isinstance(decided, Conflict):
                 return decided
@@ -133,16 +135,21 @@ class Actions:
         alarm_id: str,
         action: Action,
         actor: str,
-        outcome: str | None,
-        note: str | None,
+        given: tuple[str | None, str | None, Resolution | None],
         audit: Sequence[AuditEntry],
     ) -> tuple[Alarm, Applied, list[suppress.Release], tuple[Alarm, ...]] | Conflict | None:
-        """Decide on the alarm as known now and commit; run again by the gate if it was stale."""
+        """Decide on the alarm as known now and commit; run again by the gate if it was stale.
+
+        `given`: the action's outcome, note and resolution, as the operator sent them.
+        """
         alarm = self._state.alarms.get(alarm_id) or await self._store.get_alarm(alarm_id)
         if alarm is None:
             return None
         now = self._clock.now()
-        result = apply_action(alarm, action, actor, now, outcome=outcome, note=note)
+        outcome, note, resolution = given
+        result = apply_action(
+            alarm, action, actor, now, outcome=outcome, note=note, resolution=resolution
+        )
         if isinstance(result, Conflict):
             return result
         # Resolving an inhibiting alarm or an incident releases what it hid, in

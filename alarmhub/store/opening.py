@@ -22,6 +22,7 @@ from typing import Protocol
 
 import asyncpg
 
+from alarmhub.clock import Clock
 from alarmhub.core.cluster import LeaseTiming
 from alarmhub.settings import Settings
 from alarmhub.store.cluster import Fence
@@ -36,9 +37,13 @@ from alarmhub.store.postgres import reads as pg_reads
 from alarmhub.store.postgres.coordination import PgCoordination
 from alarmhub.store.postgres.directory import PostgresDirectory
 from alarmhub.store.postgres.notify import PgAlarmChangeFeed
+from alarmhub.store.postgres.residents import PostgresResidentRows
 from alarmhub.store.postgres.store import PostgresStore
+from alarmhub.store.residents import ResidentRegister, ResidentRows
+from alarmhub.store.sealing import Keyring
 from alarmhub.store.sqlite import backlog_rows
 from alarmhub.store.sqlite.directory import SqliteDirectory
+from alarmhub.store.sqlite.residents import SqliteResidentRows
 from alarmhub.store.sqlite.store import SqliteStore
 from alarmhub.store.sqlite.supervision_rows import SqliteHistory
 from alarmhub.store.sqlite.wal import WalKeeper, WalMetrics
@@ -81,6 +86,8 @@ class OpenedStores:
     reader: AlarmStore
     history: SupervisionHistory
     directory: Directory
+    # The resident register's sealed rows (store/residents.py seals and opens them).
+    residents: ResidentRows
     # PostgreSQL: the pool the directory and later coordination take; None for SQLite.
     pool: asyncpg.Pool | None = None
     # PostgreSQL: alarms other instances changed (LISTEN/NOTIFY on a connection of its
@@ -99,6 +106,10 @@ class OpenedStores:
         """
         if self._fenced is not None:
             self._fenced.fence_with(grant)
+
+    def register(self, keys: tuple[bytes, ...], clock: Clock) -> ResidentRegister:
+        """The resident register over these rows, sealing with `keys` (the current first)."""
+        return ResidentRegister(self.residents, Keyring(keys), clock)
 
     async def last_received(self) -> datetime | None:
         """When the newest stored message arrived: the earliest a backlog can have begun."""
@@ -154,6 +165,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
                 reader,
                 pg_reads.PostgresHistory(reader.pool),
                 PostgresDirectory(reader.pool),
+                PostgresResidentRows(reader.pool),
                 pool=reader.pool,
                 changes=PgAlarmChangeFeed(db.dsn),
                 coordination=coordination,
@@ -180,6 +192,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
             SqliteHistory(path),
             # The web's scoped reads and accounts: a short-lived connection per call.
             SqliteDirectory(path),
+            SqliteResidentRows(path),
             _sqlite=(sqlite_writer, sqlite_reader),
         )
 
@@ -199,3 +212,14 @@ async def opened_store(settings: Settings) -> AsyncIterator[AlarmStore]:
         yield store
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def opened_residents(settings: Settings) -> AsyncIterator[ResidentRows]:
+    """The resident register's rows for one CLI command, migrated first."""
+    async with opened_store(settings) as store:
+        if isinstance(store, PostgresStore):
+            yield PostgresResidentRows(store.pool)
+        else:
+            assert settings.database.path is not None
+            yield SqliteResidentRows(settings.database.path)

@@ -26,6 +26,7 @@ from alarmhub.web.routes import (
     me,
     pages,
     reports,
+    residents,
     session,
     silences,
     stream,
@@ -70,5 +71,7 @@ def create_app(hub: DaemonPort) -> FastAPI:
     # The stream before the alarms: `/alarms/stream` must not be taken for an `{alarm_id}`.
     for routes in (stream, alarms, me, audit, devices, silences, reports, users, tokens):
         app.include_router(routes.router())
+    app.include_router(alarms.choices_router())
+    app.include_router(residents.router())
     pages.mount_pages(app)
     return app

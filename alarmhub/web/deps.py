@@ -46,6 +46,7 @@ ReadReports = Annotated[Scope, Depends(requires(Permission.READ_REPORTS))]
 ReadAudit = Annotated[Scope, Depends(requires(Permission.READ_AUDIT))]
 ReadDeadLetters = Annotated[Scope, Depends(requires(Permission.READ_DEAD_LETTERS))]
 ManageUsers = Annotated[Scope, Depends(requires(Permission.MANAGE_USERS))]
+ManageResidents = Annotated[Scope, Depends(requires(Permission.MANAGE_RESIDENTS))]
 
 AlarmIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 DeviceIdPath = Annotated[str, Path(min_length=1, max_length=128)]

@@ -30,6 +30,8 @@ class ErrorDetail(BaseModel):
     rows: list[str] | None = None
     # The open alarms that stop a device from moving (409 device_has_open_alarms).
     alarms: list[str] | None = None
+    # The codes a field allows, when the one given is not among them (a resolve's cause).
+    allowed: list[str] | None = None
 
 
 class ErrorBody(BaseModel):

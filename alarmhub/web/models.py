@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from alarmhub.core.actions import MAX_NOTE, MAX_OUTCOME
+from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import DeviceKind
 from alarmhub.core.registry import (
     BridgeId,
@@ -20,6 +21,7 @@ from alarmhub.core.registry import (
     Municipality,
     Resident,
 )
+from alarmhub.core.resolution import MAX_FREE_TEXT
 
 Note = Annotated[str, Field(min_length=1, max_length=MAX_NOTE)]
 
@@ -78,6 +80,14 @@ class AlarmOut(BaseModel):
         description="the stored alarm's revision: goes up by one with every change, "
         "so a client can tell which of two copies is newer",
     )
+    cause: str | None = Field(
+        None, description="the cause (årsak) recorded on resolving: a code of the kind's list"
+    )
+    cause_text: str | None = Field(None, description="the operator's free text on the cause")
+    action_taken: str | None = Field(
+        None, description="the action taken (tiltak) recorded on resolving: a code of the list"
+    )
+    action_text: str | None = Field(None, description="the operator's free text on the action")
 
 
 class AlarmPage(BaseModel):
@@ -120,10 +130,40 @@ class EventOut(BaseModel):
     events: list[dict[str, Any]]
 
 
+class JournalOut(BaseModel):
+    state: JournalState = Field(
+        description="not_applicable, pending, sent, confirmed or refused (docs/journal.md)"
+    )
+    reason: str | None = Field(
+        None, description='why: "no national id", or the journal\'s reason for a refusal'
+    )
+
+
 class AlarmDetail(AlarmOut):
     timeline: list[TimelineOut]
     device: DeviceOut | None
     recent_events: list[EventOut]
+    national_id_masked: str | None = Field(
+        None,
+        description="the resident's national identity number with its last five digits "
+        "hidden (010190*****); null without a register entry. Every read is audited",
+    )
+    journal: JournalOut
+
+
+class ChoiceOut(BaseModel):
+    code: str
+    text: str
+
+
+class ChoicesOut(BaseModel):
+    causes: list[ChoiceOut]
+    actions: list[ChoiceOut]
+
+
+class ResolutionChoicesOut(BaseModel):
+    default: ChoicesOut = Field(description="for every alarm kind without a list of its own")
+    kinds: dict[str, ChoicesOut]
 
 
 class NoteIn(_In):
@@ -134,9 +174,48 @@ class OptionalNoteIn(_In):
     note: Note | None = None
 
 
+Code = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+FreeText = Annotated[str, Field(min_length=1, max_length=MAX_FREE_TEXT)]
+
+
 class ResolveIn(_In):
     outcome: Annotated[str, Field(min_length=1, max_length=MAX_OUTCOME, examples=["false_alarm"])]
     note: Note | None = None
+    cause: Code | None = Field(
+        None,
+        description="the cause (årsak): a code of the alarm kind's list "
+        "(GET /api/v1/resolution-choices); another code is refused with 422 and the allowed",
+        examples=["fall"],
+    )
+    cause_text: FreeText | None = None
+    action_taken: Code | None = Field(
+        None,
+        description="the action taken (tiltak): a code of the kind's list",
+        examples=["talked"],
+    )
+    action_text: FreeText | None = None
+
+
+class ResidentIn(_In):
+    municipality: Municipality
+    national_id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=32,
+            description="11 digits: a fødselsnummer or D-number (synthetic test numbers, "
+            "month + 80, are accepted); never echoed back",
+        ),
+    ]
+
+
+class ResidentOut(BaseModel):
+    municipality: str
+    resident: str
+    national_id: str = Field(description="masked: the last five digits hidden (010190*****)")
+    key_id: str = Field(description="which resident key sealed it (for key rotation)")
+    updated_at: str
+    updated_by: str
 
 
 class DevicePatch(_In):

@@ -16,10 +16,12 @@ from alarmhub.core.actions import Action, Conflict
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device
 from alarmhub.core.people import AuditEntry
+from alarmhub.core.resolution import Resolution
 from alarmhub.core.rules import RuleSet
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
 from alarmhub.store.ports import Directory
+from alarmhub.store.residents import Residents
 
 
 class LiveFeed(Protocol):
@@ -60,6 +62,8 @@ class DaemonPort(Protocol):
     def owns(self) -> list[str]: ...
     @property
     def directory(self) -> Directory: ...
+    @property
+    def residents(self) -> Residents: ...
 
     http_port: int | None
     # Set once the daemon has started (logged `alarmhub.started`): not ready before.
@@ -74,6 +78,7 @@ class DaemonPort(Protocol):
         *,
         outcome: str | None = None,
         note: str | None = None,
+        resolution: Resolution | None = None,
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None: ...
     async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool: ...

@@ -8,9 +8,11 @@ purpose: they are the canaries that must never reach a log line.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import io
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -18,11 +20,17 @@ import pytest
 import structlog
 
 from alarmhub.app import AlarmHub
+from alarmhub.clock import FakeClock
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.observability.logs import configure_logging
 from alarmhub.sim.simulator import Simulation, SimulationConfig
+from alarmhub.store.residents import UNREADABLE, ResidentRegister
+from alarmhub.store.sealing import Keyring
+from alarmhub.store.sqlite.residents import SqliteResidentRows
 from tests.sim.test_simulator import run_whole_plan
-from tests.support.helpers import Publisher, db_count, db_rows, hub_settings
+from tests.support.api_harness import stack
+from tests.support.helpers import Publisher, async_wait_until, db_count, db_rows, hub_settings
+from tests.support.national_ids import KARI
 
 pytestmark = pytest.mark.broker
 
@@ -113,3 +121,59 @@ async def test_no_names_labels_or_positions_in_logs_and_repeats_logged_once(
         e for e in events if e["event"] == "message.dead_lettered" and e.get("device_id") == noisy
     ]
     assert sorted(e["reason"] for e in dead) == ["malformed_json", "unknown_type"], dead
+
+
+async def test_no_national_identity_number_in_logs_metrics_errors_or_dead_letters(
+    tmp_path: Path, broker: LocalBroker, client_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: a resident's number is set, mistyped, viewed, listed, sent in a device's
+    message and read with the wrong key; none of its digits past the birth date may reach
+    a log line, a metric, an error message or a dead letter's reason."""
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    assert fresh_loggers(monkeypatch) > 0
+    key = base64.b64encode(bytes(range(32))).decode()
+    typo = KARI[:-1] + str((int(KARI[-1]) + 1) % 10)
+    seen: list[str] = []  # every response body
+    async with stack(
+        tmp_path, broker, client_id, alarms=False, settings={"resident_key": key}
+    ) as s:
+        async with s.client("root") as c:
+            await c.patch("/api/v1/devices/osl-pend-1", json={"resident": "r-17"})
+        async with s.client("madm0301") as c:
+            for number in (KARI, typo, KARI + "9", f"{KARI[:5]}x{KARI[6:]}"):
+                body = {"municipality": "0301", "national_id": number}
+                seen.append((await c.put("/api/v1/residents/r-17", json=body)).text)
+            seen.append((await c.get("/api/v1/residents", params={"municipality": "0301"})).text)
+        alarm = await s.raise_alarm("osl-pend-1", "o1")
+        # A device that sends a number in its message: a dead letter, counted and logged.
+        s.pub.publish(
+            "alarmhub/v1/osl-pend-1/events",
+            {"id": "nid-1", "ts": "2026-01-01T00:00:00Z", "type": KARI},
+        )
+        await async_wait_until(
+            lambda: bool(db_rows(s.db, "SELECT 1 FROM inbox WHERE verdict = 'rejected'")), 10
+        )
+        async with s.client("op0301") as c:
+            seen.append((await c.get(f"/api/v1/alarms/{alarm}")).text)
+            seen.append((await c.get("/metrics")).text)
+        async with s.client("root") as c:
+            seen.append((await c.get("/api/v1/dead-letters")).text)
+            seen.append((await c.get("/api/v1/audit")).text)
+    # The same database read with another key: the number cannot open, which is logged.
+    other = ResidentRegister(
+        SqliteResidentRows(s.db), Keyring((bytes(32),)), FakeClock(datetime.now(UTC))
+    )
+    assert [e.national_id for e in await other.listing("0301", lambda _: [])] == [UNREADABLE]
+    assert any(KARI[:6] + "*****" in text for text in seen)  # it was there, and shown masked
+    text = stream.getvalue()
+    assert "resident.unreadable" in text
+    hidden = {KARI[6:], typo[6:]}
+    reasons = db_rows(s.db, "SELECT coalesce(reason, '') || ' ' || coalesce(detail, '') FROM inbox")
+    for where, content in (
+        ("logs", text),
+        *(("response", t) for t in seen),
+        *(("dead letter", str(r)) for r in reasons),
+    ):
+        for secret in hidden:
+            assert secret not in content, f"{where}: {content[:300]}"

@@ -10,6 +10,7 @@ timeline. Screenshots of the queue and the report page go to test-artifacts/.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from playwright.async_api import async_playwright
 from alarmhub.app import AlarmHub
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.helpers import REPO, Publisher, db_rows, hub_settings, native, register
+from tests.support.national_ids import KARI
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -333,4 +335,90 @@ async def test_devices_page_shows_one_page_at_a_time_below_its_forms(
         await page.locator("#devices tbody tr", has_text="pend-7").wait_for(timeout=10_000)
         await page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 1")
         await browser.close()
+    assert problems == []
+
+
+async def test_admin_registers_a_number_and_the_operator_resolves_with_cause_and_action(
+    tmp_path: Path, broker: LocalBroker, client_id: str, database: str
+) -> None:
+    """Issue 17: the register page (municipality admin) and the resolve step's two choices
+    (operator), keyboard only; the detail shows the number masked and what was chosen."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: `apt-get install chromium chromium-driver`")
+    db = Path(database.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE devices SET resident = 'r-17' WHERE id = 'fall-1'")
+    pub = Publisher(broker.port)
+    problems: list[str] = []
+    key = base64.b64encode(bytes(range(32))).decode()
+    try:
+        async with (
+            AlarmHub(hub_settings(tmp_path, broker.url, client_id, resident_key=key)) as hub,
+            async_playwright() as pw,
+        ):
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            base = f"http://127.0.0.1:{hub.http_port}"
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            context = await browser.new_context(
+                viewport={"width": 1280, "height": 720}, locale="nb-NO"
+            )
+            page = await context.new_page()
+            page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+            page.on(
+                "console",
+                lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None,
+            )
+            # The municipality's administrator registers Kari's number: focus starts in the form.
+            await login(page, base, "anne")
+            await page.goto(f"{base}/residents")
+            await page.locator("#residents tbody td.empty").wait_for(timeout=5000)
+            await page.keyboard.type("r-17")
+            await page.keyboard.press("Tab")
+            await page.keyboard.type(KARI)
+            await page.keyboard.press("Enter")
+            row = page.locator("#residents tbody tr[data-resident='r-17']")
+            await row.wait_for(timeout=5000)
+            assert KARI[:6] + "*****" in await row.inner_text()
+            assert await page.input_value("#r-nid") == ""  # not left in the page
+            assert KARI not in await page.content()
+            await page.click("#logout")
+            await page.wait_for_url(f"{base}/login*")
+
+            # The operator opens the fall and resolves it with the keyboard only.
+            await login(page, base, "kari")
+            await asyncio.to_thread(pub.publish, *native("fall-1", "f1", "fall.detected"))
+            queue_row = page.locator("#queue tbody tr", has_text="fall-1")
+            await queue_row.wait_for(timeout=ROW_CEILING_MS)
+            await page.keyboard.press("Enter")
+            await page.wait_for_url(f"{base}/alarms/*")
+            summary = page.locator("#summary")
+            await summary.get_by_text(KARI[:6] + "*****").wait_for(timeout=5000)
+            await page.keyboard.press("r")
+            dialog = page.locator("dialog[open]")
+            await dialog.wait_for(timeout=3000)
+            await page.keyboard.press("1")  # outcome 1: helped
+            await page.keyboard.press("Tab")  # the cause
+            await page.keyboard.press("2")  # the fall list's second: fall with injury
+            await page.keyboard.press("Tab")
+            await page.keyboard.type("hoften")
+            await page.keyboard.press("Tab")  # the action taken
+            await page.keyboard.press("3")  # ambulance
+            await page.keyboard.press("Enter")
+            await dialog.wait_for(state="detached", timeout=3000)
+            resolved = page.locator("#timeline li[data-type='resolved']")
+            await resolved.wait_for(timeout=5000)
+            text = await resolved.inner_text()
+            assert "Fall med skade – hoften" in text
+            assert "AMK/ambulanse varslet" in text
+            await page.screenshot(path=str(ARTIFACTS / "alarm-resolved.png"), full_page=True)
+            await browser.close()
+    finally:
+        pub.close()
+    stored = db_rows(
+        db, "SELECT outcome, cause, cause_text, action_taken FROM alarms WHERE device_id = 'fall-1'"
+    )
+    assert stored == [("helped", "fall_injured", "hoften", "ambulance")]
     assert problems == []

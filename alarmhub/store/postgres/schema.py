@@ -247,4 +247,23 @@ MIGRATIONS: list[str] = [
         owns jsonb NOT NULL DEFAULT '[]'
     );
     """,
+    # --- 3 (issue 17, the resident register and the resolve step) -------------------
+    # Assigned number 3; 2 is another change's. In this branch it is appended as the
+    # next entry: at merge it goes after 2 (applied by position). As SQLite's 14.
+    """
+    CREATE TABLE residents (
+        municipality text COLLATE "C" NOT NULL,
+        resident text COLLATE "C" NOT NULL,
+        key_id text NOT NULL,
+        nonce bytea NOT NULL,
+        sealed bytea NOT NULL,
+        updated_at timestamptz NOT NULL,
+        updated_by text NOT NULL,
+        PRIMARY KEY (municipality, resident)
+    );
+    ALTER TABLE alarms ADD COLUMN cause text;
+    ALTER TABLE alarms ADD COLUMN cause_text text;
+    ALTER TABLE alarms ADD COLUMN action_taken text;
+    ALTER TABLE alarms ADD COLUMN action_text text;
+    """,
 ]

@@ -281,4 +281,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alarms ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE alarms ADD COLUMN superseded_by TEXT;
     """,
+    # --- 14 (issue 17, the resident register and the resolve step) ------------------
+    # Assigned number 14; 13 is another change's. In this branch it is appended as
+    # the next entry: at merge it goes after 13 (applied by position).
+    # The register's national identity numbers, sealed in the shell (store/sealing.py):
+    # the key's id, the nonce and the AES-GCM output, never the number. And the cause
+    # and action taken an operator records on resolving (core/resolution.py).
+    """
+    CREATE TABLE residents (
+        municipality TEXT NOT NULL,
+        resident TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        nonce BLOB NOT NULL,
+        sealed BLOB NOT NULL,
+        updated_at TEXT NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (municipality, resident)
+    );
+    ALTER TABLE alarms ADD COLUMN cause TEXT;
+    ALTER TABLE alarms ADD COLUMN cause_text TEXT;
+    ALTER TABLE alarms ADD COLUMN action_taken TEXT;
+    ALTER TABLE alarms ADD COLUMN action_text TEXT;
+    """,
 ]

@@ -17,7 +17,10 @@ import orjson
 from fastapi import APIRouter, Query
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
+from alarmhub.core.journal_status import journal_status
+from alarmhub.core.model import Alarm
 from alarmhub.core.registry import Municipality
+from alarmhub.core.resolution import Choices, Resolution, Unknown, choose
 from alarmhub.core.tenancy import AlarmFilter, Scope
 from alarmhub.core.views import alarm_json
 from alarmhub.store.accounts import ts
@@ -35,8 +38,10 @@ from alarmhub.web.models import (
     AlarmDetail,
     AlarmOut,
     AlarmPage,
+    ChoicesOut,
     NoteIn,
     OptionalNoteIn,
+    ResolutionChoicesOut,
     ResolveIn,
 )
 
@@ -98,9 +103,30 @@ async def get_alarm(ctx: Ctx, scope: ReadAlarms, alarm: AlarmInScope, audit: Aud
         device_id=alarm.device_id,
         municipality=alarm.municipality,
     )
+    masked = await _masked_national_id(ctx, alarm, audit)
     return AlarmDetail.model_validate(
-        {**alarm_json(alarm), "timeline": entries, "device": device, "recent_events": events}
+        {
+            **alarm_json(alarm),
+            "timeline": entries,
+            "device": device,
+            "recent_events": events,
+            "national_id_masked": masked,
+            "journal": journal_status(alarm, masked is not None).as_json(),
+        }
     )
+
+
+async def _masked_national_id(ctx: Ctx, alarm: Alarm, audit: Audit) -> str | None:
+    """The resident's number, masked; its read audited in the read's own transaction."""
+    if alarm.resident is None:
+        return None
+    entry = audit.entry(
+        "resident.national_id_viewed",
+        alarm_id=alarm.id,
+        municipality=alarm.municipality,
+        detail={"resident": alarm.resident, "shown": "masked"},
+    )
+    return await ctx.hub.residents.masked(alarm.municipality, alarm.resident, [entry])
 
 
 async def _act(
@@ -108,16 +134,21 @@ async def _act(
     audit: Audit,
     scope: Scope,
     action: Action,
-    alarm_id: str,
+    alarm: Alarm | str,
     outcome: str | None = None,
     note: str | None = None,
+    resolution: Resolution | None = None,
 ) -> AlarmOut:
-    """One action on one alarm, for the three route shapes below."""
+    """One action on one alarm (or its id), for the three route shapes below."""
     # Looked up after the body is valid: see web.deps on why not as a dependency.
-    alarm = await alarm_or_404(ctx, scope, alarm_id)
+    if isinstance(alarm, str):
+        alarm = await alarm_or_404(ctx, scope, alarm)
+    alarm_id = alarm.id
     detail: dict[str, Any] = {"with_note": note is not None}
     if outcome is not None:
         detail["outcome"] = outcome
+    if resolution is not None:
+        detail.update({k: v for k, v in resolution.detail().items() if not k.endswith("_text")})
     entry = audit.entry(
         f"alarm.{action.value}",
         alarm_id=alarm.id,
@@ -127,7 +158,13 @@ async def _act(
     )
     # The audit row commits in the action's own transaction, only if it applies.
     result = await ctx.hub.act(
-        alarm_id, action, scope.user, outcome=outcome, note=note, audit=[entry]
+        alarm_id,
+        action,
+        scope.user,
+        outcome=outcome,
+        note=note,
+        resolution=resolution,
+        audit=[entry],
     )
     if result is None:
         raise not_found("alarm")
@@ -141,8 +178,42 @@ async def _act(
 async def resolve(
     ctx: Ctx, scope: ActOnAlarms, alarm_id: AlarmIdPath, body: ResolveIn, audit: Audit
 ) -> AlarmOut:
-    """Resolve with an outcome (e.g. `false_alarm`, `helped`) and an optional note."""
-    return await _act(ctx, audit, scope, Action.RESOLVE, alarm_id, body.outcome, body.note)
+    """Resolve with an outcome (e.g. `false_alarm`, `helped`) and an optional note.
+
+    And the cause (årsak) and the action taken (tiltak), each a code of the alarm
+    kind's list (`GET /api/v1/resolution-choices`) with free text: a code not in the
+    list is refused with 422, `allowed` naming the codes that are.
+    """
+    alarm = await alarm_or_404(ctx, scope, alarm_id)
+    choices = ctx.hub.rules.resolutions.for_kind(alarm.kind)
+    picked = choose(choices, body.cause, body.action_taken, body.cause_text, body.action_text)
+    if isinstance(picked, Unknown):
+        raise ApiError(
+            422,
+            "validation",
+            picked.message,
+            fields=[{"field": f"body.{picked.field}", "message": picked.message}],
+            allowed=list(picked.allowed),
+        )
+    return await _act(ctx, audit, scope, Action.RESOLVE, alarm, body.outcome, body.note, picked)
+
+
+def _choices_out(c: Choices) -> ChoicesOut:
+    return ChoicesOut.model_validate(
+        {
+            "causes": [{"code": x.code, "text": x.text} for x in c.causes],
+            "actions": [{"code": x.code, "text": x.text} for x in c.actions],
+        }
+    )
+
+
+async def resolution_choices(ctx: Ctx, scope: ReadAlarms) -> ResolutionChoicesOut:
+    """The causes and actions an operator picks from on resolving, per alarm kind."""
+    del scope  # the rules file's lists: the same for every caller who may read alarms
+    r = ctx.hub.rules.resolutions
+    return ResolutionChoicesOut(
+        default=_choices_out(r.default), kinds={k: _choices_out(c) for k, c in r.kinds.items()}
+    )
 
 
 async def note(
@@ -165,6 +236,12 @@ def _plain_action(action: Action) -> Callable[..., Awaitable[AlarmOut]]:
         return await _act(ctx, audit, scope, action, alarm_id, note=body.note if body else None)
 
     return act
+
+
+def choices_router() -> APIRouter:
+    r = APIRouter(prefix="/api/v1", tags=["alarms"], responses=responses(401, 403))
+    r.add_api_route("/resolution-choices", resolution_choices, response_model=ResolutionChoicesOut)
+    return r
 
 
 def router() -> APIRouter:

@@ -103,6 +103,10 @@ async def users_page(request: Request, ctx: Ctx) -> Response:
     return await _page("users.html", request, ctx)
 
 
+async def residents_page(request: Request, ctx: Ctx) -> Response:
+    return await _page("residents.html", request, ctx)
+
+
 async def login_page() -> Response:
     return HTMLResponse(_read("login.html"), headers=PAGE_HEADERS)
 
@@ -114,6 +118,7 @@ def router() -> APIRouter:
     r.add_api_route("/devices", devices_page)
     r.add_api_route("/reports", reports_page)
     r.add_api_route("/users", users_page)
+    r.add_api_route("/residents", residents_page)
     r.add_api_route("/login", login_page)
     return r
 

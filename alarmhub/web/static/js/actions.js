@@ -1,6 +1,6 @@
 // Operator actions on one alarm, shared by the queue and the detail page.
 // Every action is a POST with the CSRF header; a 409 says who got there first.
-import { post } from "./api.js";
+import { get, post } from "./api.js";
 import { toast } from "./common.js";
 import { el } from "./format.js";
 import { kindText, t } from "./i18n.js";
@@ -20,9 +20,10 @@ export async function runAction(alarm, action) {
     if (note === null) return null;
     body = { note };
   } else if (action === "resolve") {
-    const answer = await askOutcome();
+    const answer = await askOutcome(await choicesFor(alarm.kind));
     if (answer === null) return null;
-    body = answer.note ? answer : { outcome: answer.outcome };
+    // Only what was given: the API refuses empty strings.
+    body = Object.fromEntries(Object.entries(answer).filter(([, v]) => v));
   }
   const path = action === "note" ? "notes" : action;
   const res = await post(`/api/v1/alarms/${encodeURIComponent(alarm.id)}/${path}`, body);
@@ -112,7 +113,58 @@ export function askNote() {
   return done;
 }
 
-export function askOutcome() {
+let choicesCache = null;
+
+/** The cause and action-taken choices for an alarm kind, from the rules file (fetched once). */
+export async function choicesFor(kind) {
+  if (!choicesCache) {
+    const res = await get("/api/v1/resolution-choices");
+    if (!res.ok) return { causes: [], actions: [] };
+    choicesCache = res.data;
+  }
+  return choicesCache.kinds[kind] ?? choicesCache.default;
+}
+
+/**
+ * A <select> of coded choices with an empty first option, and a free-text field after it.
+ * Digits pick the n-th choice directly (as in the outcome list), Enter submits the dialog.
+ */
+function choiceField(name, labelKey, textKey, choices) {
+  const wrap = el("div", "", "field");
+  const select = el("select");
+  select.id = `resolve-${name}`;
+  select.name = name;
+  const label = el("label", t(labelKey));
+  label.htmlFor = select.id;
+  const none = el("option", t("resolve.none"));
+  none.value = "";
+  select.append(none);
+  choices.forEach((choice, i) => {
+    const option = el("option", `${i + 1}. ${choice.text}`);
+    option.value = choice.code;
+    select.append(option);
+  });
+  select.addEventListener("keydown", (event) => {
+    const index = Number(event.key);
+    if (index >= 1 && index <= choices.length) {
+      select.selectedIndex = index;
+      event.preventDefault();
+    } else if (event.key === "Enter") {
+      event.preventDefault();
+      select.form.requestSubmit();
+    }
+  });
+  const input = el("input");
+  input.type = "text";
+  input.id = `resolve-${name}-text`;
+  input.maxLength = 500;
+  input.setAttribute("aria-label", t(textKey));
+  input.placeholder = t(textKey);
+  wrap.append(label, select, input);
+  return { wrap, select, input };
+}
+
+export function askOutcome(choices = { causes: [], actions: [] }) {
   const { dialog, form } = dialogShell("resolve.title");
   const fieldset = el("fieldset");
   fieldset.append(el("legend", t("resolve.outcome")));
@@ -137,12 +189,18 @@ export function askOutcome() {
       event.preventDefault();
     }
   });
+  const cause = choiceField("cause", "resolve.cause", "resolve.causeText", choices.causes);
+  const taken = choiceField("action", "resolve.action", "resolve.actionText", choices.actions);
   const { wrap, area } = textArea("resolve.note", false);
-  form.append(fieldset, wrap);
+  form.append(fieldset, cause.wrap, taken.wrap, wrap);
   const { cancel } = buttons(form, "resolve.submit");
   const read = () => ({
     outcome: form.querySelector("input[name=outcome]:checked").value,
     note: area.value.trim(),
+    cause: cause.select.value,
+    cause_text: cause.input.value.trim(),
+    action_taken: taken.select.value,
+    action_text: taken.input.value.trim(),
   });
   const done = ask(dialog, form, cancel, read);
   fieldset.querySelector("input:checked").focus();
@@ -157,6 +215,7 @@ export function showHelp() {
     ["j / ↓, k / ↑", t("help.move")], ["Enter", t("help.open")],
     ...Object.entries(ACTION_KEYS).map(([key, action]) => [key, t(`action.${action}`)]),
     ["1–4", `${t("resolve.title")}: ${t("resolve.outcome")}`],
+    ["Tab, 1–9", `${t("resolve.title")}: ${t("resolve.cause")} / ${t("resolve.action")}`],
     ["Esc", t("help.back")], ["?", t("help.help")],
   ];
   for (const [keys, what] of rows) {

@@ -77,14 +77,38 @@ function renderSummary(a) {
     [t("detail.onSite"), by(null, a.on_site_at)],
     [t("detail.resolvedBy"), by(a.resolved_by, a.resolved_at)],
     [t("detail.outcome"), a.outcome ? t(`outcome.${a.outcome}`) : null],
+    [t("detail.cause"), choiceText(a, "cause", "cause_label", a.cause_text)],
+    [t("detail.action"), choiceText(a, "action_taken", "action_label", a.action_text)],
+    [t("detail.nationalId"), a.national_id_masked],
+    [t("detail.journal"), a.journal ? journalText(a.journal) : null],
     [t("detail.suppressedBy"), a.suppressed_by],
     [t("timeline.event"), a.clearing_event ? clearingText(a) : null],
     [t("timeline.escalation_exhausted"), a.escalation_exhausted_at ? exhaustedText(a) : null],
   ]);
 }
 
+/** A recorded cause or action: its text from the resolving timeline entry, and the free text. */
+function choiceText(alarm, field, labelField, free) {
+  if (!alarm[field] && !free) return null;
+  const resolved = (alarm.timeline ?? []).find((e) => e.type === "resolved" && e.detail?.[field]);
+  const label = resolved?.detail?.[labelField] ?? alarm[field];
+  return [label, free].filter(Boolean).join(" – ");
+}
+
+function journalText(journal) {
+  const state = t(`journal.${journal.state}`);
+  return journal.reason ? `${state} (${journal.reason})` : state;
+}
+
 function detailText(detail) {
   if (!detail || typeof detail !== "object") return detail ? String(detail) : "";
+  if (detail.cause_label || detail.action_label) {
+    return [
+      detail.cause_label && `${t("detail.cause")}: ${[detail.cause_label, detail.cause_text].filter(Boolean).join(" – ")}`,
+      detail.action_label && `${t("detail.action")}: ${[detail.action_label, detail.action_text].filter(Boolean).join(" – ")}`,
+      detail.note,
+    ].filter(Boolean).join(" · ");
+  }
   if (detail.note) return detail.note;
   return Object.entries(detail).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
 }
