@@ -149,6 +149,52 @@ def parse_database_url(url: str) -> DatabaseTarget:
     )
 
 
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+SIP_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+@dataclass(frozen=True, slots=True)
+class SipListen:
+    """One address the SCAIP receiver listens on: `udp://`, `tcp://` or `tls://host:port`."""
+
+    transport: Literal["udp", "tcp", "tls"]
+    host: str
+    port: int  # 0: any free port (tests); the server reports the one it bound
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}://{host}:{self.port}"
+
+
+def parse_sip_listen(value: str) -> tuple[SipListen, ...]:
+    """`udp://0.0.0.0:5060,tcp://0.0.0.0:5060,tls://0.0.0.0:5061`; default ports per RFC 3261."""
+    found: list[SipListen] = []
+    for part in (p.strip() for p in value.split(",")):
+        parts = urlsplit(part)
+        if parts.scheme not in SIP_TRANSPORTS or parts.path or parts.query or parts.username:
+            raise ValueError(
+                f"expected udp://host:port, tcp://host:port or tls://host:port, got {part!r}"
+            )
+        if not parts.hostname:
+            raise ValueError(f"no host in {part!r} (0.0.0.0 listens on every address)")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {part!r}") from None
+        transport: Literal["udp", "tcp", "tls"] = parts.scheme  # type: ignore[assignment]
+        found.append(
+            SipListen(
+                transport,
+                parts.hostname,
+                port if port is not None else SIP_DEFAULT_PORTS[transport],
+            )
+        )
+    same = [str(x) for x in found if found.count(x) > 1]
+    if same:
+        raise ValueError(f"{same[0]} is listed twice")
+    return tuple(found)
+
+
 def parse_listen(value: str) -> Listen:
     host, sep, port_text = value.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
@@ -223,6 +269,13 @@ class Settings(BaseSettings):
     # time within which the survivors take over a dead instance's single-owner work
     # (the lease's ttl is derived from it).
     failover_s: float = Field(default=15.0, ge=2, le=600)
+    # SCAIP over SIP (issue 16, docs/scaip.md): the addresses to listen on (unset: off);
+    # a tls:// address needs the certificate and key. Declared before scaip_listen,
+    # whose check reads them. The digest realm the devices' credentials are made in.
+    scaip_tls_cert: Path | None = None
+    scaip_tls_key: Path | None = None
+    scaip_listen: str | None = None
+    scaip_realm: str = Field(default="alarmhub", pattern=r"^[A-Za-z0-9._@:-]{1,64}$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -285,6 +338,37 @@ class Settings(BaseSettings):
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(
                 f"{v} is not a readable key for {cert}: {exc.strerror or exc}"
+            ) from None
+        return v
+
+    @field_validator("scaip_tls_cert")
+    @classmethod
+    def _scaip_cert(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a file (a PEM certificate, or chain)")
+        return v
+
+    @field_validator("scaip_listen")
+    @classmethod
+    def _scaip_listen(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or not v.strip():
+            return None
+        listen = parse_sip_listen(v)
+        if not any(x.transport == "tls" for x in listen):
+            return v
+        if "scaip_tls_cert" not in info.data:
+            return v  # the certificate's own error says what is wrong
+        cert, key = info.data.get("scaip_tls_cert"), info.data.get("scaip_tls_key")
+        if cert is None or key is None:
+            raise ValueError(
+                f"a tls:// address needs {ENV_PREFIX}SCAIP_TLS_CERT and {ENV_PREFIX}SCAIP_TLS_KEY "
+                "(a PEM certificate, or chain, and its key)"
+            )
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"{key} is not a readable key for {cert}: {exc.strerror or exc}"
             ) from None
         return v
 
@@ -370,6 +454,11 @@ class Settings(BaseSettings):
     @property
     def listen(self) -> Listen:
         return parse_listen(self.http_listen)
+
+    @property
+    def sip_listen(self) -> tuple[SipListen, ...]:
+        """The SCAIP receiver's addresses; empty when it is off."""
+        return parse_sip_listen(self.scaip_listen) if self.scaip_listen else ()
 
     @property
     def http_tls(self) -> bool:

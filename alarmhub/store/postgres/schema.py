@@ -247,4 +247,15 @@ MIGRATIONS: list[str] = [
         owns jsonb NOT NULL DEFAULT '[]'
     );
     """,
+    # 2: issue 16, SQLite's 13: a SCAIP device's digest credentials (HA1 per algorithm
+    # and the realm they were made in, never the password).
+    """
+    CREATE TABLE device_credentials (
+        device_id text COLLATE "C" PRIMARY KEY REFERENCES devices (id),
+        realm text NOT NULL,
+        ha1_md5 text NOT NULL,
+        ha1_sha256 text NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    """,
 ]

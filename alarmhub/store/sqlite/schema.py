@@ -281,4 +281,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alarms ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE alarms ADD COLUMN superseded_by TEXT;
     """,
+    # 13: issue 16: what SIP digest needs of a SCAIP device (alarmhub devices
+    # credentials, PUT /api/v1/devices/{id}/credentials): HA1 = H(id:realm:password)
+    # for MD5 and for SHA-256, never the password, and the realm they were made in
+    # (a changed realm setting needs the credentials set again).
+    """
+    CREATE TABLE device_credentials (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id),
+        realm TEXT NOT NULL,
+        ha1_md5 TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]

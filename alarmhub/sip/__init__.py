@@ -1,0 +1,1 @@
+"""SIP for the SCAIP receiver: transports, digest authentication, transactions, answers."""
