@@ -17,7 +17,7 @@ from alarmhub.core.people import Role
 from alarmhub.core.tenancy import Scope
 from tests.store.directory_backends import ALL, NOW, OSLO, Backend, entry
 
-PASSWORD = "correct horse battery staple"  # noqa: S105 - a test's password
+PASSWORD = "correct horse battery staple"
 
 
 async def test_credentials_are_stored_as_ha1_and_read_back(backend: Backend) -> None:
@@ -31,7 +31,9 @@ async def test_credentials_are_stored_as_ha1_and_read_back(backend: Backend) -> 
     assert creds.ha1_md5 == ha1(MD5, "4790012345", "alarmhub", PASSWORD)
     assert creds.ha1_sha256 == ha1(SHA256, "4790012345", "alarmhub", PASSWORD)
     # Nothing of the password itself is anywhere in the table.
-    dump = str(await backend.scalar("SELECT ha1_md5 || ha1_sha256 || realm FROM device_credentials"))
+    dump = str(
+        await backend.scalar("SELECT ha1_md5 || ha1_sha256 || realm FROM device_credentials")
+    )
     assert PASSWORD not in dump
     assert "horse" not in dump
 
