@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alarmhub import builtin
+from alarmhub.core.sipcodes import SipListen, parse_digest_algorithms, parse_sip_listen
 from alarmhub.redact import redact_url
 
 ENV_PREFIX = "ALARMHUB_"
@@ -149,52 +150,6 @@ def parse_database_url(url: str) -> DatabaseTarget:
     )
 
 
-SIP_TRANSPORTS = ("udp", "tcp", "tls")
-SIP_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
-
-
-@dataclass(frozen=True, slots=True)
-class SipListen:
-    """One address the SCAIP receiver listens on: `udp://`, `tcp://` or `tls://host:port`."""
-
-    transport: Literal["udp", "tcp", "tls"]
-    host: str
-    port: int  # 0: any free port (tests); the server reports the one it bound
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}://{host}:{self.port}"
-
-
-def parse_sip_listen(value: str) -> tuple[SipListen, ...]:
-    """`udp://0.0.0.0:5060,tcp://0.0.0.0:5060,tls://0.0.0.0:5061`; default ports per RFC 3261."""
-    found: list[SipListen] = []
-    for part in (p.strip() for p in value.split(",")):
-        parts = urlsplit(part)
-        if parts.scheme not in SIP_TRANSPORTS or parts.path or parts.query or parts.username:
-            raise ValueError(
-                f"expected udp://host:port, tcp://host:port or tls://host:port, got {part!r}"
-            )
-        if not parts.hostname:
-            raise ValueError(f"no host in {part!r} (0.0.0.0 listens on every address)")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"bad port in {part!r}") from None
-        transport: Literal["udp", "tcp", "tls"] = parts.scheme  # type: ignore[assignment]
-        found.append(
-            SipListen(
-                transport,
-                parts.hostname,
-                port if port is not None else SIP_DEFAULT_PORTS[transport],
-            )
-        )
-    same = [str(x) for x in found if found.count(x) > 1]
-    if same:
-        raise ValueError(f"{same[0]} is listed twice")
-    return tuple(found)
-
-
 def parse_listen(value: str) -> Listen:
     host, sep, port_text = value.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
@@ -276,6 +231,8 @@ class Settings(BaseSettings):
     scaip_tls_key: Path | None = None
     scaip_listen: str | None = None
     scaip_realm: str = Field(default="alarmhub", pattern=r"^[A-Za-z0-9._@:-]{1,64}$")
+    # The digest challenges offered, in order (some devices answer only the first).
+    scaip_digest_algorithms: str = "SHA-256,MD5"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -346,6 +303,12 @@ class Settings(BaseSettings):
     def _scaip_cert(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
             raise ValueError(f"{v} is not a file (a PEM certificate, or chain)")
+        return v
+
+    @field_validator("scaip_digest_algorithms")
+    @classmethod
+    def _scaip_algorithms(cls, v: str) -> str:
+        parse_digest_algorithms(v)
         return v
 
     @field_validator("scaip_listen")
@@ -459,6 +422,10 @@ class Settings(BaseSettings):
     def sip_listen(self) -> tuple[SipListen, ...]:
         """The SCAIP receiver's addresses; empty when it is off."""
         return parse_sip_listen(self.scaip_listen) if self.scaip_listen else ()
+
+    @property
+    def digest_algorithms(self) -> tuple[str, ...]:
+        return parse_digest_algorithms(self.scaip_digest_algorithms)
 
     @property
     def http_tls(self) -> bool:

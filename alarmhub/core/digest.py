@@ -161,8 +161,13 @@ class Challenge:
     cnonce: str
 
 
-def read_authorization(scheme: str, params: Mapping[str, str]) -> Challenge | DigestOutcome:
-    """The digest parameters of an Authorization header, or why they cannot be used."""
+def read_authorization(
+    scheme: str, params: Mapping[str, str], offered: tuple[str, ...] = ALGORITHMS
+) -> Challenge | DigestOutcome:
+    """The digest parameters of an Authorization header, or why they cannot be used.
+
+    Only an algorithm alarmhub `offered` is accepted.
+    """
     if scheme.lower() != "digest":
         return DigestOutcome.UNSUPPORTED  # Basic and anything else: never accepted
     try:
@@ -173,7 +178,7 @@ def read_authorization(scheme: str, params: Mapping[str, str]) -> Challenge | Di
     algorithm = params.get("algorithm", MD5)
     algorithm = {"md5": MD5, "sha-256": SHA256}.get(algorithm.lower(), algorithm)
     qop = params.get("qop")
-    if algorithm not in ALGORITHMS or qop not in (None, "auth"):
+    if algorithm not in offered or qop not in (None, "auth"):
         return DigestOutcome.UNSUPPORTED
     nc, cnonce = params.get("nc", ""), params.get("cnonce", "")
     if qop is not None and (not nc or not cnonce):

@@ -5,7 +5,10 @@ device's stored HA1 up through the injected `credentials` callable, and turns th
 outcome into the SIP answer:
 
 - no credentials, a nonce not ours or malformed parameters: 401 with a fresh
-  challenge, SHA-256 first, then MD5 (RFC 8760 §2.4), `qop="auth"`;
+  challenge per algorithm offered, by default SHA-256 first, then MD5 (RFC 8760
+  §2.4), `qop="auth"`. Some devices (SIPp 3.6 among them) answer only the first
+  challenge and know only MD5: `ALARMHUB_SCAIP_DIGEST_ALGORITHMS=MD5,SHA-256`
+  serves them;
 - our nonce, expired: 401 with `stale=true` (the device answers it without a new
   password);
 - wrong password, unknown user, or credentials made for another realm: 403, all
@@ -61,9 +64,11 @@ class Authenticator:
         clock: Clock,
         metrics: Metrics,
         *,
+        algorithms: tuple[str, ...] = ALGORITHMS,
         nonce_lifetime_s: float = NONCE_LIFETIME_S,
     ) -> None:
         self.realm = realm
+        self.algorithms = algorithms
         self._lookup = credentials
         self._clock = clock
         self._metrics = metrics
@@ -86,7 +91,7 @@ class Authenticator:
                     )
                 ),
             )
-            for alg in ALGORITHMS
+            for alg in self.algorithms
         )
 
     async def check(self, request: Request, peer: str) -> Verdict:
@@ -100,7 +105,7 @@ class Authenticator:
         params = creds.parameters if creds is not None else None
         if creds is None or params is None:
             return self._failed(DigestOutcome.MALFORMED, None, request, peer)
-        answer = read_authorization(creds.scheme, params)
+        answer = read_authorization(creds.scheme, params, self.algorithms)
         if isinstance(answer, DigestOutcome):
             return self._failed(answer, params.get("username"), request, peer)
         outcome = check_nonce(answer, self.realm, self._secret, self._clock.now(), self._lifetime)

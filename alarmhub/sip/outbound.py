@@ -20,9 +20,8 @@ from collections.abc import Callable
 import structlog
 from sipmessage import URI, Request, Response
 
-from alarmhub.core.sipcodes import AnswerOutcome
+from alarmhub.core.sipcodes import DEFAULT_PORTS, AnswerOutcome
 from alarmhub.observability.metrics import Metrics
-from alarmhub.settings import SIP_DEFAULT_PORTS
 from alarmhub.sip.ports import SCAIP_CONTENT_TYPE
 from alarmhub.sip.transport import Address, Connections, Deliver, Origin, UdpEndpoint
 from alarmhub.sip.wire import branch_of, new_branch, new_token
@@ -39,8 +38,8 @@ def destination(contact: str, came_on: str) -> tuple[str, str, int]:
     if uri.scheme not in ("sip", "sips") or not uri.host:
         raise ValueError(f"not a SIP URI: {contact!r}")
     param = (uri.parameters.get("transport") or "").lower()
-    kind = "tls" if uri.scheme == "sips" else param if param in SIP_DEFAULT_PORTS else came_on
-    return kind, uri.host.strip("[]"), uri.port or SIP_DEFAULT_PORTS[kind]
+    kind = "tls" if uri.scheme == "sips" else param if param in DEFAULT_PORTS else came_on
+    return kind, uri.host.strip("[]"), uri.port or DEFAULT_PORTS[kind]
 
 
 def local_ip_toward(ip: str) -> str:

@@ -37,9 +37,9 @@ import structlog
 from sipmessage import Request, Response
 
 from alarmhub.clock import Clock
-from alarmhub.core.sipcodes import SipDrop, status_label
+from alarmhub.core.digest import ALGORITHMS
+from alarmhub.core.sipcodes import SipDrop, SipListen, status_label
 from alarmhub.observability.metrics import Metrics
-from alarmhub.settings import SipListen
 from alarmhub.sip.auth import Authenticator
 from alarmhub.sip.outbound import Answers
 from alarmhub.sip.ports import (
@@ -99,6 +99,7 @@ class SipServer:
         clock: Clock,
         metrics: Metrics,
         realm: str = "alarmhub",
+        digest_algorithms: tuple[str, ...] = ALGORITHMS,
         tls: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         limits: SipLimits | None = None,
@@ -111,7 +112,7 @@ class SipServer:
         self._metrics = metrics
         self._limits = limits or SipLimits()
         self._tls = _Tls(tls, tls_client or ssl.create_default_context())
-        self.auth = Authenticator(realm, credentials, clock, metrics)
+        self.auth = Authenticator(realm, credentials, clock, metrics, algorithms=digest_algorithms)
         self.registrar = Registrar(clock.monotonic)
         self.transactions = ServerTransactions(clock.monotonic)
         self.connections = Connections(

@@ -24,7 +24,7 @@ from alarmhub.core.digest import (
     digest_response,
     ha1,
 )
-from alarmhub.settings import SipListen
+from alarmhub.core.sipcodes import SipListen
 from alarmhub.sip.ports import InboundMessage, MessageHandler, Reply
 from alarmhub.sip.server import SipLimits, SipServer
 from alarmhub.sip.wire import StreamFramer, new_branch, new_token
@@ -87,6 +87,7 @@ async def running(
     tls: ssl.SSLContext | None = None,
     tls_client: ssl.SSLContext | None = None,
     limits: SipLimits | None = None,
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
 ) -> AsyncIterator[SipServer]:
     server = SipServer(
         [SipListen(k, "127.0.0.1", 0) for k in kinds],  # type: ignore[arg-type]
@@ -95,6 +96,7 @@ async def running(
         clock=clock,
         metrics=metrics,
         realm=REALM,
+        digest_algorithms=digest_algorithms,
         tls=tls,
         tls_client=tls_client,
         limits=limits,
