@@ -87,6 +87,19 @@ def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
     return _h(algorithm, f"{username}:{realm}:{password}")
 
 
+MIN_PASSWORD = 8
+MAX_PASSWORD = 256
+
+
+def password_problem(password: str) -> str | None:
+    """Why `password` cannot be a device's digest password, or None."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        return f"the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        return "the password may not contain control characters (a tab, a newline)"
+    return None
+
+
 def credentials_for(device_id: str, realm: str, password: str) -> DeviceCredentials:
     """The stored form of a device's password: HA1 for both algorithms; the password is gone."""
     return DeviceCredentials(
