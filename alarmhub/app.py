@@ -60,6 +60,7 @@ from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
+from alarmhub.sip.server import sip_server_from
 from alarmhub.store.cluster import InstanceInfo
 from alarmhub.store.opening import OpenedStores, open_stores
 from alarmhub.store.ports import AlarmStore, Directory
@@ -217,6 +218,7 @@ class AlarmHub:
             dead_letters=timedelta(days=s.dead_letter_retention_days),
         )
         self.pruner = Pruner(self.store, clock, retention, gate.lock, metrics.oldest_row_age)
+        self.sip = sip_server_from(s, self.directory.device_credentials, clock, metrics)
         self._wire_ownership()
 
     def _wire_ownership(self) -> None:
@@ -322,6 +324,8 @@ class AlarmHub:
         tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
         tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
         tasks.create_task(self._until_stopped(self.pruner.run()), name="retention")
+        if self.sip is not None:  # SCAIP over SIP (issue 16): intake, as MQTT's is
+            tasks.create_task(self._until_stopped(self.sip.run()), name="sip")
 
     async def _start_tasks(self, tasks: asyncio.TaskGroup) -> None:
         """What every instance runs: the registry, presence, the lease, HTTP."""

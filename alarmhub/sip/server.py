@@ -40,6 +40,7 @@ from alarmhub.clock import Clock
 from alarmhub.core.digest import ALGORITHMS
 from alarmhub.core.sipcodes import SipDrop, SipListen, status_label
 from alarmhub.observability.metrics import Metrics
+from alarmhub.settings import Settings
 from alarmhub.sip.auth import Authenticator
 from alarmhub.sip.outbound import Answers
 from alarmhub.sip.ports import (
@@ -47,6 +48,7 @@ from alarmhub.sip.ports import (
     CredentialsLookup,
     InboundMessage,
     MessageHandler,
+    Reply,
 )
 from alarmhub.sip.registrar import Registrar
 from alarmhub.sip.transactions import Key, Seen, ServerTransactions, key_of
@@ -107,7 +109,7 @@ class SipServer:
         self._listen = tuple(listen)
         if any(x.transport == "tls" for x in self._listen) and tls is None:
             raise ValueError("a tls:// address needs a certificate and key")
-        self._handler = handler
+        self.handler = handler  # replaceable until `run`: the SCAIP side's to set
         self._clock = clock
         self._metrics = metrics
         self._limits = limits or SipLimits()
@@ -143,7 +145,12 @@ class SipServer:
     # --- lifecycle ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Listen until cancelled; then close everything (see the module's docstring)."""
+        """Listen until cancelled; then close everything (see the module's docstring).
+
+        Run again for the next owner's term: the listeners are opened afresh.
+        """
+        self.bound = []
+        self.started.clear()
         async with contextlib.AsyncExitStack() as stack:
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self.connections.close_all)
@@ -305,7 +312,7 @@ class SipServer:
             received_at=self._clock.now(),
         )
         try:
-            reply = await self._handler(message)
+            reply = await self.handler(message)
         except Exception:
             log.exception("sip.handler_failed", user=user, call_id=request.call_id)
             return _Answer(500)
@@ -322,6 +329,40 @@ class SipServer:
             log.warning("sip.answer_not_delivered", user=user, outcome="no_contact")
             return
         tasks.create_task(self.answers.send(contact, user, body, origin), name="sip-answer")
+
+
+async def not_wired(message: InboundMessage) -> Reply:
+    """The handler until the SCAIP side is wired: 503, so the device keeps resending and
+    nothing is answered as handled that was not committed."""
+    log.warning("sip.no_scaip_handler", user=message.user)
+    return Reply(503, "SCAIP intake not available")
+
+
+def sip_server_from(
+    settings: Settings,
+    credentials: CredentialsLookup,
+    clock: Clock,
+    metrics: Metrics,
+    handler: MessageHandler = not_wired,
+) -> SipServer | None:
+    """The server `ALARMHUB_SCAIP_LISTEN` asks for, or None when it is unset (off).
+
+    The SCAIP side sets :attr:`SipServer.handler` when it is wired (issue 16 part 2);
+    until then every authenticated MESSAGE is answered 503 (:func:`not_wired`).
+    """
+    if not settings.sip_listen:
+        return None
+    cert, key = settings.scaip_tls_cert, settings.scaip_tls_key
+    return SipServer(
+        settings.sip_listen,
+        credentials=credentials,
+        handler=handler,
+        clock=clock,
+        metrics=metrics,
+        realm=settings.scaip_realm,
+        digest_algorithms=settings.digest_algorithms,
+        tls=server_tls(cert, key) if cert is not None and key is not None else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
