@@ -21,12 +21,12 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
-from importlib import metadata
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import structlog
 
+from alarmhub.builtin import installed_version
 from alarmhub.clock import Clock, SystemClock
 from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import alarm_kinds, load_rules
@@ -62,22 +62,14 @@ from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
+from alarmhub.sip.server import sip_server_from
 from alarmhub.store.cluster import InstanceInfo
 from alarmhub.store.opening import OpenedStores, open_stores
 from alarmhub.store.ports import AlarmStore, Directory
-from alarmhub.store.residents import ResidentRegister
 from alarmhub.store.versions import check_runnable
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
-
-
-def _version() -> str:
-    """The installed alarmhub's version, as `alarmhub cluster status` lists it."""
-    try:
-        return metadata.version("alarmhub")
-    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
-        return "unknown"
 
 
 class AlarmHub:
@@ -99,7 +91,6 @@ class AlarmHub:
         self.store: AlarmStore
         self.reader: AlarmStore
         self.directory: Directory
-        self.residents: ResidentRegister  # the resident register (issue 17)
         # The owner's term's MQTT connection (daemon/owner.py): intake is single-owner work.
         self.link = Link()
         self.pipeline: Ingest | None = None
@@ -217,13 +208,15 @@ class AlarmHub:
             spawn=self._spawn,
         )
         self.follower = self._follower(arm)
-        # The SCAIP handler the SIP listener calls (sip/ports.py); commits in the owner's term.
-        self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)
+        self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)  # sip/ports.py's handler
         retention = Retention(
             inbox=timedelta(days=s.inbox_retention_days),
             dead_letters=timedelta(days=s.dead_letter_retention_days),
         )
         self.pruner = Pruner(self.store, clock, retention, gate.lock, metrics.oldest_row_age)
+        self.sip = sip_server_from(
+            s, self.directory.device_credentials, clock, metrics, handler=self.scaip
+        )
         self._wire_ownership()
 
     def _wire_ownership(self) -> None:
@@ -255,7 +248,7 @@ class AlarmHub:
             on_acquired=on_acquired,
             on_lost=on_lost,
         )
-        info = InstanceInfo(s.instance_id, socket.gethostname(), os.getpid(), _version())
+        info = InstanceInfo(s.instance_id, socket.gethostname(), os.getpid(), installed_version())
         self.presence = Presence(coordination, info, lambda: self.owner.owns, s.failover_s / 6)
 
     def _connect(self) -> MqttIngest:
@@ -333,6 +326,8 @@ class AlarmHub:
         tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
         tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
         tasks.create_task(self._until_stopped(self.pruner.run()), name="retention")
+        if self.sip is not None:  # SCAIP over SIP (issue 16): intake, as MQTT's is
+            tasks.create_task(self._until_stopped(self.sip.run()), name="sip")
 
     async def _start_tasks(self, tasks: asyncio.TaskGroup) -> None:
         """What every instance runs: the registry, presence, the lease, HTTP."""

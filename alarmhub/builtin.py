@@ -19,7 +19,7 @@ run from a zip archive.
 
 from __future__ import annotations
 
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 DATA = "_data"
@@ -59,3 +59,11 @@ def settings_reference() -> Path:
     is ``config/alarmhub.toml`` under the working directory or ``ALARMHUB_CONFIG``.
     """
     return _find("alarmhub.toml", "config/alarmhub.toml")
+
+
+def installed_version() -> str:
+    """The installed alarmhub's version, as `alarmhub cluster status` lists it."""
+    try:
+        return metadata.version("alarmhub")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"

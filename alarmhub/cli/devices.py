@@ -1,4 +1,4 @@
-"""`alarmhub devices register|list|import`: the device registry from the command line.
+"""`alarmhub devices register|list|import|credentials`: the device registry from the command line.
 
 Validation is the registry's own (core/registry.py), shared with the API, so a
 device or CSV row refused here is refused there with the same message. What is
@@ -9,18 +9,20 @@ the store with its audit entries, and print.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from alarmhub.cli.db import actor, with_store
+from alarmhub.cli.db import actor, with_directory, with_store
 from alarmhub.cli.output import EXIT_FAILED, CommandError, error, print_json, table, warn
 from alarmhub.clock import SystemClock
 from alarmhub.config.profiles import ProfileError, default_profiles_dir, load_catalog
 from alarmhub.config.rules import RulesError, load_rules
 from alarmhub.core.decode import Catalog
+from alarmhub.core.digest import credentials_for, password_problem
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
 from alarmhub.core.people import AuditEntry, import_audit
@@ -32,9 +34,10 @@ from alarmhub.core.registry import (
     profile_guess,
     validated_device,
 )
+from alarmhub.core.tenancy import Scope
 from alarmhub.settings import Settings
 from alarmhub.store.errors import MoveRefusedError
-from alarmhub.store.ports import AlarmStore
+from alarmhub.store.ports import AlarmStore, Directory
 
 LIST_COLUMNS = [
     "id",
@@ -78,6 +81,18 @@ def add_parser(sub: Any) -> None:
     imp = devices.add_parser("import", help="register devices from a CSV file, all or none")
     imp.add_argument("file", metavar="FILE.csv")
     imp.set_defaults(func=cmd_devices_import)
+    cred = devices.add_parser(
+        "credentials",
+        help="set a SCAIP device's SIP digest credentials (stored as HA1, never the password)",
+    )
+    cred.add_argument("--id", required=True, help="the device id: a SCAIP device's cid")
+    cred.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from standard input (one line), never from the command line",
+    )
+    cred.set_defaults(func=cmd_devices_credentials)
 
 
 def _catalog(settings: Settings) -> Catalog | None:
@@ -214,3 +229,37 @@ def _refused(file: str, errors: Sequence[str]) -> int:
         warn(f"{file}: {err}")
     error(f"nothing imported: {len(errors)} row error(s)")
     return EXIT_FAILED
+
+
+def cmd_devices_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    """Store what SIP digest needs for the device in the configured realm (issue 16)."""
+    password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    problem = password_problem(password)
+    if problem is not None:
+        raise CommandError(f"{problem} (read from standard input)")
+    realm = settings.scaip_realm
+    creds = credentials_for(args.id, realm, password)
+    del password
+
+    async def work(directory: Directory) -> int:
+        now = SystemClock().now()
+        scope = Scope.everything(actor())
+        device = await directory.get_device(scope, args.id)
+        if device is None:
+            raise CommandError(f"no device {args.id} is registered: register it first")
+        entry = AuditEntry(
+            actor(),
+            "device.credentials_set",
+            now,
+            device_id=args.id,
+            municipality=device["municipality"],
+            detail={"realm": realm},
+        )
+        if not await directory.set_device_credentials(scope, creds, now, [entry]):
+            raise CommandError(f"no device {args.id} is registered: register it first")
+        print(f"credentials set for {args.id} (SIP digest realm {realm!r})")
+        if device.get("profile") != "scaip":
+            warn(f"warning: {args.id} has profile {device.get('profile')!r}, not 'scaip'")
+        return 0
+
+    return with_directory(settings, work)

@@ -13,9 +13,11 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from alarmhub.core.digest import FAILURES as DIGEST_FAILURES
 from alarmhub.core.model import DeviceKind, Priority, RejectReason, Verdict
 from alarmhub.core.retention import RetainedTable
 from alarmhub.core.scaip import MessageType, Snu
+from alarmhub.core.sipcodes import OTHER_STATUS, RESPONSE_STATUSES, AnswerOutcome, SipDrop
 
 RESPONSE_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -52,6 +54,7 @@ class Metrics:
         self._store(self.registry)
         self._devices(self.registry)
         self._http(self.registry)
+        self._sip(self.registry)
         self._zero()
 
     def _ingest(self, r: CollectorRegistry) -> None:
@@ -268,6 +271,49 @@ class Metrics:
         for mty in [*(m.value for m in MessageType), SCAIP_UNREAD]:
             for snu in [*(str(int(s)) for s in Snu), SCAIP_FORBIDDEN]:
                 self.scaip_requests.labels(mty, snu)
+
+    def _sip(self, r: CollectorRegistry) -> None:
+        """The SCAIP receiver's SIP layer: who failed to authenticate, what was answered."""
+        self.scaip_digest_failures = Counter(
+            "alarmhub_scaip_digest_failures",
+            "SIP requests whose digest authentication failed, by reason (never an alarm)",
+            ["reason"],
+            registry=r,
+        )
+        self.sip_responses = Counter(
+            "alarmhub_sip_responses",
+            "Final SIP responses sent by the SCAIP receiver, by status",
+            ["status"],
+            registry=r,
+        )
+        self.sip_dropped = Counter(
+            "alarmhub_sip_dropped",
+            "SIP input dropped without an answer (unparseable, over a limit), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.scaip_answers = Counter(
+            "alarmhub_scaip_answers",
+            "Answer MESSAGEs sent to a device's contact, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.sip_connections = Gauge(
+            "alarmhub_sip_connections",
+            "Open SIP connections (TCP and TLS, accepted and our own)",
+            ["transport"],
+            registry=r,
+        )
+        for reason in DIGEST_FAILURES:
+            self.scaip_digest_failures.labels(reason.value)
+        for status in (*(str(s) for s in RESPONSE_STATUSES), OTHER_STATUS):
+            self.sip_responses.labels(status)
+        for drop in SipDrop:
+            self.sip_dropped.labels(drop.value)
+        for outcome in AnswerOutcome:
+            self.scaip_answers.labels(outcome.value)
+        for transport in ("tcp", "tls"):
+            self.sip_connections.labels(transport)
 
     def _zero(self) -> None:
         self._zero_scaip()

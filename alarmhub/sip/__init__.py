@@ -1,1 +1,1 @@
-"""SIP: the transport SCAIP devices speak (listener, digest authentication, answers)."""
+"""SIP for the SCAIP receiver: transports, digest authentication, transactions, answers."""

@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from alarmhub.core.dedup import Prior
+from alarmhub.core.digest import DeviceCredentials
 from alarmhub.core.escalation import DeadlineKey, EscalationDecision
 from alarmhub.core.model import Alarm, Device, TimelineEntry
 from alarmhub.core.people import AuditEntry, Role, User
@@ -403,8 +404,28 @@ class Access(Protocol):
     ) -> TokenRow: ...
 
 
-class Directory(ScopedReads, Accounts, Access, Protocol):
-    """What the web and the CLI's account commands are handed: one object, three ports."""
+class DeviceSecrets(Protocol):
+    """A SCAIP device's digest credentials (issue 16): HA1 per algorithm, never a password.
+
+    `set_device_credentials` writes them with their audit entries in one
+    transaction, only for a device registered in a municipality the scope allows
+    (else False, nothing written: the web answers 404 as for any device out of
+    scope); `device_credentials` is the SIP server's look-up by username.
+    """
+
+    async def set_device_credentials(
+        self,
+        scope: Scope,
+        credentials: DeviceCredentials,
+        now: datetime,
+        audit: Sequence[AuditEntry],
+    ) -> bool: ...
+
+    async def device_credentials(self, device_id: str) -> DeviceCredentials | None: ...
+
+
+class Directory(ScopedReads, Accounts, Access, DeviceSecrets, Protocol):
+    """What the web and the CLI's account commands are handed: one object, four ports."""
 
 
 # --- several instances (issue 15): who owns the single-owner work, who is alive --

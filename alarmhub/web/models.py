@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from alarmhub.core.actions import MAX_NOTE, MAX_OUTCOME
 from alarmhub.core.journal_status import JournalState
@@ -230,6 +230,12 @@ class DevicePatch(_In):
     resident: Resident | None = None
     settings: DeviceSettingsIn | None = None
     bridge: BridgeId | None = None
+
+
+class CredentialsIn(_In):
+    """A SCAIP device's SIP digest password (issue 16): stored as HA1 only, never returned."""
+
+    password: SecretStr = Field(description="8 to 256 characters, no control characters")
 
 
 class ImportResult(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from alarmhub.core.digest import DeviceCredentials
 from alarmhub.core.model import Alarm
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.reports import ResponseRow
@@ -25,6 +26,7 @@ from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import SessionInfo, TokenRow, UserRow, Visible
 from alarmhub.store.ports import Directory
 from alarmhub.store.postgres import access, accounts, tenancy
+from alarmhub.store.postgres import credentials as credentials_module
 from alarmhub.store.postgres.migrations import migrate
 
 T = TypeVar("T")
@@ -131,6 +133,22 @@ class PostgresDirectory:
 
     async def insert_silence(self, silence: Silence, audit: Sequence[AuditEntry]) -> None:
         await self._run(accounts.insert_silence, silence, audit)
+
+    # --- DeviceSecrets -----------------------------------------------------------
+
+    async def set_device_credentials(
+        self,
+        scope: Scope,
+        credentials: DeviceCredentials,
+        now: datetime,
+        audit: Sequence[AuditEntry],
+    ) -> bool:
+        return await self._run(
+            credentials_module.set_device_credentials, scope, credentials, now, audit
+        )
+
+    async def device_credentials(self, device_id: str) -> DeviceCredentials | None:
+        return await self._run(credentials_module.device_credentials, device_id)
 
     # --- Access ----------------------------------------------------------------
 

@@ -247,9 +247,7 @@ MIGRATIONS: list[str] = [
         owns jsonb NOT NULL DEFAULT '[]'
     );
     """,
-    # --- 3 (issue 17, the resident register and the resolve step) -------------------
-    # Assigned number 3; 2 is another change's. In this branch it is appended as the
-    # next entry: at merge it goes after 2 (applied by position). As SQLite's 14.
+    # 2: issue 17, SQLite's 13: the resident register and the resolve step.
     """
     CREATE TABLE residents (
         municipality text COLLATE "C" NOT NULL,
@@ -265,5 +263,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alarms ADD COLUMN cause_text text;
     ALTER TABLE alarms ADD COLUMN action_taken text;
     ALTER TABLE alarms ADD COLUMN action_text text;
+    """,
+    # 3: issue 16, SQLite's 14: a SCAIP device's digest credentials (HA1 per algorithm
+    # and the realm they were made in, never the password).
+    """
+    CREATE TABLE device_credentials (
+        device_id text COLLATE "C" PRIMARY KEY REFERENCES devices (id),
+        realm text NOT NULL,
+        ha1_md5 text NOT NULL,
+        ha1_sha256 text NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
     """,
 ]

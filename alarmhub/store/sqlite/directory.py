@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alarmhub.core.digest import DeviceCredentials
 from alarmhub.core.model import Alarm
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.reports import ResponseRow
@@ -22,6 +23,7 @@ from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import SessionInfo, TokenRow, UserRow, Visible
 from alarmhub.store.ports import Directory
 from alarmhub.store.sqlite import access, accounts, tenancy
+from alarmhub.store.sqlite import credentials as credentials_module
 
 T = TypeVar("T")
 
@@ -126,6 +128,22 @@ class SqliteDirectory:
 
     async def insert_silence(self, silence: Silence, audit: Sequence[AuditEntry]) -> None:
         await self._run(accounts.insert_silence, silence, audit)
+
+    # --- DeviceSecrets -----------------------------------------------------------
+
+    async def set_device_credentials(
+        self,
+        scope: Scope,
+        credentials: DeviceCredentials,
+        now: datetime,
+        audit: Sequence[AuditEntry],
+    ) -> bool:
+        return await self._run(
+            credentials_module.set_device_credentials, scope, credentials, now, audit
+        )
+
+    async def device_credentials(self, device_id: str) -> DeviceCredentials | None:
+        return await self._run(credentials_module.device_credentials, device_id)
 
     # --- Access ----------------------------------------------------------------
 

@@ -281,9 +281,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alarms ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE alarms ADD COLUMN superseded_by TEXT;
     """,
-    # --- 14 (issue 17, the resident register and the resolve step) ------------------
-    # Assigned number 14; 13 is another change's. In this branch it is appended as
-    # the next entry: at merge it goes after 13 (applied by position).
+    # 13: issue 17, the resident register and the resolve step.
     # The register's national identity numbers, sealed in the shell (store/sealing.py):
     # the key's id, the nonce and the AES-GCM output, never the number. And the cause
     # and action taken an operator records on resolving (core/resolution.py).
@@ -302,5 +300,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alarms ADD COLUMN cause_text TEXT;
     ALTER TABLE alarms ADD COLUMN action_taken TEXT;
     ALTER TABLE alarms ADD COLUMN action_text TEXT;
+    """,
+    # 14: issue 16: what SIP digest needs of a SCAIP device (alarmhub devices
+    # credentials, PUT /api/v1/devices/{id}/credentials): HA1 = H(id:realm:password)
+    # for MD5 and for SHA-256, never the password, and the realm they were made in
+    # (a changed realm setting needs the credentials set again).
+    """
+    CREATE TABLE device_credentials (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id),
+        realm TEXT NOT NULL,
+        ha1_md5 TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
     """,
 ]

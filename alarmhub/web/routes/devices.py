@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from alarmhub.core.decode import Catalog
 from alarmhub.core.device_settings import SettingsInvalidError
+from alarmhub.core.digest import credentials_for, password_problem
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import move_errors
 from alarmhub.core.people import AuditEntry, import_audit
@@ -43,8 +44,14 @@ from alarmhub.web.deps import (
     ReadDevices,
     device_or_404,
 )
-from alarmhub.web.errors import ApiError, forbidden, responses
-from alarmhub.web.models import DeadLetterOut, DeviceOut, DevicePatch, ImportResult
+from alarmhub.web.errors import ApiError, forbidden, not_found, responses
+from alarmhub.web.models import (
+    CredentialsIn,
+    DeadLetterOut,
+    DeviceOut,
+    DevicePatch,
+    ImportResult,
+)
 from alarmhub.web.paging import (
     DEVICE_PAGE,
     MAX_CURSOR,
@@ -279,6 +286,34 @@ async def decommission_device(ctx: Ctx, found: ManagedDevice, audit: Audit) -> D
     return await _register(ctx, _checked_device({**found, "active": False}), entry)
 
 
+async def set_credentials(
+    ctx: Ctx, scope: ManageDevices, device_id: DeviceIdPath, body: CredentialsIn, audit: Audit
+) -> Response:
+    """Set a SCAIP device's SIP digest credentials in the configured realm (issue 16).
+
+    Stored as HA1 for MD5 and SHA-256, never the password, which is not echoed,
+    logged or audited. Audited as `device.credentials_set` in the same transaction.
+    """
+    found = await device_or_404(ctx, scope, device_id)
+    password = body.password.get_secret_value()
+    problem = password_problem(password)
+    if problem is not None:
+        raise ApiError(422, "validation", f"body.password: {problem}")
+    realm = ctx.hub.settings.scaip_realm
+    creds = credentials_for(device_id, realm, password)
+    entry = audit.entry(
+        "device.credentials_set",
+        device_id=device_id,
+        municipality=found["municipality"],
+        detail={"realm": realm},
+    )
+    now = ctx.hub.clock.now()
+    # Checked again inside the write's transaction: the device may have moved meanwhile.
+    if not await ctx.hub.directory.set_device_credentials(scope, creds, now, [entry]):
+        raise not_found("device")
+    return Response(status_code=204)
+
+
 def router() -> APIRouter:
     # The full prefix here, not at include time: metrics label routes by this path.
     r = APIRouter(prefix="/api/v1", responses=responses(401, 403, 422), tags=["devices"])
@@ -313,6 +348,14 @@ def router() -> APIRouter:
         methods=["PATCH"],
         response_model=DeviceOut,
         responses=responses(400, 404, 409, 413),
+    )
+    r.add_api_route(
+        one + "/credentials",
+        set_credentials,
+        methods=["PUT"],
+        status_code=204,
+        response_class=Response,
+        responses=responses(400, 404, 413),
     )
     r.add_api_route(
         one,

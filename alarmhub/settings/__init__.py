@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import os
 import re
-import socket
 import ssl
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -26,138 +22,25 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from alarmhub import builtin
 from alarmhub.core.journal.mapping import parse_municipalities
 from alarmhub.core.journal.nin import valid_organisation_number
-from alarmhub.redact import redact_url
+from alarmhub.core.sipcodes import SipListen, parse_digest_algorithms, parse_sip_listen
+from alarmhub.settings.targets import (
+    INSTANCE_ID,
+    DatabaseTarget,
+    Listen,
+    MqttTarget,
+    SettingsError,
+    default_instance_id,
+    instance_id_of,
+    is_loopback,
+    parse_database_url,
+    parse_listen,
+    parse_mqtt_url,
+    parse_mqtt_urls,
+    writable_dsn,
+)
 
 ENV_PREFIX = "ALARMHUB_"
 DEFAULT_CONFIG = Path("config/alarmhub.toml")
-
-
-# What an instance id may be: safe in a log line, a metric label, a file name and SQL text.
-INSTANCE_ID = r"[A-Za-z0-9._-]{1,64}"
-
-
-def default_instance_id() -> str:
-    """The host name and the process id, e.g. `host-a-12345`: unique while the process lives."""
-    return instance_id_of(socket.gethostname(), os.getpid())
-
-
-def instance_id_of(host: str, pid: int) -> str:
-    """`host-pid` as a valid instance id: other characters become `-`, the host is cut to fit."""
-    tail = f"-{pid}"
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in host)
-    return f"{safe[: 64 - len(tail)] or 'host'}{tail}"
-
-
-class SettingsError(Exception):
-    """One clear line for a person: which setting, and what to do about it."""
-
-
-@dataclass(frozen=True, slots=True)
-class MqttTarget:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None = field(repr=False)
-    shown: str  # the URL with its password redacted: what logs, errors and /readyz show
-
-
-@dataclass(frozen=True, slots=True)
-class DatabaseTarget:
-    kind: Literal["sqlite", "postgresql"]
-    path: Path | None  # sqlite
-    dsn: str | None  # postgresql
-
-
-@dataclass(frozen=True, slots=True)
-class Listen:
-    host: str
-    port: int
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {redact_url(url)!r}")
-    if not parts.hostname:
-        raise ValueError(f"no host in {redact_url(url)!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"bad port in {redact_url(url)!r}") from None  # its text has the URL
-    tls = parts.scheme == "mqtts"
-    return MqttTarget(
-        host=parts.hostname,
-        port=port if port is not None else (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        shown=redact_url(url),
-    )
-
-
-def parse_mqtt_urls(value: str) -> tuple[MqttTarget, ...]:
-    """A comma-separated list of brokers, in the order alarmhub tries them.
-
-    Several URLs name the nodes of one clustered broker that keeps sessions across
-    its nodes (docs/scaling.md, "The broker side"); one URL is the list of one.
-    All share a scheme: paho's TLS context is set once per client, so one client
-    cannot speak TLS to one node and plain MQTT to the next.
-    """
-    targets = tuple(parse_mqtt_url(part.strip()) for part in value.split(","))
-    if len({t.tls for t in targets}) > 1:
-        shown = ",".join(t.shown for t in targets)
-        raise ValueError(f"mix of mqtt:// and mqtts:// in {shown!r}: use one scheme for all")
-    return targets
-
-
-def is_loopback(host: str) -> bool:
-    """True for a host name or address that never leaves this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def writable_dsn(url: str) -> str:
-    """A URL naming several PostgreSQL hosts, made to connect only to the one taking writes.
-
-    `host1:port1,host2:port2` lists a primary and its standbys (docs/scaling.md,
-    "PostgreSQL with high availability"); asyncpg's default `target_session_attrs=any`
-    would take the first host that answers, a read-only standby included, and every
-    write there would fail. alarmhub always writes, so it asks for `read-write`
-    unless the URL says otherwise. A single host is left as given.
-    """
-    parts = urlsplit(url)
-    hosts = parts.netloc.rpartition("@")[2]
-    if "," not in hosts or "target_session_attrs=" in parts.query:
-        return url
-    query = f"{parts.query}&" if parts.query else ""
-    return parts._replace(query=query + "target_session_attrs=read-write").geturl()
-
-
-def parse_database_url(url: str) -> DatabaseTarget:
-    if url.startswith("sqlite:///"):
-        rest = url.removeprefix("sqlite:///")
-        if not rest or rest == "/":
-            raise ValueError("sqlite URL has no file name: use sqlite:///alarmhub.db")
-        # sqlite:///relative.db is relative; sqlite:////abs/path.db is absolute.
-        return DatabaseTarget("sqlite", Path(rest), None)
-    if url.startswith(("postgresql://", "postgres://")):
-        return DatabaseTarget("postgresql", None, writable_dsn(url))
-    raise ValueError(
-        "expected sqlite:///file.db, sqlite:////absolute/file.db or postgresql://…, "
-        f"got {redact_url(url)!r}"
-    )
-
-
-def parse_listen(value: str) -> Listen:
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {value!r}")
-    return Listen(host.strip("[]"), int(port_text))
 
 
 class Settings(BaseSettings):
@@ -230,6 +113,15 @@ class Settings(BaseSettings):
     # time within which the survivors take over a dead instance's single-owner work
     # (the lease's ttl is derived from it).
     failover_s: float = Field(default=15.0, ge=2, le=600)
+    # SCAIP over SIP (issue 16, docs/scaip.md): the addresses to listen on (unset: off);
+    # a tls:// address needs the certificate and key. Declared before scaip_listen,
+    # whose check reads them. The digest realm the devices' credentials are made in.
+    scaip_tls_cert: Path | None = None
+    scaip_tls_key: Path | None = None
+    scaip_listen: str | None = None
+    scaip_realm: str = Field(default="alarmhub", pattern=r"^[A-Za-z0-9._@:-]{1,64}$")
+    # The digest challenges offered, in order (some devices answer only the first).
+    scaip_digest_algorithms: str = "SHA-256,MD5"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     # Journal export (issue 17, docs/journal.md). Provisional: the municipalities with
@@ -318,6 +210,43 @@ class Settings(BaseSettings):
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(
                 f"{v} is not a readable key for {cert}: {exc.strerror or exc}"
+            ) from None
+        return v
+
+    @field_validator("scaip_tls_cert")
+    @classmethod
+    def _scaip_cert(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a file (a PEM certificate, or chain)")
+        return v
+
+    @field_validator("scaip_digest_algorithms")
+    @classmethod
+    def _scaip_algorithms(cls, v: str) -> str:
+        parse_digest_algorithms(v)
+        return v
+
+    @field_validator("scaip_listen")
+    @classmethod
+    def _scaip_listen(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or not v.strip():
+            return None
+        listen = parse_sip_listen(v)
+        if not any(x.transport == "tls" for x in listen):
+            return v
+        if "scaip_tls_cert" not in info.data:
+            return v  # the certificate's own error says what is wrong
+        cert, key = info.data.get("scaip_tls_cert"), info.data.get("scaip_tls_key")
+        if cert is None or key is None:
+            raise ValueError(
+                f"a tls:// address needs {ENV_PREFIX}SCAIP_TLS_CERT and {ENV_PREFIX}SCAIP_TLS_KEY "
+                "(a PEM certificate, or chain, and its key)"
+            )
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"{key} is not a readable key for {cert}: {exc.strerror or exc}"
             ) from None
         return v
 
@@ -428,6 +357,15 @@ class Settings(BaseSettings):
         )
 
     @property
+    def sip_listen(self) -> tuple[SipListen, ...]:
+        """The SCAIP receiver's addresses; empty when it is off."""
+        return parse_sip_listen(self.scaip_listen) if self.scaip_listen else ()
+
+    @property
+    def digest_algorithms(self) -> tuple[str, ...]:
+        return parse_digest_algorithms(self.scaip_digest_algorithms)
+
+    @property
     def http_tls(self) -> bool:
         """True when alarmhub serves HTTPS itself (both TLS settings are set)."""
         return self.http_tls_cert is not None and self.http_tls_key is not None
@@ -475,3 +413,25 @@ def _explain(exc: ValidationError, path: Path) -> str:
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"setting {where}: {message}")
     return "; ".join(lines)
+
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "INSTANCE_ID",
+    "DatabaseTarget",
+    "Listen",
+    "MqttTarget",
+    "Settings",
+    "SettingsError",
+    "default_instance_id",
+    "instance_id_of",
+    "is_loopback",
+    "load_settings",
+    "parse_database_url",
+    "parse_listen",
+    "parse_mqtt_url",
+    "parse_mqtt_urls",
+    "resident_key_bytes",
+    "writable_dsn",
+]

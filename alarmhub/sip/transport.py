@@ -1,0 +1,205 @@
+"""The SIP sockets: UDP endpoints, TCP and TLS listeners, and the connections they carry.
+
+asyncio protocols, no task per connection: bytes in are framed (a datagram is one
+message; a stream is cut by :class:`~alarmhub.sip.wire.StreamFramer`) and each
+message is handed to `deliver` with its :class:`Origin` (where it came from, how
+to answer). The server decides what to do with it in tasks of its own TaskGroup.
+
+The limits a stranger meets before authentication: at most `max_connections`
+accepted connections (one more is closed at once), a connection idle for
+`idle_timeout_s` is closed, a stream that cannot be framed within the size limits
+is answered if possible (413/513) and closed. Every drop is counted
+(`alarmhub_sip_dropped_total{reason}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import structlog
+
+from alarmhub.core.sipcodes import SipDrop
+from alarmhub.observability.metrics import Metrics
+from alarmhub.sip.wire import FramingError, StreamFramer, TooLargeError, response_from_head
+
+log = structlog.get_logger("alarmhub.sip")
+Address = tuple[str, int]
+
+
+@dataclass(eq=False)
+class Origin:
+    """Where a message came from, and the way back on the same socket or connection."""
+
+    transport: str  # "udp" | "tcp" | "tls"
+    peer: Address
+    send: Callable[[bytes], None]
+    local: Address
+    conn: StreamConnection | None = None
+
+
+Deliver = Callable[[bytes, Origin], None]
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance check: asyncio's selector datagram transport does not
+        # derive from asyncio.DatagramTransport, though it implements it.
+        self.transport = cast("asyncio.DatagramTransport", transport)
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        peer: Address = (str(addr[0]), int(addr[1]))
+        if data.strip(b"\r\n") == b"":
+            return  # a keep-alive
+        self._deliver(data, Origin("udp", peer, lambda out: self.sendto(out, peer), self.local))
+
+    def sendto(self, data: bytes, peer: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, peer)
+
+
+@dataclass(eq=False)
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection, accepted or our own; framed by Content-Length."""
+
+    kind: str
+    deliver: Deliver
+    metrics: Metrics
+    monotonic: Callable[[], float]
+    on_close: Callable[[StreamConnection], None]
+    refuse: bool = False  # over the connection limit: closed as soon as it is made
+    transport: asyncio.Transport | None = None
+    peer: Address = ("", 0)
+    local: Address = ("", 0)
+    last_active: float = 0.0
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    framer: StreamFramer = field(default_factory=StreamFramer)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self.refuse:
+            transport.abort()
+            self.closed.set()
+            return
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        self.local = transport.get_extra_info("sockname")[:2]
+        self.last_active = self.monotonic()
+        self.metrics.sip_connections.labels(self.kind).inc()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.monotonic()
+        try:
+            messages = self.framer.feed(data)
+        except TooLargeError as exc:
+            self._refuse(exc.head, SipDrop.OVERSIZED)
+            return
+        except FramingError:
+            self._refuse(None, SipDrop.UNPARSEABLE)
+            return
+        for message in messages:
+            self.deliver(message, Origin(self.kind, self.peer, self.send, self.local, self))
+
+    def _refuse(self, head: bytes | None, reason: SipDrop) -> None:
+        answer = response_from_head(head, 413) if head is not None else None
+        if answer is not None:
+            self.send(answer)
+            self.metrics.sip_responses.labels("413").inc()
+        self.metrics.sip_dropped.labels(reason.value).inc()
+        log.info("sip.connection_refused", reason=reason.value, peer=self.peer, transport=self.kind)
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio's
+        if not self.closed.is_set() and self.transport is not None:
+            self.closed.set()
+            self.metrics.sip_connections.labels(self.kind).dec()
+            self.on_close(self)
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+
+class Connections:
+    """The open TCP/TLS connections: the limit, the idle sweep, the way to a peer."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        monotonic: Callable[[], float],
+        *,
+        max_connections: int,
+        idle_timeout_s: float,
+    ) -> None:
+        self._metrics = metrics
+        self._now = monotonic
+        self._max = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        self._open: set[StreamConnection] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def accepted(self, kind: str, deliver: Deliver) -> StreamConnection:
+        conn = self._new(kind, deliver)
+        if len(self._open) >= self._max:
+            conn.refuse = True
+            self._metrics.sip_dropped.labels(SipDrop.CONNECTIONS.value).inc()
+            return conn
+        self._open.add(conn)
+        return conn
+
+    def _new(self, kind: str, deliver: Deliver) -> StreamConnection:
+        return StreamConnection(kind, deliver, self._metrics, self._now, self._open.discard)
+
+    async def connect(
+        self, kind: str, deliver: Deliver, peer: Address, tls: ssl.SSLContext | None
+    ) -> StreamConnection:
+        """Our own connection to `peer` (an answer to a device whose connection is gone)."""
+        loop = asyncio.get_running_loop()
+        conn = self._new(kind, deliver)
+        await loop.create_connection(lambda: conn, peer[0], peer[1], ssl=tls)
+        self._open.add(conn)
+        return conn
+
+    def find(self, kind: str, peer: Address) -> StreamConnection | None:
+        for conn in self._open:
+            if conn.kind == kind and conn.peer == peer and conn.open:
+                return conn
+        return None
+
+    def sweep(self) -> None:
+        """Close the connections idle past the timeout."""
+        limit = self._now() - self.idle_timeout_s
+        for conn in [c for c in self._open if c.last_active < limit]:
+            self._metrics.sip_dropped.labels(SipDrop.IDLE.value).inc()
+            conn.close()
+
+    async def close_all(self) -> None:
+        conns = list(self._open)
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.closed.wait(), 2.0)
+            except TimeoutError:
+                if conn.transport is not None:
+                    conn.transport.abort()

@@ -1,0 +1,90 @@
+"""ALARMHUB_SCAIP_* settings, and the SIP server run by the owner's term of a real hub."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from alarmhub.app import AlarmHub
+from alarmhub.core.digest import credentials_for
+from alarmhub.core.sipcodes import SipListen, parse_sip_listen
+from alarmhub.core.tenancy import Scope
+from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.settings import SettingsError, load_settings
+from alarmhub.sip.ports import InboundMessage, Reply
+from tests.sip.support import DEVICE, PASSWORD, authorization, request, self_signed, udp_peer
+from tests.support.helpers import hub_settings, register
+
+
+def test_listen_urls_are_parsed_with_default_ports() -> None:
+    assert parse_sip_listen("udp://0.0.0.0, tcp://0.0.0.0:5070 ,tls://[::1]") == (
+        SipListen("udp", "0.0.0.0", 5060),
+        SipListen("tcp", "0.0.0.0", 5070),
+        SipListen("tls", "::1", 5061),
+    )
+    assert str(SipListen("tls", "::1", 5061)) == "tls://[::1]:5061"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("sip://0.0.0.0:5060", "expected udp://host:port"),
+        ("udp://:5060", "no host"),
+        ("udp://0.0.0.0:99999", "bad port"),
+        ("udp://0.0.0.0:5060,udp://0.0.0.0:5060", "listed twice"),
+        ("tls://0.0.0.0:5061", "ALARMHUB_SCAIP_TLS_CERT and ALARMHUB_SCAIP_TLS_KEY"),
+    ],
+)
+def test_a_bad_listen_setting_is_one_clear_error(value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match="ALARMHUB_SCAIP_LISTEN") as caught:
+        load_settings(None, scaip_listen=value)
+    assert message in str(caught.value)
+
+
+def test_tls_listen_with_cert_and_key_and_the_other_scaip_settings(tmp_path: Path) -> None:
+    crt, key = self_signed(tmp_path)
+    s = load_settings(
+        None,
+        scaip_listen="tls://127.0.0.1:0",
+        scaip_tls_cert=crt,
+        scaip_tls_key=key,
+        scaip_digest_algorithms="md5, sha-256",
+    )
+    assert s.sip_listen == (SipListen("tls", "127.0.0.1", 0),)
+    assert s.digest_algorithms == ("MD5", "SHA-256")
+    assert load_settings(None).sip_listen == ()  # unset: off
+    assert load_settings(None).scaip_realm == "alarmhub"
+    with pytest.raises(SettingsError, match="ALARMHUB_SCAIP_DIGEST_ALGORITHMS"):
+        load_settings(None, scaip_digest_algorithms="SHA-512")
+    with pytest.raises(SettingsError, match="ALARMHUB_SCAIP_REALM"):
+        load_settings(None, scaip_realm='bad "realm"')
+
+
+async def test_the_owner_term_runs_the_sip_server_with_the_stores_credentials(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    register(f"sqlite:///{tmp_path / 'alarmhub.db'}", [(DEVICE, "safety_alarm", "0301")], tmp_path)
+    settings = hub_settings(tmp_path, broker.url, client_id, scaip_listen="udp://127.0.0.1:0")
+    async with AlarmHub(settings, serve_http=False) as hub:
+        assert hub.sip is not None
+        await hub.sip.started.wait()
+        now = datetime.now(UTC)
+        creds = credentials_for(DEVICE, "alarmhub", PASSWORD)
+        assert await hub.directory.set_device_credentials(Scope.everything("t"), creds, now, [])
+        port = hub.sip.port("udp")
+        async with udp_peer(port) as peer:
+            first = request(port=port)
+            challenge = await peer.ask(first)
+            auth = authorization(challenge, first)
+            # Until the SCAIP side is wired: 503, nothing is answered as handled.
+            unwired = await peer.ask(request(port=port, cseq=2, authorization=auth))
+            assert unwired.code == 503
+
+            async def handled(message: InboundMessage) -> Reply:
+                return Reply(body=b"<mrs/>", inline=True)
+
+            hub.sip.handler = handled
+            wired = await peer.ask(request(port=port, cseq=3, authorization=auth))
+            assert (wired.code, wired.body) == (200, b"<mrs/>")
