@@ -9,6 +9,7 @@ this file fast; the exit codes and the output are the real ones.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from tests.support import vkp
 from tests.support.helpers import REPO
 from tests.support.journal import PENDANT, PRESS, answered, raised_by_a_press
 
+cli_main = importlib.import_module("alarmhub.cli.main")  # the module, not the function
 Run = Callable[[list[str], dict[str, str]], "Ran"]  # the `run` fixture
 CENTRE_ENV = {
     "ALARMHUB_JOURNAL_ORGANISATION_NAME": "Responssenteret i Oslo",
@@ -51,6 +53,10 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
             m.setenv("ALARMHUB_RULES", str(REPO / "config" / "rules.toml"))
             m.setenv("ALARMHUB_DEVICES_DIR", str(REPO / "devices"))
             m.chdir(REPO)
+            # The CLI configures logging onto sys.stderr, which is capsys' stream here and
+            # closed after this test: module loggers cache their stream on first use, so a
+            # later test's log line would hit a closed file. Logging stays as it was.
+            m.setattr(cli_main, "configure_logging", lambda *_a, **_k: None)
             for name, value in env.items():
                 m.setenv(name, value)
             capsys.readouterr()

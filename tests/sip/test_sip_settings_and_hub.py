@@ -78,13 +78,8 @@ async def test_the_owner_term_runs_the_sip_server_with_the_stores_credentials(
             first = request(port=port)
             challenge = await peer.ask(first)
             auth = authorization(challenge, first)
-            # Until the SCAIP side is wired: 503, nothing is answered as handled.
-            unwired = await peer.ask(request(port=port, cseq=2, authorization=auth))
-            assert unwired.code == 503
-
-            async def handled(message: InboundMessage) -> Reply:
-                return Reply(body=b"<mrs/>", inline=True)
-
-            hub.sip.handler = handled
-            wired = await peer.ask(request(port=port, cseq=3, authorization=auth))
-            assert (wired.code, wired.body) == (200, b"<mrs/>")
+            # app.py hands the SCAIP intake to the listener: an authenticated MESSAGE
+            # is answered by it (this device is not a scaip one: answered, not stored).
+            assert hub.sip.handler is hub.scaip
+            answered = await peer.ask(request(port=port, cseq=2, authorization=auth))
+            assert answered.code == 200
