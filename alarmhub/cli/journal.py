@@ -1,5 +1,8 @@
 """`alarmhub journal export --alarm ID`: an answered alarm's journal note, printed, not sent.
 
+(`alarmhub journal keygen --municipality CODE --out FILE` makes the key pair of a
+municipality's HelseID client and prints the public JWK to register: see the end.)
+
 The FHIR R4 document Bundle (docs/journal.md) goes to stdout as JSON, exactly as the
 delivery would send it; one status line goes to stderr: `journal: ready (not sent)`,
 exit 0, or `journal: not applicable (<reason>)`, exit 1, with the Bundle still printed
@@ -15,7 +18,10 @@ alarm is `journal: not applicable (no national id)`.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from alarmhub.cli.db import with_store
@@ -34,7 +40,7 @@ from alarmhub.core.journal.document import (
     resolution_from_timeline,
 )
 from alarmhub.core.model import Alarm, TimelineEntry, TimelineType
-from alarmhub.settings import ENV_PREFIX, Settings
+from alarmhub.settings import ENV_PREFIX, Settings, helseid
 from alarmhub.store.ports import AlarmStore, NationalIds
 
 
@@ -47,6 +53,41 @@ def add_parser(sub: Any) -> None:
     )
     ex.add_argument("--alarm", required=True, metavar="ID", help="the alarm's id")
     ex.set_defaults(func=cmd_journal_export)
+    kg = journal.add_parser(
+        "keygen", help="make a key pair for a municipality's HelseID client; print the public JWK"
+    )
+    kg.add_argument("--municipality", required=True, metavar="CODE", help="e.g. 0301")
+    kg.add_argument("--out", required=True, metavar="FILE", help="the private key (PEM) to write")
+    kg.add_argument("--kind", choices=("rsa", "ec"), default="rsa", help="RSA 4096 or EC P-256")
+    kg.set_defaults(func=cmd_journal_keygen)
+
+
+def cmd_journal_keygen(settings: Settings, args: argparse.Namespace) -> int:
+    """Write a new private key (mode 0600, never over a file) and print its public JWK.
+
+    The JWK (stdout) is what the municipality's HelseID client is registered with; the
+    private key stays on this machine and is named by the client's `key_file`.
+    """
+    del settings
+    if not re.fullmatch(r"[0-9]{4}", args.municipality):
+        raise CommandError(f"{args.municipality!r} is not a municipality code (four digits)")
+    out = Path(args.out)
+    key = helseid.new_private_key(args.kind)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise CommandError(f"{out}: {exc.strerror or exc} (an existing key is never replaced)")
+    with os.fdopen(fd, "wb") as f:
+        f.write(helseid.private_pem(key))
+    signing = helseid.signing_key_from(key, None, out)
+    jwk = {**signing.public_jwk, "kid": signing.thumbprint, "alg": signing.algorithm, "use": "sig"}
+    print_json(jwk)
+    warn(
+        f"journal: wrote the private key of municipality {args.municipality}'s HelseID client "
+        f"to {out}; register the public JWK above with HelseID, then set its key_file in "
+        f'{ENV_PREFIX}JOURNAL_HELSEID (or [journal_helseid."{args.municipality}"]), docs/journal.md'
+    )
+    return 0
 
 
 def cmd_journal_export(settings: Settings, args: argparse.Namespace) -> int:

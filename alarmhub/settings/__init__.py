@@ -23,6 +23,7 @@ from alarmhub import builtin
 from alarmhub.core.journal.mapping import parse_municipalities
 from alarmhub.core.journal.nin import valid_organisation_number
 from alarmhub.core.sipcodes import SipListen, parse_digest_algorithms, parse_sip_listen
+from alarmhub.settings.helseid import HelseIdClient, https_url
 from alarmhub.settings.targets import (
     INSTANCE_ID,
     DatabaseTarget,
@@ -130,6 +131,29 @@ class Settings(BaseSettings):
     # The response centre as the journal note names it (its custodian and author's org).
     journal_organisation_name: str | None = Field(default=None, min_length=1, max_length=200)
     journal_organisation_number: str | None = None
+    # Where notes go: POST {journal_url}/v1/Bundle (JFT/VKP; https unless loopback). Declared
+    # before journal_helseid, whose check reads it.
+    journal_url: str | None = None
+    # One HelseID client per municipality, keyed by municipality code; export is on for
+    # exactly these (journal_exporting). A JSON object in ALARMHUB_JOURNAL_HELSEID.
+    journal_helseid: dict[str, HelseIdClient] = Field(default_factory=dict)
+
+    @field_validator("journal_url")
+    @classmethod
+    def _journal_url(cls, v: str | None) -> str | None:
+        return None if v is None else https_url(v).rstrip("/")
+
+    @field_validator("journal_helseid")
+    @classmethod
+    def _journal_helseid(
+        cls, v: dict[str, HelseIdClient], info: ValidationInfo
+    ) -> dict[str, HelseIdClient]:
+        for municipality in v:
+            if not re.fullmatch(r"[0-9]{4}", municipality):
+                raise ValueError(f"{municipality!r} is not a municipality code (four digits)")
+        if v and "journal_url" in info.data and info.data["journal_url"] is None:
+            raise ValueError(f"a HelseID client without {ENV_PREFIX}JOURNAL_URL sends nowhere")
+        return v
 
     @field_validator("journal_municipalities")
     @classmethod
@@ -328,6 +352,10 @@ class Settings(BaseSettings):
         """The municipalities with journal export on (ALARMHUB_JOURNAL_MUNICIPALITIES)."""
         return parse_municipalities(self.journal_municipalities)
 
+    def journal_exporting(self) -> frozenset[str]:
+        """The municipalities with journal export on: those whose HelseID client is set."""
+        return frozenset(self.journal_helseid)
+
     @property
     def mqtt(self) -> MqttTarget:
         """The first broker of the list: where the simulator and tools publish."""
@@ -411,6 +439,8 @@ def _explain(exc: ValidationError, path: Path) -> str:
             lines.append(f"{where}; see config/alarmhub.toml for the list")
             continue
         message = err["msg"].removeprefix("Value error, ")
+        if len(err["loc"]) > 1:  # inside a table: which entry, e.g. `0301.key_file`
+            message = f"{'.'.join(str(part) for part in err['loc'][1:])}: {message}"
         lines.append(f"setting {where}: {message}")
     return "; ".join(lines)
 
