@@ -76,7 +76,9 @@ def cmd_journal_keygen(settings: Settings, args: argparse.Namespace) -> int:
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise CommandError(f"{out}: {exc.strerror or exc} (an existing key is never replaced)")
+        raise CommandError(
+            f"{out}: {exc.strerror or exc} (an existing key is never replaced)"
+        ) from None
     with os.fdopen(fd, "wb") as f:
         f.write(helseid.private_pem(key))
     signing = helseid.signing_key_from(key, None, out)

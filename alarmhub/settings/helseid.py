@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from alarmhub.settings.targets import is_loopback
 
@@ -40,13 +40,14 @@ class HelseIdClient(BaseModel):
 
     token_endpoint: str
     client_id: str = Field(min_length=1, max_length=200)
+    # RS256 or PS256 for an RSA key (default RS256), ES256 for a P-256 key. Declared
+    # before key_file, whose check reads it.
+    algorithm: Algorithm | None = None
     key_file: Path
     scope: str = Field(default=DEFAULT_SCOPE, min_length=1, max_length=500)
     # The client assertion's `aud`; unset: the token endpoint (RFC 7523). HelseID's own
     # documentation names its issuer here: set it if NHN's test environment asks for that.
     audience: str | None = Field(default=None, min_length=1)
-    # RS256 or PS256 for an RSA key (default RS256), ES256 for a P-256 key.
-    algorithm: Algorithm | None = None
 
     @field_validator("token_endpoint")
     @classmethod
@@ -55,8 +56,8 @@ class HelseIdClient(BaseModel):
 
     @field_validator("key_file")
     @classmethod
-    def _key(cls, v: Path) -> Path:
-        load_signing_key(v)
+    def _key(cls, v: Path, info: ValidationInfo) -> Path:
+        load_signing_key(v, info.data.get("algorithm"))
         return v
 
     def signing_key(self) -> SigningKey:
@@ -110,9 +111,9 @@ def parse_private_key(data: bytes, path: Path) -> PrivateKey:
             raise ValueError(
                 f"{path} is not an unencrypted PEM private key (or a private JWK)"
             ) from None
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path} holds no private key (a public key cannot sign)")
-    return key
+    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return key
+    raise ValueError(f"{path} holds no private key (a public key cannot sign)")
 
 
 def signing_key_from(key: PrivateKey, algorithm: Algorithm | None, path: Path) -> SigningKey:
@@ -122,7 +123,7 @@ def signing_key_from(key: PrivateKey, algorithm: Algorithm | None, path: Path) -
         if algorithm not in (None, "RS256", "PS256"):
             raise ValueError(f"{path} is an RSA key: RS256 or PS256, not {algorithm}")
         return SigningKey(key, algorithm or "RS256", public_jwk(key))
-    if not isinstance(key.curve, ec.SECP256R1):
+    if key.curve.name != ec.SECP256R1.name:
         raise ValueError(f"{path}: an EC key on {key.curve.name}; ES256 needs P-256")
     if algorithm not in (None, "ES256"):
         raise ValueError(f"{path} is a P-256 key: ES256, not {algorithm}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,7 +55,7 @@ def journal(helseid: HelseIdServer) -> Iterator[ProtectedServer]:
 
 
 @pytest.fixture
-async def http() -> httpx.AsyncClient:
+async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
 
@@ -90,8 +90,7 @@ def registered(
 
 async def send(auth: HelseIdAuth, http: httpx.AsyncClient, url: str) -> httpx.Response:
     async def once() -> httpx.Response:
-        answer = await http.post(url, content=b"{}", headers=await auth.headers("POST", url))
-        return answer
+        return await http.post(url, content=b"{}", headers=await auth.headers("POST", url))
 
     answer = await once()
     if auth.observe(answer.status_code, dict(answer.headers)):

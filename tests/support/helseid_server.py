@@ -38,18 +38,24 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt import PyJWK
+from jwt.types import Options
 
 from alarmhub.settings.helseid import b64url, jwk_thumbprint
 
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"})
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # Claims are checked here, against the injected clock, not by PyJWT against the real one.
-NO_TIME_CHECKS = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "verify_aud": False}
+NO_TIME_CHECKS: Options = {
+    "verify_exp": False,
+    "verify_iat": False,
+    "verify_nbf": False,
+    "verify_aud": False,
+}
 Now = Callable[[], datetime]
 Answer = tuple[int, dict[str, str], bytes]
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     """Why a request was refused: the OAuth/DPoP error code and a description."""
 
     def __init__(self, error: str, description: str) -> None:
@@ -75,42 +81,42 @@ class DpopVerifier:
         self.nonces_demanded = 0
 
     def check(self, proof: str | None, method: str, url: str, token: str | None = None) -> str:
-        """The proof's key thumbprint; Refused when the proof does not hold."""
+        """The proof's key thumbprint; RefusedError when the proof does not hold."""
         if not proof:
-            raise Refused("invalid_dpop_proof", "no DPoP proof")
+            raise RefusedError("invalid_dpop_proof", "no DPoP proof")
         try:
             header = jwt.get_unverified_header(proof)
             jwk = header.get("jwk")
             if header.get("typ") != "dpop+jwt" or header.get("alg") not in ASYMMETRIC:
-                raise Refused("invalid_dpop_proof", "typ or alg")
+                raise RefusedError("invalid_dpop_proof", "typ or alg")
             if not isinstance(jwk, dict) or "d" in jwk:
-                raise Refused("invalid_dpop_proof", "no public jwk")
+                raise RefusedError("invalid_dpop_proof", "no public jwk")
             claims = jwt.decode(
                 proof, PyJWK(jwk).key, algorithms=[header["alg"]], options=NO_TIME_CHECKS
             )
         except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
-            raise Refused("invalid_dpop_proof", f"signature: {type(exc).__name__}") from None
+            raise RefusedError("invalid_dpop_proof", f"signature: {type(exc).__name__}") from None
         self._claims(claims, method, url, token)
         with self._lock:
             if claims["jti"] in self._seen:
-                raise Refused("invalid_dpop_proof", "replayed: jti seen before")
+                raise RefusedError("invalid_dpop_proof", "replayed: jti seen before")
             self._seen.add(claims["jti"])
         return jwk_thumbprint(jwk)
 
     def _claims(self, claims: dict[str, Any], method: str, url: str, token: str | None) -> None:
         if not all(isinstance(claims.get(c), str | int) for c in ("jti", "htm", "htu", "iat")):
-            raise Refused("invalid_dpop_proof", "missing claims")
+            raise RefusedError("invalid_dpop_proof", "missing claims")
         if claims["htm"] != method or claims["htu"] != url:
-            raise Refused("invalid_dpop_proof", "htm/htu are not this request's")
+            raise RefusedError("invalid_dpop_proof", "htm/htu are not this request's")
         if abs(_epoch(self._now) - int(claims["iat"])) > self._window_s:
-            raise Refused("invalid_dpop_proof", "iat outside the window")
+            raise RefusedError("invalid_dpop_proof", "iat outside the window")
         if token is not None:
             ath = b64url(hashlib.sha256(token.encode("ascii")).digest())
             if claims.get("ath") != ath:
-                raise Refused("invalid_dpop_proof", "ath is not this token's hash")
+                raise RefusedError("invalid_dpop_proof", "ath is not this token's hash")
         if self.demand_nonce and claims.get("nonce") != self.nonce:
             self.nonces_demanded += 1
-            raise Refused("use_dpop_nonce", "a nonce is required")
+            raise RefusedError("use_dpop_nonce", "a nonce is required")
 
 
 @dataclass
@@ -137,7 +143,7 @@ class _Http:
                 size = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(size) if size else b""
                 path = urlsplit(self.path).path
-                url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+                url = f"http://127.0.0.1:{port}{path}"
                 status, headers, out = serve(self.command, url, dict(self.headers), body)
                 self.send_response(status)
                 for name, value in headers.items():
@@ -153,7 +159,7 @@ class _Http:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
+        self.port = port = int(self.server.server_address[1])
         # A short poll: close() waits for serve_forever to notice, up to one interval.
         self._thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -198,18 +204,8 @@ class HelseIdServer:
 
     def _serve(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
         try:
-            if method != "POST" or url != self.token_endpoint:
-                raise Refused("invalid_request", "POST to the token endpoint only")
-            form = {k: v[0] for k, v in parse_qs(body.decode("ascii")).items()}
-            if form.get("grant_type") != "client_credentials":
-                raise Refused("unsupported_grant_type", "client_credentials only")
-            # The proof first: a nonce demand must not burn the assertion's jti.
-            jkt = self.dpop.check(_header(headers, "DPoP"), method, url)
-            client = self._client(form)
-            scope = form.get("scope", "")
-            if not set(scope.split()) <= client.scopes:
-                raise Refused("invalid_scope", scope)
-        except Refused as no:
+            client, scope, jkt = self._grant(method, url, headers, body)
+        except RefusedError as no:
             self.log.refusals.append(no.error)
             status = 401 if no.error == "invalid_client" else 400
             return _json(status, {"error": no.error}, {"DPoP-Nonce": self.dpop.nonce})
@@ -228,10 +224,27 @@ class HelseIdServer:
         answer = {"access_token": token, "token_type": "DPoP", "expires_in": self.lifetime_s}
         return _json(200, answer, {"DPoP-Nonce": self.dpop.nonce, "Cache-Control": "no-store"})
 
+    def _grant(
+        self, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[Client, str, str]:
+        """The client, the scope and the proof key's thumbprint; RefusedError otherwise."""
+        if method != "POST" or url != self.token_endpoint:
+            raise RefusedError("invalid_request", "POST to the token endpoint only")
+        form = {k: v[0] for k, v in parse_qs(body.decode("ascii")).items()}
+        if form.get("grant_type") != "client_credentials":
+            raise RefusedError("unsupported_grant_type", "client_credentials only")
+        # The proof first: a nonce demand must not burn the assertion's jti.
+        jkt = self.dpop.check(_header(headers, "DPoP"), method, url)
+        client = self._client(form)
+        scope = form.get("scope", "")
+        if not set(scope.split()) <= client.scopes:
+            raise RefusedError("invalid_scope", scope)
+        return client, scope, jkt
+
     def _client(self, form: dict[str, str]) -> Client:
         assertion = form.get("client_assertion", "")
         if form.get("client_assertion_type") != ASSERTION_TYPE or not assertion:
-            raise Refused("invalid_client", "a private_key_jwt client assertion is required")
+            raise RefusedError("invalid_client", "a private_key_jwt client assertion is required")
         try:
             unverified = jwt.decode(assertion, options={"verify_signature": False})
             client = self.clients[unverified["iss"]]
@@ -240,17 +253,17 @@ class HelseIdServer:
             algorithms = [key.algorithm_name] if key.key_type == "EC" else ["RS256", "PS256"]
             claims = jwt.decode(assertion, key.key, algorithms=algorithms, options=NO_TIME_CHECKS)
         except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
-            raise Refused("invalid_client", f"assertion: {type(exc).__name__}") from None
+            raise RefusedError("invalid_client", f"assertion: {type(exc).__name__}") from None
         if claims.get("sub") != client.client_id or form.get("client_id") != client.client_id:
-            raise Refused("invalid_client", "iss, sub and client_id differ")
+            raise RefusedError("invalid_client", "iss, sub and client_id differ")
         if claims.get("aud") != self.token_endpoint:
-            raise Refused("invalid_client", "aud is not this token endpoint")
+            raise RefusedError("invalid_client", "aud is not this token endpoint")
         exp = claims.get("exp")
         if not isinstance(exp, int) or exp <= _epoch(self._now):
-            raise Refused("invalid_client", "assertion expired")
+            raise RefusedError("invalid_client", "assertion expired")
         with self._lock:
             if claims.get("jti") in self._assertion_jtis or not claims.get("jti"):
-                raise Refused("invalid_client", "assertion jti reused")
+                raise RefusedError("invalid_client", "assertion jti reused")
             self._assertion_jtis.add(claims["jti"])
         return client
 
@@ -261,9 +274,9 @@ class HelseIdServer:
                 token, self._signer.public_key(), algorithms=["ES256"], options=NO_TIME_CHECKS
             )
         except jwt.PyJWTError:
-            raise Refused("invalid_token", "not a token of this issuer") from None
+            raise RefusedError("invalid_token", "not a token of this issuer") from None
         if claims["exp"] <= _epoch(self._now):
-            raise Refused("invalid_token", "expired")
+            raise RefusedError("invalid_token", "expired")
         return claims
 
 
@@ -284,19 +297,24 @@ class ResourceGuard:
     def check(self, method: str, url: str, headers: dict[str, str]) -> Answer | None:
         """None: let it through; otherwise the 401 to answer (with a challenge and nonce)."""
         try:
-            scheme, _, token = (_header(headers, "Authorization") or "").partition(" ")
-            if scheme.lower() != "dpop" or not token:
-                raise Refused("invalid_token", "no DPoP access token")
-            claims = self._issuer.verify_token(token)
-            jkt = self.dpop.check(_header(headers, "DPoP"), method, url, token)
-            if claims.get("cnf", {}).get("jkt") != jkt:
-                raise Refused("invalid_token", "the proof's key is not the one the token is bound to")
-        except Refused as no:
+            self._verify(method, url, headers)
+        except RefusedError as no:
             self.refusals.append(f"{no.error}: {no.description}")
             challenge = f'DPoP error="{no.error}", algs="ES256 RS256 PS256"'
             return 401, {"WWW-Authenticate": challenge, "DPoP-Nonce": self.dpop.nonce}, b""
         self.accepted += 1
         return None
+
+    def _verify(self, method: str, url: str, headers: dict[str, str]) -> None:
+        scheme, _, token = (_header(headers, "Authorization") or "").partition(" ")
+        if scheme.lower() != "dpop" or not token:
+            raise RefusedError("invalid_token", "no DPoP access token")
+        claims = self._issuer.verify_token(token)
+        jkt = self.dpop.check(_header(headers, "DPoP"), method, url, token)
+        if claims.get("cnf", {}).get("jkt") != jkt:
+            raise RefusedError(
+                "invalid_token", "the proof's key is not the one the token is bound to"
+            )
 
 
 class ProtectedServer:
