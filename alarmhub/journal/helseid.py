@@ -205,7 +205,8 @@ class HelseIdAuth:
         if str(kind).lower() != "dpop":
             # A bearer token would work for anyone who sees it: refuse to use one.
             raise HelseIdError(self.municipality, 200, f"token_type {kind!r}, not DPoP")
-        renew_in = max(0.0, float(lifetime) - self._margin_s)
+        # A token shorter-lived than twice the margin is still used for half its life.
+        renew_in = max(0.0, float(lifetime) - min(self._margin_s, float(lifetime) / 2))
         log.info(
             "journal.token_fetched",
             municipality=self.municipality,
