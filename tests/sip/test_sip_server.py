@@ -189,6 +189,34 @@ async def test_an_expired_nonce_is_challenged_again_as_stale() -> None:
     assert handler.messages == []
 
 
+async def test_a_nonce_of_a_previous_process_is_challenged_again_as_stale() -> None:
+    """After a restart every device's reused nonce is unknown: stale, not a wrong password.
+
+    Without `stale=true` a device that had just answered the old process's challenge
+    takes the new 401 for wrong credentials and gives up (the kill -9 fault test found it).
+    """
+    metrics, handler = Metrics(), Recorder()
+    creds = Credentials(**{DEVICE: PASSWORD})
+    async with running(("udp",), handler, creds, metrics=Metrics(), clock=SystemClock()) as before:
+        port = before.port("udp")
+        async with udp_peer(port) as peer:
+            first = request(port=port)
+            old_challenge = await peer.ask(first)
+    async with running(("udp",), handler, creds, metrics=metrics, clock=SystemClock()) as after:
+        port = after.port("udp")
+        async with udp_peer(port) as peer:
+            again = request(port=port, cseq=2, authorization=authorization(old_challenge, first))
+            reply = await peer.ask(again)
+            assert reply.code == 401
+            assert all(c.parameters.get("stale") == "true" for c in challenges(reply))
+            final = await peer.ask(
+                request(port=port, cseq=3, authorization=authorization(reply, again))
+            )
+    assert final.code == 200
+    assert sample(metrics, "alarmhub_scaip_digest_failures_total", reason="bad_nonce") == 1
+    assert len(handler.messages) == 1
+
+
 async def test_wrong_method_content_type_and_size_get_their_errors() -> None:
     metrics, handler = Metrics(), Recorder()
     async with running(
