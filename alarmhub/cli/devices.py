@@ -240,19 +240,7 @@ def _refused(file: str, errors: Sequence[str]) -> int:
 
 def cmd_devices_credentials(settings: Settings, args: argparse.Namespace) -> int:
     """Store what SIP digest needs for the device(s) in the configured realm (issue 16)."""
-    if args.from_csv is not None:
-        if args.id is not None or args.password_stdin:
-            raise CommandError("--from-csv takes neither --id nor --password-stdin")
-        rows = credentials_csv(args.from_csv)
-    else:
-        if args.id is None or not args.password_stdin:
-            raise CommandError("give --id ID --password-stdin, or --from-csv FILE.csv")
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-        problem = password_problem(password)
-        if problem is not None:
-            raise CommandError(f"{problem} (read from standard input)")
-        rows = [(args.id, password)]
-        del password
+    rows = _credential_rows(args)
     realm = settings.scaip_realm
     all_creds = [credentials_for(device_id, realm, pw) for device_id, pw in rows]
     del rows
@@ -290,6 +278,21 @@ def cmd_devices_credentials(settings: Settings, args: argparse.Namespace) -> int
         return 0
 
     return with_directory(settings, work)
+
+
+def _credential_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(id, password) from --from-csv, or the one device of --id with --password-stdin."""
+    if args.from_csv is not None:
+        if args.id is not None or args.password_stdin:
+            raise CommandError("--from-csv takes neither --id nor --password-stdin")
+        return credentials_csv(args.from_csv)
+    if args.id is None or not args.password_stdin:
+        raise CommandError("give --id ID --password-stdin, or --from-csv FILE.csv")
+    password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    problem = password_problem(password)
+    if problem is not None:
+        raise CommandError(f"{problem} (read from standard input)")
+    return [(args.id, password)]
 
 
 def credentials_csv(file: str) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ SCAIP_FORMAT = "scaip"
 # A request is small (a few hundred bytes; a long `lte`/`ite` a few kB). Anything much
 # larger is not a request: refused before it is parsed.
 MAX_BODY_BYTES = 16 * 1024
+CRE_CALL_TNU = 62  # `cre`: call the number in `tnu`
 MAX_TEXT = 256  # characters of a free text (`stt`, `lte`, `ite`, a `crd`)
 MAX_CALLBACKS = 8  # `crd` elements kept
 # The key of an event's fields that holds what the operator is shown of the request.
