@@ -8,6 +8,7 @@ message and answers what the test tells it. Each test asserts what a device sees
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from alarmhub.clock import FakeClock, SystemClock
 from alarmhub.core.digest import MD5, NONCE_LIFETIME_S, SHA256
 from alarmhub.observability.metrics import Metrics
 from alarmhub.sip.ports import Reply
-from alarmhub.sip.server import SipLimits, server_tls
+from alarmhub.sip.server import UDP_RCVBUF_BYTES, SipLimits, server_tls
 from alarmhub.sip.wire import MAX_BODY
 from tests.sip.support import (
     DEVICE,
@@ -375,3 +376,20 @@ async def test_tcp_connections_are_limited_and_closed_when_idle() -> None:
             await asyncio.wait_for(first.closed.wait(), 5)  # idle past the timeout
     assert sample(metrics, "alarmhub_sip_dropped_total", reason="connections") == 1
     assert sample(metrics, "alarmhub_sip_dropped_total", reason="idle") == 1
+
+
+async def test_the_udp_listener_asks_for_a_large_receive_buffer() -> None:
+    """A fleet's burst must not overflow the kernel's default buffer (about 208 KiB)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text()) * 2  # Linux doubles, caps
+    creds = Credentials()
+    async with running(
+        ("udp",), Recorder(), creds, metrics=Metrics(), clock=SystemClock()
+    ) as server:
+        [endpoint] = server._udp
+        assert endpoint.transport is not None
+        sock = endpoint.transport.get_extra_info("socket")
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert got == min(2 * UDP_RCVBUF_BYTES, cap)
+    assert got > default or cap <= default
