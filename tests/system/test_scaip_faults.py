@@ -296,7 +296,11 @@ async def test_hostile_input_is_refused_or_dead_lettered_and_the_daemon_lives(
             assert last.outcome is Outcome.HANDLED, last
         assert daemon.poll() is None, log.read_text()[-3000:]
         outcomes = {
-            name: (r.outcome.value, r.sip_statuses[-1] if r.attempts else None, r.snus)
+            name: (
+                r.outcome and r.outcome.value,
+                r.sip_statuses[-1] if r.attempts else None,
+                r.snus,
+            )
             for name, r in cases.items()
         }
         for name, status in SIP_REFUSED.items():
