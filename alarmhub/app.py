@@ -35,7 +35,6 @@ from alarmhub.core.cluster import LeaseTiming
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device, Event
 from alarmhub.core.people import AuditEntry
-from alarmhub.core.resolution import Resolution
 from alarmhub.core.retention import Retention
 from alarmhub.core.rules import RuleSet
 from alarmhub.core.suppress import Silence
@@ -192,6 +191,7 @@ class AlarmHub:
             rules_file=s.rules,
             stopping=self._stopping,
         )
+        self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)  # sip/ports.py's handler
         self.actions = Actions(
             state=state,
             store=self.store,
@@ -206,9 +206,9 @@ class AlarmHub:
             queue_gauges=self.queue_gauges,
             device_link=mqtt,
             spawn=self._spawn,
+            voice_chosen=self.scaip.voice_chosen,
         )
         self.follower = self._follower(arm)
-        self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)  # sip/ports.py's handler
         retention = Retention(
             inbox=timedelta(days=s.inbox_retention_days),
             dead_letters=timedelta(days=s.dead_letter_retention_days),
@@ -466,19 +466,10 @@ class AlarmHub:
         return await self.gate.until_committed(op, writes=writes)
 
     async def act(
-        self,
-        alarm_id: str,
-        action: Action,
-        actor: str,
-        *,
-        outcome: str | None = None,
-        note: str | None = None,
-        resolution: Resolution | None = None,
-        audit: Sequence[AuditEntry],
+        self, alarm_id: str, action: Action, actor: str, **given: Any
     ) -> Alarm | Conflict | None:
-        return await self.actions.act(
-            alarm_id, action, actor, outcome=outcome, note=note, resolution=resolution, audit=audit
-        )
+        """daemon/actions.py `Actions.act`: outcome, note, resolution, voice, audit."""
+        return await self.actions.act(alarm_id, action, actor, **given)
 
     async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool:
         return await self.registry.register_new_device(device, audit=audit)

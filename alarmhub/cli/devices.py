@@ -9,6 +9,8 @@ the store with its audit entries, and print.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,12 +87,17 @@ def add_parser(sub: Any) -> None:
         "credentials",
         help="set a SCAIP device's SIP digest credentials (stored as HA1, never the password)",
     )
-    cred.add_argument("--id", required=True, help="the device id: a SCAIP device's cid")
+    cred.add_argument("--id", help="the device id: a SCAIP device's cid")
     cred.add_argument(
         "--password-stdin",
         action="store_true",
-        required=True,
         help="read the password from standard input (one line), never from the command line",
+    )
+    cred.add_argument(
+        "--from-csv",
+        metavar="FILE.csv",
+        help="set many devices' credentials from a CSV file with the header `id,password` "
+        "(every row checked first: one bad row and nothing is set)",
     )
     cred.set_defaults(func=cmd_devices_credentials)
 
@@ -232,34 +239,97 @@ def _refused(file: str, errors: Sequence[str]) -> int:
 
 
 def cmd_devices_credentials(settings: Settings, args: argparse.Namespace) -> int:
-    """Store what SIP digest needs for the device in the configured realm (issue 16)."""
-    password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-    problem = password_problem(password)
-    if problem is not None:
-        raise CommandError(f"{problem} (read from standard input)")
+    """Store what SIP digest needs for the device(s) in the configured realm (issue 16)."""
+    rows = _credential_rows(args)
     realm = settings.scaip_realm
-    creds = credentials_for(args.id, realm, password)
-    del password
+    all_creds = [credentials_for(device_id, realm, pw) for device_id, pw in rows]
+    del rows
 
     async def work(directory: Directory) -> int:
         now = SystemClock().now()
         scope = Scope.everything(actor())
-        device = await directory.get_device(scope, args.id)
-        if device is None:
-            raise CommandError(f"no device {args.id} is registered: register it first")
-        entry = AuditEntry(
-            actor(),
-            "device.credentials_set",
-            now,
-            device_id=args.id,
-            municipality=device["municipality"],
-            detail={"realm": realm},
-        )
-        if not await directory.set_device_credentials(scope, creds, now, [entry]):
-            raise CommandError(f"no device {args.id} is registered: register it first")
-        print(f"credentials set for {args.id} (SIP digest realm {realm!r})")
-        if device.get("profile") != "scaip":
-            warn(f"warning: {args.id} has profile {device.get('profile')!r}, not 'scaip'")
+        devices = [await directory.get_device(scope, c.device_id) for c in all_creds]
+        missing = [c.device_id for c, d in zip(all_creds, devices, strict=True) if d is None]
+        if missing:
+            raise CommandError(
+                f"no device {', '.join(missing[:10])} is registered: register it first"
+                + (" (nothing set)" if len(all_creds) > 1 else "")
+            )
+        for creds, device in zip(all_creds, devices, strict=True):
+            assert device is not None
+            entry = AuditEntry(
+                actor(),
+                "device.credentials_set",
+                now,
+                device_id=creds.device_id,
+                municipality=device["municipality"],
+                detail={"realm": realm},
+            )
+            if not await directory.set_device_credentials(scope, creds, now, [entry]):
+                raise CommandError(f"no device {creds.device_id} is registered: register it first")
+            if device.get("profile") != "scaip":
+                warn(
+                    f"warning: {creds.device_id} has profile {device.get('profile')!r}, not 'scaip'"
+                )
+        if len(all_creds) == 1:
+            print(f"credentials set for {all_creds[0].device_id} (SIP digest realm {realm!r})")
+        else:
+            print(f"credentials set for {len(all_creds)} device(s) (SIP digest realm {realm!r})")
         return 0
 
     return with_directory(settings, work)
+
+
+def _credential_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(id, password) from --from-csv, or the one device of --id with --password-stdin."""
+    if args.from_csv is not None:
+        if args.id is not None or args.password_stdin:
+            raise CommandError("--from-csv takes neither --id nor --password-stdin")
+        return credentials_csv(args.from_csv)
+    if args.id is None or not args.password_stdin:
+        raise CommandError("give --id ID --password-stdin, or --from-csv FILE.csv")
+    password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    problem = password_problem(password)
+    if problem is not None:
+        raise CommandError(f"{problem} (read from standard input)")
+    return [(args.id, password)]
+
+
+def credentials_csv(file: str) -> list[tuple[str, str]]:
+    """The (id, password) rows of a credentials CSV, every row checked; never echoes a password."""
+    try:
+        text = Path(file).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise CommandError(f"{file}: {exc.strerror}") from exc
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header] != ["id", "password"]:
+        raise CommandError(f"{file}: the first line must be the header `id,password`")
+    rows: list[tuple[str, str]] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != 2 or not row[0].strip():
+            errors.append(f"line {line}: expected `id,password`")
+            continue
+        device_id, password = row[0].strip(), row[1]
+        problem = password_problem(password)
+        if problem is not None:
+            errors.append(f"line {line} ({device_id}): {problem}")
+        elif device_id in seen:
+            errors.append(f"line {line} ({device_id}): the id is listed twice")
+        seen.add(device_id)
+        rows.append((device_id, password))
+    if errors:
+        return _refused_credentials(file, errors)
+    if not rows:
+        raise CommandError(f"{file}: no rows")
+    return rows
+
+
+def _refused_credentials(file: str, errors: Sequence[str]) -> list[tuple[str, str]]:
+    for err in errors:
+        warn(f"{file}: {err}")
+    raise CommandError(f"nothing set: {len(errors)} row error(s)")

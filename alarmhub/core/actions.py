@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+from alarmhub.core.model import Alarm, AlarmState, ScaipVoice, TimelineEntry, TimelineType
 from alarmhub.core.resolution import MAX_FREE_TEXT, Resolution
 
 MAX_NOTE = 2000
@@ -58,13 +58,15 @@ def apply_action(
     outcome: str | None = None,
     note: str | None = None,
     resolution: Resolution | None = None,
+    voice: ScaipVoice | None = None,
 ) -> Applied | Conflict:
     """`resolution`: the cause and action taken, for RESOLVE only (already checked
-    against the alarm kind's choices: core/resolution.py `choose`)."""
-    if note is not None and len(note) > MAX_NOTE:
-        return Conflict(ConflictCode.INVALID, f"a note is at most {MAX_NOTE} characters")
-    if resolution is not None and _too_long(resolution):
-        return Conflict(ConflictCode.INVALID, f"a free text is at most {MAX_FREE_TEXT} characters")
+    against the alarm kind's choices: core/resolution.py `choose`). `voice`: the SCAIP
+    voice parameters the operator chose on taking the alarm, for ACKNOWLEDGE only
+    (already checked against the standard's ranges); recorded on the timeline."""
+    invalid = _invalid(action, note, resolution, voice)
+    if invalid is not None:
+        return invalid
     if action is Action.NOTE:
         if not note:
             return Conflict(ConflictCode.INVALID, "a note needs text")
@@ -83,7 +85,7 @@ def apply_action(
                 f"the alarm is already acknowledged by {alarm.acknowledged_by}",
                 alarm.acknowledged_by,
             )
-        return _acknowledge(alarm, actor, now, note)
+        return _acknowledge(alarm, actor, now, note, voice)
     # Any other handling of an unacknowledged alarm acknowledges it first: the
     # time to acknowledge is then when a person first acted on it.
     entries: list[TimelineEntry] = []
@@ -94,6 +96,18 @@ def apply_action(
     if action is Action.RESOLVE:
         return _resolve(alarm, actor, now, outcome, note, resolution, entries, acknowledged_now)
     return _handle(alarm, action, actor, now, note, entries, acknowledged_now)
+
+
+def _invalid(
+    action: Action, note: str | None, resolution: Resolution | None, voice: ScaipVoice | None
+) -> Conflict | None:
+    if voice is not None and action is not Action.ACKNOWLEDGE:
+        return Conflict(ConflictCode.INVALID, "voice parameters are chosen on acknowledging")
+    if note is not None and len(note) > MAX_NOTE:
+        return Conflict(ConflictCode.INVALID, f"a note is at most {MAX_NOTE} characters")
+    if resolution is not None and _too_long(resolution):
+        return Conflict(ConflictCode.INVALID, f"a free text is at most {MAX_FREE_TEXT} characters")
+    return None
 
 
 def _too_long(r: Resolution) -> bool:
@@ -157,12 +171,17 @@ def _resolve(
     return Applied(alarm, tuple(entries), acknowledged_now)
 
 
-def _acknowledge(alarm: Alarm, actor: str, now: datetime, note: str | None) -> Applied:
+def _acknowledge(
+    alarm: Alarm, actor: str, now: datetime, note: str | None, voice: ScaipVoice | None = None
+) -> Applied:
     acked = replace(
         alarm, state=AlarmState.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=actor
     )
     detail: dict[str, object] = {"after_s": round((now - alarm.raised_at).total_seconds(), 3)}
     if note:
         detail["note"] = note
+    if voice is not None:
+        chosen = {"mre": voice.mre, "cre": voice.cre, "tnu": voice.tnu}
+        detail["voice"] = {k: v for k, v in chosen.items() if v is not None}
     entry = TimelineEntry(alarm.id, now, TimelineType.ACKNOWLEDGED, actor, detail)
     return Applied(acked, (entry,), acknowledged_now=True)

@@ -17,6 +17,7 @@ what was wrong with the request (docs/scaip.md, "Answer codes").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -33,6 +34,7 @@ SCAIP_FORMAT = "scaip"
 # A request is small (a few hundred bytes; a long `lte`/`ite` a few kB). Anything much
 # larger is not a request: refused before it is parsed.
 MAX_BODY_BYTES = 16 * 1024
+CRE_CALL_TNU = 62  # `cre`: call the number in `tnu`
 MAX_TEXT = 256  # characters of a free text (`stt`, `lte`, `ite`, a `crd`)
 MAX_CALLBACKS = 8  # `crd` elements kept
 # The key of an event's fields that holds what the operator is shown of the request.
@@ -217,19 +219,43 @@ def _local(tag: object) -> str:
     return text.rsplit("}", 1)[-1]
 
 
+# A well-formed `<ref>` in a body that is not (too long, broken XML, a DTD): echoed in the
+# answer so the device can match it to its request and end the session, instead of
+# resending a request that can never succeed for up to 30 minutes. Only a valid ref
+# (1-16 letters and digits) is salvaged; anything else is answered with an empty ref.
+_SALVAGE_REF = re.compile(rb"<(?:\w+:)?ref>\s*([A-Za-z0-9]{1,16})\s*</(?:\w+:)?ref>")
+_SALVAGE_WITHIN = 4096  # bytes from the start: the ref comes first in real devices' bodies
+
+
+def salvaged_ref(body: bytes) -> str | None:
+    """The request's reference read without parsing the XML, when it is plainly there."""
+    found = _SALVAGE_REF.search(body[:_SALVAGE_WITHIN])
+    return found.group(1).decode("ascii") if found else None
+
+
 def _parse_xml(body: bytes, max_bytes: int) -> Element | ScaipRejected:
     if len(body) > max_bytes:
-        return ScaipRejected(Snu.TOO_LONG, f"body is {len(body)} bytes; the limit is {max_bytes}")
+        return ScaipRejected(
+            Snu.TOO_LONG,
+            f"body is {len(body)} bytes; the limit is {max_bytes}",
+            salvaged_ref(body),
+        )
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         # A DTD, an entity or an external reference: refused, never expanded or fetched.
-        return ScaipRejected(Snu.INVALID_FORMAT, f"body refused: {type(exc).__name__}")
+        return ScaipRejected(
+            Snu.INVALID_FORMAT, f"body refused: {type(exc).__name__}", salvaged_ref(body)
+        )
     except (ParseError, ValueError) as exc:
-        return ScaipRejected(Snu.INVALID_FORMAT, f"body is not XML: {str(exc)[:120]}")
+        return ScaipRejected(
+            Snu.INVALID_FORMAT, f"body is not XML: {str(exc)[:120]}", salvaged_ref(body)
+        )
     if _local(root.tag) != "mrq":
         return ScaipRejected(
-            Snu.INVALID_FORMAT, f"root element is <{_local(root.tag)[:32]}>, not <mrq>"
+            Snu.INVALID_FORMAT,
+            f"root element is <{_local(root.tag)[:32]}>, not <mrq>",
+            salvaged_ref(body),
         )
     return root
 

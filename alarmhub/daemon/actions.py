@@ -19,7 +19,7 @@ import structlog
 from alarmhub.clock import Clock
 from alarmhub.core import suppress
 from alarmhub.core.actions import Action, Applied, Conflict, apply_action
-from alarmhub.core.model import Alarm, TimelineType
+from alarmhub.core.model import Alarm, ScaipVoice, TimelineType
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.receipts import handled_receipt
 from alarmhub.core.resolution import Resolution
@@ -53,6 +53,10 @@ class Publish(Protocol):
 
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+# Told, after the commit, the SCAIP voice parameters an operator chose on taking an alarm
+# (daemon/scaip.py `ScaipIntake.voice_chosen`): the device's next resend carries them.
+VoiceChosen = Callable[[str, ScaipVoice], None]
+Given = tuple[str | None, str | None, Resolution | None, ScaipVoice | None]
 
 
 class Actions:
@@ -72,6 +76,7 @@ class Actions:
         queue_gauges: QueueGauges,
         device_link: Publish,
         spawn: Spawn,
+        voice_chosen: VoiceChosen | None = None,
     ) -> None:
         self._state = state
         self._store = store
@@ -86,6 +91,7 @@ class Actions:
         self._queue_gauges = queue_gauges
         self._device_link = device_link
         self._spawn = spawn
+        self._voice_chosen = voice_chosen
 
     async def act(
         self,
@@ -96,22 +102,25 @@ class Actions:
         outcome: str | None = None,
         note: str | None = None,
         resolution: Resolution | None = None,
+        voice: ScaipVoice | None = None,
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
         """Apply an operator's action; None when there is no such alarm.
 
         `audit` is committed in the action's own transaction, and only if it applied.
-        `resolution`: the cause and action taken of a RESOLVE (core/resolution.py).
+        `resolution`: the cause and action taken of a RESOLVE (core/resolution.py);
+        `voice`: the SCAIP voice parameters chosen on an ACKNOWLEDGE.
         """
+        given = (outcome, note, resolution, voice)
         with structlog.contextvars.bound_contextvars(alarm_id=alarm_id):
-            return await self._act(alarm_id, action, actor, (outcome, note, resolution), audit)
+            return await self._act(alarm_id, action, actor, given, audit)
 
     async def _act(
         self,
         alarm_id: str,
         action: Action,
         actor: str,
-        given: tuple[str | None, str | None, Resolution | None],
+        given: Given,
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None:
         async with self._gate.lock:
@@ -125,6 +134,9 @@ class Actions:
             result = replace(result, alarm=stored[0])
             releases = [replace(r, alarm=a) for r, a in zip(releases, stored[1:], strict=True)]
         self._arm(result.alarm)
+        voice = given[3]
+        if voice is not None and self._voice_chosen is not None:
+            self._voice_chosen(result.alarm.id, voice)
         self._after_action(alarm, result)
         self._supervision.resolved(result.alarm)  # still silent: offline again in an interval
         self._releases.announce(releases)
@@ -135,7 +147,7 @@ class Actions:
         alarm_id: str,
         action: Action,
         actor: str,
-        given: tuple[str | None, str | None, Resolution | None],
+        given: Given,
         audit: Sequence[AuditEntry],
     ) -> tuple[Alarm, Applied, list[suppress.Release], tuple[Alarm, ...]] | Conflict | None:
         """Decide on the alarm as known now and commit; run again by the gate if it was stale.
@@ -146,9 +158,16 @@ class Actions:
         if alarm is None:
             return None
         now = self._clock.now()
-        outcome, note, resolution = given
+        outcome, note, resolution, voice = given
         result = apply_action(
-            alarm, action, actor, now, outcome=outcome, note=note, resolution=resolution
+            alarm,
+            action,
+            actor,
+            now,
+            outcome=outcome,
+            note=note,
+            resolution=resolution,
+            voice=voice,
         )
         if isinstance(result, Conflict):
             return result

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 
 from alarmhub.clock import Clock
-from alarmhub.core.model import Alarm, AlarmState, Device, RawMessage
+from alarmhub.core.model import Alarm, AlarmState, Device, RawMessage, ScaipVoice
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.scaip import (
     MAX_BODY_BYTES,
@@ -138,6 +138,16 @@ class ScaipIntake:
         # outcome is a redelivery, which names no alarm). Bounded, oldest forgotten first.
         self._alarm_of: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._hbi_told: dict[str, int] = {}  # the heartbeat interval each device was last sent
+        # The voice parameters an operator chose on taking an alarm (hold_until_taken):
+        # the answer to the device's next resend carries exactly these. Bounded; kept in
+        # memory (the acknowledgement's timeline entry records them in the database).
+        self._voice_of: OrderedDict[str, ScaipVoice] = OrderedDict()
+
+    def voice_chosen(self, alarm_id: str, voice: ScaipVoice) -> None:
+        """An operator took the alarm and chose how the device is to call (daemon/actions.py)."""
+        self._voice_of[alarm_id] = voice
+        while len(self._voice_of) > MAX_REMEMBERED:
+            self._voice_of.popitem(last=False)
 
     async def __call__(self, message: InboundMessage) -> Reply:
         started = self._clock.monotonic()
@@ -202,15 +212,17 @@ class ScaipIntake:
         if device is None:  # committed, so registered; forgotten since by a refresh
             return Answer(request.ref, Snu.HANDLED)
         policy = self._state.rules.scaip_policy(device.municipality)
-        waiting = None
+        waiting, voice = None, device.settings.scaip_voice
         if request.mty in _ALARM_TYPES:
             alarm = self._alarm(request, outcome, device, policy.answer)
             waiting = None if alarm is None else alarm.state is AlarmState.OPEN
+            if alarm is not None:
+                voice = self._voice_of.get(alarm.id, voice)  # the operator's choice wins
         return answer_for(
             request,
             alarm_waiting=waiting,
             policy=policy,
-            voice=device.settings.scaip_voice,
+            voice=voice,
             hbi=self._hbi(request, device),
         )
 

@@ -4,13 +4,16 @@ Reads the Authorization header (sipmessage parses it), asks the core, looks the
 device's stored HA1 up through the injected `credentials` callable, and turns the
 outcome into the SIP answer:
 
-- no credentials, a nonce not ours or malformed parameters: 401 with a fresh
+- no credentials or malformed parameters: 401 with a fresh
   challenge per algorithm offered, by default SHA-256 first, then MD5 (RFC 8760
   §2.4), `qop="auth"`. Some devices (SIPp 3.6 among them) answer only the first
   challenge and know only MD5: `ALARMHUB_SCAIP_DIGEST_ALGORITHMS=MD5,SHA-256`
   serves them;
-- our nonce, expired: 401 with `stale=true` (the device answers it without a new
-  password);
+- our nonce, expired, or a nonce this process did not mint (a previous process's,
+  after a restart: every device that reuses its last nonce presents one): 401 with
+  `stale=true`, as RFC 7616 §3.3 says for an invalid nonce. The device answers it with
+  the new nonce without a new password; without `stale`, a device that had just
+  answered a challenge would take the second 401 for wrong credentials and give up;
 - wrong password, unknown user, or credentials made for another realm: 403, all
   three alike (no user enumeration). 403 rather than a new 401: the credentials
   were read and judged wrong, and a device looping on 401 would retry the same
@@ -44,6 +47,10 @@ from alarmhub.observability.metrics import Metrics
 from alarmhub.sip.ports import CredentialsLookup
 
 log = structlog.get_logger("alarmhub.sip")
+
+
+# Answered 401 with stale=true: the nonce, not the password, is what was wrong.
+_STALE = frozenset({DigestOutcome.STALE, DigestOutcome.BAD_NONCE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,4 +145,4 @@ class Authenticator:
         )
         if outcome in REFUSED:
             return Verdict(None, outcome, 403)
-        return Verdict(None, outcome, 401, self.challenge(stale=outcome is DigestOutcome.STALE))
+        return Verdict(None, outcome, 401, self.challenge(stale=outcome in _STALE))

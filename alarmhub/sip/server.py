@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,11 @@ from alarmhub.sip.wire import (
 )
 
 log = structlog.get_logger("alarmhub.sip")
+# The UDP socket's receive buffer asked of the kernel. The default (about 208 KiB on
+# Linux) drops datagrams when a fleet's burst arrives faster than one event-loop turn
+# reads it (the fake-device fleet measured the loss); a device whose datagram is dropped
+# only resends, but later. Linux caps it at net.core.rmem_max (docs/scaip.md).
+UDP_RCVBUF_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +184,13 @@ class SipServer:
         for spec in self._listen:
             if spec.transport == "udp":
                 endpoint = UdpEndpoint(self._deliver)
-                await loop.create_datagram_endpoint(
+                transport, _ = await loop.create_datagram_endpoint(
                     lambda e=endpoint: e,  # type: ignore[misc]
                     local_addr=(spec.host, spec.port),
                 )
+                sock = transport.get_extra_info("socket")
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
                 self._udp.append(endpoint)
                 self.bound.append(SipListen("udp", spec.host, endpoint.local[1]))
                 continue

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from alarmhub.core.actions import MAX_NOTE, MAX_OUTCOME
+from alarmhub.core.device_settings import VoiceModel
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import DeviceKind
 from alarmhub.core.registry import (
@@ -22,6 +23,7 @@ from alarmhub.core.registry import (
     Resident,
 )
 from alarmhub.core.resolution import MAX_FREE_TEXT
+from alarmhub.core.scaip import CRE_CALL_TNU
 
 Note = Annotated[str, Field(min_length=1, max_length=MAX_NOTE)]
 
@@ -172,6 +174,26 @@ class NoteIn(_In):
 
 class OptionalNoteIn(_In):
     note: Note | None = None
+
+
+class VoiceIn(VoiceModel):
+    """The SCAIP voice parameters an operator chooses on taking an alarm (docs/scaip.md):
+    `mre` voice mode 0-3, `cre` callback 1-60 minutes / 61 predefined receiver / 62 `tnu`,
+    `tnu` the number to call (`+` and 3-20 digits), needed with `cre` 62."""
+
+    @model_validator(mode="after")
+    def _tnu_with_62(self) -> VoiceIn:
+        if self.cre == CRE_CALL_TNU and self.tnu is None:
+            raise ValueError("cre 62 (call tnu) needs tnu")
+        if self.mre is None and self.cre is None and self.tnu is None:
+            raise ValueError("give at least one of mre, cre, tnu")
+        return self
+
+
+class AcknowledgeIn(OptionalNoteIn):
+    """An acknowledgement; `voice` for a SCAIP device held until an operator takes it."""
+
+    voice: VoiceIn | None = None
 
 
 Code = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from alarmhub.clock import Clock
 from alarmhub.core.actions import Action, Conflict
 from alarmhub.core.decode import Catalog
-from alarmhub.core.model import Alarm, Device
+from alarmhub.core.model import Alarm, Device, ScaipVoice
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.resolution import Resolution
 from alarmhub.core.rules import RuleSet
@@ -79,6 +79,7 @@ class DaemonPort(Protocol):
         outcome: str | None = None,
         note: str | None = None,
         resolution: Resolution | None = None,
+        voice: ScaipVoice | None = None,
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None: ...
     async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool: ...

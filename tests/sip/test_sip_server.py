@@ -8,6 +8,7 @@ message and answers what the test tells it. Each test asserts what a device sees
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from alarmhub.clock import FakeClock, SystemClock
 from alarmhub.core.digest import MD5, NONCE_LIFETIME_S, SHA256
 from alarmhub.observability.metrics import Metrics
 from alarmhub.sip.ports import Reply
-from alarmhub.sip.server import SipLimits, server_tls
+from alarmhub.sip.server import UDP_RCVBUF_BYTES, SipLimits, server_tls
 from alarmhub.sip.wire import MAX_BODY
 from tests.sip.support import (
     DEVICE,
@@ -189,6 +190,34 @@ async def test_an_expired_nonce_is_challenged_again_as_stale() -> None:
     assert handler.messages == []
 
 
+async def test_a_nonce_of_a_previous_process_is_challenged_again_as_stale() -> None:
+    """After a restart every device's reused nonce is unknown: stale, not a wrong password.
+
+    Without `stale=true` a device that had just answered the old process's challenge
+    takes the new 401 for wrong credentials and gives up (the kill -9 fault test found it).
+    """
+    metrics, handler = Metrics(), Recorder()
+    creds = Credentials(**{DEVICE: PASSWORD})
+    async with running(("udp",), handler, creds, metrics=Metrics(), clock=SystemClock()) as before:
+        port = before.port("udp")
+        async with udp_peer(port) as peer:
+            first = request(port=port)
+            old_challenge = await peer.ask(first)
+    async with running(("udp",), handler, creds, metrics=metrics, clock=SystemClock()) as after:
+        port = after.port("udp")
+        async with udp_peer(port) as peer:
+            again = request(port=port, cseq=2, authorization=authorization(old_challenge, first))
+            reply = await peer.ask(again)
+            assert reply.code == 401
+            assert all(c.parameters.get("stale") == "true" for c in challenges(reply))
+            final = await peer.ask(
+                request(port=port, cseq=3, authorization=authorization(reply, again))
+            )
+    assert final.code == 200
+    assert sample(metrics, "alarmhub_scaip_digest_failures_total", reason="bad_nonce") == 1
+    assert len(handler.messages) == 1
+
+
 async def test_wrong_method_content_type_and_size_get_their_errors() -> None:
     metrics, handler = Metrics(), Recorder()
     async with running(
@@ -347,3 +376,20 @@ async def test_tcp_connections_are_limited_and_closed_when_idle() -> None:
             await asyncio.wait_for(first.closed.wait(), 5)  # idle past the timeout
     assert sample(metrics, "alarmhub_sip_dropped_total", reason="connections") == 1
     assert sample(metrics, "alarmhub_sip_dropped_total", reason="idle") == 1
+
+
+async def test_the_udp_listener_asks_for_a_large_receive_buffer() -> None:
+    """A fleet's burst must not overflow the kernel's default buffer (about 208 KiB)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text()) * 2  # Linux doubles, caps
+    creds = Credentials()
+    async with running(
+        ("udp",), Recorder(), creds, metrics=Metrics(), clock=SystemClock()
+    ) as server:
+        [endpoint] = server._udp
+        assert endpoint.transport is not None
+        sock = endpoint.transport.get_extra_info("socket")
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert got == min(2 * UDP_RCVBUF_BYTES, cap)
+    assert got > default or cap <= default

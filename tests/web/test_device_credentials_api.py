@@ -97,3 +97,27 @@ def test_cli_reads_the_password_from_stdin_and_stores_ha1(tmp_path: Path) -> Non
     assert "8 to 256 characters" in empty.stderr
     [(count,)] = db_rows(db, "SELECT count(*) FROM audit WHERE action = 'device.credentials_set'")
     assert count == 1
+
+    # Many at once from a CSV: every row checked first, one bad row and nothing is set.
+    register(url, [("4790000001", "safety_alarm", "0301")], tmp_path)
+    rows = tmp_path / "credentials.csv"
+    rows.write_text(f"id,password\n4790012345,{SECRET}-2\n4790000001,short\n")
+    refused = cli("--from-csv", str(rows), stdin="")
+    assert refused.returncode != 0
+    assert "line 3 (4790000001)" in refused.stderr
+    assert SECRET not in refused.stdout + refused.stderr
+    rows.write_text(f"id,password\n4790012345,{SECRET}-2\nnobody,{SECRET}\n")
+    unknown_row = cli("--from-csv", str(rows), stdin="")
+    assert "no device nobody is registered" in unknown_row.stderr
+    assert db_rows(db, "SELECT ha1_md5 FROM device_credentials") == [(md5,)]  # untouched
+    rows.write_text(f"id,password\n4790012345,{SECRET}-2\n4790000001,{SECRET}-1\n")
+    bulk = cli("--from-csv", str(rows), stdin="")
+    assert bulk.returncode == 0, bulk.stderr
+    assert "credentials set for 2 device(s)" in bulk.stdout
+    stored = dict(db_rows(db, "SELECT device_id, ha1_md5 FROM device_credentials"))
+    assert stored == {
+        "4790012345": ha1(MD5, "4790012345", "centre-a", SECRET + "-2"),
+        "4790000001": ha1(MD5, "4790000001", "centre-a", SECRET + "-1"),
+    }
+    [(count,)] = db_rows(db, "SELECT count(*) FROM audit WHERE action = 'device.credentials_set'")
+    assert count == 3

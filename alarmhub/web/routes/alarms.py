@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -18,7 +19,7 @@ from fastapi import APIRouter, Query
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
 from alarmhub.core.journal_status import journal_status
-from alarmhub.core.model import Alarm
+from alarmhub.core.model import Alarm, ScaipVoice
 from alarmhub.core.registry import Municipality
 from alarmhub.core.resolution import Choices, Resolution, Unknown, choose
 from alarmhub.core.tenancy import AlarmFilter, Scope
@@ -35,6 +36,7 @@ from alarmhub.web.deps import (
 )
 from alarmhub.web.errors import ApiError, not_found, responses
 from alarmhub.web.models import (
+    AcknowledgeIn,
     AlarmDetail,
     AlarmOut,
     AlarmPage,
@@ -138,8 +140,9 @@ async def _act(
     outcome: str | None = None,
     note: str | None = None,
     resolution: Resolution | None = None,
+    voice: ScaipVoice | None = None,
 ) -> AlarmOut:
-    """One action on one alarm (or its id), for the three route shapes below."""
+    """One action on one alarm (or its id), for the route shapes below."""
     # Looked up after the body is valid: see web.deps on why not as a dependency.
     if isinstance(alarm, str):
         alarm = await alarm_or_404(ctx, scope, alarm)
@@ -147,6 +150,8 @@ async def _act(
     detail: dict[str, Any] = {"with_note": note is not None}
     if outcome is not None:
         detail["outcome"] = outcome
+    if voice is not None:
+        detail["voice"] = {k: v for k, v in asdict(voice).items() if v is not None}
     if resolution is not None:
         detail.update({k: v for k, v in resolution.detail().items() if not k.endswith("_text")})
     entry = audit.entry(
@@ -164,6 +169,7 @@ async def _act(
         outcome=outcome,
         note=note,
         resolution=resolution,
+        voice=voice,
         audit=[entry],
     )
     if result is None:
@@ -223,6 +229,23 @@ async def note(
     return await _act(ctx, audit, scope, Action.NOTE, alarm_id, note=body.note)
 
 
+async def acknowledge(
+    ctx: Ctx,
+    scope: ActOnAlarms,
+    alarm_id: AlarmIdPath,
+    audit: Audit,
+    body: AcknowledgeIn | None = None,
+) -> AlarmOut:
+    """Acknowledge (take) an alarm, with an optional note.
+
+    For a SCAIP device under the `hold_until_taken` policy, `voice` chooses what its
+    answer `snu=0` tells it: `{"voice": {"mre": 1, "cre": 62, "tnu": "+4712345678"}}`
+    (docs/scaip.md); its next resend is answered with exactly these.
+    """
+    note, voice = (body.note, body.voice.voice() if body.voice else None) if body else (None, None)
+    return await _act(ctx, audit, scope, Action.ACKNOWLEDGE, alarm_id, note=note, voice=voice)
+
+
 def _plain_action(action: Action) -> Callable[..., Awaitable[AlarmOut]]:
     """The route of an action that takes an optional note and nothing else."""
 
@@ -253,6 +276,9 @@ def router() -> APIRouter:
         endpoint: Callable[..., Awaitable[AlarmOut]] = resolve
         if action is Action.NOTE:
             endpoint = note
+        elif action is Action.ACKNOWLEDGE:
+            endpoint = acknowledge
+            extra["summary"] = "Acknowledge an alarm"
         elif action is not Action.RESOLVE:
             endpoint = _plain_action(action)
             extra["summary"] = f"{action.value.capitalize()} an alarm"
