@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from alarmhub import builtin
 from alarmhub.core.journal.mapping import parse_municipalities
-from alarmhub.core.journal.nin import valid_organisation_number
+from alarmhub.core.national_id import valid_organisation_number
 from alarmhub.core.sipcodes import SipListen, parse_digest_algorithms, parse_sip_listen
 from alarmhub.settings.targets import (
     INSTANCE_ID,

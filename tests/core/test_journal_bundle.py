@@ -45,7 +45,7 @@ from tests.support.journal import (
     answered,
     raised_by_a_press,
 )
-from tests.support.nin import synthetic_nin
+from tests.support.national_ids import synthetic_nin
 
 GOLDEN = REPO / "tests" / "golden" / "journal_button.json"
 

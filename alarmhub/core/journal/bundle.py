@@ -34,7 +34,7 @@ from alarmhub.core.journal.document import (
     qualify,
 )
 from alarmhub.core.journal.mapping import Choice, JournalMapping, KindMapping
-from alarmhub.core.journal.nin import NinKind, ValidNin, check_nin
+from alarmhub.core.national_id import IdKind, NationalId, parse_national_id
 from alarmhub.core.model import Alarm, TimelineEntry
 
 # Fixed for ever: changing it changes every identifier, and a resend would be new.
@@ -294,8 +294,8 @@ def _encounter(ready: Ready, refs: _Refs, url: Callable[[str], str]) -> Json:
 def _patient_identifier(patient: Patient) -> Json | None:
     if patient.national_id is None:
         return None
-    checked = check_nin(patient.national_id)
-    is_d = isinstance(checked, ValidNin) and checked.kind is NinKind.D_NUMMER
+    checked = parse_national_id(patient.national_id)
+    is_d = isinstance(checked, NationalId) and checked.kind is IdKind.D_NUMBER
     system = codes.DNR_SYSTEM if is_d else codes.FNR_SYSTEM
     return {"system": system, "value": patient.national_id}
 

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from alarmhub.core.journal.mapping import Choice, JournalMapping, KindMapping
-from alarmhub.core.journal.nin import InvalidNin, check_nin
+from alarmhub.core.national_id import Invalid, parse_national_id
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
 
 # The keys of the resolve step's timeline detail that carry the operator's cause and
@@ -157,7 +157,7 @@ def qualify(
 def check_patient(patient: Patient) -> NotApplicable | None:
     if patient.national_id is None:
         return NotApplicable(Skip.NO_NATIONAL_ID)
-    if isinstance(check_nin(patient.national_id), InvalidNin):
+    if isinstance(parse_national_id(patient.national_id), Invalid):
         return NotApplicable(Skip.INVALID_NATIONAL_ID)
     return None
 
