@@ -62,7 +62,6 @@ def provision(db: Path, ids: list[str]) -> None:
     """Register SCAIP devices and their digest credentials in-process (the CLI would start
     one process per device)."""
     from alarmhub.core.digest import credentials_for  # noqa: PLC0415 -- issue 16's receiver
-
     from alarmhub.core.people import Role  # noqa: PLC0415
     from alarmhub.core.tenancy import Scope  # noqa: PLC0415
     from alarmhub.store.sqlite.directory import SqliteDirectory  # noqa: PLC0415

@@ -9,23 +9,26 @@ this file fast; the exit codes and the output are the real ones.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
+import io
 import json
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from alarmhub.cli.journal import national_id, timeline_entry
+from alarmhub.cli.journal import timeline_entry
 from alarmhub.cli.main import main
 from alarmhub.core.model import TimelineType
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.store.sqlite.store import SqliteStore
 from tests.support import vkp
 from tests.support.helpers import REPO
-from tests.support.journal import PENDANT, PRESS, answered, raised_by_a_press
+from tests.support.journal import NIN, PENDANT, PRESS, answered, raised_by_a_press
 
 cli_main = importlib.import_module("alarmhub.cli.main")  # the module, not the function
 Run = Callable[[list[str], dict[str, str]], "Ran"]  # the `run` fixture
@@ -178,21 +181,31 @@ def test_rules_check_refuses_an_unmapped_kind_where_export_is_on(tmp_path: Path,
     assert "municipality 4601" in by_setting.stderr
 
 
-def test_the_register_is_asked_when_the_store_has_one() -> None:
-    alarm, _ = answered()
-
-    class Register:
-        asked: list[tuple[str, str]] = []  # noqa: RUF012 - one test's record
-
-        async def national_id(self, municipality: str, resident: str) -> str | None:
-            self.asked.append((municipality, resident))
-            return "17854112058"
-
-    register = Register()
-    assert asyncio.run(national_id(register, alarm)) == "17854112058"
-    assert register.asked == [("0301", "r-17")]
-    assert asyncio.run(national_id(object(), alarm)) is None
-    assert asyncio.run(national_id(register, replace(alarm, resident=None))) is None
+def test_export_reads_the_number_from_the_register_and_audits_the_read(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alarm_id, env = seeded(tmp_path)
+    env["ALARMHUB_RESIDENT_KEY"] = base64.b64encode(bytes(range(32))).decode()
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    put = ["residents", "set", "--municipality", "0301", "--resident", "r-17"]
+    assert run([*put, "--national-id-stdin"], env).returncode == 0
+    result = run(["journal", "export", "--alarm", alarm_id], env)
+    assert (result.returncode, result.stderr.strip()) == (0, "journal: ready (not sent)")
+    assert NIN not in result.stderr
+    bundle = json.loads(result.stdout)
+    assert vkp.problems(bundle) == []
+    patient = bundle["entry"][3]["resource"]
+    assert patient["identifier"][0]["value"] == NIN
+    reads = sqlite3.connect(tmp_path / "a.db").execute(
+        "SELECT actor FROM audit WHERE action = 'resident.national_id_read'"
+    )
+    assert [r[0] for r in reads] == ["journal-export"]
+    # Without the key the number cannot be opened: one line that says which setting.
+    del env["ALARMHUB_RESIDENT_KEY"]
+    refused = run(["journal", "export", "--alarm", alarm_id], env)
+    assert refused.returncode == 1
+    assert "ALARMHUB_RESIDENT_KEY" in refused.stderr
+    assert NIN not in refused.stderr + refused.stdout
 
 
 def test_stored_timeline_rows_read_back_as_the_core_s_entries() -> None:

@@ -13,7 +13,6 @@ from alarmhub.core.sipcodes import SipListen, parse_sip_listen
 from alarmhub.core.tenancy import Scope
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.settings import SettingsError, load_settings
-from alarmhub.sip.ports import InboundMessage, Reply
 from tests.sip.support import DEVICE, PASSWORD, authorization, request, self_signed, udp_peer
 from tests.support.helpers import hub_settings, register
 
