@@ -15,7 +15,6 @@ The resident's national identity number comes from the resident register
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
 from alarmhub.cli.db import with_residents, with_store
@@ -32,8 +31,9 @@ from alarmhub.core.journal.document import (
     check_patient,
     qualify,
     resolution_from_timeline,
+    timeline_entry,
 )
-from alarmhub.core.model import Alarm, TimelineEntry, TimelineType
+from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.settings import ENV_PREFIX, Settings
 from alarmhub.store.ports import AlarmStore, NationalIds
 from alarmhub.store.sealing import SealingError
@@ -126,15 +126,3 @@ async def national_id(register: NationalIds, alarm: Alarm) -> str | None:
     if alarm.resident is None:
         return None
     return await register.national_id(alarm.municipality, alarm.resident)
-
-
-def timeline_entry(alarm_id: str, row: dict[str, Any]) -> TimelineEntry:
-    """A stored timeline row (store.timeline) as the core's value."""
-    at = row["at"]
-    return TimelineEntry(
-        alarm_id,
-        at if isinstance(at, datetime) else datetime.fromisoformat(at),
-        TimelineType(row["type"]),
-        row.get("actor"),
-        row.get("detail") or {},
-    )

@@ -30,6 +30,7 @@ from alarmhub.daemon.state import HubState
 from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.metrics import Metrics
 from alarmhub.store.errors import StoreError
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import ActionStore, RaisingMessages
 
 log = structlog.get_logger("alarmhub")
@@ -53,6 +54,8 @@ class Publish(Protocol):
 
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+# The journal exports a resolve starts (daemon/journal.py exports_on_resolve).
+JournalRows = Callable[[Alarm, datetime], list[JournalExport]]
 
 
 class Actions:
@@ -72,6 +75,8 @@ class Actions:
         queue_gauges: QueueGauges,
         device_link: Publish,
         spawn: Spawn,
+        journal: JournalRows = lambda _alarm, _now: [],
+        journal_wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._state = state
         self._store = store
@@ -86,6 +91,8 @@ class Actions:
         self._queue_gauges = queue_gauges
         self._device_link = device_link
         self._spawn = spawn
+        self._journal = journal
+        self._journal_wake = journal_wake
 
     async def act(
         self,
@@ -128,6 +135,8 @@ class Actions:
         self._after_action(alarm, result)
         self._supervision.resolved(result.alarm)  # still silent: offline again in an interval
         self._releases.announce(releases)
+        if action is Action.RESOLVE:
+            self._journal_wake()
         return result.alarm
 
     async def _decide_and_save(
@@ -157,8 +166,11 @@ class Actions:
         releases = self._releases.on_resolved(result.alarm, now, actor)
         changed = (result.alarm, *(r.alarm for r in releases))
         entries = (*result.timeline, *(r.entry for r in releases))
+        # An operator's answer to a person's alarm goes to the journal: its export row
+        # commits with the answer, or neither does (issue 17, daemon/journal.py).
+        journal = self._journal(result.alarm, now) if action is Action.RESOLVE else []
         await self._gate.until_committed(
-            lambda: self._store.save_alarms(changed, entries, audit=audit)
+            lambda: self._store.save_alarms(changed, entries, audit=audit, journal=journal)
         )
         return alarm, result, releases, changed
 

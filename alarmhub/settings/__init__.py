@@ -130,6 +130,15 @@ class Settings(BaseSettings):
     # The response centre as the journal note names it (its custodian and author's org).
     journal_organisation_name: str | None = Field(default=None, min_length=1, max_length=200)
     journal_organisation_number: str | None = None
+    # Delivery (daemon/journal.py): the journal service's base URL (JFT's write endpoint;
+    # POST {url}/v1/Bundle). Unset: nothing is delivered; exports wait as `pending`.
+    journal_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Retries on 5xx, timeouts and connection errors: full jitter under base * 2^attempt,
+    # at most max; the status URL is polled every poll_s; each request times out.
+    journal_retry_base_s: float = Field(default=1.0, gt=0, le=3600)
+    journal_retry_max_s: float = Field(default=300.0, gt=0, le=86400)
+    journal_poll_s: float = Field(default=30.0, gt=0, le=86400)
+    journal_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("journal_municipalities")
     @classmethod

@@ -13,10 +13,11 @@ bytes, so a retry after a crash sends the very same document (bundle.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from alarmhub.core.journal.mapping import JournalMapping, KindMapping
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
@@ -143,3 +144,15 @@ def resolution_from_timeline(timeline: Iterable[TimelineEntry]) -> Resolution:
     choices' texts the operator saw."""
     resolved = [e for e in sorted(timeline, key=lambda e: e.at) if e.type is TimelineType.RESOLVED]
     return from_detail(resolved[-1].detail) if resolved else Resolution()
+
+
+def timeline_entry(alarm_id: str, row: Mapping[str, Any]) -> TimelineEntry:
+    """A stored timeline row (the store's `timeline(alarm_id)`) as the core's value."""
+    at = row["at"]
+    return TimelineEntry(
+        alarm_id,
+        at if isinstance(at, datetime) else datetime.fromisoformat(at),
+        TimelineType(row["type"]),
+        row.get("actor"),
+        row.get("detail") or {},
+    )

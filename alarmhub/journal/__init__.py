@@ -1,0 +1,1 @@
+"""Journal export: delivery of answered alarms to the residents' journals (issue 17)."""
