@@ -146,7 +146,7 @@ class AlarmHub:
         await check_runnable(self.settings.database)
         self.stores = await self._stack.enter_async_context(open_stores(self.settings))
         self.store = self.stores.store
-        self.reader = self.stores.reader
+        self.reader = self.journal_outbox = self.stores.reader  # the web reads exports here
         self.directory = self.stores.directory
         self.residents = self.stores.register(self.settings.resident_keys, self.clock)
 
