@@ -1,4 +1,5 @@
-"""`alarmhub journal export --alarm ID`: an answered alarm's journal note, printed, not sent.
+"""`alarmhub journal export --alarm ID`: an answered alarm's journal note, printed, not sent;
+`alarmhub journal status [--failed] [--json]`: what the delivery has done with each.
 
 The FHIR R4 document Bundle (docs/journal.md) goes to stdout as JSON, exactly as the
 delivery would send it; one status line goes to stderr: `journal: ready (not sent)`,
@@ -18,7 +19,14 @@ import argparse
 from typing import Any
 
 from alarmhub.cli.db import with_residents, with_store
-from alarmhub.cli.output import EXIT_FAILED, CommandError, print_json, warn
+from alarmhub.cli.output import (
+    EXIT_FAILED,
+    CommandError,
+    print_json,
+    print_plain_json,
+    table,
+    warn,
+)
 from alarmhub.config.rules import load_rules
 from alarmhub.core.journal import codes
 from alarmhub.core.journal.bundle import build_bundle
@@ -35,6 +43,8 @@ from alarmhub.core.journal.document import (
 )
 from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.settings import ENV_PREFIX, Settings
+from alarmhub.store.accounts import ts
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import AlarmStore, NationalIds
 from alarmhub.store.sealing import SealingError
 
@@ -48,6 +58,56 @@ def add_parser(sub: Any) -> None:
     )
     ex.add_argument("--alarm", required=True, metavar="ID", help="the alarm's id")
     ex.set_defaults(func=cmd_journal_export)
+    st = journal.add_parser(
+        "status", help="the journal exports: pending, sent, confirmed, refused, not applicable"
+    )
+    st.add_argument(
+        "--failed",
+        action="store_true",
+        help="only refused exports and those whose last attempt failed (being retried)",
+    )
+    st.add_argument("--json", action="store_true", help="JSON lines' list instead of a table")
+    st.set_defaults(func=cmd_journal_status)
+
+
+STATUS_COLUMNS = [
+    "alarm_id",
+    "municipality",
+    "state",
+    "reason",
+    "attempts",
+    "created_at",
+    "sent_at",
+    "finished_at",
+    "last_error",
+]
+
+
+def cmd_journal_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Newest first. Reasons and errors are the journal's, redacted: no identity number."""
+
+    async def read(store: AlarmStore) -> list[JournalExport]:
+        return await store.journal_exports(failed=args.failed)
+
+    rows = [
+        {
+            "alarm_id": e.alarm_id,
+            "municipality": e.municipality,
+            "state": e.state.value,
+            "reason": e.reason,
+            "attempts": e.attempts,
+            "created_at": ts(e.created_at),
+            "sent_at": ts(e.sent_at),
+            "finished_at": ts(e.finished_at),
+            "last_error": e.last_error,
+        }
+        for e in with_store(settings, read)
+    ]
+    if args.json:
+        print_plain_json(rows)
+    else:
+        table(STATUS_COLUMNS, rows)
+    return 0
 
 
 def cmd_journal_export(settings: Settings, args: argparse.Namespace) -> int:

@@ -23,8 +23,10 @@ import pytest
 
 from alarmhub.cli.journal import timeline_entry
 from alarmhub.cli.main import main
+from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import TimelineType
 from alarmhub.core.pipeline import BatchEffects
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.sqlite.store import SqliteStore
 from tests.support import vkp
 from tests.support.helpers import REPO
@@ -212,3 +214,32 @@ def test_stored_timeline_rows_read_back_as_the_core_s_entries() -> None:
     row = {"at": "2026-11-22T01:13:05.000000+00:00", "type": "resolved", "actor": "kari"}
     entry = timeline_entry("a-1", {**row, "detail": {"cause": "fall"}})
     assert (entry.at, entry.type, entry.detail) == (PRESS, TimelineType.RESOLVED, {"cause": "fall"})
+
+
+def test_status_lists_the_exports_and_failed_lists_refusals_and_retries(
+    tmp_path: Path, run: Run
+) -> None:
+    alarm_id, env = seeded(tmp_path)
+    assert run(["journal", "status"], env).stdout.strip() == "(none)"
+    asyncio.run(_export(tmp_path / "a.db", alarm_id))
+    listed = run(["journal", "status", "--json"], env)
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["alarm_id"], row["state"], row["reason"]) == (alarm_id, "refused", "ukjent kode")
+    failed = run(["journal", "status", "--failed"], env)
+    assert "refused" in failed.stdout
+    assert "ukjent kode" in failed.stdout
+    assert alarm_id in failed.stdout
+
+
+async def _export(path: Path, alarm_id: str) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        pending = JournalExport.new(alarm_id, "0301", PRESS)
+        stored = await store.get_alarm(alarm_id)
+        assert stored is not None
+        await store.save_alarms([stored], [], audit=(), journal=[pending])
+        refused = replace(pending, state=JournalState.REFUSED, reason="ukjent kode", attempts=1)
+        await store.journal_save(refused)
+    finally:
+        await store.close()
