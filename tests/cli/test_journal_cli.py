@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from alarmhub.cli.journal import timeline_entry
 from alarmhub.cli.main import main
+from alarmhub.core.journal.document import timeline_entry
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import TimelineType
 from alarmhub.core.pipeline import BatchEffects
