@@ -1,15 +1,10 @@
 """The composition root: `async with AlarmHub(settings) as hub:` runs alarmhub.
 
-The same object serves `alarmhub run` and the integration tests, which run it
-in-process. Wiring only: settings -> adapters (the store's writer and reader
-connections, the MQTT client, the metrics registry, the clock) -> services
-(daemon/), each given the few things it uses. It owns one TaskGroup; every
-task is named and is cancelled and awaited on exit. The per-batch sandwich
-lives in :mod:`alarmhub.daemon.ingest`.
-
-The public names below (`act`, `register_devices`, `refresh_registry`,
-`reload_rules`, …) delegate to the service that does the work: they are what
-the web (through `web/ports.py`), the CLI and the tests reach.
+The same object serves `alarmhub run` and the in-process integration tests. Wiring
+only: settings -> adapters (store, MQTT, metrics, clock) -> services (daemon/), each
+given the few things it uses. It owns one TaskGroup; every task is named, cancelled
+and awaited on exit. Its public names (`act`, `register_devices`, `reload_rules`, …)
+delegate to the service that does the work, for the web (`web/ports.py`), CLI, tests.
 """
 
 from __future__ import annotations
@@ -46,6 +41,7 @@ from alarmhub.daemon.fanout import Broadcaster
 from alarmhub.daemon.follower import ChangeFollower
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.ingest import Ingest
+from alarmhub.daemon.journal import ExportSwitch, delivery_from, exports_on_resolve
 from alarmhub.daemon.leadership import Leadership, Ownership, SoleOwnership
 from alarmhub.daemon.notifier import Notifier
 from alarmhub.daemon.owner import Link, OwnerTerm
@@ -120,9 +116,8 @@ class AlarmHub:
         self.state.silences = tuple(await self.reader.active_silences(self.clock.now()))
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         await self._start_tasks(self._tasks)
-        # SQLite: the one term runs before `ready`, as the daemon always did. PostgreSQL:
-        # an instance granted the lease at its first try starts its term first too; a
-        # standby is ready as it is (it serves HTTP).
+        # SQLite: the one term runs before `ready`. PostgreSQL: so does a first-try
+        # lease holder's; a standby is ready as it is (it serves HTTP).
         await self.ownership.tried.wait()
         if self.ownership.owner.is_set():
             await self.owner.wait_started()
@@ -138,20 +133,19 @@ class AlarmHub:
             subscriptions=self.catalog.subscriptions(),
             owns=self.owner.owns,
         )
-        # Everything loaded so far (the registry, rules, profiles) lives as long as the
-        # process: move it out of the cyclic collector's view, so a full collection
-        # does not walk a million devices in the middle of a batch.
+        # What is loaded (registry, rules, profiles) lives as long as the process: out of
+        # the cyclic collector's view, so no full collection walks a million devices.
         gc.freeze()
         self.ready.set()
         return self
 
     async def _open_store(self) -> None:
         # A schema older or newer than this alarmhub knows: refused, nothing written.
-        await check_runnable(self.settings.database)
         # Which store, its writer and reader: store/opening.py, from settings.database.
+        await check_runnable(self.settings.database)
         self.stores = await self._stack.enter_async_context(open_stores(self.settings))
         self.store = self.stores.store
-        self.reader = self.stores.reader
+        self.reader = self.journal_outbox = self.stores.reader  # the web reads exports here
         self.directory = self.stores.directory
         self.residents = self.stores.register(self.settings.resident_keys, self.clock)
 
@@ -170,6 +164,10 @@ class AlarmHub:
             once=OncePer(60.0),
         )
         self.notifier = Notifier(self.reader, self.store, gate.lock, clock, mqtt)
+        self.journal_switch = ExportSwitch(s.journal_export_municipalities)  # issue 17
+        self.journal = delivery_from(
+            s, reader, self.store, self.residents, lambda: state.rules, gate.lock, clock, metrics
+        )
         self.escalator = Escalator(state, self.store, gate, clock, metrics, self._escalated)
         arm = self.escalator.arm
         self.suppression = SuppressionKeeper(
@@ -207,6 +205,8 @@ class AlarmHub:
             device_link=mqtt,
             spawn=self._spawn,
             voice_chosen=self.scaip.voice_chosen,
+            journal=exports_on_resolve(self.journal_switch.exporting),
+            journal_wake=self.journal.wake if self.journal is not None else lambda: None,
         )
         self.follower = self._follower(arm)
         retention = Retention(
@@ -324,6 +324,8 @@ class AlarmHub:
         tasks.create_task(self._until_stopped(self.escalator.run()), name="escalator")
         tasks.create_task(self._until_stopped(self.suppression.run()), name="silences")
         tasks.create_task(self._until_stopped(self.notifier.run()), name="notifier")
+        if self.journal is not None:
+            tasks.create_task(self._until_stopped(self.journal.run()), name="journal")
         tasks.create_task(self._until_stopped(self.supervision.run()), name="supervision")
         tasks.create_task(self._until_stopped(self.pruner.run()), name="retention")
         if self.sip is not None:  # SCAIP over SIP (issue 16): intake, as MQTT's is
@@ -419,9 +421,7 @@ class AlarmHub:
             self.backlog.disconnected()
         if connected and connections > 1:
             self.metrics.mqtt_reconnects.inc()
-        if connected:
-            # Devices could not reach us until now (start-up or a cut-off): what fell
-            # due meanwhile gets its grace; supervision pauses while disconnected.
+        if connected:  # devices could not reach us until now: what fell due gets its grace
             self.supervision.restart()
 
     # --- what the web, the CLI and the tests reach -----------------------------

@@ -55,10 +55,10 @@ async def opened_store(settings: Settings) -> AsyncIterator[AlarmStore]:
         yield store
 
 
-def with_store(settings: Settings, work: Callable[[AlarmStore], Coroutine[Any, Any, int]]) -> int:
+def with_store(settings: Settings, work: Callable[[AlarmStore], Coroutine[Any, Any, T]]) -> T:
     """Open the store (migrating it), run `work` on it, close it; `work`'s exit status."""
 
-    async def go() -> int:
+    async def go() -> T:
         try:
             async with opened_store(settings) as store:
                 return await work(store)

@@ -1,4 +1,5 @@
-"""`alarmhub journal export --alarm ID`: an answered alarm's journal note, printed, not sent.
+"""`alarmhub journal export --alarm ID`: an answered alarm's journal note, printed, not sent;
+`alarmhub journal status [--failed] [--json]`: what the delivery has done with each.
 
 (`alarmhub journal keygen --municipality CODE --out FILE` makes the key pair of a
 municipality's HelseID client and prints the public JWK to register: see the end.)
@@ -10,9 +11,9 @@ when only the patient is missing (a preview, the patient without identifier). An
 alarm that has no note at all (not resolved, its kind unmapped or not exported,
 resolved by no operator) prints no Bundle, says why, and exits 1.
 
-The resident's national identity number comes from the resident register when the
-opened store implements :class:`~alarmhub.store.ports.NationalIds`; until then every
-alarm is `journal: not applicable (no national id)`.
+The resident's national identity number comes from the resident register
+(store/residents.py `ResidentRegister.national_id`, which audits the read as
+`resident.national_id_read`); it is printed in the Bundle only, never in a message.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alarmhub.cli.db import with_store
-from alarmhub.cli.output import EXIT_FAILED, CommandError, print_json, warn
+from alarmhub.cli.db import with_residents, with_store
+from alarmhub.cli.output import (
+    EXIT_FAILED,
+    CommandError,
+    print_json,
+    print_plain_json,
+    table,
+    warn,
+)
 from alarmhub.config.rules import load_rules
 from alarmhub.core.journal import codes
 from alarmhub.core.journal.bundle import build_bundle
@@ -38,10 +45,14 @@ from alarmhub.core.journal.document import (
     check_patient,
     qualify,
     resolution_from_timeline,
+    timeline_entry,
 )
-from alarmhub.core.model import Alarm, TimelineEntry, TimelineType
+from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.settings import ENV_PREFIX, Settings, helseid
+from alarmhub.store.accounts import ts
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import AlarmStore, NationalIds
+from alarmhub.store.sealing import SealingError
 
 
 def add_parser(sub: Any) -> None:
@@ -60,6 +71,16 @@ def add_parser(sub: Any) -> None:
     kg.add_argument("--out", required=True, metavar="FILE", help="the private key (PEM) to write")
     kg.add_argument("--kind", choices=("rsa", "ec"), default="rsa", help="RSA 4096 or EC P-256")
     kg.set_defaults(func=cmd_journal_keygen)
+    st = journal.add_parser(
+        "status", help="the journal exports: pending, sent, confirmed, refused, not applicable"
+    )
+    st.add_argument(
+        "--failed",
+        action="store_true",
+        help="only refused exports and those whose last attempt failed (being retried)",
+    )
+    st.add_argument("--json", action="store_true", help="JSON lines' list instead of a table")
+    st.set_defaults(func=cmd_journal_status)
 
 
 def cmd_journal_keygen(settings: Settings, args: argparse.Namespace) -> int:
@@ -92,32 +113,90 @@ def cmd_journal_keygen(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+STATUS_COLUMNS = [
+    "alarm_id",
+    "municipality",
+    "state",
+    "reason",
+    "attempts",
+    "created_at",
+    "sent_at",
+    "finished_at",
+    "last_error",
+]
+
+
+def cmd_journal_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Newest first. Reasons and errors are the journal's, redacted: no identity number."""
+
+    async def read(store: AlarmStore) -> list[JournalExport]:
+        return await store.journal_exports(failed=args.failed)
+
+    rows = [
+        {
+            "alarm_id": e.alarm_id,
+            "municipality": e.municipality,
+            "state": e.state.value,
+            "reason": e.reason,
+            "attempts": e.attempts,
+            "created_at": ts(e.created_at),
+            "sent_at": ts(e.sent_at),
+            "finished_at": ts(e.finished_at),
+            "last_error": e.last_error,
+        }
+        for e in with_store(settings, read)
+    ]
+    if args.json:
+        print_plain_json(rows)
+    else:
+        table(STATUS_COLUMNS, rows)
+    return 0
+
+
 def cmd_journal_export(settings: Settings, args: argparse.Namespace) -> int:
     rules = load_rules(settings.rules)
     organisation = organisation_of(settings)
 
-    async def work(store: AlarmStore) -> int:
+    async def read(store: AlarmStore) -> tuple[Alarm, list[TimelineEntry]]:
         found = await store.get_alarms([args.alarm])
         if not found:
             raise CommandError(f"no alarm {args.alarm!r}")
-        alarm = found[0]
-        timeline = [timeline_entry(alarm.id, row) for row in await store.timeline(alarm.id)]
-        ready = qualify(alarm, timeline, rules.journal)
-        if isinstance(ready, NotApplicable):
-            return _no_note(alarm, ready, str(settings.rules))
-        patient = Patient(await national_id(store, alarm))
-        resolved_by = alarm.resolved_by or ""
-        # Provisional: the user record's HPR number (or national id) replaces the user name.
-        author = Author(codes.USER_SYSTEM, resolved_by, resolved_by)
-        resolution = resolution_from_timeline(timeline, ready.kind)
-        print_json(
-            build_bundle(alarm, ready, patient, author, organisation, resolution, rules.timezone)
-        )
-        skip = check_patient(patient)
-        warn(str(skip) if skip is not None else "journal: ready (not sent)")
-        return EXIT_FAILED if skip is not None else 0
+        rows = await store.timeline(found[0].id)
+        return found[0], [timeline_entry(found[0].id, row) for row in rows]
 
-    return with_store(settings, work)
+    found: tuple[Alarm, list[TimelineEntry]] = with_store(settings, read)
+    alarm, timeline = found
+    ready = qualify(alarm, timeline, rules.journal)
+    if isinstance(ready, NotApplicable):
+        return _no_note(alarm, ready, str(settings.rules))
+    patient = Patient(_register_number(settings, alarm))
+    resolved_by = alarm.resolved_by or ""
+    # Provisional: the user record's HPR number (or national id) replaces the user name.
+    author = Author(codes.USER_SYSTEM, resolved_by, resolved_by)
+    resolution = resolution_from_timeline(timeline)
+    print_json(
+        build_bundle(alarm, ready, patient, author, organisation, resolution, rules.timezone)
+    )
+    skip = check_patient(patient)
+    warn(str(skip) if skip is not None else "journal: ready (not sent)")
+    return EXIT_FAILED if skip is not None else 0
+
+
+def _register_number(settings: Settings, alarm: Alarm) -> str | None:
+    """The resident's number from the register (the read audited); never printed here."""
+    if alarm.resident is None:
+        return None
+
+    async def read(register: NationalIds) -> str | None:
+        return await national_id(register, alarm)
+
+    try:
+        return with_residents(settings, read)
+    except SealingError as exc:
+        raise CommandError(
+            f"the resident's national identity number cannot be opened ({exc}): set "
+            f"{ENV_PREFIX}RESIDENT_KEY (and {ENV_PREFIX}RESIDENT_OLD_KEYS) as the daemon has it"
+        ) from exc
 
 
 def _no_note(alarm: Alarm, why: NotApplicable, rules_path: str) -> int:
@@ -145,20 +224,8 @@ def organisation_of(settings: Settings) -> Organisation:
     return Organisation(name, number)
 
 
-async def national_id(store: object, alarm: Alarm) -> str | None:
-    """The resident's number from the register, when the store has one; never printed."""
-    if alarm.resident is None or not isinstance(store, NationalIds):
+async def national_id(register: NationalIds, alarm: Alarm) -> str | None:
+    """The alarm's resident's number from the register; None without a resident or entry."""
+    if alarm.resident is None:
         return None
-    return await store.national_id(alarm.municipality, alarm.resident)
-
-
-def timeline_entry(alarm_id: str, row: dict[str, Any]) -> TimelineEntry:
-    """A stored timeline row (store.timeline) as the core's value."""
-    at = row["at"]
-    return TimelineEntry(
-        alarm_id,
-        at if isinstance(at, datetime) else datetime.fromisoformat(at),
-        TimelineType(row["type"]),
-        row.get("actor"),
-        row.get("detail") or {},
-    )
+    return await register.national_id(alarm.municipality, alarm.resident)

@@ -1,32 +1,22 @@
 """The rules file's `[journal.<kind>]` sections -> :class:`JournalMapping` (issue 17).
 
 One section per alarm kind: either the kind's journal note (a VKP alert code, the
-encounter's mode of contact and reason, the cause and action choices offered at
-resolve) or `export = false` for a kind whose alarms are about a device rather than a
-person's care. Validated as strictly as the rest of the file: every code must be one
-the VKP code system has (core/journal/codes.py), choice codes unique per list.
+encounter's mode of contact and reason) or `export = false` for a kind whose alarms
+are about a device rather than a person's care. Validated as strictly as the rest of
+the file: every code must be one the VKP code system has (core/journal/codes.py).
+The cause and action choices are `[resolution.<kind>]`'s (config/resolution.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from alarmhub.core.journal import codes
-from alarmhub.core.journal.mapping import Choice, JournalMapping, KindMapping, Unmapped, unmapped
+from alarmhub.core.journal.mapping import JournalMapping, KindMapping, Unmapped, unmapped
 from alarmhub.core.rules import RuleSet
 from alarmhub.core.strays import STRAY_KIND
-
-ChoiceCode = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
-ChoiceText = Annotated[str, Field(min_length=1, max_length=80)]
-
-
-class ChoiceModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    code: ChoiceCode
-    text: ChoiceText
 
 
 class JournalKindModel(BaseModel):
@@ -35,14 +25,12 @@ class JournalKindModel(BaseModel):
     alert: str | None = None
     mode: str = "2"
     reason: str = "2"
-    causes: list[ChoiceModel] = []
-    actions: list[ChoiceModel] = []
 
     @model_validator(mode="after")
     def _codes(self) -> JournalKindModel:
         if not self.export:
-            if self.alert is not None or self.causes or self.actions:
-                raise ValueError("export = false takes no alert, causes or actions")
+            if self.alert is not None:
+                raise ValueError("export = false takes no alert")
             return self
         if self.alert is None:
             raise ValueError("an exported kind needs `alert`, a code of vkp-alert-code-v090")
@@ -56,11 +44,6 @@ class JournalKindModel(BaseModel):
             raise ValueError(
                 f"reason {self.reason!r} is not a vkp-encounter-reason-v090 code ({known})"
             )
-        for name, choices in (("causes", self.causes), ("actions", self.actions)):
-            seen = [c.code for c in choices]
-            twice = sorted({c for c in seen if seen.count(c) > 1})
-            if twice:
-                raise ValueError(f"{name}: code {twice[0]!r} is listed twice")
         return self
 
 
@@ -73,8 +56,6 @@ def journal_mapping(models: dict[str, JournalKindModel]) -> JournalMapping:
                 alert=m.alert or "",
                 mode=m.mode,
                 reason=m.reason,
-                causes=tuple(Choice(c.code, c.text) for c in m.causes),
-                actions=tuple(Choice(c.code, c.text) for c in m.actions),
             )
             for kind, m in sorted(models.items())
         }

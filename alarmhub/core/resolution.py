@@ -17,6 +17,11 @@ from types import MappingProxyType
 MAX_FREE_TEXT = 500
 DEFAULT_KEY = "default"  # the rules file's list for alarm kinds without their own
 
+# The keys of the `resolved` timeline entry's detail (Resolution.detail writes them;
+# the journal note reads them back with `from_detail`): one spelling, here.
+CAUSE, CAUSE_LABEL, CAUSE_TEXT = "cause", "cause_label", "cause_text"
+ACTION, ACTION_LABEL, ACTION_TEXT = "action_taken", "action_label", "action_text"
+
 
 @dataclass(frozen=True, slots=True)
 class Choice:
@@ -79,20 +84,53 @@ class Resolution:
     action: Choice | None = None
     action_text: str | None = None
 
+    @property
+    def has_cause(self) -> bool:
+        return self.cause is not None or bool(self.cause_text)
+
+    @property
+    def has_action(self) -> bool:
+        return self.action is not None or bool(self.action_text)
+
     def detail(self) -> dict[str, str]:
         """The timeline entry's fields for it: codes, the choices' texts, the free texts."""
         out: dict[str, str] = {}
         if self.cause is not None:
-            out["cause"] = self.cause.code
-            out["cause_label"] = self.cause.text
+            out[CAUSE] = self.cause.code
+            out[CAUSE_LABEL] = self.cause.text
         if self.cause_text:
-            out["cause_text"] = self.cause_text
+            out[CAUSE_TEXT] = self.cause_text
         if self.action is not None:
-            out["action_taken"] = self.action.code
-            out["action_label"] = self.action.text
+            out[ACTION] = self.action.code
+            out[ACTION_LABEL] = self.action.text
         if self.action_text:
-            out["action_text"] = self.action_text
+            out[ACTION_TEXT] = self.action_text
         return out
+
+
+def from_detail(detail: Mapping[str, object]) -> Resolution:
+    """What a `resolved` timeline entry recorded (`Resolution.detail`), read back.
+
+    The choice's text is the one the operator saw when resolving (stored beside the
+    code), so a list changed since does not rewrite what was recorded.
+    """
+
+    def choice(code_key: str, label_key: str) -> Choice | None:
+        code, label = detail.get(code_key), detail.get(label_key)
+        if not isinstance(code, str) or not code:
+            return None
+        return Choice(code, label if isinstance(label, str) and label else code)
+
+    def text(key: str) -> str | None:
+        value = detail.get(key)
+        return value.strip() or None if isinstance(value, str) else None
+
+    return Resolution(
+        choice(CAUSE, CAUSE_LABEL),
+        text(CAUSE_TEXT),
+        choice(ACTION, ACTION_LABEL),
+        text(ACTION_TEXT),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from alarmhub.daemon.state import HubState
 from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.metrics import Metrics
 from alarmhub.store.errors import StoreError
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import ActionStore, RaisingMessages
 
 log = structlog.get_logger("alarmhub")
@@ -57,6 +58,8 @@ Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 # (daemon/scaip.py `ScaipIntake.voice_chosen`): the device's next resend carries them.
 VoiceChosen = Callable[[str, ScaipVoice], None]
 Given = tuple[str | None, str | None, Resolution | None, ScaipVoice | None]
+# The journal exports a resolve starts (daemon/journal.py exports_on_resolve).
+JournalRows = Callable[[Alarm, datetime], list[JournalExport]]
 
 
 class Actions:
@@ -77,6 +80,8 @@ class Actions:
         device_link: Publish,
         spawn: Spawn,
         voice_chosen: VoiceChosen | None = None,
+        journal: JournalRows = lambda _alarm, _now: [],
+        journal_wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._state = state
         self._store = store
@@ -92,6 +97,8 @@ class Actions:
         self._device_link = device_link
         self._spawn = spawn
         self._voice_chosen = voice_chosen
+        self._journal = journal
+        self._journal_wake = journal_wake
 
     async def act(
         self,
@@ -140,6 +147,8 @@ class Actions:
         self._after_action(alarm, result)
         self._supervision.resolved(result.alarm)  # still silent: offline again in an interval
         self._releases.announce(releases)
+        if action is Action.RESOLVE:
+            self._journal_wake()
         return result.alarm
 
     async def _decide_and_save(
@@ -176,8 +185,11 @@ class Actions:
         releases = self._releases.on_resolved(result.alarm, now, actor)
         changed = (result.alarm, *(r.alarm for r in releases))
         entries = (*result.timeline, *(r.entry for r in releases))
+        # An operator's answer to a person's alarm goes to the journal: its export row
+        # commits with the answer, or neither does (issue 17, daemon/journal.py).
+        journal = self._journal(result.alarm, now) if action is Action.RESOLVE else []
         await self._gate.until_committed(
-            lambda: self._store.save_alarms(changed, entries, audit=audit)
+            lambda: self._store.save_alarms(changed, entries, audit=audit, journal=journal)
         )
         return alarm, result, releases, changed
 

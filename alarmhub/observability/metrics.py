@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from alarmhub.core.digest import FAILURES as DIGEST_FAILURES
+from alarmhub.core.journal.delivery import RefusalClass
 from alarmhub.core.model import DeviceKind, Priority, RejectReason, Verdict
 from alarmhub.core.retention import RetainedTable
 from alarmhub.core.scaip import MessageType, Snu
@@ -32,6 +33,9 @@ SCAIP_UNREAD = "unknown"
 SCAIP_FORBIDDEN = "forbidden"
 SCAIP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
+
+# A journal send: the journal took the request (202), or it must be tried again.
+JOURNAL_SEND_RESULTS = ("accepted", "retry")
 
 # `*_created` series double the exposition and no alert or dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -55,7 +59,37 @@ class Metrics:
         self._devices(self.registry)
         self._http(self.registry)
         self._sip(self.registry)
+        self._journal(self.registry)
         self._zero()
+
+    def _journal(self, r: CollectorRegistry) -> None:
+        """Journal export (issue 17): sends, the EPJ's answers, and what still waits."""
+        self.journal_sends = Counter(
+            "alarmhub_journal_sends",
+            "Journal requests (a Bundle posted), by result: accepted (202) or retry",
+            ["result"],
+            registry=r,
+        )
+        self.journal_confirmations = Counter(
+            "alarmhub_journal_confirmations",
+            "Journal notes the patient record confirmed",
+            registry=r,
+        )
+        self.journal_refusals = Counter(
+            "alarmhub_journal_refusals",
+            "Journal notes refused, by reason class",
+            ["reason"],
+            registry=r,
+        )
+        self.journal_oldest_pending = Gauge(
+            "alarmhub_journal_oldest_pending_age_seconds",
+            "Age of the oldest journal export not yet confirmed or refused (0: none)",
+            registry=r,
+        )
+        for result in JOURNAL_SEND_RESULTS:
+            self.journal_sends.labels(result)
+        for reason in RefusalClass:
+            self.journal_refusals.labels(reason.value)
 
     def _ingest(self, r: CollectorRegistry) -> None:
         """What came in over MQTT and what decoding made of it (issue 12: per field, per clock)."""

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from alarmhub import builtin
 from alarmhub.core.journal.mapping import parse_municipalities
-from alarmhub.core.journal.nin import valid_organisation_number
+from alarmhub.core.national_id import valid_organisation_number
 from alarmhub.core.sipcodes import SipListen, parse_digest_algorithms, parse_sip_listen
 from alarmhub.settings.helseid import HelseIdClient, https_url
 from alarmhub.settings.targets import (
@@ -154,6 +154,13 @@ class Settings(BaseSettings):
         if v and "journal_url" in info.data and info.data["journal_url"] is None:
             raise ValueError(f"a HelseID client without {ENV_PREFIX}JOURNAL_URL sends nowhere")
         return v
+
+    # Retries on 5xx, timeouts and connection errors: full jitter under base * 2^attempt,
+    # at most max; the status URL is polled every poll_s; each request times out.
+    journal_retry_base_s: float = Field(default=1.0, gt=0, le=3600)
+    journal_retry_max_s: float = Field(default=300.0, gt=0, le=86400)
+    journal_poll_s: float = Field(default=30.0, gt=0, le=86400)
+    journal_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("journal_municipalities")
     @classmethod

@@ -50,6 +50,7 @@ from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import SessionInfo, TokenRow, UserRow, Visible
 from alarmhub.store.cluster import ClusterView, Fence, InstanceInfo
+from alarmhub.store.journal_outbox import JournalExport, JournalOutbox
 
 # --- the rows the ports pass ---------------------------------------------------
 
@@ -155,6 +156,7 @@ class ActionStore(Protocol):
         entries: Iterable[TimelineEntry],
         *,
         audit: Sequence[AuditEntry],
+        journal: Sequence[JournalExport] = (),
     ) -> None: ...
 
 
@@ -185,6 +187,7 @@ class ReleaseStore(Protocol):
         entries: Iterable[TimelineEntry],
         *,
         audit: Sequence[AuditEntry],
+        journal: Sequence[JournalExport] = (),
     ) -> None: ...
 
     async def end_silence_releasing(
@@ -296,6 +299,7 @@ class AlarmStore(
     SilenceSource,
     RetentionStore,
     AlarmReads,
+    JournalOutbox,
     Protocol,
 ):
     """Everything the daemon's services and the CLI use, as one opened store owns it."""

@@ -139,6 +139,15 @@ class JournalOut(BaseModel):
     reason: str | None = Field(
         None, description='why: "no national id", or the journal\'s reason for a refusal'
     )
+    created_at: str | None = Field(None, description="when the resolve queued the export")
+    sent_at: str | None = Field(None, description="when the journal accepted it (202)")
+    finished_at: str | None = Field(
+        None, description="when it was confirmed, refused or found not applicable"
+    )
+    attempts: int = Field(0, description="requests made so far (sends and failed tries)")
+    last_error: str | None = Field(
+        None, description="the last failed attempt's error while it is retried"
+    )
 
 
 class AlarmDetail(AlarmOut):

@@ -20,6 +20,7 @@ from alarmhub.core.resolution import Resolution
 from alarmhub.core.rules import RuleSet
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
+from alarmhub.store.journal_outbox import JournalOutbox
 from alarmhub.store.ports import Directory
 from alarmhub.store.residents import Residents
 
@@ -64,6 +65,8 @@ class DaemonPort(Protocol):
     def directory(self) -> Directory: ...
     @property
     def residents(self) -> Residents: ...
+    @property
+    def journal_outbox(self) -> JournalOutbox: ...  # the alarm detail's journal state
 
     http_port: int | None
     # Set once the daemon has started (logged `alarmhub.started`): not ready before.

@@ -9,23 +9,28 @@ this file fast; the exit codes and the output are the real ones.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
+import io
 import json
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from alarmhub.cli.journal import national_id, timeline_entry
 from alarmhub.cli.main import main
+from alarmhub.core.journal.document import timeline_entry
+from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import TimelineType
 from alarmhub.core.pipeline import BatchEffects
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.sqlite.store import SqliteStore
 from tests.support import vkp
 from tests.support.helpers import REPO
-from tests.support.journal import PENDANT, PRESS, answered, raised_by_a_press
+from tests.support.journal import NIN, PENDANT, PRESS, answered, raised_by_a_press
 
 cli_main = importlib.import_module("alarmhub.cli.main")  # the module, not the function
 Run = Callable[[list[str], dict[str, str]], "Ran"]  # the `run` fixture
@@ -178,24 +183,63 @@ def test_rules_check_refuses_an_unmapped_kind_where_export_is_on(tmp_path: Path,
     assert "municipality 4601" in by_setting.stderr
 
 
-def test_the_register_is_asked_when_the_store_has_one() -> None:
-    alarm, _ = answered()
-
-    class Register:
-        asked: list[tuple[str, str]] = []  # noqa: RUF012 - one test's record
-
-        async def national_id(self, municipality: str, resident: str) -> str | None:
-            self.asked.append((municipality, resident))
-            return "17854112058"
-
-    register = Register()
-    assert asyncio.run(national_id(register, alarm)) == "17854112058"
-    assert register.asked == [("0301", "r-17")]
-    assert asyncio.run(national_id(object(), alarm)) is None
-    assert asyncio.run(national_id(register, replace(alarm, resident=None))) is None
+def test_export_reads_the_number_from_the_register_and_audits_the_read(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alarm_id, env = seeded(tmp_path)
+    env["ALARMHUB_RESIDENT_KEY"] = base64.b64encode(bytes(range(32))).decode()
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    put = ["residents", "set", "--municipality", "0301", "--resident", "r-17"]
+    assert run([*put, "--national-id-stdin"], env).returncode == 0
+    result = run(["journal", "export", "--alarm", alarm_id], env)
+    assert (result.returncode, result.stderr.strip()) == (0, "journal: ready (not sent)")
+    assert NIN not in result.stderr
+    bundle = json.loads(result.stdout)
+    assert vkp.problems(bundle) == []
+    patient = bundle["entry"][3]["resource"]
+    assert patient["identifier"][0]["value"] == NIN
+    reads = sqlite3.connect(tmp_path / "a.db").execute(
+        "SELECT actor FROM audit WHERE action = 'resident.national_id_read'"
+    )
+    assert [r[0] for r in reads] == ["journal-export"]
+    # Without the key the number cannot be opened: one line that says which setting.
+    del env["ALARMHUB_RESIDENT_KEY"]
+    refused = run(["journal", "export", "--alarm", alarm_id], env)
+    assert refused.returncode == 1
+    assert "ALARMHUB_RESIDENT_KEY" in refused.stderr
+    assert NIN not in refused.stderr + refused.stdout
 
 
 def test_stored_timeline_rows_read_back_as_the_core_s_entries() -> None:
     row = {"at": "2026-11-22T01:13:05.000000+00:00", "type": "resolved", "actor": "kari"}
     entry = timeline_entry("a-1", {**row, "detail": {"cause": "fall"}})
     assert (entry.at, entry.type, entry.detail) == (PRESS, TimelineType.RESOLVED, {"cause": "fall"})
+
+
+def test_status_lists_the_exports_and_failed_lists_refusals_and_retries(
+    tmp_path: Path, run: Run
+) -> None:
+    alarm_id, env = seeded(tmp_path)
+    assert run(["journal", "status"], env).stdout.strip() == "(none)"
+    asyncio.run(_export(tmp_path / "a.db", alarm_id))
+    listed = run(["journal", "status", "--json"], env)
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["alarm_id"], row["state"], row["reason"]) == (alarm_id, "refused", "ukjent kode")
+    failed = run(["journal", "status", "--failed"], env)
+    assert "refused" in failed.stdout
+    assert "ukjent kode" in failed.stdout
+    assert alarm_id in failed.stdout
+
+
+async def _export(path: Path, alarm_id: str) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        pending = JournalExport.new(alarm_id, "0301", PRESS)
+        stored = await store.get_alarm(alarm_id)
+        assert stored is not None
+        await store.save_alarms([stored], [], audit=(), journal=[pending])
+        refused = replace(pending, state=JournalState.REFUSED, reason="ukjent kode", attempts=1)
+        await store.journal_save(refused)
+    finally:
+        await store.close()

@@ -6,7 +6,7 @@ import pytest
 
 from alarmhub.config.journal import journal_problems, kinds_by_municipality
 from alarmhub.config.rules import RulesError, parse_rules
-from alarmhub.core.journal.mapping import Choice, Unmapped, parse_municipalities
+from alarmhub.core.journal.mapping import Unmapped, parse_municipalities
 from tests.support.helpers import REPO
 
 SHIPPED = (REPO / "config" / "rules.toml").read_text()
@@ -40,8 +40,6 @@ priority = 1
 BUTTON = """
 [journal.button]
 alert = "3"
-causes = [{ code = "fall", text = "Fall" }]
-actions = [{ code = "samtale", text = "Samtale" }]
 """
 TECHNICAL = """
 [journal.battery_low]
@@ -56,7 +54,8 @@ def test_the_shipped_rules_map_every_kind_for_every_municipality() -> None:
     assert journal_problems(rules, {"0301", "4601", "5001"}) == []
     button = rules.journal.kinds["button"]
     assert (button.alert, button.mode, button.reason) == ("3", "2", "2")
-    assert button.cause("fall") == Choice("fall", "Fall")
+    # The cause and action choices are the one [resolution] list, not the journal's.
+    assert not hasattr(button, "causes")
     assert not rules.journal.kinds["battery_low"].export
 
 
@@ -81,20 +80,14 @@ def test_the_kinds_a_municipality_can_raise_include_alarmhub_s_own() -> None:
     ("section", "complaint"),
     [
         ('[journal.button]\nalert = "99"\n', "not a code of vkp-alert-code-v090"),
-        ("[journal.button]\ncauses = []\n", "needs `alert`"),
+        ('[journal.button]\nmode = "2"\n', "needs `alert`"),
         ('[journal.button]\nalert = "3"\nmode = "7"\n', "not a vkp-encounter-mode-v090 code"),
         ('[journal.button]\nalert = "3"\nreason = "3"\n', "not a vkp-encounter-reason-v090"),
         ('[journal.button]\nexport = false\nalert = "3"\n', "export = false takes no alert"),
+        # The choices are [resolution.<kind>]'s: one list, not a second one here.
         (
-            (
-                '[journal.button]\nalert = "3"\ncauses = [{ code = "a", text = "A" }, '
-                '{ code = "a", text = "B" }]\n'
-            ),
-            "causes: code 'a' is listed twice",
-        ),
-        (
-            '[journal.button]\nalert = "3"\nactions = [{ code = "Bad code", text = "A" }]\n',
-            "journal.button.actions[0].code",
+            '[journal.button]\nalert = "3"\ncauses = [{ code = "a", text = "A" }]\n',
+            "journal.button.causes",
         ),
         ('[journal.button]\nalert = "3"\nalrt = "3"\n', "journal.button.alrt"),
         ('[journal.buton]\nalert = "3"\n', "journal.buton: no rule raises alarm kind 'buton'"),

@@ -1,9 +1,9 @@
 """The journal note (core/journal/) of a real alarm's timeline, checked three ways.
 
 The alarm is made by the core pipeline itself (a pendant press raises it) and the
-operator actions of core/actions.py (acknowledge, dispatch, on site, resolve); the
-resolve step's cause and action are put on its timeline entry under the keys the
-resolve step writes (core/journal/document.py DETAIL_*). Its document is then:
+operator actions of core/actions.py (acknowledge, dispatch, on site, resolve, the
+resolve with a cause and an action picked from the kind's `[resolution]` list, as
+`POST …/resolve` stores them). Its document is then:
 
 - compared with tests/golden/journal_button.json (UPDATE_GOLDEN=1 rewrites it);
 - parsed by fhir.resources' R4B models (FHIR's own structure and cardinalities);
@@ -23,16 +23,15 @@ from fhir.resources.R4B.bundle import Bundle
 from alarmhub.core.journal import codes
 from alarmhub.core.journal.bundle import Document, build_bundle, journal_document
 from alarmhub.core.journal.document import (
-    DETAIL_ACTION,
     NotApplicable,
     Patient,
     Ready,
-    Resolution,
     Skip,
     qualify,
     resolution_from_timeline,
 )
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+from alarmhub.core.resolution import Resolution
 from tests.support import vkp
 from tests.support.helpers import REPO
 from tests.support.journal import (
@@ -45,7 +44,7 @@ from tests.support.journal import (
     answered,
     raised_by_a_press,
 )
-from tests.support.nin import synthetic_nin
+from tests.support.national_ids import synthetic_nin
 
 GOLDEN = REPO / "tests" / "golden" / "journal_button.json"
 
@@ -53,16 +52,13 @@ GOLDEN = REPO / "tests" / "golden" / "journal_button.json"
 def document(
     alarm: Alarm, timeline: list[TimelineEntry], patient: Patient | None = None
 ) -> Document | NotApplicable:
-    ready = qualify(alarm, timeline, RULES.journal)
-    kind = RULES.journal.kinds[alarm.kind]
-    resolution = resolution_from_timeline(timeline, kind) if isinstance(ready, Ready) else None
     return journal_document(
         alarm,
         timeline,
         patient or Patient(NIN),
         OPERATOR,
         CENTRE,
-        resolution or Resolution(),
+        resolution_from_timeline(timeline),
         RULES.journal,
         OSLO,
     )
@@ -154,7 +150,7 @@ def test_no_acknowledge_dispatch_or_on_site_leaves_those_events_out() -> None:
 
 
 def test_no_cause_or_action_leaves_their_events_sections_and_mitigation_out() -> None:
-    doc = document(*answered(detail={}))
+    doc = document(*answered(chosen=(None, None, None, None)))
     assert isinstance(doc, Document)
     composition, issue = doc.bundle["entry"][0]["resource"], doc.bundle["entry"][1]["resource"]
     assert [e["code"][0]["coding"][0]["code"] for e in composition["event"]] == [
@@ -170,12 +166,24 @@ def test_no_cause_or_action_leaves_their_events_sections_and_mitigation_out() ->
     assert vkp.problems(doc.bundle) == []
 
 
-def test_free_text_alone_is_a_cause_and_a_code_the_rules_dropped_is_shown_as_itself() -> None:
-    doc = document(*answered(detail={"cause_note": "Sto opp for fort", DETAIL_ACTION: "old"}))
+def test_free_text_alone_is_a_cause() -> None:
+    doc = document(*answered(chosen=(None, "talked", "Sto opp for fort", None)))
     assert isinstance(doc, Document)
     issue = doc.bundle["entry"][1]["resource"]
     assert issue["detail"] == "Sto opp for fort"
-    assert issue["mitigation"][0]["action"]["coding"][0]["code"] == "old"
+    assert issue["mitigation"][0]["action"]["coding"][0]["code"] == "talked"
+
+
+def test_the_note_shows_the_choice_as_the_operator_saw_it_when_the_list_changed_since() -> None:
+    """The resolve step stores the choice's text beside its code; the note reads that."""
+    alarm, timeline = answered()
+    resolved = timeline[-1]
+    detail = {**resolved.detail, "action_taken": "old", "action_label": "Gammel tekst"}
+    timeline[-1] = replace(resolved, detail=detail)
+    doc = document(alarm, timeline)
+    assert isinstance(doc, Document)
+    coding = doc.bundle["entry"][1]["resource"]["mitigation"][0]["action"]["coding"][0]
+    assert (coding["code"], coding["display"]) == ("old", "Gammel tekst")
 
 
 @pytest.mark.parametrize(

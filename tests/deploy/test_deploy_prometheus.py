@@ -29,6 +29,8 @@ ALERTS = {
     "AlarmhubEscalationExhausted",
     "AlarmhubDeadLettersRising",
     "AlarmhubStoreNotWritable",
+    "AlarmhubJournalRefusals",
+    "AlarmhubJournalExportPending",
     "AlarmhubManyDevicesOffline",
 }
 

@@ -30,6 +30,7 @@ from alarmhub.store.sqlite.residents import SqliteResidentRows
 from tests.sim.test_simulator import run_whole_plan
 from tests.support.api_harness import stack
 from tests.support.helpers import Publisher, async_wait_until, db_count, db_rows, hub_settings
+from tests.support.journal_server import JournalServer
 from tests.support.national_ids import KARI
 
 pytestmark = pytest.mark.broker
@@ -127,17 +128,29 @@ async def test_no_national_identity_number_in_logs_metrics_errors_or_dead_letter
     tmp_path: Path, broker: LocalBroker, client_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17: a resident's number is set, mistyped, viewed, listed, sent in a device's
-    message and read with the wrong key; none of its digits past the birth date may reach
-    a log line, a metric, an error message or a dead letter's reason."""
+    message, sent to the journal (which fails once, then refuses quoting the number) and
+    read with the wrong key; none of its digits past the birth date may reach a log line,
+    a metric, an error message, a dead letter's reason or a journal export row."""
     stream = io.StringIO()
     configure_logging("debug", "json", stream=stream)
     assert fresh_loggers(monkeypatch) > 0
     key = base64.b64encode(bytes(range(32))).decode()
     typo = KARI[:-1] + str((int(KARI[-1]) + 1) % 10)
     seen: list[str] = []  # every response body
-    async with stack(
-        tmp_path, broker, client_id, alarms=False, settings={"resident_key": key}
-    ) as s:
+    journal = JournalServer()
+    journal.fail_next = 1
+    journal.refuse = f"ukjent pasient {KARI}"
+    await journal.start()
+    settings = {
+        "resident_key": key,
+        "journal_url": journal.url,
+        "journal_municipalities": "0301",
+        "journal_organisation_name": "Responssenteret i Oslo",
+        "journal_organisation_number": "974778807",
+        "journal_poll_s": 0.05,
+        "journal_retry_base_s": 0.05,
+    }
+    async with stack(tmp_path, broker, client_id, alarms=False, settings=settings) as s:
         async with s.client("root") as c:
             await c.patch("/api/v1/devices/osl-pend-1", json={"resident": "r-17"})
         async with s.client("madm0301") as c:
@@ -155,11 +168,17 @@ async def test_no_national_identity_number_in_logs_metrics_errors_or_dead_letter
             lambda: bool(db_rows(s.db, "SELECT 1 FROM inbox WHERE verdict = 'rejected'")), 10
         )
         async with s.client("op0301") as c:
+            resolve = {"outcome": "helped", "cause": "needed_help"}
+            seen.append((await c.post(f"/api/v1/alarms/{alarm}/resolve", json=resolve)).text)
+            refused = "SELECT 1 FROM journal_exports WHERE state = 'refused'"
+            assert await async_wait_until(lambda: bool(db_rows(s.db, refused)), 15)
             seen.append((await c.get(f"/api/v1/alarms/{alarm}")).text)
             seen.append((await c.get("/metrics")).text)
         async with s.client("root") as c:
             seen.append((await c.get("/api/v1/dead-letters")).text)
             seen.append((await c.get("/api/v1/audit")).text)
+    await journal.stop()
+    assert len(journal.posts) == 1  # taken after one 500: the number was sent
     # The same database read with another key: the number cannot open, which is logged.
     other = ResidentRegister(
         SqliteResidentRows(s.db), Keyring((bytes(32),)), FakeClock(datetime.now(UTC))
@@ -168,12 +187,17 @@ async def test_no_national_identity_number_in_logs_metrics_errors_or_dead_letter
     assert any(KARI[:6] + "*****" in text for text in seen)  # it was there, and shown masked
     text = stream.getvalue()
     assert "resident.unreadable" in text
+    assert "journal.refused" in text
+    assert "journal.retry" in text
+    exports = db_rows(s.db, "SELECT * FROM journal_exports")
+    assert KARI[:6] + "*****" in str(exports)  # the journal's reason, kept redacted
     hidden = {KARI[6:], typo[6:]}
     reasons = db_rows(s.db, "SELECT coalesce(reason, '') || ' ' || coalesce(detail, '') FROM inbox")
     for where, content in (
         ("logs", text),
         *(("response", t) for t in seen),
         *(("dead letter", str(r)) for r in reasons),
+        ("journal export", str(exports)),
     ):
         for secret in hidden:
             assert secret not in content, f"{where}: {content[:300]}"

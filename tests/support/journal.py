@@ -1,14 +1,14 @@
 """An answered alarm made by the real core, for the journal tests (core and CLI).
 
 A pendant press runs through the core pipeline (it raises the alarm), then the
-operator actions of core/actions.py (acknowledge, dispatch, on site, resolve); the
-resolve step's cause and action go on its timeline entry under the keys the resolve
-step writes (core/journal/document.py DETAIL_*).
+operator actions of core/actions.py (acknowledge, dispatch, on site, resolve). The
+resolve carries a cause and an action picked from the kind's list in the shipped rules
+file (core/resolution.py `choose`), as `POST …/resolve` does: the note reads back what
+the resolve step really stored.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,15 +20,10 @@ from alarmhub.core.actions import Action, Applied, apply_action
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.journal import codes
-from alarmhub.core.journal.document import (
-    DETAIL_ACTION,
-    DETAIL_ACTION_NOTE,
-    DETAIL_CAUSE,
-    Author,
-    Organisation,
-)
+from alarmhub.core.journal.document import Author, Organisation
 from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry
 from alarmhub.core.pipeline import Context, decode_all, fingerprint, process_batch
+from alarmhub.core.resolution import Resolution, choose
 from tests.support.helpers import REPO
 
 RULES = parse_rules((REPO / "config" / "rules.toml").read_text())
@@ -52,8 +47,27 @@ def raised_by_a_press() -> tuple[Alarm, list[TimelineEntry]]:
     return effects.alarms[alarm_id], list(effects.timeline)
 
 
-def act(alarm: Alarm, timeline: list[TimelineEntry], action: Action, after: timedelta) -> Alarm:
-    done = apply_action(alarm, action, "kari", PRESS + after, outcome="handled")
+# What the operator picks by default: a cause and an action of the button's list
+# ([resolution.default] in the shipped rules), and a free text for the action.
+CHOSEN = ("needed_help", "home_care", None, "Hjulpet opp")
+
+
+def resolution(
+    cause: str | None, action: str | None, cause_text: str | None, action_text: str | None
+) -> Resolution:
+    picked = choose(RULES.resolutions.for_kind("button"), cause, action, cause_text, action_text)
+    assert isinstance(picked, Resolution), picked
+    return picked
+
+
+def act(
+    alarm: Alarm,
+    timeline: list[TimelineEntry],
+    action: Action,
+    after: timedelta,
+    chosen: Resolution | None = None,
+) -> Alarm:
+    done = apply_action(alarm, action, "kari", PRESS + after, outcome="handled", resolution=chosen)
     assert isinstance(done, Applied)
     timeline.extend(done.timeline)
     return done.alarm
@@ -61,7 +75,7 @@ def act(alarm: Alarm, timeline: list[TimelineEntry], action: Action, after: time
 
 def answered(
     steps: tuple[Action, ...] = (Action.ACKNOWLEDGE, Action.DISPATCH, Action.ON_SITE),
-    detail: dict[str, str] | None = None,
+    chosen: tuple[str | None, str | None, str | None, str | None] = CHOSEN,
 ) -> tuple[Alarm, list[TimelineEntry]]:
     """The press, the operator's steps (40 s, 2 min, 14 min) and the resolve at 25 min."""
     alarm, timeline = raised_by_a_press()
@@ -72,12 +86,5 @@ def answered(
     }
     for step in steps:
         alarm = act(alarm, timeline, step, after[step])
-    alarm = act(alarm, timeline, Action.RESOLVE, timedelta(minutes=25))
-    resolved = timeline[-1]
-    chosen = (
-        {DETAIL_CAUSE: "fall", DETAIL_ACTION: "hjemmetjeneste", DETAIL_ACTION_NOTE: "Hjulpet opp"}
-        if detail is None
-        else detail
-    )
-    timeline[-1] = replace(resolved, detail={**resolved.detail, **chosen})
+    alarm = act(alarm, timeline, Action.RESOLVE, timedelta(minutes=25), resolution(*chosen))
     return alarm, timeline

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.support.nin import complete
+from tests.support.national_ids import complete
 
 VKP = "http://ehelse.no/fhir"
 CS = f"{VKP}/CodeSystem/"

@@ -22,6 +22,14 @@ pytestmark = pytest.mark.broker
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 MASKED = KARI[:6] + "*****"
+# An alarm without a journal export row: no times, no attempts (issue 17, delivery).
+NO_EXPORT = {
+    "created_at": None,
+    "sent_at": None,
+    "finished_at": None,
+    "attempts": 0,
+    "last_error": None,
+}
 
 
 def audit_actions(s: Stack, prefix: str = "resident.") -> list[tuple[str, str, str]]:
@@ -138,6 +146,7 @@ async def test_alarm_detail_shows_the_number_masked_audited_and_the_journal_stat
             detail = (await c.get(f"/api/v1/alarms/{pressed}")).json()
             assert detail["national_id_masked"] == MASKED
             assert detail["journal"] == {
+                **NO_EXPORT,
                 "state": "not_applicable",
                 "reason": "journal export not configured",
             }
@@ -146,7 +155,11 @@ async def test_alarm_detail_shows_the_number_masked_audited_and_the_journal_stat
         async with s.client("op4601") as c:
             other = (await c.get(f"/api/v1/alarms/{other_alarm}")).json()
             assert other["national_id_masked"] is None
-            assert other["journal"] == {"state": "not_applicable", "reason": "no national id"}
+            assert other["journal"] == {
+                **NO_EXPORT,
+                "state": "not_applicable",
+                "reason": "no national id",
+            }
         viewed = [a for a in audit_actions(s) if a[1] == "resident.national_id_viewed"]
         assert viewed == [("op0301", "resident.national_id_viewed", "0301")]  # one read, one row
 

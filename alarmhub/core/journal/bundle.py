@@ -28,14 +28,14 @@ from alarmhub.core.journal.document import (
     Organisation,
     Patient,
     Ready,
-    Resolution,
     Steps,
     check_patient,
     qualify,
 )
-from alarmhub.core.journal.mapping import Choice, JournalMapping, KindMapping
-from alarmhub.core.journal.nin import NinKind, ValidNin, check_nin
+from alarmhub.core.journal.mapping import JournalMapping, KindMapping
 from alarmhub.core.model import Alarm, TimelineEntry
+from alarmhub.core.national_id import IdKind, NationalId, parse_national_id
+from alarmhub.core.resolution import Choice, Resolution
 
 # Fixed for ever: changing it changes every identifier, and a resend would be new.
 NAMESPACE = uuid.UUID("61f21c52-e70b-418c-97e6-cd1e242bacca")
@@ -162,8 +162,8 @@ def _div(*paragraphs: str) -> Json:
     return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{body}</div>'}
 
 
-def _choice_text(choice: Choice | None, note: str) -> list[str]:
-    return [choice.text if choice is not None else "", note]
+def _choice_text(choice: Choice | None, note: str | None) -> list[str]:
+    return [choice.text if choice is not None else "", note or ""]
 
 
 def _joined(parts: list[str]) -> str:
@@ -199,10 +199,10 @@ def _composition(
         _section("Hendelse", codes.SECTION_ALARM, _div(*said), [refs.issue, refs.encounter]),
     ]
     if resolution.has_cause:
-        text = _div(*_choice_text(resolution.cause, resolution.cause_note))
+        text = _div(*_choice_text(resolution.cause, resolution.cause_text))
         sections.append(_section("Årsak", codes.SECTION_REASON, text, [refs.issue]))
     if resolution.has_action:
-        text = _div(*_choice_text(resolution.action, resolution.action_note))
+        text = _div(*_choice_text(resolution.action, resolution.action_text))
         sections.append(_section("Tiltak", codes.SECTION_RESPONSE, text, [refs.issue]))
     signed = _div(f"Avsluttet av {author.display} {_local(steps.resolved, tz)}.")
     sections.append(_section("Signatur", codes.SECTION_SIGNATURE, signed, [refs.practitioner]))
@@ -244,7 +244,7 @@ def _detected_issue(ready: Ready, resolution: Resolution, refs: _Refs) -> Json:
         "patient": refs.patient,
         "identifiedDateTime": instant(ready.steps.raised),
     }
-    cause = _joined(_choice_text(resolution.cause, resolution.cause_note))
+    cause = _joined(_choice_text(resolution.cause, resolution.cause_text))
     if cause:
         issue["detail"] = cause
     if resolution.has_action:
@@ -257,7 +257,7 @@ def _detected_issue(ready: Ready, resolution: Resolution, refs: _Refs) -> Json:
                     "display": resolution.action.text,
                 }
             ]
-        action["text"] = _joined(_choice_text(resolution.action, resolution.action_note))
+        action["text"] = _joined(_choice_text(resolution.action, resolution.action_text))
         issue["mitigation"] = [
             {
                 "action": action,
@@ -294,8 +294,8 @@ def _encounter(ready: Ready, refs: _Refs, url: Callable[[str], str]) -> Json:
 def _patient_identifier(patient: Patient) -> Json | None:
     if patient.national_id is None:
         return None
-    checked = check_nin(patient.national_id)
-    is_d = isinstance(checked, ValidNin) and checked.kind is NinKind.D_NUMMER
+    checked = parse_national_id(patient.national_id)
+    is_d = isinstance(checked, NationalId) and checked.kind is IdKind.D_NUMBER
     system = codes.DNR_SYSTEM if is_d else codes.FNR_SYSTEM
     return {"system": system, "value": patient.national_id}
 

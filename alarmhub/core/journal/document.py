@@ -19,16 +19,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from alarmhub.core.journal.mapping import Choice, JournalMapping, KindMapping
-from alarmhub.core.journal.nin import InvalidNin, check_nin
+from alarmhub.core.journal.mapping import JournalMapping, KindMapping
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
-
-# The keys of the resolve step's timeline detail that carry the operator's cause and
-# action (the resolve step writes them; the note reads them back from the timeline).
-DETAIL_CAUSE = "cause"  # a code of the kind's `causes`
-DETAIL_CAUSE_NOTE = "cause_note"  # free text
-DETAIL_ACTION = "action"  # a code of the kind's `actions`
-DETAIL_ACTION_NOTE = "action_note"  # free text
+from alarmhub.core.national_id import Invalid, parse_national_id
+from alarmhub.core.resolution import Resolution, from_detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,24 +49,6 @@ class Organisation:
 
     name: str
     number: str
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """What the operator recorded at resolve: a coded choice and/or free text for each."""
-
-    cause: Choice | None = None
-    cause_note: str = ""
-    action: Choice | None = None
-    action_note: str = ""
-
-    @property
-    def has_cause(self) -> bool:
-        return self.cause is not None or bool(self.cause_note)
-
-    @property
-    def has_action(self) -> bool:
-        return self.action is not None or bool(self.action_note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,28 +133,26 @@ def qualify(
 def check_patient(patient: Patient) -> NotApplicable | None:
     if patient.national_id is None:
         return NotApplicable(Skip.NO_NATIONAL_ID)
-    if isinstance(check_nin(patient.national_id), InvalidNin):
+    if isinstance(parse_national_id(patient.national_id), Invalid):
         return NotApplicable(Skip.INVALID_NATIONAL_ID)
     return None
 
 
-def resolution_from_timeline(timeline: Iterable[TimelineEntry], kind: KindMapping) -> Resolution:
-    """The cause and action the resolve step recorded on the timeline (the last resolve).
+def resolution_from_timeline(timeline: Iterable[TimelineEntry]) -> Resolution:
+    """The cause and action the resolve step recorded on the timeline (the last resolve),
+    under the keys it writes them (core/resolution.py `Resolution.detail`), with the
+    choices' texts the operator saw."""
+    resolved = [e for e in sorted(timeline, key=lambda e: e.at) if e.type is TimelineType.RESOLVED]
+    return from_detail(resolved[-1].detail) if resolved else Resolution()
 
-    A code the kind no longer lists (the rules changed since) is kept, shown as itself.
-    """
-    detail: Mapping[str, Any] = {}
-    for entry in sorted(timeline, key=lambda e: e.at):
-        if entry.type is TimelineType.RESOLVED:
-            detail = entry.detail
-    cause, action = detail.get(DETAIL_CAUSE), detail.get(DETAIL_ACTION)
-    return Resolution(
-        cause=(kind.cause(cause) or Choice(cause, cause)) if isinstance(cause, str) else None,
-        cause_note=_text(detail.get(DETAIL_CAUSE_NOTE)),
-        action=(kind.action(action) or Choice(action, action)) if isinstance(action, str) else None,
-        action_note=_text(detail.get(DETAIL_ACTION_NOTE)),
+
+def timeline_entry(alarm_id: str, row: Mapping[str, Any]) -> TimelineEntry:
+    """A stored timeline row (the store's `timeline(alarm_id)`) as the core's value."""
+    at = row["at"]
+    return TimelineEntry(
+        alarm_id,
+        at if isinstance(at, datetime) else datetime.fromisoformat(at),
+        TimelineType(row["type"]),
+        row.get("actor"),
+        row.get("detail") or {},
     )
-
-
-def _text(value: object) -> str:
-    return value.strip() if isinstance(value, str) else ""

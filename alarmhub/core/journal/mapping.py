@@ -2,10 +2,14 @@
 
 The rules file's `[journal.<kind>]` sections, turned once into these frozen values
 (config/rules.py). A kind is either exported (a VKP alert code, the mode of contact
-and the reason of the encounter, the cause and action choices offered at resolve) or
+and the reason of the encounter) or
 explicitly not (`export = false`: technical alarms, which are about a device, not a
 person's care). A kind with neither is a gap: `unmapped` finds it for every
 municipality that has export on, and `alarmhub rules check` refuses the file.
+
+The cause and action choices offered at resolve are not here: they are the one list
+per kind of `[resolution.<kind>]` (core/resolution.py), which the resolve step, the
+operator page and the note all read.
 """
 
 from __future__ import annotations
@@ -15,28 +19,12 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
-class Choice:
-    """One entry of a short coded list: a stable code and the text a person reads."""
-
-    code: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
 class KindMapping:
     kind: str
     export: bool = True
     alert: str = ""  # vkp-alert-code-v090
     mode: str = "2"  # vkp-encounter-mode-v090: 2 toveis tale
     reason: str = "2"  # vkp-encounter-reason-v090: 2 hendelsesbasert tilsyn
-    causes: tuple[Choice, ...] = ()
-    actions: tuple[Choice, ...] = ()
-
-    def cause(self, code: str) -> Choice | None:
-        return next((c for c in self.causes if c.code == code), None)
-
-    def action(self, code: str) -> Choice | None:
-        return next((c for c in self.actions if c.code == code), None)
 
 
 @dataclass(frozen=True, slots=True)

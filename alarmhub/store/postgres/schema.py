@@ -275,4 +275,22 @@ MIGRATIONS: list[str] = [
         updated_at timestamptz NOT NULL
     );
     """,
+    # 4: issue 17, SQLite's 15: journal delivery, one export per resolved alarm,
+    # written in the resolve's transaction; never a national identity number.
+    """
+    CREATE TABLE journal_exports (
+        alarm_id text COLLATE "C" PRIMARY KEY REFERENCES alarms (id),
+        municipality text COLLATE "C" NOT NULL,
+        state text NOT NULL,
+        reason text,
+        location text,
+        attempts integer NOT NULL DEFAULT 0,
+        next_at timestamptz NOT NULL,
+        created_at timestamptz NOT NULL,
+        sent_at timestamptz,
+        finished_at timestamptz,
+        last_error text
+    );
+    CREATE INDEX journal_exports_due ON journal_exports (state, next_at);
+    """,
 ]

@@ -29,6 +29,7 @@ from alarmhub.redact import redact_url
 from alarmhub.store.accounts import ts
 from alarmhub.store.cluster import Fence
 from alarmhub.store.errors import StoreUnavailableError
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import AlarmStore, DecidedRow, OutboxItem
 from alarmhub.store.postgres import migrations
 from alarmhub.store.postgres.escalation_rows import (
@@ -37,6 +38,7 @@ from alarmhub.store.postgres.escalation_rows import (
     write_release,
 )
 from alarmhub.store.postgres.inbox_rows import select_priors, write_batch
+from alarmhub.store.postgres.journal_rows import PgJournalRows, insert_journal
 from alarmhub.store.postgres.leases import Conn, check_fence
 from alarmhub.store.postgres.reads import check_moves, oldest_sql, prune_sql
 from alarmhub.store.postgres.rows import (
@@ -76,7 +78,7 @@ APPLICATION_NAME = "alarmhub"
 REGISTRY_LOCK = 0x7265676973747279
 
 
-class PostgresStore:
+class PostgresStore(PgJournalRows):
     """A connection pool and the ports on it; create with :meth:`open`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -270,10 +272,13 @@ class PostgresStore:
         entries: Iterable[TimelineEntry],
         *,
         audit: Sequence[AuditEntry],
+        journal: Sequence[JournalExport] = (),
     ) -> None:
-        """Several alarms' changes with their timeline entries and audit, all or nothing."""
+        """Several alarms' changes with their timeline entries and audit, all or nothing;
+        `journal`: the journal exports a resolve starts, in the same transaction."""
         async with connection(self.pool) as conn, conn.transaction():
             await write_release(conn, list(alarms), list(entries), None, audit)
+            await insert_journal(conn, journal)
 
     async def end_silence_releasing(
         self,

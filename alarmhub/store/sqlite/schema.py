@@ -314,4 +314,25 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 15: issue 17, journal delivery: one export per resolved alarm, written in the
+    # resolve's own transaction (no answered alarm lost), then delivered off the hot
+    # path (daemon/journal.py). The document is built at delivery time: no national
+    # identity number is ever stored here, only states, times, the journal's status
+    # URL and reasons (redacted).
+    """
+    CREATE TABLE journal_exports (
+        alarm_id TEXT PRIMARY KEY REFERENCES alarms(id),
+        municipality TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        location TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_at TEXT,
+        finished_at TEXT,
+        last_error TEXT
+    );
+    CREATE INDEX journal_exports_due ON journal_exports (state, next_at);
+    """,
 ]

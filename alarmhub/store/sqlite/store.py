@@ -33,6 +33,7 @@ from alarmhub.store.sqlite.batch_rows import write_batch
 from alarmhub.store.sqlite.device_moves import check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import inbox_row, select_priors
+from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
 from alarmhub.store.sqlite.migrations import migrate as apply_migrations
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
@@ -77,7 +78,7 @@ BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
 
 
-class SqliteStore(EscalationRows, SuppressionRows):
+class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
     """The writer's connection plus read helpers; create with :meth:`open`."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:

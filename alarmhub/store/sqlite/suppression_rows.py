@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.accounts import ts
+from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
+from alarmhub.store.sqlite.journal_rows import INSERT_JOURNAL, journal_row
 from alarmhub.store.sqlite.rows import INSERT_TIMELINE, alarm_row, timeline_row, upsert_alarms
 
 T = TypeVar("T")
@@ -33,6 +35,7 @@ def _write(
     timeline: list[tuple[Any, ...]],
     end_silence: tuple[str | None, str, str] | None,
     audit: list[tuple[Any, ...]],
+    journal: Sequence[tuple[Any, ...]] = (),
 ) -> bool:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -46,6 +49,8 @@ def _write(
                 conn.executemany(INSERT_TIMELINE, timeline)
             if audit:  # who did it, in the change's own transaction (issue 13 item 4)
                 conn.executemany(INSERT_AUDIT, audit)
+            if journal:  # the answered alarm's journal export, with the answer (issue 17)
+                conn.executemany(INSERT_JOURNAL, journal)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -66,11 +71,13 @@ class SuppressionRows:
         entries: Iterable[TimelineEntry],
         *,
         audit: Sequence[AuditEntry],
+        journal: Sequence[JournalExport] = (),
     ) -> None:
         """Commit several alarms' changes with their timeline entries, all or nothing.
 
         `audit` is required so no caller can forget it: a person's action passes
-        its entry, the daemon's own releases pass ().
+        its entry, the daemon's own releases pass (). `journal`: the journal exports
+        a resolve starts (store/journal_outbox.py), in the same transaction.
         """
         await self._in_writer_thread(
             _write,
@@ -78,6 +85,7 @@ class SuppressionRows:
             [timeline_row(e) for e in entries],
             None,
             [audit_row(e) for e in audit],
+            [journal_row(j) for j in journal],
         )
 
     async def end_silence_releasing(

@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Query
 
 from alarmhub.core.actions import Action, Conflict, ConflictCode
-from alarmhub.core.journal_status import journal_status
+from alarmhub.core.journal_status import JournalStatus, journal_status
 from alarmhub.core.model import Alarm, ScaipVoice
 from alarmhub.core.registry import Municipality
 from alarmhub.core.resolution import Choices, Resolution, Unknown, choose
@@ -113,9 +113,20 @@ async def get_alarm(ctx: Ctx, scope: ReadAlarms, alarm: AlarmInScope, audit: Aud
             "device": device,
             "recent_events": events,
             "national_id_masked": masked,
-            "journal": journal_status(alarm, masked is not None).as_json(),
+            "journal": await _journal(ctx, alarm, masked is not None),
         }
     )
+
+
+async def _journal(ctx: Ctx, alarm: Alarm, has_number: bool) -> dict[str, str | int | None]:
+    """The alarm's journal export as its row says (issue 17), else why there is none."""
+    found = await ctx.hub.journal_outbox.journal_exports([alarm.id])
+    if not found:
+        return journal_status(alarm, has_number).as_json()
+    e = found[0]
+    return JournalStatus(
+        e.state, e.reason, e.created_at, e.sent_at, e.finished_at, e.attempts, e.last_error
+    ).as_json()
 
 
 async def _masked_national_id(ctx: Ctx, alarm: Alarm, audit: Audit) -> str | None:

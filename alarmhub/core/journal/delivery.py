@@ -1,0 +1,139 @@
+"""What the journal's answers mean, and when to try again: the delivery's pure decisions.
+
+The shell (alarmhub/journal/client.py) sends the Bundle and polls its status URL;
+each HTTP answer becomes one of these named outcomes, and the worker
+(daemon/journal.py) turns it into the export's next state. No I/O; the random draw
+of the jitter is an argument.
+
+JFT answers `POST /v1/Bundle` with `202 Accepted` and a `Location` to poll (VKP.md).
+*Provisional* (not yet confirmed with NHN): polling that Location answers `202` (or
+`200` with `{"status": "pending"}`) while the EPJ has not answered, `200` with
+`{"status": "confirmed"}` once journaled, and `200` with `{"status": "refused",
+"reason": …}` or a 4xx with a FHIR OperationOutcome when refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from alarmhub.core.national_id import redact
+
+MAX_REASON = 200
+RETRYABLE = frozenset({408, 425, 429})  # and every 5xx
+
+
+class RefusalClass(StrEnum):
+    """Why the journal refused, bounded: a metric label and the alert's grouping."""
+
+    INVALID = "invalid"  # 400, 422: the document (or a code in it) is not accepted
+    UNAUTHORIZED = "unauthorized"  # 401, 403: the municipality's client is not allowed
+    NOT_FOUND = "not_found"  # 404, 410: the endpoint, or the status URL, is not there
+    JOURNAL = "journal"  # the EPJ itself refused it, after accepting the request
+    OTHER = "other"  # any other 4xx
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """202: the journal took the request; poll `location` for the EPJ's answer."""
+
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """The EPJ journaled the note."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Not answered yet: poll again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    kind: RefusalClass
+    reason: str  # the journal's words, redacted and cut short
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A failure that says nothing about the document: 5xx, timeout, no connection."""
+
+    error: str
+
+
+Outcome = Accepted | Confirmed | Waiting | Refused | Retry
+
+
+def reason_text(body: object, status: int) -> str:
+    """The journal's reason: `reason`, or an OperationOutcome's first diagnostics/text.
+
+    Redacted (any run of eleven digits masked: a journal might quote the patient's
+    number back) and cut short: it goes on the row, the API, the page and the log.
+    """
+    found = ""
+    if isinstance(body, Mapping):
+        reason = body.get("reason")
+        issues = body.get("issue")
+        if isinstance(reason, str):
+            found = reason
+        elif isinstance(issues, list) and issues and isinstance(issues[0], Mapping):
+            first = issues[0]
+            details = first.get("details")
+            text = details.get("text") if isinstance(details, Mapping) else None
+            found = str(first.get("diagnostics") or text or first.get("code") or "")
+    return redact(found.strip() or f"HTTP {status}")[:MAX_REASON]
+
+
+def refusal_class(status: int) -> RefusalClass:
+    if status in (400, 422):
+        return RefusalClass.INVALID
+    if status in (401, 403):
+        return RefusalClass.UNAUTHORIZED
+    if status in (404, 410):
+        return RefusalClass.NOT_FOUND
+    return RefusalClass.OTHER
+
+
+def _failed(status: int, body: object) -> Refused | Retry:
+    if status >= 500 or status in RETRYABLE:
+        return Retry(f"the journal answered {status}")
+    return Refused(refusal_class(status), reason_text(body, status))
+
+
+def after_post(status: int, location: str | None, body: object) -> Outcome:
+    """The answer to `POST /v1/Bundle`."""
+    if status == 202:
+        if not location:
+            return Retry("the journal answered 202 without a Location")
+        return Accepted(location)
+    if status in (200, 201):  # journaled at once (a resend of a confirmed note)
+        return Confirmed()
+    return _failed(status, body)
+
+
+def after_poll(status: int, body: object) -> Outcome:
+    """The answer to polling the status URL."""
+    if status == 202:
+        return Waiting()
+    if status == 200:
+        said = body.get("status") if isinstance(body, Mapping) else None
+        if said == "confirmed":
+            return Confirmed()
+        if said == "refused":
+            return Refused(RefusalClass.JOURNAL, reason_text(body, status))
+        return Waiting()
+    return _failed(status, body)
+
+
+def backoff(attempts: int, base_s: float, max_s: float, draw: float) -> timedelta:
+    """Exponential backoff with full jitter: a uniform wait in [0, min(max, base·2^n)).
+
+    `draw` is uniform in [0, 1) (the shell's random). Full jitter spreads the retries
+    of many exports after a journal outage instead of sending them in one wave.
+    """
+    ceiling = min(max_s, base_s * 2 ** min(attempts, 30))
+    return timedelta(seconds=ceiling * draw)

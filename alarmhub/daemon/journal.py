@@ -1,0 +1,317 @@
+"""Deliver answered alarms to the residents' journals (issue 17), off the hot path.
+
+The resolve writes the export row in its own transaction (store/journal_outbox.py,
+`exports_on_resolve` below), so an answered alarm is never lost between its commit
+and its delivery. This worker, part of the single-owner work (daemon/owner.py's
+term, like the notifier), then takes each due row:
+
+- `pending`: builds the document from the alarm's timeline and the resident
+  register (the read audited; the number held only in memory, never stored, logged
+  or put in an error) and posts it. `202` + `Location`: `sent`. No note to write
+  (no national id, a kind not exported): `not_applicable` with the reason.
+- `sent`: polls the Location until the EPJ confirms (`confirmed`) or refuses
+  (`refused`, with the journal's reason).
+
+A state is recorded only after the journal's answer (as the notifier marks a
+notification sent only when accepted); 5xx, timeouts and connection errors are
+retried with exponential backoff and full jitter, for as long as it takes. The
+Bundle's identifier is a uuid5 of the alarm (core/journal/bundle.py): a resend
+after a crash between the journal's 202 and our write is the same document, which
+the journal recognises instead of filing a second note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import httpx
+import orjson
+import structlog
+
+from alarmhub.clock import Clock
+from alarmhub.core.journal import codes
+from alarmhub.core.journal.bundle import Document, journal_document
+from alarmhub.core.journal.delivery import (
+    Accepted,
+    Confirmed,
+    Outcome,
+    Refused,
+    Retry,
+    Waiting,
+    backoff,
+)
+from alarmhub.core.journal.document import (
+    Author,
+    NotApplicable,
+    Organisation,
+    Patient,
+    qualify,
+    resolution_from_timeline,
+    timeline_entry,
+)
+from alarmhub.core.journal_status import JournalState
+from alarmhub.core.model import Alarm
+from alarmhub.core.rules import RuleSet
+from alarmhub.journal.auth import NoAuth, RequestAuth
+from alarmhub.journal.client import JournalClient
+from alarmhub.observability.logs import OncePer
+from alarmhub.observability.metrics import Metrics
+from alarmhub.settings import Settings
+from alarmhub.store.errors import StoreError
+from alarmhub.store.journal_outbox import JournalExport, JournalOutbox
+from alarmhub.store.ports import NationalIds
+from alarmhub.store.sealing import SealingError
+
+log = structlog.get_logger("alarmhub.journal")
+IDLE_S = 1.0
+
+
+class ExportSwitch:
+    """Which municipalities have journal export on: the one decision, `exporting`.
+
+    Provisional: ALARMHUB_JOURNAL_MUNICIPALITIES. At merge, the municipalities whose
+    HelseID client is configured replace the set (and `auth_for` their clients).
+    """
+
+    def __init__(self, municipalities: Iterable[str]) -> None:
+        self._on = frozenset(municipalities)
+
+    def exporting(self, municipality: str) -> bool:
+        return municipality in self._on
+
+
+def exports_on_resolve(
+    exporting: Callable[[str], bool],
+) -> Callable[[Alarm, datetime], list[JournalExport]]:
+    """The export rows an operator's resolve writes in its own transaction."""
+
+    def rows(alarm: Alarm, now: datetime) -> list[JournalExport]:
+        if not exporting(alarm.municipality):
+            return []
+        return [JournalExport.new(alarm.id, alarm.municipality, now)]
+
+    return rows
+
+
+class AlarmSource(Protocol):
+    """What a note is built from: the alarm and its timeline."""
+
+    async def get_alarms(self, ids: Iterable[str]) -> list[Alarm]: ...
+
+    async def timeline(self, alarm_id: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    url: str
+    retry_base_s: float = 1.0
+    retry_max_s: float = 300.0
+    poll_s: float = 30.0
+    timeout_s: float = 10.0
+
+
+class JournalDelivery:
+    """The journal outbox's one consumer: due rows in, the journal's answers recorded."""
+
+    def __init__(
+        self,
+        *,
+        reader: JournalOutbox,
+        writer: JournalOutbox,
+        alarms: AlarmSource,
+        register: NationalIds,
+        rules: Callable[[], RuleSet],
+        organisation: Organisation | None,
+        policy: DeliveryPolicy,
+        lock: asyncio.Lock,
+        clock: Clock,
+        metrics: Metrics,
+        auth_for: Callable[[str], RequestAuth] = lambda _m: NoAuth(),
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self._reader, self._writer, self._alarms = reader, writer, alarms
+        self._register, self._rules, self._organisation = register, rules, organisation
+        self._policy, self._lock, self._clock = policy, lock, clock
+        self._metrics, self._auth_for, self._draw = metrics, auth_for, draw
+        self._wake = asyncio.Event()
+        self._once = OncePer(60.0)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=self._policy.timeout_s) as http:
+            client = JournalClient(http, self._policy.url)
+            while True:
+                # A database out of reach holds exports back until it returns; it must
+                # not end the daemon. A row sent but not yet marked is sent again then,
+                # the same document: the journal recognises it by its identifier.
+                with contextlib.suppress(StoreError):
+                    await self.deliver_due(client)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+
+    async def deliver_due(self, client: JournalClient) -> None:
+        for export in await self._reader.due_journal(self._clock.now()):
+            with structlog.contextvars.bound_contextvars(alarm_id=export.alarm_id):
+                await self._step(export, client)
+        oldest = await self._reader.oldest_waiting_journal()
+        age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
+        self._metrics.journal_oldest_pending.set(max(0.0, age))
+
+    async def _step(self, export: JournalExport, client: JournalClient) -> None:
+        auth = self._auth_for(export.municipality)
+        if export.state is JournalState.SENT and export.location is not None:
+            await self._record(export, await client.poll(export.location, auth))
+            return
+        built = await self._document(export)
+        if isinstance(built, NotApplicable):
+            await self._finish(export, JournalState.NOT_APPLICABLE, built.reason.value)
+            log.info("journal.not_applicable", reason=built.reason.value)
+            return
+        if isinstance(built, Retry):
+            await self._record(export, built)
+            return
+        outcome = await client.post_bundle(orjson.dumps(built.bundle), auth)
+        sent = isinstance(outcome, Accepted | Confirmed)
+        self._metrics.journal_sends.labels("accepted" if sent else "retry").inc()
+        await self._record(export, outcome)
+
+    async def _document(self, export: JournalExport) -> Document | NotApplicable | Retry:
+        found = await self._alarms.get_alarms([export.alarm_id])
+        if not found or self._organisation is None:
+            why = "the alarm is gone" if not found else "the organisation settings are missing"
+            return Retry(why)
+        alarm, rules = found[0], self._rules()
+        rows = await self._alarms.timeline(alarm.id)
+        timeline = [timeline_entry(alarm.id, row) for row in rows]
+        ready = qualify(alarm, timeline, rules.journal)
+        if isinstance(ready, NotApplicable):
+            return ready
+        try:
+            number = (
+                await self._register.national_id(alarm.municipality, alarm.resident)
+                if alarm.resident is not None
+                else None
+            )
+        except SealingError as exc:  # a key missing or replaced: fixable, so retried
+            return Retry(f"the register cannot open the number: {exc}")
+        resolved_by = alarm.resolved_by or ""
+        # Provisional: the user record's HPR number (or national id) replaces the user name.
+        author = Author(codes.USER_SYSTEM, resolved_by, resolved_by)
+        resolution = resolution_from_timeline(timeline)
+        return journal_document(
+            alarm,
+            timeline,
+            Patient(number),
+            author,
+            self._organisation,
+            resolution,
+            rules.journal,
+            rules.timezone,
+        )
+
+    async def _record(self, export: JournalExport, outcome: Outcome) -> None:
+        now = self._clock.now()
+        poll = now + timedelta(seconds=self._policy.poll_s)
+        if isinstance(outcome, Accepted):
+            sent = replace(
+                export,
+                state=JournalState.SENT,
+                location=outcome.location,
+                attempts=export.attempts + 1,
+                sent_at=now,
+                next_at=poll,
+                last_error=None,
+            )
+            await self._save(sent)
+            log.info("journal.sent")
+        elif isinstance(outcome, Waiting):
+            await self._save(replace(export, next_at=poll, last_error=None))
+        elif isinstance(outcome, Confirmed):
+            await self._finish(export, JournalState.CONFIRMED, None)
+            self._metrics.journal_confirmations.inc()
+            log.info("journal.confirmed")
+        elif isinstance(outcome, Refused):
+            await self._finish(export, JournalState.REFUSED, outcome.reason)
+            self._metrics.journal_refusals.labels(outcome.kind.value).inc()
+            log.warning("journal.refused", reason_class=outcome.kind.value, reason=outcome.reason)
+        else:
+            await self._retry(export, outcome)
+
+    async def _retry(self, export: JournalExport, outcome: Retry) -> None:
+        p = self._policy
+        wait = backoff(export.attempts, p.retry_base_s, p.retry_max_s, self._draw())
+        later = replace(
+            export,
+            attempts=export.attempts + 1,
+            next_at=self._clock.now() + wait,
+            last_error=outcome.error,
+        )
+        await self._save(later)
+        should, suppressed = self._once.should_log(f"journal:{outcome.error}")
+        if should:
+            log.warning(
+                "journal.retry",
+                error=outcome.error,
+                attempts=later.attempts,
+                similar_since_last_log=suppressed,
+            )
+
+    async def _finish(self, export: JournalExport, state: JournalState, reason: str | None) -> None:
+        now = self._clock.now()
+        await self._save(
+            replace(
+                export, state=state, reason=reason, finished_at=now, next_at=now, last_error=None
+            )
+        )
+
+    async def _save(self, export: JournalExport) -> None:
+        async with self._lock:
+            await self._writer.journal_save(export)
+
+
+class DeliveryReads(JournalOutbox, AlarmSource, Protocol):
+    """The reader's connection: the due exports and the alarms they are built from."""
+
+
+def delivery_from(
+    settings: Settings,
+    reader: DeliveryReads,
+    writer: JournalOutbox,
+    register: NationalIds,
+    rules: Callable[[], RuleSet],
+    lock: asyncio.Lock,
+    clock: Clock,
+    metrics: Metrics,
+) -> JournalDelivery | None:
+    """The worker the settings ask for; None without ALARMHUB_JOURNAL_URL (rows wait)."""
+    if settings.journal_url is None:
+        return None
+    name, number = settings.journal_organisation_name, settings.journal_organisation_number
+    policy = DeliveryPolicy(
+        settings.journal_url,
+        settings.journal_retry_base_s,
+        settings.journal_retry_max_s,
+        settings.journal_poll_s,
+        settings.journal_timeout_s,
+    )
+    return JournalDelivery(
+        reader=reader,
+        writer=writer,
+        alarms=reader,
+        register=register,
+        rules=rules,
+        organisation=Organisation(name, number) if name and number else None,
+        policy=policy,
+        lock=lock,
+        clock=clock,
+        metrics=metrics,
+    )

@@ -1,0 +1,104 @@
+"""The journal outbox (issue 17): one export row per answered alarm, and its port.
+
+The row is written in the resolve's own transaction (`save_alarms(…, journal=…)`),
+so an answered alarm of a municipality with export on is never lost between the
+commit and the delivery; the worker (daemon/journal.py) then moves it through its
+states. It holds states, times, the journal's status URL and reasons, never the
+document nor the national identity number: the document is built again, byte for
+byte the same, from the alarm's timeline and the register at each attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from alarmhub.core.journal_status import JournalState
+
+COLUMNS = (
+    "alarm_id",
+    "municipality",
+    "state",
+    "reason",
+    "location",
+    "attempts",
+    "next_at",
+    "created_at",
+    "sent_at",
+    "finished_at",
+    "last_error",
+)
+MAX_TEXT = 500  # a reason or an error kept on the row, at most
+
+
+@dataclass(frozen=True, slots=True)
+class JournalExport:
+    """One alarm's export. `next_at`: when the worker looks at it next (send or poll)."""
+
+    alarm_id: str
+    municipality: str
+    state: JournalState
+    reason: str | None
+    location: str | None
+    attempts: int
+    next_at: datetime
+    created_at: datetime
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def new(cls, alarm_id: str, municipality: str, now: datetime) -> JournalExport:
+        return cls(alarm_id, municipality, JournalState.PENDING, None, None, 0, now, now)
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL
+
+    def row(self) -> tuple[object, ...]:
+        return (
+            self.alarm_id,
+            self.municipality,
+            self.state.value,
+            _cut(self.reason),
+            self.location,
+            self.attempts,
+            self.next_at,
+            self.created_at,
+            self.sent_at,
+            self.finished_at,
+            _cut(self.last_error),
+        )
+
+
+FINAL = frozenset({JournalState.CONFIRMED, JournalState.REFUSED, JournalState.NOT_APPLICABLE})
+WAITING = (JournalState.PENDING.value, JournalState.SENT.value)
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:MAX_TEXT]
+
+
+class JournalOutbox(Protocol):
+    """What the delivery worker, the API and `alarmhub journal status` use."""
+
+    async def due_journal(self, now: datetime, limit: int = 50) -> list[JournalExport]:
+        """Pending exports to send and sent ones to poll, due by `now`, oldest first."""
+        ...
+
+    async def journal_save(self, export: JournalExport) -> None:
+        """Record the export's new state (the worker's single-owner write)."""
+        ...
+
+    async def journal_exports(
+        self, alarm_ids: Iterable[str] | None = None, *, failed: bool = False, limit: int = 500
+    ) -> list[JournalExport]:
+        """The exports of these alarms (None: all, newest first); `failed`: refused only,
+        and those still waiting whose last attempt failed."""
+        ...
+
+    async def oldest_waiting_journal(self) -> datetime | None:
+        """When the oldest export not yet confirmed, refused or not applicable was made."""
+        ...

@@ -1,0 +1,207 @@
+"""Journal delivery (daemon/journal.py) against a journal server on loopback (issue 17).
+
+A real store (SQLite), the real resident register, a real HTTP journal server
+(tests/support/journal_server.py); time is a FakeClock the test moves on, so the
+backoff is exercised without waiting it out. Each test ends in a state and a count
+of notes by Bundle identifier: exactly once is a count of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from alarmhub.clock import FakeClock
+from alarmhub.core.journal_status import JournalState
+from alarmhub.core.national_id import NationalId, parse_national_id
+from alarmhub.core.people import AuditEntry
+from alarmhub.core.pipeline import BatchEffects
+from alarmhub.daemon.journal import DeliveryPolicy, JournalDelivery
+from alarmhub.journal.auth import NoAuth
+from alarmhub.journal.client import JournalClient
+from alarmhub.observability.metrics import Metrics
+from alarmhub.store.journal_outbox import JournalExport
+from alarmhub.store.residents import ResidentRegister
+from alarmhub.store.sealing import Keyring
+from alarmhub.store.sqlite.residents import SqliteResidentRows
+from alarmhub.store.sqlite.store import SqliteStore
+from tests.support.journal import CENTRE, NIN, PENDANT, PRESS, RULES, answered, raised_by_a_press
+from tests.support.journal_server import JournalServer
+
+KEY = bytes(range(32))
+STEPS = 60  # a ceiling on the worker's rounds in one test, never reached when it works
+
+
+@dataclass
+class Rig:
+    store: SqliteStore
+    server: JournalServer
+    clock: FakeClock
+    metrics: Metrics
+    delivery: JournalDelivery
+    client: JournalClient
+    alarm_id: str
+
+    async def export(self) -> JournalExport:
+        [row] = await self.store.journal_exports([self.alarm_id])
+        return row
+
+    async def until(self, *states: JournalState) -> JournalExport:
+        """Run the worker's rounds, moving the clock a second each, until a state."""
+        for _ in range(STEPS):
+            await self.delivery.deliver_due(self.client)
+            row = await self.export()
+            if row.state in states:
+                return row
+            self.clock.advance(timedelta(seconds=1))
+        raise AssertionError(f"still {row}")
+
+
+async def resolved_alarm(store: SqliteStore) -> str:
+    await store.register_devices([PENDANT], PRESS, audit=[])
+    alarm, raised = raised_by_a_press()
+    await store.commit_batch(BatchEffects(alarms={alarm.id: alarm}, timeline=raised), {})
+    done, timeline = answered()
+    stored = await store.get_alarm(alarm.id)
+    assert stored is not None
+    assert done.resolved_at is not None
+    export = JournalExport.new(alarm.id, alarm.municipality, done.resolved_at)
+    await store.save_alarms(
+        [replace(done, rev=stored.rev)], timeline[len(raised) :], audit=(), journal=[export]
+    )
+    return alarm.id
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    db = tmp_path / "a.db"
+    store = await SqliteStore.open(db)
+    server = JournalServer()
+    await server.start()
+    clock = FakeClock(PRESS + timedelta(hours=1))
+    register = ResidentRegister(SqliteResidentRows(db), Keyring((KEY,)), clock)
+    nid = parse_national_id(NIN)
+    assert isinstance(nid, NationalId)
+    audit = AuditEntry("admin", "resident.national_id_set", clock.now(), municipality="0301")
+    await register.set_national_id("0301", "r-17", nid, "admin", [audit])
+    metrics = Metrics()
+    policy = DeliveryPolicy(server.url, retry_base_s=1, retry_max_s=4, poll_s=1, timeout_s=0.5)
+    delivery = JournalDelivery(
+        reader=store,
+        writer=store,
+        alarms=store,
+        register=register,
+        rules=lambda: RULES,
+        organisation=CENTRE,
+        policy=policy,
+        lock=asyncio.Lock(),
+        clock=clock,
+        metrics=metrics,
+        draw=lambda: 0.5,
+    )
+    alarm_id = await resolved_alarm(store)
+    async with httpx.AsyncClient(timeout=policy.timeout_s) as http:
+        try:
+            yield Rig(
+                store, server, clock, metrics, delivery, JournalClient(http, server.url), alarm_id
+            )
+        finally:
+            await server.stop()
+            await store.close()
+
+
+def value(metric: object) -> float:
+    return float(metric._value.get())  # type: ignore[attr-defined]
+
+
+async def test_a_resolved_alarm_arrives_exactly_once_and_is_confirmed(rig: Rig) -> None:
+    rig.server.polls_to_confirm = 3
+    sent = await rig.until(JournalState.SENT)
+    assert sent.location is not None
+    assert sent.location.startswith(rig.server.url)
+    done = await rig.until(JournalState.CONFIRMED)
+    assert done.finished_at is not None
+    assert done.finished_at >= sent.sent_at  # type: ignore[operator]
+    assert list(rig.server.note_count().values()) == [1]
+    assert len(rig.server.posts) == 1
+    assert value(rig.metrics.journal_confirmations) == 1
+    assert value(rig.metrics.journal_sends.labels("accepted")) == 1
+    [note] = rig.server.notes.values()
+    patient = note.bundle["entry"][3]["resource"]  # type: ignore[index]
+    assert patient["identifier"][0]["value"] == NIN  # the register's number, in the note only
+    assert value(rig.metrics.journal_oldest_pending) == 0
+
+
+@pytest.mark.parametrize("fault", ["500", "timeout", "down"])
+async def test_a_failing_journal_delays_delivery_and_loses_nothing(rig: Rig, fault: str) -> None:
+    if fault == "500":
+        rig.server.fail_next = 3
+    elif fault == "timeout":
+        rig.server.hang_s = 1.0  # the client gives up after 0.5 s
+    else:
+        await rig.server.stop()
+    for _ in range(3):  # three failed attempts, each backing off
+        await rig.delivery.deliver_due(rig.client)
+        rig.clock.advance(timedelta(seconds=5))
+    waiting = await rig.export()
+    assert (waiting.state, waiting.attempts) == (JournalState.PENDING, 3)
+    assert waiting.last_error
+    assert value(rig.metrics.journal_sends.labels("retry")) == 3
+    assert value(rig.metrics.journal_oldest_pending) > 0
+    failed = await rig.store.journal_exports(failed=True)
+    assert [f.alarm_id for f in failed] == [rig.alarm_id]
+    rig.server.hang_s = 0
+    if fault == "down":
+        await rig.server.start()  # the same port, back again
+    await rig.until(JournalState.CONFIRMED)
+    assert list(rig.server.note_count().values()) == [1]
+    if fault == "timeout":  # the hung requests may have arrived: still one note
+        assert len(rig.server.notes) == 1
+
+
+async def test_a_resend_after_a_crash_is_recognised_not_a_second_note(rig: Rig) -> None:
+    """The journal took the Bundle, but the crash came before the row said `sent`."""
+    await rig.delivery.deliver_due(rig.client)
+    sent = await rig.export()
+    await rig.store.journal_save(replace(sent, state=JournalState.PENDING, location=None))
+    await rig.until(JournalState.CONFIRMED)
+    assert len(rig.server.posts) == 2  # sent twice
+    assert list(rig.server.note_count().values()) == [1]  # journaled once
+
+
+async def test_a_refusal_is_recorded_with_its_reason_and_counted(rig: Rig) -> None:
+    rig.server.refuse = f"ukjent pasient {NIN}"
+    refused = await rig.until(JournalState.REFUSED)
+    assert refused.reason == "ukjent pasient " + NIN[:6] + "*****"
+    assert value(rig.metrics.journal_refusals.labels("journal")) == 1
+    assert [f.alarm_id for f in await rig.store.journal_exports(failed=True)] == [rig.alarm_id]
+
+
+async def test_without_a_national_id_nothing_is_sent(rig: Rig, tmp_path: Path) -> None:
+    register = ResidentRegister(SqliteResidentRows(tmp_path / "a.db"), Keyring((KEY,)), rig.clock)
+    await register.remove("0301", "r-17", [])
+    done = await rig.until(JournalState.NOT_APPLICABLE)
+    assert done.reason == "no national id"
+    assert rig.server.posts == []
+
+
+async def test_no_national_id_number_in_any_log_line_or_row(rig: Rig) -> None:
+    rig.server.fail_next = 1
+    rig.server.refuse = f"ukjent pasient {NIN}"
+    with structlog.testing.capture_logs() as logs:
+        await rig.until(JournalState.REFUSED)
+    assert {e["event"] for e in logs} >= {"journal.retry", "journal.sent", "journal.refused"}
+    for shown in (repr(logs), repr(await rig.store.journal_exports())):
+        assert NIN not in shown
+        assert NIN[6:] not in shown
+
+
+def test_no_auth_adds_no_headers() -> None:
+    assert NoAuth().observe(401, {}) is False
