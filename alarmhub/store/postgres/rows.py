@@ -13,6 +13,7 @@ as SQLite returns it, so the two stores answer the same JSON.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -59,6 +60,14 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConne
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
     try:
         yield conn
+    except asyncio.CancelledError:
+        # A statement cancelled mid-flight (an owner's term ending, a stop): asyncpg
+        # would send the server a cancel request and wait for its answer before the
+        # connection could be rolled back or released — through a cut network up to
+        # the command timeout (60 s was seen). Closing the connection instead ends at
+        # once; the server rolls back whatever the session had open when it notices.
+        conn.terminate()
+        raise
     except _UNAVAILABLE as exc:
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
@@ -68,6 +77,27 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConne
         # and the pool makes a new one. What the body did stands (or was raised above).
         with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
             await pool.release(conn)
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+    """:func:`connection` with one transaction on it, committed when the body ends.
+
+    A failure rolls back; a cancellation does not wait for a ROLLBACK's round trip
+    (which would first wait for asyncpg's cancel request, see above): the
+    connection is closed and the server rolls the transaction back.
+    """
+    async with connection(pool) as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            yield conn
+        except asyncio.CancelledError:
+            raise  # connection() closes it
+        except BaseException:
+            await tx.rollback()
+            raise
+        await tx.commit()
 
 
 # PostgreSQL's text and jsonb cannot hold U+0000, which a device may send inside a

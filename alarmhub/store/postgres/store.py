@@ -53,6 +53,7 @@ from alarmhub.store.postgres.rows import (
     device_from_row,
     silence_from_row,
     status_count,
+    transaction,
 )
 
 # Text sorts byte by byte, as in SQLite, whatever the database's collation.
@@ -163,7 +164,7 @@ class PostgresStore:
     async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
         """Write one batch's every effect in one transaction, or nothing at all."""
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             await write_batch(conn, effects, municipality_of)
 
@@ -239,7 +240,7 @@ class PostgresStore:
             "AS u(i, k, m, p, h, l, a, r, s, b, n) "
             + (f"ON CONFLICT (id) DO UPDATE SET {update}" if update else "ON CONFLICT DO NOTHING")
         )
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_LOCK)
             await check_moves(conn, last, existing_in)
             if last:
@@ -272,7 +273,7 @@ class PostgresStore:
         audit: Sequence[AuditEntry],
     ) -> None:
         """Several alarms' changes with their timeline entries and audit, all or nothing."""
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await write_release(conn, list(alarms), list(entries), None, audit)
 
     async def end_silence_releasing(
@@ -286,7 +287,7 @@ class PostgresStore:
         audit: Sequence[AuditEntry],
     ) -> bool:
         """End a silence now, release its alarms and audit it; False if already ended."""
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             return await write_release(conn, released, entries, (now, by, silence_id), audit)
 
     async def raising_message(self, alarm_id: str) -> tuple[str, str] | None:
@@ -317,7 +318,7 @@ class PostgresStore:
         (an earlier life, another instance) and its effects were not written again.
         """
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             return await write_decisions(conn, rows, decided_at)
 
@@ -333,7 +334,7 @@ class PostgresStore:
 
     async def outbox_sent(self, item_id: int, at: datetime) -> None:
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             await conn.execute(
                 "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
@@ -343,7 +344,7 @@ class PostgresStore:
 
     async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None:
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             await conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, "
@@ -386,7 +387,7 @@ class PostgresStore:
     async def prune(self, table: RetainedTable, before: datetime, limit: int) -> int:
         """Delete one small batch of rows past retention, in its own transaction."""
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             return status_count(await conn.execute(prune_sql(table), before, limit))
 
