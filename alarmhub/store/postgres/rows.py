@@ -34,7 +34,7 @@ from alarmhub.store.postgres.notify import notify_changed
 
 # Errors that mean "the server is not there", not "the server said no": the write
 # gate retries both, but these are what an outage looks like (issue 15 section 1).
-_UNAVAILABLE = (
+UNAVAILABLE = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -54,7 +54,7 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConne
     """
     try:
         conn = await pool.acquire()
-    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+    except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
         # Whatever stops a connection being made (refused, "not accepting connections",
         # "the database system is starting up") is the server out of reach.
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
@@ -68,14 +68,14 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConne
         # once; the server rolls back whatever the session had open when it notices.
         conn.terminate()
         raise
-    except _UNAVAILABLE as exc:
+    except UNAVAILABLE as exc:
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise StoreError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         # Resetting a connection the server has cut fails; asyncpg then terminates it
         # and the pool makes a new one. What the body did stands (or was raised above).
-        with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+        with contextlib.suppress(*UNAVAILABLE, asyncpg.PostgresError):
             await pool.release(conn)
 
 

@@ -39,7 +39,7 @@ from alarmhub.store.accounts import (
     validate_user,
     verify_password,
 )
-from alarmhub.store.errors import AccountError
+from alarmhub.store.errors import AccountError, StoreUnavailableError
 from alarmhub.store.sqlite.rows import parse_ts
 
 __all__ = [
@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# What sqlite3 says when the file cannot be used for now, rather than about the statement.
+_UNAVAILABLE = ("database is locked", "unable to open database file", "disk I/O error")
 TOKEN_PREFIX = "ahk_"  # noqa: S105 - a prefix that makes leaked tokens greppable
 TOKEN_ID_PREFIX = "tok_"  # noqa: S105 - a token's public id, never the token
 
@@ -97,7 +99,14 @@ async def run(path: Path, fn: Callable[..., T], *args: Any) -> T:
         with connect(path) as conn:
             return fn(conn, *args)
 
-    return await asyncio.to_thread(work)
+    try:
+        return await asyncio.to_thread(work)
+    except sqlite3.OperationalError as exc:
+        # Locked past the busy timeout, the file gone or unreadable: the store is out of
+        # reach for now (the web answers 503 with Retry-After), not a bug to answer 500 for.
+        if any(s in str(exc) for s in _UNAVAILABLE):
+            raise StoreUnavailableError(f"{path.name}: {exc}") from exc
+        raise
 
 
 # --- users -------------------------------------------------------------------
