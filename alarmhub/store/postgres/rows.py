@@ -17,18 +17,23 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import fields as dc_fields
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from alarmhub.core.device_settings import parse_settings, settings_json
-from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
+from alarmhub.core.device_settings import settings_json
+from alarmhub.core.model import Alarm, AlarmState, Device, Priority, TimelineEntry
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
+from alarmhub.store.columns import (
+    ALARM_COLUMNS,
+    DEVICE_COLUMNS,
+    DEVICE_KEYS,
+    TIME_COLUMNS,
+)
 from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
 from alarmhub.store.postgres.notify import notify_changed
 
@@ -134,21 +139,6 @@ def status_count(status: str) -> int:
 
 # --- alarms --------------------------------------------------------------------
 
-ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
-TIME_COLUMNS = frozenset(
-    {
-        "raised_at",
-        "last_seen_at",
-        "acknowledged_at",
-        "dispatched_at",
-        "on_site_at",
-        "resolved_at",
-        "escalation_from",
-        "escalation_exhausted_at",
-        "clearing_at",
-        "scheduled_at",
-    }
-)
 _INT_COLUMNS = frozenset({"priority", "repeat_count", "escalation_level", "escalation_generation"})
 ALARM_TYPES = [
     "timestamptz"
@@ -291,35 +281,7 @@ def audit_columns(entries: Sequence[AuditEntry]) -> list[list[Any]]:
 
 # --- devices -----------------------------------------------------------------
 
-DEVICE_COLUMNS = (
-    "id",
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "resident",
-    "settings",
-    "bridge",
-)
 DEVICE_SELECT = ", ".join(DEVICE_COLUMNS)
-DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
-
-
-def device_from_row(row: asyncpg.Record) -> Device:
-    return Device(
-        id=row[0],
-        kind=DeviceKind(row[1]),
-        municipality=row[2],
-        profile=row[3],
-        heartbeat_interval_s=row[4],
-        label=row[5],
-        active=bool(row[6]),
-        resident=row[7],
-        settings=parse_settings(row[8]),
-        bridge=row[9],
-    )
 
 
 def device_columns(devices: Sequence[Device], now: datetime) -> list[list[Any]]:
@@ -348,18 +310,6 @@ def device_dict(row: asyncpg.Record) -> dict[str, Any]:
 
 
 # --- silences ----------------------------------------------------------------
-
-SILENCE_KEYS = (
-    "id",
-    "municipality",
-    "device_id",
-    "starts_at",
-    "ends_at",
-    "reason",
-    "created_by",
-    "created_at",
-    "include_priority_1",
-)
 
 
 def silence_from_row(row: asyncpg.Record) -> Silence:

@@ -28,6 +28,7 @@ from alarmhub.core.suppress import Silence
 from alarmhub.redact import redact_url
 from alarmhub.store.accounts import ts
 from alarmhub.store.cluster import Fence
+from alarmhub.store.columns import DEVICE_KEYS, DEVICE_UPDATABLE, SILENCE_KEYS, device_from_row
 from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.ports import AlarmStore, DecidedRow, OutboxItem
 from alarmhub.store.postgres import migrations
@@ -41,16 +42,13 @@ from alarmhub.store.postgres.leases import Conn, check_fence
 from alarmhub.store.postgres.reads import check_moves, oldest_sql, prune_sql
 from alarmhub.store.postgres.rows import (
     ALARM_SELECT,
-    DEVICE_KEYS,
     DEVICE_SELECT,
     INSERT_AUDIT,
-    SILENCE_KEYS,
     alarm_from_row,
     audit_columns,
     connection,
     device_columns,
     device_dict,
-    device_from_row,
     silence_from_row,
     status_count,
     transaction,
@@ -58,18 +56,6 @@ from alarmhub.store.postgres.rows import (
 
 # Text sorts byte by byte, as in SQLite, whatever the database's collation.
 _QUEUE_ORDER = 'ORDER BY priority ASC, raised_at ASC, id COLLATE "C" ASC'
-_UPDATABLE = (
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "resident",
-    "settings",
-    "bridge",
-    "updated_at",
-)
 # What pg_stat_activity shows for alarmhub's connections.
 APPLICATION_NAME = "alarmhub"
 # pg_advisory_xact_lock key of registry writes ("registry" read as a number): two
@@ -230,7 +216,7 @@ class PostgresStore:
         `existing_in` too (:class:`IdTakenError`); `audit` commits with the change.
         """
         last = list({d.id: d for d in devices}.values())
-        update = ", ".join(f"{c} = excluded.{c}" for c in _UPDATABLE if c not in keep)
+        update = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_UPDATABLE if c not in keep)
         sql = (
             "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, label, "
             "active, resident, settings, bridge, registered_at, updated_at) "

@@ -19,8 +19,9 @@ import orjson
 from alarmhub.core.escalation import DeadlineKey
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
+from alarmhub.store.columns import SILENCE_KEYS
 from alarmhub.store.ports import DecidedRow, OutboxItem
-from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row
+from alarmhub.store.sqlite.accounts import silence_from_row
 from alarmhub.store.sqlite.rows import INSERT_TIMELINE, alarm_row, timeline_row, upsert_alarms
 
 _CHUNK = 500
