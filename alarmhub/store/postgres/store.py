@@ -30,7 +30,7 @@ from alarmhub.store.accounts import ts
 from alarmhub.store.cluster import Fence
 from alarmhub.store.columns import DEVICE_KEYS, DEVICE_UPDATABLE, SILENCE_KEYS, device_from_row
 from alarmhub.store.errors import StoreUnavailableError
-from alarmhub.store.ports import AlarmStore, DecidedRow, OutboxItem
+from alarmhub.store.ports import AlarmStore, DecidedRow, Notification, OutboxItem
 from alarmhub.store.postgres import migrations
 from alarmhub.store.postgres.escalation_rows import (
     fired_rows,
@@ -338,6 +338,19 @@ class PostgresStore:
                 next_at,
                 error[:500],
                 item_id,
+            )
+
+    async def queue_outbox(self, alarm_id: str, note: Notification, at: datetime) -> None:
+        async with connection(self.pool) as conn:
+            await conn.execute(
+                "INSERT INTO outbox (alarm_id, target, channel, address, payload, created_at, "
+                "next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                alarm_id,
+                note.target,
+                note.channel,
+                note.address,
+                orjson.dumps(note.payload).decode(),
+                at,
             )
 
     async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]:
