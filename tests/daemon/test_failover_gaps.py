@@ -29,7 +29,13 @@ from alarmhub.daemon.leadership import Leadership
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.settings import Settings
 from tests.daemon.test_instances import FAILOVER_S, WAIT, eventually, holder, register, value
-from tests.support.helpers import REPO, Publisher, async_wait_until, hub_settings, native
+from tests.support.helpers import (
+    Publisher,
+    async_wait_until,
+    hub_settings,
+    native,
+    rules_with_webhook,
+)
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -48,6 +54,18 @@ def settings(
         max_batch=20,
         **extra,
     )
+
+
+async def owner_and_standby(
+    stack: AsyncExitStack, first: Settings, second: Settings
+) -> tuple[AlarmHub, AlarmHub]:
+    """Two instances: the first started owns intake and is connected, the second waits."""
+    a = await stack.enter_async_context(AlarmHub(first, serve_http=False))
+    b = await stack.enter_async_context(AlarmHub(second, serve_http=False))
+    assert (a.owns, b.owns) == (["intake"], [])
+    assert a.ingest is not None
+    assert await a.ingest.wait_connected(WAIT)
+    return a, b
 
 
 async def count(url: str, sql: str) -> int:
@@ -76,19 +94,11 @@ async def test_an_owner_cut_from_the_broker_steps_down_and_the_other_takes_intak
     try:
         async with TcpProxy(broker.port) as proxy, AsyncExitStack() as stack:
             cut_mqtt = f"mqtt://127.0.0.1:{proxy.port}"
-            a = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-a", pg_url, cut_mqtt), serve_http=False
-                )
+            a, b = await owner_and_standby(
+                stack,
+                settings(tmp_path, client_id, "inst-a", pg_url, cut_mqtt),
+                settings(tmp_path, client_id, "inst-b", pg_url, broker.url),
             )
-            b = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-b", pg_url, broker.url), serve_http=False
-                )
-            )
-            assert (a.owns, b.owns) == (["intake"], [])
-            assert a.ingest is not None
-            assert await a.ingest.wait_connected(WAIT)
             pub.publish_many(presses[: n // 2])
             assert await eventually(lambda: _at_least(pg_url, "SELECT count(*) FROM inbox", n // 2))
             proxy.cut()
@@ -134,19 +144,11 @@ async def test_a_database_cut_owners_term_ends_before_the_other_lease_starts(
     try:
         async with TcpProxy(5432) as proxy, AsyncExitStack() as stack:
             cut_db = proxy.url(pg_url.rsplit("/", 1)[-1])
-            a = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-a", cut_db, broker.url), serve_http=False
-                )
+            a, b = await owner_and_standby(
+                stack,
+                settings(tmp_path, client_id, "inst-a", cut_db, broker.url),
+                settings(tmp_path, client_id, "inst-b", pg_url, broker.url),
             )
-            b = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-b", pg_url, broker.url), serve_http=False
-                )
-            )
-            assert (a.owns, b.owns) == (["intake"], [])
-            assert a.ingest is not None
-            assert await a.ingest.wait_connected(WAIT)
             order: list[tuple[str, int]] = []
 
             async def note(event: asyncio.Event, name: str) -> None:
@@ -218,17 +220,6 @@ class Hook:
         self.server.server_close()
 
 
-def rules_with_webhook(tmp_path: Path, url: str) -> Path:
-    text = (REPO / "config" / "rules.toml").read_text()
-    old = '  { after_s = 60, target = "supervisor", level = 2 },\n'
-    assert old in text
-    text = text.replace(old, '  { after_s = 1, target = "hook", level = 2 },\n', 1)
-    text += f'\n[targets.hook]\nwebhook = "{url}"\n'
-    path = tmp_path / "rules-hook.toml"
-    path.write_text(text)
-    return path
-
-
 @asynccontextmanager
 async def cut_on_first_call(proxy: TcpProxy) -> AsyncIterator[Hook]:
     """A hook that cuts the owner's database before it answers the first call 204."""
@@ -236,7 +227,12 @@ async def cut_on_first_call(proxy: TcpProxy) -> AsyncIterator[Hook]:
 
     def cut() -> None:
         done = threading.Event()
-        loop.call_soon_threadsafe(lambda: (proxy.cut(), done.set()))
+
+        def in_loop() -> None:
+            proxy.cut()
+            done.set()
+
+        loop.call_soon_threadsafe(in_loop)
         assert done.wait(10)
 
     hook = Hook(cut)
@@ -268,21 +264,11 @@ async def test_a_notification_sent_again_after_failover_keeps_its_stable_id(
         ):
             rules = rules_with_webhook(tmp_path, hook.url)
             cut_db = proxy.url(pg_url.rsplit("/", 1)[-1])
-            a = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-a", cut_db, broker.url, rules=rules),
-                    serve_http=False,
-                )
+            _a, b = await owner_and_standby(
+                stack,
+                settings(tmp_path, client_id, "inst-a", cut_db, broker.url, rules=rules),
+                settings(tmp_path, client_id, "inst-b", pg_url, broker.url, rules=rules),
             )
-            b = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-b", pg_url, broker.url, rules=rules),
-                    serve_http=False,
-                )
-            )
-            assert (a.owns, b.owns) == (["intake"], [])
-            assert a.ingest is not None
-            assert await a.ingest.wait_connected(WAIT)
             pub.publish_many(
                 [native(d.id, f"m-{d.id}", "button.pressed", ts=_now()) for d in devices]
             )
@@ -323,19 +309,11 @@ async def test_a_handled_receipt_made_on_a_standby_reaches_the_device(
     pub = Publisher(broker.port, client_id=f"{client_id}-pub")
     try:
         async with AsyncExitStack() as stack:
-            a = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-a", pg_url, broker.url), serve_http=False
-                )
+            _a, b = await owner_and_standby(
+                stack,
+                settings(tmp_path, client_id, "inst-a", pg_url, broker.url),
+                settings(tmp_path, client_id, "inst-b", pg_url, broker.url),
             )
-            b = await stack.enter_async_context(
-                AlarmHub(
-                    settings(tmp_path, client_id, "inst-b", pg_url, broker.url), serve_http=False
-                )
-            )
-            assert (a.owns, b.owns) == (["intake"], [])
-            assert a.ingest is not None
-            assert await a.ingest.wait_connected(WAIT)
             pub.publish(*native("hr-1", "m0", "button.pressed", ts=_now()))
             assert await eventually(lambda: _at_least(pg_url, "SELECT count(*) FROM alarms", 1))
             alarm_id = (await _alarm_ids(pg_url))[0]

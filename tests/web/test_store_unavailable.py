@@ -85,4 +85,3 @@ async def test_sqlite_file_out_of_reach_is_503_with_retry_after(tmp_path: Path) 
     with pytest.raises(StoreUnavailableError):
         await directory.list_alarms(EVERYTHING, AlarmFilter())
     await assert_503(directory)
-
