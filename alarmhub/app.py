@@ -26,7 +26,7 @@ from alarmhub.clock import Clock, SystemClock
 from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import alarm_kinds, load_rules
 from alarmhub.core.actions import Action, Conflict
-from alarmhub.core.cluster import LeaseTiming
+from alarmhub.core.cluster import BrokerTiming, LeaseTiming
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device, Event
 from alarmhub.core.people import AuditEntry
@@ -247,6 +247,10 @@ class AlarmHub:
             timing,
             on_acquired=on_acquired,
             on_lost=on_lost,
+            # An owner cut from the broker steps down (core/cluster.py BrokerTiming);
+            # a term still loading its state has not had its chance to connect yet.
+            able=lambda: self.link.connected or not self.owner.running.is_set(),
+            broker=BrokerTiming.for_failover(s.failover_s),
         )
         info = InstanceInfo(s.instance_id, socket.gethostname(), os.getpid(), installed_version())
         self.presence = Presence(coordination, info, lambda: self.owner.owns, s.failover_s / 6)
@@ -254,12 +258,15 @@ class AlarmHub:
     def _connect(self) -> MqttIngest:
         """A fresh client with the service's one client id, for one owner's term."""
         s = self.settings
+        keepalive = s.mqtt_keepalive_s
+        if self.stores.coordination is not None:  # several instances: a cut must show soon
+            keepalive = min(keepalive, BrokerTiming.for_failover(s.failover_s).keepalive_s)
         return MqttIngest(
             s.mqtt_brokers,
             s.mqtt_client_id,
             self.catalog.subscriptions(),
             self.clock.now,
-            keepalive=s.mqtt_keepalive_s,
+            keepalive=keepalive,
             backoff=Backoff(s.mqtt_reconnect_min_s, s.mqtt_reconnect_max_s),
             on_connection_change=self._on_connection_change,
             paho_internals=s.mqtt_paho_internals,

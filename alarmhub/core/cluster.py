@@ -50,6 +50,80 @@ class LeaseTiming:
         return self.ttl_s + self.retry_s
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTiming:
+    """Seconds: when an owner that cannot reach the broker hands the lease over.
+
+    An owner cut from the broker but not from PostgreSQL renews its lease as
+    usual, so nobody else may take intake over and devices' messages wait. It
+    therefore watches its own broker connection: without one for ``grace`` it
+    steps down (releases the lease) and lets others try for ``hold_off``.
+
+    - A silent cut is noticed by MQTT's keepalive: a PINGREQ after `keepalive` of
+      silence, the connection dropped after another `keepalive` without an
+      answer. The owner's keepalive is capped at ``failover / 5`` (at least 2 s),
+      so a cut is seen within ``2 x keepalive``.
+    - ``grace = failover / 5`` (at least 1 s: the term's own connect and SUBACK
+      must fit in it) after that, the owner steps down: at the default 15 s,
+      6 + 3 = 9 s after the cut; a standby then holds the lease within its retry
+      (2.5 s), leaving the rest of the failover time for its term's start.
+    - ``hold_off = failover / 2``: three of a standby's retries. It is a delay,
+      not a ban: an instance that gets the lease back at the very next epoch knows
+      nobody else took it in a whole hold-off (no other live instance, or none
+      that reaches the broker either) and keeps it without the broker, so
+      escalations, supervision and webhooks go on; its broker connection coming
+      back ends that. Each further step down without a connection in between
+      doubles the grace (up to ``2 x failover``): two instances that both lack
+      the broker pass the lease between them ever more rarely.
+    """
+
+    keepalive_s: int
+    grace_s: float
+    hold_off_s: float
+    max_grace_s: float
+
+    @classmethod
+    def for_failover(cls, failover_s: float) -> BrokerTiming:
+        return cls(
+            keepalive_s=max(2, int(failover_s // 5)),
+            grace_s=max(1.0, failover_s / 5),
+            hold_off_s=failover_s / 2,
+            max_grace_s=2 * failover_s,
+        )
+
+    def grace(self, strikes: int) -> float:
+        """The grace after `strikes` step-downs with no broker connection in between."""
+        return min(self.max_grace_s, self.grace_s * (1 << min(strikes, 16)))
+
+    @property
+    def step_down_bound_s(self) -> float:
+        """The latest an owner steps down after a silent cut (first time)."""
+        return 2 * self.keepalive_s + self.grace_s
+
+
+class BrokerVerdict(enum.StrEnum):
+    """What an owner does about its broker connection (daemon/leadership.py)."""
+
+    KEEP = "keep"  # connected, or not yet for the grace
+    STEP_DOWN = "step_down"  # no connection for the grace: let another instance own
+    ALONE = "alone"  # got the lease straight back after stepping down: nobody else can
+
+
+def broker_verdict(
+    unreachable_s: float | None,
+    strikes: int,
+    epoch: int,
+    stepped_down_epoch: int | None,
+    timing: BrokerTiming,
+) -> BrokerVerdict:
+    """`unreachable_s`: how long the owner has had no broker connection (None: it has one)."""
+    if unreachable_s is None or unreachable_s < timing.grace(strikes):
+        return BrokerVerdict.KEEP
+    if stepped_down_epoch is not None and epoch == stepped_down_epoch + 1:
+        return BrokerVerdict.ALONE
+    return BrokerVerdict.STEP_DOWN
+
+
 class InstanceState(enum.StrEnum):
     """What `alarmhub cluster status` says of an instance's heartbeat."""
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from alarmhub.clock import Clock
@@ -31,11 +32,13 @@ from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.metrics import Metrics
 from alarmhub.store.errors import StoreError
 from alarmhub.store.journal_outbox import JournalExport
-from alarmhub.store.ports import ActionStore, RaisingMessages
+from alarmhub.store.ports import ActionStore, Notification, RaisingMessages
 
 log = structlog.get_logger("alarmhub")
 # Stable log event names per timeline entry: alarm.acknowledged, alarm.resolved, …
 _EVENT_NAMES = {t: f"alarm.{t.value}" for t in TimelineType}
+# The outbox's target of a device's receipt queued for the owner to publish.
+RECEIPT_TARGET = "device"
 
 
 class Releases(Protocol):
@@ -50,6 +53,10 @@ class Resolved(Protocol):
 
 
 class Publish(Protocol):
+    """The owner's broker connection (daemon/owner.py Link); a standby has none."""
+
+    @property
+    def connected(self) -> bool: ...
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
 
 
@@ -227,5 +234,19 @@ class Actions:
             log.warning("receipt.not_sent", alarm_id=alarm.id, reason="store_unavailable")
             return
         receipt = handled_receipt(*source, alarm.id) if source is not None else None
-        if receipt is not None:
+        if receipt is None:
+            return
+        if self._device_link.connected:
             self._device_link.publish(*receipt, qos=1)
+            return
+        # No broker connection here (a standby, or the owner between connections):
+        # the owner's notifier publishes the row at QoS 1 (issue 15).
+        topic, payload = receipt
+        note = Notification(RECEIPT_TARGET, "mqtt", topic, orjson.loads(payload))
+        try:
+            async with self._gate.lock:
+                await self._store.queue_outbox(alarm.id, note, self._clock.now())
+        except StoreError:
+            log.warning("receipt.not_sent", alarm_id=alarm.id, reason="store_unavailable")
+            return
+        log.info("receipt.queued", alarm_id=alarm.id, topic=topic)

@@ -265,6 +265,10 @@ class Escalator:
         if target is None:
             return []
         payload = {
+            # Stable across retries and failover (the deadline's key fires once): a
+            # receiver that gets it twice (sent, then the sender died before marking
+            # it) recognises the second by this id (docs/operations.md).
+            "notification_id": f"{alarm.id}/{d.round}/{d.step_index}",
             "alarm": alarm.id,
             "municipality": alarm.municipality,
             "kind": alarm.kind,

@@ -37,7 +37,7 @@ from typing import Protocol
 import structlog
 
 from alarmhub.clock import Clock
-from alarmhub.core.cluster import LeaseTiming
+from alarmhub.core.cluster import BrokerTiming, BrokerVerdict, LeaseTiming, broker_verdict
 from alarmhub.observability.logs import OncePer
 from alarmhub.store.cluster import Fence
 from alarmhub.store.ports import Leases
@@ -52,6 +52,7 @@ class LossReason(enum.StrEnum):
     DEADLINE = "deadline"  # no renewal succeeded in time (the database unreachable or slow)
     REFUSED = "refused"  # the database says the grant expired or moved on
     STOPPED = "stopped"  # this instance stopped (run() cancelled)
+    BROKER = "broker"  # stepped down: no broker connection for the grace (core/cluster.py)
 
 
 OnAcquired = Callable[[Fence], Awaitable[None]]
@@ -86,7 +87,11 @@ class Leadership:
         name: str = INTAKE_LEASE,
         on_acquired: OnAcquired | None = None,
         on_lost: OnLost | None = None,
+        able: Callable[[], bool] | None = None,
+        broker: BrokerTiming | None = None,
     ) -> None:
+        """`able` says whether this holder can do the work (its broker connection);
+        with `broker`, a holder unable for the grace steps down (see _watch_able)."""
         self._leases = leases
         self._clock = clock
         self._id = instance_id
@@ -101,6 +106,12 @@ class Leadership:
         self._events: asyncio.Queue[tuple[Fence, LossReason | None]] = asyncio.Queue()
         self._unreleased: Fence | None = None
         self._once = OncePer(60.0)
+        self._able = able
+        self._broker = broker
+        self._hold_until = 0.0  # monotonic: no acquire before (after a step-down)
+        self._strikes = 0  # step-downs since this holder last had its broker
+        self._stepped_down: int | None = None  # the epoch of the last step-down
+        self.step_downs = 0
         self.owner = asyncio.Event()
         self.standby = asyncio.Event()
         self.standby.set()
@@ -124,6 +135,8 @@ class Leadership:
                 tg.create_task(self._contend(), name=f"lease-{self._name}")
                 tg.create_task(self._watch(), name=f"lease-{self._name}-watchdog")
                 tg.create_task(self._announce(), name=f"lease-{self._name}-callbacks")
+                if self._able is not None and self._broker is not None:
+                    tg.create_task(self._watch_able(), name=f"lease-{self._name}-able")
         finally:
             held = self._fence
             if held is not None:
@@ -134,8 +147,10 @@ class Leadership:
     async def resign(self) -> None:
         """After run() ended: expire the lease held at the end, so a standby takes over now."""
         held, self._unreleased = self._unreleased, None
-        if held is None:
-            return
+        if held is not None:
+            await self._release(held)
+
+    async def _release(self, held: Fence) -> None:
         try:
             async with asyncio.timeout(self._t.retry_s):
                 await self._leases.release(held)
@@ -149,6 +164,10 @@ class Leadership:
         backoff = MIN_BACKOFF_S
         while True:
             held = self._fence
+            hold_off = self._hold_until - self._clock.monotonic()
+            if held is None and hold_off > 0:  # stepped down: others' turn first
+                await asyncio.sleep(hold_off)
+                continue
             try:
                 if held is None:
                     await self._try_acquire()
@@ -228,8 +247,60 @@ class Leadership:
         while True:
             fence, reason = await self._events.get()
             await self._deliver(fence, reason)
+            if reason is LossReason.BROKER:
+                # The work has stopped (on_lost returned): now let another instance in
+                # without waiting out the ttl.
+                await self._release(fence)
+
+    async def _watch_able(self) -> None:
+        """Step down when this holder has had no broker connection for the grace.
+
+        Its lease stays renewable (PostgreSQL is fine), so without this nobody else
+        could take intake over while devices' messages wait at the broker.
+        """
+        assert self._able is not None
+        assert self._broker is not None
+        timing = self._broker
+        since: float | None = None  # monotonic: unable since, while holding
+        kept: int | None = None  # the epoch kept without the broker (logged once)
+        while True:
+            await asyncio.sleep(timing.grace_s / 5)
+            held, now = self._fence, self._clock.monotonic()
+            if held is None or self._able():
+                if held is not None:  # the broker is back: a fresh start
+                    self._strikes, self._stepped_down = 0, None
+                since = None
+                continue
+            since = now if since is None else since
+            verdict = broker_verdict(
+                now - since, self._strikes, held.epoch, self._stepped_down, timing
+            )
+            if verdict is BrokerVerdict.STEP_DOWN:
+                self._step_down(held, now - since)
+                since = None
+            elif verdict is BrokerVerdict.ALONE and kept != held.epoch:
+                kept = held.epoch
+                log.warning("lease.kept_without_broker", lease=self._name, epoch=held.epoch)
 
     # --- state changes ---------------------------------------------------------------
+
+    def _step_down(self, held: Fence, unreachable_s: float) -> None:
+        assert self._broker is not None
+        hold_off = self._broker.hold_off_s
+        self._hold_until = self._clock.monotonic() + hold_off
+        self._strikes += 1
+        self._stepped_down = held.epoch
+        self.step_downs += 1
+        log.warning(
+            "lease.stepped_down",
+            lease=self._name,
+            epoch=held.epoch,
+            reason=LossReason.BROKER.value,
+            unreachable_s=round(unreachable_s, 2),
+            hold_off_s=hold_off,
+            strikes=self._strikes,
+        )
+        self._lose(held, LossReason.BROKER)
 
     def _lose(self, held: Fence, reason: LossReason) -> None:
         if self._drop(held, reason):

@@ -1,7 +1,11 @@
 """Deliver the outbox: escalation notices to MQTT topics and webhooks, until accepted.
 
 A notification is recorded as sent only after the receiver accepted it: the
-broker's PUBACK for MQTT, a 2xx for a webhook. Until then it is retried with
+broker's PUBACK for MQTT, a 2xx for a webhook. So it is delivered at least once:
+an owner that dies (or loses its lease) between the receiver's answer and the
+mark leaves the row due, and the next owner sends it again — with the same
+`notification_id` in the body (and the `Idempotency-Key` header on a webhook),
+so the receiver can tell it has it already. Until then it is retried with
 exponential backoff, and the failure is on the outbox row for operators to see.
 A hanging receiver costs one bounded timeout per attempt and never touches the
 ingest path: this task only reads and updates outbox rows.
@@ -15,6 +19,7 @@ from datetime import timedelta
 from typing import Protocol
 
 import httpx
+import orjson
 import paho.mqtt.client as paho
 import structlog
 
@@ -25,7 +30,19 @@ from alarmhub.store.ports import OutboxItem, OutboxReads, OutboxWrites
 
 log = structlog.get_logger("alarmhub.notifier")
 SEND_TIMEOUT_S = 5.0
+# Carries the notification's stable id (the body's `notification_id`) on a webhook.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 BACKOFF_MAX = timedelta(minutes=5)
+
+
+def _notification_id(payload: bytes) -> str | None:
+    """The stable id an escalation notice carries (rows written before it had none)."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    stable = body.get("notification_id") if isinstance(body, dict) else None
+    return stable if isinstance(stable, str) else None
 
 
 def backoff(attempts: int) -> timedelta:
@@ -111,6 +128,9 @@ class Notifier:
 
     async def _send_webhook(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
         headers = {"content-type": "application/json"}
+        stable = _notification_id(item.payload)
+        if stable is not None:  # the body's id again, where HTTP tooling looks for one
+            headers[IDEMPOTENCY_HEADER] = stable
         response = await http.post(item.address, content=item.payload, headers=headers)
         if not 200 <= response.status_code < 300:
             raise RuntimeError(f"webhook answered {response.status_code}")

@@ -54,8 +54,9 @@ class Link:
     """The MQTT connection of the current term, for the services that outlive terms.
 
     Actions (a device's "handled" receipt) and the notifier publish through it;
-    supervision asks whether devices can reach alarmhub. Between terms nothing is
-    connected: a receipt is dropped (the device resends), a notification waits.
+    supervision asks whether devices can reach alarmhub. Between terms, and on a
+    standby, nothing is connected: a receipt goes to the outbox for the owner to
+    publish (daemon/actions.py), a notification waits.
     `current` stays the last term's client, closed, so it can still be inspected.
     """
 

@@ -9,6 +9,7 @@ Passwords use argon2id; hashing takes ~200 ms, so async callers run it in a thre
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Callable
@@ -138,3 +139,18 @@ def validate_user(name: str, role: str, municipalities: list[str]) -> tuple[Role
     if checked is not Role.ADMIN and not municipalities:
         raise AccountError(f"a {checked} needs at least one --municipality")
     return checked, sorted(set(municipalities))
+
+
+# --- API tokens: the same in every store -------------------------------------
+
+TOKEN_PREFIX = "ahk_"  # noqa: S105 - a prefix that makes leaked tokens greppable
+TOKEN_ID_PREFIX = "tok_"  # noqa: S105 - a token's public id, never the token
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token_id() -> str:
+    """The printable id `tokens list` shows and `tokens revoke` takes; not a secret."""
+    return TOKEN_ID_PREFIX + secrets.token_hex(8)

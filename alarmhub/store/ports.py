@@ -159,6 +159,14 @@ class ActionStore(Protocol):
         journal: Sequence[JournalExport] = (),
     ) -> None: ...
 
+    async def queue_outbox(self, alarm_id: str, note: Notification, at: datetime) -> None:
+        """Leave `note` for the owner's notifier to send (any instance may; not fenced).
+
+        A standby has no broker connection (issue 15): a device's "handled" receipt
+        made by an action there reaches the device through this row.
+        """
+        ...
+
 
 class FollowedAlarms(Protocol):
     """The change follower (daemon/follower.py): alarms another instance changed, read back.

@@ -16,6 +16,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from alarmhub.store.errors import StoreUnavailableError
+
+# How long a client is asked to wait when the database is out of reach: a restart or
+# a failover to a standby takes seconds (docs/scaling.md).
+STORE_RETRY_AFTER_S = 5
+
 
 class FieldError(BaseModel):
     field: str
@@ -116,7 +122,19 @@ def install(app: FastAPI) -> None:
             422, "validation", f"{first['field']}: {first['message']}", fields=fields
         )
 
+    async def on_store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # The database out of reach (refused, restarting, cut off) is a 503 the client
+        # retries, whichever store: never a 500, which says the server is broken.
+        assert isinstance(exc, StoreUnavailableError)
+        return error_response(
+            503,
+            "store_unavailable",
+            "the database is out of reach for now; try again",
+            {"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StoreUnavailableError, on_store_unavailable)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
 
@@ -132,5 +150,6 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body larger than 1 MiB",
         422: "Validation failed; `fields` names each field",
         429: "Too many attempts; see Retry-After",
+        503: "The database is out of reach for now; see Retry-After",
     }
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}

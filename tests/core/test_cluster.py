@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alarmhub.core.cluster import InstanceState, LeaseTiming, instance_state
+from alarmhub.core.cluster import (
+    BrokerTiming,
+    BrokerVerdict,
+    InstanceState,
+    LeaseTiming,
+    broker_verdict,
+    instance_state,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -39,3 +46,33 @@ def test_default_failover_figures() -> None:
 def test_instance_state(age_s, stopped, expected) -> None:
     beat = T0 - timedelta(seconds=age_s)
     assert instance_state(beat, T0 if stopped else None, T0, 15.0) is expected
+
+
+def test_default_broker_figures_fit_the_failover_time() -> None:
+    b = BrokerTiming.for_failover(15.0)
+    assert (b.keepalive_s, b.grace_s, b.hold_off_s, b.max_grace_s) == (3, 3.0, 7.5, 30.0)
+    t = LeaseTiming.for_failover(15.0)
+    # A silent cut noticed and stepped down from, then a standby's retry: inside 15 s
+    # with room for the new owner's start.
+    assert b.step_down_bound_s + t.retry_s == 11.5
+    # The hold-off gives every standby at least three tries.
+    assert b.hold_off_s >= 3 * t.retry_s
+
+
+@pytest.mark.parametrize(
+    ("unreachable_s", "strikes", "epoch", "stepped_down", "expected"),
+    [
+        (None, 0, 5, None, BrokerVerdict.KEEP),  # connected
+        (2.9, 0, 5, None, BrokerVerdict.KEEP),  # within the grace (3 s)
+        (3.0, 0, 5, None, BrokerVerdict.STEP_DOWN),
+        (5.9, 1, 7, 5, BrokerVerdict.KEEP),  # second time: the grace doubled (6 s)
+        (6.0, 1, 7, 5, BrokerVerdict.STEP_DOWN),  # epoch 6 was someone else's
+        (6.0, 1, 6, 5, BrokerVerdict.ALONE),  # got it straight back: nobody else can
+        (29.0, 9, 20, 18, BrokerVerdict.KEEP),  # capped at 2 x failover (30 s)
+        (30.0, 9, 20, 18, BrokerVerdict.STEP_DOWN),
+        (None, 3, 6, 5, BrokerVerdict.KEEP),  # alone, but the broker is back
+    ],
+)
+def test_broker_verdict(unreachable_s, strikes, epoch, stepped_down, expected) -> None:
+    timing = BrokerTiming.for_failover(15.0)
+    assert broker_verdict(unreachable_s, strikes, epoch, stepped_down, timing) is expected

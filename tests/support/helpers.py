@@ -169,3 +169,15 @@ def spawn_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         )
     finally:
         log.close()
+
+
+def rules_with_webhook(tmp_path: Path, url: str) -> Path:
+    """The shipped rules with step 2 of the default policy sent to a webhook after 1 s."""
+    text = (REPO / "config" / "rules.toml").read_text()
+    old = '  { after_s = 60, target = "supervisor", level = 2 },\n'
+    assert old in text
+    text = text.replace(old, '  { after_s = 1, target = "hook", level = 2 },\n', 1)
+    text += f'\n[targets.hook]\nwebhook = "{url}"\n'
+    path = tmp_path / "rules.toml"
+    path.write_text(text)
+    return path

@@ -37,7 +37,6 @@ from alarmhub.clock import FakeClock
 from alarmhub.daemon import notifier
 from alarmhub.dev.mosquitto import LocalBroker, free_port
 from tests.support.helpers import (
-    REPO,
     Publisher,
     async_wait_until,
     db_count,
@@ -45,6 +44,7 @@ from tests.support.helpers import (
     hub_settings,
     native,
     register,
+    rules_with_webhook,
     run_cli,
     spawn_daemon,
     wait_until,
@@ -617,17 +617,6 @@ class Hook:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-def rules_with_webhook(tmp_path: Path, url: str) -> Path:
-    text = (REPO / "config" / "rules.toml").read_text()
-    old = '  { after_s = 60, target = "supervisor", level = 2 },\n'
-    assert old in text
-    text = text.replace(old, '  { after_s = 1, target = "hook", level = 2 },\n', 1)
-    text += f'\n[targets.hook]\nwebhook = "{url}"\n'
-    path = tmp_path / "rules.toml"
-    path.write_text(text)
-    return path
 
 
 def outbox(db: Path) -> list[tuple[Any, ...]]:

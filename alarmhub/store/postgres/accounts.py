@@ -25,16 +25,10 @@ import asyncpg
 
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.suppress import Silence
-from alarmhub.store.accounts import SessionInfo
+from alarmhub.store.accounts import TOKEN_PREFIX, SessionInfo, digest, new_token_id
+from alarmhub.store.columns import AUDIT_KEYS, SILENCE_KEYS
 from alarmhub.store.errors import AccountError
 from alarmhub.store.postgres.sql import Conn, storable, text_time
-from alarmhub.store.sqlite.accounts import (
-    AUDIT_KEYS,
-    SILENCE_KEYS,
-    TOKEN_PREFIX,
-    digest,
-    new_token_id,
-)
 
 # --- users -------------------------------------------------------------------
 

@@ -24,10 +24,12 @@ from alarmhub.core.reports import ResponseRow
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import SessionInfo, TokenRow, UserRow, Visible
+from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.ports import Directory
 from alarmhub.store.postgres import access, accounts, tenancy
 from alarmhub.store.postgres import credentials as credentials_module
 from alarmhub.store.postgres.migrations import migrate
+from alarmhub.store.postgres.rows import UNAVAILABLE
 
 T = TypeVar("T")
 
@@ -39,8 +41,13 @@ class PostgresDirectory:
         self.pool = pool
 
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        async with self.pool.acquire() as conn:
-            return await fn(conn, *args)
+        # A server out of reach is StoreUnavailableError (the web's 503), not a driver
+        # error escaping as a 500; what the server refuses passes on unchanged.
+        try:
+            async with self.pool.acquire() as conn:
+                return await fn(conn, *args)
+        except (*UNAVAILABLE, asyncpg.TooManyConnectionsError) as exc:
+            raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
 
     # --- ScopedReads -----------------------------------------------------------
 

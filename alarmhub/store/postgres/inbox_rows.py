@@ -21,6 +21,7 @@ import orjson
 from alarmhub.core.dedup import Identity, Prior, payload_digest
 from alarmhub.core.model import Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.store.inbox import inbox_row
 from alarmhub.store.postgres.rows import (
     INSERT_TIMELINE,
     fingerprint_key,
@@ -29,7 +30,6 @@ from alarmhub.store.postgres.rows import (
     timeline_columns,
     upsert_alarms,
 )
-from alarmhub.store.sqlite.inbox_rows import inbox_row
 
 # The latest row per fingerprint, from the (fingerprint, seq) index. The digest is
 # handed to dedup only for a payload kept in part, as SQLite does (Prior.digest).
@@ -79,9 +79,10 @@ def prior_of(row: Any) -> Prior:
 def inbox_columns(effects: BatchEffects, municipality_of: dict[str, str]) -> list[list[Any]]:
     """The inbox arrays of a batch: every message but a redelivery, as SQLite stores it.
 
-    The row is built by SQLite's own :func:`inbox_row` (the events' JSON, what of a
-    payload is kept), then given what this schema always holds: the time as a
-    datetime, and the whole payload's size and sha256, since the digest is in the key.
+    The row is built by the stores' shared ``store/inbox.py`` :func:`inbox_row` (the
+    events' JSON, what of a payload is kept), then given what this schema always
+    holds: the time as a datetime, and the whole payload's size and sha256, since
+    the digest is in the key.
     """
     cols: list[list[Any]] = [[] for _ in range(14)]
     for m in effects.messages:

@@ -13,7 +13,7 @@ from alarmhub.core.journal_status import JournalState
 from alarmhub.store.cluster import Fence
 from alarmhub.store.journal_outbox import COLUMNS, WAITING, JournalExport
 from alarmhub.store.postgres.leases import Conn, check_fence
-from alarmhub.store.postgres.rows import connection
+from alarmhub.store.postgres.rows import connection, transaction
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM journal_exports"
 # One export per alarm: a second resolve of a reopened alarm keeps the first row.
@@ -54,7 +54,7 @@ class PgJournalRows:
     async def journal_save(self, export: JournalExport) -> None:
         grant = None if self._grant is None else self._grant()
         row = export.row()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             if grant is not None:
                 await check_fence(conn, grant)
             await conn.execute(_UPDATE, *row[2:7], *row[8:], export.alarm_id)

@@ -13,27 +13,33 @@ as SQLite returns it, so the two stores answer the same JSON.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import fields as dc_fields
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from alarmhub.core.device_settings import parse_settings, settings_json
-from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
+from alarmhub.core.device_settings import settings_json
+from alarmhub.core.model import Alarm, AlarmState, Device, Priority, TimelineEntry
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
+from alarmhub.store.columns import (
+    ALARM_COLUMNS,
+    DEVICE_COLUMNS,
+    DEVICE_KEYS,
+    TIME_COLUMNS,
+)
 from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
 from alarmhub.store.postgres.notify import notify_changed
 
 # Errors that mean "the server is not there", not "the server said no": the write
 # gate retries both, but these are what an outage looks like (issue 15 section 1).
-_UNAVAILABLE = (
+UNAVAILABLE = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -53,21 +59,50 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConne
     """
     try:
         conn = await pool.acquire()
-    except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+    except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
         # Whatever stops a connection being made (refused, "not accepting connections",
         # "the database system is starting up") is the server out of reach.
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
     try:
         yield conn
-    except _UNAVAILABLE as exc:
+    except asyncio.CancelledError:
+        # A statement cancelled mid-flight (an owner's term ending, a stop): asyncpg
+        # would send the server a cancel request and wait for its answer before the
+        # connection could be rolled back or released — through a cut network up to
+        # the command timeout (60 s was seen). Closing the connection instead ends at
+        # once; the server rolls back whatever the session had open when it notices.
+        conn.terminate()
+        raise
+    except UNAVAILABLE as exc:
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise StoreError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         # Resetting a connection the server has cut fails; asyncpg then terminates it
         # and the pool makes a new one. What the body did stands (or was raised above).
-        with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+        with contextlib.suppress(*UNAVAILABLE, asyncpg.PostgresError):
             await pool.release(conn)
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+    """:func:`connection` with one transaction on it, committed when the body ends.
+
+    A failure rolls back; a cancellation does not wait for a ROLLBACK's round trip
+    (which would first wait for asyncpg's cancel request, see above): the
+    connection is closed and the server rolls the transaction back.
+    """
+    async with connection(pool) as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            yield conn
+        except asyncio.CancelledError:
+            raise  # connection() closes it
+        except BaseException:
+            await tx.rollback()
+            raise
+        await tx.commit()
 
 
 # PostgreSQL's text and jsonb cannot hold U+0000, which a device may send inside a
@@ -104,21 +139,6 @@ def status_count(status: str) -> int:
 
 # --- alarms --------------------------------------------------------------------
 
-ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
-TIME_COLUMNS = frozenset(
-    {
-        "raised_at",
-        "last_seen_at",
-        "acknowledged_at",
-        "dispatched_at",
-        "on_site_at",
-        "resolved_at",
-        "escalation_from",
-        "escalation_exhausted_at",
-        "clearing_at",
-        "scheduled_at",
-    }
-)
 _INT_COLUMNS = frozenset({"priority", "repeat_count", "escalation_level", "escalation_generation"})
 ALARM_TYPES = [
     "timestamptz"
@@ -261,35 +281,7 @@ def audit_columns(entries: Sequence[AuditEntry]) -> list[list[Any]]:
 
 # --- devices -----------------------------------------------------------------
 
-DEVICE_COLUMNS = (
-    "id",
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "resident",
-    "settings",
-    "bridge",
-)
 DEVICE_SELECT = ", ".join(DEVICE_COLUMNS)
-DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
-
-
-def device_from_row(row: asyncpg.Record) -> Device:
-    return Device(
-        id=row[0],
-        kind=DeviceKind(row[1]),
-        municipality=row[2],
-        profile=row[3],
-        heartbeat_interval_s=row[4],
-        label=row[5],
-        active=bool(row[6]),
-        resident=row[7],
-        settings=parse_settings(row[8]),
-        bridge=row[9],
-    )
 
 
 def device_columns(devices: Sequence[Device], now: datetime) -> list[list[Any]]:
@@ -318,18 +310,6 @@ def device_dict(row: asyncpg.Record) -> dict[str, Any]:
 
 
 # --- silences ----------------------------------------------------------------
-
-SILENCE_KEYS = (
-    "id",
-    "municipality",
-    "device_id",
-    "starts_at",
-    "ends_at",
-    "reason",
-    "created_by",
-    "created_at",
-    "include_priority_1",
-)
 
 
 def silence_from_row(row: asyncpg.Record) -> Silence:

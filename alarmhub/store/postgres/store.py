@@ -28,9 +28,10 @@ from alarmhub.core.suppress import Silence
 from alarmhub.redact import redact_url
 from alarmhub.store.accounts import ts
 from alarmhub.store.cluster import Fence
+from alarmhub.store.columns import DEVICE_KEYS, DEVICE_UPDATABLE, SILENCE_KEYS, device_from_row
 from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.journal_outbox import JournalExport
-from alarmhub.store.ports import AlarmStore, DecidedRow, OutboxItem
+from alarmhub.store.ports import AlarmStore, DecidedRow, Notification, OutboxItem
 from alarmhub.store.postgres import migrations
 from alarmhub.store.postgres.escalation_rows import (
     fired_rows,
@@ -43,34 +44,20 @@ from alarmhub.store.postgres.leases import Conn, check_fence
 from alarmhub.store.postgres.reads import check_moves, oldest_sql, prune_sql
 from alarmhub.store.postgres.rows import (
     ALARM_SELECT,
-    DEVICE_KEYS,
     DEVICE_SELECT,
     INSERT_AUDIT,
-    SILENCE_KEYS,
     alarm_from_row,
     audit_columns,
     connection,
     device_columns,
     device_dict,
-    device_from_row,
     silence_from_row,
     status_count,
+    transaction,
 )
 
 # Text sorts byte by byte, as in SQLite, whatever the database's collation.
 _QUEUE_ORDER = 'ORDER BY priority ASC, raised_at ASC, id COLLATE "C" ASC'
-_UPDATABLE = (
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "resident",
-    "settings",
-    "bridge",
-    "updated_at",
-)
 # What pg_stat_activity shows for alarmhub's connections.
 APPLICATION_NAME = "alarmhub"
 # pg_advisory_xact_lock key of registry writes ("registry" read as a number): two
@@ -165,7 +152,7 @@ class PostgresStore(PgJournalRows):
     async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
         """Write one batch's every effect in one transaction, or nothing at all."""
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             await write_batch(conn, effects, municipality_of)
 
@@ -231,7 +218,7 @@ class PostgresStore(PgJournalRows):
         `existing_in` too (:class:`IdTakenError`); `audit` commits with the change.
         """
         last = list({d.id: d for d in devices}.values())
-        update = ", ".join(f"{c} = excluded.{c}" for c in _UPDATABLE if c not in keep)
+        update = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_UPDATABLE if c not in keep)
         sql = (
             "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, label, "
             "active, resident, settings, bridge, registered_at, updated_at) "
@@ -241,7 +228,7 @@ class PostgresStore(PgJournalRows):
             "AS u(i, k, m, p, h, l, a, r, s, b, n) "
             + (f"ON CONFLICT (id) DO UPDATE SET {update}" if update else "ON CONFLICT DO NOTHING")
         )
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_LOCK)
             await check_moves(conn, last, existing_in)
             if last:
@@ -276,7 +263,7 @@ class PostgresStore(PgJournalRows):
     ) -> None:
         """Several alarms' changes with their timeline entries and audit, all or nothing;
         `journal`: the journal exports a resolve starts, in the same transaction."""
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await write_release(conn, list(alarms), list(entries), None, audit)
             await insert_journal(conn, journal)
 
@@ -291,7 +278,7 @@ class PostgresStore(PgJournalRows):
         audit: Sequence[AuditEntry],
     ) -> bool:
         """End a silence now, release its alarms and audit it; False if already ended."""
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             return await write_release(conn, released, entries, (now, by, silence_id), audit)
 
     async def raising_message(self, alarm_id: str) -> tuple[str, str] | None:
@@ -322,7 +309,7 @@ class PostgresStore(PgJournalRows):
         (an earlier life, another instance) and its effects were not written again.
         """
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             return await write_decisions(conn, rows, decided_at)
 
@@ -338,7 +325,7 @@ class PostgresStore(PgJournalRows):
 
     async def outbox_sent(self, item_id: int, at: datetime) -> None:
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             await conn.execute(
                 "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
@@ -348,7 +335,7 @@ class PostgresStore(PgJournalRows):
 
     async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None:
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             await conn.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, "
@@ -356,6 +343,19 @@ class PostgresStore(PgJournalRows):
                 next_at,
                 error[:500],
                 item_id,
+            )
+
+    async def queue_outbox(self, alarm_id: str, note: Notification, at: datetime) -> None:
+        async with connection(self.pool) as conn:
+            await conn.execute(
+                "INSERT INTO outbox (alarm_id, target, channel, address, payload, created_at, "
+                "next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                alarm_id,
+                note.target,
+                note.channel,
+                note.address,
+                orjson.dumps(note.payload).decode(),
+                at,
             )
 
     async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]:
@@ -391,7 +391,7 @@ class PostgresStore(PgJournalRows):
     async def prune(self, table: RetainedTable, before: datetime, limit: int) -> int:
         """Delete one small batch of rows past retention, in its own transaction."""
         grant = self._owner_grant()
-        async with connection(self.pool) as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
             return status_count(await conn.execute(prune_sql(table), before, limit))
 

@@ -20,9 +20,9 @@ from alarmhub.core.reports import ResponseRow
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import ts
+from alarmhub.store.columns import ALARM_COLUMNS, DEAD_LETTER_KEYS, DEVICE_KEYS
 from alarmhub.store.postgres.accounts import SILENCE_SELECT, silence_from_record
 from alarmhub.store.postgres.sql import Conn, Params, storable, text_time, where
-from alarmhub.store.sqlite.rows import ALARM_COLUMNS, DEAD_LETTER_KEYS, DEVICE_KEYS
 
 # --- alarms --------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ which people choose).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import secrets
 import sqlite3
@@ -32,35 +31,42 @@ from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import (
     MUNICIPALITY_RE,
     NAME_RE,
+    TOKEN_ID_PREFIX,
+    TOKEN_PREFIX,
     SessionInfo,
+    digest,
     generate_password,
     hash_password,
+    new_token_id,
     ts,
     validate_user,
     verify_password,
 )
-from alarmhub.store.errors import AccountError
+from alarmhub.store.columns import AUDIT_KEYS, SILENCE_KEYS
+from alarmhub.store.errors import AccountError, StoreUnavailableError
 from alarmhub.store.sqlite.rows import parse_ts
 
 __all__ = [
+    "AUDIT_KEYS",
     "MUNICIPALITY_RE",
     "NAME_RE",
+    "SILENCE_KEYS",
+    "TOKEN_ID_PREFIX",
+    "TOKEN_PREFIX",
     "AccountError",
     "SessionInfo",
+    "digest",
     "generate_password",
     "hash_password",
+    "new_token_id",
     "ts",
     "validate_user",
     "verify_password",
 ]
 
 T = TypeVar("T")
-TOKEN_PREFIX = "ahk_"  # noqa: S105 - a prefix that makes leaked tokens greppable
-TOKEN_ID_PREFIX = "tok_"  # noqa: S105 - a token's public id, never the token
-
-
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+# What sqlite3 says when the file cannot be used for now, rather than about the statement.
+_UNAVAILABLE = ("database is locked", "unable to open database file", "disk I/O error")
 
 
 # --- connections -----------------------------------------------------------
@@ -97,7 +103,14 @@ async def run(path: Path, fn: Callable[..., T], *args: Any) -> T:
         with connect(path) as conn:
             return fn(conn, *args)
 
-    return await asyncio.to_thread(work)
+    try:
+        return await asyncio.to_thread(work)
+    except sqlite3.OperationalError as exc:
+        # Locked past the busy timeout, the file gone or unreadable: the store is out of
+        # reach for now (the web answers 503 with Retry-After), not a bug to answer 500 for.
+        if any(s in str(exc) for s in _UNAVAILABLE):
+            raise StoreUnavailableError(f"{path.name}: {exc}") from exc
+        raise
 
 
 # --- users -------------------------------------------------------------------
@@ -168,11 +181,6 @@ def create_token(
         )
         append_audit(conn, audit)
     return token
-
-
-def new_token_id() -> str:
-    """The printable id `tokens list` shows and `tokens revoke` takes; not a secret."""
-    return TOKEN_ID_PREFIX + secrets.token_hex(8)
 
 
 def user_for_token(conn: sqlite3.Connection, token: str, now: datetime) -> User | None:
@@ -267,19 +275,6 @@ def append_audit(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> Non
         conn.executemany(INSERT_AUDIT, [audit_row(e) for e in entries])
 
 
-AUDIT_KEYS = (
-    "id",
-    "at",
-    "actor",
-    "action",
-    "alarm_id",
-    "device_id",
-    "municipality",
-    "address",
-    "detail",
-)
-
-
 def list_audit(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
     rows = conn.execute(
         f"SELECT {', '.join(AUDIT_KEYS)} FROM audit ORDER BY id DESC LIMIT ?", (limit,)
@@ -293,18 +288,6 @@ def list_audit(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any
 
 
 # --- silences ----------------------------------------------------------------------
-
-SILENCE_KEYS = (
-    "id",
-    "municipality",
-    "device_id",
-    "starts_at",
-    "ends_at",
-    "reason",
-    "created_by",
-    "created_at",
-    "include_priority_1",
-)
 
 
 def silence_from_row(row: Sequence[Any]) -> Silence:

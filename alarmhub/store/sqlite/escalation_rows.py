@@ -19,8 +19,9 @@ import orjson
 from alarmhub.core.escalation import DeadlineKey
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
-from alarmhub.store.ports import DecidedRow, OutboxItem
-from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row
+from alarmhub.store.columns import SILENCE_KEYS
+from alarmhub.store.ports import DecidedRow, Notification, OutboxItem
+from alarmhub.store.sqlite.accounts import silence_from_row
 from alarmhub.store.sqlite.rows import INSERT_TIMELINE, alarm_row, timeline_row, upsert_alarms
 
 _CHUNK = 500
@@ -154,6 +155,11 @@ class EscalationRows:
             "WHERE id = ?",
             (ts(next_at), error[:500], item_id),
         )
+
+    async def queue_outbox(self, alarm_id: str, note: Notification, at: datetime) -> None:
+        payload = orjson.dumps(note.payload).decode()
+        row = (alarm_id, note.target, note.channel, note.address, payload, ts(at), ts(at))
+        await self._conn.execute(_INSERT_OUTBOX, row)
 
     async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]:
         sql = (

@@ -4,32 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import fields as dc_fields
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from alarmhub.core.device_settings import parse_settings
-from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority, TimelineEntry
+from alarmhub.core.model import Alarm, AlarmState, Priority, TimelineEntry
 from alarmhub.store.accounts import ts
+from alarmhub.store.columns import ALARM_COLUMNS, DEVICE_KEYS, TIME_COLUMNS
 from alarmhub.store.errors import StaleAlarmError
 
-ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
-TIME_COLUMNS = frozenset(
-    {
-        "raised_at",
-        "last_seen_at",
-        "acknowledged_at",
-        "dispatched_at",
-        "on_site_at",
-        "resolved_at",
-        "escalation_from",
-        "escalation_exhausted_at",
-        "clearing_at",
-        "scheduled_at",
-    }
-)
 # A row is written at the revision after the one it was decided on (alarm_row),
 # and only over that revision: a row another writer moved on is left alone, and
 # upsert_alarms sees fewer rows changed than it wrote (Alarm.rev, StaleAlarmError).
@@ -39,33 +23,6 @@ UPSERT_ALARM = (
     + ", ".join(f"{c}=excluded.{c}" for c in ALARM_COLUMNS if c != "id")
     + " WHERE alarms.rev = excluded.rev - 1"
 )
-# The fields of a dead letter as the CLI and the API show it.
-DEAD_LETTER_KEYS = (
-    "seq",
-    "received_at",
-    "topic",
-    "device_id",
-    "municipality",
-    "msg_id",
-    "reason",
-    "detail",
-)
-
-# The devices table once: DEVICE_COLUMNS build a Device (device_from_row reads
-# them by position), DEVICE_KEYS add the registry's own times for listings.
-DEVICE_COLUMNS = (
-    "id",
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "resident",
-    "settings",
-    "bridge",
-)
-DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
 
 
 def device_dict(row: Sequence[Any]) -> dict[str, Any]:
@@ -74,21 +31,6 @@ def device_dict(row: Sequence[Any]) -> dict[str, Any]:
     item["active"] = bool(item["active"])
     item["settings"] = orjson.loads(item["settings"] or "{}")
     return item
-
-
-def device_from_row(row: Sequence[Any]) -> Device:
-    return Device(
-        id=row[0],
-        kind=DeviceKind(row[1]),
-        municipality=row[2],
-        profile=row[3],
-        heartbeat_interval_s=row[4],
-        label=row[5],
-        active=bool(row[6]),
-        resident=row[7],
-        settings=parse_settings(row[8]),
-        bridge=row[9],
-    )
 
 
 INSERT_TIMELINE = "INSERT INTO timeline (alarm_id, at, type, actor, detail) VALUES (?,?,?,?,?)"

@@ -26,27 +26,31 @@ from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
 from alarmhub.store.accounts import ts
+from alarmhub.store.columns import (
+    ALARM_COLUMNS,
+    DEAD_LETTER_KEYS,
+    DEVICE_COLUMNS,
+    DEVICE_KEYS,
+    DEVICE_UPDATABLE,
+    device_from_row,
+)
 from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
+from alarmhub.store.inbox import inbox_row
 from alarmhub.store.ports import AlarmStore
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.batch_rows import write_batch
 from alarmhub.store.sqlite.device_moves import check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
-from alarmhub.store.sqlite.inbox_rows import inbox_row, select_priors
+from alarmhub.store.sqlite.inbox_rows import select_priors
 from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
 from alarmhub.store.sqlite.migrations import migrate as apply_migrations
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
-    ALARM_COLUMNS,
-    DEAD_LETTER_KEYS,
-    DEVICE_COLUMNS,
-    DEVICE_KEYS,
     INSERT_TIMELINE,
     UPSERT_ALARM,
     alarm_from_row,
     alarm_row,
     device_dict,
-    device_from_row,
     expect_written,
     parse_ts,
     timeline_row,
@@ -59,18 +63,6 @@ __all__ = ["IdTakenError", "MoveRefusedError", "SqliteStore", "StoreError", "dis
 
 _DEVICE_COLUMNS = ", ".join(DEVICE_COLUMNS)
 _DEVICE_FIELDS = len(DEVICE_COLUMNS)
-_UPDATABLE = (
-    "kind",
-    "municipality",
-    "profile",
-    "heartbeat_interval_s",
-    "label",
-    "active",
-    "resident",
-    "settings",
-    "bridge",
-    "updated_at",
-)
 
 
 _QUEUE_ORDER = "ORDER BY priority ASC, raised_at ASC, id ASC"
@@ -333,7 +325,7 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
                 "label, active, resident, settings, bridge, registered_at, updated_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET "
-                + ", ".join(f"{c}=excluded.{c}" for c in _UPDATABLE if c not in keep),
+                + ", ".join(f"{c}=excluded.{c}" for c in DEVICE_UPDATABLE if c not in keep),
                 rows,
             )
             if audit:

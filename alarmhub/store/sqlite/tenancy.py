@@ -18,11 +18,12 @@ from alarmhub.core.model import Alarm
 from alarmhub.core.reports import ResponseRow
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
-from alarmhub.store.sqlite.accounts import SILENCE_KEYS, silence_from_row, ts
+from alarmhub.store.columns import ALARM_COLUMNS, DEAD_LETTER_KEYS, DEVICE_KEYS, SILENCE_KEYS
+from alarmhub.store.sqlite.accounts import (
+    silence_from_row,
+    ts,
+)
 from alarmhub.store.sqlite.rows import (
-    ALARM_COLUMNS,
-    DEAD_LETTER_KEYS,
-    DEVICE_KEYS,
     alarm_from_row,
     device_dict,
     parse_ts,

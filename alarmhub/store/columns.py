@@ -1,0 +1,107 @@
+"""The column names and row shapes both stores share, whatever their SQL dialect.
+
+SQLite (store/sqlite/) and PostgreSQL (store/postgres/) keep the same tables with
+the same columns, and the API and the CLI list the same keys from either. Defined
+once here, so neither store imports the other's modules and a column added to one
+cannot be forgotten in the other's listings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields as dc_fields
+from typing import Any, Protocol
+
+from alarmhub.core.device_settings import parse_settings
+from alarmhub.core.model import Alarm, Device, DeviceKind
+
+
+class Row(Protocol):
+    """A row read by position: a tuple from sqlite3, a Record from asyncpg."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+ALARM_COLUMNS = [f.name for f in dc_fields(Alarm)]
+TIME_COLUMNS = frozenset(
+    {
+        "raised_at",
+        "last_seen_at",
+        "acknowledged_at",
+        "dispatched_at",
+        "on_site_at",
+        "resolved_at",
+        "escalation_from",
+        "escalation_exhausted_at",
+        "clearing_at",
+        "scheduled_at",
+    }
+)
+# The fields of a dead letter as the CLI and the API show it.
+DEAD_LETTER_KEYS = (
+    "seq",
+    "received_at",
+    "topic",
+    "device_id",
+    "municipality",
+    "msg_id",
+    "reason",
+    "detail",
+)
+
+# The devices table once: DEVICE_COLUMNS build a Device (device_from_row reads
+# them by position), DEVICE_KEYS add the registry's own times for listings.
+DEVICE_COLUMNS = (
+    "id",
+    "kind",
+    "municipality",
+    "profile",
+    "heartbeat_interval_s",
+    "label",
+    "active",
+    "resident",
+    "settings",
+    "bridge",
+)
+DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
+# What a registration may change of a registered device (the id is the key).
+DEVICE_UPDATABLE = (*DEVICE_COLUMNS[1:], "updated_at")
+
+AUDIT_KEYS = (
+    "id",
+    "at",
+    "actor",
+    "action",
+    "alarm_id",
+    "device_id",
+    "municipality",
+    "address",
+    "detail",
+)
+
+SILENCE_KEYS = (
+    "id",
+    "municipality",
+    "device_id",
+    "starts_at",
+    "ends_at",
+    "reason",
+    "created_by",
+    "created_at",
+    "include_priority_1",
+)
+
+
+def device_from_row(row: Row) -> Device:
+    """A row of DEVICE_COLUMNS (by position) as the one Device type."""
+    return Device(
+        id=row[0],
+        kind=DeviceKind(row[1]),
+        municipality=row[2],
+        profile=row[3],
+        heartbeat_interval_s=row[4],
+        label=row[5],
+        active=bool(row[6]),
+        resident=row[7],
+        settings=parse_settings(row[8]),
+        bridge=row[9],
+    )
