@@ -164,7 +164,7 @@ class AlarmHub:
             once=OncePer(60.0),
         )
         self.notifier = Notifier(self.reader, self.store, gate.lock, clock, mqtt)
-        self.journal_switch = ExportSwitch(s.journal_export_municipalities)  # issue 17
+        self.journal_switch = ExportSwitch(s.journal_exporting())  # issue 17
         self.journal = delivery_from(
             s, reader, self.store, self.residents, lambda: state.rules, gate.lock, clock, metrics
         )

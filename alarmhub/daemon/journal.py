@@ -58,6 +58,7 @@ from alarmhub.core.journal.document import (
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import Alarm
 from alarmhub.core.rules import RuleSet
+from alarmhub.journal import helseid
 from alarmhub.journal.auth import NoAuth, RequestAuth
 from alarmhub.journal.client import JournalClient
 from alarmhub.observability.logs import OncePer
@@ -72,11 +73,16 @@ log = structlog.get_logger("alarmhub.journal")
 IDLE_S = 1.0
 
 
+# How a municipality's requests are authorised, given the worker's connection pool:
+# its HelseID client (journal/helseid.py auth_for) in production, NoAuth in tests.
+AuthFor = Callable[[str, httpx.AsyncClient], RequestAuth]
+
+
 class ExportSwitch:
     """Which municipalities have journal export on: the one decision, `exporting`.
 
-    Provisional: ALARMHUB_JOURNAL_MUNICIPALITIES. At merge, the municipalities whose
-    HelseID client is configured replace the set (and `auth_for` their clients).
+    Those whose HelseID client is configured (Settings.journal_exporting): a note is
+    never sent unauthenticated, so a municipality without a client exports nothing.
     """
 
     def __init__(self, municipalities: Iterable[str]) -> None:
@@ -132,7 +138,7 @@ class JournalDelivery:
         lock: asyncio.Lock,
         clock: Clock,
         metrics: Metrics,
-        auth_for: Callable[[str], RequestAuth] = lambda _m: NoAuth(),
+        auth_for: AuthFor = lambda _m, _http: NoAuth(),
         draw: Callable[[], float] = random.random,
     ) -> None:
         self._reader, self._writer, self._alarms = reader, writer, alarms
@@ -141,6 +147,9 @@ class JournalDelivery:
         self._metrics, self._auth_for, self._draw = metrics, auth_for, draw
         self._wake = asyncio.Event()
         self._once = OncePer(60.0)
+        # One auth per municipality and connection pool: a HelseID token is cached in it
+        # until shortly before it expires, so it must outlive a single request.
+        self._auths: dict[tuple[str, int], RequestAuth] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -167,7 +176,10 @@ class JournalDelivery:
         self._metrics.journal_oldest_pending.set(max(0.0, age))
 
     async def _step(self, export: JournalExport, client: JournalClient) -> None:
-        auth = self._auth_for(export.municipality)
+        key = (export.municipality, id(client.http))
+        auth = self._auths.get(key)
+        if auth is None:
+            auth = self._auths[key] = self._auth_for(export.municipality, client.http)
         if export.state is JournalState.SENT and export.location is not None:
             await self._record(export, await client.poll(export.location, auth))
             return
@@ -291,6 +303,7 @@ def delivery_from(
     lock: asyncio.Lock,
     clock: Clock,
     metrics: Metrics,
+    auth_for: AuthFor | None = None,
 ) -> JournalDelivery | None:
     """The worker the settings ask for; None without ALARMHUB_JOURNAL_URL (rows wait)."""
     if settings.journal_url is None:
@@ -314,4 +327,5 @@ def delivery_from(
         lock=lock,
         clock=clock,
         metrics=metrics,
+        auth_for=auth_for or (lambda m, http: helseid.auth_for(settings, m, http, clock)),
     )

@@ -26,6 +26,11 @@ class JournalClient:
         self._http = http
         self._base = base_url.rstrip("/")
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The connection pool the requests (and a municipality's token requests) share."""
+        return self._http
+
     async def post_bundle(self, bundle: bytes, auth: RequestAuth) -> Outcome:
         url = self._base + BUNDLE_PATH
         try:
