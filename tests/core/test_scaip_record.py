@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_taking_records_the_answer_only_for_a_held_device_alarm() -> None:
 
 
 def test_the_operator_view_takes_the_newest_value_of_this_alarms_events() -> None:
-    messages = [  # newest first, as the store lists them
+    messages: list[dict[str, Any]] = [  # newest first, as the store lists them
         {"events": [{"alarm_id": "a1", "fields": {"scaip": {"ref": "R2", "lte": "Bathroom"}}}]},
         {"events": [{"alarm_id": "a2", "fields": {"scaip": {"ref": "X", "stt": "other alarm"}}}]},
         {"events": [{"alarm_id": None, "fields": {"scaip": {"ref": "P", "mty": "PI"}}}]},
