@@ -160,6 +160,9 @@ class TimelineType(StrEnum):
     # was deleted, the outage incident resolved): back in the queue as an ordinary alarm.
     RELEASED = "released"
     ESCALATION_EXHAUSTED = "escalation_exhausted"  # the policy's last step passed, still open
+    # What a SCAIP device is answered about its alarm (snu, and mre/cre/tnu with snu 0):
+    # one entry per distinct answer, in the commit that makes it (core/scaip_record.py).
+    ANSWERED = "answered"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from alarmhub.core.model import Alarm, ScaipVoice, TimelineType
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.receipts import handled_receipt
 from alarmhub.core.resolution import Resolution
+from alarmhub.core.scaip_record import answered_on_taking
 from alarmhub.core.views import alarm_json
 from alarmhub.daemon.fanout import Broadcaster
 from alarmhub.daemon.gate import WriteGate
@@ -187,6 +188,12 @@ class Actions:
         )
         if isinstance(result, Conflict):
             return result
+        # Taking a held SCAIP alarm decides the device's next answer: recorded with it.
+        device = self._state.devices.get(alarm.device_id)
+        rules = self._state.rules
+        answered = answered_on_taking(alarm, result.alarm, device, rules, voice, now)
+        if answered is not None:
+            result = replace(result, timeline=(*result.timeline, answered))
         # Resolving an inhibiting alarm or an incident releases what it hid, in
         # the same transaction (issue 12 item 2).
         releases = self._releases.on_resolved(result.alarm, now, actor)

@@ -44,6 +44,7 @@ from alarmhub.core.pipeline import (
     process_internal,
 )
 from alarmhub.core.receipts import stored_receipt
+from alarmhub.core.scaip_record import answered_in_batch
 from alarmhub.core.views import alarm_json
 from alarmhub.daemon.backlog import Backlog
 from alarmhub.daemon.fanout import Broadcaster
@@ -217,6 +218,8 @@ class Ingest:
             # Decided on the alarms in memory; decided again if one of them changed
             # in the database meanwhile (WriteGate.deciding).
             effects = process_batch(raws, decoded, fps, seen, self._state.alarms, ctx)
+            # What each SCAIP device will be answered about its alarm, in this commit.
+            effects.timeline.extend(answered_in_batch(effects, self._state.alarms.get, ctx.rules))
             municipality_of = {
                 m.rejected.device_id: dev.municipality
                 for m in effects.messages

@@ -160,6 +160,45 @@ class AlarmDetail(AlarmOut):
         "hidden (010190*****); null without a register entry. Every read is audited",
     )
     journal: JournalOut
+    scaip: ScaipOut | None = Field(
+        None, description="what a SCAIP device sent and was answered (docs/scaip.md); else null"
+    )
+
+
+class ScaipVoiceOut(BaseModel):
+    mre: int | None = None
+    cre: int | None = None
+    tnu: str | None = None
+
+
+class ScaipOut(BaseModel):
+    """A SCAIP alarm as the operator sees it: the newest value of each element its
+    device sent about this alarm, the answers it was given, and what taking it sends."""
+
+    ref: str | None = Field(None, description="the request's reference (`ref`)")
+    crd: list[str] = Field(description="callback addresses as sent: gsm:+47…, sip:…, no-voice:")
+    lge: dict[str, str] | None = Field(None, description="`geo`, `tim`, `gga` as sent")
+    position: dict[str, float] | None = Field(
+        None, description="`lge` read as decimal degrees {lat, lon}; null when it does not read"
+    )
+    stt: str | None = None
+    lte: str | None = None
+    ite: str | None = None
+    lva: str | None = None
+    did: str | None = None
+    stc: int | None = None
+    dty: int | None = None
+    pri: int | None = None
+    answers: list[dict[str, Any]] = Field(
+        description="each distinct answer, oldest first: {at, snu, mre, cre, tnu, ref}"
+    )
+    voice: ScaipVoiceOut | None = Field(
+        None, description="mre/cre/tnu of the newest snu=0 answer: how the device calls"
+    )
+    answer_policy: Literal["immediate", "hold_until_taken"]
+    configured_voice: ScaipVoiceOut = Field(
+        description="what snu=0 carries unless the operator chooses (device's, else municipality's)"
+    )
 
 
 class ChoiceOut(BaseModel):

@@ -22,6 +22,8 @@ from alarmhub.core.journal_status import JournalStatus, journal_status
 from alarmhub.core.model import Alarm, ScaipVoice
 from alarmhub.core.registry import Municipality
 from alarmhub.core.resolution import Choices, Resolution, Unknown, choose
+from alarmhub.core.scaip import SCAIP_FORMAT
+from alarmhub.core.scaip_record import operator_view
 from alarmhub.core.tenancy import AlarmFilter, Scope
 from alarmhub.core.views import alarm_json
 from alarmhub.store.accounts import ts
@@ -114,6 +116,7 @@ async def get_alarm(ctx: Ctx, scope: ReadAlarms, alarm: AlarmInScope, audit: Aud
             "recent_events": events,
             "national_id_masked": masked,
             "journal": await _journal(ctx, alarm, masked is not None),
+            "scaip": _scaip(ctx, alarm, device, events, entries),
         }
     )
 
@@ -127,6 +130,28 @@ async def _journal(ctx: Ctx, alarm: Alarm, has_number: bool) -> dict[str, str | 
     return JournalStatus(
         e.state, e.reason, e.created_at, e.sent_at, e.finished_at, e.attempts, e.last_error
     ).as_json()
+
+
+def _scaip(
+    ctx: Ctx,
+    alarm: Alarm,
+    device: dict[str, Any] | None,
+    events: list[dict[str, Any]],
+    entries: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """What the operator is shown of a SCAIP alarm, and the voice taking it sends by default."""
+    seen = operator_view(alarm.id, events, entries)
+    if seen is None and (device is None or device.get("profile") != SCAIP_FORMAT):
+        return None
+    policy = ctx.hub.rules.scaip_policy(alarm.municipality)
+    # The device's own voice parameters win over the municipality's, as in its answers.
+    own = ((device or {}).get("settings") or {}).get("scaip") or {}
+    voice = {k: own[k] for k in ("mre", "cre", "tnu") if own.get(k) is not None}
+    return {
+        **(seen or {"crd": [], "answers": []}),
+        "answer_policy": policy.answer.value,
+        "configured_voice": voice or asdict(policy.voice),
+    }
 
 
 async def _masked_national_id(ctx: Ctx, alarm: Alarm, audit: Audit) -> str | None:

@@ -4,6 +4,7 @@ import { get, post } from "./api.js";
 import { toast } from "./common.js";
 import { el } from "./format.js";
 import { kindText, t } from "./i18n.js";
+import { askVoice } from "./voice.js";
 
 export const OUTCOMES = ["helped", "false_alarm", "no_response_dispatched", "technical"];
 
@@ -19,6 +20,10 @@ export async function runAction(alarm, action) {
     const note = await askNote();
     if (note === null) return null;
     body = { note };
+  } else if (action === "acknowledge" && isHeld(alarm)) {
+    const voice = await askVoice(alarm.scaip.configured_voice, { ...dialogShell("voice.title"), buttons, ask });
+    if (voice === null) return null;
+    body = { voice };
   } else if (action === "resolve") {
     const answer = await askOutcome(await choicesFor(alarm.kind));
     if (answer === null) return null;
@@ -29,6 +34,11 @@ export async function runAction(alarm, action) {
   const res = await post(`/api/v1/alarms/${encodeURIComponent(alarm.id)}/${path}`, body);
   reportResult(res, alarm, action);
   return res.ok ? res.data : null;
+}
+
+/** A SCAIP device held until an operator takes its alarm: taking it chooses how it calls. */
+function isHeld(alarm) {
+  return alarm.state === "open" && alarm.scaip?.answer_policy === "hold_until_taken";
 }
 
 function reportResult(res, alarm, action) {
@@ -216,6 +226,7 @@ export function showHelp() {
     ...Object.entries(ACTION_KEYS).map(([key, action]) => [key, t(`action.${action}`)]),
     ["1–4", `${t("resolve.title")}: ${t("resolve.outcome")}`],
     ["Tab, 1–9", `${t("resolve.title")}: ${t("resolve.cause")} / ${t("resolve.action")}`],
+    ["a, 1–3, Tab, 1–3", `${t("voice.title")}: ${t("voice.mre")} / ${t("voice.cre")}`],
     ["Esc", t("help.back")], ["?", t("help.help")],
   ];
   for (const [keys, what] of rows) {

@@ -31,8 +31,8 @@ function render(alarm) {
   renderTimeline(alarm.timeline ?? []);
   renderDevice(alarm.device ?? null, alarm.device_id);
   renderEvents(eventsOf(alarm));
-  renderPosition(eventsOf(alarm));
-  renderScaip(eventsOf(alarm));
+  renderPosition(eventsOf(alarm), alarm.scaip);
+  renderScaip(alarm.scaip, alarm.state);
 }
 
 function renderActions(alarm) {
@@ -110,6 +110,7 @@ function detailText(detail) {
     ].filter(Boolean).join(" · ");
   }
   if (detail.note) return detail.note;
+  if (typeof detail.snu === "number") return answerText(detail);
   return Object.entries(detail).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
 }
 
@@ -179,16 +180,18 @@ function renderEvents(events) {
 }
 
 /**
- * What a SCAIP device sent with its newest request (docs/scaip.md): the numbers to call
- * back, its position and its own texts. Voice itself stays with the centre's telephony.
+ * What a SCAIP device sent about this alarm (the API's `scaip`, docs/scaip.md): the numbers
+ * to call back, its own texts, its reference, and how it was told to call. Voice itself
+ * stays with the centre's telephony.
  */
-function renderScaip(events) {
-  const newest = events.find((ev) => ev.fields && typeof ev.fields.scaip === "object");
-  const s = newest ? newest.fields.scaip : {};
+function renderScaip(s, state) {
+  const box = document.getElementById("scaip");
+  if (!s) { box.replaceChildren(); return; }
   const lge = s.lge ?? {};
   facts("scaip", [
-    [t("scaip.callbacks"), Array.isArray(s.crd) ? s.crd.join(", ") : null],
-    [t("scaip.position"), lge.geo ? `${lge.geo}${lge.tim ? ` (${lge.tim})` : ""}` : null],
+    [t("scaip.callbacks"), s.crd?.length ? callbackList(s.crd) : null],
+    [t("scaip.voice"), s.voice ? voiceText(s.voice) : (s.answer_policy === "hold_until_taken" && state === "open" ? t("scaip.held") : null)],
+    [t("scaip.position"), lge.geo || lge.gga ? [lge.geo ?? lge.gga, lge.tim && `(${lge.tim})`].filter(Boolean).join(" ") : null],
     [t("scaip.status"), s.stt],
     [t("scaip.location"), s.lte],
     [t("scaip.info"), s.ite],
@@ -196,19 +199,46 @@ function renderScaip(events) {
   ]);
 }
 
+/** Callback addresses one per line, as sent (`gsm:+47…`, `sip:…`): text, never links. */
+function callbackList(crd) {
+  const list = el("ul", "", "plain");
+  for (const address of crd) list.append(el("li", address));
+  return list;
+}
+
+/** "Duplex voice (mre 1) · call +4712345678 (cre 62)". */
+function voiceText(v) {
+  const parts = [];
+  if (v.mre != null) parts.push(`${t(`scaip.mre.${v.mre}`)} (mre ${v.mre})`);
+  if (v.cre != null) {
+    const how = v.cre <= 60 ? t("scaip.cre.window", { n: v.cre }) : t(`scaip.cre.${v.cre}`, { tnu: v.tnu ?? "?" });
+    parts.push(`${how} (cre ${v.cre})`);
+  }
+  if (v.tnu && v.cre !== 62) parts.push(`tnu ${v.tnu}`);
+  return parts.join(" · ");
+}
+
+/** A timeline `answered` entry: "snu 0 handled · Duplex voice (mre 1) · …". */
+function answerText(d) {
+  const snu = `snu ${d.snu} ${t(`scaip.snu.${d.snu}`)}`;
+  return [snu, voiceText(d), d.ref && `ref ${d.ref}`].filter(Boolean).join(" · ");
+}
+
 /** The newest fix with coordinates: position, its accuracy, and a plain link to a map. */
-function renderPosition(events) {
+function renderPosition(events, scaip) {
   const box = document.getElementById("position");
-  const fix = events
+  let fix = events
     .map((ev) => ({ ev, f: ev.fields ?? {} }))
     .filter(({ f }) => typeof f.lat === "number" && typeof f.lon === "number")
     .sort((x, y) => Date.parse(y.ev.ts ?? 0) - Date.parse(x.ev.ts ?? 0))[0];
+  // A SCAIP device's `lge`, read as coordinates by the API: shown like any other fix.
+  if (!fix && scaip?.position) fix = { ev: { ts: scaip.lge?.tim }, f: scaip.position };
   if (!fix) { box.replaceChildren(el("p", t("detail.noPosition"), "hint")); return; }
   const { lat, lon, accuracy_m: accuracy } = fix.f;
   const dl = el("dl", "", "facts");
   dl.append(el("dt", t("detail.coordinates")), el("dd", `${lat.toFixed(5)}, ${lon.toFixed(5)}`));
   if (accuracy != null) dl.append(el("dt", t("detail.accuracy")), el("dd", `± ${Math.round(accuracy)} m`));
-  dl.append(el("dt", t("field.time")), el("dd", dateTime(fix.ev.ts)));
+  if (fix.ev.ts && !Number.isNaN(Date.parse(fix.ev.ts))) dl.append(el("dt", t("field.time")), el("dd", dateTime(fix.ev.ts)));
   const link = el("a", t("detail.map"));
   link.href = `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=17/${lat}/${lon}`;
   link.rel = "noopener noreferrer"; // the alarm's address must not leak to the map site
