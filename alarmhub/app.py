@@ -106,7 +106,7 @@ class AlarmHub:
 
     async def __aenter__(self) -> Self:
         s = self.settings
-        self.state = HubState(load_rules(s.rules))
+        self.state = HubState(load_rules(s.rules, journal_exporting=s.journal_exporting()))
         profiles = s.devices_dir or default_profiles_dir()
         self.catalog = load_catalog(profiles)
         await self._open_store()
@@ -187,6 +187,7 @@ class AlarmHub:
             watch=self.supervision,
             arm=arm,
             rules_file=s.rules,
+            journal_exporting=s.journal_exporting(),
             stopping=self._stopping,
         )
         self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)  # sip/ports.py's handler

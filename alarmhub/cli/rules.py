@@ -18,7 +18,6 @@ from alarmhub.cli.db import with_store
 from alarmhub.cli.output import EXIT_FAILED, CommandError, print_json, warn
 from alarmhub.cli.rules_tool import CasesError, explain, run_cases
 from alarmhub.clock import SystemClock
-from alarmhub.config.journal import journal_problems
 from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import load_rules, person_alarm_auto_resolvers
 from alarmhub.core.journal.mapping import parse_municipalities
@@ -35,7 +34,8 @@ def add_parser(sub: Any) -> None:
         "--journal-municipalities",
         metavar="CODES",
         help="municipalities with journal export on, e.g. 0301,4601: every alarm kind they "
-        "can raise needs a [journal.<kind>] section (default: ALARMHUB_JOURNAL_MUNICIPALITIES)",
+        "can raise needs a [journal.<kind>] section (default: those whose HelseID client is "
+        "configured, ALARMHUB_JOURNAL_HELSEID)",
     )
     chk.set_defaults(func=cmd_rules_check)
     exp = rules.add_parser("explain", help="what would happen to an event, without doing it")
@@ -64,19 +64,17 @@ def add_parser(sub: Any) -> None:
 
 def cmd_rules_check(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else settings.rules
-    rules = load_rules(path)
-    for warning in person_alarm_auto_resolvers(rules):
-        warn(f"warning: {warning}")
     if args.journal_municipalities is None:
-        exporting = settings.journal_export_municipalities
+        exporting = settings.journal_exporting()
     else:
         try:
             exporting = parse_municipalities(args.journal_municipalities)
         except ValueError as exc:
             raise CommandError(f"--journal-municipalities: {exc}") from None
-    problems = journal_problems(rules, exporting)
-    if problems:
-        raise CommandError(f"{path}: " + "; ".join(str(p) for p in problems))
+    # Refused as the daemon refuses it at start and on reload (config/rules.py).
+    rules = load_rules(path, journal_exporting=exporting)
+    for warning in person_alarm_auto_resolvers(rules):
+        warn(f"warning: {warning}")
     print(f"{_rules_label(settings, path)}: OK, {len(rules.rules)} rules, version {rules.version}")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Iterable
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from alarmhub.config.journal import JournalKindModel, journal_mapping
+from alarmhub.config.journal import JournalKindModel, journal_mapping, journal_problems
 from alarmhub.config.resolution import ResolutionModel, resolutions, unknown_kinds
 from alarmhub.core.device_settings import VoiceModel
 from alarmhub.core.escalation import Policy, Step
@@ -438,12 +439,22 @@ def _policy(name: str, p: PolicyModel, where: str) -> Policy:
         raise RulesError(f"{where}: {exc}") from exc
 
 
-def load_rules(path: Path) -> RuleSet:
+def load_rules(path: Path, *, journal_exporting: Iterable[str] = ()) -> RuleSet:
+    """The rules file, refused whole when anything in it cannot be used.
+
+    `journal_exporting`: the municipalities with journal export on (the daemon's, at
+    start and on reload). An alarm kind one of them can raise without a
+    `[journal.<kind>]` section would be resolved with no way to write its note.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesError(f"{path}: cannot read the rules file: {exc.strerror}") from exc
-    return parse_rules(text, str(path))
+    rules = parse_rules(text, str(path))
+    problems = journal_problems(rules, journal_exporting)
+    if problems:
+        raise RulesError(f"{path}: " + "; ".join(str(p) for p in problems))
+    return rules
 
 
 def alarm_kinds(rules: RuleSet) -> list[str]:

@@ -56,6 +56,7 @@ class Registry:
         arm: Callable[[Alarm], None],
         rules_file: Path,
         stopping: asyncio.Event,
+        journal_exporting: frozenset[str] = frozenset(),
     ) -> None:
         self._state = state
         self._store = store
@@ -65,6 +66,7 @@ class Registry:
         self._metrics = metrics
         self._queue_gauges = queue_gauges
         self._rules_file = rules_file
+        self._journal_exporting = journal_exporting
         self._stopping = stopping
         self._watcher = watch
         self._arm = arm
@@ -166,10 +168,14 @@ class Registry:
         state.alarms.forget_resolved_before(self._clock.now() - state.rules.max_flap_window())
 
     def reload_rules(self) -> bool:
-        """SIGHUP: load the rules file again; a bad file keeps the rules in force."""
+        """SIGHUP: load the rules file again; a bad file keeps the rules in force.
+
+        Bad includes a file that leaves an alarm kind of a municipality with journal
+        export on without its `[journal.<kind>]` section (checked as at start).
+        """
         state = self._state
         try:
-            rules = load_rules(self._rules_file)
+            rules = load_rules(self._rules_file, journal_exporting=self._journal_exporting)
         except RulesError as exc:
             log.error(  # noqa: TRY400 - the message is the error; no traceback
                 "rules.reload_failed", error=str(exc), kept_version=state.rules.version

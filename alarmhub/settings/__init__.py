@@ -20,7 +20,6 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from alarmhub import builtin
-from alarmhub.core.journal.mapping import parse_municipalities
 from alarmhub.core.national_id import valid_organisation_number
 from alarmhub.core.sipcodes import SipListen, parse_digest_algorithms, parse_sip_listen
 from alarmhub.settings.helseid import HelseIdClient, https_url
@@ -125,10 +124,9 @@ class Settings(BaseSettings):
     scaip_digest_algorithms: str = "SHA-256,MD5"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
-    # Journal export (issue 17, docs/journal.md). Provisional: the municipalities with
-    # export on, until the delivery part derives them from each one's HelseID client.
-    journal_municipalities: str = ""
-    # The response centre as the journal note names it (its custodian and author's org).
+    # Journal export (issue 17, docs/journal.md): on for exactly the municipalities whose
+    # HelseID client is configured (journal_exporting). The response centre as the
+    # journal note names it (its custodian and author's organisation).
     journal_organisation_name: str | None = Field(default=None, min_length=1, max_length=200)
     journal_organisation_number: str | None = None
     # Where notes go: POST {journal_url}/v1/Bundle (JFT/VKP; https unless loopback). Declared
@@ -161,12 +159,6 @@ class Settings(BaseSettings):
     journal_retry_max_s: float = Field(default=300.0, gt=0, le=86400)
     journal_poll_s: float = Field(default=30.0, gt=0, le=86400)
     journal_timeout_s: float = Field(default=10.0, gt=0, le=300)
-
-    @field_validator("journal_municipalities")
-    @classmethod
-    def _journal_municipalities(cls, v: str) -> str:
-        parse_municipalities(v)
-        return v
 
     @field_validator("journal_organisation_number")
     @classmethod
@@ -353,11 +345,6 @@ class Settings(BaseSettings):
     def rules_builtin(self) -> bool:
         """True when nobody set `rules` (variable, file or argument): the shipped rules."""
         return "rules" not in self.model_fields_set
-
-    @property
-    def journal_export_municipalities(self) -> frozenset[str]:
-        """The municipalities with journal export on (ALARMHUB_JOURNAL_MUNICIPALITIES)."""
-        return parse_municipalities(self.journal_municipalities)
 
     def journal_exporting(self) -> frozenset[str]:
         """The municipalities with journal export on: those whose HelseID client is set."""

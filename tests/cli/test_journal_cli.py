@@ -26,6 +26,7 @@ from alarmhub.core.journal.document import timeline_entry
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import TimelineType
 from alarmhub.core.pipeline import BatchEffects
+from alarmhub.settings.helseid import new_private_key, private_pem
 from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.sqlite.store import SqliteStore
 from tests.support import vkp
@@ -175,12 +176,53 @@ def test_rules_check_refuses_an_unmapped_kind_where_export_is_on(tmp_path: Path,
     by_flag = run(["rules", "check", str(cut), "--journal-municipalities", "0301"], env)
     assert by_flag.returncode == 1
     assert "alarm kind 'fall' has no [journal.fall] section" in by_flag.stderr
-    by_setting = run(
-        ["rules", "check", str(cut)], {**env, "ALARMHUB_JOURNAL_MUNICIPALITIES": "4601,0301"}
-    )
+    # By default: the municipalities whose HelseID client is configured.
+    by_setting = run(["rules", "check", str(cut)], {**env, **helseid_env(tmp_path, "4601", "0301")})
     assert by_setting.returncode == 1
     assert "municipality 0301" in by_setting.stderr
     assert "municipality 4601" in by_setting.stderr
+    # The flag overrides the setting: none exporting, the gap is allowed.
+    none = ["rules", "check", str(cut), "--journal-municipalities", ""]
+    assert run(none, {**env, **helseid_env(tmp_path, "0301")}).returncode == 0
+
+
+def helseid_env(tmp_path: Path, *municipalities: str) -> dict[str, str]:
+    """ALARMHUB_JOURNAL_HELSEID with a client (and a real key file) for each municipality."""
+    clients = {}
+    for code in municipalities:
+        path = tmp_path / f"helseid-{code}.pem"
+        if not path.exists():
+            path.write_bytes(private_pem(new_private_key("ec")))
+        clients[code] = {
+            "token_endpoint": "https://helseid-sts.test.nhn.no/connect/token",
+            "client_id": f"alarmhub-{code}",
+            "key_file": str(path),
+        }
+    return {
+        "ALARMHUB_JOURNAL_URL": "https://jft.test.nhn.no",
+        "ALARMHUB_JOURNAL_HELSEID": json.dumps(clients),
+    }
+
+
+def test_the_daemon_refuses_to_start_with_an_unmapped_kind_where_export_is_on(
+    tmp_path: Path, run: Run
+) -> None:
+    lines = (REPO / "config" / "rules.toml").read_text().split("\n")
+    start, end = lines.index("[journal.fall]"), lines.index("[journal.door_open_night]")
+    cut = tmp_path / "rules.toml"
+    cut.write_text("\n".join(lines[:start] + lines[end:]))
+    env = {
+        "ALARMHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        "ALARMHUB_RULES": str(cut),
+        **helseid_env(tmp_path, "0301"),
+    }
+    refused = run(["run"], env)
+    assert refused.returncode == 1
+    [line] = refused.stderr.strip().splitlines()  # one line: what is missing, and the fix
+    assert str(cut) in line
+    assert "alarm kind 'fall' has no [journal.fall] section" in line
+    assert "municipality 0301 has journal export on" in line
+    assert not (tmp_path / "a.db").exists()  # refused before anything was opened
 
 
 def test_export_reads_the_number_from_the_register_and_audits_the_read(

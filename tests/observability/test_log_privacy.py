@@ -20,7 +20,7 @@ import pytest
 import structlog
 
 from alarmhub.app import AlarmHub
-from alarmhub.clock import FakeClock
+from alarmhub.clock import FakeClock, SystemClock
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.observability.logs import configure_logging
 from alarmhub.sim.simulator import Simulation, SimulationConfig
@@ -30,6 +30,7 @@ from alarmhub.store.sqlite.residents import SqliteResidentRows
 from tests.sim.test_simulator import run_whole_plan
 from tests.support.api_harness import stack
 from tests.support.helpers import Publisher, async_wait_until, db_count, db_rows, hub_settings
+from tests.support.helseid_server import HelseIdServer, registered_client
 from tests.support.journal_server import JournalServer
 from tests.support.national_ids import KARI
 
@@ -137,14 +138,17 @@ async def test_no_national_identity_number_in_logs_metrics_errors_or_dead_letter
     key = base64.b64encode(bytes(range(32))).decode()
     typo = KARI[:-1] + str((int(KARI[-1]) + 1) % 10)
     seen: list[str] = []  # every response body
+    # The real auth: a local HelseID with 0301's client, the journal checking DPoP.
+    helseid = HelseIdServer(SystemClock().now)
     journal = JournalServer()
+    journal.guard_with(helseid.guard())
     journal.fail_next = 1
     journal.refuse = f"ukjent pasient {KARI}"
     await journal.start()
     settings = {
         "resident_key": key,
         "journal_url": journal.url,
-        "journal_municipalities": "0301",
+        "journal_helseid": {"0301": registered_client(helseid, tmp_path, "0301")},
         "journal_organisation_name": "Responssenteret i Oslo",
         "journal_organisation_number": "974778807",
         "journal_poll_s": 0.05,
@@ -178,7 +182,9 @@ async def test_no_national_identity_number_in_logs_metrics_errors_or_dead_letter
             seen.append((await c.get("/api/v1/dead-letters")).text)
             seen.append((await c.get("/api/v1/audit")).text)
     await journal.stop()
+    helseid.close()
     assert len(journal.posts) == 1  # taken after one 500: the number was sent
+    assert len(helseid.log.issued) == 1  # sent authenticated
     # The same database read with another key: the number cannot open, which is logged.
     other = ResidentRegister(
         SqliteResidentRows(s.db), Keyring((bytes(32),)), FakeClock(datetime.now(UTC))

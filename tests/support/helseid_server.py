@@ -25,12 +25,14 @@ Nothing here logs a token or a key.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,7 +42,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt import PyJWK
 from jwt.types import Options
 
-from alarmhub.settings.helseid import b64url, jwk_thumbprint
+from alarmhub.settings.helseid import (
+    b64url,
+    jwk_thumbprint,
+    load_signing_key,
+    new_private_key,
+    private_pem,
+)
 
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"})
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -333,3 +341,20 @@ class ProtectedServer:
 
     def close(self) -> None:
         self._http.close()
+
+
+def registered_client(server: HelseIdServer, key_dir: Path, municipality: str) -> dict[str, str]:
+    """A municipality's HelseID client, its key made as `alarmhub journal keygen` makes it.
+
+    The private key goes to a 0600 PEM file in `key_dir`, the public JWK is registered
+    with `server` (as the municipality does in HelseID's self-service); the result is
+    the `journal_helseid` entry alarmhub is configured with.
+    """
+    key = new_private_key("ec")
+    path = key_dir / f"helseid-{municipality}.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_pem(key))
+    client_id = f"alarmhub-{municipality}"
+    server.register(client_id, load_signing_key(path).public_jwk)
+    return {"token_endpoint": server.token_endpoint, "client_id": client_id, "key_file": str(path)}

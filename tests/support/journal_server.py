@@ -8,9 +8,11 @@ identifier the server has seen gets the first one's Location back: no second not
 
 Faults for the tests: `fail_next` answers that many requests 500; `hang_s` holds
 each request that long (a client timeout); `stop()` / `start()` take it down and
-bring it back on the same port. `check` is the hook for request checks (the HelseID
-branch plugs its DPoP verification in here): a callable taking the request and
-returning a response to answer instead, or None to go on.
+bring it back on the same port. `check` is the hook for request checks: a callable
+taking the request and returning a response to answer instead, or None to go on;
+`guard_with(helseid.guard())` plugs in the real HelseID + DPoP checks
+(tests/support/helseid_server.py ResourceGuard). `after_post` runs once a note is
+recorded, before the 202 is answered (the crash test kills alarmhub there).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 import uvicorn
@@ -29,6 +32,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 Check = Callable[[Request], Awaitable[Response | None]]
+AfterPost = Callable[[str], Awaitable[None]]
+
+
+class Guard(Protocol):
+    """tests/support/helseid_server.py ResourceGuard: None lets a request through."""
+
+    def check(
+        self, method: str, url: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes] | None: ...
 
 
 @dataclass
@@ -47,6 +59,7 @@ class JournalServer:
         self.polls_to_confirm = 1  # the EPJ answers at this poll
         self.refuse: str | None = None  # the EPJ refuses, with this reason
         self.check: Check | None = None
+        self.after_post: AfterPost | None = None
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -60,6 +73,20 @@ class JournalServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def guard_with(self, guard: Guard) -> None:
+        """Take only requests the guard lets through (a HelseID DPoP-bound token and proof)."""
+
+        async def check(request: Request) -> Response | None:
+            # The URL the client signed (`htu`): this server's, without query or fragment.
+            url = f"http://127.0.0.1:{self.port}{request.url.path}"
+            refused = guard.check(request.method, url, dict(request.headers))
+            if refused is None:
+                return None
+            status, headers, body = refused
+            return Response(body, status_code=status, headers=headers)
+
+        self.check = check
 
     def note_count(self) -> Counter[str]:
         """Notes journaled by Bundle identifier: exactly once is a count of 1 each."""
@@ -102,6 +129,8 @@ class JournalServer:
         if known is None:
             known = str(len(self.notes) + 1)
             self.notes[known] = Note(identifier, bundle=bundle)
+        if self.after_post is not None:
+            await self.after_post(identifier)
         return Response(status_code=202, headers={"location": f"/v1/status/{known}"})
 
     async def _poll(self, request: Request) -> Response:

@@ -27,8 +27,19 @@ import pytest
 from playwright.async_api import async_playwright
 
 from alarmhub.app import AlarmHub
+from alarmhub.clock import SystemClock
 from alarmhub.dev.mosquitto import LocalBroker
-from tests.support.helpers import REPO, Publisher, db_rows, hub_settings, native, register
+from tests.support.helpers import (
+    REPO,
+    Publisher,
+    async_wait_until,
+    db_rows,
+    hub_settings,
+    native,
+    register,
+)
+from tests.support.helseid_server import HelseIdServer, registered_client
+from tests.support.journal_server import JournalServer
 from tests.support.national_ids import KARI
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -342,7 +353,9 @@ async def test_admin_registers_a_number_and_the_operator_resolves_with_cause_and
     tmp_path: Path, broker: LocalBroker, client_id: str, database: str
 ) -> None:
     """Issue 17: the register page (municipality admin) and the resolve step's two choices
-    (operator), keyboard only; the detail shows the number masked and what was chosen."""
+    (operator), keyboard only; the detail shows the number masked, what was chosen, and
+    the journal export's state with its reason and times (the journal, reached with 0301's
+    HelseID client, refuses the note)."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: `apt-get install chromium chromium-driver`")
     db = Path(database.removeprefix("sqlite:///"))
@@ -351,11 +364,25 @@ async def test_admin_registers_a_number_and_the_operator_resolves_with_cause_and
     pub = Publisher(broker.port)
     problems: list[str] = []
     key = base64.b64encode(bytes(range(32))).decode()
+    helseid = HelseIdServer(SystemClock().now)
+    journal = JournalServer()
+    journal.guard_with(helseid.guard())
+    journal.refuse = "pasienten er ikke registrert i EPJ"
+    await journal.start()
+    settings = hub_settings(
+        tmp_path,
+        broker.url,
+        client_id,
+        resident_key=key,
+        journal_url=journal.url,
+        journal_helseid={"0301": registered_client(helseid, tmp_path, "0301")},
+        journal_organisation_name="Responssenteret i Oslo",
+        journal_organisation_number="974778807",
+        journal_poll_s=0.05,
+        journal_retry_base_s=0.05,
+    )
     try:
-        async with (
-            AlarmHub(hub_settings(tmp_path, broker.url, client_id, resident_key=key)) as hub,
-            async_playwright() as pw,
-        ):
+        async with AlarmHub(settings) as hub, async_playwright() as pw:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
             base = f"http://127.0.0.1:{hub.http_port}"
@@ -413,10 +440,24 @@ async def test_admin_registers_a_number_and_the_operator_resolves_with_cause_and
             text = await resolved.inner_text()
             assert "Fall med skade – hoften" in text
             assert "AMK/ambulanse varslet" in text
+            # The journal refuses the note; the detail (reloaded) shows why, and when.
+            refused = "SELECT 1 FROM journal_exports WHERE state = 'refused'"
+            assert await async_wait_until(lambda: bool(db_rows(db, refused)), 15)
+            await page.reload()
+            shown = summary.locator("[data-journal-state='refused']")
+            await shown.wait_for(timeout=5000)
+            text = await shown.inner_text()
+            assert "Avvist (pasienten er ikke registrert i EPJ)" in text
+            assert "Lagt i kø" in text
+            assert "Avsluttet" in text
+            await summary.get_by_text(KARI[:6] + "*****").wait_for(timeout=5000)
+            assert KARI not in await page.content()  # masked: the last five digits never sent
             await page.screenshot(path=str(ARTIFACTS / "alarm-resolved.png"), full_page=True)
             await browser.close()
     finally:
         pub.close()
+        await journal.stop()
+        helseid.close()
     stored = db_rows(
         db, "SELECT outcome, cause, cause_text, action_taken FROM alarms WHERE device_id = 'fall-1'"
     )

@@ -95,9 +95,21 @@ function choiceText(alarm, field, labelField, free) {
   return [label, free].filter(Boolean).join(" – ");
 }
 
+/** The journal export: its state and reason, then when it was queued, sent and finished,
+ *  and while it is retried, how many attempts and the last one's error. */
 function journalText(journal) {
   const state = t(`journal.${journal.state}`);
-  return journal.reason ? `${state} (${journal.reason})` : state;
+  const box = el("span");
+  box.dataset.journalState = journal.state;
+  box.append(journal.reason ? `${state} (${journal.reason})` : state);
+  const lines = [
+    journal.created_at && `${t("journal.queuedAt")} ${dateTime(journal.created_at)}`,
+    journal.sent_at && `${t("journal.sentAt")} ${dateTime(journal.sent_at)}`,
+    journal.finished_at && `${t("journal.finishedAt")} ${dateTime(journal.finished_at)}`,
+    journal.last_error && t("journal.retrying", { attempts: journal.attempts, error: journal.last_error }),
+  ];
+  for (const line of lines.filter(Boolean)) box.append(el("div", line, "hint"));
+  return box;
 }
 
 function detailText(detail) {
