@@ -261,7 +261,9 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
         )
         print(
             f"   median: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms (runs "
-            f"{workload.spread([x['p99_ms'] for x in runs])}; target <= 10), "
+            f"{workload.spread([x['p99_ms'] for x in runs])}; target <= 10 and "
+            f"<= 3 x echo p99 {out['echo_p99_ms']} ms), "
+            f"cpu {out['cpu_us_per_msg_at_rate']} us/msg, "
             f"SSE p99 {out['sse_p99_ms']} ms "
             f"(runs {workload.spread([x['sse_p99_ms'] for x in runs])}; target <= 25)"
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import cluster_phases, harness, phases, workload
+from bench import cluster_phases, harness, phases, profile, workload
 
 PG_INSTANCES = (1, 2, 3)
 
@@ -70,7 +70,10 @@ def run_storm(port: int, work: Path, n: int, opts: phases.Options) -> dict[str, 
         line = [f"bare paho {b['msgs_per_s']:,.0f}/s"]
         for arm in arms:
             if arm == "sqlite":
-                h = phases.throughput_once(port, work, pendants, items, tag, opts)
+                prof = opts.profile_dir / "storm.raw" if opts.profile_dir and r == 0 else None
+                h = phases.throughput_once(port, work, pendants, items, tag, opts, prof)
+                if prof is not None and prof.exists():
+                    print(profile.summary(prof))
                 if h.get("alarms_raised") is not None and h["alarms_raised"] < n:
                     print(f"   (only {h['alarms_raised']:.0f} of {n} presses raised an alarm)")
             else:
