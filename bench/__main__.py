@@ -20,9 +20,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cluster_phases, harness, phases, profile, scaip_phases, workload
+from bench import cluster_phases, harness, phases, profile, scaip_phases, storm_phases, workload
 
-PHASES = ("throughput", "latency", "scale", "cluster", "scaip")
+PHASES = ("throughput", "latency", "storm", "scale", "cluster", "scaip")
+# The JSON line's first keys, each SQLite figure beside its baselines and PostgreSQL's;
+# the rest follow in the order the phases produced them.
+KEY_ORDER = (
+    "baseline_msgs_per_s",
+    "alarmhub_events_per_s",
+    "ratio",
+    "pg_drain_ratio_1",
+    "pg_drain_ratio_2",
+    "pg_drain_ratio_3",
+    "storm_ratio",
+    "storm_ratio_pg_1",
+    "storm_ratio_pg_2",
+    "storm_ratio_pg_3",
+    "echo_p99_ms",
+    "p50_ms",
+    "p99_ms",
+    "pg_p99_ms",
+    "sse_p99_ms",
+    "cpu_us_per_msg_at_rate",
+    "cpu_us_per_msg_at_drain",
+    "rss_mb_1m_devices",
+    "startup_s_1m_devices",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=2000, help="messages/s in the latency phase")
     p.add_argument("--duration", type=float, help="seconds at that rate (default 10; quick 5)")
     p.add_argument("--devices", type=int, default=2000, help="devices sending the mix")
+    p.add_argument(
+        "--storm-n",
+        type=int,
+        help="storm phase: pendants each raising one new alarm (default 20,000; quick 5,000)",
+    )
     p.add_argument(
         "--scale-devices", type=int, help="registry size for the scale phase (default 1,000,000)"
     )
@@ -97,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_dir=a.profile,
         profile_gil=a.profile_gil,
         hub_settings=dict(s.split("=", 1) for s in a.set),
+        storm_n=a.storm_n or (5_000 if a.quick else 20_000),
     )
     scaip = scaip_phases.ScaipOptions(
         devices=a.scaip_devices or (500 if a.quick else 2000),
@@ -117,12 +146,15 @@ def main(argv: list[str] | None = None) -> int:
             result = run(broker.port, work, chosen, opts)
             if "scaip" in chosen:
                 result |= scaip_phases.run(broker.port, work, scaip, opts.runs)
+
     finally:
         if not a.keep:
             import shutil  # noqa: PLC0415
 
             shutil.rmtree(work, ignore_errors=True)
     print(f"\ntook {time.perf_counter() - started:.0f} s")
+    result = ordered(result)
+    print(targets(result))
     print(json.dumps(result))
     return 0
 
@@ -161,7 +193,8 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
                 f"   run {r + 1}: bare paho {b['msgs_per_s']:,.0f}/s; alarmhub "
                 f"{_f(h['msgs_per_s'], ',.0f')}/s (batches {_f(h.get('mean_batch'), '.0f')} msgs, "
                 f"commit {_f(_ms(h.get('commit_s_mean')), '.2f')} ms, "
-                f"cpu {_f(h.get('hub_cpu_s'), '.1f')} s) "
+                f"cpu {_f(h.get('hub_cpu_s'), '.1f')} s, "
+                f"{_f(h.get('cpu_us_per_msg'), '.0f')} us/msg while draining) "
                 f"ratio {_f(ratios[-1], '.2f')}"
             )
             if prof is not None and prof.exists():
@@ -170,6 +203,9 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
         out["alarmhub_events_per_s"] = workload.round_or_none(workload.median(hub), 0)
         out["ratio"] = workload.round_or_none(workload.median(ratios), 3)
         out["alarmhub_committed"] = min(h_["committed"] for h_ in drained)
+        out["cpu_us_per_msg_at_drain"] = workload.round_or_none(
+            workload.median([h_.get("cpu_us_per_msg") for h_ in drained]), 1
+        )
         print(
             f"   median: bare paho {out['baseline_msgs_per_s']} msg/s "
             f"(runs {workload.spread(base)}), alarmhub {out['alarmhub_events_per_s']} msg/s "
@@ -179,17 +215,27 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
     if "latency" in chosen:
         print(
             f"\n3. {opts.rate:,} msg/s for {opts.duration_s:g} s, {opts.runs} runs: "
-            "publish -> receipt, publish -> SSE"
+            "publish -> receipt, publish -> SSE; the bare echo client first in each run"
         )
         runs = []
+        echoes = []
         for r in range(opts.runs):
+            echo = storm_phases.echo_once(port, devices, f"{r}{time.monotonic_ns() % 10**6}", opts)
+            echoes.append(echo)
+            print(
+                f"   run {r + 1}: echo: receipt p50 {_f(echo['p50_ms'], '.1f')} "
+                f"p99 {_f(echo['p99_ms'], '.1f')} ms "
+                f"({echo['receipts_missing']} of {echo['receipts_expected']} missing; "
+                f"{_f(echo['cpu_us_per_msg'], '.0f')} us/msg)"
+            )
             prof = opts.profile_dir / "latency.raw" if opts.profile_dir and r == 0 else None
             tag = f"{r}{time.monotonic_ns() % 10**6}"
             lat = phases.latency_once(port, work, devices, tag, opts, prof)
             runs.append(lat)
             print(
                 f"   run {r + 1}: offered {lat['offered_per_s']:,.0f}/s "
-                f"(alarmhub {lat['hub_core_pct']:.0f} % of a core); "
+                f"(alarmhub {lat['hub_core_pct']:.0f} % of a core, "
+                f"{lat['cpu_us_per_msg']:.0f} us/msg); "
                 f"receipt p50 {_f(lat['p50_ms'], '.1f')} "
                 f"p99 {_f(lat['p99_ms'], '.1f')} max {_f(lat['max_ms'], '.1f')} ms "
                 f"({lat['receipts_missing']} of {lat['receipts_expected']} missing); SSE p50 "
@@ -201,17 +247,30 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
         for key in ("p50_ms", "p99_ms", "sse_p99_ms"):
             out[key] = workload.round_or_none(workload.median([x[key] for x in runs]), 2)
         out["max_ms"] = workload.round_or_none(workload.median([x["max_ms"] for x in runs]), 1)
+        out["echo_p99_ms"] = workload.round_or_none(
+            workload.median([x["p99_ms"] for x in echoes]), 2
+        )
+        out["echo_p50_ms"] = workload.round_or_none(
+            workload.median([x["p50_ms"] for x in echoes]), 2
+        )
+        out["cpu_us_per_msg_at_rate"] = workload.round_or_none(
+            workload.median([x["cpu_us_per_msg"] for x in runs]), 1
+        )
         out["sse_p50_ms"] = workload.round_or_none(
             workload.median([x["sse_p50_ms"] for x in runs]), 2
         )
         print(
             f"   median: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms (runs "
-            f"{workload.spread([x['p99_ms'] for x in runs])}; target <= 10), "
+            f"{workload.spread([x['p99_ms'] for x in runs])}; target <= 10 and "
+            f"<= 3 x echo p99 {out['echo_p99_ms']} ms), "
+            f"cpu {out['cpu_us_per_msg_at_rate']} us/msg, "
             f"SSE p99 {out['sse_p99_ms']} ms "
             f"(runs {workload.spread([x['sse_p99_ms'] for x in runs])}; target <= 25)"
         )
         if out["sse_p99_ms"] is None:
             out["sse_note"] = runs[0]["sse_note"]
+    if "storm" in chosen:
+        out |= storm_phases.run_storm(port, work, opts.storm_n, opts)
     if "scale" in chosen:
         print(f"\n4. a registry of {opts.scale_devices:,} devices with heartbeat supervision")
         s = phases.scale(port, work, opts)
@@ -284,6 +343,36 @@ def _cluster(port: int, work: Path, devices: list[Any], opts: phases.Options) ->
         f"(runs {workload.spread(times)}; ALARMHUB_FAILOVER_S={cluster_phases.FAILOVER_S:g})"
     )
     return out
+
+
+def ordered(result: dict[str, Any]) -> dict[str, Any]:
+    """KEY_ORDER first (those present), then the rest as the phases produced them."""
+    head = {k: result[k] for k in KEY_ORDER if k in result}
+    return head | {k: v for k, v in result.items() if k not in head}
+
+
+def targets(r: dict[str, Any]) -> str:
+    """Issue 18's targets against this run's figures ("n/a" where a phase did not run)."""
+
+    def div(a: str, b: str) -> float | None:
+        return workload.ratio(r.get(a), r.get(b))
+
+    rows = [
+        ("mixed drain ratio", r.get("ratio"), ">= 0.6"),
+        ("storm_ratio", r.get("storm_ratio"), ">= 0.5"),
+        ("pg_drain_ratio_1", r.get("pg_drain_ratio_1"), ">= 0.3"),
+        ("p99_ms / echo_p99_ms", div("p99_ms", "echo_p99_ms"), "<= 3"),
+        ("p99_ms", r.get("p99_ms"), "<= 10 where bare paho drains >= 30,000/s"),
+        ("sse_p99_ms", r.get("sse_p99_ms"), "<= 25 there"),
+        (
+            "cpu_us_per_msg_at_rate / _at_drain",
+            div("cpu_us_per_msg_at_rate", "cpu_us_per_msg_at_drain"),
+            "<= 2",
+        ),
+    ]
+    lines = ["\ntargets (issue 18), this run:"]
+    lines += [f"   {name}: {_f(v, '.3g')} (target {t})" for name, v, t in rows]
+    return "\n".join(lines)
 
 
 def _ms(v: float | None) -> float | None:

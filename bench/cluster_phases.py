@@ -127,9 +127,9 @@ def drain_once(
     """k instances on one scratch database drain the backlog; msgs/s while draining."""
     url = create_database()
     hubs: list[Hub] = []
+    client_id = f"bench-pg{k}-{tag}"
     try:
         register(url, devices)
-        client_id = f"bench-pg{k}-{tag}"
         # Standbys first, ready, then the backlog: the drain starts with the owner's term.
         harness.create_session(port, client_id, harness.subscriptions())
         harness.publish_all(port, items)
@@ -149,10 +149,11 @@ def drain_once(
             last = (now, count)
             if count >= n:
                 break
-            time.sleep(0.25)
+            time.sleep(0.25 if first is not None else 0.05)
     finally:
         for hub in hubs:
             hub.stop()
+        harness.drop_session(port, client_id)
         drop_database(url)
     if first is None or last[1] < n:
         return {"msgs_per_s": None, "committed": last[1], "error": "did not drain in time"}

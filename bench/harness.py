@@ -91,6 +91,23 @@ def create_session(port: int, client_id: str, topics: Iterable[str]) -> None:
     c.loop_stop()
 
 
+def drop_session(port: int, client_id: str) -> None:
+    """Connect once with `clean_session=True`: the broker discards that persistent session.
+
+    A drained session left behind keeps its subscriptions, so the broker would queue a
+    copy of every later phase's message for it (up to `max_queued`): broker work that
+    grows with each phase run before it and is no part of what the next phase measures.
+    """
+    c = _client(client_id, clean=True)
+    connected = threading.Event()
+    c.on_connect = lambda *_a: connected.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    connected.wait(10)
+    c.disconnect()
+    c.loop_stop()
+
+
 def publish_all(port: int, items: Iterable[tuple[str, bytes]]) -> int:
     """Publish QoS 1 as fast as the broker confirms; returns the count once all are confirmed."""
     c = _client(f"bench-pub-{os.getpid()}-{time.monotonic_ns()}")

@@ -165,6 +165,21 @@ def messages(
         yield msg
 
 
+def storm(pendants: Sequence[Device], *, run_id: str, start: datetime) -> list[Message]:
+    """One button press from each pendant: every message opens a new alarm (a power cut's
+    recovery burst, the backlog after a restart)."""
+    return [
+        Message(
+            f"alarmhub/v1/{d.id}/events",
+            _native(f"{run_id}-{i}", "button.pressed", start + timedelta(milliseconds=i)),
+            f"{run_id}-{i}",
+            "alarm",
+            d.id,
+        )
+        for i, d in enumerate(pendants)
+    ]
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100); None for no values."""
     if not values:

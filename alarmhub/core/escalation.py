@@ -54,6 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
@@ -206,10 +207,34 @@ def next_deadline(
     `fired` holds the keys of rows already decided, whatever the decision. After
     a crash this returns overdue deadlines one by one, earliest first.
     """
-    for deadline in plan(policy, raised_at, generation):
-        if deadline.key not in fired:
-            return deadline
+    # The same order as plan()'s, without building and sorting every deadline of every
+    # round each time an alarm is armed: a storm of new alarms asks this per alarm
+    # (twice, with the exhaustion check), and plan() was ~10 % of the storm's profile.
+    base = generation * ROUND_STRIDE
+    for offset, rnd, index in _schedule(policy):
+        if (base + rnd, index) not in fired:
+            step = policy.steps[index]
+            due_at = raised_at.astimezone(UTC) + offset
+            return Deadline(index, step.level, step.target, due_at, base + rnd)
     return None
+
+
+@lru_cache(maxsize=1024)
+def _schedule(policy: Policy) -> tuple[tuple[timedelta, int, int], ...]:
+    """(offset from the start, round, step index) of every step, in plan()'s order.
+
+    Sorting by offset is sorting by due time, since every deadline of one escalation
+    has the same start. Cached per policy (frozen, so hashable and never changed).
+    """
+    offsets = policy.offsets()
+    length = policy.round_length()
+    return tuple(
+        sorted(
+            (rnd * length + offsets[index], rnd, index)
+            for rnd in range(policy.repeat + 1)
+            for index in range(len(policy.steps))
+        )
+    )
 
 
 def ack_reminder(

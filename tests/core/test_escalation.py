@@ -275,3 +275,28 @@ def test_escalator_fires_each_due_step_exactly_once_across_crashes(
             assert reason is EscalationReason.ESCALATE, key
     if ack_after is None and resolve_after is None:
         assert all(reason is EscalationReason.ESCALATE for reason, _ in rows.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    afters=st.lists(st.integers(0, 600), min_size=1, max_size=4),
+    from_previous=st.booleans(),
+    repeat=st.integers(0, 3),
+    generation=st.integers(0, 2),
+    fired_bits=st.integers(0, 2**16 - 1),
+)
+def test_next_deadline_is_the_first_undecided_deadline_of_the_plan(
+    afters: list[int], from_previous: bool, repeat: int, generation: int, fired_bits: int
+) -> None:
+    """next_deadline walks a cached schedule (issue 18): it must agree with plan() exactly."""
+    steps = tuple(
+        Step(a * S, f"t{i}", i + 1)
+        for i, a in enumerate(afters if from_previous else sorted(afters))
+    )
+    interval = (sum(afters) + 1) * S if repeat else None
+    policy = Policy("p", steps, repeat=repeat, from_previous=from_previous, round_interval=interval)
+    start = datetime(2026, 10, 25, 0, 30, tzinfo=ZoneInfo("Europe/Oslo"))  # across a DST change
+    deadlines = plan(policy, start, generation)
+    fired = {d.key for i, d in enumerate(deadlines) if fired_bits >> i & 1}
+    expected = next((d for d in deadlines if d.key not in fired), None)
+    assert next_deadline(policy, start, fired, generation) == expected

@@ -109,3 +109,52 @@ def test_a_tiny_bench_run_prints_the_json_line() -> None:
     assert result["p99_ms"] is not None
     assert result["sse_p99_ms"] is not None
     assert result["rss_mb_1m_devices_2000"] > 0
+
+
+def test_the_storm_is_one_new_press_from_each_pendant() -> None:
+    pendants = workload.press_devices(300, prefix="storm")
+    storm = workload.storm(pendants, run_id="s", start=T0)
+    assert [m.device_id for m in storm] == [d.id for d in pendants]
+    registry = {d.id: d for d in pendants}
+    catalog = load_catalog(REPO / "devices")
+    for m in storm:
+        result = decode(RawMessage(m.topic, m.payload, T0), registry, catalog, DecodeLimits())
+        assert isinstance(result, Decoded), (m, result)
+        assert [e.type for e in result.events] == ["button.pressed"]
+
+
+@pytest.mark.broker
+def test_the_storm_echo_and_cpu_figures_are_printed() -> None:
+    """Issue 18's figures: present and sane in a tiny run (never compared to a target)."""
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed: `apt-get install mosquitto` (CI installs it)")
+    args = [
+        *("--n", "3000", "--runs", "1", "--devices", "40", "--storm-n", "3000"),
+        *("--rate", "200", "--duration", "1"),
+        *("--phases", "throughput,latency,storm"),
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["storm_n"] == 3000
+    assert result["storm_baseline_msgs_per_s"] > 0
+    assert result["storm_ratio"] > 0
+    # PostgreSQL beside SQLite: measured where the local server answers, else a note says why.
+    pg = [result[f"storm_ratio_pg_{k}"] for k in (1, 2, 3)]
+    assert all(r is not None and r > 0 for r in pg) or result["storm_pg_note"]
+    assert result["echo_p99_ms"] > 0
+    assert result["p99_ms"] > 0
+    assert result["cpu_us_per_msg_at_rate"] > 0
+    assert result["cpu_us_per_msg_at_drain"] > 0
+    # The SQLite figures lead the line, each beside its baseline.
+    keys = list(result)
+    assert keys.index("ratio") < keys.index("storm_ratio") < keys.index("echo_p99_ms")
+    assert keys.index("echo_p99_ms") < keys.index("p99_ms")
+    assert "storm_ratio" in out.stdout.split("targets (issue 18)")[1]
