@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from alarmhub.cli.db import with_residents, with_store
+from alarmhub.cli.db import with_directory, with_residents, with_store
 from alarmhub.cli.output import (
     EXIT_FAILED,
     CommandError,
@@ -34,14 +34,13 @@ from alarmhub.cli.output import (
     warn,
 )
 from alarmhub.config.rules import load_rules
-from alarmhub.core.journal import codes
 from alarmhub.core.journal.bundle import build_bundle
 from alarmhub.core.journal.document import (
-    Author,
     NotApplicable,
     Organisation,
     Patient,
     Skip,
+    author_of,
     check_patient,
     qualify,
     resolution_from_timeline,
@@ -171,8 +170,8 @@ def cmd_journal_export(settings: Settings, args: argparse.Namespace) -> int:
         return _no_note(alarm, ready, str(settings.rules))
     patient = Patient(_register_number(settings, alarm))
     resolved_by = alarm.resolved_by or ""
-    # Provisional: the user record's HPR number (or national id) replaces the user name.
-    author = Author(codes.USER_SYSTEM, resolved_by, resolved_by)
+    # As the delivery worker names the author: the user's HPR number, else the user name.
+    author = author_of(resolved_by, with_directory(settings, lambda d: d.hpr_of(resolved_by)))
     resolution = resolution_from_timeline(timeline)
     print_json(
         build_bundle(alarm, ready, patient, author, organisation, resolution, rules.timezone)

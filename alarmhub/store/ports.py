@@ -409,6 +409,16 @@ class Access(Protocol):
         self, visible: Visible, name: str, active: bool, entry: AuditEntry
     ) -> bool: ...
 
+    async def set_hpr(
+        self, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
+    ) -> bool:
+        """Set (None: remove) a user's HPR number, checked by core/hpr.py before.
+
+        False when it already was that (nothing written, no audit row); raises
+        AccountError for a user not found. The change and `entry` commit together.
+        """
+        ...
+
     async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]: ...
 
     async def revoke_token(
@@ -436,8 +446,17 @@ class DeviceSecrets(Protocol):
     async def device_credentials(self, device_id: str) -> DeviceCredentials | None: ...
 
 
-class Directory(ScopedReads, Accounts, Access, DeviceSecrets, Protocol):
-    """What the web and the CLI's account commands are handed: one object, four ports."""
+class Practitioners(Protocol):
+    """Who a user is as health personnel, for the journal note's author (issue 17).
+
+    The HPR number of the user named `name`, or None: no such user, or none recorded.
+    """
+
+    async def hpr_of(self, name: str) -> str | None: ...
+
+
+class Directory(ScopedReads, Accounts, Access, DeviceSecrets, Practitioners, Protocol):
+    """What the web and the CLI's account commands are handed: one object, five ports."""
 
 
 # --- several instances (issue 15): who owns the single-owner work, who is alive --

@@ -170,6 +170,18 @@ class PostgresDirectory:
     ) -> bool:
         return await self._run(access.set_active, visible, name, active, entry)
 
+    async def set_hpr(
+        self, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
+    ) -> bool:
+        return await self._run(access.set_hpr, visible, name, hpr, entry)
+
+    # --- Practitioners -----------------------------------------------------------
+
+    async def hpr_of(self, name: str) -> str | None:
+        return await self._run(access.hpr_of, name)
+
+    # --- Access (tokens) -----------------------------------------------------------
+
     async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]:
         return await self._run(access.list_tokens, visible, user)
 
