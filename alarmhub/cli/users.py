@@ -3,7 +3,8 @@
 Like the rest of the CLI these work on the database file directly, beside a
 running daemon (WAL and a busy timeout). A generated password is printed once
 and never stored in clear. `set-hpr` records a user's HPR number, by which the
-journal note names the operator who resolved an alarm (docs/journal.md). Exit status: 0 ok, 1 failed, 2 bad arguments.
+journal note names the operator who resolved an alarm (docs/journal.md).
+Exit status: 0 ok, 1 failed, 2 bad arguments.
 """
 
 from __future__ import annotations

@@ -238,9 +238,11 @@ def _practitioner(p: dict[str, Any]) -> list[str]:
     idents = p.get("identifier", [])
     if not any(i.get("system") and i.get("value") for i in idents):
         out.append("identifier: the author needs one, with system and value")
-    for ident in idents:
-        if ident.get("system") == HPR and not HPR_VALUE.match(str(ident.get("value", ""))):
-            out.append("identifier.value: not an HPR number (1-9 digits, no leading zero)")
+    out += [
+        "identifier.value: not an HPR number (1-9 digits, no leading zero)"
+        for i in idents
+        if i.get("system") == HPR and not HPR_VALUE.match(str(i.get("value", "")))
+    ]
     return out
 
 
