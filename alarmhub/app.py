@@ -166,15 +166,7 @@ class AlarmHub:
         self.notifier = Notifier(self.reader, self.store, gate.lock, clock, mqtt)
         self.journal_switch = ExportSwitch(s.journal_exporting())  # issue 17
         self.journal = delivery_from(
-            s,
-            reader,
-            self.store,
-            self.residents,
-            self.directory,  # the resolving user's HPR number: the note's author
-            lambda: state.rules,
-            gate.lock,
-            clock,
-            metrics,
+            s, reader, self.store, self.residents, lambda: state.rules, gate.lock, clock, metrics
         )
         self.escalator = Escalator(state, self.store, gate, clock, metrics, self._escalated)
         arm = self.escalator.arm

@@ -292,8 +292,9 @@ class JournalDelivery:
             await self._writer.journal_save(export)
 
 
-class DeliveryReads(JournalOutbox, AlarmSource, Protocol):
-    """The reader's connection: the due exports and the alarms they are built from."""
+class DeliveryReads(JournalOutbox, AlarmSource, Practitioners, Protocol):
+    """The reader's connection: the due exports, the alarms they are built from, and the
+    resolving users' HPR numbers."""
 
 
 def delivery_from(
@@ -301,7 +302,6 @@ def delivery_from(
     reader: DeliveryReads,
     writer: JournalOutbox,
     register: NationalIds,
-    practitioners: Practitioners,
     rules: Callable[[], RuleSet],
     lock: asyncio.Lock,
     clock: Clock,
@@ -324,7 +324,7 @@ def delivery_from(
         writer=writer,
         alarms=reader,
         register=register,
-        practitioners=practitioners,
+        practitioners=reader,
         rules=rules,
         organisation=Organisation(name, number) if name and number else None,
         policy=policy,

@@ -10,13 +10,8 @@ that opens it instead of :class:`~alarmhub.store.sqlite.store.SqliteStore`.
 Nothing outside ``store/`` imports a driver or writes SQL
 (tests/store/test_no_sql_outside_store.py).
 
-Where the next capabilities go:
-
-- a PostgreSQL store: ``store/postgres/``, implementing :class:`AlarmStore`
-  (and the query ports below); the pipeline and the services do not change;
-- a second outbox consumer (a journal export beside notifications): a new
-  service taking an :class:`Outbox`; the rows it reads are the ones the
-  escalator already writes through :class:`EscalationStore`.
+The second store is ``store/postgres/`` (issue 15); the journal export (issue 17) has an
+outbox of its own (``store/journal_outbox.py``), beside the notifications'.
 
 The domain values that cross these ports are defined once: alarms, devices and
 silences in ``core/`` (``core.model``, ``core.suppress.Silence``), people in
@@ -295,6 +290,12 @@ class SupervisionHistory(Protocol):
     ) -> dict[str, DoseHistory]: ...
 
 
+class Practitioners(Protocol):
+    """The journal note's author (issue 17): a user's HPR number; None: no user, or none."""
+
+    async def hpr_of(self, name: str) -> str | None: ...
+
+
 class AlarmStore(
     IngestStore,
     RegistryStore,
@@ -308,6 +309,7 @@ class AlarmStore(
     RetentionStore,
     AlarmReads,
     JournalOutbox,
+    Practitioners,
     Protocol,
 ):
     """Everything the daemon's services and the CLI use, as one opened store owns it."""
@@ -409,15 +411,10 @@ class Access(Protocol):
         self, visible: Visible, name: str, active: bool, entry: AuditEntry
     ) -> bool: ...
 
+    # A user's HPR number (None: remove it), checked by core/hpr.py; False as set_active.
     async def set_hpr(
         self, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
-    ) -> bool:
-        """Set (None: remove) a user's HPR number, checked by core/hpr.py before.
-
-        False when it already was that (nothing written, no audit row); raises
-        AccountError for a user not found. The change and `entry` commit together.
-        """
-        ...
+    ) -> bool: ...
 
     async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]: ...
 
@@ -446,17 +443,8 @@ class DeviceSecrets(Protocol):
     async def device_credentials(self, device_id: str) -> DeviceCredentials | None: ...
 
 
-class Practitioners(Protocol):
-    """Who a user is as health personnel, for the journal note's author (issue 17).
-
-    The HPR number of the user named `name`, or None: no such user, or none recorded.
-    """
-
-    async def hpr_of(self, name: str) -> str | None: ...
-
-
-class Directory(ScopedReads, Accounts, Access, DeviceSecrets, Practitioners, Protocol):
-    """What the web and the CLI's account commands are handed: one object, five ports."""
+class Directory(ScopedReads, Accounts, Access, DeviceSecrets, Protocol):
+    """What the web and the CLI's account commands are handed: one object, four ports."""
 
 
 # --- several instances (issue 15): who owns the single-owner work, who is alive --

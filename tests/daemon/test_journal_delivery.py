@@ -113,7 +113,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         writer=store,
         alarms=store,
         register=register,
-        practitioners=directory,
+        practitioners=store,
         rules=lambda: RULES,
         organisation=CENTRE,
         policy=policy,

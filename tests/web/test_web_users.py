@@ -69,5 +69,5 @@ async def test_admin_disables_an_operator_on_the_users_page(
                 await browser.close()
             r = await kari.get("/api/v1/me")
             assert r.status_code == 401, r.text
-            assert await hub.directory.hpr_of("kari") == "1234567"  # leading zeros dropped
+            assert await hub.reader.hpr_of("kari") == "1234567"  # leading zeros dropped
     assert problems == []

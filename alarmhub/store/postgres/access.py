@@ -88,13 +88,6 @@ async def set_hpr(
     return True
 
 
-async def hpr_of(conn: Conn, name: str) -> str | None:
-    if not storable(name):
-        return None
-    value: str | None = await conn.fetchval("SELECT hpr FROM users WHERE name = $1", name)
-    return value
-
-
 _TOKENS_SQL = (
     "SELECT t.id, t.user_name, t.created_at, t.expires_at, t.revoked_at, t.revoked_by, "
     "u.role, u.municipalities, u.active FROM api_tokens t JOIN users u ON u.name = t.user_name"

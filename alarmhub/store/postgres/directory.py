@@ -175,11 +175,6 @@ class PostgresDirectory:
     ) -> bool:
         return await self._run(access.set_hpr, visible, name, hpr, entry)
 
-    # --- Practitioners -----------------------------------------------------------
-
-    async def hpr_of(self, name: str) -> str | None:
-        return await self._run(access.hpr_of, name)
-
     # --- Access (tokens) -----------------------------------------------------------
 
     async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]:

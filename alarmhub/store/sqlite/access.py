@@ -87,11 +87,6 @@ def set_hpr(
     return True
 
 
-def hpr_of(conn: sqlite3.Connection, name: str) -> str | None:
-    row = conn.execute("SELECT hpr FROM users WHERE name = ?", (name,)).fetchone()
-    return None if row is None else row[0]
-
-
 _TOKENS_SQL = (
     "SELECT t.id, t.user_name, t.created_at, t.expires_at, t.revoked_at, t.revoked_by, "
     "u.role, u.municipalities, u.active FROM api_tokens t JOIN users u ON u.name = t.user_name"
