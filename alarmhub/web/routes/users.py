@@ -123,7 +123,7 @@ def router() -> APIRouter:
         put_hpr,
         methods=["PUT"],
         response_model=UserOut,
-        responses=responses(404),
+        responses=responses(400, 404, 413),  # a body that is not JSON, or too big
     )
     r.add_api_route(
         "/users/{name}/hpr",
