@@ -3,8 +3,8 @@
 The journal note names its author, the operator who resolved the alarm, by the HPR
 number when the user record has one (HL7 Norway's identifier system
 ``urn:oid:2.16.578.1.12.4.1.4.4``, core/journal/codes.py ``HPR_SYSTEM``). The
-Helsedirektoratet assigns it as a running number of up to nine digits; it has no
-check digit, so this can check only the shape: one to nine ASCII digits, not all
+Helsedirektoratet assigns it as a running number of up to nine digits; no check
+digit is published that we could confirm (docs/journal.md), so this checks only the shape: one to nine ASCII digits, not all
 zeros. A number is kept as HPR shows it, without leading zeros: some systems pad it
 to nine (``007125186``), and the padded and the plain spelling are the same person.
 
