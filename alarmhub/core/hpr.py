@@ -4,9 +4,10 @@ The journal note names its author, the operator who resolved the alarm, by the H
 number when the user record has one (HL7 Norway's identifier system
 ``urn:oid:2.16.578.1.12.4.1.4.4``, core/journal/codes.py ``HPR_SYSTEM``). The
 Helsedirektoratet assigns it as a running number of up to nine digits; no check
-digit is published that we could confirm (docs/journal.md), so this checks only the shape: one to nine ASCII digits, not all
-zeros. A number is kept as HPR shows it, without leading zeros: some systems pad it
-to nine (``007125186``), and the padded and the plain spelling are the same person.
+digit is published that we could confirm (docs/journal.md), so this checks only the
+shape: one to nine ASCII digits, not all zeros. A number is kept as HPR shows it,
+without leading zeros: some systems pad it to nine (``007125186``), and the padded
+and the plain spelling are the same person.
 
 Pure: a text in, the number or an :class:`InvalidHpr` with a named problem out. An
 HPR number is public (the register is searchable by anyone), so unlike a national
