@@ -34,14 +34,13 @@ from alarmhub.cli.output import (
     warn,
 )
 from alarmhub.config.rules import load_rules
-from alarmhub.core.journal import codes
 from alarmhub.core.journal.bundle import build_bundle
 from alarmhub.core.journal.document import (
-    Author,
     NotApplicable,
     Organisation,
     Patient,
     Skip,
+    author_of,
     check_patient,
     qualify,
     resolution_from_timeline,
@@ -157,22 +156,21 @@ def cmd_journal_export(settings: Settings, args: argparse.Namespace) -> int:
     rules = load_rules(settings.rules)
     organisation = organisation_of(settings)
 
-    async def read(store: AlarmStore) -> tuple[Alarm, list[TimelineEntry]]:
+    async def read(store: AlarmStore) -> tuple[Alarm, list[TimelineEntry], str | None]:
         found = await store.get_alarms([args.alarm])
         if not found:
             raise CommandError(f"no alarm {args.alarm!r}")
         rows = await store.timeline(found[0].id)
-        return found[0], [timeline_entry(found[0].id, row) for row in rows]
+        hpr = await store.hpr_of(found[0].resolved_by or "")  # the author, as delivery reads it
+        return found[0], [timeline_entry(found[0].id, row) for row in rows], hpr
 
-    found: tuple[Alarm, list[TimelineEntry]] = with_store(settings, read)
-    alarm, timeline = found
+    found: tuple[Alarm, list[TimelineEntry], str | None] = with_store(settings, read)
+    alarm, timeline, hpr = found
     ready = qualify(alarm, timeline, rules.journal)
     if isinstance(ready, NotApplicable):
         return _no_note(alarm, ready, str(settings.rules))
     patient = Patient(_register_number(settings, alarm))
-    resolved_by = alarm.resolved_by or ""
-    # Provisional: the user record's HPR number (or national id) replaces the user name.
-    author = Author(codes.USER_SYSTEM, resolved_by, resolved_by)
+    author = author_of(alarm.resolved_by or "", hpr)
     resolution = resolution_from_timeline(timeline)
     print_json(
         build_bundle(alarm, ready, patient, author, organisation, resolution, rules.timezone)

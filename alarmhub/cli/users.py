@@ -1,8 +1,10 @@
-"""`alarmhub users create|disable|enable|list`: people who log in.
+"""`alarmhub users create|disable|enable|set-hpr|list`: people who log in.
 
 Like the rest of the CLI these work on the database file directly, beside a
 running daemon (WAL and a busy timeout). A generated password is printed once
-and never stored in clear. Exit status: 0 ok, 1 failed, 2 bad arguments.
+and never stored in clear. `set-hpr` records a user's HPR number, by which the
+journal note names the operator who resolved an alarm (docs/journal.md).
+Exit status: 0 ok, 1 failed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from alarmhub.cli.db import actor, with_directory
 from alarmhub.cli.output import EXIT_USAGE, CommandError, error, print_plain_json, table
 from alarmhub.clock import SystemClock
+from alarmhub.core.hpr import InvalidHpr, parse_hpr
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.settings import Settings
 from alarmhub.store import accounts
@@ -43,6 +46,14 @@ def add_parser(sub: Any) -> None:
         ud = users.add_parser(verb, help=helptext)
         ud.add_argument("--name", required=True)
         ud.set_defaults(func=cmd_users_set_active, active=verb == "enable")
+    uh = users.add_parser(
+        "set-hpr", help="record a user's HPR number (the journal note's author), or remove it"
+    )
+    uh.add_argument("--name", required=True)
+    which = uh.add_mutually_exclusive_group(required=True)
+    which.add_argument("--hpr", metavar="NUMBER", help="Helsepersonellregisteret's number")
+    which.add_argument("--remove", action="store_true", help="remove the user's HPR number")
+    uh.set_defaults(func=cmd_users_set_hpr)
     ul = users.add_parser("list", help="every user, with role, municipalities and state")
     ul.add_argument("--json", action="store_true")
     ul.set_defaults(func=cmd_users_list)
@@ -96,6 +107,25 @@ def cmd_users_set_active(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_set_hpr(settings: Settings, args: argparse.Namespace) -> int:
+    hpr = None if args.remove else parse_hpr(args.hpr)
+    if isinstance(hpr, InvalidHpr):
+        error(f"--hpr: {hpr.reason}")
+        return EXIT_USAGE
+    now = SystemClock().now()
+    if hpr is None:
+        entry = AuditEntry(actor(), "user.hpr_removed", now, detail={"user": args.name})
+    else:
+        entry = AuditEntry(actor(), "user.hpr_set", now, detail={"user": args.name, "hpr": hpr})
+    try:
+        changed = with_directory(settings, lambda d: d.set_hpr(everyone, args.name, hpr, entry))
+    except AccountError as exc:
+        raise CommandError(str(exc)) from exc
+    state = f"HPR number {hpr}" if hpr is not None else "no HPR number"
+    print(f"{args.name}: {state}" if changed else f"{args.name} already had {state}")
+    return 0
+
+
 def cmd_users_list(settings: Settings, args: argparse.Namespace) -> int:
     rows = [u.json() for u in with_directory(settings, lambda d: d.list_users(everyone))]
     if args.json:
@@ -104,5 +134,6 @@ def cmd_users_list(settings: Settings, args: argparse.Namespace) -> int:
     for r in rows:
         r["municipalities"] = ",".join(r["municipalities"]) or "all"
         r["active"] = "active" if r["active"] else "disabled"
-    table(["name", "role", "municipalities", "active", "created_at"], rows)
+        r["hpr"] = r["hpr"] or "-"
+    table(["name", "role", "municipalities", "active", "hpr", "created_at"], rows)
     return 0

@@ -5,7 +5,8 @@ The resolve writes the export row in its own transaction (store/journal_outbox.p
 and its delivery. This worker, part of the single-owner work (daemon/owner.py's
 term, like the notifier), then takes each due row:
 
-- `pending`: builds the document from the alarm's timeline and the resident
+- `pending`: builds the document from the alarm's timeline, the resolving user's
+  HPR number (the author; their user name when they have none) and the resident
   register (the read audited; the number held only in memory, never stored, logged
   or put in an error) and posts it. `202` + `Location`: `sent`. No note to write
   (no national id, a kind not exported): `not_applicable` with the reason.
@@ -35,7 +36,6 @@ import orjson
 import structlog
 
 from alarmhub.clock import Clock
-from alarmhub.core.journal import codes
 from alarmhub.core.journal.bundle import Document, journal_document
 from alarmhub.core.journal.delivery import (
     Accepted,
@@ -47,10 +47,10 @@ from alarmhub.core.journal.delivery import (
     backoff,
 )
 from alarmhub.core.journal.document import (
-    Author,
     NotApplicable,
     Organisation,
     Patient,
+    author_of,
     qualify,
     resolution_from_timeline,
     timeline_entry,
@@ -66,7 +66,7 @@ from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
 from alarmhub.store.errors import StoreError
 from alarmhub.store.journal_outbox import JournalExport, JournalOutbox
-from alarmhub.store.ports import NationalIds
+from alarmhub.store.ports import NationalIds, Practitioners
 from alarmhub.store.sealing import SealingError
 
 log = structlog.get_logger("alarmhub.journal")
@@ -132,6 +132,7 @@ class JournalDelivery:
         writer: JournalOutbox,
         alarms: AlarmSource,
         register: NationalIds,
+        practitioners: Practitioners,
         rules: Callable[[], RuleSet],
         organisation: Organisation | None,
         policy: DeliveryPolicy,
@@ -143,6 +144,7 @@ class JournalDelivery:
     ) -> None:
         self._reader, self._writer, self._alarms = reader, writer, alarms
         self._register, self._rules, self._organisation = register, rules, organisation
+        self._practitioners = practitioners
         self._policy, self._lock, self._clock = policy, lock, clock
         self._metrics, self._auth_for, self._draw = metrics, auth_for, draw
         self._wake = asyncio.Event()
@@ -216,8 +218,8 @@ class JournalDelivery:
         except SealingError as exc:  # a key missing or replaced: fixable, so retried
             return Retry(f"the register cannot open the number: {exc}")
         resolved_by = alarm.resolved_by or ""
-        # Provisional: the user record's HPR number (or national id) replaces the user name.
-        author = Author(codes.USER_SYSTEM, resolved_by, resolved_by)
+        # The user record as it is now: an HPR number set after the resolve is sent too.
+        author = author_of(resolved_by, await self._practitioners.hpr_of(resolved_by))
         resolution = resolution_from_timeline(timeline)
         return journal_document(
             alarm,
@@ -290,8 +292,9 @@ class JournalDelivery:
             await self._writer.journal_save(export)
 
 
-class DeliveryReads(JournalOutbox, AlarmSource, Protocol):
-    """The reader's connection: the due exports and the alarms they are built from."""
+class DeliveryReads(JournalOutbox, AlarmSource, Practitioners, Protocol):
+    """The reader's connection: the due exports, the alarms they are built from, and the
+    resolving users' HPR numbers."""
 
 
 def delivery_from(
@@ -321,6 +324,7 @@ def delivery_from(
         writer=writer,
         alarms=reader,
         register=register,
+        practitioners=reader,
         rules=rules,
         organisation=Organisation(name, number) if name and number else None,
         policy=policy,

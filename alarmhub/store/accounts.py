@@ -62,6 +62,8 @@ class SessionInfo:
 class UserRow:
     user: User
     created_at: str
+    # The user's HPR number (core/hpr.py), the journal note's author; None: not known.
+    hpr: str | None = None
 
     def json(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class UserRow:
             "municipalities": list(self.user.municipalities),
             "active": self.user.active,
             "created_at": self.created_at,
+            "hpr": self.hpr,
         }
 
 

@@ -10,13 +10,8 @@ that opens it instead of :class:`~alarmhub.store.sqlite.store.SqliteStore`.
 Nothing outside ``store/`` imports a driver or writes SQL
 (tests/store/test_no_sql_outside_store.py).
 
-Where the next capabilities go:
-
-- a PostgreSQL store: ``store/postgres/``, implementing :class:`AlarmStore`
-  (and the query ports below); the pipeline and the services do not change;
-- a second outbox consumer (a journal export beside notifications): a new
-  service taking an :class:`Outbox`; the rows it reads are the ones the
-  escalator already writes through :class:`EscalationStore`.
+The second store is ``store/postgres/`` (issue 15); the journal export (issue 17) has an
+outbox of its own (``store/journal_outbox.py``), beside the notifications'.
 
 The domain values that cross these ports are defined once: alarms, devices and
 silences in ``core/`` (``core.model``, ``core.suppress.Silence``), people in
@@ -295,6 +290,12 @@ class SupervisionHistory(Protocol):
     ) -> dict[str, DoseHistory]: ...
 
 
+class Practitioners(Protocol):
+    """The journal note's author (issue 17): a user's HPR number; None: no user, or none."""
+
+    async def hpr_of(self, name: str) -> str | None: ...
+
+
 class AlarmStore(
     IngestStore,
     RegistryStore,
@@ -308,6 +309,7 @@ class AlarmStore(
     RetentionStore,
     AlarmReads,
     JournalOutbox,
+    Practitioners,
     Protocol,
 ):
     """Everything the daemon's services and the CLI use, as one opened store owns it."""
@@ -407,6 +409,11 @@ class Access(Protocol):
 
     async def set_active(
         self, visible: Visible, name: str, active: bool, entry: AuditEntry
+    ) -> bool: ...
+
+    # A user's HPR number (None: remove it), checked by core/hpr.py; False as set_active.
+    async def set_hpr(
+        self, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
     ) -> bool: ...
 
     async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]: ...

@@ -266,6 +266,18 @@ class ResolveIn(_In):
     action_text: FreeText | None = None
 
 
+class HprIn(_In):
+    hpr: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=16,
+            description="the user's HPR number (Helsepersonellregisteret): 1-9 digits; "
+            "leading zeros are dropped",
+        ),
+    ]
+
+
 class ResidentIn(_In):
     municipality: Municipality
     national_id: Annotated[

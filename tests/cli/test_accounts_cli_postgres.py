@@ -37,10 +37,13 @@ async def test_users_and_tokens_commands_work_on_postgresql_and_audit_every_chan
     assert "already exists" in again.stderr
     assert cli("users", "disable", "--name", "kari").strip() == "kari disabled"
     assert cli("users", "disable", "--name", "kari").strip() == "kari was already disabled"
+    assert cli("users", "set-hpr", "--name", "kari", "--hpr", "1234567") == (
+        "kari: HPR number 1234567\n"
+    )
     users = json.loads(cli("users", "list", "--json"))
-    assert [(u["name"], u["role"], u["municipalities"], u["active"]) for u in users] == [
-        ("kari", "operator", ["0301"], False),
-        ("root", "admin", [], True),
+    assert [(u["name"], u["role"], u["municipalities"], u["active"], u["hpr"]) for u in users] == [
+        ("kari", "operator", ["0301"], False, "1234567"),
+        ("root", "admin", [], True, None),
     ]
 
     token = cli("tokens", "create", "--user", "root", "--expires", "7").strip().splitlines()[-1]
@@ -60,13 +63,15 @@ async def test_users_and_tokens_commands_work_on_postgresql_and_audit_every_chan
     assert [r["action"] for r in audit] == [
         "token.revoked",
         "token.created",
+        "user.hpr_set",
         "user.disabled",
         "user.created",
         "user.created",
     ]
     assert all(r["actor"].startswith("cli:") for r in audit)
     assert audit[0]["detail"] == {"token_id": listed["id"], "user": "root"}
-    assert audit[2]["detail"] == {"user": "kari"}
+    assert audit[2]["detail"] == {"user": "kari", "hpr": "1234567"}
+    assert audit[3]["detail"] == {"user": "kari"}
 
     async with opened_directory(pg_url) as directory:
         assert await directory.user_for_token(token, now) is None

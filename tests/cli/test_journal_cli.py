@@ -252,6 +252,56 @@ def test_export_reads_the_number_from_the_register_and_audits_the_read(
     assert NIN not in refused.stderr + refused.stdout
 
 
+def test_users_set_hpr_and_the_export_names_the_author_by_it(tmp_path: Path, run: Run) -> None:
+    alarm_id, env = seeded(tmp_path)  # kari resolved it
+
+    def author() -> dict[str, str]:
+        exported = run(["journal", "export", "--alarm", alarm_id], env)
+        ident: dict[str, str] = json.loads(exported.stdout)["entry"][4]["resource"]["identifier"][0]
+        return ident
+
+    assert author() == {"system": "urn:alarmhub:user", "value": "kari"}  # no user record
+    create = ["users", "create", "--name", "kari", "--role", "operator", "--municipality", "0301"]
+    assert run(create, env).returncode == 0
+    set_hpr = ["users", "set-hpr", "--name", "kari"]
+    done = run([*set_hpr, "--hpr", "001234567"], env)
+    assert (done.returncode, done.stdout) == (0, "kari: HPR number 1234567\n")  # zeros dropped
+    again = run([*set_hpr, "--hpr", "1234567"], env)
+    assert (again.returncode, again.stdout) == (0, "kari already had HPR number 1234567\n")
+    assert author() == {"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}
+    [listed] = json.loads(run(["users", "list", "--json"], env).stdout)
+    assert listed["hpr"] == "1234567"
+    assert "1234567" in run(["users", "list"], env).stdout
+
+    for bad, why in (
+        ("12-34567", "has only the digits 0-9"),
+        ("1234567890", "has 1 to 9 digits"),
+        ("000", "is not all zeros"),
+    ):
+        refused = run([*set_hpr, "--hpr", bad], env)
+        assert (refused.returncode, refused.stderr) == (
+            2,
+            f"alarmhub: --hpr: an HPR number {why}\n",
+        )
+    nobody = run(["users", "set-hpr", "--name", "nosuch", "--hpr", "1"], env)
+    assert (nobody.returncode, nobody.stderr.strip()) == (1, "alarmhub: no user 'nosuch'")
+    with pytest.raises(SystemExit) as neither:  # --hpr or --remove, exactly one
+        run(set_hpr, env)
+    assert neither.value.code == 2
+
+    removed = run([*set_hpr, "--remove"], env)
+    assert (removed.returncode, removed.stdout) == (0, "kari: no HPR number\n")
+    assert author() == {"system": "urn:alarmhub:user", "value": "kari"}
+    audit = sqlite3.connect(tmp_path / "a.db").execute(
+        "SELECT actor, action, detail FROM audit WHERE action LIKE 'user.hpr%' ORDER BY id"
+    )
+    rows = [(a.split(":")[0], b, json.loads(c)) for a, b, c in audit]
+    assert rows == [
+        ("cli", "user.hpr_set", {"user": "kari", "hpr": "1234567"}),
+        ("cli", "user.hpr_removed", {"user": "kari"}),
+    ]
+
+
 def test_stored_timeline_rows_read_back_as_the_core_s_entries() -> None:
     row = {"at": "2026-11-22T01:13:05.000000+00:00", "type": "resolved", "actor": "kari"}
     entry = timeline_entry("a-1", {**row, "detail": {"cause": "fall"}})

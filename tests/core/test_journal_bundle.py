@@ -5,7 +5,9 @@ operator actions of core/actions.py (acknowledge, dispatch, on site, resolve, th
 resolve with a cause and an action picked from the kind's `[resolution]` list, as
 `POST …/resolve` stores them). Its document is then:
 
-- compared with tests/golden/journal_button.json (UPDATE_GOLDEN=1 rewrites it);
+- compared with tests/golden/journal_button.json (UPDATE_GOLDEN=1 rewrites it), whose
+  operator has an HPR number; without one the note differs in the author's identifier
+  only (alarmhub's user name under `urn:alarmhub:user`);
 - parsed by fhir.resources' R4B models (FHIR's own structure and cardinalities);
 - checked against VKP's profile rules (tests/support/vkp.py).
 """
@@ -23,6 +25,7 @@ from fhir.resources.R4B.bundle import Bundle
 from alarmhub.core.journal import codes
 from alarmhub.core.journal.bundle import Document, build_bundle, journal_document
 from alarmhub.core.journal.document import (
+    Author,
     NotApplicable,
     Patient,
     Ready,
@@ -36,8 +39,10 @@ from tests.support import vkp
 from tests.support.helpers import REPO
 from tests.support.journal import (
     CENTRE,
+    HPR,
     NIN,
     OPERATOR,
+    OPERATOR_WITHOUT_HPR,
     OSLO,
     PRESS,
     RULES,
@@ -50,13 +55,16 @@ GOLDEN = REPO / "tests" / "golden" / "journal_button.json"
 
 
 def document(
-    alarm: Alarm, timeline: list[TimelineEntry], patient: Patient | None = None
+    alarm: Alarm,
+    timeline: list[TimelineEntry],
+    patient: Patient | None = None,
+    author: Author = OPERATOR,
 ) -> Document | NotApplicable:
     return journal_document(
         alarm,
         timeline,
         patient or Patient(NIN),
-        OPERATOR,
+        author,
         CENTRE,
         resolution_from_timeline(timeline),
         RULES.journal,
@@ -96,16 +104,46 @@ def test_the_golden_note_keeps_the_vkp_profile_rules() -> None:
     assert vkp.problems(json.loads(GOLDEN.read_text(encoding="utf-8"))) == []
 
 
+def test_the_golden_note_names_its_author_by_hpr_number() -> None:
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    practitioner = golden["entry"][4]["resource"]
+    assert practitioner["identifier"] == [{"system": codes.HPR_SYSTEM, "value": HPR}]
+    assert practitioner["name"] == [{"text": "kari"}]
+    assert vkp.author_problems(golden) == []
+
+
+def test_an_operator_without_hpr_number_is_named_by_user_name_and_nothing_else_changes() -> None:
+    doc = document(*answered(), author=OPERATOR_WITHOUT_HPR)
+    assert isinstance(doc, Document)
+    expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    expected["entry"][4]["resource"]["identifier"] = [
+        {"system": codes.USER_SYSTEM, "value": "kari"}
+    ]
+    assert doc.bundle == expected
+    Bundle.model_validate(doc.bundle)
+    assert vkp.problems(doc.bundle) == []
+    assert vkp.author_problems(doc.bundle) == [
+        "Practitioner.identifier: no HPR number (UNCONFIRMED: JFT may require one)"
+    ]
+
+
 def test_the_checker_catches_what_it_checks() -> None:
     """The profile checker is not vacuous: a broken note is refused, naming each rule."""
     bundle = json.loads(GOLDEN.read_text(encoding="utf-8"))
     composition, issue, encounter = (bundle["entry"][i]["resource"] for i in range(3))
+    bundle["entry"][4]["resource"]["identifier"][0]["value"] = "0123"
     issue["code"]["coding"][0]["code"] = "9.9"
     encounter["class"]["code"] = "AMB"
     composition["event"][0]["code"][0]["coding"][0]["display"] = "meldt"
     del composition["subject"]
     found = "\n".join(vkp.problems(bundle))
-    for expected in ("'9.9' is not in", "class: must be", "'meldt' is not", "subject: required"):
+    for expected in (
+        "'9.9' is not in",
+        "class: must be",
+        "'meldt' is not",
+        "subject: required",
+        "Practitioner.identifier.value: not an HPR number",
+    ):
         assert expected in found
 
 

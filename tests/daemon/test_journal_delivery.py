@@ -19,20 +19,32 @@ import pytest
 import structlog
 
 from alarmhub.clock import FakeClock
+from alarmhub.core.journal import codes
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.national_id import NationalId, parse_national_id
-from alarmhub.core.people import AuditEntry
+from alarmhub.core.people import AuditEntry, Role
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.daemon.journal import DeliveryPolicy, JournalDelivery
 from alarmhub.journal.auth import NoAuth
 from alarmhub.journal.client import JournalClient
 from alarmhub.observability.metrics import Metrics
+from alarmhub.store.accounts import everyone
 from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.residents import ResidentRegister
 from alarmhub.store.sealing import Keyring
+from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.residents import SqliteResidentRows
 from alarmhub.store.sqlite.store import SqliteStore
-from tests.support.journal import CENTRE, NIN, PENDANT, PRESS, RULES, answered, raised_by_a_press
+from tests.support.journal import (
+    CENTRE,
+    HPR,
+    NIN,
+    PENDANT,
+    PRESS,
+    RULES,
+    answered,
+    raised_by_a_press,
+)
 from tests.support.journal_server import JournalServer
 
 KEY = bytes(range(32))
@@ -45,6 +57,7 @@ class Rig:
     server: JournalServer
     clock: FakeClock
     metrics: Metrics
+    directory: SqliteDirectory
     delivery: JournalDelivery
     client: JournalClient
     alarm_id: str
@@ -91,6 +104,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     assert isinstance(nid, NationalId)
     audit = AuditEntry("admin", "resident.national_id_set", clock.now(), municipality="0301")
     await register.set_national_id("0301", "r-17", nid, "admin", [audit])
+    directory = SqliteDirectory(db)  # kari resolves the alarm; her HPR number is set per test
+    await directory.create_user("kari", Role.OPERATOR, ["0301"], "hash", clock.now(), [])
     metrics = Metrics()
     policy = DeliveryPolicy(server.url, retry_base_s=1, retry_max_s=4, poll_s=1, timeout_s=0.5)
     delivery = JournalDelivery(
@@ -98,6 +113,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         writer=store,
         alarms=store,
         register=register,
+        practitioners=store,
         rules=lambda: RULES,
         organisation=CENTRE,
         policy=policy,
@@ -109,9 +125,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     alarm_id = await resolved_alarm(store)
     async with httpx.AsyncClient(timeout=policy.timeout_s) as http:
         try:
-            yield Rig(
-                store, server, clock, metrics, delivery, JournalClient(http, server.url), alarm_id
-            )
+            client = JournalClient(http, server.url)
+            yield Rig(store, server, clock, metrics, directory, delivery, client, alarm_id)
         finally:
             await server.stop()
             await store.close()
@@ -137,6 +152,19 @@ async def test_a_resolved_alarm_arrives_exactly_once_and_is_confirmed(rig: Rig) 
     patient = note.bundle["entry"][3]["resource"]  # type: ignore[index]
     assert patient["identifier"][0]["value"] == NIN  # the register's number, in the note only
     assert value(rig.metrics.journal_oldest_pending) == 0
+    # kari has no HPR number: the note names her by alarmhub's user name.
+    practitioner = note.bundle["entry"][4]["resource"]  # type: ignore[index]
+    assert practitioner["identifier"] == [{"system": codes.USER_SYSTEM, "value": "kari"}]
+
+
+async def test_the_note_names_the_resolving_operator_by_her_hpr_number(rig: Rig) -> None:
+    entry = AuditEntry("admin", "user.hpr_set", rig.clock.now(), detail={"user": "kari"})
+    assert await rig.directory.set_hpr(everyone, "kari", HPR, entry)
+    await rig.until(JournalState.SENT)
+    [note] = rig.server.notes.values()
+    practitioner = note.bundle["entry"][4]["resource"]  # type: ignore[index]
+    assert practitioner["identifier"] == [{"system": codes.HPR_SYSTEM, "value": HPR}]
+    assert practitioner["name"] == [{"text": "kari"}]
 
 
 @pytest.mark.parametrize("fault", ["500", "timeout", "down"])

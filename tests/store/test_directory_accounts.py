@@ -63,6 +63,7 @@ async def test_users_are_created_with_their_audit_and_never_twice(backend: Backe
             "municipalities": ["0301"],
             "active": True,
             "created_at": ts(NOW),
+            "hpr": None,
         },
         {
             "name": "root",
@@ -70,6 +71,7 @@ async def test_users_are_created_with_their_audit_and_never_twice(backend: Backe
             "municipalities": [],
             "active": True,
             "created_at": ts(NOW + timedelta(seconds=1)),
+            "hpr": None,
         },
     ]
     oslo_only = Scope("madm", Role.MUNICIPALITY_ADMIN, frozenset({"0301"})).manages
@@ -103,6 +105,64 @@ async def test_disabling_a_user_locks_them_out_once_with_one_audit_row(backend: 
     with pytest.raises(AccountError, match="no user"):  # out of sight is not found
         await d.set_active(bergen_admin, "kari", False, entry("user.disabled"))
     assert len(await d.list_audit()) == 2
+
+
+async def test_an_hpr_number_is_set_changed_and_removed_with_one_audit_row_each(
+    backend: Backend,
+) -> None:
+    """The journal note's author (issue 17), kept on the user record (read for the note by
+    the store's hpr_of: test_store_contract.py)."""
+    d = backend.directory
+    await d.create_user("kari", Role.OPERATOR, ["0301"], "h", NOW, [])
+
+    async def hpr_of(name: str) -> str | None:
+        found = await d.find_user(everyone, name)
+        return None if found is None else found.hpr
+
+    assert await hpr_of("kari") is None
+
+    assert await d.set_hpr(everyone, "kari", "1234567", entry("user.hpr_set", hpr="1234567"))
+    assert not await d.set_hpr(everyone, "kari", "1234567", entry("user.hpr_set"))
+    assert await hpr_of("kari") == "1234567"
+    found = await d.find_user(everyone, "kari")
+    assert found is not None
+    assert (found.hpr, found.json()["hpr"]) == ("1234567", "1234567")
+    assert [u.hpr for u in await d.list_users(everyone)] == ["1234567"]
+    # Setting it changes nothing else: she still logs in as before.
+    assert await d.password_hash_of("kari") == (User("kari", Role.OPERATOR, ("0301",)), "h")
+
+    assert await d.set_hpr(everyone, "kari", "7125186", entry("user.hpr_set", hpr="7125186"))
+    assert await hpr_of("kari") == "7125186"
+    assert await d.set_hpr(everyone, "kari", None, entry("user.hpr_removed"))
+    assert not await d.set_hpr(everyone, "kari", None, entry("user.hpr_removed"))
+    assert await hpr_of("kari") is None
+    audit = await d.list_audit()
+    assert [(r["action"], r["detail"]) for r in audit] == [
+        ("user.hpr_removed", {}),
+        ("user.hpr_set", {"hpr": "7125186"}),
+        ("user.hpr_set", {"hpr": "1234567"}),
+    ]
+
+    with pytest.raises(AccountError, match="no user"):
+        await d.set_hpr(everyone, "nobody", "1", entry("user.hpr_set"))
+    bergen_admin = Scope("madm", Role.MUNICIPALITY_ADMIN, frozenset({"4601"})).manages
+    with pytest.raises(AccountError, match="no user"):  # another municipality's: not found
+        await d.set_hpr(bergen_admin, "kari", "1", entry("user.hpr_set"))
+    assert await hpr_of("kari") is None
+    assert len(await d.list_audit()) == 3
+
+
+async def test_an_hpr_number_whose_audit_fails_is_not_stored(backend: Backend) -> None:
+    d = backend.directory
+    await d.create_user("kari", Role.OPERATOR, ["0301"], "h", NOW, [])
+    await backend.fail_audit("user.hpr_set")
+    with pytest.raises(DATABASE_ERRORS, match="injected fault"):
+        await d.set_hpr(everyone, "kari", "1234567", entry("user.hpr_set"))
+    await backend.heal_audit()
+    found = await d.find_user(everyone, "kari")
+    assert found is not None
+    assert found.hpr is None
+    assert await d.list_audit() == []
 
 
 async def test_tokens_are_digests_that_expire_and_revoke_once(backend: Backend) -> None:
@@ -274,6 +334,9 @@ async def test_concurrent_changes_of_one_user_or_token_happen_once(backend: Back
     revoked = await asyncio.gather(
         *(d.revoke_token(everyone, token.id, entry("token.revoked")) for _ in range(6))
     )
+    numbered = await asyncio.gather(
+        *(d.set_hpr(everyone, "kari", "1234567", entry("user.hpr_set")) for _ in range(6))
+    )
     created = await asyncio.gather(
         *(
             d.create_user("per", Role.ADMIN, [], "h", NOW, [entry("user.created")])
@@ -282,8 +345,9 @@ async def test_concurrent_changes_of_one_user_or_token_happen_once(backend: Back
         return_exceptions=True,
     )
     assert sorted(disabled) == [False] * 5 + [True]
+    assert sorted(numbered) == [False] * 5 + [True]
     assert len({r.revoked_at for r in revoked}) == 1
     assert sum(isinstance(c, User) for c in created) == 1
     assert all(isinstance(c, User | AccountError) for c in created)
     actions = sorted(r["action"] for r in await d.list_audit())
-    assert actions == ["token.revoked", "user.created", "user.disabled"]
+    assert actions == ["token.revoked", "user.created", "user.disabled", "user.hpr_set"]

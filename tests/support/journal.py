@@ -19,8 +19,7 @@ from alarmhub.config.rules import parse_rules
 from alarmhub.core.actions import Action, Applied, apply_action
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.index import AlarmIndex
-from alarmhub.core.journal import codes
-from alarmhub.core.journal.document import Author, Organisation
+from alarmhub.core.journal.document import Organisation, author_of
 from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, TimelineEntry
 from alarmhub.core.pipeline import Context, decode_all, fingerprint, process_batch
 from alarmhub.core.resolution import Resolution, choose
@@ -30,7 +29,11 @@ RULES = parse_rules((REPO / "config" / "rules.toml").read_text())
 OSLO = ZoneInfo("Europe/Oslo")
 PRESS = datetime(2026, 11, 22, 1, 13, 5, tzinfo=UTC)  # 02:13:05 in Oslo
 NIN = "17854112058"  # synthetic_nin(date(1941, 5, 17), 120): born 17 May 1941, month + 80
-OPERATOR = Author(codes.HPR_SYSTEM, "1234567", "Kari Nordmann")  # a made-up HPR number
+HPR = "1234567"  # a made-up HPR number, kari's in the user record
+# The operator who resolves (`act` below), as the note names her: by her HPR number, and
+# without one by her user name (core/journal/document.py author_of).
+OPERATOR = author_of("kari", HPR)
+OPERATOR_WITHOUT_HPR = author_of("kari", None)
 CENTRE = Organisation("Responssenteret i Oslo", "974778807")
 PENDANT = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301", resident="r-17")
 

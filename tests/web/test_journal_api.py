@@ -123,12 +123,20 @@ async def test_a_resolved_alarm_is_journaled_once_with_one_token_and_shown_confi
     conf = settings(tmp_path, helseid, journal)
     async with stack(tmp_path, broker, client_id, alarms=False, settings=conf) as s:
         assert s.hub.settings.journal_exporting() == frozenset({"0301"})
+        async with s.client("madm0301") as admin:  # the operator's HPR number: the author
+            r = await admin.put("/api/v1/users/op0301/hpr", json={"hpr": "1234567"})
+            assert r.status_code == 200, r.text
         async with s.client("op0301") as c:
             alarm = await answered(s, c)
             shown = await journal_state(c, alarm, "confirmed")
         assert shown["sent_at"] is not None
         assert shown["finished_at"] is not None
         assert list(journal.note_count().values()) == [1]
+        [note] = journal.notes.values()
+        practitioner = note.bundle["entry"][4]["resource"]  # type: ignore[index]
+        assert practitioner["identifier"] == [
+            {"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": "1234567"}
+        ]
         assert s.hub.metrics.journal_confirmations._value.get() == 1
         # The export row came with the resolve.
         assert db_rows(s.db, "SELECT alarm_id FROM journal_exports") == [(alarm,)]

@@ -1,7 +1,8 @@
 """The users page in a real headless Chromium (issue 13 #6): an admin locks an operator out.
 
-The admin logs in through the form, disables the operator on the users page, and
-the operator's next API call with a token created before is 401.
+The admin logs in through the form, records the operator's HPR number (issue 17: the
+journal note's author), disables the operator on the users page, and the operator's
+next API call with a token created before is 401.
 """
 
 from __future__ import annotations
@@ -50,11 +51,17 @@ async def test_admin_disables_an_operator_on_the_users_page(
                 page = await browser.new_page(locale="nb-NO")
                 page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
                 page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                page.on("dialog", lambda d: d.accept())  # "Deaktivere kari?"
+                # "Deaktivere kari?", and the HPR number typed into its prompt.
+                page.on(
+                    "dialog",
+                    lambda d: d.accept("001234567") if d.type == "prompt" else d.accept(),
+                )
                 await login(page, base, "root")
                 await page.click("header.top nav a[href='/users']")
                 row = page.locator("#users tbody tr[data-user='kari']")
                 await row.wait_for(timeout=15_000)
+                await row.get_by_role("button", name="HPR-nummer kari").click()
+                await row.locator("td.hpr", has_text="1234567").wait_for(timeout=15_000)
                 await row.get_by_role("button", name="Deaktiver kari").click()
                 await row.locator("td", has_text="Deaktivert").wait_for(timeout=15_000)
                 assert await page.locator("#tokens tbody tr", has_text="kari").count() == 1
@@ -62,4 +69,5 @@ async def test_admin_disables_an_operator_on_the_users_page(
                 await browser.close()
             r = await kari.get("/api/v1/me")
             assert r.status_code == 401, r.text
+            assert await hub.reader.hpr_of("kari") == "1234567"  # leading zeros dropped
     assert problems == []

@@ -46,7 +46,8 @@ ORG_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.101"  # Enhetsregisteret's organisatio
 # codes are the rules file's, so they are alarmhub's, not VKP's.
 CAUSE_SYSTEM = "urn:alarmhub:journal:cause"
 ACTION_SYSTEM = "urn:alarmhub:journal:action"
-# An operator without an HPR number or national id in the user record: alarmhub's user name.
+# An operator without an HPR number in the user record: alarmhub's user name
+# (document.py author_of).
 USER_SYSTEM = "urn:alarmhub:user"
 
 # vkp-composition-event-v090: what happened when, each on the Composition with its time.

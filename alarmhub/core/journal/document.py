@@ -19,6 +19,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from alarmhub.core.hpr import parse_hpr
+from alarmhub.core.journal import codes
 from alarmhub.core.journal.mapping import JournalMapping, KindMapping
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
 from alarmhub.core.national_id import Invalid, parse_national_id
@@ -35,12 +37,27 @@ class Patient:
 
 @dataclass(frozen=True, slots=True)
 class Author:
-    """The operator who resolved the alarm: an identifier system (HPR, national id, or
-    alarmhub's user name) and value, and how to show them."""
+    """The operator who resolved the alarm: an identifier system (HPR or alarmhub's
+    user name) and value, and how to show them."""
 
     system: str
     value: str
     display: str
+
+
+def author_of(user: str, hpr: str | None) -> Author:
+    """The note's author: the resolving user by HPR number when the record has one.
+
+    VKP's guide asks for the HPR number (JFT may require it: unconfirmed, see
+    docs/journal.md); a user without one (or with a stored value that is not an HPR
+    number) is named by alarmhub's user name under `urn:alarmhub:user`, which the
+    response centre can trace in its own audit log. Either way the display is the
+    user name: alarmhub keeps no person's full name.
+    """
+    number = parse_hpr(hpr) if hpr is not None else None
+    if isinstance(number, str):
+        return Author(codes.HPR_SYSTEM, number, user)
+    return Author(codes.USER_SYSTEM, user, user)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,11 @@ from alarmhub.store.errors import AccountError
 from alarmhub.store.postgres.accounts import audit, user_from_record
 from alarmhub.store.postgres.sql import Conn, storable, text_time
 
-_USER_SELECT = "SELECT name, role, municipalities, active, created_at FROM users"
+_USER_SELECT = "SELECT name, role, municipalities, active, created_at, hpr FROM users"
 
 
 def _user_row(r: asyncpg.Record) -> UserRow:
-    return UserRow(user_from_record(r[:4]), text_time(r[4]) or "")
+    return UserRow(user_from_record(r[:4]), text_time(r[4]) or "", r[5])
 
 
 async def list_users(conn: Conn, visible: Visible) -> list[UserRow]:
@@ -64,6 +64,26 @@ async def set_active(
         await conn.execute("UPDATE users SET active = $1 WHERE name = $2", active, name)
         if not active:
             await conn.execute("DELETE FROM sessions WHERE user_name = $1", name)
+        await audit(conn, entry)
+    return True
+
+
+async def set_hpr(
+    conn: Conn, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
+) -> bool:
+    """Set or remove `name`'s HPR number; False when it already was. Raises if not found.
+
+    The row locked, changed and audited in one transaction, like set_active: of two
+    instances setting the same number at once, one writes and audits, the other
+    finds it done.
+    """
+    async with conn.transaction():
+        found = await find_user(conn, visible, name, for_update=True)
+        if found is None:
+            raise AccountError(f"no user {name!r}")
+        if found.hpr == hpr:
+            return False
+        await conn.execute("UPDATE users SET hpr = $1 WHERE name = $2", hpr, name)
         await audit(conn, entry)
     return True
 

@@ -170,6 +170,13 @@ class PostgresDirectory:
     ) -> bool:
         return await self._run(access.set_active, visible, name, active, entry)
 
+    async def set_hpr(
+        self, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
+    ) -> bool:
+        return await self._run(access.set_hpr, visible, name, hpr, entry)
+
+    # --- Access (tokens) -----------------------------------------------------------
+
     async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]:
         return await self._run(access.list_tokens, visible, user)
 

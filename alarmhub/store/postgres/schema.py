@@ -293,4 +293,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX journal_exports_due ON journal_exports (state, next_at);
     """,
+    # 5: issue 17, SQLite's 16: a user's HPR number, the journal note's author.
+    """
+    ALTER TABLE users ADD COLUMN hpr text;
+    """,
 ]

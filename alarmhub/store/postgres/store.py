@@ -55,6 +55,7 @@ from alarmhub.store.postgres.rows import (
     status_count,
     transaction,
 )
+from alarmhub.store.postgres.sql import storable
 
 # Text sorts byte by byte, as in SQLite, whatever the database's collation.
 _QUEUE_ORDER = 'ORDER BY priority ASC, raised_at ASC, id COLLATE "C" ASC'
@@ -434,6 +435,13 @@ class PostgresStore(PgJournalRows):
             {"at": ts(r[0]), "type": r[1], "actor": r[2], "detail": orjson.loads(r[3])}
             for r in rows
         ]
+
+    async def hpr_of(self, name: str) -> str | None:
+        if not storable(name):  # a NUL no name holds: nobody's, as in SQLite
+            return None
+        async with connection(self.pool) as conn:
+            value: str | None = await conn.fetchval("SELECT hpr FROM users WHERE name = $1", name)
+        return value
 
     async def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
         sql = (

@@ -29,12 +29,12 @@ from alarmhub.store.sqlite.accounts import audit, transaction
 
 __all__ = ["TokenRow", "UserRow", "Visible", "everyone"]
 
-_USER_SELECT = "SELECT name, role, municipalities, active, created_at FROM users"
+_USER_SELECT = "SELECT name, role, municipalities, active, created_at, hpr FROM users"
 
 
 def _user_row(row: tuple[Any, ...]) -> UserRow:
     user = User(row[0], Role(row[1]), tuple(json.loads(row[2])), bool(row[3]))
-    return UserRow(user, str(row[4]))
+    return UserRow(user, str(row[4]), row[5])
 
 
 def list_users(conn: sqlite3.Connection, visible: Visible) -> list[UserRow]:
@@ -65,6 +65,24 @@ def set_active(
         conn.execute("UPDATE users SET active = ? WHERE name = ?", (int(active), name))
         if not active:
             conn.execute("DELETE FROM sessions WHERE user_name = ?", (name,))
+        audit(conn, entry)
+    return True
+
+
+def set_hpr(
+    conn: sqlite3.Connection, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
+) -> bool:
+    """Set or remove `name`'s HPR number; False when it already was. Raises if not found.
+
+    Checked, changed and audited in one IMMEDIATE transaction, like set_active.
+    """
+    with transaction(conn):
+        found = find_user(conn, visible, name)
+        if found is None:
+            raise AccountError(f"no user {name!r}")
+        if found.hpr == hpr:
+            return False
+        conn.execute("UPDATE users SET hpr = ? WHERE name = ?", (hpr, name))
         audit(conn, entry)
     return True
 

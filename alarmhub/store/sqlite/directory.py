@@ -158,6 +158,13 @@ class SqliteDirectory:
     ) -> bool:
         return await self._run(access.set_active, visible, name, active, entry)
 
+    async def set_hpr(
+        self, visible: Visible, name: str, hpr: str | None, entry: AuditEntry
+    ) -> bool:
+        return await self._run(access.set_hpr, visible, name, hpr, entry)
+
+    # --- Access (tokens) -----------------------------------------------------------
+
     async def list_tokens(self, visible: Visible, user: str | None) -> list[TokenRow]:
         return await self._run(access.list_tokens, visible, user)
 

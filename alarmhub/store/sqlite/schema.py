@@ -335,4 +335,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX journal_exports_due ON journal_exports (state, next_at);
     """,
+    # 16: issue 17, the journal note's author: a user's HPR number (Helsepersonell-
+    # registeret, core/hpr.py), optional. The note names its author by it when the
+    # resolving operator has one, else by alarmhub's user name (docs/journal.md).
+    """
+    ALTER TABLE users ADD COLUMN hpr TEXT;
+    """,
 ]

@@ -396,6 +396,11 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
             {"at": r[0], "type": r[1], "actor": r[2], "detail": orjson.loads(r[3])} for r in rows
         ]
 
+    async def hpr_of(self, name: str) -> str | None:
+        async with self._conn.execute("SELECT hpr FROM users WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
     async def raising_message(self, alarm_id: str) -> tuple[str, str] | None:
         """The (topic, message id) of the message that raised an alarm."""
         sql = (

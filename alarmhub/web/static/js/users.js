@@ -1,5 +1,5 @@
-// Users and API tokens: lock someone out (disable), let them back in (enable), revoke a
-// token. The API decides who may manage whom (an admin everyone, a municipality admin
+// Users and API tokens: lock someone out (disable), let them back in (enable), record
+// their HPR number (the journal note's author), revoke a token. The API decides who may manage whom (an admin everyone, a municipality admin
 // its own operators); this page only lists what the API returns for the caller.
 import { get, post, request } from "./api.js";
 import { startPage, toast } from "./common.js";
@@ -29,11 +29,13 @@ function userRow(u) {
   const verb = u.active ? "disable" : "enable";
   actions.append(button(t(`users.${verb}`), () => setActive(u, !u.active),
     `${t(`users.${verb}`)} ${u.name}`, u.active ? "danger" : ""));
+  actions.append(button(t("users.setHpr"), () => setHpr(u), `${t("users.setHpr")} ${u.name}`));
   tr.append(
     el("td", u.name),
     el("td", t(`role.${u.role}`)),
     el("td", u.municipalities.join(", ") || t("all")),
     el("td", u.active ? t("users.active") : t("users.disabled"), u.active ? "" : "inactive"),
+    el("td", u.hpr ?? "–", "hpr"),
     actions,
   );
   return tr;
@@ -61,6 +63,17 @@ async function setActive(user, active) {
   await load();
 }
 
+async function setHpr(user) {
+  const typed = window.prompt(t("users.promptHpr", { name: user.name }), user.hpr ?? "");
+  if (typed === null) return; // cancelled
+  const url = `/api/v1/users/${encodeURIComponent(user.name)}/hpr`;
+  const res = typed.trim() === "" ? await request("DELETE", url) : await request("PUT", url, { hpr: typed });
+  if (!res.ok) { toast(t("error.generic", { message: res.error.message }), true); return; }
+  const hpr = res.data.hpr;
+  toast(hpr ? t("users.hprSetOk", { name: user.name, hpr }) : t("users.hprRemovedOk", { name: user.name }));
+  await load();
+}
+
 async function revoke(tok) {
   if (!window.confirm(t("users.confirmRevoke", { id: tok.id, name: tok.user }))) return;
   const res = await request("DELETE", `/api/v1/tokens/${encodeURIComponent(tok.id)}`);
@@ -77,7 +90,7 @@ async function load() {
     return;
   }
   const userRows = users.data.map(userRow);
-  document.querySelector("#users tbody").replaceChildren(...(userRows.length ? userRows : [emptyRow(t("users.empty"), 5)]));
+  document.querySelector("#users tbody").replaceChildren(...(userRows.length ? userRows : [emptyRow(t("users.empty"), 6)]));
   const tokenRows = tokens.data.map(tokenRow);
   document.querySelector("#tokens tbody").replaceChildren(...(tokenRows.length ? tokenRows : [emptyRow(t("users.noTokens"), 5)]));
 }
