@@ -84,6 +84,11 @@ class DecidedRow:
     timeline: Sequence[TimelineEntry]
     notifications: Sequence[Notification]
 
+    @property
+    def decided_at(self) -> datetime:
+        """The instant it was decided at: its deadline's due time plus how late."""
+        return self.decision.deadline.due_at + self.decision.late_by
+
 
 @dataclass(frozen=True, slots=True)
 class DoseHistory:
@@ -112,8 +117,18 @@ class IngestStore(Protocol):
     async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
 
     async def commit_batch(
-        self, effects: BatchEffects, municipality_of: dict[str, str]
-    ) -> None: ...
+        self,
+        effects: BatchEffects,
+        municipality_of: dict[str, str],
+        decided: Sequence[DecidedRow] = (),
+    ) -> list[bool]:
+        """The batch in one transaction, with `decided`: the first escalation steps of its
+        new alarms (daemon/escalator.py `first_steps`), each written as
+        :meth:`EscalationStore.commit_decisions` writes it; per decided row, whether it
+        was recorded now (False: decided before, its effects not written again, the
+        batch's own alarm row written instead). Each row's decided_at is the instant it
+        was decided at (its deadline's due time plus how late)."""
+        ...
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
 
