@@ -86,7 +86,7 @@ class DecidedRow:
 
     @property
     def decided_at(self) -> datetime:
-        """The instant it was decided at: its deadline's due time plus how late."""
+        """When it was decided: due time plus how late."""
         return self.decision.deadline.due_at + self.decision.late_by
 
 
@@ -116,19 +116,14 @@ class IngestStore(Protocol):
 
     async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
 
+    # With its new alarms' first steps (`decided`), claimed as commit_decisions claims
+    # them, in one transaction; per step, whether recorded now.
     async def commit_batch(
         self,
         effects: BatchEffects,
         municipality_of: dict[str, str],
         decided: Sequence[DecidedRow] = (),
-    ) -> list[bool]:
-        """The batch in one transaction, with `decided`: the first escalation steps of its
-        new alarms (daemon/escalator.py `first_steps`), each written as
-        :meth:`EscalationStore.commit_decisions` writes it; per decided row, whether it
-        was recorded now (False: decided before, its effects not written again, the
-        batch's own alarm row written instead). Each row's decided_at is the instant it
-        was decided at (its deadline's due time plus how late)."""
-        ...
+    ) -> list[bool]: ...
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
 
