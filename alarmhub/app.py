@@ -298,7 +298,7 @@ class AlarmHub:
             clock=self.clock,
             metrics=self.metrics,
             heard=self.supervision,
-            arm=self.escalator.arm,
+            escalation=self.escalator,
             live=self.live,
             queue_gauges=self.queue_gauges,
             stopping=self._stopping,

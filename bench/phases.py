@@ -85,7 +85,10 @@ def throughput_once(
     tag: str,
     opts: Options,
     profile: Path | None = None,
+    settled_by: str | None = None,
 ) -> dict[str, Any]:
+    """`settled_by`: a counter that must also reach len(items) for the work to be done
+    (the storm: `alarmhub_escalations_total`, each new alarm's first step), timed too."""
     db = work / f"throughput-{tag}.db"
     harness.register(db, devices)
     client_id = f"bench-hub-{tag}"
@@ -130,6 +133,7 @@ def throughput_once(
             # and a small backlog (the storm's smoke test) still gets two points.
             time.sleep(0.25 if first is not None else 0.05)
         cpu_s = harness.proc_cpu_s(hub.pid)
+        settled = _settle(hub, settled_by, n, deadline) if settled_by and first else None
         text = hub.metrics()
     finally:
         if spy is not None:
@@ -147,7 +151,13 @@ def throughput_once(
     if c0 >= n:
         print("   (drained before the first /metrics poll: too few messages to time; raise --n)")
     batches = harness.metric_sum(text, "alarmhub_commit_batch_messages_count")
+    if settled is not None:
+        # From the first commit until the last first step too; CPU over the same span.
+        ts, cpu_settled = settled
+        settled = ((c1 - c0) / (ts - t0), (cpu_settled - cpu_first) / (c1 - c0) * 1e6)
     return {
+        "settled_per_s": settled[0] if settled else None,
+        "cpu_us_per_settled": settled[1] if settled else None,
         "msgs_per_s": (c1 - c0) / (t1 - t0) if t1 > t0 else None,
         "committed": c1,
         "first_seen_count": c0,
@@ -163,6 +173,15 @@ def throughput_once(
         # CPU per message while draining: between the first non-zero poll and the end.
         "cpu_us_per_msg": (cpu_s - cpu_first) / (c1 - c0) * 1e6 if c1 > c0 else None,
     }
+
+
+def _settle(hub: Hub, metric: str, n: int, deadline: float) -> tuple[float, float] | None:
+    """When `metric` reached n (perf_counter) and the process's CPU seconds then."""
+    while time.perf_counter() < deadline:
+        if harness.metric_sum(hub.metrics(metric), metric) >= n:
+            return time.perf_counter(), harness.proc_cpu_s(hub.pid)
+        time.sleep(0.05)
+    return None
 
 
 def _py_spy(pid: int, out: Path, *, gil: bool) -> subprocess.Popen[bytes] | None:

@@ -8,7 +8,11 @@ commit, polled 4/s from the first non-zero poll), and every message is a new ala
 (`alarmhub_alarms_raised_total` is checked). `storm_ratio` = alarms committed per
 second / a bare paho drain of the same backlog in the same run. Then the same backlog
 on a scratch PostgreSQL with 1, 2 and 3 instances (`storm_ratio_pg_1/2/3`), skipped
-with `storm_pg_note` when the local server does not answer.
+with `storm_pg_note` when the local server does not answer. On SQLite the run also
+waits until every alarm's first escalation step fired (`alarmhub_escalations_total`):
+`storm_escalated_per_s` = alarms / (first commit → last first step), and
+`storm_cpu_us_per_alarm` = alarmhub's CPU over that span / alarms. A step the escalator
+decides after the drain is outside `storm_ratio`'s window, but not outside these.
 
 *echo*: bench/echo_consumer.py in its own process answers each message with a receipt
 straight from paho's callback; the latency phase's publisher and receipt timer
@@ -58,6 +62,8 @@ def run_storm(port: int, work: Path, n: int, opts: phases.Options) -> dict[str, 
     base: list[float | None] = []
     rates: dict[str, list[float | None]] = {a: [] for a in arms}
     ratios: dict[str, list[float | None]] = {a: [] for a in arms}
+    # SQLite: until every new alarm's first step fired too (operators told), and CPU.
+    settled: dict[str, list[float | None]] = {"rate": [], "cpu": [], "drain_cpu": []}
     for r in range(opts.runs):
         tag = f"st{r}-{time.monotonic_ns() % 10**6}"
         pendants = workload.press_devices(n, prefix=f"storm{tag}")
@@ -71,7 +77,12 @@ def run_storm(port: int, work: Path, n: int, opts: phases.Options) -> dict[str, 
         for arm in arms:
             if arm == "sqlite":
                 prof = opts.profile_dir / "storm.raw" if opts.profile_dir and r == 0 else None
-                h = phases.throughput_once(port, work, pendants, items, tag, opts, prof)
+                h = phases.throughput_once(
+                    port, work, pendants, items, tag, opts, prof, "alarmhub_escalations_total"
+                )
+                settled["rate"].append(h.get("settled_per_s"))
+                settled["cpu"].append(h.get("cpu_us_per_settled"))
+                settled["drain_cpu"].append(h.get("cpu_us_per_msg"))
                 if prof is not None and prof.exists():
                     print(profile.summary(prof))
                 if h.get("alarms_raised") is not None and h["alarms_raised"] < n:
@@ -84,12 +95,20 @@ def run_storm(port: int, work: Path, n: int, opts: phases.Options) -> dict[str, 
             rate = "n/a" if h["msgs_per_s"] is None else f"{h['msgs_per_s']:,.0f}"
             ratio = "n/a" if ratios[arm][-1] is None else f"{ratios[arm][-1]:.3f}"
             line.append(f"{arm} {rate}/s ({ratio})")
+            if arm == "sqlite":
+                line.append(
+                    f"sqlite escalated {_fmt(settled['rate'][-1], ',.0f')}/s, "
+                    f"{_fmt(settled['cpu'][-1], '.0f')} us CPU/alarm "
+                    f"(drain {_fmt(settled['drain_cpu'][-1], '.0f')})"
+                )
         print(f"   run {r + 1}: " + "; ".join(line))
     out: dict[str, Any] = {
         "storm_n": n,
         "storm_baseline_msgs_per_s": workload.round_or_none(workload.median(base), 0),
         "storm_alarms_per_s": workload.round_or_none(workload.median(rates["sqlite"]), 0),
         "storm_ratio": workload.round_or_none(workload.median(ratios["sqlite"]), 3),
+        "storm_escalated_per_s": workload.round_or_none(workload.median(settled["rate"]), 0),
+        "storm_cpu_us_per_alarm": workload.round_or_none(workload.median(settled["cpu"]), 1),
     }
     for k in PG_INSTANCES:
         got = ratios.get(f"pg_{k}")
@@ -104,6 +123,10 @@ def run_storm(port: int, work: Path, n: int, opts: phases.Options) -> dict[str, 
         f"{out['storm_ratio_pg_1']} / {out['storm_ratio_pg_2']} / {out['storm_ratio_pg_3']}"
     )
     return out
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def echo_once(port: int, devices: list[Any], tag: str, opts: phases.Options) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
+from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType, amended
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -393,7 +393,7 @@ def apply_decision(
     }
     if d.round >= ROUND_STRIDE:
         detail["restart"] = d.round // ROUND_STRIDE  # a fresh escalation (reopened, re-alerted)
-    changed = replace(alarm, escalation_level=max(alarm.escalation_level, d.level))
+    changed = amended(alarm, escalation_level=max(alarm.escalation_level, d.level))
     if d.kind is DeadlineKind.ACK_TIMEOUT:
         # Acknowledged but left unresolved: back into the queue, and the remaining
         # escalation steps apply again.

@@ -10,11 +10,10 @@ index only after the commit.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from alarmhub.core.model import Alarm
+from alarmhub.core.model import Alarm, amended
 
 # (device id, alarm kind), or (device id, alarm kind, scheduled instant in ISO 8601
 # UTC) for an alarm about one scheduled occurrence: each missed dose is an alarm of
@@ -113,7 +112,7 @@ class AlarmIndex:
 
         The store wrote the row at `rev + 1` (Alarm.rev): the next write must name it.
         """
-        stored = replace(alarm, rev=alarm.rev + 1)
+        stored = amended(alarm, rev=alarm.rev + 1)
         self.put(stored)
         return stored
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum, StrEnum
+from operator import attrgetter
 from typing import Any
 
 from alarmhub.core.national_id import redact
@@ -357,6 +358,30 @@ class Alarm:
     @property
     def is_active(self) -> bool:
         return self.state is not AlarmState.RESOLVED
+
+
+_ALARM_FIELDS: tuple[str, ...] = Alarm.__slots__
+_ALARM_FIELD_SET = frozenset(_ALARM_FIELDS)
+_alarm_values = attrgetter(*_ALARM_FIELDS)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def amended(alarm: Alarm, **changes: Any) -> Alarm:
+    """`dataclasses.replace` for an Alarm, at half the cost: its fields copied slot by slot.
+
+    `replace` runs the frozen `__init__` (a keyword per field, each set through
+    `object.__setattr__`): 7.7 against 3.8-4.0 us per alarm, paid per new alarm several
+    times in a storm (issue 18, docs/performance.md). Alarm has no `__post_init__` to skip.
+    """
+    new = _new(Alarm)
+    for name, value in zip(_ALARM_FIELDS, _alarm_values(alarm), strict=True):
+        _set(new, name, value)
+    for name, value in changes.items():
+        if name not in _ALARM_FIELD_SET:
+            raise TypeError(f"Alarm has no field {name!r}")
+        _set(new, name, value)
+    return new
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from alarmhub.core.model import (
     Rejected,
     TimelineEntry,
     Verdict,
+    amended,
 )
 from alarmhub.core.rules import Rule, RuleSet
 from alarmhub.core.strays import stray_events
@@ -383,7 +384,7 @@ def _new_alarm(
     suppressed."""
     assert decision.alarm is not None
     policy = ctx.rules.policy_for(rule, decision.alarm.priority, device.municipality)
-    alarm = replace(
+    alarm = amended(
         decision.alarm,
         resident=device.resident,
         policy=policy.name if policy is not None else None,

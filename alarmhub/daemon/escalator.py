@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -41,6 +43,10 @@ from alarmhub.store.ports import DecidedRow, EscalationStore, Notification
 log = structlog.get_logger("alarmhub.escalator")
 NOTIFY_TOPIC = "alarmhub/v1/notify/{target}"
 MAX_PER_COMMIT = 500
+# A batch escalating more first steps than this logs one `alarms.escalated` line with
+# counts instead of an info line each (a storm; as ingest's RAISED_LINES_PER_BATCH).
+ESCALATED_LINES_PER_BATCH = 10
+_NONE_FIRED: frozenset[DeadlineKey] = frozenset()
 
 
 class Escalator:
@@ -110,6 +116,67 @@ class Escalator:
         if policy is None:
             return None
         return next_for_alarm(alarm, policy, self.fired.setdefault(alarm.id, set()))
+
+    def first_steps(self, alarms: Iterable[Alarm], now: datetime) -> list[DecidedRow]:
+        """The first step of each new alarm whose step is due at once, decided for the
+        ingest batch's own transaction (pure: nothing here changes until it committed).
+
+        In a storm each batch of new alarms otherwise cost one more fsync'd transaction of
+        the escalator's right after it (issue 18). A step not due by `now` (a policy that
+        waits, a device clock ahead) is left to the heap as before.
+        """
+        rows: list[DecidedRow] = []
+        for alarm in alarms:
+            policy = self._state.rules.policy_named(alarm.policy, alarm.municipality)
+            if policy is None:
+                continue
+            fired = self.fired.get(alarm.id, _NONE_FIRED)
+            deadline = next_for_alarm(alarm, policy, fired)
+            if deadline is None or deadline.due_at > now:
+                continue
+            acked = alarm.acknowledged_at is not None and alarm.state is not AlarmState.OPEN
+            decision = on_deadline(alarm.state, acked, deadline, now, fired)
+            if decision.record:
+                changed, entries, notes = self._effects(alarm, decision, now)
+                rows.append(DecidedRow(decision, alarm.id, changed, entries, notes))
+        return rows
+
+    def first_steps_committed(
+        self, rows: Sequence[DecidedRow], recorded: Sequence[bool], stored: Mapping[str, Alarm]
+    ) -> set[str]:
+        """Learn the first steps the ingest batch committed; the ids of the alarms announced.
+
+        `stored`: the batch's alarms as committed (the escalated ones at their new level).
+        The caller arms the alarms afterwards, for their next step. A storm logs one
+        `alarms.escalated` line per batch with counts, each `alarm.escalated` at debug,
+        as ingest does with `alarms.raised`.
+        """
+        for row in rows:
+            self.fired.setdefault(row.alarm_id, set()).add(row.decision.deadline.key)
+        done = [
+            replace(row, alarm=stored.get(row.alarm_id, row.alarm))
+            for row, now in zip(rows, recorded, strict=True)
+            if now
+        ]
+        return self._announce_all(done)
+
+    def _announce_all(self, done: Sequence[DecidedRow]) -> set[str]:
+        """Announce decisions recorded now (their alarms as stored); the ids announced."""
+        notifying = [row for row in done if row.decision.notify]
+        storm = len(notifying) > ESCALATED_LINES_PER_BATCH
+        for row in notifying:
+            self._announce(row, each=log.debug if storm else log.info)
+        for row in done:
+            if row.alarm is not None and row.alarm.escalation_exhausted_at:
+                self._exhausted(row.alarm, row.timeline)
+        if storm:
+            levels = Counter(row.decision.deadline.level for row in notifying)
+            log.info(
+                "alarms.escalated",
+                count=len(notifying),
+                by_level={str(level): n for level, n in sorted(levels.items())},
+            )
+        return {row.alarm_id for row in notifying if row.alarm is not None}
 
     async def run(self) -> None:
         while True:
@@ -200,21 +267,20 @@ class Escalator:
                 return rows, recorded
 
             rows, recorded = await self._gate.deciding(attempt)
-            if rows:
-                for row, done in zip(rows, recorded, strict=True):
-                    self.fired.setdefault(row.alarm_id, set()).add(row.decision.deadline.key)
-                    if row.alarm is not None and done:
-                        stored = self._state.alarms.committed(row.alarm)
-                        row = replace(row, alarm=stored)  # noqa: PLW2901 - as stored
-                        touched[row.alarm_id] = stored
-                    if done and row.decision.notify:
-                        self._announce(row)
-                    if done and row.alarm is not None and row.alarm.escalation_exhausted_at:
-                        self._exhausted(row.alarm, row.timeline)
+            done: list[DecidedRow] = []
+            for row, now in zip(rows, recorded, strict=True):
+                self.fired.setdefault(row.alarm_id, set()).add(row.decision.deadline.key)
+                if row.alarm is not None and now:
+                    stored = self._state.alarms.committed(row.alarm)
+                    row = replace(row, alarm=stored)  # noqa: PLW2901 - as stored
+                    touched[row.alarm_id] = stored
+                if now:
+                    done.append(row)
+            self._announce_all(done)
         for alarm in touched.values():
             self.arm(alarm, anchors.get(alarm.id))
 
-    def _announce(self, row: DecidedRow) -> None:
+    def _announce(self, row: DecidedRow, each: Callable[..., Any] = log.info) -> None:
         d = row.decision.deadline
         self.fired_count += 1
         self._metrics.escalations.labels(str(d.level)).inc()
@@ -222,7 +288,7 @@ class Escalator:
         if alarm is None:
             return
         with structlog.contextvars.bound_contextvars(alarm_id=row.alarm_id):
-            log.info(
+            each(
                 "alarm.escalated",
                 municipality=alarm.municipality,
                 level=d.level,

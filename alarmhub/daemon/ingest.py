@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -55,7 +56,7 @@ from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import UNKNOWN_KIND, Metrics
 from alarmhub.settings import Settings
-from alarmhub.store.ports import IngestStore
+from alarmhub.store.ports import DecidedRow, IngestStore
 
 log = structlog.get_logger("alarmhub")
 # A batch raising more new alarms than this logs one `alarms.raised` line with counts
@@ -80,6 +81,16 @@ class WalReset(Protocol):
     async def reset(self) -> None: ...
 
 
+class Escalation(Protocol):
+    """The escalator as ingest uses it: first steps decided in the batch, then armed."""
+
+    def first_steps(self, alarms: Iterable[Alarm], now: datetime) -> list[DecidedRow]: ...
+    def first_steps_committed(
+        self, rows: Sequence[DecidedRow], recorded: Sequence[bool], stored: Mapping[str, Alarm]
+    ) -> set[str]: ...
+    def arm(self, alarm: Alarm, anchor: tuple[datetime, float] | None = None) -> None: ...
+
+
 class Heard(Protocol):
     """What supervision learns from committed messages."""
 
@@ -102,7 +113,7 @@ class Ingest:
         clock: Clock,
         metrics: Metrics,
         heard: Heard,
-        arm: Callable[[Alarm], None],
+        escalation: Escalation,
         live: Broadcaster,
         queue_gauges: QueueGauges,
         stopping: asyncio.Event,
@@ -117,7 +128,7 @@ class Ingest:
         self._clock = clock
         self._metrics = metrics
         self._heard = heard
-        self._arm = arm
+        self._escalation = escalation
         self._live = live
         self._queue_gauges = queue_gauges
         self._stopping = stopping
@@ -196,15 +207,17 @@ class Ingest:
         from_broker: bool,
     ) -> None:
         async with self._gate.lock:
-            effects = await self._decide_and_commit(batch, from_broker=from_broker)
+            effects, steps = await self._decide_and_commit(batch, from_broker=from_broker)
         # Acks and receipts leave as one write, only now that the batch is durable.
         source.settle(batch, _stored_receipts(effects))
         if settled is not None:
             settled(batch, effects)
         self.batches_committed += 1
-        self._after_commit(effects)
+        self._after_commit(effects, steps)
 
-    async def _decide_and_commit(self, batch: list[Delivery], *, from_broker: bool) -> BatchEffects:
+    async def _decide_and_commit(
+        self, batch: list[Delivery], *, from_broker: bool
+    ) -> tuple[BatchEffects, FirstSteps]:
         # Marked with when they may have been queued: MQTT carries no broker time.
         raws = [d.raw for d in batch]
         raws = self._backlog.mark(raws) if from_broker else raws
@@ -217,7 +230,7 @@ class Ingest:
         )
         await self._gate.until_wal_has_room()
 
-        async def attempt() -> BatchEffects:
+        async def attempt() -> tuple[BatchEffects, FirstSteps]:
             # Decided on the alarms in memory; decided again if one of them changed
             # in the database meanwhile (WriteGate.deciding).
             effects = process_batch(raws, decoded, fps, seen, self._state.alarms, ctx)
@@ -231,15 +244,37 @@ class Ingest:
                 and (dev := self._state.devices.get(m.rejected.device_id)) is not None
             }
             started = self._clock.monotonic()
-            await self._gate.until_committed(
-                lambda: self._store.commit_batch(effects, municipality_of)
-            )
+            steps = await self._commit(effects, municipality_of)
             self._metrics.commit_seconds.observe(self._clock.monotonic() - started)
-            return effects
+            return effects, steps
 
-        effects = await self._gate.deciding(attempt)
+        effects, steps = await self._gate.deciding(attempt)
+        return effects, self._apply(effects, steps)
+
+    async def _commit(self, effects: BatchEffects, municipality_of: dict[str, str]) -> FirstSteps:
+        """Commit the batch with its new alarms' first steps (those due at once).
+
+        One transaction for both, where the escalator used to write the first steps in
+        one of its own right after (issue 18: ~6 % of a storm). The step is decided at
+        the instant read here, on the alarms as this batch leaves them; the escalator
+        learns it as fired only after the commit (`_apply`), and arms the next one.
+        """
+        clock = self._clock
+        anchor = (clock.now(), clock.monotonic())
+        new = [effects.alarms[i] for i in dict.fromkeys(effects.new_alarm_ids)]
+        rows = self._escalation.first_steps(new, anchor[0]) if new else []
+        recorded = await self._gate.until_committed(
+            lambda: self._store.commit_batch(effects, municipality_of, rows)
+        )
+        return FirstSteps(rows, recorded, anchor)
+
+    def _apply(self, effects: BatchEffects, steps: FirstSteps) -> FirstSteps:
+        """Memory after the commit: the alarms as stored (an escalated one at its new level)."""
+        for row, recorded in zip(steps.rows, steps.recorded, strict=True):
+            if recorded and row.alarm is not None:
+                effects.alarms[row.alarm_id] = row.alarm
         self._state.apply(effects)
-        return effects
+        return steps
 
     async def _retry_unknown_devices(
         self, raws: list[RawMessage], decoded: list[Decoded | Rejected]
@@ -264,25 +299,35 @@ class Ingest:
         """Judge and commit events alarmhub raised itself (a silent device, an overdue dose)."""
         async with self._gate.lock:
 
-            async def attempt() -> BatchEffects:
+            async def attempt() -> tuple[BatchEffects, FirstSteps]:
                 effects = process_internal(events, self._state.alarms, self.context())
-                await self._gate.until_committed(lambda: self._store.commit_batch(effects, {}))
-                return effects
+                return effects, await self._commit(effects, {})
 
-            effects = await self._gate.deciding(attempt)
-            self._state.apply(effects)
-        self._after_commit(effects)
+            effects, steps = await self._gate.deciding(attempt)
+            steps = self._apply(effects, steps)
+        self._after_commit(effects, steps)
 
-    def _after_commit(self, effects: BatchEffects) -> None:
+    def _after_commit(self, effects: BatchEffects, steps: FirstSteps) -> None:
         if effects.device_seen:
             self._heard.heard(effects.device_seen)
-        for alarm in effects.alarms.values():
-            self._arm(alarm)
         self._metrics.commit_batch_size.observe(len(effects.messages))
         self._count(effects)
-        for alarm in effects.alarms.values():
-            self._live.publish("alarm", alarm_json(alarm))
         self._raised(effects)
+        escalation = self._escalation
+        # The first steps that fired with the batch: told to the escalator (which
+        # announces them, the live feed included) before anything is armed.
+        if steps.rows:
+            steps.announced = escalation.first_steps_committed(
+                steps.rows, steps.recorded, effects.alarms
+            )
+        for alarm in effects.alarms.values():
+            # An alarm whose first step was decided with the batch is armed for its next
+            # step on the instant that step was decided at (Escalator.arm).
+            escalation.arm(alarm, steps.anchor if alarm.id in steps.announced else None)
+        for alarm in effects.alarms.values():
+            # An escalated alarm was shown once already, at its new level (on_escalated).
+            if alarm.id not in steps.announced:
+                self._live.publish("alarm", alarm_json(alarm))
         self._queue_gauges.update(self._state.alarms.by_id.values(), throttled=True)
 
     def _raised(self, effects: BatchEffects) -> None:
@@ -411,6 +456,17 @@ class Ingest:
                 topic=topic,
                 similar_since_last_log=suppressed,
             )
+
+
+@dataclass(slots=True)
+class FirstSteps:
+    """A batch's first escalation steps: decided, whether each was recorded now, the
+    (wall, monotonic) instant they were decided at, and the alarms announced."""
+
+    rows: list[DecidedRow]
+    recorded: list[bool]
+    anchor: tuple[datetime, float]
+    announced: set[str] = field(default_factory=set)
 
 
 def _finished_alone(task: asyncio.Future[None]) -> None:

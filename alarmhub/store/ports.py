@@ -79,6 +79,11 @@ class DecidedRow:
     timeline: Sequence[TimelineEntry]
     notifications: Sequence[Notification]
 
+    @property
+    def decided_at(self) -> datetime:
+        """When it was decided: due time plus how late."""
+        return self.decision.deadline.due_at + self.decision.late_by
+
 
 @dataclass(frozen=True, slots=True)
 class DoseHistory:
@@ -106,9 +111,14 @@ class IngestStore(Protocol):
 
     async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
 
+    # With its new alarms' first steps (`decided`), claimed as commit_decisions claims
+    # them, in one transaction; per step, whether recorded now.
     async def commit_batch(
-        self, effects: BatchEffects, municipality_of: dict[str, str]
-    ) -> None: ...
+        self,
+        effects: BatchEffects,
+        municipality_of: dict[str, str],
+        decided: Sequence[DecidedRow] = (),
+    ) -> list[bool]: ...
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]: ...
 

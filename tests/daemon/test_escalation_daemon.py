@@ -241,17 +241,18 @@ async def test_a_wall_clock_step_during_a_steps_commit_moves_no_later_step(
         ) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
-            real = hub.store.commit_decisions
+            # The first step commits with the ingest batch that raised the alarm (issue 18).
+            real = hub.store.commit_batch
             stepped: list[bool] = []
 
             async def commit_then_step(*args: Any) -> Any:
                 out = await real(*args)
-                if not stepped:
+                if out and not stepped:  # the batch recorded a first step
                     stepped.append(True)
                     clock.jump(timedelta(hours=1))  # NTP steps the wall clock mid-commit
                 return out
 
-            hub.store.commit_decisions = commit_then_step  # type: ignore[method-assign, assignment]
+            hub.store.commit_batch = commit_then_step  # type: ignore[method-assign, assignment]
             pub.publish(*native("pend-1", "p1", "button.pressed"))
             assert await async_wait_until(lambda: escalations(db) == [(0, 0, "escalate", 1)], 10)
             [alarm_id] = hub.state.alarms.by_id
@@ -261,5 +262,50 @@ async def test_a_wall_clock_step_during_a_steps_commit_moves_no_later_step(
             clock.advance(timedelta(seconds=60))  # real time passing still escalates, at 60 s
             await hub.escalator.fire_due()
             assert escalations(db) == [(0, 0, "escalate", 1), (0, 1, "escalate", 2)]
+            assert stepped == [True]
+    finally:
+        pub.close()
+
+
+async def test_a_new_alarms_first_step_commits_in_the_batch_that_raised_it(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Issue 18: no transaction of the escalator's own for a step due at once; the
+    escalator learns it as fired and arms the next; the live feed shows the alarm once,
+    at its new level."""
+    db = tmp_path / "alarmhub.db"
+    register(f"sqlite:///{db}", [("pend-1", "safety_alarm", "0301")], tmp_path)
+    clock = FakeClock(T0)
+    pub = Publisher(broker.port)
+    try:
+        async with AlarmHub(
+            hub_settings(tmp_path, broker.url, client_id), clock=clock, serve_http=False
+        ) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            decisions: list[Any] = []
+            real = hub.store.commit_decisions
+
+            async def counted(*args: Any) -> Any:
+                decisions.append(args[0])
+                return await real(*args)
+
+            hub.store.commit_decisions = counted  # type: ignore[method-assign, assignment]
+            shown_before = hub.live.missed_since(0) or []
+            pub.publish(*native("pend-1", "p1", "button.pressed"))
+            assert await async_wait_until(lambda: escalations(db) == [(0, 0, "escalate", 1)], 10)
+            [alarm_id] = hub.state.alarms.by_id
+            assert await async_wait_until(lambda: hub.escalator._armed.get(alarm_id) == (0, 1), 10)
+            assert hub.escalator.fired[alarm_id] == {(0, 0)}
+            assert decisions == []  # the escalator wrote nothing for the first step
+            [stored] = hub.state.alarms.by_id.values()
+            assert (stored.escalation_level, stored.rev) == (1, 1)  # one write: raised + step
+            shown = (hub.live.missed_since(0) or [])[len(shown_before) :]
+            levels = [c.data["escalation_level"] for c in shown if c.data["id"] == alarm_id]
+            assert levels == [1]
+            clock.advance(timedelta(seconds=60))
+            await hub.escalator.fire_due()
+            assert escalations(db) == [(0, 0, "escalate", 1), (0, 1, "escalate", 2)]
+            assert len(decisions) == 1  # the 60 s step: the escalator's own, as before
     finally:
         pub.close()

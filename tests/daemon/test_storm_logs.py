@@ -1,4 +1,4 @@
-"""A storm of new alarms logs one `alarms.raised` line per batch, not a line per alarm.
+"""A storm of new alarms logs one `alarms.raised` (and `alarms.escalated`) line per batch.
 
 Issue 18: one info line per new alarm was a measurable share of a storm's profile. A batch
 raising more than RAISED_LINES_PER_BATCH alarms logs one info line with counts (each alarm
@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from alarmhub.app import AlarmHub
+from alarmhub.daemon.escalator import ESCALATED_LINES_PER_BATCH
 from alarmhub.daemon.ingest import RAISED_LINES_PER_BATCH
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.helpers import Publisher, async_wait_until, db_count, hub_settings, native
@@ -57,3 +58,11 @@ async def test_a_backlog_of_new_alarms_is_logged_per_batch_with_counts(
         assert b["by_kind"] == {"button": b["count"]}
     # A backlog of 120 presses does not arrive one by one: the storm path ran.
     assert batches, [e["event"] for e in logs][:20]
+    # Each alarm's first step (operator queue, at once) fired with its batch and is told
+    # the same way: one `alarm.escalated` line each, or a batch's `alarms.escalated` count.
+    escalated = [e for e in logs if e["event"] == "alarm.escalated" and e["log_level"] == "info"]
+    counted = [e for e in logs if e["event"] == "alarms.escalated"]
+    assert len(escalated) + sum(b["count"] for b in counted) == N
+    assert all(b["count"] > ESCALATED_LINES_PER_BATCH for b in counted)
+    assert all(b["by_level"] == {"1": b["count"]} for b in counted)
+    assert counted

@@ -52,10 +52,12 @@ async def test_a_batch_committed_twice_is_stored_once(pg: OpenedStore) -> None:
     store = pg.store
     await registered(pg)
     batch = new_alarm_batch()
-    await store.commit_batch(batch, {})
-    await store.commit_batch(batch, {})
+    await store.commit_batch(batch, {}, [decided(0, rev=0)])
+    # Its first step came with it: stored once, and told as recorded (nobody announced it).
+    assert await store.commit_batch(batch, {}, [decided(0, rev=0)]) == [True]
     assert await pg.count("SELECT count(*) FROM inbox") == 1
-    assert len(await store.timeline("a-1")) == 1
+    assert [t["type"] for t in await store.timeline("a-1")] == ["raised", "escalated"]
+    assert await pg.count("SELECT count(*) FROM outbox") == 1
     # An identical message judged new (its alarm resolved since) is a row of its own,
     # and its retry again is not.
     again = press("m1", T0 + timedelta(hours=1), None, Verdict.LOGGED)

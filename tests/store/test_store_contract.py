@@ -302,6 +302,39 @@ async def test_an_escalation_step_fires_once_with_its_notification(opened: Opene
     assert await store.commit_decisions([], later) == []
 
 
+async def test_a_batch_commits_its_new_alarms_first_steps_with_it(opened: OpenedStore) -> None:
+    """Issue 18: the first step in the batch's own transaction, written as commit_decisions
+    writes it: the decided row, the alarm at its new level, the entry, the outbox row."""
+    store = opened.store
+    await registered(opened)
+    step = decided(0, rev=0)  # decided on the new alarm, before it was ever stored
+    assert await store.commit_batch(new_alarm_batch(), {}, [step]) == [True]
+    assert await store.fired_keys(["a-1"]) == {"a-1": {(0, 0)}}
+    assert (await store.get_alarm("a-1")) == alarm(escalation_level=1, rev=1)
+    assert [t["type"] for t in await store.timeline("a-1")] == ["raised", "escalated"]
+    [note] = await store.due_outbox(T0 + timedelta(minutes=1))
+    assert (note.target, note.payload) == ("level-1", b'{"alarm":"a-1"}')
+    # Without steps a batch says so with an empty list.
+    assert await store.commit_batch(BatchEffects(), {}) == []
+
+
+async def test_a_first_step_decided_before_is_not_written_again_by_a_batch(
+    opened: OpenedStore,
+) -> None:
+    """At most once: a step already stored is not recorded, its effects are not written
+    again, and the batch's own alarm row is written instead of the escalated one."""
+    store = opened.store
+    await registered(opened)
+    await store.commit_batch(new_alarm_batch(), {})
+    assert await store.commit_decisions([decided(0)], T0) == [True]  # a-1 at revision 2
+    again = new_alarm_batch("m2", "a-1")
+    again = replace(again, alarms={"a-1": alarm(rev=2)})
+    assert await store.commit_batch(again, {}, [decided(0, rev=2)]) == [False]
+    assert (await store.get_alarm("a-1")) == alarm(rev=3)
+    assert [t["type"] for t in await store.timeline("a-1")].count("escalated") == 1
+    assert len(await store.due_outbox(T0 + timedelta(minutes=1))) == 1
+
+
 # --- silences --------------------------------------------------------------------
 
 

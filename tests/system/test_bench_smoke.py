@@ -153,6 +153,9 @@ def test_the_storm_echo_and_cpu_figures_are_printed() -> None:
     assert result["storm_n"] == 3000
     assert result["storm_baseline_msgs_per_s"] > 0
     assert result["storm_ratio"] > 0
+    # Until every alarm's first step fired too, and the CPU that took.
+    assert result["storm_escalated_per_s"] > 0
+    assert result["storm_cpu_us_per_alarm"] > 0
     # PostgreSQL beside SQLite: measured where the local server answers, else a note says why.
     pg = [result[f"storm_ratio_pg_{k}"] for k in (1, 2, 3)]
     assert all(r is not None and r > 0 for r in pg) or result["storm_pg_note"]

@@ -47,6 +47,19 @@ async def write_decisions(
     conn: Any, rows: Sequence[DecidedRow], decided_at: datetime
 ) -> list[bool]:
     """Insert the decided keys; write the effects of those inserted now. In a transaction."""
+    recorded = await claim_decided(conn, rows, decided_at)
+    kept = [r for r, now in zip(rows, recorded, strict=True) if now]
+    # The last decision's alarm is the alarm's state.
+    alarms = {r.alarm_id: r.alarm for r in kept if r.alarm is not None}
+    if alarms:
+        await upsert_alarms(conn, list(alarms.values()))
+    await write_effects(conn, kept, decided_at)
+    return recorded
+
+
+async def claim_decided(conn: Any, rows: Sequence[DecidedRow], decided_at: datetime) -> list[bool]:
+    """Insert the decided keys in the caller's transaction; per row, whether it was
+    recorded now (False: decided before, its effects are not to be written again)."""
     if not rows:
         return []
     keys = [(r.alarm_id, r.decision.deadline.round, r.decision.deadline.step_index) for r in rows]
@@ -66,31 +79,26 @@ async def write_decisions(
     }
     recorded: list[bool] = []
     claimed: set[tuple[str, int, int]] = set()
-    alarms: dict[str, Alarm] = {}
-    timeline: list[TimelineEntry] = []
-    outbox: list[tuple[str, str, str, str, str]] = []
-    for key, r in zip(keys, rows, strict=True):
+    for key in keys:
         # The same key twice in one call: the first is recorded, as one row at a time would.
-        now = key in fresh and key not in claimed
+        recorded.append(key in fresh and key not in claimed)
         claimed.add(key)
-        recorded.append(now)
-        if not now:
-            continue
-        if r.alarm is not None:
-            alarms[r.alarm_id] = r.alarm  # the last decision's alarm is the alarm's state
-        timeline.extend(r.timeline)
-        outbox.extend(
-            (r.alarm_id, n.target, n.channel, n.address, orjson.dumps(n.payload).decode())
-            for n in r.notifications
-        )
-    if alarms:
-        await upsert_alarms(conn, list(alarms.values()))
+    return recorded
+
+
+async def write_effects(conn: Any, kept: Sequence[DecidedRow], decided_at: datetime) -> None:
+    """The timeline entries and outbox rows of decisions recorded now."""
+    timeline = [e for r in kept for e in r.timeline]
+    outbox = [
+        (r.alarm_id, n.target, n.channel, n.address, orjson.dumps(n.payload).decode())
+        for r in kept
+        for n in r.notifications
+    ]
     if timeline:
         await conn.execute(INSERT_TIMELINE, *timeline_columns(timeline))
     if outbox:
         cols = [list(c) for c in zip(*outbox, strict=True)]
         await conn.execute(INSERT_OUTBOX, *cols, decided_at)
-    return recorded
 
 
 def fired_rows(rows: Sequence[Any], wanted: Sequence[str]) -> dict[str, set[DeadlineKey]]:

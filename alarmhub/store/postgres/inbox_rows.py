@@ -14,6 +14,7 @@ retention cannot make a new message collide with a kept one and vanish.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,6 +23,8 @@ from alarmhub.core.dedup import Identity, Prior, payload_digest
 from alarmhub.core.model import Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.store.inbox import inbox_row
+from alarmhub.store.ports import DecidedRow
+from alarmhub.store.postgres.escalation_rows import claim_decided, write_effects
 from alarmhub.store.postgres.rows import (
     INSERT_TIMELINE,
     fingerprint_key,
@@ -117,13 +120,20 @@ def _row(m: MessageOutcome, municipality_of: dict[str, str]) -> tuple[Any, ...]:
     )
 
 
-async def write_batch(conn: Any, effects: BatchEffects, municipality_of: dict[str, str]) -> bool:
-    """One batch's rows in the caller's transaction; False when it was committed before.
+async def write_batch(
+    conn: Any,
+    effects: BatchEffects,
+    municipality_of: dict[str, str],
+    decided: Sequence[DecidedRow] = (),
+) -> list[bool]:
+    """One batch's rows in the caller's transaction, with its new alarms' first steps.
 
-    When every inbox row of the batch is there already, this batch was committed by
-    an earlier attempt whose COMMIT's answer was lost with the connection: its alarms,
-    timeline and devices were committed with it, and writing the timeline again would
-    show each entry twice. Then nothing else is written.
+    Per decided row whether it was recorded now (IngestStore.commit_batch). When every
+    inbox row of the batch is there already, this batch was committed by an earlier
+    attempt whose COMMIT's answer was lost with the connection: its alarms, timeline,
+    devices and first steps were committed with it, and writing the timeline again
+    would show each entry twice. Then nothing else is written, and each step counts as
+    recorded: it is stored as this batch decided it, and nobody announced it yet.
     """
     seen = sorted((dev, at) for dev, at in effects.device_seen.items())
     if seen:
@@ -136,12 +146,19 @@ async def write_batch(conn: Any, effects: BatchEffects, municipality_of: dict[st
     if inbox[0]:
         inserted = status_count(await conn.execute(INSERT_INBOX, *inbox))
         if inserted == 0:
-            return False
+            return [True] * len(decided)
+    # One instant for all of a batch's steps (daemon/escalator.py first_steps).
+    at = decided[0].decided_at if decided else None
+    recorded = await claim_decided(conn, decided, at) if at is not None else []
+    kept = [r for r, now in zip(decided, recorded, strict=True) if now]
+    escalated = {r.alarm_id: r.alarm for r in kept if r.alarm is not None}
     if effects.alarms:
-        await upsert_alarms(conn, list(effects.alarms.values()))
+        await upsert_alarms(conn, [escalated.get(i, a) for i, a in effects.alarms.items()])
     if effects.timeline:
         await conn.execute(INSERT_TIMELINE, *timeline_columns(effects.timeline))
-    return True
+    if at is not None:
+        await write_effects(conn, kept, at)
+    return recorded
 
 
 __all__ = ["inbox_columns", "select_priors", "write_batch"]

@@ -150,12 +150,18 @@ class PostgresStore(PgJournalRows):
         async with connection(self.pool) as conn:
             return await select_priors(conn, wanted)
 
-    async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
-        """Write one batch's every effect in one transaction, or nothing at all."""
+    async def commit_batch(
+        self,
+        effects: BatchEffects,
+        municipality_of: dict[str, str],
+        decided: Sequence[DecidedRow] = (),
+    ) -> list[bool]:
+        """Write one batch's every effect in one transaction, or nothing at all; with
+        its new alarms' first steps, per row whether recorded now (IngestStore)."""
         grant = self._owner_grant()
         async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
-            await write_batch(conn, effects, municipality_of)
+            return await write_batch(conn, effects, municipality_of, decided)
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]:
         wanted = list(dict.fromkeys(ids))

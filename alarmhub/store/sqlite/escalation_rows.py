@@ -38,24 +38,44 @@ _INSERT_OUTBOX = (
 )
 
 
-def _write_decisions(conn: sqlite3.Connection, payload: list[tuple[Any, ...]]) -> list[bool]:
+def claim_decided(
+    conn: sqlite3.Connection, payload: Sequence[tuple[Any, ...]]
+) -> tuple[list[bool], dict[str, tuple[Any, ...]], list[Any], list[Any]]:
+    """Insert each decided row in the caller's transaction; the effects of those recorded now.
+
+    Per row whether it was recorded now (False: decided before, by an earlier life or
+    another worker); the alarm rows to write (the last recorded decision's alarm is the
+    alarm's state: each decision of one alarm was taken on the same revision), and the
+    timeline and outbox rows of the recorded ones, for the caller to write.
+    """
     recorded: list[bool] = []
-    # The last recorded decision's alarm is the alarm's state, written once: each
-    # decision of one alarm was taken on the same revision (rows.upsert_alarms).
     alarms: dict[str, tuple[Any, ...]] = {}
+    timeline: list[Any] = []
+    outbox: list[Any] = []
+    for decided, alarm, entries, notes in payload:
+        if conn.execute(_INSERT_DECIDED, decided).rowcount == 0:
+            recorded.append(False)
+            continue
+        recorded.append(True)
+        if alarm is not None:
+            alarms[alarm[0]] = alarm
+        timeline.extend(entries)
+        outbox.extend(notes)
+    return recorded, alarms, timeline, outbox
+
+
+def write_effects(conn: sqlite3.Connection, timeline: list[Any], outbox: list[Any]) -> None:
+    if timeline:
+        conn.executemany(INSERT_TIMELINE, timeline)
+    if outbox:
+        conn.executemany(_INSERT_OUTBOX, outbox)
+
+
+def _write_decisions(conn: sqlite3.Connection, payload: list[tuple[Any, ...]]) -> list[bool]:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for decided, alarm, timeline, outbox in payload:
-            if conn.execute(_INSERT_DECIDED, decided).rowcount == 0:
-                recorded.append(False)
-                continue
-            recorded.append(True)
-            if alarm is not None:
-                alarms[alarm[0]] = alarm
-            if timeline:
-                conn.executemany(INSERT_TIMELINE, timeline)
-            if outbox:
-                conn.executemany(_INSERT_OUTBOX, outbox)
+        recorded, alarms, timeline, outbox = claim_decided(conn, payload)
+        write_effects(conn, timeline, outbox)
         upsert_alarms(conn, list(alarms.values()))
         conn.execute("COMMIT")
     except BaseException:
@@ -63,6 +83,28 @@ def _write_decisions(conn: sqlite3.Connection, payload: list[tuple[Any, ...]]) -
             conn.execute("ROLLBACK")
         raise
     return recorded
+
+
+def decided_payload(rows: Sequence[DecidedRow], decided_at: datetime | None) -> list[Any]:
+    """The rows claim_decided takes; `decided_at` None: each row's own (DecidedRow.decided_at)."""
+    payload = []
+    for r in rows:
+        at = ts(decided_at or r.decided_at)
+        d = r.decision.deadline
+        decided = (r.alarm_id, d.round, d.step_index, ts(d.due_at), at, r.decision.reason.value)
+        notes = [
+            (r.alarm_id, n.target, n.channel, n.address, orjson.dumps(n.payload).decode(), at, at)
+            for n in r.notifications
+        ]
+        payload.append(
+            (
+                (*decided, d.level, d.target),
+                alarm_row(r.alarm) if r.alarm is not None else None,
+                [timeline_row(e) for e in r.timeline],
+                notes,
+            )
+        )
+    return payload
 
 
 class EscalationRows:
@@ -100,36 +142,7 @@ class EscalationRows:
         existed (an earlier life, or another worker, decided it) and its effects
         were therefore not written again.
         """
-        at = ts(decided_at)
-        payload = [
-            (
-                (
-                    r.alarm_id,
-                    r.decision.deadline.round,
-                    r.decision.deadline.step_index,
-                    ts(r.decision.deadline.due_at),
-                    at,
-                    r.decision.reason.value,
-                    r.decision.deadline.level,
-                    r.decision.deadline.target,
-                ),
-                alarm_row(r.alarm) if r.alarm is not None else None,
-                [timeline_row(e) for e in r.timeline],
-                [
-                    (
-                        r.alarm_id,
-                        n.target,
-                        n.channel,
-                        n.address,
-                        orjson.dumps(n.payload).decode(),
-                        at,
-                        at,
-                    )
-                    for n in r.notifications
-                ],
-            )
-            for r in rows
-        ]
+        payload = decided_payload(rows, decided_at)
         return await self._in_writer_thread(_write_decisions, payload)
 
     async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]:

@@ -36,11 +36,11 @@ from alarmhub.store.columns import (
 )
 from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.inbox import inbox_row
-from alarmhub.store.ports import AlarmStore
+from alarmhub.store.ports import AlarmStore, DecidedRow
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.batch_rows import write_batch
 from alarmhub.store.sqlite.device_moves import check_moves
-from alarmhub.store.sqlite.escalation_rows import EscalationRows
+from alarmhub.store.sqlite.escalation_rows import EscalationRows, decided_payload
 from alarmhub.store.sqlite.inbox_rows import select_priors
 from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
 from alarmhub.store.sqlite.migrations import migrate as apply_migrations
@@ -169,8 +169,16 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
             return {}
         return await self._in_writer_thread(select_priors, wanted)
 
-    async def commit_batch(self, effects: BatchEffects, municipality_of: dict[str, str]) -> None:
+    async def commit_batch(
+        self,
+        effects: BatchEffects,
+        municipality_of: dict[str, str],
+        decided: Sequence[DecidedRow] = (),
+    ) -> list[bool]:
         """Write one batch's every effect in one transaction, or nothing at all.
+
+        `decided`: its new alarms' first escalation steps (IngestStore.commit_batch), per
+        row whether it was recorded now.
 
         The whole transaction runs as one call on the connection's own thread:
         each awaited aiosqlite call costs a thread hop (~85 µs here), and a batch
@@ -184,7 +192,8 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         alarms = [alarm_row(a) for a in effects.alarms.values()]
         timeline = [timeline_row(e) for e in effects.timeline]
         seen = [(ts(at), dev) for dev, at in effects.device_seen.items()]
-        await self._in_writer_thread(write_batch, inbox, alarms, timeline, seen)
+        steps = decided_payload(decided, None)
+        return await self._in_writer_thread(write_batch, inbox, alarms, timeline, seen, steps)
 
     async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(sqlite3_connection, *args)` on this connection's own thread, in one hop.
