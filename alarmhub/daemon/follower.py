@@ -4,7 +4,7 @@ Several instances share one PostgreSQL (issue 15): an operator on instance A mus
 see an acknowledgement made through instance B. Every transaction that writes
 alarms announces their ids at its commit (store/postgres/rows.py upsert_alarms,
 LISTEN/NOTIFY); :class:`ChangeFollower` hears them through the
-:class:`~alarmhub.store.ports.AlarmChangeFeed` port, reads those alarms back in
+:class:`~alarmhub.store.cluster.AlarmChangeFeed` port, reads those alarms back in
 one query and, for each the store holds at a newer revision than memory, does
 what a local change does after its commit: put it in memory, publish it on the
 live stream, re-arm it, recount the queue gauges.
@@ -39,8 +39,9 @@ from alarmhub.daemon.fanout import Broadcaster
 from alarmhub.daemon.state import HubState
 from alarmhub.observability.gauges import QueueGauges
 from alarmhub.observability.logs import OncePer
+from alarmhub.store.cluster import AlarmChangeFeed
 from alarmhub.store.errors import StoreError
-from alarmhub.store.ports import AlarmChangeFeed, FollowedAlarms
+from alarmhub.store.ports import FollowedAlarms
 
 log = structlog.get_logger("alarmhub.follower")
 

@@ -39,8 +39,7 @@ import structlog
 from alarmhub.clock import Clock
 from alarmhub.core.cluster import BrokerTiming, BrokerVerdict, LeaseTiming, broker_verdict
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.cluster import Fence
-from alarmhub.store.ports import Leases
+from alarmhub.store.cluster import Fence, Leases
 
 log = structlog.get_logger("alarmhub.leadership")
 

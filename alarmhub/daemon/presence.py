@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.cluster import InstanceInfo
-from alarmhub.store.ports import Instances
+from alarmhub.store.cluster import InstanceInfo, Instances
 
 log = structlog.get_logger("alarmhub.presence")
 

@@ -25,11 +25,9 @@ import asyncpg
 from alarmhub.clock import Clock
 from alarmhub.core.cluster import LeaseTiming
 from alarmhub.settings import Settings
-from alarmhub.store.cluster import Fence
+from alarmhub.store.cluster import AlarmChangeFeed, Coordination, Fence
 from alarmhub.store.ports import (
-    AlarmChangeFeed,
     AlarmStore,
-    Coordination,
     Directory,
     SupervisionHistory,
 )

@@ -28,7 +28,7 @@ implement the same methods on its pool.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -44,7 +44,6 @@ from alarmhub.core.retention import RetainedTable
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import SessionInfo, TokenRow, UserRow, Visible
-from alarmhub.store.cluster import ClusterView, Fence, InstanceInfo
 from alarmhub.store.journal_outbox import JournalExport, JournalOutbox
 
 # --- the rows the ports pass ---------------------------------------------------
@@ -455,53 +454,3 @@ class DeviceSecrets(Protocol):
 
 class Directory(ScopedReads, Accounts, Access, DeviceSecrets, Protocol):
     """What the web and the CLI's account commands are handed: one object, four ports."""
-
-
-# --- several instances (issue 15): who owns the single-owner work, who is alive --
-
-
-class Leases(Protocol):
-    """Leases with fencing (daemon/leadership.py). Expiry is in the database's clock.
-
-    `acquire` grants only a lease that has expired (or never existed), with a new
-    epoch; `renew` extends only the unexpired grant named by the fence; both
-    return what the database decided. A store that cannot reach its database
-    raises (any exception): the caller backs off and keeps its local deadline.
-    """
-
-    async def acquire(self, name: str, holder: str, ttl_s: float) -> Fence | None: ...
-
-    async def renew(self, fence: Fence, ttl_s: float) -> bool: ...
-
-    async def release(self, fence: Fence) -> None: ...
-
-
-class Instances(Protocol):
-    """Each process's presence and what it owns, for `alarmhub cluster status` and /readyz."""
-
-    async def register_instance(self, info: InstanceInfo) -> None: ...
-
-    async def heartbeat(self, info: InstanceInfo, owns: Sequence[str]) -> None: ...
-
-    async def mark_stopped(self, instance_id: str) -> None: ...
-
-    async def cluster(self) -> ClusterView: ...
-
-
-class Coordination(Leases, Instances, Protocol):
-    """What one database gives several instances to agree on who does what."""
-
-
-class AlarmChangeFeed(Protocol):
-    """Alarms another instance changed, announced at its commit (PostgreSQL LISTEN/NOTIFY).
-
-    Notifications are not stored: `on_resync` runs after every (re)connect, and
-    the consumer re-queries what it shows; `on_changed` gets the ids of one
-    notification. `listen` runs until cancelled.
-    """
-
-    async def listen(
-        self,
-        on_changed: Callable[[Sequence[str]], Awaitable[None]],
-        on_resync: Callable[[], Awaitable[None]],
-    ) -> None: ...

@@ -1,4 +1,4 @@
-"""The :class:`~alarmhub.store.ports.Coordination` port on a small pool of its own.
+"""The :class:`~alarmhub.store.cluster.Coordination` port on a small pool of its own.
 
 Its own pool, not the store's: a renewal must not queue behind a batch of
 inserts (a lease renewed late is a lease lost), and a store pool drained by a

@@ -84,7 +84,7 @@ Item = list[str] | None  # changed ids, or None: resync
 
 
 class PgAlarmChangeFeed:
-    """The :class:`~alarmhub.store.ports.AlarmChangeFeed` port on a dedicated connection."""
+    """The :class:`~alarmhub.store.cluster.AlarmChangeFeed` port on a dedicated connection."""
 
     def __init__(
         self,
