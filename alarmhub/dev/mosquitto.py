@@ -9,6 +9,7 @@ restart keeps sessions and their queues.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,11 +53,42 @@ def mosquitto_binary() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+# Ports handed out below the kernel's ephemeral range: a port the kernel picks for
+# port 0 lies inside that range, where any outgoing connection (a client's, the
+# daemon's own to the broker or the database) may take it between the pick and the
+# listener's bind ("address already in use", seen once in a full test run).
+_HANDED_OUT: set[int] = set()
+_RNG = random.Random()  # noqa: S311  spreads test ports, no secret
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nobody listens on now, outside the ephemeral range where one exists.
+
+    Not handed out twice by this process, so two calls before either bind differ.
+    """
+    low, high = 10_000, min(_ephemeral_low(), 65_536) - 1
+    for _ in range(200 if high > low else 0):
+        port = _RNG.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    with socket.socket(socket.AF_INET, kind) as s:  # no room below the range: the kernel's pick
+        s.bind(("127.0.0.1", 0))
+        found: int = s.getsockname()[1]
+        return found
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

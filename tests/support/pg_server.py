@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,15 +27,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from alarmhub.dev.mosquitto import free_port
+
 BIN = Path(os.environ.get("ALARMHUB_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_CTL = Path("/usr/local/bin/pg_ctl") if Path("/usr/local/bin/pg_ctl").exists() else BIN / "pg_ctl"
 RUN_AS = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgServer:

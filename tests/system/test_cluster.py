@@ -14,7 +14,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,7 @@ import orjson
 import pytest
 
 from alarmhub.core.model import Device, DeviceKind
-from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker, free_port
 from alarmhub.store.postgres.store import PostgresStore
 from tests.support.helpers import REPO, Publisher, native, spawn_daemon
 from tests.support.tcp_proxy import TcpProxy
@@ -38,12 +37,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 
 FAILOVER_S = 3.0  # the lease's ttl 1.5 s: short, but not flapping on a busy machine
 WAIT = 180.0  # a ceiling that catches a hang, not a timing
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

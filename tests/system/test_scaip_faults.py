@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.dev.mosquitto import LocalBroker, free_port
 from alarmhub.sim.scaip_device import Outcome, ResendPolicy, ScaipFleet
 from tests.support.helpers import (
     async_wait_until,
@@ -36,12 +36,6 @@ POLICY = ResendPolicy(
     interval_s=(0.5, 1.0), answer_timeout_s=3.0, give_up_after_s=180.0, t1_s=0.1, t2_s=0.8
 )
 MUNICIPALITY = "0301"
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cid(i: int) -> str:
