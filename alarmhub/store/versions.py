@@ -90,13 +90,18 @@ def _sqlite_path(target: DatabaseTarget) -> Path:
 
 def _sqlite_version(path: Path) -> int:
     # mode=rw: a file that is not there is an empty database, and is not created.
-    try:
-        uri = f"{path.resolve().as_uri()}?mode=rw"
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-    except sqlite3.OperationalError:
-        if not path.exists():
-            return 0
-        raise StoreError(f"cannot open {path}") from None
+    uri = f"{path.resolve().as_uri()}?mode=rw"
+    for attempt in (1, 2):
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            break
+        except sqlite3.OperationalError:
+            if not path.exists():
+                return 0
+            # There now but not when connect looked: another migrate beside this one
+            # created it in between (seen in a test). Open it again before giving up.
+            if attempt == 2:
+                raise StoreError(f"cannot open {path}") from None
     try:
         return lite.schema_version(conn)
     except sqlite3.Error as exc:
