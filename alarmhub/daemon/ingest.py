@@ -234,8 +234,12 @@ class Ingest:
             # Decided on the alarms in memory; decided again if one of them changed
             # in the database meanwhile (WriteGate.deciding).
             effects = process_batch(raws, decoded, fps, seen, self._state.alarms, ctx)
-            # What each SCAIP device will be answered about its alarm, in this commit.
-            effects.timeline.extend(answered_in_batch(effects, self._state.alarms.get, ctx.rules))
+            # What each SCAIP device will be answered about its alarm, in this commit. Only
+            # the SIP source carries SCAIP requests: an MQTT batch (the hot path) skips the
+            # walk over every message's events.
+            if not from_broker:
+                answered = answered_in_batch(effects, self._state.alarms.get, ctx.rules)
+                effects.timeline.extend(answered)
             municipality_of = {
                 m.rejected.device_id: dev.municipality
                 for m in effects.messages
