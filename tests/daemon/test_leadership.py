@@ -260,6 +260,9 @@ async def test_owner_loses_ownership_while_the_database_is_down_and_one_owns_aft
             assert fence is not None
             server.stop()  # immediate: as a crash of the database host
             assert await async_wait_until(lambda: not a.owns() and not b.owns(), WAIT)
+            # Ownership clears at once; on_lost is delivered by the announcer task after:
+            # wait for that too before reading what it was told.
+            assert await async_wait_until(lambda: any(f == fence for _, f, _ in owner.lost), WAIT)
             assert [r for _, f, r in owner.lost if f == fence] == [LossReason.DEADLINE]
             server.start()
             assert await async_wait_until(lambda: a.owns() or b.owns(), WAIT)
