@@ -254,7 +254,8 @@ class AlarmHub:
             broker=BrokerTiming.for_failover(s.failover_s),
         )
         info = InstanceInfo(s.instance_id, socket.gethostname(), os.getpid(), installed_version())
-        self.presence = Presence(coordination, info, lambda: self.owner.owns, s.failover_s / 6)
+        owns, writable = (lambda: self.owner.owns), self.metrics.store_writable
+        self.presence = Presence(coordination, info, owns, s.failover_s / 6, writable)
 
     def _connect(self) -> MqttIngest:
         """A fresh client with the service's one client id, for one owner's term."""

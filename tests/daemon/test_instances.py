@@ -396,9 +396,16 @@ async def test_the_owner_cut_from_postgresql_stops_and_the_other_takes_over(
             assert await eventually(
                 lambda: _at_least(value(pg_url, "SELECT count(*) FROM inbox"), n)
             )
+            # A standby cut from its database is not ready (/readyz): its heartbeat, a
+            # write, fails; the owner's last batch was cancelled, not refused, so
+            # nothing else said so (it stayed "writable" through the cut).
+            assert await async_wait_until(lambda: _writable(a) == 0, WAIT)
             proxy.restore()
             # Healed: the former owner is a standby and its old grant commits nothing.
             assert await async_wait_until(a.ownership.standby.is_set, WAIT)
+            # And it says it is writable again (its /readyz: ready as a standby), though a
+            # standby writes nothing through the write gate that otherwise tells it.
+            assert await async_wait_until(lambda: _writable(a) == 1, WAIT)
             assert await holder(pg_url) == "inst-b"
             assert a.owns == []
             assert await value(pg_url, "SELECT count(*) FROM inbox") == n
@@ -448,3 +455,7 @@ async def test_a_writer_cut_off_inside_a_fenced_transaction_does_not_hold_up_the
         finally:
             writer.pool.terminate()
             await conn.close()
+
+
+def _writable(hub: AlarmHub) -> float | None:
+    return hub.metrics.registry.get_sample_value("alarmhub_store_writable")
