@@ -147,11 +147,16 @@ def process_batch(
     # Alarms touched by this batch shadow the index, so a second press in the same
     # batch joins the alarm the first one opened.
     working = Working(index)
-    priors: dict[str, Prior | None] = (
-        dict(already_seen) if isinstance(already_seen, Mapping) else dict.fromkeys(already_seen)
+    stored: Mapping[str, Prior | None] = (
+        already_seen if isinstance(already_seen, Mapping) else dict.fromkeys(already_seen)
     )
+    # This batch's own messages by fingerprint, the latest copy's: a later copy is
+    # compared with it. Its Prior is built only then, since most never come again.
+    earlier: dict[str, tuple[RawMessage, MessageOutcome]] = {}
     for raw, result, fp in zip(raws, decoded, fingerprints, strict=True):
-        identity = _identify(raw, result, priors.get(fp, _UNSEEN), working, ctx)
+        before = earlier.get(fp)
+        prior = _prior(*before) if before is not None else stored.get(fp, _UNSEEN)
+        identity = _identify(raw, result, prior, working, ctx)
         if isinstance(result, Rejected):
             verdict = Verdict.REJECTED if identity.is_new else Verdict.REDELIVERY
             outcome = MessageOutcome(raw, fp, verdict, None, result.msg_id, result)
@@ -159,7 +164,7 @@ def process_batch(
             effects.messages.append(outcome)
             if identity.is_new:
                 _strays(raw, result, outcome, identity, working, ctx, effects)
-                priors[fp] = _prior(raw, outcome)
+                earlier[fp] = (raw, outcome)
             continue
         outcome = MessageOutcome(raw, fp, Verdict.LOGGED, result.device, result.msg_id)
         outcome.dropped = result.dropped
@@ -177,7 +182,7 @@ def process_batch(
                 _judge_event(event, result.device, working, ctx, effects, occurrence=again)
             )
         _heard(result.events[0], result.device, working, ctx, effects)
-        priors[fp] = _prior(raw, outcome)
+        earlier[fp] = (raw, outcome)
     return effects
 
 
