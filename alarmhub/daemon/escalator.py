@@ -322,10 +322,10 @@ class Escalator:
         now: datetime,
         policy: Policy | None,
         fired: AbstractSet[DeadlineKey],
-    ) -> tuple[Alarm | None, list[TimelineEntry], list[Notification]]:
+    ) -> tuple[Alarm | None, Sequence[TimelineEntry], Sequence[Notification]]:
         """`policy`, `fired`: the alarm's, as the caller decided the step on them."""
         changed, entries = apply_decision(alarm, decision, now, self._state.rules.version)
-        notes = self._notifications(changed, decision.deadline) if changed is not None else []
+        notes = self._notifications(changed, decision.deadline) if changed is not None else ()
         # The last step of the policy: if the alarm is still open, say so in the same
         # transaction (item 5), never just stop.
         ran_out = (
@@ -336,7 +336,7 @@ class Escalator:
         if ran_out is not None:
             changed, entry = ran_out
             entries = (*entries, entry)
-        return changed, list(entries), notes
+        return changed, entries, notes
 
     def _notifications(self, alarm: Alarm, d: Deadline) -> list[Notification]:
         target = self._state.rules.targets.get(d.target)
