@@ -214,7 +214,8 @@ def next_deadline(
     """
     # The same order as plan()'s, without building and sorting every deadline of every
     # round each time an alarm is armed: a storm of new alarms asks this per alarm
-    # (twice, with the exhaustion check), and plan() was ~10 % of the storm's profile.
+    # (its first step, then arming the next), and plan() was ~10 % of the storm's profile.
+    # The exhaustion check asks `undecided` instead, which builds no deadline.
     base = generation * ROUND_STRIDE
     for offset, rnd, index in policy.schedule:
         if (base + rnd, index) not in fired:
