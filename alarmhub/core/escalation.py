@@ -51,10 +51,9 @@ ops are alerted on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType, amended
@@ -112,6 +111,11 @@ class Policy:
     from_previous: bool = False  # each step's `after` counts from the previous step
     ack_timeout: timedelta | None = None
     round_interval: timedelta | None = None  # round start to round start; see module doc
+    # (offset from the start, round, step index) of every step, in plan()'s order: built
+    # once with the policy, which never changes. It was an lru_cache keyed on the policy,
+    # whose key (the hash of every field and step, computed anew each call) cost more
+    # than the walk: next_deadline asks for it per new alarm (issue 18).
+    schedule: tuple[tuple[timedelta, int, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -128,6 +132,7 @@ class Policy:
                 f"policy {self.name!r}: rounds would overlap; set a round_interval longer "
                 "than the last step's offset"
             )
+        object.__setattr__(self, "schedule", _schedule(self))
 
     def offsets(self) -> tuple[timedelta, ...]:
         """Each step's offset from the start of its round."""
@@ -209,9 +214,10 @@ def next_deadline(
     """
     # The same order as plan()'s, without building and sorting every deadline of every
     # round each time an alarm is armed: a storm of new alarms asks this per alarm
-    # (twice, with the exhaustion check), and plan() was ~10 % of the storm's profile.
+    # (its first step, then arming the next), and plan() was ~10 % of the storm's profile.
+    # The exhaustion check asks `undecided` instead, which builds no deadline.
     base = generation * ROUND_STRIDE
-    for offset, rnd, index in _schedule(policy):
+    for offset, rnd, index in policy.schedule:
         if (base + rnd, index) not in fired:
             step = policy.steps[index]
             due_at = raised_at.astimezone(UTC) + offset
@@ -219,12 +225,21 @@ def next_deadline(
     return None
 
 
-@lru_cache(maxsize=1024)
+def undecided(policy: Policy, fired: AbstractSet[DeadlineKey], generation: int = 0) -> bool:
+    """Whether any step deadline is not yet decided: :func:`next_deadline` is not None.
+
+    Without building the deadline: the exhaustion check asks it of every step decided,
+    the first step of each new alarm in a storm too (issue 18).
+    """
+    base = generation * ROUND_STRIDE
+    return any((base + rnd, index) not in fired for _, rnd, index in policy.schedule)
+
+
 def _schedule(policy: Policy) -> tuple[tuple[timedelta, int, int], ...]:
     """(offset from the start, round, step index) of every step, in plan()'s order.
 
     Sorting by offset is sorting by due time, since every deadline of one escalation
-    has the same start. Cached per policy (frozen, so hashable and never changed).
+    has the same start.
     """
     offsets = policy.offsets()
     length = policy.round_length()
@@ -347,9 +362,9 @@ def exhaustion(
         return None
     if alarm.escalation_exhausted_at is not None:
         return None
-    if next_deadline(policy, escalation_start(alarm), fired, alarm.escalation_generation):
+    if undecided(policy, fired, alarm.escalation_generation):
         return None
-    marked = replace(alarm, escalation_exhausted_at=now)
+    marked = amended(alarm, escalation_exhausted_at=now)
     detail: dict[str, object] = {
         "policy": policy.name,
         "level": alarm.escalation_level,

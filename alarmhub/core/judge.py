@@ -137,9 +137,15 @@ def judge(
     *,
     merge_max_age: timedelta | None = None,
     cause_ended: bool = False,
+    policy: str | None = None,
 ) -> Decision:
     """`cause_ended`: `active` is suppressed by a cause that has ended (see
-    :func:`suppression_ended`)."""
+    :func:`suppression_ended`). `policy`: the escalation policy a new alarm is raised
+    under (the rule set's, for :func:`new_priority` in the device's municipality).
+
+    A new alarm is built once, with its resident and policy: a storm of new alarms
+    paid a second copy of each for them (issue 18).
+    """
     if rule.alarm is None:
         return Decision(Verdict.LOGGED)
     detail: dict[str, object] = {
@@ -179,7 +185,7 @@ def judge(
         )
         entry = TimelineEntry(reopened.id, now, TimelineType.REOPENED, None, detail)
         return Decision(Verdict.REOPENED, reopened, (entry,))
-    priority = rule.priority if rule.priority is not None else Priority.NORMAL
+    priority = new_priority(rule)
     alarm = Alarm(
         id=alarm_id(device.id, event.msg_id, rule.alarm),
         device_id=device.id,
@@ -190,11 +196,17 @@ def judge(
         raised_at=now,
         last_seen_at=now,
         rules_version=rules_version,
+        resident=device.resident,
+        policy=policy,
     )
-    entry = TimelineEntry(
-        alarm.id, now, TimelineType.RAISED, None, {**detail, "priority": int(priority)}
-    )
+    detail["priority"] = int(priority)  # `detail` is this call's own dict
+    entry = TimelineEntry(alarm.id, now, TimelineType.RAISED, None, detail)
     return Decision(Verdict.NEW, alarm, (entry,))
+
+
+def new_priority(rule: Rule) -> Priority:
+    """The priority of a new alarm the rule raises."""
+    return rule.priority if rule.priority is not None else Priority.NORMAL
 
 
 def _merge(active: Alarm, now: datetime, detail: dict[str, object]) -> Decision:

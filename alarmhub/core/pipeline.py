@@ -12,36 +12,36 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from alarmhub.core import suppress
 from alarmhub.core.decode import Catalog, DecodeLimits, decode
 from alarmhub.core.dedup import CONTENT_ID_PREFIX, Identity, Prior, identify
-from alarmhub.core.doses import SCHEDULED_AT
 from alarmhub.core.index import AlarmIndex, Working, alarm_key
 from alarmhub.core.judge import (
     Decision,
-    alarm_id,
     auto_resolve,
     clear,
     judge,
+    new_priority,
     suppression_ended,
 )
 from alarmhub.core.model import (
-    INTERNAL_EVENTS,
     Alarm,
     Decoded,
     Device,
     Dropped,
     Event,
     EventType,
+    Priority,
     RawMessage,
     Rejected,
     TimelineEntry,
     Verdict,
     amended,
 )
+from alarmhub.core.occurrence import for_occurrence, rekeyed, scheduled_at
 from alarmhub.core.rules import Rule, RuleSet
 from alarmhub.core.strays import stray_events
 
@@ -147,11 +147,16 @@ def process_batch(
     # Alarms touched by this batch shadow the index, so a second press in the same
     # batch joins the alarm the first one opened.
     working = Working(index)
-    priors: dict[str, Prior | None] = (
-        dict(already_seen) if isinstance(already_seen, Mapping) else dict.fromkeys(already_seen)
+    stored: Mapping[str, Prior | None] = (
+        already_seen if isinstance(already_seen, Mapping) else dict.fromkeys(already_seen)
     )
+    # This batch's own messages by fingerprint, the latest copy's: a later copy is
+    # compared with it. Its Prior is built only then, since most never come again.
+    earlier: dict[str, tuple[RawMessage, MessageOutcome]] = {}
     for raw, result, fp in zip(raws, decoded, fingerprints, strict=True):
-        identity = _identify(raw, result, priors.get(fp, _UNSEEN), working, ctx)
+        before = earlier.get(fp)
+        prior = _prior(*before) if before is not None else stored.get(fp, _UNSEEN)
+        identity = _identify(raw, result, prior, working, ctx)
         if isinstance(result, Rejected):
             verdict = Verdict.REJECTED if identity.is_new else Verdict.REDELIVERY
             outcome = MessageOutcome(raw, fp, verdict, None, result.msg_id, result)
@@ -159,7 +164,7 @@ def process_batch(
             effects.messages.append(outcome)
             if identity.is_new:
                 _strays(raw, result, outcome, identity, working, ctx, effects)
-                priors[fp] = _prior(raw, outcome)
+                earlier[fp] = (raw, outcome)
             continue
         outcome = MessageOutcome(raw, fp, Verdict.LOGGED, result.device, result.msg_id)
         outcome.dropped = result.dropped
@@ -170,14 +175,14 @@ def process_batch(
             continue
         effects.device_seen[result.device.id] = raw.received_at
         # A message id seen before but new again (reused, past the window) raises
-        # alarms of its own: keyed apart from the earlier message's (_rekeyed).
+        # alarms of its own: keyed apart from the earlier message's (occurrence.rekeyed).
         again = None if identity is Identity.NEW else raw.received_at.isoformat()
         for event in result.events:
             outcome.events.append(
                 _judge_event(event, result.device, working, ctx, effects, occurrence=again)
             )
         _heard(result.events[0], result.device, working, ctx, effects)
-        priors[fp] = _prior(raw, outcome)
+        earlier[fp] = (raw, outcome)
     return effects
 
 
@@ -248,7 +253,7 @@ def _judge_event(
     if rule is None:
         return EventOutcome(event, Verdict.LOGGED)
     now = event.received_at
-    scheduled = _scheduled_at(event)
+    scheduled = scheduled_at(event)
     cleared: str | None = None
     held: str | None = None
     for kind in rule.resolves:
@@ -278,11 +283,12 @@ def _judge_event(
         merge_max_age=ctx.rules.merge_max_age,
         cause_ended=active is not None
         and suppression_ended(active, ctx.silences, working.get, now),
+        policy=_policy_name(ctx, rule, new_priority(rule), device),
     )
     if occurrence is not None and decision.verdict is Verdict.NEW:
-        decision = _rekeyed(decision, event, occurrence)
+        decision = rekeyed(decision, event, occurrence)
     if scheduled is not None and decision.verdict is Verdict.NEW:
-        decision = _for_occurrence(decision, scheduled)
+        decision = for_occurrence(decision, scheduled)
     # A reopened alarm is asked again too: its old suppression may be long over,
     # or a new cause (a silence since) may hold.
     if decision.verdict in _FRESH and decision.alarm is not None:
@@ -291,35 +297,6 @@ def _judge_event(
     _record(decision, effects, working)
     return EventOutcome(
         event, decision.verdict, decision.alarm.id if decision.alarm else None, rule.name
-    )
-
-
-def _scheduled_at(event: Event) -> datetime | None:
-    """The scheduled dose alarmhub's own dose event is about (core/doses.dose_event).
-
-    Its alarm is keyed per dose (issue 12 item 17). Only alarmhub's own events carry
-    it: a device cannot pick the key its alarms are found by.
-    """
-    if event.type not in INTERNAL_EVENTS:
-        return None
-    value = event.fields.get(SCHEDULED_AT)
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def _for_occurrence(decision: Decision, scheduled: datetime) -> Decision:
-    """A new alarm about one scheduled dose: it says which, on the alarm and its timeline."""
-    alarm = decision.alarm
-    assert alarm is not None
-    iso = scheduled.isoformat()
-    return Decision(
-        decision.verdict,
-        replace(alarm, scheduled_at=scheduled),
-        tuple(replace(e, detail={**e.detail, SCHEDULED_AT: iso}) for e in decision.timeline),
     )
 
 
@@ -351,26 +328,6 @@ def _strays(
             outcome.municipality = device.municipality
 
 
-def _rekeyed(decision: Decision, event: Event, occurrence: str) -> Decision:
-    """Give the alarm of a message id seen before an id of its own.
-
-    Alarm ids derive from (device, message id, kind), so that a redelivery can never
-    mint a second alarm. A reused id (or the same id after the dedup window, or an
-    identical content-identified press after its alarm was resolved) is a new
-    message, and its alarm would otherwise take the earlier alarm's id and
-    overwrite that alarm's record. `occurrence` (when this copy arrived) tells them
-    apart; a redelivery of this copy never gets here (core/dedup.py).
-    """
-    alarm = decision.alarm
-    assert alarm is not None
-    new_id = alarm_id(event.device_id, f"{event.msg_id}\x00{occurrence}", alarm.kind)
-    return Decision(
-        decision.verdict,
-        replace(alarm, id=new_id),
-        tuple(replace(e, alarm_id=new_id) for e in decision.timeline),
-    )
-
-
 def _new_alarm(
     decision: Decision,
     device: Device,
@@ -380,15 +337,13 @@ def _new_alarm(
     effects: BatchEffects,
     now: datetime,
 ) -> Decision:
-    """Give a new (or reopened) alarm its resident and policy, then ask whether it is
-    suppressed."""
-    assert decision.alarm is not None
-    policy = ctx.rules.policy_for(rule, decision.alarm.priority, device.municipality)
-    alarm = amended(
-        decision.alarm,
-        resident=device.resident,
-        policy=policy.name if policy is not None else None,
-    )
+    """Give a reopened alarm its resident and policy (judge built a new one with
+    them), then ask whether it is suppressed."""
+    alarm = decision.alarm
+    assert alarm is not None
+    if decision.verdict is not Verdict.NEW:
+        policy = _policy_name(ctx, rule, alarm.priority, device)
+        alarm = amended(alarm, resident=device.resident, policy=policy)
     storm = ctx.rules.storm
     outage_kinds = (*storm.kinds, storm.incident_kind) if storm is not None else ()
     verdict = suppress.decide(
@@ -404,8 +359,12 @@ def _new_alarm(
         now,
     )
     if verdict.tag is None:
-        return replace(decision, alarm=alarm)
-    alarm = replace(alarm, suppressed_by=verdict.tag)
+        return (
+            decision
+            if alarm is decision.alarm
+            else Decision(decision.verdict, alarm, decision.timeline)
+        )
+    alarm = amended(alarm, suppressed_by=verdict.tag)
     if verdict.incident is not None:
         is_new = working.get(verdict.incident.id) is None
         working.put(verdict.incident)
@@ -416,6 +375,12 @@ def _new_alarm(
         working.put(attached)
         effects.alarms[attached.id] = attached
     return Decision(decision.verdict, alarm, decision.timeline + verdict.timeline)
+
+
+def _policy_name(ctx: Context, rule: Rule, priority: Priority, device: Device) -> str | None:
+    """The escalation policy an alarm of `priority` raised by `rule` on `device` runs."""
+    policy = ctx.rules.policy_for(rule, priority, device.municipality)
+    return policy.name if policy is not None else None
 
 
 def _heard(
@@ -486,7 +451,7 @@ def _set_aside(
     new = decision.alarm
     if active is None or new is None or new.id == active.id:
         return
-    _record(Decision(Verdict.LOGGED, replace(active, superseded_by=new.id)), effects, working)
+    _record(Decision(Verdict.LOGGED, amended(active, superseded_by=new.id)), effects, working)
 
 
 def _record(decision: Decision, effects: BatchEffects, working: Working) -> None:

@@ -17,6 +17,7 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from alarmhub.core.escalation import (
     DeadlineKey,
     DeadlineKind,
     EscalationDecision,
+    Policy,
     apply_decision,
     exhaustion,
     next_for_alarm,
@@ -126,8 +128,9 @@ class Escalator:
         waits, a device clock ahead) is left to the heap as before.
         """
         rows: list[DecidedRow] = []
+        policy_named = self._state.rules.policy_named
         for alarm in alarms:
-            policy = self._state.rules.policy_named(alarm.policy, alarm.municipality)
+            policy = policy_named(alarm.policy, alarm.municipality)
             if policy is None:
                 continue
             fired = self.fired.get(alarm.id, _NONE_FIRED)
@@ -137,7 +140,7 @@ class Escalator:
             acked = alarm.acknowledged_at is not None and alarm.state is not AlarmState.OPEN
             decision = on_deadline(alarm.state, acked, deadline, now, fired)
             if decision.record:
-                changed, entries, notes = self._effects(alarm, decision, now)
+                changed, entries, notes = self._effects(alarm, decision, now, policy, fired)
                 rows.append(DecidedRow(decision, alarm.id, changed, entries, notes))
         return rows
 
@@ -245,7 +248,8 @@ class Escalator:
             decision = on_deadline(alarm.state, acked, deadline, now, fired)
             touched[alarm_id] = alarm
             if decision.record:
-                changed, entries, notes = self._effects(alarm, decision, now)
+                policy = self._state.rules.policy_named(alarm.policy, alarm.municipality)
+                changed, entries, notes = self._effects(alarm, decision, now, policy, fired)
                 rows.append(DecidedRow(decision, alarm_id, changed, entries, notes))
         return rows
 
@@ -312,19 +316,27 @@ class Escalator:
             )
 
     def _effects(
-        self, alarm: Alarm, decision: EscalationDecision, now: datetime
-    ) -> tuple[Alarm | None, list[TimelineEntry], list[Notification]]:
+        self,
+        alarm: Alarm,
+        decision: EscalationDecision,
+        now: datetime,
+        policy: Policy | None,
+        fired: AbstractSet[DeadlineKey],
+    ) -> tuple[Alarm | None, Sequence[TimelineEntry], Sequence[Notification]]:
+        """`policy`, `fired`: the alarm's, as the caller decided the step on them."""
         changed, entries = apply_decision(alarm, decision, now, self._state.rules.version)
-        notes = self._notifications(changed, decision.deadline) if changed is not None else []
+        notes = self._notifications(changed, decision.deadline) if changed is not None else ()
         # The last step of the policy: if the alarm is still open, say so in the same
         # transaction (item 5), never just stop.
-        policy = self._state.rules.policy_named(alarm.policy, alarm.municipality)
-        fired = self.fired.get(alarm.id, set()) | {decision.deadline.key}
-        ran_out = exhaustion(changed or alarm, policy, fired, now) if policy is not None else None
+        ran_out = (
+            exhaustion(changed or alarm, policy, fired | {decision.deadline.key}, now)
+            if policy is not None
+            else None
+        )
         if ran_out is not None:
             changed, entry = ran_out
             entries = (*entries, entry)
-        return changed, list(entries), notes
+        return changed, entries, notes
 
     def _notifications(self, alarm: Alarm, d: Deadline) -> list[Notification]:
         target = self._state.rules.targets.get(d.target)
