@@ -48,6 +48,11 @@ def ts(value: datetime | None) -> str | None:
     # Almost every value already is UTC: skip the astimezone copy (per row, hot).
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
+    # The same text: isoformat() leaves the fraction out only when it is zero, and
+    # without the keyword it costs half (0.9 against 1.9 us here); a storm formats
+    # ~10 times per alarm (tests/store/test_rows.py holds it to the keyword's text).
+    if value.microsecond:
+        return value.isoformat()
     return value.isoformat(timespec="microseconds")
 
 
