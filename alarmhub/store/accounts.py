@@ -38,6 +38,16 @@ def everyone(_user: User) -> bool:
     return True
 
 
+# ts's recent answers for UTC times. A storm's batch formats each message's
+# received time ~7 times (inbox, the alarm's raised/last seen, timeline, the decided
+# step, last seen): 74 % of the calls were a time formatted before. Keyed by value
+# only for tzinfo UTC, where equal means the same instant and so the same text (two
+# Oslo times one hour apart can compare equal across fold). Bounded by clearing;
+# dict operations are atomic under the GIL, so threads may share it.
+_TEXT: dict[datetime, str] = {}
+_TEXT_MAX = 4096
+
+
 def ts(value: datetime | None) -> str | None:
     """The store's time format (UTC, microseconds), so times sort as text.
 
@@ -45,9 +55,23 @@ def ts(value: datetime | None) -> str | None:
     """
     if value is None:
         return None
-    # Almost every value already is UTC: skip the astimezone copy (per row, hot).
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
+    if value.tzinfo is UTC:
+        text = _TEXT.get(value)
+        if text is None:
+            text = _utc_text(value)
+            if len(_TEXT) >= _TEXT_MAX:
+                _TEXT.clear()
+            _TEXT[value] = text
+        return text
+    return _utc_text(value.astimezone(UTC))
+
+
+def _utc_text(value: datetime) -> str:
+    # The same text: isoformat() leaves the fraction out only when it is zero, and
+    # without the keyword it costs half (0.9 against 1.9 us here; tests/store/test_rows.py
+    # holds it to the keyword's text).
+    if value.microsecond:
+        return value.isoformat()
     return value.isoformat(timespec="microseconds")
 
 

@@ -48,20 +48,37 @@ def claim_decided(
     alarm's state: each decision of one alarm was taken on the same revision), and the
     timeline and outbox rows of the recorded ones, for the caller to write.
     """
-    recorded: list[bool] = []
+    recorded = _claim(conn, [row[0] for row in payload])
     alarms: dict[str, tuple[Any, ...]] = {}
     timeline: list[Any] = []
     outbox: list[Any] = []
-    for decided, alarm, entries, notes in payload:
-        if conn.execute(_INSERT_DECIDED, decided).rowcount == 0:
-            recorded.append(False)
+    for now, (_decided, alarm, entries, notes) in zip(recorded, payload, strict=True):
+        if not now:
             continue
-        recorded.append(True)
         if alarm is not None:
             alarms[alarm[0]] = alarm
         timeline.extend(entries)
         outbox.extend(notes)
     return recorded, alarms, timeline, outbox
+
+
+def _claim(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[bool]:
+    """Per decided row, whether it was inserted now (INSERT OR IGNORE: not if stored before).
+
+    Almost always every row is new: one executemany under a savepoint claims them all
+    (its rowcount counts the rows inserted; a row ignored adds none). If any was
+    refused, the savepoint undoes the lot and each row is claimed by itself, in order,
+    so which ones were refused is known exactly (a key twice in `rows`: the second).
+    """
+    if not rows:
+        return []
+    conn.execute("SAVEPOINT claim")
+    if conn.executemany(_INSERT_DECIDED, rows).rowcount == len(rows):
+        conn.execute("RELEASE claim")
+        return [True] * len(rows)
+    conn.execute("ROLLBACK TO claim")
+    conn.execute("RELEASE claim")
+    return [conn.execute(_INSERT_DECIDED, row).rowcount == 1 for row in rows]
 
 
 def write_effects(conn: sqlite3.Connection, timeline: list[Any], outbox: list[Any]) -> None:

@@ -21,7 +21,7 @@ import orjson
 
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, Prior
 from alarmhub.core.device_settings import settings_json
-from alarmhub.core.model import Alarm, Device, TimelineEntry, Verdict
+from alarmhub.core.model import Alarm, Device, TimelineEntry
 from alarmhub.core.people import AuditEntry
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.core.retention import RetainedTable
@@ -35,12 +35,11 @@ from alarmhub.store.columns import (
     device_from_row,
 )
 from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
-from alarmhub.store.inbox import inbox_row
 from alarmhub.store.ports import AlarmStore, DecidedRow
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
-from alarmhub.store.sqlite.batch_rows import write_batch
+from alarmhub.store.sqlite.batch_rows import batch_rows, write_batch
 from alarmhub.store.sqlite.device_moves import check_moves
-from alarmhub.store.sqlite.escalation_rows import EscalationRows, decided_payload
+from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import select_priors
 from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
 from alarmhub.store.sqlite.migrations import migrate as apply_migrations
@@ -184,16 +183,8 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         each awaited aiosqlite call costs a thread hop (~85 µs here), and a batch
         made six of them (docs/performance.md). Same connection, same transaction.
         """
-        inbox = [
-            inbox_row(m, municipality_of.get(m.rejected.device_id or "") if m.rejected else None)
-            for m in effects.messages
-            if m.verdict is not Verdict.REDELIVERY
-        ]
-        alarms = [alarm_row(a) for a in effects.alarms.values()]
-        timeline = [timeline_row(e) for e in effects.timeline]
-        seen = [(ts(at), dev) for dev, at in effects.device_seen.items()]
-        steps = decided_payload(decided, None)
-        return await self._in_writer_thread(write_batch, inbox, alarms, timeline, seen, steps)
+        rows = batch_rows(effects, municipality_of, decided)
+        return await self._in_writer_thread(write_batch, rows)
 
     async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(sqlite3_connection, *args)` on this connection's own thread, in one hop.
