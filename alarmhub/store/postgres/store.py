@@ -51,6 +51,7 @@ from alarmhub.store.postgres.rows import (
     connection,
     device_columns,
     device_dict,
+    keep_session,
     silence_from_row,
     status_count,
     transaction,
@@ -131,6 +132,7 @@ class PostgresStore(PgJournalRows):
                 max_size=max_size,
                 command_timeout=command_timeout,
                 server_settings=settings,
+                reset=keep_session,
             )
         except (OSError, TimeoutError, asyncpg.PostgresConnectionError) as exc:
             # One line saying which server, not a driver traceback (the password redacted).
@@ -160,8 +162,8 @@ class PostgresStore(PgJournalRows):
         its new alarms' first steps, per row whether recorded now (IngestStore)."""
         grant = self._owner_grant()
         async with transaction(self.pool) as conn:
-            await self._fence(conn, grant)
-            return await write_batch(conn, effects, municipality_of, decided)
+            # Fenced in the batch's first statement, not one of its own (a round trip).
+            return await write_batch(conn, effects, municipality_of, decided, grant)
 
     async def get_devices(self, ids: Iterable[str]) -> list[Device]:
         wanted = list(dict.fromkeys(ids))
