@@ -159,3 +159,11 @@ async def test_the_fence_lock_holds_a_takeover_until_the_batch_commits(
     # The batch committed under the old grant; the next one is refused.
     with pytest.raises(LeaseLostError):
         await store.commit_batch(new_alarm_batch("m2"), {})
+
+
+async def test_statements_are_planned_for_their_values(pg: OpenedStore) -> None:
+    """No generic plan kept from a young, empty table (PostgresStore.open's settings)."""
+    store = pg.store
+    assert isinstance(store, PostgresStore)
+    async with store.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"

@@ -112,7 +112,14 @@ class PostgresStore(PgJournalRows):
         `command_timeout` bounds a statement on a connection that went silent (a
         network cut sends no reset): it then fails as unavailable and is retried.
         """
-        settings = {"application_name": APPLICATION_NAME}
+        # Plans made for each execution's values, never a generic plan: asyncpg prepares
+        # every statement, and PostgreSQL's generic plan, chosen after five executions on
+        # a table still empty or unanalyzed (a new database, the first minute of a storm),
+        # stays: a seq scan whose `= ANY(array)` filter compares every row with every
+        # fingerprint of the batch (the dedup read took 0.7-0.9 s at 13,000 inbox rows),
+        # a hash join over all of the timeline or devices. A custom plan sees the array's
+        # length and the table's current size; it costs a plan per statement.
+        settings = {"application_name": APPLICATION_NAME, "plan_cache_mode": "force_custom_plan"}
         if idle_in_transaction_s is not None:
             # The fence's FOR SHARE lock lives as long as its transaction: a writer cut
             # off mid-transaction would hold up every takeover until the server noticed
