@@ -22,17 +22,27 @@ from alarmhub.store.postgres.rows import (
     INSERT_AUDIT,
     INSERT_TIMELINE,
     audit_columns,
+    renumbered,
     status_count,
     timeline_columns,
     upsert_alarms,
 )
 
-INSERT_DECIDED = (
+_DECIDED_ROWS = (
     "INSERT INTO escalations (alarm_id, round, step, due_at, decided_at, reason, level, target) "
     "SELECT a, r, s, d, $5, w, l, t FROM unnest($1::text[], $2::integer[], $3::integer[], "
-    "$4::timestamptz[], $6::text[], $7::integer[], $8::text[]) AS u(a, r, s, d, w, l, t) "
-    "ON CONFLICT (alarm_id, round, step) DO NOTHING RETURNING alarm_id, round, step"
+    "$4::timestamptz[], $6::text[], $7::integer[], $8::text[]) AS u(a, r, s, d, w, l, t)"
 )
+_CLAIM = " ON CONFLICT (alarm_id, round, step) DO NOTHING RETURNING alarm_id, round, step"
+INSERT_DECIDED = _DECIDED_ROWS + _CLAIM
+
+
+def insert_decided(offset: int, only_if: str) -> str:
+    """INSERT_DECIDED with its parameters after `offset` others, inserting only if
+    the condition `only_if` holds (a part of a larger statement: inbox_rows.py)."""
+    return f"{renumbered(_DECIDED_ROWS, offset)} WHERE {only_if}{_CLAIM}"
+
+
 INSERT_OUTBOX = (
     "INSERT INTO outbox (alarm_id, target, channel, address, payload, created_at, "
     "next_attempt_at) SELECT a, t, c, d, p, $6, $6 FROM unnest($1::text[], $2::text[], "
@@ -62,38 +72,49 @@ async def claim_decided(conn: Any, rows: Sequence[DecidedRow], decided_at: datet
     recorded now (False: decided before, its effects are not to be written again)."""
     if not rows:
         return []
-    keys = [(r.alarm_id, r.decision.deadline.round, r.decision.deadline.step_index) for r in rows]
-    fresh = {
-        (r[0], r[1], r[2])
-        for r in await conn.fetch(
-            INSERT_DECIDED,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [r.decision.deadline.due_at for r in rows],
-            decided_at,
-            [r.decision.reason.value for r in rows],
-            [r.decision.deadline.level for r in rows],
-            [r.decision.deadline.target for r in rows],
-        )
-    }
+    fresh = await conn.fetch(INSERT_DECIDED, *decided_args(rows, decided_at))
+    return recorded_now(rows, {(r[0], r[1], r[2]) for r in fresh})
+
+
+def decided_args(rows: Sequence[DecidedRow], decided_at: datetime | None) -> list[Any]:
+    """INSERT_DECIDED's parameters for `rows`."""
+    return [
+        [r.alarm_id for r in rows],
+        [r.decision.deadline.round for r in rows],
+        [r.decision.deadline.step_index for r in rows],
+        [r.decision.deadline.due_at for r in rows],
+        decided_at,
+        [r.decision.reason.value for r in rows],
+        [r.decision.deadline.level for r in rows],
+        [r.decision.deadline.target for r in rows],
+    ]
+
+
+def recorded_now(rows: Sequence[DecidedRow], fresh: set[tuple[str, int, int]]) -> list[bool]:
+    """Per row, whether its key is among those the insert returned (`fresh`)."""
     recorded: list[bool] = []
     claimed: set[tuple[str, int, int]] = set()
-    for key in keys:
+    for r in rows:
+        key = (r.alarm_id, r.decision.deadline.round, r.decision.deadline.step_index)
         # The same key twice in one call: the first is recorded, as one row at a time would.
         recorded.append(key in fresh and key not in claimed)
         claimed.add(key)
     return recorded
 
 
-async def write_effects(conn: Any, kept: Sequence[DecidedRow], decided_at: datetime) -> None:
-    """The timeline entries and outbox rows of decisions recorded now."""
-    timeline = [e for r in kept for e in r.timeline]
-    outbox = [
+def outbox_rows(kept: Sequence[DecidedRow]) -> list[tuple[str, str, str, str, str]]:
+    """The outbox rows of decisions recorded now (INSERT_OUTBOX's first five columns)."""
+    return [
         (r.alarm_id, n.target, n.channel, n.address, orjson.dumps(n.payload).decode())
         for r in kept
         for n in r.notifications
     ]
+
+
+async def write_effects(conn: Any, kept: Sequence[DecidedRow], decided_at: datetime) -> None:
+    """The timeline entries and outbox rows of decisions recorded now."""
+    timeline = [e for r in kept for e in r.timeline]
+    outbox = outbox_rows(kept)
     if timeline:
         await conn.execute(INSERT_TIMELINE, *timeline_columns(timeline))
     if outbox:

@@ -22,16 +22,30 @@ import orjson
 from alarmhub.core.dedup import Identity, Prior, payload_digest
 from alarmhub.core.model import Verdict
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
+from alarmhub.store.cluster import Fence
+from alarmhub.store.columns import ALARM_COLUMNS
+from alarmhub.store.errors import LeaseLostError
 from alarmhub.store.inbox import inbox_row
 from alarmhub.store.ports import DecidedRow
-from alarmhub.store.postgres.escalation_rows import claim_decided, write_effects
+from alarmhub.store.postgres.escalation_rows import (
+    INSERT_OUTBOX,
+    decided_args,
+    insert_decided,
+    outbox_rows,
+    recorded_now,
+)
+from alarmhub.store.postgres.leases import FENCE_SQL
 from alarmhub.store.postgres.rows import (
+    ALARM_PARAMS,
     INSERT_TIMELINE,
+    alarm_columns,
+    alarm_writes,
+    check_written,
     fingerprint_key,
-    status_count,
+    notify_args,
+    renumbered,
     text,
     timeline_columns,
-    upsert_alarms,
 )
 
 # The latest row per fingerprint, from the (fingerprint, seq) index. The digest is
@@ -63,6 +77,35 @@ ON CONFLICT ON CONSTRAINT inbox_message DO NOTHING
 SEEN = (
     "UPDATE devices d SET last_seen_at = u.at "
     "FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE d.id = u.id"
+)
+
+# A batch is two statements in its transaction, whatever it holds (issue 18: each
+# statement is a round trip, and one per table and one for the fence made ~10).
+# The first: the owner's fence ($1-$3, all NULL when unfenced), the devices heard
+# from, the inbox and the new alarms' first steps. The fence's FOR SHARE lock is
+# held from here to the commit, and a grant that moved on rolls all of it back
+# (write_batch raises), so nothing written under a lost grant commits; the rows
+# this statement wrote before its lock are in the same uncommitted transaction.
+# The steps are claimed only when the inbox took a row or had none to take (see
+# write_batch: a batch committed before writes nothing again).
+BATCH_FIRST = (
+    f"WITH fence AS MATERIALIZED ({FENCE_SQL.strip()}), "
+    f"seen AS ({renumbered(SEEN, 3)}), "
+    f"ins AS ({renumbered(INSERT_INBOX.strip(), 5)} RETURNING 1), "
+    f"dec AS ({insert_decided(19, 'cardinality($6::text[]) = 0 OR EXISTS (SELECT FROM ins)')}) "
+    "SELECT $1::text IS NULL OR EXISTS (SELECT FROM fence), (SELECT count(*) FROM ins), "
+    "d.a, d.r, d.s FROM (SELECT array_agg(alarm_id) AS a, array_agg(round) AS r, "
+    "array_agg(step) AS s FROM dec) AS d"
+)
+# The second: the alarms as this batch leaves them and their notifications, the
+# timeline (the batch's entries, then those of the steps recorded now) and the
+# steps' outbox rows. Returns the count of alarms written (rows.check_written).
+_TIMELINE_AT = ALARM_PARAMS + 2
+BATCH_SECOND = (
+    f"WITH {alarm_writes(0)}, "
+    f"tl AS ({renumbered(INSERT_TIMELINE, _TIMELINE_AT)}), "
+    f"ob AS ({renumbered(INSERT_OUTBOX, _TIMELINE_AT + 5)}) "
+    "SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM note)"
 )
 
 
@@ -125,8 +168,10 @@ async def write_batch(
     effects: BatchEffects,
     municipality_of: dict[str, str],
     decided: Sequence[DecidedRow] = (),
+    grant: Fence | None = None,
 ) -> list[bool]:
-    """One batch's rows in the caller's transaction, with its new alarms' first steps.
+    """One batch's rows in the caller's transaction, with its new alarms' first steps,
+    fenced by `grant` (leases.check_fence, in the first statement); two statements.
 
     Per decided row whether it was recorded now (IngestStore.commit_batch). When every
     inbox row of the batch is there already, this batch was committed by an earlier
@@ -134,30 +179,49 @@ async def write_batch(
     devices and first steps were committed with it, and writing the timeline again
     would show each entry twice. Then nothing else is written, and each step counts as
     recorded: it is stored as this batch decided it, and nobody announced it yet.
+
+    The devices heard from are updated in the first statement, before the alarms: a
+    registry write that moves a device locks the same rows before it reads the
+    device's open alarms (reads.check_moves), so it waits for this batch's alarms and
+    sees them. Should the two still lock rows in opposite orders, PostgreSQL aborts
+    one (a StoreError) and the gate retries the batch.
     """
     seen = sorted((dev, at) for dev, at in effects.device_seen.items())
-    if seen:
-        # First: a registry write that moves a device locks the same rows before it
-        # reads the device's open alarms (reads.check_moves), so it waits for this
-        # batch's alarms and sees them. Should the two still lock rows in opposite
-        # orders, PostgreSQL aborts one (a StoreError) and the gate retries the batch.
-        await conn.execute(SEEN, [d for d, _ in seen], [a for _, a in seen])
     inbox = inbox_columns(effects, municipality_of)
-    if inbox[0]:
-        inserted = status_count(await conn.execute(INSERT_INBOX, *inbox))
-        if inserted == 0:
-            return [True] * len(decided)
     # One instant for all of a batch's steps (daemon/escalator.py first_steps).
     at = decided[0].decided_at if decided else None
-    recorded = await claim_decided(conn, decided, at) if at is not None else []
+    fence = (grant.name, grant.holder, grant.epoch) if grant is not None else (None, None, None)
+    first = await conn.fetchrow(
+        BATCH_FIRST,
+        *fence,
+        [d for d, _ in seen],
+        [a for _, a in seen],
+        *inbox,
+        *decided_args(decided, at),
+    )
+    if not first[0]:
+        assert grant is not None
+        raise LeaseLostError(grant.name, grant.holder, grant.epoch)
+    if inbox[0] and first[1] == 0:
+        return [True] * len(decided)
+    fresh = set(zip(first[2] or (), first[3] or (), first[4] or (), strict=True))
+    recorded = recorded_now(decided, fresh)
     kept = [r for r, now in zip(decided, recorded, strict=True) if now]
     escalated = {r.alarm_id: r.alarm for r in kept if r.alarm is not None}
-    if effects.alarms:
-        await upsert_alarms(conn, [escalated.get(i, a) for i, a in effects.alarms.items()])
-    if effects.timeline:
-        await conn.execute(INSERT_TIMELINE, *timeline_columns(effects.timeline))
-    if at is not None:
-        await write_effects(conn, kept, at)
+    alarms = [escalated.get(i, a) for i, a in effects.alarms.items()]
+    timeline = [*effects.timeline, *(e for r in kept for e in r.timeline)]
+    outbox = outbox_rows(kept)
+    if alarms or timeline or outbox:
+        columns = alarm_columns(alarms) or [[] for _ in ALARM_COLUMNS]
+        written = await conn.fetchrow(
+            BATCH_SECOND,
+            *columns,
+            *notify_args(columns),
+            *timeline_columns(timeline),
+            *([list(c) for c in zip(*outbox, strict=True)] or [[] for _ in range(5)]),
+            at,
+        )
+        check_written(columns, int(written[0]))
     return recorded
 
 

@@ -1,9 +1,10 @@
 """Alarms changed by one instance, announced to the others: PostgreSQL LISTEN/NOTIFY.
 
-The writer calls :func:`notify_changed` inside the transaction that changes the
-alarms: PostgreSQL delivers the notification at commit and never for a rollback,
-so a listener never hears of a change it cannot read. Notifications are not
-stored: a listener that was disconnected has missed some, so after every
+The writer announces inside the transaction that changes the alarms (the
+:func:`payloads`, sent by rows.py's upsert in its own statement, or by
+:func:`notify_changed`): PostgreSQL delivers the notification at commit and never
+for a rollback, so a listener never hears of a change it cannot read. Notifications
+are not stored: a listener that was disconnected has missed some, so after every
 (re)connect it calls `on_resync` and the consumer re-queries what it shows.
 
 The listener has a dedicated connection (not from a pool: LISTEN belongs to one
