@@ -192,6 +192,7 @@ class MqttIngest:
             log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
         self._internals = paho_internals and available
         self._pending: deque[Delivery] = deque()
+        # Lowered by batches() only while it waits for a message: the next one wakes it.
         self._signalled = False
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -283,16 +284,27 @@ class MqttIngest:
         After the first message of a batch arrives, wait `coalesce_s` for more, so
         that one commit (one fsync) serves many messages; an alarm waits at most
         that long for its batch.
+
+        paho's thread wakes the loop (a write to its self-pipe, a turn of the loop)
+        only for a message that finds the loop waiting here for one, not once per
+        batch besides: a message that arrives while a batch is coalescing or being
+        committed is taken with the next batch without a wake-up of its own.
         """
+        pending = self._pending
         while not self._closing:
-            if not self._pending:
-                await self._wakeup.wait()
+            if not pending:
                 self._wakeup.clear()
+                # Asks _on_message for a wake-up. Checked again after: a message appended
+                # before the flag fell found it raised and sent none.
                 self._signalled = False
-                if coalesce_s > 0 and len(self._pending) < max_batch:
+                if not pending:
+                    await self._wakeup.wait()
+                self._signalled = True
+                if not pending:  # a wake-up sent for a message an earlier batch took
+                    continue
+                if coalesce_s > 0 and len(pending) < max_batch:
                     await asyncio.sleep(coalesce_s)
             batch: list[Delivery] = []
-            pending = self._pending
             while pending and len(batch) < max_batch:
                 batch.append(pending.popleft())
             if batch:
@@ -355,6 +367,8 @@ class MqttIngest:
                 self._generation,
             )
         )
+        # Appended first, then the flag read: batches() lowers the flag before it looks
+        # at the queue a last time, so either it sees this message or this sees the flag.
         if not self._signalled and self._loop is not None:
             self._signalled = True
             self._loop.call_soon_threadsafe(self._wakeup.set)
