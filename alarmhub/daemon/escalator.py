@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -154,32 +155,52 @@ class Escalator:
         `alarms.escalated` line per batch with counts, each `alarm.escalated` at debug,
         as ingest does with `alarms.raised`.
         """
-        for row in rows:
-            self.fired.setdefault(row.alarm_id, set()).add(row.decision.deadline.key)
-        done = [
-            replace(row, alarm=stored.get(row.alarm_id, row.alarm))
-            for row, now in zip(rows, recorded, strict=True)
-            if now
-        ]
-        return self._announce_all(done)
+        fired = self.fired
+        done: list[DecidedRow] = []
+        for row, now in zip(rows, recorded, strict=True):
+            fired.setdefault(row.alarm_id, set()).add(row.decision.deadline.key)
+            if now:
+                done.append(row)
+        return self._announce_all(done, stored)
 
-    def _announce_all(self, done: Sequence[DecidedRow]) -> set[str]:
-        """Announce decisions recorded now (their alarms as stored); the ids announced."""
+    def _announce_all(
+        self, done: Sequence[DecidedRow], stored: Mapping[str, Alarm] | None = None
+    ) -> set[str]:
+        """Announce decisions recorded now; the ids announced.
+
+        Each row's alarm is shown as stored: `stored[alarm_id]` where given (ingest's
+        batch, after the commit), else the row's own. Counted per level once per call,
+        and in a storm each `alarm.escalated` line (at debug) is built only when debug
+        is on: a `labels().inc()`, a contextvars binding and a `dataclasses.replace` per
+        row were most of a storm's announcing (issue 18).
+        """
         notifying = [row for row in done if row.decision.notify]
         storm = len(notifying) > ESCALATED_LINES_PER_BATCH
-        for row in notifying:
-            self._announce(row, each=log.debug if storm else log.info)
-        for row in done:
-            if row.alarm is not None and row.alarm.escalation_exhausted_at:
-                self._exhausted(row.alarm, row.timeline)
+        each: Callable[..., Any] | None = log.info
         if storm:
-            levels = Counter(row.decision.deadline.level for row in notifying)
+            each = log.debug if log.is_enabled_for(logging.DEBUG) else None
+        levels: Counter[int] = Counter()
+        announced: set[str] = set()
+        for row in notifying:
+            levels[row.decision.deadline.level] += 1
+            alarm = row.alarm if stored is None else stored.get(row.alarm_id, row.alarm)
+            if alarm is not None:
+                announced.add(row.alarm_id)
+                self._announce(row, alarm, each)
+        self.fired_count += len(notifying)
+        for level, n in levels.items():
+            self._metrics.escalations.labels(str(level)).inc(n)
+        for row in done:
+            alarm = row.alarm if stored is None else stored.get(row.alarm_id, row.alarm)
+            if alarm is not None and alarm.escalation_exhausted_at:
+                self._exhausted(alarm, row.timeline)
+        if storm:
             log.info(
                 "alarms.escalated",
                 count=len(notifying),
                 by_level={str(level): n for level, n in sorted(levels.items())},
             )
-        return {row.alarm_id for row in notifying if row.alarm is not None}
+        return announced
 
     async def run(self) -> None:
         while True:
@@ -284,16 +305,13 @@ class Escalator:
         for alarm in touched.values():
             self.arm(alarm, anchors.get(alarm.id))
 
-    def _announce(self, row: DecidedRow, each: Callable[..., Any] = log.info) -> None:
-        d = row.decision.deadline
-        self.fired_count += 1
-        self._metrics.escalations.labels(str(d.level)).inc()
-        alarm = row.alarm
-        if alarm is None:
-            return
-        with structlog.contextvars.bound_contextvars(alarm_id=row.alarm_id):
+    def _announce(self, row: DecidedRow, alarm: Alarm, each: Callable[..., Any] | None) -> None:
+        """Log (unless `each` is None: a storm's line at debug, debug off) and show one."""
+        if each is not None:
+            d = row.decision.deadline
             each(
                 "alarm.escalated",
+                alarm_id=row.alarm_id,
                 municipality=alarm.municipality,
                 level=d.level,
                 target=d.target,

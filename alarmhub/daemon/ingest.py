@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -324,14 +325,16 @@ class Ingest:
             steps.announced = escalation.first_steps_committed(
                 steps.rows, steps.recorded, effects.alarms
             )
+        announced, publish = steps.announced, self._live.publish
         for alarm in effects.alarms.values():
-            # An alarm whose first step was decided with the batch is armed for its next
-            # step on the instant that step was decided at (Escalator.arm).
-            escalation.arm(alarm, steps.anchor if alarm.id in steps.announced else None)
-        for alarm in effects.alarms.values():
-            # An escalated alarm was shown once already, at its new level (on_escalated).
-            if alarm.id not in steps.announced:
-                self._live.publish("alarm", alarm_json(alarm))
+            if alarm.id in announced:
+                # Its first step was decided with the batch: armed for the next step on
+                # the instant that step was decided at (Escalator.arm), and shown once
+                # already, at its new level (on_escalated).
+                escalation.arm(alarm, steps.anchor)
+            else:
+                escalation.arm(alarm)
+                publish("alarm", alarm_json(alarm))
         self._queue_gauges.update(self._state.alarms.by_id.values(), throttled=True)
 
     def _raised(self, effects: BatchEffects) -> None:
@@ -345,31 +348,29 @@ class Ingest:
         new = effects.new_alarm_ids
         if not new:
             return
-        each = log.info if len(new) <= RAISED_LINES_PER_BATCH else log.debug
-        raised: Counter[tuple[str, str]] = Counter()
-        municipalities: Counter[str] = Counter()
-        kinds: Counter[str] = Counter()
-        for alarm_id in new:
-            alarm = effects.alarms[alarm_id]
-            raised[alarm.kind, str(int(alarm.priority))] += 1
-            municipalities[alarm.municipality] += 1
-            kinds[alarm.kind] += 1
-            each(
-                "alarm.raised",
-                alarm_id=alarm.id,
-                device_id=alarm.device_id,
-                municipality=alarm.municipality,
-                kind=alarm.kind,
-                priority=int(alarm.priority),
-            )
+        alarms = [effects.alarms[alarm_id] for alarm_id in new]
+        storm = len(new) > RAISED_LINES_PER_BATCH
+        # In a storm each line is at debug: not even built when debug is off.
+        if not storm or log.is_enabled_for(logging.DEBUG):
+            each = log.debug if storm else log.info
+            for alarm in alarms:
+                each(
+                    "alarm.raised",
+                    alarm_id=alarm.id,
+                    device_id=alarm.device_id,
+                    municipality=alarm.municipality,
+                    kind=alarm.kind,
+                    priority=int(alarm.priority),
+                )
+        raised = Counter((alarm.kind, str(int(alarm.priority))) for alarm in alarms)
         for labels, n in raised.items():
             self._metrics.alarms_raised.labels(*labels).inc(n)
-        if len(new) > RAISED_LINES_PER_BATCH:
+        if storm:
             log.info(
                 "alarms.raised",
                 count=len(new),
-                by_municipality=dict(municipalities),
-                by_kind=dict(kinds),
+                by_municipality=dict(Counter(alarm.municipality for alarm in alarms)),
+                by_kind=dict(Counter(alarm.kind for alarm in alarms)),
             )
 
     def _count(self, effects: BatchEffects) -> None:
@@ -414,7 +415,11 @@ class Ingest:
         """
         for dropped in msg.dropped:
             counts[self._metrics.fields_dropped, (dropped.reason, kind)] += 1
-        skew = next((e.event.clock_skew_s for e in msg.events if e.event.clock_skew_s), None)
+        skew: int | None = None
+        for e in msg.events:  # a loop, not next(genexpr): one generator per message cost more
+            if e.event.clock_skew_s:
+                skew = e.event.clock_skew_s
+                break
         if skew is not None:
             direction = "ahead" if skew > 0 else "behind"
             counts[self._metrics.clock_skew_clamped, (direction, kind)] += len(msg.events)

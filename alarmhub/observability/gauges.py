@@ -7,9 +7,10 @@ the registry, so they can never drift from what the store holds.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from alarmhub.clock import Clock
-from alarmhub.core.model import Alarm, Device, DeviceKind
+from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Priority
 from alarmhub.observability.metrics import Metrics
 
 QUEUE_GAUGES_EVERY_S = 1.0
@@ -34,17 +35,7 @@ class QueueGauges:
         if throttled and mono - self._at < QUEUE_GAUGES_EVERY_S:
             return
         self._at = mono
-        now = self._clock.now()
-        counts: dict[tuple[str, str], int] = {}
-        oldest: dict[str, float] = {}
-        offline: dict[str, int] = dict.fromkeys(self._municipalities, 0)
-        for alarm in alarms:
-            if alarm.kind == "device_offline":
-                offline[alarm.municipality] = offline.get(alarm.municipality, 0) + 1
-            p = str(int(alarm.priority))
-            counts[(p, alarm.state.value)] = counts.get((p, alarm.state.value), 0) + 1
-            if alarm.state.value == "open":
-                oldest[p] = max(oldest.get(p, 0.0), (now - alarm.raised_at).total_seconds())
+        counts, oldest, offline = _recount(alarms, self._clock.now(), self._municipalities)
         m = self._metrics
         for p in ("1", "2", "3", "4"):
             for st in ("open", "acknowledged"):
@@ -53,6 +44,42 @@ class QueueGauges:
         for municipality, count in offline.items():
             m.devices_offline.labels(municipality).set(count)
         self._municipalities = set(offline)
+
+
+def _recount(
+    alarms: Iterable[Alarm], now: datetime, municipalities: Iterable[str]
+) -> tuple[dict[tuple[str, str], int], dict[str, float], dict[str, int]]:
+    """(priority, state) -> count, priority -> oldest open wait in seconds, and
+    municipality -> active device_offline alarms (each known municipality at least 0).
+
+    Keyed on the members and the earliest start kept, converted once at the end: the
+    walk covers every active alarm (20,000 in a storm's last seconds), and an
+    `Enum.value`, a `str(int())` and a timedelta per alarm were most of its cost
+    (issue 18: 1.1 -> 0.2 us per alarm).
+    """
+    by_state: dict[tuple[Priority, AlarmState], int] = {}
+    earliest: dict[Priority, datetime] = {}
+    offline: dict[str, int] = dict.fromkeys(municipalities, 0)
+    open_ = AlarmState.OPEN
+    for alarm in alarms:
+        if alarm.kind == "device_offline":
+            offline[alarm.municipality] = offline.get(alarm.municipality, 0) + 1
+        priority, state = alarm.priority, alarm.state
+        key = (priority, state)
+        by_state[key] = by_state.get(key, 0) + 1
+        if state is open_:
+            first = earliest.get(priority)
+            if first is None or alarm.raised_at < first:
+                earliest[priority] = alarm.raised_at
+    counts: dict[tuple[str, str], int] = {}
+    for (priority, state), n in by_state.items():
+        key_text = (str(int(priority)), state.value)
+        counts[key_text] = counts.get(key_text, 0) + n
+    oldest: dict[str, float] = {}
+    for priority, first in earliest.items():
+        p = str(int(priority))
+        oldest[p] = max(oldest.get(p, 0.0), (now - first).total_seconds())
+    return counts, oldest, offline
 
 
 def device_gauges(metrics: Metrics, devices: Iterable[Device]) -> None:
