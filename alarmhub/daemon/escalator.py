@@ -181,9 +181,10 @@ class Escalator:
             each = log.debug if log.is_enabled_for(logging.DEBUG) else None
         levels: Counter[int] = Counter()
         announced: set[str] = set()
+        shown = {row.alarm_id: _as_stored(row, stored) for row in done}
         for row in notifying:
             levels[row.decision.deadline.level] += 1
-            alarm = row.alarm if stored is None else stored.get(row.alarm_id, row.alarm)
+            alarm = shown[row.alarm_id]
             if alarm is not None:
                 announced.add(row.alarm_id)
                 self._announce(row, alarm, each)
@@ -191,7 +192,7 @@ class Escalator:
         for level, n in levels.items():
             self._metrics.escalations.labels(str(level)).inc(n)
         for row in done:
-            alarm = row.alarm if stored is None else stored.get(row.alarm_id, row.alarm)
+            alarm = shown[row.alarm_id]
             if alarm is not None and alarm.escalation_exhausted_at:
                 self._exhausted(alarm, row.timeline)
         if storm:
@@ -385,3 +386,8 @@ class Escalator:
     @property
     def pending(self) -> int:
         return len(self._armed)
+
+
+def _as_stored(row: DecidedRow, stored: Mapping[str, Alarm] | None) -> Alarm | None:
+    """The row's alarm as committed: `stored`'s where given, else the row's own."""
+    return row.alarm if stored is None else stored.get(row.alarm_id, row.alarm)

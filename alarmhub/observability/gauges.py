@@ -71,14 +71,10 @@ def _recount(
             first = earliest.get(priority)
             if first is None or alarm.raised_at < first:
                 earliest[priority] = alarm.raised_at
-    counts: dict[tuple[str, str], int] = {}
-    for (priority, state), n in by_state.items():
-        key_text = (str(int(priority)), state.value)
-        counts[key_text] = counts.get(key_text, 0) + n
-    oldest: dict[str, float] = {}
-    for priority, first in earliest.items():
-        p = str(int(priority))
-        oldest[p] = max(oldest.get(p, 0.0), (now - first).total_seconds())
+    # Each (priority, state) and each priority is one key: converted as they are. A
+    # wait is never negative (a device clock ahead: raised in the future).
+    counts = {(str(int(p)), state.value): n for (p, state), n in by_state.items()}
+    oldest = {str(int(p)): max(0.0, (now - first).total_seconds()) for p, first in earliest.items()}
     return counts, oldest, offline
 
 

@@ -8,6 +8,7 @@ cannot be forgotten in the other's listings.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import fields as dc_fields
 from typing import Any, Protocol
 
@@ -36,6 +37,24 @@ TIME_COLUMNS = frozenset(
         "scheduled_at",
     }
 )
+_ALARM_VALUES = operator.attrgetter(*ALARM_COLUMNS)
+_PRIORITY, _STATE, _REV = (ALARM_COLUMNS.index(c) for c in ("priority", "state", "rev"))
+
+
+def alarm_values(alarm: Alarm) -> list[Any]:
+    """An alarm's ALARM_COLUMNS values as both stores' upserts bind them, times left as
+    they are: the priority and state as their values, at the revision after its own.
+
+    One attrgetter call for the 33 columns, then three fixed up: a storm writes a row
+    per new alarm, and a getattr with a name test per column cost 3 x as much (issue 18).
+    """
+    out = list(_ALARM_VALUES(alarm))
+    out[_PRIORITY] = int(out[_PRIORITY])
+    out[_STATE] = out[_STATE].value
+    out[_REV] += 1
+    return out
+
+
 # The fields of a dead letter as the CLI and the API show it.
 DEAD_LETTER_KEYS = (
     "seq",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import operator
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from alarmhub.store.columns import (
     DEVICE_COLUMNS,
     DEVICE_KEYS,
     TIME_COLUMNS,
+    alarm_values,
 )
 from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
 from alarmhub.store.postgres.notify import CHANNEL, payloads
@@ -219,21 +219,9 @@ def notify_args(columns: list[list[Any]]) -> list[Any]:
     return [CHANNEL, [p.decode() for p in payloads(ids)] if ids else []]
 
 
-_ALARM_VALUES = operator.attrgetter(*ALARM_COLUMNS)
-_PRIORITY, _STATE, _REV = (ALARM_COLUMNS.index(c) for c in ("priority", "state", "rev"))
-
-
 def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
-    """UPSERT_ALARMS's values of one alarm, at the revision after its own.
-
-    One attrgetter call for the 33 columns, then three fixed up: a storm writes a
-    row per new alarm, and a getattr with a name test per column cost 3 x as much.
-    """
-    out = list(_ALARM_VALUES(alarm))
-    out[_PRIORITY] = int(out[_PRIORITY])
-    out[_STATE] = out[_STATE].value
-    out[_REV] += 1
-    return tuple(out)
+    """UPSERT_ALARMS's values of one alarm, at the revision after its own."""
+    return tuple(alarm_values(alarm))
 
 
 async def upsert_alarms(conn: Any, alarms: Sequence[Alarm]) -> None:

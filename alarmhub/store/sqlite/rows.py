@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,7 +11,7 @@ import orjson
 
 from alarmhub.core.model import Alarm, AlarmState, Priority, TimelineEntry
 from alarmhub.store.accounts import ts
-from alarmhub.store.columns import ALARM_COLUMNS, DEVICE_KEYS, TIME_COLUMNS
+from alarmhub.store.columns import ALARM_COLUMNS, DEVICE_KEYS, TIME_COLUMNS, alarm_values
 from alarmhub.store.errors import StaleAlarmError
 
 # A row is written at the revision after the one it was decided on (alarm_row),
@@ -41,25 +40,15 @@ def parse_ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
-# alarm_row reads every column in one C call and converts only what needs it: a
-# loop of getattr and per-column checks over 33 columns was 15 us per row, and a
-# storm builds one row per new alarm (tests/store/test_rows.py: the same tuple).
-_ALARM_VALUES = operator.attrgetter(*ALARM_COLUMNS)
 _TIME_INDEXES = tuple(i for i, name in enumerate(ALARM_COLUMNS) if name in TIME_COLUMNS)
-_PRIORITY = ALARM_COLUMNS.index("priority")
-_STATE = ALARM_COLUMNS.index("state")
-_REV = ALARM_COLUMNS.index("rev")
 
 
 def alarm_row(alarm: Alarm) -> tuple[Any, ...]:
-    """The alarm as UPSERT_ALARM binds it, at the revision after its own."""
-    out = list(_ALARM_VALUES(alarm))
+    """The alarm as UPSERT_ALARM binds it (times as text), at the revision after its own."""
+    out = alarm_values(alarm)
     for i in _TIME_INDEXES:
         if out[i] is not None:
             out[i] = ts(out[i])
-    out[_PRIORITY] = int(out[_PRIORITY])
-    out[_STATE] = out[_STATE].value
-    out[_REV] += 1
     return tuple(out)
 
 
