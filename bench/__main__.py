@@ -102,6 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="experiment: sys.setswitchinterval() in the daemon process (default: Python's)",
     )
+    p.add_argument(
+        "--sse-clients",
+        type=int,
+        default=1,
+        help="latency phase: live-stream listeners (operators' pages) connected; the first is "
+        "timed (default 1)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return p.parse_args(argv)
 
@@ -126,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_gil=a.profile_gil,
         hub_settings=dict(s.split("=", 1) for s in a.set),
         storm_n=a.storm_n or (5_000 if a.quick else 20_000),
+        sse_clients=max(1, a.sse_clients),
     )
     scaip = scaip_phases.ScaipOptions(
         devices=a.scaip_devices or (500 if a.quick else 2000),
@@ -240,7 +248,8 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
                 f"p99 {_f(lat['p99_ms'], '.1f')} max {_f(lat['max_ms'], '.1f')} ms "
                 f"({lat['receipts_missing']} of {lat['receipts_expected']} missing); SSE p50 "
                 f"{_f(lat['sse_p50_ms'], '.1f')} p99 {_f(lat['sse_p99_ms'], '.1f')} ms over "
-                f"{lat['sse_alarms']} alarms" + (f" [{lat['sse_note']}]" if lat["sse_note"] else "")
+                f"{lat['sse_alarms']} alarms, {lat['sse_clients']} listener(s)"
+                + (f" [{lat['sse_note']}]" if lat["sse_note"] else "")
             )
             if prof is not None and prof.exists():
                 print(profile.summary(prof))
@@ -253,6 +262,7 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
         out["echo_p50_ms"] = workload.round_or_none(
             workload.median([x["p50_ms"] for x in echoes]), 2
         )
+        out["sse_clients"] = opts.sse_clients
         out["cpu_us_per_msg_at_rate"] = workload.round_or_none(
             workload.median([x["cpu_us_per_msg"] for x in runs]), 1
         )
