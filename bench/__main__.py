@@ -188,6 +188,7 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
         )
         base, hub, ratios = [], [], []
         drained: list[dict[str, Any]] = []
+        base_cpu: list[float | None] = []
         for r in range(opts.runs):
             tag = f"{r}-{time.monotonic_ns() % 10**6}"
             b = phases.baseline_once(port, items, tag, opts.timeout_s)
@@ -195,10 +196,12 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
             h = phases.throughput_once(port, work, devices, items, tag, opts, prof)
             drained.append(h)
             base.append(b["msgs_per_s"])
+            base_cpu.append(b.get("cpu_us_per_msg"))
             hub.append(h["msgs_per_s"])
             ratios.append(workload.ratio(h["msgs_per_s"], b["msgs_per_s"]))
             print(
-                f"   run {r + 1}: bare paho {b['msgs_per_s']:,.0f}/s; alarmhub "
+                f"   run {r + 1}: bare paho {b['msgs_per_s']:,.0f}/s "
+                f"({_f(b.get('cpu_us_per_msg'), '.0f')} us/msg); alarmhub "
                 f"{_f(h['msgs_per_s'], ',.0f')}/s (batches {_f(h.get('mean_batch'), '.0f')} msgs, "
                 f"commit {_f(_ms(h.get('commit_s_mean')), '.2f')} ms, "
                 f"cpu {_f(h.get('hub_cpu_s'), '.1f')} s, "
@@ -208,6 +211,7 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
             if prof is not None and prof.exists():
                 print(profile.summary(prof))
         out["baseline_msgs_per_s"] = workload.round_or_none(workload.median(base), 0)
+        out["baseline_cpu_us_per_msg"] = workload.round_or_none(workload.median(base_cpu), 1)
         out["alarmhub_events_per_s"] = workload.round_or_none(workload.median(hub), 0)
         out["ratio"] = workload.round_or_none(workload.median(ratios), 3)
         out["alarmhub_committed"] = min(h_["committed"] for h_ in drained)
@@ -263,6 +267,11 @@ def run(port: int, work: Path, chosen: list[str], opts: phases.Options) -> dict[
             workload.median([x["p50_ms"] for x in echoes]), 2
         )
         out["sse_clients"] = opts.sse_clients
+        # The bare echo client's own CPU per message at the same rate: with the bare
+        # drain's (`baseline_cpu_us_per_msg`), what a paho client alone pays at rate.
+        out["echo_cpu_us_per_msg_at_rate"] = workload.round_or_none(
+            workload.median([x["cpu_us_per_msg"] for x in echoes]), 1
+        )
         out["cpu_us_per_msg_at_rate"] = workload.round_or_none(
             workload.median([x["cpu_us_per_msg"] for x in runs]), 1
         )
@@ -379,9 +388,14 @@ def targets(r: dict[str, Any]) -> str:
             div("cpu_us_per_msg_at_rate", "cpu_us_per_msg_at_drain"),
             "<= 2",
         ),
+        (
+            "  the same for the bare paho clients (echo at rate / drain), no target",
+            div("echo_cpu_us_per_msg_at_rate", "baseline_cpu_us_per_msg"),
+            "",
+        ),
     ]
     lines = ["\ntargets (issue 18), this run:"]
-    lines += [f"   {name}: {_f(v, '.3g')} (target {t})" for name, v, t in rows]
+    lines += [f"   {name}: {_f(v, '.3g')}" + (f" (target {t})" if t else "") for name, v, t in rows]
     return "\n".join(lines)
 
 

@@ -4,8 +4,10 @@
 
 Run in its own process (as alarmhub is) on a persistent session that already
 holds N queued messages; prints one JSON line: messages and seconds from the
-first message to the last. MQTT 3.1.1 with clean_session=False, like alarmhub's
-ingest. paho acknowledges each message itself when the callback returns.
+first message to the last, and the process's CPU per message over the same span
+(`cpu_us_per_msg`: what the bare client itself costs at full drain, beside
+alarmhub's `cpu_us_per_msg_at_drain`). MQTT 3.1.1 with clean_session=False, like
+alarmhub's ingest. paho acknowledges each message itself when the callback returns.
 """
 
 from __future__ import annotations
@@ -20,21 +22,23 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 
-def main(port: int, client_id: str, n: int, timeout_s: float) -> dict[str, float | int]:
+def main(port: int, client_id: str, n: int, timeout_s: float) -> dict[str, float | int | None]:
     count = 0
     first = last = 0.0
+    cpu_first = cpu_last = 0.0  # process CPU (all threads) at the first and last message
     done = threading.Event()
 
     def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
-        nonlocal count, first, last
+        nonlocal count, first, last, cpu_first, cpu_last
         with contextlib.suppress(ValueError):  # the mix has a few malformed payloads
             json.loads(msg.payload)
         now = time.perf_counter()
         if count == 0:
-            first = now
+            first, cpu_first = now, time.process_time()
         count += 1
         last = now
         if count >= n:
+            cpu_last = time.process_time()
             done.set()
 
     client = paho.Client(
@@ -54,6 +58,7 @@ def main(port: int, client_id: str, n: int, timeout_s: float) -> dict[str, float
         "messages": count,
         "seconds": elapsed,
         "msgs_per_s": (count - 1) / elapsed if count > 1 and elapsed > 0 else 0.0,
+        "cpu_us_per_msg": (cpu_last - cpu_first) / (count - 1) * 1e6 if cpu_last else None,
     }
 
 
