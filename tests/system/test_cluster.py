@@ -16,7 +16,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,6 +158,14 @@ def api_token(db_url: str) -> str:
     return tok.stdout.strip().splitlines()[-1].strip()
 
 
+async def same_queue(
+    http: httpx.AsyncClient, instances: Sequence[Instance], token: str, n: int
+) -> bool:
+    """Whether every instance's API lists the same n alarms, states and revisions."""
+    queues = [await queue(http, i, token) for i in instances]
+    return len(queues[0]) == n and all(q == queues[0] for q in queues[1:])
+
+
 async def queue(http: httpx.AsyncClient, inst: Instance, token: str) -> list[tuple[str, str, int]]:
     """Every alarm as this instance's API lists it: (id, state, rev), page by page."""
     got: list[tuple[str, str, int]] = []
@@ -286,15 +294,17 @@ async def test_three_instances_the_owner_killed_mid_burst_nothing_lost_or_double
             assert stored_at_kill < n, "the kill came after the whole burst: it proved nothing"
             await assert_stored_once(pg_url, n, alarmed)
             # Two survivors, one queue: the same alarms, states and revisions through each.
-            queues = [await queue(http, i, token) for i in survivors]
-            assert len(queues[0]) == presses
-            assert queues[0] == queues[1]
+            # Read again until two reads agree: the survivor's escalator keeps firing the
+            # policies' later steps while the pages are read, so one read of each, one
+            # after the other, can straddle a step (seen under load: an alarm at
+            # revision 1 through the first, 2 through the second).
+            assert await eventually(lambda: same_queue(http, survivors, token, presses))
 
             # The killed instance comes back under its own id: a standby, nothing doubled.
             owner.start()
             assert await eventually(lambda: _is(owner.role(http), "standby")), owner.tail()
             assert await eventually(one_owner_among(http, cluster))
-            assert await queue(http, owner, token) == await queue(http, survivors[0], token)
+            assert await eventually(lambda: same_queue(http, [owner, survivors[0]], token, presses))
             await assert_stored_once(pg_url, n, alarmed)
     finally:
         pub.close()
@@ -304,9 +314,11 @@ async def test_three_instances_the_owner_killed_mid_burst_nothing_lost_or_double
 
 # In the slow set (`make test-all`) since one full run with a busy core: everything up to
 # the heal held (A stopped acknowledging, B took over, 6,000 messages stored once), but A
-# was not ready again within 180 s after the proxy was restored. Not yet explained: an
-# open question for the next stop. `make test` keeps the same cut, with the heal, in
-# tests/daemon/test_instances.py (two instances in one process, a TCP proxy).
+# was not ready again within 180 s after the proxy was restored. The cause, a standby's
+# readiness that only commits could set again, is fixed (Presence follows the heartbeat;
+# docs/scaling.md); under load 8-9 the test can still fail where B's own broker connection
+# drops with the 3 s failover's 2 s keepalive. `make test` keeps the same cut, with the
+# heal, in tests/daemon/test_instances.py (two instances in one process, a TCP proxy).
 @pytest.mark.slow
 async def test_the_owner_cut_from_postgresql_stops_acknowledging_and_the_other_takes_over(
     tmp_path: Path, broker: LocalBroker, client_id: str, pg_url: str
