@@ -15,7 +15,7 @@ the check and the increment), so two requests cannot both take the last slot.
 
 The body is written by `web.sse`, not by FastAPI's SSE support (issue 18: that
 cost ~490 us of the event loop per event). The route is still documented as
-FastAPI documents a server-sent-events route: `_SseRoute`.
+FastAPI documents a server-sent-events route (`_documented`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,21 @@ from alarmhub.web.errors import responses
 from alarmhub.web.sse import SSE_EVENT_SCHEMA, Recheck, event_stream
 
 STREAM_RETRY_MS = 3000
+
+
+# What FastAPI's SSE responses carry: no caching, and no buffering in an nginx in front.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+EVENT_STREAM = "text/event-stream"
+
+
+class EventStreamResponse(StreamingResponse):
+    """`text/event-stream`, streamed as given.
+
+    Not FastAPI's `EventSourceResponse`: with that class FastAPI takes the endpoint
+    for a generator of events and streams them through its own machinery.
+    """
+
+    media_type = "text/event-stream"
 
 
 async def _stream_slot(ctx: Ctx, scope: ReadAlarms) -> AsyncIterator[Scope]:
@@ -80,21 +95,9 @@ async def stream(
         lambda: still_authenticated(request), hub.settings.stream_recheck_s, hub.clock.monotonic
     )
     body = event_stream(live, last, peer, scope.allows, recheck, STREAM_RETRY_MS)
-    return EventStreamResponse(body, headers=SSE_HEADERS)
-
-
-# What FastAPI's SSE responses carry: no caching, and no buffering in an nginx in front.
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class EventStreamResponse(StreamingResponse):
-    """`text/event-stream`, streamed as given.
-
-    Not FastAPI's `EventSourceResponse`: with that class FastAPI takes the endpoint
-    for a generator of events and streams them through its own machinery.
-    """
-
-    media_type = "text/event-stream"
+    response = EventStreamResponse(body)
+    response.headers.update(SSE_HEADERS)  # after Content-Type, in FastAPI's order
+    return response
 
 
 def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -118,9 +121,6 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
         },
         **errors,
     }
-
-
-EVENT_STREAM = "text/event-stream"
 
 
 def router() -> APIRouter:
