@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 RING_SIZE = 10_000
@@ -24,18 +25,60 @@ QUEUE_SIZE = RING_SIZE
 CUT_OFF_KEPT = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
+    """One published change, shared by the ring and every listener's queue.
+
+    `wire` is where the web layer keeps the change's bytes on the wire, made by the
+    first stream that sends it: every other stream sends the same bytes instead of
+    encoding the same dict again (issue 18). Nothing else is ever changed.
+    """
+
     seq: int
     kind: str  # "alarm" or "resync"
     data: dict[str, Any]
+    wire: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class Listener:
-    def __init__(self, name: str = "") -> None:
+    """One stream's view of the fan-out: what it missed (`backlog`), then its queue."""
+
+    def __init__(self, name: str = "", backlog: list[Change] | None = None) -> None:
         self.name = name
         self.queue: asyncio.Queue[Change] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self._backlog = deque(backlog or ())
+
+    @property
+    def ended(self) -> bool:
+        """Cut off, and everything it was given before that has been taken."""
+        return self.overflowed and self.queue.empty() and not self._backlog
+
+    async def next_batch(self, wait_s: float | None, limit: int) -> list[Change]:
+        """Up to `limit` changes in order, waiting up to `wait_s` for the first; [] if none.
+
+        Everything already queued is taken at once, so a stream that fell behind, or a
+        batch of ingest that changed many alarms, is sent in a few writes rather than
+        one per change, and the wait (with its timer) happens once per wake-up, not
+        once per change (issue 18).
+        """
+        backlog, queue = self._backlog, self.queue
+        if backlog:
+            return [backlog.popleft() for _ in range(min(limit, len(backlog)))]
+        if queue.empty():
+            if self.overflowed:
+                return []
+            try:
+                async with asyncio.timeout(wait_s):
+                    first = await queue.get()
+            except TimeoutError:
+                return []
+        else:
+            first = queue.get_nowait()
+        batch = [first]
+        while len(batch) < limit and not queue.empty():
+            batch.append(queue.get_nowait())
+        return batch
 
 
 class Broadcaster:
@@ -70,26 +113,31 @@ class Broadcaster:
             return None
         return [c for c in self._ring if c.seq > last_seq]
 
-    async def listen(self, last_seq: int | None = None, name: str = "") -> AsyncIterator[Change]:
-        """Changes after `last_seq` (if given), then every change as it is published.
+    @contextmanager
+    def listening(self, last_seq: int | None = None, name: str = "") -> Iterator[Listener]:
+        """A listener given the changes after `last_seq` (if given), then every change published.
 
-        `name` (the client's address) is what `cut_off` records if this listener
-        stops reading and is cut off.
+        Registered and given its backlog in one step, with no await between: no change
+        can fall between what it missed and what it is sent. `name` (the client's
+        address) is what `cut_off` records if it stops reading and is cut off.
         """
-        listener = Listener(name)
+        backlog: list[Change] = []
+        if last_seq is not None:
+            missed = self.missed_since(last_seq)
+            backlog = [Change(self.seq, "resync", {})] if missed is None else missed
+        listener = Listener(name, backlog)
         self._listeners.add(listener)
         try:
-            if last_seq is not None:
-                missed = self.missed_since(last_seq)
-                if missed is None:
-                    yield Change(self.seq, "resync", {})
-                else:
-                    for change in missed:
-                        yield change
-            while not listener.overflowed or not listener.queue.empty():
-                yield await listener.queue.get()
+            yield listener
         finally:
             self._listeners.discard(listener)
+
+    async def listen(self, last_seq: int | None = None, name: str = "") -> AsyncIterator[Change]:
+        """`listening`'s changes one at a time, until the listener is cut off."""
+        with self.listening(last_seq, name) as listener:
+            while not listener.ended:
+                for change in await listener.next_batch(None, QUEUE_SIZE):
+                    yield change
 
     @property
     def listeners(self) -> int:

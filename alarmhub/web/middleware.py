@@ -102,7 +102,9 @@ class ClientGone:
     fix (fastapi PR #15824) was closed unmerged. An error line that is not an
     error teaches the people on call to ignore error lines, so a closed stream
     after the response has started is logged at debug; anything else, or the
-    same before the response started, still raises.
+    same before the response started, still raises. (Since issue 18 the live stream
+    writes its own bytes, web/sse.py, without that task; this stays for any other
+    response streamed through FastAPI's machinery.)
     """
 
     def __init__(self, app: ASGIApp) -> None:

@@ -8,7 +8,8 @@ else of the daemon adds it here first, where a reader sees the whole surface.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from alarmhub.clock import Clock
@@ -25,12 +26,31 @@ from alarmhub.store.ports import Directory
 from alarmhub.store.residents import Residents
 
 
+class LiveChange(Protocol):
+    """One change of the feed (daemon/fanout.py's Change). `wire` caches its bytes on the wire."""
+
+    seq: int
+    kind: str
+    data: dict[str, Any]
+    wire: bytes | None
+
+
+class LiveListener(Protocol):
+    """One stream's place in the feed (daemon/fanout.py's Listener)."""
+
+    @property
+    def ended(self) -> bool: ...
+    async def next_batch(self, wait_s: float | None, limit: int) -> Sequence[LiveChange]: ...
+
+
 class LiveFeed(Protocol):
     """The alarm changes feed (daemon/fanout.py's Broadcaster) as the SSE stream uses it."""
 
     @property
     def seq(self) -> int: ...
-    def listen(self, last_seq: int | None = None, name: str = "") -> AsyncIterator[Any]: ...
+    def listening(
+        self, last_seq: int | None = None, name: str = ""
+    ) -> AbstractContextManager[LiveListener]: ...
 
 
 class Silences(Protocol):

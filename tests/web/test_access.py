@@ -347,31 +347,37 @@ async def test_the_stream_of_a_logged_out_session_ends(
 
 
 async def test_a_busy_stream_is_rechecked_too() -> None:
-    """Items that never stop must not starve the re-check: it is due by the clock as well."""
+    """Changes that never stop must not starve the re-check: it is due by the clock as well."""
     from alarmhub.clock import FakeClock  # noqa: PLC0415
-    from alarmhub.web.recheck import rechecked  # noqa: PLC0415
+    from alarmhub.daemon.fanout import Broadcaster  # noqa: PLC0415
+    from alarmhub.web.sse import Recheck, event_stream  # noqa: PLC0415
 
     clock = FakeClock(SystemClock().now())
+    live = Broadcaster()
     checks: list[int] = []
     received: list[int] = []
-
-    async def endless() -> object:
-        n = 0
-        while True:
-            n += 1
-            yield n
-            await asyncio.sleep(0)
 
     async def allowed() -> bool:
         checks.append(received[-1])
         return len(checks) < 3  # the third check says no: locked out
 
-    async def consume() -> None:
-        async for item in rechecked(endless(), allowed, 10.0, clock.monotonic):  # type: ignore[arg-type, var-annotated]
-            received.append(item)
-            clock.advance(timedelta(seconds=5))  # two items per re-check interval
+    recheck = Recheck(allowed, 10.0, clock.monotonic)
+    # Resuming from 0: the first change, published before the listener exists, is replayed.
+    body = event_stream(live, 0, "", lambda _m: True, recheck, 3000)
 
-    await asyncio.wait_for(consume(), 30)  # a ceiling: without a check by the clock it never ends
-    # Due after every second item's 5 s: checked after items 2, 4 and 6, ended at the third no.
+    async def consume() -> None:
+        await anext(body)  # the opening
+        for n in range(1, 100):  # a ceiling: without a check by the clock it never ends
+            live.publish("alarm", {"n": n})
+            try:
+                chunk = await anext(body)
+            except StopAsyncIteration:
+                return
+            received.append(orjson.loads(chunk.split(b"data: ")[1].split(b"\n")[0])["n"])
+            clock.advance(timedelta(seconds=5))  # two changes per re-check interval
+
+    await asyncio.wait_for(consume(), 30)
+    # Due after every second change's 5 s: checked after changes 2, 4 and 6, ended at the third no.
     assert checks == [2, 4, 6]
     assert received == [1, 2, 3, 4, 5, 6]
+    assert live.listeners == 0  # the stream's end took its listener away

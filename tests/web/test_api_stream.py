@@ -45,7 +45,10 @@ async def test_stream_shows_own_alarms_only_and_resumes(
     async with stack(tmp_path, broker, client_id, alarms=False) as s, s.client("op0301") as c:
         async with c.stream("GET", "/api/v1/alarms/stream") as resp:
             assert resp.status_code == 200
-            assert resp.headers["content-type"].startswith("text/event-stream")
+            assert resp.headers["content-type"] == "text/event-stream; charset=utf-8"
+            # As FastAPI's SSE responses had them: nothing caches it, nginx does not buffer it.
+            assert resp.headers["cache-control"] == "no-cache"
+            assert resp.headers["x-accel-buffering"] == "no"
             lines = resp.aiter_lines()
             s.pub.publish(*native("brg-pend-1", "b1", "button.pressed"))  # Bergen first
             s.pub.publish(*native("osl-pend-1", "o1", "button.pressed"))
