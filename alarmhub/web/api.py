@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from alarmhub.web.auth import LoginRequired
 from alarmhub.web.context import StreamSlots, WebContext
 from alarmhub.web.errors import install as install_errors
-from alarmhub.web.middleware import BodyLimit, ClientGone, RequestCounter
+from alarmhub.web.middleware import BodyLimit, RequestCounter
 from alarmhub.web.routes import (
     alarms,
     audit,
@@ -61,7 +61,6 @@ def create_app(hub: DaemonPort) -> FastAPI:
     app.state.web = WebContext(hub, reads=d, accounts=d, access=d, streams=streams)
     install_errors(app)
     app.add_exception_handler(LoginRequired, _on_login_required)
-    app.add_middleware(ClientGone)  # the innermost of the three: the others see a normal end
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestCounter, counter=hub.metrics.http_requests)
     app.add_middleware(Hsts)  # outermost: every https response, errors too

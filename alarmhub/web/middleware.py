@@ -1,4 +1,4 @@
-"""The ASGI wrappers around the app: body limit, request counting, quiet client exits.
+"""The ASGI wrappers around the app: body limit and request counting.
 
 Plain ASGI classes rather than `BaseHTTPMiddleware`, which would buffer the
 live stream (SSE). `web.api` stacks them in a fixed order.
@@ -6,15 +6,11 @@ live stream (SSE). `web.api` stacks them in a fixed order.
 
 from __future__ import annotations
 
-import anyio
-import structlog
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alarmhub.web.errors import error_response
-
-log = structlog.get_logger(__name__)
 
 UNMATCHED = "unmatched"
 
@@ -89,41 +85,3 @@ class RequestCounter:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             self.counter.labels(template, str(status)).inc()
-
-
-class ClientGone:
-    """A stream whose client has gone ends quietly, not as a server error.
-
-    When a live-stream (SSE) client goes away, FastAPI's keep-alive task can
-    still be sending into the stream the request's exit stack has just closed:
-    `anyio.BrokenResourceError` in a task group, which uvicorn logged as
-    "Exception in ASGI application" at error level (every time a cut-off client
-    disconnected, in tests/system/test_faults.py). FastAPI 0.165 has this; the upstream
-    fix (fastapi PR #15824) was closed unmerged. An error line that is not an
-    error teaches the people on call to ignore error lines, so a closed stream
-    after the response has started is logged at debug; anything else, or the
-    same before the response started, still raises. (Since issue 18 the live stream
-    writes its own bytes, web/sse.py, without that task; this stays for any other
-    response streamed through FastAPI's machinery.)
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except* (anyio.BrokenResourceError, anyio.ClosedResourceError) as gone:
-            if not started:
-                raise
-            log.debug("http.client_gone", path=scope.get("path"), errors=len(gone.exceptions))
