@@ -271,6 +271,8 @@ class AlarmHub:
             keepalive=keepalive,
             backoff=Backoff(s.mqtt_reconnect_min_s, s.mqtt_reconnect_max_s),
             on_connection_change=self._on_connection_change,
+            # At CONNACK, not SUBACK: a kept session's queue comes first (Backlog.link).
+            on_link=lambda up, kept: self.backlog.link(up=up, session_present=kept),
             paho_internals=s.mqtt_paho_internals,
             max_payload_bytes=s.max_payload_bytes,
         )
@@ -424,10 +426,6 @@ class AlarmHub:
 
     def _on_connection_change(self, connected: bool, connections: int) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
-        if connected and self.ingest is not None:
-            self.backlog.connected(session_present=self.ingest.session_present)
-        elif not connected:
-            self.backlog.disconnected()
         if connected and connections > 1:
             self.metrics.mqtt_reconnects.inc()
         if connected:  # devices could not reach us until now: what fell due gets its grace

@@ -49,6 +49,19 @@ class Backlog:
             self._until = self._clock.now() + BACKLOG_WINDOW
         self._lost_at = None
 
+    def link(self, *, up: bool, session_present: bool) -> None:
+        """Told at each CONNACK and each lost link, before any message of the connection.
+
+        The window opened at SUBACK ("connected") until 2026-12-05, but the broker sends
+        a kept session's queue right after CONNACK: under load a batch of it could be
+        committed before the SUBACK was handled, unmarked, and a door opened at night
+        during the outage was judged at its delivery, in the day (docs/reliability.md).
+        """
+        if up:
+            self.connected(session_present=session_present)
+        else:
+            self.disconnected()
+
     def mark(self, raws: list[RawMessage]) -> list[RawMessage]:
         since, until = self._since, self._until
         if since is None or until is None:

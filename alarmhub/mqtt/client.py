@@ -164,6 +164,7 @@ class MqttIngest:
         keepalive: int = 30,
         backoff: Backoff | None = None,
         on_connection_change: Callable[[bool, int], None] | None = None,
+        on_link: Callable[[bool, bool], None] | None = None,
         paho_internals: bool = True,
         max_payload_bytes: int | None = None,
     ) -> None:
@@ -178,6 +179,10 @@ class MqttIngest:
         self._backoff = backoff or Backoff(0.5, 30.0)
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_change = on_connection_change
+        # Told on the loop at each CONNACK (True, whether the broker kept the session) and
+        # each lost link (False, False): before any message of that connection is handed
+        # over, which `on_connection_change` (at SUBACK) is not (daemon/backlog.py).
+        self._on_link = on_link
         self._keepalive = keepalive
         # Three uses of paho internals, all for the hot path and all optional: our own
         # PUBACK/PUBLISH buffer goes on paho's internal queue, paho's per-message
@@ -388,6 +393,9 @@ class MqttIngest:
             self._link_up = True
         self.connections += 1
         self._session_present = bool(getattr(flags, "session_present", False))
+        # Queued before this connection's first message is appended (paho handles the
+        # CONNACK first), so the loop learns of the session before it takes that message.
+        self._tell_link(up=True, session_present=self._session_present)
         # With clean_session=False the broker kept our subscriptions; subscribing again
         # is harmless and covers a broker that lost its state. Connected is reported
         # at SUBACK (_on_subscribe): until then a new session matches nothing, and a
@@ -420,6 +428,7 @@ class MqttIngest:
     ) -> None:
         with self._lock:  # settle() checks `_link_up` under the same lock
             self._link_up = False
+        self._tell_link(up=False, session_present=False)
         self._set_connected(connected=False)
         if not self._closing:
             log.warning("mqtt.disconnected", reason=str(reason), url=self.broker.shown)
@@ -464,6 +473,11 @@ class MqttIngest:
     def session_present(self) -> bool:
         """Whether the broker kept our session at the last connect: it may hold a backlog."""
         return self._session_present
+
+    def _tell_link(self, *, up: bool, session_present: bool) -> None:
+        loop = self._loop
+        if self._on_link is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_link, up, session_present)
 
     def _set_connected(self, *, connected: bool) -> None:
         if connected == self.connected:
