@@ -469,11 +469,6 @@ class MqttIngest:
         else:
             self._client.username_pw_set(None)
 
-    @property
-    def session_present(self) -> bool:
-        """Whether the broker kept our session at the last connect: it may hold a backlog."""
-        return self._session_present
-
     def _tell_link(self, *, up: bool, session_present: bool) -> None:
         loop = self._loop
         if self._on_link is not None and loop is not None and not loop.is_closed():

@@ -88,19 +88,21 @@ async def test_item_13_a_heiman_without_its_profile_raises_a_p1_alarm(scenario):
     assert [e["type"] for e in s.inbox(HEIMAN)[-1]["events"]] == ["heartbeat"]
 
 
-async def test_item_11_a_backlog_door_opening_keeps_its_night(scenario):
-    # A Zigbee2MQTT contact sensor without `last_seen`: its reports carry no time of their own.
-    s = scenario(devices=[door(HALL, resident="r-15", night="22:00-07:00", bridge=BRIDGE)])
-    await s.at("23:00").publish(
-        f"zigbee2mqtt/{BRIDGE}/{HALL}", {"contact": True, "linkquality": 80}
-    )
+async def _night_door_opened_during_an_outage(s: Any) -> None:
+    """23:00 the hall door closes; 23:20 alarmhub stops; 23:30 the door opens (the broker
+    keeps the report: a Zigbee2MQTT contact sensor without `last_seen` carries no time of
+    its own); 07:05 alarmhub is back and the report arrives now, though it may be from
+    the night."""
+    topic = f"zigbee2mqtt/{BRIDGE}/{HALL}"
+    await s.at("23:00").publish(topic, {"contact": True, "linkquality": 80})
     await s.at("23:20").stop_hub()
-    # 23:30 the door opens while alarmhub is down: the broker keeps the report.
-    await s.at("23:30").publish(
-        f"zigbee2mqtt/{BRIDGE}/{HALL}", {"contact": False, "linkquality": 80}
-    )
-    # 07:05 alarmhub is back; the report arrives now, but it may be from the night.
+    await s.at("23:30").publish(topic, {"contact": False, "linkquality": 80})
     await s.at("07:05").start_hub()
+
+
+async def test_item_11_a_backlog_door_opening_keeps_its_night(scenario):
+    s = scenario(devices=[door(HALL, resident="r-15", night="22:00-07:00", bridge=BRIDGE)])
+    await _night_door_opened_during_an_outage(s)
     alarm = await s.expect_alarm(HALL, "door_open_night", status="open")
     assert alarm["raised_at"].startswith("2026-11-21T06:05")  # raised at delivery (UTC)
     [raised, *_] = await s.timeline(HALL, "door_open_night")
@@ -114,22 +116,15 @@ async def test_item_11_the_backlog_is_marked_when_the_subscription_is_answered_l
     # backlog's window used to open at SUBACK: a `make test` under load committed the
     # night's door opening first, unmarked, and no night alarm was raised. Here paho's
     # thread handles the SUBACK half a second late, every time.
-    s = scenario(devices=[door(HALL, resident="r-16", night="22:00-07:00", bridge=BRIDGE)])
-    await s.at("23:00").publish(
-        f"zigbee2mqtt/{BRIDGE}/{HALL}", {"contact": True, "linkquality": 80}
-    )
-    await s.at("23:20").stop_hub()
-    await s.at("23:30").publish(
-        f"zigbee2mqtt/{BRIDGE}/{HALL}", {"contact": False, "linkquality": 80}
-    )
     on_subscribe = MqttIngest._on_subscribe
 
     def late(self: MqttIngest, *args: Any) -> None:
         time.sleep(0.5)  # paho's thread: the loop goes on meanwhile
         on_subscribe(self, *args)
 
+    s = scenario(devices=[door(HALL, resident="r-16", night="22:00-07:00", bridge=BRIDGE)])
     monkeypatch.setattr(MqttIngest, "_on_subscribe", late)
-    await s.at("07:05").start_hub()
+    await _night_door_opened_during_an_outage(s)
     await s.expect_alarm(HALL, "door_open_night", status="open")
     [raised, *_] = await s.timeline(HALL, "door_open_night")
     assert raised["detail"]["ts_earliest"].startswith("2026-11-20T22:00")
