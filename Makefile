@@ -4,9 +4,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
-# Test workers (pytest-xdist): most tests wait on a broker, a daemon or a database, so two
-# workers halve `make test` on a 2-core machine. `make test JOBS=0` runs in one process.
-JOBS   ?= 2
 
 .PHONY: demo test test-all bench soak check lint typecheck lock clean
 
@@ -49,7 +46,7 @@ demo: $(STAMP)
 # The bounded suite: everything except the long soak variants.
 test: $(STAMP)
 	scripts/system-packages test
-	$(BIN)/python -m pytest -m "not slow" -n $(JOBS) $(ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 test-all: $(STAMP)
 	scripts/system-packages test
