@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+# Test workers (pytest-xdist) for `make test`'s first pass: most tests wait on a broker, a
+# daemon or a database, so two workers halve the suite on a 2-core machine. `JOBS=0`: one process.
+JOBS   ?= 2
 
 .PHONY: demo test test-all bench soak check lint typecheck lock clean
 
@@ -43,10 +46,11 @@ demo: $(STAMP)
 	scripts/system-packages demo
 	$(BIN)/python -m alarmhub.dev.demo $(ARGS)
 
-# The bounded suite: everything except the long soak variants.
+# The bounded suite: everything except the long soak variants, on $(JOBS) workers, then the
+# tests marked `solo` (they measure the daemon's own CPU or memory) alone: scripts/test-suite.
 test: $(STAMP)
 	scripts/system-packages test
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	scripts/test-suite $(BIN)/python $(JOBS) $(ARGS)
 
 test-all: $(STAMP)
 	scripts/system-packages test

@@ -64,8 +64,9 @@ FD_TOLERANCE = 4
 THREAD_TOLERANCE = 2
 # CPU time is charged to alarmhub only for what alarmhub itself runs, so another
 # process's load changes it little (shared caches, frequency), unlike wall latency;
-# bigger batches under load make it cheaper per message, not dearer. See CPU_RATIO's
-# justification in docs/reliability.md (Soak).
+# bigger batches under load make it cheaper per message, not dearer, so a load that goes
+# away halfway makes the last quarter dearer: hence `solo` (`make test` runs these alone,
+# after the rest). See CPU_RATIO's justification in docs/reliability.md (Soak).
 CPU_RATIO = 1.5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -323,11 +324,13 @@ def soak(tmp_path: Path, broker: LocalBroker, client_id: str, seconds: float) ->
     )
 
 
+@pytest.mark.solo
 def test_soak_one_minute(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
     soak(tmp_path, broker, client_id, seconds=60)
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 @pytest.mark.timeout(SOAK_SECONDS + 300)
 def test_soak_long(tmp_path: Path, broker: LocalBroker, client_id: str) -> None:
     soak(tmp_path, broker, client_id, seconds=SOAK_SECONDS)
