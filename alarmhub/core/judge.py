@@ -166,9 +166,14 @@ def judge(
         and recently_resolved.outcome == "auto"
         and recently_resolved.resolved_at is not None
         and now - recently_resolved.resolved_at <= rule.flap_window
+        and recently_resolved.municipality == device.municipality
+        and recently_resolved.resident == device.resident
     ):
         # A door that closes and opens again within the flap window is one alarm,
         # not a queue row per swing: reopen it, keeping its original raised_at.
+        # Only while the device is where it was: moved to another municipality or
+        # given to another resident in the window, the old alarm stays with its
+        # owners and this is a new alarm, in the device's queue, about its resident.
         # A fresh escalation (the first one may be long exhausted), and no stale
         # suppression: the pipeline asks suppression again.
         reopened = replace(

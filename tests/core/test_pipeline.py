@@ -206,6 +206,32 @@ def test_door_closed_resolves_when_the_rule_opts_in_and_a_quick_reopen_is_the_sa
     assert later.new_alarm_ids != [first_id]
 
 
+@pytest.mark.parametrize(
+    "moved",
+    [replace(DOOR, municipality="4601", resident="r-17"), replace(DOOR, resident="r-18")],
+    ids=["to-another-municipality", "to-another-resident"],
+)
+def test_a_flap_after_the_device_moved_is_a_new_alarm_where_the_device_now_is(
+    moved: Device,
+) -> None:
+    """Reopening the auto-resolved alarm would put the new owner's alarm in the old
+    municipality's queue (promise 3), under the new resident's name."""
+    view = View()
+    [first_id] = run([msg("door-1", "o1", "door.opened", T0)], view, ctx=OPT_IN_CTX).new_alarm_ids
+    run([msg("door-1", "c1", "door.closed", T0 + timedelta(seconds=20))], view, ctx=OPT_IN_CTX)
+    # The alarm is resolved (none open), so the move is allowed; then, within the window:
+    ctx = replace(OPT_IN_CTX, registry={**OPT_IN_CTX.registry, "door-1": moved})
+    flap = run([msg("door-1", "o2", "door.opened", T0 + timedelta(seconds=60))], view, ctx=ctx)
+    assert flap.messages[0].events[0].verdict is Verdict.NEW
+    [new_id] = flap.new_alarm_ids
+    assert new_id != first_id
+    alarm = flap.alarms[new_id]
+    assert (alarm.municipality, alarm.resident) == (moved.municipality, moved.resident)
+    # The old alarm is not touched: it stays resolved, in 0301, about nobody new.
+    assert first_id not in flap.alarms
+    assert {e.alarm_id for e in flap.timeline} == {new_id}
+
+
 def test_operator_resolved_alarm_is_never_reopened_by_flap() -> None:
     resolved = Alarm(
         "x",
