@@ -8,11 +8,12 @@ no municipality number. Admin is the control that the data is really there.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from alarmhub.core.people import Role, User
+from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.tenancy import GRANTS, Permission, Scope
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.sqlite.tenancy import scope_where
@@ -237,3 +238,47 @@ async def test_alarm_detail_keeps_other_tenants_messages_out(
             assert detail["municipality"] == "0301"
             assert [e["msg_id"] for e in detail["recent_events"]] == ["after-move"]
             assert (await op.get(f"/api/v1/alarms/{s.alarms['brg-pend-1']}")).status_code == 404
+
+
+@pytest.mark.parametrize("how", ["patch", "delete"])
+async def test_a_device_moved_away_between_read_and_write_is_left_to_its_new_owners(
+    tmp_path: Path, broker: LocalBroker, client_id: str, how: str
+) -> None:
+    """Oslo's admin reads osl-door-1; before the write, an admin moves it to Bergen.
+
+    The change was made from the row as read, so writing it would move Bergen's
+    device home and undo Bergen's changes (or decommission it). Checked inside the
+    write's transaction: 409 `device_moved`, nothing written, nothing audited.
+    """
+    async with stack(tmp_path, broker, client_id, alarms=False) as s:
+        reads = s.hub.directory
+        read = reads.get_device
+        moved = False
+
+        async def read_then_move(scope: Scope, device_id: str) -> dict[str, object] | None:
+            nonlocal moved
+            found = await read(scope, device_id)
+            if scope.user == "madm0301" and not moved:
+                moved = True
+                device = s.hub.state.devices[device_id]
+                await s.hub.register_devices(
+                    [replace(device, municipality="4601", label="Bergen now")],
+                    audit=[AuditEntry("root", "device.changed", s.hub.clock.now())],
+                )
+            return found
+
+        reads.get_device = read_then_move  # type: ignore[method-assign]
+        async with s.client("madm0301") as oslo:
+            if how == "patch":
+                r = await oslo.patch("/api/v1/devices/osl-door-1", json={"label": "Oslo label"})
+            else:
+                r = await oslo.delete("/api/v1/devices/osl-door-1")
+        assert moved
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "device_moved"
+        rows = db_rows(
+            s.db, "SELECT municipality, label, active FROM devices WHERE id='osl-door-1'"
+        )
+        assert rows == [("4601", "Bergen now", 1)]
+        assert db_count(s.db, "SELECT count(*) FROM audit WHERE actor = 'madm0301'") == 0
+        assert s.hub.state.devices["osl-door-1"].municipality == "4601"

@@ -97,9 +97,30 @@ async def _stored(ctx: WebContext, device_id: str) -> DeviceOut:
     return DeviceOut.model_validate(stored)
 
 
-async def _register(ctx: WebContext, device: Device, entry: AuditEntry) -> DeviceOut:
+async def _register(
+    ctx: WebContext, device: Device, entry: AuditEntry, *, was_in: str
+) -> DeviceOut:
+    """Write a change to one device; `was_in`: the municipality it was read in.
+
+    A change is made from the device as read, so it must land only where it was
+    read: checked inside the write's transaction. Otherwise a device moved to
+    another municipality between the read and the write would be written back,
+    moved home again and its new owners' changes undone, by someone who no longer
+    manages it (promise 3).
+    """
     try:
-        await ctx.hub.register_devices([device], audit=[entry])
+        await ctx.hub.register_devices(
+            [device],
+            audit=[entry],
+            existing_in=frozenset({was_in}),
+        )
+    except IdTakenError:
+        raise ApiError(
+            409,
+            "device_moved",
+            f"device {device.id} was moved to another municipality while this change was "
+            "made: nothing was changed; read it again",
+        ) from None
     except MoveRefusedError as exc:
         # Its open alarms would stay in the old queue and its next press join them
         # there (issue 12 item 9): resolve them first. The caller manages the device
@@ -275,7 +296,7 @@ async def patch_device(
     )
     catalog = ctx.hub.catalog if "profile" in changes else None
     device = _bridged(ctx.hub.catalog, _checked_device(merged, catalog))
-    return await _register(ctx, device, entry)
+    return await _register(ctx, device, entry, was_in=found["municipality"])
 
 
 async def decommission_device(ctx: Ctx, found: ManagedDevice, audit: Audit) -> DeviceOut:
@@ -283,7 +304,8 @@ async def decommission_device(ctx: Ctx, found: ManagedDevice, audit: Audit) -> D
     entry = audit.entry(
         "device.decommissioned", device_id=found["id"], municipality=found["municipality"]
     )
-    return await _register(ctx, _checked_device({**found, "active": False}), entry)
+    device = _checked_device({**found, "active": False})
+    return await _register(ctx, device, entry, was_in=found["municipality"])
 
 
 async def set_credentials(
@@ -362,6 +384,6 @@ def router() -> APIRouter:
         decommission_device,
         methods=["DELETE"],
         response_model=DeviceOut,
-        responses=responses(404),
+        responses=responses(404, 409),
     )
     return r
