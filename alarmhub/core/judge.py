@@ -65,6 +65,23 @@ class Decision:
     timeline: tuple[TimelineEntry, ...] = ()
 
 
+def _flapped(resolved: Alarm, device: Device, rule: Rule, now: datetime) -> bool:
+    """Does a new trigger reopen this alarm rather than raise one of its own?
+
+    Only an automatic resolution within the rule's flap window, and only while the
+    device is where it was: moved to another municipality or given to another
+    resident meanwhile, the old alarm stays with its owners, and the new one goes to
+    the device's queue, about its resident (promise 3).
+    """
+    return (
+        resolved.outcome == "auto"
+        and resolved.resolved_at is not None
+        and now - resolved.resolved_at <= rule.flap_window
+        and resolved.municipality == device.municipality
+        and resolved.resident == device.resident
+    )
+
+
 def alarm_id(device_id: str, msg_id: str, kind: str) -> str:
     """Derived from the triggering message, so a redelivery can never mint a second id."""
     digest = hashlib.blake2b(f"{device_id}\x00{msg_id}\x00{kind}".encode(), digest_size=8)
@@ -161,19 +178,9 @@ def judge(
         # A new alarm of its own, beside the old one (which stays in the queue).
         detail = {**detail, "not_merged_into": active.id, "why": refused.value}
         recently_resolved = None
-    if (
-        recently_resolved is not None
-        and recently_resolved.outcome == "auto"
-        and recently_resolved.resolved_at is not None
-        and now - recently_resolved.resolved_at <= rule.flap_window
-        and recently_resolved.municipality == device.municipality
-        and recently_resolved.resident == device.resident
-    ):
+    if recently_resolved is not None and _flapped(recently_resolved, device, rule, now):
         # A door that closes and opens again within the flap window is one alarm,
         # not a queue row per swing: reopen it, keeping its original raised_at.
-        # Only while the device is where it was: moved to another municipality or
-        # given to another resident in the window, the old alarm stays with its
-        # owners and this is a new alarm, in the device's queue, about its resident.
         # A fresh escalation (the first one may be long exhausted), and no stale
         # suppression: the pipeline asks suppression again.
         reopened = replace(
