@@ -23,6 +23,9 @@ AlarmKey = tuple[str, str] | tuple[str, str, str]
 # 4601 and "r-17" of 0301 are two people, and one's alarms must never inhibit
 # the other's (issue 12 item 1).
 ResidentKey = tuple[str, str]  # (municipality, resident)
+# How many stored ids outside memory the index remembers (AlarmIndex.learn_taken):
+# learnt one refused write at a time, so a few at most in practice.
+TAKEN_MAX = 10_000
 
 
 def alarm_key(device_id: str, kind: str, scheduled_at: datetime | None = None) -> AlarmKey:
@@ -46,6 +49,9 @@ class AlarmIndex:
         # municipality, and must not walk every active alarm for each new one.
         self._by_municipality: dict[tuple[str, str], set[str]] = {}
         self._by_tag: dict[str, set[str]] = {}
+        # Ids the store holds that memory does not (alarms resolved long ago), learnt
+        # when the store refused to write over one: see taken().
+        self._taken: dict[str, None] = {}
 
     # --- queries (the pipeline's view) -----------------------------------
 
@@ -57,6 +63,23 @@ class AlarmIndex:
 
     def recently_resolved(self, key: AlarmKey) -> Alarm | None:
         return self._resolved.get(key)
+
+    def taken(self, alarm_id: str) -> bool:
+        """Is an alarm with this id already stored (active here, or learnt)?
+
+        A new alarm's id derives from its message (judge.alarm_id). A device that
+        reuses a message id after that message's inbox row was pruned (a counter
+        started over with new batteries) is new to dedup, and its alarm would get
+        the old alarm's id: the store refuses to write over it, and deciding again
+        the same way would be refused for ever, holding every later message.
+        """
+        return alarm_id in self.by_id or alarm_id in self._taken
+
+    def learn_taken(self, alarm_id: str) -> None:
+        """Remember a stored id memory does not hold (after the store refused a write)."""
+        self._taken[alarm_id] = None
+        if len(self._taken) > TAKEN_MAX:
+            del self._taken[next(iter(self._taken))]
 
     def for_resident(self, municipality: str, resident: str) -> list[Alarm]:
         """Active alarms of one resident: the reference is looked up within its municipality."""
@@ -191,6 +214,9 @@ class Working:
 
     def recently_resolved(self, key: AlarmKey) -> Alarm | None:
         return self.base.recently_resolved(key)
+
+    def taken(self, alarm_id: str) -> bool:
+        return alarm_id in self.changed or self.base.taken(alarm_id)
 
     def for_resident(self, municipality: str, resident: str) -> list[Alarm]:
         return self._merge(

@@ -285,10 +285,10 @@ def _judge_event(
         and suppression_ended(active, ctx.silences, working.get, now),
         policy=_policy_name(ctx, rule, new_priority(rule), device),
     )
-    if occurrence is not None and decision.verdict is Verdict.NEW:
-        decision = rekeyed(decision, event, occurrence)
-    if scheduled is not None and decision.verdict is Verdict.NEW:
-        decision = for_occurrence(decision, scheduled)
+    if decision.verdict is Verdict.NEW:
+        decision = _keyed_apart(decision, event, working, occurrence)
+        if scheduled is not None:
+            decision = for_occurrence(decision, scheduled)
     # A reopened alarm is asked again too: its old suppression may be long over,
     # or a new cause (a silence since) may hold.
     if decision.verdict in _FRESH and decision.alarm is not None:
@@ -438,6 +438,22 @@ def _release_covered(
         working.put(released.alarm)
         effects.alarms[released.alarm.id] = released.alarm
         effects.timeline.append(released.entry)
+
+
+def _keyed_apart(
+    decision: Decision, event: Event, working: Working, occurrence: str | None
+) -> Decision:
+    """A new alarm, with an id no stored alarm has (occurrence.rekeyed).
+
+    `occurrence` is given when dedup saw the message id used before. When the
+    earlier message's inbox row is gone (pruned) but its alarm is stored, only the
+    index knows the id is taken (AlarmIndex.taken); the arrival time keys it apart.
+    """
+    alarm = decision.alarm
+    assert alarm is not None
+    if occurrence is None and working.taken(alarm.id):
+        occurrence = event.received_at.isoformat()
+    return decision if occurrence is None else rekeyed(decision, event, occurrence)
 
 
 def _set_aside(

@@ -24,6 +24,8 @@ from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableE
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
 COMMIT_RETRY_MAX_S = 5.0
+# A decision refused this many times running is logged at error level (deciding).
+STALE_ROUNDS_BEFORE_ERROR = 10
 
 
 class _Counter(Protocol):
@@ -97,10 +99,30 @@ class WriteGate:
                 return await attempt()
             except StaleAlarmError as exc:
                 log.info("store.alarms_changed_elsewhere", count=len(exc.ids), ids=exc.ids[:10])
+                if rounds >= STALE_ROUNDS_BEFORE_ERROR:
+                    self._log_refused_again(exc.ids, rounds)
                 await self.reload_alarms(exc.ids)
             rounds += 1
             if rounds > 3:  # a writer racing us on the same alarms: give it room
                 await asyncio.sleep(min(COMMIT_RETRY_MAX_S, 0.05 * 2 ** (rounds - 3)))
+
+    def _log_refused_again(self, ids: list[str], rounds: int) -> None:
+        """Refused round after round: nothing commits meanwhile, so say it at error level.
+
+        Another writer changing the same alarms settles within a few rounds. A
+        decision refused every time (a new alarm minted with a stored alarm's id was
+        one, AlarmIndex.taken) holds every later message unacknowledged.
+        """
+        should, suppressed = self._once.should_log("store.alarms_refused_again")
+        if should:
+            log.error(
+                "store.alarms_refused_again",
+                rounds=rounds,
+                ids=ids[:10],
+                since_last=suppressed,
+                hint="nothing is committed or acknowledged until this passes; "
+                "if it does not, report it with these alarm ids",
+            )
 
     def _log_failure(self, exc: StoreError) -> None:
         """A refused write once a minute; a server out of reach once per outage.

@@ -57,3 +57,6 @@ class HubState:
         """
         for alarm in await get_alarms(list(dict.fromkeys(ids))):
             self.alarms.put(alarm)
+            # Resolved long ago, it is not kept in memory, but a new alarm must not
+            # take its id (AlarmIndex.taken).
+            self.alarms.learn_taken(alarm.id)

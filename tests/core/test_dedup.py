@@ -159,6 +159,37 @@ def test_a_reused_message_id_is_a_new_press_a_redelivery_is_not(
         assert second.alarms[new_id].is_active
 
 
+@pytest.mark.parametrize("resolved", [True, False], ids=["resolved", "still-open"])
+def test_an_id_reused_after_its_inbox_row_was_pruned_does_not_take_the_stored_alarms_id(
+    resolved: bool,
+) -> None:
+    """Inbox rows are pruned after inbox_retention_days, alarms are not: the reused
+    id is new to dedup, and judge would mint the stored alarm's own id. The store
+    refused that write for ever (every later message held unacknowledged); the
+    alarm is now keyed apart from any id the index knows is taken."""
+    index, stored = AlarmIndex(), dict[str, Prior]()
+    first = run([press("7", T0, T0)], index, stored)
+    [earlier] = first.alarms.values()
+    if resolved:
+        resolve(index, earlier, T0 + timedelta(minutes=10))
+        # Resolved alarms leave memory; the shell learns the id when the store
+        # refuses to write over it (WriteGate.deciding -> AppState.reload).
+        index.learn_taken(earlier.id)
+    stored.clear()  # the pruner deleted the inbox row
+    later = T0 + timedelta(days=30)
+    second = run([press("7", later, later)], index, stored)
+    [message] = second.messages
+    assert message.identity is Identity.NEW
+    assert message.events[0].verdict is Verdict.NEW
+    [new_id] = second.new_alarm_ids
+    assert new_id != earlier.id
+    assert second.alarms[new_id].is_active
+    if not resolved:
+        # Too old to merge into (merge_max_age): it stays in the queue, set aside.
+        assert second.alarms[earlier.id].is_active
+        assert second.alarms[earlier.id].superseded_by == new_id
+
+
 def test_an_identical_press_after_its_alarm_was_resolved_is_a_new_alarm() -> None:
     """Two presses of a Zigbee SOS button are identical bytes: once the first alarm
     is resolved, the second press is a new call for help, not a redelivery."""

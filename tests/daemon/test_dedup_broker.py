@@ -3,6 +3,7 @@ reuses message ids after a battery change gets new alarms; a resend does not."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -63,5 +64,53 @@ async def test_a_pendant_reusing_ids_after_a_battery_change_raises_new_alarms(
             assert alarms[1][0] != first
             inbox = db_rows(db, "SELECT msg_id, identity FROM inbox ORDER BY seq")
             assert inbox == [("1", None), ("1", "id_reused")]
+    finally:
+        pub.close()
+
+
+async def test_an_id_reused_after_the_inbox_was_pruned_raises_its_alarm_and_holds_nobody(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Weeks later the pruner has deleted the first press's inbox row; its alarm is kept.
+
+    The new press with the reused id was new to dedup and got the stored alarm's
+    id; the store refused to write over it, round after round, and held every later
+    message of every device unacknowledged. Now one refusal teaches the id, and the
+    next round keys the alarm apart.
+    """
+    db = tmp_path / "alarmhub.db"
+    register(
+        f"sqlite:///{db}",
+        [("pend-1", "safety_alarm", "0301"), ("pend-2", "safety_alarm", "0301")],
+        tmp_path,
+    )
+    pub = Publisher(broker.port)
+    settings = hub_settings(tmp_path, broker.url, client_id)
+    try:
+        async with AlarmHub(settings, serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            pub.publish(*native("pend-1", "1", "button.pressed", ts="2026-11-25T10:00:00Z"))
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM alarms") == 1, 30
+            )
+            [first] = list(hub.state.alarms.by_id)
+            await hub.act(first, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM inbox")  # what the retention pruner does
+        conn.close()
+        async with AlarmHub(settings, serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            pub.publish(*native("pend-1", "1", "button.pressed", ts="2026-12-20T10:00:00Z"))
+            pub.publish(*native("pend-2", "a", "button.pressed", ts="2026-12-20T10:00:01Z"))
+            # A ceiling: the stall this guards against never ended.
+            assert await async_wait_until(
+                lambda: db_count(db, "SELECT count(*) FROM inbox") == 2, 30
+            ), db_rows(db, "SELECT id, device_id, state, rev FROM alarms")
+            alarms = db_rows(db, "SELECT id, device_id, state FROM alarms ORDER BY raised_at")
+            assert alarms[0] == (first, "pend-1", "resolved")
+            assert sorted(a[1:] for a in alarms[1:]) == [("pend-1", "open"), ("pend-2", "open")]
+            assert first not in {a[0] for a in alarms[1:]}
     finally:
         pub.close()
