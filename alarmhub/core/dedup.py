@@ -100,6 +100,7 @@ def identify(
     by_content: bool,
     alarm_active: Callable[[str], bool],
     digest: str | None = None,
+    retained: bool = False,
 ) -> Identity:
     """Decide whether a message is the `prior` one again.
 
@@ -108,12 +109,20 @@ def identify(
     `alarm_active(id)` says whether an alarm is still active now.
     `digest`: the sha256 of the whole payload when `payload` is only its first
     bytes (an oversized message, cut on arrival): compared instead of the bytes.
+    `retained`: MQTT's retain flag. The broker sends a topic's retained message
+    again at every subscription (alarmhub subscribes at each connect), days after
+    it was published (OwnTracks keeps positions retained): the same bytes as one
+    stored are that message again, past the window too. Taken for a new message,
+    a phone dead for days was "heard" (its device_offline resolved) and judged
+    at its old position.
 
     A wall clock stepped back (NTP) makes the age negative: that counts as
     within the window, the safe side for a redelivery.
     """
     if prior is None:
         return Identity.NEW
+    if retained and prior.same_content(payload, digest):
+        return Identity.REDELIVERY
     if received_at - prior.received_at > window:
         return Identity.WINDOW_PASSED
     if not prior.same_content(payload, digest):

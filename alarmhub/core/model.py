@@ -244,6 +244,9 @@ class RawMessage:
     queued_since: datetime | None = None
     # Set when `payload` holds only the first bytes of an oversized payload.
     cut: PayloadCut | None = None
+    # MQTT's retain flag: the broker's kept copy of a topic's last message, sent at
+    # each (re)subscription however old it is (core/dedup.py: identify).
+    retained: bool = False
 
     @property
     def size(self) -> int:

@@ -218,6 +218,7 @@ def _identify(
         by_content=content_id or isinstance(result, Rejected),
         alarm_active=alarm_active,
         digest=raw.cut.sha256 if raw.cut is not None else None,
+        retained=raw.retained,
     )
 
 

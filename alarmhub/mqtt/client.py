@@ -141,7 +141,7 @@ class _BufferedReadClient(paho.Client):
         super()._sock_close()
 
 
-def _cut(topic: str, payload: bytes, now: datetime) -> RawMessage:
+def _cut(topic: str, payload: bytes, now: datetime, retained: bool) -> RawMessage:
     """An oversized message as its first bytes, with the size and hashes of the whole.
 
     It can only become a dead letter, stored as exactly this (issue 13 item 1).
@@ -150,7 +150,7 @@ def _cut(topic: str, payload: bytes, now: datetime) -> RawMessage:
     in-flight window of 1,000 and max_packet_size of 1 MiB that was up to 1 GB.
     """
     cut = PayloadCut(len(payload), payload_digest(payload), rejected_fingerprint(topic, payload))
-    return RawMessage(topic, payload[:DEAD_LETTER_KEPT_BYTES], now, cut=cut)
+    return RawMessage(topic, payload[:DEAD_LETTER_KEPT_BYTES], now, cut=cut, retained=retained)
 
 
 class MqttIngest:
@@ -361,9 +361,9 @@ class MqttIngest:
     def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:
         payload = msg.payload
         if self._max_payload is not None and len(payload) > self._max_payload:
-            raw = _cut(msg.topic, bytes(payload), self._now())
+            raw = _cut(msg.topic, bytes(payload), self._now(), msg.retain)
         else:
-            raw = RawMessage(msg.topic, bytes(payload), self._now())
+            raw = RawMessage(msg.topic, bytes(payload), self._now(), retained=msg.retain)
         self._pending.append(
             Delivery(
                 raw,

@@ -14,15 +14,24 @@ from alarmhub.core.actions import Action, Applied, apply_action
 from alarmhub.core.decode import DecodeLimits
 from alarmhub.core.dedup import Identity, Prior, Windows, identify
 from alarmhub.core.index import AlarmIndex
-from alarmhub.core.model import Alarm, Device, DeviceKind, RawMessage, Verdict
+from alarmhub.core.model import (
+    Alarm,
+    AlarmState,
+    Device,
+    DeviceKind,
+    Priority,
+    RawMessage,
+    Verdict,
+)
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
 from tests.support.helpers import REPO
 
 T0 = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
 PENDANT = Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")
 SOS = Device("0x00158d0001a2b3c4", DeviceKind.SAFETY_ALARM, "0301", bridge="z2m-0301-a")
+PHONE = Device("res1/phone", DeviceKind.GPS_TRACKER, "0301")
 CTX = Context(
-    registry={d.id: d for d in (PENDANT, SOS)},
+    registry={d.id: d for d in (PENDANT, SOS, PHONE)},
     catalog=load_catalog(REPO / "devices"),
     rules=load_rules(REPO / "config" / "rules.toml"),
     limits=DecodeLimits(),
@@ -83,6 +92,34 @@ def test_identify(
 def test_nothing_stored_is_new() -> None:
     got = identify(None, b"x", T0, timedelta(hours=24), by_content=False, alarm_active=bool)
     assert got is Identity.NEW
+
+
+@pytest.mark.parametrize("retained", [True, False])
+def test_a_retained_copy_of_a_stored_message_is_a_redelivery_however_old(retained: bool) -> None:
+    """The broker re-sends a topic's retained message at every subscription."""
+    prior = Prior(T0, b"first")
+    days_later = T0 + timedelta(days=3)
+    got = identify(
+        prior,
+        b"first",
+        days_later,
+        Windows().message_id,
+        by_content=False,
+        alarm_active=bool,
+        retained=retained,
+    )
+    assert got is (Identity.REDELIVERY if retained else Identity.WINDOW_PASSED)
+    # Other bytes under the same id are another message, retained or not.
+    other = identify(
+        prior,
+        b"other",
+        T0 + timedelta(hours=1),
+        Windows().message_id,
+        by_content=False,
+        alarm_active=bool,
+        retained=True,
+    )
+    assert other is Identity.ID_REUSED
 
 
 # --- through the pipeline: what an operator would see --------------------------
@@ -219,3 +256,35 @@ def test_a_reused_id_within_one_batch_is_two_messages_a_copy_is_one() -> None:
         Verdict.NEW,
         Verdict.REPEAT,
     ]
+
+
+def test_a_phone_dead_for_days_is_not_heard_from_its_retained_position() -> None:
+    """OwnTracks keeps positions retained; alarmhub subscribes again at each connect.
+
+    The retained copy, three days after it was stored, used to be a new message:
+    its time clamped to its arrival, the phone counted as heard, its open
+    device_offline alarm resolved by alarmhub.
+    """
+    stored_at = T0 - timedelta(days=3)
+    position = {"_type": "location", "lat": 59.9139, "lon": 10.7522, "acc": 12, "batt": 40}
+    payload = orjson.dumps({**position, "tst": int(stored_at.timestamp()), "tid": "ph"})
+    offline = Alarm(
+        "off-1",
+        PHONE.id,
+        "0301",
+        "device_offline",
+        Priority.TECHNICAL,
+        AlarmState.OPEN,
+        T0 - timedelta(days=2),
+        T0 - timedelta(days=2),
+    )
+    index = AlarmIndex()
+    index.load([offline])
+    raw = RawMessage(f"owntracks/{PHONE.id}", payload, T0, retained=True)
+    [decoded] = decode_all([raw], CTX)
+    fp = fingerprint(raw, decoded)
+    effects = process_batch([raw], [decoded], [fp], {fp: Prior(stored_at, payload)}, index, CTX)
+    [message] = effects.messages
+    assert message.verdict is Verdict.REDELIVERY
+    assert "off-1" not in effects.alarms
+    assert PHONE.id not in effects.device_seen

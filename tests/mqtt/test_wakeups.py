@@ -75,3 +75,24 @@ async def test_messages_arriving_while_a_batch_is_handled_wake_nobody() -> None:
     assert [d.mid for d in await taking] == [7, 8, 9]
     assert loop.wakeups == 2
     await batches.aclose()  # type: ignore[attr-defined]  # an async generator
+
+
+def test_the_retain_flag_reaches_dedup_on_every_path() -> None:
+    """A retained copy (re-sent at each subscription) is told apart by dedup (core/dedup.py)."""
+    ingest = MqttIngest(
+        parse_mqtt_url("mqtt://127.0.0.1:1"), "retained", ["x/#"], lambda: datetime.now(UTC)
+    )
+    ingest._max_payload = 8
+    for mid, (payload, retain) in enumerate(
+        [(b"{}", True), (b"{}", False), (b"x" * 9, True), (b"x" * 9, False)], start=1
+    ):
+        msg = paho.MQTTMessage(mid=mid, topic=b"owntracks/res1/phone")
+        msg.payload, msg.qos, msg.retain = payload, 1, retain
+        ingest._on_message(None, None, msg)
+    raws = [d.raw for d in ingest._pending]
+    assert [(r.retained, r.cut is not None) for r in raws] == [
+        (True, False),
+        (False, False),
+        (True, True),
+        (False, True),
+    ]
