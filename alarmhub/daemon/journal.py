@@ -64,7 +64,7 @@ from alarmhub.journal.client import JournalClient
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
-from alarmhub.store.errors import StoreError
+from alarmhub.store.errors import LeaseLostError, StoreError
 from alarmhub.store.journal_outbox import JournalExport, JournalOutbox
 from alarmhub.store.ports import NationalIds, Practitioners
 from alarmhub.store.sealing import SealingError
@@ -172,16 +172,39 @@ class JournalDelivery:
     async def deliver_due(self, client: JournalClient) -> None:
         for export in await self._reader.due_journal(self._clock.now()):
             with structlog.contextvars.bound_contextvars(alarm_id=export.alarm_id):
-                await self._step(export, client)
+                try:
+                    await self._step(export, client)
+                except (StoreError, LeaseLostError):
+                    raise  # run() waits for the database; the term's end stops this worker
+                except Exception as exc:  # one export's fault stays with that export
+                    self._step_failed(exc)
+                    await self._record(export, Retry(f"unexpected error: {exc!r}"))
         oldest = await self._reader.oldest_waiting_journal()
         age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
         self._metrics.journal_oldest_pending.set(max(0.0, age))
+
+    def _step_failed(self, exc: Exception) -> None:
+        """An export step raised something unforeseen: said once a minute, then the next.
+
+        This worker runs in the intake owner's term: an error out of it ended the
+        term's task group, so the daemon, MQTT and SIP intake with it, and the next
+        owner read the same row and ended too. The row is retried with its backoff.
+        """
+        should, suppressed = self._once.should_log("journal.step_failed")
+        if should:
+            log.error("journal.step_failed", since_last=suppressed, exc_info=exc)
 
     async def _step(self, export: JournalExport, client: JournalClient) -> None:
         key = (export.municipality, id(client.http))
         auth = self._auths.get(key)
         if auth is None:
-            auth = self._auths[key] = self._auth_for(export.municipality, client.http)
+            try:
+                auth = self._auths[key] = self._auth_for(export.municipality, client.http)
+            except (LookupError, OSError, ValueError) as exc:
+                # No HelseID client for this municipality (any more), or its key file
+                # unreadable since start-up: fixable, so kept and retried, shown on the row.
+                await self._record(export, Retry(f"cannot sign in to the journal: {exc}"))
+                return
         if export.state is JournalState.SENT and export.location is not None:
             await self._record(export, await client.poll(export.location, auth))
             return

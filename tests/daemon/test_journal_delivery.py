@@ -25,7 +25,7 @@ from alarmhub.core.national_id import NationalId, parse_national_id
 from alarmhub.core.people import AuditEntry, Role
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.daemon.journal import DeliveryPolicy, JournalDelivery
-from alarmhub.journal.auth import NoAuth
+from alarmhub.journal.auth import NoAuth, RequestAuth
 from alarmhub.journal.client import JournalClient
 from alarmhub.observability.metrics import Metrics
 from alarmhub.store.accounts import everyone
@@ -233,3 +233,49 @@ async def test_no_national_id_number_in_any_log_line_or_row(rig: Rig) -> None:
 
 def test_no_auth_adds_no_headers() -> None:
     assert NoAuth().observe(401, {}) is False
+
+
+@pytest.mark.parametrize("fault", ["no-client", "key-unreadable", "unforeseen"])
+async def test_an_export_that_cannot_be_signed_in_is_retried_and_the_worker_lives(
+    rig: Rig, fault: str
+) -> None:
+    """A municipality's HelseID client removed while its exports wait, its key file
+    gone since start-up, or any other error in one step: that row waits with the
+    reason, and the worker goes on. The worker runs in the intake owner's term, so
+    an error out of it ended the daemon (MQTT and SIP intake too), on every owner."""
+    errors: dict[str, Exception] = {
+        "no-client": LookupError("municipality 0301 has no HelseID client: export is off"),
+        "key-unreadable": ValueError("/etc/alarmhub/helseid-0301.pem cannot be read"),
+        "unforeseen": RuntimeError("something nobody planned for"),
+    }
+    broken = True
+
+    def auth_for(municipality: str, http: httpx.AsyncClient) -> RequestAuth:
+        if broken:
+            raise errors[fault]
+        return NoAuth()
+
+    if fault == "unforeseen":  # past the sign-in: the document step raises
+        real = rig.delivery._document
+
+        async def document(export: JournalExport) -> object:
+            if broken:
+                raise errors[fault]
+            return await real(export)
+
+        rig.delivery._document = document  # type: ignore[method-assign,assignment]
+    else:
+        rig.delivery._auth_for = auth_for
+    # run() lets only a StoreError out of deliver_due pass: anything else raised here
+    # ended the worker, and with it the term.
+    for _ in range(3):
+        await rig.delivery.deliver_due(rig.client)
+        rig.clock.advance(timedelta(seconds=5))
+    waiting = await rig.export()
+    assert waiting.state is JournalState.PENDING
+    assert waiting.last_error is not None
+    assert str(errors[fault]) in waiting.last_error
+    assert rig.server.posts == []
+    broken = False  # the client configured again, the key back
+    await rig.until(JournalState.CONFIRMED)
+    assert list(rig.server.note_count().values()) == [1]
