@@ -161,9 +161,18 @@ def _tagged(alarm: Alarm, tag: str, reason: str, now: datetime) -> Suppression:
     return Suppression(tag, reason, timeline=(entry,))
 
 
-def incident_id(municipality: str, first_alarm_id: str) -> str:
+def incident_id(municipality: str, first_alarm_id: str, raised_at: datetime) -> str:
+    """The same for the same decision (a batch decided again after a refused write).
+
+    With the time it is raised: an incident an operator resolved by hand puts its
+    alarms back in the queue, and one more within the window makes an incident of
+    the same first alarm again. Keyed by that alarm alone, it took the resolved
+    incident's id, which the store refused to write over, round after round, and
+    nothing was committed or acknowledged meanwhile.
+    """
     digest = hashlib.blake2b(
-        f"incident\x00{municipality}\x00{first_alarm_id}".encode(), digest_size=8
+        f"incident\x00{municipality}\x00{first_alarm_id}\x00{raised_at.isoformat()}".encode(),
+        digest_size=8,
     )
     return digest.hexdigest()
 
@@ -214,7 +223,7 @@ def _storm(alarm: Alarm, others: list[Alarm], storm: StormPolicy, now: datetime)
         return NOT_SUPPRESSED
     first = recent[0]
     incident = Alarm(
-        id=incident_id(alarm.municipality, first.id),
+        id=incident_id(alarm.municipality, first.id, now),
         device_id=f"municipality:{alarm.municipality}",
         municipality=alarm.municipality,
         kind=storm.incident_kind,

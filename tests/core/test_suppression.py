@@ -591,3 +591,19 @@ def test_an_alarm_whose_cause_is_gone_is_released_by_the_sweep(
     index.load([cause, hidden])
     releases = suppress.orphaned([hidden], index.get, LATER)
     assert [r.entry.detail["reason"] for r in releases] == ([reason] if reason else [])
+
+
+def test_an_incident_after_one_resolved_by_hand_is_a_new_incident_with_an_id_of_its_own() -> None:
+    """The operator's resolve puts the incident's alarms back in the queue; one more
+    within the window makes an incident of the same first alarm again. It took the
+    resolved incident's id, and the store refused that write round after round,
+    holding every later message (found in review, 2026-12-06)."""
+    hub = _storm_hub()
+    for i in range(10):
+        hub.internal(f"p{i}", EventType.DEVICE_SILENT, NIGHT + timedelta(seconds=i))
+    [incident] = [a for a in hub.index.by_id.values() if a.kind == "incident"]
+    assert len(_resolve_by_operator(hub, incident, NIGHT + timedelta(seconds=60))) == 10
+    effects = hub.internal("p10", EventType.DEVICE_SILENT, NIGHT + timedelta(seconds=120))
+    [again] = [i for i in effects.new_alarm_ids if effects.alarms[i].kind == "incident"]
+    assert again != incident.id
+    assert effects.alarms[again].is_active
