@@ -230,7 +230,8 @@ class Supervision:
         self.fixes.restart(self.now())
 
     def resolved(self, alarm: Alarm) -> None:
-        """An alarm changed by hand: a resolved offline alarm re-arms a still-silent device."""
+        """An alarm changed by hand: a resolved offline (or no-usable-fix) alarm re-arms
+        a device still silent (or still without a usable fix)."""
         device = self._state.devices.get(alarm.device_id)
         if device is None or alarm.state is not AlarmState.RESOLVED:
             return
@@ -240,6 +241,12 @@ class Supervision:
             device.id, self.now()
         ):
             log.info("supervision.rearmed", device_id=device.id)
+        # Likewise a tracker's "no usable fix": closing it does not make the fixes
+        # usable, and left reported, its safe zone went unwatched with nobody told.
+        if alarm.kind in self._kinds(EventType.NO_USABLE_FIX) and self.fixes.resolved(
+            device.id, self.now()
+        ):
+            log.info("supervision.rearmed", device_id=device.id, what="usable fix")
 
     def _kinds(self, etype: EventType) -> frozenset[str]:
         """Every alarm kind a rule raises for alarmhub's own event `etype`.

@@ -111,3 +111,23 @@ async def test_item18_a_poor_fix_far_away_alarms_and_poor_fixes_at_home_raise_no
     await s.expect_no_alarm("trk-1", "device_offline")
     await s.at("12:40").fix("trk-1", *HOME, accuracy_m=15)
     await s.at("12:41").expect_no_alarm("trk-1", "no_usable_fix")
+
+
+async def test_item18_no_usable_fix_resolved_by_hand_comes_back_while_the_fixes_stay_poor(
+    scenario,
+):
+    """As a resolved device_offline is re-armed (item 16): closing "no usable fix" does
+    not make the fixes usable. It was never raised again: the safe zone went unwatched
+    and nobody was told (found in review, 2026-12-06)."""
+    s = scenario(devices=[tracker("trk-1", geofence=(*HOME, 500))])
+    await s.at("12:01").fix("trk-1", *HOME, accuracy_m=10)
+    for t in ("12:10", "12:20", "12:30"):
+        await s.at(t).fix("trk-1", *HOME, accuracy_m=400)  # alive, but poor fixes only
+    await s.at("12:32").expect_alarm("trk-1", "no_usable_fix", status="open", priority=4)
+    await s.at("12:35").resolve("trk-1", "no_usable_fix", outcome="checked")
+    for t in ("12:40", "12:50", "13:00", "13:10", "13:20", "13:30", "13:40", "13:50", "14:00"):
+        await s.at(t).fix("trk-1", *HOME, accuracy_m=400)
+    await s.expect_no_alarm("trk-1", "device_offline")
+    found = await s.at("14:00:30").alarms("trk-1", "no_usable_fix")
+    assert [a["state"] for a in found].count("resolved") == 1
+    assert any(a["state"] == "open" for a in found), found
