@@ -39,6 +39,7 @@ class Watch(Protocol):
 
     def now(self) -> datetime: ...
     def watch(self, d: Device, now: datetime, wall: datetime, misses: int) -> None: ...
+    def rewatch(self, devices: Iterable[Device]) -> None: ...
 
 
 class Registry:
@@ -197,5 +198,6 @@ class Registry:
         self._metrics.zero_alarm_kinds(alarm_kinds(rules))
         for alarm in list(state.alarms.by_id.values()):
             self._arm(alarm)
+        self._watcher.rewatch(list(state.devices.values()))
         log.info("rules.reloaded", old_version=old, version=rules.version)
         return True

@@ -127,9 +127,25 @@ class Supervision:
     ) -> None:
         """At start: every device, seeded with the store's last-heard times; the outage ends now."""
         now = self.now()
+        self._watch_many(devices, now, last_heard or {})
+        self.heartbeats.restart(now)
+
+    def rewatch(self, devices: Iterable[Device]) -> None:
+        """After a rules reload: each device's interval, misses and no-fix limit anew.
+
+        Without it a reload that gave a kind its `default_heartbeat_interval_s` (what
+        `supervision.device_unsupervised` asks for) left those devices unwatched
+        until a restart. Re-watching keeps a watched device's silence
+        (Supervisor.watch), so a reload never hides a dead one; a device the old
+        rules left unwatched counts from now. No restart grace: nothing was down.
+        """
+        self._watch_many(devices, self.now(), {})
+
+    def _watch_many(
+        self, devices: Iterable[Device], now: datetime, heard: Mapping[str, datetime]
+    ) -> None:
         wall = self._clock.now()
         misses = self._state.rules.offline_after_misses
-        heard = last_heard or {}
         unsupervised = 0
         for d in devices:
             self.watch(d, now, wall, misses, last_heard=heard.get(d.id), warn=False)
@@ -141,7 +157,6 @@ class Supervision:
                 count=unsupervised,
                 hint="no heartbeat interval and no default_heartbeat_interval_s for their kind",
             )
-        self.heartbeats.restart(now)
 
     def watch(
         self,

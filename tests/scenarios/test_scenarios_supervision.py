@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from tests.scenarios.scenario import dispenser, door, pendant, tracker
-from tests.scenarios.world import local
+from tests.scenarios.world import default_rules, local
 
 pytestmark = pytest.mark.broker
 
@@ -131,3 +131,21 @@ async def test_item18_no_usable_fix_resolved_by_hand_comes_back_while_the_fixes_
     found = await s.at("14:00:30").alarms("trk-1", "no_usable_fix")
     assert [a["state"] for a in found].count("resolved") == 1
     assert any(a["state"] == "open" for a in found), found
+
+
+async def test_item16_a_rules_reload_that_gives_doors_an_interval_supervises_them(scenario):
+    """`supervision.device_unsupervised` asks for a default interval; the reload that
+    adds it watched nobody until a restart (found in review, 2026-12-06)."""
+    with_default = default_rules()
+    without = with_default.replace("door_sensor = 3600\n", "", 1)
+    assert without != with_default
+    s = scenario(devices=[door("door-1")], rules=without)
+    await s.at("12:01").door_closed("door-1")  # its last message
+    assert len(s.hub.supervision.heartbeats) == 0
+    (s.tmp_path / "rules.toml").write_text(with_default)
+    await s.at("12:05").advance_to("12:05")
+    assert s.hub.reload_rules()
+    assert len(s.hub.supervision.heartbeats) == 1
+    # Silent from 12:05 (when it came under watch): 3 x 3600 s later it is offline.
+    await s.at("15:04").expect_no_alarm("door-1", "device_offline")
+    await s.at("15:06").expect_alarm("door-1", "device_offline", status="open")
