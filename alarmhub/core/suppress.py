@@ -38,6 +38,7 @@ from alarmhub.core.model import (
     TimelineType,
 )
 from alarmhub.core.rules import StormPolicy
+from alarmhub.core.strays import STRAY_KIND
 
 # A silence of a whole municipality (no device, no resident) hides a great deal:
 # it lasts at most this long unless the deployment says otherwise, and without an
@@ -80,8 +81,16 @@ class Silence:
         return True  # the whole municipality
 
     def silences(self, alarm: Alarm, device: Device, at: datetime) -> bool:
-        """Whether this silence hides `alarm`: it covers the device, and spares P1 unless told."""
-        if alarm.priority is Priority.CRITICAL and not self.include_priority_1:
+        """Whether this silence hides `alarm`: it covers the device, and spares P1 unless told.
+
+        A press from a decommissioned device (STRAY_KIND, raised at priority 2) is
+        spared as P1 is: it stands for a call for help whatever its priority, and the
+        pendant's own press, were it registered, would have been. It was hidden for
+        the week a "pendant being replaced" silence ran, with the resident still
+        wearing the old one.
+        """
+        spared = alarm.priority is Priority.CRITICAL or alarm.kind == STRAY_KIND
+        if spared and not self.include_priority_1:
             return False
         return self.covers(device, at)
 

@@ -419,6 +419,32 @@ def test_a_device_silence_spares_priority_1_unless_it_says_so(
     assert alarm.suppressed_by == ("silence:s1" if suppressed else None)
 
 
+@pytest.mark.parametrize(("include_p1", "suppressed"), [(False, False), (True, True)])
+def test_a_press_from_a_decommissioned_pendant_is_spared_by_its_silence_as_p1_is(
+    include_p1: bool, suppressed: bool
+) -> None:
+    """The stray alarm (`unregistered_device`, priority 2) stands for the press: a
+    "pendant being replaced" silence hid it for its week while the resident still
+    wore the old pendant (found in review, 2026-12-06)."""
+    silence = Silence(
+        "s1",
+        "0301",
+        NIGHT - timedelta(hours=1),
+        NIGHT + timedelta(days=7),
+        device_id="pend",
+        **_p1(include_p1),
+    )
+    hub = Hub([replace(device("pend", "pendant"), active=False)], silences=(silence,))
+    payload = {"id": "m1", "ts": NIGHT.isoformat(), "type": "button.pressed"}
+    raws = [RawMessage("alarmhub/v1/pend/events", orjson.dumps(payload), NIGHT)]
+    decoded = decode_all(raws, hub.ctx)
+    fps = [fingerprint(raws[0], decoded[0])]
+    effects = process_batch(raws, decoded, fps, set(), hub.index, hub.ctx)
+    [alarm] = effects.alarms.values()
+    assert alarm.kind == "unregistered_device"
+    assert alarm.suppressed_by == ("silence:s1" if suppressed else None)
+
+
 @pytest.mark.parametrize(
     ("device_id", "asked", "expected"),
     [
