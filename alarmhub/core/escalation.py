@@ -257,8 +257,11 @@ def ack_reminder(
 ) -> Deadline | None:
     """The next acknowledgement-timeout reminder not yet decided, or None without a timeout.
 
-    Reminder k falls due ``(k + 1) * ack_timeout`` after the acknowledgement and
-    goes to the first step's target (the operator queue that acknowledged it).
+    It falls due one ``ack_timeout`` after the acknowledgement and goes to the first
+    step's target (the operator queue that acknowledged it). A reminder puts the
+    alarm back in the queue (apply_decision), so the reminders already decided all
+    came before the acknowledgement in force: counting them into the delay, as
+    ``(k + 1) * ack_timeout``, made the gap grow by one timeout with each round.
     """
     if policy.ack_timeout is None:
         return None
@@ -267,7 +270,7 @@ def ack_reminder(
     k = 0
     while (base + k, ACK_TIMEOUT_STEP) in fired:
         k += 1
-    due_at = acknowledged_at.astimezone(UTC) + (k + 1) * policy.ack_timeout
+    due_at = acknowledged_at.astimezone(UTC) + policy.ack_timeout
     return Deadline(
         ACK_TIMEOUT_STEP, first.level, first.target, due_at, base + k, DeadlineKind.ACK_TIMEOUT
     )

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alarmhub.config.rules import load_rules
+from alarmhub.core.actions import Action, Applied, apply_action
 from alarmhub.core.escalation import (
     ACK_TIMEOUT_STEP,
     DEFAULT_P1,
@@ -18,11 +20,16 @@ from alarmhub.core.escalation import (
     Policy,
     Step,
     ack_reminder,
+    apply_decision,
     next_deadline,
+    next_for_alarm,
     on_deadline,
     plan,
 )
-from alarmhub.core.model import AlarmState
+from alarmhub.core.model import Alarm, AlarmState, Priority
+from tests.support.helpers import REPO
+
+RULES = load_rules(REPO / "config" / "rules.toml")
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -160,9 +167,15 @@ def test_ack_timeout_reminders():
         acked + timedelta(minutes=10),
     )
     assert (first.target, first.level) == ("operator_queue", 1)
-    second = ack_reminder(policy, acked, {first.key})
+    # The reminder put it back in the queue; taken again two minutes later, the next
+    # one is due one timeout after that acknowledgement, under a key of its own.
+    reacked = first.due_at + timedelta(minutes=2)
+    second = ack_reminder(policy, reacked, {first.key})
     assert second is not None
-    assert second.due_at == acked + timedelta(minutes=20)
+    assert (second.key, second.due_at) == (
+        (1, ACK_TIMEOUT_STEP),
+        reacked + timedelta(minutes=10),
+    )
     now = first.due_at
     assert on_deadline(AlarmState.ACKNOWLEDGED, True, first, now).reason is (
         EscalationReason.REMIND_ACK_TIMEOUT
@@ -300,3 +313,41 @@ def test_next_deadline_is_the_first_undecided_deadline_of_the_plan(
     fired = {d.key for i, d in enumerate(deadlines) if fired_bits >> i & 1}
     expected = next((d for d in deadlines if d.key not in fired), None)
     assert next_deadline(policy, start, fired, generation) == expected
+
+
+def test_each_acknowledgement_gets_its_reminder_one_timeout_later_round_after_round():
+    """The gap grew by one timeout a round: 1, 2, 3 x ack_timeout after each new
+    acknowledgement, against "again every ack_timeout_s" (found in review, 2026-12-06)."""
+    policy = RULES.policies["p1"]
+    timeout = policy.ack_timeout
+    assert timeout is not None
+    alarm = Alarm(
+        "a1", "pend", "0301", "button", Priority.CRITICAL, AlarmState.OPEN, T0, T0, policy="p1"
+    )
+    step = next_for_alarm(alarm, policy, set())
+    assert step is not None
+    fired = {step.key}  # the first step, decided at raise
+    taken = apply_action(alarm, Action.ACKNOWLEDGE, "kari", T0 + S)
+    assert isinstance(taken, Applied)
+    alarm = taken.alarm
+    gaps = []
+    for _ in range(3):
+        reminder = next_for_alarm(alarm, policy, fired)
+        assert reminder is not None
+        assert reminder.kind is DeadlineKind.ACK_TIMEOUT
+        assert alarm.acknowledged_at is not None
+        gaps.append(reminder.due_at - alarm.acknowledged_at)
+        decision = on_deadline(alarm.state, True, reminder, reminder.due_at, fired)
+        fired.add(reminder.key)
+        reminded, _ = apply_decision(alarm, decision, reminder.due_at)
+        assert reminded is not None
+        assert reminded.state is AlarmState.OPEN  # back in the queue
+        alarm = reminded
+        while (later := next_for_alarm(alarm, policy, fired)) is not None:
+            fired.add(later.key)  # the policy's other steps, overdue by now
+        again = apply_action(
+            alarm, Action.ACKNOWLEDGE, "kari", reminder.due_at + timedelta(minutes=1)
+        )
+        assert isinstance(again, Applied)
+        alarm = again.alarm
+    assert gaps == [timeout, timeout, timeout]
