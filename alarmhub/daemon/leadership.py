@@ -221,6 +221,14 @@ class Leadership:
         if not ok:
             self._lose(held, LossReason.REFUSED)
             return
+        if self._clock.monotonic() >= self._deadline:
+            # The answer came after the local deadline, before the watchdog said so.
+            # Meanwhile `fence` was None, so a writer may have been refused and the
+            # term ended by itself: keeping the grant would hold the lease with no
+            # term running, no intake, and no standby let in. Lose it, hand it back.
+            self._lose(held, LossReason.DEADLINE)
+            await self._release(held)
+            return
         self._deadline = sent + self._t.ttl_s - self._t.margin_s
         self._renew_at = sent + self._t.renew_s
         self._rearm.set()

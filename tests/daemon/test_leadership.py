@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from alarmhub.clock import SystemClock
+from alarmhub.clock import FakeClock, SystemClock
 from alarmhub.core.cluster import LeaseTiming
 from alarmhub.daemon.leadership import Leadership, LossReason, SoleOwnership
 from alarmhub.store.cluster import Fence
@@ -333,3 +333,62 @@ async def test_sole_ownership_owns_from_start_to_stop() -> None:
     assert sole.fence is None
     assert sole.standby.is_set()
     assert seen == [("acquired", Fence("intake", "solo", 0)), ("lost", Fence("intake", "solo", 0))]
+
+
+class _SlowRenewals:
+    """Leases in memory whose renewals wait for the test to answer them."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.answer = asyncio.Event()
+        self.renewing = asyncio.Event()
+        self.released: list[Fence] = []
+
+    async def acquire(self, name: str, holder: str, ttl_s: float) -> Fence | None:
+        self.epoch += 1
+        return Fence(name, holder, self.epoch)
+
+    async def renew(self, fence: Fence, ttl_s: float) -> bool:
+        self.renewing.set()
+        await self.answer.wait()
+        return True
+
+    async def release(self, fence: Fence) -> None:
+        self.released.append(fence)
+
+
+async def test_a_renewal_answered_past_the_deadline_ends_the_grant_it_can_no_longer_vouch_for() -> (
+    None
+):
+    """Past the local deadline `fence` is None, so a fenced writer is refused and the
+    owner's term ends by itself (owner.py). A renewal answered after that, before
+    the watchdog ran, used to extend the grant: the lease held, no term running, no
+    intake, no standby let in. Now that grant is lost and released."""
+    clock = FakeClock(datetime(2026, 12, 6, tzinfo=UTC))
+    leases = _SlowRenewals()
+    timing = LeaseTiming(ttl_s=60.0, renew_s=0.0, retry_s=30.0, margin_s=10.0)
+    lost: list[tuple[Fence, LossReason]] = []
+
+    async def on_lost(fence: Fence, reason: LossReason) -> None:
+        lost.append((fence, reason))
+
+    leadership = Leadership(leases, clock, "a", timing, on_lost=on_lost)
+    task = asyncio.ensure_future(leadership.run())
+    try:
+        await asyncio.wait_for(leases.renewing.wait(), WAIT)
+        first = leadership.fence
+        assert first is not None
+        clock.advance(timedelta(seconds=51))  # past ttl - margin, on the fake clock only
+        assert leadership.fence is None  # what a writer sees now: refused, the term ends
+        leases.answer.set()  # the renewal's answer arrives late, still "renewed"
+        assert await async_wait_until(lambda: bool(lost) and bool(leases.released), WAIT)
+        assert lost[0] == (first, LossReason.DEADLINE)
+        assert leases.released[0] == first
+        # Contending again, it gets a new grant, and with it a new term.
+        assert await async_wait_until(
+            lambda: leadership.fence is not None and leadership.fence.epoch > first.epoch, WAIT
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
