@@ -98,10 +98,14 @@ class Notifier:
 
     async def _deliver(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
         try:
-            if item.channel == "mqtt":
-                await self._send_mqtt(item)
-            else:
-                await self._send_webhook(item, http)
+            # The whole send, not each read: a receiver that drips a byte every few
+            # seconds never tripped httpx's per-read timeout, and held every later
+            # notification (the supervisor's too) behind it.
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                if item.channel == "mqtt":
+                    await self._send_mqtt(item)
+                else:
+                    await self._send_webhook(item, http)
         except Exception as exc:  # any failure is retried later
             self.failed += 1
             error = f"{type(exc).__name__}: {exc}"
