@@ -124,3 +124,14 @@ def device_from_row(row: Row) -> Device:
         settings=parse_settings(row[8]),
         bridge=row[9],
     )
+
+
+# A report's time to acknowledge: the alarm's first acknowledgement, from its timeline.
+# `alarms.acknowledged_at` is the latest (an acknowledgement reminder puts the alarm back
+# in the queue, a repeat press re-alerts it, and the next acknowledgement is timed from
+# then), so a 20 s answer reminded after 30 min and resolved read as 1,880 s. The same
+# SQL in both stores; the column where no entry says it (rows older than the timeline).
+FIRST_ACKNOWLEDGED = (
+    "COALESCE((SELECT min(t.at) FROM timeline t WHERE t.alarm_id = alarms.id "
+    "AND t.type = 'acknowledged'), acknowledged_at)"
+)

@@ -15,6 +15,7 @@ would say the row exists.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -277,3 +278,30 @@ async def test_an_id_holding_nul_is_unknown_not_an_error(backend: Backend) -> No
     with pytest.raises(AccountError, match="no token"):
         await d.revoke_token(everyone, "tok_\x00", entry("token.revoked"))
     assert await d.list_audit() == []
+
+
+async def test_response_rows_time_the_first_acknowledgement(backend: Backend) -> None:
+    """The column holds the latest acknowledgement (a reminder put the alarm back in the
+    queue and it was taken again); the report's time to acknowledge is the first."""
+    raised = NOW - timedelta(hours=1)
+    first, again = raised + timedelta(seconds=20), raised + timedelta(minutes=31)
+    await backend.alarm(
+        replace(
+            alarm("a-1", "0301", raised, state=AlarmState.ACKNOWLEDGED),
+            acknowledged_at=again,
+            acknowledged_by="kari",
+        )
+    )
+    await backend.timeline("a-1", raised, "raised", {})
+    await backend.timeline("a-1", first, "acknowledged", {"after_s": 20})
+    await backend.timeline("a-1", again, "acknowledged", {"after_s": 1880})
+    # An alarm whose timeline says nothing of it (older rows) keeps the column's time.
+    await backend.alarm(
+        replace(
+            alarm("a-2", "0301", raised, state=AlarmState.ACKNOWLEDGED),
+            acknowledged_at=first,
+            acknowledged_by="kari",
+        )
+    )
+    rows = await backend.directory.response_rows(ALL, "0301", None, None)
+    assert sorted(r.acknowledged_at for r in rows) == [first, first]

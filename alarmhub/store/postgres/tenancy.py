@@ -20,7 +20,12 @@ from alarmhub.core.reports import ResponseRow
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.accounts import ts
-from alarmhub.store.columns import ALARM_COLUMNS, DEAD_LETTER_KEYS, DEVICE_KEYS
+from alarmhub.store.columns import (
+    ALARM_COLUMNS,
+    DEAD_LETTER_KEYS,
+    DEVICE_KEYS,
+    FIRST_ACKNOWLEDGED,
+)
 from alarmhub.store.postgres.accounts import SILENCE_SELECT, silence_from_record
 from alarmhub.store.postgres.sql import Conn, Params, storable, text_time, where
 
@@ -268,7 +273,7 @@ async def response_rows(
     p = Params()
     cond = where(scope, p, "municipality", extra)
     rows = await conn.fetch(
-        "SELECT kind, priority, raised_at, acknowledged_at, on_site_at, resolved_at "
+        f"SELECT kind, priority, raised_at, {FIRST_ACKNOWLEDGED}, on_site_at, resolved_at "
         f"FROM alarms WHERE {cond}",
         *p.values,
     )

@@ -18,7 +18,13 @@ from alarmhub.core.model import Alarm
 from alarmhub.core.reports import ResponseRow
 from alarmhub.core.suppress import Silence
 from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
-from alarmhub.store.columns import ALARM_COLUMNS, DEAD_LETTER_KEYS, DEVICE_KEYS, SILENCE_KEYS
+from alarmhub.store.columns import (
+    ALARM_COLUMNS,
+    DEAD_LETTER_KEYS,
+    DEVICE_KEYS,
+    FIRST_ACKNOWLEDGED,
+    SILENCE_KEYS,
+)
 from alarmhub.store.sqlite.accounts import (
     silence_from_row,
     ts,
@@ -232,7 +238,7 @@ def response_rows(
         extra.append(("raised_at < ?", ts(until)))
     cond, params = _where(scope, "municipality", extra)
     rows = conn.execute(
-        "SELECT kind, priority, raised_at, acknowledged_at, on_site_at, resolved_at "
+        f"SELECT kind, priority, raised_at, {FIRST_ACKNOWLEDGED}, on_site_at, resolved_at "
         f"FROM alarms WHERE {cond}",
         params,
     ).fetchall()
