@@ -37,7 +37,7 @@ from alarmhub.core.views import alarm_json
 from alarmhub.daemon.actions import Actions
 from alarmhub.daemon.backlog import Backlog
 from alarmhub.daemon.escalator import Escalator
-from alarmhub.daemon.fanout import Broadcaster
+from alarmhub.daemon.fanout import Broadcaster, first_sequence
 from alarmhub.daemon.follower import ChangeFollower
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.ingest import Ingest
@@ -89,7 +89,7 @@ class AlarmHub:
         # The owner's term's MQTT connection (daemon/owner.py): intake is single-owner work.
         self.link = Link()
         self.pipeline: Ingest | None = None
-        self.live = Broadcaster()
+        self.live = Broadcaster(start=first_sequence(self.clock.now()))
         self._stopping = asyncio.Event()
         # The lock + retry-until-committed every writer shares (daemon/gate.py).
         self.gate = WriteGate(

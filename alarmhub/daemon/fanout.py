@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 RING_SIZE = 10_000
@@ -81,11 +82,25 @@ class Listener:
         return batch
 
 
+def first_sequence(now: datetime) -> int:
+    """Where a process's change numbers start: the wall clock in milliseconds x 1,000.
+
+    A stream resumed with `Last-Event-ID` after a restart or on another instance
+    names a number of another process. Each started at 0, so an id above the new
+    count was answered with nothing, and one below it with changes it never saw:
+    changes lost without a `resync`. Started here, a later process's numbers lie
+    above an earlier one's (fewer than 1,000 changes per millisecond of its life)
+    and another instance's elsewhere, so either is a gap the ring cannot fill:
+    `resync`. Below 2**53 (JavaScript's exact integers) until the year 2255.
+    """
+    return int(now.timestamp() * 1000) * 1000
+
+
 class Broadcaster:
-    def __init__(self, ring_size: int = RING_SIZE) -> None:
+    def __init__(self, ring_size: int = RING_SIZE, *, start: int = 0) -> None:
         self._ring: deque[Change] = deque(maxlen=ring_size)
         self._listeners: set[Listener] = set()
-        self.seq = 0
+        self.seq = start
         self.dropped_listeners = 0
         # Who was cut off, newest last: a count cannot tell the listener that stopped
         # reading from a healthy one that merely fell behind, and that is the promise.
@@ -106,9 +121,12 @@ class Broadcaster:
         return change
 
     def missed_since(self, last_seq: int) -> list[Change] | None:
-        """Changes after `last_seq`, or None when the ring no longer reaches back that far."""
-        if last_seq >= self.seq:
+        """Changes after `last_seq`, or None when the ring no longer reaches back that far
+        (or `last_seq` is not this process's: above its count, see first_sequence)."""
+        if last_seq == self.seq:
             return []
+        if last_seq > self.seq:
+            return None
         if not self._ring or self._ring[0].seq > last_seq + 1:
             return None
         return [c for c in self._ring if c.seq > last_seq]

@@ -291,7 +291,7 @@ async def test_a_new_alarms_first_step_commits_in_the_batch_that_raised_it(
                 return await real(*args)
 
             hub.store.commit_decisions = counted  # type: ignore[method-assign, assignment]
-            shown_before = hub.live.missed_since(0) or []
+            before = hub.live.seq
             pub.publish(*native("pend-1", "p1", "button.pressed"))
             assert await async_wait_until(lambda: escalations(db) == [(0, 0, "escalate", 1)], 10)
             [alarm_id] = hub.state.alarms.by_id
@@ -300,7 +300,8 @@ async def test_a_new_alarms_first_step_commits_in_the_batch_that_raised_it(
             assert decisions == []  # the escalator wrote nothing for the first step
             [stored] = hub.state.alarms.by_id.values()
             assert (stored.escalation_level, stored.rev) == (1, 1)  # one write: raised + step
-            shown = (hub.live.missed_since(0) or [])[len(shown_before) :]
+            shown = hub.live.missed_since(before)
+            assert shown is not None
             levels = [c.data["escalation_level"] for c in shown if c.data["id"] == alarm_id]
             assert levels == [1]
             clock.advance(timedelta(seconds=60))

@@ -43,6 +43,7 @@ async def test_stream_shows_own_alarms_only_and_resumes(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
     async with stack(tmp_path, broker, client_id, alarms=False) as s, s.client("op0301") as c:
+        listed = s.hub.live.seq  # what a list page read now would carry (its `seq`)
         async with c.stream("GET", "/api/v1/alarms/stream") as resp:
             assert resp.status_code == 200
             assert resp.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -77,7 +78,7 @@ async def test_stream_shows_own_alarms_only_and_resumes(
         # The admin sees Bergen's alarm on the stream (the filter is by scope, not broken).
         async with (
             s.client("root") as admin,
-            admin.stream("GET", "/api/v1/alarms/stream", params={"last_event_id": 0}) as resp,
+            admin.stream("GET", "/api/v1/alarms/stream", params={"last_event_id": listed}) as resp,
         ):
             ev = await next_event(resp.aiter_lines(), "brg-pend-1")
             assert ev["data"]["municipality"] == "4601"
