@@ -50,10 +50,18 @@ def configure_logging(
 
 
 class OncePer:
-    """Say an unchanged, repeating problem once per interval, not once per message."""
+    """Say an unchanged, repeating problem once per interval, not once per message.
 
-    def __init__(self, interval_s: float = 60.0) -> None:
+    Keys can come from the wire (a dead letter's device id from its topic), so the
+    keys kept are bounded: past `max_keys`, those whose interval has passed with
+    nothing suppressed are forgotten (they would log at once anyway), and if a
+    flood of new keys within one interval leaves too many, the oldest half goes
+    (each may be logged once more). 2,000 ghost device ids kept 2,000 keys for ever.
+    """
+
+    def __init__(self, interval_s: float = 60.0, max_keys: int = 10_000) -> None:
         self._interval = interval_s
+        self._max = max_keys
         self._last: dict[str, tuple[float, int]] = {}
 
     def should_log(self, key: str) -> tuple[bool, int]:
@@ -63,6 +71,17 @@ class OncePer:
         if last is None or now - last[0] >= self._interval:
             suppressed = last[1] if last else 0
             self._last[key] = (now, 0)
+            if last is None and len(self._last) > self._max:
+                self._forget(now)
             return True, suppressed
         self._last[key] = (last[0], last[1] + 1)
         return False, 0
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def _forget(self, now: float) -> None:
+        kept = {k: v for k, v in self._last.items() if v[1] or now - v[0] < self._interval}
+        if len(kept) > self._max:
+            kept = dict(list(kept.items())[len(kept) - self._max // 2 :])
+        self._last = kept
