@@ -310,3 +310,30 @@ async def test_a_new_alarms_first_step_commits_in_the_batch_that_raised_it(
             assert len(decisions) == 1  # the 60 s step: the escalator's own, as before
     finally:
         pub.close()
+
+
+async def test_the_escalator_forgets_the_steps_of_resolved_alarms(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Its memory of decided steps kept an entry for every alarm the process had ever
+    handled (found in review, 2026-12-06): now only active alarms have one."""
+    db = tmp_path / "alarmhub.db"
+    pendants = [(f"pend-{i}", "safety_alarm", "0301") for i in range(30)]
+    register(f"sqlite:///{db}", pendants, tmp_path)
+    pub = Publisher(broker.port)
+    try:
+        settings = hub_settings(tmp_path, broker.url, client_id)
+        async with AlarmHub(settings, clock=FakeClock(T0), serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            for name, _, _ in pendants:
+                pub.publish(*native(name, "p1", "button.pressed"))
+            assert await async_wait_until(lambda: len(hub.state.alarms.by_id) == 30, 30)
+            assert len(hub.escalator.fired) == 30  # each new alarm's first step
+            for alarm_id in list(hub.state.alarms.by_id)[:20]:
+                await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1", audit=())
+                await hub.act(alarm_id, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
+            assert len(hub.state.alarms.by_id) == 10
+            assert set(hub.escalator.fired) == set(hub.state.alarms.by_id)
+    finally:
+        pub.close()
