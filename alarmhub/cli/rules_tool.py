@@ -39,7 +39,7 @@ import orjson
 from alarmhub.core.actions import Action, Conflict, apply_action
 from alarmhub.core.decode import Catalog, DecodeLimits
 from alarmhub.core.device_settings import parse_settings
-from alarmhub.core.doses import dose_event
+from alarmhub.core.doses import dose_event, dose_times
 from alarmhub.core.escalation import (
     DeadlineKey,
     apply_decision,
@@ -209,10 +209,7 @@ class Replay:
             if no_fix and d.kind is DeviceKind.GPS_TRACKER and geofence_of(d) is not None:
                 self.fixes.watch(d.id, no_fix, 1, self.now)
             if d.settings.dose_times:
-                times = tuple(
-                    datetime.strptime(t, "%H:%M").time()  # noqa: DTZ007 - a time of day
-                    for t in d.settings.dose_times
-                )
+                times = dose_times(d.settings.dose_times)
                 window = timedelta(minutes=d.settings.dose_window_min)
                 self.doses.track(d.id, DoseSchedule(times, self.rules.timezone, window), self.now)
 

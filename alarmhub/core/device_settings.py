@@ -45,7 +45,13 @@ class DoseModel(_Strict):
     @field_validator("times")
     @classmethod
     def _times(cls, v: list[str]) -> list[str]:
-        return [_hhmm(t) for t in v]
+        """As "HH:MM", in order, each once: a schedule is a set of times of day.
+
+        Accepted as given ("20:00", "08:00"; "8:00" beside "08:00"), they were stored,
+        and the supervisor's DoseSchedule refused them: that dispenser, and every
+        device after it in the batch, went unwatched, and the next start failed.
+        """
+        return sorted({f"{int(h):02d}:{m}" for h, m in (_hhmm(t).split(":") for t in v)})
 
 
 class VoiceModel(_Strict):

@@ -8,6 +8,7 @@ silent device.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -19,6 +20,20 @@ from alarmhub.core.timewindow import resolve_local
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
+
+
+def dose_times(texts: Iterable[str]) -> tuple[time, ...]:
+    """Stored "HH:MM" dose times as a DoseSchedule takes them: in order, each once.
+
+    Settings stored before the API normalised them may be out of order or repeat a
+    time ("8:00" beside "08:00"); DoseSchedule refuses those, and the refusal stopped
+    supervision from starting.
+    """
+    out = set()
+    for text in texts:
+        hours, _, minutes = text.partition(":")
+        out.add(time(int(hours), int(minutes)))
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,10 +39,10 @@ from datetime import datetime, timedelta
 import structlog
 
 from alarmhub.clock import Clock
-from alarmhub.core.doses import dose_event
+from alarmhub.core.doses import dose_event, dose_times
 from alarmhub.core.geo import fix_usable
 from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Event, EventType
-from alarmhub.core.rules import geofence_of, parse_hhmm
+from alarmhub.core.rules import geofence_of
 from alarmhub.core.supervision import (
     DoseSchedule,
     DoseWatch,
@@ -192,7 +192,7 @@ class Supervision:
             self.fixes.unwatch(d.id)
         if d.active and d.settings.dose_times:
             schedule = DoseSchedule(
-                tuple(parse_hhmm(t) for t in d.settings.dose_times),
+                dose_times(d.settings.dose_times),
                 self._state.rules.timezone,
                 timedelta(minutes=d.settings.dose_window_min),
             )

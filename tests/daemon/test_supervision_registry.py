@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock
 from alarmhub.config.rules import load_rules, parse_rules
+from alarmhub.core.device_settings import parse_settings
 from alarmhub.core.model import Device, DeviceKind, Event
 from alarmhub.daemon.state import HubState
 from alarmhub.daemon.supervisor import Supervision
@@ -90,3 +92,24 @@ def test_a_device_registered_unsupervised_is_logged(defaults, interval_s, warned
     events = [e for e in logs if e["event"] == "supervision.device_unsupervised"]
     assert [e["device_id"] for e in events] == (["p1"] if warned else [])
     assert (len(sup.heartbeats) == 1) is not warned
+
+
+@pytest.mark.parametrize("times", [["20:00", "08:00"], ["08:00", "8:00"], ["08:00", "08:00"]])
+def test_dose_times_in_any_order_are_stored_in_order_and_supervised(times: list[str]) -> None:
+    """The settings accepted times out of order or twice ("8:00" beside "08:00"); the
+    supervisor's schedule refused them, so that dispenser (and the devices after it)
+    went unwatched and the next start failed (found in review, 2026-12-06)."""
+    settings = parse_settings({"dose_schedule": {"times": times}})
+    assert list(settings.dose_times) == sorted(set(settings.dose_times))
+    rules = load_rules(REPO / "config" / "rules.toml")
+    clock = FakeClock(datetime(2026, 11, 25, 10, tzinfo=UTC))
+    sup = Supervision(HubState(rules), clock, Metrics(), raise_events=_no_events)
+    for n, dose_times in enumerate([settings.dose_times, tuple(times)]):  # and as stored before
+        device = Device(
+            f"disp-{n}",
+            DeviceKind.MEDICATION_DISPENSER,
+            "0301",
+            settings=replace(settings, dose_times=dose_times),
+        )
+        sup.watch(device, sup.now(), clock.now(), 3)
+        assert sup.doses.settled(device.id) is not None
