@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from alarmhub.core.geo import Circle, Polygon
 from alarmhub.core.model import DeviceSettings, ScaipVoice
+from alarmhub.core.rules import parse_hhmm
 
 
 class SettingsInvalidError(ValueError):
@@ -51,7 +52,7 @@ class DoseModel(_Strict):
         and the supervisor's DoseSchedule refused them: that dispenser, and every
         device after it in the batch, went unwatched, and the next start failed.
         """
-        return sorted({f"{int(h):02d}:{m}" for h, m in (_hhmm(t).split(":") for t in v)})
+        return sorted({parse_hhmm(_hhmm(t)).strftime("%H:%M") for t in v})
 
 
 class VoiceModel(_Strict):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from alarmhub.core.model import Event, EventType
 from alarmhub.core.overdue import Overdue, OverdueKind
+from alarmhub.core.rules import parse_hhmm
 from alarmhub.core.timewindow import resolve_local
 
 if TYPE_CHECKING:
@@ -29,11 +30,7 @@ def dose_times(texts: Iterable[str]) -> tuple[time, ...]:
     time ("8:00" beside "08:00"); DoseSchedule refuses those, and the refusal stopped
     supervision from starting.
     """
-    out = set()
-    for text in texts:
-        hours, _, minutes = text.partition(":")
-        out.add(time(int(hours), int(minutes)))
-    return tuple(sorted(out))
+    return tuple(sorted({parse_hhmm(text) for text in texts}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,14 +98,10 @@ class Notifier:
 
     async def _deliver(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
         try:
-            # The whole send, not each read: a receiver that drips a byte every few
-            # seconds never tripped httpx's per-read timeout, and held every later
-            # notification (the supervisor's too) behind it.
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                if item.channel == "mqtt":
-                    await self._send_mqtt(item)
-                else:
-                    await self._send_webhook(item, http)
+            if item.channel == "mqtt":
+                await self._send_mqtt(item)
+            else:
+                await self._send_webhook(item, http)
         except Exception as exc:  # any failure is retried later
             self.failed += 1
             error = f"{type(exc).__name__}: {exc}"
@@ -136,7 +132,11 @@ class Notifier:
         stable = _notification_id(item.payload)
         if stable is not None:  # the body's id again, where HTTP tooling looks for one
             headers[IDEMPOTENCY_HEADER] = stable
-        response = await http.post(item.address, content=item.payload, headers=headers)
+        # One deadline for the whole call, as _send_mqtt has: httpx's timeout bounds each
+        # read, and a receiver dripping a byte every few seconds never tripped it, holding
+        # every later notification (the supervisor's too) behind it.
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            response = await http.post(item.address, content=item.payload, headers=headers)
         if not 200 <= response.status_code < 300:
             raise RuntimeError(f"webhook answered {response.status_code}")
 

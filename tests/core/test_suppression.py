@@ -79,7 +79,8 @@ class Hub:
         self.ctx = Context(self.devices, CATALOG, rules, DecodeLimits(), silences)
         self.seq = 0
 
-    def send(self, device: str, what: str, at: datetime) -> BatchEffects:
+    def send(self, device: str, what: str, at: datetime, *, refused: bool = False) -> BatchEffects:
+        """`refused`: the device is not one alarmhub takes messages from (a stray)."""
         etype, fields = EVENTS.get(what, (what, {}))
         self.seq += 1
         payload = {"id": f"m{self.seq}", "ts": at.isoformat(), "type": etype, **fields}
@@ -88,7 +89,7 @@ class Hub:
         effects = process_batch(
             raws, decoded, [fingerprint(raws[0], decoded[0])], set(), self.index, self.ctx
         )
-        assert effects.messages[0].rejected is None, effects.messages[0].rejected
+        assert (effects.messages[0].rejected is not None) is refused, effects.messages[0]
         return self.apply(effects)
 
     def internal(self, device: str, etype: EventType, at: datetime) -> BatchEffects:
@@ -435,12 +436,7 @@ def test_a_press_from_a_decommissioned_pendant_is_spared_by_its_silence_as_p1_is
         **_p1(include_p1),
     )
     hub = Hub([replace(device("pend", "pendant"), active=False)], silences=(silence,))
-    payload = {"id": "m1", "ts": NIGHT.isoformat(), "type": "button.pressed"}
-    raws = [RawMessage("alarmhub/v1/pend/events", orjson.dumps(payload), NIGHT)]
-    decoded = decode_all(raws, hub.ctx)
-    fps = [fingerprint(raws[0], decoded[0])]
-    effects = process_batch(raws, decoded, fps, set(), hub.index, hub.ctx)
-    [alarm] = effects.alarms.values()
+    [alarm] = hub.send("pend", "pendant", NIGHT, refused=True).alarms.values()
     assert alarm.kind == "unregistered_device"
     assert alarm.suppressed_by == ("silence:s1" if suppressed else None)
 
