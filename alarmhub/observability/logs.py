@@ -54,9 +54,8 @@ class OncePer:
 
     Keys can come from the wire (a dead letter's device id from its topic), so the
     keys kept are bounded: past `max_keys`, those whose interval has passed with
-    nothing suppressed are forgotten (they would log at once anyway), and if a
-    flood of new keys within one interval leaves too many, the oldest half goes
-    (each may be logged once more). 2,000 ghost device ids kept 2,000 keys for ever.
+    nothing suppressed are forgotten (they would log at once anyway), and if more
+    than half are left, the oldest go down to half (each may be logged once more). 2,000 ghost device ids kept 2,000 keys for ever.
     """
 
     def __init__(self, interval_s: float = 60.0, max_keys: int = 10_000) -> None:
@@ -82,6 +81,8 @@ class OncePer:
 
     def _forget(self, now: float) -> None:
         kept = {k: v for k, v in self._last.items() if v[1] or now - v[0] < self._interval}
-        if len(kept) > self._max:
+        # Down to half at most, so that the sweep (over every key) runs once per
+        # max_keys / 2 new keys, never once per message of a flood.
+        if len(kept) > self._max // 2:
             kept = dict(list(kept.items())[len(kept) - self._max // 2 :])
         self._last = kept
