@@ -55,7 +55,8 @@ class OncePer:
     Keys can come from the wire (a dead letter's device id from its topic), so the
     keys kept are bounded: past `max_keys`, those whose interval has passed with
     nothing suppressed are forgotten (they would log at once anyway), and if more
-    than half are left, the oldest go down to half (each may be logged once more). 2,000 ghost device ids kept 2,000 keys for ever.
+    than half are left, the oldest go down to half (each may be logged once more).
+    2,000 ghost device ids kept 2,000 keys for ever.
     """
 
     def __init__(self, interval_s: float = 60.0, max_keys: int = 10_000) -> None:
