@@ -34,11 +34,19 @@ def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
+        # Taken from the first moment: `alarmhub.started` is logged inside the start, and
+        # a SIGHUP (systemctl reload) sent on seeing it, before the handler below was
+        # installed, met the default action and ended the daemon. One asked for during
+        # the start is done once it has started.
+        reload_asked = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, reload_asked.set)
         async with AlarmHub(settings) as hub:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lambda: asyncio.ensure_future(hub.stop()))
             # SIGHUP (systemctl reload): reload the rules; a bad file keeps the old ones.
             loop.add_signal_handler(signal.SIGHUP, hub.reload_rules)
+            if reload_asked.is_set():
+                hub.reload_rules()
             await hub.wait_stopped()
 
     gc.set_threshold(*GC_THRESHOLDS)
