@@ -420,8 +420,15 @@ class GroupOut(BaseModel):
     sla_compliance: float | None
 
 
+class DailyOut(BaseModel):
+    priority: int
+    day: date
+    acknowledge: StatsOut
+
+
 class ReportOut(BaseModel):
     municipality: str | None
     since: date | None
     until: date | None
     groups: list[GroupOut]
+    daily: list[DailyOut]

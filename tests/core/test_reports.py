@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from alarmhub.core.reports import (
+    DailyReport,
     ResponseRow,
     Stats,
+    daily_acknowledge,
     percentile,
     report_days,
     response_times,
@@ -172,3 +175,26 @@ def test_report_days_are_capped(
         assert expected in got
     else:
         assert got == expected
+
+
+def test_daily_series_groups_first_answers_by_priority_and_local_day() -> None:
+    """The reports page's chart: per priority and per Oslo day the alarm was raised.
+
+    23:30 UTC on 1 December is already 2 December in Oslo; an unanswered alarm has no
+    time to acknowledge and makes no point; priorities are kept apart.
+    """
+    late = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)
+    noon = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    rows = [
+        row("button.pressed", 1, 20.0, raised=noon),
+        row("button.pressed", 1, 40.0, raised=noon),
+        row("fall.detected", 1, 90.0, raised=late),
+        row("button.pressed", 1, None, raised=late),
+        row("door.opened", 2, 300.0, raised=noon),
+    ]
+    assert daily_acknowledge(rows, ZoneInfo("Europe/Oslo")) == [
+        DailyReport(1, date(2026, 12, 1), Stats(2, 30.0, 40.0, 40.0)),
+        DailyReport(1, date(2026, 12, 2), Stats(1, 90.0, 90.0, 90.0)),
+        DailyReport(2, date(2026, 12, 1), Stats(1, 300.0, 300.0, 300.0)),
+    ]
+    assert daily_acknowledge([row("button.pressed", 1, None)], ZoneInfo("Europe/Oslo")) == []

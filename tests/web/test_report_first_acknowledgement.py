@@ -52,3 +52,7 @@ async def test_a_reminder_then_a_resolve_keeps_the_first_answer_as_time_to_ackno
         [group] = r.json()["groups"]
         assert group["acknowledge"]["median_s"] == 20.0
         assert (group["sla_met"], group["sla_decided"]) == (1, 1)
+        # The page's chart reads the same answer's daily series: the first answer too.
+        # It used to fetch the alarms list and time `acknowledged_at`, the latest.
+        [day] = r.json()["daily"]
+        assert (day["priority"], day["acknowledge"]["median_s"]) == (1, 20.0)

@@ -52,7 +52,8 @@ async def response_times(
     `from` and `to` are whole days in Europe/Oslo, both included, at most
     `max_report_days` apart (422 beyond). Without `to` the report ends today;
     without `from` it starts `max_report_days` days before its end. `since`
-    and `until` in the answer are the days used.
+    and `until` in the answer are the days used. `daily`: time to the first
+    acknowledgement per priority and Oslo day raised, the reports page's chart.
     """
     if municipality is not None and not scope.allows(municipality):
         raise not_found("municipality")
@@ -73,6 +74,7 @@ async def response_times(
             "since": first,
             "until": last,
             "groups": [asdict(g) for g in groups],
+            "daily": [asdict(d) for d in reports.daily_acknowledge(rows, OSLO)],
         }
     )
 

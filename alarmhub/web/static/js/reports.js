@@ -1,7 +1,7 @@
 // Response-time report: the API's per-priority/kind table, and a daily chart of time to
-// acknowledge (median and p90) against the target. The API has no daily series, so the
-// chart's numbers are computed here from the alarms themselves, by Oslo calendar day.
-import { get, getAll } from "./api.js";
+// acknowledge (median and p90) against the target, from the same answer's `daily` series
+// (time to the first acknowledgement, by the Oslo day the alarm was raised).
+import { get } from "./api.js";
 import { lineChart } from "./chart.js";
 import { startPage } from "./common.js";
 import { el, kindText, knownMunicipalities, municipalityText, osloDay, priorityBadge, priorityText, shortDuration } from "./format.js";
@@ -48,7 +48,8 @@ async function show(event) {
   box.hidden = res.ok;
   if (!res.ok) { box.textContent = res.status === 403 ? t("error.forbidden") : t("error.generic", { message: res.error.message }); return; }
   renderTable(res.data.groups ?? []);
-  await renderChart(params);
+  lastDaily = { daily: res.data.daily ?? [], from: res.data.since, to: res.data.until };
+  renderChart();
 }
 
 const secs = (v) => (v == null ? "–" : shortDuration(v));
@@ -77,44 +78,22 @@ function renderTable(groups) {
 
 // --- the daily series -------------------------------------------------------------
 
-/** Same definitions as the server's report: nearest-rank percentile, middle-average median. */
-export function percentile(sorted, p) {
-  return sorted[Math.max(1, Math.ceil((p / 100) * sorted.length)) - 1];
-}
+let lastDaily = { daily: [], from: null, to: null };
 
-export function median(sorted) {
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-/** Group acknowledged alarms by the Oslo day they were raised; every day in range gets a point. */
-export function dailySeries(alarms, from, to) {
-  const byDay = new Map();
-  for (const a of alarms) {
-    if (!a.acknowledged_at) continue;
-    const day = osloDay(a.raised_at);
-    if (day < from || day > to) continue;
-    const waited = (Date.parse(a.acknowledged_at) - Date.parse(a.raised_at)) / 1000;
-    if (!byDay.has(day)) byDay.set(day, []);
-    byDay.get(day).push(waited);
-  }
+/** Every day in range gets a point: the server's figures where it has some, else a gap. */
+export function dailySeries(daily, prio, from, to) {
+  const byDay = new Map(daily.filter((d) => d.priority === prio).map((d) => [d.day, d.acknowledge]));
   const days = [];
   for (let day = from; day <= to; day = addDays(day, 1)) {
-    const values = (byDay.get(day) ?? []).sort((x, y) => x - y);
-    days.push({ day, median: values.length ? median(values) : null, p90: values.length ? percentile(values, 90) : null });
+    const a = byDay.get(day);
+    days.push({ day, median: a?.median_s ?? null, p90: a?.p90_s ?? null });
   }
   return days;
 }
 
-async function renderChart(params) {
+function renderChart() {
   const prio = Number(document.getElementById("prio").value);
-  const base = new URLSearchParams({ priority: String(prio), limit: "500" });
-  if (params.get("municipality")) base.set("municipality", params.get("municipality"));
-  const [resolved, acked] = await Promise.all(["resolved", "acknowledged"].map((state) => {
-    base.set("state", state);
-    return getAll(`/api/v1/alarms?${base}`, 20);
-  }));
-  const days = dailySeries([...resolved.data, ...acked.data], params.get("from"), params.get("to"));
+  const days = dailySeries(lastDaily.daily, prio, lastDaily.from, lastDaily.to);
   const target = sla[prio] ?? null;
   const chart = lineChart(days, target, {
     title: `${t("reports.chart")} – ${priorityText(prio)}`,
@@ -128,7 +107,7 @@ async function main() {
   const me = await startPage();
   fillFilters(me);
   document.getElementById("filters").addEventListener("submit", show);
-  document.getElementById("prio").addEventListener("change", () => renderChart(query()));
+  document.getElementById("prio").addEventListener("change", () => renderChart());
   await show();
 }
 
