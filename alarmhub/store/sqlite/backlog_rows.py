@@ -7,10 +7,13 @@ from pathlib import Path
 
 import aiosqlite
 
+from alarmhub.store.sqlite.refusals import as_store_error
+
 
 async def last_received(path: Path) -> datetime | None:
-    """When the newest inbox row arrived (None for an empty inbox)."""
+    """When the newest inbox row arrived (None for an empty inbox); a refusal is a StoreError."""
     sql = "SELECT received_at FROM inbox ORDER BY seq DESC LIMIT 1"
-    async with aiosqlite.connect(path) as conn, conn.execute(sql) as cur:
-        row = await cur.fetchone()
+    with as_store_error():
+        async with aiosqlite.connect(path) as conn, conn.execute(sql) as cur:
+            row = await cur.fetchone()
     return datetime.fromisoformat(row[0]) if row else None

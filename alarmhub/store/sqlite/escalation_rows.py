@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -20,7 +20,6 @@ from alarmhub.core.escalation import DeadlineKey
 from alarmhub.core.suppress import Silence
 from alarmhub.store.accounts import ts
 from alarmhub.store.columns import SILENCE_KEYS
-from alarmhub.store.errors import StoreError
 from alarmhub.store.ports import DecidedRow, Notification, OutboxItem
 from alarmhub.store.sqlite.accounts import silence_from_row
 from alarmhub.store.sqlite.rows import INSERT_TIMELINE, alarm_row, timeline_row, upsert_alarms
@@ -164,36 +163,33 @@ class EscalationRows:
         return await self._in_writer_thread(_write_decisions, payload)
 
     # The notifier and the receipts (daemon/actions.py) retry a StoreError; an sqlite3
-    # error (locked past busy_timeout, disk full) out of these ended the daemon.
+    # error (locked past busy_timeout, disk full) out of these ended the daemon. Every
+    # public coroutine here converts it (SqliteStore: store/sqlite/refusals.py).
 
     async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
         sql = (
             "SELECT id, alarm_id, target, channel, address, payload, attempts FROM outbox "
             "WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
         )
-        with _as_store_error():
-            async with self._conn.execute(sql, (ts(now), limit)) as cur:
-                rows = await cur.fetchall()
+        async with self._conn.execute(sql, (ts(now), limit)) as cur:
+            rows = await cur.fetchall()
         return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6]) for r in rows]
 
     async def outbox_sent(self, item_id: int, at: datetime) -> None:
         sql = "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?"
-        with _as_store_error():
-            await self._conn.execute(sql, (ts(at), item_id))
+        await self._conn.execute(sql, (ts(at), item_id))
 
     async def outbox_failed(self, item_id: int, next_at: datetime, error: str) -> None:
         sql = (
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
             "WHERE id = ?"
         )
-        with _as_store_error():
-            await self._conn.execute(sql, (ts(next_at), error[:500], item_id))
+        await self._conn.execute(sql, (ts(next_at), error[:500], item_id))
 
     async def queue_outbox(self, alarm_id: str, note: Notification, at: datetime) -> None:
         payload = orjson.dumps(note.payload).decode()
         row = (alarm_id, note.target, note.channel, note.address, payload, ts(at), ts(at))
-        with _as_store_error():
-            await self._conn.execute(_INSERT_OUTBOX, row)
+        await self._conn.execute(_INSERT_OUTBOX, row)
 
     async def outbox_for(self, alarm_id: str) -> list[dict[str, Any]]:
         sql = (
@@ -214,15 +210,11 @@ class EscalationRows:
         try:
             async with self._conn.execute(sql, (ts(now),)) as cur:
                 rows = await cur.fetchall()
-        except aiosqlite.OperationalError:
-            return []  # no silences table in this schema version
+        except aiosqlite.OperationalError as exc:
+            # No silences table in this schema version: none in force. Any other refusal
+            # (locked, I/O) is no answer: read as "none", it ended every silence in force
+            # at the registry's next refresh, and the silenced alarms escalated.
+            if "no such table: silences" not in str(exc):
+                raise
+            return []
         return [silence_from_row(r) for r in rows]
-
-
-@contextlib.contextmanager
-def _as_store_error() -> Iterator[None]:
-    """SQLite's refusal (locked, full, I/O) as the StoreError the daemon's callers retry."""
-    try:
-        yield
-    except aiosqlite.Error as exc:
-        raise StoreError(str(exc)) from exc

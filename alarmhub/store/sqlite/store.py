@@ -43,6 +43,7 @@ from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import select_priors
 from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
 from alarmhub.store.sqlite.migrations import migrate as apply_migrations
+from alarmhub.store.sqlite.refusals import refusals_as_store_errors
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
     INSERT_TIMELINE,
@@ -69,8 +70,14 @@ BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
 
 
+@refusals_as_store_errors
 class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
-    """The writer's connection plus read helpers; create with :meth:`open`."""
+    """The writer's connection plus read helpers; create with :meth:`open`.
+
+    Every public coroutine raises SQLite's refusals (locked, disk full, I/O) as
+    StoreError (store/sqlite/refusals.py): the reads on the connection itself too,
+    which the daemon's periodic tasks make and retry on their next turn.
+    """
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
@@ -443,7 +450,8 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
 
 def disk_full(exc: BaseException) -> bool:
     """Did this write fail for want of disk? The ingest then waits for the WAL keeper."""
-    code = getattr(exc, "sqlite_errorcode", None)
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc  # the store's, converted
+    code = getattr(cause, "sqlite_errorcode", None)
     return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 

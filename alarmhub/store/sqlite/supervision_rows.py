@@ -17,6 +17,7 @@ import orjson
 
 from alarmhub.store.accounts import ts
 from alarmhub.store.ports import DoseHistory
+from alarmhub.store.sqlite.refusals import refusals_as_store_errors
 
 _LAST_HEARD = "SELECT id, coalesce(last_seen_at, registered_at) FROM devices WHERE active = 1"
 
@@ -70,11 +71,13 @@ async def load_dose_history(
     return out
 
 
+@refusals_as_store_errors
 class SqliteHistory:
     """:class:`~alarmhub.store.ports.SupervisionHistory` on the database file.
 
     Each read opens a connection of its own, as the functions above always did:
-    read once at start, before ingest, never on the writer's connection.
+    read once at each owner's term's start, before ingest, never on the writer's
+    connection. A refusal is a StoreError, which the term's start waits out.
     """
 
     def __init__(self, path: Path) -> None:

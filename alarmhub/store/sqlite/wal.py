@@ -89,11 +89,12 @@ class WalKeeper:
         holds its commits (unacknowledged: the broker keeps the messages), and
         the checkpoint retries quickly; the first one that succeeds lets them go.
         """
-        page_size = await self._reader.page_size()
+        page_size = 0  # read in the loop: a refusal of it is retried as a checkpoint's is
         while True:
             full = not self._room.is_set()
             await asyncio.sleep(CHECKPOINT_FULL_S if full else CHECKPOINT_S)
             try:
+                page_size = page_size or await self._reader.page_size()
                 busy, pages, _done = await self._reader.checkpoint(truncate=full)
                 wal_bytes = pages * page_size
                 self._metrics.store_wal_bytes.set(wal_bytes)
