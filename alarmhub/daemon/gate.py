@@ -13,6 +13,7 @@ root: a service that writes takes the gate, and nothing else of the daemon.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
@@ -101,7 +102,11 @@ class WriteGate:
                 log.info("store.alarms_changed_elsewhere", count=len(exc.ids), ids=exc.ids[:10])
                 if rounds >= STALE_ROUNDS_BEFORE_ERROR:
                     self._log_refused_again(exc.ids, rounds)
-                await self.reload_alarms(exc.ids)
+                # A read: the server may have gone between the refusal and it. A
+                # StoreError out of here ended the caller's task (the escalator, ingest),
+                # and the daemon's TaskGroup with it; it is waited out as a write is.
+                reload = functools.partial(self.reload_alarms, exc.ids)
+                await self.until_committed(reload, writes=False)
             rounds += 1
             if rounds > 3:  # a writer racing us on the same alarms: give it room
                 await asyncio.sleep(min(COMMIT_RETRY_MAX_S, 0.05 * 2 ** (rounds - 3)))

@@ -292,7 +292,10 @@ class Ingest:
         }
         if not unknown:
             return decoded
-        found = await self._store.get_devices(unknown)
+        # Retried as the commit is: a refusal out of here ended ingest and the daemon.
+        found = await self._gate.until_committed(
+            lambda: self._store.get_devices(unknown), writes=False
+        )
         if not found:
             return decoded
         for device in found:

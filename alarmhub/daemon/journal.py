@@ -163,8 +163,10 @@ class JournalDelivery:
                 # A database out of reach holds exports back until it returns; it must
                 # not end the daemon. A row sent but not yet marked is sent again then,
                 # the same document: the journal recognises it by its identifier.
-                with contextlib.suppress(StoreError):
+                try:
                     await self.deliver_due(client)
+                except StoreError as exc:
+                    self._store_failed(exc)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_S)
@@ -182,6 +184,12 @@ class JournalDelivery:
         oldest = await self._reader.oldest_waiting_journal()
         age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
         self._metrics.journal_oldest_pending.set(max(0.0, age))
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """The store refused a read or a mark: said once a minute, retried next turn."""
+        should, suppressed = self._once.should_log("journal.store_failed")
+        if should:
+            log.warning("journal.store_failed", error=str(exc), since_last=suppressed)
 
     def _step_failed(self, exc: Exception) -> None:
         """An export step raised something unforeseen: said once a minute, then the next.

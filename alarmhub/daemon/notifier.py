@@ -89,12 +89,20 @@ class Notifier:
                 # A database out of reach (a PostgreSQL restart) holds notifications
                 # back until it returns; it must not end the daemon. A row sent but
                 # not yet marked is sent again then: at least once, as after a crash.
-                with contextlib.suppress(StoreError):
+                try:
                     for item in await self._reader.due_outbox(self._clock.now()):
                         await self._deliver(item, http)
+                except StoreError as exc:
+                    self._store_failed(exc)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """The store refused a read or a mark: said once a minute, retried next turn."""
+        should, suppressed = self._once.should_log("notifier.store_failed")
+        if should:
+            log.warning("notifier.store_failed", error=str(exc), since_last=suppressed)
 
     async def _deliver(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
         try:

@@ -40,6 +40,7 @@ from prometheus_client import Gauge
 
 from alarmhub.daemon.leadership import LossReason
 from alarmhub.mqtt.client import MqttIngest
+from alarmhub.observability.logs import OncePer
 from alarmhub.store.cluster import Fence
 from alarmhub.store.errors import LeaseLostError, StoreError
 
@@ -115,6 +116,7 @@ class OwnerTerm:
         self.ended.set()
         self._settled = asyncio.Event()  # the latest term runs its tasks, or has ended
         self.terms = 0
+        self._once = OncePer(60.0)
 
     @property
     def owns(self) -> list[str]:
@@ -224,8 +226,10 @@ class OwnerTerm:
         while True:
             try:
                 await self._load()
-            except StoreError as exc:
-                log.warning("owner.load_failed", error=str(exc))
+            except StoreError as exc:  # said once a minute, not at every retry
+                should, suppressed = self._once.should_log("owner.load_failed")
+                if should:
+                    log.warning("owner.load_failed", error=str(exc), since_last=suppressed)
                 await asyncio.sleep(delay)
                 delay = min(LOAD_RETRY_MAX_S, delay * 2)
                 continue

@@ -11,7 +11,6 @@ keeps the rules in force.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from alarmhub.core.model import Alarm, Device
 from alarmhub.core.people import AuditEntry
 from alarmhub.daemon.state import HubState
 from alarmhub.observability.gauges import QueueGauges, device_gauges
+from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.store.errors import IdTakenError, StoreError
 from alarmhub.store.ports import RegistryStore, SilenceSource
@@ -72,6 +72,7 @@ class Registry:
         self._watcher = watch
         self._arm = arm
         self._mark = ""
+        self._once = OncePer(60.0)
 
     async def load(self) -> None:
         """At start: the registry, the active alarms and those that may still flap."""
@@ -153,12 +154,15 @@ class Registry:
         """
         try:
             changed, self._mark = await self._store.devices_changed_since(self._mark)
-        except StoreError:
+        except StoreError as exc:  # refused: the registry in memory stands until next time
+            self._refresh_failed(exc)
             return
         wall = self._watch(changed)
         state = self._state
-        with contextlib.suppress(StoreError):  # out of reach: the silences read last stand
+        try:
             state.silences = tuple(await self._reader.active_silences(wall))
+        except StoreError as exc:  # refused: the silences read last stand
+            self._refresh_failed(exc)
         if changed:
             # Also the hub's own registrations: their rows show up here too, so the
             # gauges (a walk over the whole registry) are recounted at most every
@@ -167,6 +171,12 @@ class Registry:
             log.info("registry.refreshed", changed=len(changed))
         self._queue_gauges.update(state.alarms.by_id.values())
         state.alarms.forget_resolved_before(self._clock.now() - state.rules.max_flap_window())
+
+    def _refresh_failed(self, exc: StoreError) -> None:
+        """Said once a minute: the refresh runs every few seconds and retries by itself."""
+        should, suppressed = self._once.should_log("registry.refresh_failed")
+        if should:
+            log.warning("registry.refresh_failed", error=str(exc), since_last=suppressed)
 
     def reload_rules(self) -> bool:
         """SIGHUP: load the rules file again; a bad file keeps the rules in force.

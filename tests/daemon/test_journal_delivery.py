@@ -9,6 +9,8 @@ of notes by Bundle identifier: exactly once is a count of one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock
 from alarmhub.core.journal import codes
@@ -35,6 +38,7 @@ from alarmhub.store.sealing import Keyring
 from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.residents import SqliteResidentRows
 from alarmhub.store.sqlite.store import SqliteStore
+from tests.support.helpers import async_wait_until
 from tests.support.journal import (
     CENTRE,
     HPR,
@@ -49,6 +53,7 @@ from tests.support.journal_server import JournalServer
 
 KEY = bytes(range(32))
 STEPS = 60  # a ceiling on the worker's rounds in one test, never reached when it works
+CEILING_S = 60.0  # a ceiling only: each verdict is whether it happens at all
 
 
 @dataclass
@@ -279,3 +284,40 @@ async def test_an_export_that_cannot_be_signed_in_is_retried_and_the_worker_live
     broken = False  # the client configured again, the key back
     await rig.until(JournalState.CONFIRMED)
     assert list(rig.server.note_count().values()) == [1]
+
+
+async def test_a_refused_read_of_the_due_exports_holds_them_back_and_ends_nothing(
+    rig: Rig,
+) -> None:
+    """SQLite's refusal of `due_journal` (a read on the reader's own connection) came out
+    as sqlite3.OperationalError, not StoreError: run() let it through, the worker ended,
+    and with it the owner's term and the daemon's TaskGroup (MQTT and SIP intake).
+
+    A reader of a WAL database cannot be locked out by another connection, so the
+    refusal here is the schema's: another process renames the table, then puts it back.
+    """
+    assert rig.store.path is not None
+    other = sqlite3.connect(rig.store.path, isolation_level=None, timeout=30)
+    try:
+        other.execute("ALTER TABLE journal_exports RENAME TO journal_exports_away")
+        with capture_logs() as logs:
+
+            def said() -> bool:
+                return any(e["event"] == "journal.store_failed" for e in logs)
+
+            task = asyncio.create_task(rig.delivery.run())
+            assert await async_wait_until(lambda: said() or task.done(), CEILING_S)
+            assert not task.done(), task.exception()
+            other.execute("ALTER TABLE journal_exports_away RENAME TO journal_exports")
+            # Back: the export the refusal held goes out on a later turn, once.
+            assert await async_wait_until(lambda: bool(rig.server.posts) or task.done(), CEILING_S)
+            assert not task.done(), task.exception()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert list(rig.server.note_count().values()) == [1]
+        failed = [e for e in logs if e["event"] == "journal.store_failed"]
+        assert failed[0]["log_level"] == "warning"
+        assert "no such table" in failed[0]["error"]
+    finally:
+        other.close()

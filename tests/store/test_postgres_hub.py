@@ -231,3 +231,45 @@ async def test_a_restart_on_postgresql_reloads_open_alarms_and_fires_no_step_aga
         assert await rows(pg_url, "SELECT id, repeat_count FROM alarms") == [(alarm_id, 1)]
     finally:
         pub.close()
+
+
+async def test_a_press_of_an_unknown_device_while_postgresql_is_away_ends_nothing(
+    tmp_path: Path, broker: LocalBroker, client_id: str, pg_url: str
+) -> None:
+    """Ingest looks a device it does not know up in the store (registered a moment ago
+    elsewhere?) before it rejects the message. That read was made outside the write
+    gate: PostgreSQL away, its StoreUnavailableError ended ingest, the owner's term and
+    the daemon's TaskGroup. It is retried as the batch's commit is, and nothing of the
+    batch is acknowledged meanwhile."""
+    await register(pg_url, [Device("pend-1", DeviceKind.SAFETY_ALARM, "0301")])
+    pub = Publisher(broker.port)
+    pub.subscribe("alarmhub/v1/+/receipts")
+    settings = hub_settings(tmp_path, broker.url, client_id, database_url=pg_url)
+    try:
+        async with AlarmHub(settings, serve_http=False) as hub:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            failures = hub.metrics.commit_failures._value.get()
+            await allow_connections(pg_url, False)
+            try:
+                await terminate_backends(pg_url)
+                pub.publish(*native("ghost-1", "g0", "button.pressed"))
+                # The lookup refused (and retried), or the term ended by it.
+                assert await async_wait_until(
+                    lambda: (
+                        hub.metrics.commit_failures._value.get() > failures
+                        or not hub.owner.running.is_set()
+                    ),
+                    60,
+                )
+                assert hub.owner.running.is_set()
+            finally:
+                await allow_connections(pg_url, True)
+            pub.publish(*native("pend-1", "m0", "button.pressed"))
+            assert await async_wait_until(lambda: len(pub.received) == 1, 60), pub.received
+            dead = "SELECT device_id, reason FROM inbox WHERE verdict = 'rejected'"
+            rejected = [("ghost-1", "unknown_device")]
+            assert await eventually(lambda: rows(pg_url, dead), rejected) == rejected
+            assert hub.owner.running.is_set()
+    finally:
+        pub.close()
