@@ -21,6 +21,13 @@ Two ways a genuine call for help used to be lost here (issue 12):
   3-4) unless the rule opts in (``auto_resolve_person_alarm``); for priority 1-2
   the clearing event is recorded on the alarm and its timeline, and the alarm waits
   for an operator.
+
+And one way a newer alarm was quietly cleared: *a clearing event from before the
+trigger*. Trackers buffer fixes out of coverage and deliver them late, out of
+order; an "inside" fix taken before the "outside" fix that raised
+``left_safe_zone`` resolved it, or told the operator the person was back. Each
+alarm keeps its newest trigger's device time (``Alarm.trigger_ts``), and
+:func:`clear` leaves the alarm alone for an event older than that (``STALE``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from enum import StrEnum
 
 from alarmhub.core.escalation import fresh_escalation
 from alarmhub.core.model import (
+    INTERNAL_EVENTS,
     Alarm,
     AlarmState,
     Device,
@@ -174,7 +182,7 @@ def judge(
     if active is not None:
         refused = merge_refused(active, now, merge_max_age, cause_ended)
         if refused is None:
-            return _merge(active, now, detail)
+            return _merge(active, event, now, detail)
         # A new alarm of its own, beside the old one (which stays in the queue).
         detail = {**detail, "not_merged_into": active.id, "why": refused.value}
         recently_resolved = None
@@ -194,6 +202,7 @@ def judge(
             suppressed_by=None,
             clearing_event=None,
             clearing_at=None,
+            trigger_ts=device_time(event),
         )
         entry = TimelineEntry(reopened.id, now, TimelineType.REOPENED, None, detail)
         return Decision(Verdict.REOPENED, reopened, (entry,))
@@ -210,6 +219,7 @@ def judge(
         rules_version=rules_version,
         resident=device.resident,
         policy=policy,
+        trigger_ts=device_time(event),
     )
     detail["priority"] = int(priority)  # `detail` is this call's own dict
     entry = TimelineEntry(alarm.id, now, TimelineType.RAISED, None, detail)
@@ -221,9 +231,11 @@ def new_priority(rule: Rule) -> Priority:
     return rule.priority if rule.priority is not None else Priority.NORMAL
 
 
-def _merge(active: Alarm, now: datetime, detail: dict[str, object]) -> Decision:
+def _merge(active: Alarm, event: Event, now: datetime, detail: dict[str, object]) -> Decision:
     """Join the active alarm, keeping the first start: response time counts from raised_at.
 
+    Its trigger's device time moves only forward: a trigger delivered late, out of
+    order, must not make an older clearing event look newer than the alarm.
     A trigger after a clearing event means the condition is back: the marker goes.
     On an acknowledged person alarm the repeat re-alerts: back in the queue as
     open (still naming who acknowledged it, to tell them) with a fresh escalation.
@@ -234,6 +246,7 @@ def _merge(active: Alarm, now: datetime, detail: dict[str, object]) -> Decision:
         last_seen_at=max(active.last_seen_at, now),
         clearing_event=None,
         clearing_at=None,
+        trigger_ts=_newest(active.trigger_ts, device_time(event)),
     )
     if active.state is AlarmState.ACKNOWLEDGED and active.priority < AUTO_RESOLVE_FROM:
         merged = replace(fresh_escalation(merged, now), state=AlarmState.OPEN)
@@ -242,14 +255,52 @@ def _merge(active: Alarm, now: datetime, detail: dict[str, object]) -> Decision:
     return Decision(Verdict.REPEAT, merged, (entry,))
 
 
-def clear(alarm: Alarm, event: Event, rule: Rule, now: datetime) -> Decision:
+def device_time(event: Event) -> datetime | None:
+    """The event's time on its device's own clock; None when it is not on that clock.
+
+    Only two times on one clock say which came first: alarmhub's own events
+    (device.silent, location.fix, dose.late) and a time of receipt or a clamped
+    clock (core/device_time.py) are on alarmhub's. A dispenser's clock three
+    minutes fast would otherwise make alarmhub's `dose.late` look older than the
+    `dose.missed` it settles.
+    """
+    if event.ts_source is not TsSource.DEVICE or event.type in INTERNAL_EVENTS:
+        return None
+    return event.ts
+
+
+def _newest(kept: datetime | None, new: datetime | None) -> datetime | None:
+    if kept is None or new is None:
+        return new or kept
+    return max(kept, new)
+
+
+def is_stale(alarm: Alarm, event: Event) -> bool:
+    """Did the event happen, on the device's clock, before the alarm's newest trigger?"""
+    when = device_time(event)
+    return when is not None and alarm.trigger_ts is not None and when < alarm.trigger_ts
+
+
+def clear(
+    alarm: Alarm, event: Event, rule: Rule, now: datetime, *, ordered: bool = True
+) -> Decision:
     """What a clearing device event (door closed, back in the zone, cancel) does.
 
     Technical and follow-up alarms resolve; a person alarm waits for an operator
     unless the rule says ``auto_resolve_person_alarm``: the event is recorded on it
     (``clearing_event``/``clearing_at``, an ``event`` timeline entry), once per
     kind of clearing event, so a chatty sensor does not flood the timeline.
+
+    An event whose device time is before the alarm's trigger's (``trigger_ts``) is
+    ``STALE``: it happened before the condition the alarm reports, so it cannot say
+    the condition is over. Nothing is written on the alarm (a tracker's backlog may
+    hold hundreds of such fixes); the event is stored with its verdict and the
+    alarm's id. The same instant is not older: it clears as before. `ordered`
+    False: the event's receipt alone is the news (a device heard again is alive
+    now, whatever its backlog's times), so its time is not compared.
     """
+    if ordered and is_stale(alarm, event):
+        return Decision(Verdict.STALE)
     if alarm.priority >= AUTO_RESOLVE_FROM or rule.auto_resolve_person_alarm:
         return auto_resolve(alarm, event, rule, now)
     if alarm.clearing_event == str(event.type):

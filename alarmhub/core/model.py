@@ -138,6 +138,9 @@ class Verdict(StrEnum):
     REPEAT = "repeat"  # joined the open alarm of the same device and kind
     REOPENED = "reopened"  # came back within the flap window of an auto-resolved alarm
     HELD = "held"  # would clear a person alarm: recorded on it, which waits for an operator
+    # Would clear an alarm, but happened (device time) before the event that raised or
+    # last re-triggered it: a buffered fix delivered late. Stored; the alarm is untouched.
+    STALE = "stale"
     REDELIVERY = "redelivery"  # same device message id seen before: no second event
     CLEARED = "cleared"  # auto-resolved an open alarm
     LOGGED = "logged"  # stored as an event; no alarm (e.g. a heartbeat, a daytime door)
@@ -357,6 +360,12 @@ class Alarm:
     cause_text: str | None = None
     action_taken: str | None = None
     action_text: str | None = None
+    # The device time (Event.ts) of the newest event that raised or re-triggered it. A
+    # clearing event from before it (a buffered "inside" fix delivered after a newer
+    # "outside" one) says nothing about now: it neither resolves the alarm nor sets its
+    # clearing hint (core/judge.py clear). None: stored before it was kept (no check).
+    # Not raised_at, which stays the receipt time of the first trigger.
+    trigger_ts: datetime | None = None
 
     @property
     def is_active(self) -> bool:

@@ -255,18 +255,9 @@ def _judge_event(
         return EventOutcome(event, Verdict.LOGGED)
     now = event.received_at
     scheduled = scheduled_at(event)
-    cleared: str | None = None
-    held: str | None = None
-    for kind in rule.resolves:
-        current = working.current(alarm_key(device.id, kind, scheduled))
-        if current is not None and current.is_active:
-            if _clear(current, event, rule, now, working, effects):
-                cleared = current.id
-            else:
-                held = current.id
+    verdict, alarm_id = _clear_all(event, device, rule, scheduled, working, effects)
     if rule.alarm is None:
-        verdict = Verdict.CLEARED if cleared else Verdict.HELD if held else Verdict.LOGGED
-        return EventOutcome(event, verdict, cleared or held, rule.name)
+        return EventOutcome(event, verdict, alarm_id, rule.name)
     key = alarm_key(device.id, rule.alarm, scheduled)
     current = working.current(key)
     active = current if current is not None and current.is_active else None
@@ -391,7 +382,7 @@ def _heard(
     for kind in ctx.rules.heard_resolves:
         current = working.current((device.id, kind))
         if current is not None and current.is_active:
-            _clear(current, event, _HEARD_AGAIN, event.received_at, working, effects)
+            _clear(current, event, _HEARD_AGAIN, working, effects, ordered=False)
 
 
 _HEARD_AGAIN = Rule("device heard again", EventType.HEARTBEAT)
@@ -401,17 +392,50 @@ _ALL_RECOVERED = Rule("every attached device recovered", EventType.HEARTBEAT)
 _FRESH = frozenset({Verdict.NEW, Verdict.REOPENED})
 
 
+# What a clearing event did to the alarms it names, the strongest first: the event's
+# verdict when its rule raises nothing itself.
+_CLEARING_ORDER = (Verdict.CLEARED, Verdict.HELD, Verdict.STALE)
+
+
+def _clear_all(
+    event: Event,
+    device: Device,
+    rule: Rule,
+    scheduled: datetime | None,
+    working: Working,
+    effects: BatchEffects,
+) -> tuple[Verdict, str | None]:
+    """Apply the event to each active alarm its rule `resolves`: (verdict, alarm id)."""
+    found: dict[Verdict, str] = {}
+    for kind in rule.resolves:
+        current = working.current(alarm_key(device.id, kind, scheduled))
+        if current is not None and current.is_active:
+            found[_clear(current, event, rule, working, effects)] = current.id
+    for verdict in _CLEARING_ORDER:
+        if verdict in found:
+            return verdict, found[verdict]
+    return Verdict.LOGGED, None
+
+
 def _clear(
-    alarm: Alarm, event: Event, rule: Rule, now: datetime, working: Working, effects: BatchEffects
-) -> bool:
-    """A clearing device event: resolve the alarm (True) or, for a person alarm, record
-    the event on it and leave it to an operator (False; judge.clear says which)."""
-    decision = clear(alarm, event, rule, now)
+    alarm: Alarm,
+    event: Event,
+    rule: Rule,
+    working: Working,
+    effects: BatchEffects,
+    *,
+    ordered: bool = True,
+) -> Verdict:
+    """A clearing device event: resolve the alarm (CLEARED); for a person alarm, record
+    the event on it and leave it to an operator (HELD); or, older than the alarm's
+    trigger, leave it alone (STALE). judge.clear says which."""
+    now = event.received_at
+    decision = clear(alarm, event, rule, now, ordered=ordered)
     if decision.verdict is Verdict.CLEARED:
         _resolve(alarm, event, rule, now, working, effects)
-        return True
-    _record(decision, effects, working)
-    return False
+    else:
+        _record(decision, effects, working)
+    return decision.verdict
 
 
 def _resolve(

@@ -64,6 +64,7 @@ def alarm_json(a: Alarm) -> dict[str, Any]:
         "cause_text": a.cause_text,
         "action_taken": a.action_taken,
         "action_text": a.action_text,
+        "trigger_ts": _opt(a.trigger_ts),
         "time_to_acknowledge_s": round((ack - raised).total_seconds(), 3) if ack else None,
         "time_to_on_site_s": round((on_site - raised).total_seconds(), 3) if on_site else None,
         "time_to_resolve_s": round((resolved - raised).total_seconds(), 3) if resolved else None,

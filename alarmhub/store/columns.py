@@ -35,6 +35,7 @@ TIME_COLUMNS = frozenset(
         "escalation_exhausted_at",
         "clearing_at",
         "scheduled_at",
+        "trigger_ts",
     }
 )
 _ALARM_VALUES = operator.attrgetter(*ALARM_COLUMNS)

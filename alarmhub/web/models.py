@@ -90,6 +90,12 @@ class AlarmOut(BaseModel):
         None, description="the action taken (tiltak) recorded on resolving: a code of the list"
     )
     action_text: str | None = Field(None, description="the operator's free text on the action")
+    trigger_ts: str | None = Field(
+        None,
+        description="the device's own time of the newest event that raised or re-triggered "
+        "the alarm: a clearing event from before it (a buffered fix delivered late) leaves "
+        "the alarm alone; null for alarms stored before it was kept",
+    )
 
 
 class AlarmPage(BaseModel):

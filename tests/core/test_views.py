@@ -60,6 +60,7 @@ CASES = [
         scheduled_at=datetime(2026, 12, 4, 21, 0, tzinfo=UTC),
         rev=3,
         cause="fall",
+        trigger_ts=T0 - timedelta(seconds=40),
     ),
 ]
 

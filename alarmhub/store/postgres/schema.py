@@ -297,4 +297,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE users ADD COLUMN hpr text;
     """,
+    # 6: SQLite's 17: the device time of the event that raised or last re-triggered an
+    # alarm (Alarm.trigger_ts); NULL on older rows.
+    """
+    ALTER TABLE alarms ADD COLUMN trigger_ts timestamptz;
+    """,
 ]

@@ -341,4 +341,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE users ADD COLUMN hpr TEXT;
     """,
+    # 17: the device time of the event that raised or last re-triggered an alarm
+    # (Alarm.trigger_ts): a clearing event from before it, a buffered GPS fix
+    # delivered late, must not clear the alarm. NULL on older rows: not checked.
+    """
+    ALTER TABLE alarms ADD COLUMN trigger_ts TEXT;
+    """,
 ]
