@@ -48,7 +48,6 @@ from alarmhub.core.escalation import (
     on_deadline,
     plan,
 )
-from alarmhub.core.geo import fix_usable
 from alarmhub.core.index import AlarmIndex
 from alarmhub.core.model import (
     Alarm,
@@ -68,7 +67,7 @@ from alarmhub.core.pipeline import (
     process_batch,
     process_internal,
 )
-from alarmhub.core.rules import Rule, RuleSet, geofence_of, zone_of
+from alarmhub.core.rules import Rule, RuleSet, current_fix, geofence_of, zone_of
 from alarmhub.core.supervision import DoseSchedule, DoseWatch, Heard, OverdueKind, Supervisor
 from alarmhub.core.suppress import Silence, on_resolved
 from alarmhub.core.suppress_explain import suppressions
@@ -325,10 +324,8 @@ class Replay:
     def _fix(self, event: Event) -> None:
         """As the daemon's supervision: a usable fix after `location.no_fix` resolves it."""
         device = self.devices[event.device_id]
-        f = event.fields
-        usable = fix_usable(
-            f["lat"], f["lon"], f.get("accuracy_m", 0.0), device.settings.max_accuracy_m
-        )
+        limit = self.rules.no_fix_after
+        usable = limit is not None and current_fix(event, device, limit)
         if usable and self.fixes.heard(device.id, self.now) is Heard.RECOVERED:
             msg_id = f"fix:{self.now.isoformat()}"
             events = [(Event(device.id, msg_id, EventType.USABLE_FIX, self.now, self.now), device)]

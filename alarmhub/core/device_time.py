@@ -12,10 +12,10 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alarmhub.core.model import TsSource
+from alarmhub.core.model import INTERNAL_EVENTS, Event, TsSource
 from alarmhub.core.profile import TimestampUnit
 
-__all__ = ["event_time", "parse_rfc3339", "parse_ts"]
+__all__ = ["device_clock", "event_time", "parse_rfc3339", "parse_ts"]
 
 
 def event_time(
@@ -37,6 +37,20 @@ def event_time(
     if skew > max_future_skew or -skew > max_past_skew:
         return received_at, TsSource.CLAMPED, int(skew.total_seconds())
     return device_ts, TsSource.DEVICE, None
+
+
+def device_clock(event: Event) -> datetime | None:
+    """The event's time on its device's own clock; None when it is not on that clock.
+
+    Only two times on one clock say which came first, or how old a fix is:
+    alarmhub's own events (device.silent, location.fix, dose.late), a time of
+    receipt and a clamped clock (:func:`event_time`) are on alarmhub's. A
+    dispenser's clock three minutes fast would otherwise make alarmhub's
+    `dose.late` look older than the `dose.missed` it settles.
+    """
+    if event.ts_source is not TsSource.DEVICE or event.type in INTERNAL_EVENTS:
+        return None
+    return event.ts
 
 
 def parse_rfc3339(text: str) -> datetime | None:

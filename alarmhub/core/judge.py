@@ -38,9 +38,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from alarmhub.core.device_time import device_clock
 from alarmhub.core.escalation import fresh_escalation
 from alarmhub.core.model import (
-    INTERNAL_EVENTS,
     Alarm,
     AlarmState,
     Device,
@@ -202,7 +202,7 @@ def judge(
             suppressed_by=None,
             clearing_event=None,
             clearing_at=None,
-            trigger_ts=device_time(event),
+            trigger_ts=device_clock(event),
         )
         entry = TimelineEntry(reopened.id, now, TimelineType.REOPENED, None, detail)
         return Decision(Verdict.REOPENED, reopened, (entry,))
@@ -219,7 +219,7 @@ def judge(
         rules_version=rules_version,
         resident=device.resident,
         policy=policy,
-        trigger_ts=device_time(event),
+        trigger_ts=device_clock(event),
     )
     detail["priority"] = int(priority)  # `detail` is this call's own dict
     entry = TimelineEntry(alarm.id, now, TimelineType.RAISED, None, detail)
@@ -246,27 +246,13 @@ def _merge(active: Alarm, event: Event, now: datetime, detail: dict[str, object]
         last_seen_at=max(active.last_seen_at, now),
         clearing_event=None,
         clearing_at=None,
-        trigger_ts=_newest(active.trigger_ts, device_time(event)),
+        trigger_ts=_newest(active.trigger_ts, device_clock(event)),
     )
     if active.state is AlarmState.ACKNOWLEDGED and active.priority < AUTO_RESOLVE_FROM:
         merged = replace(fresh_escalation(merged, now), state=AlarmState.OPEN)
         detail = {**detail, "realert": True, "acknowledged_by": active.acknowledged_by}
     entry = TimelineEntry(active.id, now, TimelineType.REPEATED, None, detail)
     return Decision(Verdict.REPEAT, merged, (entry,))
-
-
-def device_time(event: Event) -> datetime | None:
-    """The event's time on its device's own clock; None when it is not on that clock.
-
-    Only two times on one clock say which came first: alarmhub's own events
-    (device.silent, location.fix, dose.late) and a time of receipt or a clamped
-    clock (core/device_time.py) are on alarmhub's. A dispenser's clock three
-    minutes fast would otherwise make alarmhub's `dose.late` look older than the
-    `dose.missed` it settles.
-    """
-    if event.ts_source is not TsSource.DEVICE or event.type in INTERNAL_EVENTS:
-        return None
-    return event.ts
 
 
 def _newest(kept: datetime | None, new: datetime | None) -> datetime | None:
@@ -277,7 +263,7 @@ def _newest(kept: datetime | None, new: datetime | None) -> datetime | None:
 
 def is_stale(alarm: Alarm, event: Event) -> bool:
     """Did the event happen, on the device's clock, before the alarm's newest trigger?"""
-    when = device_time(event)
+    when = device_clock(event)
     return when is not None and alarm.trigger_ts is not None and when < alarm.trigger_ts
 
 

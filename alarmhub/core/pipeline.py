@@ -382,7 +382,7 @@ def _heard(
     for kind in ctx.rules.heard_resolves:
         current = working.current((device.id, kind))
         if current is not None and current.is_active:
-            _clear(current, event, _HEARD_AGAIN, working, effects, ordered=False)
+            _clear(current, event, _HEARD_AGAIN, working, effects)
 
 
 _HEARD_AGAIN = Rule("device heard again", EventType.HEARTBEAT)
@@ -392,8 +392,7 @@ _ALL_RECOVERED = Rule("every attached device recovered", EventType.HEARTBEAT)
 _FRESH = frozenset({Verdict.NEW, Verdict.REOPENED})
 
 
-# What a clearing event did to the alarms it names, the strongest first: the event's
-# verdict when its rule raises nothing itself.
+# The verdict of a clearing event that raises nothing itself: the strongest it had.
 _CLEARING_ORDER = (Verdict.CLEARED, Verdict.HELD, Verdict.STALE)
 
 
@@ -411,26 +410,19 @@ def _clear_all(
         current = working.current(alarm_key(device.id, kind, scheduled))
         if current is not None and current.is_active:
             found[_clear(current, event, rule, working, effects)] = current.id
-    for verdict in _CLEARING_ORDER:
-        if verdict in found:
-            return verdict, found[verdict]
-    return Verdict.LOGGED, None
+    verdict = next((v for v in _CLEARING_ORDER if v in found), Verdict.LOGGED)
+    return verdict, found.get(verdict)
 
 
 def _clear(
-    alarm: Alarm,
-    event: Event,
-    rule: Rule,
-    working: Working,
-    effects: BatchEffects,
-    *,
-    ordered: bool = True,
+    alarm: Alarm, event: Event, rule: Rule, working: Working, effects: BatchEffects
 ) -> Verdict:
     """A clearing device event: resolve the alarm (CLEARED); for a person alarm, record
     the event on it and leave it to an operator (HELD); or, older than the alarm's
-    trigger, leave it alone (STALE). judge.clear says which."""
+    trigger, leave it alone (STALE). judge.clear says which. A device heard again is
+    news by its receipt, whatever its backlog's times: its time is not compared."""
     now = event.received_at
-    decision = clear(alarm, event, rule, now, ordered=ordered)
+    decision = clear(alarm, event, rule, now, ordered=rule is not _HEARD_AGAIN)
     if decision.verdict is Verdict.CLEARED:
         _resolve(alarm, event, rule, now, working, effects)
     else:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from alarmhub.core.device_time import device_clock
 from alarmhub.core.escalation import Policy
-from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, zone_status
+from alarmhub.core.geo import Circle, Geofence, Polygon, ZoneStatus, fix_usable, zone_status
 from alarmhub.core.journal.mapping import JournalMapping
 from alarmhub.core.model import Device, DeviceKind, Event, EventType, Priority
 from alarmhub.core.resolution import Resolutions
@@ -244,6 +245,28 @@ def zone_of(event: Event, device: Device) -> ZoneStatus | None:
     return zone_status(
         fence, event.fields["lat"], event.fields["lon"], accuracy, device.settings.max_accuracy_m
     )
+
+
+def current_fix(event: Event, device: Device, no_fix_after: timedelta) -> bool:
+    """Does this location event show the tracker's safe zone is watched *now*?
+
+    A usable fix (core.geo.fix_usable) taken, on the device's clock, at most
+    `no_fix_after` before alarmhub received it. A fix buffered out of coverage and
+    delivered hours late shows where the person was, not where they are: counted,
+    it resolved `no_usable_fix` and restarted the no-fix count, although the
+    tracker had still not shown a position from the last `no_fix_after`. A fix
+    without a device time (or with a clamped one) is as old as its receipt.
+    """
+    f = event.fields
+    try:
+        lat, lon = float(f["lat"]), float(f["lon"])
+        accuracy = float(f.get("accuracy_m", 0.0))
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not fix_usable(lat, lon, accuracy, device.settings.max_accuracy_m):
+        return False
+    taken = device_clock(event)
+    return taken is None or event.received_at - taken <= no_fix_after
 
 
 def parse_hhmm(text: str) -> time:

@@ -25,7 +25,9 @@ A tracker whose safe zone is watched needs usable fixes (item 18): a second
 Supervisor, fed only fixes good enough to say "inside" (core.geo.fix_usable),
 raises `location.no_fix` after `no_fix_alarm_after_s`, and the next usable fix
 raises `location.fix`, which resolves it. A tracker that keeps sending poor
-fixes is alive (no device_offline) but its zone is not being watched.
+fixes is alive (no device_offline) but its zone is not being watched. A usable
+fix taken longer than `no_fix_alarm_after_s` before it arrived (buffered out of
+coverage) counts for neither: it shows where the person was, not where they are.
 """
 
 from __future__ import annotations
@@ -40,9 +42,8 @@ import structlog
 
 from alarmhub.clock import Clock
 from alarmhub.core.doses import dose_event, dose_times
-from alarmhub.core.geo import fix_usable
 from alarmhub.core.model import Alarm, AlarmState, Device, DeviceKind, Event, EventType
-from alarmhub.core.rules import geofence_of
+from alarmhub.core.rules import current_fix, geofence_of
 from alarmhub.core.supervision import (
     DoseSchedule,
     DoseWatch,
@@ -214,18 +215,13 @@ class Supervision:
             self.heartbeats.heard(device_id, now)
 
     def location(self, event: Event) -> None:
-        """A committed location event: a usable fix restarts the tracker's no-fix clock."""
+        """A committed location event: a current usable fix restarts the tracker's no-fix
+        clock; a stale one (buffered, delivered late: core.rules.current_fix) does not."""
         device = self._state.devices.get(event.device_id)
-        if device is None:
+        limit = self._state.rules.no_fix_after
+        if device is None or limit is None or not current_fix(event, device, limit):
             return
-        f = event.fields
-        try:
-            lat, lon = float(f["lat"]), float(f["lon"])
-            accuracy = float(f.get("accuracy_m", 0.0))
-        except (KeyError, TypeError, ValueError):
-            return
-        usable = fix_usable(lat, lon, accuracy, device.settings.max_accuracy_m)
-        if usable and self.fixes.heard(device.id, self.now()) is Heard.RECOVERED:
+        if self.fixes.heard(device.id, self.now()) is Heard.RECOVERED:
             self._fixed_again.append(device.id)
 
     def dose_taken(self, device_id: str, at: datetime) -> None:

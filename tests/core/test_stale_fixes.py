@@ -31,7 +31,7 @@ from alarmhub.core.model import (
     Verdict,
 )
 from alarmhub.core.pipeline import BatchEffects, Context, decode_all, fingerprint, process_batch
-from alarmhub.core.rules import Rule, RuleSet
+from alarmhub.core.rules import Rule, RuleSet, current_fix
 from tests.core.test_rule_engine import CATALOG, OSLO_CENTRE, dev
 from tests.support.helpers import REPO
 
@@ -206,3 +206,35 @@ def test_clear_table(
         # Nothing to write on the alarm: the event itself is stored with its verdict.
         assert decision.alarm is None
         assert decision.timeline == ()
+
+
+# --- B: no_usable_fix is resolved only by a fix that shows where the tracker is now ---
+
+NO_FIX_AFTER = timedelta(seconds=1800)  # config/rules.toml no_fix_alarm_after_s
+RECEIVED = T0 + timedelta(hours=3)
+
+
+def _fix(age: timedelta, accuracy_m: float, source: TsSource = DEV) -> Event:
+    fields = {**INSIDE, "accuracy_m": accuracy_m}
+    return Event("gps-1", "m", LOC, RECEIVED - age, RECEIVED, fields, ts_source=source)
+
+
+@pytest.mark.parametrize(
+    ("event", "counts"),
+    [
+        (_fix(timedelta(0), 10), True),
+        (_fix(NO_FIX_AFTER, 10), True),  # exactly as old as the limit: still counts
+        (_fix(NO_FIX_AFTER + timedelta(seconds=1), 10), False),
+        (_fix(timedelta(hours=2), 10), False),  # buffered out of coverage, delivered late
+        (_fix(timedelta(0), 400), False),  # poor, however fresh
+        # No device time, or one not believed: as old as its receipt (core/device_time.py).
+        (_fix(timedelta(0), 10, RCPT), True),
+        (_fix(timedelta(0), 10, TsSource.CLAMPED), True),
+        (Event("gps-1", "m", LOC, RECEIVED, RECEIVED, {"lat": "x", "lon": 1}), False),
+        (Event("gps-1", "m", LOC, RECEIVED, RECEIVED, {}), False),
+    ],
+)
+def test_current_fix_table(event: Event, counts: bool) -> None:
+    fence = DeviceSettings(geofence_circle=(*OSLO_CENTRE, 500.0))
+    device = dev("gps-1", DeviceKind.GPS_TRACKER, settings=fence)
+    assert current_fix(event, device, NO_FIX_AFTER) is counts
