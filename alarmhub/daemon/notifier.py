@@ -9,6 +9,14 @@ so the receiver can tell it has it already. Until then it is retried with
 exponential backoff, and the failure is on the outbox row for operators to see.
 A hanging receiver costs one bounded timeout per attempt and never touches the
 ingest path: this task only reads and updates outbox rows.
+
+Each address (a webhook URL, an MQTT topic) is its own lane: at most one send in
+flight to it, in the outbox's order, and up to MAX_IN_FLIGHT lanes at once. Sent one
+after another, a receiver that never answered cost its whole deadline for every row
+queued for it, and every other receiver's notices — another municipality's
+escalation to the nurse on call — waited behind it. The read leaves out the busy
+addresses, so a backlog for one dead receiver never fills the page the others are
+read in, and at most a page of rows is held in memory.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ PUBACK_POLL_S = 0.005  # a notification is rare: a short poll costs nothing
 # Carries the notification's stable id (the body's `notification_id`) on a webhook.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BACKOFF_MAX = timedelta(minutes=5)
+# Lanes sending at once. Only this many receivers dead at the same moment, each with
+# a backlog, can make a healthy one wait (for a lane to end a send: SEND_TIMEOUT_S).
+MAX_IN_FLIGHT = 32
+IDLE_S = 1.0  # the outbox is read again at least this often (rows due by backoff)
 
 
 def _notification_id(payload: bytes) -> str | None:
@@ -76,6 +88,7 @@ class Notifier:
         self._clock = clock
         self._broker = broker
         self._wake = asyncio.Event()
+        self._busy: set[str] = set()  # addresses with a send in flight
         self._once = OncePer(60.0)
         self.sent = 0
         self.failed = 0
@@ -84,19 +97,52 @@ class Notifier:
         self._wake.set()
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S) as http:
+        # The sends are this task group's: cancelling run() (stop, the term's end)
+        # cancels and awaits them before the HTTP client they use is closed.
+        async with httpx.AsyncClient(timeout=SEND_TIMEOUT_S) as http, asyncio.TaskGroup() as sends:
             while True:
+                # Cleared before the read: a wake while it runs (a send ended, a new
+                # escalation) is then not lost, and the loop reads again at once.
+                self._wake.clear()
                 # A database out of reach (a PostgreSQL restart) holds notifications
                 # back until it returns; it must not end the daemon. A row sent but
                 # not yet marked is sent again then: at least once, as after a crash.
                 try:
-                    for item in await self._reader.due_outbox(self._clock.now()):
-                        await self._deliver(item, http)
+                    await self._start_due(sends, http)
                 except StoreError as exc:
                     self._store_failed(exc)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+
+    async def _start_due(self, sends: asyncio.TaskGroup, http: httpx.AsyncClient) -> None:
+        """Start the first due row of each idle address while lanes are free.
+
+        Read again after any start: each read leaves out one more busy address, so
+        the rows of receivers beyond the first page are reached within MAX_IN_FLIGHT
+        reads.
+        """
+        while len(self._busy) < MAX_IN_FLIGHT:
+            due = await self._reader.due_outbox(self._clock.now(), busy=frozenset(self._busy))
+            started = False
+            for item in due:
+                if item.address in self._busy or len(self._busy) >= MAX_IN_FLIGHT:
+                    continue  # a later row of a lane just started waits for its turn
+                self._busy.add(item.address)
+                sends.create_task(self._lane(item, http), name=f"notify:{item.target}")
+                started = True
+            if not started:
+                return
+
+    async def _lane(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
+        """One send and its mark; the address is free again only after the mark."""
+        try:
+            await self._deliver(item, http)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return  # unmarked, so due: read again at the next idle round, not at once
+        finally:
+            self._busy.discard(item.address)
+        self._wake.set()  # the lane's next row, if any, goes now
 
     def _store_failed(self, exc: StoreError) -> None:
         """The store refused a read or a mark: said once a minute, retried next turn."""
@@ -142,7 +188,7 @@ class Notifier:
             headers[IDEMPOTENCY_HEADER] = stable
         # One deadline for the whole call, as _send_mqtt has: httpx's timeout bounds each
         # read, and a receiver dripping a byte every few seconds never tripped it, holding
-        # every later notification (the supervisor's too) behind it.
+        # its lane (before lanes: every later notification) for ever.
         async with asyncio.timeout(SEND_TIMEOUT_S):
             response = await http.post(item.address, content=item.payload, headers=headers)
         if not 200 <= response.status_code < 300:

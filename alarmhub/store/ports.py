@@ -28,7 +28,7 @@ implement the same methods on its pool.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -225,9 +225,16 @@ class EscalationStore(Protocol):
 
 
 class OutboxReads(Protocol):
-    """The due notifications, read on the reader's connection (daemon/notifier.py)."""
+    """The due notifications, read on the reader's connection (daemon/notifier.py).
 
-    async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]: ...
+    `busy` are addresses with a send in flight: their rows are left out, so the
+    `limit` is spent on other receivers and a backlog queued for one dead receiver
+    cannot fill every page and hide the rows of the others behind it.
+    """
+
+    async def due_outbox(
+        self, now: datetime, limit: int = 100, busy: Collection[str] = ()
+    ) -> list[OutboxItem]: ...
 
 
 class OutboxWrites(Protocol):

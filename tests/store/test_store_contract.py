@@ -291,6 +291,9 @@ async def test_an_escalation_step_fires_once_with_its_notification(opened: Opene
     retry_at = later + timedelta(minutes=5)
     assert [i.id for i in await store.due_outbox(retry_at)] == [due[2].id, due[1].id]
     assert [i.id for i in await store.due_outbox(retry_at, limit=1)] == [due[2].id]
+    # An address with a send in flight is left out, so the page goes to other receivers.
+    assert await store.due_outbox(retry_at, busy={"alerts/x"}) == []
+    assert len(await store.due_outbox(retry_at, busy=["elsewhere", "x"])) == 2
     rows = await store.outbox_for("a-1")
     assert [(r["target"], r["attempts"], r["last_error"]) for r in rows] == [
         ("level-1", 1, None),

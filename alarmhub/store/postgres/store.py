@@ -11,7 +11,7 @@ and the retry is a no-op where the lost transaction had committed after all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -329,14 +329,16 @@ class PostgresStore(PgJournalRows):
             await self._fence(conn, grant)
             return await write_decisions(conn, rows, decided_at)
 
-    async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
+    async def due_outbox(
+        self, now: datetime, limit: int = 100, busy: Collection[str] = ()
+    ) -> list[OutboxItem]:
         sql = (
             "SELECT id, alarm_id, target, channel, address, payload, attempts FROM outbox "
-            "WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id "
-            "LIMIT $2"
+            "WHERE sent_at IS NULL AND next_attempt_at <= $1 AND address <> ALL($3::text[]) "
+            "ORDER BY next_attempt_at, id LIMIT $2"
         )
         async with connection(self.pool) as conn:
-            rows = await conn.fetch(sql, now, limit)
+            rows = await conn.fetch(sql, now, limit, list(busy))
         return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6]) for r in rows]
 
     async def outbox_sent(self, item_id: int, at: datetime) -> None:

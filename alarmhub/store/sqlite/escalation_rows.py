@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -166,12 +166,17 @@ class EscalationRows:
     # error (locked past busy_timeout, disk full) out of these ended the daemon. Every
     # public coroutine here converts it (SqliteStore: store/sqlite/refusals.py).
 
-    async def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
+    async def due_outbox(
+        self, now: datetime, limit: int = 100, busy: Collection[str] = ()
+    ) -> list[OutboxItem]:
         sql = (
             "SELECT id, alarm_id, target, channel, address, payload, attempts FROM outbox "
-            "WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+            "WHERE sent_at IS NULL AND next_attempt_at <= ? "
+            "AND address NOT IN (SELECT value FROM json_each(?)) "
+            "ORDER BY next_attempt_at, id LIMIT ?"
         )
-        async with self._conn.execute(sql, (ts(now), limit)) as cur:
+        params = (ts(now), orjson.dumps(list(busy)).decode(), limit)
+        async with self._conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
         return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6]) for r in rows]
 
