@@ -47,10 +47,13 @@ class Identity(StrEnum):
     ID_REUSED = "id_reused"  # same id within the window, other content: a new message
     WINDOW_PASSED = "window_passed"  # same id and content, but the first is older than the window
     ALARM_RESOLVED = "alarm_resolved"  # identical content, but its alarm was resolved since
+    # The broker's retained copy of a message older than the inbox keeps any: a
+    # redelivery of one whose row was pruned, never news of the device (identify).
+    STALE_RETAINED = "stale_retained"
 
     @property
     def is_new(self) -> bool:
-        return self is not Identity.REDELIVERY
+        return self not in (Identity.REDELIVERY, Identity.STALE_RETAINED)
 
 
 # A dead letter's payload is stored as this many first bytes, its size and its
@@ -101,6 +104,8 @@ def identify(
     alarm_active: Callable[[str], bool],
     digest: str | None = None,
     retained: bool = False,
+    device_time: datetime | None = None,
+    retained_max_age: timedelta | None = None,
 ) -> Identity:
     """Decide whether a message is the `prior` one again.
 
@@ -115,14 +120,24 @@ def identify(
     stored are that message again, past the window too. Taken for a new message,
     a phone dead for days was "heard" (its device_offline resolved) and judged
     at its old position.
+    `device_time`: the newest time the message's events claim (None: it gives
+    none). `retained_max_age`: the inbox's retention. A retained message whose
+    device time is older than that may be one whose row was pruned (`prior` is
+    then None): the broker re-sends an OwnTracks phone's position of two weeks
+    ago at every reconnect. It is STALE_RETAINED, a redelivery: what a retained
+    copy of a stored message is, so pruning changes nothing. Taken for new, it
+    was the dead phone "heard" again, judged at a two-week-old position. One
+    without a device time cannot be dated and is judged as before.
 
     A wall clock stepped back (NTP) makes the age negative: that counts as
     within the window, the safe side for a redelivery.
     """
+    if retained and prior is not None and prior.same_content(payload, digest):
+        return Identity.REDELIVERY
+    if retained and _older(device_time, received_at, retained_max_age):
+        return Identity.STALE_RETAINED
     if prior is None:
         return Identity.NEW
-    if retained and prior.same_content(payload, digest):
-        return Identity.REDELIVERY
     if received_at - prior.received_at > window:
         return Identity.WINDOW_PASSED
     if not prior.same_content(payload, digest):
@@ -130,6 +145,10 @@ def identify(
     if by_content and any(not alarm_active(a) for a in prior.alarm_ids):
         return Identity.ALARM_RESOLVED
     return Identity.REDELIVERY
+
+
+def _older(device_time: datetime | None, received_at: datetime, age: timedelta | None) -> bool:
+    return device_time is not None and age is not None and received_at - device_time > age
 
 
 # The message id alarmhub makes from the content of a message whose format has

@@ -9,13 +9,14 @@ a time out of bounds is replaced by the time of receipt, and the event says so.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alarmhub.core.model import INTERNAL_EVENTS, Event, TsSource
 from alarmhub.core.profile import TimestampUnit
 
-__all__ = ["device_clock", "event_time", "parse_rfc3339", "parse_ts"]
+__all__ = ["claimed_time", "device_clock", "event_time", "parse_rfc3339", "parse_ts"]
 
 
 def event_time(
@@ -51,6 +52,20 @@ def device_clock(event: Event) -> datetime | None:
     if event.ts_source is not TsSource.DEVICE or event.type in INTERNAL_EVENTS:
         return None
     return event.ts
+
+
+def claimed_time(events: Iterable[Event]) -> datetime | None:
+    """The newest time the events' device clock gave, clamped or not; None: none gave one.
+
+    A clamped time is what the device said all the same (`ts + clock_skew_s`):
+    for a retained message (core/dedup.py) an old time is the honest one.
+    """
+    claimed = [
+        e.ts + timedelta(seconds=e.clock_skew_s or 0)
+        for e in events
+        if e.ts_source is not TsSource.RECEIPT
+    ]
+    return max(claimed, default=None)
 
 
 def parse_rfc3339(text: str) -> datetime | None:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from alarmhub.core import suppress
 from alarmhub.core.decode import Catalog, DecodeLimits, decode
 from alarmhub.core.dedup import CONTENT_ID_PREFIX, Identity, Prior, identify
+from alarmhub.core.device_time import claimed_time
 from alarmhub.core.index import AlarmIndex, Working, alarm_key
 from alarmhub.core.judge import (
     Decision,
@@ -97,6 +98,8 @@ class Context:
     message_id_window: timedelta = timedelta(hours=24)
     # Where a press from an unregistered device is shown (core/strays.py); None: nowhere.
     unknown_device_municipality: str | None = None
+    # The inbox's retention: a retained message older is a stale copy (core/dedup.py).
+    retained_max_age: timedelta | None = None
 
 
 def decode_all(raws: Iterable[RawMessage], ctx: Context) -> list[Decoded | Rejected]:
@@ -198,7 +201,7 @@ def _identify(
     ctx: Context,
 ) -> Identity:
     """The dedup step: is this message one already stored (core/dedup.py)?"""
-    if prior is _UNSEEN:
+    if prior is _UNSEEN and not raw.retained:  # most messages: nothing stored, nothing to date
         return Identity.NEW
     if prior is None:
         return Identity.REDELIVERY
@@ -210,7 +213,7 @@ def _identify(
         return alarm is not None and alarm.is_active
 
     return identify(
-        prior,
+        None if prior is _UNSEEN else prior,
         raw.payload,
         raw.received_at,
         window,
@@ -219,6 +222,8 @@ def _identify(
         alarm_active=alarm_active,
         digest=raw.cut.sha256 if raw.cut is not None else None,
         retained=raw.retained,
+        device_time=claimed_time(result.events) if isinstance(result, Decoded) else None,
+        retained_max_age=ctx.retained_max_age,
     )
 
 

@@ -152,6 +152,7 @@ class Ingest:
             limits=self._limits,
             message_id_window=timedelta(hours=self._settings.message_id_dedup_window_h),
             unknown_device_municipality=self._settings.unknown_device_municipality,
+            retained_max_age=timedelta(days=self._settings.inbox_retention_days),
         )
 
     async def run(

@@ -3,6 +3,7 @@ press is a new call for help; a redelivery within the window is still nothing.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -120,6 +121,51 @@ def test_a_retained_copy_of_a_stored_message_is_a_redelivery_however_old(retaine
         retained=True,
     )
     assert other is Identity.ID_REUSED
+
+
+RETENTION = timedelta(days=14)
+STALE_RETAINED_ROWS = [
+    # (case, retained, stored copy (age in days, same bytes) or None, device time's age in
+    #  days or None, expected)
+    ("its row pruned, the copy 15 days old", True, None, 15, Identity.STALE_RETAINED),
+    ("never stored, 13 days old: may be news", True, None, 13, Identity.NEW),
+    ("no device time: cannot be dated", True, None, None, Identity.NEW),
+    ("not retained: the device's own late message", False, None, 15, Identity.NEW),
+    ("its row still kept", True, (13, True), 15, Identity.REDELIVERY),
+    ("other bytes under its id, itself 15 days old", True, (1, False), 15, Identity.STALE_RETAINED),
+    ("other bytes under its id, fresh", True, (1, False), 0, Identity.ID_REUSED),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "retained", "stored", "device_days", "expected"),
+    STALE_RETAINED_ROWS,
+    ids=[r[0] for r in STALE_RETAINED_ROWS],
+)
+def test_a_retained_copy_older_than_the_inbox_keeps_is_stale(
+    case: str,
+    retained: bool,
+    stored: tuple[int, bool] | None,
+    device_days: int | None,
+    expected: Identity,
+) -> None:
+    """A retained message whose inbox row was pruned used to be NEW: the dead phone heard."""
+    prior = None
+    if stored is not None:
+        days, same = stored
+        prior = Prior(T0 - timedelta(days=days), b"position" if same else b"other")
+    got = identify(
+        prior,
+        b"position",
+        T0,
+        Windows().message_id,
+        by_content=False,
+        alarm_active=bool,
+        retained=retained,
+        device_time=None if device_days is None else T0 - timedelta(days=device_days),
+        retained_max_age=RETENTION,
+    )
+    assert got is expected, case
 
 
 # --- through the pipeline: what an operator would see --------------------------
@@ -288,3 +334,38 @@ def test_a_phone_dead_for_days_is_not_heard_from_its_retained_position() -> None
     assert message.verdict is Verdict.REDELIVERY
     assert "off-1" not in effects.alarms
     assert PHONE.id not in effects.device_seen
+
+
+def test_a_phone_dead_for_weeks_is_not_heard_from_a_retained_position_whose_row_was_pruned() -> (
+    None
+):
+    """Past the inbox's retention the stored copy is gone, and the broker still re-sends
+    the retained position at each reconnect: it was a new message again (15 days old,
+    clamped to its arrival), the phone heard, its device_offline resolved."""
+    sent_at = T0 - timedelta(days=15)
+    position = {"_type": "location", "lat": 59.9139, "lon": 10.7522, "acc": 12, "batt": 40}
+    payload = orjson.dumps({**position, "tst": int(sent_at.timestamp()), "tid": "ph"})
+    offline = Alarm(
+        "off-1",
+        PHONE.id,
+        "0301",
+        "device_offline",
+        Priority.TECHNICAL,
+        AlarmState.OPEN,
+        T0 - timedelta(days=14),
+        T0 - timedelta(days=14),
+    )
+    ctx = replace(CTX, retained_max_age=RETENTION)
+    for retained, verdict in ((True, Verdict.REDELIVERY), (False, Verdict.LOGGED)):
+        index = AlarmIndex()
+        index.load([offline])
+        raw = RawMessage(f"owntracks/{PHONE.id}", payload, T0, retained=retained)
+        [decoded] = decode_all([raw], ctx)
+        fp = fingerprint(raw, decoded)
+        effects = process_batch([raw], [decoded], [fp], {}, index, ctx)  # nothing stored
+        [message] = effects.messages
+        assert message.verdict is verdict
+        assert message.identity is (Identity.STALE_RETAINED if retained else Identity.NEW)
+        # Not retained, it is the phone's own message, however late: heard (as before).
+        assert ("off-1" in effects.alarms) is not retained
+        assert (PHONE.id in effects.device_seen) is not retained
