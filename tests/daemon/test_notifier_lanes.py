@@ -124,8 +124,9 @@ async def test_a_receiver_that_never_answers_holds_back_only_its_own_notices(
         notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), broker)
         task = asyncio.create_task(notifier.run())
 
-        def others_done() -> bool:
-            return len(healthy.bodies) == 3 and broker.topics == ["notify/l2"]
+        def others_done() -> bool:  # and the dead receiver holding its first request
+            held = dead.open_now == 1
+            return held and len(healthy.bodies) == 3 and broker.topics == ["notify/l2"]
 
         assert await async_wait_until(lambda: others_done() or task.done(), CEILING_S)
         assert not task.done(), task.exception()
