@@ -465,12 +465,10 @@ def _release_covered(
 def _keyed_apart(
     decision: Decision, event: Event, working: Working, occurrence: str | None
 ) -> Decision:
-    """A new alarm, with an id no stored alarm has (occurrence.rekeyed).
-
-    `occurrence` is given when dedup saw the message id used before. When the
-    earlier message's inbox row is gone (pruned) but its alarm is stored, only the
-    index knows the id is taken (AlarmIndex.taken); the arrival time keys it apart.
-    """
+    """A new alarm, with an id no stored alarm has (occurrence.rekeyed). `occurrence` is
+    given when dedup saw the message id used before. When the earlier message's inbox
+    row is gone (pruned) but its alarm is stored, only the index knows the id is taken
+    (AlarmIndex.taken); the arrival time keys it apart."""
     alarm = decision.alarm
     assert alarm is not None
     if occurrence is None and working.taken(alarm.id):
@@ -481,11 +479,9 @@ def _keyed_apart(
 def _set_aside(
     active: Alarm | None, decision: Decision, effects: BatchEffects, working: Working
 ) -> None:
-    """An active alarm a new one was raised beside (it could not join it) is set aside.
-
-    In the same write as the new one, so the database holds at most one active
-    alarm per key that is not set aside (issue 15); it stays in the queue.
-    """
+    """An active alarm a new one was raised beside (it could not join it) is set aside,
+    in the same write, so the database holds at most one active alarm per key not set
+    aside (issue 15); it stays in the queue."""
     new = decision.alarm
     if active is None or new is None or new.id == active.id:
         return

@@ -285,7 +285,8 @@ class Ingest:
     async def _retry_unknown_devices(
         self, raws: list[RawMessage], decoded: list[Decoded | Rejected]
     ) -> list[Decoded | Rejected]:
-        """A device registered a moment ago (by the CLI or API) is looked up before rejecting."""
+        """A device registered a moment ago (CLI, API) is looked up before rejecting; retried
+        as the commit is: a refusal out of here ended ingest and the daemon."""
         unknown = {
             d.device_id
             for d in decoded
@@ -293,7 +294,6 @@ class Ingest:
         }
         if not unknown:
             return decoded
-        # Retried as the commit is: a refusal out of here ended ingest and the daemon.
         found = await self._gate.until_committed(
             lambda: self._store.get_devices(unknown), writes=False
         )
@@ -412,11 +412,9 @@ class Ingest:
         counts: Counter[tuple[PromCounter, tuple[str, ...]]],
     ) -> None:
         """Count and log (once a minute per device) fields dropped and clocks clamped.
-
-        Issue 12 items 10 and 11: the message was used, so it is no dead letter, but
-        a converter sending what alarmhub cannot read or a clock out of bounds needs
-        someone to fix the device.
-        """
+        Issue 12 items 10 and 11: the message was used, so it is no dead letter, but a
+        converter sending what alarmhub cannot read or a clock out of bounds needs
+        someone to fix the device."""
         for dropped in msg.dropped:
             counts[self._metrics.fields_dropped, (dropped.reason, kind)] += 1
         skew: int | None = None
