@@ -23,6 +23,7 @@ from alarmhub.cli.output import EXIT_FAILED, CommandError, error, print_json, ta
 from alarmhub.clock import SystemClock
 from alarmhub.config.profiles import ProfileError, default_profiles_dir, load_catalog
 from alarmhub.config.rules import RulesError, load_rules
+from alarmhub.core.bridges import BridgeTaken, bridge_errors
 from alarmhub.core.decode import Catalog
 from alarmhub.core.digest import credentials_for, password_problem
 from alarmhub.core.model import Device, DeviceKind
@@ -38,7 +39,7 @@ from alarmhub.core.registry import (
 )
 from alarmhub.core.tenancy import Scope
 from alarmhub.settings import Settings
-from alarmhub.store.errors import MoveRefusedError
+from alarmhub.store.errors import BridgeTakenError, MoveRefusedError
 from alarmhub.store.ports import AlarmStore, Directory
 
 LIST_COLUMNS = [
@@ -167,6 +168,8 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
             await store.register_devices([device], now, audit=[entry])
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             raise CommandError(str(exc)) from None
+        except BridgeTakenError as exc:  # a bridge serves one municipality
+            raise CommandError("; ".join(_owned_by(t) for t in exc.taken)) from None
         print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
         _warn_profile_guess(settings, device)
         return 0
@@ -224,10 +227,23 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
             await store.register_devices(devices, now, keep=preserved_columns(text), audit=entries)
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             return _refused(args.file, move_errors(devices, exc.refused))
+        except BridgeTakenError as exc:
+            rows = bridge_errors(devices, exc.taken)
+            notes = [f" ({_others(t)})" for t in exc.taken]
+            return _refused(args.file, [e + n for e, n in zip(rows, notes, strict=True)])
         print(f"imported {len(devices)} device(s) from {args.file}")
         return 0
 
     return with_store(settings, work)
+
+
+def _others(taken: BridgeTaken) -> str:
+    """Whose the bridge is: the CLI is a system admin's, who may know (the API does not say)."""
+    return f"its devices are in {', '.join(taken.others)}"
+
+
+def _owned_by(taken: BridgeTaken) -> str:
+    return f"{taken.message()} ({_others(taken)})"
 
 
 def _refused(file: str, errors: Sequence[str]) -> int:

@@ -9,15 +9,31 @@ can claim any device id; the registry records the one bridge that may.
 A device with no bridge recorded is refused too, not let through from any bridge:
 "accept anything until told otherwise" would reopen the hole for every newly
 registered device, in every municipality, until someone remembered to set it.
+
+A bridge serves one municipality (:func:`bridge_conflicts`): the one whose devices
+are registered on it. Were a bridge shared, a municipality admin could register
+an id on another municipality's bridge, and that bridge's device's door, fall and
+SOS events would land in the wrong queue, hidden from the municipality that owns
+the bridge. The first device registered on a bridge fixes its municipality; the
+store checks every later one inside the registry write's transaction.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from alarmhub.core.model import Device, Rejected, RejectReason
 
-__all__ = ["BRIDGE_ID_PATTERN", "check_bridge", "valid_bridge"]
+__all__ = [
+    "BRIDGE_ID_PATTERN",
+    "BridgeTaken",
+    "bridge_conflicts",
+    "bridge_errors",
+    "check_bridge",
+    "valid_bridge",
+]
 
 # A bridge id is the bridge's MQTT username and a level of its base topic: the ACL's
 # `%u` is refused for a name holding `+`, `#` or `/`, and a level must not be empty.
@@ -49,3 +65,65 @@ def check_bridge(device: Device, via: str | None) -> Rejected | None:
         f"device is registered to bridge {device.bridge!r} but came through bridge {via!r}",
         device.id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeTaken:
+    """A device that would put its bridge in a second municipality.
+
+    `others`: the other municipalities with devices on that bridge. Not in
+    :meth:`message`, which a municipality admin reads: which municipality owns a
+    bridge is not theirs to learn (the CLI, run by a system admin, adds it).
+    """
+
+    device_id: str
+    bridge: str
+    municipality: str
+    others: tuple[str, ...]
+
+    def message(self) -> str:
+        """One line that says what is wrong and what to do."""
+        return (
+            f"device {self.device_id}: bridge {self.bridge!r} serves another municipality's "
+            f"devices, and a bridge serves one municipality: register the device with a "
+            f"bridge of {self.municipality}, or have a system administrator move all the "
+            "bridge's devices together (one import)"
+        )
+
+
+def bridge_conflicts(
+    devices: Iterable[Device],
+    stored: Mapping[str, tuple[str | None, str]],
+    on_bridges: Iterable[tuple[str, str, str]],
+) -> list[BridgeTaken]:
+    """The devices of a registry write that would leave a bridge in two municipalities.
+
+    `stored`: device id -> (bridge, municipality) as registered now, for the
+    written ids (new ones absent). `on_bridges`: (device id, bridge, municipality)
+    of every registered device on the written devices' bridges. A device is checked
+    only when its bridge or municipality changes, so a bridge already shared before
+    this check existed can still be edited and decommissioned, never grow.
+    """
+    written = {d.id: d for d in devices}  # the last row of an id wins, as in the write
+    after: dict[str, set[str]] = {}
+    for device_id, bridge, municipality in on_bridges:
+        if device_id not in written:
+            after.setdefault(bridge, set()).add(municipality)
+    for d in written.values():
+        if d.bridge is not None:
+            after.setdefault(d.bridge, set()).add(d.municipality)
+    return [
+        BridgeTaken(
+            d.id, d.bridge, d.municipality, tuple(sorted(after[d.bridge] - {d.municipality}))
+        )
+        for d in written.values()
+        if d.bridge is not None
+        and stored.get(d.id) != (d.bridge, d.municipality)
+        and len(after[d.bridge]) > 1
+    ]
+
+
+def bridge_errors(devices: Sequence[Device], taken: Iterable[BridgeTaken]) -> list[str]:
+    """An import's row errors for `taken`, numbered as the CSV parser numbers rows."""
+    line = {d.id: n for n, d in enumerate(devices, start=2)}
+    return [f"line {line.get(t.device_id, '?')}: {t.message()}" for t in taken]

@@ -8,6 +8,7 @@ data its handler reports (the refused moves, the taken ids).
 
 from __future__ import annotations
 
+from alarmhub.core.bridges import BridgeTaken
 from alarmhub.core.moves import MoveRefused
 
 
@@ -48,6 +49,14 @@ class MoveRefusedError(Exception):
     def __init__(self, refused: list[MoveRefused]) -> None:
         super().__init__("; ".join(r.message() for r in refused))
         self.refused = refused
+
+
+class BridgeTakenError(Exception):
+    """A registry write that would put a Zigbee2MQTT bridge in a second municipality."""
+
+    def __init__(self, taken: list[BridgeTaken]) -> None:
+        super().__init__("; ".join(t.message() for t in taken))
+        self.taken = taken
 
 
 class IdTakenError(Exception):

@@ -15,10 +15,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from alarmhub.core.bridges import bridge_conflicts
 from alarmhub.core.model import Device
 from alarmhub.core.moves import refused_moves
 from alarmhub.core.retention import RetainedTable
-from alarmhub.store.errors import IdTakenError, MoveRefusedError
+from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
 from alarmhub.store.ports import DoseHistory
 from alarmhub.store.postgres.rows import connection
 
@@ -84,6 +85,30 @@ async def check_moves(
     refused = refused_moves(devices, registered_in, open_alarms)
     if refused:
         raise MoveRefusedError(refused)
+
+
+async def check_bridges(conn: Any, devices: Sequence[Device]) -> None:
+    """SQLite's check_bridges (store/sqlite/device_moves.py) inside the registry write.
+
+    Every write of a device's bridge or municipality holds the registry's advisory
+    lock, so two registrations on one new bridge from two municipalities cannot
+    both find it free.
+    """
+    bridged = [d for d in devices if d.bridge is not None]
+    if not bridged:
+        return
+    rows = await conn.fetch(
+        "SELECT id, bridge, municipality FROM devices "
+        "WHERE id = ANY($1::text[]) OR bridge = ANY($2::text[])",
+        [d.id for d in bridged],
+        sorted({d.bridge for d in bridged if d.bridge is not None}),
+    )
+    ids = {d.id for d in bridged}
+    stored = {r[0]: (r[1], r[2]) for r in rows if r[0] in ids}
+    on_bridges = [(r[0], r[1], r[2]) for r in rows if r[1] is not None]
+    taken = bridge_conflicts(bridged, stored, on_bridges)
+    if taken:
+        raise BridgeTakenError(taken)
 
 
 # --- supervision's history ---------------------------------------------------

@@ -41,7 +41,7 @@ from alarmhub.store.postgres.escalation_rows import (
 from alarmhub.store.postgres.inbox_rows import select_priors, write_batch
 from alarmhub.store.postgres.journal_rows import PgJournalRows, insert_journal
 from alarmhub.store.postgres.leases import Conn, check_fence
-from alarmhub.store.postgres.reads import check_moves, oldest_sql, prune_sql
+from alarmhub.store.postgres.reads import check_bridges, check_moves, oldest_sql, prune_sql
 from alarmhub.store.postgres.rows import (
     ALARM_SELECT,
     DEVICE_SELECT,
@@ -247,6 +247,7 @@ class PostgresStore(PgJournalRows):
         async with transaction(self.pool) as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_LOCK)
             await check_moves(conn, last, existing_in)
+            await check_bridges(conn, last)
             if last:
                 await conn.execute(sql, *device_columns(last, now))
             if audit:

@@ -1,8 +1,10 @@
-"""The store's half of refusing a move (core/moves.py): read, inside the registry
-write's own transaction, where each device is and which of its alarms are open.
+"""The store's half of refusing a move (core/moves.py) and a bridge shared by two
+municipalities (core/bridges.py): read, inside the registry write's own transaction,
+where each device is, which of its alarms are open and who else is on its bridge.
 
 Read in the same BEGIN IMMEDIATE transaction as the write, so no alarm can be
-committed between the check and the move, by the daemon or by another CLI.
+committed between the check and the move, by the daemon or by another CLI, and no
+other registration can put a device on the same bridge meanwhile.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from collections.abc import Sequence
 
 import aiosqlite
 
+from alarmhub.core.bridges import bridge_conflicts
 from alarmhub.core.model import Device
 from alarmhub.core.moves import refused_moves
-from alarmhub.store.errors import IdTakenError, MoveRefusedError
+from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
 
-__all__ = ["IdTakenError", "MoveRefusedError", "check_moves"]
+__all__ = ["IdTakenError", "MoveRefusedError", "check_bridges", "check_moves"]
 
 _CHUNK = 500
 
@@ -59,3 +62,35 @@ async def check_moves(
     refused = refused_moves(devices, registered_in, open_alarms)
     if refused:
         raise MoveRefusedError(refused)
+
+
+async def check_bridges(conn: aiosqlite.Connection, devices: Sequence[Device]) -> None:
+    """Raise :class:`BridgeTakenError` if the write would put a bridge in two municipalities.
+
+    Inside the write's BEGIN IMMEDIATE: two registrations on one new bridge from
+    two municipalities cannot both see it free. No index on `bridge`: a scan of the
+    registry per 500 devices written, bearable for the registry's size and rate.
+    """
+    stored: dict[str, tuple[str | None, str]] = {}
+    on_bridges: list[tuple[str, str, str]] = []
+    # The last row of an id is the one written (ON CONFLICT DO UPDATE in order).
+    bridged = [d for d in {d.id: d for d in devices}.values() if d.bridge is not None]
+    ids = [d.id for d in bridged]
+    bridges = sorted({d.bridge for d in bridged if d.bridge is not None})
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id, bridge, municipality FROM devices WHERE id IN ({marks})"
+        async with conn.execute(sql, chunk) as cur:
+            stored.update({r[0]: (r[1], r[2]) async for r in cur})
+    for i in range(0, len(bridges), _CHUNK):
+        chunk = bridges[i : i + _CHUNK]
+        sql = (
+            "SELECT id, bridge, municipality FROM devices "
+            f"WHERE bridge IN ({','.join('?' * len(chunk))})"
+        )
+        async with conn.execute(sql, chunk) as cur:
+            on_bridges.extend([(r[0], r[1], r[2]) async for r in cur])
+    taken = bridge_conflicts(bridged, stored, on_bridges)
+    if taken:
+        raise BridgeTakenError(taken)

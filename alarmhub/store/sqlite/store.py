@@ -38,7 +38,7 @@ from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.ports import AlarmStore, DecidedRow
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.batch_rows import batch_rows, write_batch
-from alarmhub.store.sqlite.device_moves import check_moves
+from alarmhub.store.sqlite.device_moves import check_bridges, check_moves
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import select_priors
 from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
@@ -327,6 +327,7 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         await self._conn.execute("BEGIN IMMEDIATE")
         try:
             await check_moves(self._conn, devices, existing_in)
+            await check_bridges(self._conn, devices)
             await self._conn.executemany(
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
                 "label, active, resident, settings, bridge, registered_at, updated_at) "

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from alarmhub.core.bridges import bridge_errors
 from alarmhub.core.decode import Catalog
 from alarmhub.core.device_settings import SettingsInvalidError
 from alarmhub.core.digest import credentials_for, password_problem
@@ -31,7 +32,7 @@ from alarmhub.core.registry import (
     preserved_columns,
 )
 from alarmhub.core.tenancy import DeviceFilter, Scope
-from alarmhub.store.errors import IdTakenError, MoveRefusedError
+from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
 from alarmhub.web.context import WebContext, client_address
 from alarmhub.web.deps import (
     Audit,
@@ -92,6 +93,12 @@ def _bridged(catalog: Catalog, device: Device) -> Device:
     return device
 
 
+def _bridge_taken(exc: BridgeTakenError) -> ApiError:
+    """409: the device's bridge serves another municipality (core/bridges.py)."""
+    [taken] = exc.taken
+    return ApiError(409, "bridge_taken", taken.message(), bridge=taken.bridge)
+
+
 async def _stored(ctx: WebContext, device_id: str) -> DeviceOut:
     stored = await ctx.reads.get_device(Scope.everything("system"), device_id)
     return DeviceOut.model_validate(stored)
@@ -129,6 +136,8 @@ async def _register(
         raise ApiError(
             409, "device_has_open_alarms", refused.message(), alarms=list(refused.alarm_ids)
         ) from None
+    except BridgeTakenError as exc:
+        raise _bridge_taken(exc) from None
     return await _stored(ctx, device.id)
 
 
@@ -191,8 +200,13 @@ async def create_device(ctx: Ctx, scope: ManageDevices, body: DeviceIn, audit: A
     device = _bridged(ctx.hub.catalog, _checked_device(body, ctx.hub.catalog))
     entry = audit.entry("device.created", device_id=device.id, municipality=device.municipality)
     # Checked and inserted in one transaction, with its audit row: two tenants
-    # creating the same new id at once cannot both succeed.
-    if not await ctx.hub.register_new_device(device, audit=[entry]):
+    # creating the same new id, or devices on the same new bridge, at once cannot
+    # both succeed.
+    try:
+        created = await ctx.hub.register_new_device(device, audit=[entry])
+    except BridgeTakenError as exc:
+        raise _bridge_taken(exc) from None
+    if not created:
         raise ApiError(409, "device_exists", "that device id is already registered")
     return await _stored(ctx, device.id)
 
@@ -253,6 +267,13 @@ async def import_devices(request: Request, ctx: Ctx, scope: ManageDevices) -> Im
             f"nothing imported: {len(exc.refused)} device(s) have open alarms",
             rows=move_errors(devices, exc.refused),
             alarms=[a for r in exc.refused for a in r.alarm_ids],
+        ) from None
+    except BridgeTakenError as exc:
+        raise ApiError(
+            409,
+            "bridge_taken",
+            f"nothing imported: {len(exc.taken)} device(s) on another municipality's bridge",
+            rows=bridge_errors(devices, exc.taken),
         ) from None
     return ImportResult(imported=len(devices))
 
