@@ -488,8 +488,10 @@ class AlarmHub:
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
-    ) -> None:
-        await self.registry.register_devices(devices, keep, audit=audit, existing_in=existing_in)
+    ) -> list[str]:
+        return await self.registry.register_devices(
+            devices, keep, audit=audit, existing_in=existing_in
+        )
 
     async def refresh_registry(self) -> None:
         await self.registry.refresh()

@@ -165,18 +165,32 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
             detail={"active": device.active},
         )
         try:
-            await store.register_devices([device], now, audit=[entry])
+            stale = await store.register_devices([device], now, audit=[entry])
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             raise CommandError(str(exc)) from None
         except BridgeTakenError as exc:  # a bridge serves one municipality
             raise CommandError("; ".join(_owned_by(t) for t in exc.taken)) from None
         print(f"registered {device.id} ({device.kind}, municipality {device.municipality})")
         _warn_profile_guess(settings, device)
+        _warn_credentials(stale)
         return 0
 
     if device.heartbeat_interval_s is None:
         _warn_no_interval(settings, device)
     return with_store(settings, work)
+
+
+def _warn_credentials(stale: Sequence[str]) -> None:
+    """Moved devices whose SIP credentials their old municipality set: kept, and said so."""
+    if stale:
+        warn(
+            f"warning: the SIP credentials of {', '.join(stale[:20])}"
+            + (f" and {len(stale) - 20} more" if len(stale) > 20 else "")
+            + " were set in the municipality they were moved from: they still work, so "
+            "their alarms are not refused, but whoever there knows the password can still "
+            "send alarms as the device: set new ones with `alarmhub devices credentials` "
+            "and configure the device with them (docs/scaip.md)"
+        )
 
 
 def _warn_no_interval(settings: Settings, device: Device) -> None:
@@ -224,7 +238,9 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         now = SystemClock().now()
         entries = import_audit(actor(), now, None, devices)
         try:
-            await store.register_devices(devices, now, keep=preserved_columns(text), audit=entries)
+            stale = await store.register_devices(
+                devices, now, keep=preserved_columns(text), audit=entries
+            )
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             return _refused(args.file, move_errors(devices, exc.refused))
         except BridgeTakenError as exc:
@@ -232,6 +248,7 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
             notes = [f" ({_others(t)})" for t in exc.taken]
             return _refused(args.file, [e + n for e, n in zip(rows, notes, strict=True)])
         print(f"imported {len(devices)} device(s) from {args.file}")
+        _warn_credentials(stale)
         return 0
 
     return with_store(settings, work)

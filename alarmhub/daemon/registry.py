@@ -126,20 +126,29 @@ class Registry:
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
-    ) -> None:
+    ) -> list[str]:
         """Register, change or decommission (active=False) devices; seen by ingest at once.
 
         Columns in `keep` (resident, settings) stay as stored on existing devices.
         `audit` commits in the same transaction; `existing_in` limits which existing
         devices may be overwritten (checked in that transaction, IdTakenError).
+        Returns the ids whose SIP credentials were set in another municipality.
         """
         async with self._lock:
-            await self._store.register_devices(
+            stale = await self._store.register_devices(
                 devices, self._clock.now(), keep, audit=audit, existing_in=existing_in
             )
             if keep:
                 devices = await self._store.get_devices(d.id for d in devices)
             self._watch(devices)
+        if stale:
+            log.warning(
+                "device.credentials_set_before_move",
+                device_ids=stale[:20],
+                count=len(stale),
+                hint="set new SIP credentials in the new municipality (docs/scaip.md)",
+            )
+        return stale
 
     async def run(self) -> None:
         """Pick up devices registered, changed or decommissioned by the CLI or another process."""

@@ -82,7 +82,23 @@ DEVICE_COLUMNS = (
     "settings",
     "bridge",
 )
-DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at")
+DEVICE_KEYS = (*DEVICE_COLUMNS, "registered_at", "last_seen_at", "sip_credentials")
+# The select list of DEVICE_KEYS from `devices` for listings (the same SQL in both stores).
+# `sip_credentials`: NULL (none), 'set', or 'set_before_move' when they were set in
+# another municipality than the device's: it moved since, and whoever there knows the
+# password can still speak as the device until the new municipality sets them again.
+DEVICE_LISTING = ", ".join(DEVICE_KEYS[:-1]) + (
+    ", (SELECT CASE WHEN c.municipality = devices.municipality THEN 'set' "
+    "ELSE 'set_before_move' END FROM device_credentials c WHERE c.device_id = devices.id) "
+    "AS sip_credentials"
+)
+# The written devices whose credentials were set in another municipality (a move),
+# read inside the registration's transaction; `{ids}` is the store's list of ids.
+CREDENTIALS_SET_ELSEWHERE = (
+    "SELECT c.device_id FROM device_credentials c JOIN devices d ON d.id = c.device_id "
+    "WHERE c.device_id IN ({ids}) "
+    "AND (c.municipality IS NULL OR c.municipality <> d.municipality) ORDER BY c.device_id"
+)
 # What a registration may change of a registered device (the id is the key).
 DEVICE_UPDATABLE = (*DEVICE_COLUMNS[1:], "updated_at")
 

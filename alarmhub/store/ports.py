@@ -146,7 +146,9 @@ class RegistryStore(Protocol):
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
-    ) -> None: ...
+    ) -> list[str]:
+        """Returns the written ids whose SIP credentials were set in another municipality."""
+        ...
 
 
 class ActionStore(Protocol):

@@ -127,6 +127,12 @@ class DeviceOut(BaseModel):
     resident: str | None = None
     settings: dict[str, Any] = {}
     bridge: str | None = None
+    sip_credentials: Literal["set", "set_before_move"] | None = Field(
+        None,
+        description="a SCAIP device's SIP digest credentials: null (none), `set`, or "
+        "`set_before_move` (set in the municipality it was moved from: still accepted, "
+        "so its alarms are not refused, but known there; set new ones, docs/scaip.md)",
+    )
 
 
 class EventOut(BaseModel):
@@ -328,6 +334,11 @@ class CredentialsIn(_In):
 
 class ImportResult(BaseModel):
     imported: int
+    rotate_credentials: list[str] | None = Field(
+        None,
+        description="only when not empty: imported devices whose SIP credentials were set "
+        "in the municipality they were moved from; set new ones (docs/scaip.md)",
+    )
 
 
 class SilenceIn(_In):

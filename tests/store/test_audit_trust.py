@@ -299,7 +299,7 @@ async def test_new_id_is_checked_inside_the_write_across_connections(tmp_path: P
                 ),
                 return_exceptions=True,
             )
-            assert sorted(type(r).__name__ for r in results) == ["IdTakenError", "NoneType"]
+            assert sorted(type(r).__name__ for r in results) == ["IdTakenError", "list"]
     finally:
         for s in stores:
             await s.close()

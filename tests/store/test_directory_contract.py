@@ -102,6 +102,7 @@ async def test_reads_give_the_same_shapes_in_both_stores(backend: Backend) -> No
         "bridge": None,
         "registered_at": ts(NOW - timedelta(days=2)),
         "last_seen_at": None,
+        "sip_credentials": None,
     }
     events = await d.recent_events(OSLO, "osl-1", "0301")
     assert [{k: v for k, v in e.items() if k != "seq"} for e in events] == [

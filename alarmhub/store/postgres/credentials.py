@@ -32,15 +32,17 @@ async def set_device_credentials(
         if municipality is None or not scope.allows(municipality):
             return False
         await conn.execute(
-            "INSERT INTO device_credentials (device_id, realm, ha1_md5, ha1_sha256, updated_at) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id) DO UPDATE SET "
+            "INSERT INTO device_credentials (device_id, realm, ha1_md5, ha1_sha256, updated_at, "
+            "municipality) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device_id) DO UPDATE SET "
             "realm = excluded.realm, ha1_md5 = excluded.ha1_md5, "
-            "ha1_sha256 = excluded.ha1_sha256, updated_at = excluded.updated_at",
+            "ha1_sha256 = excluded.ha1_sha256, updated_at = excluded.updated_at, "
+            "municipality = excluded.municipality",
             creds.device_id,
             creds.realm,
             creds.ha1_md5,
             creds.ha1_sha256,
             now,
+            municipality,
         )
         await append_audit(conn, audit)
     return True

@@ -19,6 +19,7 @@ from alarmhub.core.bridges import bridge_conflicts
 from alarmhub.core.model import Device
 from alarmhub.core.moves import refused_moves
 from alarmhub.core.retention import RetainedTable
+from alarmhub.store.columns import CREDENTIALS_SET_ELSEWHERE
 from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
 from alarmhub.store.ports import DoseHistory
 from alarmhub.store.postgres.rows import connection
@@ -109,6 +110,12 @@ async def check_bridges(conn: Any, devices: Sequence[Device]) -> None:
     taken = bridge_conflicts(bridged, stored, on_bridges)
     if taken:
         raise BridgeTakenError(taken)
+
+
+async def credentials_set_elsewhere(conn: Any, ids: Sequence[str]) -> list[str]:
+    """SQLite's credentials_set_elsewhere (store/sqlite/device_moves.py), after the write."""
+    sql = CREDENTIALS_SET_ELSEWHERE.format(ids="SELECT unnest($1::text[])")
+    return [r[0] for r in await conn.fetch(sql, list(ids))]
 
 
 # --- supervision's history ---------------------------------------------------

@@ -302,4 +302,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE alarms ADD COLUMN trigger_ts timestamptz;
     """,
+    # 7: SQLite's 18: the municipality a SCAIP device's credentials were set in, so a
+    # device moved since shows `set_before_move` until the new municipality rotates them.
+    """
+    ALTER TABLE device_credentials ADD COLUMN municipality text COLLATE "C";
+    UPDATE device_credentials c SET municipality = d.municipality
+        FROM devices d WHERE d.id = c.device_id;
+    """,
 ]

@@ -28,7 +28,7 @@ from alarmhub.core.suppress import Silence
 from alarmhub.redact import redact_url
 from alarmhub.store.accounts import ts
 from alarmhub.store.cluster import Fence
-from alarmhub.store.columns import DEVICE_KEYS, DEVICE_UPDATABLE, SILENCE_KEYS, device_from_row
+from alarmhub.store.columns import DEVICE_LISTING, DEVICE_UPDATABLE, SILENCE_KEYS, device_from_row
 from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import AlarmStore, DecidedRow, Notification, OutboxItem
@@ -42,6 +42,7 @@ from alarmhub.store.postgres.inbox_rows import select_priors, write_batch
 from alarmhub.store.postgres.journal_rows import PgJournalRows, insert_journal
 from alarmhub.store.postgres.leases import Conn, check_fence
 from alarmhub.store.postgres.reads import check_bridges, check_moves, oldest_sql, prune_sql
+from alarmhub.store.postgres.reads import credentials_set_elsewhere as stale_credentials
 from alarmhub.store.postgres.rows import (
     ALARM_SELECT,
     DEVICE_SELECT,
@@ -226,12 +227,12 @@ class PostgresStore(PgJournalRows):
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
-    ) -> None:
+    ) -> list[str]:
         """Insert or update devices, all or none; columns in `keep` stay as they are.
 
-        As SqliteStore.register_devices: a move of a device with open alarms refuses
-        the whole write (:class:`MoveRefusedError`), an id registered outside
-        `existing_in` too (:class:`IdTakenError`); `audit` commits with the change.
+        As SqliteStore.register_devices: refused whole by a move with open alarms, an id
+        taken outside `existing_in` or another municipality's bridge; `audit` commits with
+        the change. Returns the written ids whose SIP credentials were set elsewhere.
         """
         last = list({d.id: d for d in devices}.values())
         update = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_UPDATABLE if c not in keep)
@@ -252,6 +253,7 @@ class PostgresStore(PgJournalRows):
                 await conn.execute(sql, *device_columns(last, now))
             if audit:
                 await conn.execute(INSERT_AUDIT, *audit_columns(audit))
+            return await stale_credentials(conn, [d.id for d in last])
 
     # --- operators' actions and releases ----------------------------------
 
@@ -485,7 +487,7 @@ class PostgresStore(PgJournalRows):
         return out
 
     async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {', '.join(DEVICE_KEYS)} FROM devices"
+        sql = f"SELECT {DEVICE_LISTING} FROM devices"
         args: list[Any] = []
         if municipality is not None:
             sql += " WHERE municipality = $1"

@@ -24,6 +24,7 @@ from alarmhub.store.columns import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
     DEVICE_KEYS,
+    DEVICE_LISTING,
     FIRST_ACKNOWLEDGED,
 )
 from alarmhub.store.postgres.accounts import SILENCE_SELECT, silence_from_record
@@ -188,7 +189,7 @@ async def page_devices(conn: Conn, scope: Scope, f: DeviceFilter) -> list[dict[s
         after = f"{p.add(f.after[0])}, {p.add(f.after[1])}"
         cond += f' AND (municipality COLLATE "C", id COLLATE "C") > ({after})'
     sql = (
-        f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond} "
+        f"SELECT {DEVICE_LISTING} FROM devices WHERE {cond} "
         'ORDER BY municipality COLLATE "C", id COLLATE "C"'
     )
     if f.limit is not None:
@@ -201,9 +202,7 @@ async def get_device(conn: Conn, scope: Scope, device_id: str) -> dict[str, Any]
         return None
     p = Params()
     cond = where(scope, p, "municipality", [("id = {}", device_id)])
-    row = await conn.fetchrow(
-        f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond}", *p.values
-    )
+    row = await conn.fetchrow(f"SELECT {DEVICE_LISTING} FROM devices WHERE {cond}", *p.values)
     return _device_dict(row) if row else None
 
 

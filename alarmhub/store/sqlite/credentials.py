@@ -33,12 +33,15 @@ def set_device_credentials(
         ).fetchone()
         if row is None or not scope.allows(row[0]):
             return False
+        # With the municipality they are set in: a move later shows them as
+        # `set_before_move` (store/columns.py) until they are set again there.
         conn.execute(
-            "INSERT INTO device_credentials (device_id, realm, ha1_md5, ha1_sha256, updated_at) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (device_id) DO UPDATE SET realm = excluded.realm, "
-            "ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256, "
-            "updated_at = excluded.updated_at",
-            (creds.device_id, creds.realm, creds.ha1_md5, creds.ha1_sha256, ts(now)),
+            "INSERT INTO device_credentials (device_id, realm, ha1_md5, ha1_sha256, updated_at, "
+            "municipality) VALUES (?,?,?,?,?,?) ON CONFLICT (device_id) DO UPDATE SET "
+            "realm = excluded.realm, ha1_md5 = excluded.ha1_md5, "
+            "ha1_sha256 = excluded.ha1_sha256, updated_at = excluded.updated_at, "
+            "municipality = excluded.municipality",
+            (creds.device_id, creds.realm, creds.ha1_md5, creds.ha1_sha256, ts(now), row[0]),
         )
         append_audit(conn, audit)
     return True

@@ -16,9 +16,16 @@ import aiosqlite
 from alarmhub.core.bridges import bridge_conflicts
 from alarmhub.core.model import Device
 from alarmhub.core.moves import refused_moves
+from alarmhub.store.columns import CREDENTIALS_SET_ELSEWHERE
 from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
 
-__all__ = ["IdTakenError", "MoveRefusedError", "check_bridges", "check_moves"]
+__all__ = [
+    "IdTakenError",
+    "MoveRefusedError",
+    "check_bridges",
+    "check_moves",
+    "credentials_set_elsewhere",
+]
 
 _CHUNK = 500
 
@@ -94,3 +101,15 @@ async def check_bridges(conn: aiosqlite.Connection, devices: Sequence[Device]) -
     taken = bridge_conflicts(bridged, stored, on_bridges)
     if taken:
         raise BridgeTakenError(taken)
+
+
+async def credentials_set_elsewhere(conn: aiosqlite.Connection, ids: Sequence[str]) -> list[str]:
+    """Of `ids`, those whose SIP credentials were set in another municipality (after the write)."""
+    found: list[str] = []
+    unique = list(dict.fromkeys(ids))
+    for i in range(0, len(unique), _CHUNK):
+        chunk = unique[i : i + _CHUNK]
+        sql = CREDENTIALS_SET_ELSEWHERE.format(ids=",".join("?" * len(chunk)))
+        async with conn.execute(sql, chunk) as cur:
+            found.extend([r[0] async for r in cur])
+    return found

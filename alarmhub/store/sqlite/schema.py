@@ -347,4 +347,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE alarms ADD COLUMN trigger_ts TEXT;
     """,
+    # 18: the municipality a SCAIP device's credentials were set in. They keep working
+    # when the device moves (its genuine alarms must not be refused), but whoever in
+    # the old municipality knows the password could then send alarms and resets as
+    # the device into the new one's queue: a device listing says `set_before_move`
+    # until the new municipality sets them again. Existing rows: where the device is.
+    """
+    ALTER TABLE device_credentials ADD COLUMN municipality TEXT;
+    UPDATE device_credentials SET municipality =
+        (SELECT municipality FROM devices WHERE devices.id = device_credentials.device_id);
+    """,
 ]

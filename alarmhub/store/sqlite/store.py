@@ -30,7 +30,7 @@ from alarmhub.store.columns import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
     DEVICE_COLUMNS,
-    DEVICE_KEYS,
+    DEVICE_LISTING,
     DEVICE_UPDATABLE,
     device_from_row,
 )
@@ -38,7 +38,11 @@ from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.ports import AlarmStore, DecidedRow
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.batch_rows import batch_rows, write_batch
-from alarmhub.store.sqlite.device_moves import check_bridges, check_moves
+from alarmhub.store.sqlite.device_moves import (
+    check_bridges,
+    check_moves,
+    credentials_set_elsewhere,
+)
 from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import select_priors
 from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
@@ -298,14 +302,17 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
-    ) -> None:
+    ) -> list[str]:
         """Insert or update devices, all or none; columns in `keep` stay as they are.
 
         A device with open alarms is never moved to another municipality: the whole
         write is refused with :class:`MoveRefusedError`, naming them (core/moves.py).
         An id registered outside `existing_in` (when given) refuses the whole write
-        with :class:`IdTakenError`. `audit` is required and written in the same
+        with :class:`IdTakenError`; a device on another municipality's bridge with
+        :class:`BridgeTakenError`. `audit` is required and written in the same
         transaction: a change and who made it commit together or not at all.
+        Returns the written ids whose SIP credentials were set in another
+        municipality (moved): the caller tells the person to have them set again.
         """
         rows = [
             (
@@ -338,13 +345,15 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
             )
             if audit:
                 await self._conn.executemany(INSERT_AUDIT, [audit_row(e) for e in audit])
+            stale = await credentials_set_elsewhere(self._conn, [d.id for d in devices])
             await self._conn.execute("COMMIT")
         except BaseException:
             await self._rollback()
             raise
+        return stale
 
     async def list_devices(self, municipality: str | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {', '.join(DEVICE_KEYS)} FROM devices"
+        sql = f"SELECT {DEVICE_LISTING} FROM devices"
         params: tuple[Any, ...] = ()
         if municipality is not None:
             sql += " WHERE municipality = ?"

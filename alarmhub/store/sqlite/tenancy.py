@@ -21,7 +21,7 @@ from alarmhub.core.tenancy import AlarmFilter, DeviceFilter, Scope
 from alarmhub.store.columns import (
     ALARM_COLUMNS,
     DEAD_LETTER_KEYS,
-    DEVICE_KEYS,
+    DEVICE_LISTING,
     FIRST_ACKNOWLEDGED,
     SILENCE_KEYS,
 )
@@ -162,7 +162,7 @@ def page_devices(conn: sqlite3.Connection, scope: Scope, f: DeviceFilter) -> lis
     if f.after is not None:
         cond += " AND (municipality, id) > (?, ?)"
         params += list(f.after)
-    sql = f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond} ORDER BY municipality, id"
+    sql = f"SELECT {DEVICE_LISTING} FROM devices WHERE {cond} ORDER BY municipality, id"
     if f.limit is not None:
         sql += " LIMIT ?"
         params.append(f.limit)
@@ -171,9 +171,7 @@ def page_devices(conn: sqlite3.Connection, scope: Scope, f: DeviceFilter) -> lis
 
 def get_device(conn: sqlite3.Connection, scope: Scope, device_id: str) -> dict[str, Any] | None:
     cond, params = _where(scope, "municipality", [("id = ?", device_id)])
-    row = conn.execute(
-        f"SELECT {', '.join(DEVICE_KEYS)} FROM devices WHERE {cond}", params
-    ).fetchone()
+    row = conn.execute(f"SELECT {DEVICE_LISTING} FROM devices WHERE {cond}", params).fetchone()
     return device_dict(row) if row else None
 
 

@@ -248,7 +248,7 @@ async def import_devices(request: Request, ctx: Ctx, scope: ManageDevices) -> Im
         # An id registered in a municipality the caller does not manage is
         # refused inside the write's own transaction (issue 13 item 5): checked
         # before it, two imports of one new id could both pass and both write.
-        await ctx.hub.register_devices(
+        stale = await ctx.hub.register_devices(
             devices,
             keep=preserved_columns(text),
             audit=entries,
@@ -275,7 +275,9 @@ async def import_devices(request: Request, ctx: Ctx, scope: ManageDevices) -> Im
             f"nothing imported: {len(exc.taken)} device(s) on another municipality's bridge",
             rows=bridge_errors(devices, exc.taken),
         ) from None
-    return ImportResult(imported=len(devices))
+    # Moved devices whose SIP password is still the one their old municipality set:
+    # kept (their alarms must not be refused), so say loudly that it wants setting.
+    return ImportResult(imported=len(devices), rotate_credentials=stale or None)
 
 
 async def get_device(device: DeviceInScope) -> DeviceOut:
@@ -380,6 +382,7 @@ def router() -> APIRouter:
         import_devices,
         methods=["POST"],
         response_model=ImportResult,
+        response_model_exclude_none=True,
         openapi_extra=_CSV_BODY,
         responses=responses(400, 409, 413),
     )
