@@ -312,7 +312,6 @@ class PostgresStore(PgJournalRows):
         return (str(row[0]), str(row[1])) if row else None
 
     # --- escalation and the outbox ----------------------------------------
-
     async def fired_keys(self, alarm_ids: Iterable[str]) -> dict[str, set[DeadlineKey]]:
         wanted = list(alarm_ids)
         sql = "SELECT alarm_id, round, step FROM escalations WHERE alarm_id = ANY($1::text[])"
@@ -322,11 +321,9 @@ class PostgresStore(PgJournalRows):
     async def commit_decisions(
         self, rows: Sequence[DecidedRow], decided_at: datetime
     ) -> list[bool]:
-        """Record decided deadlines with their effects, in one transaction.
-
-        Per row, whether it was recorded now: False when the step was decided before
-        (an earlier life, another instance) and its effects were not written again.
-        """
+        """Record decided deadlines with their effects, in one transaction. Per row, whether
+        it was recorded now: False when the step was decided before (an earlier life,
+        another instance) and its effects were not written again."""
         grant = self._owner_grant()
         async with transaction(self.pool) as conn:
             await self._fence(conn, grant)
