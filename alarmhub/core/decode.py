@@ -213,12 +213,12 @@ def _decode_scaip(
     read = scaip_payload(raw.payload, device.id, limits.max_payload_bytes)
     if isinstance(read, Rejected):
         return read
-    payload, details = read
+    payload, details, dropped = read
     decoded = _decode_mapped(payload, raw, device, profile, limits)
     if isinstance(decoded, Rejected):
         return decoded
     events = tuple(replace(e, fields={**e.fields, DETAILS: details}) for e in decoded.events)
-    return replace(decoded, events=events)
+    return replace(decoded, events=events, dropped=(*dropped, *decoded.dropped))
 
 
 def _backlog(decoded: Decoded, queued_since: datetime) -> Decoded:

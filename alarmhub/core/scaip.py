@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from alarmhub.core.model import Rejected, RejectReason, ScaipVoice
+from alarmhub.core.model import Dropped, Rejected, RejectReason, ScaipVoice
 
 # The profile format whose messages are SCAIP requests (devices/scaip/profile.toml).
 SCAIP_FORMAT = "scaip"
@@ -89,6 +89,9 @@ class Request:
     ite: str | None = None
     cha: int | None = None
     ver: str | None = None
+    # Elements left out (bad, or a second copy) or changed (cut, made printable), each
+    # with its reason: recorded on the inbox row like an MQTT message's dropped fields.
+    dropped: tuple[Dropped, ...] = ()
 
     @property
     def msg_id(self) -> str:
@@ -195,20 +198,24 @@ def answer_for(
 
 # (lowest, highest) of each code, from the code tables; the vendors' own 0900-0999
 # are allowed where the tables reserve them.
+# `dty` and `stc` are kept whatever their value (a device type or status code the tables
+# do not list is still a device's request: the profile maps it); the others, shown to the
+# operator only, are left out when outside their table.
 _RANGES: dict[str, tuple[tuple[int, int], ...]] = {
-    "dty": ((0, 51),),
-    "stc": ((0, 127), (900, 999)),
     "pri": ((0, 9),),
     "dco": ((0, 29),),
     "lco": ((0, 52),),
     "ico": ((0, 999),),
     "cha": ((0, 1),),
 }
-_MAX_DIGITS = 4
+_MAX_DIGITS = 4  # significant digits of a code (any number of leading zeros)
+_IDENTITY = ("ref", "cid", "dty")  # twice is refused: which request is it?
+# Elements a request holds once; a second copy of one is left out (recorded).
 _SINGLE = (
-    "ref", "cid", "dty", "mty", "stc", "stt", "pri", "hbo", "did", "dco", "dte",
+    "mty", "stc", "stt", "pri", "hbo", "did", "dco", "dte",
     "lco", "lva", "lte", "ico", "ite", "cha", "ver", "lge",
 )  # fmt: skip
+_MESSAGE_TYPES = {t.value: t for t in MessageType}
 _MAX_CID = 32
 _MAX_REF = 16
 
@@ -260,7 +267,7 @@ def _parse_xml(body: bytes, max_bytes: int) -> Element | ScaipRejected:
     return root
 
 
-def _texts(root: Element) -> dict[str, list[str]] | ScaipRejected:
+def _texts(root: Element) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
     for child in root:
         name = _local(child.tag)
@@ -269,24 +276,22 @@ def _texts(root: Element) -> dict[str, list[str]] | ScaipRejected:
             values.setdefault(name, []).append(inner)
             continue
         values.setdefault(name, []).append((child.text or "").strip())
-    for name in _SINGLE:
-        if len(values.get(name, ())) > 1:
-            return ScaipRejected(Snu.WRONG_DATA, f"element <{name}> appears more than once")
     return values
 
 
 def parse_request(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> Request | ScaipRejected:
     """The request in a body, or the rejection (with its answer code) that says why not.
 
-    Checked in this order, so the code is the first thing wrong: size (1), XML and
-    root element (2), reference (10), mandatory `cid`/`dty` (7), values (3).
+    Only what identifies the request is checked strictly, in this order, so the code is
+    the first thing wrong: size (1), XML and root element (2), reference (10), mandatory
+    `cid`/`dty` (7), the identity's form (3). Every other element that is bad is left
+    out and named in `Request.dropped`, and the request is kept: one unreadable optional
+    element must not throw away a call for help (docs/scaip.md, "Partial requests").
     """
     root = _parse_xml(body, max_bytes)
     if isinstance(root, ScaipRejected):
         return root
     values = _texts(root)
-    if isinstance(values, ScaipRejected):
-        return values
     one = {name: texts[0] for name, texts in values.items()}
     ref = one.get("ref", "")
     if not ref:
@@ -295,94 +300,134 @@ def parse_request(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> Request | Sca
     for name in ("cid", "dty"):
         if not one.get(name):
             return ScaipRejected(Snu.MANDATORY_MISSING, f"missing element <{name}>", shown_ref)
-    problem = _check_identity(ref, one["cid"])
+    problem = _check_identity(ref, one["cid"], one["dty"], values)
     if problem is not None:
         return ScaipRejected(Snu.WRONG_DATA, problem, shown_ref, one["cid"][:_MAX_CID])
     return _request(ref, one, values)
 
 
-def _check_identity(ref: str, cid: str) -> str | None:
+def _check_identity(ref: str, cid: str, dty: str, values: dict[str, list[str]]) -> str | None:
+    """What makes the request the device's and this one: checked strictly."""
     if len(ref) > _MAX_REF or not (ref.isascii() and ref.isalnum()):
         return "<ref> must be 1-16 letters or digits"
     if len(cid) > _MAX_CID or not (cid.isascii() and cid.isdigit()):
         return f"<cid> must be 1-{_MAX_CID} digits"
+    if _digits(dty) is None:
+        return f"<dty> must be a code of at most {_MAX_DIGITS} digits"
+    for name in _IDENTITY:
+        if len(values.get(name, ())) > 1:
+            return f"element <{name}> appears more than once"
     return None
 
 
-def _request(
-    ref: str, one: dict[str, str], values: dict[str, list[str]]
-) -> Request | ScaipRejected:
-    cid = one["cid"]
-    codes: dict[str, int | None] = {}
-    for name in _RANGES:
-        code = _code(name, one.get(name))
-        if isinstance(code, str):
-            return ScaipRejected(Snu.WRONG_DATA, code, ref, cid)
-        codes[name] = code
+def _request(ref: str, one: dict[str, str], values: dict[str, list[str]]) -> Request:
+    dropped = [
+        _drop(name, f"element <{name}> appears more than once", "the first is kept")
+        for name in _SINGLE
+        if len(values.get(name, ())) > 1
+    ]
+    dty = _digits(one["dty"])
+    assert dty is not None  # checked with the identity
+    stc = _status_code(one.get("stc"), dropped)
+    codes: dict[str, Any] = {name: _code(name, one.get(name), dropped) for name in _RANGES}
     mty_text = one.get("mty", "") or MessageType.MESSAGE.value
-    try:
-        mty = MessageType(mty_text.upper())
-    except ValueError:
-        return ScaipRejected(
-            Snu.WRONG_DATA, f"<mty> {mty_text[:8]!r} is not ME, IN, RE or PI", ref, cid
+    mty = _MESSAGE_TYPES.get(mty_text.upper())
+    if mty is None:
+        dropped.append(
+            _drop("mty", f"<mty> {mty_text[:8]!r} is not ME, IN, RE or PI", "read as ME")
         )
-    hbo = one.get("hbo", "")
-    if hbo and not (hbo.isdigit() and len(hbo) <= _MAX_DIGITS):
-        return ScaipRejected(Snu.WRONG_DATA, "<hbo> must be digits", ref, cid)
-    texts = _free_texts(one, values)
-    if isinstance(texts, str):
-        return ScaipRejected(Snu.WRONG_DATA, texts, ref, cid)
-    dty = codes.pop("dty")
-    assert dty is not None  # present: checked by the caller
+        mty = MessageType.MESSAGE
+    hbo_text = one.get("hbo", "")
+    hbo = _digits(hbo_text) if hbo_text else 0
+    if hbo is None:
+        dropped.append(_drop("hbo", f"<hbo> {hbo_text[:8]!r} is not digits", "read as no offer"))
+    texts = _free_texts(one, values, dropped)
     return Request(
-        ref=ref,
-        cid=cid,
-        dty=dty,
-        mty=mty,
-        hbo=bool(hbo) and int(hbo) == 1,
-        stc=codes["stc"],
-        pri=codes["pri"],
-        dco=codes["dco"],
-        lco=codes["lco"],
-        ico=codes["ico"],
-        cha=codes["cha"],
-        **texts,
-    )
+        ref=ref, cid=one["cid"], dty=dty, mty=mty, hbo=hbo == 1, stc=stc, **codes, **texts,
+        dropped=tuple(dropped),
+    )  # fmt: skip
 
 
-def _code(name: str, text: str | None) -> int | str | None:
-    """A code as an integer whatever its padding, or the sentence saying what is wrong."""
+def _digits(text: str) -> int | None:
+    """A code as an integer whatever its padding (`10`, `010`, `00010`), or None."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > _MAX_DIGITS:
+        return None
+    return int(text)
+
+
+def _drop(name: str, problem: str, instead: str) -> Dropped:
+    """An element left out of the request (or changed): recorded on its inbox row."""
+    return Dropped(name, RejectReason.BAD_VALUE, f"{problem}; {instead}")
+
+
+def _status_code(text: str | None, dropped: list[Dropped]) -> int | None:
+    """`stc` as an integer. A code outside the tables is kept: the profile raises the
+    button alarm for a code it does not name (better a spurious alarm than a call for
+    help taken for a status). An unreadable one is no status code: the standard's alarm."""
     if text is None or text == "":
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
-        return f"<{name}> must be a code of at most {_MAX_DIGITS} digits"
-    value = int(text)
-    if not any(lo <= value <= hi for lo, hi in _RANGES[name]):
-        ranges = ", ".join(f"{lo}-{hi}" for lo, hi in _RANGES[name])
-        return f"<{name}> {value} is outside the code table ({ranges})"
+    value = _digits(text)
+    if value is None:
+        dropped.append(_drop("stc", f"<stc> {text[:8]!r} is not a code", "read as none (an alarm)"))
     return value
 
 
-def _free_texts(one: dict[str, str], values: dict[str, list[str]]) -> dict[str, Any] | str:
+def _code(name: str, text: str | None, dropped: list[Dropped]) -> int | None:
+    """An optional code within its table, or None (recorded) when it is not one."""
+    if text is None or text == "":
+        return None
+    value = _digits(text)
+    if value is None:
+        dropped.append(_drop(name, f"<{name}> {text[:8]!r} is not a code", "left out"))
+    elif not any(lo <= value <= hi for lo, hi in _RANGES[name]):
+        ranges = ", ".join(f"{lo}-{hi}" for lo, hi in _RANGES[name])
+        problem = f"<{name}> {value} is outside the code table ({ranges})"
+        dropped.append(_drop(name, problem, "left out"))
+        value = None
+    return value
+
+
+def _text(name: str, text: str, dropped: list[Dropped]) -> str:
+    """A free text made printable and at most MAX_TEXT long.
+
+    Whitespace of any kind (a newline, a tab, a no-break space) is a space: a location
+    text over two lines is the same text, so that is not recorded. Other characters that
+    cannot be shown (control or format characters) become a space, and a text cut to
+    MAX_TEXT, are recorded: something the device sent is not shown as sent.
+    """
+    spaced = " ".join(text.split())
+    shown = "".join(c if c.isprintable() else " " for c in spaced)
+    if shown != spaced:
+        dropped.append(_drop(name, f"<{name}> holds unprintable characters", "each made a space"))
+    if len(shown) > MAX_TEXT:
+        dropped.append(_drop(name, f"<{name}> is {len(shown)} characters", f"cut to {MAX_TEXT}"))
+        shown = shown[:MAX_TEXT]
+    return shown
+
+
+def _free_texts(
+    one: dict[str, str], values: dict[str, list[str]], dropped: list[Dropped]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("stt", "did", "dte", "lva", "lte", "ite", "ver"):
-        text = one.get(name)
-        if text is None or text == "":
-            continue
-        if len(text) > MAX_TEXT or not text.isprintable():
-            return f"<{name}> must be printable text of at most {MAX_TEXT} characters"
-        out[name] = text
-    crd = tuple(c for c in values.get("crd", ()) if c)
-    if len(crd) > MAX_CALLBACKS or any(len(c) > MAX_TEXT or not c.isprintable() for c in crd):
-        return f"<crd>: at most {MAX_CALLBACKS} printable addresses"
-    out["crd"] = crd
+        text = _text(name, one.get(name) or "", dropped)
+        if text:
+            out[name] = text
+    crd = [" ".join(c.split()) for c in values.get("crd", ()) if c.strip()]
+    kept = tuple(c for c in crd if len(c) <= MAX_TEXT and c.isprintable())
+    if len(kept) < len(crd):
+        dropped.append(_drop("crd", "a <crd> is unprintable or too long", "that one left out"))
+    if len(kept) > MAX_CALLBACKS:
+        dropped.append(
+            _drop("crd", f"{len(kept)} <crd> elements", f"the first {MAX_CALLBACKS} kept")
+        )
+    out["crd"] = kept[:MAX_CALLBACKS]
     lge = one.get("lge")
     if lge:
         parts = tuple(tuple(p.split("=", 1)) for p in lge.split(";") if "=" in p)
-        kept = tuple((k, v) for k, v in parts if k in {"geo", "tim", "gga"} and v)
-        if any(len(v) > MAX_TEXT or not v.isprintable() for _, v in kept):
-            return f"<lge> must hold printable text of at most {MAX_TEXT} characters"
-        out["lge"] = kept
+        out["lge"] = tuple(
+            (k, _text(f"lge/{k}", v, dropped)) for k, v in parts if k in {"geo", "tim", "gga"} and v
+        )
     return out
 
 
@@ -425,8 +470,9 @@ _REASONS = {
 
 def scaip_payload(
     body: bytes, device_id: str, max_bytes: int
-) -> tuple[dict[str, Any], dict[str, Any]] | Rejected:
-    """For the decoder: the values the profile maps and the details kept on the events.
+) -> tuple[dict[str, Any], dict[str, Any], tuple[Dropped, ...]] | Rejected:
+    """For the decoder: the values the profile maps, the details kept on the events, and
+    the elements left out (the message is stored "partial", like an MQTT one).
 
     `device_id` is who sent the body (the authenticated SIP user, as the topic
     `scaip/<cid>` names it): a body naming another `cid` is not believed.
@@ -443,4 +489,4 @@ def scaip_payload(
             device_id,
             request.msg_id,
         )
-    return request.fields(), request.details()
+    return request.fields(), request.details(), request.dropped

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from alarmhub.config.profiles import load_catalog
 from alarmhub.config.rules import RulesError, parse_rules
+from alarmhub.core.decode import DecodeLimits, decode
 from alarmhub.core.device_settings import (
     SettingsInvalidError,
     parse_settings,
     settings_json,
 )
-from alarmhub.core.model import Rejected, RejectReason, ScaipVoice
+from alarmhub.core.model import (
+    Decoded,
+    Device,
+    DeviceKind,
+    EventType,
+    RawMessage,
+    Rejected,
+    RejectReason,
+    ScaipVoice,
+)
 from alarmhub.core.scaip import (
     MAX_BODY_BYTES,
     Answer,
@@ -113,14 +125,9 @@ BAD = [
     ("ref too long", mrq(f"<ref>{'A' * 17}</ref><cid>{CID}</cid><dty>3</dty>"), Snu.WRONG_DATA, "<ref>"),
     ("ref not alphanumeric", mrq(f"<ref>a-b</ref><cid>{CID}</cid><dty>3</dty>"), Snu.WRONG_DATA, "<ref>"),
     ("cid not digits", mrq("<ref>1</ref><cid>abc</cid><dty>3</dty>"), Snu.WRONG_DATA, "<cid>"),
-    ("dty out of table", mrq(BASE + "<dty>0052</dty>"), Snu.WRONG_DATA, "<dty> 52"),
-    ("stc out of table", mrq(BASE + "<dty>3</dty><stc>0500</stc>"), Snu.WRONG_DATA, "<stc> 500"),
-    ("stc not a number", mrq(BASE + "<dty>3</dty><stc>ten</stc>"), Snu.WRONG_DATA, "<stc>"),
-    ("stc too many digits", mrq(BASE + "<dty>3</dty><stc>00010</stc>"), Snu.WRONG_DATA, "<stc>"),
-    ("pri out of range", mrq(BASE + "<dty>3</dty><pri>10</pri>"), Snu.WRONG_DATA, "<pri>"),
-    ("unknown mty", mrq(BASE + "<dty>3</dty><mty>XX</mty>"), Snu.WRONG_DATA, "<mty>"),
-    ("two stc", mrq(BASE + "<dty>3</dty><stc>10</stc><stc>19</stc>"), Snu.WRONG_DATA, "more than once"),
-    ("long text", mrq(BASE + "<dty>3</dty><stt>" + "x" * 300 + "</stt>"), Snu.WRONG_DATA, "<stt>"),
+    ("dty not a code", mrq(BASE + "<dty>pendant</dty>"), Snu.WRONG_DATA, "<dty>"),
+    ("two refs", mrq(BASE + "<ref>R2</ref><dty>3</dty>"), Snu.WRONG_DATA, "<ref> appears more"),
+    ("two cids", mrq(BASE + "<cid>1</cid><dty>3</dty>"), Snu.WRONG_DATA, "<cid> appears more"),
 ]  # fmt: skip
 
 
@@ -132,6 +139,52 @@ def test_bad_bodies_are_rejections_with_their_answer_code(
     assert isinstance(result, ScaipRejected), what
     assert result.snu is snu, result
     assert words in result.detail
+
+
+# A genuine request with one bad optional element: the element is left out (or made
+# printable, or cut) and named in `dropped`; the request, its alarm, is kept.
+# (what, the elements after ref/cid, what the request holds, the dropped fields)
+KEPT: list[tuple[str, str, dict[str, object], list[str]]] = [
+    ("newline in lte", "<lte>Bathroom\nfloor</lte>", {"lte": "Bathroom floor"}, []),
+    ("tab in stt", "<stt>Manual\talarm</stt>", {"stt": "Manual alarm"}, []),
+    ("no-break space in ite", "<ite>Key\u00a0box</ite>", {"ite": "Key box"}, []),
+    ("zero-width space in lte", "<lte>Hall\u200bway</lte>", {"lte": "Hall way"}, ["lte"]),
+    ("text over 256", "<lte>" + "x" * 300 + "</lte>", {"lte": "x" * 256}, ["lte"]),
+    ("pri 10", "<pri>10</pri>", {"pri": None}, ["pri"]),
+    ("lco 053", "<lco>053</lco>", {"lco": None}, ["lco"]),
+    ("cha 2", "<cha>2</cha>", {"cha": None}, ["cha"]),
+    ("dco not a code", "<dco>x</dco>", {"dco": None}, ["dco"]),
+    ("hbo yes", "<hbo>yes</hbo>", {"hbo": False}, ["hbo"]),
+    ("nine crd", "<crd>gsm:+4791234567</crd>" * 9, {"crd": ("gsm:+4791234567",) * 8}, ["crd"]),
+    ("a crd too long", f"<crd>sip:{'a' * 300}</crd><crd>no-voice:</crd>", {"crd": ("no-voice:",)},
+     ["crd"]),
+    ("two lge", "<lge><geo>59.9,10.7</geo></lge><lge><geo>1,2</geo></lge>",
+     {"lge": (("geo", "59.9,10.7"),)}, ["lge"]),
+    ("two stc", "<stc>10</stc><stc>19</stc>", {"stc": 10}, ["stc"]),
+    # Status codes and device types the tables do not list are kept: the profile maps
+    # them (an unknown stc raises the button alarm, an unknown dty is "any device").
+    ("stc 0500", "<stc>0500</stc>", {"stc": 500}, []),
+    ("stc 00010", "<stc>00010</stc>", {"stc": 10}, []),
+    ("stc not a code", "<stc>ten</stc>", {"stc": None}, ["stc"]),
+    ("unknown mty", "<mty>XX</mty>", {"mty": MessageType.MESSAGE}, ["mty"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "inner", "held", "dropped"), KEPT, ids=[k[0] for k in KEPT])
+def test_a_bad_optional_element_is_dropped_and_the_request_kept(
+    what: str, inner: str, held: dict[str, object], dropped: list[str]
+) -> None:
+    request = parse_request(mrq(BASE + "<dty>0003</dty>" + inner))
+    assert isinstance(request, Request), (what, request)
+    assert {name: getattr(request, name) for name in held} == held
+    assert [d.field for d in request.dropped] == dropped
+    assert all(d.reason is RejectReason.BAD_VALUE for d in request.dropped)
+
+
+def test_an_unlisted_device_type_is_kept() -> None:
+    request = parse_request(mrq(BASE + "<dty>0052</dty><stc>0010</stc>"))
+    assert isinstance(request, Request)
+    assert (request.dty, request.stc, request.dropped) == (52, 10, ())
 
 
 def test_a_rejection_echoes_a_readable_ref() -> None:
@@ -270,3 +323,35 @@ def test_device_settings_round_trip_and_refuse_bad_values() -> None:
     assert settings_json(settings) == data
     with pytest.raises(SettingsInvalidError, match=r"scaip\.cre"):
         parse_settings({"scaip": {"cre": 0}})
+
+
+# ---- through the decoder and the shipped profile ---------------------------------------
+
+CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "devices")
+PENDANT = Device(CID, DeviceKind.SAFETY_ALARM, "0301", profile="scaip")
+AT = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("inner", "event", "note", "dropped"),
+    [
+        ("<stc>0010</stc><lte>Bathroom\nfloor</lte><pri>10</pri>", EventType.BUTTON_PRESSED,
+         None, ["pri"]),
+        ("<stc>0500</stc>", EventType.BUTTON_PRESSED, "unrecognised button action: 500", []),
+        ("<stc>ten</stc>", EventType.BUTTON_PRESSED, None, ["stc"]),
+        ("<mty>PI</mty><stc>0500</stc><hbo>yes</hbo>", EventType.HEARTBEAT, None, ["hbo"]),
+    ],
+)  # fmt: skip
+def test_a_partial_request_is_its_event_with_what_was_dropped(
+    inner: str, event: EventType, note: str | None, dropped: list[str]
+) -> None:
+    """The profile's rule "better a spurious alarm than a call for help taken for a
+    status" holds for SCAIP too: a request with a bad optional element, or a status code
+    the tables do not list, is the alarm, and what was left out is on the message."""
+    body = mrq(BASE + "<dty>0003</dty>" + inner)
+    decoded = decode(RawMessage(f"scaip/{CID}", body, AT), {CID: PENDANT}, CATALOG, DecodeLimits())
+    assert isinstance(decoded, Decoded), decoded
+    [got] = decoded.events
+    assert got.type is event
+    assert got.fields.get("note") == note
+    assert [d.field for d in decoded.dropped] == dropped

@@ -151,7 +151,7 @@ BAD = [
     ("not XML", b"ref=1;stc=10", "2", "malformed_xml"),
     ("entity expansion", b'<!DOCTYPE m [<!ENTITY a "aa">]><mrq><ref>&a;</ref></mrq>', "2",
      "malformed_xml"),
-    ("out of the code table", mrq("R3", "<stc>0500</stc>"), "3", "bad_value"),
+    ("dty not a code", mrq("R3", dty="pendant"), "3", "bad_value"),
     ("no dty", f"<mrq><ref>R7</ref><cid>{CID}</cid></mrq>".encode(), "7", "missing_field"),
     ("no ref", f"<mrq><cid>{CID}</cid><dty>3</dty></mrq>".encode(), "10", "missing_field"),
     ("too long", mrq("R1", "<stt>" + "x" * 20_000 + "</stt>"), "1", "oversized"),
@@ -176,6 +176,34 @@ async def test_each_rejection_is_answered_its_code_and_dead_lettered(
         assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 0
         assert any(e["event"] == "message.dead_lettered" for e in logs)
         assert hub.metrics.scaip_requests.labels("unknown", "2")._value.get() == 2
+
+
+async def test_a_bad_optional_element_keeps_the_alarm_and_is_recorded(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """One bad optional element (a newline, a code outside its table, an unknown status
+    code) used to refuse the whole request with `snu=3`: the device ended the session and
+    no alarm was raised. Now the alarm is raised, answered 0, and what was left out is on
+    the inbox row ("partial"), as for an MQTT message."""
+    async with running(tmp_path, broker, client_id) as hub:
+        await hub.register_new_device(scaip_device(), audit=())
+        bodies = [
+            mrq("N1", "<stc>0010</stc><lte>Bathroom\nfloor</lte><pri>10</pri><hbo>yes</hbo>"),
+            mrq("N2", "<stc>0500</stc>", dty="0052"),
+        ]
+        for body in bodies:
+            assert answer(await hub.scaip(inbound(body)))["snu"] == "0"
+        rows = db_rows(tmp_path / "alarmhub.db", "SELECT msg_id, reason, detail FROM inbox")
+        assert [(m, r) for m, r, _ in rows] == [("N1", "partial"), ("N2", None)]
+        assert "<pri> 10" in rows[0][2]
+        assert "<hbo>" in rows[0][2]
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM inbox WHERE verdict='rejected'") == 0
+        [alarm] = hub.state.alarms.by_id.values()  # both presses: one button alarm
+        assert (alarm.kind, alarm.repeat_count) == ("button", 1)
+        [(events,)] = db_rows(
+            tmp_path / "alarmhub.db", "SELECT events FROM inbox WHERE msg_id = 'N1'"
+        )
+        assert "Bathroom floor" in events
 
 
 async def test_a_forged_cid_is_refused_with_403_and_raises_nothing(

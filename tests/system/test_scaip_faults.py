@@ -247,7 +247,7 @@ async def test_hostile_input_is_refused_or_dead_lettered_and_the_daemon_lives(
                 "broken": a.send("bad1", {}, None, body=b"<mrq><ref>bad1</ref><cid>" + me.encode()),
                 "entities": a.send("bad2", {}, None, body=BILLION_LAUGHS),
                 "not_mrq": a.send("bad3", {}, None, body=b"<mrs><ref>bad3</ref></mrs>"),
-                "wrong_data": a.alarm("bad4", stc="0500"),
+                "wrong_data": a.send("bad4", {}, None, body=mrq(ref="bad4", cid=me, dty="x")),
                 "no_dty": a.send("bad5", {}, None, body=mrq(ref="bad5", cid=me)),
                 "content_type": a.send(
                     "bad6",
