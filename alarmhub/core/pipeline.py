@@ -73,6 +73,9 @@ class MessageOutcome:
     # The municipality a dead letter's stray alarm went to (core/strays.py): its
     # inbox row is that municipality's, so its operators see the message.
     municipality: str | None = None
+    # A redelivery's: the alarms its stored copy raised or joined (core/dedup.py Prior),
+    # so a SCAIP resend is answered about its alarm after a HOLD or a restart too.
+    earlier_alarm_ids: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -175,6 +178,7 @@ def process_batch(
         effects.messages.append(outcome)
         if not identity.is_new:
             outcome.verdict = Verdict.REDELIVERY
+            outcome.earlier_alarm_ids = prior.alarm_ids if prior is not None else ()
             continue
         effects.device_seen[result.device.id] = raw.received_at
         # A message id seen before but new again (reused, past the window) raises
@@ -292,9 +296,8 @@ def _judge_event(
         decision = _new_alarm(decision, device, rule, working, ctx, effects, now)
     _set_aside(active, decision, effects, working)
     _record(decision, effects, working)
-    return EventOutcome(
-        event, decision.verdict, decision.alarm.id if decision.alarm else None, rule.name
-    )
+    alarm_id = decision.alarm.id if decision.alarm else None
+    return EventOutcome(event, decision.verdict, alarm_id, rule.name)
 
 
 def _strays(
@@ -356,11 +359,8 @@ def _new_alarm(
         now,
     )
     if verdict.tag is None:
-        return (
-            decision
-            if alarm is decision.alarm
-            else Decision(decision.verdict, alarm, decision.timeline)
-        )
+        same = alarm is decision.alarm
+        return decision if same else Decision(decision.verdict, alarm, decision.timeline)
     alarm = amended(alarm, suppressed_by=verdict.tag)
     if verdict.incident is not None:
         is_new = working.get(verdict.incident.id) is None

@@ -28,12 +28,11 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 
 from alarmhub.clock import Clock
-from alarmhub.core.model import Alarm, AlarmState, Device, RawMessage, ScaipVoice
+from alarmhub.core.model import AlarmState, Device, RawMessage, ScaipVoice
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.scaip import (
     MAX_BODY_BYTES,
     Answer,
-    AnswerMode,
     MessageType,
     Request,
     ScaipRejected,
@@ -54,7 +53,7 @@ log = structlog.get_logger("alarmhub.scaip")
 
 TOPIC_PREFIX = "scaip/"  # + the authenticated device id: the profile's topic
 MAX_PENDING = 10_000  # requests queued for a commit; beyond it, HOLD without queueing
-MAX_REMEMBERED = 100_000  # (cid, ref) -> alarm of a request, for the answers to its resends
+MAX_REMEMBERED = 100_000  # alarm -> the voice an operator chose for its device
 _ALARM_TYPES = frozenset({MessageType.MESSAGE, MessageType.INFORMATION})
 
 
@@ -134,9 +133,6 @@ class ScaipIntake:
         # As the decoder reads it (core/scaip.py scaip_payload).
         self._max_body = min(settings.max_payload_bytes, MAX_BODY_BYTES)
         self._once = OncePer(60.0)
-        # The alarm each (cid, ref) raised or joined, for the answer to its resends (their
-        # outcome is a redelivery, which names no alarm). Bounded, oldest forgotten first.
-        self._alarm_of: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._hbi_told: dict[str, int] = {}  # the heartbeat interval each device was last sent
         # The voice parameters an operator chose on taking an alarm (hold_until_taken):
         # the answer to the device's next resend carries exactly these. Bounded; kept in
@@ -213,11 +209,12 @@ class ScaipIntake:
             return Answer(request.ref, Snu.HANDLED)
         policy = self._state.rules.scaip_policy(device.municipality)
         waiting, voice = None, device.settings.scaip_voice
-        if request.mty in _ALARM_TYPES:
-            alarm = self._alarm(request, outcome, device, policy.answer)
-            waiting = None if alarm is None else alarm.state is AlarmState.OPEN
-            if alarm is not None:
-                voice = self._voice_of.get(alarm.id, voice)  # the operator's choice wins
+        alarm_id = _alarm_of(outcome) if request.mty in _ALARM_TYPES else None
+        if alarm_id is not None:
+            alarm = self._state.alarms.get(alarm_id)
+            # Not in memory: resolved since, so nobody is to be waited for.
+            waiting = alarm is not None and alarm.state is AlarmState.OPEN
+            voice = self._voice_of.get(alarm_id, voice)  # the operator's choice wins
         return answer_for(
             request,
             alarm_waiting=waiting,
@@ -225,27 +222,6 @@ class ScaipIntake:
             voice=voice,
             hbi=self._hbi(request, device),
         )
-
-    def _alarm(
-        self, request: Request, outcome: MessageOutcome, device: Device, mode: AnswerMode
-    ) -> Alarm | None:
-        """The alarm the request raised or joined: from its outcome, or remembered for a resend."""
-        key = (device.id, request.ref)
-        alarm_id = next((e.alarm_id for e in outcome.events if e.alarm_id), None)
-        if alarm_id is not None:
-            self._alarm_of[key] = alarm_id
-            while len(self._alarm_of) > MAX_REMEMBERED:
-                self._alarm_of.popitem(last=False)
-        else:
-            alarm_id = self._alarm_of.get(key)
-        if alarm_id is not None:
-            return self._state.alarms.get(alarm_id)
-        if mode is AnswerMode.HOLD_UNTIL_TAKEN:
-            # A resend after a restart: the device's newest active alarm stands in for it.
-            mine = [a for a in self._state.alarms.by_id.values() if a.device_id == device.id]
-            active = [a for a in mine if a.is_active]
-            return max(active, key=lambda a: a.raised_at) if active else None
-        return None
 
     def _hbi(self, request: Request, device: Device) -> int | None:
         """The heartbeat interval to tell a device that accepts one, when it was not told it yet."""
@@ -278,3 +254,17 @@ class ScaipIntake:
                 pending=self.source.pending,
                 similar_since_last_log=suppressed,
             )
+
+
+def _alarm_of(outcome: MessageOutcome) -> str | None:
+    """The alarm a request raised or joined, or that its stored copy did (a redelivery).
+
+    A resend is a redelivery, which raises nothing: its alarm is the one dedup found
+    for the stored copy (core/dedup.py Prior, read from the inbox row), so the answer
+    is right whoever awaited the commit (a HOLD answered the first copy) and after a
+    restart. None: the request raised no alarm (a status), answered without voice.
+    """
+    found = next((e.alarm_id for e in outcome.events if e.alarm_id), None)
+    if found is None and outcome.earlier_alarm_ids:
+        found = outcome.earlier_alarm_ids[0]
+    return found

@@ -1,0 +1,126 @@
+"""The answer to a SCAIP resend, and when a resend is a new alarm (real Mosquitto, SQLite).
+
+A resend of a committed request is a redelivery: it raises nothing, so its answer must be
+built from the alarm its stored copy raised, whoever awaited that commit and whether or
+not alarmhub restarted since. And a `ref` the device uses again once that alarm was
+resolved (its counter restarted) is a new call for help, not a resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alarmhub.core.actions import Action
+from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.store.errors import StoreUnavailableError
+from tests.daemon.test_scaip_daemon import (
+    answer,
+    inbound,
+    mrq,
+    running,
+    scaip_device,
+    sqlite_count,
+)
+from tests.support.helpers import REPO, async_wait_until, db_rows
+
+pytestmark = pytest.mark.broker
+
+VOICE = {"scaip": {"mre": 1, "cre": 62, "tnu": "+4722000000"}}
+HANDLED = {"snu": "0", "mre": "1", "cre": "62", "tnu": "+4722000000"}
+
+
+def answered(tmp_path: Path) -> list[dict[str, Any]]:
+    """The `answered` timeline entries: what alarmhub records it sent."""
+    rows = db_rows(
+        tmp_path / "alarmhub.db",
+        "SELECT detail FROM timeline WHERE type = 'answered' ORDER BY rowid",
+    )
+    return [json.loads(detail) for (detail,) in rows]
+
+
+def sent(reply: dict[str, str]) -> dict[str, Any]:
+    """An answer as the timeline writes it (integers where the wire has digits)."""
+    return {k: (v if k in ("ref", "tnu") else int(v)) for k, v in reply.items()}
+
+
+async def test_the_resend_after_a_hold_carries_the_voice_parameters(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The request held while the store failed commits with nobody awaiting it; the
+    device's resend is a redelivery. Its `snu=0` carried no `mre`/`cre`/`tnu` (the resident
+    got no voice call) while the timeline recorded that they were sent."""
+    async with running(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
+        await hub.register_new_device(scaip_device(settings=VOICE), audit=())
+        failing = asyncio.Event()
+        failing.set()
+        commit = hub.store.commit_batch
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            if failing.is_set():
+                raise StoreUnavailableError("disk I/O error (test)")
+            return await commit(*args, **kwargs)
+
+        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        assert answer(await hub.scaip(inbound(mrq("V1"))))["snu"] == "4"
+        failing.clear()
+        assert await async_wait_until(
+            lambda: sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 1, 15
+        )
+        resend = answer(await hub.scaip(inbound(mrq("V1"))))
+        assert resend == {"ref": "V1", **HANDLED}
+        assert answered(tmp_path) == [sent(resend)]
+
+
+async def test_the_resend_after_a_restart_carries_the_voice_parameters(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """After a restart nothing is in memory: the alarm is the stored copy's."""
+    async with running(tmp_path, broker, client_id) as hub:
+        await hub.register_new_device(scaip_device(settings=VOICE), audit=())
+        first = answer(await hub.scaip(inbound(mrq("R1"))))
+        assert first == {"ref": "R1", **HANDLED}
+    async with running(tmp_path, broker, client_id) as hub:
+        # The device did not hear the answer (it left as the process stopped): it resends.
+        again = answer(await hub.scaip(inbound(mrq("R1"))))
+        assert again == first
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 1
+        assert answered(tmp_path) == [sent(first)]
+
+
+HOLD_RULES = """
+[municipalities.0301.scaip]
+answer = "hold_until_taken"
+"""
+
+
+async def test_held_after_a_restart_the_resend_is_answered_about_its_own_alarm(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Under hold_until_taken the device's newest active alarm stood in for a resend's
+    after a restart; a status request (a test, no alarm of its own) resent then was
+    held behind another alarm (in one process too). Each resend is now answered about
+    its own stored copy."""
+    rules = tmp_path / "rules.toml"
+    shipped = (REPO / "config" / "rules.toml").read_text()
+    rules.write_text(shipped + HOLD_RULES)
+    async with running(tmp_path, broker, client_id, rules=rules) as hub:
+        await hub.register_new_device(scaip_device(settings=VOICE), audit=())
+        assert answer(await hub.scaip(inbound(mrq("W1"))))["snu"] == "4"
+        assert answer(await hub.scaip(inbound(mrq("T1", "<stc>0102</stc>"))))["snu"] == "0"
+    async with running(tmp_path, broker, client_id, rules=rules) as hub:
+        assert answer(await hub.scaip(inbound(mrq("T1", "<stc>0102</stc>")))) == {
+            "ref": "T1",
+            "snu": "0",
+        }
+        assert answer(await hub.scaip(inbound(mrq("W1"))))["snu"] == "4"
+        [alarm_id] = [a.id for a in hub.state.alarms.by_id.values() if a.kind == "button"]
+        await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1", audit=())
+        taken = answer(await hub.scaip(inbound(mrq("W1"))))
+        assert taken == {"ref": "W1", **HANDLED}
+        # Recorded on taking it, without a ref: whichever request the device resends next.
+        assert answered(tmp_path)[-1] == {k: v for k, v in sent(taken).items() if k != "ref"}
