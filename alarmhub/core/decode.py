@@ -218,7 +218,8 @@ def _decode_scaip(
     if isinstance(decoded, Rejected):
         return decoded
     events = tuple(replace(e, fields={**e.fields, DETAILS: details}) for e in decoded.events)
-    return replace(decoded, events=events, dropped=(*dropped, *decoded.dropped))
+    dropped = (*dropped, *decoded.dropped)
+    return replace(decoded, events=events, dropped=dropped, ids_restart=True)
 
 
 def _backlog(decoded: Decoded, queued_since: datetime) -> Decoded:

@@ -21,7 +21,11 @@ So a message is the same message only when all of these hold:
   content hash, or a dead letter), nothing the first copy raised has been
   resolved since. Two identical presses of a Zigbee SOS button are identical
   bytes; once an operator resolved the first one's alarm, the second is a new
-  call for help, never a redelivery of the first.
+  call for help, never a redelivery of the first. A SCAIP request is judged the
+  same way: its `ref` is a counter that restarts (a battery change) and its body
+  carries no time, so a press after the restart is byte for byte an earlier one.
+  A device's genuine resends (every 5-20 s, for at most 30 minutes) are about an
+  alarm still active, and stay redeliveries.
 
 A redelivery must still be a no-op within the window (a crash between commit
 and acknowledgement makes the broker deliver again at reconnect), so the
@@ -110,7 +114,8 @@ def identify(
     """Decide whether a message is the `prior` one again.
 
     `by_content`: the message has no id of its own (a content hash or a dead
-    letter), so identical bytes are all that ties it to the prior one.
+    letter), or one the device restarts (a SCAIP `ref`), so identical bytes are
+    all that ties it to the prior one.
     `alarm_active(id)` says whether an alarm is still active now.
     `digest`: the sha256 of the whole payload when `payload` is only its first
     bytes (an oversized message, cut on arrival): compared instead of the bytes.

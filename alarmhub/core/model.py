@@ -304,6 +304,10 @@ class Decoded:
     # Fields or events left out because they failed validation: the message is
     # "partial", stored and judged with the rest (issue 12 item 10).
     dropped: tuple[Dropped, ...] = ()
+    # The device's ids restart (a SCAIP `ref` counter after a battery change) and its
+    # bodies carry no time: identical bytes are the same message only while what the
+    # first copy raised is still active (core/dedup.py).
+    ids_restart: bool = False
 
 
 @dataclass(frozen=True, slots=True)

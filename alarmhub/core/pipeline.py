@@ -221,8 +221,8 @@ def _identify(
         raw.payload,
         raw.received_at,
         window,
-        # A dead letter has no trustworthy id either: its bytes are its identity.
-        by_content=content_id or isinstance(result, Rejected),
+        # A dead letter has no trustworthy id either, nor a restarting SCAIP ref.
+        by_content=content_id or not isinstance(result, Decoded) or result.ids_restart,
         alarm_active=alarm_active,
         digest=raw.cut.sha256 if raw.cut is not None else None,
         retained=raw.retained,

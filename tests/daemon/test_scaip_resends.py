@@ -124,3 +124,30 @@ async def test_held_after_a_restart_the_resend_is_answered_about_its_own_alarm(
         assert taken == {"ref": "W1", **HANDLED}
         # Recorded on taking it, without a ref: whichever request the device resends next.
         assert answered(tmp_path)[-1] == {k: v for k, v in sent(taken).items() if k != "ref"}
+
+
+async def test_a_ref_used_again_after_its_alarm_was_resolved_is_a_new_alarm(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """A pendant whose ref counter restarts (a battery change) sends byte-identical
+    requests: the press after its first alarm was resolved was answered "handled" and
+    dropped as a redelivery for 24 h. A resend while the alarm is active still is one."""
+    async with running(tmp_path, broker, client_id) as hub:
+        await hub.register_new_device(scaip_device(settings=VOICE), audit=())
+        assert answer(await hub.scaip(inbound(mrq("1"))))["snu"] == "0"
+        assert answer(await hub.scaip(inbound(mrq("1"))))["snu"] == "0"  # a resend
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 1
+        [first] = list(hub.state.alarms.by_id)
+        await hub.act(first, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
+        again = answer(await hub.scaip(inbound(mrq("1"))))
+        assert again == {"ref": "1", **HANDLED}
+        rows = db_rows(tmp_path / "alarmhub.db", "SELECT id, state FROM alarms ORDER BY rowid")
+        assert [state for _, state in rows] == ["resolved", "open"]
+        [(identity,)] = db_rows(
+            tmp_path / "alarmhub.db",
+            "SELECT identity FROM inbox WHERE msg_id = '1' ORDER BY seq DESC LIMIT 1",
+        )
+        assert identity == "alarm_resolved"
+        # Its own resends are redeliveries of the new alarm.
+        assert answer(await hub.scaip(inbound(mrq("1")))) == again
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 2
