@@ -164,4 +164,4 @@ async def test_resent_and_duplicate_references_make_one_alarm(
         db = tmp_path / "alarmhub.db"
         assert db_count(db, "SELECT count(*) FROM inbox") == 1
         assert db_count(db, "SELECT count(*) FROM alarms WHERE repeat_count != 0") == 0
-        assert db_count(db, "SELECT count(*) FROM dead_letters") == 0
+        assert db_count(db, "SELECT count(*) FROM inbox WHERE verdict = 'rejected'") == 0

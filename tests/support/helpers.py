@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alarmhub.settings import Settings, load_settings
+from alarmhub.store.sqlite.migrations import KNOWN_VERSION, schema_version
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,10 +96,29 @@ def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
 
 
 def db_count(db: Path, sql: str, params: tuple[Any, ...] = ()) -> int:
+    """The count `sql` selects; 0 while a starting daemon has not created its schema yet.
+
+    Once the schema is complete, a query it cannot run (a table or column that does not
+    exist) is an error, not 0: `count(*) FROM dead_letters` (no such table) made an
+    assertion that could never fail.
+    """
     try:
         return int(db_rows(db, sql, params)[0][0])
     except sqlite3.OperationalError:
-        return 0  # the schema is not there yet
+        if _schema_complete(db):
+            raise
+        return 0  # the schema is not there yet (or the database is busy creating it)
+
+
+def _schema_complete(db: Path) -> bool:
+    try:
+        conn = sqlite3.connect(db, timeout=10)
+        try:
+            return schema_version(conn) >= KNOWN_VERSION
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
