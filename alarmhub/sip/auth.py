@@ -6,7 +6,7 @@ outcome into the SIP answer:
 
 - no credentials or malformed parameters: 401 with a fresh
   challenge per algorithm offered, by default SHA-256 first, then MD5 (RFC 8760
-  §2.4), `qop="auth"`. Some devices (SIPp 3.6 among them) answer only the first
+  §2.4), `qop="auth,auth-int"`. Some devices (SIPp 3.6 among them) answer only the first
   challenge and know only MD5: `ALARMHUB_SCAIP_DIGEST_ALGORITHMS=MD5,SHA-256`
   serves them;
 - our nonce, expired, or a nonce this process did not mint (a previous process's,
@@ -14,6 +14,12 @@ outcome into the SIP answer:
   `stale=true`, as RFC 7616 §3.3 says for an invalid nonce. The device answers it with
   the new nonce without a new password; without `stale`, a device that had just
   answered a challenge would take the second 401 for wrong credentials and give up;
+- a nonce count (`nc`) already used with the nonce (a captured header presented
+  again), or a nonce without qop used a second time: 401 with `stale=true` and a
+  fresh nonce, which a genuine device answers without its user (core/digest.py's
+  NonceUse); a digest `uri` other than the request's URI: 400 (RFC 7616 §3.4.6);
+- the credentials cannot be read (the store is down): 503 with `Retry-After`, the
+  SIP layer's HOLD: the device tries again, nothing is refused that may be genuine;
 - wrong password, unknown user, or credentials made for another realm: 403, all
   three alike (no user enumeration). 403 rather than a new 401: the credentials
   were read and judged wrong, and a device looping on 401 would retry the same
@@ -21,7 +27,8 @@ outcome into the SIP answer:
 
 Every failure is counted (`alarmhub_scaip_digest_failures_total{reason}`) and
 logged as `sip.auth_failed` with the username, the reason and the peer, never the
-response or anything derived from the password.
+response or anything derived from the password: once a minute per peer, with the
+number of failures left unlogged since (a flood of bad requests is one line a minute).
 """
 
 from __future__ import annotations
@@ -30,19 +37,24 @@ import secrets
 from dataclasses import dataclass
 
 import structlog
-from sipmessage import AuthChallenge, AuthParameters, Request
+from sipmessage import URI, AuthChallenge, AuthParameters, Request
 
 from alarmhub.clock import Clock
 from alarmhub.core.digest import (
     ALGORITHMS,
     NONCE_LIFETIME_S,
+    QOP_OFFERED,
     REFUSED,
+    Challenge,
     DigestOutcome,
+    NonceUse,
     check_nonce,
     check_response,
     mint_nonce,
+    nonce_count,
     read_authorization,
 )
+from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.sip.ports import CredentialsLookup
 
@@ -50,7 +62,11 @@ log = structlog.get_logger("alarmhub.sip")
 
 
 # Answered 401 with stale=true: the nonce, not the password, is what was wrong.
-_STALE = frozenset({DigestOutcome.STALE, DigestOutcome.BAD_NONCE})
+_STALE = frozenset({DigestOutcome.STALE, DigestOutcome.BAD_NONCE, DigestOutcome.REPLAYED})
+# When a device whose credentials could not be read should try again (SCAIP's HOLD
+# resends every 5-20 s; RFC 3261 §21.5.4).
+RETRY_AFTER_S = 5
+LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +74,7 @@ class Verdict:
     """The authenticated username, or the status and headers to answer with."""
 
     user: str | None
-    outcome: DigestOutcome
+    outcome: DigestOutcome | None  # None: the credentials could not be read
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -81,10 +97,13 @@ class Authenticator:
         self._metrics = metrics
         self._lifetime = nonce_lifetime_s
         self._secret = secrets.token_bytes(32)  # per process: nonces of another die here
+        self._used = NonceUse(nonce_lifetime_s)
+        self._failures_logged = OncePer(LOG_EVERY_S)
+        self._lookup_logged = OncePer(LOG_EVERY_S)
 
     def challenge(self, *, stale: bool = False) -> tuple[tuple[str, str], ...]:
         """One WWW-Authenticate header per algorithm, the preferred first."""
-        nonce = mint_nonce(self._secret, self._clock.now())
+        nonce = mint_nonce(self._secret, self._clock.now(), secrets.token_bytes(8))
         extra = {"stale": "true"} if stale else {}
         return tuple(
             (
@@ -93,7 +112,7 @@ class Authenticator:
                     AuthChallenge(
                         "Digest",
                         AuthParameters(
-                            realm=self.realm, nonce=nonce, algorithm=alg, qop="auth", **extra
+                            realm=self.realm, nonce=nonce, algorithm=alg, qop=QOP_OFFERED, **extra
                         ),
                     )
                 ),
@@ -116,33 +135,96 @@ class Authenticator:
         if isinstance(answer, DigestOutcome):
             return self._failed(answer, params.get("username"), request, peer)
         outcome = check_nonce(answer, self.realm, self._secret, self._clock.now(), self._lifetime)
+        if outcome is DigestOutcome.OK and not _same_uri(answer.uri, str(request.uri)):
+            outcome = DigestOutcome.URI_MISMATCH
         if outcome is DigestOutcome.OK:
-            stored = await self._lookup(answer.username)
-            outcome = check_response(answer, request.method, self.realm, stored)
-            if outcome is DigestOutcome.REALM_CHANGED and stored is not None:
-                log.warning(
-                    "sip.credentials_realm_changed",
-                    user=answer.username,
-                    stored_realm=stored.realm,
-                    realm=self.realm,
-                    hint="the realm setting changed: set the device's credentials again "
-                    "(alarmhub devices credentials)",
-                )
+            try:
+                outcome = await self._verify(answer, request)
+            except _UnavailableError as exc:
+                return self._unavailable(answer.username, exc.__cause__ or exc)
+        if outcome is DigestOutcome.OK and not self._used.use(
+            answer.nonce, nonce_count(answer.nc), self._clock.monotonic()
+        ):
+            # After the response matched, so a forger cannot burn a device's counts;
+            # synchronous, so two copies racing past the lookup cannot both pass.
+            outcome = DigestOutcome.REPLAYED
         if outcome is DigestOutcome.OK:
             return Verdict(answer.username, outcome)
         return self._failed(outcome, answer.username, request, peer)
+
+    async def _verify(self, answer: Challenge, request: Request) -> DigestOutcome:
+        try:
+            stored = await self._lookup(answer.username)
+        except Exception as exc:  # whatever the store raises when it cannot read
+            raise _UnavailableError from exc
+        outcome = check_response(answer, request.method, self.realm, stored, request.body)
+        if outcome is DigestOutcome.REALM_CHANGED and stored is not None:
+            log.warning(
+                "sip.credentials_realm_changed",
+                user=answer.username,
+                stored_realm=stored.realm,
+                realm=self.realm,
+                hint="the realm setting changed: set the device's credentials again "
+                "(alarmhub devices credentials)",
+            )
+        return outcome
+
+    def _unavailable(self, user: str, exc: BaseException) -> Verdict:
+        """The store could not say: 503 and Retry-After, the SIP layer's HOLD."""
+        say, suppressed = self._lookup_logged.should_log("lookup")
+        if say:
+            log.warning(
+                "sip.credentials_unavailable",
+                user=user,
+                error=f"{type(exc).__name__}: {exc}",
+                suppressed=suppressed,
+            )
+        return Verdict(None, None, 503, (("Retry-After", str(RETRY_AFTER_S)),))
 
     def _failed(
         self, outcome: DigestOutcome, user: str | None, request: Request, peer: str
     ) -> Verdict:
         self._metrics.scaip_digest_failures.labels(outcome.value).inc()
-        log.warning(
-            "sip.auth_failed",
-            reason=outcome.value,
-            user=user,
-            method=request.method,
-            peer=peer,
-        )
+        say, suppressed = self._failures_logged.should_log(peer)
+        if say:
+            log.warning(
+                "sip.auth_failed",
+                reason=outcome.value,
+                user=user,
+                method=request.method,
+                peer=peer,
+                suppressed=suppressed,
+            )
         if outcome in REFUSED:
             return Verdict(None, outcome, 403)
+        if outcome is DigestOutcome.URI_MISMATCH:
+            return Verdict(None, outcome, 400)
         return Verdict(None, outcome, 401, self.challenge(stale=outcome in _STALE))
+
+
+class _UnavailableError(Exception):
+    """The credentials lookup failed: the store could not answer."""
+
+
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    """Whether the digest `uri` names the server the request was sent to (RFC 7616 §3.4.6).
+
+    Scheme, host and port, not the user part: SIPp and other stacks put only the
+    server's address there (`sip:host:port`) whatever the Request-URI's user.
+    """
+    if digest_uri == request_uri:
+        return True
+    try:
+        a, b = URI.parse(digest_uri), URI.parse(request_uri)
+    except ValueError:
+        return False
+    return _server_of(a) == _server_of(b)
+
+
+def _server_of(uri: URI) -> tuple[str, str, int]:
+    scheme = uri.scheme.lower()
+    return (
+        scheme,
+        (uri.host or "").lower().strip("[]"),
+        uri.port or (5061 if scheme == "sips" else 5060),
+    )

@@ -12,6 +12,7 @@ from alarmhub.core.digest import (
     SHA256,
     Challenge,
     DigestOutcome,
+    NonceUse,
     check_nonce,
     check_response,
     credentials_for,
@@ -120,7 +121,7 @@ def _judge(params: dict[str, str], stored=CREDS, now=NOW, scheme="Digest") -> Di
             "Digest",
             DigestOutcome.UNSUPPORTED,
         ),
-        ("auth-int", _answer(qop="auth-int"), CREDS, NOW, "Digest", DigestOutcome.UNSUPPORTED),
+        ("auth-conf", _answer(qop="auth-conf"), CREDS, NOW, "Digest", DigestOutcome.UNSUPPORTED),
         ("qop without nc", _answer(nc=""), CREDS, NOW, "Digest", DigestOutcome.MALFORMED),
         (
             "other realm",
@@ -164,3 +165,65 @@ def test_no_qop_is_rfc_2069_compatible() -> None:
         "response": digest_response(MD5, h, "MESSAGE", "sip:x", nonce),
     }
     assert _judge(params) is DigestOutcome.OK
+
+
+# --- nonce counts (a captured header is used once) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uses", "verdicts"),
+    [
+        # (nonce, nc or None for no qop, monotonic time)
+        ([("n", 1, 0), ("n", 1, 1)], [True, False]),  # the same count again: a replay
+        ([("n", 1, 0), ("n", 2, 1), ("n", 3, 2)], [True, True, True]),  # a device counting
+        ([("n", 3, 0), ("n", 2, 1), ("n", 2, 2)], [True, True, False]),  # out of order, once
+        ([("n", 100, 0), ("n", 36, 1)], [True, False]),  # below the window: refused
+        ([("n", None, 0), ("n", None, 1)], [True, False]),  # RFC 2069: one use per nonce
+        ([("n", 1, 0), ("m", 1, 1)], [True, True]),  # counts are per nonce
+        ([("n", 1, 0), ("n", 1, NONCE_LIFETIME_S + 1)], [True, True]),  # forgotten once stale
+    ],
+)
+def test_nonce_use_refuses_a_count_already_used(uses, verdicts) -> None:
+    table = NonceUse()
+    assert [table.use(nonce, nc, now) for nonce, nc, now in uses] == verdicts
+
+
+def test_nonce_use_is_bounded() -> None:
+    table = NonceUse(limit=100)
+    for i in range(1_000):
+        table.use(f"n{i}", 1, 0.0)
+    assert len(table) <= 100
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"response": "\u00e9\u00e9"},  # non-ASCII: the comparison raised TypeError
+        {"response": "zz"},
+        {"nc": "1"},  # not 8 hex digits
+        {"nc": "0000000g"},
+    ],
+)
+def test_a_response_or_count_that_is_not_hex_is_malformed(params) -> None:
+    base = {
+        "username": "u", "realm": REALM, "nonce": "x", "uri": "sip:a", "response": "ab",
+        "qop": "auth", "nc": "00000001", "cnonce": "c",
+    }  # fmt: skip
+    assert read_authorization("Digest", base | params) is DigestOutcome.MALFORMED
+
+
+def test_auth_int_hashes_the_body() -> None:
+    args = (MD5, CREDS.ha1_md5, "MESSAGE", "sip:a", "n")
+    signed = digest_response(*args, qop="auth-int", nc="00000001", cnonce="c", body=b"<mrq/>")
+    other = digest_response(*args, qop="auth-int", nc="00000001", cnonce="c", body=b"<mrq />")
+    assert signed != other
+    answer = read_authorization(
+        "Digest",
+        {"username": "4790012345", "realm": REALM, "nonce": "n", "uri": "sip:a",
+         "response": signed, "qop": "auth-int", "nc": "00000001", "cnonce": "c"},
+    )  # fmt: skip
+    assert isinstance(answer, Challenge)
+    assert check_response(answer, "MESSAGE", REALM, CREDS, b"<mrq/>") is DigestOutcome.OK
+    assert check_response(answer, "MESSAGE", REALM, CREDS, b"<mrq />") is (
+        DigestOutcome.WRONG_PASSWORD
+    )

@@ -25,6 +25,7 @@ from alarmhub.core.digest import (
     ha1,
 )
 from alarmhub.core.sipcodes import SipListen
+from alarmhub.sim.scaip_wire import challenges_of
 from alarmhub.sip.ports import InboundMessage, MessageHandler, Reply
 from alarmhub.sip.server import SipLimits, SipServer
 from alarmhub.sip.wire import StreamFramer, new_branch, new_token
@@ -148,7 +149,9 @@ def request(
 
 
 def challenges(response: Response) -> list[AuthChallenge]:
-    return [AuthChallenge.parse(v) for v in response.headers.getlist("WWW-Authenticate")]
+    """The 401's challenges (read as the fake device reads them: sipmessage alone refuses
+    the quoted `qop="auth,auth-int"`)."""
+    return challenges_of(response)
 
 
 def authorization(
