@@ -87,6 +87,7 @@ class SipDrop(StrEnum):
     OVERSIZED = "oversized"  # a TCP/TLS message or header block over the limit: connection closed
     CONNECTIONS = "connections"  # a TCP/TLS connection over the limit: closed at once
     IDLE = "idle"  # a TCP/TLS connection closed after the idle timeout
+    SLOW = "slow"  # a TCP/TLS connection that did not complete a message within its deadline
 
 
 class AnswerOutcome(StrEnum):

@@ -8,11 +8,23 @@ until a final response comes or Timer F (32 s) ends it; over TCP or TLS it goes 
 the connection the device's request came on while that is open, else on a new
 connection to the contact, and is sent once. Each outcome is counted
 (`alarmhub_scaip_answers_total{outcome}`) and a failure logged (`sip.answer_failed`).
+
+Where a UDP answer goes: a device behind NAT (a 4G router, carrier-grade NAT) names
+its private address in its Contact, which nothing outside can reach; the address its
+request came from is the NAT's binding, which leads back to it for a while. So, as
+common SIP servers do for a client behind NAT (Kamailio's nathelper, Asterisk's
+`rewrite_contact`; RFC 3581's symmetric routing, carried over to the requests sent
+back): when the Contact's address is not the request's source address, the answer
+is sent to the source address and port, with the Contact still its Request-URI.
+When they are the same address, the device said where it listens and is reachable
+there (a port of its own for requests, as SIPp's two instances use): the Contact's
+port is used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 from collections.abc import Callable
@@ -23,7 +35,14 @@ from sipmessage import URI, Request, Response
 from alarmhub.core.sipcodes import DEFAULT_PORTS, AnswerOutcome
 from alarmhub.observability.metrics import Metrics
 from alarmhub.sip.ports import SCAIP_CONTENT_TYPE
-from alarmhub.sip.transport import Address, Connections, Deliver, Origin, UdpEndpoint
+from alarmhub.sip.transport import (
+    Address,
+    Connections,
+    Deliver,
+    Origin,
+    StreamConnection,
+    UdpEndpoint,
+)
 from alarmhub.sip.wire import branch_of, new_branch, new_token
 
 log = structlog.get_logger("alarmhub.sip")
@@ -40,6 +59,28 @@ def destination(contact: str, came_on: str) -> tuple[str, str, int]:
     param = (uri.parameters.get("transport") or "").lower()
     kind = "tls" if uri.scheme == "sips" else param if param in DEFAULT_PORTS else came_on
     return kind, uri.host.strip("[]"), uri.port or DEFAULT_PORTS[kind]
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+async def udp_destination(host: str, port: int, source: Address) -> Address:
+    """Where a UDP answer goes: the contact if it is the source's address, else the source.
+
+    The contact's name is resolved; one that does not resolve (a name on the
+    device's own network) is as unreachable as a private address: the source.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        return source
+    resolved = str(infos[0][4][0])
+    return (resolved, port) if _same_ip(resolved, source[0]) else source
 
 
 def local_ip_toward(ip: str) -> str:
@@ -95,15 +136,19 @@ class Answers:
     async def _send(self, contact: str, user: str, body: bytes, origin: Origin) -> AnswerOutcome:
         kind, host, port = destination(contact, origin.transport)
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        peer: Address = (str(infos[0][4][0]), int(infos[0][4][1]))
         branch = new_branch()
         future: asyncio.Future[int] = loop.create_future()
         self._pending[branch] = future
         try:
             if kind == "udp":
+                if origin.transport == "udp":
+                    peer = await udp_destination(host, port, origin.peer)
+                else:
+                    peer = await _resolve(host, port)
                 return await self._over_udp(contact, user, body, peer, branch, future)
-            return await self._over_stream(kind, contact, user, body, peer, origin, branch, future)
+            return await self._over_stream(
+                kind, contact, user, body, (host, port), origin, branch, future
+            )
         finally:
             del self._pending[branch]
 
@@ -142,25 +187,37 @@ class Answers:
         contact: str,
         user: str,
         body: bytes,
-        peer: Address,
+        where: tuple[str, int],
         origin: Origin,
         branch: str,
         future: asyncio.Future[int],
     ) -> AnswerOutcome:
+        # The device's own connection first, before any name is resolved: behind NAT it
+        # is the only way back, and the contact's name may mean nothing out here.
         conn = origin.conn if origin.transport == kind and origin.conn is not None else None
         if conn is None or not conn.open:
+            peer = await _resolve(*where)
             conn = self._connections.find(kind, peer)
-        if conn is None:
-            tls = self._tls if kind == "tls" else None
-            if kind == "tls" and tls is None:
-                raise ValueError("no TLS client context")
-            conn = await self._connections.connect(kind, self._deliver, peer, tls)
+            if conn is None:
+                conn = await self._connect(kind, peer)
         conn.send(_message(contact, user, body, kind.upper(), conn.local, branch))
         try:
             status = await asyncio.wait_for(future, self._timer_f)
         except TimeoutError:
             return AnswerOutcome.TIMEOUT
         return AnswerOutcome.DELIVERED if status < 300 else AnswerOutcome.REFUSED
+
+    async def _connect(self, kind: str, peer: Address) -> StreamConnection:
+        tls = self._tls if kind == "tls" else None
+        if kind == "tls" and tls is None:
+            raise ValueError("no TLS client context")
+        return await self._connections.connect(kind, self._deliver, peer, tls)
+
+
+async def _resolve(host: str, port: int) -> Address:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    return (str(infos[0][4][0]), int(infos[0][4][1]))
 
 
 def _message(

@@ -5,14 +5,19 @@ One request, in order (each step's answer is final and sent on the way it came):
 1. framing and parsing (transport.py, wire.py): unparseable bytes are dropped and
    counted; a message sipmessage reads but that lacks a mandatory header is 400;
    over the size limits 413 (body) or 513 (datagram);
-2. the server transaction (transactions.py): a retransmission is absorbed while
-   the first copy is handled and answered with the same final response after;
+   a header read later that turns out broken (a Via, an Authorization) is 400 too,
+   never an exception without an answer;
+2. the server transaction (transactions.py): a retransmission (from the same
+   source) is absorbed while the first copy is handled and answered with the same
+   final response after;
 3. the method: OPTIONS 200 (a keep-alive or capability query), REGISTER and
    MESSAGE go on, ACK is ignored, anything else 405 with `Allow`;
-4. a MESSAGE's Content-Type: anything but `application/scaip+xml` is 415 with
-   `Accept`;
-5. digest authentication (auth.py): 401 with a challenge, 403 for wrong
-   credentials;
+4. digest authentication (auth.py): 401 with a challenge, 403 for wrong
+   credentials, 503 with Retry-After when the credentials cannot be read;
+5. a MESSAGE's Content-Type, after authentication so that a refusal is
+   attributable to a device: `application/scaip+xml`, or the generic XML types
+   some devices label it with (`application/xml`, `text/xml`); anything else is 415
+   with `Accept`, logged with the device's id;
 6. REGISTER: the contact binding is kept (registrar.py), 200 with the Contact;
    MESSAGE: the handler is awaited (the SCAIP side commits before it returns), its
    :class:`~alarmhub.sip.ports.Reply` becomes the final response, and a body not
@@ -40,6 +45,7 @@ from sipmessage import Request, Response
 from alarmhub.clock import Clock
 from alarmhub.core.digest import ALGORITHMS
 from alarmhub.core.sipcodes import SipDrop, SipListen, status_label
+from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
 from alarmhub.sip.auth import Authenticator
@@ -70,6 +76,9 @@ log = structlog.get_logger("alarmhub.sip")
 # reads it (the fake-device fleet measured the loss); a device whose datagram is dropped
 # only resends, but later. Linux caps it at net.core.rmem_max (docs/scaip.md).
 UDP_RCVBUF_BYTES = 4 * 1024 * 1024
+# The bodies taken as SCAIP: its registered type, and the generic XML types (RFC 7303)
+# some devices send it under; the SCAIP side judges the body itself (`<mrq>` or not).
+XML_TYPES = (SCAIP_CONTENT_TYPE, "application/xml", "text/xml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,7 @@ class SipLimits:
 
     max_connections: int = 2000
     idle_timeout_s: float = 180.0
+    message_deadline_s: float = 30.0  # a TCP/TLS message complete within this of its first byte
     max_in_flight: int = 2000  # requests being handled at once; more are answered 503
     answer_t1_s: float = 0.5
     answer_timer_f_s: float = 32.0
@@ -128,6 +138,7 @@ class SipServer:
             clock.monotonic,
             max_connections=self._limits.max_connections,
             idle_timeout_s=self._limits.idle_timeout_s,
+            message_deadline_s=self._limits.message_deadline_s,
         )
         self._udp: list[UdpEndpoint] = []
         self.answers = Answers(
@@ -143,6 +154,7 @@ class SipServer:
         self.started = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._in_flight = 0
+        self._refusals_logged = OncePer(60.0)
 
     def port(self, transport: str) -> int:
         """The port bound for `transport` (the first such address)."""
@@ -171,7 +183,10 @@ class SipServer:
             self.started.set()
             try:
                 while True:
-                    await asyncio.sleep(min(1.0, self._limits.idle_timeout_s / 4))
+                    limits = self._limits
+                    await asyncio.sleep(
+                        min(1.0, limits.idle_timeout_s / 4, limits.message_deadline_s / 4)
+                    )
                     self.connections.sweep()
             finally:
                 self._tasks = None
@@ -234,6 +249,10 @@ class SipServer:
                     self._metrics.sip_dropped.labels(SipDrop.RESPONSE.value).inc()
                 return
             await self._request(message, origin)
+        except ValueError:
+            # sipmessage reads most headers when first asked: a broken Via, Contact or
+            # Authorization surfaces here, and is the sender's error, not ours.
+            self._answer_head(data, origin, 400)
         except Exception:
             log.exception("sip.request_failed", peer=origin.peer, transport=origin.transport)
         finally:
@@ -242,7 +261,7 @@ class SipServer:
     def _answer_head(self, data: bytes, origin: Origin, status: int) -> None:
         """Answer what can be read of a message alarmhub will not handle; else drop it."""
         head = header_block_of(data)
-        answer = response_from_head(head, status) if head is not None else None
+        answer = response_from_head(head, status, origin.peer) if head is not None else None
         if answer is None:
             self._metrics.sip_dropped.labels(SipDrop.UNPARSEABLE.value).inc()
             return
@@ -252,7 +271,7 @@ class SipServer:
     async def _request(self, request: Request, origin: Origin) -> None:
         if request.method == "ACK":
             return  # ends an INVITE transaction alarmhub refused; never answered
-        key = key_of(request)
+        key = key_of(request, origin.transport, origin.peer)
         seen, earlier = self.transactions.begin(key)
         if seen is Seen.PENDING:
             return
@@ -277,6 +296,7 @@ class SipServer:
             headers=list(reply.headers),
             body=reply.body,
             content_type=SCAIP_CONTENT_TYPE if reply.body else None,
+            source=origin.peer,
         )
         self.transactions.answered(key, data)
         origin.send(data)
@@ -290,14 +310,28 @@ class SipServer:
             return _Answer(405, headers=(("Allow", ALLOW),))
         if len(request.body) > MAX_BODY:
             return _Answer(413)
-        if method == "MESSAGE" and not _is_scaip(request):
-            return _Answer(415, headers=(("Accept", SCAIP_CONTENT_TYPE),))
         verdict = await self.auth.check(request, f"{origin.transport}:{origin.peer[0]}")
         if verdict.user is None:
             return _Answer(verdict.status, headers=verdict.headers)
         if method == "REGISTER":
             return self._register(verdict.user, request)
+        media = _media_type(request)
+        if media not in XML_TYPES:
+            return self._unsupported(verdict.user, media)
         return await self._message(verdict.user, request, origin)
+
+    def _unsupported(self, user: str, media: str | None) -> _Answer:
+        """415 to an authenticated device, said once a minute per device."""
+        say, suppressed = self._refusals_logged.should_log(user)
+        if say:
+            log.warning(
+                "sip.content_type_refused",
+                user=user,
+                content_type=media,
+                accepted=list(XML_TYPES),
+                suppressed=suppressed,
+            )
+        return _Answer(415, headers=(("Accept", ", ".join(XML_TYPES)),))
 
     def _register(self, user: str, request: Request) -> _Answer:
         try:
@@ -382,12 +416,12 @@ class _Answer:
     body: bytes = b""
 
 
-def _is_scaip(request: Request) -> bool:
+def _media_type(request: Request) -> str | None:
     try:
         media = request.content_type
     except ValueError:
-        return False
-    return media is not None and media.mime_type.lower() == SCAIP_CONTENT_TYPE
+        return None
+    return media.mime_type.lower() if media is not None else None
 
 
 def _contact_of(request: Request) -> str | None:

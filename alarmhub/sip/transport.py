@@ -7,7 +7,11 @@ to answer). The server decides what to do with it in tasks of its own TaskGroup.
 
 The limits a stranger meets before authentication: at most `max_connections`
 accepted connections (one more is closed at once), a connection idle for
-`idle_timeout_s` is closed, a stream that cannot be framed within the size limits
+`idle_timeout_s` is closed, a message must be complete within `message_deadline_s`
+of its first byte (and an accepted connection's first message within that of the
+accept), so a peer trickling a byte at a time (slowloris) no longer holds a slot by
+looking active: CRLF keep-alives keep an idle connection open (RFC 5626) but
+neither start nor extend a message's deadline. A stream that cannot be framed within the size limits
 is answered if possible (413/513) and closed. Every drop is counted
 (`alarmhub_sip_dropped_total{reason}`).
 """
@@ -77,6 +81,9 @@ class StreamConnection(asyncio.Protocol):
     monotonic: Callable[[], float]
     on_close: Callable[[StreamConnection], None]
     refuse: bool = False  # over the connection limit: closed as soon as it is made
+    # Since when a complete message is due (None: none is); set at accept for ours to wait on.
+    due: float | None = None
+    accepted: bool = False
     transport: asyncio.Transport | None = None
     peer: Address = ("", 0)
     local: Address = ("", 0)
@@ -95,10 +102,11 @@ class StreamConnection(asyncio.Protocol):
         self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
         self.local = transport.get_extra_info("sockname")[:2]
         self.last_active = self.monotonic()
+        self.due = self.last_active if self.accepted else None
         self.metrics.sip_connections.labels(self.kind).inc()
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.monotonic()
+        now = self.last_active = self.monotonic()
         try:
             messages = self.framer.feed(data)
         except TooLargeError as exc:
@@ -107,6 +115,10 @@ class StreamConnection(asyncio.Protocol):
         except FramingError:
             self._refuse(None, SipDrop.UNPARSEABLE)
             return
+        if messages:  # the deadline restarts only with a message's first byte
+            self.due = now if self.framer.buffer else None
+        elif self.framer.buffer and self.due is None:
+            self.due = now
         for message in messages:
             self.deliver(message, Origin(self.kind, self.peer, self.send, self.local, self))
 
@@ -148,11 +160,13 @@ class Connections:
         *,
         max_connections: int,
         idle_timeout_s: float,
+        message_deadline_s: float = 30.0,
     ) -> None:
         self._metrics = metrics
         self._now = monotonic
         self._max = max_connections
         self.idle_timeout_s = idle_timeout_s
+        self.message_deadline_s = message_deadline_s
         self._open: set[StreamConnection] = set()
 
     def __len__(self) -> int:
@@ -160,6 +174,7 @@ class Connections:
 
     def accepted(self, kind: str, deliver: Deliver) -> StreamConnection:
         conn = self._new(kind, deliver)
+        conn.accepted = True
         if len(self._open) >= self._max:
             conn.refuse = True
             self._metrics.sip_dropped.labels(SipDrop.CONNECTIONS.value).inc()
@@ -187,10 +202,17 @@ class Connections:
         return None
 
     def sweep(self) -> None:
-        """Close the connections idle past the timeout."""
-        limit = self._now() - self.idle_timeout_s
-        for conn in [c for c in self._open if c.last_active < limit]:
-            self._metrics.sip_dropped.labels(SipDrop.IDLE.value).inc()
+        """Close the connections idle past the timeout, or slow past the message deadline."""
+        now = self._now()
+        idle, slow = now - self.idle_timeout_s, now - self.message_deadline_s
+        for conn in list(self._open):
+            if conn.due is not None and conn.due < slow:
+                reason = SipDrop.SLOW
+            elif conn.last_active < idle:
+                reason = SipDrop.IDLE
+            else:
+                continue
+            self._metrics.sip_dropped.labels(reason.value).inc()
             conn.close()
 
     async def close_all(self) -> None:

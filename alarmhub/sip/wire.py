@@ -146,11 +146,17 @@ def response_to(
     headers: list[tuple[str, str]] | None = None,
     body: bytes = b"",
     content_type: str | None = None,
+    source: tuple[str, int] | None = None,
 ) -> bytes:
-    """The final (or provisional) response to `request`, per RFC 3261 §8.2.6.2."""
+    """The final (or provisional) response to `request`, per RFC 3261 §8.2.6.2.
+
+    With the `source` the request came from, its top Via gets `received` and `rport`
+    (RFC 3261 §18.2.1, RFC 3581 §4): a device behind NAT learns the address it is
+    seen from, as it asked with an empty `rport`.
+    """
     response = Response(status, reason or REASONS.get(status, "Unknown"), body)
-    for via in request.headers.getlist("Via"):
-        response.headers.add("Via", via)
+    for i, via in enumerate(request.headers.getlist("Via")):
+        response.headers.add("Via", via_received(via, source) if i == 0 and source else via)
     response.headers.add("From", request.headers["From"])
     to = request.headers["To"]
     if status > 100 and ";tag=" not in to.replace(" ", ""):
@@ -167,7 +173,30 @@ def response_to(
     return bytes(response)
 
 
-def response_from_head(head: bytes, status: int) -> bytes | None:
+def via_received(via: str, source: tuple[str, int]) -> str:
+    """The top Via with `received` (when the source is not its sent-by host) and `rport`."""
+    first, comma, rest = via.partition(",")
+    sent_by, *params = first.split(";")
+    host = sent_by.strip().rpartition(" ")[2]
+    host = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.split(":")[0]
+    kept: list[str] = []
+    rport = False
+    for param in params:
+        name = param.split("=", 1)[0].strip().lower()
+        if name == "rport":
+            rport = True
+            param = f"rport={source[1]}"  # noqa: PLW2901 - the one rewritten
+        elif name == "received":
+            continue
+        kept.append(param)
+    if rport or host != source[0]:
+        kept.append(f"received={source[0]}")
+    return ";".join([sent_by, *kept]) + comma + rest
+
+
+def response_from_head(
+    head: bytes, status: int, source: tuple[str, int] | None = None
+) -> bytes | None:
     """An answer to a message known only by its header block (oversized); None if unusable."""
     try:
         request = Message.parse(head)  # only the headers a response copies, unchecked
@@ -175,7 +204,7 @@ def response_from_head(head: bytes, status: int) -> bytes | None:
         return None
     if not isinstance(request, Request) or any(request.headers.get(h) is None for h in _REQUIRED):
         return None
-    return response_to(request, status)
+    return response_to(request, status, source=source)
 
 
 def branch_of(message: Request | Response) -> str | None:

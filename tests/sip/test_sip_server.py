@@ -236,8 +236,11 @@ async def test_wrong_method_content_type_and_size_get_their_errors() -> None:
             assert "MESSAGE" in invite.headers["Allow"]
             options = await peer.ask(request("OPTIONS", port=port, body=b""))
             assert options.code == 200
-            wrong_type = await peer.ask(request(port=port, content_type="text/plain"))
-            assert (wrong_type.code, wrong_type.headers["Accept"]) == (415, SCAIP)
+            # Judged after authentication, so that the refusal has a device's name.
+            args = {"port": port, "content_type": "text/plain", "local_port": peer.port}
+            wrong_type = await authenticated(peer, args)
+            assert wrong_type.code == 415
+            assert SCAIP in wrong_type.headers["Accept"]
             big = await peer.ask(request(port=port, body=b"x" * (MAX_BODY + 1)))
             assert big.code == 413
             huge = await peer.ask(request(port=port, body=b"x" * 40_000))
