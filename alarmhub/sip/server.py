@@ -236,27 +236,31 @@ class SipServer:
 
     async def _handle(self, data: bytes, origin: Origin) -> None:
         try:
-            if len(data) > MAX_MESSAGE:
-                self._answer_head(data, origin, 513)
-                return
-            try:
-                message = parse(data)
-            except ValueError:
-                self._answer_head(data, origin, 400)
-                return
-            if isinstance(message, Response):
-                if not self.answers.on_response(message):
-                    self._metrics.sip_dropped.labels(SipDrop.RESPONSE.value).inc()
-                return
+            await self._handle_one(data, origin)
+        except Exception:  # also one raised while answering 400 below: never the TaskGroup
+            log.exception("sip.request_failed", peer=origin.peer, transport=origin.transport)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle_one(self, data: bytes, origin: Origin) -> None:
+        if len(data) > MAX_MESSAGE:
+            self._answer_head(data, origin, 513)
+            return
+        try:
+            message = parse(data)
+        except ValueError:
+            self._answer_head(data, origin, 400)
+            return
+        if isinstance(message, Response):
+            if not self.answers.on_response(message):
+                self._metrics.sip_dropped.labels(SipDrop.RESPONSE.value).inc()
+            return
+        try:
             await self._request(message, origin)
         except ValueError:
             # sipmessage reads most headers when first asked: a broken Via, Contact or
             # Authorization surfaces here, and is the sender's error, not ours.
             self._answer_head(data, origin, 400)
-        except Exception:
-            log.exception("sip.request_failed", peer=origin.peer, transport=origin.transport)
-        finally:
-            self._in_flight -= 1
 
     def _answer_head(self, data: bytes, origin: Origin, status: int) -> None:
         """Answer what can be read of a message alarmhub will not handle; else drop it."""
