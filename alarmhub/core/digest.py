@@ -43,8 +43,12 @@ ALGORITHMS = (SHA256, MD5)
 NONCE_LIFETIME_S = 300.0
 AUTH = "auth"
 AUTH_INT = "auth-int"
-# The qop values offered in a challenge: a device that picks auth-int signs its body too.
-QOP_OFFERED = f"{AUTH},{AUTH_INT}"
+# The qop values a challenge offers. `auth` is what deployed SIP stacks are known to
+# parse: a quoted list trips some (sipmessage 0.7 splits it at the comma), and a device
+# that cannot read its challenge cannot send an alarm. `auth-int` (the body signed
+# too) is offered where the devices are known to take it (ALARMHUB_SCAIP_DIGEST_AUTH_INT).
+QOP_AUTH_ONLY = AUTH
+QOP_WITH_AUTH_INT = f"{AUTH},{AUTH_INT}"
 # A nonce minted up to this far "in the future" (the wall clock stepped back) is still ours.
 NONCE_FUTURE_SLACK_S = 5.0
 _NONCE_MAC_BYTES = 16

@@ -6,9 +6,9 @@ outcome into the SIP answer:
 
 - no credentials or malformed parameters: 401 with a fresh
   challenge per algorithm offered, by default SHA-256 first, then MD5 (RFC 8760
-  §2.4), `qop="auth,auth-int"`. Some devices (SIPp 3.6 among them) answer only the first
-  challenge and know only MD5: `ALARMHUB_SCAIP_DIGEST_ALGORITHMS=MD5,SHA-256`
-  serves them;
+  §2.4), `qop="auth"` (`"auth,auth-int"` with ALARMHUB_SCAIP_DIGEST_AUTH_INT). Some
+  devices (SIPp 3.6 among them) answer only the first challenge and know only MD5:
+  `ALARMHUB_SCAIP_DIGEST_ALGORITHMS=MD5,SHA-256` serves them;
 - our nonce, expired, or a nonce this process did not mint (a previous process's,
   after a restart: every device that reuses its last nonce presents one): 401 with
   `stale=true`, as RFC 7616 §3.3 says for an invalid nonce. The device answers it with
@@ -43,7 +43,8 @@ from alarmhub.clock import Clock
 from alarmhub.core.digest import (
     ALGORITHMS,
     NONCE_LIFETIME_S,
-    QOP_OFFERED,
+    QOP_AUTH_ONLY,
+    QOP_WITH_AUTH_INT,
     REFUSED,
     Challenge,
     DigestOutcome,
@@ -89,9 +90,11 @@ class Authenticator:
         *,
         algorithms: tuple[str, ...] = ALGORITHMS,
         nonce_lifetime_s: float = NONCE_LIFETIME_S,
+        auth_int: bool = False,
     ) -> None:
         self.realm = realm
         self.algorithms = algorithms
+        self._qop = QOP_WITH_AUTH_INT if auth_int else QOP_AUTH_ONLY
         self._lookup = credentials
         self._clock = clock
         self._metrics = metrics
@@ -112,7 +115,7 @@ class Authenticator:
                     AuthChallenge(
                         "Digest",
                         AuthParameters(
-                            realm=self.realm, nonce=nonce, algorithm=alg, qop=QOP_OFFERED, **extra
+                            realm=self.realm, nonce=nonce, algorithm=alg, qop=self._qop, **extra
                         ),
                     )
                 ),

@@ -118,6 +118,7 @@ class SipServer:
         metrics: Metrics,
         realm: str = "alarmhub",
         digest_algorithms: tuple[str, ...] = ALGORITHMS,
+        digest_auth_int: bool = False,
         tls: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         limits: SipLimits | None = None,
@@ -130,7 +131,14 @@ class SipServer:
         self._metrics = metrics
         self._limits = limits or SipLimits()
         self._tls = _Tls(tls, tls_client or ssl.create_default_context())
-        self.auth = Authenticator(realm, credentials, clock, metrics, algorithms=digest_algorithms)
+        self.auth = Authenticator(
+            realm,
+            credentials,
+            clock,
+            metrics,
+            algorithms=digest_algorithms,
+            auth_int=digest_auth_int,
+        )
         self.registrar = Registrar(clock.monotonic)
         self.transactions = ServerTransactions(clock.monotonic)
         self.connections = Connections(
@@ -408,6 +416,7 @@ def sip_server_from(
         metrics=metrics,
         realm=settings.scaip_realm,
         digest_algorithms=settings.digest_algorithms,
+        digest_auth_int=settings.scaip_digest_auth_int,
         tls=server_tls(cert, key) if cert is not None and key is not None else None,
     )
 

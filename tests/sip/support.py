@@ -89,6 +89,7 @@ async def running(
     tls_client: ssl.SSLContext | None = None,
     limits: SipLimits | None = None,
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+    digest_auth_int: bool = False,
 ) -> AsyncIterator[SipServer]:
     server = SipServer(
         [SipListen(k, "127.0.0.1", 0) for k in kinds],  # type: ignore[arg-type]
@@ -98,6 +99,7 @@ async def running(
         metrics=metrics,
         realm=REALM,
         digest_algorithms=digest_algorithms,
+        digest_auth_int=digest_auth_int,
         tls=tls,
         tls_client=tls_client,
         limits=limits,

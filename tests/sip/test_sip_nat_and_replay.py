@@ -227,10 +227,16 @@ async def test_the_digest_uri_must_name_this_server() -> None:
 
 
 async def test_with_auth_int_the_body_is_signed() -> None:
-    """A device that picks qop=auth-int (offered): a header moved onto another body is 403."""
+    """A device that picks qop=auth-int (offered when asked for): a header moved onto another
+    body is 403."""
     handler = Recorder()
     async with running(
-        ("udp",), handler, Credentials(**{DEVICE: PASSWORD}), metrics=Metrics(), clock=SystemClock()
+        ("udp",),
+        handler,
+        Credentials(**{DEVICE: PASSWORD}),
+        metrics=Metrics(),
+        clock=SystemClock(),
+        digest_auth_int=True,
     ) as server:
         port = server.port("udp")
         async with udp_peer(port) as device:
