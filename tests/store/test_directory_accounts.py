@@ -83,7 +83,7 @@ async def test_disabling_a_user_locks_them_out_once_with_one_audit_row(backend: 
     d = backend.directory
     await d.create_user("kari", Role.OPERATOR, ["0301"], "h", NOW, [])
     token = await d.create_token("kari", NOW, None, [])
-    sid, _csrf = await d.create_session("kari", NOW, NOW + timedelta(hours=8))
+    sid, _csrf = await d.create_session("kari", NOW, NOW + timedelta(hours=8), [])
 
     assert await d.set_active(everyone, "kari", False, entry("user.disabled", user="kari"))
     assert not await d.set_active(everyone, "kari", False, entry("user.disabled", user="kari"))
@@ -221,7 +221,7 @@ async def test_sessions_are_digests_that_expire_and_end(backend: Backend) -> Non
     d = backend.directory
     await d.create_user("kari", Role.OPERATOR, ["0301"], "h", NOW, [])
     ends = NOW + timedelta(hours=8)
-    sid, csrf = await d.create_session("kari", NOW, ends)
+    sid, csrf = await d.create_session("kari", NOW, ends, [])
     digest = hashlib.sha256(sid.encode()).hexdigest()
     assert await backend.scalar(f"SELECT count(*) FROM sessions WHERE id_hash = '{digest}'") == 1
 
@@ -236,9 +236,9 @@ async def test_sessions_are_digests_that_expire_and_end(backend: Backend) -> Non
     assert await d.session("made-up", NOW) is None
 
     # A session created after the first expired sweeps it away.
-    later, _ = await d.create_session("kari", ends, ends + timedelta(hours=8))
+    later, _ = await d.create_session("kari", ends, ends + timedelta(hours=8), [])
     assert await backend.scalar("SELECT count(*) FROM sessions") == 1
-    await d.delete_session(later)
+    await d.delete_session(later, [])
     assert await d.session(later, ends) is None
     assert await backend.scalar("SELECT count(*) FROM sessions") == 0
 
@@ -305,6 +305,32 @@ async def test_a_change_whose_audit_fails_is_rolled_back(backend: Backend) -> No
     assert await d.list_audit() == []
     assert await d.set_active(everyone, "kari", False, entry("user.disabled"))
     assert [r["action"] for r in await d.list_audit()] == ["user.disabled"]
+
+
+async def test_a_login_or_logout_whose_audit_fails_changes_no_session(backend: Backend) -> None:
+    """Review of 2026-12-06 (second session): the session and its audit row were two
+    writes, so a failed `logout` audit still ended the session unrecorded and a failed
+    `login` audit left a session nobody was told of. Now each is one transaction."""
+    d = backend.directory
+    await d.create_user("kari", Role.OPERATOR, ["0301"], "h", NOW, [])
+    ends = NOW + timedelta(hours=8)
+
+    await backend.fail_audit("login")
+    with pytest.raises(DATABASE_ERRORS, match="injected fault"):
+        await d.create_session("kari", NOW, ends, [entry("login")])
+    assert await backend.scalar("SELECT count(*) FROM sessions") == 0
+    await backend.heal_audit()
+
+    sid, _ = await d.create_session("kari", NOW, ends, [entry("login")])
+    await backend.fail_audit("logout")
+    with pytest.raises(DATABASE_ERRORS, match="injected fault"):
+        await d.delete_session(sid, [entry("logout")])
+    assert await d.session(sid, NOW) is not None
+    await backend.heal_audit()
+
+    await d.delete_session(sid, [entry("logout")])
+    assert await d.session(sid, NOW) is None
+    assert [r["action"] for r in await d.list_audit()] == ["logout", "login"]
 
 
 async def test_the_audit_log_refuses_to_be_changed(backend: Backend) -> None:

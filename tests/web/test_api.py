@@ -116,6 +116,29 @@ async def test_login_cookie_csrf_and_logout(
         assert db_rows(s.db, "SELECT address FROM audit WHERE action='login'")[0] == ("127.0.0.1",)
 
 
+async def test_a_login_or_logout_that_cannot_be_audited_changes_no_session(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    # Review of 2026-12-06 (second session): a failed logout audit used to end the
+    # session unrecorded, a failed login audit to leave a session row behind.
+    def sessions() -> int:
+        return int(db_rows(s.db, "SELECT count(*) FROM sessions")[0][0])
+
+    async with stack(tmp_path, broker, client_id, alarms=False) as s, s.client() as c:
+        assert (await login(c, "op0301")).status_code == 303
+        with accounts.connect(s.db) as conn:
+            conn.execute(
+                "CREATE TRIGGER t_fail BEFORE INSERT ON audit WHEN NEW.action IN "
+                "('logout','login') BEGIN SELECT RAISE(ABORT, 'audit write failed'); END"
+            )
+        out = await c.post("/logout", headers={"X-CSRF-Token": c.cookies["alarmhub_csrf"]})
+        assert (out.status_code, sessions()) == (500, 1)
+        async with s.client() as other:
+            assert (await login(other, "op0301")).status_code == 500
+        assert sessions() == 1
+        assert (await c.get("/api/v1/me")).status_code == 200
+
+
 async def test_login_is_rate_limited_per_user_and_address(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:

@@ -123,9 +123,12 @@ async def user_for_token(conn: Conn, token: str, now: datetime) -> User | None:
 
 
 async def create_session(
-    conn: Conn, user: str, now: datetime, expires_at: datetime
+    conn: Conn, user: str, now: datetime, expires_at: datetime, audit: Sequence[AuditEntry]
 ) -> tuple[str, str]:
-    """Return (session id, CSRF token). Expired sessions are swept on the way."""
+    """Return (session id, CSRF token). Expired sessions are swept on the way.
+
+    The login's audit rows commit with the session: no session without its `login` row.
+    """
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     async with conn.transaction():
@@ -139,6 +142,7 @@ async def create_session(
             now,
             expires_at,
         )
+        await append_audit(conn, audit)
     return session_id, csrf
 
 
@@ -155,8 +159,11 @@ async def session(conn: Conn, session_id: str, now: datetime) -> SessionInfo | N
     return SessionInfo(user_from_record(row[:4]), str(row[4]), row[5])
 
 
-async def delete_session(conn: Conn, session_id: str) -> None:
-    await conn.execute("DELETE FROM sessions WHERE id_hash = $1", digest(session_id))
+async def delete_session(conn: Conn, session_id: str, audit: Sequence[AuditEntry]) -> None:
+    """End a session with its audit rows in one transaction: no logout left unrecorded."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM sessions WHERE id_hash = $1", digest(session_id))
+        await append_audit(conn, audit)
 
 
 # --- the audit log ---------------------------------------------------------------

@@ -122,15 +122,15 @@ class PostgresDirectory:
         return await self._run(accounts.user_for_token, token, now)
 
     async def create_session(
-        self, user: str, now: datetime, expires_at: datetime
+        self, user: str, now: datetime, expires_at: datetime, audit: Sequence[AuditEntry]
     ) -> tuple[str, str]:
-        return await self._run(accounts.create_session, user, now, expires_at)
+        return await self._run(accounts.create_session, user, now, expires_at, audit)
 
     async def session(self, session_id: str, now: datetime) -> SessionInfo | None:
         return await self._run(accounts.session, session_id, now)
 
-    async def delete_session(self, session_id: str) -> None:
-        await self._run(accounts.delete_session, session_id)
+    async def delete_session(self, session_id: str, audit: Sequence[AuditEntry]) -> None:
+        await self._run(accounts.delete_session, session_id, audit)
 
     async def audit(self, entry: AuditEntry) -> None:
         await self._run(accounts.audit, entry)

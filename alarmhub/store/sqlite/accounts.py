@@ -198,9 +198,16 @@ def user_for_token(conn: sqlite3.Connection, token: str, now: datetime) -> User 
 
 
 def create_session(
-    conn: sqlite3.Connection, user: str, now: datetime, expires_at: datetime
+    conn: sqlite3.Connection,
+    user: str,
+    now: datetime,
+    expires_at: datetime,
+    audit: Sequence[AuditEntry],
 ) -> tuple[str, str]:
-    """Return (session id, CSRF token). Expired sessions are swept on the way."""
+    """Return (session id, CSRF token). Expired sessions are swept on the way.
+
+    The login's audit rows commit with the session: no session without its `login` row.
+    """
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     with transaction(conn):
@@ -210,6 +217,7 @@ def create_session(
             "VALUES (?,?,?,?,?)",
             (digest(session_id), user, csrf, ts(now), ts(expires_at)),
         )
+        append_audit(conn, audit)
     return session_id, csrf
 
 
@@ -225,8 +233,11 @@ def session(conn: sqlite3.Connection, session_id: str, now: datetime) -> Session
     return SessionInfo(_user(row[:4]), str(row[4]), datetime.fromisoformat(row[5]))
 
 
-def delete_session(conn: sqlite3.Connection, session_id: str) -> None:
-    conn.execute("DELETE FROM sessions WHERE id_hash = ?", (digest(session_id),))
+def delete_session(conn: sqlite3.Connection, session_id: str, audit: Sequence[AuditEntry]) -> None:
+    """End a session with its audit rows in one transaction: no logout left unrecorded."""
+    with transaction(conn):
+        conn.execute("DELETE FROM sessions WHERE id_hash = ?", (digest(session_id),))
+        append_audit(conn, audit)
 
 
 # --- the audit log ---------------------------------------------------------------

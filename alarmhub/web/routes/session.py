@@ -126,8 +126,9 @@ async def login(request: Request, ctx: Ctx) -> Response:
         raise ApiError(401, "invalid_credentials", "wrong user name or password")
     ctx.login_limiter.succeeded(key)
     now = ctx.hub.clock.now()
-    session_id, csrf = await ctx.accounts.create_session(user.name, now, now + SESSION_TTL)
-    await ctx.audit(request, user.name, "login")
+    session_id, csrf = await ctx.accounts.create_session(
+        user.name, now, now + SESSION_TTL, [ctx.entry(request, user.name, "login")]
+    )
     return _with_session_cookies(request, session_id, csrf)
 
 
@@ -136,8 +137,10 @@ async def logout(
 ) -> Response:
     """End the browser session (needs `X-CSRF-Token` like every cookie POST)."""
     if principal.session_id is not None:
-        await ctx.accounts.delete_session(principal.session_id)
-    await ctx.audit(request, principal.user.name, "logout")
+        entry = ctx.entry(request, principal.user.name, "logout")
+        await ctx.accounts.delete_session(principal.session_id, [entry])
+    else:
+        await ctx.audit(request, principal.user.name, "logout")
     response = RedirectResponse("/login", status_code=303)
     names = cookies(request)
     response.delete_cookie(
