@@ -24,7 +24,7 @@ from alarmhub.core.national_id import Invalid, parse_national_id
 from alarmhub.core.people import AuditEntry
 from alarmhub.settings import Settings
 from alarmhub.store.accounts import ts
-from alarmhub.store.residents import ResidentEntry, ResidentRegister, SealedRow
+from alarmhub.store.residents import Rekeyed, ResidentEntry, ResidentRegister, SealedRow
 from alarmhub.store.sealing import KeyMissingError, SealingError
 
 _MUNICIPALITY = {"required": True, "metavar": "NNNN", "help": "the resident's municipality"}
@@ -149,12 +149,24 @@ def cmd_residents_new_key(_settings: Settings, _args: argparse.Namespace) -> int
 
 
 def cmd_residents_rekey(settings: Settings, _args: argparse.Namespace) -> int:
-    async def rekey(r: ResidentRegister) -> int:
-        return await r.rekey(actor())
+    """Reseal chunk by chunk, saying on stderr how far it got after each committed one,
+    so an operator watching a large register sees it move and knows where a failure
+    left it (the chunks before it are done; running it again continues)."""
+
+    def progress(done: Rekeyed) -> None:
+        print(f"resealed {done.resealed} so far, {done.skipped} skipped", file=sys.stderr)
+
+    async def rekey(r: ResidentRegister) -> Rekeyed:
+        return await r.rekey(actor(), progress)
 
     try:
-        count = with_residents(settings, rekey)
+        done = with_residents(settings, rekey)
     except SealingError as exc:
         raise CommandError(str(exc)) from None
-    print(f"resealed {count} number(s) under the current key")
+    print(f"resealed {done.resealed} number(s) under the current key")
+    if done.skipped:
+        print(
+            f"{done.skipped} number(s) were changed or removed while rekey ran and were left "
+            "as that change wrote them; run rekey again to reseal any still under an old key"
+        )
     return 0

@@ -17,7 +17,7 @@ log line, a metric label, an error message or a dead letter: it travels as a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -27,7 +27,7 @@ from alarmhub.clock import Clock
 from alarmhub.core.national_id import LENGTH, NationalId, mask
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.ports import NationalIds
-from alarmhub.store.sealing import Keyring, Sealed, SealingError
+from alarmhub.store.sealing import KeyMissingError, Keyring, Sealed, SealingError
 
 log = structlog.get_logger("alarmhub")
 
@@ -63,6 +63,29 @@ class ResidentEntry:
 
 ListAudit = Callable[[Sequence[SealedRow]], Sequence[AuditEntry]]
 
+# Rows rekey reads, reseals and commits at a time: one short write transaction each, so
+# a large register never holds the write lock (SQLite's, or PostgreSQL's row locks) long.
+REKEY_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Reseal:
+    """One row rekey reseals: the row as read, its new sealing, the change's audit entry."""
+
+    before: SealedRow
+    key_id: str
+    nonce: bytes
+    sealed: bytes
+    audit: AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Rekeyed:
+    """What rekey did so far: rows resealed, and rows left because they changed meanwhile."""
+
+    resealed: int = 0
+    skipped: int = 0
+
 
 class ResidentRows(Protocol):
     """The register's sealed rows, per store.
@@ -85,7 +108,21 @@ class ResidentRows(Protocol):
 
     async def list_residents(self, municipality: str, audit: ListAudit) -> list[SealedRow]: ...
 
-    async def all_residents(self) -> list[SealedRow]: ...
+    async def stale_residents(
+        self, current_key: str, after: tuple[str, str] | None, limit: int
+    ) -> list[SealedRow]:
+        """Up to `limit` rows not sealed under `current_key`, by (municipality, resident),
+        after `after`. Reads no number in clear, so it writes no audit."""
+        ...
+
+    async def reseal_residents(self, reseals: Sequence[Reseal]) -> int:
+        """Write each reseal, with its audit entry, only if its row still holds exactly
+        `before`'s sealing; all in one transaction. How many were written.
+
+        A row changed or removed since it was read is left as it is now: the number in
+        it is someone else's newer word, and writing the old one back would undo it.
+        """
+        ...
 
 
 class Residents(NationalIds, Protocol):
@@ -187,25 +224,47 @@ class ResidentRegister:
             return None
         return self._keyring.open(municipality, resident, _sealed(row))
 
-    async def rekey(self, by: str) -> int:
-        """Reseal every row not sealed under the current key; how many were resealed."""
-        count = 0
-        for row in await self._rows.all_residents():
-            if row.key_id == self._keyring.current:
-                continue
-            number = self._keyring.open(row.municipality, row.resident, _sealed(row))
-            sealed = self._keyring.seal(row.municipality, row.resident, number)
-            entry = AuditEntry(
-                by,
-                "resident.rekeyed",
-                self._clock.now(),
-                municipality=row.municipality,
-                detail={"resident": row.resident, "from": row.key_id, "to": sealed.key_id},
-            )
-            new = replace(row, key_id=sealed.key_id, nonce=sealed.nonce, sealed=sealed.sealed)
-            await self._rows.put_resident(new, [entry])
-            count += 1
-        return count
+    async def rekey(
+        self,
+        by: str,
+        progress: Callable[[Rekeyed], None] | None = None,
+        chunk: int = REKEY_CHUNK,
+    ) -> Rekeyed:
+        """Reseal every row not sealed under the current key, `chunk` rows a transaction.
+
+        Each row is written back only if it is still as it was read (the store checks
+        inside the write): a number set or removed meanwhile, through the API or the
+        CLI, stays as that change left it, and only resealed rows get a
+        `resident.rekeyed` audit row. Such a row counts as skipped: it was written by
+        whoever changed it, with their current key; a second run reseals it if that was
+        an old one. `progress` hears the totals after each committed chunk; a failure
+        (SealingError: a row no configured key opens) leaves the chunks before it done.
+        The number and the row's `updated_by`/`updated_at` (who set it, when) are kept.
+        """
+        done, after = Rekeyed(), None
+        current = self._keyring.current
+        if current is None:
+            raise KeyMissingError
+        while rows := await self._rows.stale_residents(current, after, chunk):
+            reseals = [self._reseal(row, by) for row in rows]
+            written = await self._rows.reseal_residents(reseals)
+            done = Rekeyed(done.resealed + written, done.skipped + len(rows) - written)
+            after = (rows[-1].municipality, rows[-1].resident)
+            if progress is not None:
+                progress(done)
+        return done
+
+    def _reseal(self, row: SealedRow, by: str) -> Reseal:
+        number = self._keyring.open(row.municipality, row.resident, _sealed(row))
+        sealed = self._keyring.seal(row.municipality, row.resident, number)
+        entry = AuditEntry(
+            by,
+            "resident.rekeyed",
+            self._clock.now(),
+            municipality=row.municipality,
+            detail={"resident": row.resident, "from": row.key_id, "to": sealed.key_id},
+        )
+        return Reseal(row, sealed.key_id, sealed.nonce, sealed.sealed, entry)
 
     def _masked(self, row: SealedRow) -> str:
         try:

@@ -252,6 +252,21 @@ def test_export_reads_the_number_from_the_register_and_audits_the_read(
     assert NIN not in refused.stderr + refused.stdout
 
 
+def test_rekey_says_how_far_it_got(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _alarm_id, env = seeded(tmp_path)
+    old, new = (base64.b64encode(bytes(range(a, a + 32))).decode() for a in (0, 32))
+    env["ALARMHUB_RESIDENT_KEY"] = old
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    put = ["residents", "set", "--municipality", "0301", "--resident", "r-17"]
+    assert run([*put, "--national-id-stdin"], env).returncode == 0
+    env |= {"ALARMHUB_RESIDENT_KEY": new, "ALARMHUB_RESIDENT_OLD_KEYS": old}
+    done = run(["residents", "rekey"], env)
+    assert (done.returncode, done.stderr) == (0, "resealed 1 so far, 0 skipped\n")
+    assert done.stdout == "resealed 1 number(s) under the current key\n"
+
+
 def test_users_set_hpr_and_the_export_names_the_author_by_it(tmp_path: Path, run: Run) -> None:
     alarm_id, env = seeded(tmp_path)  # kari resolved it
 

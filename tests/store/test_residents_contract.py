@@ -19,7 +19,7 @@ from alarmhub.core.model import Alarm, AlarmState, Priority
 from alarmhub.core.national_id import NationalId, parse_national_id
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.postgres.residents import PostgresResidentRows
-from alarmhub.store.residents import UNREADABLE, ResidentRegister, ResidentRows
+from alarmhub.store.residents import UNREADABLE, Rekeyed, ResidentRegister, ResidentRows
 from alarmhub.store.sealing import KeyMissingError, Keyring, SealingError
 from alarmhub.store.sqlite.residents import SqliteResidentRows
 from tests.store.conftest import OpenedStore
@@ -155,8 +155,8 @@ async def test_key_rotation_and_a_missing_key(backend: Backend) -> None:
     # The new key seals; the old one still opens until everything is resealed.
     rotating = ResidentRegister(rows, Keyring((KEY_B, KEY_A)), clock)
     assert await rotating.national_id("0301", "r-17") == KARI
-    assert await rotating.rekey("cli:root") == 1
-    assert await rotating.rekey("cli:root") == 0
+    assert await rotating.rekey("cli:root") == Rekeyed(resealed=1)
+    assert await rotating.rekey("cli:root") == Rekeyed()
     new_only = ResidentRegister(rows, Keyring((KEY_B,)), clock)
     assert await new_only.national_id("0301", "r-17") == KARI
     # The old key alone no longer opens it, and says which key it lacks.

@@ -15,7 +15,7 @@ import asyncpg
 
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.postgres.accounts import append_audit
-from alarmhub.store.residents import ListAudit, ResidentRows, SealedRow
+from alarmhub.store.residents import ListAudit, Reseal, ResidentRows, SealedRow
 
 _COLUMNS = "municipality, resident, key_id, nonce, sealed, updated_at, updated_by"
 _UPSERT = (
@@ -24,6 +24,19 @@ _UPSERT = (
     "nonce = excluded.nonce, sealed = excluded.sealed, updated_at = excluded.updated_at, "
     "updated_by = excluded.updated_by RETURNING (xmax = 0) AS created"
 )
+
+_LOCK = (
+    "SELECT key_id, nonce, sealed FROM residents WHERE municipality = $1 AND resident = $2 "
+    "FOR UPDATE"
+)
+_RESEAL = (
+    "UPDATE residents SET key_id = $1, nonce = $2, sealed = $3 "
+    "WHERE municipality = $4 AND resident = $5"
+)
+
+
+def _sealing(r: asyncpg.Record) -> tuple[str, bytes, bytes]:
+    return r["key_id"], bytes(r["nonce"]), bytes(r["sealed"])
 
 
 def _row(r: asyncpg.Record) -> SealedRow:
@@ -99,12 +112,36 @@ class PostgresResidentRows:
                 await append_audit(conn, audit(rows))
         return rows
 
-    async def all_residents(self) -> list[SealedRow]:
+    async def stale_residents(
+        self, current_key: str, after: tuple[str, str] | None, limit: int
+    ) -> list[SealedRow]:
+        start = after or ("", "")
         async with self.pool.acquire() as conn:
             records = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM residents ORDER BY municipality, resident"
+                f"SELECT {_COLUMNS} FROM residents WHERE key_id <> $1 AND "
+                "(municipality, resident) > ($2, $3) ORDER BY municipality, resident LIMIT $4",
+                current_key,
+                *start,
+                limit,
             )
         return [_row(r) for r in records]
+
+    async def reseal_residents(self, reseals: Sequence[Reseal]) -> int:
+        written = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for r in reseals:
+                old = r.before
+                # Lock the row and compare it with what rekey read: a change committed
+                # meanwhile (or one still open, which FOR UPDATE waits for) is seen here.
+                now = await conn.fetchrow(_LOCK, old.municipality, old.resident)
+                if now is None or _sealing(now) != (old.key_id, old.nonce, old.sealed):
+                    continue
+                await conn.execute(
+                    _RESEAL, r.key_id, r.nonce, r.sealed, old.municipality, old.resident
+                )
+                await append_audit(conn, [r.audit])
+                written += 1
+        return written
 
 
 def _is_rows(r: PostgresResidentRows) -> ResidentRows:

@@ -14,7 +14,7 @@ from typing import Any
 
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.accounts import ts
-from alarmhub.store.residents import ListAudit, ResidentRows, SealedRow
+from alarmhub.store.residents import ListAudit, Reseal, ResidentRows, SealedRow
 from alarmhub.store.sqlite.accounts import append_audit, run, transaction
 from alarmhub.store.sqlite.rows import parse_ts
 
@@ -90,9 +90,36 @@ def _list(conn: sqlite3.Connection, municipality: str, audit: ListAudit) -> list
     return rows
 
 
-def _all(conn: sqlite3.Connection) -> list[SealedRow]:
-    sql = f"SELECT {_COLUMNS} FROM residents ORDER BY municipality, resident"
-    return [_row(r) for r in conn.execute(sql)]
+def _stale(
+    conn: sqlite3.Connection, current_key: str, after: tuple[str, str] | None, limit: int
+) -> list[SealedRow]:
+    start = after or ("", "")
+    sql = (
+        f"SELECT {_COLUMNS} FROM residents WHERE key_id <> ? AND (municipality, resident) > "
+        "(?, ?) ORDER BY municipality, resident LIMIT ?"
+    )
+    return [_row(r) for r in conn.execute(sql, (current_key, *start, limit))]
+
+
+# Compare-and-set: the row is resealed only if it still holds what rekey read. Inside
+# BEGIN IMMEDIATE nobody else writes between this check and the write.
+_RESEAL = (
+    "UPDATE residents SET key_id = ?, nonce = ?, sealed = ? WHERE municipality = ? "
+    "AND resident = ? AND key_id = ? AND nonce = ? AND sealed = ?"
+)
+
+
+def _reseal(conn: sqlite3.Connection, reseals: Sequence[Reseal]) -> int:
+    written = 0
+    with transaction(conn):
+        for r in reseals:
+            old = r.before
+            where = (old.municipality, old.resident, old.key_id, old.nonce, old.sealed)
+            cur = conn.execute(_RESEAL, (r.key_id, r.nonce, r.sealed, *where))
+            if cur.rowcount:
+                append_audit(conn, [r.audit])
+                written += 1
+    return written
 
 
 class SqliteResidentRows:
@@ -117,8 +144,13 @@ class SqliteResidentRows:
     async def list_residents(self, municipality: str, audit: ListAudit) -> list[SealedRow]:
         return await run(self.path, _list, municipality, audit)
 
-    async def all_residents(self) -> list[SealedRow]:
-        return await run(self.path, _all)
+    async def stale_residents(
+        self, current_key: str, after: tuple[str, str] | None, limit: int
+    ) -> list[SealedRow]:
+        return await run(self.path, _stale, current_key, after, limit)
+
+    async def reseal_residents(self, reseals: Sequence[Reseal]) -> int:
+        return await run(self.path, _reseal, reseals)
 
 
 def _is_rows(r: SqliteResidentRows) -> ResidentRows:
