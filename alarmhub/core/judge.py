@@ -64,6 +64,8 @@ class MergeRefused(StrEnum):
 
     TOO_OLD = "too_old"  # raised longer ago than the rules' merge_max_age
     SUPPRESSION_ENDED = "suppression_ended"  # it is suppressed by a cause that has ended
+    DEVICE_MOVED = "device_moved"  # the device is in another municipality now
+    RESIDENT_CHANGED = "resident_changed"  # the device is someone else's now
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +123,27 @@ def suppression_ended(
 
 
 def merge_refused(
-    active: Alarm, now: datetime, merge_max_age: timedelta | None, cause_ended: bool
+    active: Alarm,
+    device: Device,
+    now: datetime,
+    merge_max_age: timedelta | None,
+    cause_ended: bool,
 ) -> MergeRefused | None:
-    """Why a new trigger must not join `active` (None: it joins)."""
+    """Why a new trigger must not join `active` (None: it joins).
+
+    Like :func:`_flapped`, only while the device is where it was: a move is refused
+    while the device has open alarms, but only inside the move's own transaction,
+    and an instance ingesting learns of a move by another process at its next
+    registry poll. A press in that window raises an alarm in the old municipality;
+    joining every later press to it would hide the resident's presses from the
+    municipality the device is in now (promise 3). Such a press raises its own
+    alarm, in the device's queue, about its resident; the old one stays with its
+    owners.
+    """
+    if active.municipality != device.municipality:
+        return MergeRefused.DEVICE_MOVED
+    if active.resident != device.resident:
+        return MergeRefused.RESIDENT_CHANGED
     if cause_ended:
         return MergeRefused.SUPPRESSION_ENDED
     if merge_max_age is not None and now - active.raised_at > merge_max_age:
@@ -180,7 +200,7 @@ def judge(
     }
     detail.update(event_context(event))
     if active is not None:
-        refused = merge_refused(active, now, merge_max_age, cause_ended)
+        refused = merge_refused(active, device, now, merge_max_age, cause_ended)
         if refused is None:
             return _merge(active, event, now, detail)
         # A new alarm of its own, beside the old one (which stays in the queue).

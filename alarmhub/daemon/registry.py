@@ -11,6 +11,7 @@ keeps the rules in force.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -151,10 +152,15 @@ class Registry:
         return stale
 
     async def run(self) -> None:
-        """Pick up devices registered, changed or decommissioned by the CLI or another process."""
+        """Pick up devices registered, changed or decommissioned by the CLI or another process.
+
+        The wait ends at once when the hub stops, not after the rest of a poll interval.
+        """
         while not self._stopping.is_set():
-            await asyncio.sleep(REGISTRY_POLL_S)
-            await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), REGISTRY_POLL_S)
+            if not self._stopping.is_set():
+                await self.refresh()
 
     async def refresh(self) -> None:
         """One tick of :meth:`run`: devices, silences and gauges as stored now.

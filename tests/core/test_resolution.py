@@ -269,6 +269,33 @@ MERGES = [
         True,
         AlarmState.OPEN,
     ),
+    # Raised in the old municipality in the window before this instance learnt of a
+    # move (the registry poll), or about the device's previous resident: the press is
+    # the new owners' to see, never merged into an alarm they cannot see.
+    (
+        replace(P1_OPEN, municipality="4601"),
+        (),
+        timedelta(minutes=1),
+        Verdict.NEW,
+        False,
+        AlarmState.OPEN,
+    ),
+    (
+        replace(P1_OPEN, resident="r-9"),
+        (),
+        timedelta(minutes=1),
+        Verdict.NEW,
+        False,
+        AlarmState.OPEN,
+    ),
+    (
+        replace(P1_OPEN, resident=None),
+        (),
+        timedelta(minutes=1),
+        Verdict.NEW,
+        False,
+        AlarmState.OPEN,
+    ),
 ]
 
 
@@ -307,6 +334,34 @@ def test_a_press_joins_only_a_live_recent_alarm(
         assert index.active(("pend-1", "button")) == alarm
     else:
         assert active.id not in effects.alarms or effects.alarms[active.id].superseded_by is None
+
+
+# (the active alarm as raised before the device changed hands, why the press did not
+#  join it)
+MOVED = [
+    (replace(P1_OPEN, municipality="4601", resident="r-17"), "device_moved"),
+    (replace(P1_OPEN, resident="r-9"), "resident_changed"),
+    (replace(P1_OPEN, municipality="4601", resident="r-17", suppressed_by="x"), "device_moved"),
+]
+
+
+@pytest.mark.parametrize(("active", "why"), MOVED)
+def test_a_press_after_a_move_raises_its_alarm_in_the_devices_municipality(
+    active: Alarm, why: str
+) -> None:
+    """Promise 3: the old alarm stays in its owners' queue (set aside), the press goes to
+    the queue of the municipality the device is in now, about its resident; and so does
+    every later press, which joins the new alarm."""
+    view = View()
+    view.put(active)
+    effects = send(view, "pend-1", "button.pressed", NIGHT + timedelta(minutes=1))
+    [raised] = effects.new_alarm_ids
+    alarm = effects.alarms[raised]
+    assert (alarm.municipality, alarm.resident) == ("0301", "r-1")
+    assert effects.timeline[0].detail["why"] == why
+    assert effects.alarms[active.id].superseded_by == raised
+    later = send(view, "pend-1", "button.pressed", NIGHT + timedelta(minutes=2))
+    assert (verdict(later), later.messages[0].events[0].alarm_id) == (Verdict.REPEAT, raised)
 
 
 def test_a_repeat_on_an_acknowledged_person_alarm_re_alerts_with_a_fresh_escalation() -> None:

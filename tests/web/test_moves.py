@@ -3,15 +3,17 @@ by the API, the CLI or a CSV import; the refusal names the alarms to resolve fir
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from alarmhub.core.model import Device, DeviceKind
 from alarmhub.core.moves import MoveRefused, move_errors, refused_moves
+from alarmhub.daemon import registry
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.api_harness import stack
-from tests.support.helpers import db_rows, run_cli
+from tests.support.helpers import async_wait_until, db_rows, native, run_cli
 
 MOVE_ROWS = [
     # (case, registered in, moving to, open alarms, refused alarms)
@@ -102,3 +104,43 @@ async def test_moving_a_device_with_an_open_alarm_is_refused_everywhere(
         r = await admin.patch("/api/v1/devices/osl-pend-1", json={"municipality": "4601"})
         assert r.status_code == 200, r.text
         assert db_rows(s.db, where) == [("4601",)]
+
+
+@pytest.mark.broker
+async def test_presses_after_a_move_by_another_process_reach_the_new_municipality(
+    tmp_path: Path, broker: LocalBroker, client_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The move is refused with open alarms only inside its own transaction; the instance
+    ingesting learns of a move by the CLI at its next registry poll. A press in that
+    window raises an alarm in the old municipality, and every later press used to be
+    merged into it: the new municipality never saw them (promise 3). The window is held
+    open here (no poll until the test asks for one), so the verdict does not depend on
+    how fast the machine is."""
+    monkeypatch.setattr(registry, "REGISTRY_POLL_S", 3600.0)
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False) as s,
+        s.client("op0301") as oslo,
+        s.client("op4601") as bergen,
+    ):
+        file = tmp_path / "move.csv"
+        file.write_text("id,kind,municipality\nosl-pend-1,safety_alarm,4601\n")
+        env = {"ALARMHUB_DATABASE_URL": f"sqlite:///{s.db}"}
+        cli = await asyncio.to_thread(run_cli, ["devices", "import", str(file)], env)
+        assert cli.returncode == 0, cli.stderr
+        window = await s.raise_alarm("osl-pend-1", "in-the-window")
+        await s.hub.refresh_registry()  # the poll: the daemon knows it is in 4601 now
+
+        s.pub.publish(*native("osl-pend-1", "after-the-poll", "button.pressed"))
+        presses = (
+            "SELECT count(*) FROM timeline t JOIN alarms a ON a.id = t.alarm_id "
+            "WHERE a.device_id = 'osl-pend-1' AND t.type IN ('raised', 'repeated')"
+        )
+        assert await async_wait_until(lambda: db_rows(s.db, presses)[0][0] >= 2, 20)
+        theirs = (await bergen.get("/api/v1/alarms")).json()["items"]
+        assert [a["device_id"] for a in theirs] == ["osl-pend-1"]
+        assert theirs[0]["id"] != window
+        # The alarm raised in the window stays in its owners' queue, set aside.
+        ours = {a["id"]: a for a in (await oslo.get("/api/v1/alarms")).json()["items"]}
+        if window in ours:
+            assert ours[window]["superseded_by"] == theirs[0]["id"]
+            assert ours[window]["repeat_count"] == 0
