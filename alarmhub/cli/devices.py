@@ -81,7 +81,16 @@ def add_parser(sub: Any) -> None:
     lst.add_argument("--municipality")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_devices_list)
-    imp = devices.add_parser("import", help="register devices from a CSV file, all or none")
+    imp = devices.add_parser(
+        "import",
+        help="register devices from a CSV file, all or none",
+        description="Register or update devices from a CSV file, all or none: header "
+        "id,kind,municipality plus optional heartbeat_interval,label,profile,resident,"
+        "settings,bridge. Columns resident, settings and bridge the file lacks stay as "
+        "stored on existing devices, except a resident on a device the file moves to "
+        "another municipality: cleared, since resident references are per municipality "
+        "(give the resident column to set the new one).",
+    )
     imp.add_argument("file", metavar="FILE.csv")
     imp.set_defaults(func=cmd_devices_import)
     cred = devices.add_parser(

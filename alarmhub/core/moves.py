@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from alarmhub.core.model import Device
 
@@ -61,3 +62,19 @@ def move_errors(devices: Sequence[Device], refused: Iterable[MoveRefused]) -> li
     """
     line = {d.id: n for n, d in enumerate(devices, start=2)}
     return [f"line {line.get(r.device_id, '?')}: {r.message()}" for r in refused]
+
+
+def resident_left_behind(found: Mapping[str, Any], changes: Mapping[str, Any]) -> str | None:
+    """The resident reference a change of the stored device `found` must clear, if any.
+
+    Resident references are per municipality: in the new one "r-17" is another person,
+    whose national id the moved device's alarms would show and whose record they would
+    journal to. A move clears it unless the same change names the resident. Settings
+    stay: they describe the home and the device (windows, geofence, doses), name nobody,
+    and clearing them would silently end the alarms they drive.
+    """
+    moved = changes.get("municipality", found["municipality"]) != found["municipality"]
+    if not moved or "resident" in changes:
+        return None
+    resident = found.get("resident")
+    return None if resident is None else str(resident)

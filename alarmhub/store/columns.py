@@ -101,6 +101,24 @@ CREDENTIALS_SET_ELSEWHERE = (
 )
 # What a registration may change of a registered device (the id is the key).
 DEVICE_UPDATABLE = (*DEVICE_COLUMNS[1:], "updated_at")
+# A kept resident stays only while the device stays in its municipality: references
+# are per municipality, and in another one the same "r-17" is another person.
+_KEPT_RESIDENT = (
+    "resident = CASE WHEN devices.municipality = excluded.municipality THEN devices.resident END"
+)
+
+
+def device_upsert_set(keep: frozenset[str]) -> str:
+    """The SET list of a registration's upsert (SQLite and PostgreSQL alike).
+
+    Columns in `keep` stay as stored, except a resident on a device that moves to
+    another municipality: it is cleared (the import's file did not name one).
+    """
+    sets = [f"{c} = excluded.{c}" for c in DEVICE_UPDATABLE if c not in keep]
+    if "resident" in keep:
+        sets.append(_KEPT_RESIDENT)
+    return ", ".join(sets)
+
 
 AUDIT_KEYS = (
     "id",

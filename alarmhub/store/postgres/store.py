@@ -28,7 +28,7 @@ from alarmhub.core.suppress import Silence
 from alarmhub.redact import redact_url
 from alarmhub.store.accounts import ts
 from alarmhub.store.cluster import Fence
-from alarmhub.store.columns import DEVICE_LISTING, DEVICE_UPDATABLE, SILENCE_KEYS, device_from_row
+from alarmhub.store.columns import DEVICE_LISTING, SILENCE_KEYS, device_from_row, device_upsert_set
 from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import AlarmStore, DecidedRow, Notification, OutboxItem
@@ -235,7 +235,7 @@ class PostgresStore(PgJournalRows):
         the change. Returns the written ids whose SIP credentials were set elsewhere.
         """
         last = list({d.id: d for d in devices}.values())
-        update = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_UPDATABLE if c not in keep)
+        update = device_upsert_set(keep)
         sql = (
             "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, label, "
             "active, resident, settings, bridge, registered_at, updated_at) "

@@ -31,8 +31,8 @@ from alarmhub.store.columns import (
     DEAD_LETTER_KEYS,
     DEVICE_COLUMNS,
     DEVICE_LISTING,
-    DEVICE_UPDATABLE,
     device_from_row,
+    device_upsert_set,
 )
 from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.ports import AlarmStore, DecidedRow
@@ -339,8 +339,7 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
                 "label, active, resident, settings, bridge, registered_at, updated_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET "
-                + ", ".join(f"{c}=excluded.{c}" for c in DEVICE_UPDATABLE if c not in keep),
+                "ON CONFLICT(id) DO UPDATE SET " + device_upsert_set(keep),
                 rows,
             )
             if audit:

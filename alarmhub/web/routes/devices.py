@@ -19,7 +19,7 @@ from alarmhub.core.decode import Catalog
 from alarmhub.core.device_settings import SettingsInvalidError
 from alarmhub.core.digest import credentials_for, password_problem
 from alarmhub.core.model import Device, DeviceKind
-from alarmhub.core.moves import move_errors
+from alarmhub.core.moves import move_errors, resident_left_behind
 from alarmhub.core.people import AuditEntry, import_audit
 from alarmhub.core.registry import (
     DeviceIn,
@@ -306,16 +306,18 @@ async def patch_device(
     merged = {**found, **changes}
     if not scope.allows(merged["municipality"]):
         raise forbidden("you may not move devices to that municipality")
+    detail: dict[str, Any] = {
+        "fields": sorted(changes),
+        "moved_to": changes.get("municipality")
+        if changes.get("municipality") != found["municipality"]
+        else None,
+    }
+    cleared = resident_left_behind(found, changes)
+    if cleared is not None:  # another person's reference in the new municipality
+        merged["resident"] = None
+        detail["resident_cleared"] = cleared
     entry = audit.entry(
-        "device.changed",
-        device_id=device_id,
-        municipality=found["municipality"],
-        detail={
-            "fields": sorted(changes),
-            "moved_to": changes.get("municipality")
-            if changes.get("municipality") != found["municipality"]
-            else None,
-        },
+        "device.changed", device_id=device_id, municipality=found["municipality"], detail=detail
     )
     catalog = ctx.hub.catalog if "profile" in changes else None
     device = _bridged(ctx.hub.catalog, _checked_device(merged, catalog))
