@@ -12,7 +12,6 @@ decided row commits in one transaction with its effects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -40,6 +39,7 @@ from alarmhub.core.escalation import (
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.state import HubState
+from alarmhub.daemon.waits import wait_set
 from alarmhub.observability.metrics import Metrics
 from alarmhub.store.ports import DecidedRow, EscalationStore, Notification
 
@@ -221,8 +221,7 @@ class Escalator:
             delay = mono_due - self._clock.monotonic()
             if delay > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
+                await wait_set(self._wake, min(delay, 1.0))
                 continue
             await self._fire_due()
 

@@ -24,7 +24,6 @@ the journal recognises instead of filing a second note.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -58,6 +57,7 @@ from alarmhub.core.journal.document import (
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import Alarm
 from alarmhub.core.rules import RuleSet
+from alarmhub.daemon.waits import wait_set
 from alarmhub.journal import helseid
 from alarmhub.journal.auth import NoAuth, RequestAuth
 from alarmhub.journal.client import JournalClient
@@ -168,8 +168,7 @@ class JournalDelivery:
                 except StoreError as exc:
                     self._store_failed(exc)
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+                await wait_set(self._wake, IDLE_S)
 
     async def deliver_due(self, client: JournalClient) -> None:
         for export in await self._reader.due_journal(self._clock.now()):

@@ -22,7 +22,6 @@ read in, and at most a page of rows is held in memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 from typing import Protocol
 
@@ -32,6 +31,7 @@ import paho.mqtt.client as paho
 import structlog
 
 from alarmhub.clock import Clock
+from alarmhub.daemon.waits import wait_set
 from alarmhub.observability.logs import OncePer
 from alarmhub.store.errors import StoreError
 from alarmhub.store.ports import OutboxItem, OutboxReads, OutboxWrites
@@ -111,8 +111,7 @@ class Notifier:
                     await self._start_due(sends, http)
                 except StoreError as exc:
                     self._store_failed(exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+                await wait_set(self._wake, IDLE_S)
 
     async def _start_due(self, sends: asyncio.TaskGroup, http: httpx.AsyncClient) -> None:
         """Start the first due row of each idle address while lanes are free.

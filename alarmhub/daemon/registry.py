@@ -11,7 +11,6 @@ keeps the rules in force.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from alarmhub.core.escalation import orphaned
 from alarmhub.core.model import Alarm, Device
 from alarmhub.core.people import AuditEntry
 from alarmhub.daemon.state import HubState
+from alarmhub.daemon.waits import wait_set
 from alarmhub.observability.gauges import QueueGauges, device_gauges
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
@@ -157,8 +157,7 @@ class Registry:
         The wait ends at once when the hub stops, not after the rest of a poll interval.
         """
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), REGISTRY_POLL_S)
+            await wait_set(self._stopping, REGISTRY_POLL_S)
             if not self._stopping.is_set():
                 await self.refresh()
 

@@ -20,7 +20,6 @@ escalation (from the release instant) and announced to the queue:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -35,6 +34,7 @@ from alarmhub.core.views import alarm_json
 from alarmhub.daemon.fanout import Broadcaster
 from alarmhub.daemon.gate import WriteGate
 from alarmhub.daemon.state import HubState
+from alarmhub.daemon.waits import wait_set
 from alarmhub.store.ports import ReleaseStore, SilenceSource
 
 log = structlog.get_logger("alarmhub.suppression")
@@ -176,5 +176,4 @@ class SuppressionKeeper:
             end = suppress.next_silence_end(self._state.silences, now)
             delay = POLL_S if end is None else min(POLL_S, (end - now).total_seconds())
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(delay, 0.0))
+            await wait_set(self._wake, delay)
