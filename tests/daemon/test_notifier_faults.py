@@ -18,28 +18,10 @@ from alarmhub.clock import FakeClock
 from alarmhub.daemon.notifier import Notifier
 from alarmhub.store.ports import Notification
 from alarmhub.store.sqlite.store import SqliteStore
-from tests.support.helpers import async_wait_until
+from tests.support.helpers import AcceptingBroker, async_wait_until
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CEILING_S = 60.0  # a ceiling only: each verdict is whether it happens at all
-
-
-class _Published:
-    def is_published(self) -> bool:
-        return True
-
-
-class _Broker:
-    """The MQTT link: accepts every publish at once."""
-
-    connected = True
-
-    def __init__(self) -> None:
-        self.topics: list[str] = []
-
-    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> Any:
-        self.topics.append(topic)
-        return _Published()
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -60,7 +42,7 @@ async def test_a_locked_database_while_a_notice_is_marked_delays_it_and_ends_not
         await store.queue_outbox("a-1", Notification("device", "mqtt", "t/x", {"x": 1}), T0)
         await store._conn.execute("PRAGMA busy_timeout=100")
         other.execute("BEGIN EXCLUSIVE")  # another process holds the file
-        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), _Broker())
+        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), AcceptingBroker())
         task = asyncio.create_task(notifier.run())
         # Sent, then refused at the mark, at least twice: the loop came round again.
         assert await async_wait_until(lambda: notifier.sent >= 2 or task.done(), CEILING_S)
@@ -113,7 +95,7 @@ async def test_a_receiver_that_drips_its_answer_holds_back_no_other_notice(
     server = await asyncio.start_server(drip, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     store = await SqliteStore.open(tmp_path / "a.db")
-    broker = _Broker()
+    broker = AcceptingBroker()
     try:
         hook = Notification("hook", "webhook", f"http://127.0.0.1:{port}/", {"n": 1})
         await store.queue_outbox("a-1", hook, T0)

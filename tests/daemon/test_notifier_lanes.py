@@ -21,7 +21,7 @@ from alarmhub.clock import FakeClock
 from alarmhub.daemon.notifier import Notifier
 from alarmhub.store.ports import Notification
 from alarmhub.store.sqlite.store import SqliteStore
-from tests.support.helpers import async_wait_until
+from tests.support.helpers import AcceptingBroker, async_wait_until
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CEILING_S = 60.0  # a ceiling only: each verdict is whether it happens at all
@@ -80,24 +80,6 @@ class _Receiver:
         await self._server.wait_closed()
 
 
-class _Published:
-    def is_published(self) -> bool:
-        return True
-
-
-class _Broker:
-    """The MQTT link: accepts every publish at once."""
-
-    connected = True
-
-    def __init__(self) -> None:
-        self.topics: list[str] = []
-
-    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> Any:
-        self.topics.append(topic)
-        return _Published()
-
-
 async def test_a_receiver_that_never_answers_holds_back_only_its_own_notices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,7 +91,7 @@ async def test_a_receiver_that_never_answers_holds_back_only_its_own_notices(
     dead_url, healthy_url = await dead.start(), await healthy.start()
     path = tmp_path / "a.db"
     store = await SqliteStore.open(path)
-    broker = _Broker()
+    broker = AcceptingBroker()
     task: asyncio.Task[None] | None = None
     try:
         # The dead receiver's backlog first, so the old loop reached it first.

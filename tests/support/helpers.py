@@ -201,3 +201,22 @@ def rules_with_webhook(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "rules.toml"
     path.write_text(text)
     return path
+
+
+class _Published:
+    def is_published(self) -> bool:
+        return True
+
+
+class AcceptingBroker:
+    """The notifier's MQTT link (daemon/notifier.py Broker), accepting every publish at
+    once: for tests of the notifier's own order and faults, not of MQTT."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> Any:  # paho's info
+        self.topics.append(topic)
+        return _Published()
