@@ -13,7 +13,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from alarmhub.core.model import Alarm, AlarmState, ScaipVoice, TimelineEntry, TimelineType
+from alarmhub.core.model import (
+    AUTO_OUTCOME,
+    Alarm,
+    AlarmState,
+    ScaipVoice,
+    TimelineEntry,
+    TimelineType,
+)
 from alarmhub.core.resolution import MAX_FREE_TEXT, Resolution
 
 MAX_NOTE = 2000
@@ -153,6 +160,10 @@ def _resolve(
 ) -> Applied | Conflict:
     if not outcome or len(outcome) > MAX_OUTCOME:
         return Conflict(ConflictCode.INVALID, f"resolve needs an outcome (1-{MAX_OUTCOME} chars)")
+    if outcome == AUTO_OUTCOME:
+        # alarmhub's own automatic resolution: an operator's answer recorded so could be
+        # reopened by the next trigger, and its journal note given up (core/judge.py).
+        return Conflict(ConflictCode.INVALID, f"the outcome {AUTO_OUTCOME!r} is alarmhub's own")
     r = resolution or Resolution()
     alarm = replace(
         alarm,

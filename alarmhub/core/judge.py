@@ -41,6 +41,8 @@ from enum import StrEnum
 from alarmhub.core.device_time import device_clock
 from alarmhub.core.escalation import fresh_escalation
 from alarmhub.core.model import (
+    AUTO_OUTCOME,
+    AUTO_RESOLVER,
     Alarm,
     AlarmState,
     Device,
@@ -78,13 +80,15 @@ class Decision:
 def _flapped(resolved: Alarm, device: Device, rule: Rule, now: datetime) -> bool:
     """Does a new trigger reopen this alarm rather than raise one of its own?
 
-    Only an automatic resolution within the rule's flap window, and only while the
-    device is where it was: moved to another municipality or given to another
+    Only an automatic resolution (alarmhub's own, never an operator's answer, whose
+    journal note may be on its way: issue 17) within the rule's flap window, and only
+    while the device is where it was: moved to another municipality or given to another
     resident meanwhile, the old alarm stays with its owners, and the new one goes to
     the device's queue, about its resident (promise 3).
     """
     return (
-        resolved.outcome == "auto"
+        resolved.outcome == AUTO_OUTCOME
+        and resolved.resolved_by == AUTO_RESOLVER
         and resolved.resolved_at is not None
         and now - resolved.resolved_at <= rule.flap_window
         and resolved.municipality == device.municipality
@@ -333,8 +337,8 @@ def auto_resolve(alarm: Alarm, event: Event, rule: Rule, now: datetime) -> Decis
         alarm,
         state=AlarmState.RESOLVED,
         resolved_at=now,
-        resolved_by="alarmhub",
-        outcome="auto",
+        resolved_by=AUTO_RESOLVER,
+        outcome=AUTO_OUTCOME,
         last_seen_at=max(alarm.last_seen_at, now),
     )
     entry = TimelineEntry(

@@ -125,6 +125,13 @@ class Priority(IntEnum):
     TECHNICAL = 4
 
 
+# An automatic resolution (a clearing event, core/judge.py auto_resolve) is recorded with
+# this outcome and actor. Only such an alarm may be reopened by a flap; the outcome is
+# reserved, so an operator's answer never looks like one (core/actions.py).
+AUTO_OUTCOME = "auto"
+AUTO_RESOLVER = "alarmhub"
+
+
 class AlarmState(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"

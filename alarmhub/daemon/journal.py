@@ -49,6 +49,7 @@ from alarmhub.core.journal.document import (
     NotApplicable,
     Organisation,
     Patient,
+    Skip,
     author_of,
     qualify,
     resolution_from_timeline,
@@ -237,6 +238,10 @@ class JournalDelivery:
         rows = await self._alarms.timeline(alarm.id)
         timeline = [timeline_entry(alarm.id, row) for row in rows]
         ready = qualify(alarm, timeline, rules.journal)
+        if isinstance(ready, NotApplicable) and ready.reason is Skip.NOT_RESOLVED:
+            # The row says an operator answered it: open again, the answer is still to
+            # be journaled, and a second resolve writes no row of its own (one per alarm).
+            return Retry("the alarm was reopened: its note goes once it is resolved again")
         if isinstance(ready, NotApplicable):
             return ready
         try:

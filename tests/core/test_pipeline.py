@@ -232,7 +232,11 @@ def test_a_flap_after_the_device_moved_is_a_new_alarm_where_the_device_now_is(
     assert {e.alarm_id for e in flap.timeline} == {new_id}
 
 
-def test_operator_resolved_alarm_is_never_reopened_by_flap() -> None:
+@pytest.mark.parametrize("outcome", ["false_alarm", "auto"])
+def test_operator_resolved_alarm_is_never_reopened_by_flap(outcome: str) -> None:
+    """Even one stored with the outcome `auto` (which an operator's resolve through the
+    API could send before it was reserved): reopened, its journal note was given up as
+    `not resolved`, and the second resolve wrote no export (issue 17)."""
     resolved = Alarm(
         "x",
         "door-1",
@@ -243,7 +247,7 @@ def test_operator_resolved_alarm_is_never_reopened_by_flap() -> None:
         T0,
         T0,
         resolved_at=T0 + timedelta(seconds=10),
-        outcome="false_alarm",
+        outcome=outcome,
         resolved_by="op",
     )
     effects = run(

@@ -168,3 +168,12 @@ def test_a_free_text_too_long_is_refused() -> None:
     result = apply_action(_alarm(), Action.RESOLVE, "kari", NOW, outcome="helped", resolution=r)
     assert isinstance(result, Conflict)
     assert "500" in result.message
+
+
+def test_the_automatic_outcome_is_refused_to_an_operator() -> None:
+    """`auto` is alarmhub's own resolution, the one a flap reopens (core/judge.py): an
+    operator's answer stored with it came back open on the door's next opening, and its
+    journal note, on its way, was given up as `not resolved` (issue 17)."""
+    result = apply_action(_alarm(), Action.RESOLVE, "kari", NOW, outcome="auto")
+    assert isinstance(result, Conflict)
+    assert "auto" in result.message

@@ -22,8 +22,10 @@ import structlog
 from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock
+from alarmhub.core.actions import Action, Applied, apply_action
 from alarmhub.core.journal import codes
 from alarmhub.core.journal_status import JournalState
+from alarmhub.core.model import AlarmState, TimelineEntry, TimelineType
 from alarmhub.core.national_id import NationalId, parse_national_id
 from alarmhub.core.people import AuditEntry, Role
 from alarmhub.core.pipeline import BatchEffects
@@ -207,6 +209,36 @@ async def test_a_resend_after_a_crash_is_recognised_not_a_second_note(rig: Rig) 
     await rig.until(JournalState.CONFIRMED)
     assert len(rig.server.posts) == 2  # sent twice
     assert list(rig.server.note_count().values()) == [1]  # journaled once
+
+
+async def test_an_answered_alarm_reopened_before_its_note_went_waits_for_its_resolve(
+    rig: Rig,
+) -> None:
+    """The export row exists because an operator answered the alarm. Reopened before the
+    worker came to it (a flap reopened an operator's `auto` outcome), the row was
+    finished as `not_applicable (not resolved)`, and the second resolve's row was the
+    same one (one per alarm, ON CONFLICT DO NOTHING): the answer never reached the
+    journal. It waits now, saying why, and goes once the alarm is resolved again."""
+    [resolved] = await rig.store.get_alarms([rig.alarm_id])
+    reopened_at = rig.clock.now()
+    reopened = replace(resolved, state=AlarmState.OPEN, resolved_at=None, resolved_by=None)
+    entry = TimelineEntry(rig.alarm_id, reopened_at, TimelineType.REOPENED, None, {})
+    await rig.store.save_alarms([reopened], [entry], audit=())
+    for _ in range(3):
+        await rig.delivery.deliver_due(rig.client)
+        rig.clock.advance(timedelta(seconds=5))
+    waiting = await rig.export()
+    assert waiting.state is JournalState.PENDING, waiting
+    assert waiting.last_error is not None
+    assert "reopened" in waiting.last_error
+    assert [f.alarm_id for f in await rig.store.journal_exports(failed=True)] == [rig.alarm_id]
+    assert rig.server.posts == []
+    [stored] = await rig.store.get_alarms([rig.alarm_id])
+    again = apply_action(stored, Action.RESOLVE, "kari", rig.clock.now(), outcome="helped")
+    assert isinstance(again, Applied)
+    await rig.store.save_alarms([again.alarm], again.timeline, audit=())
+    await rig.until(JournalState.CONFIRMED)
+    assert list(rig.server.note_count().values()) == [1]
 
 
 async def test_a_refusal_is_recorded_with_its_reason_and_counted(rig: Rig) -> None:
