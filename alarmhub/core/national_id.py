@@ -120,6 +120,24 @@ def redact(text: str) -> str:
     return _ELEVEN.sub(lambda m: mask(m.group(0)), text) if len(text) >= LENGTH else text
 
 
+# The same eleven digits as people write them: the date in pairs and the individual
+# number, each group perhaps set off by one space, dot or hyphen (`018190 12365`,
+# `01.81.90-12365`). Only for a text that may quote the patient back: the journal's.
+_GROUPED = re.compile(
+    r"(?<![0-9])([0-9]{2})[ .-]?([0-9]{2})[ .-]?([0-9]{2})[ .-]?[0-9]{5}(?![0-9])"
+)
+
+
+def redact_quoted(text: str) -> str:
+    """`text` with every national identity number masked, however it is grouped.
+
+    For the journal's refusal: the EPJ knows the patient's number and may quote it in
+    its own format, which `redact` (a plain run of eleven digits) let through to the
+    export row, the API, the page and the log.
+    """
+    return _GROUPED.sub(lambda m: "".join(m.groups()) + MASK, text)
+
+
 def mod11(digits: str, weights: tuple[int, ...]) -> int | None:
     """The mod-11 check digit of `digits` under `weights`; None: no digit fits (remainder 1)."""
     rest = 11 - sum(int(d) * w for d, w in zip(digits, weights, strict=True)) % 11

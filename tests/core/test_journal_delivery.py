@@ -81,6 +81,28 @@ def test_a_reason_never_carries_a_national_identity_number_and_is_short() -> Non
 
 
 @pytest.mark.parametrize(
+    "quoted",
+    [
+        f"{KARI[:6]} {KARI[6:]}",
+        f"{KARI[:6]}-{KARI[6:]}",
+        f"{KARI[:6]}.{KARI[6:]}",
+        f"{KARI[:2]}.{KARI[2:4]}.{KARI[4:6]} {KARI[6:]}",
+        f"{KARI[:2]} {KARI[2:4]} {KARI[4:6]} {KARI[6:]}",
+    ],
+    ids=["space", "hyphen", "dot", "dotted-date", "spaced"],
+)
+def test_a_reason_quoting_the_number_as_people_write_it_is_masked(quoted: str) -> None:
+    """A journal (an EPJ, a person) writes the number in groups: `018190 12365`. Only a
+    run of eleven digits was masked, so the individual number went to the row, the API,
+    the page and the log as the journal wrote it."""
+    body = {"issue": [{"severity": "error", "diagnostics": f"Pasient {quoted} finnes ikke"}]}
+    refused = after_post(422, None, body)
+    assert isinstance(refused, Refused)
+    assert KARI[6:] not in refused.reason
+    assert refused.reason == f"Pasient {KARI[:6]}***** finnes ikke"
+
+
+@pytest.mark.parametrize(
     ("attempts", "draw", "seconds"),
     [
         (0, 0.5, 0.5),

@@ -257,9 +257,10 @@ async def test_without_a_national_id_nothing_is_sent(rig: Rig, tmp_path: Path) -
     assert rig.server.posts == []
 
 
-async def test_no_national_id_number_in_any_log_line_or_row(rig: Rig) -> None:
+@pytest.mark.parametrize("quoted", [NIN, f"{NIN[:6]} {NIN[6:]}"], ids=["run", "grouped"])
+async def test_no_national_id_number_in_any_log_line_or_row(rig: Rig, quoted: str) -> None:
     rig.server.fail_next = 1
-    rig.server.refuse = f"ukjent pasient {NIN}"
+    rig.server.refuse = f"ukjent pasient {quoted}"
     with structlog.testing.capture_logs() as logs:
         await rig.until(JournalState.REFUSED)
     assert {e["event"] for e in logs} >= {"journal.retry", "journal.sent", "journal.refused"}

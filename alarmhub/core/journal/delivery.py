@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from alarmhub.core.national_id import redact
+from alarmhub.core.national_id import redact_quoted
 
 MAX_REASON = 200
 RETRYABLE = frozenset({408, 425, 429})  # and every 5xx
@@ -71,8 +71,9 @@ Outcome = Accepted | Confirmed | Waiting | Refused | Retry
 def reason_text(body: object, status: int) -> str:
     """The journal's reason: `reason`, or an OperationOutcome's first diagnostics/text.
 
-    Redacted (any run of eleven digits masked: a journal might quote the patient's
-    number back) and cut short: it goes on the row, the API, the page and the log.
+    Redacted (any national identity number masked, grouped as people write it or not:
+    a journal might quote the patient's number back) and cut short: it goes on the
+    row, the API, the page and the log.
     """
     found = ""
     if isinstance(body, Mapping):
@@ -85,7 +86,7 @@ def reason_text(body: object, status: int) -> str:
             details = first.get("details")
             text = details.get("text") if isinstance(details, Mapping) else None
             found = str(first.get("diagnostics") or text or first.get("code") or "")
-    return redact(found.strip() or f"HTTP {status}")[:MAX_REASON]
+    return redact_quoted(found.strip() or f"HTTP {status}")[:MAX_REASON]
 
 
 def refusal_class(status: int) -> RefusalClass:
