@@ -41,6 +41,7 @@ from alarmhub.core.journal.delivery import (
     Confirmed,
     Outcome,
     Refused,
+    Resend,
     Retry,
     Waiting,
     backoff,
@@ -288,6 +289,9 @@ class JournalDelivery:
             await self._finish(export, JournalState.CONFIRMED, None)
             self._metrics.journal_confirmations.inc()
             log.info("journal.confirmed")
+        elif isinstance(outcome, Resend):  # posted again: the journal knows its identifier
+            pending = replace(export, state=JournalState.PENDING, location=None)
+            await self._retry(pending, Retry(outcome.error))
         elif isinstance(outcome, Refused):
             await self._finish(export, JournalState.REFUSED, outcome.reason)
             self._metrics.journal_refusals.labels(outcome.kind.value).inc()

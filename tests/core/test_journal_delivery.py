@@ -12,6 +12,7 @@ from alarmhub.core.journal.delivery import (
     Outcome,
     RefusalClass,
     Refused,
+    Resend,
     Retry,
     Waiting,
     after_poll,
@@ -40,9 +41,12 @@ OUTCOME = {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "ukjent
             {"reason": "mangler pasient"},
             Refused(RefusalClass.INVALID, "mangler pasient"),
         ),
-        (401, None, None, Refused(RefusalClass.UNAUTHORIZED, "HTTP 401")),
-        (404, None, "not json", Refused(RefusalClass.NOT_FOUND, "HTTP 404")),
+        # The sign-in or the address, not the note: retried, never the note given up.
+        (401, None, None, Retry("the journal answered 401: HTTP 401")),
+        (403, None, {"reason": "ikke godkjent"}, Retry("the journal answered 403: ikke godkjent")),
+        (404, None, "not json", Retry("the journal answered 404: HTTP 404")),
         (409, None, None, Refused(RefusalClass.OTHER, "HTTP 409")),
+        (413, None, None, Refused(RefusalClass.OTHER, "HTTP 413")),
     ],
 )
 def test_the_answer_to_a_post(
@@ -63,7 +67,9 @@ def test_the_answer_to_a_post(
             Refused(RefusalClass.JOURNAL, "ukjent pasient"),
         ),
         (502, None, Retry("the journal answered 502")),
-        (410, None, Refused(RefusalClass.NOT_FOUND, "HTTP 410")),
+        (410, None, Resend("the journal answered 410 to the status URL: sending it again")),
+        (404, None, Resend("the journal answered 404 to the status URL: sending it again")),
+        (401, None, Retry("the journal answered 401: HTTP 401")),
     ],
 )
 def test_the_answer_to_a_poll(status: int, body: object, expected: Outcome) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock
@@ -239,6 +241,72 @@ async def test_an_answered_alarm_reopened_before_its_note_went_waits_for_its_res
     await rig.store.save_alarms([again.alarm], again.timeline, audit=())
     await rig.until(JournalState.CONFIRMED)
     assert list(rig.server.note_count().values()) == [1]
+
+
+@pytest.mark.parametrize(
+    ("status", "challenge"),
+    [
+        (401, 'DPoP error="invalid_dpop_proof", error_description="iat too far off"'),
+        (403, 'DPoP error="insufficient_scope"'),
+        (404, None),
+    ],
+    ids=["proof-refused", "not-allowed", "no-such-endpoint"],
+)
+async def test_a_refused_sign_in_or_endpoint_is_retried_not_the_note_given_up(
+    rig: Rig, status: int, challenge: str | None
+) -> None:
+    """401/403 (the municipality's sign-in: a clock off, a client not yet approved for
+    JFT) and 404 (ALARMHUB_JOURNAL_URL mistyped) say nothing about the note, but ended
+    it as `refused`, for good: there is no resend, so every alarm answered until the
+    fix never reached its journal. They are retried with backoff now, shown pending
+    with the journal's answer, until it takes the note."""
+    refusing = True
+
+    async def check(request: Request) -> Response | None:
+        if not refusing:
+            return None
+        headers = {"www-authenticate": challenge} if challenge else {}
+        return JSONResponse({"reason": "nei"}, status_code=status, headers=headers)
+
+    rig.server.check = check
+    for _ in range(3):
+        await rig.delivery.deliver_due(rig.client)
+        rig.clock.advance(timedelta(seconds=5))
+    waiting = await rig.export()
+    assert (waiting.state, waiting.attempts) == (JournalState.PENDING, 3)
+    assert waiting.last_error is not None
+    assert str(status) in waiting.last_error
+    assert [f.alarm_id for f in await rig.store.journal_exports(failed=True)] == [rig.alarm_id]
+    refusing = False  # the clock set right, the client approved, the URL corrected
+    await rig.until(JournalState.CONFIRMED)
+    assert list(rig.server.note_count().values()) == [1]
+
+
+async def test_a_status_url_the_journal_forgot_is_sent_again_and_recognised(rig: Rig) -> None:
+    """A poll answered 404/410 (the journal restarted and forgot its status URLs) said
+    nothing about the note, but ended it as `refused` for good. The note is posted again
+    now: the journal recognises its identifier and answers with its status again."""
+    sent = await rig.until(JournalState.SENT)
+    assert sent.location is not None
+    forgotten = {sent.location.removeprefix(rig.server.url)}
+
+    async def check(request: Request) -> Response | None:
+        if request.method == "GET" and request.url.path in forgotten:
+            forgotten.discard(request.url.path)
+            return JSONResponse({"reason": "no such request"}, status_code=404)
+        return None
+
+    rig.server.check = check
+    rig.clock.advance(timedelta(seconds=5))
+    await rig.delivery.deliver_due(rig.client)
+    again = await rig.export()
+    assert (again.state, again.location) == (JournalState.PENDING, None)
+    assert again.last_error is not None
+    assert "404" in again.last_error
+    await rig.until(JournalState.CONFIRMED)
+    assert len(rig.server.posts) == 2  # sent twice
+    assert list(rig.server.note_count().values()) == [1]  # journaled once
+    assert value(rig.metrics.journal_refusals.labels("not_found")) == 0
 
 
 async def test_a_refusal_is_recorded_with_its_reason_and_counted(rig: Rig) -> None:

@@ -9,7 +9,9 @@ JFT answers `POST /v1/Bundle` with `202 Accepted` and a `Location` to poll (VKP.
 *Provisional* (not yet confirmed with NHN): polling that Location answers `202` (or
 `200` with `{"status": "pending"}`) while the EPJ has not answered, `200` with
 `{"status": "confirmed"}` once journaled, and `200` with `{"status": "refused",
-"reason": …}` or a 4xx with a FHIR OperationOutcome when refused.
+"reason": …}` or a 4xx with a FHIR OperationOutcome when refused. An answer about the
+sender or the address rather than the note (401, 403, 404, 410) is retried, never a
+refusal: there is no resend of a refused note.
 """
 
 from __future__ import annotations
@@ -23,14 +25,21 @@ from alarmhub.core.national_id import redact_quoted
 
 MAX_REASON = 200
 RETRYABLE = frozenset({408, 425, 429})  # and every 5xx
+# Answers about who sends or where, not about the note: the municipality's sign-in
+# refused (a clock off, a client not yet approved for JFT, a revoked key) or no such
+# endpoint (ALARMHUB_JOURNAL_URL mistyped). Refused for good, every note answered until
+# the fix was lost to the journal (there is no resend); retried, they go once it is fixed.
+NOT_ABOUT_THE_NOTE = frozenset({401, 403, 404, 405, 410})
+GONE = frozenset({404, 410})  # a status URL the journal no longer knows
 
 
 class RefusalClass(StrEnum):
     """Why the journal refused, bounded: a metric label and the alert's grouping."""
 
     INVALID = "invalid"  # 400, 422: the document (or a code in it) is not accepted
-    UNAUTHORIZED = "unauthorized"  # 401, 403: the municipality's client is not allowed
-    NOT_FOUND = "not_found"  # 404, 410: the endpoint, or the status URL, is not there
+    # 401, 403 and 404, 410 are retried (NOT_ABOUT_THE_NOTE); these two labels stay, at 0.
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
     JOURNAL = "journal"  # the EPJ itself refused it, after accepting the request
     OTHER = "other"  # any other 4xx
 
@@ -60,12 +69,21 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """A failure that says nothing about the document: 5xx, timeout, no connection."""
+    """A failure that says nothing about the document: 5xx, timeout, no connection, a
+    sign-in or an address the journal refused."""
 
     error: str
 
 
-Outcome = Accepted | Confirmed | Waiting | Refused | Retry
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """The status URL is gone (the journal forgot it): post the same note again, which
+    the journal recognises by its identifier, and poll the status it answers with."""
+
+    error: str
+
+
+Outcome = Accepted | Confirmed | Waiting | Refused | Retry | Resend
 
 
 def reason_text(body: object, status: int) -> str:
@@ -92,16 +110,14 @@ def reason_text(body: object, status: int) -> str:
 def refusal_class(status: int) -> RefusalClass:
     if status in (400, 422):
         return RefusalClass.INVALID
-    if status in (401, 403):
-        return RefusalClass.UNAUTHORIZED
-    if status in (404, 410):
-        return RefusalClass.NOT_FOUND
     return RefusalClass.OTHER
 
 
 def _failed(status: int, body: object) -> Refused | Retry:
     if status >= 500 or status in RETRYABLE:
         return Retry(f"the journal answered {status}")
+    if status in NOT_ABOUT_THE_NOTE:
+        return Retry(f"the journal answered {status}: {reason_text(body, status)}")
     return Refused(refusal_class(status), reason_text(body, status))
 
 
@@ -127,6 +143,8 @@ def after_poll(status: int, body: object) -> Outcome:
         if said == "refused":
             return Refused(RefusalClass.JOURNAL, reason_text(body, status))
         return Waiting()
+    if status in GONE:
+        return Resend(f"the journal answered {status} to the status URL: sending it again")
     return _failed(status, body)
 
 
