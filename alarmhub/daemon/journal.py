@@ -226,8 +226,10 @@ class JournalDelivery:
             await self._record(export, built)
             return
         outcome = await client.post_bundle(orjson.dumps(built.bundle), auth)
-        sent = isinstance(outcome, Accepted | Confirmed)
-        self._metrics.journal_sends.labels("accepted" if sent else "retry").inc()
+        if isinstance(outcome, Accepted | Confirmed):
+            self._metrics.journal_sends.labels("accepted").inc()
+        elif isinstance(outcome, Retry):  # a refusal is counted as one, not as a retry
+            self._metrics.journal_sends.labels("retry").inc()
         await self._record(export, outcome)
 
     async def _document(self, export: JournalExport) -> Document | NotApplicable | Retry:

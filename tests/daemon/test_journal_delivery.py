@@ -317,6 +317,22 @@ async def test_a_refusal_is_recorded_with_its_reason_and_counted(rig: Rig) -> No
     assert [f.alarm_id for f in await rig.store.journal_exports(failed=True)] == [rig.alarm_id]
 
 
+async def test_a_post_refused_is_not_counted_as_a_send_retried(rig: Rig) -> None:
+    """A note the journal refused at the post (422) was counted in
+    alarmhub_journal_sends_total{result="retry"}, documented as "tried again with
+    backoff": the failing-sends panel showed a retry that never came."""
+
+    async def check(request: Request) -> Response | None:
+        return JSONResponse({"reason": "ukjent kode"}, status_code=422)
+
+    rig.server.check = check
+    refused = await rig.until(JournalState.REFUSED)
+    assert refused.reason == "ukjent kode"
+    assert value(rig.metrics.journal_refusals.labels("invalid")) == 1
+    assert value(rig.metrics.journal_sends.labels("retry")) == 0
+    assert value(rig.metrics.journal_sends.labels("accepted")) == 0
+
+
 async def test_without_a_national_id_nothing_is_sent(rig: Rig, tmp_path: Path) -> None:
     register = ResidentRegister(SqliteResidentRows(tmp_path / "a.db"), Keyring((KEY,)), rig.clock)
     await register.remove("0301", "r-17", [])
