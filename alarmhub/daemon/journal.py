@@ -159,18 +159,27 @@ class JournalDelivery:
         self._wake.set()
 
     async def run(self) -> None:
+        """One owner's term: its own connection pool, and the sign-ins made over it.
+
+        The auths (a HelseID token, DPoP nonces) are this term's, dropped with its pool
+        at the end: kept, every term left one per municipality behind, with its pool.
+        """
         async with httpx.AsyncClient(timeout=self._policy.timeout_s) as http:
             client = JournalClient(http, self._policy.url)
-            while True:
-                # A database out of reach holds exports back until it returns; it must
-                # not end the daemon. A row sent but not yet marked is sent again then,
-                # the same document: the journal recognises it by its identifier.
-                try:
-                    await self.deliver_due(client)
-                except StoreError as exc:
-                    self._store_failed(exc)
-                self._wake.clear()
-                await wait_set(self._wake, IDLE_S)
+            try:
+                while True:
+                    # A database out of reach holds exports back until it returns; it
+                    # must not end the daemon. A row sent but not yet marked is sent again
+                    # then, the same document: the journal recognises it by its identifier.
+                    try:
+                        await self.deliver_due(client)
+                    except StoreError as exc:
+                        self._store_failed(exc)
+                    self._wake.clear()
+                    await wait_set(self._wake, IDLE_S)
+            finally:
+                for key in [k for k in self._auths if k[1] == id(http)]:
+                    del self._auths[key]
 
     async def deliver_due(self, client: JournalClient) -> None:
         for export in await self._reader.due_journal(self._clock.now()):

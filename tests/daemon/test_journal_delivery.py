@@ -333,6 +333,45 @@ async def test_a_post_refused_is_not_counted_as_a_send_retried(rig: Rig) -> None
     assert value(rig.metrics.journal_sends.labels("accepted")) == 0
 
 
+async def test_each_term_keeps_only_its_own_sign_ins(rig: Rig) -> None:
+    """The worker runs once per owner's term, each run with its own connection pool. A
+    municipality's auth (its HelseID token, DPoP nonces) was kept per pool for the
+    worker's life, so every term left one behind, holding its closed pool: one per
+    municipality per term, for as long as the daemon ran (PostgreSQL: per lease lost)."""
+    pools: list[httpx.AsyncClient] = []
+
+    def auth_for(municipality: str, http: httpx.AsyncClient) -> RequestAuth:
+        pools.append(http)
+        return NoAuth()
+
+    rig.delivery._auth_for = auth_for
+
+    async def term(until: JournalState) -> None:
+        task = asyncio.create_task(rig.delivery.run())
+        try:
+
+            async def reached() -> bool:
+                return (await rig.export()).state is until or task.done()
+
+            for _ in range(int(CEILING_S / 0.05)):
+                if await reached():
+                    break
+                await asyncio.sleep(0.05)
+            assert not task.done(), task.exception()
+            assert (await rig.export()).state is until
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    await term(JournalState.SENT)  # the first term posts
+    rig.clock.advance(timedelta(seconds=5))
+    await term(JournalState.CONFIRMED)  # the next one polls, with its own pool
+    assert len(pools) == 2
+    assert pools[0] is not pools[1]
+    assert len(rig.delivery._auths) == 0  # none kept past its term
+
+
 async def test_without_a_national_id_nothing_is_sent(rig: Rig, tmp_path: Path) -> None:
     register = ResidentRegister(SqliteResidentRows(tmp_path / "a.db"), Keyring((KEY,)), rig.clock)
     await register.remove("0301", "r-17", [])
