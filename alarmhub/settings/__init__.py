@@ -154,6 +154,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{municipality!r} is not a municipality code (four digits)")
         if v and "journal_url" in info.data and info.data["journal_url"] is None:
             raise ValueError(f"a HelseID client without {ENV_PREFIX}JOURNAL_URL sends nowhere")
+        # A table copied from another municipality's, its client id left as it was, sent
+        # this municipality's notes as the other's client: NHN and the journal take them
+        # as written by that municipality, the data controller of other journals.
+        by_client: dict[str, list[str]] = {}
+        for municipality, config in sorted(v.items()):
+            by_client.setdefault(config.client_id, []).append(municipality)
+        for client_id, sharing in by_client.items():
+            if len(sharing) > 1:
+                raise ValueError(
+                    f"municipalities {' and '.join(sharing)} share the HelseID client "
+                    f"{client_id!r}: each writes to its residents' journals as its own client"
+                )
         return v
 
     # Retries on 5xx, timeouts and connection errors: full jitter under base * 2^attempt,

@@ -41,7 +41,12 @@ def test_clients_from_the_environment_as_json(ec_key, monkeypatch, tmp_path) -> 
     monkeypatch.setenv("ALARMHUB_JOURNAL_URL", JOURNAL + "/")
     monkeypatch.setenv(
         "ALARMHUB_JOURNAL_HELSEID",
-        json.dumps({"0301": client(ec_key), "4601": client(ec_key, scope="nhn:jft/api other")}),
+        json.dumps(
+            {
+                "0301": client(ec_key),
+                "4601": client(ec_key, client_id="alarmhub-4601", scope="nhn:jft/api other"),
+            }
+        ),
     )
     settings = load_settings()
     assert settings.journal_url == JOURNAL
@@ -126,6 +131,18 @@ def test_bad_journal_settings_are_named(ec_key, values, message) -> None:
     given = {"journal_url": JOURNAL, "journal_helseid": helseid, **values}
     with pytest.raises(SettingsError, match=message):
         load_settings(None, **given)
+
+
+def test_one_helseid_client_for_two_municipalities_is_refused(ec_key) -> None:
+    """4601's table copied from 0301's (the client id left as it was): 4601's residents'
+    notes went out as 0301's client, so NHN and the journal took them as written by 0301,
+    the data controller of other residents' journals (promise 3). Refused at start."""
+    helseid = {"0301": client(ec_key), "4601": client(ec_key)}
+    with pytest.raises(SettingsError) as failed:
+        load_settings(None, journal_url=JOURNAL, journal_helseid=helseid)
+    text = str(failed.value)
+    assert "ALARMHUB_JOURNAL_HELSEID" in text
+    assert "0301 and 4601 share the HelseID client 'alarmhub-0301'" in text
 
 
 def test_loopback_http_is_allowed_for_test_servers(ec_key) -> None:
