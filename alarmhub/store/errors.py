@@ -39,6 +39,14 @@ class StoreUnavailableError(StoreError):
     """
 
 
+class StoreInUseError(StoreError):
+    """The store is held by another daemon and may not be shared (a SQLite file).
+
+    Raised only while opening, before anything is written or connected to: the
+    message names the holder and what to do instead (store/sqlite/instance_lock.py).
+    """
+
+
 class AccountError(Exception):
     """A request the person can correct: the message says what is wrong."""
 

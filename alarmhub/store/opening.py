@@ -41,6 +41,7 @@ from alarmhub.store.residents import ResidentRegister, ResidentRows
 from alarmhub.store.sealing import Keyring
 from alarmhub.store.sqlite import backlog_rows
 from alarmhub.store.sqlite.directory import SqliteDirectory
+from alarmhub.store.sqlite.instance_lock import held_by_this_instance
 from alarmhub.store.sqlite.residents import SqliteResidentRows
 from alarmhub.store.sqlite.store import SqliteStore
 from alarmhub.store.sqlite.supervision_rows import SqliteHistory
@@ -172,6 +173,8 @@ async def open_stores(settings: Settings) -> AsyncIterator[OpenedStores]:
             return
         path = db.path
         assert path is not None
+        # One daemon per file: nothing else says this process owns the work (SoleOwnership).
+        stack.enter_context(held_by_this_instance(path, settings.instance_id))
         sqlite_writer = await SqliteStore.open(
             path,
             synchronous=settings.sqlite_synchronous,
