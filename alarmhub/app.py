@@ -116,8 +116,7 @@ class AlarmHub:
         self.state.silences = tuple(await self.reader.active_silences(self.clock.now()))
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         await self._start_tasks(self._tasks)
-        # SQLite: the one term runs before `ready`. PostgreSQL: so does a first-try
-        # lease holder's; a standby is ready as it is (it serves HTTP).
+        # SQLite: the one term runs before `ready`; so does a first-try lease holder's.
         await self.ownership.tried.wait()
         if self.ownership.owner.is_set():
             await self.owner.wait_started()
@@ -169,7 +168,7 @@ class AlarmHub:
             s, reader, self.store, self.residents, lambda: state.rules, gate.lock, clock, metrics
         )
         self.escalator = Escalator(state, self.store, gate, clock, metrics, self._escalated)
-        arm = self.escalator.arm
+        arm = self.escalator.arm_in_term
         self.suppression = SuppressionKeeper(
             state, self.reader, self.store, gate, clock, arm, self.live
         )
@@ -235,6 +234,7 @@ class AlarmHub:
             lease_owned=self.metrics.lease_owned,
         )
         on_acquired, on_lost = self.owner.on_acquired, self.owner.on_lost
+        self.escalator.in_term = lambda: not self.owner.ended.is_set()
         coordination = stores.coordination
         self.presence: Presence | None = None
         if coordination is None:

@@ -76,6 +76,9 @@ class Escalator:
         self.fired: dict[str, set[DeadlineKey]] = {}
         self._wake = asyncio.Event()
         self.fired_count = 0
+        # Whether an owner's term runs this escalator now (the composition root says);
+        # see arm_in_term.
+        self.in_term: Callable[[], bool] = lambda: True
 
     async def load(self) -> None:
         """Re-arm every active alarm from the decided rows: overdue steps fire next.
@@ -88,6 +91,18 @@ class Escalator:
         alarms = list(self._state.alarms.by_id.values())
         self.fired = await self._store.fired_keys(a.id for a in alarms)
         for alarm in alarms:
+            self.arm(alarm)
+
+    def arm_in_term(self, alarm: Alarm) -> None:
+        """:meth:`arm` for the services that outlive terms (actions, follower, registry, silences).
+
+        Outside a term nothing takes deadlines off the heap (:meth:`run` is the term's
+        task), and the next term's :meth:`load` arms every active alarm afresh. A
+        standby armed each alarm its follower, its API and its registry touched, for as
+        long as it stayed a standby: its heap grew by an entry or more per alarm and
+        never emptied.
+        """
+        if self.in_term():
             self.arm(alarm)
 
     def arm(self, alarm: Alarm, anchor: tuple[datetime, float] | None = None) -> None:
