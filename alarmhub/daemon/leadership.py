@@ -104,6 +104,8 @@ class Leadership:
         self._rearm = asyncio.Event()
         self._events: asyncio.Queue[tuple[Fence, LossReason | None]] = asyncio.Queue()
         self._unreleased: Fence | None = None
+        # An acquire sent and not answered yet: when it was sent, and the call.
+        self._asking: tuple[float, asyncio.Future[Fence | None]] | None = None
         self._once = OncePer(60.0)
         self._able = able
         self._broker = broker
@@ -137,11 +139,23 @@ class Leadership:
                 if self._able is not None and self._broker is not None:
                     tg.create_task(self._watch_able(), name=f"lease-{self._name}-able")
         finally:
+            await self._drop_asking()
             held = self._fence
             if held is not None:
                 self._drop(held, LossReason.STOPPED)
                 self._unreleased = held
                 await self._deliver(held, LossReason.STOPPED)
+
+    async def _drop_asking(self) -> None:
+        """At the end of run(): an acquire still unanswered is cancelled (a crash's loss)."""
+        if self._asking is None:
+            return
+        asking = self._asking[1]
+        self._asking = None
+        asking.cancel()
+        await asyncio.wait({asking})
+        if not asking.cancelled():
+            asking.exception()  # retrieved: the outcome no longer matters
 
     async def resign(self) -> None:
         """After run() ended: expire the lease held at the end, so a standby takes over now."""
@@ -183,9 +197,20 @@ class Leadership:
                 backoff = min(backoff * 2, self._t.retry_s)
 
     async def _try_acquire(self) -> None:
-        sent = self._clock.monotonic()
-        async with asyncio.timeout(self._t.retry_s):
-            got = await self._leases.acquire(self._name, self._id, self._t.ttl_s)
+        if self._asking is None:
+            call = self._leases.acquire(self._name, self._id, self._t.ttl_s)
+            self._asking = (self._clock.monotonic(), asyncio.ensure_future(call))
+        sent, asking = self._asking
+        # The bound keeps the loop moving, but never cancels the call itself: the
+        # database may have granted already, and a grant whose answer is dropped is
+        # held by nobody for a whole ttl, no standby let in. An answer that comes
+        # later is taken at the next try, like any other (too late: handed back).
+        try:
+            async with asyncio.timeout(self._t.retry_s):
+                got = await asyncio.shield(asking)
+        finally:
+            if asking.done():
+                self._asking = None
         if got is None:
             self.tried.set()
             await asyncio.sleep(self._t.retry_s)

@@ -392,3 +392,64 @@ async def test_a_renewal_answered_past_the_deadline_ends_the_grant_it_can_no_lon
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class _AnswerLate:
+    """Leases whose first granted acquire answers after the caller's bound: a slow network.
+
+    The grant is made in the database at once; only its answer is late, as when the
+    acquire waited on a fenced transaction's lock, or the reply sat in a congested link.
+    """
+
+    def __init__(self, inner: PgCoordination, late_s: float) -> None:
+        self._inner = inner
+        self._late_s = late_s
+        self.late: list[Fence] = []
+
+    async def acquire(self, name: str, holder: str, ttl_s: float) -> Fence | None:
+        got = await self._inner.acquire(name, holder, ttl_s)
+        if got is not None and not self.late:
+            self.late.append(got)
+            await asyncio.sleep(self._late_s)
+        return got
+
+    async def renew(self, fence: Fence, ttl_s: float) -> bool:
+        return await self._inner.renew(fence, ttl_s)
+
+    async def release(self, fence: Fence) -> None:
+        await self._inner.release(fence)
+
+
+@pytest.mark.postgres
+async def test_a_grant_answered_after_the_acquire_bound_is_not_left_to_expire(
+    pg_url: str,
+) -> None:
+    """The acquire's bound (retry_s) ran out after the database had granted the lease.
+
+    The grant's answer was dropped with the cancelled call: nobody acted under it and
+    nobody else could take the lease until it expired, a whole ttl (ten minutes here,
+    7.5 s by default) past the failover time. The late answer is now taken up.
+    """
+    await _migrated(pg_url)
+    slow = LeaseTiming(ttl_s=600.0, renew_s=200.0, retry_s=0.2, margin_s=120.0)
+    coord = await PgCoordination.open(pg_url)
+    leases_ = _AnswerLate(coord, late_s=1.0)
+    a = Leadership(leases_, SystemClock(), "inst-a", slow)
+    task = asyncio.ensure_future(a.run())
+    try:
+        # With a ten-minute ttl, only a grant taken up (or handed back) owns within the wait.
+        assert await async_wait_until(lambda: a.is_owner, WAIT)
+        assert leases_.late, "the first grant was not answered late"
+        assert a.fence is not None
+        conn = await asyncpg.connect(pg_url)
+        try:
+            row = await conn.fetchrow("SELECT holder, epoch FROM leases WHERE name = 'intake'")
+        finally:
+            await conn.close()
+        assert row is not None
+        assert a.fence == Fence("intake", row["holder"], row["epoch"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await coord.close()
