@@ -128,3 +128,42 @@ async def test_listener_behind_a_silent_network_notices_by_ping_and_resyncs(pg_u
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@pytest.mark.postgres
+async def test_listener_whose_listen_goes_unanswered_connects_again(pg_url: str) -> None:
+    """The connection goes silent after the handshake, before LISTEN is answered.
+
+    The ping that would notice starts only once LISTEN is in place, and LISTEN had
+    no bound of its own (the connection had no command timeout), so the listener
+    waited for ever: no change was heard again, and a standby's page stood still.
+    """
+    changed: list[list[str]] = []
+    resyncs: list[int] = []
+
+    async def on_changed(ids: Sequence[str]) -> None:
+        changed.append(list(ids))
+
+    async def on_resync() -> None:
+        resyncs.append(len(changed))
+
+    port = int(pg_url.rsplit(":", 1)[1].split("/", 1)[0])
+    async with TcpProxy(port) as proxy:
+        proxy.swallow(b"LISTEN")  # the first LISTEN sent, and its connection, go silent
+        feed = PgAlarmChangeFeed(
+            proxy.url(pg_url.rsplit("/", 1)[1]),
+            ping_s=0.5,
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.5,
+        )
+        task = asyncio.ensure_future(feed.listen(on_changed, on_resync))
+        try:
+            assert await async_wait_until(lambda: proxy.swallowed == 1, WAIT)
+            # It gives that connection up and listens on a new one.
+            assert await async_wait_until(lambda: len(resyncs) == 1, WAIT)
+            await _changed(pg_url, ["after"])
+            assert await async_wait_until(lambda: ["after"] in changed, WAIT)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

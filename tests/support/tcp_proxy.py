@@ -5,7 +5,10 @@ where they are, open connections stay open and silent, new connections are
 accepted and then hang, so the client sees what a cut cable or a dropped route
 gives it — nothing, until its own timeouts fire. `restore()` lets everything
 through again (TCP would retransmit what was held), and `reset()` closes every
-connection at once, as a crashed peer or a firewall's RST does. Loopback only.
+connection at once, as a crashed peer or a firewall's RST does. `swallow(marker)`
+silences for good the next connection whose client sends `marker` (from that chunk on,
+nothing of it is forwarded either way) while every other connection, and every new
+one, goes through: a session lost in a failover or a dropped NAT entry. Loopback only.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+        self._swallow: bytes | None = None
+        self.swallowed = 0  # connections silenced by `swallow`
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -44,6 +49,9 @@ class TcpProxy:
 
     def cut(self) -> None:
         self._open.clear()
+
+    def swallow(self, marker: bytes) -> None:
+        self._swallow = marker
 
     def restore(self) -> None:
         self._open.set()
@@ -67,9 +75,10 @@ class TcpProxy:
             self._writers.discard(writer)
             return
         self._writers.add(up_writer)
+        silent = asyncio.Event()  # this connection swallowed: nothing more either way
         pumps = [
-            asyncio.ensure_future(self._pump(reader, up_writer)),
-            asyncio.ensure_future(self._pump(up_reader, writer)),
+            asyncio.ensure_future(self._pump(reader, up_writer, silent, self._swallow)),
+            asyncio.ensure_future(self._pump(up_reader, writer, silent)),
         ]
         self._tasks.update(pumps)
         try:
@@ -83,13 +92,25 @@ class TcpProxy:
                 w.transport.abort()
                 self._writers.discard(w)
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        silent: asyncio.Event,
+        marker: bytes | None = None,
+    ) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while True:
                 await self._open.wait()
                 data = await src.read(65536)
                 if not data:
                     return
+                if marker is not None and self._swallow == marker and marker in data:
+                    self._swallow = None  # one connection: its reconnect goes through
+                    self.swallowed += 1
+                    silent.set()
+                if silent.is_set():
+                    await asyncio.Event().wait()  # never forwarded, never closed
                 await self._open.wait()  # read before the cut: held, as the network holds it
                 dst.write(data)
                 await dst.drain()

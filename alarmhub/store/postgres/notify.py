@@ -12,7 +12,8 @@ session, and a pooled session may be handed to another user; for the same reason
 it does not work through PgBouncer's transaction pooling, so point it at the
 server or at a session-pooled port). A cut network is silent, so besides the
 connection's own termination callback the listener pings the server and
-reconnects when a ping does not come back in time.
+reconnects when a ping does not come back in time; every statement on it (LISTEN
+too, before the pings begin) is bounded by the same period.
 
 Payload: a JSON object, ``{"ids": [...]}``, or ``{"resync": true}`` when the ids
 would need more than :data:`MAX_NOTIFICATIONS` notifications of at most
@@ -139,7 +140,9 @@ class PgAlarmChangeFeed:
 
     async def _session(self, items: asyncio.Queue[Item]) -> None:
         """One connection: LISTEN, resync, then ping until it fails or is closed."""
-        conn = await asyncpg.connect(self._dsn, timeout=self._ping_s)
+        # Every statement bounded, LISTEN too: the ping below starts only once LISTEN
+        # is in place, and a connection gone silent before its answer waited for ever.
+        conn = await asyncpg.connect(self._dsn, timeout=self._ping_s, command_timeout=self._ping_s)
         closed = asyncio.Event()
 
         def on_notify(_c: Any, _pid: int, _channel: str, payload: object) -> None:
