@@ -453,3 +453,51 @@ async def test_a_grant_answered_after_the_acquire_bound_is_not_left_to_expire(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await coord.close()
+
+
+@pytest.mark.postgres
+async def test_a_renewal_lost_on_a_silent_connection_costs_the_holder_nothing(
+    pg_url: str,
+) -> None:
+    """One renewal's connection goes silent for good; new connections work.
+
+    The renewal's bound ran out and its connection was handed back to the pool,
+    which first waits for a cancel and then runs a reset query on it, bounded only
+    by the command timeout (ten minutes here, 5 s by default): the holder's loop
+    stood still past its own deadline and a lone holder lost its lease.
+    """
+    await _migrated(pg_url)
+    timing = LeaseTiming(ttl_s=20.0, renew_s=0.5, retry_s=1.0, margin_s=4.0)
+    port = int(pg_url.rsplit(":", 1)[1].split("/", 1)[0])
+    async with TcpProxy(port) as proxy:
+        url = proxy.url(pg_url.rsplit("/", 1)[1])
+        coord = await PgCoordination.open(url, command_timeout_s=600.0)
+        inst = Instance("inst-a", coord)
+        try:
+            inst.start()
+            assert await async_wait_until(inst.owns, WAIT)
+            first = inst.fence
+            # The next renewal (its parameters name the holder) goes unanswered.
+            proxy.swallow(b"inst-a")
+            assert await async_wait_until(lambda: proxy.swallowed == 1, WAIT)
+            swallowed_at = datetime.now(UTC)
+            conn = await asyncpg.connect(pg_url)
+            try:
+
+                async def renewed_since() -> bool:
+                    expires = await conn.fetchval("SELECT expires_at FROM leases")
+                    return bool(expires - timedelta(seconds=timing.ttl_s) > swallowed_at)
+
+                for _ in range(int(WAIT * 10)):
+                    if await renewed_since():
+                        break
+                    await asyncio.sleep(0.1)
+                assert await renewed_since(), "no renewal after the silent one"
+            finally:
+                await conn.close()
+            assert inst.lost == []
+            assert inst.fence == first
+        finally:
+            if inst.task is not None:
+                await inst.crash()
+            await coord.close(timeout_s=1.0)

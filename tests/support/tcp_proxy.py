@@ -77,7 +77,7 @@ class TcpProxy:
         self._writers.add(up_writer)
         silent = asyncio.Event()  # this connection swallowed: nothing more either way
         pumps = [
-            asyncio.ensure_future(self._pump(reader, up_writer, silent, self._swallow)),
+            asyncio.ensure_future(self._pump(reader, up_writer, silent, client=True)),
             asyncio.ensure_future(self._pump(up_reader, writer, silent)),
         ]
         self._tasks.update(pumps)
@@ -97,7 +97,8 @@ class TcpProxy:
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
         silent: asyncio.Event,
-        marker: bytes | None = None,
+        *,
+        client: bool = False,
     ) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while True:
@@ -105,7 +106,8 @@ class TcpProxy:
                 data = await src.read(65536)
                 if not data:
                     return
-                if marker is not None and self._swallow == marker and marker in data:
+                marker = self._swallow
+                if client and marker is not None and marker in data:
                     self._swallow = None  # one connection: its reconnect goes through
                     self.swallowed += 1
                     silent.set()

@@ -14,7 +14,8 @@ well; these bounds only keep its loop moving.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Self
 
 import asyncpg
@@ -22,6 +23,7 @@ import asyncpg
 from alarmhub.store.cluster import ClusterView, Fence, InstanceInfo
 from alarmhub.store.errors import StoreError
 from alarmhub.store.postgres import instances, leases
+from alarmhub.store.postgres.leases import Conn
 
 
 class PgCoordination:
@@ -48,28 +50,46 @@ class PgCoordination:
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             self._pool.terminate()
 
-    async def acquire(self, name: str, holder: str, ttl_s: float) -> Fence | None:
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled connection, closed (not handed back) when its call fails or is cancelled.
+
+        Handed back after a timeout or a cancel, asyncpg first waits for its cancel
+        request and then runs its reset query on the connection, with no bound but the
+        command timeout: one connection gone silent (a failover, a dropped NAT entry)
+        held the leadership's loop that long, past the holder's own deadline, so a
+        lone instance lost its lease while new connections worked. Closed, the next
+        call gets a new one at once.
+        """
         async with self._pool.acquire() as conn:
+            try:
+                yield conn
+            except BaseException:
+                conn.terminate()
+                raise
+
+    async def acquire(self, name: str, holder: str, ttl_s: float) -> Fence | None:
+        async with self._conn() as conn:
             return await leases.acquire(conn, name, holder, ttl_s)
 
     async def renew(self, fence: Fence, ttl_s: float) -> bool:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             return await leases.renew(conn, fence, ttl_s)
 
     async def release(self, fence: Fence) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             await leases.release(conn, fence)
 
     async def register_instance(self, info: InstanceInfo) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             await instances.register(conn, info)
 
     async def heartbeat(self, info: InstanceInfo, owns: Sequence[str]) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             await instances.heartbeat(conn, info, owns)
 
     async def mark_stopped(self, instance_id: str) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             await instances.mark_stopped(conn, instance_id)
 
     async def cluster(self) -> ClusterView:
