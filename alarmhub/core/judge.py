@@ -144,14 +144,27 @@ def merge_refused(
     alarm, in the device's queue, about its resident; the old one stays with its
     owners.
     """
-    if active.municipality != device.municipality:
-        return MergeRefused.DEVICE_MOVED
-    if active.resident != device.resident:
-        return MergeRefused.RESIDENT_CHANGED
+    moved = moved_on(active, device)
+    if moved is not None:
+        return moved
     if cause_ended:
         return MergeRefused.SUPPRESSION_ENDED
     if merge_max_age is not None and now - active.raised_at > merge_max_age:
         return MergeRefused.TOO_OLD
+    return None
+
+
+def moved_on(alarm: Alarm, device: Device) -> MergeRefused | None:
+    """Whether the device now belongs to another municipality or resident than `alarm`.
+
+    Then its events are about them, not about this alarm: they neither join it
+    (:func:`merge_refused`) nor clear it, nor mark it cleared (core/pipeline.py), so
+    one municipality's device never changes how another's alarm is handled.
+    """
+    if alarm.municipality != device.municipality:
+        return MergeRefused.DEVICE_MOVED
+    if alarm.resident != device.resident:
+        return MergeRefused.RESIDENT_CHANGED
     return None
 
 

@@ -25,6 +25,7 @@ from alarmhub.core.judge import (
     auto_resolve,
     clear,
     judge,
+    moved_on,
     new_priority,
     suppression_ended,
 )
@@ -413,7 +414,7 @@ def _clear_all(
     found: dict[Verdict, str] = {}
     for kind in rule.resolves:
         current = working.current(alarm_key(device.id, kind, scheduled))
-        if current is not None and current.is_active:
+        if current is not None and current.is_active and moved_on(current, device) is None:
             found[_clear(current, event, rule, working, effects)] = current.id
     verdict = next((v for v in _CLEARING_ORDER if v in found), Verdict.LOGGED)
     return verdict, found.get(verdict)

@@ -232,6 +232,31 @@ def test_a_flap_after_the_device_moved_is_a_new_alarm_where_the_device_now_is(
     assert {e.alarm_id for e in flap.timeline} == {new_id}
 
 
+@pytest.mark.parametrize("ctx", [CTX, OPT_IN_CTX], ids=["held-by-default", "auto-resolve"])
+@pytest.mark.parametrize(
+    "moved",
+    [replace(DOOR, municipality="4601", resident="r-17"), replace(DOOR, resident="r-18")],
+    ids=["to-another-municipality", "to-another-resident"],
+)
+def test_a_clearing_event_after_the_device_moved_leaves_the_old_alarm_alone(
+    moved: Device, ctx: Context
+) -> None:
+    """The door of the device's new home closing says nothing about the old alarm: it
+    must neither resolve it nor tell the old municipality's operator the door is shut
+    (promise 3: another municipality's device does not change how an alarm is handled).
+    The alarm's own operators close it. A move is refused while alarms are open, but
+    an instance learns of a move by another process only at its next registry poll."""
+    view = View()
+    [first_id] = run([msg("door-1", "o1", "door.opened", T0)], view, ctx=ctx).new_alarm_ids
+    moved_ctx = replace(ctx, registry={**ctx.registry, "door-1": moved})
+    closed = run(
+        [msg("door-1", "c1", "door.closed", T0 + timedelta(seconds=20))], view, ctx=moved_ctx
+    )
+    assert closed.messages[0].events[0].verdict is Verdict.LOGGED
+    assert first_id not in closed.alarms
+    assert closed.timeline == []
+
+
 @pytest.mark.parametrize("outcome", ["false_alarm", "auto"])
 def test_operator_resolved_alarm_is_never_reopened_by_flap(outcome: str) -> None:
     """Even one stored with the outcome `auto` (which an operator's resolve through the
