@@ -47,6 +47,10 @@ ASSERTION_LIFETIME_S = 60
 # Renew a token this long before it expires: a request in flight must not arrive with a
 # token that expired on the way, and clocks differ by a few seconds.
 DEFAULT_MARGIN_S = 60.0
+# After a failed token request, the same failure is given again for this long without
+# asking HelseID: the worker tries every due note each round, and during an outage or
+# a refused client each would otherwise make its own request and log line.
+TOKEN_RETRY_AFTER_S = 30.0
 _CHALLENGE_ERROR = re.compile(r'error="([^"]*)"')
 
 
@@ -101,6 +105,7 @@ class HelseIdAuth:
         self._clock = clock
         self._margin_s = margin_s
         self._token: _Token | None = None
+        self._failed: tuple[float, httpx.HTTPError] | None = None  # (monotonic, error)
         self._lock = asyncio.Lock()  # concurrent requests share one token request
         self._token_nonce: str | None = None  # the token endpoint's
         self._resource_nonce: str | None = None  # the journal's
@@ -160,8 +165,17 @@ class HelseIdAuth:
     async def _access_token(self) -> str:
         async with self._lock:
             token = self._token
-            if token is None or self._clock.monotonic() >= token.renew_at:
-                token = self._token = await self._fetch()
+            now = self._clock.monotonic()
+            if token is None or now >= token.renew_at:
+                failed = self._failed
+                if failed is not None and now - failed[0] < TOKEN_RETRY_AFTER_S:
+                    raise failed[1]  # said and logged once; HelseID is asked again later
+                try:
+                    token = self._token = await self._fetch()
+                except httpx.HTTPError as exc:  # refused, or HelseID out of reach
+                    self._failed = (now, exc)
+                    raise
+                self._failed = None
             return token.value
 
     async def _fetch(self) -> _Token:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock
-from alarmhub.journal.helseid import HelseIdAuth, HelseIdError, htu
+from alarmhub.journal.helseid import TOKEN_RETRY_AFTER_S, HelseIdAuth, HelseIdError, htu
 from alarmhub.settings.helseid import (
     HelseIdClient,
     SigningKey,
@@ -178,6 +178,27 @@ async def test_a_client_key_not_registered_is_refused_at_the_token_endpoint(
     assert helseid.log.issued == []
     assert journal.guard.refusals == []  # nothing reached the journal
     assert [e["event"] for e in logs] == ["journal.token_request_failed"]
+
+
+async def test_a_refused_token_request_is_not_repeated_for_every_note(
+    tmp_path, helseid, journal, http, clock
+) -> None:
+    """The worker tries each due note in turn: during a refusal (or an outage) each one
+    asked HelseID again and logged again, a thousand pending notes a thousand requests
+    a round. The failure is given again for TOKEN_RETRY_AFTER_S, then HelseID is asked."""
+    registered(tmp_path, helseid, http, clock)
+    wrong = auth_of(helseid, key_file(tmp_path, "not-registered", "rsa"), http, clock)
+    url = f"{journal.url}/v1/Bundle"
+    with capture_logs() as logs:
+        for _ in range(5):
+            with pytest.raises(HelseIdError):
+                await send(wrong, http, url)
+    assert helseid.log.refusals == ["use_dpop_nonce", "invalid_client"]  # one request
+    assert [e["event"] for e in logs] == ["journal.token_request_failed"]
+    clock.advance(timedelta(seconds=TOKEN_RETRY_AFTER_S))
+    with pytest.raises(HelseIdError):
+        await send(wrong, http, url)
+    assert helseid.log.refusals.count("invalid_client") == 2  # asked again, once
 
 
 async def test_an_expired_token_is_fetched_again(tmp_path, helseid, journal, http, clock) -> None:
