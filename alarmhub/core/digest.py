@@ -47,7 +47,6 @@ AUTH_INT = "auth-int"
 # parse: a quoted list trips some (sipmessage 0.7 splits it at the comma), and a device
 # that cannot read its challenge cannot send an alarm. `auth-int` (the body signed
 # too) is offered where the devices are known to take it (ALARMHUB_SCAIP_DIGEST_AUTH_INT).
-QOP_AUTH_ONLY = AUTH
 QOP_WITH_AUTH_INT = f"{AUTH},{AUTH_INT}"
 # A nonce minted up to this far "in the future" (the wall clock stepped back) is still ours.
 NONCE_FUTURE_SLACK_S = 5.0
@@ -143,9 +142,8 @@ def digest_response(
 
     Only `auth-int` covers the body (HA2 = H(method:uri:H(body))).
     """
-    ha2 = _h(algorithm, f"{method}:{uri}")
-    if qop == AUTH_INT:
-        ha2 = _h(algorithm, f"{method}:{uri}:{_h(algorithm, body)}")
+    covered = f"{method}:{uri}:{_h(algorithm, body)}" if qop == AUTH_INT else f"{method}:{uri}"
+    ha2 = _h(algorithm, covered)
     if qop is None:
         return _h(algorithm, f"{ha1_hex}:{nonce}:{ha2}")
     return _h(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")

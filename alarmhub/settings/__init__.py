@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     # The digest challenges offered, in order (some devices answer only the first).
     scaip_digest_algorithms: str = "SHA-256,MD5"
     # Offer qop auth-int beside auth (the body signed too): only where every device's
-    # SIP stack is known to read a qop list (core/digest.py QOP_AUTH_ONLY says why).
+    # SIP stack is known to read a qop list (core/digest.py QOP_WITH_AUTH_INT says why).
     scaip_digest_auth_int: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

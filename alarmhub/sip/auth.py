@@ -42,8 +42,8 @@ from sipmessage import URI, AuthChallenge, AuthParameters, Request
 from alarmhub.clock import Clock
 from alarmhub.core.digest import (
     ALGORITHMS,
+    AUTH,
     NONCE_LIFETIME_S,
-    QOP_AUTH_ONLY,
     QOP_WITH_AUTH_INT,
     REFUSED,
     Challenge,
@@ -55,6 +55,7 @@ from alarmhub.core.digest import (
     nonce_count,
     read_authorization,
 )
+from alarmhub.core.sipcodes import DEFAULT_PORTS
 from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.sip.ports import CredentialsLookup
@@ -94,7 +95,7 @@ class Authenticator:
     ) -> None:
         self.realm = realm
         self.algorithms = algorithms
-        self._qop = QOP_WITH_AUTH_INT if auth_int else QOP_AUTH_ONLY
+        self._qop = QOP_WITH_AUTH_INT if auth_int else AUTH
         self._lookup = credentials
         self._clock = clock
         self._metrics = metrics
@@ -146,9 +147,10 @@ class Authenticator:
             except _UnavailableError as exc:
                 return self._unavailable(answer.username, exc.__cause__ or exc)
         if outcome is DigestOutcome.OK and not self._used.use(
-            answer.nonce, nonce_count(answer.nc), self._clock.monotonic()
+            f"{answer.username}\0{answer.nonce}", nonce_count(answer.nc), self._clock.monotonic()
         ):
-            # After the response matched, so a forger cannot burn a device's counts;
+            # After the response matched, so a forger cannot burn a device's counts, and
+            # per device, so another device shown this nonce cannot burn them either;
             # synchronous, so two copies racing past the lookup cannot both pass.
             outcome = DigestOutcome.REPLAYED
         if outcome is DigestOutcome.OK:
@@ -229,5 +231,5 @@ def _server_of(uri: URI) -> tuple[str, str, int]:
     return (
         scheme,
         (uri.host or "").lower().strip("[]"),
-        uri.port or (5061 if scheme == "sips" else 5060),
+        uri.port or DEFAULT_PORTS["tls" if scheme == "sips" else "udp"],
     )
