@@ -197,9 +197,7 @@ class JournalDelivery:
 
     def _store_failed(self, exc: StoreError) -> None:
         """The store refused a read or a mark: said once a minute, retried next turn."""
-        should, suppressed = self._once.should_log("journal.store_failed")
-        if should:
-            log.warning("journal.store_failed", error=str(exc), since_last=suppressed)
+        self._once.warn(log, "journal.store_failed", error=str(exc))
 
     def _step_failed(self, exc: Exception) -> None:
         """An export step raised something unforeseen: said once a minute, then the next.

@@ -46,6 +46,7 @@ BACKOFF_MAX = timedelta(minutes=5)
 # a backlog, can make a healthy one wait (for a lane to end a send: SEND_TIMEOUT_S).
 MAX_IN_FLIGHT = 32
 IDLE_S = 1.0  # the outbox is read again at least this often (rows due by backoff)
+OUTBOX_PAGE = 100  # due rows read at once
 
 
 def _notification_id(payload: bytes) -> str | None:
@@ -116,12 +117,14 @@ class Notifier:
     async def _start_due(self, sends: asyncio.TaskGroup, http: httpx.AsyncClient) -> None:
         """Start the first due row of each idle address while lanes are free.
 
-        Read again after any start: each read leaves out one more busy address, so
-        the rows of receivers beyond the first page are reached within MAX_IN_FLIGHT
-        reads.
+        Read again after a full page that started a lane: each read leaves out the busy
+        addresses, so the rows of receivers beyond the first page are reached within
+        MAX_IN_FLIGHT reads.
         """
         while len(self._busy) < MAX_IN_FLIGHT:
-            due = await self._reader.due_outbox(self._clock.now(), busy=frozenset(self._busy))
+            due = await self._reader.due_outbox(
+                self._clock.now(), OUTBOX_PAGE, busy=frozenset(self._busy)
+            )
             started = False
             for item in due:
                 if item.address in self._busy or len(self._busy) >= MAX_IN_FLIGHT:
@@ -129,8 +132,8 @@ class Notifier:
                 self._busy.add(item.address)
                 sends.create_task(self._lane(item, http), name=f"notify:{item.target}")
                 started = True
-            if not started:
-                return
+            if not started or len(due) < OUTBOX_PAGE:
+                return  # a page not full held every due row: no other address waits
 
     async def _lane(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
         """One send and its mark; the address is free again only after the mark."""
@@ -145,9 +148,7 @@ class Notifier:
 
     def _store_failed(self, exc: StoreError) -> None:
         """The store refused a read or a mark: said once a minute, retried next turn."""
-        should, suppressed = self._once.should_log("notifier.store_failed")
-        if should:
-            log.warning("notifier.store_failed", error=str(exc), since_last=suppressed)
+        self._once.warn(log, "notifier.store_failed", error=str(exc))
 
     async def _deliver(self, item: OutboxItem, http: httpx.AsyncClient) -> None:
         try:

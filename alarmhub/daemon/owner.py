@@ -227,9 +227,7 @@ class OwnerTerm:
             try:
                 await self._load()
             except StoreError as exc:  # said once a minute, not at every retry
-                should, suppressed = self._once.should_log("owner.load_failed")
-                if should:
-                    log.warning("owner.load_failed", error=str(exc), since_last=suppressed)
+                self._once.warn(log, "owner.load_failed", error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(LOAD_RETRY_MAX_S, delay * 2)
                 continue

@@ -188,9 +188,7 @@ class Registry:
 
     def _refresh_failed(self, exc: StoreError) -> None:
         """Said once a minute: the refresh runs every few seconds and retries by itself."""
-        should, suppressed = self._once.should_log("registry.refresh_failed")
-        if should:
-            log.warning("registry.refresh_failed", error=str(exc), since_last=suppressed)
+        self._once.warn(log, "registry.refresh_failed", error=str(exc))
 
     def reload_rules(self) -> bool:
         """SIGHUP: load the rules file again; a bad file keeps the rules in force.

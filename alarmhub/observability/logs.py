@@ -77,6 +77,12 @@ class OncePer:
         self._last[key] = (last[0], last[1] + 1)
         return False, 0
 
+    def warn(self, logger: Any, event: str, **fields: object) -> None:
+        """`event` at warning level once per interval, with how many were not said since."""
+        should, suppressed = self.should_log(event)
+        if should:
+            logger.warning(event, since_last=suppressed, **fields)
+
     def __len__(self) -> int:
         return len(self._last)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from alarmhub.clock import FakeClock
 from alarmhub.daemon.notifier import Notifier
 from alarmhub.store.ports import Notification
 from alarmhub.store.sqlite.store import SqliteStore
-from tests.support.helpers import AcceptingBroker, async_wait_until
+from tests.support.helpers import AcceptingBroker, async_wait_until, db_rows
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CEILING_S = 60.0  # a ceiling only: each verdict is whether it happens at all
@@ -155,8 +154,5 @@ def _failed_once(path: Path, task: asyncio.Task[None]) -> bool:
 
 
 def _outbox(path: Path, prefix: str) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(
-            "SELECT alarm_id, sent_at, attempts, last_error FROM outbox WHERE alarm_id LIKE ?",
-            (prefix + "%",),
-        ).fetchall()
+    sql = "SELECT alarm_id, sent_at, attempts, last_error FROM outbox WHERE alarm_id LIKE ?"
+    return db_rows(path, sql, (prefix + "%",))

@@ -76,7 +76,7 @@ async def test_a_retained_position_whose_row_was_pruned_does_not_resolve_device_
         # Day 0: the phone's last position, published retained; then the phone dies.
         async with AlarmHub(settings, clock=FakeClock(T0), serve_http=False) as hub:
             assert hub.ingest is not None
-            assert await hub.ingest.wait_connected(5)
+            assert await hub.ingest.wait_connected(CEILING_S)
             pub.client.publish(TOPIC, orjson.dumps(fix), qos=1, retain=True).wait_for_publish(10)
             assert await async_wait_until(lambda: db_count(db, "SELECT count(*) FROM inbox") == 1)
         [(last_seen,)] = db_rows(db, LAST_SEEN)
@@ -86,7 +86,7 @@ async def test_a_retained_position_whose_row_was_pruned_does_not_resolve_device_
         clock = FakeClock(T0 + DAY)
         async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
             assert hub.ingest is not None
-            assert await hub.ingest.wait_connected(5)
+            assert await hub.ingest.wait_connected(CEILING_S)
             assert await async_wait_until(lambda: _deduplicated(hub) == 1, CEILING_S)
             clock.advance(hub.rules.restart_grace + timedelta(seconds=1))
             assert await async_wait_until(lambda: db_rows(db, OPEN_OFFLINE) != [], CEILING_S)
@@ -99,7 +99,7 @@ async def test_a_retained_position_whose_row_was_pruned_does_not_resolve_device_
         # The restart after: the same retained copy, now with nothing stored under it.
         async with AlarmHub(settings, clock=FakeClock(day15), serve_http=False) as hub:
             assert hub.ingest is not None
-            assert await hub.ingest.wait_connected(5)
+            assert await hub.ingest.wait_connected(CEILING_S)
             assert await async_wait_until(lambda: _received(hub) == 1, CEILING_S)
             assert db_rows(db, OPEN_OFFLINE) == [("ola/phone",)]  # the phone is still dead
             assert db_rows(db, LAST_SEEN) == [(last_seen,)]  # and was not heard

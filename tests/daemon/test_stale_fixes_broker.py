@@ -53,7 +53,7 @@ async def test_an_older_inside_fix_delivered_late_leaves_left_safe_zone_as_it_wa
         settings = hub_settings(tmp_path, broker.url, client_id)
         async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
             assert hub.ingest is not None
-            assert await hub.ingest.wait_connected(5)
+            assert await hub.ingest.wait_connected(30)
             await hub.register_devices([PHONE], audit=())
             clock.advance(timedelta(minutes=10))
             pub.publish(*owntracks(T0 + timedelta(minutes=10), *AWAY, accuracy_m=20))
@@ -90,7 +90,7 @@ async def test_a_usable_fix_hours_old_does_not_resolve_no_usable_fix(
         settings = hub_settings(tmp_path, broker.url, client_id)
         async with AlarmHub(settings, clock=clock, serve_http=False) as hub:
             assert hub.ingest is not None
-            assert await hub.ingest.wait_connected(5)
+            assert await hub.ingest.wait_connected(30)
             await hub.register_devices([PHONE], audit=())
             no_fix_after = hub.rules.no_fix_after
             assert no_fix_after is not None

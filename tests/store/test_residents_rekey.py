@@ -127,7 +127,9 @@ async def test_a_reseal_waits_for_a_change_in_flight_and_then_leaves_it(
             other.execute(update.format("x'00'"))
             task = asyncio.create_task(rows.reseal_residents([reseal]))
             # Whether the reseal's BEGIN IMMEDIATE comes before this COMMIT (and waits)
-            # or after, it compares with kari's row.
+            # or after, it compares with kari's row. Only PostgreSQL is made to wait
+            # here (_until_waiting_for_a_lock): on SQLite the interleaving is not forced,
+            # and the read-then-write race itself is the AfterRead test's above.
             await asyncio.sleep(0)
             other.execute("COMMIT")
         assert await task == 0

@@ -37,8 +37,7 @@ def lock_path(database: Path) -> Path:
 def held_by_this_instance(database: Path, instance_id: str) -> Iterator[None]:
     """Hold the file's daemon lock; StoreInUseError when another daemon holds it."""
     path = lock_path(database.resolve())
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

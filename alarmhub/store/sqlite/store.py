@@ -204,16 +204,12 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         public methods are that plus one sqlite3 call each. Going through it keeps
         one connection and its ordering with every other call on it.
 
-        A refusal by SQLite (locked past busy_timeout, disk full, I/O error) is a
-        StoreError, which `AlarmHub.until_committed` retries: every caller (the
-        ingest batch, its fingerprint lookup, the escalator's decisions) runs under
-        it, and an sqlite3 error escaping it would end the daemon's TaskGroup.
+        A refusal by SQLite (locked past busy_timeout, disk full, I/O error) comes
+        out of the public method that called this as a StoreError
+        (store/sqlite/refusals.py), which `AlarmHub.until_committed` retries.
         """
         conn = self._conn
-        try:
-            result: T = await conn._execute(lambda: fn(conn._conn, *args))  # type: ignore[no-untyped-call]  # noqa: SLF001
-        except aiosqlite.Error as exc:
-            raise StoreError(str(exc)) from exc
+        result: T = await conn._execute(lambda: fn(conn._conn, *args))  # type: ignore[no-untyped-call]  # noqa: SLF001
         return result
 
     # --- retention (issue 13 item 2) ----------------------------------------
@@ -227,18 +223,15 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
 
     async def save_alarm(self, alarm: Alarm, entries: Iterable[TimelineEntry]) -> None:
         """Commit an operator's change of one alarm with its timeline entries."""
+        await self._conn.execute("BEGIN IMMEDIATE")
         try:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                async with self._conn.execute(UPSERT_ALARM, alarm_row(alarm)) as cur:
-                    expect_written(cur.rowcount, [alarm.id])
-                await self._conn.executemany(INSERT_TIMELINE, [timeline_row(e) for e in entries])
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
-        except aiosqlite.Error as exc:
-            raise StoreError(str(exc)) from exc
+            async with self._conn.execute(UPSERT_ALARM, alarm_row(alarm)) as cur:
+                expect_written(cur.rowcount, [alarm.id])
+            await self._conn.executemany(INSERT_TIMELINE, [timeline_row(e) for e in entries])
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
 
     async def _rollback(self) -> None:
         # The transaction may already be gone (SQLITE_FULL rolls back by itself).
