@@ -164,13 +164,14 @@ def authorization(
     user: str = DEVICE,
     password: str = PASSWORD,
     realm: str | None = None,
+    nc: str = "00000001",
 ) -> str:
     """The Authorization header answering the challenge of `algorithm` in a 401."""
     [chosen] = [c for c in challenges(response) if c.parameters["algorithm"] == algorithm]
     nonce = chosen.parameters["nonce"]
     realm = realm or chosen.parameters["realm"]
     uri = str(req.uri)
-    cnonce, nc = new_token(), "00000001"
+    cnonce = new_token()
     answer = digest_response(
         algorithm,
         ha1(algorithm, user, realm, password),

@@ -322,3 +322,28 @@ async def test_devices_challenged_in_the_same_instant_each_get_their_own_nonce()
             )  # fmt: skip
     assert (final_a.code, final_b.code) == (200, 200)
     assert [m.user for m in handler.messages] == [DEVICE, other]
+
+
+async def test_another_device_using_a_nonce_does_not_use_up_its_counts() -> None:
+    """Nonce counts are kept per (username, nonce): device B, shown A's nonce, answering it
+    with its own credentials and a high count, pushed A's counts out of the window when
+    they were kept per nonce, and A's next request was refused 401 stale."""
+    other = "4790099999"
+    handler = Recorder()
+    creds = Credentials(**{DEVICE: PASSWORD, other: PASSWORD})
+    async with running(("udp",), handler, creds, metrics=Metrics(), clock=SystemClock()) as server:
+        port = server.port("udp")
+        async with udp_peer(port) as a, udp_peer(port) as b:
+            qa, ra = await _challenged(a, port=port, local_port=a.port)
+            body_b = MRQ.replace(DEVICE.encode(), other.encode())
+            qb = request(port=port, local_port=b.port, user=other, body=body_b)
+            far = authorization(ra, qb, user=other, nc="00000100")  # A's nonce, count 256
+            b_reply = await b.ask(
+                request(port=port, local_port=b.port, user=other, body=body_b, authorization=far)
+            )
+            a_reply = await a.ask(
+                request(port=port, local_port=a.port, authorization=authorization(ra, qa))
+            )
+    assert b_reply.code == 200
+    assert a_reply.code == 200
+    assert [m.user for m in handler.messages] == [other, DEVICE]
