@@ -16,9 +16,10 @@ import pytest
 import alarmhub.daemon.notifier as notifier_module
 from alarmhub.clock import FakeClock
 from alarmhub.daemon.notifier import Notifier
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.ports import Notification
 from alarmhub.store.sqlite.store import SqliteStore
-from tests.support.helpers import AcceptingBroker, async_wait_until
+from tests.support.helpers import NoticeLink, async_wait_until
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CEILING_S = 60.0  # a ceiling only: each verdict is whether it happens at all
@@ -31,18 +32,19 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 
 async def test_a_locked_database_while_a_notice_is_marked_delays_it_and_ends_nothing(
-    tmp_path: Path,
+    tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
     """A raw sqlite3 error out of the outbox mark ended Notifier.run(), and with it
     the daemon's task group: the documented lock fault was to recover by itself."""
     path = tmp_path / "a.db"
     store = await SqliteStore.open(path)
     other = sqlite3.connect(path, isolation_level=None)
+    link = NoticeLink(broker.port, client_id)
     try:
         await store.queue_outbox("a-1", Notification("device", "mqtt", "t/x", {"x": 1}), T0)
         await store._conn.execute("PRAGMA busy_timeout=100")
         other.execute("BEGIN EXCLUSIVE")  # another process holds the file
-        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), AcceptingBroker())
+        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), link)
         task = asyncio.create_task(notifier.run())
         # Sent, then refused at the mark, at least twice: the loop came round again.
         assert await async_wait_until(lambda: notifier.sent >= 2 or task.done(), CEILING_S)
@@ -53,6 +55,7 @@ async def test_a_locked_database_while_a_notice_is_marked_delays_it_and_ends_not
         await _stop(task)
     finally:
         other.close()
+        link.close()
         await store.close()
 
 
@@ -68,7 +71,7 @@ def _marked(path: Path) -> bool:
 
 
 async def test_a_receiver_that_drips_its_answer_holds_back_no_other_notice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: LocalBroker, client_id: str
 ) -> None:
     """httpx's timeout bounds each read; one byte every 0.3 s never tripped it, and the
     level-2 notice queued behind the webhook waited for ever."""
@@ -95,14 +98,14 @@ async def test_a_receiver_that_drips_its_answer_holds_back_no_other_notice(
     server = await asyncio.start_server(drip, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     store = await SqliteStore.open(tmp_path / "a.db")
-    broker = AcceptingBroker()
+    link = NoticeLink(broker.port, client_id)
     try:
         hook = Notification("hook", "webhook", f"http://127.0.0.1:{port}/", {"n": 1})
         await store.queue_outbox("a-1", hook, T0)
         await store.queue_outbox("a-2", Notification("level-2", "mqtt", "notify/l2", {"n": 2}), T0)
-        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), broker)
+        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), link)
         task = asyncio.create_task(notifier.run())
-        assert await async_wait_until(lambda: broker.topics == ["notify/l2"], CEILING_S)
+        assert await async_wait_until(lambda: link.topics == ["notify/l2"], CEILING_S)
         # The whole-call deadline still ends the dripping answer (each address is its
         # own lane now, so the level-2 notice no longer waits for it to get through).
         assert await async_wait_until(lambda: _failed(tmp_path / "a.db"), CEILING_S)
@@ -115,4 +118,5 @@ async def test_a_receiver_that_drips_its_answer_holds_back_no_other_notice(
             handler.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+        link.close()
         await store.close()

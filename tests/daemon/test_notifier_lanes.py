@@ -2,7 +2,8 @@
 2026-12-06). The notifier sent the outbox one row after another: each row for a dead
 webhook cost the whole send deadline, and every other receiver's notices — another
 municipality's escalation — waited behind all of them. No daemon: the Notifier with a
-real SQLite store and real HTTP servers on 127.0.0.1."""
+real SQLite store, real HTTP servers on 127.0.0.1 and a real Mosquitto for the
+MQTT notice."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import pytest
 import alarmhub.daemon.notifier as notifier_module
 from alarmhub.clock import FakeClock
 from alarmhub.daemon.notifier import Notifier
+from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.ports import Notification
 from alarmhub.store.sqlite.store import SqliteStore
-from tests.support.helpers import AcceptingBroker, async_wait_until, db_rows
+from tests.support.helpers import NoticeLink, async_wait_until, db_rows
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CEILING_S = 60.0  # a ceiling only: each verdict is whether it happens at all
@@ -80,7 +82,7 @@ class _Receiver:
 
 
 async def test_a_receiver_that_never_answers_holds_back_only_its_own_notices(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: LocalBroker, client_id: str
 ) -> None:
     # Only the test ends the hang: every verdict below is taken while the dead
     # receiver still holds its first request, whatever this machine's speed.
@@ -90,7 +92,7 @@ async def test_a_receiver_that_never_answers_holds_back_only_its_own_notices(
     dead_url, healthy_url = await dead.start(), await healthy.start()
     path = tmp_path / "a.db"
     store = await SqliteStore.open(path)
-    broker = AcceptingBroker()
+    link = NoticeLink(broker.port, client_id)
     task: asyncio.Task[None] | None = None
     try:
         # The dead receiver's backlog first, so the old loop reached it first.
@@ -102,12 +104,12 @@ async def test_a_receiver_that_never_answers_holds_back_only_its_own_notices(
             note = Notification("nurse", "webhook", healthy_url, {"n": n})
             await store.queue_outbox(f"h-{n}", note, T0)
         await store.queue_outbox("m-0", Notification("l2", "mqtt", "notify/l2", {"n": 0}), T0)
-        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), broker)
+        notifier = Notifier(store, store, asyncio.Lock(), FakeClock(T0), link)
         task = asyncio.create_task(notifier.run())
 
         def others_done() -> bool:  # and the dead receiver holding its first request
             held = dead.open_now == 1
-            return held and len(healthy.bodies) == 3 and broker.topics == ["notify/l2"]
+            return held and len(healthy.bodies) == 3 and link.topics == ["notify/l2"]
 
         assert await async_wait_until(lambda: others_done() or task.done(), CEILING_S)
         assert not task.done(), task.exception()
@@ -134,6 +136,7 @@ async def test_a_receiver_that_never_answers_holds_back_only_its_own_notices(
                 await task
         await dead.close()
         await healthy.close()
+        link.close()
         await store.close()
 
 

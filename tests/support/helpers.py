@@ -203,20 +203,27 @@ def rules_with_webhook(tmp_path: Path, url: str) -> Path:
     return path
 
 
-class _Published:
-    def is_published(self) -> bool:
-        return True
+class NoticeLink:
+    """The notifier's MQTT link (daemon/notifier.py Broker) on a real Mosquitto: a paho
+    client that publishes at QoS 1, and a second one subscribed to everything, so that
+    `topics` lists what the broker really routed, in its order."""
 
+    def __init__(self, port: int, client_id: str) -> None:
+        self._link = Publisher(port, client_id=f"{client_id}-link")
+        self._watch = Publisher(port, client_id=f"{client_id}-watch")
+        self._watch.subscribe("#")
 
-class AcceptingBroker:
-    """The notifier's MQTT link (daemon/notifier.py Broker), accepting every publish at
-    once: for tests of the notifier's own order and faults, not of MQTT."""
+    @property
+    def connected(self) -> bool:
+        return bool(self._link.client.is_connected())
 
-    connected = True
+    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> paho.MQTTMessageInfo:
+        return self._link.client.publish(topic, payload, qos=qos)
 
-    def __init__(self) -> None:
-        self.topics: list[str] = []
+    @property
+    def topics(self) -> list[str]:
+        return [topic for topic, _payload in list(self._watch.received)]
 
-    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> Any:  # paho's info
-        self.topics.append(topic)
-        return _Published()
+    def close(self) -> None:
+        self._link.close()
+        self._watch.close()
