@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # every alarm change, on the loop that also runs ingest (issue 13 item 3).
     max_streams_per_user: int = Field(default=5, ge=1, le=1000)
     max_streams: int = Field(default=200, ge=1, le=100_000)
+    # Per municipality: one municipality's users cannot take every slot (promise 3).
+    max_streams_per_municipality: int = Field(default=50, ge=1, le=100_000)
     # Days one response-time report may span (API and `alarmhub report`).
     max_report_days: int = Field(default=366, ge=1, le=100 * 366)
     # Days an API token is valid when `tokens create` is not told otherwise (issue 13 #6).

@@ -56,7 +56,9 @@ def create_app(hub: DaemonPort) -> FastAPI:
         redoc_url=None,
     )
     settings = hub.settings
-    streams = StreamSlots(settings.max_streams_per_user, settings.max_streams)
+    streams = StreamSlots(
+        settings.max_streams_per_user, settings.max_streams, settings.max_streams_per_municipality
+    )
     d = hub.directory
     app.state.web = WebContext(hub, reads=d, accounts=d, access=d, streams=streams)
     install_errors(app)

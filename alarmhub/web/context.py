@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from alarmhub.core.people import AuditEntry
+from alarmhub.core.tenancy import Scope
 from alarmhub.store.ports import Access, Accounts, ScopedReads
 from alarmhub.web.errors import ApiError
 
@@ -118,21 +119,44 @@ RETRY_AFTER_S = 30
 
 
 class StreamSlots:
-    """Live-stream slots per user and in all; `web.streams` says why they exist."""
+    """Live-stream slots per user, per municipality and in all; `web.streams` says why.
 
-    def __init__(self, per_user: int = 5, total: int = 200) -> None:
+    Per municipality: one municipality's users (a municipality admin may create
+    operators, each with `per_user` streams) must not take every slot of the server,
+    which would leave the response centre's operators and other municipalities'
+    with a page that no longer updates (promise 3: no municipality changes how
+    another's alarms are handled). A stream counts against each municipality its
+    caller may see; an admin's (every municipality) against none, but the total.
+    """
+
+    def __init__(self, per_user: int = 5, total: int = 200, per_municipality: int = 50) -> None:
         self.per_user = per_user
         self.total = total
+        self.per_municipality = per_municipality
         self._by_user: Counter[str] = Counter()
+        self._by_municipality: Counter[str] = Counter()
         self.open = 0
 
-    def refusal(self, user: str) -> str | None:
-        """Why `user` may not open another stream now, or None when a slot is free."""
+    def refusal(self, scope: Scope) -> str | None:
+        """Why `scope` may not open another stream now, or None when a slot is free."""
+        user = scope.user
         if self._by_user[user] >= self.per_user:
             return (
                 f"you already have {self._by_user[user]} live streams open, the most one user "
                 f"may have (max_streams_per_user); close a tab or window showing the alarm "
                 f"queue, or retry in {RETRY_AFTER_S} s"
+            )
+        full = sorted(
+            m
+            for m in scope.municipalities or ()
+            if self._by_municipality[m] >= self.per_municipality
+        )
+        if full:
+            return (
+                f"{self.per_municipality} live streams are open for municipality {full[0]}, "
+                f"the most one municipality may have (max_streams_per_municipality); close a "
+                f"tab or window showing the alarm queue, or retry in {RETRY_AFTER_S} s, and "
+                "tell the administrator if this persists"
             )
         if self.open >= self.total:
             return (
@@ -142,24 +166,36 @@ class StreamSlots:
             )
         return None
 
-    def take(self, user: str) -> None:
-        """Take a slot for `user`, or raise 429 with Retry-After naming the limit reached."""
-        reason = self.refusal(user)
+    def take(self, scope: Scope) -> None:
+        """Take a slot for `scope`, or raise 429 with Retry-After naming the limit reached."""
+        reason = self.refusal(scope)
         if reason is not None:
             raise ApiError(
                 429, "too_many_streams", reason, headers={"Retry-After": str(RETRY_AFTER_S)}
             )
-        self._by_user[user] += 1
+        self._by_user[scope.user] += 1
+        for m in scope.municipalities or ():
+            self._by_municipality[m] += 1
         self.open += 1
 
-    def give_back(self, user: str) -> None:
-        self._by_user[user] -= 1
-        if self._by_user[user] <= 0:
-            del self._by_user[user]  # memory follows the open streams, not every user seen
+    def give_back(self, scope: Scope) -> None:
+        _drop(self._by_user, scope.user)
+        for m in scope.municipalities or ():
+            _drop(self._by_municipality, m)
         self.open -= 1
 
     def held_by(self, user: str) -> int:
         return self._by_user[user]
+
+    def held_for(self, municipality: str) -> int:
+        return self._by_municipality[municipality]
+
+
+def _drop(counts: Counter[str], key: str) -> None:
+    """One fewer; memory follows the open streams, not every user or municipality seen."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
 
 
 @dataclass

@@ -154,3 +154,36 @@ async def test_streams_are_capped_per_user_and_in_total_and_a_closed_one_frees_i
         async with contextlib.AsyncExitStack() as again:
             for client in (root, c, c):
                 assert (await open_until_answered(client, again)).status_code == 200
+
+
+async def test_one_municipality_cannot_take_every_stream_slot(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """A municipality admin may create operators, each with max_streams_per_user streams:
+    without a cap per municipality its users could hold every slot of the server and
+    leave Bergen's operators, and the centre's admin, with a page that does not update."""
+    limits = {"max_streams_per_user": 5, "max_streams": 10, "max_streams_per_municipality": 2}
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False, settings=limits) as s,
+        s.client("op0301") as oslo_a,
+        s.client("op0301b") as oslo_b,
+        s.client("op4601") as bergen,
+        s.client("root") as root,
+        contextlib.AsyncExitStack() as held,
+    ):
+        for c in (oslo_a, oslo_b):
+            opened = await held.enter_async_context(c.stream("GET", "/api/v1/alarms/stream"))
+            assert opened.status_code == 200
+        # Oslo's third stream, from a user under the per-user limit: refused, naming the limit.
+        third = await oslo_a.get("/api/v1/alarms/stream")
+        assert third.status_code == 429, third.text
+        assert "max_streams_per_municipality" in third.json()["error"]["message"]
+        assert "0301" in third.json()["error"]["message"]
+        # Bergen's operator and the admin still get theirs, and Bergen's is live.
+        theirs = await held.enter_async_context(bergen.stream("GET", "/api/v1/alarms/stream"))
+        assert theirs.status_code == 200
+        admin = await held.enter_async_context(root.stream("GET", "/api/v1/alarms/stream"))
+        assert admin.status_code == 200
+        s.pub.publish(*native("brg-pend-1", "b1", "button.pressed"))
+        event = await next_event(theirs.aiter_lines(), "brg-pend-1")
+        assert event["data"]["municipality"] == "4601"

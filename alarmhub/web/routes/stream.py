@@ -1,6 +1,7 @@
 """`/api/v1/alarms/stream`: the live stream of alarm changes (server-sent events).
 
-How many live streams may be open, per user and in all (issue 13 item 3):
+How many live streams may be open, per user, per municipality and in all (issue 13
+item 3):
 
 Every alarm change is put on every open stream's queue by `live.Broadcaster`,
 on the event loop that also runs ingest, so the number of streams is work done
@@ -57,11 +58,11 @@ async def _stream_slot(ctx: Ctx, scope: ReadAlarms) -> AsyncIterator[Scope]:
     before the generator first runs would never run it, and its slot would be lost.
     """
     slots = ctx.streams
-    slots.take(scope.user)
+    slots.take(scope)
     try:
         yield scope
     finally:
-        slots.give_back(scope.user)
+        slots.give_back(scope)
 
 
 # The stream route's scope parameter: authorised to read alarms, and holding a slot.
@@ -80,8 +81,9 @@ async def stream(
     `id:` is the change's sequence number; reconnect with `Last-Event-ID`
     (browsers do this by themselves) to receive what was missed. After an
     `event: resync` the client must reload the list: the gap is too old.
-    At most `max_streams_per_user` streams per user and `max_streams` in all
-    are open at once; beyond either, 429 with Retry-After.
+    At most `max_streams_per_user` streams per user, `max_streams_per_municipality`
+    per municipality the caller may see and `max_streams` in all are open at once;
+    beyond any of them, 429 with Retry-After.
     The stream ends when the caller is locked out (checked every `stream_recheck_s`).
     """
     hub = ctx.hub
