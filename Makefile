@@ -75,10 +75,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check alarmhub tests scripts bench
 	$(BIN)/lint-imports
 
-# mypy strict on alarmhub/ (pyproject.toml's `packages`), and non-strict on tests/ (the
-# `tests.*` override): test bodies are checked, test signatures need no annotations.
+# mypy strict on alarmhub/ (pyproject.toml's `packages`) and bench/ (what `make bench`
+# reports is only as good as its code), and non-strict on tests/ (the `tests.*` override):
+# test bodies are checked, test signatures need no annotations.
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 	$(BIN)/mypy tests
 
 clean:

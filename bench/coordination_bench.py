@@ -20,7 +20,8 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -48,7 +49,7 @@ class Recorder:
         self.lost.append(time.monotonic())
 
 
-async def _wait(check, limit_s: float = 120.0) -> None:
+async def _wait(check: Callable[[], bool], limit_s: float = 120.0) -> None:
     end = time.monotonic() + limit_s
     while not check():
         if time.monotonic() > end:
@@ -56,7 +57,9 @@ async def _wait(check, limit_s: float = 120.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def _one(url: str, owner_url: str, timing: LeaseTiming, proxy: TcpProxy | None) -> dict:
+async def _one(
+    url: str, owner_url: str, timing: LeaseTiming, proxy: TcpProxy | None
+) -> dict[str, Any]:
     ra, rb = Recorder(), Recorder()
     ca, cb = await PgCoordination.open(owner_url), await PgCoordination.open(url)
     a = Leadership(ca, SystemClock(), "a", timing, on_acquired=ra.on_acquired, on_lost=ra.on_lost)

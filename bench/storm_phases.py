@@ -119,7 +119,7 @@ def run_storm(port: int, work: Path, n: int, opts: phases.Options) -> dict[str, 
         f"   median: bare paho {out['storm_baseline_msgs_per_s']} msg/s "
         f"(runs {workload.spread(base)}); alarmhub {out['storm_alarms_per_s']} alarms/s "
         f"(runs {workload.spread(rates['sqlite'])}); storm_ratio {out['storm_ratio']} "
-        f"(runs {workload.spread(ratios['sqlite'])}; target >= 0.5); PostgreSQL 1/2/3: "
+        f"(runs {workload.spread(ratios['sqlite'], 3)}; target >= 0.5); PostgreSQL 1/2/3: "
         f"{out['storm_ratio_pg_1']} / {out['storm_ratio_pg_2']} / {out['storm_ratio_pg_3']}"
     )
     return out
