@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 
@@ -40,12 +40,15 @@ class LoginLimiter:
     Memory is bounded by `max_keys`, and a live count is never evicted to make room:
     evicting the oldest (as this once did) let a flood of junk user names reset the
     count of the name being guessed. When the table is full of live counts, pairs
-    without one share a single overflow count, so filling the table first and then
-    guessing under a fresh pair is slowed as well. Time is an argument (monotonic
-    seconds), read by the caller from the hub's clock.
+    without one share their address's overflow count, so filling the table first and
+    then guessing under a fresh pair is slowed as well. Per address, not one count for
+    all: a single overflow count was driven by whoever filled the table, and every
+    operator logging in afresh, from any desk, waited behind the attacker's guesses
+    (found in review, 2026-12-06). The overflow counts are bounded too
+    (`max_keys // 10` addresses); beyond them one shared count remains, so only an
+    attacker with that many addresses reaches the old behaviour. Time is an argument
+    (monotonic seconds), read by the caller from the hub's clock.
     """
-
-    OVERFLOW = ("", "")  # the shared key of pairs that found the table full
 
     def __init__(
         self,
@@ -61,8 +64,11 @@ class LoginLimiter:
         self.max_wait_s = max_wait_s
         self.forget_s = forget_s
         self.max_keys = MAX_TRACKED_KEYS if max_keys is None else max_keys
+        self.max_overflow = max(1, self.max_keys // 10)
         # key -> (failures, monotonic time of the last failure)
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}
+        # address -> (failures, last): pairs that found the table full; "" is shared
+        self._overflow: dict[str, tuple[int, float]] = {}
 
     @staticmethod
     def key(username: str, address: str) -> tuple[str, str]:
@@ -70,11 +76,9 @@ class LoginLimiter:
 
     def wait(self, key: tuple[str, str], now: float) -> float | None:
         """Seconds this pair must still wait before its password is checked, or None."""
-        entry = self._live(key, now)
-        if entry is None and len(self._failures) >= self.max_keys:
-            self._forget_expired(now)
-            if len(self._failures) >= self.max_keys:
-                entry = self._live(self.OVERFLOW, now)
+        entry = self._live(self._failures, key, now)
+        if entry is None and self._full(now):
+            entry = self._live(self._overflow, self._overflow_key(key[1], now), now)
         if entry is None:
             return None
         failures, last = entry
@@ -86,31 +90,54 @@ class LoginLimiter:
 
     def failed(self, key: tuple[str, str], now: float) -> None:
         """Count one failed login of the pair (only after its password was checked)."""
-        if key not in self._failures and len(self._failures) >= self.max_keys:
-            self._forget_expired(now)
-            if len(self._failures) >= self.max_keys:
-                key = self.OVERFLOW  # never evict a live count; the one extra entry
-        entry = self._live(key, now)
-        failures = entry[0] if entry is not None else 0
-        self._failures[key] = (failures + 1, now)
+        if key not in self._failures and self._full(now):
+            # Never evict a live count: the pair's address counts instead.
+            _count(self._overflow, self._overflow_key(key[1], now), now, self.forget_s)
+            return
+        _count(self._failures, key, now, self.forget_s)
 
     def succeeded(self, key: tuple[str, str]) -> None:
         self._failures.pop(key, None)
 
     def __len__(self) -> int:
-        return len(self._failures)
+        return len(self._failures) + len(self._overflow)
 
-    def _live(self, key: tuple[str, str], now: float) -> tuple[int, float] | None:
-        entry = self._failures.get(key)
+    def _full(self, now: float) -> bool:
+        if len(self._failures) < self.max_keys:
+            return False
+        _forget_expired(self._failures, now, self.forget_s)
+        return len(self._failures) >= self.max_keys
+
+    def _overflow_key(self, address: str, now: float) -> str:
+        """The address's own overflow count while there is room for it, else the shared."""
+        if address in self._overflow or len(self._overflow) < self.max_overflow:
+            return address
+        _forget_expired(self._overflow, now, self.forget_s)
+        return address if len(self._overflow) < self.max_overflow else ""
+
+    def _live(
+        self, table: dict[_K, tuple[int, float]], key: _K, now: float
+    ) -> tuple[int, float] | None:
+        entry = table.get(key)
         if entry is not None and now - entry[1] >= self.forget_s:
-            del self._failures[key]
+            del table[key]
             return None
         return entry
 
-    def _forget_expired(self, now: float) -> None:
-        # O(n) over at most max_keys small tuples, only when the table is full.
-        for key in [k for k, (_, last) in self._failures.items() if now - last >= self.forget_s]:
-            del self._failures[key]
+
+_K = TypeVar("_K")
+
+
+def _count(table: dict[_K, tuple[int, float]], key: _K, now: float, forget_s: float) -> None:
+    entry = table.get(key)
+    failures = entry[0] if entry is not None and now - entry[1] < forget_s else 0
+    table[key] = (failures + 1, now)
+
+
+def _forget_expired(table: dict[_K, tuple[int, float]], now: float, forget_s: float) -> None:
+    # O(n) over at most max_keys small tuples, only when the table is full.
+    for key in [k for k, (_, last) in table.items() if now - last >= forget_s]:
+        del table[key]
 
 
 # What a refused client is told to wait: streams of closed tabs end within the

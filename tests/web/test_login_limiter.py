@@ -71,18 +71,41 @@ async def test_a_flood_of_junk_names_resets_no_count(
         for _ in range(5):
             await login(c, "op0301", "wrong-password")
         assert (await login(c, "op0301")).status_code == 429
-        # Junk user names from many addresses (uvicorn takes X-Forwarded-For from a
-        # proxy on 127.0.0.1) fill the table and more, each a failed login of its own pair.
+        # Junk user names from one address (uvicorn takes X-Forwarded-For from a proxy on
+        # 127.0.0.1) fill the table and more, each a failed login of its own pair.
+        attacker = {"X-Forwarded-For": "10.9.0.1"}
         for i in range(30):
-            junk = await login(c, f"junk-{i}", "x", **{"X-Forwarded-For": f"10.9.0.{i}"})
+            junk = await login(c, f"junk-{i}", "x", **attacker)
             assert junk.status_code in (401, 429)
         assert (await login(c, "op0301")).status_code == 429  # still counted
-        # A fresh pair that finds the table full shares the overflow count: filling the
-        # table first does not buy unlimited guesses under a new name.
-        assert (await login(c, "madm0301", "wrong-password")).status_code == 429
+        # A fresh pair that finds the table full shares its address's overflow count:
+        # filling the table first does not buy unlimited guesses under a new name...
+        assert (await login(c, "madm0301", "wrong-password", **attacker)).status_code == 429
+        # ...but the overflow is the attacker's address's, not everyone's: madm0301 at
+        # her own desk logs in (one count for all made every fresh login wait behind
+        # the attacker's guesses).
+        assert (await login(c, "madm0301")).status_code == 303
         clock.advance(timedelta(minutes=15))  # every count forgotten: room again
         assert (await login(c, "op0301")).status_code == 303
-        assert (await login(c, "madm0301")).status_code == 303
+
+
+def test_the_overflow_counts_are_per_address_and_bounded() -> None:
+    limiter = LoginLimiter(max_keys=100)  # room for 10 addresses' overflow counts
+    for i in range(100):  # the table is full of live counts
+        limiter.failed(limiter.key(f"junk-{i}", "10.9.0.1"), 0.0)
+    guess = limiter.key("kari", "10.9.0.1")  # a fresh pair from the attacker's address
+    for _ in range(6):
+        assert guess not in limiter._failures
+        limiter.failed(guess, 1.0)
+    assert limiter.wait(guess, 1.0) == pytest.approx(2.0)
+    desk = limiter.key("ola", "10.0.0.7")
+    assert limiter.wait(desk, 1.0) is None  # another address is not slowed
+    # Overflow counts from many addresses stay bounded; beyond them one count is shared.
+    for i in range(1000):
+        limiter.failed(limiter.key("x", f"10.1.{i // 256}.{i % 256}"), 2.0)
+    assert len(limiter) <= 100 + 10 + 1  # the table, the addresses, the shared count
+    assert limiter.wait(limiter.key("y", "10.2.0.1"), 2.0) is not None  # shared, slowed
+    assert limiter.wait(guess, 2.0) is not None  # the attacker's own count is kept
 
 
 def test_the_table_is_bounded_and_keeps_live_counts() -> None:
@@ -94,7 +117,7 @@ def test_the_table_is_bounded_and_keeps_live_counts() -> None:
         junk = limiter.key(f"junk-{i}", f"10.1.{i // 256}.{i % 256}")
         if limiter.wait(junk, 0.5) is None:
             limiter.failed(junk, 0.5)
-    assert len(limiter) <= 101
+    assert len(limiter) <= 100 + 10 + 1  # the table, overflow addresses, the shared count
     assert limiter.wait(target, 0.5) == pytest.approx(0.5)
 
 
