@@ -31,11 +31,7 @@ from tests.sip.support import (
     running,
     udp_peer,
 )
-from tests.support.helpers import async_wait_until
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+from tests.support.helpers import async_wait_until, sample
 
 
 def test_a_request_does_not_copy_the_transaction_table() -> None:

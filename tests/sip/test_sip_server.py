@@ -39,14 +39,9 @@ from tests.sip.support import (
     stream_peer,
     udp_peer,
 )
-from tests.support.helpers import async_wait_until
+from tests.support.helpers import async_wait_until, sample
 
 MRS = b"<mrs><ref>R1</ref><snu>0</snu></mrs>"
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels)
-    return value or 0.0
 
 
 async def authenticated(peer, req_args: dict, algorithm: str = MD5, **auth) -> Response:

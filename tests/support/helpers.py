@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import paho.mqtt.client as paho
@@ -19,6 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alarmhub.settings import Settings, load_settings
 from alarmhub.store.sqlite.migrations import KNOWN_VERSION, schema_version
+
+if TYPE_CHECKING:
+    from alarmhub.observability.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,6 +96,12 @@ def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    """A metric's value as scraped (`alarmhub_..._total`, its labels); 0 for a series
+    never created, so a test can assert a count that should have stayed at zero."""
+    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def db_count(db: Path, sql: str, params: tuple[Any, ...] = ()) -> int:
