@@ -44,7 +44,8 @@ from alarmhub.core.model import (
     TsSource,
 )
 from alarmhub.core.profile import Profile, lookup
-from alarmhub.core.scaip import DETAILS, SCAIP_FORMAT, scaip_payload
+from alarmhub.core.scaip import DETAILS, SCAIP_FORMAT
+from alarmhub.core.scaip_decode import scaip_payload
 
 if TYPE_CHECKING:
     from collections.abc import Mapping as MappingT
@@ -210,7 +211,7 @@ def _decode_scaip(
     raw: RawMessage, device: Device, profile: Profile, limits: DecodeLimits
 ) -> Decoded | Rejected:
     """A SCAIP request (core/scaip.py) through the profile's mappings; its details on each event."""
-    read = scaip_payload(raw.payload, device.id, limits.max_payload_bytes)
+    read = scaip_payload(raw.payload, device.id, limits.max_payload_bytes, raw.content_type)
     if isinstance(read, Rejected):
         return read
     payload, details, dropped = read

@@ -86,6 +86,9 @@ class RejectReason(StrEnum):
     # A Zigbee device's message came through a bridge it is not registered to (or it
     # has no bridge recorded): another municipality's bridge cannot speak for it.
     WRONG_BRIDGE = "wrong_bridge"
+    # A SCAIP device's SIP MESSAGE labelled with a Content-Type that is no SCAIP body
+    # (not application/scaip+xml, application/xml or text/xml): answered 415, and kept.
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
 
 
 class TsSource(StrEnum):
@@ -257,6 +260,11 @@ class RawMessage:
     # MQTT's retain flag: the broker's kept copy of a topic's last message, sent at
     # each (re)subscription however old it is (core/dedup.py: identify).
     retained: bool = False
+    # The media type the transport labelled the payload with, lower-case: SIP's
+    # Content-Type ("" when the request had none, or none readable); None for MQTT,
+    # which labels nothing. It travels with the bytes because the decoder refuses a
+    # SCAIP body under another label unread (core/scaip_decode.py).
+    content_type: str | None = None
 
     @property
     def size(self) -> int:

@@ -27,10 +27,16 @@ from xml.sax.saxutils import escape
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from alarmhub.core.model import Dropped, Rejected, RejectReason, ScaipVoice
+from alarmhub.core.model import Dropped, RejectReason, ScaipVoice
 
 # The profile format whose messages are SCAIP requests (devices/scaip/profile.toml).
 SCAIP_FORMAT = "scaip"
+# The media types a request is taken under: SCAIP's registered type, and the generic XML
+# types (RFC 7303) some devices label it with; the body is then judged by its root
+# (`<mrq>`, else `snu=2`). A body under any other label is refused unread (SIP 415) and
+# kept as a dead letter (`unsupported_content_type`).
+CONTENT_TYPE = "application/scaip+xml"
+CONTENT_TYPES = (CONTENT_TYPE, "application/xml", "text/xml")
 # A request is small (a few hundred bytes; a long `lte`/`ite` a few kB). Anything much
 # larger is not a request: refused before it is parsed.
 MAX_BODY_BYTES = 16 * 1024
@@ -456,37 +462,3 @@ def parse_answer(body: bytes) -> dict[str, str]:
 def hbi_minutes(interval_s: int) -> int:
     """A heartbeat interval as `hbi` minutes: rounded up, within the standard's 1-1440."""
     return max(1, min(1440, -(-interval_s // 60)))
-
-
-# The dead-letter reason of each rejection (a bounded metric label, core/model.py).
-_REASONS = {
-    Snu.TOO_LONG: RejectReason.OVERSIZED,
-    Snu.INVALID_FORMAT: RejectReason.MALFORMED_XML,
-    Snu.WRONG_DATA: RejectReason.BAD_VALUE,
-    Snu.MANDATORY_MISSING: RejectReason.MISSING_FIELD,
-    Snu.REFERENCE_MISSING: RejectReason.MISSING_FIELD,
-}
-
-
-def scaip_payload(
-    body: bytes, device_id: str, max_bytes: int
-) -> tuple[dict[str, Any], dict[str, Any], tuple[Dropped, ...]] | Rejected:
-    """For the decoder: the values the profile maps, the details kept on the events, and
-    the elements left out (the message is stored "partial", like an MQTT one).
-
-    `device_id` is who sent the body (the authenticated SIP user, as the topic
-    `scaip/<cid>` names it): a body naming another `cid` is not believed.
-    """
-    request = parse_request(body, min(max_bytes, MAX_BODY_BYTES))
-    if isinstance(request, ScaipRejected):
-        reason = _REASONS.get(request.snu, RejectReason.BAD_VALUE)
-        detail = f"scaip {int(request.snu)}: {request.detail}"
-        return Rejected(reason, detail, device_id, request.ref)
-    if request.cid != device_id:
-        return Rejected(
-            RejectReason.DEVICE_MISMATCH,
-            f"<cid> {request.cid} is not the sending device {device_id}",
-            device_id,
-            request.msg_id,
-        )
-    return request.fields(), request.details(), request.dropped

@@ -16,7 +16,12 @@ answered, from its committed outcome:
   treated) for a device alarmhub does not serve with the scaip profile; both dead-lettered
   by the pipeline like bad MQTT input;
 - SIP 403 when the body's `cid` is not the authenticated device: a forgery, dead-lettered
-  (`device_mismatch`) and logged with both ids, never an alarm.
+  (`device_mismatch`) and logged with both ids, never an alarm;
+- SIP 415 with `Accept` when the request's Content-Type is not SCAIP's or XML: the body is
+  not read as SCAIP, but it goes through the pipeline all the same and is answered only
+  once it is committed as a dead letter (`unsupported_content_type`); 503 with
+  `Retry-After` (there is no `<mrs>` to carry a HOLD) while it is not, and the device's
+  resend finds it stored.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from alarmhub.clock import Clock
 from alarmhub.core.model import AlarmState, Device, RawMessage, ScaipVoice
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.core.scaip import (
+    CONTENT_TYPES,
     MAX_BODY_BYTES,
     Answer,
     MessageType,
@@ -41,6 +47,7 @@ from alarmhub.core.scaip import (
     build_answer,
     hbi_minutes,
     parse_request,
+    salvaged_ref,
 )
 from alarmhub.daemon.state import HubState
 from alarmhub.mqtt.client import Delivery
@@ -54,6 +61,7 @@ log = structlog.get_logger("alarmhub.scaip")
 TOPIC_PREFIX = "scaip/"  # + the authenticated device id: the profile's topic
 MAX_PENDING = 10_000  # requests queued for a commit; beyond it, HOLD without queueing
 MAX_REMEMBERED = 100_000  # alarm -> the voice an operator chose for its device
+RETRY_AFTER_S = 5  # a 503's Retry-After: the store could not keep a refused body yet
 _ALARM_TYPES = frozenset({MessageType.MESSAGE, MessageType.INFORMATION})
 
 
@@ -130,7 +138,7 @@ class ScaipIntake:
         self._clock = clock
         self._metrics = metrics
         self._hold_after_s = settings.scaip_hold_after_s
-        # As the decoder reads it (core/scaip.py scaip_payload).
+        # As the decoder reads it (core/scaip_decode.py scaip_payload).
         self._max_body = min(settings.max_payload_bytes, MAX_BODY_BYTES)
         self._once = OncePer(60.0)
         self._hbi_told: dict[str, int] = {}  # the heartbeat interval each device was last sent
@@ -146,6 +154,8 @@ class ScaipIntake:
             self._voice_of.popitem(last=False)
 
     async def __call__(self, message: InboundMessage) -> Reply:
+        if message.content_type not in CONTENT_TYPES:
+            return await self._unsupported(message)
         started = self._clock.monotonic()
         request = parse_request(message.body, self._max_body)
         mty = request.mty.value if isinstance(request, Request) else SCAIP_UNREAD
@@ -162,6 +172,20 @@ class ScaipIntake:
         self._metrics.scaip_requests.labels(mty, label).inc()
         self._metrics.scaip_answer_seconds.observe(self._clock.monotonic() - started)
         return reply
+
+    async def _unsupported(self, message: InboundMessage) -> Reply:
+        """A body under a type that is no SCAIP body: 415 once it is kept as a dead letter.
+
+        The decoder refuses it by its label, unread (core/scaip_decode.py), and ingest
+        counts and logs it as any dead letter (`message.dead_lettered`, once a minute per
+        device). A 415 sent before the commit would end the device's session with the
+        body lost if the store then failed; so until the commit it is 503, which the
+        device resends after (the request stays queued and commits when the store is back).
+        """
+        if await self._committed(self._raw(message)) is None:
+            self._log_held(message.user, salvaged_ref(message.body) or "")
+            return Reply(503, "not stored yet", headers=(("Retry-After", str(RETRY_AFTER_S)),))
+        return Reply(415, headers=(("Accept", ", ".join(CONTENT_TYPES)),))
 
     def _forged(self, message: InboundMessage, request: Request) -> Reply:
         """A body naming another device: refused, and dead-lettered by the pipeline."""
@@ -242,7 +266,12 @@ class ScaipIntake:
     def _raw(self, message: InboundMessage) -> RawMessage:
         # The topic names the authenticated sender, as an MQTT topic does under the broker's
         # ACL: the decoder believes the body's `cid` only when it is this device.
-        return RawMessage(TOPIC_PREFIX + message.user, message.body, message.received_at)
+        return RawMessage(
+            TOPIC_PREFIX + message.user,
+            message.body,
+            message.received_at,
+            content_type=message.content_type,
+        )
 
     def _log_held(self, device_id: str, ref: str) -> None:
         should, suppressed = self._once.should_log(f"held:{device_id}")

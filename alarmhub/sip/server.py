@@ -14,14 +14,14 @@ One request, in order (each step's answer is final and sent on the way it came):
    MESSAGE go on, ACK is ignored, anything else 405 with `Allow`;
 4. digest authentication (auth.py): 401 with a challenge, 403 for wrong
    credentials, 503 with Retry-After when the credentials cannot be read;
-5. a MESSAGE's Content-Type, after authentication so that a refusal is
-   attributable to a device: `application/scaip+xml`, or the generic XML types
-   some devices label it with (`application/xml`, `text/xml`); anything else is 415
-   with `Accept`, logged with the device's id;
-6. REGISTER: the contact binding is kept (registrar.py), 200 with the Contact;
+5. REGISTER: the contact binding is kept (registrar.py), 200 with the Contact;
    MESSAGE: the handler is awaited (the SCAIP side commits before it returns), its
    :class:`~alarmhub.sip.ports.Reply` becomes the final response, and a body not
-   `inline` goes to the device's contact as a new MESSAGE (outbound.py).
+   `inline` goes to the device's contact as a new MESSAGE (outbound.py). Every
+   MESSAGE goes to the handler with its Content-Type, whatever it is: the SCAIP side
+   refuses a type that is not XML (415 with `Accept`) only once it has kept the body
+   as a dead letter, so the type is judged after authentication, with a device's name,
+   and never by a layer that would have to throw the body away.
 
 The server's work runs in one TaskGroup owned by :meth:`SipServer.run`; stopping
 it (cancelling `run`) closes the listeners and connections, and cancels requests
@@ -45,7 +45,6 @@ from sipmessage import Request, Response
 from alarmhub.clock import Clock
 from alarmhub.core.digest import ALGORITHMS
 from alarmhub.core.sipcodes import SipDrop, SipListen, status_label
-from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
 from alarmhub.sip.auth import Authenticator
@@ -76,9 +75,6 @@ log = structlog.get_logger("alarmhub.sip")
 # reads it (the fake-device fleet measured the loss); a device whose datagram is dropped
 # only resends, but later. Linux caps it at net.core.rmem_max (docs/scaip.md).
 UDP_RCVBUF_BYTES = 4 * 1024 * 1024
-# The bodies taken as SCAIP: its registered type, and the generic XML types (RFC 7303)
-# some devices send it under; the SCAIP side judges the body itself (`<mrq>` or not).
-XML_TYPES = (SCAIP_CONTENT_TYPE, "application/xml", "text/xml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +158,6 @@ class SipServer:
         self.started = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._in_flight = 0
-        self._refusals_logged = OncePer(60.0)
 
     def port(self, transport: str) -> int:
         """The port bound for `transport` (the first such address)."""
@@ -327,23 +322,7 @@ class SipServer:
             return _Answer(verdict.status, headers=verdict.headers)
         if method == "REGISTER":
             return self._register(verdict.user, request)
-        media = _media_type(request)
-        if media not in XML_TYPES:
-            return self._unsupported(verdict.user, media)
         return await self._message(verdict.user, request, origin)
-
-    def _unsupported(self, user: str, media: str | None) -> _Answer:
-        """415 to an authenticated device, said once a minute per device."""
-        say, suppressed = self._refusals_logged.should_log(user)
-        if say:
-            log.warning(
-                "sip.content_type_refused",
-                user=user,
-                content_type=media,
-                accepted=list(XML_TYPES),
-                suppressed=suppressed,
-            )
-        return _Answer(415, headers=(("Accept", ", ".join(XML_TYPES)),))
 
     def _register(self, user: str, request: Request) -> _Answer:
         try:
@@ -365,6 +344,7 @@ class SipServer:
             transport=origin.transport,
             call_id=request.call_id,
             received_at=self._clock.now(),
+            content_type=_media_type(request),
         )
         try:
             reply = await self.handler(message)
@@ -372,9 +352,9 @@ class SipServer:
             log.exception("sip.handler_failed", user=user, call_id=request.call_id)
             return _Answer(500)
         if reply.body is None or reply.inline:
-            return _Answer(reply.status, reply.reason, body=reply.body or b"")
+            return _Answer(reply.status, reply.reason, reply.headers, reply.body or b"")
         self._answer_later(contact, user, reply.body, origin)
-        return _Answer(reply.status, reply.reason)
+        return _Answer(reply.status, reply.reason, reply.headers)
 
     def _answer_later(self, contact: str | None, user: str, body: bytes, origin: Origin) -> None:
         """The answer as a new MESSAGE, after the final response has gone out."""
@@ -429,12 +409,13 @@ class _Answer:
     body: bytes = b""
 
 
-def _media_type(request: Request) -> str | None:
+def _media_type(request: Request) -> str:
+    """The Content-Type's media type, lower-case; "" when there is none or it is unreadable."""
     try:
         media = request.content_type
     except ValueError:
-        return None
-    return media.mime_type.lower() if media is not None else None
+        return ""
+    return media.mime_type.lower() if media is not None else ""
 
 
 def _contact_of(request: Request) -> str | None:

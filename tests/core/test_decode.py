@@ -165,10 +165,29 @@ REJECTS = [
 # optional field out of range and a device clock out of bounds no longer reject
 # the message (tests/core/test_decode_partial.py). FUTURE_TIMESTAMP is never produced.
 RETIRED = {RejectReason.FUTURE_TIMESTAMP}
+# Reached only with a label the transport gave (SIP's Content-Type), which the table's
+# messages do not carry: test_a_scaip_body_under_another_label_is_refused_unread.
+LABELLED = {RejectReason.UNSUPPORTED_CONTENT_TYPE}
 
 
 def test_every_reject_reason_is_reachable() -> None:
-    assert {reason for reason, _, _ in REJECTS} == set(RejectReason) - RETIRED
+    assert {reason for reason, _, _ in REJECTS} | LABELLED == set(RejectReason) - RETIRED
+
+
+def test_a_scaip_body_under_another_label_is_refused_unread() -> None:
+    """A press labelled text/plain is answered 415 (daemon/scaip.py): it must raise nothing
+    and be a dead letter of its device; the same bytes labelled XML are the press."""
+    press = b"<mrq><ref>R1</ref><cid>4790012345</cid><dty>3</dty><stc>10</stc></mrq>"
+    plain = RawMessage("scaip/4790012345", press, RECEIVED_AT, content_type="text/plain")
+    result = decode(plain, REGISTRY, CATALOG, LIMITS)
+    assert isinstance(result, Rejected)
+    assert (result.reason, result.device_id, result.msg_id) == (
+        RejectReason.UNSUPPORTED_CONTENT_TYPE,
+        "4790012345",
+        "R1",
+    )
+    xml = RawMessage("scaip/4790012345", press, RECEIVED_AT, content_type="text/xml")
+    assert isinstance(decode(xml, REGISTRY, CATALOG, LIMITS), Decoded)
 
 
 @pytest.mark.parametrize(

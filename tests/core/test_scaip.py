@@ -39,8 +39,8 @@ from alarmhub.core.scaip import (
     hbi_minutes,
     parse_answer,
     parse_request,
-    scaip_payload,
 )
+from alarmhub.core.scaip_decode import scaip_payload
 
 CID = "4790012345"
 
@@ -248,6 +248,31 @@ def test_payload_rejections_name_the_answer_code() -> None:
     assert isinstance(result, Rejected)
     assert result.reason is RejectReason.MISSING_FIELD
     assert result.detail.startswith("scaip 10:")
+
+
+@pytest.mark.parametrize(
+    ("label", "refused"),
+    [
+        (None, False),  # a transport without labels
+        ("application/scaip+xml", False),
+        ("application/xml", False),
+        ("text/xml", False),
+        ("text/plain", True),
+        ("application/scaip+json", True),
+        ("", True),  # a SIP request without a Content-Type
+    ],
+)
+def test_payload_under_another_label_is_refused_unread(label: str | None, refused: bool) -> None:
+    """A well-formed press under a label other than SCAIP's or XML's raises nothing: the
+    device is told 415, and it is a dead letter naming the label and the ref."""
+    result = scaip_payload(mrq(f"<ref>R1</ref><cid>{CID}</cid><dty>3</dty>"), CID, 65536, label)
+    if not refused:
+        assert not isinstance(result, Rejected)
+        return
+    assert isinstance(result, Rejected)
+    assert result.reason is RejectReason.UNSUPPORTED_CONTENT_TYPE
+    assert (result.device_id, result.msg_id) == (CID, "R1")
+    assert f"Content-Type {label or '(none)'} is not a SCAIP body" in result.detail
 
 
 # ---- the answer policy and its settings -----------------------------------------------

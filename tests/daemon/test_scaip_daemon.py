@@ -32,6 +32,8 @@ pytestmark = pytest.mark.broker
 
 CID = "4790012345"
 OTHER = "4790054321"
+SCAIP = "application/scaip+xml"
+ACCEPT = ("Accept", "application/scaip+xml, application/xml, text/xml")
 
 
 def mrq(ref: str, extra: str = "<stc>0010</stc>", cid: str = CID, dty: str = "0003") -> bytes:
@@ -41,7 +43,7 @@ def mrq(ref: str, extra: str = "<stc>0010</stc>", cid: str = CID, dty: str = "00
     ).encode()
 
 
-def inbound(body: bytes, user: str = CID) -> InboundMessage:
+def inbound(body: bytes, user: str = CID, content_type: str = SCAIP) -> InboundMessage:
     return InboundMessage(
         user=user,
         body=body,
@@ -50,6 +52,7 @@ def inbound(body: bytes, user: str = CID) -> InboundMessage:
         transport="udp",
         call_id="c1@test",
         received_at=datetime.now(UTC),
+        content_type=content_type,
     )
 
 
@@ -176,6 +179,53 @@ async def test_each_rejection_is_answered_its_code_and_dead_lettered(
         assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 0
         assert any(e["event"] == "message.dead_lettered" for e in logs)
         assert hub.metrics.scaip_requests.labels("unknown", "2")._value.get() == 2
+
+
+async def test_a_body_under_another_content_type_is_kept_before_its_415(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The 415 used to come from the SIP layer with the body thrown away. The body is now a
+    dead letter (`unsupported_content_type`, the device, its municipality), counted by the
+    device's kind, and the 415 leaves only once that is committed: while the store fails
+    the answer is 503 with Retry-After, and the device's resend finds it stored."""
+    async with running(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
+        await hub.register_new_device(scaip_device(), audit=())
+        failing = asyncio.Event()
+        failing.set()
+        commit = hub.store.commit_batch
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            if failing.is_set():
+                raise StoreUnavailableError("disk I/O error (test)")
+            return await commit(*args, **kwargs)
+
+        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        dead = "SELECT count(*) FROM inbox WHERE verdict = 'rejected'"
+        held = await hub.scaip(inbound(mrq("T1"), content_type="application/json"))
+        assert (held.status, held.headers, held.body) == (503, (("Retry-After", "5"),), None)
+        assert sqlite_count(tmp_path, dead) == 0
+        failing.clear()  # the store is back: the queued request commits as a dead letter
+        assert await async_wait_until(lambda: sqlite_count(tmp_path, dead) == 1, 15)
+        resend = await hub.scaip(inbound(mrq("T1"), content_type="application/json"))
+        assert (resend.status, resend.headers, resend.body) == (415, (ACCEPT,), None)
+        # No Content-Type at all: the same, and said so.
+        unlabelled = await hub.scaip(inbound(mrq("T2"), content_type=""))
+        assert (unlabelled.status, unlabelled.headers) == (415, (ACCEPT,))
+        rows = db_rows(
+            tmp_path / "alarmhub.db",
+            "SELECT device_id, municipality, msg_id, reason, detail FROM inbox ORDER BY seq",
+        )
+        assert [r[:4] for r in rows] == [
+            (CID, "0301", "T1", "unsupported_content_type"),
+            (CID, "0301", "T2", "unsupported_content_type"),
+        ]  # the resend of T1 was a redelivery: one row
+        assert "application/json" in rows[0][4]
+        assert "(none)" in rows[1][4]
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 0  # a press, unread
+        counted = hub.metrics.messages_dead_lettered.labels(
+            "unsupported_content_type", "safety_alarm"
+        )
+        assert counted._value.get() == 2
 
 
 async def test_a_bad_optional_element_keeps_the_alarm_and_is_recorded(

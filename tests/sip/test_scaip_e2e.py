@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from alarmhub.app import AlarmHub
 from alarmhub.core.digest import credentials_for
@@ -25,8 +26,9 @@ from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.sim.scaip_device import Outcome, ResendPolicy, ScaipFleet
 from alarmhub.store.errors import StoreUnavailableError
 from tests.daemon.test_scaip_daemon import scaip_device
+from tests.sip.support import authorization, request, udp_peer
 from tests.sip.test_sipp import SCENARIOS, _bound, _free_udp_port, _sipp, sipp  # noqa: F401
-from tests.support.helpers import async_wait_until, db_count, db_rows, hub_settings
+from tests.support.helpers import async_wait_until, db_count, db_rows, hub_settings, sample
 
 pytestmark = pytest.mark.broker
 
@@ -141,6 +143,49 @@ async def test_hold_while_the_store_fails_then_the_resend_is_answered_0(
         assert len(record.attempts) == len(record.snus)  # one answer per resend of "H1"
         assert alarms(tmp_path) == 1
         assert db_count(tmp_path / "alarmhub.db", "SELECT count(*) FROM inbox") == 1
+
+
+async def test_a_body_of_another_content_type_is_a_dead_letter_when_its_415_arrives(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Over the wire: a press labelled `text/plain` (firmware that forgot SCAIP's type) was
+    answered 415 by the SIP layer and only logged, the body lost: no dead letter, no
+    count. When the 415 arrives now, the body is a dead letter with its reason, the device
+    and its municipality, counted by the device's kind and logged."""
+    async with scaip_hub(tmp_path, broker, client_id) as hub:
+        assert hub.sip is not None
+        port = hub.sip.port("udp")
+        body = f"<mrq><ref>T1</ref><cid>{DEVICE}</cid><dty>3</dty><stc>10</stc></mrq>".encode()
+        args: dict[str, Any] = {"port": port, "content_type": "text/plain", "body": body}
+        async with udp_peer(port) as peer:
+            first = request(**args, local_port=peer.port)
+            challenge = await peer.ask(first)
+            assert challenge.code == 401
+            signed = authorization(challenge, first, password=PASSWORD)
+            with capture_logs() as logs:
+                reply = await peer.ask(request(**args, local_port=peer.port, authorization=signed))
+                dead = db_rows(
+                    tmp_path / "alarmhub.db",
+                    "SELECT device_id, municipality, msg_id, reason, detail FROM inbox "
+                    "WHERE verdict = 'rejected'",
+                )  # read as the answer arrives: committed before it was sent
+        assert reply.code == 415
+        assert reply.headers["Accept"] == "application/scaip+xml, application/xml, text/xml"
+        [(device, municipality, ref, reason, detail)] = dead
+        assert (device, municipality, ref, reason) == (
+            DEVICE, "0301", "T1", "unsupported_content_type"
+        )  # fmt: skip
+        assert "text/plain" in detail
+        assert alarms(tmp_path) == 0
+        counted = sample(
+            hub.metrics,
+            "alarmhub_messages_dead_lettered_total",
+            reason="unsupported_content_type",
+            device_kind="safety_alarm",
+        )
+        assert counted == 1
+        [logged] = [e for e in logs if e["event"] == "message.dead_lettered"]
+        assert (logged["device_id"], logged["reason"]) == (DEVICE, "unsupported_content_type")
 
 
 async def test_resent_and_duplicate_references_make_one_alarm(

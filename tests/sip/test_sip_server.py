@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from alarmhub.clock import FakeClock, SystemClock
 from alarmhub.core.digest import MD5, NONCE_LIFETIME_S, SHA256
 from alarmhub.observability.metrics import Metrics
-from alarmhub.sip.ports import Reply
+from alarmhub.sip.ports import InboundMessage, Reply
 from alarmhub.sip.server import UDP_RCVBUF_BYTES, SipLimits, server_tls
 from alarmhub.sip.wire import MAX_BODY
 from tests.sip.support import (
@@ -214,8 +214,16 @@ async def test_a_nonce_of_a_previous_process_is_challenged_again_as_stale() -> N
     assert len(handler.messages) == 1
 
 
+def scaip_side(message: InboundMessage) -> Reply:
+    """As the SCAIP side answers (daemon/scaip.py): a type it does not take is 415 with
+    `Accept`, once the body is kept as a dead letter."""
+    if message.content_type == SCAIP:
+        return Reply()
+    return Reply(415, headers=(("Accept", SCAIP),))
+
+
 async def test_wrong_method_content_type_and_size_get_their_errors() -> None:
-    metrics, handler = Metrics(), Recorder()
+    metrics, handler = Metrics(), Recorder(reply=scaip_side)
     async with running(
         ("udp", "tcp"),
         handler,
@@ -230,11 +238,16 @@ async def test_wrong_method_content_type_and_size_get_their_errors() -> None:
             assert "MESSAGE" in invite.headers["Allow"]
             options = await peer.ask(request("OPTIONS", port=port, body=b""))
             assert options.code == 200
-            # Judged after authentication, so that the refusal has a device's name.
-            args = {"port": port, "content_type": "text/plain", "local_port": peer.port}
+            # Handed over after authentication, so that the refusal has a device's name,
+            # and with its type: the SCAIP side keeps the body as a dead letter before it
+            # answers 415 (the SIP layer used to answer 415 itself and lose the body).
+            args = {"port": port, "content_type": "Text/Plain", "local_port": peer.port}
             wrong_type = await authenticated(peer, args)
             assert wrong_type.code == 415
-            assert SCAIP in wrong_type.headers["Accept"]
+            assert wrong_type.headers["Accept"] == SCAIP  # the handler's headers, sent
+            [refused] = handler.messages
+            assert (refused.user, refused.content_type, refused.body) == (DEVICE, "text/plain", MRQ)
+            handler.messages.clear()
             big = await peer.ask(request(port=port, body=b"x" * (MAX_BODY + 1)))
             assert big.code == 413
             huge = await peer.ask(request(port=port, body=b"x" * 40_000))
