@@ -158,6 +158,13 @@ BAD = [
     ("no dty", f"<mrq><ref>R7</ref><cid>{CID}</cid></mrq>".encode(), "7", "missing_field"),
     ("no ref", f"<mrq><cid>{CID}</cid><dty>3</dty></mrq>".encode(), "10", "missing_field"),
     ("too long", mrq("R1", "<stt>" + "x" * 20_000 + "</stt>"), "1", "oversized"),
+    # XML names are case-sensitive: an upper-case <MRQ> is no SCAIP request.
+    ("upper-case tags", f"<MRQ><REF>U1</REF><CID>{CID}</CID><DTY>3</DTY></MRQ>".encode(), "2",
+     "malformed_xml"),
+    # XML without a declaration is UTF-8: a Latin-1 "å" is not well-formed.
+    ("Latin-1 without a declaration",
+     f"<mrq><ref>L1</ref><cid>{CID}</cid><dty>3</dty><stt>Fall på badet</stt></mrq>".encode(
+         "latin-1"), "2", "malformed_xml"),
 ]  # fmt: skip
 
 
@@ -176,9 +183,19 @@ async def test_each_rejection_is_answered_its_code_and_dead_lettered(
             "SELECT reason FROM inbox WHERE verdict = 'rejected' ORDER BY seq",
         )
         assert [r for (r,) in rows] == [*(b[3] for b in BAD), "unknown_device"]
+        # Each kept as it came, byte for byte (those under the 512 bytes a dead letter keeps).
+        kept = db_rows(
+            tmp_path / "alarmhub.db",
+            "SELECT payload FROM inbox WHERE verdict = 'rejected' AND length(payload) < 512 "
+            "ORDER BY seq",
+        )
+        assert [bytes(p) for (p,) in kept] == [
+            *(b[1] for b in BAD if len(b[1]) < 512),
+            mrq("U1", cid=OTHER),
+        ]
         assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 0
         assert any(e["event"] == "message.dead_lettered" for e in logs)
-        assert hub.metrics.scaip_requests.labels("unknown", "2")._value.get() == 2
+        assert hub.metrics.scaip_requests.labels("unknown", "2")._value.get() == 4
 
 
 async def test_a_body_under_another_content_type_is_kept_before_its_415(

@@ -218,6 +218,7 @@ SCAIP_REFUSED = {
     "broken": (2, "malformed_xml"),
     "entities": (2, "malformed_xml"),
     "not_mrq": (2, "malformed_xml"),
+    "latin1": (2, "malformed_xml"),
     "wrong_data": (3, "bad_value"),
     "no_dty": (7, "missing_field"),
 }
@@ -249,6 +250,15 @@ async def test_hostile_input_is_refused_or_dead_lettered_and_the_daemon_lives(
                 "broken": a.send("bad1", {}, None, body=b"<mrq><ref>bad1</ref><cid>" + me.encode()),
                 "entities": a.send("bad2", {}, None, body=BILLION_LAUGHS),
                 "not_mrq": a.send("bad3", {}, None, body=b"<mrs><ref>bad3</ref></mrs>"),
+                # Not UTF-8, and no declaration saying otherwise: not well-formed XML.
+                "latin1": a.send(
+                    "bad10",
+                    {},
+                    None,
+                    body=mrq(ref="bad10", cid=me, dty="0003", stt="Fall på badet")
+                    .decode()
+                    .encode("latin-1"),
+                ),
                 "wrong_data": a.send("bad4", {}, None, body=mrq(ref="bad4", cid=me, dty="x")),
                 "no_dty": a.send("bad5", {}, None, body=mrq(ref="bad5", cid=me)),
                 "content_type": a.send(
