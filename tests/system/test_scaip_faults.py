@@ -242,9 +242,14 @@ async def test_hostile_input_is_refused_or_dead_lettered_and_the_daemon_lives(
     try:
         async with ScaipFleet(f"{transport}://127.0.0.1:{port}", policy) as fleet:
             a = fleet.device(me, password(0))
-            # The listener is up once a well-formed alarm is answered.
-            first = a.alarm("ok1")
-            assert await first.wait(30), first
+            # The listener is up once a well-formed alarm is answered. Each try gives up
+            # after the policy's 8 s, which a daemon starting on a loaded machine can
+            # take: tried again (each joins the first as a repeat) within a ceiling.
+            for attempt in range(15):
+                first = a.alarm(f"ok1r{attempt}")
+                assert await first.wait(30), first
+                if first.outcome is Outcome.HANDLED:
+                    break
             assert first.outcome is Outcome.HANDLED, first
             cases = {
                 "broken": a.send("bad1", {}, None, body=b"<mrq><ref>bad1</ref><cid>" + me.encode()),
@@ -314,7 +319,7 @@ async def test_hostile_input_is_refused_or_dead_lettered_and_the_daemon_lives(
         for name, (snu, _) in SCAIP_REFUSED.items():
             assert outcomes[name] == ("refused", 200, [snu]), (name, cases[name])
         alarms = cli_json(["alarms", "list"], db_url)
-        assert sorted(x["device_id"] for x in alarms) == [me]  # ok1, joined by ok2 as a repeat
+        assert sorted(x["device_id"] for x in alarms) == [me]  # ok1r*, joined by ok2 as repeats
         dead = cli_json(["dead-letters", "list"], db_url)
         reasons = sorted(row["reason"] for row in dead)
         expected = sorted(
