@@ -160,7 +160,7 @@ class ScaipIntake:
         request = parse_request(message.body, self._max_body)
         mty = request.mty.value if isinstance(request, Request) else SCAIP_UNREAD
         if isinstance(request, Request) and request.cid != message.user:
-            reply, label = self._forged(message, request), SCAIP_FORBIDDEN
+            reply, label = await self._forged(message, request), SCAIP_FORBIDDEN
         else:
             answer = await self._answer(message, request)
             device = self._state.devices.get(message.user)
@@ -182,14 +182,16 @@ class ScaipIntake:
         body lost if the store then failed; so until the commit it is 503, which the
         device resends after (the request stays queued and commits when the store is back).
         """
-        if await self._committed(self._raw(message)) is None:
-            self._log_held(message.user, salvaged_ref(message.body) or "")
-            return Reply(503, "not stored yet", headers=(("Retry-After", str(RETRY_AFTER_S)),))
-        return Reply(415, headers=(("Accept", ", ".join(CONTENT_TYPES)),))
+        refused = Reply(415, headers=(("Accept", ", ".join(CONTENT_TYPES)),))
+        return await self._once_kept(message, salvaged_ref(message.body) or "", refused)
 
-    def _forged(self, message: InboundMessage, request: Request) -> Reply:
-        """A body naming another device: refused, and dead-lettered by the pipeline."""
-        self.source.submit(self._raw(message))
+    async def _forged(self, message: InboundMessage, request: Request) -> Reply:
+        """A body naming another device: refused once dead-lettered by the pipeline.
+
+        The 403 ends the device's transaction, so it leaves only once the body (the
+        evidence of a forgery, or of a device configured with another's `cid`) is
+        committed; until then 503 with Retry-After, as for `_unsupported`.
+        """
         key = f"forged:{message.user}"
         should, suppressed = self._once.should_log(key)
         if should:
@@ -201,7 +203,16 @@ class ScaipIntake:
                 source=f"{message.source[0]}:{message.source[1]}",
                 similar_since_last_log=suppressed,
             )
-        return Reply(403, "cid is not the authenticated device")
+        refused = Reply(403, "cid is not the authenticated device")
+        return await self._once_kept(message, request.ref or "", refused)
+
+    async def _once_kept(self, message: InboundMessage, ref: str, refused: Reply) -> Reply:
+        """`refused` once the request is committed as a dead letter, else 503 Retry-After:
+        a final refusal ends the device's transaction, and must not leave the body unkept."""
+        if await self._committed(self._raw(message)) is None:
+            self._log_held(message.user, ref)
+            return Reply(503, "not stored yet", headers=(("Retry-After", str(RETRY_AFTER_S)),))
+        return refused
 
     async def _answer(self, message: InboundMessage, request: Request | ScaipRejected) -> Answer:
         ref = request.ref or ""

@@ -297,6 +297,37 @@ async def test_a_forged_cid_is_refused_with_403_and_raises_nothing(
         assert hub.metrics.scaip_requests.labels("ME", "forbidden")._value.get() == 1
 
 
+async def test_a_forged_cid_is_refused_only_once_its_dead_letter_is_kept(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The 403 went out before the forged body was committed: a store failing then (or
+    the process dying) lost the evidence, and the 403 had ended the transaction, so the
+    device never sent it again. Now 503 with Retry-After until it is kept."""
+    async with running(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
+        await hub.register_new_device(scaip_device(), audit=())
+        await hub.register_new_device(scaip_device(OTHER), audit=())
+        failing = asyncio.Event()
+        failing.set()
+        commit = hub.store.commit_batch
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            if failing.is_set():
+                raise StoreUnavailableError("disk I/O error (test)")
+            return await commit(*args, **kwargs)
+
+        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        held = await hub.scaip(inbound(mrq("F2"), user=OTHER))
+        assert (held.status, held.headers) == (503, (("Retry-After", "5"),))
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM inbox") == 0
+        failing.clear()
+        dead = "SELECT count(*) FROM inbox WHERE reason = 'device_mismatch'"
+        assert await async_wait_until(lambda: sqlite_count(tmp_path, dead) == 1, 15)
+        resend = await hub.scaip(inbound(mrq("F2"), user=OTHER))
+        assert resend.status == 403
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM inbox") == 1  # a redelivery
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 0
+
+
 async def test_an_update_joins_the_alarm_and_a_reset_is_the_rules_cancel(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
