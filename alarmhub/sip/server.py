@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sipmessage import Request, Response
@@ -143,6 +145,7 @@ class SipServer:
             max_connections=self._limits.max_connections,
             idle_timeout_s=self._limits.idle_timeout_s,
             message_deadline_s=self._limits.message_deadline_s,
+            spawn=self._spawn,
         )
         self._udp: list[UdpEndpoint] = []
         self.answers = Answers(
@@ -162,6 +165,15 @@ class SipServer:
     def port(self, transport: str) -> int:
         """The port bound for `transport` (the first such address)."""
         return next(x.port for x in self.bound if x.transport == transport)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> bool:
+        """Run `work` in `run`'s TaskGroup (a TLS handshake); False when not running."""
+        tasks = self._tasks
+        if tasks is None:
+            work.close()
+            return False
+        tasks.create_task(work, name=name)
+        return True
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -213,11 +225,13 @@ class SipServer:
                 self.bound.append(SipListen("udp", spec.host, endpoint.local[1]))
                 continue
             kind = spec.transport
+            # TLS too is accepted as TCP: the connection runs its own handshake
+            # (transport.py), so that it holds its slot, and gives it back, from the accept.
+            tls = self._tls.server if kind == "tls" else None
             srv = await loop.create_server(
-                lambda kind=kind: self.connections.accepted(kind, self._deliver),
+                functools.partial(self.connections.accepted, kind, self._deliver, tls),
                 spec.host,
                 spec.port,
-                ssl=self._tls.server if kind == "tls" else None,
             )
             servers.append(srv)
             port = int(srv.sockets[0].getsockname()[1])

@@ -14,15 +14,22 @@ looking active: CRLF keep-alives keep an idle connection open (RFC 5626) but
 neither start nor extend a message's deadline. A stream that cannot be framed within the size limits
 is answered if possible (413/513) and closed. Every drop is counted
 (`alarmhub_sip_dropped_total{reason}`).
+
+TLS is accepted as TCP and the handshake run here (`loop.start_tls`), not by
+`create_server(ssl=...)`: asyncio tells the protocol nothing of a connection until
+its handshake succeeded, so a slot taken at accept was never given back by one that
+failed (a scanner, plain SIP on the TLS port). Now the connection has its peer
+address and its transport from the TCP accept on, and hears of its end whatever
+happens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import structlog
 
@@ -46,6 +53,8 @@ class Origin:
 
 
 Deliver = Callable[[bytes, Origin], None]
+# Runs a coroutine in the server's TaskGroup, with a task name; False when it is not running.
+Spawn = Callable[[Coroutine[Any, Any, None], str], bool]
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -81,9 +90,12 @@ class StreamConnection(asyncio.Protocol):
     monotonic: Callable[[], float]
     on_close: Callable[[StreamConnection], None]
     refuse: bool = False  # over the connection limit: closed as soon as it is made
+    # Called once the peer is known (a TLS handshake starts); False: closed at once.
+    on_open: Callable[[StreamConnection], bool] = lambda _: True
     # Since when a complete message is due (None: none is); set at accept for ours to wait on.
     due: float | None = None
     accepted: bool = False
+    handshaking: bool = False  # TLS not yet up: nothing may be sent or read
     transport: asyncio.Transport | None = None
     peer: Address = ("", 0)
     local: Address = ("", 0)
@@ -103,6 +115,12 @@ class StreamConnection(asyncio.Protocol):
         self.local = transport.get_extra_info("sockname")[:2]
         self.last_active = self.monotonic()
         self.due = self.last_active if self.accepted else None
+        if not self.on_open(self):
+            self.transport = None
+            transport.abort()
+            self.closed.set()
+            self.on_close(self)
+            return
         self.metrics.sip_connections.labels(self.kind).inc()
 
     def data_received(self, data: bytes) -> None:
@@ -132,7 +150,8 @@ class StreamConnection(asyncio.Protocol):
         self.close()
 
     def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.open:
+            assert self.transport is not None
             self.transport.write(data)
 
     def close(self) -> None:
@@ -140,6 +159,8 @@ class StreamConnection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio's
+        # Called by asyncio, and by the handshake when it failed (asyncio does not call it
+        # for a connection lost during its TLS handshake): once.
         if not self.closed.is_set() and self.transport is not None:
             self.closed.set()
             self.metrics.sip_connections.labels(self.kind).dec()
@@ -147,7 +168,9 @@ class StreamConnection(asyncio.Protocol):
 
     @property
     def open(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
+        return (
+            self.transport is not None and not self.transport.is_closing() and not self.handshaking
+        )
 
 
 class Connections:
@@ -161,18 +184,23 @@ class Connections:
         max_connections: int,
         idle_timeout_s: float,
         message_deadline_s: float = 30.0,
+        spawn: Spawn | None = None,
     ) -> None:
         self._metrics = metrics
         self._now = monotonic
         self._max = max_connections
         self.idle_timeout_s = idle_timeout_s
         self.message_deadline_s = message_deadline_s
+        self._spawn = spawn
         self._open: set[StreamConnection] = set()
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def accepted(self, kind: str, deliver: Deliver) -> StreamConnection:
+    def accepted(
+        self, kind: str, deliver: Deliver, tls: ssl.SSLContext | None = None
+    ) -> StreamConnection:
+        """The protocol for a connection a listener accepted; `tls`: ours to handshake."""
         conn = self._new(kind, deliver)
         conn.accepted = True
         if len(self._open) >= self._max:
@@ -180,7 +208,35 @@ class Connections:
             self._metrics.sip_dropped.labels(SipDrop.CONNECTIONS.value).inc()
             return conn
         self._open.add(conn)
+        if tls is not None:
+            conn.on_open = lambda c: self._handshake(c, tls)
         return conn
+
+    def _handshake(self, conn: StreamConnection, tls: ssl.SSLContext) -> bool:
+        assert conn.transport is not None
+        conn.transport.pause_reading()  # the ClientHello is start_tls's, not the framer's
+        conn.handshaking = True
+        spawn = self._spawn
+        return spawn is not None and spawn(self._upgrade(conn, tls), "sip-tls-handshake")
+
+    async def _upgrade(self, conn: StreamConnection, tls: ssl.SSLContext) -> None:
+        """The TLS handshake of an accepted connection, bounded by the message deadline."""
+        raw = conn.transport
+        if raw is None or raw.is_closing():
+            return  # closed before its turn: asyncio tells the protocol
+        loop = asyncio.get_running_loop()
+        try:
+            upgraded = await loop.start_tls(
+                raw, conn, tls, server_side=True, ssl_handshake_timeout=self.message_deadline_s
+            )
+        except OSError:  # ssl.SSLError, a reset, the handshake timeout
+            upgraded = None
+        if upgraded is None or conn.closed.is_set():
+            raw.abort()
+            conn.connection_lost(None)  # asyncio does not, for a handshake that failed
+            return
+        conn.transport = upgraded
+        conn.handshaking = False
 
     def _new(self, kind: str, deliver: Deliver) -> StreamConnection:
         return StreamConnection(kind, deliver, self._metrics, self._now, self._open.discard)

@@ -237,8 +237,14 @@ async def udp_peer(server_port: int, local_port: int = 0) -> AsyncIterator[Peer]
 
 
 @asynccontextmanager
-async def stream_peer(server_port: int, tls: ssl.SSLContext | None = None) -> AsyncIterator[Peer]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server_port, ssl=tls)
+async def stream_peer(
+    server_port: int, tls: ssl.SSLContext | None = None, *, local_host: str = "127.0.0.1"
+) -> AsyncIterator[Peer]:
+    """A TCP/TLS connection from `local_host` (another loopback address, 127.0.0.2, is
+    another peer address to the server: a device behind another NAT)."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server_port, ssl=tls, local_addr=(local_host, 0)
+    )
     peer = Peer()
     peer.port = writer.get_extra_info("sockname")[1]
     peer.send = writer.write
@@ -246,10 +252,14 @@ async def stream_peer(server_port: int, tls: ssl.SSLContext | None = None) -> As
     framer = StreamFramer()
 
     async def read() -> None:
-        while data := await reader.read(65536):
-            for message in framer.feed(data):
-                peer._got(message)
-        peer.closed.set()
+        try:
+            while data := await reader.read(65536):
+                for message in framer.feed(data):
+                    peer._got(message)
+        except ConnectionError:
+            pass  # closed by the server with a reset: closed all the same
+        finally:
+            peer.closed.set()
 
     task = asyncio.create_task(read())
     try:
