@@ -88,6 +88,9 @@ class SipDrop(StrEnum):
     CONNECTIONS = "connections"  # a TCP/TLS connection over the limit: closed at once
     IDLE = "idle"  # a TCP/TLS connection closed after the idle timeout
     SLOW = "slow"  # a TCP/TLS connection that did not complete a message within its deadline
+    # A TCP/TLS connection that had not authenticated a request (sip/slots.py):
+    EVICTED = "evicted"  # closed to give its slot to a newcomer, every slot being taken
+    UNAUTHENTICATED = "unauthenticated"  # closed: none within auth_deadline_s of its opening
 
 
 class AnswerOutcome(StrEnum):

@@ -322,7 +322,7 @@ class Metrics:
         )
         self.sip_dropped = Counter(
             "alarmhub_sip_dropped",
-            "SIP input dropped without an answer (unparseable, over a limit), by reason",
+            "SIP input dropped without an answer (unparseable, over a limit, a connection closed)",
             ["reason"],
             registry=r,
         )

@@ -49,7 +49,7 @@ from alarmhub.core.digest import ALGORITHMS
 from alarmhub.core.sipcodes import SipDrop, SipListen, status_label
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
-from alarmhub.sip.auth import Authenticator
+from alarmhub.sip.auth import Authenticator, Verdict
 from alarmhub.sip.outbound import Answers
 from alarmhub.sip.ports import (
     SCAIP_CONTENT_TYPE,
@@ -83,9 +83,11 @@ UDP_RCVBUF_BYTES = 4 * 1024 * 1024
 class SipLimits:
     """What one sender may make the server hold; the defaults suit a response centre."""
 
-    max_connections: int = 2000
+    max_connections: int = 2000  # TCP/TLS; a stranger's slot goes to a newcomer (slots.py)
     idle_timeout_s: float = 180.0
     message_deadline_s: float = 30.0  # a TCP/TLS message complete within this of its first byte
+    auth_deadline_s: float = 30.0  # a TCP/TLS connection authenticates a request within this
+    max_connections_per_device: int = 4  # connections one device's credentials protect
     max_in_flight: int = 2000  # requests being handled at once; more are answered 503
     answer_t1_s: float = 0.5
     answer_timer_f_s: float = 32.0
@@ -145,6 +147,8 @@ class SipServer:
             max_connections=self._limits.max_connections,
             idle_timeout_s=self._limits.idle_timeout_s,
             message_deadline_s=self._limits.message_deadline_s,
+            auth_deadline_s=self._limits.auth_deadline_s,
+            per_device=self._limits.max_connections_per_device,
             spawn=self._spawn,
         )
         self._udp: list[UdpEndpoint] = []
@@ -199,9 +203,10 @@ class SipServer:
             try:
                 while True:
                     limits = self._limits
-                    await asyncio.sleep(
-                        min(1.0, limits.idle_timeout_s / 4, limits.message_deadline_s / 4)
+                    shortest = min(
+                        limits.idle_timeout_s, limits.message_deadline_s, limits.auth_deadline_s
                     )
+                    await asyncio.sleep(min(1.0, shortest / 4))
                     self.connections.sweep()
             finally:
                 self._tasks = None
@@ -323,6 +328,14 @@ class SipServer:
         origin.send(data)
         self._metrics.sip_responses.labels(status_label(reply.status)).inc()
 
+    async def _authenticate(self, request: Request, origin: Origin) -> Verdict:
+        """Digest (auth.py); a connection that carried an authenticated request is a
+        device's from then on, and keeps its slot (slots.py)."""
+        verdict = await self.auth.check(request, f"{origin.transport}:{origin.peer[0]}")
+        if verdict.user is not None and origin.conn is not None:
+            self.connections.authenticated(origin.conn, verdict.user)
+        return verdict
+
     async def _decide(self, request: Request, origin: Origin) -> _Answer:
         method = request.method
         if method == "OPTIONS":
@@ -331,7 +344,7 @@ class SipServer:
             return _Answer(405, headers=(("Allow", ALLOW),))
         if len(request.body) > MAX_BODY:
             return _Answer(413)
-        verdict = await self.auth.check(request, f"{origin.transport}:{origin.peer[0]}")
+        verdict = await self._authenticate(request, origin)
         if verdict.user is None:
             return _Answer(verdict.status, headers=verdict.headers)
         if method == "REGISTER":

@@ -6,21 +6,23 @@ message is handed to `deliver` with its :class:`Origin` (where it came from, how
 to answer). The server decides what to do with it in tasks of its own TaskGroup.
 
 The limits a stranger meets before authentication: at most `max_connections`
-accepted connections (one more is closed at once), a connection idle for
-`idle_timeout_s` is closed, a message must be complete within `message_deadline_s`
-of its first byte (and an accepted connection's first message within that of the
-accept), so a peer trickling a byte at a time (slowloris) no longer holds a slot by
-looking active: CRLF keep-alives keep an idle connection open (RFC 5626) but
-neither start nor extend a message's deadline. A stream that cannot be framed within the size limits
-is answered if possible (413/513) and closed. Every drop is counted
-(`alarmhub_sip_dropped_total{reason}`).
+accepted connections, and a connection that has not authenticated a request gives
+its slot up to a newcomer when they are all taken, or is closed `auth_deadline_s`
+after it opened (slots.py says who gives way, and why not per address); a
+connection idle for `idle_timeout_s` is closed, a message must be complete within
+`message_deadline_s` of its first byte (and an accepted connection's first message
+within that of the accept), so a peer trickling a byte at a time (slowloris) no
+longer holds a slot by looking active: CRLF keep-alives keep an idle connection
+open (RFC 5626) but neither start nor extend a message's deadline. A stream that
+cannot be framed within the size limits is answered if possible (413/513) and
+closed. Every drop is counted (`alarmhub_sip_dropped_total{reason}`).
 
 TLS is accepted as TCP and the handshake run here (`loop.start_tls`), not by
 `create_server(ssl=...)`: asyncio tells the protocol nothing of a connection until
 its handshake succeeded, so a slot taken at accept was never given back by one that
-failed (a scanner, plain SIP on the TLS port). Now the connection has its peer
-address and its transport from the TCP accept on, and hears of its end whatever
-happens.
+failed (a scanner, plain SIP on the TLS port), and a connection still in its
+handshake could be neither evicted nor closed. Now the connection has its slot, its
+peer address and its transport from the TCP accept on.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from typing import Any, cast
 import structlog
 
 from alarmhub.core.sipcodes import SipDrop
+from alarmhub.observability.logs import OncePer
 from alarmhub.observability.metrics import Metrics
+from alarmhub.sip.slots import Slots
 from alarmhub.sip.wire import FramingError, StreamFramer, TooLargeError, response_from_head
 
 log = structlog.get_logger("alarmhub.sip")
@@ -89,8 +93,7 @@ class StreamConnection(asyncio.Protocol):
     metrics: Metrics
     monotonic: Callable[[], float]
     on_close: Callable[[StreamConnection], None]
-    refuse: bool = False  # over the connection limit: closed as soon as it is made
-    # Called once the peer is known (a TLS handshake starts); False: closed at once.
+    # An accepted connection asks for its slot once its peer is known; False: closed at once.
     on_open: Callable[[StreamConnection], bool] = lambda _: True
     # Since when a complete message is due (None: none is); set at accept for ours to wait on.
     due: float | None = None
@@ -105,21 +108,16 @@ class StreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        if self.refuse:
-            transport.abort()
-            self.closed.set()
-            return
-        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
         self.local = transport.get_extra_info("sockname")[:2]
         self.last_active = self.monotonic()
         self.due = self.last_active if self.accepted else None
-        if not self.on_open(self):
+        self.transport = transport
+        if not self.on_open(self):  # every slot is a device's
             self.transport = None
             transport.abort()
             self.closed.set()
-            self.on_close(self)
             return
         self.metrics.sip_connections.labels(self.kind).inc()
 
@@ -158,6 +156,11 @@ class StreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once: no TLS close_notify to wait 30 s for, nothing left to flush."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio's
         # Called by asyncio, and by the handshake when it failed (asyncio does not call it
         # for a connection lost during its TLS handshake): once.
@@ -174,7 +177,7 @@ class StreamConnection(asyncio.Protocol):
 
 
 class Connections:
-    """The open TCP/TLS connections: the limit, the idle sweep, the way to a peer."""
+    """The open TCP/TLS connections: their slots (slots.py), the sweep, the way to a peer."""
 
     def __init__(
         self,
@@ -184,18 +187,24 @@ class Connections:
         max_connections: int,
         idle_timeout_s: float,
         message_deadline_s: float = 30.0,
+        auth_deadline_s: float = 30.0,
+        per_device: int = 4,
         spawn: Spawn | None = None,
     ) -> None:
         self._metrics = metrics
         self._now = monotonic
-        self._max = max_connections
         self.idle_timeout_s = idle_timeout_s
         self.message_deadline_s = message_deadline_s
+        self.auth_deadline_s = auth_deadline_s
+        self._per_device = per_device
         self._spawn = spawn
-        self._open: set[StreamConnection] = set()
+        self._open: set[StreamConnection] = set()  # with those closing but not yet closed
+        self._slots: Slots[StreamConnection] = Slots(max_connections, per_device=per_device)
+        self._said = OncePer(60.0)
 
     def __len__(self) -> int:
-        return len(self._open)
+        """The slots held (a connection being closed holds none)."""
+        return len(self._slots)
 
     def accepted(
         self, kind: str, deliver: Deliver, tls: ssl.SSLContext | None = None
@@ -203,14 +212,30 @@ class Connections:
         """The protocol for a connection a listener accepted; `tls`: ours to handshake."""
         conn = self._new(kind, deliver)
         conn.accepted = True
-        if len(self._open) >= self._max:
-            conn.refuse = True
-            self._metrics.sip_dropped.labels(SipDrop.CONNECTIONS.value).inc()
-            return conn
-        self._open.add(conn)
-        if tls is not None:
-            conn.on_open = lambda c: self._handshake(c, tls)
+        conn.on_open = lambda c: self._admit(c, tls)
         return conn
+
+    def _new(self, kind: str, deliver: Deliver) -> StreamConnection:
+        return StreamConnection(kind, deliver, self._metrics, self._now, self._closed)
+
+    def _closed(self, conn: StreamConnection) -> None:
+        self._open.discard(conn)
+        self._slots.release(conn)
+
+    def _admit(self, conn: StreamConnection, tls: ssl.SSLContext | None) -> bool:
+        """A slot for a connection just accepted, a stranger's if need be; or refuse it."""
+        admission = self._slots.admit(conn, conn.peer[0], self._now())
+        if not admission.admitted:
+            self._metrics.sip_dropped.labels(SipDrop.CONNECTIONS.value).inc()
+            self._say("sip.connections_full", conn, held=len(self._slots))
+            return False
+        if admission.evicted is not None:
+            self._drop(admission.evicted, SipDrop.EVICTED)
+        self._open.add(conn)
+        if tls is None or self._handshake(conn, tls):
+            return True
+        self._closed(conn)
+        return False
 
     def _handshake(self, conn: StreamConnection, tls: ssl.SSLContext) -> bool:
         assert conn.transport is not None
@@ -223,7 +248,7 @@ class Connections:
         """The TLS handshake of an accepted connection, bounded by the message deadline."""
         raw = conn.transport
         if raw is None or raw.is_closing():
-            return  # closed before its turn: asyncio tells the protocol
+            return  # evicted or closed before its turn: asyncio tells the protocol
         loop = asyncio.get_running_loop()
         try:
             upgraded = await loop.start_tls(
@@ -238,9 +263,6 @@ class Connections:
         conn.transport = upgraded
         conn.handshaking = False
 
-    def _new(self, kind: str, deliver: Deliver) -> StreamConnection:
-        return StreamConnection(kind, deliver, self._metrics, self._now, self._open.discard)
-
     async def connect(
         self, kind: str, deliver: Deliver, peer: Address, tls: ssl.SSLContext | None
     ) -> StreamConnection:
@@ -248,8 +270,25 @@ class Connections:
         loop = asyncio.get_running_loop()
         conn = self._new(kind, deliver)
         await loop.create_connection(lambda: conn, peer[0], peer[1], ssl=tls)
-        self._open.add(conn)
+        if not conn.closed.is_set():
+            self._open.add(conn)
+            self._slots.own(conn, peer[0], self._now())
         return conn
+
+    def authenticated(self, conn: StreamConnection, device: str) -> None:
+        """`device` authenticated a request on `conn`: a device's connection from now on."""
+        demoted = self._slots.authenticated(conn, device, self._now())
+        if demoted is not None:
+            say, suppressed = self._said.should_log(f"device:{device}")
+            if say:
+                log.warning(
+                    "sip.device_connections_exceeded",
+                    device=device,
+                    most=self._per_device,
+                    peer=demoted.conn.peer[0],
+                    unprotected=demoted.stranger,
+                    suppressed=suppressed,
+                )
 
     def find(self, kind: str, peer: Address) -> StreamConnection | None:
         for conn in self._open:
@@ -258,10 +297,13 @@ class Connections:
         return None
 
     def sweep(self) -> None:
-        """Close the connections idle past the timeout, or slow past the message deadline."""
+        """Close the connections idle past the timeout, slow past the message deadline, or
+        unauthenticated past theirs."""
         now = self._now()
         idle, slow = now - self.idle_timeout_s, now - self.message_deadline_s
         for conn in list(self._open):
+            if conn not in self._slots:
+                continue  # being closed already: not counted twice
             if conn.due is not None and conn.due < slow:
                 reason = SipDrop.SLOW
             elif conn.last_active < idle:
@@ -269,7 +311,26 @@ class Connections:
             else:
                 continue
             self._metrics.sip_dropped.labels(reason.value).inc()
+            self._slots.release(conn)
             conn.close()
+        for conn in self._slots.overdue(now, self.auth_deadline_s):
+            self._drop(conn, SipDrop.UNAUTHENTICATED)
+
+    def _drop(self, conn: StreamConnection, reason: SipDrop) -> None:
+        """Close a connection that never authenticated, at once; its slot is free now."""
+        self._metrics.sip_dropped.labels(reason.value).inc()
+        self._slots.release(conn)
+        strangers = self._slots.strangers(conn.peer[0])
+        self._say("sip.unauthenticated_closed", conn, reason=reason.value, strangers=strangers)
+        conn.abort()
+
+    def _say(self, event: str, conn: StreamConnection, **fields: object) -> None:
+        """`event` about a peer address, once a minute per address and event."""
+        say, suppressed = self._said.should_log(f"{event}:{conn.peer[0]}")
+        if say:
+            log.warning(
+                event, peer=conn.peer[0], transport=conn.kind, suppressed=suppressed, **fields
+            )
 
     async def close_all(self) -> None:
         conns = list(self._open)

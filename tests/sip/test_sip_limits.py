@@ -29,6 +29,7 @@ from tests.sip.support import (
     authorization,
     request,
     running,
+    stream_peer,
     udp_peer,
 )
 from tests.support.helpers import async_wait_until, sample
@@ -62,33 +63,43 @@ def test_a_request_does_not_copy_the_transaction_table() -> None:
 async def test_a_tcp_message_trickled_a_byte_at_a_time_is_cut_off() -> None:
     """Any byte restarted the idle timer: five peers sending a byte a second held every
     connection slot. A message must now be complete within its deadline; a genuine
-    device's connection, idle between messages, stays open."""
+    device's connection, idle between messages, stays open (it authenticated: a
+    connection that never does is closed after 30 s too, tests/sip/test_sip_slots.py)."""
     clock = FakeClock(datetime(2026, 12, 6, tzinfo=UTC))
     metrics = Metrics()
     limits = SipLimits(idle_timeout_s=180.0, message_deadline_s=30.0)
     async with running(
-        ("tcp",), Recorder(), Credentials(), metrics=metrics, clock=clock, limits=limits
+        ("tcp",),
+        Recorder(),
+        Credentials(**{DEVICE: PASSWORD}),
+        metrics=metrics,
+        clock=clock,
+        limits=limits,
     ) as server:
         port = server.port("tcp")
-        good_r, good_w = await asyncio.open_connection("127.0.0.1", port)
-        good_w.write(bytes(request("OPTIONS", port=port, transport="TCP", body=b"")))
-        assert b"200 OK" in await asyncio.wait_for(good_r.read(4096), 10)
-        slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
-        head = (
-            b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n"
-        )
-        slow_w.write(head[:10])
-        assert await async_wait_until(
-            lambda: any(c.framer.buffer for c in server.connections._open)
-        )
-        clock.advance(timedelta(seconds=31))
-        slow_w.write(head[10:11])  # still trickling: used to restart its timer
-        good_w.write(b"\r\n\r\n")  # a keep-alive
-        assert await asyncio.wait_for(slow_r.read(4096), 10) == b""  # closed by the server
-        good_w.write(bytes(request("OPTIONS", port=port, transport="TCP", body=b"")))
-        assert b"200 OK" in await asyncio.wait_for(good_r.read(4096), 10)
-        for w in (good_w, slow_w):
-            w.close()
+        async with stream_peer(port) as good:
+            first = request(port=port, transport="TCP", local_port=good.port)
+            again = request(
+                port=port,
+                transport="TCP",
+                local_port=good.port,
+                cseq=2,
+                authorization=authorization(await good.ask(first), first),
+            )
+            assert (await good.ask(again)).code == 200
+            slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
+            head = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n"
+            slow_w.write(head[:10])
+            assert await async_wait_until(
+                lambda: any(c.framer.buffer for c in server.connections._open)
+            )
+            clock.advance(timedelta(seconds=31))
+            slow_w.write(head[10:11])  # still trickling: used to restart its timer
+            good.send(b"\r\n\r\n")  # a keep-alive
+            assert await asyncio.wait_for(slow_r.read(4096), 10) == b""  # closed by the server
+            options = request("OPTIONS", port=port, transport="TCP", body=b"")
+            assert (await good.ask(options)).code == 200
+            slow_w.close()
     assert sample(metrics, "alarmhub_sip_dropped_total", reason="slow") == 1
 
 

@@ -373,18 +373,21 @@ async def test_a_registered_contact_receives_the_answer_when_the_message_names_n
 
 
 async def test_tcp_connections_are_limited_and_closed_when_idle() -> None:
-    metrics = Metrics()
-    limits = SipLimits(max_connections=1, idle_timeout_s=0.3)
+    """The slot of a device's connection (one that authenticated; a stranger's goes to a
+    newcomer, tests/sip/test_sip_slots.py) is kept until it is idle past the timeout."""
+    metrics, clock = Metrics(), FakeClock(datetime(2026, 12, 6, tzinfo=UTC))
+    limits = SipLimits(max_connections=1, idle_timeout_s=180.0)
+    creds = Credentials(**{DEVICE: PASSWORD})
     async with running(
-        ("tcp",), Recorder(), Credentials(), metrics=metrics, clock=SystemClock(), limits=limits
+        ("tcp",), Recorder(), creds, metrics=metrics, clock=clock, limits=limits
     ) as server:
         port = server.port("tcp")
         async with stream_peer(port) as first:
-            assert (
-                await first.ask(request("OPTIONS", port=port, transport="TCP", body=b""))
-            ).code == 200
+            args = {"port": port, "transport": "TCP", "local_port": first.port}
+            assert (await authenticated(first, args)).code == 200
             async with stream_peer(port) as second:
                 await asyncio.wait_for(second.closed.wait(), 5)  # over the limit: closed at once
+            clock.advance(timedelta(seconds=181))
             await asyncio.wait_for(first.closed.wait(), 5)  # idle past the timeout
     assert sample(metrics, "alarmhub_sip_dropped_total", reason="connections") == 1
     assert sample(metrics, "alarmhub_sip_dropped_total", reason="idle") == 1
