@@ -28,6 +28,7 @@ peer address and its transport from the TCP accept on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -95,6 +96,9 @@ class StreamConnection(asyncio.Protocol):
     on_close: Callable[[StreamConnection], None]
     # An accepted connection asks for its slot once its peer is known; False: closed at once.
     on_open: Callable[[StreamConnection], bool] = lambda _: True
+    # Told of a connection refused for what it sent (the pool logs it once a minute per
+    # address: a flood of oversized or unparseable connections logged a line each).
+    on_refused: Callable[[StreamConnection, SipDrop], None] = lambda _c, _r: None
     # Since when a complete message is due (None: none is); set at accept for ours to wait on.
     due: float | None = None
     accepted: bool = False
@@ -144,7 +148,7 @@ class StreamConnection(asyncio.Protocol):
             self.send(answer)
             self.metrics.sip_responses.labels("413").inc()
         self.metrics.sip_dropped.labels(reason.value).inc()
-        log.info("sip.connection_refused", reason=reason.value, peer=self.peer, transport=self.kind)
+        self.on_refused(self, reason)
         self.close()
 
     def send(self, data: bytes) -> None:
@@ -216,7 +220,12 @@ class Connections:
         return conn
 
     def _new(self, kind: str, deliver: Deliver) -> StreamConnection:
-        return StreamConnection(kind, deliver, self._metrics, self._now, self._closed)
+        conn = StreamConnection(kind, deliver, self._metrics, self._now, self._closed)
+        conn.on_refused = self._refused
+        return conn
+
+    def _refused(self, conn: StreamConnection, reason: SipDrop) -> None:
+        self._say("sip.connection_refused", conn, reason=reason.value, level=logging.INFO)
 
     def _closed(self, conn: StreamConnection) -> None:
         self._open.discard(conn)
@@ -324,12 +333,19 @@ class Connections:
         self._say("sip.unauthenticated_closed", conn, reason=reason.value, strangers=strangers)
         conn.abort()
 
-    def _say(self, event: str, conn: StreamConnection, **fields: object) -> None:
+    def _say(
+        self, event: str, conn: StreamConnection, level: int = logging.WARNING, **fields: object
+    ) -> None:
         """`event` about a peer address, once a minute per address and event."""
         say, suppressed = self._said.should_log(f"{event}:{conn.peer[0]}")
         if say:
-            log.warning(
-                event, peer=conn.peer[0], transport=conn.kind, suppressed=suppressed, **fields
+            log.log(
+                level,
+                event,
+                peer=conn.peer[0],
+                transport=conn.kind,
+                suppressed=suppressed,
+                **fields,
             )
 
     async def close_all(self) -> None:

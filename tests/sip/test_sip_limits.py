@@ -155,3 +155,31 @@ async def test_every_content_type_reaches_the_scaip_side_after_auth_with_its_typ
     handed = [(m.user, m.content_type, m.body) for m in handler.messages]
     types = ["text/xml", "application/xml", "text/plain", ""]
     assert handed == [(DEVICE, t, MRQ) for t in types]
+
+
+async def test_connections_refused_for_what_they_sent_are_logged_once_a_minute_per_address() -> (
+    None
+):
+    """Each TCP connection sending a header block over the limit logged
+    `sip.connection_refused`: a peer opening them in a loop wrote a line per connection."""
+    metrics = Metrics()
+    async with running(
+        ("tcp",),
+        Recorder(),
+        Credentials(**{DEVICE: PASSWORD}),
+        metrics=metrics,
+        clock=SystemClock(),
+    ) as server:
+        port = server.port("tcp")
+        with capture_logs() as logs:
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"OPTIONS sip:x SIP/2.0\r\nX-Filler: " + b"y" * 9_000)
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), 30)  # until the server closes it
+                writer.close()
+                await writer.wait_closed()
+    assert sample(metrics, "alarmhub_sip_dropped_total", reason="oversized") == 20
+    refused = [e for e in logs if e["event"] == "sip.connection_refused"]
+    assert len(refused) == 1, refused
+    assert refused[0]["reason"] == "oversized"
