@@ -12,8 +12,11 @@ alarm that has no note at all (not resolved, its kind unmapped or not exported,
 resolved by no operator) prints no Bundle, says why, and exits 1.
 
 The resident's national identity number comes from the resident register
-(store/residents.py `ResidentRegister.national_id`, which audits the read as
-`resident.national_id_read`); it is printed in the Bundle only, never in a message.
+(store/residents.py `ResidentRegister.journal_identity`, which audits the read as
+`resident.national_id_read`); it is printed in the Bundle only, never in a message. A
+note held because the number behind the pseudonym changed since the alarm is printed
+without the patient, exit 1, saying so (`journal: held (…)`); `alarmhub journal
+release|cancel` (cli/journal_holds.py) decide it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from alarmhub.cli import journal_holds
 from alarmhub.cli.db import with_residents, with_store
 from alarmhub.cli.output import (
     EXIT_FAILED,
@@ -46,6 +50,7 @@ from alarmhub.core.journal.document import (
     resolution_from_timeline,
     timeline_entry,
 )
+from alarmhub.core.journal.identity import Held, Registered, patient_for
 from alarmhub.core.model import Alarm, TimelineEntry
 from alarmhub.settings import ENV_PREFIX, Settings, helseid
 from alarmhub.store.accounts import ts
@@ -71,15 +76,18 @@ def add_parser(sub: Any) -> None:
     kg.add_argument("--kind", choices=("rsa", "ec"), default="rsa", help="RSA 4096 or EC P-256")
     kg.set_defaults(func=cmd_journal_keygen)
     st = journal.add_parser(
-        "status", help="the journal exports: pending, sent, confirmed, refused, not applicable"
+        "status",
+        help="the journal exports: pending, sent, confirmed, refused, held, cancelled, "
+        "not applicable",
     )
     st.add_argument(
         "--failed",
         action="store_true",
-        help="only refused exports and those whose last attempt failed (being retried)",
+        help="only refused and held exports, and those whose last attempt failed (being retried)",
     )
     st.add_argument("--json", action="store_true", help="JSON lines' list instead of a table")
     st.set_defaults(func=cmd_journal_status)
+    journal_holds.add_parsers(journal)
 
 
 def cmd_journal_keygen(settings: Settings, args: argparse.Namespace) -> int:
@@ -169,27 +177,37 @@ def cmd_journal_export(settings: Settings, args: argparse.Namespace) -> int:
     ready = qualify(alarm, timeline, rules.journal)
     if isinstance(ready, NotApplicable):
         return _no_note(alarm, ready, str(settings.rules))
-    patient = Patient(_register_number(settings, alarm))
+    registered = _register_patient(settings, alarm)
+    patient = registered if isinstance(registered, Patient) else Patient(None)
     author = author_of(alarm.resolved_by or "", hpr)
     resolution = resolution_from_timeline(timeline)
     print_json(
         build_bundle(alarm, ready, patient, author, organisation, resolution, rules.timezone)
     )
+    if isinstance(registered, Held):  # the preview names nobody: it may be another's
+        warn(
+            f"journal: held ({registered.reason.value}): release it for the number it goes with "
+            f"(alarmhub journal release --alarm {alarm.id} --municipality {alarm.municipality}"
+            " --national-id-stdin) or cancel it (alarmhub journal cancel)"
+        )
+        return EXIT_FAILED
     skip = check_patient(patient)
     warn(str(skip) if skip is not None else "journal: ready (not sent)")
     return EXIT_FAILED if skip is not None else 0
 
 
-def _register_number(settings: Settings, alarm: Alarm) -> str | None:
-    """The resident's number from the register (the read audited); never printed here."""
+def _register_patient(settings: Settings, alarm: Alarm) -> Patient | Held:
+    """The patient as delivery would send it (the register read audited), or Held when
+    the number behind the pseudonym changed since the alarm; never printed here."""
     if alarm.resident is None:
-        return None
+        return Patient(None)
+    resident = alarm.resident
 
-    async def read(register: NationalIds) -> str | None:
-        return await national_id(register, alarm)
+    async def read(register: NationalIds) -> Registered:
+        return await register.journal_identity(alarm.municipality, resident, alarm.id)
 
     try:
-        return with_residents(settings, read)
+        return patient_for(alarm.raised_at, with_residents(settings, read))
     except SealingError as exc:
         raise CommandError(
             f"the resident's national identity number cannot be opened ({exc}): set "
@@ -220,10 +238,3 @@ def organisation_of(settings: Settings) -> Organisation:
             f"{ENV_PREFIX}JOURNAL_ORGANISATION_NUMBER: the note names the response centre"
         )
     return Organisation(name, number)
-
-
-async def national_id(register: NationalIds, alarm: Alarm) -> str | None:
-    """The alarm's resident's number from the register; None without a resident or entry."""
-    if alarm.resident is None:
-        return None
-    return await register.national_id(alarm.municipality, alarm.resident)

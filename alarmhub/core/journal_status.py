@@ -22,11 +22,14 @@ class JournalState(StrEnum):
     SENT = "sent"  # the journal service accepted it (202); confirmation awaited
     CONFIRMED = "confirmed"  # the patient record confirmed it
     REFUSED = "refused"  # refused; `reason` is the journal's
+    HELD = "held"  # not sent: the resident's number changed since the alarm (`reason`)
+    CANCELLED = "cancelled"  # a held note an administrator cancelled: never sent
 
 
 class JournalReason(StrEnum):
     NO_NATIONAL_ID = "no national id"
     EXPORT_OFF = "journal export not configured"
+    NATIONAL_ID_CHANGED = "national id changed since the alarm"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,11 @@ term, like the notifier), then takes each due row:
   (no national id, a kind not exported): `not_applicable` with the reason.
 - `sent`: polls the Location until the EPJ confirms (`confirmed`) or refuses
   (`refused`, with the journal's reason).
+- `held`: not looked at. A `pending` note whose resident's number was replaced or
+  removed at or after the alarm's raise (the pseudonym may name another person now:
+  core/journal/identity.py) is not sent but held, logged and counted, until a
+  municipality administrator releases it for a number they name (the register
+  seals it on the row, store/residents.py; it is sent with that number) or cancels it.
 
 A state is recorded only after the journal's answer (as the notifier marks a
 notification sent only when accepted); 5xx, timeouts and connection errors are
@@ -56,6 +61,7 @@ from alarmhub.core.journal.document import (
     resolution_from_timeline,
     timeline_entry,
 )
+from alarmhub.core.journal.identity import Held, patient_for
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.model import Alarm
 from alarmhub.core.rules import RuleSet
@@ -194,6 +200,7 @@ class JournalDelivery:
         oldest = await self._reader.oldest_waiting_journal()
         age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
         self._metrics.journal_oldest_pending.set(max(0.0, age))
+        self._metrics.journal_held.set(await self._reader.held_journal())
 
     def _store_failed(self, exc: StoreError) -> None:
         """The store refused a read or a mark: said once a minute, retried next turn."""
@@ -224,10 +231,16 @@ class JournalDelivery:
         if export.state is JournalState.SENT and export.location is not None:
             await self._record(export, await client.poll(export.location, auth))
             return
+        await self._send(export, client, auth)
+
+    async def _send(self, export: JournalExport, client: JournalClient, auth: RequestAuth) -> None:
         built = await self._document(export)
         if isinstance(built, NotApplicable):
             await self._finish(export, JournalState.NOT_APPLICABLE, built.reason.value)
             log.info("journal.not_applicable", reason=built.reason.value)
+            return
+        if isinstance(built, Held):
+            await self._hold(export, built)
             return
         if isinstance(built, Retry):
             await self._record(export, built)
@@ -239,7 +252,7 @@ class JournalDelivery:
             self._metrics.journal_sends.labels("retry").inc()
         await self._record(export, outcome)
 
-    async def _document(self, export: JournalExport) -> Document | NotApplicable | Retry:
+    async def _document(self, export: JournalExport) -> Document | NotApplicable | Held | Retry:
         found = await self._alarms.get_alarms([export.alarm_id])
         if not found or self._organisation is None:
             why = "the alarm is gone" if not found else "the organisation settings are missing"
@@ -254,14 +267,9 @@ class JournalDelivery:
             return Retry("the alarm was reopened: its note goes once it is resolved again")
         if isinstance(ready, NotApplicable):
             return ready
-        try:
-            number = (
-                await self._register.national_id(alarm.municipality, alarm.resident)
-                if alarm.resident is not None
-                else None
-            )
-        except SealingError as exc:  # a key missing or replaced: fixable, so retried
-            return Retry(f"the register cannot open the number: {exc}")
+        patient = await self._patient(alarm)
+        if isinstance(patient, Held | Retry):
+            return patient
         resolved_by = alarm.resolved_by or ""
         # The user record as it is now: an HPR number set after the resolve is sent too.
         author = author_of(resolved_by, await self._practitioners.hpr_of(resolved_by))
@@ -269,13 +277,43 @@ class JournalDelivery:
         return journal_document(
             alarm,
             timeline,
-            Patient(number),
+            patient,
             author,
             self._organisation,
             resolution,
             rules.journal,
             rules.timezone,
         )
+
+    async def _patient(self, alarm: Alarm) -> Patient | Held | Retry:
+        """The register's number now, unless it changed since the alarm (Held) or a
+        release named another; read at each attempt, so a correction made before the
+        alarm, or a number registered late, goes in the note."""
+        if alarm.resident is None:
+            return Patient(None)
+        try:
+            found = await self._register.journal_identity(
+                alarm.municipality, alarm.resident, alarm.id
+            )
+        except SealingError as exc:  # a key missing or replaced: fixable, so retried
+            return Retry(f"the register cannot open the number: {exc}")
+        return patient_for(alarm.raised_at, found)
+
+    async def _hold(self, export: JournalExport, held: Held) -> None:
+        """Not sent, and not over: it waits for an administrator (release or cancel)."""
+        reason = held.reason.value
+        await self._save(
+            replace(
+                export,
+                state=JournalState.HELD,
+                reason=reason,
+                location=None,
+                next_at=self._clock.now(),
+                last_error=None,
+            )
+        )
+        self._metrics.journal_holds.inc()
+        log.warning("journal.held", reason=reason, municipality=export.municipality)
 
     async def _record(self, export: JournalExport, outcome: Outcome) -> None:
         now = self._clock.now()

@@ -86,6 +86,18 @@ class Metrics:
             "Age of the oldest journal export not yet confirmed or refused (0: none)",
             registry=r,
         )
+        # A note held because the number behind its resident's pseudonym changed after
+        # the alarm (core/journal/identity.py): it waits for an administrator.
+        self.journal_holds = Counter(
+            "alarmhub_journal_holds",
+            "Journal notes held: the resident's national id changed since the alarm",
+            registry=r,
+        )
+        self.journal_held = Gauge(
+            "alarmhub_journal_held",
+            "Journal notes held now, waiting for an administrator to release or cancel them",
+            registry=r,
+        )
         for result in JOURNAL_SEND_RESULTS:
             self.journal_sends.labels(result)
         for reason in RefusalClass:

@@ -4,8 +4,11 @@ The row is written in the resolve's own transaction (`save_alarms(â€¦, journal=â
 so an answered alarm of a municipality with export on is never lost between the
 commit and the delivery; the worker (daemon/journal.py) then moves it through its
 states. It holds states, times, the journal's status URL and reasons, never the
-document nor the national identity number: the document is built again, byte for
-byte the same, from the alarm's timeline and the register at each attempt.
+document: the document is built again, byte for byte the same, from the alarm's
+timeline and the register at each attempt. The one number it may hold is the one an
+administrator released a `held` note for, sealed as the register's are (columns
+`release_*`, written and read by the register: store/residents.py), cleared when the
+note is done; the worker never sees it.
 """
 
 from __future__ import annotations
@@ -73,8 +76,18 @@ class JournalExport:
         )
 
 
-FINAL = frozenset({JournalState.CONFIRMED, JournalState.REFUSED, JournalState.NOT_APPLICABLE})
+FINAL = frozenset(
+    {
+        JournalState.CONFIRMED,
+        JournalState.REFUSED,
+        JournalState.NOT_APPLICABLE,
+        JournalState.CANCELLED,
+    }
+)
 WAITING = (JournalState.PENDING.value, JournalState.SENT.value)
+# Listed by `journal status --failed`, besides waiting ones whose last attempt failed:
+# refused, and held (waiting for an administrator to release or cancel it).
+NEEDS_A_PERSON = (JournalState.REFUSED.value, JournalState.HELD.value)
 
 
 def _cut(text: str | None) -> str | None:
@@ -89,14 +102,19 @@ class JournalOutbox(Protocol):
         ...
 
     async def journal_save(self, export: JournalExport) -> None:
-        """Record the export's new state (the worker's single-owner write)."""
+        """Record the export's new state (the worker's single-owner write); a done one
+        forgets the number a release named."""
         ...
 
     async def journal_exports(
         self, alarm_ids: Iterable[str] | None = None, *, failed: bool = False, limit: int = 500
     ) -> list[JournalExport]:
-        """The exports of these alarms (None: all, newest first); `failed`: refused only,
-        and those still waiting whose last attempt failed."""
+        """The exports of these alarms (None: all, newest first); `failed`: refused and
+        held ones only, and those still waiting whose last attempt failed."""
+        ...
+
+    async def held_journal(self) -> int:
+        """How many exports are held, waiting for an administrator."""
         ...
 
     async def oldest_waiting_journal(self) -> datetime | None:

@@ -36,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 from alarmhub.core.dedup import Prior
 from alarmhub.core.digest import DeviceCredentials
 from alarmhub.core.escalation import DeadlineKey, EscalationDecision
+from alarmhub.core.journal.identity import Registered
 from alarmhub.core.model import Alarm, Device, TimelineEntry
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.pipeline import BatchEffects
@@ -288,14 +289,17 @@ class AlarmReads(Protocol):
 class NationalIds(Protocol):
     """The resident register's one read the journal export needs (issue 17).
 
-    The national identity number of a pseudonymous resident (`r-17`) of a municipality,
-    or None when the register has no entry (the alarm is then `journal: not applicable
-    (no national id)`). An implementation decrypts it, audits the read, and never logs
-    the number. Checked at run time (`isinstance(store, NationalIds)`): the CLI uses it
-    when the opened store implements it.
+    For an alarm of a pseudonymous resident (`r-17`) of a municipality: the national
+    identity number in the register now (None without an entry: the alarm is then
+    `journal: not applicable (no national id)`), when the number behind the pseudonym
+    last changed (a note of an older alarm is held: core/journal/identity.py), and the
+    number an administrator released the alarm's held note for. An implementation
+    decrypts the numbers, audits the read, and never logs them.
     """
 
-    async def national_id(self, municipality: str, resident: str) -> str | None: ...
+    async def journal_identity(
+        self, municipality: str, resident: str, alarm_id: str
+    ) -> Registered: ...
 
 
 class SupervisionHistory(Protocol):

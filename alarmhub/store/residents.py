@@ -8,10 +8,16 @@ The numbers are sealed here, in the shell, before a store sees them
 
 Every read of a number is audited in the read's own transaction: the masked
 display on an alarm's detail (:meth:`ResidentRegister.masked`), a listing, and
-the clear number the journal export reads (:meth:`ResidentRegister.national_id`,
+the clear number the journal export reads (:meth:`ResidentRegister.journal_identity`,
 the :class:`~alarmhub.store.ports.NationalIds` port). A number never goes into a
 log line, a metric label, an error message or a dead letter: it travels as a
 :class:`~alarmhub.core.national_id.NationalId`, which prints masked.
+
+The register also remembers when the number behind each pseudonym last changed
+(replaced by another number, or removed; `resident_changes`, written in the change's
+transaction), so a note of an older alarm is held rather than sent to whoever the
+pseudonym names now (core/journal/identity.py); and it seals the number an
+administrator releases such a note for (:meth:`ResidentRegister.release_note`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Protocol
 import structlog
 
 from alarmhub.clock import Clock
+from alarmhub.core.journal.identity import Registered
 from alarmhub.core.national_id import LENGTH, NationalId, mask
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.ports import NationalIds
@@ -62,6 +69,29 @@ class ResidentEntry:
 
 
 ListAudit = Callable[[Sequence[SealedRow]], Sequence[AuditEntry]]
+# Whether a stored row holds the number being set (opened and compared in the shell,
+# inside the store's transaction): a number saved again is no change of person.
+SameNumber = Callable[[SealedRow], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRead:
+    """What a journal note's patient is decided from, read in one transaction."""
+
+    row: SealedRow | None  # the register's entry now
+    changed_at: datetime | None  # the last replacement or removal of its number
+    released: Sealed | None  # the number the held note was released for, sealed
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A held note released for a number, sealed to its municipality and alarm."""
+
+    alarm_id: str
+    municipality: str
+    sealed: Sealed
+    at: datetime
+
 
 # Rows rekey reads, reseals and commits at a time: one short write transaction each, so
 # a large register never holds the write lock (SQLite's, or PostgreSQL's row locks) long.
@@ -96,11 +126,42 @@ class ResidentRows(Protocol):
     `audit` for the entries of the rows it found, inside its transaction.
     """
 
-    async def put_resident(self, row: SealedRow, audit: Sequence[AuditEntry]) -> bool: ...
+    async def put_resident(
+        self, row: SealedRow, audit: Sequence[AuditEntry], same: SameNumber
+    ) -> bool:
+        """Set the row; True when it is new. A row replaced whose number is not `same`
+        records the change (`resident_changes`) at the row's `updated_at`."""
+        ...
 
     async def delete_resident(
-        self, municipality: str, resident: str, audit: Sequence[AuditEntry]
-    ) -> bool: ...
+        self, municipality: str, resident: str, at: datetime, audit: Sequence[AuditEntry]
+    ) -> bool:
+        """Remove the row, recording the change at `at`; False (nothing written) if none."""
+        ...
+
+    async def read_for_journal(
+        self, municipality: str, resident: str, alarm_id: str, audit: Sequence[AuditEntry]
+    ) -> JournalRead:
+        """The entry, its last change and the alarm's released number, audited when a
+        number (either) was found."""
+        ...
+
+    async def release_held(self, release: Release, audit: Sequence[AuditEntry]) -> bool:
+        """A held export of this alarm and municipality made pending with the sealed
+        number, with its audit rows; False, nothing written, when there is none."""
+        ...
+
+    async def cancel_held(
+        self,
+        alarm_id: str,
+        municipality: str,
+        reason: str,
+        at: datetime,
+        audit: Sequence[AuditEntry],
+    ) -> bool:
+        """A held export of this alarm and municipality ended `cancelled`, with its
+        audit rows; False, nothing written, when there is none."""
+        ...
 
     async def read_resident(
         self, municipality: str, resident: str, audit: Sequence[AuditEntry]
@@ -139,6 +200,14 @@ class Residents(NationalIds, Protocol):
 
     async def remove(
         self, municipality: str, resident: str, audit: Sequence[AuditEntry]
+    ) -> bool: ...
+
+    async def release_note(
+        self, alarm_id: str, municipality: str, nid: NationalId, audit: Sequence[AuditEntry]
+    ) -> bool: ...
+
+    async def cancel_note(
+        self, alarm_id: str, municipality: str, reason: str, audit: Sequence[AuditEntry]
     ) -> bool: ...
 
     async def masked(
@@ -183,11 +252,42 @@ class ResidentRegister:
             self._clock.now(),
             by,
         )
-        created = await self._rows.put_resident(row, audit)
+        created = await self._rows.put_resident(row, audit, self._same(nid))
         return _entry(row, nid.masked), created
 
+    def _same(self, nid: NationalId) -> SameNumber:
+        def same(old: SealedRow) -> bool:
+            try:
+                return self._keyring.open(old.municipality, old.resident, _sealed(old)) == nid.value
+            except SealingError:  # a number nobody can read now: count it as another
+                return False
+
+        return same
+
     async def remove(self, municipality: str, resident: str, audit: Sequence[AuditEntry]) -> bool:
-        return await self._rows.delete_resident(municipality, resident, audit)
+        return await self._rows.delete_resident(municipality, resident, self._clock.now(), audit)
+
+    async def release_note(
+        self, alarm_id: str, municipality: str, nid: NationalId, audit: Sequence[AuditEntry]
+    ) -> bool:
+        """Release the alarm's held note for `nid`: it is sent with that number, whatever
+        the register says. False when this municipality has no held note of that alarm.
+
+        The number is sealed as the register's are, bound to the municipality and the
+        alarm (a sealed value copied to another alarm's row does not open), kept on the
+        export row until the note is done. KeyMissingError without a key.
+        """
+        sealed = self._keyring.seal(municipality, _release_name(alarm_id), nid.value)
+        release = Release(alarm_id, municipality, sealed, self._clock.now())
+        return await self._rows.release_held(release, audit)
+
+    async def cancel_note(
+        self, alarm_id: str, municipality: str, reason: str, audit: Sequence[AuditEntry]
+    ) -> bool:
+        """End the alarm's held note unsent; False when this municipality has none held."""
+        return await self._rows.cancel_held(
+            alarm_id, municipality, reason, self._clock.now(), audit
+        )
 
     async def masked(
         self, municipality: str, resident: str, audit: Sequence[AuditEntry]
@@ -206,6 +306,29 @@ class ResidentRegister:
     async def listing(self, municipality: str, audit: ListAudit) -> list[ResidentEntry]:
         rows = await self._rows.list_residents(municipality, audit)
         return [_entry(r, self._masked(r)) for r in rows]
+
+    async def journal_identity(self, municipality: str, resident: str, alarm_id: str) -> Registered:
+        """What the alarm's note is decided from: the number in clear, when its number
+        last changed, and the number a release named. Audited as the number's read.
+
+        SealingError when a number it needs cannot be opened (no key, an unknown key).
+        """
+        entry = AuditEntry(
+            JOURNAL_ACTOR,
+            "resident.national_id_read",
+            self._clock.now(),
+            municipality=municipality,
+            alarm_id=alarm_id,
+            detail={"resident": resident, "purpose": "journal"},
+        )
+        read = await self._rows.read_for_journal(municipality, resident, alarm_id, [entry])
+        if read.released is not None:
+            number = self._keyring.open(municipality, _release_name(alarm_id), read.released)
+            return Registered(None, read.changed_at, released=number)
+        if read.row is None:
+            return Registered(None, read.changed_at)
+        number = self._keyring.open(municipality, resident, _sealed(read.row))
+        return Registered(number, read.changed_at)
 
     async def national_id(self, municipality: str, resident: str) -> str | None:
         """The number in clear, for the journal export; audited as its read.
@@ -287,6 +410,12 @@ def _entry(row: SealedRow, masked: str) -> ResidentEntry:
 
 def _sealed(row: SealedRow) -> Sealed:
     return Sealed(row.key_id, row.nonce, row.sealed)
+
+
+def _release_name(alarm_id: str) -> str:
+    """What a released number is sealed to besides its municipality: the alarm. No
+    pseudonym has a colon (the API's pattern), so it is never a resident's."""
+    return f"alarm:{alarm_id}"
 
 
 def _is_national_ids(r: ResidentRegister) -> NationalIds:

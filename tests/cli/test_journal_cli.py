@@ -32,6 +32,7 @@ from alarmhub.store.sqlite.store import SqliteStore
 from tests.support import vkp
 from tests.support.helpers import REPO
 from tests.support.journal import NIN, PENDANT, PRESS, answered, raised_by_a_press
+from tests.support.national_ids import OLA
 
 cli_main = importlib.import_module("alarmhub.cli.main")  # the module, not the function
 Run = Callable[[list[str], dict[str, str]], "Ran"]  # the `run` fixture
@@ -350,3 +351,117 @@ async def _export(path: Path, alarm_id: str) -> None:
         await store.journal_save(refused)
     finally:
         await store.close()
+
+
+async def _held(path: Path, alarm_id: str) -> None:
+    """The alarm's export as delivery leaves it when the number changed since the alarm."""
+    store = await SqliteStore.open(path)
+    try:
+        pending = JournalExport.new(alarm_id, "0301", PRESS)
+        stored = await store.get_alarm(alarm_id)
+        assert stored is not None
+        await store.save_alarms([stored], [], audit=(), journal=[pending])
+        held = replace(
+            pending, state=JournalState.HELD, reason="national id changed since the alarm"
+        )
+        await store.journal_save(held)
+    finally:
+        await store.close()
+
+
+def registered_then_given_to_ola(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, dict[str, str]]:
+    """Kari's (NIN) alarm, answered; r-17 given to Ola since (now, after the press)."""
+    alarm_id, env = seeded(tmp_path)
+    env["ALARMHUB_RESIDENT_KEY"] = base64.b64encode(bytes(range(32))).decode()
+    put = ["residents", "set", "--municipality", "0301", "--resident", "r-17"]
+    for number in (NIN, OLA):
+        monkeypatch.setattr("sys.stdin", io.StringIO(number + "\n"))
+        assert run([*put, "--national-id-stdin"], env).returncode == 0
+    return alarm_id, env
+
+
+def audit_rows(tmp_path: Path, action: str) -> list[tuple[str, str, str, str]]:
+    sql = "SELECT actor, municipality, alarm_id, detail FROM audit WHERE action = ?"
+    return list(sqlite3.connect(tmp_path / "a.db").execute(sql, (action,)))
+
+
+def test_export_of_a_note_whose_number_changed_names_nobody_and_says_held(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alarm_id, env = registered_then_given_to_ola(tmp_path, run, monkeypatch)
+    result = run(["journal", "export", "--alarm", alarm_id], env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("journal: held (national id changed since the alarm)")
+    assert f"alarmhub journal release --alarm {alarm_id} --municipality 0301" in result.stderr
+    assert OLA not in result.stdout  # the preview is nobody's: the note may be Kari's
+    assert "identifier" not in json.loads(result.stdout)["entry"][3]["resource"]
+
+
+def test_release_a_held_note_for_a_number_in_its_own_municipality_only(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alarm_id, env = registered_then_given_to_ola(tmp_path, run, monkeypatch)
+    release = ["journal", "release", "--alarm", alarm_id, "--national-id-stdin"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    not_yet = run([*release, "--municipality", "0301"], env)  # pending: not held
+    assert not_yet.returncode == 1
+    assert "not held: it has no journal note" in not_yet.stderr
+    asyncio.run(_held(tmp_path / "a.db", alarm_id))
+    failed = run(["journal", "status", "--failed"], env)
+    assert "held" in failed.stdout
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    bergen = run([*release, "--municipality", "4601"], env)
+    assert (bergen.returncode, bergen.stderr.strip()) == (
+        1,
+        f"alarmhub: no alarm '{alarm_id}' in municipality 4601",
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN[:-1] + "0\n"))
+    wrong = run([*release, "--municipality", "0301"], env)
+    assert wrong.returncode == 1
+    assert "check digit" in wrong.stderr
+    assert audit_rows(tmp_path, "journal.released") == []
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    done = run([*release, "--municipality", "0301"], env)
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout == f"released the journal note of alarm {alarm_id}: it goes to {NIN[:6]}*****\n"
+    )
+    [row] = json.loads(run(["journal", "status", "--json"], env).stdout)
+    assert (row["state"], row["reason"]) == ("pending", None)
+    [(actor, municipality, alarm, detail)] = audit_rows(tmp_path, "journal.released")
+    assert (actor.split(":")[0], municipality, alarm) == ("cli", "0301", alarm_id)
+    assert json.loads(detail) == {"resident": "r-17", "kind": "fodselsnummer", "synthetic": True}
+    # The preview is now the note as it goes: Kari's, whatever the register says.
+    exported = run(["journal", "export", "--alarm", alarm_id], env)
+    assert (exported.returncode, exported.stderr.strip()) == (0, "journal: ready (not sent)")
+    patient = json.loads(exported.stdout)["entry"][3]["resource"]
+    assert patient["identifier"][0]["value"] == NIN
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    again = run([*release, "--municipality", "0301"], env)
+    assert again.returncode == 1
+    assert "not held: its journal state is pending" in again.stderr
+    assert len(audit_rows(tmp_path, "journal.released")) == 1
+
+
+def test_cancel_a_held_note(tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    alarm_id, env = registered_then_given_to_ola(tmp_path, run, monkeypatch)
+    asyncio.run(_held(tmp_path / "a.db", alarm_id))
+    cancel = ["journal", "cancel", "--alarm", alarm_id]
+    assert run([*cancel, "--municipality", "4601"], env).returncode == 1
+    bad = run([*cancel, "--municipality", "Oslo"], env)
+    assert bad.returncode == 2
+    done = run([*cancel, "--municipality", "0301", "--reason", "Kari flyttet"], env)
+    assert (done.returncode, done.stdout) == (
+        0,
+        f"cancelled the journal note of alarm {alarm_id}: it is never sent\n",
+    )
+    [row] = json.loads(run(["journal", "status", "--json"], env).stdout)
+    assert (row["state"], row["reason"]) == ("cancelled", "Kari flyttet")
+    assert row["finished_at"] is not None
+    [(_actor, municipality, alarm, detail)] = audit_rows(tmp_path, "journal.cancelled")
+    assert (municipality, alarm) == ("0301", alarm_id)
+    assert json.loads(detail) == {"resident": "r-17", "reason": "Kari flyttet"}
+    assert run([*cancel, "--municipality", "0301"], env).returncode == 1

@@ -31,6 +31,7 @@ ALERTS = {
     "AlarmhubStoreNotWritable",
     "AlarmhubJournalRefusals",
     "AlarmhubJournalExportPending",
+    "AlarmhubJournalHeld",
     "AlarmhubManyDevicesOffline",
 }
 

@@ -11,7 +11,7 @@ import asyncpg
 
 from alarmhub.core.journal_status import JournalState
 from alarmhub.store.cluster import Fence
-from alarmhub.store.journal_outbox import COLUMNS, WAITING, JournalExport
+from alarmhub.store.journal_outbox import COLUMNS, NEEDS_A_PERSON, WAITING, JournalExport
 from alarmhub.store.postgres.leases import Conn, check_fence
 from alarmhub.store.postgres.rows import connection, transaction
 
@@ -25,6 +25,11 @@ _INSERT = (
 _UPDATE = (
     "UPDATE journal_exports SET state = $1, reason = $2, location = $3, attempts = $4, "
     "next_at = $5, sent_at = $6, finished_at = $7, last_error = $8 WHERE alarm_id = $9"
+)
+
+_FORGET_RELEASE = (
+    "UPDATE journal_exports SET release_key_id = NULL, release_nonce = NULL, "
+    "release_sealed = NULL WHERE alarm_id = $1"
 )
 
 
@@ -58,6 +63,8 @@ class PgJournalRows:
             if grant is not None:
                 await check_fence(conn, grant)
             await conn.execute(_UPDATE, *row[2:7], *row[8:], export.alarm_id)
+            if export.done:  # the note is over: the number a release named is kept no longer
+                await conn.execute(_FORGET_RELEASE, export.alarm_id)
 
     async def journal_exports(
         self, alarm_ids: Iterable[str] | None = None, *, failed: bool = False, limit: int = 500
@@ -68,9 +75,9 @@ class PgJournalRows:
             params.append(list(alarm_ids))
             clauses.append(f"alarm_id = ANY(${len(params)}::text[])")
         if failed:
-            params.extend([JournalState.REFUSED.value, list(WAITING)])
+            params.extend([list(NEEDS_A_PERSON), list(WAITING)])
             clauses.append(
-                f"(state = ${len(params) - 1} OR "
+                f"(state = ANY(${len(params) - 1}::text[]) OR "
                 f"(state = ANY(${len(params)}::text[]) AND last_error IS NOT NULL))"
             )
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
@@ -78,6 +85,11 @@ class PgJournalRows:
         sql = f"{_SELECT}{where} ORDER BY created_at DESC LIMIT ${len(params)}"
         async with connection(self.pool) as conn:
             return [_export(r) for r in await conn.fetch(sql, *params)]
+
+    async def held_journal(self) -> int:
+        sql = "SELECT count(*) FROM journal_exports WHERE state = $1"
+        async with connection(self.pool) as conn:
+            return int(await conn.fetchval(sql, JournalState.HELD.value))
 
     async def oldest_waiting_journal(self) -> datetime | None:
         sql = "SELECT min(created_at) FROM journal_exports WHERE state = ANY($1::text[])"

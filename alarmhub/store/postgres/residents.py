@@ -4,18 +4,32 @@ The same behaviour as ``store/sqlite/residents.py``, on a connection taken from 
 pool for one call: each change and each read of a number is one transaction with
 its audit rows. `put_resident` says whether it created the row by PostgreSQL's own
 answer (`xmax = 0` only for a freshly inserted row), not by a read before it that
-another instance could make stale.
+another instance could make stale; the row it replaces is read `FOR UPDATE` first,
+and a number replaced by another (or a row another instance inserted between that
+read and the upsert: compared with nothing, counted as changed) or removed records
+the change in `resident_changes` in the same transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
+from alarmhub.core.journal_status import JournalState
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.postgres.accounts import append_audit
-from alarmhub.store.residents import ListAudit, Reseal, ResidentRows, SealedRow
+from alarmhub.store.residents import (
+    JournalRead,
+    ListAudit,
+    Release,
+    Reseal,
+    ResidentRows,
+    SameNumber,
+    SealedRow,
+)
+from alarmhub.store.sealing import Sealed
 
 _COLUMNS = "municipality, resident, key_id, nonce, sealed, updated_at, updated_by"
 _UPSERT = (
@@ -23,6 +37,29 @@ _UPSERT = (
     "ON CONFLICT (municipality, resident) DO UPDATE SET key_id = excluded.key_id, "
     "nonce = excluded.nonce, sealed = excluded.sealed, updated_at = excluded.updated_at, "
     "updated_by = excluded.updated_by RETURNING (xmax = 0) AS created"
+)
+
+_ONE = f"SELECT {_COLUMNS} FROM residents WHERE municipality = $1 AND resident = $2"
+# The latest change wins, even from a clock behind another's: a note is held, not sent.
+_CHANGED = (
+    "INSERT INTO resident_changes (municipality, resident, changed_at) VALUES ($1,$2,$3) "
+    "ON CONFLICT (municipality, resident) DO UPDATE SET "
+    "changed_at = GREATEST(resident_changes.changed_at, excluded.changed_at)"
+)
+_CHANGED_AT = "SELECT changed_at FROM resident_changes WHERE municipality = $1 AND resident = $2"
+_RELEASED = (
+    "SELECT release_key_id, release_nonce, release_sealed FROM journal_exports "
+    "WHERE alarm_id = $1 AND municipality = $2 AND release_sealed IS NOT NULL"
+)
+_RELEASE = (
+    "UPDATE journal_exports SET state = $1, reason = NULL, last_error = NULL, next_at = $2, "
+    "release_key_id = $3, release_nonce = $4, release_sealed = $5 "
+    "WHERE alarm_id = $6 AND municipality = $7 AND state = $8 RETURNING alarm_id"
+)
+_CANCEL = (
+    "UPDATE journal_exports SET state = $1, reason = $2, last_error = NULL, finished_at = $3, "
+    "next_at = $3, release_key_id = NULL, release_nonce = NULL, release_sealed = NULL "
+    "WHERE alarm_id = $4 AND municipality = $5 AND state = $6 RETURNING alarm_id"
 )
 
 _LOCK = (
@@ -57,8 +94,11 @@ class PostgresResidentRows:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def put_resident(self, row: SealedRow, audit: Sequence[AuditEntry]) -> bool:
+    async def put_resident(
+        self, row: SealedRow, audit: Sequence[AuditEntry], same: SameNumber
+    ) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(f"{_ONE} FOR UPDATE", row.municipality, row.resident)
             created = await conn.fetchval(
                 _UPSERT,
                 row.municipality,
@@ -69,11 +109,14 @@ class PostgresResidentRows:
                 row.updated_at,
                 row.updated_by,
             )
+            replaced = not created and (old is None or not same(_row(old)))
+            if replaced:
+                await conn.execute(_CHANGED, row.municipality, row.resident, row.updated_at)
             await append_audit(conn, audit)
         return bool(created)
 
     async def delete_resident(
-        self, municipality: str, resident: str, audit: Sequence[AuditEntry]
+        self, municipality: str, resident: str, at: datetime, audit: Sequence[AuditEntry]
     ) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             gone = await conn.fetchval(
@@ -83,18 +126,70 @@ class PostgresResidentRows:
                 resident,
             )
             if gone is not None:
+                await conn.execute(_CHANGED, municipality, resident, at)
                 await append_audit(conn, audit)
         return gone is not None
+
+    async def read_for_journal(
+        self, municipality: str, resident: str, alarm_id: str, audit: Sequence[AuditEntry]
+    ) -> JournalRead:
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchrow(_ONE, municipality, resident)
+            changed = await conn.fetchval(_CHANGED_AT, municipality, resident)
+            released = await conn.fetchrow(_RELEASED, alarm_id, municipality)
+            if found is not None or released is not None:
+                await append_audit(conn, audit)
+        return JournalRead(
+            _row(found) if found is not None else None,
+            changed,
+            Sealed(released[0], bytes(released[1]), bytes(released[2])) if released else None,
+        )
+
+    async def release_held(self, release: Release, audit: Sequence[AuditEntry]) -> bool:
+        s = release.sealed
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                _RELEASE,
+                JournalState.PENDING.value,
+                release.at,
+                s.key_id,
+                s.nonce,
+                s.sealed,
+                release.alarm_id,
+                release.municipality,
+                JournalState.HELD.value,
+            )
+            if done is not None:
+                await append_audit(conn, audit)
+        return done is not None
+
+    async def cancel_held(
+        self,
+        alarm_id: str,
+        municipality: str,
+        reason: str,
+        at: datetime,
+        audit: Sequence[AuditEntry],
+    ) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                _CANCEL,
+                JournalState.CANCELLED.value,
+                reason,
+                at,
+                alarm_id,
+                municipality,
+                JournalState.HELD.value,
+            )
+            if done is not None:
+                await append_audit(conn, audit)
+        return done is not None
 
     async def read_resident(
         self, municipality: str, resident: str, audit: Sequence[AuditEntry]
     ) -> SealedRow | None:
         async with self.pool.acquire() as conn, conn.transaction():
-            found = await conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM residents WHERE municipality = $1 AND resident = $2",
-                municipality,
-                resident,
-            )
+            found = await conn.fetchrow(_ONE, municipality, resident)
             if found is not None:
                 await append_audit(conn, audit)
         return _row(found) if found is not None else None

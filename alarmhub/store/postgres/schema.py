@@ -309,4 +309,18 @@ MIGRATIONS: list[str] = [
     UPDATE device_credentials c SET municipality = d.municipality
         FROM devices d WHERE d.id = c.device_id;
     """,
+    # 8: issue 17, SQLite's 19: when the number behind each pseudonym last changed
+    # (replaced, removed: a waiting note of an older alarm is held), and the number an
+    # administrator released a held note for, sealed, until the note is done.
+    """
+    CREATE TABLE resident_changes (
+        municipality text COLLATE "C" NOT NULL,
+        resident text COLLATE "C" NOT NULL,
+        changed_at timestamptz NOT NULL,
+        PRIMARY KEY (municipality, resident)
+    );
+    ALTER TABLE journal_exports ADD COLUMN release_key_id text;
+    ALTER TABLE journal_exports ADD COLUMN release_nonce bytea;
+    ALTER TABLE journal_exports ADD COLUMN release_sealed bytea;
+    """,
 ]

@@ -13,7 +13,7 @@ import aiosqlite
 
 from alarmhub.core.journal_status import JournalState
 from alarmhub.store.accounts import ts
-from alarmhub.store.journal_outbox import COLUMNS, WAITING, JournalExport
+from alarmhub.store.journal_outbox import COLUMNS, NEEDS_A_PERSON, WAITING, JournalExport
 from alarmhub.store.sqlite.rows import parse_ts
 
 T = TypeVar("T")
@@ -52,10 +52,18 @@ def _export(r: Any) -> JournalExport:
     )
 
 
-def _save(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
+_FORGET_RELEASE = (
+    "UPDATE journal_exports SET release_key_id = NULL, release_nonce = NULL, "
+    "release_sealed = NULL WHERE alarm_id = ?"
+)
+
+
+def _save(conn: sqlite3.Connection, values: tuple[Any, ...], done: bool) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(_UPDATE, values)
+        if done:  # the note is over: the number a release named is kept no longer
+            conn.execute(_FORGET_RELEASE, (values[-1],))
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -78,7 +86,8 @@ class SqliteJournalRows:
 
     async def journal_save(self, export: JournalExport) -> None:
         row = journal_row(export)
-        await self._in_writer_thread(_save, (*row[2:7], *row[8:], export.alarm_id))
+        values = (*row[2:7], *row[8:], export.alarm_id)
+        await self._in_writer_thread(_save, values, export.done)
 
     async def journal_exports(
         self, alarm_ids: Iterable[str] | None = None, *, failed: bool = False, limit: int = 500
@@ -87,6 +96,12 @@ class SqliteJournalRows:
         sql = f"{_SELECT}{where} ORDER BY created_at DESC LIMIT ?"
         async with self._conn.execute(sql, (*params, limit)) as cur:
             return [_export(r) for r in await cur.fetchall()]
+
+    async def held_journal(self) -> int:
+        sql = "SELECT count(*) FROM journal_exports WHERE state = ?"
+        async with self._conn.execute(sql, (JournalState.HELD.value,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def oldest_waiting_journal(self) -> datetime | None:
         sql = "SELECT min(created_at) FROM journal_exports WHERE state IN (?, ?)"
@@ -103,6 +118,6 @@ def _filter(alarm_ids: Iterable[str] | None, failed: bool) -> tuple[str, list[An
         clauses.append(f"alarm_id IN ({', '.join('?' * len(ids)) or 'NULL'})")
         params.extend(ids)
     if failed:
-        clauses.append("(state = ? OR (state IN (?, ?) AND last_error IS NOT NULL))")
-        params.extend([JournalState.REFUSED.value, *WAITING])
+        clauses.append("(state IN (?, ?) OR (state IN (?, ?) AND last_error IS NOT NULL))")
+        params.extend([*NEEDS_A_PERSON, *WAITING])
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

@@ -2,19 +2,33 @@
 
 Each call runs on a short-lived connection of its own in a worker thread, as the
 directory's do; each change and each read of a number is one transaction with its
-audit rows (BEGIN IMMEDIATE: the read and its audit row commit together).
+audit rows (BEGIN IMMEDIATE: the read and its audit row commit together). A number
+replaced by another, or removed, records the change in `resident_changes` in the same
+transaction; a held journal note's release or cancellation changes only a row still
+`held`, of the municipality named, with its audit rows.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alarmhub.core.journal_status import JournalState
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.accounts import ts
-from alarmhub.store.residents import ListAudit, Reseal, ResidentRows, SealedRow
+from alarmhub.store.residents import (
+    JournalRead,
+    ListAudit,
+    Release,
+    Reseal,
+    ResidentRows,
+    SameNumber,
+    SealedRow,
+)
+from alarmhub.store.sealing import Sealed
 from alarmhub.store.sqlite.accounts import append_audit, run, transaction
 from alarmhub.store.sqlite.rows import parse_ts
 
@@ -26,6 +40,27 @@ _UPSERT = (
     "updated_by = excluded.updated_by"
 )
 _ONE = f"SELECT {_COLUMNS} FROM residents WHERE municipality = ? AND resident = ?"
+# The latest change wins, even from a clock behind another's: a note is held, not sent.
+_CHANGED = (
+    "INSERT INTO resident_changes (municipality, resident, changed_at) VALUES (?,?,?) "
+    "ON CONFLICT (municipality, resident) DO UPDATE SET "
+    "changed_at = max(resident_changes.changed_at, excluded.changed_at)"
+)
+_CHANGED_AT = "SELECT changed_at FROM resident_changes WHERE municipality = ? AND resident = ?"
+_RELEASED = (
+    "SELECT release_key_id, release_nonce, release_sealed FROM journal_exports "
+    "WHERE alarm_id = ? AND municipality = ? AND release_sealed IS NOT NULL"
+)
+_RELEASE = (
+    "UPDATE journal_exports SET state = ?, reason = NULL, last_error = NULL, next_at = ?, "
+    "release_key_id = ?, release_nonce = ?, release_sealed = ? "
+    "WHERE alarm_id = ? AND municipality = ? AND state = ?"
+)
+_CANCEL = (
+    "UPDATE journal_exports SET state = ?, reason = ?, last_error = NULL, finished_at = ?, "
+    "next_at = ?, release_key_id = NULL, release_nonce = NULL, release_sealed = NULL "
+    "WHERE alarm_id = ? AND municipality = ? AND state = ?"
+)
 
 
 def _row(r: Sequence[Any]) -> SealedRow:
@@ -34,9 +69,13 @@ def _row(r: Sequence[Any]) -> SealedRow:
     return SealedRow(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), updated, r[6])
 
 
-def _put(conn: sqlite3.Connection, row: SealedRow, audit: Sequence[AuditEntry]) -> bool:
+def _put(
+    conn: sqlite3.Connection, row: SealedRow, audit: Sequence[AuditEntry], same: SameNumber
+) -> bool:
     with transaction(conn):
-        existed = conn.execute(_ONE, (row.municipality, row.resident)).fetchone() is not None
+        old = conn.execute(_ONE, (row.municipality, row.resident)).fetchone()
+        if old is not None and not same(_row(old)):
+            conn.execute(_CHANGED, (row.municipality, row.resident, ts(row.updated_at)))
         conn.execute(
             _UPSERT,
             (
@@ -50,16 +89,88 @@ def _put(conn: sqlite3.Connection, row: SealedRow, audit: Sequence[AuditEntry]) 
             ),
         )
         append_audit(conn, audit)
-    return not existed
+    return old is None
 
 
 def _delete(
-    conn: sqlite3.Connection, municipality: str, resident: str, audit: Sequence[AuditEntry]
+    conn: sqlite3.Connection,
+    municipality: str,
+    resident: str,
+    at: datetime,
+    audit: Sequence[AuditEntry],
 ) -> bool:
     with transaction(conn):
         cur = conn.execute(
             "DELETE FROM residents WHERE municipality = ? AND resident = ?",
             (municipality, resident),
+        )
+        if cur.rowcount:
+            conn.execute(_CHANGED, (municipality, resident, ts(at)))
+            append_audit(conn, audit)
+    return bool(cur.rowcount)
+
+
+def _journal_read(
+    conn: sqlite3.Connection,
+    municipality: str,
+    resident: str,
+    alarm_id: str,
+    audit: Sequence[AuditEntry],
+) -> JournalRead:
+    with transaction(conn):
+        found = conn.execute(_ONE, (municipality, resident)).fetchone()
+        changed = conn.execute(_CHANGED_AT, (municipality, resident)).fetchone()
+        released = conn.execute(_RELEASED, (alarm_id, municipality)).fetchone()
+        if found is not None or released is not None:
+            append_audit(conn, audit)
+    return JournalRead(
+        _row(found) if found is not None else None,
+        parse_ts(changed[0]) if changed is not None else None,
+        Sealed(released[0], bytes(released[1]), bytes(released[2])) if released else None,
+    )
+
+
+def _release(conn: sqlite3.Connection, r: Release, audit: Sequence[AuditEntry]) -> bool:
+    s = r.sealed
+    with transaction(conn):
+        cur = conn.execute(
+            _RELEASE,
+            (
+                JournalState.PENDING.value,
+                ts(r.at),
+                s.key_id,
+                s.nonce,
+                s.sealed,
+                r.alarm_id,
+                r.municipality,
+                JournalState.HELD.value,
+            ),
+        )
+        if cur.rowcount:
+            append_audit(conn, audit)
+    return bool(cur.rowcount)
+
+
+def _cancel(
+    conn: sqlite3.Connection,
+    alarm_id: str,
+    municipality: str,
+    reason: str,
+    at: datetime,
+    audit: Sequence[AuditEntry],
+) -> bool:
+    with transaction(conn):
+        cur = conn.execute(
+            _CANCEL,
+            (
+                JournalState.CANCELLED.value,
+                reason,
+                ts(at),
+                ts(at),
+                alarm_id,
+                municipality,
+                JournalState.HELD.value,
+            ),
         )
         if cur.rowcount:
             append_audit(conn, audit)
@@ -128,13 +239,33 @@ class SqliteResidentRows:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def put_resident(self, row: SealedRow, audit: Sequence[AuditEntry]) -> bool:
-        return await run(self.path, _put, row, audit)
+    async def put_resident(
+        self, row: SealedRow, audit: Sequence[AuditEntry], same: SameNumber
+    ) -> bool:
+        return await run(self.path, _put, row, audit, same)
 
     async def delete_resident(
-        self, municipality: str, resident: str, audit: Sequence[AuditEntry]
+        self, municipality: str, resident: str, at: datetime, audit: Sequence[AuditEntry]
     ) -> bool:
-        return await run(self.path, _delete, municipality, resident, audit)
+        return await run(self.path, _delete, municipality, resident, at, audit)
+
+    async def read_for_journal(
+        self, municipality: str, resident: str, alarm_id: str, audit: Sequence[AuditEntry]
+    ) -> JournalRead:
+        return await run(self.path, _journal_read, municipality, resident, alarm_id, audit)
+
+    async def release_held(self, release: Release, audit: Sequence[AuditEntry]) -> bool:
+        return await run(self.path, _release, release, audit)
+
+    async def cancel_held(
+        self,
+        alarm_id: str,
+        municipality: str,
+        reason: str,
+        at: datetime,
+        audit: Sequence[AuditEntry],
+    ) -> bool:
+        return await run(self.path, _cancel, alarm_id, municipality, reason, at, audit)
 
     async def read_resident(
         self, municipality: str, resident: str, audit: Sequence[AuditEntry]

@@ -357,4 +357,23 @@ MIGRATIONS: list[str] = [
     UPDATE device_credentials SET municipality =
         (SELECT municipality FROM devices WHERE devices.id = device_credentials.device_id);
     """,
+    # 19: issue 17, a pseudonym given to another person while a note waited sent that
+    # note to the other person's journal (the number is read at delivery). When the
+    # number behind each pseudonym last changed (replaced by another number, removed),
+    # kept apart from the register's row so a removal is remembered too; a note whose
+    # alarm is not older than that is held (core/journal/identity.py). And the number
+    # an administrator released a held note for, sealed as the register's are (bound
+    # to the municipality and the alarm), until the note is done. Existing rows: no
+    # change known, nothing held.
+    """
+    CREATE TABLE resident_changes (
+        municipality TEXT NOT NULL,
+        resident TEXT NOT NULL,
+        changed_at TEXT NOT NULL,
+        PRIMARY KEY (municipality, resident)
+    );
+    ALTER TABLE journal_exports ADD COLUMN release_key_id TEXT;
+    ALTER TABLE journal_exports ADD COLUMN release_nonce BLOB;
+    ALTER TABLE journal_exports ADD COLUMN release_sealed BLOB;
+    """,
 ]
