@@ -23,6 +23,7 @@ from alarmhub.web.routes import (
     audit,
     devices,
     health,
+    journal,
     me,
     pages,
     reports,
@@ -74,5 +75,6 @@ def create_app(hub: DaemonPort) -> FastAPI:
         app.include_router(routes.router())
     app.include_router(alarms.choices_router())
     app.include_router(residents.router())
+    app.include_router(journal.router())
     pages.mount_pages(app)
     return app

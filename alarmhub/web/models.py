@@ -146,15 +146,19 @@ class EventOut(BaseModel):
 
 class JournalOut(BaseModel):
     state: JournalState = Field(
-        description="not_applicable, pending, sent, confirmed or refused (docs/journal.md)"
+        description="not_applicable, pending, sent, confirmed, refused, held (the resident's "
+        "national id changed since the alarm: an administrator releases or cancels it) or "
+        "cancelled (docs/journal.md)"
     )
     reason: str | None = Field(
-        None, description='why: "no national id", or the journal\'s reason for a refusal'
+        None,
+        description='why: "no national id", "national id changed since the alarm", the '
+        "journal's reason for a refusal, or a cancellation's",
     )
     created_at: str | None = Field(None, description="when the resolve queued the export")
     sent_at: str | None = Field(None, description="when the journal accepted it (202)")
     finished_at: str | None = Field(
-        None, description="when it was confirmed, refused or found not applicable"
+        None, description="when it was confirmed, refused, cancelled or found not applicable"
     )
     attempts: int = Field(0, description="requests made so far (sends and failed tries)")
     last_error: str | None = Field(
@@ -301,6 +305,22 @@ class ResidentIn(_In):
             "month + 80, are accepted); never echoed back",
         ),
     ]
+
+
+class JournalReleaseIn(_In):
+    national_id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=32,
+            description="the 11-digit number the held note goes with (checked as the "
+            "register's are); never echoed back",
+        ),
+    ]
+
+
+class JournalCancelIn(_In):
+    reason: Annotated[str | None, Field(max_length=200, description="shown on the alarm")] = None
 
 
 class ResidentOut(BaseModel):

@@ -30,7 +30,7 @@ from tests.support.api_harness import Stack, stack
 from tests.support.helpers import REPO, db_rows
 from tests.support.helseid_server import HelseIdServer, ResourceGuard, registered_client
 from tests.support.journal_server import JournalServer
-from tests.support.national_ids import KARI
+from tests.support.national_ids import KARI, OLA
 
 pytestmark = pytest.mark.broker
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # base64 of bytes 0..31
@@ -247,3 +247,101 @@ async def test_export_only_where_a_client_is_and_a_reload_cannot_unmap_its_kinds
         assert s.hub.reload_rules() is True  # a complete file is taken
     assert journal.posts == []
     assert helseid.log.issued == []
+
+
+async def held_after_a_swap(s: Stack, journal: JournalServer) -> str:
+    """Kari's (r-17) alarm answered with the journal down; r-17 given to Ola meanwhile;
+    the journal back: the note is shown held, and nothing reached the journal."""
+    await journal.stop()
+    async with s.client("op0301") as c:
+        alarm = await answered(s, c)  # r-17 is Kari's, registered before the press
+        await failing_with(c, alarm, "ConnectError")
+    async with s.client("madm0301") as admin:
+        r = await admin.put(
+            "/api/v1/residents/r-17", json={"municipality": "0301", "national_id": OLA}
+        )
+        assert r.status_code == 200, r.text  # replaced: r-17 is Ola now
+    await journal.start()
+    async with s.client("op0301") as c:
+        shown = await journal_state(c, alarm, "held")
+    assert shown["reason"] == "national id changed since the alarm"
+    assert shown["finished_at"] is None
+    assert journal.posts == []
+    return alarm
+
+
+async def test_a_note_held_for_a_changed_number_is_released_by_its_municipality_only(
+    tmp_path: Path,
+    broker: LocalBroker,
+    client_id: str,
+    helseid: HelseIdServer,
+    journal: JournalServer,
+) -> None:
+    """The note of an alarm whose pseudonym was given to another person went to that
+    person's journal. Held now; Oslo's administrator releases it naming Kari's number;
+    Bergen's cannot touch it, an operator may not, a second release finds nothing held."""
+    conf = settings(tmp_path, helseid, journal)
+    async with stack(tmp_path, broker, client_id, alarms=False, settings=conf) as s:
+        alarm = await held_after_a_swap(s, journal)
+        release, cancel = (f"/api/v1/alarms/{alarm}/journal/{v}" for v in ("release", "cancel"))
+        async with s.client("madm4601") as bergen:
+            for path in (release, cancel):
+                r = await bergen.post(path, json={"national_id": OLA} if path == release else {})
+                assert r.status_code == 404, r.text
+        async with s.client("op0301") as c:
+            r = await c.post(release, json={"national_id": KARI})
+            assert r.status_code == 403, r.text
+        async with s.client("madm0301") as admin:
+            r = await admin.post(release, json={"national_id": KARI[:-1] + "0"})
+            assert r.status_code == 422, r.text
+            assert KARI[6:-1] not in r.text  # a wrong number is not echoed
+            r = await admin.post(release, json={"national_id": KARI})
+            assert r.status_code == 200, r.text
+            assert r.json()["state"] == "pending"
+            assert KARI[6:] not in r.text
+            r = await admin.post(release, json={"national_id": KARI})
+            assert r.status_code == 409, r.text
+            assert r.json()["error"]["code"] == "journal_not_held"
+        async with s.client("op0301") as c:
+            await journal_state(c, alarm, "confirmed")
+        assert list(journal.note_count().values()) == [1]
+        [note] = journal.notes.values()
+        assert note.bundle["entry"][3]["resource"]["identifier"][0]["value"] == KARI  # type: ignore[index]
+        audit = "SELECT actor, municipality, alarm_id, detail FROM audit WHERE action = ?"
+        [(actor, municipality, alarm_id, detail)] = db_rows(s.db, audit, ("journal.released",))
+        assert (actor, municipality, alarm_id) == ("madm0301", "0301", alarm)
+        assert KARI[6:] not in detail
+        assert s.hub.metrics.journal_holds._value.get() == 1
+        async with httpx.AsyncClient() as h:
+            text = (await h.get(f"{s.base}/metrics")).text
+        assert "alarmhub_journal_holds_total 1.0" in text
+        assert "alarmhub_journal_held 0.0" in text
+
+
+async def test_a_held_note_cancelled_is_never_sent(
+    tmp_path: Path,
+    broker: LocalBroker,
+    client_id: str,
+    helseid: HelseIdServer,
+    journal: JournalServer,
+) -> None:
+    conf = settings(tmp_path, helseid, journal)
+    async with stack(tmp_path, broker, client_id, alarms=False, settings=conf) as s:
+        alarm = await held_after_a_swap(s, journal)
+        async with httpx.AsyncClient() as h:
+            text = (await h.get(f"{s.base}/metrics")).text
+        assert "alarmhub_journal_held 1.0" in text  # AlarmhubJournalHeld fires on it
+        async with s.client("madm0301") as admin:
+            r = await admin.post(
+                f"/api/v1/alarms/{alarm}/journal/cancel", json={"reason": "Kari flyttet"}
+            )
+            assert r.status_code == 200, r.text
+            assert (r.json()["state"], r.json()["reason"]) == ("cancelled", "Kari flyttet")
+            r = await admin.post(f"/api/v1/alarms/{alarm}/journal/cancel")
+            assert r.status_code == 409, r.text
+        async with s.client("op0301") as c:
+            shown = await journal_state(c, alarm, "cancelled")
+        assert shown["finished_at"] is not None
+        assert journal.posts == []
+        audit = "SELECT actor, alarm_id FROM audit WHERE action = ?"
+        assert db_rows(s.db, audit, ("journal.cancelled",)) == [("madm0301", alarm)]

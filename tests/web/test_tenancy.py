@@ -20,6 +20,7 @@ from alarmhub.store.sqlite.tenancy import scope_where
 from alarmhub.web.paging import encode_device_cursor
 from tests.support.api_harness import BERGEN_LABEL, stack
 from tests.support.helpers import async_wait_until, db_count, db_rows, native
+from tests.support.national_ids import KARI
 
 pytestmark = pytest.mark.broker
 
@@ -94,6 +95,15 @@ async def test_oslo_roles_never_see_or_touch_bergen(
             ],
             ("POST", f"/api/v1/alarms/{brg_alarm}/resolve", {"outcome": "x"}, None, set()),
             ("POST", f"/api/v1/alarms/{brg_alarm}/notes", {"note": "x"}, None, set()),
+            # A held journal note (issue 17): released or cancelled by its municipality only.
+            (
+                "POST",
+                f"/api/v1/alarms/{brg_alarm}/journal/release",
+                {"national_id": KARI},
+                None,
+                set(),
+            ),
+            ("POST", f"/api/v1/alarms/{brg_alarm}/journal/cancel", None, None, set()),
             ("GET", "/api/v1/devices", None, None, {200}),
             ("GET", "/api/v1/devices?municipality=4601&include_inactive=true", None, None, {200}),
             # Pages (issue 13 item 3): a cursor naming Bergen's device only says where to

@@ -28,6 +28,9 @@ from playwright.async_api import async_playwright
 
 from alarmhub.app import AlarmHub
 from alarmhub.clock import SystemClock
+from alarmhub.core.actions import Action
+from alarmhub.core.model import Alarm
+from alarmhub.core.national_id import NationalId, parse_national_id
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.helpers import (
     REPO,
@@ -40,7 +43,7 @@ from tests.support.helpers import (
 )
 from tests.support.helseid_server import HelseIdServer, registered_client
 from tests.support.journal_server import JournalServer
-from tests.support.national_ids import KARI
+from tests.support.national_ids import KARI, OLA
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -462,4 +465,80 @@ async def test_admin_registers_a_number_and_the_operator_resolves_with_cause_and
         db, "SELECT outcome, cause, cause_text, action_taken FROM alarms WHERE device_id = 'fall-1'"
     )
     assert stored == [("helped", "fall_injured", "hoften", "ambulance")]
+    assert problems == []
+
+
+async def test_a_held_journal_note_is_shown_on_the_alarm_detail(
+    tmp_path: Path, broker: LocalBroker, client_id: str, database: str
+) -> None:
+    """Issue 17: the number behind r-17 replaced while the fall's note waited for the
+    journal (down): the detail says the note is held, why, and who decides it."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: `apt-get install chromium chromium-driver`")
+    db = Path(database.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE devices SET resident = 'r-17' WHERE id = 'fall-1'")
+    pub = Publisher(broker.port)
+    problems: list[str] = []
+    helseid = HelseIdServer(SystemClock().now)
+    journal = JournalServer()
+    journal.guard_with(helseid.guard())
+    await journal.start()
+    await journal.stop()  # its address known, nobody answering
+    settings = hub_settings(
+        tmp_path,
+        broker.url,
+        client_id,
+        resident_key=base64.b64encode(bytes(range(32))).decode(),
+        journal_url=journal.url,
+        journal_helseid={"0301": registered_client(helseid, tmp_path, "0301")},
+        journal_organisation_name="Responssenteret i Oslo",
+        journal_organisation_number="974778807",
+        journal_poll_s=0.05,
+        journal_retry_base_s=0.05,
+        journal_retry_max_s=0.2,
+    )
+    try:
+        async with AlarmHub(settings) as hub, async_playwright() as pw:
+            assert hub.ingest is not None
+            assert await hub.ingest.wait_connected(5)
+            kari, ola = parse_national_id(KARI), parse_national_id(OLA)
+            assert isinstance(kari, NationalId)
+            assert isinstance(ola, NationalId)
+            await hub.residents.set_national_id("0301", "r-17", kari, "anne", [])
+            await asyncio.to_thread(pub.publish, *native("fall-1", "f1", "fall.detected"))
+            raised = "SELECT id FROM alarms WHERE device_id = 'fall-1'"
+            assert await async_wait_until(lambda: bool(db_rows(db, raised)), 15)
+            [(alarm_id,)] = db_rows(db, raised)
+            done = await hub.act(alarm_id, Action.RESOLVE, "kari", outcome="helped", audit=[])
+            assert isinstance(done, Alarm), done
+            waiting = "SELECT 1 FROM journal_exports WHERE last_error IS NOT NULL"
+            assert await async_wait_until(lambda: bool(db_rows(db, waiting)), 15)
+            await hub.residents.set_national_id("0301", "r-17", ola, "anne", [])  # r-17 given on
+            await journal.start()
+            held = "SELECT 1 FROM journal_exports WHERE state = 'held'"
+            assert await async_wait_until(lambda: bool(db_rows(db, held)), 15)
+            assert journal.posts == []
+            base = f"http://127.0.0.1:{hub.http_port}"
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            context = await browser.new_context(
+                viewport={"width": 1280, "height": 720}, locale="nb-NO"
+            )
+            page = await context.new_page()
+            page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+            await login(page, base, "kari")
+            await page.goto(f"{base}/alarms/{alarm_id}")
+            shown = page.locator("#summary [data-journal-state='held']")
+            await shown.wait_for(timeout=5000)
+            text = await shown.inner_text()
+            assert "Holdt tilbake (national id changed since the alarm)" in text
+            assert "En kommuneadministrator frigir notatet" in text
+            assert OLA[6:] not in await page.content()
+            await browser.close()
+    finally:
+        pub.close()
+        await journal.stop()
+        helseid.close()
     assert problems == []

@@ -115,13 +115,13 @@ async def get_alarm(ctx: Ctx, scope: ReadAlarms, alarm: AlarmInScope, audit: Aud
             "device": device,
             "recent_events": events,
             "national_id_masked": masked,
-            "journal": await _journal(ctx, alarm, masked is not None),
+            "journal": await journal_of(ctx, alarm, has_number=masked is not None),
             "scaip": _scaip(ctx, alarm, device, events, entries),
         }
     )
 
 
-async def _journal(ctx: Ctx, alarm: Alarm, has_number: bool) -> dict[str, str | int | None]:
+async def journal_of(ctx: Ctx, alarm: Alarm, *, has_number: bool) -> dict[str, str | int | None]:
     """The alarm's journal export as its row says (issue 17), else why there is none."""
     found = await ctx.hub.journal_outbox.journal_exports([alarm.id])
     if not found:

@@ -96,7 +96,8 @@ function choiceText(alarm, field, labelField, free) {
 }
 
 /** The journal export: its state and reason, then when it was queued, sent and finished,
- *  and while it is retried, how many attempts and the last one's error. */
+ *  and while it is retried, how many attempts and the last one's error. A held note
+ *  says who decides it: it is sent to nobody until then. */
 function journalText(journal) {
   const state = t(`journal.${journal.state}`);
   const box = el("span");
@@ -107,6 +108,7 @@ function journalText(journal) {
     journal.sent_at && `${t("journal.sentAt")} ${dateTime(journal.sent_at)}`,
     journal.finished_at && `${t("journal.finishedAt")} ${dateTime(journal.finished_at)}`,
     journal.last_error && t("journal.retrying", { attempts: journal.attempts, error: journal.last_error }),
+    journal.state === "held" && t("journal.heldHint"),
   ];
   for (const line of lines.filter(Boolean)) box.append(el("div", line, "hint"));
   return box;
