@@ -51,7 +51,15 @@ export async function request(method, url, body = undefined, contentType = "appl
     toLogin();
     return { ok: false, status: 401, data: null, error: { code: "unauthenticated", message: "" } };
   }
-  const data = await readBody(response);
+  let data;
+  try {
+    data = await readBody(response);
+  } catch (err) {
+    // The connection broke after the head, in the body: as much a network fault as no
+    // answer at all, and returned as one. Thrown, it ended the caller mid-way (the
+    // queue's reload, leaving the page frozen while it still said "Live").
+    return { ok: false, status: 0, data: null, error: { code: "network", message: String(err) } };
+  }
   const headers_ = response.headers; // e.g. a list's next page: X-Next-Cursor
   if (response.ok) return { ok: true, status: response.status, data, error: null, headers: headers_ };
   return { ok: false, status: response.status, data, error: errorOf(data, response), headers: headers_ };

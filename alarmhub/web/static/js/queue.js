@@ -4,6 +4,7 @@
 import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
 import { get, getAll, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
+import { connectionView } from "./connection.js";
 import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipalityText, priorityBadge, priorityText, shortDuration } from "./format.js";
 import { t } from "./i18n.js";
 import { openStream } from "./live.js";
@@ -19,10 +20,14 @@ const state = {
   loaded: false,
   loading: false,
   buffer: [], // live changes that arrived while a snapshot was being read
+  again: false, // a read was asked for while one ran: run another after it
+  readOk: true, // the last read of the queue succeeded
   sla: readSla(),
   labels: new Map(), // device id -> label
   fresh: new Set(), // ids that just arrived live: their rows flash once
 };
+
+let connection = null; // the badge and banner (connection.js), made in main()
 
 const tbody = document.querySelector("#queue tbody");
 const emptyRow = document.getElementById("queue-empty");
@@ -43,31 +48,79 @@ function readSla() {
 /**
  * Read the queue afresh. Live changes arriving meanwhile are buffered and replayed on
  * top: each alarm ends at its latest change, whether that came before or after the read.
+ *
+ * Whatever goes wrong, the page goes on: a failed read is shown (the banner), keeps the
+ * list it had with the changes that came meanwhile, and is tried again soon, backing
+ * off; a read asked for while one runs (a `resync` during the reconcile) runs after it.
+ * A read that threw once left `loading` set for good: every later change was buffered
+ * and never shown, and no read ever ran again, under a badge that still said "Live".
  */
 async function reload() {
-  if (state.loading) return;
+  if (state.loading) {
+    state.again = true;
+    return null;
+  }
   state.loading = true;
   state.buffer = [];
+  let result;
+  try {
+    result = await readQueue();
+  } catch (err) {
+    result = { ok: false, message: String(err) };
+  }
+  state.loading = false;
+  if (result.ok) {
+    takeSnapshot(result.alarms);
+  } else {
+    if (state.readOk) toast(t("error.generic", { message: result.message }), true);
+    // What came while reading is newer than the list kept: show it rather than drop it.
+    if (state.loaded) for (const alarm of state.buffer.splice(0)) apply(alarm, true);
+    render();
+  }
+  state.readOk = result.ok;
+  connection.read(result.ok);
+  retryRead(result.ok);
+  if (state.again) {
+    state.again = false;
+    return reload();
+  }
+  return result.seq ?? null;
+}
+
+async function readQueue() {
   const [open, acked] = await Promise.all([
     getAll("/api/v1/alarms?state=open&limit=500"),
     getAll("/api/v1/alarms?state=acknowledged&limit=500"),
   ]);
-  state.loading = false;
-  if (!open.ok || !acked.ok) {
-    toast(t("error.generic", { message: (open.error ?? acked.error).message }), true);
-    setConnection("stale");
-    return null;
-  }
+  if (!open.ok || !acked.ok) return { ok: false, message: (open.ok ? acked : open).error.message };
+  const seqs = [open.seq, acked.seq].filter((n) => n != null);
+  return { ok: true, alarms: [...open.data, ...acked.data], seq: seqs.length ? Math.min(...seqs) : null };
+}
+
+function takeSnapshot(alarms) {
   const before = state.alarms;
-  state.alarms = new Map([...open.data, ...acked.data].map((a) => [a.id, a]));
+  state.alarms = new Map(alarms.map((a) => [a.id, a]));
   const firstLoad = !state.loaded;
   state.loaded = true;
   for (const alarm of state.buffer.splice(0)) apply(alarm, false);
   if (!firstLoad && [...state.alarms.values()].some((a) => isNewCritical(before.get(a.id), a))) alert();
-  await learnLabels();
   render();
-  const seqs = [open.seq, acked.seq].filter((n) => n != null);
-  return seqs.length ? Math.min(...seqs) : null;
+  learnLabels();
+}
+
+const READ_RETRY_MIN_MS = 2000;
+const READ_RETRY_MAX_MS = 30_000;
+let readRetry = { timer: null, ms: READ_RETRY_MIN_MS };
+
+/** After a failed read, the next in 2 s, 4 s, … at most 30 s; after a good one, none. */
+function retryRead(ok) {
+  clearTimeout(readRetry.timer);
+  if (ok) {
+    readRetry = { timer: null, ms: READ_RETRY_MIN_MS };
+    return;
+  }
+  readRetry.timer = setTimeout(reload, readRetry.ms);
+  readRetry.ms = Math.min(readRetry.ms * 2, READ_RETRY_MAX_MS);
 }
 
 /** One live change: update, add or (when resolved) remove the alarm. */
@@ -149,7 +202,7 @@ function render() {
   }
   // Appending in order moves existing rows into place: one DOM node per alarm, kept by id.
   for (const alarm of list) tbody.append(renderRow(alarm));
-  emptyRow.hidden = list.length > 0;
+  emptyRow.hidden = list.length > 0 || !state.loaded; // never "no alarms" before a read succeeded
   tick();
   if (focusWasInTable) focusSelected();
   document.getElementById("counts").textContent = t("queue.counts", {
@@ -210,7 +263,9 @@ function tick() {
     row.querySelector(".age").textContent = duration(ageSeconds(alarm, now));
     markOverdue(row, isOverdue(alarm, now, state.sla), state.sla[alarm.priority]);
   }
-  document.title = tabTitle([...state.alarms.values()]);
+  const title = tabTitle([...state.alarms.values()]);
+  // Seen from another tab too: a page that is not live says so in its title.
+  document.title = connection && !connection.live ? `${t("conn.title")} – ${title}` : title;
 }
 
 function markOverdue(row, overdue, target) {
@@ -287,13 +342,7 @@ function onKey(event) {
   event.preventDefault();
 }
 
-// --- connection and sound state --------------------------------------------------
-
-function setConnection(value) {
-  const badge = document.getElementById("conn");
-  badge.dataset.state = value;
-  badge.textContent = t(`conn.${value}`);
-}
+// --- sound state ---------------------------------------------------------------------
 
 function showSoundState() {
   document.getElementById("sound").hidden = soundReady();
@@ -305,9 +354,9 @@ async function main() {
   document.addEventListener("pointerdown", () => unlockSound().then(showSoundState), { once: false });
   document.getElementById("sound").addEventListener("click", () => unlockSound().then(showSoundState));
   showSoundState();
-  setConnection("connecting");
+  connection = connectionView(tick);
   const seq = await reload();
-  openStream({ alarm: onChange, resync: reload, status: setConnection }, seq);
+  openStream({ alarm: onChange, resync: reload, status: connection.stream }, seq);
   setInterval(tick, 1000);
   setInterval(reload, RECONCILE_MS);
   showSilences();
