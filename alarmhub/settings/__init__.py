@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # Seconds between an open live stream's re-checks of its caller: a disabled user,
     # revoked or expired token or ended session loses the stream within this (<= 30 s).
     stream_recheck_s: float = Field(default=30.0, gt=0, le=30)
+    # Seconds of quiet after which an open live stream sends `event: ping`: a page that
+    # hears nothing for about twice this knows its stream is dead, whatever TCP says.
+    stream_ping_s: float = Field(default=15.0, ge=0.5, le=60)
     # Unset: the rules alarmhub ships with (alarmhub.builtin), wherever it runs from.
     rules: Path = Field(default_factory=builtin.rules_file)
     devices_dir: Path | None = None

@@ -8,11 +8,20 @@ and its acks. Here a change is encoded once (`LiveChange.wire`) and every stream
 the same bytes; what a stream finds queued when it wakes is sent as one write;
 and the keep-alive is the timeout of the one wait for the next changes.
 
-What clients see is what FastAPI sent (tests/web/test_sse_wire.py holds it to
-FastAPI's own encoder): the opening comment with `retry:`, each event as
-`event:`, `data:` (the JSON on one line, as `json.dumps` writes it), `id:`,
-and `: ping` after `PING_INTERVAL_S` with nothing sent. Several events in one
-write are the same bytes as the same events written one by one.
+What clients see is what FastAPI's encoder writes for the same events
+(tests/web/test_sse_wire.py holds it to it): the opening comment with `retry:`,
+each event as `event:`, `data:` (the JSON on one line, as `json.dumps` writes
+it), `id:`. Several events in one write are the same bytes as the same events
+written one by one.
+
+The keep-alive is an event, `event: ping` with `{"every_s": N}`, at the start and
+after every `ping_s` seconds with nothing sent, where FastAPI sends a comment.
+A browser's EventSource never shows comments to the page, so with one a page
+could not tell a quiet stream from a dead one: a connection whose peer vanished
+(a NAT entry dropped, an instance's machine gone, a proxy that lost it) stays
+open for the browser, and the page said "Live" while nothing arrived. Hearing
+no event for about twice `every_s`, the page knows (static/js/live.js). It has
+no `id:`, so a reconnect's `Last-Event-ID` still names the last change.
 
 An open stream also re-checks its caller, so a lock-out reaches it too (issue 13
 #6): every other request is authenticated as it arrives, but a stream is one
@@ -31,9 +40,8 @@ from typing import Any
 
 from alarmhub.web.ports import LiveChange, LiveFeed
 
-# FastAPI's interval (`fastapi.sse._PING_INTERVAL`), kept so proxies see the same traffic.
+# FastAPI's interval (`fastapi.sse._PING_INTERVAL`): the default of `stream_ping_s`.
 PING_INTERVAL_S = 15.0
-KEEPALIVE = b": ping\n\n"
 # How FastAPI documents one event of a server-sent-events route (`fastapi.sse`):
 # the route keeps the OpenAPI description it had when FastAPI streamed it.
 SSE_EVENT_SCHEMA: dict[str, Any] = {
@@ -50,9 +58,15 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
 CHUNK_MAX = 100
 
 
-def opening(retry_ms: int) -> bytes:
-    """The first bytes of every stream: a comment, and how long to wait before reconnecting."""
-    return f": alarmhub live\nretry: {retry_ms}\n\n".encode()
+def opening(retry_ms: int, ping_s: float = PING_INTERVAL_S) -> bytes:
+    """The first bytes of every stream: a comment, how long to wait before reconnecting,
+    and a first ping, so the page knows at once how often to expect one."""
+    return f": alarmhub live\nretry: {retry_ms}\n\n".encode() + ping(ping_s)
+
+
+def ping(every_s: float) -> bytes:
+    """The keep-alive: an event a page can see, saying when to expect the next one."""
+    return f"event: ping\ndata: {json.dumps({'every_s': every_s})}\n\n".encode()
 
 
 def event_bytes(change: LiveChange) -> bytes:
@@ -76,15 +90,18 @@ async def event_stream(
     allows: Callable[[str | None], bool],
     recheck: Recheck,
     retry_ms: int,
+    ping_s: float = PING_INTERVAL_S,
 ) -> AsyncIterator[bytes]:
-    """The stream's body: the opening, then the changes `allows` lets through, as bytes.
+    """The stream's body: the opening, then the changes `allows` lets through, as bytes,
+    and a ping after every `ping_s` seconds with nothing sent.
 
     Ends when the listener is cut off for not reading, or when the re-check says no.
     The listener is registered while this generator runs, and only then.
     """
     loop = asyncio.get_running_loop()
-    yield opening(retry_ms)
-    ping_at = loop.time() + PING_INTERVAL_S
+    yield opening(retry_ms, ping_s)
+    keepalive = ping(ping_s)
+    ping_at = loop.time() + ping_s
     with live.listening(last_seq, peer) as listener:
         while not listener.ended:
             check_in = recheck.seconds_left()
@@ -99,10 +116,10 @@ async def event_stream(
             )
             if chunk:
                 yield chunk
-                ping_at = loop.time() + PING_INTERVAL_S
+                ping_at = loop.time() + ping_s
             elif not batch and loop.time() >= ping_at:
-                yield KEEPALIVE
-                ping_at = loop.time() + PING_INTERVAL_S
+                yield keepalive
+                ping_at = loop.time() + ping_s
             # Read the clocks after the yield: the client may have taken a while over it.
             waited_out = not batch and loop.time() >= now + check_in
             if (waited_out or recheck.due()) and not await recheck.allowed():

@@ -122,7 +122,7 @@ class OperatorPage:
 
     async def wait_shown(self, what: str) -> None:
         await self.page.wait_for_function(
-            "w => window.__shown.includes(w)", arg=what, timeout=CEILING_MS
+            "w => (window.__shown ?? []).includes(w)", arg=what, timeout=CEILING_MS
         )
 
 

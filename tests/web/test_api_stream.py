@@ -18,7 +18,7 @@ pytestmark = pytest.mark.broker
 
 
 async def next_event(lines: Any, device: str | None = None, timeout: float = 10) -> dict[str, Any]:
-    """The next `alarm`/`resync` event (optionally of one device), parsed."""
+    """The next `alarm`/`resync` event (optionally of one device), parsed; pings are skipped."""
 
     async def read() -> dict[str, Any]:
         event: dict[str, Any] = {}
@@ -26,7 +26,7 @@ async def next_event(lines: Any, device: str | None = None, timeout: float = 10)
             if line.startswith(":"):
                 continue
             if line == "":
-                if "event" in event and (
+                if event.get("event") in ("alarm", "resync") and (
                     device is None or event.get("data", {}).get("device_id") == device
                 ):
                     return event

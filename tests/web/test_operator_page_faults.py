@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from alarmhub.dev.mosquitto import LocalBroker
-from tests.support.helpers import async_wait_until
+from tests.support.helpers import async_wait_until, native
 from tests.support.operator_page import CEILING_MS, operator_page
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
@@ -39,4 +39,65 @@ async def test_a_queue_read_cut_mid_answer_is_shown_and_retried_not_frozen(
         await op.row("fall-1").wait_for(timeout=CEILING_MS)
         await op.page.wait_for_selector("#offline", state="hidden", timeout=CEILING_MS)
         assert await op.conn_state() == "live"
+        assert op.problems == []
+
+
+async def test_a_stream_gone_silent_is_said_replaced_and_the_alarm_raised_meanwhile_shown(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The stream's connection stays open but nothing comes through it any more (a NAT
+    entry or a proxy that lost it, an instance's machine gone): the browser cannot tell.
+    The badge said "Direkte" while a P1 fall raised meanwhile waited for the page's
+    once-a-minute reload (61 s here, past the fall's 60 s target). With pings every
+    second, the page must give up on the stream after its silence, say so, open
+    another and read the queue again."""
+    async with operator_page(tmp_path, broker, client_id, stream_ping_s=1) as op:
+        await op.record_connection()
+        assert op.proxy.silence(b"/api/v1/alarms/stream") == 1
+        await op.raise_alarm("fall-1", "f1", "fall.detected")
+        await op.wait_shown("banner:stale")
+        await op.row("fall-1").wait_for(timeout=CEILING_MS)
+        await op.page.wait_for_selector("#offline", state="hidden", timeout=CEILING_MS)
+        assert await op.conn_state() == "live"
+        assert "⚠" in await op.page.title()
+        assert op.problems == []
+
+
+async def test_a_restart_behind_a_proxy_answering_502_is_ridden_out_on_the_same_page(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """alarmhub restarts behind a reverse proxy, which answers 502 meanwhile. A stream
+    refused with a status is given up by the browser for good; the page reloaded itself
+    then, got the proxy's bare "502 Bad Gateway" page, and stayed on it after alarmhub
+    was back: no queue, no sound, no title, for good. The page must stay, say it is not
+    live, keep trying, and show the fall pressed while alarmhub was down."""
+    async with operator_page(tmp_path, broker, client_id) as op:
+        await op.page.evaluate("window.__samePage = true")  # a reload would wipe it
+        await op.record_connection()
+        op.proxy.bad_gateway = True
+        await op.stop_hub()
+        await op.wait_shown("banner:stale")
+        assert await async_wait_until(lambda: op.proxy.bad_gateways >= 2, 30)
+        op.pub.publish(*native("fall-1", "f1", "fall.detected"))  # stored once it is back
+        await op.start_hub()
+        await op.row("fall-1").wait_for(timeout=CEILING_MS)
+        await op.page.wait_for_selector("#offline", state="hidden", timeout=CEILING_MS)
+        assert await op.page.evaluate("window.__samePage === true"), "the page was reloaded"
+        assert await op.conn_state() == "live"
+        assert op.problems == []
+
+
+async def test_logged_out_in_another_tab_the_page_goes_to_the_login_form(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The session ends elsewhere (another tab logs out): the open stream is ended at
+    its next re-check, and the page must not sit on a dead stream looking alive; it
+    goes to the login form. (The old page did too, by reloading itself; this holds the
+    new reconnecting to it.)"""
+    async with operator_page(tmp_path, broker, client_id, stream_recheck_s=0.5) as op:
+        other = await op.page.context.new_page()
+        await other.goto(f"{op.base}/")
+        await other.click("#logout")
+        await other.wait_for_url("**/login")
+        await op.page.wait_for_url(lambda url: "/login" in url, timeout=CEILING_MS)
         assert op.problems == []

@@ -91,6 +91,7 @@ async def test_the_bytes_are_fastapis_for_the_opening_an_alarm_and_a_resync() ->
     theirs = await fastapi_bytes(
         [
             ServerSentEvent(comment="alarmhub live", retry=3000),
+            ServerSentEvent(event="ping", data={"every_s": 15.0}),
             ServerSentEvent(event="resync", id=str(change.seq), data={}),
             ServerSentEvent(event="alarm", id=str(change.seq + 1), data=ALARM),
         ]
@@ -136,15 +137,20 @@ async def test_each_stream_sees_only_its_scope_while_sharing_one_encoding() -> N
     assert live.listeners == 0
 
 
-async def test_an_idle_stream_gets_fastapis_keepalive(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert sse.PING_INTERVAL_S == fastapi.sse._PING_INTERVAL  # the same cadence
-    assert sse.KEEPALIVE == fastapi.sse.KEEPALIVE_COMMENT
-    monkeypatch.setattr(sse, "PING_INTERVAL_S", 0.01)
+async def test_an_idle_stream_pings_with_an_event_a_page_can_see() -> None:
+    """FastAPI keeps a stream alive with a comment, which EventSource never shows a page:
+    a dead stream looked like a quiet one. Ours is an event, at the start and after every
+    `ping_s` of quiet, in FastAPI's bytes for that event, with no `id:` (a reconnect's
+    Last-Event-ID still names the last change)."""
+    assert sse.PING_INTERVAL_S == fastapi.sse._PING_INTERVAL  # the same default cadence
     live = Broadcaster()
-    body = event_stream(live, None, "", lambda _m: True, never_locked_out(), 3000)
-    await anext(body)
-    assert await anext(body) == sse.KEEPALIVE
-    assert await anext(body) == sse.KEEPALIVE
+    body = event_stream(live, None, "", lambda _m: True, never_locked_out(), 3000, 0.01)
+    first = await anext(body)
+    theirs = await fastapi_bytes([ServerSentEvent(event="ping", data={"every_s": 0.01})])
+    assert first.endswith(theirs)
+    assert await anext(body) == theirs
+    assert await anext(body) == theirs
+    assert parse(theirs) == [{"event": "ping", "data": '{"every_s": 0.01}'}]
     await body.aclose()  # type: ignore[attr-defined]
 
 
@@ -164,7 +170,7 @@ def test_the_route_is_documented_as_fastapi_documents_a_stream_of_events() -> No
         as_before,
         response_class=EventSourceResponse,
         responses={
-            200: {"description": "Server-sent events: `alarm` and `resync`"},
+            200: {"description": "Server-sent events: `alarm`, `resync` and `ping`"},
             **responses(429),
         },
     )

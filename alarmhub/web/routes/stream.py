@@ -81,6 +81,8 @@ async def stream(
     `id:` is the change's sequence number; reconnect with `Last-Event-ID`
     (browsers do this by themselves) to receive what was missed. After an
     `event: resync` the client must reload the list: the gap is too old.
+    `event: ping` (`{"every_s": N}`) comes at the start and after every N seconds
+    with nothing else sent: a client hearing nothing for longer has a dead stream.
     At most `max_streams_per_user` streams per user, `max_streams_per_municipality`
     per municipality the caller may see and `max_streams` in all are open at once;
     beyond any of them, 429 with Retry-After.
@@ -96,7 +98,9 @@ async def stream(
     recheck = Recheck(
         lambda: still_authenticated(request), hub.settings.stream_recheck_s, hub.clock.monotonic
     )
-    body = event_stream(live, last, peer, scope.allows, recheck, STREAM_RETRY_MS)
+    body = event_stream(
+        live, last, peer, scope.allows, recheck, STREAM_RETRY_MS, hub.settings.stream_ping_s
+    )
     response = EventStreamResponse(body)
     response.headers.update(SSE_HEADERS)  # after Content-Type, in FastAPI's order
     return response
@@ -118,7 +122,7 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
     return {
         200: {
-            "description": "Server-sent events: `alarm` and `resync`",
+            "description": "Server-sent events: `alarm`, `resync` and `ping`",
             "content": {EVENT_STREAM: {"itemSchema": SSE_EVENT_SCHEMA}},
         },
         **errors,

@@ -3,19 +3,30 @@
 import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
 import { get, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
+import { connectionView } from "./connection.js";
 import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipalityText, priorityBadge, shortDuration } from "./format.js";
 import { t } from "./i18n.js";
 import { openStream } from "./live.js";
 
 const alarmId = decodeURIComponent(location.pathname.split("/").pop());
+const RETRY_MS = 5000;
 let current = null;
+let connection = null; // the banner (connection.js; this page has no badge), made in main()
+let retryTimer = null;
 
+/**
+ * Read the alarm again. A failed read keeps what is shown, says so (the banner: a
+ * colleague's acknowledgement may be missing) and is tried again; a 404 is final.
+ */
 async function load() {
+  clearTimeout(retryTimer);
   const res = await get(`/api/v1/alarms/${encodeURIComponent(alarmId)}`);
   const box = document.getElementById("load-error");
+  connection?.read(res.ok || res.status === 404);
   if (!res.ok) {
     box.textContent = res.status === 404 ? t("error.notfound") : t("error.generic", { message: res.error.message });
     box.hidden = false;
+    if (res.status !== 404) retryTimer = setTimeout(load, RETRY_MS);
     return;
   }
   box.hidden = true;
@@ -280,12 +291,15 @@ function onKey(event) {
 async function main() {
   await startPage();
   document.addEventListener("keydown", onKey);
+  connection = connectionView();
   await load();
   document.getElementById("title").focus();
+  // The detail follows the alarm live too: a colleague's acknowledgement or resolution
+  // shows here, and a stream that is not live shows the same banner as the queue.
   openStream({
     alarm: (a) => { if (a.id === alarmId) load(); },
     resync: load,
-    status: () => {},
+    status: connection.stream,
   });
   // The "waited" figure ticks while nobody has acknowledged.
   setInterval(() => { if (current && !current.acknowledged_at) renderSummary(current); }, 1000);
