@@ -126,8 +126,10 @@ class OperatorPage:
         )
 
 
-def _seed(db_url: str, db: Path, tmp_path: Path) -> dict[str, str]:
-    register_devices(db_url, DEVICES, tmp_path)
+def _seed(
+    db_url: str, db: Path, tmp_path: Path, devices: list[tuple[str, str, str]]
+) -> dict[str, str]:
+    register_devices(db_url, DEVICES + devices, tmp_path)
     now = SystemClock().now()
     tokens: dict[str, str] = {}
     with accounts.connect(db) as conn:
@@ -153,14 +155,19 @@ async def login(page: Page, base: str, name: str = "kari") -> None:
 
 @contextlib.asynccontextmanager
 async def operator_page(
-    tmp_path: Path, broker: LocalBroker, client_id: str, **settings: Any
+    tmp_path: Path,
+    broker: LocalBroker,
+    client_id: str,
+    devices: list[tuple[str, str, str]] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[OperatorPage]:
-    """The page logged in as kari and live; `settings` go to the hub."""
+    """The page logged in as kari and live; `devices` (id, kind, municipality) are
+    registered besides DEVICES, `settings` go to the hub."""
     if not Path(CHROMIUM).exists():
         raise AssertionError("chromium is not installed: `apt-get install chromium`")
     db = tmp_path / "alarmhub.db"
     db_url = f"sqlite:///{db}"
-    tokens = _seed(db_url, db, tmp_path)
+    tokens = _seed(db_url, db, tmp_path, devices or [])
     port = free_port()
     hs = hub_settings(tmp_path, broker.url, client_id, http_listen=f"127.0.0.1:{port}", **settings)
     pub = Publisher(broker.port, client_id=f"{client_id}-pub")

@@ -23,19 +23,28 @@ function locale() {
   return lang() === "nb" ? "nb-NO" : "en-GB";
 }
 
+// Made once per language: a formatter costs far more to make than to use, and the
+// queue formats a time for every row it builds.
+const formatters = new Map();
+function formatter(kind, options) {
+  const key = `${kind}/${locale()}`;
+  let made = formatters.get(key);
+  if (!made) {
+    made = new Intl.DateTimeFormat(locale(), { timeZone: TIME_ZONE, hourCycle: "h23", ...options });
+    formatters.set(key, made);
+  }
+  return made;
+}
+
 /** "25.11.2026, 11:00:05" in Oslo time (both languages use 24-hour clocks). */
 export function dateTime(iso) {
   if (!iso) return "";
-  return new Intl.DateTimeFormat(locale(), {
-    timeZone: TIME_ZONE, dateStyle: "short", timeStyle: "medium", hourCycle: "h23",
-  }).format(new Date(iso));
+  return formatter("dateTime", { dateStyle: "short", timeStyle: "medium" }).format(new Date(iso));
 }
 
 export function timeOnly(iso) {
   if (!iso) return "";
-  return new Intl.DateTimeFormat(locale(), {
-    timeZone: TIME_ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-  }).format(new Date(iso));
+  return formatter("time", { hour: "2-digit", minute: "2-digit", second: "2-digit" }).format(new Date(iso));
 }
 
 /**

@@ -25,6 +25,7 @@ const state = {
   sla: readSla(),
   labels: new Map(), // device id -> label
   fresh: new Set(), // ids that just arrived live: their rows flash once
+  askedLabels: new Set(), // device ids whose label was looked for once already
 };
 
 let connection = null; // the badge and banner (connection.js), made in main()
@@ -130,7 +131,7 @@ function onChange(alarm) {
     return;
   }
   apply(alarm, true);
-  render();
+  scheduleRender();
 }
 
 function apply(alarm, announceIt) {
@@ -140,7 +141,12 @@ function apply(alarm, announceIt) {
   if (!announceIt) return;
   if (!before && inQueue(alarm)) { announce(alarm); state.fresh.add(alarm.id); }
   if (isNewCritical(before, alarm)) alert();
-  if (!state.labels.has(alarm.device_id)) learnLabels();
+  // An unknown device id (an unregistered device's alarm) is asked about once: each
+  // alarm of a storm of them asked for the whole device list again.
+  if (!state.labels.has(alarm.device_id) && !state.askedLabels.has(alarm.device_id)) {
+    state.askedLabels.add(alarm.device_id);
+    learnLabels();
+  }
 }
 
 /**
@@ -164,6 +170,7 @@ async function readLabels() {
 function learnLabels() {
   labelsPending ??= readLabels().then(() => {
     labelsPending = null;
+    for (const row of state.rows.values()) row.shows = null; // rebuilt with their labels
     render();
   });
   return labelsPending;
@@ -171,7 +178,15 @@ function learnLabels() {
 
 // --- attention: sound, title, screen reader ---------------------------------
 
+// New P1 alarms within this of the last signal share it: a burst is one signal, not
+// hundreds of tones scheduled on top of each other.
+const ALERT_GAP_MS = 1500;
+let lastAlertAt = -Infinity;
+
 function alert() {
+  const now = Date.now();
+  if (now - lastAlertAt < ALERT_GAP_MS) return;
+  lastAlertAt = now;
   playAlert();
 }
 
@@ -193,15 +208,26 @@ function sorted() {
   return [...state.alarms.values()].sort(compareAlarms);
 }
 
+// Live changes within this are drawn together. A storm is drawn a few times a second,
+// not once per alarm: rebuilding the queue for each change cost n²/2 row builds, and
+// at 2,000 alarms the page was busy for minutes while a P1 waited behind them.
+const RENDER_BATCH_MS = 50;
+let renderTimer = null;
+
+function scheduleRender() {
+  renderTimer ??= setTimeout(render, RENDER_BATCH_MS);
+}
+
 function render() {
+  clearTimeout(renderTimer);
+  renderTimer = null;
   const list = sorted();
   const focusWasInTable = tbody.contains(document.activeElement);
   ensureSelection(list);
   for (const [id, row] of state.rows) {
     if (!state.alarms.has(id)) { row.remove(); state.rows.delete(id); }
   }
-  // Appending in order moves existing rows into place: one DOM node per alarm, kept by id.
-  for (const alarm of list) tbody.append(renderRow(alarm));
+  placeRows(list);
   emptyRow.hidden = list.length > 0 || !state.loaded; // never "no alarms" before a read succeeded
   tick();
   if (focusWasInTable) focusSelected();
@@ -211,10 +237,19 @@ function render() {
   });
 }
 
+/** One DOM node per alarm, kept by id, in `list`'s order; only rows out of place move. */
+function placeRows(list) {
+  let next = tbody.firstElementChild;
+  for (const alarm of list) {
+    const row = renderRow(alarm);
+    if (row === next) next = next.nextElementSibling;
+    else tbody.insertBefore(row, next);
+  }
+}
+
 function renderRow(alarm) {
   let row = state.rows.get(alarm.id);
-  const fresh = !row;
-  if (fresh) {
+  if (!row) {
     row = el("tr");
     row.dataset.id = alarm.id;
     row.tabIndex = -1;
@@ -223,10 +258,20 @@ function renderRow(alarm) {
     state.rows.set(alarm.id, row);
   }
   if (state.fresh.delete(alarm.id)) row.classList.add("fresh");
-  row.replaceChildren(...cells(alarm));
-  row.classList.toggle("state-acknowledged", alarm.state === "acknowledged");
-  row.setAttribute("aria-current", String(alarm.id === state.selectedId));
-  row.tabIndex = alarm.id === state.selectedId ? 0 : -1;
+  // Every change brings a new alarm object: a row still showing this one is up to date.
+  if (row.shows !== alarm) {
+    row.replaceChildren(...cells(alarm));
+    row.shows = alarm;
+    row.ageText = row.querySelector(".age");
+    row.ageCell = row.querySelector(".age-cell");
+    row.classList.toggle("state-acknowledged", alarm.state === "acknowledged");
+  }
+  const current = alarm.id === state.selectedId;
+  if (row.current !== current) {
+    row.current = current;
+    row.setAttribute("aria-current", String(current));
+    row.tabIndex = current ? 0 : -1;
+  }
   return row;
 }
 
@@ -260,7 +305,7 @@ function tick() {
   for (const [id, row] of state.rows) {
     const alarm = state.alarms.get(id);
     if (!alarm) continue;
-    row.querySelector(".age").textContent = duration(ageSeconds(alarm, now));
+    row.ageText.textContent = duration(ageSeconds(alarm, now));
     markOverdue(row, isOverdue(alarm, now, state.sla), state.sla[alarm.priority]);
   }
   const title = tabTitle([...state.alarms.values()]);
@@ -270,7 +315,7 @@ function tick() {
 
 function markOverdue(row, overdue, target) {
   row.classList.toggle("overdue", overdue);
-  const cell = row.querySelector(".age-cell");
+  const cell = row.ageCell;
   let mark = cell.querySelector(".overdue-mark");
   if (overdue && !mark) {
     // Text and a symbol as well as the colour: the mark must survive colour blindness.
@@ -292,11 +337,15 @@ function ensureSelection(list) {
   state.selectedId = list[index]?.id ?? null;
 }
 
+/** Select `id`: only the rows losing and gaining the selection change (a long queue). */
 function select(id, focus) {
+  const before = state.rows.get(state.selectedId);
   state.selectedId = id;
-  for (const [rowId, row] of state.rows) {
-    row.setAttribute("aria-current", String(rowId === id));
-    row.tabIndex = rowId === id ? 0 : -1;
+  for (const row of [before, state.rows.get(id)]) {
+    if (!row) continue;
+    row.current = row.dataset.id === id;
+    row.setAttribute("aria-current", String(row.current));
+    row.tabIndex = row.current ? 0 : -1;
   }
   if (focus) focusSelected();
 }
@@ -307,11 +356,12 @@ function focusSelected() {
 }
 
 function move(step) {
-  const list = sorted();
-  if (!list.length) return;
-  const index = list.findIndex((a) => a.id === state.selectedId);
-  const next = Math.min(Math.max(index + step, 0), list.length - 1);
-  select(list[next].id, true);
+  if (renderTimer !== null) render(); // a change waiting to be drawn first: keys move through what is shown
+  const rows = [...tbody.children];
+  if (!rows.length) return;
+  const index = rows.findIndex((r) => r.dataset.id === state.selectedId);
+  const next = Math.min(Math.max(index + step, 0), rows.length - 1);
+  select(rows[next].dataset.id, true);
 }
 
 function openDetail(id) {
