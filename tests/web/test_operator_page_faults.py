@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,4 +142,66 @@ async def test_a_storm_builds_each_changed_row_once_and_puts_the_p1_on_top(
         # One build per new row, and a few more for rows that changed again (labels,
         # an escalation step): far below the n²/2 ≈ 180,000 of rebuilding every row.
         assert builds <= 3 * (STORM + 1), builds
+        assert op.problems == []
+
+
+async def test_an_answer_that_arrives_after_a_newer_change_does_not_bring_the_alarm_back(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Kari acknowledges a fall; the answer to her POST is slow (held here), and
+    meanwhile Per resolves it: the stream brings the resolution and the row goes. Then
+    her answer arrives, saying "acknowledged": the page put the alarm back in the queue
+    as Kari's, resolved though it was, until the next full reload a minute later. The
+    alarm's `rev` says which copy is newer; the older one must be ignored."""
+    async with operator_page(tmp_path, broker, client_id) as op:
+        alarm_id = await op.raise_alarm("fall-1", "f1", "fall.detected")
+        await op.row("fall-1").wait_for(timeout=CEILING_MS)
+        answered = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold(route: Any) -> None:
+            response = await route.fetch()  # acknowledged in the store, answer not yet given
+            answered.set()
+            await release.wait()
+            await route.fulfill(response=response)
+
+        await op.page.route("**/acknowledge", hold)
+        await op.page.keyboard.press("a")
+        await asyncio.wait_for(answered.wait(), CEILING_MS / 1000)
+        async with op.api("per") as per:
+            r = await per.post(f"/api/v1/alarms/{alarm_id}/resolve", json={"outcome": "helped"})
+            assert r.status_code == 200, r.text
+        await op.row("fall-1").wait_for(state="detached", timeout=CEILING_MS)
+        release.set()
+        await op.page.locator("#toast:not([hidden])", has_text="Kvitter").wait_for(
+            timeout=CEILING_MS
+        )
+        # Drawn after the late answer was taken in: a later alarm's row.
+        await op.raise_alarm("pend-8", "p8")
+        await op.row("pend-8").wait_for(timeout=CEILING_MS)
+        assert await op.row("fall-1").count() == 0, "the resolved alarm came back"
+        assert op.problems == []
+
+
+async def test_refused_because_a_colleague_was_first_the_page_shows_the_colleague(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Per acknowledges a press the page has not heard about (its stream is quiet and
+    not yet given up on: pings every 60 s here). Kari presses `a`: 409, "already
+    acknowledged by per". The page said so in a toast and went on showing the alarm
+    open, nobody's, until its next full read a minute later. It must read the queue
+    again at once and show Per as the one who has it. (The ceiling is shorter than
+    that minute, so the once-a-minute read cannot be what shows it.)"""
+    async with operator_page(tmp_path, broker, client_id, stream_ping_s=60) as op:
+        alarm_id = await op.raise_alarm("pend-7", "p7")
+        row = op.row("pend-7")
+        await row.locator("td.state", has_text="Åpen").wait_for(timeout=CEILING_MS)
+        assert op.proxy.silence(b"/api/v1/alarms/stream") == 1
+        async with op.api("per") as per:
+            r = await per.post(f"/api/v1/alarms/{alarm_id}/acknowledge", json={})
+            assert r.status_code == 200, r.text
+        await op.page.keyboard.press("a")
+        await op.page.locator("#toast:not([hidden])", has_text="per").wait_for(timeout=10_000)
+        await row.locator("td.state", has_text="per").wait_for(timeout=20_000)
+        assert "Kvittert" in await row.locator("td.state").inner_text()
         assert op.problems == []

@@ -13,7 +13,11 @@ export const ACTION_KEYS = {
   a: "acknowledge", n: "note", r: "resolve", e: "escalate", d: "dispatch", o: "on-site",
 };
 
-/** Run `action` on `alarm`; asks for a note or outcome first when the action needs one. */
+/**
+ * Run `action` on `alarm`; asks for a note or outcome first when the action needs one.
+ * The API's answer ({ok, status, data, error}), already reported to the operator, or
+ * null when the operator cancelled the dialog.
+ */
 export async function runAction(alarm, action) {
   let body = {};
   if (action === "note") {
@@ -33,7 +37,7 @@ export async function runAction(alarm, action) {
   const path = action === "note" ? "notes" : action;
   const res = await post(`/api/v1/alarms/${encodeURIComponent(alarm.id)}/${path}`, body);
   reportResult(res, alarm, action);
-  return res.ok ? res.data : null;
+  return res;
 }
 
 /** A SCAIP device held until an operator takes its alarm: taking it chooses how it calls. */

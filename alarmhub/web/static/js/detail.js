@@ -275,8 +275,8 @@ function renderPosition(events, scaip) {
 
 async function act(action) {
   if (!current) return;
-  const updated = await runAction(current, action);
-  if (updated) await load();
+  // Done or refused (a colleague first, the store down): read the alarm as it is now.
+  if (await runAction(current, action)) await load();
 }
 
 function onKey(event) {

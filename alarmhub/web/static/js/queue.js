@@ -26,6 +26,7 @@ const state = {
   labels: new Map(), // device id -> label
   fresh: new Set(), // ids that just arrived live: their rows flash once
   askedLabels: new Set(), // device ids whose label was looked for once already
+  revs: new Map(), // id -> the newest `rev` seen (resolved alarms too): older copies are ignored
 };
 
 let connection = null; // the badge and banner (connection.js), made in main()
@@ -101,6 +102,7 @@ async function readQueue() {
 function takeSnapshot(alarms) {
   const before = state.alarms;
   state.alarms = new Map(alarms.map((a) => [a.id, a]));
+  for (const alarm of alarms) noteRev(alarm); // buffered changes older than the read are ignored
   const firstLoad = !state.loaded;
   state.loaded = true;
   for (const alarm of state.buffer.splice(0)) apply(alarm, false);
@@ -135,6 +137,12 @@ function onChange(alarm) {
 }
 
 function apply(alarm, announceIt) {
+  // Copies come by two paths, the stream and an action's answer, not always in order:
+  // an answer held up on a slow link put back an alarm a colleague had resolved since.
+  // The alarm's `rev` says which is newer; an older copy than one seen is ignored.
+  const seen = state.revs.get(alarm.id);
+  if (seen !== undefined && alarm.rev != null && alarm.rev < seen) return;
+  noteRev(alarm);
   const before = state.alarms.get(alarm.id);
   if (inQueue(alarm)) state.alarms.set(alarm.id, alarm);
   else state.alarms.delete(alarm.id);
@@ -147,6 +155,16 @@ function apply(alarm, announceIt) {
     state.askedLabels.add(alarm.device_id);
     learnLabels();
   }
+}
+
+const REVS_KEPT = 20_000;
+
+/** The newest `rev` seen of each alarm, resolved ones too; pruned to the queue when long. */
+function noteRev(alarm) {
+  if (alarm.rev == null) return;
+  state.revs.set(alarm.id, Math.max(alarm.rev, state.revs.get(alarm.id) ?? alarm.rev));
+  if (state.revs.size <= REVS_KEPT) return;
+  for (const id of state.revs.keys()) if (!state.alarms.has(id)) state.revs.delete(id);
 }
 
 /**
@@ -371,9 +389,12 @@ function openDetail(id) {
 async function act(action) {
   const alarm = state.alarms.get(state.selectedId);
   if (!alarm) { toast(t("help.selectHint"), true); return; }
-  const updated = await runAction(alarm, action);
+  const res = await runAction(alarm, action);
   // Apply the answer at once; the live stream brings the same change a moment later.
-  if (updated && updated.id) onChange(updated);
+  if (res?.ok && res.data?.id) onChange(res.data);
+  // Refused (409: a colleague first) or failed (503, no answer): the page may be behind
+  // what happened; read the queue again rather than keep showing what it had.
+  else if (res && !res.ok && res.status !== 401) reload();
   focusSelected();
 }
 
