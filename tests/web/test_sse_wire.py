@@ -14,7 +14,6 @@ from typing import Any
 
 import fastapi.sse
 import httpx
-import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
