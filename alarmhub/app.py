@@ -26,7 +26,7 @@ from alarmhub.clock import Clock, SystemClock
 from alarmhub.config.profiles import default_profiles_dir, load_catalog
 from alarmhub.config.rules import alarm_kinds, load_rules
 from alarmhub.core.actions import Action, Conflict
-from alarmhub.core.cluster import BrokerTiming, LeaseTiming
+from alarmhub.core.cluster import BrokerTiming, LeaseTiming, StallTiming
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device, Event
 from alarmhub.core.people import AuditEntry
@@ -92,9 +92,8 @@ class AlarmHub:
         self.live = Broadcaster(start=first_sequence(self.clock.now()))
         self._stopping = asyncio.Event()
         # The lock + retry-until-committed every writer shares (daemon/gate.py).
-        self.gate = WriteGate(
-            self.metrics.commit_failures, self.metrics.store_writable, self._stopping
-        )
+        m = self.metrics
+        self.gate = WriteGate(m.commit_failures, m.store_writable, self._stopping, self.clock)
         self.ready = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._ownership_task: asyncio.Task[None] | None = None
@@ -252,6 +251,10 @@ class AlarmHub:
             # a term still loading its state has not had its chance to connect yet.
             able=lambda: self.link.connected or not self.owner.running.is_set(),
             broker=BrokerTiming.for_failover(s.failover_s),
+            # An owner whose writes keep failing hands the lease over (StallTiming).
+            stalled=lambda: self.owner.stalled(self.gate.stalled()),
+            stall=StallTiming.for_failover(s.failover_s, s.owner_stall_s),
+            step_downs=self.metrics.lease_step_downs,
         )
         info = InstanceInfo(s.instance_id, socket.gethostname(), os.getpid(), installed_version())
         owns, writable = (lambda: self.owner.owns), self.metrics.store_writable
@@ -440,10 +443,6 @@ class AlarmHub:
     @property
     def silences(self) -> tuple[Silence, ...]:
         return self.state.silences
-
-    @property
-    def write_lock(self) -> asyncio.Lock:
-        return self.gate.lock
 
     @property
     def batches_committed(self) -> int:

@@ -124,6 +124,67 @@ def broker_verdict(
     return BrokerVerdict.STEP_DOWN
 
 
+@dataclass(frozen=True, slots=True)
+class StallTiming:
+    """Seconds: when an owner whose work cannot commit hands the lease over.
+
+    An owner whose writes keep failing (its writer connection broken or stuck, a
+    local fault) while its lease renewals go through on their own connection
+    keeps the lease: nobody else may take intake over, nothing is acknowledged,
+    every alarm waits at the broker. So an owner whose work has waited on a
+    failing store for ``limit`` under its current grant steps down (releases the
+    lease) and lets others try for ``hold_off``:
+
+    - ``limit`` is ``ALARMHUB_OWNER_STALL_S`` (30 s by default, four lease ttls at
+      the default failover): long beside a commit (milliseconds) and beside the
+      write gate's longest retry pause (5 s), so a passing fault (a lock, a
+      restarted connection) costs a few retries, not a term. Only work that has
+      failed counts (a slow commit that succeeds is no stall), measured from its
+      first attempt, and never from before the grant: each term gets the whole
+      limit.
+    - ``hold_off = failover / 2`` (three of a standby's retries), as after a
+      broker step-down: a delay, not a ban. A lone instance takes the lease back
+      after it and tries again; it loses nothing by having stepped down, since
+      while its writes failed it committed nothing (the failing batch holds the
+      write gate, so escalations and supervision waited too) and acknowledged
+      nothing (the broker keeps the batch for whoever owns next).
+    - ``check`` is how often the owner looks: a tenth of the limit, at most 1 s.
+    """
+
+    limit_s: float
+    hold_off_s: float
+    check_s: float
+
+    @classmethod
+    def for_failover(cls, failover_s: float, limit_s: float) -> StallTiming:
+        return cls(limit_s=limit_s, hold_off_s=failover_s / 2, check_s=min(1.0, limit_s / 10))
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """The owner's oldest work waiting on a failing store: what it is, and the last error.
+
+    `since` is the monotonic time of its first attempt; None: since the grant (a
+    term's start, which begins with its grant).
+    """
+
+    since: float | None
+    what: str  # "commit": a write (or its read) through the write gate; "start": a term's reads
+    error: str
+
+
+def stalled_for(stalled: Stalled | None, granted_at: float, now: float) -> float:
+    """How long the owner's work has waited on a failing store under the current grant.
+
+    Counted from the grant at the earliest: work that began failing under an earlier
+    grant (an action retried across a step-down) does not cut a new term short.
+    """
+    if stalled is None:
+        return 0.0
+    since = granted_at if stalled.since is None else max(stalled.since, granted_at)
+    return max(0.0, now - since)
+
+
 class InstanceState(enum.StrEnum):
     """What `alarmhub cluster status` says of an instance's heartbeat."""
 

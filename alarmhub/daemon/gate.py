@@ -8,6 +8,10 @@ retried until it commits (:meth:`WriteGate.until_committed`), and an ingest
 commit waits while the WAL has no room on a full disk
 (:meth:`WriteGate.until_wal_has_room`). One object instead of the composition
 root: a service that writes takes the gate, and nothing else of the daemon.
+
+The gate also keeps what is failing right now (:meth:`WriteGate.stalled`): an
+intake owner whose writes fail for long while its lease renews hands the lease
+over (daemon/leadership.py, core/cluster.py StallTiming).
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Protocol, TypeVar
 
 import structlog
 
+from alarmhub.clock import Clock, SystemClock
+from alarmhub.core.cluster import Stalled
 from alarmhub.observability.logs import OncePer
 from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
 
@@ -27,6 +34,10 @@ T = TypeVar("T")
 COMMIT_RETRY_MAX_S = 5.0
 # A decision refused this many times running is logged at error level (deciding).
 STALE_ROUNDS_BEFORE_ERROR = 10
+# The grant the work of the running task belongs to: daemon/owner.py sets it for each
+# owner's term, and its tasks inherit it. Called after a failure, it raises
+# LeaseLostError once that term is over (see WriteGate.until_committed).
+RETRIES_UNDER: ContextVar[Callable[[], object] | None] = ContextVar("retries_under", default=None)
 
 
 class _Counter(Protocol):
@@ -38,7 +49,13 @@ class _Gauge(Protocol):
 
 
 class WriteGate:
-    def __init__(self, failures: _Counter, writable: _Gauge, stopping: asyncio.Event) -> None:
+    def __init__(
+        self,
+        failures: _Counter,
+        writable: _Gauge,
+        stopping: asyncio.Event,
+        clock: Clock | None = None,
+    ) -> None:
         self.lock = asyncio.Lock()
         # Cleared while the checkpoint fails for lack of disk space (store/wal.py).
         self.wal_room = asyncio.Event()
@@ -52,6 +69,10 @@ class WriteGate:
         # a second writer can afford.
         self.reload_alarms: Callable[[list[str]], Awaitable[None]] = _reload_nothing
         self._unreachable = False  # between a store.unavailable and the next success
+        self._clock = clock or SystemClock()
+        # Each operation retrying now: the monotonic time of its first attempt.
+        self._failing: dict[object, float] = {}
+        self._last_error = ""
 
     async def until_committed(self, op: Callable[[], Awaitable[T]], *, writes: bool = True) -> T:
         """Retry a store operation until it succeeds; meanwhile nothing is acknowledged.
@@ -65,25 +86,49 @@ class WriteGate:
         database locked by another process still answers reads, and the ingest
         batch's fingerprint lookup used to set `store_writable` (and /readyz) back to
         1 while the escalator's commits were still failing.
+
+        A retry of an owner's term's work ends with LeaseLostError once that term is
+        over (RETRIES_UNDER): a batch whose ingest was cancelled with its term goes on
+        alone (daemon/ingest.py), and would otherwise retry under the instance's next
+        grant, holding the gate's lock, and so that term's start, for as long as the
+        store refused it. Nothing of it was acknowledged; the broker redelivers it.
         """
         delay = 0.05
-        while True:
-            try:
-                result = await op()
-            except StoreError as exc:
-                self._failures.inc()
-                self._writable.set(0)
-                self._log_failure(exc)
-                await asyncio.sleep(delay)
-                delay = min(COMMIT_RETRY_MAX_S, delay * 2)
-                continue
-            # Any answer, a read's too, shows the server is back within reach.
-            self._unreachable = False
-            if writes:
-                if delay > 0.05:
-                    log.info("store.recovered")
-                self._writable.set(1)
-            return result
+        started, token = self._clock.monotonic(), object()
+        try:
+            while True:
+                try:
+                    result = await op()
+                except StoreError as exc:
+                    self._failures.inc()
+                    self._writable.set(0)
+                    self._failing.setdefault(token, started)
+                    self._last_error = str(exc)
+                    self._log_failure(exc)
+                    if (grant := RETRIES_UNDER.get()) is not None:
+                        grant()  # its term is over: LeaseLostError, no more retries
+                    await asyncio.sleep(delay)
+                    delay = min(COMMIT_RETRY_MAX_S, delay * 2)
+                    continue
+                # Any answer, a read's too, shows the server is back within reach.
+                self._unreachable = False
+                if writes:
+                    if delay > 0.05:
+                        log.info("store.recovered")
+                    self._writable.set(1)
+                return result
+        finally:  # succeeded, or given up by its caller (cancelled, a lease lost)
+            self._failing.pop(token, None)
+
+    def stalled(self) -> Stalled | None:
+        """The oldest operation that has failed and is still being retried, if any.
+
+        Counted from its first attempt, so a statement that hung until its timeout
+        counts the hang too; a slow operation that succeeds never shows here.
+        """
+        if not self._failing:
+            return None
+        return Stalled(min(self._failing.values()), "commit", self._last_error)
 
     async def deciding(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Decide and commit with `attempt`; again, on fresh alarms, while they were stale.

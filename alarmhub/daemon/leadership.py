@@ -25,6 +25,13 @@ time (a slow start of the work delays the "lost" callback but not the events).
 A cancelled `run()` drops ownership locally without telling the database (a
 crash and a cancel look alike to the others); `resign()` afterwards releases the
 lease so that a standby need not wait out the ttl on a clean shutdown.
+
+A holder whose lease renews but whose work cannot proceed **steps down**: it
+ends its term, releases the lease and holds off before contending again, so
+another instance gets it. Two causes: no broker connection for a grace
+(:meth:`Leadership._watch_able`, core/cluster.py BrokerTiming), and work that
+has waited on a failing store for a limit (:meth:`Leadership._watch_stall`,
+StallTiming). Each is counted in `alarmhub_lease_step_downs_total{lease, reason}`.
 """
 
 from __future__ import annotations
@@ -35,9 +42,18 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
+from prometheus_client import Counter
 
 from alarmhub.clock import Clock
-from alarmhub.core.cluster import BrokerTiming, BrokerVerdict, LeaseTiming, broker_verdict
+from alarmhub.core.cluster import (
+    BrokerTiming,
+    BrokerVerdict,
+    LeaseTiming,
+    Stalled,
+    StallTiming,
+    broker_verdict,
+    stalled_for,
+)
 from alarmhub.observability.logs import OncePer
 from alarmhub.store.cluster import Fence, Leases
 
@@ -52,6 +68,11 @@ class LossReason(enum.StrEnum):
     REFUSED = "refused"  # the database says the grant expired or moved on
     STOPPED = "stopped"  # this instance stopped (run() cancelled)
     BROKER = "broker"  # stepped down: no broker connection for the grace (core/cluster.py)
+    STALLED = "stalled"  # stepped down: its work failed to commit for the limit (core/cluster.py)
+
+
+# The reasons a holder hands its lease over itself (released once its term has ended).
+STEP_DOWN_REASONS = (LossReason.BROKER, LossReason.STALLED)
 
 
 OnAcquired = Callable[[Fence], Awaitable[None]]
@@ -88,9 +109,15 @@ class Leadership:
         on_lost: OnLost | None = None,
         able: Callable[[], bool] | None = None,
         broker: BrokerTiming | None = None,
+        stalled: Callable[[], Stalled | None] | None = None,
+        stall: StallTiming | None = None,
+        step_downs: Counter | None = None,
     ) -> None:
         """`able` says whether this holder can do the work (its broker connection);
-        with `broker`, a holder unable for the grace steps down (see _watch_able)."""
+        with `broker`, a holder unable for the grace steps down (see _watch_able).
+        `stalled` says what of the holder's work waits on a failing store; with
+        `stall`, a holder whose work waited for the limit steps down (_watch_stall).
+        `step_downs` counts both, by lease and reason."""
         self._leases = leases
         self._clock = clock
         self._id = instance_id
@@ -109,6 +136,10 @@ class Leadership:
         self._once = OncePer(60.0)
         self._able = able
         self._broker = broker
+        self._stalled = stalled
+        self._stall = stall
+        self._step_down_counter = step_downs
+        self._granted_at = 0.0  # monotonic: when the grant held now was taken up
         self._hold_until = 0.0  # monotonic: no acquire before (after a step-down)
         self._strikes = 0  # step-downs since this holder last had its broker
         self._stepped_down: int | None = None  # the epoch of the last step-down
@@ -138,6 +169,8 @@ class Leadership:
                 tg.create_task(self._announce(), name=f"lease-{self._name}-callbacks")
                 if self._able is not None and self._broker is not None:
                     tg.create_task(self._watch_able(), name=f"lease-{self._name}-able")
+                if self._stalled is not None and self._stall is not None:
+                    tg.create_task(self._watch_stall(), name=f"lease-{self._name}-stall")
         finally:
             await self._drop_asking()
             held = self._fence
@@ -179,7 +212,9 @@ class Leadership:
             held = self._fence
             hold_off = self._hold_until - self._clock.monotonic()
             if held is None and hold_off > 0:  # stepped down: others' turn first
-                await asyncio.sleep(hold_off)
+                # In steps of the retry period: the hold-off is measured on the clock,
+                # which a test moves by hand.
+                await asyncio.sleep(min(hold_off, self._t.retry_s))
                 continue
             try:
                 if held is None:
@@ -223,6 +258,7 @@ class Leadership:
             return
         self._fence, self._deadline = got, deadline
         self._renew_at = sent + self._t.renew_s
+        self._granted_at = self._clock.monotonic()
         self.owner.set()
         self.standby.clear()
         self._rearm.set()
@@ -279,7 +315,7 @@ class Leadership:
         while True:
             fence, reason = await self._events.get()
             await self._deliver(fence, reason)
-            if reason is LossReason.BROKER:
+            if reason in STEP_DOWN_REASONS:
                 # The work has stopped (on_lost returned): now let another instance in
                 # without waiting out the ttl.
                 await self._release(fence)
@@ -308,31 +344,75 @@ class Leadership:
                 now - since, self._strikes, held.epoch, self._stepped_down, timing
             )
             if verdict is BrokerVerdict.STEP_DOWN:
-                self._step_down(held, now - since)
+                self._strikes += 1
+                self._stepped_down = held.epoch
+                unreachable_s = round(now - since, 2)
+                self._step_down(
+                    held,
+                    LossReason.BROKER,
+                    timing.hold_off_s,
+                    unreachable_s=unreachable_s,
+                    strikes=self._strikes,
+                )
                 since = None
             elif verdict is BrokerVerdict.ALONE and kept != held.epoch:
                 kept = held.epoch
                 log.warning("lease.kept_without_broker", lease=self._name, epoch=held.epoch)
 
+    async def _watch_stall(self) -> None:
+        """Step down when this holder's work has waited on a failing store for the limit.
+
+        Its writes fail (a broken or stuck writer connection, a fault of its own)
+        while its renewals, on the coordination connection, go through: without this
+        it would keep the lease for ever with nothing committed or acknowledged, and
+        no other instance could take intake over. Handing it back loses nothing: the
+        batch in hand was never acknowledged, and the broker redelivers it to the
+        next owner. See core/cluster.py StallTiming for the limit and the hold-off.
+        """
+        assert self._stalled is not None
+        assert self._stall is not None
+        timing = self._stall
+        while True:
+            await asyncio.sleep(timing.check_s)
+            held, stalled = self._fence, self._stalled()
+            if held is None or stalled is None:
+                continue
+            waited = stalled_for(stalled, self._granted_at, self._clock.monotonic())
+            if waited >= timing.limit_s:
+                self._step_down(
+                    held,
+                    LossReason.STALLED,
+                    timing.hold_off_s,
+                    waited_s=round(waited, 2),
+                    limit_s=timing.limit_s,
+                    waiting=stalled.what,
+                    error=stalled.error,
+                    hint="this instance's writes failed while its lease renewed: the lease "
+                    "is handed over, nothing uncommitted was acknowledged (the broker "
+                    "redelivers it); look for store.commit_failed or owner.load_failed",
+                )
+
     # --- state changes ---------------------------------------------------------------
 
-    def _step_down(self, held: Fence, unreachable_s: float) -> None:
-        assert self._broker is not None
-        hold_off = self._broker.hold_off_s
-        self._hold_until = self._clock.monotonic() + hold_off
-        self._strikes += 1
-        self._stepped_down = held.epoch
+    def _step_down(self, held: Fence, reason: LossReason, hold_off_s: float, **why: object) -> None:
+        """Hand the lease over: end the term now, release once it has ended (_announce),
+        and contend again only after `hold_off_s`, so that another instance gets it."""
+        self._hold_until = self._clock.monotonic() + hold_off_s
         self.step_downs += 1
-        log.warning(
+        if self._step_down_counter is not None:
+            self._step_down_counter.labels(self._name, reason.value).inc()
+        # A stall is a fault to look into (the store refuses this instance's writes); a
+        # broker cut is the network's, and said at warning level as before.
+        emit = log.error if reason is LossReason.STALLED else log.warning
+        emit(
             "lease.stepped_down",
             lease=self._name,
             epoch=held.epoch,
-            reason=LossReason.BROKER.value,
-            unreachable_s=round(unreachable_s, 2),
-            hold_off_s=hold_off,
-            strikes=self._strikes,
+            reason=reason.value,
+            hold_off_s=hold_off_s,
+            **why,
         )
-        self._lose(held, LossReason.BROKER)
+        self._lose(held, reason)
 
     def _lose(self, held: Fence, reason: LossReason) -> None:
         if self._drop(held, reason):
@@ -364,6 +444,12 @@ class SoleOwnership:
 
     The same shape as :class:`Leadership`, so the daemon is wired one way; the
     epoch is 0 and the SQLite store does not check it (its file has one writer).
+
+    It never steps down, not even when its writes keep failing (a locked or full
+    database): there is nobody to hand the work over to, and a term restarted on the
+    same file would meet the same fault. The write gate retries and says so
+    (`store.commit_failed`, `alarmhub_store_writable` 0, /readyz 503), nothing is
+    acknowledged meanwhile, and the batch commits as soon as the file takes it.
     """
 
     def __init__(

@@ -23,6 +23,10 @@ one grant of the lease, and this service runs the work for exactly that long:
   without touching the database. A LeaseLostError raised inside the term (the
   database says the grant moved on before this instance's own deadline did) ends
   the term as a loss, never the daemon: nothing of that batch was acknowledged.
+- A retry of the term's work (the write gate's) ends with the term: its tasks carry
+  the term's grant (gate.RETRIES_UNDER), which raises LeaseLostError once it is over.
+- ``stalled`` tells the lease what of the term's work waits on a failing store; an
+  owner whose work waited too long hands the lease over (daemon/leadership.py).
 
 On SQLite :class:`~alarmhub.daemon.leadership.SoleOwnership` starts one term at
 start-up and ends it at stop: the daemon behaves as it always did.
@@ -38,6 +42,8 @@ import paho.mqtt.client as paho
 import structlog
 from prometheus_client import Gauge
 
+from alarmhub.core.cluster import Stalled
+from alarmhub.daemon.gate import RETRIES_UNDER
 from alarmhub.daemon.leadership import LossReason
 from alarmhub.mqtt.client import MqttIngest
 from alarmhub.observability.logs import OncePer
@@ -117,6 +123,7 @@ class OwnerTerm:
         self._settled = asyncio.Event()  # the latest term runs its tasks, or has ended
         self.terms = 0
         self._once = OncePer(60.0)
+        self._load_failed: Stalled | None = None  # this term's start, while its reads fail
 
     @property
     def owns(self) -> list[str]:
@@ -126,10 +133,25 @@ class OwnerTerm:
             return []
         return [fence.name]
 
+    def stalled(self, writes: Stalled | None) -> Stalled | None:
+        """What of this term's work waits on a failing store (the lease's stall watch).
+
+        A term still starting waits on its reads (`owner.load_failed`), or on the
+        write gate's lock, which a failing write holds (an operator's action retried
+        on this instance); a running one on its writes, which go through the write
+        gate (`writes`, the gate's own view). Between terms nothing of it waits.
+        """
+        if self.ended.is_set():
+            return None
+        if not self.running.is_set():  # its reads fail, or it waits for a failing writer
+            return self._load_failed or writes
+        return writes
+
     async def on_acquired(self, fence: Fence) -> None:
         """Start a term under `fence`; returns at once (the start runs in the term's task)."""
         await self._end()  # a term of an earlier grant must be over first
         self._fence = fence
+        self._load_failed = None
         self.ended.clear()
         self._settled.clear()
         self.terms += 1
@@ -188,6 +210,7 @@ class OwnerTerm:
             return fence
 
         self._fence_writes(grant)
+        RETRIES_UNDER.set(grant)  # this task's context, and so its tasks': not the caller's
         try:
             await self._load_until_loaded()
             mqtt = self._connect()
@@ -228,9 +251,11 @@ class OwnerTerm:
                 await self._load()
             except StoreError as exc:  # said once a minute, not at every retry
                 self._once.warn(log, "owner.load_failed", error=str(exc))
+                self._load_failed = Stalled(None, "start", str(exc))  # since the grant
                 await asyncio.sleep(delay)
                 delay = min(LOAD_RETRY_MAX_S, delay * 2)
                 continue
+            self._load_failed = None
             return
 
 

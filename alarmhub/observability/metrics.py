@@ -26,6 +26,8 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 UNKNOWN_KIND = "unknown"
 # The leases an instance may hold (daemon/leadership.py INTAKE_LEASE), pre-created at 0.
 LEASES = ("intake",)
+# Why a holder handed its lease over itself (daemon/leadership.py STEP_DOWN_REASONS).
+STEP_DOWN_REASONS = ("broker", "stalled")
 # `ahead`: the device clock ran fast past max_future_skew; `behind`: slow past max_past_skew.
 SKEW_DIRECTIONS = ("ahead", "behind")
 # SCAIP: a request whose type cannot be read, and the SIP refusal of a forged `cid`.
@@ -222,8 +224,18 @@ class Metrics:
             ["lease"],
             registry=r,
         )
+        self.lease_step_downs = Counter(
+            "alarmhub_lease_step_downs",
+            "Leases this instance handed over itself while they still renewed, by reason: "
+            "broker (no broker connection for the grace), stalled (its writes failed for "
+            "ALARMHUB_OWNER_STALL_S)",
+            ["lease", "reason"],
+            registry=r,
+        )
         for lease in LEASES:
             self.lease_owned.labels(lease)
+            for reason in STEP_DOWN_REASONS:
+                self.lease_step_downs.labels(lease, reason)
 
     def _store(self, r: CollectorRegistry) -> None:
         """The batch commit, the WAL and the rows kept: is the store keeping up?"""

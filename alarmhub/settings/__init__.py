@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     # time within which the survivors take over a dead instance's single-owner work
     # (the lease's ttl is derived from it).
     failover_s: float = Field(default=15.0, ge=2, le=600)
+    # PostgreSQL: an owner whose writes have failed this long under its grant while its
+    # lease still renews hands the lease over (core/cluster.py StallTiming says why).
+    owner_stall_s: float = Field(default=30.0, ge=1, le=3600)
     # SCAIP over SIP (issue 16, docs/scaip.md): the addresses to listen on (unset: off);
     # a tls:// address needs the certificate and key. Declared before scaip_listen,
     # whose check reads them. The digest realm the devices' credentials are made in.

@@ -11,8 +11,11 @@ from alarmhub.core.cluster import (
     BrokerVerdict,
     InstanceState,
     LeaseTiming,
+    Stalled,
+    StallTiming,
     broker_verdict,
     instance_state,
+    stalled_for,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -76,3 +79,30 @@ def test_default_broker_figures_fit_the_failover_time() -> None:
 def test_broker_verdict(unreachable_s, strikes, epoch, stepped_down, expected) -> None:
     timing = BrokerTiming.for_failover(15.0)
     assert broker_verdict(unreachable_s, strikes, epoch, stepped_down, timing) is expected
+
+
+@pytest.mark.parametrize(
+    ("since", "granted_at", "now", "expected"),
+    [
+        (100.0, 50.0, 130.0, 30.0),  # failing since after the grant: from its first attempt
+        (10.0, 50.0, 130.0, 80.0),  # failing since before the grant: from the grant only
+        (None, 50.0, 130.0, 80.0),  # a term's start: from the grant
+        (130.0, 50.0, 130.0, 0.0),  # failing since just now
+    ],
+)
+def test_stalled_for(since, granted_at, now, expected) -> None:
+    assert stalled_for(Stalled(since, "commit", "refused"), granted_at, now) == expected
+
+
+def test_nothing_failing_is_no_stall() -> None:
+    assert stalled_for(None, 50.0, 1e9) == 0.0
+
+
+def test_default_stall_figures() -> None:
+    t = LeaseTiming.for_failover(15.0)
+    s = StallTiming.for_failover(15.0, 30.0)
+    assert (s.limit_s, s.hold_off_s, s.check_s) == (30.0, 7.5, 1.0)
+    # A few lease ttls: a passing fault costs retries, not a term.
+    assert s.limit_s == 4 * t.ttl_s
+    # The hold-off gives every standby at least three tries.
+    assert s.hold_off_s >= 3 * t.retry_s
