@@ -36,6 +36,7 @@ from alarmhub.journal.auth import NoAuth, RequestAuth
 from alarmhub.journal.client import JournalClient
 from alarmhub.observability.metrics import Metrics
 from alarmhub.store.accounts import everyone
+from alarmhub.store.errors import StoreError
 from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.residents import ResidentRegister
 from alarmhub.store.sealing import Keyring
@@ -480,3 +481,26 @@ async def test_a_refused_read_of_the_due_exports_holds_them_back_and_ends_nothin
         assert "no such table" in failed[0]["error"]
     finally:
         other.close()
+
+
+async def test_a_refused_read_of_the_residents_number_waits_for_the_database(rig: Rig) -> None:
+    """The register's read of the resident's number let the driver's own error out
+    (sqlite3.OperationalError; asyncpg's on PostgreSQL), so the worker's catch-all took a
+    database refusal for that export's fault: `journal.step_failed` at error level with a
+    traceback, and the row retried with backoff, "unexpected error" as its reason. It is
+    a StoreError now, like every other read: run() waits for the database
+    (`journal.store_failed`), the row is left as it was, and the note goes once."""
+    assert rig.store.path is not None
+    before = await rig.export()
+    other = sqlite3.connect(rig.store.path, isolation_level=None, timeout=30)
+    try:
+        other.execute("ALTER TABLE residents RENAME TO residents_away")
+        with capture_logs() as logs, pytest.raises(StoreError, match="no such table"):
+            await rig.delivery.deliver_due(rig.client)
+        assert [e for e in logs if e["event"] == "journal.step_failed"] == []
+        assert await rig.export() == before
+        other.execute("ALTER TABLE residents_away RENAME TO residents")
+    finally:
+        other.close()
+    await rig.until(JournalState.CONFIRMED)
+    assert list(rig.server.note_count().values()) == [1]

@@ -15,8 +15,11 @@ import pytest
 from alarmhub.store.ports import AlarmStore, SupervisionHistory
 from alarmhub.store.postgres.reads import PostgresHistory
 from alarmhub.store.postgres.reads import last_received as pg_last_received
+from alarmhub.store.postgres.residents import PostgresResidentRows
 from alarmhub.store.postgres.store import PostgresStore
+from alarmhub.store.residents import ResidentRows
 from alarmhub.store.sqlite.backlog_rows import last_received as sqlite_last_received
+from alarmhub.store.sqlite.residents import SqliteResidentRows
 from alarmhub.store.sqlite.store import SqliteStore
 from alarmhub.store.sqlite.supervision_rows import SqliteHistory
 from tests.store.directory_backends import (
@@ -43,6 +46,14 @@ class OpenedStore:
             return SqliteHistory(self.path)
         assert isinstance(self.store, PostgresStore)
         return PostgresHistory(self.store.pool)
+
+    @property
+    def residents(self) -> ResidentRows:
+        """The resident register's rows on the same database, as the daemon opens them."""
+        if self.path is not None:
+            return SqliteResidentRows(self.path)
+        assert isinstance(self.store, PostgresStore)
+        return PostgresResidentRows(self.store.pool)
 
     async def last_received(self) -> datetime | None:
         if self.path is not None:

@@ -70,6 +70,17 @@ PERIODIC_READS: list[tuple[str, str, Callable[[OpenedStore], Awaitable[object]]]
     ("oldest_received", "inbox", lambda o: o.store.oldest_received(RetainedTable.INBOX)),
     ("last_heard", "devices", lambda o: o.history.last_heard()),
     ("last_received", "inbox", lambda o: o.last_received()),
+    # The journal worker's read of a resident's number for an export, the web's listing
+    # and rekey's: they let asyncpg's and sqlite3's own errors out, which the worker's
+    # catch-all took for the export's fault (found in review, 2026-12-06, third session).
+    (
+        "read_for_journal",
+        "residents",
+        lambda o: o.residents.read_for_journal("0301", "r-1", "a-1", []),
+    ),
+    ("read_resident", "residents", lambda o: o.residents.read_resident("0301", "r-1", [])),
+    ("list_residents", "residents", lambda o: o.residents.list_residents("0301", lambda _: [])),
+    ("stale_residents", "residents", lambda o: o.residents.stale_residents("k-1", None, 10)),
 ]
 
 

@@ -8,6 +8,11 @@ another instance could make stale; the row it replaces is read `FOR UPDATE` firs
 and a number replaced by another (or a row another instance inserted between that
 read and the upsert: compared with nothing, counted as changed) or removed records
 the change in `resident_changes` in the same transaction.
+
+Every call goes through the store's `connection`/`transaction` (rows.py), so a server
+out of reach is StoreUnavailableError and a refusal StoreError, as for the other
+reads: the journal worker, reading a number for an export, waits for the database
+then instead of charging that export an "unexpected error".
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncpg
 from alarmhub.core.journal_status import JournalState
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.postgres.accounts import append_audit
+from alarmhub.store.postgres.rows import connection, transaction
 from alarmhub.store.residents import (
     JournalRead,
     ListAudit,
@@ -97,7 +103,7 @@ class PostgresResidentRows:
     async def put_resident(
         self, row: SealedRow, audit: Sequence[AuditEntry], same: SameNumber
     ) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             old = await conn.fetchrow(f"{_ONE} FOR UPDATE", row.municipality, row.resident)
             created = await conn.fetchval(
                 _UPSERT,
@@ -118,7 +124,7 @@ class PostgresResidentRows:
     async def delete_resident(
         self, municipality: str, resident: str, at: datetime, audit: Sequence[AuditEntry]
     ) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             gone = await conn.fetchval(
                 "DELETE FROM residents WHERE municipality = $1 AND resident = $2 "
                 "RETURNING resident",
@@ -133,7 +139,7 @@ class PostgresResidentRows:
     async def read_for_journal(
         self, municipality: str, resident: str, alarm_id: str, audit: Sequence[AuditEntry]
     ) -> JournalRead:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             found = await conn.fetchrow(_ONE, municipality, resident)
             changed = await conn.fetchval(_CHANGED_AT, municipality, resident)
             released = await conn.fetchrow(_RELEASED, alarm_id, municipality)
@@ -147,7 +153,7 @@ class PostgresResidentRows:
 
     async def release_held(self, release: Release, audit: Sequence[AuditEntry]) -> bool:
         s = release.sealed
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             done = await conn.fetchval(
                 _RELEASE,
                 JournalState.PENDING.value,
@@ -171,7 +177,7 @@ class PostgresResidentRows:
         at: datetime,
         audit: Sequence[AuditEntry],
     ) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             done = await conn.fetchval(
                 _CANCEL,
                 JournalState.CANCELLED.value,
@@ -188,14 +194,14 @@ class PostgresResidentRows:
     async def read_resident(
         self, municipality: str, resident: str, audit: Sequence[AuditEntry]
     ) -> SealedRow | None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             found = await conn.fetchrow(_ONE, municipality, resident)
             if found is not None:
                 await append_audit(conn, audit)
         return _row(found) if found is not None else None
 
     async def list_residents(self, municipality: str, audit: ListAudit) -> list[SealedRow]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             rows = [
                 _row(r)
                 for r in await conn.fetch(
@@ -211,7 +217,7 @@ class PostgresResidentRows:
         self, current_key: str, after: tuple[str, str] | None, limit: int
     ) -> list[SealedRow]:
         start = after or ("", "")
-        async with self.pool.acquire() as conn:
+        async with connection(self.pool) as conn:
             records = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM residents WHERE key_id <> $1 AND "
                 "(municipality, resident) > ($2, $3) ORDER BY municipality, resident LIMIT $4",
@@ -223,7 +229,7 @@ class PostgresResidentRows:
 
     async def reseal_residents(self, reseals: Sequence[Reseal]) -> int:
         written = 0
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with transaction(self.pool) as conn:
             for r in reseals:
                 old = r.before
                 # Lock the row and compare it with what rekey read: a change committed

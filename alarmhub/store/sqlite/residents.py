@@ -5,7 +5,9 @@ directory's do; each change and each read of a number is one transaction with it
 audit rows (BEGIN IMMEDIATE: the read and its audit row commit together). A number
 replaced by another, or removed, records the change in `resident_changes` in the same
 transaction; a held journal note's release or cancellation changes only a row still
-`held`, of the municipality named, with its audit rows.
+`held`, of the municipality named, with its audit rows. A refusal (a table gone, a
+failing disk) is a StoreError, as for the store's own reads (refusals.py); `run`
+already makes a locked or missing file StoreUnavailableError.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from alarmhub.store.residents import (
 )
 from alarmhub.store.sealing import Sealed
 from alarmhub.store.sqlite.accounts import append_audit, run, transaction
+from alarmhub.store.sqlite.refusals import refusals_as_store_errors
 from alarmhub.store.sqlite.rows import parse_ts
 
 _COLUMNS = "municipality, resident, key_id, nonce, sealed, updated_at, updated_by"
@@ -233,6 +236,7 @@ def _reseal(conn: sqlite3.Connection, reseals: Sequence[Reseal]) -> int:
     return written
 
 
+@refusals_as_store_errors
 class SqliteResidentRows:
     """One database file; every call opens, uses and closes its own connection."""
 
