@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -141,6 +142,7 @@ class Leadership:
         self._step_down_counter = step_downs
         self._granted_at = 0.0  # monotonic: when the grant held now was taken up
         self._hold_until = 0.0  # monotonic: no acquire before (after a step-down)
+        self._hold_off_s = 0.0  # the last step-down's hold-off, counted again from the release
         self._strikes = 0  # step-downs since this holder last had its broker
         self._stepped_down: int | None = None  # the epoch of the last step-down
         self.step_downs = 0
@@ -319,6 +321,8 @@ class Leadership:
                 # The work has stopped (on_lost returned): now let another instance in
                 # without waiting out the ttl.
                 await self._release(fence)
+                # The others' turn starts with the release (_step_down says why).
+                self._hold_until = self._clock.monotonic() + self._hold_off_s
 
     async def _watch_able(self) -> None:
         """Step down when this holder has had no broker connection for the grace.
@@ -395,9 +399,11 @@ class Leadership:
     # --- state changes ---------------------------------------------------------------
 
     def _step_down(self, held: Fence, reason: LossReason, hold_off_s: float, **why: object) -> None:
-        """Hand the lease over: end the term now, release once it has ended (_announce),
-        and contend again only after `hold_off_s`, so that another instance gets it."""
-        self._hold_until = self._clock.monotonic() + hold_off_s
+        """End the term now, release once it has ended (_announce), contend again only
+        `hold_off_s` after the release: an acquire sent before it could be granted right
+        after it (seen), with its on_acquired waiting behind the on_lost still running."""
+        self._hold_until = math.inf  # until released (_announce): then `hold_off_s` more
+        self._hold_off_s = hold_off_s
         self.step_downs += 1
         if self._step_down_counter is not None:
             self._step_down_counter.labels(self._name, reason.value).inc()
