@@ -48,12 +48,20 @@ class Listener:
         self.name = name
         self.queue: asyncio.Queue[Change] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self._closed = False
         self._backlog = deque(backlog or ())
 
     @property
     def ended(self) -> bool:
-        """Cut off, and everything it was given before that has been taken."""
-        return self.overflowed and self.queue.empty() and not self._backlog
+        """Ended by its owner, or cut off and everything given before that taken."""
+        return self._closed or (self.overflowed and self.queue.empty() and not self._backlog)
+
+    def end(self) -> None:
+        """Ended by its owner (a page's newer stream took its slot): a waiting
+        `next_batch` returns at once, empty, rather than at its next change or ping."""
+        self._closed = True
+        if self.queue.empty():  # a waiting getter is woken; a queue with changes wakes none
+            self.queue.put_nowait(_WAKE)
 
     async def next_batch(self, wait_s: float | None, limit: int) -> list[Change]:
         """Up to `limit` changes in order, waiting up to `wait_s` for the first; [] if none.
@@ -76,10 +84,18 @@ class Listener:
                 return []
         else:
             first = queue.get_nowait()
+        if first is _WAKE:
+            return []
         batch = [first]
         while len(batch) < limit and not queue.empty():
-            batch.append(queue.get_nowait())
+            change = queue.get_nowait()
+            if change is not _WAKE:
+                batch.append(change)
         return batch
+
+
+# Put on an ended listener's empty queue to wake its reader; never sent.
+_WAKE = Change(0, "wake", {})
 
 
 def first_sequence(now: datetime) -> int:

@@ -9,7 +9,9 @@ event loop that also carries MQTT ingest.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -145,6 +147,22 @@ def _forget_expired(table: dict[_K, tuple[int, float]], now: float, forget_s: fl
 RETRY_AFTER_S = 30
 
 
+@dataclass(eq=False)
+class StreamSlot:
+    """One open stream's slot; `ended` is set when a newer stream of the same page took it."""
+
+    scope: Scope
+    page: str | None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    released: bool = False
+    wake: Callable[[], None] | None = None  # ends its listener's wait (web/sse.py)
+
+    def end(self) -> None:
+        self.ended.set()
+        if self.wake is not None:
+            self.wake()
+
+
 class StreamSlots:
     """Live-stream slots per user, per municipality and in all; `web.streams` says why.
 
@@ -154,6 +172,12 @@ class StreamSlots:
     with a page that no longer updates (promise 3: no municipality changes how
     another's alarms are handled). A stream counts against each municipality its
     caller may see; an admin's (every municipality) against none, but the total.
+
+    A page names its stream (`page`, the `stream_id` query parameter): a new stream of
+    the same user and page replaces the old one at once. The page replaces a stream it
+    has not heard from (web/static/js/live.js), and the old one, whose peer vanished
+    without a word, held its slot until TCP gave up, minutes later: five replacements
+    and the page was refused 429 and stayed disconnected (found in review, 2026-12-06).
     """
 
     def __init__(self, per_user: int = 5, total: int = 200, per_municipality: int = 50) -> None:
@@ -162,6 +186,7 @@ class StreamSlots:
         self.per_municipality = per_municipality
         self._by_user: Counter[str] = Counter()
         self._by_municipality: Counter[str] = Counter()
+        self._pages: dict[tuple[str, str], StreamSlot] = {}
         self.open = 0
 
     def refusal(self, scope: Scope) -> str | None:
@@ -193,23 +218,42 @@ class StreamSlots:
             )
         return None
 
-    def take(self, scope: Scope) -> None:
-        """Take a slot for `scope`, or raise 429 with Retry-After naming the limit reached."""
+    def take(self, scope: Scope, page: str | None = None) -> StreamSlot:
+        """Take a slot for `scope`, or raise 429 with Retry-After naming the limit reached.
+
+        The same user's stream of the same `page` is ended first, and its slot given back.
+        """
+        if page is not None:
+            earlier = self._pages.get((scope.user, page))
+            if earlier is not None:
+                earlier.end()
+                self.give_back(earlier)
         reason = self.refusal(scope)
         if reason is not None:
             raise ApiError(
                 429, "too_many_streams", reason, headers={"Retry-After": str(RETRY_AFTER_S)}
             )
+        slot = StreamSlot(scope, page)
         self._by_user[scope.user] += 1
         for m in scope.municipalities or ():
             self._by_municipality[m] += 1
         self.open += 1
+        if page is not None:
+            self._pages[(scope.user, page)] = slot
+        return slot
 
-    def give_back(self, scope: Scope) -> None:
+    def give_back(self, slot: StreamSlot) -> None:
+        """Once per slot: by the response's end, or earlier by its page's next stream."""
+        if slot.released:
+            return
+        slot.released = True
+        scope = slot.scope
         _drop(self._by_user, scope.user)
         for m in scope.municipalities or ():
             _drop(self._by_municipality, m)
         self.open -= 1
+        if slot.page is not None and self._pages.get((scope.user, slot.page)) is slot:
+            del self._pages[(scope.user, slot.page)]
 
     def held_by(self, user: str) -> int:
         return self._by_user[user]

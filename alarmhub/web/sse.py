@@ -38,6 +38,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from alarmhub.web.context import StreamSlot
 from alarmhub.web.ports import LiveChange, LiveFeed
 
 # FastAPI's interval (`fastapi.sse._PING_INTERVAL`): the default of `stream_ping_s`.
@@ -91,11 +92,13 @@ async def event_stream(
     recheck: Recheck,
     retry_ms: int,
     ping_s: float = PING_INTERVAL_S,
+    slot: StreamSlot | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's body: the opening, then the changes `allows` lets through, as bytes,
     and a ping after every `ping_s` seconds with nothing sent.
 
-    Ends when the listener is cut off for not reading, or when the re-check says no.
+    Ends when the listener is cut off for not reading, when the re-check says no, or
+    when its `slot` is ended (its page opened another; the listener is woken for it).
     The listener is registered while this generator runs, and only then.
     """
     loop = asyncio.get_running_loop()
@@ -103,6 +106,10 @@ async def event_stream(
     keepalive = ping(ping_s)
     ping_at = loop.time() + ping_s
     with live.listening(last_seq, peer) as listener:
+        if slot is not None:
+            if slot.ended.is_set():
+                return
+            slot.wake = listener.end
         while not listener.ended:
             check_in = recheck.seconds_left()
             now = loop.time()

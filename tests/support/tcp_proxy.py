@@ -12,7 +12,8 @@ one, goes through: a session lost in a failover or a dropped NAT entry. Loopback
 
 For HTTP clients (the operator page in a browser): `silence(marker)` does the same to
 connections already open whose client last sent `marker` (an event stream that was
-answered and then went quiet: the NAT entry dropped mid-stream); `truncate(marker)`
+answered and then went quiet: the NAT entry dropped mid-stream; a client closing it
+then is not passed on either, so the server keeps it open); `truncate(marker)`
 cuts the answer to the next request carrying `marker` one byte into its body and
 resets the connection (a blip mid-response); with `bad_gateway` set, a connection
 the server refuses is answered `502 Bad Gateway`, as nginx answers while the service
@@ -144,6 +145,10 @@ class TcpProxy:
                 await self._open.wait()
                 data = await src.read(65536)
                 if not data:
+                    if silent.is_set():
+                        # The client left a silenced connection: its peer never hears
+                        # of it, as when a NAT entry was dropped mid-stream.
+                        await asyncio.Event().wait()
                     return
                 if client:
                     self._note_client_chunk(data, silent, cut)

@@ -187,3 +187,50 @@ async def test_one_municipality_cannot_take_every_stream_slot(
         s.pub.publish(*native("brg-pend-1", "b1", "button.pressed"))
         event = await next_event(theirs.aiter_lines(), "brg-pend-1")
         assert event["data"]["municipality"] == "4601"
+
+
+async def test_a_page_s_new_stream_replaces_its_old_one_whose_peer_went_quiet(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The page replaces a stream it has not heard from; the old one, its peer gone without
+    a word, held its slot until TCP gave up, and the page's next streams met the per-user
+    limit (429) and it stayed disconnected. A stream of the same user and `stream_id` now
+    ends the old one and takes its slot; other pages of the user count as before."""
+    limits = {"max_streams_per_user": 2, "max_streams": 10}
+    page = {"stream_id": "page0123456789ab"}
+    async with (
+        stack(tmp_path, broker, client_id, alarms=False, settings=limits) as s,
+        s.client("op0301") as c,
+        s.client("op0301b") as b,
+        contextlib.AsyncExitStack() as held,
+    ):
+        older = []
+        for _ in range(5):  # never read again, never closed: like a peer that vanished
+            resp = await held.enter_async_context(
+                c.stream("GET", "/api/v1/alarms/stream", params=page)
+            )
+            assert resp.status_code == 200, await resp.aread()
+            older.append(resp)
+        newest = older.pop()
+        # Each replaced stream ends (its body is finished by the server).
+        for resp in older:
+            rest = await asyncio.wait_for(resp.aread(), 60)
+            assert rest.startswith(b"retry:") or b"event: ping" in rest
+        # The user's other page still counts: one more fits, the next is refused.
+        other = await held.enter_async_context(
+            c.stream("GET", "/api/v1/alarms/stream", params={"stream_id": "page-other-0001"})
+        )
+        assert other.status_code == 200
+        assert (await c.get("/api/v1/alarms/stream")).status_code == 429
+        # Another user's stream_id of the same value is theirs: it replaces nothing of op0301.
+        theirs = await held.enter_async_context(
+            b.stream("GET", "/api/v1/alarms/stream", params=page)
+        )
+        assert theirs.status_code == 200
+        assert s.hub is not None
+        s.pub.publish(*native("osl-pend-1", "o1", "button.pressed"))
+        event = await next_event(newest.aiter_lines(), "osl-pend-1")
+        assert event["data"]["municipality"] == "0301"
+        # Not a name a page makes: refused before any stream opens.
+        odd = await c.get("/api/v1/alarms/stream", params={"stream_id": "x"})
+        assert odd.status_code == 422

@@ -66,6 +66,28 @@ async def test_a_stream_gone_silent_is_said_replaced_and_the_alarm_raised_meanwh
         assert op.problems == []
 
 
+async def test_streams_replaced_again_and_again_never_use_up_the_operator_s_slots(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Each stream the page replaces for silence stays open at the server (its peer never
+    said goodbye) and held its slot; at `max_streams_per_user` the page's next stream was
+    refused 429 and the page stayed disconnected. The page names its stream (`stream_id`)
+    and the server ends the page's earlier one: three silences with a limit of one."""
+    async with operator_page(
+        tmp_path, broker, client_id, stream_ping_s=1, max_streams_per_user=1
+    ) as op:
+        await op.record_connection()
+        presses = [("fall-1", "fall.detected"), ("pend-7", "button.pressed")]
+        for n, (device, etype) in enumerate([*presses, ("pend-8", "button.pressed")]):
+            assert op.proxy.silence(b"/api/v1/alarms/stream") == 1
+            await op.raise_alarm(device, f"r{n}", etype)
+            await op.wait_shown("banner:stale")
+            await op.row(device).wait_for(timeout=CEILING_MS)
+            await op.page.wait_for_selector("#offline", state="hidden", timeout=CEILING_MS)
+            assert await op.conn_state() == "live"
+        assert op.problems == []
+
+
 async def test_a_restart_behind_a_proxy_answering_502_is_ridden_out_on_the_same_page(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:

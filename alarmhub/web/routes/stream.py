@@ -27,8 +27,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
-from alarmhub.core.tenancy import Scope
 from alarmhub.web.auth import still_authenticated
+from alarmhub.web.context import StreamSlot
 from alarmhub.web.deps import Ctx, ReadAlarms
 from alarmhub.web.errors import responses
 from alarmhub.web.sse import SSE_EVENT_SCHEMA, Recheck, event_stream
@@ -51,28 +51,38 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
 
-async def _stream_slot(ctx: Ctx, scope: ReadAlarms) -> AsyncIterator[Scope]:
+# What a page calls its stream (web/static/js/live.js): random, per page.
+PAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
+
+
+async def _stream_slot(
+    ctx: Ctx,
+    scope: ReadAlarms,
+    page: Annotated[str | None, Query(alias="stream_id", pattern=PAGE_ID)] = None,
+) -> AsyncIterator[StreamSlot]:
     """A slot for the whole response: FastAPI runs the code after `yield` when it has ended.
 
     A `finally` in the stream's own generator would not do: a client that goes away
     before the generator first runs would never run it, and its slot would be lost.
+    `stream_id`: the page's name for its stream; a new one of the same user and page
+    ends the old one and takes its slot (StreamSlots).
     """
     slots = ctx.streams
-    slots.take(scope)
+    slot = slots.take(scope, page)
     try:
-        yield scope
+        yield slot
     finally:
-        slots.give_back(scope)
+        slots.give_back(slot)
 
 
-# The stream route's scope parameter: authorised to read alarms, and holding a slot.
-StreamScope = Annotated[Scope, Depends(_stream_slot)]
+# The stream route's slot parameter: authorised to read alarms, and holding a slot.
+StreamScope = Annotated[StreamSlot, Depends(_stream_slot)]
 
 
 async def stream(
     request: Request,
     ctx: Ctx,
-    scope: StreamScope,
+    slot: StreamScope,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     resume: Annotated[int | None, Query(alias="last_event_id", ge=0)] = None,
 ) -> EventStreamResponse:
@@ -99,7 +109,14 @@ async def stream(
         lambda: still_authenticated(request), hub.settings.stream_recheck_s, hub.clock.monotonic
     )
     body = event_stream(
-        live, last, peer, scope.allows, recheck, STREAM_RETRY_MS, hub.settings.stream_ping_s
+        live,
+        last,
+        peer,
+        slot.scope.allows,
+        recheck,
+        STREAM_RETRY_MS,
+        hub.settings.stream_ping_s,
+        slot,
     )
     response = EventStreamResponse(body)
     response.headers.update(SSE_HEADERS)  # after Content-Type, in FastAPI's order

@@ -22,6 +22,17 @@ const RECONNECT_MIN_MS = 1000;
 const RECONNECT_MAX_MS = 30_000;
 const DEFAULT_PING_S = 15; // until the stream's first ping says otherwise
 
+/**
+ * This page's name for its stream (`stream_id`): a stream the page replaces, whose peer
+ * vanished without a word, would hold its server slot until TCP gave up (minutes), and
+ * five replacements met the per-user limit; the server ends the same page's earlier
+ * stream instead. Random per page, from getRandomValues (randomUUID needs https).
+ */
+function newStreamId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Silence longer than this, with pings every `pingS`, is a dead stream. */
 export function deadAfterMs(pingS) {
   return (2 * pingS + 5) * 1000;
@@ -42,6 +53,7 @@ export function openStream(handlers, fromSeq = null) {
   let backoffMs = RECONNECT_MIN_MS;
   let retryTimer = null;
   let waiting = false; // closed, another not yet opened: from replace() to connect()
+  const streamId = newStreamId();
 
   function heard(event) {
     heardAt = Date.now();
@@ -49,8 +61,9 @@ export function openStream(handlers, fromSeq = null) {
   }
 
   function connect() {
-    const query = lastSeq == null ? "" : `?last_event_id=${encodeURIComponent(lastSeq)}`;
-    const src = new EventSource(`/api/v1/alarms/stream${query}`);
+    const params = new URLSearchParams({ stream_id: streamId });
+    if (lastSeq != null) params.set("last_event_id", String(lastSeq));
+    const src = new EventSource(`/api/v1/alarms/stream?${params}`);
     source = src;
     heardAt = Date.now(); // a connection that never opens is dead after the same silence
     handlers.status("connecting");
