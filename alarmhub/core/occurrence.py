@@ -9,6 +9,7 @@ before but new again (reused, or past the dedup window) raises alarms of its own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -64,3 +65,17 @@ def rekeyed(decision: Decision, event: Event, occurrence: str) -> Decision:
         replace(alarm, id=new_id),
         tuple(replace(e, alarm_id=new_id) for e in decision.timeline),
     )
+
+
+def keyed_apart(
+    decision: Decision, event: Event, taken: Callable[[str], bool], occurrence: str | None
+) -> Decision:
+    """A new alarm, with an id no stored alarm has (:func:`rekeyed`). `occurrence` is
+    given when dedup saw the message id used before. When the earlier message's inbox
+    row is gone (pruned) but its alarm is stored, only the index knows the id is
+    `taken` (AlarmIndex.taken); the arrival time keys it apart."""
+    alarm = decision.alarm
+    assert alarm is not None
+    if occurrence is None and taken(alarm.id):
+        occurrence = event.received_at.isoformat()
+    return decision if occurrence is None else rekeyed(decision, event, occurrence)

@@ -43,7 +43,7 @@ from alarmhub.core.model import (
     Verdict,
     amended,
 )
-from alarmhub.core.occurrence import for_occurrence, rekeyed, scheduled_at
+from alarmhub.core.occurrence import for_occurrence, keyed_apart, scheduled_at
 from alarmhub.core.rules import Rule, RuleSet
 from alarmhub.core.strays import stray_events
 
@@ -288,7 +288,7 @@ def _judge_event(
         policy=_policy_name(ctx, rule, new_priority(rule), device),
     )
     if decision.verdict is Verdict.NEW:
-        decision = _keyed_apart(decision, event, working, occurrence)
+        decision = keyed_apart(decision, event, working.taken, occurrence)
         if scheduled is not None:
             decision = for_occurrence(decision, scheduled)
     # A reopened alarm is asked again too: its old suppression may be long over,
@@ -461,20 +461,6 @@ def _release_covered(
         working.put(released.alarm)
         effects.alarms[released.alarm.id] = released.alarm
         effects.timeline.append(released.entry)
-
-
-def _keyed_apart(
-    decision: Decision, event: Event, working: Working, occurrence: str | None
-) -> Decision:
-    """A new alarm, with an id no stored alarm has (occurrence.rekeyed). `occurrence` is
-    given when dedup saw the message id used before. When the earlier message's inbox
-    row is gone (pruned) but its alarm is stored, only the index knows the id is taken
-    (AlarmIndex.taken); the arrival time keys it apart."""
-    alarm = decision.alarm
-    assert alarm is not None
-    if occurrence is None and working.taken(alarm.id):
-        occurrence = event.received_at.isoformat()
-    return decision if occurrence is None else rekeyed(decision, event, occurrence)
 
 
 def _set_aside(

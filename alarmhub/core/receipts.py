@@ -7,9 +7,15 @@ See docs/protocol.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import orjson
 
 from alarmhub.core.model import Rejected, Verdict
+
+if TYPE_CHECKING:
+    from alarmhub.core.pipeline import MessageOutcome
 
 NATIVE_PREFIX = "alarmhub/v1/"
 EVENTS = "/events"
@@ -37,6 +43,19 @@ def stored_receipt(
     if verdict is Verdict.REDELIVERY:
         return target, b'{"ref":' + ref + b',"status":"accepted","duplicate":true}'
     return target, b'{"ref":' + ref + b',"status":"accepted"}'
+
+
+def stored_receipts(messages: Iterable[MessageOutcome]) -> list[tuple[str, bytes]]:
+    """What to tell native devices of a committed batch: stored (or why not). Sent at QoS 0.
+
+    A lost receipt is answered again when the device resends (docs/protocol.md).
+    """
+    receipts = []
+    for msg in messages:
+        receipt = stored_receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
+        if receipt is not None:
+            receipts.append(receipt)
+    return receipts
 
 
 def handled_receipt(topic: str, msg_id: str, alarm_id: str) -> tuple[str, bytes] | None:

@@ -45,7 +45,7 @@ from alarmhub.core.pipeline import (
     process_batch,
     process_internal,
 )
-from alarmhub.core.receipts import stored_receipt
+from alarmhub.core.receipts import stored_receipts
 from alarmhub.core.scaip_record import answered_in_batch
 from alarmhub.core.views import alarm_json
 from alarmhub.daemon.backlog import Backlog
@@ -211,7 +211,7 @@ class Ingest:
         async with self._gate.lock:
             effects, steps = await self._decide_and_commit(batch, from_broker=from_broker)
         # Acks and receipts leave as one write, only now that the batch is durable.
-        source.settle(batch, _stored_receipts(effects))
+        source.settle(batch, stored_receipts(effects.messages))
         if settled is not None:
             settled(batch, effects)
         self.batches_committed += 1
@@ -484,16 +484,3 @@ def _finished_alone(task: asyncio.Future[None]) -> None:
     """A batch that went on after its ingest was cancelled: its failure, if any, logged."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.warning("ingest.batch_abandoned", error=repr(exc))
-
-
-def _stored_receipts(effects: BatchEffects) -> list[tuple[str, bytes]]:
-    """What to tell native devices: stored (or why not). Sent at QoS 0.
-
-    A lost receipt is answered again when the device resends (docs/protocol.md).
-    """
-    receipts = []
-    for msg in effects.messages:
-        receipt = stored_receipt(msg.raw.topic, msg.msg_id, msg.rejected, msg.verdict)
-        if receipt is not None:
-            receipts.append(receipt)
-    return receipts
