@@ -150,8 +150,7 @@ class AlarmHub:
     def _wire(self) -> None:
         """Every service with the few things it uses; none is handed the hub."""
         s, state, gate = self.settings, self.state, self.gate
-        clock, metrics = self.clock, self.metrics
-        reader = self.reader
+        clock, metrics, reader = self.clock, self.metrics, self.reader
         gate.reload_alarms = lambda ids: state.reload(reader.get_alarms, ids)
         mqtt = self.link
         self.wal = self.stores.wal_keeper(
@@ -188,6 +187,7 @@ class AlarmHub:
             journal_exporting=s.journal_exporting(),
             stopping=self._stopping,
         )
+        gate.reload_devices = self.registry.reload_devices
         self.scaip = ScaipIntake(state, ScaipSource(), clock, metrics, s)  # sip/ports.py's handler
         self.actions = Actions(
             state=state,

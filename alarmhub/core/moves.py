@@ -78,3 +78,25 @@ def resident_left_behind(found: Mapping[str, Any], changes: Mapping[str, Any]) -
         return None
     resident = found.get("resident")
     return None if resident is None else str(resident)
+
+
+def moved_since(
+    decided_with: Mapping[str, Device], stored: Iterable[tuple[str, str, str | None]]
+) -> list[str]:
+    """Of the devices a batch was decided with, those stored now elsewhere: sorted ids.
+
+    `stored`: (id, municipality, resident) rows as the registry holds them now. A
+    device another process moved (the CLI, another instance) or gave another
+    resident after this instance read it would have its alarm raised in the old
+    municipality, about the old resident. A device without a row is not one of them
+    (none is ever deleted): there is nothing to reload it from.
+    """
+    moved = []
+    for device_id, municipality, resident in stored:
+        device = decided_with.get(device_id)
+        if device is not None and (device.municipality, device.resident) != (
+            municipality,
+            resident,
+        ):
+            moved.append(device_id)
+    return sorted(moved)

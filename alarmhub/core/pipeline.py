@@ -86,6 +86,11 @@ class BatchEffects:
     new_alarm_ids: list[str] = field(default_factory=list)
     timeline: list[TimelineEntry] = field(default_factory=list)
     device_seen: dict[str, datetime] = field(default_factory=dict)
+    # The registry entries the batch was decided with, by device id: its municipality
+    # and resident decided where its alarms and messages went. The commit refuses a
+    # batch whose device another process moved meanwhile (DeviceMovedError), and the
+    # shell decides it again on the device as stored.
+    decided_with: dict[str, Device] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +187,7 @@ def process_batch(
             outcome.earlier_alarm_ids = prior.alarm_ids if prior is not None else ()
             continue
         effects.device_seen[result.device.id] = raw.received_at
+        effects.decided_with[result.device.id] = result.device
         # A message id seen before but new again (reused, past the window) raises
         # alarms of its own: keyed apart from the earlier message's (occurrence.rekeyed).
         again = None if identity is Identity.NEW else raw.received_at.isoformat()
@@ -245,6 +251,7 @@ def process_internal(
     effects = BatchEffects()
     working = Working(index)
     for event, device in events:
+        effects.decided_with[device.id] = device
         _judge_event(event, device, working, ctx, effects)
     return effects
 
@@ -312,6 +319,9 @@ def _strays(
 ) -> None:
     """A press from an unknown or decommissioned device: a dead letter that an
     operator sees too, as an `unregistered_device` alarm (core/strays.py)."""
+    # A registered device's dead letter and stray alarm go to where the registry says.
+    if (registered := ctx.registry.get(rejected.device_id or "")) is not None:
+        effects.decided_with[registered.id] = registered
     found = stray_events(
         raw,
         rejected,

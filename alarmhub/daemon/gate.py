@@ -27,7 +27,12 @@ import structlog
 from alarmhub.clock import Clock, SystemClock
 from alarmhub.core.cluster import Stalled
 from alarmhub.observability.logs import OncePer
-from alarmhub.store.errors import StaleAlarmError, StoreError, StoreUnavailableError
+from alarmhub.store.errors import (
+    DeviceMovedError,
+    StaleAlarmError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 log = structlog.get_logger("alarmhub")
 T = TypeVar("T")
@@ -68,6 +73,8 @@ class WriteGate:
         # the store is open. The default reloads nothing, which only a test without
         # a second writer can afford.
         self.reload_alarms: Callable[[list[str]], Awaitable[None]] = _reload_nothing
+        # Reloads devices from the store into the registry in memory (DeviceMovedError).
+        self.reload_devices: Callable[[list[str]], Awaitable[None]] = _reload_nothing
         self._unreachable = False  # between a store.unavailable and the next success
         self._clock = clock or SystemClock()
         # Each operation retrying now: the monotonic time of its first attempt.
@@ -131,13 +138,21 @@ class WriteGate:
         return Stalled(min(self._failing.values()), "commit", self._last_error)
 
     async def deciding(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Decide and commit with `attempt`; again, on fresh alarms, while they were stale.
+        """Decide and commit with `attempt`; again, on fresh rows, while they were stale.
 
         A commit refused because an alarm changed in the database since it was read
         (StaleAlarmError: another instance acknowledged it, issue 15) reloads the
         named alarms and runs `attempt` again, so the decision is taken on what the
-        database holds, never against it. Each round reloads what moved: it ends as
-        soon as no other writer changed the same alarms in between.
+        database holds, never against it. So does one refused because a device moved
+        to another municipality or resident since it was read (DeviceMovedError: the
+        CLI or another instance moved it, and the registry has not polled since): the
+        devices are reloaded, and `attempt` decides from the registry in memory.
+
+        Each round reloads what moved, as stored at that moment, so memory then
+        matches the database: a round is refused again only if another writer
+        committed a further change of the same rows between the reload and this
+        commit (milliseconds; moves come from people and the CLI). From the fourth
+        round each waits longer, up to COMMIT_RETRY_MAX_S, to give that writer room.
         """
         rounds = 0
         while True:
@@ -145,23 +160,27 @@ class WriteGate:
                 return await attempt()
             except StaleAlarmError as exc:
                 log.info("store.alarms_changed_elsewhere", count=len(exc.ids), ids=exc.ids[:10])
-                if rounds >= STALE_ROUNDS_BEFORE_ERROR:
-                    self._log_refused_again(exc.ids, rounds)
-                # A read: the server may have gone between the refusal and it. A
-                # StoreError out of here ended the caller's task (the escalator, ingest),
-                # and the daemon's TaskGroup with it; it is waited out as a write is.
-                reload = functools.partial(self.reload_alarms, exc.ids)
-                await self.until_committed(reload, writes=False)
+                ids, reload = exc.ids, functools.partial(self.reload_alarms, exc.ids)
+            except DeviceMovedError as exc:
+                log.info("store.devices_moved_elsewhere", count=len(exc.ids), ids=exc.ids[:10])
+                ids, reload = exc.ids, functools.partial(self.reload_devices, exc.ids)
+            if rounds >= STALE_ROUNDS_BEFORE_ERROR:
+                self._log_refused_again(ids, rounds)
+            # A read: the server may have gone between the refusal and it. A
+            # StoreError out of here ended the caller's task (the escalator, ingest),
+            # and the daemon's TaskGroup with it; it is waited out as a write is.
+            await self.until_committed(reload, writes=False)
             rounds += 1
-            if rounds > 3:  # a writer racing us on the same alarms: give it room
+            if rounds > 3:  # a writer racing us on the same rows: give it room
                 await asyncio.sleep(min(COMMIT_RETRY_MAX_S, 0.05 * 2 ** (rounds - 3)))
 
     def _log_refused_again(self, ids: list[str], rounds: int) -> None:
         """Refused round after round: nothing commits meanwhile, so say it at error level.
 
-        Another writer changing the same alarms settles within a few rounds. A
-        decision refused every time (a new alarm minted with a stored alarm's id was
-        one, AlarmIndex.taken) holds every later message unacknowledged.
+        Another writer changing the same alarms (or moving the same devices) settles
+        within a few rounds. A decision refused every time (a new alarm minted with a
+        stored alarm's id was one, AlarmIndex.taken) holds every later message
+        unacknowledged.
         """
         should, suppressed = self._once.should_log("store.alarms_refused_again")
         if should:
@@ -171,7 +190,7 @@ class WriteGate:
                 ids=ids[:10],
                 since_last=suppressed,
                 hint="nothing is committed or acknowledged until this passes; "
-                "if it does not, report it with these alarm ids",
+                "if it does not, report it with these alarm or device ids",
             )
 
     def _log_failure(self, exc: StoreError) -> None:

@@ -223,18 +223,20 @@ class Ingest:
         # Marked with when they may have been queued: MQTT carries no broker time.
         raws = [d.raw for d in batch]
         raws = self._backlog.mark(raws) if from_broker else raws
-        ctx = self.context()
-        decoded = decode_all(raws, ctx)
-        decoded = await self._retry_unknown_devices(raws, decoded)
-        fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
-        seen = await self._gate.until_committed(
-            lambda: self._store.latest_messages(fps), writes=False
-        )
-        await self._gate.until_wal_has_room()
 
         async def attempt() -> tuple[BatchEffects, FirstSteps]:
-            # Decided on the alarms in memory; decided again if one of them changed
-            # in the database meanwhile (WriteGate.deciding).
+            # Decided on the registry and the alarms in memory; decided again if a
+            # device moved or an alarm changed in the database meanwhile
+            # (WriteGate.deciding). From the decoding on: each message's Decoded holds
+            # the registry entry of its device, reloaded by then.
+            ctx = self.context()
+            decoded = decode_all(raws, ctx)
+            decoded = await self._retry_unknown_devices(raws, decoded)
+            fps = [fingerprint(r, d) for r, d in zip(raws, decoded, strict=True)]
+            seen = await self._gate.until_committed(
+                lambda: self._store.latest_messages(fps), writes=False
+            )
+            await self._gate.until_wal_has_room()
             effects = process_batch(raws, decoded, fps, seen, self._state.alarms, ctx)
             # What each SCAIP device will be answered about its alarm, in this commit. Only
             # the SIP source carries SCAIP requests: an MQTT batch (the hot path) skips the
@@ -309,7 +311,11 @@ class Ingest:
         async with self._gate.lock:
 
             async def attempt() -> tuple[BatchEffects, FirstSteps]:
-                effects = process_internal(events, self._state.alarms, self.context())
+                # Each device as the registry holds it now: after a DeviceMovedError it
+                # was reloaded (WriteGate.deciding), where it was moved to.
+                devices = self._state.devices
+                current = [(event, devices.get(d.id, d)) for event, d in events]
+                effects = process_internal(current, self._state.alarms, self.context())
                 return effects, await self._commit(effects, {})
 
             effects, steps = await self._gate.deciding(attempt)

@@ -2,10 +2,11 @@
 
 Devices registered through the API are written under the write gate's lock and
 seen by ingest at once; those written by the CLI or another process are picked
-up by the poll (:meth:`Registry.run`, every REGISTRY_POLL_S). Either way
-supervision starts watching them. A rules reload (SIGHUP) is all-or-nothing: a
-bad file, or one that strands open alarms without their escalation policy,
-keeps the rules in force.
+up by the poll (:meth:`Registry.run`, every REGISTRY_POLL_S), or sooner by a
+batch whose commit finds one of its devices moved (:meth:`Registry.reload_devices`).
+Either way supervision starts watching them. A rules reload (SIGHUP) is
+all-or-nothing: a bad file, or one that strands open alarms without their
+escalation policy, keeps the rules in force.
 """
 
 from __future__ import annotations
@@ -93,6 +94,15 @@ class Registry:
             await self._store.load_active_alarms(),
             await self._store.load_resolved_since(now - self._state.rules.max_flap_window()),
         )
+
+    async def reload_devices(self, ids: list[str]) -> None:
+        """These devices as stored now, into memory and supervision: moved by another process.
+
+        Called under the write gate's lock by a decision the store refused
+        (DeviceMovedError, WriteGate.deciding), before the next poll would have found
+        them: the decision is taken again on where the devices are now.
+        """
+        self._watch(await self._store.get_devices(ids))
 
     def _watch(self, devices: Iterable[Device]) -> datetime:
         """Into the registry in memory and under supervision; returns the wall time used."""

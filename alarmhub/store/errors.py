@@ -29,6 +29,21 @@ class StaleAlarmError(Exception):
         self.ids = ids
 
 
+class DeviceMovedError(Exception):
+    """A device moved since the batch was decided with it: the write was rolled back.
+
+    Another process (the CLI, another instance's API on a shared PostgreSQL) moved
+    it to another municipality or gave it another resident, and this instance's
+    registry has not polled since. Not a StoreError: the same write would raise an
+    alarm in the old municipality. The caller reloads the named devices (`ids`) and
+    decides the batch again on them (WriteGate.deciding).
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"device(s) moved since read: {', '.join(ids[:10])}")
+        self.ids = ids
+
+
 class StoreUnavailableError(StoreError):
     """The database server cannot be reached (restarted, failed over, network cut).
 

@@ -112,7 +112,9 @@ class IngestStore(Protocol):
     async def latest_messages(self, fingerprints: Iterable[str]) -> dict[str, Prior]: ...
 
     # With its new alarms' first steps (`decided`), claimed as commit_decisions claims
-    # them, in one transaction; per step, whether recorded now.
+    # them, in one transaction; per step, whether recorded now. Nothing is written, and
+    # DeviceMovedError names them, if a device of `effects.decided_with` is stored now in
+    # another municipality or with another resident (moved by another process).
     async def commit_batch(
         self,
         effects: BatchEffects,

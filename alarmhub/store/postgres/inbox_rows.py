@@ -14,17 +14,18 @@ retention cannot make a new message collide with a kept one and vanish.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from alarmhub.core.dedup import Identity, Prior, payload_digest
-from alarmhub.core.model import Verdict
+from alarmhub.core.model import Device, Verdict
+from alarmhub.core.moves import moved_since
 from alarmhub.core.pipeline import BatchEffects, MessageOutcome
 from alarmhub.store.cluster import Fence
 from alarmhub.store.columns import ALARM_COLUMNS
-from alarmhub.store.errors import LeaseLostError
+from alarmhub.store.errors import DeviceMovedError, LeaseLostError
 from alarmhub.store.inbox import inbox_row
 from alarmhub.store.ports import DecidedRow
 from alarmhub.store.postgres.escalation_rows import (
@@ -74,9 +75,23 @@ ORDER BY u.n
 ON CONFLICT ON CONSTRAINT inbox_message DO NOTHING
 """
 
+# The devices heard from, each only where the batch was decided with it (municipality
+# and resident; a NULL municipality: a batch built by hand, not checked). A device
+# another process moved meanwhile is not updated: the count returned comes up short.
+# A move still uncommitted holds the row (reads.check_moves, FOR UPDATE): this waits
+# for it and then compares against the moved row, as READ COMMITTED re-reads it.
 SEEN = (
     "UPDATE devices d SET last_seen_at = u.at "
-    "FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) WHERE d.id = u.id"
+    "FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[]) AS u(id, at, mun, res) "
+    "WHERE d.id = u.id AND (u.mun IS NULL OR (d.municipality = u.mun "
+    "AND d.resident IS NOT DISTINCT FROM u.res)) RETURNING 1"
+)
+# Where the batch's devices are now, when the update came up short or a device was
+# not heard from (a dead letter's, an internal event's). FOR SHARE: a move waits
+# for this batch's commit and then finds its alarms (reads.check_moves).
+WHERE_NOW = (
+    "SELECT id, municipality, resident FROM devices WHERE id = ANY($1::text[]) "
+    "ORDER BY id FOR SHARE"
 )
 
 # A batch is two statements in its transaction, whatever it holds (issue 18: each
@@ -87,15 +102,16 @@ SEEN = (
 # (write_batch raises), so nothing written under a lost grant commits; the rows
 # this statement wrote before its lock are in the same uncommitted transaction.
 # The steps are claimed only when the inbox took a row or had none to take (see
-# write_batch: a batch committed before writes nothing again).
+# write_batch: a batch committed before writes nothing again). Last, the count of
+# devices updated (SEEN).
 BATCH_FIRST = (
     f"WITH fence AS MATERIALIZED ({FENCE_SQL.strip()}), "
     f"seen AS ({renumbered(SEEN, 3)}), "
-    f"ins AS ({renumbered(INSERT_INBOX.strip(), 5)} RETURNING 1), "
-    f"dec AS ({insert_decided(19, 'cardinality($6::text[]) = 0 OR EXISTS (SELECT FROM ins)')}) "
+    f"ins AS ({renumbered(INSERT_INBOX.strip(), 7)} RETURNING 1), "
+    f"dec AS ({insert_decided(21, 'cardinality($8::text[]) = 0 OR EXISTS (SELECT FROM ins)')}) "
     "SELECT $1::text IS NULL OR EXISTS (SELECT FROM fence), (SELECT count(*) FROM ins), "
-    "d.a, d.r, d.s FROM (SELECT array_agg(alarm_id) AS a, array_agg(round) AS r, "
-    "array_agg(step) AS s FROM dec) AS d"
+    "d.a, d.r, d.s, (SELECT count(*) FROM seen) FROM (SELECT array_agg(alarm_id) AS a, "
+    "array_agg(round) AS r, array_agg(step) AS s FROM dec) AS d"
 )
 # The second: the alarms as this batch leaves them and their notifications, the
 # timeline (the batch's entries, then those of the steps recorded now) and the
@@ -184,9 +200,11 @@ async def write_batch(
     registry write that moves a device locks the same rows before it reads the
     device's open alarms (reads.check_moves), so it waits for this batch's alarms and
     sees them. Should the two still lock rows in opposite orders, PostgreSQL aborts
-    one (a StoreError) and the gate retries the batch.
+    one (a StoreError) and the gate retries the batch. A device moved since the batch
+    was decided with it (committed before this statement, or while it waited for the
+    row) is not updated there: DeviceMovedError, and nothing is committed.
     """
-    seen = sorted((dev, at) for dev, at in effects.device_seen.items())
+    seen = sorted(effects.device_seen.items())
     inbox = inbox_columns(effects, municipality_of)
     # One instant for all of a batch's steps (daemon/escalator.py first_steps).
     at = decided[0].decided_at if decided else None
@@ -196,6 +214,7 @@ async def write_batch(
         *fence,
         [d for d, _ in seen],
         [a for _, a in seen],
+        *_decided_where(effects.decided_with, seen),
         *inbox,
         *decided_args(decided, at),
     )
@@ -204,6 +223,7 @@ async def write_batch(
         raise LeaseLostError(grant.name, grant.holder, grant.epoch)
     if inbox[0] and first[1] == 0:
         return [True] * len(decided)
+    await _devices_where_decided(conn, effects, updated=int(first[5]))
     fresh = set(zip(first[2] or (), first[3] or (), first[4] or (), strict=True))
     recorded = recorded_now(decided, fresh)
     kept = [r for r, now in zip(decided, recorded, strict=True) if now]
@@ -223,6 +243,36 @@ async def write_batch(
         )
         check_written(columns, int(written[0]))
     return recorded
+
+
+def _decided_where(
+    decided_with: Mapping[str, Device], seen: Sequence[tuple[str, Any]]
+) -> tuple[list[str | None], list[str | None]]:
+    """SEEN's municipality and resident arrays: where each device heard from was decided."""
+    where = [decided_with.get(dev) for dev, _ in seen]
+    return (
+        [d.municipality if d is not None else None for d in where],
+        [d.resident if d is not None else None for d in where],
+    )
+
+
+async def _devices_where_decided(conn: Any, effects: BatchEffects, *, updated: int) -> None:
+    """DeviceMovedError if a device of the batch moved since it was read (rolled back).
+
+    SQLite's check (store/sqlite/batch_rows.py); the devices heard from were updated
+    in the batch's first statement, only where they were decided with (SEEN), so the
+    rows are read only when that came up short or a device was not heard from.
+    """
+    used = effects.decided_with
+    ids = [dev for dev in used if dev not in effects.device_seen]
+    if updated != len(effects.device_seen):
+        ids += list(effects.device_seen)
+    if not ids:
+        return
+    rows = await conn.fetch(WHERE_NOW, ids)
+    moved = moved_since(used, [(r[0], r[1], r[2]) for r in rows])
+    if moved:
+        raise DeviceMovedError(moved)
 
 
 __all__ = ["inbox_columns", "select_priors", "write_batch"]

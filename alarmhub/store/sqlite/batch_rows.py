@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alarmhub.core.model import Alarm, Verdict
+from alarmhub.core.model import Alarm, Device, Verdict
+from alarmhub.core.moves import moved_since
 from alarmhub.core.pipeline import BatchEffects
 from alarmhub.store.accounts import ts
+from alarmhub.store.errors import DeviceMovedError
 from alarmhub.store.inbox import inbox_row
 from alarmhub.store.ports import DecidedRow
 from alarmhub.store.sqlite.escalation_rows import claim_decided, decided_payload, write_effects
@@ -24,6 +26,15 @@ from alarmhub.store.sqlite.inbox_rows import INSERT_INBOX
 from alarmhub.store.sqlite.rows import INSERT_TIMELINE, alarm_row, timeline_row, upsert_alarms
 
 __all__ = ["BatchRows", "batch_rows", "write_batch"]
+
+# The devices heard from, each only where the batch was decided with it: a device
+# another process moved meanwhile is not updated, and the count comes up short. A
+# device the batch has no registry entry of (a batch built by hand) is not checked.
+SEEN = (
+    "UPDATE devices SET last_seen_at = ?1 WHERE id = ?2 "
+    "AND (?3 IS NULL OR (municipality = ?3 AND resident IS ?4))"
+)
+_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +47,12 @@ class BatchRows:
     alarms: list[tuple[Any, ...]]
     held: list[Alarm]
     timeline: list[tuple[Any, ...]]
-    seen: list[tuple[str | None, str]]
+    seen: list[tuple[str | None, str, str | None, str | None]]
     decided: list[Any]
+    # The registry entries the batch was decided with, and those of its devices not
+    # heard from (a dead letter's, an internal event's): checked by a read.
+    decided_with: dict[str, Device]
+    unheard: list[str]
 
 
 def batch_rows(
@@ -62,13 +77,23 @@ def batch_rows(
             held.append(a)
         else:
             alarms.append(alarm_row(a))
+    used = effects.decided_with
+    seen: list[tuple[str | None, str, str | None, str | None]] = []
+    for dev, at in effects.device_seen.items():
+        device = used.get(dev)
+        if device is None:  # not decided by the pipeline (a test's batch): not checked
+            seen.append((ts(at), dev, None, None))
+        else:
+            seen.append((ts(at), dev, device.municipality, device.resident))
     return BatchRows(
         inbox,
         alarms,
         held,
         [timeline_row(e) for e in effects.timeline],
-        [(ts(at), dev) for dev, at in effects.device_seen.items()],
+        seen,
         decided_payload(decided, None),
+        used,
+        [dev for dev in used if dev not in effects.device_seen],
     )
 
 
@@ -78,9 +103,11 @@ def write_batch(conn: sqlite3.Connection, rows: BatchRows) -> list[bool]:
     `rows.decided`: the first escalation steps of its new alarms (escalation_rows.decided_payload),
     each claimed as the escalator's own transaction claims it; a recorded one's alarm row
     (the alarm at its new level) is written instead of the batch's, at the same revision.
+    Nothing is written if a device of the batch moved since it was read (DeviceMovedError).
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        _devices_where_decided(conn, rows)
         if rows.inbox:
             conn.executemany(INSERT_INBOX, rows.inbox)
         recorded, escalated, steps, outbox = claim_decided(conn, rows.decided)
@@ -92,8 +119,6 @@ def write_batch(conn: sqlite3.Connection, rows: BatchRows) -> list[bool]:
         if rows.timeline:
             conn.executemany(INSERT_TIMELINE, rows.timeline)
         write_effects(conn, steps, outbox)
-        if rows.seen:
-            conn.executemany("UPDATE devices SET last_seen_at=? WHERE id=?", rows.seen)
         conn.execute("COMMIT")
     except BaseException:
         # The transaction may already be gone (SQLITE_FULL rolls back by itself).
@@ -101,3 +126,30 @@ def write_batch(conn: sqlite3.Connection, rows: BatchRows) -> list[bool]:
             conn.execute("ROLLBACK")
         raise
     return recorded
+
+
+def _devices_where_decided(conn: sqlite3.Connection, rows: BatchRows) -> None:
+    """Update the devices heard from; DeviceMovedError if one moved since it was read.
+
+    Inside the batch's BEGIN IMMEDIATE: no registry write (the CLI's, which never
+    takes this instance's lock) comes between this check and the commit. A move
+    committed before it is found here, and the batch is decided again on the device
+    as stored (WriteGate.deciding), instead of raising its alarm in the old
+    municipality until the registry's next poll. The rows are read only when the update
+    came up short or a device was not heard from: on the hot path, no read.
+    """
+    changed = conn.executemany(SEEN, rows.seen).rowcount if rows.seen else 0
+    ids = list(rows.unheard)
+    if changed != len(rows.seen):
+        ids += [row[1] for row in rows.seen]
+    if not ids:
+        return
+    stored: list[tuple[str, str, str | None]] = []
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id, municipality, resident FROM devices WHERE id IN ({marks})"
+        stored += conn.execute(sql, chunk).fetchall()
+    moved = moved_since(rows.decided_with, stored)
+    if moved:
+        raise DeviceMovedError(moved)
