@@ -7,7 +7,6 @@ checks the answer against what the store holds at the moment the answer is retur
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -25,8 +24,15 @@ from alarmhub.core.model import AlarmState, Device, DeviceKind
 from alarmhub.core.scaip import parse_answer
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.sip.ports import InboundMessage, Reply
-from alarmhub.store.errors import StoreUnavailableError
-from tests.support.helpers import REPO, async_wait_until, db_count, db_rows, hub_settings, run_cli
+from tests.support.helpers import (
+    REPO,
+    async_wait_until,
+    db_count,
+    db_rows,
+    failing_commits,
+    hub_settings,
+    run_cli,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -124,16 +130,7 @@ async def test_hold_while_the_store_cannot_commit_then_0_for_the_resend(
 ) -> None:
     async with running(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
         await hub.register_new_device(scaip_device(), audit=())
-        failing = asyncio.Event()
-        failing.set()
-        commit = hub.store.commit_batch
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            if failing.is_set():
-                raise StoreUnavailableError("disk I/O error (test)")
-            return await commit(*args, **kwargs)
-
-        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        failing = failing_commits(hub.store)  # until cleared
         first = await hub.scaip(inbound(mrq("H1")))
         assert answer(first) == {"ref": "H1", "snu": "4", "ste": "not stored yet: send again"}
         resend = await hub.scaip(inbound(mrq("H1")))
@@ -207,16 +204,7 @@ async def test_a_body_under_another_content_type_is_kept_before_its_415(
     the answer is 503 with Retry-After, and the device's resend finds it stored."""
     async with running(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
         await hub.register_new_device(scaip_device(), audit=())
-        failing = asyncio.Event()
-        failing.set()
-        commit = hub.store.commit_batch
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            if failing.is_set():
-                raise StoreUnavailableError("disk I/O error (test)")
-            return await commit(*args, **kwargs)
-
-        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        failing = failing_commits(hub.store)  # until cleared
         dead = "SELECT count(*) FROM inbox WHERE verdict = 'rejected'"
         held = await hub.scaip(inbound(mrq("T1"), content_type="application/json"))
         assert (held.status, held.headers, held.body) == (503, (("Retry-After", "5"),), None)
@@ -306,16 +294,7 @@ async def test_a_forged_cid_is_refused_only_once_its_dead_letter_is_kept(
     async with running(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
         await hub.register_new_device(scaip_device(), audit=())
         await hub.register_new_device(scaip_device(OTHER), audit=())
-        failing = asyncio.Event()
-        failing.set()
-        commit = hub.store.commit_batch
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            if failing.is_set():
-                raise StoreUnavailableError("disk I/O error (test)")
-            return await commit(*args, **kwargs)
-
-        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        failing = failing_commits(hub.store)  # until cleared
         held = await hub.scaip(inbound(mrq("F2"), user=OTHER))
         assert (held.status, held.headers) == (503, (("Retry-After", "5"),))
         assert sqlite_count(tmp_path, "SELECT count(*) FROM inbox") == 0

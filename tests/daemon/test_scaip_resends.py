@@ -8,7 +8,6 @@ resolved (its counter restarted) is a new call for help, not a resend.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import pytest
 
 from alarmhub.core.actions import Action
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.store.errors import StoreUnavailableError
 from tests.daemon.test_scaip_daemon import (
     answer,
     inbound,
@@ -26,7 +24,7 @@ from tests.daemon.test_scaip_daemon import (
     scaip_device,
     sqlite_count,
 )
-from tests.support.helpers import REPO, async_wait_until, db_rows
+from tests.support.helpers import REPO, async_wait_until, db_rows, failing_commits
 
 pytestmark = pytest.mark.broker
 
@@ -56,16 +54,7 @@ async def test_the_resend_after_a_hold_carries_the_voice_parameters(
     got no voice call) while the timeline recorded that they were sent."""
     async with running(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
         await hub.register_new_device(scaip_device(settings=VOICE), audit=())
-        failing = asyncio.Event()
-        failing.set()
-        commit = hub.store.commit_batch
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            if failing.is_set():
-                raise StoreUnavailableError("disk I/O error (test)")
-            return await commit(*args, **kwargs)
-
-        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        failing = failing_commits(hub.store)  # until cleared
         assert answer(await hub.scaip(inbound(mrq("V1"))))["snu"] == "4"
         failing.clear()
         assert await async_wait_until(

@@ -24,11 +24,17 @@ from alarmhub.core.digest import credentials_for
 from alarmhub.core.tenancy import Scope
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.sim.scaip_device import Outcome, ResendPolicy, ScaipFleet
-from alarmhub.store.errors import StoreUnavailableError
 from tests.daemon.test_scaip_daemon import scaip_device
 from tests.sip.support import authorization, request, udp_peer
 from tests.sip.test_sipp import SCENARIOS, _bound, _free_udp_port, _sipp, sipp  # noqa: F401
-from tests.support.helpers import async_wait_until, db_count, db_rows, hub_settings, sample
+from tests.support.helpers import (
+    async_wait_until,
+    db_count,
+    db_rows,
+    failing_commits,
+    hub_settings,
+    sample,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -117,16 +123,7 @@ async def test_hold_while_the_store_fails_then_the_resend_is_answered_0(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
     async with scaip_hub(tmp_path, broker, client_id, scaip_hold_after_s=0.3) as hub:
-        failing = asyncio.Event()
-        failing.set()
-        commit = hub.store.commit_batch
-
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            if failing.is_set():
-                raise StoreUnavailableError("disk I/O error (test)")
-            return await commit(*args, **kwargs)
-
-        hub.store.commit_batch = broken  # type: ignore[method-assign]
+        failing = failing_commits(hub.store)  # until cleared
         async with ScaipFleet(f"udp://127.0.0.1:{hub.sip.port('udp')}", POLICY) as fleet:  # type: ignore[union-attr]
             record = fleet.device(DEVICE, PASSWORD).alarm("H1", stc="0010")
             # The device is held and resends the same ref, again and again.

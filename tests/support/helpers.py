@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alarmhub.settings import Settings, load_settings
+from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.sqlite.migrations import KNOWN_VERSION, schema_version
 
 if TYPE_CHECKING:
@@ -236,3 +237,19 @@ class NoticeLink:
     def close(self) -> None:
         self._link.close()
         self._watch.close()
+
+
+def failing_commits(store: Any) -> asyncio.Event:
+    """Make `store.commit_batch` fail as a failing disk does (StoreUnavailableError) for as
+    long as the returned event is set; it starts set, and clearing it heals the store."""
+    failing = asyncio.Event()
+    failing.set()
+    commit = store.commit_batch
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        if failing.is_set():
+            raise StoreUnavailableError("disk I/O error (test)")
+        return await commit(*args, **kwargs)
+
+    store.commit_batch = broken
+    return failing
