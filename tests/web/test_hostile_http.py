@@ -13,7 +13,7 @@ from alarmhub.clock import SystemClock
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.sqlite import accounts
 from tests.support.api_harness import BERGEN_LABEL, stack
-from tests.support.helpers import db_count
+from tests.support.helpers import db_count, mentions
 
 pytestmark = pytest.mark.broker
 
@@ -68,7 +68,7 @@ async def test_injection_shaped_parameters_get_4xx_or_nothing_and_never_another_
                 assert r.status_code in (200, 400, 403, 404, 422), (path, evil, r.status_code)
                 assert BERGEN_LABEL not in r.text
                 if r.status_code == 200:  # an error may echo the input; data never may
-                    assert "4601" not in r.text, (path, evil)
+                    assert not mentions(r.text, "4601"), (path, evil)
             segment = quote(evil, safe="")
             r = await c.get(f"/api/v1/alarms/{segment}")
             assert r.status_code in (404, 422), (evil, r.status_code)
