@@ -34,7 +34,7 @@ import random
 import ssl
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -43,13 +43,13 @@ from typing import Any, Self
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt import __version__ as paho_version
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.matcher import MQTTMatcher
+from paho.mqtt.enums import CallbackAPIVersion
 
 from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, payload_digest
 from alarmhub.core.model import PayloadCut, RawMessage
 from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.mqtt import packets
+from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks
 from alarmhub.settings import MqttTarget
 
 log = structlog.get_logger("alarmhub.ingest")
@@ -79,66 +79,6 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random) -> float:
         ceiling = min(self.maximum, self.minimum * (2 ** min(attempt, 30)))
         return rng.uniform(self.minimum, max(self.minimum, ceiling))
-
-
-class _NoTopicCallbacks(MQTTMatcher):
-    """alarmhub registers no per-topic callbacks (message_callback_add).
-
-    paho still walks its topic trie for every message to find none: a few
-    percent of the daemon at full drain. This matcher answers "none" at once.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # paho's matcher is untyped
-
-    def iter_match(self, topic: str) -> Iterator[Any]:
-        del topic
-        return iter(())
-
-
-class _BufferedReadClient(paho.Client):
-    """paho with one recv() per burst of packets instead of three or more per packet.
-
-    paho reads each packet as the command byte, the length byte by byte, then
-    the body, each a recv() call, and handles one packet per select() wake-up:
-    most of its thread's cost at full drain (docs/performance.md). Here a
-    recv() takes up to 64 KiB into a buffer that serves those small reads, and
-    loop_read() goes on while the buffer holds bytes, so select() only ever
-    waits when the buffer is empty and the socket is the only source. The
-    buffer belongs to one socket: it is dropped when paho closes the socket.
-    """
-
-    _CHUNK = 65536
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(max(bufsize, self._CHUNK))
-            if len(data) <= bufsize:  # fits the request, or b"" for a closed socket
-                self._rbuf, self._rpos = b"", 0
-                return data
-            self._rbuf, self._rpos = data, 0
-        start = self._rpos
-        self._rpos = min(start + bufsize, len(self._rbuf))
-        return self._rbuf[start : self._rpos]
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        while (
-            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-            and self._rpos < len(self._rbuf)
-            and self._sock is not None
-        ):
-            rc = super().loop_read(1)
-        return rc
-
-    def _sock_close(self) -> None:
-        self._rbuf, self._rpos = b"", 0
-        super()._sock_close()
 
 
 def _cut(topic: str, payload: bytes, now: datetime, retained: bool) -> RawMessage:
@@ -184,14 +124,16 @@ class MqttIngest:
         # over, which `on_connection_change` (at SUBACK) is not (daemon/backlog.py).
         self._on_link = on_link
         self._keepalive = keepalive
-        # Three uses of paho internals, all for the hot path and all optional: our own
+        # Four uses of paho internals, all for the hot path and all optional: our own
         # PUBACK/PUBLISH buffer goes on paho's internal queue, paho's per-message
-        # topic-callback walk is skipped, and its reads are buffered
-        # (_BufferedReadClient). Without them (paho_internals=False, the setting
-        # `mqtt_paho_internals`, or a paho without these attributes) paho's public API
-        # does all three. pyproject.toml bounds paho to the releases tested with both.
-        available = all(
-            hasattr(paho.Client, name) for name in ("_packet_queue", "_sock_recv", "_sock_close")
+        # topic-callback walk is skipped, its reads are buffered and whole PUBLISH
+        # packets in the buffer are read in one pass (alarmhub/mqtt/paho_fast.py).
+        # Without them (paho_internals=False, the setting `mqtt_paho_internals`, or a
+        # paho without these attributes) paho's public API does all four.
+        # pyproject.toml bounds paho to the releases tested with both.
+        available = hasattr(paho, "time_func") and all(
+            hasattr(paho.Client, name)
+            for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read")
         )
         if paho_internals and not available:
             log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
@@ -211,7 +153,7 @@ class MqttIngest:
         self._subscribe_mid = -1
         self.connections = 0
         self._first_connect = asyncio.Event()
-        self._client = (_BufferedReadClient if self._internals else paho.Client)(
+        self._client = (BufferedReadClient if self._internals else paho.Client)(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,
@@ -221,7 +163,9 @@ class MqttIngest:
         # acknowledged by paho during the connect handshake, before we stored them.
         self._client.manual_ack_set(on=True)
         if self._internals and hasattr(self._client, "_on_message_filtered"):  # an instance attr
-            self._client._on_message_filtered = _NoTopicCallbacks()  # noqa: SLF001
+            self._client._on_message_filtered = NoTopicCallbacks()  # noqa: SLF001
+        if isinstance(self._client, BufferedReadClient):
+            self._client.on_publishes = self._on_publishes
         self._client.max_queued_messages_set(0)
         self._credentials(self._targets[0])
         if self._targets[0].tls:  # one scheme for the whole list (settings.parse_mqtt_urls)
@@ -359,19 +303,30 @@ class MqttIngest:
     # --- paho's network thread ---------------------------------------------
 
     def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        payload = msg.payload
-        if self._max_payload is not None and len(payload) > self._max_payload:
-            raw = _cut(msg.topic, bytes(payload), self._now(), msg.retain)
-        else:
-            raw = RawMessage(msg.topic, bytes(payload), self._now(), retained=msg.retain)
         self._pending.append(
             Delivery(
-                raw,
+                self._raw(msg.topic, bytes(msg.payload), msg.retain),
                 msg.mid,
                 msg.qos,
                 self._generation,
             )
         )
+        self._signal()
+
+    def _on_publishes(self, found: list[packets.Publish]) -> None:
+        """What `_on_message` does, for a run of PUBLISH packets read in one pass
+        (BufferedReadClient.on_publishes): the same deliveries, in the same order."""
+        append, raw, generation = self._pending.append, self._raw, self._generation
+        for topic, payload, mid, qos, retain in found:
+            append(Delivery(raw(topic, payload, retain), mid, qos, generation))
+        self._signal()
+
+    def _raw(self, topic: str, payload: bytes, retain: bool) -> RawMessage:
+        if self._max_payload is not None and len(payload) > self._max_payload:
+            return _cut(topic, payload, self._now(), retain)
+        return RawMessage(topic, payload, self._now(), retained=retain)
+
+    def _signal(self) -> None:
         # Appended first, then the flag read: batches() lowers the flag before it looks
         # at the queue a last time, so either it sees this message or this sees the flag.
         if not self._signalled and self._loop is not None:

@@ -19,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from structlog.testing import capture_logs
 
 from alarmhub.dev.mosquitto import LocalBroker
-from alarmhub.mqtt.client import MqttIngest, _BufferedReadClient, _NoTopicCallbacks
+from alarmhub.mqtt.client import MqttIngest
+from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks
 from alarmhub.settings import parse_mqtt_url
 from tests.support.helpers import REPO, Publisher
 
@@ -183,7 +184,8 @@ async def test_connected_means_subscribed_so_the_first_message_is_not_dropped(
 async def test_packets_larger_than_the_read_buffer_and_bursts_arrive_whole(
     broker: LocalBroker, client_id: str, mode: str
 ) -> None:
-    """The buffered reader (one recv() of up to 64 KiB serving many packets).
+    """The buffered reader (one recv() of up to 64 KiB serving many packets, whole
+    PUBLISH packets in it read in one pass).
 
     A 200 KiB payload spans several buffer fills, and small packets before and
     after it share fills with its head and tail: every byte must arrive, in order.
@@ -217,6 +219,10 @@ async def test_packets_larger_than_the_read_buffer_and_bursts_arrive_whole(
         pub.close()
     assert [len(p) for p in got] == sizes
     assert got == payloads
+    # The small packets went through the bulk read (paho_fast), the large ones through
+    # paho's own: both paths took part, in one stream, in order.
+    bulk = getattr(ingest._client, "bulk_reads", 0)
+    assert (bulk > 0) is (mode == "raw")
 
 
 @pytest.mark.parametrize("internals", [True, False])
@@ -232,8 +238,8 @@ def test_paho_internals_are_in_use_exactly_when_asked(internals: bool) -> None:
         paho_internals=internals,
     )
     client = ingest._client
-    assert isinstance(client, _BufferedReadClient) is internals
-    assert isinstance(client._on_message_filtered, _NoTopicCallbacks) is internals
+    assert isinstance(client, BufferedReadClient) is internals
+    assert isinstance(client._on_message_filtered, NoTopicCallbacks) is internals
     assert ingest._internals is internals
 
 
@@ -250,7 +256,7 @@ def test_a_paho_without_the_private_parts_falls_back_and_says_so(
             lambda: datetime.now(UTC),
         )
     assert ingest.paho_internals is False
-    assert not isinstance(ingest._client, _BufferedReadClient)
+    assert not isinstance(ingest._client, BufferedReadClient)
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
         "mqtt.paho_internals_unavailable"
     ]

@@ -1,0 +1,101 @@
+"""paho's client with alarmhub's hot path: buffered reads, PUBLISH read in bulk, no topic walk.
+
+All three reach into paho's private parts (`_sock_recv`, `_packet_read`,
+`_in_packet`, `_msgtime_mutex`, `_on_message_filtered`): pyproject.toml bounds paho
+to the releases tested with them, and MqttIngest uses plain paho when they are
+missing or the setting `mqtt_paho_internals` is off (alarmhub/mqtt/client.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.matcher import MQTTMatcher
+
+from alarmhub.mqtt import packets
+
+
+class NoTopicCallbacks(MQTTMatcher):
+    """alarmhub registers no per-topic callbacks (message_callback_add).
+
+    paho still walks its topic trie for every message to find none: a few
+    percent of the daemon at full drain. This matcher answers "none" at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # paho's matcher is untyped
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        del topic
+        return iter(())
+
+
+class BufferedReadClient(paho.Client):
+    """paho with one recv() per burst of packets instead of three or more per packet.
+
+    paho reads each packet as the command byte, the length byte by byte, then
+    the body, each a recv() call, and handles one packet per select() wake-up:
+    most of its thread's cost at full drain (docs/performance.md). Here a
+    recv() takes up to 64 KiB into a buffer that serves those small reads, and
+    loop_read() goes on while the buffer holds bytes, so select() only ever
+    waits when the buffer is empty and the socket is the only source. The
+    buffer belongs to one socket: it is dropped when paho closes the socket.
+    """
+
+    _CHUNK = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        # Given each run of whole QoS 0/1 PUBLISH packets found in the buffer, in order,
+        # instead of paho's per-packet reading and `on_message` (packets.read_publishes).
+        # None: every packet goes through paho.
+        self.on_publishes: Callable[[list[packets.Publish]], None] | None = None
+        self.bulk_reads = 0  # runs taken by on_publishes (tests/mqtt: the path is used)
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """Whole PUBLISH packets at the buffer's head in one pass, between two packets
+        only (paho has none half-read); anything else, and any packet not wholly in the
+        buffer, is paho's own read. paho notes bytes received, as for any packet: its
+        keep-alive check reads that time."""
+        take = self.on_publishes
+        if take is not None and self._in_packet["command"] == 0 and self._rpos < len(self._rbuf):
+            found, pos = packets.read_publishes(self._rbuf, self._rpos)
+            if found:
+                self._rpos = pos
+                with self._msgtime_mutex:
+                    self._last_bytes_received = paho.time_func()
+                self.bulk_reads += 1
+                take(found)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        rc: MQTTErrorCode = super()._packet_read()
+        return rc
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(max(bufsize, self._CHUNK))
+            if len(data) <= bufsize:  # fits the request, or b"" for a closed socket
+                self._rbuf, self._rpos = b"", 0
+                return data
+            self._rbuf, self._rpos = data, 0
+        start = self._rpos
+        self._rpos = min(start + bufsize, len(self._rbuf))
+        return self._rbuf[start : self._rpos]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._rpos < len(self._rbuf)
+            and self._sock is not None
+        ):
+            rc = super().loop_read(1)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+        super()._sock_close()
