@@ -8,8 +8,8 @@ parsed at all.
 
 The standard's informative XSD contradicts its normative code tables in places (patterns,
 lengths, a target namespace), and devices disagree on padding (`stc` as `10`, `010` or
-`0010`): so elements are found by their local name whatever their namespace, codes are
-read as integers and checked against the tables' ranges, not against the XSD.
+`0010`): so elements are found by their local name whatever their namespace and case,
+codes are read as integers and checked against the tables' ranges, not against the XSD.
 
 A rejection names the answer code the device is sent (:class:`Snu`), so the device learns
 what was wrong with the request (docs/scaip.md, "Answer codes").
@@ -232,11 +232,24 @@ def _local(tag: object) -> str:
     return text.rsplit("}", 1)[-1]
 
 
+def _name(tag: object) -> str:
+    """The standard's name of an element: its local name, ASCII letters in lower case.
+
+    XML names are case-sensitive and the standard's are lower-case, but some devices send
+    them upper-case (`<MRQ>`, `<STC>`). No two of the standard's names differ only by
+    case, so reading them whatever their case misreads nothing; refusing `<MRQ>` lost
+    every alarm of such a device, and ignoring an `<STC>` read a fall as a press.
+    """
+    local = _local(tag)
+    return local.lower() if local.isascii() else local
+
+
 # A well-formed `<ref>` in a body that is not (too long, broken XML, a DTD): echoed in the
 # answer so the device can match it to its request and end the session, instead of
 # resending a request that can never succeed for up to 30 minutes. Only a valid ref
 # (1-16 letters and digits) is salvaged; anything else is answered with an empty ref.
-_SALVAGE_REF = re.compile(rb"<(?:\w+:)?ref>\s*([A-Za-z0-9]{1,16})\s*</(?:\w+:)?ref>")
+# Whatever its case (`<REF>`), as the parser reads names (`_name`).
+_SALVAGE_REF = re.compile(rb"<(?:\w+:)?ref>\s*([A-Za-z0-9]{1,16})\s*</(?:\w+:)?ref>", re.IGNORECASE)
 _SALVAGE_WITHIN = 4096  # bytes from the start: the ref comes first in real devices' bodies
 
 
@@ -264,7 +277,7 @@ def _parse_xml(body: bytes, max_bytes: int) -> Element | ScaipRejected:
         return ScaipRejected(
             Snu.INVALID_FORMAT, f"body is not XML: {str(exc)[:120]}", salvaged_ref(body)
         )
-    if _local(root.tag) != "mrq":
+    if _name(root.tag) != "mrq":
         return ScaipRejected(
             Snu.INVALID_FORMAT,
             f"root element is <{_local(root.tag)[:32]}>, not <mrq>",
@@ -276,9 +289,9 @@ def _parse_xml(body: bytes, max_bytes: int) -> Element | ScaipRejected:
 def _texts(root: Element) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
     for child in root:
-        name = _local(child.tag)
+        name = _name(child.tag)
         if name == "lge":
-            inner = ";".join(f"{_local(c.tag)}={(c.text or '').strip()}" for c in child)
+            inner = ";".join(f"{_name(c.tag)}={(c.text or '').strip()}" for c in child)
             values.setdefault(name, []).append(inner)
             continue
         values.setdefault(name, []).append((child.text or "").strip())

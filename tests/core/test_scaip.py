@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,6 +130,7 @@ BAD = [
     ("dty not a code", mrq(BASE + "<dty>pendant</dty>"), Snu.WRONG_DATA, "<dty>"),
     ("two refs", mrq(BASE + "<ref>R2</ref><dty>3</dty>"), Snu.WRONG_DATA, "<ref> appears more"),
     ("two cids", mrq(BASE + "<cid>1</cid><dty>3</dty>"), Snu.WRONG_DATA, "<cid> appears more"),
+    ("ref and REF", mrq(BASE + "<REF>R2</REF><dty>3</dty>"), Snu.WRONG_DATA, "<ref> appears more"),
 ]  # fmt: skip
 
 
@@ -161,6 +164,7 @@ KEPT: list[tuple[str, str, dict[str, object], list[str]]] = [
     ("two lge", "<lge><geo>59.9,10.7</geo></lge><lge><geo>1,2</geo></lge>",
      {"lge": (("geo", "59.9,10.7"),)}, ["lge"]),
     ("two stc", "<stc>10</stc><stc>19</stc>", {"stc": 10}, ["stc"]),
+    ("stc and STC", "<stc>10</stc><STC>19</STC>", {"stc": 10}, ["stc"]),
     # Status codes and device types the tables do not list are kept: the profile maps
     # them (an unknown stc raises the button alarm, an unknown dty is "any device").
     ("stc 0500", "<stc>0500</stc>", {"stc": 500}, []),
@@ -191,6 +195,69 @@ def test_a_rejection_echoes_a_readable_ref() -> None:
     result = parse_request(mrq(BASE + "<stc>10</stc>"))
     assert isinstance(result, ScaipRejected)
     assert (result.snu, result.ref) == (Snu.MANDATORY_MISSING, "R1")
+
+
+# Element names as some devices send them: the standard's, in upper or mixed case. XML
+# names are case-sensitive, but no two of SCAIP's differ only by case, so each is read as
+# the standard's (docs/scaip.md, "Element names").
+INNER = (
+    f"<ref>U1</ref><cid>{CID}</cid><dty>0005</dty><mty>IN</mty><stc>0009</stc><stt>Fall</stt>"
+    "<crd>gsm:+4791234567</crd><lge><geo>59.91,10.75</geo><tim>12:00</tim></lge><pri>2</pri>"
+)
+
+
+def named(inner: str, rename: Callable[[str], str]) -> str:
+    """`inner` with each element's name (not its text) changed by `rename`."""
+    return re.sub(r"(</?)(\w+)", lambda m: m[1] + rename(m[2]), inner)
+
+
+UPPER = [
+    ("all upper-case", named(f"<mrq>{INNER}</mrq>", str.upper)),
+    ("upper-case root only", f"<MRQ>{INNER}</MRQ>"),
+    ("upper-case elements in <mrq>",
+     "<mrq>" + named(INNER, lambda n: n.upper() if n in {"mty", "stc", "lge", "geo"} else n)
+     + "</mrq>"),
+    ("mixed case, namespaced",
+     '<s:Mrq xmlns:s="urn:y">' + named(INNER, lambda n: "s:" + n.capitalize()) + "</s:Mrq>"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "body"), UPPER, ids=[u[0] for u in UPPER])
+def test_element_names_are_read_whatever_their_case(what: str, body: str) -> None:
+    """An upper-case `<MRQ>` was refused `snu=2` with an empty `ref`: the device could not
+    match the answer and resent for up to 30 minutes, and every alarm of such a device was
+    a dead letter. An upper-case element inside `<mrq>` (`<STC>`) was ignored unrecorded:
+    a fall read as a button press, an update as a new alarm, nothing said so."""
+    request = parse_request(f'<?xml version="1.0"?>{body}'.encode())
+    assert request == parse_request(mrq(INNER)), what
+    assert isinstance(request, Request)
+    assert (request.ref, request.mty, request.stc, request.pri, request.dropped) == (
+        "U1", MessageType.INFORMATION, 9, 2, ()
+    )  # fmt: skip
+    assert request.lge == (("geo", "59.91,10.75"), ("tim", "12:00"))
+
+
+# (what, body, answer code): bodies still refused, whose upper-case <REF> is echoed.
+REFUSED_UPPER = [
+    ("too long", f"<MRQ><REF>U2</REF><CID>{CID}</CID><STT>{'x' * MAX_BODY_BYTES}</STT></MRQ>",
+     Snu.TOO_LONG),
+    ("truncated", f"<MRQ><REF>U2</REF><CID>{CID}</CID><DTY>3</DT", Snu.INVALID_FORMAT),
+    ("an answer, not a request", "<MRS><REF>U2</REF><SNU>0</SNU></MRS>", Snu.INVALID_FORMAT),
+    ("prefixed", f'<S:MRQ xmlns:S="urn:y"><S:REF> U2 </S:REF><S:CID>{CID}', Snu.INVALID_FORMAT),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "body", "snu"), REFUSED_UPPER, ids=[r[0] for r in REFUSED_UPPER])
+def test_a_refused_body_echoes_its_ref_whatever_its_case(what: str, body: str, snu: Snu) -> None:
+    """The answer carries the device's `ref`, so it ends the session instead of resending;
+    the dead letter is found by it (its msg_id), with its reason."""
+    result = parse_request(body.encode())
+    assert isinstance(result, ScaipRejected), what
+    assert (result.snu, result.ref) == (snu, "U2")
+    dead = scaip_payload(body.encode(), CID, 65536)
+    assert isinstance(dead, Rejected)
+    assert dead.msg_id == "U2"
+    assert dead.reason in {RejectReason.OVERSIZED, RejectReason.MALFORMED_XML}
 
 
 def test_details_keep_what_an_operator_needs() -> None:

@@ -155,9 +155,8 @@ BAD = [
     ("no dty", f"<mrq><ref>R7</ref><cid>{CID}</cid></mrq>".encode(), "7", "missing_field"),
     ("no ref", f"<mrq><cid>{CID}</cid><dty>3</dty></mrq>".encode(), "10", "missing_field"),
     ("too long", mrq("R1", "<stt>" + "x" * 20_000 + "</stt>"), "1", "oversized"),
-    # XML names are case-sensitive: an upper-case <MRQ> is no SCAIP request.
-    ("upper-case tags", f"<MRQ><REF>U1</REF><CID>{CID}</CID><DTY>3</DTY></MRQ>".encode(), "2",
-     "malformed_xml"),
+    # Upper-case names are read (below), but an answer is no request whatever its case.
+    ("upper-case answer", b"<MRS><REF>U2</REF><SNU>0</SNU></MRS>", "2", "malformed_xml"),
     # XML without a declaration is UTF-8: a Latin-1 "å" is not well-formed.
     ("Latin-1 without a declaration",
      f"<mrq><ref>L1</ref><cid>{CID}</cid><dty>3</dty><stt>Fall på badet</stt></mrq>".encode(
@@ -193,6 +192,29 @@ async def test_each_rejection_is_answered_its_code_and_dead_lettered(
         assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 0
         assert any(e["event"] == "message.dead_lettered" for e in logs)
         assert hub.metrics.scaip_requests.labels("unknown", "2")._value.get() == 4
+
+
+async def test_upper_case_names_are_answered_with_the_devices_ref(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """An upper-case `<MRQ>` (some devices send the standard's names so) was refused
+    `snu=2` with an empty `ref`: the device could not match the answer and resent for up
+    to 30 minutes, and its alarm was only a dead letter. Now it is read like `<mrq>`; a
+    body still refused echoes its upper-case `<REF>` and is kept with its reason."""
+    async with running(tmp_path, broker, client_id) as hub:
+        await hub.register_new_device(scaip_device(), audit=())
+        press = f"<MRQ><REF>U1</REF><CID>{CID}</CID><DTY>3</DTY><STC>0010</STC></MRQ>".encode()
+        assert answer(await hub.scaip(inbound(press))) == {"ref": "U1", "snu": "0"}
+        refused = await hub.scaip(inbound(f"<MRQ><REF>U2</REF><CID>{CID}</CID>".encode()))
+        assert {k: v for k, v in answer(refused).items() if k != "ste"} == {
+            "ref": "U2", "snu": "2"
+        }  # fmt: skip
+        rows = db_rows(
+            tmp_path / "alarmhub.db", "SELECT msg_id, verdict, reason FROM inbox ORDER BY seq"
+        )
+        assert [(m, r) for m, _, r in rows] == [("U1", None), ("U2", "malformed_xml")]
+        [(kind,)] = db_rows(tmp_path / "alarmhub.db", "SELECT kind FROM alarms")
+        assert kind == "button"
 
 
 async def test_a_body_under_another_content_type_is_kept_before_its_415(
@@ -231,6 +253,10 @@ async def test_a_body_under_another_content_type_is_kept_before_its_415(
             "unsupported_content_type", "safety_alarm"
         )
         assert counted._value.get() == 2
+        # Each answer counted as what was sent: the 503, then the two 415s.
+        requests = hub.metrics.scaip_requests
+        assert requests.labels("unknown", "service_unavailable")._value.get() == 1
+        assert requests.labels("unknown", "unsupported_media_type")._value.get() == 2
 
 
 async def test_a_bad_optional_element_keeps_the_alarm_and_is_recorded(
@@ -305,6 +331,10 @@ async def test_a_forged_cid_is_refused_only_once_its_dead_letter_is_kept(
         assert resend.status == 403
         assert sqlite_count(tmp_path, "SELECT count(*) FROM inbox") == 1  # a redelivery
         assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 0
+        # The 503 was counted as a 403 ("forbidden") that had not been sent.
+        requests = hub.metrics.scaip_requests
+        assert requests.labels("ME", "service_unavailable")._value.get() == 1
+        assert requests.labels("ME", "forbidden")._value.get() == 1
 
 
 async def test_an_update_joins_the_alarm_and_a_reset_is_the_rules_cancel(

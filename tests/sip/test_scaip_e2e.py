@@ -183,6 +183,16 @@ async def test_a_body_of_another_content_type_is_a_dead_letter_when_its_415_arri
         assert counted == 1
         [logged] = [e for e in logs if e["event"] == "message.dead_lettered"]
         assert (logged["device_id"], logged["reason"]) == (DEVICE, "unsupported_content_type")
+        # The 415 is counted among the answers like any other (it used to count nowhere):
+        # type `unknown`, the body unread; the answer named by the SIP status's reason.
+        answers = {
+            (s.labels["type"], s.labels["answer"]): s.value
+            for family in hub.metrics.registry.collect()
+            if family.name == "alarmhub_scaip_requests"
+            for s in family.samples
+            if s.name.endswith("_total") and s.value
+        }
+        assert answers == {("unknown", "unsupported_media_type"): 1}
 
 
 async def test_resent_and_duplicate_references_make_one_alarm(
