@@ -52,7 +52,7 @@ from alarmhub.core.scaip import (
 from alarmhub.daemon.state import HubState
 from alarmhub.mqtt.client import Delivery
 from alarmhub.observability.logs import OncePer
-from alarmhub.observability.metrics import SCAIP_FORBIDDEN, SCAIP_UNREAD, Metrics
+from alarmhub.observability.metrics import SCAIP_SIP_ANSWERS, SCAIP_UNREAD, Metrics
 from alarmhub.settings import Settings
 from alarmhub.sip.ports import InboundMessage, Reply
 
@@ -154,21 +154,24 @@ class ScaipIntake:
             self._voice_of.popitem(last=False)
 
     async def __call__(self, message: InboundMessage) -> Reply:
-        if message.content_type not in CONTENT_TYPES:
-            return await self._unsupported(message)
+        """Every request is counted by what it was answered: the `<mrs>`'s `snu`, else the
+        SIP refusal sent instead (a 415 counted nowhere hid a device whose every alarm
+        was refused for its label)."""
         started = self._clock.monotonic()
-        request = parse_request(message.body, self._max_body)
-        mty = request.mty.value if isinstance(request, Request) else SCAIP_UNREAD
-        if isinstance(request, Request) and request.cid != message.user:
-            reply, label = await self._forged(message, request), SCAIP_FORBIDDEN
+        snu: Snu | None = None  # None: a SIP refusal, no `<mrs>`
+        if message.content_type not in CONTENT_TYPES:
+            reply, mty = await self._unsupported(message), SCAIP_UNREAD
         else:
-            answer = await self._answer(message, request)
-            device = self._state.devices.get(message.user)
-            inline = device is not None and device.settings.scaip_inline
-            reply, label = (
-                Reply(200, body=build_answer(answer), inline=inline),
-                str(int(answer.snu)),
-            )
+            request = parse_request(message.body, self._max_body)
+            mty = request.mty.value if isinstance(request, Request) else SCAIP_UNREAD
+            if isinstance(request, Request) and request.cid != message.user:
+                reply = await self._forged(message, request)
+            else:
+                answer = await self._answer(message, request)
+                device = self._state.devices.get(message.user)
+                inline = device is not None and device.settings.scaip_inline
+                reply, snu = Reply(200, body=build_answer(answer), inline=inline), answer.snu
+        label = str(int(snu)) if snu is not None else SCAIP_SIP_ANSWERS[reply.status]
         self._metrics.scaip_requests.labels(mty, label).inc()
         self._metrics.scaip_answer_seconds.observe(self._clock.monotonic() - started)
         return reply

@@ -30,9 +30,16 @@ LEASES = ("intake",)
 STEP_DOWN_REASONS = ("broker", "stalled")
 # `ahead`: the device clock ran fast past max_future_skew; `behind`: slow past max_past_skew.
 SKEW_DIRECTIONS = ("ahead", "behind")
-# SCAIP: a request whose type cannot be read, and the SIP refusal of a forged `cid`.
+# SCAIP: a request whose type cannot be read; the answers that are SIP refusals instead
+# of an `<mrs>` (its `snu`), by their reason phrase: a forged `cid` (403), a Content-Type
+# that is not SCAIP's (415), and 503 with Retry-After while either is not kept yet.
 SCAIP_UNREAD = "unknown"
 SCAIP_FORBIDDEN = "forbidden"
+SCAIP_SIP_ANSWERS = {
+    403: SCAIP_FORBIDDEN,
+    415: "unsupported_media_type",
+    503: "service_unavailable",
+}
 SCAIP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
 
@@ -313,8 +320,8 @@ class Metrics:
         """SCAIP requests over SIP and what they were answered (docs/scaip.md)."""
         self.scaip_requests = Counter(
             "alarmhub_scaip_requests",
-            "SCAIP requests by message type (mty; unknown when unreadable) and answer (snu, "
-            "or forbidden for a cid that is not the authenticated device)",
+            "SCAIP requests by message type (mty; unknown when unread) and answer (snu, or "
+            "the SIP refusal: forbidden, unsupported_media_type, service_unavailable)",
             ["type", "answer"],
             registry=r,
         )
@@ -327,7 +334,7 @@ class Metrics:
 
     def _zero_scaip(self) -> None:
         for mty in [*(m.value for m in MessageType), SCAIP_UNREAD]:
-            for snu in [*(str(int(s)) for s in Snu), SCAIP_FORBIDDEN]:
+            for snu in [*(str(int(s)) for s in Snu), *SCAIP_SIP_ANSWERS.values()]:
                 self.scaip_requests.labels(mty, snu)
 
     def _sip(self, r: CollectorRegistry) -> None:
