@@ -43,7 +43,7 @@ def _length(packet: bytes) -> tuple[int, int]:
 
 
 topics = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
     min_size=1,
     max_size=40,
 ).map(lambda t: t.encode("utf-8"))
