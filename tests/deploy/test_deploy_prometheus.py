@@ -33,6 +33,7 @@ ALERTS = {
     "AlarmhubJournalExportPending",
     "AlarmhubJournalHeld",
     "AlarmhubManyDevicesOffline",
+    "AlarmhubOwnerStalled",
 }
 
 
