@@ -369,6 +369,16 @@ class Metrics:
             ["transport"],
             registry=r,
         )
+        # Created per transport by the server for what ALARMHUB_SCAIP_LISTEN names, not
+        # here: no series means no receiver configured, so an alert on 0 cannot fire for a
+        # hub without SCAIP.
+        self.sip_listening = Gauge(
+            "alarmhub_sip_listening",
+            "1 while this instance listens for SCAIP devices on the transport (only the "
+            "intake owner does), else 0; no series for a transport not configured",
+            ["transport"],
+            registry=r,
+        )
         for reason in DIGEST_FAILURES:
             self.scaip_digest_failures.labels(reason.value)
         for status in (*(str(s) for s in RESPONSE_STATUSES), OTHER_STATUS):

@@ -163,6 +163,8 @@ class SipServer:
         )
         self.bound: list[SipListen] = []
         self.started = asyncio.Event()
+        for spec in self._listen:  # 0 from the first scrape: a standby does not listen
+            metrics.sip_listening.labels(spec.transport).set(0)
         self._tasks: asyncio.TaskGroup | None = None
         self._in_flight = 0
 
@@ -200,6 +202,7 @@ class SipServer:
                 stack.callback(endpoint.transport.close)
             log.info("sip.listening", addresses=[str(x) for x in self.bound])
             self.started.set()
+            self._listening(1)
             try:
                 while True:
                     limits = self._limits
@@ -209,9 +212,15 @@ class SipServer:
                     await asyncio.sleep(min(1.0, shortest / 4))
                     self.connections.sweep()
             finally:
+                self._listening(0)
                 self._tasks = None
                 self._udp.clear()
                 log.info("sip.stopped")
+
+    def _listening(self, value: int) -> None:
+        """`alarmhub_sip_listening`: what AlarmhubScaipNotListening reads across instances."""
+        for spec in self._listen:
+            self._metrics.sip_listening.labels(spec.transport).set(value)
 
     async def _open_listeners(self) -> list[asyncio.Server]:
         loop = asyncio.get_running_loop()

@@ -19,9 +19,10 @@ from structlog.testing import capture_logs
 
 from alarmhub.clock import FakeClock, SystemClock
 from alarmhub.core.digest import MD5, NONCE_LIFETIME_S, SHA256
+from alarmhub.core.sipcodes import SipListen
 from alarmhub.observability.metrics import Metrics
 from alarmhub.sip.ports import InboundMessage, Reply
-from alarmhub.sip.server import UDP_RCVBUF_BYTES, SipLimits, server_tls
+from alarmhub.sip.server import UDP_RCVBUF_BYTES, SipLimits, SipServer, server_tls
 from alarmhub.sip.wire import MAX_BODY
 from tests.sip.support import (
     DEVICE,
@@ -408,3 +409,30 @@ async def test_the_udp_listener_asks_for_a_large_receive_buffer() -> None:
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     assert got == min(2 * UDP_RCVBUF_BYTES, cap)
     assert got > default or cap <= default
+
+
+async def test_the_listening_gauge_is_1_while_the_receiver_listens() -> None:
+    """`alarmhub_sip_listening{transport}`, which AlarmhubScaipNotListening reads: 0 for each
+    configured transport until its listener is open (a standby's all along), 1 while it is,
+    0 once closed; no series for a transport not configured, so a hub without SCAIP (or
+    without TLS) has nothing to alert on."""
+    metrics = Metrics()
+    server = SipServer(
+        [SipListen("udp", "127.0.0.1", 0), SipListen("tcp", "127.0.0.1", 0)],
+        credentials=Credentials(),
+        handler=Recorder(),
+        clock=SystemClock(),
+        metrics=metrics,
+    )
+
+    def listening() -> list[float | None]:
+        get = metrics.registry.get_sample_value
+        return [get("alarmhub_sip_listening", {"transport": t}) for t in ("udp", "tcp", "tls")]
+
+    assert listening() == [0, 0, None]
+    task = asyncio.create_task(server.run())
+    await asyncio.wait_for(server.started.wait(), 5)
+    assert listening() == [1, 1, None]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert listening() == [0, 0, None]
