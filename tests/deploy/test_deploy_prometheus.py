@@ -34,6 +34,11 @@ ALERTS = {
     "AlarmhubJournalHeld",
     "AlarmhubManyDevicesOffline",
     "AlarmhubOwnerStalled",
+    "AlarmhubScaipNotListening",
+    "AlarmhubScaipConnectionsRefused",
+    "AlarmhubScaipAuthFailures",
+    "AlarmhubScaipAnswersUndelivered",
+    "AlarmhubScaipRequestsFailed",
 }
 
 
