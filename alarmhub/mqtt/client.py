@@ -166,6 +166,8 @@ class MqttIngest:
             self._client._on_message_filtered = NoTopicCallbacks()  # noqa: SLF001
         if isinstance(self._client, BufferedReadClient):
             self._client.on_publishes = self._on_publishes
+            if self._client.received_at_attribute is None:
+                log.warning("mqtt.paho_bulk_read_unavailable", paho_version=paho_version)
         self._client.max_queued_messages_set(0)
         self._credentials(self._targets[0])
         if self._targets[0].tls:  # one scheme for the whole list (settings.parse_mqtt_urls)

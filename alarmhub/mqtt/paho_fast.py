@@ -1,9 +1,10 @@
 """paho's client with alarmhub's hot path: buffered reads, PUBLISH read in bulk, no topic walk.
 
-All three reach into paho's private parts (`_sock_recv`, `_packet_read`,
-`_in_packet`, `_msgtime_mutex`, `_on_message_filtered`): pyproject.toml bounds paho
-to the releases tested with them, and MqttIngest uses plain paho when they are
-missing or the setting `mqtt_paho_internals` is off (alarmhub/mqtt/client.py).
+These reach into paho's private parts (`_sock_recv`, `_sock_close`, `_packet_read`,
+`_in_packet`, `_msgtime_mutex` and the keep-alive's receive time,
+`_on_message_filtered`): pyproject.toml bounds paho to the releases tested with them,
+and MqttIngest uses plain paho when they are missing or the setting
+`mqtt_paho_internals` is off (alarmhub/mqtt/client.py, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class BufferedReadClient(paho.Client):
     loop_read() goes on while the buffer holds bytes, so select() only ever
     waits when the buffer is empty and the socket is the only source. The
     buffer belongs to one socket: it is dropped when paho closes the socket.
+
+    Whole QoS 0/1 PUBLISH packets in the buffer are read in one pass and handed to
+    `on_publishes` (packets.read_publishes says why); paho reads everything else.
     """
 
     _CHUNK = 65536
@@ -55,6 +59,13 @@ class BufferedReadClient(paho.Client):
         # instead of paho's per-packet reading and `on_message` (packets.read_publishes).
         # None: every packet goes through paho.
         self.on_publishes: Callable[[list[packets.Publish]], None] | None = None
+        # Where paho notes the time bytes last came in, for its keep-alive check:
+        # `_last_bytes_received` in 2.2, `_last_msg_in` in 2.1. Without either, no bulk
+        # read (a paho that keeps that time elsewhere would see the link as silent).
+        self.received_at_attribute = next(
+            (name for name in ("_last_bytes_received", "_last_msg_in") if hasattr(self, name)),
+            None,
+        )
         self.bulk_reads = 0  # runs taken by on_publishes (tests/mqtt: the path is used)
 
     def _packet_read(self) -> MQTTErrorCode:
@@ -62,13 +73,18 @@ class BufferedReadClient(paho.Client):
         only (paho has none half-read); anything else, and any packet not wholly in the
         buffer, is paho's own read. paho notes bytes received, as for any packet: its
         keep-alive check reads that time."""
-        take = self.on_publishes
-        if take is not None and self._in_packet["command"] == 0 and self._rpos < len(self._rbuf):
+        take, noted = self.on_publishes, self.received_at_attribute
+        if (
+            take is not None
+            and noted is not None
+            and self._in_packet["command"] == 0
+            and self._rpos < len(self._rbuf)
+        ):
             found, pos = packets.read_publishes(self._rbuf, self._rpos)
             if found:
                 self._rpos = pos
                 with self._msgtime_mutex:
-                    self._last_bytes_received = paho.time_func()
+                    setattr(self, noted, paho.time_func())
                 self.bulk_reads += 1
                 take(found)
                 return MQTTErrorCode.MQTT_ERR_SUCCESS

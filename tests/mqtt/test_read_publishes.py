@@ -7,12 +7,22 @@ must be left, byte for byte, for paho.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.client import MQTTv311
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from structlog.testing import capture_logs
 
 from alarmhub.mqtt import packets
+from alarmhub.mqtt.client import MqttIngest
+from alarmhub.mqtt.paho_fast import BufferedReadClient
+from alarmhub.settings import parse_mqtt_url
 
 
 def publish(topic: bytes, payload: bytes, *, qos: int, mid: int = 1, retain: bool = False) -> bytes:
@@ -116,3 +126,78 @@ def test_what_paho_must_judge_is_left_to_paho() -> None:
             [("t", b"x", 1, 1, False)],
             len(good),
         ), bad
+
+
+def buffered_client(buffer: bytes) -> tuple[BufferedReadClient, list[packets.Publish]]:
+    """A client whose read buffer holds `buffer`, as if one recv() had returned it."""
+    client = BufferedReadClient(callback_api_version=CallbackAPIVersion.VERSION2, client_id="t")
+    client._rbuf, client._rpos = buffer, 0
+    taken: list[packets.Publish] = []
+    client.on_publishes = taken.extend
+    return client, taken
+
+
+def test_a_bulk_read_notes_the_time_paho_s_keep_alive_reads() -> None:
+    """paho pings and then drops a link it has heard nothing on for a keep-alive: a run
+    of publishes read in bulk must count as heard, as paho's own read does."""
+    run = publish(b"a/b", b"1", qos=1, mid=3) + publish(b"a/c", b"2", qos=0)
+    client, taken = buffered_client(run)
+    attribute = client.received_at_attribute
+    assert attribute is not None
+    setattr(client, attribute, 0.0)
+    assert client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert taken == [("a/b", b"1", 3, 1, False), ("a/c", b"2", 0, 0, False)]
+    assert getattr(client, attribute) > 0.0
+    assert client._rpos == len(run)
+    assert client.bulk_reads == 1
+
+
+def test_a_packet_paho_must_read_is_left_to_paho_between_two_bulk_runs() -> None:
+    """A QoS 2 publish between two QoS 1 ones: paho reads it (and keeps its state), in
+    stream order, and the bulk read takes up again after it."""
+    q2 = publish(b"q/2", b"two", qos=2, mid=9)
+    client, _taken = buffered_client(
+        publish(b"q/1", b"one", qos=1, mid=8) + q2 + publish(b"q/3", b"three", qos=1, mid=10)
+    )
+    order: list[str] = []
+
+    def bulk(found: list[packets.Publish]) -> None:
+        order.extend(topic for topic, *_ in found)
+
+    client.on_publishes = bulk
+    client.on_message = lambda _c, _u, msg: order.append(msg.topic)
+    client._send_pubrec = lambda mid: MQTTErrorCode.MQTT_ERR_SUCCESS  # type: ignore[method-assign]
+    while client._rpos < len(client._rbuf):
+        assert client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert order == ["q/1", "q/3"]  # q/2 waits for PUBREL in paho, as before
+    assert 9 in client._in_messages
+    assert client.bulk_reads == 2
+
+
+def test_without_the_keep_alive_time_every_packet_is_paho_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A paho that keeps the receive time under another name: no bulk read, and a warning."""
+    monkeypatch.setattr(BufferedReadClient, "__init__", _init_without_receive_time)
+    with capture_logs() as logs:
+        ingest = MqttIngest(
+            parse_mqtt_url("mqtt://127.0.0.1:1"), "t-bulk", ["x/#"], lambda: datetime.now(UTC)
+        )
+    client = ingest._client
+    assert isinstance(client, BufferedReadClient)
+    assert client.received_at_attribute is None
+    client._rbuf, client._rpos = publish(b"x/y", b"1", qos=1), 0
+    got: list[paho.MQTTMessage] = []
+    client.on_message = lambda _c, _u, msg: got.append(msg)
+    client._packet_read()
+    assert [m.topic for m in got] == ["x/y"]
+    assert client.bulk_reads == 0
+    assert "mqtt.paho_bulk_read_unavailable" in [e["event"] for e in logs]
+
+
+_original_init = BufferedReadClient.__init__
+
+
+def _init_without_receive_time(self: BufferedReadClient, *args: Any, **kwargs: Any) -> None:
+    _original_init(self, *args, **kwargs)
+    self.received_at_attribute = None
