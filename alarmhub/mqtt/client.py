@@ -162,12 +162,7 @@ class MqttIngest:
         # Must precede connect(): otherwise messages queued while we were offline are
         # acknowledged by paho during the connect handshake, before we stored them.
         self._client.manual_ack_set(on=True)
-        if self._internals and hasattr(self._client, "_on_message_filtered"):  # an instance attr
-            self._client._on_message_filtered = NoTopicCallbacks()  # noqa: SLF001
-        if isinstance(self._client, BufferedReadClient):
-            self._client.on_publishes = self._on_publishes
-            if self._client.received_at_attribute is None:
-                log.warning("mqtt.paho_bulk_read_unavailable", paho_version=paho_version)
+        self._fast_path()
         self._client.max_queued_messages_set(0)
         self._credentials(self._targets[0])
         if self._targets[0].tls:  # one scheme for the whole list (settings.parse_mqtt_urls)
@@ -179,6 +174,16 @@ class MqttIngest:
         self._client.on_subscribe = self._on_subscribe
         # paho annotates the delays as int but sleeps on floats: sub-second jitter works.
         self._client.reconnect_delay_set(self._backoff.minimum, self._backoff.minimum)  # type: ignore[arg-type]
+
+    def _fast_path(self) -> None:
+        """paho's topic-callback walk skipped, whole PUBLISH packets read in bulk."""
+        client = self._client
+        if self._internals and hasattr(client, "_on_message_filtered"):  # an instance attr
+            client._on_message_filtered = NoTopicCallbacks()  # noqa: SLF001
+        if isinstance(client, BufferedReadClient):
+            client.on_publishes = self._on_publishes
+            if client.received_at_attribute is None:
+                log.warning("mqtt.paho_bulk_read_unavailable", paho_version=paho_version)
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
