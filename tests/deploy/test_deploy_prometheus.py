@@ -23,6 +23,7 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 ALERTS = {
     "AlarmhubDown",
     "AlarmhubBrokerDisconnected",
+    "AlarmhubNoIntakeOwner",
     "AlarmhubOldestUnacknowledgedAlarm",
     "AlarmhubQueueGrowing",
     "AlarmhubSLABreaches",
