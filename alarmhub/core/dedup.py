@@ -25,7 +25,12 @@ So a message is the same message only when all of these hold:
   same way: its `ref` is a counter that restarts (a battery change) and its body
   carries no time, so a press after the restart is byte for byte an earlier one.
   A device's genuine resends (every 5-20 s, for at most 30 minutes) are about an
-  alarm still active, and stay redeliveries.
+  alarm still active, and stay redeliveries. Under `hold_until_taken` they need
+  not be: an operator may take and resolve the alarm between two resends, and
+  the device, told only HOLD so far, sends the request again. The intake knows
+  it answered that request HOLD moments ago (``RawMessage.resending``): the
+  device's session for it is still open, so the same bytes are that request,
+  never a new alarm. A `ref` whose session ended (answered 0) is judged as above.
 
 A redelivery must still be a no-op within the window (a crash between commit
 and acknowledgement makes the broker deliver again at reconnect), so the
@@ -110,6 +115,7 @@ def identify(
     retained: bool = False,
     device_time: datetime | None = None,
     retained_max_age: timedelta | None = None,
+    resending: bool = False,
 ) -> Identity:
     """Decide whether a message is the `prior` one again.
 
@@ -134,6 +140,10 @@ def identify(
     was the dead phone "heard" again, judged at a two-week-old position. One
     without a device time cannot be dated and is judged as before.
 
+    `resending`: the sender is still resending this request (a SCAIP device
+    answered HOLD for it moments ago): identical bytes are a redelivery even if
+    its alarm was resolved since; it is the same call for help, still unanswered.
+
     A wall clock stepped back (NTP) makes the age negative: that counts as
     within the window, the safe side for a redelivery.
     """
@@ -147,7 +157,7 @@ def identify(
         return Identity.WINDOW_PASSED
     if not prior.same_content(payload, digest):
         return Identity.ID_REUSED
-    if by_content and any(not alarm_active(a) for a in prior.alarm_ids):
+    if by_content and not resending and any(not alarm_active(a) for a in prior.alarm_ids):
         return Identity.ALARM_RESOLVED
     return Identity.REDELIVERY
 

@@ -265,6 +265,11 @@ class RawMessage:
     # which labels nothing. It travels with the bytes because the decoder refuses a
     # SCAIP body under another label unread (core/scaip_decode.py).
     content_type: str | None = None
+    # Set by the SCAIP intake (daemon/scaip.py) for a request it answered HOLD moments
+    # ago: the device is still resending this very request, whose session only an
+    # answer of 0, 5 or 6 ends, so the same bytes are that request again even once its
+    # alarm was resolved between two resends (core/dedup.py: identify).
+    resending: bool = False
 
     @property
     def size(self) -> int:

@@ -235,6 +235,7 @@ def _identify(
         retained=raw.retained,
         device_time=claimed_time(result.events) if isinstance(result, Decoded) else None,
         retained_max_age=ctx.retained_max_age,
+        resending=raw.resending,
     )
 
 

@@ -62,7 +62,46 @@ TOPIC_PREFIX = "scaip/"  # + the authenticated device id: the profile's topic
 MAX_PENDING = 10_000  # requests queued for a commit; beyond it, HOLD without queueing
 MAX_REMEMBERED = 100_000  # alarm -> the voice an operator chose for its device
 RETRY_AFTER_S = 5  # a 503's Retry-After: the store could not keep a refused body yet
+# A request answered HOLD is still being resent this long after that answer: three times
+# the standard's longest resend interval (20 s), so that two lost resends do not end it.
+RESENDING_WITHIN_S = 60.0
 _ALARM_TYPES = frozenset({MessageType.MESSAGE, MessageType.INFORMATION})
+
+
+class HeldRequests:
+    """The requests this intake last answered HOLD, by (device, `ref`), and when.
+
+    A device resends a request every 5-20 s until it is answered 0, 5 or 6, which end
+    its session for that `ref`. While the last answer was HOLD, the same `ref` again is
+    the device resending it, and ingest is told so (`RawMessage.resending`): under
+    `hold_until_taken` an operator may take and resolve the alarm between two resends,
+    and dedup took the next one, byte for byte the first, for a `ref` counter restart
+    and raised a second alarm (core/dedup.py). In memory only: after a restart or a
+    failover the first resend is judged by its bytes alone, a second alarm if its alarm
+    was resolved (the safe side). Bounded by time (a device that gave up sends no more)
+    and by count.
+    """
+
+    def __init__(self, within_s: float = RESENDING_WITHIN_S, limit: int = MAX_PENDING) -> None:
+        self._at: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._within = within_s
+        self._limit = limit
+
+    def resending(self, device_id: str, ref: str, now: float) -> bool:
+        """Was this request answered HOLD recently enough that the device still resends it?"""
+        at = self._at.get((device_id, ref))
+        return at is not None and now - at <= self._within
+
+    def answered(self, device_id: str, answer: Answer, now: float) -> None:
+        """Remember a HOLD; any other answer ends the session (or was never one)."""
+        key = (device_id, answer.ref)
+        if answer.snu is not Snu.HOLD or not answer.ref:
+            self._at.pop(key, None)
+            return
+        self._at[key] = now
+        self._at.move_to_end(key)
+        while len(self._at) > self._limit or now - next(iter(self._at.values())) > self._within:
+            self._at.popitem(last=False)
 
 
 class ScaipSource:
@@ -146,6 +185,7 @@ class ScaipIntake:
         # the answer to the device's next resend carries exactly these. Bounded; kept in
         # memory (the acknowledgement's timeline entry records them in the database).
         self._voice_of: OrderedDict[str, ScaipVoice] = OrderedDict()
+        self._held = HeldRequests()
 
     def voice_chosen(self, alarm_id: str, voice: ScaipVoice) -> None:
         """An operator took the alarm and chose how the device is to call (daemon/actions.py)."""
@@ -168,6 +208,7 @@ class ScaipIntake:
                 reply = await self._forged(message, request)
             else:
                 answer = await self._answer(message, request)
+                self._held.answered(message.user, answer, self._clock.monotonic())
                 device = self._state.devices.get(message.user)
                 inline = device is not None and device.settings.scaip_inline
                 reply, snu = Reply(200, body=build_answer(answer), inline=inline), answer.snu
@@ -219,7 +260,10 @@ class ScaipIntake:
 
     async def _answer(self, message: InboundMessage, request: Request | ScaipRejected) -> Answer:
         ref = request.ref or ""
-        outcome = await self._committed(self._raw(message))
+        resending = isinstance(request, Request) and self._held.resending(
+            message.user, ref, self._clock.monotonic()
+        )
+        outcome = await self._committed(self._raw(message, resending=resending))
         if outcome is None:
             self._log_held(message.user, ref)
             return Answer(ref, Snu.HOLD, ste="not stored yet: send again")
@@ -277,7 +321,7 @@ class ScaipIntake:
         self._hbi_told[device.id] = minutes
         return minutes
 
-    def _raw(self, message: InboundMessage) -> RawMessage:
+    def _raw(self, message: InboundMessage, *, resending: bool = False) -> RawMessage:
         # The topic names the authenticated sender, as an MQTT topic does under the broker's
         # ACL: the decoder believes the body's `cid` only when it is this device.
         return RawMessage(
@@ -285,6 +329,7 @@ class ScaipIntake:
             message.body,
             message.received_at,
             content_type=message.content_type,
+            resending=resending,
         )
 
     def _log_held(self, device_id: str, ref: str) -> None:

@@ -90,6 +90,29 @@ def test_identify(
     assert got is expected
 
 
+def test_a_request_still_being_resent_is_a_redelivery_after_its_alarm_was_resolved() -> None:
+    """A SCAIP request answered HOLD moments ago (`resending`) is the device still
+    resending it: the same bytes are that request, even once its alarm was resolved
+    between two resends. Other bytes under its `ref` are still another message."""
+    prior = Prior(T0, b"first", ("a-1",))
+    later = T0 + timedelta(seconds=15)
+
+    def judged(payload: bytes, *, resending: bool) -> Identity:
+        return identify(
+            prior,
+            payload,
+            later,
+            Windows().message_id,
+            by_content=True,
+            alarm_active=lambda _id: False,  # resolved since
+            resending=resending,
+        )
+
+    assert judged(b"first", resending=False) is Identity.ALARM_RESOLVED
+    assert judged(b"first", resending=True) is Identity.REDELIVERY
+    assert judged(b"other", resending=True) is Identity.ID_REUSED
+
+
 def test_nothing_stored_is_new() -> None:
     got = identify(None, b"x", T0, timedelta(hours=24), by_content=False, alarm_active=bool)
     assert got is Identity.NEW
@@ -369,3 +392,40 @@ def test_a_phone_dead_for_weeks_is_not_heard_from_a_retained_position_whose_row_
         # Not retained, it is the phone's own message, however late: heard (as before).
         assert ("off-1" in effects.alarms) is not retained
         assert (PHONE.id in effects.device_seen) is not retained
+
+
+SCAIP_PENDANT = Device("4790012345", DeviceKind.SAFETY_ALARM, "0301", profile="scaip")
+SCAIP_BODY = b"<mrq><ref>F1</ref><cid>4790012345</cid><dty>0003</dty><stc>0010</stc></mrq>"
+
+
+@pytest.mark.parametrize("resending", [True, False], ids=["still-resent", "after-its-session"])
+def test_a_scaip_request_resent_after_a_fast_resolve_answers_its_alarm(resending: bool) -> None:
+    """Under hold_until_taken an operator may take and resolve the alarm between two of
+    the device's resends: that resend (`resending`, set by the intake) is the request
+    again, about the resolved alarm; the same bytes once the device heard its answer
+    (a ref counter restart) are a new alarm, as before."""
+    ctx = replace(CTX, registry={**CTX.registry, SCAIP_PENDANT.id: SCAIP_PENDANT})
+    index, stored = AlarmIndex(), dict[str, Prior]()
+    first = RawMessage(
+        f"scaip/{SCAIP_PENDANT.id}", SCAIP_BODY, T0, content_type="application/scaip+xml"
+    )
+    [decoded] = decode_all([first], ctx)
+    effects = process_batch([first], [decoded], [fingerprint(first, decoded)], {}, index, ctx)
+    [alarm] = effects.alarms.values()
+    [message] = effects.messages
+    stored[message.fingerprint] = Prior(T0, SCAIP_BODY, (alarm.id,))
+    index.put(alarm)
+    resolve(index, alarm, T0 + timedelta(seconds=10))
+    again = replace(first, received_at=T0 + timedelta(seconds=15), resending=resending)
+    [decoded] = decode_all([again], ctx)
+    fp = fingerprint(again, decoded)
+    second = process_batch([again], [decoded], [fp], stored, index, ctx)
+    [message] = second.messages
+    if resending:
+        assert message.verdict is Verdict.REDELIVERY
+        assert message.earlier_alarm_ids == (alarm.id,)
+        assert second.new_alarm_ids == []
+    else:
+        assert message.identity is Identity.ALARM_RESOLVED
+        [new_id] = second.new_alarm_ids
+        assert new_id != alarm.id

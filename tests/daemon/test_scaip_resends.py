@@ -15,8 +15,12 @@ from typing import Any
 import pytest
 
 from alarmhub.core.actions import Action
+from alarmhub.core.scaip import Answer, Snu
+from alarmhub.daemon.scaip import HeldRequests
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.daemon.test_scaip_daemon import (
+    CID,
+    OTHER,
     answer,
     inbound,
     mrq,
@@ -140,3 +144,60 @@ async def test_a_ref_used_again_after_its_alarm_was_resolved_is_a_new_alarm(
         # Its own resends are redeliveries of the new alarm.
         assert answer(await hub.scaip(inbound(mrq("1")))) == again
         assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 2
+
+
+async def test_a_resend_after_a_fast_resolve_under_hold_is_answered_not_a_new_alarm(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Under hold_until_taken the device resends its request until it hears `snu=0`. An
+    operator who took and resolved the alarm between two resends made the next resend
+    (the same `ref`, the same bytes) a second alarm: dedup took it for a ref counter
+    restart. It is the same request, still unanswered: a redelivery, answered 0 with the
+    voice parameters. Once it has heard 0 the device's session is over, and the same
+    bytes again, like a new `ref`, are a new alarm."""
+    rules = tmp_path / "rules.toml"
+    shipped = (REPO / "config" / "rules.toml").read_text()
+    rules.write_text(shipped + HOLD_RULES)
+    async with running(tmp_path, broker, client_id, rules=rules) as hub:
+        await hub.register_new_device(scaip_device(settings=VOICE), audit=())
+        assert answer(await hub.scaip(inbound(mrq("F1"))))["snu"] == "4"
+        assert answer(await hub.scaip(inbound(mrq("F1"))))["snu"] == "4"  # the device polls
+        [alarm_id] = list(hub.state.alarms.by_id)
+        await hub.act(alarm_id, Action.ACKNOWLEDGE, "op-1", audit=())
+        await hub.act(alarm_id, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
+        resend = answer(await hub.scaip(inbound(mrq("F1"))))
+        assert resend == {"ref": "F1", **HANDLED}
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM alarms") == 1
+        assert sqlite_count(tmp_path, "SELECT count(*) FROM inbox") == 1
+        assert answered(tmp_path) == [
+            {"ref": "F1", "snu": 4},
+            {k: v for k, v in sent(resend).items() if k != "ref"},
+        ]
+        # F1 again, now that the device heard 0 for it (its counter restarted), is a new
+        # call for help: held behind a new alarm.
+        assert answer(await hub.scaip(inbound(mrq("F1"))))["snu"] == "4"
+        rows = db_rows(tmp_path / "alarmhub.db", "SELECT state FROM alarms ORDER BY rowid")
+        assert [state for (state,) in rows] == ["resolved", "open"]
+        # A new request is a new message: it joins that open alarm, held too.
+        assert answer(await hub.scaip(inbound(mrq("F2"))))["snu"] == "4"
+        rows = db_rows(tmp_path / "alarmhub.db", "SELECT msg_id, identity FROM inbox ORDER BY seq")
+        assert rows == [("F1", None), ("F1", "alarm_resolved"), ("F2", None)]
+
+
+def test_a_hold_marks_its_request_as_resent_only_while_the_device_can_still_resend() -> None:
+    """What the intake tells ingest: a HOLD marks (device, ref) for a minute from the
+    last HOLD; a 0 ends it; a device that stopped resending is forgotten, so a press
+    after its `ref` counter restarted is judged by its bytes again."""
+    held = HeldRequests(within_s=60, limit=2)
+    held.answered(CID, Answer("F1", Snu.HOLD), now=0)
+    assert held.resending(CID, "F1", now=59)
+    assert not held.resending(CID, "F2", now=59)
+    assert not held.resending(OTHER, "F1", now=59)
+    held.answered(CID, Answer("F1", Snu.HOLD), now=59)  # the device polls again
+    assert held.resending(CID, "F1", now=110)
+    assert not held.resending(CID, "F1", now=120)  # it gave up
+    held.answered(CID, Answer("F1", Snu.HANDLED), now=111)  # the session is over
+    assert not held.resending(CID, "F1", now=112)
+    for n, ref in enumerate(("A", "B", "C")):
+        held.answered(CID, Answer(ref, Snu.HOLD), now=200 + n)
+    assert [held.resending(CID, r, now=203) for r in "ABC"] == [False, True, True]
