@@ -74,22 +74,47 @@ class BufferedReadClient(paho.Client):
         buffer, is paho's own read. paho notes bytes received, as for any packet: its
         keep-alive check reads that time."""
         take, noted = self.on_publishes, self.received_at_attribute
-        if (
-            take is not None
-            and noted is not None
-            and self._in_packet["command"] == 0
-            and self._rpos < len(self._rbuf)
-        ):
-            found, pos = packets.read_publishes(self._rbuf, self._rpos)
-            if found:
-                self._rpos = pos
-                with self._msgtime_mutex:
-                    setattr(self, noted, paho.time_func())
-                self.bulk_reads += 1
-                take(found)
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        if take is None or noted is None or self._in_packet["command"] != 0:
+            return self._paho_read()
+        if self._rpos >= len(self._rbuf):
+            failed = self._fill()
+            if failed is not None:
+                return failed
+        found, pos = packets.read_publishes(self._rbuf, self._rpos)
+        if not found:
+            return self._paho_read()
+        self._rpos = pos
+        with self._msgtime_mutex:
+            setattr(self, noted, paho.time_func())
+        self.bulk_reads += 1
+        take(found)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _paho_read(self) -> MQTTErrorCode:
         rc: MQTTErrorCode = super()._packet_read()
         return rc
+
+    def _fill(self) -> MQTTErrorCode | None:
+        """Up to 64 KiB into the empty buffer before a packet's first byte; None once
+        bytes came, else what paho's own read of that byte returns (and logs).
+
+        So that the first packet of a burst is read in bulk too: at 2,000 msg/s most
+        bursts are one packet, and paho would read nearly every one.
+        """
+        try:
+            data = super()._sock_recv(self._CHUNK)
+        except BlockingIOError:
+            return MQTTErrorCode.MQTT_ERR_AGAIN
+        except TimeoutError as err:
+            self._easy_log(paho.MQTT_LOG_ERR, "timeout on socket: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        except OSError as err:
+            self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if not data:
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        self._rbuf, self._rpos = data, 0
+        return None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos >= len(self._rbuf):
