@@ -59,11 +59,11 @@ function reportResult(res, alarm, action) {
   }
 }
 
-// --- dialogs ---------------------------------------------------------------
+// --- dialogs (held.js asks with these too) ------------------------------------
 // Native <dialog> with showModal(): it traps focus, closes on Escape and returns
 // focus to where it was, which is what a keyboard-only operator needs.
 
-function dialogShell(titleKey) {
+export function dialogShell(titleKey) {
   const dialog = el("dialog");
   const form = el("form");
   form.method = "dialog";
@@ -76,7 +76,7 @@ function dialogShell(titleKey) {
   return { dialog, form };
 }
 
-function buttons(form, submitKey) {
+export function buttons(form, submitKey) {
   const menu = el("menu");
   const cancel = el("button", t("dialog.cancel"));
   cancel.type = "button";
@@ -90,7 +90,7 @@ function buttons(form, submitKey) {
 }
 
 /** Show `dialog`, resolve with `read()` when submitted or null when cancelled. */
-function ask(dialog, form, cancel, read, validate = () => true) {
+export function ask(dialog, form, cancel, read, validate = () => true) {
   document.body.append(dialog);
   return new Promise((resolve) => {
     let result = null;
@@ -104,7 +104,7 @@ function ask(dialog, form, cancel, read, validate = () => true) {
   });
 }
 
-function textArea(labelKey, required) {
+export function textArea(labelKey, required) {
   const wrap = el("div", "", "field");
   const id = `f-${Math.random().toString(36).slice(2)}`;
   const label = el("label", t(labelKey));

@@ -5,12 +5,14 @@ import { get, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
 import { connectionView } from "./connection.js";
 import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipalityText, priorityBadge, shortDuration } from "./format.js";
+import { DECIDES, heldActions } from "./held.js";
 import { t } from "./i18n.js";
 import { openStream } from "./live.js";
 
 const alarmId = decodeURIComponent(location.pathname.split("/").pop());
 const RETRY_MS = 5000;
 let current = null;
+let me = null; // the signed-in user (/api/v1/me): whether to offer a held note's decision
 let connection = null; // the banner (connection.js; this page has no badge), made in main()
 let retryTimer = null;
 
@@ -91,7 +93,7 @@ function renderSummary(a) {
     [t("detail.cause"), choiceText(a, "cause", "cause_label", a.cause_text)],
     [t("detail.action"), choiceText(a, "action_taken", "action_label", a.action_text)],
     [t("detail.nationalId"), a.national_id_masked],
-    [t("detail.journal"), a.journal ? journalText(a.journal) : null],
+    [t("detail.journal"), a.journal ? journalText(a.journal, a) : null],
     [t("detail.suppressedBy"), a.suppressed_by],
     [t("timeline.event"), a.clearing_event ? clearingText(a) : null],
     [t("timeline.escalation_exhausted"), a.escalation_exhausted_at ? exhaustedText(a) : null],
@@ -108,8 +110,9 @@ function choiceText(alarm, field, labelField, free) {
 
 /** The journal export: its state and reason, then when it was queued, sent and finished,
  *  and while it is retried, how many attempts and the last one's error. A held note
- *  says who decides it: it is sent to nobody until then. */
-function journalText(journal) {
+ *  says who decides it: it is sent to nobody until then. Those who may decide get
+ *  its two actions (held.js); the API refuses them to everyone else. */
+function journalText(journal, alarm) {
   const state = t(`journal.${journal.state}`);
   const box = el("span");
   box.dataset.journalState = journal.state;
@@ -122,7 +125,15 @@ function journalText(journal) {
     journal.state === "held" && t("journal.heldHint"),
   ];
   for (const line of lines.filter(Boolean)) box.append(el("div", line, "hint"));
+  if (journal.state === "held" && DECIDES.includes(me?.role)) box.append(heldActions(alarm, showJournal));
   return box;
+}
+
+/** A release or cancel answered with the note's state: shown as it is; refused: read again. */
+function showJournal(journal) {
+  if (!journal) { load(); return; }
+  current = { ...current, journal };
+  renderSummary(current);
 }
 
 function detailText(detail) {
@@ -289,7 +300,7 @@ function onKey(event) {
 }
 
 async function main() {
-  await startPage();
+  me = await startPage();
   document.addEventListener("keydown", onKey);
   connection = connectionView();
   await load();
