@@ -7,8 +7,8 @@ states. It holds states, times, the journal's status URL and reasons, never the
 document: the document is built again, byte for byte the same, from the alarm's
 timeline and the register at each attempt. The one number it may hold is the one an
 administrator released a `held` note for, sealed as the register's are (columns
-`release_*`, written and read by the register: store/residents.py), cleared when the
-note is done; the worker never sees it.
+`release_*`, written, read and resealed on a key rotation by the register:
+store/residents.py), cleared when the note is done; the worker never sees it.
 """
 
 from __future__ import annotations

@@ -110,8 +110,29 @@ class Reseal:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedRelease:
+    """A number a held note was released for, as its export row holds it (`release_*`),
+    sealed to the municipality and the alarm; `resident` is the alarm's, for the audit."""
+
+    alarm_id: str
+    municipality: str
+    resident: str | None
+    sealed: Sealed
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseReseal:
+    """One released number rekey reseals: as read, its new sealing, the audit entry."""
+
+    before: SealedRelease
+    sealed: Sealed
+    audit: AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
 class Rekeyed:
-    """What rekey did so far: rows resealed, and rows left because they changed meanwhile."""
+    """What rekey did so far: numbers resealed (the register's and released notes'), and
+    numbers left because they changed meanwhile."""
 
     resealed: int = 0
     skipped: int = 0
@@ -183,6 +204,18 @@ class ResidentRows(Protocol):
         A row changed or removed since it was read is left as it is now: the number in
         it is someone else's newer word, and writing the old one back would undo it.
         """
+        ...
+
+    async def stale_releases(
+        self, current_key: str, after: str | None, limit: int
+    ) -> list[SealedRelease]:
+        """Up to `limit` released numbers not sealed under `current_key`, by alarm id,
+        after `after`. Reads no number in clear, so it writes no audit."""
+        ...
+
+    async def reseal_releases(self, reseals: Sequence[ReleaseReseal]) -> int:
+        """As `reseal_residents`, on export rows: each only if the row still holds
+        `before`'s sealing (a note done meanwhile holds none, and must keep none)."""
         ...
 
 
@@ -353,26 +386,37 @@ class ResidentRegister:
         progress: Callable[[Rekeyed], None] | None = None,
         chunk: int = REKEY_CHUNK,
     ) -> Rekeyed:
-        """Reseal every row not sealed under the current key, `chunk` rows a transaction.
+        """Reseal every number not sealed under the current key, `chunk` a transaction:
+        the register's rows, then the numbers held notes were released for (kept on
+        their export rows until the note is done). Both, or the old key cannot go: a
+        released note's number under a dropped key is a note never built again.
 
-        Each row is written back only if it is still as it was read (the store checks
+        Each is written back only if it is still as it was read (the store checks
         inside the write): a number set or removed meanwhile, through the API or the
-        CLI, stays as that change left it, and only resealed rows get a
-        `resident.rekeyed` audit row. Such a row counts as skipped: it was written by
-        whoever changed it, with their current key; a second run reseals it if that was
-        an old one. `progress` hears the totals after each committed chunk; a failure
-        (SealingError: a row no configured key opens) leaves the chunks before it done.
-        The number and the row's `updated_by`/`updated_at` (who set it, when) are kept.
+        CLI, and a note done meanwhile (its number cleared), stay as that change left
+        them, and only resealed numbers get a `resident.rekeyed` audit row. Such a
+        number counts as skipped: whoever changed it wrote it with their current key;
+        a second run reseals it if that was an old one. `progress` hears the totals
+        after each committed chunk; a failure (SealingError: a number no configured key
+        opens) leaves the chunks before it done. The number and the row's
+        `updated_by`/`updated_at` (who set it, when) are kept.
         """
-        done, after = Rekeyed(), None
         current = self._keyring.current
         if current is None:
             raise KeyMissingError
+        done, after = Rekeyed(), None
         while rows := await self._rows.stale_residents(current, after, chunk):
-            reseals = [self._reseal(row, by) for row in rows]
-            written = await self._rows.reseal_residents(reseals)
+            written = await self._rows.reseal_residents([self._reseal(r, by) for r in rows])
             done = Rekeyed(done.resealed + written, done.skipped + len(rows) - written)
             after = (rows[-1].municipality, rows[-1].resident)
+            if progress is not None:
+                progress(done)
+        last = None
+        while notes := await self._rows.stale_releases(current, last, chunk):
+            reseals = [self._reseal_release(n, by) for n in notes]
+            written = await self._rows.reseal_releases(reseals)
+            done = Rekeyed(done.resealed + written, done.skipped + len(notes) - written)
+            last = notes[-1].alarm_id
             if progress is not None:
                 progress(done)
         return done
@@ -380,14 +424,36 @@ class ResidentRegister:
     def _reseal(self, row: SealedRow, by: str) -> Reseal:
         number = self._keyring.open(row.municipality, row.resident, _sealed(row))
         sealed = self._keyring.seal(row.municipality, row.resident, number)
-        entry = AuditEntry(
+        entry = self._rekeyed(by, row.municipality, row.resident, row.key_id, sealed.key_id)
+        return Reseal(row, sealed.key_id, sealed.nonce, sealed.sealed, entry)
+
+    def _reseal_release(self, note: SealedRelease, by: str) -> ReleaseReseal:
+        name = _release_name(note.alarm_id)
+        number = self._keyring.open(note.municipality, name, note.sealed)
+        sealed = self._keyring.seal(note.municipality, name, number)
+        entry = self._rekeyed(
+            by, note.municipality, note.resident, note.sealed.key_id, sealed.key_id, note.alarm_id
+        )
+        return ReleaseReseal(note, sealed, entry)
+
+    def _rekeyed(
+        self,
+        by: str,
+        municipality: str,
+        resident: str | None,
+        was: str,
+        now: str,
+        alarm_id: str | None = None,
+    ) -> AuditEntry:
+        """One `resident.rekeyed` entry: a released note's names its alarm too."""
+        return AuditEntry(
             by,
             "resident.rekeyed",
             self._clock.now(),
-            municipality=row.municipality,
-            detail={"resident": row.resident, "from": row.key_id, "to": sealed.key_id},
+            municipality=municipality,
+            alarm_id=alarm_id,
+            detail={"resident": resident, "from": was, "to": now},
         )
-        return Reseal(row, sealed.key_id, sealed.nonce, sealed.sealed, entry)
 
     def _masked(self, row: SealedRow) -> str:
         try:

@@ -6,7 +6,9 @@ onto another resident's row (or another municipality's) fails to open rather
 than showing the wrong person's number. Each row keeps the id of the key that
 sealed it (:func:`key_id`: a digest of the key, not the key), so a key can be
 rotated: the new one seals, the old ones still open (settings
-`resident_old_keys`) until `alarmhub residents rekey` has resealed every row.
+`resident_old_keys`) until `alarmhub residents rekey` has resealed every sealed
+number: the register's rows, and the numbers held journal notes were released for
+(on their export rows; store/residents.py `ResidentRegister.rekey`).
 
 This runs in the shell, on the values the stores read and write as bytes: no
 database sees a number in clear (nor any SQL decrypts one).

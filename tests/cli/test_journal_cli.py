@@ -446,6 +446,38 @@ def test_release_a_held_note_for_a_number_in_its_own_municipality_only(
     assert len(audit_rows(tmp_path, "journal.released")) == 1
 
 
+def test_rekey_reseals_a_released_note_s_number_so_the_old_key_can_go(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key rotation as docs/journal.md gives it, with a released note waiting: rekey,
+    then drop the old key. Rekey resealed only the register, so the note's number stayed
+    under the dropped key and the note could never be built again (fourth session of
+    2026-12-06)."""
+    alarm_id, env = registered_then_given_to_ola(tmp_path, run, monkeypatch)
+    asyncio.run(_held(tmp_path / "a.db", alarm_id))
+    monkeypatch.setattr("sys.stdin", io.StringIO(NIN + "\n"))
+    release = ["journal", "release", "--alarm", alarm_id, "--municipality", "0301"]
+    assert run([*release, "--national-id-stdin"], env).returncode == 0
+    new = base64.b64encode(bytes(range(32, 64))).decode()
+    env |= {
+        "ALARMHUB_RESIDENT_KEY": new,
+        "ALARMHUB_RESIDENT_OLD_KEYS": env["ALARMHUB_RESIDENT_KEY"],
+    }
+    done = run(["residents", "rekey"], env)
+    del env["ALARMHUB_RESIDENT_OLD_KEYS"]
+    exported = run(["journal", "export", "--alarm", alarm_id], env)
+    assert (exported.returncode, exported.stderr.strip()) == (0, "journal: ready (not sent)")
+    assert json.loads(exported.stdout)["entry"][3]["resource"]["identifier"][0]["value"] == NIN
+    # One progress line per committed chunk: the register's, then the released notes'.
+    progress = "resealed 1 so far, 0 skipped\nresealed 2 so far, 0 skipped\n"
+    assert (done.returncode, done.stderr) == (0, progress)
+    assert done.stdout == "resealed 2 number(s) under the current key\n"
+    [(_actor, municipality, alarm, _detail)] = [
+        r for r in audit_rows(tmp_path, "resident.rekeyed") if r[2] is not None
+    ]
+    assert (municipality, alarm) == ("0301", alarm_id)
+
+
 def test_cancel_a_held_note(tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     alarm_id, env = registered_then_given_to_ola(tmp_path, run, monkeypatch)
     asyncio.run(_held(tmp_path / "a.db", alarm_id))

@@ -81,6 +81,11 @@ PERIODIC_READS: list[tuple[str, str, Callable[[OpenedStore], Awaitable[object]]]
     ("read_resident", "residents", lambda o: o.residents.read_resident("0301", "r-1", [])),
     ("list_residents", "residents", lambda o: o.residents.list_residents("0301", lambda _: [])),
     ("stale_residents", "residents", lambda o: o.residents.stale_residents("k-1", None, 10)),
+    (
+        "stale_releases",
+        "journal_exports",
+        lambda o: o.residents.stale_releases("k-1", None, 10),
+    ),
 ]
 
 

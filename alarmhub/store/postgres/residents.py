@@ -30,9 +30,11 @@ from alarmhub.store.residents import (
     JournalRead,
     ListAudit,
     Release,
+    ReleaseReseal,
     Reseal,
     ResidentRows,
     SameNumber,
+    SealedRelease,
     SealedRow,
 )
 from alarmhub.store.sealing import Sealed
@@ -75,6 +77,22 @@ _LOCK = (
 _RESEAL = (
     "UPDATE residents SET key_id = $1, nonce = $2, sealed = $3 "
     "WHERE municipality = $4 AND resident = $5"
+)
+
+# The numbers held notes were released for, by alarm id (the primary key's order).
+_STALE_RELEASES = (
+    "SELECT e.alarm_id, e.municipality, a.resident, e.release_key_id, e.release_nonce, "
+    "e.release_sealed FROM journal_exports e LEFT JOIN alarms a ON a.id = e.alarm_id "
+    "WHERE e.release_sealed IS NOT NULL AND e.release_key_id <> $1 AND e.alarm_id > $2 "
+    "ORDER BY e.alarm_id LIMIT $3"
+)
+# Compare-and-set in one statement: an UPDATE that finds the row locked by another
+# writer waits for it and checks the WHERE again on what that writer committed (READ
+# COMMITTED), so a note done meanwhile (its number cleared) keeps no number.
+_RESEAL_RELEASE = (
+    "UPDATE journal_exports SET release_key_id = $1, release_nonce = $2, release_sealed = $3 "
+    "WHERE alarm_id = $4 AND municipality = $5 AND release_key_id = $6 AND release_nonce = $7 "
+    "AND release_sealed = $8 RETURNING alarm_id"
 )
 
 
@@ -242,6 +260,36 @@ class PostgresResidentRows:
                 )
                 await append_audit(conn, [r.audit])
                 written += 1
+        return written
+
+    async def stale_releases(
+        self, current_key: str, after: str | None, limit: int
+    ) -> list[SealedRelease]:
+        async with connection(self.pool) as conn:
+            records = await conn.fetch(_STALE_RELEASES, current_key, after or "", limit)
+        return [
+            SealedRelease(r[0], r[1], r[2], Sealed(r[3], bytes(r[4]), bytes(r[5]))) for r in records
+        ]
+
+    async def reseal_releases(self, reseals: Sequence[ReleaseReseal]) -> int:
+        written = 0
+        async with transaction(self.pool) as conn:
+            for r in reseals:
+                old, new = r.before, r.sealed
+                done = await conn.fetchval(
+                    _RESEAL_RELEASE,
+                    new.key_id,
+                    new.nonce,
+                    new.sealed,
+                    old.alarm_id,
+                    old.municipality,
+                    old.sealed.key_id,
+                    old.sealed.nonce,
+                    old.sealed.sealed,
+                )
+                if done is not None:
+                    await append_audit(conn, [r.audit])
+                    written += 1
         return written
 
 

@@ -25,9 +25,11 @@ from alarmhub.store.residents import (
     JournalRead,
     ListAudit,
     Release,
+    ReleaseReseal,
     Reseal,
     ResidentRows,
     SameNumber,
+    SealedRelease,
     SealedRow,
 )
 from alarmhub.store.sealing import Sealed
@@ -236,6 +238,47 @@ def _reseal(conn: sqlite3.Connection, reseals: Sequence[Reseal]) -> int:
     return written
 
 
+# The numbers held notes were released for, by alarm id (the primary key's order).
+_STALE_RELEASES = (
+    "SELECT e.alarm_id, e.municipality, a.resident, e.release_key_id, e.release_nonce, "
+    "e.release_sealed FROM journal_exports e LEFT JOIN alarms a ON a.id = e.alarm_id "
+    "WHERE e.release_sealed IS NOT NULL AND e.release_key_id <> ? AND e.alarm_id > ? "
+    "ORDER BY e.alarm_id LIMIT ?"
+)
+# Compare-and-set as _RESEAL: a note done meanwhile has NULLs here and keeps them.
+_RESEAL_RELEASE = (
+    "UPDATE journal_exports SET release_key_id = ?, release_nonce = ?, release_sealed = ? "
+    "WHERE alarm_id = ? AND municipality = ? AND release_key_id = ? AND release_nonce = ? "
+    "AND release_sealed = ?"
+)
+
+
+def _stale_releases(
+    conn: sqlite3.Connection, current_key: str, after: str | None, limit: int
+) -> list[SealedRelease]:
+    return [
+        SealedRelease(r[0], r[1], r[2], Sealed(r[3], bytes(r[4]), bytes(r[5])))
+        for r in conn.execute(_STALE_RELEASES, (current_key, after or "", limit))
+    ]
+
+
+def _reseal_releases(conn: sqlite3.Connection, reseals: Sequence[ReleaseReseal]) -> int:
+    written = 0
+    with transaction(conn):
+        for r in reseals:
+            old, new = r.before, r.sealed
+            where = (old.alarm_id, old.municipality, *_sealing(old.sealed))
+            cur = conn.execute(_RESEAL_RELEASE, (*_sealing(new), *where))
+            if cur.rowcount:
+                append_audit(conn, [r.audit])
+                written += 1
+    return written
+
+
+def _sealing(s: Sealed) -> tuple[str, bytes, bytes]:
+    return s.key_id, s.nonce, s.sealed
+
+
 @refusals_as_store_errors
 class SqliteResidentRows:
     """One database file; every call opens, uses and closes its own connection."""
@@ -286,6 +329,14 @@ class SqliteResidentRows:
 
     async def reseal_residents(self, reseals: Sequence[Reseal]) -> int:
         return await run(self.path, _reseal, reseals)
+
+    async def stale_releases(
+        self, current_key: str, after: str | None, limit: int
+    ) -> list[SealedRelease]:
+        return await run(self.path, _stale_releases, current_key, after, limit)
+
+    async def reseal_releases(self, reseals: Sequence[ReleaseReseal]) -> int:
+        return await run(self.path, _reseal_releases, reseals)
 
 
 def _is_rows(r: SqliteResidentRows) -> ResidentRows:
