@@ -14,6 +14,27 @@ export const ACTION_KEYS = {
 };
 
 /**
+ * The roles the API lets act on alarms (core/tenancy.py, ACT_ON_ALARMS): a municipality
+ * administrator reads alarms but may not take them, and their page offered every action
+ * anyway, each refused 403 only once tried.
+ */
+export const ACTS = ["operator", "admin"];
+
+/**
+ * Whether the signed-in user (`me`, from /api/v1/me) may act on alarms. Not knowing who is
+ * signed in (that read failed) is not a refusal: the server decides, and an operator must
+ * not be locked out of an alarm by a blip.
+ */
+export function mayAct(me) {
+  return !me?.role || ACTS.includes(me.role);
+}
+
+/** Why the actions are unavailable to `me`, for the page and for a key pressed anyway. */
+export function unavailableText(me) {
+  return t("action.unavailable", { role: me?.role ?? "" });
+}
+
+/**
  * Run `action` on `alarm`; asks for a note or outcome first when the action needs one.
  * The API's answer ({ok, status, data, error}), already reported to the operator, or
  * null when the operator cancelled the dialog.

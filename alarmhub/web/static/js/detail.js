@@ -1,6 +1,6 @@
 // One alarm in full: summary, timeline, device with its recent events and position,
 // and the same actions (and keys) as the queue. Refreshes itself on live changes.
-import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
+import { ACTION_KEYS, mayAct, runAction, showHelp, unavailableText } from "./actions.js";
 import { get, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
 import { connectionView } from "./connection.js";
@@ -12,7 +12,7 @@ import { openStream } from "./live.js";
 const alarmId = decodeURIComponent(location.pathname.split("/").pop());
 const RETRY_MS = 5000;
 let current = null;
-let me = null; // the signed-in user (/api/v1/me): whether to offer a held note's decision
+let me = null; // the signed-in user (/api/v1/me): which actions and held-note decisions to offer
 let connection = null; // the banner (connection.js; this page has no badge), made in main()
 let retryTimer = null;
 
@@ -48,17 +48,30 @@ function render(alarm) {
   renderScaip(alarm.scaip, alarm.state);
 }
 
+/**
+ * The action buttons with their keys. A role the API does not let act (a municipality
+ * administrator) sees them disabled with the reason beside them: enabled, each was
+ * refused 403 only once clicked, and one who clicked "Kvitter" at night could believe
+ * they had taken the alarm. The server's refusal stays the guard.
+ */
 function renderActions(alarm) {
   const box = document.getElementById("actions");
+  const refused = !mayAct(me);
   const buttons = Object.entries(ACTION_KEYS).map(([key, action]) => {
     const button = el("button");
     button.type = "button";
     button.append(`${t(`action.${action}`)} `, el("kbd", key));
     button.setAttribute("aria-keyshortcuts", key);
-    button.disabled = alarm.state === "resolved" && action !== "note";
+    button.disabled = refused || (alarm.state === "resolved" && action !== "note");
+    if (refused) button.setAttribute("aria-describedby", "actions-unavailable");
     button.addEventListener("click", () => act(action));
     return button;
   });
+  if (refused) {
+    const reason = el("p", unavailableText(me), "unavailable");
+    reason.id = "actions-unavailable";
+    buttons.push(reason);
+  }
   box.replaceChildren(...buttons);
 }
 
@@ -286,6 +299,7 @@ function renderPosition(events, scaip) {
 
 async function act(action) {
   if (!current) return;
+  if (!mayAct(me)) { toast(unavailableText(me), true); return; } // a key: said, not sent
   // Done or refused (a colleague first, the store down): read the alarm as it is now.
   if (await runAction(current, action)) await load();
 }

@@ -1,7 +1,7 @@
 // The operators' live queue: loads open and acknowledged alarms, applies live changes
 // without a reload, keeps the order "most urgent first, then oldest", ticks ages every
 // second, and is driven entirely from the keyboard.
-import { ACTION_KEYS, runAction, showHelp } from "./actions.js";
+import { ACTION_KEYS, mayAct, runAction, showHelp, unavailableText } from "./actions.js";
 import { get, getAll, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
 import { connectionView } from "./connection.js";
@@ -30,6 +30,7 @@ const state = {
 };
 
 let connection = null; // the badge and banner (connection.js), made in main()
+let me = null; // the signed-in user (/api/v1/me): whether the action keys are theirs
 
 const tbody = document.querySelector("#queue tbody");
 const emptyRow = document.getElementById("queue-empty");
@@ -389,6 +390,7 @@ function openDetail(id) {
 async function act(action) {
   const alarm = state.alarms.get(state.selectedId);
   if (!alarm) { toast(t("help.selectHint"), true); return; }
+  if (!mayAct(me)) { toast(unavailableText(me), true); return; } // refused by the API anyway
   const res = await runAction(alarm, action);
   // Apply the answer at once; the live stream brings the same change a moment later.
   if (res?.ok && res.data?.id) onChange(res.data);
@@ -420,7 +422,7 @@ function showSoundState() {
 }
 
 async function main() {
-  await startPage();
+  me = await startPage();
   document.addEventListener("keydown", onKey);
   document.addEventListener("pointerdown", () => unlockSound().then(showSoundState), { once: false });
   document.getElementById("sound").addEventListener("click", () => unlockSound().then(showSoundState));
