@@ -11,15 +11,19 @@ never a sleep — for the page to say so and to show the alarm raised meanwhile.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alarmhub.clock import SystemClock
+from alarmhub.core.people import Role
 from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.store.sqlite import accounts
 from tests.support.helpers import async_wait_until, native
-from tests.support.operator_page import CEILING_MS, operator_page
+from tests.support.operator_page import CEILING_MS, PASSWORD, operator_page
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 
@@ -285,4 +289,70 @@ async def test_text_from_the_wire_is_shown_as_text_never_as_markup(
         assert HOSTILE in await note.inner_text()
         assert await op.page.locator("main img").count() == 0
         assert await op.page.evaluate("window.__xss === undefined")
+        assert op.problems == []
+
+
+SILENCES = "#silences"
+SILENCES_STALE = "#silences-stale"
+STORE_BUSY = '{"error": {"code": "store_unavailable", "message": "the store is busy"}}'
+
+
+async def _fail_silences(route: Any) -> None:
+    await route.fulfill(status=503, body=STORE_BUSY, content_type="application/json")
+
+
+async def test_a_failed_read_of_the_silences_is_marked_not_left_looking_current(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """The silences above the queue are read every 30 s; a read that failed was ignored,
+    leaving the last list on screen unmarked (or none, if it never succeeded): the
+    operator saw a municipality as silenced after its silence had ended, or saw no
+    silence while one hid its alarms, with the page saying "Live". A failed read must
+    be said on the list, with when it was last read, kept until a read succeeds, and
+    a reconnect reads the silences again, as it reads the queue."""
+    async with operator_page(tmp_path, broker, client_id) as op:
+        with accounts.connect(op.db) as conn:
+            now, hashed = SystemClock().now(), accounts.hash_password(PASSWORD)
+            accounts.create_user(conn, "anne", Role.MUNICIPALITY_ADMIN, ["0301"], hashed, now, ())
+            op.tokens["anne"] = accounts.create_token(conn, "anne", now, None, ())
+        stale = op.page.locator(SILENCES_STALE)
+
+        # Opened while the silences cannot be read: not "no silence", but "unknown".
+        await op.page.route("**/api/v1/silences*", _fail_silences)
+        await op.page.reload()
+        await stale.wait_for(timeout=CEILING_MS)
+        assert "Kunne ikke lese dempingene" in await stale.inner_text()
+        assert "ikke lest ennå" in await stale.inner_text()
+        # Meanwhile a whole municipality is silenced; then the reads succeed again.
+        async with op.api("anne") as anne:
+            r = await anne.post(
+                "/api/v1/silences",
+                json={"municipality": "0301", "starts_at": now.isoformat(), "reason": "nettarbeid"},
+            )
+            assert r.status_code == 201, r.text
+            silence_id = r.json()["id"]
+        await op.page.unroute("**/api/v1/silences*")
+        shown = op.page.locator(f"{SILENCES}:not([hidden]) li", has_text="nettarbeid")
+        # Read again within seconds of a failure, not at the next 30 s read.
+        await shown.wait_for(timeout=15_000)
+        await stale.wait_for(state="hidden", timeout=CEILING_MS)
+        assert await op.page.get_attribute(SILENCES, "data-state") == "live"
+
+        # The silence shown, the reads failing again (the stream reconnects: a read).
+        await op.page.route("**/api/v1/silences*", _fail_silences)
+        op.proxy.reset()
+        # Read at the reconnect, not by the next 30 s read (28 s or so away from here).
+        await stale.wait_for(timeout=15_000)
+        text = await stale.inner_text()
+        assert "Kunne ikke lese dempingene" in text
+        assert re.search(r"sist lest \d\d:\d\d:\d\d", text), text
+        assert await op.page.get_attribute(SILENCES, "data-state") == "stale"
+        assert await shown.is_visible()  # what was read last, marked as such
+        # Ended meanwhile: the mark is what tells the operator the list may be wrong.
+        async with op.api("anne") as anne:
+            r = await anne.delete(f"/api/v1/silences/{silence_id}")
+            assert r.status_code == 204, r.text
+        await op.page.unroute("**/api/v1/silences*")
+        await op.page.wait_for_selector(SILENCES, state="hidden", timeout=CEILING_MS)
+        await stale.wait_for(state="hidden", timeout=CEILING_MS)
         assert op.problems == []

@@ -9,6 +9,7 @@ import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipa
 import { t } from "./i18n.js";
 import { openStream } from "./live.js";
 import { DEFAULT_SLA, ageSeconds, compareAlarms, inQueue, isNewCritical, isOverdue, tabTitle } from "./queue-model.js";
+import { readSilences } from "./silences.js";
 import { playAlert, soundReady, unlockSound } from "./sound.js";
 
 const RECONCILE_MS = 60_000; // a full reload now and then: the queue must never silently drift
@@ -429,40 +430,13 @@ async function main() {
   showSoundState();
   connection = connectionView(tick);
   const seq = await reload();
-  openStream({ alarm: onChange, resync: reload, status: connection.stream }, seq);
+  // Back after a break, the silences are read again as the queue is: either may have
+  // changed meanwhile.
+  const resync = () => { readSilences(); reload(); };
+  openStream({ alarm: onChange, resync, status: connection.stream }, seq);
   setInterval(tick, 1000);
   setInterval(reload, RECONCILE_MS);
-  showSilences();
-  setInterval(showSilences, SILENCES_MS);
-}
-
-// --- silences ----------------------------------------------------------------
-
-const SILENCES_MS = 30_000;
-
-/**
- * Silences of a whole municipality in force, above the queue: alarms they hide are
- * not in it, and the operator must know that (issue 12 item 8). Read access is the
- * operator's own; another municipality's silences are never listed.
- */
-async function showSilences() {
-  const list = document.getElementById("silences");
-  const res = await get("/api/v1/silences");
-  if (!res.ok) return;
-  const now = serverNow();
-  const wide = (res.data ?? []).filter(
-    (s) => s.device_id === null && Date.parse(s.starts_at) <= now && now < Date.parse(s.ends_at),
-  );
-  list.replaceChildren(
-    ...wide.map((s) => {
-      const text = t("queue.silenced", {
-        municipality: municipalityText(s.municipality), until: dateTime(s.ends_at), reason: s.reason,
-      });
-      const p1 = t(s.include_priority_1 ? "queue.silencedP1" : "queue.silencedNotP1");
-      return el("li", `${text} ${p1}`, "silence");
-    }),
-  );
-  list.hidden = wide.length === 0;
+  readSilences();
 }
 
 main();
