@@ -428,8 +428,15 @@ class ResidentRegister:
         return Reseal(row, sealed.key_id, sealed.nonce, sealed.sealed, entry)
 
     def _reseal_release(self, note: SealedRelease, by: str) -> ReleaseReseal:
-        name = _release_name(note.alarm_id)
-        number = self._keyring.open(note.municipality, name, note.sealed)
+        name, alarm = _release_name(note.alarm_id), note.alarm_id
+        try:  # the register's rows are listed with their keys; a release is found by its alarm
+            number = self._keyring.open(note.municipality, name, note.sealed)
+        except SealingError as exc:
+            raise SealingError(
+                f"{exc}; it is the number alarm {alarm}'s held journal note was released for: "
+                f"add its key to ALARMHUB_RESIDENT_OLD_KEYS, or end that note unsent with "
+                f"`alarmhub journal cancel --alarm {alarm} --municipality {note.municipality}`"
+            ) from exc
         sealed = self._keyring.seal(note.municipality, name, number)
         entry = self._rekeyed(
             by, note.municipality, note.resident, note.sealed.key_id, sealed.key_id, note.alarm_id

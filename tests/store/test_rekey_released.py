@@ -26,7 +26,7 @@ from alarmhub.clock import FakeClock
 from alarmhub.core.journal_status import JournalState
 from alarmhub.store.postgres.store import PostgresStore
 from alarmhub.store.residents import Rekeyed, ResidentRegister, ResidentRows, SealedRelease
-from alarmhub.store.sealing import Keyring, key_id
+from alarmhub.store.sealing import Keyring, SealingError, key_id
 from tests.store.conftest import OpenedStore
 from tests.store.test_journal_holds_contract import T, entry, nid, rows_of, run_script
 from tests.store.test_journal_outbox_contract import resolved_with_export
@@ -87,6 +87,20 @@ async def test_a_released_number_still_opens_after_the_old_key_is_dropped(
     ]
     # Nothing is left under the old key: a second run finds nothing.
     assert await register(rows, KEY_B, KEY_A).rekey("cli:ops") == Rekeyed(0, 0)
+
+
+async def test_a_released_number_no_key_opens_names_its_alarm(opened: OpenedStore) -> None:
+    """The register's rows are listed with their key ids (`residents list`); a released
+    number is found only by its alarm. A rekey that meets one it cannot open says which
+    alarm, and what to do, instead of only that some key is missing."""
+    await released_notes(opened, "a-1")
+    with pytest.raises(SealingError) as refused:
+        await register(rows_of(opened), KEY_B).rekey("cli:ops")  # KEY_A already dropped
+    text = str(refused.value)
+    assert key_id(KEY_A) in text  # the key it needs, as before
+    assert "alarm a-1" in text
+    assert "alarmhub journal cancel --alarm a-1 --municipality 0301" in text
+    assert OLA not in text  # never the number
 
 
 async def test_released_numbers_are_resealed_chunk_by_chunk(opened: OpenedStore) -> None:
