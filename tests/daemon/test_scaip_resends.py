@@ -91,6 +91,13 @@ answer = "hold_until_taken"
 """
 
 
+def hold_rules(tmp_path: Path) -> Path:
+    """The shipped rules with every SCAIP alarm answered `hold_until_taken`."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text((REPO / "config" / "rules.toml").read_text() + HOLD_RULES)
+    return rules
+
+
 async def test_held_after_a_restart_the_resend_is_answered_about_its_own_alarm(
     tmp_path: Path, broker: LocalBroker, client_id: str
 ) -> None:
@@ -98,9 +105,7 @@ async def test_held_after_a_restart_the_resend_is_answered_about_its_own_alarm(
     after a restart; a status request (a test, no alarm of its own) resent then was
     held behind another alarm (in one process too). Each resend is now answered about
     its own stored copy."""
-    rules = tmp_path / "rules.toml"
-    shipped = (REPO / "config" / "rules.toml").read_text()
-    rules.write_text(shipped + HOLD_RULES)
+    rules = hold_rules(tmp_path)
     async with running(tmp_path, broker, client_id, rules=rules) as hub:
         await hub.register_new_device(scaip_device(settings=VOICE), audit=())
         assert answer(await hub.scaip(inbound(mrq("W1"))))["snu"] == "4"
@@ -155,9 +160,7 @@ async def test_a_resend_after_a_fast_resolve_under_hold_is_answered_not_a_new_al
     restart. It is the same request, still unanswered: a redelivery, answered 0 with the
     voice parameters. Once it has heard 0 the device's session is over, and the same
     bytes again, like a new `ref`, are a new alarm."""
-    rules = tmp_path / "rules.toml"
-    shipped = (REPO / "config" / "rules.toml").read_text()
-    rules.write_text(shipped + HOLD_RULES)
+    rules = hold_rules(tmp_path)
     async with running(tmp_path, broker, client_id, rules=rules) as hub:
         await hub.register_new_device(scaip_device(settings=VOICE), audit=())
         assert answer(await hub.scaip(inbound(mrq("F1"))))["snu"] == "4"

@@ -205,21 +205,26 @@ async def test_a_release_and_its_audit_row_commit_together(
     opened: OpenedStore, register: ResidentRegister
 ) -> None:
     await held_export(opened)
-    fault = (
-        "CREATE TRIGGER audit_fault BEFORE INSERT ON audit "
-        "WHEN NEW.action = 'journal.released' BEGIN SELECT RAISE(ABORT, 'injected'); END"
-        if opened.path is not None
-        else "CREATE FUNCTION audit_fault() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION 'injected'; END $$; "
-        "CREATE TRIGGER audit_fault BEFORE INSERT ON audit FOR EACH ROW "
-        "WHEN (NEW.action = 'journal.released') EXECUTE FUNCTION audit_fault()"
-    )
-    await run_script(opened, fault)
+    await fail_audit(opened, "journal.released")
     with pytest.raises(Exception, match="injected"):
         await register.release_note("a-1", "0301", nid(OLA), [entry("journal.released")])
     [still] = await opened.store.journal_exports(["a-1"])
     assert still.state is JournalState.HELD
     assert await opened.rows("SELECT release_sealed FROM journal_exports") == [(None,)]
+
+
+async def fail_audit(opened: OpenedStore, action: str) -> None:
+    """From now on every audit insert of `action` fails ('injected') inside its transaction."""
+    await run_script(
+        opened,
+        "CREATE TRIGGER audit_fault BEFORE INSERT ON audit "
+        f"WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        if opened.path is not None
+        else "CREATE FUNCTION audit_fault() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'injected'; END $$; "
+        "CREATE TRIGGER audit_fault BEFORE INSERT ON audit FOR EACH ROW "
+        f"WHEN (NEW.action = '{action}') EXECUTE FUNCTION audit_fault()",
+    )
 
 
 async def run_script(opened: OpenedStore, script: str) -> None:

@@ -28,7 +28,7 @@ from alarmhub.store.postgres.store import PostgresStore
 from alarmhub.store.residents import Rekeyed, ResidentRegister, ResidentRows, SealedRelease
 from alarmhub.store.sealing import Keyring, SealingError, key_id
 from tests.store.conftest import OpenedStore
-from tests.store.test_journal_holds_contract import T, entry, nid, rows_of, run_script
+from tests.store.test_journal_holds_contract import T, entry, fail_audit, nid, rows_of
 from tests.store.test_journal_outbox_contract import resolved_with_export
 from tests.store.test_store_contract import registered
 from tests.support.national_ids import KARI, OLA
@@ -158,16 +158,7 @@ async def test_a_note_done_while_rekey_ran_keeps_no_number(opened: OpenedStore) 
 async def test_a_reseal_and_its_audit_row_commit_together(opened: OpenedStore) -> None:
     rows = rows_of(opened)
     await released_notes(opened, "a-1")
-    fault = (
-        "CREATE TRIGGER audit_fault BEFORE INSERT ON audit "
-        "WHEN NEW.action = 'resident.rekeyed' BEGIN SELECT RAISE(ABORT, 'injected'); END"
-        if opened.path is not None
-        else "CREATE FUNCTION audit_fault() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION 'injected'; END $$; "
-        "CREATE TRIGGER audit_fault BEFORE INSERT ON audit FOR EACH ROW "
-        "WHEN (NEW.action = 'resident.rekeyed') EXECUTE FUNCTION audit_fault()"
-    )
-    await run_script(opened, fault)
+    await fail_audit(opened, "resident.rekeyed")
     with pytest.raises(Exception, match="injected"):
         await register(rows, KEY_B, KEY_A).rekey("cli:ops")
     assert await opened.rows("SELECT release_key_id FROM journal_exports") == [(key_id(KEY_A),)]
