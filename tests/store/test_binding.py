@@ -21,6 +21,7 @@ def _key(kind: type) -> tuple[type, type]:
 
 def test_none_and_the_bound_enums_are_registered() -> None:
     assert _key(type(None)) in sqlite3.adapters
+    assert _key(bytes) in sqlite3.adapters
     for enum in BOUND_ENUMS:
         assert _key(enum) in sqlite3.adapters, enum
 
@@ -34,7 +35,18 @@ def test_every_member_of_a_bound_enum_is_a_str_bound_as_its_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [None, Verdict.NEW, RejectReason.UNKNOWN_DEVICE, Identity.ID_REUSED, "text", 7, 1.5]
+    "value",
+    [
+        None,
+        Verdict.NEW,
+        RejectReason.UNKNOWN_DEVICE,
+        Identity.ID_REUSED,
+        "text",
+        7,
+        1.5,
+        b"{}",
+        b"",
+    ],
 )
 def test_stored_as_before(value: object) -> None:
     """What a column holds and its SQLite type are what the unadapted path stored."""
@@ -43,7 +55,8 @@ def test_stored_as_before(value: object) -> None:
     conn.execute("INSERT INTO t VALUES (?)", (value,))
     conn.executemany("INSERT INTO t VALUES (?)", [(value,), (value,)])
     rows = conn.execute("SELECT v, typeof(v) FROM t").fetchall()
-    expected_type = {type(None): "null", int: "integer", float: "real"}.get(type(value), "text")
+    types = {type(None): "null", int: "integer", float: "real", bytes: "blob"}
+    expected_type = types.get(type(value), "text")
     expected = value.value if isinstance(value, StrEnum) else value
     assert rows == [(expected, expected_type)] * 3
     assert all(type(v) is type(expected) for v, _ in rows)

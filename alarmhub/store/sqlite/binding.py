@@ -1,19 +1,22 @@
-"""How the SQLite store's rows bind None and the model's enums: without CPython's slow path.
+"""How the SQLite store binds None, payloads and the model's enums: not by CPython's slow path.
 
-CPython's sqlite3 binds an exact `str`, `int`, `float` or `bytes` directly. Anything
-else, `None` and every `StrEnum` member included, first goes through the adapter
-protocol: a (type, protocol) key is built, looked up in `sqlite3.adapters`, and on a
-miss `__adapt__` and `__conform__` are looked up before the value is bound as it is.
-All of it holds the GIL. An alarm row carries about 18 NULLs, an inbox row a
-`Verdict` and a few more; measured on the issue 18 machine, a `None` cost 0.51 us to
-bind against 0.18 for a text (0.23 with the adapter below), a `StrEnum` 0.70 (0.37),
-and an alarm row's UPSERT 16-18 us of CPU against 10 with both.
+CPython's sqlite3 binds an exact `str`, `int`, `float` or `bytearray` directly.
+Anything else, `None`, `bytes` and every `StrEnum` member included, first goes
+through the adapter protocol: a (type, protocol) key is built, looked up in
+`sqlite3.adapters`, and on a miss `__adapt__` and `__conform__` are looked up before
+the value is bound as it is. All of it holds the GIL. An alarm row carries about 18
+NULLs, an inbox row a `Verdict`, its payload as `bytes` and a few NULLs. Measured on
+the issue 18 machine: a `None` cost 0.51 us to bind against 0.18 for a text (0.23
+with the adapter below), a `StrEnum` 0.70 (0.37), `bytes` 0.79 (0.43), and an alarm
+row's UPSERT 16-18 us of CPU against 10.
 
 An adapter found in the registry is called instead of the lookups. `{}.get` returns
 None for any value, so None is still bound as NULL; an enum is bound as its value,
-which is the text it was bound as before (a `StrEnum` member is a `str`). The
-registry is the process's: registered once on import of this package, which every
-SQLite path imports. PostgreSQL (asyncpg) does not use it.
+the text it was bound as before (a `StrEnum` member is a `str`); `bytes.__bytes__`
+hands back the same object, bound as the same blob. The registry is the process's:
+registered once on import of this package, which every SQLite path imports.
+PostgreSQL (asyncpg) does not use it. tests/store/test_binding.py holds the stored
+values and their SQLite types to what the unadapted path stored.
 """
 
 from __future__ import annotations
@@ -55,5 +58,6 @@ _VALUE: Callable[[Any], Any] = operator.attrgetter("_value_")
 def register() -> None:
     """Register the adapters; idempotent (a later registration replaces the same one)."""
     sqlite3.register_adapter(type(None), _NULL)
+    sqlite3.register_adapter(bytes, bytes.__bytes__)
     for enum in BOUND_ENUMS:
         sqlite3.register_adapter(enum, _VALUE)
