@@ -6,13 +6,15 @@ view fails here."""
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alarmhub.core.model import Alarm, AlarmState, Priority
-from alarmhub.core.views import alarm_json
+from alarmhub.core.views import _iso, alarm_json
 
 T0 = datetime(2026, 12, 4, 20, 0, 0, 123456, tzinfo=UTC)
 
@@ -80,3 +82,31 @@ def test_times_are_utc_text_to_the_millisecond() -> None:
     assert out["state"] == "resolved"
     assert (out["acknowledged_at"], out["time_to_acknowledge_s"]) != (None, None)
     assert alarm_json(NEW)["time_to_resolve_s"] is None
+
+
+@given(
+    st.datetimes(
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=1)), timezone(timedelta(0))])
+        | st.none()
+    ),
+)
+def test_a_time_is_the_keyword_text_whichever_path_formats_it(value: datetime) -> None:
+    """The UTC fast path (isoformat() cut) and the others (an offset, a zero offset that
+    is not the `UTC` object, a naive time) give the keyword's text, for any year and any
+    microsecond."""
+    assert _iso(value) == value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 12, 4, 20, 0, 0, 999, tzinfo=UTC),
+        datetime(2026, 12, 4, 20, 0, 0, 1000, tzinfo=UTC),
+    ],
+)
+def test_edges_of_the_utc_path(value: datetime) -> None:
+    assert _iso(value) == value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert _iso(value).endswith("Z")
+    assert len(_iso(value)) == 24
