@@ -7,6 +7,7 @@ at zero and `alarmhub/sip/` count only what is listed here.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -101,3 +102,65 @@ class AnswerOutcome(StrEnum):
     TIMEOUT = "timeout"  # no final response within Timer F (32 s)
     UNREACHABLE = "unreachable"  # the contact could not be reached (connect, send)
     NO_CONTACT = "no_contact"  # neither Contact, From nor a registration gives an address
+
+
+@dataclass(frozen=True, slots=True)
+class Rebind:
+    """How a listener that could not bind its address tries again (sip/listeners.py).
+
+    Doubling from `first_s` to at most `most_s`, no jitter: one process retries one
+    address, there is no fleet to spread out. The defaults take a port the previous
+    process lets go a second or two late at once, and cost one failed bind every
+    30 s for as long as the cause lasts.
+    """
+
+    first_s: float = 1.0
+    most_s: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        """The wait after the `failures`-th failed try in a row (1, 2, ...)."""
+        return min(self.most_s, self.first_s * 2.0 ** min(max(failures, 1) - 1, 30))
+
+
+class BindFailure(StrEnum):
+    """Why a SIP listener could not bind its address, as the log names it."""
+
+    ADDRESS_IN_USE = "address_in_use"
+    PERMISSION_DENIED = "permission_denied"
+    ADDRESS_NOT_AVAILABLE = "address_not_available"  # the host is no address of this machine
+    OTHER = "other"
+
+
+_BIND_FAILURES = {
+    errno.EADDRINUSE: BindFailure.ADDRESS_IN_USE,
+    errno.EACCES: BindFailure.PERMISSION_DENIED,
+    errno.EPERM: BindFailure.PERMISSION_DENIED,
+    errno.EADDRNOTAVAIL: BindFailure.ADDRESS_NOT_AVAILABLE,
+}
+
+_BIND_HINTS = {
+    BindFailure.ADDRESS_IN_USE: (
+        "another process holds this port (`ss -lunp` for udp, `ss -ltnp` for tcp/tls, "
+        "filtered on the port): stop it, or give alarmhub another port in "
+        "ALARMHUB_SCAIP_LISTEN and the devices with it"
+    ),
+    BindFailure.PERMISSION_DENIED: (
+        "a port below 1024 needs CAP_NET_BIND_SERVICE (AmbientCapabilities= in the "
+        "systemd unit), or use a port of 1024 or more in ALARMHUB_SCAIP_LISTEN"
+    ),
+    BindFailure.ADDRESS_NOT_AVAILABLE: (
+        "the host is not an address of this machine: bring the interface or floating "
+        "address up, or fix ALARMHUB_SCAIP_LISTEN (0.0.0.0 listens on every address)"
+    ),
+    BindFailure.OTHER: "see the error; check ALARMHUB_SCAIP_LISTEN and the host's network",
+}
+
+
+def bind_failure(code: int | None) -> BindFailure:
+    """The named reason for an OSError's errno from bind()."""
+    return _BIND_FAILURES.get(code, BindFailure.OTHER) if code is not None else BindFailure.OTHER
+
+
+def bind_hint(reason: BindFailure) -> str:
+    """What the operator can do about it; alarmhub retries by itself meanwhile."""
+    return _BIND_HINTS[reason] + "; alarmhub retries by itself and listens once it can"

@@ -26,7 +26,10 @@ One request, in order (each step's answer is final and sent on the way it came):
 The server's work runs in one TaskGroup owned by :meth:`SipServer.run`; stopping
 it (cancelling `run`) closes the listeners and connections, and cancels requests
 still in the handler without answering them: the device resends them to the next
-owner, as MQTT redelivers what was never acknowledged.
+owner, as MQTT redelivers what was never acknowledged. An address that cannot be
+bound (its port taken, below 1024 without the capability, not this machine's) is
+logged and retried with back-off while the others listen (listeners.py): it never
+ends `run`, and so never the owner's term nor the daemon's MQTT intake with it.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ from sipmessage import Request, Response
 
 from alarmhub.clock import Clock
 from alarmhub.core.digest import ALGORITHMS
-from alarmhub.core.sipcodes import SipDrop, SipListen, status_label
+from alarmhub.core.sipcodes import Rebind, SipDrop, SipListen, status_label
 from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import Settings
 from alarmhub.sip.auth import Authenticator, Verdict
+from alarmhub.sip.listeners import Close, Listeners
 from alarmhub.sip.outbound import Answers
 from alarmhub.sip.ports import (
     SCAIP_CONTENT_TYPE,
@@ -77,6 +81,9 @@ log = structlog.get_logger("alarmhub.sip")
 # reads it (the fake-device fleet measured the loss); a device whose datagram is dropped
 # only resends, but later. Linux caps it at net.core.rmem_max (docs/scaip.md).
 UDP_RCVBUF_BYTES = 4 * 1024 * 1024
+# How an address that cannot be bound is tried again (listeners.py); read when a server
+# is made, so that a test can shorten it.
+REBIND = Rebind()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,7 @@ class SipServer:
         tls: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         limits: SipLimits | None = None,
+        rebind: Rebind | None = None,
     ) -> None:
         self._listen = tuple(listen)
         if any(x.transport == "tls" for x in self._listen) and tls is None:
@@ -161,12 +169,21 @@ class SipServer:
             t1_s=self._limits.answer_t1_s,
             timer_f_s=self._limits.answer_timer_f_s,
         )
-        self.bound: list[SipListen] = []
-        self.started = asyncio.Event()
-        for spec in self._listen:  # 0 from the first scrape: a standby does not listen
-            metrics.sip_listening.labels(spec.transport).set(0)
+        self._listeners = Listeners(
+            self._listen,
+            self._open_one,
+            metrics.sip_listening,
+            rebind if rebind is not None else REBIND,
+        )
+        # Set once every address listens; cleared at each `run`'s start.
+        self.started = self._listeners.all_bound
         self._tasks: asyncio.TaskGroup | None = None
         self._in_flight = 0
+
+    @property
+    def bound(self) -> list[SipListen]:
+        """The addresses that listen (port 0 replaced by the port the kernel chose)."""
+        return self._listeners.bound
 
     def port(self, transport: str) -> int:
         """The port bound for `transport` (the first such address)."""
@@ -186,24 +203,18 @@ class SipServer:
     async def run(self) -> None:
         """Listen until cancelled; then close everything (see the module's docstring).
 
+        An address that cannot be bound is retried until it is (listeners.py), while
+        the others listen: a port taken by another process never ends `run`, so it
+        never ends the owner's term or the daemon with it.
         Run again for the next owner's term: the listeners are opened afresh.
         """
-        self.bound = []
-        self.started.clear()
         async with contextlib.AsyncExitStack() as stack:
-            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._tasks = tasks = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self.connections.close_all)
-            servers = await self._open_listeners()
-            for srv in servers:
-                stack.push_async_callback(srv.wait_closed)
-                stack.callback(srv.close)
-            for endpoint in self._udp:
-                assert endpoint.transport is not None
-                stack.callback(endpoint.transport.close)
-            log.info("sip.listening", addresses=[str(x) for x in self.bound])
-            self.started.set()
-            self._listening(1)
+            # Before the connections: the retries are cancelled, then the listeners closed.
+            stack.push_async_callback(self._listeners.close)
             try:
+                await self._listeners.open(tasks)
                 while True:
                     limits = self._limits
                     shortest = min(
@@ -212,45 +223,43 @@ class SipServer:
                     await asyncio.sleep(min(1.0, shortest / 4))
                     self.connections.sweep()
             finally:
-                self._listening(0)
                 self._tasks = None
-                self._udp.clear()
                 log.info("sip.stopped")
 
-    def _listening(self, value: int) -> None:
-        """`alarmhub_sip_listening`: what AlarmhubScaipNotListening reads across instances."""
-        for spec in self._listen:
-            self._metrics.sip_listening.labels(spec.transport).set(value)
-
-    async def _open_listeners(self) -> list[asyncio.Server]:
+    async def _open_one(self, spec: SipListen) -> tuple[int, Close]:
+        """Bind one address and serve it (listeners.py `Open`); OSError when it cannot."""
         loop = asyncio.get_running_loop()
-        servers: list[asyncio.Server] = []
-        for spec in self._listen:
-            if spec.transport == "udp":
-                endpoint = UdpEndpoint(self._deliver)
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda e=endpoint: e,  # type: ignore[misc]
-                    local_addr=(spec.host, spec.port),
-                )
-                sock = transport.get_extra_info("socket")
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
-                self._udp.append(endpoint)
-                self.bound.append(SipListen("udp", spec.host, endpoint.local[1]))
-                continue
-            kind = spec.transport
-            # TLS too is accepted as TCP: the connection runs its own handshake
-            # (transport.py), so that it holds its slot, and gives it back, from the accept.
-            tls = self._tls.server if kind == "tls" else None
-            srv = await loop.create_server(
-                functools.partial(self.connections.accepted, kind, self._deliver, tls),
-                spec.host,
-                spec.port,
+        if spec.transport == "udp":
+            endpoint = UdpEndpoint(self._deliver)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda e=endpoint: e,  # type: ignore[misc]
+                local_addr=(spec.host, spec.port),
             )
-            servers.append(srv)
-            port = int(srv.sockets[0].getsockname()[1])
-            self.bound.append(SipListen(kind, spec.host, port))
-        return servers
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
+            self._udp.append(endpoint)
+
+            async def close_udp() -> None:
+                self._udp.remove(endpoint)
+                transport.close()
+
+            return endpoint.local[1], close_udp
+        kind = spec.transport
+        # TLS too is accepted as TCP: the connection runs its own handshake
+        # (transport.py), so that it holds its slot, and gives it back, from the accept.
+        tls = self._tls.server if kind == "tls" else None
+        srv = await loop.create_server(
+            functools.partial(self.connections.accepted, kind, self._deliver, tls),
+            spec.host,
+            spec.port,
+        )
+
+        async def close_stream() -> None:
+            srv.close()
+            await srv.wait_closed()
+
+        return int(srv.sockets[0].getsockname()[1]), close_stream
 
     # --- one message ---------------------------------------------------------------
 
