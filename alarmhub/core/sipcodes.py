@@ -145,8 +145,9 @@ _BIND_HINTS = {
         "ALARMHUB_SCAIP_LISTEN and the devices with it"
     ),
     BindFailure.PERMISSION_DENIED: (
-        "a port below 1024 needs CAP_NET_BIND_SERVICE (AmbientCapabilities= in the "
-        "systemd unit), or use a port of 1024 or more in ALARMHUB_SCAIP_LISTEN"
+        "a port below 1024 needs CAP_NET_BIND_SERVICE (the systemd unit grants none: "
+        "CapabilityBoundingSet= and AmbientCapabilities=), or use a port of 1024 or "
+        "more in ALARMHUB_SCAIP_LISTEN"
     ),
     BindFailure.ADDRESS_NOT_AVAILABLE: (
         "the host is not an address of this machine: bring the interface or floating "
