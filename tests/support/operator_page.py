@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,29 @@ class OperatorPage:
         await self.page.wait_for_function(
             "w => (window.__shown ?? []).includes(w)", arg=what, timeout=CEILING_MS
         )
+
+    async def open_with_clock_held(self, *routes: tuple[str, Any]) -> None:
+        """Open the queue page afresh with its clock standing still (Playwright's clock),
+        `routes` (pattern, handler) in place before it makes a request and after the old
+        page made its last.
+
+        From here no timer of the page fires — not the periodic reads, not a retry, not a
+        batched render — unless the test moves the page's time (`page.clock.run_for`), so
+        what the page does meanwhile it does for a reason that is not a timer: a stream
+        (re)opened, an answer, a key. A read seen after moving the clock by less than a
+        period cannot be that period's read, on any machine, however slow: the verdict
+        rests on the page's time, which only the test moves, never on the wall clock.
+        Rows the page draws from a read are drawn at once; a live change waits for its
+        render timer, so put what a test needs on screen in the store before this.
+        """
+        await self.page.goto("about:blank")  # the old page's timers go with it
+        start = SystemClock().now()
+        # Installed behind and moved forward to now: pause_at may not go back in time.
+        await self.page.clock.install(time=start - timedelta(minutes=1))
+        await self.page.clock.pause_at(start)
+        for pattern, handler in routes:
+            await self.page.route(pattern, handler)
+        await self.page.goto(f"{self.base}/")
 
 
 def _seed(

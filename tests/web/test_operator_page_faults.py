@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -295,10 +296,24 @@ async def test_text_from_the_wire_is_shown_as_text_never_as_markup(
 SILENCES = "#silences"
 SILENCES_STALE = "#silences-stale"
 STORE_BUSY = '{"error": {"code": "store_unavailable", "message": "the store is busy"}}'
+# alarmhub/web/static/js/silences.js: read every 30 s; after a failed read, again in 2 s.
+SILENCES_FIRST_RETRY_MS = 2_000
 
 
-async def _fail_silences(route: Any) -> None:
-    await route.fulfill(status=503, body=STORE_BUSY, content_type="application/json")
+class SilenceReads:
+    """The page's reads of /api/v1/silences, counted as they leave it, answered 503 while
+    `failing` (the store busy) and passed on to the hub otherwise."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.failing = False
+
+    async def __call__(self, route: Any) -> None:
+        self.count += 1
+        if self.failing:
+            await route.fulfill(status=503, body=STORE_BUSY, content_type="application/json")
+        else:
+            await route.continue_()
 
 
 async def test_a_failed_read_of_the_silences_is_marked_not_left_looking_current(
@@ -309,40 +324,56 @@ async def test_a_failed_read_of_the_silences_is_marked_not_left_looking_current(
     operator saw a municipality as silenced after its silence had ended, or saw no
     silence while one hid its alarms, with the page saying "Live". A failed read must
     be said on the list, with when it was last read, kept until a read succeeds, and
-    a reconnect reads the silences again, as it reads the queue."""
+    a reconnect reads the silences again, as it reads the queue.
+
+    Which timer read them is shown by the page's own clock, held still by the test
+    (`open_with_clock_held`): the retry's read comes when the clock is moved by the
+    retry's 2 s, the reconnect's with the clock not moved at all; the page's time never
+    reaches the 30 s read, so that read cannot be what shows them, however slow the
+    machine."""
     async with operator_page(tmp_path, broker, client_id) as op:
         with accounts.connect(op.db) as conn:
             now, hashed = SystemClock().now(), accounts.hash_password(PASSWORD)
             accounts.create_user(conn, "anne", Role.MUNICIPALITY_ADMIN, ["0301"], hashed, now, ())
             op.tokens["anne"] = accounts.create_token(conn, "anne", now, None, ())
         stale = op.page.locator(SILENCES_STALE)
+        reads = SilenceReads()
 
         # Opened while the silences cannot be read: not "no silence", but "unknown".
-        await op.page.route("**/api/v1/silences*", _fail_silences)
-        await op.page.reload()
+        reads.failing = True
+        await op.open_with_clock_held(("**/api/v1/silences*", reads))
         await stale.wait_for(timeout=CEILING_MS)
         assert "Kunne ikke lese dempingene" in await stale.inner_text()
         assert "ikke lest ennå" in await stale.inner_text()
-        # Meanwhile a whole municipality is silenced; then the reads succeed again.
+        assert reads.count == 1  # the page's first read; its clock has not moved since
+        # Meanwhile a whole municipality is silenced; then the reads succeed again. (Begun
+        # a minute ago: the held clock falls behind the wall clock, so the page goes by
+        # the server's Date header, whole seconds and refreshed only about once a
+        # second; a silence begun this second could read as not begun yet.)
+        begun = (now - timedelta(minutes=1)).isoformat()
         async with op.api("anne") as anne:
             r = await anne.post(
                 "/api/v1/silences",
-                json={"municipality": "0301", "starts_at": now.isoformat(), "reason": "nettarbeid"},
+                json={"municipality": "0301", "starts_at": begun, "reason": "nettarbeid"},
             )
             assert r.status_code == 201, r.text
             silence_id = r.json()["id"]
-        await op.page.unroute("**/api/v1/silences*")
+        reads.failing = False
         shown = op.page.locator(f"{SILENCES}:not([hidden]) li", has_text="nettarbeid")
-        # Read again within seconds of a failure, not at the next 30 s read.
-        await shown.wait_for(timeout=15_000)
+        # Read again at the retry after a failure, not at the next 30 s read: the page's
+        # clock moves by the retry's delay and no further.
+        await op.page.clock.run_for(SILENCES_FIRST_RETRY_MS)
+        await shown.wait_for(timeout=CEILING_MS)
+        assert reads.count == 2
         await stale.wait_for(state="hidden", timeout=CEILING_MS)
         assert await op.page.get_attribute(SILENCES, "data-state") == "live"
 
         # The silence shown, the reads failing again (the stream reconnects: a read).
-        await op.page.route("**/api/v1/silences*", _fail_silences)
+        reads.failing = True
         op.proxy.reset()
-        # Read at the reconnect, not by the next 30 s read (28 s or so away from here).
-        await stale.wait_for(timeout=15_000)
+        # Read at the reconnect, with the page's clock not moved: no timer read them.
+        await stale.wait_for(timeout=CEILING_MS)
+        assert reads.count == 3
         text = await stale.inner_text()
         assert "Kunne ikke lese dempingene" in text
         assert re.search(r"sist lest \d\d:\d\d:\d\d", text), text
@@ -352,7 +383,10 @@ async def test_a_failed_read_of_the_silences_is_marked_not_left_looking_current(
         async with op.api("anne") as anne:
             r = await anne.delete(f"/api/v1/silences/{silence_id}")
             assert r.status_code == 204, r.text
-        await op.page.unroute("**/api/v1/silences*")
+        reads.failing = False
+        await op.page.clock.run_for(SILENCES_FIRST_RETRY_MS)  # the retry after this failure
         await op.page.wait_for_selector(SILENCES, state="hidden", timeout=CEILING_MS)
         await stale.wait_for(state="hidden", timeout=CEILING_MS)
+        # The page's time moved by two retries in all, short of its 30 s read.
+        assert reads.count == 4
         assert op.problems == []
