@@ -81,6 +81,10 @@ class TcpProxy:
         self.swallowed += len(hit)
         return len(hit)
 
+    def open_with(self, marker: bytes) -> int:
+        """How many connections are open whose client's last chunk held `marker`."""
+        return sum(marker in last for last in self._last_sent.values())
+
     def truncate(self, marker: bytes) -> None:
         self._truncate = marker
 

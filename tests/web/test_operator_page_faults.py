@@ -28,6 +28,8 @@ from tests.support.operator_page import CEILING_MS, PASSWORD, operator_page
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 
+STREAM = b"/api/v1/alarms/stream"
+
 
 async def test_a_queue_read_cut_mid_answer_is_shown_and_retried_not_frozen(
     tmp_path: Path, broker: LocalBroker, client_id: str
@@ -218,20 +220,27 @@ async def test_refused_because_a_colleague_was_first_the_page_shows_the_colleagu
     not yet given up on: pings every 60 s here). Kari presses `a`: 409, "already
     acknowledged by per". The page said so in a toast and went on showing the alarm
     open, nobody's, until its next full read a minute later. It must read the queue
-    again at once and show Per as the one who has it. (The ceiling is shorter than
-    that minute, so the once-a-minute read cannot be what shows it.)"""
+    again at once and show Per as the one who has it. (The page's clock is held still:
+    the once-a-minute read, or any other timer's, cannot be what shows it.)"""
     async with operator_page(tmp_path, broker, client_id, stream_ping_s=60) as op:
         alarm_id = await op.raise_alarm("pend-7", "p7")
+        await op.open_with_clock_held()  # the press is in the page's first read
         row = op.row("pend-7")
         await row.locator("td.state", has_text="Åpen").wait_for(timeout=CEILING_MS)
-        assert op.proxy.silence(b"/api/v1/alarms/stream") == 1
+        await op.page.wait_for_selector("#conn[data-state='live']", timeout=CEILING_MS)
+        # The page left behind closed its stream; the new page's is the one to silence.
+        assert await async_wait_until(lambda: op.proxy.open_with(STREAM) == 1, 30)
+        assert op.proxy.silence(STREAM) == 1
         async with op.api("per") as per:
             r = await per.post(f"/api/v1/alarms/{alarm_id}/acknowledge", json={})
             assert r.status_code == 200, r.text
+        lists: list[str] = []
+        op.page.on("request", lambda r: lists.append(r.url) if "/alarms?" in r.url else None)
         await op.page.keyboard.press("a")
-        await op.page.locator("#toast:not([hidden])", has_text="per").wait_for(timeout=10_000)
-        await row.locator("td.state", has_text="per").wait_for(timeout=20_000)
+        await op.page.locator("#toast:not([hidden])", has_text="per").wait_for(timeout=CEILING_MS)
+        await row.locator("td.state", has_text="per").wait_for(timeout=CEILING_MS)
         assert "Kvittert" in await row.locator("td.state").inner_text()
+        assert lists, "shown without a read of the queue"
         assert op.problems == []
 
 
