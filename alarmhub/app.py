@@ -92,8 +92,7 @@ class AlarmHub:
         self.live = Broadcaster(start=first_sequence(self.clock.now()))
         self._stopping = asyncio.Event()
         # The lock + retry-until-committed every writer shares (daemon/gate.py).
-        m = self.metrics
-        self.gate = WriteGate(m.commit_failures, m.store_writable, self._stopping, self.clock)
+        self.gate = WriteGate(self.metrics, self._stopping, self.clock)
         self.ready = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._ownership_task: asyncio.Task[None] | None = None

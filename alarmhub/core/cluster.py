@@ -169,7 +169,9 @@ class Stalled:
     """
 
     since: float | None
-    what: str  # "commit": a write (or its read) through the write gate; "start": a term's reads
+    # "commit": a write (or its read) through the write gate failed; "refused": a decision
+    # the store refused (the rows moved) and the gate decides again; "start": a term's reads
+    what: str
     error: str
 
 

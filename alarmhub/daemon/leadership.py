@@ -366,8 +366,8 @@ class Leadership:
     async def _watch_stall(self) -> None:
         """Step down when this holder's work has waited on a failing store for the limit.
 
-        Its writes fail (a broken or stuck writer connection, a fault of its own)
-        while its renewals, on the coordination connection, go through: without this
+        Its writes fail (a broken or stuck writer connection, a fault of its own, a
+        write refused round after round: gate.py) while its renewals go through: else
         it would keep the lease for ever with nothing committed or acknowledged, and
         no other instance could take intake over. Handing it back loses nothing: the
         batch in hand was never acknowledged, and the broker redelivers it to the
@@ -391,9 +391,9 @@ class Leadership:
                     limit_s=timing.limit_s,
                     waiting=stalled.what,
                     error=stalled.error,
-                    hint="this instance's writes failed while its lease renewed: the lease "
-                    "is handed over, nothing uncommitted was acknowledged (the broker "
-                    "redelivers it); look for store.commit_failed or owner.load_failed",
+                    hint="writes failed or were refused while the lease renewed: it is handed "
+                    "over, nothing uncommitted was acknowledged (the broker redelivers it); "
+                    "see store.commit_failed, store.alarms_refused_again or owner.load_failed",
                 )
 
     # --- state changes ---------------------------------------------------------------

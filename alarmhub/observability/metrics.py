@@ -28,6 +28,9 @@ UNKNOWN_KIND = "unknown"
 LEASES = ("intake",)
 # Why a holder handed its lease over itself (daemon/leadership.py STEP_DOWN_REASONS).
 STEP_DOWN_REASONS = ("broker", "stalled")
+# Why the store refused a decision, decided again on fresh rows (daemon/gate.py deciding):
+# an alarm changed since it was read (StaleAlarmError), a device moved (DeviceMovedError).
+REFUSAL_REASONS = ("alarm_changed", "device_moved")
 # `ahead`: the device clock ran fast past max_future_skew; `behind`: slow past max_past_skew.
 SKEW_DIRECTIONS = ("ahead", "behind")
 # SCAIP: a request whose type cannot be read; the answers that are SIP refusals instead
@@ -266,6 +269,21 @@ class Metrics:
         self.store_writable = Gauge(
             "alarmhub_store_writable", "1 while the last commit succeeded", registry=r
         )
+        self.decisions_refused = Counter(
+            "alarmhub_decisions_refused",
+            "Commits refused because the rows they were decided on moved (alarm_changed, "
+            "device_moved), decided again on the rows as stored",
+            ["reason"],
+            registry=r,
+        )
+        self.decision_refused_rounds = Gauge(
+            "alarmhub_decision_refused_rounds",
+            "Rounds the decision in hand has been refused running (0: none is); nothing "
+            "commits or is acknowledged meanwhile",
+            registry=r,
+        )
+        for reason in REFUSAL_REASONS:
+            self.decisions_refused.labels(reason)
         self.store_wal_bytes = Gauge(
             "alarmhub_store_wal_bytes",
             "Bytes of the SQLite WAL in use after the last checkpoint",

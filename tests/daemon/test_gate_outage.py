@@ -17,7 +17,7 @@ from tests.support.helpers import async_wait_until
 
 async def test_an_outage_is_retried_until_it_ends_and_logged_once() -> None:
     metrics = Metrics()
-    gate = WriteGate(metrics.commit_failures, metrics.store_writable, asyncio.Event())
+    gate = WriteGate(metrics, asyncio.Event())
     attempts: list[int] = []
 
     async def commit() -> str:
@@ -47,7 +47,7 @@ async def test_a_refused_reload_of_alarms_changed_elsewhere_is_waited_out(tmp_pa
     db = tmp_path / "a.db"
     store = await SqliteStore.open(db)
     metrics = Metrics()
-    gate = WriteGate(metrics.commit_failures, metrics.store_writable, asyncio.Event())
+    gate = WriteGate(metrics, asyncio.Event())
     reloads: list[int] = []
 
     async def reload(ids: list[str]) -> None:

@@ -308,7 +308,7 @@ async def test_the_write_gate_says_what_has_failed_and_since_when() -> None:
     (cancelled with a term) is forgotten."""
     clock = FakeClock(T0)
     metrics = Metrics()
-    gate = WriteGate(metrics.commit_failures, metrics.store_writable, asyncio.Event(), clock)
+    gate = WriteGate(metrics, asyncio.Event(), clock)
     release = asyncio.Event()
     attempts = 0
 
@@ -496,7 +496,7 @@ async def test_a_retry_of_an_ended_terms_work_stops_at_its_next_failure() -> Non
     grant now and ends with LeaseLostError once that grant is gone; work outside a term
     (an operator's action) retries as before."""
     metrics = Metrics()
-    gate = WriteGate(metrics.commit_failures, metrics.store_writable, asyncio.Event())
+    gate = WriteGate(metrics, asyncio.Event())
     fence = Fence("intake", "inst-a", 1)
     current: list[Fence | None] = [fence]
     attempts = 0
