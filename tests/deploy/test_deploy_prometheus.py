@@ -35,6 +35,7 @@ ALERTS = {
     "AlarmhubJournalHeld",
     "AlarmhubManyDevicesOffline",
     "AlarmhubOwnerStalled",
+    "AlarmhubDecisionRefused",
     "AlarmhubScaipNotListening",
     "AlarmhubScaipConnectionsRefused",
     "AlarmhubScaipAuthFailures",
