@@ -71,6 +71,11 @@ class Scope:
     def can(self, permission: Permission) -> bool:
         return permission in GRANTS[self.role]
 
+    def granted(self) -> list[Permission]:
+        """Everything `can` allows, in `Permission`'s order: what `/api/v1/me` tells the
+        pages, so they show a role's controls by the rules the API enforces, not a copy."""
+        return [p for p in Permission if self.can(p)]
+
     def allows(self, municipality: str | None) -> bool:
         if self.municipalities is None:
             return True

@@ -24,6 +24,7 @@ from alarmhub.core.registry import (
 )
 from alarmhub.core.resolution import MAX_FREE_TEXT
 from alarmhub.core.scaip import CRE_CALL_TNU
+from alarmhub.core.tenancy import Permission
 
 Note = Annotated[str, Field(min_length=1, max_length=MAX_NOTE)]
 
@@ -412,6 +413,10 @@ class Me(BaseModel):
     role: Literal["operator", "municipality_admin", "admin"]
     municipalities: list[str]
     all_municipalities: bool = Field(description="true for admins, who see every municipality")
+    permissions: list[Permission] = Field(
+        description="what the caller's role may do (core/tenancy.py GRANTS): the pages show a "
+        "control only when its permission is here; the API refuses the rest with 403 anyway"
+    )
 
 
 class AuditOut(BaseModel):

@@ -75,6 +75,8 @@ async def test_login_cookie_csrf_and_logout(
             "role": "operator",
             "municipalities": ["0301"],
             "all_municipalities": False,
+            # An operator's GRANTS, in Permission's order (the pages read this).
+            "permissions": ["read_alarms", "act_on_alarms", "read_devices", "read_silences"],
         }
 
         alarm = s.alarms["osl-pend-1"]
