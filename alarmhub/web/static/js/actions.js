@@ -1,7 +1,7 @@
 // Operator actions on one alarm, shared by the queue and the detail page.
 // Every action is a POST with the CSRF header; a 409 says who got there first.
 import { get, post } from "./api.js";
-import { toast } from "./common.js";
+import { may, toast } from "./common.js";
 import { el } from "./format.js";
 import { kindText, t } from "./i18n.js";
 import { askVoice } from "./voice.js";
@@ -14,19 +14,15 @@ export const ACTION_KEYS = {
 };
 
 /**
- * The roles the API lets act on alarms (core/tenancy.py, ACT_ON_ALARMS): a municipality
- * administrator reads alarms but may not take them, and their page offered every action
- * anyway, each refused 403 only once tried.
- */
-export const ACTS = ["operator", "admin"];
-
-/**
- * Whether the signed-in user (`me`, from /api/v1/me) may act on alarms. Not knowing who is
- * signed in (that read failed) is not a refusal: the server decides, and an operator must
- * not be locked out of an alarm by a blip.
+ * Whether the signed-in user (`me`, from /api/v1/me) may act on alarms: the server's own
+ * `act_on_alarms` (core/tenancy.py), not a list of roles kept here, which could drift and
+ * hide from an operator the action that takes an alarm. A municipality administrator reads
+ * alarms but may not take them. Not knowing what the user may do (that read failed) is not
+ * a refusal: the server decides, and an operator must not be locked out of an alarm by a
+ * blip.
  */
 export function mayAct(me) {
-  return !me?.role || ACTS.includes(me.role);
+  return may(me, "act_on_alarms") !== false;
 }
 
 /** Why the actions are unavailable to `me`, for the page and for a key pressed anyway. */

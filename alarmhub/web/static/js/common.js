@@ -12,16 +12,27 @@ export async function startPage() {
   if (me.ok && me.data) {
     const who = document.getElementById("who");
     if (who) who.textContent = `${me.data.name ?? ""} (${me.data.role ?? ""})`;
-    hideByRole(me.data.role);
+    hideUnpermitted(me.data);
     return me.data;
   }
   return null;
 }
 
-/** Hide links the role cannot use (the API refuses them anyway; this only avoids dead ends). */
-function hideByRole(role) {
-  for (const node of document.querySelectorAll("[data-needs-role]")) {
-    node.hidden = !node.dataset.needsRole.split(" ").includes(role);
+/**
+ * Whether the signed-in user `me` (from /api/v1/me) may do `permission` (a value of
+ * core/tenancy.py `Permission`, e.g. "act_on_alarms"): the server's own answer,
+ * `me.permissions`, so no page keeps a copy of which role may what. null when that is
+ * not known (the read failed): each caller says what not knowing means for it.
+ */
+export function may(me, permission) {
+  if (!Array.isArray(me?.permissions)) return null;
+  return me.permissions.includes(permission);
+}
+
+/** Hide links the user cannot use (the API refuses them anyway; this only avoids dead ends). */
+function hideUnpermitted(me) {
+  for (const node of document.querySelectorAll("[data-needs-permission]")) {
+    node.hidden = may(me, node.dataset.needsPermission) === false;
   }
 }
 

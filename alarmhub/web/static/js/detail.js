@@ -5,7 +5,7 @@ import { get, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
 import { connectionView } from "./connection.js";
 import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipalityText, priorityBadge, shortDuration } from "./format.js";
-import { DECIDES, heldActions } from "./held.js";
+import { decides, heldActions } from "./held.js";
 import { t } from "./i18n.js";
 import { openStream } from "./live.js";
 
@@ -138,7 +138,7 @@ function journalText(journal, alarm) {
     journal.state === "held" && t("journal.heldHint"),
   ];
   for (const line of lines.filter(Boolean)) box.append(el("div", line, "hint"));
-  if (journal.state === "held" && DECIDES.includes(me?.role)) box.append(heldActions(alarm, showJournal));
+  if (journal.state === "held" && decides(me)) box.append(heldActions(alarm, showJournal));
   return box;
 }
 

@@ -3,7 +3,7 @@
 // A municipality has thousands of devices: the server filters and sends one page at a
 // time (GET /api/v1/devices with `limit` and `cursor`), and this page shows that page.
 import { get, request } from "./api.js";
-import { startPage, toast } from "./common.js";
+import { may, startPage, toast } from "./common.js";
 import { el, knownMunicipalities, municipalityText, shortDuration } from "./format.js";
 import { t } from "./i18n.js";
 
@@ -17,7 +17,8 @@ let cursors = [null];
 let nextCursor = null;
 const seenMunicipalities = new Set();
 
-const canManage = () => me && (me.role === "municipality_admin" || me.role === "admin");
+// The server's `manage_devices` (core/tenancy.py); not known: not offered (the API decides).
+const canManage = () => may(me, "manage_devices") === true;
 
 function fillSelects() {
   const own = me?.municipalities ?? [];

@@ -1,17 +1,23 @@
 // A held journal note (docs/journal.md, "A pseudonym's number changed while its note
 // waited"): the number behind the resident's pseudonym changed after the alarm, so the
 // note waits for an administrator of the alarm's municipality to release it for the
-// number it goes with, or to cancel it. The buttons are made only for the roles the API
-// lets decide; the API refuses everyone else anyway (and another municipality's alarm
+// number it goes with, or to cancel it. The buttons are made only for a user the API
+// lets decide (`decides`); the API refuses everyone else anyway (and another municipality's alarm
 // is not even readable). The number typed is sent once and never kept in the page.
 import { ask, buttons, dialogShell, textArea } from "./actions.js";
 import { post } from "./api.js";
-import { toast } from "./common.js";
+import { may, toast } from "./common.js";
 import { el } from "./format.js";
 import { t } from "./i18n.js";
 
-/** The roles the API lets release or cancel (core/tenancy.py, manage_residents). */
-export const DECIDES = ["municipality_admin", "admin"];
+/**
+ * Whether `me` (from /api/v1/me) may release or cancel a held note: the server's own
+ * `manage_residents` (core/tenancy.py), not a list of roles kept here. Not known: no
+ * buttons (operators, who may not, are most of the page's users).
+ */
+export function decides(me) {
+  return may(me, "manage_residents") === true;
+}
 
 function askRelease() {
   const { dialog, form } = dialogShell("held.releaseTitle");

@@ -4,7 +4,8 @@
 const STORE_KEY = "alarmhub.lang";
 export const LANGS = ["nb", "en"];
 
-const TEXT = {
+/** Every text by language (exported so a test can check each role of the server has a name). */
+export const TEXT = {
   nb: {
     "nav.queue": "Alarmkø", "nav.devices": "Enheter", "nav.reports": "Responstider",
     "nav.logout": "Logg ut", "nav.skip": "Hopp til innhold", "nav.main": "Hovedmeny", "lang.toggle": "English", "lang.toggleLabel": "Switch to English",
