@@ -10,8 +10,9 @@ acknowledges the alarm from the page at 3 a.m.) or offer one the server refuses.
 Now `/api/v1/me` answers the caller's `permissions` (GRANTS of its role) and the page asks
 only that; no script names a role except to say its name. Checked here in a real
 headless Chromium for a user of *every* role of `Role` (a role added is covered without
-editing this file): the page shows exactly what GRANTS says, and every role the server
-has has a name in each language the page speaks, and no other.
+editing this file): the page shows exactly what GRANTS says, the `?` help lists only the
+keys that role may use, and every role the server has has a name in each language the
+page speaks, and no other.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 
 STATIC = REPO / "alarmhub/web/static"
 ACTION_KEYS = {"a", "n", "r", "e", "d", "o"}  # actions.js ACTION_KEYS
+# Keys of the help that act on an alarm or answer an action's dialog (resolve, voice).
+ACTING_ROWS = ACTION_KEYS | {"1–4", "Tab, 1–9", "a, 1–3, Tab, 1–3"}
+# Keys every role may use: moving, opening, going back, the help itself.
+READING_ROWS = {"j / ↓, k / ↑", "Enter", "Esc", "?"}
 # The header's links, and the permission the API their page reads needs.
 NAV = {
     "/": Permission.READ_ALARMS,
@@ -46,6 +51,9 @@ ME = """async () => {
   const { get } = await import("/static/js/api.js");
   return (await get("/api/v1/me")).data;
 }"""
+HELP_KEYS = (
+    """() => [...document.querySelectorAll("dialog[open] th kbd")].map((k) => k.textContent)"""
+)
 ROLE_NAMES = """async () => {
   const { LANGS, TEXT } = await import("/static/js/i18n.js");
   return Object.fromEntries(LANGS.map((l) => [
@@ -101,6 +109,15 @@ async def _signed_in(page: Page, url: str) -> None:
     await page.wait_for_function("() => document.getElementById('who')?.textContent !== ''")
 
 
+async def _help_keys(page: Page) -> set[str]:
+    await page.keyboard.press("?")
+    await page.locator("dialog[open]").wait_for()
+    keys = set(await page.evaluate(HELP_KEYS))
+    await page.keyboard.press("Escape")
+    await page.locator("dialog[open]").wait_for(state="detached")
+    return keys
+
+
 async def _check_role(op: OperatorPage, page: Page, role: Role, alarm_id: str) -> None:
     grants = GRANTS[role]
     acts = Permission.ACT_ON_ALARMS in grants
@@ -108,18 +125,21 @@ async def _check_role(op: OperatorPage, page: Page, role: Role, alarm_id: str) -
     assert isinstance(me, dict), f"/api/v1/me of a {role}: {me!r}"
     assert sorted(me["permissions"]) == sorted(p.value for p in grants), me
 
-    # The queue: the header's links.
+    # The queue: the header's links, and the help.
     await _signed_in(page, f"{op.base}/")
     for href, needs in NAV.items():
         shown = await page.locator(f"header.top nav li:has(a[href='{href}'])").is_visible()
         assert shown == (needs in grants), (href, shown)
+    keys = await _help_keys(page)
+    assert keys == (READING_ROWS | ACTING_ROWS if acts else READING_ROWS), keys
 
-    # The alarm's page: its actions and the held-note decision.
+    # The alarm's page: its actions, the help, and the held-note decision.
     await _signed_in(page, f"{op.base}/alarms/{alarm_id}")
     buttons = page.locator("#actions button")
     await buttons.first.wait_for()
     enabled = [await buttons.nth(i).is_enabled() for i in range(await buttons.count())]
     assert enabled == [acts] * len(ACTION_KEYS), enabled
+    assert await _help_keys(page) == keys
     decides = await page.evaluate(
         "async (me) => (await import('/static/js/held.js')).decides(me)", me
     )
@@ -147,4 +167,29 @@ async def test_each_role_s_page_offers_what_the_server_lets_that_role_do(
         names = await op.page.evaluate(ROLE_NAMES)
         roles = sorted(r.value for r in Role)
         assert {lang: sorted(found) for lang, found in names.items()} == {"nb": roles, "en": roles}
+        assert op.problems == []
+
+
+async def test_the_help_tells_a_reader_why_the_action_keys_are_not_listed(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """An operator's help lists the action keys and no refusal; a municipality admin's
+    lists none and says why, in the words the action keys' refusal uses."""
+    async with operator_page(tmp_path, broker, client_id) as op:
+        users = _users(op)
+        await _signed_in(op.page, f"{op.base}/")
+        await op.page.keyboard.press("?")
+        dialog = op.page.locator("dialog[open]")
+        await dialog.wait_for()
+        assert "Kvitter" in await dialog.inner_text()
+        assert await dialog.locator(".unavailable").count() == 0
+
+        page = await _page_as(op, users[Role.MUNICIPALITY_ADMIN])
+        await _signed_in(page, f"{op.base}/")
+        await page.keyboard.press("?")
+        dialog = page.locator("dialog[open]")
+        await dialog.wait_for()
+        text = await dialog.inner_text()
+        assert "Rollen din (municipality_admin) kan ikke handle på alarmer" in text
+        assert "Kvitter" not in text
         assert op.problems == []

@@ -238,16 +238,23 @@ export function askOutcome(choices = { causes: [], actions: [] }) {
   return done;
 }
 
-/** The shortcut help (`?`). */
-export function showHelp() {
+/**
+ * The shortcut help (`?`) for `me`: the action keys, and those of the actions' dialogs,
+ * only for a user who may act (`mayAct`); one who may not is told why instead, in the
+ * words a pressed action key gets, rather than shown keys that would only say so.
+ */
+export function showHelp(me) {
   const { dialog, form } = dialogShell("help.title");
   const table = el("table");
-  const rows = [
-    ["j / ↓, k / ↑", t("help.move")], ["Enter", t("help.open")],
+  const acting = mayAct(me) ? [
     ...Object.entries(ACTION_KEYS).map(([key, action]) => [key, t(`action.${action}`)]),
     ["1–4", `${t("resolve.title")}: ${t("resolve.outcome")}`],
     ["Tab, 1–9", `${t("resolve.title")}: ${t("resolve.cause")} / ${t("resolve.action")}`],
     ["a, 1–3, Tab, 1–3", `${t("voice.title")}: ${t("voice.mre")} / ${t("voice.cre")}`],
+  ] : [];
+  const rows = [
+    ["j / ↓, k / ↑", t("help.move")], ["Enter", t("help.open")],
+    ...acting,
     ["Esc", t("help.back")], ["?", t("help.help")],
   ];
   for (const [keys, what] of rows) {
@@ -259,6 +266,7 @@ export function showHelp() {
     table.append(tr);
   }
   form.append(table);
+  if (!acting.length) form.append(el("p", unavailableText(me), "unavailable"));
   const menu = el("menu");
   const close = el("button", t("help.close"), "primary");
   close.type = "submit";

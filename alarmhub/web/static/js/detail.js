@@ -307,7 +307,7 @@ async function act(action) {
 function onKey(event) {
   if (isTyping(event)) return;
   if (event.key === "Escape") location.assign("/");
-  else if (event.key === "?") showHelp();
+  else if (event.key === "?") showHelp(me);
   else if (ACTION_KEYS[event.key]) act(ACTION_KEYS[event.key]);
   else return;
   event.preventDefault();

@@ -410,7 +410,7 @@ function onKey(event) {
   else if (key === "Home") move(-Infinity);
   else if (key === "End") move(Infinity);
   else if (key === "Enter" && state.selectedId) openDetail(state.selectedId);
-  else if (key === "?") showHelp();
+  else if (key === "?") showHelp(me);
   else if (ACTION_KEYS[key]) act(ACTION_KEYS[key]);
   else return;
   event.preventDefault();
