@@ -204,15 +204,32 @@ def test_dashboard_covers_the_catalogue() -> None:
 # --- Alert rules -----------------------------------------------------------------------------
 
 
-def rule_exprs() -> dict[str, str]:
-    text = RULES.read_text()
-    found = re.findall(r"- alert: (\w+)\n\s+expr: (.+)", text)
+def rule_exprs(text: str) -> dict[str, str]:
+    """Alert name -> its expression, whole: one line, or a block (`expr: |`) of several."""
+    found = re.findall(r"- alert: (\w+)\n([ \t]+)expr: (.*(?:\n\2[ \t]+\S.*)*)", text)
     assert found, "no alerts found in the rules file"
-    return dict(found)
+    exprs = {}
+    for name, _indent, raw in found:
+        lines = re.sub(r"^[|>][-+]?", "", raw).splitlines()
+        exprs[name] = " ".join(line.strip() for line in lines if line.strip())
+    return exprs
+
+
+def test_an_expression_over_several_lines_is_checked_whole() -> None:
+    text = (
+        "  - alert: A\n"
+        "    expr: |\n"
+        "      up == 0\n"
+        "      unless on(job) alarmhub_no_such_metric == 1\n"
+        "    for: 1m\n"
+    )
+    exprs = rule_exprs(text)
+    assert exprs == {"A": "up == 0 unless on(job) alarmhub_no_such_metric == 1"}
+    assert any("alarmhub_no_such_metric" in p for p in check_expr(exprs["A"]))
 
 
 def test_every_alert_names_exported_metrics_and_labels() -> None:
-    problems = [p for expr in rule_exprs().values() for p in check_expr(expr)]
+    problems = [p for expr in rule_exprs(RULES.read_text()).values() for p in check_expr(expr)]
     assert problems == []
 
 

@@ -56,6 +56,16 @@ def promtool(*args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]
     )
 
 
+# A rule's `expr:`: one line, or a block (`expr: |`) whose lines are indented deeper.
+EXPR = re.compile(r"(?m)^(?P<indent>[ \t]+)expr: (?P<expr>.*(?:\n(?P=indent)[ \t]+\S.*)*)")
+
+
+def expr_text(raw: str) -> str:
+    """The expression as PromQL reads it: a block's lines joined, its `|` dropped."""
+    lines = re.sub(r"^[|>][-+]?", "", raw).splitlines()
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
 def alert_blocks(text: str) -> dict[str, str]:
     """Alert name -> its block of YAML text, up to the next rule."""
     parts = re.split(r"(?m)^(?=[ \t]*- alert: )", text)
@@ -138,12 +148,27 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     assert quiet == ALERTS
 
 
+def test_an_expression_over_several_lines_is_read_and_replaced_whole() -> None:
+    block = (
+        "      - alert: A\n"
+        "        expr: |\n"
+        "          up == 0\n"
+        "          unless on(job) x == 1\n"
+        "        for: 1m\n"
+    )
+    match = EXPR.search(block)
+    assert match
+    assert expr_text(match["expr"]) == "up == 0 unless on(job) x == 1"
+    replaced = EXPR.sub(r"\g<indent>expr: vector(1) == 2", block)
+    assert replaced == "      - alert: A\n        expr: vector(1) == 2\n        for: 1m\n"
+
+
 @pytest.mark.parametrize("alert", sorted(ALERTS))
 def test_breaking_an_alert_breaks_its_unit_test(tmp_path: Path, alert: str) -> None:
     """Replace one alert's expression with one that never fires: promtool must notice."""
     text = RULES.read_text()
     block = alert_blocks(text)[alert]
-    broken_block, n = re.subn(r"(?m)^(\s+expr: ).*$", r"\1vector(1) == 2", block, count=1)
+    broken_block, n = EXPR.subn(r"\g<indent>expr: vector(1) == 2", block, count=1)
     assert n == 1
     (tmp_path / RULES.name).write_text(text.replace(block, broken_block))
     shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
