@@ -98,14 +98,19 @@ export function itemsOf(data) {
   return [];
 }
 
-/** Follow `next_cursor` until the list is complete (bounded, so a bug cannot loop forever). */
-export async function getAll(url, maxPages = 50) {
+/**
+ * Follow `next_cursor` until the list is complete or `maxItems` are read (bounded, so a
+ * bug cannot loop forever), asking for at most `pageSize` (the API's most: 500) a page.
+ */
+export async function getAll(url, maxItems = 25_000, pageSize = 500) {
   const all = [];
   let cursor = null;
   let seq = null; // the live stream's position at the first page: resume the stream from it
-  for (let page = 0; page < maxPages; page += 1) {
+  while (all.length < maxItems) {
     const sep = url.includes("?") ? "&" : "?";
-    const res = await get(cursor ? `${url}${sep}cursor=${encodeURIComponent(cursor)}` : url);
+    const limit = Math.min(pageSize, maxItems - all.length);
+    const after = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+    const res = await get(`${url}${sep}limit=${limit}${after}`);
     if (!res.ok) return { ...res, data: all };
     all.push(...itemsOf(res.data));
     const envelope = res.data && !Array.isArray(res.data) ? res.data : {};

@@ -14,6 +14,17 @@ import { playAlert, soundReady, unlockSound } from "./sound.js";
 
 const RECONCILE_MS = 60_000; // a full reload now and then: the queue must never silently drift
 
+/**
+ * The most alarms of each state (open, acknowledged) the page reads: 50 pages of 500.
+ * `?max_rows=N` on the page's address sets it (a positive whole number; tests set it
+ * small rather than store 25,000 alarms), docs/operator-guide.md.
+ */
+const MAX_ROWS = readMaxRows(new URLSearchParams(location.search).get("max_rows"));
+function readMaxRows(text) {
+  const n = Number(text);
+  return text && Number.isSafeInteger(n) && n > 0 ? n : 25_000;
+}
+
 const state = {
   alarms: new Map(), // id -> alarm, only those in the queue
   rows: new Map(), // id -> <tr>
@@ -93,8 +104,8 @@ async function reload() {
 
 async function readQueue() {
   const [open, acked] = await Promise.all([
-    getAll("/api/v1/alarms?state=open&limit=500"),
-    getAll("/api/v1/alarms?state=acknowledged&limit=500"),
+    getAll("/api/v1/alarms?state=open", MAX_ROWS),
+    getAll("/api/v1/alarms?state=acknowledged", MAX_ROWS),
   ]);
   if (!open.ok || !acked.ok) return { ok: false, message: (open.ok ? acked : open).error.message };
   const seqs = [open.seq, acked.seq].filter((n) => n != null);
