@@ -102,6 +102,11 @@ class AlarmOut(BaseModel):
 class AlarmPage(BaseModel):
     items: list[AlarmOut]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at end")
+    total: int = Field(
+        description="how many alarms the filters (state, municipality, priority) select in "
+        "the caller's municipalities when this page was read, whatever `limit` and `cursor`: "
+        "a client that reads only part of the list says how much it left out"
+    )
     seq: int = Field(
         description="the live stream's position when this page was read: open "
         "/alarms/stream with Last-Event-ID (or ?last_event_id=) set to it to miss nothing"

@@ -47,6 +47,8 @@ async def test_a_municipality_never_sees_another_municipalitys_rows(backend: Bac
 
     assert [a.id for a in await d.list_alarms(OSLO, AlarmFilter())] == ["a-osl"]
     assert await d.list_alarms(OSLO, AlarmFilter(municipality="4601")) == []
+    assert await d.count_alarms(OSLO, AlarmFilter()) == 1
+    assert await d.count_alarms(OSLO, AlarmFilter(municipality="4601")) == 0
     assert await d.get_alarm(OSLO, "a-brg") is None
     assert await d.timeline(OSLO, "a-brg") == []
     assert await d.recent_events(OSLO, "brg-1", "4601") == []
@@ -64,12 +66,14 @@ async def test_a_municipality_never_sees_another_municipalitys_rows(backend: Bac
     assert got is not None
     assert got.raised_at == NOW - timedelta(minutes=10)
     assert [a.id for a in await d.list_alarms(ALL, AlarmFilter())] == ["a-osl", "a-brg"]
+    assert await d.count_alarms(ALL, AlarmFilter()) == 2
     letters = await d.dead_letters(ALL, 10)
     assert [x["device_id"] for x in letters] == [None, "brg-1", "osl-1"]
     assert await d.get_silence(ALL, "s-brg") is not None
 
     # A user with no municipality sees nothing at all.
     assert await d.list_alarms(NOBODY, AlarmFilter()) == []
+    assert await d.count_alarms(NOBODY, AlarmFilter()) == 0
     assert await d.page_devices(NOBODY, DeviceFilter()) == []
     assert await d.dead_letters(NOBODY, 10) == []
     assert await d.list_silences(NOBODY, NOW, include_ended=True) == []
@@ -192,8 +196,14 @@ async def test_the_queue_pages_in_one_order_and_cursors_mean_the_same(backend: B
         last = page[-1]
         after = (int(last.priority), ts(last.raised_at) or "", last.id)
     assert seen == order
+    # The count is of everything the filter selects: not the page's limit, nor its cursor.
+    assert await d.count_alarms(OSLO, AlarmFilter(limit=2, after=after)) == len(order)
 
     only = AlarmFilter(state="open", priority=1)
+    assert await d.count_alarms(ALL, only) == 6
+    assert await d.count_alarms(OSLO, AlarmFilter(state="acknowledged")) == 1
+    assert await d.count_alarms(OSLO, AlarmFilter(priority=2**40)) == 0
+    assert await d.count_alarms(ALL, AlarmFilter(municipality="0301\x00")) == 0
     assert [a.id for a in await d.list_alarms(ALL, only)] == [
         "early",
         "a-b",

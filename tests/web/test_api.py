@@ -188,6 +188,7 @@ async def test_queue_order_pagination_detail_and_actions(
         ):
             page = (await admin.get("/api/v1/alarms", params={"limit": 1})).json()
             seen = [page["items"][0]]
+            totals = [page["total"]]  # every page says how many there are in all
             while page["next_cursor"]:
                 page = (
                     await admin.get(
@@ -195,13 +196,22 @@ async def test_queue_order_pagination_detail_and_actions(
                     )
                 ).json()
                 seen += page["items"]
+                totals.append(page["total"])
             whole = (await admin.get("/api/v1/alarms")).json()["items"]
             assert [a["id"] for a in seen] == [a["id"] for a in whole]
             assert len(whole) == 4
+            assert totals == [4, 4, 4, 4]
+            # Counted within the caller's municipalities and the filters, not the page.
+            only = {"limit": 1, "state": "open", "municipality": "0301"}
+            assert (await admin.get("/api/v1/alarms", params=only)).json()["total"] == sum(
+                a["state"] == "open" and a["municipality"] == "0301" for a in whole
+            )
             keys = [(a["priority"], a["raised_at"]) for a in whole]
             assert keys == sorted(keys)
-            mine = (await op.get("/api/v1/alarms")).json()["items"]
+            mine_page = (await op.get("/api/v1/alarms")).json()
+            mine = mine_page["items"]
             assert {a["municipality"] for a in mine} == {"0301"}
+            assert mine_page["total"] == len(mine) < len(whole)
             bad = await op.get("/api/v1/alarms", params={"cursor": "!!"})
             assert bad.status_code == 422
             assert bad.json()["error"]["fields"][0]["field"] == "query.cursor"

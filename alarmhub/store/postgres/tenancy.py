@@ -68,10 +68,8 @@ def _after(after: tuple[int, str, str], params: Params) -> str:
     return f'(priority, {_RAISED_TEXT}, id COLLATE "C") > ({row})'
 
 
-async def list_alarms(conn: Conn, scope: Scope, f: AlarmFilter) -> list[Alarm]:
-    """Most urgent first, then oldest first: the operators' queue order."""
-    if not storable(f.state, f.municipality, *(f.after or ())):
-        return []
+def _alarm_where(scope: Scope, f: AlarmFilter, p: Params) -> str:
+    """The filter's state, municipality and priority within the scope (not its cursor)."""
     extra: list[tuple[str, Any]] = []
     if f.state is not None:
         extra.append(("state = {}", f.state))
@@ -79,8 +77,15 @@ async def list_alarms(conn: Conn, scope: Scope, f: AlarmFilter) -> list[Alarm]:
         extra.append(("municipality = {}", f.municipality))
     if f.priority is not None:
         extra.append(("priority = {}::bigint", f.priority))
+    return where(scope, p, "municipality", extra)
+
+
+async def list_alarms(conn: Conn, scope: Scope, f: AlarmFilter) -> list[Alarm]:
+    """Most urgent first, then oldest first: the operators' queue order."""
+    if not storable(f.state, f.municipality, *(f.after or ())):
+        return []
     p = Params()
-    cond = where(scope, p, "municipality", extra)
+    cond = _alarm_where(scope, f, p)
     if f.after is not None:
         cond += " AND " + _after(f.after, p)
     sql = (
@@ -88,6 +93,15 @@ async def list_alarms(conn: Conn, scope: Scope, f: AlarmFilter) -> list[Alarm]:
         f"LIMIT {p.add(f.limit)}"
     )
     return [alarm_from_record(r) for r in await conn.fetch(sql, *p.values)]
+
+
+async def count_alarms(conn: Conn, scope: Scope, f: AlarmFilter) -> int:
+    """How many alarms the filter selects in all: its limit and cursor do not count."""
+    if not storable(f.state, f.municipality):
+        return 0
+    p = Params()
+    cond = _alarm_where(scope, f, p)
+    return int(await conn.fetchval(f"SELECT COUNT(*) FROM alarms WHERE {cond}", *p.values))
 
 
 async def get_alarm(conn: Conn, scope: Scope, alarm_id: str) -> Alarm | None:

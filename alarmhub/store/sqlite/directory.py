@@ -42,6 +42,9 @@ class SqliteDirectory:
     async def list_alarms(self, scope: Scope, f: AlarmFilter) -> list[Alarm]:
         return await self._run(tenancy.list_alarms, scope, f)
 
+    async def count_alarms(self, scope: Scope, f: AlarmFilter) -> int:
+        return await self._run(tenancy.count_alarms, scope, f)
+
     async def get_alarm(self, scope: Scope, alarm_id: str) -> Alarm | None:
         return await self._run(tenancy.get_alarm, scope, alarm_id)
 

@@ -60,8 +60,8 @@ def _where(scope: Scope, column: str, extra: list[tuple[str, Any]]) -> tuple[str
 _ALARM_SELECT = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms"
 
 
-def list_alarms(conn: sqlite3.Connection, scope: Scope, f: AlarmFilter) -> list[Alarm]:
-    """Most urgent first, then oldest first: the operators' queue order."""
+def _alarm_where(scope: Scope, f: AlarmFilter) -> tuple[str, list[Any]]:
+    """The filter's state, municipality and priority within the scope (not its cursor)."""
     extra: list[tuple[str, Any]] = []
     if f.state is not None:
         extra.append(("state = ?", f.state))
@@ -69,13 +69,24 @@ def list_alarms(conn: sqlite3.Connection, scope: Scope, f: AlarmFilter) -> list[
         extra.append(("municipality = ?", f.municipality))
     if f.priority is not None:
         extra.append(("priority = ?", f.priority))
-    cond, params = _where(scope, "municipality", extra)
+    return _where(scope, "municipality", extra)
+
+
+def list_alarms(conn: sqlite3.Connection, scope: Scope, f: AlarmFilter) -> list[Alarm]:
+    """Most urgent first, then oldest first: the operators' queue order."""
+    cond, params = _alarm_where(scope, f)
     if f.after is not None:
         cond += " AND (priority, raised_at, id) > (?, ?, ?)"
         params.extend(f.after)
     sql = f"{_ALARM_SELECT} WHERE {cond} ORDER BY priority, raised_at, id LIMIT ?"
     params.append(f.limit)
     return [alarm_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def count_alarms(conn: sqlite3.Connection, scope: Scope, f: AlarmFilter) -> int:
+    """How many alarms the filter selects in all: its limit and cursor do not count."""
+    cond, params = _alarm_where(scope, f)
+    return int(conn.execute(f"SELECT COUNT(*) FROM alarms WHERE {cond}", params).fetchone()[0])
 
 
 def get_alarm(conn: sqlite3.Connection, scope: Scope, alarm_id: str) -> Alarm | None:

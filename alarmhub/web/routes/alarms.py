@@ -81,10 +81,17 @@ async def list_alarms(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AlarmPage:
-    """Alarms in the caller's municipalities: most urgent first, then oldest first."""
+    """Alarms in the caller's municipalities: most urgent first, then oldest first.
+
+    `total` counts all the filters select, so a client that stops reading before the end
+    (the operator page reads at most 25,000 of each state) can say how many it did not
+    show. Counted in its own read, beside the page's: the two may differ by the changes
+    between them, which a client following the stream from `seq` sees anyway.
+    """
     seq = ctx.hub.live.seq  # read first: a change after this is on the stream
     after = decode_cursor(cursor) if cursor else None
     f = AlarmFilter(state, municipality, priority, limit + 1, after)
+    total = await ctx.reads.count_alarms(scope, f)
     alarms = await ctx.reads.list_alarms(scope, f)
     items = [AlarmOut.model_validate(alarm_json(a)) for a in alarms[:limit]]
     next_cursor = None
@@ -92,7 +99,7 @@ async def list_alarms(
         last = alarms[limit - 1]
         # The store's own time text: keyset comparison is exact, no rounding.
         next_cursor = encode_cursor(int(last.priority), ts(last.raised_at) or "", last.id)
-    return AlarmPage(items=items, next_cursor=next_cursor, seq=seq)
+    return AlarmPage(items=items, next_cursor=next_cursor, total=total, seq=seq)
 
 
 async def get_alarm(ctx: Ctx, scope: ReadAlarms, alarm: AlarmInScope, audit: Audit) -> AlarmDetail:
