@@ -202,7 +202,7 @@ async def test_queue_order_pagination_detail_and_actions(
             assert len(whole) == 4
             assert totals == [4, 4, 4, 4]
             # Counted within the caller's municipalities and the filters, not the page.
-            only = {"limit": 1, "state": "open", "municipality": "0301"}
+            only: dict[str, str | int] = {"limit": 1, "state": "open", "municipality": "0301"}
             assert (await admin.get("/api/v1/alarms", params=only)).json()["total"] == sum(
                 a["state"] == "open" and a["municipality"] == "0301" for a in whole
             )
