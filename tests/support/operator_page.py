@@ -126,7 +126,7 @@ class OperatorPage:
             "w => (window.__shown ?? []).includes(w)", arg=what, timeout=CEILING_MS
         )
 
-    async def open_with_clock_held(self, *routes: tuple[str, Any]) -> None:
+    async def open_with_clock_held(self, *routes: tuple[str, Any], path: str = "/") -> None:
         """Open the queue page afresh with its clock standing still (Playwright's clock),
         `routes` (pattern, handler) in place before it makes a request and after the old
         page made its last.
@@ -139,6 +139,7 @@ class OperatorPage:
         rests on the page's time, which only the test moves, never on the wall clock.
         Rows the page draws from a read are drawn at once; a live change waits for its
         render timer, so put what a test needs on screen in the store before this.
+        `path`: the page's address, e.g. "/?max_rows=3" (the most alarms it reads).
         """
         await self.page.goto("about:blank")  # the old page's timers go with it
         start = SystemClock().now()
@@ -147,7 +148,7 @@ class OperatorPage:
         await self.page.clock.pause_at(start)
         for pattern, handler in routes:
             await self.page.route(pattern, handler)
-        await self.page.goto(f"{self.base}/")
+        await self.page.goto(f"{self.base}{path}")
 
 
 def _seed(

@@ -101,12 +101,18 @@ export function itemsOf(data) {
 /**
  * Follow `next_cursor` until the list is complete or `maxItems` are read (bounded, so a
  * bug cannot loop forever), asking for at most `pageSize` (the API's most: 500) a page.
+ *
+ * Stopping at `maxItems` is not the end of the list, and the answer says so: `cursor` is
+ * where the rest begins (null when all was read) and `total` how many the list holds in
+ * all (the API's count at the last page read). It once returned what it had read as if
+ * it were everything, and the queue showed 25,000 of 40,000 open alarms as the queue.
  */
 export async function getAll(url, maxItems = 25_000, pageSize = 500) {
   const all = [];
   let cursor = null;
   let seq = null; // the live stream's position at the first page: resume the stream from it
-  while (all.length < maxItems) {
+  let total = null;
+  do {
     const sep = url.includes("?") ? "&" : "?";
     const limit = Math.min(pageSize, maxItems - all.length);
     const after = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
@@ -115,8 +121,8 @@ export async function getAll(url, maxItems = 25_000, pageSize = 500) {
     all.push(...itemsOf(res.data));
     const envelope = res.data && !Array.isArray(res.data) ? res.data : {};
     seq ??= envelope.seq ?? null;
+    total = envelope.total ?? total;
     cursor = envelope.next_cursor ?? null;
-    if (!cursor) return { ok: true, status: res.status, data: all, error: null, seq };
-  }
-  return { ok: true, status: 200, data: all, error: null, seq };
+  } while (cursor && all.length < maxItems);
+  return { ok: true, status: 200, data: all, error: null, seq, cursor, total: total ?? all.length };
 }

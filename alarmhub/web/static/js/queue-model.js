@@ -31,12 +31,19 @@ export function isOverdue(alarm, nowMs, sla) {
   return alarm.state === "open" && target != null && ageSeconds(alarm, nowMs) > target;
 }
 
-/** "(2) ⚠ alarmhub" while P1 alarms wait unacknowledged; "(5) alarmhub" for other open ones. */
-export function tabTitle(alarms) {
+/**
+ * "(2) ⚠ alarmhub" while P1 alarms wait unacknowledged; "(5) alarmhub" for other open ones.
+ * `openTotal`: all the open alarms, when the page shows only the most urgent of a long
+ * queue (queue-window.js); else those in `alarms` are all of them.
+ */
+export function tabTitle(alarms, openTotal = null) {
   const open = alarms.filter((a) => a.state === "open");
   const critical = open.filter((a) => a.priority === 1).length;
-  if (critical > 0) return `(${critical}) ⚠ alarmhub`;
-  if (open.length > 0) return `(${open.length}) alarmhub`;
+  const waiting = Math.max(openTotal ?? 0, open.length);
+  // Every open alarm shown is a P1 and more wait out of view: some of those may be too.
+  const more = critical > 0 && critical === open.length && waiting > open.length ? "+" : "";
+  if (critical > 0) return `(${critical}${more}) ⚠ alarmhub`;
+  if (waiting > 0) return `(${waiting}) alarmhub`;
   return "alarmhub";
 }
 

@@ -2,31 +2,22 @@
 // without a reload, keeps the order "most urgent first, then oldest", ticks ages every
 // second, and is driven entirely from the keyboard.
 import { ACTION_KEYS, mayAct, runAction, showHelp, unavailableText } from "./actions.js";
-import { get, getAll, serverNow } from "./api.js";
+import { get, serverNow } from "./api.js";
 import { isTyping, startPage, toast } from "./common.js";
 import { connectionView } from "./connection.js";
 import { clearingText, dateTime, duration, el, exhaustedText, kindText, municipalityText, priorityBadge, priorityText, shortDuration } from "./format.js";
-import { t } from "./i18n.js";
+import { lang, t } from "./i18n.js";
 import { openStream } from "./live.js";
 import { DEFAULT_SLA, ageSeconds, compareAlarms, inQueue, isNewCritical, isOverdue, tabTitle } from "./queue-model.js";
+import { QueueWindows, STATES, maxRowsOf } from "./queue-window.js";
 import { readSilences } from "./silences.js";
 import { playAlert, soundReady, unlockSound } from "./sound.js";
 
 const RECONCILE_MS = 60_000; // a full reload now and then: the queue must never silently drift
 
-/**
- * The most alarms of each state (open, acknowledged) the page reads: 50 pages of 500.
- * `?max_rows=N` on the page's address sets it (a positive whole number; tests set it
- * small rather than store 25,000 alarms), docs/operator-guide.md.
- */
-const MAX_ROWS = readMaxRows(new URLSearchParams(location.search).get("max_rows"));
-function readMaxRows(text) {
-  const n = Number(text);
-  return text && Number.isSafeInteger(n) && n > 0 ? n : 25_000;
-}
-
 const state = {
-  alarms: new Map(), // id -> alarm, only those in the queue
+  alarms: new Map(), // id -> alarm, only those in the queue and shown (queue-window.js)
+  shown: { open: 0, acknowledged: 0 }, // how many of `alarms` are in each state
   rows: new Map(), // id -> <tr>
   selectedId: null,
   loaded: false,
@@ -43,6 +34,15 @@ const state = {
 
 let connection = null; // the badge and banner (connection.js), made in main()
 let me = null; // the signed-in user (/api/v1/me): whether the action keys are theirs
+
+// What of a long queue is shown: the most urgent `?max_rows` (25,000) of each state, and
+// the count of the rest (queue-window.js).
+const windows = new QueueWindows(maxRowsOf(new URLSearchParams(location.search).get("max_rows")), {
+  shown: (s) => state.shown[s] ?? 0,
+  blocked: () => state.loading || !state.loaded,
+  take: (alarms) => { for (const alarm of alarms) apply(alarm, false); render(); },
+  counted: () => render(),
+});
 
 const tbody = document.querySelector("#queue tbody");
 const emptyRow = document.getElementById("queue-empty");
@@ -85,7 +85,7 @@ async function reload() {
   }
   state.loading = false;
   if (result.ok) {
-    takeSnapshot(result.alarms);
+    takeSnapshot(result);
   } else {
     if (state.readOk) toast(t("error.generic", { message: result.message }), true);
     // What came while reading is newer than the list kept: show it rather than drop it.
@@ -102,19 +102,16 @@ async function reload() {
   return result.seq ?? null;
 }
 
-async function readQueue() {
-  const [open, acked] = await Promise.all([
-    getAll("/api/v1/alarms?state=open", MAX_ROWS),
-    getAll("/api/v1/alarms?state=acknowledged", MAX_ROWS),
-  ]);
-  if (!open.ok || !acked.ok) return { ok: false, message: (open.ok ? acked : open).error.message };
-  const seqs = [open.seq, acked.seq].filter((n) => n != null);
-  return { ok: true, alarms: [...open.data, ...acked.data], seq: seqs.length ? Math.min(...seqs) : null };
+function readQueue() {
+  return windows.read();
 }
 
-function takeSnapshot(alarms) {
+function takeSnapshot({ alarms, windows: read }) {
   const before = state.alarms;
   state.alarms = new Map(alarms.map((a) => [a.id, a]));
+  windows.replace(read); // before the changes buffered meanwhile: they go by its bounds
+  state.shown = Object.fromEntries(STATES.map((s) => [s, 0]));
+  for (const alarm of alarms) state.shown[alarm.state] += 1;
   for (const alarm of alarms) noteRev(alarm); // buffered changes older than the read are ignored
   const firstLoad = !state.loaded;
   state.loaded = true;
@@ -157,9 +154,18 @@ function apply(alarm, announceIt) {
   if (seen !== undefined && alarm.rev != null && alarm.rev < seen) return;
   noteRev(alarm);
   const before = state.alarms.get(alarm.id);
-  if (inQueue(alarm)) state.alarms.set(alarm.id, alarm);
-  else state.alarms.delete(alarm.id);
-  if (!announceIt) return;
+  // Past the window of a long queue (less urgent than every alarm shown of its state) it
+  // is counted, not shown: it comes into view as the queue shrinks (queue-window.js).
+  const shown = inQueue(alarm) && (before !== undefined || windows.admits(alarm));
+  if (before) state.shown[before.state] -= 1;
+  if (shown) {
+    state.alarms.set(alarm.id, alarm);
+    state.shown[alarm.state] += 1;
+  } else {
+    state.alarms.delete(alarm.id);
+  }
+  windows.changed(before, alarm, inQueue(alarm));
+  if (!announceIt || !shown) return;
   if (!before && inQueue(alarm)) { announce(alarm); state.fresh.add(alarm.id); }
   if (isNewCritical(before, alarm)) alert();
   // An unknown device id (an unregistered device's alarm) is asked about once: each
@@ -259,13 +265,32 @@ function render() {
     if (!state.alarms.has(id)) { row.remove(); state.rows.delete(id); }
   }
   placeRows(list);
-  emptyRow.hidden = list.length > 0 || !state.loaded; // never "no alarms" before a read succeeded
+  // Never "no alarms" before a read succeeded, nor while some wait out of view.
+  emptyRow.hidden = list.length > 0 || !state.loaded || windows.partial();
   tick();
   if (focusWasInTable) focusSelected();
+  showCounts();
+}
+
+/** "N open, M acknowledged", all of them; and, while some are out of view, plainly so. */
+function showCounts() {
+  const number = new Intl.NumberFormat(lang() === "nb" ? "nb-NO" : "en-GB");
+  const totals = {};
+  const lines = [];
+  for (const s of STATES) {
+    const shown = state.shown[s] ?? 0;
+    totals[s] = windows.total(s, shown);
+    if (totals[s] <= shown) continue;
+    lines.push(t(`queue.partial.${s}`, {
+      shown: number.format(shown), total: number.format(totals[s]), hidden: number.format(totals[s] - shown),
+    }));
+  }
   document.getElementById("counts").textContent = t("queue.counts", {
-    open: list.filter((a) => a.state === "open").length,
-    ack: list.filter((a) => a.state === "acknowledged").length,
+    open: number.format(totals.open), ack: number.format(totals.acknowledged),
   });
+  const partial = document.getElementById("queue-partial");
+  partial.hidden = lines.length === 0;
+  if (lines.length) partial.replaceChildren(...lines.map((line) => el("strong", line)), el("span", t("queue.partialRest")));
 }
 
 /** One DOM node per alarm, kept by id, in `list`'s order; only rows out of place move. */
@@ -339,7 +364,7 @@ function tick() {
     row.ageText.textContent = duration(ageSeconds(alarm, now));
     markOverdue(row, isOverdue(alarm, now, state.sla), state.sla[alarm.priority]);
   }
-  const title = tabTitle([...state.alarms.values()]);
+  const title = tabTitle([...state.alarms.values()], windows.total("open", state.shown.open));
   // Seen from another tab too: a page that is not live says so in its title.
   document.title = connection && !connection.live ? `${t("conn.title")} – ${title}` : title;
 }
