@@ -178,11 +178,16 @@ function apply(alarm, announceIt) {
 
 const REVS_KEPT = 20_000;
 
-/** The newest `rev` seen of each alarm, resolved ones too; pruned to the queue when long. */
+/**
+ * The newest `rev` seen of each alarm, resolved ones too; pruned to the queue when long.
+ * Pruned only when it holds twice the queue's alarms: with more than REVS_KEPT alarms
+ * shown (a storm: the page holds up to 25,000 of each state) nothing could be pruned,
+ * and every change walked the whole map, 5,000 times for one read of 25,000.
+ */
 function noteRev(alarm) {
   if (alarm.rev == null) return;
   state.revs.set(alarm.id, Math.max(alarm.rev, state.revs.get(alarm.id) ?? alarm.rev));
-  if (state.revs.size <= REVS_KEPT) return;
+  if (state.revs.size <= Math.max(REVS_KEPT, 2 * state.alarms.size)) return;
   for (const id of state.revs.keys()) if (!state.alarms.has(id)) state.revs.delete(id);
 }
 
