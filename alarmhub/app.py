@@ -14,7 +14,7 @@ import contextlib
 import gc
 import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -29,7 +29,6 @@ from alarmhub.core.actions import Action, Conflict
 from alarmhub.core.cluster import BrokerTiming, LeaseTiming, StallTiming
 from alarmhub.core.decode import Catalog
 from alarmhub.core.model import Alarm, Device, Event
-from alarmhub.core.people import AuditEntry
 from alarmhub.core.retention import Retention
 from alarmhub.core.rules import RuleSet
 from alarmhub.core.suppress import Silence
@@ -476,20 +475,13 @@ class AlarmHub:
         """daemon/actions.py `Actions.act`: outcome, note, resolution, voice, audit."""
         return await self.actions.act(alarm_id, action, actor, **given)
 
-    async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool:
-        return await self.registry.register_new_device(device, audit=audit)
+    async def register_new_device(self, device: Device, **given: Any) -> bool:
+        """daemon/registry.py `register_new_device`: audit, assign_bridges."""
+        return await self.registry.register_new_device(device, **given)
 
-    async def register_devices(
-        self,
-        devices: list[Device],
-        keep: frozenset[str] = frozenset(),
-        *,
-        audit: Sequence[AuditEntry],
-        existing_in: frozenset[str] | None = None,
-    ) -> list[str]:
-        return await self.registry.register_devices(
-            devices, keep, audit=audit, existing_in=existing_in
-        )
+    async def register_devices(self, devices: list[Device], *args: Any, **given: Any) -> list[str]:
+        """daemon/registry.py `register_devices`: keep, audit, existing_in, assign_bridges."""
+        return await self.registry.register_devices(devices, *args, **given)
 
     async def refresh_registry(self) -> None:
         await self.registry.refresh()

@@ -174,7 +174,8 @@ def cmd_devices_register(settings: Settings, args: argparse.Namespace) -> int:
             detail={"active": device.active},
         )
         try:
-            stale = await store.register_devices([device], now, audit=[entry])
+            # The CLI is a system admin's: a first device opens (assigns) its bridge.
+            stale = await store.register_devices([device], now, audit=[entry], assign_bridges=True)
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             raise CommandError(str(exc)) from None
         except BridgeTakenError as exc:  # a bridge serves one municipality
@@ -248,7 +249,7 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
         entries = import_audit(actor(), now, None, devices)
         try:
             stale = await store.register_devices(
-                devices, now, keep=preserved_columns(text), audit=entries
+                devices, now, keep=preserved_columns(text), audit=entries, assign_bridges=True
             )
         except MoveRefusedError as exc:  # open alarms stay behind: issue 12 item 9
             return _refused(args.file, move_errors(devices, exc.refused))
@@ -265,6 +266,12 @@ def cmd_devices_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def _others(taken: BridgeTaken) -> str:
     """Whose the bridge is: the CLI is a system admin's, who may know (the API does not say)."""
+    if taken.assigned:
+        return (
+            f"it has no devices and is assigned to {', '.join(taken.others)}: "
+            f"`alarmhub bridges assign {taken.bridge} --municipality {taken.municipality}` "
+            "reassigns it"
+        )
     return f"its devices are in {', '.join(taken.others)}"
 
 

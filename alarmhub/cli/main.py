@@ -17,6 +17,7 @@ from pathlib import Path
 from alarmhub.cli import (
     alarms,
     audit,
+    bridges,
     cluster,
     db_commands,
     dead_letters,
@@ -41,6 +42,7 @@ from alarmhub.settings import SettingsError, load_settings
 GROUPS = (
     run,
     devices,
+    bridges,
     alarms,
     dead_letters,
     users,

@@ -95,7 +95,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
                 now = clock.now()
                 # A person's change of the registry like any import: audited with it.
                 entries = import_audit(actor(), now, None, devices)
-                await store.register_devices(devices, now, audit=entries)
+                await store.register_devices(devices, now, audit=entries, assign_bridges=True)
             warn(f"simulate: registered {len(devices)} devices in {db.path}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

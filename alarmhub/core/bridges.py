@@ -14,8 +14,12 @@ A bridge serves one municipality (:func:`bridge_conflicts`): the one whose devic
 are registered on it. Were a bridge shared, a municipality admin could register
 an id on another municipality's bridge, and that bridge's device's door, fall and
 SOS events would land in the wrong queue, hidden from the municipality that owns
-the bridge. The first device registered on a bridge fixes its municipality; the
-store checks every later one inside the registry write's transaction.
+the bridge. The store checks every write inside the registry write's transaction.
+
+Who says which municipality a new bridge is? Once it has devices, they do. Before,
+a system admin's assignment (the `bridges` table, `alarmhub bridges assign`): were
+the first device to decide, any municipality admin could claim a care home's new
+bridge by registering an id on it before the care home did (:func:`judge_bridges`).
 """
 
 from __future__ import annotations
@@ -23,15 +27,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from alarmhub.core.model import Device, Rejected, RejectReason
+from alarmhub.core.people import AuditEntry
 
 __all__ = [
     "BRIDGE_ID_PATTERN",
     "BridgeTaken",
+    "BridgeUnassigned",
+    "BridgeVerdict",
+    "bridge_assigned",
     "bridge_conflicts",
     "bridge_errors",
     "check_bridge",
+    "judge_bridges",
     "valid_bridge",
 ]
 
@@ -80,12 +90,13 @@ class BridgeTaken:
     bridge: str
     municipality: str
     others: tuple[str, ...]
+    assigned: bool = False  # `others` is the assignment of a bridge without devices
 
     def message(self) -> str:
         """One line that says what is wrong and what to do."""
         return (
-            f"device {self.device_id}: bridge {self.bridge!r} serves another municipality's "
-            f"devices, and a bridge serves one municipality: register the device with a "
+            f"device {self.device_id}: bridge {self.bridge!r} serves another municipality, "
+            f"and a bridge serves one municipality: register the device with a "
             f"bridge of {self.municipality}, or have a system administrator move all the "
             "bridge's devices together (one import)"
         )
@@ -123,7 +134,102 @@ def bridge_conflicts(
     ]
 
 
-def bridge_errors(devices: Sequence[Device], taken: Iterable[BridgeTaken]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class BridgeUnassigned:
+    """A device that would be the first on a bridge no system admin has assigned."""
+
+    device_id: str
+    bridge: str
+    municipality: str
+
+    def message(self) -> str:
+        """Who must do what: the municipality admin cannot assign it themselves."""
+        return (
+            f"device {self.device_id}: bridge {self.bridge} is not assigned to a "
+            f"municipality; a system admin assigns it with "
+            f"`alarmhub bridges assign {self.bridge} --municipality {self.municipality}`"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeVerdict:
+    """What a registry write does to bridges: refused (`taken`, `unassigned`), or
+    accepted with `assign`: bridge -> (municipality before or None, after)."""
+
+    taken: list[BridgeTaken]
+    unassigned: list[BridgeUnassigned]
+    assign: dict[str, tuple[str | None, str]]
+
+
+def judge_bridges(
+    devices: Iterable[Device],
+    stored: Mapping[str, tuple[str | None, str]],
+    on_bridges: Iterable[tuple[str, str, str]],
+    assigned: Mapping[str, str],
+    *,
+    may_assign: bool,
+) -> BridgeVerdict:
+    """:func:`bridge_conflicts`, and who may put the first device on a bridge.
+
+    `assigned`: bridge -> municipality, for the written devices' bridges that have
+    one. A bridge with devices is theirs, as before. A bridge without any may take
+    a first device only of the municipality it is assigned to; unassigned, only
+    when `may_assign` (a system admin's write, which then assigns it). An accepted
+    write records each changed device's bridge as its municipality's, so the
+    assignment follows a bridge's devices when they all move together.
+    """
+    on = list(on_bridges)
+    written = list({d.id: d for d in devices}.values())
+    taken = bridge_conflicts(written, stored, on)
+    if taken:
+        return BridgeVerdict(taken, [], {})
+    populated = {bridge for _, bridge, _ in on}
+    changed = [
+        d
+        for d in written
+        if d.bridge is not None and stored.get(d.id) != (d.bridge, d.municipality)
+    ]
+    unassigned: list[BridgeUnassigned] = []
+    for d in changed:
+        owner = assigned.get(d.bridge or "")
+        if d.bridge in populated or owner == d.municipality:
+            continue
+        if owner is not None:
+            taken.append(BridgeTaken(d.id, d.bridge or "", d.municipality, (owner,), assigned=True))
+        elif not may_assign:
+            unassigned.append(BridgeUnassigned(d.id, d.bridge or "", d.municipality))
+    if taken or unassigned:
+        return BridgeVerdict(taken, unassigned, {})
+    assign = {
+        d.bridge: (assigned.get(d.bridge), d.municipality)
+        for d in changed
+        if d.bridge is not None and assigned.get(d.bridge) != d.municipality
+    }
+    return BridgeVerdict([], [], assign)
+
+
+def bridge_assigned(
+    actor: str,
+    now: datetime,
+    bridge: str,
+    was: str | None,
+    municipality: str,
+    address: str | None = None,
+) -> AuditEntry:
+    """The audit entry of a bridge's (re)assignment, written with it."""
+    return AuditEntry(
+        actor,
+        "bridge.assigned",
+        now,
+        address=address,
+        municipality=municipality,
+        detail={"bridge": bridge, "previous": was},
+    )
+
+
+def bridge_errors(
+    devices: Sequence[Device], taken: Iterable[BridgeTaken | BridgeUnassigned]
+) -> list[str]:
     """An import's row errors for `taken`, numbered as the CSV parser numbers rows."""
     line = {d.id: n for n, d in enumerate(devices, start=2)}
     return [f"line {line.get(t.device_id, '?')}: {t.message()}" for t in taken]

@@ -112,18 +112,25 @@ class Registry:
             self._watcher.watch(device, now, wall, self._state.rules.offline_after_misses)
         return wall
 
-    async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool:
+    async def register_new_device(
+        self, device: Device, *, audit: Sequence[AuditEntry], assign_bridges: bool = False
+    ) -> bool:
         """Register a device whose id must be new; False if the id is taken anywhere.
 
         The id is checked again inside the write's transaction (the CLI writes
-        without this lock), and `audit` commits with the device.
+        without this lock), and `audit` commits with the device. `assign_bridges`:
+        a system admin's, who may open a bridge nobody assigned (core/bridges.py).
         """
         async with self._lock:
             if device.id in self._state.devices:
                 return False
             try:
                 await self._store.register_devices(
-                    [device], self._clock.now(), audit=audit, existing_in=frozenset()
+                    [device],
+                    self._clock.now(),
+                    audit=audit,
+                    existing_in=frozenset(),
+                    assign_bridges=assign_bridges,
                 )
             except IdTakenError:
                 return False
@@ -137,17 +144,24 @@ class Registry:
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
+        assign_bridges: bool = False,
     ) -> list[str]:
         """Register, change or decommission (active=False) devices; seen by ingest at once.
 
         Columns in `keep` (resident, settings) stay as stored on existing devices.
         `audit` commits in the same transaction; `existing_in` limits which existing
-        devices may be overwritten (checked in that transaction, IdTakenError).
+        devices may be overwritten (checked in that transaction, IdTakenError);
+        `assign_bridges` as in register_new_device.
         Returns the ids whose SIP credentials were set in another municipality.
         """
         async with self._lock:
             stale = await self._store.register_devices(
-                devices, self._clock.now(), keep, audit=audit, existing_in=existing_in
+                devices,
+                self._clock.now(),
+                keep,
+                audit=audit,
+                existing_in=existing_in,
+                assign_bridges=assign_bridges,
             )
             if keep:
                 devices = await self._store.get_devices(d.id for d in devices)

@@ -239,7 +239,7 @@ async def run(opts: Options, broker: LocalBroker) -> int:
         seeded = await seed_demo_history(db, sim, settings, opts, clock)
         tokens = await create_operators(db, opts)
         async with AlarmHub(settings, clock=clock) as hub:
-            await hub.register_devices(sim.devices(), audit=())
+            await hub.register_devices(sim.devices(), audit=(), assign_bridges=True)
             logins = await create_logins(db)
             announce(sys.stdout, hub, opts, len(sim.devices()), logins, log_path, seeded)
             staff = None

@@ -8,7 +8,7 @@ data its handler reports (the refused moves, the taken ids).
 
 from __future__ import annotations
 
-from alarmhub.core.bridges import BridgeTaken
+from alarmhub.core.bridges import BridgeTaken, BridgeUnassigned
 from alarmhub.core.moves import MoveRefused
 
 
@@ -80,6 +80,28 @@ class BridgeTakenError(Exception):
     def __init__(self, taken: list[BridgeTaken]) -> None:
         super().__init__("; ".join(t.message() for t in taken))
         self.taken = taken
+
+
+class BridgeUnassignedError(Exception):
+    """A municipality admin's registry write would put the first device on a bridge no
+    system admin has assigned to a municipality (core/bridges.py judge_bridges)."""
+
+    def __init__(self, unassigned: list[BridgeUnassigned]) -> None:
+        super().__init__("; ".join(u.message() for u in unassigned))
+        self.unassigned = unassigned
+
+
+class BridgeInUseError(Exception):
+    """An assignment of a bridge to a municipality other than its devices' own: they
+    decide (core/bridges.py); `municipalities` are theirs, for the system admin."""
+
+    def __init__(self, bridge: str, municipalities: tuple[str, ...]) -> None:
+        super().__init__(
+            f"bridge {bridge} has devices in {', '.join(municipalities)}: move all of them "
+            "together (one import) instead, and the assignment follows them"
+        )
+        self.bridge = bridge
+        self.municipalities = municipalities
 
 
 class IdTakenError(Exception):

@@ -149,8 +149,20 @@ class RegistryStore(Protocol):
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
+        assign_bridges: bool = False,
     ) -> list[str]:
-        """Returns the written ids whose SIP credentials were set in another municipality."""
+        """Returns the written ids whose SIP credentials were set in another municipality.
+
+        `assign_bridges`: a system admin's write, which may put the first device on a
+        bridge nobody assigned (and so assigns it); otherwise BridgeUnassignedError.
+        """
+        ...
+
+    async def assign_bridge(
+        self, bridge: str, municipality: str, now: datetime, *, actor: str
+    ) -> str | None:
+        """A system admin assigns a bridge, audited with it; returns its previous
+        municipality. BridgeInUseError while it has devices of another."""
         ...
 
 

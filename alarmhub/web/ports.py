@@ -106,7 +106,9 @@ class DaemonPort(Protocol):
         voice: ScaipVoice | None = None,
         audit: Sequence[AuditEntry],
     ) -> Alarm | Conflict | None: ...
-    async def register_new_device(self, device: Device, *, audit: Sequence[AuditEntry]) -> bool: ...
+    async def register_new_device(
+        self, device: Device, *, audit: Sequence[AuditEntry], assign_bridges: bool = False
+    ) -> bool: ...
     async def register_devices(
         self,
         devices: list[Device],
@@ -114,4 +116,5 @@ class DaemonPort(Protocol):
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
+        assign_bridges: bool = False,
     ) -> list[str]: ...

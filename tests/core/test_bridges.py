@@ -29,6 +29,7 @@ from tests.support.api_harness import stack
 from tests.support.helpers import (
     REPO,
     Publisher,
+    assign_bridge,
     async_wait_until,
     db_count,
     db_rows,
@@ -226,6 +227,9 @@ async def test_api_records_the_bridge_and_requires_it_for_a_zigbee_profile(
         bad = await m.post("/api/v1/devices", json={**body, "bridge": "a/b"})
         assert bad.status_code == 422, bad.text
 
+        # A municipality admin registers only on bridges assigned to their municipality.
+        for bridge in (OSLO_BRIDGE, "z2m-0301-b"):
+            assign_bridge(f"sqlite:///{s.db}", bridge, "0301")
         created = await m.post("/api/v1/devices", json={**body, "bridge": OSLO_BRIDGE})
         assert created.status_code == 201, created.text
         assert created.json()["bridge"] == OSLO_BRIDGE

@@ -252,8 +252,11 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
             return
         self._started = True
         await self._start_hub()
+        # As a system admin registers them: a first device assigns its bridge.
         await self.hub.register_devices(
-            [s.device(self.municipality) for s in self.specs.values()], audit=()
+            [s.device(self.municipality) for s in self.specs.values()],
+            audit=(),
+            assign_bridges=True,
         )
         self._make_users()
         await self._settle()
@@ -312,7 +315,9 @@ class Scenario(Outages, DeviceMessages, People, Expectations):
         await self.start()
         for spec in specs:
             self.specs[spec.id] = spec
-        await self.hub.register_devices([s.device(self.municipality) for s in specs], audit=())
+        await self.hub.register_devices(
+            [s.device(self.municipality) for s in specs], audit=(), assign_bridges=True
+        )
         self._make_users()
         await self._settle()
 

@@ -94,7 +94,8 @@ def test_the_message_says_what_to_do_and_not_whose_the_bridge_is() -> None:
 
 async def test_a_device_on_another_municipality_s_bridge_is_refused(opened: OpenedStore) -> None:
     store = opened.store
-    await store.register_devices([OSLO], T0, audit=_audit(OSLO))
+    # A system admin's registration opens the new bridge (tests/store/test_bridge_assignment.py).
+    await store.register_devices([OSLO], T0, audit=_audit(OSLO), assign_bridges=True)
     await store.register_devices([DOOR], T0, audit=_audit(DOOR))  # same municipality: fine
     bergen = Device("0xa4c1380000000107", DeviceKind.SAFETY_ALARM, "4601", bridge=OSLO.bridge)
     with pytest.raises(BridgeTakenError) as refused:
@@ -105,12 +106,12 @@ async def test_a_device_on_another_municipality_s_bridge_is_refused(opened: Open
         await store.register_devices([replace(OSLO, municipality="4601")], T0, audit=_audit(OSLO))
     # ...and with a bridge of Bergen's it is not.
     moved = replace(OSLO, municipality="4601", bridge="z2m-4601-a")
-    await store.register_devices([moved], T0, audit=_audit(OSLO))
+    await store.register_devices([moved], T0, audit=_audit(OSLO), assign_bridges=True)
     assert await store.get_devices([bergen.id]) == []
     found = {d.id: (d.municipality, d.bridge) for d in await store.get_devices([OSLO.id, DOOR.id])}
     assert found == {OSLO.id: ("4601", "z2m-4601-a"), DOOR.id: ("0301", "z2m-0301-a")}
-    # Nothing of a refused write is kept, its audit entry neither.
-    assert await opened.count("SELECT count(*) FROM audit") == 3
+    # Nothing of a refused write is kept, its audit entry neither (two bridges assigned).
+    assert await opened.count("SELECT count(*) FROM audit") == 3 + 2
 
 
 @asynccontextmanager
@@ -138,6 +139,7 @@ async def test_two_municipalities_cannot_both_take_a_new_bridge(opened: OpenedSt
                         [Device(f"{m}-{round_}", DeviceKind.DOOR_SENSOR, m, bridge=bridge)],
                         T0,
                         audit=[AuditEntry("tester", "device.created", T0, municipality=m)],
+                        assign_bridges=True,
                     )
                     for store, m in ((opened.store, "0301"), (other, "4601"))
                 ),
@@ -146,4 +148,6 @@ async def test_two_municipalities_cannot_both_take_a_new_bridge(opened: OpenedSt
             assert sorted(type(r).__name__ for r in results) == ["BridgeTakenError", "list"]
             sql = "SELECT count(DISTINCT municipality), count(*) FROM devices WHERE bridge = ?"
             assert await opened.rows(sql, bridge) == [(1, 1)]
-    assert await opened.count("SELECT count(*) FROM audit") == 10  # the losers' rolled back
+    # The losers' rolled back; each winner's write assigned its bridge too.
+    assert await opened.count("SELECT count(*) FROM audit") == 10 * 2
+    assert await opened.count("SELECT count(*) FROM bridges") == 10

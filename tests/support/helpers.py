@@ -164,6 +164,13 @@ def register(db_url: str, rows: Iterable[tuple[str, ...]], tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
 
 
+def assign_bridge(db_url: str, bridge: str, municipality: str) -> None:
+    """A system admin assigns a new bridge to its municipality, through the real CLI."""
+    args = ["bridges", "assign", bridge, "--municipality", municipality]
+    result = run_cli(args, {"ALARMHUB_DATABASE_URL": db_url})
+    assert result.returncode == 0, result.stderr
+
+
 def run_cli(
     args: list[str], env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

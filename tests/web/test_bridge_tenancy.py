@@ -16,7 +16,7 @@ import pytest
 
 from alarmhub.dev.mosquitto import LocalBroker
 from tests.support.api_harness import stack
-from tests.support.helpers import db_count, db_rows, run_cli
+from tests.support.helpers import assign_bridge, db_count, db_rows, run_cli
 
 OSLO_BRIDGE = "z2m-0301-a"
 SOS = "0xa4c1380000000105"
@@ -46,6 +46,8 @@ async def test_a_municipality_cannot_register_a_device_on_another_s_bridge(
 ) -> None:
     async with stack(tmp_path, broker, client_id, alarms=False) as s, \
             s.client("madm0301") as oslo, s.client("madm4601") as bergen:  # fmt: skip
+        assign_bridge(f"sqlite:///{s.db}", OSLO_BRIDGE, "0301")
+        assign_bridge(f"sqlite:///{s.db}", "z2m-4601-a", "4601")
         r = await oslo.post("/api/v1/devices", json=_body(SOS, "0301"))
         assert r.status_code == 201, r.text
         r = await oslo.post("/api/v1/devices", json=_body(DOOR, "0301"))  # same municipality
@@ -148,4 +150,81 @@ def test_the_cli_refuses_a_device_on_another_municipality_s_bridge(tmp_path: Pat
     assert f"line 2: device {GUESS}: bridge '{OSLO_BRIDGE}'" in imported.stderr
     assert "nothing imported" in imported.stderr
     assert db_rows(db, "SELECT DISTINCT municipality FROM devices") == [("0301",)]
-    assert db_count(db, "SELECT count(*) FROM audit") == 2
+    # Two registrations, and the first one's assignment of the bridge it opened.
+    assert db_count(db, "SELECT count(*) FROM audit") == 3
+    assert db_rows(db, "SELECT id, municipality FROM bridges") == [(OSLO_BRIDGE, "0301")]
+
+
+NEW_BRIDGE = "z2m-4601-care"
+
+
+@pytest.mark.broker
+async def test_a_new_bridge_is_assigned_by_a_system_admin_before_anyone_registers_on_it(
+    tmp_path: Path, broker: LocalBroker, client_id: str
+) -> None:
+    """Oslo's admin could claim the bridge a care home in Bergen was about to set up by
+    registering the first device on it; now the system admin assigns it first."""
+    async with stack(tmp_path, broker, client_id, alarms=False) as s, \
+            s.client("madm0301") as oslo, s.client("madm4601") as bergen:  # fmt: skip
+        # Unassigned: refused to both, with what to do and who must do it.
+        for client, municipality in ((oslo, "0301"), (bergen, "4601")):
+            r = await client.post("/api/v1/devices", json=_body(GUESS, municipality, NEW_BRIDGE))
+            assert r.status_code == 409, r.text
+            error = r.json()["error"]
+            assert (error["code"], error["bridge"]) == ("bridge_unassigned", NEW_BRIDGE)
+            assert (
+                f"bridge {NEW_BRIDGE} is not assigned to a municipality; a system admin "
+                f"assigns it with `alarmhub bridges assign {NEW_BRIDGE} --municipality "
+                f"{municipality}`"
+            ) in error["message"]
+        csv = f"id,kind,municipality,profile,bridge\n{GUESS},safety_alarm,0301,{PROFILE},{NEW_BRIDGE}\n"
+        r = await oslo.post("/api/v1/devices/import", content=csv, headers=CSV)
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "bridge_unassigned"), r.text
+        [row] = r.json()["error"]["rows"]
+        assert row.startswith(f"line 2: device {GUESS}: bridge {NEW_BRIDGE} is not assigned")
+        assert db_count(s.db, "SELECT count(*) FROM devices WHERE id = ?", (GUESS,)) == 0
+
+        # The system admin assigns it to Bergen (audited); Oslo is refused as on any
+        # other municipality's bridge, and not told whose it is; Bergen registers.
+        assign_bridge(f"sqlite:///{s.db}", NEW_BRIDGE, "4601")
+        r = await oslo.post("/api/v1/devices", json=_body(GUESS, "0301", NEW_BRIDGE))
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "bridge_taken"), r.text
+        assert r.json()["error"]["message"].count("4601") == 1  # only in the bridge's name
+        r = await oslo.post("/api/v1/devices", json=_body(GUESS, "0301", "z2m-0301-x"))
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "bridge_unassigned"), r.text
+        r = await bergen.post("/api/v1/devices", json=_body(GUESS, "4601", NEW_BRIDGE))
+        assert r.status_code == 201, r.text
+
+    assert db_rows(s.db, "SELECT municipality FROM devices WHERE bridge = ?", (NEW_BRIDGE,)) == [
+        ("4601",)
+    ]
+    rows = db_rows(s.db, "SELECT actor, municipality, detail FROM audit WHERE action = ?",
+                   ("bridge.assigned",))  # fmt: skip
+    assert [(a.startswith("cli:"), m, NEW_BRIDGE in d) for a, m, d in rows] == [
+        (True, "4601", True)
+    ]
+
+
+def test_the_cli_assigns_a_bridge_but_not_away_from_its_devices(tmp_path: Path) -> None:
+    db = tmp_path / "alarmhub.db"
+    env = {"ALARMHUB_DATABASE_URL": f"sqlite:///{db}"}
+    assigned = run_cli(["bridges", "assign", NEW_BRIDGE, "--municipality", "4601"], env)
+    assert assigned.returncode == 0, assigned.stderr
+    assert f"assigned bridge {NEW_BRIDGE} to 4601" in assigned.stdout
+    # A system admin's registration of another municipality's device on it: refused,
+    # saying how to reassign a bridge that has no devices yet.
+    register = ["devices", "register", "--id", SOS, "--kind", "safety_alarm",
+                "--profile", PROFILE, "--bridge", NEW_BRIDGE, "--municipality"]  # fmt: skip
+    refused = run_cli([*register, "0301"], env)
+    assert refused.returncode != 0
+    assert f"`alarmhub bridges assign {NEW_BRIDGE} --municipality 0301` reassigns" in (
+        refused.stderr
+    )
+    assert run_cli([*register, "4601"], env).returncode == 0
+    # With a device on it, its devices decide: no reassignment away from them.
+    moved = run_cli(["bridges", "assign", NEW_BRIDGE, "--municipality", "0301"], env)
+    assert moved.returncode == 1
+    assert f"bridge {NEW_BRIDGE} has devices in 4601" in moved.stderr
+    bad = run_cli(["bridges", "assign", "a/b", "--municipality", "0301"], env)
+    assert bad.returncode == 2
+    assert db_rows(db, "SELECT id, municipality FROM bridges") == [(NEW_BRIDGE, "4601")]

@@ -15,13 +15,20 @@ from typing import Any
 import asyncpg
 import orjson
 
-from alarmhub.core.bridges import bridge_conflicts
+from alarmhub.core.bridges import judge_bridges
 from alarmhub.core.model import Device
 from alarmhub.core.moves import refused_moves
+from alarmhub.core.people import AuditEntry
 from alarmhub.core.retention import RetainedTable
 from alarmhub.store.columns import CREDENTIALS_SET_ELSEWHERE
-from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
+from alarmhub.store.errors import (
+    BridgeTakenError,
+    BridgeUnassignedError,
+    IdTakenError,
+    MoveRefusedError,
+)
 from alarmhub.store.ports import DoseHistory
+from alarmhub.store.postgres.bridge_rows import assigned_bridges, record_assignments
 from alarmhub.store.postgres.rows import connection
 
 # --- retention ---------------------------------------------------------------
@@ -88,7 +95,14 @@ async def check_moves(
         raise MoveRefusedError(refused)
 
 
-async def check_bridges(conn: Any, devices: Sequence[Device]) -> None:
+async def check_bridges(
+    conn: Any,
+    devices: Sequence[Device],
+    now: datetime,
+    audit: Sequence[AuditEntry],
+    *,
+    may_assign: bool,
+) -> None:
     """SQLite's check_bridges (store/sqlite/device_moves.py) inside the registry write.
 
     Every write of a device's bridge or municipality holds the registry's advisory
@@ -98,18 +112,24 @@ async def check_bridges(conn: Any, devices: Sequence[Device]) -> None:
     bridged = [d for d in devices if d.bridge is not None]
     if not bridged:
         return
+    bridges = sorted({d.bridge for d in bridged if d.bridge is not None})
     rows = await conn.fetch(
         "SELECT id, bridge, municipality FROM devices "
         "WHERE id = ANY($1::text[]) OR bridge = ANY($2::text[])",
         [d.id for d in bridged],
-        sorted({d.bridge for d in bridged if d.bridge is not None}),
+        bridges,
     )
     ids = {d.id for d in bridged}
     stored = {r[0]: (r[1], r[2]) for r in rows if r[0] in ids}
-    on_bridges = [(r[0], r[1], r[2]) for r in rows if r[1] is not None]
-    taken = bridge_conflicts(bridged, stored, on_bridges)
-    if taken:
-        raise BridgeTakenError(taken)
+    on_bridges = [(r[0], r[1], r[2]) for r in rows if r[1] in bridges]
+    assigned = await assigned_bridges(conn, bridges)
+    verdict = judge_bridges(bridged, stored, on_bridges, assigned, may_assign=may_assign)
+    if verdict.taken:
+        raise BridgeTakenError(verdict.taken)
+    if verdict.unassigned:
+        raise BridgeUnassignedError(verdict.unassigned)
+    if verdict.assign:
+        await record_assignments(conn, verdict.assign, now, audit[0] if audit else None)
 
 
 async def credentials_set_elsewhere(conn: Any, ids: Sequence[str]) -> list[str]:

@@ -323,4 +323,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE journal_exports ADD COLUMN release_nonce bytea;
     ALTER TABLE journal_exports ADD COLUMN release_sealed bytea;
     """,
+    # 9: SQLite's 20: a new bridge is assigned to its municipality by a system admin;
+    # existing bridges where their devices are, a shared one left unassigned.
+    """
+    CREATE TABLE bridges (
+        id text COLLATE "C" PRIMARY KEY,
+        municipality text COLLATE "C" NOT NULL,
+        assigned_at timestamptz NOT NULL,
+        assigned_by text NOT NULL
+    );
+    INSERT INTO bridges (id, municipality, assigned_at, assigned_by)
+        SELECT bridge, min(municipality), min(registered_at), 'migration' FROM devices
+        WHERE bridge IS NOT NULL GROUP BY bridge HAVING count(DISTINCT municipality) = 1;
+    """,
 ]

@@ -33,6 +33,7 @@ from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.ports import AlarmStore, DecidedRow, Notification, OutboxItem
 from alarmhub.store.postgres import migrations
+from alarmhub.store.postgres.bridge_rows import REGISTRY_LOCK, PgBridgeRows
 from alarmhub.store.postgres.escalation_rows import (
     fired_rows,
     write_decisions,
@@ -63,12 +64,9 @@ from alarmhub.store.postgres.sql import storable
 _QUEUE_ORDER = 'ORDER BY priority ASC, raised_at ASC, id COLLATE "C" ASC'
 # What pg_stat_activity shows for alarmhub's connections.
 APPLICATION_NAME = "alarmhub"
-# pg_advisory_xact_lock key of registry writes ("registry" read as a number): two
-# registrations of one new id queue up, so the second sees the first's row.
-REGISTRY_LOCK = 0x7265676973747279
 
 
-class PostgresStore(PgJournalRows):
+class PostgresStore(PgJournalRows, PgBridgeRows):
     """A connection pool and the ports on it; create with :meth:`open`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -227,12 +225,13 @@ class PostgresStore(PgJournalRows):
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
+        assign_bridges: bool = False,
     ) -> list[str]:
         """Insert or update devices, all or none; columns in `keep` stay as they are.
 
         As SqliteStore.register_devices: refused whole by a move with open alarms, an id
-        taken outside `existing_in` or another municipality's bridge; `audit` commits with
-        the change. Returns the written ids whose SIP credentials were set elsewhere.
+        taken outside `existing_in`, another municipality's bridge or an unassigned one;
+        `audit` commits with it. Returns the ids whose SIP credentials were set elsewhere.
         """
         last = list({d.id: d for d in devices}.values())
         update = device_upsert_set(keep)
@@ -248,7 +247,7 @@ class PostgresStore(PgJournalRows):
         async with transaction(self.pool) as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_LOCK)
             await check_moves(conn, last, existing_in)
-            await check_bridges(conn, last)
+            await check_bridges(conn, last, now, audit, may_assign=assign_bridges)
             if last:
                 await conn.execute(sql, *device_columns(last, now))
             if audit:

@@ -10,14 +10,22 @@ other registration can put a device on the same bridge meanwhile.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import aiosqlite
 
-from alarmhub.core.bridges import bridge_conflicts
+from alarmhub.core.bridges import judge_bridges
 from alarmhub.core.model import Device
 from alarmhub.core.moves import refused_moves
+from alarmhub.core.people import AuditEntry
 from alarmhub.store.columns import CREDENTIALS_SET_ELSEWHERE
-from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
+from alarmhub.store.errors import (
+    BridgeTakenError,
+    BridgeUnassignedError,
+    IdTakenError,
+    MoveRefusedError,
+)
+from alarmhub.store.sqlite.bridge_rows import assigned_bridges, record_assignments
 
 __all__ = [
     "IdTakenError",
@@ -71,8 +79,17 @@ async def check_moves(
         raise MoveRefusedError(refused)
 
 
-async def check_bridges(conn: aiosqlite.Connection, devices: Sequence[Device]) -> None:
-    """Raise :class:`BridgeTakenError` if the write would put a bridge in two municipalities.
+async def check_bridges(
+    conn: aiosqlite.Connection,
+    devices: Sequence[Device],
+    now: datetime,
+    audit: Sequence[AuditEntry],
+    *,
+    may_assign: bool,
+) -> None:
+    """Raise :class:`BridgeTakenError` if the write would put a bridge in two municipalities,
+    :class:`BridgeUnassignedError` if it would open a bridge no system admin assigned
+    (unless `may_assign`); else record the assignments it makes, audited as `audit[0]`'s.
 
     Inside the write's BEGIN IMMEDIATE: two registrations on one new bridge from
     two municipalities cannot both see it free. No index on `bridge`: a scan of the
@@ -98,9 +115,14 @@ async def check_bridges(conn: aiosqlite.Connection, devices: Sequence[Device]) -
         )
         async with conn.execute(sql, chunk) as cur:
             on_bridges.extend([(r[0], r[1], r[2]) async for r in cur])
-    taken = bridge_conflicts(bridged, stored, on_bridges)
-    if taken:
-        raise BridgeTakenError(taken)
+    assigned = await assigned_bridges(conn, bridges)
+    verdict = judge_bridges(bridged, stored, on_bridges, assigned, may_assign=may_assign)
+    if verdict.taken:
+        raise BridgeTakenError(verdict.taken)
+    if verdict.unassigned:
+        raise BridgeUnassignedError(verdict.unassigned)
+    if verdict.assign:
+        await record_assignments(conn, verdict.assign, now, audit[0] if audit else None)
 
 
 async def credentials_set_elsewhere(conn: aiosqlite.Connection, ids: Sequence[str]) -> list[str]:

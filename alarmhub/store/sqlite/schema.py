@@ -376,4 +376,21 @@ MIGRATIONS: list[str] = [
     ALTER TABLE journal_exports ADD COLUMN release_nonce BLOB;
     ALTER TABLE journal_exports ADD COLUMN release_sealed BLOB;
     """,
+    # 20: a new Zigbee2MQTT bridge is assigned to its municipality by a system admin
+    # (`alarmhub bridges assign`), so no municipality admin can claim it by registering
+    # the first device on it (core/bridges.py judge_bridges). Existing bridges are
+    # assigned where their devices are, as of the first one's registration; a bridge
+    # shared by two municipalities from before the check stays unassigned: it gains no
+    # device either way, and its devices stay editable.
+    """
+    CREATE TABLE bridges (
+        id TEXT PRIMARY KEY,
+        municipality TEXT NOT NULL,
+        assigned_at TEXT NOT NULL,
+        assigned_by TEXT NOT NULL
+    );
+    INSERT INTO bridges (id, municipality, assigned_at, assigned_by)
+        SELECT bridge, min(municipality), min(registered_at), 'migration' FROM devices
+        WHERE bridge IS NOT NULL GROUP BY bridge HAVING count(DISTINCT municipality) = 1;
+    """,
 ]

@@ -38,6 +38,7 @@ from alarmhub.store.errors import IdTakenError, MoveRefusedError, StoreError
 from alarmhub.store.ports import AlarmStore, DecidedRow
 from alarmhub.store.sqlite.accounts import INSERT_AUDIT, audit_row
 from alarmhub.store.sqlite.batch_rows import batch_rows, write_batch
+from alarmhub.store.sqlite.bridge_rows import SqliteBridgeRows
 from alarmhub.store.sqlite.device_moves import (
     check_bridges,
     check_moves,
@@ -75,7 +76,7 @@ T = TypeVar("T")
 
 
 @refusals_as_store_errors
-class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
+class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows, SqliteBridgeRows):
     """The writer's connection plus read helpers; create with :meth:`open`.
 
     Every public coroutine raises SQLite's refusals (locked, disk full, I/O) as
@@ -295,6 +296,7 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         *,
         audit: Sequence[AuditEntry],
         existing_in: frozenset[str] | None = None,
+        assign_bridges: bool = False,
     ) -> list[str]:
         """Insert or update devices, all or none; columns in `keep` stay as they are.
 
@@ -302,7 +304,9 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         write is refused with :class:`MoveRefusedError`, naming them (core/moves.py).
         An id registered outside `existing_in` (when given) refuses the whole write
         with :class:`IdTakenError`; a device on another municipality's bridge with
-        :class:`BridgeTakenError`. `audit` is required and written in the same
+        :class:`BridgeTakenError`, the first device on a bridge no system admin
+        assigned with :class:`BridgeUnassignedError` unless `assign_bridges` (a
+        system admin's write: it assigns them). `audit` is required and written in the same
         transaction: a change and who made it commit together or not at all.
         Returns the written ids whose SIP credentials were set in another
         municipality (moved): the caller tells the person to have them set again.
@@ -327,7 +331,7 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows):
         await self._conn.execute("BEGIN IMMEDIATE")
         try:
             await check_moves(self._conn, devices, existing_in)
-            await check_bridges(self._conn, devices)
+            await check_bridges(self._conn, devices, now, audit, may_assign=assign_bridges)
             await self._conn.executemany(
                 "INSERT INTO devices (id, kind, municipality, profile, heartbeat_interval_s, "
                 "label, active, resident, settings, bridge, registered_at, updated_at) "

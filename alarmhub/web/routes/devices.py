@@ -32,7 +32,12 @@ from alarmhub.core.registry import (
     preserved_columns,
 )
 from alarmhub.core.tenancy import DeviceFilter, Scope
-from alarmhub.store.errors import BridgeTakenError, IdTakenError, MoveRefusedError
+from alarmhub.store.errors import (
+    BridgeTakenError,
+    BridgeUnassignedError,
+    IdTakenError,
+    MoveRefusedError,
+)
 from alarmhub.web.context import WebContext, client_address
 from alarmhub.web.deps import (
     Audit,
@@ -99,13 +104,24 @@ def _bridge_taken(exc: BridgeTakenError) -> ApiError:
     return ApiError(409, "bridge_taken", taken.message(), bridge=taken.bridge)
 
 
+def _bridge_unassigned(exc: BridgeUnassignedError) -> ApiError:
+    """409: the first device on a bridge no system admin has assigned (core/bridges.py)."""
+    first = exc.unassigned[0]
+    return ApiError(409, "bridge_unassigned", first.message(), bridge=first.bridge)
+
+
+def _system(scope: Scope) -> bool:
+    """A system admin's write may open a bridge nobody assigned, and so assigns it."""
+    return scope.municipalities is None
+
+
 async def _stored(ctx: WebContext, device_id: str) -> DeviceOut:
     stored = await ctx.reads.get_device(Scope.everything("system"), device_id)
     return DeviceOut.model_validate(stored)
 
 
 async def _register(
-    ctx: WebContext, device: Device, entry: AuditEntry, *, was_in: str
+    ctx: WebContext, device: Device, entry: AuditEntry, *, was_in: str, system: bool = False
 ) -> DeviceOut:
     """Write a change to one device; `was_in`: the municipality it was read in.
 
@@ -120,6 +136,7 @@ async def _register(
             [device],
             audit=[entry],
             existing_in=frozenset({was_in}),
+            assign_bridges=system,
         )
     except IdTakenError:
         raise ApiError(
@@ -138,6 +155,8 @@ async def _register(
         ) from None
     except BridgeTakenError as exc:
         raise _bridge_taken(exc) from None
+    except BridgeUnassignedError as exc:
+        raise _bridge_unassigned(exc) from None
     return await _stored(ctx, device.id)
 
 
@@ -203,9 +222,13 @@ async def create_device(ctx: Ctx, scope: ManageDevices, body: DeviceIn, audit: A
     # creating the same new id, or devices on the same new bridge, at once cannot
     # both succeed.
     try:
-        created = await ctx.hub.register_new_device(device, audit=[entry])
+        created = await ctx.hub.register_new_device(
+            device, audit=[entry], assign_bridges=_system(scope)
+        )
     except BridgeTakenError as exc:
         raise _bridge_taken(exc) from None
+    except BridgeUnassignedError as exc:
+        raise _bridge_unassigned(exc) from None
     if not created:
         raise ApiError(409, "device_exists", "that device id is already registered")
     return await _stored(ctx, device.id)
@@ -253,6 +276,7 @@ async def import_devices(request: Request, ctx: Ctx, scope: ManageDevices) -> Im
             keep=preserved_columns(text),
             audit=entries,
             existing_in=scope.municipalities,
+            assign_bridges=_system(scope),
         )
     except IdTakenError as exc:
         # Numbered as the parser numbers rows (header line 1): see move_errors.
@@ -274,6 +298,14 @@ async def import_devices(request: Request, ctx: Ctx, scope: ManageDevices) -> Im
             "bridge_taken",
             f"nothing imported: {len(exc.taken)} device(s) on another municipality's bridge",
             rows=bridge_errors(devices, exc.taken),
+        ) from None
+    except BridgeUnassignedError as exc:
+        raise ApiError(
+            409,
+            "bridge_unassigned",
+            f"nothing imported: {len(exc.unassigned)} device(s) on a bridge not assigned "
+            "to a municipality",
+            rows=bridge_errors(devices, exc.unassigned),
         ) from None
     # Moved devices whose SIP password is still the one their old municipality set:
     # kept (their alarms must not be refused), so say loudly that it wants setting.
@@ -321,7 +353,7 @@ async def patch_device(
     )
     catalog = ctx.hub.catalog if "profile" in changes else None
     device = _bridged(ctx.hub.catalog, _checked_device(merged, catalog))
-    return await _register(ctx, device, entry, was_in=found["municipality"])
+    return await _register(ctx, device, entry, was_in=found["municipality"], system=_system(scope))
 
 
 async def decommission_device(ctx: Ctx, found: ManagedDevice, audit: Audit) -> DeviceOut:
