@@ -71,7 +71,7 @@ async def test_no_names_labels_or_positions_in_logs_and_repeats_logged_once(
         async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), serve_http=False) as hub:
             assert hub.ingest is not None
             assert await hub.ingest.wait_connected(5)
-            await hub.register_devices(devices, audit=())
+            await hub.register_devices(devices, audit=(), assign_bridges=True)
             # The same fault from the same device, again and again: once identical
             # bytes (redeliveries) and once with a fresh id each time.
             for _ in range(20):

@@ -227,7 +227,7 @@ async def test_a_short_simulation_through_a_real_broker_raises_alarms(
     async with AlarmHub(hub_settings(tmp_path, broker.url, client_id), serve_http=False) as hub:
         assert hub.ingest is not None
         assert await hub.ingest.wait_connected(5)
-        await hub.register_devices(sim.devices(), audit=())
+        await hub.register_devices(sim.devices(), audit=(), assign_bridges=True)
         stats = await run_whole_plan(sim, broker.url, client_id + "-sim")
         assert stats.sent > 100
         assert stats.errors == 0
