@@ -1,10 +1,11 @@
-"""`alarmhub bridges assign`: a system admin says which municipality a new bridge serves.
+"""`alarmhub bridges assign|list`: a system admin says which municipality a new bridge serves.
 
 A Zigbee2MQTT bridge serves one municipality (core/bridges.py). Once it has
 devices, they say which; before, this assignment does, so that no municipality
 admin can claim a care home's new bridge by registering the first device on it.
 The system admin creates the bridge's MQTT account anyway (docs/operations.md), and
-assigns it in the same step. Audited as `bridge.assigned`. Exit status: 0 ok,
+assigns it in the same step. Audited as `bridge.assigned`. `list` shows every
+assignment, the upgrade's (`assigned_by` migration) too. Exit status: 0 ok,
 1 refused (the bridge has devices of another municipality), 2 bad arguments.
 """
 
@@ -14,7 +15,7 @@ import argparse
 from typing import Any
 
 from alarmhub.cli.db import actor, with_store
-from alarmhub.cli.output import EXIT_USAGE, CommandError, error
+from alarmhub.cli.output import EXIT_USAGE, CommandError, error, print_plain_json, table
 from alarmhub.clock import SystemClock
 from alarmhub.core.bridges import valid_bridge
 from alarmhub.settings import Settings
@@ -33,6 +34,21 @@ def add_parser(sub: Any) -> None:
     ba.add_argument("bridge", metavar="BRIDGE", help="the bridge's id (its MQTT username)")
     ba.add_argument("--municipality", required=True, metavar="NNNN")
     ba.set_defaults(func=cmd_bridges_assign)
+    bl = bridges.add_parser("list", help="assigned bridges: municipality, when and by whom")
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(func=cmd_bridges_list)
+
+
+def cmd_bridges_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(store: AlarmStore) -> list[dict[str, str]]:
+        return await store.list_bridges()
+
+    rows = with_store(settings, work)
+    if args.json:
+        print_plain_json(rows)
+        return 0
+    table(["id", "municipality", "assigned_at", "assigned_by"], rows)
+    return 0
 
 
 def cmd_bridges_assign(settings: Settings, args: argparse.Namespace) -> int:

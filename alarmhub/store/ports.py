@@ -165,6 +165,10 @@ class RegistryStore(Protocol):
         municipality. BridgeInUseError while it has devices of another."""
         ...
 
+    async def list_bridges(self) -> list[dict[str, str]]:
+        """Every assigned bridge: id, municipality, assigned_at, assigned_by."""
+        ...
+
 
 class ActionStore(Protocol):
     """Operator actions (daemon/actions.py): alarms, timeline and audit in one transaction."""

@@ -182,6 +182,13 @@ async def test_the_migration_assigns_each_bridge_its_devices_municipality(
             await pg.close()
     rows = await opened.rows("SELECT id, municipality, assigned_by FROM bridges ORDER BY id")
     assert rows == [(NEW, "4601", "migration")]
+    [listed] = await store.list_bridges()
+    assert (listed["id"], listed["municipality"], listed["assigned_by"]) == (
+        NEW,
+        "4601",
+        "migration",
+    )
+    assert listed["assigned_at"].startswith("2026-12-06T10:00:00")  # its first device's
     # The shared bridge gains no device, by either municipality's admin.
     late = Device("0xa4c1380000000206", DeviceKind.DOOR_SENSOR, "0301", bridge="z2m-0301-a")
     with pytest.raises(BridgeTakenError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from alarmhub.dev.mosquitto import LocalBroker
@@ -228,3 +229,7 @@ def test_the_cli_assigns_a_bridge_but_not_away_from_its_devices(tmp_path: Path) 
     bad = run_cli(["bridges", "assign", "a/b", "--municipality", "0301"], env)
     assert bad.returncode == 2
     assert db_rows(db, "SELECT id, municipality FROM bridges") == [(NEW_BRIDGE, "4601")]
+    listed = run_cli(["bridges", "list", "--json"], env)
+    assert [(b["id"], b["municipality"]) for b in orjson.loads(listed.stdout)] == [
+        (NEW_BRIDGE, "4601")
+    ]

@@ -13,9 +13,10 @@ import asyncpg
 
 from alarmhub.core.bridges import bridge_assigned
 from alarmhub.core.people import AuditEntry
+from alarmhub.store.accounts import ts
 from alarmhub.store.errors import BridgeInUseError
 from alarmhub.store.postgres.accounts import append_audit
-from alarmhub.store.postgres.rows import transaction
+from alarmhub.store.postgres.rows import connection, transaction
 from alarmhub.store.postgres.sql import Conn
 
 __all__ = ["REGISTRY_LOCK", "PgBridgeRows", "assigned_bridges", "record_assignments"]
@@ -85,3 +86,14 @@ class PgBridgeRows:
                 by = AuditEntry(actor, "bridge.assigned", now)
                 await record_assignments(conn, {bridge: (was, municipality)}, now, by)
         return was
+
+    async def list_bridges(self) -> list[dict[str, str]]:
+        """SqliteStore.list_bridges: every assigned bridge, by id."""
+        async with connection(self.pool) as conn:
+            rows = await conn.fetch(
+                "SELECT id, municipality, assigned_at, assigned_by FROM bridges ORDER BY id"
+            )
+        return [
+            {"id": r[0], "municipality": r[1], "assigned_at": ts(r[2]) or "", "assigned_by": r[3]}
+            for r in rows
+        ]

@@ -79,6 +79,14 @@ class SqliteBridgeRows:
             raise
         return was
 
+    async def list_bridges(self) -> list[dict[str, str]]:
+        """Every assigned bridge: id, municipality, assigned_at, assigned_by."""
+        sql = "SELECT id, municipality, assigned_at, assigned_by FROM bridges ORDER BY id"
+        async with self._conn.execute(sql) as cur:
+            rows = await cur.fetchall()
+        keys = ("id", "municipality", "assigned_at", "assigned_by")
+        return [dict(zip(keys, r, strict=True)) for r in rows]  # times stored as ts() writes
+
 
 async def _assign(
     conn: aiosqlite.Connection, bridge: str, municipality: str, now: datetime, actor: str
