@@ -224,8 +224,10 @@ class WriteGate:
                 await self.until_committed(reload, writes=False)
         finally:  # committed, or given up by its caller (cancelled, a lease lost)
             self._failing.pop(token, None)
-            self._refusing.pop(token, None)
-            self._show_rounds()
+            # Only a decision that was refused moved the gauge: every ingest batch
+            # passes here, and most were never refused.
+            if self._refusing.pop(token, None) is not None:
+                self._show_rounds()
 
     def _refused(
         self, token: object, exc: StaleAlarmError | DeviceMovedError, started: float, rounds: int

@@ -8,7 +8,7 @@ data its handler reports (the refused moves, the taken ids).
 
 from __future__ import annotations
 
-from alarmhub.core.bridges import BridgeTaken, BridgeUnassigned
+from alarmhub.core.bridges import BridgeTaken, BridgeUnassigned, BridgeVerdict
 from alarmhub.core.moves import MoveRefused
 
 
@@ -89,6 +89,15 @@ class BridgeUnassignedError(Exception):
     def __init__(self, unassigned: list[BridgeUnassigned]) -> None:
         super().__init__("; ".join(u.message() for u in unassigned))
         self.unassigned = unassigned
+
+
+def refuse_bridges(verdict: BridgeVerdict) -> None:
+    """Raise what a refused bridge verdict says, in the order both stores check it: a
+    bridge taken by another municipality first, then one no system admin assigned."""
+    if verdict.taken:
+        raise BridgeTakenError(verdict.taken)
+    if verdict.unassigned:
+        raise BridgeUnassignedError(verdict.unassigned)
 
 
 class BridgeInUseError(Exception):

@@ -20,10 +20,9 @@ from alarmhub.core.moves import refused_moves
 from alarmhub.core.people import AuditEntry
 from alarmhub.store.columns import CREDENTIALS_SET_ELSEWHERE
 from alarmhub.store.errors import (
-    BridgeTakenError,
-    BridgeUnassignedError,
     IdTakenError,
     MoveRefusedError,
+    refuse_bridges,
 )
 from alarmhub.store.sqlite.bridge_rows import assigned_bridges, record_assignments
 
@@ -117,10 +116,7 @@ async def check_bridges(
             on_bridges.extend([(r[0], r[1], r[2]) async for r in cur])
     assigned = await assigned_bridges(conn, bridges)
     verdict = judge_bridges(bridged, stored, on_bridges, assigned, may_assign=may_assign)
-    if verdict.taken:
-        raise BridgeTakenError(verdict.taken)
-    if verdict.unassigned:
-        raise BridgeUnassignedError(verdict.unassigned)
+    refuse_bridges(verdict)
     if verdict.assign:
         await record_assignments(conn, verdict.assign, now, audit[0] if audit else None)
 
