@@ -27,6 +27,7 @@ measure the machine as much as alarmhub.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import statistics
@@ -62,12 +63,17 @@ RSS_FLOOR_KB = 3 * 1024
 RSS_PER_MESSAGE_KB = 0.1
 FD_TOLERANCE = 4
 THREAD_TOLERANCE = 2
-# CPU time is charged to alarmhub only for what alarmhub itself runs, so another
-# process's load changes it little (shared caches, frequency), unlike wall latency;
-# bigger batches under load make it cheaper per message, not dearer, so a load that goes
-# away halfway makes the last quarter dearer: hence `solo` (`make test` runs these alone,
-# after the rest). See CPU_RATIO's justification in docs/reliability.md (Soak).
-CPU_RATIO = 1.5
+# CPU time per message is not a machine-independent figure on a VM: a fixed loop's CPU
+# time here measured 8 or 14 ms from one second to the next, and the soak's own per-second
+# cost 0.80-1.45 ms per message within one run, in stretches of several seconds (CI failed
+# once at 1.6x between quarters with nothing growing). So the check compares the *median*
+# per-second cost of each quarter (a few slow seconds do not move it) and only fails a
+# growth well beyond that noise: a per-message cost that more than doubles, the mark of a
+# scan over something that grows with history. Smaller growth is the business of
+# `make bench` and the long soak's printed figures. `solo` keeps the parallel pass's load
+# from ending mid-run (a load that goes away makes batches smaller and messages dearer).
+# See docs/reliability.md (Soak).
+CPU_RATIO = 2.2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -197,10 +203,18 @@ def quarters(values: list[float]) -> tuple[float, float]:
 
 
 def cpu_per_message_ms(window: list[Sample]) -> float:
-    """The daemon's CPU time per message committed across `window` (first to last sample)."""
-    messages = window[-1].committed - window[0].committed
-    assert messages > 0, f"nothing committed between t={window[0].t} and t={window[-1].t}"
-    return (window[-1].cpu_s - window[0].cpu_s) * 1000 / messages
+    """The median over `window`'s seconds of the daemon's CPU time per message committed.
+
+    The median, not the total over the window: this VM's cost for the same work moves
+    by up to 1.8x for a few seconds at a time, and a growing cost moves every second.
+    """
+    costs = [
+        (b.cpu_s - a.cpu_s) * 1000 / (b.committed - a.committed)
+        for a, b in itertools.pairwise(window)
+        if b.committed - a.committed > 0
+    ]
+    assert costs, f"nothing committed between t={window[0].t} and t={window[-1].t}"
+    return statistics.median(costs)
 
 
 def check_flat(samples: list[Sample], warmup: float) -> dict[str, Any]:
@@ -340,9 +354,11 @@ def test_flatness_check_catches_a_leak() -> None:
     """The bounds fail a leak or a growing per-message cost, and pass noise and a busy machine.
 
     A leak of 1 KiB per message, one fd per ~600 messages, or CPU per message
-    rising 1.8x between the quarters fail; a machine that gets busy mid-run (half
-    the messages per second, latency x10) does not, as long as alarmhub's own
-    cost per message stays put.
+    growing with history to 10x over the run (2.5x between the quarters' medians)
+    fail; a machine that gets busy mid-run (half the messages per second, latency
+    x10) does not, nor this VM's measured CPU noise: the same work costing 0.80 or
+    1.45 ms per message in stretches of seconds, even a fast first quarter against a
+    slow last one, as long as alarmhub's own cost per message stays put.
     """
     rng = random.Random(1)
 
@@ -351,12 +367,13 @@ def test_flatness_check_catches_a_leak() -> None:
         fd_every: float = 0,
         cpu_growth: float = 0,
         slow_after: float = 1e9,
+        machine: Callable[[int], float] = lambda _t: rng.uniform(0.95, 1.05),
     ) -> list[Sample]:
         out, committed, cpu = [], 0, 0.0
         for t in range(60):
             rate = 200 if t < slow_after else 100  # messages per second this machine manages
             committed += rate
-            per_msg = 0.5e-3 * (1 + cpu_growth * t / 60) * rng.uniform(0.95, 1.05)
+            per_msg = 0.5e-3 * (1 + cpu_growth * t / 60) * machine(t)
             cpu += rate * per_msg
             out.append(
                 Sample(
@@ -375,6 +392,10 @@ def test_flatness_check_catches_a_leak() -> None:
     check_flat(series(), warmup=12)
     check_flat(series(slow_after=40), warmup=12)  # a busier machine: fewer msg/s, slower receipts
     check_flat(series(leak_kb_per_msg=0.04), warmup=12)  # the live-change ring filling
+    # The VM's noise: stretches of 3-7 s at one of two speeds, and the worst case of it.
+    stretches = [rng.choice([0.8, 1.45]) for _ in range(60) for _ in range(rng.randint(3, 7))]
+    check_flat(series(machine=lambda t: stretches[t]), warmup=12)
+    check_flat(series(machine=lambda t: 0.8 if t < 30 else 1.45), warmup=12)
     with pytest.raises(AssertionError, match="RSS grew"):
         check_flat(series(leak_kb_per_msg=1), warmup=12)
     with pytest.raises(AssertionError, match="RSS grew"):
@@ -382,6 +403,6 @@ def test_flatness_check_catches_a_leak() -> None:
     with pytest.raises(AssertionError, match="fds grew"):
         check_flat(series(fd_every=600), warmup=12)
     with pytest.raises(AssertionError, match="CPU per message grew"):
-        check_flat(
-            series(cpu_growth=2), warmup=12
-        )  # per-message cost up 3x over the run, 1.8x between quarters
+        check_flat(series(cpu_growth=9), warmup=12)  # 10x over the run, 2.5x between quarters
+    with pytest.raises(AssertionError, match="CPU per message grew"):  # also through the noise
+        check_flat(series(cpu_growth=9, machine=lambda t: stretches[t]), warmup=12)
