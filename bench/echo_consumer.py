@@ -18,6 +18,7 @@ client's own cost, which alarmhub cannot beat.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 
@@ -27,6 +28,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 PREFIX = "alarmhub/v1/"
 EVENTS = "/events"
+
+
+def _no_delay(_client: object, _userdata: object, sock: object) -> None:
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def main(port: int, client_id: str, topics: list[str]) -> dict[str, int]:
@@ -58,6 +64,8 @@ def main(port: int, client_id: str, topics: list[str]) -> dict[str, int]:
 
     client.on_message = on_message
     client.on_subscribe = lambda *_a: subscribed.set()
+    # As alarmhub's own connection (alarmhub/mqtt/client.py): the floor with the same socket.
+    client.on_socket_open = _no_delay
     client.connect("127.0.0.1", port)
     client.loop_start()
     client.subscribe([(t, 1) for t in topics])

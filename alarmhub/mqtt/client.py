@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import ssl
 import threading
 from collections import deque
@@ -91,6 +92,19 @@ def _cut(topic: str, payload: bytes, now: datetime, retained: bool) -> RawMessag
     """
     cut = PayloadCut(len(payload), payload_digest(payload), rejected_fingerprint(topic, payload))
     return RawMessage(topic, payload[:DEAD_LETTER_KEPT_BYTES], now, cut=cut, retained=retained)
+
+
+def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
+    """Send alarmhub's PUBACKs and receipts at once: TCP_NODELAY on the broker connection.
+
+    paho leaves Nagle's algorithm on. alarmhub already writes each batch's PUBACKs
+    and receipts as one buffer; Nagle would hold that buffer back while the
+    previous one is unacknowledged, and the broker's kernel delays its ACK when it
+    has nothing to send. (docs/performance.md, "eleventh part": the broker side of
+    the same interaction held messages for alarmhub until its last batch's acks.)
+    """
+    if isinstance(sock, socket.socket):  # not a websocket wrapper; TLS sockets are sockets
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttIngest:
@@ -172,6 +186,7 @@ class MqttIngest:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = _no_delay
         # paho annotates the delays as int but sleeps on floats: sub-second jitter works.
         self._client.reconnect_delay_set(self._backoff.minimum, self._backoff.minimum)  # type: ignore[arg-type]
 
