@@ -48,6 +48,7 @@ from alarmhub.daemon.presence import Presence
 from alarmhub.daemon.pruner import Pruner
 from alarmhub.daemon.registry import Registry
 from alarmhub.daemon.scaip import ScaipIntake, ScaipSource
+from alarmhub.daemon.sipwatch import sip_watches
 from alarmhub.daemon.state import HubState
 from alarmhub.daemon.supervisor import Supervision
 from alarmhub.daemon.suppression import SuppressionKeeper
@@ -218,7 +219,7 @@ class AlarmHub:
 
     def _wire_ownership(self) -> None:
         """Who does the single-owner work: the lease on PostgreSQL, this process on SQLite."""
-        s, stores = self.settings, self.stores
+        s, stores, sip = self.settings, self.stores, self.sip
         self.ownership: Ownership
         self.owner = OwnerTerm(
             load=self._load_owner_state,
@@ -253,6 +254,10 @@ class AlarmHub:
             stalled=lambda: self.owner.stalled(self.gate.stalled()),
             stall=StallTiming.for_failover(s.failover_s, s.owner_stall_s),
             step_downs=self.metrics.lease_step_downs,
+            # An owner that cannot bind a SCAIP address hands the lease over (sipwatch.py).
+            watches=sip_watches(
+                sip.unbound if sip else None, self.owner.running, s.failover_s, self.clock
+            ),
         )
         info = InstanceInfo(s.instance_id, socket.gethostname(), os.getpid(), installed_version())
         owns, writable = (lambda: self.owner.owns), self.metrics.store_writable

@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +102,58 @@ class BrokerTiming:
         return 2 * self.keepalive_s + self.grace_s
 
 
+@dataclass(frozen=True, slots=True)
+class ListenTiming:
+    """Seconds: when an owner that cannot bind a SCAIP address hands the lease over.
+
+    Only the owner listens for SCAIP devices (sip/listeners.py retries a bind that
+    fails), and its lease renews as usual: without this, no instance heard a SCAIP
+    device while a standby on another host could have bound its own address. So an
+    owner whose running term has not listened on every address of
+    ALARMHUB_SCAIP_LISTEN for ``grace`` steps down (daemon/sipwatch.py):
+
+    - ``grace = failover / 2`` (at least 1 s): a standby holds the lease one retry
+      after the release, so SCAIP is taken over within about the failover time, as
+      after a dead owner. It spans the rebind's first tries (1, 2, 4 s at the default
+      15 s), enough for what passes by itself: an old process closing its socket, a
+      floating address arriving on this host.
+    - ``hold_off = failover / 2`` after the release, as after a broker cut; an owner
+      that gets the lease straight back (the next epoch: nobody else took it) keeps
+      it without the listener (ALONE): MQTT intake, escalations and supervision go on.
+    - each further step-down without having listened in between doubles the grace, up
+      to ``8 x failover`` (2 minutes at 15 s): instances that all cannot bind pass the
+      lease (and with it a few seconds of MQTT intake) between them ever more rarely.
+    - ``check`` is how often the owner looks: a fifth of the grace, at most 1 s.
+    """
+
+    grace_s: float
+    hold_off_s: float
+    max_grace_s: float
+    check_s: float
+
+    @classmethod
+    def for_failover(cls, failover_s: float) -> ListenTiming:
+        grace = max(1.0, failover_s / 2)
+        return cls(
+            grace_s=grace,
+            hold_off_s=failover_s / 2,
+            max_grace_s=max(grace, 8 * failover_s),
+            check_s=min(1.0, grace / 5),
+        )
+
+    def grace(self, strikes: int) -> float:
+        """The grace after `strikes` step-downs with no listening term in between."""
+        return min(self.max_grace_s, self.grace_s * (1 << min(strikes, 16)))
+
+
+class Graced(Protocol):
+    """A timing whose grace grows with each step-down (BrokerTiming, ListenTiming)."""
+
+    def grace(self, strikes: int) -> float: ...
+
+
 class BrokerVerdict(enum.StrEnum):
-    """What an owner does about its broker connection (daemon/leadership.py)."""
+    """What an owner does about its broker connection, or its SCAIP listener."""
 
     KEEP = "keep"  # connected, or not yet for the grace
     STEP_DOWN = "step_down"  # no connection for the grace: let another instance own
@@ -114,9 +165,10 @@ def broker_verdict(
     strikes: int,
     epoch: int,
     stepped_down_epoch: int | None,
-    timing: BrokerTiming,
+    timing: Graced,
 ) -> BrokerVerdict:
-    """`unreachable_s`: how long the owner has had no broker connection (None: it has one)."""
+    """`unreachable_s`: how long the owner has had no broker connection (None: it has one);
+    for the SCAIP listener (daemon/sipwatch.py), how long an address has been unbound."""
     if unreachable_s is None or unreachable_s < timing.grace(strikes):
         return BrokerVerdict.KEEP
     if stepped_down_epoch is not None and epoch == stepped_down_epoch + 1:

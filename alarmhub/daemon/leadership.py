@@ -28,10 +28,10 @@ lease so that a standby need not wait out the ttl on a clean shutdown.
 
 A holder whose lease renews but whose work cannot proceed **steps down**: it
 ends its term, releases the lease and holds off before contending again, so
-another instance gets it. Two causes: no broker connection for a grace
-(:meth:`Leadership._watch_able`, core/cluster.py BrokerTiming), and work that
-has waited on a failing store for a limit (:meth:`Leadership._watch_stall`,
-StallTiming). Each is counted in `alarmhub_lease_step_downs_total{lease, reason}`.
+another instance gets it: no broker connection for a grace (`_watch_able`,
+core/cluster.py BrokerTiming), work waiting on a failing store for a limit
+(`_watch_stall`, StallTiming), a SCAIP address unbound (`watches`, daemon/sipwatch.py).
+Each is counted in `alarmhub_lease_step_downs_total{lease, reason}`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import Counter
@@ -59,7 +59,6 @@ from alarmhub.observability.logs import OncePer
 from alarmhub.store.cluster import Fence, Leases
 
 log = structlog.get_logger("alarmhub.leadership")
-
 INTAKE_LEASE = "intake"
 MIN_BACKOFF_S = 0.05
 
@@ -70,14 +69,14 @@ class LossReason(enum.StrEnum):
     STOPPED = "stopped"  # this instance stopped (run() cancelled)
     BROKER = "broker"  # stepped down: no broker connection for the grace (core/cluster.py)
     STALLED = "stalled"  # stepped down: its work failed to commit for the limit (core/cluster.py)
+    SIP = "sip"  # stepped down: a SCAIP address unbound for the grace (daemon/sipwatch.py)
 
 
 # The reasons a holder hands its lease over itself (released once its term has ended).
-STEP_DOWN_REASONS = (LossReason.BROKER, LossReason.STALLED)
-
-
+STEP_DOWN_REASONS = (LossReason.BROKER, LossReason.STALLED, LossReason.SIP)
 OnAcquired = Callable[[Fence], Awaitable[None]]
 OnLost = Callable[[Fence, LossReason], Awaitable[None]]
+Watch = Callable[["Leadership"], Coroutine[Any, Any, None]]  # may step_down (daemon/sipwatch.py)
 
 
 class Ownership(Protocol):
@@ -113,12 +112,12 @@ class Leadership:
         stalled: Callable[[], Stalled | None] | None = None,
         stall: StallTiming | None = None,
         step_downs: Counter | None = None,
+        watches: Sequence[Watch] = (),
     ) -> None:
-        """`able` says whether this holder can do the work (its broker connection);
-        with `broker`, a holder unable for the grace steps down (see _watch_able).
-        `stalled` says what of the holder's work waits on a failing store; with
-        `stall`, a holder whose work waited for the limit steps down (_watch_stall).
-        `step_downs` counts both, by lease and reason."""
+        """A holder without its broker connection (`able`) for `broker`'s grace steps
+        down (_watch_able), as does one whose work waited on a failing store (`stalled`)
+        for `stall`'s limit (_watch_stall) and any `watches` decide; `step_downs` counts
+        each by lease and reason."""
         self._leases = leases
         self._clock = clock
         self._id = instance_id
@@ -140,6 +139,7 @@ class Leadership:
         self._stalled = stalled
         self._stall = stall
         self._step_down_counter = step_downs
+        self._watches = tuple(watches)
         self._granted_at = 0.0  # monotonic: when the grant held now was taken up
         self._hold_until = 0.0  # monotonic: no acquire before (after a step-down)
         self._hold_off_s = 0.0  # the last step-down's hold-off, counted again from the release
@@ -173,6 +173,8 @@ class Leadership:
                     tg.create_task(self._watch_able(), name=f"lease-{self._name}-able")
                 if self._stalled is not None and self._stall is not None:
                     tg.create_task(self._watch_stall(), name=f"lease-{self._name}-stall")
+                for i, watch in enumerate(self._watches):
+                    tg.create_task(watch(self), name=f"lease-{self._name}-watch-{i}")
         finally:
             await self._drop_asking()
             held = self._fence
@@ -214,8 +216,7 @@ class Leadership:
             held = self._fence
             hold_off = self._hold_until - self._clock.monotonic()
             if held is None and hold_off > 0:  # stepped down: others' turn first
-                # In steps of the retry period: the hold-off is measured on the clock,
-                # which a test moves by hand.
+                # In steps of the retry period: the hold-off is on the clock a test moves.
                 await asyncio.sleep(min(hold_off, self._t.retry_s))
                 continue
             try:
@@ -351,7 +352,7 @@ class Leadership:
                 self._strikes += 1
                 self._stepped_down = held.epoch
                 unreachable_s = round(now - since, 2)
-                self._step_down(
+                self.step_down(
                     held,
                     LossReason.BROKER,
                     timing.hold_off_s,
@@ -383,7 +384,7 @@ class Leadership:
                 continue
             waited = stalled_for(stalled, self._granted_at, self._clock.monotonic())
             if waited >= timing.limit_s:
-                self._step_down(
+                self.step_down(
                     held,
                     LossReason.STALLED,
                     timing.hold_off_s,
@@ -398,7 +399,7 @@ class Leadership:
 
     # --- state changes ---------------------------------------------------------------
 
-    def _step_down(self, held: Fence, reason: LossReason, hold_off_s: float, **why: object) -> None:
+    def step_down(self, held: Fence, reason: LossReason, hold_off_s: float, **why: object) -> None:
         """End the term now, release once it has ended (_announce), contend again only
         `hold_off_s` after the release: an acquire sent before it could be granted right
         after it (seen), with its on_acquired waiting behind the on_lost still running."""
@@ -407,8 +408,8 @@ class Leadership:
         self.step_downs += 1
         if self._step_down_counter is not None:
             self._step_down_counter.labels(self._name, reason.value).inc()
-        # A stall is a fault to look into (the store refuses this instance's writes); a
-        # broker cut is the network's, and said at warning level as before.
+        # Error for a stall, a fault of this instance's; a broker cut (the network's) and an
+        # unbound SCAIP port (sip.bind_failed is the error) at warning level.
         emit = log.error if reason is LossReason.STALLED else log.warning
         emit(
             "lease.stepped_down",

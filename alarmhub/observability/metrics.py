@@ -27,7 +27,7 @@ UNKNOWN_KIND = "unknown"
 # The leases an instance may hold (daemon/leadership.py INTAKE_LEASE), pre-created at 0.
 LEASES = ("intake",)
 # Why a holder handed its lease over itself (daemon/leadership.py STEP_DOWN_REASONS).
-STEP_DOWN_REASONS = ("broker", "stalled")
+STEP_DOWN_REASONS = ("broker", "stalled", "sip")
 # Why the store refused a decision, decided again on fresh rows (daemon/gate.py deciding):
 # an alarm changed since it was read (StaleAlarmError), a device moved (DeviceMovedError).
 REFUSAL_REASONS = ("alarm_changed", "device_moved")
@@ -238,7 +238,7 @@ class Metrics:
             "alarmhub_lease_step_downs",
             "Leases this instance handed over itself while they still renewed, by reason: "
             "broker (no broker connection for the grace), stalled (its writes failed for "
-            "ALARMHUB_OWNER_STALL_S)",
+            "ALARMHUB_OWNER_STALL_S), sip (a SCAIP address it could not bind, for the grace)",
             ["lease", "reason"],
             registry=r,
         )

@@ -70,8 +70,14 @@ class Listeners:
             log.info("sip.listening", addresses=[str(x) for x in self.bound])
         self._check_all()
 
+    def unbound(self) -> list[str]:
+        """The configured addresses that do not listen now (all of them when closed)."""
+        return [str(x) for x in self._listen if x not in self._up]
+
     async def close(self) -> None:
-        """Stop retrying, then close what listens; the gauges go to 0."""
+        """Stop retrying, then close what listens; the gauges go to 0 and `all_bound`
+        is cleared: a new term's owner must not be judged on the last term's sockets."""
+        self.all_bound.clear()
         retries, self._retries = self._retries, []
         for task in retries:
             task.cancel()

@@ -185,6 +185,11 @@ class SipServer:
         """The addresses that listen (port 0 replaced by the port the kernel chose)."""
         return self._listeners.bound
 
+    def unbound(self) -> list[str]:
+        """The addresses of ALARMHUB_SCAIP_LISTEN that do not listen now (the lease's
+        watch, daemon/sipwatch.py): all of them while `run` is not running."""
+        return self._listeners.unbound()
+
     def port(self, transport: str) -> int:
         """The port bound for `transport` (the first such address)."""
         return next(x.port for x in self.bound if x.transport == transport)

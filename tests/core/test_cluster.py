@@ -11,6 +11,7 @@ from alarmhub.core.cluster import (
     BrokerVerdict,
     InstanceState,
     LeaseTiming,
+    ListenTiming,
     Stalled,
     StallTiming,
     broker_verdict,
@@ -106,3 +107,33 @@ def test_default_stall_figures() -> None:
     assert s.limit_s == 4 * t.ttl_s
     # The hold-off gives every standby at least three tries.
     assert s.hold_off_s >= 3 * t.retry_s
+
+
+def test_default_listen_figures_fit_the_failover_time() -> None:
+    """An owner that cannot bind a SCAIP address steps down after half the failover time,
+    and a standby takes the lease one retry later: SCAIP is taken over inside the failover
+    time, with room for the new owner's start, as after a dead owner."""
+    listen = ListenTiming.for_failover(15.0)
+    assert (listen.grace_s, listen.hold_off_s, listen.max_grace_s) == (7.5, 7.5, 120.0)
+    assert listen.check_s == 1.0
+    assert listen.grace_s + listen.check_s + LeaseTiming.for_failover(15.0).retry_s == 11.0
+    # The shortest failover allowed still leaves the term a second to bind.
+    assert ListenTiming.for_failover(2.0).grace_s == 1.0
+
+
+@pytest.mark.parametrize(
+    ("unbound_s", "strikes", "epoch", "stepped_down", "expected"),
+    [
+        (None, 0, 5, None, BrokerVerdict.KEEP),  # it listens
+        (7.4, 0, 5, None, BrokerVerdict.KEEP),  # within the grace (7.5 s)
+        (7.5, 0, 5, None, BrokerVerdict.STEP_DOWN),
+        (14.9, 1, 7, 5, BrokerVerdict.KEEP),  # second time: the grace doubled (15 s)
+        (15.0, 1, 7, 5, BrokerVerdict.STEP_DOWN),  # epoch 6 was someone else's
+        (15.0, 1, 6, 5, BrokerVerdict.ALONE),  # got it straight back: nobody else took it
+        (119.0, 9, 20, 18, BrokerVerdict.KEEP),  # capped at 8 x failover (120 s)
+        (120.0, 9, 20, 18, BrokerVerdict.STEP_DOWN),
+    ],
+)
+def test_listen_verdict(unbound_s, strikes, epoch, stepped_down, expected) -> None:
+    timing = ListenTiming.for_failover(15.0)
+    assert broker_verdict(unbound_s, strikes, epoch, stepped_down, timing) is expected

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from structlog.testing import capture_logs
@@ -61,6 +62,14 @@ def listening(hub: AlarmHub, transport: str = "udp") -> float:
     return sample(hub.metrics, "alarmhub_sip_listening", transport=transport)
 
 
+async def readyz(hub: AlarmHub) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.http_port}") as http:
+        answer = await http.get("/readyz")
+    body: dict[str, Any] = answer.json()
+    assert answer.status_code == (200 if body["ready"] else 503)
+    return body
+
+
 def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
@@ -79,7 +88,7 @@ async def test_a_taken_port_keeps_mqtt_intake_and_the_listener_binds_once_it_is_
             tmp_path, broker.url, client_id, scaip_listen=f"udp://127.0.0.1:{port}"
         )
         try:
-            async with AlarmHub(settings, serve_http=False) as hub:
+            async with AlarmHub(settings) as hub:
                 assert hub.sip is not None
                 assert hub.ingest is not None
                 assert await hub.ingest.wait_connected(10)
@@ -103,6 +112,10 @@ async def test_a_taken_port_keeps_mqtt_intake_and_the_listener_binds_once_it_is_
                 assert "ALARMHUB_SCAIP_LISTEN" in failed["hint"]
                 assert listening(hub) == 0
                 assert not hub.sip.started.is_set()
+                # /readyz shows it, and stays ready: the operator page, MQTT intake and
+                # the escalations all work (docs/operations.md says why it is no check).
+                ready = await readyz(hub)
+                assert (ready["ready"], ready["sip_listening"]) == (True, {"udp": False})
 
                 await hub.register_new_device(
                     scaip_device(DEVICE, {"scaip": {"inline": True}}), audit=()
@@ -116,6 +129,7 @@ async def test_a_taken_port_keeps_mqtt_intake_and_the_listener_binds_once_it_is_
                 await asyncio.wait_for(hub.sip.started.wait(), CEILING_S)
                 assert listening(hub) == 1
                 assert hub.sip.port("udp") == port
+                assert (await readyz(hub))["sip_listening"] == {"udp": True}
                 assert events(logs, "sip.listening")[-1]["addresses"] == [f"udp://127.0.0.1:{port}"]
                 # and SCAIP is taken on the port it was meant to have.
                 async with udp_peer(port) as peer:

@@ -12,6 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from alarmhub.web.deps import Ctx
 
 STORE_WRITABLE = "alarmhub_store_writable"
+SIP_LISTENING = "alarmhub_sip_listening"
 
 
 async def healthz() -> dict[str, str]:
@@ -26,6 +27,12 @@ async def readyz(ctx: Ctx) -> JSONResponse:
     works under, `role` is "owner" with any, else "standby". A standby serves the
     API with its database reachable and is ready; only the owner's intake needs
     the broker, so its `checks` leave `broker_connected` out.
+
+    The owner's SCAIP listener is shown (`sip_listening`, per transport) but is no
+    check: a 503 would take the operator page out of a load balancer, and where a
+    floating address follows readiness keep from the owner the address it must bind.
+    On several instances an owner that cannot listen hands intake over instead
+    (daemon/sipwatch.py); docs/operations.md says why.
     """
     hub = ctx.hub
     # The gauge the writer sets after each commit, read through the registry's public
@@ -52,6 +59,12 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "owns": owns,
         "role": "owner" if owns else "standby",
     }
+    if owns and hub.settings.sip_listen:  # only the owner listens
+        registry = hub.metrics.registry
+        body["sip_listening"] = {
+            x.transport: registry.get_sample_value(SIP_LISTENING, {"transport": x.transport}) == 1
+            for x in hub.settings.sip_listen
+        }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
