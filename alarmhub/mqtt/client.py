@@ -107,6 +107,25 @@ def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _paho_internals(*, wanted: bool) -> bool:
+    """Whether to use paho's internals (warned once when wanted and missing).
+
+    Four uses, all for the hot path and all optional: our own PUBACK/PUBLISH buffer
+    goes on paho's internal queue, paho's per-message topic-callback walk is skipped,
+    its reads are buffered and whole PUBLISH packets in the buffer are read in one
+    pass (alarmhub/mqtt/paho_fast.py). Without them (the setting
+    `mqtt_paho_internals`, or a paho without these attributes) paho's public API does
+    all four. pyproject.toml bounds paho to the releases tested with both.
+    """
+    available = hasattr(paho, "time_func") and all(
+        hasattr(paho.Client, name)
+        for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read")
+    )
+    if wanted and not available:
+        log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
+    return wanted and available
+
+
 class MqttIngest:
     def __init__(
         self,
@@ -138,20 +157,7 @@ class MqttIngest:
         # over, which `on_connection_change` (at SUBACK) is not (daemon/backlog.py).
         self._on_link = on_link
         self._keepalive = keepalive
-        # Four uses of paho internals, all for the hot path and all optional: our own
-        # PUBACK/PUBLISH buffer goes on paho's internal queue, paho's per-message
-        # topic-callback walk is skipped, its reads are buffered and whole PUBLISH
-        # packets in the buffer are read in one pass (alarmhub/mqtt/paho_fast.py).
-        # Without them (paho_internals=False, the setting `mqtt_paho_internals`, or a
-        # paho without these attributes) paho's public API does all four.
-        # pyproject.toml bounds paho to the releases tested with both.
-        available = hasattr(paho, "time_func") and all(
-            hasattr(paho.Client, name)
-            for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read")
-        )
-        if paho_internals and not available:
-            log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
-        self._internals = paho_internals and available
+        self._internals = _paho_internals(wanted=paho_internals)
         self._pending: deque[Delivery] = deque()
         # Lowered by batches() only while it waits for a message: the next one wakes it.
         self._signalled = False
