@@ -116,7 +116,7 @@ def _sqlite_migrate(path: Path, progress: Progress | None) -> list[int]:
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         # As SqliteStore.open would leave it: the daemon and the CLI rely on WAL.
-        conn.execute("PRAGMA journal_mode=WAL")
+        lite.use_wal(conn, BUSY_TIMEOUT_MS / 1000)
         return lite.migrate(conn, progress)
     except sqlite3.Error as exc:
         raise StoreError(f"migrating {path} failed: {exc}") from exc

@@ -25,6 +25,7 @@ from alarmhub.settings import parse_database_url
 from alarmhub.store import versions
 from alarmhub.store.postgres.migrations import KNOWN_VERSION as PG_KNOWN
 from alarmhub.store.schema_state import SchemaState, SchemaVersionError
+from alarmhub.store.sqlite import migrations as lite
 from alarmhub.store.sqlite.schema import MIGRATIONS
 from tests.support.helpers import REPO, run_cli
 
@@ -306,3 +307,38 @@ async def test_pg_two_migrations_in_one_process_at_once_apply_each_version_once(
     both = await asyncio.gather(versions.migrate(target), versions.migrate(target))
     assert sorted(both[0] + both[1]) == list(range(1, PG_KNOWN + 1))
     assert await pg_versions(pg_url) == list(range(1, PG_KNOWN + 1))
+
+
+class LockedFor:
+    """A connection whose journal-mode switch is refused "locked" the first `times`."""
+
+    def __init__(self, times: int, message: str = "database is locked") -> None:
+        self.left, self.message, self.calls = times, message, 0
+
+    def execute(self, sql: str) -> None:
+        assert sql == "PRAGMA journal_mode=WAL"
+        self.calls += 1
+        if self.left > 0:
+            self.left -= 1
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_a_wal_switch_refused_by_a_concurrent_one_is_tried_again_within_the_busy_timeout() -> None:
+    """SQLite refuses one of two concurrent switches at once, without its busy handler
+    (CI: two `db migrate` of one new file, one failed "database is locked")."""
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    conn = LockedFor(3)
+    lite.use_wal(conn, 5.0, sleep=sleep, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert conn.calls == 4
+    stuck = LockedFor(10_000)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        lite.use_wal(stuck, 5.0, sleep=sleep, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert now[0] >= 5.0  # gave up at the busy timeout, not before
+    other = LockedFor(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk"):
+        lite.use_wal(other, 5.0, sleep=sleep, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert other.calls == 1  # only a lock is waited out

@@ -11,11 +11,40 @@ second finding it done, instead of both running its `CREATE TABLE` and one faili
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 
 from alarmhub.store.sqlite.schema import MIGRATIONS
 
 KNOWN_VERSION = len(MIGRATIONS)
+WAL_RETRY_S = 0.01
+
+
+def use_wal(
+    conn: sqlite3.Connection,
+    within_s: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """`PRAGMA journal_mode=WAL`, tried again while another connection switches it too.
+
+    Two connections switching one new file at once each hold a shared lock and want
+    the exclusive one; SQLite answers one of them "database is locked" at once,
+    without calling its busy handler (waiting could deadlock). Seen in a full test run:
+    of two `db migrate` of one new file, one failed. The other switch is done in
+    milliseconds, so short pauses until `within_s` (the busy timeout) are enough.
+    """
+    deadline = monotonic() + within_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or monotonic() >= deadline:
+                raise
+            sleep(WAL_RETRY_S)
+        else:
+            return
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
