@@ -29,7 +29,7 @@ const state = {
   labels: new Map(), // device id -> label
   fresh: new Set(), // ids that just arrived live: their rows flash once
   askedLabels: new Set(), // device ids whose label was looked for once already
-  revs: new Map(), // id -> the newest `rev` seen (resolved alarms too): older copies are ignored
+  revs: new Map(), // id -> the oldest `rev` still news (resolved alarms too): older copies are ignored
 };
 
 let connection = null; // the badge and banner (connection.js), made in main()
@@ -113,6 +113,7 @@ function takeSnapshot({ alarms, windows: read }) {
   state.shown = Object.fromEntries(STATES.map((s) => [s, 0]));
   for (const alarm of alarms) state.shown[alarm.state] += 1;
   for (const alarm of alarms) noteRev(alarm); // buffered changes older than the read are ignored
+  if (!windows.partial()) for (const id of before.keys()) if (!state.alarms.has(id)) noteLeft(id);
   const firstLoad = !state.loaded;
   state.loaded = true;
   for (const alarm of state.buffer.splice(0)) apply(alarm, false);
@@ -177,6 +178,22 @@ function apply(alarm, announceIt) {
 }
 
 const REVS_KEPT = 20_000;
+
+/**
+ * An alarm shown before a read that read the whole queue (none left out of view) and no
+ * longer holds it: it left the queue after every copy seen before the read, at a `rev`
+ * the page does not know. A copy no newer than the newest seen is older than the read
+ * and must not bring it back. The read came before the stream's word of it (a slow or
+ * silent stream) and an action's answer then arrived, carrying the rev of the
+ * acknowledgement the stream had already brought: equal, not older, it was applied, and
+ * the resolved alarm stood in the queue as the operator's until the stream's resolution
+ * came, or the next read a minute later. `revs` holds the oldest rev still news: that
+ * seen, or one past it here.
+ */
+function noteLeft(id) {
+  const seen = state.revs.get(id);
+  if (seen !== undefined) state.revs.set(id, seen + 1);
+}
 
 /**
  * The newest `rev` seen of each alarm, resolved ones too; pruned to the queue when long.
