@@ -33,9 +33,6 @@ max_queued_messages {max_queued}
 max_queued_bytes 0
 # The in-flight window is alarmhub's batch: 20 (the default) throttles a batching consumer.
 max_inflight_messages {max_inflight}
-# Nagle off, as in deploy/mosquitto/mosquitto.conf: alarmhub acks after its commit, and
-# with Nagle the broker held each message until the previous batch's acks came back.
-set_tcp_nodelay true
 # A client sending a larger packet is disconnected before anyone holds it whole in
 # memory: alarmhub dead-letters only what fits (docs/operations.md, "Payload size").
 max_packet_size {max_packet_size}

@@ -98,10 +98,9 @@ def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
     """Send alarmhub's PUBACKs and receipts at once: TCP_NODELAY on the broker connection.
 
     paho leaves Nagle's algorithm on. alarmhub already writes each batch's PUBACKs
-    and receipts as one buffer; Nagle would hold that buffer back while the
-    previous one is unacknowledged, and the broker's kernel delays its ACK when it
-    has nothing to send. (docs/performance.md, "eleventh part": the broker side of
-    the same interaction held messages for alarmhub until its last batch's acks.)
+    and receipts as one buffer; Nagle could hold that buffer back while the previous
+    one is unacknowledged, and the broker's kernel delays its ACK when it has nothing
+    to send. (The broker's side: docs/performance.md, "eleventh part".)
     """
     if isinstance(sock, socket.socket):  # not a websocket wrapper; TLS sockets are sockets
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
