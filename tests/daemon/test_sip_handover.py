@@ -40,36 +40,22 @@ from alarmhub.daemon.leadership import Leadership, LossReason
 from alarmhub.daemon.sipwatch import SipWatch
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.observability.metrics import Metrics
-from alarmhub.settings import Settings
 from alarmhub.sip import server as server_module
 from alarmhub.store.cluster import Fence
-from tests.daemon.test_instances import FAILOVER_S, WAIT, holder, register, value
+from tests.daemon.test_failover_gaps import settings
+from tests.daemon.test_instances import WAIT, holder, register, value
 from tests.daemon.test_scaip_daemon import scaip_device
 from tests.daemon.test_stalled_owner import T0, TIMING, MemoryLeases
 from tests.sip.support import authorization, request, udp_peer
 from tests.sip.test_sip_bind import readyz, taken_udp_port
-from tests.support.helpers import async_wait_until, hub_settings, sample
+from tests.support.helpers import async_wait_until, sample
 
 DEVICE, PASSWORD = "4790012345", "pendant-secret"  # tests/sip/support.py's device
 ADDRESS = "udp://127.0.0.1:5060"
+ADDRESS_ANY = "udp://127.0.0.1:0"  # the standby's own port, any free one
 # On the test's clock: a grace far longer than anything real time adds, so a verdict
 # depends only on how far the test moved the clock.
 LISTEN = ListenTiming(grace_s=10.0, hold_off_s=5.0, max_grace_s=40.0, check_s=0.01)
-
-
-def settings(
-    tmp_path: Path, client_id: str, instance: str, db: str, mqtt: str, sip: str
-) -> Settings:
-    return hub_settings(
-        tmp_path,
-        mqtt,
-        client_id,
-        database_url=db,
-        instance_id=instance,
-        failover_s=FAILOVER_S,
-        max_batch=20,
-        scaip_listen=sip,
-    )
 
 
 def listening(hub: AlarmHub, transport: str = "udp") -> float:
@@ -107,7 +93,12 @@ async def test_an_owner_that_cannot_bind_its_sip_port_hands_intake_to_one_that_c
             a = await stack.enter_async_context(
                 AlarmHub(
                     settings(
-                        tmp_path, client_id, "inst-a", pg_url, broker.url, f"udp://127.0.0.1:{port}"
+                        tmp_path,
+                        client_id,
+                        "inst-a",
+                        pg_url,
+                        broker.url,
+                        scaip_listen=f"udp://127.0.0.1:{port}",
                     ),
                 )
             )
@@ -119,7 +110,7 @@ async def test_an_owner_that_cannot_bind_its_sip_port_hands_intake_to_one_that_c
             b = await stack.enter_async_context(
                 AlarmHub(
                     settings(
-                        tmp_path, client_id, "inst-b", pg_url, broker.url, "udp://127.0.0.1:0"
+                        tmp_path, client_id, "inst-b", pg_url, broker.url, scaip_listen=ADDRESS_ANY
                     ),
                 )
             )

@@ -186,23 +186,15 @@ async def test_an_answer_that_arrives_after_a_newer_change_does_not_bring_the_al
     async with operator_page(tmp_path, broker, client_id) as op:
         alarm_id = await op.raise_alarm("fall-1", "f1", "fall.detected")
         await op.row("fall-1").wait_for(timeout=CEILING_MS)
-        answered = asyncio.Event()
-        release = asyncio.Event()
-
-        async def hold(route: Any) -> None:
-            response = await route.fetch()  # acknowledged in the store, answer not yet given
-            answered.set()
-            await release.wait()
-            await route.fulfill(response=response)
-
-        await op.page.route("**/acknowledge", hold)
+        answer = HeldAnswer()
+        await op.page.route("**/acknowledge", answer.hold)
         await op.page.keyboard.press("a")
-        await asyncio.wait_for(answered.wait(), CEILING_MS / 1000)
+        await asyncio.wait_for(answer.answered.wait(), CEILING_MS / 1000)
         async with op.api("per") as per:
             r = await per.post(f"/api/v1/alarms/{alarm_id}/resolve", json={"outcome": "helped"})
             assert r.status_code == 200, r.text
         await op.row("fall-1").wait_for(state="detached", timeout=CEILING_MS)
-        release.set()
+        answer.release.set()
         await answer_taken_in(op)
         # Drawn after the late answer was taken in: a later alarm's row.
         await op.raise_alarm("pend-8", "p8")
@@ -230,18 +222,10 @@ async def test_an_answer_after_a_read_that_found_the_alarm_gone_does_not_bring_i
         await op.page.locator("#queue tbody tr[aria-current='true']", has_text="fall-1").wait_for(
             timeout=CEILING_MS
         )
-        answered = asyncio.Event()
-        release = asyncio.Event()
-
-        async def hold(route: Any) -> None:
-            response = await route.fetch()  # acknowledged in the store, answer not yet given
-            answered.set()
-            await release.wait()
-            await route.fulfill(response=response)
-
-        await op.page.route(f"**/alarms/{fall_id}/acknowledge", hold)
+        answer = HeldAnswer()
+        await op.page.route(f"**/alarms/{fall_id}/acknowledge", answer.hold)
         await op.page.keyboard.press("a")
-        await asyncio.wait_for(answered.wait(), CEILING_MS / 1000)
+        await asyncio.wait_for(answer.answered.wait(), CEILING_MS / 1000)
         # The stream brought the acknowledgement (its rev is the answer's); then it is quiet.
         await op.row("fall-1").locator("td.state", has_text="Kvittert").wait_for(timeout=CEILING_MS)
         assert op.proxy.silence(STREAM) == 1
@@ -254,12 +238,27 @@ async def test_an_answer_after_a_read_that_found_the_alarm_gone_does_not_bring_i
         await op.page.keyboard.press("a")  # refused (409, Per has it): the queue is read
         await op.row("pend-7").locator("td.state", has_text="per").wait_for(timeout=CEILING_MS)
         await op.row("fall-1").wait_for(state="detached", timeout=CEILING_MS)
-        release.set()
+        answer.release.set()
         await answer_taken_in(op)
         # A key that moves the selection first draws any change waiting to be drawn.
         await op.page.keyboard.press("k")
         assert await op.row("fall-1").count() == 0, "the resolved alarm came back"
         assert op.problems == []
+
+
+class HeldAnswer:
+    """A Playwright route that lets an action reach the store and holds its answer back
+    until `release` is set (`answered`: the store has acted, the page not yet heard)."""
+
+    def __init__(self) -> None:
+        self.answered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def hold(self, route: Any) -> None:
+        response = await route.fetch()  # acknowledged in the store, answer not yet given
+        self.answered.set()
+        await self.release.wait()
+        await route.fulfill(response=response)
 
 
 async def answer_taken_in(op: Any) -> None:
