@@ -1,0 +1,114 @@
+"""paho's network I/O on the event loop (alarmhub/mqtt/on_loop.py), against a real broker.
+
+What the change must keep: messages arrive and are acknowledged with no paho network
+thread; reads wait while a batch is in hand and resume when the next is asked for;
+and a batch held longer than the keep-alive does not cost the connection, because the
+keep-alive's PINGRESP is still read while reads wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.mqtt.client import Delivery, MqttIngest
+from alarmhub.settings import parse_mqtt_url
+from tests.support.helpers import Publisher, async_wait_until
+
+
+def _ingest(broker: LocalBroker, client_id: str, keepalive: int = 30) -> MqttIngest:
+    return MqttIngest(
+        parse_mqtt_url(broker.url),
+        client_id,
+        ["onloop/#"],
+        lambda: datetime.now(UTC),
+        keepalive=keepalive,
+    )
+
+
+def _registered_for_reading(ingest: MqttIngest) -> bool:
+    loop = asyncio.get_running_loop()
+    sock = ingest._client.socket()
+    try:
+        key = loop._selector.get_key(sock)  # type: ignore[attr-defined]
+    except (KeyError, ValueError):
+        return False
+    return key.data[0] is not None  # asyncio keeps (reader, writer) handles
+
+
+async def _next(batches: AsyncIterator[list[Delivery]]) -> list[Delivery]:
+    return await asyncio.wait_for(anext(batches), 10)
+
+
+async def test_messages_arrive_with_no_network_thread_and_reads_wait_for_the_next_batch(
+    broker: LocalBroker, client_id: str
+) -> None:
+    pub = Publisher(broker.port, f"{client_id}-pub")
+    before = set(threading.enumerate())  # the publisher's own paho thread among them
+    async with _ingest(broker, client_id) as ingest:
+        assert await ingest.wait_connected(10)
+        # No thread of paho's: its loop thread is never started.
+        assert ingest._client._thread is None
+        assert not [t for t in set(threading.enumerate()) - before if "paho" in t.name.lower()]
+        batches = ingest.batches(max_batch=100, coalesce_s=0.001)
+        await asyncio.to_thread(pub.publish, "onloop/a", b"first")
+        first = await _next(batches)
+        assert [d.raw.payload for d in first] == [b"first"]
+        # While the batch is in hand the socket is not watched: arrivals wait in the kernel.
+        assert ingest._io is not None
+        assert ingest._io.paused
+        assert not _registered_for_reading(ingest)
+        await asyncio.to_thread(pub.publish, "onloop/b", b"second")
+        ingest.settle(first, ())
+        # Asking for the next batch reads what waited, with no wake-up of its own.
+        second = await _next(batches)
+        assert [d.raw.payload for d in second] == [b"second"]
+        ingest.settle(second, ())
+        # And with nothing waiting, the next ask watches the socket again.
+        waiting = asyncio.ensure_future(anext(batches))
+        assert await async_wait_until(lambda: _registered_for_reading(ingest), 5)
+        assert not ingest._io.paused
+        await asyncio.to_thread(pub.publish, "onloop/c", b"third")
+        third = await asyncio.wait_for(waiting, 10)
+        assert [d.raw.payload for d in third] == [b"third"]
+        ingest.settle(third, ())
+    pub.close()
+
+
+async def test_a_batch_held_past_the_keepalive_keeps_the_connection(
+    broker: LocalBroker, client_id: str
+) -> None:
+    """paho closes a link whose PINGRESP does not come within the keep-alive: read while
+    reads wait for the batch loop, or a commit stalled that long would cost the
+    connection (and a redelivery of everything unacknowledged)."""
+    pub = Publisher(broker.port, f"{client_id}-pub")
+    async with _ingest(broker, client_id, keepalive=1) as ingest:
+        assert await ingest.wait_connected(10)
+        batches = ingest.batches(max_batch=100, coalesce_s=0.001)
+        await asyncio.to_thread(pub.publish, "onloop/held", b"held")
+        held = await _next(batches)
+        assert ingest._io is not None
+        assert ingest._io.paused
+        # Several keep-alive periods with the batch in hand and reads paused: paho sends a
+        # PINGREQ each second and would drop the link at a second without its PINGRESP.
+        await asyncio.sleep(4.5)
+        assert ingest.connected
+        assert ingest.connections == 1
+        ingest.settle(held, ())
+    pub.close()
+
+
+async def test_close_ends_a_connection_that_was_never_made(client_id: str) -> None:
+    """No broker at all: close() ends the retrying at once instead of waiting it out."""
+    ingest = MqttIngest(
+        parse_mqtt_url("mqtt://127.0.0.1:1"), client_id, ["onloop/#"], lambda: datetime.now(UTC)
+    )
+    async with ingest:
+        assert not await ingest.wait_connected(1.0)
+        running = ingest._running
+    assert running is not None
+    assert running.done()
+    assert not running.cancelled()
