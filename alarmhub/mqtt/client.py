@@ -404,12 +404,10 @@ class MqttIngest:
     def _signal(self) -> None:
         # Appended first, then the flag read: batches() lowers the flag before it looks
         # at the queue a last time, so either it sees this message or this sees the flag.
-        if not self._signalled and self._loop is not None:
+        # On the loop (paho's reads run there, on_loop.py): a plain Event.set().
+        if not self._signalled:
             self._signalled = True
-            if self._io is not None and self._io.on_loop():
-                self._wakeup.set()
-            else:  # a test's thread playing paho's (tests/mqtt/test_wakeups.py)
-                self._loop.call_soon_threadsafe(self._wakeup.set)
+            self._wakeup.set()
 
     def _on_connect(
         self, client: Any, _userdata: Any, flags: Any, reason: Any, _props: Any

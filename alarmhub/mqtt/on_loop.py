@@ -66,6 +66,7 @@ class MqttLoopIO:
         # once a second (the keep-alive), not at each packet's arrival.
         self._reading = False
         self.paused = False
+        self._writing = False  # a writer registered: the kernel refused part of a write
         self._flush_due = False
         self._closed = asyncio.Event()  # the registered socket closed: connect again
         self._stopping = asyncio.Event()
@@ -87,7 +88,7 @@ class MqttLoopIO:
                 try:
                     # A worker thread: a TCP connect (and a TLS handshake) blocks.
                     await asyncio.to_thread(self._client.reconnect)
-                except OSError:
+                except (OSError, ValueError):  # refused, unreachable, TLS; a bad host
                     delay = self._connect_failed()
                     continue
                 self._attach()
@@ -168,7 +169,7 @@ class MqttLoopIO:
 
     def _detach(self) -> None:
         sock, self._sock = self._sock, None
-        self._reading = False
+        self._reading = self._writing = False
         if sock is not None:
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
@@ -188,8 +189,9 @@ class MqttLoopIO:
         if self._sock is None:
             return
         client.loop_write()
-        if client.want_write() and self._sock is not None:
+        if client.want_write() and self._sock is not None and not self._writing:
             self._loop.add_writer(self._sock, self._flush)
+            self._writing = True
 
     # --- paho's socket callbacks ---------------------------------------------
 
@@ -202,8 +204,10 @@ class MqttLoopIO:
         self._loop.call_soon(self._flush)
 
     def _wrote(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        if self.on_loop() and sock is self._sock:
+        # Called after every write that left nothing queued: usually no writer to remove.
+        if self._writing and sock is self._sock and self.on_loop():
             self._loop.remove_writer(sock)
+            self._writing = False
 
     def _socket_closed(self, _client: Any, _userdata: Any, sock: Any) -> None:
         # paho closes the socket right after this: unregistered first, on the loop. A

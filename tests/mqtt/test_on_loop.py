@@ -9,6 +9,7 @@ keep-alive's PINGRESP is still read while reads wait.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -98,6 +99,34 @@ async def test_a_batch_held_past_the_keepalive_keeps_the_connection(
         assert ingest.connected
         assert ingest.connections == 1
         ingest.settle(held, ())
+    pub.close()
+
+
+async def test_a_write_the_kernel_takes_in_part_is_finished_when_the_socket_drains(
+    broker: LocalBroker, client_id: str
+) -> None:
+    """Writes go out on the loop's turn; what the kernel cannot take yet waits for the
+    socket to become writable, and then goes out in order, whole. A stopped broker reads
+    nothing, so a few MiB of publishes fill both sockets' buffers."""
+    pub = Publisher(broker.port, f"{client_id}-pub")
+    pub.subscribe("onloop/out")
+    payloads = [bytes([i]) * 60_000 for i in range(80)]  # 4.8 MB against a few MiB of buffers
+    assert broker.process is not None
+    async with _ingest(broker, client_id) as ingest:
+        assert await ingest.wait_connected(10)
+        assert ingest._io is not None
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            for payload in payloads:
+                ingest.publish("onloop/out", payload, qos=0)
+            assert await async_wait_until(lambda: ingest._io is not None and ingest._io._writing)
+            assert ingest._client.want_write()  # held by paho, not dropped
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        assert await async_wait_until(lambda: len(pub.received) == len(payloads), 30)
+        assert [payload for _topic, payload in pub.received] == payloads
+        assert not ingest._io._writing
+        assert not ingest._client.want_write()
     pub.close()
 
 
