@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import ssl
 import threading
 from collections import deque
@@ -51,8 +50,8 @@ from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, payload_digest
 from alarmhub.core.model import PayloadCut, RawMessage
 from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.mqtt import packets
-from alarmhub.mqtt.on_loop import MqttLoopIO
-from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks
+from alarmhub.mqtt.on_loop import MqttLoopIO, ReadsAsTheyCome, no_delay
+from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks, use_paho_internals
 from alarmhub.settings import MqttTarget
 
 log = structlog.get_logger("alarmhub.ingest")
@@ -100,50 +99,6 @@ def _cut(topic: str, payload: bytes, now: datetime, retained: bool) -> RawMessag
     return RawMessage(topic, payload[:DEAD_LETTER_KEPT_BYTES], now, cut=cut, retained=retained)
 
 
-def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
-    """Send alarmhub's PUBACKs and receipts at once: TCP_NODELAY on the broker connection.
-
-    paho leaves Nagle's algorithm on. alarmhub already writes each batch's PUBACKs
-    and receipts as one buffer; Nagle could hold that buffer back while the previous
-    one is unacknowledged, and the broker's kernel delays its ACK when it has nothing
-    to send. (The broker's side: docs/performance.md, "eleventh part".)
-    """
-    if isinstance(sock, socket.socket):  # not a websocket wrapper; TLS sockets are sockets
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _paho_internals(*, wanted: bool) -> bool:
-    """Whether to use paho's internals (warned once when wanted and missing).
-
-    Four uses, all for the hot path and all optional: our own PUBACK/PUBLISH buffer
-    goes on paho's internal queue, paho's per-message topic-callback walk is skipped,
-    its reads are buffered and whole PUBLISH packets in the buffer are read in one
-    pass (alarmhub/mqtt/paho_fast.py). Without them (the setting
-    `mqtt_paho_internals`, or a paho without these attributes) paho's public API does
-    all four. pyproject.toml bounds paho to the releases tested with both.
-    """
-    available = hasattr(paho, "time_func") and all(
-        hasattr(paho.Client, name)
-        for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read")
-    )
-    if wanted and not available:
-        log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
-    return wanted and available
-
-
-class _ReadsAsTheyCome:
-    """No pause: paho's public path, or no network driver (tests/mqtt/test_wakeups.py)."""
-
-    def pause(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
-
-    def read_now(self) -> None:
-        pass
-
-
 class MqttIngest:
     def __init__(
         self,
@@ -175,7 +130,7 @@ class MqttIngest:
         # over, which `on_connection_change` (at SUBACK) is not (daemon/backlog.py).
         self._on_link = on_link
         self._keepalive = keepalive
-        self._internals = _paho_internals(wanted=paho_internals)
+        self._internals = use_paho_internals(wanted=paho_internals)
         self._pending: deque[Delivery] = deque()
         # Lowered by batches() only while it waits for a message: the next one wakes it.
         self._signalled = False
@@ -213,7 +168,7 @@ class MqttIngest:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._client.on_socket_open = _no_delay
+        self._client.on_socket_open = no_delay
 
     def _fast_path(self) -> None:
         """paho's topic-callback walk skipped, whole PUBLISH packets read in bulk."""
@@ -321,7 +276,7 @@ class MqttIngest:
             if batch:
                 yield batch
 
-    def _pausable(self) -> MqttLoopIO | _ReadsAsTheyCome:
+    def _pausable(self) -> MqttLoopIO | ReadsAsTheyCome:
         """The network driver, when its reads may wait for the batch loop (on_loop.pause).
 
         Only with the buffered client: paho's own loop_read reads one packet per call,
@@ -329,7 +284,7 @@ class MqttIngest:
         """
         if self._io is not None and isinstance(self._client, BufferedReadClient):
             return self._io
-        return _ReadsAsTheyCome()
+        return ReadsAsTheyCome()
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Acknowledge committed deliveries that came on the current connection."""

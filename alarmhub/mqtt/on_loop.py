@@ -25,6 +25,7 @@ socket to close, asks the caller for the delay and connects again.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -220,3 +221,28 @@ class MqttLoopIO:
 def _pending(sock: Any) -> bool:
     pending = getattr(sock, "pending", None)  # ssl.SSLSocket's; a plain socket has none
     return pending is not None and bool(pending())
+
+
+def no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
+    """Send alarmhub's PUBACKs and receipts at once: TCP_NODELAY on the broker connection.
+
+    paho leaves Nagle's algorithm on. alarmhub already writes each batch's PUBACKs
+    and receipts as one buffer; Nagle could hold that buffer back while the previous
+    one is unacknowledged, and the broker's kernel delays its ACK when it has nothing
+    to send. (The broker's side: docs/performance.md, "eleventh part".)
+    """
+    if isinstance(sock, socket.socket):  # not a websocket wrapper; TLS sockets are sockets
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class ReadsAsTheyCome:
+    """No pause: paho's public path, or no network driver (tests/mqtt/test_wakeups.py)."""
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def read_now(self) -> None:
+        pass

@@ -207,20 +207,34 @@ def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills
     log = tmp_path / "daemon.log"
     items, presses, bad = mixed_burst(n, devices)
     rng = random.Random(n * 31 + kills)
-    # Kill points: committed-message counts spread over the burst, each with a random delay.
-    marks = sorted(rng.sample(range(n // 50, n * 9 // 10), kills))
+    # The burst in kills + 1 parts, part k published once life k+1 is up: at each kill a
+    # part is still unpublished, so no life can have drained the whole burst before its
+    # kill, however fast the daemon (with the whole burst queued at the broker, one life
+    # once drained the rest before the test looked).
+    size = -(-n // (kills + 1))
+    parts = [items[i : i + size] for i in range(0, n, size)]
     committed_at_kill: list[int] = []
     daemon = spawn_daemon(env, log)
     pub = Publisher(broker.port, f"{client_id}-pub")
     started = time.monotonic()
+    sender: threading.Thread | None = None
+
+    def send(part: list[tuple[str, bytes]]) -> threading.Thread:
+        if sender is not None:
+            sender.join(60)
+            assert not sender.is_alive()
+        thread = threading.Thread(target=pub.publish_many, args=(part,), daemon=True)
+        thread.start()
+        return thread
+
     try:
         assert wait_until(lambda: b"mqtt.connected" in log.read_bytes(), 15), log.read_text()
-        sender = threading.Thread(target=pub.publish_many, args=(items,), daemon=True)
-        sender.start()
-        for life, mark in enumerate(marks, start=1):
-            # Each life must be up (and the mark ahead of what it found) before it is killed.
+        for life, part in enumerate(parts[:kills], start=1):
+            # Each life must be up before it gets its part, and be killed with the part
+            # half-way: at least 50 of it committed, then a random delay.
             assert wait_until(lambda k=life: event_names(log).count("mqtt.connected") >= k, 30)  # type: ignore[misc]
-            target = max(mark, db_count(db, INBOX) + 50)
+            target = db_count(db, INBOX) + 50
+            sender = send(part)
             assert wait_until(lambda m=target: db_count(db, INBOX) >= m, 60), (  # type: ignore[misc]
                 target,
                 db_count(db, INBOX),
@@ -230,6 +244,7 @@ def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills
             daemon.wait(10)
             committed_at_kill.append(db_count(db, INBOX))
             daemon = spawn_daemon(env, log)
+        sender = send([m for part in parts[kills:] for m in part])
         sender.join(60)
         assert not sender.is_alive()
         assert wait_until(lambda: db_count(db, INBOX) >= n, 120), db_count(db, INBOX)
