@@ -50,7 +50,7 @@ from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, payload_digest
 from alarmhub.core.model import PayloadCut, RawMessage
 from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.mqtt import packets
-from alarmhub.mqtt.on_loop import MqttLoopIO, ReadsAsTheyCome, no_delay
+from alarmhub.mqtt.on_loop import MqttLoopIO, no_delay
 from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks, use_paho_internals
 from alarmhub.settings import MqttTarget
 
@@ -251,12 +251,9 @@ class MqttIngest:
         coalescing or being committed is taken with the next batch without a wake-up
         of its own.
         """
-        pending, io = self._pending, self._pausable()
+        pending = self._pending
         while not self._closing:
             if not pending:
-                io.read_now()  # what came while the last batch committed: no wake-up of its own
-            if not pending:
-                io.resume()
                 self._wakeup.clear()
                 # Asks _on_message for a wake-up. Checked again after: a message appended
                 # before the flag fell found it raised and sent none.
@@ -266,25 +263,13 @@ class MqttIngest:
                 self._signalled = True
                 if not pending:  # a wake-up sent for a message an earlier batch took
                     continue
-                io.pause()  # read again when this batch is taken and when the next starts
                 if coalesce_s > 0 and len(pending) < max_batch:
                     await asyncio.sleep(coalesce_s)
-                    io.read_now()
             batch: list[Delivery] = []
             while pending and len(batch) < max_batch:
                 batch.append(pending.popleft())
             if batch:
                 yield batch
-
-    def _pausable(self) -> MqttLoopIO | ReadsAsTheyCome:
-        """The network driver, when its reads may wait for the batch loop (on_loop.pause).
-
-        Only with the buffered client: paho's own loop_read reads one packet per call,
-        so its public path keeps reading at each arrival.
-        """
-        if self._io is not None and isinstance(self._client, BufferedReadClient):
-            return self._io
-        return ReadsAsTheyCome()
 
     def ack(self, deliveries: Sequence[Delivery]) -> int:
         """Acknowledge committed deliveries that came on the current connection."""

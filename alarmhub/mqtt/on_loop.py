@@ -1,12 +1,12 @@
 """paho's network I/O on the asyncio loop: reads, writes and keep-alive, no network thread.
 
-paho's own network thread (`loop_start`) costs the hot path a thread wake-up and a
-hand-over of the GIL for each packet or burst it reads, a wake-up of the loop (a
-write to its self-pipe) for each burst it hands over, and one more thread wake-up
-(a byte on paho's socket pair) for each buffer of acks the loop queues
-(docs/performance.md, "twelfth part"). paho supports an external event loop through
-its socket callbacks and `loop_read`/`loop_write`/`loop_misc`; this module drives
-them from asyncio:
+paho's own network thread (`loop_start`) costs each burst it reads a thread wake-up
+and a hand-over of the GIL, and a wake-up of the loop (a write to its self-pipe) to
+hand the messages over; each buffer of acks the loop queues costs a byte on paho's
+socket pair and one more wake-up of that thread to write it. paho supports an
+external event loop through its socket callbacks and `loop_read`/`loop_write`/
+`loop_misc`; this module drives them from asyncio (docs/performance.md, "twelfth
+part", has what it changed):
 
 - the socket's reads run as an asyncio reader callback on the loop;
 - writes queued on the loop (acks, receipts, publishes, SUBSCRIBE) are written once
@@ -20,6 +20,11 @@ them from asyncio:
 
 paho's reconnect loop is not used either: `MqttLoopIO.run` connects, waits for the
 socket to close, asks the caller for the delay and connects again.
+
+What this asks of the rest of the daemon: nothing on the loop may block it for long
+(a PINGREQ not answered within 1.5 x the keep-alive, 45 s by default, costs the
+connection), and nothing may wait for a PUBACK by blocking (`wait_for_publish()`):
+the loop it would block is the one that reads the PUBACK.
 """
 
 from __future__ import annotations
@@ -63,10 +68,6 @@ class MqttLoopIO:
         self._connect_failed = connect_failed
         self._retry_delay = retry_delay
         self._sock: Any = None  # the socket registered with the loop, if any
-        # Whether the reader is registered; `paused` reads only when asked (read_now) or
-        # once a second (the keep-alive), not at each packet's arrival.
-        self._reading = False
-        self.paused = False
         self._writing = False  # a writer registered: the kernel refused part of a write
         self._flush_due = False
         self._closed = asyncio.Event()  # the registered socket closed: connect again
@@ -124,35 +125,9 @@ class MqttLoopIO:
             return False
         return True
 
-    def pause(self) -> None:
-        """Leave what arrives in the kernel until `read_now` or `resume`.
-
-        While a batch coalesces or commits, each arrival would wake the loop for a read
-        whose messages wait for the next batch anyway: read at that batch's start, the
-        same messages cost no wake-up of their own (docs/performance.md, twelfth part).
-        """
-        self.paused = True
-        if self._reading:
-            self._loop.remove_reader(self._sock)
-            self._reading = False
-
-    def resume(self) -> None:
-        """Read each arrival as it comes again (the caller waits for a message)."""
-        self.paused = False
-        if not self._reading and self._sock is not None:
-            self._loop.add_reader(self._sock, self._read)
-            self._reading = True
-
-    def read_now(self) -> None:
-        """Read whatever the kernel holds, without waiting."""
-        if self._sock is not None:
-            self._read()
-
     async def _misc(self) -> None:
         while True:
             await asyncio.sleep(MISC_INTERVAL_S)
-            if self._sock is not None and not self._reading:
-                self._read()  # paused through a long commit: PINGRESP and CONNACK still come
             if self._sock is not None:
                 self._client.loop_misc()  # keep-alive PINGREQ, or the link declared dead
 
@@ -164,13 +139,12 @@ class MqttLoopIO:
         if self._stopping.is_set():
             self._client.disconnect()
         self._sock = sock
-        self._loop.add_reader(sock, self._read)  # a new connection's CONNACK is read at once
-        self._reading = True
+        self._loop.add_reader(sock, self._read)
         self._flush()  # the CONNECT that reconnect() queued
 
     def _detach(self) -> None:
         sock, self._sock = self._sock, None
-        self._reading = self._writing = False
+        self._writing = False
         if sock is not None:
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
@@ -233,16 +207,3 @@ def no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
     """
     if isinstance(sock, socket.socket):  # not a websocket wrapper; TLS sockets are sockets
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class ReadsAsTheyCome:
-    """No pause: paho's public path, or no network driver (tests/mqtt/test_wakeups.py)."""
-
-    def pause(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
-
-    def read_now(self) -> None:
-        pass
