@@ -36,9 +36,6 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-import structlog
-
-log = structlog.get_logger("alarmhub.ingest")
 
 MISC_INTERVAL_S = 1.0  # paho's own loop runs loop_misc once per second
 
