@@ -230,8 +230,8 @@ def kill_loop(tmp_path: Path, broker: LocalBroker, client_id: str, n: int, kills
     try:
         assert wait_until(lambda: b"mqtt.connected" in log.read_bytes(), 15), log.read_text()
         for life, part in enumerate(parts[:kills], start=1):
-            # Each life must be up before it gets its part, and be killed with the part
-            # half-way: at least 50 of it committed, then a random delay.
+            # Each life must be up before it gets its part, and is killed while taking it:
+            # at least 50 of it committed, then a random delay.
             assert wait_until(lambda k=life: event_names(log).count("mqtt.connected") >= k, 30)  # type: ignore[misc]
             target = db_count(db, INBOX) + 50
             sender = send(part)
