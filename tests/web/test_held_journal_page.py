@@ -103,8 +103,12 @@ async def _raise(pub: Publisher, db: Path, device: str, etype: str) -> str:
 
 
 async def _hold(hub: AlarmHub, pub: Publisher, db: Path, journal: JournalServer) -> list[str]:
-    """Both devices' alarms answered with the journal down, r-17 given Ola's number,
-    the journal back: both notes held, nothing posted. The alarms' ids."""
+    """Both devices' alarms answered with the journal down, r-17 given Ola's number:
+    both notes held; the journal back: nothing posted. The alarms' ids.
+
+    The notes are held before the journal comes back. An attempt that read Kari's
+    number just before the change and connected just after the journal was back sent
+    Kari's note to Kari's journal (CI on c821183): right, but not this test's case."""
     kari, ola = parse_national_id(KARI), parse_national_id(OLA)
     assert isinstance(kari, NationalId)
     assert isinstance(ola, NationalId)
@@ -118,9 +122,9 @@ async def _hold(hub: AlarmHub, pub: Publisher, db: Path, journal: JournalServer)
     waiting = "SELECT count(*) FROM journal_exports WHERE last_error IS NOT NULL"
     assert await async_wait_until(lambda: db_rows(db, waiting) == [(2,)], 15)
     await hub.residents.set_national_id("0301", "r-17", ola, "anne", [])  # r-17 given on
-    await journal.start()
     held = "SELECT count(*) FROM journal_exports WHERE state = 'held'"
     assert await async_wait_until(lambda: db_rows(db, held) == [(2,)], 15)
+    await journal.start()
     assert journal.posts == []
     return alarms
 
