@@ -910,7 +910,11 @@ def test_sigterm_under_load_commits_the_batch_in_flight_and_exits_0(
     daemon = spawn_daemon(env, log)
     pub = Publisher(broker.port, f"{client_id}-pub")
     try:
-        assert wait_until(lambda: b"alarmhub.started" in log.read_bytes(), 20), log.read_text()
+        # Subscribed (SUBACK), not only started: a new session matches nothing before
+        # it, and the broker drops what is published then (client.py, _on_connect). The
+        # "stall" of mqtt-on-loop's CI run was that: the burst's first messages, never
+        # delivered (two of five runs with a core kept busy: the first 63 and 695).
+        assert wait_until(lambda: b"mqtt.connected" in log.read_bytes(), 20), log.read_text()
         sender = threading.Thread(target=pub.publish_many, args=(items,), daemon=True)
         sender.start()
         assert wait_until(lambda: db_count(db, INBOX) >= n // 4, 30)
