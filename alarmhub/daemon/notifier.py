@@ -205,7 +205,7 @@ class Notifier:
         # whole timeout (5 s at every stop, seen as each test module's last teardown).
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
-                while not info.is_published():  # noqa: ASYNC110  paho sets it as the loop reads the PUBACK
+                while not info.is_published():  # noqa: ASYNC110  paho sets it on its thread
                     await asyncio.sleep(PUBACK_POLL_S)
         except TimeoutError:
             raise TimeoutError("the broker did not confirm the notification in time") from None

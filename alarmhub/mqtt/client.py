@@ -3,15 +3,14 @@
 aiomqtt 2.x acknowledges each QoS 1 message as soon as it is queued, before
 alarmhub has stored it, and offers no public way to defer that (upstream issue
 #345); a crash between the two would lose the alarm. So ingest drops one level,
-to paho-mqtt (which aiomqtt wraps), with `manual_ack_set(True)` set *before*
-connecting (set after, the messages queued while offline are auto-acked during
-connect). paho's network I/O runs on the event loop itself (alarmhub/mqtt/on_loop.py
-says why: no network thread), messages are handed to the ingest in batches, and
-:meth:`MqttIngest.settle` sends the batch's PUBACKs (and its QoS 0 receipts) after
-the batch committed, as one buffer that alarmhub encodes itself
-(alarmhub/mqtt/packets.py says why). paho's packet handling also costs less per
-message than aiomqtt's (see docs/performance.md), which matters on the hottest path
-alarmhub has.
+to paho-mqtt (which aiomqtt wraps): paho's own network thread receives with
+`manual_ack_set(True)` set *before* connecting (set after, the messages queued
+while offline are auto-acked during connect), hands messages to the event loop
+in batches, and :meth:`MqttIngest.settle` sends the batch's PUBACKs (and its
+QoS 0 receipts) after the batch committed, as one buffer that alarmhub encodes
+itself (alarmhub/mqtt/packets.py says why). paho's network loop also
+costs less per message than aiomqtt's (see docs/performance.md), which matters
+on the hottest path alarmhub has.
 
 Rules this module keeps (see NOTES.md, "ack after commit"):
 - a persistent session: stable client id, MQTT 3.1.1 `clean_session=False`;
@@ -32,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import ssl
 import threading
 from collections import deque
@@ -50,22 +50,17 @@ from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, payload_digest
 from alarmhub.core.model import PayloadCut, RawMessage
 from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.mqtt import packets
-from alarmhub.mqtt.on_loop import MqttLoopIO, no_delay
-from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks, use_paho_internals
+from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks
 from alarmhub.settings import MqttTarget
 
 log = structlog.get_logger("alarmhub.ingest")
-
-# How long close() waits for DISCONNECT to be written, or for a connect in progress to
-# end (paho's connect timeout is 5 s), before it abandons the network task.
-CLOSE_WITHIN_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A message as received, with what acknowledging it needs.
 
-    It carries the core's RawMessage itself, built once as paho reads it, so the
+    It carries the core's RawMessage itself, built once on paho's thread, so the
     hot path does not copy every message into a second object.
     """
 
@@ -91,12 +86,43 @@ def _cut(topic: str, payload: bytes, now: datetime, retained: bool) -> RawMessag
     """An oversized message as its first bytes, with the size and hashes of the whole.
 
     It can only become a dead letter, stored as exactly this (issue 13 item 1).
-    Cut here, as paho reads it, the whole payload is released when this callback
+    Cut here, on paho's thread, the whole payload is released when this callback
     returns instead of waiting in the batch until its commit: with the broker's
     in-flight window of 1,000 and max_packet_size of 1 MiB that was up to 1 GB.
     """
     cut = PayloadCut(len(payload), payload_digest(payload), rejected_fingerprint(topic, payload))
     return RawMessage(topic, payload[:DEAD_LETTER_KEPT_BYTES], now, cut=cut, retained=retained)
+
+
+def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
+    """Send alarmhub's PUBACKs and receipts at once: TCP_NODELAY on the broker connection.
+
+    paho leaves Nagle's algorithm on. alarmhub already writes each batch's PUBACKs
+    and receipts as one buffer; Nagle could hold that buffer back while the previous
+    one is unacknowledged, and the broker's kernel delays its ACK when it has nothing
+    to send. (The broker's side: docs/performance.md, "eleventh part".)
+    """
+    if isinstance(sock, socket.socket):  # not a websocket wrapper; TLS sockets are sockets
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _paho_internals(*, wanted: bool) -> bool:
+    """Whether to use paho's internals (warned once when wanted and missing).
+
+    Four uses, all for the hot path and all optional: our own PUBACK/PUBLISH buffer
+    goes on paho's internal queue, paho's per-message topic-callback walk is skipped,
+    its reads are buffered and whole PUBLISH packets in the buffer are read in one
+    pass (alarmhub/mqtt/paho_fast.py). Without them (the setting
+    `mqtt_paho_internals`, or a paho without these attributes) paho's public API does
+    all four. pyproject.toml bounds paho to the releases tested with both.
+    """
+    available = hasattr(paho, "time_func") and all(
+        hasattr(paho.Client, name)
+        for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read")
+    )
+    if wanted and not available:
+        log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
+    return wanted and available
 
 
 class MqttIngest:
@@ -117,7 +143,7 @@ class MqttIngest:
         self._targets = (target,) if isinstance(target, MqttTarget) else tuple(target)
         if not self._targets:
             raise ValueError("no broker to connect to")
-        self._index = 0  # the broker connected to, or being tried
+        self._index = 0  # the broker connected to, or being tried: only paho's thread moves it
         # A payload above this can only be a dead letter: cut on arrival (_cut).
         self._max_payload = max_payload_bytes
         self._subscriptions = list(subscriptions)
@@ -130,15 +156,12 @@ class MqttIngest:
         # over, which `on_connection_change` (at SUBACK) is not (daemon/backlog.py).
         self._on_link = on_link
         self._keepalive = keepalive
-        self._internals = use_paho_internals(wanted=paho_internals)
+        self._internals = _paho_internals(wanted=paho_internals)
         self._pending: deque[Delivery] = deque()
         # Lowered by batches() only while it waits for a message: the next one wakes it.
         self._signalled = False
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._io: MqttLoopIO | None = None
-        self._running: asyncio.Task[None] | None = None
-        self._next_delay = 0.0  # before the next connect: set at each failure (_schedule_retry)
         self._generation = 0
         self._failures = 0  # failed connects and lost connections since the last CONNACK
         self._lock = threading.Lock()
@@ -154,7 +177,6 @@ class MqttIngest:
             client_id=client_id,
             clean_session=False,
             protocol=paho.MQTTv311,
-            reconnect_on_failure=False,  # on_loop.py reconnects, not paho's loop
         )
         # Must precede connect(): otherwise messages queued while we were offline are
         # acknowledged by paho during the connect handshake, before we stored them.
@@ -166,9 +188,12 @@ class MqttIngest:
             self._client.tls_set_context(ssl.create_default_context())
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._client.on_socket_open = no_delay
+        self._client.on_socket_open = _no_delay
+        # paho annotates the delays as int but sleeps on floats: sub-second jitter works.
+        self._client.reconnect_delay_set(self._backoff.minimum, self._backoff.minimum)  # type: ignore[arg-type]
 
     def _fast_path(self) -> None:
         """paho's topic-callback walk skipped, whole PUBLISH packets read in bulk."""
@@ -184,13 +209,7 @@ class MqttIngest:
         self._loop = asyncio.get_running_loop()
         first = self._targets[0]
         self._client.connect_async(first.host, first.port, self._keepalive)
-        self._io = MqttLoopIO(
-            self._client,
-            self._loop,
-            connect_failed=self._on_connect_fail,
-            retry_delay=lambda: self._next_delay,
-        )
-        self._running = asyncio.create_task(self._io.run(), name="mqtt-network")
+        self._client.loop_start()
         log.info(
             "mqtt.connecting",
             url=first.shown,  # the password redacted (issue 13 item 10)
@@ -212,12 +231,8 @@ class MqttIngest:
 
     async def close(self) -> None:
         self._closing = True
-        if self._io is not None and self._running is not None:
-            self._io.stop()
-            # DISCONNECT written, or a connect in progress ended (paho's connect timeout).
-            done, _ = await asyncio.wait({self._running}, timeout=CLOSE_WITHIN_S)
-            if not done:
-                self._running.cancel()
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
         self._set_connected(connected=False)
 
     @property
@@ -246,10 +261,10 @@ class MqttIngest:
         that one commit (one fsync) serves many messages; an alarm waits at most
         that long for its batch.
 
-        A read wakes this generator only for a message that finds it waiting here
-        for one, not once per batch besides: a message that arrives while a batch is
-        coalescing or being committed is taken with the next batch without a wake-up
-        of its own.
+        paho's thread wakes the loop (a write to its self-pipe, a turn of the loop)
+        only for a message that finds the loop waiting here for one, not once per
+        batch besides: a message that arrives while a batch is coalescing or being
+        committed is taken with the next batch without a wake-up of its own.
         """
         pending = self._pending
         while not self._closing:
@@ -305,17 +320,14 @@ class MqttIngest:
         return len(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Queue a publish on the ingest connection: written on the loop's next turn."""
+        """Queue a publish on the ingest connection (paho is thread-safe for this)."""
         self._client.publish(topic, payload, qos=qos)
 
     def publish_tracked(self, topic: str, payload: bytes, qos: int = 1) -> paho.MQTTMessageInfo:
-        """Publish and return paho's handle, whose is_published() tells of the PUBACK.
-
-        Poll it (daemon/notifier.py): its wait_for_publish() would block the loop that
-        reads that PUBACK."""
+        """Publish and return paho's handle, whose wait_for_publish() waits for the PUBACK."""
         return self._client.publish(topic, payload, qos=qos)
 
-    # --- paho's callbacks, on the loop (as paho reads or writes) ------------
+    # --- paho's network thread ---------------------------------------------
 
     def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:
         self._pending.append(
@@ -344,10 +356,9 @@ class MqttIngest:
     def _signal(self) -> None:
         # Appended first, then the flag read: batches() lowers the flag before it looks
         # at the queue a last time, so either it sees this message or this sees the flag.
-        # On the loop (paho's reads run there, on_loop.py): a plain Event.set().
-        if not self._signalled:
+        if not self._signalled and self._loop is not None:
             self._signalled = True
-            self._wakeup.set()
+            self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def _on_connect(
         self, client: Any, _userdata: Any, flags: Any, reason: Any, _props: Any
@@ -391,7 +402,8 @@ class MqttIngest:
             url=self.broker.shown,  # which one of the list, the password redacted
         )
         self._set_connected(connected=True)
-        self._soon(self._first_connect.set)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._first_connect.set)
 
     def _on_disconnect(
         self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any
@@ -404,17 +416,16 @@ class MqttIngest:
             log.warning("mqtt.disconnected", reason=str(reason), url=self.broker.shown)
             self._schedule_retry()
 
-    def _on_connect_fail(self) -> float:
-        """A connect that raised (refused, unreachable, TLS): the delay before the next."""
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
         target = self.broker
         log.warning("mqtt.connect_failed", host=target.host, port=target.port, url=target.shown)
-        return self._schedule_retry()
+        self._schedule_retry()
 
-    def _schedule_retry(self) -> float:
+    def _schedule_retry(self) -> None:
         """Move to the next broker; back off only once a whole round of them failed.
 
-        Runs between a failure and the next reconnect() (on_loop.py), which connects to
-        whatever host and port the client holds then, after the delay returned.
+        Runs on paho's thread, between a failure and paho's next reconnect(), which
+        connects to whatever host and port the client holds then.
         """
         with self._lock:
             self._failures += 1
@@ -424,12 +435,12 @@ class MqttIngest:
             if len(self._targets) > 1:
                 self._index = (self._index + 1) % len(self._targets)
                 self._switch(self._targets[self._index])
-        self._next_delay = delay
-        return delay
+        # paho sleeps `min_delay` before its next attempt when the delay was just reset.
+        self._client.reconnect_delay_set(delay, max(delay, self._backoff.maximum))  # type: ignore[arg-type]
 
     def _switch(self, target: MqttTarget) -> None:
         # connect_async only records where to connect (paho's public way to change the
-        # host of a closed connection); on_loop.py makes the attempt after the delay.
+        # host of a closed connection); paho's loop makes the attempt after the delay.
         # Same client id, clean_session=False: a cluster resumes the session on any node.
         self._credentials(target)
         self._client.connect_async(target.host, target.port, self._keepalive)
@@ -441,22 +452,13 @@ class MqttIngest:
             self._client.username_pw_set(None)
 
     def _tell_link(self, *, up: bool, session_present: bool) -> None:
-        if self._on_link is not None:
-            self._soon(self._on_link, up, session_present)
+        loop = self._loop
+        if self._on_link is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_link, up, session_present)
 
     def _set_connected(self, *, connected: bool) -> None:
         if connected == self.connected:
             return
         self.connected = connected
-        if self._on_change is not None:
-            self._soon(self._on_change, connected, self.connections)
-
-    def _soon(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run `fn` on the loop's next turn: after paho's current read, as before."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        if self._io is not None and self._io.on_loop():
-            loop.call_soon(fn, *args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
+        if self._on_change is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_change, connected, self.connections)

@@ -13,14 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as paho
-import structlog
-from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 
 from alarmhub.mqtt import packets
-
-log = structlog.get_logger("alarmhub.ingest")
 
 
 class NoTopicCallbacks(MQTTMatcher):
@@ -144,22 +140,3 @@ class BufferedReadClient(paho.Client):
     def _sock_close(self) -> None:
         self._rbuf, self._rpos = b"", 0
         super()._sock_close()
-
-
-def use_paho_internals(*, wanted: bool) -> bool:
-    """Whether to use paho's internals (warned once when wanted and missing).
-
-    Four uses, all for the hot path and all optional: our own PUBACK/PUBLISH buffer
-    goes on paho's internal queue, paho's per-message topic-callback walk is skipped,
-    its reads are buffered and whole PUBLISH packets in the buffer are read in one
-    pass (alarmhub/mqtt/paho_fast.py). Without them (the setting
-    `mqtt_paho_internals`, or a paho without these attributes) paho's public API does
-    all four. pyproject.toml bounds paho to the releases tested with both.
-    """
-    available = hasattr(paho, "time_func") and all(
-        hasattr(paho.Client, name)
-        for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read")
-    )
-    if wanted and not available:
-        log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
-    return wanted and available

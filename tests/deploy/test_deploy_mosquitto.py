@@ -497,19 +497,17 @@ def test_alarms_queued_for_offline_alarmhub_survive_a_broker_crash(
 
 
 @pytest.mark.parametrize("internals", [True, False], ids=["buffered", "paho"])
-async def test_alarmhubs_own_client_takes_a_backlog_over_tls_on_its_event_loop(
+async def test_alarmhubs_own_client_takes_a_backlog_over_tls(
     broker: Broker, monkeypatch: pytest.MonkeyPatch, internals: bool
 ) -> None:
-    """alarmhub's ingest (paho read by the event loop, alarmhub/mqtt/on_loop.py) against
-    the production broker settings, TLS only, on both read paths: a backlog queued while
-    it was away arrives right behind the CONNACK; every message arrives, once, in order,
-    and each batch is acknowledged on the connection it came on.
+    """alarmhub's own ingest against the production broker settings, TLS only, on both
+    read paths: a backlog queued while it was away arrives right behind the CONNACK;
+    every message arrives, once, in order, and each batch is acknowledged on the
+    connection it came on. (Until this test, nothing connected alarmhub itself over TLS.)
 
-    Not shown by this test: that on_loop's loop over bytes left decrypted inside the SSL
-    object (`_pending`) is needed; both paths passed with it taken out. Not asserted: that
-    a third connection finds nothing queued. With this broker's settings it gets part of
-    the backlog again when the second closes right after its last acks, with paho's own
-    thread as well (docs/reliability.md, seventh session).
+    Not asserted: that a third connection finds nothing queued. With this broker's
+    settings it gets part of the backlog again when the second closes right after its
+    last acks (docs/reliability.md, seventh session).
     """
     from alarmhub.mqtt.client import MqttIngest  # noqa: PLC0415 - only this test needs it
     from alarmhub.settings import parse_mqtt_url  # noqa: PLC0415

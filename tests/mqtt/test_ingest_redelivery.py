@@ -60,12 +60,9 @@ CONSUMER = textwrap.dedent(
         # A fence: settle() queued the PUBACKs and receipts on paho's outgoing queue, which
         # is written in order on one connection, so once the broker has acknowledged a QoS 1
         # publish queued after them, it has every one of them. (A fixed sleep here left
-        # them unwritten on a busy machine.) The wait has a ceiling against a hang; it
-        # polls, because the loop it would block is the one that reads the PUBACK.
+        # them unwritten on a busy machine.) The wait has a ceiling against a hang.
         fence = ingest.publish_tracked("redelivery-fence/x", b"fence", qos=1)
-        deadline = time.monotonic() + 10
-        while not fence.is_published() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        fence.wait_for_publish(10)
         if not fence.is_published():
             sys.exit("the broker did not acknowledge the fence within 10 s")
         print(" ".join(d.raw.payload.decode() for d in got), flush=True)
