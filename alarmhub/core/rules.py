@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from alarmhub.core.device_time import device_clock
@@ -211,7 +212,7 @@ class RuleSet:
     def heartbeat_interval(self, device: Device) -> timedelta | None:
         """The device's own interval, else its kind's default; None: not supervised."""
         if device.heartbeat_interval_s:
-            return timedelta(seconds=device.heartbeat_interval_s)
+            return _seconds(device.heartbeat_interval_s)
         return self.heartbeat_defaults.get(device.kind)
 
     def max_flap_window(self) -> timedelta:
@@ -276,3 +277,9 @@ def parse_hhmm(text: str) -> time:
 
 def local_time(ts: datetime, tz: ZoneInfo) -> time:
     return ts.astimezone(tz).time()
+
+
+@lru_cache(maxsize=256)
+def _seconds(seconds: int) -> timedelta:
+    """One timedelta per distinct interval: asked once per device at start-up (1 M)."""
+    return timedelta(seconds=seconds)

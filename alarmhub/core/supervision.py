@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -193,6 +194,53 @@ class Supervisor:
             if deadline < self._queued[slot]:  # moved earlier: the live entry is too late
                 self._push(slot, deadline)
                 self._maybe_compact()
+
+    def watch_many(
+        self,
+        devices: Iterable[tuple[str, timedelta, datetime | None, bool]],
+        misses: int,
+        now: datetime,
+    ) -> None:
+        """:meth:`watch` for many devices, each `(device_id, interval, last_heard, silent)`.
+
+        The start-up's registry (a million devices): the same state as a watch() per
+        device, with the checks and the limit's arithmetic done once per distinct
+        interval, `now` converted once, and the heap built once (heapify is O(n); a
+        push per device is O(log n) each). A device already watched goes through
+        watch(), which keeps its silence.
+        """
+        if misses < 1:
+            raise ValueError("misses must be at least 1")
+        t = _to_us(now)
+        # Per distinct interval: the limit, the interval, and the earliest deadline after
+        # the last restart (_deadline's `back`: the floor does not move during this call).
+        limits: dict[timedelta, tuple[int, int, int]] = {}
+        entries: list[int] = []
+        for device_id, interval, last_heard, silent in devices:
+            if device_id in self._slot:
+                self.watch(device_id, interval, misses, now, last_heard=last_heard, silent=silent)
+                continue
+            known = limits.get(interval)
+            if known is None:
+                if interval <= timedelta(0):
+                    raise ValueError("interval must be positive")
+                every = interval // _US
+                back = self._floor + min(self._grace_us, every)
+                known = limits[interval] = ((interval * misses) // _US, every, back)
+            limit, every, back = known
+            slot = self._allocate(device_id)
+            last = t if last_heard is None else min(t, _to_us(last_heard))
+            self._last[slot], self._limit[slot], self._interval[slot] = last, limit, every
+            self._rearm[slot] = _NO_FLOOR
+            if silent:
+                self._state[slot] = _REPORTED  # no live heap entry until heard again
+                continue
+            # _deadline(slot) with no re-arm floor, as a new slot has.
+            deadline = self._queued[slot] = max(last + limit, back)
+            entries.append((deadline << _SLOT_BITS) | slot)
+        if entries:
+            self._heap.extend(entries)
+            heapq.heapify(self._heap)
 
     def heard(self, device_id: str, now: datetime) -> Heard:
         """Record a sign of life. O(1): an array write; the heap is touched only on recovery."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -145,13 +145,26 @@ class Supervision:
     def _watch_many(
         self, devices: Iterable[Device], now: datetime, heard: Mapping[str, datetime]
     ) -> None:
+        """watch() for each device, their heartbeats in one Supervisor.watch_many: the
+        start-up's registry (1 M devices) in one pass, without a list of them all."""
         wall = self._clock.now()
-        misses = self._state.rules.offline_after_misses
+        rules = self._state.rules
         unsupervised = 0
-        for d in devices:
-            self.watch(d, now, wall, misses, last_heard=heard.get(d.id), warn=False)
-            if d.active and self._state.rules.heartbeat_interval(d) is None:
-                unsupervised += 1
+
+        def beats() -> Iterator[tuple[str, timedelta, datetime | None, bool]]:
+            nonlocal unsupervised
+            for d in devices:
+                last_heard = heard.get(d.id)
+                interval = rules.heartbeat_interval(d)
+                if d.active and interval is not None:
+                    silent = self._open_alarm(d, EventType.DEVICE_SILENT) is not None
+                    yield d.id, interval, last_heard, silent
+                else:
+                    self.heartbeats.unwatch(d.id)
+                    unsupervised += d.active
+                self._watch_others(d, now, wall, last_heard)
+
+        self.heartbeats.watch_many(beats(), rules.offline_after_misses, now)
         if unsupervised:
             log.warning(
                 "supervision.unsupervised_devices",
@@ -180,6 +193,12 @@ class Supervision:
             self.heartbeats.watch(d.id, interval, misses, now, last_heard=last_heard, silent=silent)
         else:
             self.heartbeats.unwatch(d.id)
+        self._watch_others(d, now, wall, last_heard)
+
+    def _watch_others(
+        self, d: Device, now: datetime, wall: datetime, last_heard: datetime | None
+    ) -> None:
+        """A device's no-fix clock (geofenced trackers) and dose schedule (dispensers)."""
         no_fix_after = self._state.rules.no_fix_after
         if (
             d.active

@@ -145,19 +145,27 @@ SILENCE_KEYS = (
 )
 
 
+# Device's fields are DEVICE_COLUMNS in the same order: device_from_row passes them by
+# position (keywords cost ~1 µs a device, a second of the start-up with 1 M devices).
+if Device.__slots__ != DEVICE_COLUMNS:  # pragma: no cover - a field added to one only
+    raise ImportError("Device's fields and DEVICE_COLUMNS differ: keep them in one order")
+_KINDS = {kind.value: kind for kind in DeviceKind}  # DeviceKind(text) costs ~0.8 µs
+
+
 def device_from_row(row: Row) -> Device:
     """A row of DEVICE_COLUMNS (by position) as the one Device type."""
+    kind = _KINDS.get(row[1]) or DeviceKind(row[1])  # an unknown kind raises as it did
     return Device(
-        id=row[0],
-        kind=DeviceKind(row[1]),
-        municipality=row[2],
-        profile=row[3],
-        heartbeat_interval_s=row[4],
-        label=row[5],
-        active=bool(row[6]),
-        resident=row[7],
-        settings=parse_settings(row[8]),
-        bridge=row[9],
+        row[0],
+        kind,
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        bool(row[6]),
+        row[7],
+        parse_settings(row[8]),
+        row[9],
     )
 
 

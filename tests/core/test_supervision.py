@@ -35,6 +35,8 @@ def ids(items) -> list[str]:
 
 # --- Supervisor: tables ----------------------------------------------------------
 
+_DEVICES_MANY = [f"m{i}" for i in range(5)]
+
 
 def test_silent_device_is_reported_once_after_misses_times_interval():
     sup = Supervisor()
@@ -261,6 +263,59 @@ def test_garbage_is_compacted():
         for i in range(2000):
             sup.unwatch(f"d{i}")
     assert sup.heap_size <= 2 * len(sup) + 1024 + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.lists(st.tuples(st.sampled_from(_DEVICES_MANY), st.integers(1, 20)), max_size=5),
+    batch=st.lists(
+        st.tuples(
+            st.sampled_from(_DEVICES_MANY),
+            st.integers(1, 20),
+            st.one_of(st.none(), st.integers(-60, 10)),
+            st.booleans(),
+        ),
+        max_size=12,
+    ),
+    misses=st.integers(1, 4),
+    restarted=st.one_of(st.none(), st.integers(-30, 1)),
+    restart=st.one_of(st.none(), st.integers(0, 30)),
+    probes=st.lists(st.integers(0, 240), max_size=8),
+)
+def test_watch_many_is_a_watch_per_device(before, batch, misses, restarted, restart, probes):
+    """The start-up's bulk path leaves the state a watch() per device leaves, in order:
+    devices new and already watched, seeded or not, already reported or not, a
+    device twice in one batch, a restart before and after; compared by what due()
+    reports when."""
+    one, many = Supervisor(grace=5 * MIN), Supervisor(grace=5 * MIN)
+    for sup in (one, many):
+        for device, interval in before:
+            sup.watch(device, interval * MIN, misses, at(0))
+        if restarted is not None:  # a floor under the new deadlines
+            sup.restart(at(restarted))
+    entries = [
+        (device, interval * MIN, None if heard is None else at(heard), silent)
+        for device, interval, heard, silent in batch
+    ]
+    for device, interval, heard, silent in entries:
+        one.watch(device, interval, misses, at(1), last_heard=heard, silent=silent)
+    many.watch_many(iter(entries), misses, at(1))
+    if restart is not None:
+        one.restart(at(restart))
+        many.restart(at(restart))
+    assert len(one) == len(many)
+    assert one.next_deadline() == many.next_deadline()
+    for minute in sorted(probes):
+        assert one.due(at(minute)) == many.due(at(minute))
+        assert one.next_deadline() == many.next_deadline()
+    assert [one.is_silent(d) for d in _DEVICES_MANY] == [many.is_silent(d) for d in _DEVICES_MANY]
+
+
+def test_watch_many_checks_its_arguments():
+    with pytest.raises(ValueError):
+        Supervisor().watch_many([("d", timedelta(0), None, False)], 3, at(0))
+    with pytest.raises(ValueError):
+        Supervisor().watch_many([("d", MIN, None, False)], 0, at(0))
 
 
 # --- Supervisor: properties against a reference model -------------------------------------
