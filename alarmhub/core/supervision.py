@@ -216,31 +216,38 @@ class Supervisor:
         # the last restart (_deadline's `back`: the floor does not move during this call).
         limits: dict[timedelta, tuple[int, int, int]] = {}
         entries: list[int] = []
-        for device_id, interval, last_heard, silent in devices:
-            if device_id in self._slot:
-                self.watch(device_id, interval, misses, now, last_heard=last_heard, silent=silent)
-                continue
-            known = limits.get(interval)
-            if known is None:
-                if interval <= timedelta(0):
-                    raise ValueError("interval must be positive")
-                every = interval // _US
-                back = self._floor + min(self._grace_us, every)
-                known = limits[interval] = ((interval * misses) // _US, every, back)
-            limit, every, back = known
-            slot = self._allocate(device_id)
-            last = t if last_heard is None else min(t, _to_us(last_heard))
-            self._last[slot], self._limit[slot], self._interval[slot] = last, limit, every
-            self._rearm[slot] = _NO_FLOOR
-            if silent:
-                self._state[slot] = _REPORTED  # no live heap entry until heard again
-                continue
-            # _deadline(slot) with no re-arm floor, as a new slot has.
-            deadline = self._queued[slot] = max(last + limit, back)
-            entries.append((deadline << _SLOT_BITS) | slot)
-        if entries:
-            self._heap.extend(entries)
-            heapq.heapify(self._heap)
+        # The entries made go on the heap even if `devices` raises part-way (the caller's
+        # generator does the rest of each device's watch): a slot without its heap entry
+        # would never be reported silent.
+        try:
+            for device_id, interval, last_heard, silent in devices:
+                if device_id in self._slot:
+                    self.watch(
+                        device_id, interval, misses, now, last_heard=last_heard, silent=silent
+                    )
+                    continue
+                known = limits.get(interval)
+                if known is None:
+                    if interval <= timedelta(0):
+                        raise ValueError("interval must be positive")
+                    every = interval // _US
+                    back = self._floor + min(self._grace_us, every)
+                    known = limits[interval] = ((interval * misses) // _US, every, back)
+                limit, every, back = known
+                slot = self._allocate(device_id)
+                last = t if last_heard is None else min(t, _to_us(last_heard))
+                self._last[slot], self._limit[slot], self._interval[slot] = last, limit, every
+                self._rearm[slot] = _NO_FLOOR
+                if silent:
+                    self._state[slot] = _REPORTED  # no live heap entry until heard again
+                    continue
+                # _deadline(slot) with no re-arm floor, as a new slot has.
+                deadline = self._queued[slot] = max(last + limit, back)
+                entries.append((deadline << _SLOT_BITS) | slot)
+        finally:
+            if entries:
+                self._heap.extend(entries)
+                heapq.heapify(self._heap)
 
     def heard(self, device_id: str, now: datetime) -> Heard:
         """Record a sign of life. O(1): an array write; the heap is touched only on recovery."""

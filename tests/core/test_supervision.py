@@ -311,6 +311,20 @@ def test_watch_many_is_a_watch_per_device(before, batch, misses, restarted, rest
     assert [one.is_silent(d) for d in _DEVICES_MANY] == [many.is_silent(d) for d in _DEVICES_MANY]
 
 
+def test_watch_many_keeps_what_it_took_when_its_devices_raise():
+    """The caller's generator does the rest of each device's watch and may raise: a
+    device taken before that is still reported when silent (its heap entry is kept)."""
+    sup = Supervisor()
+
+    def devices():
+        yield ("a", MIN, None, False)
+        raise RuntimeError("the caller's own part failed")
+
+    with pytest.raises(RuntimeError):
+        sup.watch_many(devices(), 3, at(0))
+    assert ids(sup.due(at(4))) == ["a"]
+
+
 def test_watch_many_checks_its_arguments():
     with pytest.raises(ValueError):
         Supervisor().watch_many([("d", timedelta(0), None, False)], 3, at(0))
