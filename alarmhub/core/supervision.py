@@ -212,9 +212,7 @@ class Supervisor:
         if misses < 1:
             raise ValueError("misses must be at least 1")
         t = _to_us(now)
-        # Per distinct interval: the limit, the interval, and the earliest deadline after
-        # the last restart (_deadline's `back`: the floor does not move during this call).
-        limits: dict[timedelta, tuple[int, int, int]] = {}
+        limits: dict[timedelta, tuple[int, int]] = {}  # per distinct interval, in µs
         entries: list[int] = []
         # The entries made go on the heap even if `devices` raises part-way (the caller's
         # generator does the rest of each device's watch): a slot without its heap entry
@@ -230,10 +228,8 @@ class Supervisor:
                 if known is None:
                     if interval <= timedelta(0):
                         raise ValueError("interval must be positive")
-                    every = interval // _US
-                    back = self._floor + min(self._grace_us, every)
-                    known = limits[interval] = ((interval * misses) // _US, every, back)
-                limit, every, back = known
+                    known = limits[interval] = ((interval * misses) // _US, interval // _US)
+                limit, every = known
                 slot = self._allocate(device_id)
                 last = t if last_heard is None else min(t, _to_us(last_heard))
                 self._last[slot], self._limit[slot], self._interval[slot] = last, limit, every
@@ -241,8 +237,7 @@ class Supervisor:
                 if silent:
                     self._state[slot] = _REPORTED  # no live heap entry until heard again
                     continue
-                # _deadline(slot) with no re-arm floor, as a new slot has.
-                deadline = self._queued[slot] = max(last + limit, back)
+                deadline = self._queued[slot] = self._deadline(slot)
                 entries.append((deadline << _SLOT_BITS) | slot)
         finally:
             if entries:
