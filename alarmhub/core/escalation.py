@@ -57,6 +57,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from alarmhub.core.model import Alarm, AlarmState, TimelineEntry, TimelineType, amended
+from alarmhub.core.quick import quick_init
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -153,6 +154,7 @@ class Policy:
         return offsets[-1] + (offsets[-1] - previous)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Deadline:
     step_index: int  # ACK_TIMEOUT_STEP for reminders
@@ -167,6 +169,7 @@ class Deadline:
         return (self.round, self.step_index)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EscalationDecision:
     reason: EscalationReason

@@ -53,6 +53,7 @@ from alarmhub.core.model import (
     TsSource,
     Verdict,
 )
+from alarmhub.core.quick import quick_init
 from alarmhub.core.rules import Rule
 from alarmhub.core.suppress import Silence
 
@@ -70,6 +71,7 @@ class MergeRefused(StrEnum):
     RESIDENT_CHANGED = "resident_changed"  # the device is someone else's now
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict

@@ -14,6 +14,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from alarmhub.core.national_id import redact
+from alarmhub.core.quick import quick_init
 
 
 class DeviceKind(StrEnum):
@@ -244,6 +245,7 @@ class PayloadCut:
     fingerprint: str  # the dead-letter identity of the whole message (pipeline.fingerprint)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RawMessage:
     """One MQTT message as it came off the wire, before any interpretation."""
@@ -277,6 +279,7 @@ class RawMessage:
         return self.cut.size if self.cut is not None else len(self.payload)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """A decoded, validated device event in alarmhub's own vocabulary."""
@@ -314,6 +317,7 @@ class Rejected:
         object.__setattr__(self, "detail", redact(self.detail))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """The result of decoding one message: its events (one message may carry several)."""
@@ -330,6 +334,7 @@ class Decoded:
     ids_restart: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Alarm:
     id: str
@@ -441,6 +446,7 @@ def amended(alarm: Alarm, **changes: Any) -> Alarm:
     return new
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     alarm_id: str

@@ -40,6 +40,7 @@ from alarmhub.core.journal.identity import Registered
 from alarmhub.core.model import Alarm, Device, TimelineEntry
 from alarmhub.core.people import AuditEntry, Role, User
 from alarmhub.core.pipeline import BatchEffects
+from alarmhub.core.quick import quick_init
 from alarmhub.core.reports import ResponseRow
 from alarmhub.core.retention import RetainedTable
 from alarmhub.core.suppress import Silence
@@ -61,6 +62,7 @@ class OutboxItem:
     attempts: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Notification:
     target: str
@@ -69,6 +71,7 @@ class Notification:
     payload: dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DecidedRow:
     """One decided deadline and everything it changes, for one transaction."""
