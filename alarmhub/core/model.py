@@ -213,6 +213,7 @@ class DeviceSettings:
     scaip_inline: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Device:
     id: str

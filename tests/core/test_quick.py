@@ -11,11 +11,11 @@ import pytest
 
 from alarmhub.core.escalation import Deadline, EscalationDecision
 from alarmhub.core.judge import Decision
-from alarmhub.core.model import Alarm, Decoded, Event, RawMessage, TimelineEntry
+from alarmhub.core.model import Alarm, Decoded, Device, Event, RawMessage, TimelineEntry
 from alarmhub.core.quick import quick_init
 from alarmhub.store.ports import DecidedRow, Notification
 
-DECORATED = [RawMessage, Event, Decoded, Alarm, TimelineEntry, Decision, Deadline,
+DECORATED = [Device, RawMessage, Event, Decoded, Alarm, TimelineEntry, Decision, Deadline,
              EscalationDecision, Notification, DecidedRow]  # fmt: skip
 
 
