@@ -234,8 +234,13 @@ def undecided(policy: Policy, fired: AbstractSet[DeadlineKey], generation: int =
     Without building the deadline: the exhaustion check asks it of every step decided,
     the first step of each new alarm in a storm too (issue 18).
     """
+    schedule = policy.schedule
+    # Fewer keys fired than the schedule has steps: one of its (distinct) keys is missing,
+    # whatever else `fired` holds. A new alarm's first step, the storm's case, stops here.
+    if len(fired) < len(schedule):
+        return True
     base = generation * ROUND_STRIDE
-    return any((base + rnd, index) not in fired for _, rnd, index in policy.schedule)
+    return any((base + rnd, index) not in fired for _, rnd, index in schedule)
 
 
 def _schedule(policy: Policy) -> tuple[tuple[timedelta, int, int], ...]:

@@ -25,6 +25,7 @@ from alarmhub.core.escalation import (
     next_for_alarm,
     on_deadline,
     plan,
+    undecided,
 )
 from alarmhub.core.model import Alarm, AlarmState, Priority
 from tests.support.helpers import REPO
@@ -297,11 +298,18 @@ def test_escalator_fires_each_due_step_exactly_once_across_crashes(
     repeat=st.integers(0, 3),
     generation=st.integers(0, 2),
     fired_bits=st.integers(0, 2**16 - 1),
+    other_bits=st.integers(0, 2**16 - 1),
 )
 def test_next_deadline_is_the_first_undecided_deadline_of_the_plan(
-    afters: list[int], from_previous: bool, repeat: int, generation: int, fired_bits: int
+    afters: list[int],
+    from_previous: bool,
+    repeat: int,
+    generation: int,
+    fired_bits: int,
+    other_bits: int,
 ) -> None:
-    """next_deadline walks a cached schedule (issue 18): it must agree with plan() exactly."""
+    """next_deadline walks a cached schedule (issue 18): it must agree with plan() exactly,
+    and `undecided` with it, whatever another generation's keys add to `fired`."""
     steps = tuple(
         Step(a * S, f"t{i}", i + 1)
         for i, a in enumerate(afters if from_previous else sorted(afters))
@@ -313,6 +321,10 @@ def test_next_deadline_is_the_first_undecided_deadline_of_the_plan(
     fired = {d.key for i, d in enumerate(deadlines) if fired_bits >> i & 1}
     expected = next((d for d in deadlines if d.key not in fired), None)
     assert next_deadline(policy, start, fired, generation) == expected
+    others = plan(policy, start, generation + 1)
+    fired |= {d.key for i, d in enumerate(others) if other_bits >> i & 1}
+    assert next_deadline(policy, start, fired, generation) == expected
+    assert undecided(policy, fired, generation) is (expected is not None)
 
 
 def test_each_acknowledgement_gets_its_reminder_one_timeout_later_round_after_round():
