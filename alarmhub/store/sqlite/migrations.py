@@ -10,9 +10,10 @@ second finding it done, instead of both running its `CREATE TABLE` and one faili
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from alarmhub.store.sqlite.schema import MIGRATIONS
 
@@ -40,11 +41,33 @@ def use_wal(
         try:
             conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or monotonic() >= deadline:
+            if not _locked(exc) or monotonic() >= deadline:
                 raise
             sleep(WAL_RETRY_S)
         else:
             return
+
+
+async def use_wal_async(execute: Callable[[str], Awaitable[object]], within_s: float) -> None:
+    """use_wal for the daemon's aiosqlite connection (`execute`: its `execute`).
+
+    The daemon starting on a new file beside a `db migrate` of it met the same
+    refusal; the pauses are the event loop's, not a blocked thread's.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc) or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(WAL_RETRY_S)
+        else:
+            return
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -48,6 +48,7 @@ from alarmhub.store.sqlite.escalation_rows import EscalationRows
 from alarmhub.store.sqlite.inbox_rows import select_priors
 from alarmhub.store.sqlite.journal_rows import SqliteJournalRows
 from alarmhub.store.sqlite.migrations import migrate as apply_migrations
+from alarmhub.store.sqlite.migrations import use_wal_async
 from alarmhub.store.sqlite.refusals import refusals_as_store_errors
 from alarmhub.store.sqlite.retention_rows import oldest_received, prune_batch
 from alarmhub.store.sqlite.rows import (
@@ -109,7 +110,7 @@ class SqliteStore(EscalationRows, SuppressionRows, SqliteJournalRows, SqliteBrid
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
+            await use_wal_async(conn.execute, BUSY_TIMEOUT_MS / 1000)
             await conn.execute(
                 f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}"
             )
