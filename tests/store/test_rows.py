@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alarmhub.core import timetext
 from alarmhub.core.model import Alarm, AlarmState, Priority
+from alarmhub.store import accounts
 from alarmhub.store.accounts import ts
 from alarmhub.store.columns import ALARM_COLUMNS, TIME_COLUMNS
 from alarmhub.store.sqlite.rows import alarm_row
@@ -67,17 +67,17 @@ def test_ts_remembers_recent_utc_times_within_its_bound() -> None:
     """Recent answers are kept (a storm formats one time ~7 times), never more than the
     bound, and an equal time built apart gets the same text."""
     start = datetime(2026, 11, 22, 10, 0, 0, 1, tzinfo=UTC)
-    for i in range(timetext._TEXT_MAX + 10):
+    for i in range(accounts._TEXT_MAX + 10):
         value = start + timedelta(microseconds=i)
         assert ts(value) == reference_ts(value)
-        assert len(timetext._TEXT) <= timetext._TEXT_MAX
-    again = start + timedelta(microseconds=timetext._TEXT_MAX + 9)
-    assert again in timetext._TEXT
+        assert len(accounts._TEXT) <= accounts._TEXT_MAX
+    again = start + timedelta(microseconds=accounts._TEXT_MAX + 9)
+    assert again in accounts._TEXT
     assert ts(again) == reference_ts(again)
     # Not remembered: a time in another zone (an equal Oslo time may be another instant).
     oslo = datetime(2026, 10, 25, 2, 30, tzinfo=OSLO, fold=1)
     assert ts(oslo) == "2026-10-25T01:30:00.000000+00:00"
-    assert oslo not in timetext._TEXT
+    assert oslo not in accounts._TEXT
 
 
 def reference_row(alarm: Alarm) -> tuple[Any, ...]:
