@@ -66,14 +66,20 @@ async def test_a_lock_held_past_the_timeout_or_another_error_is_not_waited_out(
     other = _hold_shared_lock(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
     calls: list[str] = []
+    # A clock of the test's own: the verdict never depends on how fast the machine is.
+    now = [0.0]
+
+    async def sleep(s: float) -> None:
+        now[0] += s
 
     async def execute(sql: str) -> object:
         calls.append(sql)
         return conn.execute(sql)
 
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        await use_wal_async(execute, 0.05)
-    assert len(calls) > 1  # tried again until the timeout, then gave up
+        await use_wal_async(execute, 5.0, sleep=sleep, monotonic=lambda: now[0])
+    assert len(calls) > 1  # tried again while the lock was held
+    assert now[0] >= 5.0  # and gave up at the timeout, not before
     other.execute("COMMIT")
     other.close()
 
@@ -83,6 +89,6 @@ async def test_a_lock_held_past_the_timeout_or_another_error_is_not_waited_out(
 
     calls.clear()
     with pytest.raises(sqlite3.OperationalError, match="disk"):
-        await use_wal_async(failing, 5.0)
+        await use_wal_async(failing, 5.0, sleep=sleep, monotonic=lambda: now[0])
     assert calls == ["PRAGMA journal_mode=WAL"]  # only a lock is waited out
     conn.close()

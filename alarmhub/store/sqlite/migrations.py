@@ -48,20 +48,26 @@ def use_wal(
             return
 
 
-async def use_wal_async(execute: Callable[[str], Awaitable[object]], within_s: float) -> None:
+async def use_wal_async(
+    execute: Callable[[str], Awaitable[object]],
+    within_s: float,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
     """use_wal for the daemon's aiosqlite connection (`execute`: its `execute`).
 
     The daemon starting on a new file beside a `db migrate` of it met the same
     refusal; the pauses are the event loop's, not a blocked thread's.
     """
-    deadline = time.monotonic() + within_s
+    deadline = monotonic() + within_s
     while True:
         try:
             await execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:
-            if not _locked(exc) or time.monotonic() >= deadline:
+            if not _locked(exc) or monotonic() >= deadline:
                 raise
-            await asyncio.sleep(WAL_RETRY_S)
+            await sleep(WAL_RETRY_S)
         else:
             return
 
