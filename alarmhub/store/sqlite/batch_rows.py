@@ -30,9 +30,12 @@ __all__ = ["BatchRows", "batch_rows", "write_batch"]
 # The devices heard from, each only where the batch was decided with it: a device
 # another process moved meanwhile is not updated, and the count comes up short. A
 # device the batch has no registry entry of (a batch built by hand) is not checked.
+# Plain `?` placeholders, the municipality bound twice: a numbered one (`?3`) bound from a
+# sequence is deprecated since Python 3.12 and refused from 3.14 (sqlite3), which would
+# refuse every batch's commit.
 SEEN = (
-    "UPDATE devices SET last_seen_at = ?1 WHERE id = ?2 "
-    "AND (?3 IS NULL OR (municipality = ?3 AND resident IS ?4))"
+    "UPDATE devices SET last_seen_at = ? WHERE id = ? "
+    "AND (? IS NULL OR (municipality = ? AND resident IS ?))"
 )
 _CHUNK = 500
 
@@ -47,7 +50,7 @@ class BatchRows:
     alarms: list[tuple[Any, ...]]
     held: list[Alarm]
     timeline: list[tuple[Any, ...]]
-    seen: list[tuple[str | None, str, str | None, str | None]]
+    seen: list[tuple[str | None, str, str | None, str | None, str | None]]
     decided: list[Any]
     # The registry entries the batch was decided with, and those of its devices not
     # heard from (a dead letter's, an internal event's): checked by a read.
@@ -78,13 +81,13 @@ def batch_rows(
         else:
             alarms.append(alarm_row(a))
     used = effects.decided_with
-    seen: list[tuple[str | None, str, str | None, str | None]] = []
+    seen: list[tuple[str | None, str, str | None, str | None, str | None]] = []
     for dev, at in effects.device_seen.items():
         device = used.get(dev)
         if device is None:  # not decided by the pipeline (a test's batch): not checked
-            seen.append((ts(at), dev, None, None))
+            seen.append((ts(at), dev, None, None, None))
         else:
-            seen.append((ts(at), dev, device.municipality, device.resident))
+            seen.append((ts(at), dev, device.municipality, device.municipality, device.resident))
     return BatchRows(
         inbox,
         alarms,

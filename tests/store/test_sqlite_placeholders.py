@@ -1,0 +1,78 @@
+"""The SQLite store binds parameters by position only (`?`), never numbered or named.
+
+Python's sqlite3 warns from 3.12, and refuses from 3.14, a numbered (`?1`) or named
+(`:name`) placeholder bound from a sequence. The store binds tuples everywhere, so such
+a placeholder in any of its queries would, on a newer Python, refuse that query: the
+devices' `last_seen_at` update once used `?1`..`?4`, and every batch's commit failed on
+Python 3.12 under the tests (warnings are errors there) and would on 3.14 in service.
+CI runs Python 3.11, whose sqlite3 says nothing, so this test reads the queries instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "alarmhub"
+DRIVERS = {"sqlite3", "aiosqlite"}
+# A numbered (?1), named (:name, @name) or Tcl-style ($name) SQLite parameter.
+NOT_POSITIONAL = re.compile(r"\?\d|(?<![\w:]):[A-Za-z_]\w*|@[A-Za-z_]\w*|\$[A-Za-z_]\w*")
+# What makes a string a query rather than prose or a log line.
+QUERY = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE)\b")
+
+
+def _sqlite_modules() -> list[Path]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module.split(".")[0]]
+            if DRIVERS & set(names):
+                out.append(path)
+                break
+    return out
+
+
+def _queries(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and QUERY.search(node.value)
+        and "?" in node.value
+    ]
+
+
+def test_the_sqlite_store_is_found_and_has_queries() -> None:
+    """The scan below reads what it should: the modules that speak to SQLite, and in
+    them the queries (a scan that found nothing would pass whatever they held)."""
+    modules = _sqlite_modules()
+    assert PACKAGE / "store" / "sqlite" / "batch_rows.py" in modules
+    assert all("postgres" not in p.parts for p in modules)
+    assert sum(len(_queries(p)) for p in modules) > 50
+
+
+def test_no_sqlite_query_uses_a_numbered_or_named_placeholder() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {m.group()!r} in {text[:60]!r}"
+        for path in _sqlite_modules()
+        for line, text in _queries(path)
+        for m in NOT_POSITIONAL.finditer(text)
+    ]
+    assert not found, "bind by position (`?`) only:\n" + "\n".join(found)
+
+
+def test_the_check_sees_the_placeholders_it_forbids() -> None:
+    """The pattern itself: the forms Python 3.14 refuses from a sequence match, and what
+    a query legitimately holds (a `?`, a time format, a JSON path, a cast) does not."""
+    bad = ["id = ?1", "id = :id", "id = @id", "id = $id"]
+    good = ["id = ?", "strftime('%H:%M:%S', ?)", "json_extract(x, '$.a')", "x::text"]
+    assert all(NOT_POSITIONAL.search(s) for s in bad)
+    assert not any(NOT_POSITIONAL.search(s) for s in good)
