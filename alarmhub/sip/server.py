@@ -261,8 +261,11 @@ class SipServer:
         )
 
         async def close_stream() -> None:
+            # Only the listening socket: no new connection from here on. Not
+            # `srv.wait_closed()`: from Python 3.12 it waits for every connection this
+            # server accepted, and those are closed after the listeners (`run`,
+            # `connections.close_all`), so the stop hung while a device held one open.
             srv.close()
-            await srv.wait_closed()
 
         return int(srv.sockets[0].getsockname()[1]), close_stream
 

@@ -436,3 +436,40 @@ async def test_the_listening_gauge_is_1_while_the_receiver_listens() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert listening() == [0, 0, None]
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+async def test_a_stop_with_connections_open_closes_them_and_ends(kind: str, tmp_path: Path) -> None:
+    """The receiver stops while devices keep their connections open (an owner's term ending,
+    the daemon stopping): it closes them and ends. From Python 3.12 `Server.wait_closed()`
+    waits for every connection the server accepted, so waiting for it before closing them
+    (as the receiver once did) never ended: a stop, and with it a daemon's shutdown or an
+    owner's handover, hung for as long as a device held its connection."""
+    tls = tls_client = None
+    if kind == "tls":
+        cert, key = self_signed(tmp_path)
+        tls = server_tls(cert, key)
+        tls_client = ssl.create_default_context(cafile=str(cert))
+    metrics, clock = Metrics(), FakeClock(datetime(2026, 12, 7, tzinfo=UTC))
+    creds = Credentials(**{DEVICE: PASSWORD})
+    server = SipServer(
+        [SipListen(kind, "127.0.0.1", 0)],  # type: ignore[arg-type]
+        credentials=creds,
+        handler=Recorder(),
+        clock=clock,
+        metrics=metrics,
+        tls=tls,
+    )
+    task = asyncio.create_task(server.run())
+    await asyncio.wait_for(server.started.wait(), 5)
+    port = server.port(kind)
+    async with stream_peer(port, tls_client) as device, stream_peer(port, tls_client) as other:
+        transport = "TLS" if kind == "tls" else "TCP"
+        args = {"port": port, "transport": transport, "local_port": device.port}
+        assert (await authenticated(device, args)).code == 200
+        task.cancel()
+        # Ended, not hung: a hang shows as this wait's TimeoutError.
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+        await asyncio.wait_for(device.closed.wait(), 5)
+        await asyncio.wait_for(other.closed.wait(), 5)
+    assert task.done()
