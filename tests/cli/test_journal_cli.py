@@ -14,7 +14,6 @@ import importlib
 import io
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from alarmhub.settings.helseid import new_private_key, private_pem
 from alarmhub.store.journal_outbox import JournalExport
 from alarmhub.store.sqlite.store import SqliteStore
 from tests.support import vkp
-from tests.support.helpers import REPO
+from tests.support.helpers import REPO, db_rows
 from tests.support.journal import NIN, PENDANT, PRESS, answered, raised_by_a_press
 from tests.support.national_ids import OLA
 
@@ -241,8 +240,8 @@ def test_export_reads_the_number_from_the_register_and_audits_the_read(
     assert vkp.problems(bundle) == []
     patient = bundle["entry"][3]["resource"]
     assert patient["identifier"][0]["value"] == NIN
-    reads = sqlite3.connect(tmp_path / "a.db").execute(
-        "SELECT actor FROM audit WHERE action = 'resident.national_id_read'"
+    reads = db_rows(
+        tmp_path / "a.db", "SELECT actor FROM audit WHERE action = 'resident.national_id_read'"
     )
     assert [r[0] for r in reads] == ["journal-export"]
     # Without the key the number cannot be opened: one line that says which setting.
@@ -308,8 +307,9 @@ def test_users_set_hpr_and_the_export_names_the_author_by_it(tmp_path: Path, run
     removed = run([*set_hpr, "--remove"], env)
     assert (removed.returncode, removed.stdout) == (0, "kari: no HPR number\n")
     assert author() == {"system": "urn:alarmhub:user", "value": "kari"}
-    audit = sqlite3.connect(tmp_path / "a.db").execute(
-        "SELECT actor, action, detail FROM audit WHERE action LIKE 'user.hpr%' ORDER BY id"
+    audit = db_rows(
+        tmp_path / "a.db",
+        "SELECT actor, action, detail FROM audit WHERE action LIKE 'user.hpr%' ORDER BY id",
     )
     rows = [(a.split(":")[0], b, json.loads(c)) for a, b, c in audit]
     assert rows == [
@@ -384,7 +384,7 @@ def registered_then_given_to_ola(
 
 def audit_rows(tmp_path: Path, action: str) -> list[tuple[str, str, str, str]]:
     sql = "SELECT actor, municipality, alarm_id, detail FROM audit WHERE action = ?"
-    return list(sqlite3.connect(tmp_path / "a.db").execute(sql, (action,)))
+    return db_rows(tmp_path / "a.db", sql, (action,))
 
 
 def test_export_of_a_note_whose_number_changed_names_nobody_and_says_held(

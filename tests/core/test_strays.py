@@ -3,7 +3,6 @@ still a dead letter, and also an alarm an operator sees, in the right queue."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.support.helpers import (
     db_rows,
     hub_settings,
     register,
+    sqlite_at,
 )
 from tests.support.helpers import native as support_native
 
@@ -150,7 +150,7 @@ async def test_a_press_from_an_unknown_pendant_is_in_the_fallback_queue_over_the
     db = tmp_path / "alarmhub.db"
     register(f"sqlite:///{db}", [("pend-old", "safety_alarm", "4601")], tmp_path)
     # Decommissioned: its registration (and so its municipality) is kept.
-    with sqlite3.connect(db) as conn:
+    with sqlite_at(db) as conn:
         conn.execute("UPDATE devices SET active = 0 WHERE id = 'pend-old'")
     settings = hub_settings(tmp_path, broker.url, client_id, unknown_device_municipality="0301")
     pub = Publisher(broker.port)

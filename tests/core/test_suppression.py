@@ -7,7 +7,6 @@ runs them, with an index updated after each "commit" as the shell does.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,7 +45,7 @@ from alarmhub.core.pipeline import (
 )
 from alarmhub.core.suppress import Silence
 from alarmhub.store.sqlite import accounts
-from tests.support.helpers import REPO, run_cli
+from tests.support.helpers import REPO, run_cli, sqlite_at
 
 RULES = load_rules(REPO / "config" / "rules.toml")
 CATALOG = load_catalog(REPO / "devices")
@@ -553,7 +552,7 @@ def test_rules_explain_reads_the_stores_silences_and_alarms(tmp_path: Path) -> N
         ).returncode
         == 0
     )
-    with sqlite3.connect(db) as conn:
+    with sqlite_at(db) as conn:
         accounts.insert_silence(
             conn,
             Silence(

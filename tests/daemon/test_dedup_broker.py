@@ -3,7 +3,6 @@ reuses message ids after a battery change gets new alarms; a resend does not."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import orjson
@@ -20,6 +19,7 @@ from tests.support.helpers import (
     hub_settings,
     native,
     register,
+    sqlite_at,
 )
 
 pytestmark = pytest.mark.broker
@@ -96,7 +96,7 @@ async def test_an_id_reused_after_the_inbox_was_pruned_raises_its_alarm_and_hold
             )
             [first] = list(hub.state.alarms.by_id)
             await hub.act(first, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
-        with sqlite3.connect(db) as conn:
+        with sqlite_at(db) as conn:
             conn.execute("DELETE FROM inbox")  # what the retention pruner does
         conn.close()
         async with AlarmHub(settings, serve_http=False) as hub:

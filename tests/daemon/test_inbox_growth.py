@@ -40,6 +40,7 @@ from tests.support.helpers import (
     hub_settings,
     native,
     register,
+    sqlite_at,
 )
 
 T0 = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
@@ -173,7 +174,7 @@ async def test_the_pruner_deletes_what_is_past_retention_and_keeps_the_record(
             assert await async_wait_until(lambda: len(hub.state.alarms.by_id) == 2, 30)
             [resolved] = [a.id for a in hub.state.alarms.by_id.values() if a.device_id == "pend-2"]
             await hub.act(resolved, Action.RESOLVE, "op-1", outcome="false_alarm", audit=())
-            with sqlite3.connect(db) as conn:  # an audit row as old as the messages
+            with sqlite_at(db) as conn:  # an audit row as old as the messages
                 conn.execute(
                     "INSERT INTO audit (at, actor, action, detail) VALUES (?, 'op-1', 'test', '{}')",
                     (T0.isoformat(),),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from alarmhub.sim.operators import SIMULATED_PREFIX, operator_names
 from alarmhub.sim.simulator import Simulation, SimulationConfig
 from alarmhub.store.sqlite import accounts
 from alarmhub.store.sqlite.tenancy import response_rows
-from tests.support.helpers import REPO, db_count
+from tests.support.helpers import REPO, db_count, sqlite_at
 
 END = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 DAYS = 21
@@ -90,7 +89,7 @@ async def test_seeding_writes_once_and_the_report_over_the_range_is_not_empty(tm
     )
     assert audited == acked
 
-    with sqlite3.connect(db) as conn:
+    with sqlite_at(db) as conn:
         rows = response_rows(
             conn, Scope.everything("test"), "0301", end - timedelta(days=DAYS), end
         )

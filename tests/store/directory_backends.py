@@ -31,6 +31,7 @@ from alarmhub.store.postgres.directory import PostgresDirectory
 from alarmhub.store.postgres.migrations import migrate
 from alarmhub.store.sqlite.directory import SqliteDirectory
 from alarmhub.store.sqlite.store import SqliteStore
+from tests.support.helpers import sqlite_at
 from tests.support.postgres import PG_ADMIN_URL
 
 ALARM_COLUMNS = [f.name for f in fields(Alarm)]
@@ -57,7 +58,7 @@ class Backend:
             await self.pool.execute(pg_sql, *args)
             return
         assert self.path is not None
-        with sqlite3.connect(self.path, isolation_level=None) as conn:
+        with sqlite_at(self.path, isolation_level=None) as conn:
             conn.execute(sqlite_sql, [_sqlite_value(a) for a in args])
 
     async def scalar(self, sql: str) -> Any:
@@ -65,7 +66,7 @@ class Backend:
         if self.pool is not None:
             return await self.pool.fetchval(sql)
         assert self.path is not None
-        with sqlite3.connect(self.path) as conn:
+        with sqlite_at(self.path) as conn:
             row = conn.execute(sql).fetchone()
         return row[0] if row else None
 

@@ -27,7 +27,7 @@ from alarmhub.core.people import AuditEntry
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.sqlite.store import SqliteStore
 from tests.support.api_harness import stack
-from tests.support.helpers import async_wait_until, db_count, db_rows, register, run_cli
+from tests.support.helpers import async_wait_until, db_count, db_rows, register, run_cli, sqlite_at
 
 pytestmark = pytest.mark.broker
 
@@ -37,7 +37,7 @@ CSV = {"Content-Type": "text/csv"}
 @contextmanager
 def audit_fails(db: Path, action: str) -> Iterator[None]:
     """Make every audit insert of `action` fail inside its transaction, for a while."""
-    with sqlite3.connect(db, timeout=10) as conn:
+    with sqlite_at(db, timeout=10) as conn:
         conn.execute(
             "CREATE TRIGGER audit_fault BEFORE INSERT ON audit "
             f"WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
@@ -45,7 +45,7 @@ def audit_fails(db: Path, action: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with sqlite3.connect(db, timeout=10) as conn:
+        with sqlite_at(db, timeout=10) as conn:
             conn.execute("DROP TRIGGER audit_fault")
 
 
@@ -191,13 +191,13 @@ def test_cli_changes_are_atomic_with_their_audit(tmp_path: Path) -> None:
 def test_audit_rows_cannot_be_updated_or_deleted(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     register(f"sqlite:///{db}", [("door-0", "door_sensor", "0301")], tmp_path)
-    with sqlite3.connect(db) as conn:
+    with sqlite_at(db) as conn:
         conn.execute(
             "INSERT INTO audit (at, actor, action, detail) VALUES ('2026-01-01', 'x', 'y', '{}')"
         )
-    with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with sqlite_at(db) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("UPDATE audit SET actor = 'someone else'")
-    with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with sqlite_at(db) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("DELETE FROM audit")
     assert db_count(db, "SELECT count(*) FROM audit") == 2  # the import's row and ours
     assert db_count(db, "SELECT count(*) FROM audit WHERE actor = 'x'") == 1

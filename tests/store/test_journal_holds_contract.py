@@ -11,7 +11,6 @@ and forgotten when the note is done.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from datetime import timedelta
 
@@ -31,6 +30,7 @@ from alarmhub.store.sqlite.residents import SqliteResidentRows
 from tests.store.conftest import OpenedStore
 from tests.store.test_journal_outbox_contract import RESOLVED_AT, resolved_with_export
 from tests.store.test_store_contract import new_alarm_batch, registered
+from tests.support.helpers import sqlite_at
 from tests.support.national_ids import KARI, OLA
 
 KEY = bytes(range(32))
@@ -229,7 +229,7 @@ async def fail_audit(opened: OpenedStore, action: str) -> None:
 
 async def run_script(opened: OpenedStore, script: str) -> None:
     if opened.path is not None:
-        with sqlite3.connect(opened.path, isolation_level=None) as conn:
+        with sqlite_at(opened.path, isolation_level=None) as conn:
             conn.executescript(script)
         return
     assert isinstance(opened.store, PostgresStore)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -31,6 +30,7 @@ from tests.store.conftest import OpenedStore
 from tests.store.test_journal_holds_contract import T, entry, fail_audit, nid, rows_of
 from tests.store.test_journal_outbox_contract import resolved_with_export
 from tests.store.test_store_contract import registered
+from tests.support.helpers import sqlite_at
 from tests.support.national_ids import KARI, OLA
 
 KEY_A = bytes(range(32))
@@ -187,7 +187,7 @@ async def test_a_reseal_waits_for_a_note_finishing_in_flight_and_then_leaves_it(
             await _until_waiting_for_a_lock(opened.store.pool)
         assert await task == 0
     else:
-        with sqlite3.connect(opened.path, isolation_level=None) as other:
+        with sqlite_at(opened.path, isolation_level=None) as other:
             other.execute("BEGIN IMMEDIATE")
             other.execute(clear)
             task = asyncio.create_task(rows.reseal_releases([reseal]))

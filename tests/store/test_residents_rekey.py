@@ -10,7 +10,6 @@ other change right after rekey's read, or a second connection holds the row.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 
 from alarmhub.clock import FakeClock
@@ -18,6 +17,7 @@ from alarmhub.store.residents import Rekeyed, Reseal, ResidentRegister, Resident
 from alarmhub.store.sealing import Keyring, key_id
 from tests.store.directory_backends import Backend
 from tests.store.test_residents_contract import KEY_A, KEY_B, NOW, entry, nid, rows_of
+from tests.support.helpers import sqlite_at
 from tests.support.national_ids import KARI, OLA
 
 CLOCK = FakeClock(NOW)
@@ -122,7 +122,7 @@ async def test_a_reseal_waits_for_a_change_in_flight_and_then_leaves_it(
         assert await task == 0
     else:
         assert backend.path is not None
-        with sqlite3.connect(backend.path, isolation_level=None) as other:
+        with sqlite_at(backend.path, isolation_level=None) as other:
             other.execute("BEGIN IMMEDIATE")
             other.execute(update.format("x'00'"))
             task = asyncio.create_task(rows.reseal_residents([reseal]))

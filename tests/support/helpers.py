@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,22 @@ def native(
         f"alarmhub/v1/{device}/events",
         orjson.dumps({"id": msg_id, "ts": ts, "type": etype, **fields}),
     )
+
+
+@contextmanager
+def sqlite_at(db: Path | str, **kwargs: Any) -> Iterator[sqlite3.Connection]:
+    """A connection of the test's own to `db`: committed (or rolled back) and closed.
+
+    Not `with sqlite_at(db) as conn:`, which commits but leaves the connection
+    open until the collector finds it: from Python 3.13 that is a ResourceWarning, an
+    error under this suite's `filterwarnings`, raised in whichever test runs then.
+    """
+    conn = sqlite3.connect(db, **kwargs)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
 
 
 def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from alarmhub.clock import SystemClock
 from alarmhub.core.people import Role
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.sqlite import accounts
-from tests.support.helpers import async_wait_until, native
+from tests.support.helpers import async_wait_until, native, sqlite_at
 from tests.support.operator_page import CEILING_MS, PASSWORD, operator_page
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
@@ -348,7 +347,7 @@ async def test_text_from_the_wire_is_shown_as_text_never_as_markup(
     colleague typing it, or an import): shown literally in the queue and on the alarm's
     page, never run. (Fine before this change: the pages build DOM nodes with text.)"""
     async with operator_page(tmp_path, broker, client_id) as op:
-        with sqlite3.connect(op.db) as conn:
+        with sqlite_at(op.db) as conn:
             conn.execute("UPDATE devices SET label = ? WHERE id = 'pend-7'", (HOSTILE,))
         await op.page.reload()
         alarm_id = await op.raise_alarm("pend-7", "p7")

@@ -7,7 +7,6 @@ is not shown to them.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from alarmhub.app import AlarmHub
 from alarmhub.core.suppress import Silence
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.store.sqlite import accounts
-from tests.support.helpers import hub_settings, register
+from tests.support.helpers import hub_settings, register, sqlite_at
 from tests.web.test_web_e2e import CHROMIUM, CHROMIUM_ARGS, create_user, login
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -33,7 +32,7 @@ async def test_the_queue_shows_a_municipality_silence_in_force(
     register(f"sqlite:///{db}", [("pend-1", "safety_alarm", "0301")], tmp_path)
     create_user(f"sqlite:///{db}", "kari", "operator", ["0301"])
     now = datetime.now(UTC)
-    with sqlite3.connect(db) as conn:
+    with sqlite_at(db) as conn:
         for sid, m, reason in [
             ("sil_a", "0301", "mobile network work"),
             ("sil_b", "4601", "Bergen-only"),

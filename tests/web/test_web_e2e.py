@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from tests.support.helpers import (
     hub_settings,
     native,
     register,
+    sqlite_at,
 )
 from tests.support.helseid_server import HelseIdServer, registered_client
 from tests.support.journal_server import JournalServer
@@ -267,13 +267,12 @@ async def test_operator_sees_a_fall_live_and_acknowledges_it_with_the_keyboard(
             await page.fill("#e-res", "r-17")
             await page.keyboard.press("Enter")
             await page.locator("dialog").wait_for(state="detached", timeout=3000)
-            stored = (
-                sqlite3.connect(database.removeprefix("sqlite:///"))
-                .execute("SELECT resident, settings FROM devices WHERE id = 'fall-1'")
-                .fetchone()
+            [(resident, device_settings)] = db_rows(
+                Path(database.removeprefix("sqlite:///")),
+                "SELECT resident, settings FROM devices WHERE id = 'fall-1'",
             )
-            assert stored[0] == "r-17"
-            assert json.loads(stored[1]) == {
+            assert resident == "r-17"
+            assert json.loads(device_settings) == {
                 "windows": {"night": ["23:00", "06:00"]},
                 "geofence": {"lat": 59.9139, "lon": 10.7522, "radius_m": 400.0},
             }
@@ -367,7 +366,7 @@ async def test_admin_registers_a_number_and_the_operator_resolves_with_cause_and
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: `apt-get install chromium chromium-driver`")
     db = Path(database.removeprefix("sqlite:///"))
-    with sqlite3.connect(db) as conn:
+    with sqlite_at(db) as conn:
         conn.execute("UPDATE devices SET resident = 'r-17' WHERE id = 'fall-1'")
     pub = Publisher(broker.port)
     problems: list[str] = []
@@ -481,7 +480,7 @@ async def test_a_held_journal_note_is_shown_on_the_alarm_detail(
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: `apt-get install chromium chromium-driver`")
     db = Path(database.removeprefix("sqlite:///"))
-    with sqlite3.connect(db) as conn:
+    with sqlite_at(db) as conn:
         conn.execute("UPDATE devices SET resident = 'r-17' WHERE id = 'fall-1'")
     pub = Publisher(broker.port)
     problems: list[str] = []
