@@ -97,7 +97,7 @@ def native(
 def sqlite_at(db: Path | str, **kwargs: Any) -> Iterator[sqlite3.Connection]:
     """A connection of the test's own to `db`: committed (or rolled back) and closed.
 
-    Not `with sqlite_at(db) as conn:`, which commits but leaves the connection
+    Not `with sqlite3.connect(db) as conn:`, which commits but leaves the connection
     open until the collector finds it: from Python 3.13 that is a ResourceWarning, an
     error under this suite's `filterwarnings`, raised in whichever test runs then.
     """
