@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     # Offer qop auth-int beside auth (the body signed too): only where every device's
     # SIP stack is known to read a qop list (core/digest.py QOP_WITH_AUTH_INT says why).
     scaip_digest_auth_int: bool = False
+    # What the receiver holds at once (sip/server.py SipLimits): TCP/TLS connections, requests
+    # in hand (more: 503), and how long a silent connection keeps its slot.
+    scaip_max_connections: int = Field(default=2000, ge=1, le=1_000_000)
+    scaip_max_in_flight: int = Field(default=2000, ge=1, le=1_000_000)
+    scaip_idle_timeout_s: float = Field(default=180.0, ge=10, le=86_400)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     # Journal export (issue 17, docs/journal.md): on for exactly the municipalities whose

@@ -88,7 +88,13 @@ REBIND = Rebind()
 
 @dataclass(frozen=True, slots=True)
 class SipLimits:
-    """What one sender may make the server hold; the defaults suit a response centre."""
+    """What one sender may make the server hold; the defaults suit a response centre.
+
+    `max_connections`, `max_in_flight` and `idle_timeout_s` are settings
+    (ALARMHUB_SCAIP_MAX_CONNECTIONS, _MAX_IN_FLIGHT, _IDLE_TIMEOUT_S): how many devices keep
+    connections open, and how often they speak, is the fleet's. The rest bound what a
+    stranger can make the server hold, and stay here.
+    """
 
     max_connections: int = 2000  # TCP/TLS; a stranger's slot goes to a newcomer (slots.py)
     idle_timeout_s: float = 180.0
@@ -451,6 +457,11 @@ def sip_server_from(
         digest_algorithms=settings.digest_algorithms,
         digest_auth_int=settings.scaip_digest_auth_int,
         tls=server_tls(cert, key) if cert is not None and key is not None else None,
+        limits=SipLimits(
+            max_connections=settings.scaip_max_connections,
+            max_in_flight=settings.scaip_max_in_flight,
+            idle_timeout_s=settings.scaip_idle_timeout_s,
+        ),
     )
 
 

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from alarmhub.app import AlarmHub
+from alarmhub.clock import SystemClock
 from alarmhub.core.digest import credentials_for
 from alarmhub.core.sipcodes import SipListen, parse_sip_listen
 from alarmhub.core.tenancy import Scope
 from alarmhub.dev.mosquitto import LocalBroker
+from alarmhub.observability.metrics import Metrics
 from alarmhub.settings import SettingsError, load_settings
-from tests.sip.support import DEVICE, PASSWORD, authorization, request, self_signed, udp_peer
-from tests.support.helpers import hub_settings, register
+from alarmhub.sip.server import SipLimits, sip_server_from
+from tests.sip.support import (
+    DEVICE,
+    PASSWORD,
+    Credentials,
+    Recorder,
+    authorization,
+    request,
+    self_signed,
+    stream_peer,
+    udp_peer,
+)
+from tests.support.helpers import hub_settings, register, sample
 
 
 def test_listen_urls_are_parsed_with_default_ports() -> None:
@@ -59,6 +73,67 @@ def test_tls_listen_with_cert_and_key_and_the_other_scaip_settings(tmp_path: Pat
         load_settings(None, scaip_digest_algorithms="SHA-512")
     with pytest.raises(SettingsError, match="ALARMHUB_SCAIP_REALM"):
         load_settings(None, scaip_realm='bad "realm"')
+
+
+def test_the_receivers_capacity_is_set_and_bounded() -> None:
+    """ALARMHUB_SCAIP_MAX_CONNECTIONS, _MAX_IN_FLIGHT and _IDLE_TIMEOUT_S: a fleet with more
+    TCP/TLS devices than the default 2,000 slots, or devices that speak less often than
+    every 180 s, is configured, not patched."""
+    default = load_settings(None)
+    assert (default.scaip_max_connections, default.scaip_max_in_flight) == (2000, 2000)
+    assert default.scaip_idle_timeout_s == 180.0
+    s = load_settings(
+        None, scaip_max_connections=6000, scaip_max_in_flight=500, scaip_idle_timeout_s=900
+    )
+    assert (s.scaip_max_connections, s.scaip_max_in_flight, s.scaip_idle_timeout_s) == (
+        6000,
+        500,
+        900.0,
+    )
+    for name, bad in [
+        ("scaip_max_connections", 0),
+        ("scaip_max_in_flight", 0),
+        ("scaip_idle_timeout_s", 5),
+    ]:
+        with pytest.raises(SettingsError, match=f"ALARMHUB_{name.upper()}"):
+            load_settings(None, **{name: bad})
+
+
+async def test_the_server_built_from_the_settings_holds_that_many_connections() -> None:
+    """The settings reach the receiver: with ALARMHUB_SCAIP_MAX_CONNECTIONS=1 a second
+    connection is refused at once while the first is held, and counted."""
+    settings = load_settings(
+        None,
+        scaip_listen="tcp://127.0.0.1:0",
+        scaip_max_connections=1,
+        scaip_max_in_flight=7,
+        scaip_idle_timeout_s=600,
+    )
+    metrics = Metrics()
+    creds = Credentials(**{DEVICE: PASSWORD})
+    server = sip_server_from(settings, creds, SystemClock(), metrics, Recorder())
+    assert server is not None
+    assert server._limits == SipLimits(max_connections=1, max_in_flight=7, idle_timeout_s=600)
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.started.wait(), 5)
+        port = server.port("tcp")
+        async with stream_peer(port) as first:
+            # A device's connection (authenticated) keeps its slot; a stranger's would go
+            # to the newcomer (tests/sip/test_sip_slots.py).
+            first_try = request(port=port, transport="TCP", local_port=first.port)
+            auth = authorization(await first.ask(first_try), first_try)
+            again = request(
+                port=port, transport="TCP", local_port=first.port, cseq=2, authorization=auth
+            )
+            assert (await first.ask(again)).code == 200
+            async with stream_peer(port) as second:
+                await asyncio.wait_for(second.closed.wait(), 5)  # over the one slot
+            assert not first.closed.is_set()
+        assert sample(metrics, "alarmhub_sip_dropped_total", reason="connections") == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_the_owner_term_runs_the_sip_server_with_the_stores_credentials(
