@@ -472,4 +472,3 @@ async def test_a_stop_with_connections_open_closes_them_and_ends(kind: str, tmp_
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
         await asyncio.wait_for(device.closed.wait(), 5)
         await asyncio.wait_for(other.closed.wait(), 5)
-    assert task.done()

@@ -82,6 +82,13 @@ def test_the_receivers_capacity_is_set_and_bounded() -> None:
     default = load_settings(None)
     assert (default.scaip_max_connections, default.scaip_max_in_flight) == (2000, 2000)
     assert default.scaip_idle_timeout_s == 180.0
+    # The same as SipLimits' own defaults (what a server built without settings holds).
+    code = SipLimits()
+    assert (code.max_connections, code.max_in_flight, code.idle_timeout_s) == (
+        default.scaip_max_connections,
+        default.scaip_max_in_flight,
+        default.scaip_idle_timeout_s,
+    )
     s = load_settings(
         None, scaip_max_connections=6000, scaip_max_in_flight=500, scaip_idle_timeout_s=900
     )

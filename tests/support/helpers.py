@@ -110,11 +110,8 @@ def sqlite_at(db: Path | str, **kwargs: Any) -> Iterator[sqlite3.Connection]:
 
 
 def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db, timeout=10)
-    try:
+    with sqlite_at(db, timeout=10) as conn:
         return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -140,11 +137,8 @@ def db_count(db: Path, sql: str, params: tuple[Any, ...] = ()) -> int:
 
 def _schema_complete(db: Path) -> bool:
     try:
-        conn = sqlite3.connect(db, timeout=10)
-        try:
+        with sqlite_at(db, timeout=10) as conn:
             return schema_version(conn) >= KNOWN_VERSION
-        finally:
-            conn.close()
     except sqlite3.Error:
         return False
 
