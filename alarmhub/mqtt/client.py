@@ -8,7 +8,8 @@ to paho-mqtt (which aiomqtt wraps): paho's own network thread receives with
 while offline are auto-acked during connect), hands messages to the event loop
 in batches, and :meth:`MqttIngest.settle` sends the batch's PUBACKs (and its
 QoS 0 receipts) after the batch committed, as one buffer that alarmhub encodes
-itself (alarmhub/mqtt/packets.py says why). paho's network loop also
+itself (alarmhub/mqtt/packets.py says why), written by the settling thread itself
+on a plain TCP connection (BufferedReadClient.write_now says why and when not). paho's network loop also
 costs less per message than aiomqtt's (see docs/performance.md), which matters
 on the hottest path alarmhub has.
 
@@ -110,15 +111,16 @@ def _paho_internals(*, wanted: bool) -> bool:
     """Whether to use paho's internals (warned once when wanted and missing).
 
     Four uses, all for the hot path and all optional: our own PUBACK/PUBLISH buffer
-    goes on paho's internal queue, paho's per-message topic-callback walk is skipped,
-    its reads are buffered and whole PUBLISH packets in the buffer are read in one
-    pass (alarmhub/mqtt/paho_fast.py). Without them (the setting
+    goes on paho's internal queue, written by the thread that settles the batch on a
+    plain TCP connection (by paho's over TLS), paho's per-message topic-callback walk
+    is skipped, its reads are buffered and whole PUBLISH packets in the buffer are
+    read in one pass (alarmhub/mqtt/paho_fast.py). Without them (the setting
     `mqtt_paho_internals`, or a paho without these attributes) paho's public API does
     all four. pyproject.toml bounds paho to the releases tested with both.
     """
     available = hasattr(paho, "time_func") and all(
         hasattr(paho.Client, name)
-        for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read")
+        for name in ("_packet_queue", "_sock_recv", "_sock_close", "_packet_read", "_packet_write")
     )
     if wanted and not available:
         log.warning("mqtt.paho_internals_unavailable", paho_version=paho_version)
@@ -301,20 +303,27 @@ class MqttIngest:
         CONNACK, and what was queued before is discarded by paho's reconnect.
         A receipt that does not go out is answered again when the device resends.
         """
+        client = self._client
         with self._lock:
             if not self._link_up:
                 return 0
             generation = self._generation
             mids = [d.mid for d in deliveries if d.qos == 1 and d.generation == generation]
-            if self._internals:
-                buffer = packets.pubacks(mids) + packets.publishes_qos0(receipts)
-                if buffer:
-                    # A PUBACK command with QoS 0: paho's writer sends it and runs no
-                    # publish callback for it (see the module docstring).
-                    self._client._packet_queue(packets.PUBACK, buffer, 0, 0)  # noqa: SLF001
-                return len(mids)
-            for mid in mids:
-                self._client.ack(mid, 1)
+            if isinstance(client, BufferedReadClient):
+                # The socket those mids belong to, read while the link is known up: the
+                # write below goes out only on that one (BufferedReadClient.write_now).
+                connection = client.connection
+            else:
+                for mid in mids:
+                    client.ack(mid, 1)
+        if isinstance(client, BufferedReadClient):
+            buffer = packets.pubacks(mids) + packets.publishes_qos0(receipts)
+            # A PUBACK command with QoS 0: paho's writer sends it and runs no publish
+            # callback for it (see the module docstring). Written outside the lock:
+            # paho calls _on_disconnect, which takes it, from inside its own writes.
+            if buffer and not client.write_now(packets.PUBACK, buffer, connection):
+                return 0
+            return len(mids)
         for topic, payload in receipts:
             self._client.publish(topic, payload, qos=0)
         return len(mids)

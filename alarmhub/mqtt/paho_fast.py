@@ -1,14 +1,18 @@
 """paho's client with alarmhub's hot path: buffered reads, PUBLISH read in bulk, no topic walk.
 
 These reach into paho's private parts (`_sock_recv`, `_sock_close`, `_packet_read`,
-`_in_packet`, `_msgtime_mutex` and the keep-alive's receive time,
-`_on_message_filtered`): pyproject.toml bounds paho to the releases tested with them,
-and MqttIngest uses plain paho when they are missing or the setting
-`mqtt_paho_internals` is off (alarmhub/mqtt/client.py, docs/operations.md).
+`_packet_write`, `_in_packet`, `_out_packet`, `_sock`, `_sockpairW`, `_msgtime_mutex`
+and the keep-alive's receive time, `_on_message_filtered`): pyproject.toml bounds paho
+to the releases tested with them, and MqttIngest uses plain paho when they are missing
+or the setting `mqtt_paho_internals` is off (alarmhub/mqtt/client.py,
+docs/operations.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -67,6 +71,12 @@ class BufferedReadClient(paho.Client):
             None,
         )
         self.bulk_reads = 0  # runs taken by on_publishes (tests/mqtt: the path is used)
+        # One writer at a time on the socket: paho's thread, or `write_now` on the
+        # caller's. Reentrant: paho's write of a DISCONNECT closes the socket inside it.
+        self._write_lock = threading.RLock()
+        self.direct_writes = 0  # buffers written by write_now itself (tests/mqtt)
+        # paho's instance attributes write_now needs; without one it queues as paho does.
+        self._can_write = all(hasattr(self, n) for n in ("_out_packet", "_sock", "_sockpairW"))
 
     def _packet_read(self) -> MQTTErrorCode:
         """Whole PUBLISH packets at the buffer's head in one pass, between two packets
@@ -138,5 +148,61 @@ class BufferedReadClient(paho.Client):
         return rc
 
     def _sock_close(self) -> None:
-        self._rbuf, self._rpos = b"", 0
-        super()._sock_close()
+        # Under the write lock: no write_now is between its check of the socket and its
+        # send when the socket closes, so none can reach a descriptor reused meanwhile.
+        with self._write_lock:
+            self._rbuf, self._rpos = b"", 0
+            super()._sock_close()
+
+    def _packet_write(self) -> MQTTErrorCode:
+        with self._write_lock:
+            rc: MQTTErrorCode = super()._packet_write()
+            return rc
+
+    @property
+    def connection(self) -> object:
+        """The socket of the connection now, or None: what `write_now` is told to write on."""
+        return self._sock
+
+    def write_now(self, command: int, buffer: bytes, connection: object) -> bool:
+        """Write `buffer` (whole packets) from the calling thread, after what paho queued.
+
+        Without this, each batch's PUBACKs and receipts wait for paho's thread: the
+        queue wakes it through its socket pair, and it must then take the GIL from the
+        event loop, which has gone on to the batch's fan-out (its `send` to the socket
+        pair was the loop's costliest call at 2,000 msg/s; docs/performance.md,
+        sixteenth part). Here the loop writes them itself, on a plain TCP socket only:
+        an OpenSSL connection must not be written by one thread while another reads it,
+        so TLS (and a websocket) keeps paho's thread as the writer.
+
+        False, with nothing queued, when `connection` is no longer paho's socket (the
+        acks belong to a connection that closed). What the kernel did not take stays
+        queued in order, and paho's thread is woken to finish it when it can.
+        """
+        with self._write_lock:
+            sock = self._sock
+            if sock is None or sock is not connection:
+                return False
+            if type(sock) is not socket.socket or not self._can_write:
+                # TLS or a websocket: paho's thread writes, woken by its queue.
+                self._packet_queue(command, buffer, 0, 0)
+                return True
+            self._out_packet.append(
+                {
+                    "command": command,
+                    "mid": 0,
+                    "qos": 0,
+                    "pos": 0,
+                    "to_process": len(buffer),
+                    "packet": buffer,
+                    "info": None,
+                }
+            )
+            self._packet_write()
+            left = bool(self._out_packet)
+            self.direct_writes += 1
+        if left and (wake := self._sockpairW) is not None:
+            # paho's select() watches for room to write only while it has something queued.
+            with contextlib.suppress(BlockingIOError):
+                wake.send(b"0")
+        return True

@@ -240,6 +240,8 @@ def test_paho_internals_are_in_use_exactly_when_asked(internals: bool) -> None:
     client = ingest._client
     assert isinstance(client, BufferedReadClient) is internals
     assert isinstance(client._on_message_filtered, NoTopicCallbacks) is internals
+    # and the acks are written by the settling thread, not queued for paho's (write_now)
+    assert getattr(client, "_can_write", False) is internals
     assert ingest._internals is internals
 
 
