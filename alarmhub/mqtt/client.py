@@ -9,9 +9,9 @@ while offline are auto-acked during connect), hands messages to the event loop
 in batches, and :meth:`MqttIngest.settle` sends the batch's PUBACKs (and its
 QoS 0 receipts) after the batch committed, as one buffer that alarmhub encodes
 itself (alarmhub/mqtt/packets.py says why), written by the settling thread itself
-on a plain TCP connection (BufferedReadClient.write_now says why and when not). paho's network loop also
-costs less per message than aiomqtt's (see docs/performance.md), which matters
-on the hottest path alarmhub has.
+on a plain TCP connection (BufferedReadClient.write_now says why and when not).
+paho's network loop also costs less per message than aiomqtt's (see
+docs/performance.md), which matters on the hottest path alarmhub has.
 
 Rules this module keeps (see NOTES.md, "ack after commit"):
 - a persistent session: stable client id, MQTT 3.1.1 `clean_session=False`;
