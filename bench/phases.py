@@ -6,6 +6,8 @@ and a fresh persistent session so runs do not deduplicate each other.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import signal
 import subprocess
@@ -404,6 +406,42 @@ def drive_at_rate(
     press_sent: dict[str, float] = {}
     if before is not None:
         before()
+    with _no_collector():
+        return _timed_window(pub, sub, msgs, sent, press_sent, receipts, opts, pid, sse)
+
+
+@contextlib.contextmanager
+def _no_collector() -> Any:
+    """This process's cyclic collector off while it times messages, on again after.
+
+    The receipts and the live feed are timed here, on this process's threads: a full
+    collection of its heap (the window's 20,000 messages and their records) held the
+    GIL for 47.6 ms in the middle of a window, and every receipt arriving meanwhile
+    was timed that much late, alarmhub's and the bare echo client's alike
+    (docs/performance.md, sixteenth part). Frozen first, so what exists is never
+    scanned; the window's own garbage is freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def _timed_window(
+    pub: paho.Client,
+    sub: paho.Client,
+    msgs: list[Any],
+    sent: dict[str, float],
+    press_sent: dict[str, float],
+    receipts: dict[str, float],
+    opts: Options,
+    pid: int | None,
+    sse: _SseReader | None,
+) -> dict[str, Any]:
     cpu0 = harness.proc_cpu_s(pid) if pid is not None else 0.0
     start = time.perf_counter()
     behind = 0.0
