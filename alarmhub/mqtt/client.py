@@ -296,12 +296,15 @@ class MqttIngest:
         """PUBACK committed deliveries, then send their QoS 0 receipts: one buffer, one write.
 
         Only deliveries that came on the current connection are acknowledged, in
-        arrival order. The check and the enqueue happen under the lock that the
-        connect and disconnect callbacks take, so a buffer is never queued for a
-        connection other than the one its packet identifiers belong to: once
-        paho reports the connection lost, nothing more is queued until the next
-        CONNACK, and what was queued before is discarded by paho's reconnect.
-        A receipt that does not go out is answered again when the device resends.
+        arrival order. The check, and the reading of that connection's socket, happen
+        under the lock that the connect and disconnect callbacks take; the buffer is
+        then written only while that socket is still paho's (write_now, under the lock
+        paho's socket close takes). So a buffer never goes to a connection other than
+        the one its packet identifiers belong to: once paho reports the connection
+        lost, nothing more is queued until the next CONNACK, and what was queued
+        before is discarded by paho's reconnect. Returns how many were acknowledged
+        (0 when the connection closed before the write). A receipt that does not go
+        out is answered again when the device resends.
         """
         client = self._client
         with self._lock:

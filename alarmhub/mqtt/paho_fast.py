@@ -170,7 +170,7 @@ class BufferedReadClient(paho.Client):
         Without this, each batch's PUBACKs and receipts wait for paho's thread: the
         queue wakes it through its socket pair, and it must then take the GIL from the
         event loop, which has gone on to the batch's fan-out (its `send` to the socket
-        pair was the loop's costliest call at 2,000 msg/s; docs/performance.md,
+        pair was the loop's costliest call at 200 msg/s; docs/performance.md,
         sixteenth part). Here the loop writes them itself, on a plain TCP socket only:
         an OpenSSL connection must not be written by one thread while another reads it,
         so TLS (and a websocket) keeps paho's thread as the writer.
