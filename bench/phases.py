@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,7 +411,7 @@ def drive_at_rate(
 
 
 @contextlib.contextmanager
-def _no_collector() -> Any:
+def _no_collector() -> Iterator[None]:
     """This process's cyclic collector off while it times messages, on again after.
 
     The receipts and the live feed are timed here, on this process's threads: a full
