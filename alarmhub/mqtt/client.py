@@ -51,6 +51,7 @@ from alarmhub.core.dedup import DEAD_LETTER_KEPT_BYTES, payload_digest
 from alarmhub.core.model import PayloadCut, RawMessage
 from alarmhub.core.pipeline import rejected_fingerprint
 from alarmhub.mqtt import packets
+from alarmhub.mqtt.closing import await_broker_close
 from alarmhub.mqtt.paho_fast import BufferedReadClient, NoTopicCallbacks
 from alarmhub.settings import MqttTarget
 
@@ -141,6 +142,7 @@ class MqttIngest:
         on_link: Callable[[bool, bool], None] | None = None,
         paho_internals: bool = True,
         max_payload_bytes: int | None = None,
+        close_wait_s: float = 5.0,
     ) -> None:
         self._targets = (target,) if isinstance(target, MqttTarget) else tuple(target)
         if not self._targets:
@@ -158,6 +160,8 @@ class MqttIngest:
         # over, which `on_connection_change` (at SUBACK) is not (daemon/backlog.py).
         self._on_link = on_link
         self._keepalive = keepalive
+        # How long close() waits for the broker to have read our last acks (closing.py).
+        self._close_wait_s = close_wait_s
         self._internals = _paho_internals(wanted=paho_internals)
         self._pending: deque[Delivery] = deque()
         # Lowered by batches() only while it waits for a message: the next one wakes it.
@@ -194,6 +198,7 @@ class MqttIngest:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.on_socket_open = _no_delay
+        self._client.on_socket_close = self._on_socket_close
         # paho annotates the delays as int but sleeps on floats: sub-second jitter works.
         self._client.reconnect_delay_set(self._backoff.minimum, self._backoff.minimum)  # type: ignore[arg-type]
 
@@ -232,7 +237,17 @@ class MqttIngest:
         await self.close()
 
     async def close(self) -> None:
-        self._closing = True
+        """DISCONNECT, and return once the broker has read it and the acks before it.
+
+        paho's thread writes the DISCONNECT and then waits, before the socket closes,
+        for the broker to close its side (_on_socket_close, bounded by `close_wait_s`).
+        No ack is written after the DISCONNECT: the broker would not read it, and paho's
+        close must stay on paho's thread (write_now could otherwise be the one to write
+        the DISCONNECT, and wait on the event loop).
+        """
+        with self._lock:
+            self._closing = True
+            self._link_up = False
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
         self._set_connected(connected=False)
@@ -416,6 +431,12 @@ class MqttIngest:
         self._set_connected(connected=True)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._first_connect.set)
+
+    def _on_socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        # Our own close only (close() sets `_closing` before the DISCONNECT): a lost link
+        # has nobody left to wait for. Not a websocket wrapper; TLS sockets are sockets.
+        if self._closing and isinstance(sock, socket.socket):
+            await_broker_close(sock, self._close_wait_s)
 
     def _on_disconnect(
         self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any
