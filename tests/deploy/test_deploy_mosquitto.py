@@ -8,7 +8,6 @@ limits -- are the production ones. Certificates are made at test time with `open
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from alarmhub.dev.mosquitto import free_port, mosquitto_binary, wait_for_port
 from alarmhub.settings import Settings
-from tests.support.helpers import wait_until
+from tests.support.helpers import settled_until, wait_until
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 PASSWORDS = {
@@ -532,13 +531,9 @@ async def test_alarmhubs_own_client_takes_a_backlog_over_tls(
     dev_a.publish("alarmhub/v1/dev-a/events", b"last")
     dev_a.close()
 
-    got: list[bytes] = []
     async with ingest() as second:
-        batches = second.batches(max_batch=500, coalesce_s=0.001)
-        while len(got) < n + 1:
-            batch = await asyncio.wait_for(anext(batches), TIMEOUT_S)
-            got.extend(d.raw.payload for d in batch)
-            assert second.settle(batch, ()) == len(batch)
+        got, acked = await settled_until(second, lambda got: len(got) >= n + 1, TIMEOUT_S)
+        assert acked == len(got)  # each batch on the connection it came on
         # Over TLS paho's thread writes the acks: an OpenSSL connection is not written
         # by one thread while another reads it (BufferedReadClient.write_now).
         assert getattr(second._client, "direct_writes", 0) == 0
@@ -550,10 +545,5 @@ async def test_alarmhubs_own_client_takes_a_backlog_over_tls(
         dev_b = Client(broker, "dev-b")
         dev_b.publish("alarmhub/v1/dev-b/events", b"sentinel")
         dev_b.close()
-        ahead: list[bytes] = []
-        batches = third.batches(max_batch=500, coalesce_s=0.001)
-        while b"sentinel" not in ahead:
-            batch = await asyncio.wait_for(anext(batches), TIMEOUT_S)
-            ahead.extend(d.raw.payload for d in batch)
-            third.settle(batch, ())
+        ahead, _ = await settled_until(third, lambda got: b"sentinel" in got, TIMEOUT_S)
     assert ahead == [b"sentinel"], f"{len(ahead) - 1} acknowledged messages were sent again"

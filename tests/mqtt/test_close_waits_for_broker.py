@@ -20,7 +20,7 @@ import pytest
 from alarmhub.dev.mosquitto import LocalBroker
 from alarmhub.mqtt.client import MqttIngest
 from alarmhub.settings import parse_mqtt_url
-from tests.support.helpers import Publisher
+from tests.support.helpers import Publisher, settled_until
 
 pytestmark = pytest.mark.broker
 
@@ -53,13 +53,9 @@ async def test_a_close_right_after_the_last_acks_leaves_nothing_to_redeliver(
     finally:
         pub.close()
 
-    got: list[bytes] = []
     async with ingest() as second:  # takes the backlog, acks every batch, closes at once
-        batches = second.batches(max_batch=500, coalesce_s=0.001)
-        while len(got) < BACKLOG:
-            batch = await asyncio.wait_for(anext(batches), 20)
-            got.extend(d.raw.payload for d in batch)
-            assert second.settle(batch, ()) == len(batch)
+        got, acked = await settled_until(second, lambda got: len(got) >= BACKLOG)
+    assert acked == len(got)
     assert got == [b"m%d" % i for i in range(BACKLOG)]
 
     async with ingest() as third:  # at once, as a restarted daemon would
@@ -79,12 +75,5 @@ async def _until_sentinel(ingest: MqttIngest, port: int, client_id: str) -> int:
         await asyncio.to_thread(pub.publish, "backlog/x", b"sentinel")
     finally:
         pub.close()
-    ahead = 0
-    batches = ingest.batches(max_batch=500, coalesce_s=0.001)
-    while True:
-        batch = await asyncio.wait_for(anext(batches), 20)
-        ingest.settle(batch, ())
-        payloads = [d.raw.payload for d in batch]
-        if b"sentinel" in payloads:
-            return ahead + payloads.index(b"sentinel")
-        ahead += len(payloads)
+    payloads, _ = await settled_until(ingest, lambda got: b"sentinel" in got)
+    return payloads.index(b"sentinel")

@@ -24,6 +24,7 @@ from alarmhub.store.errors import StoreUnavailableError
 from alarmhub.store.sqlite.migrations import KNOWN_VERSION, schema_version
 
 if TYPE_CHECKING:
+    from alarmhub.mqtt.client import MqttIngest
     from alarmhub.observability.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,6 +160,24 @@ async def async_wait_until(check: Callable[[], bool], timeout: float = 10.0) -> 
             return True
         await asyncio.sleep(0.02)
     return check()
+
+
+async def settled_until(
+    ingest: MqttIngest, done: Callable[[list[bytes]], bool], timeout: float = 20.0
+) -> tuple[list[bytes], int]:
+    """Take `ingest`'s batches, settling each, until `done(payloads so far)`.
+
+    The payloads in arrival order and how many of them were acknowledged; a batch not
+    arriving within `timeout` raises TimeoutError.
+    """
+    payloads: list[bytes] = []
+    acked = 0
+    batches = ingest.batches(max_batch=500, coalesce_s=0.001)
+    while not done(payloads):
+        batch = await asyncio.wait_for(anext(batches), timeout)
+        payloads.extend(d.raw.payload for d in batch)
+        acked += ingest.settle(batch, ())
+    return payloads, acked
 
 
 def register(db_url: str, rows: Iterable[tuple[str, ...]], tmp_path: Path) -> None:
