@@ -5,6 +5,7 @@ slow for anything but an exact str, int, float or bytes (issue 18)."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from enum import StrEnum
 
 import pytest
@@ -50,11 +51,11 @@ def test_every_member_of_a_bound_enum_is_a_str_bound_as_its_value() -> None:
 )
 def test_stored_as_before(value: object) -> None:
     """What a column holds and its SQLite type are what the unadapted path stored."""
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE t (v)")
-    conn.execute("INSERT INTO t VALUES (?)", (value,))
-    conn.executemany("INSERT INTO t VALUES (?)", [(value,), (value,)])
-    rows = conn.execute("SELECT v, typeof(v) FROM t").fetchall()
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE t (v)")
+        conn.execute("INSERT INTO t VALUES (?)", (value,))
+        conn.executemany("INSERT INTO t VALUES (?)", [(value,), (value,)])
+        rows = conn.execute("SELECT v, typeof(v) FROM t").fetchall()
     types = {type(None): "null", int: "integer", float: "real", bytes: "blob"}
     expected_type = types.get(type(value), "text")
     expected = value.value if isinstance(value, StrEnum) else value

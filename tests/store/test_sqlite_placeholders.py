@@ -78,27 +78,51 @@ def test_the_check_sees_the_placeholders_it_forbids() -> None:
     assert not any(NOT_POSITIONAL.search(s) for s in good)
 
 
+def _is_connect(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "connect"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "sqlite3"
+    )
+
+
 def _unclosed_connects(tree: ast.AST) -> list[int]:
     """Lines where a `sqlite3.connect(...)` is used so that nothing closes it: as a `with`
-    item (the connection's context manager commits, it does not close) or called on at
-    once (`sqlite3.connect(db).execute(...)`)."""
-
-    def is_connect(node: ast.AST) -> bool:
-        return (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "connect"
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "sqlite3"
-        )
-
+    item (the connection's context manager commits, it does not close), called on at
+    once (`sqlite3.connect(db).execute(...)`), or kept in a name that the function never
+    closes (`.close()`, `closing(...)`) nor hands on (`return`, `yield`)."""
     lines = []
     for node in ast.walk(tree):
         if isinstance(node, ast.With | ast.AsyncWith):
-            lines += [i.context_expr.lineno for i in node.items if is_connect(i.context_expr)]
-        elif isinstance(node, ast.Attribute) and is_connect(node.value):
+            lines += [i.context_expr.lineno for i in node.items if _is_connect(i.context_expr)]
+        elif isinstance(node, ast.Attribute) and _is_connect(node.value):
             lines.append(node.lineno)
-    return lines
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines += _kept_open_in(node)
+    return sorted(lines)
+
+
+def _kept_open_in(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[int]:
+    """Connections `fn` assigns to a name it never closes nor returns."""
+    handled: set[str] = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "close":
+                handled |= {func.value.id} if isinstance(func.value, ast.Name) else set()
+            elif isinstance(func, ast.Name) and func.id == "closing":
+                handled |= {a.id for a in node.args if isinstance(a, ast.Name)}
+        elif isinstance(node, ast.Return | ast.Yield) and isinstance(node.value, ast.Name):
+            handled.add(node.value.id)
+    return [
+        node.lineno
+        for node in ast.walk(fn)
+        if isinstance(node, ast.Assign)
+        and _is_connect(node.value)
+        and any(not isinstance(t, ast.Name) or t.id not in handled for t in node.targets)
+    ]
 
 
 def test_no_sqlite_connection_is_left_for_the_collector_to_close() -> None:
@@ -115,8 +139,15 @@ def test_no_sqlite_connection_is_left_for_the_collector_to_close() -> None:
     assert not found, "close the connection (sqlite_at, db_rows, closing()):\n" + "\n".join(found)
 
 
-def test_the_connection_check_sees_both_forms() -> None:
+def test_the_connection_check_sees_each_form() -> None:
     src = "with sqlite3.connect(db) as c:\n    pass\nsqlite3.connect(db).execute('x')\n"
     assert _unclosed_connects(ast.parse(src)) == [1, 3]
-    closed = "with closing(sqlite3.connect(db)) as c:\n    pass\nc = sqlite3.connect(db)\n"
+    closed = "with closing(sqlite3.connect(db)) as c:\n    pass\n"
     assert _unclosed_connects(ast.parse(closed)) == []
+    # Kept in a name: closed, or handed on, by the function; else left to the collector
+    # (tests/store/test_binding.py did so, once per parameter, before 2026-12-07).
+    kept = "def f():\n    c = sqlite3.connect(db)\n    c.execute('x')\n"
+    assert _unclosed_connects(ast.parse(kept)) == [2]
+    for ending in ("c.close()", "return c", "yield c", "with closing(c):\n        pass"):
+        src = f"def f():\n    c = sqlite3.connect(db)\n    {ending}\n"
+        assert _unclosed_connects(ast.parse(src)) == [], ending
