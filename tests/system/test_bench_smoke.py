@@ -168,3 +168,38 @@ def test_the_storm_echo_and_cpu_figures_are_printed() -> None:
     assert keys.index("ratio") < keys.index("storm_ratio") < keys.index("echo_p99_ms")
     assert keys.index("echo_p99_ms") < keys.index("p99_ms")
     assert "storm_ratio" in out.stdout.split("targets (issue 18)")[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "alarms"),
+    [
+        (["storm", "--n", "300"], 300),
+        # 2 % of the mix are presses, each from a pendant of its own.
+        (["rate", "--n", "400", "--rate", "2000", "--burst", "8", "--devices", "40"], None),
+    ],
+)
+def test_the_in_process_bench_commits_every_message_and_prints_its_figures(
+    args: list[str], alarms: int | None
+) -> None:
+    """bench.inprocess: every message through Ingest.run, in batches as the daemon makes them."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    n = int(args[args.index("--n") + 1])
+    assert result["messages"] == n
+    assert result["batches"] >= 1
+    assert result["loop_us_per_msg"] >= 0
+    assert result["loop_turns_per_batch"] > 0
+    if alarms is not None:
+        assert result["alarms_active"] == alarms
+    else:
+        # Fed in bursts of 8 at 2,000/s, not as one backlog: more than one batch.
+        assert result["batches"] > 1
+        assert result["alarms_active"] > 0
