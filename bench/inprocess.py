@@ -45,7 +45,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class FedSource:
-    """A BatchSource fed from a thread: batches as MqttIngest.batches makes them."""
+    """A BatchSource fed from a thread: batches as MqttIngest.batches makes them.
+
+    `batches` is that method's loop, copied on purpose: the figures are worth something
+    only if batches form here as they do in the daemon (the coalescing delay, a wake-up of
+    the loop only for a message that finds it waiting). A change there belongs here too.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,26 @@ from bench import profile, workload
 from tests.support.helpers import REPO
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def _printed(module: str, args: list[str]) -> str:
+    """Run `python -m module args` from the checkout; what it printed."""
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def _json_line(printed: str) -> dict[str, Any]:
+    """The JSON line a bench prints last."""
+    result: dict[str, Any] = json.loads(printed.strip().splitlines()[-1])
+    return result
 
 
 def test_the_mix_is_deterministic_and_decodes_as_intended() -> None:
@@ -92,16 +113,7 @@ def test_a_tiny_bench_run_prints_the_json_line() -> None:
         # The cluster phase needs PostgreSQL: tests/system/test_cluster.py covers that path.
         *("--phases", "throughput,latency,scale"),
     ]
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _json_line(_printed("bench", args))
     assert result["baseline_msgs_per_s"] > 0
     # 400 messages may drain before the first /metrics poll: then there is no rate,
     # but every message must have been committed.
@@ -140,16 +152,8 @@ def test_the_storm_echo_and_cpu_figures_are_printed() -> None:
         *("--rate", "200", "--duration", "1"),
         *("--phases", "throughput,latency,storm"),
     ]
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    printed = _printed("bench", args)
+    result = _json_line(printed)
     assert result["storm_n"] == 3000
     assert result["storm_baseline_msgs_per_s"] > 0
     assert result["storm_ratio"] > 0
@@ -167,7 +171,7 @@ def test_the_storm_echo_and_cpu_figures_are_printed() -> None:
     keys = list(result)
     assert keys.index("ratio") < keys.index("storm_ratio") < keys.index("echo_p99_ms")
     assert keys.index("echo_p99_ms") < keys.index("p99_ms")
-    assert "storm_ratio" in out.stdout.split("targets (issue 18)")[1]
+    assert "storm_ratio" in printed.split("targets (issue 18)")[1]
 
 
 @pytest.mark.parametrize(
@@ -182,16 +186,7 @@ def test_the_in_process_bench_commits_every_message_and_prints_its_figures(
     args: list[str], alarms: int | None
 ) -> None:
     """bench.inprocess: every message through Ingest.run, in batches as the daemon makes them."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _json_line(_printed("bench.inprocess", args))
     n = int(args[args.index("--n") + 1])
     assert result["messages"] == n
     assert result["batches"] >= 1
