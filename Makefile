@@ -1,6 +1,8 @@
 # Every target bootstraps its own virtual environment, so a fresh machine needs only Python 3.11+.
 PYTHON ?= python3
-VENV   := .venv
+# Another CPython gets a venv of its own: `make test PYTHON=python3.13 VENV=.venv-3.13`
+# (.ci/run does so for each newer CPython scripts/other-pythons finds).
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=

@@ -128,8 +128,9 @@ def _kept_open_in(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[int]:
 def test_no_sqlite_connection_is_left_for_the_collector_to_close() -> None:
     """From Python 3.13 a connection the collector closes is a ResourceWarning, an error
     under this suite's `filterwarnings`, raised in whichever test runs then (8 tests failed
-    on 3.13.0 for connections other tests had left open). CI runs 3.11, which says nothing,
-    so the source is read: tests use `tests.support.helpers.sqlite_at` or `db_rows`."""
+    on 3.13.0 for connections other tests had left open). CI runs 3.13 too, but the warning
+    names whichever test ran next, and 3.11 says nothing: the source is read, and names the
+    line. Tests use `tests.support.helpers.sqlite_at` or `db_rows`."""
     found = [
         f"{path.relative_to(PACKAGE.parent)}:{line}"
         for root in (PACKAGE, PACKAGE.parent / "tests", PACKAGE.parent / "bench")
