@@ -257,7 +257,12 @@ def proc_rss_mb(pid: int) -> tuple[float, float]:
 
 def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds a process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a /proc `stat` file (a process's, or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

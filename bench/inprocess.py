@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import tempfile
 import threading
 import time
@@ -102,14 +101,12 @@ class FedSource:
 
 def thread_cpu_s() -> dict[int, float]:
     """CPU seconds (user + system) of each of this process's threads, by native id."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = harness.stat_cpu_s(task / "stat")
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -162,8 +159,12 @@ def feed_at_once(src: FedSource, messages: Sequence[workload.Message]) -> None:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="alarmhub-inprocess-"))
-    db = work / "alarmhub.db"
+    """One run in a temporary directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="alarmhub-inprocess-") as work:
+        return await _measure(args, Path(work) / "alarmhub.db")
+
+
+async def _measure(args: argparse.Namespace, db: Path) -> dict[str, Any]:
     start = SystemClock().now()
     if args.mode == "storm":
         pendants = workload.press_devices(args.n, prefix="storm")
